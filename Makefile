@@ -1,0 +1,45 @@
+# vaultflow: two commands set everything up on a fresh Debian machine with Python 3.11+.
+#   make demo   back up, drop, restore and compare an embedded PostgreSQL database
+#   make test   install everything and run every test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV_VERSION := 0.13.8
+
+.PHONY: demo test test-fast bench lock system-deps install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+
+# The venv follows requirements.lock exactly; re-synced whenever the lock file changes.
+$(VENV)/.synced: requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/uv pip sync --python $(BIN)/python --quiet requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	touch $@
+
+install: system-deps $(VENV)/.synced
+
+# Debian packages the tests and benchmark use: system PostgreSQL (second server version, and
+# stock tools to compare with) and the zstd command line tool.
+system-deps:
+	@bash scripts/system-deps.sh
+
+demo: install
+	$(BIN)/vaultflow demo
+
+test: install
+	PREFECT_FLOWS_HEARTBEAT_FREQUENCY= $(BIN)/pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(BIN)/pytest -q tests/unit
+
+bench: install
+	$(BIN)/python -m bench.run
+
+lock: | $(BIN)/python
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra bench --extra embedded \
+		--python-version 3.11 -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,9 @@
+"""Prefect blocks: one per target kind, and the BackupRepository.
+
+Register them with `prefect block register -m blocks`.
+"""
+
+from blocks.postgres_target import PostgresTarget
+from blocks.repository import BackupRepository
+
+__all__ = ["PostgresTarget", "BackupRepository"]

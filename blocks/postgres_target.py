@@ -1,0 +1,56 @@
+"""PostgresTarget: a PostgreSQL server to back up, as a Prefect block."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+from vaultflow.engines.pg_client import PostgresConfig
+from vaultflow.engines.postgres import PostgresEngine
+
+
+class PostgresTarget(Block):
+    """A PostgreSQL server (and which of its databases) that vaultflow backs up.
+
+    Example:
+        ```python
+        from blocks import PostgresTarget
+
+        target = PostgresTarget.load("prod")
+        print(target.engine().check())
+        ```
+    """
+
+    _block_type_name = "Postgres Target"
+    _block_type_slug = "postgres-target"
+    _description = "A PostgreSQL server backed up by vaultflow: where it is, how to log in, which databases."
+    _documentation_url = "https://github.com/vaultflow/vaultflow/blob/main/docs/postgres.md"
+
+    host: str = Field(default="localhost", description="Host name or IP address of the server.")
+    port: int = Field(default=5432, description="TCP port of the server.")
+    user: str = Field(default="postgres", description="Role to log in as; needs to read every table "
+                      "(a superuser, or pg_read_all_data for data plus superuser for role globals).")
+    password: Optional[SecretStr] = Field(default=None, description="Password of the role; "
+                                          "handed to tools through a temporary passfile, never argv.")
+    databases: list[str] = Field(default_factory=list, description="Databases to back up; empty means "
+                                 "every non-template database that accepts connections.")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        default="prefer", description="libpq sslmode for every connection.")
+    bin_dir: Optional[str] = Field(default=None, description="Directory holding pg_dump/pg_restore; "
+                                   "default: the newest client found (must not be older than the server).")
+    target_name: Optional[str] = Field(default=None, description="Name of this target in the repository "
+                                       "layout; default: the block's name.")
+
+    @property
+    def name(self) -> str:
+        return self.target_name or getattr(self, "_block_document_name", None) or f"{self.host}-{self.port}"
+
+    def to_config(self) -> PostgresConfig:
+        return PostgresConfig(name=self.name, host=self.host, port=self.port, user=self.user,
+                              password=self.password, databases=self.databases,
+                              sslmode=self.sslmode, bin_dir=self.bin_dir)
+
+    def engine(self) -> PostgresEngine:
+        return PostgresEngine(self.to_config())

@@ -1,0 +1,73 @@
+"""BackupRepository: where backups go (local directory and/or S3), compression and retention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from prefect.blocks.core import Block
+from prefect_aws.s3 import S3Bucket
+from pydantic import Field, model_validator
+
+from vaultflow.repository import Repository
+from vaultflow.retention import RetentionPolicy
+from vaultflow.stores.local import LocalStore
+from vaultflow.stores.mirror import MirrorStore
+from vaultflow.stores.s3 import S3Store
+
+
+class BackupRepository(Block):
+    """One or more stores that hold backups, plus compression and a retention policy.
+
+    With both a local path and an S3 bucket, every object is written to both in one pass
+    (a mirror) and read from the first that has it.
+
+    Example:
+        ```python
+        from blocks import BackupRepository
+
+        repo = BackupRepository.load("offsite")
+        print(repo.build().description)
+        ```
+    """
+
+    _block_type_name = "Backup Repository"
+    _block_type_slug = "backup-repository"
+    _description = "Where vaultflow keeps backups (local directory, S3, or both), compression and retention."
+    _documentation_url = "https://github.com/vaultflow/vaultflow/blob/main/docs/repository-format.md"
+
+    local_path: Optional[str] = Field(default=None, description="Directory on the worker's host that "
+                                      "holds the repository (created 0700 if missing).")
+    s3_bucket: Optional[S3Bucket] = Field(default=None, description="A prefect-aws S3Bucket block; its "
+                                          "bucket_folder is the repository's prefix inside the bucket.")
+    compression_level: int = Field(default=3, ge=1, le=19, description="zstd level: 1 fastest, 19 smallest.")
+    keep_last: Optional[int] = Field(default=7, ge=0, description="Keep the N newest backups.")
+    keep_daily: Optional[int] = Field(default=7, ge=0, description="Keep the newest backup of each of N days.")
+    keep_weekly: Optional[int] = Field(default=4, ge=0, description="Keep the newest backup of each of N ISO weeks.")
+    keep_monthly: Optional[int] = Field(default=12, ge=0, description="Keep the newest backup of each of N months.")
+    keep_yearly: Optional[int] = Field(default=None, ge=0, description="Keep the newest backup of each of N years.")
+    keep_within: Optional[str] = Field(default=None, description="Keep everything newer than this, e.g. '7d', '36h'.")
+    orphan_grace: str = Field(default="24h", description="Payload without a manifest (a killed run) older "
+                              "than this is deleted by prune.")
+
+    @model_validator(mode="after")
+    def _needs_a_store(self):
+        if not self.local_path and self.s3_bucket is None:
+            raise ValueError("a BackupRepository needs local_path, s3_bucket, or both")
+        return self
+
+    def retention_policy(self) -> RetentionPolicy:
+        return RetentionPolicy(keep_last=self.keep_last, keep_daily=self.keep_daily,
+                               keep_weekly=self.keep_weekly, keep_monthly=self.keep_monthly,
+                               keep_yearly=self.keep_yearly, keep_within=self.keep_within,
+                               orphan_grace=self.orphan_grace)
+
+    def build(self) -> Repository:
+        stores = []
+        if self.local_path:
+            stores.append(LocalStore(Path(self.local_path).expanduser()))
+        if self.s3_bucket is not None:
+            client = self.s3_bucket.credentials.get_s3_client()
+            stores.append(S3Store(client, self.s3_bucket.bucket_name, self.s3_bucket.bucket_folder))
+        store = stores[0] if len(stores) == 1 else MirrorStore(stores)
+        return Repository(store, compression_level=self.compression_level)

@@ -1,0 +1,185 @@
+"""What every flow shares: loading blocks, lineage, events, artifacts, progress, retries."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Union
+
+from prefect import get_client, get_run_logger
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.blocks.core import Block
+from prefect.client.schemas.objects import FlowRunPolicy
+from prefect.events import emit_event
+from prefect.runtime import deployment, flow_run
+
+from blocks import BackupRepository, PostgresTarget
+from vaultflow.errors import is_transient
+from vaultflow.manifest import Lineage, Manifest
+from vaultflow.repository import Repository
+
+TargetBlock = Union[PostgresTarget]
+TargetParam = Union[PostgresTarget, str]
+RepositoryParam = Union[BackupRepository, str]
+
+# Flow-level retries for transient failures (server restarting, network blip). Permanent errors
+# cancel the remaining retries (fail_fast_on_permanent_errors). Tasks back off exponentially.
+FLOW_RETRIES = {"retries": int(os.environ.get("VAULTFLOW_FLOW_RETRIES", "2")),
+                "retry_delay_seconds": float(os.environ.get("VAULTFLOW_FLOW_RETRY_DELAY_S", "120"))}
+
+# The CLI sets this so long transfers also draw a progress bar in the terminal.
+TERMINAL_PROGRESS = {"enabled": False}
+
+
+def load_block(ref: Any, default_type: str) -> Block:
+    """A block instance, or its name: 'postgres-target/prod', or just 'prod' for `default_type`."""
+    if isinstance(ref, Block):
+        return ref
+    if isinstance(ref, str):
+        return Block.load(ref if "/" in ref else f"{default_type}/{ref}")
+    raise TypeError(f"expected a block or a block name, got {type(ref).__name__}")
+
+
+def load_target(ref: TargetParam) -> TargetBlock:
+    return load_block(ref, "postgres-target")
+
+
+def load_repository(ref: RepositoryParam) -> tuple[BackupRepository, Repository]:
+    block = load_block(ref, "backup-repository")
+    return block, block.build()
+
+
+def param_name(value: Any) -> str:
+    """A short name for a flow parameter that is a block or a block reference (run names)."""
+    if isinstance(value, str):
+        return value.split("/")[-1]
+    if isinstance(value, dict):  # parameters as the runtime sees them before validation
+        return str(value.get("target_name") or value.get("host") or "target")
+    return getattr(value, "name", None) or type(value).__name__
+
+
+def run_name(kind: str):
+    """flow_run_name callable: '<kind>-<target>-<UTC time>' so the UI list reads as a catalog."""
+    def name() -> str:
+        params = flow_run.parameters or {}
+        subject = params.get("target") or params.get("repository") or "all"
+        return f"{kind}-{param_name(subject)}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    return name
+
+
+def lineage() -> Lineage:
+    return Lineage(flow_run_id=str(flow_run.id) if flow_run.id else None,
+                   flow_run_name=flow_run.name, deployment=deployment.name,
+                   ui_url=flow_run.ui_url)
+
+
+# -- events ------------------------------------------------------------------------------
+
+def target_resource(engine: str, target: str) -> dict[str, str]:
+    return {"prefect.resource.id": f"vaultflow.target.{engine}.{target}",
+            "prefect.resource.role": "target", "prefect.resource.name": target}
+
+
+def backup_resource(manifest: Manifest) -> dict[str, str]:
+    return {"prefect.resource.id": f"vaultflow.backup.{manifest.engine}.{manifest.target}.{manifest.id}",
+            "prefect.resource.name": manifest.id, "vaultflow.kind": manifest.kind.value}
+
+
+def emit_backup_event(event: str, manifest: Manifest, payload: dict | None = None) -> None:
+    """vaultflow.backup.<event> about one backup, related to its target and parent."""
+    related = [target_resource(manifest.engine, manifest.target)]
+    if manifest.parent_id:
+        related.append({"prefect.resource.id":
+                        f"vaultflow.backup.{manifest.engine}.{manifest.target}.{manifest.parent_id}",
+                        "prefect.resource.role": "parent"})
+    emit_event(event=f"vaultflow.backup.{event}", resource=backup_resource(manifest),
+               related=related, payload=payload or {})
+
+
+# -- artifacts ----------------------------------------------------------------------------
+
+def artifact_key(*parts: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    raw = "-".join(parts).lower()
+    return "".join(c if c.isalnum() else "-" for c in raw).strip("-")[:100]
+
+
+def publish_catalog(repository: Repository, engine: str, target: str) -> None:
+    """The keyed table artifact that shows a target's catalog, with links to runs."""
+    catalog = repository.catalog(engine, target)
+    checks = repository.last_checks(engine, target)
+    rows = []
+    for m in reversed(catalog.manifests):
+        check = checks.get(m.id, {})
+        rows.append({
+            "backup": m.id, "kind": m.kind.value, "parent": m.parent_id or "",
+            "finished": m.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "stored_MB": round(m.stored_size / 1e6, 2), "objects": len(m.objects),
+            "made_by": m.lineage.ui_url or m.lineage.flow_run_name or "",
+            "last_check": f"{check.get('kind', '')} {check.get('result', '')} {check.get('time', '')}".strip(),
+            "checked_by": check.get("ui_url") or "",
+        })
+    for problem in catalog.problems:
+        rows.append({"backup": problem.key, "kind": "UNREADABLE", "parent": problem.message})
+    create_table_artifact(rows, key=artifact_key("catalog", engine, target),
+                          description=f"Catalog of {engine}/{target} in {repository.description}")
+
+
+def record_check(repository: Repository, manifest: Manifest, kind: str, ok: bool, detail: str) -> None:
+    repository.record_check(manifest, {
+        "kind": kind, "result": "ok" if ok else "FAILED", "detail": detail,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "flow_run_id": str(flow_run.id) if flow_run.id else None, "ui_url": flow_run.ui_url})
+
+
+class ProgressReporter:
+    """Engine progress callback -> a Prefect progress artifact (and a terminal bar for the CLI)."""
+
+    def __init__(self, title: str, min_interval: float = 2.0):
+        self._title = title
+        self._artifact = create_progress_artifact(0.0, description=title)
+        self._last = 0.0
+        self._interval = min_interval
+        self._bar = None
+        if TERMINAL_PROGRESS["enabled"] and sys.stderr.isatty():
+            from rich.progress import Progress  # only the CLI pays for rich's import
+            self._bar = Progress(transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(title, total=None)
+
+    def __call__(self, name: str, done: int, expected: int | None) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=expected, description=name)
+        now = time.monotonic()
+        if now - self._last >= self._interval and expected:
+            self._last = now
+            update_progress_artifact(self._artifact, min(99.0, 100.0 * done / expected),
+                                     description=f"{self._title}: {name} {done / 1e6:.0f} MB")
+
+    def close(self) -> None:
+        update_progress_artifact(self._artifact, 100.0, description=f"{self._title}: done")
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# -- retries -------------------------------------------------------------------------------
+
+@contextmanager
+def fail_fast_on_permanent_errors() -> Iterator[None]:
+    """Deployments retry failed flow runs; a wrong password or a corrupt object must not be.
+
+    On a permanent error we set this run's remaining retries to zero before re-raising, so
+    the server's retry rule lets the run fail at once.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not is_transient(exc) and flow_run.id:
+            get_run_logger().error(f"{type(exc).__name__}: {exc} (not retried)")
+            with get_client(sync_client=True) as client:
+                policy = client.read_flow_run(flow_run.id).empirical_policy
+                client.update_flow_run(flow_run.id, empirical_policy=FlowRunPolicy(
+                    **{**policy.model_dump(), "retries": 0, "max_retries": 0}))
+        raise

@@ -1,0 +1,62 @@
+"""prune: apply the repository's retention policy, chain-aware; collect orphaned payload."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Optional
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact_key, emit_backup_event,
+                            fail_fast_on_permanent_errors, load_repository, load_target,
+                            publish_catalog, run_name)
+from tasks.prune import delete_backup, delete_objects
+from vaultflow.retention import BackupRef, plan
+
+
+@flow(name="prune", flow_run_name=run_name("prune"), log_prints=True, **FLOW_RETRIES)
+def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry_run: bool = False) -> dict:
+    """Delete what the retention policy does not keep (manifest first, then payload).
+
+    With dry_run the plan is published and nothing is deleted.
+    """
+    logger = get_run_logger()
+    with fail_fast_on_permanent_errors():
+        block, repo = load_repository(repository)
+        policy = block.retention_policy()
+        now = datetime.now(timezone.utc)
+        if target is not None:
+            tblock = load_target(target)
+            targets = [(tblock.engine().name, tblock.name)]
+        else:
+            targets = repo.targets()
+        rows, deleted, kept, orphans = [], [], [], 0
+        for engine, name in targets:
+            catalog = repo.catalog(engine, name)
+            decisions = plan([BackupRef.from_manifest(m) for m in catalog.manifests], policy, now)
+            for manifest in reversed(catalog.manifests):
+                decision = decisions[manifest.id]
+                rows.append({"target": f"{engine}/{name}", "backup": manifest.id, "kind": manifest.kind.value,
+                             "action": "keep" if decision.keep else ("would delete" if dry_run else "delete"),
+                             "reason": ", ".join(decision.reasons)})
+                (kept if decision.keep else deleted).append(manifest.id)
+                if not decision.keep and not dry_run:
+                    delete_backup(repo, manifest)
+                    repo.forget_check(manifest)
+                    emit_backup_event("pruned", manifest, {"reasons": list(decision.reasons)})
+            stale = repo.orphans(engine, name, policy.orphan_grace, now)
+            for info in stale:
+                rows.append({"target": f"{engine}/{name}", "backup": info.key, "kind": "orphan",
+                             "action": "would delete" if dry_run else "delete",
+                             "reason": f"no manifest (failed or killed run), older than {policy.orphan_grace}"})
+            orphans += len(stale)
+            if stale and not dry_run:
+                delete_objects(repo, [i.key for i in stale])
+            if not dry_run:
+                publish_catalog(repo, engine, name)
+        create_table_artifact(rows, key=artifact_key("prune", *(f"{e}-{n}" for e, n in targets)) or "prune",
+                              description=f"Retention plan for {repo.description} ({'dry run' if dry_run else 'applied'})")
+        logger.info(f"prune{' (dry run)' if dry_run else ''}: keep {len(kept)}, delete {len(deleted)}, "
+                    f"orphan objects {orphans}")
+    return {"kept": kept, "deleted": deleted, "orphan_objects": orphans, "dry_run": dry_run}

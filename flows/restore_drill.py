@@ -1,0 +1,65 @@
+"""restore-drill: prove the latest backup restores, within the recovery time objective."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact_key, emit_backup_event,
+                            fail_fast_on_permanent_errors, lineage, load_repository, load_target,
+                            publish_catalog, record_check, run_name)
+from tasks.restore import drop_database, restore_backup
+from vaultflow.engines.base import BackupContext
+from vaultflow.errors import RefusedError
+
+
+@flow(name="restore-drill", flow_run_name=run_name("drill"), log_prints=True, **FLOW_RETRIES)
+def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objective_s: float = 900.0,
+                  backup_id: str = "latest") -> dict:
+    """Restore into scratch databases, compare with the manifest, time it, clean up.
+
+    The run fails when any table differs or the restore took longer than `rto_objective_s`.
+    """
+    logger = get_run_logger()
+    with fail_fast_on_permanent_errors():
+        target_block = load_target(target)
+        _, repo = load_repository(repository)
+        engine = target_block.engine()
+        manifest = repo.catalog(engine.name, target_block.name).resolve(backup_id)
+        ctx = BackupContext(repository=repo, lineage=lineage(), log=logger.info)
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        results, seconds, restored = [], 0.0, {}
+        for database in sorted({o.database for o in manifest.objects if o.database}):
+            scratch = f"vaultflow_drill_{database[:30]}_{stamp}"
+            try:
+                result = restore_backup(engine, ctx, manifest, scratch, False, [database])
+                results += result.comparison.tables
+                seconds += result.seconds
+                restored.update(result.restored)
+            finally:
+                drop_database(engine, scratch)
+        mismatched = [t for t in results if t.status != "match"]
+        rto_met = seconds <= rto_objective_s
+        rows = [t.as_row() for t in results]
+        rows.append({"database": "(all)", "table": f"RTO {seconds:.1f} s / objective {rto_objective_s:.0f} s",
+                     "expected_rows": None, "actual_rows": None, "status": "met" if rto_met else "MISSED"})
+        create_table_artifact(rows, key=artifact_key("drill", engine.name, target_block.name),
+                              description=f"Restore drill of {manifest.id}")
+        ok = rto_met and not mismatched
+        detail = f"{len(results) - len(mismatched)}/{len(results)} tables match, restore {seconds:.1f} s"
+        record_check(repo, manifest, "drill", ok, detail)
+        emit_backup_event("drilled", manifest, {"ok": ok, "seconds": seconds, "rto_objective_s": rto_objective_s,
+                                                "mismatched": [f"{t.database}.{t.table}" for t in mismatched]})
+        emit_backup_event("restored", manifest, {"drill": True, "seconds": seconds})
+        publish_catalog(repo, engine.name, target_block.name)
+        logger.info(f"drill of {manifest.id}: {detail}, RTO objective {rto_objective_s:.0f} s")
+        if mismatched:
+            raise RefusedError(f"restore drill of {manifest.id} failed: {len(mismatched)} tables differ "
+                               f"({', '.join(f'{t.database}.{t.table}' for t in mismatched[:5])})")
+        if not rto_met:
+            raise RefusedError(f"restore drill of {manifest.id} missed the RTO: restore took {seconds:.1f} s, "
+                               f"objective {rto_objective_s:.0f} s")
+    return {"backup_id": manifest.id, "seconds": seconds, "rto_met": rto_met, "tables": len(results),
+            "restored": restored}

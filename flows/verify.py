@@ -1,0 +1,54 @@
+"""verify: re-read every object of every backup and check it against its manifest."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact_key, emit_backup_event,
+                            fail_fast_on_permanent_errors, load_repository, load_target,
+                            publish_catalog, record_check, run_name)
+from tasks.verify import verify_backup
+from vaultflow.errors import IntegrityError
+
+
+@flow(name="verify", flow_run_name=run_name("verify"), log_prints=True, **FLOW_RETRIES)
+def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, deep: bool = True) -> dict:
+    """Deep: recompute every object's sha256. Quick: check presence and size only.
+
+    Unreadable manifests are reported too. The run fails if anything is wrong, after
+    checking everything (one bad backup does not hide the state of the others).
+    """
+    logger = get_run_logger()
+    with fail_fast_on_permanent_errors():
+        _, repo = load_repository(repository)
+        if target is not None:
+            block = load_target(target)
+            targets = [(block.engine().name, block.name)]
+        else:
+            targets = repo.targets()
+        rows, failures = [], []
+        for engine, name in targets:
+            catalog = repo.catalog(engine, name)
+            for problem in catalog.problems:
+                rows.append({"target": f"{engine}/{name}", "backup": problem.key, "objects": 0,
+                             "result": "UNREADABLE", "detail": problem.message})
+                failures.append(f"{problem.key}: {problem.message}")
+            for manifest in catalog.manifests:
+                checks = verify_backup(repo, manifest, deep)
+                bad = [c for c in checks if not c.ok]
+                detail = "; ".join(f"{c.key}: {c.detail}" for c in bad) or ("sha256 verified" if deep else "sizes match")
+                rows.append({"target": f"{engine}/{name}", "backup": manifest.id, "objects": len(checks),
+                             "result": "ok" if not bad else "CORRUPT", "detail": detail})
+                failures += [f"{manifest.id}/{c.key}: {c.detail}" for c in bad]
+                record_check(repo, manifest, "verify" if deep else "quick-verify", not bad, detail)
+                emit_backup_event("verified", manifest, {"ok": not bad, "deep": deep, "problems": detail if bad else ""})
+            publish_catalog(repo, engine, name)
+        create_table_artifact(rows, key=artifact_key("verify", *(f"{e}-{n}" for e, n in targets)) or "verify",
+                              description=f"{'Deep' if deep else 'Quick'} verification of {repo.description}")
+        logger.info(f"verified {len(rows)} backups in {len(targets)} targets: {len(failures)} problems")
+        if failures:
+            raise IntegrityError(f"{len(failures)} problems in {repo.description}: " + "; ".join(failures[:5]))
+    return {"backups": len(rows), "problems": failures}

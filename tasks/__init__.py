@@ -1,0 +1,1 @@
+"""Thin @task wrappers over the vaultflow core, by verb. Flows compose these."""

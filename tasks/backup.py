@@ -1,0 +1,19 @@
+"""Backup tasks: one-line delegations to the engine."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from tasks.common import SIDE_EFFECT_TASK
+from vaultflow.engines.base import BackupContext
+from vaultflow.manifest import Manifest
+
+
+@task(name="check-target", **SIDE_EFFECT_TASK)
+def check_target(engine) -> str:
+    return engine.check()
+
+
+@task(name="full-backup", **SIDE_EFFECT_TASK)
+def take_full_backup(engine, ctx: BackupContext) -> Manifest:
+    return engine.full_backup(ctx)

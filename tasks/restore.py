@@ -1,0 +1,20 @@
+"""Restore tasks: stream objects back (sha256 checked on the way), restore, compare."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from tasks.common import SIDE_EFFECT_TASK
+from vaultflow.engines.base import BackupContext, RestoreResult
+from vaultflow.manifest import Manifest
+
+
+@task(name="restore-backup", **{**SIDE_EFFECT_TASK, "retries": 0})
+def restore_backup(engine, ctx: BackupContext, manifest: Manifest, into: str | None,
+                   overwrite: bool, databases: list[str] | None) -> RestoreResult:
+    return engine.restore(ctx, manifest, into=into, overwrite=overwrite, databases=databases)
+
+
+@task(name="drop-scratch-database", **SIDE_EFFECT_TASK)
+def drop_database(engine, name: str) -> None:
+    engine.drop_database(name)

@@ -1,0 +1,128 @@
+"""The `vaultflow` command. Every command that changes something runs the same Prefect flow
+a deployment would run, in-process (imports of flows/ are lazy: the core stays Prefect-free).
+
+Targets and repositories are Prefect blocks given by name (`--target prod`); for ad-hoc use
+`--repo-path DIR` stands in for a saved BackupRepository.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Database backups as Prefect flows.", no_args_is_help=True, add_completion=False)
+console = Console()
+
+TargetOpt = typer.Option(..., "--target", "-t", help="PostgresTarget block name (e.g. 'prod').")
+RepoOpt = typer.Option(None, "--repository", "-r", help="BackupRepository block name.")
+RepoPathOpt = typer.Option(None, "--repo-path", help="A local directory to use as repository instead of a block.")
+
+
+def _repository(name: Optional[str], path: Optional[str]):
+    if path:
+        from blocks import BackupRepository
+        return BackupRepository(local_path=path)
+    if name:
+        return name
+    raise typer.BadParameter("give --repository NAME (a BackupRepository block) or --repo-path DIR")
+
+
+def _run(flow_fn, **params):
+    """Run a flow in-process with a terminal progress bar; exit 1 with its message on failure."""
+    from flows._support import TERMINAL_PROGRESS
+    from vaultflow.errors import VaultflowError
+    TERMINAL_PROGRESS["enabled"] = True
+    try:
+        return flow_fn(**params)
+    except VaultflowError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(workdir: str = typer.Option(".vaultflow-demo", help="Where the demo repository is kept."),
+         rows: int = typer.Option(5000, help="Generated employees besides Alice, Bob and Charlie.")):
+    """Back up, drop, restore and compare an embedded PostgreSQL database (no setup needed)."""
+    from vaultflow.demo import run_demo
+    raise typer.Exit(run_demo(workdir, rows, console))
+
+
+@app.command()
+def backup(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt):
+    """Take a full backup of a target."""
+    from flows.full_backup import full_backup
+    result = _run(full_backup, target=target, repository=_repository(repository, repo_path))
+    console.print(f"backup [bold]{result['backup_id']}[/bold]: {result['stored_size'] / 1e6:.1f} MB stored "
+                  f"in {result['seconds']:.1f} s")
+
+
+@app.command()
+def restore(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt,
+            backup_id: str = typer.Option("latest", "--backup", "-b"),
+            into: Optional[str] = typer.Option(None, help="Database name to restore into (default: a new name)."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace `into` if it exists."),
+            database: Optional[list[str]] = typer.Option(None, "--database", "-d", help="Only these databases.")):
+    """Restore a backup into a new database (or over an existing one with --overwrite)."""
+    from flows.restore import restore as restore_flow
+    result = _run(restore_flow, target=target, repository=_repository(repository, repo_path), backup_id=backup_id,
+                  into=into, overwrite=overwrite, databases=database or None)
+    console.print(f"restored {result['backup_id']} -> {result['restored']} in {result['seconds']:.1f} s")
+
+
+@app.command("list")
+def list_backups(repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt):
+    """Show the catalog: every complete backup, and manifests that could not be read."""
+    repo_block = _repository(repository, repo_path)
+    if isinstance(repo_block, str):
+        from blocks import BackupRepository
+        repo_block = BackupRepository.load(repo_block)
+    repo = repo_block.build()
+    table = Table("target", "backup", "kind", "parent", "finished (UTC)", "stored MB", "objects")
+    for engine, target in repo.targets():
+        catalog = repo.catalog(engine, target)
+        for m in catalog.manifests:
+            table.add_row(f"{engine}/{target}", m.id, m.kind.value, m.parent_id or "",
+                          m.finished_at.strftime("%Y-%m-%d %H:%M:%S"), f"{m.stored_size / 1e6:.2f}", str(len(m.objects)))
+        for p in catalog.problems:
+            table.add_row(f"{engine}/{target}", p.key, "[red]unreadable[/red]", p.message, "", "", "")
+    console.print(table)
+
+
+@app.command()
+def verify(repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt,
+           target: Optional[str] = typer.Option(None, "--target", "-t"),
+           quick: bool = typer.Option(False, "--quick", help="Check sizes only, do not re-hash.")):
+    """Re-read every object of every backup and check its checksum."""
+    from flows.verify import verify as verify_flow
+    result = _run(verify_flow, repository=_repository(repository, repo_path), target=target, deep=not quick)
+    console.print(f"{result['backups']} backups checked, {len(result['problems'])} problems")
+
+
+@app.command()
+def prune(repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt,
+          target: Optional[str] = typer.Option(None, "--target", "-t"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan, delete nothing.")):
+    """Apply the repository's retention policy."""
+    from flows.prune import prune as prune_flow
+    result = _run(prune_flow, repository=_repository(repository, repo_path), target=target, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    console.print(f"kept {len(result['kept'])}, {verb} {len(result['deleted'])} backups and "
+                  f"{result['orphan_objects']} orphaned objects")
+
+
+@app.command()
+def drill(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt,
+          rto: float = typer.Option(900.0, help="Recovery time objective in seconds.")):
+    """Restore the latest backup into scratch databases, compare, time it, drop them."""
+    from flows.restore_drill import restore_drill
+    result = _run(restore_drill, target=target, repository=_repository(repository, repo_path), rto_objective_s=rto)
+    console.print(f"drill of {result['backup_id']}: {result['tables']} tables match, {result['seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "")
+    app()

@@ -1,0 +1,1 @@
+"""Engines: what each backup strategy means for one kind of database server."""

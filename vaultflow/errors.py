@@ -1,0 +1,50 @@
+"""A small exception hierarchy whose messages say what to do next.
+
+`TransientError` subclasses are worth retrying (network, timeouts); everything else is a
+permanent failure that retrying cannot fix (wrong password, missing database, corrupt object).
+"""
+
+
+class VaultflowError(Exception):
+    """Base of every error vaultflow raises on purpose."""
+
+
+class ConfigError(VaultflowError):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+class AuthenticationError(VaultflowError):
+    """The server refused the credentials. Retrying will not help."""
+
+
+class NotFoundError(VaultflowError):
+    """A database, backup, object or bucket that was asked for does not exist."""
+
+
+class IntegrityError(VaultflowError):
+    """Stored bytes do not match the checksum recorded in the manifest."""
+
+
+class RefusedError(VaultflowError):
+    """vaultflow refuses an operation that would lose data (overwrite, empty retention...)."""
+
+
+class ToolError(VaultflowError):
+    """An external tool (pg_dump, pg_restore, ...) exited non-zero; carries its stderr tail."""
+
+
+class TransientError(VaultflowError):
+    """A failure that may go away on its own: unreachable host, timeout, connection reset."""
+
+
+class StoreUnavailableError(TransientError):
+    """A store could not be reached or written."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying the failed operation has a chance of succeeding."""
+    return isinstance(exc, TransientError)
+
+
+class ServerUnavailableError(TransientError):
+    """A database server could not be reached (refused, timed out, DNS)."""

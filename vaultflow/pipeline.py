@@ -1,0 +1,225 @@
+"""One streaming helper, used everywhere: producer -> zstd -> sha256 -> store, and back.
+
+Bytes are pulled through a chain of small readers, each doing one thing, so memory stays
+bounded by a few chunk buffers whatever the size of the dump:
+
+    process stdout -> CountingReader (raw size) -> zstd stream_reader (multi-threaded)
+                   -> HashingReader (sha256 + size of stored bytes) -> store.put
+
+The producer's exit status is checked when its output ends, *inside* the read chain, so a
+failed dump makes `store.put` fail and nothing is committed under the object's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import zstandard
+
+from vaultflow.errors import IntegrityError, ToolError, VaultflowError
+from vaultflow.stores.base import CHUNK_SIZE, Readable, Store
+
+ProgressCallback = Callable[[int], None]  # called with the raw bytes read so far
+
+
+class CountingReader:
+    """Counts the bytes that pass; optionally reports progress."""
+
+    def __init__(self, source: Readable, progress: ProgressCallback | None = None):
+        self._source = source
+        self._progress = progress
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self.count += len(data)
+        if self._progress is not None and data:
+            self._progress(self.count)
+        return data
+
+
+class HashingReader(CountingReader):
+    """Counts and sha256-hashes the bytes that pass."""
+
+    def __init__(self, source: Readable, progress: ProgressCallback | None = None):
+        super().__init__(source, progress)
+        self._hash = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        self._hash.update(data)
+        return data
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+class VerifyingReader(HashingReader):
+    """Hashes while reading and raises IntegrityError at end of stream on a mismatch.
+
+    The consumer therefore never sees a clean EOF from corrupt bytes: it sees an error.
+    """
+
+    def __init__(self, source: Readable, expected_sha256: str, expected_size: int, name: str):
+        super().__init__(source)
+        self._expected = expected_sha256
+        self._expected_size = expected_size
+        self._name = name
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        if not data or (size is not None and size < 0):
+            self.check()
+        return data
+
+    def check(self) -> None:
+        if self.count != self._expected_size or self.sha256 != self._expected:
+            raise IntegrityError(
+                f"object {self._name} is corrupt: expected sha256 {self._expected} "
+                f"({self._expected_size} bytes), read sha256 {self.sha256} ({self.count} bytes); "
+                "restore refused — use another backup or repair the store from a mirror"
+            )
+
+
+class StderrTail:
+    """Drains a process's stderr in a thread, keeping only the last lines (bounded memory)."""
+
+    def __init__(self, stream, keep: int = 40, on_line: Callable[[str], None] | None = None):
+        self._lines: deque[str] = deque(maxlen=keep)
+        self._on_line = on_line
+        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _drain(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip()
+            self._lines.append(line)
+            if self._on_line is not None:
+                self._on_line(line)
+        stream.close()
+
+    def text(self) -> str:
+        self._thread.join(timeout=5)
+        return "\n".join(self._lines)
+
+
+class Producer:
+    """A child process whose stdout is a data source; `read` raises ToolError if it failed."""
+
+    def __init__(self, cmd: Sequence[str], env: Mapping[str, str] | None = None,
+                 on_stderr: Callable[[str], None] | None = None):
+        self.cmd = list(cmd)
+        self.proc = subprocess.Popen(
+            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None, bufsize=0,
+        )
+        self.stderr = StderrTail(self.proc.stderr, on_line=on_stderr)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.proc.stdout.read(size if size and size > 0 else CHUNK_SIZE)
+        if not data:
+            self.finish()
+        return data
+
+    def finish(self) -> None:
+        code = self.proc.wait()
+        if code != 0:
+            raise ToolError(
+                f"{os.path.basename(self.cmd[0])} exited with status {code}: {self.stderr.text()}"
+            )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+@dataclass(frozen=True)
+class WrittenObject:
+    raw_size: int
+    stored_size: int
+    sha256: str
+
+
+def compress_into_store(source: Readable, store: Store, key: str, *, level: int = 3,
+                        threads: int = -1, size_hint: int | None = None,
+                        progress: ProgressCallback | None = None) -> WrittenObject:
+    """Compress `source` with zstd and store it under `key`, hashing the stored bytes."""
+    raw = CountingReader(source, progress)
+    compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+    compressed = compressor.stream_reader(raw, read_size=CHUNK_SIZE, closefd=False)
+    stored = HashingReader(compressed)
+    store.put(key, stored, size_hint=size_hint)
+    return WrittenObject(raw_size=raw.count, stored_size=stored.count, sha256=stored.sha256)
+
+
+def dump_into_store(cmd: Sequence[str], env: Mapping[str, str] | None, store: Store, key: str,
+                    *, level: int = 3, threads: int = -1, size_hint: int | None = None,
+                    progress: ProgressCallback | None = None,
+                    on_stderr: Callable[[str], None] | None = None) -> WrittenObject:
+    """Run `cmd` and stream its stdout, compressed and hashed, into `store` under `key`.
+
+    If the store fails the producer is killed; if the producer fails nothing is committed.
+    """
+    producer = Producer(cmd, env, on_stderr=on_stderr)
+    try:
+        return compress_into_store(producer, store, key, level=level, threads=threads,
+                                   size_hint=size_hint, progress=progress)
+    except BaseException as exc:
+        producer.kill()
+        if isinstance(exc, VaultflowError) or not isinstance(exc, Exception):
+            raise
+        tail = producer.stderr.text()
+        raise ToolError(f"streaming {key} failed: {exc}" + (f"; {cmd[0]} said: {tail}" if tail else "")) from exc
+    finally:
+        producer.proc.stdout.close()
+
+
+def open_verified(store: Store, key: str, sha256: str, stored_size: int, name: str | None = None):
+    """A decompressing reader over a stored object that raises IntegrityError on a bad checksum.
+
+    Returns (reader, verifying): read plain bytes from `reader`; `verifying.check()` after EOF.
+    """
+    raw = store.open(key)
+    verifying = VerifyingReader(raw, sha256, stored_size, name or key)
+    decompressor = zstandard.ZstdDecompressor()
+    reader = decompressor.stream_reader(verifying, read_size=CHUNK_SIZE, read_across_frames=True)
+    return reader, verifying, raw
+
+
+def feed_process(reader: Readable, cmd: Sequence[str], env: Mapping[str, str] | None = None,
+                 on_stderr: Callable[[str], None] | None = None) -> None:
+    """Write everything from `reader` into `cmd`'s stdin; raise ToolError if it fails.
+
+    If reading fails (e.g. IntegrityError) the consumer is killed before it can finish
+    on truncated input, and the reading error propagates.
+    """
+    proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=dict(env) if env is not None else None)
+    tail = StderrTail(proc.stderr, on_line=on_stderr)
+    try:
+        while True:
+            chunk = reader.read(CHUNK_SIZE)
+            if not chunk:
+                break
+            proc.stdin.write(chunk)
+    except BrokenPipeError:
+        pass  # the consumer stopped reading: its exit status below says why
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    try:
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    code = proc.wait()
+    if code != 0:
+        raise ToolError(f"{os.path.basename(cmd[0])} exited with status {code}: {tail.text()}")

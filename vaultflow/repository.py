@@ -1,0 +1,231 @@
+"""The repository: a documented layout over a Store, with the manifest as commit marker.
+
+    <engine>/<target>/backups/<backup-id>/manifest.json   written LAST
+    <engine>/<target>/backups/<backup-id>/<object>.zst    payload, immutable
+    <engine>/<target>/locks/<name>.json                   host, pid, time; stale after a TTL
+
+The catalog is derived by listing manifests; there is no second index to corrupt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from vaultflow.errors import NotFoundError, RefusedError
+from vaultflow.manifest import Manifest, ManifestError, parse_manifest
+from vaultflow.pipeline import HashingReader
+from vaultflow.stores.base import CHUNK_SIZE, ObjectInfo, Store, get_bytes, put_bytes
+
+MANIFEST = "manifest.json"
+LOCK_TTL = timedelta(hours=6)
+
+
+@dataclass(frozen=True)
+class CatalogProblem:
+    key: str
+    message: str
+
+
+@dataclass
+class Catalog:
+    """Every readable manifest, oldest first, and what could not be read (never fatal)."""
+
+    manifests: list[Manifest] = field(default_factory=list)
+    problems: list[CatalogProblem] = field(default_factory=list)
+
+    def latest(self, kind=None) -> Manifest | None:
+        matching = [m for m in self.manifests if kind is None or m.kind == kind]
+        return matching[-1] if matching else None
+
+    def get(self, backup_id: str) -> Manifest:
+        for manifest in self.manifests:
+            if manifest.id == backup_id:
+                return manifest
+        unreadable = [p for p in self.problems if f"/{backup_id}/" in p.key]
+        if unreadable:
+            raise NotFoundError(f"backup {backup_id} is unreadable: {unreadable[0].message}")
+        known = ", ".join(m.id for m in self.manifests[-5:]) or "none"
+        raise NotFoundError(f"backup {backup_id} not found (latest ids: {known}); see `vaultflow list`")
+
+    def resolve(self, backup_id: str) -> Manifest:
+        """'latest' or an id -> manifest; a clear error when the repository is empty."""
+        if backup_id == "latest":
+            latest = self.latest()
+            if latest is None:
+                raise NotFoundError("the repository holds no complete backup for this target yet; run a full backup first")
+            return latest
+        return self.get(backup_id)
+
+
+@dataclass(frozen=True)
+class ObjectCheck:
+    backup_id: str
+    key: str
+    ok: bool
+    detail: str
+
+
+class Repository:
+    def __init__(self, store: Store, compression_level: int = 3):
+        self.store = store
+        self.compression_level = compression_level
+
+    @property
+    def description(self) -> str:
+        return self.store.description
+
+    # -- layout -------------------------------------------------------------------------
+    @staticmethod
+    def target_prefix(engine: str, target: str) -> str:
+        return f"{engine}/{target}/"
+
+    def backup_prefix(self, engine: str, target: str, backup_id: str) -> str:
+        return f"{self.target_prefix(engine, target)}backups/{backup_id}/"
+
+    def object_key(self, manifest: Manifest, name: str) -> str:
+        return self.backup_prefix(manifest.engine, manifest.target, manifest.id) + name
+
+    # -- catalog ------------------------------------------------------------------------
+    def targets(self) -> list[tuple[str, str]]:
+        """(engine, target) pairs that hold at least one object under backups/."""
+        seen: set[tuple[str, str]] = set()
+        for info in self.store.list(""):
+            parts = info.key.split("/")
+            if len(parts) >= 4 and parts[2] == "backups":
+                seen.add((parts[0], parts[1]))
+        return sorted(seen)
+
+    def catalog(self, engine: str, target: str) -> Catalog:
+        catalog = Catalog()
+        prefix = self.target_prefix(engine, target) + "backups/"
+        for info in self.store.list(prefix):
+            if not info.key.endswith("/" + MANIFEST):
+                continue
+            try:
+                manifest = parse_manifest(get_bytes(self.store, info.key), info.key)
+                expected_id = info.key[len(prefix):].split("/")[0]
+                if manifest.id != expected_id:
+                    raise ManifestError(f"{info.key}: manifest id {manifest.id} does not match its directory")
+                catalog.manifests.append(manifest)
+            except ManifestError as exc:
+                catalog.problems.append(CatalogProblem(info.key, str(exc)))
+        catalog.manifests.sort(key=lambda m: m.id)
+        return catalog
+
+    # -- writing ------------------------------------------------------------------------
+    def commit(self, manifest: Manifest) -> None:
+        """Write the manifest last: only now does the backup exist for restore and list."""
+        for obj in manifest.objects:
+            info = self.store.stat(self.object_key(manifest, obj.key))
+            if info is None or info.size != obj.stored_size:
+                raise RefusedError(
+                    f"refusing to commit backup {manifest.id}: object {obj.key} is missing or "
+                    f"has the wrong size in {self.description}"
+                )
+        put_bytes(self.store, self.object_key(manifest, MANIFEST), manifest.to_json())
+
+    def discard_payload(self, engine: str, target: str, backup_id: str) -> int:
+        """Delete the objects of a backup that has no manifest (a failed run). Returns count."""
+        prefix = self.backup_prefix(engine, target, backup_id)
+        if self.store.stat(prefix + MANIFEST) is not None:
+            raise RefusedError(f"backup {backup_id} is committed; use prune to delete it")
+        return self._delete_all(prefix)
+
+    def delete_backup(self, manifest: Manifest) -> int:
+        """Manifest first (the backup stops existing), then its payload."""
+        prefix = self.backup_prefix(manifest.engine, manifest.target, manifest.id)
+        self.store.delete(prefix + MANIFEST)
+        return self._delete_all(prefix) + 1
+
+    def _delete_all(self, prefix: str) -> int:
+        keys = [info.key for info in self.store.list(prefix)]
+        for key in keys:
+            self.store.delete(key)
+        return len(keys)
+
+    def orphans(self, engine: str, target: str, grace: timedelta, now: datetime) -> list[ObjectInfo]:
+        """Payload of backups without a manifest, older than `grace` (killed or failed runs)."""
+        prefix = self.target_prefix(engine, target) + "backups/"
+        by_backup: dict[str, list[ObjectInfo]] = {}
+        for info in self.store.list(prefix):
+            by_backup.setdefault(info.key[len(prefix):].split("/")[0], []).append(info)
+        orphaned: list[ObjectInfo] = []
+        for backup_id, infos in sorted(by_backup.items()):
+            if any(i.key.endswith("/" + MANIFEST) for i in infos):
+                continue
+            if all(now - i.modified > grace for i in infos):
+                orphaned.extend(infos)
+        return orphaned
+
+    # -- reading and verifying ------------------------------------------------------------
+    def verify_object(self, manifest: Manifest, name: str, deep: bool = True) -> ObjectCheck:
+        obj = next(o for o in manifest.objects if o.key == name)
+        key = self.object_key(manifest, name)
+        info = self.store.stat(key)
+        if info is None:
+            return ObjectCheck(manifest.id, name, False, f"missing from {self.description}")
+        if info.size != obj.stored_size:
+            return ObjectCheck(manifest.id, name, False,
+                               f"size {info.size} != manifest's {obj.stored_size}")
+        if not deep:
+            return ObjectCheck(manifest.id, name, True, "size matches")
+        with self.store.open(key) as stream:
+            reader = HashingReader(stream)
+            while reader.read(CHUNK_SIZE):
+                pass
+        if reader.sha256 != obj.sha256:
+            return ObjectCheck(manifest.id, name, False,
+                               f"sha256 {reader.sha256} != manifest's {obj.sha256}")
+        return ObjectCheck(manifest.id, name, True, "sha256 matches")
+
+    def verify_backup(self, manifest: Manifest, deep: bool = True) -> list[ObjectCheck]:
+        return [self.verify_object(manifest, o.key, deep) for o in manifest.objects]
+
+    # -- verification records -------------------------------------------------------------
+    def record_check(self, manifest: Manifest, record: dict) -> None:
+        """The last verify/drill of a backup (time, result, run link); not part of the backup."""
+        key = f"{self.target_prefix(manifest.engine, manifest.target)}checks/{manifest.id}.json"
+        put_bytes(self.store, key, json.dumps(record, default=str).encode())
+
+    def last_checks(self, engine: str, target: str) -> dict[str, dict]:
+        prefix = f"{self.target_prefix(engine, target)}checks/"
+        records: dict[str, dict] = {}
+        for info in self.store.list(prefix):
+            try:
+                records[info.key[len(prefix):].removesuffix(".json")] = json.loads(get_bytes(self.store, info.key))
+            except (ValueError, NotFoundError):
+                continue  # a check record is advisory; a broken one is simply not shown
+        return records
+
+    def forget_check(self, manifest: Manifest) -> None:
+        self.store.delete(f"{self.target_prefix(manifest.engine, manifest.target)}checks/{manifest.id}.json")
+
+    # -- locks --------------------------------------------------------------------------
+    def acquire_lock(self, engine: str, target: str, name: str = "backup",
+                     now: datetime | None = None) -> str:
+        """A best-effort lock for runs outside Prefect (Prefect runs also use a concurrency limit)."""
+        now = now or datetime.now(timezone.utc)
+        key = f"{self.target_prefix(engine, target)}locks/{name}.json"
+        if self.store.stat(key) is not None:
+            try:
+                held = json.loads(get_bytes(self.store, key))
+                since = datetime.fromisoformat(held["time"])
+            except (ValueError, KeyError, NotFoundError):
+                held, since = {}, now - LOCK_TTL - timedelta(seconds=1)
+            if now - since < LOCK_TTL:
+                raise RefusedError(
+                    f"{engine}/{target} is locked by host {held.get('host')} pid {held.get('pid')} "
+                    f"since {held.get('time')}: another {name} is running. If it died, delete "
+                    f"{key} from {self.description} or wait until {since + LOCK_TTL:%Y-%m-%d %H:%M} UTC"
+                )
+        doc = {"host": socket.gethostname(), "pid": os.getpid(), "time": now.isoformat()}
+        put_bytes(self.store, key, json.dumps(doc).encode())
+        return key
+
+    def release_lock(self, key: str) -> None:
+        self.store.delete(key)
+

@@ -1,0 +1,180 @@
+"""LocalStore: objects are files under a root directory, written atomically.
+
+A put streams into `.tmp-*` next to the final name, fsyncs it, renames it into place and
+fsyncs the directory, so after a crash a key holds either the old bytes or the new ones.
+Objects are 0600 and directories 0700: backups hold whole databases.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from vaultflow.errors import ConfigError, NotFoundError, StoreUnavailableError
+from vaultflow.stores.base import CHUNK_SIZE, ObjectInfo, Readable
+
+TMP_PREFIX = ".tmp-"
+# Errors that mean "this location can never be written as configured" (vs. a full disk).
+_CONFIG_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
+
+
+def _check_key(key: str) -> list[str]:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid store key {key!r}: need a relative '/'-separated path")
+    if any(p.startswith(TMP_PREFIX) for p in parts):
+        raise ValueError(f"invalid store key {key!r}: {TMP_PREFIX!r} names are reserved")
+    return parts
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore:
+    def __init__(self, root: Path | str):
+        self.root = Path(root).absolute()
+
+    @property
+    def description(self) -> str:
+        return f"local:{self.root}"
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*_check_key(key))
+
+    def _not_writable(self, path: Path, exc: OSError | None = None) -> ConfigError:
+        why = f" ({exc.strerror})" if exc is not None and exc.strerror else ""
+        return ConfigError(
+            f"local store directory {path} is not writable{why}; fix its permissions or "
+            f"ownership, or point the store at a writable directory (store root {self.root})"
+        )
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create `directory` and missing parents as 0700 (makedirs only sets the leaf's mode)."""
+        missing: list[Path] = []
+        probe = directory
+        while not probe.exists():
+            missing.append(probe)
+            probe = probe.parent
+        if not probe.is_dir():
+            raise self._not_writable(probe, OSError(errno.ENOTDIR, "not a directory"))
+        for path in reversed(missing):
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                if not path.is_dir():
+                    raise self._not_writable(path, OSError(errno.ENOTDIR, "not a directory"))
+            except OSError as exc:
+                raise self._not_writable(path, exc) from exc
+        # Root bypasses mode bits, so access() only catches the non-root case; the mkstemp
+        # below still turns a real refusal (read-only mount...) into the same ConfigError.
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise self._not_writable(directory)
+
+    def _create_temp(self, final: Path) -> tuple[int, str]:
+        # A concurrent delete may prune the directory we just created: retry a few times.
+        for attempt in range(3):
+            self._make_dirs(final.parent)
+            try:
+                return tempfile.mkstemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=final.parent)
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+            except OSError as exc:
+                if exc.errno in _CONFIG_ERRNOS:
+                    raise self._not_writable(final.parent, exc) from exc
+                raise StoreUnavailableError(f"cannot create a file in {final.parent}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def put(self, key: str, reader: Readable, size_hint: int | None = None) -> int:
+        final = self._path(key)
+        fd, tmp_name = self._create_temp(final)  # mkstemp creates it 0600
+        total = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while True:
+                    chunk = reader.read(CHUNK_SIZE)  # reader errors propagate untouched
+                    if not chunk:
+                        break
+                    try:
+                        out.write(chunk)
+                    except OSError as exc:
+                        raise StoreUnavailableError(f"writing {final} failed: {exc}") from exc
+                    total += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.rename(tmp_name, final)
+        except BaseException:
+            try:
+                os.unlink(tmp_name)
+            except FileNotFoundError:
+                pass
+            raise
+        _fsync_dir(final.parent)  # makes the rename itself durable
+        return total
+
+    def open(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return open(path, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFoundError(f"object {key!r} not found in {self.description}") from None
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Only walk the directory the prefix points into ("a/b/c" -> root/a/b).
+        start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if not d.startswith(TMP_PREFIX)]
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                if name.startswith(TMP_PREFIX):
+                    continue
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except FileNotFoundError:  # deleted while we walked
+                    continue
+                found.append(_info(key, st))
+        found.sort(key=lambda info: info.key)
+        return iter(found)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        # Prune directories the delete left empty so the tree doesn't fill with husks.
+        parent = path.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or already gone): stop pruning
+                break
+            parent = parent.parent
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            st = os.stat(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return _info(key, st) if stat_mod.S_ISREG(st.st_mode) else None
+
+
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(key=key, size=st.st_size, modified=datetime.fromtimestamp(st.st_mtime, timezone.utc))

@@ -1,0 +1,250 @@
+"""S3Store: objects in an S3 (or S3-compatible) bucket under an optional prefix, via boto3.
+
+Uploads stream: s3transfer pulls fixed-size parts from the reader, so memory stays near
+(parts in flight) x (part size) whatever the object size. A failed upload is aborted by
+s3transfer (AbortMultipartUpload), so a failed put leaves neither object nor parts.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, BinaryIO, Iterator
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from vaultflow.errors import (
+    AuthenticationError,
+    ConfigError,
+    NotFoundError,
+    StoreUnavailableError,
+    VaultflowError,
+)
+from vaultflow.stores.base import ObjectInfo, Readable
+
+MiB = 1 << 20
+MIN_PART_SIZE = 16 * MiB
+MAX_PARTS = 10_000
+# Parts are sized for 9,000 so a size_hint that underestimates by up to ~10% still fits.
+PLANNED_PARTS = 9_000
+# Without a size hint: 10,000 x 16 MiB = 156.25 GiB is the largest object a put accepts.
+MAX_UNHINTED_SIZE = MAX_PARTS * MIN_PART_SIZE
+
+_AUTH_CODES = {
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
+    "ExpiredToken", "InvalidClientTokenId", "AuthorizationHeaderMalformed", "403",
+}
+_TRANSIENT_CODES = {
+    "SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling",
+    "RequestTimeTooSkewed", "500", "502", "503", "504",
+}
+
+
+def part_size_for(size_hint: int | None) -> int:
+    """Part size (a whole number of MiB, at least 16 MiB) that needs <= 9,000 parts."""
+    if not size_hint:
+        return MIN_PART_SIZE
+    needed = math.ceil(size_hint / PLANNED_PARTS)
+    return max(MIN_PART_SIZE, math.ceil(needed / MiB) * MiB)
+
+
+class _FullReads:
+    """Adapts a Readable for s3transfer, which needs read(n) to return exactly n bytes
+    until EOF: a short read would become an undersized middle part (rejected by S3), and
+    a short first read would make it buffer the whole rest in memory for one PutObject."""
+
+    def __init__(self, reader: Readable, limit: int, where: str):
+        self._reader, self._limit, self._where = reader, limit, where
+        self.total = 0
+        self._eof = False
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while chunk := self.read(MIN_PART_SIZE):
+                parts.append(chunk)
+            return b"".join(parts)
+        buf = bytearray()
+        while len(buf) < size and not self._eof:
+            chunk = self._reader.read(size - len(buf))
+            if not chunk:
+                self._eof = True
+            buf += chunk
+        self.total += len(buf)
+        if self.total > self._limit:
+            raise ConfigError(
+                f"upload to {self._where} exceeds {self._limit} bytes, the most "
+                f"{MAX_PARTS} parts can hold at this part size; pass a larger size_hint"
+            )
+        return bytes(buf)
+
+
+class _Body(io.RawIOBase):
+    """get_object's StreamingBody as a context-managed stream whose network errors are
+    StoreUnavailableError, like every other failure of this store."""
+
+    def __init__(self, body: Any, where: str):
+        super().__init__()
+        self._body, self._where = body, where
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return self._body.read(None if size is None or size < 0 else size)
+        except (BotoCoreError, OSError) as exc:
+            raise StoreUnavailableError(f"reading {self._where} failed mid-stream: {exc}") from exc
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+class S3Store:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        checksum_algorithm: str | None = "SHA256",
+        max_concurrency: int = 4,
+        list_page_size: int = 1000,
+    ):
+        """`checksum_algorithm` asks S3 to verify each part (SeaweedFS 4.48 accepts SHA256;
+        pass None for endpoints that reject the header). `list_page_size` exists so tests
+        can force pagination without creating 1,000 objects."""
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.checksum_algorithm = checksum_algorithm
+        self.max_concurrency = max_concurrency
+        self.list_page_size = list_page_size
+
+    @property
+    def description(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    @property
+    def endpoint(self) -> str:
+        return str(self.client.meta.endpoint_url)
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.description!r}, endpoint={self.endpoint!r})"
+
+    def _key(self, key: str) -> str:
+        if not key or key.startswith("/"):
+            raise ValueError(f"invalid store key {key!r}: need a relative '/'-separated path")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, exc: Exception, key: str | None = None) -> VaultflowError:
+        """A vaultflow error naming bucket/key/endpoint and the fix (never credentials)."""
+        where = f"s3://{self.bucket}/{self._key(key)}" if key else self.description
+        if isinstance(exc, NoCredentialsError):
+            return ConfigError(f"no AWS credentials for {self.endpoint}; configure the AwsCredentials block")
+        if isinstance(exc, BotoCoreError):  # connection refused, timeouts, reset streams
+            return StoreUnavailableError(f"S3 endpoint {self.endpoint} unreachable for {where}: {exc}")
+        if not isinstance(exc, ClientError):
+            return VaultflowError(f"S3 operation on {where} at {self.endpoint} failed: {exc}")
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "NoSuchBucket":
+            return NotFoundError(
+                f"bucket {self.bucket!r} does not exist at {self.endpoint}; "
+                "create it or fix the BackupRepository's bucket name"
+            )
+        if code in _AUTH_CODES or status == 403:
+            return AuthenticationError(
+                f"{self.endpoint} refused the credentials for {where} ({code or status}); "
+                "check the AwsCredentials block (access key id and secret key) and its permissions"
+            )
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+            return NotFoundError(f"object {key!r} not found in {self.description} at {self.endpoint}")
+        if code in _TRANSIENT_CODES or (status or 0) >= 500:
+            return StoreUnavailableError(f"S3 endpoint {self.endpoint} failed on {where} ({code}); retry later")
+        return VaultflowError(f"S3 refused an operation on {where} at {self.endpoint} ({code}: {err.get('Message', '')})")
+
+    def put(self, key: str, reader: Readable, size_hint: int | None = None) -> int:
+        full_key = self._key(key)
+        part = part_size_for(size_hint)
+        config = TransferConfig(
+            multipart_threshold=part, multipart_chunksize=part,
+            max_concurrency=self.max_concurrency, use_threads=True,
+        )
+        # s3transfer reads ahead up to this many parts (default 10): tie it to concurrency
+        # so memory stays ~ (max_concurrency + 1) x part size.
+        config.max_in_memory_upload_chunks = self.max_concurrency
+        source = _FullReads(reader, MAX_PARTS * part, f"s3://{self.bucket}/{full_key}")
+        extra = {"ChecksumAlgorithm": self.checksum_algorithm} if self.checksum_algorithm else {}
+        try:
+            self.client.upload_fileobj(source, self.bucket, full_key, ExtraArgs=extra, Config=config)
+        except (ClientError, BotoCoreError) as exc:  # upload_fileobj raises these unwrapped
+            raise self._error(exc, key) from exc
+        return source.total  # anything else (the reader's own error) propagates as is
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, key) from exc
+        return _Body(response["Body"], f"s3://{self.bucket}/{self._key(key)}")  # type: ignore[return-value]
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=full_prefix,
+            PaginationConfig={"PageSize": self.list_page_size},
+        )
+        found: list[ObjectInfo] = []
+        try:
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    if obj["Key"].endswith("/"):  # directory markers some servers return
+                        continue
+                    found.append(ObjectInfo(key=obj["Key"][strip:], size=obj["Size"], modified=obj["LastModified"]))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc) from exc
+        # AWS returns keys in byte order, but SeaweedFS walks its directory tree ("b/..."
+        # before "b-side"), so sort to keep the protocol's key-order promise everywhere.
+        found.sort(key=lambda info: info.key)
+        return iter(found)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            # S3 answers 204 for a missing key; some compatible servers say NoSuchKey.
+            if exc.response.get("Error", {}).get("Code") != "NoSuchKey":
+                raise self._error(exc, key) from exc
+        except BotoCoreError as exc:
+            raise self._error(exc, key) from exc
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as exc:
+            error = self._error(exc, key)
+            if not isinstance(error, NotFoundError):
+                raise error from exc
+            # HEAD has no error body, so a missing bucket also looks like a plain 404:
+            # ask once more so "bucket missing" is not reported as "object missing".
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as bucket_exc:
+                if bucket_exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                    raise self._error(ClientError({"Error": {"Code": "NoSuchBucket"}}, "HeadBucket")) from exc
+            return None
+        return ObjectInfo(key=key, size=head["ContentLength"], modified=head["LastModified"])
