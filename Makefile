@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/vaultflow demo
 
 test: install
-	PREFECT_FLOWS_HEARTBEAT_FREQUENCY= $(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fast: install
 	$(BIN)/pytest -q tests/unit

@@ -23,7 +23,8 @@ def full_backup(target: TargetParam, repository: RepositoryParam) -> dict:
         logger.info(f"backing up {engine.name}/{target_block.name} (server {version}) into {repo.description}")
         progress = ProgressReporter(f"full backup of {target_block.name}")
         ctx = BackupContext(repository=repo, lineage=lineage(), log=logger.info, progress=progress)
-        manifest = take_full_backup(engine, ctx)
+        with repo.locked(engine.name, target_block.name):
+            manifest = take_full_backup(engine, ctx)
         progress.close()
     emit_backup_event("completed", manifest, {"stored_size": manifest.stored_size,
                                               "raw_size": manifest.raw_size})

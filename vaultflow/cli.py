@@ -124,5 +124,4 @@ def drill(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_pat
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "")
     app()

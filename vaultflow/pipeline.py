@@ -88,6 +88,27 @@ class VerifyingReader(HashingReader):
             )
 
 
+class DecodingReader:
+    """Wraps a zstd stream reader so that undecodable (corrupt) input is an IntegrityError.
+
+    With write_checksum=True zstd usually notices a flipped byte before the raw stream
+    ends, i.e. before VerifyingReader gets to compare the sha256: report it the same way.
+    """
+
+    def __init__(self, reader, name: str):
+        self._reader = reader
+        self._name = name
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._reader.read(size)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(
+                f"object {self._name} is corrupt: zstd cannot decode it ({exc}); "
+                "restore refused — use another backup or repair the store from a mirror"
+            ) from exc
+
+
 class StderrTail:
     """Drains a process's stderr in a thread, keeping only the last lines (bounded memory)."""
 
@@ -191,7 +212,7 @@ def open_verified(store: Store, key: str, sha256: str, stored_size: int, name: s
     verifying = VerifyingReader(raw, sha256, stored_size, name or key)
     decompressor = zstandard.ZstdDecompressor()
     reader = decompressor.stream_reader(verifying, read_size=CHUNK_SIZE, read_across_frames=True)
-    return reader, verifying, raw
+    return DecodingReader(reader, name or key), verifying, raw
 
 
 def feed_process(reader: Readable, cmd: Sequence[str], env: Mapping[str, str] | None = None,

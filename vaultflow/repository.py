@@ -10,10 +10,12 @@ The catalog is derived by listing manifests; there is no second index to corrupt
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import os
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Iterator
 
 from vaultflow.errors import NotFoundError, RefusedError
 from vaultflow.manifest import Manifest, ManifestError, parse_manifest
@@ -216,7 +218,7 @@ class Repository:
                 since = datetime.fromisoformat(held["time"])
             except (ValueError, KeyError, NotFoundError):
                 held, since = {}, now - LOCK_TTL - timedelta(seconds=1)
-            if now - since < LOCK_TTL:
+            if now - since < LOCK_TTL and _holder_alive(held):
                 raise RefusedError(
                     f"{engine}/{target} is locked by host {held.get('host')} pid {held.get('pid')} "
                     f"since {held.get('time')}: another {name} is running. If it died, delete "
@@ -228,4 +230,25 @@ class Repository:
 
     def release_lock(self, key: str) -> None:
         self.store.delete(key)
+
+    @contextmanager
+    def locked(self, engine: str, target: str, name: str = "backup") -> Iterator[None]:
+        key = self.acquire_lock(engine, target, name)
+        try:
+            yield
+        finally:
+            self.release_lock(key)
+
+
+def _holder_alive(held: dict) -> bool:
+    """A lock from this host whose process is gone is stale at once (a killed run)."""
+    if held.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(held.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
 

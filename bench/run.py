@@ -1,0 +1,214 @@
+"""`make bench`: vaultflow vs pg_dump on an embedded PostgreSQL 18, one command.
+
+    .venv/bin/python -m bench.run [--size-mb 600] [--small-mb 150] [--repeat 2] [--out bench/results]
+
+Starts a throwaway PostgreSQL 18 (free port, temp dir) and SeaweedFS (S3 on loopback),
+generates the databases, times every contender, writes bench-<UTC>.json, latest.json and
+latest.png under --out, and prints a summary. Servers and temp dirs go away even on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+
+from bench import datagen, measure as m
+from bench.report import compute_ratios, summary
+from bench.subproc import run_flow_child, sample_backup_rss
+
+MiB = 1 << 20
+# Bench server: the project's test defaults plus a WAL-skipping bulk load and no autovacuum
+# (it would otherwise wake up in the middle of a timed run after the restores).
+PG_SETTINGS = {"wal_level": "minimal", "max_wal_senders": "0", "max_wal_size": "8GB",
+               "autovacuum": "off", "shared_buffers": "128MB"}
+T0 = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - T0:6.1f}s] {message}", flush=True)
+
+
+def timed(name: str, fn, results: dict, key: str | None = None, keep: dict | None = None) -> m.Run:
+    run = m.measure(fn)
+    manifest = run.extra.pop("manifest", None)
+    if keep is not None and manifest is not None:
+        keep[key or name] = manifest
+    results.setdefault(key or name, []).append(run)
+    size = f", {run.size / 1e6:.1f} MB" if run.size is not None else ""
+    log(f"  {name}: {run.seconds:.2f} s{size} (cpu busy {run.cpu_busy_s:.1f} s)")
+    return run
+
+
+def clear_store(store) -> None:
+    for info in list(store.list("")):
+        store.delete(info.key)
+
+
+def run_all(pg, s3, work: Path, args) -> dict:
+    from vaultflow.engines.pg_client import PostgresConfig
+    from vaultflow.engines.postgres import PostgresEngine
+    from vaultflow.repository import Repository
+    from vaultflow.stores.local import LocalStore
+    from vaultflow.stores.s3 import S3Store
+
+    doc: dict = {}
+    log(f"PostgreSQL {pg.version} on {pg.host}:{pg.port}; SeaweedFS S3 at {s3.endpoint_url}")
+    log("generating data (pilot, then big, small and tiny databases)")
+    per_row = datagen.bytes_per_row(pg)
+    big = datagen.generate(pg, "bench_big", args.size_mb, per_row, log=log)
+    small = datagen.generate(pg, "bench_small", args.small_mb, per_row, log=log)
+    pg.execute("CREATE DATABASE bench_tiny")
+    pg.execute("CREATE TABLE employees (id serial PRIMARY KEY, name text, position text, salary numeric); "
+               "INSERT INTO employees (name, position, salary) SELECT 'Employee ' || g, "
+               "(ARRAY['Engineer','Analyst','Designer'])[1 + g % 3], 40000 + g FROM generate_series(1, 1000) g",
+               dbname="bench_tiny")
+    for key, gen in (("database", big), ("small_database", small)):
+        doc[key] = {"name": gen.database, "size_bytes": gen.size_bytes, "size_mb": round(gen.size_bytes / MiB, 1),
+                    "rows": gen.rows, "generation_seconds": round(gen.seconds, 2)}
+
+    def engine_for(db: str) -> PostgresEngine:
+        return PostgresEngine(PostgresConfig(name=f"bench-{db}", host=pg.host, port=pg.port, user=pg.user,
+                                             databases=[db], bin_dir=str(pg.client_bin_dir)))
+
+    engine = engine_for(big.database)
+    out = work / "out"
+    s3.create_bucket("bench")
+    s3_store = S3Store(s3.client(), "bench")
+    backups: dict[str, list[m.Run]] = {}
+    manifests: dict = {}
+    contenders = [
+        ("pg_dump_fc", lambda i: m.pg_dump_fc(pg, big.database, m.fresh_dir(out, f"fc{i}") / "db.dump")),
+        ("raw_floor", lambda i: m.raw_floor(pg, big.database, m.fresh_dir(out, f"floor{i}") / "db.dump.zst")),
+        ("vaultflow_local", lambda i: m.vaultflow_core(engine, Repository(LocalStore(m.fresh_dir(out, f"vf{i}"))))),
+        ("vaultflow_s3", lambda i: m.vaultflow_core(engine, Repository(s3_store))),
+    ]
+    for i in range(args.repeat):
+        log(f"backup round {i + 1}/{args.repeat} (warm-up read {m.warm_up(pg, big.database):.2f} s)")
+        for name, make in (contenders if i % 2 == 0 else contenders[::-1]):  # alternate the order
+            timed(name, make(i), backups, keep=manifests)
+            if name == "vaultflow_s3":
+                clear_store(s3_store)
+            elif name != "vaultflow_local" or i < args.repeat - 1:
+                shutil.rmtree(out / {"pg_dump_fc": f"fc{i}", "raw_floor": f"floor{i}", "vaultflow_local": f"vf{i}"}[name])
+    doc["backup"] = {k: m.summarize(v) for k, v in backups.items()}
+
+    log("diagnostics and restore input")
+    diag: dict[str, list[m.Run]] = {}
+    restores: dict[str, list[m.Run]] = {}
+    m.warm_up(pg, big.database)
+    dump_file = m.fresh_dir(out, "raw") / "db.dump"
+    timed("dump_uncompressed", m.pg_dump_uncompressed(pg, big.database, dump_file), restores)
+    timed("pg_dump_devnull", m.pg_dump_devnull(pg, big.database), diag)
+    timed("zstd_alone", m.zstd_file(dump_file), diag)
+    timed("vaultflow_local_no_fingerprint", m.vaultflow_core_without_fingerprints(
+        engine, Repository(LocalStore(m.fresh_dir(out, "nofp")))), diag)
+    shutil.rmtree(out / "nofp")
+    for _ in range(args.repeat):
+        timed("fingerprint", m.fingerprint(engine, big.database), restores)
+    doc["diagnostics"] = {k: m.summarize(v) for k, v in diag.items()}
+
+    local_repo = Repository(LocalStore(out / f"vf{args.repeat - 1}"))
+    for i in range(args.repeat):
+        log(f"restore round {i + 1}/{args.repeat}")
+        order = ["pg", "vf"] if i % 2 == 0 else ["vf", "pg"]
+        for which in order:
+            if which == "pg":
+                timed("pg_restore_uncompressed", m.pg_restore_file(pg, dump_file, "restored_pg"), restores)
+                timed("fingerprint_fresh_restore", m.fingerprint(engine, "restored_pg"), restores)
+                engine.drop_database("restored_pg")
+            else:
+                run = timed("vaultflow_restore", m.vaultflow_restore(engine, local_repo, manifests["vaultflow_local"],
+                                                                     "restored_vf"), restores)
+                if not run.extra.get("all_match"):
+                    raise RuntimeError(f"vaultflow restore did not match its fingerprints: {run.extra}")
+                engine.drop_database("restored_vf")
+    doc["restore"] = {k: m.summarize(v) for k, v in restores.items()}
+
+    log("memory: core backup in a child process, RSS sampled every 50 ms")
+    doc["memory"] = {}
+    for label, gen in (("small", small), ("big", big)):
+        m.warm_up(pg, gen.database)
+        run = sample_backup_rss(pg, gen.database, m.fresh_dir(out, f"rss-{label}"))
+        run["database_size_mb"] = round(gen.size_bytes / MiB, 1)
+        doc["memory"][label] = run
+        shutil.rmtree(out / f"rss-{label}")
+        log(f"  {label}: peak RSS {run['peak_rss_kernel_mb']} MB (sampled {run['peak_rss_sampled_mb']} MB), "
+            f"children {run['children_peak_rss_mb']}")
+
+    log("Prefect flow: tiny database (cold, then warm) and big database, ephemeral API")
+    m.warm_up(pg, big.database)
+    flow = run_flow_child(pg, "bench_tiny", big.database, m.fresh_dir(out, "flow"), work / "prefect-home", args.repeat)
+    shutil.rmtree(out / "flow")
+    flow["big_flow_seconds_min"] = min(flow["big_flow_seconds"])
+    flow["tiny_warm_seconds_min"] = min(flow["tiny_warm_seconds"])
+    flow["tiny_core_seconds_min"] = min(flow["tiny_core_seconds"])
+    flow["fixed_cost_big_s"] = round(flow["big_flow_seconds_min"] - doc["backup"]["vaultflow_local"]["seconds"], 3)
+    flow["fixed_cost_tiny_s"] = round(flow["tiny_warm_seconds_min"] - flow["tiny_core_seconds_min"], 3)
+    doc["flow"] = flow
+    log(f"  flow big {flow['big_flow_seconds']} s, tiny cold {flow['tiny_cold_seconds']} s, "
+        f"warm {flow['tiny_warm_seconds']} s, core tiny {flow['tiny_core_seconds']} s")
+
+    b = doc["backup"]
+    doc["sizes"] = {"database": big.size_bytes, "dump_uncompressed": doc["restore"]["dump_uncompressed"]["size"],
+                    "pg_dump_fc": b["pg_dump_fc"]["size"], "raw_floor": b["raw_floor"]["size"],
+                    "vaultflow_stored": b["vaultflow_local"]["size"],
+                    "vaultflow_raw": b["vaultflow_local"]["extra"]["raw_size"]}
+    doc["machine"] = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                      "python": platform.python_version(), "postgres": pg.execute("SHOW server_version")[0][0],
+                      "pg_dump": subprocess.run([str(pg.client_bin_dir / "pg_dump"), "--version"],
+                                                capture_output=True, text=True).stdout.strip(),
+                      "zstd_cli": subprocess.run(["zstd", "--version"], capture_output=True, text=True).stdout.strip(),
+                      "pg_settings": PG_SETTINGS}
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=float, default=600, help="big database size, MiB (default 600)")
+    parser.add_argument("--small-mb", type=float, default=150, help="small database for the RSS check (default 150)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per contender; the best is kept (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="results directory")
+    parser.add_argument("--tmp", type=Path, default=None, help="where the temp dir goes (default: system temp)")
+    args = parser.parse_args(argv)
+
+    from vaultflow.testing.postgres_server import embedded_bin_dir, running_postgres
+    from vaultflow.testing.s3_server import running_seaweedfs
+
+    started = datetime.now(timezone.utc)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="vaultflow-bench-", dir=args.tmp))
+    try:
+        with running_postgres(embedded_bin_dir(), work / "pg", settings=PG_SETTINGS, name="bench") as pg, \
+                running_seaweedfs(work / "s3") as s3:
+            doc = run_all(pg, s3, work, args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    doc = {"schema": 1, "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+           "args": {"size_mb": args.size_mb, "small_mb": args.small_mb, "repeat": args.repeat}, **doc}
+    doc["ratios"] = compute_ratios(doc)
+    doc["all_pass"] = all(r["pass"] for r in doc["ratios"].values())
+    doc["total_seconds"] = round(time.monotonic() - T0, 1)
+    path = args.out / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    doc["json_path"] = str(path)
+    text = json.dumps(doc, indent=1, default=str) + "\n"
+    path.write_text(text)
+    (args.out / "latest.json").write_text(text)
+    from bench.chart import render
+    render(doc, args.out / "latest.png")
+    print(summary(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

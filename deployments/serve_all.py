@@ -1,0 +1,157 @@
+"""Serve every deployment of prefect.yaml from one process: no work pool, no worker.
+
+    python -m deployments.serve_all [prefect.yaml] [--limit N]
+
+Names, entrypoints, parameters, tags, descriptions, concurrency limits and schedules all come
+from prefect.yaml (schedules live nowhere else). The work_pool section is ignored: a served
+deployment runs its flows in subprocesses of this process. Serving registers the deployments
+under the same names `prefect deploy` uses, so run one or the other against a server, not both
+(the last one to register a deployment owns it). Stopping the process pauses the schedules;
+serving again resumes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PATH = "prefect.yaml"
+SCHEDULE_KINDS = ("cron", "interval", "rrule")
+
+
+def resolve_path(path: str | os.PathLike[str] = DEFAULT_PATH) -> Path:
+    """`path` as given, else (when relative and missing) relative to the project root."""
+    candidate = Path(path)
+    if not candidate.is_absolute() and not candidate.exists() and (ROOT / candidate).exists():
+        candidate = ROOT / candidate
+    return candidate.resolve()
+
+
+def load_deployments(path: str | os.PathLike[str] = DEFAULT_PATH) -> list[dict[str, Any]]:
+    """The `deployments` list of a prefect.yaml, YAML anchors and merge keys (<<:) resolved.
+
+    Raises OSError when the file cannot be read and ValueError when it is not YAML or has
+    no list of deployment mappings.
+    """
+    file = resolve_path(path)
+    try:
+        document = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{file} is not valid YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ValueError(f"{file} must be a mapping with a `deployments` list")
+    deployments = document.get("deployments")
+    if not isinstance(deployments, list) or not deployments:
+        raise ValueError(f"{file} has no `deployments` list")
+    for index, entry in enumerate(deployments):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{file}: deployments[{index}] is a {type(entry).__name__}, not a mapping")
+    return deployments
+
+
+def project_root(path: str | os.PathLike[str] = DEFAULT_PATH) -> Path:
+    """Entrypoints are relative to the directory that holds prefect.yaml."""
+    return resolve_path(path).parent
+
+
+def load_flow(entrypoint: str, root: Path):
+    """The Flow an entrypoint ('flows/full_backup.py:full_backup') names, relative to `root`.
+
+    Raises ValueError for a malformed entrypoint, FileNotFoundError for a missing file,
+    prefect.exceptions.ScriptError when the file fails to import and MissingFlowError when
+    the name is absent or not a flow.
+    """
+    from prefect.flows import load_flow_from_entrypoint
+
+    if not isinstance(entrypoint, str) or ":" not in entrypoint:
+        raise ValueError(f"entrypoint {entrypoint!r} is not of the form path/to/file.py:flow_function")
+    file, func = entrypoint.rsplit(":", 1)
+    script = Path(file) if Path(file).is_absolute() else root / file
+    if not script.is_file():
+        raise FileNotFoundError(f"no such file: {script}")
+    if str(root) not in sys.path:  # the flows import their siblings: `from flows._support import ...`
+        sys.path.insert(0, str(root))
+    return load_flow_from_entrypoint(f"{script}:{func}", use_placeholder_flow=False)
+
+
+def build_schedule(config: dict[str, Any]):
+    """A prefect.schedules.Schedule from one `schedules:` entry of prefect.yaml."""
+    from prefect.schedules import Cron, Interval, RRule
+
+    common = {"timezone": config.get("timezone"), "active": config.get("active", True),
+              "parameters": config.get("parameters") or {}, "slug": config.get("slug")}
+    kinds = [kind for kind in SCHEDULE_KINDS if config.get(kind) is not None]
+    if len(kinds) != 1:
+        raise ValueError(f"a schedule needs exactly one of {', '.join(SCHEDULE_KINDS)}: {config}")
+    if kinds[0] == "cron":
+        return Cron(str(config["cron"]), day_or=config.get("day_or", True), **common)
+    if kinds[0] == "interval":
+        return Interval(config["interval"], anchor_date=config.get("anchor_date"), **common)
+    return RRule(str(config["rrule"]), **common)
+
+
+def concurrency(value: Any):
+    """`concurrency_limit: 1` or `{limit: 1, collision_strategy: CANCEL_NEW}`."""
+    if isinstance(value, dict):
+        from prefect.client.schemas.objects import ConcurrencyLimitConfig
+        return ConcurrencyLimitConfig(**value)
+    return value
+
+
+def build_deployments(entries: list[dict[str, Any]], root: Path) -> list[Any]:
+    """RunnerDeployments for `serve`. Call with the working directory at `root`: Prefect
+    records each flow's entrypoint relative to the current directory and the runner starts
+    flow runs from there."""
+    deployments = []
+    for entry in entries:
+        flow = load_flow(entry["entrypoint"], root)
+        options: dict[str, Any] = {
+            "name": entry["name"],
+            "parameters": entry.get("parameters") or {},
+            "schedules": [build_schedule(s) for s in entry.get("schedules") or []],
+            "tags": list(entry.get("tags") or []),
+            "description": entry.get("description"),
+            "concurrency_limit": concurrency(entry.get("concurrency_limit")),
+            "enforce_parameter_schema": entry.get("enforce_parameter_schema", True),
+        }
+        for key in ("version", "paused"):
+            if entry.get(key) is not None:
+                options[key] = entry[key]
+        deployments.append(flow.to_deployment(**options))
+    return deployments
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deployments.serve_all", description=__doc__.split("\n")[0])
+    parser.add_argument("path", nargs="?", default=DEFAULT_PATH, help="prefect.yaml (default: %(default)s)")
+    parser.add_argument("--limit", type=int, default=None, help="run at most N flow runs at once")
+    parser.add_argument("--skip-validation", action="store_true",
+                        help="serve without checking prefect.yaml first (python -m deployments.validate)")
+    args = parser.parse_args(argv)
+
+    if not args.skip_validation:
+        from deployments.validate import report, validate
+        problems = validate(args.path)
+        if problems:
+            report(args.path, problems)
+            return 1
+
+    from prefect import serve
+
+    root = project_root(args.path)
+    os.chdir(root)
+    deployments = build_deployments(load_deployments(args.path), root)
+    print(f"serving {len(deployments)} deployments from {resolve_path(args.path)}: "
+          + ", ".join(f"{d.flow_name}/{d.name}" for d in deployments), flush=True)
+    serve(*deployments, limit=args.limit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

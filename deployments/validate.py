@@ -1,0 +1,265 @@
+"""Check prefect.yaml before `prefect deploy --all` (or serve_all) finds out the hard way.
+
+    python -m deployments.validate [prefect.yaml]
+
+For every deployment: its entrypoint imports and names a Prefect flow; every schedule parses
+with the Prefect server's own schedule model (cron syntax, IANA timezone; every schedule must
+name one) and fires at least once; every parameter is in the flow's signature, no required
+parameter is missing and the values pass the flow's type validation; it names a work pool.
+Deployment names are unique. Prints one line per deployment, then every problem; exits 1 if
+there is any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from deployments.serve_all import DEFAULT_PATH, SCHEDULE_KINDS, load_deployments, load_flow, project_root
+
+# Keys of a `schedules:` entry that `prefect deploy` understands; anything else (a typo such as
+# `timzone:`) would be dropped silently.
+SCHEDULE_KEYS = {*SCHEDULE_KINDS, "timezone", "day_or", "anchor_date", "active", "parameters",
+                 "slug", "replaces", "max_scheduled_runs"}
+BANNED_NAME_CHARACTERS = "/%&<>"
+
+
+def _label(entry: dict[str, Any], index: int) -> str:
+    name = entry.get("name")
+    return name if isinstance(name, str) and name else f"deployments[{index}]"
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: pydantic errors by message, script errors by their cause."""
+    from prefect.exceptions import ScriptError
+
+    if isinstance(exc, ScriptError):
+        cause = exc.user_exc
+        return f"{type(cause).__name__}: {cause}".splitlines()[0]
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            return "; ".join(str(e.get("msg", e)).removeprefix("Value error, ") for e in errors())
+        except Exception:  # noqa: BLE001 - fall back to the plain text
+            pass
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Flow.validate_parameters logs every failure at ERROR; we report it ourselves."""
+    logger = logging.getLogger(logger_name)
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = disabled
+
+
+def check_schedule(config: Any, number: int) -> tuple[list[str], str]:
+    """(problems, summary) of one `schedules:` entry, parsed by the server's schedule models."""
+    from prefect.server.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
+
+    where = f"schedule {number}"
+    if not isinstance(config, dict):
+        return [f"{where} is a {type(config).__name__}, not a mapping"], ""
+    problems = [f"{where}: unknown key {key!r} (known: {', '.join(sorted(SCHEDULE_KEYS))})"
+                for key in config if key not in SCHEDULE_KEYS]
+    kinds = [kind for kind in SCHEDULE_KINDS if config.get(kind) is not None]
+    if len(kinds) != 1:
+        return problems + [f"{where} needs exactly one of {', '.join(SCHEDULE_KINDS)}"], ""
+    kind, timezone = kinds[0], config.get("timezone")
+    if kind == "cron":
+        where = f"{where} (cron {config['cron']!r})"
+    if not timezone:
+        problems.append(f"{where} has no timezone: add an IANA timezone such as Europe/Berlin "
+                        "(without one the server uses UTC)")
+    try:
+        if kind == "cron":
+            fields = {"cron": config["cron"], "timezone": timezone or None}
+            if config.get("day_or") is not None:
+                fields["day_or"] = config["day_or"]
+            schedule = CronSchedule(**fields)
+        elif kind == "interval":
+            interval = config["interval"]
+            fields = {"interval": interval if not isinstance(interval, (int, float)) else float(interval),
+                      "timezone": timezone or None}
+            if config.get("anchor_date") is not None:
+                fields["anchor_date"] = config["anchor_date"]
+            schedule = IntervalSchedule(**{k: v for k, v in fields.items() if v is not None})
+        else:
+            schedule = RRuleSchedule(rrule=config["rrule"], timezone=timezone or None)
+    except Exception as exc:  # noqa: BLE001 - pydantic ValidationError and friends
+        return problems + [f"{where}: {_describe(exc)}"], ""
+    try:
+        upcoming = asyncio.run(schedule.get_dates(n=1))
+    except Exception as exc:  # noqa: BLE001 - croniter: "failed to find next date"
+        return problems + [f"{where} never fires: {_describe(exc)}"], ""
+    if not upcoming:
+        return problems + [f"{where} never fires"], ""
+    spec = {"cron": lambda: str(config["cron"]), "interval": lambda: f"every {config['interval']}",
+            "rrule": lambda: str(config["rrule"])}[kind]()
+    return problems, f"{spec} {schedule.timezone or 'UTC'} (next {upcoming[0].isoformat()})"
+
+
+def check_parameters(flow: Any, parameters: dict[str, Any], where: str = "",
+                     check_required: bool = True) -> list[str]:
+    """Names against the flow's signature, then values against the flow's type validation."""
+    signature = inspect.signature(flow.fn)
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    accepted = [name for name, p in signature.parameters.items() if p.kind not in variadic]
+    takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+    required = [name for name, p in signature.parameters.items()
+                if p.default is p.empty and p.kind not in variadic]
+    prefix = f"{where}: " if where else ""
+    problems = []
+    if not takes_kwargs:
+        problems += [f"{prefix}unknown parameter {name!r}: flow {flow.name!r} takes "
+                     f"{', '.join(accepted) or 'no parameters'}" for name in parameters if name not in accepted]
+    if check_required:
+        problems += [f"{prefix}required parameter {name!r} of flow {flow.name!r} is missing"
+                     for name in required if name not in parameters]
+    templated = any(isinstance(v, str) and "{{" in v for v in parameters.values())
+    if problems or templated:  # templated values are only known when `prefect deploy` renders them
+        return problems
+    try:
+        with _quiet("prefect.flows"):
+            flow.validate_parameters(dict(parameters))
+    except Exception as exc:  # noqa: BLE001 - ParameterTypeError
+        text = str(exc).replace("Flow run received invalid parameters:", "").strip()
+        problems.append(f"{prefix}invalid parameter values for flow {flow.name!r}: {' '.join(text.split())}")
+    return problems
+
+
+def check_deployment(entry: dict[str, Any], root: Path) -> tuple[list[str], str]:
+    """(problems, summary line) of one deployment entry."""
+    problems: list[str] = []
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.append("has no name")
+    elif any(c in name for c in BANNED_NAME_CHARACTERS):
+        problems.append(f"name {name!r} contains one of {BANNED_NAME_CHARACTERS!r}, which Prefect refuses")
+
+    pool = entry.get("work_pool")
+    pool_name = pool.get("name") if isinstance(pool, dict) else None
+    if not isinstance(pool_name, str) or not pool_name.strip():
+        problems.append("names no work pool: add `work_pool: {name: vaultflow}` (or the *pool anchor)")
+
+    flow = None
+    entrypoint = entry.get("entrypoint")
+    if not entrypoint:
+        problems.append("has no entrypoint (path/to/file.py:flow_function)")
+    else:
+        try:
+            flow = load_flow(entrypoint, root)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the finding
+            from prefect.exceptions import MissingFlowError, ScriptError
+            if isinstance(exc, ScriptError):
+                problems.append(f"entrypoint {entrypoint} does not import: {_describe(exc)}")
+            elif isinstance(exc, MissingFlowError):
+                problems.append(f"entrypoint {entrypoint} names no Prefect flow: {_describe(exc)}")
+            else:
+                problems.append(f"entrypoint {entrypoint}: {_describe(exc)}")
+
+    parameters = entry.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        problems.append(f"parameters is a {type(parameters).__name__}, not a mapping")
+        parameters = {}
+    elif flow is not None:
+        problems += check_parameters(flow, parameters)
+
+    schedules = entry.get("schedules") or []
+    if "schedule" in entry:
+        problems.append("uses `schedule:`; prefect.yaml takes a `schedules:` list")
+    if not isinstance(schedules, list):
+        problems.append("schedules is not a list")
+        schedules = []
+    summaries = []
+    for number, config in enumerate(schedules, start=1):
+        schedule_problems, summary = check_schedule(config, number)
+        problems += schedule_problems
+        if summary:
+            summaries.append(summary)
+        overrides = config.get("parameters") if isinstance(config, dict) else None
+        if isinstance(overrides, dict) and overrides and flow is not None:
+            # A scheduled run gets the deployment's parameters updated with the schedule's.
+            unknown = check_parameters(flow, overrides, f"schedule {number} parameters", check_required=False)
+            problems += unknown or check_parameters(flow, {**parameters, **overrides},
+                                                    f"schedule {number} parameters", check_required=False)
+
+    limit = entry.get("concurrency_limit")
+    if limit is not None and not isinstance(limit, dict) and (not isinstance(limit, int) or limit < 1):
+        problems.append(f"concurrency_limit {limit!r} is not a positive integer")
+
+    flow_name = flow.name if flow is not None else "?"
+    summary = (f"{f'{flow_name}/{name}':<34} pool={pool_name or '-'}  "
+               + ("; ".join(summaries) if summaries else "no schedule"))
+    return problems, summary
+
+
+def check(path: str | os.PathLike[str] = DEFAULT_PATH,
+          root: str | os.PathLike[str] | None = None) -> list[tuple[str, list[str], str]]:
+    """(label, problems, summary) per deployment; a file-level problem has label ''.
+
+    Entrypoints are relative to `root`, by default the directory holding the file."""
+    try:
+        entries = load_deployments(path)
+    except (OSError, ValueError) as exc:
+        return [("", [str(exc)], "")]
+    root = Path(root).resolve() if root is not None else project_root(path)
+    results, first_use = [], {}
+    for index, entry in enumerate(entries):
+        problems, summary = check_deployment(entry, root)
+        name = entry.get("name")
+        if isinstance(name, str) and name:
+            if name in first_use:
+                problems.append(f"deployment name is already used by deployments[{first_use[name]}]; "
+                                "names must be unique")
+            first_use.setdefault(name, index)
+        results.append((_label(entry, index), problems, summary))
+    return results
+
+
+def validate(path: str | os.PathLike[str] = DEFAULT_PATH,
+             root: str | os.PathLike[str] | None = None) -> list[str]:
+    """Every problem of prefect.yaml, each as '<deployment>: <what is wrong>'; [] when fine.
+
+    Entrypoints are relative to `root`, by default the directory holding the file."""
+    return [f"{label}: {problem}" if label else problem
+            for label, problems, _ in check(path, root) for problem in problems]
+
+
+def report(path: str | os.PathLike[str], problems: list[str]) -> None:
+    print(f"\n{len(problems)} problem{'s' if len(problems) != 1 else ''} in {path}:", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1 or (args and args[0] in ("-h", "--help")):
+        print(__doc__.strip())
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    path = args[0] if args else DEFAULT_PATH
+    results = check(path)
+    problems = []
+    for label, found, summary in results:
+        if label:
+            print(f"{'ok  ' if not found else 'FAIL'}  {summary or label}")
+        problems += [f"{label}: {p}" if label else p for p in found]
+    if problems:
+        report(path, problems)
+        return 1
+    print(f"{len(results)} deployments ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The flows end to end through Prefect (test harness), on a real PostgreSQL 18."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.sorting import ArtifactSort
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterName
+from pydantic import SecretStr
+
+from blocks import BackupRepository, PostgresTarget
+from flows.full_backup import full_backup
+from flows.prune import prune
+from flows.restore import restore
+from flows.restore_drill import restore_drill
+from flows.verify import verify
+from vaultflow.errors import AuthenticationError, IntegrityError, RefusedError
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+
+def make_table(pg, db: str, rows: int = 500) -> None:
+    pg.execute("CREATE TABLE IF NOT EXISTS employees (id serial PRIMARY KEY, name text, position text, "
+               "salary numeric); INSERT INTO employees (name, position, salary) "
+               f"SELECT 'e' || g, 'dev', g * 10 FROM generate_series(1, {rows}) g", dbname=db)
+
+
+def target_for(pg, db: str, name: str, **kw) -> PostgresTarget:
+    return PostgresTarget(host=pg.host, port=pg.port, user=pg.user, databases=[db], target_name=name,
+                          bin_dir=str(pg.client_bin_dir), **kw)
+
+
+def read_artifact(key: str) -> list[dict]:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                          sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert artifacts, f"no artifact with key {key}"
+    data = artifacts[0].data
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def flow_runs_named(prefix: str):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=prefix)))
+
+
+def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
+    db = fresh_db(pg18)
+    make_table(pg18, db)
+    target = target_for(pg18, db, "flowtest")
+    repository = BackupRepository(local_path=str(tmp_path / "repo"), keep_last=1, keep_daily=None,
+                                  keep_weekly=None, keep_monthly=None, orphan_grace="0s")
+
+    first = full_backup(target=target, repository=repository)
+    assert first["stored_size"] > 0 and first["objects"] == 2
+    pg18.execute("INSERT INTO employees (name) VALUES ('late')", dbname=db)
+    second = full_backup(target=target, repository=repository)
+    assert second["backup_id"] > first["backup_id"]
+
+    restored_name = f"{db}_copy"
+    result = restore(target=target, repository=repository, backup_id=first["backup_id"], into=restored_name)
+    try:
+        assert result["restored"] == {db: restored_name}
+        assert [r["status"] for r in result["comparison"]] == ["match"]
+        assert pg18.execute("SELECT count(*) FROM employees", dbname=restored_name) == [(500,)]
+    finally:
+        pg18.execute(f'DROP DATABASE IF EXISTS "{restored_name}" WITH (FORCE)')
+
+    drill = restore_drill(target=target, repository=repository, rto_objective_s=600)
+    assert drill["backup_id"] == second["backup_id"] and drill["rto_met"]
+    drill_rows = read_artifact("drill-postgres-flowtest")
+    assert {r["status"] for r in drill_rows if r["table"] == "public.employees"} == {"match"}
+    leftovers = pg18.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow_drill_%'")
+    assert leftovers == []
+
+    checked = verify(repository=repository, target=target)
+    assert checked["problems"] == []
+
+    catalog = read_artifact("catalog-postgres-flowtest")
+    assert [r["backup"] for r in catalog] == [second["backup_id"], first["backup_id"]]
+    made_by = {r["backup"]: r["made_by"] for r in catalog}
+    assert made_by[first["backup_id"]], "catalog links each backup to the run that made it"
+
+    plan = prune(repository=repository, target=target, dry_run=True)
+    assert plan["deleted"] == [first["backup_id"]] and plan["kept"] == [second["backup_id"]]
+    assert (tmp_path / "repo/postgres/flowtest/backups" / first["backup_id"] / "manifest.json").exists()
+    applied = prune(repository=repository, target=target)
+    assert applied["deleted"] == [first["backup_id"]]
+    assert not (tmp_path / "repo/postgres/flowtest/backups" / first["backup_id"]).exists()
+    prune_rows = read_artifact("prune-postgres-flowtest")
+    assert any(r["action"] == "keep" and "newest" in r["reason"] for r in prune_rows)
+
+
+def test_lineage_in_manifest_and_run_names(pg18, fresh_db, tmp_path: Path):
+    db = fresh_db(pg18)
+    make_table(pg18, db, rows=10)
+    target = target_for(pg18, db, "lineage")
+    repository = BackupRepository(local_path=str(tmp_path / "repo"))
+    result = full_backup(target=target, repository=repository)
+    manifest_path = tmp_path / "repo/postgres/lineage/backups" / result["backup_id"] / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["lineage"]["flow_run_id"]
+    assert manifest["lineage"]["flow_run_name"].startswith("full-lineage-")
+    assert flow_runs_named("full-lineage-%"), "the flow run is named after kind and target"
+
+
+def test_wrong_password_fails_at_once_without_retries(pg_with_password, tmp_path: Path):
+    target = PostgresTarget(host=pg_with_password.host, port=pg_with_password.port, user="postgres",
+                            password=SecretStr("not-the-password"), target_name="badpw",
+                            bin_dir=str(pg_with_password.client_bin_dir))
+    repository = BackupRepository(local_path=str(tmp_path / "repo"))
+    with pytest.raises(AuthenticationError, match="refused the login"):
+        full_backup.with_options(retries=2, retry_delay_seconds=30)(target=target, repository=repository)
+    runs = flow_runs_named("full-badpw-%")
+    assert len(runs) == 1 and runs[0].run_count == 1, "a permanent error is not retried"
+    assert not list((tmp_path / "repo").rglob("manifest.json"))
+
+
+def test_drill_fails_on_missed_rto_and_verify_names_corrupt_object(pg18, fresh_db, tmp_path: Path):
+    db = fresh_db(pg18)
+    make_table(pg18, db, rows=50)
+    target = target_for(pg18, db, "strict")
+    repository = BackupRepository(local_path=str(tmp_path / "repo"))
+    backup = full_backup(target=target, repository=repository)
+    with pytest.raises(RefusedError, match="missed the RTO"):
+        restore_drill(target=target, repository=repository, rto_objective_s=0.000001)
+    assert pg18.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow_drill_%'") == []
+
+    dump = tmp_path / "repo/postgres/strict/backups" / backup["backup_id"] / "db" / f"{db}.dump.zst"
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=f"db/{db}.dump.zst"):
+        verify(repository=repository, target=target)
+    with pytest.raises(IntegrityError, match=f"db/{db}.dump.zst"):
+        restore(target=target, repository=repository, into=f"{db}_bad")
+    assert pg18.execute(f"SELECT 1 FROM pg_database WHERE datname = '{db}_bad'") == []
+
+
+def test_events_relate_backup_to_target(pg18, fresh_db, tmp_path: Path):
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+    from datetime import datetime, timedelta, timezone
+    import time
+
+    db = fresh_db(pg18)
+    make_table(pg18, db, rows=5)
+    target = target_for(pg18, db, "events")
+    repository = BackupRepository(local_path=str(tmp_path / "repo"))
+    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    backup = full_backup(target=target, repository=repository)
+    verify(repository=repository, target=target)
+    wanted = {"vaultflow.backup.completed", "vaultflow.backup.verified"}
+    seen: dict[str, object] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and set(seen) != wanted:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(EventFilter(occurred=EventOccurredFilter(since=since),
+                                                  event=EventNameFilter(name=sorted(wanted))), limit=50)
+        seen = {e.event: e for e in page.events if e.resource.id.endswith(backup["backup_id"])}
+        time.sleep(0.5)
+    assert set(seen) == wanted, f"events seen: {sorted(seen)}"
+    related = {r.role: r.id for r in seen["vaultflow.backup.completed"].related}
+    assert related.get("target") == "vaultflow.target.postgres.events"
+
+
+def test_password_never_in_logs_artifacts_or_repository(pg_with_password, tmp_path: Path):
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    pg = pg_with_password
+    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, password=SecretStr(pg.password),
+                            databases=["postgres"], target_name="secret", bin_dir=str(pg.client_bin_dir))
+    repository = BackupRepository(local_path=str(tmp_path / "repo"))
+    backup = full_backup(target=target, repository=repository)
+    restore_drill(target=target, repository=repository)
+    verify(repository=repository, target=target)
+
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs reach the API in background batches
+    secret = pg.password.encode()
+    for path in (tmp_path / "repo").rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_bytes(), f"password found in {path}"
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="%-secret-%")))
+        assert len(runs) == 3
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs])))
+        artifacts = client.read_artifacts()
+        run_params = [json.dumps(r.parameters, default=str) for r in runs]
+    assert logs, "the runs wrote logs"
+    assert all(pg.password not in log.message for log in logs)
+    assert all(pg.password not in json.dumps(a.data, default=str) for a in artifacts)
+    assert all(pg.password not in p for p in run_params)
+    assert backup["backup_id"] in json.dumps([a.data for a in artifacts], default=str)

@@ -1,0 +1,217 @@
+"""deployments.validate: the real prefect.yaml is clean; each kind of fault is named.
+
+No Prefect server is needed: entrypoints are imported, schedules parsed, nothing is sent.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from deployments.serve_all import build_schedule, load_deployments
+from deployments.validate import main, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT_YAML = ROOT / "prefect.yaml"
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    """prefect.yaml as data, anchors resolved (the faulty copies are dumped without them)."""
+    return yaml.safe_load(PREFECT_YAML.read_text())
+
+
+def faulty(tmp_path: Path, document: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> Path:
+    data = copy.deepcopy(document)
+    change(data)
+    path = tmp_path / "prefect.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def deployment(data: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(d for d in data["deployments"] if d["name"] == name)
+
+
+def problems_of(tmp_path, document, change) -> list[str]:
+    # The copy lives in tmp_path; its entrypoints stay relative to the project root.
+    return validate(faulty(tmp_path, document, change), root=ROOT)
+
+
+def test_real_prefect_yaml_has_no_problems():
+    assert validate(PREFECT_YAML) == []
+
+
+def test_load_deployments_resolves_anchors_and_merge_keys():
+    entries = {d["name"]: d for d in load_deployments(PREFECT_YAML)}
+    drill = entries["demo-weekly-drill"]
+    assert drill["parameters"] == {"target": "postgres-target/demo", "repository": "backup-repository/demo",
+                                   "rto_objective_s": 900}
+    assert all(d["work_pool"]["name"] == "vaultflow" for d in entries.values())
+
+
+def test_every_schedule_builds_for_serve():
+    for entry in load_deployments(PREFECT_YAML):
+        for config in entry["schedules"]:
+            schedule = build_schedule(config)
+            assert schedule.cron == config["cron"] and schedule.timezone == config["timezone"]
+
+
+def test_main_prints_a_line_per_deployment_and_exits_zero(capsys):
+    assert main([str(PREFECT_YAML)]) == 0
+    out = capsys.readouterr().out
+    for entry in load_deployments(PREFECT_YAML):
+        assert sum(entry["name"] in line for line in out.splitlines()) == 1
+
+
+def test_bad_cron(tmp_path, document):
+    def change(data):
+        deployment(data, "demo-weekly-full")["schedules"][0]["cron"] = "0 25 * * 0"
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("demo-weekly-full:")
+    assert "Invalid cron string" in problems[0] and "0 25 * * 0" in problems[0]
+
+
+def test_cron_that_never_fires(tmp_path, document):
+    def change(data):
+        deployment(data, "demo-daily-verify")["schedules"][0]["cron"] = "0 4 31 2 *"  # 31 February
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1 and problems[0].startswith("demo-daily-verify:")
+    assert "never fires" in problems[0]
+
+
+def test_bad_timezone(tmp_path, document):
+    def change(data):
+        deployment(data, "demo-weekly-drill")["schedules"][0]["timezone"] = "Europe/Berln"
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("demo-weekly-drill:")
+    assert "Invalid timezone" in problems[0] and "Europe/Berln" in problems[0]
+
+
+def test_missing_timezone(tmp_path, document):
+    def change(data):
+        del deployment(data, "demo-daily-prune")["schedules"][0]["timezone"]
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1 and problems[0].startswith("demo-daily-prune:")
+    assert "no timezone" in problems[0]
+
+
+def test_misspelt_schedule_key(tmp_path, document):
+    def change(data):
+        schedule = deployment(data, "demo-daily-prune")["schedules"][0]
+        schedule["timzone"] = schedule.pop("timezone")
+    problems = problems_of(tmp_path, document, change)
+    assert any("unknown key 'timzone'" in p for p in problems), problems
+    assert all(p.startswith("demo-daily-prune:") for p in problems)
+
+
+def test_unknown_parameter(tmp_path, document):
+    def change(data):
+        params = deployment(data, "demo-weekly-drill")["parameters"]
+        params["rto_objectiv_s"] = params.pop("rto_objective_s")
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("demo-weekly-drill:")
+    assert "unknown parameter 'rto_objectiv_s'" in problems[0] and "restore-drill" in problems[0]
+
+
+def test_missing_required_parameter(tmp_path, document):
+    def change(data):
+        del deployment(data, "demo-weekly-full")["parameters"]["repository"]
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("demo-weekly-full:")
+    assert "required parameter 'repository'" in problems[0] and "missing" in problems[0]
+
+
+def test_parameter_of_the_wrong_type(tmp_path, document):
+    def change(data):
+        deployment(data, "demo-weekly-drill")["parameters"]["rto_objective_s"] = "fifteen minutes"
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1 and problems[0].startswith("demo-weekly-drill:")
+    assert "rto_objective_s" in problems[0] and "invalid parameter values" in problems[0]
+
+
+def test_unknown_schedule_parameter(tmp_path, document):
+    def change(data):
+        deployment(data, "demo-daily-verify")["schedules"][0]["parameters"] = {"depp": False}
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1 and problems[0].startswith("demo-daily-verify:")
+    assert "schedule 1 parameters" in problems[0] and "unknown parameter 'depp'" in problems[0]
+
+
+def test_entrypoint_function_that_does_not_exist(tmp_path, document):
+    def change(data):
+        deployment(data, "demo-daily-prune")["entrypoint"] = "flows/prune.py:prune_everything"
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("demo-daily-prune:")
+    assert "flows/prune.py:prune_everything" in problems[0] and "prune_everything" in problems[0]
+
+
+def test_entrypoint_file_that_does_not_exist(tmp_path, document):
+    def change(data):
+        deployment(data, "demo-daily-prune")["entrypoint"] = "flows/pruen.py:prune"
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1 and problems[0].startswith("demo-daily-prune:")
+    assert "flows/pruen.py" in problems[0] and "no such file" in problems[0]
+
+
+def test_entrypoint_that_is_not_a_flow(tmp_path, document):
+    def change(data):  # a plain function of the flows package
+        deployment(data, "demo-daily-verify")["entrypoint"] = "flows/_support.py:load_target"
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1 and problems[0].startswith("demo-daily-verify:")
+    assert "not a flow" in problems[0]
+
+
+def test_entrypoint_that_fails_to_import(tmp_path, document):
+    broken = tmp_path / "broken_flow.py"
+    broken.write_text("import vaultflow_no_such_module\n")
+
+    def change(data):
+        deployment(data, "demo-daily-verify")["entrypoint"] = f"{broken}:verify"
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1 and problems[0].startswith("demo-daily-verify:")
+    assert "does not import" in problems[0] and "vaultflow_no_such_module" in problems[0]
+
+
+def test_missing_work_pool_and_duplicate_name(tmp_path, document):
+    def change(data):
+        del deployment(data, "demo-daily-prune")["work_pool"]
+        deployment(data, "demo-daily-verify")["name"] = "demo-weekly-full"
+    problems = problems_of(tmp_path, document, change)
+    assert any(p.startswith("demo-daily-prune:") and "work pool" in p for p in problems), problems
+    assert any(p.startswith("demo-weekly-full:") and "unique" in p for p in problems), problems
+    assert len(problems) == 2, problems
+
+
+def test_every_fault_is_listed_and_main_exits_non_zero(tmp_path, document, capsys):
+    def change(data):
+        deployment(data, "demo-weekly-full")["schedules"][0]["cron"] = "every sunday"
+        deployment(data, "demo-weekly-drill")["schedules"][0]["timezone"] = "Mars/Olympus"
+        del deployment(data, "demo-daily-verify")["parameters"]["repository"]
+        deployment(data, "demo-daily-prune")["entrypoint"] = "flows/prune.py:nope"
+    path = faulty(tmp_path, document, change)
+    problems = validate(path, root=ROOT)
+    assert [p.split(":")[0] for p in problems] == ["demo-weekly-full", "demo-weekly-drill",
+                                                   "demo-daily-verify", "demo-daily-prune"]
+    # main() resolves entrypoints next to the file: the copy's are missing, which it reports too.
+    assert main([str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("FAIL") == 4
+    assert "problems in" in captured.err and "every sunday" in captured.err and "Mars/Olympus" in captured.err
+
+
+def test_unreadable_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    assert len(validate(missing)) == 1 and "nope.yaml" in validate(missing)[0]
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_text("deployments: [oops\n")
+    assert "not valid YAML" in validate(garbage)[0]

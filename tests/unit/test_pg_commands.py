@@ -1,0 +1,218 @@
+"""Pure pieces of the PostgreSQL engine: command lines, client environment, error mapping,
+and the manifest's id and parsing rules. Nothing here talks to a server."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from vaultflow.engines.pg_client import (PostgresConfig, classify_connect_error, client_env,
+                                         dump_command, globals_command, restore_command)
+from vaultflow.errors import (AuthenticationError, ConfigError, NotFoundError,
+                              ServerUnavailableError, VaultflowError, is_transient)
+from vaultflow.manifest import (SCHEMA_VERSION, BackupKind, Manifest, ManifestError,
+                                StoredObject, TableFingerprint, new_backup_id, parse_backup_id,
+                                parse_manifest)
+
+BIN = Path("/opt/pg/bin")
+SECRET = r"s3:cr\et:pa\\ss"
+
+
+def config(**kw) -> PostgresConfig:
+    defaults = dict(name="prod", host="db.example.internal", port=5433, user="backup",
+                    password=SECRET)
+    return PostgresConfig(**{**defaults, **kw})
+
+
+# -- command builders ----------------------------------------------------------------------
+
+def test_dump_command_custom_format_uncompressed_in_snapshot() -> None:
+    cmd = dump_command(BIN, "shop", "00000003-0000001B-1")
+    assert cmd == [str(BIN / "pg_dump"), "--format=custom", "--compress=0", "--no-password",
+                   "--dbname=shop", "--snapshot=00000003-0000001B-1"]
+
+
+def test_dump_command_without_snapshot() -> None:
+    cmd = dump_command(BIN, "shop", None)
+    assert not any(arg.startswith("--snapshot") for arg in cmd)
+    assert cmd[0] == str(BIN / "pg_dump") and "--format=custom" in cmd and "--compress=0" in cmd
+
+
+def test_globals_and_restore_commands() -> None:
+    assert globals_command(BIN) == [str(BIN / "pg_dumpall"), "--globals-only", "--no-password"]
+    assert restore_command(BIN, "shop_restore") == [
+        str(BIN / "pg_restore"), "--exit-on-error", "--no-password", "--dbname=shop_restore"]
+    assert restore_command(BIN, "x", no_owner=True)[-2:] == ["--no-owner", "--no-privileges"]
+
+
+def test_no_command_carries_connection_secrets() -> None:
+    cfg = config()
+    for cmd in (dump_command(BIN, "shop", "snap"), globals_command(BIN), restore_command(BIN, "shop", True)):
+        joined = " ".join(cmd)
+        assert SECRET not in joined and "password=" not in joined.lower()
+        assert cfg.host not in joined and cfg.user not in joined  # connection comes from env
+
+
+# -- client_env ----------------------------------------------------------------------------
+
+def test_client_env_writes_private_escaped_passfile_and_removes_it(monkeypatch) -> None:
+    monkeypatch.setenv("PGPASSWORD", "inherited-secret")  # must not leak into the tools
+    monkeypatch.setenv("PGSERVICE", "other")
+    cfg = config(user="ad:min")
+    with client_env(cfg) as env:
+        passfile = Path(env["PGPASSFILE"])
+        assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
+        assert stat.S_IMODE(passfile.parent.stat().st_mode) == 0o700
+        assert passfile.read_text() == "*:*:*:ad\\:min:" + r"s3\:cr\\et\:pa\\\\ss" + "\n"
+        assert env["PGHOST"] == cfg.host and env["PGPORT"] == "5433" and env["PGUSER"] == "ad:min"
+        assert "PGPASSWORD" not in env and "PGSERVICE" not in env
+        assert not any(SECRET in value or "inherited-secret" in value for value in env.values())
+        assert env.get("PATH") == os.environ.get("PATH")
+    assert not passfile.exists() and not passfile.parent.exists()
+
+
+def test_client_env_without_password_points_at_no_file() -> None:
+    with client_env(config(password=None)) as env:
+        assert not Path(env["PGPASSFILE"]).exists()  # never falls back to ~/.pgpass
+    assert "PGPASSWORD" not in env
+
+
+def test_client_env_removes_passfile_when_body_fails() -> None:
+    with pytest.raises(RuntimeError):
+        with client_env(config()) as env:
+            passfile = Path(env["PGPASSFILE"])
+            raise RuntimeError("tool failed")
+    assert not passfile.exists()
+
+
+# -- classify_connect_error ------------------------------------------------------------------
+
+AUTH_MESSAGES = [
+    'connection failed: connection to server at "10.1.2.3", port 5433 failed: FATAL:  '
+    'password authentication failed for user "backup"',
+    'connection to server at "10.1.2.3", port 5433 failed: fe_sendauth: no password supplied',
+    'connection to server at "10.1.2.3", port 5433 failed: FATAL:  role "backup" does not exist',
+]
+UNAVAILABLE_MESSAGES = [
+    'connection failed: connection to server at "10.1.2.3", port 5433 failed: Connection refused\n'
+    '\tIs the server running on that host and accepting TCP/IP connections?',
+    'connection failed: could not translate host name "db.example.internal" to address: '
+    'Name or service not known',
+    'connection failed: connection to server at "10.1.2.3", port 5433 failed: timeout expired',
+    'connection failed: server closed the connection unexpectedly',
+]
+
+
+@pytest.mark.parametrize("message", AUTH_MESSAGES)
+def test_classify_authentication(message: str) -> None:
+    err = classify_connect_error(psycopg.OperationalError(message), config(), "shop")
+    assert isinstance(err, AuthenticationError) and not is_transient(err)
+    assert "backup@db.example.internal:5433" in str(err) and "'shop'" in str(err)
+    assert SECRET not in str(err)
+
+
+def test_classify_missing_database() -> None:
+    message = ('connection failed: connection to server at "10.1.2.3", port 5433 failed: '
+               'FATAL:  database "shop" does not exist')
+    err = classify_connect_error(psycopg.OperationalError(message), config(), "shop")
+    assert isinstance(err, NotFoundError) and not is_transient(err)
+    assert "'shop'" in str(err) and "db.example.internal:5433" in str(err)
+
+
+@pytest.mark.parametrize("message", UNAVAILABLE_MESSAGES)
+def test_classify_unavailable_is_transient(message: str) -> None:
+    err = classify_connect_error(psycopg.OperationalError(message), config(), "shop")
+    assert isinstance(err, ServerUnavailableError) and is_transient(err)
+    assert "db.example.internal:5433" in str(err)
+    assert message.strip().splitlines()[-1] in str(err)
+
+
+def test_classify_ssl_refusal_is_a_config_error() -> None:
+    err = classify_connect_error(Exception("server does not support SSL, but SSL was required"),
+                                 config(sslmode="require"), "shop")
+    assert isinstance(err, ConfigError) and not is_transient(err)
+    assert "sslmode" in str(err)
+
+
+# -- manifest ids and parsing -------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", list(BackupKind))
+def test_backup_id_round_trip(kind: BackupKind) -> None:
+    now = datetime(2026, 11, 26, 2, 0, 7, 123456, tzinfo=timezone.utc)
+    backup_id = new_backup_id(kind, now)
+    assert backup_id == f"20261126T020007.123Z-{kind.suffix}"
+    when, parsed_kind = parse_backup_id(backup_id)
+    assert parsed_kind is kind
+    assert when == now.replace(microsecond=123000)
+
+
+def test_backup_ids_sort_by_time() -> None:
+    a = new_backup_id(BackupKind.FULL, datetime(2026, 1, 2, 3, 4, 5, 1000, tzinfo=timezone.utc))
+    b = new_backup_id(BackupKind.INCREMENTAL, datetime(2026, 1, 2, 3, 4, 5, 2000, tzinfo=timezone.utc))
+    assert a < b
+
+
+@pytest.mark.parametrize("bad", ["", "latest", "20261126T020000Z-F", "20261126T020000.000Z-X",
+                                 "2026-11-26T02:00:00.000Z-F"])
+def test_parse_backup_id_rejects_garbage(bad: str) -> None:
+    with pytest.raises(VaultflowError, match="is not a backup id"):
+        parse_backup_id(bad)
+
+
+def sample_manifest() -> Manifest:
+    now = datetime(2026, 11, 26, 2, 0, 0, tzinfo=timezone.utc)
+    return Manifest(
+        id=new_backup_id(BackupKind.FULL, now), engine="postgres", target="prod", kind=BackupKind.FULL,
+        started_at=now, finished_at=now,
+        objects=[StoredObject(key="db/shop.dump.zst", role="database-dump", database="shop",
+                              format="pg_dump-custom", raw_size=10, stored_size=7, sha256="ab" * 32)],
+        fingerprints={"shop": {"public.t": TableFingerprint(rows=3, digest="-42")}},
+    )
+
+
+def test_manifest_json_round_trip() -> None:
+    manifest = sample_manifest()
+    assert parse_manifest(manifest.to_json(), "k") == manifest
+    assert json.loads(manifest.to_json())["schema_version"] == SCHEMA_VERSION
+
+
+WHERE = "postgres/prod/backups/X/manifest.json"
+
+
+def test_parse_manifest_broken_json_names_key() -> None:
+    with pytest.raises(ManifestError, match=f"{WHERE}: not valid JSON"):
+        parse_manifest(sample_manifest().to_json()[:-20], WHERE)
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        parse_manifest(b"\xff\xfe garbage", WHERE)
+    with pytest.raises(ManifestError, match="expected a JSON object"):
+        parse_manifest(b"[1, 2]", WHERE)
+
+
+def test_parse_manifest_unknown_schema_version() -> None:
+    doc = json.loads(sample_manifest().to_json())
+    doc["schema_version"] = 99
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(json.dumps(doc).encode(), WHERE)
+    assert WHERE in str(info.value) and "99" in str(info.value) and "upgrade" in str(info.value)
+    del doc["schema_version"]
+    with pytest.raises(ManifestError, match="schema_version None"):
+        parse_manifest(json.dumps(doc).encode(), WHERE)
+
+
+def test_parse_manifest_rejects_extra_and_bad_fields() -> None:
+    doc = json.loads(sample_manifest().to_json())
+    with pytest.raises(ManifestError, match=f"(?s){WHERE}: invalid manifest.*surprise.*Extra inputs"):
+        parse_manifest(json.dumps({**doc, "surprise": 1}).encode(), WHERE)
+    doc["objects"][0]["extra"] = True
+    with pytest.raises(ManifestError, match="invalid manifest"):
+        parse_manifest(json.dumps(doc).encode(), WHERE)
+    doc = json.loads(sample_manifest().to_json())
+    doc["kind"] = "sideways"
+    with pytest.raises(ManifestError, match="invalid manifest"):
+        parse_manifest(json.dumps(doc).encode(), WHERE)
