@@ -7,6 +7,7 @@ from typing import Literal, Optional
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks._common import LOGO_URL
 from vaultflow.engines.pg_client import PostgresConfig
 from vaultflow.engines.postgres import PostgresEngine
 
@@ -18,7 +19,7 @@ class PostgresTarget(Block):
         ```python
         from blocks import PostgresTarget
 
-        target = PostgresTarget.load("prod")
+        target = PostgresTarget.load("BLOCK_NAME")
         print(target.engine().check())
         ```
     """
@@ -26,6 +27,7 @@ class PostgresTarget(Block):
     _block_type_name = "Postgres Target"
     _block_type_slug = "postgres-target"
     _description = "A PostgreSQL server backed up by vaultflow: where it is, how to log in, which databases."
+    _logo_url = LOGO_URL
     _documentation_url = "https://github.com/vaultflow/vaultflow/blob/main/docs/postgres.md"
 
     host: str = Field(default="localhost", description="Host name or IP address of the server.")

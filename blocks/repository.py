@@ -9,6 +9,7 @@ from prefect.blocks.core import Block
 from prefect_aws.s3 import S3Bucket
 from pydantic import Field, model_validator
 
+from blocks._common import LOGO_URL
 from vaultflow.repository import Repository
 from vaultflow.retention import RetentionPolicy
 from vaultflow.stores.local import LocalStore
@@ -26,7 +27,7 @@ class BackupRepository(Block):
         ```python
         from blocks import BackupRepository
 
-        repo = BackupRepository.load("offsite")
+        repo = BackupRepository.load("BLOCK_NAME")
         print(repo.build().description)
         ```
     """
@@ -34,6 +35,7 @@ class BackupRepository(Block):
     _block_type_name = "Backup Repository"
     _block_type_slug = "backup-repository"
     _description = "Where vaultflow keeps backups (local directory, S3, or both), compression and retention."
+    _logo_url = LOGO_URL
     _documentation_url = "https://github.com/vaultflow/vaultflow/blob/main/docs/repository-format.md"
 
     local_path: Optional[str] = Field(default=None, description="Directory on the worker's host that "

@@ -165,24 +165,31 @@ class Repository:
 
     # -- reading and verifying ------------------------------------------------------------
     def verify_object(self, manifest: Manifest, name: str, deep: bool = True) -> ObjectCheck:
+        """Check one object in every member store (a mirror is only as good as each copy)."""
         obj = next(o for o in manifest.objects if o.key == name)
         key = self.object_key(manifest, name)
-        info = self.store.stat(key)
+        members = getattr(self.store, "stores", None) or (self.store,)
+        problems = [p for p in (self._check_copy(s, key, obj, deep) for s in members) if p]
+        if problems:
+            return ObjectCheck(manifest.id, name, False, "; ".join(problems))
+        return ObjectCheck(manifest.id, name, True, "sha256 matches" if deep else "size matches")
+
+    @staticmethod
+    def _check_copy(store: Store, key: str, obj, deep: bool) -> str | None:
+        """None when the copy in `store` is intact, else what is wrong with it."""
+        info = store.stat(key)
         if info is None:
-            return ObjectCheck(manifest.id, name, False, f"missing from {self.description}")
+            return f"missing from {store.description}"
         if info.size != obj.stored_size:
-            return ObjectCheck(manifest.id, name, False,
-                               f"size {info.size} != manifest's {obj.stored_size}")
-        if not deep:
-            return ObjectCheck(manifest.id, name, True, "size matches")
-        with self.store.open(key) as stream:
-            reader = HashingReader(stream)
-            while reader.read(CHUNK_SIZE):
-                pass
-        if reader.sha256 != obj.sha256:
-            return ObjectCheck(manifest.id, name, False,
-                               f"sha256 {reader.sha256} != manifest's {obj.sha256}")
-        return ObjectCheck(manifest.id, name, True, "sha256 matches")
+            return f"size {info.size} != manifest's {obj.stored_size} in {store.description}"
+        if deep:
+            with store.open(key) as stream:
+                reader = HashingReader(stream)
+                while reader.read(CHUNK_SIZE):
+                    pass
+            if reader.sha256 != obj.sha256:
+                return f"sha256 {reader.sha256} != manifest's {obj.sha256} in {store.description}"
+        return None
 
     def verify_backup(self, manifest: Manifest, deep: bool = True) -> list[ObjectCheck]:
         return [self.verify_object(manifest, o.key, deep) for o in manifest.objects]

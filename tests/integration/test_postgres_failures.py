@@ -184,24 +184,21 @@ print("finished")
 def test_backup_killed_mid_stream_leaves_only_orphans(pg_server: PostgresInstance, fresh_db: MakeDb,
                                                       tmp_path: Path) -> None:
     db = fresh_db(pg_server)
-    T0 = time.monotonic()
     pg_server.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v "
-                      "FROM generate_series(1, 800000) g", db)  # ~85 MB, a couple of seconds to dump
+                      "FROM generate_series(1, 500000) g", db)  # ~55 MB: over a second to dump
     engine, root = engine_for(pg_server, [db]), tmp_path / "repo"
-    print("gen", time.monotonic() - T0)
     backups = root / "postgres" / engine.config.name / "backups"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, engine.config.model_dump_json(), str(root)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            partial = [p for p in backups.glob("*/db/.tmp-*") if p.stat().st_size > 2_000_000] \
+            partial = [p for p in backups.glob("*/db/.tmp-*") if p.stat().st_size > 1_000_000] \
                 if backups.exists() else []
             if partial:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, f"the backup ended before it could be killed: {proc.stdout.read()!r}"
-        print("killing", time.monotonic() - T0, partial)
         tools = psutil.Process(proc.pid).children(recursive=True)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -214,7 +211,6 @@ def test_backup_killed_mid_stream_leaves_only_orphans(pg_server: PostgresInstanc
     for tool in alive:
         tool.kill()
     assert proc.returncode == -signal.SIGKILL and not alive
-    print("dead", time.monotonic() - T0)
 
     [backup_dir] = list(backups.iterdir())
     assert not list(root.rglob("manifest.json"))
