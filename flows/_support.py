@@ -16,6 +16,7 @@ from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
 
 from blocks import BackupRepository, PostgresTarget
+from vaultflow.engines.base import BackupContext
 from vaultflow.errors import is_transient
 from vaultflow.manifest import Lineage, Manifest
 from vaultflow.repository import Repository
@@ -49,6 +50,16 @@ def load_target(ref: TargetParam) -> TargetBlock:
 def load_repository(ref: RepositoryParam) -> tuple[BackupRepository, Repository]:
     block = load_block(ref, "backup-repository")
     return block, block.build()
+
+
+def open_backup(target: TargetParam, repository: RepositoryParam, backup_id: str):
+    """(target block, engine, repository, manifest, context) for a flow that reads one backup."""
+    target_block = load_target(target)
+    _, repo = load_repository(repository)
+    engine = target_block.engine()
+    manifest = repo.catalog(engine.name, target_block.name).resolve(backup_id)
+    ctx = BackupContext(repository=repo, lineage=lineage(), log=get_run_logger().info)
+    return target_block, engine, repo, manifest, ctx
 
 
 def param_name(value: Any) -> str:

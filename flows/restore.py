@@ -7,10 +7,9 @@ from typing import Optional
 from prefect import flow, get_run_logger
 
 from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, emit_backup_event,
-                            fail_fast_on_permanent_errors, lineage, load_repository, load_target,
+                            fail_fast_on_permanent_errors, open_backup,
                             run_name)
 from tasks.restore import restore_backup
-from vaultflow.engines.base import BackupContext
 from vaultflow.errors import IntegrityError
 
 
@@ -25,12 +24,8 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():
-        target_block = load_target(target)
-        _, repo = load_repository(repository)
-        engine = target_block.engine()
-        manifest = repo.catalog(engine.name, target_block.name).resolve(backup_id)
+        target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
         logger.info(f"restoring {manifest.id} of {engine.name}/{target_block.name} from {repo.description}")
-        ctx = BackupContext(repository=repo, lineage=lineage(), log=logger.info)
         result = restore_backup(engine, ctx, manifest, into, overwrite, databases)
         emit_backup_event("restored", manifest, {"restored": result.restored, "seconds": result.seconds,
                                                  "comparison": result.comparison.summary()})

@@ -8,10 +8,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact_key, emit_backup_event,
-                            fail_fast_on_permanent_errors, lineage, load_repository, load_target,
+                            fail_fast_on_permanent_errors, open_backup,
                             publish_catalog, record_check, run_name)
 from tasks.restore import drop_database, restore_backup
-from vaultflow.engines.base import BackupContext
 from vaultflow.errors import RefusedError
 
 
@@ -24,11 +23,7 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():
-        target_block = load_target(target)
-        _, repo = load_repository(repository)
-        engine = target_block.engine()
-        manifest = repo.catalog(engine.name, target_block.name).resolve(backup_id)
-        ctx = BackupContext(repository=repo, lineage=lineage(), log=logger.info)
+        target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         results, seconds, restored = [], 0.0, {}
         for database in sorted({o.database for o in manifest.objects if o.database}):

@@ -7,7 +7,6 @@ Targets and repositories are Prefect blocks given by name (`--target prod`); for
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import typer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultflow.errors import ConfigError, NotFoundError
+from vaultflow.errors import AuthenticationError, ConfigError, NotFoundError
 from vaultflow.stores import LocalStore, MirrorStore, S3Store, Store, get_bytes, put_bytes
 from vaultflow.stores.base import BytesReader
 from vaultflow.testing.s3_server import S3Instance
@@ -92,6 +92,22 @@ def test_member_failing_at_start_aborts_the_others(tmp_path: Path) -> None:
         MirrorStore([good, bad]).put("k", GeneratedReader(30 * MiB))
     assert bad.description in str(err.value) and good.description not in str(err.value)
     assert good.stat("k") is None and files_under(tmp_path / "good") == []
+
+
+def test_member_failing_mid_stream_aborts_the_others(
+    tmp_path: Path, s3_server: S3Instance, s3_bucket: str
+) -> None:
+    # S3 only learns the key is wrong at CreateMultipartUpload, after the first 16 MiB
+    # part was read: the local member is mid-way through its temp file by then.
+    local = LocalStore(tmp_path / "local")
+    secret = "wrong-secret-" + os.urandom(6).hex()
+    bad_s3 = S3Store(s3_server.client(aws_secret_access_key=secret), s3_bucket)
+    reader = GeneratedReader(48 * MiB)
+    with pytest.raises(AuthenticationError) as err:
+        MirrorStore([local, bad_s3]).put("db/x", reader)
+    assert bad_s3.description in str(err.value) and secret not in str(err.value)
+    assert reader.sent < reader.total  # the source was abandoned, not drained
+    assert local.stat("db/x") is None and files_under(tmp_path / "local") == []
 
 
 def test_member_failing_at_commit_rolls_back_the_others(s3_server: S3Instance, tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ class MirrorStore:
         try:
             while not abort.is_set():
                 chunk = reader.read(CHUNK_SIZE)
-                self._hand_out(queues, bytes(chunk) if chunk else _EOF, abort)
+                self._hand_out(queues, threads, bytes(chunk) if chunk else _EOF, abort)
                 if not chunk:
                     break
                 total += len(chunk)
@@ -127,9 +127,13 @@ class MirrorStore:
         raise self._failure(key, failed, results, existed)
 
     @staticmethod
-    def _hand_out(queues: list["queue.Queue[bytes]"], chunk: bytes, abort: threading.Event) -> None:
-        for q in queues:
-            while not abort.is_set():
+    def _hand_out(
+        queues: list["queue.Queue[bytes]"], threads: list[threading.Thread], chunk: bytes, abort: threading.Event
+    ) -> None:
+        for q, consumer in zip(queues, threads):
+            # A member that returned without reading to EOF would never drain its queue;
+            # skip it rather than block (its byte count then fails the check below).
+            while not abort.is_set() and consumer.is_alive():
                 try:
                     q.put(chunk, timeout=_POLL)
                     break
