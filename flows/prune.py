@@ -31,7 +31,7 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
             targets = [(tblock.engine().name, tblock.name)]
         else:
             targets = repo.targets()
-        rows, deleted, kept, orphans = [], [], [], 0
+        rows, deleted, kept, orphans, partial = [], [], [], 0, 0
         for engine, name in targets:
             catalog = repo.catalog(engine, name)
             decisions = plan([BackupRef.from_manifest(m) for m in catalog.manifests], policy, now)
@@ -54,9 +54,12 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
             if stale and not dry_run:
                 delete_objects(repo, [i.key for i in stale])
             if not dry_run:
+                partial += repo.sweep_partial(engine, name, now - policy.orphan_grace)
+            if not dry_run:
                 publish_catalog(repo, engine, name)
         create_table_artifact(rows, key=artifact_key("prune", *(f"{e}-{n}" for e, n in targets)) or "prune",
                               description=f"Retention plan for {repo.description} ({'dry run' if dry_run else 'applied'})")
         logger.info(f"prune{' (dry run)' if dry_run else ''}: keep {len(kept)}, delete {len(deleted)}, "
-                    f"orphan objects {orphans}")
-    return {"kept": kept, "deleted": deleted, "orphan_objects": orphans, "dry_run": dry_run}
+                    f"orphan objects {orphans}, interrupted writes removed {partial}")
+    return {"kept": kept, "deleted": deleted, "orphan_objects": orphans,
+            "partial_writes_removed": partial, "dry_run": dry_run}

@@ -163,6 +163,10 @@ class Repository:
                 orphaned.extend(infos)
         return orphaned
 
+    def sweep_partial(self, engine: str, target: str, older_than: datetime) -> int:
+        """Remove interrupted writes (temp files, open multipart uploads) of a target."""
+        return self.store.sweep_partial(self.target_prefix(engine, target), older_than)
+
     # -- reading and verifying ------------------------------------------------------------
     def verify_object(self, manifest: Manifest, name: str, deep: bool = True) -> ObjectCheck:
         """Check one object in every member store (a mirror is only as good as each copy)."""

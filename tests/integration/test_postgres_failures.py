@@ -229,3 +229,20 @@ def test_backup_killed_mid_stream_leaves_only_orphans(pg_server: PostgresInstanc
                         now=datetime.now(timezone.utc)) == []
     assert repo.discard_payload("postgres", engine.config.name, backup_dir.name) == len(orphans)
     assert repo.orphans("postgres", engine.config.name, timedelta(0), datetime.now(timezone.utc)) == []
+    # The object being streamed when the run died is a temp file: prune's sweep removes it.
+    assert list(backups.rglob(".tmp-*"))
+    assert repo.sweep_partial("postgres", engine.config.name, datetime.now(timezone.utc) + timedelta(seconds=1)) >= 1
+    assert not list(backups.rglob(".tmp-*"))
+
+
+def test_sweep_partial_removes_only_old_interrupted_writes(tmp_path: Path) -> None:
+    repo = Repository(LocalStore(tmp_path))
+    backup_dir = tmp_path / "postgres" / "t" / "backups" / "20261126T020000.000Z-F" / "db"
+    backup_dir.mkdir(parents=True)
+    old, fresh = backup_dir / ".tmp-old", backup_dir / ".tmp-fresh"
+    old.write_bytes(b"x" * 100)
+    fresh.write_bytes(b"y")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    cutoff = datetime.now(timezone.utc) - timedelta(hours=1)
+    assert repo.sweep_partial("postgres", "t", cutoff) == 1
+    assert not old.exists() and fresh.exists()

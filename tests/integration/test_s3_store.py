@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Callable
 
 import pytest
 
@@ -43,6 +44,12 @@ def sha256_of(stream_store: Store, key: str) -> str:
         while chunk := f.read(MiB):
             sha.update(chunk)
     return sha.hexdigest()
+
+
+def operations(store: S3Store) -> list[Callable[[], object]]:
+    """put, open, list, stat: each must map the server's refusal to a vaultflow error."""
+    return [lambda: put_bytes(store, "k", b"x"), lambda: store.open("k"),
+            lambda: list(store.list("")), lambda: store.stat("k")]
 
 
 @pytest.fixture
@@ -128,8 +135,7 @@ def test_delete(store: S3Store) -> None:
 
 def test_missing_bucket_names_bucket(s3_server: S3Instance) -> None:
     store = S3Store(s3_server.client(), "no-such-bucket-vf")
-    for op in (lambda: put_bytes(store, "k", b"x"), lambda: store.open("k"),
-               lambda: list(store.list("")), lambda: store.stat("k")):
+    for op in operations(store):
         with pytest.raises(NotFoundError) as err:
             op()
         assert "no-such-bucket-vf" in str(err.value) and s3_server.endpoint_url in str(err.value)
@@ -140,7 +146,7 @@ def test_wrong_credentials(s3_server: S3Instance, s3_bucket: str) -> None:
     bad = S3Store(s3_server.client(aws_secret_access_key=secret), s3_bucket)
     unknown = S3Store(s3_server.client(aws_access_key_id="NOSUCHKEY", aws_secret_access_key=secret), s3_bucket)
     for store in (bad, unknown):
-        for op in (lambda: put_bytes(store, "k", b"x"), lambda: store.open("k"), lambda: list(store.list(""))):
+        for op in operations(store):
             with pytest.raises(AuthenticationError) as err:
                 op()
             assert secret not in str(err.value) and s3_server.secret_key not in str(err.value)
@@ -157,3 +163,14 @@ def test_unreachable_endpoint(s3_server: S3Instance) -> None:
     with pytest.raises(StoreUnavailableError, match="127.0.0.1"):
         S3Store(client, "bucket").stat("k")
 
+
+
+def test_sweep_partial_aborts_stale_multipart_uploads(store: S3Store, s3_server: S3Instance,
+                                                      s3_bucket: str) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    client = s3_server.client()
+    client.create_multipart_upload(Bucket=s3_bucket, Key=f"{store.prefix}/a/killed" if store.prefix else "a/killed")
+    assert store.sweep_partial("a/", datetime.now(timezone.utc) - timedelta(hours=1)) == 0
+    assert store.sweep_partial("a/", datetime.now(timezone.utc) + timedelta(minutes=1)) == 1
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []

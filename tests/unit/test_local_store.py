@@ -137,11 +137,3 @@ def test_root_under_a_regular_file_is_config_error(tmp_path: Path) -> None:
         put_bytes(LocalStore(root), "k", b"data")
     assert str(blocker) in str(err.value)
     assert "permission" in str(err.value)
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_read_only_root_is_config_error(tmp_path: Path) -> None:
-    root = tmp_path / "ro"
-    root.mkdir(mode=0o500)
-    with pytest.raises(ConfigError, match=str(root)):
-        put_bytes(LocalStore(root), "k", b"data")

@@ -59,6 +59,11 @@ class Store(Protocol):
         """Size and modification time, or None when the object does not exist."""
         ...
 
+    def sweep_partial(self, prefix: str, older_than: datetime) -> int:
+        """Remove writes that never completed (a killed run's temp files or multipart
+        uploads) under `prefix`, started before `older_than`. Returns how many."""
+        ...
+
 
 class BytesReader:
     """Adapts an in-memory bytes value (manifests, small files) to `Readable`."""

@@ -75,7 +75,7 @@ class LocalStore:
                 os.mkdir(path, 0o700)
             except FileExistsError:
                 if not path.is_dir():
-                    raise self._not_writable(path, OSError(errno.ENOTDIR, "not a directory"))
+                    raise self._not_writable(path, OSError(errno.ENOTDIR, "not a directory")) from None
             except OSError as exc:
                 raise self._not_writable(path, exc) from exc
         # Root bypasses mode bits, so access() only catches the non-root case; the mkstemp
@@ -167,6 +167,21 @@ class LocalStore:
             except OSError:  # not empty (or already gone): stop pruning
                 break
             parent = parent.parent
+
+    def sweep_partial(self, prefix: str, older_than: datetime) -> int:
+        start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
+        removed = 0
+        for dirpath, _dirnames, filenames in os.walk(start):
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                try:
+                    if name.startswith(TMP_PREFIX) and \
+                            datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc) < older_than:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:  # its writer finished or cleaned up meanwhile
+                    continue
+        return removed
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:

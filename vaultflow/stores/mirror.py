@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from datetime import datetime
 from typing import BinaryIO, Iterator, Sequence
 
 from vaultflow.errors import NotFoundError, StoreUnavailableError, VaultflowError
@@ -130,7 +131,7 @@ class MirrorStore:
     def _hand_out(
         queues: list["queue.Queue[bytes]"], threads: list[threading.Thread], chunk: bytes, abort: threading.Event
     ) -> None:
-        for q, consumer in zip(queues, threads):
+        for q, consumer in zip(queues, threads, strict=True):
             # A member that returned without reading to EOF would never drain its queue;
             # skip it rather than block (its byte count then fails the check below).
             while not abort.is_set() and consumer.is_alive():
@@ -216,3 +217,6 @@ class MirrorStore:
         detail = "; ".join(f"{store.description}: {exc}" for store, exc in misses)
         cls = NotFoundError if all(isinstance(e, NotFoundError) for _, e in misses) else StoreUnavailableError
         return cls(f"no mirror member could {what}: {detail}")
+
+    def sweep_partial(self, prefix: str, older_than: datetime) -> int:
+        return sum(store.sweep_partial(prefix, older_than) for store in self._stores)

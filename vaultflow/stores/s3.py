@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import io
 import math
+from datetime import datetime
 from typing import Any, BinaryIO, Iterator
 
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import NoCredentialsError, ParamValidationError
 
-from vaultflow.errors import (
-    AuthenticationError,
-    ConfigError,
-    NotFoundError,
-    StoreUnavailableError,
-    VaultflowError,
-)
+from vaultflow.errors import AuthenticationError, ConfigError, NotFoundError
+from vaultflow.errors import StoreUnavailableError, VaultflowError
 from vaultflow.stores.base import ObjectInfo, Readable
 
 MiB = 1 << 20
@@ -37,8 +35,12 @@ _AUTH_CODES = {
 }
 _TRANSIENT_CODES = {
     "SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling",
-    "RequestTimeTooSkewed", "500", "502", "503", "504",
+    "500", "502", "503", "504",
 }
+
+
+def _code(exc: Exception) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""
 
 
 def part_size_for(size_hint: int | None) -> int:
@@ -153,12 +155,15 @@ class S3Store:
         where = f"s3://{self.bucket}/{self._key(key)}" if key else self.description
         if isinstance(exc, NoCredentialsError):
             return ConfigError(f"no AWS credentials for {self.endpoint}; configure the AwsCredentials block")
-        if isinstance(exc, BotoCoreError):  # connection refused, timeouts, reset streams
+        if isinstance(exc, (BotoConnectionError, HTTPClientError, IncompleteReadError)):
+            # connection refused, connect/read timeouts, streams cut mid-response
             return StoreUnavailableError(f"S3 endpoint {self.endpoint} unreachable for {where}: {exc}")
+        if isinstance(exc, ParamValidationError):  # e.g. an invalid bucket name
+            return ConfigError(f"invalid S3 request for {where}: {exc}; check the bucket name and prefix")
         if not isinstance(exc, ClientError):
             return VaultflowError(f"S3 operation on {where} at {self.endpoint} failed: {exc}")
         err = exc.response.get("Error", {})
-        code = str(err.get("Code", ""))
+        code = _code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code == "NoSuchBucket":
             return NotFoundError(
@@ -227,7 +232,7 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             # S3 answers 204 for a missing key; some compatible servers say NoSuchKey.
-            if exc.response.get("Error", {}).get("Code") != "NoSuchKey":
+            if _code(exc) != "NoSuchKey":
                 raise self._error(exc, key) from exc
         except BotoCoreError as exc:
             raise self._error(exc, key) from exc
@@ -243,8 +248,26 @@ class S3Store:
             # ask once more so "bucket missing" is not reported as "object missing".
             try:
                 self.client.head_bucket(Bucket=self.bucket)
-            except ClientError as bucket_exc:
-                if bucket_exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
-                    raise self._error(ClientError({"Error": {"Code": "NoSuchBucket"}}, "HeadBucket")) from exc
+            except (ClientError, BotoCoreError) as bucket_exc:
+                if _code(bucket_exc) in ("404", "NoSuchBucket"):
+                    bucket_exc = ClientError({"Error": {"Code": "NoSuchBucket"}}, "HeadBucket")
+                raise self._error(bucket_exc) from exc
             return None
         return ObjectInfo(key=key, size=head["ContentLength"], modified=head["LastModified"])
+
+    def sweep_partial(self, prefix: str, older_than: datetime) -> int:
+        """Abort multipart uploads a killed run left open (they hold storage until aborted)."""
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        aborted = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=full_prefix)
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] < older_than:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                           UploadId=upload["UploadId"])
+                        aborted += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc) from exc
+        return aborted

@@ -198,7 +198,7 @@ def start_seaweedfs(
 
     last_error = ""
     for _attempt in range(3):  # a free port can be taken between probing and binding
-        ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS))))
+        ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
         args = [
             str(weed), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             *(f"-{flag}={port}" for flag, port in ports.items()),
