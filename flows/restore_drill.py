@@ -2,39 +2,28 @@
 
 from __future__ import annotations
 
-import time
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact_key, emit_backup_event,
                             fail_fast_on_permanent_errors, open_backup,
                             publish_catalog, record_check, run_name)
-from tasks.restore import drop_database, restore_backup
+from tasks.restore import drill_backup
 from vaultflow.errors import RefusedError
 
 
 @flow(name="restore-drill", flow_run_name=run_name("drill"), log_prints=True, **FLOW_RETRIES)
 def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objective_s: float = 900.0,
                   backup_id: str = "latest") -> dict:
-    """Restore into scratch databases, compare with the manifest, time it, clean up.
+    """Restore into scratch (databases or a server), compare with the manifest, time it, clean up.
 
     The run fails when any table differs or the restore took longer than `rto_objective_s`.
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
-        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-        results, seconds, restored = [], 0.0, {}
-        for database in sorted({o.database for o in manifest.objects if o.database}):
-            scratch = f"vaultflow_drill_{database[:30]}_{stamp}"
-            try:
-                result = restore_backup(engine, ctx, manifest, scratch, False, [database])
-                results += result.comparison.tables
-                seconds += result.seconds
-                restored.update(result.restored)
-            finally:
-                drop_database(engine, scratch)
+        result = drill_backup(engine, ctx, manifest)
+        results, seconds = result.comparison.tables, result.seconds
         mismatched = [t for t in results if t.status != "match"]
         rto_met = seconds <= rto_objective_s
         rows = [t.as_row() for t in results]
@@ -57,4 +46,4 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
             raise RefusedError(f"restore drill of {manifest.id} missed the RTO: restore took {seconds:.1f} s, "
                                f"objective {rto_objective_s:.0f} s")
     return {"backup_id": manifest.id, "seconds": seconds, "rto_met": rto_met, "tables": len(results),
-            "restored": restored}
+            "restored": result.restored}

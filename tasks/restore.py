@@ -15,6 +15,6 @@ def restore_backup(engine, ctx: BackupContext, manifest: Manifest, into: str | N
     return engine.restore(ctx, manifest, into=into, overwrite=overwrite, databases=databases)
 
 
-@task(name="drop-scratch-database", **SIDE_EFFECT_TASK)
-def drop_database(engine, name: str) -> None:
-    engine.drop_database(name)
+@task(name="drill-backup", **{**SIDE_EFFECT_TASK, "retries": 0})
+def drill_backup(engine, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
+    return engine.drill(ctx, manifest)

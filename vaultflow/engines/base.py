@@ -52,6 +52,8 @@ class Engine(Protocol):
         """Restore `manifest` (checksums verified while streaming) and compare fingerprints."""
         ...
 
-    def drop_database(self, name: str) -> None:
-        """Remove a scratch copy made by a restore drill."""
+    def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
+        """Restore into scratch (databases, a server), compare, and remove the scratch copy.
+
+        `seconds` is the restore time a real recovery would take (the RTO measurement)."""
         ...

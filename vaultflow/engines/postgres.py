@@ -223,6 +223,22 @@ class PostgresEngine:
             raise
         return table_results
 
+    def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
+        """Each database into vaultflow_drill_<db>_<time>, compared, then dropped."""
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+        tables, seconds, restored = [], 0.0, {}
+        for database in sorted({o.database for o in manifest.objects if o.database}):
+            scratch = f"vaultflow_drill_{database[:30]}_{stamp}"
+            try:
+                result = self.restore(ctx, manifest, into=scratch, databases=[database])
+                tables += result.comparison.tables
+                seconds += result.seconds
+                restored.update(result.restored)
+            finally:
+                self.drop_database(scratch)
+        return RestoreResult(backup_id=manifest.id, restored=restored, seconds=seconds,
+                             comparison=Comparison(tables))
+
     def create_database(self, name: str) -> None:
         with connect(self.config) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
