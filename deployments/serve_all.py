@@ -5,9 +5,11 @@
 Names, entrypoints, parameters, tags, descriptions, concurrency limits and schedules all come
 from prefect.yaml (schedules live nowhere else). The work_pool section is ignored: a served
 deployment runs its flows in subprocesses of this process. Serving registers the deployments
-under the same names `prefect deploy` uses, so run one or the other against a server, not both
-(the last one to register a deployment owns it). Stopping the process pauses the schedules;
-serving again resumes them.
+under the same names `prefect deploy` uses, so use one or the other against a server. A
+deployment that `prefect deploy` created keeps its work pool on the server when it is served
+(the server merges the update), so its runs would go to that pool's worker without their pull
+step and crash: serve_all refuses to start while such deployments exist, and `--replace`
+deletes them first. Stopping the process pauses the schedules; serving again resumes them.
 """
 
 from __future__ import annotations
@@ -127,10 +129,37 @@ def build_deployments(entries: list[dict[str, Any]], root: Path) -> list[Any]:
     return deployments
 
 
+def worker_deployments(deployments: list[Any]) -> list[Any]:
+    """Deployments on the server, of the same names, that belong to a work pool."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    found = []
+    with get_client(sync_client=True) as client:
+        for deployment in deployments:
+            try:
+                existing = client.read_deployment_by_name(f"{deployment.flow_name}/{deployment.name}")
+            except ObjectNotFound:
+                continue
+            if existing.work_pool_name:
+                found.append(existing)
+    return found
+
+
+def delete_deployments(existing: list[Any]) -> None:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        for deployment in existing:
+            client.delete_deployment(deployment.id)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deployments.serve_all", description=__doc__.split("\n")[0])
     parser.add_argument("path", nargs="?", default=DEFAULT_PATH, help="prefect.yaml (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="run at most N flow runs at once")
+    parser.add_argument("--replace", action="store_true",
+                        help="delete deployments of the same names that `prefect deploy` attached to a work pool")
     parser.add_argument("--skip-validation", action="store_true",
                         help="serve without checking prefect.yaml first (python -m deployments.validate)")
     args = parser.parse_args(argv)
@@ -147,6 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     root = project_root(args.path)
     os.chdir(root)
     deployments = build_deployments(load_deployments(args.path), root)
+    conflicting = worker_deployments(deployments)
+    if conflicting and not args.replace:
+        names = ", ".join(f"{d.name} (work pool {d.work_pool_name})" for d in conflicting)
+        print(f"these deployments were created by `prefect deploy` for a worker: {names}. Served, they "
+              "would stay attached to that pool and their runs would crash in its worker. Stop the "
+              "worker and rerun with --replace to delete them, or use another server.", file=sys.stderr)
+        return 1
+    if conflicting:
+        delete_deployments(conflicting)
+        print(f"deleted {len(conflicting)} worker deployments: "
+              + ", ".join(d.name for d in conflicting), flush=True)
     print(f"serving {len(deployments)} deployments from {resolve_path(args.path)}: "
           + ", ".join(f"{d.flow_name}/{d.name}" for d in deployments), flush=True)
     serve(*deployments, limit=args.limit)

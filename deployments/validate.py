@@ -1,6 +1,6 @@
 """Check prefect.yaml before `prefect deploy --all` (or serve_all) finds out the hard way.
 
-    python -m deployments.validate [prefect.yaml]
+    python -m deployments.validate [prefect.yaml] [--root DIR]
 
 For every deployment: its entrypoint imports and names a Prefect flow; every schedule parses
 with the Prefect server's own schedule model (cron syntax, IANA timezone; every schedule must
@@ -12,6 +12,7 @@ there is any.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import inspect
 import logging
@@ -185,8 +186,7 @@ def check_deployment(entry: dict[str, Any], root: Path) -> tuple[list[str], str]
     for number, config in enumerate(schedules, start=1):
         schedule_problems, summary = check_schedule(config, number)
         problems += schedule_problems
-        if summary:
-            summaries.append(summary)
+        summaries.append(summary or f"schedule {number} invalid")
         overrides = config.get("parameters") if isinstance(config, dict) else None
         if isinstance(overrides, dict) and overrides and flow is not None:
             # A scheduled run gets the deployment's parameters updated with the schedule's.
@@ -243,19 +243,20 @@ def report(path: str | os.PathLike[str], problems: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) > 1 or (args and args[0] in ("-h", "--help")):
-        print(__doc__.strip())
-        return 0 if args and args[0] in ("-h", "--help") else 2
-    path = args[0] if args else DEFAULT_PATH
-    results = check(path)
+    parser = argparse.ArgumentParser(prog="python -m deployments.validate",
+                                     description="Check the deployments of a prefect.yaml.")
+    parser.add_argument("path", nargs="?", default=DEFAULT_PATH, help="prefect.yaml (default: %(default)s)")
+    parser.add_argument("--root", default=None,
+                        help="directory the entrypoints are relative to (default: the file's directory)")
+    args = parser.parse_args(argv)
+    results = check(args.path, args.root)
     problems = []
     for label, found, summary in results:
         if label:
             print(f"{'ok  ' if not found else 'FAIL'}  {summary or label}")
         problems += [f"{label}: {p}" if label else p for p in found]
     if problems:
-        report(path, problems)
+        report(args.path, problems)
         return 1
     print(f"{len(results)} deployments ok")
     return 0

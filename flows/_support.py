@@ -27,8 +27,9 @@ RepositoryParam = Union[BackupRepository, str]
 
 # Flow-level retries for transient failures (server restarting, network blip). Permanent errors
 # cancel the remaining retries (fail_fast_on_permanent_errors). Tasks back off exponentially.
+# (Whole seconds: the server stores the flow retry delay as an integer.)
 FLOW_RETRIES = {"retries": int(os.environ.get("VAULTFLOW_FLOW_RETRIES", "2")),
-                "retry_delay_seconds": float(os.environ.get("VAULTFLOW_FLOW_RETRY_DELAY_S", "120"))}
+                "retry_delay_seconds": max(1, round(float(os.environ.get("VAULTFLOW_FLOW_RETRY_DELAY_S", "120"))))}
 
 # The CLI sets this so long transfers also draw a progress bar in the terminal.
 TERMINAL_PROGRESS = {"enabled": False}

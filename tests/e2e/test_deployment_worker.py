@@ -6,8 +6,8 @@ with its own PREFECT_HOME and SQLite database, and every CLI call gets that serv
 PREFECT_API_URL. Setup steps that do not depend on each other run concurrently (each CLI
 call spends seconds importing Prefect).
 
-The worker runs with the production retry settings (2 flow retries, 120 s apart), so a
-permanent error that were retried would show as a run taking minutes and run_count > 1.
+The worker runs with the production retry settings (2 flow retries, 120 s apart): a permanent
+error that got retried would show as a run taking minutes, with run_count > 1.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ class PrefectStack:
         return self.api("GET", f"/flow_runs/{flow_run_id}").json()
 
     def stop_all(self) -> None:
-        for name in list(self.procs):
+        """Newest first: the worker (and its runs) before the server it reports to."""
+        for name in reversed(list(self.procs)):
             stop_group(self.procs.pop(name))
 
 
@@ -258,7 +259,7 @@ def test_deploy_and_run_through_a_worker(stack: PrefectStack, pg18: PostgresInst
     target = {"host": pg18.host, "port": pg18.port, "user": pg18.user, "databases": [database],
               "target_name": "demo"}
     stack.spawn("save-blocks", [sys.executable, "-c", SAVE_BLOCKS,
-                                json.dumps({"target": target, "repository": str(repo_dir)})])
+                                json.dumps({"target": target, "repository": str(repo_dir)})], cwd=ROOT)
     # Started outside the checkout: the pull step must move the runs to VAULTFLOW_HOME.
     worker = stack.prefect("worker", "worker", "start", "--pool", "vaultflow", extra_env={
         "VAULTFLOW_HOME": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -293,7 +294,7 @@ def test_deploy_and_run_through_a_worker(stack: PrefectStack, pg18: PostgresInst
     run = stack.flow_run(run_id)
     assert code != 0, f"a run against a missing database succeeded?\n{tail(output)}"
     assert run["state_type"] == "FAILED", run["state"]
-    assert "e2e_no_such_db" in run["state"]["message"] and "does not exist" in run["state"]["message"]
+    assert "NotFoundError" in run["state"]["message"] and "e2e_no_such_db" in run["state"]["message"]
     assert run["run_count"] == 1, f"retried: run_count {run['run_count']}"
     assert run["empirical_policy"]["retries"] == 0  # fail_fast_on_permanent_errors cancelled them
     assert seconds < FLOW_RETRY_DELAY_S / 2, f"took {seconds:.0f} s: was it retried?"

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from deployments.serve_all import build_schedule, load_deployments
+from deployments.serve_all import build_deployments, build_schedule, load_deployments
 from deployments.validate import main, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +59,21 @@ def test_every_schedule_builds_for_serve():
         for config in entry["schedules"]:
             schedule = build_schedule(config)
             assert schedule.cron == config["cron"] and schedule.timezone == config["timezone"]
+
+
+def test_serve_all_builds_every_deployment_from_prefect_yaml(monkeypatch):
+    monkeypatch.chdir(ROOT)  # serve records entrypoints relative to the working directory
+    entries = load_deployments(PREFECT_YAML)
+    built = build_deployments(entries, ROOT)
+    assert [d.name for d in built] == [e["name"] for e in entries]
+    for deployment, entry in zip(built, entries, strict=True):
+        assert deployment.entrypoint == entry["entrypoint"]
+        assert deployment.parameters == entry["parameters"] and deployment.tags == entry["tags"]
+        assert deployment.description == entry["description"]
+        assert deployment.concurrency_limit == entry["concurrency_limit"]
+        assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == \
+            [(s["cron"], s["timezone"]) for s in entry["schedules"]]
+        assert deployment.work_pool_name is None  # served, not for a worker
 
 
 def test_main_prints_a_line_per_deployment_and_exits_zero(capsys):
