@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 MB = 1e6
 COLORS = {"pg": "#9e9e9e", "floor": "#5c6bc0", "vf": "#26a69a", "flow": "#ffa726"}
@@ -44,7 +44,8 @@ def render(doc: dict, path: Path) -> None:
 
     restore_names = [("pg_restore (uncompressed dump)", "pg_restore_uncompressed", "pg"),
                      ("vaultflow restore (verify + compare)", "vaultflow_restore", "vf"),
-                     ("  of which: fingerprint (alone)", "fingerprint", "floor")]
+                     ("fingerprint, fresh copy (alone)", "fingerprint_fresh_restore", "floor"),
+                     ("fingerprint, source db (alone)", "fingerprint", "floor")]
     _bars(axes[0][1], [n for n, k, _ in restore_names if k in r], [r[k]["seconds"] for _, k, _ in restore_names if k in r],
           [COLORS[c] for _, k, c in restore_names if k in r], "Restore (wall, best run)", "seconds")
 

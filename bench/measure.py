@@ -2,9 +2,10 @@
 
 A run is measured by wall clock (time.monotonic) plus CPU accounting, so a slow contender
 can be explained: machine-wide busy CPU seconds (psutil.cpu_times, all cores), the CPU of
-this process (vaultflow's zstd threads, sha256 and Python), and of its reaped children
-(pg_dump, zstd). Whatever is left of the machine-wide figure is the PostgreSQL server
-(COPY out, fingerprint queries) and, for S3, the SeaweedFS server.
+this process (vaultflow's zstd threads, sha256 and Python), of its reaped children
+(pg_dump, zstd, pg_restore), and of the servers we started (PostgreSQL: postmaster, live
+backends and reaped ones; SeaweedFS). What is left of the machine-wide figure belongs to
+other processes on the machine: `cpu_others_s` > 0 means the run was disturbed.
 """
 
 from __future__ import annotations
@@ -13,11 +14,47 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import psutil
+
+SETTLE_S = 0.3
+_SERVERS: dict[str, psutil.Process] = {}  # processes we started whose CPU counts as ours
+
+
+def track_servers(**pids: int | None) -> None:
+    _SERVERS.clear()
+    _SERVERS.update({name: psutil.Process(pid) for name, pid in pids.items() if pid})
+
+
+def postmaster_pid(pg) -> int | None:
+    try:
+        return int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _server_cpu(only: str | None = None) -> float:
+    """CPU of the tracked servers: their own, their live children's, and their reaped children's."""
+    total = 0.0
+    for name, proc in _SERVERS.items():
+        if only is not None and name != only:
+            continue
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+            kids = proc.children(recursive=True)
+        except psutil.Error:
+            continue
+        for kid in kids:
+            try:
+                kt = kid.cpu_times()
+                total += kt.user + kt.system
+            except psutil.Error:
+                continue
+    return total
 
 
 @dataclass
@@ -27,6 +64,10 @@ class Run:
     cpu_busy_s: float = 0.0  # all cores, whole machine
     cpu_self_s: float = 0.0  # this Python process (all its threads)
     cpu_children_s: float = 0.0  # reaped child processes (pg_dump, zstd, pg_restore...)
+    cpu_servers_s: float = 0.0  # PostgreSQL backends (COPY out, fingerprints, restore), SeaweedFS
+    cpu_s3_server_s: float = 0.0  # the SeaweedFS part of cpu_servers_s
+    cpu_others_s: float = 0.0  # everything else on the machine: noise from other work
+    load_avg_1m: float = 0.0  # at the end of the run
     extra: dict = field(default_factory=dict)
 
 
@@ -37,14 +78,20 @@ def _busy() -> float:
 
 def measure(fn: Callable[[], tuple[int | None, dict] | None]) -> Run:
     """Run fn once; fn returns (size, extra) or None."""
-    t0, b0, o0 = time.monotonic(), _busy(), os.times()
+    w0, s0, t0, b0, o0 = _server_cpu("s3"), _server_cpu(), time.monotonic(), _busy(), os.times()
     out = fn()
     t1, b1, o1 = time.monotonic(), _busy(), os.times()
+    # Backends exit and get reaped by the postmaster a moment after their client is done;
+    # only then does their CPU show up in its children's times. Not part of the wall time.
+    time.sleep(SETTLE_S)
+    s1, w1 = _server_cpu(), _server_cpu("s3")
     size, extra = out if out is not None else (None, {})
-    return Run(seconds=t1 - t0, size=size, cpu_busy_s=b1 - b0,
-               cpu_self_s=(o1.user - o0.user) + (o1.system - o0.system),
-               cpu_children_s=(o1.children_user - o0.children_user)
-               + (o1.children_system - o0.children_system), extra=extra)
+    run = Run(seconds=t1 - t0, size=size, cpu_busy_s=b1 - b0,
+              cpu_self_s=(o1.user - o0.user) + (o1.system - o0.system),
+              cpu_children_s=(o1.children_user - o0.children_user) + (o1.children_system - o0.children_system),
+              cpu_servers_s=s1 - s0, cpu_s3_server_s=w1 - w0, load_avg_1m=os.getloadavg()[0], extra=extra)
+    run.cpu_others_s = max(0.0, run.cpu_busy_s - run.cpu_self_s - run.cpu_children_s - run.cpu_servers_s)
+    return run
 
 
 def summarize(runs: list[Run]) -> dict:
@@ -62,7 +109,7 @@ def client_env(pg) -> dict[str, str]:
 
 
 def run_tool(cmd: list[str], env: dict[str, str]) -> None:
-    proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
 
@@ -120,15 +167,17 @@ def pg_dump_uncompressed(pg, database: str, out: Path) -> Callable:
 def pg_dump_devnull(pg, database: str) -> Callable:
     """Diagnostic: the dump alone, no compression, no disk: how fast can the server hand it out?"""
     def run():
-        run_tool(["bash", "-c", f"set -o pipefail; '{pg.client_bin_dir / 'pg_dump'}' -Fc -Z0 '{database}' "
-                                "| cat > /dev/null"], client_env(pg))
+        pipeline = f"set -o pipefail; '{pg.client_bin_dir / 'pg_dump'}' -Fc -Z0 '{database}' | cat > /dev/null"
+        run_tool(["bash", "-c", pipeline], client_env(pg))
     return run
 
 
-def zstd_file(src: Path) -> Callable:
-    """Diagnostic: zstd -3 -T0 alone over an uncompressed dump file (in page cache)."""
+def zstd_file(src: Path, options: str = "-3") -> Callable:
+    """Diagnostic: zstd -T0 alone over an uncompressed dump file (in page cache): time and size."""
     def run():
-        run_tool(["bash", "-c", f"zstd -3 -T0 -q -c '{src}' > /dev/null"], dict(os.environ))
+        out = subprocess.run(["bash", "-c", f"set -o pipefail; zstd {options} -T0 -q -c '{src}' | wc -c"],
+                             capture_output=True, text=True, check=True).stdout
+        return int(out), {"options": options}
     return run
 
 
@@ -156,6 +205,14 @@ def vaultflow_core_without_fingerprints(engine, repository) -> Callable:
             return inner()
         finally:
             pg_engine.fingerprint_tables = original
+    return run
+
+
+def store_put(store, key: str, src: Path) -> Callable:
+    """Diagnostic: the store alone: put an existing file (a stored dump) under `key`."""
+    def run():
+        with open(src, "rb") as fh:
+            return store.put(key, fh, size_hint=src.stat().st_size), {}
     return run
 
 
