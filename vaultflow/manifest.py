@@ -69,7 +69,9 @@ class StoredObject(_Strict):
 
 class TableFingerprint(_Strict):
     rows: int
-    digest: str = Field(description="order-independent hash of every row's text form")
+    digest: str = Field(description="order-independent hash: the sum of every row's 64-bit hash")
+    method: str = Field(default="text", description="'record' (hash_record_extended) or 'text' "
+                        "(hashtextextended of the row's text form)")
 
 
 class Lineage(_Strict):

@@ -1,0 +1,468 @@
+"""PostgreSQL physical backups: `pg_basebackup` streamed as one tar into the repository.
+
+    pg_basebackup --pgdata=- --format=tar --wal-method=fetch  (stdout)
+        -> TarSniffer (captures backup_label, backup_manifest, tablespace_map)
+        -> CountingReader -> zstd -> HashingReader -> store.put   as base.tar.zst
+
+One pass, memory bounded by a few chunk buffers (plus the captured members, which spill to a
+temporary file when large). With the tar on stdout pg_basebackup appends the server's
+`backup_manifest` as the *last member of the tar stream* (PostgreSQL 15 and 18 alike; there
+is no separate file), and `-X fetch` puts the WAL the backup needs under pg_wal/ in the same
+tar: base.tar.zst alone restores to a consistent cluster. The captured backup_manifest is also
+stored on its own as backup_manifest.zst: `pg_basebackup --incremental` needs the parent's.
+
+`-X fetch` collects the WAL at the end of the backup: the server must keep it until then
+(`wal_keep_size` large enough for the WAL written during a backup); `-X stream` cannot be
+combined with a tar on stdout. Tablespaces other than pg_default/pg_global cannot be written
+to stdout either: such servers are refused (ConfigError) for now.
+
+Restore: base.tar.zst -> sha256 check -> zstd -> streaming tar extraction (tarfile "r|" with a
+data-dir filter: no absolute paths, no `..`, no links out, no devices) into an empty
+directory, then postgresql.auto.conf gets archive_mode=off so that a restored copy can never
+archive into the production WAL archive. Starting it replays the fetched WAL up to the end
+of the backup (backup_label is in the tar); see start_restored_cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import psycopg
+
+from vaultflow.engines.base import BackupContext
+from vaultflow.engines.pg_client import (
+    PostgresConfig,
+    client_env,
+    connect,
+    tool_version,
+)
+from vaultflow.engines.pg_cluster import (
+    RunningCluster,
+    free_port,
+    set_auto_conf,
+    start_cluster,
+    stop_cluster,
+)
+from vaultflow.engines.postgres import fingerprint_tables
+from vaultflow.engines.tarstream import TarSniffer
+from vaultflow.errors import (
+    AuthenticationError,
+    ConfigError,
+    IntegrityError,
+    RefusedError,
+    ServerUnavailableError,
+    ToolError,
+    TransientError,
+    VaultflowError,
+)
+from vaultflow.manifest import (
+    BackupKind,
+    Manifest,
+    StoredObject,
+    TableFingerprint,
+    new_backup_id,
+)
+from vaultflow.pipeline import (
+    Producer,
+    WrittenObject,
+    compress_into_store,
+    open_verified,
+)
+from vaultflow.stores.base import CHUNK_SIZE
+
+ENGINE = "postgres"
+BASE_OBJECT = "base.tar.zst"
+MANIFEST_OBJECT = "backup_manifest.zst"
+CAPTURED = ("backup_label", "backup_manifest", "tablespace_map")
+MANIFEST_TAIL = 1 << 20  # WAL-Ranges sit at the end of a backup_manifest, after every file
+# Where a restored copy listens and whether it archives: never into production's archive.
+RESTORED_SETTINGS = {"archive_mode": "off"}
+
+_LSN = r"[0-9A-F]+/[0-9A-F]+"
+_LABEL_FIELDS = {
+    "start_lsn": re.compile(rf"^START WAL LOCATION: ({_LSN}) \(file [0-9A-F]{{24}}\)$", re.MULTILINE),
+    "start_wal_file": re.compile(rf"^START WAL LOCATION: {_LSN} \(file ([0-9A-F]{{24}})\)$", re.MULTILINE),
+    "checkpoint_lsn": re.compile(rf"^CHECKPOINT LOCATION: ({_LSN})$", re.MULTILINE),
+    "timeline": re.compile(r"^START TIMELINE: (\d+)$", re.MULTILINE),
+}
+
+
+@dataclass(frozen=True)
+class BackupLabel:
+    start_lsn: str
+    start_wal_file: str
+    checkpoint_lsn: str
+    timeline: int
+    label: str | None = None
+
+
+def parse_backup_label(text: str) -> BackupLabel:
+    """START WAL LOCATION (LSN + file), CHECKPOINT LOCATION, START TIMELINE, LABEL."""
+    found = {key: rx.search(text) for key, rx in _LABEL_FIELDS.items()}
+    missing = [key for key, match in found.items() if match is None]
+    if missing:
+        raise ToolError(f"pg_basebackup's backup_label lacks {', '.join(missing)}: {text[:300]!r}")
+    label = re.search(r"^LABEL: (.*)$", text, re.MULTILINE)
+    return BackupLabel(start_lsn=found["start_lsn"].group(1), start_wal_file=found["start_wal_file"].group(1),
+                       checkpoint_lsn=found["checkpoint_lsn"].group(1), timeline=int(found["timeline"].group(1)),
+                       label=label.group(1) if label else None)
+
+
+def read_manifest_facts(handle: BinaryIO) -> tuple[list[dict], str | None]:
+    """WAL-Ranges [{Timeline, Start-LSN, End-LSN}] and System-Identifier (manifest v2) of a
+    backup_manifest, reading only its head and tail (it grows with the number of files)."""
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    handle.seek(0)
+    head = handle.read(4096)
+    handle.seek(max(0, size - MANIFEST_TAIL))
+    tail = handle.read()
+    handle.seek(0)
+    system = re.search(rb'"System-Identifier":\s*(\d+)', head)
+    at = tail.rfind(b'"WAL-Ranges"')
+    if at < 0:
+        raise ToolError("pg_basebackup's backup_manifest has no WAL-Ranges")
+    try:
+        ranges, _ = json.JSONDecoder().raw_decode(tail[tail.index(b"[", at):].decode())
+        ranges = [{"Timeline": int(r["Timeline"]), "Start-LSN": r["Start-LSN"], "End-LSN": r["End-LSN"]}
+                  for r in ranges]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ToolError(f"pg_basebackup's backup_manifest has unreadable WAL-Ranges ({exc})") from None
+    if not ranges:
+        raise ToolError("pg_basebackup's backup_manifest has an empty WAL-Ranges list")
+    return ranges, system.group(1).decode() if system else None
+
+
+def basebackup_command(bin_dir: Path, label: str) -> list[str]:
+    """One tar on stdout, WAL included (fetch), manifest with SHA256 checksums, no prompt."""
+    return [str(Path(bin_dir) / "pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
+            "--checkpoint=fast", "--manifest-checksums=SHA256", f"--label={label}", "--no-password",
+            "--verbose"]
+
+
+# -- backup --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _ServerFacts:
+    system_identifier: str | None
+    tablespaces: list[tuple[str, str]]
+    size: int | None
+
+
+def _server_facts(config: PostgresConfig) -> _ServerFacts:
+    with connect(config) as conn:
+        tablespaces = conn.execute(
+            "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace "
+            "WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1").fetchall()
+        system = size = None
+        try:  # a role without these privileges still gets System-Identifier from manifest v2 (17+)
+            system = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+        except psycopg.Error:
+            pass
+        try:  # only a progress estimate
+            size = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0]
+        except psycopg.Error:
+            pass
+    return _ServerFacts(system, [(n, loc) for n, loc in tablespaces], size)
+
+
+def _tablespace_error(config: PostgresConfig, names: str) -> ConfigError:
+    return ConfigError(
+        f"PostgreSQL at {config.host}:{config.port} has tablespace(s) {names}: physical backups stream "
+        "one tar to the repository and pg_basebackup writes only the main tablespace to stdout, so "
+        "servers with extra tablespaces are not supported yet; use mode 'logical' for this target")
+
+
+_BASEBACKUP_FAILURES = [
+    ("password authentication failed", AuthenticationError,
+     "PostgreSQL at {where} refused the replication login of pg_basebackup: check the user and password"),
+    ("no pg_hba.conf entry for replication", ConfigError,
+     ("pg_hba.conf of {where} does not allow replication connections for this user: add a "
+      "`host replication <user> <client address> scram-sha-256` line and reload")),
+    ("replication role", ConfigError,
+     "the user of {where} needs the REPLICATION attribute (ALTER ROLE ... REPLICATION) for physical backups"),
+    ("REPLICATION attribute", ConfigError,
+     "the user of {where} needs the REPLICATION attribute (ALTER ROLE ... REPLICATION) for physical backups"),
+    ("max_wal_senders (currently 0)", ConfigError,
+     "{where} has max_wal_senders = 0: physical backups need a WAL sender (set it >= 2 and restart)"),
+    ("exceeds max_wal_senders", ServerUnavailableError,
+     "every WAL sender of {where} is busy (max_wal_senders): retry later or raise max_wal_senders"),
+    ("has already been removed", TransientError,
+     ("WAL the backup needs was recycled on {where} before pg_basebackup fetched it: raise "
+      "wal_keep_size above the WAL written during a backup, then retry")),
+    ("could not connect", ServerUnavailableError, "pg_basebackup cannot reach PostgreSQL at {where}"),
+    ("connection to server", ServerUnavailableError, "pg_basebackup cannot reach PostgreSQL at {where}"),
+]
+
+
+def _classify(exc: ToolError, config: PostgresConfig) -> VaultflowError:
+    text = str(exc)
+    if "single tablespace to stdout" in text:
+        return _tablespace_error(config, "(found by pg_basebackup)")
+    for needle, kind, message in _BASEBACKUP_FAILURES:
+        if needle in text:
+            return kind(message.format(where=config.where) + f" ({text.splitlines()[-1].strip()})")
+    return exc
+
+
+def _stream_basebackup(cmd: list[str], env: Mapping[str, str], ctx: BackupContext, key: str,
+                       expected: int | None) -> tuple[WrittenObject, TarSniffer]:
+    """pg_basebackup's stdout through the sniffer into the store (as pipeline.dump_into_store)."""
+    repo = ctx.repository
+    progress = (lambda done: ctx.progress(BASE_OBJECT, done, expected)) if ctx.progress else None
+    producer = Producer(cmd, env, on_stderr=ctx.log)
+    sniffer = TarSniffer(producer, CAPTURED)
+    try:
+        # Databases + WAL fetched at the end: a generous bound for S3's part size (stored <= raw).
+        hint = expected + (1 << 30) if expected else None
+        written = compress_into_store(sniffer, repo.store, key, level=repo.compression_level,
+                                      size_hint=hint, progress=progress)
+    except BaseException as exc:
+        producer.kill()
+        sniffer.close()
+        if isinstance(exc, VaultflowError) or not isinstance(exc, Exception):
+            raise
+        tail = producer.stderr.text()
+        raise ToolError(f"streaming {key} failed: {exc}" + (f"; pg_basebackup said: {tail}" if tail else "")) from exc
+    finally:
+        producer.proc.stdout.close()
+    return written, sniffer
+
+
+def physical_full_backup(config: PostgresConfig, ctx: BackupContext, *, bin_dir: Path,
+                         server_version: str) -> Manifest:
+    """A full physical backup of the whole cluster, committed to ctx.repository.
+
+    Objects: base.tar.zst (pg_basebackup's tar: data directory, WAL to reach consistency,
+    backup_manifest as last member) and backup_manifest.zst (the same manifest on its own).
+
+    Fingerprints (every non-template database that accepts connections) are taken right
+    after pg_basebackup finished, on the live server: they equal the restored cluster's only
+    when nothing writes during the backup (the tests make it so). A physical copy has no
+    snapshot to share with a query; its own consistency point is start/stop LSN below.
+    Unlogged tables are recorded as empty: a base backup does not copy their rows.
+    """
+    repo = ctx.repository
+    started = datetime.now(UTC)
+    backup_id = new_backup_id(BackupKind.FULL, started)
+    prefix = repo.backup_prefix(ENGINE, config.name, backup_id)
+    facts = _server_facts(config)
+    if facts.tablespaces:
+        raise _tablespace_error(config, ", ".join(f"{n} ({loc})" for n, loc in facts.tablespaces))
+    timings: dict[str, float] = {}
+    sniffer: TarSniffer | None = None
+    try:
+        with client_env(config) as env:
+            t0 = time.monotonic()
+            try:
+                written, sniffer = _stream_basebackup(basebackup_command(bin_dir, f"vaultflow-{backup_id}"),
+                                                      env, ctx, prefix + BASE_OBJECT, facts.size)
+            except ToolError as exc:
+                raise _classify(exc, config) from exc
+            timings["basebackup"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        fingerprints = _fingerprint_all(config)
+        timings["fingerprints"] = time.monotonic() - t0
+
+        label_bytes, manifest_file = sniffer.captured_bytes("backup_label"), sniffer.captured.get("backup_manifest")
+        if label_bytes is None or manifest_file is None:
+            raise ToolError(f"pg_basebackup's tar has no {'backup_label' if label_bytes is None else 'backup_manifest'}")
+        if sniffer.captured_bytes("tablespace_map"):
+            raise _tablespace_error(config, "(created during the backup)")
+        label = parse_backup_label(label_bytes.decode(errors="replace"))
+        ranges, manifest_system = read_manifest_facts(manifest_file)
+        if facts.system_identifier and manifest_system and manifest_system != facts.system_identifier:
+            raise ToolError(f"pg_basebackup copied system {manifest_system} but {config.where} is system "
+                            f"{facts.system_identifier}: did the server change under us?")
+        t0 = time.monotonic()
+        manifest_written = compress_into_store(manifest_file, repo.store, prefix + MANIFEST_OBJECT,
+                                               level=repo.compression_level)
+        timings["backup_manifest"] = time.monotonic() - t0
+        objects = [
+            StoredObject(key=BASE_OBJECT, role="base", format="tar", raw_size=written.raw_size,
+                         stored_size=written.stored_size, sha256=written.sha256),
+            StoredObject(key=MANIFEST_OBJECT, role="backup-manifest", format="json",
+                         raw_size=manifest_written.raw_size, stored_size=manifest_written.stored_size,
+                         sha256=manifest_written.sha256),
+        ]
+        manifest = Manifest(
+            id=backup_id, engine=ENGINE, target=config.name, kind=BackupKind.FULL, mode="physical",
+            started_at=started, finished_at=datetime.now(UTC),
+            consistency={"method": "pg_basebackup", "start_lsn": label.start_lsn,
+                         "stop_lsn": ranges[-1]["End-LSN"], "timeline": label.timeline,
+                         "start_wal_file": label.start_wal_file, "checkpoint_lsn": label.checkpoint_lsn,
+                         "system_identifier": facts.system_identifier or manifest_system,
+                         "wal_ranges": ranges, "label": label.label},
+            objects=objects, fingerprints=fingerprints, server_version=server_version,
+            tool_versions={"pg_basebackup": tool_version(bin_dir, "pg_basebackup")},
+            timings=timings, lineage=ctx.lineage)
+        repo.commit(manifest)
+    except BaseException:
+        try:
+            repo.discard_payload(ENGINE, config.name, backup_id)
+        except Exception as cleanup:  # the run's error matters more; prune collects later
+            ctx.log(f"could not remove partial payload of {backup_id}: {cleanup}")
+        raise
+    finally:
+        if sniffer is not None:
+            sniffer.close()
+    return manifest
+
+
+UNLOGGED_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relpersistence = 'u'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
+EMPTY = TableFingerprint(rows=0, digest="0")
+
+
+def _fingerprint_all(config: PostgresConfig) -> dict[str, dict[str, TableFingerprint]]:
+    with connect(config) as conn:
+        databases = [r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1").fetchall()]
+    result = {}
+    for database in databases:
+        with connect(config, database) as conn:
+            prints = fingerprint_tables(conn)
+            for schema, table in conn.execute(UNLOGGED_SQL).fetchall():
+                prints[f"{schema}.{table}"] = EMPTY  # a base backup copies only their init fork
+        result[database] = prints
+    return result
+
+
+# -- restore -------------------------------------------------------------------------------
+
+def _data_dir_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's "data" filter (no absolute paths, `..`, links out, devices), then private modes."""
+    member = tarfile.data_filter(member, dest)
+    if member.isdir():
+        return member.replace(mode=0o700, deep=False)
+    if member.isreg():
+        return member.replace(mode=0o600, deep=False)
+    return member
+
+
+def _extract(reader, dest: Path) -> None:
+    """Member by member from a stream; the member list is dropped as we go (bounded memory)."""
+    with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_SIZE, errorlevel=2) as tar:
+        while (member := tar.next()) is not None:
+            tar.extract(member, dest, set_attrs=True, filter=_data_dir_filter)
+            tar.members.clear()
+
+
+def _drain(reader) -> None:
+    while reader.read(CHUNK_SIZE):
+        pass
+
+
+def restore_physical(ctx: BackupContext, manifest: Manifest, dest: Path) -> None:
+    """Extract a physical backup into `dest` (empty or new; made 0700), checksums verified.
+
+    The result is a data directory that starts as a working cluster (start_restored_cluster);
+    with archive_mode=off. On any failure (IntegrityError naming the object on corrupt bytes)
+    what was extracted is deleted, and `dest` too if this call created it.
+    """
+    if manifest.mode != "physical":
+        raise RefusedError(f"backup {manifest.id} is a {manifest.mode} backup, not a physical one")
+    obj = next((o for o in manifest.objects if o.role == "base"), None)
+    if obj is None:
+        raise IntegrityError(f"backup {manifest.id} lists no base object ({BASE_OBJECT})")
+    dest = Path(dest)
+    created = not dest.exists()
+    if created:
+        dest.mkdir(mode=0o700, parents=True)
+    elif not dest.is_dir() or any(dest.iterdir()):
+        raise RefusedError(f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
+                           "directory; nothing was touched. Pick a new or empty directory")
+    os.chmod(dest, 0o700)
+    name = f"{manifest.id}/{obj.key}"
+    try:
+        reader, verifying, raw = open_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key),
+                                               obj.sha256, obj.stored_size, name=name)
+        with raw:
+            try:
+                _extract(reader, dest)
+            except tarfile.TarError as exc:
+                _drain(reader)  # corrupt bytes often look like a broken tar first: let the checksum say so
+                verifying.check()
+                raise ToolError(f"cannot extract {name} into {dest}: {exc}") from exc
+            _drain(reader)  # the tar ends before the stream: the checksum is checked at its end
+            verifying.check()
+        _complete_config(dest, ctx)
+        set_auto_conf(dest, RESTORED_SETTINGS)
+    except BaseException:
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        else:
+            for child in list(dest.iterdir()):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
+
+
+def _complete_config(dest: Path, ctx: BackupContext) -> None:
+    """Servers whose config lives outside the data directory (Debian: /etc/postgresql) back up
+    without postgresql.conf / pg_hba.conf; give the copy minimal ones so it can start."""
+    defaults = {
+        "postgresql.conf": "# written by vaultflow: the source kept its configuration outside the data directory\n",
+        "pg_hba.conf": "# written by vaultflow (the backup had none): local and loopback only\n"
+                       "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n"
+                       "host all all ::1/128 scram-sha-256\n",
+        "pg_ident.conf": "",
+    }
+    for file_name, text in defaults.items():
+        path = dest / file_name
+        if not path.exists():
+            path.write_text(text)
+            os.chmod(path, 0o600)
+            ctx.log(f"restored data directory had no {file_name}; wrote a minimal one")
+
+
+def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None,
+                           settings: Mapping[str, str] | None = None, run_as: str | None = None,
+                           host: str = "127.0.0.1", socket_dir: Path | None = None,
+                           log_file: Path | None = None, env: Mapping[str, str] | None = None,
+                           timeout: float = 300.0) -> RunningCluster:
+    """Start a restored data directory on host:port (default: a free port) with a private
+    socket dir; as `run_as` (default: the directory's owner) when root. Stop it with
+    `stop_cluster(cluster)`. archive_mode stays off whatever `settings` say."""
+    owns_socket_dir = socket_dir is None
+    if socket_dir is None:  # short (unix socket paths are limited to ~107 bytes) and private
+        socket_dir = Path(tempfile.mkdtemp(prefix="vfpg-", dir="/tmp"))
+    merged = {**(settings or {}), **RESTORED_SETTINGS}
+    try:
+        for attempt in range(5):
+            chosen = port if port else free_port(host)
+            try:
+                cluster = start_cluster(dest, bin_dir, chosen, socket_dir, run_as, host=host, settings=merged,
+                                        log_file=log_file, env=env, timeout=timeout)
+            except ToolError as exc:  # lost the race for a free port: try another one
+                if port or attempt == 4 or "already in use" not in str(exc):
+                    raise
+                continue
+            cluster.owns_socket_dir = owns_socket_dir
+            return cluster
+    except BaseException:
+        if owns_socket_dir:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        raise
+    raise AssertionError("unreachable")
+
+
+__all__ = ["BASE_OBJECT", "MANIFEST_OBJECT", "BackupLabel", "basebackup_command", "parse_backup_label",
+           "physical_full_backup", "read_manifest_facts", "restore_physical", "start_restored_cluster",
+           "stop_cluster"]
