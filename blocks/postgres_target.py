@@ -42,6 +42,11 @@ class PostgresTarget(Block):
         default="prefer", description="libpq sslmode for every connection.")
     bin_dir: Optional[str] = Field(default=None, description="Directory holding pg_dump/pg_restore; "
                                    "default: the newest client found (must not be older than the server).")
+    mode: Literal["logical", "physical"] = Field(default="logical", description="Full backups as "
+                                                 "pg_dump per database (logical) or pg_basebackup of the cluster (physical).")
+    wal_spool: Optional[str] = Field(default=None, description="Directory on the database host that "
+                                     "archive_command spools WAL into (`vaultflow wal-push %p --spool DIR`); "
+                                     "the archive-logs flow ships it.")
     target_name: Optional[str] = Field(default=None, description="Name of this target in the repository "
                                        "layout; default: the block's name.")
 

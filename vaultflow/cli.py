@@ -122,5 +122,24 @@ def drill(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_pat
     console.print(f"drill of {result['backup_id']}: {result['tables']} tables match, {result['seconds']:.1f} s")
 
 
+@app.command("wal-push")
+def wal_push(path: str = typer.Argument(..., help="%p: the WAL file PostgreSQL hands over."),
+             spool: str = typer.Option(..., help="Spool directory on this host (created 0700).")):
+    """archive_command: copy a WAL file into the local spool, fsynced (archive-logs ships it)."""
+    from vaultflow.wal_cli import push_command
+    raise typer.Exit(push_command(path, spool))
+
+
+@app.command("wal-fetch")
+def wal_fetch(name: str = typer.Argument(..., help="%f: the WAL file name."),
+              dest: str = typer.Argument(..., help="%p: where PostgreSQL wants it."),
+              target: str = typer.Option(..., "--target", "-t", help="Target name in the repository."),
+              repo_path: str = typer.Option(..., "--repo-path", help="The repository directory."),
+              spool: Optional[str] = typer.Option(None, help="Also look in this spool first.")):
+    """restore_command: restore one archived WAL file, sha256-checked (exit 1: not archived)."""
+    from vaultflow.wal_cli import fetch_command
+    raise typer.Exit(fetch_command(name, dest, target=target, repo_path=repo_path, spool=spool))
+
+
 if __name__ == "__main__":
     app()

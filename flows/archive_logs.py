@@ -1,0 +1,39 @@
+"""archive-logs: ship WAL from the local spool (filled by archive_command) to the repository."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from prefect import flow, get_run_logger
+from prefect.events import emit_event
+
+from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fast_on_permanent_errors,
+                            load_repository, load_target, run_name, target_resource)
+from tasks.wal import ship_wal
+from vaultflow.errors import ConfigError
+
+
+@flow(name="archive-logs", flow_run_name=run_name("wal"), log_prints=True, **FLOW_RETRIES)
+def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Optional[str] = None) -> dict:
+    """Compress, checksum, store and verify every spooled WAL file, then remove it from the spool.
+
+    Runs every minute; `archive_command = 'vaultflow wal-push %p --spool DIR'` only copies into
+    the spool, so PostgreSQL never waits for the repository. The result and the
+    `vaultflow.wal.shipped` event carry the archive lag (segments and seconds still spooled).
+    """
+    logger = get_run_logger()
+    with fail_fast_on_permanent_errors():
+        target_block = load_target(target)
+        _, repo = load_repository(repository)
+        spool = spool_dir or getattr(target_block, "wal_spool", None)
+        if not spool:
+            raise ConfigError(f"target {target_block.name} has no wal_spool: set it on the PostgresTarget "
+                              "block (the directory archive_command spools into) or pass spool_dir")
+        result = ship_wal(Path(spool), repo, target_block.name)
+        summary = result.as_dict()
+        emit_event(event="vaultflow.wal.shipped", resource=target_resource("postgres", target_block.name),
+                   payload={k: v for k, v in summary.items() if k != "already_stored"})
+        logger.info(f"shipped {len(result.shipped)} WAL files ({result.stored_bytes / 1e6:.1f} MB stored); "
+                    f"lag {result.lag_segments} segments, {result.lag_seconds:.0f} s")
+    return summary
