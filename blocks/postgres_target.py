@@ -41,7 +41,7 @@ class PostgresTarget(Block):
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
         default="prefer", description="libpq sslmode for every connection.")
     bin_dir: Optional[str] = Field(default=None, description="Directory holding pg_dump/pg_restore; "
-                                   "default: the newest client found (must not be older than the server).")
+                                   "default: the client of the server's major version, else the newest found.")
     mode: Literal["logical", "physical"] = Field(default="logical", description="Full backups as "
                                                  "pg_dump per database (logical) or pg_basebackup of the cluster (physical).")
     wal_spool: Optional[str] = Field(default=None, description="Directory on the database host that "

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from prefect import get_client
+from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
+                                            ArtifactFilterType, FlowRunFilter, FlowRunFilterName)
 from prefect.client.schemas.sorting import ArtifactSort
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterName
 from pydantic import SecretStr
 
 from blocks import BackupRepository, PostgresTarget
@@ -104,7 +105,12 @@ def test_lineage_in_manifest_and_run_names(pg18, fresh_db, tmp_path: Path):
     manifest = json.loads(manifest_path.read_text())
     assert manifest["lineage"]["flow_run_id"]
     assert manifest["lineage"]["flow_run_name"].startswith("full-lineage-")
-    assert flow_runs_named("full-lineage-%"), "the flow run is named after kind and target"
+    runs = flow_runs_named("full-lineage-%")
+    assert runs, "the flow run is named after kind and target"
+    with get_client(sync_client=True) as client:
+        progress = client.read_artifacts(artifact_filter=ArtifactFilter(
+            type=ArtifactFilterType(any_=["progress"]), flow_run_id=ArtifactFilterFlowRunId(any_=[runs[0].id])))
+    assert [a.data for a in progress] == [100.0], "the backup's progress artifact ends at 100%"
 
 
 def test_wrong_password_fails_at_once_without_retries(pg_with_password, tmp_path: Path):
