@@ -30,9 +30,17 @@ def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Op
         if not spool:
             raise ConfigError(f"target {target_block.name} has no wal_spool: set it on the PostgresTarget "
                               "block (the directory archive_command spools into) or pass spool_dir")
-        result = ship_wal(Path(spool), repo, target_block.name)
+        resource = target_resource("postgres", target_block.name)
+        try:
+            result = ship_wal(Path(spool), repo, target_block.name)
+        except Exception as exc:  # still report the lag, and which segment is stuck
+            partial = getattr(exc, "ship_result", None)
+            emit_event(event="vaultflow.wal.ship-failed", resource=resource, payload={
+                "segment": getattr(exc, "segment", None), "error": str(exc),
+                **({"lag_segments": partial.lag_segments, "lag_seconds": partial.lag_seconds} if partial else {})})
+            raise
         summary = result.as_dict()
-        emit_event(event="vaultflow.wal.shipped", resource=target_resource("postgres", target_block.name),
+        emit_event(event="vaultflow.wal.shipped", resource=resource,
                    payload={k: v for k, v in summary.items() if k != "already_stored"})
         logger.info(f"shipped {len(result.shipped)} WAL files ({result.stored_bytes / 1e6:.1f} MB stored); "
                     f"lag {result.lag_segments} segments, {result.lag_seconds:.0f} s")

@@ -173,7 +173,7 @@ def _ensure_dir(path: Path) -> None:
 
 
 def _copy_fd(src: int, dst: int) -> None:
-    """Kernel-side copy (copy_file_range/sendfile), falling back to read/write."""
+    """Kernel-side copy (sendfile), falling back to read/write."""
     offset = 0
     try:
         while True:
@@ -409,20 +409,20 @@ def ship_spool(spool_dir: Path, repo: Repository | Store, target: str, *, level:
     result = ShipResult()
     if not spool_dir.is_dir():
         return result
-    with _ship_lock(spool_dir):
+    with _ShipLock(spool_dir):
         for path in spooled(spool_dir):
             try:
                 _ship_one(path, store, target, level, result)
+                path.unlink()  # only now: the record says the repository holds it
+                _fsync_dir(spool_dir)
             except Exception as exc:
                 _measure_lag(spool_dir, result)
                 raise _failure(exc, path.name, store, result) from exc
-            path.unlink()
-            _fsync_dir(spool_dir)
         _measure_lag(spool_dir, result)
     return result
 
 
-class _ship_lock:
+class _ShipLock:
     """An exclusive flock on <spool>/.ship.lock: two shippers would race on the same files."""
 
     def __init__(self, spool_dir: Path):

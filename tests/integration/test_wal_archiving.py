@@ -1,0 +1,386 @@
+"""Continuous WAL archiving with a real PostgreSQL 18: archive_command = the real wal-push.
+
+The server runs as the service user when we are root, and so does its archive_command:
+`service_user_python()` finds an interpreter that user can run with vaultflow importable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import vaultflow
+from vaultflow.errors import StoreUnavailableError, VaultflowError, is_transient
+from vaultflow.repository import Repository
+from vaultflow.stores import LocalStore, S3Store
+from vaultflow.testing.postgres_server import (
+    PostgresInstance,
+    embedded_bin_dir,
+    running_postgres,
+)
+from vaultflow.testing.unprivileged import (
+    demote_kwargs,
+    free_port,
+    give_to_service_user,
+    readable_by_service_user,
+    running_as_root,
+    world_readable_copy,
+)
+from vaultflow.wal import (
+    archived_names,
+    check_continuity,
+    read_record,
+    ship_spool,
+    spooled,
+    wal_fetch,
+    wal_order,
+)
+
+TARGET = "pg18wal"
+SEGMENT = 16 << 20
+# Parts of the standard library an archive_command never needs (tests alone are 120 MB).
+_STDLIB_SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
+                "pydoc_data", "__phello__"}
+
+
+# -- an interpreter the service user can run -------------------------------------------------
+@dataclass
+class ServicePython:
+    """How the service user (the server's archive_command) runs `python -m vaultflow.wal_cli`."""
+
+    executable: str
+    env: dict[str, str] = field(default_factory=dict)
+    how: str = ""
+
+    def command(self, *args: str) -> str:
+        """A shell command line (archive_command is run by /bin/sh)."""
+        assignments = [f"{k}={shlex.quote(v)}" for k, v in self.env.items()]
+        return " ".join([*assignments, shlex.quote(self.executable), "-m", "vaultflow.wal_cli", *args])
+
+    def run_as_service_user(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **self.env}
+        return subprocess.run([self.executable, *args], env=env, capture_output=True, text=True, check=False,
+                              cwd="/", **demote_kwargs(), **kw)
+
+
+def _copy_interpreter() -> Path:
+    """A world-readable copy of this venv's base interpreter and its standard library (cached).
+
+    pyenv/uv interpreters live under /root (0700): the service user cannot exec the venv's
+    python, which only symlinks to them. The copy needs its libpython on LD_LIBRARY_PATH
+    because the binary's RUNPATH points at the original location.
+    """
+    base = Path(sys.base_prefix)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    binary = (base / "bin" / version).resolve()
+    stamp = hashlib.sha256(f"{base}:{binary.stat().st_mtime_ns}".encode()).hexdigest()[:10]
+    dest = Path("/var/tmp") / f"vaultflow-{version}-{stamp}"
+    if not (dest / ".complete").exists():
+        tmp = dest.with_name(f"{dest.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "bin").mkdir(parents=True)
+        shutil.copy2(binary, tmp / "bin" / version)
+        (tmp / "lib").mkdir()
+        for lib in (base / "lib").glob("libpython*.so*"):
+            shutil.copy2(lib, tmp / "lib" / lib.name, follow_symlinks=False)
+        shutil.copytree(base / "lib" / version, tmp / "lib" / version, symlinks=True,
+                        ignore=lambda _d, names: [n for n in names
+                                                  if n in _STDLIB_SKIP or n.startswith("config-")])
+        for path in (tmp, tmp / "bin", tmp / "lib"):
+            os.chmod(path, 0o755)
+        (tmp / ".complete").touch()
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(tmp, dest)
+    return dest / "bin" / version
+
+
+def _importable_paths() -> list[str]:
+    """The source tree and the venv's site-packages, copied if the service user cannot read them."""
+    source_root = Path(vaultflow.__file__).resolve().parent.parent
+    site_packages = Path(sysconfig.get_paths()["purelib"])
+    paths = []
+    if readable_by_service_user(source_root / "vaultflow"):
+        paths.append(str(source_root))
+    else:  # fresh each session: the code under test changes
+        copy = Path(tempfile.mkdtemp(prefix="vaultflow-src-", dir="/var/tmp"))
+        shutil.copytree(source_root / "vaultflow", copy / "vaultflow")
+        os.chmod(copy, 0o755)
+        paths.append(str(copy))
+    if readable_by_service_user(site_packages):
+        paths.append(str(site_packages))
+    else:
+        stamp = hashlib.sha256(f"{site_packages}:{site_packages.stat().st_mtime_ns}".encode()).hexdigest()[:10]
+        paths.append(str(world_readable_copy(site_packages, f"vaultflow-site-{stamp}")))
+    return paths
+
+
+def service_user_python() -> ServicePython:
+    probe = ["-c", "import vaultflow.wal_cli, vaultflow.pipeline"]
+    if not running_as_root():
+        return ServicePython(sys.executable, how="tests run unprivileged: the venv's python")
+    plain = ServicePython(sys.executable, how="the venv's python (the service user can run it)")
+    try:
+        if plain.run_as_service_user(*probe).returncode == 0:
+            return plain
+    except PermissionError:  # exec of a symlink into /root/.pyenv: EACCES
+        pass
+    copy = _copy_interpreter()
+    env = {"PYTHONPATH": os.pathsep.join(_importable_paths())}
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        env["LD_LIBRARY_PATH"] = str(copy.parent.parent / "lib")
+    python = ServicePython(str(copy), env, how=f"a world-readable copy of {sys.base_prefix} in "
+                                               f"{copy.parent.parent}, vaultflow via PYTHONPATH")
+    result = python.run_as_service_user(*probe)
+    assert result.returncode == 0, f"{python.how} cannot import vaultflow:\n{result.stderr}"
+    return python
+
+
+# -- a server whose archive_command spools into a directory ----------------------------------
+@dataclass
+class ArchivingServer:
+    pg: PostgresInstance
+    spool: Path
+    python: ServicePython
+
+    def make_segments(self, count: int) -> list[str]:
+        """Write some rows and switch WAL `count` times; the names of the completed segments."""
+        names = []
+        for _ in range(count):
+            self.pg.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 2000) g")
+            names.append(self.pg.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0])
+        return names
+
+    def wait_archived(self, name: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = self.archiver()["last_archived_wal"]
+            if last is not None and last >= name:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"{name} not archived after {timeout:.0f}s: {self.archiver()}; "
+                             f"see {self.pg.log_file}")
+
+    def archiver(self) -> dict:
+        row = self.pg.execute("SELECT archived_count, last_archived_wal, failed_count, last_failed_wal "
+                              "FROM pg_stat_archiver")[0]
+        return dict(zip(("archived_count", "last_archived_wal", "failed_count", "last_failed_wal"), row))
+
+    def spooled_digests(self) -> dict[str, str]:
+        return {p.name: sha256(p) for p in spooled(self.spool)}
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def service_python() -> ServicePython:
+    return service_user_python()
+
+
+@pytest.fixture(scope="module")
+def archiving(tmp_path_factory: pytest.TempPathFactory, service_python: ServicePython) -> Iterator[ArchivingServer]:
+    # Under /tmp, not pytest's 0700 tmp dir: the service user writes the spool.
+    spool_parent = Path(tempfile.mkdtemp(prefix="vfwal-", dir="/tmp"))
+    give_to_service_user(spool_parent)
+    spool = spool_parent / "spool"  # wal-push creates it (0700) on the first segment
+    settings = {
+        "archive_mode": "on",
+        "archive_command": service_python.command("push", "%p", "--spool", str(spool)),
+        "archive_timeout": "0",
+    }
+    try:
+        with running_postgres(embedded_bin_dir(), tmp_path_factory.mktemp("pgwal"), settings=settings,
+                              name="pgwal") as pg:
+            pg.execute("CREATE TABLE t (id int, v text)")
+            yield ArchivingServer(pg, spool, service_python)
+    finally:
+        shutil.rmtree(spool_parent, ignore_errors=True)
+
+
+def unreachable_s3() -> S3Store:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=f"http://127.0.0.1:{free_port()}", aws_access_key_id="x",
+        aws_secret_access_key="y", region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=1))
+    return S3Store(client, "wal-bucket")
+
+
+# -- tests -----------------------------------------------------------------------------------
+def test_archive_ship_and_fetch_real_wal(archiving: ArchivingServer, tmp_path: Path) -> None:
+    names = archiving.make_segments(3)
+    archiving.wait_archived(names[-1])
+    archived = archiving.spooled_digests()
+    assert set(names) <= set(archived)
+    assert archiving.archiver()["failed_count"] == 0
+    pg_wal = archiving.pg.data_dir / "pg_wal"
+    compared = [n for n in names if (pg_wal / n).exists()]
+    assert compared, "PostgreSQL recycled every segment before we could compare"
+    for name in compared:  # the spool holds exactly what the server wrote
+        assert sha256(pg_wal / name) == archived[name]
+        assert (pg_wal / name).stat().st_size == SEGMENT
+
+    repo = Repository(LocalStore(tmp_path / "repo"))
+    result = ship_spool(archiving.spool, repo, TARGET)
+
+    assert result.shipped == sorted(archived, key=wal_order)
+    assert (result.remaining, result.lag_segments, result.lag_seconds) == (0, 0, 0.0)
+    assert spooled(archiving.spool) == []
+    assert result.raw_bytes == SEGMENT * len(archived) and result.stored_bytes < result.raw_bytes
+    for name, digest in archived.items():
+        record = read_record(repo, TARGET, name)
+        assert record is not None and record["raw_sha256"] == digest and record["raw_size"] == SEGMENT
+    assert check_continuity(repo, TARGET, min(archived)) == []
+
+    dest = tmp_path / "RECOVERYXLOG"
+    assert wal_fetch(names[1], dest, repo, TARGET)
+    assert sha256(dest) == archived[names[1]]
+
+
+def test_archiving_goes_on_while_the_repository_is_unreachable(archiving: ArchivingServer,
+                                                                tmp_path: Path) -> None:
+    ship_spool(archiving.spool, Repository(LocalStore(tmp_path / "earlier")), TARGET)  # start empty
+    first = archiving.make_segments(2)
+    archiving.wait_archived(first[-1])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the repository's parent is a regular file")
+    broken_local = Repository(LocalStore(blocker / "repo"))
+
+    before = archiving.spooled_digests()
+    with pytest.raises(VaultflowError, match=min(before)) as caught:
+        ship_spool(archiving.spool, broken_local, TARGET)
+    assert caught.value.ship_result.shipped == []  # type: ignore[attr-defined]
+    assert archiving.spooled_digests() == before
+
+    more = archiving.make_segments(2)  # the server keeps archiving meanwhile
+    archiving.wait_archived(more[-1])
+    with pytest.raises(StoreUnavailableError, match=min(before)) as unreachable:
+        ship_spool(archiving.spool, unreachable_s3(), TARGET)
+    assert is_transient(unreachable.value)
+    assert caught.value.ship_result.lag_segments >= 2  # type: ignore[attr-defined]
+    assert archiving.archiver()["failed_count"] == 0
+    waiting = archiving.spooled_digests()
+    assert set(before) < set(waiting) and set(first + more) <= set(waiting)
+
+    repo = Repository(LocalStore(tmp_path / "repo"))  # reachable again
+    result = ship_spool(archiving.spool, repo, TARGET)
+    assert result.shipped == sorted(waiting, key=wal_order)
+    assert spooled(archiving.spool) == []
+    assert archived_names(repo, TARGET) == sorted(waiting, key=wal_order)
+    assert check_continuity(repo, TARGET, min(waiting)) == []
+    for name, digest in waiting.items():
+        assert read_record(repo, TARGET, name)["raw_sha256"] == digest  # type: ignore[index]
+
+
+def test_wal_push_latency_per_16mb_segment(service_python: ServicePython,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The archive_command as the server runs it: the service user, the same interpreter."""
+    work = Path(tempfile.mkdtemp(prefix="vfwal-bench-", dir="/tmp"))
+    try:
+        source_dir, spool = work / "pg_wal", work / "spool"
+        source_dir.mkdir()
+        template = source_dir / "template"
+        template.write_bytes(os.urandom(SEGMENT))
+        names = [f"0000000900000000000000{n:02X}" for n in range(20)]
+        for name in names:
+            os.link(template, source_dir / name)
+        give_to_service_user(work)
+
+        def timed(*args: str) -> float:
+            start = time.perf_counter()
+            result = service_python.run_as_service_user(*args)
+            elapsed = time.perf_counter() - start
+            assert result.returncode == 0, result.stderr
+            return elapsed
+
+        startup = statistics.median(timed("-c", "pass") for _ in range(10))
+        imports = statistics.median(timed("-c", "import vaultflow.wal_cli") for _ in range(10))
+        pushes = [timed("-m", "vaultflow.wal_cli", "push", str(source_dir / n), "--spool", str(spool))
+                  for n in names]
+        assert sorted(os.listdir(spool)) == names
+        median = statistics.median(pushes)
+        with capsys.disabled():  # shown even without -s
+            print(f"\nwal-push of a 16 MiB segment ({service_python.how}): median {median * 1000:.0f} ms, "
+                  f"min {min(pushes) * 1000:.0f} ms, max {max(pushes) * 1000:.0f} ms over {len(pushes)}; "
+                  f"bare interpreter start {startup * 1000:.0f} ms, + import vaultflow.wal_cli "
+                  f"{(imports - startup) * 1000:.0f} ms")
+        assert median < 1.0, f"wal-push takes {median:.2f}s per segment"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_point_in_time_recovery_through_restore_command(archiving: ArchivingServer, service_python: ServicePython,
+                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """pg_basebackup without WAL + restore_command = wal-fetch: the rows written after the
+    backup come back from the archive; a corrupt archived segment aborts recovery instead of
+    ending it early (which would silently drop those rows)."""
+    pg = archiving.pg
+    work = Path(tempfile.mkdtemp(prefix="vfpitr-", dir="/tmp"))  # the service user reads the repository
+    try:
+        repo_root, base_backup = work / "repo", work / "base"
+        repo = Repository(LocalStore(repo_root))
+        ship_spool(archiving.spool, repo, TARGET)
+        subprocess.run([str(pg.client_bin_dir / "pg_basebackup"), "-D", str(base_backup), "-X", "none",
+                        "-c", "fast", "--no-sync"], env={**os.environ, **pg.libpq_env()},
+                       check=True, capture_output=True)  # -X none: waits until its WAL is archived
+        pg.execute("CREATE TABLE after_backup AS SELECT g AS id FROM generate_series(1, 5000) g")
+        last = archiving.make_segments(1)[-1]  # more rows in t, then a switch
+        expected = pg.execute("SELECT count(*) FROM t")[0][0]
+        archiving.wait_archived(last)
+        ship_spool(archiving.spool, repo, TARGET)
+        give_to_service_user(work)
+
+        fetch = service_python.command("fetch", "%f", "%p", "--repo-path", str(repo_root), "--target", TARGET)
+        restored = running_postgres(embedded_bin_dir(), tmp_path_factory.mktemp("pgpitr"), name="pgpitr",
+                                    settings={"restore_command": fetch})
+        with restored as copy:
+            def recover_from_base_backup() -> None:
+                copy.stop()
+                shutil.rmtree(copy.data_dir)
+                shutil.copytree(base_backup, copy.data_dir, symlinks=True)
+                (copy.data_dir / "recovery.signal").touch()
+                os.chmod(copy.data_dir, 0o700)
+                give_to_service_user(copy.data_dir)
+                copy.restart()
+
+            zst = repo_root / "postgres" / TARGET / "logs" / "wal" / f"{last}.zst"
+            good = zst.read_bytes()
+            rotten = bytearray(good)
+            rotten[len(rotten) // 2] ^= 0xFF
+            zst.write_bytes(bytes(rotten))
+            with pytest.raises(RuntimeError, match="aborting recovery") as aborted:
+                recover_from_base_backup()
+            assert last in str(aborted.value)
+
+            zst.write_bytes(good)
+            recover_from_base_backup()
+            deadline = time.monotonic() + 60
+            while copy.execute("SELECT pg_is_in_recovery()")[0][0]:
+                assert time.monotonic() < deadline, f"still recovering; see {copy.log_file}"
+                time.sleep(0.1)
+            assert copy.execute("SELECT count(*) FROM t")[0][0] == expected
+            assert copy.execute("SELECT count(*) FROM after_backup")[0][0] == 5000
+            log = copy.log_file.read_text()
+            assert f'restored log file "{last}" from archive' in log
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
