@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-import vaultflow
 from vaultflow.errors import StoreUnavailableError, VaultflowError, is_transient
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore, S3Store
@@ -31,13 +27,10 @@ from vaultflow.testing.postgres_server import (
     embedded_bin_dir,
     running_postgres,
 )
+from vaultflow.testing.service_python import ServicePython, service_user_python
 from vaultflow.testing.unprivileged import (
-    demote_kwargs,
     free_port,
     give_to_service_user,
-    readable_by_service_user,
-    running_as_root,
-    world_readable_copy,
 )
 from vaultflow.wal import (
     archived_names,
@@ -51,103 +44,6 @@ from vaultflow.wal import (
 
 TARGET = "pg18wal"
 SEGMENT = 16 << 20
-# Parts of the standard library an archive_command never needs (tests alone are 120 MB).
-_STDLIB_SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
-                "pydoc_data", "__phello__"}
-
-
-# -- an interpreter the service user can run -------------------------------------------------
-@dataclass
-class ServicePython:
-    """How the service user (the server's archive_command) runs `python -m vaultflow.wal_cli`."""
-
-    executable: str
-    env: dict[str, str] = field(default_factory=dict)
-    how: str = ""
-
-    def command(self, *args: str) -> str:
-        """A shell command line (archive_command is run by /bin/sh)."""
-        assignments = [f"{k}={shlex.quote(v)}" for k, v in self.env.items()]
-        return " ".join([*assignments, shlex.quote(self.executable), "-m", "vaultflow.wal_cli", *args])
-
-    def run_as_service_user(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **self.env}
-        return subprocess.run([self.executable, *args], env=env, capture_output=True, text=True, check=False,
-                              cwd="/", **demote_kwargs(), **kw)
-
-
-def _copy_interpreter() -> Path:
-    """A world-readable copy of this venv's base interpreter and its standard library (cached).
-
-    pyenv/uv interpreters live under /root (0700): the service user cannot exec the venv's
-    python, which only symlinks to them. The copy needs its libpython on LD_LIBRARY_PATH
-    because the binary's RUNPATH points at the original location.
-    """
-    base = Path(sys.base_prefix)
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    binary = (base / "bin" / version).resolve()
-    stamp = hashlib.sha256(f"{base}:{binary.stat().st_mtime_ns}".encode()).hexdigest()[:10]
-    dest = Path("/var/tmp") / f"vaultflow-{version}-{stamp}"
-    if not (dest / ".complete").exists():
-        tmp = dest.with_name(f"{dest.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "bin").mkdir(parents=True)
-        shutil.copy2(binary, tmp / "bin" / version)
-        (tmp / "lib").mkdir()
-        for lib in (base / "lib").glob("libpython*.so*"):
-            shutil.copy2(lib, tmp / "lib" / lib.name, follow_symlinks=False)
-        shutil.copytree(base / "lib" / version, tmp / "lib" / version, symlinks=True,
-                        ignore=lambda _d, names: [n for n in names
-                                                  if n in _STDLIB_SKIP or n.startswith("config-")])
-        for path in (tmp, tmp / "bin", tmp / "lib"):
-            os.chmod(path, 0o755)
-        (tmp / ".complete").touch()
-        shutil.rmtree(dest, ignore_errors=True)
-        os.rename(tmp, dest)
-    return dest / "bin" / version
-
-
-def _importable_paths() -> list[str]:
-    """The source tree and the venv's site-packages, copied if the service user cannot read them."""
-    source_root = Path(vaultflow.__file__).resolve().parent.parent
-    site_packages = Path(sysconfig.get_paths()["purelib"])
-    paths = []
-    if readable_by_service_user(source_root / "vaultflow"):
-        paths.append(str(source_root))
-    else:  # fresh each session: the code under test changes
-        copy = Path(tempfile.mkdtemp(prefix="vaultflow-src-", dir="/var/tmp"))
-        shutil.copytree(source_root / "vaultflow", copy / "vaultflow")
-        os.chmod(copy, 0o755)
-        paths.append(str(copy))
-    if readable_by_service_user(site_packages):
-        paths.append(str(site_packages))
-    else:
-        stamp = hashlib.sha256(f"{site_packages}:{site_packages.stat().st_mtime_ns}".encode()).hexdigest()[:10]
-        paths.append(str(world_readable_copy(site_packages, f"vaultflow-site-{stamp}")))
-    return paths
-
-
-def service_user_python() -> ServicePython:
-    probe = ["-c", "import vaultflow.wal_cli, vaultflow.pipeline"]
-    if not running_as_root():
-        return ServicePython(sys.executable, how="tests run unprivileged: the venv's python")
-    plain = ServicePython(sys.executable, how="the venv's python (the service user can run it)")
-    try:
-        if plain.run_as_service_user(*probe).returncode == 0:
-            return plain
-    except PermissionError:  # exec of a symlink into /root/.pyenv: EACCES
-        pass
-    copy = _copy_interpreter()
-    env = {"PYTHONPATH": os.pathsep.join(_importable_paths())}
-    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        env["LD_LIBRARY_PATH"] = str(copy.parent.parent / "lib")
-    python = ServicePython(str(copy), env, how=f"a world-readable copy of {sys.base_prefix} in "
-                                               f"{copy.parent.parent}, vaultflow via PYTHONPATH")
-    result = python.run_as_service_user(*probe)
-    assert result.returncode == 0, f"{python.how} cannot import vaultflow:\n{result.stderr}"
-    return python
-
-
 # -- a server whose archive_command spools into a directory ----------------------------------
 @dataclass
 class ArchivingServer:
