@@ -15,6 +15,7 @@ import pytest  # noqa: E402
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.s3",
+    "tests.fixtures.wal",
 ]
 
 

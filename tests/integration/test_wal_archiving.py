@@ -6,15 +6,12 @@ The server runs as the service user when we are root, and so does its archive_co
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,11 +20,11 @@ from vaultflow.errors import StoreUnavailableError, VaultflowError, is_transient
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore, S3Store
 from vaultflow.testing.postgres_server import (
-    PostgresInstance,
     embedded_bin_dir,
     running_postgres,
 )
-from vaultflow.testing.service_python import ServicePython, service_user_python
+from tests.fixtures.wal import ArchivingServer, sha256
+from vaultflow.testing.service_python import ServicePython
 from vaultflow.testing.unprivileged import (
     free_port,
     give_to_service_user,
@@ -45,72 +42,6 @@ from vaultflow.wal import (
 TARGET = "pg18wal"
 SEGMENT = 16 << 20
 # -- a server whose archive_command spools into a directory ----------------------------------
-@dataclass
-class ArchivingServer:
-    pg: PostgresInstance
-    spool: Path
-    python: ServicePython
-
-    def make_segments(self, count: int) -> list[str]:
-        """Write some rows and switch WAL `count` times; the names of the completed segments."""
-        names = []
-        for _ in range(count):
-            self.pg.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 2000) g")
-            names.append(self.pg.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0])
-        return names
-
-    def wait_archived(self, name: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            last = self.archiver()["last_archived_wal"]
-            if last is not None and last >= name:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{name} not archived after {timeout:.0f}s: {self.archiver()}; "
-                             f"see {self.pg.log_file}")
-
-    def archiver(self) -> dict:
-        row = self.pg.execute("SELECT archived_count, last_archived_wal, failed_count, last_failed_wal "
-                              "FROM pg_stat_archiver")[0]
-        return dict(zip(("archived_count", "last_archived_wal", "failed_count", "last_failed_wal"), row))
-
-    def spooled_digests(self) -> dict[str, str]:
-        return {p.name: sha256(p) for p in spooled(self.spool)}
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@pytest.fixture(scope="module")
-def service_python() -> ServicePython:
-    return service_user_python()
-
-
-@pytest.fixture(scope="module")
-def archiving(tmp_path_factory: pytest.TempPathFactory, service_python: ServicePython) -> Iterator[ArchivingServer]:
-    # Under /tmp, not pytest's 0700 tmp dir: the service user writes the spool.
-    spool_parent = Path(tempfile.mkdtemp(prefix="vfwal-", dir="/tmp"))
-    give_to_service_user(spool_parent)
-    spool = spool_parent / "spool"  # wal-push creates it (0700) on the first segment
-    settings = {
-        "archive_mode": "on",
-        "archive_command": service_python.command("push", "%p", "--spool", str(spool)),
-        "archive_timeout": "0",
-    }
-    try:
-        with running_postgres(embedded_bin_dir(), tmp_path_factory.mktemp("pgwal"), settings=settings,
-                              name="pgwal") as pg:
-            pg.execute("CREATE TABLE t (id int, v text)")
-            yield ArchivingServer(pg, spool, service_python)
-    finally:
-        shutil.rmtree(spool_parent, ignore_errors=True)
-
-
 def unreachable_s3() -> S3Store:
     import boto3
     from botocore.config import Config

@@ -40,7 +40,8 @@ from typing import BinaryIO
 
 import psycopg
 
-from vaultflow.engines.base import BackupContext
+from vaultflow.compare import Comparison, compare_database
+from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.pg_client import (
     PostgresConfig,
     client_env,
@@ -325,7 +326,6 @@ SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.rel
 WHERE c.relkind = 'r' AND c.relpersistence = 'u'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 """
-EMPTY = TableFingerprint(rows=0, digest="0")
 
 
 def _fingerprint_all(config: PostgresConfig) -> dict[str, dict[str, TableFingerprint]]:
@@ -337,7 +337,8 @@ def _fingerprint_all(config: PostgresConfig) -> dict[str, dict[str, TableFingerp
         with connect(config, database) as conn:
             prints = fingerprint_tables(conn)
             for schema, table in conn.execute(UNLOGGED_SQL).fetchall():
-                prints[f"{schema}.{table}"] = EMPTY  # a base backup copies only their init fork
+                name = f"{schema}.{table}"  # a base backup copies only their init fork: empty
+                prints[name] = TableFingerprint(rows=0, digest="0", method=prints[name].method)
         result[database] = prints
     return result
 
@@ -463,6 +464,38 @@ def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None
     raise AssertionError("unreachable")
 
 
-__all__ = ["BASE_OBJECT", "MANIFEST_OBJECT", "BackupLabel", "basebackup_command", "parse_backup_label",
-           "physical_full_backup", "read_manifest_facts", "restore_physical", "start_restored_cluster",
-           "stop_cluster"]
+def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, user: str,
+                   run_as: str | None = None, work_dir: Path | None = None,
+                   env: Mapping[str, str] | None = None) -> RestoreResult:
+    """Restore drill: extract into a scratch data directory, start it reachable only through a
+    private unix socket (no TCP; trust on that socket), compare every database's fingerprints
+    with the manifest's, stop it and delete it. `seconds` = extract + start (recovery): the
+    time a real recovery takes. `user`: a superuser of the backed-up cluster (the target's)."""
+    work = Path(tempfile.mkdtemp(prefix="vfdrill-", dir=work_dir))
+    os.chmod(work, 0o711)  # the service user (when root) must reach data/ inside
+    cluster: RunningCluster | None = None
+    try:
+        t0 = time.monotonic()
+        data_dir = work / "data"
+        restore_physical(ctx, manifest, data_dir)
+        (data_dir / "pg_hba.conf").write_text("# vaultflow restore drill: private socket only\nlocal all all trust\n")
+        cluster = start_restored_cluster(data_dir, bin_dir, run_as=run_as, host="", log_file=work / "server.log",
+                                         env=env)
+        seconds = time.monotonic() - t0
+        tables = []
+        for database, expected in manifest.fingerprints.items():
+            with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname=database,
+                                 application_name="vaultflow-drill", autocommit=True) as conn:
+                actual = fingerprint_tables(conn, {t: f.method for t, f in expected.items()})
+            tables += compare_database(database, expected, actual)
+        return RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables),
+                             restored={db: f"scratch cluster (port {cluster.port}, removed)" for db in manifest.fingerprints})
+    finally:
+        if cluster is not None:
+            stop_cluster(cluster)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["BASE_OBJECT", "MANIFEST_OBJECT", "BackupLabel", "basebackup_command", "drill_physical",
+           "parse_backup_label", "physical_full_backup", "read_manifest_facts", "restore_physical",
+           "start_restored_cluster", "stop_cluster"]
