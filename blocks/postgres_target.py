@@ -47,6 +47,14 @@ class PostgresTarget(Block):
     wal_spool: Optional[str] = Field(default=None, description="Directory on the database host that "
                                      "archive_command spools WAL into (`vaultflow wal-push %p --spool DIR`); "
                                      "the archive-logs flow ships it.")
+    server_bin_dir: Optional[str] = Field(default=None, description="Directory holding the `postgres` server "
+                                          "binary used to start restored physical backups; default: found, "
+                                          "same major version as the backup.")
+    restore_os_user: Optional[str] = Field(default=None, description="OS user that runs a restored cluster "
+                                           "when the worker runs as root; default 'postgres'.")
+    wal_fetch_command: Optional[str] = Field(default=None, description="restore_command without ' %f %p' "
+                                             "for point-in-time restores; default: this worker's "
+                                             "`python -m vaultflow.wal_cli fetch` on the local repository.")
     target_name: Optional[str] = Field(default=None, description="Name of this target in the repository "
                                        "layout; default: the block's name.")
 
@@ -57,7 +65,9 @@ class PostgresTarget(Block):
     def to_config(self) -> PostgresConfig:
         return PostgresConfig(name=self.name, host=self.host, port=self.port, user=self.user,
                               password=self.password, databases=self.databases,
-                              sslmode=self.sslmode, bin_dir=self.bin_dir)
+                              sslmode=self.sslmode, bin_dir=self.bin_dir, mode=self.mode,
+                              server_bin_dir=self.server_bin_dir, restore_os_user=self.restore_os_user,
+                              wal_fetch_command=self.wal_fetch_command)
 
     def engine(self) -> PostgresEngine:
         return PostgresEngine(self.to_config())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Optional
 
 from prefect import flow, get_run_logger
@@ -10,24 +11,32 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, emit_bac
                             fail_fast_on_permanent_errors, open_backup,
                             run_name)
 from tasks.restore import restore_backup
+from vaultflow.engines.pg_recovery import RecoveryTarget
 from vaultflow.errors import IntegrityError
 
 
 @flow(name="restore", flow_run_name=run_name("restore"), log_prints=True, **FLOW_RETRIES)
 def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "latest",
             into: Optional[str] = None, overwrite: bool = False,
-            databases: Optional[list[str]] = None) -> dict:
+            databases: Optional[list[str]] = None, to_time: Optional[datetime] = None,
+            to_lsn: Optional[str] = None, to_name: Optional[str] = None) -> dict:
     """Restore `backup_id` into a new database (default) or, with overwrite=True, over `into`.
 
     Nothing existing is touched unless `overwrite` is set; even then the old database is
     replaced only after the restored copy matched the backup's fingerprints.
+
+    Physical backups restore a whole cluster into `into`, a new data directory; with
+    `to_time`, `to_lsn` or `to_name` archived WAL is replayed to that point (PITR), else the
+    copy stops at the backup's own consistent point and is compared with its fingerprints.
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
         logger.info(f"restoring {manifest.id} of {engine.name}/{target_block.name} from {repo.description}")
-        result = restore_backup(engine, ctx, manifest, into, overwrite, databases)
+        target_point = RecoveryTarget(time=to_time, lsn=to_lsn, name=to_name)
+        result = restore_backup(engine, ctx, manifest, into, overwrite, databases, target_point)
         emit_backup_event("restored", manifest, {"restored": result.restored, "seconds": result.seconds,
+                                                 "recovery_target": target_point.settings(),
                                                  "comparison": result.comparison.summary()})
         logger.info(f"restored {result.restored} in {result.seconds:.1f} s; {result.comparison.summary()}")
         if not result.comparison.ok:

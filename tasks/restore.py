@@ -11,8 +11,9 @@ from vaultflow.manifest import Manifest
 
 @task(name="restore-backup", **{**SIDE_EFFECT_TASK, "retries": 0})
 def restore_backup(engine, ctx: BackupContext, manifest: Manifest, into: str | None,
-                   overwrite: bool, databases: list[str] | None) -> RestoreResult:
-    return engine.restore(ctx, manifest, into=into, overwrite=overwrite, databases=databases)
+                   overwrite: bool, databases: list[str] | None, recovery_target=None) -> RestoreResult:
+    return engine.restore(ctx, manifest, into=into, overwrite=overwrite, databases=databases,
+                          recovery_target=recovery_target)
 
 
 @task(name="drill-backup", **{**SIDE_EFFECT_TASK, "retries": 0})

@@ -25,11 +25,10 @@ from vaultflow.engines.pg_cluster import RunningCluster, stop_cluster
 from vaultflow.engines.pg_physical import (
     BASE_OBJECT,
     MANIFEST_OBJECT,
-    drill_physical,
     physical_full_backup,
     restore_physical,
-    start_restored_cluster,
 )
+from vaultflow.engines.pg_recovery import drill_physical, start_restored_cluster
 from vaultflow.engines.postgres import fingerprint_tables
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError, ToolError
 from vaultflow.manifest import Manifest

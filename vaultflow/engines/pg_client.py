@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -38,6 +38,12 @@ class PostgresConfig(BaseModel):
     sslmode: str = "prefer"
     bin_dir: str | None = Field(default=None, description="client binaries; default newest found")
     connect_timeout: int = 10
+    mode: Literal["logical", "physical"] = "logical"
+    server_bin_dir: str | None = Field(default=None, description="postgres server binaries for starting "
+                                       "restored physical backups; default: found, same major version")
+    restore_os_user: str | None = Field(default=None, description="OS user that runs a restored cluster "
+                                        "when the worker is root; default 'postgres'")
+    wal_fetch_command: str | None = Field(default=None, description="restore_command without ' %f %p'")
 
     @property
     def where(self) -> str:
@@ -146,6 +152,17 @@ def choose_bin_dir(config: PostgresConfig, server_major: int) -> Path:
         raise ConfigError(f"pg_dump {tool_major_version(best)} in {best} is older than the server "
                           f"(PostgreSQL {server_major}); install client {server_major} or set bin_dir")
     return best
+
+
+def server_bin_dir(config: PostgresConfig, major: int) -> Path:
+    """Where a `postgres` of major version `major` lives, to start a restored data directory."""
+    if config.server_bin_dir:
+        return Path(config.server_bin_dir)
+    for candidate in candidate_bin_dirs():
+        if (candidate / "postgres").exists() and tool_major_version(candidate) == major:
+            return candidate
+    raise ConfigError(f"no PostgreSQL {major} server binaries found to start the restored cluster: install "
+                      f"postgresql-{major} on this worker or set server_bin_dir on the PostgresTarget")
 
 
 # -- commands (pure data: unit tests assert them without running anything) -----------------

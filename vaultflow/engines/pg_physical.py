@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,8 +39,7 @@ from typing import BinaryIO
 
 import psycopg
 
-from vaultflow.compare import Comparison, compare_database
-from vaultflow.engines.base import BackupContext, RestoreResult
+from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import (
     PostgresConfig,
     client_env,
@@ -49,11 +47,7 @@ from vaultflow.engines.pg_client import (
     tool_version,
 )
 from vaultflow.engines.pg_cluster import (
-    RunningCluster,
-    free_port,
     set_auto_conf,
-    start_cluster,
-    stop_cluster,
 )
 from vaultflow.engines.postgres import fingerprint_tables
 from vaultflow.engines.tarstream import TarSniffer
@@ -433,69 +427,5 @@ def _complete_config(dest: Path, ctx: BackupContext) -> None:
             ctx.log(f"restored data directory had no {file_name}; wrote a minimal one")
 
 
-def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None,
-                           settings: Mapping[str, str] | None = None, run_as: str | None = None,
-                           host: str = "127.0.0.1", socket_dir: Path | None = None,
-                           log_file: Path | None = None, env: Mapping[str, str] | None = None,
-                           timeout: float = 300.0) -> RunningCluster:
-    """Start a restored data directory on host:port (default: a free port) with a private
-    socket dir; as `run_as` (default: the directory's owner) when root. Stop it with
-    `stop_cluster(cluster)`. archive_mode stays off whatever `settings` say."""
-    owns_socket_dir = socket_dir is None
-    if socket_dir is None:  # short (unix socket paths are limited to ~107 bytes) and private
-        socket_dir = Path(tempfile.mkdtemp(prefix="vfpg-", dir="/tmp"))
-    merged = {**(settings or {}), **RESTORED_SETTINGS}
-    try:
-        for attempt in range(5):
-            chosen = port if port else free_port(host)
-            try:
-                cluster = start_cluster(dest, bin_dir, chosen, socket_dir, run_as, host=host, settings=merged,
-                                        log_file=log_file, env=env, timeout=timeout)
-            except ToolError as exc:  # lost the race for a free port: try another one
-                if port or attempt == 4 or "already in use" not in str(exc):
-                    raise
-                continue
-            cluster.owns_socket_dir = owns_socket_dir
-            return cluster
-    except BaseException:
-        if owns_socket_dir:
-            shutil.rmtree(socket_dir, ignore_errors=True)
-        raise
-    raise AssertionError("unreachable")
-
-
-def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, user: str,
-                   run_as: str | None = None, work_dir: Path | None = None,
-                   env: Mapping[str, str] | None = None) -> RestoreResult:
-    """Restore drill: extract into a scratch data directory, start it reachable only through a
-    private unix socket (no TCP; trust on that socket), compare every database's fingerprints
-    with the manifest's, stop it and delete it. `seconds` = extract + start (recovery): the
-    time a real recovery takes. `user`: a superuser of the backed-up cluster (the target's)."""
-    work = Path(tempfile.mkdtemp(prefix="vfdrill-", dir=work_dir))
-    os.chmod(work, 0o711)  # the service user (when root) must reach data/ inside
-    cluster: RunningCluster | None = None
-    try:
-        t0 = time.monotonic()
-        data_dir = work / "data"
-        restore_physical(ctx, manifest, data_dir)
-        (data_dir / "pg_hba.conf").write_text("# vaultflow restore drill: private socket only\nlocal all all trust\n")
-        cluster = start_restored_cluster(data_dir, bin_dir, run_as=run_as, host="", log_file=work / "server.log",
-                                         env=env)
-        seconds = time.monotonic() - t0
-        tables = []
-        for database, expected in manifest.fingerprints.items():
-            with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname=database,
-                                 application_name="vaultflow-drill", autocommit=True) as conn:
-                actual = fingerprint_tables(conn, {t: f.method for t, f in expected.items()})
-            tables += compare_database(database, expected, actual)
-        return RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables),
-                             restored={db: f"scratch cluster (port {cluster.port}, removed)" for db in manifest.fingerprints})
-    finally:
-        if cluster is not None:
-            stop_cluster(cluster)
-        shutil.rmtree(work, ignore_errors=True)
-
-
-__all__ = ["BASE_OBJECT", "MANIFEST_OBJECT", "BackupLabel", "basebackup_command", "drill_physical",
-           "parse_backup_label", "physical_full_backup", "read_manifest_facts", "restore_physical",
-           "start_restored_cluster", "stop_cluster"]
+__all__ = ["BASE_OBJECT", "MANIFEST_OBJECT", "BackupLabel", "basebackup_command",
+           "parse_backup_label", "physical_full_backup", "read_manifest_facts", "restore_physical"]

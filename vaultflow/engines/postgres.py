@@ -7,9 +7,13 @@ transaction, concurrently with the dump, so they describe exactly the rows in th
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -17,9 +21,10 @@ from psycopg import sql
 from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.pg_client import (PostgresConfig, choose_bin_dir, client_env, connect,
-                                         dump_command, globals_command, restore_command,
+                                         dump_command, globals_command, restore_command, server_bin_dir,
                                          tool_version)
-from vaultflow.errors import IntegrityError, NotFoundError, RefusedError, VaultflowError
+from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError,
+                              VaultflowError)
 from vaultflow.manifest import (BackupKind, Manifest, StoredObject, TableFingerprint,
                                 new_backup_id)
 from vaultflow.pipeline import dump_into_store, feed_process, open_verified
@@ -117,6 +122,10 @@ class PostgresEngine:
 
     # -- backup -------------------------------------------------------------------------
     def full_backup(self, ctx: BackupContext) -> Manifest:
+        if self.config.mode == "physical":
+            from vaultflow.engines.pg_physical import physical_full_backup  # imports this module
+            version = self.check()
+            return physical_full_backup(self.config, ctx, bin_dir=self.bin_dir, server_version=version)
         repo = ctx.repository
         version = self.check()
         databases = self.databases_to_back_up()
@@ -197,7 +206,19 @@ class PostgresEngine:
     # -- restore ------------------------------------------------------------------------
     def restore(self, ctx: BackupContext, manifest: Manifest, *, into: str | None = None,
                 overwrite: bool = False, databases: list[str] | None = None,
-                no_owner: bool = False) -> RestoreResult:
+                no_owner: bool = False, recovery_target=None) -> RestoreResult:
+        if manifest.mode == "physical":
+            from vaultflow.engines.pg_recovery import RecoveryTarget
+            if overwrite or databases:
+                raise RefusedError("a physical backup restores a whole cluster into a NEW data directory "
+                                   "(`into`); overwrite and databases apply to logical backups only")
+            if not into:
+                raise ConfigError("restoring a physical backup needs `into`: an empty directory for the new "
+                                  "data directory, on this worker's host")
+            return self.recover(ctx, manifest, Path(into), recovery_target or RecoveryTarget())
+        if recovery_target is not None and not recovery_target.immediate:
+            raise ConfigError(f"backup {manifest.id} is a logical dump: point-in-time restore needs a physical "
+                              "backup and the WAL archive (mode='physical' on the target)")
         dumps = [o for o in manifest.objects if o.role == "database-dump"]
         if databases:
             unknown = set(databases) - {o.database for o in dumps}
@@ -248,8 +269,46 @@ class PostgresEngine:
             raise
         return table_results
 
+    # -- physical: start restored clusters ----------------------------------------------------
+    def recover(self, ctx: BackupContext, manifest: Manifest, dest: Path, target) -> RestoreResult:
+        """Restore a physical backup into `dest`, replay WAL to `target`, promote, compare."""
+        from vaultflow.engines.pg_recovery import default_fetch_command, recover
+        major = int(str(manifest.server_version).split(".")[0])
+        fetch = self.config.wal_fetch_command
+        if fetch is None and not target.immediate:
+            fetch = default_fetch_command(local_root(ctx.repository), self.config.name)
+        try:
+            result, _ = recover(ctx, manifest, dest, bin_dir=server_bin_dir(self.config, major), user=self.config.user,
+                                target=target, fetch_command=fetch, run_as=self._cluster_os_user())
+        except ToolError as exc:
+            raise self._explain_recovery_failure(ctx, manifest, exc) from exc
+        return result
+
+    def _explain_recovery_failure(self, ctx: BackupContext, manifest: Manifest, exc: ToolError) -> VaultflowError:
+        """Recovery that stops short is almost always a hole in the WAL archive: name it."""
+        from vaultflow.wal import check_continuity
+        start = manifest.consistency.get("start_wal_file")
+        gaps = check_continuity(ctx.repository, self.config.name, start) if start else []
+        if gaps:
+            return NotFoundError(f"WAL segment {gaps[0]} is missing from the archive of {self.config.name} "
+                                 f"({len(gaps)} missing after backup {manifest.id}): recovery cannot replay past it. "
+                                 f"Restore to a point before it, or find the segment. Server said: {exc}")
+        return exc
+
+    def _cluster_os_user(self) -> str | None:
+        return (self.config.restore_os_user or "postgres") if os.geteuid() == 0 else None
+
     def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
-        """Each database into vaultflow_drill_<db>_<time>, compared, then dropped."""
+        """Logical: each database into vaultflow_drill_<db>_<time>, compared, dropped.
+        Physical: the recovery path into a scratch data directory, compared, removed."""
+        if manifest.mode == "physical":
+            from vaultflow.engines.pg_recovery import RecoveryTarget
+            work = Path(tempfile.mkdtemp(prefix="vfdrill-"))
+            os.chmod(work, 0o711)  # the cluster's OS user must reach data/ inside
+            try:
+                return self.recover(ctx, manifest, work / "data", RecoveryTarget())
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         tables, seconds, restored = [], 0.0, {}
         for database in sorted({o.database for o in manifest.objects if o.database}):
@@ -271,6 +330,17 @@ class PostgresEngine:
     def drop_database(self, name: str) -> None:
         with connect(self.config) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def local_root(repository) -> Path:
+    """The directory of a repository's local store (itself or a mirror member), for
+    restore_command; S3-only repositories cannot serve WAL to a restore yet."""
+    from vaultflow.stores.local import LocalStore
+    for store in getattr(repository.store, "stores", None) or (repository.store,):
+        if isinstance(store, LocalStore):
+            return store.root
+    raise ConfigError(f"point-in-time restore from {repository.description} needs a local copy of the WAL "
+                      "archive (a local path or a local+S3 mirror repository); set wal_fetch_command to fetch from S3")
 
 
 def default_restore_name(database: str, backup_id: str) -> str:

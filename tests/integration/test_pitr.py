@@ -1,0 +1,151 @@
+"""Point-in-time recovery from a physical base backup and the real WAL archive (PG 18).
+
+The server of the `archiving` fixture spools WAL with the real `wal-push`; ship_spool moves it
+into the repository; recovery fetches it back with the real `wal-fetch` as restore_command.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from vaultflow.engines.base import BackupContext
+from vaultflow.engines.pg_client import PostgresConfig
+from vaultflow.engines.pg_cluster import stop_cluster
+from vaultflow.engines.pg_recovery import RecoveryTarget, recover
+from vaultflow.engines.postgres import PostgresEngine
+from vaultflow.errors import NotFoundError
+from vaultflow.repository import Repository
+from vaultflow.stores import LocalStore
+from vaultflow.testing.unprivileged import SERVICE_USER, give_to_service_user, running_as_root
+from vaultflow.wal import check_continuity, object_key, record_key, ship_spool
+
+RUN_AS = SERVICE_USER if running_as_root() else None
+
+
+def server_now(pg) -> datetime:
+    return pg.execute("SELECT clock_timestamp()")[0][0]
+
+
+class Ticker:
+    """Commits one row every ~10 ms, each stamped with the server clock at insert."""
+
+    def __init__(self, pg):
+        self.pg, self.stop = pg, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.pg.conninfo(), autocommit=True) as conn:
+            while not self.stop.is_set():
+                conn.execute("INSERT INTO ticks (at) VALUES (clock_timestamp())")
+                time.sleep(0.01)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+@pytest.fixture
+def setup(archiving):
+    pg = archiving.pg
+    # Not under pytest's 0700 tmp dir: the restored cluster and its restore_command run as
+    # the service user, who must reach the data directory and read the repository.
+    work = Path(tempfile.mkdtemp(prefix="vfpitr-", dir="/tmp"))
+    work.chmod(0o711)
+    repo_dir = work / "repo"
+    repo = Repository(LocalStore(repo_dir))
+    target = f"pitr{int(time.time() * 1000) % 10**6}"
+    pg.execute("DROP TABLE IF EXISTS ticks, markers; CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz); "
+               "CREATE TABLE markers (label text PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+    config = PostgresConfig(name=target, host=pg.host, port=pg.port, user=pg.user, mode="physical",
+                            bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir), restore_os_user=RUN_AS,
+                            wal_fetch_command=archiving.python.command("fetch", "--repo-path", str(repo_dir),
+                                                                        "--target", target))
+    yield pg, repo, PostgresEngine(config), work
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def ship(archiving, pg, repo, target) -> None:
+    name = pg.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+    archiving.wait_archived(name)
+    ship_spool(archiving.spool, repo, target)
+    give_to_service_user(repo.store.root)  # restore_command reads it as that user
+
+
+def test_restore_to_t2_under_write_load(archiving, setup):
+    pg, repo, engine, work = setup
+    manifest = engine.full_backup(BackupContext(repo))
+    pgbench = subprocess.Popen([str(pg.client_bin_dir / "pgbench"), "-n", "-c", "2", "-T", "8", "-f", "/dev/stdin",
+                                "postgres"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, env={**pg.libpq_env()}, text=True)
+    pgbench.stdin.write("INSERT INTO ticks (at) VALUES (clock_timestamp());\n")
+    pgbench.stdin.close()
+    with Ticker(pg):
+        time.sleep(1)
+        pg.execute("INSERT INTO markers (label) VALUES ('t1')")
+        time.sleep(1)
+        t2 = server_now(pg)
+        time.sleep(1)
+        pg.execute("INSERT INTO markers (label) VALUES ('t3')")
+        time.sleep(1)
+    assert pgbench.wait(timeout=60) == 0, pgbench.stderr.read()
+    ship(archiving, pg, repo, engine.config.name)
+    source_before_t2 = pg.execute("SELECT count(*) FROM ticks WHERE at <= %s::timestamptz - interval '200 ms'"
+                                  .replace("%s", f"'{t2.isoformat()}'"))[0][0]
+
+    dest = work / "data"
+    result, cluster = recover(BackupContext(repo), manifest, dest, bin_dir=Path(engine.config.server_bin_dir),
+                              user=pg.user, target=RecoveryTarget(time=t2), run_as=RUN_AS,
+                              fetch_command=engine.config.wal_fetch_command, keep_running=True)
+    try:
+        with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=pg.user, dbname="postgres") as c:
+            labels = [r[0] for r in c.execute("SELECT label FROM markers ORDER BY at")]
+            latest = c.execute("SELECT max(at) FROM ticks").fetchone()[0]
+            early = c.execute(f"SELECT count(*) FROM ticks WHERE at <= '{t2.isoformat()}'::timestamptz "
+                              "- interval '200 ms'").fetchone()[0]
+    finally:
+        stop_cluster(cluster)
+    assert labels == ["t1"], "committed before t2: t1 is there; t3 (after t2) is not"
+    assert latest <= t2, "no row inserted after t2 survives"
+    assert early == source_before_t2 > 100, "every row committed well before t2 is there"
+    assert result.seconds > 0
+
+
+def test_missing_segment_is_named_and_earlier_points_still_restore(archiving, setup):
+    pg, repo, engine, work = setup
+    manifest = engine.full_backup(BackupContext(repo))
+    ship(archiving, pg, repo, engine.config.name)
+    pg.execute("INSERT INTO markers (label) VALUES ('before-gap')")
+    t_before = server_now(pg)
+    # Recovery to a time stops at the first commit after it: that commit must be archived.
+    pg.execute("INSERT INTO markers (label) VALUES ('just-after-t_before')")
+    ship(archiving, pg, repo, engine.config.name)  # the segment holding both
+    pg.execute("INSERT INTO markers (label) VALUES ('in-gap')")
+    gap = pg.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
+    ship(archiving, pg, repo, engine.config.name)
+    pg.execute("INSERT INTO markers (label) VALUES ('after-gap')")
+    t_after = server_now(pg)
+    ship(archiving, pg, repo, engine.config.name)
+
+    repo.store.delete(record_key(engine.config.name, gap))
+    repo.store.delete(object_key(engine.config.name, gap))
+    assert gap in check_continuity(repo, engine.config.name, manifest.consistency["start_wal_file"])
+
+    with pytest.raises(NotFoundError, match=f"WAL segment {gap} is missing"):
+        engine.recover(BackupContext(repo), manifest, work / "beyond", RecoveryTarget(time=t_after))
+
+    result = engine.recover(BackupContext(repo), manifest, work / "before", RecoveryTarget(time=t_before))
+    assert result.restored == {"cluster": str(work / "before")}
+    assert result.comparison.tables == [], "no fingerprint comparison away from the backup's own point"

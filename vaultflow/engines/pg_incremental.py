@@ -1,0 +1,438 @@
+"""PostgreSQL 17+ native incremental and differential physical backups, and chain restores.
+
+Backup (`physical_incremental_backup`): the parent's `backup_manifest` (stored by every
+physical backup as backup_manifest.zst) is fetched, sha256-verified, into a private temp file
+and handed to
+
+    pg_basebackup --pgdata=- --format=tar --wal-method=fetch --checkpoint=fast
+                  --manifest-checksums=SHA256 --incremental=<parent's backup_manifest>
+
+whose tar is streamed exactly like a full one (pg_physical's streaming + TarSniffer): one
+pass into base.tar.zst, the backup's own backup_manifest also stored as backup_manifest.zst
+(the parent of the next incremental). `--pgdata=-` is accepted together with
+`--incremental` (verified on PostgreSQL 18): no local staging copy is needed. Unchanged
+relation blocks travel as tiny `INCREMENTAL.<relfilenode>` stubs; everything else (new
+relations, non-relation files, the fetched WAL) travels whole.
+
+  INCREMENTAL   parent = the latest backup of any kind (the flow picks it)
+  DIFFERENTIAL  parent = the latest FULL
+
+The server must be 17+ with `summarize_wal = on`: it decides which blocks changed from its
+WAL summaries (pg_wal/summaries, kept `wal_summary_keep_time`, default 10 days). A chain
+that cannot continue — another cluster behind the same target (system identifier), a
+promotion (timeline), summaries that no longer cover the parent's WAL range — raises
+`ChainBrokenError`; the flow catches it and takes a full backup instead.
+
+Restore (`restore_chain`): the chain is resolved from the catalog back to its full BEFORE
+anything is written; each link is extracted (sha256-verified, `restore_physical`) into a
+private work directory next to `dest`, then
+
+    pg_combinebackup --no-sync --manifest-checksums=SHA256 [--link] <full> <incr...> <target> -o <work>/combined
+
+and the result is renamed into `dest` in one step: `dest` never exists half-written.
+`--link` (PostgreSQL 18's pg_combinebackup) hard-links unchanged files from the extracted
+links instead of copying them; safe here because those directories are deleted right after.
+Disk needed next to `dest`: every link extracted (full + incrementals) plus the reconstructed
+relation files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from vaultflow.engines.base import BackupContext
+from vaultflow.engines.pg_client import (
+    PostgresConfig,
+    client_env,
+    connect,
+    tool_version,
+)
+from vaultflow.engines.pg_cluster import set_auto_conf
+
+# Private helpers of pg_physical, shared on purpose (one streaming path for full and
+# incremental); see the module report: they should become public there.
+from vaultflow.engines.pg_physical import (
+    BASE_OBJECT,
+    ENGINE,
+    MANIFEST_OBJECT,
+    RESTORED_SETTINGS,
+    _classify,
+    _fingerprint_all,
+    _server_facts,
+    _stream_basebackup,
+    _tablespace_error,
+    basebackup_command,
+    parse_backup_label,
+    read_manifest_facts,
+    restore_physical,
+)
+from vaultflow.engines.tarstream import TarSniffer
+from vaultflow.errors import (
+    ConfigError,
+    IntegrityError,
+    NotFoundError,
+    RefusedError,
+    ToolError,
+    VaultflowError,
+)
+from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
+from vaultflow.pipeline import StderrTail, compress_into_store, open_verified
+from vaultflow.repository import MANIFEST, Catalog
+from vaultflow.stores.base import CHUNK_SIZE
+
+MIN_SERVER_VERSION_NUM = 170000
+MAX_CHAIN = 1000  # a guard against a cycle of parent_ids in a hand-edited repository
+
+
+class ChainBrokenError(VaultflowError):
+    """An incremental chain cannot be continued or restored: a link is missing, or the server
+    is no longer the one (or on the timeline) the parent was taken from. For a backup the
+    remedy is a full backup; for a restore, another backup whose chain is intact."""
+
+
+# -- backup --------------------------------------------------------------------------------
+
+def incremental_command(bin_dir: Path, label: str, parent_manifest: Path) -> list[str]:
+    """The full's command (tar on stdout, WAL fetched, SHA256 manifest) plus --incremental."""
+    return [*basebackup_command(bin_dir, label), f"--incremental={parent_manifest}"]
+
+
+def _where(config: PostgresConfig) -> str:
+    return f"{config.host}:{config.port}"
+
+
+def _check_server(config: PostgresConfig) -> tuple[str | None, int | None]:
+    """Version >= 17 and summarize_wal = on, else ConfigError. Returns (system identifier,
+    current timeline), each None when this role may not read pg_control (the server's own
+    checks and the label's timeline still apply)."""
+    with connect(config) as conn:
+        version_num = conn.info.server_version
+        if version_num < MIN_SERVER_VERSION_NUM:
+            version = conn.execute("SHOW server_version").fetchone()[0]
+            raise ConfigError(
+                f"PostgreSQL at {_where(config)} is version {version}: incremental and differential "
+                "physical backups need PostgreSQL 17 or later; take full backups of this target")
+        if conn.execute("SHOW summarize_wal").fetchone()[0] != "on":
+            raise ConfigError(
+                f"PostgreSQL at {_where(config)} has summarize_wal = off: incremental and differential "
+                "backups need WAL summaries. Set `summarize_wal = on` in postgresql.conf (or ALTER SYSTEM "
+                "SET summarize_wal = on) and reload, then take a full backup: the chain starts there")
+        system = timeline = None
+        try:
+            system = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+            timeline = int(conn.execute("SELECT timeline_id FROM pg_control_checkpoint()").fetchone()[0])
+        except psycopg.Error:
+            pass
+    return system, timeline
+
+
+def _validate_parent(config: PostgresConfig, parent: Manifest, kind: BackupKind) -> None:
+    """Caller mistakes are RefusedError; a parent that cannot anchor a chain is ChainBrokenError."""
+    if kind == BackupKind.FULL:
+        raise RefusedError("physical_incremental_backup takes INCREMENTAL or DIFFERENTIAL backups; "
+                           "use physical_full_backup for a full one")
+    if parent.engine != ENGINE or parent.target != config.name:
+        raise RefusedError(f"backup {parent.id} belongs to {parent.engine}/{parent.target}, not "
+                           f"{ENGINE}/{config.name}: it cannot be the parent of this target's backup")
+    if parent.mode != "physical":
+        raise RefusedError(f"backup {parent.id} is a {parent.mode} backup: the parent of an "
+                           f"{kind.value} backup must be a physical one")
+    if kind == BackupKind.DIFFERENTIAL and parent.kind != BackupKind.FULL:
+        raise RefusedError(f"the parent of a differential backup must be a full backup; {parent.id} "
+                           f"is {parent.kind.value}")
+    if not any(o.key == MANIFEST_OBJECT for o in parent.objects):
+        raise ChainBrokenError(f"backup {parent.id} has no {MANIFEST_OBJECT}: it cannot be the parent "
+                               "of an incremental backup; take a full backup")
+
+
+def _check_identity(parent: Manifest, system: str | None, timeline: int | None, where: str) -> None:
+    theirs = parent.consistency.get("system_identifier")
+    if system and theirs and str(theirs) != str(system):
+        raise ChainBrokenError(
+            f"server was re-initialized or replaced: {where} has system identifier {system} != parent "
+            f"{parent.id}'s {theirs}; take a full backup")
+    parent_timeline = parent.consistency.get("timeline")
+    if timeline is not None and parent_timeline is not None and int(parent_timeline) != int(timeline):
+        raise ChainBrokenError(
+            f"timeline switched from {parent_timeline} (parent {parent.id}) to {timeline} on {where} "
+            "(a promotion or point-in-time recovery); take a full backup")
+
+
+def _fetch_parent_manifest(ctx: BackupContext, parent: Manifest, into: Path) -> None:
+    """The parent's backup_manifest, sha256-verified, into `into`."""
+    repo = ctx.repository
+    obj = next(o for o in parent.objects if o.key == MANIFEST_OBJECT)
+    key = repo.object_key(parent, obj.key)
+    try:
+        reader, verifying, raw = open_verified(repo.store, key, obj.sha256, obj.stored_size,
+                                               name=f"{parent.id}/{obj.key}")
+    except NotFoundError:
+        if repo.store.stat(repo.object_key(parent, MANIFEST)) is None:  # pruned meanwhile
+            raise ChainBrokenError(f"parent backup {parent.id} was deleted from {repo.description}; "
+                                   "take a full backup") from None
+        raise IntegrityError(f"object {parent.id}/{obj.key} is missing from {repo.description} although "
+                             "its backup is committed: the repository is damaged") from None
+    with raw, open(into, "wb") as out:
+        while chunk := reader.read(CHUNK_SIZE):
+            out.write(chunk)
+        verifying.check()
+
+
+# pg_basebackup / server messages that mean "this chain cannot continue" (PostgreSQL 17/18).
+_CHAIN_FAILURES = [
+    ("WAL summaries are required", ("the server's WAL summaries no longer cover the parent's WAL range "
+                                    "(summarize_wal was off for a while, or the summaries are older than "
+                                    "wal_summary_keep_time)")),
+    ("system identifier in backup manifest", "the parent was taken from another cluster"),
+    ("not in this server's history", "the parent's timeline is not in this server's history"),
+    ("manifest requires WAL from", "the parent's WAL range does not fit this server's timeline history"),
+    ("backup manifest version 1 does not support incremental", "the parent's backup_manifest is version 1"),
+]
+
+
+def _classify_incremental(exc: ToolError, config: PostgresConfig, parent: Manifest) -> VaultflowError:
+    text = str(exc)
+    detail = next((ln.strip() for ln in text.splitlines() if "ERROR:" in ln or "error:" in ln),
+                  text.strip().splitlines()[-1] if text.strip() else "")
+    for needle, reason in _CHAIN_FAILURES:
+        if needle in text:
+            return ChainBrokenError(f"cannot take an incremental backup of {_where(config)} on top of "
+                                    f"{parent.id}: {reason} ({detail}); take a full backup")
+    if "cannot be taken unless WAL summarization is enabled" in text:
+        return ConfigError(f"PostgreSQL at {_where(config)} has summarize_wal = off: set `summarize_wal = "
+                           "on` in postgresql.conf and reload, then take a full backup")
+    return _classify(exc, config)
+
+
+_INCREMENTAL_LABEL = {
+    "incremental_from_lsn": re.compile(r"^INCREMENTAL FROM LSN: ([0-9A-F]+/[0-9A-F]+)$", re.MULTILINE),
+    "incremental_from_timeline": re.compile(r"^INCREMENTAL FROM TLI: (\d+)$", re.MULTILINE),
+}
+
+
+def physical_incremental_backup(config: PostgresConfig, ctx: BackupContext, parent: Manifest,
+                                kind: BackupKind, *, bin_dir: Path, server_version: str) -> Manifest:
+    """An incremental (parent: the latest backup) or differential (parent: the latest full)
+    physical backup of the whole cluster, committed to ctx.repository.
+
+    Objects and fingerprints as physical_full_backup (fingerprints after the backup, on the
+    live server: exact only without concurrent writes); `parent_id` = parent.id.
+    Raises ConfigError (server < 17, summarize_wal off, extra tablespaces), RefusedError
+    (a parent the caller should not have passed), ChainBrokenError (take a full instead),
+    IntegrityError (the parent's backup_manifest.zst is corrupt) and pg_physical's errors.
+    """
+    repo = ctx.repository
+    _validate_parent(config, parent, kind)
+    system, timeline = _check_server(config)
+    _check_identity(parent, system, timeline, _where(config))
+    facts = _server_facts(config)
+    if facts.tablespaces:
+        raise _tablespace_error(config, ", ".join(f"{n} ({loc})" for n, loc in facts.tablespaces))
+
+    started = datetime.now(UTC)
+    backup_id = new_backup_id(kind, started)
+    prefix = repo.backup_prefix(ENGINE, config.name, backup_id)
+    timings: dict[str, float] = {}
+    sniffer: TarSniffer | None = None
+    with tempfile.TemporaryDirectory(prefix="vaultflow-incr-") as tmp:
+        parent_manifest = Path(tmp) / "parent_backup_manifest"
+        t0 = time.monotonic()
+        _fetch_parent_manifest(ctx, parent, parent_manifest)
+        timings["parent_manifest"] = time.monotonic() - t0
+        try:
+            with client_env(config) as env:
+                t0 = time.monotonic()
+                cmd = incremental_command(bin_dir, f"vaultflow-{backup_id}", parent_manifest)
+                try:
+                    written, sniffer = _stream_basebackup(cmd, env, ctx, prefix + BASE_OBJECT, facts.size)
+                except ToolError as exc:
+                    raise _classify_incremental(exc, config, parent) from exc
+                timings["basebackup"] = time.monotonic() - t0
+            t0 = time.monotonic()
+            fingerprints = _fingerprint_all(config)
+            timings["fingerprints"] = time.monotonic() - t0
+
+            label_bytes, manifest_file = sniffer.captured_bytes("backup_label"), sniffer.captured.get("backup_manifest")
+            if label_bytes is None or manifest_file is None:
+                raise ToolError(f"pg_basebackup's tar has no {'backup_label' if label_bytes is None else 'backup_manifest'}")
+            if sniffer.captured_bytes("tablespace_map"):
+                raise _tablespace_error(config, "(created during the backup)")
+            label_text = label_bytes.decode(errors="replace")
+            label = parse_backup_label(label_text)
+            incremental = {key: rx.search(label_text) for key, rx in _INCREMENTAL_LABEL.items()}
+            if incremental["incremental_from_lsn"] is None:
+                raise ToolError("pg_basebackup was asked for an incremental backup but its backup_label has "
+                                f"no INCREMENTAL FROM LSN: {label_text[:300]!r}")
+            ranges, manifest_system = read_manifest_facts(manifest_file)
+            # The same checks once more, from what the backup itself says (a role that may not
+            # read pg_control, or a failover between our query and the backup's start).
+            _check_identity(parent, manifest_system, label.timeline, _where(config))
+            t0 = time.monotonic()
+            manifest_written = compress_into_store(manifest_file, repo.store, prefix + MANIFEST_OBJECT,
+                                                       level=repo.compression_level)
+            timings["backup_manifest"] = time.monotonic() - t0
+            objects = [
+                StoredObject(key=BASE_OBJECT, role="base", format="tar", raw_size=written.raw_size,
+                             stored_size=written.stored_size, sha256=written.sha256),
+                StoredObject(key=MANIFEST_OBJECT, role="backup-manifest", format="json",
+                             raw_size=manifest_written.raw_size, stored_size=manifest_written.stored_size,
+                             sha256=manifest_written.sha256),
+            ]
+            manifest = Manifest(
+                id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode="physical",
+                parent_id=parent.id, started_at=started, finished_at=datetime.now(UTC),
+                consistency={"method": "pg_basebackup", "start_lsn": label.start_lsn,
+                             "stop_lsn": ranges[-1]["End-LSN"], "timeline": label.timeline,
+                             "start_wal_file": label.start_wal_file, "checkpoint_lsn": label.checkpoint_lsn,
+                             "system_identifier": system or manifest_system,
+                             "wal_ranges": ranges, "label": label.label,
+                             "incremental_from_lsn": incremental["incremental_from_lsn"].group(1),
+                             "incremental_from_timeline": int(incremental["incremental_from_timeline"].group(1))
+                             if incremental["incremental_from_timeline"] else None},
+                objects=objects, fingerprints=fingerprints, server_version=server_version,
+                tool_versions={"pg_basebackup": tool_version(bin_dir, "pg_basebackup")},
+                timings=timings, lineage=ctx.lineage)
+            repo.commit(manifest)
+        except BaseException:
+            try:
+                repo.discard_payload(ENGINE, config.name, backup_id)
+            except Exception as cleanup:  # noqa: BLE001 - the run's error matters more; prune collects later
+                ctx.log(f"could not remove partial payload of {backup_id}: {cleanup}")
+            raise
+        finally:
+            if sniffer is not None:
+                sniffer.close()
+    return manifest
+
+
+# -- restore -------------------------------------------------------------------------------
+
+def resolve_chain(catalog: Catalog, manifest: Manifest) -> list[Manifest]:
+    """[full, ..., manifest]: parent_id links followed through the catalog. ChainBrokenError
+    naming the first missing or unreadable link (and the backup that needs it)."""
+    chain = [manifest]
+    seen = {manifest.id}
+    current = manifest
+    while current.kind != BackupKind.FULL:
+        if current.parent_id is None:
+            raise ChainBrokenError(f"cannot restore {manifest.id}: {current.kind.value} backup {current.id} "
+                                   "names no parent; restore another backup")
+        if current.parent_id in seen or len(chain) > MAX_CHAIN:
+            raise ChainBrokenError(f"cannot restore {manifest.id}: its parent links loop at {current.parent_id}")
+        try:
+            parent = catalog.get(current.parent_id)
+        except NotFoundError as exc:
+            raise ChainBrokenError(
+                f"cannot restore {manifest.id}: backup {current.parent_id} (the parent of {current.id}) "
+                f"is missing or unreadable ({exc}); restore another backup, e.g. a full one") from None
+        if parent.mode != "physical" or parent.engine != manifest.engine or parent.target != manifest.target:
+            raise ChainBrokenError(f"cannot restore {manifest.id}: parent {parent.id} of {current.id} is a "
+                                   f"{parent.mode} backup of {parent.engine}/{parent.target}")
+        chain.append(parent)
+        seen.add(parent.id)
+        current = parent
+    chain.reverse()
+    systems = {str(m.consistency.get("system_identifier")) for m in chain if m.consistency.get("system_identifier")}
+    if len(systems) > 1:
+        raise ChainBrokenError(f"cannot restore {manifest.id}: its chain mixes system identifiers "
+                               f"{', '.join(sorted(systems))}")
+    return chain
+
+
+def combinebackup_command(bin_dir: Path, inputs: list[Path], output: Path, *, link: bool) -> list[str]:
+    """pg_combinebackup, oldest (the full) first. --no-sync: like an extracted full restore,
+    the server syncs the data directory when it starts recovery from backup_label."""
+    cmd = [str(Path(bin_dir) / "pg_combinebackup"), "--no-sync", "--manifest-checksums=SHA256"]
+    if link:
+        cmd.append("--link")
+    return [*cmd, *map(str, inputs), "-o", str(output)]
+
+
+def _tool_major(bin_dir: Path, tool: str) -> int:
+    match = re.search(r"(\d+)", tool_version(bin_dir, tool).split(")")[-1])
+    if match is None:
+        raise ConfigError(f"cannot read the version of {Path(bin_dir) / tool}")
+    return int(match.group(1))
+
+
+def _run_combine(cmd: list[str], ctx: BackupContext) -> None:
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    tail = StderrTail(proc.stderr, on_line=ctx.log)
+    code = proc.wait()
+    if code != 0:
+        raise ToolError(f"pg_combinebackup exited with status {code}: {tail.text()}")
+
+
+def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path,
+                  catalog: Catalog) -> None:
+    """Restore a physical backup of any kind into `dest` (new, or an empty directory).
+
+    FULL: restore_physical. Otherwise the chain is resolved first (ChainBrokenError naming
+    a missing link, IntegrityError for a missing object; nothing written yet), every link is
+    extracted with its checksums verified, pg_combinebackup reconstructs the target backup,
+    and the result is renamed into `dest`. On failure nothing of `dest` remains (an empty
+    directory that was there stays, empty). The result starts like a restored full
+    (start_restored_cluster), with archive_mode=off.
+    """
+    if manifest.mode != "physical":
+        raise RefusedError(f"backup {manifest.id} is a {manifest.mode} backup, not a physical one")
+    if manifest.kind == BackupKind.FULL:
+        restore_physical(ctx, manifest, dest)
+        return
+    chain = resolve_chain(catalog, manifest)
+    repo = ctx.repository
+    for link in chain:
+        obj = next((o for o in link.objects if o.role == "base"), None)
+        if obj is None:
+            raise IntegrityError(f"backup {link.id} lists no base object ({BASE_OBJECT})")
+        info = repo.store.stat(repo.object_key(link, obj.key))
+        if info is None or info.size != obj.stored_size:
+            raise IntegrityError(f"object {link.id}/{obj.key} is missing or has the wrong size in "
+                                 f"{repo.description}; cannot restore {manifest.id}")
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise RefusedError(f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
+                           "directory; nothing was touched. Pick a new or empty directory")
+    link_mode = _tool_major(bin_dir, "pg_combinebackup") >= 18
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".vfchain-{manifest.id}-", dir=dest.parent))
+    existed = dest.exists()
+    moved = False
+    try:
+        t0 = time.monotonic()
+        inputs = []
+        for number, link in enumerate(chain):
+            extracted = work / f"{number:03d}-{link.id}"
+            restore_physical(ctx, link, extracted)
+            inputs.append(extracted)
+        extract_seconds = time.monotonic() - t0
+        t0 = time.monotonic()
+        combined = work / "combined"
+        _run_combine(combinebackup_command(bin_dir, inputs, combined, link=link_mode), ctx)
+        set_auto_conf(combined, RESTORED_SETTINGS)
+        os.chmod(combined, 0o700)
+        os.replace(combined, dest)  # onto a new or empty directory: dest appears whole
+        moved = True
+        ctx.log(f"restored {manifest.id} from a chain of {len(chain)} backups: extract {extract_seconds:.1f}s, "
+                f"pg_combinebackup {time.monotonic() - t0:.1f}s")
+    except BaseException:
+        if moved or not existed:
+            shutil.rmtree(dest, ignore_errors=True)
+        if existed and not dest.exists():
+            dest.mkdir(mode=0o700)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["ChainBrokenError", "combinebackup_command", "incremental_command", "physical_incremental_backup",
+           "resolve_chain", "restore_chain"]

@@ -1,0 +1,204 @@
+"""Bringing a physical backup back to life: start a restored data directory, drill it, and
+point-in-time recovery (restore_command = `vaultflow wal-fetch`, recovery_target_*).
+
+The restored cluster never archives (archive_mode is forced off): a copy must not write into
+the production WAL archive.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+
+from vaultflow.compare import Comparison, compare_database
+from vaultflow.engines.base import BackupContext, RestoreResult
+from vaultflow.engines.pg_cluster import RunningCluster, free_port, set_auto_conf, start_cluster, stop_cluster
+from vaultflow.engines.pg_physical import RESTORED_SETTINGS, restore_physical
+from vaultflow.engines.postgres import fingerprint_tables
+from vaultflow.errors import ConfigError, RefusedError, ToolError
+from vaultflow.manifest import Manifest
+
+
+def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None,
+                           settings: Mapping[str, str] | None = None, run_as: str | None = None,
+                           host: str = "127.0.0.1", socket_dir: Path | None = None,
+                           log_file: Path | None = None, env: Mapping[str, str] | None = None,
+                           timeout: float = 300.0) -> RunningCluster:
+    """Start a restored data directory on host:port (default: a free port) with a private
+    socket dir; as `run_as` (default: the directory's owner) when root. Stop it with
+    `stop_cluster(cluster)`. archive_mode stays off whatever `settings` say."""
+    owns_socket_dir = socket_dir is None
+    if socket_dir is None:  # short (unix socket paths are limited to ~107 bytes) and private
+        socket_dir = Path(tempfile.mkdtemp(prefix="vfpg-", dir="/tmp"))
+    merged = {**(settings or {}), **RESTORED_SETTINGS}
+    try:
+        for attempt in range(5):
+            chosen = port if port else free_port(host)
+            try:
+                cluster = start_cluster(dest, bin_dir, chosen, socket_dir, run_as, host=host, settings=merged,
+                                        log_file=log_file, env=env, timeout=timeout)
+            except ToolError as exc:  # lost the race for a free port: try another one
+                if port or attempt == 4 or "already in use" not in str(exc):
+                    raise
+                continue
+            cluster.owns_socket_dir = owns_socket_dir
+            return cluster
+    except BaseException:
+        if owns_socket_dir:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        raise
+    raise AssertionError("unreachable")
+
+
+def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, user: str,
+                   run_as: str | None = None, work_dir: Path | None = None,
+                   env: Mapping[str, str] | None = None) -> RestoreResult:
+    """Restore drill: extract into a scratch data directory, start it reachable only through a
+    private unix socket (no TCP; trust on that socket), compare every database's fingerprints
+    with the manifest's, stop it and delete it. `seconds` = extract + start (recovery): the
+    time a real recovery takes. `user`: a superuser of the backed-up cluster (the target's)."""
+    work = Path(tempfile.mkdtemp(prefix="vfdrill-", dir=work_dir))
+    os.chmod(work, 0o711)  # the service user (when root) must reach data/ inside
+    cluster: RunningCluster | None = None
+    try:
+        t0 = time.monotonic()
+        data_dir = work / "data"
+        restore_physical(ctx, manifest, data_dir)
+        (data_dir / "pg_hba.conf").write_text("# vaultflow restore drill: private socket only\nlocal all all trust\n")
+        cluster = start_restored_cluster(data_dir, bin_dir, run_as=run_as, host="", log_file=work / "server.log",
+                                         env=env)
+        seconds = time.monotonic() - t0
+        tables = []
+        for database, expected in manifest.fingerprints.items():
+            with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname=database,
+                                 application_name="vaultflow-drill", autocommit=True) as conn:
+                actual = fingerprint_tables(conn, {t: f.method for t, f in expected.items()})
+            tables += compare_database(database, expected, actual)
+        return RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables),
+                             restored={db: f"scratch cluster (port {cluster.port}, removed)" for db in manifest.fingerprints})
+    finally:
+        if cluster is not None:
+            stop_cluster(cluster)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RecoveryTarget:
+    """Where recovery stops. Exactly one of time / lsn / name, or none: the backup's own
+    consistent point ('immediate'), where its fingerprints can be compared."""
+
+    time: datetime | None = None
+    lsn: str | None = None
+    name: str | None = None
+
+    def settings(self) -> dict[str, str]:
+        given = [k for k in ("time", "lsn", "name") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ConfigError(f"give one recovery target, not {' and '.join('to_' + g for g in given)}")
+        if self.time is not None:
+            if self.time.tzinfo is None:
+                raise ConfigError("to_time needs a timezone (e.g. 2026-11-26T02:15:00+00:00)")
+            return {"recovery_target_time": self.time.isoformat(), "recovery_target_inclusive": "on"}
+        if self.lsn is not None:
+            return {"recovery_target_lsn": self.lsn}
+        if self.name is not None:
+            return {"recovery_target_name": self.name}
+        return {"recovery_target": "immediate"}
+
+    @property
+    def immediate(self) -> bool:
+        return self.time is None and self.lsn is None and self.name is None
+
+
+def default_fetch_command(repo_path: Path, target: str) -> str:
+    """restore_command (without %f %p) for a local repository, run by the server's OS user."""
+    return (f"{shlex.quote(sys.executable)} -m vaultflow.wal_cli fetch --repo-path "
+            f"{shlex.quote(str(repo_path))} --target {shlex.quote(target)}")
+
+
+def _wait_promoted(cluster: RunningCluster, user: str, timeout: float) -> None:
+    """Until recovery has ended and the server accepts writes; a server that exits (target not
+    reached, WAL missing) raises with its log tail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cluster.proc.poll() is not None:
+            raise ToolError(f"the restored server stopped during recovery: {_log_tail(cluster.log_file)}")
+        try:
+            with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname="postgres",
+                                 autocommit=True, connect_timeout=5) as conn:
+                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+                    return
+        except psycopg.OperationalError:
+            pass  # still starting up / replaying
+        time.sleep(0.2)
+    raise ToolError(f"recovery did not finish within {timeout:.0f} s: {_log_tail(cluster.log_file)}")
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path, user: str,
+            target: RecoveryTarget = RecoveryTarget(), fetch_command: str | None = None,
+            run_as: str | None = None, env: Mapping[str, str] | None = None,
+            timeout: float = 3600.0, keep_running: bool = False) -> tuple[RestoreResult, RunningCluster | None]:
+    """Restore `manifest` into `dest`, replay archived WAL up to `target`, promote, and (for
+    the backup's own point) compare fingerprints. The server is stopped afterwards unless
+    `keep_running`; `dest` stays: start it with `pg_ctl -D dest start`.
+
+    `fetch_command` is the restore_command without ' %f %p' (see default_fetch_command); it
+    is required for any target past the backup's end.
+    """
+    if not target.immediate and not fetch_command:
+        raise ConfigError("point-in-time recovery needs the WAL archive: give fetch_command (restore_command)")
+    if dest.exists() and any(dest.iterdir()):
+        raise RefusedError(f"{dest} is not empty; restore into a new directory")
+    t0 = time.monotonic()
+    restore_physical(ctx, manifest, dest)
+    settings = {**target.settings(), "recovery_target_action": "promote", **RESTORED_SETTINGS}
+    if fetch_command:
+        settings["restore_command"] = f"{fetch_command} %f %p"
+    set_auto_conf(dest, settings)
+    (dest / "recovery.signal").touch()
+    (dest / "pg_hba.conf").write_text("# vaultflow restore: private socket only until you change it\n"
+                                      "local all all trust\n")
+    cluster: RunningCluster | None = None
+    try:
+        cluster = start_restored_cluster(dest, bin_dir, run_as=run_as, host="", log_file=dest.parent / f"{dest.name}.log",
+                                         env=env, timeout=timeout)
+        _wait_promoted(cluster, user, timeout)
+        seconds = time.monotonic() - t0
+        tables = []
+        if target.immediate:
+            for database, expected in manifest.fingerprints.items():
+                with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname=database,
+                                     autocommit=True) as conn:
+                    tables += compare_database(database, expected,
+                                               fingerprint_tables(conn, {t: f.method for t, f in expected.items()}))
+        result = RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables),
+                               restored={"cluster": str(dest)})
+    except BaseException:
+        if cluster is not None:
+            stop_cluster(cluster)
+        raise
+    if not keep_running:
+        stop_cluster(cluster)
+        cluster = None
+    return result, cluster
+
+
+__all__ = ["RecoveryTarget", "default_fetch_command", "drill_physical", "recover", "start_restored_cluster",
+           "stop_cluster"]
