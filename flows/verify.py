@@ -12,6 +12,20 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact
                             publish_catalog, record_check, run_name)
 from tasks.verify import verify_backup
 from vaultflow.errors import IntegrityError
+from vaultflow.wal import archived_names, check_continuity
+
+
+def check_wal_archive(repo, target: str, manifests) -> tuple[list[dict], list[str]]:
+    """WAL continuity from the oldest physical backup to the newest archived segment."""
+    physical = [m for m in manifests if m.mode == "physical" and m.consistency.get("start_wal_file")]
+    if not physical or not archived_names(repo, target):
+        return [], []
+    start = physical[0].consistency["start_wal_file"]
+    gaps = check_continuity(repo, target, start)
+    detail = (f"missing {len(gaps)}: {', '.join(gaps[:5])}" if gaps else f"continuous from {start}")
+    row = {"target": f"postgres/{target}", "backup": "WAL archive", "objects": len(archived_names(repo, target)),
+           "result": "GAPS" if gaps else "ok", "detail": detail}
+    return [row], [f"WAL archive of {target}: {detail}"] if gaps else []
 
 
 @flow(name="verify", flow_run_name=run_name("verify"), log_prints=True, **FLOW_RETRIES)
@@ -45,6 +59,9 @@ def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, de
                 failures += [f"{manifest.id}/{c.key}: {c.detail}" for c in bad]
                 record_check(repo, manifest, "verify" if deep else "quick-verify", not bad, detail)
                 emit_backup_event("verified", manifest, {"ok": not bad, "deep": deep, "problems": detail if bad else ""})
+            wal_rows, wal_failures = check_wal_archive(repo, name, catalog.manifests)
+            rows += wal_rows
+            failures += wal_failures
             publish_catalog(repo, engine, name)
         create_table_artifact(rows, key=artifact_key("verify", *(f"{e}-{n}" for e, n in targets)) or "verify",
                               description=f"{'Deep' if deep else 'Quick'} verification of {repo.description}")
