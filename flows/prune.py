@@ -13,6 +13,17 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact
                             publish_catalog, run_name)
 from tasks.prune import delete_backup, delete_objects
 from vaultflow.retention import BackupRef, plan
+from vaultflow.wal import archived_names, delete_wal, wal_not_needed
+
+
+def prunable_wal(repo, target: str, manifests, decisions) -> list[str]:
+    """WAL before the oldest physical backup retention keeps (nothing when none is kept:
+    the archive may be all that is left)."""
+    kept = [m for m in manifests if decisions[m.id].keep and m.mode == "physical"
+            and m.consistency.get("start_wal_file")]
+    if not kept:
+        return []
+    return wal_not_needed(archived_names(repo, target), kept[0].consistency["start_wal_file"])
 
 
 @flow(name="prune", flow_run_name=run_name("prune"), log_prints=True, **FLOW_RETRIES)
@@ -31,7 +42,7 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
             targets = [(tblock.engine().name, tblock.name)]
         else:
             targets = repo.targets()
-        rows, deleted, kept, orphans, partial = [], [], [], 0, 0
+        rows, deleted, kept, orphans, partial, wal_deleted = [], [], [], 0, 0, 0
         for engine, name in targets:
             catalog = repo.catalog(engine, name)
             decisions = plan([BackupRef.from_manifest(m) for m in catalog.manifests], policy, now)
@@ -50,6 +61,13 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
                 rows.append({"target": f"{engine}/{name}", "backup": info.key, "kind": "orphan",
                              "action": "would delete" if dry_run else "delete",
                              "reason": f"no manifest (failed or killed run), older than {policy.orphan_grace}"})
+            wal_old = prunable_wal(repo, name, catalog.manifests, decisions)
+            if wal_old:
+                rows.append({"target": f"{engine}/{name}", "backup": f"WAL {wal_old[0]} .. {wal_old[-1]}",
+                             "kind": "wal", "action": "would delete" if dry_run else "delete",
+                             "reason": f"{len(wal_old)} WAL files older than the oldest kept physical backup"})
+                if not dry_run:
+                    wal_deleted += delete_wal(repo, name, wal_old)
             orphans += len(stale)
             if stale and not dry_run:
                 delete_objects(repo, [i.key for i in stale])
@@ -62,4 +80,5 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
         logger.info(f"prune{' (dry run)' if dry_run else ''}: keep {len(kept)}, delete {len(deleted)}, "
                     f"orphan objects {orphans}, interrupted writes removed {partial}")
     return {"kept": kept, "deleted": deleted, "orphan_objects": orphans,
-            "partial_writes_removed": partial, "dry_run": dry_run}
+            "partial_writes_removed": partial,
+            "wal_deleted": wal_deleted, "dry_run": dry_run}

@@ -575,3 +575,28 @@ def check_continuity(repo: Repository | Store, target: str, start_wal_file: str,
         if name not in segments:
             missing.append(name)
     return missing
+
+
+# -- retention ---------------------------------------------------------------------------------
+def wal_not_needed(names: list[str], oldest_start: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> list[str]:
+    """WAL files no kept backup can use: segments (and .backup/.partial files) before the start
+    segment of the oldest kept physical backup, on any timeline. History files are kept: they
+    are tiny and recovery follows them from any later timeline."""
+    _, start_segno = parse_segment(oldest_start, segment_size)
+    older = []
+    for name in names:
+        if is_history(name):
+            continue
+        head = name[:24]
+        if is_segment(head) and parse_segment(head, segment_size)[1] < start_segno:
+            older.append(name)
+    return older
+
+
+def delete_wal(repo: Repository | Store, target: str, names: list[str]) -> int:
+    """Record first (the file stops being archived), then the object: never a record without data."""
+    store = _store_of(repo)
+    for name in names:
+        store.delete(record_key(target, name))
+        store.delete(object_key(target, name))
+    return len(names)

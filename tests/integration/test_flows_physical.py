@@ -68,3 +68,30 @@ def test_physical_backup_archive_verify_drill_and_pitr(archiving, work):
     (repo_dir / object_key("physflow", gap)).unlink()
     with pytest.raises(IntegrityError, match=f"WAL archive of physflow: missing 1: {gap}"):
         verify(repository=repository, target=target)
+
+
+def test_prune_drops_wal_older_than_the_oldest_kept_backup(archiving, work):
+    from flows.prune import prune
+    from vaultflow.repository import Repository
+    from vaultflow.stores import LocalStore
+    from vaultflow.wal import archived_names
+
+    pg = archiving.pg
+    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", target_name="physprune",
+                            wal_spool=str(archiving.spool), bin_dir=str(pg.client_bin_dir))
+    repository = BackupRepository(local_path=str(work / "repo"), keep_last=1, keep_daily=None, keep_weekly=None,
+                                  keep_monthly=None)
+    archive_logs(target=target, repository=repository)
+    first = full_backup(target=target, repository=repository)
+    archiving.wait_archived(archiving.make_segments(2)[-1])
+    second = full_backup(target=target, repository=repository)
+    archiving.wait_archived(archiving.make_segments(1)[-1])
+    archive_logs(target=target, repository=repository)
+
+    result = prune(repository=repository, target=target)
+    assert result["deleted"] == [first["backup_id"]] and result["wal_deleted"] >= 2
+    repo = Repository(LocalStore(work / "repo"))
+    start = repo.catalog("postgres", "physprune").get(second["backup_id"]).consistency["start_wal_file"]
+    remaining = [n for n in archived_names(repo, "physprune") if is_segment(n)]
+    assert remaining and min(remaining) == start
+    assert verify(repository=repository, target=target)["problems"] == []

@@ -401,3 +401,14 @@ def test_continuity_with_64_mib_segments(tmp_path: Path, repo: Repository) -> No
     spool_files(spool, names)
     ship_spool(spool, repo, TARGET)
     assert check_continuity(repo, TARGET, names[0], segment_size=64 * MiB) == ["00000001000000000000003F"]
+
+
+def test_wal_not_needed_keeps_history_and_everything_from_the_oldest_start():
+    from vaultflow.wal import wal_not_needed
+
+    names = ["00000001000000000000000A", "00000001000000000000000B", "00000001000000000000000B.00000028.backup",
+             "00000002.history", "00000002000000000000000C", "0000000200000000000000FF",
+             "000000020000000100000000"]
+    assert wal_not_needed(names, "00000002000000000000000C") == [
+        "00000001000000000000000A", "00000001000000000000000B", "00000001000000000000000B.00000028.backup"]
+    assert wal_not_needed(names, "00000001000000000000000A") == []
