@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,20 +26,29 @@ from vaultflow.engines.pg_incremental import (
     resolve_chain,
     restore_chain,
 )
-from vaultflow.engines.pg_physical import BASE_OBJECT, MANIFEST_OBJECT, physical_full_backup
+from vaultflow.engines.pg_physical import (
+    BASE_OBJECT,
+    MANIFEST_OBJECT,
+    physical_full_backup,
+)
 from vaultflow.engines.pg_recovery import start_restored_cluster
 from vaultflow.engines.postgres import fingerprint_tables
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError
 from vaultflow.manifest import BackupKind, Manifest, TableFingerprint
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
-from vaultflow.testing.postgres_server import PostgresInstance, embedded_bin_dir, running_postgres
+from vaultflow.testing.postgres_server import (
+    PostgresInstance,
+    embedded_bin_dir,
+    running_postgres,
+)
 from vaultflow.testing.unprivileged import SERVICE_USER, running_as_root
 
 RUN_AS = SERVICE_USER if running_as_root() else None
 TARGET = "pg18-incremental"
-# wal_recycle off: segments are created zero-filled instead of reusing old ones, so the one
-# WAL segment every backup fetches (-X fetch) compresses to what was actually written.
+# wal_recycle off: new WAL segments are zero-filled instead of recycled old ones, so the
+# segment every backup fetches (-X fetch) compresses to what was actually written whatever
+# ran before (a guard for the size assertion; this module measured the same sizes with it on).
 SETTINGS = {"summarize_wal": "on", "wal_level": "replica", "wal_recycle": "off"}
 BIG_ROWS = 400_000
 
@@ -218,14 +228,20 @@ def test_every_backup_of_the_chain_restores(chain: Chain, workdir: Path) -> None
     catalog = chain.repo.catalog("postgres", TARGET)
     for backup in chain.backups:
         dest = workdir / f"restored-{backup.id}"
+        if backup.kind == BackupKind.DIFFERENTIAL:
+            dest.mkdir()  # an empty directory that exists is fine too
         t0 = time.monotonic()
-        restore_chain(BackupContext(chain.repo, log=lambda line: None), backup, dest,
+        logs: list[str] = []
+        restore_chain(BackupContext(chain.repo, log=logs.append), backup, dest,
                       bin_dir=server.client_bin_dir, catalog=catalog)
         restore_seconds = time.monotonic() - t0
         assert dest.stat().st_mode & 0o777 == 0o700
         assert not any(p.name.startswith(".vfchain-") for p in workdir.iterdir())  # work dirs removed
         assert "archive_mode = 'off'" in (dest / "postgresql.auto.conf").read_text()
         assert not list(dest.rglob("INCREMENTAL.*"))  # every incremental file was reconstructed
+        verify = subprocess.run([str(server.client_bin_dir / "pg_verifybackup"), str(dest)],
+                                check=False, capture_output=True, text=True)
+        assert verify.returncode == 0, verify.stdout + verify.stderr  # pg_combinebackup's manifest
         t0 = time.monotonic()
         cluster = start_restored_cluster(dest, server.bin_dir, run_as=RUN_AS, env=server._env)
         try:
@@ -245,7 +261,8 @@ def test_every_backup_of_the_chain_restores(chain: Chain, workdir: Path) -> None
             assert restored == backup.fingerprints
         finally:
             stop_cluster(cluster)
-        print(f"\n{backup.kind.value} {backup.id}: restore {restore_seconds:.2f}s, start {start_seconds:.2f}s")
+        print(f"\n{backup.kind.value} {backup.id}: restore {restore_seconds:.2f}s, start {start_seconds:.2f}s "
+              f"{[line for line in logs if line.startswith('restored')]}")
         shutil.rmtree(dest)
 
 
@@ -256,8 +273,9 @@ def test_deleted_parent_breaks_the_chain_before_anything_is_written(chain: Chain
         repo.store.delete(repo.object_key(incr1, MANIFEST))
         catalog = repo.catalog("postgres", TARGET)
         dest = workdir / "deleted-parent" / "data"
-        with pytest.raises(ChainBrokenError, match=f"backup {incr1.id} \\(the parent of {incr2.id}\\)"):
+        with pytest.raises(ChainBrokenError, match=f"backup {incr1.id} \\(the parent of {incr2.id}\\)") as broken:
             restore_chain(BackupContext(repo), incr2, dest, bin_dir=chain.server.client_bin_dir, catalog=catalog)
+        print(f"\n{broken.value}")
         assert not dest.exists() and not dest.parent.exists()
         # the differential's chain does not go through it
         assert [m.id for m in resolve_chain(catalog, diff)] == [chain.backups[0].id, diff.id]
@@ -337,6 +355,7 @@ def test_chain_cannot_continue(chain: Chain, other_server: PostgresInstance, wor
     with pytest.raises(ChainBrokenError, match="system identifier") as broken:
         incremental(chain.server, repo, other_full, BackupKind.INCREMENTAL)
     assert other_full.consistency["system_identifier"] in str(broken.value)
+    print(f"\n{broken.value}")
 
     # 2. summarize_wal off: a configuration error naming the setting
     with pytest.raises(ConfigError, match="summarize_wal = on.*postgresql.conf"):
@@ -348,9 +367,9 @@ def test_chain_cannot_continue(chain: Chain, other_server: PostgresInstance, wor
     other.execute("UPDATE t SET h = 'x' WHERE g < 100")
     other.execute("SELECT pg_switch_wal()")
     other.execute("CHECKPOINT")
-    lsn = other.execute("SELECT pg_current_wal_lsn()::text")[0][0]
+    covered = other_full.consistency["stop_lsn"]  # summaries reach past the parent's backup
     deadline = time.monotonic() + 30
-    while not other.execute(f"SELECT count(*) FROM pg_available_wal_summaries() WHERE end_lsn >= '{lsn}'")[0][0]:
+    while not other.execute(f"SELECT count(*) FROM pg_available_wal_summaries() WHERE end_lsn > '{covered}'")[0][0]:
         assert time.monotonic() < deadline, "the WAL summarizer did not catch up"
         time.sleep(0.1)
     for summary in (other.data_dir / "pg_wal" / "summaries").glob("*.summary"):
@@ -359,5 +378,33 @@ def test_chain_cannot_continue(chain: Chain, other_server: PostgresInstance, wor
     with pytest.raises(ChainBrokenError, match="WAL summaries") as broken:
         incremental(other, repo, other_full, BackupKind.INCREMENTAL, logs=logs)
     assert other_full.id in str(broken.value)
+    print(broken.value)
     assert payload() == only_full  # the failed backup's partial payload was discarded
     assert repo.catalog("postgres", TARGET).manifests == [other_full]
+
+
+def test_parent_backup_manifest_object_problems(chain: Chain, workdir: Path) -> None:
+    full_backup = chain.backups[0]
+    root = workdir / "repo-parent-object"
+    repo = chain.copy_repo(root)
+    try:
+        def payload() -> list[Path]:
+            return sorted(root.rglob("*.zst"))
+
+        before = payload()
+        path = root / repo.object_key(full_backup, MANIFEST_OBJECT)
+        good = path.read_bytes()
+        data = bytearray(good)
+        data[len(data) // 2] ^= 0x55
+        path.write_bytes(bytes(data))
+        with pytest.raises(IntegrityError, match=f"{full_backup.id}/{MANIFEST_OBJECT}"):
+            incremental(chain.server, repo, full_backup, BackupKind.DIFFERENTIAL)
+        path.unlink()  # gone although its backup is committed: a damaged repository
+        with pytest.raises(IntegrityError, match="repository is damaged"):
+            incremental(chain.server, repo, full_backup, BackupKind.DIFFERENTIAL)
+        repo.store.delete(repo.object_key(full_backup, MANIFEST))  # pruned after the flow picked it
+        with pytest.raises(ChainBrokenError, match=f"parent backup {full_backup.id} was deleted"):
+            incremental(chain.server, repo, full_backup, BackupKind.DIFFERENTIAL)
+        assert payload() == [p for p in before if p != path]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

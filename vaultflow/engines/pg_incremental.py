@@ -59,7 +59,7 @@ from vaultflow.engines.pg_client import (
 from vaultflow.engines.pg_cluster import set_auto_conf
 
 # Private helpers of pg_physical, shared on purpose (one streaming path for full and
-# incremental); see the module report: they should become public there.
+# incremental); they should become public there (same names without the underscore).
 from vaultflow.engines.pg_physical import (
     BASE_OBJECT,
     ENGINE,
@@ -163,8 +163,8 @@ def _check_identity(parent: Manifest, system: str | None, timeline: int | None, 
     parent_timeline = parent.consistency.get("timeline")
     if timeline is not None and parent_timeline is not None and int(parent_timeline) != int(timeline):
         raise ChainBrokenError(
-            f"timeline switched from {parent_timeline} (parent {parent.id}) to {timeline} on {where} "
-            "(a promotion or point-in-time recovery); take a full backup")
+            f"timeline switched from {parent_timeline} to {timeline} on {where} since parent {parent.id} "
+            "was taken (a promotion or point-in-time recovery); take a full backup")
 
 
 def _fetch_parent_manifest(ctx: BackupContext, parent: Manifest, into: Path) -> None:
@@ -232,6 +232,9 @@ def physical_incremental_backup(config: PostgresConfig, ctx: BackupContext, pare
     """
     repo = ctx.repository
     _validate_parent(config, parent, kind)
+    if (major := _tool_major(bin_dir, "pg_basebackup")) < 17:
+        raise ConfigError(f"pg_basebackup in {bin_dir} is version {major}: incremental backups need "
+                          "PostgreSQL 17 or later client tools; set bin_dir")
     system, timeline = _check_server(config)
     _check_identity(parent, system, timeline, _where(config))
     facts = _server_facts(config)
@@ -331,9 +334,10 @@ def resolve_chain(catalog: Catalog, manifest: Manifest) -> list[Manifest]:
         try:
             parent = catalog.get(current.parent_id)
         except NotFoundError as exc:
+            why = f"is unreadable ({exc})" if "unreadable" in str(exc) else "is missing from the repository"
             raise ChainBrokenError(
-                f"cannot restore {manifest.id}: backup {current.parent_id} (the parent of {current.id}) "
-                f"is missing or unreadable ({exc}); restore another backup, e.g. a full one") from None
+                f"cannot restore {manifest.id}: backup {current.parent_id} (the parent of {current.id}) {why}; "
+                "restore another backup (a full one, or one whose chain is intact)") from None
         if parent.mode != "physical" or parent.engine != manifest.engine or parent.target != manifest.target:
             raise ChainBrokenError(f"cannot restore {manifest.id}: parent {parent.id} of {current.id} is a "
                                    f"{parent.mode} backup of {parent.engine}/{parent.target}")
@@ -358,9 +362,14 @@ def combinebackup_command(bin_dir: Path, inputs: list[Path], output: Path, *, li
 
 
 def _tool_major(bin_dir: Path, tool: str) -> int:
-    match = re.search(r"(\d+)", tool_version(bin_dir, tool).split(")")[-1])
+    """17 from 'pg_combinebackup (PostgreSQL) 17.2 (Debian 17.2-1.pgdg120+1)'."""
+    path = Path(bin_dir) / tool
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: restoring incremental or differential backups needs "
+                          "the client tools of PostgreSQL 17 or later (pg_combinebackup); set bin_dir")
+    match = re.search(r"\(PostgreSQL\)\s+(\d+)", tool_version(bin_dir, tool))
     if match is None:
-        raise ConfigError(f"cannot read the version of {Path(bin_dir) / tool}")
+        raise ConfigError(f"cannot read the version of {path}")
     return int(match.group(1))
 
 
@@ -402,7 +411,11 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise RefusedError(f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
                            "directory; nothing was touched. Pick a new or empty directory")
-    link_mode = _tool_major(bin_dir, "pg_combinebackup") >= 18
+    major = _tool_major(bin_dir, "pg_combinebackup")
+    if major < 17:
+        raise ConfigError(f"pg_combinebackup in {bin_dir} is version {major}: restoring incremental or "
+                          "differential backups needs PostgreSQL 17 or later client tools; set bin_dir")
+    link_mode = major >= 18  # --link is new in 18
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".vfchain-{manifest.id}-", dir=dest.parent))
     existed = dest.exists()
@@ -425,10 +438,10 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
         ctx.log(f"restored {manifest.id} from a chain of {len(chain)} backups: extract {extract_seconds:.1f}s, "
                 f"pg_combinebackup {time.monotonic() - t0:.1f}s")
     except BaseException:
-        if moved or not existed:
+        if moved:  # before the rename dest was never written to
             shutil.rmtree(dest, ignore_errors=True)
-        if existed and not dest.exists():
-            dest.mkdir(mode=0o700)
+            if existed:
+                dest.mkdir(mode=0o700)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
