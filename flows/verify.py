@@ -12,7 +12,20 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact
                             publish_catalog, record_check, run_name)
 from tasks.verify import verify_backup
 from vaultflow.errors import IntegrityError
+from vaultflow.repository import ObjectCheck
 from vaultflow.wal import archived_names, check_continuity
+
+
+def broken_chain(catalog, manifest) -> str | None:
+    """Why an incremental/differential cannot be restored (a parent missing), or None."""
+    if manifest.parent_id is None:
+        return None
+    from vaultflow.engines.pg_incremental import ChainBrokenError, resolve_chain
+    try:
+        resolve_chain(catalog, manifest)
+    except ChainBrokenError as exc:
+        return f"chain broken: {exc}"
+    return None
 
 
 def check_wal_archive(repo, target: str, manifests) -> tuple[list[dict], list[str]]:
@@ -54,6 +67,10 @@ def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, de
                 checks = verify_backup(repo, manifest, deep)
                 bad = [c for c in checks if not c.ok]
                 detail = "; ".join(f"{c.key}: {c.detail}" for c in bad) or ("sha256 verified" if deep else "sizes match")
+                chain_problem = broken_chain(catalog, manifest)
+                if chain_problem:
+                    bad.append(ObjectCheck(manifest.id, "(chain)", False, chain_problem))
+                    detail = f"{detail}; {chain_problem}"
                 rows.append({"target": f"{engine}/{name}", "backup": manifest.id, "objects": len(checks),
                              "result": "ok" if not bad else "CORRUPT", "detail": detail})
                 failures += [f"{manifest.id}/{c.key}: {c.detail}" for c in bad]

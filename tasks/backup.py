@@ -6,7 +6,7 @@ from prefect import task
 
 from tasks.common import SIDE_EFFECT_TASK
 from vaultflow.engines.base import BackupContext
-from vaultflow.manifest import Manifest
+from vaultflow.manifest import BackupKind, Manifest
 
 
 @task(name="check-target", **SIDE_EFFECT_TASK)
@@ -17,3 +17,8 @@ def check_target(engine) -> str:
 @task(name="full-backup", **SIDE_EFFECT_TASK)
 def take_full_backup(engine, ctx: BackupContext) -> Manifest:
     return engine.full_backup(ctx)
+
+
+@task(name="incremental-backup", **SIDE_EFFECT_TASK)
+def take_incremental_backup(engine, ctx: BackupContext, kind: BackupKind) -> Manifest:
+    return engine.incremental_backup(ctx, kind)

@@ -95,3 +95,37 @@ def test_prune_drops_wal_older_than_the_oldest_kept_backup(archiving, work):
     remaining = [n for n in archived_names(repo, "physprune") if is_segment(n)]
     assert remaining and min(remaining) == start
     assert verify(repository=repository, target=target)["problems"] == []
+
+
+def test_incremental_and_differential_flows_with_fallback_and_chain_checks(archiving, work):
+    from flows.incremental_backup import differential_backup, incremental_backup
+
+    pg = archiving.pg
+    pg.execute("ALTER SYSTEM SET summarize_wal = on")
+    pg.execute("SELECT pg_reload_conf()")
+    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", target_name="physinc",
+                            bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir),
+                            restore_os_user=SERVICE_USER if running_as_root() else None)
+    repository = BackupRepository(local_path=str(work / "repo"))
+    pg.execute("CREATE TABLE IF NOT EXISTS incflow (id int, v text); TRUNCATE incflow; "
+               "INSERT INTO incflow SELECT g, md5(g::text) FROM generate_series(1, 20000) g; CHECKPOINT")
+
+    first = incremental_backup(target=target, repository=repository)
+    assert first["kind"] == "full" and "no physical backup" in first["fell_back_to_full"]
+    pg.execute("UPDATE incflow SET v = 'changed' WHERE id % 100 = 0")
+    incr = incremental_backup(target=target, repository=repository)
+    assert (incr["kind"], incr["parent_id"], incr["fell_back_to_full"]) == ("incremental", first["backup_id"], None)
+    assert incr["stored_size"] < first["stored_size"] / 3
+    pg.execute("INSERT INTO incflow VALUES (-1, 'after the incremental')")
+    diff = differential_backup(target=target, repository=repository)
+    assert (diff["kind"], diff["parent_id"]) == ("differential", first["backup_id"])
+
+    drill = restore_drill(target=target, repository=repository, rto_objective_s=600)  # the differential's chain
+    assert drill["backup_id"] == diff["backup_id"] and drill["tables"] > 0
+    give_to_service_user(work / "repo")
+
+    (work / "repo/postgres/physinc/backups" / first["backup_id"] / "manifest.json").unlink()  # the full is gone
+    with pytest.raises(IntegrityError, match="chain broken"):
+        verify(repository=repository, target=target)
+    again = incremental_backup(target=target, repository=repository)
+    assert again["kind"] == "full" and again["fell_back_to_full"]

@@ -23,6 +23,7 @@ import psycopg
 from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.pg_cluster import RunningCluster, free_port, set_auto_conf, start_cluster, stop_cluster
+from vaultflow.engines.pg_incremental import restore_chain
 from vaultflow.engines.pg_physical import RESTORED_SETTINGS, restore_physical
 from vaultflow.engines.postgres import fingerprint_tables
 from vaultflow.errors import ConfigError, RefusedError, ToolError
@@ -167,12 +168,14 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
     if dest.exists() and any(dest.iterdir()):
         raise RefusedError(f"{dest} is not empty; restore into a new directory")
     t0 = time.monotonic()
-    restore_physical(ctx, manifest, dest)
-    settings = {**target.settings(), "recovery_target_action": "promote", **RESTORED_SETTINGS}
-    if fetch_command:
-        settings["restore_command"] = f"{fetch_command} %f %p"
-    set_auto_conf(dest, settings)
-    (dest / "recovery.signal").touch()
+    restore_chain(ctx, manifest, dest, bin_dir=bin_dir,
+                  catalog=ctx.repository.catalog(manifest.engine, manifest.target))
+    if fetch_command:  # archive recovery: replay archived WAL up to the target, then promote
+        set_auto_conf(dest, {**target.settings(), "recovery_target_action": "promote",
+                             "restore_command": f"{fetch_command} %f %p", **RESTORED_SETTINGS})
+        (dest / "recovery.signal").touch()
+    # else: no archive; the backup_label's crash recovery replays the WAL inside the backup
+    # (-X fetch) to its consistent end point, exactly the backup's own state.
     (dest / "pg_hba.conf").write_text("# vaultflow restore: private socket only until you change it\n"
                                       "local all all trust\n")
     cluster: RunningCluster | None = None

@@ -169,6 +169,29 @@ class PostgresEngine:
             raise
         return manifest
 
+    def incremental_backup(self, ctx: BackupContext, kind: BackupKind) -> Manifest:
+        """Incremental (parent: the latest backup) or differential (parent: the latest full).
+
+        Raises ChainBrokenError when there is no usable parent; the flow then takes a full.
+        """
+        from vaultflow.engines.pg_incremental import (ChainBrokenError, physical_incremental_backup,
+                                                      resolve_chain)
+        if self.config.mode != "physical":
+            raise ChainBrokenError(f"{self.config.name} takes logical backups (pg_dump), which have no "
+                                   "incremental form; set mode='physical' for incremental and differential")
+        version = self.check()
+        catalog = ctx.repository.catalog(self.name, self.config.name)
+        physical = [m for m in catalog.manifests if m.mode == "physical"]
+        if kind == BackupKind.DIFFERENTIAL:
+            physical = [m for m in physical if m.kind == BackupKind.FULL]
+        if not physical:
+            raise ChainBrokenError(f"no physical {'full ' if kind == BackupKind.DIFFERENTIAL else ''}backup of "
+                                   f"{self.config.name} to build a {kind.value} backup on")
+        parent = physical[-1]
+        resolve_chain(catalog, parent)  # never extend an already-broken chain
+        return physical_incremental_backup(self.config, ctx, parent, kind, bin_dir=self.bin_dir,
+                                           server_version=version)
+
     def _dump_database(self, ctx: BackupContext, env: dict, bin_dir, prefix: str, database: str):
         name = dump_object_name(database)
         with connect(self.config, database, autocommit=False) as conn:
@@ -281,14 +304,17 @@ class PostgresEngine:
             result, _ = recover(ctx, manifest, dest, bin_dir=server_bin_dir(self.config, major), user=self.config.user,
                                 target=target, fetch_command=fetch, run_as=self._cluster_os_user())
         except ToolError as exc:
+            if fetch is None:
+                raise
             raise self._explain_recovery_failure(ctx, manifest, exc) from exc
         return result
 
     def _explain_recovery_failure(self, ctx: BackupContext, manifest: Manifest, exc: ToolError) -> VaultflowError:
         """Recovery that stops short is almost always a hole in the WAL archive: name it."""
-        from vaultflow.wal import check_continuity
+        from vaultflow.wal import archived_names, check_continuity
         start = manifest.consistency.get("start_wal_file")
-        gaps = check_continuity(ctx.repository, self.config.name, start) if start else []
+        gaps = check_continuity(ctx.repository, self.config.name, start) \
+            if start and archived_names(ctx.repository, self.config.name) else []
         if gaps:
             return NotFoundError(f"WAL segment {gaps[0]} is missing from the archive of {self.config.name} "
                                  f"({len(gaps)} missing after backup {manifest.id}): recovery cannot replay past it. "

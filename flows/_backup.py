@@ -1,0 +1,49 @@
+"""The body every backup flow shares: check, lock, back up, announce, catalog."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger
+
+from flows._support import (ProgressReporter, emit_backup_event, fail_fast_on_permanent_errors, lineage,
+                            load_repository, load_target, publish_catalog)
+from tasks.backup import check_target, take_full_backup, take_incremental_backup
+from vaultflow.engines.base import BackupContext
+from vaultflow.manifest import BackupKind
+
+
+def run_backup(kind: BackupKind, target, repository) -> dict:
+    """Take a `kind` backup; an incremental/differential without a usable parent (none yet,
+    pruned, corrupt, server re-initialized, timeline switch) says why and takes a full."""
+    from vaultflow.engines.pg_incremental import ChainBrokenError
+
+    logger = get_run_logger()
+    fell_back = None
+    with fail_fast_on_permanent_errors():
+        target_block = load_target(target)
+        _, repo = load_repository(repository)
+        engine = target_block.engine()
+        version = check_target(engine)
+        logger.info(f"{kind.value} backup of {engine.name}/{target_block.name} (server {version}) "
+                    f"into {repo.description}")
+        progress = ProgressReporter(f"{kind.value} backup of {target_block.name}")
+        ctx = BackupContext(repository=repo, lineage=lineage(), log=logger.info, progress=progress)
+        with repo.locked(engine.name, target_block.name):
+            if kind == BackupKind.FULL:
+                manifest = take_full_backup(engine, ctx)
+            else:
+                try:
+                    manifest = take_incremental_backup(engine, ctx, kind)
+                except ChainBrokenError as exc:
+                    fell_back = str(exc)
+                    logger.warning(f"cannot take a {kind.value} backup: {exc}. Taking a full backup instead.")
+                    manifest = take_full_backup(engine, ctx)
+        progress.close()
+    emit_backup_event("completed", manifest, {"stored_size": manifest.stored_size, "raw_size": manifest.raw_size,
+                                              **({"fell_back_to_full": fell_back} if fell_back else {})})
+    publish_catalog(repo, manifest.engine, manifest.target)
+    seconds = (manifest.finished_at - manifest.started_at).total_seconds()
+    logger.info(f"backup {manifest.id} ({manifest.kind.value}): {len(manifest.objects)} objects, "
+                f"{manifest.raw_size / 1e6:.1f} MB -> {manifest.stored_size / 1e6:.1f} MB in {seconds:.1f} s")
+    return {"backup_id": manifest.id, "kind": manifest.kind.value, "parent_id": manifest.parent_id,
+            "stored_size": manifest.stored_size, "raw_size": manifest.raw_size, "seconds": seconds,
+            "objects": len(manifest.objects), "fell_back_to_full": fell_back}
