@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -12,15 +13,20 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fas
                             load_repository, load_target, run_name, target_resource)
 from tasks.wal import ship_wal
 from vaultflow.errors import ConfigError
+from vaultflow.wal import is_segment, ship_spool, spooled
 
 
 @flow(name="archive-logs", flow_run_name=run_name("wal"), log_prints=True, **FLOW_RETRIES)
-def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Optional[str] = None) -> dict:
+def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Optional[str] = None,
+                 follow_seconds: float = 0.0) -> dict:
     """Compress, checksum, store and verify every spooled WAL file, then remove it from the spool.
 
     Runs every minute; `archive_command = 'vaultflow wal-push %p --spool DIR'` only copies into
     the spool, so PostgreSQL never waits for the repository. The result and the
     `vaultflow.wal.shipped` event carry the archive lag (segments and seconds still spooled).
+    With `follow_seconds` the run keeps shipping (polling the spool every second) for that
+    long, so a deployment every minute with follow_seconds=50 keeps the lag to seconds under
+    heavy write load; the result then also has the largest lag seen.
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():
@@ -33,13 +39,21 @@ def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Op
         resource = target_resource("postgres", target_block.name)
         try:
             result = ship_wal(Path(spool), repo, target_block.name)
+            shipped, max_lag = list(result.shipped), result.lag_segments
+            deadline = time.monotonic() + follow_seconds
+            while time.monotonic() < deadline:
+                time.sleep(1.0)
+                max_lag = max(max_lag, sum(1 for n in spooled(Path(spool)) if is_segment(n.name)))
+                result = ship_spool(Path(spool), repo, target_block.name, level=repo.compression_level)
+                shipped += result.shipped
+            result.shipped = shipped
         except Exception as exc:  # still report the lag, and which segment is stuck
             partial = getattr(exc, "ship_result", None)
             emit_event(event="vaultflow.wal.ship-failed", resource=resource, payload={
                 "segment": getattr(exc, "segment", None), "error": str(exc),
                 **({"lag_segments": partial.lag_segments, "lag_seconds": partial.lag_seconds} if partial else {})})
             raise
-        summary = result.as_dict()
+        summary = {**result.as_dict(), "max_lag_segments": max_lag}
         emit_event(event="vaultflow.wal.shipped", resource=resource,
                    payload={k: v for k, v in summary.items() if k != "already_stored"})
         logger.info(f"shipped {len(result.shipped)} WAL files ({result.stored_bytes / 1e6:.1f} MB stored); "

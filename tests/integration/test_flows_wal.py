@@ -38,3 +38,24 @@ def test_archive_logs_needs_a_spool(pg18, tmp_path: Path):
     target = PostgresTarget(host=pg18.host, port=pg18.port, target_name="nospool")
     with pytest.raises(ConfigError, match="has no wal_spool"):
         archive_logs(target=target, repository=BackupRepository(local_path=str(tmp_path)))
+
+
+def test_follow_mode_keeps_shipping_while_the_server_writes(archiving, tmp_path: Path):
+    import threading
+
+    pg = archiving.pg
+    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, wal_spool=str(archiving.spool),
+                            target_name="walfollow")
+    repository = BackupRepository(local_path=str(tmp_path / "repo"))
+    archive_logs(target=target, repository=repository)
+    made: list[str] = []
+    writer = threading.Thread(target=lambda: [made.extend(archiving.make_segments(1)) or __import__("time").sleep(0.5)
+                                              for _ in range(4)])
+    writer.start()
+    result = archive_logs(target=target, repository=repository, follow_seconds=4)
+    writer.join()
+    archiving.wait_archived(made[-1])
+    rest = archive_logs(target=target, repository=repository)
+    assert set(made) <= set(result["shipped"]) | set(rest["shipped"])
+    assert len(set(made) & set(result["shipped"])) >= 2, "segments written during the run were shipped by it"
+    assert "max_lag_segments" in result
