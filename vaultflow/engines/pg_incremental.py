@@ -44,7 +44,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -52,30 +51,23 @@ import psycopg
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import (
     PostgresConfig,
-    client_env,
     connect,
     tool_version,
 )
 from vaultflow.engines.pg_cluster import set_auto_conf
 
-# Private helpers of pg_physical, shared on purpose (one streaming path for full and
-# incremental); they should become public there (same names without the underscore).
+# pg_physical's run_basebackup is the one streaming path for full and incremental backups.
 from vaultflow.engines.pg_physical import (
     BASE_OBJECT,
+    basebackup_command,
     ENGINE,
     MANIFEST_OBJECT,
-    RESTORED_SETTINGS,
-    _classify,
-    _fingerprint_all,
-    _server_facts,
-    _stream_basebackup,
-    _tablespace_error,
-    basebackup_command,
-    parse_backup_label,
-    read_manifest_facts,
     restore_physical,
+    RESTORED_SETTINGS,
+    run_basebackup,
+    _classify,
+    _server_facts,
 )
-from vaultflow.engines.tarstream import TarSniffer
 from vaultflow.errors import (
     ConfigError,
     IntegrityError,
@@ -84,8 +76,8 @@ from vaultflow.errors import (
     ToolError,
     VaultflowError,
 )
-from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
-from vaultflow.pipeline import StderrTail, compress_into_store, open_verified
+from vaultflow.manifest import BackupKind, Manifest
+from vaultflow.pipeline import StderrTail, open_verified
 from vaultflow.repository import MANIFEST, Catalog
 from vaultflow.stores.base import CHUNK_SIZE
 
@@ -230,7 +222,6 @@ def physical_incremental_backup(config: PostgresConfig, ctx: BackupContext, pare
     (a parent the caller should not have passed), ChainBrokenError (take a full instead),
     IntegrityError (the parent's backup_manifest.zst is corrupt) and pg_physical's errors.
     """
-    repo = ctx.repository
     _validate_parent(config, parent, kind)
     if (major := _tool_major(bin_dir, "pg_basebackup")) < 17:
         raise ConfigError(f"pg_basebackup in {bin_dir} is version {major}: incremental backups need "
@@ -238,83 +229,27 @@ def physical_incremental_backup(config: PostgresConfig, ctx: BackupContext, pare
     system, timeline = _check_server(config)
     _check_identity(parent, system, timeline, _where(config))
     facts = _server_facts(config)
-    if facts.tablespaces:
-        raise _tablespace_error(config, ", ".join(f"{n} ({loc})" for n, loc in facts.tablespaces))
 
-    started = datetime.now(UTC)
-    backup_id = new_backup_id(kind, started)
-    prefix = repo.backup_prefix(ENGINE, config.name, backup_id)
-    timings: dict[str, float] = {}
-    sniffer: TarSniffer | None = None
+    def inspect(label_text: str, manifest_system: str | None, label) -> dict:
+        incremental = {key: rx.search(label_text) for key, rx in _INCREMENTAL_LABEL.items()}
+        if incremental["incremental_from_lsn"] is None:
+            raise ToolError("pg_basebackup was asked for an incremental backup but its backup_label has "
+                            f"no INCREMENTAL FROM LSN: {label_text[:300]!r}")
+        # The same checks once more, from what the backup itself says (a role that may not
+        # read pg_control, or a failover between our query and the backup's start).
+        _check_identity(parent, manifest_system, label.timeline, _where(config))
+        from_timeline = incremental["incremental_from_timeline"]
+        return {"system_identifier": system or manifest_system,
+                "incremental_from_lsn": incremental["incremental_from_lsn"].group(1),
+                "incremental_from_timeline": int(from_timeline.group(1)) if from_timeline else None}
+
     with tempfile.TemporaryDirectory(prefix="vaultflow-incr-") as tmp:
         parent_manifest = Path(tmp) / "parent_backup_manifest"
-        t0 = time.monotonic()
         _fetch_parent_manifest(ctx, parent, parent_manifest)
-        timings["parent_manifest"] = time.monotonic() - t0
-        try:
-            with client_env(config) as env:
-                t0 = time.monotonic()
-                cmd = incremental_command(bin_dir, f"vaultflow-{backup_id}", parent_manifest)
-                try:
-                    written, sniffer = _stream_basebackup(cmd, env, ctx, prefix + BASE_OBJECT, facts.size)
-                except ToolError as exc:
-                    raise _classify_incremental(exc, config, parent) from exc
-                timings["basebackup"] = time.monotonic() - t0
-            t0 = time.monotonic()
-            fingerprints = _fingerprint_all(config)
-            timings["fingerprints"] = time.monotonic() - t0
-
-            label_bytes, manifest_file = sniffer.captured_bytes("backup_label"), sniffer.captured.get("backup_manifest")
-            if label_bytes is None or manifest_file is None:
-                raise ToolError(f"pg_basebackup's tar has no {'backup_label' if label_bytes is None else 'backup_manifest'}")
-            if sniffer.captured_bytes("tablespace_map"):
-                raise _tablespace_error(config, "(created during the backup)")
-            label_text = label_bytes.decode(errors="replace")
-            label = parse_backup_label(label_text)
-            incremental = {key: rx.search(label_text) for key, rx in _INCREMENTAL_LABEL.items()}
-            if incremental["incremental_from_lsn"] is None:
-                raise ToolError("pg_basebackup was asked for an incremental backup but its backup_label has "
-                                f"no INCREMENTAL FROM LSN: {label_text[:300]!r}")
-            ranges, manifest_system = read_manifest_facts(manifest_file)
-            # The same checks once more, from what the backup itself says (a role that may not
-            # read pg_control, or a failover between our query and the backup's start).
-            _check_identity(parent, manifest_system, label.timeline, _where(config))
-            t0 = time.monotonic()
-            manifest_written = compress_into_store(manifest_file, repo.store, prefix + MANIFEST_OBJECT,
-                                                       level=repo.compression_level)
-            timings["backup_manifest"] = time.monotonic() - t0
-            objects = [
-                StoredObject(key=BASE_OBJECT, role="base", format="tar", raw_size=written.raw_size,
-                             stored_size=written.stored_size, sha256=written.sha256),
-                StoredObject(key=MANIFEST_OBJECT, role="backup-manifest", format="json",
-                             raw_size=manifest_written.raw_size, stored_size=manifest_written.stored_size,
-                             sha256=manifest_written.sha256),
-            ]
-            manifest = Manifest(
-                id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode="physical",
-                parent_id=parent.id, started_at=started, finished_at=datetime.now(UTC),
-                consistency={"method": "pg_basebackup", "start_lsn": label.start_lsn,
-                             "stop_lsn": ranges[-1]["End-LSN"], "timeline": label.timeline,
-                             "start_wal_file": label.start_wal_file, "checkpoint_lsn": label.checkpoint_lsn,
-                             "system_identifier": system or manifest_system,
-                             "wal_ranges": ranges, "label": label.label,
-                             "incremental_from_lsn": incremental["incremental_from_lsn"].group(1),
-                             "incremental_from_timeline": int(incremental["incremental_from_timeline"].group(1))
-                             if incremental["incremental_from_timeline"] else None},
-                objects=objects, fingerprints=fingerprints, server_version=server_version,
-                tool_versions={"pg_basebackup": tool_version(bin_dir, "pg_basebackup")},
-                timings=timings, lineage=ctx.lineage)
-            repo.commit(manifest)
-        except BaseException:
-            try:
-                repo.discard_payload(ENGINE, config.name, backup_id)
-            except Exception as cleanup:  # noqa: BLE001 - the run's error matters more; prune collects later
-                ctx.log(f"could not remove partial payload of {backup_id}: {cleanup}")
-            raise
-        finally:
-            if sniffer is not None:
-                sniffer.close()
-    return manifest
+        return run_basebackup(
+            config, ctx, kind, facts=facts, bin_dir=bin_dir, server_version=server_version, parent_id=parent.id,
+            command=lambda backup_id: incremental_command(bin_dir, f"vaultflow-{backup_id}", parent_manifest),
+            classify=lambda exc: _classify_incremental(exc, config, parent), inspect=inspect)
 
 
 # -- restore -------------------------------------------------------------------------------

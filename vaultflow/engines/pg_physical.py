@@ -31,7 +31,7 @@ import re
 import shutil
 import tarfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,23 +248,44 @@ def physical_full_backup(config: PostgresConfig, ctx: BackupContext, *, bin_dir:
     snapshot to share with a query; its own consistency point is start/stop LSN below.
     Unlogged tables are recorded as empty: a base backup does not copy their rows.
     """
-    repo = ctx.repository
-    started = datetime.now(UTC)
-    backup_id = new_backup_id(BackupKind.FULL, started)
-    prefix = repo.backup_prefix(ENGINE, config.name, backup_id)
     facts = _server_facts(config)
+
+    def inspect(label_text: str, manifest_system: str | None, label: BackupLabel) -> dict:
+        if facts.system_identifier and manifest_system and manifest_system != facts.system_identifier:
+            raise ToolError(f"pg_basebackup copied system {manifest_system} but {config.where} is system "
+                            f"{facts.system_identifier}: did the server change under us?")
+        return {"system_identifier": facts.system_identifier or manifest_system}
+
+    return run_basebackup(config, ctx, BackupKind.FULL, facts=facts, bin_dir=bin_dir, server_version=server_version,
+                          command=lambda backup_id: basebackup_command(bin_dir, f"vaultflow-{backup_id}"),
+                          classify=lambda exc: _classify(exc, config), inspect=inspect)
+
+
+def run_basebackup(config: PostgresConfig, ctx: BackupContext, kind: BackupKind, *, facts: "_ServerFacts",
+                   bin_dir: Path, server_version: str, command: Callable[[str], list[str]],
+                   classify: Callable[[ToolError], VaultflowError],
+                   inspect: Callable[[str, str | None, BackupLabel], dict],
+                   parent_id: str | None = None) -> Manifest:
+    """What full and incremental backups share: stream pg_basebackup (`command(backup_id)`) into
+    base.tar.zst, keep its backup_manifest as backup_manifest.zst, fingerprint, and commit the
+    manifest LAST; any failure discards the payload. `inspect(label text, manifest's system
+    identifier, parsed label)` checks what the backup itself says and returns extra
+    consistency fields."""
     if facts.tablespaces:
         raise _tablespace_error(config, ", ".join(f"{n} ({loc})" for n, loc in facts.tablespaces))
+    repo = ctx.repository
+    started = datetime.now(UTC)
+    backup_id = new_backup_id(kind, started)
+    prefix = repo.backup_prefix(ENGINE, config.name, backup_id)
     timings: dict[str, float] = {}
     sniffer: TarSniffer | None = None
     try:
         with client_env(config) as env:
             t0 = time.monotonic()
             try:
-                written, sniffer = _stream_basebackup(basebackup_command(bin_dir, f"vaultflow-{backup_id}"),
-                                                      env, ctx, prefix + BASE_OBJECT, facts.size)
+                written, sniffer = _stream_basebackup(command(backup_id), env, ctx, prefix + BASE_OBJECT, facts.size)
             except ToolError as exc:
-                raise _classify(exc, config) from exc
+                raise classify(exc) from exc
             timings["basebackup"] = time.monotonic() - t0
         t0 = time.monotonic()
         fingerprints = _fingerprint_all(config)
@@ -275,11 +296,10 @@ def physical_full_backup(config: PostgresConfig, ctx: BackupContext, *, bin_dir:
             raise ToolError(f"pg_basebackup's tar has no {'backup_label' if label_bytes is None else 'backup_manifest'}")
         if sniffer.captured_bytes("tablespace_map"):
             raise _tablespace_error(config, "(created during the backup)")
-        label = parse_backup_label(label_bytes.decode(errors="replace"))
+        label_text = label_bytes.decode(errors="replace")
+        label = parse_backup_label(label_text)
         ranges, manifest_system = read_manifest_facts(manifest_file)
-        if facts.system_identifier and manifest_system and manifest_system != facts.system_identifier:
-            raise ToolError(f"pg_basebackup copied system {manifest_system} but {config.where} is system "
-                            f"{facts.system_identifier}: did the server change under us?")
+        extra = inspect(label_text, manifest_system, label)
         t0 = time.monotonic()
         manifest_written = compress_into_store(manifest_file, repo.store, prefix + MANIFEST_OBJECT,
                                                level=repo.compression_level)
@@ -292,13 +312,12 @@ def physical_full_backup(config: PostgresConfig, ctx: BackupContext, *, bin_dir:
                          sha256=manifest_written.sha256),
         ]
         manifest = Manifest(
-            id=backup_id, engine=ENGINE, target=config.name, kind=BackupKind.FULL, mode="physical",
+            id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode="physical", parent_id=parent_id,
             started_at=started, finished_at=datetime.now(UTC),
             consistency={"method": "pg_basebackup", "start_lsn": label.start_lsn,
                          "stop_lsn": ranges[-1]["End-LSN"], "timeline": label.timeline,
                          "start_wal_file": label.start_wal_file, "checkpoint_lsn": label.checkpoint_lsn,
-                         "system_identifier": facts.system_identifier or manifest_system,
-                         "wal_ranges": ranges, "label": label.label},
+                         "wal_ranges": ranges, "label": label.label, **extra},
             objects=objects, fingerprints=fingerprints, server_version=server_version,
             tool_versions={"pg_basebackup": tool_version(bin_dir, "pg_basebackup")},
             timings=timings, lineage=ctx.lineage)
