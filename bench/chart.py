@@ -26,9 +26,37 @@ def _bars(ax, labels, values, colors, title, unit, fmt="{:.1f}"):
     ax.set_xlim(0, top * 1.18)
 
 
+def _physical(ax_t, ax_lag, p: dict) -> None:
+    b, r, w = p["backup"], p["restore"], p["wal"]
+    items = [("pg_basebackup | zstd -3 -T0", b["basebackup_zstd"]["seconds"], "floor"),
+             ("vaultflow physical full", b["vaultflow_full"]["seconds"], "vf"),
+             ("vaultflow incremental (1%)", b["vaultflow_incremental"]["seconds"], "vf"),
+             ("recover(): full, no target", r["full"]["seconds"], "pg"), ("recover(): PITR", r["pitr"]["seconds"], "pg")]
+    _bars(ax_t, [i[0] for i in items], [i[1] for i in items], [COLORS[i[2]] for i in items],
+          f"Physical, cluster {p['database']['cluster_size_mb']:.0f} MiB (wall, best run)", "seconds")
+    ax_lag.plot([s[0] for s in w["samples"]], [s[1] for s in w["samples"]], label="segments in spool (not shipped)")
+    ax_lag.plot([s[0] for s in w["samples"]], [s[3] for s in w["samples"]], label=".ready (not yet pushed)")
+    ax_lag.axhline(3, color="#e53935", linestyle="--", linewidth=1, label="target 3")
+    ax_lag.axvline(w["pgbench_seconds"], color="#9e9e9e", linestyle=":", linewidth=1, label="pgbench ends")
+    ax_lag.set_title(f"WAL archive lag during pgbench ({w['tps']} tps, {w['segments_archived']} segments)", fontsize=10)
+    ax_lag.set_xlabel("seconds", fontsize=8)
+    ax_lag.tick_params(labelsize=8)
+    ax_lag.legend(fontsize=7, loc="upper right")
+
+
 def render(doc: dict, path: Path) -> None:
+    if "backup" not in doc:  # --physical-only
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.5), dpi=72)
+        _physical(axes[0], axes[1], doc["physical"])
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        return
     b, r = doc["backup"], doc["restore"]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7), dpi=72)
+    has_phys = "physical" in doc
+    fig, axes = plt.subplots(3 if has_phys else 2, 2, figsize=(12, 10.5 if has_phys else 7), dpi=72)
+    if has_phys:
+        _physical(axes[2][0], axes[2][1], doc["physical"])
     names = [("pg_dump -Fc (gzip)", "pg_dump_fc", "pg"), ("pg_dump -Z0 | zstd -3 -T0", "raw_floor", "floor"),
              ("vaultflow core -> local", "vaultflow_local", "vf"), ("vaultflow core -> S3", "vaultflow_s3", "vf")]
     labels = [n for n, key, _ in names if key in b]

@@ -63,6 +63,12 @@ def _cpu(run: dict) -> str:
 
 
 def summary(doc: dict) -> str:
+    from bench.physical import summary_lines
+    tail = [*summary_lines(doc["physical"])] if "physical" in doc else []
+    tail += ["", f"  total bench time {doc['total_seconds']:.0f} s; all targets pass: {doc.get('all_pass')}; "
+                 f"results in {doc.get('json_path', '?')}", ""]
+    if "backup" not in doc:  # --physical-only
+        return "\n".join(tail)
     b, r, d = doc["backup"], doc["restore"], doc.get("diagnostics", {})
     db = doc["database"]
     lines = [
@@ -120,5 +126,4 @@ def summary(doc: dict) -> str:
     for name, ratio in doc["ratios"].items():
         value = "n/a" if ratio["value"] is None else f"{ratio['value']:.3f}"
         lines.append(f"  {name:<45}{value:>9}  {ratio['target']:>8}   {'PASS' if ratio['pass'] else 'FAIL'}")
-    lines += ["", f"  total bench time {doc['total_seconds']:.0f} s; results in {doc.get('json_path', '?')}", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + tail)

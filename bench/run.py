@@ -204,25 +204,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="-1,-3,-3 --long=27,-6",
                         help="zstd CLI options to try on the -Z0 dump (size/time diagnostic), comma separated")
     parser.add_argument("--tmp", type=Path, default=None, help="where the temp dir goes (default: system temp)")
+    parser.add_argument("--physical-only", action="store_true", help="only the physical benchmark (bench/physical.py)")
+    parser.add_argument("--physical-mb", type=float, default=500, help="physical bench database, MiB (default 500)")
+    parser.add_argument("--pgbench-seconds", type=int, default=60, help="pgbench run for the WAL phase (default 60)")
+    parser.add_argument("--pgbench-scale", type=int, default=20, help="pgbench -i -s (default 20)")
+    parser.add_argument("--quick", action="store_true", help="pgbench for 15 s instead of --pgbench-seconds")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.pgbench_seconds = min(args.pgbench_seconds, 15)
 
     from vaultflow.testing.postgres_server import embedded_bin_dir, running_postgres
     from vaultflow.testing.s3_server import running_seaweedfs
 
     started = datetime.now(UTC)
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="vaultflow-bench-", dir=args.tmp))
-    try:
-        with running_postgres(embedded_bin_dir(), work / "pg", settings=PG_SETTINGS, name="bench") as pg, \
-                running_seaweedfs(work / "s3") as s3:
-            doc = run_all(pg, s3, work, args)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    doc: dict = {"machine": {"cpus": psutil.cpu_count()}}
+    if not args.physical_only:
+        work = Path(tempfile.mkdtemp(prefix="vaultflow-bench-", dir=args.tmp))
+        try:
+            with running_postgres(embedded_bin_dir(), work / "pg", settings=PG_SETTINGS, name="bench") as pg, \
+                    running_seaweedfs(work / "s3") as s3:
+                doc = run_all(pg, s3, work, args)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    from bench.physical import run_physical
+    t_phys = time.monotonic()
+    doc["physical"] = run_physical(args, log)
+    doc["physical"]["seconds"] = round(time.monotonic() - t_phys, 1)
     doc = {"schema": 1, "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "args": {"size_mb": args.size_mb, "small_mb": args.small_mb, "repeat": args.repeat,
-                    "levels": args.levels}, **doc}
-    doc["ratios"] = compute_ratios(doc)
-    doc["all_pass"] = all(r["pass"] for r in doc["ratios"].values())
+           "args": {"size_mb": args.size_mb, "small_mb": args.small_mb, "repeat": args.repeat, "levels": args.levels,
+                    "physical_only": args.physical_only, "physical_mb": args.physical_mb,
+                    "pgbench_seconds": args.pgbench_seconds, "pgbench_scale": args.pgbench_scale}, **doc}
+    doc["ratios"] = {} if args.physical_only else compute_ratios(doc)
+    doc["all_pass"] = all(r["pass"] for r in [*doc["ratios"].values(), *doc["physical"]["targets"].values()])
     doc["total_seconds"] = round(time.monotonic() - T0, 1)
     path = args.out / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     doc["json_path"] = str(path)
