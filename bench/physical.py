@@ -4,7 +4,7 @@ Own embedded PostgreSQL 18 (archive_mode=on, archive_command = the service user'
 `python -m vaultflow.wal_cli push %p --spool <spool>`, summarize_wal=on), a datagen database
 plus a `pgbench -i` database, then: (1) physical_full_backup vs `pg_basebackup -Ft -X fetch |
 zstd -3 -T0` (best of --repeat), (2) 1% UPDATE + incremental, (3) pgbench at full speed while
-ship_spool runs every second (spool sampled every 0.5 s) + wal-push latency, (4) recover() to a
+ship_spool loops like archive-logs' follow mode (spool sampled every 0.5 s) + wal-push latency, (4) recover() to a
 time near the end of pgbench vs recover() of the full alone. Figures + targets -> doc["physical"].
 """
 
@@ -94,21 +94,22 @@ def _push_latency(python, n: int = 20) -> dict:
 
 
 def _wal_phase(pg, spool: Path, repo, seconds: int, log) -> dict:
-    """pgbench at full speed; ship_spool every second; spool sampled every 0.5 s."""
+    """pgbench at full speed; ship_spool as archive-logs follows the spool; samples every 0.5 s."""
     from vaultflow.wal import is_segment, ship_spool, spooled
     stop, samples, ships, errors = threading.Event(), [], [], []
     ready_dir = pg.data_dir / "pg_wal" / "archive_status"
     t_start = time.monotonic()
 
     def shipper():
-        while not stop.is_set():
-            t0 = time.monotonic()
+        while not stop.is_set():  # as archive-logs with follow_seconds: again at once after shipping
+            t0, shipped = time.monotonic(), 0
             try:
                 r = ship_spool(spool, repo, TARGET)
-                ships.append((round(t0 - t_start, 2), round(time.monotonic() - t0, 3), len(r.shipped)))
+                shipped = len(r.shipped)
+                ships.append((round(t0 - t_start, 2), round(time.monotonic() - t0, 3), shipped))
             except Exception as exc:  # noqa: BLE001 - reported, the run goes on
                 errors.append(repr(exc))
-            stop.wait(1.0)
+            stop.wait(0.0 if shipped else 0.5)
 
     def sampler():
         while not stop.is_set():
@@ -248,7 +249,7 @@ def run_physical(args, log) -> dict:
             log(f"  incremental: {run.seconds:.2f} s, {run.size / 1e6:.1f} MB {run.extra['timings']}")
             doc["backup"] = {k: m.summarize(v) for k, v in runs.items()}
 
-            log(f"physical: pgbench -c 2 -j 2 -T {args.pgbench_seconds} with ship_spool every 1 s")
+            log(f"physical: pgbench -c 2 -j 2 -T {args.pgbench_seconds} with ship_spool following the spool")
             doc["wal"], t_target = _wal_phase(pg, spool, repo, args.pgbench_seconds, log)
             doc["wal"]["push_latency"] = _push_latency(python)
             log(f"  wal-push of 16 MiB: median {doc['wal']['push_latency']['median_s'] * 1000:.0f} ms")

@@ -24,7 +24,7 @@ def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Op
     Runs every minute; `archive_command = 'vaultflow wal-push %p --spool DIR'` only copies into
     the spool, so PostgreSQL never waits for the repository. The result and the
     `vaultflow.wal.shipped` event carry the archive lag (segments and seconds still spooled).
-    With `follow_seconds` the run keeps shipping (polling the spool every second) for that
+    With `follow_seconds` the run keeps shipping (polling the spool every 0.5 s when idle) for that
     long, so a deployment every minute with follow_seconds=50 keeps the lag to seconds under
     heavy write load; the result then also has the largest lag seen.
     """
@@ -42,7 +42,8 @@ def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Op
             shipped, max_lag = list(result.shipped), result.lag_segments
             deadline = time.monotonic() + follow_seconds
             while time.monotonic() < deadline:
-                time.sleep(1.0)
+                if not result.shipped:
+                    time.sleep(0.5)  # idle: poll; after shipping something, look again at once
                 max_lag = max(max_lag, sum(1 for n in spooled(Path(spool)) if is_segment(n.name)))
                 result = ship_spool(Path(spool), repo, target_block.name, level=repo.compression_level)
                 shipped += result.shipped
