@@ -78,8 +78,7 @@ def setup(archiving):
 
 
 def ship(archiving, pg, repo, target) -> None:
-    name = pg.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
-    archiving.wait_archived(name)
+    archiving.wait_archived(archiving.switch())
     ship_spool(archiving.spool, repo, target)
     give_to_service_user(repo.store.root)  # restore_command reads it as that user
 

@@ -55,6 +55,7 @@ def unreachable_s3() -> S3Store:
 
 # -- tests -----------------------------------------------------------------------------------
 def test_archive_ship_and_fetch_real_wal(archiving: ArchivingServer, tmp_path: Path) -> None:
+    ship_spool(archiving.spool, Repository(LocalStore(tmp_path / "earlier")), TARGET)  # other tests' WAL
     names = archiving.make_segments(3)
     archiving.wait_archived(names[-1])
     archived = archiving.spooled_digests()
