@@ -184,21 +184,25 @@ def compress_into_store(source: Readable, store: Store, key: str, *, level: int 
 def dump_into_store(cmd: Sequence[str], env: Mapping[str, str] | None, store: Store, key: str,
                     *, level: int = 3, threads: int = -1, size_hint: int | None = None,
                     progress: ProgressCallback | None = None,
-                    on_stderr: Callable[[str], None] | None = None) -> WrittenObject:
+                    on_stderr: Callable[[str], None] | None = None,
+                    wrap: Callable[[Readable], Readable] | None = None) -> WrittenObject:
     """Run `cmd` and stream its stdout, compressed and hashed, into `store` under `key`.
 
     If the store fails the producer is killed; if the producer fails nothing is committed.
+    `wrap` puts a reader of the caller's between the producer and zstd (e.g. a tar sniffer).
     """
     producer = Producer(cmd, env, on_stderr=on_stderr)
     try:
-        return compress_into_store(producer, store, key, level=level, threads=threads,
+        source = wrap(producer) if wrap else producer
+        return compress_into_store(source, store, key, level=level, threads=threads,
                                    size_hint=size_hint, progress=progress)
     except BaseException as exc:
         producer.kill()
         if isinstance(exc, VaultflowError) or not isinstance(exc, Exception):
             raise
         tail = producer.stderr.text()
-        raise ToolError(f"streaming {key} failed: {exc}" + (f"; {cmd[0]} said: {tail}" if tail else "")) from exc
+        said = f"; {os.path.basename(cmd[0])} said: {tail}" if tail else ""
+        raise ToolError(f"streaming {key} failed: {exc}{said}") from exc
     finally:
         producer.proc.stdout.close()
 

@@ -137,6 +137,19 @@ class Repository:
             raise RefusedError(f"backup {backup_id} is committed; use prune to delete it")
         return self._delete_all(prefix)
 
+    @contextmanager
+    def uncommitted(self, engine: str, target: str, backup_id: str, log=print) -> Iterator[None]:
+        """Payload written inside is removed if the block fails before the manifest is
+        committed (a killed process leaves it for prune's orphan collection instead)."""
+        try:
+            yield
+        except BaseException:
+            try:
+                self.discard_payload(engine, target, backup_id)
+            except Exception as cleanup:  # the run's error matters more; prune collects later
+                log(f"could not remove partial payload of {backup_id}: {cleanup}")
+            raise
+
     def delete_backup(self, manifest: Manifest) -> int:
         """Manifest first (the backup stops existing), then its payload."""
         prefix = self.backup_prefix(manifest.engine, manifest.target, manifest.id)

@@ -70,9 +70,9 @@ from vaultflow.manifest import (
     new_backup_id,
 )
 from vaultflow.pipeline import (
-    Producer,
     WrittenObject,
     compress_into_store,
+    dump_into_store,
     open_verified,
 )
 from vaultflow.stores.base import CHUNK_SIZE
@@ -214,26 +214,25 @@ def _classify(exc: ToolError, config: PostgresConfig) -> VaultflowError:
 
 def _stream_basebackup(cmd: list[str], env: Mapping[str, str], ctx: BackupContext, key: str,
                        expected: int | None) -> tuple[WrittenObject, TarSniffer]:
-    """pg_basebackup's stdout through the sniffer into the store (as pipeline.dump_into_store)."""
+    """pg_basebackup's stdout through the tar sniffer into the store, in one pass."""
     repo = ctx.repository
     progress = (lambda done: ctx.progress(BASE_OBJECT, done, expected)) if ctx.progress else None
-    producer = Producer(cmd, env, on_stderr=ctx.log)
-    sniffer = TarSniffer(producer, CAPTURED)
+    sniffers: list[TarSniffer] = []
+
+    def sniff(producer):
+        sniffers.append(TarSniffer(producer, CAPTURED))
+        return sniffers[0]
+
+    # Databases + WAL fetched at the end: a generous bound for S3's part size (stored <= raw).
+    hint = expected + (1 << 30) if expected else None
     try:
-        # Databases + WAL fetched at the end: a generous bound for S3's part size (stored <= raw).
-        hint = expected + (1 << 30) if expected else None
-        written = compress_into_store(sniffer, repo.store, key, level=repo.compression_level,
-                                      size_hint=hint, progress=progress)
-    except BaseException as exc:
-        producer.kill()
-        sniffer.close()
-        if isinstance(exc, VaultflowError) or not isinstance(exc, Exception):
-            raise
-        tail = producer.stderr.text()
-        raise ToolError(f"streaming {key} failed: {exc}" + (f"; pg_basebackup said: {tail}" if tail else "")) from exc
-    finally:
-        producer.proc.stdout.close()
-    return written, sniffer
+        written = dump_into_store(cmd, env, repo.store, key, level=repo.compression_level, size_hint=hint,
+                                  progress=progress, on_stderr=ctx.log, wrap=sniff)
+    except BaseException:
+        for sniffer in sniffers:
+            sniffer.close()
+        raise
+    return written, sniffers[0]
 
 
 def physical_full_backup(config: PostgresConfig, ctx: BackupContext, *, bin_dir: Path,
@@ -284,55 +283,50 @@ def run_basebackup(config: PostgresConfig, ctx: BackupContext, kind: BackupKind,
     # like any physical-backup fingerprint they are exact only without concurrent writes.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprints")
     try:
-        fingerprinting = pool.submit(_fingerprint_all, config)
-        with client_env(config) as env:
+        with repo.uncommitted(ENGINE, config.name, backup_id, ctx.log):
+            fingerprinting = pool.submit(_fingerprint_all, config)
+            with client_env(config) as env:
+                t0 = time.monotonic()
+                try:
+                    written, sniffer = _stream_basebackup(command(backup_id), env, ctx, prefix + BASE_OBJECT, facts.size)
+                except ToolError as exc:
+                    raise classify(exc) from exc
+                timings["basebackup"] = time.monotonic() - t0
             t0 = time.monotonic()
-            try:
-                written, sniffer = _stream_basebackup(command(backup_id), env, ctx, prefix + BASE_OBJECT, facts.size)
-            except ToolError as exc:
-                raise classify(exc) from exc
-            timings["basebackup"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        fingerprints = fingerprinting.result()
-        timings["fingerprints_wait"] = time.monotonic() - t0
+            fingerprints = fingerprinting.result()
+            timings["fingerprints_wait"] = time.monotonic() - t0
 
-        label_bytes, manifest_file = sniffer.captured_bytes("backup_label"), sniffer.captured.get("backup_manifest")
-        if label_bytes is None or manifest_file is None:
-            raise ToolError(f"pg_basebackup's tar has no {'backup_label' if label_bytes is None else 'backup_manifest'}")
-        if sniffer.captured_bytes("tablespace_map"):
-            raise _tablespace_error(config, "(created during the backup)")
-        label_text = label_bytes.decode(errors="replace")
-        label = parse_backup_label(label_text)
-        ranges, manifest_system = read_manifest_facts(manifest_file)
-        extra = inspect(label_text, manifest_system, label)
-        t0 = time.monotonic()
-        manifest_written = compress_into_store(manifest_file, repo.store, prefix + MANIFEST_OBJECT,
-                                               level=repo.compression_level)
-        timings["backup_manifest"] = time.monotonic() - t0
-        objects = [
-            StoredObject(key=BASE_OBJECT, role="base", format="tar", raw_size=written.raw_size,
-                         stored_size=written.stored_size, sha256=written.sha256),
-            StoredObject(key=MANIFEST_OBJECT, role="backup-manifest", format="json",
-                         raw_size=manifest_written.raw_size, stored_size=manifest_written.stored_size,
-                         sha256=manifest_written.sha256),
-        ]
-        manifest = Manifest(
-            id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode="physical", parent_id=parent_id,
-            started_at=started, finished_at=datetime.now(UTC),
-            consistency={"method": "pg_basebackup", "start_lsn": label.start_lsn,
-                         "stop_lsn": ranges[-1]["End-LSN"], "timeline": label.timeline,
-                         "start_wal_file": label.start_wal_file, "checkpoint_lsn": label.checkpoint_lsn,
-                         "wal_ranges": ranges, "label": label.label, **extra},
-            objects=objects, fingerprints=fingerprints, server_version=server_version,
-            tool_versions={"pg_basebackup": tool_version(bin_dir, "pg_basebackup")},
-            timings=timings, lineage=ctx.lineage)
-        repo.commit(manifest)
-    except BaseException:
-        try:
-            repo.discard_payload(ENGINE, config.name, backup_id)
-        except Exception as cleanup:  # the run's error matters more; prune collects later
-            ctx.log(f"could not remove partial payload of {backup_id}: {cleanup}")
-        raise
+            label_bytes, manifest_file = sniffer.captured_bytes("backup_label"), sniffer.captured.get("backup_manifest")
+            if label_bytes is None or manifest_file is None:
+                raise ToolError(f"pg_basebackup's tar has no {'backup_label' if label_bytes is None else 'backup_manifest'}")
+            if sniffer.captured_bytes("tablespace_map"):
+                raise _tablespace_error(config, "(created during the backup)")
+            label_text = label_bytes.decode(errors="replace")
+            label = parse_backup_label(label_text)
+            ranges, manifest_system = read_manifest_facts(manifest_file)
+            extra = inspect(label_text, manifest_system, label)
+            t0 = time.monotonic()
+            manifest_written = compress_into_store(manifest_file, repo.store, prefix + MANIFEST_OBJECT,
+                                                   level=repo.compression_level)
+            timings["backup_manifest"] = time.monotonic() - t0
+            objects = [
+                StoredObject(key=BASE_OBJECT, role="base", format="tar", raw_size=written.raw_size,
+                             stored_size=written.stored_size, sha256=written.sha256),
+                StoredObject(key=MANIFEST_OBJECT, role="backup-manifest", format="json",
+                             raw_size=manifest_written.raw_size, stored_size=manifest_written.stored_size,
+                             sha256=manifest_written.sha256),
+            ]
+            manifest = Manifest(
+                id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode="physical", parent_id=parent_id,
+                started_at=started, finished_at=datetime.now(UTC),
+                consistency={"method": "pg_basebackup", "start_lsn": label.start_lsn,
+                             "stop_lsn": ranges[-1]["End-LSN"], "timeline": label.timeline,
+                             "start_wal_file": label.start_wal_file, "checkpoint_lsn": label.checkpoint_lsn,
+                             "wal_ranges": ranges, "label": label.label, **extra},
+                objects=objects, fingerprints=fingerprints, server_version=server_version,
+                tool_versions={"pg_basebackup": tool_version(bin_dir, "pg_basebackup")},
+                timings=timings, lineage=ctx.lineage)
+            repo.commit(manifest)
     finally:
         pool.shutdown(wait=True)
         if sniffer is not None:

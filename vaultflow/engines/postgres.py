@@ -137,7 +137,7 @@ class PostgresEngine:
         fingerprints: dict[str, dict[str, TableFingerprint]] = {}
         snapshots: dict[str, str] = {}
         timings: dict[str, float] = {}
-        try:
+        with repo.uncommitted(self.name, self.config.name, backup_id, ctx.log):
             with client_env(self.config) as env:
                 t0 = time.monotonic()
                 written = dump_into_store(globals_command(bin_dir), env, repo.store, prefix + "globals.sql.zst",
@@ -161,12 +161,6 @@ class PostgresEngine:
                 tool_versions={"pg_dump": tool_version(bin_dir, "pg_dump")},
                 timings=timings, lineage=ctx.lineage)
             repo.commit(manifest)
-        except BaseException:
-            try:
-                repo.discard_payload(self.name, self.config.name, backup_id)
-            except Exception as cleanup:  # the run's error matters more; prune collects later
-                ctx.log(f"could not remove partial payload of {backup_id}: {cleanup}")
-            raise
         return manifest
 
     def incremental_backup(self, ctx: BackupContext, kind: BackupKind) -> Manifest:
