@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from vaultflow.compare import Comparison
-from vaultflow.manifest import Lineage, Manifest
+from vaultflow.manifest import BackupKind, Lineage, Manifest
 from vaultflow.repository import Repository
 
 Log = Callable[[str], None]
@@ -47,8 +47,14 @@ class Engine(Protocol):
         """Take a full backup, streaming every object into ctx.repository; commit; return it."""
         ...
 
+    def incremental_backup(self, ctx: BackupContext, kind: BackupKind) -> Manifest:
+        """Changes since the latest backup (INCREMENTAL) or the latest full (DIFFERENTIAL).
+        Raises ChainBrokenError when no usable parent exists: the flow then takes a full."""
+        ...
+
     def restore(self, ctx: BackupContext, manifest: Manifest, *, into: str | None,
-                overwrite: bool, databases: list[str] | None = None) -> RestoreResult:
+                overwrite: bool, databases: list[str] | None = None,
+                recovery_target=None) -> RestoreResult:
         """Restore `manifest` (checksums verified while streaming) and compare fingerprints."""
         ...
 
