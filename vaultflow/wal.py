@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vaultflow.errors import IntegrityError, NotFoundError, RefusedError, VaultflowError
+from vaultflow.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from vaultflow.repository import Repository
@@ -140,14 +141,6 @@ def _store_of(repo: Repository | Store) -> Store:
 
 
 # -- filesystem helpers --------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -169,7 +162,7 @@ def _ensure_dir(path: Path) -> None:
         return
     except OSError as exc:
         raise WalError(f"cannot create spool directory {path}: {exc.strerror or exc}") from exc
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _copy_fd(src: int, dst: int) -> None:
@@ -234,7 +227,7 @@ def wal_push(source: Path, spool_dir: Path) -> Path:
                 "refusing to overwrite it. Is a second server archiving into this spool?"
             )
         _fsync_path(final)  # an earlier push may have died before its fsyncs
-        _fsync_dir(spool_dir)
+        fsync_dir(spool_dir)
         return final
     tmp = spool_dir / f"{TMP_PREFIX}{name}"
     try:
@@ -255,7 +248,7 @@ def wal_push(source: Path, spool_dir: Path) -> Path:
     finally:
         os.close(src_fd)
     os.rename(tmp, final)
-    _fsync_dir(spool_dir)
+    fsync_dir(spool_dir)
     return final
 
 
@@ -414,7 +407,7 @@ def ship_spool(spool_dir: Path, repo: Repository | Store, target: str, *, level:
             try:
                 _ship_one(path, store, target, level, result)
                 path.unlink()  # only now: the record says the repository holds it
-                _fsync_dir(spool_dir)
+                fsync_dir(spool_dir)
             except Exception as exc:
                 _measure_lag(spool_dir, result)
                 raise _failure(exc, path.name, store, result) from exc

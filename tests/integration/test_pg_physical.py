@@ -8,16 +8,15 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import psycopg
 import pytest
 
 from tests.fixtures.postgres import MakeDb
+from tests.fixtures.secret_watch import SecretWatch
 from tests.integration.test_postgres_engine import SCHEMA, contents, load
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import PostgresConfig
@@ -238,33 +237,10 @@ def test_password_never_reaches_argv(pg_with_password: PostgresInstance, scratch
     assert password
     server.execute("CREATE TABLE IF NOT EXISTS ballast AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g")
     repo, logs = Repository(LocalStore(scratch / "repo")), []
-    seen: list[list[str]] = []
-    leaks: list[str] = []
-    stop = threading.Event()
-    me = psutil.Process()
-
-    def sample() -> None:
-        while not stop.is_set():
-            children = {p.pid for p in me.children(recursive=True)}
-            for proc in psutil.process_iter(["cmdline", "environ"]):
-                cmdline, environ = proc.info["cmdline"] or [], proc.info["environ"] or {}
-                if proc.pid in children:
-                    seen.append(cmdline)
-                if any(password in arg for arg in cmdline):
-                    leaks.append(f"argv of {proc.pid}: {cmdline}")
-                if any(password in value for value in environ.values()):
-                    leaks.append(f"environ of {proc.pid} {cmdline[:1]}")
-            time.sleep(0.01)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with SecretWatch(password) as watch:
         manifest = backup(server, repo, logs)
-    finally:
-        stop.set()
-        sampler.join()
-    assert "pg_basebackup" in {Path(c[0]).name for c in seen if c}, "the sampler never saw pg_basebackup"
-    assert leaks == []
+    assert "pg_basebackup" in watch.tools, "the sampler never saw pg_basebackup"
+    assert watch.leaks == []
     assert password not in manifest.to_json().decode()
     assert not any(password in line for line in logs)
     files = [p for p in (scratch / "repo").rglob("*") if p.is_file()]

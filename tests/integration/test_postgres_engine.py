@@ -3,17 +3,15 @@ consistency, secrecy and S3. Failure modes live in test_postgres_failures.py."""
 
 from __future__ import annotations
 
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
-import psutil
 import psycopg
 import pytest
 
 from tests.fixtures.postgres import MakeDb, quote_ident
+from tests.fixtures.secret_watch import SecretWatch
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import PostgresConfig
 from vaultflow.engines.postgres import PostgresEngine, default_restore_name
@@ -160,38 +158,14 @@ def test_password_never_leaks(pg_with_password: PostgresInstance, fresh_db: Make
     server.execute("CREATE TABLE t AS SELECT g, repeat(md5(g::text), 4) AS v FROM generate_series(1, 100000) g", db)
     engine, repo = engine_for(server, [db]), Repository(LocalStore(tmp_path / "repo"))
     logs: list[str] = []
-    seen_cmdlines: list[list[str]] = []
-    leaks: list[str] = []
-    stop = threading.Event()
-    me = psutil.Process()
-
-    def sample() -> None:
-        while not stop.is_set():
-            children = {p.pid for p in me.children(recursive=True)}
-            for proc in psutil.process_iter(["cmdline", "environ"]):
-                cmdline, environ = proc.info["cmdline"] or [], proc.info["environ"] or {}
-                if proc.pid in children:
-                    seen_cmdlines.append(cmdline)
-                if any(password in arg for arg in cmdline):
-                    leaks.append(f"argv of {proc.pid}: {cmdline}")
-                if any(password in value for value in environ.values()):
-                    leaks.append(f"environ of {proc.pid} {cmdline[:1]}")
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
+    with SecretWatch(password, interval=0.02) as watch:
         manifest = engine.full_backup(BackupContext(repo, log=logs.append))
         result = engine.restore(BackupContext(repo, log=logs.append), manifest)
         drop_later(server, result.restored[db])
-    finally:
-        stop.set()
-        sampler.join()
 
     assert result.comparison.ok
-    tools = {Path(c[0]).name for c in seen_cmdlines if c}
-    assert {"pg_dump", "pg_restore"} <= tools, f"the sampler never saw the tools: {tools}"
-    assert leaks == []
+    assert {"pg_dump", "pg_restore"} <= watch.tools, f"the sampler never saw the tools: {watch.tools}"
+    assert watch.leaks == []
     assert password not in manifest.to_json().decode()
     assert not any(password in line for line in logs)
     files = [p for p in (tmp_path / "repo").rglob("*") if p.is_file()]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from vaultflow.errors import ConfigError, NotFoundError, StoreUnavailableError
+from vaultflow.fsutil import fsync_dir
 from vaultflow.stores.base import CHUNK_SIZE, ObjectInfo, Readable
 
 TMP_PREFIX = ".tmp-"
@@ -30,14 +31,6 @@ def _check_key(key: str) -> list[str]:
     if any(p.startswith(TMP_PREFIX) for p in parts):
         raise ValueError(f"invalid store key {key!r}: {TMP_PREFIX!r} names are reserved")
     return parts
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStore:
@@ -122,7 +115,7 @@ class LocalStore:
             except FileNotFoundError:
                 pass
             raise
-        _fsync_dir(final.parent)  # makes the rename itself durable
+        fsync_dir(final.parent)  # makes the rename itself durable
         return total
 
     def open(self, key: str) -> BinaryIO:
