@@ -54,7 +54,17 @@ class PostgresTarget(Block):
                                            "when the worker runs as root; default 'postgres'.")
     wal_fetch_command: Optional[str] = Field(default=None, description="restore_command without ' %f %p' "
                                              "for point-in-time restores; default: this worker's "
-                                             "`python -m vaultflow.wal_cli fetch` on the local repository.")
+                                             "`python -m vaultflow.wal_cli fetch` on the repository (a local "
+                                             "path, or a private spec file for S3 and mirrors).")
+    manifest_checksums: Literal["CRC32C", "SHA256"] = Field(
+        default="CRC32C", description="Per-file checksum algorithm of pg_basebackup's backup_manifest "
+        "(physical mode), checked by pg_verifybackup and pg_combinebackup. CRC32C is fast; SHA256 is "
+        "computed by the server in one process and made full backups ~1.7x slower. vaultflow's own "
+        "SHA-256 of every stored object guards the repository either way.")
+    data_directory: Optional[str] = Field(default=None, description="The server's data directory, readable "
+                                          "by the worker; needed for file-level incremental and differential "
+                                          "backups on PostgreSQL 15/16 (the worker then runs on the database "
+                                          "host as the postgres OS user or a member of its group).")
     target_name: Optional[str] = Field(default=None, description="Name of this target in the repository "
                                        "layout; default: the block's name.")
 
@@ -67,7 +77,8 @@ class PostgresTarget(Block):
                               password=self.password, databases=self.databases,
                               sslmode=self.sslmode, bin_dir=self.bin_dir, mode=self.mode,
                               server_bin_dir=self.server_bin_dir, restore_os_user=self.restore_os_user,
-                              wal_fetch_command=self.wal_fetch_command)
+                              wal_fetch_command=self.wal_fetch_command, manifest_checksums=self.manifest_checksums,
+                              data_directory=self.data_directory)
 
     def engine(self) -> PostgresEngine:
         return PostgresEngine(self.to_config())

@@ -14,7 +14,7 @@ from vaultflow.manifest import BackupKind
 def run_backup(kind: BackupKind, target, repository) -> dict:
     """Take a `kind` backup; an incremental/differential without a usable parent (none yet,
     pruned, corrupt, server re-initialized, timeline switch) says why and takes a full."""
-    from vaultflow.engines.pg_incremental import ChainBrokenError
+    from vaultflow.errors import ChainBrokenError
 
     logger = get_run_logger()
     fell_back = None

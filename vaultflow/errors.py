@@ -48,3 +48,9 @@ def is_transient(exc: BaseException) -> bool:
 
 class ServerUnavailableError(TransientError):
     """A database server could not be reached (refused, timed out, DNS)."""
+
+
+class ChainBrokenError(VaultflowError):
+    """An incremental chain cannot be continued or restored: a link is missing, or the server
+    is no longer the one (or on the timeline, or AOF base) the parent was taken from. For a
+    backup the remedy is a full backup; for a restore, another backup whose chain is intact."""

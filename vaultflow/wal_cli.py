@@ -2,6 +2,11 @@
 
     archive_command = '/path/to/python -m vaultflow.wal_cli push %p --spool /var/lib/vaultflow/wal-spool'
     restore_command = '/path/to/python -m vaultflow.wal_cli fetch %f %p --repo-path /srv/backups --target prod'
+    restore_command = '/path/to/python -m vaultflow.wal_cli fetch %f %p --repo-config /private/repository.json --target prod'
+
+--repo-config names a 0600 JSON file describing the repository's store (local, s3 or mirror;
+vaultflow.stores.spec), credentials included: S3 secrets never appear on argv or in
+postgresql.auto.conf. boto3 is imported only when an S3 store is actually read.
 
 PostgreSQL runs these once per WAL file, so start-up time is the cost: this module imports
 only argparse and `vaultflow.wal` (standard library only at import time), never Prefect,
@@ -45,21 +50,23 @@ def push_command(path: str | Path, spool: str | Path) -> int:
     return EXIT_OK
 
 
-def _open_repository(repo_path: str | None):
-    """The repository's store. Only --repo-path for now; --repository BLOCK will resolve a
-    BackupRepository block here (lazily: it imports Prefect)."""
+def _open_repository(repo_path: str | None, repo_config: str | None = None):
+    """The repository's store: a local directory (--repo-path) or a spec file (--repo-config)."""
     if repo_path:
         from vaultflow.stores.local import LocalStore
         return LocalStore(repo_path)
-    raise VaultflowError("give --repo-path DIR")
+    if repo_config:
+        from vaultflow.stores import spec
+        return spec.build(spec.read_spec_file(repo_config), where=f"repository spec file {repo_config}")
+    raise VaultflowError("give --repo-path DIR or --repo-config FILE")
 
 
 def fetch_command(name: str, dest: str | Path, *, target: str, repo_path: str | None = None,
-                  spool: str | Path | None = None) -> int:
+                  spool: str | Path | None = None, repo_config: str | None = None) -> int:
     try:  # imports too: a broken install must not look like the end of the archive
         from vaultflow.wal import wal_fetch
 
-        store = _open_repository(repo_path)
+        store = _open_repository(repo_path, repo_config)
         found = wal_fetch(name, Path(dest), store, target, Path(spool) if spool else None)
     except Exception as exc:  # noqa: BLE001 - anything but "not archived" must stop recovery
         _say("fetch", f"error, aborting recovery: {exc}")
@@ -92,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("dest", help="where to write it (%%p)")
     where = fetch.add_mutually_exclusive_group(required=True)  # --repository BLOCK joins here
     where.add_argument("--repo-path", help="a local directory repository")
+    where.add_argument("--repo-config", help="a 0600 JSON file describing the repository's store "
+                       "(local, s3 or mirror, with its credentials)")
     fetch.add_argument("--target", required=True, help="target name in the repository")
     fetch.add_argument("--spool", help="also look in this spool (files not shipped yet) first")
     fetch.error_status = EXIT_ABORT_RECOVERY
@@ -103,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "push":
         return push_command(args.path, args.spool)
     return fetch_command(args.name, args.dest, target=args.target, repo_path=args.repo_path,
-                         spool=args.spool)
+                         spool=args.spool, repo_config=args.repo_config)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ and the manifest's id and parsing rules. Nothing here talks to a server."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -14,6 +15,9 @@ import pytest
 
 from vaultflow.engines.pg_client import (PostgresConfig, classify_connect_error, client_env,
                                          dump_command, globals_command, restore_command)
+from vaultflow.engines.pg_incremental import (chain_checksum_algorithm, combinebackup_command,
+                                              incremental_command)
+from vaultflow.engines.pg_physical import basebackup_command, manifest_checksum_algorithm
 from vaultflow.errors import (AuthenticationError, ConfigError, NotFoundError,
                               ServerUnavailableError, VaultflowError, is_transient)
 from vaultflow.manifest import (SCHEMA_VERSION, BackupKind, Manifest, ManifestError,
@@ -57,6 +61,62 @@ def test_no_command_carries_connection_secrets() -> None:
         joined = " ".join(cmd)
         assert SECRET not in joined and "password=" not in joined.lower()
         assert cfg.host not in joined and cfg.user not in joined  # connection comes from env
+
+
+def test_basebackup_command_defaults_to_crc32c_manifest_checksums() -> None:
+    cmd = basebackup_command(BIN, "vaultflow-X")
+    assert cmd == [str(BIN / "pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
+                   "--checkpoint=fast", "--manifest-checksums=CRC32C", "--label=vaultflow-X",
+                   "--no-password", "--verbose"]
+    assert "--manifest-checksums=SHA256" in basebackup_command(BIN, "vaultflow-X", "SHA256")
+
+
+def test_incremental_command_keeps_the_targets_algorithm() -> None:
+    cmd = incremental_command(BIN, "vaultflow-Y", Path("/tmp/parent_manifest"), "SHA256")
+    assert cmd[:-1] == basebackup_command(BIN, "vaultflow-Y", "SHA256")
+    assert cmd[-1] == "--incremental=/tmp/parent_manifest"
+    assert "--manifest-checksums=CRC32C" in incremental_command(BIN, "l", Path("/m"))
+
+
+def test_combinebackup_command_follows_the_chain_algorithm() -> None:
+    inputs = [Path("/w/000-full"), Path("/w/001-incr")]
+    assert combinebackup_command(BIN, inputs, Path("/w/out"), link=True, manifest_checksums="SHA256") == [
+        str(BIN / "pg_combinebackup"), "--no-sync", "--manifest-checksums=SHA256", "--link",
+        "/w/000-full", "/w/001-incr", "-o", "/w/out"]
+    assert "--manifest-checksums=CRC32C" in combinebackup_command(BIN, inputs, Path("/o"), link=False)
+
+
+def _backup_manifest(algorithm: str | None) -> bytes:
+    entry = {"Path": "backup_label", "Size": 227, "Last-Modified": "2026-11-26 02:00:00 GMT"}
+    if algorithm:
+        entry.update({"Checksum-Algorithm": algorithm, "Checksum": "a1b2c3d4"})
+    return json.dumps({"PostgreSQL-Backup-Manifest-Version": 2, "System-Identifier": 7,
+                       "Files": [entry]}, indent=1).encode()
+
+
+def test_manifest_checksum_algorithm_reads_the_first_file_entry() -> None:
+    assert manifest_checksum_algorithm(io.BytesIO(_backup_manifest("CRC32C"))) == "CRC32C"
+    assert manifest_checksum_algorithm(io.BytesIO(_backup_manifest("SHA256"))) == "SHA256"
+    assert manifest_checksum_algorithm(io.BytesIO(_backup_manifest(None))) is None
+    handle = io.BytesIO(_backup_manifest("SHA256"))
+    manifest_checksum_algorithm(handle)
+    assert handle.tell() == 0, "the handle is rewound for the next reader"
+
+
+def test_chain_checksum_algorithm_prefers_the_extracted_manifest(tmp_path: Path) -> None:
+    recorded = sample_manifest().model_copy(update={"consistency": {"manifest_checksums": "SHA256"}})
+    extracted = tmp_path / "backup_manifest"
+    extracted.write_bytes(_backup_manifest("CRC32C"))
+    assert chain_checksum_algorithm(recorded, extracted) == "CRC32C"
+    assert chain_checksum_algorithm(recorded, tmp_path / "missing") == "SHA256"
+    assert chain_checksum_algorithm(sample_manifest(), None) == "SHA256", "backups from before the field"
+
+
+def test_manifest_checksums_setting_is_strict() -> None:
+    assert config().manifest_checksums == "CRC32C"
+    assert config(manifest_checksums="SHA256").manifest_checksums == "SHA256"
+    with pytest.raises(ValueError, match="CRC32C"):
+        config(manifest_checksums="MD5")
 
 
 # -- client_env ----------------------------------------------------------------------------

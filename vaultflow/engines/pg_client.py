@@ -44,6 +44,11 @@ class PostgresConfig(BaseModel):
     restore_os_user: str | None = Field(default=None, description="OS user that runs a restored cluster "
                                         "when the worker is root; default 'postgres'")
     wal_fetch_command: str | None = Field(default=None, description="restore_command without ' %f %p'")
+    data_directory: str | None = Field(default=None, description="the server's data directory, readable by "
+                                       "the worker; needed for file-level incrementals on PostgreSQL 15/16")
+    manifest_checksums: Literal["CRC32C", "SHA256"] = Field(
+        default="CRC32C", description="per-file checksums of pg_basebackup's backup_manifest (checked by "
+        "pg_verifybackup / pg_combinebackup); vaultflow's own SHA-256 covers every stored object")
 
     @property
     def where(self) -> str:

@@ -5,7 +5,7 @@ physical backup as backup_manifest.zst) is fetched, sha256-verified, into a priv
 and handed to
 
     pg_basebackup --pgdata=- --format=tar --wal-method=fetch --checkpoint=fast
-                  --manifest-checksums=SHA256 --incremental=<parent's backup_manifest>
+                  --manifest-checksums=<target's> --incremental=<parent's backup_manifest>
 
 whose tar is streamed exactly like a full one (pg_physical's streaming + TarSniffer): one
 pass into base.tar.zst, the backup's own backup_manifest also stored as backup_manifest.zst
@@ -23,11 +23,14 @@ that cannot continue — another cluster behind the same target (system identifi
 promotion (timeline), summaries that no longer cover the parent's WAL range — raises
 `ChainBrokenError`; the flow catches it and takes a full backup instead.
 
+PostgreSQL 15/16 servers are handed to pg_filelevel (file-level backups under
+pg_backup_start/stop), and so are their chains at restore.
+
 Restore (`restore_chain`): the chain is resolved from the catalog back to its full BEFORE
 anything is written; each link is extracted (sha256-verified, `restore_physical`) into a
 private work directory next to `dest`, then
 
-    pg_combinebackup --no-sync --manifest-checksums=SHA256 [--link] <full> <incr...> <target> -o <work>/combined
+    pg_combinebackup --no-sync --manifest-checksums=<the chain's> [--link] <full> <incr...> <target> -o <work>/combined
 
 and the result is renamed into `dest` in one step: `dest` never exists half-written.
 `--link` (PostgreSQL 18's pg_combinebackup) hard-links unchanged files from the extracted
@@ -62,6 +65,7 @@ from vaultflow.engines.pg_physical import (
     basebackup_command,
     ENGINE,
     MANIFEST_OBJECT,
+    manifest_checksum_algorithm,
     restore_physical,
     RESTORED_SETTINGS,
     run_basebackup,
@@ -85,17 +89,16 @@ MIN_SERVER_VERSION_NUM = 170000
 MAX_CHAIN = 1000  # a guard against a cycle of parent_ids in a hand-edited repository
 
 
-class ChainBrokenError(VaultflowError):
-    """An incremental chain cannot be continued or restored: a link is missing, or the server
-    is no longer the one (or on the timeline) the parent was taken from. For a backup the
-    remedy is a full backup; for a restore, another backup whose chain is intact."""
+# ChainBrokenError lives in vaultflow.errors (every engine's chains raise it); re-exported here.
+from vaultflow.errors import ChainBrokenError  # noqa: E402,F401
 
 
 # -- backup --------------------------------------------------------------------------------
 
-def incremental_command(bin_dir: Path, label: str, parent_manifest: Path) -> list[str]:
-    """The full's command (tar on stdout, WAL fetched, SHA256 manifest) plus --incremental."""
-    return [*basebackup_command(bin_dir, label), f"--incremental={parent_manifest}"]
+def incremental_command(bin_dir: Path, label: str, parent_manifest: Path,
+                        manifest_checksums: str = "CRC32C") -> list[str]:
+    """The full's command (tar on stdout, WAL fetched, manifest checksums) plus --incremental."""
+    return [*basebackup_command(bin_dir, label, manifest_checksums), f"--incremental={parent_manifest}"]
 
 
 def _where(config: PostgresConfig) -> str:
@@ -127,8 +130,10 @@ def _check_server(config: PostgresConfig) -> tuple[str | None, int | None]:
     return system, timeline
 
 
-def _validate_parent(config: PostgresConfig, parent: Manifest, kind: BackupKind) -> None:
-    """Caller mistakes are RefusedError; a parent that cannot anchor a chain is ChainBrokenError."""
+def _validate_parent(config: PostgresConfig, parent: Manifest, kind: BackupKind,
+                     required: tuple[str, ...] = (MANIFEST_OBJECT,)) -> None:
+    """Caller mistakes are RefusedError; a parent that cannot anchor a chain (none of the
+    `required` objects) is ChainBrokenError."""
     if kind == BackupKind.FULL:
         raise RefusedError("physical_incremental_backup takes INCREMENTAL or DIFFERENTIAL backups; "
                            "use physical_full_backup for a full one")
@@ -141,8 +146,8 @@ def _validate_parent(config: PostgresConfig, parent: Manifest, kind: BackupKind)
     if kind == BackupKind.DIFFERENTIAL and parent.kind != BackupKind.FULL:
         raise RefusedError(f"the parent of a differential backup must be a full backup; {parent.id} "
                            f"is {parent.kind.value}")
-    if not any(o.key == MANIFEST_OBJECT for o in parent.objects):
-        raise ChainBrokenError(f"backup {parent.id} has no {MANIFEST_OBJECT}: it cannot be the parent "
+    if not any(o.key in required for o in parent.objects):
+        raise ChainBrokenError(f"backup {parent.id} has no {' or '.join(required)}: it cannot be the parent "
                                "of an incremental backup; take a full backup")
 
 
@@ -159,10 +164,10 @@ def _check_identity(parent: Manifest, system: str | None, timeline: int | None, 
             "was taken (a promotion or point-in-time recovery); take a full backup")
 
 
-def _fetch_parent_manifest(ctx: BackupContext, parent: Manifest, into: Path) -> None:
-    """The parent's backup_manifest, sha256-verified, into `into`."""
+def _fetch_parent_manifest(ctx: BackupContext, parent: Manifest, into: Path, key: str = MANIFEST_OBJECT) -> None:
+    """The parent's backup_manifest (or another object `key`), sha256-verified, into `into`."""
     repo = ctx.repository
-    obj = next(o for o in parent.objects if o.key == MANIFEST_OBJECT)
+    obj = next(o for o in parent.objects if o.key == key)
     key = repo.object_key(parent, obj.key)
     try:
         reader, verifying, raw = open_verified(repo.store, key, obj.sha256, obj.stored_size,
@@ -221,7 +226,12 @@ def physical_incremental_backup(config: PostgresConfig, ctx: BackupContext, pare
     Raises ConfigError (server < 17, summarize_wal off, extra tablespaces), RefusedError
     (a parent the caller should not have passed), ChainBrokenError (take a full instead),
     IntegrityError (the parent's backup_manifest.zst is corrupt) and pg_physical's errors.
+    PostgreSQL 15/16 servers take pg_filelevel's file-level path instead.
     """
+    major = re.match(r"\d+", server_version or "")
+    if major and int(major.group()) * 10000 < MIN_SERVER_VERSION_NUM:
+        from vaultflow.engines.pg_filelevel import filelevel_backup  # imports this module
+        return filelevel_backup(config, ctx, parent, kind, server_version=server_version)
     _validate_parent(config, parent, kind)
     if (major := _tool_major(bin_dir, "pg_basebackup")) < 17:
         raise ConfigError(f"pg_basebackup in {bin_dir} is version {major}: incremental backups need "
@@ -248,7 +258,8 @@ def physical_incremental_backup(config: PostgresConfig, ctx: BackupContext, pare
         _fetch_parent_manifest(ctx, parent, parent_manifest)
         return run_basebackup(
             config, ctx, kind, facts=facts, bin_dir=bin_dir, server_version=server_version, parent_id=parent.id,
-            command=lambda backup_id: incremental_command(bin_dir, f"vaultflow-{backup_id}", parent_manifest),
+            command=lambda backup_id: incremental_command(bin_dir, f"vaultflow-{backup_id}", parent_manifest,
+                                                          config.manifest_checksums),
             classify=lambda exc: _classify_incremental(exc, config, parent), inspect=inspect)
 
 
@@ -287,13 +298,31 @@ def resolve_chain(catalog: Catalog, manifest: Manifest) -> list[Manifest]:
     return chain
 
 
-def combinebackup_command(bin_dir: Path, inputs: list[Path], output: Path, *, link: bool) -> list[str]:
+def combinebackup_command(bin_dir: Path, inputs: list[Path], output: Path, *, link: bool,
+                          manifest_checksums: str = "CRC32C") -> list[str]:
     """pg_combinebackup, oldest (the full) first. --no-sync: like an extracted full restore,
-    the server syncs the data directory when it starts recovery from backup_label."""
-    cmd = [str(Path(bin_dir) / "pg_combinebackup"), "--no-sync", "--manifest-checksums=SHA256"]
+    the server syncs the data directory when it starts recovery from backup_label.
+    `manifest_checksums`: the chain's own algorithm (chain_checksum_algorithm), so that
+    pg_combinebackup reuses the inputs' checksums instead of hashing every file again."""
+    cmd = [str(Path(bin_dir) / "pg_combinebackup"), "--no-sync", f"--manifest-checksums={manifest_checksums}"]
     if link:
         cmd.append("--link")
     return [*cmd, *map(str, inputs), "-o", str(output)]
+
+
+def chain_checksum_algorithm(manifest: Manifest, extracted_manifest: Path | None = None) -> str:
+    """The per-file checksum algorithm of the backup being restored: its extracted
+    backup_manifest says, else the vaultflow manifest's consistency record, else SHA256 (what
+    vaultflow used before the algorithm was recorded)."""
+    if extracted_manifest is not None:
+        try:
+            with open(extracted_manifest, "rb") as handle:
+                found = manifest_checksum_algorithm(handle)
+            if found:
+                return found
+        except OSError:
+            pass
+    return str(manifest.consistency.get("manifest_checksums") or "SHA256")
 
 
 def _tool_major(bin_dir: Path, tool: str) -> int:
@@ -346,6 +375,10 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise RefusedError(f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
                            "directory; nothing was touched. Pick a new or empty directory")
+    from vaultflow.engines.pg_filelevel_restore import is_filelevel, restore_filelevel_chain
+    if is_filelevel(manifest):  # PostgreSQL 15/16: overlay the file-level tars, no pg_combinebackup
+        restore_filelevel_chain(ctx, manifest, chain, dest)
+        return
     major = _tool_major(bin_dir, "pg_combinebackup")
     if major < 17:
         raise ConfigError(f"pg_combinebackup in {bin_dir} is version {major}: restoring incremental or "
@@ -365,7 +398,9 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
         extract_seconds = time.monotonic() - t0
         t0 = time.monotonic()
         combined = work / "combined"
-        _run_combine(combinebackup_command(bin_dir, inputs, combined, link=link_mode), ctx)
+        checksums = chain_checksum_algorithm(manifest, inputs[-1] / "backup_manifest")
+        _run_combine(combinebackup_command(bin_dir, inputs, combined, link=link_mode,
+                                           manifest_checksums=checksums), ctx)
         set_auto_conf(combined, RESTORED_SETTINGS)
         os.chmod(combined, 0o700)
         os.replace(combined, dest)  # onto a new or empty directory: dest appears whole
@@ -382,5 +417,6 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
         shutil.rmtree(work, ignore_errors=True)
 
 
-__all__ = ["ChainBrokenError", "combinebackup_command", "incremental_command", "physical_incremental_backup",
+__all__ = ["ChainBrokenError", "chain_checksum_algorithm", "combinebackup_command", "incremental_command",
+           "physical_incremental_backup",
            "resolve_chain", "restore_chain"]

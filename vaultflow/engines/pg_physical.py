@@ -82,6 +82,7 @@ BASE_OBJECT = "base.tar.zst"
 MANIFEST_OBJECT = "backup_manifest.zst"
 CAPTURED = ("backup_label", "backup_manifest", "tablespace_map")
 MANIFEST_TAIL = 1 << 20  # WAL-Ranges sit at the end of a backup_manifest, after every file
+MANIFEST_HEAD = 1 << 16  # the first file entry (and its Checksum-Algorithm) sits near the start
 # Where a restored copy listens and whether it archives: never into production's archive.
 RESTORED_SETTINGS = {"archive_mode": "off"}
 
@@ -140,11 +141,22 @@ def read_manifest_facts(handle: BinaryIO) -> tuple[list[dict], str | None]:
     return ranges, system.group(1).decode() if system else None
 
 
-def basebackup_command(bin_dir: Path, label: str) -> list[str]:
-    """One tar on stdout, WAL included (fetch), manifest with SHA256 checksums, no prompt."""
+def manifest_checksum_algorithm(handle: BinaryIO) -> str | None:
+    """The per-file Checksum-Algorithm of a backup_manifest (CRC32C, SHA256, ...), read from its
+    head (the first file entry); None when the head names none (--manifest-checksums=NONE)."""
+    handle.seek(0)
+    head = handle.read(MANIFEST_HEAD)
+    handle.seek(0)
+    found = re.search(rb'"Checksum-Algorithm":\s*"([A-Z0-9]+)"', head)
+    return found.group(1).decode() if found else None
+
+
+def basebackup_command(bin_dir: Path, label: str, manifest_checksums: str = "CRC32C") -> list[str]:
+    """One tar on stdout, WAL included (fetch), backup_manifest with `manifest_checksums`
+    per-file checksums (CRC32C by default: see docs/architecture.md "Manifest checksums"), no prompt."""
     return [str(Path(bin_dir) / "pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
-            "--checkpoint=fast", "--manifest-checksums=SHA256", f"--label={label}", "--no-password",
-            "--verbose"]
+            "--checkpoint=fast", f"--manifest-checksums={manifest_checksums}", f"--label={label}",
+            "--no-password", "--verbose"]
 
 
 # -- backup --------------------------------------------------------------------------------
@@ -257,7 +269,8 @@ def physical_full_backup(config: PostgresConfig, ctx: BackupContext, *, bin_dir:
         return {"system_identifier": facts.system_identifier or manifest_system}
 
     return run_basebackup(config, ctx, BackupKind.FULL, facts=facts, bin_dir=bin_dir, server_version=server_version,
-                          command=lambda backup_id: basebackup_command(bin_dir, f"vaultflow-{backup_id}"),
+                          command=lambda backup_id: basebackup_command(bin_dir, f"vaultflow-{backup_id}",
+                                                                     config.manifest_checksums),
                           classify=lambda exc: _classify(exc, config), inspect=inspect)
 
 
@@ -304,6 +317,7 @@ def run_basebackup(config: PostgresConfig, ctx: BackupContext, kind: BackupKind,
             label_text = label_bytes.decode(errors="replace")
             label = parse_backup_label(label_text)
             ranges, manifest_system = read_manifest_facts(manifest_file)
+            checksums = manifest_checksum_algorithm(manifest_file) or "NONE"
             extra = inspect(label_text, manifest_system, label)
             t0 = time.monotonic()
             manifest_written = compress_into_store(manifest_file, repo.store, prefix + MANIFEST_OBJECT,
@@ -322,7 +336,8 @@ def run_basebackup(config: PostgresConfig, ctx: BackupContext, kind: BackupKind,
                 consistency={"method": "pg_basebackup", "start_lsn": label.start_lsn,
                              "stop_lsn": ranges[-1]["End-LSN"], "timeline": label.timeline,
                              "start_wal_file": label.start_wal_file, "checkpoint_lsn": label.checkpoint_lsn,
-                             "wal_ranges": ranges, "label": label.label, **extra},
+                             "wal_ranges": ranges, "label": label.label, "manifest_checksums": checksums,
+                             **extra},
                 objects=objects, fingerprints=fingerprints, server_version=server_version,
                 tool_versions={"pg_basebackup": tool_version(bin_dir, "pg_basebackup")},
                 timings=timings, lineage=ctx.lineage)
@@ -448,4 +463,4 @@ def _complete_config(dest: Path, ctx: BackupContext) -> None:
 
 
 __all__ = ["BASE_OBJECT", "MANIFEST_OBJECT", "BackupLabel", "basebackup_command",
-           "parse_backup_label", "physical_full_backup", "read_manifest_facts", "restore_physical"]
+           "manifest_checksum_algorithm", "parse_backup_label", "physical_full_backup", "read_manifest_facts", "restore_physical"]

@@ -8,12 +8,14 @@ the production WAL archive.
 from __future__ import annotations
 
 import os
+import pwd
 import shlex
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +30,8 @@ from vaultflow.engines.pg_physical import RESTORED_SETTINGS, restore_physical
 from vaultflow.engines.postgres import fingerprint_tables
 from vaultflow.errors import ConfigError, RefusedError, ToolError
 from vaultflow.manifest import Manifest
+from vaultflow.stores.base import Store
+from vaultflow.stores.spec import spec_file
 
 
 def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None,
@@ -121,10 +125,33 @@ class RecoveryTarget:
         return self.time is None and self.lsn is None and self.name is None
 
 
-def default_fetch_command(repo_path: Path, target: str) -> str:
-    """restore_command (without %f %p) for a local repository, run by the server's OS user."""
-    return (f"{shlex.quote(sys.executable)} -m vaultflow.wal_cli fetch --repo-path "
-            f"{shlex.quote(str(repo_path))} --target {shlex.quote(target)}")
+def default_fetch_command(repo_path: Path | None, target: str, *, repo_config: Path | None = None,
+                          wal_cli: str | None = None) -> str:
+    """restore_command (without %f %p), run by the server's OS user: a local repository
+    (`repo_path`) or a repository spec file (`repo_config`, see spec_file: S3, mirror).
+    `wal_cli`: how to run `python -m vaultflow.wal_cli` (default: this interpreter)."""
+    if (repo_path is None) == (repo_config is None):
+        raise ValueError("give repo_path or repo_config")
+    where = f"--repo-path {shlex.quote(str(repo_path))}" if repo_path is not None \
+        else f"--repo-config {shlex.quote(str(repo_config))}"
+    wal_cli = wal_cli or f"{shlex.quote(sys.executable)} -m vaultflow.wal_cli"
+    return f"{wal_cli} fetch {where} --target {shlex.quote(target)}"
+
+
+@contextmanager
+def fetch_spec_file(store: Store, dest: Path, run_as: str | None) -> Iterator[Path]:
+    """The repository spec file that the restore_command of a recovery into `dest` reads: 0600
+    in a new 0700 directory next to `dest`, both owned by the cluster's OS user (`run_as`, when
+    we are root), removed on exit. Never inside `dest`: a data directory gets copied."""
+    uid = gid = None
+    if run_as is not None and os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam(run_as)
+        except KeyError:
+            raise ConfigError(f"OS user {run_as!r} (restore_os_user) does not exist on this worker") from None
+        uid, gid = user.pw_uid, user.pw_gid
+    with spec_file(store, dest.parent, uid=uid, gid=gid, prefix=f".{dest.name}-wal-fetch-") as path:
+        yield path
 
 
 def _wait_promoted(cluster: RunningCluster, user: str, timeout: float) -> None:
@@ -145,6 +172,20 @@ def _wait_promoted(cluster: RunningCluster, user: str, timeout: float) -> None:
     raise ToolError(f"recovery did not finish within {timeout:.0f} s: {_log_tail(cluster.log_file)}")
 
 
+def _fetch_failure(log_file: Path, exc: ToolError) -> ToolError:
+    """A server that stopped because `vaultflow wal-fetch` failed (S3 refused the credentials,
+    a corrupt segment, ...): lead with wal-fetch's own message, which names the object and store."""
+    try:
+        text = log_file.read_text(errors="replace")
+    except OSError:
+        return exc
+    line = next((ln for ln in reversed(text.splitlines()) if "vaultflow wal-fetch: error" in ln), None)
+    if line is None:
+        return exc
+    message = line[line.index("vaultflow wal-fetch: error"):].strip()
+    return ToolError(f"restore_command failed, recovery aborted: {message}. Server said: {exc}")
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -154,6 +195,7 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path, user: str,
             target: RecoveryTarget = RecoveryTarget(), fetch_command: str | None = None,
+            fetch_store: Store | None = None, wal_cli: str | None = None,
             run_as: str | None = None, env: Mapping[str, str] | None = None,
             timeout: float = 3600.0, keep_running: bool = False) -> tuple[RestoreResult, RunningCluster | None]:
     """Restore `manifest` into `dest`, replay archived WAL up to `target`, promote, and (for
@@ -161,28 +203,40 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
     `keep_running`; `dest` stays: start it with `pg_ctl -D dest start`.
 
     `fetch_command` is the restore_command without ' %f %p' (see default_fetch_command); it
-    is required for any target past the backup's end.
+    (or `fetch_store`) is required for any target past the backup's end. `fetch_store`: the
+    repository store to fetch WAL from (S3, mirror) through a spec file that exists only while
+    recovery runs (fetch_spec_file; deleted on promotion and on failure); `wal_cli` runs
+    `python -m vaultflow.wal_cli` for it.
     """
-    if not target.immediate and not fetch_command:
-        raise ConfigError("point-in-time recovery needs the WAL archive: give fetch_command (restore_command)")
+    if not target.immediate and not fetch_command and fetch_store is None:
+        raise ConfigError("point-in-time recovery needs the WAL archive: give fetch_command (restore_command) "
+                          "or fetch_store")
     if dest.exists() and any(dest.iterdir()):
         raise RefusedError(f"{dest} is not empty; restore into a new directory")
     t0 = time.monotonic()
     restore_chain(ctx, manifest, dest, bin_dir=bin_dir,
                   catalog=ctx.repository.catalog(manifest.engine, manifest.target))
-    if fetch_command:  # archive recovery: replay archived WAL up to the target, then promote
-        set_auto_conf(dest, {**target.settings(), "recovery_target_action": "promote",
-                             "restore_command": f"{fetch_command} %f %p", **RESTORED_SETTINGS})
-        (dest / "recovery.signal").touch()
-    # else: no archive; the backup_label's crash recovery replays the WAL inside the backup
-    # (-X fetch) to its consistent end point, exactly the backup's own state.
-    (dest / "pg_hba.conf").write_text("# vaultflow restore: private socket only until you change it\n"
-                                      "local all all trust\n")
     cluster: RunningCluster | None = None
     try:
-        cluster = start_restored_cluster(dest, bin_dir, run_as=run_as, host="", log_file=dest.parent / f"{dest.name}.log",
-                                         env=env, timeout=timeout)
-        _wait_promoted(cluster, user, timeout)
+        with ExitStack() as recovery_only:  # the spec file (it may hold a secret) lives until promotion
+            if fetch_store is not None and not fetch_command and not target.immediate:
+                spec = recovery_only.enter_context(fetch_spec_file(fetch_store, dest, run_as))
+                fetch_command = default_fetch_command(None, manifest.target, repo_config=spec, wal_cli=wal_cli)
+            if fetch_command:  # archive recovery: replay archived WAL up to the target, then promote
+                set_auto_conf(dest, {**target.settings(), "recovery_target_action": "promote",
+                                     "restore_command": f"{fetch_command} %f %p", **RESTORED_SETTINGS})
+                (dest / "recovery.signal").touch()
+            # else: no archive; the backup_label's crash recovery replays the WAL inside the backup
+            # (-X fetch) to its consistent end point, exactly the backup's own state.
+            (dest / "pg_hba.conf").write_text("# vaultflow restore: private socket only until you change it\n"
+                                              "local all all trust\n")
+            log_file = dest.parent / f"{dest.name}.log"
+            try:
+                cluster = start_restored_cluster(dest, bin_dir, run_as=run_as, host="", log_file=log_file, env=env,
+                                                 timeout=timeout)
+                _wait_promoted(cluster, user, timeout)
+            except ToolError as exc:
+                raise _fetch_failure(log_file, exc) from exc
         seconds = time.monotonic() - t0
         tables = []
         if target.immediate:
@@ -203,5 +257,5 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
     return result, cluster
 
 
-__all__ = ["RecoveryTarget", "default_fetch_command", "drill_physical", "recover", "start_restored_cluster",
-           "stop_cluster"]
+__all__ = ["RecoveryTarget", "default_fetch_command", "drill_physical", "fetch_spec_file", "recover",
+           "start_restored_cluster", "stop_cluster"]

@@ -291,14 +291,19 @@ class PostgresEngine:
         """Restore a physical backup into `dest`, replay WAL to `target`, promote, compare."""
         from vaultflow.engines.pg_recovery import default_fetch_command, recover
         major = int(str(manifest.server_version).split(".")[0])
-        fetch = self.config.wal_fetch_command
+        fetch, fetch_store = self.config.wal_fetch_command, None
         if fetch is None and not target.immediate:
-            fetch = default_fetch_command(local_root(ctx.repository), self.config.name)
+            root = local_root(ctx.repository)
+            if root is not None:  # a plain directory: restore_command names it
+                fetch = default_fetch_command(root, self.config.name)
+            else:  # S3 or a mirror: a private spec file read by restore_command, deleted after recovery
+                fetch_store = ctx.repository.store
         try:
             result, _ = recover(ctx, manifest, dest, bin_dir=server_bin_dir(self.config, major), user=self.config.user,
-                                target=target, fetch_command=fetch, run_as=self._cluster_os_user())
+                                target=target, fetch_command=fetch, fetch_store=fetch_store,
+                                run_as=self._cluster_os_user())
         except ToolError as exc:
-            if fetch is None:
+            if fetch is None and fetch_store is None:
                 raise
             raise self._explain_recovery_failure(ctx, manifest, exc) from exc
         return result
@@ -352,15 +357,11 @@ class PostgresEngine:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def local_root(repository) -> Path:
-    """The directory of a repository's local store (itself or a mirror member), for
-    restore_command; S3-only repositories cannot serve WAL to a restore yet."""
+def local_root(repository) -> Path | None:
+    """The directory of a repository that is one local store, for restore_command's --repo-path;
+    None for S3 and mirrors (their restore_command reads a private spec file instead)."""
     from vaultflow.stores.local import LocalStore
-    for store in getattr(repository.store, "stores", None) or (repository.store,):
-        if isinstance(store, LocalStore):
-            return store.root
-    raise ConfigError(f"point-in-time restore from {repository.description} needs a local copy of the WAL "
-                      "archive (a local path or a local+S3 mirror repository); set wal_fetch_command to fetch from S3")
+    return repository.store.root if isinstance(repository.store, LocalStore) else None
 
 
 def default_restore_name(database: str, backup_id: str) -> str:

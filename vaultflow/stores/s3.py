@@ -147,6 +147,48 @@ class S3Store:
     def __repr__(self) -> str:
         return f"S3Store({self.description!r}, endpoint={self.endpoint!r})"
 
+    def connection_spec(self) -> dict:
+        """Everything another process needs to reach this bucket (vaultflow.stores.spec),
+        INCLUDING the secret key: write it only to a private file (spec.spec_file).
+        Credentials are the client's resolved ones (explicit keys, profile or role alike)."""
+        credentials = getattr(getattr(self.client, "_request_signer", None), "_credentials", None)
+        if credentials is None:
+            try:
+                credentials = self.client._get_credentials()
+            except Exception:  # noqa: BLE001 - botocore-internal: absent on some versions
+                credentials = None
+        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+        config = self.client.meta.config
+        spec: dict = {"kind": "s3", "bucket": self.bucket, "prefix": self.prefix, "endpoint": self.endpoint,
+                      "region": self.client.meta.region_name,
+                      "addressing_style": (config.s3 or {}).get("addressing_style"),
+                      "access_key_id": frozen.access_key if frozen else None,
+                      "secret_access_key": frozen.secret_key if frozen else None,
+                      "session_token": frozen.token if frozen else None}
+        if getattr(getattr(self.client, "_endpoint", None), "http_session", None) is not None \
+                and self.client._endpoint.http_session._verify is False:
+            spec["verify"] = False
+        return spec
+
+    @classmethod
+    def from_connection_spec(cls, spec: dict) -> "S3Store":
+        """The store of a connection_spec, with timeouts and few retries: a restore_command must
+        fail (and name the bucket) rather than hang on an unreachable endpoint."""
+        import boto3
+        from botocore.config import Config
+
+        if not spec.get("bucket"):
+            raise ConfigError("repository spec: an s3 store needs 'bucket'")
+        config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"},
+                        s3={"addressing_style": spec["addressing_style"]} if spec.get("addressing_style") else None)
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=spec.get("endpoint") or None, region_name=spec.get("region") or None,
+            aws_access_key_id=spec.get("access_key_id") or None,
+            aws_secret_access_key=spec.get("secret_access_key") or None,
+            aws_session_token=spec.get("session_token") or None,
+            verify=spec.get("verify", None), config=config)
+        return cls(client, spec["bucket"], spec.get("prefix") or "")
+
     def _key(self, key: str) -> str:
         if not key or key.startswith("/"):
             raise ValueError(f"invalid store key {key!r}: need a relative '/'-separated path")
