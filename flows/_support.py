@@ -15,14 +15,15 @@ from prefect.client.schemas.objects import FlowRunPolicy
 from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
 
-from blocks import BackupRepository, PostgresTarget
+from blocks import BackupRepository, PostgresTarget, RedisTarget
 from vaultflow.engines.base import BackupContext
 from vaultflow.errors import is_transient
 from vaultflow.manifest import Lineage, Manifest
 from vaultflow.repository import Repository
 
-TargetBlock = Union[PostgresTarget]
-TargetParam = Union[PostgresTarget, str]
+TargetBlock = Union[PostgresTarget, RedisTarget]
+TargetParam = Union[PostgresTarget, RedisTarget, str]
+TARGET_TYPES = ("postgres-target", "redis-target")
 RepositoryParam = Union[BackupRepository, str]
 
 # Flow-level retries for transient failures (server restarting, network blip). Permanent errors
@@ -45,7 +46,18 @@ def load_block(ref: Any, default_type: str) -> Block:
 
 
 def load_target(ref: TargetParam) -> TargetBlock:
-    return load_block(ref, "postgres-target")
+    """A target block, or its name: 'redis-target/cache', or just 'prod' (looked up as a
+    postgres-target, then as a redis-target)."""
+    if not isinstance(ref, str) or "/" in ref:
+        return load_block(ref, TARGET_TYPES[0])
+    missing = None
+    for block_type in TARGET_TYPES:
+        try:
+            return Block.load(f"{block_type}/{ref}")
+        except ValueError as exc:
+            missing = exc
+    raise ValueError(f"no target block named {ref!r} (looked for {', '.join(f'{t}/{ref}' for t in TARGET_TYPES)}); "
+                     "create one or name it as 'redis-target/NAME'") from missing
 
 
 def load_repository(ref: RepositoryParam) -> tuple[BackupRepository, Repository]:

@@ -12,14 +12,15 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, emit_bac
                             run_name)
 from tasks.restore import restore_backup
 from vaultflow.engines.pg_recovery import RecoveryTarget
-from vaultflow.errors import IntegrityError
+from vaultflow.errors import ConfigError, IntegrityError
 
 
 @flow(name="restore", flow_run_name=run_name("restore"), log_prints=True, **FLOW_RETRIES)
 def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "latest",
             into: Optional[str] = None, overwrite: bool = False,
             databases: Optional[list[str]] = None, to_time: Optional[datetime] = None,
-            to_lsn: Optional[str] = None, to_name: Optional[str] = None) -> dict:
+            to_lsn: Optional[str] = None, to_name: Optional[str] = None,
+            key_pattern: Optional[str] = None, into_db: Optional[int] = None) -> dict:
     """Restore `backup_id` into a new database (default) or, with overwrite=True, over `into`.
 
     Nothing existing is touched unless `overwrite` is set; even then the old database is
@@ -28,13 +29,20 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
     Physical backups restore a whole cluster into `into`, a new data directory; with
     `to_time`, `to_lsn` or `to_name` archived WAL is replayed to that point (PITR), else the
     copy stops at the backup's own consistent point and is compared with its fingerprints.
+
+    Redis backups restore into a scratch redis-server on a free port (default, left running),
+    into a directory (`into`=DIR), or with into="original" (and overwrite=True) back into the
+    target server; `key_pattern` (e.g. "user:*") and `into_db` restore only matching keys.
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
         logger.info(f"restoring {manifest.id} of {engine.name}/{target_block.name} from {repo.description}")
         target_point = RecoveryTarget(time=to_time, lsn=to_lsn, name=to_name)
-        result = restore_backup(engine, ctx, manifest, into, overwrite, databases, target_point)
+        options = {k: v for k, v in {"key_pattern": key_pattern, "into_db": into_db}.items() if v is not None}
+        if options and engine.name != "redis":
+            raise ConfigError("key_pattern and into_db apply to Redis targets only")
+        result = restore_backup(engine, ctx, manifest, into, overwrite, databases, target_point, options)
         emit_backup_event("restored", manifest, {"restored": result.restored, "seconds": result.seconds,
                                                  "recovery_target": target_point.settings(),
                                                  "comparison": result.comparison.summary()})

@@ -4,6 +4,9 @@ set -euo pipefail
 need=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v zstd >/dev/null || need+=(zstd)
+command -v jq >/dev/null || need+=(jq)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null && command -v redis-check-rdb >/dev/null || need+=(redis-tools)
 command -v useradd >/dev/null || need+=(passwd)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

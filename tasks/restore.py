@@ -11,9 +11,11 @@ from vaultflow.manifest import Manifest
 
 @task(name="restore-backup", **{**SIDE_EFFECT_TASK, "retries": 0})
 def restore_backup(engine, ctx: BackupContext, manifest: Manifest, into: str | None,
-                   overwrite: bool, databases: list[str] | None, recovery_target=None) -> RestoreResult:
+                   overwrite: bool, databases: list[str] | None, recovery_target=None,
+                   options: dict | None = None) -> RestoreResult:
+    """`options`: engine-specific restore settings (Redis: key_pattern, into_db)."""
     return engine.restore(ctx, manifest, into=into, overwrite=overwrite, databases=databases,
-                          recovery_target=recovery_target)
+                          recovery_target=recovery_target, **(options or {}))
 
 
 @task(name="drill-backup", **{**SIDE_EFFECT_TASK, "retries": 0})

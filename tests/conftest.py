@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 
 pytest_plugins = [
     "tests.fixtures.postgres",
+    "tests.fixtures.redis",
     "tests.fixtures.s3",
     "tests.fixtures.wal",
 ]

@@ -16,7 +16,7 @@ from rich.table import Table
 app = typer.Typer(help="Database backups as Prefect flows.", no_args_is_help=True, add_completion=False)
 console = Console()
 
-TargetOpt = typer.Option(..., "--target", "-t", help="PostgresTarget block name (e.g. 'prod').")
+TargetOpt = typer.Option(..., "--target", "-t", help="Target block name: 'prod' (a PostgresTarget, else a RedisTarget) or 'redis-target/cache'.")
 RepoOpt = typer.Option(None, "--repository", "-r", help="BackupRepository block name.")
 RepoPathOpt = typer.Option(None, "--repo-path", help="A local directory to use as repository instead of a block.")
 
@@ -45,7 +45,10 @@ def _run(flow_fn, **params):
 @app.command()
 def demo(workdir: str = typer.Option(".vaultflow-demo", help="Where the demo repository is kept."),
          rows: int = typer.Option(5000, help="Generated employees besides Alice, Bob and Charlie.")):
-    """Back up, drop, restore and compare an embedded PostgreSQL database (no setup needed)."""
+    """Back up, drop, restore and compare an embedded PostgreSQL database and a Redis server."""
+    import os
+    # Prefect's ephemeral API gives up after 20 s by default; a busy 2-core host needs longer.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from vaultflow.demo import run_demo
     raise typer.Exit(run_demo(workdir, rows, console))
 
@@ -62,13 +65,20 @@ def backup(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_pa
 @app.command()
 def restore(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt,
             backup_id: str = typer.Option("latest", "--backup", "-b"),
-            into: Optional[str] = typer.Option(None, help="Database name to restore into (default: a new name)."),
+            into: Optional[str] = typer.Option(None, help="PostgreSQL: database name (default: a new name) or "
+                                               "data directory (physical). Redis: a directory, or 'original'."),
             overwrite: bool = typer.Option(False, "--overwrite", help="Replace `into` if it exists."),
-            database: Optional[list[str]] = typer.Option(None, "--database", "-d", help="Only these databases.")):
-    """Restore a backup into a new database (or over an existing one with --overwrite)."""
+            database: Optional[list[str]] = typer.Option(None, "--database", "-d", help="Only these databases "
+                                                         "(Redis: db0, db3, ...)."),
+            key_pattern: Optional[str] = typer.Option(None, help="Redis: only keys matching this pattern "
+                                                      "(into the target server)."),
+            into_db: Optional[int] = typer.Option(None, help="Redis: the db number to restore keys into.")):
+    """Restore a backup: PostgreSQL into a new database (or over one with --overwrite); Redis into a
+    scratch redis-server (default), a directory, or back into the server (--into original)."""
     from flows.restore import restore as restore_flow
     result = _run(restore_flow, target=target, repository=_repository(repository, repo_path), backup_id=backup_id,
-                  into=into, overwrite=overwrite, databases=database or None)
+                  into=into, overwrite=overwrite, databases=database or None, key_pattern=key_pattern,
+                  into_db=into_db)
     console.print(f"restored {result['backup_id']} -> {result['restored']} in {result['seconds']:.1f} s")
 
 
@@ -134,11 +144,17 @@ def wal_push(path: str = typer.Argument(..., help="%p: the WAL file PostgreSQL h
 def wal_fetch(name: str = typer.Argument(..., help="%f: the WAL file name."),
               dest: str = typer.Argument(..., help="%p: where PostgreSQL wants it."),
               target: str = typer.Option(..., "--target", "-t", help="Target name in the repository."),
-              repo_path: str = typer.Option(..., "--repo-path", help="The repository directory."),
+              repo_path: Optional[str] = typer.Option(None, "--repo-path", help="The repository directory."),
+              repo_config: Optional[str] = typer.Option(None, "--repo-config", help="A 0600 JSON file describing "
+                                                        "the repository's store (local, s3, mirror)."),
               spool: Optional[str] = typer.Option(None, help="Also look in this spool first.")):
     """restore_command: restore one archived WAL file, sha256-checked (exit 1: not archived)."""
-    from vaultflow.wal_cli import fetch_command
-    raise typer.Exit(fetch_command(name, dest, target=target, repo_path=repo_path, spool=spool))
+    from vaultflow.wal_cli import EXIT_ABORT_RECOVERY, fetch_command
+    if bool(repo_path) == bool(repo_config):
+        typer.echo("vaultflow wal-fetch: give exactly one of --repo-path DIR and --repo-config FILE", err=True)
+        raise typer.Exit(EXIT_ABORT_RECOVERY)
+    raise typer.Exit(fetch_command(name, dest, target=target, repo_path=repo_path, spool=spool,
+                                   repo_config=repo_config))
 
 
 if __name__ == "__main__":

@@ -135,13 +135,22 @@ class Producer:
     """A child process whose stdout is a data source; `read` raises ToolError if it failed."""
 
     def __init__(self, cmd: Sequence[str], env: Mapping[str, str] | None = None,
-                 on_stderr: Callable[[str], None] | None = None):
+                 on_stderr: Callable[[str], None] | None = None, stdin_data: bytes | None = None):
+        """`stdin_data`: written to the child's stdin, then closed (e.g. a password for
+        `redis-cli --askpass`: a pipe is neither argv nor environment)."""
         self.cmd = list(cmd)
         self.proc = subprocess.Popen(
-            self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            self.cmd, stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(env) if env is not None else None, bufsize=0,
         )
         self.stderr = StderrTail(self.proc.stderr, on_line=on_stderr)
+        if stdin_data is not None:
+            try:
+                self.proc.stdin.write(stdin_data)
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass  # the child exited early: its status says why
 
     def read(self, size: int = -1) -> bytes:
         data = self.proc.stdout.read(size if size and size > 0 else CHUNK_SIZE)
@@ -185,13 +194,14 @@ def dump_into_store(cmd: Sequence[str], env: Mapping[str, str] | None, store: St
                     *, level: int = 3, threads: int = -1, size_hint: int | None = None,
                     progress: ProgressCallback | None = None,
                     on_stderr: Callable[[str], None] | None = None,
-                    wrap: Callable[[Readable], Readable] | None = None) -> WrittenObject:
+                    wrap: Callable[[Readable], Readable] | None = None,
+                    stdin_data: bytes | None = None) -> WrittenObject:
     """Run `cmd` and stream its stdout, compressed and hashed, into `store` under `key`.
 
     If the store fails the producer is killed; if the producer fails nothing is committed.
     `wrap` puts a reader of the caller's between the producer and zstd (e.g. a tar sniffer).
     """
-    producer = Producer(cmd, env, on_stderr=on_stderr)
+    producer = Producer(cmd, env, on_stderr=on_stderr, stdin_data=stdin_data)
     try:
         source = wrap(producer) if wrap else producer
         return compress_into_store(source, store, key, level=level, threads=threads,

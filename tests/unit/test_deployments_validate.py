@@ -80,7 +80,7 @@ def test_main_prints_a_line_per_deployment_and_exits_zero(capsys):
     assert main([str(PREFECT_YAML)]) == 0
     out = capsys.readouterr().out
     for entry in load_deployments(PREFECT_YAML):
-        assert sum(entry["name"] in line for line in out.splitlines()) == 1
+        assert sum(f"/{entry['name']} " in line for line in out.splitlines()) == 1
 
 
 def test_bad_cron(tmp_path, document):

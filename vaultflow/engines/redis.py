@@ -1,0 +1,163 @@
+"""Redis: full backups as RDB (remote over the replication protocol, or a local BGSAVE copy),
+AOF-anchored fulls plus incremental/differential increments (redis_aof), restores proven in
+a scratch server (redis_restore).
+
+  remote  `redis-cli --rdb -` (password on stdin via --askpass): the server forks and streams a
+          snapshot as it would to a replica; works without filesystem access.
+  local   data_dir set, worker on the Redis host: BGSAVE, wait, copy the RDB it wrote; with
+          appendonly yes the full is AOF-anchored instead (see redis_aof) so that increments
+          can follow it.
+
+Every RDB passes through redis-check-rdb and a scratch server's load while it streams
+(redis_rdb.RdbTee); the manifest is written only if both succeed.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vaultflow.engines.base import BackupContext, RestoreResult
+from vaultflow.engines.redis_client import (RedisConfig, cli_args, cli_env, cli_stdin, connect,
+                                           require_local)
+from vaultflow.engines.redis_rdb import RdbTee, bgsave_and_wait
+from vaultflow.engines.redis_server import find_binary
+from vaultflow.errors import ChainBrokenError, ConfigError
+from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
+from vaultflow.pipeline import compress_into_store, dump_into_store
+
+RDB_OBJECT = "dump.rdb.zst"
+
+
+def tool_version(binary: Path) -> str:
+    import subprocess
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "unknown"
+
+
+class RedisEngine:
+    name = "redis"
+
+    def __init__(self, config: RedisConfig):
+        self.config = config
+        self._info: dict | None = None
+
+    # -- server facts -------------------------------------------------------------------
+    def check(self) -> str:
+        with connect(self.config) as conn:
+            self._info = conn.info("server")
+        return str(self._info.get("redis_version"))
+
+    def aof_enabled(self) -> bool:
+        with connect(self.config) as conn:
+            return bool(conn.info("persistence").get("aof_enabled"))
+
+    # -- backup -------------------------------------------------------------------------
+    def full_backup(self, ctx: BackupContext) -> Manifest:
+        version = self.check()
+        if self.config.local:
+            require_local(self.config, "a local-mode backup")
+            if self.aof_enabled():
+                from vaultflow.engines.redis_aof import aof_full_backup
+                return aof_full_backup(self.config, ctx)
+        return self._rdb_backup(ctx, version)
+
+    def incremental_backup(self, ctx: BackupContext, kind: BackupKind) -> Manifest:
+        """Increments of the AOF since the latest backup (INCREMENTAL) or full (DIFFERENTIAL)."""
+        from vaultflow.engines.redis_aof import aof_incremental_backup
+        self.check()
+        if not self.config.local:
+            raise ChainBrokenError(f"{self.config.name} is backed up remotely (no data_dir): incremental and "
+                                   "differential backups copy the AOF files, which needs data_dir and the "
+                                   "worker on the Redis host")
+        catalog = ctx.repository.catalog(self.name, self.config.name)
+        candidates = catalog.manifests if kind == BackupKind.INCREMENTAL else \
+            [m for m in catalog.manifests if m.kind == BackupKind.FULL]
+        if not candidates:
+            raise ChainBrokenError(f"no {'full ' if kind == BackupKind.DIFFERENTIAL else ''}backup of "
+                                   f"{self.config.name} to build a {kind.value} backup on")
+        return aof_incremental_backup(self.config, ctx, candidates[-1], kind)
+
+    def _rdb_backup(self, ctx: BackupContext, version: str) -> Manifest:
+        repo, config = ctx.repository, self.config
+        started = datetime.now(timezone.utc)
+        backup_id = new_backup_id(BackupKind.FULL, started)
+        prefix = repo.backup_prefix(self.name, config.name, backup_id)
+        timings: dict[str, float] = {}
+        with repo.uncommitted(self.name, config.name, backup_id, ctx.log), RdbTee(config, ctx.log) as tee:
+            t0 = time.monotonic()
+            progress = (lambda done: ctx.progress(RDB_OBJECT, done, None)) if ctx.progress else None
+            if config.local:
+                method, tool = "BGSAVE + copy", {}
+                written = self._copy_local_rdb(ctx, tee, prefix + RDB_OBJECT, progress)
+            else:
+                cli = find_binary("redis-cli", config.bin_dir)
+                method, tool = "replication snapshot (redis-cli --rdb)", {"redis-cli": tool_version(cli)}
+                written = dump_into_store([*cli_args(config, cli), "--rdb", "-"], cli_env(config), repo.store,
+                                          prefix + RDB_OBJECT, level=repo.compression_level, progress=progress,
+                                          on_stderr=None, wrap=tee.wrap,
+                                          stdin_data=cli_stdin(config))
+            timings["transfer"] = time.monotonic() - t0
+            t0 = time.monotonic()
+            facts, fingerprints = tee.finish()
+            timings["verify"] = time.monotonic() - t0
+            consistency = {"method": method, "rdb_version": facts.get("rdb-version"),
+                           "repl_id": facts.get("repl-id"), "repl_offset": _int(facts.get("repl-offset")),
+                           "snapshot_unix_time": _int(facts.get("ctime")), "aof_preamble": facts.get("aof-base")}
+            manifest = Manifest(
+                id=backup_id, engine=self.name, target=config.name, kind=BackupKind.FULL, mode="rdb",
+                started_at=started, finished_at=datetime.now(timezone.utc),
+                consistency={k: v for k, v in consistency.items() if v is not None},
+                objects=[StoredObject(key=RDB_OBJECT, role="rdb", format="rdb", raw_size=written.raw_size,
+                                      stored_size=written.stored_size, sha256=written.sha256)],
+                fingerprints=fingerprints, server_version=facts.get("redis-ver") or version,
+                tool_versions={"redis-check-rdb": tool_version(find_binary("redis-check-rdb", config.bin_dir)),
+                               **tool}, timings=timings, lineage=ctx.lineage)
+            repo.commit(manifest)
+        return manifest
+
+    def _copy_local_rdb(self, ctx: BackupContext, tee: RdbTee, key: str, progress):
+        data_dir = require_local(self.config, "a local-mode backup")
+        with connect(self.config) as conn:
+            try:
+                dbfilename = conn.config_get("dbfilename").get("dbfilename") or "dump.rdb"
+            except Exception:  # CONFIG may be denied to a backup user: the default name then
+                dbfilename = "dump.rdb"
+            bgsave_and_wait(conn, self.config.where, ctx.log)
+        path = data_dir / dbfilename
+        try:
+            handle = open(path, "rb")  # an open handle survives the next BGSAVE's rename
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path} (the RDB BGSAVE wrote on {self.config.where}): {exc}. "
+                              "Is data_dir the server's `dir`, and can the worker read it?") from exc
+        with handle:
+            return compress_into_store(tee.wrap(handle), ctx.repository.store, key,
+                                       level=ctx.repository.compression_level, progress=progress)
+
+    # -- restore ------------------------------------------------------------------------
+    def restore(self, ctx: BackupContext, manifest: Manifest, *, into: str | None = None,
+                overwrite: bool = False, databases: list[str] | None = None, recovery_target=None,
+                key_pattern: str | None = None, into_db: int | None = None,
+                port: int | None = None, keep_running: bool = True) -> RestoreResult:
+        """Default: a scratch server on a free port (or `port`), left running, compared.
+        into=DIR: the files (dump.rdb or appendonlydir) in DIR, proven by a scratch start.
+        into="original": replay into the target server (needs overwrite=True, or key_pattern
+        for a partial restore of matching keys into `into_db`)."""
+        from vaultflow.engines.redis_restore import restore_redis
+        if recovery_target is not None and not getattr(recovery_target, "immediate", True):
+            raise ConfigError("Redis backups restore to the backup's own point; to_time/to_lsn/to_name "
+                              "apply to PostgreSQL physical backups")
+        return restore_redis(self, ctx, manifest, into=into, overwrite=overwrite, databases=databases,
+                             key_pattern=key_pattern, into_db=into_db, port=port, keep_running=keep_running)
+
+    def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
+        """Restore into a scratch server, compare, stop it and remove its files."""
+        return self.restore(ctx, manifest, keep_running=False)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,162 @@
+"""Redis connection settings, the redis-cli environment, and the keyspace fingerprint.
+
+Secrets never reach argv or an environment: redis-py gets the password in-process,
+redis-cli through a pipe on its stdin (`--askpass`), test servers through a 0600 redis.conf.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Literal
+
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from vaultflow.errors import (AuthenticationError, ConfigError, ServerUnavailableError, TransientError,
+                              VaultflowError)
+from vaultflow.manifest import TableFingerprint
+
+KEYSPACE = "keyspace"  # the fingerprints entry for the whole dataset (DEBUG DIGEST)
+
+
+class RedisConfig(BaseModel):
+    """Where a Redis server is and how to log in; built from the RedisTarget block."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="target name, used in the repository layout")
+    host: str = "127.0.0.1"
+    port: int = 6379
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: bool = False
+    data_dir: str | None = Field(default=None, description="the server's `dir`, readable by the worker: "
+                                 "enables local mode (BGSAVE copy, AOF incrementals)")
+    bin_dir: str | None = None
+    fingerprint: Literal["digest", "counts"] = "digest"
+    connect_timeout: float = 10.0
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def local(self) -> bool:
+        return self.data_dir is not None
+
+
+def connect(config: RedisConfig, db: int = 0) -> redis.Redis:
+    """A checked connection (PING); errors say what is wrong and whether retrying helps."""
+    conn = redis.Redis(host=config.host, port=config.port, db=db, username=config.username,
+                       password=config.password.get_secret_value() if config.password else None,
+                       ssl=config.tls, socket_connect_timeout=config.connect_timeout,
+                       socket_timeout=max(60.0, config.connect_timeout), client_name="vaultflow",
+                       retry=Retry(NoBackoff(), 0))
+    try:
+        # No retries for the first login: redis-py counts AuthenticationError as a ConnectionError
+        # and would retry a wrong password for ~4 s; an unreachable server is retried by the flow.
+        conn.ping()
+    except redis.exceptions.RedisError as exc:
+        conn.close()
+        raise classify_error(exc, config) from exc
+    conn.set_retry(Retry(ExponentialBackoff(cap=10, base=1), 3))  # later hiccups: redis-py's usual retries
+    return conn
+
+
+def classify_error(exc: Exception, config: RedisConfig) -> VaultflowError:
+    text = str(exc)
+    if isinstance(exc, redis.exceptions.AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text \
+            or "invalid password" in text or "Authentication required" in text \
+            or isinstance(exc, redis.exceptions.AuthenticationWrongNumberOfArgsError):
+        who = f"user {config.username!r}" if config.username else "the default user"
+        return AuthenticationError(f"Redis at {config.where} refused the login of {who}: check the "
+                                   f"RedisTarget's username/password ({text})")
+    if isinstance(exc, redis.exceptions.BusyLoadingError):
+        return TransientError(f"Redis at {config.where} is still loading its data; retry later ({text})")
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return ServerUnavailableError(f"cannot reach Redis at {config.where}: {text}. Check host, port, "
+                                      "tls and that the server is running")
+    if "NOPERM" in text:
+        return AuthenticationError(f"Redis at {config.where}: the user lacks a permission vaultflow needs "
+                                   f"({text}); it needs +@all or at least +sync +bgsave +info +config|get")
+    return VaultflowError(f"Redis at {config.where}: {text}")
+
+
+def cli_env(config: RedisConfig) -> dict[str, str]:
+    """Environment for redis-cli, without any REDISCLI_AUTH of ours or the caller's."""
+    return {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+
+
+def cli_args(config: RedisConfig, binary: Path) -> list[str]:
+    """redis-cli's connection options. With a password, `--askpass` makes it read the password
+    from stdin (see cli_stdin): neither argv nor the environment ever holds it."""
+    args = [str(binary), "-h", config.host, "-p", str(config.port), "--no-auth-warning"]
+    if config.username:
+        args += ["--user", config.username]
+    if config.password is not None:
+        args.append("--askpass")
+    if config.tls:
+        args.append("--tls")
+    return args
+
+
+def cli_stdin(config: RedisConfig) -> bytes | None:
+    return (config.password.get_secret_value() + "\n").encode() if config.password is not None else None
+
+
+def server_info(conn: redis.Redis) -> dict:
+    return conn.info("all")
+
+
+def keyspace_counts(conn: redis.Redis) -> dict[int, tuple[int, int]]:
+    """db number -> (keys, keys with a TTL), from INFO keyspace."""
+    counts = {}
+    for name, stats in conn.info("keyspace").items():
+        if name.startswith("db") and isinstance(stats, dict):
+            counts[int(name[2:])] = (int(stats.get("keys", 0)), int(stats.get("expires", 0)))
+    return counts
+
+
+def fingerprint_server(conn: redis.Redis, mode: str = "digest") -> dict[str, dict[str, TableFingerprint]]:
+    """Key count per db (and how many have a TTL), plus DEBUG DIGEST of the whole dataset.
+
+    Only run on servers vaultflow started (scratch servers allow DEBUG from localhost): the
+    source side is the fetched RDB loaded into scratch, i.e. exactly the backup's snapshot.
+    """
+    result: dict[str, dict[str, TableFingerprint]] = {}
+    total = 0
+    for db, (keys, expires) in sorted(keyspace_counts(conn).items()):
+        result[f"db{db}"] = {"keys": TableFingerprint(rows=keys, digest=f"expires={expires}", method="count")}
+        total += keys
+    if mode == "digest":
+        digest = conn.execute_command("DEBUG", "DIGEST")
+        digest = digest.decode() if isinstance(digest, bytes) else str(digest)
+        result[KEYSPACE] = {"all": TableFingerprint(rows=total, digest=digest, method="debug-digest")}
+    return result
+
+
+def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.1):
+    """Poll `predicate` until it returns a truthy value; TransientError naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TransientError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def require_local(config: RedisConfig, what: str) -> Path:
+    if not config.data_dir:
+        raise ConfigError(f"{what} needs the server's data directory on this worker: set data_dir on the "
+                          f"RedisTarget {config.name} (and run the worker on the Redis host)")
+    path = Path(config.data_dir)
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise ConfigError(f"the worker cannot read the Redis data directory {path} of {config.name}: run "
+                          "the worker as the redis user or a member of its group, or grant read access")
+    return path

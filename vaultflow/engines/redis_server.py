@@ -1,0 +1,191 @@
+"""redis-server processes vaultflow starts itself: scratch servers for restores and fingerprints.
+
+A scratch server listens on 127.0.0.1 only, keeps nothing it was not given (no `save`, no
+automatic AOF rewrite), allows DEBUG from local connections (for DEBUG DIGEST), and is
+configured through a redis.conf in its own directory — never through argv, so a password
+(the test fixtures set one) never shows in `ps`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from vaultflow.errors import ConfigError, RefusedError, ToolError
+
+READY_TIMEOUT = 600.0  # loading a multi-GB RDB or AOF takes a while
+PORT_ATTEMPTS = 5
+
+SCRATCH_SETTINGS = {
+    "bind": "127.0.0.1",
+    "protected-mode": "no",
+    "save": '""',
+    "appendonly": "no",
+    "auto-aof-rewrite-percentage": "0",
+    "enable-debug-command": "local",
+    "daemonize": "no",
+    "databases": "16",
+    "loglevel": "notice",
+}
+
+
+def find_binary(name: str, bin_dir: str | Path | None = None) -> Path:
+    """redis-server / redis-cli / redis-check-rdb from `bin_dir`, else from PATH."""
+    if bin_dir:
+        path = Path(bin_dir) / name
+        if not os.access(path, os.X_OK):
+            raise ConfigError(f"{name} not found in bin_dir {bin_dir}; fix the RedisTarget's bin_dir")
+        return path
+    found = shutil.which(name) or (f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
+    if not found:
+        raise ConfigError(f"{name} is not installed on this worker: install Debian's redis-server and "
+                          "redis-tools (apt-get install redis-server redis-tools) or set bin_dir")
+    return Path(found)
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def conf_line(key: str, value: str) -> str:
+    return f"{key} {value}"
+
+
+@dataclass
+class RedisProcess:
+    """One running redis-server we started; `stop()` ends it without saving."""
+
+    directory: Path
+    port: int
+    log_file: Path
+    host: str = "127.0.0.1"
+    username: str | None = None
+    password: str | None = None
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def client(self, db: int = 0, **kw: Any) -> redis.Redis:
+        return redis.Redis(host=self.host, port=self.port, db=db, username=self.username,
+                           password=self.password, socket_timeout=kw.pop("socket_timeout", 600),
+                           socket_connect_timeout=5, **kw)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until PING answers (LOADING means: still reading its data); ToolError if it exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ToolError(f"redis-server on port {self.port} exited with code {self.proc.returncode} "
+                                f"while starting in {self.directory}:\n{self.log_tail()}")
+            try:
+                with self.client(socket_timeout=5) as conn:
+                    if conn.ping():
+                        return
+            except redis.exceptions.BusyLoadingError:
+                time.sleep(0.05)
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                time.sleep(0.05)
+        raise ToolError(f"redis-server on port {self.port} was not ready after {timeout:.0f}s "
+                        f"(directory {self.directory}):\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SHUTDOWN NOSAVE, then SIGKILL if it does not go; idempotent."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                # no retries: redis-py's default Retry would reconnect to the exiting server
+                # with backoff after SHUTDOWN closes the connection (~2.7 s per stop)
+                with self.client(socket_timeout=10, retry=Retry(NoBackoff(), 0)) as conn:
+                    conn.shutdown(nosave=True)
+            except (redis.exceptions.RedisError, OSError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def write_conf(directory: Path, settings: dict[str, str], secret_lines: list[str] = ()) -> Path:
+    """redis.conf in `directory`, mode 0600 (it may hold requirepass / ACL users)."""
+    path = directory / "redis.conf"
+    text = "\n".join([conf_line(k, v) for k, v in settings.items()] + list(secret_lines)) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def start_redis(directory: Path, *, port: int | None = None, settings: dict[str, str] | None = None,
+                secret_lines: list[str] = (), binary: Path | None = None, popen_kw: dict | None = None,
+                username: str | None = None, password: str | None = None, wait: bool = True,
+                chown: tuple[int, int] | None = None) -> RedisProcess:
+    """Start redis-server with its data and config in `directory`.
+
+    `port` given: exactly that port, RefusedError when it is in use (nothing is started).
+    `port` None: a free port, retried if another process takes it first.
+    """
+    directory = Path(directory)
+    binary = binary or find_binary("redis-server")
+    if port is not None and not port_is_free(port):
+        raise RefusedError(f"port {port} on 127.0.0.1 is already in use: cannot start a scratch redis-server "
+                           "there. Choose another port, or leave it empty to use a free one")
+    last_problem = ""
+    for _ in range(1 if port is not None else PORT_ATTEMPTS):
+        chosen = port if port is not None else free_port()
+        conf = {**SCRATCH_SETTINGS, **(settings or {}), "port": str(chosen), "dir": str(directory),
+                "logfile": '""'}
+        conf_path = write_conf(directory, conf, secret_lines)
+        if chown:
+            os.chown(conf_path, *chown)
+        log_file = directory / "redis.log"
+        with open(log_file, "ab") as log:
+            proc = subprocess.Popen([str(binary), str(conf_path)], stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, cwd=directory, start_new_session=True,
+                                    **(popen_kw or {}))
+        server = RedisProcess(directory=directory, port=chosen, log_file=log_file, proc=proc,
+                              username=username, password=password)
+        if not wait:
+            return server
+        try:
+            server.wait_ready()
+            return server
+        except ToolError as exc:
+            server.stop()
+            last_problem = str(exc)
+            if "Address already in use" not in server.log_tail():
+                raise
+    raise ToolError(f"could not start redis-server on a free port: {last_problem}")
