@@ -20,7 +20,11 @@ def broken_chain(catalog, manifest) -> str | None:
     """Why an incremental/differential cannot be restored (a parent missing), or None."""
     if manifest.parent_id is None:
         return None
-    from vaultflow.engines.pg_incremental import ChainBrokenError, resolve_chain
+    from vaultflow.errors import ChainBrokenError
+    if manifest.engine == "redis":
+        from vaultflow.engines.redis_aof import resolve_aof_chain as resolve_chain
+    else:
+        from vaultflow.engines.pg_incremental import resolve_chain
     try:
         resolve_chain(catalog, manifest)
     except ChainBrokenError as exc:

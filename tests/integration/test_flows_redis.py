@@ -9,7 +9,7 @@ from pydantic import SecretStr
 
 from blocks import BackupRepository, RedisTarget
 from flows.full_backup import full_backup
-from flows.incremental_backup import incremental_backup
+from flows.incremental_backup import differential_backup, incremental_backup
 from flows.restore import restore
 from flows.restore_drill import restore_drill
 from flows.verify import verify
@@ -84,3 +84,28 @@ def test_wrong_redis_password_fails_at_once_without_retries(redis_with_password,
     runs = flow_runs_named("full-redisbadpw-%")
     assert len(runs) == 1 and runs[0].run_count == 1, "a permanent error is not retried"
     assert not list((tmp_path / "repo").rglob("manifest.json"))
+
+
+def test_local_aof_chain_through_the_flows_verifies_and_drills(fresh_redis, tmp_path: Path):
+    server = fresh_redis()
+    conn = server.client()
+    conn.mset(SEED_USERS)
+    target = redis_target(server, "flowaof", data_dir=str(server.directory))
+    repository = BackupRepository(local_path=str(tmp_path / "repo"))
+
+    full = full_backup(target=target, repository=repository)
+    conn.set("user:1003", "Dana")
+    incr = incremental_backup(target=target, repository=repository)
+    conn.rpush("events", "login", "logout")
+    diff = differential_backup(target=target, repository=repository)
+    assert (incr["kind"], incr["parent_id"]) == ("incremental", full["backup_id"])
+    assert (diff["kind"], diff["parent_id"]) == ("differential", full["backup_id"])
+    assert incr["fell_back_to_full"] is None and diff["stored_size"] < full["stored_size"]
+
+    checked = verify(repository=repository, target=target)
+    assert checked["problems"] == [] and checked["backups"] == 3, "AOF chains resolve in verify"
+
+    drill = restore_drill(target=target, repository=repository, rto_objective_s=600)
+    assert drill["backup_id"] == diff["backup_id"] and drill["rto_met"]
+    rows = read_artifact("drill-redis-flowaof")
+    assert {r["status"] for r in rows if r["database"] != "(all)"} == {"match"}
