@@ -44,19 +44,69 @@ def _physical(ax_t, ax_lag, p: dict) -> None:
     ax_lag.legend(fontsize=7, loc="upper right")
 
 
+def _redis(ax_t, ax_m, d: dict) -> None:
+    b, r, t = d["backup"], d["restore"], d["targets"]
+    items = [("redis-cli --rdb - | zstd -3 -T0", b["stock"]["seconds"], "floor"),
+             ("vaultflow full (digest)", b["vaultflow_digest"]["seconds"], "vf"),
+             ("vaultflow full (counts)", b["vaultflow_counts"]["seconds"], "vf"),
+             ("plain redis-server load", r["plain_load"]["seconds"], "floor"),
+             ("vaultflow drill (digest)", r["vaultflow_drill_digest"]["seconds"], "vf"),
+             ("vaultflow drill (counts)", r["vaultflow_drill_counts"]["seconds"], "vf")]
+    aof = d.get("aof") or {}
+    if "full" in aof:
+        items += [("AOF full (local)", aof["full"]["seconds"], "pg"),
+                  ("AOF incremental (1% keys)", aof["incremental"]["seconds"], "pg")]
+
+    def val(name):
+        v = t.get(name, {}).get("value")
+        return "n/a" if v is None else f"{v:.2f}"
+    ds = d["dataset"]
+    _bars(ax_t, [i[0] for i in items], [i[1] for i in items], [COLORS[i[2]] for i in items],
+          f"Redis, {ds['keys'] / 1e6:.2f}M keys, {ds['value_bytes'] / 1e6:.0f} MB values (median wall)\n"
+          f"backup x{val('backup_time_vs_stock')} / x{val('backup_time_vs_stock_counts')} (<= 1.15), "
+          f"drill x{val('drill_time_vs_plain_load')} / x{val('drill_time_vs_plain_load_counts')} (<= 2)", "seconds")
+    for label, run in d.get("memory", {}).items():
+        series = run.get("series_mb") or []
+        if series:
+            kids = run.get("children_peak_rss_mb", {})
+            ax_m.plot([p[0] for p in series], [p[1] for p in series],
+                      label=f"{label}: {run['dataset']['value_bytes'] / 1e6:.0f} MB values, peak "
+                            f"{run['peak_rss_kernel_mb']:.0f} MB (scratch redis-server "
+                            f"{kids.get('redis-server', 0):.0f} MB)")
+    ax_m.axhline(300, color="#e53935", linestyle="--", linewidth=1, label="target 300 MB")
+    sizes = [f"stock .zst {b['stock']['size'] / 1e6:.0f} MB, vaultflow {b['vaultflow_digest']['size'] / 1e6:.0f} MB"]
+    if "full" in aof:
+        sizes.append(f"AOF full {aof['full']['stored_size'] / 1e6:.0f} MB, incremental "
+                     f"{aof['incremental']['stored_size'] / 1e6:.2f} MB (x{t['aof_incremental_size_vs_full']['value']:.4f}, <= 0.05)")
+    ax_m.text(0.02, 0.62, "\n".join(sizes), transform=ax_m.transAxes, va="top", fontsize=7)
+    ax_m.set_title("Redis: RSS of the backup process (Python only)", fontsize=10)
+    ax_m.set_xlabel("seconds", fontsize=8)
+    ax_m.set_ylabel("MB", fontsize=8)
+    ax_m.set_ylim(0, 420)
+    ax_m.tick_params(labelsize=8)
+    ax_m.legend(fontsize=7, loc="upper right")
+
+
 def render(doc: dict, path: Path) -> None:
-    if "backup" not in doc:  # --physical-only
-        fig, axes = plt.subplots(1, 2, figsize=(12, 3.5), dpi=72)
-        _physical(axes[0], axes[1], doc["physical"])
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-        return
-    b, r = doc["backup"], doc["restore"]
-    has_phys = "physical" in doc
-    fig, axes = plt.subplots(3 if has_phys else 2, 2, figsize=(12, 10.5 if has_phys else 7), dpi=72)
+    logical, has_phys, has_redis = "backup" in doc, "physical" in doc, "redis" in doc
+    rows = 2 * logical + has_phys + has_redis
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 3.5 * rows), dpi=72, squeeze=False)
+    row = 2 * logical
     if has_phys:
-        _physical(axes[2][0], axes[2][1], doc["physical"])
+        _physical(axes[row][0], axes[row][1], doc["physical"])
+        row += 1
+    if has_redis:
+        _redis(axes[row][0], axes[row][1], doc["redis"])
+    if logical:
+        _logical(doc, axes)
+    fig.suptitle(f"vaultflow bench {doc['started_at']}  ({doc['machine']['cpus']} cores)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _logical(doc: dict, axes) -> None:
+    b, r = doc["backup"], doc["restore"]
     names = [("pg_dump -Fc (gzip)", "pg_dump_fc", "pg"), ("pg_dump -Z0 | zstd -3 -T0", "raw_floor", "floor"),
              ("vaultflow core -> local", "vaultflow_local", "vf"), ("vaultflow core -> S3", "vaultflow_s3", "vf")]
     labels = [n for n, key, _ in names if key in b]
@@ -97,8 +147,3 @@ def render(doc: dict, path: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=7, loc="lower right")
-
-    fig.suptitle(f"vaultflow bench {doc['started_at']}  ({doc['machine']['cpus']} cores)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -30,7 +30,8 @@ TARGET = "bench-physical"
 CHANGE = {"users": "plan = 'team'", "orders": "status = 'refunded'", "events": "kind = 'search'",
           "blobs": "owner_id = owner_id + 1"}
 TARGETS = {  # name -> (target, comparison, meaning)
-    "full_time_vs_basebackup_zstd": (1.15, "<=", "physical_full_backup wall / pg_basebackup -Ft -X fetch | zstd -3 -T0"),
+    "full_time_vs_basebackup_zstd": (1.15, "<=", "physical_full_backup wall / pg_basebackup -Ft -X fetch | zstd -3 -T0 "
+                                                 "(the first of --manifest-checksums)"),
     "incremental_size_vs_full": (0.05, "<=", "incremental stored bytes / full stored bytes (1% of rows changed)"),
     "incremental_time_vs_full": (0.3, "<=", "incremental wall / full wall"),
     "max_archive_lag_segments": (3, "<=", "max WAL segments waiting in the spool during pgbench (0.5 s samples)"),
@@ -201,8 +202,12 @@ def run_physical(args, log) -> dict:
         with running_postgres(embedded_bin_dir(), work / "pg", settings=settings, name="bench-phys") as pg:
             m.track_servers(pg=m.postmaster_pid(pg))
             version = pg.execute("SHOW server_version")[0][0]
-            cfg = PostgresConfig(name=TARGET, host=pg.host, port=pg.port, user=pg.user, mode="physical",
-                                 bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir), restore_os_user=run_as)
+            algorithms = [a.strip().upper() for a in args.manifest_checksums.split(",") if a.strip()]
+            cfgs = {alg: PostgresConfig(name=TARGET, host=pg.host, port=pg.port, user=pg.user, mode="physical",
+                                        bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir),
+                                        restore_os_user=run_as, manifest_checksums=alg) for alg in algorithms}
+            cfg = cfgs[algorithms[0]]  # the full that the target and the incremental use
+            doc["manifest_checksums"] = algorithms
             log(f"physical: PostgreSQL {version} (archive_mode=on, summarize_wal=on); generating data")
             t0 = time.monotonic()
             gen = datagen.generate(pg, "bench_phys", args.physical_mb, datagen.bytes_per_row(pg), log=log)
@@ -224,18 +229,21 @@ def run_physical(args, log) -> dict:
             runs: dict[str, list[m.Run]] = {}
             manifests = {}
             for i in range(args.repeat):
-                order = ["stock", "vf"] if i % 2 == 0 else ["vf", "stock"]
+                order = ["stock", *algorithms] if i % 2 == 0 else [*algorithms[::-1], "stock"]
                 for which in order:
                     if which == "stock":
                         f = out / f"base{i}.tar.zst"
                         run = m.measure(_stock(pg, f))
                         f.unlink()
                         runs.setdefault("basebackup_zstd", []).append(run)
-                    else:
-                        run = m.measure(_vf(physical_full_backup, cfg, BackupContext(repo, log=lambda line: None),
+                    else:  # one full per manifest checksum algorithm; the first one is the target's
+                        run = m.measure(_vf(physical_full_backup, cfgs[which], BackupContext(repo, log=lambda line: None),
                                             bin_dir=pg.client_bin_dir, server_version=version))
-                        manifests["full"] = run.extra.pop("manifest")
-                        runs.setdefault("vaultflow_full", []).append(run)
+                        man = run.extra.pop("manifest")
+                        key = "vaultflow_full" if which == algorithms[0] else f"vaultflow_full_{which}"
+                        if which == algorithms[0]:  # the incremental's parent and the restores' backup
+                            manifests["full"] = man
+                        runs.setdefault(key, []).append(run)
                     log(f"  {which} full: {run.seconds:.2f} s, {run.size / 1e6:.1f} MB {run.extra.get('timings', '')}")
 
             for t, setc in CHANGE.items():
@@ -273,6 +281,9 @@ def run_physical(args, log) -> dict:
               "incremental_size_vs_full": b["vaultflow_incremental"]["size"] / b["vaultflow_full"]["size"],
               "incremental_time_vs_full": b["vaultflow_incremental"]["seconds"] / b["vaultflow_full"]["seconds"],
               "max_archive_lag_segments": w["max_lag_segments"]}
+    doc["full_time_vs_basebackup_zstd_by_checksums"] = {
+        alg: round(b["vaultflow_full" if alg == doc["manifest_checksums"][0] else f"vaultflow_full_{alg}"]["seconds"]
+                   / b["basebackup_zstd"]["seconds"], 4) for alg in doc["manifest_checksums"]}
     doc["targets"] = {k: {"value": round(v, 4), "target": f"<= {TARGETS[k][0]}", "pass": v <= TARGETS[k][0],
                           "meaning": TARGETS[k][2]} for k, v in values.items()}
     doc["figures"] = {"max_archive_lag_seconds": w["max_lag_seconds"], "wal_push_median_s": w["push_latency"]["median_s"],
@@ -287,7 +298,9 @@ def summary_lines(p: dict) -> list[str]:
     lines = ["", f"  PHYSICAL  cluster {p['database']['cluster_size_mb']:.0f} MiB ({p['database']['name']} "
                  f"{p['database']['size_mb']:.0f} MiB + pgbench -s {p['database']['pgbench_scale']})"]
     for label, key in (("pg_basebackup -Ft -X fetch | zstd -3 -T0", "basebackup_zstd"),
-                       ("vaultflow physical_full_backup", "vaultflow_full"),
+                       (f"vaultflow physical_full_backup {p.get('manifest_checksums', [''])[0]}", "vaultflow_full"),
+                       *[(f"vaultflow physical_full_backup {alg}", f"vaultflow_full_{alg}")
+                         for alg in p.get("manifest_checksums", [])[1:]],
                        ("vaultflow incremental (1% rows changed)", "vaultflow_incremental")):
         lines.append(f"  {label:<44}{b[key]['seconds']:8.2f} s  {b[key]['size'] / 1e6:9.1f} MB  "
                      f"runs {b[key]['all_seconds']} {b[key]['extra'].get('timings', '')}")

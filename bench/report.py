@@ -64,7 +64,9 @@ def _cpu(run: dict) -> str:
 
 def summary(doc: dict) -> str:
     from bench.physical import summary_lines
+    from bench.redis import summary_lines as redis_lines
     tail = [*summary_lines(doc["physical"])] if "physical" in doc else []
+    tail += [*redis_lines(doc["redis"])] if "redis" in doc else []
     tail += ["", f"  total bench time {doc['total_seconds']:.0f} s; all targets pass: {doc.get('all_pass')}; "
                  f"results in {doc.get('json_path', '?')}", ""]
     if "backup" not in doc:  # --physical-only

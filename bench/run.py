@@ -1,6 +1,10 @@
-"""`make bench`: vaultflow vs pg_dump on an embedded PostgreSQL 18, one command.
+"""`make bench`: vaultflow vs pg_dump on an embedded PostgreSQL 18, and vs stock Redis tools, one command.
 
     .venv/bin/python -m bench.run [--size-mb 600] [--small-mb 150] [--repeat 2] [--out bench/results]
+    .venv/bin/python -m bench.run --only redis      # one part (logical, physical, redis; comma separated)
+
+A partial run (--only, --physical-only) writes to /tmp/vaultflow-bench unless --out is given, so
+it never replaces bench/results/latest.json. The Redis part is bench/redis.py.
 
 Starts a throwaway PostgreSQL 18 (free port, temp dir) and SeaweedFS (S3 on loopback),
 generates the databases, times every contender, writes bench-<UTC>.json, latest.json and
@@ -200,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mb", type=float, default=600, help="big database size, MiB (default 600)")
     parser.add_argument("--small-mb", type=float, default=150, help="small database for the RSS check (default 150)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per contender; the best is kept (default 2)")
-    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="results directory")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results directory (default bench/results; /tmp/vaultflow-bench for a partial run)")
     parser.add_argument("--levels", default="-1,-3,-3 --long=27,-6",
                         help="zstd CLI options to try on the -Z0 dump (size/time diagnostic), comma separated")
     parser.add_argument("--tmp", type=Path, default=None, help="where the temp dir goes (default: system temp)")
@@ -208,10 +213,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--physical-mb", type=float, default=500, help="physical bench database, MiB (default 500)")
     parser.add_argument("--pgbench-seconds", type=int, default=60, help="pgbench run for the WAL phase (default 60)")
     parser.add_argument("--pgbench-scale", type=int, default=20, help="pgbench -i -s (default 20)")
+    parser.add_argument("--manifest-checksums", default="CRC32C",
+                        help="physical fulls to time, one per backup_manifest checksum algorithm, comma separated "
+                             "(e.g. CRC32C,SHA256); the first is the one held to the target (default CRC32C)")
     parser.add_argument("--quick", action="store_true", help="pgbench for 15 s instead of --pgbench-seconds")
+    parser.add_argument("--only", default=None,
+                        help="run only these parts: logical, physical, redis (comma separated); "
+                             "results go to /tmp/vaultflow-bench unless --out is given")
+    parser.add_argument("--redis-scale", type=float, default=1.0,
+                        help="Redis dataset scale: 1.0 = ~1M keys, ~600 MB of values (default 1.0)")
+    parser.add_argument("--redis-small-scale", type=float, default=0.25,
+                        help="Redis dataset for the flat-memory check (default 0.25: big enough to fill the "
+                             "backup's bounded buffers, so a growth with size would show)")
+    parser.add_argument("--redis-repeat", type=int, default=3, help="Redis runs per contender; median kept (default 3)")
+    parser.add_argument("--redis-skip-aof", action="store_true", help="skip the Redis AOF incremental phase")
     args = parser.parse_args(argv)
     if args.quick:
         args.pgbench_seconds = min(args.pgbench_seconds, 15)
+    parts = {"logical", "physical", "redis"}
+    if args.physical_only:
+        args.only = "physical"
+    if args.only:
+        wanted = {p.strip() for p in args.only.split(",") if p.strip()}
+        if not wanted or wanted - parts:
+            parser.error(f"--only takes {', '.join(sorted(parts))} (comma separated), not {args.only!r}")
+        parts = wanted
+    if args.out is None:
+        args.out = Path("/tmp/vaultflow-bench") if parts != {"logical", "physical", "redis"} else Path("bench/results")
 
     from vaultflow.testing.postgres_server import embedded_bin_dir, running_postgres
     from vaultflow.testing.s3_server import running_seaweedfs
@@ -219,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     args.out.mkdir(parents=True, exist_ok=True)
     doc: dict = {"machine": {"cpus": psutil.cpu_count()}}
-    if not args.physical_only:
+    if "logical" in parts:
         work = Path(tempfile.mkdtemp(prefix="vaultflow-bench-", dir=args.tmp))
         try:
             with running_postgres(embedded_bin_dir(), work / "pg", settings=PG_SETTINGS, name="bench") as pg, \
@@ -227,16 +255,25 @@ def main(argv: list[str] | None = None) -> int:
                 doc = run_all(pg, s3, work, args)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    from bench.physical import run_physical
-    t_phys = time.monotonic()
-    doc["physical"] = run_physical(args, log)
-    doc["physical"]["seconds"] = round(time.monotonic() - t_phys, 1)
+    if "physical" in parts:
+        from bench.physical import run_physical
+        t_phys = time.monotonic()
+        doc["physical"] = run_physical(args, log)
+        doc["physical"]["seconds"] = round(time.monotonic() - t_phys, 1)
+    if "redis" in parts:
+        from bench.redis import run_redis
+        doc["redis"] = run_redis(args, log)
     doc = {"schema": 1, "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
            "args": {"size_mb": args.size_mb, "small_mb": args.small_mb, "repeat": args.repeat, "levels": args.levels,
                     "physical_only": args.physical_only, "physical_mb": args.physical_mb,
-                    "pgbench_seconds": args.pgbench_seconds, "pgbench_scale": args.pgbench_scale}, **doc}
-    doc["ratios"] = {} if args.physical_only else compute_ratios(doc)
-    doc["all_pass"] = all(r["pass"] for r in [*doc["ratios"].values(), *doc["physical"]["targets"].values()])
+                    "pgbench_seconds": args.pgbench_seconds, "pgbench_scale": args.pgbench_scale,
+                    "manifest_checksums": args.manifest_checksums, "parts": sorted(parts),
+                    "redis_scale": args.redis_scale, "redis_small_scale": args.redis_small_scale,
+                    "redis_repeat": args.redis_repeat}, **doc}
+    doc["ratios"] = compute_ratios(doc) if "backup" in doc else {}
+    doc["all_pass"] = all(r["pass"] for r in [*doc["ratios"].values(),
+                                              *doc.get("physical", {}).get("targets", {}).values(),
+                                              *doc.get("redis", {}).get("targets", {}).values()])
     doc["total_seconds"] = round(time.monotonic() - T0, 1)
     path = args.out / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     doc["json_path"] = str(path)

@@ -29,11 +29,9 @@ def _last_json_line(stdout: str, stderr: str, what: str) -> dict:
     raise RuntimeError(f"{what} printed no result; stderr:\n{stderr[-3000:]}")
 
 
-def sample_backup_rss(pg, database: str, repo: Path, interval: float = 0.05, points: int = 60) -> dict:
-    """Run bench.backup_child and sample RSS every `interval` s: the Python process, and
-    separately the peak of each kind of child (pg_dump, pg_dumpall)."""
-    cmd = [sys.executable, "-m", "bench.backup_child", "--host", pg.host, "--port", str(pg.port),
-           "--user", pg.user, "--database", database, "--bin-dir", str(pg.client_bin_dir), "--repo", str(repo)]
+def sample_child_rss(cmd: list[str], what: str, interval: float = 0.05, points: int = 60) -> dict:
+    """Run a bench child (`cmd`) and sample RSS every `interval` s: the Python process, and
+    separately the peak of each kind of child process. The child prints a JSON result line."""
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=_child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -58,11 +56,10 @@ def sample_backup_rss(pg, database: str, repo: Path, interval: float = 0.05, poi
         time.sleep(interval)
     stdout, stderr = proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"bench.backup_child failed ({proc.returncode}):\n{stderr[-3000:]}")
-    result = _last_json_line(stdout, stderr, "bench.backup_child")
+        raise RuntimeError(f"{what} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    result = _last_json_line(stdout, stderr, what)
     step = max(1, len(series) // points)
     return {
-        "database": database,
         "samples": len(series),
         "peak_rss_sampled_mb": round(peak / MiB, 1),
         "peak_rss_kernel_mb": round(result["vm_hwm"] / MiB, 1),  # VmHWM: exact high-water mark
@@ -72,7 +69,17 @@ def sample_backup_rss(pg, database: str, repo: Path, interval: float = 0.05, poi
         "raw_size": result["raw_size"],
         "stored_size": result["stored_size"],
         "series_mb": [[round(t, 2), round(r / MiB, 1)] for t, r in series[::step]],
+        "result": result,
     }
+
+
+def sample_backup_rss(pg, database: str, repo: Path, interval: float = 0.05, points: int = 60) -> dict:
+    """bench.backup_child (one logical backup) with its memory sampled (sample_child_rss)."""
+    cmd = [sys.executable, "-m", "bench.backup_child", "--host", pg.host, "--port", str(pg.port),
+           "--user", pg.user, "--database", database, "--bin-dir", str(pg.client_bin_dir), "--repo", str(repo)]
+    sampled = sample_child_rss(cmd, "bench.backup_child", interval, points)
+    sampled.pop("result")
+    return {"database": database, **sampled}
 
 
 def run_flow_child(pg, tiny_db: str, big_db: str, repo: Path, prefect_home: Path, repeat: int) -> dict:

@@ -28,6 +28,7 @@ from vaultflow.engines.pg_physical import (
     restore_physical,
 )
 from vaultflow.engines.pg_recovery import drill_physical, start_restored_cluster
+from vaultflow.engines.pg_verify import verify_restored
 from vaultflow.engines.postgres import fingerprint_tables
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError, ToolError
 from vaultflow.manifest import Manifest
@@ -280,6 +281,8 @@ def test_drill_compares_a_scratch_cluster_and_removes_it(pg18: PostgresInstance,
                             run_as=RUN_AS, work_dir=work, env=pg18._env)
     assert result.comparison.ok, result.comparison.summary()
     assert {t.table for t in result.comparison.tables if t.database == db} == {"public.drilled"}
+    [verified] = [t for t in result.comparison.tables if t.database == "(cluster)"]
+    assert verified.table.startswith("pg_verifybackup") and verified.expected_rows > 100
     assert set(result.restored) == set(manifest.fingerprints) and result.seconds > 0
     assert list(work.iterdir()) == []  # data dir, socket and log are gone
 
@@ -330,3 +333,28 @@ def test_restore_refuses_paths_that_escape(scratch: Path, evil: str) -> None:
         assert not dest.exists()
     assert not (scratch / "victim" / "escaped").exists()
     assert not Path("/tmp/vf-absolute-escape").exists()
+
+
+def test_restored_files_are_checked_against_the_servers_backup_manifest(pg_server: PostgresInstance,
+                                                                         fresh_db: MakeDb, scratch: Path) -> None:
+    db = fresh_db(pg_server)
+    pg_server.execute("CREATE TABLE checked AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g", db)
+    relation = pg_server.execute("SELECT pg_relation_filepath('checked')", db)[0][0]
+    repo = Repository(LocalStore(scratch / "repo"))
+    manifest = backup(pg_server, repo)
+    bin_dir = embedded_bin_dir() if pg_server.version >= 18 else pg_server.client_bin_dir
+
+    pristine = scratch / "pristine"
+    restore_physical(BackupContext(repo), manifest, pristine)
+    row = verify_restored(pristine, bin_dir, manifest.id)
+    assert row is not None and row.status == "match" and row.expected_rows > 100
+
+    damaged = scratch / "damaged"
+    restore_physical(BackupContext(repo), manifest, damaged)
+    with open(damaged / relation, "r+b") as handle:  # a bit flip inside a page of the table
+        handle.seek(8192 + 100)
+        byte = handle.read(1)
+        handle.seek(8192 + 100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(IntegrityError, match=relation.replace("/", ".")):
+        verify_restored(damaged, bin_dir, manifest.id)

@@ -147,4 +147,5 @@ def test_missing_segment_is_named_and_earlier_points_still_restore(archiving, se
 
     result = engine.recover(BackupContext(repo), manifest, work / "before", RecoveryTarget(time=t_before))
     assert result.restored == {"cluster": str(work / "before")}
-    assert result.comparison.tables == [], "no fingerprint comparison away from the backup's own point"
+    assert [t.database for t in result.comparison.tables] == ["(cluster)"], \
+        "files checked against backup_manifest; no fingerprint comparison away from the backup's own point"

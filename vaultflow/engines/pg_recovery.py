@@ -27,6 +27,7 @@ from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.pg_cluster import RunningCluster, free_port, set_auto_conf, start_cluster, stop_cluster
 from vaultflow.engines.pg_incremental import restore_chain
 from vaultflow.engines.pg_physical import RESTORED_SETTINGS, restore_physical
+from vaultflow.engines.pg_verify import verify_restored
 from vaultflow.engines.postgres import fingerprint_tables
 from vaultflow.errors import ConfigError, RefusedError, ToolError
 from vaultflow.manifest import Manifest
@@ -79,11 +80,12 @@ def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, use
         t0 = time.monotonic()
         data_dir = work / "data"
         restore_physical(ctx, manifest, data_dir)
+        verified = verify_restored(data_dir, bin_dir, manifest.id)
         (data_dir / "pg_hba.conf").write_text("# vaultflow restore drill: private socket only\nlocal all all trust\n")
         cluster = start_restored_cluster(data_dir, bin_dir, run_as=run_as, host="", log_file=work / "server.log",
                                          env=env)
         seconds = time.monotonic() - t0
-        tables = []
+        tables = [verified] if verified else []
         for database, expected in manifest.fingerprints.items():
             with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname=database,
                                  application_name="vaultflow-drill", autocommit=True) as conn:
@@ -216,6 +218,7 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
     t0 = time.monotonic()
     restore_chain(ctx, manifest, dest, bin_dir=bin_dir,
                   catalog=ctx.repository.catalog(manifest.engine, manifest.target))
+    verified = verify_restored(dest, bin_dir, manifest.id)
     cluster: RunningCluster | None = None
     try:
         with ExitStack() as recovery_only:  # the spec file (it may hold a secret) lives until promotion
@@ -238,7 +241,7 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
             except ToolError as exc:
                 raise _fetch_failure(log_file, exc) from exc
         seconds = time.monotonic() - t0
-        tables = []
+        tables = [verified] if verified else []
         if target.immediate:
             for database, expected in manifest.fingerprints.items():
                 with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname=database,
