@@ -65,6 +65,11 @@ class PostgresTarget(Block):
                                           "by the worker; needed for file-level incremental and differential "
                                           "backups on PostgreSQL 15/16 (the worker then runs on the database "
                                           "host as the postgres OS user or a member of its group).")
+    physical_fingerprints: bool = Field(default=True, description="Physical mode: also record row "
+                                        "fingerprints of every table (full table scans on the server, concurrent "
+                                        "with the copy; exact when the tables are not written during the backup). "
+                                        "Off: faster backups with less load; restores and drills still check every "
+                                        "file against the server's backup_manifest (pg_verifybackup).")
     target_name: Optional[str] = Field(default=None, description="Name of this target in the repository "
                                        "layout; default: the block's name.")
 
@@ -78,7 +83,8 @@ class PostgresTarget(Block):
                               sslmode=self.sslmode, bin_dir=self.bin_dir, mode=self.mode,
                               server_bin_dir=self.server_bin_dir, restore_os_user=self.restore_os_user,
                               wal_fetch_command=self.wal_fetch_command, manifest_checksums=self.manifest_checksums,
-                              data_directory=self.data_directory)
+                              data_directory=self.data_directory,
+                              physical_fingerprints=self.physical_fingerprints)
 
     def engine(self) -> PostgresEngine:
         return PostgresEngine(self.to_config())

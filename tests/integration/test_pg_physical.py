@@ -358,3 +358,22 @@ def test_restored_files_are_checked_against_the_servers_backup_manifest(pg_serve
         handle.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(IntegrityError, match=relation.replace("/", ".")):
         verify_restored(damaged, bin_dir, manifest.id)
+
+
+def test_without_row_fingerprints_the_drill_rests_on_pg_verifybackup(pg18: PostgresInstance, fresh_db: MakeDb,
+                                                                     scratch: Path) -> None:
+    db = fresh_db(pg18)
+    pg18.execute("CREATE TABLE quick AS SELECT g FROM generate_series(1, 1000) g", db)
+    repo = Repository(LocalStore(scratch / "repo"))
+    config = config_for(pg18).model_copy(update={"physical_fingerprints": False})
+    ctx = BackupContext(repo, log=lambda line: None)
+    manifest = physical_full_backup(config, ctx, bin_dir=pg18.client_bin_dir,
+                                    server_version=pg18.execute("SHOW server_version")[0][0])
+    assert manifest.fingerprints == {}, "no table scans when the target turns fingerprints off"
+    work = scratch / "drills"
+    work.mkdir()
+    os.chmod(work, 0o711)
+    result = drill_physical(BackupContext(repo), manifest, bin_dir=pg18.bin_dir, user=pg18.user,
+                            run_as=RUN_AS, work_dir=work, env=pg18._env)
+    assert result.comparison.ok
+    assert [t.database for t in result.comparison.tables] == ["(cluster)"]

@@ -49,6 +49,9 @@ class PostgresConfig(BaseModel):
     manifest_checksums: Literal["CRC32C", "SHA256"] = Field(
         default="CRC32C", description="per-file checksums of pg_basebackup's backup_manifest (checked by "
         "pg_verifybackup / pg_combinebackup); vaultflow's own SHA-256 covers every stored object")
+    physical_fingerprints: bool = Field(
+        default=True, description="physical backups: also fingerprint every table (full scans, concurrent "
+        "with the copy, exact only without concurrent writes); restores always run pg_verifybackup")
 
     @property
     def where(self) -> str:

@@ -357,6 +357,10 @@ WHERE c.relkind = 'r' AND c.relpersistence = 'u'
 
 
 def _fingerprint_all(config: PostgresConfig) -> dict[str, dict[str, TableFingerprint]]:
+    """Every table's fingerprint, per database; none when the target turned them off (restores
+    then rest on pg_verifybackup against the server's backup_manifest)."""
+    if not config.physical_fingerprints:
+        return {}
     with connect(config) as conn:
         databases = [r[0] for r in conn.execute(
             "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1").fetchall()]
