@@ -65,11 +65,12 @@ class PostgresTarget(Block):
                                           "by the worker; needed for file-level incremental and differential "
                                           "backups on PostgreSQL 15/16 (the worker then runs on the database "
                                           "host as the postgres OS user or a member of its group).")
-    physical_fingerprints: bool = Field(default=True, description="Physical mode: also record row "
+    physical_fingerprints: bool = Field(default=False, description="Physical mode: also record row "
                                         "fingerprints of every table (full table scans on the server, concurrent "
-                                        "with the copy; exact when the tables are not written during the backup). "
-                                        "Off: faster backups with less load; restores and drills still check every "
-                                        "file against the server's backup_manifest (pg_verifybackup).")
+                                        "with the copy; exact only when the tables are not written during the "
+                                        "backup, so a busy table shows as a mismatch). Off (default): restores and "
+                                        "drills check every file against the server's backup_manifest "
+                                        "(pg_verifybackup), then recover and promote.")
     target_name: Optional[str] = Field(default=None, description="Name of this target in the repository "
                                        "layout; default: the block's name.")
 

@@ -34,7 +34,8 @@ def work():
 def test_physical_backup_archive_verify_drill_and_pitr(archiving, work):
     pg = archiving.pg
     repo_dir = work / "repo"
-    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", target_name="physflow",
+    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical",
+                            physical_fingerprints=True, target_name="physflow",
                             wal_spool=str(archiving.spool), bin_dir=str(pg.client_bin_dir),
                             server_bin_dir=str(pg.bin_dir), restore_os_user=SERVICE_USER if running_as_root() else None,
                             wal_fetch_command=archiving.python.command("fetch", "--repo-path", str(repo_dir),
@@ -77,7 +78,8 @@ def test_prune_drops_wal_older_than_the_oldest_kept_backup(archiving, work):
     from vaultflow.wal import archived_names
 
     pg = archiving.pg
-    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", target_name="physprune",
+    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical",
+                            physical_fingerprints=True, target_name="physprune",
                             wal_spool=str(archiving.spool), bin_dir=str(pg.client_bin_dir))
     repository = BackupRepository(local_path=str(work / "repo"), keep_last=1, keep_daily=None, keep_weekly=None,
                                   keep_monthly=None)
@@ -103,7 +105,8 @@ def test_incremental_and_differential_flows_with_fallback_and_chain_checks(archi
     pg = archiving.pg
     pg.execute("ALTER SYSTEM SET summarize_wal = on")
     pg.execute("SELECT pg_reload_conf()")
-    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", target_name="physinc",
+    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical",
+                            physical_fingerprints=True, target_name="physinc",
                             bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir),
                             restore_os_user=SERVICE_USER if running_as_root() else None)
     repository = BackupRepository(local_path=str(work / "repo"))

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 def test_archive_logs_ships_the_spool_and_reports_lag(archiving, tmp_path: Path):
     pg = archiving.pg
-    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical",
+    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", physical_fingerprints=True,
                             wal_spool=str(archiving.spool), target_name="walflow")
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     archive_logs(target=target, repository=repository)  # whatever earlier tests left behind

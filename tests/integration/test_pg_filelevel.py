@@ -45,6 +45,7 @@ def config_for(server: PostgresInstance, *, data_directory: Path | None | str = 
                name: str = TARGET) -> PostgresConfig:
     directory = server.data_dir if data_directory == "same" else data_directory
     return PostgresConfig(name=name, host=server.host, port=server.port, user=server.user, password=server.password,
+                          physical_fingerprints=True,
                           mode="physical", bin_dir=str(server.client_bin_dir), server_bin_dir=str(server.bin_dir),
                           restore_os_user=RUN_AS, data_directory=str(directory) if directory else None)
 

@@ -56,7 +56,7 @@ Prints = dict[str, dict[str, TableFingerprint]]
 
 
 def config_for(server: PostgresInstance, name: str = TARGET) -> PostgresConfig:
-    return PostgresConfig(name=name, host=server.host, port=server.port, user=server.user,
+    return PostgresConfig(name=name, host=server.host, port=server.port, user=server.user, physical_fingerprints=True,
                           password=server.password)
 
 

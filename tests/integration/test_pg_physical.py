@@ -48,6 +48,7 @@ RUN_AS = SERVICE_USER if running_as_root() else None
 
 def config_for(server: PostgresInstance) -> PostgresConfig:
     return PostgresConfig(name=f"pg{server.version}-physical", host=server.host, port=server.port,
+                          physical_fingerprints=True,
                           user=server.user, password=server.password)
 
 
@@ -377,3 +378,41 @@ def test_without_row_fingerprints_the_drill_rests_on_pg_verifybackup(pg18: Postg
                             run_as=RUN_AS, work_dir=work, env=pg18._env)
     assert result.comparison.ok
     assert [t.database for t in result.comparison.tables] == ["(cluster)"]
+
+
+def test_default_drill_of_a_backup_taken_under_writes_passes(pg18: PostgresInstance, fresh_db: MakeDb,
+                                                             scratch: Path) -> None:
+    """Row fingerprints on a live server cannot describe the end-of-backup point of a table being
+    written; the default proof (pg_verifybackup + recovery) holds under writes."""
+    import threading
+
+    db = fresh_db(pg18)
+    pg18.execute("CREATE TABLE busy (id serial PRIMARY KEY, v text)", db)
+    stop = threading.Event()
+    written = []
+
+    def writer() -> None:
+        with psycopg.connect(pg18.conninfo(db), autocommit=True) as conn:
+            while not stop.is_set():
+                conn.execute("INSERT INTO busy (v) SELECT md5(g::text) FROM generate_series(1, 200) g")
+                written.append(200)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        repo = Repository(LocalStore(scratch / "repo"))
+        config = PostgresConfig(name="busy", host=pg18.host, port=pg18.port, user=pg18.user)
+        assert config.physical_fingerprints is False, "off by default"
+        manifest = physical_full_backup(config, BackupContext(repo, log=lambda line: None),
+                                        bin_dir=pg18.client_bin_dir,
+                                        server_version=pg18.execute("SHOW server_version")[0][0])
+    finally:
+        stop.set()
+        thread.join()
+    assert len(written) > 3, "the writer ran during the backup"
+    work = scratch / "drills"
+    work.mkdir()
+    os.chmod(work, 0o711)
+    result = drill_physical(BackupContext(repo), manifest, bin_dir=pg18.bin_dir, user=pg18.user,
+                            run_as=RUN_AS, work_dir=work, env=pg18._env)
+    assert result.comparison.ok and [t.database for t in result.comparison.tables] == ["(cluster)"]

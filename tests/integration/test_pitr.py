@@ -70,6 +70,7 @@ def setup(archiving):
     pg.execute("DROP TABLE IF EXISTS ticks, markers; CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz); "
                "CREATE TABLE markers (label text PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
     config = PostgresConfig(name=target, host=pg.host, port=pg.port, user=pg.user, mode="physical",
+                            physical_fingerprints=True,
                             bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir), restore_os_user=RUN_AS,
                             wal_fetch_command=archiving.python.command("fetch", "--repo-path", str(repo_dir),
                                                                         "--target", target))

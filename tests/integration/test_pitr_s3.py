@@ -62,6 +62,7 @@ def s3_pitr(archiving, s3_server):
     pg.execute("DROP TABLE IF EXISTS s3marks; CREATE TABLE s3marks (label text PRIMARY KEY, "
                "at timestamptz DEFAULT clock_timestamp())")
     engine = PostgresEngine(PostgresConfig(name=target, host=pg.host, port=pg.port, user=pg.user, mode="physical",
+                                           physical_fingerprints=True,
                                            bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir),
                                            restore_os_user=RUN_AS))
     manifest = engine.full_backup(BackupContext(repo))

@@ -50,7 +50,7 @@ class PostgresConfig(BaseModel):
         default="CRC32C", description="per-file checksums of pg_basebackup's backup_manifest (checked by "
         "pg_verifybackup / pg_combinebackup); vaultflow's own SHA-256 covers every stored object")
     physical_fingerprints: bool = Field(
-        default=True, description="physical backups: also fingerprint every table (full scans, concurrent "
+        default=False, description="physical backups: also fingerprint every table (full scans, concurrent "
         "with the copy, exact only without concurrent writes); restores always run pg_verifybackup")
 
     @property
