@@ -31,6 +31,9 @@ def _physical(ax_t, ax_lag, p: dict) -> None:
     items = [("pg_basebackup | zstd -3 -T0", b["basebackup_zstd"]["seconds"], "floor"),
              ("vaultflow physical full", b["vaultflow_full"]["seconds"], "vf"),
              ("vaultflow incremental (1%)", b["vaultflow_incremental"]["seconds"], "vf"),
+             *[(f"{label}, row fingerprints", b[key]["seconds"], "pg") for label, key in
+               (("full", "vaultflow_full_with_fingerprints"), ("incremental", "vaultflow_incremental_with_fingerprints"))
+               if key in b],
              ("recover(): full, no target", r["full"]["seconds"], "pg"), ("recover(): PITR", r["pitr"]["seconds"], "pg")]
     _bars(ax_t, [i[0] for i in items], [i[1] for i in items], [COLORS[i[2]] for i in items],
           f"Physical, cluster {p['database']['cluster_size_mb']:.0f} MiB (wall, best run)", "seconds")
