@@ -195,8 +195,9 @@ def test_redis_killed_mid_transfer_leaves_no_backup(fresh_redis, tmp_path: Path)
     assert time.monotonic() - killed < 5, f"{time.monotonic() - killed:.1f}s from the kill to the error"
 
     assert "manifest" not in outcome, "a backup of a server killed mid-transfer was committed"
-    assert isinstance(outcome["error"], VaultflowError), repr(outcome.get("error"))
-    assert "redis-cli" in str(outcome["error"])
+    assert isinstance(outcome["error"], ServerUnavailableError), repr(outcome.get("error"))
+    assert is_transient(outcome["error"]), "a server that went away is worth retrying later"
+    assert "went away during the backup" in str(outcome["error"]) and "redis-cli" in str(outcome["error"])
     assert progress[-1] < 30_000_000  # it was killed before the end
     files = repo_files(tmp_path / "repo")
     assert not [f for f in files if f.name == MANIFEST or f.name.endswith(".zst")], files

@@ -23,7 +23,7 @@ from vaultflow.engines.redis_client import (RedisConfig, cli_args, cli_env, cli_
                                            require_local)
 from vaultflow.engines.redis_rdb import RdbTee, bgsave_and_wait
 from vaultflow.engines.redis_server import find_binary
-from vaultflow.errors import ChainBrokenError, ConfigError
+from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
 from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
 from vaultflow.pipeline import compress_into_store, dump_into_store
 
@@ -94,10 +94,12 @@ class RedisEngine:
             else:
                 cli = find_binary("redis-cli", config.bin_dir)
                 method, tool = "replication snapshot (redis-cli --rdb)", {"redis-cli": tool_version(cli)}
-                written = dump_into_store([*cli_args(config, cli), "--rdb", "-"], cli_env(config), repo.store,
-                                          prefix + RDB_OBJECT, level=repo.compression_level, progress=progress,
-                                          on_stderr=None, wrap=tee.wrap,
-                                          stdin_data=cli_stdin(config))
+                try:
+                    written = dump_into_store([*cli_args(config, cli), "--rdb", "-"], cli_env(config), repo.store,
+                                              prefix + RDB_OBJECT, level=repo.compression_level, progress=progress,
+                                              on_stderr=None, wrap=tee.wrap, stdin_data=cli_stdin(config))
+                except ToolError as exc:
+                    raise self._explain_transfer_failure(exc) from exc
             timings["transfer"] = time.monotonic() - t0
             t0 = time.monotonic()
             facts, fingerprints = tee.finish()
@@ -116,6 +118,18 @@ class RedisEngine:
                                **tool}, timings=timings, lineage=ctx.lineage)
             repo.commit(manifest)
         return manifest
+
+    def _explain_transfer_failure(self, exc: ToolError) -> VaultflowError:
+        """redis-cli failed mid-stream: a server that went away (crash, restart, failover) is worth
+        retrying later; one still answering failed for another reason, said by redis-cli."""
+        try:
+            connect(self.config).close()
+        except ServerUnavailableError as gone:
+            return ServerUnavailableError(f"Redis at {self.config.where} went away during the backup ({exc}); "
+                                          f"nothing was recorded, a later attempt can succeed: {gone}")
+        except VaultflowError:
+            pass
+        return exc
 
     def _copy_local_rdb(self, ctx: BackupContext, tee: RdbTee, key: str, progress):
         data_dir = require_local(self.config, "a local-mode backup")
