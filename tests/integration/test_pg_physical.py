@@ -25,8 +25,8 @@ from vaultflow.engines.pg_physical import (
     BASE_OBJECT,
     MANIFEST_OBJECT,
     physical_full_backup,
-    restore_physical,
 )
+from vaultflow.engines.pg_physical_restore import restore_physical
 from vaultflow.engines.pg_recovery import drill_physical, start_restored_cluster
 from vaultflow.engines.pg_verify import verify_restored
 from vaultflow.engines.postgres import fingerprint_tables

@@ -59,6 +59,7 @@ from vaultflow.engines.pg_client import (
 )
 from vaultflow.engines.pg_cluster import set_auto_conf
 
+from vaultflow.engines.pg_physical_restore import restore_physical
 # pg_physical's run_basebackup is the one streaming path for full and incremental backups.
 from vaultflow.engines.pg_physical import (
     BASE_OBJECT,
@@ -66,7 +67,6 @@ from vaultflow.engines.pg_physical import (
     ENGINE,
     MANIFEST_OBJECT,
     manifest_checksum_algorithm,
-    restore_physical,
     RESTORED_SETTINGS,
     run_basebackup,
     _classify,

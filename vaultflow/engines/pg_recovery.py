@@ -26,7 +26,8 @@ from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.pg_cluster import RunningCluster, free_port, set_auto_conf, start_cluster, stop_cluster
 from vaultflow.engines.pg_incremental import restore_chain
-from vaultflow.engines.pg_physical import RESTORED_SETTINGS, restore_physical
+from vaultflow.engines.pg_physical import RESTORED_SETTINGS
+from vaultflow.engines.pg_physical_restore import restore_physical
 from vaultflow.engines.pg_verify import verify_restored
 from vaultflow.engines.postgres import fingerprint_tables
 from vaultflow.errors import ConfigError, RefusedError, ToolError
