@@ -24,7 +24,7 @@ def broken_chain(catalog, manifest) -> str | None:
     if manifest.engine == "redis":
         from vaultflow.engines.redis_aof import resolve_aof_chain as resolve_chain
     else:
-        from vaultflow.engines.pg_incremental import resolve_chain
+        from vaultflow.engines.pg_chain import resolve_chain
     try:
         resolve_chain(catalog, manifest)
     except ChainBrokenError as exc:

@@ -23,7 +23,8 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import PostgresConfig
 from vaultflow.engines.pg_cluster import stop_cluster
 from vaultflow.engines.pg_filelevel import FILELIST_OBJECT, FILES_OBJECT, METHOD
-from vaultflow.engines.pg_incremental import ChainBrokenError, physical_incremental_backup, resolve_chain, restore_chain
+from vaultflow.engines.pg_chain import resolve_chain, restore_chain
+from vaultflow.engines.pg_incremental import ChainBrokenError, physical_incremental_backup
 from vaultflow.engines.pg_physical import BASE_OBJECT, UNLOGGED_SQL
 from vaultflow.engines.pg_recovery import start_restored_cluster
 from vaultflow.engines.postgres import PostgresEngine, fingerprint_tables

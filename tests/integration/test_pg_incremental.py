@@ -20,12 +20,8 @@ import pytest
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import PostgresConfig
 from vaultflow.engines.pg_cluster import stop_cluster
-from vaultflow.engines.pg_incremental import (
-    ChainBrokenError,
-    physical_incremental_backup,
-    resolve_chain,
-    restore_chain,
-)
+from vaultflow.engines.pg_chain import resolve_chain, restore_chain
+from vaultflow.engines.pg_incremental import ChainBrokenError, physical_incremental_backup
 from vaultflow.engines.pg_physical import (
     BASE_OBJECT,
     MANIFEST_OBJECT,

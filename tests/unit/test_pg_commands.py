@@ -15,8 +15,8 @@ import pytest
 
 from vaultflow.engines.pg_client import (PostgresConfig, classify_connect_error, client_env,
                                          dump_command, globals_command, restore_command)
-from vaultflow.engines.pg_incremental import (chain_checksum_algorithm, combinebackup_command,
-                                              incremental_command)
+from vaultflow.engines.pg_chain import chain_checksum_algorithm, combinebackup_command
+from vaultflow.engines.pg_incremental import incremental_command
 from vaultflow.engines.pg_physical import basebackup_command, manifest_checksum_algorithm
 from vaultflow.errors import (AuthenticationError, ConfigError, NotFoundError,
                               ServerUnavailableError, VaultflowError, is_transient)

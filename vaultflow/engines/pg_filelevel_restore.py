@@ -27,7 +27,7 @@ from vaultflow.engines.pg_cluster import AUTO_CONF, set_auto_conf
 from vaultflow.engines.pg_filestate import FILELIST_OBJECT, FILES_OBJECT, METHOD, FileState, load_state
 from vaultflow.engines.pg_physical import RESTORED_SETTINGS
 from vaultflow.engines.pg_physical_restore import _complete_config, _data_dir_filter, _drain, restore_physical
-from vaultflow.engines.pg_incremental import ChainBrokenError
+from vaultflow.errors import ChainBrokenError
 from vaultflow.errors import IntegrityError, NotFoundError, ToolError
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import open_verified

@@ -1,4 +1,4 @@
-"""PostgreSQL 17+ native incremental and differential physical backups, and chain restores.
+"""PostgreSQL 17+ native incremental and differential physical backups.
 
 Backup (`physical_incremental_backup`): the parent's `backup_manifest` (stored by every
 physical backup as backup_manifest.zst) is fetched, sha256-verified, into a private temp file
@@ -26,27 +26,13 @@ promotion (timeline), summaries that no longer cover the parent's WAL range — 
 PostgreSQL 15/16 servers are handed to pg_filelevel (file-level backups under
 pg_backup_start/stop), and so are their chains at restore.
 
-Restore (`restore_chain`): the chain is resolved from the catalog back to its full BEFORE
-anything is written; each link is extracted (sha256-verified, `restore_physical`) into a
-private work directory next to `dest`, then
-
-    pg_combinebackup --no-sync --manifest-checksums=<the chain's> [--link] <full> <incr...> <target> -o <work>/combined
-
-and the result is renamed into `dest` in one step: `dest` never exists half-written.
-`--link` (PostgreSQL 18's pg_combinebackup) hard-links unchanged files from the extracted
-links instead of copying them; safe here because those directories are deleted right after.
-Disk needed next to `dest`: every link extracted (full + incrementals) plus the reconstructed
-relation files.
+Restore: pg_chain.restore_chain.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
@@ -55,19 +41,14 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import (
     PostgresConfig,
     connect,
-    tool_version,
 )
-from vaultflow.engines.pg_cluster import set_auto_conf
 
-from vaultflow.engines.pg_physical_restore import restore_physical
+from vaultflow.engines.pg_chain import _tool_major
 # pg_physical's run_basebackup is the one streaming path for full and incremental backups.
 from vaultflow.engines.pg_physical import (
-    BASE_OBJECT,
     basebackup_command,
     ENGINE,
     MANIFEST_OBJECT,
-    manifest_checksum_algorithm,
-    RESTORED_SETTINGS,
     run_basebackup,
     _classify,
     _server_facts,
@@ -81,12 +62,11 @@ from vaultflow.errors import (
     VaultflowError,
 )
 from vaultflow.manifest import BackupKind, Manifest
-from vaultflow.pipeline import StderrTail, open_verified
-from vaultflow.repository import MANIFEST, Catalog
+from vaultflow.pipeline import open_verified
+from vaultflow.repository import MANIFEST
 from vaultflow.stores.base import CHUNK_SIZE
 
 MIN_SERVER_VERSION_NUM = 170000
-MAX_CHAIN = 1000  # a guard against a cycle of parent_ids in a hand-edited repository
 
 
 # ChainBrokenError lives in vaultflow.errors (every engine's chains raise it); re-exported here.
@@ -263,160 +243,4 @@ def physical_incremental_backup(config: PostgresConfig, ctx: BackupContext, pare
             classify=lambda exc: _classify_incremental(exc, config, parent), inspect=inspect)
 
 
-# -- restore -------------------------------------------------------------------------------
-
-def resolve_chain(catalog: Catalog, manifest: Manifest) -> list[Manifest]:
-    """[full, ..., manifest]: parent_id links followed through the catalog. ChainBrokenError
-    naming the first missing or unreadable link (and the backup that needs it)."""
-    chain = [manifest]
-    seen = {manifest.id}
-    current = manifest
-    while current.kind != BackupKind.FULL:
-        if current.parent_id is None:
-            raise ChainBrokenError(f"cannot restore {manifest.id}: {current.kind.value} backup {current.id} "
-                                   "names no parent; restore another backup")
-        if current.parent_id in seen or len(chain) > MAX_CHAIN:
-            raise ChainBrokenError(f"cannot restore {manifest.id}: its parent links loop at {current.parent_id}")
-        try:
-            parent = catalog.get(current.parent_id)
-        except NotFoundError as exc:
-            why = f"is unreadable ({exc})" if "unreadable" in str(exc) else "is missing from the repository"
-            raise ChainBrokenError(
-                f"cannot restore {manifest.id}: backup {current.parent_id} (the parent of {current.id}) {why}; "
-                "restore another backup (a full one, or one whose chain is intact)") from None
-        if parent.mode != "physical" or parent.engine != manifest.engine or parent.target != manifest.target:
-            raise ChainBrokenError(f"cannot restore {manifest.id}: parent {parent.id} of {current.id} is a "
-                                   f"{parent.mode} backup of {parent.engine}/{parent.target}")
-        chain.append(parent)
-        seen.add(parent.id)
-        current = parent
-    chain.reverse()
-    systems = {str(m.consistency.get("system_identifier")) for m in chain if m.consistency.get("system_identifier")}
-    if len(systems) > 1:
-        raise ChainBrokenError(f"cannot restore {manifest.id}: its chain mixes system identifiers "
-                               f"{', '.join(sorted(systems))}")
-    return chain
-
-
-def combinebackup_command(bin_dir: Path, inputs: list[Path], output: Path, *, link: bool,
-                          manifest_checksums: str = "CRC32C") -> list[str]:
-    """pg_combinebackup, oldest (the full) first. --no-sync: like an extracted full restore,
-    the server syncs the data directory when it starts recovery from backup_label.
-    `manifest_checksums`: the chain's own algorithm (chain_checksum_algorithm), so that
-    pg_combinebackup reuses the inputs' checksums instead of hashing every file again."""
-    cmd = [str(Path(bin_dir) / "pg_combinebackup"), "--no-sync", f"--manifest-checksums={manifest_checksums}"]
-    if link:
-        cmd.append("--link")
-    return [*cmd, *map(str, inputs), "-o", str(output)]
-
-
-def chain_checksum_algorithm(manifest: Manifest, extracted_manifest: Path | None = None) -> str:
-    """The per-file checksum algorithm of the backup being restored: its extracted
-    backup_manifest says, else the vaultflow manifest's consistency record, else SHA256 (what
-    vaultflow used before the algorithm was recorded)."""
-    if extracted_manifest is not None:
-        try:
-            with open(extracted_manifest, "rb") as handle:
-                found = manifest_checksum_algorithm(handle)
-            if found:
-                return found
-        except OSError:
-            pass
-    return str(manifest.consistency.get("manifest_checksums") or "SHA256")
-
-
-def _tool_major(bin_dir: Path, tool: str) -> int:
-    """17 from 'pg_combinebackup (PostgreSQL) 17.2 (Debian 17.2-1.pgdg120+1)'."""
-    path = Path(bin_dir) / tool
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist: restoring incremental or differential backups needs "
-                          "the client tools of PostgreSQL 17 or later (pg_combinebackup); set bin_dir")
-    match = re.search(r"\(PostgreSQL\)\s+(\d+)", tool_version(bin_dir, tool))
-    if match is None:
-        raise ConfigError(f"cannot read the version of {path}")
-    return int(match.group(1))
-
-
-def _run_combine(cmd: list[str], ctx: BackupContext) -> None:
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    tail = StderrTail(proc.stderr, on_line=ctx.log)
-    code = proc.wait()
-    if code != 0:
-        raise ToolError(f"pg_combinebackup exited with status {code}: {tail.text()}")
-
-
-def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path,
-                  catalog: Catalog) -> None:
-    """Restore a physical backup of any kind into `dest` (new, or an empty directory).
-
-    FULL: restore_physical. Otherwise the chain is resolved first (ChainBrokenError naming
-    a missing link, IntegrityError for a missing object; nothing written yet), every link is
-    extracted with its checksums verified, pg_combinebackup reconstructs the target backup,
-    and the result is renamed into `dest`. On failure nothing of `dest` remains (an empty
-    directory that was there stays, empty). The result starts like a restored full
-    (start_restored_cluster), with archive_mode=off.
-    """
-    if manifest.mode != "physical":
-        raise RefusedError(f"backup {manifest.id} is a {manifest.mode} backup, not a physical one")
-    if manifest.kind == BackupKind.FULL:
-        restore_physical(ctx, manifest, dest)
-        return
-    chain = resolve_chain(catalog, manifest)
-    repo = ctx.repository
-    for link in chain:
-        obj = next((o for o in link.objects if o.role == "base"), None)
-        if obj is None:
-            raise IntegrityError(f"backup {link.id} lists no base object ({BASE_OBJECT})")
-        info = repo.store.stat(repo.object_key(link, obj.key))
-        if info is None or info.size != obj.stored_size:
-            raise IntegrityError(f"object {link.id}/{obj.key} is missing or has the wrong size in "
-                                 f"{repo.description}; cannot restore {manifest.id}")
-    dest = Path(dest)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise RefusedError(f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
-                           "directory; nothing was touched. Pick a new or empty directory")
-    from vaultflow.engines.pg_filelevel_restore import is_filelevel, restore_filelevel_chain
-    if is_filelevel(manifest):  # PostgreSQL 15/16: overlay the file-level tars, no pg_combinebackup
-        restore_filelevel_chain(ctx, manifest, chain, dest)
-        return
-    major = _tool_major(bin_dir, "pg_combinebackup")
-    if major < 17:
-        raise ConfigError(f"pg_combinebackup in {bin_dir} is version {major}: restoring incremental or "
-                          "differential backups needs PostgreSQL 17 or later client tools; set bin_dir")
-    link_mode = major >= 18  # --link is new in 18
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".vfchain-{manifest.id}-", dir=dest.parent))
-    existed = dest.exists()
-    moved = False
-    try:
-        t0 = time.monotonic()
-        inputs = []
-        for number, link in enumerate(chain):
-            extracted = work / f"{number:03d}-{link.id}"
-            restore_physical(ctx, link, extracted)
-            inputs.append(extracted)
-        extract_seconds = time.monotonic() - t0
-        t0 = time.monotonic()
-        combined = work / "combined"
-        checksums = chain_checksum_algorithm(manifest, inputs[-1] / "backup_manifest")
-        _run_combine(combinebackup_command(bin_dir, inputs, combined, link=link_mode,
-                                           manifest_checksums=checksums), ctx)
-        set_auto_conf(combined, RESTORED_SETTINGS)
-        os.chmod(combined, 0o700)
-        os.replace(combined, dest)  # onto a new or empty directory: dest appears whole
-        moved = True
-        ctx.log(f"restored {manifest.id} from a chain of {len(chain)} backups: extract {extract_seconds:.1f}s, "
-                f"pg_combinebackup {time.monotonic() - t0:.1f}s")
-    except BaseException:
-        if moved:  # before the rename dest was never written to
-            shutil.rmtree(dest, ignore_errors=True)
-            if existed:
-                dest.mkdir(mode=0o700)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-__all__ = ["ChainBrokenError", "chain_checksum_algorithm", "combinebackup_command", "incremental_command",
-           "physical_incremental_backup",
-           "resolve_chain", "restore_chain"]
+__all__ = ["ChainBrokenError", "incremental_command", "physical_incremental_backup"]

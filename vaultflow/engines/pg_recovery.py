@@ -25,7 +25,7 @@ import psycopg
 from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.pg_cluster import RunningCluster, free_port, set_auto_conf, start_cluster, stop_cluster
-from vaultflow.engines.pg_incremental import restore_chain
+from vaultflow.engines.pg_chain import restore_chain
 from vaultflow.engines.pg_physical import RESTORED_SETTINGS
 from vaultflow.engines.pg_physical_restore import restore_physical
 from vaultflow.engines.pg_verify import verify_restored

@@ -168,8 +168,8 @@ class PostgresEngine:
 
         Raises ChainBrokenError when there is no usable parent; the flow then takes a full.
         """
-        from vaultflow.engines.pg_incremental import (ChainBrokenError, physical_incremental_backup,
-                                                      resolve_chain)
+        from vaultflow.engines.pg_chain import resolve_chain
+        from vaultflow.engines.pg_incremental import ChainBrokenError, physical_incremental_backup
         if self.config.mode != "physical":
             raise ChainBrokenError(f"{self.config.name} takes logical backups (pg_dump), which have no "
                                    "incremental form; set mode='physical' for incremental and differential")
