@@ -1,0 +1,195 @@
+"""The archive read back: wal_fetch (PostgreSQL's restore_command), continuity, WAL retention.
+
+Standard library only at import time: `python -m vaultflow.wal_cli fetch` runs this for every
+WAL file recovery asks for; store and pipeline imports happen inside the functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vaultflow.errors import IntegrityError, NotFoundError
+from vaultflow.wal.names import (
+    DEFAULT_SEGMENT_SIZE,
+    _store_of,
+    is_history,
+    is_segment,
+    is_wal_file,
+    object_key,
+    parse_history,
+    parse_segment,
+    record_key,
+    segment_name,
+    wal_order,
+    wal_prefix,
+)
+from vaultflow.wal.push import TMP_PREFIX, _copy_fd
+from vaultflow.wal.ship import read_record
+
+if TYPE_CHECKING:
+    from vaultflow.repository import Repository
+    from vaultflow.stores.base import Store
+
+
+# -- fetch: restore_command ----------------------------------------------------------------
+def _install(dest: Path, write) -> None:
+    """Write `dest` through a temp file in its directory + rename; nothing left on failure."""
+    tmp = dest.with_name(f"{TMP_PREFIX}{dest.name}-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def wal_fetch(name: str, dest: Path, repo: Repository | Store, target: str,
+              spool_dir: Path | None = None) -> bool:
+    """Restore WAL file `name` into `dest`; False when it is not archived (end of archive).
+
+    A spooled (not yet shipped) copy in `spool_dir` wins. From the repository, a file exists
+    only once its JSON record does; its bytes are checked against the record's sha256 (stored)
+    and raw_sha256 while streaming, and a mismatch raises IntegrityError naming the file.
+    """
+    dest = Path(dest)
+    if spool_dir is not None and is_wal_file(name):
+        spooled_copy = Path(spool_dir) / name
+        if spooled_copy.is_file():
+            def copy_spooled(out) -> None:
+                with open(spooled_copy, "rb") as src:
+                    _copy_fd(src.fileno(), out.fileno())
+            _install(dest, copy_spooled)
+            return True
+    record = read_record(repo, target, name)
+    if record is None:
+        return False
+    from vaultflow.pipeline import open_verified
+    from vaultflow.stores.base import CHUNK_SIZE
+
+    store = _store_of(repo)
+    key = object_key(target, name)
+    label = f"WAL file {name} ({key})"
+
+    def copy_verified(out) -> None:
+        try:
+            reader, verifying, raw = open_verified(store, key, record["sha256"], record["stored_size"], label)
+        except NotFoundError as exc:
+            raise IntegrityError(f"{label} has a record but its object is missing from {store.description}") from exc
+        digest, size = hashlib.sha256(), 0
+        with raw:
+            while chunk := reader.read(CHUNK_SIZE):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+            verifying.check()
+        if size != record["raw_size"] or digest.hexdigest() != record["raw_sha256"]:
+            raise IntegrityError(
+                f"{label} decompresses to {size} bytes with sha256 {digest.hexdigest()}, not the "
+                f"archived {record['raw_size']} bytes with sha256 {record['raw_sha256']}"
+            )
+
+    _install(dest, copy_verified)
+    return True
+
+
+# -- continuity ----------------------------------------------------------------------------
+def archived_names(repo: Repository | Store, target: str) -> list[str]:
+    """Names of completely archived WAL files (those with a record), in WAL order."""
+    prefix = wal_prefix(target)
+    names = [info.key[len(prefix):-len(".json")] for info in _store_of(repo).list(prefix)
+             if info.key.endswith(".json")]
+    return sorted((n for n in names if is_wal_file(n)), key=wal_order)
+
+
+def _read_history(repo: Repository | Store, target: str, timeline: int) -> list[tuple[int, int]] | None:
+    """The archived history file of `timeline`, parsed; None when it is not archived."""
+    name = f"{timeline:08X}.history"
+    record = read_record(repo, target, name)
+    if record is None:
+        return None
+    from vaultflow.pipeline import open_verified
+
+    reader, verifying, raw = open_verified(_store_of(repo), object_key(target, name), record["sha256"],
+                                           record["stored_size"], f"WAL file {name}")
+    chunks = []
+    with raw:
+        while chunk := reader.read(1 << 16):
+            chunks.append(chunk)
+        verifying.check()
+    return parse_history(b"".join(chunks).decode())
+
+
+def check_continuity(repo: Repository | Store, target: str, start_wal_file: str,
+                     timeline: int | None = None, *,
+                     segment_size: int = DEFAULT_SEGMENT_SIZE) -> list[str]:
+    """Segments missing between `start_wal_file` and the newest archived one (empty: no gap).
+
+    The chain follows `timeline` (default: the newest archived timeline) back through its
+    `.history` file the way recovery does: a segment is read from the newest timeline of the
+    history that had begun by that segment. A missing history file is itself reported.
+    """
+    names = archived_names(repo, target)
+    segments = {n for n in names if is_segment(n)}
+    start_tli, start_segno = parse_segment(start_wal_file, segment_size)
+    if timeline is None:
+        timelines = [parse_segment(n, segment_size)[0] for n in segments]
+        timelines += [int(n[:8], 16) for n in names if is_history(n)]
+        timeline = max([start_tli, *timelines])
+    missing: list[str] = []
+    # begins: [(timeline, first segment number it owns)], newest first
+    begins: list[tuple[int, int]] = [(timeline, 0)]
+    if timeline != start_tli:
+        history = _read_history(repo, target, timeline)
+        if history is None:
+            missing.append(f"{timeline:08X}.history")
+            on_new = [parse_segment(n, segment_size)[1] for n in segments
+                      if parse_segment(n, segment_size)[0] == timeline]
+            begins = [(timeline, min(on_new) if on_new else 1 << 64), (start_tli, 0)]
+        else:
+            begins, begin = [], 0
+            for parent, switch_lsn in history:
+                begins.append((parent, begin))
+                begin = switch_lsn // segment_size
+            begins.append((timeline, begin))
+            begins.reverse()
+    chain = {tli for tli, _ in begins}
+    ends = [parse_segment(n, segment_size)[1] for n in segments if parse_segment(n, segment_size)[0] in chain]
+    if not ends:
+        return missing + [segment_name(start_tli, start_segno, segment_size)]
+    for segno in range(start_segno, max(ends) + 1):
+        tli = next(t for t, begin in begins if begin <= segno)
+        name = segment_name(tli, segno, segment_size)
+        if name not in segments:
+            missing.append(name)
+    return missing
+
+
+# -- retention ---------------------------------------------------------------------------------
+def wal_not_needed(names: list[str], oldest_start: str, segment_size: int = DEFAULT_SEGMENT_SIZE) -> list[str]:
+    """WAL files no kept backup can use: segments (and .backup/.partial files) before the start
+    segment of the oldest kept physical backup, on any timeline. History files are kept: they
+    are tiny and recovery follows them from any later timeline."""
+    _, start_segno = parse_segment(oldest_start, segment_size)
+    older = []
+    for name in names:
+        if is_history(name):
+            continue
+        head = name[:24]
+        if is_segment(head) and parse_segment(head, segment_size)[1] < start_segno:
+            older.append(name)
+    return older
+
+
+def delete_wal(repo: Repository | Store, target: str, names: list[str]) -> int:
+    """Record first (the file stops being archived), then the object: never a record without data."""
+    store = _store_of(repo)
+    for name in names:
+        store.delete(record_key(target, name))
+        store.delete(object_key(target, name))
+    return len(names)
