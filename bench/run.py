@@ -199,6 +199,15 @@ def run_all(pg, s3, work: Path, args) -> dict:
     return doc
 
 
+def without_machine_paths(text: str) -> str:
+    """Results are committed: the checkout, the interpreter and the home directory of this
+    machine become <project>, <python> and ~."""
+    for path, name in ((Path(__file__).resolve().parents[1], "<project>"), (Path(sys.base_prefix), "<python>"),
+                       (Path.home(), "~")):
+        text = text.replace(str(path), name)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=float, default=600, help="big database size, MiB (default 600)")
@@ -277,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["total_seconds"] = round(time.monotonic() - T0, 1)
     path = args.out / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     doc["json_path"] = str(path)
-    text = json.dumps(doc, indent=1, default=str) + "\n"
+    text = without_machine_paths(json.dumps(doc, indent=1, default=str)) + "\n"
     path.write_text(text)
     (args.out / "latest.json").write_text(text)
     from bench.chart import render

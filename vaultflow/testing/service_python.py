@@ -106,7 +106,7 @@ def service_user_python() -> ServicePython:
     try:
         if plain.run_as_service_user(*probe).returncode == 0:
             return plain
-    except PermissionError:  # exec of a symlink into /root/.pyenv: EACCES
+    except PermissionError:  # exec of a symlink into a 0700 home (e.g. pyenv as root): EACCES
         pass
     copy = _copy_interpreter()
     env = {"PYTHONPATH": os.pathsep.join(_importable_paths())}
