@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -13,3 +14,13 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def empty_directory(path: Path) -> None:
+    """Delete everything inside `path` (not following symlinks), keep `path` itself: a restore
+    that failed in a directory the user gave us leaves it as empty as it was."""
+    for child in list(Path(path).iterdir()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

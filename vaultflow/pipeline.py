@@ -229,6 +229,19 @@ def open_verified(store: Store, key: str, sha256: str, stored_size: int, name: s
     return DecodingReader(reader, name or key), verifying, raw
 
 
+def write_verified(store: Store, key: str, sha256: str, stored_size: int, out, name: str | None = None) -> int:
+    """Decompress a stored object into the writable `out`, chunk by chunk; IntegrityError (after
+    the last byte) when its sha256 or size differs. Returns the plain bytes written."""
+    reader, verifying, raw = open_verified(store, key, sha256, stored_size, name)
+    count = 0
+    with raw:
+        while chunk := reader.read(CHUNK_SIZE):
+            out.write(chunk)
+            count += len(chunk)
+        verifying.check()
+    return count
+
+
 def feed_process(reader: Readable, cmd: Sequence[str], env: Mapping[str, str] | None = None,
                  on_stderr: Callable[[str], None] | None = None) -> None:
     """Write everything from `reader` into `cmd`'s stdin; raise ToolError if it fails.

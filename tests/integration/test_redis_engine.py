@@ -16,8 +16,9 @@ from tests.fixtures.secret_watch import SecretWatch
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis import RDB_OBJECT, RedisEngine
 from vaultflow.engines.redis_client import KEYSPACE, RedisConfig
-from vaultflow.engines.redis_server import RedisProcess, find_binary, free_port
+from vaultflow.engines.redis_server import RedisProcess, find_binary
 from vaultflow.errors import ConfigError, RefusedError
+from vaultflow.ports import free_port
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
 

@@ -14,7 +14,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -42,13 +41,6 @@ class RunningCluster:
     @property
     def pid(self) -> int:
         return self.proc.pid
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now (the caller retries if another process takes it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _quote(value: str) -> str:

@@ -18,6 +18,7 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_cluster import set_auto_conf
 from vaultflow.engines.pg_physical import BASE_OBJECT, RESTORED_SETTINGS
 from vaultflow.errors import IntegrityError, RefusedError, ToolError
+from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import open_verified
 from vaultflow.stores.base import CHUNK_SIZE
@@ -85,11 +86,7 @@ def restore_physical(ctx: BackupContext, manifest: Manifest, dest: Path) -> None
         if created:
             shutil.rmtree(dest, ignore_errors=True)
         else:
-            for child in list(dest.iterdir()):
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
+            empty_directory(dest)
         raise
 
 

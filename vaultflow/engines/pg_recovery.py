@@ -24,7 +24,7 @@ import psycopg
 
 from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.pg_cluster import RunningCluster, free_port, set_auto_conf, start_cluster, stop_cluster
+from vaultflow.engines.pg_cluster import RunningCluster, set_auto_conf, start_cluster, stop_cluster
 from vaultflow.engines.pg_chain import restore_chain
 from vaultflow.engines.pg_physical import RESTORED_SETTINGS
 from vaultflow.engines.pg_physical_restore import restore_physical
@@ -32,6 +32,7 @@ from vaultflow.engines.pg_verify import verify_restored
 from vaultflow.engines.postgres import fingerprint_tables
 from vaultflow.errors import ConfigError, RefusedError, ToolError
 from vaultflow.manifest import Manifest
+from vaultflow.ports import free_port
 from vaultflow.stores.base import Store
 from vaultflow.stores.spec import spec_file
 

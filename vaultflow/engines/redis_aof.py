@@ -46,9 +46,9 @@ from vaultflow.engines.redis_client import RedisConfig, classify_error, connect,
 from vaultflow.engines.redis_rdb import start_replica_scratch
 from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, NotFoundError, RefusedError
 from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
-from vaultflow.pipeline import compress_into_store, open_verified
+from vaultflow.pipeline import compress_into_store, write_verified
 from vaultflow.repository import Catalog
-from vaultflow.stores.base import CHUNK_SIZE, BytesReader
+from vaultflow.stores.base import BytesReader
 
 ENGINE = "redis"
 MODE = "aof"
@@ -294,15 +294,8 @@ def _pieces_by_file(chain: list[Manifest], repo) -> dict[str, list[tuple[Manifes
 
 def _copy_verified(repo, link: Manifest, key: str, out) -> int:
     obj = next(o for o in link.objects if o.key == key)
-    reader, verifying, raw = open_verified(repo.store, repo.object_key(link, key), obj.sha256, obj.stored_size,
-                                           name=f"{link.id}/{key}")
-    count = 0
-    with raw:
-        while chunk := reader.read(CHUNK_SIZE):
-            out.write(chunk)
-            count += len(chunk)
-        verifying.check()
-    return count
+    return write_verified(repo.store, repo.object_key(link, key), obj.sha256, obj.stored_size, out,
+                          name=f"{link.id}/{key}")
 
 
 def materialize_aof_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *,

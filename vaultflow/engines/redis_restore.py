@@ -24,8 +24,9 @@ from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.redis_client import KEYSPACE, connect, fingerprint_server
 from vaultflow.engines.redis_rdb import promote, start_replica_scratch
 from vaultflow.errors import ConfigError, IntegrityError, NotFoundError, RefusedError
+from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
-from vaultflow.pipeline import CHUNK_SIZE, open_verified
+from vaultflow.pipeline import write_verified
 
 BATCH = 1000
 CONF_FILES = ("redis.conf", "redis.log")
@@ -39,12 +40,9 @@ def materialize(ctx: BackupContext, manifest: Manifest, dest: Path) -> dict[str,
     obj = next((o for o in manifest.objects if o.role == "rdb"), None)
     if obj is None:
         raise NotFoundError(f"backup {manifest.id} holds no RDB object")
-    reader, verifying, raw = open_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key),
-                                           obj.sha256, obj.stored_size, name=f"{manifest.id}/{obj.key}")
-    with raw, open(dest / "dump.rdb", "wb") as out:
-        while chunk := reader.read(CHUNK_SIZE):
-            out.write(chunk)
-        verifying.check()
+    with open(dest / "dump.rdb", "wb") as out:
+        write_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key), obj.sha256,
+                       obj.stored_size, out, name=f"{manifest.id}/{obj.key}")
     return {"dbfilename": "dump.rdb", "appendonly": "no"}
 
 
@@ -120,12 +118,8 @@ def _remove_restored(dest: Path, created: bool) -> None:
     """Nothing restorable-but-wrong stays behind: our directory goes, a user's is emptied."""
     if created:
         shutil.rmtree(dest, ignore_errors=True)
-        return
-    for child in dest.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
+    else:
+        empty_directory(dest)
 
 
 def _source_dbs(manifest: Manifest, databases: list[str] | None) -> list[int]:

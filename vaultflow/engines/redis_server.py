@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from vaultflow.errors import ConfigError, RefusedError, ToolError
+from vaultflow.ports import free_port, port_is_free
 
 READY_TIMEOUT = 600.0  # loading a multi-GB RDB or AOF takes a while
 PORT_ATTEMPTS = 5
@@ -52,21 +52,6 @@ def find_binary(name: str, bin_dir: str | Path | None = None) -> Path:
         raise ConfigError(f"{name} is not installed on this worker: install Debian's redis-server and "
                           "redis-tools (apt-get install redis-server redis-tools) or set bin_dir")
     return Path(found)
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def conf_line(key: str, value: str) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 from pathlib import Path
+
+from vaultflow.ports import free_port  # noqa: F401 - re-exported: the tests' and test servers' import
 
 SERVICE_USER = "vaultflow-test"
 
@@ -73,10 +74,3 @@ def world_readable_copy(src: Path, cache_name: str) -> Path:
         shutil.rmtree(dest, ignore_errors=True)
         os.rename(tmp, dest)
     return dest
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the caller retries if it loses the race)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
