@@ -370,7 +370,9 @@ def test_aof_format_base_without_rdb_preamble(fresh_redis, repo, tmp_path):
     change(server, 0)
     full = aof_full_backup(config, ctx(repo))
     assert full.consistency["base_format"] == "aof" and full.consistency["base"].endswith(".base.aof")
-    assert "redis-check-aof" in full.tool_versions
+    # redis-check-aof 7.0 has no --version (it reads "--version" as a file and fails): no error text
+    # may pass for a version in the manifest
+    assert full.tool_versions["redis-check-aof"] == "unknown"
     change(server, 1)
     incr = aof_incremental_backup(config, ctx(repo), full, INCR)
     assert restored_prints(repo, incr, tmp_path / "r") == incr.fingerprints

@@ -16,24 +16,17 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.redis_client import (RedisConfig, cli_args, cli_env, cli_stdin, connect,
                                            require_local)
 from vaultflow.engines.redis_rdb import RdbTee, bgsave_and_wait
-from vaultflow.engines.redis_server import find_binary
+from vaultflow.engines.redis_server import find_binary, tool_version
 from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
 from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
 from vaultflow.pipeline import compress_into_store, dump_into_store
 
 RDB_OBJECT = "dump.rdb.zst"
-
-
-def tool_version(binary: Path) -> str:
-    import subprocess
-    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "unknown"
 
 
 class RedisEngine:

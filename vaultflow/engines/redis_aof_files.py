@@ -21,7 +21,7 @@ import redis
 
 from vaultflow.engines.redis_aof_format import AofManifest, parse_aof_manifest
 from vaultflow.engines.redis_client import RedisConfig, require_local, wait_for
-from vaultflow.engines.redis_server import find_binary
+from vaultflow.engines.redis_server import find_binary, tool_version
 from vaultflow.errors import ConfigError, ToolError, TransientError, VaultflowError
 
 MIN_MAJOR = 7          # multi-part AOF (appendonlydir + manifest) is Redis 7.0+
@@ -205,8 +205,7 @@ def check_base(config: RedisConfig, aof: LocalAof) -> dict[str, str]:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-8:])
         raise ToolError(f"{tool} rejects base {aof.directory / aof.base.name} of {config.where}: {tail}\n"
                         "No backup was committed; run BGREWRITEAOF on the server and take a full backup")
-    version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
-    return {tool: version or "unknown"}
+    return {tool: tool_version(binary)}
 
 
 def assemble_scratch_dir(aof: LocalAof, cuts: dict[str, int], scratch: Path) -> dict[str, str]:

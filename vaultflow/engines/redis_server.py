@@ -54,6 +54,15 @@ def find_binary(name: str, bin_dir: str | Path | None = None) -> Path:
     return Path(found)
 
 
+def tool_version(binary: Path) -> str:
+    """The first line `binary --version` prints, or "unknown" when it has no such option
+    (redis-check-aof 7.0 takes `--version` for a file name and fails)."""
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30,
+                         stdin=subprocess.DEVNULL)
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0] if out.returncode == 0 and lines else "unknown"
+
+
 def conf_line(key: str, value: str) -> str:
     return f"{key} {value}"
 
