@@ -17,8 +17,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.fixtures.postgres import system_bin_dir_below
+from tests.fixtures.postgres import restored_instance, system_bin_dir_below, traversable_tmp_dir
 from tests.fixtures.wal import ArchivingServer
+from tests.integration.test_pg_incremental import Chain as IncrementalChain
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import PostgresConfig
 from vaultflow.engines.pg_cluster import stop_cluster
@@ -29,7 +30,7 @@ from vaultflow.engines.pg_physical import BASE_OBJECT, UNLOGGED_SQL
 from vaultflow.engines.pg_recovery import start_restored_cluster
 from vaultflow.engines.postgres import PostgresEngine, fingerprint_tables
 from vaultflow.errors import ConfigError, IntegrityError
-from vaultflow.manifest import BackupKind, Manifest, TableFingerprint
+from vaultflow.manifest import BackupKind, TableFingerprint
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.postgres_server import PostgresInstance, running_postgres
@@ -78,29 +79,14 @@ def relation_path(server: PostgresInstance, db: str, table: str) -> str:
 
 
 @dataclass
-class Chain:
-    server: PostgresInstance
-    root: Path
-    backups: list[Manifest] = field(default_factory=list)  # full, incr1, incr2, differential
-    recorded: dict[str, Prints] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
+class Chain(IncrementalChain):
     gone: list[str] = field(default_factory=list)  # data-dir paths dropped before incr2
-
-    @property
-    def repo(self) -> Repository:
-        return Repository(LocalStore(self.root))
-
-    def copy_repo(self, where: Path) -> Repository:
-        shutil.copytree(self.root, where)
-        return Repository(LocalStore(where))
 
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="vffile-", dir="/tmp"))
-    os.chmod(path, 0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with traversable_tmp_dir("vffile-") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
@@ -233,10 +219,7 @@ def test_every_backup_of_the_chain_restores(chain: Chain, workdir: Path) -> None
             assert chain.gone and not any((dest / path).exists() for path in chain.gone)
         cluster = start_restored_cluster(dest, server.bin_dir, run_as=RUN_AS, env=server._env)
         try:
-            copy = PostgresInstance(bin_dir=server.bin_dir, client_bin_dir=server.client_bin_dir, data_dir=dest,
-                                    socket_dir=cluster.socket_dir, host="127.0.0.1", port=cluster.port,
-                                    user=server.user, password=server.password, version=server.version,
-                                    log_file=cluster.log_file)
+            copy = restored_instance(server, cluster, dest)
             assert copy.execute("SELECT pg_is_in_recovery()") == [(False,)]
             restored = fingerprints(copy.conninfo)
             assert restored == chain.recorded[backup.id], backup.id
@@ -375,10 +358,7 @@ echo "archive_mode = off" >> $D/postgresql.auto.conf
         assert not (data / "backup_manifest").exists() and not any((data / p).exists() for p in chain.gone)
         cluster = start_restored_cluster(data, server.bin_dir, run_as=RUN_AS, env=server._env)
         try:
-            copy = PostgresInstance(bin_dir=server.bin_dir, client_bin_dir=server.client_bin_dir, data_dir=data,
-                                    socket_dir=cluster.socket_dir, host="127.0.0.1", port=cluster.port,
-                                    user=server.user, password=server.password, version=server.version,
-                                    log_file=cluster.log_file)
+            copy = restored_instance(server, cluster, data)
             assert fingerprints(copy.conninfo) == chain.recorded[incr2.id]
         finally:
             stop_cluster(cluster)

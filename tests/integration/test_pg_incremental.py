@@ -5,10 +5,8 @@ written."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.fixtures.postgres import restored_instance, traversable_tmp_dir
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import PostgresConfig
 from vaultflow.engines.pg_cluster import stop_cluster
@@ -109,11 +108,8 @@ class Chain:
 
 @pytest.fixture(scope="module")
 def workdir() -> Iterator[Path]:
-    """A private dir under /tmp the service user can traverse (pytest's tmp dirs are 0700 root)."""
-    path = Path(tempfile.mkdtemp(prefix="vfincr-", dir="/tmp"))
-    os.chmod(path, 0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with traversable_tmp_dir("vfincr-") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
@@ -242,10 +238,7 @@ def test_every_backup_of_the_chain_restores(chain: Chain, workdir: Path) -> None
         cluster = start_restored_cluster(dest, server.bin_dir, run_as=RUN_AS, env=server._env)
         try:
             start_seconds = time.monotonic() - t0
-            copy = PostgresInstance(bin_dir=server.bin_dir, client_bin_dir=server.client_bin_dir, data_dir=dest,
-                                    socket_dir=cluster.socket_dir, host="127.0.0.1", port=cluster.port,
-                                    user=server.user, password=server.password, version=server.version,
-                                    log_file=cluster.log_file)
+            copy = restored_instance(server, cluster, dest)
             assert copy.execute("SELECT pg_is_in_recovery()") == [(False,)]
             assert copy.execute("SELECT system_identifier FROM pg_control_system()") == \
                 server.execute("SELECT system_identifier FROM pg_control_system()")

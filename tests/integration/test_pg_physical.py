@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.fixtures.postgres import MakeDb
+from tests.fixtures.postgres import MakeDb, restored_instance, traversable_tmp_dir
 from tests.fixtures.secret_watch import SecretWatch
 from tests.integration.test_postgres_engine import SCHEMA, contents, load
 from vaultflow.engines.base import BackupContext
@@ -74,11 +72,8 @@ def read_object(repo: Repository, manifest: Manifest, key: str) -> bytes:
 
 @pytest.fixture
 def scratch() -> Iterator[Path]:
-    """A private dir under /tmp the service user can traverse (pytest's tmp dirs are 0700 root)."""
-    path = Path(tempfile.mkdtemp(prefix="vfphys-", dir="/tmp"))
-    os.chmod(path, 0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with traversable_tmp_dir("vfphys-") as path:
+        yield path
 
 
 @pytest.fixture
@@ -163,10 +158,7 @@ def test_backup_restore_start_compare(pg_server: PostgresInstance, fresh_db: Mak
     start_seconds = time.monotonic() - t0
     print(f"PG {pg_server.version}: restore {restore_seconds:.2f}s, start (recovery) {start_seconds:.2f}s")
     assert cluster.port != pg_server.port and cluster.socket_dir.is_dir()
-    copy = PostgresInstance(bin_dir=pg_server.bin_dir, client_bin_dir=pg_server.client_bin_dir, data_dir=dest,
-                            socket_dir=cluster.socket_dir, host="127.0.0.1", port=cluster.port,
-                            user=pg_server.user, password=pg_server.password, version=pg_server.version,
-                            log_file=cluster.log_file)
+    copy = restored_instance(pg_server, cluster, dest)
     assert copy.execute("SHOW archive_mode") == [("off",)]
     assert copy.execute("SHOW port") == [(str(cluster.port),)]
     assert copy.execute("SELECT pg_is_in_recovery()") == [(False,)]
