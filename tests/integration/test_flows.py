@@ -117,10 +117,15 @@ def test_wrong_password_fails_at_once_without_retries(pg_with_password, tmp_path
     target = PostgresTarget(host=pg_with_password.host, port=pg_with_password.port, user="postgres",
                             password=SecretStr("not-the-password"), target_name="badpw",
                             bin_dir=str(pg_with_password.client_bin_dir))
+    assert_backup_fails_once(target, tmp_path)
+
+
+def assert_backup_fails_once(target, tmp_path: Path) -> None:
+    """A wrong password fails the full-backup flow at once: one run (no retries), no manifest."""
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     with pytest.raises(AuthenticationError, match="refused the login"):
         full_backup.with_options(retries=2, retry_delay_seconds=30)(target=target, repository=repository)
-    runs = flow_runs_named("full-badpw-%")
+    runs = flow_runs_named(f"full-{target.name}-%")
     assert len(runs) == 1 and runs[0].run_count == 1, "a permanent error is not retried"
     assert not list((tmp_path / "repo").rglob("manifest.json"))
 

@@ -14,8 +14,8 @@ from flows.restore import restore
 from flows.restore_drill import restore_drill
 from flows.verify import verify
 from tests.fixtures.redis import SEED_USERS
-from tests.integration.test_flows import flow_runs_named, read_artifact
-from vaultflow.errors import AuthenticationError, ConfigError
+from tests.integration.test_flows import assert_backup_fails_once, read_artifact
+from vaultflow.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -78,12 +78,7 @@ def test_redis_options_are_refused_for_postgres_targets(pg18, fresh_db, tmp_path
 def test_wrong_redis_password_fails_at_once_without_retries(redis_with_password, tmp_path: Path):
     target = RedisTarget(host=redis_with_password.host, port=redis_with_password.port,
                          password=SecretStr("not-the-password"), target_name="redisbadpw")
-    repository = BackupRepository(local_path=str(tmp_path / "repo"))
-    with pytest.raises(AuthenticationError, match="refused the login"):
-        full_backup.with_options(retries=2, retry_delay_seconds=30)(target=target, repository=repository)
-    runs = flow_runs_named("full-redisbadpw-%")
-    assert len(runs) == 1 and runs[0].run_count == 1, "a permanent error is not retried"
-    assert not list((tmp_path / "repo").rglob("manifest.json"))
+    assert_backup_fails_once(target, tmp_path)
 
 
 def test_local_aof_chain_through_the_flows_verifies_and_drills(fresh_redis, tmp_path: Path):
