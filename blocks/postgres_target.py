@@ -7,7 +7,7 @@ from typing import Literal, Optional
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from blocks._common import LOGO_URL
+from blocks._common import LOGO_URL, target_name
 from vaultflow.engines.pg_client import PostgresConfig
 from vaultflow.engines.postgres import PostgresEngine
 
@@ -76,7 +76,7 @@ class PostgresTarget(Block):
 
     @property
     def name(self) -> str:
-        return self.target_name or getattr(self, "_block_document_name", None) or f"{self.host}-{self.port}"
+        return target_name(self)
 
     def to_config(self) -> PostgresConfig:
         return PostgresConfig(name=self.name, host=self.host, port=self.port, user=self.user,

@@ -7,7 +7,7 @@ from typing import Literal, Optional
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from blocks._common import LOGO_URL
+from blocks._common import LOGO_URL, target_name
 from vaultflow.engines.redis import RedisEngine
 from vaultflow.engines.redis_client import RedisConfig
 
@@ -52,7 +52,7 @@ class RedisTarget(Block):
 
     @property
     def name(self) -> str:
-        return self.target_name or getattr(self, "_block_document_name", None) or f"{self.host}-{self.port}"
+        return target_name(self)
 
     def to_config(self) -> RedisConfig:
         return RedisConfig(name=self.name, host=self.host, port=self.port, username=self.username,
