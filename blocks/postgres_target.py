@@ -71,6 +71,11 @@ class PostgresTarget(Block):
                                         "backup, so a busy table shows as a mismatch). Off (default): restores and "
                                         "drills check every file against the server's backup_manifest "
                                         "(pg_verifybackup), then recover and promote.")
+    lock_timeout_s: float = Field(default=60.0, gt=0, description="Longest a backup waits for a table lock "
+                                  "(seconds): vaultflow sessions set lock_timeout and pg_dump gets "
+                                  "--lock-wait-timeout, so a session holding ACCESS EXCLUSIVE makes the backup "
+                                  "fail with a retryable error naming the table instead of waiting without limit, "
+                                  "and the backup never queues the application's queries behind it for longer.")
     target_name: Optional[str] = Field(default=None, description="Name of this target in the repository "
                                        "layout; default: the block's name.")
 
@@ -85,7 +90,8 @@ class PostgresTarget(Block):
                               server_bin_dir=self.server_bin_dir, restore_os_user=self.restore_os_user,
                               wal_fetch_command=self.wal_fetch_command, manifest_checksums=self.manifest_checksums,
                               data_directory=self.data_directory,
-                              physical_fingerprints=self.physical_fingerprints)
+                              physical_fingerprints=self.physical_fingerprints,
+                              lock_timeout_s=self.lock_timeout_s)
 
     def engine(self) -> PostgresEngine:
         return PostgresEngine(self.to_config())

@@ -37,9 +37,9 @@ def config(**kw) -> PostgresConfig:
 # -- command builders ----------------------------------------------------------------------
 
 def test_dump_command_custom_format_uncompressed_in_snapshot() -> None:
-    cmd = dump_command(BIN, "shop", "00000003-0000001B-1")
+    cmd = dump_command(BIN, "shop", "00000003-0000001B-1", lock_timeout_s=2.5)
     assert cmd == [str(BIN / "pg_dump"), "--format=custom", "--compress=0", "--no-password",
-                   "--dbname=shop", "--snapshot=00000003-0000001B-1"]
+                   "--lock-wait-timeout=2500", "--dbname=shop", "--snapshot=00000003-0000001B-1"]
 
 
 def test_dump_command_without_snapshot() -> None:

@@ -52,6 +52,9 @@ class PostgresConfig(BaseModel):
     physical_fingerprints: bool = Field(
         default=False, description="physical backups: also fingerprint every table (full scans, concurrent "
         "with the copy, exact only without concurrent writes); restores always run pg_verifybackup")
+    lock_timeout_s: float = Field(
+        default=60.0, gt=0, description="longest wait for a table lock, seconds (lock_timeout on vaultflow "
+        "sessions, pg_dump --lock-wait-timeout); past it the backup fails with a retryable error")
 
     @property
     def where(self) -> str:
@@ -175,10 +178,13 @@ def server_bin_dir(config: PostgresConfig, major: int) -> Path:
 
 # -- commands (pure data: unit tests assert them without running anything) -----------------
 
-def dump_command(bin_dir: Path, dbname: str, snapshot: str | None) -> list[str]:
-    """pg_dump custom format without its own compression: zstd does that, multi-threaded."""
+def dump_command(bin_dir: Path, dbname: str, snapshot: str | None, lock_timeout_s: float = 60.0) -> list[str]:
+    """pg_dump custom format without its own compression: zstd does that, multi-threaded.
+
+    `lock_timeout_s`: pg_dump's --lock-wait-timeout (milliseconds on the command line), so a
+    table held in ACCESS EXCLUSIVE fails the dump instead of blocking it without limit."""
     cmd = [str(bin_dir / "pg_dump"), "--format=custom", "--compress=0", "--no-password",
-           f"--dbname={dbname}"]
+           f"--lock-wait-timeout={int(lock_timeout_s * 1000)}", f"--dbname={dbname}"]
     if snapshot:
         cmd.append(f"--snapshot={snapshot}")
     return cmd
