@@ -27,7 +27,7 @@ def run_backup(kind: BackupKind, target, repository) -> dict:
                     f"into {repo.description}")
         progress = ProgressReporter(f"{kind.value} backup of {target_block.name}")
         ctx = BackupContext(repository=repo, lineage=lineage(), log=logger.info, progress=progress)
-        with repo.locked(engine.name, target_block.name):
+        with repo.locked(engine.name, target_block.name, log=logger.warning):
             if kind == BackupKind.FULL:
                 manifest = take_full_backup(engine, ctx)
             else:

@@ -23,6 +23,7 @@ from typing import Callable, Mapping, Sequence
 import zstandard
 
 from vaultflow.errors import IntegrityError, ToolError, VaultflowError
+from vaultflow.proc import tied_popen
 from vaultflow.stores.base import CHUNK_SIZE, Readable, Store
 
 ProgressCallback = Callable[[int], None]  # called with the raw bytes read so far
@@ -139,7 +140,7 @@ class Producer:
         """`stdin_data`: written to the child's stdin, then closed (e.g. a password for
         `redis-cli --askpass`: a pipe is neither argv nor environment)."""
         self.cmd = list(cmd)
-        self.proc = subprocess.Popen(
+        self.proc = tied_popen(  # dies with the run: a killed backup leaves no dump running
             self.cmd, stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=dict(env) if env is not None else None, bufsize=0,
@@ -249,8 +250,8 @@ def feed_process(reader: Readable, cmd: Sequence[str], env: Mapping[str, str] | 
     If reading fails (e.g. IntegrityError) the consumer is killed before it can finish
     on truncated input, and the reading error propagates.
     """
-    proc = subprocess.Popen(list(cmd), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=dict(env) if env is not None else None)
+    proc = tied_popen(list(cmd), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.PIPE, env=dict(env) if env is not None else None)
     tail = StderrTail(proc.stderr, on_line=on_stderr)
     try:
         while True:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 import os
+import re
 import socket
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
@@ -140,14 +142,17 @@ class Repository:
     @contextmanager
     def uncommitted(self, engine: str, target: str, backup_id: str, log=print) -> Iterator[None]:
         """Payload written inside is removed if the block fails before the manifest is
-        committed (a killed process leaves it for prune's orphan collection instead)."""
+        committed (a killed process leaves it for prune's orphan collection instead).
+        A failing cleanup never replaces the block's own error: it is logged and noted on it."""
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
             try:
                 self.discard_payload(engine, target, backup_id)
             except Exception as cleanup:  # the run's error matters more; prune collects later
-                log(f"could not remove partial payload of {backup_id}: {cleanup}")
+                _note_cleanup_failure(exc, f"could not remove the partial payload of backup {backup_id} "
+                                           f"from {self.description} ({cleanup}); prune removes it after "
+                                           "the repository's orphan grace period", log)
             raise
 
     def delete_backup(self, manifest: Manifest) -> int:
@@ -231,37 +236,95 @@ class Repository:
         self.store.delete(f"{self.target_prefix(manifest.engine, manifest.target)}checks/{manifest.id}.json")
 
     # -- locks --------------------------------------------------------------------------
+    # One uniquely named object per holder (restic's design): written, then the lock directory
+    # is listed again, so two runs that start together both see each other and both back off
+    # instead of both running. Release deletes only the holder's own object.
+    def _lock_dir(self, engine: str, target: str) -> str:
+        return f"{self.target_prefix(engine, target)}locks/"
+
+    def _live_locks(self, engine: str, target: str, name: str, now: datetime,
+                    exclude: str | None = None) -> list[tuple[str, dict]]:
+        """Locks named `name` that still hold (stale ones of this host's dead processes, or
+        older than LOCK_TTL, are deleted: their runs were killed). Legacy `<name>.json` counts."""
+        live = []
+        for info in self.store.list(self._lock_dir(engine, target)):
+            leaf = info.key.rsplit("/", 1)[-1]
+            if info.key == exclude or not re.fullmatch(rf"{re.escape(name)}(-[0-9a-f]{{32}})?\.json", leaf):
+                continue
+            try:
+                held = json.loads(get_bytes(self.store, info.key))
+                since = datetime.fromisoformat(held["time"])
+            except NotFoundError:
+                continue  # released meanwhile
+            except (ValueError, KeyError, TypeError):
+                held, since = {}, info.modified  # unreadable: judge it by its age alone
+            if now - since < LOCK_TTL and _holder_alive(held):
+                live.append((info.key, {**held, "since": since}))
+            else:
+                self.store.delete(info.key)
+        return live
+
+    def _refuse(self, engine: str, target: str, name: str, key: str, held: dict) -> RefusedError:
+        return RefusedError(
+            f"{engine}/{target} is locked by host {held.get('host')} pid {held.get('pid')} "
+            f"since {held.get('time')}: another {name} is running. If it died, delete "
+            f"{key} from {self.description} or wait until {held['since'] + LOCK_TTL:%Y-%m-%d %H:%M} UTC"
+        )
+
     def acquire_lock(self, engine: str, target: str, name: str = "backup",
                      now: datetime | None = None) -> str:
-        """A best-effort lock for runs outside Prefect (Prefect runs also use a concurrency limit)."""
+        """Take the `name` lock of a target (for runs outside Prefect; Prefect runs also use a
+        concurrency limit). Returns the lock's key for release_lock. RefusedError naming the
+        holder when another live run holds it (or took it at the same moment)."""
         now = now or datetime.now(timezone.utc)
-        key = f"{self.target_prefix(engine, target)}locks/{name}.json"
-        if self.store.stat(key) is not None:
-            try:
-                held = json.loads(get_bytes(self.store, key))
-                since = datetime.fromisoformat(held["time"])
-            except (ValueError, KeyError, NotFoundError):
-                held, since = {}, now - LOCK_TTL - timedelta(seconds=1)
-            if now - since < LOCK_TTL and _holder_alive(held):
-                raise RefusedError(
-                    f"{engine}/{target} is locked by host {held.get('host')} pid {held.get('pid')} "
-                    f"since {held.get('time')}: another {name} is running. If it died, delete "
-                    f"{key} from {self.description} or wait until {since + LOCK_TTL:%Y-%m-%d %H:%M} UTC"
-                )
-        doc = {"host": socket.gethostname(), "pid": os.getpid(), "time": now.isoformat()}
+        held = self._live_locks(engine, target, name, now)
+        if held:
+            raise self._refuse(engine, target, name, *held[0])
+        holder = uuid.uuid4().hex
+        key = f"{self._lock_dir(engine, target)}{name}-{holder}.json"
+        doc = {"host": socket.gethostname(), "pid": os.getpid(), "time": now.isoformat(), "holder": holder}
         put_bytes(self.store, key, json.dumps(doc).encode())
+        others = self._live_locks(engine, target, name, now, exclude=key)  # write, then re-check
+        if others:
+            self.release_lock(key)
+            raise self._refuse(engine, target, name, *others[0])
         return key
 
     def release_lock(self, key: str) -> None:
-        self.store.delete(key)
+        """Delete the lock `key` (as returned by acquire_lock) if it still holds the holder id
+        its name carries; a lock that is gone (judged stale and removed by another run) or
+        holds anything else is left alone."""
+        try:
+            held = json.loads(get_bytes(self.store, key))
+        except NotFoundError:
+            return
+        except ValueError:
+            held = {}
+        if isinstance(held, dict) and held.get("holder") and key.endswith(f"-{held['holder']}.json"):
+            self.store.delete(key)
 
     @contextmanager
-    def locked(self, engine: str, target: str, name: str = "backup") -> Iterator[None]:
+    def locked(self, engine: str, target: str, name: str = "backup", log=print) -> Iterator[None]:
+        """Hold the `name` lock while the block runs. When the block fails and releasing fails
+        too (the store is gone), the block's error is raised, with the release failure noted."""
         key = self.acquire_lock(engine, target, name)
         try:
             yield
-        finally:
-            self.release_lock(key)
+        except BaseException as exc:
+            try:
+                self.release_lock(key)
+            except Exception as cleanup:
+                _note_cleanup_failure(exc, f"could not release the lock {key} in {self.description} "
+                                           f"({cleanup}); it is stale once this process is gone "
+                                           f"(or after {LOCK_TTL}), or delete it", log)
+            raise
+        self.release_lock(key)
+
+
+def _note_cleanup_failure(exc: BaseException, message: str, log) -> None:
+    """Log a cleanup failure and attach it to the error being raised (never replace it)."""
+    log(message)
+    exc.add_note(message)
 
 
 def _holder_alive(held: dict) -> bool:

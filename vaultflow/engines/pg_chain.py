@@ -31,6 +31,7 @@ from vaultflow.engines.pg_physical_restore import restore_physical
 from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.pipeline import StderrTail
+from vaultflow.proc import tied_popen
 from vaultflow.repository import Catalog
 
 MAX_CHAIN = 1000  # a guard against a cycle of parent_ids in a hand-edited repository
@@ -109,9 +110,14 @@ def _tool_major(bin_dir: Path, tool: str) -> int:
 
 
 def _run_combine(cmd: list[str], ctx: BackupContext) -> None:
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = tied_popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     tail = StderrTail(proc.stderr, on_line=ctx.log)
-    code = proc.wait()
+    try:
+        code = proc.wait()
+    except BaseException:  # a cancelled run: pg_combinebackup must not go on writing
+        proc.kill()
+        proc.wait()
+        raise
     if code != 0:
         raise ToolError(f"pg_combinebackup exited with status {code}: {tail.text()}")
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaultflow.errors import ConfigError, ToolError
+from vaultflow.proc import tied_popen
 
 AUTO_CONF = "postgresql.auto.conf"
 _SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
@@ -122,9 +123,11 @@ def start_cluster(data_dir: Path, bin_dir: Path, port: int, socket_dir: Path, ru
     child_env = {k: v for k, v in (env if env is not None else os.environ).items() if not k.startswith("PG")}
     with open(log_file, "ab") as log:  # opened by us: the service user need not reach its dir
         try:
-            proc = subprocess.Popen([str(bin_dir / "postgres"), "-D", str(data_dir)], stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, cwd=data_dir, env=child_env,
-                                    start_new_session=True, **demote)
+            # Tied to this run: a killed restore or drill leaves no server serving the copy.
+            # A cluster kept running (recover(keep_running=True)) lives as long as its caller.
+            proc = tied_popen([str(bin_dir / "postgres"), "-D", str(data_dir)], stdin=subprocess.DEVNULL,
+                              stdout=log, stderr=subprocess.STDOUT, cwd=data_dir, env=child_env,
+                              start_new_session=True, **demote)
         except PermissionError as exc:
             raise ConfigError(f"OS user {account.pw_name} cannot run {bin_dir / 'postgres'}: {exc}") from exc
     cluster = RunningCluster(data_dir, bin_dir, host, port, socket_dir, proc, account.pw_name, log_file)

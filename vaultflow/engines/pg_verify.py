@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vaultflow.compare import TableComparison
 from vaultflow.errors import IntegrityError
+from vaultflow.proc import tied_popen
 
 # Files vaultflow writes into a restored directory when the backup had none (Debian keeps its
 # configuration in /etc): not in the manifest, so they must be ignored, not reported.
@@ -38,9 +39,16 @@ def verify_restored(dest: Path, bin_dir: Path, label: str) -> TableComparison | 
     for name in WRITTEN_WHEN_MISSING:
         if name not in listed:
             cmd += ["--ignore", name]
-    result = subprocess.run([*cmd, str(dest)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        said = " | ".join((result.stderr or result.stdout).strip().splitlines()[-5:])
+    proc = tied_popen([*cmd, str(dest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                      stdin=subprocess.DEVNULL)  # dies with the run, like every tool vaultflow starts
+    try:
+        stdout, stderr = proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        said = " | ".join((stderr or stdout).strip().splitlines()[-5:])
         raise IntegrityError(f"the restored data directory {dest} does not match the server's backup_manifest "
                              f"of {label}: {said}")
     return TableComparison("(cluster)", f"pg_verifybackup: {len(listed)} files", len(listed), len(listed), "match")

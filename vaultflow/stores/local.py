@@ -3,6 +3,9 @@
 A put streams into `.tmp-*` next to the final name, fsyncs it, renames it into place and
 fsyncs the directory, so after a crash a key holds either the old bytes or the new ones.
 Objects are 0600 and directories 0700: backups hold whole databases.
+
+Directories exist only to hold objects: a failed put, a delete and the sweep of a killed run's
+temp files remove the directories they leave empty (up to, never including, the root).
 """
 
 from __future__ import annotations
@@ -114,6 +117,7 @@ class LocalStore:
                 os.unlink(tmp_name)
             except FileNotFoundError:
                 pass
+            self._prune_empty(final.parent)  # the directories this put created, if now empty
             raise
         fsync_dir(final.parent)  # makes the rename itself durable
         return total
@@ -152,19 +156,31 @@ class LocalStore:
             path.unlink()
         except FileNotFoundError:
             return
-        # Prune directories the delete left empty so the tree doesn't fill with husks.
-        parent = path.parent
-        while parent != self.root and self.root in parent.parents:
+        self._prune_empty(path.parent)  # so the tree doesn't fill with husks
+
+    def _prune_empty(self, directory: Path) -> None:
+        """Remove `directory` and its parents while they are empty, stopping below the root.
+        A concurrent put that loses its fresh directory this way retries (_create_temp)."""
+        while directory != self.root and self.root in directory.parents:
             try:
-                parent.rmdir()
+                directory.rmdir()
             except OSError:  # not empty (or already gone): stop pruning
                 break
-            parent = parent.parent
+            directory = directory.parent
 
     def sweep_partial(self, prefix: str, older_than: datetime) -> int:
+        """Remove `.tmp-*` files (a killed run's interrupted puts) older than `older_than`, then
+        the directories under `prefix` left empty that were last changed before `older_than`
+        (judged by their time before this sweep: removing a temp file touches its directory).
+        Returns how many temp files were removed."""
         start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
         removed = 0
+        directories: list[tuple[Path, float]] = []
         for dirpath, _dirnames, filenames in os.walk(start):
+            try:
+                directories.append((Path(dirpath), os.stat(dirpath).st_mtime))
+            except FileNotFoundError:
+                continue
             for name in filenames:
                 path = os.path.join(dirpath, name)
                 try:
@@ -174,6 +190,14 @@ class LocalStore:
                         removed += 1
                 except FileNotFoundError:  # its writer finished or cleaned up meanwhile
                     continue
+        for directory, mtime in sorted(directories, key=lambda d: len(d[0].parts), reverse=True):
+            if directory != self.root and datetime.fromtimestamp(mtime, timezone.utc) < older_than:
+                try:
+                    directory.rmdir()  # only succeeds when empty
+                except OSError:
+                    continue
+        if start != self.root and not start.exists():
+            self._prune_empty(start.parent)
         return removed
 
     def stat(self, key: str) -> ObjectInfo | None:
