@@ -9,6 +9,13 @@ the newest backup of each period until it has kept N distinct periods. Increment
 differential backups are only restorable through their parents, so keeping one keeps
 its whole chain back to the full, and a backup whose chain is broken is never counted as
 a restore point: it is deleted, since nothing could ever restore it.
+
+Clocks lie. A backup whose recorded time cannot be trusted (`clock_problems`: ahead of the
+planning clock, ahead of or far behind the store's own timestamp of its manifest, an id after
+its finish, a child older than its parent) is *held*: kept, never counted in a slot, so it
+can neither push real backups out of their periods nor be deleted for being "old". It is
+released (deleted) only once, by the store's clock, it is older than every backup retention
+keeps.
 """
 
 from __future__ import annotations
@@ -21,8 +28,8 @@ from typing import Annotated, Any, Callable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from vaultflow.errors import RefusedError
-from vaultflow.manifest import BackupKind
+from vaultflow.errors import RefusedError, VaultflowError
+from vaultflow.manifest import BackupKind, parse_backup_id
 
 _UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400, "y": 365 * 86400}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(min|s|h|d|w|m|y)")
@@ -72,6 +79,7 @@ _BUCKETS: tuple[tuple[str, str, Callable[[datetime], str]], ...] = (
     ("keep_monthly", "monthly", lambda t: t.strftime("%Y-%m")),
     ("keep_yearly", "yearly", lambda t: t.strftime("%Y")),
 )
+DEFAULT_CLOCK_TOLERANCE = timedelta(minutes=5)
 KEEPS_NOTHING = (
     "retention policy keeps nothing; set at least one of keep_last, keep_hourly, keep_daily, "
     "keep_weekly, keep_monthly, keep_yearly or keep_within"
@@ -91,6 +99,10 @@ class RetentionPolicy(BaseModel):
     keep_yearly: Count = None
     keep_within: Duration | None = None
     orphan_grace: Duration = timedelta(hours=24)
+    # How far two clocks (a worker's, the store's) may disagree before a backup's recorded
+    # time is no longer believed: NTP keeps honest hosts within a second; a few minutes also
+    # absorbs the time between a backup's finish and its manifest's write.
+    clock_tolerance: Duration = DEFAULT_CLOCK_TOLERANCE
 
     @model_validator(mode="after")
     def _check(self) -> RetentionPolicy:
@@ -98,8 +110,8 @@ class RetentionPolicy(BaseModel):
         # rather than let a typo in a config file wipe the history.
         if not self.keeps_something:
             raise ValueError(KEEPS_NOTHING)
-        if self.orphan_grace < timedelta(0) or (self.keep_within or timedelta(0)) < timedelta(0):
-            raise ValueError("keep_within and orphan_grace must not be negative")
+        if min(self.orphan_grace, self.keep_within or timedelta(0), self.clock_tolerance) < timedelta(0):
+            raise ValueError("keep_within, orphan_grace and clock_tolerance must not be negative")
         return self
 
     @property
@@ -115,11 +127,15 @@ class BackupRef:
     id: str
     kind: BackupKind
     parent_id: str | None  # incremental: previous backup of any kind; differential: last full
-    finished_at: datetime  # tz-aware
+    finished_at: datetime  # tz-aware, as recorded by the worker that took the backup
+    # The store's own timestamp of the manifest object (S3 LastModified, set by the server;
+    # a local file's mtime): a second clock, independent of the worker's. None if unknown.
+    stored_at: datetime | None = None
 
     @classmethod
-    def from_manifest(cls, m: Any) -> BackupRef:
-        return cls(id=m.id, kind=BackupKind(m.kind), parent_id=m.parent_id, finished_at=m.finished_at)
+    def from_manifest(cls, m: Any, stored_at: datetime | None = None) -> BackupRef:
+        return cls(id=m.id, kind=BackupKind(m.kind), parent_id=m.parent_id, finished_at=m.finished_at,
+                   stored_at=stored_at)
 
 
 @dataclass(frozen=True)
@@ -162,18 +178,104 @@ def _chain_faults(by_id: Mapping[str, BackupRef]) -> dict[str, str | None]:
 def _dedupe(backups: Sequence[BackupRef]) -> dict[str, BackupRef]:
     by_id: dict[str, BackupRef] = {}
     for ref in backups:
-        if ref.finished_at.tzinfo is None:
-            raise RefusedError(f"backup {ref.id}: finished_at {ref.finished_at} has no timezone")
+        if ref.finished_at.tzinfo is None or (ref.stored_at is not None and ref.stored_at.tzinfo is None):
+            raise RefusedError(f"backup {ref.id}: finished_at {ref.finished_at} or stored_at {ref.stored_at} "
+                               "has no timezone")
         if by_id.setdefault(ref.id, ref) != ref:
             raise RefusedError(f"backup id {ref.id} appears twice with different data; refusing to plan")
     return by_id
 
 
+def span(td: timedelta) -> str:
+    """'3h', '2h 58min', '12min', '40s': how far apart two clocks are, for people."""
+    seconds = round(abs(td.total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s"
+    hours, minutes = divmod(round(seconds / 60), 60)  # to the minute: clocks are off by minutes or hours
+    if hours:
+        return f"{hours}h" + (f" {minutes}min" if minutes else "")
+    return f"{minutes}min"
+
+
+def _utc(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+_FIX = "fix that worker's clock (NTP)"
+
+
+def _own_clock_problem(ref: BackupRef, now: datetime, tol: timedelta) -> str | None:
+    """What is wrong with one backup's recorded times, judged alone (or None)."""
+    fin, stored = ref.finished_at, ref.stored_at
+    if stored is not None and fin - stored > tol:
+        return (f"future-dated: it records finishing at {_utc(fin)}, {span(fin - stored)} after the store wrote "
+                f"its manifest ({_utc(stored)}): the worker that took it ran {span(fin - stored)} fast; {_FIX}")
+    if fin - now > tol:
+        if stored is not None and stored - now > tol:
+            return (f"dated {span(fin - now)} ahead of this worker's clock ({_utc(now)}), and the store agrees "
+                    f"with the backup: the clock of the worker planning retention is probably "
+                    f"{span(fin - now)} slow; fix it (NTP)")
+        return (f"future-dated: it records finishing at {_utc(fin)}, {span(fin - now)} ahead of this "
+                f"worker's clock ({_utc(now)}): the worker that took it ran fast; {_FIX}")
+    if stored is not None and stored - fin > tol:
+        return (f"past-dated: the store wrote its manifest at {_utc(stored)}, {span(stored - fin)} after the "
+                f"finish it records ({_utc(fin)}): the worker that took it ran {span(stored - fin)} slow; {_FIX}")
+    try:
+        started, _ = parse_backup_id(ref.id)
+    except VaultflowError:  # an id that is not a timestamp has no time to check
+        started = None
+    if started is not None and started - fin > tol:
+        return (f"its id says it started at {_utc(started)}, {span(started - fin)} after it finished "
+                f"({_utc(fin)}): the worker's clock jumped during the backup; {_FIX}")
+    return None
+
+
+def clock_problems(backups: Sequence[BackupRef], now: datetime,
+                   tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE) -> dict[str, str]:
+    """Backups whose recorded time cannot be trusted -> what is wrong and what to do.
+
+    Judged against two clocks, each allowed to disagree by `tolerance`: `now` (the clock of
+    the worker asking) and each manifest's `stored_at` (the store's clock). Kinds: dated ahead
+    of `now` or of its own stored_at (a fast worker clock); stored long after its recorded
+    finish (a slow worker clock); an id time after the finish; a child that finished before
+    its parent (a slow clock, judged when the parent itself is believed). Backups with no
+    problem are absent from the result. Pure; raises RefusedError for naive datetimes.
+    """
+    if now.tzinfo is None:
+        raise RefusedError(f"now={now} has no timezone; clocks are compared in UTC")
+    by_id = _dedupe(backups)
+    problems = {rid: why for rid, ref in by_id.items()
+                if (why := _own_clock_problem(ref, now, tolerance)) is not None}
+    for rid, ref in by_id.items():
+        parent = by_id.get(ref.parent_id) if ref.parent_id else None
+        if rid in problems or parent is None or parent.id in problems:
+            continue
+        if parent.finished_at - ref.finished_at > tolerance:
+            problems[rid] = (f"past-dated: it records finishing at {_utc(ref.finished_at)}, "
+                             f"{span(parent.finished_at - ref.finished_at)} before its parent {parent.id} "
+                             f"finished: the worker that took it ran slow; {_FIX}")
+    return problems
+
+
+def _with_ancestors(ids: set[str], by_id: Mapping[str, BackupRef]) -> set[str]:
+    """`ids` plus every ancestor: an incremental/differential is useless without them."""
+    out = set(ids)
+    for rid in ids:
+        ref = by_id[rid]
+        while ref.kind is not BackupKind.FULL and ref.parent_id not in out:
+            assert ref.parent_id is not None
+            out.add(ref.parent_id)
+            ref = by_id[ref.parent_id]
+    return out
+
+
 def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime) -> dict[str, Decision]:
     """Decide keep/delete, with reasons, for every backup; input order does not matter.
 
-    Raises RefusedError for a policy that keeps nothing (e.g. built with model_construct),
-    naive datetimes, or one id given twice with different data.
+    Backups with a clock problem (`clock_problems`, judged with policy.clock_tolerance) are
+    held: kept, counted in no rule, until older than every backup kept otherwise. Raises
+    RefusedError for a policy that keeps nothing (e.g. built with model_construct), naive
+    datetimes, or one id given twice with different data.
     """
     if not policy.keeps_something:
         raise RefusedError(KEEPS_NOTHING)
@@ -181,13 +283,12 @@ def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime) -
         raise RefusedError(f"now={now} has no timezone; retention periods are computed in UTC")
     by_id = _dedupe(backups)
     faults = _chain_faults(by_id)
+    misdated = clock_problems(list(by_id.values()), now, policy.clock_tolerance)
     # Newest first; ids break ties so the result never depends on input order.
-    restorable = sorted(
-        (r for r in by_id.values() if faults[r.id] is None),
-        key=lambda r: (r.finished_at, r.id),
-        reverse=True,
-    )
-    reasons: dict[str, list[str]] = {r.id: [] for r in restorable}
+    intact = sorted((r for r in by_id.values() if faults[r.id] is None),
+                    key=lambda r: (r.finished_at, r.id), reverse=True)
+    restorable = [r for r in intact if r.id not in misdated]  # the only ones that take slots
+    reasons: dict[str, list[str]] = {r.id: [] for r in intact}
 
     if restorable:  # never delete the newest point we could restore from
         reasons[restorable[0].id].append("newest restorable backup")
@@ -210,15 +311,20 @@ def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime) -
                 last_period = period
                 left -= 1
 
-    # A kept incremental/differential is useless without its ancestors: keep them too.
-    kept = {rid for rid, why in reasons.items() if why}
-    for rid in list(kept):
+    kept = _with_ancestors({rid for rid, why in reasons.items() if why}, by_id)
+    # A misdated backup is held until every clock says it is older than all that is kept.
+    oldest_kept = min((by_id[k].finished_at for k in kept if k not in misdated), default=None)
+    released: set[str] = set()
+    for rid in sorted(set(misdated) & set(reasons)):
         ref = by_id[rid]
-        while ref.kind is not BackupKind.FULL and ref.parent_id not in kept:
-            assert ref.parent_id is not None
-            kept.add(ref.parent_id)
-            ref = by_id[ref.parent_id]
-    for r in reversed(restorable):  # oldest child first: a stable order of reasons
+        parent = by_id.get(ref.parent_id) if ref.parent_id else None
+        witness = max(t for t in (ref.finished_at, ref.stored_at, parent and parent.finished_at) if t)
+        if oldest_kept is not None and witness < oldest_kept:
+            released.add(rid)
+        else:
+            reasons[rid].insert(0, f"held out of retention (takes no slot): {misdated[rid]}")
+    kept = _with_ancestors(kept | {rid for rid in misdated if rid in reasons and rid not in released}, by_id)
+    for r in reversed(intact):  # oldest child first: a stable order of reasons
         if r.id in kept and r.kind is not BackupKind.FULL:
             assert r.parent_id is not None
             reasons[r.parent_id].append(f"parent of {r.id}")
@@ -230,6 +336,9 @@ def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime) -
             decisions[rid] = Decision(keep=False, reasons=(fault,))
         elif rid in kept:
             decisions[rid] = Decision(keep=True, reasons=tuple(reasons[rid]))
+        elif rid in released:
+            decisions[rid] = Decision(keep=False, reasons=(
+                f"{misdated[rid]}; released: older, by every clock, than every backup retention keeps",))
         else:
             decisions[rid] = Decision(keep=False, reasons=("no rule keeps it",))
     return decisions

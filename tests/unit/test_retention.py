@@ -403,3 +403,197 @@ def test_adding_rules_never_deletes_more(data: tuple[list[BackupRef], datetime],
     kept_a = set(summarize(plan(refs, a, now))[0])
     kept_ab = set(summarize(plan(refs, combine(a, b), now))[0])
     assert kept_a <= kept_ab  # (6)
+
+
+# --- clocks: future-dated, past-dated and out-of-order backups ----------------------------
+
+from vaultflow.retention import DEFAULT_CLOCK_TOLERANCE, clock_problems  # noqa: E402
+
+TODAY = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)  # a Wednesday
+SKEW = timedelta(hours=3)
+
+
+def stored(r: BackupRef, at: datetime | None = None) -> BackupRef:
+    """The same backup with the store's timestamp of its manifest (default: its own finish)."""
+    return BackupRef(r.id, r.kind, r.parent_id, r.finished_at, at or r.finished_at + timedelta(seconds=1))
+
+
+def skewed(real: datetime, kind: BackupKind = F, parent: BackupRef | None = None, by: timedelta = SKEW) -> BackupRef:
+    """Taken at `real` by a worker whose clock is off by `by`: id and times shifted, store time real."""
+    return stored(ref(real + by, kind, parent), real + timedelta(seconds=1))
+
+
+def real_week() -> list[BackupRef]:
+    """A full every day at 02:00 for a week, and two more today (08:00 and 09:00)."""
+    days = [stored(ref(TODAY.replace(hour=2) - timedelta(days=d))) for d in range(7, 0, -1)]
+    return days + [stored(ref(TODAY.replace(hour=h))) for h in (8, 9)]
+
+
+def test_issue_case_a_future_dated_backup_takes_no_slot_and_deletes_nothing_real() -> None:
+    backups = real_week()
+    b_today_8, b_today_9 = backups[-2:]
+    ahead = skewed(TODAY + timedelta(minutes=30))  # recorded 13:30, taken 10:30
+    policy = RetentionPolicy(keep_daily=7, keep_weekly=4)
+    decisions = plan(backups + [ahead], policy, TODAY + timedelta(minutes=31))
+    assert decisions[b_today_9.id].reasons == ("newest restorable backup", "daily 2026-03-04", "weekly 2026-W10")
+    assert decisions[ahead.id].keep and len(decisions[ahead.id].reasons) == 1
+    held = decisions[ahead.id].reasons[0]
+    assert held.startswith("held out of retention (takes no slot): future-dated")
+    assert "3h after the store wrote its manifest" in held and "fix that worker's clock" in held
+    # exactly what the same plan decides without the skewed backup, for every real one
+    assert {k: v for k, v in decisions.items() if k != ahead.id} == plan(backups, policy, TODAY + timedelta(minutes=31))
+    assert not decisions[b_today_8.id].keep  # same day as 09:00: the daily rule keeps one per day, as always
+
+
+def test_the_store_clock_catches_a_skewed_backup_when_prune_runs_with_the_same_wrong_clock() -> None:
+    backups = real_week()
+    ahead = skewed(TODAY + timedelta(minutes=30))
+    now_fast = TODAY + timedelta(minutes=31) + SKEW  # prune runs on the skewed worker too
+    decisions = plan(backups + [ahead], RetentionPolicy(keep_last=2), now_fast)
+    assert kept_ids(decisions) == sorted([backups[-1].id, backups[-2].id, ahead.id])
+    assert "after the store wrote its manifest" in decisions[ahead.id].reasons[0]
+    # without a store timestamp nothing could tell; the backup would be an ordinary newest one
+    plain = plan(backups + [ref(ahead.finished_at)], RetentionPolicy(keep_last=2), now_fast)
+    assert plain[ahead.id].reasons[0] == "newest restorable backup"
+
+
+def test_without_a_store_timestamp_the_planning_clock_still_catches_future_backups() -> None:
+    backups = real_week()
+    ahead = ref(TODAY + SKEW)
+    decisions = plan(backups + [ahead], RetentionPolicy(keep_last=1), TODAY)
+    assert decisions[backups[-1].id].reasons == ("newest restorable backup", "last 1")
+    assert "3h ahead of this worker's clock" in decisions[ahead.id].reasons[0]
+
+
+def test_a_slow_planning_clock_makes_real_backups_look_future_and_they_are_kept() -> None:
+    backups = real_week()
+    slow_now = TODAY - SKEW  # 07:00: 08:00 and 09:00 look future-dated
+    decisions = plan(backups, RetentionPolicy(keep_last=1), slow_now)
+    for recent in backups[-2:]:
+        assert decisions[recent.id].keep
+        assert "the store agrees with the backup" in decisions[recent.id].reasons[0]
+        assert "planning retention is probably 2h slow" in decisions[recent.id].reasons[0] or \
+            "planning retention is probably 1h slow" in decisions[recent.id].reasons[0]
+    assert decisions[backups[-3].id].reasons == ("newest restorable backup", "last 1")
+
+
+def test_a_past_dated_full_is_held_not_deleted_as_older_than_the_incrementals() -> None:
+    f1 = stored(ref(TODAY - timedelta(hours=5)))
+    i1 = stored(ref(TODAY - timedelta(hours=2), I, f1))
+    f2 = skewed(TODAY - timedelta(minutes=10), by=-SKEW)  # new full by a slow worker: looks older than i1
+    decisions = plan([f1, i1, f2], RetentionPolicy(keep_last=1), TODAY)
+    assert decisions[i1.id].reasons == ("newest restorable backup", "last 1")
+    assert decisions[f2.id].keep
+    assert decisions[f2.id].reasons[0].startswith("held out of retention (takes no slot): past-dated: the store")
+    assert "ran 3h slow" in decisions[f2.id].reasons[0]
+
+
+def test_a_child_older_than_its_parent_is_held_with_its_chain() -> None:
+    full = ref(TODAY - timedelta(hours=1))
+    child = ref(TODAY - timedelta(hours=4), I, full)  # taken after full by a slow worker
+    older = ref(TODAY - timedelta(days=1))
+    decisions = plan([older, full, child], RetentionPolicy(keep_last=1), TODAY)
+    assert decisions[child.id].keep and f"before its parent {full.id}" in decisions[child.id].reasons[0]
+    assert decisions[full.id].reasons == ("newest restorable backup", "last 1", f"parent of {child.id}")
+    assert not decisions[older.id].keep
+
+
+def test_an_id_later_than_its_finish_is_held() -> None:
+    odd = BackupRef(new_backup_id(F, TODAY), F, None, TODAY - timedelta(hours=1))
+    assert "after it finished" in clock_problems([odd], TODAY + timedelta(hours=1))[odd.id]
+    assert plan([odd, ref(TODAY - timedelta(days=1))], RetentionPolicy(keep_last=1), TODAY)[odd.id].keep
+
+
+def test_future_chains_keep_their_real_parents_and_broken_ones_are_deleted() -> None:
+    full = stored(ref(TODAY - timedelta(days=2)))
+    newer = stored(ref(TODAY - timedelta(hours=1)))
+    child = skewed(TODAY, I, full)  # incremental on an old full, by a fast worker
+    lost = skewed(TODAY + timedelta(seconds=1), I, "20260101T000000.000Z-F")
+    decisions = plan([full, newer, child, lost], RetentionPolicy(keep_last=1), TODAY + timedelta(minutes=5))
+    assert decisions[child.id].keep and decisions[full.id].reasons == (f"parent of {child.id}",)
+    assert decisions[lost.id] == Decision(False, ("chain broken: parent 20260101T000000.000Z-F is missing",))
+
+
+def test_held_backups_are_released_once_older_than_everything_kept() -> None:
+    old_skewed = skewed(TODAY - timedelta(days=30))  # 3h fast, a month ago
+    recent = [stored(ref(TODAY - timedelta(days=d))) for d in (2, 1)]
+    decisions = plan([old_skewed, *recent], RetentionPolicy(keep_last=2), TODAY)
+    assert not decisions[old_skewed.id].keep
+    assert decisions[old_skewed.id].reasons[0].startswith("future-dated")
+    assert decisions[old_skewed.id].reasons[0].endswith("released: older, by every clock, than every backup retention keeps")
+    # held while anything kept is older than it
+    older = stored(ref(TODAY - timedelta(days=40)))
+    assert plan([older, old_skewed, *recent], RetentionPolicy(keep_daily=60), TODAY)[old_skewed.id].keep
+
+
+def test_clock_tolerance() -> None:
+    near = stored(ref(TODAY + timedelta(minutes=4)), TODAY)
+    assert clock_problems([near], TODAY) == {}
+    assert near.id in clock_problems([near], TODAY, tolerance=timedelta(minutes=3))
+    assert RetentionPolicy(keep_last=1).clock_tolerance == DEFAULT_CLOCK_TOLERANCE == timedelta(minutes=5)
+    assert RetentionPolicy(keep_last=1, clock_tolerance="10min").clock_tolerance == timedelta(minutes=10)
+    with pytest.raises(ValidationError, match="clock_tolerance must not be negative"):
+        RetentionPolicy(keep_last=1, clock_tolerance=timedelta(hours=-1))
+    with pytest.raises(RefusedError, match="timezone"):
+        clock_problems([BackupRef("x", F, None, TODAY, TODAY.replace(tzinfo=None))], TODAY)
+
+
+@st.composite
+def with_future_dated(draw: st.DrawFn) -> tuple[list[BackupRef], list[BackupRef], datetime, bool]:
+    """A valid set stored by an honest clock, plus backups written by fast workers (fulls, or
+    children of real backups): recorded ahead of `now`, or of the store (same_clock)."""
+    real, now = draw(backup_sets())
+    real = [stored(r) for r in real]
+    same_clock = draw(st.booleans())  # the planning worker shares the fast clock
+    future: list[BackupRef] = []
+    for _ in range(draw(st.integers(1, 4))):
+        ahead = timedelta(seconds=draw(st.integers(int(DEFAULT_CLOCK_TOLERANCE.total_seconds()) + 2, 86400 * 40)))
+        taken = now - timedelta(seconds=draw(st.integers(0, 86400)))
+        parents = [r for r in real if r.finished_at <= taken]
+        kind = draw(st.sampled_from([F, I, D])) if parents else F
+        parent = draw(st.sampled_from(parents)) if kind is not F else None
+        new = skewed(taken, kind, parent, by=ahead) if same_clock else stored(ref(now + ahead, kind, parent), taken)
+        if new.id not in {r.id for r in real + future}:
+            future.append(new)
+    return real, future, (now + SKEW if same_clock else now), same_clock
+
+
+SLOT_WORDS = ("newest restorable", "within ", "last ", "hourly ", "daily ", "weekly ", "monthly ", "yearly ")
+
+
+@PROPS
+@given(with_future_dated(), policies)
+def test_future_dated_backups_never_cost_a_real_backup_and_never_fill_slots(
+        data: tuple[list[BackupRef], list[BackupRef], datetime, bool], policy: RetentionPolicy) -> None:
+    real, future, now, _ = data
+    # The planning clock: the honest one, or the same fast clock as the skewed workers.
+    honest = plan(real, policy, now)
+    decisions = plan(real + future, policy, now)
+    for rid, before in honest.items():
+        if before.keep:
+            assert decisions[rid].keep, rid  # no real backup is deleted because of future-dated ones
+    by_id = {r.id: r for r in real + future}
+    for f in future:
+        reasons = decisions[f.id].reasons
+        assert not any(w.startswith(SLOT_WORDS) for w in reasons), reasons  # never fills a slot
+        if decisions[f.id].keep:
+            cur = f
+            while cur.kind is not F:  # and a held backup keeps its chain
+                assert decisions[cur.parent_id].keep
+                cur = by_id[cur.parent_id]
+        else:
+            assert reasons[0].startswith("chain broken") or "released" in reasons[0]
+
+
+@PROPS
+@given(backup_sets(), st.integers(int(DEFAULT_CLOCK_TOLERANCE.total_seconds()), 86400 * 10), policies)
+def test_a_slow_planning_clock_never_deletes_more(data: tuple[list[BackupRef], datetime], behind: int,
+                                                  policy: RetentionPolicy) -> None:
+    refs, now = data
+    refs = [stored(r) for r in refs]
+    kept_now = set(kept_ids(plan(refs, policy, now)))
+    slow = now - timedelta(seconds=behind)
+    kept_slow = set(kept_ids(plan(refs, policy, slow)))
+    assert kept_now <= kept_slow
+    future = {r.id for r in refs if r.finished_at - slow > DEFAULT_CLOCK_TOLERANCE}
+    assert future & restorable_ids(refs) <= kept_slow
