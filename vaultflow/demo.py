@@ -12,8 +12,11 @@ incremental backup, the keys lost, a restore into the server, and the seed keys 
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
@@ -54,7 +57,32 @@ def create_demo_database(pg, rows: int) -> None:
         f"FROM generate_series(1, {int(rows)}) g", dbname="backup_demo")
 
 
+@contextmanager
+def ephemeral_api_without_telemetry() -> Iterator[None]:
+    """Prefect's temporary API (no PREFECT_API_URL) without the server's telemetry service.
+
+    That service (on by default, `send_telemetry_heartbeat`) creates its session row on a fresh
+    database in a read-then-write DEFERRED transaction. SQLite in WAL mode cannot upgrade a read
+    snapshot that another connection has written past (the demo's first flow run, at the same
+    moment), so it fails at once with "database is locked" -- busy_timeout cannot help -- and
+    docket logs a 60-line ERROR traceback on a new user's first screen. A demo's throwaway API
+    has nothing to report; a user who set PREFECT_SERVER_ANALYTICS_ENABLED, or runs against a
+    real server, keeps their choice."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+
+    if PREFECT_API_URL.value() or "PREFECT_SERVER_ANALYTICS_ENABLED" in os.environ:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+        yield
+
+
 def run_demo(workdir: str, rows: int, console: Console) -> int:
+    with ephemeral_api_without_telemetry():
+        return _run_demo(workdir, rows, console)
+
+
+def _run_demo(workdir: str, rows: int, console: Console) -> int:
     from blocks import BackupRepository, PostgresTarget
     from flows.full_backup import full_backup
     from flows.restore import restore

@@ -1,24 +1,58 @@
-"""`make demo` end to end (its PostgreSQL and Redis halves), through the session's Prefect API."""
+"""`make demo` as a new user runs it: `vaultflow demo` in a fresh PREFECT_HOME, through Prefect's
+temporary API (no PREFECT_API_URL), both halves (PostgreSQL and Redis), and a clean screen.
+
+A subprocess, not run_demo() in-process: the session's settings (the test harness's API,
+PREFECT_SERVER_ANALYTICS_ENABLED=false from conftest) would hide what a first run prints."""
 
 from __future__ import annotations
 
-import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
-from rich.console import Console
-
-from vaultflow.demo import run_demo
-
-pytestmark = pytest.mark.usefixtures("prefect_api")
+VAULTFLOW = Path(sys.executable).parent / "vaultflow"
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_backs_up_and_restores_postgres_and_redis(tmp_path: Path):
-    out = io.StringIO()
-    code = run_demo(str(tmp_path / "demo"), 300, Console(file=out, width=200))
-    text = out.getvalue()
-    assert code == 0, text
-    assert "demo OK" in text and "seed rows identical" in text and "seed keys identical" in text
-    repository = tmp_path / "demo" / "repository"
+def test_make_demo_first_screen_is_clean(tmp_path: Path):
+    home = tmp_path / "prefect-home"  # a new user: no database yet, migrated at first start
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VAULTFLOW_"))}
+    env.update({"PREFECT_HOME": str(home), "PREFECT_PROFILES_PATH": str(home / "profiles.toml"),
+                "COLUMNS": "200"})
+    workdir = tmp_path / "demo"
+    result = subprocess.run([str(VAULTFLOW), "demo", "--workdir", str(workdir), "--rows", "300"],
+                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=600)
+    screen = result.stdout + result.stderr
+    assert result.returncode == 0, screen[-6000:]
+    assert "demo OK" in screen and "seed rows identical" in screen and "seed keys identical" in screen, screen[-4000:]
+    assert "Traceback" not in screen, screen
+    assert "ERROR" not in screen, screen
+    assert "database is locked" not in screen, screen
+    repository = workdir / "repository"
     manifests = sorted(p.relative_to(repository).parts[0] for p in repository.rglob("manifest.json"))
     assert manifests == ["postgres", "redis", "redis"], "one PostgreSQL full, a Redis full and incremental"
+
+
+def test_the_demos_temporary_api_starts_without_the_telemetry_service(monkeypatch):
+    """The cause, deterministically (the race above is timing-dependent): the server process
+    Prefect starts for the demo gets PREFECT_SERVER_ANALYTICS_ENABLED=false, unless the user
+    chose otherwise or points at a real server."""
+    from prefect.settings import (PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, get_current_settings,
+                                  temporary_settings)
+
+    from vaultflow.demo import ephemeral_api_without_telemetry
+
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
+    with temporary_settings(restore_defaults={PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED}):
+        assert PREFECT_SERVER_ANALYTICS_ENABLED.value() is True  # Prefect's default: the service runs
+        with ephemeral_api_without_telemetry():
+            # What SubprocessASGIServer passes to the `prefect server start` it spawns.
+            env = get_current_settings().to_environment_variables(exclude_unset=True)
+            assert env.get("PREFECT_SERVER_ANALYTICS_ENABLED") == "False", env
+        assert PREFECT_SERVER_ANALYTICS_ENABLED.value() is True
+        monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")  # the user's choice wins
+        with ephemeral_api_without_telemetry():
+            assert PREFECT_SERVER_ANALYTICS_ENABLED.value() is True
