@@ -29,6 +29,7 @@ import pytest
 
 from blocks import BackupRepository
 from deployments.serve_all import load_deployments
+from tests.fixtures.processes import descendants, live
 from vaultflow.testing.postgres_server import PostgresInstance
 from vaultflow.testing.unprivileged import free_port
 
@@ -136,7 +137,7 @@ def stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     """SIGTERM the process group and every descendant (flow runs may have their own groups);
     SIGKILL what is left after `timeout`."""
     try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        family = [psutil.Process(proc.pid), *descendants(proc.pid)]
     except psutil.NoSuchProcess:
         family = []
     groups = {proc.pid}
@@ -313,10 +314,10 @@ def test_deploy_and_run_through_a_worker(stack: PrefectStack, pg18: PostgresInst
     family = []
     for proc in stack.procs.values():
         try:
-            family += [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            family += [psutil.Process(proc.pid), *descendants(proc.pid)]
         except psutil.NoSuchProcess:
             pass
     assert sorted(stack.procs) == ["server", "worker"]
     stack.stop_all()
-    alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert alive == [], [(p.pid, p.cmdline()) for p in alive]
+    alive = list(live(family, "cmdline"))  # exited ones (and zombies) are gone
+    assert alive == [], [(p.pid, info["cmdline"]) for p, info in alive]

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from tests.fixtures.postgres import MakeDb, quote_ident
+from tests.fixtures.processes import descendants, named
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import PostgresConfig
 from vaultflow.engines.postgres import PostgresEngine
@@ -81,7 +82,7 @@ def test_unwritable_repository_is_config_error(pg_server: PostgresInstance, fres
     with pytest.raises(ConfigError) as info:
         engine.full_backup(BackupContext(Repository(LocalStore(blocker / "repo"))))
     assert str(blocker) in str(info.value) and "not writable" in str(info.value)
-    assert not [p for p in psutil.Process().children(recursive=True) if p.name().startswith("pg_dump")]
+    assert named(descendants(psutil.Process()), "pg_dump") == []
 
 
 def test_restore_refuses_existing_database_unless_overwrite(backed_up) -> None:
@@ -199,7 +200,7 @@ def test_backup_killed_mid_stream_leaves_only_orphans(pg_server: PostgresInstanc
                 break
             time.sleep(0.02)
         assert proc.poll() is None, f"the backup ended before it could be killed: {proc.stdout.read()!r}"
-        tools = psutil.Process(proc.pid).children(recursive=True)
+        tools = descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:

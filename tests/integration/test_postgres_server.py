@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from tests.fixtures.postgres import MakeDb
+from tests.fixtures.processes import descendants, live
 from vaultflow.testing.postgres_server import (
     PostgresInstance,
     embedded_bin_dir,
@@ -29,11 +30,11 @@ def postmaster(instance: PostgresInstance) -> psutil.Process:
 def processes_using(data_dir: Path) -> list[psutil.Process]:
     """Server processes of one cluster: the postmaster and its children."""
     found = []
-    for proc in psutil.process_iter(["cmdline", "ppid"]):
+    for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
         if str(data_dir) in cmdline:
             found.append(proc)
-            found.extend(proc.children(recursive=True))
+            found.extend(descendants(proc))  # [] if it exited meanwhile
     return found
 
 
@@ -51,12 +52,17 @@ def test_version_matches(pg_server: PostgresInstance, request: pytest.FixtureReq
 def test_server_does_not_run_as_root(pg_server: PostgresInstance) -> None:
     main = postmaster(pg_server)
     assert main.is_running()
-    for proc in [main, *main.children()]:
+    # Backends may exit between children() and the read: those are skipped; the postmaster
+    # itself must be there and readable.
+    owners = [(main, main.uids(), main.username()),
+              *((p, i["uids"], i["username"]) for p, i in live(main.children(), "uids", "username"))]
+    assert len(owners) > 1  # the postmaster's background processes were checked too
+    for proc, uids, username in owners:
         if running_as_root():
-            assert 0 not in proc.uids(), proc
-            assert proc.username() == SERVICE_USER
+            assert 0 not in uids, proc
+            assert username == SERVICE_USER
         else:
-            assert proc.uids().effective == os.geteuid()
+            assert uids.effective == os.geteuid()
 
 
 def test_unix_socket_is_trusted(pg_server: PostgresInstance) -> None:

@@ -17,6 +17,7 @@ import psutil
 import pytest
 import redis
 
+from tests.fixtures.processes import descendants, named
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis import RDB_OBJECT, RedisEngine
 from vaultflow.engines.redis_client import RedisConfig
@@ -44,14 +45,7 @@ def repo_files(root: Path) -> list[Path]:
 
 def our_redis_children(exclude: set[int] = frozenset()) -> list[str]:
     """redis-server / redis-cli / redis-check-rdb processes this test process started."""
-    found = []
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if proc.pid not in exclude and proc.name().startswith("redis-"):
-                found.append(f"{proc.pid} {' '.join(proc.cmdline())}")
-        except psutil.NoSuchProcess:
-            pass
-    return found
+    return named([p for p in descendants(psutil.Process()) if p.pid not in exclude], "redis-")
 
 
 def fill(server: RedisProcess, count: int, size: int, prefix: str = "k") -> None:

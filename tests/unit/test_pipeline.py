@@ -11,6 +11,7 @@ import psutil
 import pytest
 import zstandard
 
+from tests.fixtures.processes import descendants, named
 from vaultflow.errors import ConfigError, IntegrityError, ToolError
 from vaultflow.pipeline import compress_into_store, dump_into_store, feed_process, open_verified
 from vaultflow.stores import LocalStore
@@ -106,7 +107,7 @@ def test_store_failure_kills_producer(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=str(blocker)):
         dump_into_store(["sleep", "30"], None, store, "k/x.zst")
     assert time.monotonic() - start < 10
-    assert not [p for p in psutil.Process().children(recursive=True) if "sleep" in p.name()]
+    assert named(descendants(psutil.Process()), "sleep") == []
 
 
 def written_object(tmp_path: Path):
