@@ -217,9 +217,6 @@ def _own_clock_problem(ref: BackupRef, now: datetime, tol: timedelta) -> str | N
                     f"{span(fin - now)} slow; fix it (NTP)")
         return (f"future-dated: it records finishing at {_utc(fin)}, {span(fin - now)} ahead of this "
                 f"worker's clock ({_utc(now)}): the worker that took it ran fast; {_FIX}")
-    if stored is not None and stored - fin > tol:
-        return (f"past-dated: the store wrote its manifest at {_utc(stored)}, {span(stored - fin)} after the "
-                f"finish it records ({_utc(fin)}): the worker that took it ran {span(stored - fin)} slow; {_FIX}")
     try:
         started, _ = parse_backup_id(ref.id)
     except VaultflowError:  # an id that is not a timestamp has no time to check
@@ -236,9 +233,10 @@ def clock_problems(backups: Sequence[BackupRef], now: datetime,
 
     Judged against two clocks, each allowed to disagree by `tolerance`: `now` (the clock of
     the worker asking) and each manifest's `stored_at` (the store's clock). Kinds: dated ahead
-    of `now` or of its own stored_at (a fast worker clock); stored long after its recorded
-    finish (a slow worker clock); an id time after the finish; a child that finished before
-    its parent (a slow clock, judged when the parent itself is believed). Backups with no
+    of `now` or of its own stored_at (a fast worker clock); recorded as finishing before a
+    backup whose manifest the store wrote earlier (a slow worker clock); an id time after the
+    finish; a child that finished before its parent (a slow clock, judged when the parent
+    itself is believed). Backups with no
     problem are absent from the result. Pure; raises RefusedError for naive datetimes.
     """
     if now.tzinfo is None:
@@ -246,6 +244,26 @@ def clock_problems(backups: Sequence[BackupRef], now: datetime,
     by_id = _dedupe(backups)
     problems = {rid: why for rid, ref in by_id.items()
                 if (why := _own_clock_problem(ref, now, tolerance)) is not None}
+    # A manifest stored long after another one, yet recording an earlier finish, came from a
+    # slow clock. A manifest stored long after its own finish alone proves nothing: copying a
+    # repository (cp -r, aws s3 sync) gives every object a new timestamp, in key order.
+    believed = sorted((r for r in by_id.values() if r.stored_at is not None and r.id not in problems),
+                      key=lambda r: r.stored_at)
+    newest_before: BackupRef | None = None  # latest-finishing among those stored > tolerance earlier
+    pending = iter(believed)
+    upcoming = next(pending, None)
+    for ref in believed:
+        assert ref.stored_at is not None
+        while upcoming is not None and ref.stored_at - upcoming.stored_at > tolerance:  # type: ignore[operator]
+            if newest_before is None or upcoming.finished_at > newest_before.finished_at:
+                newest_before = upcoming
+            upcoming = next(pending, None)
+        if newest_before is not None and newest_before.finished_at - ref.finished_at > tolerance:
+            problems[ref.id] = (
+                f"past-dated: it records finishing at {_utc(ref.finished_at)}, "
+                f"{span(newest_before.finished_at - ref.finished_at)} before {newest_before.id}, whose manifest "
+                f"the store wrote {span(ref.stored_at - newest_before.stored_at)} earlier (at "  # type: ignore[operator]
+                f"{_utc(newest_before.stored_at)}): the worker that took it ran slow; {_FIX}")  # type: ignore[arg-type]
     for rid, ref in by_id.items():
         parent = by_id.get(ref.parent_id) if ref.parent_id else None
         if rid in problems or parent is None or parent.id in problems:

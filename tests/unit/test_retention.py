@@ -484,8 +484,15 @@ def test_a_past_dated_full_is_held_not_deleted_as_older_than_the_incrementals() 
     decisions = plan([f1, i1, f2], RetentionPolicy(keep_last=1), TODAY)
     assert decisions[i1.id].reasons == ("newest restorable backup", "last 1")
     assert decisions[f2.id].keep
-    assert decisions[f2.id].reasons[0].startswith("held out of retention (takes no slot): past-dated: the store")
-    assert "ran 3h slow" in decisions[f2.id].reasons[0]
+    assert decisions[f2.id].reasons[0].startswith("held out of retention (takes no slot): past-dated: it records")
+    assert f"1h 10min before {i1.id}, whose manifest the store wrote 1h 50min earlier" in decisions[f2.id].reasons[0]
+
+
+def test_a_copied_repository_new_store_times_in_key_order_is_not_misdated() -> None:
+    backups = real_week()
+    copied_at = TODAY + timedelta(days=30)
+    copy = [stored(r, copied_at + i * timedelta(minutes=10)) for i, r in enumerate(sorted(backups, key=lambda r: r.id))]
+    assert clock_problems(copy, copied_at + timedelta(days=1)) == {}
 
 
 def test_a_child_older_than_its_parent_is_held_with_its_chain() -> None:
