@@ -74,6 +74,26 @@ class TableFingerprint(_Strict):
                         "(hashtextextended of the row's text form)")
 
 
+class DatabaseProperties(_Strict):
+    """A PostgreSQL database's own properties (pg_database, pg_db_role_setting), recorded at
+    backup time so a logical restore under any name recreates the database as it was."""
+
+    encoding: str = Field(description="server encoding, e.g. 'UTF8', 'LATIN1'")
+    collate: str = Field(description="LC_COLLATE")
+    ctype: str = Field(description="LC_CTYPE")
+    locale_provider: str = Field(default="libc", description="'libc', 'icu' or 'builtin'")
+    locale: str | None = Field(default=None, description="ICU locale (icu) or builtin locale (builtin)")
+    icu_rules: str | None = Field(default=None, description="ICU tailoring rules (PostgreSQL 16+)")
+    owner: str = Field(description="role that owns the database")
+    acl: list[str] | None = Field(default=None, description="aclitems in order ('=T/alice', 'bob=c/alice'); "
+                                  "None = the default privileges")
+    connection_limit: int = -1
+    comment: str | None = None
+    settings: list[str] = Field(default_factory=list, description="ALTER DATABASE ... SET, as 'name=value'")
+    role_settings: dict[str, list[str]] = Field(
+        default_factory=dict, description="ALTER ROLE r IN DATABASE ... SET: role -> ['name=value', ...]")
+
+
 class Lineage(_Strict):
     flow_run_id: str | None = None
     flow_run_name: str | None = None
@@ -96,6 +116,9 @@ class Manifest(_Strict):
     fingerprints: dict[str, dict[str, TableFingerprint]] = Field(
         default_factory=dict, description="database -> table -> fingerprint, at the consistency point"
     )
+    database_properties: dict[str, DatabaseProperties] | None = Field(
+        default=None, description="logical backups: database -> its properties at backup time; absent "
+        "in manifests written before vaultflow recorded them (restores then use the server's defaults)")
     server_version: str | None = None
     tool_versions: dict[str, str] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
