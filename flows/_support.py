@@ -16,6 +16,7 @@ from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
 
 from blocks import BackupRepository, PostgresTarget, RedisTarget
+from vaultflow.keys import artifact_slug
 from vaultflow.engines.base import BackupContext
 from vaultflow.errors import is_transient
 from vaultflow.manifest import Lineage, Manifest
@@ -125,9 +126,10 @@ def emit_backup_event(event: str, manifest: Manifest, payload: dict | None = Non
 # -- artifacts ----------------------------------------------------------------------------
 
 def artifact_key(*parts: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only."""
-    raw = "-".join(parts).lower()
-    return "".join(c if c.isalnum() else "-" for c in raw).strip("-")[:100]
+    """Artifact keys allow lowercase letters, digits and dashes only: each part as its
+    artifact_slug (itself when it fits, else a readable form plus a short hash), so target names
+    like `Sales` and `sales`, or non-ASCII ones, get distinct valid keys."""
+    return "-".join(artifact_slug(part) for part in parts)[:100].strip("-")
 
 
 def publish_catalog(repository: Repository, engine: str, target: str) -> None:

@@ -136,14 +136,16 @@ class Producer:
     """A child process whose stdout is a data source; `read` raises ToolError if it failed."""
 
     def __init__(self, cmd: Sequence[str], env: Mapping[str, str] | None = None,
-                 on_stderr: Callable[[str], None] | None = None, stdin_data: bytes | None = None):
+                 on_stderr: Callable[[str], None] | None = None, stdin_data: bytes | None = None,
+                 pass_fds: Sequence[int] = ()):
         """`stdin_data`: written to the child's stdin, then closed (e.g. a password for
-        `redis-cli --askpass`: a pipe is neither argv nor environment)."""
+        `redis-cli --askpass`: a pipe is neither argv nor environment). `pass_fds`: descriptors
+        the child inherits (e.g. the memfd passfile of pg_client.client_env)."""
         self.cmd = list(cmd)
         self.proc = tied_popen(  # dies with the run: a killed backup leaves no dump running
             self.cmd, stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=dict(env) if env is not None else None, bufsize=0,
+            env=dict(env) if env is not None else None, bufsize=0, pass_fds=tuple(pass_fds),
         )
         self.stderr = StderrTail(self.proc.stderr, on_line=on_stderr)
         if stdin_data is not None:
@@ -196,13 +198,13 @@ def dump_into_store(cmd: Sequence[str], env: Mapping[str, str] | None, store: St
                     progress: ProgressCallback | None = None,
                     on_stderr: Callable[[str], None] | None = None,
                     wrap: Callable[[Readable], Readable] | None = None,
-                    stdin_data: bytes | None = None) -> WrittenObject:
+                    stdin_data: bytes | None = None, pass_fds: Sequence[int] = ()) -> WrittenObject:
     """Run `cmd` and stream its stdout, compressed and hashed, into `store` under `key`.
 
     If the store fails the producer is killed; if the producer fails nothing is committed.
     `wrap` puts a reader of the caller's between the producer and zstd (e.g. a tar sniffer).
     """
-    producer = Producer(cmd, env, on_stderr=on_stderr, stdin_data=stdin_data)
+    producer = Producer(cmd, env, on_stderr=on_stderr, stdin_data=stdin_data, pass_fds=pass_fds)
     try:
         source = wrap(producer) if wrap else producer
         return compress_into_store(source, store, key, level=level, threads=threads,
@@ -244,14 +246,16 @@ def write_verified(store: Store, key: str, sha256: str, stored_size: int, out, n
 
 
 def feed_process(reader: Readable, cmd: Sequence[str], env: Mapping[str, str] | None = None,
-                 on_stderr: Callable[[str], None] | None = None) -> None:
+                 on_stderr: Callable[[str], None] | None = None, pass_fds: Sequence[int] = ()) -> None:
     """Write everything from `reader` into `cmd`'s stdin; raise ToolError if it fails.
+    `pass_fds`: descriptors the child inherits (e.g. client_env's passfile).
 
     If reading fails (e.g. IntegrityError) the consumer is killed before it can finish
     on truncated input, and the reading error propagates.
     """
     proc = tied_popen(list(cmd), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                      stderr=subprocess.PIPE, env=dict(env) if env is not None else None)
+                      stderr=subprocess.PIPE, env=dict(env) if env is not None else None,
+                      pass_fds=tuple(pass_fds))
     tail = StderrTail(proc.stderr, on_line=on_stderr)
     try:
         while True:

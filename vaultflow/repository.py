@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 from vaultflow.errors import NotFoundError, RefusedError
+from vaultflow.keys import decode_name, encode_name
 from vaultflow.manifest import Manifest, ManifestError, parse_manifest
 from vaultflow.pipeline import HashingReader
 from vaultflow.stores.base import CHUNK_SIZE, ObjectInfo, Store, get_bytes, put_bytes
@@ -85,22 +86,33 @@ class Repository:
     # -- layout -------------------------------------------------------------------------
     @staticmethod
     def target_prefix(engine: str, target: str) -> str:
-        return f"{engine}/{target}/"
+        """`<engine>/<encoded target>/`: the target name percent-encoded (vaultflow.keys), so
+        no name escapes its directory or meets its case twin. Raises ConfigError for an empty
+        or too long target name."""
+        return f"{engine}/{encode_name(target, 'target name')}/"
 
     def backup_prefix(self, engine: str, target: str, backup_id: str) -> str:
+        """`<engine>/<encoded target>/backups/<backup-id>/`."""
         return f"{self.target_prefix(engine, target)}backups/{backup_id}/"
 
     def object_key(self, manifest: Manifest, name: str) -> str:
+        """The store key of object `name` (a manifest's object key) of backup `manifest`."""
         return self.backup_prefix(manifest.engine, manifest.target, manifest.id) + name
 
     # -- catalog ------------------------------------------------------------------------
     def targets(self) -> list[tuple[str, str]]:
-        """(engine, target) pairs that hold at least one object under backups/."""
+        """(engine, target name) pairs that hold at least one object under backups/; target
+        names decoded from their key segments. A directory that is no encoded name (one from
+        before the encoding, e.g. `Prod`) is left out: docs/repository-format.md says how to
+        rename it."""
         seen: set[tuple[str, str]] = set()
         for info in self.store.list(""):
             parts = info.key.split("/")
             if len(parts) >= 4 and parts[2] == "backups":
-                seen.add((parts[0], parts[1]))
+                try:
+                    seen.add((parts[0], decode_name(parts[1])))
+                except ValueError:
+                    continue
         return sorted(seen)
 
     def catalog(self, engine: str, target: str) -> Catalog:

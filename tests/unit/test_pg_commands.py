@@ -13,8 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from vaultflow.engines.pg_client import (PostgresConfig, classify_connect_error, client_env,
-                                         dump_command, globals_command, restore_command)
+from psycopg.conninfo import conninfo_to_dict
+
+from vaultflow.engines.pg_client import (PostgresConfig, classify_connect_error, client_env, dbname_conninfo,
+                                         dump_command, globals_command, passfile_lines, restore_command)
 from vaultflow.engines.pg_chain import chain_checksum_algorithm, combinebackup_command
 from vaultflow.engines.pg_incremental import incremental_command
 from vaultflow.engines.pg_physical import basebackup_command, manifest_checksum_algorithm
@@ -39,7 +41,7 @@ def config(**kw) -> PostgresConfig:
 def test_dump_command_custom_format_uncompressed_in_snapshot() -> None:
     cmd = dump_command(BIN, "shop", "00000003-0000001B-1", lock_timeout_s=2.5)
     assert cmd == [str(BIN / "pg_dump"), "--format=custom", "--compress=0", "--no-password",
-                   "--lock-wait-timeout=2500", "--dbname=shop", "--snapshot=00000003-0000001B-1"]
+                   "--lock-wait-timeout=2500", "--dbname=dbname=shop", "--snapshot=00000003-0000001B-1"]
 
 
 def test_dump_command_without_snapshot() -> None:
@@ -49,9 +51,10 @@ def test_dump_command_without_snapshot() -> None:
 
 
 def test_globals_and_restore_commands() -> None:
-    assert globals_command(BIN) == [str(BIN / "pg_dumpall"), "--globals-only", "--no-password"]
+    assert globals_command(BIN) == [str(BIN / "pg_dumpall"), "--globals-only", "--no-password",
+                                    "--database=postgres"]
     assert restore_command(BIN, "shop_restore") == [
-        str(BIN / "pg_restore"), "--exit-on-error", "--no-password", "--dbname=shop_restore"]
+        str(BIN / "pg_restore"), "--exit-on-error", "--no-password", "--dbname=dbname=shop_restore"]
     assert restore_command(BIN, "x", no_owner=True)[-2:] == ["--no-owner", "--no-privileges"]
 
 
@@ -121,34 +124,77 @@ def test_manifest_checksums_setting_is_strict() -> None:
 
 # -- client_env ----------------------------------------------------------------------------
 
-def test_client_env_writes_private_escaped_passfile_and_removes_it(monkeypatch) -> None:
+HOSTILE_NAMES = ["k=v", "host=10.9.8.7 port=6543 dbname=x", "a'b", "a\\b", "postgresql://evil/x",
+                 "with space = and", "", "'", "dbname=", "-x", "--help"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_every_name_reaches_dbname_as_one_quoted_conninfo_value(name: str) -> None:
+    """libpq parses the --dbname value back to exactly the name, and to nothing else."""
+    for cmd in (dump_command(BIN, name, "snap"), restore_command(BIN, name)):
+        [arg] = [a for a in cmd if a.startswith("--dbname=")]
+        value = arg[len("--dbname="):]
+        assert conninfo_to_dict(value) == {"dbname": name}
+        assert cmd.count(arg) == 1 and not any(a == name for a in cmd)
+    assert dbname_conninfo(name) == dump_command(BIN, name, None)[-1][len("--dbname="):]
+
+
+def _passfile(env) -> str:
+    return os.pread(env.pass_fds[0], 1 << 16, 0).decode()
+
+
+def test_client_env_passfile_is_anonymous_private_and_exact(monkeypatch) -> None:
     monkeypatch.setenv("PGPASSWORD", "inherited-secret")  # must not leak into the tools
     monkeypatch.setenv("PGSERVICE", "other")
     cfg = config(user="ad:min")
-    with client_env(cfg) as env:
-        passfile = Path(env["PGPASSFILE"])
-        assert stat.S_IMODE(passfile.stat().st_mode) == 0o600
-        assert stat.S_IMODE(passfile.parent.stat().st_mode) == 0o700
-        assert passfile.read_text() == "*:*:*:ad\\:min:" + r"s3\:cr\\et\:pa\\\\ss" + "\n"
+    with client_env(cfg, ["shop", "we:ird\\db"]) as env:
+        [fd] = env.pass_fds
+        assert env["PGPASSFILE"] == f"/dev/fd/{fd}"
+        assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600 and stat.S_ISREG(os.fstat(fd).st_mode)
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:"), "never a file on a filesystem"
+        secret = r"s3\:cr\\et\:pa\\\\ss"
+        assert _passfile(env) == (f"db.example.internal:5433:shop:ad\\:min:{secret}\n"
+                                  f"db.example.internal:5433:we\\:ird\\\\db:ad\\:min:{secret}\n")
+        assert "*" not in _passfile(env)
+        env.allow("scratch_1")
+        assert _passfile(env) == f"db.example.internal:5433:scratch_1:ad\\:min:{secret}\n"
         assert env["PGHOST"] == cfg.host and env["PGPORT"] == "5433" and env["PGUSER"] == "ad:min"
         assert "PGPASSWORD" not in env and "PGSERVICE" not in env
         assert not any(SECRET in value or "inherited-secret" in value for value in env.values())
         assert env.get("PATH") == os.environ.get("PATH")
-    assert not passfile.exists() and not passfile.parent.exists()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed: nothing of it is left
 
 
-def test_client_env_without_password_points_at_no_file() -> None:
-    with client_env(config(password=None)) as env:
-        assert not Path(env["PGPASSFILE"]).exists()  # never falls back to ~/.pgpass
+def test_client_env_defaults_to_the_postgres_database_and_replication_is_named() -> None:
+    with client_env(config()) as env:
+        assert _passfile(env).startswith("db.example.internal:5433:postgres:backup:")
+    assert passfile_lines(config(), ["replication"]).startswith("db.example.internal:5433:replication:backup:")
+
+
+def test_client_env_without_password_is_an_empty_file() -> None:
+    with client_env(config(password=None), ["shop"]) as env:
+        assert _passfile(env) == ""  # never falls back to ~/.pgpass
     assert "PGPASSWORD" not in env
 
 
-def test_client_env_removes_passfile_when_body_fails() -> None:
+def test_client_env_closes_passfile_when_body_fails() -> None:
     with pytest.raises(RuntimeError):
         with client_env(config()) as env:
-            passfile = Path(env["PGPASSFILE"])
+            fd = env.pass_fds[0]
             raise RuntimeError("tool failed")
-    assert not passfile.exists()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+@pytest.mark.parametrize("field", ["database", "password"])
+def test_passfile_refuses_line_breaks_naming_the_object(field: str) -> None:
+    cfg = config(password="a\nb") if field == "password" else config()
+    database = "x\ny" if field == "database" else "shop"
+    with pytest.raises(ConfigError) as info:
+        passfile_lines(cfg, [database])
+    assert ("line break" in str(info.value)) and ("prod" in str(info.value) or "'x\\ny'" in str(info.value))
+    assert "a\nb" not in str(info.value)
 
 
 # -- classify_connect_error ------------------------------------------------------------------

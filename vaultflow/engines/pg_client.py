@@ -1,7 +1,13 @@
 """PostgreSQL connection settings, client tools and their commands (pure data where possible).
 
-Secrets never reach argv: subprocesses get a temporary passfile through PGPASSFILE, and
-psycopg receives the password as a keyword argument in-process.
+Secrets never reach argv, the environment or a file: subprocesses read the password from an
+anonymous in-memory passfile (memfd, 0600) that they inherit as /dev/fd/N through PGPASSFILE;
+it names exactly the host, port, databases and user the command connects to and vanishes with
+the last process that holds it. psycopg receives the password as a keyword argument in-process.
+
+Names are data, never options: a database name reaches `--dbname` only inside a conninfo
+string built with libpq's keyword/value quoting (`dbname='...'`), so `k=v`, `host=... port=...`
+or `postgresql://...` stay plain database names instead of connection settings.
 """
 
 from __future__ import annotations
@@ -12,12 +18,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterable, Iterator, Literal
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from vaultflow.errors import (AuthenticationError, ConfigError, NotFoundError,
@@ -62,27 +68,88 @@ class PostgresConfig(BaseModel):
 
 
 def _escape_passfile(value: str) -> str:
+    """One passfile field, escaped per libpq: backslash and colon get a backslash."""
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
+def passfile_lines(config: PostgresConfig, databases: Iterable[str]) -> str:
+    """The passfile text for `databases` on the target: one `host:port:database:user:password`
+    line per database, every field escaped, no wildcard anywhere (libpq hands the password only
+    to a connection that matches a line exactly). Replication connections (pg_basebackup) match
+    the database `replication`. Empty without a password.
+
+    Raises ConfigError when a field holds a line break: a passfile cannot carry it."""
+    if config.password is None:
+        return ""
+    fields = {"host": config.host, "user": config.user, "password": config.password.get_secret_value()}
+    for what, value in fields.items():
+        if "\n" in value or "\r" in value:
+            raise ConfigError(f"the {what} of PostgreSQL target {config.name!r} contains a line break, which "
+                              "libpq's passfile cannot carry; change it")
+    tail = f"{_escape_passfile(config.user)}:{_escape_passfile(fields['password'])}"
+    lines = []
+    for database in dict.fromkeys(databases):
+        if "\n" in database or "\r" in database:
+            raise ConfigError(f"database {database!r} on {config.host}:{config.port} has a line break in its "
+                              "name, which libpq's passfile cannot carry: rename it (ALTER DATABASE ... RENAME) "
+                              "or leave it out of the target's databases")
+        lines.append(f"{_escape_passfile(config.host)}:{config.port}:{_escape_passfile(database)}:{tail}\n")
+    return "".join(lines)
+
+
+class ClientEnv(dict):
+    """Environment for libpq tools (a dict) plus the descriptor of its passfile.
+
+    Give `pass_fds` to the child (Popen(pass_fds=...)): PGPASSFILE is `/dev/fd/<fd>`, which the
+    child reopens from offset 0 at each connection attempt. `allow(*databases)` replaces the
+    passfile's lines before the next command, so each command finds only its own databases."""
+
+    def __init__(self, env: dict[str, str], config: PostgresConfig, fd: int):
+        super().__init__(env)
+        self._config = config
+        self._fd = fd
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return (self._fd,)
+
+    def allow(self, *databases: str) -> None:
+        """Make the passfile name exactly `databases` (database names, or "replication")."""
+        data = passfile_lines(self._config, databases).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+
 @contextmanager
-def client_env(config: PostgresConfig) -> Iterator[dict[str, str]]:
-    """Environment for libpq tools: connection settings plus a 0600 passfile, removed after."""
+def client_env(config: PostgresConfig, databases: Iterable[str] = ("postgres",)) -> Iterator[ClientEnv]:
+    """Environment for libpq tools: connection settings from the target (PGHOST, PGPORT, PGUSER,
+    PGSSLMODE, ...; no inherited PG* variable) and PGPASSFILE=/dev/fd/N, an anonymous 0600 memfd
+    naming `databases` (see passfile_lines; "replication" for pg_basebackup). Children must get
+    `env.pass_fds`. The memfd is closed on exit and never exists on any filesystem, so a killed
+    run leaves no secret behind. Without a password the file is empty (never ~/.pgpass).
+
+    Raises ConfigError for names a passfile cannot carry (line breaks)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(PGHOST=config.host, PGPORT=str(config.port), PGUSER=config.user,
                PGSSLMODE=config.sslmode, PGCONNECT_TIMEOUT=str(config.connect_timeout),
                PGAPPNAME="vaultflow")
-    with tempfile.TemporaryDirectory(prefix="vaultflow-pg-") as tmp:
-        if config.password is not None:
-            passfile = Path(tmp) / "pgpass"
-            fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            secret = _escape_passfile(config.password.get_secret_value())
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"*:*:*:{_escape_passfile(config.user)}:{secret}\n")
-            env["PGPASSFILE"] = str(passfile)
-        else:  # a passfile that does not exist: libpq must not pick up ~/.pgpass by accident
-            env["PGPASSFILE"] = str(Path(tmp) / "none")
-        yield env
+    fd = os.memfd_create("vaultflow-pgpass", os.MFD_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o600)  # libpq ignores a passfile that group or others could read
+        env["PGPASSFILE"] = f"/dev/fd/{fd}"
+        result = ClientEnv(env, config, fd)
+        result.allow(*databases)
+        yield result
+    finally:
+        os.close(fd)
+
+
+def dbname_conninfo(database: str) -> str:
+    """`database` as a libpq conninfo string (`dbname='...'`, quoted per libpq rules).
+
+    Client tools read a --dbname value containing `=` or starting with postgresql:// as a
+    connection string; passing every name in this form keeps it a name, whatever it holds."""
+    return make_conninfo(dbname=database)
 
 
 def classify_connect_error(exc: Exception, config: PostgresConfig, dbname: str) -> VaultflowError:
@@ -103,6 +170,9 @@ def classify_connect_error(exc: Exception, config: PostgresConfig, dbname: str) 
 
 
 def connect(config: PostgresConfig, dbname: str = "postgres", autocommit: bool = True) -> psycopg.Connection:
+    """A psycopg connection to `dbname` on the target; every setting is a keyword argument (a
+    database name is never parsed as a connection string). Raises AuthenticationError,
+    NotFoundError, ConfigError or ServerUnavailableError (see classify_connect_error)."""
     try:
         return psycopg.connect(
             host=config.host, port=config.port, user=config.user, dbname=dbname,
@@ -184,19 +254,21 @@ def dump_command(bin_dir: Path, dbname: str, snapshot: str | None, lock_timeout_
     `lock_timeout_s`: pg_dump's --lock-wait-timeout (milliseconds on the command line), so a
     table held in ACCESS EXCLUSIVE fails the dump instead of blocking it without limit."""
     cmd = [str(bin_dir / "pg_dump"), "--format=custom", "--compress=0", "--no-password",
-           f"--lock-wait-timeout={int(lock_timeout_s * 1000)}", f"--dbname={dbname}"]
+           f"--lock-wait-timeout={int(lock_timeout_s * 1000)}", f"--dbname={dbname_conninfo(dbname)}"]
     if snapshot:
         cmd.append(f"--snapshot={snapshot}")
     return cmd
 
 
 def globals_command(bin_dir: Path) -> list[str]:
-    return [str(bin_dir / "pg_dumpall"), "--globals-only", "--no-password"]
+    """pg_dumpall of roles and tablespaces, read through the `postgres` database only (no
+    fallback to template1, which the passfile does not name)."""
+    return [str(bin_dir / "pg_dumpall"), "--globals-only", "--no-password", "--database=postgres"]
 
 
 def restore_command(bin_dir: Path, dbname: str, no_owner: bool = False) -> list[str]:
     """pg_restore reading the archive from stdin; stop at the first error."""
-    cmd = [str(bin_dir / "pg_restore"), "--exit-on-error", "--no-password", f"--dbname={dbname}"]
+    cmd = [str(bin_dir / "pg_restore"), "--exit-on-error", "--no-password", f"--dbname={dbname_conninfo(dbname)}"]
     if no_owner:
         cmd += ["--no-owner", "--no-privileges"]
     return cmd

@@ -226,7 +226,8 @@ def _stream_basebackup(cmd: list[str], env: Mapping[str, str], ctx: BackupContex
     hint = expected + (1 << 30) if expected else None
     try:
         written = dump_into_store(cmd, env, repo.store, key, level=repo.compression_level, size_hint=hint,
-                                  progress=progress, on_stderr=ctx.log, wrap=sniff)
+                                  progress=progress, on_stderr=ctx.log, wrap=sniff,
+                                  pass_fds=getattr(env, "pass_fds", ()))
     except BaseException:
         for sniffer in sniffers:
             sniffer.close()
@@ -285,7 +286,7 @@ def run_basebackup(config: PostgresConfig, ctx: BackupContext, kind: BackupKind,
     try:
         with repo.uncommitted(ENGINE, config.name, backup_id, ctx.log):
             fingerprinting = pool.submit(_fingerprint_all, config)
-            with client_env(config) as env:
+            with client_env(config, ["replication"]) as env:  # pg_basebackup: a replication connection
                 t0 = time.monotonic()
                 try:
                     written, sniffer = _stream_basebackup(command(backup_id), env, ctx, prefix + BASE_OBJECT, facts.size)

@@ -139,7 +139,8 @@ def default_fetch_command(repo_path: Path | None, target: str, *, repo_config: P
     where = f"--repo-path {shlex.quote(str(repo_path))}" if repo_path is not None \
         else f"--repo-config {shlex.quote(str(repo_config))}"
     wal_cli = wal_cli or f"{shlex.quote(sys.executable)} -m vaultflow.wal_cli"
-    return f"{wal_cli} fetch {where} --target {shlex.quote(target)}"
+    # --target=<name> in one word: a name starting with '-' stays a value, not an option
+    return f"{wal_cli} fetch {where} {shlex.quote('--target=' + target)}"
 
 
 @contextmanager

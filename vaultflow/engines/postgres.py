@@ -25,6 +25,7 @@ from vaultflow.engines.pg_client import (PostgresConfig, choose_bin_dir, client_
                                          tool_version)
 from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError,
                               VaultflowError)
+from vaultflow.keys import encode_name
 from vaultflow.manifest import (BackupKind, Manifest, StoredObject, TableFingerprint,
                                 new_backup_id)
 from vaultflow.pipeline import dump_into_store, feed_process, open_verified
@@ -73,7 +74,10 @@ def fingerprint_tables(conn: psycopg.Connection, methods: dict[str, str] | None 
 
 
 def dump_object_name(database: str) -> str:
-    return f"db/{database}.dump.zst"
+    """The object key of `database`'s dump within its backup: `db/<encoded name>.dump.zst`
+    (percent-encoded, vaultflow.keys: `a/b`, `..` and `Sales`/`sales` stay distinct files).
+    Restores read the key recorded in the manifest, so older backups keep theirs."""
+    return f"db/{encode_name(database, 'database name')}.dump.zst"
 
 
 class PostgresEngine:
@@ -138,10 +142,10 @@ class PostgresEngine:
         snapshots: dict[str, str] = {}
         timings: dict[str, float] = {}
         with repo.uncommitted(self.name, self.config.name, backup_id, ctx.log):
-            with client_env(self.config) as env:
+            with client_env(self.config, ["postgres", *databases]) as env:
                 t0 = time.monotonic()
                 written = dump_into_store(globals_command(bin_dir), env, repo.store, prefix + "globals.sql.zst",
-                                          level=repo.compression_level, on_stderr=ctx.log)
+                                          level=repo.compression_level, on_stderr=ctx.log, pass_fds=env.pass_fds)
                 objects.append(StoredObject(key="globals.sql.zst", role="globals", format="sql",
                                             raw_size=written.raw_size, stored_size=written.stored_size,
                                             sha256=written.sha256))
@@ -210,7 +214,7 @@ class PostgresEngine:
             try:
                 written = dump_into_store(dump_command(bin_dir, database, snapshot), env, ctx.repository.store,
                                           prefix + name, level=ctx.repository.compression_level,
-                                          progress=progress, on_stderr=ctx.log)
+                                          progress=progress, on_stderr=ctx.log, pass_fds=env.pass_fds)
             finally:
                 worker.join()  # the snapshot must stay open until both readers finish
             if failure:
@@ -253,7 +257,7 @@ class PostgresEngine:
                                "(`into`) or pass overwrite=True to replace it")
         start = time.monotonic()
         results = []
-        with client_env(self.config) as env:
+        with client_env(self.config, ()) as env:  # each restore allows its own scratch database
             for obj in dumps:
                 results += self._restore_database(ctx, manifest, obj, targets[obj.database], env, no_owner)
         return RestoreResult(backup_id=manifest.id, restored=targets, seconds=time.monotonic() - start,
@@ -267,7 +271,9 @@ class PostgresEngine:
             reader, verifying, raw = open_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key),
                                                    obj.sha256, obj.stored_size, name=f"{manifest.id}/{obj.key}")
             with raw:
-                feed_process(reader, restore_command(self.bin_dir, scratch, no_owner), env, on_stderr=ctx.log)
+                env.allow(scratch)
+                feed_process(reader, restore_command(self.bin_dir, scratch, no_owner), env, on_stderr=ctx.log,
+                             pass_fds=env.pass_fds)
                 verifying.check()
             expected = manifest.fingerprints.get(obj.database, {})
             actual = self.fingerprint(scratch, {t: f.method for t, f in expected.items()})

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from vaultflow.keys import encode_name  # standard library only, like this module
+
 if TYPE_CHECKING:
     from vaultflow.repository import Repository
     from vaultflow.stores.base import Store
@@ -91,7 +93,8 @@ def wal_order(name: str) -> tuple[int, str]:
 
 # -- repository layout ---------------------------------------------------------------------
 def wal_prefix(target: str) -> str:
-    return f"{ENGINE}/{target}/logs/wal/"
+    """`postgres/<encoded target>/logs/wal/` (the target name encoded as in Repository.target_prefix)."""
+    return f"{ENGINE}/{encode_name(target, 'target name')}/logs/wal/"
 
 
 def object_key(target: str, name: str) -> str:
