@@ -30,47 +30,9 @@ from vaultflow.manifest import (BackupKind, Manifest, StoredObject, TableFingerp
                                 new_backup_id)
 from vaultflow.pipeline import dump_into_store, feed_process, open_verified
 
-TABLES_SQL = """
-SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-  AND n.nspname NOT LIKE 'pg\\_toast%%' AND n.nspname NOT LIKE 'pg\\_temp%%'
-ORDER BY 1, 2
-"""
-
-
-# Row hashes, cheapest first: hash_record_extended uses each column type's own hash (about
-# twice as fast as hashing the row's text form) but some types (json, xml, point...) have no
-# extended hash; those tables fall back to the text form. The method is recorded per table so
-# a restored copy is hashed the same way.
-ROW_HASH = {
-    "record": "hash_record_extended(t, 0)",
-    "text": "hashtextextended(t::text, 0)",
-}
-
-
-def fingerprint_table(conn: psycopg.Connection, schema: str, table: str, method: str | None = None) -> TableFingerprint:
-    """Row count and an order-independent digest (sum of 64-bit row hashes, exact numeric)."""
-    for candidate in ([method] if method else ["record", "text"]):
-        query = sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text FROM ONLY {}.{} AS t").format(
-            sql.SQL(ROW_HASH[candidate]), sql.Identifier(schema), sql.Identifier(table))
-        try:
-            with conn.transaction():  # a savepoint inside the snapshot's transaction
-                rows, digest = conn.execute(query).fetchone()
-            return TableFingerprint(rows=rows, digest=digest, method=candidate)
-        except psycopg.errors.UndefinedFunction:
-            if method:
-                raise
-    raise AssertionError("unreachable: the text method hashes every type")
-
-
-def fingerprint_tables(conn: psycopg.Connection, methods: dict[str, str] | None = None) -> dict[str, TableFingerprint]:
-    """Fingerprints of every user table; `methods` (from a manifest) fixes how each is hashed."""
-    methods = methods or {}
-    result: dict[str, TableFingerprint] = {}
-    for schema, table in conn.execute(TABLES_SQL).fetchall():
-        name = f"{schema}.{table}"
-        result[name] = fingerprint_table(conn, schema, table, methods.get(name))
-    return result
+# Fingerprint code lives in pg_fingerprint.py; these names stay importable from here.
+from vaultflow.engines.pg_fingerprint import (ROW_HASH, TABLES_SQL, fingerprint_table,  # noqa: E402,F401
+                                              fingerprint_tables)
 
 
 def dump_object_name(database: str) -> str:
