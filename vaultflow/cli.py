@@ -72,33 +72,77 @@ def restore(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_p
                                                          "(Redis: db0, db3, ...)."),
             key_pattern: Optional[str] = typer.Option(None, help="Redis: only keys matching this pattern "
                                                       "(into the target server)."),
-            into_db: Optional[int] = typer.Option(None, help="Redis: the db number to restore keys into.")):
+            into_db: Optional[int] = typer.Option(None, help="Redis: the db number to restore keys into."),
+            no_owner: bool = typer.Option(False, "--no-owner", help="PostgreSQL: objects and the database belong "
+                                          "to the restoring role (needed when it is not a superuser)."),
+            no_privileges: bool = typer.Option(False, "--no-privileges", help="PostgreSQL: restore no GRANTs, "
+                                               "database ACL or role-specific settings (with --no-owner).")):
     """Restore a backup: PostgreSQL into a new database (or over one with --overwrite); Redis into a
     scratch redis-server (default), a directory, or back into the server (--into original)."""
     from flows.restore import restore as restore_flow
     result = _run(restore_flow, target=target, repository=_repository(repository, repo_path), backup_id=backup_id,
                   into=into, overwrite=overwrite, databases=database or None, key_pattern=key_pattern,
-                  into_db=into_db)
+                  into_db=into_db, no_owner=no_owner, no_privileges=no_privileges)
     console.print(f"restored {result['backup_id']} -> {result['restored']} in {result['seconds']:.1f} s")
+    for note in result.get("notes", []):
+        console.print(f"note: {note}")
 
 
 @app.command("list")
 def list_backups(repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt):
-    """Show the catalog: every complete backup, and manifests that could not be read."""
+    """Show the catalog: every complete backup, manifests that could not be read, and backups
+    whose recorded time cannot be trusted (a worker's wrong clock). Ids are never cut: on a
+    terminal the table folds long cells; in a pipe or CI log it prints plain columns, whatever
+    COLUMNS says."""
     repo_block = _repository(repository, repo_path)
     if isinstance(repo_block, str):
         from blocks import BackupRepository
         repo_block = BackupRepository.load(repo_block)
     repo = repo_block.build()
-    table = Table("target", "backup", "kind", "parent", "finished (UTC)", "stored MB", "objects")
+    header = ("target", "backup", "kind", "parent", "finished (UTC)", "stored MB", "objects", "clock")
+    rows: list[tuple[str, ...]] = []
+    notes: list[str] = []
     for engine, target in repo.targets():
         catalog = repo.catalog(engine, target)
+        misdated = catalog.clock_problems()
         for m in catalog.manifests:
-            table.add_row(f"{engine}/{target}", m.id, m.kind.value, m.parent_id or "",
-                          m.finished_at.strftime("%Y-%m-%d %H:%M:%S"), f"{m.stored_size / 1e6:.2f}", str(len(m.objects)))
+            why = misdated.get(m.id)
+            rows.append((f"{engine}/{target}", m.id, m.kind.value, m.parent_id or "",
+                         m.finished_at.strftime("%Y-%m-%d %H:%M:%S"), f"{m.stored_size / 1e6:.2f}",
+                         str(len(m.objects)), _clock_label(why) if why else "ok"))
+            if why:
+                notes.append(f"{engine}/{target} {m.id}: {why}; retention holds it (no slot, not deleted) "
+                             "and 'latest' skips it")
         for p in catalog.problems:
-            table.add_row(f"{engine}/{target}", p.key, "[red]unreadable[/red]", p.message, "", "", "")
-    console.print(table)
+            rows.append((f"{engine}/{target}", p.key, "unreadable", p.message, "", "", "", ""))
+    _print_table(header, rows)
+    for note in notes:
+        console.print(f"warning: {note}", markup=False, highlight=False, soft_wrap=not console.is_terminal)
+
+
+def _clock_label(reason: str) -> str:
+    """A short cell for the table; the full reason is printed below it."""
+    first = reason.split(":", 1)[0]
+    return first if first in ("future-dated", "past-dated") else "clock problem"
+
+
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A rich table on a terminal; plain, never-cut columns anywhere else (pipes, CI logs),
+    where a width guessed from COLUMNS (or rich's default of 80) would cut ids."""
+    if console.is_terminal:
+        table = Table(*header)
+        for i, column in enumerate(table.columns):  # fold long cells onto more lines rather than cut them
+            column.overflow = "fold"
+            if header[i] in ("backup", "parent"):  # ids stay whole on one line: they are copied
+                column.no_wrap = True
+                column.min_width = max(len(r[i]) for r in [header, *rows])
+        for row in rows:
+            table.add_row(*row, style="red" if row[2] == "unreadable" else None)
+        console.print(table)
+        return
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 @app.command()

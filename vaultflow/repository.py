@@ -10,6 +10,7 @@ The catalog is derived by listing manifests; there is no second index to corrupt
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import contextmanager
 import os
 import re
@@ -17,9 +18,10 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from vaultflow.errors import NotFoundError, RefusedError
+from vaultflow.retention import DEFAULT_CLOCK_TOLERANCE, BackupRef, clock_problems
 from vaultflow.keys import decode_name, encode_name
 from vaultflow.manifest import Manifest, ManifestError, parse_manifest
 from vaultflow.pipeline import HashingReader
@@ -37,13 +39,38 @@ class CatalogProblem:
 
 @dataclass
 class Catalog:
-    """Every readable manifest, oldest first, and what could not be read (never fatal)."""
+    """Every readable manifest, oldest first, and what could not be read (never fatal).
+
+    `stored_at` maps a backup id to the store's own timestamp of its manifest (S3
+    LastModified, a local file's mtime): the second clock that exposes a worker whose clock
+    was wrong (vaultflow.retention.clock_problems).
+    """
 
     manifests: list[Manifest] = field(default_factory=list)
     problems: list[CatalogProblem] = field(default_factory=list)
+    stored_at: dict[str, datetime] = field(default_factory=dict)
 
-    def latest(self, kind=None) -> Manifest | None:
-        matching = [m for m in self.manifests if kind is None or m.kind == kind]
+    def refs(self) -> list[BackupRef]:
+        """What the retention planner needs of each manifest, store timestamps included."""
+        return [BackupRef.from_manifest(m, self.stored_at.get(m.id)) for m in self.manifests]
+
+    def clock_problems(self, now: datetime | None = None,
+                       tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE) -> dict[str, str]:
+        """Backup id -> why its recorded time cannot be trusted and what to do ({} if none).
+
+        `now` defaults to this host's clock (UTC); see vaultflow.retention.clock_problems.
+        """
+        return clock_problems(self.refs(), now or datetime.now(timezone.utc), tolerance)
+
+    def latest(self, kind=None, now: datetime | None = None,
+               tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE) -> Manifest | None:
+        """The newest backup (of `kind`, if given) whose recorded time can be trusted, or None.
+
+        A backup with a clock problem (future-dated by a fast worker, ...) is never "latest":
+        its id sorts after real backups it may be older than. Name it by id to use it.
+        """
+        misdated = self.clock_problems(now, tolerance)
+        matching = [m for m in self.manifests if (kind is None or m.kind == kind) and m.id not in misdated]
         return matching[-1] if matching else None
 
     def get(self, backup_id: str) -> Manifest:
@@ -56,14 +83,33 @@ class Catalog:
         known = ", ".join(m.id for m in self.manifests[-5:]) or "none"
         raise NotFoundError(f"backup {backup_id} not found (latest ids: {known}); see `vaultflow list`")
 
-    def resolve(self, backup_id: str) -> Manifest:
-        """'latest' or an id -> manifest; a clear error when the repository is empty."""
-        if backup_id == "latest":
-            latest = self.latest()
-            if latest is None:
-                raise NotFoundError("the repository holds no complete backup for this target yet; run a full backup first")
-            return latest
-        return self.get(backup_id)
+    def resolve(self, backup_id: str, now: datetime | None = None, log: Callable[[str], Any] | None = None,
+                tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE) -> Manifest:
+        """'latest' or an id -> manifest.
+
+        'latest' is the newest backup whose time can be trusted; backups skipped for a clock
+        problem are named through `log` (default: the 'vaultflow' logger, warning level).
+        Raises NotFoundError when the repository is empty or the id is unknown, and
+        RefusedError when every backup has a clock problem (the message names them; pass
+        one's id to restore it anyway).
+        """
+        if backup_id != "latest":
+            return self.get(backup_id)
+        if not self.manifests:
+            raise NotFoundError("the repository holds no complete backup for this target yet; run a full backup first")
+        misdated = self.clock_problems(now, tolerance)
+        latest = self.latest(now=now, tolerance=tolerance)
+        skipped = "; ".join(f"{rid}: {why}" for rid, why in sorted(misdated.items()))
+        if latest is None:
+            raise RefusedError(
+                f"'latest' is undefined: every backup of {self.manifests[0].engine}/{self.manifests[0].target} "
+                f"has a clock problem ({skipped}). Give the backup id you want instead of 'latest' "
+                "(`--backup ID`), and fix the clock named above")
+        if misdated:
+            (log or logging.getLogger("vaultflow").warning)(
+                f"'latest' is {latest.id}, the newest backup whose time can be trusted; skipped "
+                f"{len(misdated)} with a clock problem ({skipped}). To restore one of those, give its id")
+        return latest
 
 
 @dataclass(frozen=True)
@@ -127,6 +173,7 @@ class Repository:
                 if manifest.id != expected_id:
                     raise ManifestError(f"{info.key}: manifest id {manifest.id} does not match its directory")
                 catalog.manifests.append(manifest)
+                catalog.stored_at[manifest.id] = info.modified
             except ManifestError as exc:
                 catalog.problems.append(CatalogProblem(info.key, str(exc)))
         catalog.manifests.sort(key=lambda m: m.id)

@@ -51,3 +51,46 @@ def test_missing_repository_option_is_explained():
     result = runner.invoke(app, ["list"])
     assert result.exit_code != 0
     assert "--repository" in result.output and "--repo-path" in result.output
+
+
+def test_list_through_a_pipe_prints_whole_ids_and_reports_future_dated_backups(tmp_path: Path):
+    """CI logs and pipes are not terminals: ids must come out whole whatever COLUMNS says."""
+    import os
+    import subprocess
+    import sys
+    from datetime import datetime, timedelta, timezone
+
+    from vaultflow.manifest import BackupKind, Manifest, new_backup_id
+    from vaultflow.repository import Repository
+    from vaultflow.stores import LocalStore
+
+    repo = Repository(LocalStore(tmp_path / "repo"))
+    target = "a-target-name-longer-than-any-terminal-column"
+    now = datetime.now(timezone.utc)
+
+    def commit(when: datetime, kind: BackupKind, parent: str | None = None) -> Manifest:
+        m = Manifest(id=new_backup_id(kind, when), engine="postgres", target=target, kind=kind, parent_id=parent,
+                     started_at=when, finished_at=when, objects=[])
+        repo.commit(m)  # the store stamps the manifest with the real time
+        return m
+
+    full = commit(now - timedelta(hours=2), BackupKind.FULL)
+    child = commit(now - timedelta(hours=1), BackupKind.INCREMENTAL, full.id)
+    ahead = commit(now + timedelta(hours=3), BackupKind.FULL)  # a worker whose clock runs 3 h fast
+    env = {**os.environ, "COLUMNS": "20", "LINES": "5"}
+    listed = subprocess.run([sys.executable, "-m", "vaultflow.cli", "list", "--repo-path", str(tmp_path / "repo")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["target", "backup", "kind", "parent", "finished", "(UTC)", "stored", "MB",
+                                "objects", "clock"]
+    rows = {line.split()[1]: line.split() for line in lines[1:4]}
+    assert set(rows) == {full.id, child.id, ahead.id}
+    assert rows[child.id][:4] == [f"postgres/{target}", child.id, "incremental", full.id]
+    assert rows[full.id][-1] == rows[child.id][-1] == "ok"
+    assert rows[ahead.id][-1] == "future-dated"
+    [warning] = [line for line in lines if line.startswith("warning:")]
+    assert warning.startswith(f"warning: postgres/{target} {ahead.id}: future-dated")
+    assert "3h after the store wrote its manifest" in warning and "fix that worker's clock" in warning
+    assert "'latest' skips it" in warning
+    assert max(len(line) for line in lines) > 20  # wider than COLUMNS: nothing was cut to fit
