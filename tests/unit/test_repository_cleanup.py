@@ -67,6 +67,20 @@ def test_sweep_removes_a_killed_runs_temp_files_and_empty_directories(tmp_path: 
     assert dirs_under(tmp_path) == ["pg", "pg/t", "pg/t/backups", "pg/t/backups/other"]
 
 
+def test_prune_leaves_no_husk_when_it_deleted_orphans_first(tmp_path: Path) -> None:
+    """prune deletes a killed run's orphans, then sweeps: the deletes make the directories
+    look fresh, but what the sweep empties is the killed run's and goes too."""
+    store = LocalStore(tmp_path)
+    put_bytes(store, f"pg/t/backups/{BACKUP}/globals.sql.zst", b"roles")
+    killed_run_leftovers(tmp_path, age_s=7200)
+    repo = Repository(store)
+    cutoff = datetime.now(timezone.utc) - timedelta(hours=1)
+    for info in repo.orphans("pg", "t", timedelta(0), datetime.now(timezone.utc)):
+        store.delete(info.key)
+    assert repo.sweep_partial("pg", "t", cutoff) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sweep_keeps_directories_younger_than_the_grace_period(tmp_path: Path) -> None:
     db_dir = killed_run_leftovers(tmp_path, age_s=60)
     repo = Repository(LocalStore(tmp_path))

@@ -170,12 +170,14 @@ class LocalStore:
 
     def sweep_partial(self, prefix: str, older_than: datetime) -> int:
         """Remove `.tmp-*` files (a killed run's interrupted puts) older than `older_than`, then
-        the directories under `prefix` left empty that were last changed before `older_than`
-        (judged by their time before this sweep: removing a temp file touches its directory).
-        Returns how many temp files were removed."""
+        the directories under `prefix` that are left empty and belonged to such a write: the
+        sweep emptied them, or they were last changed before `older_than` (judged by their time
+        before this sweep, which touches a directory by removing from it). A fresh empty one may
+        be a concurrent put's, about to get its temp file. Returns how many temp files went."""
         start = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
         removed = 0
         directories: list[tuple[Path, float]] = []
+        emptied: set[Path] = set()  # directories this sweep removed something from
         for dirpath, _dirnames, filenames in os.walk(start):
             try:
                 directories.append((Path(dirpath), os.stat(dirpath).st_mtime))
@@ -188,14 +190,18 @@ class LocalStore:
                             datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc) < older_than:
                         os.unlink(path)
                         removed += 1
+                        emptied.add(Path(dirpath))
                 except FileNotFoundError:  # its writer finished or cleaned up meanwhile
                     continue
         for directory, mtime in sorted(directories, key=lambda d: len(d[0].parts), reverse=True):
-            if directory != self.root and datetime.fromtimestamp(mtime, timezone.utc) < older_than:
-                try:
-                    directory.rmdir()  # only succeeds when empty
-                except OSError:
-                    continue
+            if directory == self.root or not (directory in emptied or
+                                              datetime.fromtimestamp(mtime, timezone.utc) < older_than):
+                continue
+            try:
+                directory.rmdir()  # only succeeds when empty
+            except OSError:
+                continue
+            emptied.add(directory.parent)
         if start != self.root and not start.exists():
             self._prune_empty(start.parent)
         return removed

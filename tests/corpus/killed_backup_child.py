@@ -1,0 +1,38 @@
+"""One full backup, run the way a worker runs it (repository lock held), in a process of its
+own so that test_killed_runs can SIGKILL it at a random moment.
+
+The job comes as JSON on stdin (never argv or the environment: it holds the password):
+    {"engine": "postgres" | "redis", "config": {...}, "store": <vaultflow.stores.spec spec>}
+Prints "started" once everything is imported and the backup is about to begin, and
+"committed <backup id>" if it finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.read())
+    from vaultflow.engines.base import BackupContext
+    from vaultflow.repository import Repository
+    from vaultflow.stores.spec import build
+
+    if job["engine"] == "redis":
+        from vaultflow.engines.redis import RedisEngine
+        from vaultflow.engines.redis_client import RedisConfig
+        engine = RedisEngine(RedisConfig(**job["config"]))
+    else:
+        from vaultflow.engines.pg_client import PostgresConfig
+        from vaultflow.engines.postgres import PostgresEngine
+        engine = PostgresEngine(PostgresConfig(**job["config"]))
+    repo = Repository(build(job["store"]))
+    print("started", flush=True)
+    with repo.locked(engine.name, engine.config.name, log=lambda line: None):
+        manifest = engine.full_backup(BackupContext(repo, log=lambda line: None))
+    print("committed", manifest.id, flush=True)
+
+
+if __name__ == "__main__":
+    main()
