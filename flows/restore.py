@@ -20,7 +20,8 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
             into: Optional[str] = None, overwrite: bool = False,
             databases: Optional[list[str]] = None, to_time: Optional[datetime] = None,
             to_lsn: Optional[str] = None, to_name: Optional[str] = None,
-            key_pattern: Optional[str] = None, into_db: Optional[int] = None) -> dict:
+            key_pattern: Optional[str] = None, into_db: Optional[int] = None,
+            no_owner: bool = False, no_privileges: bool = False) -> dict:
     """Restore `backup_id` into a new database (default) or, with overwrite=True, over `into`.
 
     Nothing existing is touched unless `overwrite` is set; even then the old database is
@@ -33,6 +34,10 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
     Redis backups restore into a scratch redis-server on a free port (default, left running),
     into a directory (`into`=DIR), or with into="original" (and overwrite=True) back into the
     target server; `key_pattern` (e.g. "user:*") and `into_db` restore only matching keys.
+
+    PostgreSQL logical restores by a role that is not a superuser need `no_owner` (objects and the
+    database belong to the restoring role) and `no_privileges` (no GRANTs, no database ACL, no
+    role-specific settings), as pg_restore's --no-owner / --no-privileges.
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():
@@ -42,6 +47,10 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
         options = {k: v for k, v in {"key_pattern": key_pattern, "into_db": into_db}.items() if v is not None}
         if options and engine.name != "redis":
             raise ConfigError("key_pattern and into_db apply to Redis targets only")
+        if no_owner or no_privileges:
+            if engine.name != "postgres":
+                raise ConfigError("no_owner and no_privileges apply to PostgreSQL targets only")
+            options.update(no_owner=no_owner, no_privileges=no_privileges)
         result = restore_backup(engine, ctx, manifest, into, overwrite, databases, target_point, options)
         emit_backup_event("restored", manifest, {"restored": result.restored, "seconds": result.seconds,
                                                  "recovery_target": target_point.settings(),
@@ -50,4 +59,4 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
         if not result.comparison.ok:
             raise IntegrityError(f"restored data differs from backup {manifest.id}: {result.comparison.summary()}")
     return {"backup_id": manifest.id, "restored": result.restored, "seconds": result.seconds,
-            "comparison": result.comparison.rows()}
+            "comparison": result.comparison.rows(), "notes": list(getattr(result, "notes", []))}

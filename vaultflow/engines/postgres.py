@@ -18,7 +18,6 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.pg_client import (PostgresConfig, choose_bin_dir, client_env, connect,
                                          dump_command, globals_command, restore_command, server_bin_dir,
@@ -26,9 +25,12 @@ from vaultflow.engines.pg_client import (PostgresConfig, choose_bin_dir, client_
 from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError,
                               VaultflowError)
 from vaultflow.keys import encode_name
-from vaultflow.manifest import (BackupKind, Manifest, StoredObject, TableFingerprint,
+from vaultflow.engines.pg_db_properties import create_database, read_properties
+from vaultflow.engines.pg_logical_restore import (default_restore_name, drill_logical, drop_database,  # noqa: F401
+                                                  restore_logical)
+from vaultflow.manifest import (BackupKind, DatabaseProperties, Manifest, StoredObject, TableFingerprint,
                                 new_backup_id)
-from vaultflow.pipeline import dump_into_store, feed_process, open_verified
+from vaultflow.pipeline import dump_into_store
 
 # Fingerprint code lives in pg_fingerprint.py; these names stay importable from here.
 from vaultflow.engines.pg_fingerprint import (ROW_HASH, TABLES_SQL, fingerprint_table,  # noqa: E402,F401
@@ -95,6 +97,8 @@ class PostgresEngine:
         repo = ctx.repository
         version = self.check()
         databases = self.databases_to_back_up()
+        with connect(self.config) as conn:  # recreated by restores under any name (pg_db_properties)
+            properties = {db: read_properties(conn, db) for db in databases}
         bin_dir = self.bin_dir
         started = datetime.now(timezone.utc)
         backup_id = new_backup_id(BackupKind.FULL, started)
@@ -124,6 +128,7 @@ class PostgresEngine:
                 mode="logical", started_at=started, finished_at=datetime.now(timezone.utc),
                 consistency={"method": "exported snapshot per database", "snapshots": snapshots},
                 objects=objects, fingerprints=fingerprints, server_version=version,
+                database_properties={db: p for db, p in properties.items() if p is not None},
                 tool_versions={"pg_dump": tool_version(bin_dir, "pg_dump")},
                 timings=timings, lineage=ctx.lineage)
             repo.commit(manifest)
@@ -189,7 +194,9 @@ class PostgresEngine:
     # -- restore ------------------------------------------------------------------------
     def restore(self, ctx: BackupContext, manifest: Manifest, *, into: str | None = None,
                 overwrite: bool = False, databases: list[str] | None = None,
-                no_owner: bool = False, recovery_target=None) -> RestoreResult:
+                no_owner: bool = False, no_privileges: bool = False, recovery_target=None) -> RestoreResult:
+        """Physical: recover into the directory `into`. Logical: see pg_logical_restore.restore_logical
+        (`no_owner` / `no_privileges` for a restoring role that is not a superuser)."""
         if manifest.mode == "physical":
             from vaultflow.engines.pg_recovery import RecoveryTarget
             if overwrite or databases:
@@ -202,57 +209,8 @@ class PostgresEngine:
         if recovery_target is not None and not recovery_target.immediate:
             raise ConfigError(f"backup {manifest.id} is a logical dump: point-in-time restore needs a physical "
                               "backup and the WAL archive (mode='physical' on the target)")
-        dumps = [o for o in manifest.objects if o.role == "database-dump"]
-        if databases:
-            unknown = set(databases) - {o.database for o in dumps}
-            if unknown:
-                raise NotFoundError(f"backup {manifest.id} has no database {', '.join(sorted(unknown))}")
-            dumps = [o for o in dumps if o.database in databases]
-        if into and len(dumps) != 1:
-            raise RefusedError(f"`into` names one database but backup {manifest.id} holds {len(dumps)}; "
-                               "pick one with `databases`")
-        targets = {o.database: into or default_restore_name(o.database, manifest.id) for o in dumps}
-        clashes = [t for t in targets.values() if self.database_exists(t)]
-        if clashes and not overwrite:
-            raise RefusedError(f"database(s) {', '.join(clashes)} already exist on {self.config.host}:"
-                               f"{self.config.port}; nothing was touched. Restore under another name "
-                               "(`into`) or pass overwrite=True to replace it")
-        start = time.monotonic()
-        results = []
-        with client_env(self.config, ()) as env:  # each restore allows its own scratch database
-            for obj in dumps:
-                results += self._restore_database(ctx, manifest, obj, targets[obj.database], env, no_owner)
-        return RestoreResult(backup_id=manifest.id, restored=targets, seconds=time.monotonic() - start,
-                             comparison=Comparison(results))
-
-    def _restore_database(self, ctx, manifest, obj, target: str, env: dict, no_owner: bool):
-        """Restore into a scratch name, verify, then move into place: failure loses nothing."""
-        scratch = f"{target[:40]}_vf_{int(time.time() * 1000) % 10**9}"
-        self.create_database(scratch)
-        try:
-            reader, verifying, raw = open_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key),
-                                                   obj.sha256, obj.stored_size, name=f"{manifest.id}/{obj.key}")
-            with raw:
-                env.allow(scratch)
-                feed_process(reader, restore_command(self.bin_dir, scratch, no_owner), env, on_stderr=ctx.log,
-                             pass_fds=env.pass_fds)
-                verifying.check()
-            expected = manifest.fingerprints.get(obj.database, {})
-            actual = self.fingerprint(scratch, {t: f.method for t, f in expected.items()})
-            table_results = compare_database(obj.database, expected, actual)
-            replacing = self.database_exists(target)
-            if replacing and any(t.status != "match" for t in table_results):
-                raise IntegrityError(f"restored copy of {obj.database} does not match backup {manifest.id}'s "
-                                     f"fingerprints; {target} was left untouched")
-            with connect(self.config) as conn:
-                if replacing:
-                    conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(target)))
-                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                    sql.Identifier(scratch), sql.Identifier(target)))
-        except BaseException:
-            self.drop_database(scratch)
-            raise
-        return table_results
+        return restore_logical(self, ctx, manifest, into=into, overwrite=overwrite, databases=databases,
+                               no_owner=no_owner, no_privileges=no_privileges)
 
     # -- physical: start restored clusters ----------------------------------------------------
     def recover(self, ctx: BackupContext, manifest: Manifest, dest: Path, target) -> RestoreResult:
@@ -292,7 +250,7 @@ class PostgresEngine:
         return (self.config.restore_os_user or "postgres") if os.geteuid() == 0 else None
 
     def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
-        """Logical: each database into vaultflow_drill_<db>_<time>, compared, dropped.
+        """Logical: each database into vaultflow_drill_<db>_<time>_<random>, compared, dropped.
         Physical: the recovery path into a scratch data directory, compared, removed."""
         if manifest.mode == "physical":
             from vaultflow.engines.pg_recovery import RecoveryTarget
@@ -302,27 +260,16 @@ class PostgresEngine:
                 return self.recover(ctx, manifest, work / "data", RecoveryTarget())
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-        tables, seconds, restored = [], 0.0, {}
-        for database in sorted({o.database for o in manifest.objects if o.database}):
-            scratch = f"vaultflow_drill_{database[:30]}_{stamp}"
-            try:
-                result = self.restore(ctx, manifest, into=scratch, databases=[database])
-                tables += result.comparison.tables
-                seconds += result.seconds
-                restored.update(result.restored)
-            finally:
-                self.drop_database(scratch)
-        return RestoreResult(backup_id=manifest.id, restored=restored, seconds=seconds,
-                             comparison=Comparison(tables))
+        return drill_logical(self, ctx, manifest)
 
-    def create_database(self, name: str) -> None:
+    def create_database(self, name: str, properties: DatabaseProperties | None = None) -> None:
+        """CREATE DATABASE `name` from template0, with the encoding and locale of `properties`."""
         with connect(self.config) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+            create_database(conn, name, properties, name)
 
     def drop_database(self, name: str) -> None:
-        with connect(self.config) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        """Drop `name` if it exists, its subscriptions first (see pg_logical_restore.drop_database)."""
+        drop_database(self.config, name)
 
 
 def local_root(repository) -> Path | None:
@@ -330,8 +277,3 @@ def local_root(repository) -> Path | None:
     None for S3 and mirrors (their restore_command reads a private spec file instead)."""
     from vaultflow.stores.local import LocalStore
     return repository.store.root if isinstance(repository.store, LocalStore) else None
-
-
-def default_restore_name(database: str, backup_id: str) -> str:
-    """A new database name that says where it came from: <db>_restore_20261126t020000."""
-    return f"{database[:40]}_restore_{backup_id[:15].lower()}"
