@@ -12,7 +12,7 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact
                             fail_fast_on_permanent_errors, load_repository, load_target,
                             publish_catalog, run_name)
 from tasks.prune import delete_backup, delete_objects
-from vaultflow.retention import BackupRef, plan
+from vaultflow.retention import clock_problems, plan
 from vaultflow.wal import archived_names, delete_wal, wal_not_needed
 
 
@@ -30,7 +30,10 @@ def prunable_wal(repo, target: str, manifests, decisions) -> list[str]:
 def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry_run: bool = False) -> dict:
     """Delete what the retention policy does not keep (manifest first, then payload).
 
-    With dry_run the plan is published and nothing is deleted.
+    Backups whose recorded time cannot be trusted (a worker's wrong clock, judged against this
+    worker's clock and the store's timestamps) are held: kept, in no retention slot, logged as
+    warnings and returned under "clock_problems" (id -> why and what to do). With dry_run the
+    plan is published and nothing is deleted.
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():
@@ -43,15 +46,21 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
         else:
             targets = repo.targets()
         rows, deleted, kept, orphans, partial, wal_deleted = [], [], [], 0, 0, 0
+        held: dict[str, str] = {}  # misdated backups (clock problems) -> why
         for engine, name in targets:
             catalog = repo.catalog(engine, name)
-            decisions = plan([BackupRef.from_manifest(m) for m in catalog.manifests], policy, now)
+            # With the store's timestamps: a second clock against a worker whose clock is wrong.
+            decisions = plan(catalog.refs(), policy, now)
+            misdated = clock_problems(catalog.refs(), now, policy.clock_tolerance)
             for manifest in reversed(catalog.manifests):
                 decision = decisions[manifest.id]
                 rows.append({"target": f"{engine}/{name}", "backup": manifest.id, "kind": manifest.kind.value,
                              "action": "keep" if decision.keep else ("would delete" if dry_run else "delete"),
                              "reason": ", ".join(decision.reasons)})
                 (kept if decision.keep else deleted).append(manifest.id)
+                if manifest.id in misdated:
+                    held[manifest.id] = misdated[manifest.id]
+                    logger.warning(f"{engine}/{name} {manifest.id}: {', '.join(decision.reasons)}")
                 if not decision.keep and not dry_run:
                     delete_backup(repo, manifest)
                     repo.forget_check(manifest)
@@ -80,5 +89,5 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
         logger.info(f"prune{' (dry run)' if dry_run else ''}: keep {len(kept)}, delete {len(deleted)}, "
                     f"orphan objects {orphans}, interrupted writes removed {partial}")
     return {"kept": kept, "deleted": deleted, "orphan_objects": orphans,
-            "partial_writes_removed": partial,
+            "partial_writes_removed": partial, "clock_problems": held,
             "wal_deleted": wal_deleted, "dry_run": dry_run}

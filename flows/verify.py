@@ -60,9 +60,12 @@ def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, de
             targets = [(block.engine().name, block.name)]
         else:
             targets = repo.targets()
-        rows, failures = [], []
+        rows, failures, clocks = [], [], {}
         for engine, name in targets:
             catalog = repo.catalog(engine, name)
+            # Intact but misdated backups (a worker's wrong clock) are reported, not failed:
+            # retention holds them and 'latest' skips them until the clock is fixed.
+            misdated = catalog.clock_problems()
             for problem in catalog.problems:
                 rows.append({"target": f"{engine}/{name}", "backup": problem.key, "objects": 0,
                              "result": "UNREADABLE", "detail": problem.message})
@@ -75,8 +78,13 @@ def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, de
                 if chain_problem:
                     bad.append(ObjectCheck(manifest.id, "(chain)", False, chain_problem))
                     detail = f"{detail}; {chain_problem}"
+                if manifest.id in misdated:
+                    clocks[manifest.id] = misdated[manifest.id]
+                    logger.warning(f"{engine}/{name} {manifest.id}: {misdated[manifest.id]}; retention holds it "
+                                   "and 'latest' skips it")
                 rows.append({"target": f"{engine}/{name}", "backup": manifest.id, "objects": len(checks),
-                             "result": "ok" if not bad else "CORRUPT", "detail": detail})
+                             "result": "ok" if not bad else "CORRUPT", "detail": detail,
+                             "clock": misdated.get(manifest.id, "ok")})
                 failures += [f"{manifest.id}/{c.key}: {c.detail}" for c in bad]
                 record_check(repo, manifest, "verify" if deep else "quick-verify", not bad, detail)
                 emit_backup_event("verified", manifest, {"ok": not bad, "deep": deep, "problems": detail if bad else ""})
@@ -89,4 +97,4 @@ def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, de
         logger.info(f"verified {len(rows)} backups in {len(targets)} targets: {len(failures)} problems")
         if failures:
             raise IntegrityError(f"{len(failures)} problems in {repo.description}: " + "; ".join(failures[:5]))
-    return {"backups": len(rows), "problems": failures}
+    return {"backups": len(rows), "problems": failures, "clock_problems": clocks}
