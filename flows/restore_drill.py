@@ -24,7 +24,10 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
         result = drill_backup(engine, ctx, manifest)
         results, seconds = result.comparison.tables, result.seconds
-        mismatched = [t for t in results if t.status != "match"]
+        # comparison.mismatches, not status != "match": a physical restore lists unlogged tables as
+        # "expected empty (unlogged)" (correct: PostgreSQL does not WAL-log their rows) in the artifact.
+        mismatched = result.comparison.mismatches
+        unlogged_empty = [t for t in results if t.status == "expected empty (unlogged)"]
         rto_met = seconds <= rto_objective_s
         rows = [t.as_row() for t in results]
         rows.append({"database": "(all)", "table": f"RTO {seconds:.1f} s / objective {rto_objective_s:.0f} s",
@@ -33,6 +36,9 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
                               description=f"Restore drill of {manifest.id}")
         ok = rto_met and not mismatched
         detail = f"{len(results) - len(mismatched)}/{len(results)} tables match, restore {seconds:.1f} s"
+        if unlogged_empty:
+            detail += (f"; {len(unlogged_empty)} unlogged tables came back empty, as PostgreSQL restores them: "
+                       + ", ".join(f"{t.database}.{t.table}" for t in unlogged_empty[:10]))
         record_check(repo, manifest, "drill", ok, detail)
         emit_backup_event("drilled", manifest, {"ok": ok, "seconds": seconds, "rto_objective_s": rto_objective_s,
                                                 "mismatched": [f"{t.database}.{t.table}" for t in mismatched]})

@@ -13,7 +13,7 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact
 from tasks.verify import verify_backup
 from vaultflow.errors import IntegrityError
 from vaultflow.repository import ObjectCheck
-from vaultflow.wal import archived_names, check_continuity
+from vaultflow.wal import archived_names, check_backup_wal
 
 
 def broken_chain(catalog, manifest) -> str | None:
@@ -33,16 +33,20 @@ def broken_chain(catalog, manifest) -> str | None:
 
 
 def check_wal_archive(repo, target: str, manifests) -> tuple[list[dict], list[str]]:
-    """WAL continuity from the oldest physical backup to the newest archived segment."""
+    """WAL continuity for each physical backup: from its start segment through its stop segment
+    and on to the newest archived segment of the timeline a restore of it follows (gaps and
+    timelines named; a missing timeline history file too). Nothing to check without an archive."""
     physical = [m for m in manifests if m.mode == "physical" and m.consistency.get("start_wal_file")]
-    if not physical or not archived_names(repo, target):
+    names = archived_names(repo, target) if physical else []
+    if not physical or not names:
         return [], []
-    start = physical[0].consistency["start_wal_file"]
-    gaps = check_continuity(repo, target, start)
-    detail = (f"missing {len(gaps)}: {', '.join(gaps[:5])}" if gaps else f"continuous from {start}")
-    row = {"target": f"postgres/{target}", "backup": "WAL archive", "objects": len(archived_names(repo, target)),
-           "result": "GAPS" if gaps else "ok", "detail": detail}
-    return [row], [f"WAL archive of {target}: {detail}"] if gaps else []
+    results = [check_backup_wal(repo, target, m.id, m.consistency, names=names) for m in physical]
+    bad = [r for r in results if not r.ok]
+    detail = ("; ".join(r.problem for r in bad) if bad else
+              f"continuous for {len(results)} physical backups (timeline {results[-1].timeline})")
+    row = {"target": f"postgres/{target}", "backup": "WAL archive", "objects": len(names),
+           "result": "GAPS" if bad else "ok", "detail": detail}
+    return [row], [f"WAL archive of {target}: {r.problem}" for r in bad]
 
 
 @flow(name="verify", flow_run_name=run_name("verify"), log_prints=True, **FLOW_RETRIES)

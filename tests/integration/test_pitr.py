@@ -147,6 +147,8 @@ def test_missing_segment_is_named_and_earlier_points_still_restore(archiving, se
         engine.recover(BackupContext(repo), manifest, work / "beyond", RecoveryTarget(time=t_after))
 
     result = engine.recover(BackupContext(repo), manifest, work / "before", RecoveryTarget(time=t_before))
-    assert result.restored == {"cluster": str(work / "before")}
+    assert result.restored == {"cluster": str(work / "before"), "recovery_target_timeline": "1", "timeline": "2",
+                               "timeline_history": "00000002.history archived"}
+    assert not (work / "beyond").exists() and not (work / "beyond.log").exists(), "the failed restore left nothing"
     assert [t.database for t in result.comparison.tables] == ["(cluster)"], \
         "files checked against backup_manifest; no fingerprint comparison away from the backup's own point"

@@ -34,6 +34,7 @@ from typing import BinaryIO
 
 import psycopg
 
+from vaultflow.compare import Comparison, TableComparison
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import (
     PostgresConfig,
@@ -246,7 +247,8 @@ def physical_full_backup(config: PostgresConfig, ctx: BackupContext, *, bin_dir:
     after pg_basebackup finished, on the live server: they equal the restored cluster's only
     when nothing writes during the backup (the tests make it so). A physical copy has no
     snapshot to share with a query; its own consistency point is start/stop LSN below.
-    Unlogged tables are recorded as empty: a base backup does not copy their rows.
+    Unlogged tables are listed per database in consistency["unlogged_tables"]: a base backup
+    does not copy their rows, so a restore brings them back empty (and says so).
     """
     facts = _server_facts(config)
 
@@ -285,7 +287,7 @@ def run_basebackup(config: PostgresConfig, ctx: BackupContext, kind: BackupKind,
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprints")
     try:
         with repo.uncommitted(ENGINE, config.name, backup_id, ctx.log):
-            fingerprinting = pool.submit(_fingerprint_all, config)
+            fingerprinting = pool.submit(fingerprints_and_unlogged, config)
             with client_env(config, ["replication"]) as env:  # pg_basebackup: a replication connection
                 t0 = time.monotonic()
                 try:
@@ -294,7 +296,7 @@ def run_basebackup(config: PostgresConfig, ctx: BackupContext, kind: BackupKind,
                     raise classify(exc) from exc
                 timings["basebackup"] = time.monotonic() - t0
             t0 = time.monotonic()
-            fingerprints = fingerprinting.result()
+            fingerprints, unlogged = fingerprinting.result()
             timings["fingerprints_wait"] = time.monotonic() - t0
 
             label_bytes, manifest_file = sniffer.captured_bytes("backup_label"), sniffer.captured.get("backup_manifest")
@@ -325,7 +327,7 @@ def run_basebackup(config: PostgresConfig, ctx: BackupContext, kind: BackupKind,
                              "stop_lsn": ranges[-1]["End-LSN"], "timeline": label.timeline,
                              "start_wal_file": label.start_wal_file, "checkpoint_lsn": label.checkpoint_lsn,
                              "wal_ranges": ranges, "label": label.label, "manifest_checksums": checksums,
-                             **extra},
+                             "unlogged_tables": unlogged, **extra},
                 objects=objects, fingerprints=fingerprints, server_version=server_version,
                 tool_versions={"pg_basebackup": tool_version(bin_dir, "pg_basebackup")},
                 timings=timings, lineage=ctx.lineage)
@@ -339,30 +341,89 @@ def run_basebackup(config: PostgresConfig, ctx: BackupContext, kind: BackupKind,
 
 UNLOGGED_SQL = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND c.relpersistence = 'u'
+WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'u'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY 1, 2
 """
+# How a physical restore's comparison lists an unlogged table that came back empty: a base
+# backup copies only their init fork and recovery resets them (PostgreSQL docs, CREATE TABLE
+# "UNLOGGED"); neither "match" (it may have held rows) nor "mismatch" (it is right).
+UNLOGGED_EMPTY = "expected empty (unlogged)"
+_OK = ("match", UNLOGGED_EMPTY)
+
+
+def unlogged_tables(conn: psycopg.Connection) -> list[str]:
+    """'schema.table' of every unlogged table in the connected database, sorted."""
+    return [f"{schema}.{table}" for schema, table in conn.execute(UNLOGGED_SQL).fetchall()]
+
+
+@dataclass(frozen=True)
+class PhysicalComparison(Comparison):
+    """A physical restore's comparison: "expected empty (unlogged)" counts as correct, and the
+    summary says how many tables it covers."""
+
+    @property
+    def ok(self) -> bool:
+        return all(t.status in _OK for t in self.tables)
+
+    @property
+    def mismatches(self) -> list[TableComparison]:
+        return [t for t in self.tables if t.status not in _OK]
+
+    def summary(self) -> str:
+        empty = sum(1 for t in self.tables if t.status == UNLOGGED_EMPTY)
+        note = f" ({empty} unlogged: expected empty)" if empty else ""
+        if self.ok:
+            return f"{len(self.tables)} tables match{note}"
+        names = ", ".join(f"{t.database}.{t.table} ({t.status})" for t in self.mismatches[:5])
+        return f"{len(self.mismatches)} of {len(self.tables)} tables differ: {names}{note}"
+
+
+def with_unlogged(tables: list[TableComparison], unlogged: dict[tuple[str, str], int]
+                  ) -> tuple[list[TableComparison], list[str]]:
+    """Mark the unlogged tables of a restored cluster (`unlogged`: (database, 'schema.table')
+    -> rows in the copy) in a comparison: empty ones are UNLOGGED_EMPTY (whatever the backup's
+    fingerprint said), ones with rows are a "mismatch"; unlogged tables the comparison lacked
+    (no fingerprints) are added. Returns the tables and 'database.schema.table' of the empty ones."""
+    result, seen = [], set()
+    for t in tables:
+        rows = unlogged.get((t.database, t.table))
+        if rows is not None:
+            seen.add((t.database, t.table))
+            t = TableComparison(t.database, t.table, t.expected_rows, rows, UNLOGGED_EMPTY if rows == 0 else "mismatch")
+        result.append(t)
+    for (database, table), rows in sorted(unlogged.items()):
+        if (database, table) not in seen:
+            result.append(TableComparison(database, table, None, rows, UNLOGGED_EMPTY if rows == 0 else "mismatch"))
+    empty = [f"{database}.{table}" for (database, table), rows in sorted(unlogged.items()) if rows == 0]
+    return result, empty
 
 
 def _fingerprint_all(config: PostgresConfig) -> dict[str, dict[str, TableFingerprint]]:
-    """Every table's fingerprint, per database; none when the target turned them off (restores
-    then rest on pg_verifybackup against the server's backup_manifest)."""
-    if not config.physical_fingerprints:
-        return {}
+    """Every table's fingerprint per database; see fingerprints_and_unlogged."""
+    return fingerprints_and_unlogged(config)[0]
+
+
+def fingerprints_and_unlogged(config: PostgresConfig
+                              ) -> tuple[dict[str, dict[str, TableFingerprint]], dict[str, list[str]]]:
+    """Every table's fingerprint per database (none when the target turned them off: restores
+    then rest on pg_verifybackup against the server's backup_manifest), and the unlogged tables
+    per database (always: recorded in the manifest because a restore brings them back empty).
+    An unlogged table's fingerprint is its live one; the restore reports it expected empty."""
     with connect(config) as conn:
         databases = [r[0] for r in conn.execute(
             "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1").fetchall()]
-    result = {}
+    prints_by_db, unlogged_by_db = {}, {}
     for database in databases:
         with connect(config, database) as conn:
-            conn.execute("SET max_parallel_workers_per_gather = 0")  # leave the cores to the backup
-            prints = fingerprint_tables(conn)
-            for schema, table in conn.execute(UNLOGGED_SQL).fetchall():
-                name = f"{schema}.{table}"  # a base backup copies only their init fork: empty
-                prints[name] = TableFingerprint(rows=0, digest="0", method=prints[name].method)
-        result[database] = prints
-    return result
+            unlogged = unlogged_tables(conn)
+            if unlogged:
+                unlogged_by_db[database] = unlogged
+            if config.physical_fingerprints:
+                conn.execute("SET max_parallel_workers_per_gather = 0")  # leave the cores to the backup
+                prints_by_db[database] = fingerprint_tables(conn)
+    return prints_by_db, unlogged_by_db
 
 
-__all__ = ["BASE_OBJECT", "MANIFEST_OBJECT", "BackupLabel", "basebackup_command",
-           "manifest_checksum_algorithm", "parse_backup_label", "physical_full_backup", "read_manifest_facts"]
+__all__ = ["BASE_OBJECT", "MANIFEST_OBJECT", "UNLOGGED_EMPTY", "BackupLabel", "PhysicalComparison", "basebackup_command",
+           "manifest_checksum_algorithm", "parse_backup_label", "fingerprints_and_unlogged", "physical_full_backup", "read_manifest_facts", "unlogged_tables", "with_unlogged"]

@@ -21,20 +21,25 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
-from vaultflow.compare import Comparison, compare_database
+from vaultflow.compare import compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.pg_cluster import RunningCluster, set_auto_conf, start_cluster, stop_cluster
 from vaultflow.engines.pg_chain import restore_chain
-from vaultflow.engines.pg_physical import RESTORED_SETTINGS
+from vaultflow.engines.pg_physical import RESTORED_SETTINGS, UNLOGGED_SQL, PhysicalComparison, with_unlogged
 from vaultflow.engines.pg_physical_restore import restore_physical
 from vaultflow.engines.pg_verify import verify_restored
 from vaultflow.engines.postgres import fingerprint_tables
-from vaultflow.errors import ConfigError, RefusedError, ToolError
+from vaultflow.errors import ConfigError, NotFoundError, RefusedError, ToolError, VaultflowError
+from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
 from vaultflow.ports import free_port
 from vaultflow.stores.base import Store
 from vaultflow.stores.spec import spec_file
+from vaultflow.wal import (DEFAULT_SEGMENT_SIZE, TimelinePlan, archive_file, archived_names, describe_gaps, history_name,
+                           parse_lsn, parse_segment, plan_timeline, segment_name, wal_gaps)
+from vaultflow.wal.timelines import archive_end
 
 
 def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None,
@@ -93,8 +98,12 @@ def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, use
                                  application_name="vaultflow-drill", autocommit=True) as conn:
                 actual = fingerprint_tables(conn, {t: f.method for t, f in expected.items()})
             tables += compare_database(database, expected, actual)
-        return RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables),
-                             restored={db: f"scratch cluster (port {cluster.port}, removed)" for db in manifest.fingerprints})
+        tables, empty = with_unlogged(tables, _unlogged_rows(cluster, user))
+        restored = {db: f"scratch cluster (port {cluster.port}, removed)" for db in manifest.fingerprints}
+        if empty:
+            restored["unlogged_tables_empty"] = ", ".join(empty)
+        return RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=PhysicalComparison(tables),
+                             restored=restored)
     finally:
         if cluster is not None:
             stop_cluster(cluster)
@@ -109,6 +118,7 @@ class RecoveryTarget:
     time: datetime | None = None
     lsn: str | None = None
     name: str | None = None
+    timeline: int | None = None  # recovery_target_timeline; default: see wal.timelines.plan_timeline
 
     def settings(self) -> dict[str, str]:
         given = [k for k in ("time", "lsn", "name") if getattr(self, k) is not None]
@@ -212,31 +222,47 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
     repository store to fetch WAL from (S3, mirror) through a spec file that exists only while
     recovery runs (fetch_spec_file; deleted on promotion and on failure); `wal_cli` runs
     `python -m vaultflow.wal_cli` for it.
+
+    Archive recovery follows the timeline `plan_timeline` picks from the repository's archive
+    (or `target.timeline`), set as `recovery_target_timeline`; segments of a newer timeline
+    whose history file is missing refuse the restore (NotFoundError naming the file) before
+    anything is written. Promotion starts a new timeline: its history file is archived into
+    the repository at once (PostgreSQL would have archived it, had archive_mode been on), so
+    a later recovery can follow the copy's timeline and never reuses its number. The result's
+    `restored` names the cluster, `recovery_target_timeline`, the copy's `timeline`, and the
+    unlogged tables that came back empty; the comparison lists those as "expected empty
+    (unlogged)". A failure (ToolError; NotFoundError naming the first missing WAL segment when
+    the archive has a hole or ends before the target) leaves `dest` as it was (absent or
+    empty) and no server log behind.
     """
     if not target.immediate and not fetch_command and fetch_store is None:
         raise ConfigError("point-in-time recovery needs the WAL archive: give fetch_command (restore_command) "
                           "or fetch_store")
     if dest.exists() and any(dest.iterdir()):
         raise RefusedError(f"{dest} is not empty; restore into a new directory")
+    archive_recovery = bool(fetch_command) or (fetch_store is not None and not target.immediate)
+    plan = plan_recovery_timeline(ctx.repository, manifest, target.timeline) if archive_recovery else None
     t0 = time.monotonic()
-    restore_chain(ctx, manifest, dest, bin_dir=bin_dir,
-                  catalog=ctx.repository.catalog(manifest.engine, manifest.target))
-    verified = verify_restored(dest, bin_dir, manifest.id)
+    created = not dest.exists()
+    log_file = dest.parent / f"{dest.name}.log"
     cluster: RunningCluster | None = None
     try:
+        restore_chain(ctx, manifest, dest, bin_dir=bin_dir,
+                      catalog=ctx.repository.catalog(manifest.engine, manifest.target))
+        verified = verify_restored(dest, bin_dir, manifest.id)
         with ExitStack() as recovery_only:  # the spec file (it may hold a secret) lives until promotion
             if fetch_store is not None and not fetch_command and not target.immediate:
                 spec = recovery_only.enter_context(fetch_spec_file(fetch_store, dest, run_as))
                 fetch_command = default_fetch_command(None, manifest.target, repo_config=spec, wal_cli=wal_cli)
-            if fetch_command:  # archive recovery: replay archived WAL up to the target, then promote
+            if plan is not None:  # archive recovery: replay archived WAL up to the target, then promote
                 set_auto_conf(dest, {**target.settings(), "recovery_target_action": "promote",
+                                     "recovery_target_timeline": str(plan.timeline),
                                      "restore_command": f"{fetch_command} %f %p", **RESTORED_SETTINGS})
                 (dest / "recovery.signal").touch()
             # else: no archive; the backup_label's crash recovery replays the WAL inside the backup
             # (-X fetch) to its consistent end point, exactly the backup's own state.
             (dest / "pg_hba.conf").write_text("# vaultflow restore: private socket only until you change it\n"
                                               "local all all trust\n")
-            log_file = dest.parent / f"{dest.name}.log"
             try:
                 cluster = start_restored_cluster(dest, bin_dir, run_as=run_as, host="", log_file=log_file, env=env,
                                                  timeout=timeout)
@@ -244,23 +270,139 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
             except ToolError as exc:
                 raise _fetch_failure(log_file, exc) from exc
         seconds = time.monotonic() - t0
+        restored = {"cluster": str(dest),
+                    "recovery_target_timeline": str(plan.timeline if plan else manifest.consistency.get("timeline"))}
+        restored.update(_record_timeline(ctx, manifest, cluster, user, dest, plan))
         tables = [verified] if verified else []
         if target.immediate:
             for database, expected in manifest.fingerprints.items():
-                with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname=database,
-                                     autocommit=True) as conn:
+                with _connect(cluster, user, database) as conn:
                     tables += compare_database(database, expected,
                                                fingerprint_tables(conn, {t: f.method for t, f in expected.items()}))
-        result = RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables),
-                               restored={"cluster": str(dest)})
-    except BaseException:
+        tables, empty = with_unlogged(tables, _unlogged_rows(cluster, user))
+        if empty:
+            restored["unlogged_tables_empty"] = ", ".join(empty)
+            ctx.log(f"unlogged tables come back empty after a physical restore (PostgreSQL does not WAL-log "
+                    f"their rows): {', '.join(empty)}")
+        result = RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=PhysicalComparison(tables),
+                               restored=restored)
+    except BaseException as exc:
         if cluster is not None:
             stop_cluster(cluster)
+        _remove_failed_restore(dest, created, log_file)
+        if plan is not None and isinstance(exc, ToolError):
+            raise explain_recovery_failure(ctx.repository, manifest, plan, exc) from exc
         raise
     if not keep_running:
         stop_cluster(cluster)
         cluster = None
     return result, cluster
+
+
+def _connect(cluster: RunningCluster, user: str, database: str) -> psycopg.Connection:
+    return psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname=database,
+                           autocommit=True, application_name="vaultflow-restore")
+
+
+def _unlogged_rows(cluster: RunningCluster, user: str) -> dict[tuple[str, str], int]:
+    """(database, 'schema.table') -> rows, for every unlogged table of a running restored copy."""
+    with _connect(cluster, user, "postgres") as conn:
+        databases = [r[0] for r in conn.execute(
+            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1").fetchall()]
+    found: dict[tuple[str, str], int] = {}
+    for database in databases:
+        with _connect(cluster, user, database) as conn:
+            for schema, table in conn.execute(UNLOGGED_SQL).fetchall():
+                query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+                found[(database, f"{schema}.{table}")] = conn.execute(query).fetchone()[0]
+    return found
+
+
+def _remove_failed_restore(dest: Path, created: bool, log_file: Path) -> None:
+    """A failed restore leaves `dest` as it found it (absent, or empty) and no server log."""
+    if created:
+        shutil.rmtree(dest, ignore_errors=True)
+    elif dest.is_dir():
+        empty_directory(dest)
+    log_file.unlink(missing_ok=True)
+
+
+def _record_timeline(ctx: BackupContext, manifest: Manifest, cluster: RunningCluster, user: str, dest: Path,
+                     plan: TimelinePlan | None) -> dict[str, str]:
+    """The copy's timeline; when promotion started a new one, its history file goes into the
+    archive of the backup's target now (the copy itself never archives)."""
+    with _connect(cluster, user, "postgres") as conn:
+        walfile = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+    timeline = int(walfile[:8], 16)
+    facts = {"timeline": str(timeline)}
+    if plan is not None and timeline != plan.timeline:
+        name = history_name(timeline)
+        path = dest / "pg_wal" / name
+        try:
+            stored = archive_file(path, ctx.repository, manifest.target)
+        except (OSError, VaultflowError) as exc:
+            raise ToolError(f"the restored cluster in {dest} promoted to timeline {timeline}, but its history "
+                            f"file {name} could not be archived into {ctx.repository.description} ({exc}): "
+                            "without it no later recovery can follow that timeline. Check that the "
+                            "repository is writable from this worker, then restore again") from exc
+        facts["timeline_history"] = f"{name} {'archived' if stored else 'already archived'}"
+        ctx.log(f"restored cluster promoted to timeline {timeline} (recovered along timeline {plan.timeline}); "
+                f"{name} {'archived' if stored else 'was already archived'} for target {manifest.target}")
+    return facts
+
+
+def plan_recovery_timeline(repo, manifest: Manifest, requested: int | None = None) -> TimelinePlan:
+    """plan_timeline for `manifest` (a physical backup) over the archive of its target."""
+    consistency = manifest.consistency
+    return plan_timeline(repo, manifest.target, int(consistency.get("timeline", 1)),
+                         consistency.get("stop_lsn") or consistency.get("start_lsn") or 0, requested=requested)
+
+
+def explain_recovery_failure(repo, manifest: Manifest, plan: TimelinePlan, exc: ToolError) -> VaultflowError:
+    """Recovery that stops short is almost always a hole in the WAL archive, or its end: name
+    the first missing segment (and its timeline). Other failures come back unchanged."""
+    consistency = manifest.consistency
+    start = consistency.get("start_wal_file")
+    names = archived_names(repo, manifest.target)
+    if not start or not names:
+        return exc
+    stop = _stop_wal_file(manifest)
+    gaps = wal_gaps(plan, names, start, stop)
+    target = manifest.target
+    if gaps:
+        return NotFoundError(
+            f"WAL segment {gaps[0]} is missing from the archive of {target} (timeline {int(gaps[0][:8], 16)}): "
+            f"recovery of backup {manifest.id} along timeline {plan.timeline} cannot replay past it (missing: "
+            f"{describe_gaps(gaps[:50])}). Restore to a point before it, or put the segment back into the "
+            f"archive (did archiving stop? check archive_command and the spool). Server said: {_server_said(exc)}")
+    if "before configured recovery target was reached" in str(exc):
+        last = archive_end(plan, names)
+        if last is not None:
+            following = plan.name(parse_segment(last)[1] + 1)
+            return NotFoundError(
+                f"WAL segment {following} (timeline {int(following[:8], 16)}) is not in the archive of {target}: "
+                f"recovery of backup {manifest.id} replayed the archive along timeline {plan.timeline} through "
+                f"{last}, its newest segment, without reaching the recovery target. Ship the spool "
+                f"(archive-logs) and retry, or choose an earlier target. Server said: {_server_said(exc)}")
+    return exc
+
+
+def _server_said(exc: Exception) -> str:
+    """The FATAL/PANIC lines of a server log tail in `exc` (else its last line)."""
+    lines = str(exc).splitlines()
+    fatal = [ln.strip() for ln in lines if "FATAL:" in ln or "PANIC:" in ln]
+    return " | ".join(fatal[-2:]) if fatal else (lines[-1].strip() if lines else "")
+
+
+def _stop_wal_file(manifest: Manifest) -> str | None:
+    """The segment holding the end of the backup's WAL (its stop LSN), on the backup's timeline."""
+    consistency = manifest.consistency
+    if consistency.get("stop_wal_file"):
+        return consistency["stop_wal_file"]
+    stop = consistency.get("stop_lsn")
+    if not stop:
+        return None
+    return segment_name(int(consistency.get("timeline", 1)), max(parse_lsn(stop) - 1, 0) // DEFAULT_SEGMENT_SIZE)
 
 
 __all__ = ["RecoveryTarget", "default_fetch_command", "drill_physical", "fetch_spec_file", "recover",

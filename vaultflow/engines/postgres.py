@@ -214,7 +214,10 @@ class PostgresEngine:
 
     # -- physical: start restored clusters ----------------------------------------------------
     def recover(self, ctx: BackupContext, manifest: Manifest, dest: Path, target) -> RestoreResult:
-        """Restore a physical backup into `dest`, replay WAL to `target`, promote, compare."""
+        """Restore a physical backup into `dest`, replay WAL to `target`, promote, compare.
+
+        pg_recovery.recover picks the timeline, archives a new timeline's history file, and
+        names the first missing WAL segment when recovery stops short (NotFoundError)."""
         from vaultflow.engines.pg_recovery import default_fetch_command, recover
         major = int(str(manifest.server_version).split(".")[0])
         fetch, fetch_store = self.config.wal_fetch_command, None
@@ -224,27 +227,10 @@ class PostgresEngine:
                 fetch = default_fetch_command(root, self.config.name)
             else:  # S3 or a mirror: a private spec file read by restore_command, deleted after recovery
                 fetch_store = ctx.repository.store
-        try:
-            result, _ = recover(ctx, manifest, dest, bin_dir=server_bin_dir(self.config, major), user=self.config.user,
-                                target=target, fetch_command=fetch, fetch_store=fetch_store,
-                                run_as=self._cluster_os_user())
-        except ToolError as exc:
-            if fetch is None and fetch_store is None:
-                raise
-            raise self._explain_recovery_failure(ctx, manifest, exc) from exc
+        result, _ = recover(ctx, manifest, dest, bin_dir=server_bin_dir(self.config, major), user=self.config.user,
+                            target=target, fetch_command=fetch, fetch_store=fetch_store,
+                            run_as=self._cluster_os_user())
         return result
-
-    def _explain_recovery_failure(self, ctx: BackupContext, manifest: Manifest, exc: ToolError) -> VaultflowError:
-        """Recovery that stops short is almost always a hole in the WAL archive: name it."""
-        from vaultflow.wal import archived_names, check_continuity
-        start = manifest.consistency.get("start_wal_file")
-        gaps = check_continuity(ctx.repository, self.config.name, start) \
-            if start and archived_names(ctx.repository, self.config.name) else []
-        if gaps:
-            return NotFoundError(f"WAL segment {gaps[0]} is missing from the archive of {self.config.name} "
-                                 f"({len(gaps)} missing after backup {manifest.id}): recovery cannot replay past it. "
-                                 f"Restore to a point before it, or find the segment. Server said: {exc}")
-        return exc
 
     def _cluster_os_user(self) -> str | None:
         return (self.config.restore_os_user or "postgres") if os.geteuid() == 0 else None

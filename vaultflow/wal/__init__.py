@@ -15,6 +15,7 @@ loses nothing (at worst a segment is shipped twice; the second time is recognise
     push.py     wal_push (archive_command) into the spool; spooled; file helpers
     ship.py     ship_spool, ShipResult, the JSON records (read_record), the ship lock
     archive.py  wal_fetch (restore_command), archived_names, check_continuity, retention
+    timelines.py  which timeline recovery follows (plan_timeline), gaps along it (wal_gaps)
 
 This package is imported by `python -m vaultflow.wal_cli push` on every WAL segment: keep the
 top-level imports of all its modules to the standard library. Store, pipeline and zstd imports
@@ -26,12 +27,15 @@ from vaultflow.wal.names import (DEFAULT_SEGMENT_SIZE, ENGINE, is_history, is_se
                                  object_key, parse_history, parse_lsn, parse_segment, record_key, segment_name,
                                  wal_order, wal_prefix)
 from vaultflow.wal.push import TMP_PREFIX, WalError, spooled, wal_push
-from vaultflow.wal.ship import LOCK_NAME, RECORD_FIELDS, ShipResult, read_record, ship_spool
+from vaultflow.wal.ship import LOCK_NAME, RECORD_FIELDS, ShipResult, archive_file, read_record, ship_spool
+from vaultflow.wal.timelines import (BackupWal, TimelinePlan, archive_end, check_backup_wal, describe_gaps, history_name,
+                                     plan_timeline, wal_gaps)
 
 __all__ = [
-    "DEFAULT_SEGMENT_SIZE", "ENGINE", "LOCK_NAME", "RECORD_FIELDS", "TMP_PREFIX", "ShipResult", "WalError",
-    "archived_names", "check_continuity", "delete_wal", "is_history", "is_segment", "is_wal_file",
+    "DEFAULT_SEGMENT_SIZE", "ENGINE", "LOCK_NAME", "RECORD_FIELDS", "TMP_PREFIX", "BackupWal", "ShipResult",
+    "TimelinePlan", "WalError", "archive_end", "archive_file", "archived_names", "check_backup_wal",
+    "check_continuity", "delete_wal", "describe_gaps", "history_name", "is_history", "is_segment", "is_wal_file",
     "next_segment", "object_key", "parse_history", "parse_lsn", "parse_segment", "read_record", "record_key",
-    "segment_name", "ship_spool", "spooled", "wal_fetch", "wal_not_needed", "wal_order", "wal_prefix",
-    "wal_push",
+    "plan_timeline", "segment_name", "ship_spool", "spooled", "wal_fetch", "wal_gaps", "wal_not_needed",
+    "wal_order", "wal_prefix", "wal_push",
 ]

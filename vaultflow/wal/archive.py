@@ -19,10 +19,8 @@ from vaultflow.wal.names import (
     is_segment,
     is_wal_file,
     object_key,
-    parse_history,
     parse_segment,
     record_key,
-    segment_name,
     wal_order,
     wal_prefix,
 )
@@ -107,67 +105,32 @@ def archived_names(repo: Repository | Store, target: str) -> list[str]:
     return sorted((n for n in names if is_wal_file(n)), key=wal_order)
 
 
-def _read_history(repo: Repository | Store, target: str, timeline: int) -> list[tuple[int, int]] | None:
-    """The archived history file of `timeline`, parsed; None when it is not archived."""
-    name = f"{timeline:08X}.history"
-    record = read_record(repo, target, name)
-    if record is None:
-        return None
-    from vaultflow.pipeline import open_verified
-
-    reader, verifying, raw = open_verified(_store_of(repo), object_key(target, name), record["sha256"],
-                                           record["stored_size"], f"WAL file {name}")
-    chunks = []
-    with raw:
-        while chunk := reader.read(1 << 16):
-            chunks.append(chunk)
-        verifying.check()
-    return parse_history(b"".join(chunks).decode())
-
-
 def check_continuity(repo: Repository | Store, target: str, start_wal_file: str,
                      timeline: int | None = None, *,
                      segment_size: int = DEFAULT_SEGMENT_SIZE) -> list[str]:
     """Segments missing between `start_wal_file` and the newest archived one (empty: no gap).
 
-    The chain follows `timeline` (default: the newest archived timeline) back through its
-    `.history` file the way recovery does: a segment is read from the newest timeline of the
-    history that had begun by that segment. A missing history file is itself reported.
+    The chain follows `timeline` (default: the timeline a restore would follow, see
+    timelines.plan_timeline: the newest one descending from the start with archived segments)
+    back through its `.history` file the way recovery does. A missing history file of a newer
+    timeline that has segments is itself reported, first.
     """
+    from vaultflow.wal.timelines import plan_timeline, wal_gaps
+
     names = archived_names(repo, target)
-    segments = {n for n in names if is_segment(n)}
     start_tli, start_segno = parse_segment(start_wal_file, segment_size)
-    if timeline is None:
-        timelines = [parse_segment(n, segment_size)[0] for n in segments]
-        timelines += [int(n[:8], 16) for n in names if is_history(n)]
-        timeline = max([start_tli, *timelines])
     missing: list[str] = []
-    # begins: [(timeline, first segment number it owns)], newest first
-    begins: list[tuple[int, int]] = [(timeline, 0)]
-    if timeline != start_tli:
-        history = _read_history(repo, target, timeline)
-        if history is None:
-            missing.append(f"{timeline:08X}.history")
-            on_new = [parse_segment(n, segment_size)[1] for n in segments
-                      if parse_segment(n, segment_size)[0] == timeline]
-            begins = [(timeline, min(on_new) if on_new else 1 << 64), (start_tli, 0)]
-        else:
-            begins, begin = [], 0
-            for parent, switch_lsn in history:
-                begins.append((parent, begin))
-                begin = switch_lsn // segment_size
-            begins.append((timeline, begin))
-            begins.reverse()
-    chain = {tli for tli, _ in begins}
-    ends = [parse_segment(n, segment_size)[1] for n in segments if parse_segment(n, segment_size)[0] in chain]
-    if not ends:
-        return missing + [segment_name(start_tli, start_segno, segment_size)]
-    for segno in range(start_segno, max(ends) + 1):
-        tli = next(t for t, begin in begins if begin <= segno)
-        name = segment_name(tli, segno, segment_size)
-        if name not in segments:
-            missing.append(name)
-    return missing
+    try:
+        plan = plan_timeline(repo, target, start_tli, start_segno * segment_size, names=names,
+                             requested=timeline, segment_size=segment_size)
+    except NotFoundError as exc:
+        if getattr(exc, "history_file", None) is None:
+            raise
+        missing.append(exc.history_file)
+        plan = plan_timeline(repo, target, start_tli, start_segno * segment_size, requested=start_tli,
+                             names=[n for n in names if not is_segment(n) or parse_segment(n, segment_size)[0] <= start_tli],
+                             segment_size=segment_size)
+    return missing + wal_gaps(plan, names, start_wal_file)
 
 
 # -- retention ---------------------------------------------------------------------------------

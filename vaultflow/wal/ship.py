@@ -182,6 +182,16 @@ def ship_spool(spool_dir: Path, repo: Repository | Store, target: str, *, level:
     return result
 
 
+def archive_file(path: Path, repo: Repository | Store, target: str, *, level: int = 3) -> bool:
+    """Store one WAL file (e.g. a new timeline's `0000000N.history` from a restored cluster's
+    pg_wal) straight into the archive of `target`, as ship_spool would: object, read-back
+    check, record last. True when stored, False when the archive already held it with the
+    same content; RefusedError naming the file when it holds different content."""
+    result = ShipResult()
+    _ship_one(Path(path), _store_of(repo), target, level, result)
+    return bool(result.shipped)
+
+
 class _ShipLock:
     """An exclusive flock on <spool>/.ship.lock: two shippers would race on the same files."""
 
