@@ -8,7 +8,8 @@ of the two has a bug.
 PostgreSQL: `pg_dump --schema-only` (normalised: comments, blank lines and the random
 `\\restrict` keys of PostgreSQL 17.6+/18 removed), `COPY (SELECT * FROM ONLY t) TO STDOUT` per
 table with the lines sorted, and the database's own properties from pg_database
-(encoding, locale, ICU locale, owner, ACL, connection limit, comment, `ALTER DATABASE ... SET`).
+(encoding, locale, ICU locale, owner, ACL, connection limit, comment, `ALTER DATABASE ... SET`,
+`ALTER ROLE ... IN DATABASE ... SET`).
 
 Redis: per key `DUMP` (the serialized value, including stream consumer groups and pending
 entries) and `PEXPIRETIME` (absolute expiry in ms, so time passing does not matter), plus
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 TABLES = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -49,17 +51,21 @@ def _database_properties(conn: psycopg.Connection, dbname: str) -> dict[str, obj
                    d.{locale_col}, pg_get_userbyid(d.datdba), d.datacl::text, d.datconnlimit,
                    shobj_description(d.oid, 'pg_database'),
                    (SELECT array_agg(x ORDER BY x)::text FROM pg_db_role_setting s, unnest(s.setconfig) x
-                     WHERE s.setdatabase = d.oid AND s.setrole = 0)
+                     WHERE s.setdatabase = d.oid AND s.setrole = 0),
+                   (SELECT array_agg(pg_get_userbyid(s.setrole) || ': ' || x ORDER BY 1)::text
+                     FROM pg_db_role_setting s, unnest(s.setconfig) x WHERE s.setdatabase = d.oid AND s.setrole <> 0)
             FROM pg_database d WHERE d.datname = %s""", (dbname,)).fetchone()
     if row is None:
         raise AssertionError(f"oracle: database {dbname!r} does not exist")
     keys = ["encoding", "collate", "ctype", "locale_provider", "icu_locale", "owner", "acl",
-            "connection_limit", "comment", "settings"]
+            "connection_limit", "comment", "settings", "role_settings"]
     return dict(zip(keys, row))
 
 
 def _schema(pg, dbname: str) -> list[str]:
-    out = subprocess.run([str(pg.client_bin_dir / "pg_dump"), "--schema-only", "--no-password", "-d", dbname],
+    # -d takes a conninfo string: a name like `k=v` or `host=... port=...` must stay a name
+    out = subprocess.run([str(pg.client_bin_dir / "pg_dump"), "--schema-only", "--no-password",
+                          "-d", make_conninfo(dbname=dbname)],
                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **pg.libpq_env()})
     if out.returncode != 0:
         raise AssertionError(f"oracle: pg_dump --schema-only {dbname!r} failed: {out.stderr}")
