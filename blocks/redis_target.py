@@ -44,9 +44,10 @@ class RedisTarget(Block):
                                     "Empty: remote mode (redis-cli --rdb), full backups only.")
     bin_dir: Optional[str] = Field(default=None, description="Directory holding redis-server, redis-cli and "
                                    "redis-check-rdb; default: found on PATH.")
-    fingerprint: Literal["digest", "counts"] = Field(default="digest", description="How restores are proven: "
-                                                     "key counts per db plus DEBUG DIGEST of the whole "
-                                                     "keyspace (digest), or key counts only (counts, faster).")
+    fingerprint: Literal["digest", "counts"] = Field(
+        default="counts", description="Deprecated, ignored (kept so saved blocks load). Backups record the key "
+        "counts their RDB proves (RESIZEDB + redis-check-rdb + CRC64); restores and drills compare the landed "
+        "data key by key (DUMP + absolute expiry) with a proven scratch copy.")
     target_name: Optional[str] = Field(default=None, description="Name of this target in the repository "
                                        "layout; default: the block's name.")
 

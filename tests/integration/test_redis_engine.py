@@ -15,7 +15,7 @@ from tests.fixtures.redis import SEED_USERS
 from tests.fixtures.secret_watch import SecretWatch
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis import RDB_OBJECT, RedisEngine
-from vaultflow.engines.redis_client import KEYSPACE, RedisConfig
+from vaultflow.engines.redis_client import RedisConfig
 from vaultflow.engines.redis_server import RedisProcess, find_binary
 from vaultflow.errors import ConfigError, RefusedError
 from vaultflow.ports import free_port
@@ -87,12 +87,6 @@ def without(data: dict, *names: bytes) -> dict:
     return {db: {k: v for k, v in keys.items() if k not in names} for db, keys in data.items()}
 
 
-def digest(server: RedisProcess) -> str:
-    with server.client() as conn:
-        value = conn.execute_command("DEBUG", "DIGEST")
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def repo_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
@@ -101,8 +95,10 @@ def scratch_port(result) -> int:
     return int(result.restored["server"].rsplit(":", 1)[1])
 
 
-def shutdown(port: int) -> None:
-    with redis.Redis(port=port, retry=None) as conn:
+def shutdown(port: int, server: RedisProcess | None = None) -> None:
+    """SHUTDOWN NOSAVE; with the source `server`'s login (a restored server keeps it)."""
+    login = {"username": server.username, "password": server.password} if server else {}
+    with redis.Redis(port=port, retry=None, **login) as conn:
         try:
             conn.shutdown(nosave=True)
         except redis.exceptions.ConnectionError:
@@ -116,7 +112,6 @@ def test_remote_full_backup_manifest_drill_and_restores(redis_source: RedisProce
 
     manifest = engine.full_backup(ctx(repo, logs))
     # the source as the backup saw it (nothing writes to it in between)
-    source_digest = digest(redis_source)
     source = contents(redis_source)
     with redis_source.client() as conn:
         info = conn.info("all")
@@ -132,13 +127,11 @@ def test_remote_full_backup_manifest_drill_and_restores(redis_source: RedisProce
     assert manifest.server_version == info["redis_version"] == "7.0.15"
     assert set(manifest.tool_versions) == {"redis-cli", "redis-check-rdb"}
     prints = manifest.fingerprints
-    assert set(prints) == {"db0", "db3", KEYSPACE}
+    assert set(prints) == {"db0", "db3"}  # counts read from the RDB's RESIZEDB records
     assert prints["db0"]["keys"].rows == len(source[0]) == 3 + 8
     assert prints["db0"]["keys"].digest == "expires=2"
     assert prints["db3"]["keys"].rows == len(source[3]) == 500 + 5
     assert prints["db3"]["keys"].digest == "expires=0"
-    assert prints[KEYSPACE]["all"].digest == source_digest
-    assert prints[KEYSPACE]["all"].rows == len(source[0]) + len(source[3])
     [obj] = manifest.objects
     assert obj.key == RDB_OBJECT and obj.raw_size > 10_000 and 0 < obj.stored_size < obj.raw_size
     stored = tmp_path / "repo" / repo.object_key(manifest, RDB_OBJECT)
@@ -154,7 +147,7 @@ def test_remote_full_backup_manifest_drill_and_restores(redis_source: RedisProce
         assert conn.exists("flash") == 0
     drill = engine.drill(ctx(repo), manifest)
     assert drill.comparison.ok, drill.comparison.summary()
-    assert {t.database for t in drill.comparison.tables} == {"db0", "db3", KEYSPACE}
+    assert {t.database for t in drill.comparison.tables} == {"db0", "db3"}
     assert not Path(drill.restored["directory"]).exists(), "the drill left its scratch files"
     with pytest.raises(redis.exceptions.ConnectionError):
         redis.Redis(port=int(drill.restored["server"].rsplit(":", 1)[1]), retry=None).ping()
@@ -225,7 +218,10 @@ def test_password_and_acl_user_never_leak(fixture: str, request, tmp_path: Path)
         with SecretWatch(password, interval=0.005) as watch:
             manifest = engine.full_backup(ctx(repo, logs))
             result = engine.restore(ctx(repo, logs), manifest)
-            shutdown(scratch_port(result))
+            port = scratch_port(result)
+            with pytest.raises(redis.exceptions.AuthenticationError):  # the source's login, not none
+                redis.Redis(port=port, retry=None).ping()
+            shutdown(port, server)
     finally:
         with server.client() as conn:
             conn.config_set("rdb-key-save-delay", 0)
@@ -246,6 +242,8 @@ def test_password_and_acl_user_never_leak(fixture: str, request, tmp_path: Path)
     # and the fetched RDB itself holds no password (CONFIG is not part of a snapshot)
     scratch_dir = Path(result.restored["directory"])
     assert password.encode() not in (scratch_dir / "dump.rdb").read_bytes()
+    assert sorted(p.name for p in scratch_dir.iterdir()) == ["dump.rdb", "redis.log"]  # its redis.conf is gone
+    assert password not in (scratch_dir / "redis.log").read_text()
 
 
 def test_local_mode_bgsave_copy(fresh_redis, tmp_path: Path):
@@ -266,7 +264,7 @@ def test_local_mode_bgsave_copy(fresh_redis, tmp_path: Path):
     assert persistence["rdb_saves"] == saves + 1 and persistence["rdb_last_bgsave_status"] == "ok"
     assert (server.directory / "dump.rdb").stat().st_size == manifest.objects[0].raw_size
     assert manifest.fingerprints["db3"]["keys"].rows == 505
-    assert manifest.fingerprints[KEYSPACE]["all"].digest == digest(server)
+    assert manifest.consistency["rdb_crc64"] == (server.directory / "dump.rdb").read_bytes()[-8:].hex()
 
     result = engine.restore(ctx(repo), manifest)
     port = scratch_port(result)

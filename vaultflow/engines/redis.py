@@ -8,8 +8,10 @@ a scratch server (redis_restore).
           appendonly yes the full is AOF-anchored instead (see redis_aof) so that increments
           can follow it.
 
-Every RDB passes through redis-check-rdb and a scratch server's load while it streams
-(redis_rdb.RdbTee); the manifest is written only if both succeed.
+Every RDB is proven while it streams (redis_rdb.RdbTee): redis-check-rdb parses it and checks
+its CRC64, and the per-db key and expire counts read from its RESIZEDB records must match
+redis-check-rdb's count; the manifest is written only then. No scratch server at backup time:
+restores and drills compare exactly (redis_compare).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import datetime, timezone
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.redis_client import (RedisConfig, cli_args, cli_env, cli_stdin, connect,
                                            require_local)
+from vaultflow.engines.redis_compare import facts_fingerprints
 from vaultflow.engines.redis_rdb import RdbTee, bgsave_and_wait
 from vaultflow.engines.redis_server import find_binary, tool_version
 from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
@@ -94,12 +97,18 @@ class RedisEngine:
                 except ToolError as exc:
                     raise self._explain_transfer_failure(exc) from exc
             timings["transfer"] = time.monotonic() - t0
+            ctx.log(f"{config.where}: {written.raw_size} bytes of RDB stored; waiting for redis-check-rdb")
             t0 = time.monotonic()
-            facts, fingerprints = tee.finish()
+            proven = tee.finish()
             timings["verify"] = time.monotonic() - t0
+            facts, fingerprints = proven.header, facts_fingerprints(proven.databases)
+            if written.raw_size != proven.length:
+                raise ToolError(f"stored {written.raw_size} bytes of the RDB from {config.where} but proved "
+                                f"{proven.length}; no backup was recorded")
             consistency = {"method": method, "rdb_version": facts.get("rdb-version"),
                            "repl_id": facts.get("repl-id"), "repl_offset": _int(facts.get("repl-offset")),
-                           "snapshot_unix_time": _int(facts.get("ctime")), "aof_preamble": facts.get("aof-base")}
+                           "snapshot_unix_time": _int(facts.get("ctime")), "aof_preamble": facts.get("aof-base"),
+                           "rdb_crc64": proven.crc64}
             manifest = Manifest(
                 id=backup_id, engine=self.name, target=config.name, kind=BackupKind.FULL, mode="rdb",
                 started_at=started, finished_at=datetime.now(timezone.utc),

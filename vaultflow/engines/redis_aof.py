@@ -16,8 +16,11 @@ so a restored chain never ends in half a command and the next backup continues e
 When an AOF rewrite has replaced the parent's base, the chain cannot continue:
 ChainBrokenError, and the flow takes a full.
 
-Fingerprints are those of the backup's own cut: the local files at the cuts are assembled in
-a private temp dir, loaded by a scratch redis-server, fingerprinted, and removed.
+Fingerprints (key and expire counts per db) are those of the backup's own cut: an AOF's
+increments are commands, not records that can be counted as they pass, so the local files at
+the cuts are assembled in a private temp dir, loaded by a tied, password-protected scratch
+redis-server, counted, and removed. No DEBUG DIGEST (blind to consumer-group state): restores
+compare the landed data key by key with the proven scratch copy (redis_compare).
 
 Restore (`materialize_aof_chain`) resolves the chain before writing anything, then rebuilds
 `<dest>/<appenddirname>/` by concatenating each file's pieces in chain order (every piece
@@ -225,7 +228,7 @@ def _fingerprint_at_cut(config: RedisConfig, aof: LocalAof, cuts: dict[str, int]
         settings = assemble_scratch_dir(aof, cuts, scratch)
         server, blackhole = start_replica_scratch(scratch, config.bin_dir, settings=settings)
         with server.client() as conn:
-            return fingerprint_server(conn, config.fingerprint)
+            return fingerprint_server(conn, "counts")  # restores then compare key by key (redis_compare)
     finally:
         if server is not None:
             server.stop()

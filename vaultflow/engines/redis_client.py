@@ -37,7 +37,9 @@ class RedisConfig(BaseModel):
     data_dir: str | None = Field(default=None, description="the server's `dir`, readable by the worker: "
                                  "enables local mode (BGSAVE copy, AOF incrementals)")
     bin_dir: str | None = None
-    fingerprint: Literal["digest", "counts"] = "digest"
+    fingerprint: Literal["digest", "counts"] = Field(
+        default="counts", description="ignored since issue 8 (kept so saved blocks load): every backup records "
+        "the counts its RDB proves; restores compare key by key")
     connect_timeout: float = 10.0
 
     @property
@@ -121,11 +123,12 @@ def keyspace_counts(conn: redis.Redis) -> dict[int, tuple[int, int]]:
     return counts
 
 
-def fingerprint_server(conn: redis.Redis, mode: str = "digest") -> dict[str, dict[str, TableFingerprint]]:
-    """Key count per db (and how many have a TTL), plus DEBUG DIGEST of the whole dataset.
+def fingerprint_server(conn: redis.Redis, mode: str = "counts") -> dict[str, dict[str, TableFingerprint]]:
+    """Key count per db (and how many have a TTL) from INFO keyspace; mode "digest" adds DEBUG
+    DIGEST of the whole dataset (only to check backups made before issue 8, which recorded it;
+    it does not change with consumer-group state, so it is never recorded any more).
 
-    Only run on servers vaultflow started (scratch servers allow DEBUG from localhost): the
-    source side is the fetched RDB loaded into scratch, i.e. exactly the backup's snapshot.
+    DEBUG needs a server vaultflow started (scratch servers allow it from localhost).
     """
     result: dict[str, dict[str, TableFingerprint]] = {}
     total = 0

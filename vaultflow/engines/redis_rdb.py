@@ -1,15 +1,21 @@
-"""Taking an RDB and proving it while it streams: header facts, redis-check-rdb, fingerprint.
+"""Taking an RDB and proving it while it streams: header facts, per-db counts, CRC64, redis-check-rdb.
 
     source (redis-cli --rdb - | the file BGSAVE wrote)
       └─ RdbTee ── zstd ── sha256 ── store            (the backup object, one pass)
-            ├─ FIFO ─ redis-check-rdb                 (structure + CRC64 of the whole RDB)
-            └─ FIFO ─ scratch redis-server loading it (then key counts + DEBUG DIGEST)
+            ├─ RdbStreamScanner (in process)          (header, SELECTDB/RESIZEDB candidates, the
+            │                                          CRC64 footer; drops redis-cli's EOF mark)
+            └─ FIFO ─ redis-check-rdb                 (every record parsed, CRC64 recomputed)
 
-Both checks read the same bytes as they pass, in their own processes, so verifying costs
-little more wall time than the transfer; the manifest is committed only if both succeed. The
-scratch server runs as a replica of a port nobody listens on: a replica keeps keys whose TTL
-has passed (a master drops them while loading), so the fingerprint describes the snapshot as
-taken, whenever it is compared.
+No scratch server loads the RDB at backup time: a load of the same bytes proves little beyond
+the RDB's own CRC64 and redis-check-rdb's full parse, and it doubled the time of a backup. The
+exact comparison (every key's DUMP payload and absolute expiry, stream consumer groups and
+pending entries included) happens where it means something: at restore and drill time,
+between the proven scratch copy and wherever the data lands (redis_compare).
+
+Scratch servers (restores, drills, AOF fingerprints) are replicas of a port nobody listens
+on: a replica keeps keys whose TTL has passed (a master drops them while loading), so the
+counts describe the snapshot as taken, whenever they are compared. They are tied to the run
+(vaultflow.proc.tied_popen) and require a random password (redis_server.start_redis).
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import os
 import queue
 import shutil
 import socket
-import struct
 import subprocess
 import tempfile
 import threading
@@ -29,62 +34,14 @@ from pathlib import Path
 
 import redis
 
-from vaultflow.engines.redis_client import RedisConfig, fingerprint_server, wait_for
-from vaultflow.engines.redis_server import RedisProcess, find_binary, start_redis
-from vaultflow.errors import IntegrityError, ToolError, VaultflowError
-from vaultflow.manifest import TableFingerprint
+from vaultflow.engines.redis_client import RedisConfig, wait_for
+from vaultflow.engines.redis_rdb_format import (HEADER_BYTES, RdbFacts, RdbFormatError, RdbStreamScanner,  # noqa: F401
+                                                parse_header)
+from vaultflow.engines.redis_server import RedisProcess, ServerAuth, find_binary, scratch_auth, start_redis
+from vaultflow.errors import IntegrityError, ToolError
+from vaultflow.proc import tied_popen
 
 FIFO_OPEN_TIMEOUT = 60.0
-HEADER_BYTES = 1 << 16
-
-
-class RdbFormatError(VaultflowError):
-    """The stream does not start like an RDB file."""
-
-
-def _length(data: bytes, pos: int) -> tuple[int | None, int, int | None]:
-    """(length, new position, special encoding) of an RDB length at `pos`."""
-    first = data[pos]
-    kind = first >> 6
-    if kind == 0:
-        return first & 0x3F, pos + 1, None
-    if kind == 1:
-        return ((first & 0x3F) << 8) | data[pos + 1], pos + 2, None
-    if kind == 2:
-        if first == 0x80:
-            return struct.unpack(">I", data[pos + 1:pos + 5])[0], pos + 5, None
-        return struct.unpack(">Q", data[pos + 1:pos + 9])[0], pos + 9, None
-    return None, pos + 1, first & 0x3F
-
-
-def _string(data: bytes, pos: int) -> tuple[str, int]:
-    length, pos, special = _length(data, pos)
-    if special is None:
-        if pos + length > len(data):
-            raise IndexError("string cut off")  # a slice would silently return part of it
-        return data[pos:pos + length].decode(errors="replace"), pos + length
-    size = {0: 1, 1: 2, 2: 4}.get(special)
-    if size is None:
-        raise RdbFormatError("compressed aux field in the RDB header")
-    if pos + size > len(data):
-        raise IndexError("integer cut off")
-    return str(int.from_bytes(data[pos:pos + size], "little", signed=True)), pos + size
-
-
-def parse_header(data: bytes) -> dict[str, str]:
-    """RDB version and the AUX fields before the first database (redis-ver, repl-id, ...)."""
-    if len(data) < 9 or data[:5] != b"REDIS" or not data[5:9].isdigit():
-        raise RdbFormatError(f"not an RDB file (starts with {data[:9]!r})")
-    facts = {"rdb-version": str(int(data[5:9]))}
-    pos = 9
-    try:
-        while pos < len(data) and data[pos] == 0xFA:
-            key, pos = _string(data, pos + 1)
-            value, pos = _string(data, pos)
-            facts[key] = value
-    except (IndexError, struct.error):
-        pass  # the header continues beyond what we kept: the fields so far are complete
-    return facts
 
 
 class _FifoWriter:
@@ -136,18 +93,21 @@ class _FifoWriter:
 
 
 class RdbTee:
-    """Reader wrapper + the two verifiers; use as a context manager, call finish() after EOF."""
+    """Reader wrapper + redis-check-rdb; use as a context manager, call finish() after EOF.
+
+    `wrap(source)` returns a reader passing on exactly the RDB (redis-cli's trailing EOF mark
+    dropped); `finish()` returns the proven RdbFacts or raises IntegrityError.
+    """
 
     def __init__(self, config: RedisConfig, log=print):
         self.config = config
         self.log = log
         self.work = Path(tempfile.mkdtemp(prefix="vaultflow-rdb-"))
-        self.header = bytearray()
+        self.scanner = RdbStreamScanner()
         self._source = None
-        self._writers: list[_FifoWriter] = []
+        self._done = False
+        self._writer: _FifoWriter | None = None
         self._check: subprocess.Popen | None = None
-        self._scratch: RedisProcess | None = None
-        self._blackhole: socket.socket | None = None
 
     def __enter__(self) -> "RdbTee":
         try:
@@ -162,38 +122,33 @@ class RdbTee:
 
     def _start(self) -> None:
         check_fifo = self.work / "check.rdb"
-        scratch_dir = self.work / "scratch"
-        scratch_dir.mkdir()
         os.mkfifo(check_fifo, 0o600)
-        os.mkfifo(scratch_dir / "dump.rdb", 0o600)
-        self._check = subprocess.Popen([str(find_binary("redis-check-rdb", self.config.bin_dir)), str(check_fifo)],
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT)
-        self._scratch, self._blackhole = start_replica_scratch(scratch_dir, self.config.bin_dir, wait=False)
-        scratch, check = self._scratch, self._check
-        self._writers = [
-            _FifoWriter(check_fifo, "redis-check-rdb", lambda: check.poll() is None),
-            _FifoWriter(scratch_dir / "dump.rdb", "scratch redis-server",
-                        lambda: scratch.proc is not None and scratch.proc.poll() is None),
-        ]
+        self._check = tied_popen([str(find_binary("redis-check-rdb", self.config.bin_dir)), str(check_fifo)],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        check = self._check
+        self._writer = _FifoWriter(check_fifo, "redis-check-rdb", lambda: check.poll() is None)
 
     def wrap(self, source):
         self._source = source
         return self
 
     def read(self, size: int = -1) -> bytes:
-        chunk = self._source.read(size)
-        if len(self.header) < HEADER_BYTES and chunk:
-            self.header += chunk[:HEADER_BYTES - len(self.header)]
-        for writer in self._writers:
-            writer.put(chunk if chunk else None)
-        return chunk
+        while not self._done:
+            chunk = self._source.read(size)
+            out = self.scanner.feed(chunk) if chunk else self.scanner.end()
+            if not chunk:
+                self._done = True
+            if out:
+                self._writer.put(out)
+            if self._done:
+                self._writer.put(None)
+            if out or self._done:
+                return out
+        return b""
 
-    def finish(self) -> tuple[dict[str, str], dict[str, dict[str, TableFingerprint]]]:
-        """After EOF: (header facts, fingerprints); IntegrityError if the RDB is not sound."""
-        for writer in self._writers:
-            writer.join()
-        facts = parse_header(bytes(self.header))
+    def finish(self) -> RdbFacts:
+        """After EOF: the facts redis-check-rdb confirmed; IntegrityError if the RDB is not sound."""
+        self._writer.join()
         try:
             output, _ = self._check.communicate(timeout=3600)
         except subprocess.TimeoutExpired:
@@ -203,31 +158,19 @@ class RdbTee:
         if self._check.returncode != 0 or "RDB looks OK" not in text:
             raise IntegrityError(f"redis-check-rdb rejected the RDB from {self.config.where}: "
                                  f"{_last_lines(text)}; no backup was recorded")
-        failed = [w for w in self._writers if w.error is not None]
-        if failed:
-            raise ToolError(f"feeding the RDB to {failed[0].name} failed: {failed[0].error}; "
-                            f"{self._scratch.log_tail() if self._scratch else ''}")
-        self._scratch.wait_ready()
-        with self._scratch.client() as conn:
-            prints = fingerprint_server(conn, self.config.fingerprint)
-        return facts, prints
+        if self._writer.error is not None:
+            raise ToolError(f"feeding the RDB to redis-check-rdb failed: {self._writer.error}")
+        facts = self.scanner.facts(text, self.config.where)
+        for note in facts.notes:
+            self.log(f"{self.config.where}: {note}")
+        return facts
 
     def close(self) -> None:
-        for writer in self._writers:
-            if writer._thread.is_alive():
-                writer.put(None)
         if self._check is not None and self._check.poll() is None:
-            self._check.kill()
+            self._check.kill()  # first: a writer blocked on the FIFO then gets EPIPE and drains
             self._check.wait()
-        if self._scratch is not None:
-            # SIGKILL, not SHUTDOWN: it holds nothing to save, and after a cut-off stream it hangs
-            # re-opening the FIFO (Redis runs its own RDB check on a failed load) and answers nothing
-            if self._scratch.proc is not None and self._scratch.proc.poll() is None:
-                self._scratch.proc.kill()
-                self._scratch.proc.wait()
-            self._scratch.stop()
-        if self._blackhole is not None:
-            self._blackhole.close()
+        if self._writer is not None and self._writer._thread.is_alive():
+            self._writer.put(None)
         shutil.rmtree(self.work, ignore_errors=True)
 
 
@@ -236,16 +179,23 @@ def _last_lines(text: str, count: int = 6) -> str:
 
 
 def start_replica_scratch(directory: Path, bin_dir: str | None, *, wait: bool = True,
-                          port: int | None = None, settings: dict[str, str] | None = None):
+                          port: int | None = None, settings: dict[str, str] | None = None,
+                          auth: ServerAuth | None = None, tied: bool = True):
     """A scratch redis-server that loads `directory`'s data as a replica of a port held bound
-    (never listening) by us: it keeps expired keys and cannot be made to sync by anyone."""
+    (never listening) by us: it keeps expired keys and cannot be made to sync by anyone.
+
+    `auth` None: a random password of its own (scratch_auth). Tied to this process unless
+    tied=False (the default restore's server, handed over to the user with the source's auth).
+    Returns (RedisProcess, the bound socket to close after promote/stop)."""
     blackhole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     blackhole.bind(("127.0.0.1", 0))
+    auth = auth or scratch_auth()
     conf = {"dbfilename": "dump.rdb", "replicaof": f"127.0.0.1 {blackhole.getsockname()[1]}",
             "replica-read-only": "yes", "repl-diskless-load": "disabled", **(settings or {})}
     try:
         server = start_redis(directory, port=port, settings=conf, binary=find_binary("redis-server", bin_dir),
-                             wait=wait)
+                             wait=wait, secret_lines=list(auth.lines), username=auth.username,
+                             password=auth.password, tied=tied)
     except BaseException:
         blackhole.close()
         raise

@@ -1,10 +1,17 @@
-"""Redis restores: always into a scratch server first, compared with the backup's fingerprint.
+"""Redis restores: always into a tied scratch server first, proven, then landed and compared.
 
-  default        scratch redis-server on a free port (or `port`), left running for the user
-  into=DIR       dump.rdb / appendonlydir written into DIR, proven by a scratch start, stopped
+  default        proven in a scratch replica, which is then stopped; the same files are loaded
+                 by a server started *untied* on `port` (or a free one) with the source's
+                 authentication, checked again and promoted: left running for the user
+  into=DIR       dump.rdb / appendonlydir written into DIR and loaded from there by the scratch:
+                 the directory's files are exactly what was proven; the scratch is stopped
   into=original  the proven scratch copy replayed into the target server through the client
-                 (DUMP on the scratch, RESTORE ... REPLACE on the target), optionally only keys
-                 matching `key_pattern`, into `into_db`
+                 (DUMP on the scratch, RESTORE ... REPLACE ABSTTL on the target), optionally only
+                 keys matching `key_pattern`, into `into_db`; then every replayed key is
+                 compared with the scratch copy (redis_compare.compare_copies)
+
+Proof (redis_compare): the scratch copy against the backup-time facts (key and expire counts
+per db, CRC64 footer), then where the data landed against the scratch copy, key by key.
 
 Why replay rather than the seed's stop / replace dump.rdb / start: vaultflow does not own the
 server's service manager; with appendonly yes Redis ignores dump.rdb at start (the classic
@@ -19,38 +26,51 @@ import tempfile
 import time
 from pathlib import Path
 
-from vaultflow.compare import Comparison, TableComparison, compare_database
+from vaultflow.compare import Comparison
 from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.redis_client import KEYSPACE, connect, fingerprint_server
+from vaultflow.engines.redis_client import connect, keyspace_counts
+from vaultflow.engines.redis_compare import check_scratch, compare_copies
 from vaultflow.engines.redis_rdb import promote, start_replica_scratch
+from vaultflow.engines.redis_server import source_auth
 from vaultflow.errors import ConfigError, IntegrityError, NotFoundError, RefusedError
 from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import write_verified
+from vaultflow.ports import port_is_free
 
 BATCH = 1000
 CONF_FILES = ("redis.conf", "redis.log")
 
 
 def materialize(ctx: BackupContext, manifest: Manifest, dest: Path) -> dict[str, str]:
-    """Write the backup's data files into `dest`; the redis.conf settings to load them."""
+    """Write the backup's data files into `dest`; the redis.conf settings to load them.
+    IntegrityError when an object is corrupt or the RDB's CRC64 footer is not the one recorded."""
     if manifest.mode == "aof":
         from vaultflow.engines.redis_aof import materialize_aof_chain
         return materialize_aof_chain(ctx, manifest, dest)
     obj = next((o for o in manifest.objects if o.role == "rdb"), None)
     if obj is None:
         raise NotFoundError(f"backup {manifest.id} holds no RDB object")
-    with open(dest / "dump.rdb", "wb") as out:
+    with open(dest / "dump.rdb", "wb+") as out:
         write_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key), obj.sha256,
                        obj.stored_size, out, name=f"{manifest.id}/{obj.key}")
+        crc = manifest.consistency.get("rdb_crc64")
+        if crc and crc != "disabled":
+            out.seek(-9, 2)
+            footer = out.read(9)
+            if footer[:1] != b"\xff" or footer[1:].hex() != crc:
+                raise IntegrityError(f"{manifest.id}/{obj.key} does not end with the EOF opcode and the CRC64 "
+                                     f"{crc} recorded at backup time; restore another backup")
     return {"dbfilename": "dump.rdb", "appendonly": "no"}
 
 
-def compare_keyspace(expected: dict, actual: dict) -> Comparison:
-    tables: list[TableComparison] = []
-    for group in sorted(set(expected) | set(actual)):
-        tables += compare_database(group, expected.get(group, {}), actual.get(group, {}))
-    return Comparison(tables)
+def _proven(manifest: Manifest, server, dest: Path, what: str) -> Comparison:
+    with server.client() as conn:
+        comparison = check_scratch(manifest.fingerprints, conn)
+    if not comparison.ok:
+        raise IntegrityError(f"{what} of backup {manifest.id} differs from the facts recorded at backup time: "
+                             f"{comparison.summary()}; its files are kept in {dest} for inspection")
+    return comparison
 
 
 def _prepare_dest(into: str | None, manifest: Manifest) -> tuple[Path, bool]:
@@ -67,40 +87,56 @@ def _prepare_dest(into: str | None, manifest: Manifest) -> tuple[Path, bool]:
 def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str | None, overwrite: bool,
                   databases: list[str] | None, key_pattern: str | None, into_db: int | None,
                   port: int | None, keep_running: bool) -> RestoreResult:
+    """See the module doc. Raises RefusedError (port in use, keys exist without overwrite, DIR
+    not empty), IntegrityError (corrupt object, copy differs from the facts; files kept),
+    ConfigError (contradictory parameters). A landed copy that differs from the scratch copy
+    is reported in the result's comparison (the restore flow fails on it)."""
     start = time.monotonic()
     replay = into == "original" or key_pattern is not None or into_db is not None
     if replay and into not in (None, "original"):
         raise ConfigError("key_pattern / into_db restore keys into the target server (into='original'); "
                           f"they cannot be combined with into={into!r}")
+    hand_over = keep_running and not replay and into is None
+    if hand_over and port is not None and not port_is_free(port):
+        raise RefusedError(f"port {port} on 127.0.0.1 is already in use: cannot start the restored redis-server "
+                           "there. Choose another port, or leave it empty to use a free one")
     dest, created = _prepare_dest(None if replay else into, manifest)
     server = blackhole = None
     leave_running = keep_files = False
     try:
         settings = materialize(ctx, manifest, dest)
-        server, blackhole = start_replica_scratch(dest, engine.config.bin_dir, settings=settings,
-                                                  port=None if replay else port)
-        mode = "digest" if KEYSPACE in manifest.fingerprints else "counts"
-        with server.client() as conn:
-            comparison = compare_keyspace(manifest.fingerprints, fingerprint_server(conn, mode))
-        if not comparison.ok:
-            keep_files = True
-            raise IntegrityError(f"the restored copy of backup {manifest.id} differs from its fingerprint: "
-                                 f"{comparison.summary()}; its files are kept in {dest} for inspection")
+        server, blackhole = start_replica_scratch(dest, engine.config.bin_dir, settings=settings)
+        keep_files = True  # from here on a failure keeps the files for inspection
+        comparison = _proven(manifest, server, dest, "the scratch copy")
+        ctx.log(f"scratch copy of {manifest.id} at {server.where} matches the backup's facts ({comparison.summary()})")
+        keep_files = False
         if replay:
             comparison, restored = replay_into_target(engine.config, server, manifest, overwrite=overwrite,
                                                       databases=databases, key_pattern=key_pattern,
                                                       into_db=into_db, log=ctx.log)
         elif into is not None:
             restored, keep_files = {"directory": str(dest)}, True
+        elif hand_over:
+            server.stop()
+            blackhole.close()
+            config = engine.config
+            auth = source_auth(config.username, config.password.get_secret_value() if config.password else None)
+            server, blackhole = start_replica_scratch(dest, config.bin_dir, settings=settings, port=port,
+                                                      auth=auth, tied=False)
+            keep_files = True
+            comparison = _proven(manifest, server, dest, "the restored server")
+            promote(server, blackhole)
+            (dest / "redis.conf").unlink(missing_ok=True)  # it holds the password; the server has read it
+            leave_running = True
+            restored = {"server": server.where, "directory": str(dest)}
+            login = f" --user {config.username} --askpass" if config.username else (
+                " --askpass" if config.password else "")
+            ctx.log(f"restored {manifest.id} into a redis-server at {server.where} (data in {dest}), with "
+                    f"{config.where}'s login; stop it with: redis-cli -p {server.port}{login} shutdown nosave")
         else:
             restored = {"server": server.where, "directory": str(dest)}
-        seconds = time.monotonic() - start
-        if keep_running and not replay and into is None:
-            promote(server, blackhole)
-            leave_running = keep_files = True
-            ctx.log(f"restored {manifest.id} into a scratch redis-server at {server.where} (data in {dest}); "
-                    f"stop it with: redis-cli -p {server.port} shutdown nosave")
-        return RestoreResult(backup_id=manifest.id, restored=restored, seconds=seconds, comparison=comparison)
+        return RestoreResult(backup_id=manifest.id, restored=restored, seconds=time.monotonic() - start,
+                             comparison=comparison)
     finally:
         if not leave_running:
             if server is not None:
@@ -122,8 +158,10 @@ def _remove_restored(dest: Path, created: bool) -> None:
         empty_directory(dest)
 
 
-def _source_dbs(manifest: Manifest, databases: list[str] | None) -> list[int]:
-    present = sorted(int(g[2:]) for g in manifest.fingerprints if g.startswith("db"))
+def _source_dbs(manifest: Manifest, scratch, databases: list[str] | None) -> list[int]:
+    """The dbs to replay: those the proven scratch copy holds keys in, or the named ones."""
+    with scratch.client() as conn:
+        present = sorted(keyspace_counts(conn))
     if not databases:
         return present
     wanted = sorted({int(d[2:]) if str(d).startswith("db") else int(d) for d in databases})
@@ -136,8 +174,9 @@ def _source_dbs(manifest: Manifest, databases: list[str] | None) -> list[int]:
 
 def replay_into_target(config, scratch, manifest: Manifest, *, overwrite: bool, databases, key_pattern,
                        into_db, log=print) -> tuple[Comparison, dict[str, str]]:
-    """DUMP keys from the proven scratch copy, RESTORE them on the target; see module doc."""
-    sources = _source_dbs(manifest, databases)
+    """DUMP keys from the proven scratch copy, RESTORE them on the target, then compare every
+    replayed key (and, for a whole-server overwrite, every key) with the scratch copy."""
+    sources = _source_dbs(manifest, scratch, databases)
     if into_db is not None and len(sources) != 1:
         raise ConfigError(f"into_db={into_db} needs exactly one source db; backup {manifest.id} has "
                           f"{len(sources)} (choose one with databases=['db0'])")
@@ -150,16 +189,19 @@ def replay_into_target(config, scratch, manifest: Manifest, *, overwrite: bool, 
                 if clash is not None:
                     raise RefusedError(f"key {clash!r} already exists in db {target_db} of {config.where}; nothing "
                                        "was written. Pass overwrite=True to replace existing keys")
-    tables, restored = [], {}
+    restored = {}
+    whole = overwrite and key_pattern is None
     for source_db, target_db in plans:
         with scratch.client(db=source_db) as src, connect(config, db=target_db) as dst:
-            expected, written = _copy_keys(src, dst, pattern)
-            removed = _remove_extra(src, dst) if overwrite and key_pattern is None else 0
+            written = _copy_keys(src, dst, pattern)
+            removed = _remove_extra(src, dst) if whole else 0
         log(f"db{source_db} -> {config.where} db{target_db}: {written} keys restored, {removed} keys removed")
-        tables.append(TableComparison(f"db{source_db}", f"keys {pattern!r} -> db{target_db}", expected, written,
-                                      "match" if expected == written else "mismatch"))
         restored[f"db{source_db}"] = f"{config.where}/db{target_db}"
-    return Comparison(tables), restored
+    comparison, problems = compare_copies(lambda db: scratch.client(db=db), lambda db: connect(config, db=db),
+                                          plans, pattern=pattern, extra_is_difference=whole)
+    for problem in problems:
+        log(f"{config.where} differs from backup {manifest.id}: {problem}")
+    return comparison, restored
 
 
 def _scan(conn, pattern: str):
@@ -184,25 +226,24 @@ def _first_existing(src, dst, pattern: str):
     return None
 
 
-def _copy_keys(src, dst, pattern: str) -> tuple[int, int]:
-    expected = written = 0
+def _copy_keys(src, dst, pattern: str) -> int:
+    """RESTORE ... REPLACE every matching key with its absolute expiry (ABSTTL, ms): the copy
+    expires at the same instant as the backup's key, however long the restore takes."""
+    written = 0
     for keys in _scan(src, pattern):
         pipe = src.pipeline(transaction=False)
         for key in keys:
             pipe.dump(key)
-            pipe.pttl(key)
+            pipe.execute_command("PEXPIRETIME", key)
         values = pipe.execute()
         out = dst.pipeline(transaction=False)
-        count = 0
         for i, key in enumerate(keys):
-            payload, ttl = values[2 * i], values[2 * i + 1]
-            if payload is None or ttl == -2:
+            payload, expire_at = values[2 * i], values[2 * i + 1]
+            if payload is None or expire_at == -2:
                 continue  # expired since the backup: a server would not hold it either
-            out.restore(key, max(ttl, 0), payload, replace=True)
-            count += 1
-        expected += count
+            out.restore(key, max(expire_at, 0), payload, replace=True, absttl=expire_at > 0)
         written += sum(1 for r in out.execute(raise_on_error=True) if r in (True, b"OK", "OK"))
-    return expected, written
+    return written
 
 
 def _remove_extra(src, dst) -> int:

@@ -1,14 +1,22 @@
-"""redis-server processes vaultflow starts itself: scratch servers for restores and fingerprints.
+"""redis-server processes vaultflow starts itself: scratch servers for restores and drills.
 
 A scratch server listens on 127.0.0.1 only, keeps nothing it was not given (no `save`, no
-automatic AOF rewrite), allows DEBUG from local connections (for DEBUG DIGEST), and is
-configured through a redis.conf in its own directory — never through argv, so a password
-(the test fixtures set one) never shows in `ps`.
+automatic AOF rewrite), allows DEBUG from local connections (for the DEBUG DIGEST of backups
+made before issue 8), and is configured through a 0600 redis.conf in its own 0700 directory —
+never through argv, so a password never shows in `ps`.
+
+Two rules keep a scratch copy of production data from leaking (issue 8, section 9):
+- it is started with `tied_popen`, so it dies (SIGKILL) when the run that started it dies;
+- it requires a random password (`scratch_auth`), known only to that run: nothing answers
+  without authentication on a scratch port, even while it is loading.
+The one server meant to outlive the run, the default restore's, is started untied with the
+*source's* authentication (`source_auth`): whoever could read the source can read the copy.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -23,6 +31,7 @@ from redis.retry import Retry
 
 from vaultflow.errors import ConfigError, RefusedError, ToolError
 from vaultflow.ports import free_port, port_is_free
+from vaultflow.proc import tied_popen
 
 READY_TIMEOUT = 600.0  # loading a multi-GB RDB or AOF takes a while
 PORT_ATTEMPTS = 5
@@ -67,6 +76,43 @@ def conf_line(key: str, value: str) -> str:
     return f"{key} {value}"
 
 
+def conf_quote(value: str) -> str:
+    """`value` as one redis.conf argument (sdssplitargs: double quotes, \\xHH escapes)."""
+    out = []
+    for ch in value:
+        if ch.isascii() and ch.isprintable() and ch not in '"\\':
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode())
+    return '"' + "".join(out) + '"'
+
+
+@dataclass(frozen=True)
+class ServerAuth:
+    """How clients log in to a server vaultflow starts: redis.conf lines + the client's login."""
+
+    lines: tuple[str, ...] = ()
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def scratch_auth() -> ServerAuth:
+    """A random 256-bit requirepass, for one scratch server of one run."""
+    password = secrets.token_urlsafe(32)
+    return ServerAuth(lines=(f"requirepass {conf_quote(password)}",), password=password)
+
+
+def source_auth(username: str | None, password: str | None) -> ServerAuth:
+    """The source's own login: an ACL user (the default user then off), or requirepass, or none
+    when the source has none (the server still listens on 127.0.0.1 only)."""
+    if username:
+        return ServerAuth(lines=(f"user {conf_quote(username)} on {conf_quote('>' + (password or ''))} ~* &* +@all",
+                                 "user default off"), username=username, password=password)
+    if password:
+        return ServerAuth(lines=(f"requirepass {conf_quote(password)}",), password=password)
+    return ServerAuth()
+
+
 @dataclass
 class RedisProcess:
     """One running redis-server we started; `stop()` ends it without saving."""
@@ -76,7 +122,7 @@ class RedisProcess:
     log_file: Path
     host: str = "127.0.0.1"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -146,11 +192,15 @@ def write_conf(directory: Path, settings: dict[str, str], secret_lines: list[str
 def start_redis(directory: Path, *, port: int | None = None, settings: dict[str, str] | None = None,
                 secret_lines: list[str] = (), binary: Path | None = None, popen_kw: dict | None = None,
                 username: str | None = None, password: str | None = None, wait: bool = True,
-                chown: tuple[int, int] | None = None) -> RedisProcess:
+                chown: tuple[int, int] | None = None, tied: bool = True) -> RedisProcess:
     """Start redis-server with its data and config in `directory`.
 
     `port` given: exactly that port, RefusedError when it is in use (nothing is started).
     `port` None: a free port, retried if another process takes it first.
+    `tied`: the server gets SIGKILL when this process dies (vaultflow.proc); only a server
+    handed over to the user (default restore) is started with tied=False.
+    `secret_lines` (requirepass, ACL users) go into the 0600 redis.conf, never argv.
+    Raises RefusedError (port in use), ToolError (it exits or never answers).
     """
     directory = Path(directory)
     binary = binary or find_binary("redis-server")
@@ -167,9 +217,9 @@ def start_redis(directory: Path, *, port: int | None = None, settings: dict[str,
             os.chown(conf_path, *chown)
         log_file = directory / "redis.log"
         with open(log_file, "ab") as log:
-            proc = subprocess.Popen([str(binary), str(conf_path)], stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, cwd=directory, start_new_session=True,
-                                    **(popen_kw or {}))
+            popen = tied_popen if tied else subprocess.Popen
+            proc = popen([str(binary), str(conf_path)], stdin=subprocess.DEVNULL, stdout=log,
+                         stderr=subprocess.STDOUT, cwd=directory, start_new_session=True, **(popen_kw or {}))
         server = RedisProcess(directory=directory, port=chosen, log_file=log_file, proc=proc,
                               username=username, password=password)
         if not wait:
