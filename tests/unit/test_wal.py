@@ -412,3 +412,69 @@ def test_wal_not_needed_keeps_history_and_everything_from_the_oldest_start():
     assert wal_not_needed(names, "00000002000000000000000C") == [
         "00000001000000000000000A", "00000001000000000000000B", "00000001000000000000000B.00000028.backup"]
     assert wal_not_needed(names, "00000001000000000000000A") == []
+
+
+# -- timelines: which one recovery follows, and gaps along it ---------------------------------
+def archive(tmp_path: Path, repo: Repository, names: list[str], histories: dict[str, bytes] | None = None) -> None:
+    spool, pg_wal = tmp_path / "tl-spool", tmp_path / "tl-pg_wal"
+    for name in names:
+        wal_push(write_wal(pg_wal, name), spool)
+    for name, text in (histories or {}).items():
+        wal_push(write_wal(pg_wal, name, text), spool)
+    ship_spool(spool, repo, TARGET)
+
+
+def test_plan_follows_the_newest_living_descendant_not_a_dead_branch(tmp_path: Path, repo: Repository) -> None:
+    from vaultflow.wal import check_backup_wal, plan_timeline
+
+    # timeline 2 left 1 at 0/3000158 and archived segments; timeline 3 (a restore that never
+    # archived) left 2 at 0/4000100: only its history file exists
+    archive(tmp_path, repo, [seg(1), seg(2), seg(3), seg(3, tli=2), seg(4, tli=2), seg(5, tli=2)],
+            {"00000002.history": history((1, "0/3000158")),
+             "00000003.history": history((1, "0/3000158"), (2, "0/4000100"))})
+    plan = plan_timeline(repo, TARGET, 1, "0/1000100")
+    assert plan.timeline == 2 and plan.begins == ((2, 3), (1, 0))
+    assert [plan.name(n) for n in (2, 3)] == [seg(2), seg(3, tli=2)]
+    assert plan_timeline(repo, TARGET, 1, "0/1000100", requested=3).timeline == 3
+    assert check_continuity(repo, TARGET, seg(1)) == [], "a dead branch is not a gap"
+    assert check_backup_wal(repo, TARGET, "B", {"start_wal_file": seg(1), "stop_lsn": "0/1000100",
+                                                "timeline": 1}).ok
+
+
+def test_plan_skips_timelines_that_left_before_the_backup_ended(tmp_path: Path, repo: Repository) -> None:
+    from vaultflow.errors import ConfigError
+    from vaultflow.wal import plan_timeline
+
+    archive(tmp_path, repo, [seg(3), seg(4), seg(5), seg(3, tli=2), seg(4, tli=2)],
+            {"00000002.history": history((1, "0/3000158"))})
+    # a backup of timeline 1 that ended at 0/4000028, after timeline 2 had branched off
+    assert plan_timeline(repo, TARGET, 1, "0/4000028").timeline == 1
+    with pytest.raises(ConfigError, match="timeline 2 does not descend from the backup's end point"):
+        plan_timeline(repo, TARGET, 1, "0/4000028", requested=2)
+
+
+def test_plan_refuses_segments_of_a_timeline_without_its_history(tmp_path: Path, repo: Repository) -> None:
+    from vaultflow.errors import NotFoundError
+    from vaultflow.wal import check_backup_wal, plan_timeline
+
+    archive(tmp_path, repo, [seg(1), seg(2), seg(3, tli=2)])
+    with pytest.raises(NotFoundError, match=r"timeline history file 00000002\.history is missing .* "
+                                            r"segments of timeline 2 are archived \(from 000000020000000000000003"):
+        plan_timeline(repo, TARGET, 1, "0/1000100")
+    result = check_backup_wal(repo, TARGET, "B", {"start_wal_file": seg(1), "stop_lsn": "0/1000100", "timeline": 1})
+    assert not result.ok and result.missing == ("00000002.history",) and "backup B" in result.problem
+    assert plan_timeline(repo, TARGET, 2, "0/3000100").timeline == 2, "a backup of timeline 2 needs no 2.history"
+
+
+def test_backup_after_the_archive_stopped_is_a_named_gap(tmp_path: Path, repo: Repository) -> None:
+    from vaultflow.wal import check_backup_wal, describe_gaps
+
+    archive(tmp_path, repo, [seg(1), seg(2), seg(3)])  # archiving stopped after segment 3
+    older = check_backup_wal(repo, TARGET, "B1", {"start_wal_file": seg(1), "stop_lsn": "0/2000100", "timeline": 1})
+    newest = check_backup_wal(repo, TARGET, "B2", {"start_wal_file": seg(6), "stop_lsn": "0/7000028", "timeline": 1})
+    assert older.ok
+    assert not newest.ok and newest.missing == (seg(6), seg(7))
+    assert f"missing 2 segment(s): {seg(6)}..{seg(7)} (timeline 1); newest archived: {seg(3)}" in newest.problem
+    assert describe_gaps([seg(5), seg(6), seg(9), seg(10, tli=2), "00000002.history"]) == (
+        f"{seg(5)}..{seg(6)} (timeline 1), {seg(9)} (timeline 1), {seg(10, tli=2)} (timeline 2), "
+        "00000002.history (history file)")
