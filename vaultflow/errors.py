@@ -54,3 +54,11 @@ class ChainBrokenError(VaultflowError):
     """An incremental chain cannot be continued or restored: a link is missing, or the server
     is no longer the one (or on the timeline, or AOF base) the parent was taken from. For a
     backup the remedy is a full backup; for a restore, another backup whose chain is intact."""
+
+
+def note_cleanup_failure(error: BaseException, message: str, log=print) -> None:
+    """A cleanup (lock release, partial payload, scratch database) failed while `error` is being
+    raised: log `message` and attach it to `error` as a note. The caller re-raises `error`, so
+    the user sees what went wrong first, never the cleanup's own error."""
+    log(message)
+    error.add_note(message)

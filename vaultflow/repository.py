@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
-from vaultflow.errors import NotFoundError, RefusedError
+from vaultflow.errors import NotFoundError, RefusedError, note_cleanup_failure
 from vaultflow.retention import DEFAULT_CLOCK_TOLERANCE, BackupRef, clock_problems
 from vaultflow.keys import decode_name, encode_name
 from vaultflow.manifest import Manifest, ManifestError, parse_manifest
@@ -209,7 +209,7 @@ class Repository:
             try:
                 self.discard_payload(engine, target, backup_id)
             except Exception as cleanup:  # the run's error matters more; prune collects later
-                _note_cleanup_failure(exc, f"could not remove the partial payload of backup {backup_id} "
+                note_cleanup_failure(exc, f"could not remove the partial payload of backup {backup_id} "
                                            f"from {self.description} ({cleanup}); prune removes it after "
                                            "the repository's orphan grace period", log)
             raise
@@ -373,17 +373,11 @@ class Repository:
             try:
                 self.release_lock(key)
             except Exception as cleanup:
-                _note_cleanup_failure(exc, f"could not release the lock {key} in {self.description} "
+                note_cleanup_failure(exc, f"could not release the lock {key} in {self.description} "
                                            f"({cleanup}); it is stale once this process is gone "
                                            f"(or after {LOCK_TTL}), or delete it", log)
             raise
         self.release_lock(key)
-
-
-def _note_cleanup_failure(exc: BaseException, message: str, log) -> None:
-    """Log a cleanup failure and attach it to the error being raised (never replace it)."""
-    log(message)
-    exc.add_note(message)
 
 
 def _holder_alive(held: dict) -> bool:

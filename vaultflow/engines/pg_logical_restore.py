@@ -34,7 +34,8 @@ from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.pg_client import classify_connect_error, client_env, connect, restore_command
 from vaultflow.engines.pg_db_properties import (apply_identity, apply_settings, compare_properties,
                                                 create_database, read_properties)
-from vaultflow.errors import ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError
+from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError,
+                              note_cleanup_failure)
 from vaultflow.manifest import Manifest, StoredObject
 from vaultflow.pipeline import feed_process, open_verified
 
@@ -285,8 +286,12 @@ class _DatabaseRestore:
             with connect(config) as conn:
                 conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                     sql.Identifier(scratch), sql.Identifier(self.target)))
-        except BaseException:
-            drop_database(config, scratch)
+        except BaseException as exc:
+            try:
+                drop_database(config, scratch)
+            except Exception as cleanup:  # the restore's own error is the one to see
+                note_cleanup_failure(exc, f"could not drop the scratch database {scratch!r} ({cleanup}); "
+                                          "drop it by hand", self.ctx.log)
             raise
         return table_results
 
@@ -349,7 +354,13 @@ def drill_logical(engine, ctx: BackupContext, manifest: Manifest) -> RestoreResu
             notes += getattr(result, "notes", [])
             seconds += result.seconds
             restored.update(result.restored)
-        finally:
-            drop_database(engine.config, scratch)
+        except BaseException as exc:
+            try:
+                drop_database(engine.config, scratch)
+            except Exception as cleanup:  # the drill's own error is the one to see
+                note_cleanup_failure(exc, f"could not drop the drill database {scratch!r} ({cleanup}); "
+                                          "drop it by hand", ctx.log)
+            raise
+        drop_database(engine.config, scratch)
     return RestoreResult(backup_id=manifest.id, restored=restored, seconds=seconds,
                          comparison=Comparison(tables), **_notes_field(notes))
