@@ -78,7 +78,7 @@ def scratch_name(target: str) -> str:
 def drill_name(database: str) -> str:
     """vaultflow_drill_<db>_<UTC time>_<random>: recognisable, unique per run, at most 63 bytes."""
     return fit_name(f"vaultflow_drill_{database}", f"_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
-                    f"_{secrets.token_hex(2)}")
+                    f"_{secrets.token_hex(3)}")
 
 
 # -- sessions and objects that act -----------------------------------------------------------
