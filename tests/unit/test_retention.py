@@ -604,3 +604,35 @@ def test_a_slow_planning_clock_never_deletes_more(data: tuple[list[BackupRef], d
     assert kept_now <= kept_slow
     future = {r.id for r in refs if r.finished_at - slow > DEFAULT_CLOCK_TOLERANCE}
     assert future & restorable_ids(refs) <= kept_slow
+
+
+@st.composite
+def with_past_dated(draw: st.DrawFn) -> tuple[list[BackupRef], list[BackupRef], datetime]:
+    """A valid set stored by an honest clock, plus fulls taken later by a slow worker that
+    record a finish before a real backup the store had already written (an inversion)."""
+    real, now = draw(backup_sets())
+    real = [stored(r) for r in real]
+    slow: list[BackupRef] = []
+    tol = DEFAULT_CLOCK_TOLERANCE
+    for _ in range(draw(st.integers(0, 3)) if real else 0):
+        witness = draw(st.sampled_from(real))  # stored before the slow one, finishing after it
+        taken = witness.stored_at + tol + timedelta(seconds=draw(st.integers(1, 86400 * 3)))  # type: ignore[operator]
+        recorded = witness.finished_at - tol - timedelta(seconds=draw(st.integers(1, 86400 * 30)))
+        new = BackupRef(new_backup_id(F, recorded), F, None, recorded, min(taken, now))
+        if new.stored_at - witness.stored_at > tol and new.id not in {r.id for r in real + slow}:  # type: ignore[operator]
+            slow.append(new)
+    return real, slow, now
+
+
+@PROPS
+@given(with_past_dated(), policies)
+def test_past_dated_backups_are_held_and_cost_no_real_backup(data: tuple[list[BackupRef], list[BackupRef], datetime],
+                                                             policy: RetentionPolicy) -> None:
+    real, slow, now = data
+    honest = plan(real, policy, now)
+    decisions = plan(real + slow, policy, now)
+    assert {k: v.keep for k, v in decisions.items() if k in honest} == {k: v.keep for k, v in honest.items()}
+    for s in slow:
+        assert clock_problems(real + slow, now)[s.id].startswith("past-dated")
+        assert not any(w.startswith(SLOT_WORDS) for w in decisions[s.id].reasons)
+        assert decisions[s.id].keep or "released" in decisions[s.id].reasons[0]
