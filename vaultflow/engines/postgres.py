@@ -35,6 +35,8 @@ from vaultflow.pipeline import dump_into_store
 # Fingerprint code lives in pg_fingerprint.py; these names stay importable from here.
 from vaultflow.engines.pg_fingerprint import (ROW_HASH, TABLES_SQL, fingerprint_table,  # noqa: E402,F401
                                               fingerprint_tables)
+from vaultflow.engines.pg_snapshot import LockWatch, catalog_changed, open_snapshot  # noqa: E402
+from vaultflow.errors import TransientError  # noqa: E402
 
 
 def dump_object_name(database: str) -> str:
@@ -158,12 +160,19 @@ class PostgresEngine:
                                            server_version=version)
 
     def _dump_database(self, ctx: BackupContext, env: dict, bin_dir, prefix: str, database: str):
+        """pg_dump of `database` in a snapshot that holds ACCESS SHARE on every table, fingerprinted
+        concurrently in that same snapshot (pg_snapshot.py says why, and how lock waits stay bounded
+        by lock_timeout_s). Returns (StoredObject, fingerprints, pg_current_snapshot text).
+
+        Raises LockWaitError (retryable; names the table and the sessions) when a lock wait
+        involving the backup passes lock_timeout_s, TransientError when the tables changed under
+        the snapshot, ToolError when pg_dump fails; nothing is committed then."""
         name = dump_object_name(database)
-        with connect(self.config, database, autocommit=False) as conn:
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        snap = open_snapshot(self.config, database)
+        conn = snap.conn
+        watch = LockWatch(self.config, database, conn.info.backend_pid)
+        try:
             expected = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-            visible = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
             prints: dict[str, TableFingerprint] = {}
             failure: list[BaseException] = []
 
@@ -176,20 +185,38 @@ class PostgresEngine:
                     failure.append(exc)
 
             worker = threading.Thread(target=take_fingerprints, name=f"fingerprint-{database}")
+            watch.start()
             worker.start()
             progress = (lambda done: ctx.progress(name, done, expected)) if ctx.progress else None
-            try:
-                written = dump_into_store(dump_command(bin_dir, database, snapshot), env, ctx.repository.store,
+            try:  # pg_dump runs under the watch's application_name: that is how the watch finds it
+                written = dump_into_store(dump_command(bin_dir, database, snap.id, self.config.lock_timeout_s),
+                                          dict(env, PGAPPNAME=watch.pg_dump_appname), ctx.repository.store,
                                           prefix + name, level=ctx.repository.compression_level,
                                           progress=progress, on_stderr=ctx.log, pass_fds=env.pass_fds)
+            except BaseException as exc:
+                watch.stop()
+                watch.end_snapshot_session()  # stop fingerprinting now; release the locks
+                worker.join()
+                explained = watch.explain(exc)
+                if explained is not None:
+                    raise explained from exc
+                raise
             finally:
                 worker.join()  # the snapshot must stay open until both readers finish
+                watch.stop()
+            if watch.error is not None:
+                raise watch.error
             if failure:
                 raise VaultflowError(f"fingerprinting {database} failed: {failure[0]}") from failure[0]
-            conn.rollback()
+            changed = catalog_changed(self.config, database, snap)
+            if changed:  # cannot happen while the locks hold; never commit a dump its prints disagree with
+                raise TransientError(f"tables {', '.join(changed)} of database {database!r} changed during the "
+                                     "backup; nothing was committed. Retry the backup")
+        finally:
+            conn.close()
         obj = StoredObject(key=name, role="database-dump", database=database, format="pg_dump-custom",
                            raw_size=written.raw_size, stored_size=written.stored_size, sha256=written.sha256)
-        return obj, prints, visible
+        return obj, prints, snap.visible
 
     # -- restore ------------------------------------------------------------------------
     def restore(self, ctx: BackupContext, manifest: Manifest, *, into: str | None = None,
