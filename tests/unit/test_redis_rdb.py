@@ -9,6 +9,8 @@ import subprocess
 import pytest
 
 from vaultflow.engines.redis_rdb import RdbFormatError, parse_header
+from vaultflow.engines.redis_rdb_format import RdbStreamScanner
+from vaultflow.errors import IntegrityError
 from vaultflow.engines.redis_server import RedisProcess, find_binary
 
 AUX, SELECTDB, EOF = b"\xfa", b"\xfe", b"\xff"
@@ -146,3 +148,77 @@ def test_real_rdb_from_redis_cli(redis_source: RedisProcess, tmp_path):
     assert facts["aof-base"] == "0"
     # the same facts from the first bytes only, as the engine keeps them
     assert parse_header(data[:64 * 1024]) == facts
+
+
+# -- RdbStreamScanner: counts from RESIZEDB, confirmed by redis-check-rdb; redis-cli's EOF mark --
+
+def resizedb(dbid: int, keys: int, expires: int) -> bytes:
+    return SELECTDB + bytes([dbid]) + b"\xfb" + bytes([keys]) + bytes([expires])
+
+
+def crc64_jones(data: bytes) -> int:
+    """Redis' CRC64 (Jones polynomial, reflected, init 0), bit by bit: small inputs only."""
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x95AC9329AC4BC9B5 if crc & 1 else 0)
+    return crc
+
+
+# db 0 with 2 keys (1 expire), then key bytes holding two SELECTDB+RESIZEDB look-alikes, db 3 with 1 key
+BODY = (b"REDIS0010" + aux(b"redis-ver", s6("7.0.15")) + resizedb(0, 2, 1)
+        + b"\x00" + s6("a") + s6(b"\xfe\x05\xfb\x09\x09") + b"\xfc" + b"\x00" * 8 + b"\x00" + s6("b") + s6("x")
+        + resizedb(3, 1, 0) + b"\x00" + s6("c") + s6(b"\xfe\x07\xfb\x01\x00" * 3) + EOF)
+RDB = BODY + crc64_jones(BODY).to_bytes(8, "little")
+SELECT0 = BODY.index(b"\xfe\x00\xfb") + 2  # offsets of the RESIZEDB opcodes, as redis-check-rdb reports them
+SELECT3 = BODY.index(b"\xfe\x03\xfb") + 2
+
+
+def check_output(length: int = len(RDB), keys: int = 3, expires: int = 1, dbs=((SELECT0, 0), (SELECT3, 3))) -> str:
+    lines = [f"[offset 0] Checking RDB file check.rdb", "[offset 26] AUX FIELD redis-ver = '7.0.15'"]
+    lines += [f"[offset {off}] Selecting DB ID {db}" for off, db in dbs]
+    lines += [f"[offset {length}] Checksum OK", f"[offset {length}] \\o/ RDB looks OK! \\o/",
+              f"[info] {keys} keys read", f"[info] {expires} expires", "[info] 0 already expired"]
+    return "\n".join(lines)
+
+
+def scan(data: bytes, chunk: int) -> tuple[bytes, RdbStreamScanner]:
+    scanner = RdbStreamScanner()
+    out = b"".join(scanner.feed(data[i:i + chunk]) for i in range(0, len(data), chunk)) + scanner.end()
+    return out, scanner
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 1 << 20])
+def test_scanner_counts_per_db_at_every_chunking(chunk: int):
+    assert crc64_jones(b"123456789") == 0xE9C6D914C4B8D9CA  # the check value redis' crc64.c tests
+    out, scanner = scan(RDB, chunk)
+    assert out == RDB
+    assert len(scanner.candidates) == 2 + 1 + 3  # the real ones and every look-alike in the values
+    facts = scanner.facts(check_output(), "test")
+    assert facts.databases == {0: (2, 1), 3: (1, 0)}  # only those redis-check-rdb confirmed
+    assert facts.crc64 == RDB[-8:].hex() and facts.length == len(RDB) and not facts.eof_mark_dropped
+    assert facts.header["redis-ver"] == "7.0.15"
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 40, 41, 1 << 20])
+def test_scanner_drops_redis_clis_eof_mark_and_nothing_else(chunk: int):
+    mark = b"0123456789abcdef0123456789abcdef01234567"
+    out, scanner = scan(RDB + mark, chunk)
+    assert out == RDB and scanner.eof_mark_dropped
+    assert scanner.facts(check_output(), "test").length == len(RDB)
+    # 40 hex characters that do not follow an EOF opcode + CRC64 are data: kept
+    tail = BODY[:-1] + mark
+    assert scan(tail, chunk)[0] == tail
+
+
+def test_scanner_refuses_what_redis_check_rdb_contradicts():
+    _, scanner = scan(RDB, 4096)
+    with pytest.raises(IntegrityError, match="redis-check-rdb read 4"):
+        scanner.facts(check_output(keys=4), "src:1")
+    with pytest.raises(IntegrityError, match="found its end at 99"):
+        scanner.facts(check_output(length=99), "src:1")
+    with pytest.raises(IntegrityError, match="db 5 at offset 30"):
+        scanner.facts(check_output(dbs=((SELECT0, 0), (30, 5))), "src:1")
+    with pytest.raises(IntegrityError, match="CRC64"):
+        scanner.facts(check_output().replace("Checksum OK", "x"), "src:1")
