@@ -6,8 +6,12 @@ For every deployment: its entrypoint imports and names a Prefect flow; every sch
 with the Prefect server's own schedule model (cron syntax, IANA timezone; every schedule must
 name one) and fires at least once; every parameter is in the flow's signature, no required
 parameter is missing and the values pass the flow's type validation; it names a work pool.
-Deployment names are unique. Prints one line per deployment, then every problem; exits 1 if
-there is any.
+Deployment names are unique. The target of an incremental, differential or archive-logs
+deployment must fit its strategy (flows/_fit.py: a physical PostgreSQL target, archive-logs with
+a wal_spool, or a local-mode Redis target): the saved block is read from the Prefect API when
+PREFECT_API_URL names one and the block is there; otherwise a note says what could not be
+checked. Prints one line per deployment, then every problem and note; exits 1 if there is any
+problem (notes alone do not fail).
 """
 
 from __future__ import annotations
@@ -139,8 +143,68 @@ def check_parameters(flow: Any, parameters: dict[str, Any], where: str = "",
     return problems
 
 
-def check_deployment(entry: dict[str, Any], root: Path) -> tuple[list[str], str]:
-    """(problems, summary line) of one deployment entry."""
+class SavedBlocks:
+    """Block documents read from the Prefect API named by PREFECT_API_URL, once per name.
+
+    Never starts Prefect's temporary API: its database is not the one the deployments will use."""
+
+    def __init__(self) -> None:
+        from prefect.settings import PREFECT_API_URL
+
+        self.api = PREFECT_API_URL.value()
+        self._cache: dict[str, tuple[Any, str]] = {}
+
+    def load(self, ref: str) -> tuple[Any, str]:
+        """(block, '') or (None, why it could not be read)."""
+        if not self.api:
+            return None, "no Prefect API is configured (set PREFECT_API_URL)"
+        if ref not in self._cache:
+            self._cache[ref] = self._load(ref)
+        return self._cache[ref]
+
+    def _load(self, ref: str) -> tuple[Any, str]:
+        from prefect.blocks.core import Block
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+        try:  # an API that is down is a note, found at once rather than after minutes of retries
+            with _quiet("prefect"), temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+                return Block.load(ref), ""
+        except ValueError as exc:  # no such block document (or block type) on this server
+            return None, f"block {ref} is not saved in {self.api} ({_describe(exc)})"
+        except Exception as exc:  # noqa: BLE001 - unreachable API, refused, ...
+            return None, f"the Prefect API at {self.api} did not answer ({type(exc).__name__}: {_describe(exc)})"
+
+
+def check_fit(flow: Any, parameters: dict[str, Any], blocks: SavedBlocks) -> tuple[list[str], list[str]]:
+    """(problems, notes): does the deployment's target fit its flow's strategy?"""
+    from flows._fit import HOW_TO_FIX, STRATEGY_OF_FLOW, misfit
+
+    strategy = STRATEGY_OF_FLOW.get(flow.name)
+    ref = parameters.get("target")
+    if strategy is None or not isinstance(ref, str) or "{{" in ref:
+        return [], []
+    slug = ref.split("/", 1)[0] if "/" in ref else ""
+    if strategy == "archive-logs" and slug and slug != "postgres-target":
+        return [f"target {ref} cannot do {strategy}: archive-logs ships PostgreSQL WAL; "
+                f"{HOW_TO_FIX[strategy]}"], []
+    if not slug:
+        return [], [f"could not check that target {ref!r} fits {strategy}: name it with its block type "
+                    "('postgres-target/NAME' or 'redis-target/NAME')"]
+    block, why_not = blocks.load(ref)
+    if block is None:
+        return [], [f"could not check that target {ref} fits {strategy}: {why_not}"]
+    why = misfit(strategy, block, parameters.get("spool_dir"))
+    if why:
+        return [f"target {ref} cannot do {strategy}: {why}; {HOW_TO_FIX[strategy]}"], []
+    if slug == "redis-target" and strategy != "archive-logs":
+        return [], [f"target {ref} fits {strategy} if its server has appendonly yes (checked at run time)"]
+    return [], []
+
+
+def check_deployment(entry: dict[str, Any], root: Path, blocks: SavedBlocks | None = None,
+                     notes: list[str] | None = None) -> tuple[list[str], str]:
+    """(problems, summary line) of one deployment entry; what could not be checked is appended
+    to `notes`."""
     problems: list[str] = []
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -175,6 +239,10 @@ def check_deployment(entry: dict[str, Any], root: Path) -> tuple[list[str], str]
         parameters = {}
     elif flow is not None:
         problems += check_parameters(flow, parameters)
+        fit_problems, fit_notes = check_fit(flow, parameters, blocks or SavedBlocks())
+        problems += fit_problems
+        if notes is not None:
+            notes += fit_notes
 
     schedules = entry.get("schedules") or []
     if "schedule" in entry:
@@ -204,9 +272,10 @@ def check_deployment(entry: dict[str, Any], root: Path) -> tuple[list[str], str]
     return problems, summary
 
 
-def check(path: str | os.PathLike[str] = DEFAULT_PATH,
-          root: str | os.PathLike[str] | None = None) -> list[tuple[str, list[str], str]]:
-    """(label, problems, summary) per deployment; a file-level problem has label ''.
+def check(path: str | os.PathLike[str] = DEFAULT_PATH, root: str | os.PathLike[str] | None = None,
+          notes: list[str] | None = None) -> list[tuple[str, list[str], str]]:
+    """(label, problems, summary) per deployment; a file-level problem has label ''. What could
+    not be checked goes to `notes` as '<deployment>: <what>'.
 
     Entrypoints are relative to `root`, by default the directory holding the file."""
     try:
@@ -214,9 +283,10 @@ def check(path: str | os.PathLike[str] = DEFAULT_PATH,
     except (OSError, ValueError) as exc:
         return [("", [str(exc)], "")]
     root = Path(root).resolve() if root is not None else project_root(path)
-    results, first_use = [], {}
+    results, first_use, blocks = [], {}, SavedBlocks()
     for index, entry in enumerate(entries):
-        problems, summary = check_deployment(entry, root)
+        found: list[str] = []
+        problems, summary = check_deployment(entry, root, blocks, found)
         name = entry.get("name")
         if isinstance(name, str) and name:
             if name in first_use:
@@ -224,16 +294,19 @@ def check(path: str | os.PathLike[str] = DEFAULT_PATH,
                                 "names must be unique")
             first_use.setdefault(name, index)
         results.append((_label(entry, index), problems, summary))
+        if notes is not None:
+            notes += [f"{_label(entry, index)}: {note}" for note in found]
     return results
 
 
 def validate(path: str | os.PathLike[str] = DEFAULT_PATH,
-             root: str | os.PathLike[str] | None = None) -> list[str]:
+             root: str | os.PathLike[str] | None = None, notes: list[str] | None = None) -> list[str]:
     """Every problem of prefect.yaml, each as '<deployment>: <what is wrong>'; [] when fine.
+    What could not be checked (no API, a block not saved yet) goes to `notes`.
 
     Entrypoints are relative to `root`, by default the directory holding the file."""
     return [f"{label}: {problem}" if label else problem
-            for label, problems, _ in check(path, root) for problem in problems]
+            for label, problems, _ in check(path, root, notes) for problem in problems]
 
 
 def report(path: str | os.PathLike[str], problems: list[str]) -> None:
@@ -249,12 +322,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default=None,
                         help="directory the entrypoints are relative to (default: the file's directory)")
     args = parser.parse_args(argv)
-    results = check(args.path, args.root)
+    notes: list[str] = []
+    results = check(args.path, args.root, notes)
     problems = []
     for label, found, summary in results:
         if label:
             print(f"{'ok  ' if not found else 'FAIL'}  {summary or label}")
         problems += [f"{label}: {p}" if label else p for p in found]
+    if notes:
+        print(f"\n{len(notes)} note{'s' if len(notes) != 1 else ''} (not checked):")
+        for note in notes:
+            print(f"  - {note}")
     if problems:
         report(args.path, problems)
         return 1

@@ -9,6 +9,7 @@ from typing import Optional
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
+from flows._fit import HOW_TO_FIX, misfit
 from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fast_on_permanent_errors,
                             load_repository, load_target, run_name, target_resource)
 from tasks.wal import ship_wal
@@ -32,10 +33,10 @@ def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Op
     with fail_fast_on_permanent_errors():
         target_block = load_target(target)
         _, repo = load_repository(repository)
-        spool = spool_dir or getattr(target_block, "wal_spool", None)
-        if not spool:
-            raise ConfigError(f"target {target_block.name} has no wal_spool: set it on the PostgresTarget "
-                              "block (the directory archive_command spools into) or pass spool_dir")
+        why = misfit("archive-logs", target_block, spool_dir)
+        if why:  # a permanent misconfiguration: fails at once, without retries
+            raise ConfigError(f"{why}. To archive WAL, {HOW_TO_FIX['archive-logs']}.")
+        spool = spool_dir or target_block.wal_spool
         resource = target_resource("postgres", target_block.name)
         try:
             result = ship_wal(Path(spool), repo, target_block.name)

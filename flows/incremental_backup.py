@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
+from prefect.states import Completed
 
 from flows._backup import run_backup
-from flows._support import FLOW_RETRIES, RepositoryParam, TargetParam, run_name
+from flows._fit import HOW_TO_FIX, misfit, server_misfit
+from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fast_on_permanent_errors, load_target,
+                            run_name)
 from vaultflow.manifest import BackupKind
+
+
+def _backup_or_full(kind: BackupKind, target, repository):
+    """A target that cannot take `kind` at all (a logical PostgreSQL target, a remote or
+    appendonly-off Redis target) gets a full backup, said once: one warning and the run's state
+    message, no failed task. A target that can but has no usable parent yet falls back inside
+    run_backup."""
+    with fail_fast_on_permanent_errors():
+        block = load_target(target)
+        why = misfit(kind.value, block) or server_misfit(kind.value, block)
+    if why is None:
+        return run_backup(kind, target, repository)
+    get_run_logger().warning(f"{why}: taking a full backup instead. To get {kind.value} backups, "
+                             f"{HOW_TO_FIX[kind.value]}.")
+    result = run_backup(BackupKind.FULL, block, repository)
+    result["fell_back_to_full"] = why
+    return Completed(message=f"took a full backup: {why}", data=result)
 
 
 @flow(name="incremental-backup", flow_run_name=run_name("incremental"), log_prints=True, **FLOW_RETRIES)
 def incremental_backup(target: TargetParam, repository: RepositoryParam) -> dict:
-    """Changes since the latest backup of any kind (PostgreSQL 17+: pg_basebackup --incremental).
-    Without a usable parent it says why and takes a full backup instead."""
-    return run_backup(BackupKind.INCREMENTAL, target, repository)
+    """Changes since the latest backup of any kind (PostgreSQL 17+: pg_basebackup --incremental;
+    Redis: AOF increments). A target that has no incremental form takes a full backup and says so
+    in the run's state message; without a usable parent it says why and takes a full backup."""
+    return _backup_or_full(BackupKind.INCREMENTAL, target, repository)
 
 
 @flow(name="differential-backup", flow_run_name=run_name("differential"), log_prints=True, **FLOW_RETRIES)
 def differential_backup(target: TargetParam, repository: RepositoryParam) -> dict:
-    """Changes since the latest full backup. Without a usable full it takes one instead."""
-    return run_backup(BackupKind.DIFFERENTIAL, target, repository)
+    """Changes since the latest full backup. A target that has no differential form, or no usable
+    full, takes a full backup instead and says why."""
+    return _backup_or_full(BackupKind.DIFFERENTIAL, target, repository)

@@ -232,3 +232,92 @@ def test_unreadable_file(tmp_path):
     garbage = tmp_path / "garbage.yaml"
     garbage.write_text("deployments: [oops\n")
     assert "not valid YAML" in validate(garbage)[0]
+
+
+# -- does each deployment's target fit its strategy? ----------------------------------------
+
+def test_archive_logs_on_a_redis_target_needs_no_api(tmp_path, document):
+    def change(data):
+        deployment(data, "demo-archive-logs")["parameters"]["target"] = "redis-target/demo"
+    problems = problems_of(tmp_path, document, change)
+    assert len(problems) == 1 and problems[0].startswith("demo-archive-logs: target redis-target/demo cannot do "
+                                                         "archive-logs: archive-logs ships PostgreSQL WAL"), problems
+
+
+def test_without_an_api_it_says_what_it_could_not_check(tmp_path, document):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    notes: list[str] = []
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert validate(PREFECT_YAML, notes=notes) == []
+    checked = {"demo-archive-logs", "demo-daily-incremental", "demo-daily-differential",
+               "redis-demo-daily-incremental", "redis-demo-daily-differential"}
+    assert {n.split(":")[0] for n in notes} == checked, notes
+    assert all("could not check" in n and "PREFECT_API_URL" in n for n in notes), notes
+
+
+@pytest.fixture
+def saved_targets(prefect_api) -> dict[str, str]:
+    """Blocks in the session's Prefect API, one per kind of fit and misfit."""
+    from blocks import PostgresTarget, RedisTarget
+
+    blocks = {
+        "postgres-target/fit-logical": PostgresTarget(),
+        "postgres-target/fit-physical-nospool": PostgresTarget(mode="physical"),
+        "postgres-target/fit-physical": PostgresTarget(mode="physical", wal_spool="/var/spool/wal"),
+        "redis-target/fit-remote": RedisTarget(),
+        "redis-target/fit-local": RedisTarget(data_dir="/var/lib/redis"),
+    }
+    for ref, block in blocks.items():
+        block.save(ref.split("/")[1], overwrite=True)
+    return {ref.split("/")[1]: ref for ref in blocks}
+
+
+def retarget(**targets: str) -> Callable[[dict[str, Any]], None]:
+    def change(data: dict[str, Any]) -> None:
+        for name, ref in targets.items():  # a new dict: YAML anchors share one between deployments
+            entry = deployment(data, name.replace("_", "-"))
+            entry["parameters"] = {**entry["parameters"], "target": ref}
+    return change
+
+
+def test_saved_blocks_that_cannot_do_their_strategy_are_problems(tmp_path, document, saved_targets):
+    change = retarget(demo_daily_incremental=saved_targets["fit-logical"],
+                      demo_daily_differential=saved_targets["fit-remote"],
+                      demo_archive_logs=saved_targets["fit-physical-nospool"],
+                      redis_demo_daily_incremental=saved_targets["fit-physical"],
+                      redis_demo_daily_differential=saved_targets["fit-local"])
+    notes: list[str] = []
+    problems = validate(faulty(tmp_path, document, change), root=ROOT, notes=notes)
+    assert problems == [
+        "demo-archive-logs: target postgres-target/fit-physical-nospool cannot do archive-logs: "
+        "fit-physical-nospool has no wal_spool: set it on the PostgresTarget block to the directory "
+        "archive_command spools into (vaultflow wal-push %p --spool DIR), or pass spool_dir; point the "
+        "deployment at a physical PostgreSQL target with a wal_spool, or pause it",
+        "demo-daily-incremental: target postgres-target/fit-logical cannot do incremental: fit-logical takes "
+        "logical backups, which have no incremental form; point the deployment at a physical PostgreSQL target "
+        "(mode='physical') or a local-mode Redis target with appendonly yes, or schedule full backups only",
+        "demo-daily-differential: target redis-target/fit-remote cannot do differential: fit-remote is backed up "
+        "remotely (no data_dir), and differential backups copy the AOF files on the Redis host; point the "
+        "deployment at a physical PostgreSQL target (mode='physical') or a local-mode Redis target with "
+        "appendonly yes, or schedule full backups only",
+    ], problems
+    # A local-mode Redis target fits as far as its block says; the server's appendonly is a note.
+    assert notes == ["redis-demo-daily-differential: target redis-target/fit-local fits differential if its "
+                     "server has appendonly yes (checked at run time)"], notes
+
+
+def test_a_target_not_saved_yet_is_a_note_not_a_problem(tmp_path, document, saved_targets):
+    notes: list[str] = []
+    change = retarget(demo_daily_incremental="postgres-target/fit-nobody-saved-this")
+    assert validate(faulty(tmp_path, document, change), root=ROOT, notes=notes) == []
+    [note] = [n for n in notes if n.startswith("demo-daily-incremental:")]
+    assert "block postgres-target/fit-nobody-saved-this is not saved in http" in note, note
+
+
+def test_main_prints_problems_and_notes(tmp_path, document, saved_targets, capsys):
+    path = faulty(tmp_path, document, retarget(demo_daily_differential=saved_targets["fit-logical"]))
+    assert main([str(path), "--root", str(ROOT)]) == 1
+    captured = capsys.readouterr()
+    assert "fit-logical takes logical backups, which have no differential form" in captured.err
+    assert "note" in captured.out and "could not check" in captured.out  # the demo blocks are not saved here

@@ -1,0 +1,150 @@
+"""`python -m vaultflow.demo_setup`: the servers and blocks prefect.yaml's deployments run against.
+
+    prefect server start                                   # a real API: the worker must see the blocks
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m vaultflow.demo_setup
+
+Starts, and keeps running until Ctrl-C or SIGTERM:
+- an embedded PostgreSQL 18 holding `backup_demo`, with WAL archiving into a spool
+  (`archive_command = vaultflow wal-push %p --spool DIR`) and `summarize_wal = on` (PostgreSQL
+  17+ incrementals need WAL summaries);
+- a redis-server with `appendonly yes` in a directory the worker reads (local mode);
+and saves the blocks every deployment in prefect.yaml names:
+
+    postgres-target/demo           logical (pg_dump): demo-weekly-full, demo-weekly-drill
+    postgres-target/demo-physical  the same server, physical: demo-physical-weekly-full,
+                                   demo-daily-incremental, demo-daily-differential, demo-archive-logs
+    redis-target/demo              local mode + AOF: every redis-demo-* deployment
+    backup-repository/demo         <workdir>/repository: all of them, verify and prune
+
+so that `prefect deploy --all` and a worker on this host (`VAULTFLOW_HOME=$PWD prefect worker
+start --pool vaultflow`) give green runs. Connection details (no secrets: the demo servers trust
+local connections) are written to <workdir>/demo-servers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaultflow.errors import ConfigError
+
+READY_LINE = "vaultflow demo setup ready"
+
+
+@dataclass
+class DemoServers:
+    pg: Any  # vaultflow.testing.postgres_server.PostgresInstance
+    spool: Path
+    redis: Any  # vaultflow.engines.redis_server.RedisProcess
+
+
+@contextmanager
+def running_demo_servers(workdir: Path) -> Iterator[DemoServers]:
+    """PostgreSQL 18 (archiving into a spool, WAL summaries on) and redis-server (AOF), stopped
+    and their data deleted on exit. The spool lives under /tmp: the server's OS user writes it."""
+    from vaultflow.testing.postgres_server import embedded_bin_dir, running_postgres
+    from vaultflow.testing.redis_instance import running_redis
+    from vaultflow.testing.service_python import service_user_python
+    from vaultflow.testing.unprivileged import give_to_service_user
+
+    spool_parent = Path(tempfile.mkdtemp(prefix="vaultflow-demo-wal-", dir="/tmp"))
+    give_to_service_user(spool_parent)
+    spool = spool_parent / "spool"  # wal-push creates it (0700) on the first segment
+    settings = {"archive_mode": "on", "archive_timeout": "300", "summarize_wal": "on",
+                "archive_command": service_user_python().command("push", "%p", "--spool", str(spool))}
+    try:
+        with running_postgres(embedded_bin_dir(), workdir, settings=settings, name="demo") as pg, \
+                running_redis(name="demo") as redis:
+            yield DemoServers(pg, spool, redis)
+    finally:
+        shutil.rmtree(spool_parent, ignore_errors=True)
+
+
+def demo_blocks(servers: DemoServers, repository_path: Path) -> dict[str, Any]:
+    """The blocks prefect.yaml names, as '<block type slug>/<name>' -> unsaved block."""
+    from blocks import BackupRepository, PostgresTarget, RedisTarget
+    from vaultflow.testing.unprivileged import SERVICE_USER, running_as_root
+
+    pg, redis = servers.pg, servers.redis
+    common = {"host": pg.host, "port": pg.port, "user": pg.user, "bin_dir": str(pg.client_bin_dir)}
+    return {
+        "postgres-target/demo": PostgresTarget(**common, databases=["backup_demo"]),
+        "postgres-target/demo-physical": PostgresTarget(
+            **common, mode="physical", wal_spool=str(servers.spool), server_bin_dir=str(pg.bin_dir),
+            restore_os_user=SERVICE_USER if running_as_root() else None),
+        "redis-target/demo": RedisTarget(host=redis.host, port=redis.port, data_dir=str(redis.directory)),
+        "backup-repository/demo": BackupRepository(local_path=str(repository_path)),
+    }
+
+
+def save_demo_blocks(blocks: dict[str, Any]) -> None:
+    for ref, block in blocks.items():
+        block.save(ref.split("/", 1)[1], overwrite=True)
+
+
+def require_api() -> str:
+    """The Prefect API the blocks go to; a temporary one would vanish with this process."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ConfigError("python -m vaultflow.demo_setup saves blocks that a worker must find: start a Prefect "
+                          "server (`prefect server start`) and set PREFECT_API_URL (e.g. "
+                          "http://127.0.0.1:4200/api), then run it again")
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vaultflow.demo import create_demo_database, fill_redis
+
+    parser = argparse.ArgumentParser(prog="python -m vaultflow.demo_setup", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=".vaultflow-demo", help="repository and server logs (%(default)s)")
+    parser.add_argument("--rows", type=int, default=5000, help="generated employees / Redis keys x10")
+    args = parser.parse_args(argv)
+    try:
+        api = require_api()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    # SIGTERM (a service manager, a test) stops the servers like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with running_demo_servers(workdir) as servers:
+        create_demo_database(servers.pg, args.rows)
+        fill_redis(servers.redis.client(), max(args.rows * 10, 1000))
+        blocks = demo_blocks(servers, workdir / "repository")
+        save_demo_blocks(blocks)
+        state = {"api": api, "repository": str(workdir / "repository"), "spool": str(servers.spool),
+                 "postgres": {"host": servers.pg.host, "port": servers.pg.port, "user": servers.pg.user,
+                              "version": servers.pg.version},
+                 "redis": {"host": servers.redis.host, "port": servers.redis.port,
+                           "data_dir": str(servers.redis.directory)},
+                 "blocks": sorted(blocks)}
+        state_file = workdir / "demo-servers.json"
+        state_file.write_text(json.dumps(state, indent=2) + "\n")
+        print("\n".join([f"saved blocks {', '.join(sorted(blocks))} in {api}",
+                         f"PostgreSQL {servers.pg.version} on {servers.pg.host}:{servers.pg.port} "
+                         f"(WAL spool {servers.spool}), redis-server on {servers.redis.where}",
+                         "next: prefect work-pool create vaultflow --type process; prefect deploy --all; "
+                         "VAULTFLOW_HOME=$PWD prefect worker start --pool vaultflow",
+                         f"{READY_LINE} ({state_file}); Ctrl-C stops the servers"]), flush=True)
+        try:
+            while True:
+                signal.pause()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
