@@ -49,6 +49,30 @@ def test_spec_file_is_private_and_removed(tmp_path: Path) -> None:
     assert not path.parent.exists(), "removed on failure too"
 
 
+def test_spec_memfd_is_read_by_a_child_through_dev_fd_and_is_no_file(tmp_path: Path) -> None:
+    """restore_command (a child of the restored server) reads the inherited memfd as /dev/fd/N;
+    it exists on no filesystem, so a killed restore leaves no file with the secret."""
+    import os
+    import subprocess
+    import sys
+    store = LocalStore(tmp_path / "repo")
+    read = "import sys; from vaultflow.stores import spec; print(spec.read_spec_file(sys.argv[1])['path'])"
+    with spec.spec_memfd(store) as fd:
+        assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:")
+        for _ in range(2):  # every WAL file's restore_command reads it again, from the start
+            out = subprocess.run([sys.executable, "-c", read, f"/dev/fd/{fd}"], pass_fds=(fd,),
+                                 capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
+            assert out.stdout.strip() == str(tmp_path / "repo")
+        held = os.dup(fd)
+    try:
+        assert os.fstat(held).st_size == 0, "emptied on exit: a server still holding it reads nothing"
+    finally:
+        os.close(held)
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
 def test_read_spec_file_refuses_readable_or_missing_files(tmp_path: Path) -> None:
     path = spec.write_spec_file({"kind": "local", "path": "/srv"}, tmp_path / "r.json")
     path.chmod(0o644)

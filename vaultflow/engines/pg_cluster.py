@@ -92,8 +92,9 @@ def _log_tail(path: Path, offset: int, lines: int = 25) -> str:
 def start_cluster(data_dir: Path, bin_dir: Path, port: int, socket_dir: Path, run_as: str | None = None,
                   *, host: str = "127.0.0.1", settings: Mapping[str, str] | None = None,
                   log_file: Path | None = None, env: Mapping[str, str] | None = None,
-                  timeout: float = 300.0) -> RunningCluster:
-    """Start `postgres -D data_dir` listening on host:port and in socket_dir; wait until ready."""
+                  timeout: float = 300.0, pass_fds: tuple[int, ...] = ()) -> RunningCluster:
+    """Start `postgres -D data_dir` listening on host:port and in socket_dir; wait until ready.
+    `pass_fds`: descriptors the server inherits (a memfd its restore_command reads)."""
     data_dir, bin_dir, socket_dir = Path(data_dir), Path(bin_dir), Path(socket_dir)
     version_file = data_dir / "PG_VERSION"
     if not version_file.exists():
@@ -127,7 +128,7 @@ def start_cluster(data_dir: Path, bin_dir: Path, port: int, socket_dir: Path, ru
             # A cluster kept running (recover(keep_running=True)) lives as long as its caller.
             proc = tied_popen([str(bin_dir / "postgres"), "-D", str(data_dir)], stdin=subprocess.DEVNULL,
                               stdout=log, stderr=subprocess.STDOUT, cwd=data_dir, env=child_env,
-                              start_new_session=True, **demote)
+                              start_new_session=True, pass_fds=tuple(pass_fds), **demote)
         except PermissionError as exc:
             raise ConfigError(f"OS user {account.pw_name} cannot run {bin_dir / 'postgres'}: {exc}") from exc
     cluster = RunningCluster(data_dir, bin_dir, host, port, socket_dir, proc, account.pw_name, log_file)

@@ -36,7 +36,7 @@ from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
 from vaultflow.ports import free_port
 from vaultflow.stores.base import Store
-from vaultflow.stores.spec import spec_file
+from vaultflow.stores.spec import spec_memfd
 from vaultflow.wal import (DEFAULT_SEGMENT_SIZE, TimelinePlan, archive_file, archived_names, describe_gaps, history_name,
                            parse_lsn, parse_segment, plan_timeline, segment_name, wal_gaps)
 from vaultflow.wal.timelines import archive_end
@@ -46,10 +46,11 @@ def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None
                            settings: Mapping[str, str] | None = None, run_as: str | None = None,
                            host: str = "127.0.0.1", socket_dir: Path | None = None,
                            log_file: Path | None = None, env: Mapping[str, str] | None = None,
-                           timeout: float = 300.0) -> RunningCluster:
+                           timeout: float = 300.0, pass_fds: tuple[int, ...] = ()) -> RunningCluster:
     """Start a restored data directory on host:port (default: a free port) with a private
     socket dir; as `run_as` (default: the directory's owner) when root. Stop it with
-    `stop_cluster(cluster)`. archive_mode stays off whatever `settings` say."""
+    `stop_cluster(cluster)`. archive_mode stays off whatever `settings` say. `pass_fds`: descriptors
+    the server (and so its restore_command) inherits: the repository spec of fetch_spec_file."""
     owns_socket_dir = socket_dir is None
     if socket_dir is None:  # short (unix socket paths are limited to ~107 bytes) and private
         socket_dir = Path(tempfile.mkdtemp(prefix="vfpg-", dir="/tmp"))
@@ -59,7 +60,7 @@ def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None
             chosen = port if port else free_port(host)
             try:
                 cluster = start_cluster(dest, bin_dir, chosen, socket_dir, run_as, host=host, settings=merged,
-                                        log_file=log_file, env=env, timeout=timeout)
+                                        log_file=log_file, env=env, timeout=timeout, pass_fds=pass_fds)
             except ToolError as exc:  # lost the race for a free port: try another one
                 if port or attempt == 4 or "already in use" not in str(exc):
                     raise
@@ -154,10 +155,12 @@ def default_fetch_command(repo_path: Path | None, target: str, *, repo_config: P
 
 
 @contextmanager
-def fetch_spec_file(store: Store, dest: Path, run_as: str | None) -> Iterator[Path]:
-    """The repository spec file that the restore_command of a recovery into `dest` reads: 0600
-    in a new 0700 directory next to `dest`, both owned by the cluster's OS user (`run_as`, when
-    we are root), removed on exit. Never inside `dest`: a data directory gets copied."""
+def fetch_spec_file(store: Store, dest: Path, run_as: str | None) -> Iterator[int]:
+    """The repository spec that the restore_command of a recovery into `dest` reads: an anonymous
+    0600 memfd (stores.spec.spec_memfd) owned by the cluster's OS user (`run_as`, when we are
+    root). Yields its descriptor: the restored server inherits it (start_restored_cluster
+    pass_fds) and restore_command reads `/dev/fd/<fd>`. Emptied and closed on exit; it is never
+    a file, so a killed restore leaves no secret on disk (and none in `dest`, which gets copied)."""
     uid = gid = None
     if run_as is not None and os.geteuid() == 0:
         try:
@@ -165,8 +168,8 @@ def fetch_spec_file(store: Store, dest: Path, run_as: str | None) -> Iterator[Pa
         except KeyError:
             raise ConfigError(f"OS user {run_as!r} (restore_os_user) does not exist on this worker") from None
         uid, gid = user.pw_uid, user.pw_gid
-    with spec_file(store, dest.parent, uid=uid, gid=gid, prefix=f".{dest.name}-wal-fetch-") as path:
-        yield path
+    with spec_memfd(store, uid=uid, gid=gid) as fd:
+        yield fd
 
 
 def _wait_promoted(cluster: RunningCluster, user: str, timeout: float) -> None:
@@ -251,9 +254,12 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
                       catalog=ctx.repository.catalog(manifest.engine, manifest.target))
         verified = verify_restored(dest, bin_dir, manifest.id)
         with ExitStack() as recovery_only:  # the spec file (it may hold a secret) lives until promotion
+            spec_fds: tuple[int, ...] = ()
             if fetch_store is not None and not fetch_command and not target.immediate:
-                spec = recovery_only.enter_context(fetch_spec_file(fetch_store, dest, run_as))
-                fetch_command = default_fetch_command(None, manifest.target, repo_config=spec, wal_cli=wal_cli)
+                spec_fd = recovery_only.enter_context(fetch_spec_file(fetch_store, dest, run_as))
+                spec_fds = (spec_fd,)  # inherited by the server, read by restore_command as /dev/fd/N
+                fetch_command = default_fetch_command(None, manifest.target, repo_config=Path(f"/dev/fd/{spec_fd}"),
+                                                      wal_cli=wal_cli)
             if plan is not None:  # archive recovery: replay archived WAL up to the target, then promote
                 set_auto_conf(dest, {**target.settings(), "recovery_target_action": "promote",
                                      "recovery_target_timeline": str(plan.timeline),
@@ -265,7 +271,7 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
                                               "local all all trust\n")
             try:
                 cluster = start_restored_cluster(dest, bin_dir, run_as=run_as, host="", log_file=log_file, env=env,
-                                                 timeout=timeout)
+                                                 timeout=timeout, pass_fds=spec_fds)
                 _wait_promoted(cluster, user, timeout)
             except ToolError as exc:
                 raise _fetch_failure(log_file, exc) from exc

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -119,11 +120,17 @@ def write_spec_file(spec: dict, path: Path, *, uid: int | None = None, gid: int 
     return path
 
 
+_INHERITED = re.compile(r"/(?:dev|proc/self)/fd/\d+")
+
+
 def read_spec_file(path: str | Path) -> dict:
-    """A spec file written by write_spec_file; refused when others may read it."""
+    """A spec file written by write_spec_file, or an inherited spec_memfd as /dev/fd/N; refused
+    when others may read it."""
     path = Path(path)
+    # /dev/fd/N is a link by nature (to the inherited memfd); any other path must not be one
+    nofollow = 0 if _INHERITED.fullmatch(str(path)) else os.O_NOFOLLOW
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | nofollow | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(f"repository spec file {path} does not exist: vaultflow deletes it when the "
                           "recovery that wrote it ends. Restore again with vaultflow, or write a new one "
@@ -146,6 +153,26 @@ def read_spec_file(path: str | Path) -> dict:
 
 
 @contextmanager
+def spec_memfd(store: Any, *, uid: int | None = None, gid: int | None = None) -> Iterator[int]:
+    """The spec of `store` in an anonymous 0600 memfd (owned by uid:gid when given), for a child
+    that inherits the descriptor (Popen pass_fds) and reads `/dev/fd/<fd>` (read_spec_file).
+    It exists on no filesystem, so a killed run leaves no file holding the secret; on exit it is
+    emptied (children that still hold it read nothing) and closed. Yields the descriptor."""
+    fd = os.memfd_create("vaultflow-repository-spec", os.MFD_CLOEXEC)
+    try:
+        os.fchmod(fd, 0o600)
+        if uid is not None:
+            os.fchown(fd, uid, gid if gid is not None else -1)
+        os.write(fd, json.dumps(describe(store)).encode())
+        yield fd
+    finally:
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+
+
+@contextmanager
 def spec_file(store: Any, parent: Path, *, uid: int | None = None, gid: int | None = None,
               prefix: str = ".vaultflow-wal-fetch-") -> Iterator[Path]:
     """A 0600 spec file of `store` in a new 0700 directory under `parent`, both owned by uid:gid
@@ -160,4 +187,4 @@ def spec_file(store: Any, parent: Path, *, uid: int | None = None, gid: int | No
         shutil.rmtree(directory, ignore_errors=True)
 
 
-__all__ = ["SPEC_FILE", "build", "describe", "read_spec_file", "spec_file", "write_spec_file"]
+__all__ = ["SPEC_FILE", "build", "describe", "read_spec_file", "spec_file", "spec_memfd", "write_spec_file"]
