@@ -141,3 +141,44 @@ def test_comparison_sees_a_lost_property_and_old_manifests_restore(pg_server, co
     assert old.database_properties is None
     result = engine.restore(corpus_ctx, old, into=f"{db}_old")
     assert result.comparison.ok and [t.table for t in result.comparison.tables] == ["public.t"]
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_non_superuser_restores_with_no_owner_and_no_privileges(pg_server, request, roles, tmp_path):
+    """As a user would: `vaultflow restore` as a role with CREATEDB only. Without the options it
+    fails before creating anything, with an error that names them; with them the data comes back,
+    owned by that role."""
+    from typer.testing import CliRunner
+
+    from blocks import PostgresTarget
+    from vaultflow.cli import app
+
+    restorer, reader = roles("restorer", "LOGIN CREATEDB"), roles("reader")
+    db = created_db(pg_server, request, "CREATE DATABASE {db}")
+    pg_server.execute(f"CREATE TABLE t (id int, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b'); "
+                      f"GRANT SELECT ON t TO {quote_ident(reader)}", dbname=db)
+    pg_server.execute(f"REVOKE CONNECT ON DATABASE {quote_ident(db)} FROM PUBLIC; "
+                      f"COMMENT ON DATABASE {quote_ident(db)} IS 'kept'")
+    common = dict(host=pg_server.host, port=pg_server.port, databases=[db], target_name=f"owners{pg_server.version}",
+                  bin_dir=str(pg_server.client_bin_dir))
+    PostgresTarget(user=pg_server.user, **common).save("corpus-owner-admin", overwrite=True)
+    PostgresTarget(user=restorer, **common).save("corpus-owner-restorer", overwrite=True)
+    repo, runner = str(tmp_path / "repo"), CliRunner()
+    assert runner.invoke(app, ["backup", "-t", "corpus-owner-admin", "--repo-path", repo]).exit_code == 0
+    existing = pg_server.execute("SELECT datname FROM pg_database ORDER BY 1")
+
+    refused = runner.invoke(app, ["restore", "-t", "corpus-owner-restorer", "--repo-path", repo])
+    assert refused.exit_code == 1
+    assert "--no-owner" in refused.output and "--no-privileges" in refused.output and db in refused.output
+    assert pg_server.execute("SELECT datname FROM pg_database ORDER BY 1") == existing  # nothing was made
+
+    restored = runner.invoke(app, ["restore", "-t", "corpus-owner-restorer", "--repo-path", repo,
+                                   "--no-owner", "--no-privileges"])
+    assert restored.exit_code == 0, restored.output
+    (copy,) = [n for (n,) in pg_server.execute("SELECT datname FROM pg_database ORDER BY 1") if (n,) not in existing]
+    source, result = pg_state(pg_server, db), pg_state(pg_server, copy)
+    assert result.rows == source.rows
+    assert {k: v for k, v in result.properties.items() if k not in ("owner", "acl")} == \
+        {k: v for k, v in source.properties.items() if k not in ("owner", "acl")}
+    assert result.properties["owner"] == restorer
+    assert pg_server.execute("SELECT tableowner FROM pg_tables WHERE tablename = 't'", dbname=copy) == [(restorer,)]
