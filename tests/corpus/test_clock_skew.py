@@ -145,3 +145,25 @@ def test_latest_refuses_when_every_backup_is_future_dated_and_the_id_still_resto
         assert pg_differences(source, pg_state(pg_server, f"{db}_byid")) == []
     finally:
         pg_server.execute(f'DROP DATABASE IF EXISTS "{db}_byid" WITH (FORCE)')
+
+
+def test_the_s3_servers_clock_exposes_a_fast_worker_even_to_a_worker_with_the_same_clock(
+        pg18, fresh_db, s3_server, s3_bucket):
+    from vaultflow.engines.base import BackupContext
+    from vaultflow.stores import S3Store
+    db = fresh_db(pg18)
+    pg18.execute("CREATE TABLE t (id int PRIMARY KEY, v text)", dbname=db)
+    add_rows(pg18, db, 1, 20)
+    ctx = BackupContext(repository=Repository(S3Store(s3_server.client(), s3_bucket, prefix="skew")), log=lambda _: None)
+    engine = pg_engine(pg18, [db], name="skews3")
+    real = engine.full_backup(ctx)
+    skewed = as_written_by_a_fast_clock(ctx.repository, engine.full_backup(ctx))
+    catalog = ctx.repository.catalog("postgres", "skews3")
+    assert set(catalog.stored_at) == {real.id, skewed.id}  # LastModified, set by the S3 server
+    fast_now = datetime.now(timezone.utc) + AHEAD  # this worker shares the fast clock
+    problems = catalog.clock_problems(fast_now)
+    assert list(problems) == [skewed.id] and "3h after the store wrote its manifest" in problems[skewed.id]
+    assert catalog.latest(now=fast_now).id == real.id
+    decisions = plan(catalog.refs(), RetentionPolicy(keep_last=1), fast_now)
+    assert decisions[real.id].reasons == ("newest restorable backup", "last 1")
+    assert decisions[skewed.id].keep and decisions[skewed.id].reasons[0].startswith("held out of retention")
