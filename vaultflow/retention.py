@@ -236,8 +236,8 @@ def clock_problems(backups: Sequence[BackupRef], now: datetime,
     of `now` or of its own stored_at (a fast worker clock); recorded as finishing before a
     backup whose manifest the store wrote earlier (a slow worker clock); an id time after the
     finish; a child that finished before its parent (a slow clock, judged when the parent
-    itself is believed). Backups with no
-    problem are absent from the result. Pure; raises RefusedError for naive datetimes.
+    itself is believed). Backups with no problem are absent from the result. Pure; raises
+    RefusedError for naive datetimes.
     """
     if now.tzinfo is None:
         raise RefusedError(f"now={now} has no timezone; clocks are compared in UTC")
@@ -247,23 +247,22 @@ def clock_problems(backups: Sequence[BackupRef], now: datetime,
     # A manifest stored long after another one, yet recording an earlier finish, came from a
     # slow clock. A manifest stored long after its own finish alone proves nothing: copying a
     # repository (cp -r, aws s3 sync) gives every object a new timestamp, in key order.
-    believed = sorted((r for r in by_id.values() if r.stored_at is not None and r.id not in problems),
-                      key=lambda r: r.stored_at)
-    newest_before: BackupRef | None = None  # latest-finishing among those stored > tolerance earlier
-    pending = iter(believed)
-    upcoming = next(pending, None)
-    for ref in believed:
-        assert ref.stored_at is not None
-        while upcoming is not None and ref.stored_at - upcoming.stored_at > tolerance:  # type: ignore[operator]
-            if newest_before is None or upcoming.finished_at > newest_before.finished_at:
-                newest_before = upcoming
-            upcoming = next(pending, None)
-        if newest_before is not None and newest_before.finished_at - ref.finished_at > tolerance:
+    believed = sorted(((r.stored_at, r) for r in by_id.values() if r.stored_at is not None and r.id not in problems),
+                      key=lambda pair: (pair[0], pair[1].id))
+    newest_before: tuple[datetime, BackupRef] | None = None  # latest finish among those stored > tol earlier
+    earlier = 0
+    for stored_at, ref in believed:
+        while earlier < len(believed) and stored_at - believed[earlier][0] > tolerance:
+            if newest_before is None or believed[earlier][1].finished_at > newest_before[1].finished_at:
+                newest_before = believed[earlier]
+            earlier += 1
+        if newest_before is not None and newest_before[1].finished_at - ref.finished_at > tolerance:
+            witness_stored, witness = newest_before
             problems[ref.id] = (
                 f"past-dated: it records finishing at {_utc(ref.finished_at)}, "
-                f"{span(newest_before.finished_at - ref.finished_at)} before {newest_before.id}, whose manifest "
-                f"the store wrote {span(ref.stored_at - newest_before.stored_at)} earlier (at "  # type: ignore[operator]
-                f"{_utc(newest_before.stored_at)}): the worker that took it ran slow; {_FIX}")  # type: ignore[arg-type]
+                f"{span(witness.finished_at - ref.finished_at)} before {witness.id}, whose manifest the store "
+                f"wrote {span(stored_at - witness_stored)} earlier (at {_utc(witness_stored)}): the worker "
+                f"that took it ran slow; {_FIX}")
     for rid, ref in by_id.items():
         parent = by_id.get(ref.parent_id) if ref.parent_id else None
         if rid in problems or parent is None or parent.id in problems:
