@@ -44,7 +44,7 @@ def test_follow_mode_keeps_shipping_while_the_server_writes(archiving, tmp_path:
     import threading
 
     pg = archiving.pg
-    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, wal_spool=str(archiving.spool),
+    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", wal_spool=str(archiving.spool),
                             target_name="walfollow")
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     archive_logs(target=target, repository=repository)
