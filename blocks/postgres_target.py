@@ -76,6 +76,11 @@ class PostgresTarget(Block):
                                   "--lock-wait-timeout, so a session holding ACCESS EXCLUSIVE makes the backup "
                                   "fail with a retryable error naming the table instead of waiting without limit, "
                                   "and the backup never queues the application's queries behind it for longer.")
+    role_passwords: bool = Field(default=True, description="Logical backups: keep every role's password hash "
+                                 "(SCRAM) in the globals dump, so a restore recreates roles that can log in. "
+                                 "The repository then holds the hashes: protect it. False: pg_dumpall "
+                                 "--no-role-passwords (the roles come back without passwords; the globals "
+                                 "then need neither superuser nor pg_read_all_data).")
     target_name: Optional[str] = Field(default=None, description="Name of this target in the repository "
                                        "layout; default: the block's name.")
 
@@ -91,7 +96,7 @@ class PostgresTarget(Block):
                               wal_fetch_command=self.wal_fetch_command, manifest_checksums=self.manifest_checksums,
                               data_directory=self.data_directory,
                               physical_fingerprints=self.physical_fingerprints,
-                              lock_timeout_s=self.lock_timeout_s)
+                              lock_timeout_s=self.lock_timeout_s, role_passwords=self.role_passwords)
 
     def engine(self) -> PostgresEngine:
         return PostgresEngine(self.to_config())

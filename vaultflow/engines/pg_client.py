@@ -61,6 +61,9 @@ class PostgresConfig(BaseModel):
     lock_timeout_s: float = Field(
         default=60.0, gt=0, description="longest wait for a table lock, seconds (lock_timeout on vaultflow "
         "sessions, pg_dump --lock-wait-timeout); past it the backup fails with a retryable error")
+    role_passwords: bool = Field(
+        default=True, description="keep the roles' password hashes in the globals dump (False: "
+        "pg_dumpall --no-role-passwords)")
 
     @property
     def where(self) -> str:
@@ -260,10 +263,12 @@ def dump_command(bin_dir: Path, dbname: str, snapshot: str | None, lock_timeout_
     return cmd
 
 
-def globals_command(bin_dir: Path) -> list[str]:
+def globals_command(bin_dir: Path, role_passwords: bool = True) -> list[str]:
     """pg_dumpall of roles and tablespaces, read through the `postgres` database only (no
-    fallback to template1, which the passfile does not name)."""
-    return [str(bin_dir / "pg_dumpall"), "--globals-only", "--no-password", "--database=postgres"]
+    fallback to template1, which the passfile does not name). With role_passwords=False the
+    roles' SCRAM hashes are left out (--no-role-passwords reads pg_roles, not pg_authid)."""
+    return [str(bin_dir / "pg_dumpall"), "--globals-only", "--no-password", "--database=postgres",
+            *([] if role_passwords else ["--no-role-passwords"])]
 
 
 def restore_command(bin_dir: Path, dbname: str, no_owner: bool = False) -> list[str]:

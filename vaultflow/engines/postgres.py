@@ -112,7 +112,8 @@ class PostgresEngine:
         with repo.uncommitted(self.name, self.config.name, backup_id, ctx.log):
             with client_env(self.config, ["postgres", *databases]) as env:
                 t0 = time.monotonic()
-                written = dump_into_store(globals_command(bin_dir), env, repo.store, prefix + "globals.sql.zst",
+                written = dump_into_store(globals_command(bin_dir, self.config.role_passwords), env, repo.store,
+                                          prefix + "globals.sql.zst",
                                           level=repo.compression_level, on_stderr=ctx.log, pass_fds=env.pass_fds)
                 objects.append(StoredObject(key="globals.sql.zst", role="globals", format="sql",
                                             raw_size=written.raw_size, stored_size=written.stored_size,
