@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,9 @@ from typer.testing import CliRunner
 from blocks import PostgresTarget
 from vaultflow import cli
 from vaultflow.cli import app
+from vaultflow.manifest import BackupKind, Manifest, new_backup_id
+from vaultflow.repository import Repository
+from vaultflow.stores import LocalStore
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 runner = CliRunner()
@@ -55,15 +62,6 @@ def test_missing_repository_option_is_explained():
 
 def test_list_through_a_pipe_prints_whole_ids_and_reports_future_dated_backups(tmp_path: Path):
     """CI logs and pipes are not terminals: ids must come out whole whatever COLUMNS says."""
-    import os
-    import subprocess
-    import sys
-    from datetime import datetime, timedelta, timezone
-
-    from vaultflow.manifest import BackupKind, Manifest, new_backup_id
-    from vaultflow.repository import Repository
-    from vaultflow.stores import LocalStore
-
     repo = Repository(LocalStore(tmp_path / "repo"))
     target = "a-target-name-longer-than-any-terminal-column"
     now = datetime.now(timezone.utc)

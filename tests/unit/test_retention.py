@@ -12,10 +12,12 @@ from pydantic import ValidationError
 from vaultflow.errors import RefusedError
 from vaultflow.manifest import BackupKind, Manifest, new_backup_id
 from vaultflow.retention import (
+    DEFAULT_CLOCK_TOLERANCE,
     KEEPS_NOTHING,
     BackupRef,
     Decision,
     RetentionPolicy,
+    clock_problems,
     parse_duration,
     plan,
     summarize,
@@ -406,8 +408,6 @@ def test_adding_rules_never_deletes_more(data: tuple[list[BackupRef], datetime],
 
 
 # --- clocks: future-dated, past-dated and out-of-order backups ----------------------------
-
-from vaultflow.retention import DEFAULT_CLOCK_TOLERANCE, clock_problems  # noqa: E402
 
 TODAY = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)  # a Wednesday
 SKEW = timedelta(hours=3)
