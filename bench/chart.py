@@ -50,11 +50,9 @@ def _physical(ax_t, ax_lag, p: dict) -> None:
 def _redis(ax_t, ax_m, d: dict) -> None:
     b, r, t = d["backup"], d["restore"], d["targets"]
     items = [("redis-cli --rdb - | zstd -3 -T0", b["stock"]["seconds"], "floor"),
-             ("vaultflow full (digest)", b["vaultflow_digest"]["seconds"], "vf"),
-             ("vaultflow full (counts)", b["vaultflow_counts"]["seconds"], "vf"),
+             ("vaultflow full (remote)", b["vaultflow"]["seconds"], "vf"),
              ("plain redis-server load", r["plain_load"]["seconds"], "floor"),
-             ("vaultflow drill (digest)", r["vaultflow_drill_digest"]["seconds"], "vf"),
-             ("vaultflow drill (counts)", r["vaultflow_drill_counts"]["seconds"], "vf")]
+             ("vaultflow drill", r["vaultflow_drill"]["seconds"], "vf")]
     aof = d.get("aof") or {}
     if "full" in aof:
         items += [("AOF full (local)", aof["full"]["seconds"], "pg"),
@@ -66,18 +64,18 @@ def _redis(ax_t, ax_m, d: dict) -> None:
     ds = d["dataset"]
     _bars(ax_t, [i[0] for i in items], [i[1] for i in items], [COLORS[i[2]] for i in items],
           f"Redis, {ds['keys'] / 1e6:.2f}M keys, {ds['value_bytes'] / 1e6:.0f} MB values (median wall)\n"
-          f"backup x{val('backup_time_vs_stock')} / x{val('backup_time_vs_stock_counts')} (<= 1.15), "
-          f"drill x{val('drill_time_vs_plain_load')} / x{val('drill_time_vs_plain_load_counts')} (<= 2)", "seconds")
+          f"remote full x{val('remote_full_vs_stock')} (<= 1.2), "
+          f"drill x{val('drill_vs_plain_load')} (<= 1.5)", "seconds")
     for label, run in d.get("memory", {}).items():
         series = run.get("series_mb") or []
         if series:
             kids = run.get("children_peak_rss_mb", {})
             ax_m.plot([p[0] for p in series], [p[1] for p in series],
                       label=f"{label}: {run['dataset']['value_bytes'] / 1e6:.0f} MB values, peak "
-                            f"{run['peak_rss_kernel_mb']:.0f} MB (scratch redis-server "
-                            f"{kids.get('redis-server', 0):.0f} MB)")
+                            f"{run['peak_rss_kernel_mb']:.0f} MB (redis-check-rdb "
+                            f"{kids.get('redis-check-rdb', 0):.0f} MB)")
     ax_m.axhline(300, color="#e53935", linestyle="--", linewidth=1, label="target 300 MB")
-    sizes = [f"stock .zst {b['stock']['size'] / 1e6:.0f} MB, vaultflow {b['vaultflow_digest']['size'] / 1e6:.0f} MB"]
+    sizes = [f"stock .zst {b['stock']['size'] / 1e6:.0f} MB, vaultflow {b['vaultflow']['size'] / 1e6:.0f} MB"]
     if "full" in aof:
         sizes.append(f"AOF full {aof['full']['stored_size'] / 1e6:.0f} MB, incremental "
                      f"{aof['incremental']['stored_size'] / 1e6:.2f} MB (x{t['aof_incremental_size_vs_full']['value']:.4f}, <= 0.05)")

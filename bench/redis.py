@@ -5,12 +5,14 @@ DEBUG allowed from localhost) is filled by bench.datagen_redis (>= 1M keys, >= 5
 at --redis-scale 1), then, --redis-repeat rounds each in alternating order, the median kept:
 
   backup   `redis-cli --rdb - | zstd -3 -T0 > file && sync` (stock) vs RedisEngine.full_backup
-           (remote: redis-cli --rdb - through RdbTee: redis-check-rdb + scratch replica load
-           + fingerprint, zstd, sha256, LocalStore) with fingerprint="digest" and "counts";
+           (remote: redis-cli --rdb - through RdbTee: in-stream scan of header, RESIZEDB counts
+           and CRC64 footer, redis-check-rdb on a FIFO, zstd, sha256, LocalStore);
   restore  a plain redis-server started on a directory holding the decompressed dump.rdb, timed
            until PING answers (no LOADING) vs RedisEngine.drill (verify + decompress, scratch
-           server, load, fingerprint compare, stop) of both backups;
-  memory   the digest backup in a child process (bench.redis_child), RSS sampled every 50 ms,
+           server, load, facts compare, stop);
+  parts    redis-check-rdb alone on the RDB (its wall and CPU time: the one proof that parses
+           every record), materialize alone, INFO keyspace alone;
+  memory   the backup in a child process (bench.redis_child), RSS sampled every 50 ms,
            for this dataset and for one at --redis-small-scale: the Python process must stay flat;
   aof      local mode (data_dir = the source's dir, appendonly yes): AOF-anchored full, then 1% of
            the keys changed, then an incremental: stored size of incremental / full.
@@ -37,12 +39,10 @@ from bench import measure as m
 MiB = 1 << 20
 TARGET = "bench-redis"
 TARGETS = {  # name -> (limit, meaning); all are "value <= limit"
-    "backup_time_vs_stock": (1.15, "RedisEngine.full_backup (remote, fingerprint=digest) wall / "
-                                   "redis-cli --rdb - | zstd -3 -T0 > file wall (medians)"),
-    "backup_time_vs_stock_counts": (1.15, "the same with fingerprint=counts (no DEBUG DIGEST)"),
-    "drill_time_vs_plain_load": (2.0, "RedisEngine.drill (digest backup) wall / plain redis-server start + "
-                                      "load of the decompressed dump.rdb until PING (medians)"),
-    "drill_time_vs_plain_load_counts": (2.0, "the same for the fingerprint=counts backup"),
+    "remote_full_vs_stock": (1.2, "RedisEngine.full_backup (remote) wall / redis-cli --rdb - | zstd -3 -T0 > "
+                                  "file wall (medians)"),
+    "drill_vs_plain_load": (1.5, "RedisEngine.drill wall / plain redis-server start + load of the decompressed "
+                                 "dump.rdb until PING (medians)"),
     "aof_incremental_size_vs_full": (0.05, "AOF incremental stored bytes (1% of keys changed) / AOF-anchored "
                                            "full stored bytes (local mode)"),
     "peak_rss_big_mb": (300, "peak RSS (MB, VmHWM) of the Python backup process, big dataset"),
@@ -122,13 +122,11 @@ def _drill(engine, repo_dir: Path, manifest):
     return run
 
 
-def sample_redis_rss(port: int, repo: Path, fingerprint: str = "digest", interval: float = 0.05,
-                     points: int = 60) -> dict:
+def sample_redis_rss(port: int, repo: Path, interval: float = 0.05, points: int = 60) -> dict:
     """bench.redis_child with RSS sampled every `interval` s: the Python process, and the peak of
-    each kind of child (redis-cli, redis-check-rdb, the scratch redis-server)."""
+    each kind of child (redis-cli, redis-check-rdb)."""
     from bench.subproc import sample_child_rss
-    cmd = [sys.executable, "-m", "bench.redis_child", "--port", str(port), "--repo", str(repo),
-           "--fingerprint", fingerprint]
+    cmd = [sys.executable, "-m", "bench.redis_child", "--port", str(port), "--repo", str(repo)]
     sampled = sample_child_rss(cmd, "bench.redis_child", interval, points)
     return {**sampled, "timings": sampled.pop("result")["timings"]}
 
@@ -284,13 +282,11 @@ def run_redis(args, log) -> dict:
                 f"{facts['used_memory_mb']:.0f} MiB, generated in {data.seconds:.1f} s")
 
             out = work / "out"
-            engines = {mode: RedisEngine(RedisConfig(name=f"{TARGET}-{mode}", port=server.port, fingerprint=mode))
-                       for mode in ("digest", "counts")}
+            engine = RedisEngine(RedisConfig(name=TARGET, port=server.port))
             runs: dict[str, list[m.Run]] = {}
             manifests: dict = {}
             contenders = [("stock", lambda i: _stock_backup(server.port, m.fresh_dir(out, f"stock{i}") / "dump.rdb.zst")),
-                          ("vaultflow_digest", lambda i: _vf_backup(engines["digest"], m.fresh_dir(out, f"vf-digest{i}"))),
-                          ("vaultflow_counts", lambda i: _vf_backup(engines["counts"], m.fresh_dir(out, f"vf-counts{i}")))]
+                          ("vaultflow", lambda i: _vf_backup(engine, m.fresh_dir(out, f"vf{i}")))]
             last = args.redis_repeat - 1
             for i in range(args.redis_repeat):
                 log(f"redis backup round {i + 1}/{args.redis_repeat}")
@@ -302,11 +298,9 @@ def run_redis(args, log) -> dict:
                     runs.setdefault(name, []).append(run)
                     _log_run(log, name, run)
                     if i < last:
-                        shutil.rmtree(out / {"stock": f"stock{i}", "vaultflow_digest": f"vf-digest{i}",
-                                             "vaultflow_counts": f"vf-counts{i}"}[name])
+                        shutil.rmtree(out / {"stock": f"stock{i}", "vaultflow": f"vf{i}"}[name])
             doc["backup"] = {k: _median_summary(v) for k, v in runs.items()}
-            for name in ("vaultflow_digest", "vaultflow_counts"):
-                doc["backup"][name]["all_timings"] = [r.extra.get("timings") for r in runs[name]]
+            doc["backup"]["vaultflow"]["all_timings"] = [r.extra.get("timings") for r in runs["vaultflow"]]
             log("redis backup CPU profile (one run each, per process / thread)")
             doc["cpu_profile"] = {}
             floor = ("rdb_to_devnull", lambda i: _stock_backup(server.port, Path("/dev/null"), compress=False))
@@ -314,8 +308,7 @@ def run_redis(args, log) -> dict:
                 prof = cpu_profile(make("p"), server.proc.pid)
                 doc["cpu_profile"][name] = prof
                 log(f"  {name}: {prof['wall_seconds']} s wall, cpu-s {prof['cpu_seconds']}")
-                shutil.rmtree(out / {"stock": "stockp", "vaultflow_digest": "vf-digestp",
-                                     "vaultflow_counts": "vf-countsp"}.get(name, "-"), ignore_errors=True)
+                shutil.rmtree(out / {"stock": "stockp", "vaultflow": "vfp"}.get(name, "-"), ignore_errors=True)
 
             log("redis restore input: the stock backup decompressed into a plain server's directory")
             plain_dir = m.fresh_dir(work, "plain")
@@ -323,8 +316,8 @@ def run_redis(args, log) -> dict:
                             str(plain_dir / "dump.rdb")], check=True)
             rdb_size = (plain_dir / "dump.rdb").stat().st_size
             restores: dict[str, list[m.Run]] = {}
-            repos = {"digest": out / f"vf-digest{last}", "counts": out / f"vf-counts{last}"}
-            order = ["plain", "drill_digest", "drill_counts"]
+            vf_repo = out / f"vf{last}"
+            order = ["plain", "drill"]
             for i in range(args.redis_repeat):
                 log(f"redis restore round {i + 1}/{args.redis_repeat}")
                 for which in (order if i % 2 == 0 else order[::-1]):
@@ -332,19 +325,17 @@ def run_redis(args, log) -> dict:
                         run = m.measure(_plain_load(plain_dir))
                         name = "plain_load"
                     else:
-                        mode = which.split("_")[1]
-                        run = m.measure(_drill(engines[mode], repos[mode], manifests[f"vaultflow_{mode}"]))
-                        name = f"vaultflow_drill_{mode}"
+                        run = m.measure(_drill(engine, vf_repo, manifests["vaultflow"]))
+                        name = "vaultflow_drill"
                     restores.setdefault(name, []).append(run)
                     _log_run(log, name, run)
             doc["restore"] = {k: _median_summary(v) for k, v in restores.items()}
             doc["restore"]["rdb_size"] = rdb_size
-            doc["diagnostics"] = _restore_diagnostics(engines["digest"], repos["digest"], manifests["vaultflow_digest"],
-                                                      plain_dir, work, log)
+            doc["diagnostics"] = _diagnostics(vf_repo, manifests["vaultflow"], plain_dir, work, log)
             shutil.rmtree(plain_dir, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
 
-            log("redis memory: the digest backup in a child process, RSS sampled every 50 ms")
+            log("redis memory: the backup in a child process, RSS sampled every 50 ms")
             doc["memory"] = {"big": sample_redis_rss(server.port, m.fresh_dir(work, "rss-big"))}
             doc["memory"]["big"]["dataset"] = {"keys": data.keys, "value_bytes": data.value_bytes,
                                                "used_memory_mb": facts["used_memory_mb"]}
@@ -373,17 +364,26 @@ def run_redis(args, log) -> dict:
     return doc
 
 
-def _restore_diagnostics(engine, repo_dir: Path, manifest, plain_dir: Path, work: Path, log) -> dict:
-    """Where a drill's time goes: materialize (verify + decompress + write dump.rdb) alone, and
-    DEBUG DIGEST / INFO keyspace on an already loaded server alone."""
+def _diagnostics(repo_dir: Path, manifest, plain_dir: Path, work: Path, log) -> dict:
+    """Where the time goes: redis-check-rdb alone on the RDB (wall and CPU seconds: the backup
+    runs it concurrently, so on 2 cores its CPU competes with redis-cli's fork and zstd),
+    materialize (verify + decompress + write dump.rdb) alone, INFO keyspace on a loaded server."""
     from vaultflow.engines.base import BackupContext
     from vaultflow.engines.redis_client import fingerprint_server
     from vaultflow.engines.redis_restore import materialize
-    from vaultflow.engines.redis_server import start_redis
+    from vaultflow.engines.redis_server import find_binary, start_redis
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 
     doc = {}
+    before = psutil.Process().cpu_times()
+    t0 = time.monotonic()
+    subprocess.run([str(find_binary("redis-check-rdb")), str(plain_dir / "dump.rdb")], check=True,
+                   stdout=subprocess.DEVNULL)
+    after = psutil.Process().cpu_times()
+    doc["check_rdb_alone"] = {"seconds": round(time.monotonic() - t0, 3),
+                              "cpu_seconds": round(after.children_user + after.children_system
+                                                   - before.children_user - before.children_system, 2)}
     dest = m.fresh_dir(work, "materialize")
     ctx = BackupContext(repository=Repository(LocalStore(repo_dir)), log=lambda line: None)
     run = m.measure(lambda: (materialize(ctx, manifest, dest), None)[1])
@@ -392,14 +392,14 @@ def _restore_diagnostics(engine, repo_dir: Path, manifest, plain_dir: Path, work
     server = start_redis(plain_dir, settings={"dbfilename": "dump.rdb", "appendonly": "no"})
     try:
         with server.client() as conn:
-            for mode in ("counts", "digest"):
-                t0 = time.monotonic()
-                fingerprint_server(conn, mode)
-                doc[f"fingerprint_{mode}_seconds"] = round(time.monotonic() - t0, 3)
+            t0 = time.monotonic()
+            fingerprint_server(conn, "counts")
+            doc["fingerprint_counts_seconds"] = round(time.monotonic() - t0, 3)
     finally:
         server.stop()
-    log(f"  redis diagnostics: materialize {doc['materialize']['seconds']:.2f} s, fingerprint counts "
-        f"{doc['fingerprint_counts_seconds']:.3f} s, digest {doc['fingerprint_digest_seconds']:.2f} s")
+    log(f"  redis parts: redis-check-rdb alone {doc['check_rdb_alone']['seconds']:.2f} s "
+        f"({doc['check_rdb_alone']['cpu_seconds']:.2f} cpu-s), materialize {doc['materialize']['seconds']:.2f} s, "
+        f"INFO keyspace {doc['fingerprint_counts_seconds']:.3f} s")
     return doc
 
 
@@ -415,10 +415,8 @@ def _targets(doc: dict) -> dict:
     big, small = (mem.get("big") or {}).get("peak_rss_kernel_mb"), (mem.get("small") or {}).get("peak_rss_kernel_mb")
     aof = doc.get("aof") or {}
     values = {
-        "backup_time_vs_stock": b["vaultflow_digest"]["seconds"] / b["stock"]["seconds"],
-        "backup_time_vs_stock_counts": b["vaultflow_counts"]["seconds"] / b["stock"]["seconds"],
-        "drill_time_vs_plain_load": r["vaultflow_drill_digest"]["seconds"] / r["plain_load"]["seconds"],
-        "drill_time_vs_plain_load_counts": r["vaultflow_drill_counts"]["seconds"] / r["plain_load"]["seconds"],
+        "remote_full_vs_stock": b["vaultflow"]["seconds"] / b["stock"]["seconds"],
+        "drill_vs_plain_load": r["vaultflow_drill"]["seconds"] / r["plain_load"]["seconds"],
         "aof_incremental_size_vs_full": aof.get("size_ratio"),
         "peak_rss_big_mb": big,
         "peak_rss_growth": big / small if big and small else None,
@@ -433,15 +431,13 @@ def summary_lines(d: dict) -> list[str]:
                  f"{ds['used_memory_mb']:.0f} MiB (Redis {ds['version']}; generated in {ds['seconds']:.1f} s); "
                  f"medians of {len(d['backup']['stock']['all_seconds'])} runs"]
     for label, key in (("redis-cli --rdb - | zstd -3 -T0 > file", "stock"),
-                       ("vaultflow full_backup (remote, digest)", "vaultflow_digest"),
-                       ("vaultflow full_backup (remote, counts)", "vaultflow_counts")):
+                       ("vaultflow full_backup (remote)", "vaultflow")):
         run = d["backup"][key]
         timings = run["extra"].get("timings", "")
         lines.append(f"  {label:<44}{run['seconds']:8.2f} s  {run['size'] / 1e6:9.1f} MB  runs {run['all_seconds']} "
                      f"{timings}")
     for label, key in (("plain redis-server load of dump.rdb", "plain_load"),
-                       ("vaultflow drill (digest)", "vaultflow_drill_digest"),
-                       ("vaultflow drill (counts)", "vaultflow_drill_counts")):
+                       ("vaultflow drill", "vaultflow_drill")):
         run = d["restore"][key]
         lines.append(f"  {label:<44}{run['seconds']:8.2f} s  {'':12}  runs {run['all_seconds']}")
     for name, prof in d.get("cpu_profile", {}).items():
@@ -450,8 +446,9 @@ def summary_lines(d: dict) -> list[str]:
                      f"{sum(prof['cpu_seconds'].values()):.1f} cpu-s: {top}")
     dg = d.get("diagnostics", {})
     if dg:
-        lines.append(f"  drill parts alone: materialize {dg['materialize']['seconds']:.2f} s, fingerprint counts "
-                     f"{dg['fingerprint_counts_seconds']:.3f} s, DEBUG DIGEST {dg['fingerprint_digest_seconds']:.2f} s")
+        lines.append(f"  parts alone: redis-check-rdb {dg['check_rdb_alone']['seconds']:.2f} s "
+                     f"({dg['check_rdb_alone']['cpu_seconds']:.2f} cpu-s), materialize {dg['materialize']['seconds']:.2f} s, "
+                     f"INFO keyspace {dg['fingerprint_counts_seconds']:.3f} s")
     aof = d.get("aof") or {}
     if "full" in aof:
         lines.append(f"  AOF full {aof['full']['seconds']:.2f} s {aof['full']['stored_size'] / 1e6:.1f} MB; incremental "

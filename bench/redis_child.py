@@ -1,7 +1,7 @@
 """`python -m bench.redis_child`: one remote RDB RedisEngine.full_backup in a process of its own.
 
 The parent (bench.redis.sample_redis_rss) samples this process and its children (redis-cli,
-redis-check-rdb, the scratch redis-server) from outside; we report the kernel's high-water
+redis-check-rdb) from outside; we report the kernel's high-water
 mark of this process (VmHWM) and the RSS once imports are done. One JSON line on stdout.
 """
 
@@ -19,7 +19,6 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--repo", required=True)
-    parser.add_argument("--fingerprint", default="digest", choices=["digest", "counts"])
     args = parser.parse_args()
 
     import psutil
@@ -30,8 +29,7 @@ def main() -> None:
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 
-    engine = RedisEngine(RedisConfig(name="bench-redis-rss", host=args.host, port=args.port,
-                                     fingerprint=args.fingerprint))
+    engine = RedisEngine(RedisConfig(name="bench-redis-rss", host=args.host, port=args.port))
     rss_ready = psutil.Process().memory_info().rss
     t0 = time.monotonic()
     manifest = engine.full_backup(BackupContext(repository=Repository(LocalStore(args.repo)), log=lambda line: None))

@@ -40,9 +40,10 @@ EOF_MARK_SIZE = 40  # RDB_EOF_MARK_SIZE in redis' replication.c
 _HEX = frozenset(b"0123456789abcdef")
 _OVERLAP = 32  # bytes a SELECTDB + RESIZEDB candidate needs: 1 + 9 + 1 + 9 + 9, rounded up
 MAX_CANDIDATES = 1 << 16
-# zero-width, so overlapping candidates are all found: 0xFE <length of 1, 2, 5 or 9 bytes> 0xFB
-_CANDIDATE = re.compile(rb"(?=\xfe(?:[\x00-\x3f]|[\x40-\x7f][\x00-\xff]|\x80[\x00-\xff]{4}|\x81[\x00-\xff]{8})\xfb)",
-                        re.DOTALL)
+# 0xFE <length of 1, 2, 5 or 9 bytes> 0xFB. It starts with a literal, so re scans for it at
+# memchr speed (a lookahead pattern measured 25x slower); overlaps are found by searching again
+# from the byte after each match.
+_CANDIDATE = re.compile(rb"\xfe(?:[\x00-\x3f]|[\x40-\x7f].|\x80.{4}|\x81.{8})\xfb", re.DOTALL)
 _CHECK_SELECT = re.compile(r"^\[offset (\d+)\] Selecting DB ID (\d+)$", re.M)
 _CHECK_END = re.compile(r"^\[offset (\d+)\] \\o/ RDB looks OK! \\o/$", re.M)
 _CHECK_INFO = re.compile(r"^\[info\] (\d+) (keys read|expires)$", re.M)
@@ -134,8 +135,14 @@ class RdbStreamScanner:
         self.eof_mark_dropped = False
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._held + chunk
-        out, self._held = data[:-EOF_MARK_SIZE], data[-EOF_MARK_SIZE:]
+        if len(chunk) < EOF_MARK_SIZE:
+            data = self._held + chunk
+            out, self._held = data[:-EOF_MARK_SIZE], data[-EOF_MARK_SIZE:]
+        else:  # one copy of the chunk, not three: this runs for every MiB of the backup
+            cut = len(chunk) - EOF_MARK_SIZE
+            out = bytearray(self._held)
+            out += memoryview(chunk)[:cut]
+            self._held = chunk[cut:]
         self._pass(out, final=False)
         return out
 
@@ -150,19 +157,28 @@ class RdbStreamScanner:
         if len(self.header) < HEADER_BYTES and out:
             self.header += out[:HEADER_BYTES - len(self.header)]
         self.length += len(out)
-        self._tail = (self._tail + out)[-9:]
-        buf = self._pending + out
-        limit = len(buf) if final else len(buf) - _OVERLAP
-        for match in _CANDIDATE.finditer(buf, 0, len(buf)):
-            start = match.start()
-            if start >= limit:
-                break
-            self._candidate(buf, start)
-        keep = len(buf) - max(limit, 0)
-        self._pending_at += len(buf) - keep
-        self._pending = buf[len(buf) - keep:] if keep else b""
+        self._tail = (self._tail + bytes(out[-9:]))[-9:]
+        if len(out) <= 2 * _OVERLAP or final:  # small: one buffer
+            self._scan(self._pending + bytes(out), self._pending_at, final)
+            return
+        # candidates starting in the bytes kept from before, then in `out` itself (no big copy)
+        at, pending = self._pending_at, self._pending
+        self._scan(pending + bytes(out[:_OVERLAP]), at, False, limit=len(pending))
+        self._scan(out, at + len(pending), False)
 
-    def _candidate(self, buf: bytes, start: int) -> None:
+    def _scan(self, buf, at: int, final: bool, limit: int | None = None) -> None:
+        """Candidates starting before `limit` (default: all that have _OVERLAP bytes after them);
+        what is left unscanned becomes _pending."""
+        if limit is None:
+            limit = len(buf) if final else max(len(buf) - _OVERLAP, 0)
+        pos = 0
+        while (match := _CANDIDATE.search(buf, pos)) is not None and match.start() < limit:
+            self._candidate(buf, match.start(), at)
+            pos = match.start() + 1
+        self._pending_at = at + limit
+        self._pending = bytes(buf[limit:])
+
+    def _candidate(self, buf: bytes, start: int, at: int) -> None:
         try:
             dbid, pos, special = read_length(buf, start + 1)
             keys, after, s1 = read_length(buf, pos + 1)
@@ -174,7 +190,7 @@ class RdbStreamScanner:
         if len(self.candidates) >= MAX_CANDIDATES:
             self.overflow = True
             return
-        self.candidates[self._pending_at + pos] = (dbid, keys, expires)
+        self.candidates[at + pos] = (dbid, keys, expires)
 
     def facts(self, check_output: str, where: str) -> RdbFacts:
         """The proven facts, given redis-check-rdb's output for the same bytes; IntegrityError
