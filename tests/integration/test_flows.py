@@ -65,7 +65,8 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
     result = restore(target=target, repository=repository, backup_id=first["backup_id"], into=restored_name)
     try:
         assert result["restored"] == {db: restored_name}
-        assert [r["status"] for r in result["comparison"]] == ["match"]
+        assert [(r["table"], r["status"]) for r in result["comparison"]] == [
+            ("public.employees", "match"), ("(database properties)", "match")]
         assert pg18.execute("SELECT count(*) FROM employees", dbname=restored_name) == [(500,)]
     finally:
         pg18.execute(f'DROP DATABASE IF EXISTS "{restored_name}" WITH (FORCE)')
@@ -73,7 +74,8 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
     drill = restore_drill(target=target, repository=repository, rto_objective_s=600)
     assert drill["backup_id"] == second["backup_id"] and drill["rto_met"]
     drill_rows = read_artifact("drill-postgres-flowtest")
-    assert {r["status"] for r in drill_rows if r["table"] == "public.employees"} == {"match"}
+    assert {r["status"] for r in drill_rows if r["table"] in ("public.employees", "(database properties)")} == {"match"}
+    assert {r["table"] for r in drill_rows} >= {"public.employees", "(database properties)"}
     leftovers = pg18.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow_drill_%'")
     assert leftovers == []
 
