@@ -7,23 +7,35 @@ from prefect.states import Completed
 
 from flows._backup import run_backup
 from flows._fit import HOW_TO_FIX, misfit, server_misfit
-from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fast_on_permanent_errors, load_target,
-                            run_name)
+from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fast_on_permanent_errors, load_repository,
+                            load_target, run_name)
 from vaultflow.manifest import BackupKind
 
 
 def _backup_or_full(kind: BackupKind, target, repository):
     """A target that cannot take `kind` at all (a logical PostgreSQL target, a remote or
     appendonly-off Redis target) gets a full backup, said once: one warning and the run's state
-    message, no failed task. A target that can but has no usable parent yet falls back inside
-    run_backup."""
+    message, no failed task. So does a target with no backup yet (a deployment's first run before
+    its weekly full). A parent that exists but cannot be used (pruned, corrupt, another timeline)
+    is found by the engine, and run_backup falls back to a full, saying why."""
     with fail_fast_on_permanent_errors():
         block = load_target(target)
         why = misfit(kind.value, block) or server_misfit(kind.value, block)
+        if why is None:
+            _, repo = load_repository(repository)
+            if not repo.catalog(block.engine().name, block.name).manifests:
+                physical = "physical " if getattr(block, "mode", None) == "physical" else ""
+                first = f"no {physical}backup of {block.name} yet, and a chain starts with a full backup"
+                get_run_logger().info(f"{first}: taking a full backup instead of a {kind.value} one")
+                return _full_instead(block, repository, first)
     if why is None:
         return run_backup(kind, target, repository)
     get_run_logger().warning(f"{why}: taking a full backup instead. To get {kind.value} backups, "
                              f"{HOW_TO_FIX[kind.value]}.")
+    return _full_instead(block, repository, why)
+
+
+def _full_instead(block, repository, why: str):
     result = run_backup(BackupKind.FULL, block, repository)
     result["fell_back_to_full"] = why
     return Completed(message=f"took a full backup: {why}", data=result)
