@@ -73,6 +73,7 @@ WHERE locktype = 'relation' AND relation = %s AND mode = 'AccessExclusiveLock' A
 """
 
 ATTEMPTS = 3
+GONE = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)  # LOCK TABLE of a name that went away
 
 
 def describe_sessions(conn: psycopg.Connection, pids: list[int]) -> str:
@@ -132,7 +133,7 @@ def open_snapshot(config: PostgresConfig, database: str) -> Snapshot:
                 try:
                     for oid, (schema, table, *_rest) in sorted(listed.items(), key=lambda kv: kv[1][:2]):
                         _lock(conn, other, oid, schema, table, database, limit)
-                except psycopg.errors.UndefinedTable:  # dropped or renamed since the listing
+                except GONE:  # dropped or renamed (or its schema) since the listing
                     conn.close()
                     continue
                 snapshot_id, visible = conn.execute(
@@ -141,7 +142,7 @@ def open_snapshot(config: PostgresConfig, database: str) -> Snapshot:
                 try:
                     for oid in sorted(set(seen) - set(listed)):  # created since the listing
                         _lock(conn, other, oid, seen[oid][0], seen[oid][1], database, limit)
-                except psycopg.errors.UndefinedTable:
+                except GONE:
                     conn.close()
                     continue
                 latest = _tables(other)
