@@ -2,7 +2,8 @@
 own so that test_killed_runs can SIGKILL it at a random moment.
 
 The job comes as JSON on stdin (never argv or the environment: it holds the password):
-    {"engine": "postgres" | "redis", "config": {...}, "store": <vaultflow.stores.spec spec>}
+    {"engine": "postgres" | "redis", "config": {...}, "store": <vaultflow.stores.spec spec>,
+     "min_part_size": <bytes, optional: S3 part size>}
 Prints "started" once everything is imported and the backup is about to begin, and
 "committed <backup id>" if it finishes.
 """
@@ -28,6 +29,8 @@ def main() -> None:
         from vaultflow.engines.postgres import PostgresEngine
         engine = PostgresEngine(PostgresConfig(**job["config"]))
     repo = Repository(build(job["store"]))
+    if job.get("min_part_size"):  # S3: multipart uploads from a few MB on
+        repo.store.min_part_size = job["min_part_size"]
     print("started", flush=True)
     with repo.locked(engine.name, engine.config.name, log=lambda line: None):
         manifest = engine.full_backup(BackupContext(repo, log=lambda line: None))

@@ -39,14 +39,16 @@ from vaultflow.engines.redis import RedisEngine
 from vaultflow.engines.redis_client import RedisConfig
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore, S3Store, get_bytes
+from vaultflow.stores.base import CHUNK_SIZE
 from vaultflow.stores.spec import describe
 from vaultflow.testing.unprivileged import SERVICE_USER, running_as_root
 
 CHILD = Path(__file__).with_name("killed_backup_child.py")
 PROJECT = Path(__file__).resolve().parents[2]
-KILLS = 3
+KILLS = 2  # at random moments, after one in the middle of an upload
 GUARD_S = 60.0  # hang guard for anything a trial waits on; never an assertion about speed
 SCAN_LIMIT = 64 << 20  # larger files under /tmp (other tests' data) are not read for the secret
+S3_PART = 5 << 20  # the smallest part S3 allows
 MARKER = "VAULTFLOW_KILLED_RUN"  # in the child's environment, inherited by what it starts
 PROPERTIES = ("encoding", "collate", "ctype", "locale_provider", "icu_locale", "owner", "acl",
               "connection_limit", "comment", "settings")  # section 4's business, not this test's
@@ -62,6 +64,7 @@ class Case:
     restore_check: Callable[[Repository, object], None]
     own_files: list[Path] = field(default_factory=list)  # the source server's own files (its config)
     committed: set[str] = field(default_factory=set)
+    streaming_bytes: int = CHUNK_SIZE  # a temp file this large: past the small objects, mid-stream
 
     @property
     def target(self) -> tuple[str, str]:
@@ -110,7 +113,7 @@ def redis_case(name: str, server, store) -> Case:
         assert result.comparison.ok, result.comparison.summary()
 
     return Case(name, engine, job_for(engine, store), server.password, Repository(store), restore_check,
-                own_files=[server.directory])
+                own_files=[server.directory], streaming_bytes=0)  # one object: any byte of it
 
 
 @pytest.fixture(params=["pg-logical", "pg-physical", "redis-remote", "pg-logical-s3"])
@@ -121,7 +124,7 @@ def case(request: pytest.FixtureRequest, tmp_path: Path, fresh_db: MakeDb) -> It
         prefix = f"killed:{secrets.token_hex(4)}:"
         with server.client() as conn:  # a few MB: long enough to be killed mid-stream
             pipe = conn.pipeline(transaction=False)
-            for i in range(3000):
+            for i in range(6000):
                 pipe.set(f"{prefix}{i}", secrets.token_bytes(600) + b"x" * 600)
             pipe.execute()
         try:
@@ -133,14 +136,18 @@ def case(request: pytest.FixtureRequest, tmp_path: Path, fresh_db: MakeDb) -> It
         return
     server = request.getfixturevalue("pg_with_password")
     db = fresh_db(server)
+    if name == "pg-logical-s3":  # ~6.5 MB stored in 5 MiB parts: a multipart upload a kill leaves open
+        server.execute("CREATE TABLE t AS SELECT g AS id, decode(md5(g::text) || md5((g * 7)::text), 'hex') AS v "
+                       "FROM generate_series(1, 200000) g", db)
+        s3_server, bucket = request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
+        case = pg_case(name, server, db, S3Store(s3_server.client(), bucket, prefix="repo",
+                                                 min_part_size=S3_PART), "logical")
+        case.job["min_part_size"] = S3_PART
+        yield case
+        return
     server.execute("CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v "
                    "FROM generate_series(1, 40000) g", db)  # ~4 MB
-    if name == "pg-logical-s3":
-        s3_server, bucket = request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
-        store = S3Store(s3_server.client(), bucket, prefix="repo")
-    else:
-        store = LocalStore(tmp_path / "repo")
-    yield pg_case(name, server, db, store, "physical" if name == "pg-physical" else "logical")
+    yield pg_case(name, server, db, LocalStore(tmp_path / "repo"), "physical" if name == "pg-physical" else "logical")
 
 
 # -- one child run ------------------------------------------------------------------------------
@@ -149,7 +156,6 @@ def case(request: pytest.FixtureRequest, tmp_path: Path, fresh_db: MakeDb) -> It
 class Run:
     killed: bool
     since: float  # time.time() before the child was started
-    seconds: float  # from "started" to the kill, or to "committed"
     family: list[psutil.Process]  # what it had started, seen just before the kill
     ports: set[int]  # where those listened
     output: str
@@ -160,7 +166,25 @@ def listening_ports(procs: list[psutil.Process]) -> set[int]:
             if conn.status == psutil.CONN_LISTEN}
 
 
-def run_child(case: Case, tmp: Path, marker: str, kill_after: float | None) -> Run:
+def mid_upload(case: Case) -> Callable[[], bool]:
+    """True while the main object is being written: an open multipart upload (S3), a temp file
+    past `case.streaming_bytes` (local). The moment a kill leaves the most behind."""
+    if isinstance(case.repo.store, S3Store):
+        return lambda: bool(open_uploads(case.repo))
+    root = case.repo.store.root
+
+    def streaming() -> bool:
+        try:
+            return any(p.stat().st_size > case.streaming_bytes for p in root.rglob(".tmp-*"))
+        except FileNotFoundError:  # renamed into place while we looked
+            return False
+    return streaming
+
+
+def run_child(case: Case, tmp: Path, marker: str, *, kill_after: float = 0.0,
+              kill_when: Callable[[], bool] | None = None) -> Run:
+    """Run one backup; SIGKILL it once `kill_when()` is true, else `kill_after` seconds after it
+    started (a backup that ends first must have committed)."""
     env = {**os.environ, "TMPDIR": str(tmp), MARKER: marker}
     since = time.time() - 1  # create_time has a coarse clock
     proc = subprocess.Popen([sys.executable, str(CHILD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -172,16 +196,17 @@ def run_child(case: Case, tmp: Path, marker: str, kill_after: float | None) -> R
         first = proc.stdout.readline().decode() if ready else ""
         assert first == "started\n", f"the child did not start: {first!r} {proc.stdout.read().decode()[-2000:]}"
         start = time.monotonic()
-        if kill_after is None:  # until the manifest is written ("committed" follows it)
-            ready, _, _ = select.select([proc.stdout], [], [], GUARD_S)
-            assert ready, "the backup hung"
+        if kill_when is not None:
+            while proc.poll() is None and not kill_when():
+                assert time.monotonic() - start < GUARD_S, "the backup hung"
+                time.sleep(0.01)
+            assert proc.poll() is None, f"the backup ended before the moment to kill it: {proc.stdout.read()!r}"
         else:
             try:
                 proc.wait(timeout=kill_after)
             except subprocess.TimeoutExpired:
                 pass
-        seconds = time.monotonic() - start
-        family, ports, killed = [], set(), kill_after is not None and proc.poll() is None
+        family, ports, killed = [], set(), proc.poll() is None
         if killed:
             family = descendants(proc.pid)
             ports = listening_ports(family)
@@ -195,7 +220,7 @@ def run_child(case: Case, tmp: Path, marker: str, kill_after: float | None) -> R
     if not killed:
         assert proc.returncode == 0 and "committed " in output, f"the backup failed: {output[-3000:]}"
         case.committed.add(output.split("committed ", 1)[1].split()[0])
-    return Run(killed, since, seconds, family, ports, output)
+    return Run(killed, since, family, ports, output)
 
 
 # -- what must not be left ----------------------------------------------------------------------
@@ -276,18 +301,29 @@ def open_uploads(repo: Repository) -> list[str]:
     return [upload["Key"] for upload in listing.get("Uploads", [])]
 
 
+def backup(case: Case):
+    """A full backup in this process, the way a worker takes one (the repository lock held)."""
+    with case.repo.locked(*case.target):
+        return case.engine.full_backup(BackupContext(case.repo, log=lambda line: None))
+
+
 # -- the test -------------------------------------------------------------------------------------
 
 def test_killed_backups_leave_nothing_behind(case: Case) -> None:
     rng = random.Random(f"killed-runs-{case.name}")
     engine_name, target = case.target
     runs: list[Run] = []
+    started = time.monotonic()  # how long one backup takes: the range of the random kills
+    case.committed.add(backup(case).id)
+    seconds = time.monotonic() - started
     with traversable_tmp_dir("vfkilled-") as tmp:
-        baseline = run_child(case, tmp, secrets.token_hex(8), kill_after=None)  # how long one takes
-        assert list(tmp.iterdir()) == [] and not baseline.killed
-        for _ in range(KILLS):
+        for trial in range(KILLS + 1):  # first in the middle of an upload, then at random moments
             marker = secrets.token_hex(8)
-            run = run_child(case, tmp, marker, kill_after=rng.uniform(0.0, 0.9) * baseline.seconds)
+            if trial == 0:
+                run = run_child(case, tmp, marker, kill_when=mid_upload(case))
+                assert run.killed
+            else:
+                run = run_child(case, tmp, marker, kill_after=rng.uniform(0.0, 0.9) * seconds)
             check_nothing_left(case, run, tmp, marker)
             runs.append(run)
 
@@ -298,15 +334,11 @@ def test_killed_backups_leave_nothing_behind(case: Case) -> None:
     listed = {m.id for m in catalog.manifests}
     # A run killed between its manifest and its "committed" line committed all the same.
     assert catalog.problems == [] and case.committed <= listed
-    killed_mid_backup = sum(run.killed for run in runs) - len(listed - case.committed)
-    assert killed_mid_backup >= 1, "no trial was killed before its backup committed"
     for manifest in catalog.manifests:
         assert all(check.ok for check in case.repo.verify_backup(manifest)), manifest.id
     assert files_holding(case.password, [Path("/tmp")], skip=case.own_files) == []
 
     # The next backup runs past the dead runs' locks, restores, and leaves no lock behind.
-    with case.repo.locked(engine_name, target):
-        manifest = case.engine.full_backup(BackupContext(case.repo, log=lambda line: None))
-    case.restore_check(case.repo, manifest)
+    case.restore_check(case.repo, backup(case))
     assert list(case.repo.store.list(f"{engine_name}/{target}/locks/")) == []
     assert empty_directories(case.repo) == []

@@ -43,12 +43,12 @@ def _code(exc: Exception) -> str:
     return str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""
 
 
-def part_size_for(size_hint: int | None) -> int:
-    """Part size (a whole number of MiB, at least 16 MiB) that needs <= 9,000 parts."""
+def part_size_for(size_hint: int | None, minimum: int = MIN_PART_SIZE) -> int:
+    """Part size (a whole number of MiB, at least `minimum`) that needs <= 9,000 parts."""
     if not size_hint:
-        return MIN_PART_SIZE
+        return minimum
     needed = math.ceil(size_hint / PLANNED_PARTS)
-    return max(MIN_PART_SIZE, math.ceil(needed / MiB) * MiB)
+    return max(minimum, math.ceil(needed / MiB) * MiB)
 
 
 class _FullReads:
@@ -123,18 +123,21 @@ class S3Store:
         checksum_algorithm: str | None = "CRC32",
         max_concurrency: int = 4,
         list_page_size: int = 1000,
+        min_part_size: int = MIN_PART_SIZE,
     ):
         """`checksum_algorithm` asks S3 to verify each part in transit. CRC32 by default: the
         object's sha256 is computed by vaultflow anyway, and a second SHA256 per part cost
         ~45% of the upload time in `make bench` (SeaweedFS 4.48 accepts CRC32 and SHA256;
         pass None for endpoints that reject the header). `list_page_size` exists so tests
-        can force pagination without creating 1,000 objects."""
+        can force pagination without creating 1,000 objects, `min_part_size` (S3 allows 5 MiB)
+        so they can make multipart uploads without writing 16 MiB objects."""
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.checksum_algorithm = checksum_algorithm
         self.max_concurrency = max_concurrency
         self.list_page_size = list_page_size
+        self.min_part_size = min_part_size
 
     @property
     def description(self) -> str:
@@ -227,7 +230,7 @@ class S3Store:
 
     def put(self, key: str, reader: Readable, size_hint: int | None = None) -> int:
         full_key = self._key(key)
-        part = part_size_for(size_hint)
+        part = part_size_for(size_hint, self.min_part_size)
         config = TransferConfig(
             multipart_threshold=part, multipart_chunksize=part,
             max_concurrency=self.max_concurrency, use_threads=True,
