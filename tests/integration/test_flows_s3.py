@@ -42,7 +42,7 @@ def test_backup_and_restore_through_s3(target, s3_server, s3_bucket, pg18):
     db = target.databases[0]
     result = restore(target=target, repository=repository, into=f"{db}_from_s3")
     try:
-        assert [r["status"] for r in result["comparison"]] == ["match"]
+        assert [r["status"] for r in result["comparison"]] == ["match", "match"]  # the table and the database properties
         assert pg18.execute("SELECT count(*) FROM t", dbname=f"{db}_from_s3") == [(3000,)]
     finally:
         pg18.execute(f'DROP DATABASE IF EXISTS "{db}_from_s3" WITH (FORCE)')
@@ -63,7 +63,7 @@ def test_mirror_writes_both_and_verify_checks_each_copy(target, s3_server, s3_bu
     db = target.databases[0]
     result = restore(target=target, repository=repository, into=f"{db}_mirror")
     pg18.execute(f'DROP DATABASE IF EXISTS "{db}_mirror" WITH (FORCE)')
-    assert [r["status"] for r in result["comparison"]] == ["match"]
+    assert [r["status"] for r in result["comparison"]] == ["match", "match"]  # the table and the database properties
     with pytest.raises(IntegrityError, match=r"missing from local:"):
         verify(repository=repository, target=target)
 
