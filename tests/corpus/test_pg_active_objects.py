@@ -90,11 +90,14 @@ def test_subscription_never_comes_alive_in_a_copy(pg_server, corpus_ctx, databas
     assert drill.comparison.ok, drill.comparison.summary()
     assert cluster_state(pg_server) == before
 
-    copy = engine.restore(corpus_ctx, manifest).restored[db]
+    assert any("orders_in" in note and "without a replication slot" in note for note in drill.notes)
+    copied = engine.restore(corpus_ctx, manifest)
+    copy = copied.restored[db]
     subs = pg_server.execute(f"SELECT subname, subenabled, subslotname FROM pg_subscription s JOIN pg_database d "
                              f"ON d.oid = s.subdbid WHERE d.datname = '{copy}'")
     assert subs == [("orders_in", False, None)]  # disabled, and no slot to take from the original
-    assert any("orders_in" in note and "without a replication slot" in note for note in corpus_ctx.log.lines)
+    assert [note for note in copied.notes if "orders_in" in note and "without a replication slot" in note]
+    assert any("orders_in" in line for line in corpus_ctx.log.lines)
     # The oracle sees exactly that one deliberate difference: the copy's slot_name.
     problems = pg_differences(pg_state(pg_server, db), pg_state(pg_server, copy))
     assert len(problems) == 1 and "slot_name = NONE" in problems[0] and "orders_slot" in problems[0], problems

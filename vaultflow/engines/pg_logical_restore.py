@@ -24,6 +24,7 @@ import re
 import secrets
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -250,13 +251,16 @@ def restore_logical(engine, ctx: BackupContext, manifest: Manifest, *, into: str
             notes += restore.notes
     for note in notes:
         ctx.log(note)
-    return RestoreResult(backup_id=manifest.id, restored=targets, seconds=time.monotonic() - start,
-                         comparison=Comparison(results), **_notes_field(notes))
+    return LogicalRestoreResult(backup_id=manifest.id, restored=targets, seconds=time.monotonic() - start,
+                                comparison=Comparison(results), notes=notes)
 
 
-def _notes_field(notes: list[str]) -> dict:
-    fields = getattr(RestoreResult, "__dataclass_fields__", {})
-    return {"notes": list(notes)} if "notes" in fields else {}
+@dataclass(frozen=True)
+class LogicalRestoreResult(RestoreResult):
+    """A RestoreResult plus `notes`: what the restore changed on purpose (subscriptions detached
+    from their slots in a copy, event triggers restored last), for the flow's result and logs."""
+
+    notes: list[str] = field(default_factory=list)
 
 
 class _DatabaseRestore:
@@ -351,7 +355,7 @@ def drill_logical(engine, ctx: BackupContext, manifest: Manifest) -> RestoreResu
         try:
             result = restore_logical(engine, ctx, manifest, into=scratch, overwrite=False, databases=[database])
             tables += result.comparison.tables
-            notes += getattr(result, "notes", [])
+            notes += result.notes
             seconds += result.seconds
             restored.update(result.restored)
         except BaseException as exc:
@@ -362,5 +366,5 @@ def drill_logical(engine, ctx: BackupContext, manifest: Manifest) -> RestoreResu
                                           "drop it by hand", ctx.log)
             raise
         drop_database(engine.config, scratch)
-    return RestoreResult(backup_id=manifest.id, restored=restored, seconds=seconds,
-                         comparison=Comparison(tables), **_notes_field(notes))
+    return LogicalRestoreResult(backup_id=manifest.id, restored=restored, seconds=seconds,
+                                comparison=Comparison(tables), notes=notes)
