@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import secrets
 
+import psycopg
 import pytest
 
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import assert_pg_restored, pg_state
 from tests.fixtures.postgres import quote_ident
-from vaultflow.engines.pg_db_properties import PROPERTIES_ROW
+from vaultflow.engines.pg_db_properties import PROPERTIES_ROW, setting_clause
+from vaultflow.errors import ConfigError
 from vaultflow.manifest import parse_manifest
 
 
@@ -182,3 +184,31 @@ def test_non_superuser_restores_with_no_owner_and_no_privileges(pg_server, reque
         {k: v for k, v in source.properties.items() if k not in ("owner", "acl")}
     assert result.properties["owner"] == restorer
     assert pg_server.execute("SELECT tableowner FROM pg_tables WHERE tablename = 't'", dbname=copy) == [(restorer,)]
+
+
+def test_a_locale_the_server_lacks_is_named_before_anything_is_restored(pg15, pg18, corpus_ctx, request):
+    """An ICU database backed up on PostgreSQL 15 cannot be recreated by the embedded 18 (no ICU):
+    a clear error naming the database and its locale, and no database left behind."""
+    db = created_db(pg15, request, "CREATE DATABASE {db} LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LOCALE 'C' "
+                                   "TEMPLATE template0")
+    manifest = pg_engine(pg15, [db]).full_backup(corpus_ctx)
+    existing = pg18.execute("SELECT datname FROM pg_database ORDER BY 1")
+    with pytest.raises(ConfigError, match=rf"{db}.*icu locale 'de-DE'.*install the locale or ICU"):
+        pg_engine(pg18, [db], name=manifest.target).restore(corpus_ctx, manifest)
+    assert pg18.execute("SELECT datname FROM pg_database ORDER BY 1") == existing
+
+
+@pytest.mark.parametrize("stored, clause", [
+    ("search_path=app, \"My Schema\", public", "SET \"search_path\" = 'app', 'My Schema', 'public'"),
+    ("search_path=\"a\"\"b\"", "SET \"search_path\" = 'a\"b'"),
+    ("search_path=\"\"", "SET \"search_path\" = ''"),
+    ("work_mem=8MB", "SET \"work_mem\" = '8MB'"),
+    ("app.tenant=it's", "SET \"app\".\"tenant\" = 'it''s'"),
+])
+def test_setting_clauses_store_the_same_value_again(pg18, fresh_db, stored, clause):
+    db = fresh_db(pg18)
+    with psycopg.connect(pg18.conninfo()) as conn:
+        assert setting_clause(stored).as_string(conn) == clause
+    pg18.execute(f"ALTER DATABASE {quote_ident(db)} {clause}")
+    assert pg18.execute(f"SELECT setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+                        f"WHERE d.datname = '{db}'") == [([stored],)]
