@@ -10,16 +10,22 @@ and 18, judged by the oracle and by vaultflow's own comparison.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+from blocks import BackupRepository, PostgresTarget
+from flows.full_backup import full_backup
+from flows.restore import restore
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.fake_pg import FakePostgres
 from tests.fixtures.postgres import quote_ident
 from vaultflow.engines.postgres import dump_object_name
-from vaultflow.keys import decode_name
+from vaultflow.keys import artifact_slug, decode_name
 
 
 @pytest.fixture
@@ -109,3 +115,31 @@ def test_target_names_are_encoded_and_listed_back(pg18, corpus_ctx, fresh_db):
         [manifest] = repo.catalog("postgres", target).manifests
         assert manifest.target == target
     assert sorted(p.name for p in (repo.store.root / "postgres").iterdir()) == ["%2E.", "%53ales%2F%45%55", "sales%2Feu"]
+
+
+def test_case_twin_targets_through_the_flows_keep_their_own_catalog_artifacts(pg18, fresh_db, tmp_path, prefect_api):
+    """Target names reach run names, artifact keys (Prefect allows only a-z 0-9 -) and locks."""
+    repository = BackupRepository(local_path=str(tmp_path / "repo"))
+    made = {}
+    for twin in ("Sales", "sales", "Sales/ü"):
+        db = fresh_db(pg18)
+        pg18.execute(f"CREATE TABLE t (owner text); INSERT INTO t VALUES ('{twin}')", dbname=db)
+        target = PostgresTarget(host=pg18.host, port=pg18.port, user=pg18.user, databases=[db], target_name=twin,
+                                bin_dir=str(pg18.client_bin_dir))
+        made[twin] = (target, db, full_backup(target=target, repository=repository))
+    keys = {twin: f"catalog-postgres-{artifact_slug(twin)}" for twin in made}
+    assert len(set(keys.values())) == 3
+    with get_client(sync_client=True) as client:
+        for twin, key in keys.items():
+            [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                               limit=1)
+            rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+            assert [row["backup"] for row in rows] == [made[twin][2]["backup_id"]]
+    for twin, (target, db, backup) in made.items():
+        into = f"{db}_back"
+        try:
+            result = restore(target=target, repository=repository, backup_id=backup["backup_id"], into=into)
+            assert result["restored"] == {db: into}
+            assert pg18.execute("SELECT owner FROM t", dbname=into) == [(twin,)]
+        finally:
+            pg18.execute(f"DROP DATABASE IF EXISTS {quote_ident(into)} WITH (FORCE)")
