@@ -265,7 +265,7 @@ def test_restore_into_a_port_in_use_is_refused(backed_up, tmp_path: Path):
         shutil.rmtree(result.restored["directory"], ignore_errors=True)
 
 
-@pytest.mark.parametrize("into", [None, "dir", "original"])
+@pytest.mark.parametrize("into", [None, "dir", "original", "drill"])
 def test_corrupted_stored_object_refuses_restore(backed_up, tmp_path: Path, into: str | None):
     server, engine, repo, manifest = backed_up
     path = tmp_path / "repo" / repo.object_key(manifest, RDB_OBJECT)
@@ -275,12 +275,17 @@ def test_corrupted_stored_object_refuses_restore(backed_up, tmp_path: Path, into
     with server.client() as conn:
         conn.set("user:1000", "changed after the backup")
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    target = {"dir": str(tmp_path / "out"), None: None, "original": "original"}[into]
+    target = {"dir": str(tmp_path / "out"), None: None, "original": "original", "drill": None}[into]
+    scratch_dirs = set(Path(tempfile.gettempdir()).glob("vaultflow-redis-*"))
 
     with pytest.raises(IntegrityError) as info:
-        engine.restore(ctx(repo), manifest, into=target, overwrite=True)
+        if into == "drill":  # the drill streams the object into the scratch server's FIFO
+            engine.drill(ctx(repo), manifest)
+        else:
+            engine.restore(ctx(repo), manifest, into=target, overwrite=True)
     assert f"{manifest.id}/{RDB_OBJECT}" in str(info.value)
     assert our_redis_children(exclude=before) == []
+    assert set(Path(tempfile.gettempdir()).glob("vaultflow-redis-*")) == scratch_dirs
     with server.client() as conn:
         assert conn.get("user:1000") == b"changed after the backup"
     if into == "dir":

@@ -44,6 +44,23 @@ from vaultflow.proc import tied_popen
 FIFO_OPEN_TIMEOUT = 60.0
 
 
+def open_fifo_for_writing(path: Path, alive, reader: str, timeout: float = FIFO_OPEN_TIMEOUT) -> int:
+    """A blocking write descriptor on the FIFO `path` once `reader` has opened it; ToolError if
+    `alive()` turns false or `timeout` seconds pass first (a reader that died never opens it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+            return fd
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+        if not alive() or time.monotonic() > deadline:
+            raise ToolError(f"{reader} did not open {path.name} for reading")
+        time.sleep(0.01)
+
+
 class _FifoWriter:
     """A thread feeding one FIFO from a bounded queue, so a slow reader does not stall the others."""
 
@@ -56,18 +73,7 @@ class _FifoWriter:
         self._thread.start()
 
     def _open(self) -> int:
-        deadline = time.monotonic() + FIFO_OPEN_TIMEOUT
-        while True:
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
-                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-                return fd
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:
-                    raise
-            if not self._alive() or time.monotonic() > deadline:
-                raise ToolError(f"{self.name} did not open {self.path.name} for reading")
-            time.sleep(0.01)
+        return open_fifo_for_writing(self.path, self._alive, self.name)
 
     def _run(self) -> None:
         fd = None

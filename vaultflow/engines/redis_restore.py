@@ -21,6 +21,7 @@ target keeps serving; without overwrite nothing that exists is touched.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -30,7 +31,7 @@ from vaultflow.compare import Comparison
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.redis_client import connect, keyspace_counts
 from vaultflow.engines.redis_compare import check_scratch, compare_copies
-from vaultflow.engines.redis_rdb import promote, start_replica_scratch
+from vaultflow.engines.redis_rdb import open_fifo_for_writing, promote, start_replica_scratch
 from vaultflow.engines.redis_server import source_auth
 from vaultflow.errors import ConfigError, IntegrityError, NotFoundError, RefusedError
 from vaultflow.fsutil import empty_directory
@@ -62,6 +63,54 @@ def materialize(ctx: BackupContext, manifest: Manifest, dest: Path) -> dict[str,
                 raise IntegrityError(f"{manifest.id}/{obj.key} does not end with the EOF opcode and the CRC64 "
                                      f"{crc} recorded at backup time; restore another backup")
     return {"dbfilename": "dump.rdb", "appendonly": "no"}
+
+
+class _FifoOut:
+    """Writes into a FIFO descriptor, keeping the last 9 bytes (EOF opcode + CRC64)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.tail = fd, b""
+
+    def write(self, chunk) -> None:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.tail = (self.tail + bytes(chunk[-9:]))[-9:]
+
+
+def _streamed_scratch(ctx: BackupContext, manifest: Manifest, dest: Path, bin_dir: str | None):
+    """Drill fast path for an RDB backup: the scratch server loads dump.rdb from a FIFO while the
+    object is verified and decompressed into it, so the drill takes about one load, not a
+    decompression plus a load. Returns (server, blackhole), ready and loaded; IntegrityError as
+    materialize() (the server is killed before it could serve a partial copy)."""
+    obj = next((o for o in manifest.objects if o.role == "rdb"), None)
+    if obj is None:
+        raise NotFoundError(f"backup {manifest.id} holds no RDB object")
+    os.mkfifo(dest / "dump.rdb", 0o600)
+    server, blackhole = start_replica_scratch(dest, bin_dir, settings={"dbfilename": "dump.rdb", "appendonly": "no"},
+                                              wait=False)
+    try:
+        fd = open_fifo_for_writing(dest / "dump.rdb", lambda: server.proc.poll() is None, "the scratch redis-server")
+        out = _FifoOut(fd)
+        try:
+            write_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key), obj.sha256,
+                           obj.stored_size, out, name=f"{manifest.id}/{obj.key}")
+        finally:
+            os.close(fd)
+        crc = manifest.consistency.get("rdb_crc64")
+        if crc and crc != "disabled" and (out.tail[:1] != b"\xff" or out.tail[1:].hex() != crc):
+            raise IntegrityError(f"{manifest.id}/{obj.key} does not end with the EOF opcode and the CRC64 {crc} "
+                                 "recorded at backup time; restore another backup")
+        server.wait_ready()
+        return server, blackhole
+    except BaseException:
+        # SIGKILL: after a cut-off stream Redis re-opens the FIFO to check it and would wait forever
+        if server.proc is not None and server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+        server.stop()
+        blackhole.close()
+        raise
 
 
 def _proven(manifest: Manifest, server, dest: Path, what: str) -> Comparison:
@@ -104,8 +153,11 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
     server = blackhole = None
     leave_running = keep_files = False
     try:
-        settings = materialize(ctx, manifest, dest)
-        server, blackhole = start_replica_scratch(dest, engine.config.bin_dir, settings=settings)
+        if not keep_running and not replay and into is None and manifest.mode == "rdb":
+            server, blackhole = _streamed_scratch(ctx, manifest, dest, engine.config.bin_dir)  # a drill
+        else:
+            settings = materialize(ctx, manifest, dest)
+            server, blackhole = start_replica_scratch(dest, engine.config.bin_dir, settings=settings)
         keep_files = True  # from here on a failure keeps the files for inspection
         comparison = _proven(manifest, server, dest, "the scratch copy")
         ctx.log(f"scratch copy of {manifest.id} at {server.where} matches the backup's facts ({comparison.summary()})")
