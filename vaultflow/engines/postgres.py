@@ -110,7 +110,7 @@ class PostgresEngine:
         snapshots: dict[str, str] = {}
         timings: dict[str, float] = {}
         with repo.uncommitted(self.name, self.config.name, backup_id, ctx.log):
-            with client_env(self.config, ["postgres", *databases]) as env:
+            with client_env(self.config, ["postgres"]) as env:  # each tool finds only its own database
                 t0 = time.monotonic()
                 written = dump_into_store(globals_command(bin_dir, self.config.role_passwords), env, repo.store,
                                           prefix + "globals.sql.zst",
@@ -121,6 +121,7 @@ class PostgresEngine:
                 timings["globals"] = time.monotonic() - t0
                 for database in databases:
                     t0 = time.monotonic()
+                    env.allow(database)
                     obj, prints, snapshot = self._dump_database(ctx, env, bin_dir, prefix, database)
                     objects.append(obj)
                     fingerprints[database] = prints
