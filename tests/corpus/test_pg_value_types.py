@@ -19,47 +19,52 @@ from vaultflow.engines.pg_fingerprint import fingerprint_tables
 ENUM = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');\n"
 
 CASES = {
-    "enum": ENUM + "CREATE TABLE t (id int, x mood);\n"
-                   "INSERT INTO t VALUES (1, 'ok'), (2, 'happy'), (3, NULL)",
-    "enum_array": ENUM + "CREATE TABLE t (id int, x mood[]);\n"
-                         "INSERT INTO t VALUES (1, '{ok,sad}'), (2, '{{happy},{ok}}'), (3, '{}')",
-    "domain_over_enum": ENUM + "CREATE DOMAIN good_mood AS mood CHECK (VALUE <> 'sad');\n"
-                               "CREATE DOMAIN moods AS mood[];\n"
-                               "CREATE TABLE t (id int, x good_mood, y moods);\n"
-                               "INSERT INTO t VALUES (1, 'ok', '{sad}'), (2, 'happy', NULL)",
-    "composite_with_enum": ENUM + "CREATE TYPE feeling AS (m mood, since date, weight int);\n"
-                                  "CREATE TABLE t (id int, x feeling, y feeling[]);\n"
-                                  "INSERT INTO t VALUES (1, ROW('ok', '2024-01-02', 3), ARRAY[ROW('sad', NULL, 1)::feeling]),"
-                                  " (2, NULL, '{}')",
-    "range_over_enum": ENUM + "CREATE TYPE mood_range AS RANGE (subtype = mood);\n"
-                              "CREATE TABLE t (id int, r mood_range, m mood_multirange);\n"
-                              "INSERT INTO t VALUES (1, '[sad,happy)', '{[sad,ok), [happy,happy]}'), (2, 'empty', '{}')",
-    "reg_types": "CREATE SCHEMA s; CREATE TABLE s.target (id int);\n"
-                 "CREATE FUNCTION s.f(int) RETURNS int LANGUAGE sql AS 'SELECT $1';\n"
-                 "CREATE FUNCTION s.neg(int, int) RETURNS bool LANGUAGE sql AS 'SELECT $1 <> $2';\n"
-                 "CREATE OPERATOR s.<~> (LEFTARG = int, RIGHTARG = int, FUNCTION = s.neg);\n"
-                 "CREATE TEXT SEARCH CONFIGURATION s.cfg (COPY = english);\n"
-                 "CREATE TEXT SEARCH DICTIONARY s.dict (TEMPLATE = simple);\n"
-                 "CREATE COLLATION s.coll FROM \"C\";\n"
-                 + ENUM +
-                 "CREATE TABLE t (c regclass, ty regtype, p regproc, pp regprocedure, o regoper, oo regoperator,\n"
-                 "  n regnamespace, r regrole, cfg regconfig, d regdictionary, co regcollation);\n"
-                 "INSERT INTO t VALUES ('s.target', 'mood', 's.f', 's.f(int)', 's.<~>', 's.<~>(int,int)', 's',\n"
-                 "  CURRENT_USER::text::regrole, 's.cfg', 's.dict', 's.coll'),\n"
-                 "  ('pg_class', 'int4', 'now', 'abs(int)', NULL, '+(int,int)', 'public', NULL, 'english',\n"
-                 "   'simple', '\"C\"')",
-    "oid_and_aclitem": "CREATE TABLE target (id int);\n"
-                       "CREATE TABLE t (o oid, acl aclitem[]);\n"
-                       "INSERT INTO t SELECT 'target'::regclass::oid, ARRAY[makeaclitem(0, (SELECT oid FROM pg_roles\n"
-                       "  WHERE rolname = CURRENT_USER), 'SELECT', false)]",
-    "session_dependent_text": ENUM + "CREATE TABLE t (m mood, at timestamptz, d date, span interval, f float8, r real,\n"
-                                     "  cash money, raw bytea, n numeric, j jsonb, js json, b bit(3), v varbit, p point,\n"
-                                     "  c char(3), bc bpchar, tags text[]);\n"
-                                     "INSERT INTO t VALUES ('ok', '2024-03-01 12:00:00.123456+05', '2024-03-01', '1 mon 2 days"
-                                     " 03:04:05.5', 0.1, '-0', 12.34, '\\x00ff', 1.50, '{\"a\": 1.0}', '{\"b\": [1, 2]}', B'101',"
-                                     " B'1', '(1,2)', 'ab', 'x  ', '[0:1]={a,b}'),"
-                                     " (NULL, NULL, NULL, NULL, 'NaN', 'Infinity', NULL, NULL, 'NaN', NULL, NULL, NULL, NULL,"
-                                     " NULL, NULL, NULL, NULL)",
+    "enum": ENUM + """
+CREATE TABLE t (id int, x mood);
+INSERT INTO t VALUES (1, 'ok'), (2, 'happy'), (3, NULL)""",
+    "enum_array": ENUM + """
+CREATE TABLE t (id int, x mood[]);
+INSERT INTO t VALUES (1, '{ok,sad}'), (2, '{{happy},{ok}}'), (3, '{}')""",
+    "domain_over_enum": ENUM + """
+CREATE DOMAIN good_mood AS mood CHECK (VALUE <> 'sad');
+CREATE DOMAIN moods AS mood[];
+CREATE TABLE t (id int, x good_mood, y moods);
+INSERT INTO t VALUES (1, 'ok', '{sad}'), (2, 'happy', NULL)""",
+    "composite_with_enum": ENUM + """
+CREATE TYPE feeling AS (m mood, since date, weight int);
+CREATE TABLE t (id int, x feeling, y feeling[]);
+INSERT INTO t VALUES (1, ROW('ok', '2024-01-02', 3), ARRAY[ROW('sad', NULL, 1)::feeling]), (2, NULL, '{}')""",
+    "range_over_enum": ENUM + """
+CREATE TYPE mood_range AS RANGE (subtype = mood);
+CREATE TABLE t (id int, r mood_range, m mood_multirange);
+INSERT INTO t VALUES (1, '[sad,happy)', '{[sad,ok), [happy,happy]}'), (2, 'empty', '{}')""",
+    "reg_types": ENUM + """
+CREATE SCHEMA s;
+CREATE TABLE s.target (id int);
+CREATE FUNCTION s.f(int) RETURNS int LANGUAGE sql AS 'SELECT $1';
+CREATE FUNCTION s.neg(int, int) RETURNS bool LANGUAGE sql AS 'SELECT $1 <> $2';
+CREATE OPERATOR s.<~> (LEFTARG = int, RIGHTARG = int, FUNCTION = s.neg);
+CREATE TEXT SEARCH CONFIGURATION s.cfg (COPY = english);
+CREATE TEXT SEARCH DICTIONARY s.dict (TEMPLATE = simple);
+CREATE COLLATION s.coll FROM "C";
+CREATE TABLE t (c regclass, ty regtype, p regproc, pp regprocedure, o regoper, oo regoperator,
+  n regnamespace, r regrole, cfg regconfig, d regdictionary, co regcollation);
+INSERT INTO t VALUES
+  ('s.target', 'mood', 's.f', 's.f(int)', 's.<~>', 's.<~>(int,int)', 's', CURRENT_USER::text::regrole,
+   's.cfg', 's.dict', 's.coll'),
+  ('pg_class', 'int4', 'now', 'abs(int)', NULL, '+(int,int)', 'public', NULL, 'english', 'simple', '"C"')""",
+    "oid_and_aclitem": """
+CREATE TABLE target (id int);
+CREATE TABLE t (o oid, acl aclitem[]);
+INSERT INTO t SELECT 'target'::regclass::oid,
+  ARRAY[makeaclitem(0, (SELECT oid FROM pg_roles WHERE rolname = CURRENT_USER), 'SELECT', false)]""",
+    "session_dependent_text": ENUM + """
+CREATE TABLE t (m mood, at timestamptz, d date, span interval, f float8, r real, cash money, raw bytea,
+  n numeric, j jsonb, js json, b bit(3), v varbit, p point, c char(3), bc bpchar, tags text[]);
+INSERT INTO t VALUES
+  ('ok', '2024-03-01 12:00:00.123456+05', '2024-03-01', '1 mon 2 days 03:04:05.5', 0.1, '-0', 12.34, '\\x00ff',
+   1.50, '{"a": 1.0}', '{"b": [1, 2]}', B'101', B'1', '(1,2)', 'ab', 'x  ', '[0:1]={a,b}'),
+  (NULL, NULL, NULL, NULL, 'NaN', 'Infinity', NULL, NULL, 'NaN', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)""",
 }
 
 

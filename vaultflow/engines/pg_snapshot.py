@@ -218,7 +218,8 @@ class LockWatch(threading.Thread):
                     "gave way so that it never blocks others longer than that, and nothing was committed. Retry "
                     "when that session's work is done, or give its DDL a lock_timeout")
             if self.error is not None:  # end the backup's sessions: their locks go at once
-                conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", ([*dumps, self.snapshot_pid],))
+                conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid",
+                             ([*dumps, self.snapshot_pid],))
                 return
 
     def end_snapshot_session(self) -> None:
