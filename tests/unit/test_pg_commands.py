@@ -172,6 +172,13 @@ def test_client_env_defaults_to_the_postgres_database_and_replication_is_named()
     assert passfile_lines(config(), ["replication"]).startswith("db.example.internal:5433:replication:backup:")
 
 
+def test_passfile_lines_for_host_lists_and_socket_directories() -> None:
+    lines = passfile_lines(config(host="db1,db2"), ["shop"]).splitlines()
+    assert [line.split(":")[:3] for line in lines] == [["db1", "5433", "shop"], ["db2", "5433", "shop"]]
+    lines = passfile_lines(config(host="/run/postgresql"), ["shop"]).splitlines()
+    assert [line.split(":")[:3] for line in lines] == [["/run/postgresql", "5433", "shop"], ["localhost", "5433", "shop"]]
+
+
 def test_client_env_without_password_is_an_empty_file() -> None:
     with client_env(config(password=None), ["shop"]) as env:
         assert _passfile(env) == ""  # never falls back to ~/.pgpass

@@ -79,7 +79,9 @@ def passfile_lines(config: PostgresConfig, databases: Iterable[str]) -> str:
     """The passfile text for `databases` on the target: one `host:port:database:user:password`
     line per database, every field escaped, no wildcard anywhere (libpq hands the password only
     to a connection that matches a line exactly). Replication connections (pg_basebackup) match
-    the database `replication`. Empty without a password.
+    the database `replication`. Empty without a password. A host list (`a,b`) gets a line per
+    host; a Unix socket directory also a `localhost` line (libpq looks that up for its default
+    socket directory).
 
     Raises ConfigError when a field holds a line break: a passfile cannot carry it."""
     if config.password is None:
@@ -90,13 +92,15 @@ def passfile_lines(config: PostgresConfig, databases: Iterable[str]) -> str:
             raise ConfigError(f"the {what} of PostgreSQL target {config.name!r} contains a line break, which "
                               "libpq's passfile cannot carry; change it")
     tail = f"{_escape_passfile(config.user)}:{_escape_passfile(fields['password'])}"
+    hosts = [h for h in config.host.split(",") if h] or ["localhost"]
+    hosts += ["localhost"] if any(h.startswith("/") for h in hosts) and "localhost" not in hosts else []
     lines = []
     for database in dict.fromkeys(databases):
         if "\n" in database or "\r" in database:
             raise ConfigError(f"database {database!r} on {config.host}:{config.port} has a line break in its "
                               "name, which libpq's passfile cannot carry: rename it (ALTER DATABASE ... RENAME) "
                               "or leave it out of the target's databases")
-        lines.append(f"{_escape_passfile(config.host)}:{config.port}:{_escape_passfile(database)}:{tail}\n")
+        lines += [f"{_escape_passfile(host)}:{config.port}:{_escape_passfile(database)}:{tail}\n" for host in hosts]
     return "".join(lines)
 
 
