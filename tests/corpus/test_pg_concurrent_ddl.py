@@ -21,8 +21,9 @@ import pytest
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import pg_differences, pg_state
 from tests.fixtures.postgres import quote_ident
-from vaultflow.engines.pg_snapshot import LockWaitError
-from vaultflow.errors import VaultflowError, is_transient
+from vaultflow.engines.pg_client import PostgresConfig
+from vaultflow.engines.pg_snapshot import LockWaitError, LockWatch
+from vaultflow.errors import ToolError, VaultflowError, is_transient
 
 SCRIPT = ("CREATE TABLE t (id int PRIMARY KEY, v text);"
           "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g;"
@@ -160,3 +161,16 @@ def test_every_backup_committed_under_ddl_restores_exactly(pg_server, fresh_db, 
         restored = pg_state(pg_server, copy)
         problems = [pg_differences(state, restored) for state in states]
         assert [] in problems, (manifest.id, problems)
+
+
+def test_pg_dump_lock_timeout_becomes_a_lock_wait_error():
+    """pg_dump's --lock-wait-timeout is a statement_timeout around its LOCK TABLE: that failure is
+    retryable and names the tables; any other pg_dump failure stays what it was."""
+    watch = LockWatch(PostgresConfig(name="t", lock_timeout_s=3), "shop", snapshot_pid=1)
+    timeout = ToolError("pg_dump exited with status 1: pg_dump: error: query failed: ERROR:  canceling statement "
+                        "due to statement timeout\npg_dump: detail: Query was: LOCK TABLE public.t, s.\"Odd\" IN "
+                        "ACCESS SHARE MODE")
+    explained = watch.explain(timeout)
+    assert isinstance(explained, LockWaitError) and is_transient(explained)
+    assert "public.t, s.\"Odd\"" in str(explained) and "'shop'" in str(explained) and "3 s" in str(explained)
+    assert watch.explain(ToolError("pg_dump exited with status 1: permission denied for table t")) is None

@@ -242,11 +242,13 @@ class LockWatch(threading.Thread):
         if not match or ("statement timeout" not in text and "lock timeout" not in text):
             return None
         table, blockers = self.dump_wait or (match.group(1), [])
-        try:
-            with connect(self.config, self.database) as conn:
-                who = describe_sessions(conn, blockers) if blockers else "a session that has ended meanwhile"
-        except Exception:  # noqa: BLE001 - describing is best effort; the error itself is not
-            who = f"pids {blockers}"
+        who = "a session that has ended meanwhile"
+        if blockers:
+            try:
+                with connect(self.config, self.database) as conn:
+                    who = describe_sessions(conn, blockers)
+            except Exception:  # noqa: BLE001 - describing is best effort; the error itself is not
+                who = f"pids {blockers}"
         return LockWaitError(
             f"backup of database {self.database!r}: pg_dump waited more than {self.limit:g} s (lock_timeout_s) for a "
             f"lock on table {table}, held or requested first by {who}; nothing was committed. Retry later")
