@@ -1,9 +1,9 @@
-"""One full backup, run the way a worker runs it (repository lock held), in a process of its
+"""One full backup (or restore drill), run the way a worker runs it (repository lock held), in a process of its
 own so that test_killed_runs can SIGKILL it at a random moment.
 
 The job comes as JSON on stdin (never argv or the environment: it holds the password):
     {"engine": "postgres" | "redis", "config": {...}, "store": <vaultflow.stores.spec spec>,
-     "min_part_size": <bytes, optional: S3 part size>}
+     "min_part_size": <bytes, optional: S3 part size>, "action": "drill" (optional: drill instead)}
 Prints "started" once everything is imported and the backup is about to begin, and
 "committed <backup id>" if it finishes.
 """
@@ -32,6 +32,11 @@ def main() -> None:
     if job.get("min_part_size"):  # S3: multipart uploads from a few MB on
         repo.store.min_part_size = job["min_part_size"]
     print("started", flush=True)
+    if job.get("action") == "drill":  # a restore drill of the latest backup instead
+        result = engine.drill(BackupContext(repo, log=lambda line: None),
+                              repo.catalog(engine.name, engine.config.name).resolve("latest"))
+        print("drilled", result.comparison.ok, flush=True)
+        return
     with repo.locked(engine.name, engine.config.name, log=lambda line: None):
         manifest = engine.full_backup(BackupContext(repo, log=lambda line: None))
     print("committed", manifest.id, flush=True)
