@@ -46,7 +46,8 @@ def check_wal_archive(repo, target: str, manifests) -> tuple[list[dict], list[st
               f"continuous for {len(results)} physical backups (timeline {results[-1].timeline})")
     row = {"target": f"postgres/{target}", "backup": "WAL archive", "objects": len(names),
            "result": "GAPS" if bad else "ok", "detail": detail}
-    return [row], [f"WAL archive of {target}: {r.problem}" for r in bad]
+    return [row], [f"WAL archive of {target}: missing {len(r.missing)}: {', '.join(r.missing[:5])}; {r.problem}"
+                   for r in bad]
 
 
 @flow(name="verify", flow_run_name=run_name("verify"), log_prints=True, **FLOW_RETRIES)

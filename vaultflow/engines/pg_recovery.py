@@ -38,7 +38,7 @@ from vaultflow.ports import free_port
 from vaultflow.stores.base import Store
 from vaultflow.stores.spec import spec_memfd
 from vaultflow.wal import (DEFAULT_SEGMENT_SIZE, TimelinePlan, archive_file, archived_names, describe_gaps, history_name,
-                           parse_lsn, parse_segment, plan_timeline, segment_name, wal_gaps)
+                           object_key, parse_lsn, parse_segment, plan_timeline, record_key, segment_name, wal_gaps)
 from vaultflow.wal.timelines import archive_end
 
 
@@ -351,10 +351,24 @@ def _record_timeline(ctx: BackupContext, manifest: Manifest, cluster: RunningClu
                             f"file {name} could not be archived into {ctx.repository.description} ({exc}): "
                             "without it no later recovery can follow that timeline. Check that the "
                             "repository is writable from this worker, then restore again") from exc
+        if stored:
+            _owned_like_archive(ctx.repository.store, manifest.target, name)
         facts["timeline_history"] = f"{name} {'archived' if stored else 'already archived'}"
         ctx.log(f"restored cluster promoted to timeline {timeline} (recovered along timeline {plan.timeline}); "
                 f"{name} {'archived' if stored else 'was already archived'} for target {manifest.target}")
     return facts
+
+
+def _owned_like_archive(store: Store, target: str, name: str) -> None:
+    """A local archive written by root is read by restore_command as the cluster's OS user: give
+    the files just written the owner of the directory they are in (as the archive's other files)."""
+    root = getattr(store, "root", None)
+    if root is None or os.geteuid() != 0:
+        return
+    for key in (object_key(target, name), record_key(target, name)):
+        path = Path(root) / key
+        owner = path.parent.stat()
+        os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def plan_recovery_timeline(repo, manifest: Manifest, requested: int | None = None) -> TimelinePlan:
