@@ -18,7 +18,6 @@ import secrets
 import shutil
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ import pytest
 
 from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.postgres import MakeDb, quote_ident, traversable_tmp_dir
-from tests.fixtures.processes import descendants, live, read
+from tests.fixtures.processes import answering, descendants, listening, live, read
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import PostgresConfig
 from vaultflow.engines.postgres import PostgresEngine
@@ -162,22 +161,6 @@ class Run:
     output: str
 
 
-def listening(procs: list[psutil.Process]) -> set[int | str]:
-    """Where `procs` listen: TCP ports, and the paths of their unix stream sockets."""
-    found: set[int | str] = set()
-    for proc in procs:
-        try:
-            for conn in proc.net_connections(kind="all"):
-                if isinstance(conn.laddr, str):
-                    if conn.laddr and conn.type == socket.SOCK_STREAM:
-                        found.add(conn.laddr)
-                elif conn.status == psutil.CONN_LISTEN:
-                    found.add(conn.laddr.port)
-        except psutil.NoSuchProcess:  # exited meanwhile: listens nowhere
-            continue
-    return found
-
-
 def mid_upload(case: Case) -> Callable[[subprocess.Popen], bool]:
     """True while the main object is being written: an open multipart upload (S3), a temp file
     past `case.streaming_bytes` (local). The moment a kill leaves the most behind."""
@@ -251,20 +234,6 @@ def marked(marker: str, since: float) -> list[str]:
         if info is not None and (info["environ"] or {}).get(MARKER) == marker:
             found.append(f"{proc.pid} {' '.join(info['cmdline'])}")
     return found
-
-
-def answering(address: int | str) -> bool:
-    """A TCP port on 127.0.0.1 or a unix socket path that accepts a connection."""
-    try:
-        if isinstance(address, str):
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(5)
-                sock.connect(address)
-        else:
-            socket.create_connection(("127.0.0.1", address), timeout=5).close()
-        return True
-    except OSError:
-        return False
 
 
 def files_holding(secret: str, roots: list[Path], skip: list[Path] = ()) -> list[str]:
