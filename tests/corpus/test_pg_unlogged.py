@@ -82,3 +82,32 @@ def test_unlogged_tables_come_back_empty_and_say_so(pg_server, fresh_db, fingerp
         assert drill.comparison.ok
         assert [t.status for t in drill.comparison.tables if t.database == db and "Cache" in t.table] == [UNLOGGED_EMPTY]
         assert f"{db}.s.Cache.x" in drill.restored["unlogged_tables_empty"]
+
+
+def test_drill_flow_artifact_and_check_say_unlogged_tables_are_expected_empty(prefect_api, pg_server, fresh_db):
+    from blocks import BackupRepository, PostgresTarget
+    from flows.full_backup import full_backup
+    from flows.restore_drill import restore_drill
+    from tests.integration.test_flows import read_artifact
+
+    pg = pg_server
+    db = fresh_db(pg)
+    pg.execute("CREATE TABLE kept AS SELECT g FROM generate_series(1, 20) g; "
+               "CREATE UNLOGGED TABLE sessions AS SELECT g FROM generate_series(1, 5) g", db)
+    name = f"unloggeddrill{pg.version}"
+    with traversable_tmp_dir("vfunloggedflow-") as work:
+        target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", target_name=name,
+                                physical_fingerprints=True, bin_dir=str(pg.client_bin_dir),
+                                server_bin_dir=str(pg.bin_dir), restore_os_user=RUN_AS)
+        repository = BackupRepository(local_path=str(work / "repo"))
+        backup = full_backup(target=target, repository=repository)
+        result = restore_drill(target=target, repository=repository, rto_objective_s=600)
+        assert f"{db}.public.sessions" in result["restored"]["unlogged_tables_empty"]
+
+        rows = {(r["database"], r["table"]): r for r in read_artifact(f"drill-postgres-{name}")}
+        assert rows[(db, "public.sessions")]["status"] == UNLOGGED_EMPTY
+        assert (rows[(db, "public.sessions")]["expected_rows"], rows[(db, "public.sessions")]["actual_rows"]) == (5, 0)
+        assert rows[(db, "public.kept")]["status"] == "match"
+        check = Repository(LocalStore(work / "repo")).last_checks("postgres", name)[backup["backup_id"]]
+        assert check["result"] == "ok" and "unlogged tables came back empty" in check["detail"]
+        assert f"{db}.public.sessions" in check["detail"]
