@@ -51,6 +51,10 @@ class BackupRepository(Block):
     keep_within: Optional[str] = Field(default=None, description="Keep everything newer than this, e.g. '7d', '36h'.")
     orphan_grace: str = Field(default="24h", description="Payload without a manifest (a killed run) older "
                               "than this is deleted by prune.")
+    clock_tolerance: str = Field(default="5min", description="How far a backup's recorded time may differ from "
+                                 "the clocks that check it (the worker's, the store's timestamp of its manifest) "
+                                 "before it counts as misdated: held by retention, skipped by 'latest', reported "
+                                 "by list and verify.")
 
     @model_validator(mode="after")
     def _needs_a_store(self):
@@ -62,7 +66,7 @@ class BackupRepository(Block):
         return RetentionPolicy(keep_last=self.keep_last, keep_daily=self.keep_daily,
                                keep_weekly=self.keep_weekly, keep_monthly=self.keep_monthly,
                                keep_yearly=self.keep_yearly, keep_within=self.keep_within,
-                               orphan_grace=self.orphan_grace)
+                               orphan_grace=self.orphan_grace, clock_tolerance=self.clock_tolerance)
 
     def build(self) -> Repository:
         stores = []

@@ -69,9 +69,10 @@ def load_repository(ref: RepositoryParam) -> tuple[BackupRepository, Repository]
 def open_backup(target: TargetParam, repository: RepositoryParam, backup_id: str):
     """(target block, engine, repository, manifest, context) for a flow that reads one backup."""
     target_block = load_target(target)
-    _, repo = load_repository(repository)
+    repo_block, repo = load_repository(repository)
     engine = target_block.engine()
-    manifest = repo.catalog(engine.name, target_block.name).resolve(backup_id)
+    manifest = repo.catalog(engine.name, target_block.name).resolve(
+        backup_id, log=get_run_logger().warning, tolerance=repo_block.retention_policy().clock_tolerance)
     ctx = BackupContext(repository=repo, lineage=lineage(), log=get_run_logger().info)
     return target_block, engine, repo, manifest, ctx
 
