@@ -18,6 +18,7 @@ from __future__ import annotations
 import secrets
 import socket
 
+import psycopg
 import pytest
 
 from tests.corpus.conftest import pg_engine
@@ -49,7 +50,6 @@ def drop_with_subscriptions(server, name: str) -> None:
     if subs:
         options = "-c event_triggers=off" if server.version >= 17 else ""
         with_options = server.conninfo(name) + (f" options='{options}'" if options else "")
-        import psycopg
         with psycopg.connect(with_options, autocommit=True) as conn:
             for (trigger,) in conn.execute("SELECT evtname FROM pg_event_trigger").fetchall():
                 conn.execute(f"ALTER EVENT TRIGGER {quote_ident(trigger)} DISABLE")

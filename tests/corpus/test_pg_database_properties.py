@@ -14,10 +14,13 @@ import secrets
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
+from blocks import PostgresTarget
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import assert_pg_restored, pg_state
 from tests.fixtures.postgres import quote_ident
+from vaultflow.cli import app
 from vaultflow.engines.pg_db_properties import PROPERTIES_ROW, setting_clause
 from vaultflow.errors import ConfigError
 from vaultflow.manifest import parse_manifest
@@ -150,11 +153,6 @@ def test_non_superuser_restores_with_no_owner_and_no_privileges(pg_server, reque
     """As a user would: `vaultflow restore` as a role with CREATEDB only. Without the options it
     fails before creating anything, with an error that names them; with them the data comes back,
     owned by that role."""
-    from typer.testing import CliRunner
-
-    from blocks import PostgresTarget
-    from vaultflow.cli import app
-
     restorer, reader = roles("restorer", "LOGIN CREATEDB"), roles("reader")
     db = created_db(pg_server, request, "CREATE DATABASE {db}")
     pg_server.execute(f"CREATE TABLE t (id int, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b'); "

@@ -106,17 +106,23 @@ def _subscriptions(conn: psycopg.Connection) -> list[tuple[str, bool, str | None
                         "(SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1").fetchall()
 
 
+def _detach(conn: psycopg.Connection, name: str, enabled: bool, slot: str | None) -> None:
+    """Disable subscription `name` and set slot_name = NONE: no worker, and no slot it could use
+    (or drop on the publisher with DROP SUBSCRIPTION)."""
+    ident = sql.Identifier(name)
+    if enabled:
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
+    if slot is not None:
+        conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
+
+
 def detach_subscriptions(config, dbname: str) -> list[str]:
     """Disable every subscription of `dbname` and detach it from its replication slot (the slot
     stays on the publisher). Returns one note per subscription."""
     notes = []
     with connect_quietly(config, dbname) as conn:
         for name, enabled, slot in _subscriptions(conn):
-            ident = sql.Identifier(name)
-            if enabled:
-                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
-            if slot is not None:
-                conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
+            _detach(conn, name, enabled, slot)
             notes.append(f"subscription {name!r} in {dbname!r}: restored disabled and without a replication slot "
                          f"(it was using slot {slot!r}); to use it, ALTER SUBSCRIPTION ... SET (slot_name = ...) "
                          "with a slot of its own, then ENABLE")
@@ -127,7 +133,7 @@ def drop_database(config, name: str) -> None:
     """DROP DATABASE `name` WITH (FORCE), after what would stop it: its event triggers are
     disabled (they must not fire on the cleanup) and its subscriptions detached from their slots
     (disabled, slot_name = NONE) and dropped, so no slot on a publisher is touched. No error when
-    `name` does not exist."""
+    `name` does not exist; psycopg errors otherwise (e.g. an active replication slot in it)."""
     with connect(config) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
             return
@@ -137,12 +143,8 @@ def drop_database(config, name: str) -> None:
             for (trigger,) in db.execute("SELECT evtname FROM pg_event_trigger WHERE evtenabled <> 'D'").fetchall():
                 db.execute(sql.SQL("ALTER EVENT TRIGGER {} DISABLE").format(sql.Identifier(trigger)))
             for sub, enabled, slot in _subscriptions(db):
-                ident = sql.Identifier(sub)
-                if enabled:
-                    db.execute(sql.SQL("ALTER SUBSCRIPTION {} DISABLE").format(ident))
-                if slot is not None:
-                    db.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
-                db.execute(sql.SQL("DROP SUBSCRIPTION {}").format(ident))
+                _detach(db, sub, enabled, slot)
+                db.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(sub)))
     with connect(config) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -167,7 +169,7 @@ class _Archive:
             if whole:
                 verifying.check()
 
-    def split_list(self, dbname: str) -> tuple[Path, Path, list[str]]:
+    def split_list(self) -> tuple[Path, Path | None, list[str]]:
         """`pg_restore --list` split into (everything but event triggers, event triggers only,
         names of the event triggers)."""
         listing = self.work / "toc.list"
@@ -304,7 +306,7 @@ class _DatabaseRestore:
         if hasattr(self.env, "allow"):  # a passfile that names exactly the databases we connect to
             self.env.allow(scratch)
         archive = _Archive(self.engine, self.ctx, self.manifest, self.obj, self.env, work)
-        main, deferred, triggers = archive.split_list(scratch)
+        main, deferred, triggers = archive.split_list()
         if deferred and not self.superuser:
             raise ConfigError(f"database {source!r} has event trigger(s) {', '.join(triggers)}, which only a "
                               "superuser can create: restore it as a superuser")
