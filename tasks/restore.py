@@ -13,7 +13,8 @@ from vaultflow.manifest import Manifest
 def restore_backup(engine, ctx: BackupContext, manifest: Manifest, into: str | None,
                    overwrite: bool, databases: list[str] | None, recovery_target=None,
                    options: dict | None = None) -> RestoreResult:
-    """`options`: engine-specific restore settings (Redis: key_pattern, into_db)."""
+    """`options`: engine-specific restore settings (Redis: key_pattern, into_db; PostgreSQL:
+    no_owner, no_privileges)."""
     return engine.restore(ctx, manifest, into=into, overwrite=overwrite, databases=databases,
                           recovery_target=recovery_target, **(options or {}))
 

@@ -112,6 +112,7 @@ def test_owner_acl_limit_comment_and_settings(pg_server, corpus_ctx, request, ro
         COMMENT ON DATABASE {q} IS 'billing, do not drop';
         ALTER DATABASE {q} SET search_path = app, "My Schema", public;
         ALTER DATABASE {q} SET work_mem = '8MB';
+        ALTER DATABASE {q} SET session_preload_libraries = 'auto_explain';
         ALTER ROLE {quote_ident(reader)} IN DATABASE {q} SET statement_timeout = '5s';
         ALTER DATABASE {q} SET default_transaction_read_only = on""")
     result, restored = back_up_restore_and_drill(pg_server, db, corpus_ctx)
