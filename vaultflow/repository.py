@@ -2,7 +2,7 @@
 
     <engine>/<target>/backups/<backup-id>/manifest.json   written LAST
     <engine>/<target>/backups/<backup-id>/<object>.zst    payload, immutable
-    <engine>/<target>/locks/<name>.json                   host, pid, time; stale after a TTL
+    <engine>/<target>/locks/<name>-<holder>.json          host, pid, time, holder; one per holder
 
 The catalog is derived by listing manifests; there is no second index to corrupt.
 """
