@@ -205,6 +205,8 @@ def start_replica_scratch(directory: Path, bin_dir: str | None, *, wait: bool = 
     except BaseException:
         blackhole.close()
         raise
+    if wait:  # read at start only: no password file outlives the start, even if the run is killed
+        (Path(directory) / "redis.conf").unlink(missing_ok=True)
     return server, blackhole
 
 

@@ -102,6 +102,7 @@ def _streamed_scratch(ctx: BackupContext, manifest: Manifest, dest: Path, bin_di
             raise IntegrityError(f"{manifest.id}/{obj.key} does not end with the EOF opcode and the CRC64 {crc} "
                                  "recorded at backup time; restore another backup")
         server.wait_ready()
+        (dest / "redis.conf").unlink(missing_ok=True)  # it holds the scratch password; read at start only
         return server, blackhole
     except BaseException:
         # SIGKILL: after a cut-off stream Redis re-opens the FIFO to check it and would wait forever
@@ -177,8 +178,7 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
                                                       auth=auth, tied=False)
             keep_files = True
             comparison = _proven(manifest, server, dest, "the restored server")
-            promote(server, blackhole)
-            (dest / "redis.conf").unlink(missing_ok=True)  # it holds the password; the server has read it
+            promote(server, blackhole)  # its redis.conf, holding the password, was deleted once it started
             leave_running = True
             restored = {"server": server.where, "directory": str(dest)}
             login = f" --user {config.username} --askpass" if config.username else (
