@@ -152,3 +152,19 @@ def test_missing_segment_is_named_and_earlier_points_still_restore(archiving, se
     assert not (work / "beyond").exists() and not (work / "beyond.log").exists(), "the failed restore left nothing"
     assert [t.database for t in result.comparison.tables] == ["(cluster)"], \
         "files checked against backup_manifest; no fingerprint comparison away from the backup's own point"
+
+
+def test_target_past_the_end_of_the_archive_names_the_next_segment(archiving, setup):
+    from datetime import timedelta
+
+    from vaultflow.wal import archived_names, is_segment, next_segment
+
+    pg, repo, engine, work = setup
+    manifest = engine.full_backup(BackupContext(repo))
+    pg.execute("INSERT INTO markers (label) VALUES ('archived')")
+    ship(archiving, pg, repo, engine.config.name)
+    newest = max(n for n in archived_names(repo, engine.config.name) if is_segment(n))
+    with pytest.raises(NotFoundError, match=f"WAL segment {next_segment(newest)} \\(timeline 1\\) is not in the "
+                                            f"archive .* through {newest}, its newest segment"):
+        engine.recover(BackupContext(repo), manifest, work / "future", RecoveryTarget(time=server_now(pg) + timedelta(hours=1)))
+    assert not (work / "future").exists() and not (work / "future.log").exists()

@@ -383,8 +383,10 @@ def explain_recovery_failure(repo, manifest: Manifest, plan: TimelinePlan, exc: 
     the first missing segment (and its timeline). Other failures come back unchanged."""
     consistency = manifest.consistency
     start = consistency.get("start_wal_file")
+    if not start or "before configured recovery target was reached" not in str(exc):
+        return exc  # not the archive running out: e.g. wal-fetch's own error (S3 credentials, corrupt file)
     names = archived_names(repo, manifest.target)
-    if not start or not names:
+    if not names:
         return exc
     stop = _stop_wal_file(manifest)
     gaps = wal_gaps(plan, names, start, stop)
@@ -395,15 +397,14 @@ def explain_recovery_failure(repo, manifest: Manifest, plan: TimelinePlan, exc: 
             f"recovery of backup {manifest.id} along timeline {plan.timeline} cannot replay past it (missing: "
             f"{describe_gaps(gaps[:50])}). Restore to a point before it, or put the segment back into the "
             f"archive (did archiving stop? check archive_command and the spool). Server said: {_server_said(exc)}")
-    if "before configured recovery target was reached" in str(exc):
-        last = archive_end(plan, names)
-        if last is not None:
-            following = plan.name(parse_segment(last)[1] + 1)
-            return NotFoundError(
-                f"WAL segment {following} (timeline {int(following[:8], 16)}) is not in the archive of {target}: "
-                f"recovery of backup {manifest.id} replayed the archive along timeline {plan.timeline} through "
-                f"{last}, its newest segment, without reaching the recovery target. Ship the spool "
-                f"(archive-logs) and retry, or choose an earlier target. Server said: {_server_said(exc)}")
+    last = archive_end(plan, names)
+    if last is not None:
+        following = plan.name(parse_segment(last)[1] + 1)
+        return NotFoundError(
+            f"WAL segment {following} (timeline {int(following[:8], 16)}) is not in the archive of {target}: "
+            f"recovery of backup {manifest.id} replayed the archive along timeline {plan.timeline} through "
+            f"{last}, its newest segment, without reaching the recovery target. Ship the spool "
+            f"(archive-logs) and retry, or choose an earlier target. Server said: {_server_said(exc)}")
     return exc
 
 
