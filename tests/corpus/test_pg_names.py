@@ -82,7 +82,7 @@ def test_names_that_look_like_connection_strings_stay_names(pg_server, corpus_ct
     assert fake_pg.connections == 0 and fake_pg.passwords == [], fake_pg.startups
 
 
-KEY_NAMES = ["Sales", "sales", "a/b", "..", "ü" * 31 + "x", "50%", "%53ales"]
+KEY_NAMES = ["Sales", "sales", "a/b", "..", ".", "ü" * 31 + "x", "50%", "%53ales"]
 
 
 def test_names_that_clash_or_escape_as_keys_get_their_own_objects(pg_server, corpus_ctx):
