@@ -4,7 +4,9 @@
       └─ RdbTee ── zstd ── sha256 ── store            (the backup object, one pass)
             ├─ RdbStreamScanner (in process)          (header, SELECTDB/RESIZEDB candidates, the
             │                                          CRC64 footer; drops redis-cli's EOF mark)
-            └─ FIFO ─ redis-check-rdb                 (every record parsed, CRC64 recomputed)
+            └─ pipe ─ redis-check-rdb /dev/stdin      (every record parsed, CRC64 recomputed; a
+                                                       pipe, not a FIFO: nothing on disk to leave
+                                                       behind if the run is killed)
 
 No scratch server loads the RDB at backup time: a load of the same bytes proves little beyond
 the RDB's own CRC64 and redis-check-rdb's full parse, and it doubled the time of a backup. The
@@ -24,10 +26,8 @@ import errno
 import fcntl
 import os
 import queue
-import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,6 +39,7 @@ from vaultflow.engines.redis_rdb_format import (HEADER_BYTES, RdbFacts, RdbForma
                                                 parse_header)
 from vaultflow.engines.redis_server import RedisProcess, ServerAuth, find_binary, scratch_auth, start_redis
 from vaultflow.errors import IntegrityError, ToolError
+from vaultflow.pipeline import StderrTail
 from vaultflow.proc import tied_popen
 
 FIFO_OPEN_TIMEOUT = 60.0
@@ -61,24 +62,20 @@ def open_fifo_for_writing(path: Path, alive, reader: str, timeout: float = FIFO_
         time.sleep(0.01)
 
 
-class _FifoWriter:
-    """A thread feeding one FIFO from a bounded queue, so a slow reader does not stall the others."""
+class _PipeWriter:
+    """A thread feeding a child's stdin from a bounded queue, so a slow reader does not stall
+    the stream; closes the pipe (EOF for the child) after the last chunk."""
 
-    def __init__(self, path: Path, name: str, alive):
-        self.path, self.name = path, name
+    def __init__(self, pipe, name: str):
+        self.pipe, self.name = pipe, name
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=16)
-        self._alive = alive
-        self._thread = threading.Thread(target=self._run, name=f"fifo-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"pipe-{name}", daemon=True)
         self._thread.start()
 
-    def _open(self) -> int:
-        return open_fifo_for_writing(self.path, self._alive, self.name)
-
     def _run(self) -> None:
-        fd = None
+        fd = self.pipe.fileno()
         try:
-            fd = self._open()
             while (chunk := self._queue.get()) is not None:
                 view = memoryview(chunk)
                 while view:
@@ -88,8 +85,10 @@ class _FifoWriter:
             while self._queue.get() is not None:
                 pass
         finally:
-            if fd is not None:
-                os.close(fd)
+            try:
+                self.pipe.close()
+            except OSError:
+                pass
 
     def put(self, chunk: bytes | None) -> None:
         self._queue.put(chunk)
@@ -108,12 +107,12 @@ class RdbTee:
     def __init__(self, config: RedisConfig, log=print):
         self.config = config
         self.log = log
-        self.work = Path(tempfile.mkdtemp(prefix="vaultflow-rdb-"))
         self.scanner = RdbStreamScanner()
         self._source = None
         self._done = False
-        self._writer: _FifoWriter | None = None
+        self._writer: _PipeWriter | None = None
         self._check: subprocess.Popen | None = None
+        self._output: StderrTail | None = None
 
     def __enter__(self) -> "RdbTee":
         try:
@@ -127,12 +126,10 @@ class RdbTee:
         self.close()
 
     def _start(self) -> None:
-        check_fifo = self.work / "check.rdb"
-        os.mkfifo(check_fifo, 0o600)
-        self._check = tied_popen([str(find_binary("redis-check-rdb", self.config.bin_dir)), str(check_fifo)],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        check = self._check
-        self._writer = _FifoWriter(check_fifo, "redis-check-rdb", lambda: check.poll() is None)
+        self._check = tied_popen([str(find_binary("redis-check-rdb", self.config.bin_dir)), "/dev/stdin"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._output = StderrTail(self._check.stdout, keep=100_000)  # drained as it runs: a full pipe would stall it
+        self._writer = _PipeWriter(self._check.stdin, "redis-check-rdb")
 
     def wrap(self, source):
         self._source = source
@@ -156,11 +153,11 @@ class RdbTee:
         """After EOF: the facts redis-check-rdb confirmed; IntegrityError if the RDB is not sound."""
         self._writer.join()
         try:
-            output, _ = self._check.communicate(timeout=3600)
+            self._check.wait(timeout=3600)
         except subprocess.TimeoutExpired:
             self._check.kill()
             raise ToolError("redis-check-rdb did not finish within an hour")
-        text = output.decode(errors="replace").strip()
+        text = self._output.text().strip()
         if self._check.returncode != 0 or "RDB looks OK" not in text:
             raise IntegrityError(f"redis-check-rdb rejected the RDB from {self.config.where}: "
                                  f"{_last_lines(text)}; no backup was recorded")
@@ -177,7 +174,6 @@ class RdbTee:
             self._check.wait()
         if self._writer is not None and self._writer._thread.is_alive():
             self._writer.put(None)
-        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def _last_lines(text: str, count: int = 6) -> str:
