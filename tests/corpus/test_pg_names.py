@@ -143,3 +143,26 @@ def test_case_twin_targets_through_the_flows_keep_their_own_catalog_artifacts(pg
             assert pg18.execute("SELECT owner FROM t", dbname=into) == [(twin,)]
         finally:
             pg18.execute(f"DROP DATABASE IF EXISTS {quote_ident(into)} WITH (FORCE)")
+
+
+def test_a_backup_from_before_the_encoding_still_restores(pg18, corpus_ctx):
+    """Older backups stored `db/<raw name>.dump.zst`; the manifest names the key, so they restore."""
+    name = "Legacy Sales"
+    _make(pg18, name, "m0")
+    into = "legacy_sales_back"
+    try:
+        engine = pg_engine(pg18, [name], name="legacy18")
+        manifest = engine.full_backup(corpus_ctx)
+        root: Path = corpus_ctx.repository.store.root
+        backup_dir = root / "postgres" / "legacy18" / "backups" / manifest.id
+        (backup_dir / dump_object_name(name)).rename(backup_dir / "db" / f"{name}.dump.zst")
+        doc = json.loads((backup_dir / "manifest.json").read_text())
+        [dump] = [o for o in doc["objects"] if o["role"] == "database-dump"]
+        dump["key"] = f"db/{name}.dump.zst"
+        (backup_dir / "manifest.json").write_text(json.dumps(doc))
+        [old] = corpus_ctx.repository.catalog("postgres", "legacy18").manifests
+        result = engine.restore(corpus_ctx, old, into=into)
+        assert result.comparison.ok, result.comparison.summary()
+        assert_pg_restored(pg18, name, pg18, into)
+    finally:
+        _drop(pg18, [name, into])
