@@ -222,8 +222,9 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
 
     `fetch_command` is the restore_command without ' %f %p' (see default_fetch_command); it
     (or `fetch_store`) is required for any target past the backup's end. `fetch_store`: the
-    repository store to fetch WAL from (S3, mirror) through a spec file that exists only while
-    recovery runs (fetch_spec_file; deleted on promotion and on failure); `wal_cli` runs
+    repository store to fetch WAL from (S3, mirror) through an in-memory spec the server inherits,
+    which holds the secret only while recovery runs (fetch_spec_file; emptied on promotion and on
+    failure, never a file on disk); `wal_cli` runs
     `python -m vaultflow.wal_cli` for it.
 
     Archive recovery follows the timeline `plan_timeline` picks from the repository's archive
