@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import secrets
 import socket
+import time
 
 import psycopg
 import pytest
 
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import assert_pg_restored, pg_differences, pg_state
-from tests.fixtures.postgres import quote_ident
+from tests.fixtures.postgres import quote_ident, system_bin_dir_below
+from vaultflow.errors import RefusedError
+from vaultflow.testing.postgres_server import embedded_bin_dir, running_postgres
 
 
 @pytest.fixture
@@ -185,3 +188,59 @@ def test_foreign_server_is_never_contacted(pg_server, corpus_ctx, databases):
     with pytest.raises(BlockingIOError):  # nobody ever knocked
         listener.accept()
     listener.close()
+
+
+@pytest.fixture(scope="module", params=["pg18", "pg15"])
+def logical_pg(request, tmp_path_factory):
+    """A server of its own with wal_level = logical (the shared ones run replica), on both versions."""
+    bin_dir = embedded_bin_dir() if request.param == "pg18" else system_bin_dir_below(18)
+    with running_postgres(bin_dir, tmp_path_factory.mktemp(f"logical-{request.param}"), name=f"lg{request.param}",
+                          settings={"wal_level": "logical", "max_replication_slots": "10"}) as pg:
+        yield pg
+
+
+def wait_for(server, db: str, query: str, expected) -> None:
+    """Poll until `query` answers `expected`; fails after a generous hang guard, never on speed."""
+    for _ in range(600):
+        if server.execute(query, dbname=db) == expected:
+            return
+        time.sleep(0.1)
+    assert server.execute(query, dbname=db) == expected
+
+
+def test_live_subscription_resumes_after_overwrite_and_its_publisher_is_protected(logical_pg, corpus_ctx):
+    pg = logical_pg
+    pg.execute("CREATE DATABASE pubdb")
+    pg.execute("CREATE DATABASE subdb")
+    pg.execute("CREATE TABLE items (id int PRIMARY KEY, label text); CREATE PUBLICATION pub FOR TABLE items",
+               dbname="pubdb")
+    pg.execute("SELECT pg_create_logical_replication_slot('live_slot', 'pgoutput')", dbname="pubdb")
+    pg.execute(f"CREATE TABLE items (id int PRIMARY KEY, label text); CREATE SUBSCRIPTION live CONNECTION "
+               f"'host={pg.host} port={pg.port} user={pg.user} dbname=pubdb' PUBLICATION pub "
+               "WITH (create_slot = false, slot_name = 'live_slot', copy_data = false)", dbname="subdb")
+    pg.execute("INSERT INTO items VALUES (1, 'a')", dbname="pubdb")
+    wait_for(pg, "subdb", "SELECT id FROM items", [(1,)])  # replication is live
+    engine = pg_engine(pg, ["subdb"], name=f"live{pg.version}")
+    manifest = engine.full_backup(corpus_ctx)
+
+    drill = engine.drill(corpus_ctx, manifest)
+    assert drill.comparison.ok, drill.comparison.summary()
+    assert pg.execute("SELECT d.datname, s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid") \
+        == [("subdb", "live")]  # the drill's copy is gone with its subscription
+    assert pg.execute("SELECT slot_name FROM pg_replication_slots") == [("live_slot",)]
+
+    result = engine.restore(corpus_ctx, manifest, into="subdb", overwrite=True)
+    assert result.comparison.ok, result.comparison.summary()
+    assert pg.execute("SELECT subenabled, subslotname FROM pg_subscription") == [(False, "live_slot")]
+    [note] = [n for n in result.notes if "'live'" in n]
+    assert "ALTER SUBSCRIPTION live ENABLE" in note and "REFRESH PUBLICATION WITH (copy_data = false)" in note
+    pg.execute("ALTER SUBSCRIPTION live ENABLE", dbname="subdb")  # as the note says
+    pg.execute("ALTER SUBSCRIPTION live REFRESH PUBLICATION WITH (copy_data = false)", dbname="subdb")
+    pg.execute("INSERT INTO items VALUES (2, 'b')", dbname="pubdb")
+    wait_for(pg, "subdb", "SELECT id FROM items ORDER BY 1", [(1,), (2,)])  # resumed from the same slot
+
+    publisher = pg_engine(pg, ["pubdb"], name=f"pub{pg.version}")
+    with pytest.raises(RefusedError, match="live_slot"):
+        publisher.restore(corpus_ctx, publisher.full_backup(corpus_ctx), into="pubdb", overwrite=True)
+    assert pg.execute("SELECT slot_name FROM pg_replication_slots") == [("live_slot",)]
+    assert pg.execute("SELECT datname FROM pg_database WHERE datname LIKE 'pubdb%'") == [("pubdb",)]

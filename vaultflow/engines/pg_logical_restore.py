@@ -116,16 +116,22 @@ def _detach(conn: psycopg.Connection, name: str, enabled: bool, slot: str | None
         conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
 
 
-def detach_subscriptions(config, dbname: str) -> list[str]:
-    """Disable every subscription of `dbname` and detach it from its replication slot (the slot
-    stays on the publisher). Returns one note per subscription."""
+def quiet_subscriptions(config, dbname: str, *, detach: bool) -> list[str]:
+    """Notes on the (disabled) subscriptions pg_restore made in `dbname`; with `detach` each is
+    also detached from its replication slot, which stays on the publisher (a copy must never
+    take the original subscriber's slot). Returns one note per subscription: what to run to use it."""
     notes = []
     with connect_quietly(config, dbname) as conn:
         for name, enabled, slot in _subscriptions(conn):
-            _detach(conn, name, enabled, slot)
-            notes.append(f"subscription {name!r} in {dbname!r}: restored disabled and without a replication slot "
-                         f"(it was using slot {slot!r}); to use it, ALTER SUBSCRIPTION ... SET (slot_name = ...) "
-                         "with a slot of its own, then ENABLE")
+            if detach:
+                _detach(conn, name, enabled, slot)
+                notes.append(f"subscription {name!r} in {dbname!r}: restored disabled and without a replication slot "
+                             f"(the original uses slot {slot!r}); to use it, give it a slot of its own (ALTER "
+                             "SUBSCRIPTION ... SET (slot_name = ...)), ENABLE it and REFRESH PUBLICATION")
+            else:
+                notes.append(f"subscription {name!r} in {dbname!r}: restored disabled, with its slot {slot!r}; to "
+                             f"resume: ALTER SUBSCRIPTION {name} ENABLE, then ALTER SUBSCRIPTION {name} REFRESH "
+                             "PUBLICATION WITH (copy_data = false) (a restored subscription has no table list)")
     return notes
 
 
@@ -315,8 +321,8 @@ class _DatabaseRestore:
             archive.run(_restore_cmd(self.engine, scratch, main, self.no_owner, self.no_privileges), whole=True)
         except ToolError as exc:
             raise _not_owner_error(exc, source, config.user) from exc
-        if self.target != source:  # a copy: its subscriptions must never take the original's slot
-            self.notes += detach_subscriptions(config, scratch)
+        # A copy under another name must never take the original subscriber's slot.
+        self.notes += quiet_subscriptions(config, scratch, detach=self.target != source)
         with connect(config) as conn:
             if self.props is not None:
                 apply_settings(conn, scratch, self.props, role_settings=not self.no_privileges)
