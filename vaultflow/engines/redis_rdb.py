@@ -43,6 +43,7 @@ from vaultflow.pipeline import StderrTail
 from vaultflow.proc import tied_popen
 
 FIFO_OPEN_TIMEOUT = 60.0
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 
 
 def open_fifo_for_writing(path: Path, alive, reader: str, timeout: float = FIFO_OPEN_TIMEOUT) -> int:
@@ -75,6 +76,10 @@ class _PipeWriter:
 
     def _run(self) -> None:
         fd = self.pipe.fileno()
+        try:  # 1 MiB instead of 64 KiB: one wake-up of the reader per chunk, not sixteen
+            fcntl.fcntl(fd, F_SETPIPE_SZ, 1 << 20)
+        except OSError:
+            pass  # above /proc/sys/fs/pipe-max-size for this user: the default works too
         try:
             while (chunk := self._queue.get()) is not None:
                 view = memoryview(chunk)
