@@ -1,5 +1,7 @@
-"""End to end, the way an operator runs vaultflow: a real Prefect server, `prefect deploy --all`
-from prefect.yaml, a process worker, and `prefect deployment run --watch`.
+"""End to end, the way an operator runs vaultflow: a real Prefect server, the demo setup
+(`python -m vaultflow.demo_setup`: demo servers and every block prefect.yaml names),
+`prefect deploy --all`, a process worker, and every deployment run once with
+`prefect deployment run --watch`: all of them green, without a single failed task run.
 
 Separate from the session's prefect_test_harness: its own `prefect server start` subprocess
 with its own PREFECT_HOME and SQLite database, and every CLI call gets that server's
@@ -25,13 +27,15 @@ from pathlib import Path
 
 import httpx
 import psutil
+import psycopg
 import pytest
 
 from blocks import BackupRepository
 from deployments.serve_all import load_deployments
 from tests.fixtures.processes import descendants, live
-from vaultflow.testing.postgres_server import PostgresInstance
+from vaultflow.demo_setup import READY_LINE
 from vaultflow.testing.unprivileged import free_port
+from vaultflow.wal.names import parse_lsn, segment_name, wal_prefix
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +44,9 @@ BIN = Path(sys.executable).parent
 PREFECT = str(BIN / "prefect") if (BIN / "prefect").exists() else "prefect"
 SERVER_START_TIMEOUT = 240.0  # a fresh SQLite database is migrated first: slow on a busy machine
 CLI_TIMEOUT = 180.0
-WATCH_TIMEOUT = 150
+WATCH_TIMEOUT = 300  # runs go in parallel phases on 2 cores
+DEMO_ROWS = 200
+WAL_SEGMENT_SIZE = 16 << 20  # the demo server's (initdb's default)
 FLOW_RETRY_DELAY_S = 120  # production default: a retried run could not finish quickly
 UUID_RE = re.compile(r"UUID: ([0-9a-f-]{36})")
 
@@ -218,36 +224,68 @@ def wait_healthy(stack: PrefectStack) -> None:
     pytest.fail(f"prefect server not healthy after {SERVER_START_TIMEOUT:.0f} s\n{log}", pytrace=False)
 
 
-SAVE_BLOCKS = """
-import json, sys
-from blocks import BackupRepository, PostgresTarget
-spec = json.loads(sys.argv[1])
-PostgresTarget(**spec["target"]).save("demo", overwrite=True)
-BackupRepository(local_path=spec["repository"]).save("demo", overwrite=True)
-print("saved postgres-target/demo and backup-repository/demo")
-"""
-
-
 @pytest.fixture
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectStack]:
     """A Prefect server starting up (not yet healthy: see wait_healthy); stopped at the end."""
     base = tmp_path_factory.mktemp("prefect-e2e")
     stack = PrefectStack(base=base, port=0, env=isolated_env(base))
     start_server(stack)
     try:
-        request.getfixturevalue("pg18")  # PostgreSQL starts while the server migrates its database
         yield stack
     finally:
         stack.stop_all()
 
 
-def test_deploy_and_run_through_a_worker(stack: PrefectStack, pg18: PostgresInstance, fresh_db,
-                                         tmp_path: Path):
-    database = fresh_db(pg18, "e2e_shop")
-    pg18.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL); "
-                 "INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 5) g", dbname=database)
-    repo_dir = tmp_path / "repository"
-    repository = BackupRepository(local_path=str(repo_dir)).build()  # to read what the runs wrote
+def wait_demo_ready(stack: PrefectStack, workdir: Path, timeout: float = CLI_TIMEOUT) -> dict:
+    """Until the demo setup prints its ready line; its demo-servers.json. FAILS if it exits."""
+    log = stack.base / "demo-setup.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if READY_LINE in (log.read_text(errors="replace") if log.exists() else ""):
+            return json.loads((workdir / "demo-servers.json").read_text())
+        if stack.procs["demo-setup"].poll() is not None:
+            break
+        time.sleep(0.2)
+    pytest.fail(f"the demo setup is not ready\n{stack.log_tail('demo-setup')}", pytrace=False)
+
+
+def wait_spooled(spool: Path, shipped: Path, backup) -> None:
+    """Until the segment holding `backup`'s stop LSN is in the spool (or was shipped already):
+    archive_command copies it there shortly after the backup, on its own schedule."""
+    consistency = backup.consistency
+    stop = segment_name(consistency["timeline"], (parse_lsn(consistency["stop_lsn"]) - 1) // WAL_SEGMENT_SIZE)
+    deadline = time.monotonic() + CLI_TIMEOUT
+    while time.monotonic() < deadline:
+        if (spool / stop).exists() or (shipped / f"{stop}.json").exists():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{stop} (the stop segment of {backup.id}) never reached the spool {spool}: "
+                f"{sorted(p.name for p in spool.iterdir()) if spool.is_dir() else 'no spool'}", pytrace=False)
+
+
+def run_phase(stack: PrefectStack, deployments: Sequence[str], names: dict[str, str],
+              *params: str) -> dict[str, str]:
+    """`prefect deployment run <flow>/<deployment> --watch` for each, side by side; every run must
+    end Completed. Returns deployment -> flow run id."""
+    started = {name: time.monotonic() for name in deployments}
+    for name in deployments:
+        stack.prefect(f"run-{name}", "deployment", "run", f"{names[name]}/{name}", "--watch",
+                      "--watch-timeout", str(WATCH_TIMEOUT), *[a for p in params for a in ("--param", p)])
+    run_ids = {}
+    for name in deployments:
+        code, output = stack.finish(f"run-{name}", WATCH_TIMEOUT + 30)
+        match = UUID_RE.search(output)
+        assert match, f"no flow run id in the output of {name}:\n{tail(output)}"
+        run_ids[name] = match.group(1)
+        run = stack.flow_run(run_ids[name])
+        assert code == 0 and run["state_type"] == "COMPLETED", (
+            f"{name} ended {run['state_type']} ({run['state'].get('message')}) after "
+            f"{time.monotonic() - started[name]:.0f} s\n{tail(output)}\n{stack.log_tail('worker', 80)}")
+    return run_ids
+
+
+def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectStack, tmp_path: Path):
+    workdir = tmp_path / "demo"
     wait_healthy(stack)
 
     # The setup steps of prefect.yaml's header, independent ones side by side.
@@ -255,19 +293,18 @@ def test_deploy_and_run_through_a_worker(stack: PrefectStack, pg18: PostgresInst
     stack.prefect("block-register", "block", "register", "-m", "blocks", cwd=ROOT)
     stack.check("work-pool")
     stack.check("block-register")
-
+    stack.spawn("demo-setup", [sys.executable, "-m", "vaultflow.demo_setup", "--workdir", str(workdir),
+                               "--rows", str(DEMO_ROWS)], cwd=ROOT)
     stack.prefect("deploy", "deploy", "--all", cwd=ROOT)
-    target = {"host": pg18.host, "port": pg18.port, "user": pg18.user, "databases": [database],
-              "target_name": "demo"}
-    stack.spawn("save-blocks", [sys.executable, "-c", SAVE_BLOCKS,
-                                json.dumps({"target": target, "repository": str(repo_dir)})], cwd=ROOT)
     # Started outside the checkout: the pull step must move the runs to VAULTFLOW_HOME.
     worker = stack.prefect("worker", "worker", "start", "--pool", "vaultflow", extra_env={
         "VAULTFLOW_HOME": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1",
         "VAULTFLOW_FLOW_RETRIES": "2", "VAULTFLOW_FLOW_RETRY_DELAY_S": str(FLOW_RETRY_DELAY_S),
         "VAULTFLOW_RETRY_BACKOFF_S": "0.2"})
     stack.check("deploy")
-    stack.check("save-blocks")
+    state = wait_demo_ready(stack, workdir)
+    repo_dir = Path(state["repository"])
+    repository = BackupRepository(local_path=str(repo_dir)).build()  # to read what the runs wrote
 
     # prefect deploy took names, entrypoints, parameters, pool and schedules from prefect.yaml.
     deployed = {d["name"]: d for d in stack.api("POST", "/deployments/filter", json={}).json()}
@@ -279,17 +316,63 @@ def test_deploy_and_run_through_a_worker(stack: PrefectStack, pg18: PostgresInst
         assert got["parameters"] == entry["parameters"]
         assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in got["schedules"]] == \
             [(s["cron"], s["timezone"]) for s in entry["schedules"]]
+    # Every block a deployment names was saved by the demo setup.
+    referenced = {v for e in expected for k, v in e["parameters"].items() if k in ("target", "repository")}
+    assert referenced == set(state["blocks"]), (referenced, state["blocks"])
+    flows = {f["id"]: f["name"] for f in stack.api("POST", "/flows/filter", json={}).json()}
+    names = {name: flows[d["flow_id"]] for name, d in deployed.items()}
 
-    # 1. A full backup through the worker.
-    code, output, seconds, run_id = stack.watch_run("run-full", "full-backup/demo-weekly-full")
-    assert code == 0, f"full backup failed ({seconds:.0f} s)\n{tail(output)}\n{stack.log_tail('worker', 80)}"
-    assert list((repo_dir / "postgres" / "demo" / "backups").glob("*/manifest.json")), \
-        sorted(str(p.relative_to(repo_dir)) for p in repo_dir.rglob("*"))
-    [manifest] = repository.catalog("postgres", "demo").manifests
-    assert manifest.lineage.flow_run_id == run_id and manifest.lineage.deployment == "demo-weekly-full"
+    # Every deployment once, in phases that respect what each needs: fulls first (parents of the
+    # incrementals and differentials, backups for the drills), then the WAL those backups wrote is
+    # shipped (verify checks that the archive reaches through every physical backup), verify and
+    # prune last.
+    runs = run_phase(stack, ["demo-weekly-full", "demo-physical-weekly-full", "redis-demo-weekly-full"], names)
+    runs |= run_phase(stack, ["demo-daily-incremental", "redis-demo-daily-incremental", "demo-weekly-drill"], names)
+    runs |= run_phase(stack, ["demo-daily-differential", "redis-demo-daily-differential",
+                              "redis-demo-weekly-drill"], names)
+    wait_spooled(Path(state["spool"]), repo_dir / wal_prefix("demo-physical"),
+                 repository.catalog("postgres", "demo-physical").manifests[-1])
+    # follow_seconds=0: ship what is spooled and end, instead of following the spool for 50 s (the
+    # follow mode has its own test in tests/integration/test_flows_wal.py).
+    runs |= run_phase(stack, ["demo-archive-logs"], names, "follow_seconds=0")
+    runs |= run_phase(stack, ["demo-daily-verify"], names)
+
+    # ... and each did what its name says, with nothing taken as a fallback full.
+    kinds = {f"{engine}/{target}": [(m.kind.value, m.mode, m.parent_id is not None)
+                                     for m in repository.catalog(engine, target).manifests]
+             for engine, target in (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo"))}
+    assert [(k, mode) for k, mode, _ in kinds["postgres/demo"]] == [("full", "logical")], kinds
+    assert kinds["postgres/demo-physical"] == [("full", "physical", False), ("incremental", "physical", True),
+                                               ("differential", "physical", True)], kinds
+    assert [(k, parent) for k, _, parent in kinds["redis/demo"]] == \
+        [("full", False), ("incremental", True), ("differential", True)], kinds
+    assert list((repo_dir / wal_prefix("demo-physical")).glob("*.json")), "archive-logs shipped no WAL"
+    [logical] = repository.catalog("postgres", "demo").manifests
+    checks = [repository.last_checks(engine, target)[m.id] for engine, target in
+              (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo"))
+              for m in repository.catalog(engine, target).manifests]
+    assert len(checks) == 7 and {(c["kind"], c["result"], c["flow_run_id"]) for c in checks} == \
+        {("verify", "ok", runs["demo-daily-verify"])}, checks  # the newest check of each: verify, after the drills
+    assert logical.lineage.flow_run_id == runs["demo-weekly-full"] and logical.lineage.deployment == "demo-weekly-full"
+    pg = state["postgres"]
+    with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], dbname="postgres") as conn:
+        leftovers = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow_drill_%'").fetchall()
+    assert leftovers == [], f"the drill left scratch databases behind: {leftovers}"
+
+    # Prune last: its retention may collect backups the assertions above counted.
+    runs |= run_phase(stack, ["demo-daily-prune"], names)
+    assert sorted(runs) == sorted(deployed), "every deployment ran once"
     assert worker.poll() is None, stack.log_tail("worker")
 
-    # 2. A permanent error (the database is gone): fails at once, not retried 120 s later.
+    # Green means green: no failed (red) task run in any of them, and no run needed a retry.
+    task_runs = stack.api("POST", "/task_runs/filter", json={
+        "flow_runs": {"id": {"any_": list(runs.values())}}}).json()
+    red = [(t["name"], t["state_type"], (t.get("state") or {}).get("message")) for t in task_runs
+           if t["state_type"] != "COMPLETED"]
+    assert task_runs and red == [], red
+    assert all(stack.flow_run(run_id)["run_count"] == 1 for run_id in runs.values())
+
+    # A permanent error (the database is gone): fails at once, not retried 120 s later.
     stack.set_block_data("postgres-target", "demo", databases=["e2e_no_such_db"])
     code, output, seconds, run_id = stack.watch_run("run-missing-db", "full-backup/demo-weekly-full")
     run = stack.flow_run(run_id)
@@ -301,23 +384,15 @@ def test_deploy_and_run_through_a_worker(stack: PrefectStack, pg18: PostgresInst
     assert seconds < FLOW_RETRY_DELAY_S / 2, f"took {seconds:.0f} s: was it retried?"
     assert len(repository.catalog("postgres", "demo").manifests) == 1
 
-    # 3. The good block again; a restore drill of the backup from step 1.
-    stack.set_block_data("postgres-target", "demo", databases=[database])
-    code, output, seconds, run_id = stack.watch_run("run-drill", "restore-drill/demo-weekly-drill")
-    assert code == 0, f"restore drill failed ({seconds:.0f} s)\n{tail(output)}\n{stack.log_tail('worker', 80)}"
-    check = repository.last_checks("postgres", "demo")[manifest.id]
-    assert (check["kind"], check["result"], check["flow_run_id"]) == ("drill", "ok", run_id), check
-    leftovers = pg18.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow_drill_%'")
-    assert leftovers == [], f"the drill left scratch databases behind: {leftovers}"
-
-    # 4. Teardown: the server, the worker and anything they started end with their groups.
+    # Teardown: the server, the worker, the demo servers and anything they started end with
+    # their groups.
     family = []
     for proc in stack.procs.values():
         try:
             family += [psutil.Process(proc.pid), *descendants(proc.pid)]
         except psutil.NoSuchProcess:
             pass
-    assert sorted(stack.procs) == ["server", "worker"]
+    assert sorted(stack.procs) == ["demo-setup", "server", "worker"]
     stack.stop_all()
     alive = list(live(family, "cmdline"))  # exited ones (and zombies) are gone
     assert alive == [], [(p.pid, info["cmdline"]) for p, info in alive]
