@@ -321,3 +321,20 @@ def test_main_prints_problems_and_notes(tmp_path, document, saved_targets, capsy
     captured = capsys.readouterr()
     assert "fit-logical takes logical backups, which have no differential form" in captured.err
     assert "note" in captured.out and "could not check" in captured.out  # the demo blocks are not saved here
+
+
+def test_an_api_that_does_not_answer_is_a_note_found_at_once(free_tcp_port_url):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    notes: list[str] = []
+    with temporary_settings(updates={PREFECT_API_URL: free_tcp_port_url}):
+        assert validate(PREFECT_YAML, notes=notes) == []
+    assert len(notes) == 5 and all(f"the Prefect API at {free_tcp_port_url} did not answer" in n for n in notes), notes
+
+
+@pytest.fixture
+def free_tcp_port_url() -> str:
+    """An API URL on a port nothing listens on (connections are refused at once)."""
+    from vaultflow.testing.unprivileged import free_port
+
+    return f"http://127.0.0.1:{free_port()}/api"
