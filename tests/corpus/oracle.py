@@ -11,9 +11,10 @@ table with the lines sorted, and the database's own properties from pg_database
 (encoding, locale, ICU locale, owner, ACL, connection limit, comment, `ALTER DATABASE ... SET`,
 `ALTER ROLE ... IN DATABASE ... SET`).
 
-Redis: per key `DUMP` (the serialized value, including stream consumer groups and pending
-entries) and `PEXPIRETIME` (absolute expiry in ms, so time passing does not matter), plus
-`XINFO STREAM key FULL` for streams.
+Redis: per key its value read with the type's own commands (GET, LRANGE, sorted SMEMBERS /
+HGETALL, ZRANGE WITHSCORES, XRANGE; DUMP only for module types), `PEXPIRETIME` (absolute
+expiry in ms, so time passing does not matter), and for streams `XINFO STREAM key FULL`
+(consumer groups, consumers, pending entries with their delivery counts).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def assert_pg_restored(source_pg, source_db: str, restored_pg, restored_db: str,
 @dataclass
 class RedisKey:
     type: str
-    dump: bytes
+    value: object  # the value read with the type's own commands (see _redis_value)
     expire_at_ms: int  # PEXPIRETIME: -1 = no expiry
     stream_full: object = None
 
@@ -135,6 +136,25 @@ class RedisKey:
 @dataclass
 class RedisState:
     keys: dict[tuple[int, bytes], RedisKey] = field(default_factory=dict)
+
+
+def _redis_value(client, key: bytes, kind: str) -> object:
+    """The value as a user reads it. Not DUMP: a DUMP of a hash-table set, hash or zset lists
+    members in an order that depends on each server's random hash seed, so two equal values
+    can DUMP differently. Module and unknown types fall back to DUMP."""
+    if kind == "string":
+        return client.get(key)
+    if kind == "list":
+        return client.lrange(key, 0, -1)
+    if kind == "set":
+        return sorted(client.smembers(key))
+    if kind == "zset":
+        return client.zrange(key, 0, -1, withscores=True)
+    if kind == "hash":
+        return sorted(client.hgetall(key).items())
+    if kind == "stream":
+        return client.xrange(key, "-", "+")
+    return client.dump(key)
 
 
 def redis_state(server, databases: range = range(16)) -> RedisState:
@@ -145,7 +165,7 @@ def redis_state(server, databases: range = range(16)) -> RedisState:
         for key in client.scan_iter(count=1000):
             kind = client.type(key).decode()
             stream_full = client.execute_command("XINFO", "STREAM", key, "FULL") if kind == "stream" else None
-            state.keys[(db, key)] = RedisKey(type=kind, dump=client.dump(key),
+            state.keys[(db, key)] = RedisKey(type=kind, value=_redis_value(client, key, kind),
                                              expire_at_ms=client.execute_command("PEXPIRETIME", key),
                                              stream_full=stream_full)
     return state
@@ -158,7 +178,7 @@ def redis_differences(source: RedisState, restored: RedisState) -> list[str]:
         if a is None or b is None:
             problems.append(f"db {db_key[0]} key {db_key[1]!r} only in the {'restore' if a is None else 'source'}")
         elif a != b:
-            what = [f for f in ("type", "dump", "expire_at_ms", "stream_full") if getattr(a, f) != getattr(b, f)]
+            what = [f for f in ("type", "value", "expire_at_ms", "stream_full") if getattr(a, f) != getattr(b, f)]
             problems.append(f"db {db_key[0]} key {db_key[1]!r} differs in {', '.join(what)}")
     return problems
 
