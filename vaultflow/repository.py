@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
-from vaultflow.errors import NotFoundError, RefusedError, note_cleanup_failure
+from vaultflow.errors import ChainBrokenError, NotFoundError, RefusedError, note_cleanup_failure
 from vaultflow.retention import DEFAULT_CLOCK_TOLERANCE, BackupRef, clock_problems
 from vaultflow.keys import decode_name, encode_name
 from vaultflow.manifest import Manifest, ManifestError, parse_manifest
@@ -72,6 +72,26 @@ class Catalog:
         misdated = self.clock_problems(now, tolerance)
         matching = [m for m in self.manifests if (kind is None or m.kind == kind) and m.id not in misdated]
         return matching[-1] if matching else None
+
+    def parent_for(self, kind, target: str, eligible: Callable[[Manifest], bool] = lambda m: True) -> Manifest:
+        """The parent of a new incremental (the newest eligible backup) or differential (the
+        newest eligible full) backup of `target`.
+
+        Backups with a clock problem are skipped: a future-dated parent would sort after its own
+        child, and its place in time cannot be trusted. Raises ChainBrokenError (the flow then
+        takes a full) when nothing is eligible, naming what was skipped.
+        """
+        from vaultflow.manifest import BackupKind
+        misdated = self.clock_problems()
+        wanted = BackupKind.FULL if kind == BackupKind.DIFFERENTIAL else None
+        candidates = [m for m in self.manifests if m.id not in misdated and eligible(m)
+                      and (wanted is None or m.kind == wanted)]
+        if not candidates:
+            skipped = f" (skipped {len(misdated)} with a clock problem: {', '.join(sorted(misdated))})" \
+                if misdated else ""
+            raise ChainBrokenError(f"no {'full ' if wanted else ''}backup of {target} to build a "
+                                   f"{kind.value} backup on{skipped}")
+        return candidates[-1]
 
     def get(self, backup_id: str) -> Manifest:
         for manifest in self.manifests:

@@ -150,13 +150,7 @@ class PostgresEngine:
                                    "incremental form; set mode='physical' for incremental and differential")
         version = self.check()
         catalog = ctx.repository.catalog(self.name, self.config.name)
-        physical = [m for m in catalog.manifests if m.mode == "physical"]
-        if kind == BackupKind.DIFFERENTIAL:
-            physical = [m for m in physical if m.kind == BackupKind.FULL]
-        if not physical:
-            raise ChainBrokenError(f"no physical {'full ' if kind == BackupKind.DIFFERENTIAL else ''}backup of "
-                                   f"{self.config.name} to build a {kind.value} backup on")
-        parent = physical[-1]
+        parent = catalog.parent_for(kind, f"{self.config.name} (physical)", lambda m: m.mode == "physical")
         resolve_chain(catalog, parent)  # never extend an already-broken chain
         return physical_incremental_backup(self.config, ctx, parent, kind, bin_dir=self.bin_dir,
                                            server_version=version)

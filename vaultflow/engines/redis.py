@@ -68,12 +68,7 @@ class RedisEngine:
                                    "differential backups copy the AOF files, which needs data_dir and the "
                                    "worker on the Redis host")
         catalog = ctx.repository.catalog(self.name, self.config.name)
-        candidates = catalog.manifests if kind == BackupKind.INCREMENTAL else \
-            [m for m in catalog.manifests if m.kind == BackupKind.FULL]
-        if not candidates:
-            raise ChainBrokenError(f"no {'full ' if kind == BackupKind.DIFFERENTIAL else ''}backup of "
-                                   f"{self.config.name} to build a {kind.value} backup on")
-        return aof_incremental_backup(self.config, ctx, candidates[-1], kind)
+        return aof_incremental_backup(self.config, ctx, catalog.parent_for(kind, self.config.name), kind)
 
     def _rdb_backup(self, ctx: BackupContext, version: str) -> Manifest:
         repo, config = ctx.repository, self.config
