@@ -56,3 +56,17 @@ def test_the_demos_temporary_api_starts_without_the_telemetry_service(monkeypatc
         monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")  # the user's choice wins
         with ephemeral_api_without_telemetry():
             assert PREFECT_SERVER_ANALYTICS_ENABLED.value() is True
+
+
+def test_demo_setup_refuses_a_temporary_api(tmp_path: Path):
+    """Blocks saved into Prefect's temporary API would vanish with the process: the demo setup
+    (the servers and blocks prefect.yaml's deployments use) asks for a real server first."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VAULTFLOW_"))}
+    env.update({"PREFECT_HOME": str(home), "PREFECT_PROFILES_PATH": str(home / "profiles.toml")})
+    result = subprocess.run([sys.executable, "-m", "vaultflow.demo_setup", "--workdir", str(tmp_path / "demo")],
+                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "start a Prefect server (`prefect server start`) and set PREFECT_API_URL" in result.stderr, result.stderr
+    assert not (tmp_path / "demo").exists()  # nothing started, nothing written
