@@ -166,3 +166,26 @@ def test_random_chunking_matches_the_known_boundaries():
             pos = min(len(data), pos + step)
             assert cutter.boundary == max(u for u in usable if u <= pos)
     assert cutter.boundary == len(data)
+
+
+# -- acknowledged writes still in the AOF buffer (appendfsync everysec postpones the write) ------
+
+def info(buffered: int, written: int, rewrites: int = 0, rewriting: int = 0) -> dict:
+    return {"aof_buffer_length": buffered, "aof_current_size": written, "aof_rewrites": rewrites,
+            "aof_rewrite_in_progress": rewriting}
+
+
+def test_aof_flushed_waits_for_the_buffer_seen_at_the_start():
+    from vaultflow.engines.redis_aof_files import aof_flushed
+    start = info(300, 1000)
+    assert not aof_flushed(start, start)                      # postponed: not in the file yet
+    assert not aof_flushed(start, info(500, 1000))            # more buffered, nothing written
+    assert not aof_flushed(start, info(100, 1299))            # written, but one byte short
+    assert aof_flushed(start, info(100, 1300))                # start's buffer written, new writes pending
+    assert aof_flushed(start, info(0, 1000))                  # the buffer was empty since
+    assert aof_flushed(info(0, 1000), info(50, 1000))         # nothing was buffered at the start
+    assert aof_flushed(start, info(80, 10, rewrites=1, rewriting=1))  # a rewrite started: forced write first
+    # a rewrite running at the start finished and reset the size: only an empty buffer proves it
+    assert not aof_flushed(info(300, 1000, rewriting=1), info(20, 5000))
+    assert aof_flushed(info(300, 1000, rewriting=1), info(0, 400))
+    assert aof_flushed(info(300, 1000, rewriting=1), info(20, 1300, rewriting=1))

@@ -28,6 +28,10 @@ MIN_MAJOR = 7          # multi-part AOF (appendonlydir + manifest) is Redis 7.0+
 HEAD_BYTES = 1 << 20   # how much of the base a backup fingerprints to recognize it later
 REWRITE_TIMEOUT = 3600.0
 SNAPSHOT_ATTEMPTS = 10
+# Redis postpones writing its AOF buffer by up to 2 s while a background fsync runs
+# (appendfsync everysec); past that it writes anyway. A buffer still unwritten after this long
+# means a disk that cannot keep up.
+FLUSH_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,54 @@ def wait_for_rewrite(config: RedisConfig, conn: redis.Redis, state: AofState, lo
 
     return wait_for(rewritten, timeout=timeout, interval=0.05,
                     what=f"BGREWRITEAOF on {config.where} to write a new base into {state.directory}")
+
+
+def aof_flushed(start: dict, now: dict) -> bool:
+    """Whether every command in the AOF buffer at INFO persistence `start` is in the file at
+    INFO `now`. The buffer is written in order and whole (a short write keeps the rest in
+    front), so `now` has it when the buffer has been empty since, when the written size grew
+    past start's written + buffered bytes (no rewrite in between to reset the size), or when a
+    rewrite started (BGREWRITEAOF writes the buffer out first, with force)."""
+    if int(start.get("aof_buffer_length", 0)) == 0 or int(now.get("aof_buffer_length", 0)) == 0:
+        return True
+    if int(now.get("aof_rewrites", 0)) != int(start.get("aof_rewrites", 0)):
+        return True
+    if start.get("aof_rewrite_in_progress") and not now.get("aof_rewrite_in_progress"):
+        return False  # the rewrite finished and recomputed aof_current_size: wait for an empty buffer
+    return int(now.get("aof_current_size", 0)) >= \
+        int(start.get("aof_current_size", 0)) + int(start.get("aof_buffer_length", 0))
+
+
+def wait_for_aof_flush(config: RedisConfig, conn: redis.Redis, log=print, timeout: float = FLUSH_TIMEOUT) -> None:
+    """Return once every write the server acknowledged before this call is in its AOF file.
+
+    With appendfsync everysec Redis acknowledges a command once it is in its AOF buffer, and
+    postpones writing the buffer by up to 2 s while a background fsync runs (aof.c,
+    flushAppendOnlyFile): a cut taken from the file meanwhile would miss acknowledged writes.
+    No command forces the write without side effects on Redis 7.0 (BGREWRITEAOF would end the
+    chain, WAITAOF is 7.2+ and waits for the caller's own writes only), so this polls INFO
+    persistence. TransientError naming the server when the buffer is not written in time."""
+    start = conn.info("persistence")
+    if aof_flushed(start, start):
+        return
+    log(f"{start.get('aof_buffer_length')} bytes of acknowledged writes are still in the AOF buffer of "
+        f"{config.where} (aof_pending_bio_fsync {start.get('aof_pending_bio_fsync')}); waiting for Redis to "
+        "write them")
+    last = [start]
+
+    def flushed() -> bool:
+        last[0] = conn.info("persistence")
+        return aof_flushed(start, last[0])
+
+    try:
+        wait_for(flushed, timeout=timeout, interval=0.02, what="the AOF buffer to be written")
+    except TransientError:
+        now = last[0]
+        raise TransientError(
+            f"Redis at {config.where} kept {now.get('aof_buffer_length')} bytes of acknowledged writes in its "
+            f"AOF buffer for {timeout:.0f}s (aof_pending_bio_fsync {now.get('aof_pending_bio_fsync')}, "
+            f"aof_delayed_fsync {now.get('aof_delayed_fsync')}): its disk cannot keep up with fsync, and a "
+            "backup cut now would miss them. No backup was taken; retry when the disk is less busy") from None
 
 
 @dataclass
