@@ -49,7 +49,7 @@ from vaultflow.engines.pg_filestate import (CONTROL_FILE, FILELIST_OBJECT, FILES
                                             unchanged, walk)
 from vaultflow.engines.pg_incremental import (ChainBrokenError, _check_identity, _fetch_parent_manifest,
                                               _validate_parent)
-from vaultflow.engines.pg_physical import ENGINE, MANIFEST_OBJECT, _fingerprint_all, parse_backup_label
+from vaultflow.engines.pg_physical import ENGINE, MANIFEST_OBJECT, fingerprints_and_unlogged, parse_backup_label
 from vaultflow.errors import ConfigError, RefusedError, ToolError
 from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
 from vaultflow.pipeline import compress_into_store
@@ -288,7 +288,7 @@ def filelevel_backup(config: PostgresConfig, ctx: BackupContext, parent: Manifes
                 t0 = time.monotonic()
                 _start(conn, config, backup_id)
                 start_seconds = time.monotonic() - t0
-                fingerprinting = pool.submit(_fingerprint_all, config)
+                fingerprinting = pool.submit(fingerprints_and_unlogged, config)
                 t0 = time.monotonic()
                 chunks = itertools.chain(copy.chunks(), _stop_and_wal(conn, data_dir, facts), [_END_OF_ARCHIVE])
                 progress = (lambda done: ctx.progress(FILES_OBJECT, done, None)) if ctx.progress else None
@@ -299,7 +299,7 @@ def filelevel_backup(config: PostgresConfig, ctx: BackupContext, parent: Manifes
                 listing = compress_into_store(_ChunkReader(iter([dump_state(copy.state, backup_id)])), repo.store,
                                               prefix + FILELIST_OBJECT, level=repo.compression_level)
                 t0 = time.monotonic()
-                fingerprints = fingerprinting.result()
+                fingerprints, unlogged = fingerprinting.result()
                 timings["fingerprints_wait"] = time.monotonic() - t0
                 label = facts["label"]
                 manifest = Manifest(
@@ -311,6 +311,8 @@ def filelevel_backup(config: PostgresConfig, ctx: BackupContext, parent: Manifes
                                  "wal_ranges": [{"Timeline": label.timeline, "Start-LSN": label.start_lsn,
                                                  "End-LSN": facts["stop_lsn"]}],
                                  "label": label.label, "system_identifier": system,
+                                 # like a full's: a restore brings them back empty (and says so)
+                                 "unlogged_tables": unlogged,
                                  "files": {"copied": copy.copied, "copied_bytes": copy.copied_bytes,
                                            "unchanged": copy.kept, "listed": len(copy.state.files)}},
                     objects=[StoredObject(key=FILES_OBJECT, role="base", format="tar", raw_size=written.raw_size,
