@@ -59,4 +59,4 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
         if not result.comparison.ok:
             raise IntegrityError(f"restored data differs from backup {manifest.id}: {result.comparison.summary()}")
     return {"backup_id": manifest.id, "restored": result.restored, "seconds": result.seconds,
-            "comparison": result.comparison.rows(), "notes": list(getattr(result, "notes", []))}
+            "comparison": result.comparison.rows(), "notes": list(result.notes)}

@@ -45,7 +45,7 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
         emit_backup_event("restored", manifest, {"drill": True, "seconds": seconds})
         publish_catalog(repo, engine.name, target_block.name)
         logger.info(f"drill of {manifest.id}: {detail}, RTO objective {rto_objective_s:.0f} s")
-        for note in getattr(result, "notes", []):  # e.g. subscriptions restored without their slot
+        for note in result.notes:  # e.g. subscriptions restored without their slot
             logger.info(note)
         if mismatched:
             raise RefusedError(f"restore drill of {manifest.id} failed: {len(mismatched)} tables differ "
@@ -54,4 +54,4 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
             raise RefusedError(f"restore drill of {manifest.id} missed the RTO: restore took {seconds:.1f} s, "
                                f"objective {rto_objective_s:.0f} s")
     return {"backup_id": manifest.id, "seconds": seconds, "rto_met": rto_met, "tables": len(results),
-            "restored": result.restored, "notes": list(getattr(result, "notes", []))}
+            "restored": result.restored, "notes": list(result.notes)}

@@ -6,6 +6,12 @@ from dataclasses import dataclass
 
 from vaultflow.manifest import TableFingerprint
 
+# How a physical restore lists an unlogged table that came back empty: a base backup copies
+# only their init fork and recovery resets them (PostgreSQL docs, CREATE TABLE "UNLOGGED");
+# neither "match" (it may have held rows) nor "mismatch" (it is right).
+UNLOGGED_EMPTY = "expected empty (unlogged)"
+CORRECT = ("match", UNLOGGED_EMPTY)
+
 
 @dataclass(frozen=True)
 class TableComparison:
@@ -13,7 +19,12 @@ class TableComparison:
     table: str
     expected_rows: int | None
     actual_rows: int | None
-    status: str  # "match", "mismatch", "missing", "unexpected"
+    status: str  # "match", UNLOGGED_EMPTY, "mismatch", "missing", "unexpected"
+
+    @property
+    def is_table(self) -> bool:
+        """False for rows that compare something else, such as "(database properties)"."""
+        return not self.table.startswith("(")
 
     def as_row(self) -> dict:
         return {
@@ -31,11 +42,11 @@ class Comparison:
 
     @property
     def ok(self) -> bool:
-        return all(t.status == "match" for t in self.tables)
+        return all(t.status in CORRECT for t in self.tables)
 
     @property
     def mismatches(self) -> list[TableComparison]:
-        return [t for t in self.tables if t.status != "match"]
+        return [t for t in self.tables if t.status not in CORRECT]
 
     def rows(self) -> list[dict]:
         return [t.as_row() for t in self.tables]
@@ -46,10 +57,16 @@ class Comparison:
         return pandas.DataFrame(self.rows())
 
     def summary(self) -> str:
+        """'3 tables match', '3 tables and the database properties match (1 unlogged: expected
+        empty)', or '1 of 3 tables differ: db.public.t (mismatch)'."""
+        tables = [t for t in self.tables if t.is_table]
+        what = f"{len(tables)} tables" + (" and the database properties" if len(tables) < len(self.tables) else "")
+        empty = sum(1 for t in tables if t.status == UNLOGGED_EMPTY)
+        note = f" ({empty} unlogged: expected empty)" if empty else ""
         if self.ok:
-            return f"{len(self.tables)} tables match"
+            return f"{what} match{note}"
         names = ", ".join(f"{t.database}.{t.table} ({t.status})" for t in self.mismatches[:5])
-        return f"{len(self.mismatches)} of {len(self.tables)} tables differ: {names}"
+        return f"{len(self.mismatches)} of {what} differ: {names}{note}"
 
 
 def compare_database(database: str, expected: dict[str, TableFingerprint],

@@ -247,3 +247,20 @@ def test_sweep_partial_removes_only_old_interrupted_writes(tmp_path: Path) -> No
     cutoff = datetime.now(timezone.utc) - timedelta(hours=1)
     assert repo.sweep_partial("postgres", "t", cutoff) == 1
     assert not old.exists() and fresh.exists()
+
+
+def test_a_refusal_by_the_server_itself_is_permanent(pg18: PostgresInstance, fresh_db: MakeDb, tmp_path: Path) -> None:
+    """No CONNECT privilege (the server says FATAL) answers the same on every retry: ConfigError naming
+    the database, not a transient ServerUnavailableError."""
+    db = fresh_db(pg18)
+    role = f"noconnect_{db[-6:]}"
+    pg18.execute(f"CREATE ROLE {role} LOGIN IN ROLE pg_read_all_data; "
+                 f"REVOKE CONNECT ON DATABASE {quote_ident(db)} FROM PUBLIC")
+    try:
+        engine = PostgresEngine(PostgresConfig(name="refused", host=pg18.host, port=pg18.port, user=role,
+                                               databases=[db]))
+        with pytest.raises(ConfigError, match=f"{db}.*CONNECT privilege") as info:
+            engine.full_backup(BackupContext(Repository(LocalStore(tmp_path / "repo"))))
+        assert not is_transient(info.value)
+    finally:
+        pg18.execute(f"DROP ROLE {role}")

@@ -32,6 +32,7 @@ class RestoreResult:
     restored: dict[str, str]  # source database -> database it was restored into
     seconds: float
     comparison: Comparison
+    notes: list[str] = field(default_factory=list)  # what the restore changed on purpose, and why
 
 
 class Engine(Protocol):

@@ -172,6 +172,15 @@ def classify_connect_error(exc: Exception, config: PostgresConfig, dbname: str) 
                              "fix the target's databases list or create it")
     if "SSL" in text and "not support" in text:
         return ConfigError(f"{config.host}:{config.port}: {text.strip()} (adjust sslmode)")
+    # The server answered with an error of its own ("FATAL:" in libpq's message; psycopg gives
+    # no SQLSTATE for a failed connection): not a network problem, so it fails the same way on
+    # every retry — no CONNECT privilege, a pg_hba.conf rule, a login event trigger raising —
+    # except a full server or one starting up or shutting down.
+    if "FATAL:" in text and not re.search(r"too many (connections|clients)|starting up|shutting down|"
+                                          r"in recovery mode|remaining connection slots", text):
+        reason = " ".join(line.strip() for line in text.split("FATAL:", 1)[1].splitlines() if line.strip())
+        return ConfigError(f"PostgreSQL at {config.where} refused the connection to database {dbname!r}: "
+                           f"{reason} (retrying will not help)")
     return ServerUnavailableError(
         f"cannot reach PostgreSQL at {config.host}:{config.port}: {text.strip().splitlines()[-1]}")
 

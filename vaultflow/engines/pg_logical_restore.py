@@ -24,7 +24,6 @@ import re
 import secrets
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -259,16 +258,8 @@ def restore_logical(engine, ctx: BackupContext, manifest: Manifest, *, into: str
             notes += restore.notes
     for note in notes:
         ctx.log(note)
-    return LogicalRestoreResult(backup_id=manifest.id, restored=targets, seconds=time.monotonic() - start,
-                                comparison=Comparison(results), notes=notes)
-
-
-@dataclass(frozen=True)
-class LogicalRestoreResult(RestoreResult):
-    """A RestoreResult plus `notes`: what the restore changed on purpose (subscriptions detached
-    from their slots in a copy, event triggers restored last), for the flow's result and logs."""
-
-    notes: list[str] = field(default_factory=list)
+    return RestoreResult(backup_id=manifest.id, restored=targets, seconds=time.monotonic() - start,
+                         comparison=Comparison(results), notes=notes)
 
 
 class _DatabaseRestore:
@@ -287,7 +278,8 @@ class _DatabaseRestore:
         with connect(config) as conn:
             create_database(conn, scratch, self.props, source)
         try:
-            with tempfile.TemporaryDirectory(prefix="vaultflow-restore-") as work:
+            from vaultflow.proc import temporary_directory
+            with temporary_directory("vaultflow-restore-") as work:  # removed even if this process is killed
                 table_results = self._restore_into(scratch, Path(work))
             replacing = self.engine.database_exists(self.target)
             if replacing and any(t.status != "match" for t in table_results):
@@ -374,5 +366,5 @@ def drill_logical(engine, ctx: BackupContext, manifest: Manifest) -> RestoreResu
                                           "drop it by hand", ctx.log)
             raise
         drop_database(engine.config, scratch)
-    return LogicalRestoreResult(backup_id=manifest.id, restored=restored, seconds=seconds,
-                                comparison=Comparison(tables), notes=notes)
+    return RestoreResult(backup_id=manifest.id, restored=restored, seconds=seconds,
+                         comparison=Comparison(tables), notes=notes)

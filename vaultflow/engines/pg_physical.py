@@ -34,7 +34,7 @@ from typing import BinaryIO
 
 import psycopg
 
-from vaultflow.compare import Comparison, TableComparison
+from vaultflow.compare import UNLOGGED_EMPTY, Comparison, TableComparison
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import (
     PostgresConfig,
@@ -345,38 +345,11 @@ WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'u'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY 1, 2
 """
-# How a physical restore's comparison lists an unlogged table that came back empty: a base
-# backup copies only their init fork and recovery resets them (PostgreSQL docs, CREATE TABLE
-# "UNLOGGED"); neither "match" (it may have held rows) nor "mismatch" (it is right).
-UNLOGGED_EMPTY = "expected empty (unlogged)"
-_OK = ("match", UNLOGGED_EMPTY)
 
 
 def unlogged_tables(conn: psycopg.Connection) -> list[str]:
     """'schema.table' of every unlogged table in the connected database, sorted."""
     return [f"{schema}.{table}" for schema, table in conn.execute(UNLOGGED_SQL).fetchall()]
-
-
-@dataclass(frozen=True)
-class PhysicalComparison(Comparison):
-    """A physical restore's comparison: "expected empty (unlogged)" counts as correct, and the
-    summary says how many tables it covers."""
-
-    @property
-    def ok(self) -> bool:
-        return all(t.status in _OK for t in self.tables)
-
-    @property
-    def mismatches(self) -> list[TableComparison]:
-        return [t for t in self.tables if t.status not in _OK]
-
-    def summary(self) -> str:
-        empty = sum(1 for t in self.tables if t.status == UNLOGGED_EMPTY)
-        note = f" ({empty} unlogged: expected empty)" if empty else ""
-        if self.ok:
-            return f"{len(self.tables)} tables match{note}"
-        names = ", ".join(f"{t.database}.{t.table} ({t.status})" for t in self.mismatches[:5])
-        return f"{len(self.mismatches)} of {len(self.tables)} tables differ: {names}{note}"
 
 
 def with_unlogged(tables: list[TableComparison], unlogged: dict[tuple[str, str], int]
@@ -425,5 +398,5 @@ def fingerprints_and_unlogged(config: PostgresConfig
     return prints_by_db, unlogged_by_db
 
 
-__all__ = ["BASE_OBJECT", "MANIFEST_OBJECT", "UNLOGGED_EMPTY", "BackupLabel", "PhysicalComparison", "basebackup_command",
+__all__ = ["BASE_OBJECT", "MANIFEST_OBJECT", "UNLOGGED_EMPTY", "BackupLabel", "basebackup_command",
            "manifest_checksum_algorithm", "parse_backup_label", "fingerprints_and_unlogged", "physical_full_backup", "read_manifest_facts", "unlogged_tables", "with_unlogged"]

@@ -23,11 +23,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from vaultflow.compare import compare_database
+from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.pg_cluster import RunningCluster, set_auto_conf, start_cluster, stop_cluster
 from vaultflow.engines.pg_chain import restore_chain
-from vaultflow.engines.pg_physical import RESTORED_SETTINGS, UNLOGGED_SQL, PhysicalComparison, with_unlogged
+from vaultflow.engines.pg_physical import RESTORED_SETTINGS, UNLOGGED_SQL, with_unlogged
 from vaultflow.engines.pg_physical_restore import restore_physical
 from vaultflow.engines.pg_verify import verify_restored
 from vaultflow.engines.postgres import fingerprint_tables
@@ -103,7 +103,7 @@ def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, use
         restored = {db: f"scratch cluster (port {cluster.port}, removed)" for db in manifest.fingerprints}
         if empty:
             restored["unlogged_tables_empty"] = ", ".join(empty)
-        return RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=PhysicalComparison(tables),
+        return RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables),
                              restored=restored)
     finally:
         if cluster is not None:
@@ -291,7 +291,7 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
             restored["unlogged_tables_empty"] = ", ".join(empty)
             ctx.log(f"unlogged tables come back empty after a physical restore (PostgreSQL does not WAL-log "
                     f"their rows): {', '.join(empty)}")
-        result = RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=PhysicalComparison(tables),
+        result = RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables),
                                restored=restored)
     except BaseException as exc:
         if cluster is not None:
