@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from blocks import BackupRepository, RedisTarget
 from flows.full_backup import full_backup
-from vaultflow.errors import VaultflowError
+from vaultflow.errors import AuthenticationError
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -56,11 +56,12 @@ def test_documented_remote_acl_takes_a_remote_full_backup(fresh_redis, tmp_path:
 
 
 def test_the_documented_acl_without_client_setname_is_refused(fresh_redis, tmp_path: Path):
-    """The permission the old page lacked: without it the login fails, naming the command."""
+    """The permission the old page lacked: without it the login fails at once (permanent), naming
+    the command and where the ACL is documented."""
     server = fresh_redis(name="docacl-nosetname")
     rules = [rule for rule in documented_remote_acl() if rule != "+client|setname"]
     password = create_user(server, rules)
     target = RedisTarget(host=server.host, port=server.port, username="backup", password=SecretStr(password),
                          target_name="docacl")
-    with pytest.raises(VaultflowError, match="client|setname"):
+    with pytest.raises(AuthenticationError, match=r"client\|setname.*docs/redis\.md"):
         full_backup(target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")))

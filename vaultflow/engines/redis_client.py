@@ -82,9 +82,11 @@ def classify_error(exc: Exception, config: RedisConfig) -> VaultflowError:
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
         return ServerUnavailableError(f"cannot reach Redis at {config.where}: {text}. Check host, port, "
                                       "tls and that the server is running")
-    if "NOPERM" in text:
-        return AuthenticationError(f"Redis at {config.where}: the user lacks a permission vaultflow needs "
-                                   f"({text}); it needs +@all or at least +sync +bgsave +info +config|get")
+    if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in text or "no permissions" in text:
+        who = f"user {config.username!r}" if config.username else "the default user"
+        return AuthenticationError(f"Redis at {config.where}: {who} lacks a permission vaultflow needs ({text}); "
+                                   "give it the ACL in docs/redis.md (remote mode: +ping +info +client|setname "
+                                   "+replconf +sync +psync) — retrying will not help")
     return VaultflowError(f"Redis at {config.where}: {text}")
 
 
