@@ -19,16 +19,9 @@ from tests.corpus.oracle import redis_differences, redis_state
 from vaultflow.engines.redis import RDB_OBJECT, RedisEngine
 from vaultflow.engines.redis_client import RedisConfig
 from vaultflow.engines.redis_server import find_binary, start_redis
+from tests.fixtures.redis import crc64_jones
 
 
-def crc64_jones(data: bytes) -> int:
-    """Redis' CRC64 (src/crc64.c: Jones polynomial, reflected, init 0, no final xor)."""
-    crc = 0
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x95AC9329AC4BC9B5 if crc & 1 else 0)
-    return crc
 
 
 def check_rdb(path: Path) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from vaultflow.engines.redis_rdb import RdbFormatError, parse_header
 from vaultflow.engines.redis_rdb_format import RdbStreamScanner
 from vaultflow.errors import IntegrityError
 from vaultflow.engines.redis_server import RedisProcess, find_binary
+from tests.fixtures.redis import crc64_jones
 
 AUX, SELECTDB, EOF = b"\xfa", b"\xfe", b"\xff"
 
@@ -156,14 +157,6 @@ def resizedb(dbid: int, keys: int, expires: int) -> bytes:
     return SELECTDB + bytes([dbid]) + b"\xfb" + bytes([keys]) + bytes([expires])
 
 
-def crc64_jones(data: bytes) -> int:
-    """Redis' CRC64 (Jones polynomial, reflected, init 0), bit by bit: small inputs only."""
-    crc = 0
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x95AC9329AC4BC9B5 if crc & 1 else 0)
-    return crc
 
 
 # db 0 with 2 keys (1 expire), then key bytes holding two SELECTDB+RESIZEDB look-alikes, db 3 with 1 key
