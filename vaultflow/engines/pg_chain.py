@@ -162,7 +162,8 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
                           "differential backups needs PostgreSQL 17 or later client tools; set bin_dir")
     link_mode = major >= 18  # --link is new in 18
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".vfchain-{manifest.id}-", dir=dest.parent))
+    from vaultflow.proc import mkdtemp, remove
+    work = mkdtemp(f".vfchain-{manifest.id}-", dest.parent)  # ours, inside the user's parent: removed if killed
     existed = dest.exists()
     moved = False
     try:
@@ -191,4 +192,4 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
                 dest.mkdir(mode=0o700)
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove(work)

@@ -171,4 +171,5 @@ def stop_cluster(cluster: RunningCluster, mode: str = "fast", timeout: float = 6
         except subprocess.TimeoutExpired:
             continue
     if cluster.owns_socket_dir:
-        shutil.rmtree(cluster.socket_dir, ignore_errors=True)
+        from vaultflow.proc import remove
+        remove(cluster.socket_dir)  # and forget it (start_restored_cluster registered it)

@@ -276,7 +276,8 @@ def filelevel_backup(config: PostgresConfig, ctx: BackupContext, parent: Manifes
                               "them yet; use mode 'logical' for this target")
         facts = {"segment_size": int(conn.execute(
             "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])}
-        with tempfile.TemporaryDirectory(prefix="vaultflow-files-") as tmp:
+        from vaultflow.proc import temporary_directory
+        with temporary_directory("vaultflow-files-") as tmp:  # removed even if this process is killed
             parent_state = _parent_state(ctx, parent, Path(tmp))
         started = datetime.now(UTC)
         backup_id = new_backup_id(kind, started)

@@ -119,7 +119,8 @@ def restore_filelevel_chain(ctx: BackupContext, manifest: Manifest, chain: list[
                                f"backups ({', '.join(odd)})")
     state = load_state(_read_object(ctx, manifest, FILELIST_OBJECT), f"{manifest.id}/{FILELIST_OBJECT}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".vfchain-{manifest.id}-", dir=dest.parent))
+    from vaultflow.proc import mkdtemp, remove
+    work = mkdtemp(f".vfchain-{manifest.id}-", dest.parent)  # ours, inside the user's parent: removed if killed
     try:
         t0 = time.monotonic()
         data_dir = work / "data"
@@ -135,7 +136,7 @@ def restore_filelevel_chain(ctx: BackupContext, manifest: Manifest, chain: list[
         ctx.log(f"restored {manifest.id} from a file-level chain of {len(chain)} backups in "
                 f"{time.monotonic() - t0:.1f}s ({removed} files deleted since the full)")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove(work)
 
 
 

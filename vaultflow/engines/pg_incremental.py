@@ -233,7 +233,8 @@ def physical_incremental_backup(config: PostgresConfig, ctx: BackupContext, pare
                 "incremental_from_lsn": incremental["incremental_from_lsn"].group(1),
                 "incremental_from_timeline": int(from_timeline.group(1)) if from_timeline else None}
 
-    with tempfile.TemporaryDirectory(prefix="vaultflow-incr-") as tmp:
+    from vaultflow.proc import temporary_directory
+    with temporary_directory("vaultflow-incr-") as tmp:  # removed even if this process is killed
         parent_manifest = Path(tmp) / "parent_backup_manifest"
         _fetch_parent_manifest(ctx, parent, parent_manifest)
         return run_basebackup(

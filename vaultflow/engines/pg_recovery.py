@@ -51,9 +51,10 @@ def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None
     socket dir; as `run_as` (default: the directory's owner) when root. Stop it with
     `stop_cluster(cluster)`. archive_mode stays off whatever `settings` say. `pass_fds`: descriptors
     the server (and so its restore_command) inherits: the repository spec of fetch_spec_file."""
+    from vaultflow.proc import mkdtemp, remove
     owns_socket_dir = socket_dir is None
-    if socket_dir is None:  # short (unix socket paths are limited to ~107 bytes) and private
-        socket_dir = Path(tempfile.mkdtemp(prefix="vfpg-", dir="/tmp"))
+    if socket_dir is None:  # short (unix socket paths are limited to ~107 bytes) and private;
+        socket_dir = mkdtemp("vfpg-", "/tmp")  # removed even if this process is killed
     merged = {**(settings or {}), **RESTORED_SETTINGS}
     try:
         for attempt in range(5):
@@ -69,7 +70,7 @@ def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None
             return cluster
     except BaseException:
         if owns_socket_dir:
-            shutil.rmtree(socket_dir, ignore_errors=True)
+            remove(socket_dir)
         raise
     raise AssertionError("unreachable")
 
@@ -81,7 +82,8 @@ def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, use
     private unix socket (no TCP; trust on that socket), compare every database's fingerprints
     with the manifest's, stop it and delete it. `seconds` = extract + start (recovery): the
     time a real recovery takes. `user`: a superuser of the backed-up cluster (the target's)."""
-    work = Path(tempfile.mkdtemp(prefix="vfdrill-", dir=work_dir))
+    from vaultflow.proc import mkdtemp, remove
+    work = mkdtemp("vfdrill-", work_dir)  # removed even if this process is killed
     os.chmod(work, 0o711)  # the service user (when root) must reach data/ inside
     cluster: RunningCluster | None = None
     try:
@@ -108,7 +110,7 @@ def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, use
     finally:
         if cluster is not None:
             stop_cluster(cluster)
-        shutil.rmtree(work, ignore_errors=True)
+        remove(work)
 
 
 @dataclass(frozen=True)

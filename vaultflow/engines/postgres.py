@@ -263,12 +263,13 @@ class PostgresEngine:
         Physical: the recovery path into a scratch data directory, compared, removed."""
         if manifest.mode == "physical":
             from vaultflow.engines.pg_recovery import RecoveryTarget
-            work = Path(tempfile.mkdtemp(prefix="vfdrill-"))
+            from vaultflow.proc import mkdtemp, remove
+            work = mkdtemp("vfdrill-")  # removed even if this process is killed (proc.remove_on_death)
             os.chmod(work, 0o711)  # the cluster's OS user must reach data/ inside
             try:
                 return self.recover(ctx, manifest, work / "data", RecoveryTarget())
             finally:
-                shutil.rmtree(work, ignore_errors=True)
+                remove(work)
         return drill_logical(self, ctx, manifest)
 
     def create_database(self, name: str, properties: DatabaseProperties | None = None) -> None:

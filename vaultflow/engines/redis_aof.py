@@ -224,7 +224,8 @@ def _check_continues(config: RedisConfig, parent: Manifest, aof: LocalAof) -> No
 def _fingerprint_at_cut(config: RedisConfig, aof: LocalAof, cuts: dict[str, int]) -> dict:
     """Load the files as they stood at the cuts into a scratch replica (it keeps keys whose TTL
     passes meanwhile, like the scratch a restore is compared in) and fingerprint it."""
-    scratch = Path(tempfile.mkdtemp(prefix="vaultflow-aofprint-"))
+    from vaultflow.proc import mkdtemp, remove
+    scratch = mkdtemp("vaultflow-aofprint-")  # removed even if this process is killed
     server = blackhole = None
     try:
         settings = assemble_scratch_dir(aof, cuts, scratch)
@@ -236,7 +237,7 @@ def _fingerprint_at_cut(config: RedisConfig, aof: LocalAof, cuts: dict[str, int]
             server.stop()
         if blackhole is not None:
             blackhole.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove(scratch)
 
 
 # -- restore -----------------------------------------------------------------------------------
@@ -324,7 +325,8 @@ def materialize_aof_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *,
                            "directory; nothing was touched. Pick a new or empty directory")
     facts = manifest.consistency
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".vfaof-{manifest.id}-", dir=dest.parent))
+    from vaultflow.proc import forget, mkdtemp, remove
+    work = mkdtemp(f".vfaof-{manifest.id}-", dest.parent)  # ours until renamed into place: removed if killed
     try:
         aof_dir = work / facts["aof_dir"]
         aof_dir.mkdir(mode=0o700)
@@ -340,10 +342,11 @@ def materialize_aof_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *,
             _copy_verified(repo, manifest, MANIFEST_OBJECT, out)
         os.chmod(work, 0o700)
         os.replace(work, dest)  # onto a new or empty directory: dest appears whole
+        forget(work)  # gone from its path; `dest` is the caller's
         ctx.log(f"materialized {manifest.id} from a chain of {len(chain)} backups into {dest} "
                 f"in {time.monotonic() - t0:.1f}s")
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        remove(work)
         raise
     return {"appendonly": "yes", "appenddirname": facts["aof_dir"], "appendfilename": facts["aof_filename"]}
 

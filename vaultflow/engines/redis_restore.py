@@ -125,8 +125,9 @@ def _proven(manifest: Manifest, server, dest: Path, what: str) -> Comparison:
 
 def _prepare_dest(into: str | None, manifest: Manifest) -> tuple[Path, bool]:
     """(directory, whether we created it and may delete it)."""
-    if into is None:
-        return Path(tempfile.mkdtemp(prefix=f"vaultflow-redis-{manifest.target[:20]}-{manifest.id[:15]}-")), True
+    if into is None:  # ours: removed even if this process is killed, unless restore_redis hands it over
+        from vaultflow.proc import mkdtemp
+        return mkdtemp(f"vaultflow-redis-{manifest.target[:20]}-{manifest.id[:15]}-"), True
     dest = Path(into)
     if dest.exists() and any(dest.iterdir()):
         raise RefusedError(f"{dest} is not empty: restore a Redis backup into a new or empty directory")
@@ -141,6 +142,7 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
     not empty), IntegrityError (corrupt object, copy differs from the facts; files kept),
     ConfigError (contradictory parameters). A landed copy that differs from the scratch copy
     is reported in the result's comparison (the restore flow fails on it)."""
+    from vaultflow.proc import forget, remove_on_death
     start = time.monotonic()
     replay = into == "original" or key_pattern is not None or into_db is not None
     if replay and into not in (None, "original"):
@@ -158,6 +160,8 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
             server, blackhole = _streamed_scratch(ctx, manifest, dest, engine.config.bin_dir)  # a drill
         else:
             settings = materialize(ctx, manifest, dest)
+            if created:  # an AOF chain renames a new directory onto it: register that one
+                remove_on_death(dest)
             server, blackhole = start_replica_scratch(dest, engine.config.bin_dir, settings=settings)
         keep_files = True  # from here on a failure keeps the files for inspection
         comparison = _proven(manifest, server, dest, "the scratch copy")
@@ -197,6 +201,8 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
                 blackhole.close()
         if not keep_files:
             _remove_restored(dest, created)
+        elif created:  # handed over with its server, or kept for inspection: it outlives the run
+            forget(dest)
         elif into is not None and not replay:
             for name in CONF_FILES:  # the user's directory gets data files only
                 (dest / name).unlink(missing_ok=True)
@@ -205,7 +211,8 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
 def _remove_restored(dest: Path, created: bool) -> None:
     """Nothing restorable-but-wrong stays behind: our directory goes, a user's is emptied."""
     if created:
-        shutil.rmtree(dest, ignore_errors=True)
+        from vaultflow.proc import remove
+        remove(dest)
     else:
         empty_directory(dest)
 

@@ -177,14 +177,15 @@ def spec_file(store: Any, parent: Path, *, uid: int | None = None, gid: int | No
               prefix: str = ".vaultflow-wal-fetch-") -> Iterator[Path]:
     """A 0600 spec file of `store` in a new 0700 directory under `parent`, both owned by uid:gid
     when given; the directory and the file are removed on exit, whatever happened."""
+    from vaultflow.proc import mkdtemp, remove
     spec = describe(store)
-    directory = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    directory = mkdtemp(prefix, parent)  # it holds a secret: removed even if this process is killed
     try:
         if uid is not None:
             os.chown(directory, uid, gid if gid is not None else -1)
         yield write_spec_file(spec, directory / SPEC_FILE, uid=uid, gid=gid)
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        remove(directory)
 
 
 __all__ = ["SPEC_FILE", "build", "describe", "read_spec_file", "spec_file", "spec_memfd", "write_spec_file"]
