@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
+from typing import Literal, Optional, Union
 
 from prefect import flow, get_run_logger
 
@@ -20,6 +20,7 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
             into: Optional[str] = None, overwrite: bool = False,
             databases: Optional[list[str]] = None, to_time: Optional[datetime] = None,
             to_lsn: Optional[str] = None, to_name: Optional[str] = None,
+            to_timeline: Optional[Union[int, Literal["latest", "current"]]] = None,
             key_pattern: Optional[str] = None, into_db: Optional[int] = None,
             no_owner: bool = False, no_privileges: bool = False) -> dict:
     """Restore `backup_id` into a new database (default) or, with overwrite=True, over `into`.
@@ -30,6 +31,8 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
     Physical backups restore a whole cluster into `into`, a new data directory; with
     `to_time`, `to_lsn` or `to_name` archived WAL is replayed to that point (PITR), else the
     copy stops at the backup's own consistent point and is compared with its fingerprints.
+    `to_timeline` (a number, "latest" or "current": the backup's own) is the timeline recovery
+    follows (recovery_target_timeline); alone, it replays that timeline's archived WAL to its end.
 
     Redis backups restore into a scratch redis-server on a free port (default, left running),
     into a directory (`into`=DIR), or with into="original" (and overwrite=True) back into the
@@ -43,7 +46,7 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
     with fail_fast_on_permanent_errors():
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
         logger.info(f"restoring {manifest.id} of {engine.name}/{target_block.name} from {repo.description}")
-        target_point = RecoveryTarget(time=to_time, lsn=to_lsn, name=to_name)
+        target_point = RecoveryTarget(time=to_time, lsn=to_lsn, name=to_name, timeline=to_timeline)
         options = {k: v for k, v in {"key_pattern": key_pattern, "into_db": into_db}.items() if v is not None}
         if options and engine.name != "redis":
             raise ConfigError("key_pattern and into_db apply to Redis targets only")

@@ -76,13 +76,23 @@ def restore(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_p
             no_owner: bool = typer.Option(False, "--no-owner", help="PostgreSQL: objects and the database belong "
                                           "to the restoring role (needed when it is not a superuser)."),
             no_privileges: bool = typer.Option(False, "--no-privileges", help="PostgreSQL: restore no GRANTs, "
-                                               "database ACL or role-specific settings (with --no-owner).")):
+                                               "database ACL or role-specific settings (with --no-owner)."),
+            to_timeline: Optional[str] = typer.Option(None, "--to-timeline", help="PostgreSQL physical: the "
+                                                      "timeline recovery follows (a number, 'latest' or 'current' "
+                                                      "= the backup's); replays its archived WAL to the end.")):
     """Restore a backup: PostgreSQL into a new database (or over one with --overwrite); Redis into a
     scratch redis-server (default), a directory, or back into the server (--into original)."""
     from flows.restore import restore as restore_flow
+    timeline: int | str | None = to_timeline
+    if to_timeline is not None and to_timeline not in ("latest", "current"):
+        if not to_timeline.isdigit() or int(to_timeline) < 1:
+            raise typer.BadParameter(f"{to_timeline!r}: give a timeline number, 'latest' or 'current'",
+                                     param_hint="--to-timeline")
+        timeline = int(to_timeline)
     result = _run(restore_flow, target=target, repository=_repository(repository, repo_path), backup_id=backup_id,
                   into=into, overwrite=overwrite, databases=database or None, key_pattern=key_pattern,
-                  into_db=into_db, no_owner=no_owner, no_privileges=no_privileges)
+                  into_db=into_db, no_owner=no_owner, no_privileges=no_privileges,
+                  to_timeline=timeline)
     console.print(f"restored {result['backup_id']} -> {result['restored']} in {result['seconds']:.1f} s")
     for note in result.get("notes", []):
         console.print(f"note: {note}")

@@ -168,3 +168,46 @@ def test_target_past_the_end_of_the_archive_names_the_next_segment(archiving, se
                                             f"archive .* through {newest}, its newest segment"):
         engine.recover(BackupContext(repo), manifest, work / "future", RecoveryTarget(time=server_now(pg) + timedelta(hours=1)))
     assert not (work / "future").exists() and not (work / "future.log").exists()
+
+
+def test_cli_restore_follows_the_chosen_timeline_to_the_end_of_the_archive(archiving, setup, prefect_api):
+    """`vaultflow restore --to-timeline`: a timeline the archive lacks is refused before anything
+    is written; 'current' replays the backup's own timeline to the end of the archived WAL."""
+    from typer.testing import CliRunner
+
+    from blocks import PostgresTarget
+    from vaultflow.cli import app
+    from vaultflow.engines.pg_recovery import start_restored_cluster
+
+    pg, repo, engine, work = setup
+    config = engine.config
+    engine.full_backup(BackupContext(repo))
+    pg.execute("INSERT INTO markers (label) VALUES ('after-backup')")  # only the archive has it
+    ship(archiving, pg, repo, config.name)
+    PostgresTarget(host=pg.host, port=pg.port, user=pg.user, password=pg.password, mode="physical",
+                   bin_dir=config.bin_dir, server_bin_dir=config.server_bin_dir, restore_os_user=RUN_AS,
+                   wal_fetch_command=config.wal_fetch_command).save(config.name, overwrite=True)
+    runner, repo_path = CliRunner(), str(repo.store.root)
+
+    refused = runner.invoke(app, ["restore", "-t", config.name, "--repo-path", repo_path,
+                                  "--into", str(work / "tl7"), "--to-timeline", "7"])
+    assert refused.exit_code == 1 and "00000007.history" in refused.output, refused.output
+    assert not (work / "tl7").exists()
+    wrong = runner.invoke(app, ["restore", "-t", config.name, "--repo-path", repo_path,
+                                "--into", str(work / "tlx"), "--to-timeline", "newest"])
+    assert wrong.exit_code != 0 and "--to-timeline" in wrong.output and not (work / "tlx").exists()
+
+    dest = work / "data"
+    done = runner.invoke(app, ["restore", "-t", config.name, "--repo-path", repo_path, "--into", str(dest),
+                               "--to-timeline", "current"])
+    assert done.exit_code == 0, done.output
+    assert "'recovery_target_timeline': '1'" in done.output and "'timeline': '2'" in done.output
+    auto = (dest / "postgresql.auto.conf").read_text()
+    assert "recovery_target_timeline = '1'" in auto and "recovery_target = " not in auto
+    cluster = start_restored_cluster(dest, Path(config.server_bin_dir), run_as=RUN_AS)
+    try:
+        with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=pg.user, dbname="postgres") as c:
+            labels = {r[0] for r in c.execute("SELECT label FROM markers")}
+    finally:
+        stop_cluster(cluster)
+    assert "after-backup" in labels, "replayed past the backup's end point, to the end of the archive"

@@ -116,12 +116,27 @@ def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, use
 @dataclass(frozen=True)
 class RecoveryTarget:
     """Where recovery stops. Exactly one of time / lsn / name, or none: the backup's own
-    consistent point ('immediate'), where its fingerprints can be compared."""
+    consistent point ('immediate'), where its fingerprints can be compared. `timeline` (a
+    number, "latest": the newest one descending from the backup, "current": the backup's own)
+    is the timeline recovery follows; given alone, recovery replays the archive along it to
+    its end."""
 
     time: datetime | None = None
     lsn: str | None = None
     name: str | None = None
-    timeline: int | None = None  # recovery_target_timeline; default: see wal.timelines.plan_timeline
+    timeline: int | str | None = None  # recovery_target_timeline; default: see wal.timelines.plan_timeline
+
+    def __post_init__(self) -> None:
+        t = self.timeline
+        if t is not None and t not in ("latest", "current") and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
+            raise ConfigError(f"to_timeline must be a timeline number (1 or more), 'latest' or 'current', not {t!r}")
+
+    def requested_timeline(self, backup_timeline: int) -> int | None:
+        """The timeline plan_timeline must follow (None: its default, the newest that descends
+        from the backup and has archived segments)."""
+        if self.timeline == "current":
+            return backup_timeline
+        return None if self.timeline in (None, "latest") else int(self.timeline)
 
     def settings(self) -> dict[str, str]:
         given = [k for k in ("time", "lsn", "name") if getattr(self, k) is not None]
@@ -135,11 +150,13 @@ class RecoveryTarget:
             return {"recovery_target_lsn": self.lsn}
         if self.name is not None:
             return {"recovery_target_name": self.name}
+        if self.timeline is not None:
+            return {}  # no target: replay the archived WAL of that timeline to its end
         return {"recovery_target": "immediate"}
 
     @property
     def immediate(self) -> bool:
-        return self.time is None and self.lsn is None and self.name is None
+        return self.time is None and self.lsn is None and self.name is None and self.timeline is None
 
 
 def default_fetch_command(repo_path: Path | None, target: str, *, repo_config: Path | None = None,
@@ -247,7 +264,8 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
     if dest.exists() and any(dest.iterdir()):
         raise RefusedError(f"{dest} is not empty; restore into a new directory")
     archive_recovery = bool(fetch_command) or (fetch_store is not None and not target.immediate)
-    plan = plan_recovery_timeline(ctx.repository, manifest, target.timeline) if archive_recovery else None
+    plan = plan_recovery_timeline(ctx.repository, manifest, target.requested_timeline(
+        int(manifest.consistency.get("timeline", 1)))) if archive_recovery else None
     t0 = time.monotonic()
     created = not dest.exists()
     log_file = dest.parent / f"{dest.name}.log"
