@@ -33,7 +33,6 @@ import os
 import re
 import stat
 import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor

@@ -16,9 +16,7 @@ delete what `filelist.json.zst` of the newest does not list (docs/postgres.md), 
 from __future__ import annotations
 
 import os
-import shutil
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 

@@ -32,7 +32,6 @@ Restore: pg_chain.restore_chain.
 from __future__ import annotations
 
 import re
-import tempfile
 from pathlib import Path
 
 import psycopg

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import tempfile
 import time
 from pathlib import Path
 

@@ -34,7 +34,7 @@ from typing import BinaryIO
 
 import psycopg
 
-from vaultflow.compare import UNLOGGED_EMPTY, Comparison, TableComparison
+from vaultflow.compare import UNLOGGED_EMPTY, TableComparison
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.pg_client import (
     PostgresConfig,

@@ -12,7 +12,6 @@ import pwd
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager

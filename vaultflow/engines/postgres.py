@@ -8,22 +8,17 @@ transaction, concurrently with the dump, so they describe exactly the rows in th
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
 
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.pg_client import (PostgresConfig, choose_bin_dir, client_env, connect,
-                                         dump_command, globals_command, restore_command, server_bin_dir,
+                                         dump_command, globals_command, server_bin_dir,
                                          tool_version)
-from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError,
-                              VaultflowError)
+from vaultflow.errors import (ConfigError, NotFoundError, RefusedError, VaultflowError)
 from vaultflow.keys import encode_name
 from vaultflow.engines.pg_db_properties import create_database, read_properties
 from vaultflow.engines.pg_logical_restore import (default_restore_name, drill_logical, drop_database,  # noqa: F401

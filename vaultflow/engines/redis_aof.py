@@ -31,8 +31,6 @@ one rename, or not at all.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone

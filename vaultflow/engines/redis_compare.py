@@ -53,7 +53,8 @@ def check_scratch(expected: dict[str, dict[str, TableFingerprint]], conn: redis.
     return Comparison(tables)
 
 
-def _scan(conn: redis.Redis, pattern: str):
+def scan_batches(conn: redis.Redis, pattern: str):
+    """Keys matching `pattern` (SCAN MATCH), in lists of up to BATCH keys."""
     batch: list[bytes] = []
     for key in conn.scan_iter(match=pattern, count=1000):
         batch.append(key)
@@ -117,7 +118,7 @@ def compare_copies(expected: ClientFactory, actual: ClientFactory, plans: list[t
     for source_db, target_db in plans:
         wanted = equal = extra = 0
         with expected(source_db) as src, actual(target_db) as dst:
-            for keys in _scan(src, pattern):
+            for keys in scan_batches(src, pattern):
                 for key, (kind, dump, exp_at), (kind2, dump2, exp_at2) in zip(keys, _read(src, keys), _read(dst, keys)):
                     if dump is None or _expired(exp_at):
                         continue  # gone or expired meanwhile on the proven side
@@ -138,7 +139,7 @@ def compare_copies(expected: ClientFactory, actual: ClientFactory, plans: list[t
                     else:
                         equal += 1
             if extra_is_difference:
-                for keys in _scan(dst, pattern):
+                for keys in scan_batches(dst, pattern):
                     pipe = src.pipeline(transaction=False)
                     for key in keys:
                         pipe.exists(key)

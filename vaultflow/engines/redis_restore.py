@@ -22,15 +22,13 @@ target keeps serving; without overwrite nothing that exists is touched.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from vaultflow.compare import Comparison
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.redis_client import connect, keyspace_counts
-from vaultflow.engines.redis_compare import check_scratch, compare_copies
+from vaultflow.engines.redis_compare import check_scratch, compare_copies, scan_batches
 from vaultflow.engines.redis_rdb import open_fifo_for_writing, promote, start_replica_scratch
 from vaultflow.engines.redis_server import source_auth
 from vaultflow.errors import ConfigError, IntegrityError, NotFoundError, RefusedError
@@ -263,19 +261,8 @@ def replay_into_target(config, scratch, manifest: Manifest, *, overwrite: bool, 
     return comparison, restored
 
 
-def _scan(conn, pattern: str):
-    batch = []
-    for key in conn.scan_iter(match=pattern, count=BATCH):
-        batch.append(key)
-        if len(batch) >= BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _first_existing(src, dst, pattern: str):
-    for keys in _scan(src, pattern):
+    for keys in scan_batches(src, pattern):
         pipe = dst.pipeline(transaction=False)
         for key in keys:
             pipe.exists(key)
@@ -289,7 +276,7 @@ def _copy_keys(src, dst, pattern: str) -> int:
     """RESTORE ... REPLACE every matching key with its absolute expiry (ABSTTL, ms): the copy
     expires at the same instant as the backup's key, however long the restore takes."""
     written = 0
-    for keys in _scan(src, pattern):
+    for keys in scan_batches(src, pattern):
         pipe = src.pipeline(transaction=False)
         for key in keys:
             pipe.dump(key)
@@ -308,7 +295,7 @@ def _copy_keys(src, dst, pattern: str) -> int:
 def _remove_extra(src, dst) -> int:
     """Keys on the target that the backup does not have (overwrite = make it equal the backup)."""
     removed = 0
-    for keys in _scan(dst, "*"):
+    for keys in scan_batches(dst, "*"):
         pipe = src.pipeline(transaction=False)
         for key in keys:
             pipe.exists(key)
