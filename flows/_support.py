@@ -18,7 +18,7 @@ from prefect.runtime import deployment, flow_run
 from blocks import BackupRepository, PostgresTarget, RedisTarget
 from vaultflow.keys import artifact_slug
 from vaultflow.engines.base import BackupContext
-from vaultflow.errors import is_transient
+from vaultflow.errors import NotFoundError, is_transient
 from vaultflow.manifest import Lineage, Manifest
 from vaultflow.repository import Repository
 
@@ -42,7 +42,14 @@ def load_block(ref: Any, default_type: str) -> Block:
     if isinstance(ref, Block):
         return ref
     if isinstance(ref, str):
-        return Block.load(ref if "/" in ref else f"{default_type}/{ref}")
+        name = ref if "/" in ref else f"{default_type}/{ref}"
+        try:
+            return Block.load(name)
+        except ValueError as exc:
+            if "Unable to find" not in str(exc):
+                raise
+            raise NotFoundError(f"no block named {name!r} on this Prefect API: create it (README, 'Use it') or "
+                                "check the name with `prefect block ls`") from exc
     raise TypeError(f"expected a block or a block name, got {type(ref).__name__}")
 
 
@@ -57,7 +64,7 @@ def load_target(ref: TargetParam) -> TargetBlock:
             return Block.load(f"{block_type}/{ref}")
         except ValueError as exc:
             missing = exc
-    raise ValueError(f"no target block named {ref!r} (looked for {', '.join(f'{t}/{ref}' for t in TARGET_TYPES)}); "
+    raise NotFoundError(f"no target block named {ref!r} (looked for {', '.join(f'{t}/{ref}' for t in TARGET_TYPES)}); "
                      "create one or name it as 'redis-target/NAME'") from missing
 
 

@@ -35,7 +35,7 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
         create_table_artifact(rows, key=artifact_key("drill", engine.name, target_block.name),
                               description=f"Restore drill of {manifest.id}")
         ok = rto_met and not mismatched
-        detail = f"{len(results) - len(mismatched)}/{len(results)} tables match, restore {seconds:.1f} s"
+        detail = f"{result.comparison.summary()}, restore {seconds:.1f} s"
         if unlogged_empty:
             detail += (f"; {len(unlogged_empty)} unlogged tables came back empty, as PostgreSQL restores them: "
                        + ", ".join(f"{t.database}.{t.table}" for t in unlogged_empty[:10]))

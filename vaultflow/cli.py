@@ -7,6 +7,7 @@ Targets and repositories are Prefect blocks given by name (`--target prod`); for
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Optional
 
 import typer
@@ -30,16 +31,23 @@ def _repository(name: Optional[str], path: Optional[str]):
     raise typer.BadParameter("give --repository NAME (a BackupRepository block) or --repo-path DIR")
 
 
+@contextmanager
+def _one_line_errors():
+    """A VaultflowError becomes one `error: ...` line and exit status 1, not a traceback."""
+    from vaultflow.errors import VaultflowError
+    try:
+        yield
+    except VaultflowError as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1)
+
+
 def _run(flow_fn, **params):
     """Run a flow in-process with a terminal progress bar; exit 1 with its message on failure."""
     from flows._support import TERMINAL_PROGRESS
-    from vaultflow.errors import VaultflowError
     TERMINAL_PROGRESS["enabled"] = True
-    try:
+    with _one_line_errors():
         return flow_fn(**params)
-    except VaultflowError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1)
 
 
 @app.command()
@@ -104,15 +112,14 @@ def list_backups(repository: Optional[str] = RepoOpt, repo_path: Optional[str] =
     whose recorded time cannot be trusted (a worker's wrong clock). Ids are never cut: on a
     terminal the table folds long cells; in a pipe or CI log it prints plain columns, whatever
     COLUMNS says."""
-    repo_block = _repository(repository, repo_path)
-    if isinstance(repo_block, str):
-        from blocks import BackupRepository
-        repo_block = BackupRepository.load(repo_block)
-    repo = repo_block.build()
+    from flows._support import load_repository
+    with _one_line_errors():
+        _, repo = load_repository(_repository(repository, repo_path))
+        targets = repo.targets()
     header = ("target", "backup", "kind", "parent", "finished (UTC)", "stored MB", "objects", "clock")
     rows: list[tuple[str, ...]] = []
     notes: list[str] = []
-    for engine, target in repo.targets():
+    for engine, target in targets:
         catalog = repo.catalog(engine, target)
         misdated = catalog.clock_problems()
         for m in catalog.manifests:

@@ -23,8 +23,9 @@ class TableComparison:
 
     @property
     def is_table(self) -> bool:
-        """False for rows that compare something else, such as "(database properties)"."""
-        return not self.table.startswith("(")
+        """False for rows that check something else: "(database properties)", or a whole-cluster
+        check such as pg_verifybackup (database "(cluster)")."""
+        return not (self.table.startswith("(") or self.database.startswith("("))
 
     def as_row(self) -> dict:
         return {
@@ -57,10 +58,11 @@ class Comparison:
         return pandas.DataFrame(self.rows())
 
     def summary(self) -> str:
-        """'3 tables match', '3 tables and the database properties match (1 unlogged: expected
-        empty)', or '1 of 3 tables differ: db.public.t (mismatch)'."""
+        """'3 tables match', '3 tables and database properties match (1 unlogged: expected
+        empty)', or '1 of 3 tables and pg_verifybackup: 812 files differ: db.public.t (mismatch)'."""
         tables = [t for t in self.tables if t.is_table]
-        what = f"{len(tables)} tables" + (" and the database properties" if len(tables) < len(self.tables) else "")
+        checks = list(dict.fromkeys(t.table.strip("()") for t in self.tables if not t.is_table))
+        what = f"{len(tables)} tables" + "".join(f" and {c}" for c in checks)
         empty = sum(1 for t in tables if t.status == UNLOGGED_EMPTY)
         note = f" ({empty} unlogged: expected empty)" if empty else ""
         if self.ok:

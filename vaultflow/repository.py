@@ -170,7 +170,11 @@ class Repository:
         """(engine, target name) pairs that hold at least one object under backups/; target
         names decoded from their key segments. A directory that is no encoded name (one from
         before the encoding, e.g. `Prod`) is left out: docs/repository-format.md says how to
-        rename it."""
+        rename it. Raises NotFoundError when a local repository's directory does not exist."""
+        root = getattr(self.store, "root", None)  # a local store: a missing directory is no empty repository
+        if root is not None and not os.path.isdir(root):
+            raise NotFoundError(f"repository directory {root} does not exist: check the path (an unmounted "
+                                "volume?); nothing was checked")
         seen: set[tuple[str, str]] = set()
         for info in self.store.list(""):
             parts = info.key.split("/")
@@ -411,4 +415,3 @@ def _holder_alive(held: dict) -> bool:
     except (PermissionError, ValueError):
         return True
     return True
-

@@ -78,7 +78,9 @@ def _schema(pg, dbname: str) -> list[str]:
 def pg_state(pg, dbname: str) -> PgState:
     """Read `dbname` on the test server `pg` (a vaultflow.testing PostgresInstance)."""
     rows: dict[str, list[str]] = {}
-    with psycopg.connect(pg.conninfo(dbname), autocommit=True) as conn:
+    # the database's own settings (a short statement_timeout, read-only) must not judge the judge
+    with psycopg.connect(pg.conninfo(dbname), autocommit=True,
+                         options="-c statement_timeout=0 -c default_transaction_read_only=off") as conn:
         conn.execute("SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; "
                      "SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'")
         for schema, table in conn.execute(TABLES).fetchall():

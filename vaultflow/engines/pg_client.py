@@ -70,6 +70,13 @@ class PostgresConfig(BaseModel):
         return f"{self.user}@{self.host}:{self.port}"
 
 
+# Settings every vaultflow session starts with (startup options outrank ALTER DATABASE / ALTER
+# ROLE ... SET, as pg_dump's own SETs do): a database's statement_timeout, idle-in-transaction
+# timeout or default_transaction_read_only must not cancel a fingerprint, kill the snapshot's
+# open transaction or stop a restore. lock_timeout comes from the target (lock_timeout_s).
+SESSION_SETTINGS = "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0 -c default_transaction_read_only=off"
+
+
 def _escape_passfile(value: str) -> str:
     """One passfile field, escaped per libpq: backslash and colon get a backslash."""
     return value.replace("\\", "\\\\").replace(":", "\\:")
@@ -81,9 +88,10 @@ def passfile_lines(config: PostgresConfig, databases: Iterable[str]) -> str:
     to a connection that matches a line exactly). Replication connections (pg_basebackup) match
     the database `replication`. Empty without a password. A host list (`a,b`) gets a line per
     host; a Unix socket directory also a `localhost` line (libpq looks that up for its default
-    socket directory).
+    socket directory). A database name with a line break (which no passfile field can carry)
+    gets `*` for its database field, still for exactly this host, port and user.
 
-    Raises ConfigError when a field holds a line break: a passfile cannot carry it."""
+    Raises ConfigError when the host, user or password holds a line break."""
     if config.password is None:
         return ""
     fields = {"host": config.host, "user": config.user, "password": config.password.get_secret_value()}
@@ -96,11 +104,12 @@ def passfile_lines(config: PostgresConfig, databases: Iterable[str]) -> str:
     hosts += ["localhost"] if any(h.startswith("/") for h in hosts) and "localhost" not in hosts else []
     lines = []
     for database in dict.fromkeys(databases):
-        if "\n" in database or "\r" in database:
-            raise ConfigError(f"database {database!r} on {config.host}:{config.port} has a line break in its "
-                              "name, which libpq's passfile cannot carry: rename it (ALTER DATABASE ... RENAME) "
-                              "or leave it out of the target's databases")
-        lines += [f"{_escape_passfile(host)}:{config.port}:{_escape_passfile(database)}:{tail}\n" for host in hosts]
+        # A name with a line break cannot be written into a passfile line; any role that may
+        # create databases can make one, and it must not stop the backup of every other database.
+        # Its line matches any database of this one host, port and user: the password still goes
+        # nowhere but the server it belongs to (the role's password is the same for every database).
+        field = "*" if "\n" in database or "\r" in database else _escape_passfile(database)
+        lines += [f"{_escape_passfile(host)}:{config.port}:{field}:{tail}\n" for host in hosts]
     return "".join(lines)
 
 
@@ -135,11 +144,14 @@ def client_env(config: PostgresConfig, databases: Iterable[str] = ("postgres",))
     `env.pass_fds`. The memfd is closed on exit and never exists on any filesystem, so a killed
     run leaves no secret behind. Without a password the file is empty (never ~/.pgpass).
 
-    Raises ConfigError for names a passfile cannot carry (line breaks)."""
+    Raises ConfigError when the host, user or password holds a line break."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(PGHOST=config.host, PGPORT=str(config.port), PGUSER=config.user,
                PGSSLMODE=config.sslmode, PGCONNECT_TIMEOUT=str(config.connect_timeout),
-               PGAPPNAME="vaultflow")
+               PGAPPNAME="vaultflow",
+               # pg_dump resets these for itself; pg_dumpall and pg_basebackup do not (a role's
+               # statement_timeout would cancel the globals dump)
+               PGOPTIONS=SESSION_SETTINGS)
     fd = os.memfd_create("vaultflow-pgpass", os.MFD_CLOEXEC)
     try:
         os.fchmod(fd, 0o600)  # libpq ignores a passfile that group or others could read
@@ -185,16 +197,20 @@ def classify_connect_error(exc: Exception, config: PostgresConfig, dbname: str) 
         f"cannot reach PostgreSQL at {config.host}:{config.port}: {text.strip().splitlines()[-1]}")
 
 
-def connect(config: PostgresConfig, dbname: str = "postgres", autocommit: bool = True) -> psycopg.Connection:
+def connect(config: PostgresConfig, dbname: str = "postgres", autocommit: bool = True,
+            options: str = "") -> psycopg.Connection:
     """A psycopg connection to `dbname` on the target; every setting is a keyword argument (a
-    database name is never parsed as a connection string). Raises AuthenticationError,
-    NotFoundError, ConfigError or ServerUnavailableError (see classify_connect_error)."""
+    database name is never parsed as a connection string). The session starts with
+    SESSION_SETTINGS, `lock_timeout` = config.lock_timeout_s, then `options` (later `-c` wins).
+    Raises AuthenticationError, NotFoundError, ConfigError or ServerUnavailableError (see
+    classify_connect_error)."""
+    startup = f"{SESSION_SETTINGS} -c lock_timeout={int(config.lock_timeout_s * 1000)} {options}".strip()
     try:
         return psycopg.connect(
             host=config.host, port=config.port, user=config.user, dbname=dbname,
             password=config.password.get_secret_value() if config.password else None,
             sslmode=config.sslmode, connect_timeout=config.connect_timeout,
-            application_name="vaultflow", autocommit=autocommit)
+            application_name="vaultflow", autocommit=autocommit, options=startup)
     except psycopg.OperationalError as exc:
         raise classify_connect_error(exc, config, dbname) from None
 

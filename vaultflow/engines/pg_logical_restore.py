@@ -30,7 +30,7 @@ from psycopg import sql
 
 from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.pg_client import classify_connect_error, client_env, connect, restore_command
+from vaultflow.engines.pg_client import client_env, connect, restore_command
 from vaultflow.engines.pg_db_properties import (apply_identity, apply_settings, compare_properties,
                                                 create_database, read_properties)
 from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError,
@@ -89,14 +89,7 @@ def connect_quietly(config, dbname: str) -> psycopg.Connection:
     with connect(config) as probe:
         superuser = probe.execute("SELECT current_setting('is_superuser') = 'on'").fetchone()[0]
         major = probe.info.server_version // 10000
-    options = SAFE_SESSION + (" -c event_triggers=off" if superuser and major >= 17 else "")
-    try:
-        return psycopg.connect(host=config.host, port=config.port, user=config.user, dbname=dbname,
-                               password=config.password.get_secret_value() if config.password else None,
-                               sslmode=config.sslmode, connect_timeout=config.connect_timeout,
-                               application_name="vaultflow", autocommit=True, options=options)
-    except psycopg.OperationalError as exc:
-        raise classify_connect_error(exc, config, dbname) from None
+    return connect(config, dbname, options=SAFE_SESSION + (" -c event_triggers=off" if superuser and major >= 17 else ""))
 
 
 def _subscriptions(conn: psycopg.Connection) -> list[tuple[str, bool, str | None]]:

@@ -186,7 +186,8 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
             login = f" --user {config.username} --askpass" if config.username else (
                 " --askpass" if config.password else "")
             ctx.log(f"restored {manifest.id} into a redis-server at {server.where} (data in {dest}), with "
-                    f"{config.where}'s login; stop it with: redis-cli -p {server.port}{login} shutdown nosave")
+                    f"{config.where}'s login; stop it with: redis-cli -p {server.port}{login} shutdown nosave, "
+                    f"then delete {dest} (a full copy of the data)")
         else:
             restored = {"server": server.where, "directory": str(dest)}
         return RestoreResult(backup_id=manifest.id, restored=restored, seconds=time.monotonic() - start,

@@ -1,0 +1,22 @@
+"""Comparison summaries say what was compared: tables apart from other checks."""
+
+from vaultflow.compare import UNLOGGED_EMPTY, Comparison, TableComparison
+
+
+def row(table: str, status: str = "match", database: str = "shop") -> TableComparison:
+    return TableComparison(database, table, 1, 1, status)
+
+
+def test_summary_counts_tables_and_names_the_other_checks() -> None:
+    logical = Comparison([row("public.t"), row("(database properties)", database="shop")])
+    assert logical.ok and logical.summary() == "1 tables and database properties match"
+    physical = Comparison([row("public.cache", UNLOGGED_EMPTY), row("public.t"),
+                           row("pg_verifybackup: 812 files", database="(cluster)")])
+    assert physical.ok
+    assert physical.summary() == "2 tables and pg_verifybackup: 812 files match (1 unlogged: expected empty)"
+
+
+def test_a_difference_is_named_and_not_ok() -> None:
+    bad = Comparison([row("public.t", "mismatch"), row("(database properties: owner)", "mismatch")])
+    assert not bad.ok and [t.table for t in bad.mismatches] == ["public.t", "(database properties: owner)"]
+    assert bad.summary().startswith("2 of 1 tables and database properties: owner differ: shop.public.t (mismatch)")
