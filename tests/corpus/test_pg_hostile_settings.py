@@ -43,7 +43,7 @@ def test_a_database_named_with_a_line_break_is_backed_up_with_the_others(pg_with
     plain = fresh_db(pg_with_password)
     odd = fresh_db(pg_with_password, f"nl\nx_{secrets.token_hex(3)}")
     for db in (plain, odd):
-        pg_with_password.execute(f"CREATE TABLE whoami AS SELECT current_database() AS name", dbname=db)
+        pg_with_password.execute("CREATE TABLE whoami AS SELECT current_database() AS name", dbname=db)
     engine = pg_engine(pg_with_password, [plain, odd])
     manifest = engine.full_backup(corpus_ctx)
     assert {o.database for o in manifest.objects if o.role == "database-dump"} == {plain, odd}

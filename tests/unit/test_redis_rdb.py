@@ -169,7 +169,7 @@ SELECT3 = BODY.index(b"\xfe\x03\xfb") + 2
 
 
 def check_output(length: int = len(RDB), keys: int = 3, expires: int = 1, dbs=((SELECT0, 0), (SELECT3, 3))) -> str:
-    lines = [f"[offset 0] Checking RDB file check.rdb", "[offset 26] AUX FIELD redis-ver = '7.0.15'"]
+    lines = ["[offset 0] Checking RDB file check.rdb", "[offset 26] AUX FIELD redis-ver = '7.0.15'"]
     lines += [f"[offset {off}] Selecting DB ID {db}" for off, db in dbs]
     lines += [f"[offset {length}] Checksum OK", f"[offset {length}] \\o/ RDB looks OK! \\o/",
               f"[info] {keys} keys read", f"[info] {expires} expires", "[info] 0 already expired"]
