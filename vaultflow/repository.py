@@ -3,6 +3,7 @@
     <engine>/<target>/backups/<backup-id>/manifest.json   written LAST
     <engine>/<target>/backups/<backup-id>/<object>.zst    payload, immutable
     <engine>/<target>/locks/<name>-<holder>.json          host, pid, time, holder; one per holder
+    <engine>/<target>/scratch/<database>-<holder>.json    a scratch database a restore/drill made
 
 The catalog is derived by listing manifests; there is no second index to corrupt.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
-from vaultflow.errors import ChainBrokenError, NotFoundError, RefusedError, note_cleanup_failure
+from vaultflow.errors import ChainBrokenError, ConfigError, NotFoundError, RefusedError, note_cleanup_failure
 from vaultflow.retention import DEFAULT_CLOCK_TOLERANCE, BackupRef, clock_problems
 from vaultflow.keys import decode_name, encode_name
 from vaultflow.manifest import Manifest, ManifestError, parse_manifest
@@ -403,6 +404,51 @@ class Repository:
             raise
         self.release_lock(key)
 
+    # -- scratch databases ----------------------------------------------------------------
+    # A logical restore or drill records each scratch database before it creates it and deletes
+    # the record once the database is renamed into place or dropped. A record whose holder died
+    # (judged like a lock: this host's pid gone, or older than LOCK_TTL) names what a killed run
+    # left on the server; the next restore or drill of the target collects it.
+    def _scratch_dir(self, engine: str, target: str) -> str:
+        return f"{self.target_prefix(engine, target)}scratch/"
+
+    def put_scratch(self, engine: str, target: str, database: str, server: str,
+                    now: datetime | None = None) -> str:
+        """Record that this process is about to create `database` on `server` (host:port).
+        Returns the record's key for delete_scratch."""
+        holder = uuid.uuid4().hex
+        key = f"{self._scratch_dir(engine, target)}{encode_name(database, 'database name')}-{holder}.json"
+        doc = {"host": socket.gethostname(), "pid": os.getpid(), "holder": holder, "server": server,
+               "database": database, "time": (now or datetime.now(timezone.utc)).isoformat()}
+        put_bytes(self.store, key, json.dumps(doc).encode())
+        return key
+
+    def dead_scratch(self, engine: str, target: str, now: datetime | None = None) -> list[tuple[str, dict]]:
+        """(key, record) of the scratch records of a target whose holder is dead or older than
+        LOCK_TTL; the record gains `since` (its time). Records that cannot be read, or whose
+        key is not the one put_scratch gives their database and holder, are left out: they name
+        nothing that may be dropped."""
+        now = now or datetime.now(timezone.utc)
+        dead = []
+        for info in self.store.list(self._scratch_dir(engine, target)):
+            try:
+                held = json.loads(get_bytes(self.store, info.key))
+                since = datetime.fromisoformat(held["time"])
+                leaf = f"{encode_name(held['database'], 'database name')}-{held['holder']}.json"
+            except NotFoundError:
+                continue  # deleted meanwhile
+            except (ValueError, KeyError, TypeError, AttributeError, ConfigError):
+                continue
+            if info.key.rsplit("/", 1)[-1] != leaf:
+                continue
+            if now - since >= LOCK_TTL or not _holder_alive(held):
+                dead.append((info.key, {**held, "since": since}))
+        return dead
+
+    def delete_scratch(self, key: str) -> None:
+        """Delete the scratch record `key` (no error when it is gone)."""
+        self.store.delete(key)
+
 
 def _holder_alive(held: dict) -> bool:
     """A lock from this host whose process is gone is stale at once (a killed run)."""
@@ -415,3 +461,4 @@ def _holder_alive(held: dict) -> bool:
     except (PermissionError, ValueError):
         return True
     return True
+

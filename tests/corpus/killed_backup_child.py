@@ -3,7 +3,8 @@ own so that test_killed_runs can SIGKILL it at a random moment.
 
 The job comes as JSON on stdin (never argv or the environment: it holds the password):
     {"engine": "postgres" | "redis", "config": {...}, "store": <vaultflow.stores.spec spec>,
-     "min_part_size": <bytes, optional: S3 part size>, "action": "drill" (optional: drill instead)}
+     "min_part_size": <bytes, optional: S3 part size>, "action": "drill" (optional: drill instead),
+     or "action": "restore" with "into": <database> (a logical restore of the latest backup there)}
 Prints "started" once everything is imported and the backup is about to begin, and
 "committed <backup id>" if it finishes.
 """
@@ -36,6 +37,11 @@ def main() -> None:
         result = engine.drill(BackupContext(repo, log=lambda line: None),
                               repo.catalog(engine.name, engine.config.name).resolve("latest"))
         print("drilled", result.comparison.ok, flush=True)
+        return
+    if job.get("action") == "restore":  # a restore of the latest backup into job["into"] instead
+        result = engine.restore(BackupContext(repo, log=lambda line: None),
+                                repo.catalog(engine.name, engine.config.name).resolve("latest"), into=job["into"])
+        print("restored", result.comparison.ok, flush=True)
         return
     with repo.locked(engine.name, engine.config.name, log=lambda line: None):
         manifest = engine.full_backup(BackupContext(repo, log=lambda line: None))

@@ -15,6 +15,11 @@ Order of one database's restore (each step explained where it happens):
    back and compared ("(database properties)" row);
 6. only then is an existing database replaced (its subscriptions detached first) and the
    scratch copy renamed into place. Any failure drops the scratch copy, subscriptions included.
+
+Every scratch database (restore and drill) is recorded in the repository before it is created
+and the record deleted once it is renamed into place or dropped (Repository.put_scratch). A run
+killed in between leaves the database and its record: each later restore or drill of the target
+starts with sweep_scratch_databases, which drops what dead runs recorded on this server.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from vaultflow.engines.pg_client import client_env, connect, restore_command
 from vaultflow.engines.pg_db_properties import (apply_identity, apply_settings, compare_properties,
                                                 create_database, read_properties)
 from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError,
-                              note_cleanup_failure)
+                              VaultflowError, note_cleanup_failure)
 from vaultflow.manifest import Manifest, StoredObject
 from vaultflow.pipeline import feed_process, open_verified
 
@@ -46,6 +51,9 @@ EVENT_TRIGGER_ENTRY = re.compile(r"^\d+; \d+ \d+ (EVENT TRIGGER |[A-Z ]+ - EVENT
 SAFE_SESSION = "-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0"
 NOT_OWNER = ("must be able to SET ROLE", "must be member of role", "must be owner of",
              "permission denied")
+# The names scratch_name() and drill_name() give (their suffix survives fit_name): a scratch
+# record naming anything else is never acted on.
+SCRATCH_NAME = re.compile(r"(?s)(?:.*_vf_[0-9a-f]{8}|vaultflow_drill_.*_[0-9]{14}_[0-9a-f]{6})")
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -126,11 +134,13 @@ def quiet_subscriptions(config, dbname: str, *, detach: bool) -> list[str]:
     return notes
 
 
-def drop_database(config, name: str) -> None:
+def drop_database(config, name: str, *, force: bool = True) -> None:
     """DROP DATABASE `name` WITH (FORCE), after what would stop it: its event triggers are
     disabled (they must not fire on the cleanup) and its subscriptions detached from their slots
     (disabled, slot_name = NONE) and dropped, so no slot on a publisher is touched. No error when
-    `name` does not exist; psycopg errors otherwise (e.g. an active replication slot in it)."""
+    `name` does not exist; psycopg errors otherwise (e.g. an active replication slot in it).
+    `force=False`: no FORCE, so a database someone is connected to is not dropped
+    (psycopg.errors.ObjectInUse)."""
     with connect(config) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
             return
@@ -143,7 +153,68 @@ def drop_database(config, name: str) -> None:
                 _detach(db, sub, enabled, slot)
                 db.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(sub)))
     with connect(config) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}" + (" WITH (FORCE)" if force else "")).format(
+            sql.Identifier(name)))
+
+
+# -- scratch databases of killed runs ---------------------------------------------------------
+
+def server_of(config) -> str:
+    """The server a scratch record names: host:port of the target."""
+    return f"{config.host}:{config.port}"
+
+
+def record_scratch(engine, ctx: BackupContext, name: str) -> str:
+    """Record in the repository that this run is about to create database `name` (before
+    CREATE DATABASE). Returns the record's key for forget_scratch."""
+    return ctx.repository.put_scratch(engine.name, engine.config.name, name, server_of(engine.config))
+
+
+def forget_scratch(ctx: BackupContext, key: str) -> None:
+    """Delete a scratch record once its database was renamed into place or dropped. A failure is
+    logged, not raised: a record whose database is gone is only deleted by a later sweep."""
+    try:
+        ctx.repository.delete_scratch(key)
+    except Exception as exc:
+        ctx.log(f"could not delete the scratch record {key} ({exc}); a later restore or drill deletes it")
+
+
+def sweep_scratch_databases(engine, ctx: BackupContext) -> list[str]:
+    """Drop the scratch databases that killed restores and drills of this target left on this
+    server: those with a record (Repository.dead_scratch: holder dead, or older than the lock
+    TTL) that names this server and a scratch name. A database with connected sessions is left,
+    with a warning (no FORCE: nobody's session is ended); a database without a record is never
+    touched. Logs one line per database removed; returns their names. Failures are logged and
+    leave the record for the next run."""
+    config, repo = engine.config, ctx.repository
+    removed = []
+    for key, held in repo.dead_scratch(engine.name, config.name):
+        name = held["database"]
+        if held.get("server") != server_of(config):
+            continue  # another server's (the target moved): not ours to judge
+        origin = f"pid {held.get('pid')} on host {held.get('host')}, started {held.get('time')}"
+        if not SCRATCH_NAME.fullmatch(name):
+            ctx.log(f"warning: scratch record {key} names {name!r}, which is no scratch database name; "
+                    "left alone")
+            continue
+        try:
+            with connect(config) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+                sessions = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                        "AND pid <> pg_backend_pid()", (name,)).fetchone()[0]
+            if exists is not None:
+                if sessions:
+                    ctx.log(f"warning: scratch database {name} left by a killed run ({origin}) has {sessions} "
+                            "connected session(s); left in place, a later restore or drill retries")
+                    continue
+                drop_database(config, name, force=False)
+                ctx.log(f"removed scratch database {name} left by a killed run ({origin})")
+                removed.append(name)
+            repo.delete_scratch(key)
+        except (psycopg.Error, VaultflowError) as exc:
+            ctx.log(f"warning: could not remove scratch database {name} left by a killed run ({origin}): "
+                    f"{exc}; a later restore or drill retries")
+    return removed
 
 
 # -- pg_restore -------------------------------------------------------------------------------
@@ -205,7 +276,7 @@ def _not_owner_error(exc: ToolError, database: str, user: str) -> ConfigError | 
 
 def restore_logical(engine, ctx: BackupContext, manifest: Manifest, *, into: str | None, overwrite: bool,
                     databases: list[str] | None, no_owner: bool = False,
-                    no_privileges: bool = False) -> RestoreResult:
+                    no_privileges: bool = False, sweep: bool = True) -> RestoreResult:
     """Restore the dumps of `manifest` (all, or `databases`) into `into` (one database) or each
     into default_restore_name(); with `overwrite` an existing database is replaced, but only
     after its restored copy matched every fingerprint and property.
@@ -213,7 +284,8 @@ def restore_logical(engine, ctx: BackupContext, manifest: Manifest, *, into: str
     `no_owner` / `no_privileges`: pg_restore's --no-owner / --no-privileges, for a restoring
     role that is not a superuser (objects and the database then belong to it; the database ACL
     and role-specific settings are left out). RestoreResult.notes says what was changed on
-    purpose (subscriptions detached from their slots).
+    purpose (subscriptions detached from their slots). With `sweep` (drills sweep once
+    themselves) it first drops the scratch databases killed runs left (sweep_scratch_databases).
 
     Raises RefusedError (existing database without overwrite; `into` with several databases),
     NotFoundError (unknown database), ConfigError (a non-superuser restore without no_owner,
@@ -229,6 +301,8 @@ def restore_logical(engine, ctx: BackupContext, manifest: Manifest, *, into: str
                            "pick one with `databases`")
     targets = {o.database: into or default_restore_name(o.database, manifest.id) for o in dumps}
     config = engine.config
+    if sweep:
+        sweep_scratch_databases(engine, ctx)
     clashes = [t for t in targets.values() if engine.database_exists(t)]
     if clashes and not overwrite:
         raise RefusedError(f"database(s) {', '.join(clashes)} already exist on {config.host}:{config.port}; "
@@ -267,8 +341,13 @@ class _DatabaseRestore:
     def run(self):
         config, source = self.engine.config, self.obj.database
         scratch = scratch_name(self.target)
-        with connect(config) as conn:
-            create_database(conn, scratch, self.props, source)
+        record = record_scratch(self.engine, self.ctx, scratch)  # before it exists: a kill leaves the record
+        try:
+            with connect(config) as conn:
+                create_database(conn, scratch, self.props, source)
+        except BaseException:
+            forget_scratch(self.ctx, record)  # nothing was created
+            raise
         try:
             from vaultflow.proc import temporary_directory
             with temporary_directory("vaultflow-restore-") as work:  # removed even if this process is killed
@@ -278,6 +357,9 @@ class _DatabaseRestore:
                 raise IntegrityError(f"restored copy of {source!r} does not match backup {self.manifest.id} "
                                      f"({Comparison(table_results).summary()}); {self.target!r} was left untouched")
             if replacing:
+                # From here the proven copy may be all there is of the target (killed between the
+                # drop and the rename): no record, so no later sweep drops it.
+                forget_scratch(self.ctx, record)
                 self._replace(self.target)
             with connect(config) as conn:
                 conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
@@ -287,8 +369,12 @@ class _DatabaseRestore:
                 drop_database(config, scratch)
             except Exception as cleanup:  # the restore's own error is the one to see
                 note_cleanup_failure(exc, f"could not drop the scratch database {scratch!r} ({cleanup}); "
-                                          "drop it by hand", self.ctx.log)
+                                          "the next restore or drill of this target drops it, or drop it by hand",
+                                     self.ctx.log)
+            else:
+                forget_scratch(self.ctx, record)
             raise
+        forget_scratch(self.ctx, record)
         return table_results
 
     def _restore_into(self, scratch: str, work: Path):
@@ -342,10 +428,13 @@ def drill_logical(engine, ctx: BackupContext, manifest: Manifest) -> RestoreResu
     """Restore each database of `manifest` into a new drill_name() database, compare, drop it
     (with its subscriptions; see drop_database), whatever happened. `seconds`: restore time."""
     tables, notes, seconds, restored = [], [], 0.0, {}
+    sweep_scratch_databases(engine, ctx)
     for database in sorted({o.database for o in manifest.objects if o.role == "database-dump"}):
         scratch = drill_name(database)
+        record = record_scratch(engine, ctx, scratch)  # the drill database, from its rename to its drop
         try:
-            result = restore_logical(engine, ctx, manifest, into=scratch, overwrite=False, databases=[database])
+            result = restore_logical(engine, ctx, manifest, into=scratch, overwrite=False, databases=[database],
+                                     sweep=False)
             tables += result.comparison.tables
             notes += result.notes
             seconds += result.seconds
@@ -355,8 +444,12 @@ def drill_logical(engine, ctx: BackupContext, manifest: Manifest) -> RestoreResu
                 drop_database(engine.config, scratch)
             except Exception as cleanup:  # the drill's own error is the one to see
                 note_cleanup_failure(exc, f"could not drop the drill database {scratch!r} ({cleanup}); "
-                                          "drop it by hand", ctx.log)
+                                          "the next restore or drill of this target drops it, or drop it by hand",
+                                     ctx.log)
+            else:
+                forget_scratch(ctx, record)
             raise
         drop_database(engine.config, scratch)
+        forget_scratch(ctx, record)
     return RestoreResult(backup_id=manifest.id, restored=restored, seconds=seconds,
                          comparison=Comparison(tables), notes=notes)
