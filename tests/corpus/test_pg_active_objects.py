@@ -234,6 +234,7 @@ def test_live_subscription_resumes_after_overwrite_and_its_publisher_is_protecte
     assert pg.execute("SELECT subenabled, subslotname FROM pg_subscription") == [(False, "live_slot")]
     [note] = [n for n in result.notes if "'live'" in n]
     assert "ALTER SUBSCRIPTION live ENABLE" in note and "REFRESH PUBLICATION WITH (copy_data = false)" in note
+    assert "in 'subdb'" in note, note  # the database's name after the overwrite, not the scratch name
     pg.execute("ALTER SUBSCRIPTION live ENABLE", dbname="subdb")  # as the note says
     pg.execute("ALTER SUBSCRIPTION live REFRESH PUBLICATION WITH (copy_data = false)", dbname="subdb")
     pg.execute("INSERT INTO items VALUES (2, 'b')", dbname="pubdb")

@@ -115,20 +115,22 @@ def _detach(conn: psycopg.Connection, name: str, enabled: bool, slot: str | None
         conn.execute(sql.SQL("ALTER SUBSCRIPTION {} SET (slot_name = NONE)").format(ident))
 
 
-def quiet_subscriptions(config, dbname: str, *, detach: bool) -> list[str]:
+def quiet_subscriptions(config, dbname: str, *, detach: bool, shown_as: str | None = None) -> list[str]:
     """Notes on the (disabled) subscriptions pg_restore made in `dbname`; with `detach` each is
     also detached from its replication slot, which stays on the publisher (a copy must never
-    take the original subscriber's slot). Returns one note per subscription: what to run to use it."""
+    take the original subscriber's slot). Returns one note per subscription: what to run to use it,
+    naming the database as `shown_as` (the name it will have once renamed into place)."""
     notes = []
+    shown = shown_as or dbname
     with connect_quietly(config, dbname) as conn:
         for name, enabled, slot in _subscriptions(conn):
             if detach:
                 _detach(conn, name, enabled, slot)
-                notes.append(f"subscription {name!r} in {dbname!r}: restored disabled and without a replication slot "
+                notes.append(f"subscription {name!r} in {shown!r}: restored disabled and without a replication slot "
                              f"(the original uses slot {slot!r}); to use it, give it a slot of its own (ALTER "
                              "SUBSCRIPTION ... SET (slot_name = ...)), ENABLE it and REFRESH PUBLICATION")
             else:
-                notes.append(f"subscription {name!r} in {dbname!r}: restored disabled, with its slot {slot!r}; to "
+                notes.append(f"subscription {name!r} in {shown!r}: restored disabled, with its slot {slot!r}; to "
                              f"resume: ALTER SUBSCRIPTION {name} ENABLE, then ALTER SUBSCRIPTION {name} REFRESH "
                              "PUBLICATION WITH (copy_data = false) (a restored subscription has no table list)")
     return notes
@@ -392,7 +394,7 @@ class _DatabaseRestore:
         except ToolError as exc:
             raise _not_owner_error(exc, source, config.user) from exc
         # A copy under another name must never take the original subscriber's slot.
-        self.notes += quiet_subscriptions(config, scratch, detach=self.target != source)
+        self.notes += quiet_subscriptions(config, scratch, detach=self.target != source, shown_as=self.target)
         with connect(config) as conn:
             if self.props is not None:
                 apply_settings(conn, scratch, self.props, role_settings=not self.no_privileges)
