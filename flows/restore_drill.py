@@ -9,6 +9,7 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact
                             fail_fast_on_permanent_errors, open_backup,
                             publish_catalog, record_check, run_name)
 from tasks.restore import drill_backup
+from vaultflow.compare import UNLOGGED_EMPTY
 from vaultflow.errors import RefusedError
 
 
@@ -27,7 +28,7 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
         # comparison.mismatches, not status != "match": a physical restore lists unlogged tables as
         # "expected empty (unlogged)" (correct: PostgreSQL does not WAL-log their rows) in the artifact.
         mismatched = result.comparison.mismatches
-        unlogged_empty = [t for t in results if t.status == "expected empty (unlogged)"]
+        unlogged_empty = [t for t in results if t.status == UNLOGGED_EMPTY]
         rto_met = seconds <= rto_objective_s
         rows = [t.as_row() for t in results]
         rows.append({"database": "(all)", "table": f"RTO {seconds:.1f} s / objective {rto_objective_s:.0f} s",

@@ -35,7 +35,7 @@ from psycopg import sql
 
 from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.pg_client import client_env, connect, restore_command
+from vaultflow.engines.pg_client import SESSION_SETTINGS, client_env, connect, restore_command
 from vaultflow.engines.pg_db_properties import (apply_identity, apply_settings, compare_properties,
                                                 create_database, read_properties)
 from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError,
@@ -46,9 +46,10 @@ from vaultflow.pipeline import feed_process, open_verified
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes of the (UTF-8) name
 # pg_restore --list lines of event triggers and of their comments / security labels.
 EVENT_TRIGGER_ENTRY = re.compile(r"^\d+; \d+ \d+ (EVENT TRIGGER |[A-Z ]+ - EVENT TRIGGER )")
-# Sessions vaultflow opens on restored databases: settings of the database must not make them
-# read-only or time them out (startup options outrank ALTER DATABASE / ALTER ROLE settings).
-SAFE_SESSION = "-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0"
+# Sessions vaultflow opens on restored databases (and pg_restore's, through PGOPTIONS): the
+# settings every vaultflow session starts with, and no lock wait limit — a restore into its own
+# scratch database waits for nobody but itself.
+SAFE_SESSION = f"{SESSION_SETTINGS} -c lock_timeout=0"
 NOT_OWNER = ("must be able to SET ROLE", "must be member of role", "must be owner of",
              "permission denied")
 # The names scratch_name() and drill_name() give (their suffix survives fit_name): a scratch
