@@ -36,8 +36,8 @@ def main() -> None:
     import psutil
 
     from vaultflow.engines.base import BackupContext
-    from vaultflow.engines.pg_client import PostgresConfig
-    from vaultflow.engines.postgres import PostgresEngine
+    from vaultflow.engines.postgres.client import PostgresConfig
+    from vaultflow.engines.postgres.engine import PostgresEngine
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 

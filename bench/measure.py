@@ -194,7 +194,7 @@ def vaultflow_core(engine, repository) -> Callable:
 
 def vaultflow_core_without_fingerprints(engine, repository) -> Callable:
     """Diagnostic: the same backup with the concurrent fingerprint query replaced by a no-op."""
-    import vaultflow.engines.postgres as pg_engine
+    import vaultflow.engines.postgres.engine as pg_engine
 
     inner = vaultflow_core(engine, repository)
 

@@ -1,7 +1,7 @@
 """Physical benchmark: pg_basebackup-based full/incremental backups, WAL archiving, PITR.
 
 Own embedded PostgreSQL 18 (archive_mode=on, archive_command = the service user's
-`python -m vaultflow.wal_cli push %p --spool <spool>`, summarize_wal=on), a datagen database
+`python -m vaultflow.engines.postgres.wal.cli push %p --spool <spool>`, summarize_wal=on), a datagen database
 plus a `pgbench -i` database, then: (1) physical_full_backup vs `pg_basebackup -Ft -X fetch |
 zstd -3 -T0` (best of --repeat), (2) 1% UPDATE + incremental, (3) pgbench at full speed while
 ship_spool loops like archive-logs' follow mode (spool sampled every 0.5 s) + wal-push latency, (4) recover() to a
@@ -88,7 +88,7 @@ def _push_latency(python, n: int = 20) -> dict:
         times = []
         for name in names:
             t0 = time.perf_counter()
-            res = python.run_as_service_user("-m", "vaultflow.wal_cli", "push", str(src / name), "--spool", str(spool))
+            res = python.run_as_service_user("-m", "vaultflow.engines.postgres.wal.cli", "push", str(src / name), "--spool", str(spool))
             times.append(time.perf_counter() - t0)
             if res.returncode != 0:
                 raise RuntimeError(f"wal-push failed: {res.stderr}")
@@ -100,7 +100,7 @@ def _push_latency(python, n: int = 20) -> dict:
 
 def _wal_phase(pg, spool: Path, repo, seconds: int, log) -> dict:
     """pgbench at full speed; ship_spool as archive-logs follows the spool; samples every 0.5 s."""
-    from vaultflow.wal import is_segment, ship_spool, spooled
+    from vaultflow.engines.postgres.wal import is_segment, ship_spool, spooled
     stop, samples, ships, errors = threading.Event(), [], [], []
     ready_dir = pg.data_dir / "pg_wal" / "archive_status"
     t_start = time.monotonic()
@@ -180,10 +180,10 @@ def _wal_phase(pg, spool: Path, repo, seconds: int, log) -> dict:
 
 def run_physical(args, log) -> dict:
     from vaultflow.engines.base import BackupContext
-    from vaultflow.engines.pg_client import PostgresConfig
-    from vaultflow.engines.pg_incremental import physical_incremental_backup
-    from vaultflow.engines.pg_physical import physical_full_backup
-    from vaultflow.engines.pg_recovery import RecoveryTarget, recover
+    from vaultflow.engines.postgres.client import PostgresConfig
+    from vaultflow.engines.postgres.incremental import physical_incremental_backup
+    from vaultflow.engines.postgres.physical import physical_full_backup
+    from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
     from vaultflow.manifest import BackupKind
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore

@@ -62,7 +62,7 @@ def _median_summary(runs: list[m.Run]) -> dict:
 
 
 def _cli(port: int) -> list[str]:
-    from vaultflow.engines.redis_server import find_binary
+    from vaultflow.engines.redis.server import find_binary
     return [str(find_binary("redis-cli")), "-h", "127.0.0.1", "-p", str(port)]
 
 
@@ -92,7 +92,7 @@ def _vf_backup(engine, repo_dir: Path):
 
 def _plain_load(directory: Path):
     """A plain redis-server on `directory` (dump.rdb there): start -> PING answers, then stop."""
-    from vaultflow.engines.redis_server import start_redis
+    from vaultflow.engines.redis.server import start_redis
 
     def run():
         t0 = time.monotonic()
@@ -215,8 +215,8 @@ def _rss_small(args, gen, work: Path, log) -> dict:
 def _aof(server, data_scale: float, gen, work: Path, log) -> dict:
     """Local-mode AOF-anchored full, 1% of keys changed, incremental; sizes, times, and a drill."""
     from vaultflow.engines.base import BackupContext
-    from vaultflow.engines.redis import RedisEngine
-    from vaultflow.engines.redis_client import RedisConfig
+    from vaultflow.engines.redis.engine import RedisEngine
+    from vaultflow.engines.redis.client import RedisConfig
     from vaultflow.manifest import BackupKind
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
@@ -258,9 +258,9 @@ def _aof(server, data_scale: float, gen, work: Path, log) -> dict:
 
 def run_redis(args, log) -> dict:
     from bench.datagen_redis import Generator
-    from vaultflow.engines.redis import RedisEngine
-    from vaultflow.engines.redis_client import RedisConfig
-    from vaultflow.engines.redis_server import find_binary
+    from vaultflow.engines.redis.engine import RedisEngine
+    from vaultflow.engines.redis.client import RedisConfig
+    from vaultflow.engines.redis.server import find_binary
     from vaultflow.testing.redis_instance import SOURCE_SETTINGS, running_redis
 
     t_all = time.monotonic()
@@ -369,9 +369,9 @@ def _diagnostics(repo_dir: Path, manifest, plain_dir: Path, work: Path, log) -> 
     runs it concurrently, so on 2 cores its CPU competes with redis-cli's fork and zstd),
     materialize (verify + decompress + write dump.rdb) alone, INFO keyspace on a loaded server."""
     from vaultflow.engines.base import BackupContext
-    from vaultflow.engines.redis_client import fingerprint_server
-    from vaultflow.engines.redis_restore import materialize
-    from vaultflow.engines.redis_server import find_binary, start_redis
+    from vaultflow.engines.redis.client import fingerprint_server
+    from vaultflow.engines.redis.restore import materialize
+    from vaultflow.engines.redis.server import find_binary, start_redis
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 

@@ -24,8 +24,8 @@ def main() -> None:
     import psutil
 
     from vaultflow.engines.base import BackupContext
-    from vaultflow.engines.redis import RedisEngine
-    from vaultflow.engines.redis_client import RedisConfig
+    from vaultflow.engines.redis.engine import RedisEngine
+    from vaultflow.engines.redis.client import RedisConfig
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 

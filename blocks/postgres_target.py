@@ -8,8 +8,8 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from blocks._common import LOGO_URL, target_name
-from vaultflow.engines.pg_client import PostgresConfig
-from vaultflow.engines.postgres import PostgresEngine
+from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.engine import PostgresEngine
 
 
 class PostgresTarget(Block):
@@ -54,7 +54,7 @@ class PostgresTarget(Block):
                                            "when the worker runs as root; default 'postgres'.")
     wal_fetch_command: Optional[str] = Field(default=None, description="restore_command without ' %f %p' "
                                              "for point-in-time restores; default: this worker's "
-                                             "`python -m vaultflow.wal_cli fetch` on the repository (a local "
+                                             "`python -m vaultflow.engines.postgres.wal.cli fetch` on the repository (a local "
                                              "path, or a private spec file for S3 and mirrors).")
     manifest_checksums: Literal["CRC32C", "SHA256"] = Field(
         default="CRC32C", description="Per-file checksum algorithm of pg_basebackup's backup_manifest "

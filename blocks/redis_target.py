@@ -8,8 +8,8 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from blocks._common import LOGO_URL, target_name
-from vaultflow.engines.redis import RedisEngine
-from vaultflow.engines.redis_client import RedisConfig
+from vaultflow.engines.redis.engine import RedisEngine
+from vaultflow.engines.redis.client import RedisConfig
 
 
 class RedisTarget(Block):

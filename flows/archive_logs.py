@@ -14,7 +14,7 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fas
                             load_repository, load_target, run_name, target_resource)
 from tasks.wal import ship_wal
 from vaultflow.errors import ConfigError
-from vaultflow.wal import is_segment, ship_spool, spooled
+from vaultflow.engines.postgres.wal import is_segment, ship_spool, spooled
 
 
 @flow(name="archive-logs", flow_run_name=run_name("wal"), log_prints=True, **FLOW_RETRIES)
@@ -24,7 +24,7 @@ def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Op
 
     Runs every minute; `archive_command = 'vaultflow wal-push %p --spool DIR'` only copies into
     the spool, so PostgreSQL never waits for the repository. The result and the
-    `vaultflow.wal.shipped` event carry the archive lag (segments and seconds still spooled).
+    `vaultflow.engines.postgres.wal.shipped` event carry the archive lag (segments and seconds still spooled).
     With `follow_seconds` the run keeps shipping (polling the spool every 0.5 s when idle) for that
     long, so a deployment every minute with follow_seconds=50 keeps the lag to seconds under
     heavy write load; the result then also has the largest lag seen.
@@ -51,12 +51,12 @@ def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Op
             result.shipped = shipped
         except Exception as exc:  # still report the lag, and which segment is stuck
             partial = getattr(exc, "ship_result", None)
-            emit_event(event="vaultflow.wal.ship-failed", resource=resource, payload={
+            emit_event(event="vaultflow.engines.postgres.wal.ship-failed", resource=resource, payload={
                 "segment": getattr(exc, "segment", None), "error": str(exc),
                 **({"lag_segments": partial.lag_segments, "lag_seconds": partial.lag_seconds} if partial else {})})
             raise
         summary = {**result.as_dict(), "max_lag_segments": max_lag}
-        emit_event(event="vaultflow.wal.shipped", resource=resource,
+        emit_event(event="vaultflow.engines.postgres.wal.shipped", resource=resource,
                    payload={k: v for k, v in summary.items() if k != "already_stored"})
         logger.info(f"shipped {len(result.shipped)} WAL files ({result.stored_bytes / 1e6:.1f} MB stored); "
                     f"lag {result.lag_segments} segments, {result.lag_seconds:.0f} s")

@@ -13,7 +13,7 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact
                             publish_catalog, run_name)
 from tasks.prune import delete_backup, delete_objects
 from vaultflow.retention import clock_problems, plan
-from vaultflow.wal import archived_names, delete_wal, wal_not_needed
+from vaultflow.engines.postgres.wal import archived_names, delete_wal, wal_not_needed
 
 
 def prunable_wal(repo, target: str, manifests, decisions) -> list[str]:

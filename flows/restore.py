@@ -11,7 +11,7 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, emit_bac
                             fail_fast_on_permanent_errors, open_backup,
                             run_name)
 from tasks.restore import restore_backup
-from vaultflow.engines.pg_recovery import RecoveryTarget
+from vaultflow.engines.postgres.recovery import RecoveryTarget
 from vaultflow.errors import ConfigError, IntegrityError
 
 

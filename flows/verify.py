@@ -13,7 +13,7 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact
 from tasks.verify import verify_backup
 from vaultflow.errors import IntegrityError
 from vaultflow.repository import ObjectCheck
-from vaultflow.wal import archived_names, check_backup_wal
+from vaultflow.engines.postgres.wal import archived_names, check_backup_wal
 
 
 def broken_chain(catalog, manifest) -> str | None:
@@ -22,9 +22,9 @@ def broken_chain(catalog, manifest) -> str | None:
         return None
     from vaultflow.errors import ChainBrokenError
     if manifest.engine == "redis":
-        from vaultflow.engines.redis_aof import resolve_aof_chain as resolve_chain
+        from vaultflow.engines.redis.aof import resolve_aof_chain as resolve_chain
     else:
-        from vaultflow.engines.pg_chain import resolve_chain
+        from vaultflow.engines.postgres.chain import resolve_chain
     try:
         resolve_chain(catalog, manifest)
     except ChainBrokenError as exc:

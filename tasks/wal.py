@@ -8,7 +8,7 @@ from prefect import task
 
 from tasks.common import SIDE_EFFECT_TASK
 from vaultflow.repository import Repository
-from vaultflow.wal import ShipResult, ship_spool
+from vaultflow.engines.postgres.wal import ShipResult, ship_spool
 
 
 @task(name="ship-wal", **SIDE_EFFECT_TASK)

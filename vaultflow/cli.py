@@ -197,7 +197,7 @@ def drill(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_pat
 def wal_push(path: str = typer.Argument(..., help="%p: the WAL file PostgreSQL hands over."),
              spool: str = typer.Option(..., help="Spool directory on this host (created 0700).")):
     """archive_command: copy a WAL file into the local spool, fsynced (archive-logs ships it)."""
-    from vaultflow.wal_cli import push_command
+    from vaultflow.engines.postgres.wal.cli import push_command
     raise typer.Exit(push_command(path, spool))
 
 
@@ -210,7 +210,7 @@ def wal_fetch(name: str = typer.Argument(..., help="%f: the WAL file name."),
                                                         "the repository's store (local, s3, mirror)."),
               spool: Optional[str] = typer.Option(None, help="Also look in this spool first.")):
     """restore_command: restore one archived WAL file, sha256-checked (exit 1: not archived)."""
-    from vaultflow.wal_cli import EXIT_ABORT_RECOVERY, fetch_command
+    from vaultflow.engines.postgres.wal.cli import EXIT_ABORT_RECOVERY, fetch_command
     if bool(repo_path) == bool(repo_config):
         typer.echo("vaultflow wal-fetch: give exactly one of --repo-path DIR and --repo-config FILE", err=True)
         raise typer.Exit(EXIT_ABORT_RECOVERY)

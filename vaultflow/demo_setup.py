@@ -44,7 +44,7 @@ READY_LINE = "vaultflow demo setup ready"
 class DemoServers:
     pg: Any  # vaultflow.testing.postgres_server.PostgresInstance
     spool: Path
-    redis: Any  # vaultflow.engines.redis_server.RedisProcess
+    redis: Any  # vaultflow.engines.redis.server.RedisProcess
 
 
 @contextmanager

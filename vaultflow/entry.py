@@ -13,7 +13,7 @@ FAST_COMMANDS = {"wal-push": "push", "wal-fetch": "fetch"}
 def main() -> None:
     args = sys.argv[1:]
     if args and args[0] in FAST_COMMANDS:
-        from vaultflow.wal_cli import main as wal_main
+        from vaultflow.engines.postgres.wal.cli import main as wal_main
 
         sys.exit(wal_main([FAST_COMMANDS[args[0]], *args[1:]]))
     from vaultflow.cli import app

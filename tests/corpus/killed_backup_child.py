@@ -22,12 +22,12 @@ def main() -> None:
     from vaultflow.stores.spec import build
 
     if job["engine"] == "redis":
-        from vaultflow.engines.redis import RedisEngine
-        from vaultflow.engines.redis_client import RedisConfig
+        from vaultflow.engines.redis.engine import RedisEngine
+        from vaultflow.engines.redis.client import RedisConfig
         engine = RedisEngine(RedisConfig(**job["config"]))
     else:
-        from vaultflow.engines.pg_client import PostgresConfig
-        from vaultflow.engines.postgres import PostgresEngine
+        from vaultflow.engines.postgres.client import PostgresConfig
+        from vaultflow.engines.postgres.engine import PostgresEngine
         engine = PostgresEngine(PostgresConfig(**job["config"]))
     repo = Repository(build(job["store"]))
     if job.get("min_part_size"):  # S3: multipart uploads from a few MB on

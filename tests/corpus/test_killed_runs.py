@@ -33,10 +33,10 @@ from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.postgres import MakeDb, quote_ident, traversable_tmp_dir
 from tests.fixtures.processes import answering, descendants, listening, live, read
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import PostgresConfig
-from vaultflow.engines.postgres import PostgresEngine
-from vaultflow.engines.redis import RedisEngine
-from vaultflow.engines.redis_client import RedisConfig
+from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.redis.engine import RedisEngine
+from vaultflow.engines.redis.client import RedisConfig
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore, S3Store, get_bytes
 from vaultflow.stores.spec import describe

@@ -21,8 +21,8 @@ import pytest
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import pg_differences, pg_state
 from tests.fixtures.postgres import quote_ident
-from vaultflow.engines.pg_client import PostgresConfig
-from vaultflow.engines.pg_snapshot import LockWaitError, LockWatch
+from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.snapshot import LockWaitError, LockWatch
 from vaultflow.errors import ToolError, VaultflowError, is_transient
 
 SCRIPT = ("CREATE TABLE t (id int PRIMARY KEY, v text);"

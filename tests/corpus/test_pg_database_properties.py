@@ -21,7 +21,7 @@ from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import assert_pg_restored, pg_state
 from tests.fixtures.postgres import quote_ident
 from vaultflow.cli import app
-from vaultflow.engines.pg_db_properties import PROPERTIES_ROW, setting_clause
+from vaultflow.engines.postgres.db_properties import PROPERTIES_ROW, setting_clause
 from vaultflow.errors import ConfigError
 from vaultflow.manifest import parse_manifest
 

@@ -24,7 +24,7 @@ from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.fake_pg import FakePostgres
 from tests.fixtures.postgres import quote_ident
-from vaultflow.engines.postgres import dump_object_name
+from vaultflow.engines.postgres.engine import dump_object_name
 from vaultflow.keys import artifact_slug, decode_name
 
 

@@ -14,7 +14,7 @@ import pytest
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.postgres import quote_ident
-from vaultflow.engines.pg_fingerprint import fingerprint_tables
+from vaultflow.engines.postgres.fingerprint import fingerprint_tables
 
 ENUM = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');\n"
 

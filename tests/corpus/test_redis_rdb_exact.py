@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 from tests.corpus.oracle import redis_differences, redis_state
-from vaultflow.engines.redis import RDB_OBJECT, RedisEngine
-from vaultflow.engines.redis_client import RedisConfig
-from vaultflow.engines.redis_server import find_binary, start_redis
+from vaultflow.engines.redis.engine import RDB_OBJECT, RedisEngine
+from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.server import find_binary, start_redis
 from tests.fixtures.redis import crc64_jones
 
 

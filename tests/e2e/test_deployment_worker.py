@@ -35,7 +35,7 @@ from deployments.serve_all import load_deployments
 from tests.fixtures.processes import descendants, live
 from vaultflow.demo_setup import READY_LINE
 from vaultflow.testing.unprivileged import free_port
-from vaultflow.wal.names import parse_lsn, segment_name, wal_prefix
+from vaultflow.engines.postgres.wal.names import parse_lsn, segment_name, wal_prefix
 
 pytestmark = pytest.mark.e2e
 

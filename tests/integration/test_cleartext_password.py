@@ -26,8 +26,8 @@ from tests.fixtures.fake_pg import FakePostgres
 from tests.fixtures.postgres import quote_ident, system_bin_dir_below
 from tests.fixtures.processes import descendants, named
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import PostgresConfig, client_env, dbname_conninfo
-from vaultflow.engines.postgres import PostgresEngine
+from vaultflow.engines.postgres.client import PostgresConfig, client_env, dbname_conninfo
+from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 
@@ -112,8 +112,8 @@ CHILD = """
 import json, sys, threading
 from pathlib import Path
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import PostgresConfig
-from vaultflow.engines.postgres import PostgresEngine
+from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 

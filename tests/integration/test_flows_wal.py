@@ -11,7 +11,7 @@ from flows.archive_logs import archive_logs
 from vaultflow.errors import ConfigError
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
-from vaultflow.wal import check_continuity, read_record, spooled
+from vaultflow.engines.postgres.wal import check_continuity, read_record, spooled
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

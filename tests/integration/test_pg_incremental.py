@@ -17,17 +17,17 @@ import pytest
 
 from tests.fixtures.postgres import restored_instance, traversable_tmp_dir
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import PostgresConfig
-from vaultflow.engines.pg_cluster import stop_cluster
-from vaultflow.engines.pg_chain import resolve_chain, restore_chain
-from vaultflow.engines.pg_incremental import ChainBrokenError, physical_incremental_backup
-from vaultflow.engines.pg_physical import (
+from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.cluster import stop_cluster
+from vaultflow.engines.postgres.chain import resolve_chain, restore_chain
+from vaultflow.engines.postgres.incremental import ChainBrokenError, physical_incremental_backup
+from vaultflow.engines.postgres.physical import (
     BASE_OBJECT,
     MANIFEST_OBJECT,
     physical_full_backup,
 )
-from vaultflow.engines.pg_recovery import start_restored_cluster
-from vaultflow.engines.postgres import fingerprint_tables
+from vaultflow.engines.postgres.recovery import start_restored_cluster
+from vaultflow.engines.postgres.engine import fingerprint_tables
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError
 from vaultflow.manifest import BackupKind, Manifest, TableFingerprint
 from vaultflow.repository import MANIFEST, Repository

@@ -17,17 +17,17 @@ from tests.fixtures.postgres import MakeDb, restored_instance, traversable_tmp_d
 from tests.fixtures.secret_watch import SecretWatch
 from tests.integration.test_postgres_engine import SCHEMA, contents, load
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import PostgresConfig
-from vaultflow.engines.pg_cluster import RunningCluster, stop_cluster
-from vaultflow.engines.pg_physical import (
+from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.cluster import RunningCluster, stop_cluster
+from vaultflow.engines.postgres.physical import (
     BASE_OBJECT,
     MANIFEST_OBJECT,
     physical_full_backup,
 )
-from vaultflow.engines.pg_physical_restore import restore_physical
-from vaultflow.engines.pg_recovery import drill_physical, start_restored_cluster
-from vaultflow.engines.pg_verify import verify_restored
-from vaultflow.engines.postgres import fingerprint_tables
+from vaultflow.engines.postgres.physical_restore import restore_physical
+from vaultflow.engines.postgres.recovery import drill_physical, start_restored_cluster
+from vaultflow.engines.postgres.verify import verify_restored
+from vaultflow.engines.postgres.engine import fingerprint_tables
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError, ToolError
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import open_verified

@@ -18,15 +18,15 @@ import psycopg
 import pytest
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import PostgresConfig
-from vaultflow.engines.pg_cluster import stop_cluster
-from vaultflow.engines.pg_recovery import RecoveryTarget, recover
-from vaultflow.engines.postgres import PostgresEngine
+from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.cluster import stop_cluster
+from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
+from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.errors import NotFoundError
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.unprivileged import SERVICE_USER, give_to_service_user, running_as_root
-from vaultflow.wal import check_continuity, object_key, record_key, ship_spool
+from vaultflow.engines.postgres.wal import check_continuity, object_key, record_key, ship_spool
 
 RUN_AS = SERVICE_USER if running_as_root() else None
 
@@ -157,7 +157,7 @@ def test_missing_segment_is_named_and_earlier_points_still_restore(archiving, se
 def test_target_past_the_end_of_the_archive_names_the_next_segment(archiving, setup):
     from datetime import timedelta
 
-    from vaultflow.wal import archived_names, is_segment, next_segment
+    from vaultflow.engines.postgres.wal import archived_names, is_segment, next_segment
 
     pg, repo, engine, work = setup
     manifest = engine.full_backup(BackupContext(repo))
@@ -177,7 +177,7 @@ def test_cli_restore_follows_the_chosen_timeline_to_the_end_of_the_archive(archi
 
     from blocks import PostgresTarget
     from vaultflow.cli import app
-    from vaultflow.engines.pg_recovery import start_restored_cluster
+    from vaultflow.engines.postgres.recovery import start_restored_cluster
 
     pg, repo, engine, work = setup
     config = engine.config

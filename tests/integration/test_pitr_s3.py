@@ -19,17 +19,17 @@ import pytest
 
 from tests.fixtures.secret_watch import SecretWatch
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import PostgresConfig
-from vaultflow.engines.pg_cluster import stop_cluster
-from vaultflow.engines.pg_recovery import RecoveryTarget, recover
-from vaultflow.engines.postgres import PostgresEngine
+from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.cluster import stop_cluster
+from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
+from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.errors import AuthenticationError, ToolError
 from vaultflow.manifest import Manifest
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore, MirrorStore, S3Store, spec
 from vaultflow.testing.unprivileged import SERVICE_USER, running_as_root
-from vaultflow.wal import object_key, record_key, ship_spool, wal_fetch
-from vaultflow.wal_cli import fetch_command
+from vaultflow.engines.postgres.wal import object_key, record_key, ship_spool, wal_fetch
+from vaultflow.engines.postgres.wal.cli import fetch_command
 
 RUN_AS = SERVICE_USER if running_as_root() else None
 
@@ -108,7 +108,7 @@ def test_pitr_to_t2_from_s3_only_repository_keeps_the_secret_private(s3_pitr, ar
         stop_cluster(cluster)
     assert labels == ["t1"], "t1 (before t2) is there, t3 (after t2) is not"
     assert result.seconds > 0
-    fetches = [c for c in watch.seen if "vaultflow.wal_cli" in c and "fetch" in c]
+    fetches = [c for c in watch.seen if "vaultflow.engines.postgres.wal.cli" in c and "fetch" in c]
     assert fetches and all("--repo-config" in c for c in fetches), "restore_command ran, reading the spec file"
     assert watch.leaks == [], "the secret was in a process's argv or environment"
     auto_conf = (dest / "postgresql.auto.conf").read_text()

@@ -18,8 +18,8 @@ import pytest
 from tests.fixtures.postgres import MakeDb, quote_ident
 from tests.fixtures.processes import descendants, named
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import PostgresConfig
-from vaultflow.engines.postgres import PostgresEngine
+from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError,
                               ServerUnavailableError, is_transient)
 from vaultflow.manifest import BackupKind, new_backup_id
@@ -172,8 +172,8 @@ def drop_later_db():
 KILLED_RUN = """
 import sys
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import PostgresConfig
-from vaultflow.engines.postgres import PostgresEngine
+from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 engine = PostgresEngine(PostgresConfig.model_validate_json(sys.argv[1]))

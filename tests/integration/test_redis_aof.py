@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.redis_aof import (MANIFEST_OBJECT, aof_full_backup, aof_incremental_backup,
+from vaultflow.engines.redis.aof import (MANIFEST_OBJECT, aof_full_backup, aof_incremental_backup,
                                          materialize_aof_chain)
 from tests.corpus.oracle import redis_differences, redis_state
-from vaultflow.engines.redis_client import RedisConfig, fingerprint_server
-from vaultflow.engines.redis_rdb import start_replica_scratch
-from vaultflow.engines.redis_server import RedisProcess, start_redis
+from vaultflow.engines.redis.client import RedisConfig, fingerprint_server
+from vaultflow.engines.redis.rdb import start_replica_scratch
+from vaultflow.engines.redis.server import RedisProcess, start_redis
 from vaultflow.errors import AuthenticationError, ChainBrokenError, ConfigError, IntegrityError, RefusedError
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.repository import MANIFEST, Repository

@@ -1,4 +1,4 @@
-"""The Redis comparison (vaultflow/engines/redis_compare.py) on real servers: what it sees and what
+"""The Redis comparison (vaultflow/engines/redis/compare.py) on real servers: what it sees and what
 it must not flag; and backups made before issue 8 (DEBUG DIGEST, fingerprint='digest' blocks)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 
 from blocks import RedisTarget
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.redis import RedisEngine
-from vaultflow.engines.redis_client import KEYSPACE, RedisConfig
-from vaultflow.engines.redis_compare import compare_copies
+from vaultflow.engines.redis.engine import RedisEngine
+from vaultflow.engines.redis.client import KEYSPACE, RedisConfig
+from vaultflow.engines.redis.compare import compare_copies
 from vaultflow.errors import IntegrityError
 from vaultflow.manifest import TableFingerprint
 from vaultflow.repository import Repository

@@ -14,9 +14,9 @@ import redis
 from tests.fixtures.redis import SEED_USERS
 from tests.fixtures.secret_watch import SecretWatch
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.redis import RDB_OBJECT, RedisEngine
-from vaultflow.engines.redis_client import RedisConfig
-from vaultflow.engines.redis_server import RedisProcess, find_binary
+from vaultflow.engines.redis.engine import RDB_OBJECT, RedisEngine
+from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.server import RedisProcess, find_binary
 from vaultflow.errors import ConfigError, RefusedError
 from vaultflow.ports import free_port
 from vaultflow.repository import MANIFEST, Repository

@@ -19,9 +19,9 @@ import redis
 
 from tests.fixtures.processes import descendants, named
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.redis import RDB_OBJECT, RedisEngine
-from vaultflow.engines.redis_client import RedisConfig
-from vaultflow.engines.redis_server import RedisProcess
+from vaultflow.engines.redis.engine import RDB_OBJECT, RedisEngine
+from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.server import RedisProcess
 from vaultflow.errors import (AuthenticationError, ConfigError, IntegrityError, RefusedError,
                               ServerUnavailableError, VaultflowError, is_transient)
 from vaultflow.repository import MANIFEST, Repository
@@ -121,8 +121,8 @@ def test_unreadable_data_dir_is_config_error_naming_it(fresh_redis, tmp_path: Pa
             snippet = textwrap.dedent(f"""
                 import json
                 from vaultflow.engines.base import BackupContext
-                from vaultflow.engines.redis import RedisEngine
-                from vaultflow.engines.redis_client import RedisConfig
+                from vaultflow.engines.redis.engine import RedisEngine
+                from vaultflow.engines.redis.client import RedisConfig
                 from vaultflow.repository import Repository
                 from vaultflow.stores import LocalStore
                 config = RedisConfig(name="noread", host={server.host!r}, port={server.port},

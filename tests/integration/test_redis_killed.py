@@ -28,8 +28,8 @@ import redis
 
 from tests.fixtures.processes import descendants, is_gone, live
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.redis import RedisEngine
-from vaultflow.engines.redis_client import RedisConfig
+from vaultflow.engines.redis.engine import RedisEngine
+from vaultflow.engines.redis.client import RedisConfig
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 

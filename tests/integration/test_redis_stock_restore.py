@@ -12,9 +12,9 @@ import redis
 
 from tests.fixtures.redis import SEED_USERS
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.redis import RedisEngine
-from vaultflow.engines.redis_client import RedisConfig
-from vaultflow.engines.redis_server import RedisProcess
+from vaultflow.engines.redis.engine import RedisEngine
+from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.server import RedisProcess
 from vaultflow.ports import free_port
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore

@@ -29,7 +29,7 @@ from vaultflow.testing.unprivileged import (
     free_port,
     give_to_service_user,
 )
-from vaultflow.wal import (
+from vaultflow.engines.postgres.wal import (
     archived_names,
     check_continuity,
     read_record,
@@ -142,15 +142,15 @@ def test_wal_push_latency_per_16mb_segment(service_python: ServicePython,
             return elapsed
 
         startup = statistics.median(timed("-c", "pass") for _ in range(10))
-        imports = statistics.median(timed("-c", "import vaultflow.wal_cli") for _ in range(10))
-        pushes = [timed("-m", "vaultflow.wal_cli", "push", str(source_dir / n), "--spool", str(spool))
+        imports = statistics.median(timed("-c", "import vaultflow.engines.postgres.wal.cli") for _ in range(10))
+        pushes = [timed("-m", "vaultflow.engines.postgres.wal.cli", "push", str(source_dir / n), "--spool", str(spool))
                   for n in names]
         assert sorted(os.listdir(spool)) == names
         median = statistics.median(pushes)
         with capsys.disabled():  # shown even without -s
             print(f"\nwal-push of a 16 MiB segment ({service_python.how}): median {median * 1000:.0f} ms, "
                   f"min {min(pushes) * 1000:.0f} ms, max {max(pushes) * 1000:.0f} ms over {len(pushes)}; "
-                  f"bare interpreter start {startup * 1000:.0f} ms, + import vaultflow.wal_cli "
+                  f"bare interpreter start {startup * 1000:.0f} ms, + import vaultflow.engines.postgres.wal.cli "
                   f"{(imports - startup) * 1000:.0f} ms")
         assert median < 1.0, f"wal-push takes {median:.2f}s per segment"
     finally:

@@ -13,15 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocks import PostgresTarget, RedisTarget
-from vaultflow.engines.pg_recovery import default_fetch_command
-from vaultflow.engines.postgres import dump_object_name
+from vaultflow.engines.postgres.recovery import default_fetch_command
+from vaultflow.engines.postgres.engine import dump_object_name
 from vaultflow.errors import ConfigError
 from vaultflow.keys import MAX_SEGMENT, artifact_slug, decode_name, encode_name
 from vaultflow.manifest import BackupKind, Manifest, StoredObject
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 from vaultflow.stores.base import BytesReader
-from vaultflow.wal import object_key as wal_object_key
+from vaultflow.engines.postgres.wal import object_key as wal_object_key
 
 HOSTILE = ["a/b", "..", ".", "ü" * 31 + "x", "Sales", "sales", "50%", "%53ales", "x y=z", "a\\b",
            "a'b", ".hidden", "-x", "日本語", "back\\slash/..", "CON", "nul\x01"]
@@ -119,10 +119,10 @@ def test_artifact_slugs_fit_prefect_and_keep_twins_apart() -> None:
 
 @pytest.mark.parametrize("target", ["-x", "--repo-path=/evil", "a b", "it's", "$(reboot)"])
 def test_restore_command_passes_the_target_as_one_value(target: str) -> None:
-    cmd = default_fetch_command(Path("/srv/backups"), target, wal_cli="/opt/py -m vaultflow.wal_cli")
+    cmd = default_fetch_command(Path("/srv/backups"), target, wal_cli="/opt/py -m vaultflow.engines.postgres.wal.cli")
     words = shlex.split(cmd)
     assert words[-1] == f"--target={target}"
-    assert words[:-1] == ["/opt/py", "-m", "vaultflow.wal_cli", "fetch", "--repo-path", "/srv/backups"]
+    assert words[:-1] == ["/opt/py", "-m", "vaultflow.engines.postgres.wal.cli", "fetch", "--repo-path", "/srv/backups"]
 
 
 @pytest.mark.parametrize("block_type", [PostgresTarget, RedisTarget])

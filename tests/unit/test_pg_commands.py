@@ -15,11 +15,11 @@ import pytest
 
 from psycopg.conninfo import conninfo_to_dict
 
-from vaultflow.engines.pg_client import (PostgresConfig, classify_connect_error, client_env, dbname_conninfo,
+from vaultflow.engines.postgres.client import (PostgresConfig, classify_connect_error, client_env, dbname_conninfo,
                                          dump_command, globals_command, passfile_lines, restore_command)
-from vaultflow.engines.pg_chain import chain_checksum_algorithm, combinebackup_command
-from vaultflow.engines.pg_incremental import incremental_command
-from vaultflow.engines.pg_physical import basebackup_command, manifest_checksum_algorithm
+from vaultflow.engines.postgres.chain import chain_checksum_algorithm, combinebackup_command
+from vaultflow.engines.postgres.incremental import incremental_command
+from vaultflow.engines.postgres.physical import basebackup_command, manifest_checksum_algorithm
 from vaultflow.errors import (AuthenticationError, ConfigError, NotFoundError,
                               ServerUnavailableError, VaultflowError, is_transient)
 from vaultflow.manifest import (SCHEMA_VERSION, BackupKind, Manifest, ManifestError,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from vaultflow.engines.pg_client import PostgresConfig
-from vaultflow.engines.pg_filelevel import (_END_OF_ARCHIVE, _ChunkReader, _member, control_system_identifier,
+from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.filelevel import (_END_OF_ARCHIVE, _ChunkReader, _member, control_system_identifier,
                                             data_directory, wal_segment_names)
-from vaultflow.engines.pg_filestate import (RACY_MARGIN_NS, Entry, FileState, dump_state, excluded, load_state,
+from vaultflow.engines.postgres.filestate import (RACY_MARGIN_NS, Entry, FileState, dump_state, excluded, load_state,
                                             state_from_backup_manifest, unchanged, walk)
 from vaultflow.errors import ConfigError
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from vaultflow.engines.redis_aof_format import (RespCutter, complete_prefix, find_cut,
+from vaultflow.engines.redis.aof_format import (RespCutter, complete_prefix, find_cut,
                                                 parse_aof_manifest)
 from vaultflow.errors import IntegrityError
 
@@ -176,7 +176,7 @@ def info(buffered: int, written: int, rewrites: int = 0, rewriting: int = 0) -> 
 
 
 def test_aof_flushed_waits_for_the_buffer_seen_at_the_start():
-    from vaultflow.engines.redis_aof_files import aof_flushed
+    from vaultflow.engines.redis.aof_files import aof_flushed
     start = info(300, 1000)
     assert not aof_flushed(start, start)                      # postponed: not in the file yet
     assert not aof_flushed(start, info(500, 1000))            # more buffered, nothing written

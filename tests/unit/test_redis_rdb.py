@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from vaultflow.engines.redis_rdb import RdbFormatError, parse_header
-from vaultflow.engines.redis_rdb_format import RdbStreamScanner
+from vaultflow.engines.redis.rdb import RdbFormatError, parse_header
+from vaultflow.engines.redis.rdb_format import RdbStreamScanner
 from vaultflow.errors import IntegrityError
-from vaultflow.engines.redis_server import RedisProcess, find_binary
+from vaultflow.engines.redis.server import RedisProcess, find_binary
 from tests.fixtures.redis import crc64_jones
 
 AUX, SELECTDB, EOF = b"\xfa", b"\xfe", b"\xff"

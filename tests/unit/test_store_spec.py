@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultflow.engines.pg_recovery import default_fetch_command
+from vaultflow.engines.postgres.recovery import default_fetch_command
 from vaultflow.errors import ConfigError
 from vaultflow.stores import LocalStore, spec
 
@@ -86,8 +86,8 @@ def test_read_spec_file_refuses_readable_or_missing_files(tmp_path: Path) -> Non
 
 def test_default_fetch_command_names_the_file_not_the_secret() -> None:
     cmd = default_fetch_command(None, "prod", repo_config=Path("/r/.d-wal-fetch-x/repository.json"),
-                                wal_cli="/opt/py -m vaultflow.wal_cli")
-    assert cmd == "/opt/py -m vaultflow.wal_cli fetch --repo-config /r/.d-wal-fetch-x/repository.json --target=prod"
+                                wal_cli="/opt/py -m vaultflow.engines.postgres.wal.cli")
+    assert cmd == "/opt/py -m vaultflow.engines.postgres.wal.cli fetch --repo-config /r/.d-wal-fetch-x/repository.json --target=prod"
     assert "--repo-path /srv/backups" in default_fetch_command(Path("/srv/backups"), "prod")
     with pytest.raises(ValueError):
         default_fetch_command(None, "prod")

@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from vaultflow.engines.tarstream import (
+from vaultflow.engines.postgres.tarstream import (
     BLOCK,
     TarFormatError,
     TarSniffer,
@@ -208,7 +208,7 @@ def test_numbers_and_pax_records() -> None:
 # -- what pg_physical does with the captured members ---------------------------------------
 
 def test_parse_backup_label() -> None:
-    from vaultflow.engines.pg_physical import parse_backup_label
+    from vaultflow.engines.postgres.physical import parse_backup_label
 
     label = parse_backup_label(
         "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000080\n"
@@ -225,7 +225,7 @@ def test_read_manifest_facts_reads_head_and_tail(files: int) -> None:
     import json
     import tempfile
 
-    from vaultflow.engines.pg_physical import MANIFEST_TAIL, read_manifest_facts
+    from vaultflow.engines.postgres.physical import MANIFEST_TAIL, read_manifest_facts
 
     entries = ",\n".join(json.dumps({"Path": f"base/1/{i}", "Size": 8192, "Checksum-Algorithm": "SHA256",
                                      "Checksum": "ab" * 32}) for i in range(files))

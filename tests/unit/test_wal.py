@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from vaultflow import wal
+from vaultflow.engines.postgres import wal
 from vaultflow.errors import IntegrityError, RefusedError, StoreUnavailableError
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
-from vaultflow.wal import (
+from vaultflow.engines.postgres.wal import (
     ShipResult,
     archived_names,
     check_continuity,
@@ -33,8 +33,8 @@ from vaultflow.wal import (
     wal_fetch,
     wal_push,
 )
-from vaultflow.wal_cli import EXIT_ABORT_RECOVERY
-from vaultflow.wal_cli import main as wal_cli_main
+from vaultflow.engines.postgres.wal.cli import EXIT_ABORT_RECOVERY
+from vaultflow.engines.postgres.wal.cli import main as wal_cli_main
 
 TARGET = "prod"
 MiB = 1 << 20
@@ -171,7 +171,7 @@ def test_cli_push_runs_standalone_and_reports_failures(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     name = seg(9)
     source = write_wal(tmp_path / "pg_wal", name, b"C" * 1000)
-    cmd = [sys.executable, "-m", "vaultflow.wal_cli", "push", str(source), "--spool", str(spool)]
+    cmd = [sys.executable, "-m", "vaultflow.engines.postgres.wal.cli", "push", str(source), "--spool", str(spool)]
     ok = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert ok.returncode == 0 and ok.stderr == ""
     source.write_bytes(b"D" * 1000)
@@ -181,7 +181,7 @@ def test_cli_push_runs_standalone_and_reports_failures(tmp_path: Path) -> None:
 
 
 def test_wal_cli_imports_nothing_heavy() -> None:
-    code = ("import sys, vaultflow.wal_cli; "
+    code = ("import sys, vaultflow.engines.postgres.wal.cli; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'prefect', 'typer', 'rich', 'pydantic', 'boto3', 'botocore', 'zstandard', 'psycopg'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -404,7 +404,7 @@ def test_continuity_with_64_mib_segments(tmp_path: Path, repo: Repository) -> No
 
 
 def test_wal_not_needed_keeps_history_and_everything_from_the_oldest_start():
-    from vaultflow.wal import wal_not_needed
+    from vaultflow.engines.postgres.wal import wal_not_needed
 
     names = ["00000001000000000000000A", "00000001000000000000000B", "00000001000000000000000B.00000028.backup",
              "00000002.history", "00000002000000000000000C", "0000000200000000000000FF",
@@ -425,7 +425,7 @@ def archive(tmp_path: Path, repo: Repository, names: list[str], histories: dict[
 
 
 def test_plan_follows_the_newest_living_descendant_not_a_dead_branch(tmp_path: Path, repo: Repository) -> None:
-    from vaultflow.wal import check_backup_wal, plan_timeline
+    from vaultflow.engines.postgres.wal import check_backup_wal, plan_timeline
 
     # timeline 2 left 1 at 0/3000158 and archived segments; timeline 3 (a restore that never
     # archived) left 2 at 0/4000100: only its history file exists
@@ -443,7 +443,7 @@ def test_plan_follows_the_newest_living_descendant_not_a_dead_branch(tmp_path: P
 
 def test_plan_skips_timelines_that_left_before_the_backup_ended(tmp_path: Path, repo: Repository) -> None:
     from vaultflow.errors import ConfigError
-    from vaultflow.wal import plan_timeline
+    from vaultflow.engines.postgres.wal import plan_timeline
 
     archive(tmp_path, repo, [seg(3), seg(4), seg(5), seg(3, tli=2), seg(4, tli=2)],
             {"00000002.history": history((1, "0/3000158"))})
@@ -455,7 +455,7 @@ def test_plan_skips_timelines_that_left_before_the_backup_ended(tmp_path: Path, 
 
 def test_plan_refuses_segments_of_a_timeline_without_its_history(tmp_path: Path, repo: Repository) -> None:
     from vaultflow.errors import NotFoundError
-    from vaultflow.wal import check_backup_wal, plan_timeline
+    from vaultflow.engines.postgres.wal import check_backup_wal, plan_timeline
 
     archive(tmp_path, repo, [seg(1), seg(2), seg(3, tli=2)])
     with pytest.raises(NotFoundError, match=r"timeline history file 00000002\.history is missing .* "
@@ -467,7 +467,7 @@ def test_plan_refuses_segments_of_a_timeline_without_its_history(tmp_path: Path,
 
 
 def test_backup_after_the_archive_stopped_is_a_named_gap(tmp_path: Path, repo: Repository) -> None:
-    from vaultflow.wal import check_backup_wal, describe_gaps
+    from vaultflow.engines.postgres.wal import check_backup_wal, describe_gaps
 
     archive(tmp_path, repo, [seg(1), seg(2), seg(3)])  # archiving stopped after segment 3
     older = check_backup_wal(repo, TARGET, "B1", {"start_wal_file": seg(1), "stop_lsn": "0/2000100", "timeline": 1})

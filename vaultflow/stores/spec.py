@@ -1,5 +1,5 @@
 """A store as plain data, so that another process can open the same repository: the
-restore_command of a point-in-time restore (`python -m vaultflow.wal_cli fetch --repo-config FILE`).
+restore_command of a point-in-time restore (`python -m vaultflow.engines.postgres.wal.cli fetch --repo-config FILE`).
 
     {"kind": "local", "path": "/srv/backups"}
     {"kind": "s3", "bucket": "b", "prefix": "vf", "endpoint": "https://...", "region": "eu-west-1",

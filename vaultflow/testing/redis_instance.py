@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vaultflow.engines.redis_server import RedisProcess, find_binary, start_redis
+from vaultflow.engines.redis.server import RedisProcess, find_binary, start_redis
 from vaultflow.testing.unprivileged import demote_kwargs, ensure_service_user, give_to_service_user
 
 SOURCE_SETTINGS = {

@@ -1,7 +1,7 @@
 """An interpreter the service user can run, with vaultflow importable.
 
 Test servers run as `vaultflow-test` when the suite runs as root, and so do their
-archive_command and restore_command (`python -m vaultflow.wal_cli ...`). A venv built on a
+archive_command and restore_command (`python -m vaultflow.engines.postgres.wal.cli ...`). A venv built on a
 pyenv/uv interpreter under /root (0700) is not executable by that user: then a world-readable
 copy of the base interpreter is made once under /var/tmp.
 """
@@ -30,7 +30,7 @@ _STDLIB_SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "en
 
 @dataclass
 class ServicePython:
-    """How the service user (the server's archive_command) runs `python -m vaultflow.wal_cli`."""
+    """How the service user (the server's archive_command) runs `python -m vaultflow.engines.postgres.wal.cli`."""
 
     executable: str
     env: dict[str, str] = field(default_factory=dict)
@@ -39,7 +39,7 @@ class ServicePython:
     def command(self, *args: str) -> str:
         """A shell command line (archive_command is run by /bin/sh)."""
         assignments = [f"{k}={shlex.quote(v)}" for k, v in self.env.items()]
-        return " ".join([*assignments, shlex.quote(self.executable), "-m", "vaultflow.wal_cli", *args])
+        return " ".join([*assignments, shlex.quote(self.executable), "-m", "vaultflow.engines.postgres.wal.cli", *args])
 
     def run_as_service_user(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, **self.env}
@@ -99,7 +99,7 @@ def _importable_paths() -> list[str]:
 
 
 def service_user_python() -> ServicePython:
-    probe = ["-c", "import vaultflow.wal_cli, vaultflow.pipeline"]
+    probe = ["-c", "import vaultflow.engines.postgres.wal.cli, vaultflow.pipeline"]
     if not running_as_root():
         return ServicePython(sys.executable, how="tests run unprivileged: the venv's python")
     plain = ServicePython(sys.executable, how="the venv's python (the service user can run it)")

@@ -36,14 +36,14 @@ import psycopg
 
 from vaultflow.compare import UNLOGGED_EMPTY, TableComparison
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import (
+from vaultflow.engines.postgres.client import (
     PostgresConfig,
     client_env,
     connect,
     tool_version,
 )
-from vaultflow.engines.postgres import fingerprint_tables
-from vaultflow.engines.tarstream import TarSniffer
+from vaultflow.engines.postgres.fingerprint import fingerprint_tables
+from vaultflow.engines.postgres.tarstream import TarSniffer
 from vaultflow.errors import (
     AuthenticationError,
     ConfigError,

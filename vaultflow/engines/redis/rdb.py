@@ -34,10 +34,10 @@ from pathlib import Path
 
 import redis
 
-from vaultflow.engines.redis_client import RedisConfig, wait_for
-from vaultflow.engines.redis_rdb_format import (HEADER_BYTES, RdbFacts, RdbFormatError, RdbStreamScanner,  # noqa: F401
+from vaultflow.engines.redis.client import RedisConfig, wait_for
+from vaultflow.engines.redis.rdb_format import (HEADER_BYTES, RdbFacts, RdbFormatError, RdbStreamScanner,  # noqa: F401
                                                 parse_header)
-from vaultflow.engines.redis_server import RedisProcess, ServerAuth, find_binary, scratch_auth, start_redis
+from vaultflow.engines.redis.server import RedisProcess, ServerAuth, find_binary, scratch_auth, start_redis
 from vaultflow.errors import IntegrityError, ToolError
 from vaultflow.pipeline import StderrTail
 from vaultflow.proc import tied_popen

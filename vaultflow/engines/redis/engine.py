@@ -20,11 +20,11 @@ import time
 from datetime import datetime, timezone
 
 from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.redis_client import (RedisConfig, cli_args, cli_env, cli_stdin, connect,
+from vaultflow.engines.redis.client import (RedisConfig, cli_args, cli_env, cli_stdin, connect,
                                            require_local)
-from vaultflow.engines.redis_compare import facts_fingerprints
-from vaultflow.engines.redis_rdb import RdbTee, bgsave_and_wait
-from vaultflow.engines.redis_server import find_binary, tool_version
+from vaultflow.engines.redis.compare import facts_fingerprints
+from vaultflow.engines.redis.rdb import RdbTee, bgsave_and_wait
+from vaultflow.engines.redis.server import find_binary, tool_version
 from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
 from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
 from vaultflow.pipeline import compress_into_store, dump_into_store
@@ -55,13 +55,13 @@ class RedisEngine:
         if self.config.local:
             require_local(self.config, "a local-mode backup")
             if self.aof_enabled():
-                from vaultflow.engines.redis_aof import aof_full_backup
+                from vaultflow.engines.redis.aof import aof_full_backup
                 return aof_full_backup(self.config, ctx)
         return self._rdb_backup(ctx, version)
 
     def incremental_backup(self, ctx: BackupContext, kind: BackupKind) -> Manifest:
         """Increments of the AOF since the latest backup (INCREMENTAL) or full (DIFFERENTIAL)."""
-        from vaultflow.engines.redis_aof import aof_incremental_backup
+        from vaultflow.engines.redis.aof import aof_incremental_backup
         self.check()
         if not self.config.local:
             raise ChainBrokenError(f"{self.config.name} is backed up remotely (no data_dir): incremental and "
@@ -155,7 +155,7 @@ class RedisEngine:
         into=DIR: the files (dump.rdb or appendonlydir) in DIR, proven by a scratch start.
         into="original": replay into the target server (needs overwrite=True, or key_pattern
         for a partial restore of matching keys into `into_db`)."""
-        from vaultflow.engines.redis_restore import restore_redis
+        from vaultflow.engines.redis.restore import restore_redis
         if recovery_target is not None and not getattr(recovery_target, "immediate", True):
             raise ConfigError("Redis backups restore to the backup's own point; to_time/to_lsn/to_name "
                               "apply to PostgreSQL physical backups")

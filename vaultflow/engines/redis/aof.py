@@ -40,11 +40,11 @@ from typing import Iterator
 import redis
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.redis_aof_files import (AofState, LocalAof, RangeReader, assemble_scratch_dir, check_base,
+from vaultflow.engines.redis.aof_files import (AofState, LocalAof, RangeReader, assemble_scratch_dir, check_base,
                                                read_aof_state, wait_for_aof_flush, wait_for_rewrite)
-from vaultflow.engines.redis_aof_format import find_cut
-from vaultflow.engines.redis_client import RedisConfig, classify_error, connect, fingerprint_server
-from vaultflow.engines.redis_rdb import start_replica_scratch
+from vaultflow.engines.redis.aof_format import find_cut
+from vaultflow.engines.redis.client import RedisConfig, classify_error, connect, fingerprint_server
+from vaultflow.engines.redis.rdb import start_replica_scratch
 from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, NotFoundError, RefusedError
 from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
 from vaultflow.pipeline import compress_into_store, write_verified

@@ -27,10 +27,10 @@ from pathlib import Path
 
 from vaultflow.compare import Comparison
 from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.redis_client import connect, keyspace_counts
-from vaultflow.engines.redis_compare import check_scratch, compare_copies, scan_batches
-from vaultflow.engines.redis_rdb import open_fifo_for_writing, promote, start_replica_scratch
-from vaultflow.engines.redis_server import source_auth
+from vaultflow.engines.redis.client import connect, keyspace_counts
+from vaultflow.engines.redis.compare import check_scratch, compare_copies, scan_batches
+from vaultflow.engines.redis.rdb import open_fifo_for_writing, promote, start_replica_scratch
+from vaultflow.engines.redis.server import source_auth
 from vaultflow.errors import ConfigError, IntegrityError, NotFoundError, RefusedError
 from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
@@ -45,7 +45,7 @@ def materialize(ctx: BackupContext, manifest: Manifest, dest: Path) -> dict[str,
     """Write the backup's data files into `dest`; the redis.conf settings to load them.
     IntegrityError when an object is corrupt or the RDB's CRC64 footer is not the one recorded."""
     if manifest.mode == "aof":
-        from vaultflow.engines.redis_aof import materialize_aof_chain
+        from vaultflow.engines.redis.aof import materialize_aof_chain
         return materialize_aof_chain(ctx, manifest, dest)
     obj = next((o for o in manifest.objects if o.role == "rdb"), None)
     if obj is None:

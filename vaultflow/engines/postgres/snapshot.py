@@ -35,7 +35,7 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from vaultflow.engines.pg_client import PostgresConfig, connect
+from vaultflow.engines.postgres.client import PostgresConfig, connect
 from vaultflow.errors import TransientError
 
 

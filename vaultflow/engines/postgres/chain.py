@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import tool_version
-from vaultflow.engines.pg_cluster import set_auto_conf
-from vaultflow.engines.pg_physical import BASE_OBJECT, RESTORED_SETTINGS, manifest_checksum_algorithm
-from vaultflow.engines.pg_physical_restore import restore_physical
+from vaultflow.engines.postgres.client import tool_version
+from vaultflow.engines.postgres.cluster import set_auto_conf
+from vaultflow.engines.postgres.physical import BASE_OBJECT, RESTORED_SETTINGS, manifest_checksum_algorithm
+from vaultflow.engines.postgres.physical_restore import restore_physical
 from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.pipeline import StderrTail
@@ -151,7 +151,7 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise RefusedError(f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
                            "directory; nothing was touched. Pick a new or empty directory")
-    from vaultflow.engines.pg_filelevel_restore import is_filelevel, restore_filelevel_chain
+    from vaultflow.engines.postgres.filelevel_restore import is_filelevel, restore_filelevel_chain
     if is_filelevel(manifest):  # PostgreSQL 15/16: overlay the file-level tars, no pg_combinebackup
         restore_filelevel_chain(ctx, manifest, chain, dest)
         return

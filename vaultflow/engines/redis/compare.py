@@ -23,7 +23,7 @@ from typing import Callable
 import redis
 
 from vaultflow.compare import Comparison, TableComparison, compare_database
-from vaultflow.engines.redis_client import KEYSPACE, fingerprint_server
+from vaultflow.engines.redis.client import KEYSPACE, fingerprint_server
 from vaultflow.manifest import TableFingerprint
 
 BATCH = 500

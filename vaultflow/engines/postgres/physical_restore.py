@@ -15,8 +15,8 @@ import tarfile
 from pathlib import Path
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_cluster import set_auto_conf
-from vaultflow.engines.pg_physical import BASE_OBJECT, RESTORED_SETTINGS
+from vaultflow.engines.postgres.cluster import set_auto_conf
+from vaultflow.engines.postgres.physical import BASE_OBJECT, RESTORED_SETTINGS
 from vaultflow.errors import IntegrityError, RefusedError, ToolError
 from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest

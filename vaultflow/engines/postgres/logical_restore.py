@@ -35,8 +35,8 @@ from psycopg import sql
 
 from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.pg_client import SESSION_SETTINGS, client_env, connect, restore_command
-from vaultflow.engines.pg_db_properties import (apply_identity, apply_settings, compare_properties,
+from vaultflow.engines.postgres.client import SESSION_SETTINGS, client_env, connect, restore_command
+from vaultflow.engines.postgres.db_properties import (apply_identity, apply_settings, compare_properties,
                                                 create_database, read_properties)
 from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError,
                               VaultflowError, note_cleanup_failure)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vaultflow.errors import ConfigError, NotFoundError
-from vaultflow.wal.names import (DEFAULT_SEGMENT_SIZE, is_history, is_segment, parse_history, parse_lsn,
+from vaultflow.engines.postgres.wal.names import (DEFAULT_SEGMENT_SIZE, is_history, is_segment, parse_history, parse_lsn,
                                  parse_segment, segment_name)
 
 if TYPE_CHECKING:
@@ -75,8 +75,8 @@ def read_history(repo: Repository | Store, target: str, timeline: int) -> list[t
     """The archived history file of `timeline`, parsed ([(parent, switch LSN)], oldest first);
     None when it is not archived. Its bytes are checked against the record's sha256."""
     from vaultflow.pipeline import open_verified
-    from vaultflow.wal.names import _store_of, object_key
-    from vaultflow.wal.ship import read_record
+    from vaultflow.engines.postgres.wal.names import _store_of, object_key
+    from vaultflow.engines.postgres.wal.ship import read_record
 
     name = history_name(timeline)
     record = read_record(repo, target, name)
@@ -115,7 +115,7 @@ def plan_timeline(repo: Repository | Store, target: str, backup_timeline: int, b
     backup's are archived without that file.
     """
     if names is None:
-        from vaultflow.wal.archive import archived_names
+        from vaultflow.engines.postgres.wal.archive import archived_names
         names = archived_names(repo, target)
     lsn = parse_lsn(backup_lsn) if isinstance(backup_lsn, str) else backup_lsn
     segments = segments_by_timeline(names, segment_size)
@@ -220,7 +220,7 @@ def check_backup_wal(repo: Repository | Store, target: str, backup_id: str, cons
     start_wal_file, stop_lsn / stop_wal_file and timeline). The problem text names the gaps
     with their timelines (describe_gaps), or the missing history file."""
     if names is None:
-        from vaultflow.wal.archive import archived_names
+        from vaultflow.engines.postgres.wal.archive import archived_names
         names = archived_names(repo, target)
     start = consistency["start_wal_file"]
     timeline = int(consistency.get("timeline") or parse_segment(start, segment_size)[0])

@@ -15,22 +15,22 @@ from pathlib import Path
 
 
 from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.pg_client import (PostgresConfig, choose_bin_dir, client_env, connect,
+from vaultflow.engines.postgres.client import (PostgresConfig, choose_bin_dir, client_env, connect,
                                          dump_command, globals_command, server_bin_dir,
                                          tool_version)
 from vaultflow.errors import (ConfigError, NotFoundError, RefusedError, VaultflowError)
 from vaultflow.keys import encode_name
-from vaultflow.engines.pg_db_properties import create_database, read_properties
-from vaultflow.engines.pg_logical_restore import (default_restore_name, drill_logical, drop_database,  # noqa: F401
+from vaultflow.engines.postgres.db_properties import create_database, read_properties
+from vaultflow.engines.postgres.logical_restore import (default_restore_name, drill_logical, drop_database,  # noqa: F401
                                                   restore_logical)
 from vaultflow.manifest import (BackupKind, DatabaseProperties, Manifest, StoredObject, TableFingerprint,
                                 new_backup_id)
 from vaultflow.pipeline import dump_into_store
 
 # Fingerprint code lives in pg_fingerprint.py; these names stay importable from here.
-from vaultflow.engines.pg_fingerprint import (ROW_HASH, TABLES_SQL, fingerprint_table,  # noqa: E402,F401
+from vaultflow.engines.postgres.fingerprint import (ROW_HASH, TABLES_SQL, fingerprint_table,  # noqa: E402,F401
                                               fingerprint_tables)
-from vaultflow.engines.pg_snapshot import LockWatch, catalog_changed, open_snapshot  # noqa: E402
+from vaultflow.engines.postgres.snapshot import LockWatch, catalog_changed, open_snapshot  # noqa: E402
 from vaultflow.errors import TransientError  # noqa: E402
 
 
@@ -88,7 +88,7 @@ class PostgresEngine:
     # -- backup -------------------------------------------------------------------------
     def full_backup(self, ctx: BackupContext) -> Manifest:
         if self.config.mode == "physical":
-            from vaultflow.engines.pg_physical import physical_full_backup  # imports this module
+            from vaultflow.engines.postgres.physical import physical_full_backup  # imports this module
             version = self.check()
             return physical_full_backup(self.config, ctx, bin_dir=self.bin_dir, server_version=version)
         repo = ctx.repository
@@ -138,8 +138,8 @@ class PostgresEngine:
 
         Raises ChainBrokenError when there is no usable parent; the flow then takes a full.
         """
-        from vaultflow.engines.pg_chain import resolve_chain
-        from vaultflow.engines.pg_incremental import ChainBrokenError, physical_incremental_backup
+        from vaultflow.engines.postgres.chain import resolve_chain
+        from vaultflow.engines.postgres.incremental import ChainBrokenError, physical_incremental_backup
         if self.config.mode != "physical":
             raise ChainBrokenError(f"{self.config.name} takes logical backups (pg_dump), which have no "
                                    "incremental form; set mode='physical' for incremental and differential")
@@ -216,7 +216,7 @@ class PostgresEngine:
         """Physical: recover into the directory `into`. Logical: see pg_logical_restore.restore_logical
         (`no_owner` / `no_privileges` for a restoring role that is not a superuser)."""
         if manifest.mode == "physical":
-            from vaultflow.engines.pg_recovery import RecoveryTarget
+            from vaultflow.engines.postgres.recovery import RecoveryTarget
             if overwrite or databases:
                 raise RefusedError("a physical backup restores a whole cluster into a NEW data directory "
                                    "(`into`); overwrite and databases apply to logical backups only")
@@ -236,7 +236,7 @@ class PostgresEngine:
 
         pg_recovery.recover picks the timeline, archives a new timeline's history file, and
         names the first missing WAL segment when recovery stops short (NotFoundError)."""
-        from vaultflow.engines.pg_recovery import default_fetch_command, recover
+        from vaultflow.engines.postgres.recovery import default_fetch_command, recover
         major = int(str(manifest.server_version).split(".")[0])
         fetch, fetch_store = self.config.wal_fetch_command, None
         if fetch is None and not target.immediate:
@@ -257,7 +257,7 @@ class PostgresEngine:
         """Logical: each database into vaultflow_drill_<db>_<time>_<random>, compared, dropped.
         Physical: the recovery path into a scratch data directory, compared, removed."""
         if manifest.mode == "physical":
-            from vaultflow.engines.pg_recovery import RecoveryTarget
+            from vaultflow.engines.postgres.recovery import RecoveryTarget
             from vaultflow.proc import mkdtemp, remove
             work = mkdtemp("vfdrill-")  # removed even if this process is killed (proc.remove_on_death)
             os.chmod(work, 0o711)  # the cluster's OS user must reach data/ inside

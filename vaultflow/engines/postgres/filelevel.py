@@ -42,13 +42,13 @@ from pathlib import Path
 import psycopg
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import PostgresConfig, connect
-from vaultflow.engines.pg_filestate import (CONTROL_FILE, FILELIST_OBJECT, FILES_OBJECT, METHOD, Entry,
+from vaultflow.engines.postgres.client import PostgresConfig, connect
+from vaultflow.engines.postgres.filestate import (CONTROL_FILE, FILELIST_OBJECT, FILES_OBJECT, METHOD, Entry,
                                             FileState, dump_state, load_state, state_from_backup_manifest,
                                             unchanged, walk)
-from vaultflow.engines.pg_incremental import (ChainBrokenError, _check_identity, _fetch_parent_manifest,
+from vaultflow.engines.postgres.incremental import (ChainBrokenError, _check_identity, _fetch_parent_manifest,
                                               _validate_parent)
-from vaultflow.engines.pg_physical import ENGINE, MANIFEST_OBJECT, fingerprints_and_unlogged, parse_backup_label
+from vaultflow.engines.postgres.physical import ENGINE, MANIFEST_OBJECT, fingerprints_and_unlogged, parse_backup_label
 from vaultflow.errors import ConfigError, RefusedError, ToolError
 from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
 from vaultflow.pipeline import compress_into_store

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_cluster import AUTO_CONF, set_auto_conf
-from vaultflow.engines.pg_filestate import FILELIST_OBJECT, FILES_OBJECT, METHOD, FileState, load_state
-from vaultflow.engines.pg_physical import RESTORED_SETTINGS
-from vaultflow.engines.pg_physical_restore import _complete_config, _data_dir_filter, _drain, restore_physical
+from vaultflow.engines.postgres.cluster import AUTO_CONF, set_auto_conf
+from vaultflow.engines.postgres.filestate import FILELIST_OBJECT, FILES_OBJECT, METHOD, FileState, load_state
+from vaultflow.engines.postgres.physical import RESTORED_SETTINGS
+from vaultflow.engines.postgres.physical_restore import _complete_config, _data_dir_filter, _drain, restore_physical
 from vaultflow.errors import ChainBrokenError
 from vaultflow.errors import IntegrityError, NotFoundError, ToolError
 from vaultflow.manifest import Manifest

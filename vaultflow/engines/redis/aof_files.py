@@ -19,9 +19,9 @@ from typing import Iterator
 
 import redis
 
-from vaultflow.engines.redis_aof_format import AofManifest, parse_aof_manifest
-from vaultflow.engines.redis_client import RedisConfig, require_local, wait_for
-from vaultflow.engines.redis_server import find_binary, tool_version
+from vaultflow.engines.redis.aof_format import AofManifest, parse_aof_manifest
+from vaultflow.engines.redis.client import RedisConfig, require_local, wait_for
+from vaultflow.engines.redis.server import find_binary, tool_version
 from vaultflow.errors import ConfigError, ToolError, TransientError, VaultflowError
 
 MIN_MAJOR = 7          # multi-part AOF (appendonlydir + manifest) is Redis 7.0+

@@ -17,18 +17,18 @@ loses nothing (at worst a segment is shipped twice; the second time is recognise
     archive.py  wal_fetch (restore_command), archived_names, check_continuity, retention
     timelines.py  which timeline recovery follows (plan_timeline), gaps along it (wal_gaps)
 
-This package is imported by `python -m vaultflow.wal_cli push` on every WAL segment: keep the
+This package is imported by `python -m vaultflow.engines.postgres.wal.cli push` on every WAL segment: keep the
 top-level imports of all its modules to the standard library. Store, pipeline and zstd imports
 happen inside the functions that need them (importing `vaultflow.stores` pulls in boto3).
 """
 
-from vaultflow.wal.archive import archived_names, check_continuity, delete_wal, wal_fetch, wal_not_needed
-from vaultflow.wal.names import (DEFAULT_SEGMENT_SIZE, ENGINE, is_history, is_segment, is_wal_file, next_segment,
+from vaultflow.engines.postgres.wal.archive import archived_names, check_continuity, delete_wal, wal_fetch, wal_not_needed
+from vaultflow.engines.postgres.wal.names import (DEFAULT_SEGMENT_SIZE, ENGINE, is_history, is_segment, is_wal_file, next_segment,
                                  object_key, parse_history, parse_lsn, parse_segment, record_key, segment_name,
                                  wal_order, wal_prefix)
-from vaultflow.wal.push import TMP_PREFIX, WalError, spooled, wal_push
-from vaultflow.wal.ship import LOCK_NAME, RECORD_FIELDS, ShipResult, archive_file, read_record, ship_spool
-from vaultflow.wal.timelines import (BackupWal, TimelinePlan, archive_end, check_backup_wal, describe_gaps, history_name,
+from vaultflow.engines.postgres.wal.push import TMP_PREFIX, WalError, spooled, wal_push
+from vaultflow.engines.postgres.wal.ship import LOCK_NAME, RECORD_FIELDS, ShipResult, archive_file, read_record, ship_spool
+from vaultflow.engines.postgres.wal.timelines import (BackupWal, TimelinePlan, archive_end, check_backup_wal, describe_gaps, history_name,
                                      plan_timeline, wal_gaps)
 
 __all__ = [

@@ -1,6 +1,6 @@
 """WAL file names and the repository layout of archived WAL.
 
-Standard library only: imported by `python -m vaultflow.wal_cli` on every WAL segment.
+Standard library only: imported by `python -m vaultflow.engines.postgres.wal.cli` on every WAL segment.
 """
 
 from __future__ import annotations

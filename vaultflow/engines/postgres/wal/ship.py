@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from vaultflow.errors import IntegrityError, NotFoundError, RefusedError, VaultflowError
 from vaultflow.fsutil import fsync_dir
-from vaultflow.wal.names import _store_of, is_segment, object_key, record_key
-from vaultflow.wal.push import _sha256_file, spooled
+from vaultflow.engines.postgres.wal.names import _store_of, is_segment, object_key, record_key
+from vaultflow.engines.postgres.wal.push import _sha256_file, spooled
 
 if TYPE_CHECKING:
     from vaultflow.repository import Repository

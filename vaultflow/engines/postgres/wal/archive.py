@@ -1,6 +1,6 @@
 """The archive read back: wal_fetch (PostgreSQL's restore_command), continuity, WAL retention.
 
-Standard library only at import time: `python -m vaultflow.wal_cli fetch` runs this for every
+Standard library only at import time: `python -m vaultflow.engines.postgres.wal.cli fetch` runs this for every
 WAL file recovery asks for; store and pipeline imports happen inside the functions.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vaultflow.errors import IntegrityError, NotFoundError
-from vaultflow.wal.names import (
+from vaultflow.engines.postgres.wal.names import (
     DEFAULT_SEGMENT_SIZE,
     _store_of,
     is_history,
@@ -24,8 +24,8 @@ from vaultflow.wal.names import (
     wal_order,
     wal_prefix,
 )
-from vaultflow.wal.push import TMP_PREFIX, _copy_fd
-from vaultflow.wal.ship import read_record
+from vaultflow.engines.postgres.wal.push import TMP_PREFIX, _copy_fd
+from vaultflow.engines.postgres.wal.ship import read_record
 
 if TYPE_CHECKING:
     from vaultflow.repository import Repository
@@ -115,7 +115,7 @@ def check_continuity(repo: Repository | Store, target: str, start_wal_file: str,
     back through its `.history` file the way recovery does. A missing history file of a newer
     timeline that has segments is itself reported, first.
     """
-    from vaultflow.wal.timelines import plan_timeline, wal_gaps
+    from vaultflow.engines.postgres.wal.timelines import plan_timeline, wal_gaps
 
     names = archived_names(repo, target)
     start_tli, start_segno = parse_segment(start_wal_file, segment_size)

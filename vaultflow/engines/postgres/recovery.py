@@ -24,21 +24,21 @@ from psycopg import sql
 
 from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.pg_cluster import RunningCluster, set_auto_conf, start_cluster, stop_cluster
-from vaultflow.engines.pg_chain import restore_chain
-from vaultflow.engines.pg_physical import RESTORED_SETTINGS, UNLOGGED_SQL, with_unlogged
-from vaultflow.engines.pg_physical_restore import restore_physical
-from vaultflow.engines.pg_verify import verify_restored
-from vaultflow.engines.postgres import fingerprint_tables
+from vaultflow.engines.postgres.cluster import RunningCluster, set_auto_conf, start_cluster, stop_cluster
+from vaultflow.engines.postgres.chain import restore_chain
+from vaultflow.engines.postgres.physical import RESTORED_SETTINGS, UNLOGGED_SQL, with_unlogged
+from vaultflow.engines.postgres.physical_restore import restore_physical
+from vaultflow.engines.postgres.verify import verify_restored
+from vaultflow.engines.postgres.fingerprint import fingerprint_tables
 from vaultflow.errors import ConfigError, NotFoundError, RefusedError, ToolError, VaultflowError
 from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
 from vaultflow.ports import free_port
 from vaultflow.stores.base import Store
 from vaultflow.stores.spec import spec_memfd
-from vaultflow.wal import (DEFAULT_SEGMENT_SIZE, TimelinePlan, archive_file, archived_names, describe_gaps, history_name,
+from vaultflow.engines.postgres.wal import (DEFAULT_SEGMENT_SIZE, TimelinePlan, archive_file, archived_names, describe_gaps, history_name,
                            object_key, parse_lsn, parse_segment, plan_timeline, record_key, segment_name, wal_gaps)
-from vaultflow.wal.timelines import archive_end
+from vaultflow.engines.postgres.wal.timelines import archive_end
 
 
 def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None,
@@ -162,12 +162,12 @@ def default_fetch_command(repo_path: Path | None, target: str, *, repo_config: P
                           wal_cli: str | None = None) -> str:
     """restore_command (without %f %p), run by the server's OS user: a local repository
     (`repo_path`) or a repository spec file (`repo_config`, see spec_file: S3, mirror).
-    `wal_cli`: how to run `python -m vaultflow.wal_cli` (default: this interpreter)."""
+    `wal_cli`: how to run `python -m vaultflow.engines.postgres.wal.cli` (default: this interpreter)."""
     if (repo_path is None) == (repo_config is None):
         raise ValueError("give repo_path or repo_config")
     where = f"--repo-path {shlex.quote(str(repo_path))}" if repo_path is not None \
         else f"--repo-config {shlex.quote(str(repo_config))}"
-    wal_cli = wal_cli or f"{shlex.quote(sys.executable)} -m vaultflow.wal_cli"
+    wal_cli = wal_cli or f"{shlex.quote(sys.executable)} -m vaultflow.engines.postgres.wal.cli"
     # --target=<name> in one word: a name starting with '-' stays a value, not an option
     return f"{wal_cli} fetch {where} {shlex.quote('--target=' + target)}"
 
@@ -243,7 +243,7 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
     repository store to fetch WAL from (S3, mirror) through an in-memory spec the server inherits,
     which holds the secret only while recovery runs (fetch_spec_file; emptied on promotion and on
     failure, never a file on disk); `wal_cli` runs
-    `python -m vaultflow.wal_cli` for it.
+    `python -m vaultflow.engines.postgres.wal.cli` for it.
 
     Archive recovery follows the timeline `plan_timeline` picks from the repository's archive
     (or `target.timeline`), set as `recovery_target_timeline`; segments of a newer timeline

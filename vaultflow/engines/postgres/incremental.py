@@ -37,14 +37,14 @@ from pathlib import Path
 import psycopg
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.pg_client import (
+from vaultflow.engines.postgres.client import (
     PostgresConfig,
     connect,
 )
 
-from vaultflow.engines.pg_chain import _tool_major
+from vaultflow.engines.postgres.chain import _tool_major
 # pg_physical's run_basebackup is the one streaming path for full and incremental backups.
-from vaultflow.engines.pg_physical import (
+from vaultflow.engines.postgres.physical import (
     basebackup_command,
     ENGINE,
     MANIFEST_OBJECT,
@@ -209,7 +209,7 @@ def physical_incremental_backup(config: PostgresConfig, ctx: BackupContext, pare
     """
     major = re.match(r"\d+", server_version or "")
     if major and int(major.group()) * 10000 < MIN_SERVER_VERSION_NUM:
-        from vaultflow.engines.pg_filelevel import filelevel_backup  # imports this module
+        from vaultflow.engines.postgres.filelevel import filelevel_backup  # imports this module
         return filelevel_backup(config, ctx, parent, kind, server_version=server_version)
     _validate_parent(config, parent, kind)
     if (major := _tool_major(bin_dir, "pg_basebackup")) < 17:

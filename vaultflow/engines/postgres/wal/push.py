@@ -1,6 +1,6 @@
 """wal_push (PostgreSQL's archive_command): copy a WAL file into the local spool, durably.
 
-Standard library only at import time: `python -m vaultflow.wal_cli push` runs this on every
+Standard library only at import time: `python -m vaultflow.engines.postgres.wal.cli push` runs this on every
 WAL segment.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vaultflow.errors import RefusedError, VaultflowError
 from vaultflow.fsutil import fsync_dir
-from vaultflow.wal.names import is_wal_file, wal_order
+from vaultflow.engines.postgres.wal.names import is_wal_file, wal_order
 
 TMP_PREFIX = ".tmp-"
 _COPY_CHUNK = 1 << 20
