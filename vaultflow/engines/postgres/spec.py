@@ -1,0 +1,6 @@
+"""The PostgreSQL engine as the registry sees it."""
+
+from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.registry import EngineSpec
+
+SPEC = EngineSpec(name="postgres", make_engine=PostgresEngine)

@@ -1,0 +1,6 @@
+"""The Redis engine as the registry sees it."""
+
+from vaultflow.engines.redis.engine import RedisEngine
+from vaultflow.engines.registry import EngineSpec
+
+SPEC = EngineSpec(name="redis", make_engine=RedisEngine)

@@ -1,0 +1,79 @@
+"""Which engines exist, and what generic code (flows, tasks, CLI, verify, prune, the catalog,
+manifest parsing) needs to know about each one: its EngineSpec.
+
+An engine is a package `vaultflow/engines/<name>/` with a `spec` module defining `SPEC`; it is
+found by its package name, imported only when first asked for (so importing the registry
+imports no database driver, and `vaultflow wal-push` stays fast). Adding an engine is adding
+a package; nothing generic is edited. An engine defined elsewhere (a test's, a plugin's)
+calls `register(spec)`.
+
+    spec("postgres")   -> EngineSpec   (raises ConfigError naming the known engines)
+    names()            -> ["postgres", "redis", ...]  built-in packages + registered ones
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from vaultflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything generic code needs to know about one engine.
+
+    name:          the engine's name in the repository layout (`<store>/<name>/<target>/`), in
+                   manifests (`engine`) and events; lowercase, stable forever.
+    make_engine:   target settings (the target's block, see blocks/) -> an object satisfying
+                   vaultflow.engines.base.Engine.
+    consistency:   the pydantic models of `Manifest.consistency` this engine writes, one per
+                   mode; each has a `type` Literal that names it in the JSON (manifest parsing
+                   looks them up here).
+    chain_rules:   engine-specific checks of a link of an incremental chain (system identifier,
+                   timeline, AOF base), on top of the generic chain walk; None: generic only.
+    log_archive:   (repository, target name, target settings) -> the engine's continuous log
+                   archive (WAL, oplog, ...); None when the engine has none.
+    """
+
+    name: str
+    make_engine: Callable[[Any], Any]
+    consistency: tuple[type, ...] = ()
+    chain_rules: Any = None
+    log_archive: Callable[..., Any] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTERED: dict[str, EngineSpec] = {}
+_PACKAGE = "vaultflow.engines"
+
+
+def register(engine_spec: EngineSpec) -> EngineSpec:
+    """Make an engine known (engines outside vaultflow/engines/). Re-registering a name replaces it."""
+    _REGISTERED[engine_spec.name] = engine_spec
+    return engine_spec
+
+
+def _builtin_names() -> list[str]:
+    import vaultflow.engines as package
+
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.ispkg)
+
+
+def names() -> list[str]:
+    """Every engine name: the packages under vaultflow/engines/ and the registered ones, sorted."""
+    return sorted(set(_builtin_names()) | set(_REGISTERED))
+
+
+def spec(name: str) -> EngineSpec:
+    """The EngineSpec of engine `name`, importing its package on first use.
+
+    Raises ConfigError when no engine has that name (the message lists the known ones)."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name in _builtin_names():
+        module = importlib.import_module(f"{_PACKAGE}.{name}.spec")
+        return register(module.SPEC)
+    raise ConfigError(f"no vaultflow engine named {name!r} (known: {', '.join(names())})")
