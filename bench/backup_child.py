@@ -36,12 +36,12 @@ def main() -> None:
     import psutil
 
     from vaultflow.engines.base import BackupContext
-    from vaultflow.engines.postgres.client import PostgresConfig
+    from vaultflow.engines.postgres.settings import PostgresSettings
     from vaultflow.engines.postgres.engine import PostgresEngine
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 
-    engine = PostgresEngine(PostgresConfig(name="bench-rss", host=args.host, port=args.port, user=args.user,
+    engine = PostgresEngine(PostgresSettings(target_name="bench-rss", host=args.host, port=args.port, user=args.user,
                                            databases=[args.database], bin_dir=args.bin_dir))
     rss_ready = psutil.Process().memory_info().rss
     t0 = time.monotonic()

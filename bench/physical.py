@@ -180,7 +180,7 @@ def _wal_phase(pg, spool: Path, repo, seconds: int, log) -> dict:
 
 def run_physical(args, log) -> dict:
     from vaultflow.engines.base import BackupContext
-    from vaultflow.engines.postgres.client import PostgresConfig
+    from vaultflow.engines.postgres.settings import PostgresSettings
     from vaultflow.engines.postgres.incremental import physical_incremental_backup
     from vaultflow.engines.postgres.physical import physical_full_backup
     from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
@@ -207,7 +207,7 @@ def run_physical(args, log) -> dict:
             m.track_servers(pg=m.postmaster_pid(pg))
             version = pg.execute("SHOW server_version")[0][0]
             algorithms = [a.strip().upper() for a in args.manifest_checksums.split(",") if a.strip()]
-            cfgs = {alg: PostgresConfig(name=TARGET, host=pg.host, port=pg.port, user=pg.user, mode="physical",
+            cfgs = {alg: PostgresSettings(target_name=TARGET, host=pg.host, port=pg.port, user=pg.user, mode="physical",
                                         bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir),
                                         restore_os_user=run_as, manifest_checksums=alg) for alg in algorithms}
             cfg = cfgs[algorithms[0]]  # the full that the target and the incremental use

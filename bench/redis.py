@@ -216,12 +216,12 @@ def _aof(server, data_scale: float, gen, work: Path, log) -> dict:
     """Local-mode AOF-anchored full, 1% of keys changed, incremental; sizes, times, and a drill."""
     from vaultflow.engines.base import BackupContext
     from vaultflow.engines.redis.engine import RedisEngine
-    from vaultflow.engines.redis.client import RedisConfig
+    from vaultflow.engines.redis.settings import RedisSettings
     from vaultflow.manifest import BackupKind
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 
-    engine = RedisEngine(RedisConfig(name=f"{TARGET}-aof", port=server.port, data_dir=str(server.directory)))
+    engine = RedisEngine(RedisSettings(target_name=f"{TARGET}-aof", host="127.0.0.1", port=server.port, data_dir=str(server.directory)))
     ctx = BackupContext(repository=Repository(LocalStore(m.fresh_dir(work, "aof-repo"))), log=lambda line: None)
     full = m.measure(lambda: ((man := engine.full_backup(ctx)).stored_size, {"manifest": man}))
     full_man = full.extra.pop("manifest")
@@ -259,7 +259,7 @@ def _aof(server, data_scale: float, gen, work: Path, log) -> dict:
 def run_redis(args, log) -> dict:
     from bench.datagen_redis import Generator
     from vaultflow.engines.redis.engine import RedisEngine
-    from vaultflow.engines.redis.client import RedisConfig
+    from vaultflow.engines.redis.settings import RedisSettings
     from vaultflow.engines.redis.server import find_binary
     from vaultflow.testing.redis_instance import SOURCE_SETTINGS, running_redis
 
@@ -282,7 +282,7 @@ def run_redis(args, log) -> dict:
                 f"{facts['used_memory_mb']:.0f} MiB, generated in {data.seconds:.1f} s")
 
             out = work / "out"
-            engine = RedisEngine(RedisConfig(name=TARGET, port=server.port))
+            engine = RedisEngine(RedisSettings(target_name=TARGET, host="127.0.0.1", port=server.port))
             runs: dict[str, list[m.Run]] = {}
             manifests: dict = {}
             contenders = [("stock", lambda i: _stock_backup(server.port, m.fresh_dir(out, f"stock{i}") / "dump.rdb.zst")),

@@ -25,11 +25,11 @@ def main() -> None:
 
     from vaultflow.engines.base import BackupContext
     from vaultflow.engines.redis.engine import RedisEngine
-    from vaultflow.engines.redis.client import RedisConfig
+    from vaultflow.engines.redis.settings import RedisSettings
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 
-    engine = RedisEngine(RedisConfig(name="bench-redis-rss", host=args.host, port=args.port))
+    engine = RedisEngine(RedisSettings(target_name="bench-redis-rss", host=args.host, port=args.port))
     rss_ready = psutil.Process().memory_info().rss
     t0 = time.monotonic()
     manifest = engine.full_backup(BackupContext(repository=Repository(LocalStore(args.repo)), log=lambda line: None))

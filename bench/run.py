@@ -73,7 +73,7 @@ def _flow_figures(doc: dict, flow: dict) -> None:
 
 
 def run_all(pg, s3, work: Path, args) -> dict:
-    from vaultflow.engines.postgres.client import PostgresConfig
+    from vaultflow.engines.postgres.settings import PostgresSettings
     from vaultflow.engines.postgres.engine import PostgresEngine
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
@@ -97,7 +97,7 @@ def run_all(pg, s3, work: Path, args) -> dict:
                     "rows": gen.rows, "generation_seconds": round(gen.seconds, 2)}
 
     def engine_for(db: str) -> PostgresEngine:
-        return PostgresEngine(PostgresConfig(name=f"bench-{db}", host=pg.host, port=pg.port, user=pg.user,
+        return PostgresEngine(PostgresSettings(target_name=f"bench-{db}", host=pg.host, port=pg.port, user=pg.user,
                                              databases=[db], bin_dir=str(pg.client_bin_dir)))
 
     engine = engine_for(big.database)

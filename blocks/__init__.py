@@ -1,10 +1,14 @@
 """Prefect blocks: one per target kind, and the BackupRepository.
 
-Register them with `prefect block register -m blocks`.
+Register them with `prefect block register -m blocks`. Target block types are found through
+blocks.registry (target_types(), target_type(slug)); a target block class made anywhere
+registers itself there by subclassing TargetBlock.
 """
 
 from blocks.postgres_target import PostgresTarget
 from blocks.redis_target import RedisTarget
+from blocks.registry import TargetBlock, register_target, target_type, target_types
 from blocks.repository import BackupRepository
 
-__all__ = ["PostgresTarget", "RedisTarget", "BackupRepository"]
+__all__ = ["PostgresTarget", "RedisTarget", "BackupRepository", "TargetBlock", "register_target",
+           "target_type", "target_types"]

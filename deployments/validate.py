@@ -7,8 +7,8 @@ with the Prefect server's own schedule model (cron syntax, IANA timezone; every 
 name one) and fires at least once; every parameter is in the flow's signature, no required
 parameter is missing and the values pass the flow's type validation; it names a work pool.
 Deployment names are unique. The target of an incremental, differential or archive-logs
-deployment must fit its strategy (flows/_fit.py: a physical PostgreSQL target, archive-logs with
-a wal_spool, or a local-mode Redis target): the saved block is read from the Prefect API when
+deployment must fit its strategy (flows/_fit.py, which asks the target's settings: e.g. a
+physical PostgreSQL target, archive-logs with a wal_spool, or a local-mode Redis target): the saved block is read from the Prefect API when
 PREFECT_API_URL names one and the block is there; otherwise a note says what could not be
 checked. Prints one line per deployment, then every problem and note; exits 1 if there is any
 problem (notes alone do not fail).
@@ -176,28 +176,36 @@ class SavedBlocks:
 
 
 def check_fit(flow: Any, parameters: dict[str, Any], blocks: SavedBlocks) -> tuple[list[str], list[str]]:
-    """(problems, notes): does the deployment's target fit its flow's strategy?"""
-    from flows._fit import HOW_TO_FIX, STRATEGY_OF_FLOW, misfit
+    """(problems, notes): does the deployment's target fit its flow's strategy? The rule is the
+    one the flows apply (flows/_fit.py, asking the target's settings)."""
+    from blocks.registry import target_type, target_types
+    from flows._fit import STRATEGY_OF_FLOW, how_to_fix, misfit
+    from vaultflow.errors import ConfigError
 
     strategy = STRATEGY_OF_FLOW.get(flow.name)
     ref = parameters.get("target")
     if strategy is None or not isinstance(ref, str) or "{{" in ref:
         return [], []
     slug = ref.split("/", 1)[0] if "/" in ref else ""
-    if strategy == "archive-logs" and slug and slug != "postgres-target":
-        return [f"target {ref} cannot do {strategy}: archive-logs ships PostgreSQL WAL; "
-                f"{HOW_TO_FIX[strategy]}"], []
     if not slug:
         return [], [f"could not check that target {ref!r} fits {strategy}: name it with its block type "
-                    "('postgres-target/NAME' or 'redis-target/NAME')"]
+                    f"({' or '.join(repr(slug + '/NAME') for slug in target_types())})"]
+    try:
+        kind = target_type(slug)
+    except ConfigError as exc:
+        return [f"target {ref}: {exc}"], []
+    why_not_kind = kind.kind_misfit(strategy)
+    if why_not_kind:  # no block of this kind can: no need to read it
+        return [f"target {ref} cannot do {strategy}: {why_not_kind}; {how_to_fix(strategy)}"], []
     block, why_not = blocks.load(ref)
     if block is None:
         return [], [f"could not check that target {ref} fits {strategy}: {why_not}"]
     why = misfit(strategy, block, parameters.get("spool_dir"))
     if why:
-        return [f"target {ref} cannot do {strategy}: {why}; {HOW_TO_FIX[strategy]}"], []
-    if slug == "redis-target" and strategy != "archive-logs":
-        return [], [f"target {ref} fits {strategy} if its server has appendonly yes (checked at run time)"]
+        return [f"target {ref} cannot do {strategy}: {why}; {how_to_fix(strategy)}"], []
+    condition = block.runtime_condition(strategy)
+    if condition:
+        return [], [f"target {ref} fits {strategy} if {condition} (checked at run time)"]
     return [], []
 
 

@@ -4,69 +4,44 @@ One rule, used twice: the incremental, differential and archive-logs flows apply
 start, and deployments/validate.py applies it to the saved blocks a prefect.yaml names, so a
 deployment that can never do its job is found before it is deployed.
 
-- incremental / differential need a physical PostgreSQL target (pg_basebackup chains), or a
-  Redis target in local mode (data_dir set) whose server has `appendonly yes` (AOF increments);
-- archive-logs ships PostgreSQL WAL: it needs a physical PostgreSQL target with a wal_spool
-  (or a spool_dir parameter).
+The rule itself belongs to each engine's settings (vaultflow.engines.settings.TargetSettings:
+`misfit` from the fields, `server_misfit` from the server, `strategy_fits` for messages); this
+module only asks them, for any registered target block type.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
+
+from blocks.registry import target_types
 
 # flow name -> strategy, for the flows whose targets are restricted
 STRATEGY_OF_FLOW = {"incremental-backup": "incremental", "differential-backup": "differential",
                     "archive-logs": "archive-logs"}
 
-
-def _slug(block: Any) -> str:
-    return block.get_block_type_slug() if hasattr(block, "get_block_type_slug") else ""
+_OTHERWISE = {"archive-logs": "pause it"}
 
 
 def misfit(strategy: str, block: Any, spool_dir: Optional[str] = None) -> Optional[str]:
-    """Why `block` cannot do `strategy` ('incremental', 'differential', 'archive-logs'), from the
-    block's fields alone; None when it can. A Redis server's appendonly is a server setting:
-    see server_misfit."""
-    name, slug = getattr(block, "name", "?"), _slug(block)
-    if strategy == "archive-logs":
-        if slug != "postgres-target":
-            return (f"{name} is a {slug or type(block).__name__}: archive-logs ships PostgreSQL WAL "
-                    "(Redis changes are kept by incremental-backup, as AOF increments)")
-        if block.mode != "physical":
-            spool = "" if (spool_dir or block.wal_spool) else " and has no wal_spool"
-            return (f"{name} takes logical backups (pg_dump){spool}: WAL archiving needs a physical target "
-                    "(mode='physical', wal_spool, archive_command = 'vaultflow wal-push %p --spool DIR')")
-        if not (spool_dir or block.wal_spool):
-            return (f"{name} has no wal_spool: set it on the PostgresTarget block to the directory "
-                    "archive_command spools into (vaultflow wal-push %p --spool DIR), or pass spool_dir")
-        return None
-    if slug == "postgres-target" and block.mode != "physical":
-        return f"{name} takes logical backups, which have no {strategy} form"
-    if slug == "redis-target" and not block.data_dir:
-        return (f"{name} is backed up remotely (no data_dir), and {strategy} backups copy the AOF files "
-                "on the Redis host")
-    return None
+    """Why target `block` cannot do `strategy` ('incremental', 'differential', 'archive-logs'),
+    from the block's fields alone (and the flow's spool_dir); None when it can. What only the
+    server can tell: see server_misfit."""
+    parameters: Mapping[str, Any] = {"spool_dir": spool_dir} if spool_dir else {}
+    return block.misfit(strategy, parameters)
 
 
 def server_misfit(strategy: str, block: Any) -> Optional[str]:
-    """What only the server can tell: a local-mode Redis target with appendonly off. None when
+    """What only the server can tell (a local-mode Redis target with appendonly off). None when
     it fits or when the server cannot be asked (the backup itself then reports that error)."""
-    from vaultflow.errors import VaultflowError
-
-    if strategy not in ("incremental", "differential") or _slug(block) != "redis-target":
-        return None
-    try:
-        enabled = block.engine().aof_enabled()
-    except VaultflowError:
-        return None
-    return None if enabled else (f"{block.name} has appendonly off, and {strategy} backups copy AOF "
-                                 "increments (CONFIG SET appendonly yes, and in redis.conf)")
+    return block.server_misfit(strategy)
 
 
-HOW_TO_FIX = {
-    "incremental": "point the deployment at a physical PostgreSQL target (mode='physical') or a local-mode "
-                   "Redis target with appendonly yes, or schedule full backups only",
-    "differential": "point the deployment at a physical PostgreSQL target (mode='physical') or a local-mode "
-                    "Redis target with appendonly yes, or schedule full backups only",
-    "archive-logs": "point the deployment at a physical PostgreSQL target with a wal_spool, or pause it",
-}
+def how_to_fix(strategy: str) -> str:
+    """What to do about a misfit for `strategy`, naming every registered target kind that can do
+    it, e.g. "point the deployment at a physical PostgreSQL target (mode='physical') or a
+    local-mode Redis target with appendonly yes, or schedule full backups only"."""
+    fits = [cls.strategy_fits[strategy] for cls in target_types().values() if strategy in cls.strategy_fits]
+    otherwise = _OTHERWISE.get(strategy, "schedule full backups only")
+    if not fits:
+        return f"no registered target kind can do {strategy}: {otherwise}"
+    return f"point the deployment at {' or '.join(fits)}, or {otherwise}"

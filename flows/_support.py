@@ -15,16 +15,17 @@ from prefect.client.schemas.objects import FlowRunPolicy
 from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
 
-from blocks import BackupRepository, PostgresTarget, RedisTarget
+from blocks import BackupRepository
+from blocks.registry import TargetBlock, target_types
 from vaultflow.keys import artifact_slug
 from vaultflow.engines.base import BackupContext
-from vaultflow.errors import NotFoundError, is_transient
+from vaultflow.errors import ConfigError, NotFoundError, is_transient
 from vaultflow.manifest import Lineage, Manifest
 from vaultflow.repository import Repository
 
-TargetBlock = Union[PostgresTarget, RedisTarget]
-TargetParam = Union[PostgresTarget, RedisTarget, str]
-TARGET_TYPES = ("postgres-target", "redis-target")
+# A target block of any registered kind (blocks.registry), or its name: 'postgres-target/prod', or
+# just 'prod' when one kind alone has a block of that name.
+TargetParam = Union[TargetBlock, str]
 RepositoryParam = Union[BackupRepository, str]
 
 # Flow-level retries for transient failures (server restarting, network blip). Permanent errors
@@ -53,19 +54,38 @@ def load_block(ref: Any, default_type: str) -> Block:
     raise TypeError(f"expected a block or a block name, got {type(ref).__name__}")
 
 
+def _load_if_saved(name: str) -> Block | None:
+    """The block saved as `name` ('slug/block'), or None when there is none of that name."""
+    try:
+        return Block.load(name)
+    except ValueError as exc:
+        if "Unable to find" not in str(exc):
+            raise
+        return None
+
+
 def load_target(ref: TargetParam) -> TargetBlock:
-    """A target block, or its name: 'redis-target/cache', or just 'prod' (looked up as a
-    postgres-target, then as a redis-target)."""
-    if not isinstance(ref, str) or "/" in ref:
-        return load_block(ref, TARGET_TYPES[0])
-    missing = None
-    for block_type in TARGET_TYPES:
-        try:
-            return Block.load(f"{block_type}/{ref}")
-        except ValueError as exc:
-            missing = exc
-    raise NotFoundError(f"no target block named {ref!r} (looked for {', '.join(f'{t}/{ref}' for t in TARGET_TYPES)}); "
-                     "create one or name it as 'redis-target/NAME'") from missing
+    """A target block, or its name: 'redis-target/cache', or just 'prod', looked up under every
+    registered target block type (blocks.registry).
+
+    Raises NotFoundError when no target block has that name, ConfigError when blocks of more
+    than one kind do (the message names each full name to use instead), TypeError for a
+    block that is not a target."""
+    if isinstance(ref, str) and "/" not in ref:
+        found = {slug: block for slug in target_types() if (block := _load_if_saved(f"{slug}/{ref}")) is not None}
+        if len(found) > 1:
+            raise ConfigError(f"target {ref!r} is ambiguous: blocks of {len(found)} kinds have that name "
+                              f"({', '.join(f'{slug}/{ref}' for slug in found)}); name the one you mean in full")
+        if not found:
+            raise NotFoundError(f"no target block named {ref!r} (looked for "
+                                f"{', '.join(f'{slug}/{ref}' for slug in target_types())}); create one, or "
+                                "check the name with `prefect block ls`")
+        return next(iter(found.values()))
+    block = load_block(ref, "")
+    if not isinstance(block, TargetBlock):
+        raise TypeError(f"{ref!r} is a {type(block).__name__}, not a target block "
+                        f"(target block types: {', '.join(target_types())})")
+    return block
 
 
 def load_repository(ref: RepositoryParam) -> tuple[BackupRepository, Repository]:

@@ -9,7 +9,7 @@ from typing import Optional
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
-from flows._fit import HOW_TO_FIX, misfit
+from flows._fit import how_to_fix, misfit
 from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fast_on_permanent_errors,
                             load_repository, load_target, run_name, target_resource)
 from tasks.wal import ship_wal
@@ -28,6 +28,13 @@ def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Op
     With `follow_seconds` the run keeps shipping (polling the spool every 0.5 s when idle) for that
     long, so a deployment every minute with follow_seconds=50 keeps the lag to seconds under
     heavy write load; the result then also has the largest lag seen.
+
+    Args:
+        target: The target block, or its name ('postgres-target/prod', 'redis-target/cache', or
+            'prod' when one kind alone has a block of that name).
+        repository: The BackupRepository block, or its name ('backup-repository/main').
+        spool_dir: The spool directory archive_command fills; default: the target's wal_spool.
+        follow_seconds: Keep shipping for this many seconds (0: ship what is spooled, then stop).
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():
@@ -35,7 +42,7 @@ def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Op
         _, repo = load_repository(repository)
         why = misfit("archive-logs", target_block, spool_dir)
         if why:  # a permanent misconfiguration: fails at once, without retries
-            raise ConfigError(f"{why}. To archive WAL, {HOW_TO_FIX['archive-logs']}.")
+            raise ConfigError(f"{why}. To archive WAL, {how_to_fix('archive-logs')}.")
         spool = spool_dir or target_block.wal_spool
         resource = target_resource("postgres", target_block.name)
         try:

@@ -12,5 +12,11 @@ from vaultflow.manifest import BackupKind
 @flow(name="full-backup", flow_run_name=run_name("full"), log_prints=True, **FLOW_RETRIES)
 def full_backup(target: TargetParam, repository: RepositoryParam) -> dict:
     """Back up `target` (every database, or the whole cluster when physical) into `repository`;
-    the manifest is written last."""
+    the manifest is written last.
+
+    Args:
+        target: The target block, or its name ('postgres-target/prod', 'redis-target/cache', or
+            'prod' when one kind alone has a block of that name).
+        repository: The BackupRepository block, or its name ('backup-repository/main').
+    """
     return run_backup(BackupKind.FULL, target, repository)

@@ -6,7 +6,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed
 
 from flows._backup import run_backup
-from flows._fit import HOW_TO_FIX, misfit, server_misfit
+from flows._fit import how_to_fix, misfit, server_misfit
 from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fast_on_permanent_errors, load_repository,
                             load_target, run_name)
 from vaultflow.manifest import BackupKind
@@ -31,7 +31,7 @@ def _backup_or_full(kind: BackupKind, target, repository):
     if why is None:
         return run_backup(kind, target, repository)
     get_run_logger().warning(f"{why}: taking a full backup instead. To get {kind.value} backups, "
-                             f"{HOW_TO_FIX[kind.value]}.")
+                             f"{how_to_fix(kind.value)}.")
     return _full_instead(block, repository, why)
 
 
@@ -45,12 +45,24 @@ def _full_instead(block, repository, why: str):
 def incremental_backup(target: TargetParam, repository: RepositoryParam) -> dict:
     """Changes since the latest backup of any kind (PostgreSQL 17+: pg_basebackup --incremental;
     Redis: AOF increments). A target that has no incremental form takes a full backup and says so
-    in the run's state message; without a usable parent it says why and takes a full backup."""
+    in the run's state message; without a usable parent it says why and takes a full backup.
+
+    Args:
+        target: The target block, or its name ('postgres-target/prod', 'redis-target/cache', or
+            'prod' when one kind alone has a block of that name).
+        repository: The BackupRepository block, or its name ('backup-repository/main').
+    """
     return _backup_or_full(BackupKind.INCREMENTAL, target, repository)
 
 
 @flow(name="differential-backup", flow_run_name=run_name("differential"), log_prints=True, **FLOW_RETRIES)
 def differential_backup(target: TargetParam, repository: RepositoryParam) -> dict:
     """Changes since the latest full backup. A target that has no differential form, or no usable
-    full, takes a full backup instead and says why."""
+    full, takes a full backup instead and says why.
+
+    Args:
+        target: The target block, or its name ('postgres-target/prod', 'redis-target/cache', or
+            'prod' when one kind alone has a block of that name).
+        repository: The BackupRepository block, or its name ('backup-repository/main').
+    """
     return _backup_or_full(BackupKind.DIFFERENTIAL, target, repository)

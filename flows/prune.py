@@ -34,6 +34,11 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
     worker's clock and the store's timestamps) are held: kept, in no retention slot, logged as
     warnings and returned under "clock_problems" (id -> why and what to do). With dry_run the
     plan is published and nothing is deleted.
+
+    Args:
+        repository: The BackupRepository block, or its name ('backup-repository/main').
+        target: Only this target (a block or its name); default: every target in the repository.
+        dry_run: Publish the plan and delete nothing.
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():

@@ -19,6 +19,13 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
     """Restore into scratch (databases or a server), compare with the manifest, time it, clean up.
 
     The run fails when any table differs or the restore took longer than `rto_objective_s`.
+
+    Args:
+        target: The target block, or its name ('postgres-target/prod', 'redis-target/cache', or
+            'prod' when one kind alone has a block of that name).
+        repository: The BackupRepository block, or its name ('backup-repository/main').
+        rto_objective_s: The recovery time objective in seconds: a slower restore fails the drill.
+        backup_id: The backup to drill: an id from the catalog, or 'latest'.
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():

@@ -56,6 +56,11 @@ def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, de
 
     Unreadable manifests are reported too. The run fails if anything is wrong, after
     checking everything (one bad backup does not hide the state of the others).
+
+    Args:
+        repository: The BackupRepository block, or its name ('backup-repository/main').
+        target: Only this target (a block or its name); default: every target in the repository.
+        deep: Re-read every object and recompute its sha256 (False: check presence and size only).
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():

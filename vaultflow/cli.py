@@ -8,7 +8,7 @@ Targets and repositories are Prefect blocks given by name (`--target prod`); for
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -17,7 +17,8 @@ from rich.table import Table
 app = typer.Typer(help="Database backups as Prefect flows.", no_args_is_help=True, add_completion=False)
 console = Console()
 
-TargetOpt = typer.Option(..., "--target", "-t", help="Target block name: 'prod' (a PostgresTarget, else a RedisTarget) or 'redis-target/cache'.")
+TargetOpt = typer.Option(..., "--target", "-t", help="Target block name: 'KIND-target/NAME' as `prefect block ls` "
+                         "shows it, or just NAME when one target kind alone has a block of that name.")
 RepoOpt = typer.Option(None, "--repository", "-r", help="BackupRepository block name.")
 RepoPathOpt = typer.Option(None, "--repo-path", help="A local directory to use as repository instead of a block.")
 
@@ -70,40 +71,94 @@ def backup(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_pa
                   f"in {result['seconds']:.1f} s")
 
 
-@app.command()
-def restore(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt,
-            backup_id: str = typer.Option("latest", "--backup", "-b"),
-            into: Optional[str] = typer.Option(None, help="PostgreSQL: database name (default: a new name) or "
-                                               "data directory (physical). Redis: a directory, or 'original'."),
-            overwrite: bool = typer.Option(False, "--overwrite", help="Replace `into` if it exists."),
-            database: Optional[list[str]] = typer.Option(None, "--database", "-d", help="Only these databases "
-                                                         "(Redis: db0, db3, ...)."),
-            key_pattern: Optional[str] = typer.Option(None, help="Redis: only keys matching this pattern "
-                                                      "(into the target server)."),
-            into_db: Optional[int] = typer.Option(None, help="Redis: the db number to restore keys into."),
-            no_owner: bool = typer.Option(False, "--no-owner", help="PostgreSQL: objects and the database belong "
-                                          "to the restoring role (needed when it is not a superuser)."),
-            no_privileges: bool = typer.Option(False, "--no-privileges", help="PostgreSQL: restore no GRANTs, "
-                                               "database ACL or role-specific settings (with --no-owner)."),
-            to_timeline: Optional[str] = typer.Option(None, "--to-timeline", help="PostgreSQL physical: the "
-                                                      "timeline recovery follows (a number, 'latest' or 'current' "
-                                                      "= the backup's); replays its archived WAL to the end.")):
-    """Restore a backup: PostgreSQL into a new database (or over one with --overwrite); Redis into a
-    scratch redis-server (default), a directory, or back into the server (--into original)."""
+def _engine_restore_options() -> dict[str, tuple[Any, list[str]]]:
+    """Every restore option of every registered engine (vaultflow.engines.registry): option name
+    -> (its pydantic field, the engines that take it). The restore command gets one CLI option
+    each, described by the field; nothing here names an engine."""
+    from vaultflow.engines import registry
+
+    options: dict[str, tuple[Any, list[str]]] = {}
+    for name in registry.names():
+        model = getattr(registry.spec(name).make_engine, "restore_options", None)
+        for field_name, field in (model.model_fields.items() if model is not None else ()):
+            options.setdefault(field_name, (field, []))[1].append(name)
+    return options
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _restore(target: str, repository: Optional[str], repo_path: Optional[str], backup_id: str,
+             into: Optional[str], overwrite: bool, database: Optional[list[str]], **engine_options: Any) -> None:
+    """Restore a backup: by default into a new place the target's engine names (a new database,
+    a scratch server), or over `--into` with --overwrite. Engine options apply to their engine only."""
+    import inspect
+
+    from pydantic import TypeAdapter, ValidationError
+
     from flows.restore import restore as restore_flow
-    timeline: int | str | None = to_timeline
-    if to_timeline is not None and to_timeline not in ("latest", "current"):
-        if not to_timeline.isdigit() or int(to_timeline) < 1:
-            raise typer.BadParameter(f"{to_timeline!r}: give a timeline number, 'latest' or 'current'",
-                                     param_hint="--to-timeline")
-        timeline = int(to_timeline)
+
+    known = _engine_restore_options()
+    given: dict[str, Any] = {}
+    for name, value in engine_options.items():
+        if value is None or value is False:
+            continue
+        field = known[name][0]
+        try:  # a value of the wrong shape is the option's fault, said before anything runs
+            given[name] = TypeAdapter(field.annotation).validate_python(value)
+        except ValidationError as exc:
+            raise typer.BadParameter(f"{value!r}: " + "; ".join(e['msg'] for e in exc.errors()),
+                                     param_hint=_flag(name)) from None
+    flat = set(inspect.signature(restore_flow.fn).parameters)
+    params = {k: v for k, v in given.items() if k in flat}
+    extra = {k: v for k, v in given.items() if k not in flat}
     result = _run(restore_flow, target=target, repository=_repository(repository, repo_path), backup_id=backup_id,
-                  into=into, overwrite=overwrite, databases=database or None, key_pattern=key_pattern,
-                  into_db=into_db, no_owner=no_owner, no_privileges=no_privileges,
-                  to_timeline=timeline)
+                  into=into, overwrite=overwrite, databases=database or None, **params,
+                  **({"options": extra} if extra else {}))
     console.print(f"restored {result['backup_id']} -> {result['restored']} in {result['seconds']:.1f} s")
     for note in result.get("notes", []):
         console.print(f"note: {note}")
+
+
+def _restore_command():
+    """The restore command: generic options, then one option per engine restore option."""
+    import inspect
+
+    generic = [
+        inspect.Parameter("target", inspect.Parameter.KEYWORD_ONLY, default=TargetOpt, annotation=str),
+        inspect.Parameter("repository", inspect.Parameter.KEYWORD_ONLY, default=RepoOpt, annotation=Optional[str]),
+        inspect.Parameter("repo_path", inspect.Parameter.KEYWORD_ONLY, default=RepoPathOpt,
+                          annotation=Optional[str]),
+        inspect.Parameter("backup_id", inspect.Parameter.KEYWORD_ONLY,
+                          default=typer.Option("latest", "--backup", "-b", help="Backup id, or 'latest'."),
+                          annotation=str),
+        inspect.Parameter("into", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=typer.Option(
+            None, help="Where to restore, as the target's engine names it (a database name or data directory, "
+            "a directory, 'original' for the target server); default: a new place.")),
+        inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
+            False, "--overwrite", help="Replace `into` if it exists.")),
+        inspect.Parameter("database", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],
+                          default=typer.Option(None, "--database", "-d", help="Only these databases of the "
+                                               "backup, as its manifest names them.")),
+    ]
+    engine = []
+    for name, (field, engines) in _engine_restore_options().items():
+        is_flag = field.annotation is bool
+        help_text = f"{field.description or name} [{', '.join(engines)}]"
+        engine.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=bool if is_flag else Optional[str],
+            default=typer.Option(False if is_flag else None, _flag(name), help=help_text)))
+
+    def restore(**kwargs: Any) -> None:
+        _restore(**kwargs)
+
+    restore.__doc__ = _restore.__doc__
+    restore.__signature__ = inspect.Signature(generic + engine)  # type: ignore[attr-defined]
+    return restore
+
+
+app.command("restore")(_restore_command())
 
 
 @app.command("list")

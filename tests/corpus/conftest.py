@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
@@ -15,10 +15,10 @@ from vaultflow.stores import LocalStore
 
 def pg_engine(server, databases: list[str] | None = None, name: str | None = None, **kw) -> PostgresEngine:
     """A logical PostgresEngine for the test server `server` (a PostgresInstance); `kw` may
-    override any PostgresConfig field (user, password, lock_timeout_s, ...)."""
-    settings = dict(name=name or f"corpus{server.version}", host=server.host, port=server.port, user=server.user,
+    override any PostgresSettings field (user, password, lock_timeout_s, ...)."""
+    settings = dict(target_name=name or f"corpus{server.version}", host=server.host, port=server.port, user=server.user,
                     password=server.password, databases=databases or [], bin_dir=str(server.client_bin_dir))
-    return PostgresEngine(PostgresConfig(**{**settings, **kw}))
+    return PostgresEngine(PostgresSettings(**{**settings, **kw}))
 
 
 @pytest.fixture

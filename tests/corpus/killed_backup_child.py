@@ -23,12 +23,12 @@ def main() -> None:
 
     if job["engine"] == "redis":
         from vaultflow.engines.redis.engine import RedisEngine
-        from vaultflow.engines.redis.client import RedisConfig
-        engine = RedisEngine(RedisConfig(**job["config"]))
+        from vaultflow.engines.redis.settings import RedisSettings
+        engine = RedisEngine(RedisSettings(**job["config"]))
     else:
-        from vaultflow.engines.postgres.client import PostgresConfig
+        from vaultflow.engines.postgres.settings import PostgresSettings
         from vaultflow.engines.postgres.engine import PostgresEngine
-        engine = PostgresEngine(PostgresConfig(**job["config"]))
+        engine = PostgresEngine(PostgresSettings(**job["config"]))
     repo = Repository(build(job["store"]))
     if job.get("min_part_size"):  # S3: multipart uploads from a few MB on
         repo.store.min_part_size = job["min_part_size"]

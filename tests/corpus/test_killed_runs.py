@@ -33,10 +33,10 @@ from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.postgres import MakeDb, quote_ident, traversable_tmp_dir
 from tests.fixtures.processes import answering, descendants, listening, live, read
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.redis.engine import RedisEngine
-from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore, S3Store, get_bytes
 from vaultflow.stores.spec import describe
@@ -78,7 +78,7 @@ def job_for(engine, store) -> dict:
 # -- the cases ----------------------------------------------------------------------------------
 
 def pg_case(name: str, server, db: str, store, mode: str) -> Case:
-    config = PostgresConfig(name=f"killed-{name}-{secrets.token_hex(3)}", host=server.host, port=server.port,
+    config = PostgresSettings(target_name=f"killed-{name}-{secrets.token_hex(3)}", host=server.host, port=server.port,
                             user=server.user, password=server.password, databases=[db], mode=mode,
                             bin_dir=str(server.client_bin_dir), server_bin_dir=str(server.bin_dir),
                             restore_os_user=SERVICE_USER if running_as_root() else None)
@@ -102,7 +102,7 @@ def pg_case(name: str, server, db: str, store, mode: str) -> Case:
 
 
 def redis_case(name: str, server, store) -> Case:
-    config = RedisConfig(name=f"killed-{name}-{secrets.token_hex(3)}", host=server.host, port=server.port,
+    config = RedisSettings(target_name=f"killed-{name}-{secrets.token_hex(3)}", host=server.host, port=server.port,
                          username=server.username, password=server.password)
     engine = RedisEngine(config)
 

@@ -21,7 +21,7 @@ import pytest
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import pg_differences, pg_state
 from tests.fixtures.postgres import quote_ident
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.snapshot import LockWaitError, LockWatch
 from vaultflow.errors import ToolError, VaultflowError, is_transient
 
@@ -166,7 +166,7 @@ def test_every_backup_committed_under_ddl_restores_exactly(pg_server, fresh_db, 
 def test_pg_dump_lock_timeout_becomes_a_lock_wait_error():
     """pg_dump's --lock-wait-timeout is a statement_timeout around its LOCK TABLE: that failure is
     retryable and names the tables; any other pg_dump failure stays what it was."""
-    watch = LockWatch(PostgresConfig(name="t", lock_timeout_s=3), "shop", snapshot_pid=1)
+    watch = LockWatch(PostgresSettings(target_name="t", lock_timeout_s=3), "shop", snapshot_pid=1)
     timeout = ToolError("pg_dump exited with status 1: pg_dump: error: query failed: ERROR:  canceling statement "
                         "due to statement timeout\npg_dump: detail: Query was: LOCK TABLE public.t, s.\"Odd\" IN "
                         "ACCESS SHARE MODE")

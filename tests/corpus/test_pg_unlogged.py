@@ -16,7 +16,7 @@ import pytest
 from tests.corpus.oracle import pg_differences, pg_state
 from tests.fixtures.postgres import traversable_tmp_dir
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import start_cluster, stop_cluster
 from vaultflow.engines.postgres.physical import UNLOGGED_EMPTY
 from vaultflow.engines.postgres.engine import PostgresEngine
@@ -30,7 +30,7 @@ RUN_AS = SERVICE_USER if running_as_root() else None
 
 
 def physical_engine(pg, name: str, fingerprints: bool) -> PostgresEngine:
-    return PostgresEngine(PostgresConfig(name=name, host=pg.host, port=pg.port, user=pg.user, mode="physical",
+    return PostgresEngine(PostgresSettings(target_name=name, host=pg.host, port=pg.port, user=pg.user, mode="physical",
                                          physical_fingerprints=fingerprints, bin_dir=str(pg.client_bin_dir),
                                          server_bin_dir=str(pg.bin_dir), restore_os_user=RUN_AS))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.corpus.oracle import redis_differences, redis_state
 from vaultflow.engines.redis.engine import RDB_OBJECT, RedisEngine
-from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.engines.redis.server import find_binary, start_redis
 from tests.fixtures.redis import crc64_jones
 
@@ -40,7 +40,7 @@ def test_remote_full_stores_exactly_the_rdb(fresh_redis, corpus_ctx, tmp_path: P
         for i in range(300):
             conn.set(f"k:{i}", f"value {i}" * 3)
         conn.hset("h", mapping={"a": 1, "b": 2})
-    engine = RedisEngine(RedisConfig(name="exact", port=source.port, password=source.password))
+    engine = RedisEngine(RedisSettings(target_name="exact", host="127.0.0.1", port=source.port, password=source.password))
     manifest = engine.full_backup(corpus_ctx)
     stored = tmp_path / "stored.rdb"
     subprocess.run(["zstd", "-qd", str(tmp_path / "repo" / corpus_ctx.repository.object_key(manifest, RDB_OBJECT)),

@@ -22,7 +22,7 @@ import redis
 
 from tests.corpus.oracle import RedisState, redis_differences, redis_state
 from vaultflow.engines.redis.engine import RedisEngine
-from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.engines.redis.compare import compare_copies
 from vaultflow.engines.redis.server import RedisProcess, start_redis
 
@@ -55,7 +55,7 @@ def populate(server: RedisProcess) -> None:
 
 
 def engine_for(server: RedisProcess, name: str) -> RedisEngine:
-    return RedisEngine(RedisConfig(name=name, host=server.host, port=server.port, username=server.username,
+    return RedisEngine(RedisSettings(target_name=name, host=server.host, port=server.port, username=server.username,
                                    password=server.password))
 
 
@@ -148,8 +148,8 @@ def test_every_restore_mode_keeps_consumer_groups(fresh_redis, corpus_ctx, tmp_p
     assert redis_differences(at_backup, redis_state(source)) == []
 
     # partial: the streams of db 0 into db 7 of the same server; nothing else changes
-    result = engine.restore(corpus_ctx, manifest, into="original", key_pattern="orders*", into_db=7,
-                            databases=["db0"])
+    result = engine.restore(corpus_ctx, manifest, into="original", databases=["db0"],
+                            options=RedisRestoreOptions(key_pattern="orders*", into_db=7))
     assert result.comparison.ok, result.comparison.summary()
     assert [t.expected_rows for t in result.comparison.tables] == [2]  # orders and orders:last
     after = redis_state(source)

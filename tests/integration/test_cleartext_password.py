@@ -26,7 +26,8 @@ from tests.fixtures.fake_pg import FakePostgres
 from tests.fixtures.postgres import quote_ident, system_bin_dir_below
 from tests.fixtures.processes import descendants, named
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig, client_env, dbname_conninfo
+from vaultflow.engines.postgres.settings import PostgresSettings
+from vaultflow.engines.postgres.client import client_env, dbname_conninfo
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
@@ -34,8 +35,8 @@ from vaultflow.stores import LocalStore
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _config(pg, databases=(), name="cleartext") -> PostgresConfig:
-    return PostgresConfig(name=name, host=pg.host, port=pg.port, user=pg.user, password=pg.password,
+def _config(pg, databases=(), name="cleartext") -> PostgresSettings:
+    return PostgresSettings(target_name=name, host=pg.host, port=pg.port, user=pg.user, password=pg.password,
                           databases=list(databases), bin_dir=str(pg.client_bin_dir))
 
 
@@ -112,7 +113,7 @@ CHILD = """
 import json, sys, threading
 from pathlib import Path
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
@@ -128,7 +129,7 @@ class StallingStore(LocalStore):
 
 spec = json.loads(sys.stdin.readline())  # the password comes on stdin: never argv or environment
 ctx = BackupContext(repository=Repository(StallingStore(Path(spec.pop("repo")))), log=lambda line: None)
-PostgresEngine(PostgresConfig(**spec)).full_backup(ctx)
+PostgresEngine(PostgresSettings(**spec)).full_backup(ctx)
 """
 
 

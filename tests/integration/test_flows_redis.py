@@ -71,7 +71,7 @@ def test_redis_options_are_refused_for_postgres_targets(pg18, fresh_db, tmp_path
     target = target_for(pg18, db, "pgnotredis")
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     full_backup(target=target, repository=repository)
-    with pytest.raises(ConfigError, match="Redis targets only"):
+    with pytest.raises(ConfigError, match="key_pattern does not apply to target .pgnotredis., a postgres target"):
         restore(target=target, repository=repository, key_pattern="user:*")
 
 

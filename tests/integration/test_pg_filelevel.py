@@ -21,7 +21,7 @@ from tests.fixtures.postgres import restored_instance, system_bin_dir_below, tra
 from tests.fixtures.wal import ArchivingServer
 from tests.integration.test_pg_incremental import Chain as IncrementalChain
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import stop_cluster
 from vaultflow.engines.postgres.filelevel import FILELIST_OBJECT, FILES_OBJECT, METHOD
 from vaultflow.engines.postgres.chain import resolve_chain, restore_chain
@@ -44,9 +44,9 @@ Prints = dict[str, dict[str, TableFingerprint]]
 
 
 def config_for(server: PostgresInstance, *, data_directory: Path | None | str = "same",
-               name: str = TARGET) -> PostgresConfig:
+               name: str = TARGET) -> PostgresSettings:
     directory = server.data_dir if data_directory == "same" else data_directory
-    return PostgresConfig(name=name, host=server.host, port=server.port, user=server.user, password=server.password,
+    return PostgresSettings(target_name=name, host=server.host, port=server.port, user=server.user, password=server.password,
                           physical_fingerprints=True,
                           mode="physical", bin_dir=str(server.client_bin_dir), server_bin_dir=str(server.bin_dir),
                           restore_os_user=RUN_AS, data_directory=str(directory) if directory else None)

@@ -17,7 +17,7 @@ import pytest
 
 from tests.fixtures.postgres import restored_instance, traversable_tmp_dir
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import stop_cluster
 from vaultflow.engines.postgres.chain import resolve_chain, restore_chain
 from vaultflow.engines.postgres.incremental import ChainBrokenError, physical_incremental_backup
@@ -50,8 +50,8 @@ BIG_ROWS = 400_000
 Prints = dict[str, dict[str, TableFingerprint]]
 
 
-def config_for(server: PostgresInstance, name: str = TARGET) -> PostgresConfig:
-    return PostgresConfig(name=name, host=server.host, port=server.port, user=server.user, physical_fingerprints=True,
+def config_for(server: PostgresInstance, name: str = TARGET) -> PostgresSettings:
+    return PostgresSettings(target_name=name, host=server.host, port=server.port, user=server.user, physical_fingerprints=True,
                           password=server.password)
 
 

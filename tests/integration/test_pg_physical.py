@@ -17,7 +17,7 @@ from tests.fixtures.postgres import MakeDb, restored_instance, traversable_tmp_d
 from tests.fixtures.secret_watch import SecretWatch
 from tests.integration.test_postgres_engine import SCHEMA, contents, load
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import RunningCluster, stop_cluster
 from vaultflow.engines.postgres.physical import (
     BASE_OBJECT,
@@ -44,8 +44,8 @@ from vaultflow.testing.unprivileged import (
 RUN_AS = SERVICE_USER if running_as_root() else None
 
 
-def config_for(server: PostgresInstance) -> PostgresConfig:
-    return PostgresConfig(name=f"pg{server.version}-physical", host=server.host, port=server.port,
+def config_for(server: PostgresInstance) -> PostgresSettings:
+    return PostgresSettings(target_name=f"pg{server.version}-physical", host=server.host, port=server.port,
                           physical_fingerprints=True,
                           user=server.user, password=server.password)
 
@@ -398,7 +398,7 @@ def test_default_drill_of_a_backup_taken_under_writes_passes(pg18: PostgresInsta
     thread.start()
     try:
         repo = Repository(LocalStore(scratch / "repo"))
-        config = PostgresConfig(name="busy", host=pg18.host, port=pg18.port, user=pg18.user)
+        config = PostgresSettings(target_name="busy", host=pg18.host, port=pg18.port, user=pg18.user)
         assert config.physical_fingerprints is False, "off by default"
         manifest = physical_full_backup(config, BackupContext(repo, log=lambda line: None),
                                         bin_dir=pg18.client_bin_dir,

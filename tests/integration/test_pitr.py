@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import stop_cluster
 from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
 from vaultflow.engines.postgres.engine import PostgresEngine
@@ -69,7 +69,7 @@ def setup(archiving):
     target = f"pitr{int(time.time() * 1000) % 10**6}"
     pg.execute("DROP TABLE IF EXISTS ticks, markers; CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz); "
                "CREATE TABLE markers (label text PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
-    config = PostgresConfig(name=target, host=pg.host, port=pg.port, user=pg.user, mode="physical",
+    config = PostgresSettings(target_name=target, host=pg.host, port=pg.port, user=pg.user, mode="physical",
                             physical_fingerprints=True,
                             bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir), restore_os_user=RUN_AS,
                             wal_fetch_command=archiving.python.command("fetch", "--repo-path", str(repo_dir),

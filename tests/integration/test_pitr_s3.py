@@ -19,7 +19,7 @@ import pytest
 
 from tests.fixtures.secret_watch import SecretWatch
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import stop_cluster
 from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
 from vaultflow.engines.postgres.engine import PostgresEngine
@@ -61,7 +61,7 @@ def s3_pitr(archiving, s3_server):
     target = f"pitrs3{int(time.time() * 1000) % 10**6}"
     pg.execute("DROP TABLE IF EXISTS s3marks; CREATE TABLE s3marks (label text PRIMARY KEY, "
                "at timestamptz DEFAULT clock_timestamp())")
-    engine = PostgresEngine(PostgresConfig(name=target, host=pg.host, port=pg.port, user=pg.user, mode="physical",
+    engine = PostgresEngine(PostgresSettings(target_name=target, host=pg.host, port=pg.port, user=pg.user, mode="physical",
                                            physical_fingerprints=True,
                                            bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir),
                                            restore_os_user=RUN_AS))

@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.postgres import MakeDb, quote_ident
 from tests.fixtures.secret_watch import SecretWatch
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine, default_restore_name
 from vaultflow.errors import AuthenticationError, NotFoundError, is_transient
 from vaultflow.pipeline import open_verified
@@ -26,7 +26,7 @@ from vaultflow.testing.s3_server import S3Instance
 
 
 def engine_for(server: PostgresInstance, databases: list[str] | None = None, **kw) -> PostgresEngine:
-    return PostgresEngine(PostgresConfig(name=f"pg{server.version}", host=server.host, port=server.port,
+    return PostgresEngine(PostgresSettings(target_name=f"pg{server.version}", host=server.host, port=server.port,
                                          user=server.user, password=server.password,
                                          databases=databases or [], **kw))
 
@@ -185,7 +185,7 @@ def test_password_never_leaks(pg_with_password: PostgresInstance, fresh_db: Make
 
 def test_wrong_password(pg_with_password: PostgresInstance, tmp_path: Path) -> None:
     wrong = "not-" + (pg_with_password.password or "")
-    engine = PostgresEngine(PostgresConfig(name="pw", host=pg_with_password.host, port=pg_with_password.port,
+    engine = PostgresEngine(PostgresSettings(target_name="pw", host=pg_with_password.host, port=pg_with_password.port,
                                            password=wrong))
     repo = Repository(LocalStore(tmp_path / "repo"))
     with pytest.raises(AuthenticationError) as info:

@@ -18,7 +18,7 @@ import pytest
 from tests.fixtures.postgres import MakeDb, quote_ident
 from tests.fixtures.processes import descendants, named
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError,
                               ServerUnavailableError, is_transient)
@@ -30,7 +30,7 @@ from vaultflow.testing.unprivileged import free_port
 
 
 def engine_for(server: PostgresInstance, databases: list[str] | None = None) -> PostgresEngine:
-    return PostgresEngine(PostgresConfig(name=f"pg{server.version}", host=server.host, port=server.port,
+    return PostgresEngine(PostgresSettings(target_name=f"pg{server.version}", host=server.host, port=server.port,
                                          user=server.user, password=server.password,
                                          databases=databases or []))
 
@@ -55,7 +55,7 @@ def backed_up(pg_server: PostgresInstance, fresh_db: MakeDb, tmp_path: Path):
 
 def test_unreachable_host_is_transient(tmp_path: Path) -> None:
     port = free_port()
-    engine = PostgresEngine(PostgresConfig(name="gone", host="127.0.0.1", port=port, connect_timeout=3))
+    engine = PostgresEngine(PostgresSettings(target_name="gone", host="127.0.0.1", port=port, connect_timeout=3))
     with pytest.raises(ServerUnavailableError) as info:
         engine.full_backup(BackupContext(Repository(LocalStore(tmp_path / "repo"))))
     assert is_transient(info.value)
@@ -172,11 +172,11 @@ def drop_later_db():
 KILLED_RUN = """
 import sys
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
-engine = PostgresEngine(PostgresConfig.model_validate_json(sys.argv[1]))
+engine = PostgresEngine(PostgresSettings.model_validate_json(sys.argv[1]))
 engine.full_backup(BackupContext(Repository(LocalStore(sys.argv[2])), log=lambda line: None))
 print("finished")
 """
@@ -257,7 +257,7 @@ def test_a_refusal_by_the_server_itself_is_permanent(pg18: PostgresInstance, fre
     pg18.execute(f"CREATE ROLE {role} LOGIN IN ROLE pg_read_all_data; "
                  f"REVOKE CONNECT ON DATABASE {quote_ident(db)} FROM PUBLIC")
     try:
-        engine = PostgresEngine(PostgresConfig(name="refused", host=pg18.host, port=pg18.port, user=role,
+        engine = PostgresEngine(PostgresSettings(target_name="refused", host=pg18.host, port=pg18.port, user=role,
                                                databases=[db]))
         with pytest.raises(ConfigError, match=f"{db}.*CONNECT privilege") as info:
             engine.full_backup(BackupContext(Repository(LocalStore(tmp_path / "repo"))))

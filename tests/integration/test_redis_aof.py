@@ -16,7 +16,8 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis.aof import (MANIFEST_OBJECT, aof_full_backup, aof_incremental_backup,
                                          materialize_aof_chain)
 from tests.corpus.oracle import redis_differences, redis_state
-from vaultflow.engines.redis.client import RedisConfig, fingerprint_server
+from vaultflow.engines.redis.settings import RedisSettings
+from vaultflow.engines.redis.client import fingerprint_server
 from vaultflow.engines.redis.rdb import start_replica_scratch
 from vaultflow.engines.redis.server import RedisProcess, start_redis
 from vaultflow.errors import AuthenticationError, ChainBrokenError, ConfigError, IntegrityError, RefusedError
@@ -27,8 +28,8 @@ from vaultflow.stores import LocalStore
 INCR, DIFF = BackupKind.INCREMENTAL, BackupKind.DIFFERENTIAL
 
 
-def config_for(server: RedisProcess, name: str = "aof", local: bool = True) -> RedisConfig:
-    return RedisConfig(name=name, host=server.host, port=server.port, username=server.username,
+def config_for(server: RedisProcess, name: str = "aof", local: bool = True) -> RedisSettings:
+    return RedisSettings(target_name=name, host=server.host, port=server.port, username=server.username,
                        password=server.password, data_dir=str(server.directory) if local else None)
 
 
@@ -364,7 +365,7 @@ def test_acl_user_chain_and_no_secret_in_manifests(fresh_redis, repo, tmp_path):
     assert full.fingerprints != incr.fingerprints
     for manifest in (full, incr):
         assert secret.encode() not in manifest.to_json()
-    wrong = RedisConfig(**{**config.model_dump(), "password": "wrong"})
+    wrong = RedisSettings(**{**config.model_dump(), "password": "wrong"})
     with pytest.raises(AuthenticationError, match="backup"):
         aof_incremental_backup(wrong, ctx(repo), incr, INCR)
 

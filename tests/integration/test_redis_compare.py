@@ -10,7 +10,7 @@ import pytest
 from blocks import RedisTarget
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis.engine import RedisEngine
-from vaultflow.engines.redis.client import KEYSPACE, RedisConfig
+from vaultflow.engines.redis.client import KEYSPACE, RedisSettings
 from vaultflow.engines.redis.compare import compare_copies
 from vaultflow.errors import IntegrityError
 from vaultflow.manifest import TableFingerprint
@@ -90,7 +90,7 @@ def test_backups_from_before_issue_8_still_restore_and_check_their_digest(redis_
 def test_a_restore_refuses_an_rdb_whose_crc64_is_not_the_recorded_one(redis_source, tmp_path: Path):
     with redis_source.client() as conn:
         conn.set("crc", "x")
-    engine = RedisEngine(RedisConfig(name="crc", port=redis_source.port))
+    engine = RedisEngine(RedisSettings(target_name="crc", host="127.0.0.1", port=redis_source.port))
     ctx = BackupContext(Repository(LocalStore(tmp_path / "repo")), log=lambda line: None)
     manifest = engine.full_backup(ctx)
     other = "0123456789abcdef" if manifest.consistency["rdb_crc64"] != "0123456789abcdef" else "fedcba9876543210"

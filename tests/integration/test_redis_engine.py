@@ -15,7 +15,7 @@ from tests.fixtures.redis import SEED_USERS
 from tests.fixtures.secret_watch import SecretWatch
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis.engine import RDB_OBJECT, RedisEngine
-from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.engines.redis.server import RedisProcess, find_binary
 from vaultflow.errors import ConfigError, RefusedError
 from vaultflow.ports import free_port
@@ -23,8 +23,8 @@ from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
 
 
-def config_for(server: RedisProcess, name: str, **kw) -> RedisConfig:
-    return RedisConfig(name=name, host=server.host, port=server.port, username=server.username,
+def config_for(server: RedisProcess, name: str, **kw) -> RedisSettings:
+    return RedisSettings(target_name=name, host=server.host, port=server.port, username=server.username,
                        password=server.password, **kw)
 
 
@@ -345,9 +345,9 @@ def test_restore_into_the_original(fresh_redis, tmp_path: Path):
 
     # partial: user:* of db0 into db 5; nothing else anywhere changes
     with pytest.raises(ConfigError, match="exactly one source db"):
-        engine.restore(ctx(repo), manifest, key_pattern="user:*", into_db=5)
-    result = engine.restore(ctx(repo), manifest, into="original", key_pattern="user:*", into_db=5,
-                            databases=["db0"])
+        engine.restore(ctx(repo), manifest, options=RedisRestoreOptions(key_pattern="user:*", into_db=5))
+    result = engine.restore(ctx(repo), manifest, into="original", databases=["db0"],
+                            options=RedisRestoreOptions(key_pattern="user:*", into_db=5))
     assert result.comparison.ok
     assert result.restored == {"db0": f"{server.where}/db5"}
     after = contents(server)
@@ -360,7 +360,8 @@ def test_restore_into_the_original(fresh_redis, tmp_path: Path):
         conn.delete("user:1000", "user:1001")
         conn.hset("user:1002", "name", "Chuck")
     with pytest.raises(RefusedError, match="'user:1002' already exists in db 5"):
-        engine.restore(ctx(repo), manifest, key_pattern="user:*", into_db=5, databases=["db0"])
+        engine.restore(ctx(repo), manifest, databases=["db0"],
+                       options=RedisRestoreOptions(key_pattern="user:*", into_db=5))
     with server.client(db=5) as conn:  # refused before writing anything: the missing keys stay missing
         assert conn.hget("user:1002", "name") == b"Chuck"
         assert sorted(conn.keys("*")) == [b"user:1002"]

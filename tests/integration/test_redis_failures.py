@@ -20,7 +20,7 @@ import redis
 from tests.fixtures.processes import descendants, named
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis.engine import RDB_OBJECT, RedisEngine
-from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.engines.redis.server import RedisProcess
 from vaultflow.errors import (AuthenticationError, ConfigError, IntegrityError, RefusedError,
                               ServerUnavailableError, VaultflowError, is_transient)
@@ -30,8 +30,8 @@ from vaultflow.testing.service_python import service_user_python
 from vaultflow.testing.unprivileged import ensure_service_user, free_port, running_as_root
 
 
-def config_for(server: RedisProcess, name: str, **kw) -> RedisConfig:
-    return RedisConfig(name=name, host=server.host, port=server.port, username=server.username,
+def config_for(server: RedisProcess, name: str, **kw) -> RedisSettings:
+    return RedisSettings(target_name=name, host=server.host, port=server.port, username=server.username,
                        password=server.password, **kw)
 
 
@@ -72,7 +72,7 @@ def backed_up(fresh_redis, tmp_path: Path):
 
 
 def test_wrong_password_fails_at_once(redis_with_password: RedisProcess, tmp_path: Path):
-    config = RedisConfig(name="wrongpw", host=redis_with_password.host, port=redis_with_password.port,
+    config = RedisSettings(target_name="wrongpw", host=redis_with_password.host, port=redis_with_password.port,
                          password="not-the-password")
     with redis_with_password.client() as admin:
         admin.acl_log_reset()
@@ -88,7 +88,7 @@ def test_wrong_password_fails_at_once(redis_with_password: RedisProcess, tmp_pat
 
 
 def test_wrong_acl_user_password_fails_at_once(redis_acl: RedisProcess, tmp_path: Path):
-    config = RedisConfig(name="wrongacl", host=redis_acl.host, port=redis_acl.port, username="backup",
+    config = RedisSettings(target_name="wrongacl", host=redis_acl.host, port=redis_acl.port, username="backup",
                          password="wrong")
     with pytest.raises(AuthenticationError, match="user 'backup'") as info:
         RedisEngine(config).check()
@@ -97,7 +97,7 @@ def test_wrong_acl_user_password_fails_at_once(redis_acl: RedisProcess, tmp_path
 
 def test_unreachable_server_is_transient(tmp_path: Path):
     port = free_port()  # nobody listens there
-    config = RedisConfig(name="gone", host="127.0.0.1", port=port, connect_timeout=3)
+    config = RedisSettings(target_name="gone", host="127.0.0.1", port=port, connect_timeout=3)
     started = time.monotonic()
     with pytest.raises(ServerUnavailableError) as info:
         RedisEngine(config).full_backup(ctx(Repository(LocalStore(tmp_path / "repo"))))
@@ -122,10 +122,10 @@ def test_unreadable_data_dir_is_config_error_naming_it(fresh_redis, tmp_path: Pa
                 import json
                 from vaultflow.engines.base import BackupContext
                 from vaultflow.engines.redis.engine import RedisEngine
-                from vaultflow.engines.redis.client import RedisConfig
+                from vaultflow.engines.redis.settings import RedisSettings
                 from vaultflow.repository import Repository
                 from vaultflow.stores import LocalStore
-                config = RedisConfig(name="noread", host={server.host!r}, port={server.port},
+                config = RedisSettings(target_name="noread", host={server.host!r}, port={server.port},
                                      data_dir={str(secret_dir)!r})
                 try:
                     RedisEngine(config).full_backup(BackupContext(Repository(LocalStore({str(repo_dir)!r})),
@@ -243,7 +243,7 @@ def test_restore_into_a_port_in_use_is_refused(backed_up, tmp_path: Path):
         holder.listen()
         port = holder.getsockname()[1]
         with pytest.raises(RefusedError) as info:
-            engine.restore(ctx(repo), manifest, port=port)
+            engine.restore(ctx(repo), manifest, options=RedisRestoreOptions(port=port))
         assert str(port) in str(info.value) and "in use" in str(info.value)
         # nothing took the port from us, nothing was started elsewhere
         holder.settimeout(0.2)
@@ -254,7 +254,7 @@ def test_restore_into_a_port_in_use_is_refused(backed_up, tmp_path: Path):
 
     # a free port is honoured
     port = free_port()
-    result = engine.restore(ctx(repo), manifest, port=port)
+    result = engine.restore(ctx(repo), manifest, options=RedisRestoreOptions(port=port))
     try:
         assert result.restored["server"] == f"127.0.0.1:{port}" and result.comparison.ok
     finally:

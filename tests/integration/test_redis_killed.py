@@ -29,7 +29,7 @@ import redis
 from tests.fixtures.processes import descendants, is_gone, live
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis.engine import RedisEngine
-from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 
@@ -48,7 +48,7 @@ def child() -> None:
     """Run the job from stdin (JSON: moment, config, repo) and block at its moment."""
     job = json.loads(sys.stdin.read())
     moment = job["moment"]
-    engine = RedisEngine(RedisConfig(**job["config"]))
+    engine = RedisEngine(RedisSettings(**job["config"]))
     repo = Repository(LocalStore(job["repo"]))
 
     def log(line: str) -> None:
@@ -83,7 +83,7 @@ def big_redis():
 def _run_until(moment: str, server, repo: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "tests.integration.test_redis_killed"], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    config = {"name": "killed", "port": server.port, "password": server.password}
+    config = {"target_name": "killed", "host": "127.0.0.1", "port": server.port, "password": server.password}
     proc.stdin.write(json.dumps({"moment": moment, "config": config, "repo": str(repo)}))
     proc.stdin.close()
     lines: list[str] = []
@@ -130,7 +130,7 @@ def test_a_killed_backup_leaves_no_process(moment: str, big_redis, tmp_path: Pat
 
 def test_a_killed_drill_leaves_no_scratch_server(big_redis, tmp_path: Path):
     repo = Repository(LocalStore(tmp_path / "repo"))
-    engine = RedisEngine(RedisConfig(name="killed", port=big_redis.port, password=big_redis.password))
+    engine = RedisEngine(RedisSettings(target_name="killed", host="127.0.0.1", port=big_redis.port, password=big_redis.password))
     engine.full_backup(BackupContext(repo, log=lambda line: None))
 
     proc, where = _run_until("drill", big_redis, tmp_path / "repo")

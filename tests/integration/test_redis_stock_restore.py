@@ -13,7 +13,7 @@ import redis
 from tests.fixtures.redis import SEED_USERS
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis.engine import RedisEngine
-from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.engines.redis.server import RedisProcess
 from vaultflow.ports import free_port
 from vaultflow.repository import Repository
@@ -50,7 +50,7 @@ def test_rdb_restore_with_sha256sum_zstd_redis_check_rdb_and_redis_server(fresh_
         db0.zadd("scores", {"alice": 10, "bob": 7.5})
         db0.set("session", "abc", ex=3600)
         db3.sadd("db3:set", *range(50))
-    engine = RedisEngine(RedisConfig(name="stock", host=server.host, port=server.port, password=server.password))
+    engine = RedisEngine(RedisSettings(target_name="stock", host=server.host, port=server.port, password=server.password))
     manifest = engine.full_backup(BackupContext(Repository(LocalStore(tmp_path / "repo")), log=lambda line: None))
     backup_dir = tmp_path / "repo/redis/stock/backups" / manifest.id
     restore_dir = tmp_path / "restore"
@@ -101,7 +101,7 @@ def test_aof_chain_restore_by_hand_as_documented(fresh_redis, tmp_path: Path):
     from vaultflow.manifest import BackupKind
 
     server: RedisProcess = fresh_redis(name="stock-aof")  # appendonly yes, Redis 7 multi-part AOF
-    engine = RedisEngine(RedisConfig(name="stockaof", host=server.host, port=server.port,
+    engine = RedisEngine(RedisSettings(target_name="stockaof", host=server.host, port=server.port,
                                      data_dir=str(server.directory)))
     ctx = BackupContext(Repository(LocalStore(tmp_path / "repo")), log=lambda line: None)
     ids = []

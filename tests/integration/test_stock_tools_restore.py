@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
@@ -25,7 +25,7 @@ def test_restore_with_sha256sum_zstd_and_pg_restore(pg18, fresh_db, tmp_path: Pa
     pg18.execute("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric, tags jsonb); "
                  "INSERT INTO items SELECT g, 'item ' || g, g * 1.5, jsonb_build_object('g', g) "
                  "FROM generate_series(1, 2000) g", db)
-    engine = PostgresEngine(PostgresConfig(name="stock", host=pg18.host, port=pg18.port, user=pg18.user,
+    engine = PostgresEngine(PostgresSettings(target_name="stock", host=pg18.host, port=pg18.port, user=pg18.user,
                                            databases=[db], bin_dir=str(pg18.client_bin_dir)))
     manifest = engine.full_backup(BackupContext(Repository(LocalStore(tmp_path / "repo"))))
     backup_dir = tmp_path / "repo/postgres/stock/backups" / manifest.id

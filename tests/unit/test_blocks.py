@@ -9,8 +9,13 @@ from PIL import Image
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
-from blocks import BackupRepository, PostgresTarget
+from blocks import BackupRepository, PostgresTarget, RedisTarget
 from blocks._common import LOGO_PATH, LOGO_URL
+from blocks.registry import target_type, target_types
+from vaultflow.engines.base import options_for
+from vaultflow.engines.postgres.settings import PostgresRestoreOptions, PostgresSettings
+from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
+from vaultflow.errors import ConfigError
 from vaultflow.stores.local import LocalStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,13 +43,21 @@ class TestBackupRepositoryStandards(_StandardSuite):
         return BackupRepository
 
 
+class TestRedisTargetStandards(_StandardSuite):
+    @pytest.fixture
+    def block(self):
+        return RedisTarget
+
+
 def test_password_is_a_secret_everywhere():
     target = PostgresTarget(host="db.example", password=SecretStr("hunter2-secret"), target_name="prod")
     assert "hunter2-secret" not in repr(target)
     assert "hunter2-secret" not in target.model_dump_json()
-    assert "hunter2-secret" not in repr(target.to_config())
-    assert target.to_config().password.get_secret_value() == "hunter2-secret"
-    assert target.to_config().name == "prod"
+    engine = target.engine()
+    assert engine.config is target, "the block is the engine's settings: nothing copied"
+    assert "hunter2-secret" not in repr(engine.config)
+    assert engine.config.password.get_secret_value() == "hunter2-secret"
+    assert engine.config.name == "prod"
 
 
 def test_target_name_defaults_to_host_and_port():
@@ -66,3 +79,77 @@ def test_repository_refuses_a_policy_that_keeps_nothing(tmp_path):
 def test_local_repository_builds_a_local_store(tmp_path):
     repo = BackupRepository(local_path=str(tmp_path / "r"), compression_level=7).build()
     assert isinstance(repo.store, LocalStore) and repo.compression_level == 7
+
+
+# -- one definition per target ------------------------------------------------------------
+
+@pytest.mark.parametrize("block, settings", [(PostgresTarget, PostgresSettings), (RedisTarget, RedisSettings)])
+def test_a_target_block_is_its_engine_settings(block, settings):
+    """Every field is defined once, in the engine's settings; the block adds none and the
+    engine gets the block itself."""
+    assert issubclass(block, settings)
+    assert block.model_fields.keys() == settings.model_fields.keys()
+    for name, field in settings.model_fields.items():
+        assert field.description, f"{settings.__name__}.{name} has no description"
+        assert block.model_fields[name].description == field.description
+    schema = block.model_json_schema()
+    assert schema["block_type_slug"] == block.get_block_type_slug() and schema["secret_fields"] == ["password"]
+    assert block.engine_name in target_engine_names()
+
+
+def target_engine_names() -> list[str]:
+    from vaultflow.engines import registry
+
+    return registry.names()
+
+
+def test_the_defaults_are_chosen_once():
+    assert PostgresTarget().host == PostgresSettings().host == "localhost"
+    assert RedisTarget().host == RedisSettings().host == "localhost"
+    with pytest.raises(ValidationError):
+        PostgresSettings(sslmode="sometimes")  # one of libpq's six values, block and core alike
+    with pytest.raises(ValidationError):
+        PostgresSettings(hots="db1")  # a typo in core settings is an error, not a default
+
+
+def test_target_name_control_characters_are_refused():
+    with pytest.raises(ConfigError, match="control characters"):
+        _ = PostgresTarget(target_name="a\nb").name
+
+
+def test_every_target_block_type_is_registered():
+    assert target_types() == {"postgres-target": PostgresTarget, "redis-target": RedisTarget}
+    assert target_type("redis-target") is RedisTarget
+    with pytest.raises(ConfigError, match="not a target block type.*postgres-target, redis-target"):
+        target_type("mongo-target")
+
+
+def test_restore_options_belong_to_their_engine():
+    postgres, redis = PostgresTarget(target_name="pg").engine(), RedisTarget(target_name="cache").engine()
+    assert options_for(redis, {"key_pattern": "user:*", "into_db": 3}) == RedisRestoreOptions(key_pattern="user:*",
+                                                                                               into_db=3)
+    assert options_for(postgres, None) == PostgresRestoreOptions()
+    with pytest.raises(ConfigError, match="restore option key_pattern does not apply to target 'pg', a postgres "
+                                          "target \\(its restore options: to_time, to_lsn"):
+        options_for(postgres, {"key_pattern": "user:*"}, "pg")
+    with pytest.raises(ConfigError, match="PostgresRestoreOptions does not apply to target 'cache', a redis target"):
+        options_for(redis, PostgresRestoreOptions(no_owner=True), "cache")
+    with pytest.raises(ConfigError, match="invalid restore options for target 'pg', a postgres target: to_timeline"):
+        options_for(postgres, {"to_timeline": "newest"}, "pg")
+    assert options_for(postgres, {"to_timeline": "3"}).to_timeline == 3
+
+
+def test_strategy_fit_is_the_settings_rule():
+    from flows._fit import how_to_fix, misfit
+
+    assert misfit("incremental", PostgresTarget(target_name="a")) == \
+        "a takes logical backups, which have no incremental form"
+    assert misfit("incremental", PostgresTarget(target_name="b", mode="physical")) is None
+    assert misfit("archive-logs", PostgresTarget(target_name="c", mode="physical"), spool_dir="/spool") is None
+    assert "no wal_spool" in misfit("archive-logs", PostgresTarget(target_name="c", mode="physical"))
+    assert "no data_dir" in misfit("differential", RedisTarget(target_name="d"))
+    assert misfit("differential", RedisTarget(target_name="d", data_dir="/var/lib/redis")) is None
+    assert "archive-logs ships PostgreSQL WAL" in misfit("archive-logs", RedisTarget(target_name="e"))
+    assert how_to_fix("incremental") == ("point the deployment at a physical PostgreSQL target (mode='physical') or "
+                                         "a local-mode Redis target with appendonly yes, or schedule full backups only")
+    assert how_to_fix("archive-logs") == "point the deployment at a physical PostgreSQL target with a wal_spool, or pause it"

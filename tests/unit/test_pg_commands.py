@@ -15,7 +15,9 @@ import pytest
 
 from psycopg.conninfo import conninfo_to_dict
 
-from vaultflow.engines.postgres.client import (PostgresConfig, classify_connect_error, client_env, dbname_conninfo,
+from vaultflow.engines.postgres.settings import PostgresSettings
+
+from vaultflow.engines.postgres.client import (classify_connect_error, client_env, dbname_conninfo,
                                          dump_command, globals_command, passfile_lines, restore_command)
 from vaultflow.engines.postgres.chain import chain_checksum_algorithm, combinebackup_command
 from vaultflow.engines.postgres.incremental import incremental_command
@@ -30,10 +32,10 @@ BIN = Path("/opt/pg/bin")
 SECRET = r"s3:cr\et:pa\\ss"
 
 
-def config(**kw) -> PostgresConfig:
-    defaults = dict(name="prod", host="db.example.internal", port=5433, user="backup",
+def config(**kw) -> PostgresSettings:
+    defaults = dict(target_name="prod", host="db.example.internal", port=5433, user="backup",
                     password=SECRET)
-    return PostgresConfig(**{**defaults, **kw})
+    return PostgresSettings(**{**defaults, **kw})
 
 
 # -- command builders ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultflow.engines.postgres.client import PostgresConfig
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.filelevel import (_END_OF_ARCHIVE, _ChunkReader, _member, control_system_identifier,
                                             data_directory, wal_segment_names)
 from vaultflow.engines.postgres.filestate import (RACY_MARGIN_NS, Entry, FileState, dump_state, excluded, load_state,
@@ -159,7 +159,7 @@ def test_tar_writer_is_a_valid_tar_and_pads_a_shrunk_file() -> None:
 
 def test_data_directory_setting_is_checked(tmp_path: Path) -> None:
     def config(directory):
-        return PostgresConfig(name="t15", mode="physical", data_directory=str(directory) if directory else None)
+        return PostgresSettings(target_name="t15", mode="physical", data_directory=str(directory) if directory else None)
 
     with pytest.raises(ConfigError, match="target t15 has no data_directory.*Set data_directory on the PostgresTarget"):
         data_directory(config(None))

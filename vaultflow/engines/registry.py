@@ -56,6 +56,12 @@ def register(engine_spec: EngineSpec) -> EngineSpec:
     return engine_spec
 
 
+def unregister(name: str) -> None:
+    """Forget a registered engine (tests that define their own clean up with it); a built-in
+    package's engine is found again on the next spec(name)."""
+    _REGISTERED.pop(name, None)
+
+
 def _builtin_names() -> list[str]:
     import vaultflow.engines as package
 

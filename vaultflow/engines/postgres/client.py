@@ -20,54 +20,14 @@ import shutil
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator
 
 import psycopg
 from psycopg.conninfo import make_conninfo
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.errors import (AuthenticationError, ConfigError, NotFoundError,
                               ServerUnavailableError, VaultflowError)
-
-
-class PostgresConfig(BaseModel):
-    """Where a PostgreSQL server is and how to log in; built from the PostgresTarget block."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(description="target name, used in the repository layout")
-    host: str = "127.0.0.1"
-    port: int = 5432
-    user: str = "postgres"
-    password: SecretStr | None = None
-    databases: list[str] = Field(default_factory=list, description="empty = all non-template")
-    sslmode: str = "prefer"
-    bin_dir: str | None = Field(default=None, description="client binaries; default newest found")
-    connect_timeout: int = 10
-    mode: Literal["logical", "physical"] = "logical"
-    server_bin_dir: str | None = Field(default=None, description="postgres server binaries for starting "
-                                       "restored physical backups; default: found, same major version")
-    restore_os_user: str | None = Field(default=None, description="OS user that runs a restored cluster "
-                                        "when the worker is root; default 'postgres'")
-    wal_fetch_command: str | None = Field(default=None, description="restore_command without ' %f %p'")
-    data_directory: str | None = Field(default=None, description="the server's data directory, readable by "
-                                       "the worker; needed for file-level incrementals on PostgreSQL 15/16")
-    manifest_checksums: Literal["CRC32C", "SHA256"] = Field(
-        default="CRC32C", description="per-file checksums of pg_basebackup's backup_manifest (checked by "
-        "pg_verifybackup / pg_combinebackup); vaultflow's own SHA-256 covers every stored object")
-    physical_fingerprints: bool = Field(
-        default=False, description="physical backups: also fingerprint every table (full scans, concurrent "
-        "with the copy, exact only without concurrent writes); restores always run pg_verifybackup")
-    lock_timeout_s: float = Field(
-        default=60.0, gt=0, description="longest wait for a table lock, seconds (lock_timeout on vaultflow "
-        "sessions, pg_dump --lock-wait-timeout); past it the backup fails with a retryable error")
-    role_passwords: bool = Field(
-        default=True, description="keep the roles' password hashes in the globals dump (False: "
-        "pg_dumpall --no-role-passwords)")
-
-    @property
-    def where(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
 
 
 # Settings every vaultflow session starts with (startup options outrank ALTER DATABASE / ALTER
@@ -82,7 +42,7 @@ def _escape_passfile(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def passfile_lines(config: PostgresConfig, databases: Iterable[str]) -> str:
+def passfile_lines(config: PostgresSettings, databases: Iterable[str]) -> str:
     """The passfile text for `databases` on the target: one `host:port:database:user:password`
     line per database, every field escaped, no wildcard anywhere (libpq hands the password only
     to a connection that matches a line exactly). Replication connections (pg_basebackup) match
@@ -120,7 +80,7 @@ class ClientEnv(dict):
     child reopens from offset 0 at each connection attempt. `allow(*databases)` replaces the
     passfile's lines before the next command, so each command finds only its own databases."""
 
-    def __init__(self, env: dict[str, str], config: PostgresConfig, fd: int):
+    def __init__(self, env: dict[str, str], config: PostgresSettings, fd: int):
         super().__init__(env)
         self._config = config
         self._fd = fd
@@ -137,7 +97,7 @@ class ClientEnv(dict):
 
 
 @contextmanager
-def client_env(config: PostgresConfig, databases: Iterable[str] = ("postgres",)) -> Iterator[ClientEnv]:
+def client_env(config: PostgresSettings, databases: Iterable[str] = ("postgres",)) -> Iterator[ClientEnv]:
     """Environment for libpq tools: connection settings from the target (PGHOST, PGPORT, PGUSER,
     PGSSLMODE, ...; no inherited PG* variable) and PGPASSFILE=/dev/fd/N, an anonymous 0600 memfd
     naming `databases` (see passfile_lines; "replication" for pg_basebackup). Children must get
@@ -171,7 +131,7 @@ def dbname_conninfo(database: str) -> str:
     return make_conninfo(dbname=database)
 
 
-def classify_connect_error(exc: Exception, config: PostgresConfig, dbname: str) -> VaultflowError:
+def classify_connect_error(exc: Exception, config: PostgresSettings, dbname: str) -> VaultflowError:
     """Turn a libpq error into one that says what is wrong and whether retrying helps."""
     text = str(exc)
     if "password authentication failed" in text or "no password supplied" in text \
@@ -197,7 +157,7 @@ def classify_connect_error(exc: Exception, config: PostgresConfig, dbname: str) 
         f"cannot reach PostgreSQL at {config.host}:{config.port}: {text.strip().splitlines()[-1]}")
 
 
-def connect(config: PostgresConfig, dbname: str = "postgres", autocommit: bool = True,
+def connect(config: PostgresSettings, dbname: str = "postgres", autocommit: bool = True,
             options: str = "") -> psycopg.Connection:
     """A psycopg connection to `dbname` on the target; every setting is a keyword argument (a
     database name is never parsed as a connection string). The session starts with
@@ -239,7 +199,7 @@ def tool_major_version(bin_dir: Path) -> int:
     return int(match.group(1))
 
 
-def choose_bin_dir(config: PostgresConfig, server_major: int) -> Path:
+def choose_bin_dir(config: PostgresSettings, server_major: int) -> Path:
     """The configured bin dir, else the client of the server's major version, else the newest
     found; must not be older than the server.
 
@@ -267,7 +227,7 @@ def choose_bin_dir(config: PostgresConfig, server_major: int) -> Path:
     return best
 
 
-def server_bin_dir(config: PostgresConfig, major: int) -> Path:
+def server_bin_dir(config: PostgresSettings, major: int) -> Path:
     """Where a `postgres` of major version `major` lives, to start a restored data directory."""
     if config.server_bin_dir:
         return Path(config.server_bin_dir)

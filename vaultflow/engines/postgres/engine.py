@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.postgres.client import (PostgresConfig, choose_bin_dir, client_env, connect,
+from vaultflow.engines.base import BackupContext, RestoreResult, options_for
+from vaultflow.engines.postgres.settings import PostgresRestoreOptions, PostgresSettings
+from vaultflow.engines.postgres.client import (choose_bin_dir, client_env, connect,
                                          dump_command, globals_command, server_bin_dir,
                                          tool_version)
 from vaultflow.errors import (ConfigError, NotFoundError, RefusedError, VaultflowError)
@@ -42,9 +43,13 @@ def dump_object_name(database: str) -> str:
 
 
 class PostgresEngine:
-    name = "postgres"
+    """The PostgreSQL engine (vaultflow.engines.base.Engine): logical and physical backups of
+    the server that `config` (PostgresSettings, or the PostgresTarget block) names."""
 
-    def __init__(self, config: PostgresConfig):
+    name = "postgres"
+    restore_options = PostgresRestoreOptions
+
+    def __init__(self, config: PostgresSettings):
         self.config = config
         self._server_major: int | None = None
 
@@ -212,23 +217,27 @@ class PostgresEngine:
     # -- restore ------------------------------------------------------------------------
     def restore(self, ctx: BackupContext, manifest: Manifest, *, into: str | None = None,
                 overwrite: bool = False, databases: list[str] | None = None,
-                no_owner: bool = False, no_privileges: bool = False, recovery_target=None) -> RestoreResult:
-        """Physical: recover into the directory `into`. Logical: see pg_logical_restore.restore_logical
-        (`no_owner` / `no_privileges` for a restoring role that is not a superuser)."""
+                options: PostgresRestoreOptions | None = None) -> RestoreResult:
+        """Physical: recover into the directory `into`, to the point the options name (to_time,
+        to_lsn, to_name, to_timeline; default: the backup's own consistent point). Logical: see
+        logical_restore.restore_logical (`no_owner` / `no_privileges` for a restoring role that
+        is not a superuser). Raises ConfigError for options the backup's mode cannot honour."""
+        from vaultflow.engines.postgres.recovery import RecoveryTarget
+        opts = options_for(self, options, self.config.name)
+        target = RecoveryTarget(time=opts.to_time, lsn=opts.to_lsn, name=opts.to_name, timeline=opts.to_timeline)
         if manifest.mode == "physical":
-            from vaultflow.engines.postgres.recovery import RecoveryTarget
             if overwrite or databases:
                 raise RefusedError("a physical backup restores a whole cluster into a NEW data directory "
                                    "(`into`); overwrite and databases apply to logical backups only")
             if not into:
                 raise ConfigError("restoring a physical backup needs `into`: an empty directory for the new "
                                   "data directory, on this worker's host")
-            return self.recover(ctx, manifest, Path(into), recovery_target or RecoveryTarget())
-        if recovery_target is not None and not recovery_target.immediate:
+            return self.recover(ctx, manifest, Path(into), target)
+        if not target.immediate:
             raise ConfigError(f"backup {manifest.id} is a logical dump: point-in-time restore needs a physical "
                               "backup and the WAL archive (mode='physical' on the target)")
         return restore_logical(self, ctx, manifest, into=into, overwrite=overwrite, databases=databases,
-                               no_owner=no_owner, no_privileges=no_privileges)
+                               no_owner=opts.no_owner, no_privileges=opts.no_privileges)
 
     # -- physical: start restored clusters ----------------------------------------------------
     def recover(self, ctx: BackupContext, manifest: Manifest, dest: Path, target) -> RestoreResult:

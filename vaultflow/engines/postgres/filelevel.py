@@ -42,7 +42,8 @@ from pathlib import Path
 import psycopg
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import PostgresConfig, connect
+from vaultflow.engines.postgres.settings import PostgresSettings
+from vaultflow.engines.postgres.client import connect
 from vaultflow.engines.postgres.filestate import (CONTROL_FILE, FILELIST_OBJECT, FILES_OBJECT, METHOD, Entry,
                                             FileState, dump_state, load_state, state_from_backup_manifest,
                                             unchanged, walk)
@@ -60,7 +61,7 @@ _END_OF_ARCHIVE = bytes(1024)
 
 # -- the data directory --------------------------------------------------------------------
 
-def data_directory(config: PostgresConfig) -> Path:
+def data_directory(config: PostgresSettings) -> Path:
     """The target's data_directory, checked to be a readable PostgreSQL data directory."""
     if not config.data_directory:
         raise ConfigError(
@@ -201,7 +202,7 @@ def _parent_state(ctx: BackupContext, parent: Manifest, tmp: Path) -> FileState:
         raise ChainBrokenError(f"{exc}: take a full backup") from None
 
 
-def _start(conn: psycopg.Connection, config: PostgresConfig, backup_id: str) -> None:
+def _start(conn: psycopg.Connection, config: PostgresSettings, backup_id: str) -> None:
     slot = "vaultflow_" + re.sub(r"[^a-z0-9]", "_", backup_id.lower())
     try:
         conn.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (slot,))
@@ -244,7 +245,7 @@ def _stop_and_wal(conn: psycopg.Connection, data_dir: Path, facts: dict) -> Iter
             yield from _member(f"pg_wal/{name}", handle, size, time.time(), hashlib.sha256())
 
 
-def filelevel_backup(config: PostgresConfig, ctx: BackupContext, parent: Manifest, kind: BackupKind, *,
+def filelevel_backup(config: PostgresSettings, ctx: BackupContext, parent: Manifest, kind: BackupKind, *,
                      server_version: str) -> Manifest:
     """An incremental (parent: the latest backup) or differential (parent: the latest full)
     file-level backup of a PostgreSQL 15/16 cluster, committed to ctx.repository.

@@ -38,7 +38,7 @@ import psycopg
 
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.client import (
-    PostgresConfig,
+    PostgresSettings,
     connect,
 )
 
@@ -80,11 +80,11 @@ def incremental_command(bin_dir: Path, label: str, parent_manifest: Path,
     return [*basebackup_command(bin_dir, label, manifest_checksums), f"--incremental={parent_manifest}"]
 
 
-def _where(config: PostgresConfig) -> str:
+def _where(config: PostgresSettings) -> str:
     return f"{config.host}:{config.port}"
 
 
-def _check_server(config: PostgresConfig) -> tuple[str | None, int | None]:
+def _check_server(config: PostgresSettings) -> tuple[str | None, int | None]:
     """Version >= 17 and summarize_wal = on, else ConfigError. Returns (system identifier,
     current timeline), each None when this role may not read pg_control (the server's own
     checks and the label's timeline still apply)."""
@@ -109,7 +109,7 @@ def _check_server(config: PostgresConfig) -> tuple[str | None, int | None]:
     return system, timeline
 
 
-def _validate_parent(config: PostgresConfig, parent: Manifest, kind: BackupKind,
+def _validate_parent(config: PostgresSettings, parent: Manifest, kind: BackupKind,
                      required: tuple[str, ...] = (MANIFEST_OBJECT,)) -> None:
     """Caller mistakes are RefusedError; a parent that cannot anchor a chain (none of the
     `required` objects) is ChainBrokenError."""
@@ -175,7 +175,7 @@ _CHAIN_FAILURES = [
 ]
 
 
-def _classify_incremental(exc: ToolError, config: PostgresConfig, parent: Manifest) -> VaultflowError:
+def _classify_incremental(exc: ToolError, config: PostgresSettings, parent: Manifest) -> VaultflowError:
     text = str(exc)
     detail = next((ln.strip() for ln in text.splitlines() if "ERROR:" in ln or "error:" in ln),
                   text.strip().splitlines()[-1] if text.strip() else "")
@@ -195,7 +195,7 @@ _INCREMENTAL_LABEL = {
 }
 
 
-def physical_incremental_backup(config: PostgresConfig, ctx: BackupContext, parent: Manifest,
+def physical_incremental_backup(config: PostgresSettings, ctx: BackupContext, parent: Manifest,
                                 kind: BackupKind, *, bin_dir: Path, server_version: str) -> Manifest:
     """An incremental (parent: the latest backup) or differential (parent: the latest full)
     physical backup of the whole cluster, committed to ctx.repository.

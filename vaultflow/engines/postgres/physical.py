@@ -37,7 +37,7 @@ import psycopg
 from vaultflow.compare import UNLOGGED_EMPTY, TableComparison
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.client import (
-    PostgresConfig,
+    PostgresSettings,
     client_env,
     connect,
     tool_version,
@@ -156,7 +156,7 @@ class _ServerFacts:
     size: int | None
 
 
-def _server_facts(config: PostgresConfig) -> _ServerFacts:
+def _server_facts(config: PostgresSettings) -> _ServerFacts:
     with connect(config) as conn:
         tablespaces = conn.execute(
             "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace "
@@ -173,7 +173,7 @@ def _server_facts(config: PostgresConfig) -> _ServerFacts:
     return _ServerFacts(system, [(n, loc) for n, loc in tablespaces], size)
 
 
-def _tablespace_error(config: PostgresConfig, names: str) -> ConfigError:
+def _tablespace_error(config: PostgresSettings, names: str) -> ConfigError:
     return ConfigError(
         f"PostgreSQL at {config.host}:{config.port} has tablespace(s) {names}: physical backups stream "
         "one tar to the repository and pg_basebackup writes only the main tablespace to stdout, so "
@@ -202,7 +202,7 @@ _BASEBACKUP_FAILURES = [
 ]
 
 
-def _classify(exc: ToolError, config: PostgresConfig) -> VaultflowError:
+def _classify(exc: ToolError, config: PostgresSettings) -> VaultflowError:
     text = str(exc)
     if "single tablespace to stdout" in text:
         return _tablespace_error(config, "(found by pg_basebackup)")
@@ -236,7 +236,7 @@ def _stream_basebackup(cmd: list[str], env: Mapping[str, str], ctx: BackupContex
     return written, sniffers[0]
 
 
-def physical_full_backup(config: PostgresConfig, ctx: BackupContext, *, bin_dir: Path,
+def physical_full_backup(config: PostgresSettings, ctx: BackupContext, *, bin_dir: Path,
                          server_version: str) -> Manifest:
     """A full physical backup of the whole cluster, committed to ctx.repository.
 
@@ -264,7 +264,7 @@ def physical_full_backup(config: PostgresConfig, ctx: BackupContext, *, bin_dir:
                           classify=lambda exc: _classify(exc, config), inspect=inspect)
 
 
-def run_basebackup(config: PostgresConfig, ctx: BackupContext, kind: BackupKind, *, facts: "_ServerFacts",
+def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKind, *, facts: "_ServerFacts",
                    bin_dir: Path, server_version: str, command: Callable[[str], list[str]],
                    classify: Callable[[ToolError], VaultflowError],
                    inspect: Callable[[str, str | None, BackupLabel], dict],
@@ -372,12 +372,12 @@ def with_unlogged(tables: list[TableComparison], unlogged: dict[tuple[str, str],
     return result, empty
 
 
-def _fingerprint_all(config: PostgresConfig) -> dict[str, dict[str, TableFingerprint]]:
+def _fingerprint_all(config: PostgresSettings) -> dict[str, dict[str, TableFingerprint]]:
     """Every table's fingerprint per database; see fingerprints_and_unlogged."""
     return fingerprints_and_unlogged(config)[0]
 
 
-def fingerprints_and_unlogged(config: PostgresConfig
+def fingerprints_and_unlogged(config: PostgresSettings
                               ) -> tuple[dict[str, dict[str, TableFingerprint]], dict[str, list[str]]]:
     """Every table's fingerprint per database (none when the target turned them off: restores
     then rest on pg_verifybackup against the server's backup_manifest), and the unlogged tables

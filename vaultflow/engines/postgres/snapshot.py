@@ -35,7 +35,9 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from vaultflow.engines.postgres.client import PostgresConfig, connect
+from vaultflow.engines.postgres.settings import PostgresSettings
+
+from vaultflow.engines.postgres.client import connect
 from vaultflow.errors import TransientError
 
 
@@ -116,7 +118,7 @@ def _tables(conn: psycopg.Connection) -> dict[int, tuple]:
     return {row[0]: tuple(row[1:]) for row in conn.execute(CATALOG_SQL).fetchall()}
 
 
-def open_snapshot(config: PostgresConfig, database: str) -> Snapshot:
+def open_snapshot(config: PostgresSettings, database: str) -> Snapshot:
     """Lock every table of `database`, then export a snapshot that sees exactly those tables as
     the executor does (module docstring). The caller rolls back and closes `Snapshot.conn`.
 
@@ -156,7 +158,7 @@ def open_snapshot(config: PostgresConfig, database: str) -> Snapshot:
                          f"({ATTEMPTS} attempts); nothing was committed. Retry when the schema changes are done")
 
 
-def catalog_changed(config: PostgresConfig, database: str, snapshot: Snapshot) -> list[str]:
+def catalog_changed(config: PostgresSettings, database: str, snapshot: Snapshot) -> list[str]:
     """Tables ("schema.table") whose columns or storage differ between the snapshot and the
     latest catalog; empty when the dump and the fingerprints describe the same tables."""
     with connect(config, database) as other:
@@ -169,7 +171,7 @@ class LockWatch(threading.Thread):
     the limit. `pg_dump_appname` is the application_name pg_dump runs under (its backend is
     found by it). After the dump, `error` holds the LockWaitError to raise, if the watch fired."""
 
-    def __init__(self, config: PostgresConfig, database: str, snapshot_pid: int):
+    def __init__(self, config: PostgresSettings, database: str, snapshot_pid: int):
         super().__init__(name=f"lockwatch-{snapshot_pid}", daemon=True)
         self.config, self.database = config, database
         self.snapshot_pid = snapshot_pid

@@ -1,6 +1,6 @@
 """Redis 7 multi-part AOF: AOF-anchored full, incremental and differential backups, chain restore.
 
-Local mode only (RedisConfig.data_dir, the worker on the Redis host, `appendonly yes`).
+Local mode only (RedisSettings.data_dir, the worker on the Redis host, `appendonly yes`).
 
   FULL          BGREWRITEAOF (after any running BGSAVE/rewrite), then the new base file
                 (checked with redis-check-rdb, or redis-check-aof for an .aof base), every
@@ -43,7 +43,8 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis.aof_files import (AofState, LocalAof, RangeReader, assemble_scratch_dir, check_base,
                                                read_aof_state, wait_for_aof_flush, wait_for_rewrite)
 from vaultflow.engines.redis.aof_format import find_cut
-from vaultflow.engines.redis.client import RedisConfig, classify_error, connect, fingerprint_server
+from vaultflow.engines.redis.settings import RedisSettings
+from vaultflow.engines.redis.client import classify_error, connect, fingerprint_server
 from vaultflow.engines.redis.rdb import start_replica_scratch
 from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, NotFoundError, RefusedError
 from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
@@ -63,7 +64,7 @@ UTC = timezone.utc
 
 # -- backup ------------------------------------------------------------------------------------
 
-def aof_full_backup(config: RedisConfig, ctx: BackupContext) -> Manifest:
+def aof_full_backup(config: RedisSettings, ctx: BackupContext) -> Manifest:
     """An AOF-anchored full backup: BGREWRITEAOF, then the new base, the increments up to their
     cut and the AOF manifest, committed to ctx.repository. ConfigError when the server is not
     local, older than 7 or has appendonly off (take an RDB full then)."""
@@ -74,7 +75,7 @@ def aof_full_backup(config: RedisConfig, ctx: BackupContext) -> Manifest:
     return _backup(config, ctx, BackupKind.FULL, None, started, {"rewrite": time.monotonic() - t0})
 
 
-def aof_incremental_backup(config: RedisConfig, ctx: BackupContext, parent: Manifest,
+def aof_incremental_backup(config: RedisSettings, ctx: BackupContext, parent: Manifest,
                            kind: BackupKind) -> Manifest:
     """The AOF bytes written since `parent` (INCREMENTAL: the latest backup; DIFFERENTIAL: the
     latest full). ChainBrokenError (the flow takes a full instead) when the target is not
@@ -95,7 +96,7 @@ def aof_incremental_backup(config: RedisConfig, ctx: BackupContext, parent: Mani
 
 
 @contextmanager
-def _server_errors(config: RedisConfig) -> Iterator[None]:
+def _server_errors(config: RedisSettings) -> Iterator[None]:
     """Redis errors classified (auth, unreachable, ...); unreadable AOF files as ConfigError."""
     try:
         yield
@@ -108,7 +109,7 @@ def _server_errors(config: RedisConfig) -> Iterator[None]:
                           "worker read the data directory (run it as the redis user or in its group)?") from exc
 
 
-def _backup(config: RedisConfig, ctx: BackupContext, kind: BackupKind, parent: Manifest | None,
+def _backup(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent: Manifest | None,
             started: datetime, timings: dict[str, float]) -> Manifest:
     with _server_errors(config), connect(config) as conn:
         state = read_aof_state(config, conn, purpose=FULL_PURPOSE if parent is None else f"{kind.value} backups",
@@ -127,7 +128,7 @@ def _backup(config: RedisConfig, ctx: BackupContext, kind: BackupKind, parent: M
     return manifest
 
 
-def _store(config: RedisConfig, ctx: BackupContext, kind: BackupKind, parent: Manifest | None, started: datetime,
+def _store(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent: Manifest | None, started: datetime,
            state: AofState, aof: LocalAof, cuts: dict[str, int], pieces: list[tuple[str, int, int]],
            replication: dict, timings: dict[str, float]) -> Manifest:
     """Stream the pieces and the AOF manifest, fingerprint the cut, commit the manifest last."""
@@ -198,7 +199,7 @@ def _plan(aof: LocalAof, parent: Manifest | None) -> tuple[dict[str, int], list[
     return cuts, pieces
 
 
-def _check_continues(config: RedisConfig, parent: Manifest, aof: LocalAof) -> None:
+def _check_continues(config: RedisSettings, parent: Manifest, aof: LocalAof) -> None:
     """ChainBrokenError unless the server's AOF still extends exactly what `parent` stored."""
     facts = parent.consistency
     how = "; the chain cannot continue; taking a full"
@@ -219,7 +220,7 @@ def _check_continues(config: RedisConfig, parent: Manifest, aof: LocalAof) -> No
                                    f"{cut} bytes backup {parent.id} stored (truncated or rewritten){how}")
 
 
-def _fingerprint_at_cut(config: RedisConfig, aof: LocalAof, cuts: dict[str, int]) -> dict:
+def _fingerprint_at_cut(config: RedisSettings, aof: LocalAof, cuts: dict[str, int]) -> dict:
     """Load the files as they stood at the cuts into a scratch replica (it keeps keys whose TTL
     passes meanwhile, like the scratch a restore is compared in) and fingerprint it."""
     from vaultflow.proc import mkdtemp, remove

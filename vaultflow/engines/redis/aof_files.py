@@ -20,7 +20,8 @@ from typing import Iterator
 import redis
 
 from vaultflow.engines.redis.aof_format import AofManifest, parse_aof_manifest
-from vaultflow.engines.redis.client import RedisConfig, require_local, wait_for
+from vaultflow.engines.redis.settings import RedisSettings
+from vaultflow.engines.redis.client import require_local, wait_for
 from vaultflow.engines.redis.server import find_binary, tool_version
 from vaultflow.errors import ConfigError, ToolError, TransientError, VaultflowError
 
@@ -57,7 +58,7 @@ class AofState:
         return text, parse_aof_manifest(text, str(self.manifest_path))
 
 
-def read_aof_state(config: RedisConfig, conn: redis.Redis, *, purpose: str,
+def read_aof_state(config: RedisSettings, conn: redis.Redis, *, purpose: str,
                    broken: type[VaultflowError]) -> AofState:
     """The server's AOF facts; `broken` (ChainBrokenError for increments: the flow takes a full;
     ConfigError for a full) when it has no multi-part AOF this worker can read."""
@@ -87,7 +88,7 @@ def _busy(info: dict) -> bool:
                 or info.get("aof_rewrite_scheduled"))
 
 
-def wait_for_rewrite(config: RedisConfig, conn: redis.Redis, state: AofState, log=print,
+def wait_for_rewrite(config: RedisSettings, conn: redis.Redis, state: AofState, log=print,
                      timeout: float = REWRITE_TIMEOUT) -> str:
     """BGREWRITEAOF once no BGSAVE or rewrite runs; return the new base file's name."""
     if _busy(conn.info("persistence")):
@@ -135,7 +136,7 @@ def aof_flushed(start: dict, now: dict) -> bool:
         int(start.get("aof_current_size", 0)) + int(start.get("aof_buffer_length", 0))
 
 
-def wait_for_aof_flush(config: RedisConfig, conn: redis.Redis, log=print, timeout: float = FLUSH_TIMEOUT) -> None:
+def wait_for_aof_flush(config: RedisSettings, conn: redis.Redis, log=print, timeout: float = FLUSH_TIMEOUT) -> None:
     """Return once every write the server acknowledged before this call is in its AOF file.
 
     With appendfsync everysec Redis acknowledges a command once it is in its AOF buffer, and
@@ -244,7 +245,7 @@ class RangeReader:
         return data
 
 
-def check_base(config: RedisConfig, aof: LocalAof) -> dict[str, str]:
+def check_base(config: RedisSettings, aof: LocalAof) -> dict[str, str]:
     """redis-check-rdb (an RDB-preamble base) or redis-check-aof on exactly the open base file;
     ToolError with the tool's verdict when it is damaged. Returns {tool: version}."""
     tool = "redis-check-rdb" if aof.base_format == "rdb" else "redis-check-aof"

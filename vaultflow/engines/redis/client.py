@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Literal
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.errors import (AuthenticationError, ConfigError, ServerUnavailableError, TransientError,
                               VaultflowError)
 from vaultflow.manifest import TableFingerprint
@@ -23,35 +22,7 @@ from vaultflow.manifest import TableFingerprint
 KEYSPACE = "keyspace"  # the fingerprints entry for the whole dataset (DEBUG DIGEST)
 
 
-class RedisConfig(BaseModel):
-    """Where a Redis server is and how to log in; built from the RedisTarget block."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(description="target name, used in the repository layout")
-    host: str = "127.0.0.1"
-    port: int = 6379
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: bool = False
-    data_dir: str | None = Field(default=None, description="the server's `dir`, readable by the worker: "
-                                 "enables local mode (BGSAVE copy, AOF incrementals)")
-    bin_dir: str | None = None
-    fingerprint: Literal["digest", "counts"] = Field(
-        default="counts", description="ignored since issue 8 (kept so saved blocks load): every backup records "
-        "the counts its RDB proves; restores compare key by key")
-    connect_timeout: float = 10.0
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def local(self) -> bool:
-        return self.data_dir is not None
-
-
-def connect(config: RedisConfig, db: int = 0) -> redis.Redis:
+def connect(config: RedisSettings, db: int = 0) -> redis.Redis:
     """A checked connection (PING); errors say what is wrong and whether retrying helps."""
     conn = redis.Redis(host=config.host, port=config.port, db=db, username=config.username,
                        password=config.password.get_secret_value() if config.password else None,
@@ -69,7 +40,7 @@ def connect(config: RedisConfig, db: int = 0) -> redis.Redis:
     return conn
 
 
-def classify_error(exc: Exception, config: RedisConfig) -> VaultflowError:
+def classify_error(exc: Exception, config: RedisSettings) -> VaultflowError:
     text = str(exc)
     if isinstance(exc, redis.exceptions.AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text \
             or "invalid password" in text or "Authentication required" in text \
@@ -90,12 +61,12 @@ def classify_error(exc: Exception, config: RedisConfig) -> VaultflowError:
     return VaultflowError(f"Redis at {config.where}: {text}")
 
 
-def cli_env(config: RedisConfig) -> dict[str, str]:
+def cli_env(config: RedisSettings) -> dict[str, str]:
     """Environment for redis-cli, without any REDISCLI_AUTH of ours or the caller's."""
     return {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
 
 
-def cli_args(config: RedisConfig, binary: Path) -> list[str]:
+def cli_args(config: RedisSettings, binary: Path) -> list[str]:
     """redis-cli's connection options. With a password, `--askpass` makes it read the password
     from stdin (see cli_stdin): neither argv nor the environment ever holds it."""
     args = [str(binary), "-h", config.host, "-p", str(config.port), "--no-auth-warning"]
@@ -108,7 +79,7 @@ def cli_args(config: RedisConfig, binary: Path) -> list[str]:
     return args
 
 
-def cli_stdin(config: RedisConfig) -> bytes | None:
+def cli_stdin(config: RedisSettings) -> bytes | None:
     return (config.password.get_secret_value() + "\n").encode() if config.password is not None else None
 
 
@@ -156,7 +127,7 @@ def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.1):
         time.sleep(interval)
 
 
-def require_local(config: RedisConfig, what: str) -> Path:
+def require_local(config: RedisSettings, what: str) -> Path:
     if not config.data_dir:
         raise ConfigError(f"{what} needs the server's data directory on this worker: set data_dir on the "
                           f"RedisTarget {config.name} (and run the worker on the Redis host)")

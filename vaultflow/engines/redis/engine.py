@@ -19,11 +19,13 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.redis.client import (RedisConfig, cli_args, cli_env, cli_stdin, connect,
+from vaultflow.engines.base import BackupContext, RestoreResult, options_for
+from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
+from vaultflow.engines.redis.client import (cli_args, cli_env, cli_stdin, connect,
                                            require_local)
 from vaultflow.engines.redis.compare import facts_fingerprints
 from vaultflow.engines.redis.rdb import RdbTee, bgsave_and_wait
+from vaultflow.engines.redis.restore import restore_redis
 from vaultflow.engines.redis.server import find_binary, tool_version
 from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
 from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
@@ -33,9 +35,13 @@ RDB_OBJECT = "dump.rdb.zst"
 
 
 class RedisEngine:
-    name = "redis"
+    """The Redis engine (vaultflow.engines.base.Engine): RDB and AOF backups of the server that
+    `config` (RedisSettings, or the RedisTarget block) names."""
 
-    def __init__(self, config: RedisConfig):
+    name = "redis"
+    restore_options = RedisRestoreOptions
+
+    def __init__(self, config: RedisSettings):
         self.config = config
         self._info: dict | None = None
 
@@ -148,23 +154,20 @@ class RedisEngine:
 
     # -- restore ------------------------------------------------------------------------
     def restore(self, ctx: BackupContext, manifest: Manifest, *, into: str | None = None,
-                overwrite: bool = False, databases: list[str] | None = None, recovery_target=None,
-                key_pattern: str | None = None, into_db: int | None = None,
-                port: int | None = None, keep_running: bool = True) -> RestoreResult:
-        """Default: a scratch server on a free port (or `port`), left running, compared.
+                overwrite: bool = False, databases: list[str] | None = None,
+                options: RedisRestoreOptions | None = None) -> RestoreResult:
+        """Default: a scratch server on a free port (or options.port), left running, compared.
         into=DIR: the files (dump.rdb or appendonlydir) in DIR, proven by a scratch start.
         into="original": replay into the target server (needs overwrite=True, or key_pattern
         for a partial restore of matching keys into `into_db`)."""
-        from vaultflow.engines.redis.restore import restore_redis
-        if recovery_target is not None and not getattr(recovery_target, "immediate", True):
-            raise ConfigError("Redis backups restore to the backup's own point; to_time/to_lsn/to_name "
-                              "apply to PostgreSQL physical backups")
+        opts = options_for(self, options, self.config.name)
         return restore_redis(self, ctx, manifest, into=into, overwrite=overwrite, databases=databases,
-                             key_pattern=key_pattern, into_db=into_db, port=port, keep_running=keep_running)
+                             key_pattern=opts.key_pattern, into_db=opts.into_db, port=opts.port, keep_running=True)
 
     def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
         """Restore into a scratch server, compare, stop it and remove its files."""
-        return self.restore(ctx, manifest, keep_running=False)
+        return restore_redis(self, ctx, manifest, into=None, overwrite=False, databases=None,
+                             key_pattern=None, into_db=None, port=None, keep_running=False)
 
 
 def _int(value: str | None) -> int | None:

@@ -34,7 +34,9 @@ from pathlib import Path
 
 import redis
 
-from vaultflow.engines.redis.client import RedisConfig, wait_for
+from vaultflow.engines.redis.settings import RedisSettings
+
+from vaultflow.engines.redis.client import wait_for
 from vaultflow.engines.redis.rdb_format import (HEADER_BYTES, RdbFacts, RdbFormatError, RdbStreamScanner,  # noqa: F401
                                                 parse_header)
 from vaultflow.engines.redis.server import RedisProcess, ServerAuth, find_binary, scratch_auth, start_redis
@@ -109,7 +111,7 @@ class RdbTee:
     dropped); `finish()` returns the proven RdbFacts or raises IntegrityError.
     """
 
-    def __init__(self, config: RedisConfig, log=print):
+    def __init__(self, config: RedisSettings, log=print):
         self.config = config
         self.log = log
         self.scanner = RdbStreamScanner()

@@ -1,0 +1,56 @@
+"""Every parameter of every flow has a description in the Prefect run form (read from the
+`Args:` section of the flow's docstring), and closed sets of values are choices, not free text."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+from prefect import Flow
+from prefect.utilities.callables import parameter_schema
+
+import flows
+
+
+def all_flows() -> list[Flow]:
+    found = []
+    for module in pkgutil.iter_modules(flows.__path__):
+        if module.name.startswith("_"):
+            continue
+        for value in vars(importlib.import_module(f"flows.{module.name}")).values():
+            if isinstance(value, Flow) and value not in found:
+                found.append(value)
+    return found
+
+
+def test_the_flows_are_found():
+    names = {f.name for f in all_flows()}
+    assert {"full-backup", "incremental-backup", "differential-backup", "restore", "restore-drill", "verify",
+            "prune", "archive-logs"} <= names, names
+
+
+@pytest.mark.parametrize("flow", all_flows(), ids=lambda f: f.name)
+def test_every_flow_parameter_has_a_description(flow: Flow):
+    schema = parameter_schema(flow.fn).model_dump()
+    assert schema["properties"], flow.name
+    missing = [name for name, prop in schema["properties"].items() if not (prop.get("description") or "").strip()]
+    assert not missing, f"flow {flow.name!r}: parameters without a description (add them to its docstring's Args:): {missing}"
+
+
+def test_closed_sets_are_choices():
+    from flows.restore import restore
+
+    timeline = parameter_schema(restore.fn).model_dump()["properties"]["to_timeline"]
+    choices = [option for option in timeline["anyOf"] if "enum" in option]
+    assert choices and set(choices[0]["enum"]) == {"latest", "current"}, timeline
+
+
+def test_a_target_parameter_offers_every_registered_target_block_type():
+    from blocks.registry import target_types
+    from flows.full_backup import full_backup
+
+    schema = parameter_schema(full_backup.fn).model_dump()
+    [block_ref] = [o["$ref"] for o in schema["properties"]["target"]["anyOf"] if "$ref" in o]
+    offered = schema["definitions"][block_ref.rsplit("/", 1)[1]]["anyOf"]
+    assert [o["block_type_slug"] for o in offered] == list(target_types())

@@ -1,0 +1,109 @@
+"""TargetSettings: the one definition of a target's fields, shared by the core and the blocks.
+
+Each engine defines its settings once, as a subclass of TargetSettings in its own package
+(`vaultflow/engines/<engine>/settings.py`): every field with its default and description. The
+engine takes those settings; the Prefect block of the target kind (blocks/) *is* the settings,
+as a subclass of them (`class PostgresTarget(PostgresSettings, TargetBlock)`), so nothing is
+copied and the two cannot drift.
+
+A settings class also answers which strategies its targets can run (`misfit`): the flows apply
+that rule when they start and `deployments/validate.py` applies it to saved blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vaultflow.engines import registry
+from vaultflow.errors import ConfigError
+
+# Strategies whose targets are restricted, as the flows name them.
+INCREMENTAL, DIFFERENTIAL, ARCHIVE_LOGS = "incremental", "differential", "archive-logs"
+
+
+class RestoreOptions(BaseModel):
+    """Base of every engine's restore options: what its restores take beyond the generic
+    parameters (backup_id, into, overwrite, databases). Each engine subclasses it with typed,
+    described fields and names the subclass as its engine class's `restore_options`; unknown
+    options are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_target_name(name: str) -> str:
+    """`name` if it can name a target in the repository layout, logs and restore_command lines.
+
+    Any text is allowed (the repository percent-encodes it, see docs/repository-format.md)
+    except control characters. Raises ConfigError for a name with control characters."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ConfigError(f"target name {name!r} contains control characters (line breaks, tabs...): "
+                          "set a target_name without them on the target block")
+    return name
+
+
+class TargetSettings(BaseModel):
+    """Base of every engine's target settings.
+
+    Subclasses set `engine_name` (the registry's name of their engine, see
+    vaultflow.engines.registry) and `strategy_fits` (strategy -> which targets of this kind can run
+    it, a phrase for messages such as "a physical PostgreSQL target (mode='physical')"); they
+    override `misfit` for rules on their fields and `server_misfit` for rules only the server
+    can answer. Unknown fields are refused (a typo is an error, not a default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine_name: ClassVar[str]
+    strategy_fits: ClassVar[dict[str, str]] = {}
+
+    target_name: Optional[str] = Field(default=None, description="Name of this target in the repository "
+                                       "layout; default: the block's name.")
+
+    @property
+    def name(self) -> str:
+        """The target's name in the repository layout: target_name, else the name these settings
+        were saved under (a Prefect block's name, see saved_name), else default_name().
+
+        Raises ConfigError for a name with control characters."""
+        return check_target_name(self.target_name or self.saved_name() or self.default_name())
+
+    def saved_name(self) -> str | None:
+        """The name a wrapper saved these settings under; None for plain settings (a target block
+        answers with its block document's name)."""
+        return None
+
+    def default_name(self) -> str:
+        """The name of an unnamed target: `<host>-<port>` when the settings have those fields."""
+        host, port = getattr(self, "host", None), getattr(self, "port", None)
+        if host is None:
+            raise ConfigError(f"a {self.engine_name} target needs a target_name")
+        return f"{host}-{port}" if port is not None else str(host)
+
+    def engine(self) -> Any:
+        """This target's engine (an object satisfying vaultflow.engines.base.Engine), made by its
+        engine's registry entry. Raises ConfigError when the engine is not known."""
+        return registry.spec(self.engine_name).make_engine(self)
+
+    @classmethod
+    def kind_misfit(cls, strategy: str) -> str | None:
+        """Why no target of this kind can run `strategy`, whatever its fields; None when some can
+        (those named in strategy_fits)."""
+        return None if strategy in cls.strategy_fits else f"a {cls.engine_name} target has no {strategy} form"
+
+    def misfit(self, strategy: str, parameters: Mapping[str, Any] | None = None) -> str | None:
+        """Why this target cannot run `strategy` ('incremental', 'differential', 'archive-logs'),
+        judged from its fields and the flow's other `parameters` (e.g. spool_dir); None when it
+        can. The default: kind_misfit, said of this target."""
+        why = self.kind_misfit(strategy)
+        return None if why is None else f"{self.name}: {why}"
+
+    def server_misfit(self, strategy: str) -> str | None:
+        """Why the server (not the fields) keeps this target from running `strategy`; None when it
+        fits or the server cannot be asked (the backup itself then reports that). Default: None."""
+        return None
+
+    def runtime_condition(self, strategy: str) -> str | None:
+        """What server_misfit will still check at run time for a target whose fields fit, as a
+        clause for notes ("its server has appendonly yes"); None when nothing is left to check."""
+        return None
