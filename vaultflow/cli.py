@@ -39,7 +39,8 @@ def _one_line_errors():
     try:
         yield
     except VaultflowError as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        # soft_wrap: one line, whatever the width (a path cut by a hard wrap cannot be copied or grepped)
+        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
