@@ -1,9 +1,7 @@
-"""archive-logs: ship WAL from the local spool (filled by archive_command) to the repository."""
+"""archive-logs: ship a target's continuous log (PostgreSQL WAL, ...) into the repository."""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Optional
 
 from prefect import flow, get_run_logger
@@ -12,59 +10,61 @@ from prefect.events import emit_event
 from flows._fit import how_to_fix, misfit
 from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fast_on_permanent_errors,
                             load_repository, load_target, run_name, target_resource)
-from tasks.wal import ship_wal
+from tasks.logs import archive_logs as ship_logs
 from vaultflow.errors import ConfigError
-from vaultflow.engines.postgres.wal import is_segment, ship_spool, spooled
+from vaultflow.logarchive import open_log_archive, ship_failure
 
 
-@flow(name="archive-logs", flow_run_name=run_name("wal"), log_prints=True, **FLOW_RETRIES)
+@flow(name="archive-logs", flow_run_name=run_name("logs"), log_prints=True, **FLOW_RETRIES)
 def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Optional[str] = None,
                  follow_seconds: float = 0.0) -> dict:
-    """Compress, checksum, store and verify every spooled WAL file, then remove it from the spool.
+    """Ship the target's log into the repository: every unit compressed, stored, read back and
+    checked, its record written last (PostgreSQL: the WAL files `archive_command = 'vaultflow
+    wal-push %p --spool DIR'` spooled; `spool_dir` overrides the target's wal_spool).
 
-    Runs every minute; `archive_command = 'vaultflow wal-push %p --spool DIR'` only copies into
-    the spool, so PostgreSQL never waits for the repository. The result and the
-    `vaultflow.engines.postgres.wal.shipped` event carry the archive lag (segments and seconds still spooled).
-    With `follow_seconds` the run keeps shipping (polling the spool every 0.5 s when idle) for that
-    long, so a deployment every minute with follow_seconds=50 keeps the lag to seconds under
-    heavy write load; the result then also has the largest lag seen.
+    The engine's log archive does the work (vaultflow.logarchive, found in the engine registry);
+    a target whose engine has none, or that is not set up for it, fails at once saying what to
+    configure. The result and the `vaultflow.<stream>.shipped` event (`vaultflow.wal.shipped`)
+    carry the archive lag: `lag_units` and `lag_seconds` still waiting; `lag_segments` and
+    `max_lag_segments` are the same figures under their names from before other engines had log
+    archives. With `follow_seconds` the run keeps shipping (polling every 0.5 s when idle) for
+    that long, so a deployment every minute with follow_seconds=50 keeps the lag to seconds
+    under heavy write load; `max_lag_units` is then the largest backlog seen.
 
     Args:
         target: The target block, or its name ('postgres-target/prod', 'redis-target/cache', or
             'prod' when one kind alone has a block of that name).
         repository: The BackupRepository block, or its name ('backup-repository/main').
-        spool_dir: The spool directory archive_command fills; default: the target's wal_spool.
-        follow_seconds: Keep shipping for this many seconds (0: ship what is spooled, then stop).
+        spool_dir: The spool directory archive_command fills; default: the target's wal_spool
+            (engines whose log is read from the server ignore it).
+        follow_seconds: Keep shipping for this many seconds (0: ship what is waiting, then stop).
     """
     logger = get_run_logger()
     with fail_fast_on_permanent_errors():
         target_block = load_target(target)
         _, repo = load_repository(repository)
+        engine = target_block.engine_name
         why = misfit("archive-logs", target_block, spool_dir)
         if why:  # a permanent misconfiguration: fails at once, without retries
-            raise ConfigError(f"{why}. To archive WAL, {how_to_fix('archive-logs')}.")
-        spool = spool_dir or target_block.wal_spool
-        resource = target_resource("postgres", target_block.name)
+            raise ConfigError(f"{why}. To archive logs, {how_to_fix('archive-logs')}.")
+        archive = open_log_archive(engine, repo, target_block.name, target_block, spool_dir=spool_dir)
+        if archive is None:  # a target kind that claims archive-logs for an engine without an archive
+            raise ConfigError(f"{target_block.name}: the {engine} engine has no log archive; "
+                              f"{how_to_fix('archive-logs')}")
+        resource = target_resource(engine, target_block.name)
         try:
-            result = ship_wal(Path(spool), repo, target_block.name)
-            shipped, max_lag = list(result.shipped), result.lag_segments
-            deadline = time.monotonic() + follow_seconds
-            while time.monotonic() < deadline:
-                if not result.shipped:
-                    time.sleep(0.5)  # idle: poll; after shipping something, look again at once
-                max_lag = max(max_lag, sum(1 for n in spooled(Path(spool)) if is_segment(n.name)))
-                result = ship_spool(Path(spool), repo, target_block.name, level=repo.compression_level)
-                shipped += result.shipped
-            result.shipped = shipped
-        except Exception as exc:  # still report the lag, and which segment is stuck
-            partial = getattr(exc, "ship_result", None)
-            emit_event(event="vaultflow.engines.postgres.wal.ship-failed", resource=resource, payload={
-                "segment": getattr(exc, "segment", None), "error": str(exc),
-                **({"lag_segments": partial.lag_segments, "lag_seconds": partial.lag_seconds} if partial else {})})
+            report = ship_logs(archive, follow_seconds)
+        except Exception as exc:  # still report the lag, and which unit is stuck
+            unit, partial = ship_failure(exc)
+            lag = {"lag_units": partial.lag_units, "lag_segments": partial.lag_units,
+                   "lag_seconds": partial.lag_seconds} if partial else {}
+            emit_event(event=f"vaultflow.{archive.stream}.ship-failed", resource=resource,
+                       payload={"unit": unit, "segment": unit, "error": str(exc), **lag})
             raise
-        summary = {**result.as_dict(), "max_lag_segments": max_lag}
-        emit_event(event="vaultflow.engines.postgres.wal.shipped", resource=resource,
+        summary = {**report.as_dict(), "lag_segments": report.lag_units, "max_lag_segments": report.max_lag_units}
+        emit_event(event=f"vaultflow.{archive.stream}.shipped", resource=resource,
                    payload={k: v for k, v in summary.items() if k != "already_stored"})
-        logger.info(f"shipped {len(result.shipped)} WAL files ({result.stored_bytes / 1e6:.1f} MB stored); "
-                    f"lag {result.lag_segments} segments, {result.lag_seconds:.0f} s")
+        logger.info(f"{archive.title} of {target_block.name}: shipped {len(report.shipped)} files "
+                    f"({report.stored_bytes / 1e6:.1f} MB stored); lag {report.lag_units} units, "
+                    f"{report.lag_seconds:.0f} s")
     return summary

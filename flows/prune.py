@@ -12,18 +12,18 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact
                             fail_fast_on_permanent_errors, load_repository, load_target,
                             publish_catalog, run_name)
 from tasks.prune import delete_backup, delete_objects
+from vaultflow.logarchive import open_log_archive
 from vaultflow.retention import clock_problems, plan
-from vaultflow.engines.postgres.wal import archived_names, delete_wal, wal_not_needed
 
 
-def prunable_wal(repo, target: str, manifests, decisions) -> list[str]:
-    """WAL before the oldest physical backup retention keeps (nothing when none is kept:
-    the archive may be all that is left)."""
-    kept = [m for m in manifests if decisions[m.id].keep and m.mode == "physical"
-            and m.consistency.get("start_wal_file")]
-    if not kept:
-        return []
-    return wal_not_needed(archived_names(repo, target), kept[0].consistency["start_wal_file"])
+def prunable_logs(repo, engine: str, target: str, manifests, decisions):
+    """(the target's log archive, PrunePlan of units no kept backup can use), or (None, None)
+    when the engine has no log archive. Nothing is prunable while no kept backup reads the log:
+    the archive may be all that is left (vaultflow.logarchive.LogArchive.prunable)."""
+    archive = open_log_archive(engine, repo, target)
+    if archive is None:
+        return None, None
+    return archive, archive.prunable([m for m in manifests if decisions[m.id].keep])
 
 
 @flow(name="prune", flow_run_name=run_name("prune"), log_prints=True, **FLOW_RETRIES)
@@ -32,8 +32,10 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
 
     Backups whose recorded time cannot be trusted (a worker's wrong clock, judged against this
     worker's clock and the store's timestamps) are held: kept, in no retention slot, logged as
-    warnings and returned under "clock_problems" (id -> why and what to do). With dry_run the
-    plan is published and nothing is deleted.
+    warnings and returned under "clock_problems" (id -> why and what to do). Where the target's
+    engine has a log archive (PostgreSQL WAL), units no kept backup can use are deleted too;
+    their count is "log_units_deleted" ("wal_deleted": the same count under its older name).
+    With dry_run the plan is published and nothing is deleted.
 
     Args:
         repository: The BackupRepository block, or its name ('backup-repository/main').
@@ -50,7 +52,7 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
             targets = [(tblock.engine().name, tblock.name)]
         else:
             targets = repo.targets()
-        rows, deleted, kept, orphans, partial, wal_deleted = [], [], [], 0, 0, 0
+        rows, deleted, kept, orphans, partial, logs_deleted = [], [], [], 0, 0, 0
         held: dict[str, str] = {}  # misdated backups (clock problems) -> why
         for engine, name in targets:
             catalog = repo.catalog(engine, name)
@@ -75,13 +77,14 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
                 rows.append({"target": f"{engine}/{name}", "backup": info.key, "kind": "orphan",
                              "action": "would delete" if dry_run else "delete",
                              "reason": f"no manifest (failed or killed run), older than {policy.orphan_grace}"})
-            wal_old = prunable_wal(repo, name, catalog.manifests, decisions)
-            if wal_old:
-                rows.append({"target": f"{engine}/{name}", "backup": f"WAL {wal_old[0]} .. {wal_old[-1]}",
-                             "kind": "wal", "action": "would delete" if dry_run else "delete",
-                             "reason": f"{len(wal_old)} WAL files older than the oldest kept physical backup"})
+            archive, log_plan = prunable_logs(repo, engine, name, catalog.manifests, decisions)
+            if archive is not None and log_plan.units:
+                rows.append({"target": f"{engine}/{name}",
+                             "backup": f"{archive.title}: {log_plan.units[0]} .. {log_plan.units[-1]}",
+                             "kind": archive.stream, "action": "would delete" if dry_run else "delete",
+                             "reason": log_plan.reason})
                 if not dry_run:
-                    wal_deleted += delete_wal(repo, name, wal_old)
+                    logs_deleted += archive.delete(log_plan.units)
             orphans += len(stale)
             if stale and not dry_run:
                 delete_objects(repo, [i.key for i in stale])
@@ -95,4 +98,4 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
                     f"orphan objects {orphans}, interrupted writes removed {partial}")
     return {"kept": kept, "deleted": deleted, "orphan_objects": orphans,
             "partial_writes_removed": partial, "clock_problems": held,
-            "wal_deleted": wal_deleted, "dry_run": dry_run}
+            "log_units_deleted": logs_deleted, "wal_deleted": logs_deleted, "dry_run": dry_run}

@@ -12,8 +12,8 @@ from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact
                             publish_catalog, record_check, run_name)
 from tasks.verify import verify_backup
 from vaultflow.errors import IntegrityError
+from vaultflow.logarchive import open_log_archive
 from vaultflow.repository import ObjectCheck
-from vaultflow.engines.postgres.wal import archived_names, check_backup_wal
 
 
 def broken_chain(catalog, manifest) -> str | None:
@@ -32,27 +32,33 @@ def broken_chain(catalog, manifest) -> str | None:
     return None
 
 
-def check_wal_archive(repo, target: str, manifests) -> tuple[list[dict], list[str]]:
-    """WAL continuity for each physical backup: from its start segment through its stop segment
-    and on to the newest archived segment of the timeline a restore of it follows (gaps and
-    timelines named; a missing timeline history file too). Nothing to check without an archive."""
-    physical = [m for m in manifests if m.mode == "physical" and m.consistency.get("start_wal_file")]
-    names = archived_names(repo, target) if physical else []
-    if not physical or not names:
+def check_log_archive(repo, engine: str, target: str, manifests) -> tuple[list[dict], list[str]]:
+    """Continuity of the target's log archive (vaultflow.logarchive; PostgreSQL: WAL) for each
+    backup that reads it: from the backup's log start to the newest archived unit a restore of it
+    follows, gaps named (PostgreSQL: segments and timelines, or a missing timeline history file).
+    One row per target, and one failure per broken backup. Nothing to check when the engine has
+    no log archive, the archive is empty, or no backup reads it."""
+    archive = open_log_archive(engine, repo, target)
+    if archive is None:
         return [], []
-    results = [check_backup_wal(repo, target, m.id, m.consistency, names=names) for m in physical]
-    bad = [r for r in results if not r.ok]
-    detail = ("; ".join(r.problem for r in bad) if bad else
-              f"continuous for {len(results)} physical backups (timeline {results[-1].timeline})")
-    row = {"target": f"postgres/{target}", "backup": "WAL archive", "objects": len(names),
-           "result": "GAPS" if bad else "ok", "detail": detail}
-    return [row], [f"WAL archive of {target}: missing {len(r.missing)}: {', '.join(r.missing[:5])}; {r.problem}"
-                   for r in bad]
+    continuity = archive.continuity(manifests)
+    if not continuity.units or not continuity.backups:
+        return [], []
+    broken = continuity.broken
+    last = continuity.backups[-1]
+    detail = ("; ".join(b.problem for b in broken) if broken else
+              f"continuous for {len(continuity.backups)} backups{f' ({last.note})' if last.note else ''}")
+    row = {"target": f"{engine}/{target}", "backup": archive.title, "objects": continuity.units,
+           "result": "GAPS" if broken else "ok", "detail": detail}
+    return [row], [f"{archive.title} of {target}: missing {len(b.missing)}: {', '.join(b.missing[:5])}; {b.problem}"
+                   for b in broken]
 
 
 @flow(name="verify", flow_run_name=run_name("verify"), log_prints=True, **FLOW_RETRIES)
 def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, deep: bool = True) -> dict:
-    """Deep: recompute every object's sha256. Quick: check presence and size only.
+    """Deep: recompute every object's sha256. Quick: check presence and size only. Where the
+    target's engine has a log archive (PostgreSQL WAL), its continuity from every backup that
+    reads it is checked too, gaps named.
 
     Unreadable manifests are reported too. The run fails if anything is wrong, after
     checking everything (one bad backup does not hide the state of the others).
@@ -98,9 +104,9 @@ def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, de
                 failures += [f"{manifest.id}/{c.key}: {c.detail}" for c in bad]
                 record_check(repo, manifest, "verify" if deep else "quick-verify", not bad, detail)
                 emit_backup_event("verified", manifest, {"ok": not bad, "deep": deep, "problems": detail if bad else ""})
-            wal_rows, wal_failures = check_wal_archive(repo, name, catalog.manifests)
-            rows += wal_rows
-            failures += wal_failures
+            log_rows, log_failures = check_log_archive(repo, engine, name, catalog.manifests)
+            rows += log_rows
+            failures += log_failures
             publish_catalog(repo, engine, name)
         create_table_artifact(rows, key=artifact_key("verify", *(f"{e}-{n}" for e, n in targets)) or "verify",
                               description=f"{'Deep' if deep else 'Quick'} verification of {repo.description}")

@@ -179,7 +179,7 @@ def test_restore_follows_the_restored_servers_timeline_not_the_old_primarys(site
 
 
 def test_archive_that_stopped_fails_verify_and_restore_names_the_first_missing_segment(site: Site):
-    from flows.verify import check_wal_archive
+    from flows.verify import check_log_archive
 
     pg, ctx = site.pg, BackupContext(site.repo)
     site.engine.full_backup(ctx)
@@ -199,7 +199,7 @@ def test_archive_that_stopped_fails_verify_and_restore_names_the_first_missing_s
     start = newest.consistency["start_wal_file"]
     assert start > last_archived
 
-    rows, failures = check_wal_archive(site.repo, site.target, site.repo.catalog("postgres", site.target).manifests)
+    rows, failures = check_log_archive(site.repo, "postgres", site.target, site.repo.catalog("postgres", site.target).manifests)
     assert rows[0]["result"] == "GAPS" and len(failures) == 1
     assert newest.id in failures[0] and f"{start}" in failures[0] and "(timeline 1)" in failures[0]
 
@@ -214,5 +214,5 @@ def test_archive_that_stopped_fails_verify_and_restore_names_the_first_missing_s
     pg.execute("ALTER SYSTEM RESET archive_command")  # archiving repaired: later WAL arrives, the hole stays
     pg.execute("SELECT pg_reload_conf()")
     site.ship()
-    rows, failures = check_wal_archive(site.repo, site.target, site.repo.catalog("postgres", site.target).manifests)
+    rows, failures = check_log_archive(site.repo, "postgres", site.target, site.repo.catalog("postgres", site.target).manifests)
     assert len(failures) == 2, "the older backup's path to the newest WAL now crosses the hole too"

@@ -1,6 +1,7 @@
 """The PostgreSQL engine as the registry sees it."""
 
 from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.postgres.wal.log_archive import WalArchive
 from vaultflow.engines.registry import EngineSpec
 
-SPEC = EngineSpec(name="postgres", make_engine=PostgresEngine)
+SPEC = EngineSpec(name="postgres", make_engine=PostgresEngine, log_archive=WalArchive)

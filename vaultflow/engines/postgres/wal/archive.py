@@ -14,18 +14,18 @@ from typing import TYPE_CHECKING
 from vaultflow.errors import IntegrityError, NotFoundError
 from vaultflow.engines.postgres.wal.names import (
     DEFAULT_SEGMENT_SIZE,
-    _store_of,
+    archived_names,
     is_history,
     is_segment,
     is_wal_file,
     object_key,
     parse_segment,
     record_key,
-    wal_order,
-    wal_prefix,
+    store_of,
 )
-from vaultflow.engines.postgres.wal.push import TMP_PREFIX, _copy_fd
+from vaultflow.engines.postgres.wal.push import TMP_PREFIX, copy_fd
 from vaultflow.engines.postgres.wal.ship import read_record
+from vaultflow.engines.postgres.wal.timelines import plan_timeline, wal_gaps
 
 if TYPE_CHECKING:
     from vaultflow.repository import Repository
@@ -61,7 +61,7 @@ def wal_fetch(name: str, dest: Path, repo: Repository | Store, target: str,
         if spooled_copy.is_file():
             def copy_spooled(out) -> None:
                 with open(spooled_copy, "rb") as src:
-                    _copy_fd(src.fileno(), out.fileno())
+                    copy_fd(src.fileno(), out.fileno())
             _install(dest, copy_spooled)
             return True
     record = read_record(repo, target, name)
@@ -70,7 +70,7 @@ def wal_fetch(name: str, dest: Path, repo: Repository | Store, target: str,
     from vaultflow.pipeline import open_verified
     from vaultflow.stores.base import CHUNK_SIZE
 
-    store = _store_of(repo)
+    store = store_of(repo)
     key = object_key(target, name)
     label = f"WAL file {name} ({key})"
 
@@ -97,14 +97,6 @@ def wal_fetch(name: str, dest: Path, repo: Repository | Store, target: str,
 
 
 # -- continuity ----------------------------------------------------------------------------
-def archived_names(repo: Repository | Store, target: str) -> list[str]:
-    """Names of completely archived WAL files (those with a record), in WAL order."""
-    prefix = wal_prefix(target)
-    names = [info.key[len(prefix):-len(".json")] for info in _store_of(repo).list(prefix)
-             if info.key.endswith(".json")]
-    return sorted((n for n in names if is_wal_file(n)), key=wal_order)
-
-
 def check_continuity(repo: Repository | Store, target: str, start_wal_file: str,
                      timeline: int | None = None, *,
                      segment_size: int = DEFAULT_SEGMENT_SIZE) -> list[str]:
@@ -115,8 +107,6 @@ def check_continuity(repo: Repository | Store, target: str, start_wal_file: str,
     back through its `.history` file the way recovery does. A missing history file of a newer
     timeline that has segments is itself reported, first.
     """
-    from vaultflow.engines.postgres.wal.timelines import plan_timeline, wal_gaps
-
     names = archived_names(repo, target)
     start_tli, start_segno = parse_segment(start_wal_file, segment_size)
     missing: list[str] = []
@@ -151,7 +141,7 @@ def wal_not_needed(names: list[str], oldest_start: str, segment_size: int = DEFA
 
 def delete_wal(repo: Repository | Store, target: str, names: list[str]) -> int:
     """Record first (the file stops being archived), then the object: never a record without data."""
-    store = _store_of(repo)
+    store = store_of(repo)
     for name in names:
         store.delete(record_key(target, name))
         store.delete(object_key(target, name))

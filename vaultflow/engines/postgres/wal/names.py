@@ -105,7 +105,15 @@ def record_key(target: str, name: str) -> str:
     return f"{wal_prefix(target)}{name}.json"
 
 
-def _store_of(repo: Repository | Store) -> Store:
+def store_of(repo: Repository | Store) -> Store:
     """Functions take a Repository; a bare Store is accepted too (the fetch fast path)."""
     return getattr(repo, "store", repo)
+
+
+def archived_names(repo: Repository | Store, target: str) -> list[str]:
+    """Names of completely archived WAL files (those with a record), in WAL order."""
+    prefix = wal_prefix(target)
+    names = [info.key[len(prefix):-len(".json")] for info in store_of(repo).list(prefix)
+             if info.key.endswith(".json")]
+    return sorted((n for n in names if is_wal_file(n)), key=wal_order)
 

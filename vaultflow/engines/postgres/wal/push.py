@@ -48,7 +48,7 @@ def _ensure_dir(path: Path) -> None:
     fsync_dir(path.parent)
 
 
-def _copy_fd(src: int, dst: int) -> None:
+def copy_fd(src: int, dst: int) -> None:
     """Kernel-side copy (sendfile), falling back to read/write."""
     offset = 0
     try:
@@ -78,7 +78,7 @@ def _same_content(a: Path, b: Path) -> bool:
                 return True
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_COPY_CHUNK):
@@ -121,7 +121,7 @@ def wal_push(source: Path, spool_dir: Path) -> Path:
         dst_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.fchmod(dst_fd, 0o600)  # a leftover temp file may have another mode
-            _copy_fd(src_fd, dst_fd)
+            copy_fd(src_fd, dst_fd)
             os.fsync(dst_fd)
         finally:
             os.close(dst_fd)

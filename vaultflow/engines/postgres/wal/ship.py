@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from vaultflow.errors import IntegrityError, NotFoundError, RefusedError, VaultflowError
 from vaultflow.fsutil import fsync_dir
-from vaultflow.engines.postgres.wal.names import _store_of, is_segment, object_key, record_key
-from vaultflow.engines.postgres.wal.push import _sha256_file, spooled
+from vaultflow.engines.postgres.wal.names import is_segment, object_key, record_key, store_of
+from vaultflow.engines.postgres.wal.push import sha256_file, spooled
 
 if TYPE_CHECKING:
     from vaultflow.repository import Repository
@@ -48,10 +48,11 @@ class ShipResult:
                 "stored_bytes": self.stored_bytes}
 
 
-def _measure_lag(spool_dir: Path, result: ShipResult, now: float | None = None) -> None:
+def spool_lag(spool_dir: Path, now: float | None = None) -> tuple[int, int, float]:
+    """(WAL files of any kind in the spool, of which segments and .partial segments, age in
+    seconds of the oldest spooled file: 0.0 when the spool is empty)."""
     files = spooled(spool_dir)
-    result.remaining = len(files)
-    result.lag_segments = sum(1 for f in files if is_segment(f.name) or f.name.endswith(".partial"))
+    segments = sum(1 for f in files if is_segment(f.name) or f.name.endswith(".partial"))
     mtimes = []
     for path in files:
         try:
@@ -59,7 +60,11 @@ def _measure_lag(spool_dir: Path, result: ShipResult, now: float | None = None) 
         except FileNotFoundError:
             continue
     now = time.time() if now is None else now
-    result.lag_seconds = max(0.0, now - min(mtimes)) if mtimes else 0.0
+    return len(files), segments, (max(0.0, now - min(mtimes)) if mtimes else 0.0)
+
+
+def _measure_lag(spool_dir: Path, result: ShipResult) -> None:
+    result.remaining, result.lag_segments, result.lag_seconds = spool_lag(spool_dir)
 
 
 def read_record(repo: Repository | Store, target: str, name: str) -> dict | None:
@@ -68,16 +73,16 @@ def read_record(repo: Repository | Store, target: str, name: str) -> dict | None
 
     key = record_key(target, name)
     try:
-        raw = get_bytes(_store_of(repo), key)
+        raw = get_bytes(store_of(repo), key)
     except NotFoundError:
         return None
     try:
         record = json.loads(raw)
         missing = [f for f in RECORD_FIELDS if f not in record]
     except (ValueError, TypeError) as exc:
-        raise IntegrityError(f"WAL record {key} in {_store_of(repo).description} is unreadable: {exc}") from exc
+        raise IntegrityError(f"WAL record {key} in {store_of(repo).description} is unreadable: {exc}") from exc
     if missing:
-        raise IntegrityError(f"WAL record {key} in {_store_of(repo).description} lacks {', '.join(missing)}")
+        raise IntegrityError(f"WAL record {key} in {store_of(repo).description} lacks {', '.join(missing)}")
     if record["name"] != name:
         raise IntegrityError(f"WAL record {key} names {record['name']!r}, not {name!r}")
     return record
@@ -113,7 +118,7 @@ def _ship_one(path: Path, store: Store, target: str, level: int, result: ShipRes
     name = path.name
     existing = read_record(store, target, name)
     if existing is not None:
-        if existing["raw_sha256"] != _sha256_file(path):
+        if existing["raw_sha256"] != sha256_file(path):
             raise RefusedError(
                 f"WAL file {name} is already archived in {store.description} with different "
                 f"content (raw sha256 {existing['raw_sha256']}); refusing to overwrite it and "
@@ -165,7 +170,7 @@ def ship_spool(spool_dir: Path, repo: Repository | Store, target: str, *, level:
     every later one stay in the spool. Only one ship runs per spool at a time (flock).
     """
     spool_dir = Path(spool_dir)
-    store = _store_of(repo)
+    store = store_of(repo)
     result = ShipResult()
     if not spool_dir.is_dir():
         return result
@@ -188,7 +193,7 @@ def archive_file(path: Path, repo: Repository | Store, target: str, *, level: in
     check, record last. True when stored, False when the archive already held it with the
     same content; RefusedError naming the file when it holds different content."""
     result = ShipResult()
-    _ship_one(Path(path), _store_of(repo), target, level, result)
+    _ship_one(Path(path), store_of(repo), target, level, result)
     return bool(result.shipped)
 
 

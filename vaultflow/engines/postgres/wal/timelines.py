@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vaultflow.errors import ConfigError, NotFoundError
-from vaultflow.engines.postgres.wal.names import (DEFAULT_SEGMENT_SIZE, is_history, is_segment, parse_history, parse_lsn,
-                                 parse_segment, segment_name)
+from vaultflow.engines.postgres.wal.names import (DEFAULT_SEGMENT_SIZE, archived_names, is_history, is_segment,
+                                                  object_key, parse_history, parse_lsn, parse_segment, segment_name,
+                                                  store_of)
+from vaultflow.engines.postgres.wal.ship import read_record
 
 if TYPE_CHECKING:
     from vaultflow.repository import Repository
@@ -74,15 +76,13 @@ def segments_by_timeline(names: list[str], segment_size: int = DEFAULT_SEGMENT_S
 def read_history(repo: Repository | Store, target: str, timeline: int) -> list[tuple[int, int]] | None:
     """The archived history file of `timeline`, parsed ([(parent, switch LSN)], oldest first);
     None when it is not archived. Its bytes are checked against the record's sha256."""
-    from vaultflow.pipeline import open_verified
-    from vaultflow.engines.postgres.wal.names import _store_of, object_key
-    from vaultflow.engines.postgres.wal.ship import read_record
+    from vaultflow.pipeline import open_verified  # zstd: not for the wal-push fast path
 
     name = history_name(timeline)
     record = read_record(repo, target, name)
     if record is None:
         return None
-    reader, verifying, raw = open_verified(_store_of(repo), object_key(target, name), record["sha256"],
+    reader, verifying, raw = open_verified(store_of(repo), object_key(target, name), record["sha256"],
                                            record["stored_size"], f"timeline history file {name}")
     chunks = []
     with raw:
@@ -115,7 +115,6 @@ def plan_timeline(repo: Repository | Store, target: str, backup_timeline: int, b
     backup's are archived without that file.
     """
     if names is None:
-        from vaultflow.engines.postgres.wal.archive import archived_names
         names = archived_names(repo, target)
     lsn = parse_lsn(backup_lsn) if isinstance(backup_lsn, str) else backup_lsn
     segments = segments_by_timeline(names, segment_size)
@@ -175,9 +174,9 @@ def archive_end(plan: TimelinePlan, names: list[str]) -> str | None:
     return plan.name(max(on_chain)) if on_chain else None
 
 
-def describe_gaps(missing: list[str], segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
-    """['...05', '...06', '...09'] -> '000000010000000000000005..000000010000000000000006 (timeline 1),
-    000000010000000000000009 (timeline 1)': runs of consecutive segments, each with its timeline."""
+def gap_runs(missing: list[str], segment_size: int = DEFAULT_SEGMENT_SIZE) -> list[list[str]]:
+    """Missing names (in WAL order) -> runs of consecutive segments of one timeline; any other
+    name (a history file) is a run of its own."""
     runs: list[list[str]] = []
     for name in missing:
         if not is_segment(name):
@@ -189,8 +188,14 @@ def describe_gaps(missing: list[str], segment_size: int = DEFAULT_SEGMENT_SIZE) 
             runs[-1].append(name)
         else:
             runs.append([name])
+    return runs
+
+
+def describe_gaps(missing: list[str], segment_size: int = DEFAULT_SEGMENT_SIZE) -> str:
+    """['...05', '...06', '...09'] -> '000000010000000000000005..000000010000000000000006 (timeline 1),
+    000000010000000000000009 (timeline 1)': runs of consecutive segments, each with its timeline."""
     parts = []
-    for run in runs:
+    for run in gap_runs(missing, segment_size):
         if not is_segment(run[0]):
             parts.append(f"{run[0]} (history file)")
             continue
@@ -220,7 +225,6 @@ def check_backup_wal(repo: Repository | Store, target: str, backup_id: str, cons
     start_wal_file, stop_lsn / stop_wal_file and timeline). The problem text names the gaps
     with their timelines (describe_gaps), or the missing history file."""
     if names is None:
-        from vaultflow.engines.postgres.wal.archive import archived_names
         names = archived_names(repo, target)
     start = consistency["start_wal_file"]
     timeline = int(consistency.get("timeline") or parse_segment(start, segment_size)[0])
