@@ -31,9 +31,10 @@ Standard library only at import time: the PostgreSQL adapter lives in the packag
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from vaultflow.engines import registry
 
@@ -250,7 +251,7 @@ class LogArchiveFactory(Protocol):
 def log_archive_factory(engine: str) -> LogArchiveFactory | None:
     """The log archive factory of engine `engine` from the registry; None when it has none.
     Raises ConfigError for an unknown engine."""
-    return registry.spec(engine).log_archive
+    return cast("LogArchiveFactory | None", registry.spec(engine).log_archive)
 
 
 def open_log_archive(engine: str, repository: Any, target: str, settings: Any = None, *,

@@ -5,7 +5,7 @@ user's own flow. Engines without a log archive get a clear error from archive-lo
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def commit_backup(repo: Repository, target: str, log_start: str, age: timedelta) -> Manifest:
-    when = datetime.now(timezone.utc) - age
+    when = datetime.now(UTC) - age
     manifest = Manifest(id=new_backup_id(BackupKind.FULL, when), engine=ENGINE, target=target, kind=BackupKind.FULL,
                         started_at=when, finished_at=when + timedelta(seconds=1),
                         consistency={"log_start": log_start}, objects=[])

@@ -10,29 +10,52 @@ its log starts; the tests know nothing else about the engine.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from blocks.registry import target_types
-from tests.fixtures.toy_logarchive import ToyArchive, ToyLogSettings, toy_engine_registered, unit_name
+from tests.fixtures.toy_logarchive import (
+    ToyArchive,
+    ToyLogSettings,
+    toy_engine_registered,
+    unit_name,
+)
 from vaultflow import logarchive
 from vaultflow.engines import registry
 from vaultflow.engines.postgres.settings import PostgresSettings
-from vaultflow.engines.settings import ARCHIVE_LOGS
-from vaultflow.engines.postgres.wal import object_key, parse_segment, record_key, segment_name, wal_push
+from vaultflow.engines.postgres.wal import (
+    object_key,
+    parse_segment,
+    record_key,
+    segment_name,
+    wal_push,
+)
 from vaultflow.engines.postgres.wal.log_archive import WalArchive
-from vaultflow.errors import ConfigError, IntegrityError, StoreUnavailableError, VaultflowError
-from vaultflow.logarchive import Gap, LogArchive, ShipReport, ship_failure, ship_following
+from vaultflow.engines.settings import ARCHIVE_LOGS
+from vaultflow.errors import (
+    ConfigError,
+    IntegrityError,
+    StoreUnavailableError,
+    VaultflowError,
+)
+from vaultflow.logarchive import (
+    Gap,
+    LogArchive,
+    ShipReport,
+    ship_failure,
+    ship_following,
+)
 from vaultflow.manifest import BackupKind, Manifest, new_backup_id
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 
 TARGET = "prod"
-T0 = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 
 
 class FailingStore:

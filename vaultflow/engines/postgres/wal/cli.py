@@ -1,6 +1,6 @@
 """archive_command / restore_command entry: `python -m vaultflow.engines.postgres.wal.cli push|fetch ...`.
 
-    archive_command = '/path/to/python -m vaultflow.engines.postgres.wal.cli push %p --spool /var/lib/vaultflow/engines/postgres/wal-spool'
+    archive_command = '/path/to/python -m vaultflow.engines.postgres.wal.cli push %p --spool /var/lib/vaultflow/wal-spool'
     restore_command = '/path/to/python -m vaultflow.engines.postgres.wal.cli fetch %f %p --repo-path /srv/backups --target prod'
     restore_command = '/path/to/python -m vaultflow.engines.postgres.wal.cli fetch %f %p --repo-config /private/repository.json --target prod'
 

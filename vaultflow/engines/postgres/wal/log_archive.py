@@ -10,17 +10,31 @@ restore_command fast paths (wal.cli) do not go through this module.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from vaultflow.engines.postgres.wal.archive import delete_wal, wal_fetch, wal_not_needed
-from vaultflow.engines.postgres.wal.names import (DEFAULT_SEGMENT_SIZE, archived_names, is_segment, parse_segment,
-                                                  wal_prefix)
+from vaultflow.engines.postgres.wal.names import (
+    DEFAULT_SEGMENT_SIZE,
+    archived_names,
+    is_segment,
+    parse_segment,
+    wal_prefix,
+)
 from vaultflow.engines.postgres.wal.ship import ShipResult, ship_spool, spool_lag
 from vaultflow.engines.postgres.wal.timelines import check_backup_wal, gap_runs
 from vaultflow.errors import ConfigError, VaultflowError
-from vaultflow.logarchive import (BackupContinuity, Continuity, Gap, Lag, LogStart, PrunePlan, ShipReport,
-                                  attach_ship_failure)
+from vaultflow.logarchive import (
+    BackupContinuity,
+    Continuity,
+    Gap,
+    Lag,
+    LogStart,
+    PrunePlan,
+    ShipReport,
+    attach_ship_failure,
+)
 
 if TYPE_CHECKING:
     from vaultflow.manifest import Manifest
