@@ -97,6 +97,6 @@ def test_a_users_own_flow_ships_logs_with_the_archive_logs_task(tmp_path: Path):
 
 def test_archive_logs_on_an_engine_without_a_log_archive_fails_at_once_naming_it(tmp_path: Path):
     target = RedisTarget(host="127.0.0.1", port=1, target_name="cache")  # never contacted
-    with pytest.raises(ConfigError, match=r"cache: a redis target has no archive-logs form\. To archive logs, point "
-                                          r"the deployment at a physical PostgreSQL target with a wal_spool, or pause it"):
+    with pytest.raises(ConfigError, match=r"cache is a Redis target: .*\. To archive logs, point the deployment at a "
+                                          r"physical PostgreSQL target with a wal_spool, or pause it"):
         archive_logs(target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")))
