@@ -79,9 +79,8 @@ def _engine_restore_options() -> dict[str, tuple[Any, list[str]]]:
     from vaultflow.engines import registry
 
     options: dict[str, tuple[Any, list[str]]] = {}
-    for name in registry.names():
-        model = getattr(registry.spec(name).make_engine, "restore_options", None)
-        for field_name, field in (model.model_fields.items() if model is not None else ()):
+    for name in registry.names():  # registry.restore_options: no engine (driver) import at CLI start
+        for field_name, field in registry.restore_options(name).model_fields.items():
             options.setdefault(field_name, (field, []))[1].append(name)
     return options
 
@@ -249,29 +248,17 @@ def drill(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_pat
     console.print(f"drill of {result['backup_id']}: {result['tables']} tables match, {result['seconds']:.1f} s")
 
 
-@app.command("wal-push")
-def wal_push(path: str = typer.Argument(..., help="%p: the WAL file PostgreSQL hands over."),
-             spool: str = typer.Option(..., help="Spool directory on this host (created 0700).")):
-    """archive_command: copy a WAL file into the local spool, fsynced (archive-logs ships it)."""
-    from vaultflow.engines.postgres.wal.cli import push_command
-    raise typer.Exit(push_command(path, spool))
+def _engine_commands() -> None:
+    """Commands an engine adds (PostgreSQL: wal-push, wal-fetch), found through the registry."""
+    from vaultflow.engines import registry
+
+    for name in registry.names():
+        add_commands = registry.cli_commands(name)
+        if add_commands is not None:
+            add_commands(app)
 
 
-@app.command("wal-fetch")
-def wal_fetch(name: str = typer.Argument(..., help="%f: the WAL file name."),
-              dest: str = typer.Argument(..., help="%p: where PostgreSQL wants it."),
-              target: str = typer.Option(..., "--target", "-t", help="Target name in the repository."),
-              repo_path: Optional[str] = typer.Option(None, "--repo-path", help="The repository directory."),
-              repo_config: Optional[str] = typer.Option(None, "--repo-config", help="A 0600 JSON file describing "
-                                                        "the repository's store (local, s3, mirror)."),
-              spool: Optional[str] = typer.Option(None, help="Also look in this spool first.")):
-    """restore_command: restore one archived WAL file, sha256-checked (exit 1: not archived)."""
-    from vaultflow.engines.postgres.wal.cli import EXIT_ABORT_RECOVERY, fetch_command
-    if bool(repo_path) == bool(repo_config):
-        typer.echo("vaultflow wal-fetch: give exactly one of --repo-path DIR and --repo-config FILE", err=True)
-        raise typer.Exit(EXIT_ABORT_RECOVERY)
-    raise typer.Exit(fetch_command(name, dest, target=target, repo_path=repo_path, spool=spool,
-                                   repo_config=repo_config))
+_engine_commands()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def test_every_registered_engine_satisfies_the_protocol(name: str):
             f"engine {name}: {method}{inspect.signature(implemented)} differs from the Protocol's " \
             f"{method}{inspect.signature(getattr(Engine, method))}"
     options = engine_class.restore_options
+    assert registry.restore_options(name) is options  # what the CLI reads without importing the engine
     assert issubclass(options, RestoreOptions) and options is not RestoreOptions
     assert options.model_config.get("extra") == "forbid"
     for field_name, field in options.model_fields.items():

@@ -9,11 +9,14 @@ calls `register(spec)`.
 
     spec("postgres")   -> EngineSpec   (raises ConfigError naming the known engines)
     names()            -> ["postgres", "redis", ...]  built-in packages + registered ones
+    restore_options(n) -> the engine's RestoreOptions model (built-ins: without importing the engine)
+    cli_commands(n)    -> adds the engine's own `vaultflow` commands (PostgreSQL: wal-push, wal-fetch)
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -71,6 +74,31 @@ def _builtin_names() -> list[str]:
 def names() -> list[str]:
     """Every engine name: the packages under vaultflow/engines/ and the registered ones, sorted."""
     return sorted(set(_builtin_names()) | set(_REGISTERED))
+
+
+def restore_options(name: str) -> type:
+    """The restore options model (a vaultflow.engines.settings.RestoreOptions subclass) of engine
+    `name`, without importing the engine and its drivers when it is a built-in one: its package's
+    light `settings` module names it as RESTORE_OPTIONS (the CLI builds its restore options from
+    these at every start). A registered engine's comes from its engine class.
+
+    Raises ConfigError when no engine has that name."""
+    if name in _REGISTERED:
+        return _REGISTERED[name].make_engine.restore_options
+    if name in _builtin_names():
+        return importlib.import_module(f"{_PACKAGE}.{name}.settings").RESTORE_OPTIONS
+    raise ConfigError(f"no vaultflow engine named {name!r} (known: {', '.join(names())})")
+
+
+def cli_commands(name: str) -> Callable[[Any], None] | None:
+    """The function that adds engine `name`'s own `vaultflow` commands to the typer app, or None:
+    a built-in engine's `commands` module (`add_commands(app)`), a registered engine's
+    `extras["cli_commands"]`. Imports no engine driver for a built-in engine."""
+    if name in _REGISTERED:
+        return _REGISTERED[name].extras.get("cli_commands")
+    if name in _builtin_names() and importlib.util.find_spec(f"{_PACKAGE}.{name}.commands") is not None:
+        return importlib.import_module(f"{_PACKAGE}.{name}.commands").add_commands
+    return None
 
 
 def spec(name: str) -> EngineSpec:

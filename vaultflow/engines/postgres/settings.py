@@ -127,3 +127,7 @@ class PostgresRestoreOptions(RestoreOptions):
                            "the restoring role (pg_restore --no-owner); needed when it is not a superuser.")
     no_privileges: bool = Field(default=False, description="PostgreSQL logical: restore no GRANTs, database ACL "
                                 "or role-specific settings (pg_restore --no-privileges); with no_owner.")
+
+
+# What vaultflow.engines.registry.restore_options("postgres") answers without importing the engine.
+RESTORE_OPTIONS = PostgresRestoreOptions

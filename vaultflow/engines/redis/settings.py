@@ -92,3 +92,7 @@ class RedisRestoreOptions(RestoreOptions):
                                    "key_pattern restore go into.")
     port: Optional[int] = Field(default=None, gt=0, lt=65536, description="Redis: port of the scratch "
                                 "redis-server a default restore starts; default: a free port.")
+
+
+# What vaultflow.engines.registry.restore_options("redis") answers without importing the engine.
+RESTORE_OPTIONS = RedisRestoreOptions
