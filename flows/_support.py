@@ -69,8 +69,8 @@ def load_target(ref: TargetParam) -> TargetBlock:
     registered target block type (blocks.registry).
 
     Raises NotFoundError when no target block has that name, ConfigError when blocks of more
-    than one kind do (the message names each full name to use instead), TypeError for a
-    block that is not a target."""
+    than one kind do (the message names each full name to use instead) or for a block that is
+    not a target."""
     if isinstance(ref, str) and "/" not in ref:
         found = {slug: block for slug in target_types() if (block := _load_if_saved(f"{slug}/{ref}")) is not None}
         if len(found) > 1:
@@ -83,7 +83,7 @@ def load_target(ref: TargetParam) -> TargetBlock:
         return next(iter(found.values()))
     block = load_block(ref, "")
     if not isinstance(block, TargetBlock):
-        raise TypeError(f"{ref!r} is a {type(block).__name__}, not a target block "
+        raise ConfigError(f"{ref!r} is a {type(block).__name__}, not a target block "
                         f"(target block types: {', '.join(target_types())})")
     return block
 

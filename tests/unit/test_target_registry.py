@@ -96,7 +96,7 @@ def test_a_name_two_kinds_share_is_refused_naming_both(prefect_api):
 
 def test_a_block_that_is_not_a_target_is_refused(prefect_api, tmp_path):
     blocks.BackupRepository(local_path=str(tmp_path)).save("reg-repo", overwrite=True)
-    with pytest.raises(TypeError, match="not a target block"):
+    with pytest.raises(ConfigError, match="'backup-repository/reg-repo' is a BackupRepository, not a target block"):
         load_target("backup-repository/reg-repo")
 
 
