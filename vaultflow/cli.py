@@ -80,7 +80,8 @@ def _engine_restore_options() -> dict[str, tuple[Any, list[str]]]:
 
     options: dict[str, tuple[Any, list[str]]] = {}
     for name in registry.names():  # registry.restore_options: no engine (driver) import at CLI start
-        for field_name, field in registry.restore_options(name).model_fields.items():
+        model = registry.restore_options(name)
+        for field_name, field in (model.model_fields.items() if model is not None else ()):
             options.setdefault(field_name, (field, []))[1].append(name)
     return options
 

@@ -76,15 +76,16 @@ def names() -> list[str]:
     return sorted(set(_builtin_names()) | set(_REGISTERED))
 
 
-def restore_options(name: str) -> type:
+def restore_options(name: str) -> type | None:
     """The restore options model (a vaultflow.engines.settings.RestoreOptions subclass) of engine
     `name`, without importing the engine and its drivers when it is a built-in one: its package's
     light `settings` module names it as RESTORE_OPTIONS (the CLI builds its restore options from
-    these at every start). A registered engine's comes from its engine class.
+    these at every start). A registered engine's comes from its engine class (None when that
+    declares none, as a test's partial engine may).
 
     Raises ConfigError when no engine has that name."""
     if name in _REGISTERED:
-        return _REGISTERED[name].make_engine.restore_options
+        return getattr(_REGISTERED[name].make_engine, "restore_options", None)
     if name in _builtin_names():
         return importlib.import_module(f"{_PACKAGE}.{name}.settings").RESTORE_OPTIONS
     raise ConfigError(f"no vaultflow engine named {name!r} (known: {', '.join(names())})")
