@@ -1,4 +1,8 @@
-"""The body every backup flow shares: check, lock, back up, announce, catalog."""
+"""The body every backup flow shares: check, lock, back up in steps, announce, catalog.
+
+The run graph shows the steps: check-target, plan-backup, one dump task run per unit (each
+database and the globals of a logical PostgreSQL backup; the cluster, the RDB or the AOF
+otherwise), finish-backup (the manifest, written last)."""
 
 from __future__ import annotations
 
@@ -6,9 +10,19 @@ from prefect import get_run_logger
 
 from flows._support import (ProgressReporter, emit_backup_event, fail_fast_on_permanent_errors, lineage,
                             load_repository, load_target, publish_catalog)
-from tasks.backup import check_target, take_full_backup, take_incremental_backup
+from tasks.backup import check_target, dump, finish_backup, plan_backup
 from vaultflow.engines.base import BackupContext
-from vaultflow.manifest import BackupKind
+from vaultflow.manifest import BackupKind, Manifest
+from vaultflow.repository import Repository
+
+
+def backup_steps(engine, ctx: BackupContext, repo: Repository, kind: BackupKind, log) -> Manifest:
+    """plan-backup, a dump task per unit (in order: they stream one after another, as one call
+    did), finish-backup. A failure before the manifest is committed removes this backup's payload."""
+    plan = plan_backup(engine, ctx, kind)
+    with repo.uncommitted(plan.engine, plan.target, plan.backup_id, log):
+        results = [dump(engine, ctx, plan, unit) for unit in plan.units]
+        return finish_backup(engine, ctx, plan, results)
 
 
 def run_backup(kind: BackupKind, target, repository) -> dict:
@@ -28,15 +42,14 @@ def run_backup(kind: BackupKind, target, repository) -> dict:
         progress = ProgressReporter(f"{kind.value} backup of {target_block.name}")
         ctx = BackupContext(repository=repo, lineage=lineage(), log=logger.info, progress=progress)
         with repo.locked(engine.name, target_block.name, log=logger.warning):
-            if kind == BackupKind.FULL:
-                manifest = take_full_backup(engine, ctx)
-            else:
-                try:
-                    manifest = take_incremental_backup(engine, ctx, kind)
-                except ChainBrokenError as exc:
-                    fell_back = str(exc)
-                    logger.warning(f"cannot take a {kind.value} backup: {exc}. Taking a full backup instead.")
-                    manifest = take_full_backup(engine, ctx)
+            try:
+                manifest = backup_steps(engine, ctx, repo, kind, logger.warning)
+            except ChainBrokenError as exc:
+                if kind == BackupKind.FULL:
+                    raise
+                fell_back = str(exc)
+                logger.warning(f"cannot take a {kind.value} backup: {exc}. Taking a full backup instead.")
+                manifest = backup_steps(engine, ctx, repo, BackupKind.FULL, logger.warning)
         progress.close()
     emit_backup_event("completed", manifest, {"stored_size": manifest.stored_size, "raw_size": manifest.raw_size,
                                               **({"fell_back_to_full": fell_back} if fell_back else {})})

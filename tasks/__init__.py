@@ -1,1 +1,17 @@
-"""Thin @task wrappers over the vaultflow core, by verb. Flows compose these."""
+"""Thin @task wrappers over the vaultflow core, by verb: the steps a run graph shows, importable
+into your own flows (docs/tasks.md):
+
+    from tasks import dump, upload, verify_checksum, archive_logs, prune, restore_and_compare
+
+Flows compose these; each is a one-line delegation to the core (or an engine).
+"""
+
+from tasks.backup import check_target, dump, finish_backup, plan_backup
+from tasks.prune import prune
+from tasks.restore import restore_and_compare
+from tasks.transfer import upload
+from tasks.verify import verify_checksum
+from tasks.wal import ship_wal as archive_logs  # "logarchive" renames it archive-logs in tasks/wal.py
+
+__all__ = ["archive_logs", "check_target", "dump", "finish_backup", "plan_backup", "prune",
+           "restore_and_compare", "upload", "verify_checksum"]

@@ -9,6 +9,11 @@ from vaultflow.manifest import Manifest
 from vaultflow.repository import ObjectCheck, Repository
 
 
-@task(name="verify-backup", task_run_name="verify-{manifest.id}", **SIDE_EFFECT_TASK)
-def verify_backup(repository: Repository, manifest: Manifest, deep: bool) -> list[ObjectCheck]:
+@task(name="verify-checksum", task_run_name="verify-{manifest.id}", **SIDE_EFFECT_TASK)
+def verify_checksum(repository: Repository, manifest: Manifest, deep: bool = True) -> list[ObjectCheck]:
+    """One ObjectCheck per object of `manifest`: deep re-reads it and compares its sha256, else
+    size only; a mirror's every member is checked."""
     return repository.verify_backup(manifest, deep=deep)
+
+
+verify_backup = verify_checksum  # the verify flow's name for it

@@ -249,6 +249,23 @@ def drill(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_pat
     console.print(f"drill of {result['backup_id']}: {result['tables']} tables match, {result['seconds']:.1f} s")
 
 
+@app.command()
+def upload(repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt,
+           to: Optional[str] = typer.Option(None, "--to", help="Destination BackupRepository block name."),
+           to_path: Optional[str] = typer.Option(None, "--to-path", help="A local directory as destination."),
+           target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this target's backups."),
+           backup_id: Optional[str] = typer.Option(None, "--backup", "-b", help="Only this backup ('latest' or "
+                                                   "an id) and the parents it needs.")):
+    """Copy backups the destination lacks (objects verified, manifest last; resumes an interrupted copy)."""
+    from flows.upload import upload as upload_flow
+    if bool(to) == bool(to_path):
+        raise typer.BadParameter("give exactly one of --to NAME and --to-path DIR", param_hint="--to")
+    result = _run(upload_flow, source=_repository(repository, repo_path), destination=_repository(to, to_path),
+                  target=target, backup_id=backup_id)
+    console.print(f"copied {len(result['copied'])} backups ({result['objects_sent']} objects, "
+                  f"{result['bytes_sent'] / 1e6:.1f} MB); {result['objects_skipped']} objects already there")
+
+
 def _engine_commands() -> None:
     """Commands an engine adds (PostgreSQL: wal-push, wal-fetch), found through the registry."""
     from vaultflow.engines import registry

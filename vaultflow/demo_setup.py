@@ -15,6 +15,7 @@ and saves the blocks every deployment in prefect.yaml names:
                                    demo-daily-incremental, demo-daily-differential, demo-archive-logs
     redis-target/demo              local mode + AOF: every redis-demo-* deployment
     backup-repository/demo         <workdir>/repository: all of them, verify and prune
+    backup-repository/demo-offsite <workdir>/offsite: demo-daily-upload copies backups there
 
 so that `prefect deploy --all` and a worker on this host (`VAULTFLOW_HOME=$PWD prefect worker
 start --pool vaultflow`) give green runs. Connection details (no secrets: the demo servers trust
@@ -83,6 +84,8 @@ def demo_blocks(servers: DemoServers, repository_path: Path) -> dict[str, Any]:
             restore_os_user=SERVICE_USER if running_as_root() else None),
         "redis-target/demo": RedisTarget(host=redis.host, port=redis.port, data_dir=str(redis.directory)),
         "backup-repository/demo": BackupRepository(local_path=str(repository_path)),
+        # demo-daily-upload's destination; in production a repository with an S3 bucket
+        "backup-repository/demo-offsite": BackupRepository(local_path=str(repository_path.parent / "offsite")),
     }
 
 

@@ -317,7 +317,8 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
         assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in got["schedules"]] == \
             [(s["cron"], s["timezone"]) for s in entry["schedules"]]
     # Every block a deployment names was saved by the demo setup.
-    referenced = {v for e in expected for k, v in e["parameters"].items() if k in ("target", "repository")}
+    referenced = {v for e in expected for k, v in e["parameters"].items()
+                  if k in ("target", "repository", "source", "destination")}
     assert referenced == set(state["blocks"]), (referenced, state["blocks"])
     flows = {f["id"]: f["name"] for f in stack.api("POST", "/flows/filter", json={}).json()}
     names = {name: flows[d["flow_id"]] for name, d in deployed.items()}
@@ -358,6 +359,13 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], dbname="postgres") as conn:
         leftovers = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow_drill_%'").fetchall()
     assert leftovers == [], f"the drill left scratch databases behind: {leftovers}"
+
+    # The hybrid strategy: every backup copied to the off-site repository, restorable there.
+    runs |= run_phase(stack, ["demo-daily-upload"], names)
+    offsite = BackupRepository(local_path=str(repo_dir.parent / "offsite")).build()
+    for engine, target in (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo")):
+        assert [m.id for m in offsite.catalog(engine, target).manifests] == \
+            [m.id for m in repository.catalog(engine, target).manifests], (engine, target)
 
     # Prune last: its retention may collect backups the assertions above counted.
     runs |= run_phase(stack, ["demo-daily-prune"], names)

@@ -37,7 +37,8 @@ def assert_full_said_once(state, caplog, why: str) -> dict:
     assert len(warnings_about(caplog, why)) == 1, [r.getMessage() for r in caplog.records]
     states = task_states(state.state_details.flow_run_id)
     assert states and all(s == "COMPLETED" for _, s in states), states
-    assert not any(name.startswith("incremental-backup") for name, _ in states), states
+    # one backup planned, the full one: no incremental/differential attempt ran first
+    assert [name for name, _ in states if name.startswith("plan-")] == ["plan-full"], states
     return result
 
 

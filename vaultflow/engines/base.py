@@ -8,6 +8,7 @@ they never talk to Prefect.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 from pydantic import ValidationError
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from vaultflow.compare import Comparison
 from vaultflow.engines.settings import RestoreOptions
 from vaultflow.errors import ConfigError
-from vaultflow.manifest import BackupKind, Lineage, Manifest
+from vaultflow.manifest import BackupKind, Lineage, Manifest, StoredObject, TableFingerprint, new_backup_id
 from vaultflow.repository import Repository
 
 Log = Callable[[str], None]
@@ -39,6 +40,96 @@ class RestoreResult:
     notes: list[str] = field(default_factory=list)  # what the restore changed on purpose, and why
 
 
+# -- a backup in steps: plan -> dump each unit -> finish (manifest last) ------------------------
+
+@dataclass(frozen=True)
+class BackupUnit:
+    """One piece of a backup that is dumped (and retried) on its own: a PostgreSQL database or
+    the globals, a whole cluster (physical), a Redis RDB or AOF. `kind` says which; `name` is
+    what the run graph shows (`dump-<kind>-<name>`, or `dump-<kind>` when name is empty)."""
+
+    kind: str
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}-{self.name}" if self.name else self.kind
+
+
+@dataclass(frozen=True)
+class BackupPlan:
+    """What a backup will write, decided before the first byte: its id and start time, its
+    units in dump order, its parent (incremental/differential), and `facts` the engine gathered
+    for its own later steps (server version, tool directory, database properties, ...)."""
+
+    engine: str
+    target: str
+    kind: BackupKind
+    backup_id: str
+    started_at: datetime
+    units: tuple[BackupUnit, ...]
+    parent: Manifest | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What dumping one unit wrote: its objects (already in the store, uncommitted), its
+    fingerprints (database -> table -> fingerprint), engine facts for the manifest (snapshot ids,
+    ...) and timings (phase -> seconds). Single-unit backups whose code builds the whole
+    manifest (physical, Redis) return it in `manifest`, uncommitted: finish_backup commits it."""
+
+    unit: BackupUnit
+    objects: tuple[StoredObject, ...] = ()
+    fingerprints: dict[str, dict[str, TableFingerprint]] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    manifest: Manifest | None = None
+
+
+def new_plan(engine: str, target: str, kind: BackupKind, units: list[BackupUnit], *,
+             parent: Manifest | None = None, **facts: Any) -> BackupPlan:
+    """A plan starting now, with a fresh backup id of `kind`."""
+    started = datetime.now(timezone.utc)
+    return BackupPlan(engine=engine, target=target, kind=kind, backup_id=new_backup_id(kind, started),
+                      started_at=started, units=tuple(units), parent=parent, facts=facts)
+
+
+def planned_identity(plan: BackupPlan | None, kind: BackupKind) -> tuple[datetime, str]:
+    """(start time, backup id): the plan's when the backup runs as steps, else new ones now.
+    Used by single-unit backup code that is also called on its own (and then commits itself)."""
+    if plan is not None:
+        return plan.started_at, plan.backup_id
+    started = datetime.now(timezone.utc)
+    return started, new_backup_id(kind, started)
+
+
+def commit_unless_planned(repository: Repository, manifest: Manifest, plan: BackupPlan | None) -> None:
+    """Commit `manifest` now, unless it is the dump step of `plan` (finish_backup commits then)."""
+    if plan is None:
+        repository.commit(manifest)
+
+
+def commit_unit_manifest(repository: Repository, plan: BackupPlan, results: list[UnitResult]) -> Manifest:
+    """finish_backup of a single-unit plan: commit the manifest its dump built (every object is
+    checked for presence and size first, the manifest written last) and return it. ValueError
+    when `results` is not the one unit's result with a manifest of this plan."""
+    if len(results) != 1 or results[0].manifest is None or results[0].manifest.id != plan.backup_id:
+        raise ValueError(f"backup {plan.backup_id}: finish_backup needs the manifest its one unit built")
+    repository.commit(results[0].manifest)
+    return results[0].manifest
+
+
+def backup_in_steps(engine: "Engine", ctx: BackupContext, kind: BackupKind) -> Manifest:
+    """plan_backup, dump every unit in order, finish_backup: a whole backup in one call (what
+    full_backup/incremental_backup do; the backup flows run the same steps as Prefect tasks).
+    A failure before the manifest is committed removes the payload written so far."""
+    plan = engine.plan_backup(ctx, kind)
+    with ctx.repository.uncommitted(plan.engine, plan.target, plan.backup_id, ctx.log):
+        results = [engine.dump(ctx, plan, unit) for unit in plan.units]
+        return engine.finish_backup(ctx, plan, results)
+
+
 class Engine(Protocol):
     """What every engine class implements (vaultflow/engines/<name>/engine.py), made by its
     registry entry from the target's settings (vaultflow.engines.registry). A test checks every
@@ -54,8 +145,23 @@ class Engine(Protocol):
         """Connect and authenticate; return the server version. Raises a VaultflowError."""
         ...
 
+    def plan_backup(self, ctx: BackupContext, kind: BackupKind) -> BackupPlan:
+        """Check the server and decide the backup's id, units and (for INCREMENTAL/DIFFERENTIAL)
+        parent. Writes nothing. Raises ChainBrokenError when no usable parent exists."""
+        ...
+
+    def dump(self, ctx: BackupContext, plan: BackupPlan, unit: BackupUnit) -> UnitResult:
+        """Stream one unit's objects into ctx.repository under plan.backup_id; commits nothing.
+        Idempotent per unit: a retry rewrites only this unit's objects (puts are atomic)."""
+        ...
+
+    def finish_backup(self, ctx: BackupContext, plan: BackupPlan, results: list[UnitResult]) -> Manifest:
+        """Build the manifest from the units' results and commit it (written LAST); return it."""
+        ...
+
     def full_backup(self, ctx: BackupContext) -> Manifest:
-        """Take a full backup, streaming every object into ctx.repository; commit; return it."""
+        """Take a full backup, streaming every object into ctx.repository; commit; return it
+        (backup_in_steps with FULL)."""
         ...
 
     def incremental_backup(self, ctx: BackupContext, kind: BackupKind) -> Manifest:

@@ -14,18 +14,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-from vaultflow.engines.base import BackupContext, RestoreResult, options_for
+from vaultflow.engines.base import (BackupContext, BackupPlan, BackupUnit, RestoreResult, UnitResult,
+                                    backup_in_steps, commit_unit_manifest, new_plan, options_for)
 from vaultflow.engines.postgres.settings import PostgresRestoreOptions, PostgresSettings
 from vaultflow.engines.postgres.client import (choose_bin_dir, client_env, connect,
                                          dump_command, globals_command, server_bin_dir,
                                          tool_version)
-from vaultflow.errors import (ConfigError, NotFoundError, RefusedError, VaultflowError)
+from vaultflow.engines.postgres.chain import resolve_chain
+from vaultflow.engines.postgres.incremental import physical_incremental_backup
+from vaultflow.engines.postgres.physical import physical_full_backup
+from vaultflow.errors import ChainBrokenError, ConfigError, NotFoundError, RefusedError, VaultflowError
 from vaultflow.keys import encode_name
 from vaultflow.engines.postgres.db_properties import create_database, read_properties
 from vaultflow.engines.postgres.logical_restore import (default_restore_name, drill_logical, drop_database,  # noqa: F401
                                                   restore_logical)
-from vaultflow.manifest import (BackupKind, DatabaseProperties, Manifest, StoredObject, TableFingerprint,
-                                new_backup_id)
+from vaultflow.manifest import BackupKind, DatabaseProperties, Manifest, StoredObject, TableFingerprint
 from vaultflow.pipeline import dump_into_store
 
 # Fingerprint code lives in pg_fingerprint.py; these names stay importable from here.
@@ -90,70 +93,95 @@ class PostgresEngine:
         with connect(self.config, database) as conn:
             return fingerprint_tables(conn, methods)
 
-    # -- backup -------------------------------------------------------------------------
+    # -- backup: plan -> dump each unit -> finish (base.backup_in_steps) -------------------
     def full_backup(self, ctx: BackupContext) -> Manifest:
-        if self.config.mode == "physical":
-            from vaultflow.engines.postgres.physical import physical_full_backup  # imports this module
-            version = self.check()
-            return physical_full_backup(self.config, ctx, bin_dir=self.bin_dir, server_version=version)
-        repo = ctx.repository
-        version = self.check()
-        databases = self.databases_to_back_up()
-        with connect(self.config) as conn:  # recreated by restores under any name (pg_db_properties)
-            properties = {db: read_properties(conn, db) for db in databases}
-        bin_dir = self.bin_dir
-        started = datetime.now(timezone.utc)
-        backup_id = new_backup_id(BackupKind.FULL, started)
-        prefix = repo.backup_prefix(self.name, self.config.name, backup_id)
-        objects: list[StoredObject] = []
-        fingerprints: dict[str, dict[str, TableFingerprint]] = {}
-        snapshots: dict[str, str] = {}
-        timings: dict[str, float] = {}
-        with repo.uncommitted(self.name, self.config.name, backup_id, ctx.log):
-            with client_env(self.config, ["postgres"]) as env:  # each tool finds only its own database
-                t0 = time.monotonic()
-                written = dump_into_store(globals_command(bin_dir, self.config.role_passwords), env, repo.store,
-                                          prefix + "globals.sql.zst",
-                                          level=repo.compression_level, on_stderr=ctx.log, pass_fds=env.pass_fds)
-                objects.append(StoredObject(key="globals.sql.zst", role="globals", format="sql",
-                                            raw_size=written.raw_size, stored_size=written.stored_size,
-                                            sha256=written.sha256))
-                timings["globals"] = time.monotonic() - t0
-                for database in databases:
-                    t0 = time.monotonic()
-                    env.allow(database)
-                    obj, prints, snapshot = self._dump_database(ctx, env, bin_dir, prefix, database)
-                    objects.append(obj)
-                    fingerprints[database] = prints
-                    snapshots[database] = snapshot
-                    timings[f"dump:{database}"] = time.monotonic() - t0
-            manifest = Manifest(
-                id=backup_id, engine=self.name, target=self.config.name, kind=BackupKind.FULL,
-                mode="logical", started_at=started, finished_at=datetime.now(timezone.utc),
-                consistency={"method": "exported snapshot per database", "snapshots": snapshots},
-                objects=objects, fingerprints=fingerprints, server_version=version,
-                database_properties={db: p for db, p in properties.items() if p is not None},
-                tool_versions={"pg_dump": tool_version(bin_dir, "pg_dump")},
-                timings=timings, lineage=ctx.lineage)
-            repo.commit(manifest)
-        return manifest
+        return backup_in_steps(self, ctx, BackupKind.FULL)
 
     def incremental_backup(self, ctx: BackupContext, kind: BackupKind) -> Manifest:
         """Incremental (parent: the latest backup) or differential (parent: the latest full).
 
         Raises ChainBrokenError when there is no usable parent; the flow then takes a full.
         """
-        from vaultflow.engines.postgres.chain import resolve_chain
-        from vaultflow.engines.postgres.incremental import ChainBrokenError, physical_incremental_backup
-        if self.config.mode != "physical":
-            raise ChainBrokenError(f"{self.config.name} takes logical backups (pg_dump), which have no "
-                                   "incremental form; set mode='physical' for incremental and differential")
+        return backup_in_steps(self, ctx, kind)
+
+    def plan_backup(self, ctx: BackupContext, kind: BackupKind) -> BackupPlan:
+        """Logical: the globals, then each database (PostgresTarget.databases, or every database
+        that accepts connections), their properties read now. Physical: one unit, the cluster;
+        INCREMENTAL/DIFFERENTIAL find and check their parent here (ChainBrokenError when none is
+        usable, or the target is logical). NotFoundError for a listed database that does not exist."""
         version = self.check()
-        catalog = ctx.repository.catalog(self.name, self.config.name)
-        parent = catalog.parent_for(kind, f"{self.config.name} (physical)", lambda m: m.mode == "physical")
-        resolve_chain(catalog, parent)  # never extend an already-broken chain
-        return physical_incremental_backup(self.config, ctx, parent, kind, bin_dir=self.bin_dir,
-                                           server_version=version)
+        if kind != BackupKind.FULL:
+            if self.config.mode != "physical":
+                raise ChainBrokenError(f"{self.config.name} takes logical backups (pg_dump), which have no "
+                                       "incremental form; set mode='physical' for incremental and differential")
+            catalog = ctx.repository.catalog(self.name, self.config.name)
+            parent = catalog.parent_for(kind, f"{self.config.name} (physical)", lambda m: m.mode == "physical")
+            resolve_chain(catalog, parent)  # never extend an already-broken chain
+            return new_plan(self.name, self.config.name, kind, [BackupUnit("cluster")], parent=parent,
+                            server_version=version, bin_dir=self.bin_dir)
+        if self.config.mode == "physical":
+            return new_plan(self.name, self.config.name, kind, [BackupUnit("cluster")],
+                            server_version=version, bin_dir=self.bin_dir)
+        databases = self.databases_to_back_up()
+        with connect(self.config) as conn:  # recreated by restores under any name (pg_db_properties)
+            properties = {db: read_properties(conn, db) for db in databases}
+        units = [BackupUnit("globals"), *(BackupUnit("database", db) for db in databases)]
+        return new_plan(self.name, self.config.name, kind, units, server_version=version,
+                        bin_dir=self.bin_dir, properties=properties)
+
+    def dump(self, ctx: BackupContext, plan: BackupPlan, unit: BackupUnit) -> UnitResult:
+        """globals: pg_dumpall --globals-only; database: pg_dump in its own snapshot, fingerprinted
+        concurrently (_dump_database); cluster: pg_basebackup (full or incremental), its manifest
+        built but not committed. Each streams straight into the store under the plan's id."""
+        repo, bin_dir = ctx.repository, plan.facts["bin_dir"]
+        prefix = repo.backup_prefix(self.name, self.config.name, plan.backup_id)
+        t0 = time.monotonic()
+        if unit.kind == "globals":
+            with client_env(self.config, ["postgres"]) as env:  # each tool finds only its own database
+                written = dump_into_store(globals_command(bin_dir, self.config.role_passwords), env, repo.store,
+                                          prefix + "globals.sql.zst",
+                                          level=repo.compression_level, on_stderr=ctx.log, pass_fds=env.pass_fds)
+            obj = StoredObject(key="globals.sql.zst", role="globals", format="sql",
+                               raw_size=written.raw_size, stored_size=written.stored_size, sha256=written.sha256)
+            return UnitResult(unit, objects=(obj,), timings={"globals": time.monotonic() - t0})
+        if unit.kind == "database":
+            with client_env(self.config, [unit.name]) as env:
+                obj, prints, snapshot = self._dump_database(ctx, env, bin_dir, prefix, unit.name)
+            return UnitResult(unit, objects=(obj,), fingerprints={unit.name: prints}, facts={"snapshot": snapshot},
+                              timings={f"dump:{unit.name}": time.monotonic() - t0})
+        if unit.kind == "cluster" and plan.kind == BackupKind.FULL:
+            return UnitResult(unit, manifest=physical_full_backup(
+                self.config, ctx, bin_dir=bin_dir, server_version=plan.facts["server_version"], plan=plan))
+        if unit.kind == "cluster":
+            return UnitResult(unit, manifest=physical_incremental_backup(
+                self.config, ctx, plan.parent, plan.kind, bin_dir=bin_dir,
+                server_version=plan.facts["server_version"], plan=plan))
+        raise ValueError(f"PostgreSQL backups have no unit {unit.label!r}")
+
+    def finish_backup(self, ctx: BackupContext, plan: BackupPlan, results: list[UnitResult]) -> Manifest:
+        """Logical: one manifest from every unit's objects, fingerprints and snapshot ids, committed
+        last (Repository.commit checks each object first). Physical: commit the cluster's manifest."""
+        if any(r.manifest is not None for r in results):
+            return commit_unit_manifest(ctx.repository, plan, results)
+        done = {r.unit for r in results}
+        missing = [u.label for u in plan.units if u not in done]
+        if missing:
+            raise ValueError(f"backup {plan.backup_id}: units {', '.join(missing)} were not dumped")
+        bin_dir, properties = plan.facts["bin_dir"], plan.facts["properties"]
+        objects = [o for r in results for o in r.objects]
+        fingerprints = {db: prints for r in results for db, prints in r.fingerprints.items()}
+        snapshots = {r.unit.name: r.facts["snapshot"] for r in results if r.unit.kind == "database"}
+        timings = {k: v for r in results for k, v in r.timings.items()}
+        manifest = Manifest(
+            id=plan.backup_id, engine=self.name, target=self.config.name, kind=BackupKind.FULL,
+            mode="logical", started_at=plan.started_at, finished_at=datetime.now(timezone.utc),
+            consistency={"method": "exported snapshot per database", "snapshots": snapshots},
+            objects=objects, fingerprints=fingerprints, server_version=plan.facts["server_version"],
+            database_properties={db: p for db, p in properties.items() if p is not None},
+            tool_versions={"pg_dump": tool_version(bin_dir, "pg_dump")},
+            timings=timings, lineage=ctx.lineage)
+        ctx.repository.commit(manifest)
+        return manifest
 
     def _dump_database(self, ctx: BackupContext, env: dict, bin_dir, prefix: str, database: str):
         """pg_dump of `database` in a snapshot that holds ACCESS SHARE on every table, fingerprinted

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import psycopg
 
-from vaultflow.engines.base import BackupContext
+from vaultflow.engines.base import BackupContext, BackupPlan, commit_unless_planned, planned_identity
 from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.client import connect
 from vaultflow.engines.postgres.filestate import (CONTROL_FILE, FILELIST_OBJECT, FILES_OBJECT, METHOD, Entry,
@@ -51,7 +51,7 @@ from vaultflow.engines.postgres.incremental import (ChainBrokenError, _check_ide
                                               _validate_parent)
 from vaultflow.engines.postgres.physical import ENGINE, MANIFEST_OBJECT, fingerprints_and_unlogged, parse_backup_label
 from vaultflow.errors import ConfigError, RefusedError, ToolError
-from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
+from vaultflow.manifest import BackupKind, Manifest, StoredObject
 from vaultflow.pipeline import compress_into_store
 from vaultflow.stores.base import CHUNK_SIZE
 
@@ -246,13 +246,15 @@ def _stop_and_wal(conn: psycopg.Connection, data_dir: Path, facts: dict) -> Iter
 
 
 def filelevel_backup(config: PostgresSettings, ctx: BackupContext, parent: Manifest, kind: BackupKind, *,
-                     server_version: str) -> Manifest:
+                     server_version: str, plan: BackupPlan | None = None) -> Manifest:
     """An incremental (parent: the latest backup) or differential (parent: the latest full)
     file-level backup of a PostgreSQL 15/16 cluster, committed to ctx.repository.
 
     Raises ConfigError (no or unreadable data_directory, another cluster's directory, missing
     privileges, tablespaces), RefusedError (a parent the caller should not have passed),
     ChainBrokenError (take a full instead) and IntegrityError (a corrupt parent object).
+    With `plan` (the dump step of a backup in steps): the plan's id and start, manifest returned
+    uncommitted for finish_backup.
     """
     _validate_parent(config, parent, kind, required=(FILELIST_OBJECT, MANIFEST_OBJECT))
     data_dir = data_directory(config)
@@ -279,8 +281,7 @@ def filelevel_backup(config: PostgresSettings, ctx: BackupContext, parent: Manif
         from vaultflow.proc import temporary_directory
         with temporary_directory("vaultflow-files-") as tmp:  # removed even if this process is killed
             parent_state = _parent_state(ctx, parent, Path(tmp))
-        started = datetime.now(UTC)
-        backup_id = new_backup_id(kind, started)
+        started, backup_id = planned_identity(plan, kind)
         prefix = repo.backup_prefix(ENGINE, config.name, backup_id)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprints")
         try:
@@ -323,7 +324,7 @@ def filelevel_backup(config: PostgresSettings, ctx: BackupContext, parent: Manif
                                           sha256=listing.sha256)],
                     fingerprints=fingerprints, server_version=server_version, timings=timings,
                     lineage=ctx.lineage)
-                repo.commit(manifest)
+                commit_unless_planned(repo, manifest, plan)
         finally:
             pool.shutdown(wait=True)
     ctx.log(f"file-level {kind.value} backup {backup_id}: {copy.copied} files copied "

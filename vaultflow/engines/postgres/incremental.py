@@ -36,7 +36,7 @@ from pathlib import Path
 
 import psycopg
 
-from vaultflow.engines.base import BackupContext
+from vaultflow.engines.base import BackupContext, BackupPlan
 from vaultflow.engines.postgres.client import (
     PostgresSettings,
     connect,
@@ -196,7 +196,8 @@ _INCREMENTAL_LABEL = {
 
 
 def physical_incremental_backup(config: PostgresSettings, ctx: BackupContext, parent: Manifest,
-                                kind: BackupKind, *, bin_dir: Path, server_version: str) -> Manifest:
+                                kind: BackupKind, *, bin_dir: Path, server_version: str,
+                                plan: BackupPlan | None = None) -> Manifest:
     """An incremental (parent: the latest backup) or differential (parent: the latest full)
     physical backup of the whole cluster, committed to ctx.repository.
 
@@ -205,12 +206,13 @@ def physical_incremental_backup(config: PostgresSettings, ctx: BackupContext, pa
     Raises ConfigError (server < 17, summarize_wal off, extra tablespaces), RefusedError
     (a parent the caller should not have passed), ChainBrokenError (take a full instead),
     IntegrityError (the parent's backup_manifest.zst is corrupt) and pg_physical's errors.
-    PostgreSQL 15/16 servers take pg_filelevel's file-level path instead.
+    PostgreSQL 15/16 servers take pg_filelevel's file-level path instead. With `plan` (the dump
+    step of a backup in steps): the plan's id, manifest returned uncommitted for finish_backup.
     """
     major = re.match(r"\d+", server_version or "")
     if major and int(major.group()) * 10000 < MIN_SERVER_VERSION_NUM:
         from vaultflow.engines.postgres.filelevel import filelevel_backup  # imports this module
-        return filelevel_backup(config, ctx, parent, kind, server_version=server_version)
+        return filelevel_backup(config, ctx, parent, kind, server_version=server_version, plan=plan)
     _validate_parent(config, parent, kind)
     if (major := _tool_major(bin_dir, "pg_basebackup")) < 17:
         raise ConfigError(f"pg_basebackup in {bin_dir} is version {major}: incremental backups need "
@@ -240,7 +242,7 @@ def physical_incremental_backup(config: PostgresSettings, ctx: BackupContext, pa
             config, ctx, kind, facts=facts, bin_dir=bin_dir, server_version=server_version, parent_id=parent.id,
             command=lambda backup_id: incremental_command(bin_dir, f"vaultflow-{backup_id}", parent_manifest,
                                                           config.manifest_checksums),
-            classify=lambda exc: _classify_incremental(exc, config, parent), inspect=inspect)
+            classify=lambda exc: _classify_incremental(exc, config, parent), inspect=inspect, plan=plan)
 
 
 __all__ = ["ChainBrokenError", "incremental_command", "physical_incremental_backup"]

@@ -35,7 +35,7 @@ from typing import BinaryIO
 import psycopg
 
 from vaultflow.compare import UNLOGGED_EMPTY, TableComparison
-from vaultflow.engines.base import BackupContext
+from vaultflow.engines.base import BackupContext, BackupPlan, commit_unless_planned, planned_identity
 from vaultflow.engines.postgres.client import (
     PostgresSettings,
     client_env,
@@ -57,7 +57,6 @@ from vaultflow.manifest import (
     Manifest,
     StoredObject,
     TableFingerprint,
-    new_backup_id,
 )
 from vaultflow.pipeline import (
     WrittenObject,
@@ -237,8 +236,9 @@ def _stream_basebackup(cmd: list[str], env: Mapping[str, str], ctx: BackupContex
 
 
 def physical_full_backup(config: PostgresSettings, ctx: BackupContext, *, bin_dir: Path,
-                         server_version: str) -> Manifest:
-    """A full physical backup of the whole cluster, committed to ctx.repository.
+                         server_version: str, plan: BackupPlan | None = None) -> Manifest:
+    """A full physical backup of the whole cluster, committed to ctx.repository (as the dump
+    step of `plan`: under the plan's id, returned uncommitted for finish_backup).
 
     Objects: base.tar.zst (pg_basebackup's tar: data directory, WAL to reach consistency,
     backup_manifest as last member) and backup_manifest.zst (the same manifest on its own).
@@ -261,24 +261,24 @@ def physical_full_backup(config: PostgresSettings, ctx: BackupContext, *, bin_di
     return run_basebackup(config, ctx, BackupKind.FULL, facts=facts, bin_dir=bin_dir, server_version=server_version,
                           command=lambda backup_id: basebackup_command(bin_dir, f"vaultflow-{backup_id}",
                                                                      config.manifest_checksums),
-                          classify=lambda exc: _classify(exc, config), inspect=inspect)
+                          classify=lambda exc: _classify(exc, config), inspect=inspect, plan=plan)
 
 
 def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKind, *, facts: "_ServerFacts",
                    bin_dir: Path, server_version: str, command: Callable[[str], list[str]],
                    classify: Callable[[ToolError], VaultflowError],
                    inspect: Callable[[str, str | None, BackupLabel], dict],
-                   parent_id: str | None = None) -> Manifest:
+                   parent_id: str | None = None, plan: BackupPlan | None = None) -> Manifest:
     """What full and incremental backups share: stream pg_basebackup (`command(backup_id)`) into
     base.tar.zst, keep its backup_manifest as backup_manifest.zst, fingerprint, and commit the
     manifest LAST; any failure discards the payload. `inspect(label text, manifest's system
     identifier, parsed label)` checks what the backup itself says and returns extra
-    consistency fields."""
+    consistency fields. With `plan` (the dump step of a backup in steps) the plan's id and start
+    are used and the manifest is returned uncommitted: finish_backup commits it."""
     if facts.tablespaces:
         raise _tablespace_error(config, ", ".join(f"{n} ({loc})" for n, loc in facts.tablespaces))
     repo = ctx.repository
-    started = datetime.now(UTC)
-    backup_id = new_backup_id(kind, started)
+    started, backup_id = planned_identity(plan, kind)
     prefix = repo.backup_prefix(ENGINE, config.name, backup_id)
     timings: dict[str, float] = {}
     sniffer: TarSniffer | None = None
@@ -331,7 +331,7 @@ def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKin
                 objects=objects, fingerprints=fingerprints, server_version=server_version,
                 tool_versions={"pg_basebackup": tool_version(bin_dir, "pg_basebackup")},
                 timings=timings, lineage=ctx.lineage)
-            repo.commit(manifest)
+            commit_unless_planned(repo, manifest, plan)
     finally:
         pool.shutdown(wait=True)
         if sniffer is not None:

@@ -39,7 +39,7 @@ from typing import Iterator
 
 import redis
 
-from vaultflow.engines.base import BackupContext
+from vaultflow.engines.base import BackupContext, BackupPlan, commit_unless_planned, planned_identity
 from vaultflow.engines.redis.aof_files import (AofState, LocalAof, RangeReader, assemble_scratch_dir, check_base,
                                                read_aof_state, wait_for_aof_flush, wait_for_rewrite)
 from vaultflow.engines.redis.aof_format import find_cut
@@ -64,19 +64,20 @@ UTC = timezone.utc
 
 # -- backup ------------------------------------------------------------------------------------
 
-def aof_full_backup(config: RedisSettings, ctx: BackupContext) -> Manifest:
+def aof_full_backup(config: RedisSettings, ctx: BackupContext, plan: BackupPlan | None = None) -> Manifest:
     """An AOF-anchored full backup: BGREWRITEAOF, then the new base, the increments up to their
     cut and the AOF manifest, committed to ctx.repository. ConfigError when the server is not
-    local, older than 7 or has appendonly off (take an RDB full then)."""
-    started, t0 = datetime.now(UTC), time.monotonic()
+    local, older than 7 or has appendonly off (take an RDB full then). With `plan` (the dump step
+    of a backup in steps): the plan's id and start, manifest returned uncommitted."""
+    started, t0 = planned_identity(plan, BackupKind.FULL)[0], time.monotonic()
     with _server_errors(config), connect(config) as conn:
         state = read_aof_state(config, conn, purpose=FULL_PURPOSE, broken=ConfigError)
         wait_for_rewrite(config, conn, state, ctx.log)
-    return _backup(config, ctx, BackupKind.FULL, None, started, {"rewrite": time.monotonic() - t0})
+    return _backup(config, ctx, BackupKind.FULL, None, started, {"rewrite": time.monotonic() - t0}, plan)
 
 
 def aof_incremental_backup(config: RedisSettings, ctx: BackupContext, parent: Manifest,
-                           kind: BackupKind) -> Manifest:
+                           kind: BackupKind, plan: BackupPlan | None = None) -> Manifest:
     """The AOF bytes written since `parent` (INCREMENTAL: the latest backup; DIFFERENTIAL: the
     latest full). ChainBrokenError (the flow takes a full instead) when the target is not
     local, appendonly is off, the parent is not AOF-anchored, or an AOF rewrite replaced the
@@ -92,7 +93,7 @@ def aof_incremental_backup(config: RedisSettings, ctx: BackupContext, parent: Ma
     if parent.consistency.get("method") != MODE:
         raise ChainBrokenError(f"backup {parent.id} of {config.where} is a {parent.mode} backup, not an "
                                "AOF-anchored one: increments can only continue an AOF chain; taking a full")
-    return _backup(config, ctx, kind, parent, datetime.now(UTC), {})
+    return _backup(config, ctx, kind, parent, planned_identity(plan, kind)[0], {}, plan)
 
 
 @contextmanager
@@ -110,7 +111,7 @@ def _server_errors(config: RedisSettings) -> Iterator[None]:
 
 
 def _backup(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent: Manifest | None,
-            started: datetime, timings: dict[str, float]) -> Manifest:
+            started: datetime, timings: dict[str, float], plan: BackupPlan | None = None) -> Manifest:
     with _server_errors(config), connect(config) as conn:
         state = read_aof_state(config, conn, purpose=FULL_PURPOSE if parent is None else f"{kind.value} backups",
                                broken=ConfigError if parent is None else ChainBrokenError)
@@ -122,7 +123,8 @@ def _backup(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent:
                 _check_continues(config, parent, aof)
             cuts, pieces = _plan(aof, parent)
             replication = conn.info("replication")  # read just after the cut: close to it, not at it
-            manifest = _store(config, ctx, kind, parent, started, state, aof, cuts, pieces, replication, timings)
+            manifest = _store(config, ctx, kind, parent, started, state, aof, cuts, pieces, replication, timings,
+                              plan)
     ctx.log(f"{kind.value} AOF backup {manifest.id} of {config.where}: increments "
             + ", ".join(f"{n} up to {c}" for n, c in cuts.items()) + f"; {manifest.stored_size} bytes stored")
     return manifest
@@ -130,10 +132,10 @@ def _backup(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent:
 
 def _store(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent: Manifest | None, started: datetime,
            state: AofState, aof: LocalAof, cuts: dict[str, int], pieces: list[tuple[str, int, int]],
-           replication: dict, timings: dict[str, float]) -> Manifest:
+           replication: dict, timings: dict[str, float], plan: BackupPlan | None = None) -> Manifest:
     """Stream the pieces and the AOF manifest, fingerprint the cut, commit the manifest last."""
     repo = ctx.repository
-    backup_id = new_backup_id(kind, started)
+    backup_id = plan.backup_id if plan is not None else new_backup_id(kind, started)
     prefix = repo.backup_prefix(ENGINE, config.name, backup_id)
     with repo.uncommitted(ENGINE, config.name, backup_id, ctx.log):
         tools = {}
@@ -181,7 +183,7 @@ def _store(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent: 
                 "redis_version": state.version},
             objects=objects, fingerprints=fingerprints, server_version=state.version,
             tool_versions=tools, timings=timings, lineage=ctx.lineage)
-        repo.commit(manifest)
+        commit_unless_planned(repo, manifest, plan)
     return manifest
 
 

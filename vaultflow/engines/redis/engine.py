@@ -19,7 +19,10 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from vaultflow.engines.base import BackupContext, RestoreResult, options_for
+from vaultflow.engines.base import (BackupContext, BackupPlan, BackupUnit, RestoreResult, UnitResult,
+                                    backup_in_steps, commit_unit_manifest, commit_unless_planned, new_plan,
+                                    options_for, planned_identity)
+from vaultflow.engines.redis.aof import aof_full_backup, aof_incremental_backup
 from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.engines.redis.client import (cli_args, cli_env, cli_stdin, connect,
                                            require_local)
@@ -28,7 +31,7 @@ from vaultflow.engines.redis.rdb import RdbTee, bgsave_and_wait
 from vaultflow.engines.redis.restore import restore_redis
 from vaultflow.engines.redis.server import find_binary, tool_version
 from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
-from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
+from vaultflow.manifest import BackupKind, Manifest, StoredObject
 from vaultflow.pipeline import compress_into_store, dump_into_store
 
 RDB_OBJECT = "dump.rdb.zst"
@@ -55,31 +58,51 @@ class RedisEngine:
         with connect(self.config) as conn:
             return bool(conn.info("persistence").get("aof_enabled"))
 
-    # -- backup -------------------------------------------------------------------------
+    # -- backup: plan -> dump the one unit -> finish (base.backup_in_steps) ---------------
     def full_backup(self, ctx: BackupContext) -> Manifest:
-        version = self.check()
-        if self.config.local:
-            require_local(self.config, "a local-mode backup")
-            if self.aof_enabled():
-                from vaultflow.engines.redis.aof import aof_full_backup
-                return aof_full_backup(self.config, ctx)
-        return self._rdb_backup(ctx, version)
+        return backup_in_steps(self, ctx, BackupKind.FULL)
 
     def incremental_backup(self, ctx: BackupContext, kind: BackupKind) -> Manifest:
         """Increments of the AOF since the latest backup (INCREMENTAL) or full (DIFFERENTIAL)."""
-        from vaultflow.engines.redis.aof import aof_incremental_backup
-        self.check()
-        if not self.config.local:
-            raise ChainBrokenError(f"{self.config.name} is backed up remotely (no data_dir): incremental and "
-                                   "differential backups copy the AOF files, which needs data_dir and the "
-                                   "worker on the Redis host")
-        catalog = ctx.repository.catalog(self.name, self.config.name)
-        return aof_incremental_backup(self.config, ctx, catalog.parent_for(kind, self.config.name), kind)
+        return backup_in_steps(self, ctx, kind)
 
-    def _rdb_backup(self, ctx: BackupContext, version: str) -> Manifest:
+    def plan_backup(self, ctx: BackupContext, kind: BackupKind) -> BackupPlan:
+        """One unit: `aof` (local mode with appendonly yes: an AOF-anchored full, or the increments
+        since the parent) or `rdb` (a BGSAVE copy or a replication snapshot). ChainBrokenError for
+        an incremental/differential of a remote target or without a usable parent."""
+        version = self.check()
+        if kind != BackupKind.FULL:
+            if not self.config.local:
+                raise ChainBrokenError(f"{self.config.name} is backed up remotely (no data_dir): incremental and "
+                                       "differential backups copy the AOF files, which needs data_dir and the "
+                                       "worker on the Redis host")
+            parent = ctx.repository.catalog(self.name, self.config.name).parent_for(kind, self.config.name)
+            return new_plan(self.name, self.config.name, kind, [BackupUnit("aof")], parent=parent,
+                            server_version=version)
+        unit = "rdb"
+        if self.config.local:
+            require_local(self.config, "a local-mode backup")
+            if self.aof_enabled():
+                unit = "aof"
+        return new_plan(self.name, self.config.name, kind, [BackupUnit(unit)], server_version=version)
+
+    def dump(self, ctx: BackupContext, plan: BackupPlan, unit: BackupUnit) -> UnitResult:
+        """Stream the unit under the plan's id, proven as it passes; the manifest is built, not committed."""
+        if unit.kind == "aof" and plan.kind == BackupKind.FULL:
+            return UnitResult(unit, manifest=aof_full_backup(self.config, ctx, plan))
+        if unit.kind == "aof":
+            return UnitResult(unit, manifest=aof_incremental_backup(self.config, ctx, plan.parent, plan.kind, plan))
+        if unit.kind == "rdb":
+            return UnitResult(unit, manifest=self._rdb_backup(ctx, plan.facts["server_version"], plan))
+        raise ValueError(f"Redis backups have no unit {unit.label!r}")
+
+    def finish_backup(self, ctx: BackupContext, plan: BackupPlan, results: list[UnitResult]) -> Manifest:
+        """Commit the manifest the one unit built (objects checked first, manifest written last)."""
+        return commit_unit_manifest(ctx.repository, plan, results)
+
+    def _rdb_backup(self, ctx: BackupContext, version: str, plan: BackupPlan | None = None) -> Manifest:
         repo, config = ctx.repository, self.config
-        started = datetime.now(timezone.utc)
-        backup_id = new_backup_id(BackupKind.FULL, started)
+        started, backup_id = planned_identity(plan, BackupKind.FULL)
         prefix = repo.backup_prefix(self.name, config.name, backup_id)
         timings: dict[str, float] = {}
         with repo.uncommitted(self.name, config.name, backup_id, ctx.log), RdbTee(config, ctx.log) as tee:
@@ -119,7 +142,7 @@ class RedisEngine:
                 fingerprints=fingerprints, server_version=facts.get("redis-ver") or version,
                 tool_versions={"redis-check-rdb": tool_version(find_binary("redis-check-rdb", config.bin_dir)),
                                **tool}, timings=timings, lineage=ctx.lineage)
-            repo.commit(manifest)
+            commit_unless_planned(repo, manifest, plan)
         return manifest
 
     def _explain_transfer_failure(self, exc: ToolError) -> VaultflowError:

@@ -1,0 +1,92 @@
+"""upload: copy committed backups to another repository (back up locally, then send to S3)."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+
+from flows._support import (
+    FLOW_RETRIES,
+    ProgressReporter,
+    RepositoryParam,
+    TargetParam,
+    artifact_key,
+    emit_backup_event,
+    fail_fast_on_permanent_errors,
+    load_repository,
+    load_target,
+    param_name,
+)
+from tasks.transfer import upload as upload_task
+from vaultflow.errors import NotFoundError, RefusedError
+from vaultflow.transfer import backups_to_copy
+
+
+def _run_name() -> str:
+    params = flow_run.parameters or {}
+    subject = params.get("target") or params.get("source") or "all"
+    return f"upload-{param_name(subject)}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+
+@flow(name="upload", flow_run_name=_run_name, log_prints=True, **FLOW_RETRIES)
+def upload(source: RepositoryParam, destination: RepositoryParam, target: TargetParam | None = None,
+           backup_id: str | None = None) -> dict:
+    """Copy committed backups from `source` to `destination`, like `restic copy`: every object is
+    checked against its manifest's sha256 while it streams, the manifest is written last at the
+    destination, and objects already intact there are not sent again (an interrupted upload
+    resumes). Backups the destination already holds are left alone.
+
+    Args:
+        source: The repository to copy from: a BackupRepository block or its name
+            ('backup-repository/local').
+        destination: The repository to copy to (e.g. one with an S3 bucket): a BackupRepository
+            block or its name. Must not be the source.
+        target: Only this target's backups (a target block or its name); default: every target
+            of the source repository.
+        backup_id: Only this backup ('latest' or an id) and the parents it needs to restore;
+            default: every backup the destination does not hold yet.
+    """
+    logger = get_run_logger()
+    with fail_fast_on_permanent_errors():
+        _, src = load_repository(source)
+        _, dst = load_repository(destination)
+        if src.description == dst.description:
+            raise RefusedError(f"source and destination are the same repository ({src.description})")
+        if target is not None:
+            block = load_target(target)
+            targets = [(block.engine().name, block.name)]
+        else:
+            targets = src.targets()
+        if backup_id not in (None, "latest") and target is None:
+            targets = [t for t in targets if any(m.id == backup_id for m in src.catalog(*t).manifests)]
+            if not targets:
+                raise NotFoundError(f"backup {backup_id} is in no target of {src.description}; see `vaultflow list`")
+        rows, copied, present = [], [], []
+        objects_sent = objects_skipped = bytes_sent = 0
+        progress = ProgressReporter(f"upload to {dst.description}")
+        for engine, name in targets:
+            pending = backups_to_copy(src.catalog(engine, name), dst.catalog(engine, name), backup_id)
+            with dst.locked(engine, name, log=logger.warning):  # no other backup or upload writes it meanwhile
+                for manifest in pending:
+                    result = upload_task(src, dst, manifest, progress)
+                    objects_sent += len(result.copied)
+                    objects_skipped += len(result.skipped)
+                    bytes_sent += result.bytes_copied
+                    (present if result.already_there else copied).append(manifest.id)
+                    rows.append({"target": f"{engine}/{name}", "backup": manifest.id, "kind": manifest.kind.value,
+                                 "sent": len(result.copied), "already_there": len(result.skipped),
+                                 "MB_sent": round(result.bytes_copied / 1e6, 2)})
+                    if not result.already_there:
+                        emit_backup_event("uploaded", manifest, {"destination": dst.description,
+                                                                 "objects_sent": len(result.copied),
+                                                                 "bytes_sent": result.bytes_copied})
+        progress.close()
+        create_table_artifact(rows, key=artifact_key("upload", *(f"{e}-{n}" for e, n in targets)) or "upload",
+                              description=f"Backups copied from {src.description} to {dst.description}")
+        logger.info(f"upload to {dst.description}: {len(copied)} backups copied ({objects_sent} objects, "
+                    f"{bytes_sent / 1e6:.1f} MB sent, {objects_skipped} already there)")
+    return {"copied": copied, "already_there": present, "objects_sent": objects_sent,
+            "objects_skipped": objects_skipped, "bytes_sent": bytes_sent}
