@@ -1,0 +1,29 @@
+"""The card's reusable tasks are importable from `tasks` under the names the run graph shows."""
+
+from __future__ import annotations
+
+
+def test_tasks_import_with_the_cards_names():
+    from tasks import (
+        archive_logs,
+        dump,
+        prune,
+        restore_and_compare,
+        upload,
+        verify_checksum,
+    )
+
+    names = {t.name for t in (dump, upload, verify_checksum, prune, restore_and_compare)}
+    assert names == {"dump", "upload", "verify-checksum", "prune", "restore-and-compare"}
+    assert archive_logs.name in ("archive-logs", "ship-wal")
+
+
+def test_flows_use_the_same_task_objects():
+    """The flows import the tasks under their older names: the same task objects."""
+    from tasks import prune, restore_and_compare, verify_checksum
+    from tasks.prune import delete_backup
+    from tasks.restore import drill_backup, restore_backup
+    from tasks.verify import verify_backup
+
+    assert verify_backup is verify_checksum and restore_backup is restore_and_compare and delete_backup is prune
+    assert drill_backup.name == "restore-and-compare"
