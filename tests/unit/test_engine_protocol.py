@@ -12,7 +12,7 @@ from vaultflow.engines import registry
 from vaultflow.engines.base import Engine
 from vaultflow.engines.settings import RestoreOptions
 
-METHODS = ["check", "full_backup", "incremental_backup", "restore", "drill"]
+METHODS = ["check", "plan_backup", "dump", "finish_backup", "full_backup", "incremental_backup", "restore", "drill"]
 
 
 def protocol_methods() -> list[str]:
