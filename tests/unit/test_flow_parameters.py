@@ -27,7 +27,7 @@ def all_flows() -> list[Flow]:
 def test_the_flows_are_found():
     names = {f.name for f in all_flows()}
     assert {"full-backup", "incremental-backup", "differential-backup", "restore", "restore-drill", "verify",
-            "prune", "archive-logs"} <= names, names
+            "prune", "archive-logs", "upload"} <= names, names
 
 
 @pytest.mark.parametrize("flow", all_flows(), ids=lambda f: f.name)
