@@ -12,6 +12,7 @@ from flows._support import (ProgressReporter, emit_backup_event, fail_fast_on_pe
                             load_repository, load_target, publish_catalog)
 from tasks.backup import check_target, dump, finish_backup, plan_backup
 from vaultflow.engines.base import BackupContext
+from vaultflow.errors import ChainBrokenError
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.repository import Repository
 
@@ -28,8 +29,6 @@ def backup_steps(engine, ctx: BackupContext, repo: Repository, kind: BackupKind,
 def run_backup(kind: BackupKind, target, repository) -> dict:
     """Take a `kind` backup; an incremental/differential without a usable parent (none yet,
     pruned, corrupt, server re-initialized, timeline switch) says why and takes a full."""
-    from vaultflow.errors import ChainBrokenError
-
     logger = get_run_logger()
     fell_back = None
     with fail_fast_on_permanent_errors():
