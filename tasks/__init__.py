@@ -7,11 +7,11 @@ Flows compose these; each is a one-line delegation to the core (or an engine).
 """
 
 from tasks.backup import check_target, dump, finish_backup, plan_backup
+from tasks.logs import archive_logs
 from tasks.prune import prune
 from tasks.restore import restore_and_compare
 from tasks.transfer import upload
 from tasks.verify import verify_checksum
-from tasks.wal import ship_wal as archive_logs  # "logarchive" renames it archive-logs in tasks/wal.py
 
 __all__ = ["archive_logs", "check_target", "dump", "finish_backup", "plan_backup", "prune",
            "restore_and_compare", "upload", "verify_checksum"]
