@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
 from prefect.blocks.core import Block
 from prefect_aws.s3 import S3Bucket
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from blocks._common import LOGO_URL
+from vaultflow.locks import LockSettings
 from vaultflow.repository import Repository
-from vaultflow.retention import RetentionPolicy
+from vaultflow.retention import RetentionPolicy, parse_duration
 from vaultflow.stores.local import LocalStore
 from vaultflow.stores.mirror import MirrorStore
 from vaultflow.stores.s3 import S3Store
@@ -55,6 +57,17 @@ class BackupRepository(Block):
                                  "the clocks that check it (the worker's, the store's timestamp of its manifest) "
                                  "before it counts as misdated: held by retention, skipped by 'latest', reported "
                                  "by list and verify.")
+    lock_wait: str = Field(default="10min", description="How long a run waits for another run's conflicting "
+                           "lock on the same target (a prune waits for running backups, verifies and restores, "
+                           "and they for a prune) before failing with a retryable error, e.g. '10min', '1h', "
+                           "'0s' (no waiting).")
+
+    @field_validator("lock_wait")
+    @classmethod
+    def _lock_wait_is_a_duration(cls, value: str) -> str:
+        if not isinstance(parse_duration(value), timedelta):
+            raise ValueError(f"lock_wait {value!r} is not a duration; write e.g. '10min', '1h' or '0s'")
+        return value
 
     @model_validator(mode="after")
     def _needs_a_store(self):
@@ -76,4 +89,5 @@ class BackupRepository(Block):
             client = self.s3_bucket.credentials.get_s3_client()
             stores.append(S3Store(client, self.s3_bucket.bucket_name, self.s3_bucket.bucket_folder))
         store = stores[0] if len(stores) == 1 else MirrorStore(stores)
-        return Repository(store, compression_level=self.compression_level)
+        return Repository(store, compression_level=self.compression_level,
+                          lock_settings=LockSettings(wait=parse_duration(self.lock_wait)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger
 
+from flows._locks import target_lock
 from flows._support import (ProgressReporter, emit_backup_event, fail_fast_on_permanent_errors, lineage,
                             load_repository, load_target, publish_catalog)
 from tasks.backup import check_target, dump, finish_backup, plan_backup
@@ -40,7 +41,7 @@ def run_backup(kind: BackupKind, target, repository) -> dict:
                     f"into {repo.description}")
         progress = ProgressReporter(f"{kind.value} backup of {target_block.name}")
         ctx = BackupContext(repository=repo, lineage=lineage(), log=logger.info, progress=progress)
-        with repo.locked(engine.name, target_block.name, log=logger.warning):
+        with target_lock(repo, engine.name, target_block.name, "backup", log=logger.warning):
             try:
                 manifest = backup_steps(engine, ctx, repo, kind, logger.warning)
             except ChainBrokenError as exc:

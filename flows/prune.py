@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from typing import Optional
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from flows._locks import target_lock
 from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact_key, emit_backup_event,
                             fail_fast_on_permanent_errors, load_repository, load_target,
                             publish_catalog, run_name)
@@ -43,7 +45,7 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
         dry_run: Publish the plan and delete nothing.
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors():
+    with fail_fast_on_permanent_errors(), ExitStack() as held:
         block, repo = load_repository(repository)
         policy = block.retention_policy()
         now = datetime.now(timezone.utc)
@@ -55,6 +57,9 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
         rows, deleted, kept, orphans, partial, logs_deleted = [], [], [], 0, 0, 0
         held: dict[str, str] = {}  # misdated backups (clock problems) -> why
         for engine, name in targets:
+            held.close()  # the previous target's lock; a dry run deletes nothing and shares
+            lock = held.enter_context(target_lock(repo, engine, name, "prune", exclusive=not dry_run,
+                                                  log=logger.warning))
             catalog = repo.catalog(engine, name)
             # With the store's timestamps: a second clock against a worker whose clock is wrong.
             decisions = plan(catalog.refs(), policy, now)
@@ -69,6 +74,7 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
                     held[manifest.id] = misdated[manifest.id]
                     logger.warning(f"{engine}/{name} {manifest.id}: {', '.join(decision.reasons)}")
                 if not decision.keep and not dry_run:
+                    lock.check()  # never delete on a lock that was lost (not refreshed in time)
                     delete_backup(repo, manifest)
                     repo.forget_check(manifest)
                     emit_backup_event("pruned", manifest, {"reasons": list(decision.reasons)})
@@ -87,6 +93,7 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
                     logs_deleted += archive.delete(log_plan.units)
             orphans += len(stale)
             if stale and not dry_run:
+                lock.check()
                 delete_objects(repo, [i.key for i in stale])
             if not dry_run:
                 partial += repo.sweep_partial(engine, name, now - policy.orphan_grace)

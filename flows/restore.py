@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import datetime
 from typing import Any, Literal, Optional, Union
 
 from prefect import flow, get_run_logger
 
+from flows._locks import still_there, target_lock
 from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, emit_backup_event,
                             fail_fast_on_permanent_errors, open_backup,
                             run_name)
@@ -74,11 +76,13 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
         "to_time": to_time, "to_lsn": to_lsn, "to_name": to_name, "to_timeline": to_timeline,
         "key_pattern": key_pattern, "into_db": into_db, "no_owner": no_owner, "no_privileges": no_privileges,
     }.items() if value is not None and value is not False}
-    with fail_fast_on_permanent_errors():
+    with fail_fast_on_permanent_errors(), ExitStack() as held:
         both = sorted(set(given) & set(options or {}))
         if both:
             raise ConfigError(f"restore option {', '.join(both)} given twice: as a parameter and in options")
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
+        held.enter_context(target_lock(repo, engine.name, target_block.name, "restore", log=logger.warning))
+        still_there(repo, manifest)  # not pruned while this run waited for the lock
         engine_options = options_for(engine, {**given, **(options or {})}, target_block.name)
         logger.info(f"restoring {manifest.id} of {engine.name}/{target_block.name} from {repo.description}")
         result = restore_backup(engine, ctx, manifest, into, overwrite, databases, engine_options)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from flows._locks import still_there, target_lock
 from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact_key, emit_backup_event,
                             fail_fast_on_permanent_errors, open_backup,
                             publish_catalog, record_check, run_name)
@@ -28,8 +31,10 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
         backup_id: The backup to drill: an id from the catalog, or 'latest'.
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors():
+    with fail_fast_on_permanent_errors(), ExitStack() as held:
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
+        held.enter_context(target_lock(repo, engine.name, target_block.name, "drill", log=logger.warning))
+        still_there(repo, manifest)  # not pruned while this run waited for the lock
         result = drill_backup(engine, ctx, manifest)
         results, seconds = result.comparison.tables, result.seconds
         # comparison.mismatches, not status != "match": a physical restore lists unlogged tables as

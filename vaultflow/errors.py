@@ -41,6 +41,21 @@ class StoreUnavailableError(TransientError):
     """A store could not be reached or written."""
 
 
+class LockHeldError(TransientError):
+    """Another run held a conflicting repository lock (or Prefect concurrency slot) of the target
+    for longer than the repository's lock_wait: retryable, as that run ends or its lock goes
+    stale. `holder` is the other lock's vaultflow.locks.LockRecord, None when not known."""
+
+    def __init__(self, message: str, holder: object | None = None):
+        super().__init__(message)
+        self.holder = holder
+
+
+class LockLostError(TransientError):
+    """A held repository lock could not be refreshed in time, or another run removed it as stale:
+    what it protected may have changed meanwhile. Retryable: the next run takes a fresh lock."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when retrying the failed operation has a chance of succeeding."""
     return isinstance(exc, TransientError)

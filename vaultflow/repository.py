@@ -2,7 +2,7 @@
 
     <engine>/<target>/backups/<backup-id>/manifest.json   written LAST
     <engine>/<target>/backups/<backup-id>/<object>.zst    payload, immutable
-    <engine>/<target>/locks/<name>-<holder>.json          host, pid, time, holder; one per holder
+    <engine>/<target>/locks/<purpose>-<holder>.json       one per holder (vaultflow.locks)
     <engine>/<target>/scratch/<database>-<holder>.json    a scratch database a restore/drill made
 
 The catalog is derived by listing manifests; there is no second index to corrupt.
@@ -14,22 +14,23 @@ import json
 import logging
 from contextlib import contextmanager
 import os
-import re
 import socket
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from vaultflow.errors import ChainBrokenError, ConfigError, NotFoundError, RefusedError, note_cleanup_failure
 from vaultflow.retention import DEFAULT_CLOCK_TOLERANCE, BackupRef, clock_problems
 from vaultflow.keys import decode_name, encode_name
+from vaultflow.locks import HeldLock, LockRequest, LockSettings, acquire, holder_alive, release_key
 from vaultflow.manifest import Manifest, ManifestError, parse_manifest
 from vaultflow.pipeline import HashingReader
 from vaultflow.stores.base import CHUNK_SIZE, ObjectInfo, Store, get_bytes, put_bytes
 
 MANIFEST = "manifest.json"
-LOCK_TTL = timedelta(hours=6)
+# A scratch record is written once (not refreshed): its holder counts as dead after this long.
+SCRATCH_TTL = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -142,9 +143,12 @@ class ObjectCheck:
 
 
 class Repository:
-    def __init__(self, store: Store, compression_level: int = 3):
+    def __init__(self, store: Store, compression_level: int = 3, lock_settings: LockSettings | None = None):
+        """`lock_settings`: how long runs wait for each other's locks and keep theirs alive
+        (vaultflow.locks.LockSettings; defaults: wait 10 min, stale after 30 min)."""
         self.store = store
         self.compression_level = compression_level
+        self.lock_settings = lock_settings or LockSettings()
 
     @property
     def description(self) -> str:
@@ -320,94 +324,54 @@ class Repository:
         self.store.delete(f"{self.target_prefix(manifest.engine, manifest.target)}checks/{manifest.id}.json")
 
     # -- locks --------------------------------------------------------------------------
-    # One uniquely named object per holder (restic's design): written, then the lock directory
-    # is listed again, so two runs that start together both see each other and both back off
-    # instead of both running. Release deletes only the holder's own object.
-    def _lock_dir(self, engine: str, target: str) -> str:
+    # vaultflow.locks: one object per holder under locks/, written then re-checked; shared for
+    # backup, verify, restore and drills, exclusive for prune; refreshed while held.
+    def lock_dir(self, engine: str, target: str) -> str:
+        """`<engine>/<encoded target>/locks/`."""
         return f"{self.target_prefix(engine, target)}locks/"
 
-    def _live_locks(self, engine: str, target: str, name: str, now: datetime,
-                    exclude: str | None = None) -> list[tuple[str, dict]]:
-        """Locks named `name` that still hold (stale ones of this host's dead processes, or
-        older than LOCK_TTL, are deleted: their runs were killed). Legacy `<name>.json` counts."""
-        live = []
-        for info in self.store.list(self._lock_dir(engine, target)):
-            leaf = info.key.rsplit("/", 1)[-1]
-            if info.key == exclude or not re.fullmatch(rf"{re.escape(name)}(-[0-9a-f]{{32}})?\.json", leaf):
-                continue
-            try:
-                held = json.loads(get_bytes(self.store, info.key))
-                since = datetime.fromisoformat(held["time"])
-            except NotFoundError:
-                continue  # released meanwhile
-            except (ValueError, KeyError, TypeError):
-                held, since = {}, info.modified  # unreadable: judge it by its age alone
-            if now - since < LOCK_TTL and _holder_alive(held):
-                live.append((info.key, {**held, "since": since}))
-            else:
-                self.store.delete(info.key)
-        return live
+    def acquire_lock(self, engine: str, target: str, purpose: str = "backup", exclusive: bool = False,
+                     wait: timedelta | None = None, log: Callable[[str], Any] = print) -> HeldLock:
+        """Take a `purpose` lock of a target, shared or `exclusive`, waiting up to `wait`
+        (default self.lock_settings.wait) for conflicting locks to go. Returns the HeldLock
+        (refreshed in the background until release_lock). Raises LockHeldError (retryable)
+        naming the holder when a conflicting live lock remains (vaultflow.locks)."""
+        settings = self.lock_settings if wait is None else replace(self.lock_settings, wait=wait)
+        return acquire(LockRequest(self.store, self.lock_dir(engine, target), purpose, exclusive,
+                                   f"{engine}/{target}", self.description, settings, log))
 
-    def _refuse(self, engine: str, target: str, name: str, key: str, held: dict) -> RefusedError:
-        return RefusedError(
-            f"{engine}/{target} is locked by host {held.get('host')} pid {held.get('pid')} "
-            f"since {held.get('time')}: another {name} is running. If it died, delete "
-            f"{key} from {self.description} or wait until {held['since'] + LOCK_TTL:%Y-%m-%d %H:%M} UTC"
-        )
-
-    def acquire_lock(self, engine: str, target: str, name: str = "backup",
-                     now: datetime | None = None) -> str:
-        """Take the `name` lock of a target (for runs outside Prefect; Prefect runs also use a
-        concurrency limit). Returns the lock's key for release_lock. RefusedError naming the
-        holder when another live run holds it (or took it at the same moment)."""
-        now = now or datetime.now(timezone.utc)
-        held = self._live_locks(engine, target, name, now)
-        if held:
-            raise self._refuse(engine, target, name, *held[0])
-        holder = uuid.uuid4().hex
-        key = f"{self._lock_dir(engine, target)}{name}-{holder}.json"
-        doc = {"host": socket.gethostname(), "pid": os.getpid(), "time": now.isoformat(), "holder": holder}
-        put_bytes(self.store, key, json.dumps(doc).encode())
-        others = self._live_locks(engine, target, name, now, exclude=key)  # write, then re-check
-        if others:
-            self.release_lock(key)
-            raise self._refuse(engine, target, name, *others[0])
-        return key
-
-    def release_lock(self, key: str) -> None:
-        """Delete the lock `key` (as returned by acquire_lock) if it still holds the holder id
-        its name carries; a lock that is gone (judged stale and removed by another run) or
-        holds anything else is left alone."""
-        try:
-            held = json.loads(get_bytes(self.store, key))
-        except NotFoundError:
-            return
-        except ValueError:
-            held = {}
-        if isinstance(held, dict) and held.get("holder") and key.endswith(f"-{held['holder']}.json"):
-            self.store.delete(key)
+    def release_lock(self, lock: HeldLock | str) -> None:
+        """Release a HeldLock (stop refreshing, delete its object), or delete the lock object at
+        key `lock` if it still holds the holder id its name carries; a lock that is gone
+        (judged stale and removed by another run) or holds anything else is left alone."""
+        if isinstance(lock, HeldLock):
+            lock.release()
+        else:
+            release_key(self.store, lock)
 
     @contextmanager
-    def locked(self, engine: str, target: str, name: str = "backup", log=print) -> Iterator[None]:
-        """Hold the `name` lock while the block runs. When the block fails and releasing fails
-        too (the store is gone), the block's error is raised, with the release failure noted."""
-        key = self.acquire_lock(engine, target, name)
+    def locked(self, engine: str, target: str, purpose: str = "backup", exclusive: bool = False,
+               log: Callable[[str], Any] = print, wait: timedelta | None = None) -> Iterator[HeldLock]:
+        """Hold a `purpose` lock (see acquire_lock) while the block runs; yields the HeldLock
+        (call its check() before deleting). When the block fails and releasing fails too (the
+        store is gone), the block's error is raised, with the release failure noted."""
+        lock = self.acquire_lock(engine, target, purpose, exclusive, wait, log)
         try:
-            yield
+            yield lock
         except BaseException as exc:
             try:
-                self.release_lock(key)
+                lock.release()
             except Exception as cleanup:
-                note_cleanup_failure(exc, f"could not release the lock {key} in {self.description} "
+                note_cleanup_failure(exc, f"could not release the lock {lock.key} in {self.description} "
                                            f"({cleanup}); it is stale once this process is gone "
-                                           f"(or after {LOCK_TTL}), or delete it", log)
+                                           f"(or after {self.lock_settings.stale_after}), or delete it", log)
             raise
-        self.release_lock(key)
+        lock.release()
 
     # -- scratch databases ----------------------------------------------------------------
     # A logical restore or drill records each scratch database before it creates it and deletes
     # the record once the database is renamed into place or dropped. A record whose holder died
-    # (judged like a lock: this host's pid gone, or older than LOCK_TTL) names what a killed run
+    # (this host's pid gone, or older than SCRATCH_TTL) names what a killed run
     # left on the server; the next restore or drill of the target collects it.
     def _scratch_dir(self, engine: str, target: str) -> str:
         return f"{self.target_prefix(engine, target)}scratch/"
@@ -425,7 +389,7 @@ class Repository:
 
     def dead_scratch(self, engine: str, target: str, now: datetime | None = None) -> list[tuple[str, dict]]:
         """(key, record) of the scratch records of a target whose holder is dead or older than
-        LOCK_TTL; the record gains `since` (its time). Records that cannot be read, or whose
+        SCRATCH_TTL; the record gains `since` (its time). Records that cannot be read, or whose
         key is not the one put_scratch gives their database and holder, are left out: they name
         nothing that may be dropped."""
         now = now or datetime.now(timezone.utc)
@@ -441,24 +405,10 @@ class Repository:
                 continue
             if info.key.rsplit("/", 1)[-1] != leaf:
                 continue
-            if now - since >= LOCK_TTL or not _holder_alive(held):
+            if now - since >= SCRATCH_TTL or not holder_alive(held):
                 dead.append((info.key, {**held, "since": since}))
         return dead
 
     def delete_scratch(self, key: str) -> None:
         """Delete the scratch record `key` (no error when it is gone)."""
         self.store.delete(key)
-
-
-def _holder_alive(held: dict) -> bool:
-    """A lock from this host whose process is gone is stale at once (a killed run)."""
-    if held.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(int(held.get("pid", 0)), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
-

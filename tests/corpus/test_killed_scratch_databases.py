@@ -26,7 +26,7 @@ from tests.corpus.test_killed_runs import GUARD_S, Case, backup, pg_case, run_ch
 from tests.fixtures.postgres import MakeDb, traversable_tmp_dir
 from tests.fixtures.processes import descendants, live
 from vaultflow.engines.base import BackupContext
-from vaultflow.repository import LOCK_TTL, Repository
+from vaultflow.repository import SCRATCH_TTL, Repository
 from vaultflow.stores import LocalStore, get_bytes, put_bytes
 
 
@@ -162,7 +162,7 @@ def check_collected(case: Case, server, manifest, db: str, copy: str, decoys: se
 
 
 def test_scratch_records_are_judged_like_locks(tmp_path: Path) -> None:
-    """Only records of dead holders (this host's pid gone, or older than the lock TTL) are
+    """Only records of dead holders (this host's pid gone, or older than the scratch TTL) are
     handed to the sweep; a live run's record, and records whose key does not match their
     content, are not."""
     repo = Repository(LocalStore(tmp_path / "repo"))
@@ -170,7 +170,7 @@ def test_scratch_records_are_judged_like_locks(tmp_path: Path) -> None:
     mine = repo.put_scratch("postgres", "t", "shop_vf_0123abcd", server)
     dead = forge_record(repo, "t", "shop_vf_89abcdef", server)
     old = repo.put_scratch("postgres", "t", "Shop/ü_vf_00000000", server,
-                           now=datetime.now(timezone.utc) - LOCK_TTL - timedelta(seconds=1))
+                           now=datetime.now(timezone.utc) - SCRATCH_TTL - timedelta(seconds=1))
     elsewhere = forge_record(repo, "t", "x_vf_11111111", server, host="another-host")
     moved = forge_record(repo, "t", "y_vf_22222222", server, database="y_vf_33333333")
     found = dict(repo.dead_scratch("postgres", "t"))

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from vaultflow.errors import RefusedError, StoreUnavailableError
-from vaultflow.repository import LOCK_TTL, Repository
+from vaultflow.errors import LockHeldError, StoreUnavailableError
+from vaultflow.locks import LockSettings
+from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore, get_bytes, put_bytes
 from vaultflow.stores.base import BytesReader
 
@@ -95,10 +96,13 @@ def lock_keys(repo: Repository) -> list[str]:
     return [info.key for info in repo.store.list("pg/t/locks/")]
 
 
+NO_WAIT = LockSettings(wait=timedelta(0), refresh_every=None)
+
+
 def test_lock_refuses_a_second_holder_and_release_frees_it(tmp_path: Path) -> None:
-    repo = Repository(LocalStore(tmp_path))
-    key = repo.acquire_lock("pg", "t")
-    with pytest.raises(RefusedError, match=rf"pg/t is locked by host .* pid {os.getpid()}.*delete {key}"):
+    repo = Repository(LocalStore(tmp_path), lock_settings=NO_WAIT)
+    key = repo.acquire_lock("pg", "t").key
+    with pytest.raises(LockHeldError, match=rf"pg/t is locked by host .* pid {os.getpid()}.*delete {key}"):
         repo.acquire_lock("pg", "t")
     assert lock_keys(repo) == [key]
     repo.release_lock(key)
@@ -107,10 +111,10 @@ def test_lock_refuses_a_second_holder_and_release_frees_it(tmp_path: Path) -> No
 
 
 def test_release_deletes_only_its_own_lock(tmp_path: Path) -> None:
-    repo = Repository(LocalStore(tmp_path))
-    mine = repo.acquire_lock("pg", "t")
+    repo = Repository(LocalStore(tmp_path), lock_settings=NO_WAIT)
+    mine = repo.acquire_lock("pg", "t").key
     repo.store.delete(mine)  # e.g. judged stale and removed by another run
-    theirs = repo.acquire_lock("pg", "t")
+    theirs = repo.acquire_lock("pg", "t").key
     repo.release_lock(mine)
     assert lock_keys(repo) == [theirs]
     # A key that does not carry the holder id of the lock it holds is not ours either.
@@ -137,27 +141,27 @@ class RacingStore(LocalStore):
 
 def test_acquire_rechecks_after_writing_and_backs_off(tmp_path: Path) -> None:
     rival = {"host": "other-host", "pid": 1, "time": datetime.now(timezone.utc).isoformat(), "holder": "b" * 32}
-    repo = Repository(RacingStore(tmp_path, rival))
-    with pytest.raises(RefusedError, match="locked by host other-host pid 1"):
+    repo = Repository(RacingStore(tmp_path, rival), lock_settings=NO_WAIT)
+    with pytest.raises(LockHeldError, match="locked by host other-host pid 1"):
         repo.acquire_lock("pg", "t")
     assert lock_keys(repo) == [f"pg/t/locks/backup-{'b' * 32}.json"]  # ours withdrawn, theirs intact
 
 
 def test_stale_locks_are_removed_and_legacy_locks_honoured(tmp_path: Path) -> None:
-    repo = Repository(LocalStore(tmp_path))
+    repo = Repository(LocalStore(tmp_path), lock_settings=NO_WAIT)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     now = datetime.now(timezone.utc)
     put_bytes(repo.store, f"pg/t/locks/backup-{'c' * 32}.json", json.dumps(
         {"host": os.uname().nodename, "pid": int(dead), "time": now.isoformat(), "holder": "c" * 32}).encode())
     put_bytes(repo.store, f"pg/t/locks/backup-{'d' * 32}.json", json.dumps(
-        {"host": "far-away", "pid": 1, "time": (now - LOCK_TTL - timedelta(minutes=1)).isoformat(),
+        {"host": "far-away", "pid": 1, "time": (now - NO_WAIT.stale_after - timedelta(minutes=1)).isoformat(),
          "holder": "d" * 32}).encode())
-    key = repo.acquire_lock("pg", "t")
+    key = repo.acquire_lock("pg", "t").key
     assert lock_keys(repo) == [key]
     repo.release_lock(key)
     put_bytes(repo.store, "pg/t/locks/backup.json", json.dumps(
         {"host": "far-away", "pid": 1, "time": now.isoformat()}).encode())  # an older vaultflow's lock
-    with pytest.raises(RefusedError, match="far-away"):
+    with pytest.raises(LockHeldError, match="far-away"):
         repo.acquire_lock("pg", "t")
 

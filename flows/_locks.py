@@ -1,0 +1,98 @@
+"""Locks around a flow's work on one target: a Prefect global concurrency limit for deployment
+runs that write (backups, prune), then the repository lock (vaultflow.locks) for every run.
+
+The repository lock is what protects deletion, for any run on any host, with or without
+Prefect. The concurrency limit `vaultflow-<engine>-<target>` (1 slot) is for scheduled
+deployment runs that overlap: the later one waits in Prefect's queue, visibly ("waiting for a
+concurrency slot") and without polling the store, instead of failing. vaultflow creates it with
+limit 1 the first time a deployment run needs it; an operator may change or disable it (`prefect
+gcl update vaultflow-postgres-prod --disable`) and vaultflow leaves an existing limit as it is.
+Runs outside a deployment (the CLI, tests, a user's own flow) skip it: they have no queue to
+wait in, and the repository lock covers them.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from typing import Any, Callable, Iterator, Optional
+
+from prefect import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.runtime import deployment
+
+from vaultflow.errors import LockHeldError, TransientError
+from vaultflow.keys import artifact_slug
+from vaultflow.locks import HeldLock
+from vaultflow.manifest import Manifest
+from vaultflow.repository import MANIFEST, Repository
+
+WRITERS = frozenset({"backup", "prune"})  # purposes that take the Prefect limit too
+
+
+def limit_name(engine: str, target: str) -> str:
+    """The global concurrency limit of a target: `vaultflow-<engine>-<target>` in the characters
+    a limit name allows (a target name that does not fit gets a readable form plus a hash)."""
+    return f"vaultflow-{artifact_slug(engine)}-{artifact_slug(target)}"
+
+
+def ensure_limit(name: str, slots: int = 1) -> None:
+    """Create the global concurrency limit `name` with `slots` slots unless it exists (an
+    existing one, perhaps changed or disabled by an operator, is left as it is)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+        except ObjectAlreadyExists:
+            pass  # another run created it meanwhile
+
+
+@contextmanager
+def deployment_slot(engine: str, target: str, wait_s: float, enabled: Optional[bool] = None) -> Iterator[None]:
+    """Hold the target's global concurrency slot while the block runs, when `enabled` (default:
+    this is a deployment run). Waits up to `wait_s` seconds for it, then raises LockHeldError
+    (retryable). The slot's lease is renewed while held and expires 5 min after a killed run."""
+    if enabled is None:
+        enabled = deployment.id is not None
+    if not enabled:
+        yield
+        return
+    name = limit_name(engine, target)
+    ensure_limit(name)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True,
+                                            raise_on_lease_renewal_failure=False))
+        except TimeoutError as exc:
+            raise LockHeldError(
+                f"{engine}/{target}: another deployment run holds the Prefect concurrency limit {name} "
+                f"(one backup or prune of a target at a time); waited {wait_s:.0f} s (the repository's "
+                "lock_wait). The run is retried; see the limit's holders with `prefect gcl inspect "
+                f"{name}`") from exc
+        yield
+
+
+@contextmanager
+def target_lock(repo: Repository, engine: str, target: str, purpose: str, exclusive: bool = False,
+                log: Callable[[str], Any] = print, slot: Optional[bool] = None) -> Iterator[HeldLock]:
+    """Hold what a `purpose` run on a target needs: the Prefect limit (writers in deployment
+    runs; `slot` forces it on or off), then the repository lock, shared or `exclusive`. Yields
+    the HeldLock. Raises LockHeldError (retryable) past the repository's lock_wait."""
+    wait_s = repo.lock_settings.wait.total_seconds()
+    with deployment_slot(engine, target, wait_s, slot if slot is not None else (None if purpose in WRITERS
+                                                                                 else False)):
+        with repo.locked(engine, target, purpose, exclusive, log=log) as lock:
+            yield lock
+
+
+def still_there(repo: Repository, manifest: Manifest) -> None:
+    """TransientError when `manifest`'s backup was pruned while this run waited for its lock (a
+    retry resolves the backup again: 'latest' finds another, a pruned id fails as not found)."""
+    if repo.store.stat(repo.object_key(manifest, MANIFEST)) is None:
+        raise TransientError(f"backup {manifest.id} of {manifest.engine}/{manifest.target} was deleted (pruned) "
+                            "while this run waited for the repository lock; run again to pick another backup")
