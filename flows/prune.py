@@ -45,7 +45,7 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
         dry_run: Publish the plan and delete nothing.
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors(), ExitStack() as held:
+    with fail_fast_on_permanent_errors(), ExitStack() as lock_stack:
         block, repo = load_repository(repository)
         policy = block.retention_policy()
         now = datetime.now(timezone.utc)
@@ -57,8 +57,8 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
         rows, deleted, kept, orphans, partial, logs_deleted = [], [], [], 0, 0, 0
         held: dict[str, str] = {}  # misdated backups (clock problems) -> why
         for engine, name in targets:
-            held.close()  # the previous target's lock; a dry run deletes nothing and shares
-            lock = held.enter_context(target_lock(repo, engine, name, "prune", exclusive=not dry_run,
+            lock_stack.close()  # the previous target's lock; a dry run deletes nothing and shares
+            lock = lock_stack.enter_context(target_lock(repo, engine, name, "prune", exclusive=not dry_run,
                                                   log=logger.warning))
             catalog = repo.catalog(engine, name)
             # With the store's timestamps: a second clock against a worker whose clock is wrong.

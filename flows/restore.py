@@ -76,12 +76,12 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
         "to_time": to_time, "to_lsn": to_lsn, "to_name": to_name, "to_timeline": to_timeline,
         "key_pattern": key_pattern, "into_db": into_db, "no_owner": no_owner, "no_privileges": no_privileges,
     }.items() if value is not None and value is not False}
-    with fail_fast_on_permanent_errors(), ExitStack() as held:
+    with fail_fast_on_permanent_errors(), ExitStack() as lock_stack:
         both = sorted(set(given) & set(options or {}))
         if both:
             raise ConfigError(f"restore option {', '.join(both)} given twice: as a parameter and in options")
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
-        held.enter_context(target_lock(repo, engine.name, target_block.name, "restore", log=logger.warning))
+        lock_stack.enter_context(target_lock(repo, engine.name, target_block.name, "restore", log=logger.warning))
         still_there(repo, manifest)  # not pruned while this run waited for the lock
         engine_options = options_for(engine, {**given, **(options or {})}, target_block.name)
         logger.info(f"restoring {manifest.id} of {engine.name}/{target_block.name} from {repo.description}")

@@ -31,9 +31,9 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
         backup_id: The backup to drill: an id from the catalog, or 'latest'.
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors(), ExitStack() as held:
+    with fail_fast_on_permanent_errors(), ExitStack() as lock_stack:
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
-        held.enter_context(target_lock(repo, engine.name, target_block.name, "drill", log=logger.warning))
+        lock_stack.enter_context(target_lock(repo, engine.name, target_block.name, "drill", log=logger.warning))
         still_there(repo, manifest)  # not pruned while this run waited for the lock
         result = drill_backup(engine, ctx, manifest)
         results, seconds = result.comparison.tables, result.seconds

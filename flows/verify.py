@@ -71,7 +71,7 @@ def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, de
         deep: Re-read every object and recompute its sha256 (False: check presence and size only).
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors(), ExitStack() as held:
+    with fail_fast_on_permanent_errors(), ExitStack() as lock_stack:
         _, repo = load_repository(repository)
         if target is not None:
             block = load_target(target)
@@ -80,8 +80,8 @@ def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, de
             targets = repo.targets()
         rows, failures, clocks = [], [], {}
         for engine, name in targets:
-            held.close()  # the previous target's lock: a prune waits only for the target being read
-            held.enter_context(target_lock(repo, engine, name, "verify", log=logger.warning))
+            lock_stack.close()  # the previous target's lock: a prune waits only for the target being read
+            lock_stack.enter_context(target_lock(repo, engine, name, "verify", log=logger.warning))
             catalog = repo.catalog(engine, name)
             # Intact but misdated backups (a worker's wrong clock) are reported, not failed:
             # retention holds them and 'latest' skips them until the clock is fixed.
