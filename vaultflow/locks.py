@@ -126,7 +126,7 @@ def conflicts(purpose: str, exclusive: bool, other: LockRecord) -> bool:
 
 
 def read_locks(store: Store, directory: str) -> list[LockRecord]:
-    """Every lock object under `directory` (keys ending in .json), oldest key first. Objects that
+    """Every lock object under `directory` (keys ending in .json), in listing order. Objects that
     vanish while being read are left out; unreadable ones come with time=None, exclusive."""
     records = []
     for info in store.list(directory):
@@ -277,8 +277,15 @@ class LockRequest:
         record = LockRecord(f"{self.directory}{self.purpose}-{holder}.json", self.purpose, self.exclusive,
                             socket.gethostname(), os.getpid(), holder, now)
         put_bytes(self.store, record.key, json.dumps(record.document()).encode())
-        time.sleep(self.settings.settle.total_seconds())
-        blocking = self._blocking(now, exclude=record.key)  # write, then re-check
+        try:
+            time.sleep(self.settings.settle.total_seconds())
+            blocking = self._blocking(now, exclude=record.key)  # write, then re-check
+        except BaseException:
+            try:  # not left behind to block others until it is stale
+                release_key(self.store, record.key)
+            except Exception:  # noqa: BLE001 - the listing's own error is the one to see
+                pass
+            raise
         if blocking is not None:
             release_key(self.store, record.key)
             return blocking
