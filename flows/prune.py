@@ -39,6 +39,9 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
     their count is "log_units_deleted" ("wal_deleted": the same count under its older name).
     With dry_run the plan is published and nothing is deleted.
 
+    Each target is pruned under its exclusive repository lock: the prune waits (up to the
+    repository's lock_wait, then fails retryably) while a backup, verify or restore of it runs.
+
     Args:
         repository: The BackupRepository block, or its name ('backup-repository/main').
         target: Only this target (a block or its name); default: every target in the repository.
@@ -59,7 +62,7 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
         for engine, name in targets:
             lock_stack.close()  # the previous target's lock; a dry run deletes nothing and shares
             lock = lock_stack.enter_context(target_lock(repo, engine, name, "prune", exclusive=not dry_run,
-                                                  log=logger.warning))
+                                                        log=logger.warning))
             catalog = repo.catalog(engine, name)
             # With the store's timestamps: a second clock against a worker whose clock is wrong.
             decisions = plan(catalog.refs(), policy, now)
