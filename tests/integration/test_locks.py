@@ -147,12 +147,13 @@ def test_a_prune_waiting_for_a_backup_gets_the_lock_when_it_ends(store, holders)
 
 
 def test_two_runs_racing_for_exclusive_locks_never_both_hold(store, holders) -> None:
-    racers = [holders(store, purpose="prune", exclusive=True, wait_s=60) for _ in range(3)]
+    racers = [holders(store, purpose="prune", exclusive=True, wait_s=3 * GUARD_S) for _ in range(3)]
     waiting = list(racers)
     while waiting:
         deadline = time.monotonic() + GUARD_S
         while not [r for r in waiting if r.printed("locked")]:
-            assert time.monotonic() < deadline, [r.seen for r in racers]
+            assert time.monotonic() < deadline and not [r for r in waiting if r.printed("held-error")], \
+                "\n".join(map(str, [r.seen for r in racers]))
             time.sleep(0.05)
         holding = [r for r in waiting if r.printed("locked")]
         assert len(holding) == 1, "two runs hold the exclusive lock at once"
@@ -177,15 +178,15 @@ def test_a_killed_holders_lock_is_stale_at_once_on_its_host(store, holders) -> N
 def test_refresh_keeps_a_long_holder_alive_past_the_ttl(store, holders) -> None:
     refreshed = holders(store, purpose="backup", refresh_s=0.5)
     refreshed.expect("locked")
-    time.sleep(3)  # past the 2 s TTL the prune below judges by
+    time.sleep(4.5)  # past the 3 s TTL the prune below judges by
     with pytest.raises(LockHeldError, match=f"pid {refreshed.proc.pid}"):
-        here(store, stale_after=timedelta(seconds=2)).acquire_lock("postgres", "t", "prune", exclusive=True)
+        here(store, stale_after=timedelta(seconds=3)).acquire_lock("postgres", "t", "prune", exclusive=True)
     refreshed.release()
 
     silent = holders(store, purpose="backup", refresh_s=None)  # a holder that stopped refreshing
     key = silent.expect("locked")
-    time.sleep(3)
-    lock = here(store, stale_after=timedelta(seconds=2)).acquire_lock("postgres", "t", "prune", exclusive=True)
+    time.sleep(4.5)
+    lock = here(store, stale_after=timedelta(seconds=3)).acquire_lock("postgres", "t", "prune", exclusive=True)
     assert key not in lock_keys(store)  # removed as stale
     silent.release()  # finds its object gone and deletes nothing else
     assert lock_keys(store) == [lock.key]
