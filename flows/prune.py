@@ -93,6 +93,7 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
                              "kind": archive.stream, "action": "would delete" if dry_run else "delete",
                              "reason": log_plan.reason})
                 if not dry_run:
+                    lock.check()
                     logs_deleted += archive.delete(log_plan.units)
             orphans += len(stale)
             if stale and not dry_run:
