@@ -18,22 +18,6 @@ from vaultflow.logarchive import open_log_archive
 from vaultflow.repository import ObjectCheck
 
 
-def broken_chain(catalog, manifest) -> str | None:
-    """Why an incremental/differential cannot be restored (a parent missing), or None."""
-    if manifest.parent_id is None:
-        return None
-    from vaultflow.errors import ChainBrokenError
-    if manifest.engine == "redis":
-        from vaultflow.engines.redis.aof import resolve_aof_chain as resolve_chain
-    else:
-        from vaultflow.engines.postgres.chain import resolve_chain
-    try:
-        resolve_chain(catalog, manifest)
-    except ChainBrokenError as exc:
-        return f"chain broken: {exc}"
-    return None
-
-
 def check_log_archive(repo, engine: str, target: str, manifests) -> tuple[list[dict], list[str]]:
     """Continuity of the target's log archive (vaultflow.logarchive; PostgreSQL: WAL) for each
     backup that reads it: from the backup's log start to the newest archived unit a restore of it
@@ -94,7 +78,7 @@ def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, de
                 checks = verify_backup(repo, manifest, deep)
                 bad = [c for c in checks if not c.ok]
                 detail = "; ".join(f"{c.key}: {c.detail}" for c in bad) or ("sha256 verified" if deep else "sizes match")
-                chain_problem = broken_chain(catalog, manifest)
+                chain_problem = catalog.chain_problem(manifest)
                 if chain_problem:
                     bad.append(ObjectCheck(manifest.id, "(chain)", False, chain_problem))
                     detail = f"{detail}; {chain_problem}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vaultflow.manifest import TableFingerprint
+from vaultflow.manifest import Fingerprint
 
 # How a physical restore lists an unlogged table that came back empty: a base backup copies
 # only their init fork and recovery resets them (PostgreSQL docs, CREATE TABLE "UNLOGGED");
@@ -71,8 +71,8 @@ class Comparison:
         return f"{len(self.mismatches)} of {what} differ: {names}{note}"
 
 
-def compare_database(database: str, expected: dict[str, TableFingerprint],
-                     actual: dict[str, TableFingerprint]) -> list[TableComparison]:
+def compare_database(database: str, expected: dict[str, Fingerprint],
+                     actual: dict[str, Fingerprint]) -> list[TableComparison]:
     result: list[TableComparison] = []
     for table in sorted(set(expected) | set(actual)):
         exp, act = expected.get(table), actual.get(table)
@@ -82,6 +82,6 @@ def compare_database(database: str, expected: dict[str, TableFingerprint],
             status = "missing"
         else:
             status = "match" if exp == act else "mismatch"
-        result.append(TableComparison(database, table, exp.rows if exp else None,
-                                      act.rows if act else None, status))
+        result.append(TableComparison(database, table, exp.count if exp else None,
+                                      act.count if act else None, status))
     return result

@@ -2,20 +2,29 @@
 
 Its presence under backups/<id>/manifest.json means every object it lists was fully
 written. It never contains a secret.
+
+Schema version 2 (docs/repository-format.md): `mode` is a BackupMode; `consistency` is a typed
+model chosen by the manifest's engine and the model's `type` (a discriminated union whose
+members each engine lists in its EngineSpec.consistency, so a new engine adds its own without
+editing this module); fingerprints are generic (`count`, `digest`, `method` per unit).
+Version 1 manifests are upgraded on read (vaultflow.manifest_v1).
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from enum import Enum
-from typing import Any
+from enum import Enum, StrEnum
+from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
 
-from vaultflow.errors import VaultflowError
+from vaultflow.engines import registry
+from vaultflow.errors import RefusedError, VaultflowError
+from vaultflow.manifest_v1 import upgrade_v1
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1 is upgraded on read (vaultflow.manifest_v1)
 
 
 class BackupKind(str, Enum):
@@ -26,6 +35,17 @@ class BackupKind(str, Enum):
     @property
     def suffix(self) -> str:
         return {"full": "F", "incremental": "I", "differential": "D"}[self.value]
+
+
+class BackupMode(StrEnum):
+    """How a backup copies its data; every engine's modes. A chain (full and its incrementals /
+    differentials) has one mode."""
+
+    LOGICAL = "logical"    # PostgreSQL pg_dump per database; MongoDB archive + oplog slices
+    PHYSICAL = "physical"  # PostgreSQL pg_basebackup (17+ native incrementals, 15/16 file-level)
+    RDB = "rdb"            # Redis RDB snapshot (full only)
+    AOF = "aof"            # Redis AOF-anchored full + AOF increments
+    NATIVE = "native"      # ClickHouse BACKUP ... TO Disk (base_backup for incrementals)
 
 
 ID_TIME_FORMAT = "%Y%m%dT%H%M%S"
@@ -49,11 +69,14 @@ def parse_backup_id(backup_id: str) -> tuple[datetime, BackupKind]:
     return when, kind
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """Base of every manifest record: unknown fields are an error (a typo is not a None), and
+    records are immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class StoredObject(_Strict):
+class StoredObject(Strict):
     """One payload object of a backup."""
 
     key: str = Field(description="name inside the backup directory, e.g. 'db/backup_demo.dump.zst'")
@@ -67,62 +90,112 @@ class StoredObject(_Strict):
     encryption: str | None = None
 
 
-class TableFingerprint(_Strict):
-    rows: int
-    digest: str = Field(description="order-independent hash: the sum of every row's 64-bit hash")
-    method: str = Field(default="text", description="'record' (hash_record_extended) or 'text' "
-                        "(hashtextextended of the row's text form)")
+class Fingerprint(Strict):
+    """What one unit (a PostgreSQL table, a Redis db's keys, a MongoDB collection, a ClickHouse
+    table) held at the backup's consistency point; a restored copy must give the same."""
+
+    count: int = Field(description="how many: a table's rows, a Redis db's keys, a collection's documents")
+    digest: str = Field(description="order-independent digest of the unit's content (`method` says how)")
+    method: str = Field(description="how count and digest were computed, engine-defined: PostgreSQL 'record', "
+                        "'record+text', 'text'; Redis 'count', 'debug-digest'")
+
+    @property
+    def rows(self) -> int:
+        """`count` under PostgreSQL's word for it (a table's rows); the JSON key of version 1."""
+        return self.count
 
 
-class DatabaseProperties(_Strict):
-    """A PostgreSQL database's own properties (pg_database, pg_db_role_setting), recorded at
-    backup time so a logical restore under any name recreates the database as it was."""
+class Consistency(Strict):
+    """An engine's consistency point of one backup: base of the models each engine defines.
 
-    encoding: str = Field(description="server encoding, e.g. 'UTF8', 'LATIN1'")
-    collate: str = Field(description="LC_COLLATE")
-    ctype: str = Field(description="LC_CTYPE")
-    locale_provider: str = Field(default="libc", description="'libc', 'icu' or 'builtin'")
-    locale: str | None = Field(default=None, description="ICU locale (icu) or builtin locale (builtin)")
-    icu_rules: str | None = Field(default=None, description="ICU tailoring rules (PostgreSQL 16+)")
-    owner: str = Field(description="role that owns the database")
-    acl: list[str] | None = Field(default=None, description="aclitems in order ('=T/alice', 'bob=c/alice'); "
-                                  "None = the default privileges")
-    connection_limit: int = -1
-    comment: str | None = None
-    settings: list[str] = Field(default_factory=list, description="ALTER DATABASE ... SET, as 'name=value'")
-    role_settings: dict[str, list[str]] = Field(
-        default_factory=dict, description="ALTER ROLE r IN DATABASE ... SET: role -> ['name=value', ...]")
+    A subclass declares `type: Literal["<engine>-<what>"] = "<engine>-<what>"` (the discriminator
+    written in the JSON), `MODE` (the BackupMode of the manifests it belongs to) and its own
+    fields; the engine lists it in its EngineSpec.consistency. Generic code reads only what is
+    declared here.
+    """
+
+    MODE: ClassVar[BackupMode]
+    type: str = Field(description="which model this is, e.g. 'postgres-physical'; unique across engines")
+    method: str = Field(description="how the point was reached, for people (e.g. 'pg_basebackup')")
+
+    @property
+    def log_start(self) -> str | None:
+        """Name of the first object of the engine's continuous log archive that a restore of
+        this backup needs (PostgreSQL: its start WAL file); None when it needs none."""
+        return None
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Self:
+        """`manifest.consistency` as this model. RefusedError naming the backup when it is
+        another one (e.g. a logical backup given to a physical restore)."""
+        if not isinstance(manifest.consistency, cls):
+            raise RefusedError(f"backup {manifest.id} is a {manifest.mode} backup ({manifest.consistency.type}), "
+                               f"not {cls.model_fields['type'].default or cls.__name__}")
+        return manifest.consistency
 
 
-class Lineage(_Strict):
+def consistency_model(engine: str, type_name: Any) -> type[Consistency]:
+    """The model of engine `engine` whose `type` is `type_name` (EngineSpec.consistency).
+    ValueError naming the engine's types when it has none of that name; ConfigError for an
+    unknown engine."""
+    models = registry.spec(engine).consistency
+    for model in models:
+        if model.model_fields["type"].default == type_name:
+            return model
+    known = ", ".join(str(m.model_fields["type"].default) for m in models) or "none"
+    raise ValueError(f"consistency type {type_name!r} is not one of engine {engine}'s ({known})")
+
+
+class Lineage(Strict):
     flow_run_id: str | None = None
     flow_run_name: str | None = None
     deployment: str | None = None
     ui_url: str | None = None
 
 
-class Manifest(_Strict):
+class Manifest(Strict):
     schema_version: int = SCHEMA_VERSION
     id: str
     engine: str
     target: str
     kind: BackupKind
-    mode: str = Field(default="logical", description="'logical' (dumps) or 'physical'")
+    mode: BackupMode
     parent_id: str | None = None
     started_at: datetime
     finished_at: datetime
-    consistency: dict[str, Any] = Field(default_factory=dict, description="engine's consistency point")
+    consistency: SerializeAsAny[Consistency] = Field(
+        description="the engine's consistency point: the model of this engine whose `type` it names")
     objects: list[StoredObject]
-    fingerprints: dict[str, dict[str, TableFingerprint]] = Field(
-        default_factory=dict, description="database -> table -> fingerprint, at the consistency point"
-    )
-    database_properties: dict[str, DatabaseProperties] | None = Field(
-        default=None, description="logical backups: database -> its properties at backup time; absent "
-        "in manifests written before vaultflow recorded them (restores then use the server's defaults)")
+    fingerprints: dict[str, dict[str, Fingerprint]] = Field(
+        default_factory=dict, description="group (database, Redis db) -> unit (table, 'keys', collection) -> "
+        "fingerprint, at the consistency point")
     server_version: str | None = None
     tool_versions: dict[str, str] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
     lineage: Lineage = Field(default_factory=Lineage)
+
+    @field_validator("consistency", mode="before")
+    @classmethod
+    def _typed_consistency(cls, value: Any, info: ValidationInfo) -> Any:
+        """A dict becomes the engine's model its `type` names; a model must be one of the engine's."""
+        engine = info.data.get("engine")
+        if engine is None:
+            return value  # the engine field failed: its own error is reported
+        if isinstance(value, Consistency):
+            if type(value) not in registry.spec(engine).consistency:
+                raise ValueError(f"{type(value).__name__} is not a consistency model of engine {engine} "
+                                 "(list it in the engine's EngineSpec.consistency)")
+            return value
+        if not isinstance(value, dict):
+            raise ValueError("consistency must be an object with a 'type'")
+        return consistency_model(engine, value.get("type")).model_validate(value)
+
+    @model_validator(mode="after")
+    def _mode_matches(self) -> Manifest:
+        if self.consistency.MODE != self.mode:
+            raise ValueError(f"consistency {self.consistency.type} belongs to {self.consistency.MODE} backups, "
+                             f"not {self.mode} ones")
+        return self
 
     @property
     def stored_size(self) -> int:
@@ -141,7 +214,9 @@ class ManifestError(VaultflowError):
 
 
 def parse_manifest(data: bytes, where: str) -> Manifest:
-    """Parse and validate one manifest; errors name `where` (its key) and what is wrong."""
+    """Parse and validate one manifest (version 1 is upgraded first, vaultflow.manifest_v1);
+    ManifestError naming `where` (its key) and what is wrong: broken JSON, a schema_version this
+    vaultflow cannot read, an unknown engine or consistency type, invalid fields."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -149,12 +224,16 @@ def parse_manifest(data: bytes, where: str) -> Manifest:
     if not isinstance(doc, dict):
         raise ManifestError(f"{where}: expected a JSON object")
     version = doc.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ManifestError(
             f"{where}: schema_version {version!r} is not supported by this vaultflow "
-            f"(supports {SCHEMA_VERSION}); upgrade vaultflow to read it"
+            f"(reads {', '.join(map(str, READABLE_VERSIONS))}); upgrade vaultflow to read it"
         )
     try:
+        if version == 1:
+            doc = upgrade_v1(doc)
         return Manifest.model_validate(doc)
+    except VaultflowError as exc:  # an unknown engine (registry.spec)
+        raise ManifestError(f"{where}: {exc}") from exc
     except ValueError as exc:
         raise ManifestError(f"{where}: invalid manifest ({exc})") from exc

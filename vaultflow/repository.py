@@ -20,11 +20,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
+from vaultflow.chain import choose_parent, resolve
 from vaultflow.errors import ChainBrokenError, ConfigError, NotFoundError, RefusedError, note_cleanup_failure
 from vaultflow.retention import DEFAULT_CLOCK_TOLERANCE, BackupRef, clock_problems
 from vaultflow.keys import decode_name, encode_name
 from vaultflow.locks import HeldLock, LockRequest, LockSettings, acquire, holder_alive, release_key
-from vaultflow.manifest import Manifest, ManifestError, parse_manifest
+from vaultflow.manifest import BackupKind, Manifest, ManifestError, parse_manifest
 from vaultflow.pipeline import HashingReader
 from vaultflow.stores.base import CHUNK_SIZE, ObjectInfo, Store, get_bytes, put_bytes
 
@@ -75,33 +76,43 @@ class Catalog:
         matching = [m for m in self.manifests if (kind is None or m.kind == kind) and m.id not in misdated]
         return matching[-1] if matching else None
 
-    def parent_for(self, kind, target: str, eligible: Callable[[Manifest], bool] = lambda m: True) -> Manifest:
+    def parent_for(self, kind: BackupKind, target: str,
+                   eligible: Callable[[Manifest], bool] = lambda m: True) -> Manifest:
         """The parent of a new incremental (the newest eligible backup) or differential (the
-        newest eligible full) backup of `target`.
+        newest eligible full) backup of `target`, skipping backups with a clock problem
+        (vaultflow.chain.choose_parent). ChainBrokenError (the flow then takes a full) when
+        nothing is eligible, naming what was skipped."""
+        return choose_parent(self.manifests, kind, target, self.clock_problems(), eligible)
 
-        Backups with a clock problem are skipped: a future-dated parent would sort after its own
-        child, and its place in time cannot be trusted. Raises ChainBrokenError (the flow then
-        takes a full) when nothing is eligible, naming what was skipped.
-        """
-        from vaultflow.manifest import BackupKind
-        misdated = self.clock_problems()
-        wanted = BackupKind.FULL if kind == BackupKind.DIFFERENTIAL else None
-        candidates = [m for m in self.manifests if m.id not in misdated and eligible(m)
-                      and (wanted is None or m.kind == wanted)]
-        if not candidates:
-            skipped = f" (skipped {len(misdated)} with a clock problem: {', '.join(sorted(misdated))})" \
-                if misdated else ""
-            raise ChainBrokenError(f"no {'full ' if wanted else ''}backup of {target} to build a "
-                                   f"{kind.value} backup on{skipped}")
-        return candidates[-1]
+    def find(self, backup_id: str) -> Manifest | None:
+        """The readable backup `backup_id`, or None."""
+        return next((m for m in self.manifests if m.id == backup_id), None)
+
+    def unreadable(self, backup_id: str) -> str | None:
+        """Why the manifest of `backup_id` could not be read, or None (readable, or absent)."""
+        return next((p.message for p in self.problems if f"/{backup_id}/" in p.key), None)
+
+    def chain(self, manifest: Manifest) -> list[Manifest]:
+        """[full, ..., manifest]: the backups a restore of `manifest` needs, every link checked
+        (vaultflow.chain.resolve: generic rules and the engine's). ChainBrokenError naming the
+        first missing, unreadable or wrong link and what to do."""
+        return resolve(manifest, self.find, self.unreadable)
+
+    def chain_problem(self, manifest: Manifest) -> str | None:
+        """'chain broken: <why>' when `manifest` cannot be restored for its chain, else None."""
+        try:
+            self.chain(manifest)
+        except ChainBrokenError as exc:
+            return f"chain broken: {exc}"
+        return None
 
     def get(self, backup_id: str) -> Manifest:
-        for manifest in self.manifests:
-            if manifest.id == backup_id:
-                return manifest
-        unreadable = [p for p in self.problems if f"/{backup_id}/" in p.key]
-        if unreadable:
-            raise NotFoundError(f"backup {backup_id} is unreadable: {unreadable[0].message}")
+        found = self.find(backup_id)
+        if found is not None:
+            return found
+        unreadable = self.unreadable(backup_id)
+        if unreadable is not None:
+            raise NotFoundError(f"backup {backup_id} is unreadable: {unreadable}")
         known = ", ".join(m.id for m in self.manifests[-5:]) or "none"
         raise NotFoundError(f"backup {backup_id} not found (latest ids: {known}); see `vaultflow list`")
 

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Callable
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from vaultflow.chain import faults as chain_faults, with_ancestors
 from vaultflow.errors import RefusedError, VaultflowError
 from vaultflow.manifest import BackupKind, parse_backup_id
 
@@ -144,37 +145,6 @@ class Decision:
     reasons: tuple[str, ...]
 
 
-def _chain_faults(by_id: Mapping[str, BackupRef]) -> dict[str, str | None]:
-    """Map each id to None if its chain reaches a full backup, else why it cannot restore."""
-    faults: dict[str, str | None] = {}
-    for start in sorted(by_id):
-        path: list[str] = []
-        on_path: set[str] = set()
-        cur = start
-        while cur not in faults:  # walk up until the verdict for `cur` is known
-            if cur in on_path:
-                for node in path:
-                    faults[node] = f"chain broken: parent chain of {node} loops back to {cur}"
-                break
-            ref = by_id[cur]
-            if ref.kind is BackupKind.FULL:
-                faults[cur] = None
-            elif ref.parent_id is None:
-                faults[cur] = f"chain broken: {ref.kind.value} backup has no parent"
-            elif ref.parent_id not in by_id:
-                faults[cur] = f"chain broken: parent {ref.parent_id} is missing"
-            else:
-                path.append(cur)
-                on_path.add(cur)
-                cur = ref.parent_id
-        for node in reversed(path):  # each node's parent has its verdict by now
-            if node not in faults:
-                parent = by_id[node].parent_id
-                assert parent is not None
-                faults[node] = None if faults[parent] is None else f"chain broken: parent {parent} is broken"
-    return faults
-
-
 def _dedupe(backups: Sequence[BackupRef]) -> dict[str, BackupRef]:
     by_id: dict[str, BackupRef] = {}
     for ref in backups:
@@ -274,18 +244,6 @@ def clock_problems(backups: Sequence[BackupRef], now: datetime,
     return problems
 
 
-def _with_ancestors(ids: set[str], by_id: Mapping[str, BackupRef]) -> set[str]:
-    """`ids` plus every ancestor: an incremental/differential is useless without them."""
-    out = set(ids)
-    for rid in ids:
-        ref = by_id[rid]
-        while ref.kind is not BackupKind.FULL and ref.parent_id not in out:
-            assert ref.parent_id is not None
-            out.add(ref.parent_id)
-            ref = by_id[ref.parent_id]
-    return out
-
-
 def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime) -> dict[str, Decision]:
     """Decide keep/delete, with reasons, for every backup; input order does not matter.
 
@@ -299,7 +257,7 @@ def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime) -
     if now.tzinfo is None:
         raise RefusedError(f"now={now} has no timezone; retention periods are computed in UTC")
     by_id = _dedupe(backups)
-    faults = _chain_faults(by_id)
+    faults = {rid: fault.reason() if fault else None for rid, fault in chain_faults(by_id.values()).items()}
     misdated = clock_problems(list(by_id.values()), now, policy.clock_tolerance)
     # Newest first; ids break ties so the result never depends on input order.
     intact = sorted((r for r in by_id.values() if faults[r.id] is None),
@@ -328,7 +286,7 @@ def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime) -
                 last_period = period
                 left -= 1
 
-    kept = _with_ancestors({rid for rid, why in reasons.items() if why}, by_id)
+    kept = with_ancestors({rid for rid, why in reasons.items() if why}, by_id)
     # A misdated backup is held until every clock says it is older than all that is kept.
     oldest_kept = min((by_id[k].finished_at for k in kept if k not in misdated), default=None)
     released: set[str] = set()
@@ -340,7 +298,7 @@ def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime) -
             released.add(rid)
         else:
             reasons[rid].insert(0, f"held out of retention (takes no slot): {misdated[rid]}")
-    kept = _with_ancestors(kept | {rid for rid in misdated if rid in reasons and rid not in released}, by_id)
+    kept = with_ancestors(kept | {rid for rid in misdated if rid in reasons and rid not in released}, by_id)
     for r in reversed(intact):  # oldest child first: a stable order of reasons
         if r.id in kept and r.kind is not BackupKind.FULL:
             assert r.parent_id is not None

@@ -7,16 +7,21 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from vaultflow.errors import ChainBrokenError
-from vaultflow.manifest import BackupKind, Manifest, new_backup_id
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
+from vaultflow.manifest import BackupKind, BackupMode, Manifest, new_backup_id
 from vaultflow.repository import Catalog
 
 NOW = datetime.now(timezone.utc)
 F, I, D = BackupKind.FULL, BackupKind.INCREMENTAL, BackupKind.DIFFERENTIAL
 
 
-def backup(kind: BackupKind, at: datetime, stored_at: datetime, catalog: Catalog, mode: str = "physical") -> Manifest:
-    m = Manifest(id=new_backup_id(kind, at), engine="postgres", target="t", kind=kind, mode=mode,
-                 started_at=at - timedelta(seconds=5), finished_at=at, objects=[])
+POINT = PostgresPhysicalConsistency(start_lsn="0/2000028", stop_lsn="0/2000100", timeline=1,
+                                    start_wal_file="000000010000000000000002", checkpoint_lsn="0/2000060")
+
+
+def backup(kind: BackupKind, at: datetime, stored_at: datetime, catalog: Catalog) -> Manifest:
+    m = Manifest(id=new_backup_id(kind, at), engine="postgres", target="t", kind=kind, mode=BackupMode.PHYSICAL,
+                 consistency=POINT, started_at=at - timedelta(seconds=5), finished_at=at, objects=[])
     catalog.manifests.append(m)
     catalog.manifests.sort(key=lambda x: x.id)
     catalog.stored_at[m.id] = stored_at

@@ -17,7 +17,8 @@ from vaultflow.engines.postgres.recovery import default_fetch_command
 from vaultflow.engines.postgres.engine import dump_object_name
 from vaultflow.errors import ConfigError
 from vaultflow.keys import MAX_SEGMENT, artifact_slug, decode_name, encode_name
-from vaultflow.manifest import BackupKind, Manifest, StoredObject
+from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency
+from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 from vaultflow.stores.base import BytesReader
@@ -83,7 +84,7 @@ def test_segments_that_encode_name_cannot_produce_are_rejected(segment: str) -> 
 def _manifest(target: str, database: str) -> Manifest:
     now = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
     return Manifest(id="20261126T020000.000Z-F", engine="postgres", target=target, kind=BackupKind.FULL,
-                    started_at=now, finished_at=now,
+                    mode=BackupMode.LOGICAL, consistency=PostgresLogicalConsistency(), started_at=now, finished_at=now,
                     objects=[StoredObject(key=dump_object_name(database), role="database-dump", database=database,
                                           format="pg_dump-custom", raw_size=1, stored_size=1, sha256="ab" * 32)])
 

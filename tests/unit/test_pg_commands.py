@@ -24,9 +24,9 @@ from vaultflow.engines.postgres.incremental import incremental_command
 from vaultflow.engines.postgres.physical import basebackup_command, manifest_checksum_algorithm
 from vaultflow.errors import (AuthenticationError, ConfigError, NotFoundError,
                               ServerUnavailableError, VaultflowError, is_transient)
-from vaultflow.manifest import (SCHEMA_VERSION, BackupKind, Manifest, ManifestError,
-                                StoredObject, TableFingerprint, new_backup_id, parse_backup_id,
-                                parse_manifest)
+from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency, PostgresPhysicalConsistency
+from vaultflow.manifest import (SCHEMA_VERSION, BackupKind, BackupMode, Fingerprint, Manifest, ManifestError,
+                                StoredObject, new_backup_id, parse_backup_id, parse_manifest)
 
 BIN = Path("/opt/pg/bin")
 SECRET = r"s3:cr\et:pa\\ss"
@@ -109,12 +109,13 @@ def test_manifest_checksum_algorithm_reads_the_first_file_entry() -> None:
 
 
 def test_chain_checksum_algorithm_prefers_the_extracted_manifest(tmp_path: Path) -> None:
-    recorded = sample_manifest().model_copy(update={"consistency": {"manifest_checksums": "SHA256"}})
+    recorded = physical_manifest(manifest_checksums="SHA256")
     extracted = tmp_path / "backup_manifest"
     extracted.write_bytes(_backup_manifest("CRC32C"))
     assert chain_checksum_algorithm(recorded, extracted) == "CRC32C"
+    assert chain_checksum_algorithm(physical_manifest(manifest_checksums="CRC32C"), tmp_path / "missing") == "CRC32C"
     assert chain_checksum_algorithm(recorded, tmp_path / "missing") == "SHA256"
-    assert chain_checksum_algorithm(sample_manifest(), None) == "SHA256", "backups from before the field"
+    assert chain_checksum_algorithm(physical_manifest(), None) == "SHA256", "backups from before the field"
 
 
 def test_manifest_checksums_setting_is_strict() -> None:
@@ -289,11 +290,22 @@ def sample_manifest() -> Manifest:
     now = datetime(2026, 11, 26, 2, 0, 0, tzinfo=timezone.utc)
     return Manifest(
         id=new_backup_id(BackupKind.FULL, now), engine="postgres", target="prod", kind=BackupKind.FULL,
-        started_at=now, finished_at=now,
+        mode=BackupMode.LOGICAL, started_at=now, finished_at=now,
+        consistency=PostgresLogicalConsistency(snapshots={"shop": "759:759:"}),
         objects=[StoredObject(key="db/shop.dump.zst", role="database-dump", database="shop",
                               format="pg_dump-custom", raw_size=10, stored_size=7, sha256="ab" * 32)],
-        fingerprints={"shop": {"public.t": TableFingerprint(rows=3, digest="-42")}},
+        fingerprints={"shop": {"public.t": Fingerprint(count=3, digest="-42", method="record")}},
     )
+
+
+def physical_manifest(**consistency) -> Manifest:
+    now = datetime(2026, 11, 26, 2, 0, 0, tzinfo=timezone.utc)
+    return Manifest(
+        id=new_backup_id(BackupKind.FULL, now), engine="postgres", target="prod", kind=BackupKind.FULL,
+        mode=BackupMode.PHYSICAL, started_at=now, finished_at=now, objects=[],
+        consistency=PostgresPhysicalConsistency(start_lsn="0/2000028", stop_lsn="0/2000100", timeline=1,
+                                                start_wal_file="000000010000000000000002",
+                                                checkpoint_lsn="0/2000060", **consistency))
 
 
 def test_manifest_json_round_trip() -> None:

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from vaultflow.errors import RefusedError
-from vaultflow.manifest import BackupKind, Manifest, new_backup_id
+from vaultflow.engines.redis.consistency import RedisAofConsistency
+from vaultflow.manifest import BackupKind, BackupMode, Manifest, new_backup_id
 from vaultflow.retention import (
     DEFAULT_CLOCK_TOLERANCE,
     KEEPS_NOTHING,
@@ -285,7 +286,10 @@ def test_duplicates_and_naive_datetimes() -> None:
 
 def test_from_manifest() -> None:
     m = Manifest(
-        id=new_backup_id(I, T0), engine="postgres", target="demo", kind=I, parent_id="p",
+        id=new_backup_id(I, T0), engine="redis", target="demo", kind=I, parent_id="p", mode=BackupMode.AOF,
+        consistency=RedisAofConsistency(aof_dir="appendonlydir", aof_filename="appendonly.aof", base="b.rdb",
+                                        base_format="rdb", base_size=9, base_head_sha256="00", incr_files=[],
+                                        cuts={}, tail_sha256={}, pieces=[]),
         started_at=T0 - timedelta(minutes=1), finished_at=T0, objects=[],
     )
     assert BackupRef.from_manifest(m) == BackupRef(m.id, I, "p", T0)

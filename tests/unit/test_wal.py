@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from vaultflow.engines.postgres import wal
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.errors import IntegrityError, RefusedError, StoreUnavailableError
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
@@ -38,6 +39,12 @@ from vaultflow.engines.postgres.wal.cli import main as wal_cli_main
 
 TARGET = "prod"
 MiB = 1 << 20
+
+
+def physical(start_wal_file: str, stop_lsn: str, timeline: int = 1) -> PostgresPhysicalConsistency:
+    """The consistency record of a physical backup whose WAL starts at `start_wal_file`."""
+    return PostgresPhysicalConsistency(start_lsn=stop_lsn, stop_lsn=stop_lsn, timeline=timeline,
+                                       start_wal_file=start_wal_file, checkpoint_lsn=stop_lsn)
 
 
 def seg(n: int, tli: int = 1) -> str:
@@ -437,8 +444,7 @@ def test_plan_follows_the_newest_living_descendant_not_a_dead_branch(tmp_path: P
     assert [plan.name(n) for n in (2, 3)] == [seg(2), seg(3, tli=2)]
     assert plan_timeline(repo, TARGET, 1, "0/1000100", requested=3).timeline == 3
     assert check_continuity(repo, TARGET, seg(1)) == [], "a dead branch is not a gap"
-    assert check_backup_wal(repo, TARGET, "B", {"start_wal_file": seg(1), "stop_lsn": "0/1000100",
-                                                "timeline": 1}).ok
+    assert check_backup_wal(repo, TARGET, "B", physical(seg(1), "0/1000100")).ok
 
 
 def test_plan_skips_timelines_that_left_before_the_backup_ended(tmp_path: Path, repo: Repository) -> None:
@@ -461,7 +467,7 @@ def test_plan_refuses_segments_of_a_timeline_without_its_history(tmp_path: Path,
     with pytest.raises(NotFoundError, match=r"timeline history file 00000002\.history is missing .* "
                                             r"segments of timeline 2 are archived \(from 000000020000000000000003"):
         plan_timeline(repo, TARGET, 1, "0/1000100")
-    result = check_backup_wal(repo, TARGET, "B", {"start_wal_file": seg(1), "stop_lsn": "0/1000100", "timeline": 1})
+    result = check_backup_wal(repo, TARGET, "B", physical(seg(1), "0/1000100"))
     assert not result.ok and result.missing == ("00000002.history",) and "backup B" in result.problem
     assert plan_timeline(repo, TARGET, 2, "0/3000100").timeline == 2, "a backup of timeline 2 needs no 2.history"
 
@@ -470,8 +476,8 @@ def test_backup_after_the_archive_stopped_is_a_named_gap(tmp_path: Path, repo: R
     from vaultflow.engines.postgres.wal import check_backup_wal, describe_gaps
 
     archive(tmp_path, repo, [seg(1), seg(2), seg(3)])  # archiving stopped after segment 3
-    older = check_backup_wal(repo, TARGET, "B1", {"start_wal_file": seg(1), "stop_lsn": "0/2000100", "timeline": 1})
-    newest = check_backup_wal(repo, TARGET, "B2", {"start_wal_file": seg(6), "stop_lsn": "0/7000028", "timeline": 1})
+    older = check_backup_wal(repo, TARGET, "B1", physical(seg(1), "0/2000100"))
+    newest = check_backup_wal(repo, TARGET, "B2", physical(seg(6), "0/7000028"))
     assert older.ok
     assert not newest.ok and newest.missing == (seg(6), seg(7))
     assert f"missing 2 segment(s): {seg(6)}..{seg(7)} (timeline 1); newest archived: {seg(3)}" in newest.problem

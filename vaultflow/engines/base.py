@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from vaultflow.compare import Comparison
 from vaultflow.engines.settings import RestoreOptions
 from vaultflow.errors import ConfigError
-from vaultflow.manifest import BackupKind, Lineage, Manifest, StoredObject, TableFingerprint, new_backup_id
+from vaultflow.manifest import BackupKind, Fingerprint, Lineage, Manifest, StoredObject, new_backup_id
 from vaultflow.repository import Repository
 
 Log = Callable[[str], None]
@@ -81,7 +81,7 @@ class UnitResult:
 
     unit: BackupUnit
     objects: tuple[StoredObject, ...] = ()
-    fingerprints: dict[str, dict[str, TableFingerprint]] = field(default_factory=dict)
+    fingerprints: dict[str, dict[str, Fingerprint]] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     manifest: Manifest | None = None

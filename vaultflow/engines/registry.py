@@ -32,11 +32,13 @@ class EngineSpec:
                    manifests (`engine`) and events; lowercase, stable forever.
     make_engine:   target settings (the target's block, see blocks/) -> an object satisfying
                    vaultflow.engines.base.Engine.
-    consistency:   the pydantic models of `Manifest.consistency` this engine writes, one per
-                   mode; each has a `type` Literal that names it in the JSON (manifest parsing
-                   looks them up here).
-    chain_rules:   engine-specific checks of a link of an incremental chain (system identifier,
-                   timeline, AOF base), on top of the generic chain walk; None: generic only.
+    consistency:   the models of `Manifest.consistency` this engine writes (subclasses of
+                   vaultflow.manifest.Consistency, at least one per mode it uses); each has a
+                   `type` Literal that names it in the JSON (manifest parsing looks them up here).
+    chain_rules:   an object with `check_link(parent, child) -> str | None` (vaultflow.chain.
+                   ChainRules): engine-specific checks of a link of an incremental chain (system
+                   identifier, timeline, AOF base), run after the generic chain walk's; None:
+                   generic rules only.
     log_archive:   (repository, target name, target settings) -> the engine's continuous log
                    archive (WAL, oplog, ...); None when the engine has none.
     """

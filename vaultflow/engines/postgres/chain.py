@@ -1,8 +1,9 @@
 """Restoring a chain of physical backups (full + incrementals/differential) into a data directory.
 
 Restore (`restore_chain`): the chain is resolved from the catalog back to its full BEFORE
-anything is written; each link is extracted (sha256-verified, `restore_physical`) into a
-private work directory next to `dest`, then
+anything is written (Catalog.chain: vaultflow.chain's walk plus this engine's rules, system
+identifier and timeline, in postgres/consistency.py); each link is extracted (sha256-verified,
+`restore_physical`) into a private work directory next to `dest`, then
 
     pg_combinebackup --no-sync --manifest-checksums=<the chain's> [--link] <full> <incr...> <target> -o <work>/combined
 
@@ -27,46 +28,12 @@ from vaultflow.engines.postgres.client import tool_version
 from vaultflow.engines.postgres.cluster import set_auto_conf
 from vaultflow.engines.postgres.physical import BASE_OBJECT, RESTORED_SETTINGS, manifest_checksum_algorithm
 from vaultflow.engines.postgres.physical_restore import restore_physical
-from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
+from vaultflow.errors import ConfigError, IntegrityError, RefusedError, ToolError
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.pipeline import StderrTail
 from vaultflow.proc import tied_popen
 from vaultflow.repository import Catalog
-
-MAX_CHAIN = 1000  # a guard against a cycle of parent_ids in a hand-edited repository
-
-
-def resolve_chain(catalog: Catalog, manifest: Manifest) -> list[Manifest]:
-    """[full, ..., manifest]: parent_id links followed through the catalog. ChainBrokenError
-    naming the first missing or unreadable link (and the backup that needs it)."""
-    chain = [manifest]
-    seen = {manifest.id}
-    current = manifest
-    while current.kind != BackupKind.FULL:
-        if current.parent_id is None:
-            raise ChainBrokenError(f"cannot restore {manifest.id}: {current.kind.value} backup {current.id} "
-                                   "names no parent; restore another backup")
-        if current.parent_id in seen or len(chain) > MAX_CHAIN:
-            raise ChainBrokenError(f"cannot restore {manifest.id}: its parent links loop at {current.parent_id}")
-        try:
-            parent = catalog.get(current.parent_id)
-        except NotFoundError as exc:
-            why = f"is unreadable ({exc})" if "unreadable" in str(exc) else "is missing from the repository"
-            raise ChainBrokenError(
-                f"cannot restore {manifest.id}: backup {current.parent_id} (the parent of {current.id}) {why}; "
-                "restore another backup (a full one, or one whose chain is intact)") from None
-        if parent.mode != "physical" or parent.engine != manifest.engine or parent.target != manifest.target:
-            raise ChainBrokenError(f"cannot restore {manifest.id}: parent {parent.id} of {current.id} is a "
-                                   f"{parent.mode} backup of {parent.engine}/{parent.target}")
-        chain.append(parent)
-        seen.add(parent.id)
-        current = parent
-    chain.reverse()
-    systems = {str(m.consistency.get("system_identifier")) for m in chain if m.consistency.get("system_identifier")}
-    if len(systems) > 1:
-        raise ChainBrokenError(f"cannot restore {manifest.id}: its chain mixes system identifiers "
-                               f"{', '.join(sorted(systems))}")
-    return chain
 
 
 def combinebackup_command(bin_dir: Path, inputs: list[Path], output: Path, *, link: bool,
@@ -93,7 +60,7 @@ def chain_checksum_algorithm(manifest: Manifest, extracted_manifest: Path | None
                 return found
         except OSError:
             pass
-    return str(manifest.consistency.get("manifest_checksums") or "SHA256")
+    return PostgresPhysicalConsistency.of(manifest).manifest_checksums or "SHA256"
 
 
 def _tool_major(bin_dir: Path, tool: str) -> int:
@@ -137,7 +104,7 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
     if manifest.kind == BackupKind.FULL:
         restore_physical(ctx, manifest, dest)
         return
-    chain = resolve_chain(catalog, manifest)
+    chain = catalog.chain(manifest)
     repo = ctx.repository
     for link in chain:
         obj = next((o for o in link.objects if o.role == "base"), None)

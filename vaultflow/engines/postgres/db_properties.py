@@ -14,7 +14,7 @@ from psycopg import sql
 
 from vaultflow.compare import TableComparison
 from vaultflow.errors import ConfigError
-from vaultflow.manifest import DatabaseProperties
+from vaultflow.engines.postgres.consistency import DatabaseProperties
 
 PROVIDERS = {"c": "libc", "i": "icu", "b": "builtin"}
 # Settings whose value is a list of names, split and quoted element by element (as pg_dump's

@@ -20,7 +20,6 @@ from vaultflow.engines.postgres.settings import PostgresRestoreOptions, Postgres
 from vaultflow.engines.postgres.client import (choose_bin_dir, client_env, connect,
                                          dump_command, globals_command, server_bin_dir,
                                          tool_version)
-from vaultflow.engines.postgres.chain import resolve_chain
 from vaultflow.engines.postgres.incremental import physical_incremental_backup
 from vaultflow.engines.postgres.physical import physical_full_backup
 from vaultflow.errors import ChainBrokenError, ConfigError, NotFoundError, RefusedError, VaultflowError
@@ -28,7 +27,8 @@ from vaultflow.keys import encode_name
 from vaultflow.engines.postgres.db_properties import create_database, read_properties
 from vaultflow.engines.postgres.logical_restore import (default_restore_name, drill_logical, drop_database,  # noqa: F401
                                                   restore_logical)
-from vaultflow.manifest import BackupKind, DatabaseProperties, Manifest, StoredObject, TableFingerprint
+from vaultflow.engines.postgres.consistency import DatabaseProperties, PostgresLogicalConsistency
+from vaultflow.manifest import BackupKind, BackupMode, Fingerprint, Manifest, StoredObject
 from vaultflow.pipeline import dump_into_store
 
 # Fingerprint code lives in pg_fingerprint.py; these names stay importable from here.
@@ -89,7 +89,7 @@ class PostgresEngine:
                                 "fix the PostgresTarget's databases list")
         return wanted
 
-    def fingerprint(self, database: str, methods: dict[str, str] | None = None) -> dict[str, TableFingerprint]:
+    def fingerprint(self, database: str, methods: dict[str, str] | None = None) -> dict[str, Fingerprint]:
         with connect(self.config, database) as conn:
             return fingerprint_tables(conn, methods)
 
@@ -116,7 +116,7 @@ class PostgresEngine:
                                        "incremental form; set mode='physical' for incremental and differential")
             catalog = ctx.repository.catalog(self.name, self.config.name)
             parent = catalog.parent_for(kind, f"{self.config.name} (physical)", lambda m: m.mode == "physical")
-            resolve_chain(catalog, parent)  # never extend an already-broken chain
+            catalog.chain(parent)  # never extend an already-broken chain
             return new_plan(self.name, self.config.name, kind, [BackupUnit("cluster")], parent=parent,
                             server_version=version, bin_dir=self.bin_dir)
         if self.config.mode == "physical":
@@ -174,10 +174,10 @@ class PostgresEngine:
         timings = {k: v for r in results for k, v in r.timings.items()}
         manifest = Manifest(
             id=plan.backup_id, engine=self.name, target=self.config.name, kind=BackupKind.FULL,
-            mode="logical", started_at=plan.started_at, finished_at=datetime.now(timezone.utc),
-            consistency={"method": "exported snapshot per database", "snapshots": snapshots},
+            mode=BackupMode.LOGICAL, started_at=plan.started_at, finished_at=datetime.now(timezone.utc),
+            consistency=PostgresLogicalConsistency(
+                snapshots=snapshots, database_properties={db: p for db, p in properties.items() if p is not None}),
             objects=objects, fingerprints=fingerprints, server_version=plan.facts["server_version"],
-            database_properties={db: p for db, p in properties.items() if p is not None},
             tool_versions={"pg_dump": tool_version(bin_dir, "pg_dump")},
             timings=timings, lineage=ctx.lineage)
         ctx.repository.commit(manifest)
@@ -197,7 +197,7 @@ class PostgresEngine:
         watch = LockWatch(self.config, database, conn.info.backend_pid)
         try:
             expected = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-            prints: dict[str, TableFingerprint] = {}
+            prints: dict[str, Fingerprint] = {}
             failure: list[BaseException] = []
 
             def take_fingerprints() -> None:

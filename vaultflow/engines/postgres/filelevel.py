@@ -44,6 +44,7 @@ import psycopg
 from vaultflow.engines.base import BackupContext, BackupPlan, commit_unless_planned, planned_identity
 from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.client import connect
+from vaultflow.engines.postgres.consistency import FileLevelCounts, PostgresPhysicalConsistency
 from vaultflow.engines.postgres.filestate import (CONTROL_FILE, FILELIST_OBJECT, FILES_OBJECT, METHOD, Entry,
                                             FileState, dump_state, load_state, state_from_backup_manifest,
                                             unchanged, walk)
@@ -51,7 +52,7 @@ from vaultflow.engines.postgres.incremental import (ChainBrokenError, _check_ide
                                               _validate_parent)
 from vaultflow.engines.postgres.physical import ENGINE, MANIFEST_OBJECT, fingerprints_and_unlogged, parse_backup_label
 from vaultflow.errors import ConfigError, RefusedError, ToolError
-from vaultflow.manifest import BackupKind, Manifest, StoredObject
+from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
 from vaultflow.pipeline import compress_into_store
 from vaultflow.stores.base import CHUNK_SIZE
 
@@ -189,7 +190,7 @@ class _ChunkReader:
 def _parent_state(ctx: BackupContext, parent: Manifest, tmp: Path) -> FileState:
     keys = {o.key for o in parent.objects}
     key = FILELIST_OBJECT if FILELIST_OBJECT in keys else MANIFEST_OBJECT
-    if key == MANIFEST_OBJECT and (parent.kind != BackupKind.FULL or parent.consistency.get("method") == METHOD):
+    if key == MANIFEST_OBJECT and (parent.kind != BackupKind.FULL or PostgresPhysicalConsistency.of(parent).file_level):
         raise ChainBrokenError(f"backup {parent.id} has no {FILELIST_OBJECT}: a file-level incremental cannot "
                                "build on it; take a full backup")
     _fetch_parent_manifest(ctx, parent, tmp / "parent", key=key)
@@ -305,18 +306,18 @@ def filelevel_backup(config: PostgresSettings, ctx: BackupContext, parent: Manif
                 timings["fingerprints_wait"] = time.monotonic() - t0
                 label = facts["label"]
                 manifest = Manifest(
-                    id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode="physical",
+                    id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode=BackupMode.PHYSICAL,
                     parent_id=parent.id, started_at=started, finished_at=datetime.now(UTC),
-                    consistency={"method": METHOD, "start_lsn": label.start_lsn, "stop_lsn": facts["stop_lsn"],
-                                 "timeline": label.timeline, "start_wal_file": label.start_wal_file,
-                                 "stop_wal_file": facts["wal_files"][-1], "checkpoint_lsn": label.checkpoint_lsn,
-                                 "wal_ranges": [{"Timeline": label.timeline, "Start-LSN": label.start_lsn,
-                                                 "End-LSN": facts["stop_lsn"]}],
-                                 "label": label.label, "system_identifier": system,
-                                 # like a full's: a restore brings them back empty (and says so)
-                                 "unlogged_tables": unlogged,
-                                 "files": {"copied": copy.copied, "copied_bytes": copy.copied_bytes,
-                                           "unchanged": copy.kept, "listed": len(copy.state.files)}},
+                    consistency=PostgresPhysicalConsistency(
+                        method=METHOD, start_lsn=label.start_lsn, stop_lsn=facts["stop_lsn"],
+                        timeline=label.timeline, start_wal_file=label.start_wal_file,
+                        stop_wal_file=facts["wal_files"][-1], checkpoint_lsn=label.checkpoint_lsn,
+                        wal_ranges=[{"Timeline": label.timeline, "Start-LSN": label.start_lsn,
+                                     "End-LSN": facts["stop_lsn"]}],
+                        label=label.label, system_identifier=system,
+                        unlogged_tables=unlogged,  # like a full's: a restore brings them back empty (and says so)
+                        files=FileLevelCounts(copied=copy.copied, copied_bytes=copy.copied_bytes,
+                                              unchanged=copy.kept, listed=len(copy.state.files))),
                     objects=[StoredObject(key=FILES_OBJECT, role="base", format="tar", raw_size=written.raw_size,
                                           stored_size=written.stored_size, sha256=written.sha256),
                              StoredObject(key=FILELIST_OBJECT, role="file-list", format="json",

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.cluster import AUTO_CONF, set_auto_conf
-from vaultflow.engines.postgres.filestate import FILELIST_OBJECT, FILES_OBJECT, METHOD, FileState, load_state
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
+from vaultflow.engines.postgres.filestate import FILELIST_OBJECT, FILES_OBJECT, FileState, load_state
 from vaultflow.engines.postgres.physical import RESTORED_SETTINGS
 from vaultflow.engines.postgres.physical_restore import _complete_config, _data_dir_filter, _drain, restore_physical
 from vaultflow.errors import ChainBrokenError
@@ -33,7 +34,8 @@ from vaultflow.stores.base import CHUNK_SIZE
 
 
 def is_filelevel(manifest: Manifest) -> bool:
-    return manifest.consistency.get("method") == METHOD
+    """A PostgreSQL 15/16 file-level backup (a physical one taken with pg_backup_start/stop)."""
+    return isinstance(manifest.consistency, PostgresPhysicalConsistency) and manifest.consistency.file_level
 
 
 def _read_object(ctx: BackupContext, manifest: Manifest, key: str) -> bytes:

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from vaultflow.manifest import TableFingerprint
+from vaultflow.manifest import Fingerprint
 
 TABLES_SQL = """
 SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -198,7 +198,7 @@ class _Settings:
 
 
 def _fingerprint(conn: psycopg.Connection, classifier: TypeClassifier, settings: _Settings, schema: str,
-                 table: str, columns: list[Column], method: str | None) -> TableFingerprint:
+                 table: str, columns: list[Column], method: str | None) -> Fingerprint:
     method = method or choose_method(classifier, columns)
     if method not in ROW_HASH:
         raise ValueError(f"unknown fingerprint method {method!r} for table {schema}.{table}: this manifest was "
@@ -207,7 +207,7 @@ def _fingerprint(conn: psycopg.Connection, classifier: TypeClassifier, settings:
     query = sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text FROM ONLY {}.{}").format(
         row_hash_sql(method, columns, classifier), sql.Identifier(schema), sql.Identifier(table))
     rows, digest = conn.execute(query).fetchone()
-    return TableFingerprint(rows=rows, digest=digest, method=method)
+    return Fingerprint(count=rows, digest=digest, method=method)
 
 
 def table_columns(conn: psycopg.Connection) -> dict[tuple[str, str], list[Column]]:
@@ -221,7 +221,7 @@ def table_columns(conn: psycopg.Connection) -> dict[tuple[str, str], list[Column
     return tables
 
 
-def fingerprint_table(conn: psycopg.Connection, schema: str, table: str, method: str | None = None) -> TableFingerprint:
+def fingerprint_table(conn: psycopg.Connection, schema: str, table: str, method: str | None = None) -> Fingerprint:
     """Row count and order-independent digest of `schema.table`.
 
     `method`: as recorded in a manifest ("record", "record+text", "text"); None chooses from the
@@ -232,11 +232,11 @@ def fingerprint_table(conn: psycopg.Connection, schema: str, table: str, method:
         return _fingerprint(conn, TypeClassifier(conn), _Settings(conn), schema, table, columns, method)
 
 
-def fingerprint_tables(conn: psycopg.Connection, methods: dict[str, str] | None = None) -> dict[str, TableFingerprint]:
+def fingerprint_tables(conn: psycopg.Connection, methods: dict[str, str] | None = None) -> dict[str, Fingerprint]:
     """Fingerprints of every user table, keyed "schema.table"; `methods` (from a manifest) fixes
     how each is hashed, the others are chosen from their column types."""
     methods = methods or {}
-    result: dict[str, TableFingerprint] = {}
+    result: dict[str, Fingerprint] = {}
     with conn.transaction():
         classifier, settings = TypeClassifier(conn), _Settings(conn)
         for (schema, table), columns in table_columns(conn).items():

@@ -43,6 +43,7 @@ from vaultflow.engines.postgres.client import (
 )
 
 from vaultflow.engines.postgres.chain import _tool_major
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 # pg_physical's run_basebackup is the one streaming path for full and incremental backups.
 from vaultflow.engines.postgres.physical import (
     basebackup_command,
@@ -131,12 +132,13 @@ def _validate_parent(config: PostgresSettings, parent: Manifest, kind: BackupKin
 
 
 def _check_identity(parent: Manifest, system: str | None, timeline: int | None, where: str) -> None:
-    theirs = parent.consistency.get("system_identifier")
+    recorded = PostgresPhysicalConsistency.of(parent)
+    theirs = recorded.system_identifier
     if system and theirs and str(theirs) != str(system):
         raise ChainBrokenError(
             f"server was re-initialized or replaced: {where} has system identifier {system} != parent "
             f"{parent.id}'s {theirs}; take a full backup")
-    parent_timeline = parent.consistency.get("timeline")
+    parent_timeline = recorded.timeline
     if timeline is not None and parent_timeline is not None and int(parent_timeline) != int(timeline):
         raise ChainBrokenError(
             f"timeline switched from {parent_timeline} to {timeline} on {where} since parent {parent.id} "

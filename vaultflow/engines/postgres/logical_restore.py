@@ -36,6 +36,7 @@ from psycopg import sql
 from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.postgres.client import SESSION_SETTINGS, client_env, connect, restore_command
+from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency
 from vaultflow.engines.postgres.db_properties import (apply_identity, apply_settings, compare_properties,
                                                 create_database, read_properties)
 from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError,
@@ -338,7 +339,7 @@ class _DatabaseRestore:
                  superuser: bool):
         self.engine, self.ctx, self.manifest, self.obj, self.target, self.env = engine, ctx, manifest, obj, target, env
         self.no_owner, self.no_privileges, self.superuser = no_owner, no_privileges, superuser
-        self.props = (manifest.database_properties or {}).get(obj.database)
+        self.props = (PostgresLogicalConsistency.of(manifest).database_properties or {}).get(obj.database)
         self.notes: list[str] = []
 
     def run(self):

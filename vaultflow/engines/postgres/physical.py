@@ -42,6 +42,7 @@ from vaultflow.engines.postgres.client import (
     connect,
     tool_version,
 )
+from vaultflow.engines.postgres.consistency import PG_BASEBACKUP, PostgresPhysicalConsistency
 from vaultflow.engines.postgres.fingerprint import fingerprint_tables
 from vaultflow.engines.postgres.tarstream import TarSniffer
 from vaultflow.errors import (
@@ -54,9 +55,10 @@ from vaultflow.errors import (
 )
 from vaultflow.manifest import (
     BackupKind,
+    BackupMode,
     Manifest,
     StoredObject,
-    TableFingerprint,
+    Fingerprint,
 )
 from vaultflow.pipeline import (
     WrittenObject,
@@ -247,7 +249,7 @@ def physical_full_backup(config: PostgresSettings, ctx: BackupContext, *, bin_di
     after pg_basebackup finished, on the live server: they equal the restored cluster's only
     when nothing writes during the backup (the tests make it so). A physical copy has no
     snapshot to share with a query; its own consistency point is start/stop LSN below.
-    Unlogged tables are listed per database in consistency["unlogged_tables"]: a base backup
+    Unlogged tables are listed per database in consistency.unlogged_tables: a base backup
     does not copy their rows, so a restore brings them back empty (and says so).
     """
     facts = _server_facts(config)
@@ -321,13 +323,13 @@ def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKin
                              sha256=manifest_written.sha256),
             ]
             manifest = Manifest(
-                id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode="physical", parent_id=parent_id,
-                started_at=started, finished_at=datetime.now(UTC),
-                consistency={"method": "pg_basebackup", "start_lsn": label.start_lsn,
-                             "stop_lsn": ranges[-1]["End-LSN"], "timeline": label.timeline,
-                             "start_wal_file": label.start_wal_file, "checkpoint_lsn": label.checkpoint_lsn,
-                             "wal_ranges": ranges, "label": label.label, "manifest_checksums": checksums,
-                             "unlogged_tables": unlogged, **extra},
+                id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode=BackupMode.PHYSICAL,
+                parent_id=parent_id, started_at=started, finished_at=datetime.now(UTC),
+                consistency=PostgresPhysicalConsistency(
+                    method=PG_BASEBACKUP, start_lsn=label.start_lsn, stop_lsn=ranges[-1]["End-LSN"],
+                    timeline=label.timeline, start_wal_file=label.start_wal_file,
+                    checkpoint_lsn=label.checkpoint_lsn, wal_ranges=ranges, label=label.label,
+                    manifest_checksums=checksums, unlogged_tables=unlogged, **extra),
                 objects=objects, fingerprints=fingerprints, server_version=server_version,
                 tool_versions={"pg_basebackup": tool_version(bin_dir, "pg_basebackup")},
                 timings=timings, lineage=ctx.lineage)
@@ -372,13 +374,13 @@ def with_unlogged(tables: list[TableComparison], unlogged: dict[tuple[str, str],
     return result, empty
 
 
-def _fingerprint_all(config: PostgresSettings) -> dict[str, dict[str, TableFingerprint]]:
+def _fingerprint_all(config: PostgresSettings) -> dict[str, dict[str, Fingerprint]]:
     """Every table's fingerprint per database; see fingerprints_and_unlogged."""
     return fingerprints_and_unlogged(config)[0]
 
 
 def fingerprints_and_unlogged(config: PostgresSettings
-                              ) -> tuple[dict[str, dict[str, TableFingerprint]], dict[str, list[str]]]:
+                              ) -> tuple[dict[str, dict[str, Fingerprint]], dict[str, list[str]]]:
     """Every table's fingerprint per database (none when the target turned them off: restores
     then rest on pg_verifybackup against the server's backup_manifest), and the unlogged tables
     per database (always: recorded in the manifest because a restore brings them back empty).

@@ -32,6 +32,7 @@ from vaultflow.engines.postgres.verify import verify_restored
 from vaultflow.engines.postgres.fingerprint import fingerprint_tables
 from vaultflow.errors import ConfigError, NotFoundError, RefusedError, ToolError, VaultflowError
 from vaultflow.fsutil import empty_directory
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.manifest import Manifest
 from vaultflow.ports import free_port
 from vaultflow.stores.base import Store
@@ -264,7 +265,7 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
         raise RefusedError(f"{dest} is not empty; restore into a new directory")
     archive_recovery = bool(fetch_command) or (fetch_store is not None and not target.immediate)
     plan = plan_recovery_timeline(ctx.repository, manifest, target.requested_timeline(
-        int(manifest.consistency.get("timeline", 1)))) if archive_recovery else None
+        PostgresPhysicalConsistency.of(manifest).timeline)) if archive_recovery else None
     t0 = time.monotonic()
     created = not dest.exists()
     log_file = dest.parent / f"{dest.name}.log"
@@ -297,7 +298,8 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
                 raise _fetch_failure(log_file, exc) from exc
         seconds = time.monotonic() - t0
         restored = {"cluster": str(dest),
-                    "recovery_target_timeline": str(plan.timeline if plan else manifest.consistency.get("timeline"))}
+                    "recovery_target_timeline": str(plan.timeline if plan else
+                                                    PostgresPhysicalConsistency.of(manifest).timeline)}
         restored.update(_record_timeline(ctx, manifest, cluster, user, dest, plan))
         tables = [verified] if verified else []
         if target.immediate:
@@ -393,16 +395,14 @@ def _owned_like_archive(store: Store, target: str, name: str) -> None:
 
 def plan_recovery_timeline(repo, manifest: Manifest, requested: int | None = None) -> TimelinePlan:
     """plan_timeline for `manifest` (a physical backup) over the archive of its target."""
-    consistency = manifest.consistency
-    return plan_timeline(repo, manifest.target, int(consistency.get("timeline", 1)),
-                         consistency.get("stop_lsn") or consistency.get("start_lsn") or 0, requested=requested)
+    consistency = PostgresPhysicalConsistency.of(manifest)
+    return plan_timeline(repo, manifest.target, consistency.timeline, consistency.stop_lsn, requested=requested)
 
 
 def explain_recovery_failure(repo, manifest: Manifest, plan: TimelinePlan, exc: ToolError) -> VaultflowError:
     """Recovery that stops short is almost always a hole in the WAL archive, or its end: name
     the first missing segment (and its timeline). Other failures come back unchanged."""
-    consistency = manifest.consistency
-    start = consistency.get("start_wal_file")
+    start = PostgresPhysicalConsistency.of(manifest).start_wal_file
     if not start or "before configured recovery target was reached" not in str(exc):
         return exc  # not the archive running out: e.g. wal-fetch's own error (S3 credentials, corrupt file)
     names = archived_names(repo, manifest.target)
@@ -437,13 +437,10 @@ def _server_said(exc: Exception) -> str:
 
 def _stop_wal_file(manifest: Manifest) -> str | None:
     """The segment holding the end of the backup's WAL (its stop LSN), on the backup's timeline."""
-    consistency = manifest.consistency
-    if consistency.get("stop_wal_file"):
-        return consistency["stop_wal_file"]
-    stop = consistency.get("stop_lsn")
-    if not stop:
-        return None
-    return segment_name(int(consistency.get("timeline", 1)), max(parse_lsn(stop) - 1, 0) // DEFAULT_SEGMENT_SIZE)
+    consistency = PostgresPhysicalConsistency.of(manifest)
+    if consistency.stop_wal_file:
+        return consistency.stop_wal_file
+    return segment_name(consistency.timeline, max(parse_lsn(consistency.stop_lsn) - 1, 0) // DEFAULT_SEGMENT_SIZE)
 
 
 __all__ = ["RecoveryTarget", "default_fetch_command", "drill_physical", "fetch_spec_file", "recover",

@@ -46,17 +46,16 @@ from vaultflow.engines.redis.aof_format import find_cut
 from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.engines.redis.client import classify_error, connect, fingerprint_server
 from vaultflow.engines.redis.rdb import start_replica_scratch
-from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, NotFoundError, RefusedError
-from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
+from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, RefusedError
+from vaultflow.engines.redis.consistency import AofPiece, RedisAofConsistency
+from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject, new_backup_id
 from vaultflow.pipeline import compress_into_store, write_verified
 from vaultflow.repository import Catalog
 from vaultflow.stores.base import BytesReader
 
 ENGINE = "redis"
-MODE = "aof"
 MANIFEST_OBJECT = "aof/manifest.zst"
 TAIL_BYTES = 4096  # the bytes before a cut whose digest the next backup checks (same file, same server)
-MAX_CHAIN = 1000
 FULL_PURPOSE = "AOF-anchored full backups"
 
 UTC = timezone.utc
@@ -90,7 +89,7 @@ def aof_incremental_backup(config: RedisSettings, ctx: BackupContext, parent: Ma
     if kind == BackupKind.DIFFERENTIAL and parent.kind != BackupKind.FULL:
         raise RefusedError(f"the parent of a differential backup must be a full backup; {parent.id} is "
                            f"{parent.kind.value}")
-    if parent.consistency.get("method") != MODE:
+    if not isinstance(parent.consistency, RedisAofConsistency):
         raise ChainBrokenError(f"backup {parent.id} of {config.where} is a {parent.mode} backup, not an "
                                "AOF-anchored one: increments can only continue an AOF chain; taking a full")
     return _backup(config, ctx, kind, parent, planned_identity(plan, kind)[0], {}, plan)
@@ -158,7 +157,7 @@ def _store(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent: 
             objects.append(StoredObject(key=key, role="aof-base" if is_base else "aof-incr",
                                         format=aof.base_format if is_base else "aof", raw_size=written.raw_size,
                                         stored_size=written.stored_size, sha256=written.sha256))
-            records.append({"object": key, "file": name, "offset": offset, "length": length})
+            records.append(AofPiece(object=key, file=name, offset=offset, length=length))
         written = compress_into_store(BytesReader(aof.manifest.live_text().encode()), repo.store,
                                       prefix + MANIFEST_OBJECT, level=repo.compression_level)
         objects.append(StoredObject(key=MANIFEST_OBJECT, role="aof-manifest", format="aof-manifest",
@@ -170,17 +169,14 @@ def _store(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent: 
         timings["fingerprint"] = time.monotonic() - t0
         base = aof.base.name
         manifest = Manifest(
-            id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode=MODE,
+            id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode=BackupMode.AOF,
             parent_id=parent.id if parent else None, started_at=started, finished_at=datetime.now(UTC),
-            consistency={
-                "method": MODE, "aof_dir": state.dirname, "aof_filename": state.filename,
-                "base": base, "base_format": aof.base_format, "base_size": aof.sizes[base],
-                "base_head_sha256": aof.head_digest(base),
-                "incr_files": list(cuts), "cuts": cuts,
-                "tail_sha256": {name: aof.tail_digest(name, cut, TAIL_BYTES) for name, cut in cuts.items()},
-                "pieces": records,
-                "repl_id": replication.get("master_replid"), "repl_offset": replication.get("master_repl_offset"),
-                "redis_version": state.version},
+            consistency=RedisAofConsistency(
+                aof_dir=state.dirname, aof_filename=state.filename, base=base, base_format=aof.base_format,
+                base_size=aof.sizes[base], base_head_sha256=aof.head_digest(base), incr_files=list(cuts), cuts=cuts,
+                tail_sha256={name: aof.tail_digest(name, cut, TAIL_BYTES) for name, cut in cuts.items()},
+                pieces=records, repl_id=replication.get("master_replid"),
+                repl_offset=replication.get("master_repl_offset"), redis_version=state.version),
             objects=objects, fingerprints=fingerprints, server_version=state.version,
             tool_versions=tools, timings=timings, lineage=ctx.lineage)
         commit_unless_planned(repo, manifest, plan)
@@ -189,7 +185,7 @@ def _store(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent: 
 
 def _plan(aof: LocalAof, parent: Manifest | None) -> tuple[dict[str, int], list[tuple[str, int, int]]]:
     """(cut per increment file, pieces to store as (file, offset, length))."""
-    parent_cuts = parent.consistency.get("cuts", {}) if parent else {}
+    parent_cuts = RedisAofConsistency.of(parent).cuts if parent else {}
     pieces = [] if parent else [(aof.base.name, 0, aof.sizes[aof.base.name])]
     cuts = {}
     for entry in aof.manifest.incrs:
@@ -203,21 +199,20 @@ def _plan(aof: LocalAof, parent: Manifest | None) -> tuple[dict[str, int], list[
 
 def _check_continues(config: RedisSettings, parent: Manifest, aof: LocalAof) -> None:
     """ChainBrokenError unless the server's AOF still extends exactly what `parent` stored."""
-    facts = parent.consistency
+    facts = RedisAofConsistency.of(parent)
     how = "; the chain cannot continue; taking a full"
-    if facts.get("base") != aof.base.name:
-        raise ChainBrokenError(f"an AOF rewrite replaced base {facts.get('base')} by {aof.base.name} on "
+    if facts.base != aof.base.name:
+        raise ChainBrokenError(f"an AOF rewrite replaced base {facts.base} by {aof.base.name} on "
                                f"{config.where} since backup {parent.id}{how}")
-    if facts.get("base_size") != aof.sizes[aof.base.name] or \
-            facts.get("base_head_sha256") != aof.head_digest(aof.base.name):
+    if facts.base_size != aof.sizes[aof.base.name] or facts.base_head_sha256 != aof.head_digest(aof.base.name):
         raise ChainBrokenError(f"base {aof.base.name} on {config.where} is not the file backup {parent.id} "
                                f"stored (size or content differ: a different server or a reset AOF){how}")
     current = [f.name for f in aof.manifest.incrs]
-    for name, cut in facts.get("cuts", {}).items():
+    for name, cut in facts.cuts.items():
         if name not in current:
             raise ChainBrokenError(f"increment {name} of backup {parent.id} is no longer in the AOF manifest "
                                    f"of {config.where}{how}")
-        if aof.sizes[name] < cut or aof.tail_digest(name, cut, TAIL_BYTES) != facts.get("tail_sha256", {}).get(name):
+        if aof.sizes[name] < cut or aof.tail_digest(name, cut, TAIL_BYTES) != facts.tail_sha256.get(name):
             raise ChainBrokenError(f"increment {name} on {config.where} no longer starts with the "
                                    f"{cut} bytes backup {parent.id} stored (truncated or rewritten){how}")
 
@@ -243,56 +238,31 @@ def _fingerprint_at_cut(config: RedisSettings, aof: LocalAof, cuts: dict[str, in
 
 # -- restore -----------------------------------------------------------------------------------
 
-def resolve_aof_chain(catalog: Catalog, manifest: Manifest) -> list[Manifest]:
-    """[full, ..., manifest] through parent_id; ChainBrokenError naming the first missing link
-    or a link that is not on the same AOF base."""
-    chain = [manifest]
-    while chain[-1].kind != BackupKind.FULL:
-        current = chain[-1]
-        if current.parent_id is None or current.parent_id in {m.id for m in chain} or len(chain) > MAX_CHAIN:
-            raise ChainBrokenError(f"cannot restore {manifest.id}: {current.kind.value} backup {current.id} has "
-                                   "no usable parent link; restore another backup")
-        try:
-            chain.append(catalog.get(current.parent_id))
-        except NotFoundError as exc:
-            raise ChainBrokenError(f"cannot restore {manifest.id}: backup {current.parent_id} (the parent of "
-                                   f"{current.id}) is missing or unreadable ({exc}); restore another backup "
-                                   "whose chain is intact") from None
-    chain.reverse()
-    for link in chain:
-        if link.consistency.get("method") != MODE or link.target != manifest.target or \
-                link.consistency.get("base") != manifest.consistency.get("base") or \
-                link.consistency.get("base_head_sha256") != manifest.consistency.get("base_head_sha256"):
-            raise ChainBrokenError(f"cannot restore {manifest.id}: backup {link.id} in its chain is not on AOF "
-                                   f"base {manifest.consistency.get('base')}; restore another backup")
-    return chain
-
-
-def _pieces_by_file(chain: list[Manifest], repo) -> dict[str, list[tuple[Manifest, dict]]]:
+def _pieces_by_file(chain: list[Manifest], repo) -> dict[str, list[tuple[Manifest, AofPiece]]]:
     """Every stored piece per file, in chain order, checked to be present and contiguous."""
-    newest = chain[-1].consistency
-    files = [newest["base"], *newest["incr_files"]]
-    ends = {newest["base"]: newest["base_size"], **newest["cuts"]}
-    result: dict[str, list] = {name: [] for name in files}
+    newest = RedisAofConsistency.of(chain[-1])
+    files = [newest.base, *newest.incr_files]
+    ends = {newest.base: newest.base_size, **newest.cuts}
+    result: dict[str, list[tuple[Manifest, AofPiece]]] = {name: [] for name in files}
     for link in chain:
         sizes = {o.key: o.stored_size for o in link.objects}
-        for piece in link.consistency.get("pieces", []):
-            if piece["file"] not in result:
-                raise IntegrityError(f"backup {link.id} holds a piece of {piece['file']}, which backup "
+        for piece in RedisAofConsistency.of(link).pieces:
+            if piece.file not in result:
+                raise IntegrityError(f"backup {link.id} holds a piece of {piece.file}, which backup "
                                      f"{chain[-1].id} does not list; the repository is inconsistent")
-            info = repo.store.stat(repo.object_key(link, piece["object"]))
-            if piece["object"] not in sizes or info is None or info.size != sizes[piece["object"]]:
-                raise IntegrityError(f"object {link.id}/{piece['object']} is missing or has the wrong size in "
+            info = repo.store.stat(repo.object_key(link, piece.object))
+            if piece.object not in sizes or info is None or info.size != sizes[piece.object]:
+                raise IntegrityError(f"object {link.id}/{piece.object} is missing or has the wrong size in "
                                      f"{repo.description}; cannot restore {chain[-1].id}: restore another "
                                      "backup or repair the store from a mirror")
-            result[piece["file"]].append((link, piece))
+            result[piece.file].append((link, piece))
     for name, pieces in result.items():
         position = 0
         for link, piece in pieces:
-            if piece["offset"] != position:
+            if piece.offset != position:
                 raise ChainBrokenError(f"cannot restore {chain[-1].id}: backup {link.id} continues {name} at "
-                                       f"byte {piece['offset']} but its chain holds {position} bytes")
-            position += piece["length"]
+                                       f"byte {piece.offset} but its chain holds {position} bytes")
+            position += piece.length
         if position != ends[name]:
             raise ChainBrokenError(f"cannot restore {chain[-1].id}: its chain holds {position} bytes of "
                                    f"{name}, the backup needs {ends[name]}")
@@ -314,31 +284,31 @@ def materialize_aof_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *,
     to exist first (ChainBrokenError / IntegrityError, nothing written); pieces are streamed
     through sha256 verification into a work directory next to `dest`, renamed into place at
     the end. On any failure nothing of it remains."""
-    if manifest.consistency.get("method") != MODE:
+    if not isinstance(manifest.consistency, RedisAofConsistency):
         raise RefusedError(f"backup {manifest.id} is a {manifest.mode} backup, not an AOF one")
     repo = ctx.repository
     catalog = catalog if catalog is not None else repo.catalog(manifest.engine, manifest.target)
-    chain = resolve_aof_chain(catalog, manifest)
+    chain = catalog.chain(manifest)
     pieces = _pieces_by_file(chain, repo)
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise RefusedError(f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
                            "directory; nothing was touched. Pick a new or empty directory")
-    facts = manifest.consistency
+    facts = RedisAofConsistency.of(manifest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     from vaultflow.proc import forget, mkdtemp, remove
     work = mkdtemp(f".vfaof-{manifest.id}-", dest.parent)  # ours until renamed into place: removed if killed
     try:
-        aof_dir = work / facts["aof_dir"]
+        aof_dir = work / facts.aof_dir
         aof_dir.mkdir(mode=0o700)
         t0 = time.monotonic()
         for name, file_pieces in pieces.items():
             with open(os.open(aof_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
                 for link, piece in file_pieces:
-                    if _copy_verified(repo, link, piece["object"], out) != piece["length"]:
-                        raise IntegrityError(f"object {link.id}/{piece['object']} holds a different number of "
-                                             f"bytes than the {piece['length']} its manifest records")
-        with open(os.open(aof_dir / f"{facts['aof_filename']}.manifest", os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                    if _copy_verified(repo, link, piece.object, out) != piece.length:
+                        raise IntegrityError(f"object {link.id}/{piece.object} holds a different number of "
+                                             f"bytes than the {piece.length} its manifest records")
+        with open(os.open(aof_dir / f"{facts.aof_filename}.manifest", os.O_WRONLY | os.O_CREAT | os.O_EXCL,
                           0o600), "wb") as out:
             _copy_verified(repo, manifest, MANIFEST_OBJECT, out)
         os.chmod(work, 0o700)
@@ -349,7 +319,7 @@ def materialize_aof_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *,
     except BaseException:
         remove(work)
         raise
-    return {"appendonly": "yes", "appenddirname": facts["aof_dir"], "appendfilename": facts["aof_filename"]}
+    return {"appendonly": "yes", "appenddirname": facts.aof_dir, "appendfilename": facts.aof_filename}
 
 
-__all__ = ["aof_full_backup", "aof_incremental_backup", "materialize_aof_chain", "resolve_aof_chain"]
+__all__ = ["aof_full_backup", "aof_incremental_backup", "materialize_aof_chain"]

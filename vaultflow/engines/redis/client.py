@@ -17,7 +17,7 @@ from redis.retry import Retry
 from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.errors import (AuthenticationError, ConfigError, ServerUnavailableError, TransientError,
                               VaultflowError)
-from vaultflow.manifest import TableFingerprint
+from vaultflow.manifest import Fingerprint
 
 KEYSPACE = "keyspace"  # the fingerprints entry for the whole dataset (DEBUG DIGEST)
 
@@ -96,22 +96,22 @@ def keyspace_counts(conn: redis.Redis) -> dict[int, tuple[int, int]]:
     return counts
 
 
-def fingerprint_server(conn: redis.Redis, mode: str = "counts") -> dict[str, dict[str, TableFingerprint]]:
+def fingerprint_server(conn: redis.Redis, mode: str = "counts") -> dict[str, dict[str, Fingerprint]]:
     """Key count per db (and how many have a TTL) from INFO keyspace; mode "digest" adds DEBUG
     DIGEST of the whole dataset (only to check backups made before issue 8, which recorded it;
     it does not change with consumer-group state, so it is never recorded any more).
 
     DEBUG needs a server vaultflow started (scratch servers allow it from localhost).
     """
-    result: dict[str, dict[str, TableFingerprint]] = {}
+    result: dict[str, dict[str, Fingerprint]] = {}
     total = 0
     for db, (keys, expires) in sorted(keyspace_counts(conn).items()):
-        result[f"db{db}"] = {"keys": TableFingerprint(rows=keys, digest=f"expires={expires}", method="count")}
+        result[f"db{db}"] = {"keys": Fingerprint(count=keys, digest=f"expires={expires}", method="count")}
         total += keys
     if mode == "digest":
         digest = conn.execute_command("DEBUG", "DIGEST")
         digest = digest.decode() if isinstance(digest, bytes) else str(digest)
-        result[KEYSPACE] = {"all": TableFingerprint(rows=total, digest=digest, method="debug-digest")}
+        result[KEYSPACE] = {"all": Fingerprint(count=total, digest=digest, method="debug-digest")}
     return result
 
 

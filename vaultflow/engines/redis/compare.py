@@ -24,28 +24,28 @@ import redis
 
 from vaultflow.compare import Comparison, TableComparison, compare_database
 from vaultflow.engines.redis.client import KEYSPACE, fingerprint_server
-from vaultflow.manifest import TableFingerprint
+from vaultflow.manifest import Fingerprint
 
 BATCH = 500
 TOTAL = "total"  # facts group when the backup could only prove the total (see redis_rdb_format)
 ClientFactory = Callable[[int], redis.Redis]
 
 
-def facts_fingerprints(databases: dict[int, tuple[int, int]]) -> dict[str, dict[str, TableFingerprint]]:
+def facts_fingerprints(databases: dict[int, tuple[int, int]]) -> dict[str, dict[str, Fingerprint]]:
     """The manifest's fingerprints from per-db (keys, expires); db -1 means "total only"."""
-    return {(TOTAL if db < 0 else f"db{db}"): {"keys": TableFingerprint(rows=keys, digest=f"expires={expires}",
+    return {(TOTAL if db < 0 else f"db{db}"): {"keys": Fingerprint(count=keys, digest=f"expires={expires}",
                                                                      method="count")}
             for db, (keys, expires) in sorted(databases.items())}
 
 
-def check_scratch(expected: dict[str, dict[str, TableFingerprint]], conn: redis.Redis) -> Comparison:
+def check_scratch(expected: dict[str, dict[str, Fingerprint]], conn: redis.Redis) -> Comparison:
     """A scratch replica (INFO keyspace; DEBUG DIGEST for pre-issue-8 backups) against the
     manifest's fingerprints: one row per db, plus `keyspace` for a digest."""
     actual = fingerprint_server(conn, "digest" if KEYSPACE in expected else "counts")
     if TOTAL in expected:
         dbs = [v["keys"] for k, v in actual.items() if k.startswith("db")]
-        actual = {TOTAL: {"keys": TableFingerprint(
-            rows=sum(f.rows for f in dbs), method="count",
+        actual = {TOTAL: {"keys": Fingerprint(
+            count=sum(f.count for f in dbs), method="count",
             digest=f"expires={sum(int(f.digest.split('=')[1]) for f in dbs)}")}}
     tables: list[TableComparison] = []
     for group in sorted(set(expected) | set(actual)):

@@ -26,12 +26,13 @@ from vaultflow.engines.redis.aof import aof_full_backup, aof_incremental_backup
 from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.engines.redis.client import (cli_args, cli_env, cli_stdin, connect,
                                            require_local)
+from vaultflow.engines.redis.consistency import RedisRdbConsistency
 from vaultflow.engines.redis.compare import facts_fingerprints
 from vaultflow.engines.redis.rdb import RdbTee, bgsave_and_wait
 from vaultflow.engines.redis.restore import restore_redis
 from vaultflow.engines.redis.server import find_binary, tool_version
 from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
-from vaultflow.manifest import BackupKind, Manifest, StoredObject
+from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
 from vaultflow.pipeline import compress_into_store, dump_into_store
 
 RDB_OBJECT = "dump.rdb.zst"
@@ -129,14 +130,13 @@ class RedisEngine:
             if written.raw_size != proven.length:
                 raise ToolError(f"stored {written.raw_size} bytes of the RDB from {config.where} but proved "
                                 f"{proven.length}; no backup was recorded")
-            consistency = {"method": method, "rdb_version": facts.get("rdb-version"),
-                           "repl_id": facts.get("repl-id"), "repl_offset": _int(facts.get("repl-offset")),
-                           "snapshot_unix_time": _int(facts.get("ctime")), "aof_preamble": facts.get("aof-base"),
-                           "rdb_crc64": proven.crc64}
+            consistency = RedisRdbConsistency(
+                method=method, rdb_version=facts.get("rdb-version"), repl_id=facts.get("repl-id"),
+                repl_offset=_int(facts.get("repl-offset")), snapshot_unix_time=_int(facts.get("ctime")),
+                aof_preamble=facts.get("aof-base"), rdb_crc64=proven.crc64)
             manifest = Manifest(
-                id=backup_id, engine=self.name, target=config.name, kind=BackupKind.FULL, mode="rdb",
-                started_at=started, finished_at=datetime.now(timezone.utc),
-                consistency={k: v for k, v in consistency.items() if v is not None},
+                id=backup_id, engine=self.name, target=config.name, kind=BackupKind.FULL, mode=BackupMode.RDB,
+                started_at=started, finished_at=datetime.now(timezone.utc), consistency=consistency,
                 objects=[StoredObject(key=RDB_OBJECT, role="rdb", format="rdb", raw_size=written.raw_size,
                                       stored_size=written.stored_size, sha256=written.sha256)],
                 fingerprints=fingerprints, server_version=facts.get("redis-ver") or version,

@@ -29,6 +29,7 @@ from vaultflow.compare import Comparison
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.redis.client import connect, keyspace_counts
 from vaultflow.engines.redis.compare import check_scratch, compare_copies, scan_batches
+from vaultflow.engines.redis.consistency import RedisRdbConsistency
 from vaultflow.engines.redis.rdb import open_fifo_for_writing, promote, start_replica_scratch
 from vaultflow.engines.redis.server import source_auth
 from vaultflow.errors import ConfigError, IntegrityError, NotFoundError, RefusedError
@@ -53,7 +54,7 @@ def materialize(ctx: BackupContext, manifest: Manifest, dest: Path) -> dict[str,
     with open(dest / "dump.rdb", "wb+") as out:
         write_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key), obj.sha256,
                        obj.stored_size, out, name=f"{manifest.id}/{obj.key}")
-        crc = manifest.consistency.get("rdb_crc64")
+        crc = RedisRdbConsistency.of(manifest).rdb_crc64
         if crc and crc != "disabled":
             out.seek(-9, 2)
             footer = out.read(9)
@@ -95,7 +96,7 @@ def _streamed_scratch(ctx: BackupContext, manifest: Manifest, dest: Path, bin_di
                            obj.stored_size, out, name=f"{manifest.id}/{obj.key}")
         finally:
             os.close(fd)
-        crc = manifest.consistency.get("rdb_crc64")
+        crc = RedisRdbConsistency.of(manifest).rdb_crc64
         if crc and crc != "disabled" and (out.tail[:1] != b"\xff" or out.tail[1:].hex() != crc):
             raise IntegrityError(f"{manifest.id}/{obj.key} does not end with the EOF opcode and the CRC64 {crc} "
                                  "recorded at backup time; restore another backup")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.engines.postgres.wal.archive import delete_wal, wal_fetch, wal_not_needed
 from vaultflow.engines.postgres.wal.names import (
     DEFAULT_SEGMENT_SIZE,
@@ -46,12 +47,10 @@ SPOOL_HOW_TO = ("set it on the PostgresTarget block to the directory archive_com
 def backup_wal_start(manifest: Manifest) -> LogStart | None:
     """Where a backup's WAL starts: its start segment and start LSN (physical backups, from the
     manifest's consistency point); None for logical backups, which do not read the archive."""
-    if manifest.mode != "physical":
+    point = manifest.consistency
+    if not isinstance(point, PostgresPhysicalConsistency):
         return None
-    start = manifest.consistency.get("start_wal_file")
-    if not start:
-        return None
-    return LogStart(manifest.id, start, str(manifest.consistency.get("start_lsn") or ""))
+    return LogStart(manifest.id, point.start_wal_file, point.start_lsn)
 
 
 def ship_report(result: ShipResult) -> ShipReport:
@@ -129,8 +128,9 @@ class WalArchive:
             return Continuity(len(names))
         checked = []
         for manifest, start in starts:
-            result = check_backup_wal(self.repository, self.target, manifest.id, manifest.consistency,
-                                      names=names, segment_size=self.segment_size)
+            result = check_backup_wal(self.repository, self.target, manifest.id,
+                                      PostgresPhysicalConsistency.of(manifest), names=names,
+                                      segment_size=self.segment_size)
             gaps = tuple(Gap(run[0], run[-1], self._why_missing(run[0])) for run in
                          gap_runs(list(result.missing), self.segment_size))
             checked.append(BackupContinuity(start, gaps, result.missing,

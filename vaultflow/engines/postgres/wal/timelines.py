@@ -35,6 +35,7 @@ from vaultflow.engines.postgres.wal.names import (DEFAULT_SEGMENT_SIZE, archived
 from vaultflow.engines.postgres.wal.ship import read_record
 
 if TYPE_CHECKING:
+    from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
     from vaultflow.repository import Repository
     from vaultflow.stores.base import Store
 
@@ -219,19 +220,16 @@ class BackupWal:
         return not self.problem
 
 
-def check_backup_wal(repo: Repository | Store, target: str, backup_id: str, consistency: dict, *,
-                     names: list[str] | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE) -> BackupWal:
+def check_backup_wal(repo: Repository | Store, target: str, backup_id: str, consistency: PostgresPhysicalConsistency,
+                     *, names: list[str] | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE) -> BackupWal:
     """Check the archive of `target` for one physical backup (`consistency`: its manifest's
-    start_wal_file, stop_lsn / stop_wal_file and timeline). The problem text names the gaps
+    consistency record: start_wal_file, stop_lsn / stop_wal_file and timeline). The problem text names the gaps
     with their timelines (describe_gaps), or the missing history file."""
     if names is None:
         names = archived_names(repo, target)
-    start = consistency["start_wal_file"]
-    timeline = int(consistency.get("timeline") or parse_segment(start, segment_size)[0])
-    stop_lsn = consistency.get("stop_lsn") or consistency.get("start_lsn") or parse_segment(start, segment_size)[1] * segment_size
-    stop = consistency.get("stop_wal_file") or segment_name(
-        timeline, max((parse_lsn(stop_lsn) if isinstance(stop_lsn, str) else stop_lsn) - 1, 0) // segment_size,
-        segment_size)
+    start, timeline, stop_lsn = consistency.start_wal_file, consistency.timeline, consistency.stop_lsn
+    stop = consistency.stop_wal_file or segment_name(timeline, max(parse_lsn(stop_lsn) - 1, 0) // segment_size,
+                                                     segment_size)
     try:
         plan = plan_timeline(repo, target, timeline, stop_lsn, names=names, segment_size=segment_size)
     except NotFoundError as exc:
