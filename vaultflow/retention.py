@@ -8,7 +8,8 @@ Bucket rules follow restic/borg `forget`: walking from the newest backup, each r
 the newest backup of each period until it has kept N distinct periods. Incremental and
 differential backups are only restorable through their parents, so keeping one keeps
 its whole chain back to the full, and a backup whose chain is broken is never counted as
-a restore point: it is deleted, since nothing could ever restore it.
+a restore point: it is deleted, since nothing could ever restore it. Chains are walked by
+vaultflow.chain (its generic rules only: an engine's rule alone never deletes a backup).
 
 Clocks lie. A backup whose recorded time cannot be trusted (`clock_problems`: ahead of the
 planning clock, ahead of or far behind the store's own timestamp of its manifest, an id after

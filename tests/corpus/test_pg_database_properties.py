@@ -130,21 +130,22 @@ def test_comparison_sees_a_lost_property_and_old_manifests_restore(pg_server, co
     pg_server.execute(f"COMMENT ON DATABASE {quote_ident(db)} IS 'kept'")
     engine = pg_engine(pg_server, [db])
     manifest = engine.full_backup(corpus_ctx)
-    assert manifest.database_properties[db].comment == "kept"
+    assert manifest.consistency.database_properties[db].comment == "kept"
 
     # A recorded setting the server cannot hold in that form (it stores 'a, b'): the property
     # comparison reads the copy back and must see the difference.
-    props = manifest.database_properties[db].model_copy(update={"settings": ["search_path=a,b"]})
-    altered = manifest.model_copy(update={"database_properties": {db: props}})
+    props = manifest.consistency.database_properties[db].model_copy(update={"settings": ["search_path=a,b"]})
+    altered = manifest.model_copy(update={"consistency": manifest.consistency.model_copy(
+        update={"database_properties": {db: props}})})
     result = engine.restore(corpus_ctx, altered, into=f"{db}_altered")
     assert [(t.table, t.status) for t in result.comparison.mismatches] == [("(database properties: settings)",
                                                                             "mismatch")]
 
     # Written before properties were recorded: no such field; still loads and restores.
     doc = manifest.model_dump(mode="json")
-    del doc["database_properties"]
+    del doc["consistency"]["database_properties"]
     old = parse_manifest(json.dumps(doc).encode(), "old manifest")
-    assert old.database_properties is None
+    assert old.consistency.database_properties is None
     result = engine.restore(corpus_ctx, old, into=f"{db}_old")
     assert result.comparison.ok and [t.table for t in result.comparison.tables] == ["public.t"]
 

@@ -196,7 +196,7 @@ def test_archive_that_stopped_fails_verify_and_restore_names_the_first_missing_s
     past = now(pg)
     mark(pg, "after-past")
     pg.execute("SELECT pg_switch_wal()")
-    start = newest.consistency["start_wal_file"]
+    start = newest.consistency.start_wal_file
     assert start > last_archived
 
     rows, failures = check_log_archive(site.repo, "postgres", site.target, site.repo.catalog("postgres", site.target).manifests)

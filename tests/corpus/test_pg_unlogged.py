@@ -48,7 +48,7 @@ def test_unlogged_tables_come_back_empty_and_say_so(pg_server, fresh_db, fingerp
         repo = Repository(LocalStore(work / "repo"))
         engine = physical_engine(pg, f"unlogged{pg.version}{'f' if fingerprints else 'n'}", fingerprints)
         manifest = engine.full_backup(BackupContext(repo))
-        assert manifest.consistency["unlogged_tables"][db] == ["public.scratch", "s.Cache.x"]
+        assert manifest.consistency.unlogged_tables[db] == ["public.scratch", "s.Cache.x"]
 
         lines: list[str] = []
         result = engine.restore(BackupContext(repo, log=lines.append), manifest, into=str(work / "data"))

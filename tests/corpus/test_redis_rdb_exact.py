@@ -52,7 +52,7 @@ def test_remote_full_stores_exactly_the_rdb(fresh_redis, corpus_ctx, tmp_path: P
     assert int.from_bytes(data[-8:], "little") == crc64_jones(data[:-8])
     end, first_db = check_rdb(stored)
     assert end == len(data) == manifest.objects[0].raw_size
-    assert manifest.consistency["rdb_crc64"] == data[-8:].hex()
+    assert manifest.consistency.rdb_crc64 == data[-8:].hex()
 
     # the same snapshot as `redis-cli --rdb FILE` writes it (no writes in between): the header's
     # AUX values (ctime, used-mem, repl-offset) may differ, the databases and the footer's place not

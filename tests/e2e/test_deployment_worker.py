@@ -253,7 +253,7 @@ def wait_spooled(spool: Path, shipped: Path, backup) -> None:
     """Until the segment holding `backup`'s stop LSN is in the spool (or was shipped already):
     archive_command copies it there shortly after the backup, on its own schedule."""
     consistency = backup.consistency
-    stop = segment_name(consistency["timeline"], (parse_lsn(consistency["stop_lsn"]) - 1) // WAL_SEGMENT_SIZE)
+    stop = segment_name(consistency.timeline, (parse_lsn(consistency.stop_lsn) - 1) // WAL_SEGMENT_SIZE)
     deadline = time.monotonic() + CLI_TIMEOUT
     while time.monotonic() < deadline:
         if (spool / stop).exists() or (shipped / f"{stop}.json").exists():

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from blocks import PostgresTarget
 from vaultflow import cli
 from vaultflow.cli import app
-from vaultflow.manifest import BackupKind, Manifest, new_backup_id
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
+from vaultflow.manifest import BackupKind, BackupMode, Manifest, new_backup_id
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 
@@ -84,7 +85,10 @@ def test_list_through_a_pipe_prints_whole_ids_and_reports_future_dated_backups(t
 
     def commit(when: datetime, kind: BackupKind, parent: str | None = None) -> Manifest:
         m = Manifest(id=new_backup_id(kind, when), engine="postgres", target=target, kind=kind, parent_id=parent,
-                     started_at=when, finished_at=when, objects=[])
+                     mode=BackupMode.PHYSICAL, started_at=when, finished_at=when, objects=[],
+                     consistency=PostgresPhysicalConsistency(
+                         start_lsn="0/2000028", stop_lsn="0/2000100", timeline=1,
+                         start_wal_file="000000010000000000000002", checkpoint_lsn="0/2000060"))
         repo.commit(m)  # the store stamps the manifest with the real time
         return m
 

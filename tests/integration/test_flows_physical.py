@@ -94,7 +94,7 @@ def test_prune_drops_wal_older_than_the_oldest_kept_backup(archiving, work):
     result = prune(repository=repository, target=target)
     assert result["deleted"] == [first["backup_id"]] and result["wal_deleted"] >= 2
     repo = Repository(LocalStore(work / "repo"))
-    start = repo.catalog("postgres", "physprune").get(second["backup_id"]).consistency["start_wal_file"]
+    start = repo.catalog("postgres", "physprune").get(second["backup_id"]).consistency.start_wal_file
     remaining = [n for n in archived_names(repo, "physprune") if is_segment(n)]
     assert remaining and min(remaining) == start
     assert verify(repository=repository, target=target)["problems"] == []

@@ -24,13 +24,13 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import stop_cluster
 from vaultflow.engines.postgres.filelevel import FILELIST_OBJECT, FILES_OBJECT, METHOD
-from vaultflow.engines.postgres.chain import resolve_chain, restore_chain
+from vaultflow.engines.postgres.chain import restore_chain
 from vaultflow.engines.postgres.incremental import ChainBrokenError, physical_incremental_backup
 from vaultflow.engines.postgres.physical import BASE_OBJECT, UNLOGGED_SQL
 from vaultflow.engines.postgres.recovery import start_restored_cluster
 from vaultflow.engines.postgres.engine import PostgresEngine, fingerprint_tables
 from vaultflow.errors import ConfigError, IntegrityError
-from vaultflow.manifest import BackupKind, TableFingerprint
+from vaultflow.manifest import BackupKind, Fingerprint
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.postgres_server import PostgresInstance, running_postgres
@@ -40,7 +40,7 @@ from vaultflow.testing.unprivileged import SERVICE_USER, give_to_service_user, r
 RUN_AS = SERVICE_USER if running_as_root() else None
 TARGET = "pg15-filelevel"
 STATIC_ROWS = 300_000
-Prints = dict[str, dict[str, TableFingerprint]]
+Prints = dict[str, dict[str, Fingerprint]]
 
 
 def config_for(server: PostgresInstance, *, data_directory: Path | None | str = "same",
@@ -63,7 +63,7 @@ def fingerprints(conninfo) -> Prints:
             prints = fingerprint_tables(conn)
             for schema, table in conn.execute(UNLOGGED_SQL).fetchall():
                 name = f"{schema}.{table}"
-                prints[name] = TableFingerprint(rows=0, digest="0", method=prints[name].method)
+                prints[name] = Fingerprint(count=0, digest="0", method=prints[name].method)
             result[database] = prints
     return result
 
@@ -170,30 +170,30 @@ def test_chain_manifests(chain: Chain) -> None:
     assert [m.kind for m in chain.backups] == [BackupKind.FULL, BackupKind.INCREMENTAL,
                                                BackupKind.INCREMENTAL, BackupKind.DIFFERENTIAL]
     assert [m.parent_id for m in chain.backups] == [None, full_backup.id, incr1.id, full_backup.id]
-    assert full_backup.consistency["method"] == "pg_basebackup"
+    assert full_backup.consistency.method == "pg_basebackup"
     system = chain.server.execute("SELECT system_identifier::text FROM pg_control_system()")[0][0]
     for parent, backup in ((full_backup, incr1), (incr1, incr2), (full_backup, diff)):
         c = backup.consistency
-        assert c["method"] == METHOD and backup.mode == "physical"
+        assert c.method == METHOD and backup.mode == "physical"
         assert [(o.key, o.role) for o in backup.objects] == [(FILES_OBJECT, "base"), (FILELIST_OBJECT, "file-list")]
-        assert c["system_identifier"] == system and c["timeline"] == 1
-        assert c["start_wal_file"] > parent.consistency["start_wal_file"]
-        assert c["stop_wal_file"] >= c["start_wal_file"] and c["start_lsn"] != c["stop_lsn"]
-        files = c["files"]
-        assert files["copied"] + files["unchanged"] == files["listed"] and files["unchanged"] > files["copied"]
+        assert c.system_identifier == system and c.timeline == 1
+        assert c.start_wal_file > parent.consistency.start_wal_file
+        assert c.stop_wal_file >= c.start_wal_file and c.start_lsn != c.stop_lsn
+        files = c.files
+        assert files.copied + files.unchanged == files.listed and files.unchanged > files.copied
         # recorded (what a restore holds) counts unlogged tables as empty; the backup took their live rows
-        unlogged = {(db, t) for db, tables in c["unlogged_tables"].items() for t in tables}
+        unlogged = {(db, t) for db, tables in c.unlogged_tables.items() for t in tables}
         assert without(backup.fingerprints, unlogged) == without(chain.recorded[backup.id], unlogged)
         assert backup.fingerprints["shop"]["public.scratch"].rows == 100
         assert all(check.ok for check in chain.repo.verify_backup(backup))
     # unlogged tables listed per database as by a full (a restore brings them back empty), as they
     # stood at each backup: annex (with its own) existed only for incr1
-    assert full_backup.consistency["unlogged_tables"] == {"shop": ["public.scratch"]}
-    assert incr1.consistency["unlogged_tables"] == {"annex": ["public.Notes Cache"], "shop": ["public.scratch"]}
-    assert incr2.consistency["unlogged_tables"] == diff.consistency["unlogged_tables"] == {"shop": ["public.scratch"]}
+    assert full_backup.consistency.unlogged_tables == {"shop": ["public.scratch"]}
+    assert incr1.consistency.unlogged_tables == {"annex": ["public.Notes Cache"], "shop": ["public.scratch"]}
+    assert incr2.consistency.unlogged_tables == diff.consistency.unlogged_tables == {"shop": ["public.scratch"]}
     catalog = chain.repo.catalog("postgres", TARGET)
-    assert [m.id for m in resolve_chain(catalog, incr2)] == [full_backup.id, incr1.id, incr2.id]
-    assert [m.id for m in resolve_chain(catalog, diff)] == [full_backup.id, diff.id]
+    assert [m.id for m in catalog.chain(incr2)] == [full_backup.id, incr1.id, incr2.id]
+    assert [m.id for m in catalog.chain(diff)] == [full_backup.id, diff.id]
     recorded = [chain.recorded[m.id] for m in chain.backups]
     assert "annex" not in recorded[0] and "annex" in recorded[1] and "annex" not in recorded[2]
     assert "public.newcomer" in recorded[1]["shop"] and "public.doomed" not in recorded[2]["shop"]
@@ -205,7 +205,7 @@ def test_incremental_is_much_smaller(chain: Chain) -> None:
     full_backup, incr1, incr2, diff = chain.backups
     print(f"\nstored: full {full_backup.stored_size / 2**20:.2f} MiB (raw {full_backup.raw_size / 2**20:.1f}), "
           + ", ".join(f"{m.kind.value} {m.stored_size / 2**20:.2f} MiB (raw {m.raw_size / 2**20:.1f}, "
-                      f"{m.consistency['files']['copied']} files copied)" for m in (incr1, incr2, diff))
+                      f"{m.consistency.files.copied} files copied)" for m in (incr1, incr2, diff))
           + f"; ratio {incr1.stored_size / full_backup.stored_size:.1%}")
     print("backup seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in chain.seconds.items())
           + f"; phases {[m.timings for m in chain.backups]}")
@@ -227,7 +227,7 @@ def test_every_backup_of_the_chain_restores(chain: Chain, workdir: Path) -> None
             assert f"vaultflow-{backup.id}" in (dest / "backup_label").read_text()  # the newest label
             assert not (dest / "backup_manifest").exists()  # the full's, pruned
             wal = sorted(p.name for p in (dest / "pg_wal").iterdir() if p.is_file())
-            assert wal[0] == backup.consistency["start_wal_file"] and wal[-1] == backup.consistency["stop_wal_file"]
+            assert wal[0] == backup.consistency.start_wal_file and wal[-1] == backup.consistency.stop_wal_file
         if number == 2:
             assert chain.gone and not any((dest / path).exists() for path in chain.gone)
         cluster = start_restored_cluster(dest, server.bin_dir, run_as=RUN_AS, env=server._env)
@@ -281,7 +281,7 @@ def test_pruned_or_corrupt_parent_refused_leaving_nothing(chain: Chain, workdir:
         with pytest.raises(ChainBrokenError, match=f"backup {incr1.id} \\(the parent of {incr2.id}\\)"):
             restore_chain(BackupContext(repo), incr2, dest, bin_dir=bin_dir, catalog=catalog)
         assert list(dest.parent.iterdir()) == []
-        assert [m.id for m in resolve_chain(catalog, diff)] == [full_backup.id, diff.id]  # not through it
+        assert [m.id for m in catalog.chain(diff)] == [full_backup.id, diff.id]  # not through it
         # with the full pruned too, the engine refuses to extend the latest (broken) chain: the flow takes a full
         repo.store.delete(repo.object_key(full_backup, MANIFEST))
         with pytest.raises(ChainBrokenError, match=f"backup {full_backup.id} \\(the parent of {diff.id}\\)"):
@@ -316,9 +316,9 @@ def test_parent_from_another_cluster_or_timeline(chain: Chain, pg15: PostgresIns
         with pytest.raises(ChainBrokenError, match="system identifier") as broken:
             physical_incremental_backup(config, BackupContext(repo), other_full, BackupKind.INCREMENTAL,
                                         bin_dir=chain.server.client_bin_dir, server_version=version)
-        assert other_full.consistency["system_identifier"] in str(broken.value)
+        assert other_full.consistency.system_identifier in str(broken.value)
         full_backup = chain.backups[0]
-        moved = full_backup.model_copy(update={"consistency": {**full_backup.consistency, "timeline": 7}})
+        moved = full_backup.model_copy(update={"consistency": full_backup.consistency.model_copy(update={"timeline": 7})})
         with pytest.raises(ChainBrokenError, match="timeline switched from 7 to 1"):
             physical_incremental_backup(config, BackupContext(chain.repo), moved, BackupKind.DIFFERENTIAL,
                                         bin_dir=chain.server.client_bin_dir, server_version=version)

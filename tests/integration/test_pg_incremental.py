@@ -19,7 +19,7 @@ from tests.fixtures.postgres import restored_instance, traversable_tmp_dir
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import stop_cluster
-from vaultflow.engines.postgres.chain import resolve_chain, restore_chain
+from vaultflow.engines.postgres.chain import restore_chain
 from vaultflow.engines.postgres.incremental import ChainBrokenError, physical_incremental_backup
 from vaultflow.engines.postgres.physical import (
     BASE_OBJECT,
@@ -29,7 +29,7 @@ from vaultflow.engines.postgres.physical import (
 from vaultflow.engines.postgres.recovery import start_restored_cluster
 from vaultflow.engines.postgres.engine import fingerprint_tables
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError
-from vaultflow.manifest import BackupKind, Manifest, TableFingerprint
+from vaultflow.manifest import BackupKind, Manifest, Fingerprint
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.postgres_server import (
@@ -47,7 +47,7 @@ TARGET = "pg18-incremental"
 SETTINGS = {"summarize_wal": "on", "wal_level": "replica", "wal_recycle": "off"}
 BIG_ROWS = 400_000
 
-Prints = dict[str, dict[str, TableFingerprint]]
+Prints = dict[str, dict[str, Fingerprint]]
 
 
 def config_for(server: PostgresInstance, name: str = TARGET) -> PostgresSettings:
@@ -183,16 +183,16 @@ def test_chain_manifests(chain: Chain) -> None:
         c = backup.consistency
         assert backup.mode == "physical" and backup.engine == "postgres" and backup.target == TARGET
         assert [(o.key, o.role) for o in backup.objects] == [(BASE_OBJECT, "base"), (MANIFEST_OBJECT, "backup-manifest")]
-        assert c["system_identifier"] == system and c["timeline"] == 1
-        assert c["incremental_from_lsn"] == parent.consistency["start_lsn"]
-        assert c["incremental_from_timeline"] == 1
+        assert c.system_identifier == system and c.timeline == 1
+        assert c.incremental_from_lsn == parent.consistency.start_lsn
+        assert c.incremental_from_timeline == 1
         assert backup.fingerprints == chain.recorded[backup.id]  # nothing wrote meanwhile
         assert all(check.ok for check in chain.repo.verify_backup(backup))
     catalog = chain.repo.catalog("postgres", TARGET)
     assert catalog.manifests == chain.backups
-    assert [m.id for m in resolve_chain(catalog, incr2)] == [full_backup.id, incr1.id, incr2.id]
-    assert [m.id for m in resolve_chain(catalog, diff)] == [full_backup.id, diff.id]
-    assert resolve_chain(catalog, full_backup) == [full_backup]
+    assert [m.id for m in catalog.chain(incr2)] == [full_backup.id, incr1.id, incr2.id]
+    assert [m.id for m in catalog.chain(diff)] == [full_backup.id, diff.id]
+    assert catalog.chain(full_backup) == [full_backup]
     # what changed between the backups, so the comparisons below mean something
     recorded = [chain.recorded[m.id] for m in chain.backups]
     assert "annex" not in recorded[1] and "annex" in recorded[2]
@@ -267,7 +267,7 @@ def test_deleted_parent_breaks_the_chain_before_anything_is_written(chain: Chain
         print(f"\n{broken.value}")
         assert not dest.exists() and not dest.parent.exists()
         # the differential's chain does not go through it
-        assert [m.id for m in resolve_chain(catalog, diff)] == [chain.backups[0].id, diff.id]
+        assert [m.id for m in catalog.chain(diff)] == [chain.backups[0].id, diff.id]
     finally:
         shutil.rmtree(workdir / "repo-deleted-parent", ignore_errors=True)
 
@@ -302,7 +302,7 @@ def test_refusals_that_write_nothing(chain: Chain, workdir: Path) -> None:
     server, repo = chain.server, chain.repo
     before = sorted(p.relative_to(chain.root) for p in chain.root.rglob("*"))
     # a failover: the parent was taken on another timeline
-    moved = full_backup.model_copy(update={"consistency": {**full_backup.consistency, "timeline": 7}})
+    moved = full_backup.model_copy(update={"consistency": full_backup.consistency.model_copy(update={"timeline": 7})})
     with pytest.raises(ChainBrokenError, match="timeline switched from 7 to 1"):
         incremental(server, repo, moved, BackupKind.INCREMENTAL)
     with pytest.raises(RefusedError, match="must be a full backup"):
@@ -343,7 +343,7 @@ def test_chain_cannot_continue(chain: Chain, other_server: PostgresInstance, wor
     # 1. another cluster behind the target: the parent's system identifier differs
     with pytest.raises(ChainBrokenError, match="system identifier") as broken:
         incremental(chain.server, repo, other_full, BackupKind.INCREMENTAL)
-    assert other_full.consistency["system_identifier"] in str(broken.value)
+    assert other_full.consistency.system_identifier in str(broken.value)
     print(f"\n{broken.value}")
 
     # 2. summarize_wal off: a configuration error naming the setting
@@ -356,7 +356,7 @@ def test_chain_cannot_continue(chain: Chain, other_server: PostgresInstance, wor
     other.execute("UPDATE t SET h = 'x' WHERE g < 100")
     other.execute("SELECT pg_switch_wal()")
     other.execute("CHECKPOINT")
-    covered = other_full.consistency["stop_lsn"]  # summaries reach past the parent's backup
+    covered = other_full.consistency.stop_lsn  # summaries reach past the parent's backup
     deadline = time.monotonic() + 30
     while not other.execute(f"SELECT count(*) FROM pg_available_wal_summaries() WHERE end_lsn > '{covered}'")[0][0]:
         assert time.monotonic() < deadline, "the WAL summarizer did not catch up"

@@ -29,6 +29,7 @@ from vaultflow.engines.postgres.recovery import drill_physical, start_restored_c
 from vaultflow.engines.postgres.verify import verify_restored
 from vaultflow.engines.postgres.engine import fingerprint_tables
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError, ToolError
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import open_verified
 from vaultflow.repository import Repository
@@ -107,24 +108,24 @@ def test_backup_restore_start_compare(pg_server: PostgresInstance, fresh_db: Mak
     assert [(o.key, o.role, o.format) for o in manifest.objects] == [
         (BASE_OBJECT, "base", "tar"), (MANIFEST_OBJECT, "backup-manifest", "json")]
     c = manifest.consistency
-    assert c["method"] == "pg_basebackup" and c["timeline"] == 1
-    assert lsn(c["start_lsn"]) <= lsn(c["checkpoint_lsn"]) < lsn(c["stop_lsn"])
-    assert len(c["start_wal_file"]) == 24 and c["start_wal_file"].startswith("00000001")
-    assert c["system_identifier"] == system_id
-    assert c["wal_ranges"] == [{"Timeline": 1, "Start-LSN": c["start_lsn"], "End-LSN": c["stop_lsn"]}]
+    assert c.method == "pg_basebackup" and c.timeline == 1
+    assert lsn(c.start_lsn) <= lsn(c.checkpoint_lsn) < lsn(c.stop_lsn)
+    assert len(c.start_wal_file) == 24 and c.start_wal_file.startswith("00000001")
+    assert c.system_identifier == system_id
+    assert c.wal_ranges == [{"Timeline": 1, "Start-LSN": c.start_lsn, "End-LSN": c.stop_lsn}]
     assert manifest.tool_versions["pg_basebackup"].startswith("pg_basebackup (PostgreSQL)")
     assert manifest.server_version.startswith(str(pg_server.version))
     assert manifest.fingerprints[db]["public.people"].rows == 3003
     # unlogged: fingerprinted live, listed per database; a base backup brings it back empty
     assert manifest.fingerprints[db]["public.scribbles"].rows == 100
-    assert c["unlogged_tables"] == {db: ["public.scribbles"]}
+    assert c.unlogged_tables == {db: ["public.scribbles"]}
     assert "postgres" in manifest.fingerprints and "template1" not in manifest.fingerprints
     assert repo.catalog("postgres", config_for(pg_server).name).manifests == [manifest]
     assert all(check.ok for check in repo.verify_backup(manifest))
     assert any("base backup completed" in line for line in logs)
     server_manifest = read_object(repo, manifest, MANIFEST_OBJECT)
     doc = json.loads(server_manifest)
-    assert doc["WAL-Ranges"] == [{"Timeline": 1, "Start-LSN": c["start_lsn"], "End-LSN": c["stop_lsn"]}]
+    assert doc["WAL-Ranges"] == [{"Timeline": 1, "Start-LSN": c.start_lsn, "End-LSN": c.stop_lsn}]
     assert {"backup_label", "global/pg_control"} <= {f["Path"] for f in doc["Files"]}
     base = next(o for o in manifest.objects if o.key == BASE_OBJECT)
     print(f"\nPG {pg_server.version}: backup {seconds:.2f}s, tar {base.raw_size / 2**20:.1f} MiB -> "
@@ -139,7 +140,7 @@ def test_backup_restore_start_compare(pg_server: PostgresInstance, fresh_db: Mak
     assert dest.stat().st_mode & 0o777 == 0o700
     assert (dest / "backup_manifest").read_bytes() == server_manifest  # travelled inside the tar
     assert "vaultflow-" + manifest.id in (dest / "backup_label").read_text()
-    assert any((dest / "pg_wal").glob(c["start_wal_file"]))  # -X fetch: the WAL came along
+    assert any((dest / "pg_wal").glob(c.start_wal_file))  # -X fetch: the WAL came along
     assert "archive_mode = 'off'" in (dest / "postgresql.auto.conf").read_text()
     verify = subprocess.run([str(pg_server.client_bin_dir / "pg_verifybackup"), str(dest)],
                             check=False, capture_output=True, text=True)
@@ -168,8 +169,8 @@ def test_backup_restore_start_compare(pg_server: PostgresInstance, fresh_db: Mak
     with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=pg_server.user) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the private socket dir works too
     for database, expected in manifest.fingerprints.items():
-        restored_empty = {t: f.model_copy(update={"rows": 0, "digest": "0"}) for t, f in expected.items()
-                          if t in c["unlogged_tables"].get(database, [])}
+        restored_empty = {t: f.model_copy(update={"count": 0, "digest": "0"}) for t, f in expected.items()
+                          if t in c.unlogged_tables.get(database, [])}
         with psycopg.connect(copy.conninfo(database)) as conn:
             assert fingerprint_tables(conn, {t: f.method for t, f in expected.items()}) == {
                 **expected, **restored_empty}, database
@@ -285,7 +286,7 @@ def test_drill_compares_a_scratch_cluster_and_removes_it(pg18: PostgresInstance,
     assert list(work.iterdir()) == []  # data dir, socket and log are gone
 
     tampered = dict(manifest.fingerprints[db])
-    tampered["public.drilled"] = tampered["public.drilled"].model_copy(update={"rows": 4999})
+    tampered["public.drilled"] = tampered["public.drilled"].model_copy(update={"count": 4999})
     forged = manifest.model_copy(update={"fingerprints": {**manifest.fingerprints, db: tampered}})
     result = drill_physical(BackupContext(repo), forged, bin_dir=pg18.bin_dir, user=pg18.user,
                             run_as=RUN_AS, work_dir=work, env=pg18._env)
@@ -316,7 +317,10 @@ def test_restore_refuses_paths_that_escape(scratch: Path, evil: str) -> None:
     repo = Repository(LocalStore(scratch / "repo"))
     now = datetime.now(UTC)
     manifest = Manifest(id="20261126T000000.000Z-F", engine="postgres", target="evil", kind=BackupKind.FULL,
-                        mode="physical", started_at=now, finished_at=now, objects=[])
+                        mode="physical", started_at=now, finished_at=now, objects=[],
+                        consistency=PostgresPhysicalConsistency(
+                            start_lsn="0/2000028", stop_lsn="0/2000100", timeline=1,
+                            start_wal_file="000000010000000000000002", checkpoint_lsn="0/2000060"))
     written = compress_into_store(io.BytesIO(out.getvalue()), repo.store, repo.object_key(manifest, BASE_OBJECT))
     manifest = manifest.model_copy(update={"objects": [StoredObject(
         key=BASE_OBJECT, role="base", format="tar", raw_size=written.raw_size,

@@ -141,7 +141,7 @@ def test_missing_segment_is_named_and_earlier_points_still_restore(archiving, se
 
     repo.store.delete(record_key(engine.config.name, gap))
     repo.store.delete(object_key(engine.config.name, gap))
-    assert gap in check_continuity(repo, engine.config.name, manifest.consistency["start_wal_file"])
+    assert gap in check_continuity(repo, engine.config.name, manifest.consistency.start_wal_file)
 
     with pytest.raises(NotFoundError, match=f"WAL segment {gap} is missing"):
         engine.recover(BackupContext(repo), manifest, work / "beyond", RecoveryTarget(time=t_after))

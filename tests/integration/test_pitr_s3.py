@@ -148,7 +148,7 @@ def test_mirror_fetch_reads_local_first_and_falls_back_to_s3(s3_pitr, tmp_path: 
     """wal_cli fetch --repo-config with a local+S3 mirror spec: local first (S3 never built),
     S3 when the local member lacks the file; the spec file must be private."""
     target = s3_pitr.engine.config.name
-    name = s3_pitr.manifest.consistency["start_wal_file"]
+    name = s3_pitr.manifest.consistency.start_wal_file
     local = LocalStore(tmp_path / "local")
     for key in (object_key(target, name), record_key(target, name)):
         with s3_pitr.repo.store.open(key) as stream:

@@ -21,7 +21,8 @@ from vaultflow.engines.redis.client import fingerprint_server
 from vaultflow.engines.redis.rdb import start_replica_scratch
 from vaultflow.engines.redis.server import RedisProcess, start_redis
 from vaultflow.errors import AuthenticationError, ChainBrokenError, ConfigError, IntegrityError, RefusedError
-from vaultflow.manifest import BackupKind, Manifest
+from vaultflow.engines.redis.consistency import RedisRdbConsistency
+from vaultflow.manifest import BackupKind, BackupMode, Manifest
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
 
@@ -106,15 +107,15 @@ def test_chain_full_incr_incr_diff_each_restores_and_matches(fresh_redis, repo, 
     assert {m.engine for m in (full, incr1, incr2, diff)} == {"redis"}
     assert {m.mode for m in (full, incr1, incr2, diff)} == {"aof"}
     assert full.server_version.startswith("7.")
-    base = full.consistency["base"]
-    assert {m.consistency["base"] for m in (incr1, incr2, diff)} == {base}
+    base = full.consistency.base
+    assert {m.consistency.base for m in (incr1, incr2, diff)} == {base}
     assert any(o.role == "aof-base" for o in full.objects)
     assert not any(o.role == "aof-base" for o in incr1.objects + incr2.objects + diff.objects)
-    incr_file = full.consistency["incr_files"][-1]
+    incr_file = full.consistency.incr_files[-1]
     # each increment continues exactly at its parent's cut; the differential at the full's
-    assert [p["offset"] for p in incr2.consistency["pieces"]] == [incr1.consistency["cuts"][incr_file]]
-    assert [p["offset"] for p in diff.consistency["pieces"]] == [full.consistency["cuts"][incr_file]]
-    assert diff.consistency["cuts"][incr_file] > incr2.consistency["cuts"][incr_file]
+    assert [p.offset for p in incr2.consistency.pieces] == [incr1.consistency.cuts[incr_file]]
+    assert [p.offset for p in diff.consistency.pieces] == [full.consistency.cuts[incr_file]]
+    assert diff.consistency.cuts[incr_file] > incr2.consistency.cuts[incr_file]
     # every step changed the data, so every restore is a real test
     assert all(redis_differences(a, b) for i, a in enumerate(states) for b in states[i + 1:])
 
@@ -172,13 +173,13 @@ def test_rewrite_between_backups_breaks_the_chain(fresh_redis, repo):
     change(server, 1)
     with server.client() as conn:
         conn.bgrewriteaof()
-    wait_new_base(server, full.consistency["base"])
+    wait_new_base(server, full.consistency.base)
     with pytest.raises(ChainBrokenError) as info:
         aof_incremental_backup(config, ctx(repo), full, INCR)
     message = str(info.value)
-    assert full.consistency["base"] in message and "taking a full" in message
+    assert full.consistency.base in message and "taking a full" in message
     new_base = read_base(server)
-    assert new_base != full.consistency["base"] and new_base in message
+    assert new_base != full.consistency.base and new_base in message
     assert [m.id for m in repo.catalog("redis", config.name).manifests] == [full.id]
     assert not [i for i in repo.store.list("redis/aof/backups/") if full.id not in i.key]  # no payload left
 
@@ -221,7 +222,7 @@ def test_damaged_parent_piece_refuses_and_leaves_nothing(fresh_redis, repo, tmp_
     change(server, 2)
     incr2 = aof_incremental_backup(config, ctx(repo), incr1, INCR)
     root = Path(repo.store.root)
-    piece = incr1.consistency["pieces"][0]["object"]
+    piece = incr1.consistency.pieces[0].object
     path = root / repo.object_key(incr1, piece)
     original = path.read_bytes()
 
@@ -305,7 +306,7 @@ def test_rdb_parent_breaks_the_chain(fresh_redis, repo):
     config = config_for(server)
     change(server, 0)
     full = aof_full_backup(config, ctx(repo))
-    rdb_like = full.model_copy(update={"mode": "rdb", "consistency": {"method": "BGSAVE + copy"}})
+    rdb_like = full.model_copy(update={"mode": BackupMode.RDB, "consistency": RedisRdbConsistency(method="BGSAVE + copy")})
     with pytest.raises(ChainBrokenError, match=f"{full.id}.*rdb backup.*taking a full"):
         aof_incremental_backup(config, ctx(repo), rdb_like, INCR)
 
@@ -375,7 +376,7 @@ def test_aof_format_base_without_rdb_preamble(fresh_redis, repo, tmp_path):
     config = config_for(server)
     change(server, 0)
     full = aof_full_backup(config, ctx(repo))
-    assert full.consistency["base_format"] == "aof" and full.consistency["base"].endswith(".base.aof")
+    assert full.consistency.base_format == "aof" and full.consistency.base.endswith(".base.aof")
     # redis-check-aof 7.0 has no --version (it reads "--version" as a file and fails): no error text
     # may pass for a version in the manifest
     assert full.tool_versions["redis-check-aof"] == "unknown"

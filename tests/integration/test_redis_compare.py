@@ -13,7 +13,7 @@ from vaultflow.engines.redis.engine import RedisEngine
 from vaultflow.engines.redis.client import KEYSPACE, RedisSettings
 from vaultflow.engines.redis.compare import compare_copies
 from vaultflow.errors import IntegrityError
-from vaultflow.manifest import TableFingerprint
+from vaultflow.manifest import Fingerprint
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 
@@ -77,12 +77,12 @@ def test_backups_from_before_issue_8_still_restore_and_check_their_digest(redis_
     assert KEYSPACE not in manifest.fingerprints  # never recorded any more
 
     old = manifest.model_copy(update={"fingerprints": {
-        **manifest.fingerprints, KEYSPACE: {"all": TableFingerprint(rows=100, digest=digest, method="debug-digest")}}})
+        **manifest.fingerprints, KEYSPACE: {"all": Fingerprint(count=100, digest=digest, method="debug-digest")}}})
     drill = engine.drill(ctx, old)
     assert drill.comparison.ok and KEYSPACE in {t.database for t in drill.comparison.tables}
 
     wrong = old.model_copy(update={"fingerprints": {
-        **manifest.fingerprints, KEYSPACE: {"all": TableFingerprint(rows=100, digest="0" * 40, method="debug-digest")}}})
+        **manifest.fingerprints, KEYSPACE: {"all": Fingerprint(count=100, digest="0" * 40, method="debug-digest")}}})
     with pytest.raises(IntegrityError, match="keyspace"):
         engine.drill(ctx, wrong)
 
@@ -93,7 +93,7 @@ def test_a_restore_refuses_an_rdb_whose_crc64_is_not_the_recorded_one(redis_sour
     engine = RedisEngine(RedisSettings(target_name="crc", host="127.0.0.1", port=redis_source.port))
     ctx = BackupContext(Repository(LocalStore(tmp_path / "repo")), log=lambda line: None)
     manifest = engine.full_backup(ctx)
-    other = "0123456789abcdef" if manifest.consistency["rdb_crc64"] != "0123456789abcdef" else "fedcba9876543210"
-    forged = manifest.model_copy(update={"consistency": {**manifest.consistency, "rdb_crc64": other}})
+    other = "0123456789abcdef" if manifest.consistency.rdb_crc64 != "0123456789abcdef" else "fedcba9876543210"
+    forged = manifest.model_copy(update={"consistency": manifest.consistency.model_copy(update={"rdb_crc64": other})})
     with pytest.raises(IntegrityError, match=f"CRC64 {other}"):
         engine.drill(ctx, forged)

@@ -119,11 +119,11 @@ def test_remote_full_backup_manifest_drill_and_restores(redis_source: RedisProce
 
     # -- the manifest ------------------------------------------------------------------------
     assert manifest.engine == "redis" and manifest.mode == "rdb" and manifest.kind.value == "full"
-    assert manifest.consistency["method"] == "replication snapshot (redis-cli --rdb)"
-    assert manifest.consistency["repl_id"] == info["master_replid"]
-    assert 0 <= manifest.consistency["repl_offset"] <= info["master_repl_offset"]
-    assert manifest.consistency["rdb_version"] == "10"
-    assert abs(manifest.consistency["snapshot_unix_time"] - time.time()) < 120
+    assert manifest.consistency.method == "replication snapshot (redis-cli --rdb)"
+    assert manifest.consistency.repl_id == info["master_replid"]
+    assert 0 <= manifest.consistency.repl_offset <= info["master_repl_offset"]
+    assert manifest.consistency.rdb_version == "10"
+    assert abs(manifest.consistency.snapshot_unix_time - time.time()) < 120
     assert manifest.server_version == info["redis_version"] == "7.0.15"
     assert set(manifest.tool_versions) == {"redis-cli", "redis-check-rdb"}
     prints = manifest.fingerprints
@@ -257,14 +257,14 @@ def test_local_mode_bgsave_copy(fresh_redis, tmp_path: Path):
 
     manifest = engine.full_backup(ctx(repo))
     assert manifest.mode == "rdb"
-    assert manifest.consistency["method"] == "BGSAVE + copy"
+    assert manifest.consistency.method == "BGSAVE + copy"
     assert "redis-cli" not in manifest.tool_versions
     with server.client() as conn:
         persistence = conn.info("persistence")
     assert persistence["rdb_saves"] == saves + 1 and persistence["rdb_last_bgsave_status"] == "ok"
     assert (server.directory / "dump.rdb").stat().st_size == manifest.objects[0].raw_size
     assert manifest.fingerprints["db3"]["keys"].rows == 505
-    assert manifest.consistency["rdb_crc64"] == (server.directory / "dump.rdb").read_bytes()[-8:].hex()
+    assert manifest.consistency.rdb_crc64 == (server.directory / "dump.rdb").read_bytes()[-8:].hex()
 
     result = engine.restore(ctx(repo), manifest)
     port = scratch_port(result)
