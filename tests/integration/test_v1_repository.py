@@ -13,7 +13,7 @@ import pytest
 
 from tests.corpus.conftest import pg_engine
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.redis.client import RedisConfig
+from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.engines.redis.engine import RedisEngine
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
@@ -51,7 +51,7 @@ def test_v1_logical_full_restores_with_its_properties(pg18, repo: Repository) ->
 @pytest.mark.parametrize("target", ["v1-rdb", "v1-aof"])
 def test_v1_redis_backups_restore_and_match(repo: Repository, target: str) -> None:
     catalog = repo.catalog("redis", target)
-    engine = RedisEngine(RedisConfig(name=target, host="127.0.0.1", port=1))  # the source is long gone
+    engine = RedisEngine(RedisSettings(target_name=target, host="127.0.0.1", port=1))  # the source is long gone
     for manifest in catalog.manifests:  # the AOF increment through its chain
         result = engine.drill(BackupContext(repo, log=lambda line: None), manifest)
         assert result.comparison.ok, result.comparison.summary()

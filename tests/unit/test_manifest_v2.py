@@ -191,10 +191,17 @@ class LedgerConsistency(Consistency):
         return f"journal-{self.page}"
 
 
-def test_an_engine_defined_in_a_test_brings_its_own_consistency_model(monkeypatch) -> None:
-    monkeypatch.setattr(registry, "_REGISTERED", dict(registry._REGISTERED))  # forget it after the test
+@pytest.fixture
+def ledger_engine():
+    """A test-only engine with its own consistency model; forgotten after the test."""
     registry.register(registry.EngineSpec(name="ledger", make_engine=lambda settings: None,
                                           consistency=(LedgerConsistency,)))
+    yield
+    registry.unregister("ledger")
+
+
+@pytest.mark.usefixtures("ledger_engine")
+def test_an_engine_defined_in_a_test_brings_its_own_consistency_model() -> None:
     now = datetime(2026, 11, 29, tzinfo=timezone.utc)
     m = Manifest(id="20261129T000000.000Z-F", engine="ledger", target="books", kind=BackupKind.FULL,
                  mode=BackupMode.LOGICAL, started_at=now, finished_at=now, objects=[],
