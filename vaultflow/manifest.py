@@ -118,12 +118,6 @@ class Consistency(Strict):
     type: str = Field(description="which model this is, e.g. 'postgres-physical'; unique across engines")
     method: str = Field(description="how the point was reached, for people (e.g. 'pg_basebackup')")
 
-    @property
-    def log_start(self) -> str | None:
-        """Name of the first object of the engine's continuous log archive that a restore of
-        this backup needs (PostgreSQL: its start WAL file); None when it needs none."""
-        return None
-
     @classmethod
     def of(cls, manifest: Manifest) -> Self:
         """`manifest.consistency` as this model. RefusedError naming the backup when it is
@@ -181,8 +175,8 @@ class Manifest(Strict):
         engine = info.data.get("engine")
         if engine is None:
             return value  # the engine field failed: its own error is reported
-        if isinstance(value, Consistency):
-            if type(value) not in registry.spec(engine).consistency:
+        if isinstance(value, Consistency):  # checked against the engine's models once it is registered
+            if engine in registry.names() and type(value) not in registry.spec(engine).consistency:
                 raise ValueError(f"{type(value).__name__} is not a consistency model of engine {engine} "
                                  "(list it in the engine's EngineSpec.consistency)")
             return value

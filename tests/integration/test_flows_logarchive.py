@@ -14,9 +14,9 @@ from blocks import BackupRepository, RedisTarget
 from flows.archive_logs import archive_logs
 from flows.prune import prune
 from flows.verify import verify
-from tests.fixtures.toy_logarchive import ENGINE, toy_engine_registered, unit_name
+from tests.fixtures.toy_logarchive import ENGINE, ToyLogConsistency, toy_engine_registered, unit_name
 from vaultflow.errors import ConfigError, IntegrityError
-from vaultflow.manifest import BackupKind, Manifest, new_backup_id
+from vaultflow.manifest import BackupKind, BackupMode, Manifest, new_backup_id
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 
@@ -26,8 +26,8 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 def commit_backup(repo: Repository, target: str, log_start: str, age: timedelta) -> Manifest:
     when = datetime.now(UTC) - age
     manifest = Manifest(id=new_backup_id(BackupKind.FULL, when), engine=ENGINE, target=target, kind=BackupKind.FULL,
-                        started_at=when, finished_at=when + timedelta(seconds=1),
-                        consistency={"log_start": log_start}, objects=[])
+                        mode=BackupMode.LOGICAL, started_at=when, finished_at=when + timedelta(seconds=1),
+                        consistency=ToyLogConsistency(log_start=log_start), objects=[])
     repo.commit(manifest)
     return manifest
 

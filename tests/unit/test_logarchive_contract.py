@@ -21,12 +21,14 @@ import pytest
 from blocks.registry import target_types
 from tests.fixtures.toy_logarchive import (
     ToyArchive,
+    ToyLogConsistency,
     ToyLogSettings,
     toy_engine_registered,
     unit_name,
 )
 from vaultflow import logarchive
 from vaultflow.engines import registry
+from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency, PostgresPhysicalConsistency
 from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.wal import (
     object_key,
@@ -50,7 +52,7 @@ from vaultflow.logarchive import (
     ship_failure,
     ship_following,
 )
-from vaultflow.manifest import BackupKind, Manifest, new_backup_id
+from vaultflow.manifest import BackupKind, Consistency, Manifest, new_backup_id
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 
@@ -102,7 +104,7 @@ class Harness:
         return self.manifest_for(start, seq)
 
 
-def manifest(engine: str, seq: int, mode: str, consistency: dict) -> Manifest:
+def manifest(engine: str, seq: int, mode: str, consistency: Consistency) -> Manifest:
     when = T0 + timedelta(hours=seq)
     return Manifest(id=new_backup_id(BackupKind.FULL, when), engine=engine, target=TARGET, kind=BackupKind.FULL,
                     mode=mode, started_at=when, finished_at=when + timedelta(minutes=1), consistency=consistency,
@@ -123,11 +125,11 @@ def postgres_harness(tmp_path: Path) -> Harness:
 
     def manifest_for(start: str | None, seq: int) -> Manifest:
         if start is None:
-            return manifest("postgres", seq, "logical", {})
+            return manifest("postgres", seq, "logical", PostgresLogicalConsistency())
         segno = parse_segment(start)[1]
-        return manifest("postgres", seq, "physical", {
-            "method": "pg_basebackup", "start_wal_file": start, "timeline": 1,
-            "start_lsn": f"0/{segno * (16 << 20) + 0x28:X}", "stop_lsn": f"0/{segno * (16 << 20) + 0x100:X}"})
+        return manifest("postgres", seq, "physical", PostgresPhysicalConsistency(
+            method="pg_basebackup", start_wal_file=start, timeline=1, start_lsn=f"0/{segno * (16 << 20) + 0x28:X}",
+            checkpoint_lsn=f"0/{segno * (16 << 20) + 0x60:X}", stop_lsn=f"0/{segno * (16 << 20) + 0x100:X}"))
 
     settings = PostgresSettings(mode="physical", wal_spool=str(spool), target_name=TARGET)
     return Harness("postgres", WalArchive, Repository(LocalStore(tmp_path / "repo")), settings, produce_one,
@@ -146,7 +148,7 @@ def toy_harness(tmp_path: Path) -> Harness:
         return name, data
 
     def manifest_for(start: str | None, seq: int) -> Manifest:
-        return manifest("toylog", seq, "logical", {"log_start": start} if start else {})
+        return manifest("toylog", seq, "logical", ToyLogConsistency(log_start=start))
 
     prefix = f"toylog/{TARGET}/logs/toy/"
     settings = ToyLogSettings(log_dir=str(log_dir), target_name=TARGET)

@@ -79,14 +79,13 @@ def test_v1_postgres_values_migrated(catalogs) -> None:
     people = logical.fingerprints["shop"]["public.people"]
     assert people == Fingerprint(count=30, digest="-19243756798677214204", method="record") and people.rows == 30
     assert logical.fingerprints["Annex"]["public.notes"].count == 2
-    assert logical.consistency.log_start is None
 
     full, incr = catalogs["v1-physical"][PHYS_F], catalogs["v1-physical"][PHYS_I]
     for m in (full, incr):
         p, raw = PostgresPhysicalConsistency.of(m), docs[m.id]["consistency"]
         assert (p.start_lsn, p.stop_lsn, p.timeline, p.start_wal_file) == (
             raw["start_lsn"], raw["stop_lsn"], 1, raw["start_wal_file"])
-        assert p.log_start == raw["start_wal_file"] and p.system_identifier == raw["system_identifier"]
+        assert p.system_identifier == raw["system_identifier"]
         assert p.unlogged_tables == {"postgres": ["public.scratch"]} and p.manifest_checksums == "CRC32C"
         assert p.method == "pg_basebackup" and not p.file_level and p.files is None
     assert PostgresPhysicalConsistency.of(incr).incremental_from_lsn == full.consistency.start_lsn
@@ -102,7 +101,7 @@ def test_v1_redis_values_migrated(catalogs) -> None:
     docs = v1_docs()
     rdb = RedisRdbConsistency.of(catalogs["v1-rdb"][RDB])
     assert rdb.method == "replication snapshot (redis-cli --rdb)" and rdb.rdb_crc64 == docs[RDB]["consistency"]["rdb_crc64"]
-    assert rdb.rdb_version == "10" and rdb.repl_offset == 0 and rdb.log_start is None
+    assert rdb.rdb_version == "10" and rdb.repl_offset == 0
     assert {g: f["keys"].count for g, f in catalogs["v1-rdb"][RDB].fingerprints.items()} == {"db0": 2, "db2": 1}
     assert catalogs["v1-rdb"][RDB].fingerprints["db0"]["keys"] == Fingerprint(count=2, digest="expires=1", method="count")
     full, incr = (RedisAofConsistency.of(catalogs["v1-aof"][i]) for i in (AOF_F, AOF_I))
@@ -186,10 +185,6 @@ class LedgerConsistency(Consistency):
     method: str = "export"
     page: int
 
-    @property
-    def log_start(self) -> str | None:
-        return f"journal-{self.page}"
-
 
 @pytest.fixture
 def ledger_engine():
@@ -210,4 +205,4 @@ def test_an_engine_defined_in_a_test_brings_its_own_consistency_model() -> None:
     doc = json.loads(m.to_json())
     assert doc["consistency"] == {"type": "ledger-logical", "method": "export", "page": 7}  # subclass fields written
     again = parse_manifest(m.to_json(), "k")
-    assert again == m and isinstance(again.consistency, LedgerConsistency) and again.consistency.log_start == "journal-7"
+    assert again == m and isinstance(again.consistency, LedgerConsistency) and again.consistency.page == 7

@@ -91,10 +91,6 @@ class PostgresPhysicalConsistency(Consistency):
     files: FileLevelCounts | None = Field(default=None, description="file-level incrementals: what was copied")
 
     @property
-    def log_start(self) -> str | None:
-        return self.start_wal_file
-
-    @property
     def file_level(self) -> bool:
         """A PostgreSQL 15/16 file-level backup (restored by laying tars over its chain)."""
         return self.method == FILE_LEVEL
