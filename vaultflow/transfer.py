@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vaultflow.chain import walk
 from vaultflow.errors import IntegrityError, NotFoundError, RefusedError
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import VerifyingReader
@@ -136,12 +137,5 @@ def backups_to_copy(source: Catalog, destination: Catalog, backup_id: str | None
     have = {m.id for m in destination.manifests}
     if backup_id is None:
         return [m for m in source.manifests if m.id not in have]
-    wanted = source.resolve(backup_id)
-    chain, seen = [wanted], {wanted.id}
-    while chain[-1].parent_id and chain[-1].parent_id not in seen:
-        parent = next((m for m in source.manifests if m.id == chain[-1].parent_id), None)
-        if parent is None:
-            break
-        chain.append(parent)
-        seen.add(parent.id)
-    return [m for m in reversed(chain) if m.id not in have]
+    links, broken = walk(source.resolve(backup_id), source.find)  # vaultflow.chain: full first when intact
+    return [m for m in (links if broken is None else reversed(links)) if m.id not in have]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from vaultflow.errors import IntegrityError, NotFoundError, RefusedError
-from vaultflow.manifest import BackupKind, Manifest, StoredObject, new_backup_id
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
+from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject, new_backup_id
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores.base import put_bytes
 from vaultflow.stores.local import LocalStore
@@ -18,6 +19,8 @@ from vaultflow.stores.mirror import MirrorStore
 from vaultflow.transfer import backups_to_copy, copy_backup
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
+POINT = PostgresPhysicalConsistency(start_lsn="0/2000028", stop_lsn="0/2000100", timeline=1,
+                                    start_wal_file="000000010000000000000002", checkpoint_lsn="0/2000060")
 
 
 def make_backup(repo: Repository, kind: BackupKind = BackupKind.FULL, parent: str | None = None,
@@ -32,6 +35,7 @@ def make_backup(repo: Repository, kind: BackupKind = BackupKind.FULL, parent: st
         stored.append(StoredObject(key=name, role="database-dump", format="pg_dump-custom", raw_size=len(data),
                                    stored_size=len(data), sha256=hashlib.sha256(data).hexdigest()))
     manifest = Manifest(id=backup_id, engine="postgres", target="prod", kind=kind, parent_id=parent,
+                        mode=BackupMode.PHYSICAL, consistency=POINT,
                         started_at=at, finished_at=at + timedelta(seconds=5), objects=stored)
     repo.commit(manifest)
     return manifest
