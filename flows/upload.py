@@ -68,8 +68,11 @@ def upload(source: RepositoryParam, destination: RepositoryParam, target: Target
         objects_sent = objects_skipped = bytes_sent = 0
         progress = ProgressReporter(f"upload to {dst.description}")
         for engine, name in targets:
-            pending = backups_to_copy(src.catalog(engine, name), dst.catalog(engine, name), backup_id)
-            with dst.locked(engine, name, log=logger.warning):  # no other backup or upload writes it meanwhile
+            # The source's shared lock keeps its prune from deleting what is being copied; the
+            # destination's backup lock keeps other backups and uploads from writing it meanwhile.
+            with src.locked(engine, name, "upload", log=logger.warning), \
+                    dst.locked(engine, name, log=logger.warning):
+                pending = backups_to_copy(src.catalog(engine, name), dst.catalog(engine, name), backup_id)
                 for manifest in pending:
                     result = upload_task(src, dst, manifest, progress)
                     objects_sent += len(result.copied)
