@@ -21,8 +21,9 @@ CONTRACTS = all_contracts()
 def pg18_summarizing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresInstance]:
     """A PostgreSQL 18 of the contract suite's own, with WAL summaries (native incrementals): a
     physical backup copies the whole cluster, so it holds nothing but the contract's database."""
-    with running_postgres(embedded_bin_dir(), tmp_path_factory.mktemp("pgcontract"),
-                          settings={"summarize_wal": "on"}, name="pgcontract") as pg:
+    with running_postgres(
+        embedded_bin_dir(), tmp_path_factory.mktemp("pgcontract"), settings={"summarize_wal": "on"}, name="pgcontract"
+    ) as pg:
         yield pg
 
 

@@ -76,7 +76,7 @@ class EngineContract(ABC):
     def differences(self, expected: Any, actual: Any) -> list[str]:
         """Every difference between two oracle readings, as sentences; [] when equal."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a contract may have nothing to remove
         """Remove what __init__ made (databases, servers, registrations)."""
 
 

@@ -46,7 +46,6 @@ from flows.prune import prune
 from flows.restore import restore
 from flows.restore_drill import restore_drill
 from flows.verify import verify
-
 from tests.contract.harness import EngineContract, all_contracts
 from tests.integration.test_flows import read_artifact
 from vaultflow.compare import CORRECT
@@ -69,9 +68,9 @@ class Scenario:
     contract: EngineContract
     target: TargetBlock
     repo_dir: Path
-    full: dict[str, Any]        # the full-backup run's result
-    at_full: Any                # the oracle's reading of the source when the full was taken
-    second: dict[str, Any]      # the incremental-backup run's result (an incremental, or a full)
+    full: dict[str, Any]  # the full-backup run's result
+    at_full: Any  # the oracle's reading of the source when the full was taken
+    second: dict[str, Any]  # the incremental-backup run's result (an incremental, or a full)
     at_second: Any
 
     def repository(self, repo_dir: Path | None = None, **policy: Any) -> BackupRepository:
@@ -103,19 +102,23 @@ def restored_by_oracle(scenario: Scenario, expected_id: str, label: str, **param
     """Run the restore flow (to the contract's place for `label`) and check it restored
     `expected_id`; its result and the oracle's reading of the copy."""
     contract = scenario.contract
-    result = restore(target=scenario.target, repository=scenario.repository(),
-                     **contract.restore_parameters(label), **parameters)
+    result = restore(
+        target=scenario.target, repository=scenario.repository(), **contract.restore_parameters(label), **parameters
+    )
     assert result["backup_id"] == expected_id
-    assert result["comparison"] and {row["status"] for row in result["comparison"]} <= set(CORRECT), \
+    assert result["comparison"] and {row["status"] for row in result["comparison"]} <= set(CORRECT), (
         f"vaultflow's own comparison: {result['comparison']}"
+    )
     return result, contract.read_restored(result["restored"])
 
 
 def test_every_registered_engine_has_a_contract():
     covered = {c.engine for c in CONTRACTS}
     missing = [name for name in registry.names() if name not in covered]
-    assert not missing, (f"engines without a contract fixture: {missing}; add tests/contract/engines/<engine>.py "
-                         "(see this module's docstring)")
+    assert not missing, (
+        f"engines without a contract fixture: {missing}; add tests/contract/engines/<engine>.py "
+        "(see this module's docstring)"
+    )
 
 
 def test_full_backup_restores_what_the_source_held(scenario: Scenario):
@@ -133,7 +136,10 @@ def test_incremental_takes_the_changes_or_a_full_saying_why(scenario: Scenario):
     second, full, contract = scenario.second, scenario.full, scenario.contract
     if contract.incremental:
         assert (second["kind"], second["parent_id"], second["fell_back_to_full"]) == (
-            "incremental", full["backup_id"], None)
+            "incremental",
+            full["backup_id"],
+            None,
+        )
     else:
         assert (second["kind"], second["parent_id"]) == ("full", None)
         assert re.search(contract.no_incremental, second["fell_back_to_full"] or ""), second["fell_back_to_full"]
@@ -148,15 +154,18 @@ def test_incremental_without_a_usable_parent_takes_a_full_and_says_why(scenario:
     first = incremental_backup(target=target, repository=scenario.repository(tmp_path / "empty"))
     assert (first["kind"], first["parent_id"]) == ("full", None)
     why = first["fell_back_to_full"] or ""
-    assert re.search(f"no (physical )?backup of {re.escape(target.name)} yet" if contract.incremental
-                     else contract.no_incremental, why), why
+    assert re.search(
+        f"no (physical )?backup of {re.escape(target.name)} yet" if contract.incremental else contract.no_incremental,
+        why,
+    ), why
 
     if not contract.incremental:
         engine, repo = target.engine(), Repository(LocalStore(tmp_path / "direct"))
         with pytest.raises(ChainBrokenError):
             engine.incremental_backup(BackupContext(repository=repo, log=lambda line: None), BackupKind.INCREMENTAL)
-        assert not (tmp_path / "direct").exists() or not list((tmp_path / "direct").rglob("*.*")), \
+        assert not (tmp_path / "direct").exists() or not list((tmp_path / "direct").rglob("*.*")), (
             "a refused incremental writes nothing"
+        )
         return
 
     broken = scenario.copy(tmp_path)
@@ -198,8 +207,7 @@ def test_verify_names_a_corrupt_object_and_a_drill_refuses_it(scenario: Scenario
     victim = max(full.objects, key=lambda o: o.stored_size)
     flip_a_byte(repo_dir / Repository(LocalStore(repo_dir)).object_key(full, victim.key))
 
-    assert verify(repository=repository, target=target, deep=False)["problems"] == [], \
-        "a quick check sees sizes only"
+    assert verify(repository=repository, target=target, deep=False)["problems"] == [], "a quick check sees sizes only"
     with pytest.raises(IntegrityError, match=re.escape(f"{full.id}/{victim.key}")):
         verify(repository=repository, target=target)
     with pytest.raises(IntegrityError, match=re.escape(victim.key)):
@@ -209,8 +217,9 @@ def test_verify_names_a_corrupt_object_and_a_drill_refuses_it(scenario: Scenario
 def test_prune_deletes_what_the_policy_says_and_keeps_chains(scenario: Scenario, tmp_path: Path):
     contract, target = scenario.contract, scenario.target
     repo_dir = scenario.copy(tmp_path)
-    repository = scenario.repository(repo_dir, keep_last=1, keep_daily=None, keep_weekly=None, keep_monthly=None,
-                                     orphan_grace="0s")
+    repository = scenario.repository(
+        repo_dir, keep_last=1, keep_daily=None, keep_weekly=None, keep_monthly=None, orphan_grace="0s"
+    )
     full_id, second_id = scenario.full["backup_id"], scenario.second["backup_id"]
     repo = Repository(LocalStore(repo_dir))
     killed = repo.backup_prefix(contract.engine, target.name, new_backup_id(BackupKind.FULL)) + "payload.zst"

@@ -29,13 +29,18 @@ GENERIC = ["vaultflow", "flows", "tasks", "blocks", "deployments"]  # and the fi
 GENERIC_FILES = ["prefect.yaml", "Makefile", "pyproject.toml"]
 # What generic code would have to say to know the toy engine: its registry name as a string,
 # its block type's slug, its classes, its module.
-MENTIONS = re.compile(r"""["']sqlite["']|sqlite-target|Sqlite(Target|Settings|Engine|RestoreOptions)|"""
-                      r"""toy_engine|tests[./]contract""")
+MENTIONS = re.compile(
+    r"""["']sqlite["']|sqlite-target|Sqlite(Target|Settings|Engine|RestoreOptions)|"""
+    r"""toy_engine|tests[./]contract"""
+)
 
 
 def mentions(path: Path) -> list[str]:
-    return [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-            for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if MENTIONS.search(line)]
+    return [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if MENTIONS.search(line)
+    ]
 
 
 def generic_files() -> list[Path]:
@@ -99,6 +104,9 @@ def test_its_restore_options_and_refusals_reach_it_through_the_restore_flow(app_
         with closing(sqlite3.connect(into)) as conn:
             assert conn.execute("SELECT v FROM t").fetchall() == [("one",)]
 
-        with pytest.raises(ConfigError, match=r"key_pattern does not apply to target 'app', a sqlite target "
-                                              r"\(its restore options: integrity_check\)"):
+        with pytest.raises(
+            ConfigError,
+            match=r"key_pattern does not apply to target 'app', a sqlite target "
+            r"\(its restore options: integrity_check\)",
+        ):
             restore(target=target, repository=repository, key_pattern="user:*")

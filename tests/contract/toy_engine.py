@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
@@ -39,8 +39,16 @@ from pydantic import Field
 from blocks.registry import TargetBlock
 from tests.fixtures.engine_registration import defined_unregistered, registered
 from vaultflow.compare import Comparison, compare_database
-from vaultflow.engines.base import (BackupContext, BackupPlan, BackupUnit, RestoreResult, UnitResult,
-                                    backup_in_steps, new_plan, options_for)
+from vaultflow.engines.base import (
+    BackupContext,
+    BackupPlan,
+    BackupUnit,
+    RestoreResult,
+    UnitResult,
+    backup_in_steps,
+    new_plan,
+    options_for,
+)
 from vaultflow.engines.registry import EngineSpec
 from vaultflow.engines.settings import RestoreOptions, TargetSettings
 from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, NotFoundError, RefusedError
@@ -78,8 +86,10 @@ class SqliteTarget(SqliteSettings, TargetBlock):
 class SqliteRestoreOptions(RestoreOptions):
     """What a SQLite restore takes beyond backup_id, into, overwrite and databases."""
 
-    integrity_check: bool = Field(default=False, description="SQLite: also run PRAGMA integrity_check on the "
-                                  "restored copy before it is put in place.")
+    integrity_check: bool = Field(
+        default=False,
+        description="SQLite: also run PRAGMA integrity_check on the restored copy before it is put in place.",
+    )
 
 
 def read_only(path: Path) -> sqlite3.Connection:
@@ -94,8 +104,12 @@ def quote(name: str) -> str:
 def fingerprint_tables(conn: sqlite3.Connection) -> dict[str, TableFingerprint]:
     """table -> rows and the sum (mod 2**64) of the first 8 bytes of sha256(repr(row)) over its
     rows: equal for equal contents whatever the row order."""
-    tables = [name for (name,) in conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    tables = [
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+    ]
     result = {}
     for table in tables:
         count = total = 0
@@ -134,8 +148,7 @@ class SqliteEngine:
         have no incremental form here (the flows take a full instead)."""
         version = self.check()
         if kind != BackupKind.FULL:
-            raise ChainBrokenError(f"{self.config.name}: a {ENGINE} target has no {kind.value} form; "
-                                   "take full backups")
+            raise ChainBrokenError(f"{self.config.name}: a {ENGINE} target has no {kind.value} form; take full backups")
         return new_plan(self.name, self.config.name, kind, [UNIT], sqlite_version=version)
 
     def dump(self, ctx: BackupContext, plan: BackupPlan, unit: BackupUnit) -> UnitResult:
@@ -155,13 +168,29 @@ class SqliteEngine:
             progress = (lambda done: ctx.progress(OBJECT, done, size)) if ctx.progress else None
             with open(snapshot, "rb") as handle:
                 written = compress_into_store(
-                    handle, repo.store, repo.backup_prefix(self.name, plan.target, plan.backup_id) + OBJECT,
-                    level=repo.compression_level, size_hint=size, progress=progress)
-        stored = StoredObject(key=OBJECT, role="database", database=GROUP, format="sqlite3",
-                              raw_size=written.raw_size, stored_size=written.stored_size, sha256=written.sha256)
-        return UnitResult(unit, objects=(stored,), fingerprints={GROUP: fingerprints},
-                          facts={"page_count": page_count, "page_size": page_size},
-                          timings={"dump": time.monotonic() - started})
+                    handle,
+                    repo.store,
+                    repo.backup_prefix(self.name, plan.target, plan.backup_id) + OBJECT,
+                    level=repo.compression_level,
+                    size_hint=size,
+                    progress=progress,
+                )
+        stored = StoredObject(
+            key=OBJECT,
+            role="database",
+            database=GROUP,
+            format="sqlite3",
+            raw_size=written.raw_size,
+            stored_size=written.stored_size,
+            sha256=written.sha256,
+        )
+        return UnitResult(
+            unit,
+            objects=(stored,),
+            fingerprints={GROUP: fingerprints},
+            facts={"page_count": page_count, "page_size": page_size},
+            timings={"dump": time.monotonic() - started},
+        )
 
     def finish_backup(self, ctx: BackupContext, plan: BackupPlan, results: list[UnitResult]) -> Manifest:
         """The manifest of the one unit's result, committed last."""
@@ -169,12 +198,21 @@ class SqliteEngine:
             raise ValueError(f"backup {plan.backup_id}: finish_backup needs the result of the database unit")
         (result,) = results
         manifest = Manifest(
-            id=plan.backup_id, engine=self.name, target=plan.target, kind=plan.kind, mode="physical",
-            started_at=plan.started_at, finished_at=datetime.now(timezone.utc),
+            id=plan.backup_id,
+            engine=self.name,
+            target=plan.target,
+            kind=plan.kind,
+            mode="physical",
+            started_at=plan.started_at,
+            finished_at=datetime.now(UTC),
             consistency={"method": "sqlite3 online backup API", **result.facts},
-            objects=list(result.objects), fingerprints=result.fingerprints,
-            server_version=plan.facts["sqlite_version"], tool_versions={"sqlite3": sqlite3.sqlite_version},
-            timings=result.timings, lineage=ctx.lineage)
+            objects=list(result.objects),
+            fingerprints=result.fingerprints,
+            server_version=plan.facts["sqlite_version"],
+            tool_versions={"sqlite3": sqlite3.sqlite_version},
+            timings=result.timings,
+            lineage=ctx.lineage,
+        )
         ctx.repository.commit(manifest)
         return manifest
 
@@ -186,9 +224,16 @@ class SqliteEngine:
         return backup_in_steps(self, ctx, kind)
 
     # -- restore ----------------------------------------------------------------------------
-    def restore(self, ctx: BackupContext, manifest: Manifest, *, into: str | None = None,
-                overwrite: bool = False, databases: list[str] | None = None,
-                options: SqliteRestoreOptions | None = None) -> RestoreResult:
+    def restore(
+        self,
+        ctx: BackupContext,
+        manifest: Manifest,
+        *,
+        into: str | None = None,
+        overwrite: bool = False,
+        databases: list[str] | None = None,
+        options: SqliteRestoreOptions | None = None,
+    ) -> RestoreResult:
         """Restore into the file `into` (default: `<stem>-<backup id>.db` beside the target's file).
         An existing `into` is replaced only with overwrite=True, and only by a copy that matched
         the backup. RefusedError when `into` exists without overwrite; IntegrityError for a
@@ -196,8 +241,7 @@ class SqliteEngine:
         place then)."""
         opts = options_for(self, options, self.config.name)
         if databases not in (None, [GROUP]):
-            raise ConfigError(f"a {ENGINE} backup holds one database, {GROUP!r}; databases={databases!r} "
-                              "names others")
+            raise ConfigError(f"a {ENGINE} backup holds one database, {GROUP!r}; databases={databases!r} names others")
         source = Path(self.config.path)
         dest = Path(into) if into else source.with_name(f"{source.stem}-{manifest.id}.db")
         if dest.exists() and not overwrite:
@@ -209,38 +253,58 @@ class SqliteEngine:
             os.replace(scratch, dest)
         finally:
             scratch.unlink(missing_ok=True)
-        return RestoreResult(backup_id=manifest.id, restored={GROUP: str(dest)}, seconds=time.monotonic() - started,
-                             comparison=comparison, notes=notes)
+        return RestoreResult(
+            backup_id=manifest.id,
+            restored={GROUP: str(dest)},
+            seconds=time.monotonic() - started,
+            comparison=comparison,
+            notes=notes,
+        )
 
     def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
         """Restore into a scratch file, compare, remove it."""
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="vfsqlite-drill-") as work:
             comparison, notes = self._restore_file(ctx, manifest, Path(work) / "drill.db", integrity_check=True)
-        return RestoreResult(backup_id=manifest.id, restored={GROUP: "scratch file (removed)"},
-                             seconds=time.monotonic() - started, comparison=comparison, notes=notes)
+        return RestoreResult(
+            backup_id=manifest.id,
+            restored={GROUP: "scratch file (removed)"},
+            seconds=time.monotonic() - started,
+            comparison=comparison,
+            notes=notes,
+        )
 
-    def _restore_file(self, ctx: BackupContext, manifest: Manifest, path: Path,
-                      integrity_check: bool) -> tuple[Comparison, list[str]]:
+    def _restore_file(
+        self, ctx: BackupContext, manifest: Manifest, path: Path, integrity_check: bool
+    ) -> tuple[Comparison, list[str]]:
         """Write the backup's database into `path` (checksums verified while streaming), compare it
         with the manifest's fingerprints. IntegrityError when it differs."""
         (obj,) = manifest.objects
         with open(path, "wb") as out:
-            write_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key), obj.sha256,
-                           obj.stored_size, out, name=obj.key)
+            write_verified(
+                ctx.repository.store,
+                ctx.repository.object_key(manifest, obj.key),
+                obj.sha256,
+                obj.stored_size,
+                out,
+                name=obj.key,
+            )
         notes = []
         with closing(read_only(path)) as conn:
             if integrity_check:
                 verdict = conn.execute("PRAGMA integrity_check").fetchone()[0]
                 if verdict != "ok":
-                    raise IntegrityError(f"restored copy of backup {manifest.id} fails PRAGMA integrity_check: "
-                                         f"{verdict}")
+                    raise IntegrityError(
+                        f"restored copy of backup {manifest.id} fails PRAGMA integrity_check: {verdict}"
+                    )
                 notes.append("PRAGMA integrity_check: ok")
             actual = fingerprint_tables(conn)
         comparison = Comparison(compare_database(GROUP, manifest.fingerprints.get(GROUP, {}), actual))
         if not comparison.ok:
-            raise IntegrityError(f"the restored copy of backup {manifest.id} differs from it: {comparison.summary()}; "
-                                 "nothing was put in place")
+            raise IntegrityError(
+                f"the restored copy of backup {manifest.id} differs from it: {comparison.summary()}; "
+                "nothing was put in place"
+            )
         ctx.log(f"restored copy of {manifest.id}: {comparison.summary()}")
         return comparison, notes
 

@@ -22,17 +22,21 @@ from vaultflow.testing.unprivileged import SERVICE_USER, running_as_root
 
 
 def write_items(pg: PostgresInstance, db: str) -> None:
-    pg.execute("CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10, 2), tags text[]); "
-               "INSERT INTO items SELECT g, 'item ' || g, g * 1.25, ARRAY['t' || (g % 3)] "
-               "FROM generate_series(1, 300) g; "
-               "CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) VALUES ('first')",
-               dbname=db)
+    pg.execute(
+        "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10, 2), tags text[]); "
+        "INSERT INTO items SELECT g, 'item ' || g, g * 1.25, ARRAY['t' || (g % 3)] "
+        "FROM generate_series(1, 300) g; "
+        "CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) VALUES ('first')",
+        dbname=db,
+    )
 
 
 def change_items(pg: PostgresInstance, db: str) -> None:
-    pg.execute("UPDATE items SET price = price + 1 WHERE id % 10 = 0; DELETE FROM items WHERE id % 7 = 0; "
-               "INSERT INTO items VALUES (1001, 'late', 9.99, NULL); INSERT INTO notes (body) VALUES ('second')",
-               dbname=db)
+    pg.execute(
+        "UPDATE items SET price = price + 1 WHERE id % 10 = 0; DELETE FROM items WHERE id % 7 = 0; "
+        "INSERT INTO items VALUES (1001, 'late', 9.99, NULL); INSERT INTO notes (body) VALUES ('second')",
+        dbname=db,
+    )
 
 
 class PostgresLogical(EngineContract):
@@ -49,8 +53,14 @@ class PostgresLogical(EngineContract):
         self.pg.execute(f"CREATE DATABASE {quote_ident(self.db)}")
 
     def target(self) -> PostgresTarget:
-        return PostgresTarget(host=self.pg.host, port=self.pg.port, user=self.pg.user, databases=[self.db],
-                              target_name="contract-pg-logical", bin_dir=str(self.pg.client_bin_dir))
+        return PostgresTarget(
+            host=self.pg.host,
+            port=self.pg.port,
+            user=self.pg.user,
+            databases=[self.db],
+            target_name="contract-pg-logical",
+            bin_dir=str(self.pg.client_bin_dir),
+        )
 
     def write(self) -> None:
         write_items(self.pg, self.db)
@@ -93,10 +103,17 @@ class PostgresPhysical(EngineContract):
         self.pg.execute(f"CREATE DATABASE {self.db}")
 
     def target(self) -> PostgresTarget:
-        return PostgresTarget(host=self.pg.host, port=self.pg.port, user=self.pg.user, mode="physical",
-                              physical_fingerprints=True, target_name="contract-pg-physical",
-                              bin_dir=str(self.pg.client_bin_dir), server_bin_dir=str(self.pg.bin_dir),
-                              restore_os_user=SERVICE_USER if running_as_root() else None)
+        return PostgresTarget(
+            host=self.pg.host,
+            port=self.pg.port,
+            user=self.pg.user,
+            mode="physical",
+            physical_fingerprints=True,
+            target_name="contract-pg-physical",
+            bin_dir=str(self.pg.client_bin_dir),
+            server_bin_dir=str(self.pg.bin_dir),
+            restore_os_user=SERVICE_USER if running_as_root() else None,
+        )
 
     def write(self) -> None:
         write_items(self.pg, self.db)
@@ -114,13 +131,22 @@ class PostgresPhysical(EngineContract):
         """Start the restored data directory (as the service user when root), read it through its
         socket, stop it and delete it."""
         data_dir = Path(restored["cluster"])
-        cluster = start_restored_cluster(data_dir, self.pg.bin_dir, run_as=SERVICE_USER if running_as_root() else None,
-                                         host="")
+        cluster = start_restored_cluster(
+            data_dir, self.pg.bin_dir, run_as=SERVICE_USER if running_as_root() else None, host=""
+        )
         try:
-            copy = PostgresInstance(bin_dir=self.pg.bin_dir, client_bin_dir=self.pg.client_bin_dir, data_dir=data_dir,
-                                    socket_dir=cluster.socket_dir, host=str(cluster.socket_dir), port=cluster.port,
-                                    user=self.pg.user, password=None, version=self.pg.version,
-                                    log_file=cluster.log_file)
+            copy = PostgresInstance(
+                bin_dir=self.pg.bin_dir,
+                client_bin_dir=self.pg.client_bin_dir,
+                data_dir=data_dir,
+                socket_dir=cluster.socket_dir,
+                host=str(cluster.socket_dir),
+                port=cluster.port,
+                user=self.pg.user,
+                password=None,
+                version=self.pg.version,
+                log_file=cluster.log_file,
+            )
             return pg_state(copy, self.db)
         finally:
             stop_cluster(cluster)

@@ -42,8 +42,12 @@ class RedisLocalAof(EngineContract):
         self.server = start_source_redis(name="contract")
 
     def target(self) -> RedisTarget:
-        return RedisTarget(host=self.server.host, port=self.server.port, target_name="contract-redis",
-                           data_dir=str(self.server.directory))
+        return RedisTarget(
+            host=self.server.host,
+            port=self.server.port,
+            target_name="contract-redis",
+            data_dir=str(self.server.directory),
+        )
 
     def write(self) -> None:
         conn = self.server.client()

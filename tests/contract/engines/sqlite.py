@@ -43,15 +43,19 @@ class SqliteFile(EngineContract):
                 conn.executemany(statement, rows)
 
     def write(self) -> None:
-        self._run("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, data BLOB);"
-                  "CREATE TABLE notes (body TEXT);",
-                  [(i, f"item {i}", i * 1.25, bytes([i % 256]) * 3) for i in range(1, 301)],
-                  "INSERT INTO items VALUES (?, ?, ?, ?)")
+        self._run(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, price REAL, data BLOB);"
+            "CREATE TABLE notes (body TEXT);",
+            [(i, f"item {i}", i * 1.25, bytes([i % 256]) * 3) for i in range(1, 301)],
+            "INSERT INTO items VALUES (?, ?, ?, ?)",
+        )
         self._run("INSERT INTO notes VALUES ('first')")
 
     def change(self) -> None:
-        self._run("UPDATE items SET price = price + 1 WHERE id % 10 = 0; DELETE FROM items WHERE id % 7 = 0;"
-                  "INSERT INTO items VALUES (1001, 'late', 9.99, NULL); INSERT INTO notes VALUES ('second');")
+        self._run(
+            "UPDATE items SET price = price + 1 WHERE id % 10 = 0; DELETE FROM items WHERE id % 7 = 0;"
+            "INSERT INTO items VALUES (1001, 'late', 9.99, NULL); INSERT INTO notes VALUES ('second');"
+        )
 
     def read_source(self):
         return dump_lines(self.path)
@@ -69,8 +73,10 @@ class SqliteFile(EngineContract):
     def differences(self, expected, actual) -> list[str]:
         if expected == actual:
             return []
-        return ["dumps differ:\n" + "\n".join(list(difflib.unified_diff(expected, actual, "source", "restored",
-                                                                          lineterm="", n=0))[:40])]
+        return [
+            "dumps differ:\n"
+            + "\n".join(list(difflib.unified_diff(expected, actual, "source", "restored", lineterm="", n=0))[:40])
+        ]
 
     def close(self) -> None:
         self._stack.close()
