@@ -23,6 +23,9 @@ from tests.contract.toy_engine import ENGINE, SqliteTarget, sqlite_engine_regist
 from tests.unit import test_engine_protocol  # a module, so pytest does not collect its tests here again
 from vaultflow.engines import registry
 from vaultflow.errors import ConfigError, NotFoundError, RefusedError
+from vaultflow.manifest import BackupMode
+from vaultflow.repository import Repository
+from vaultflow.stores import LocalStore
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERIC = ["vaultflow", "flows", "tasks", "blocks", "deployments"]  # and the files below
@@ -30,7 +33,7 @@ GENERIC_FILES = ["prefect.yaml", "Makefile", "pyproject.toml"]
 # What generic code would have to say to know the toy engine: its registry name as a string,
 # its block type's slug, its classes, its module.
 MENTIONS = re.compile(
-    r"""["']sqlite["']|sqlite-target|Sqlite(Target|Settings|Engine|RestoreOptions)|"""
+    r"""["']sqlite["']|sqlite-target|Sqlite(Target|Settings|Engine|RestoreOptions|Consistency)|sqlite-file|"""
     r"""toy_engine|tests[./]contract"""
 )
 
@@ -53,7 +56,13 @@ def test_no_generic_module_knows_the_toy_engine():
     assert mentions(Path(toy_engine.__file__)), "the scan finds the engine where it is defined"
     found = [hit for path in generic_files() for hit in mentions(path)]
     assert found == [], "generic code names the test-only engine:\n" + "\n".join(found)
-    for part in (toy_engine.SqliteSettings, SqliteTarget, toy_engine.SqliteRestoreOptions, toy_engine.SqliteEngine):
+    for part in (
+        toy_engine.SqliteSettings,
+        SqliteTarget,
+        toy_engine.SqliteRestoreOptions,
+        toy_engine.SqliteEngine,
+        toy_engine.SqliteConsistency,
+    ):
         assert inspect.getsourcefile(part) == toy_engine.__file__, f"{part.__name__} is defined elsewhere"
 
 
@@ -88,6 +97,9 @@ def test_its_restore_options_and_refusals_reach_it_through_the_restore_flow(app_
         with pytest.raises(NotFoundError, match="no SQLite database file at"):
             full_backup(target=kind(path=str(tmp_path / "missing.db")), repository=repository)
         backup = full_backup(target=target, repository=repository)
+        (manifest,) = Repository(LocalStore(tmp_path / "repo")).catalog(ENGINE, "app").manifests
+        assert isinstance(manifest.consistency, toy_engine.SqliteConsistency), "its own model, read back typed"
+        assert (manifest.mode, manifest.consistency.page_count) == (BackupMode.PHYSICAL, 2)
 
         into = tmp_path / "copy.db"
         done = restore(target=target, repository=repository, into=str(into), options={"integrity_check": True})

@@ -1,7 +1,7 @@
 """A minimal engine defined only in tests: SQLite database files (stdlib sqlite3).
 
 It proves the registry (issue 9): this module is the whole engine — its settings, its target
-block, its restore options, the engine and its registry entry — and the full-backup,
+block, its restore options, its manifest consistency model, the engine and its registry entry — and the full-backup,
 incremental-backup (falling back to a full), restore, restore-drill, verify and prune flows run
 on it with no edit to flows/, tasks/, blocks/ or vaultflow/. tests/contract/test_toy_engine.py
 asserts that property; the contract suite (tests/contract/test_engine_contract.py) runs on it
@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -52,7 +52,7 @@ from vaultflow.engines.base import (
 from vaultflow.engines.registry import EngineSpec
 from vaultflow.engines.settings import RestoreOptions, TargetSettings
 from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, NotFoundError, RefusedError
-from vaultflow.manifest import BackupKind, Manifest, StoredObject, TableFingerprint
+from vaultflow.manifest import BackupKind, BackupMode, Consistency, Fingerprint, Manifest, StoredObject
 from vaultflow.pipeline import compress_into_store, write_verified
 
 ENGINE = "sqlite"
@@ -92,6 +92,17 @@ class SqliteRestoreOptions(RestoreOptions):
     )
 
 
+class SqliteConsistency(Consistency):
+    """The consistency point of a SQLite backup: the snapshot the online backup API copied (the
+    manifest's `consistency`, listed in this engine's EngineSpec)."""
+
+    MODE: ClassVar[BackupMode] = BackupMode.PHYSICAL  # a copy of the database file's pages
+    type: Literal["sqlite-file"] = "sqlite-file"
+    method: str = "sqlite3 online backup API"
+    page_count: int = Field(description="pages in the copied database file")
+    page_size: int = Field(description="bytes per page")
+
+
 def read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection to the database file `path` (never creates it)."""
     return sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
@@ -101,7 +112,7 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def fingerprint_tables(conn: sqlite3.Connection) -> dict[str, TableFingerprint]:
+def fingerprint_tables(conn: sqlite3.Connection) -> dict[str, Fingerprint]:
     """table -> rows and the sum (mod 2**64) of the first 8 bytes of sha256(repr(row)) over its
     rows: equal for equal contents whatever the row order."""
     tables = [
@@ -116,7 +127,7 @@ def fingerprint_tables(conn: sqlite3.Connection) -> dict[str, TableFingerprint]:
         for row in conn.execute(f"SELECT * FROM {quote(table)}"):
             count += 1
             total = (total + int.from_bytes(hashlib.sha256(repr(row).encode()).digest()[:8], "big")) & _MASK
-        result[table] = TableFingerprint(rows=count, digest=f"{total:016x}", method=FINGERPRINT_METHOD)
+        result[table] = Fingerprint(count=count, digest=f"{total:016x}", method=FINGERPRINT_METHOD)
     return result
 
 
@@ -202,10 +213,10 @@ class SqliteEngine:
             engine=self.name,
             target=plan.target,
             kind=plan.kind,
-            mode="physical",
+            mode=BackupMode.PHYSICAL,
             started_at=plan.started_at,
             finished_at=datetime.now(UTC),
-            consistency={"method": "sqlite3 online backup API", **result.facts},
+            consistency=SqliteConsistency(**result.facts),
             objects=list(result.objects),
             fingerprints=result.fingerprints,
             server_version=plan.facts["sqlite_version"],
@@ -309,7 +320,7 @@ class SqliteEngine:
         return comparison, notes
 
 
-SPEC = EngineSpec(name=ENGINE, make_engine=SqliteEngine)
+SPEC = EngineSpec(name=ENGINE, make_engine=SqliteEngine, consistency=(SqliteConsistency,))
 
 
 @contextmanager
