@@ -86,8 +86,12 @@ class BackupRepository(Block):
         if self.local_path:
             stores.append(LocalStore(Path(self.local_path).expanduser()))
         if self.s3_bucket is not None:
-            client = self.s3_bucket.credentials.get_s3_client()
-            stores.append(S3Store(client, self.s3_bucket.bucket_name, self.s3_bucket.bucket_folder))
+            credentials = self.s3_bucket.credentials
+            # the session's credentials travel in connection_spec to a restore_command's wal-fetch
+            stores.append(S3Store(credentials.get_s3_client(), self.s3_bucket.bucket_name,
+                                  self.s3_bucket.bucket_folder,
+                                  credentials=credentials.get_boto3_session().get_credentials(),
+                                  verify=credentials.aws_client_parameters.verify))
         store = stores[0] if len(stores) == 1 else MirrorStore(stores)
         return Repository(store, compression_level=self.compression_level,
                           lock_settings=LockSettings(wait=parse_duration(self.lock_wait)))

@@ -26,7 +26,7 @@ from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.errors import AuthenticationError, ToolError
 from vaultflow.manifest import Manifest
 from vaultflow.repository import Repository
-from vaultflow.stores import LocalStore, MirrorStore, S3Store, spec
+from vaultflow.stores import LocalStore, MirrorStore, spec
 from vaultflow.testing.unprivileged import SERVICE_USER, running_as_root
 from vaultflow.engines.postgres.wal import object_key, record_key, ship_spool, wal_fetch
 from vaultflow.engines.postgres.wal.cli import fetch_command
@@ -55,7 +55,7 @@ def s3_pitr(archiving, s3_server):
     pg = archiving.pg
     bucket = f"vf-pitr-{int(time.time() * 1000) % 10**9}"
     s3_server.create_bucket(bucket)
-    repo = Repository(S3Store(s3_server.client(), bucket, prefix="vault"))
+    repo = Repository(s3_server.store(bucket, prefix="vault"))
     work = Path(tempfile.mkdtemp(prefix="vfpitr-s3-", dir="/tmp"))
     work.chmod(0o711)  # the restored cluster runs as the service user
     target = f"pitrs3{int(time.time() * 1000) % 10**6}"
@@ -119,7 +119,7 @@ def test_pitr_to_t2_from_s3_only_repository_keeps_the_secret_private(s3_pitr, ar
 
 def test_wrong_secret_in_restore_command_fails_naming_bucket_and_endpoint(s3_pitr, archiving, s3_server):
     wrong = "wrong-" + s3_pitr.secret[::-1]
-    bad_store = S3Store(s3_server.client(aws_secret_access_key=wrong), s3_pitr.bucket, prefix="vault")
+    bad_store = s3_server.store(s3_pitr.bucket, prefix="vault", secret_key=wrong)
     dest = s3_pitr.work / "wrong"
     t0 = time.monotonic()
     with pytest.raises(ToolError) as info:
@@ -136,8 +136,7 @@ def test_wrong_secret_in_restore_command_fails_naming_bucket_and_endpoint(s3_pit
 
 
 def test_wrong_secret_in_repository_fails_at_once(s3_pitr, s3_server):
-    bad = Repository(S3Store(s3_server.client(aws_secret_access_key="not-the-secret"), s3_pitr.bucket,
-                             prefix="vault"))
+    bad = Repository(s3_server.store(s3_pitr.bucket, prefix="vault", secret_key="not-the-secret"))
     with pytest.raises(AuthenticationError) as info:
         s3_pitr.engine.recover(BackupContext(bad), s3_pitr.manifest, s3_pitr.work / "never",
                                RecoveryTarget(time=s3_pitr.t2))

@@ -174,3 +174,28 @@ def test_sweep_partial_aborts_stale_multipart_uploads(store: S3Store, s3_server:
     assert store.sweep_partial("a/", datetime.now(timezone.utc) - timedelta(hours=1)) == 0
     assert store.sweep_partial("a/", datetime.now(timezone.utc) + timedelta(minutes=1)) == 1
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_connection_spec_carries_the_sessions_credentials(s3_server: S3Instance, s3_bucket: str) -> None:
+    """Keys reach a wal-fetch process through public boto3 APIs only: a store made from a
+    session hands on that session's credentials, and the spec builds a working store; a store
+    made from a bare client (credentials unknown) hands on none, rather than guessing."""
+    from vaultflow.stores import spec
+
+    store = s3_server.store(s3_bucket, prefix="spec")
+    described = store.connection_spec()
+    assert (described["access_key_id"], described["secret_access_key"]) == (s3_server.access_key,
+                                                                            s3_server.secret_key)
+    assert described["endpoint"] == s3_server.endpoint_url and described["addressing_style"] == "path"
+    put_bytes(store, "probe", b"through the session")
+    rebuilt = spec.build(described)
+    assert isinstance(rebuilt, S3Store) and get_bytes(rebuilt, "probe") == b"through the session"
+
+    wrong = s3_server.store(s3_bucket, prefix="spec", secret_key="not-the-secret").connection_spec()
+    assert wrong["secret_access_key"] == "not-the-secret"
+    with pytest.raises(AuthenticationError):
+        get_bytes(spec.build(wrong), "probe")
+
+    bare = S3Store(s3_server.client(), s3_bucket, prefix="spec").connection_spec()
+    assert bare["access_key_id"] is None and bare["secret_access_key"] is None and "verify" not in bare
+    assert S3Store(s3_server.client(), s3_bucket, verify=False).connection_spec()["verify"] is False

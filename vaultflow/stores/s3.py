@@ -124,14 +124,25 @@ class S3Store:
         max_concurrency: int = 4,
         list_page_size: int = 1000,
         min_part_size: int = MIN_PART_SIZE,
+        credentials: Any = None,
+        verify: bool | str | None = None,
     ):
         """`checksum_algorithm` asks S3 to verify each part in transit. CRC32 by default: the
         object's sha256 is computed by vaultflow anyway, and a second SHA256 per part cost
         ~45% of the upload time in `make bench` (SeaweedFS 4.48 accepts CRC32 and SHA256;
         pass None for endpoints that reject the header). `list_page_size` exists so tests
         can force pagination without creating 1,000 objects, `min_part_size` (S3 allows 5 MiB)
-        so they can make multipart uploads without writing 16 MiB objects."""
+        so they can make multipart uploads without writing 16 MiB objects.
+
+        `credentials` and `verify` are what connection_spec hands to other processes (a
+        restore_command's wal-fetch): the credentials `client` was made with, as
+        `boto3.Session.get_credentials()` returns them (refreshable ones are frozen when the
+        spec is written), and its TLS setting (False, or a CA bundle path). Without
+        `credentials` the spec carries no keys and the other process resolves its own
+        (environment, profile, instance role). `from_session` fills both."""
         self.client = client
+        self.credentials = credentials
+        self.verify = verify if verify is None or isinstance(verify, bool) else str(verify)  # JSON-able
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.checksum_algorithm = checksum_algorithm
@@ -150,17 +161,23 @@ class S3Store:
     def __repr__(self) -> str:
         return f"S3Store({self.description!r}, endpoint={self.endpoint!r})"
 
+    @classmethod
+    def from_session(cls, session: Any, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
+                     region_name: str | None = None, verify: bool | str | None = None, config: Any = None,
+                     **store_kw: Any) -> S3Store:
+        """The store of `bucket` through an S3 client of the boto3 `session`, keeping the
+        session's credentials (`session.get_credentials()`: explicit keys, profile or role) for
+        connection_spec. `endpoint_url`, `region_name`, `verify` and `config` (a botocore
+        Config) go to `session.client("s3", ...)`; `store_kw` to S3Store."""
+        client = session.client("s3", endpoint_url=endpoint_url, region_name=region_name, verify=verify,
+                                config=config)
+        return cls(client, bucket, prefix, credentials=session.get_credentials(), verify=verify, **store_kw)
+
     def connection_spec(self) -> dict:
         """Everything another process needs to reach this bucket (vaultflow.stores.spec),
         INCLUDING the secret key: write it only to a private file (spec.spec_file).
-        Credentials are the client's resolved ones (explicit keys, profile or role alike)."""
-        credentials = getattr(getattr(self.client, "_request_signer", None), "_credentials", None)
-        if credentials is None:
-            try:
-                credentials = self.client._get_credentials()
-            except Exception:  # noqa: BLE001 - botocore-internal: absent on some versions
-                credentials = None
-        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+        Keys are those of `credentials` (see __init__), frozen now; none without them."""
+        frozen = self.credentials.get_frozen_credentials() if self.credentials is not None else None
         config = self.client.meta.config
         spec: dict = {"kind": "s3", "bucket": self.bucket, "prefix": self.prefix, "endpoint": self.endpoint,
                       "region": self.client.meta.region_name,
@@ -168,9 +185,8 @@ class S3Store:
                       "access_key_id": frozen.access_key if frozen else None,
                       "secret_access_key": frozen.secret_key if frozen else None,
                       "session_token": frozen.token if frozen else None}
-        if getattr(getattr(self.client, "_endpoint", None), "http_session", None) is not None \
-                and self.client._endpoint.http_session._verify is False:
-            spec["verify"] = False
+        if self.verify is not None:
+            spec["verify"] = self.verify
         return spec
 
     @classmethod
@@ -184,13 +200,13 @@ class S3Store:
             raise ConfigError("repository spec: an s3 store needs 'bucket'")
         config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"},
                         s3={"addressing_style": spec["addressing_style"]} if spec.get("addressing_style") else None)
-        client = boto3.session.Session().client(
-            "s3", endpoint_url=spec.get("endpoint") or None, region_name=spec.get("region") or None,
+        session = boto3.session.Session(
             aws_access_key_id=spec.get("access_key_id") or None,
             aws_secret_access_key=spec.get("secret_access_key") or None,
-            aws_session_token=spec.get("session_token") or None,
-            verify=spec.get("verify", None), config=config)
-        return cls(client, spec["bucket"], spec.get("prefix") or "")
+            aws_session_token=spec.get("session_token") or None)
+        return cls.from_session(session, spec["bucket"], spec.get("prefix") or "",
+                                endpoint_url=spec.get("endpoint") or None, region_name=spec.get("region") or None,
+                                verify=spec.get("verify", None), config=config)
 
     def _key(self, key: str) -> str:
         if not key or key.startswith("/"):

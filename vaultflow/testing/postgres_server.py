@@ -13,12 +13,10 @@ import functools
 import hashlib
 import importlib.util
 import os
-import re
 import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +34,8 @@ from vaultflow.testing.unprivileged import (
     readable_by_service_user,
     world_readable_copy,
 )
+from vaultflow.tools import log_tail, parse_version, tool_version, wait_until
+from vaultflow.errors import TransientError
 
 SUPERUSER = "postgres"
 HOST = "127.0.0.1"
@@ -81,13 +81,11 @@ def system_bin_dirs() -> list[Path]:
 @functools.cache
 def major_version(bin_dir: Path) -> int:
     """Major version from `postgres --version`, e.g. "postgres (PostgreSQL) 15.20 (Debian ...)"."""
-    out = subprocess.run(
-        [str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=True
-    ).stdout
-    match = re.search(r"\(PostgreSQL\)\s+(\d+)", out)
-    if match is None:
-        raise RuntimeError(f"cannot parse the version of {bin_dir / 'postgres'}: {out!r}")
-    return int(match.group(1))
+    banner = tool_version(bin_dir / "postgres")
+    try:
+        return parse_version(banner)[0]
+    except ValueError:
+        raise RuntimeError(f"cannot parse the version of {bin_dir / 'postgres'}: {banner!r}") from None
 
 
 def _server_binaries(bin_dir: Path, *, force_copy: bool = False) -> tuple[Path, dict[str, str]]:
@@ -122,16 +120,6 @@ def _write_for_service_user(path: Path, text: str, mode: int = 0o600) -> None:
     user = ensure_service_user()
     if user is not None:
         os.chown(path, user.pw_uid, user.pw_gid)
-
-
-def _tail(path: Path, offset: int = 0, lines: int = 30) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            text = handle.read().decode(errors="replace")
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass
@@ -203,30 +191,34 @@ class PostgresInstance:
             if problem is None:
                 return
             self._kill()
-            log_tail = _tail(self.log_file, offset)
-            port_taken = problem == _PORT_LOST or "Address already in use" in log_tail
+            tail = log_tail(self.log_file, 30, offset)
+            port_taken = problem == _PORT_LOST or "Address already in use" in tail
             if port_taken and attempt < PORT_ATTEMPTS - 1:
                 continue
             raise RuntimeError(
                 f"PostgreSQL {self.version} {problem}: {' '.join(cmd)} (port {self.port})\n"
-                f"--- last lines of {self.log_file} ---\n{log_tail}"
+                f"--- last lines of {self.log_file} ---\n{tail}"
             )
 
     def _wait_ready(self) -> str | None:
         """None once a connection succeeds, else what went wrong."""
-        assert self._proc is not None
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                return f"exited with code {self._proc.returncode}"
-            try:
-                with psycopg.connect(self.conninfo(), connect_timeout=2) as conn:
-                    # If ours lost the port race, whoever took it would answer too.
-                    row = conn.execute("SHOW data_directory").fetchone()
-                return None if row and Path(row[0]) == self.data_dir else _PORT_LOST
-            except psycopg.OperationalError:
-                time.sleep(0.1)
-        return f"was not ready after {READY_TIMEOUT:.0f}s"
+        proc = self._proc
+        assert proc is not None
+
+        def answer() -> str:
+            if proc.poll() is not None:
+                return f"exited with code {proc.returncode}"
+            with psycopg.connect(self.conninfo(), connect_timeout=2) as conn:
+                # If ours lost the port race, whoever took it would answer too.
+                row = conn.execute("SHOW data_directory").fetchone()
+            return "ready" if row and Path(row[0]) == self.data_dir else _PORT_LOST
+
+        try:
+            outcome = wait_until(answer, timeout=READY_TIMEOUT, what="a connection",
+                                 retry_on=(psycopg.OperationalError,))
+        except TransientError:
+            return f"was not ready after {READY_TIMEOUT:.0f}s"
+        return None if outcome == "ready" else outcome
 
     def _kill(self) -> None:
         """Immediate shutdown (SIGQUIT: the postmaster takes its children down), then SIGKILL."""

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any, Iterator
 from vaultflow.testing.unprivileged import (
     demote_kwargs, give_to_service_user, readable_by_service_user, world_readable_copy,
 )
+from vaultflow.tools import log_tail, wait_until
+from vaultflow.errors import TransientError
 
 REGION = "us-east-1"
 STARTUP_TIMEOUT = 60.0
@@ -112,14 +113,29 @@ class S3Instance:
         kwargs.update(overrides)
         return boto3.session.Session().client("s3", **kwargs)
 
+    def session(self, secret_key: str | None = None) -> Any:
+        """A boto3 session holding this server's keys (`secret_key` overrides the secret)."""
+        import boto3
+
+        return boto3.session.Session(aws_access_key_id=self.access_key,
+                                     aws_secret_access_key=secret_key or self.secret_key, region_name=self.region)
+
+    def store(self, bucket: str, prefix: str = "", *, secret_key: str | None = None, **store_kw: Any) -> Any:
+        """An S3Store of `bucket` on this server whose connection_spec carries the keys (a
+        restore_command's wal-fetch reads them); `secret_key` overrides the secret."""
+        from botocore.config import Config
+
+        from vaultflow.stores.s3 import S3Store
+
+        return S3Store.from_session(
+            self.session(secret_key), bucket, prefix, endpoint_url=self.endpoint_url,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}), **store_kw)
+
     def create_bucket(self, name: str) -> None:
         self.client().create_bucket(Bucket=name)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
 
     def stop(self) -> None:
         """Stop the server (idempotent); SIGTERM first so it flushes, SIGKILL if it hangs.
@@ -257,21 +273,21 @@ def _wait_ready(inst: S3Instance, proc: subprocess.Popen[bytes]) -> str | None:
         connect_timeout=1, read_timeout=5,
     ))
     probe = "vaultflow-startup-probe"
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    error = "timed out"
-    while time.monotonic() < deadline:
+    def round_trip() -> str:
         if proc.poll() is not None:
             return f"weed exited with status {proc.returncode}"
-        try:
-            if probe not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
-                client.create_bucket(Bucket=probe)
-            client.put_object(Bucket=probe, Key="probe", Body=b"ok")
-            client.delete_bucket(Bucket=probe)  # non-empty is fine: -s3.allowDeleteBucketNotEmpty
-            return None
-        except Exception as exc:  # noqa: BLE001 - any failure just means "not yet"
-            error = f"{type(exc).__name__}: {exc}"
-        time.sleep(0.2)
-    return f"no authenticated S3 answer within {STARTUP_TIMEOUT:.0f}s (last: {error})"
+        if probe not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+            client.create_bucket(Bucket=probe)
+        client.put_object(Bucket=probe, Key="probe", Body=b"ok")
+        client.delete_bucket(Bucket=probe)  # non-empty is fine: -s3.allowDeleteBucketNotEmpty
+        return "ready"
+
+    try:  # any failure of the round trip just means "not yet"
+        outcome = wait_until(round_trip, timeout=STARTUP_TIMEOUT, interval=0.2, what="an authenticated S3 answer",
+                             retry_on=(Exception,))
+    except TransientError as exc:
+        return str(exc)
+    return None if outcome == "ready" else outcome
 
 
 @contextmanager

@@ -17,14 +17,13 @@ relation files.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.client import tool_version
+from vaultflow.engines.postgres.client import tool_major
 from vaultflow.engines.postgres.cluster import set_auto_conf
 from vaultflow.engines.postgres.physical import BASE_OBJECT, RESTORED_SETTINGS, manifest_checksum_algorithm
 from vaultflow.engines.postgres.physical_restore import restore_physical
@@ -32,8 +31,9 @@ from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError, ToolError
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.pipeline import StderrTail
-from vaultflow.proc import tied_popen
+from vaultflow.proc import mkdtemp, remove, tied_popen
 from vaultflow.repository import Catalog
+from vaultflow.engines.postgres.filelevel_restore import is_filelevel, restore_filelevel_chain
 
 
 def combinebackup_command(bin_dir: Path, inputs: list[Path], output: Path, *, link: bool,
@@ -61,18 +61,6 @@ def chain_checksum_algorithm(manifest: Manifest, extracted_manifest: Path | None
         except OSError:
             pass
     return PostgresPhysicalConsistency.of(manifest).manifest_checksums or "SHA256"
-
-
-def _tool_major(bin_dir: Path, tool: str) -> int:
-    """17 from 'pg_combinebackup (PostgreSQL) 17.2 (Debian 17.2-1.pgdg120+1)'."""
-    path = Path(bin_dir) / tool
-    if not path.exists():
-        raise ConfigError(f"{path} does not exist: restoring incremental or differential backups needs "
-                          "the client tools of PostgreSQL 17 or later (pg_combinebackup); set bin_dir")
-    match = re.search(r"\(PostgreSQL\)\s+(\d+)", tool_version(bin_dir, tool))
-    if match is None:
-        raise ConfigError(f"cannot read the version of {path}")
-    return int(match.group(1))
 
 
 def _run_combine(cmd: list[str], ctx: BackupContext) -> None:
@@ -118,17 +106,15 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise RefusedError(f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
                            "directory; nothing was touched. Pick a new or empty directory")
-    from vaultflow.engines.postgres.filelevel_restore import is_filelevel, restore_filelevel_chain
     if is_filelevel(manifest):  # PostgreSQL 15/16: overlay the file-level tars, no pg_combinebackup
         restore_filelevel_chain(ctx, manifest, chain, dest)
         return
-    major = _tool_major(bin_dir, "pg_combinebackup")
+    major = tool_major(bin_dir, "pg_combinebackup")
     if major < 17:
         raise ConfigError(f"pg_combinebackup in {bin_dir} is version {major}: restoring incremental or "
                           "differential backups needs PostgreSQL 17 or later client tools; set bin_dir")
     link_mode = major >= 18  # --link is new in 18
     dest.parent.mkdir(parents=True, exist_ok=True)
-    from vaultflow.proc import mkdtemp, remove
     work = mkdtemp(f".vfchain-{manifest.id}-", dest.parent)  # ours, inside the user's parent: removed if killed
     existed = dest.exists()
     moved = False

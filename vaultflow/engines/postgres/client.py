@@ -17,7 +17,6 @@ import importlib.util
 import os
 import re
 import shutil
-import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -26,6 +25,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from vaultflow.engines.postgres.settings import PostgresSettings
+from vaultflow.tools import parse_version, tool_version
 from vaultflow.errors import (AuthenticationError, ConfigError, NotFoundError,
                               ServerUnavailableError, VaultflowError)
 
@@ -191,12 +191,24 @@ def candidate_bin_dirs() -> list[Path]:
 
 @functools.lru_cache(maxsize=32)
 def tool_major_version(bin_dir: Path) -> int:
-    out = subprocess.run([str(bin_dir / "pg_dump"), "--version"], capture_output=True, text=True,
-                         check=True).stdout
-    match = re.search(r"(\d+)(?:\.\d+)?", out)
-    if not match:
-        raise ConfigError(f"cannot read the version of {bin_dir / 'pg_dump'}: {out!r}")
-    return int(match.group(1))
+    """The major version of the client tools in `bin_dir` (that of its pg_dump); cached.
+    Raises ConfigError as tool_major."""
+    return tool_major(bin_dir, "pg_dump")
+
+
+def tool_major(bin_dir: Path, tool: str) -> int:
+    """17 from `tool --version` = 'pg_combinebackup (PostgreSQL) 17.2 (Debian 17.2-1.pgdg120+1)'.
+
+    Raises ConfigError when `bin_dir/tool` does not exist or its version cannot be read."""
+    path = Path(bin_dir) / tool
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist: install the PostgreSQL client tools that provide {tool} "
+                          "or set bin_dir")
+    banner = tool_version(path)
+    try:
+        return parse_version(banner)[0]
+    except ValueError:
+        raise ConfigError(f"cannot read the version of {path}: it printed {banner!r}") from None
 
 
 def choose_bin_dir(config: PostgresSettings, server_major: int) -> Path:
@@ -268,6 +280,3 @@ def restore_command(bin_dir: Path, dbname: str, no_owner: bool = False) -> list[
     return cmd
 
 
-def tool_version(bin_dir: Path, tool: str) -> str:
-    out = subprocess.run([str(bin_dir / tool), "--version"], capture_output=True, text=True).stdout
-    return out.strip()

@@ -14,13 +14,13 @@ import pwd
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from vaultflow.errors import ConfigError, ToolError
-from vaultflow.proc import tied_popen
+from vaultflow.proc import remove, tied_popen
+from vaultflow.tools import log_tail, wait_until
 
 AUTO_CONF = "postgresql.auto.conf"
 _SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
@@ -79,15 +79,6 @@ def _chown_tree(path: Path, uid: int, gid: int) -> None:
             os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
-def _log_tail(path: Path, offset: int, lines: int = 25) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            return "\n".join(handle.read().decode(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def start_cluster(data_dir: Path, bin_dir: Path, port: int, socket_dir: Path, run_as: str | None = None,
                   *, host: str = "127.0.0.1", settings: Mapping[str, str] | None = None,
                   log_file: Path | None = None, env: Mapping[str, str] | None = None,
@@ -141,21 +132,20 @@ def start_cluster(data_dir: Path, bin_dir: Path, port: int, socket_dir: Path, ru
 
 def wait_ready(cluster: RunningCluster, timeout: float = 300.0, *, log_offset: int = 0) -> None:
     """Until postmaster.pid says 'ready' (crash recovery of a restored backup comes first)."""
-    deadline = time.monotonic() + timeout
     pid_file = cluster.data_dir / "postmaster.pid"
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if cluster.proc.poll() is not None:
             raise ToolError(f"PostgreSQL in {cluster.data_dir} exited with status {cluster.proc.returncode} "
-                            f"while starting:\n{_log_tail(cluster.log_file, log_offset)}")
+                            f"while starting:\n{log_tail(cluster.log_file, 25, log_offset)}")
         try:
             lines = pid_file.read_text().splitlines()
         except OSError:
             lines = []
-        if len(lines) >= 8 and lines[0].strip() == str(cluster.pid) and lines[7].strip() in ("ready", "standby"):
-            return
-        time.sleep(0.1)
-    raise ToolError(f"PostgreSQL in {cluster.data_dir} was not ready after {timeout:.0f}s:\n"
-                    f"{_log_tail(cluster.log_file, log_offset)}")
+        return len(lines) >= 8 and lines[0].strip() == str(cluster.pid) and lines[7].strip() in ("ready", "standby")
+
+    wait_until(ready, timeout=timeout, what=f"PostgreSQL in {cluster.data_dir} to be ready",
+               on_timeout=lambda message: ToolError(f"{message}:\n{log_tail(cluster.log_file, 25, log_offset)}"))
 
 
 def stop_cluster(cluster: RunningCluster, mode: str = "fast", timeout: float = 60.0) -> None:
@@ -170,5 +160,4 @@ def stop_cluster(cluster: RunningCluster, mode: str = "fast", timeout: float = 6
         except subprocess.TimeoutExpired:
             continue
     if cluster.owns_socket_dir:
-        from vaultflow.proc import remove
         remove(cluster.socket_dir)  # and forget it (start_restored_cluster registered it)

@@ -18,8 +18,7 @@ from vaultflow.engines.base import (BackupContext, BackupPlan, BackupUnit, Resto
                                     backup_in_steps, commit_unit_manifest, new_plan, options_for)
 from vaultflow.engines.postgres.settings import PostgresRestoreOptions, PostgresSettings
 from vaultflow.engines.postgres.client import (choose_bin_dir, client_env, connect,
-                                         dump_command, globals_command, server_bin_dir,
-                                         tool_version)
+                                         dump_command, globals_command, server_bin_dir)
 from vaultflow.engines.postgres.incremental import physical_incremental_backup
 from vaultflow.engines.postgres.physical import physical_full_backup
 from vaultflow.errors import ChainBrokenError, ConfigError, NotFoundError, RefusedError, VaultflowError
@@ -30,12 +29,16 @@ from vaultflow.engines.postgres.logical_restore import (default_restore_name, dr
 from vaultflow.engines.postgres.consistency import DatabaseProperties, PostgresLogicalConsistency
 from vaultflow.manifest import BackupKind, BackupMode, Fingerprint, Manifest, StoredObject
 from vaultflow.pipeline import dump_into_store
+from vaultflow.tools import tool_version
 
 # Fingerprint code lives in pg_fingerprint.py; these names stay importable from here.
 from vaultflow.engines.postgres.fingerprint import (ROW_HASH, TABLES_SQL, fingerprint_table,  # noqa: E402,F401
                                               fingerprint_tables)
 from vaultflow.engines.postgres.snapshot import LockWatch, catalog_changed, open_snapshot  # noqa: E402
 from vaultflow.errors import TransientError  # noqa: E402
+from vaultflow.engines.postgres.recovery import RecoveryTarget, default_fetch_command, recover
+from vaultflow.proc import mkdtemp, remove
+from vaultflow.stores.local import LocalStore
 
 
 def dump_object_name(database: str) -> str:
@@ -178,7 +181,7 @@ class PostgresEngine:
             consistency=PostgresLogicalConsistency(
                 snapshots=snapshots, database_properties={db: p for db, p in properties.items() if p is not None}),
             objects=objects, fingerprints=fingerprints, server_version=plan.facts["server_version"],
-            tool_versions={"pg_dump": tool_version(bin_dir, "pg_dump")},
+            tool_versions={"pg_dump": tool_version(bin_dir / "pg_dump")},
             timings=timings, lineage=ctx.lineage)
         ctx.repository.commit(manifest)
         return manifest
@@ -250,7 +253,6 @@ class PostgresEngine:
         to_lsn, to_name, to_timeline; default: the backup's own consistent point). Logical: see
         logical_restore.restore_logical (`no_owner` / `no_privileges` for a restoring role that
         is not a superuser). Raises ConfigError for options the backup's mode cannot honour."""
-        from vaultflow.engines.postgres.recovery import RecoveryTarget
         opts = options_for(self, options, self.config.name)
         target = RecoveryTarget(time=opts.to_time, lsn=opts.to_lsn, name=opts.to_name, timeline=opts.to_timeline)
         if manifest.mode == "physical":
@@ -273,7 +275,6 @@ class PostgresEngine:
 
         pg_recovery.recover picks the timeline, archives a new timeline's history file, and
         names the first missing WAL segment when recovery stops short (NotFoundError)."""
-        from vaultflow.engines.postgres.recovery import default_fetch_command, recover
         major = int(str(manifest.server_version).split(".")[0])
         fetch, fetch_store = self.config.wal_fetch_command, None
         if fetch is None and not target.immediate:
@@ -294,8 +295,6 @@ class PostgresEngine:
         """Logical: each database into vaultflow_drill_<db>_<time>_<random>, compared, dropped.
         Physical: the recovery path into a scratch data directory, compared, removed."""
         if manifest.mode == "physical":
-            from vaultflow.engines.postgres.recovery import RecoveryTarget
-            from vaultflow.proc import mkdtemp, remove
             work = mkdtemp("vfdrill-")  # removed even if this process is killed (proc.remove_on_death)
             os.chmod(work, 0o711)  # the cluster's OS user must reach data/ inside
             try:
@@ -317,5 +316,4 @@ class PostgresEngine:
 def local_root(repository) -> Path | None:
     """The directory of a repository that is one local store, for restore_command's --repo-path;
     None for S3 and mirrors (their restore_command reads a private spec file instead)."""
-    from vaultflow.stores.local import LocalStore
     return repository.store.root if isinstance(repository.store, LocalStore) else None

@@ -48,13 +48,14 @@ from vaultflow.engines.postgres.consistency import FileLevelCounts, PostgresPhys
 from vaultflow.engines.postgres.filestate import (CONTROL_FILE, FILELIST_OBJECT, FILES_OBJECT, METHOD, Entry,
                                             FileState, dump_state, load_state, state_from_backup_manifest,
                                             unchanged, walk)
-from vaultflow.engines.postgres.incremental import (ChainBrokenError, _check_identity, _fetch_parent_manifest,
-                                              _validate_parent)
+from vaultflow.engines.postgres.parent import check_identity, fetch_parent_manifest, validate_parent
 from vaultflow.engines.postgres.physical import ENGINE, MANIFEST_OBJECT, fingerprints_and_unlogged, parse_backup_label
-from vaultflow.errors import ConfigError, RefusedError, ToolError
+from vaultflow.errors import ChainBrokenError, ConfigError, RefusedError, ToolError
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
 from vaultflow.pipeline import compress_into_store
 from vaultflow.stores.base import CHUNK_SIZE
+import pwd
+from vaultflow.proc import temporary_directory
 
 MAX_SERVER_VERSION_NUM = 170000  # 17+ takes the native path (pg_incremental)
 _END_OF_ARCHIVE = bytes(1024)
@@ -90,7 +91,6 @@ def data_directory(config: PostgresSettings) -> Path:
 
 def _whoami() -> str:
     try:
-        import pwd
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return str(os.geteuid())
@@ -193,7 +193,7 @@ def _parent_state(ctx: BackupContext, parent: Manifest, tmp: Path) -> FileState:
     if key == MANIFEST_OBJECT and (parent.kind != BackupKind.FULL or PostgresPhysicalConsistency.of(parent).file_level):
         raise ChainBrokenError(f"backup {parent.id} has no {FILELIST_OBJECT}: a file-level incremental cannot "
                                "build on it; take a full backup")
-    _fetch_parent_manifest(ctx, parent, tmp / "parent", key=key)
+    fetch_parent_manifest(ctx, parent, tmp / "parent", key=key)
     data = (tmp / "parent").read_bytes()
     try:
         if key == FILELIST_OBJECT:
@@ -257,7 +257,7 @@ def filelevel_backup(config: PostgresSettings, ctx: BackupContext, parent: Manif
     With `plan` (the dump step of a backup in steps): the plan's id and start, manifest returned
     uncommitted for finish_backup.
     """
-    _validate_parent(config, parent, kind, required=(FILELIST_OBJECT, MANIFEST_OBJECT))
+    validate_parent(config, parent, kind, required=(FILELIST_OBJECT, MANIFEST_OBJECT))
     data_dir = data_directory(config)
     repo, where = ctx.repository, f"{config.host}:{config.port}"
     with connect(config) as conn:
@@ -272,14 +272,13 @@ def filelevel_backup(config: PostgresSettings, ctx: BackupContext, parent: Manif
         if system != on_disk:
             raise ConfigError(f"data_directory {data_dir} holds cluster {on_disk} but {where} is cluster {system}: "
                               "set data_directory to the server's own (SHOW data_directory)")
-        _check_identity(parent, system, timeline, where)
+        check_identity(parent, system, timeline, where)
         if conn.execute("SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')"
                         ).fetchone()[0]:
             raise ConfigError(f"PostgreSQL at {where} has extra tablespaces: physical backups do not support "
                               "them yet; use mode 'logical' for this target")
         facts = {"segment_size": int(conn.execute(
             "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])}
-        from vaultflow.proc import temporary_directory
         with temporary_directory("vaultflow-files-") as tmp:  # removed even if this process is killed
             parent_state = _parent_state(ctx, parent, Path(tmp))
         started, backup_id = planned_identity(plan, kind)

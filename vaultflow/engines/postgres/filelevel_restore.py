@@ -25,12 +25,13 @@ from vaultflow.engines.postgres.cluster import AUTO_CONF, set_auto_conf
 from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.engines.postgres.filestate import FILELIST_OBJECT, FILES_OBJECT, FileState, load_state
 from vaultflow.engines.postgres.physical import RESTORED_SETTINGS
-from vaultflow.engines.postgres.physical_restore import _complete_config, _data_dir_filter, _drain, restore_physical
+from vaultflow.engines.postgres.physical_restore import complete_config, data_dir_filter, drain, restore_physical
 from vaultflow.errors import ChainBrokenError
 from vaultflow.errors import IntegrityError, NotFoundError, ToolError
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import open_verified
 from vaultflow.stores.base import CHUNK_SIZE
+from vaultflow.proc import mkdtemp, remove
 
 
 def is_filelevel(manifest: Manifest) -> bool:
@@ -50,7 +51,7 @@ def _read_object(ctx: BackupContext, manifest: Manifest, key: str) -> bytes:
                              "its backup is committed: the repository is damaged") from None
     with raw:
         data = reader.read()
-        _drain(reader)
+        drain(reader)
         verifying.check()
     return data
 
@@ -66,14 +67,14 @@ def _overlay(ctx: BackupContext, link: Manifest, data_dir: Path) -> set[str]:
         try:
             with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_SIZE, errorlevel=2) as tar:
                 while (member := tar.next()) is not None:
-                    tar.extract(member, data_dir, set_attrs=True, filter=_data_dir_filter)
+                    tar.extract(member, data_dir, set_attrs=True, filter=data_dir_filter)
                     names.add(member.name.rstrip("/"))
                     tar.members.clear()
         except tarfile.TarError as exc:
-            _drain(reader)
+            drain(reader)
             verifying.check()
             raise ToolError(f"cannot extract {name} into {data_dir}: {exc}") from exc
-        _drain(reader)
+        drain(reader)
         verifying.check()
     return names
 
@@ -119,7 +120,6 @@ def restore_filelevel_chain(ctx: BackupContext, manifest: Manifest, chain: list[
                                f"backups ({', '.join(odd)})")
     state = load_state(_read_object(ctx, manifest, FILELIST_OBJECT), f"{manifest.id}/{FILELIST_OBJECT}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    from vaultflow.proc import mkdtemp, remove
     work = mkdtemp(f".vfchain-{manifest.id}-", dest.parent)  # ours, inside the user's parent: removed if killed
     try:
         t0 = time.monotonic()
@@ -129,7 +129,7 @@ def restore_filelevel_chain(ctx: BackupContext, manifest: Manifest, chain: list[
         for link in chain[1:]:
             newest = _overlay(ctx, link, data_dir)
         removed = _prune_and_check(data_dir, state, newest, manifest.id)
-        _complete_config(data_dir, ctx)
+        complete_config(data_dir, ctx)
         set_auto_conf(data_dir, RESTORED_SETTINGS)
         os.chmod(data_dir, 0o700)
         os.replace(data_dir, dest)  # onto a new or empty directory: dest appears whole

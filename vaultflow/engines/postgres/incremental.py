@@ -42,29 +42,23 @@ from vaultflow.engines.postgres.client import (
     connect,
 )
 
-from vaultflow.engines.postgres.chain import _tool_major
-from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
+from vaultflow.engines.postgres.client import tool_major
+from vaultflow.engines.postgres.filelevel import filelevel_backup
+from vaultflow.engines.postgres.parent import check_identity, fetch_parent_manifest, validate_parent
 # pg_physical's run_basebackup is the one streaming path for full and incremental backups.
 from vaultflow.engines.postgres.physical import (
     basebackup_command,
-    ENGINE,
-    MANIFEST_OBJECT,
     run_basebackup,
-    _classify,
-    _server_facts,
+    classify_basebackup_error,
+    server_facts,
 )
 from vaultflow.errors import (
     ConfigError,
-    IntegrityError,
-    NotFoundError,
-    RefusedError,
     ToolError,
     VaultflowError,
 )
 from vaultflow.manifest import BackupKind, Manifest
-from vaultflow.pipeline import open_verified
-from vaultflow.repository import MANIFEST
-from vaultflow.stores.base import CHUNK_SIZE
+from vaultflow.proc import temporary_directory
 
 MIN_SERVER_VERSION_NUM = 170000
 
@@ -110,61 +104,6 @@ def _check_server(config: PostgresSettings) -> tuple[str | None, int | None]:
     return system, timeline
 
 
-def _validate_parent(config: PostgresSettings, parent: Manifest, kind: BackupKind,
-                     required: tuple[str, ...] = (MANIFEST_OBJECT,)) -> None:
-    """Caller mistakes are RefusedError; a parent that cannot anchor a chain (none of the
-    `required` objects) is ChainBrokenError."""
-    if kind == BackupKind.FULL:
-        raise RefusedError("physical_incremental_backup takes INCREMENTAL or DIFFERENTIAL backups; "
-                           "use physical_full_backup for a full one")
-    if parent.engine != ENGINE or parent.target != config.name:
-        raise RefusedError(f"backup {parent.id} belongs to {parent.engine}/{parent.target}, not "
-                           f"{ENGINE}/{config.name}: it cannot be the parent of this target's backup")
-    if parent.mode != "physical":
-        raise RefusedError(f"backup {parent.id} is a {parent.mode} backup: the parent of an "
-                           f"{kind.value} backup must be a physical one")
-    if kind == BackupKind.DIFFERENTIAL and parent.kind != BackupKind.FULL:
-        raise RefusedError(f"the parent of a differential backup must be a full backup; {parent.id} "
-                           f"is {parent.kind.value}")
-    if not any(o.key in required for o in parent.objects):
-        raise ChainBrokenError(f"backup {parent.id} has no {' or '.join(required)}: it cannot be the parent "
-                               "of an incremental backup; take a full backup")
-
-
-def _check_identity(parent: Manifest, system: str | None, timeline: int | None, where: str) -> None:
-    recorded = PostgresPhysicalConsistency.of(parent)
-    theirs = recorded.system_identifier
-    if system and theirs and str(theirs) != str(system):
-        raise ChainBrokenError(
-            f"server was re-initialized or replaced: {where} has system identifier {system} != parent "
-            f"{parent.id}'s {theirs}; take a full backup")
-    parent_timeline = recorded.timeline
-    if timeline is not None and parent_timeline is not None and int(parent_timeline) != int(timeline):
-        raise ChainBrokenError(
-            f"timeline switched from {parent_timeline} to {timeline} on {where} since parent {parent.id} "
-            "was taken (a promotion or point-in-time recovery); take a full backup")
-
-
-def _fetch_parent_manifest(ctx: BackupContext, parent: Manifest, into: Path, key: str = MANIFEST_OBJECT) -> None:
-    """The parent's backup_manifest (or another object `key`), sha256-verified, into `into`."""
-    repo = ctx.repository
-    obj = next(o for o in parent.objects if o.key == key)
-    key = repo.object_key(parent, obj.key)
-    try:
-        reader, verifying, raw = open_verified(repo.store, key, obj.sha256, obj.stored_size,
-                                               name=f"{parent.id}/{obj.key}")
-    except NotFoundError:
-        if repo.store.stat(repo.object_key(parent, MANIFEST)) is None:  # pruned meanwhile
-            raise ChainBrokenError(f"parent backup {parent.id} was deleted from {repo.description}; "
-                                   "take a full backup") from None
-        raise IntegrityError(f"object {parent.id}/{obj.key} is missing from {repo.description} although "
-                             "its backup is committed: the repository is damaged") from None
-    with raw, open(into, "wb") as out:
-        while chunk := reader.read(CHUNK_SIZE):
-            out.write(chunk)
-        verifying.check()
-
-
 # pg_basebackup / server messages that mean "this chain cannot continue" (PostgreSQL 17/18).
 _CHAIN_FAILURES = [
     ("WAL summaries are required", ("the server's WAL summaries no longer cover the parent's WAL range "
@@ -188,7 +127,7 @@ def _classify_incremental(exc: ToolError, config: PostgresSettings, parent: Mani
     if "cannot be taken unless WAL summarization is enabled" in text:
         return ConfigError(f"PostgreSQL at {_where(config)} has summarize_wal = off: set `summarize_wal = "
                            "on` in postgresql.conf and reload, then take a full backup")
-    return _classify(exc, config)
+    return classify_basebackup_error(exc, config)
 
 
 _INCREMENTAL_LABEL = {
@@ -213,15 +152,14 @@ def physical_incremental_backup(config: PostgresSettings, ctx: BackupContext, pa
     """
     major = re.match(r"\d+", server_version or "")
     if major and int(major.group()) * 10000 < MIN_SERVER_VERSION_NUM:
-        from vaultflow.engines.postgres.filelevel import filelevel_backup  # imports this module
         return filelevel_backup(config, ctx, parent, kind, server_version=server_version, plan=plan)
-    _validate_parent(config, parent, kind)
-    if (major := _tool_major(bin_dir, "pg_basebackup")) < 17:
+    validate_parent(config, parent, kind)
+    if (major := tool_major(bin_dir, "pg_basebackup")) < 17:
         raise ConfigError(f"pg_basebackup in {bin_dir} is version {major}: incremental backups need "
                           "PostgreSQL 17 or later client tools; set bin_dir")
     system, timeline = _check_server(config)
-    _check_identity(parent, system, timeline, _where(config))
-    facts = _server_facts(config)
+    check_identity(parent, system, timeline, _where(config))
+    facts = server_facts(config)
 
     def inspect(label_text: str, manifest_system: str | None, label) -> dict:
         incremental = {key: rx.search(label_text) for key, rx in _INCREMENTAL_LABEL.items()}
@@ -230,16 +168,15 @@ def physical_incremental_backup(config: PostgresSettings, ctx: BackupContext, pa
                             f"no INCREMENTAL FROM LSN: {label_text[:300]!r}")
         # The same checks once more, from what the backup itself says (a role that may not
         # read pg_control, or a failover between our query and the backup's start).
-        _check_identity(parent, manifest_system, label.timeline, _where(config))
+        check_identity(parent, manifest_system, label.timeline, _where(config))
         from_timeline = incremental["incremental_from_timeline"]
         return {"system_identifier": system or manifest_system,
                 "incremental_from_lsn": incremental["incremental_from_lsn"].group(1),
                 "incremental_from_timeline": int(from_timeline.group(1)) if from_timeline else None}
 
-    from vaultflow.proc import temporary_directory
     with temporary_directory("vaultflow-incr-") as tmp:  # removed even if this process is killed
         parent_manifest = Path(tmp) / "parent_backup_manifest"
-        _fetch_parent_manifest(ctx, parent, parent_manifest)
+        fetch_parent_manifest(ctx, parent, parent_manifest)
         return run_basebackup(
             config, ctx, kind, facts=facts, bin_dir=bin_dir, server_version=server_version, parent_id=parent.id,
             command=lambda backup_id: incremental_command(bin_dir, f"vaultflow-{backup_id}", parent_manifest,

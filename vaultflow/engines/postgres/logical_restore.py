@@ -43,6 +43,7 @@ from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, Refuse
                               VaultflowError, note_cleanup_failure)
 from vaultflow.manifest import Manifest, StoredObject
 from vaultflow.pipeline import feed_process, open_verified
+from vaultflow.proc import temporary_directory
 
 MAX_NAME_BYTES = 63  # PostgreSQL's NAMEDATALEN - 1, in bytes of the (UTF-8) name
 # pg_restore --list lines of event triggers and of their comments / security labels.
@@ -353,7 +354,6 @@ class _DatabaseRestore:
             forget_scratch(self.ctx, record)  # nothing was created
             raise
         try:
-            from vaultflow.proc import temporary_directory
             with temporary_directory("vaultflow-restore-") as work:  # removed even if this process is killed
                 table_results = self._restore_into(scratch, Path(work))
             replacing = self.engine.database_exists(self.target)

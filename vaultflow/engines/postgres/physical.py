@@ -40,11 +40,11 @@ from vaultflow.engines.postgres.client import (
     PostgresSettings,
     client_env,
     connect,
-    tool_version,
 )
 from vaultflow.engines.postgres.consistency import PG_BASEBACKUP, PostgresPhysicalConsistency
 from vaultflow.engines.postgres.fingerprint import fingerprint_tables
 from vaultflow.engines.postgres.tarstream import TarSniffer
+from vaultflow.tools import tool_version
 from vaultflow.errors import (
     AuthenticationError,
     ConfigError,
@@ -151,13 +151,18 @@ def basebackup_command(bin_dir: Path, label: str, manifest_checksums: str = "CRC
 # -- backup --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class _ServerFacts:
+class ServerFacts:
+    """What a physical backup needs to know of the server before it starts: its system
+    identifier (None when this role may not read pg_control), extra tablespaces as (name,
+    location) pairs, and the size of all databases in bytes (None if unknown; a progress hint)."""
     system_identifier: str | None
     tablespaces: list[tuple[str, str]]
     size: int | None
 
 
-def _server_facts(config: PostgresSettings) -> _ServerFacts:
+def server_facts(config: PostgresSettings) -> ServerFacts:
+    """ServerFacts of `config`'s server, read over one connection (psycopg errors of the
+    connection itself propagate; missing privileges only leave fields None)."""
     with connect(config) as conn:
         tablespaces = conn.execute(
             "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace "
@@ -171,7 +176,7 @@ def _server_facts(config: PostgresSettings) -> _ServerFacts:
             size = conn.execute("SELECT sum(pg_database_size(oid))::bigint FROM pg_database").fetchone()[0]
         except psycopg.Error:
             pass
-    return _ServerFacts(system, [(n, loc) for n, loc in tablespaces], size)
+    return ServerFacts(system, [(n, loc) for n, loc in tablespaces], size)
 
 
 def _tablespace_error(config: PostgresSettings, names: str) -> ConfigError:
@@ -203,7 +208,10 @@ _BASEBACKUP_FAILURES = [
 ]
 
 
-def _classify(exc: ToolError, config: PostgresSettings) -> VaultflowError:
+def classify_basebackup_error(exc: ToolError, config: PostgresSettings) -> VaultflowError:
+    """The vaultflow error a failed pg_basebackup run means (its stderr in `exc`): a wrong login
+    is AuthenticationError, missing replication rights or tablespaces ConfigError, busy WAL
+    senders ServerUnavailableError, recycled WAL TransientError; anything else `exc` itself."""
     text = str(exc)
     if "single tablespace to stdout" in text:
         return _tablespace_error(config, "(found by pg_basebackup)")
@@ -252,7 +260,7 @@ def physical_full_backup(config: PostgresSettings, ctx: BackupContext, *, bin_di
     Unlogged tables are listed per database in consistency.unlogged_tables: a base backup
     does not copy their rows, so a restore brings them back empty (and says so).
     """
-    facts = _server_facts(config)
+    facts = server_facts(config)
 
     def inspect(label_text: str, manifest_system: str | None, label: BackupLabel) -> dict:
         if facts.system_identifier and manifest_system and manifest_system != facts.system_identifier:
@@ -263,10 +271,10 @@ def physical_full_backup(config: PostgresSettings, ctx: BackupContext, *, bin_di
     return run_basebackup(config, ctx, BackupKind.FULL, facts=facts, bin_dir=bin_dir, server_version=server_version,
                           command=lambda backup_id: basebackup_command(bin_dir, f"vaultflow-{backup_id}",
                                                                      config.manifest_checksums),
-                          classify=lambda exc: _classify(exc, config), inspect=inspect, plan=plan)
+                          classify=lambda exc: classify_basebackup_error(exc, config), inspect=inspect, plan=plan)
 
 
-def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKind, *, facts: "_ServerFacts",
+def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKind, *, facts: "ServerFacts",
                    bin_dir: Path, server_version: str, command: Callable[[str], list[str]],
                    classify: Callable[[ToolError], VaultflowError],
                    inspect: Callable[[str, str | None, BackupLabel], dict],
@@ -331,7 +339,7 @@ def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKin
                     checkpoint_lsn=label.checkpoint_lsn, wal_ranges=ranges, label=label.label,
                     manifest_checksums=checksums, unlogged_tables=unlogged, **extra),
                 objects=objects, fingerprints=fingerprints, server_version=server_version,
-                tool_versions={"pg_basebackup": tool_version(bin_dir, "pg_basebackup")},
+                tool_versions={"pg_basebackup": tool_version(bin_dir / "pg_basebackup")},
                 timings=timings, lineage=ctx.lineage)
             commit_unless_planned(repo, manifest, plan)
     finally:

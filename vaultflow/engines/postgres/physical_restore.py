@@ -24,7 +24,7 @@ from vaultflow.pipeline import open_verified
 from vaultflow.stores.base import CHUNK_SIZE
 
 
-def _data_dir_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+def data_dir_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
     """tarfile's "data" filter (no absolute paths, `..`, links out, devices), then private modes."""
     member = tarfile.data_filter(member, dest)
     if member.isdir():
@@ -38,11 +38,12 @@ def _extract(reader, dest: Path) -> None:
     """Member by member from a stream; the member list is dropped as we go (bounded memory)."""
     with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_SIZE, errorlevel=2) as tar:
         while (member := tar.next()) is not None:
-            tar.extract(member, dest, set_attrs=True, filter=_data_dir_filter)
+            tar.extract(member, dest, set_attrs=True, filter=data_dir_filter)
             tar.members.clear()
 
 
-def _drain(reader) -> None:
+def drain(reader) -> None:
+    """Read `reader` to its end (CHUNK_SIZE at a time), so a verifying reader checks its sha256."""
     while reader.read(CHUNK_SIZE):
         pass
 
@@ -75,12 +76,12 @@ def restore_physical(ctx: BackupContext, manifest: Manifest, dest: Path) -> None
             try:
                 _extract(reader, dest)
             except tarfile.TarError as exc:
-                _drain(reader)  # corrupt bytes often look like a broken tar first: let the checksum say so
+                drain(reader)  # corrupt bytes often look like a broken tar first: let the checksum say so
                 verifying.check()
                 raise ToolError(f"cannot extract {name} into {dest}: {exc}") from exc
-            _drain(reader)  # the tar ends before the stream: the checksum is checked at its end
+            drain(reader)  # the tar ends before the stream: the checksum is checked at its end
             verifying.check()
-        _complete_config(dest, ctx)
+        complete_config(dest, ctx)
         set_auto_conf(dest, RESTORED_SETTINGS)
     except BaseException:
         if created:
@@ -90,7 +91,7 @@ def restore_physical(ctx: BackupContext, manifest: Manifest, dest: Path) -> None
         raise
 
 
-def _complete_config(dest: Path, ctx: BackupContext) -> None:
+def complete_config(dest: Path, ctx: BackupContext) -> None:
     """Servers whose config lives outside the data directory (Debian: /etc/postgresql) back up
     without postgresql.conf / pg_hba.conf; give the copy minimal ones so it can start."""
     defaults = {

@@ -40,6 +40,8 @@ from vaultflow.stores.spec import spec_memfd
 from vaultflow.engines.postgres.wal import (DEFAULT_SEGMENT_SIZE, TimelinePlan, archive_file, archived_names, describe_gaps, history_name,
                            object_key, parse_lsn, parse_segment, plan_timeline, record_key, segment_name, wal_gaps)
 from vaultflow.engines.postgres.wal.timelines import archive_end
+from vaultflow.proc import mkdtemp, remove
+from vaultflow.tools import log_tail, wait_until
 
 
 def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None,
@@ -51,7 +53,6 @@ def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None
     socket dir; as `run_as` (default: the directory's owner) when root. Stop it with
     `stop_cluster(cluster)`. archive_mode stays off whatever `settings` say. `pass_fds`: descriptors
     the server (and so its restore_command) inherits: the repository spec of fetch_spec_file."""
-    from vaultflow.proc import mkdtemp, remove
     owns_socket_dir = socket_dir is None
     if socket_dir is None:  # short (unix socket paths are limited to ~107 bytes) and private;
         socket_dir = mkdtemp("vfpg-", "/tmp")  # removed even if this process is killed
@@ -82,7 +83,6 @@ def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, use
     private unix socket (no TCP; trust on that socket), compare every database's fingerprints
     with the manifest's, stop it and delete it. `seconds` = extract + start (recovery): the
     time a real recovery takes. `user`: a superuser of the backed-up cluster (the target's)."""
-    from vaultflow.proc import mkdtemp, remove
     work = mkdtemp("vfdrill-", work_dir)  # removed even if this process is killed
     os.chmod(work, 0o711)  # the service user (when root) must reach data/ inside
     cluster: RunningCluster | None = None
@@ -194,19 +194,16 @@ def fetch_spec_file(store: Store, dest: Path, run_as: str | None) -> Iterator[in
 def _wait_promoted(cluster: RunningCluster, user: str, timeout: float) -> None:
     """Until recovery has ended and the server accepts writes; a server that exits (target not
     reached, WAL missing) raises with its log tail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def promoted() -> bool:
         if cluster.proc.poll() is not None:
             raise ToolError(f"the restored server stopped during recovery: {_log_tail(cluster.log_file)}")
-        try:
-            with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname="postgres",
-                                 autocommit=True, connect_timeout=5) as conn:
-                if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-                    return
-        except psycopg.OperationalError:
-            pass  # still starting up / replaying
-        time.sleep(0.2)
-    raise ToolError(f"recovery did not finish within {timeout:.0f} s: {_log_tail(cluster.log_file)}")
+        with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname="postgres",
+                             autocommit=True, connect_timeout=5) as conn:
+            return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+
+    wait_until(promoted, timeout=timeout, interval=0.2, what="recovery to finish",
+               retry_on=(psycopg.OperationalError,),  # still starting up / replaying
+               on_timeout=lambda message: ToolError(f"{message}: {_log_tail(cluster.log_file)}"))
 
 
 def _fetch_failure(log_file: Path, exc: ToolError) -> ToolError:
@@ -224,10 +221,7 @@ def _fetch_failure(log_file: Path, exc: ToolError) -> ToolError:
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no server log)"
+    return log_tail(path, lines, missing="(no server log)")
 
 
 def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path, user: str,

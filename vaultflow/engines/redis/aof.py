@@ -52,6 +52,7 @@ from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject, n
 from vaultflow.pipeline import compress_into_store, write_verified
 from vaultflow.repository import Catalog
 from vaultflow.stores.base import BytesReader
+from vaultflow.proc import forget, mkdtemp, remove
 
 ENGINE = "redis"
 MANIFEST_OBJECT = "aof/manifest.zst"
@@ -220,7 +221,6 @@ def _check_continues(config: RedisSettings, parent: Manifest, aof: LocalAof) -> 
 def _fingerprint_at_cut(config: RedisSettings, aof: LocalAof, cuts: dict[str, int]) -> dict:
     """Load the files as they stood at the cuts into a scratch replica (it keeps keys whose TTL
     passes meanwhile, like the scratch a restore is compared in) and fingerprint it."""
-    from vaultflow.proc import mkdtemp, remove
     scratch = mkdtemp("vaultflow-aofprint-")  # removed even if this process is killed
     server = blackhole = None
     try:
@@ -296,7 +296,6 @@ def materialize_aof_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *,
                            "directory; nothing was touched. Pick a new or empty directory")
     facts = RedisAofConsistency.of(manifest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    from vaultflow.proc import forget, mkdtemp, remove
     work = mkdtemp(f".vfaof-{manifest.id}-", dest.parent)  # ours until renamed into place: removed if killed
     try:
         aof_dir = work / facts.aof_dir

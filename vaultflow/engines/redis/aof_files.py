@@ -21,8 +21,9 @@ import redis
 
 from vaultflow.engines.redis.aof_format import AofManifest, parse_aof_manifest
 from vaultflow.engines.redis.settings import RedisSettings
-from vaultflow.engines.redis.client import require_local, wait_for
-from vaultflow.engines.redis.server import find_binary, tool_version
+from vaultflow.engines.redis.client import require_local
+from vaultflow.engines.redis.server import find_binary
+from vaultflow.tools import tool_version, wait_until
 from vaultflow.errors import ConfigError, ToolError, TransientError, VaultflowError
 
 MIN_MAJOR = 7          # multi-part AOF (appendonlydir + manifest) is Redis 7.0+
@@ -93,7 +94,7 @@ def wait_for_rewrite(config: RedisSettings, conn: redis.Redis, state: AofState, 
     """BGREWRITEAOF once no BGSAVE or rewrite runs; return the new base file's name."""
     if _busy(conn.info("persistence")):
         log(f"a BGSAVE or AOF rewrite is running on {config.where}; waiting for it to finish")
-        wait_for(lambda: not _busy(conn.info("persistence")), timeout=timeout, interval=0.2,
+        wait_until(lambda: not _busy(conn.info("persistence")), timeout=timeout, interval=0.2,
                  what=f"a running BGSAVE or AOF rewrite on {config.where} to finish")
     old_base = state.read_manifest()[1].base
     failures = conn.info("persistence").get("aof_rewrites_consecutive_failures", 0)
@@ -116,7 +117,7 @@ def wait_for_rewrite(config: RedisSettings, conn: redis.Redis, state: AofState, 
             return base.name
         return None
 
-    return wait_for(rewritten, timeout=timeout, interval=0.05,
+    return wait_until(rewritten, timeout=timeout, interval=0.05,
                     what=f"BGREWRITEAOF on {config.where} to write a new base into {state.directory}")
 
 
@@ -158,7 +159,7 @@ def wait_for_aof_flush(config: RedisSettings, conn: redis.Redis, log=print, time
         return aof_flushed(start, last[0])
 
     try:
-        wait_for(flushed, timeout=timeout, interval=0.02, what="the AOF buffer to be written")
+        wait_until(flushed, timeout=timeout, interval=0.02, what="the AOF buffer to be written")
     except TransientError:
         now = last[0]
         raise TransientError(

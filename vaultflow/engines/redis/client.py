@@ -7,7 +7,6 @@ redis-cli through a pipe on its stdin (`--askpass`), test servers through a 0600
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import redis
@@ -113,18 +112,6 @@ def fingerprint_server(conn: redis.Redis, mode: str = "counts") -> dict[str, dic
         digest = digest.decode() if isinstance(digest, bytes) else str(digest)
         result[KEYSPACE] = {"all": Fingerprint(count=total, digest=digest, method="debug-digest")}
     return result
-
-
-def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.1):
-    """Poll `predicate` until it returns a truthy value; TransientError naming `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TransientError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def require_local(config: RedisSettings, what: str) -> Path:

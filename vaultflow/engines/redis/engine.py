@@ -29,11 +29,12 @@ from vaultflow.engines.redis.client import (cli_args, cli_env, cli_stdin, connec
 from vaultflow.engines.redis.consistency import RedisRdbConsistency
 from vaultflow.engines.redis.compare import facts_fingerprints
 from vaultflow.engines.redis.rdb import RdbTee, bgsave_and_wait
-from vaultflow.engines.redis.restore import restore_redis
-from vaultflow.engines.redis.server import find_binary, tool_version
+from vaultflow.engines.redis.server import find_binary
+from vaultflow.tools import tool_version
 from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
 from vaultflow.pipeline import compress_into_store, dump_into_store
+from vaultflow.engines.redis.restore import restore_redis
 
 RDB_OBJECT = "dump.rdb.zst"
 

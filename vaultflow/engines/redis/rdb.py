@@ -35,12 +35,11 @@ from pathlib import Path
 import redis
 
 from vaultflow.engines.redis.settings import RedisSettings
-
-from vaultflow.engines.redis.client import wait_for
 from vaultflow.engines.redis.rdb_format import (HEADER_BYTES, RdbFacts, RdbFormatError, RdbStreamScanner,  # noqa: F401
                                                 parse_header)
 from vaultflow.engines.redis.server import RedisProcess, ServerAuth, find_binary, scratch_auth, start_redis
 from vaultflow.errors import IntegrityError, ToolError
+from vaultflow.tools import wait_until
 from vaultflow.pipeline import StderrTail
 from vaultflow.proc import tied_popen
 
@@ -233,7 +232,7 @@ def bgsave_and_wait(conn: redis.Redis, where: str, log=print, timeout: float = 3
 
     if persistence().get("rdb_bgsave_in_progress"):
         log(f"a BGSAVE is already running on {where}; waiting for it to finish")
-        wait_for(lambda: not persistence().get("rdb_bgsave_in_progress"), timeout=timeout,
+        wait_until(lambda: not persistence().get("rdb_bgsave_in_progress"), timeout=timeout,
                  what=f"the running BGSAVE on {where}")
     saves_before = int(persistence().get("rdb_saves", 0))
     lastsave_before = conn.lastsave()
@@ -253,7 +252,7 @@ def bgsave_and_wait(conn: redis.Redis, where: str, log=print, timeout: float = 3
             return False
         return int(info.get("rdb_saves", 0)) > saves_before or conn.lastsave() != lastsave_before
 
-    wait_for(done, timeout=timeout, what=f"BGSAVE on {where}", interval=0.05)
+    wait_until(done, timeout=timeout, what=f"BGSAVE on {where}", interval=0.05)
     status = persistence().get("rdb_last_bgsave_status")
     if status != "ok":
         raise ToolError(f"BGSAVE on {where} failed (rdb_last_bgsave_status={status}); see the server's log "

@@ -37,6 +37,8 @@ from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import write_verified
 from vaultflow.ports import port_is_free
+from vaultflow.engines.redis.aof import materialize_aof_chain
+from vaultflow.proc import forget, mkdtemp, remove, remove_on_death
 
 BATCH = 1000
 CONF_FILES = ("redis.conf", "redis.log")
@@ -46,7 +48,6 @@ def materialize(ctx: BackupContext, manifest: Manifest, dest: Path) -> dict[str,
     """Write the backup's data files into `dest`; the redis.conf settings to load them.
     IntegrityError when an object is corrupt or the RDB's CRC64 footer is not the one recorded."""
     if manifest.mode == "aof":
-        from vaultflow.engines.redis.aof import materialize_aof_chain
         return materialize_aof_chain(ctx, manifest, dest)
     obj = next((o for o in manifest.objects if o.role == "rdb"), None)
     if obj is None:
@@ -125,7 +126,6 @@ def _proven(manifest: Manifest, server, dest: Path, what: str) -> Comparison:
 def _prepare_dest(into: str | None, manifest: Manifest) -> tuple[Path, bool]:
     """(directory, whether we created it and may delete it)."""
     if into is None:  # ours: removed even if this process is killed, unless restore_redis hands it over
-        from vaultflow.proc import mkdtemp
         return mkdtemp(f"vaultflow-redis-{manifest.target[:20]}-{manifest.id[:15]}-"), True
     dest = Path(into)
     if dest.exists() and any(dest.iterdir()):
@@ -141,7 +141,6 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
     not empty), IntegrityError (corrupt object, copy differs from the facts; files kept),
     ConfigError (contradictory parameters). A landed copy that differs from the scratch copy
     is reported in the result's comparison (the restore flow fails on it)."""
-    from vaultflow.proc import forget, remove_on_death
     start = time.monotonic()
     replay = into == "original" or key_pattern is not None or into_db is not None
     if replay and into not in (None, "original"):
@@ -211,7 +210,6 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
 def _remove_restored(dest: Path, created: bool) -> None:
     """Nothing restorable-but-wrong stays behind: our directory goes, a user's is emptied."""
     if created:
-        from vaultflow.proc import remove
         remove(dest)
     else:
         empty_directory(dest)

@@ -20,7 +20,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from redis.retry import Retry
 from vaultflow.errors import ConfigError, RefusedError, ToolError
 from vaultflow.ports import free_port, port_is_free
 from vaultflow.proc import tied_popen
+from vaultflow.tools import log_tail, wait_until
 
 READY_TIMEOUT = 600.0  # loading a multi-GB RDB or AOF takes a while
 PORT_ATTEMPTS = 5
@@ -61,15 +61,6 @@ def find_binary(name: str, bin_dir: str | Path | None = None) -> Path:
         raise ConfigError(f"{name} is not installed on this worker: install Debian's redis-server and "
                           "redis-tools (apt-get install redis-server redis-tools) or set bin_dir")
     return Path(found)
-
-
-def tool_version(binary: Path) -> str:
-    """The first line `binary --version` prints, or "unknown" when it has no such option
-    (redis-check-aof 7.0 takes `--version` for a file name and fails)."""
-    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30,
-                         stdin=subprocess.DEVNULL)
-    lines = (out.stdout or out.stderr).strip().splitlines()
-    return lines[0] if out.returncode == 0 and lines else "unknown"
 
 
 def conf_line(key: str, value: str) -> str:
@@ -135,29 +126,22 @@ class RedisProcess:
                            socket_connect_timeout=5, **kw)
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_file, lines)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Until PING answers (LOADING means: still reading its data); ToolError if it exits."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ping() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise ToolError(f"redis-server on port {self.port} exited with code {self.proc.returncode} "
                                 f"while starting in {self.directory}:\n{self.log_tail()}")
-            try:
-                with self.client(socket_timeout=5) as conn:
-                    if conn.ping():
-                        return
-            except redis.exceptions.BusyLoadingError:
-                time.sleep(0.05)
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                time.sleep(0.05)
-        raise ToolError(f"redis-server on port {self.port} was not ready after {timeout:.0f}s "
-                        f"(directory {self.directory}):\n{self.log_tail()}")
+            with self.client(socket_timeout=5) as conn:
+                return bool(conn.ping())
+
+        # BusyLoadingError (a ConnectionError) is LOADING: still reading its data
+        wait_until(ping, timeout=timeout, interval=0.05, what=f"redis-server on port {self.port} to answer PING",
+                   retry_on=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+                   on_timeout=lambda message: ToolError(f"{message} (directory {self.directory}):\n"
+                                                        f"{self.log_tail()}"))
 
     def stop(self) -> None:
         """SHUTDOWN NOSAVE, then SIGKILL if it does not go; idempotent."""
