@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.8
 
-.PHONY: demo test test-fast bench lock system-deps install clean
+.PHONY: demo test test-fast lint bench lock system-deps install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,15 @@ system-deps:
 demo: install
 	$(BIN)/vaultflow demo
 
-test: install
-	$(BIN)/pytest -q -p no:cacheprovider
+# ruff (lint, and the format check once the tree is formatted), mypy on the core, import contracts
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy vaultflow
+	$(BIN)/lint-imports
+
+test: install lint
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25
 
 test-fast: install
 	$(BIN)/pytest -q tests/unit
@@ -38,7 +45,7 @@ bench: install
 	$(BIN)/python -m bench.run
 
 lock: | $(BIN)/python
-	$(BIN)/uv pip compile pyproject.toml --extra test --extra bench --extra embedded \
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra bench --extra embedded --extra dev \
 		--python-version 3.11 -o requirements.lock
 
 clean:

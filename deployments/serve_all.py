@@ -20,67 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PATH = "prefect.yaml"
-SCHEDULE_KINDS = ("cron", "interval", "rrule")
-
-
-def resolve_path(path: str | os.PathLike[str] = DEFAULT_PATH) -> Path:
-    """`path` as given, else (when relative and missing) relative to the project root."""
-    candidate = Path(path)
-    if not candidate.is_absolute() and not candidate.exists() and (ROOT / candidate).exists():
-        candidate = ROOT / candidate
-    return candidate.resolve()
-
-
-def load_deployments(path: str | os.PathLike[str] = DEFAULT_PATH) -> list[dict[str, Any]]:
-    """The `deployments` list of a prefect.yaml, YAML anchors and merge keys (<<:) resolved.
-
-    Raises OSError when the file cannot be read and ValueError when it is not YAML or has
-    no list of deployment mappings.
-    """
-    file = resolve_path(path)
-    try:
-        document = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{file} is not valid YAML: {exc}") from exc
-    if not isinstance(document, dict):
-        raise ValueError(f"{file} must be a mapping with a `deployments` list")
-    deployments = document.get("deployments")
-    if not isinstance(deployments, list) or not deployments:
-        raise ValueError(f"{file} has no `deployments` list")
-    for index, entry in enumerate(deployments):
-        if not isinstance(entry, dict):
-            raise ValueError(f"{file}: deployments[{index}] is a {type(entry).__name__}, not a mapping")
-    return deployments
-
-
-def project_root(path: str | os.PathLike[str] = DEFAULT_PATH) -> Path:
-    """Entrypoints are relative to the directory that holds prefect.yaml."""
-    return resolve_path(path).parent
-
-
-def load_flow(entrypoint: str, root: Path):
-    """The Flow an entrypoint ('flows/full_backup.py:full_backup') names, relative to `root`.
-
-    Raises ValueError for a malformed entrypoint, FileNotFoundError for a missing file,
-    prefect.exceptions.ScriptError when the file fails to import and MissingFlowError when
-    the name is absent or not a flow.
-    """
-    from prefect.flows import load_flow_from_entrypoint
-
-    if not isinstance(entrypoint, str) or ":" not in entrypoint:
-        raise ValueError(f"entrypoint {entrypoint!r} is not of the form path/to/file.py:flow_function")
-    file, func = entrypoint.rsplit(":", 1)
-    script = Path(file) if Path(file).is_absolute() else root / file
-    if not script.is_file():
-        raise FileNotFoundError(f"no such file: {script}")
-    if str(root) not in sys.path:  # the flows import their siblings: `from flows._support import ...`
-        sys.path.insert(0, str(root))
-    return load_flow_from_entrypoint(f"{script}:{func}", use_placeholder_flow=False)
-
+from deployments.project import (DEFAULT_PATH, ROOT, SCHEDULE_KINDS, load_deployments, load_flow,  # noqa: F401
+                                 project_root, resolve_path)
+from deployments.validate import report, validate
 
 def build_schedule(config: dict[str, Any]):
     """A prefect.schedules.Schedule from one `schedules:` entry of prefect.yaml."""
@@ -165,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if not args.skip_validation:
-        from deployments.validate import report, validate
         problems = validate(args.path)
         if problems:
             report(args.path, problems)

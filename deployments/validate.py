@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from deployments.serve_all import DEFAULT_PATH, SCHEDULE_KINDS, load_deployments, load_flow, project_root
+from deployments.project import DEFAULT_PATH, SCHEDULE_KINDS, load_deployments, load_flow, project_root
 
 # Keys of a `schedules:` entry that `prefect deploy` understands; anything else (a typo such as
 # `timzone:`) would be dropped silently.
