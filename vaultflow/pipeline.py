@@ -18,7 +18,7 @@ import subprocess
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import BinaryIO, Callable, Mapping, Sequence, cast
 
 import zstandard
 
@@ -187,7 +187,8 @@ def compress_into_store(source: Readable, store: Store, key: str, *, level: int 
     """Compress `source` with zstd and store it under `key`, hashing the stored bytes."""
     raw = CountingReader(source, progress)
     compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
-    compressed = compressor.stream_reader(raw, read_size=CHUNK_SIZE, closefd=False)
+    # zstandard reads any object with read(); its stubs say IO[bytes]
+    compressed = compressor.stream_reader(cast(BinaryIO, raw), read_size=CHUNK_SIZE, closefd=False)
     stored = HashingReader(compressed)
     store.put(key, stored, size_hint=size_hint)
     return WrittenObject(raw_size=raw.count, stored_size=stored.count, sha256=stored.sha256)
@@ -228,7 +229,7 @@ def open_verified(store: Store, key: str, sha256: str, stored_size: int, name: s
     raw = store.open(key)
     verifying = VerifyingReader(raw, sha256, stored_size, name or key)
     decompressor = zstandard.ZstdDecompressor()
-    reader = decompressor.stream_reader(verifying, read_size=CHUNK_SIZE, read_across_frames=True)
+    reader = decompressor.stream_reader(cast(BinaryIO, verifying), read_size=CHUNK_SIZE, read_across_frames=True)
     return DecodingReader(reader, name or key), verifying, raw
 
 

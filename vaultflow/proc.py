@@ -40,7 +40,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 _PR_SET_PDEATHSIG = 1
 _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaultflow-spawner")
@@ -64,7 +64,8 @@ def tied_popen(args: Any, **kwargs: Any) -> subprocess.Popen:
     if "preexec_fn" in kwargs:
         raise TypeError("tied_popen sets preexec_fn itself")
     kwargs["preexec_fn"] = _die_with(os.getpid())
-    return _spawner.submit(subprocess.Popen, args, **kwargs).result()
+    popen: Callable[..., subprocess.Popen] = subprocess.Popen
+    return _spawner.submit(popen, args, **kwargs).result()
 
 
 # -- temporary paths removed when this process dies -------------------------------------------

@@ -90,7 +90,7 @@ def wait_until(check: Callable[[], T | None], *, timeout: float, what: str, inte
         retry=retry_if_result(lambda value: not value) | retry_if_exception_type(retry_on),
     )
     try:
-        return retrying(check)  # type: ignore[return-value]  # retried until truthy
+        return retrying(check)  # retried until truthy
     except RetryError as exc:
         message = f"timed out after {timeout:.0f}s waiting for {what}"
         last = exc.last_attempt

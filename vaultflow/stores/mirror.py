@@ -15,6 +15,7 @@ than destroying the old version). Members that could not be cleaned up are named
 
 from __future__ import annotations
 
+import builtins  # `list` is also a method of MirrorStore
 import queue
 import threading
 from datetime import datetime
@@ -213,7 +214,7 @@ class MirrorStore:
         return None
 
     @staticmethod
-    def _none_could(what: str, misses: list[tuple[Store, Exception]]) -> VaultflowError:
+    def _none_could(what: str, misses: builtins.list[tuple[Store, Exception]]) -> VaultflowError:
         detail = "; ".join(f"{store.description}: {exc}" for store, exc in misses)
         cls = NotFoundError if all(isinstance(e, NotFoundError) for _, e in misses) else StoreUnavailableError
         return cls(f"no mirror member could {what}: {detail}")

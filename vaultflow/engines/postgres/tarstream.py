@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 import tempfile
 from collections.abc import Iterable
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from vaultflow.errors import VaultflowError
 from vaultflow.stores.base import Readable
@@ -202,7 +202,7 @@ class TarSniffer:
         self.members += 1
         self.data_bytes += size
         if self._current in self._wanted:
-            self._sink = tempfile.SpooledTemporaryFile(max_size=self._spool_limit)
+            self._sink = cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=self._spool_limit))  # a binary file
         self._start_content(size)
 
     def _start_content(self, size: int) -> None:

@@ -204,7 +204,7 @@ class RespCutter:
             raise  # unreachable: _bad raises
 
     def _bulk_done(self) -> None:
-        name = self._name
+        name: bytes | bytearray | None = self._name
         self._name = None
         if name is not None:
             if bytes(name[-2:]) != b"\r\n":

@@ -16,6 +16,7 @@ The one server meant to outlive the run, the default restore's, is started untie
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 import secrets
 import shutil
 import signal
@@ -163,7 +164,7 @@ class RedisProcess:
         self.proc = None
 
 
-def write_conf(directory: Path, settings: dict[str, str], secret_lines: list[str] = ()) -> Path:
+def write_conf(directory: Path, settings: dict[str, str], secret_lines: Sequence[str] = ()) -> Path:
     """redis.conf in `directory`, mode 0600 (it may hold requirepass / ACL users)."""
     path = directory / "redis.conf"
     text = "\n".join([conf_line(k, v) for k, v in settings.items()] + list(secret_lines)) + "\n"
@@ -174,7 +175,7 @@ def write_conf(directory: Path, settings: dict[str, str], secret_lines: list[str
 
 
 def start_redis(directory: Path, *, port: int | None = None, settings: dict[str, str] | None = None,
-                secret_lines: list[str] = (), binary: Path | None = None, popen_kw: dict | None = None,
+                secret_lines: Sequence[str] = (), binary: Path | None = None, popen_kw: dict | None = None,
                 username: str | None = None, password: str | None = None, wait: bool = True,
                 chown: tuple[int, int] | None = None, tied: bool = True) -> RedisProcess:
     """Start redis-server with its data and config in `directory`.
