@@ -155,7 +155,7 @@ def _restore_command():
         _restore(**kwargs)
 
     restore.__doc__ = _restore.__doc__
-    restore.__signature__ = inspect.Signature(generic + engine)  # type: ignore[attr-defined]
+    restore.__signature__ = inspect.Signature(generic + engine)
     return restore
 
 

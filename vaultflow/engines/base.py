@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, ClassVar, Mapping, Protocol
+from typing import Any, Callable, ClassVar, Mapping, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -189,8 +189,22 @@ class Engine(Protocol):
         ...
 
 
-def options_for(engine: Engine, given: Mapping[str, Any] | RestoreOptions | None,
-                target: str | None = None) -> RestoreOptions:
+OptionsT = TypeVar("OptionsT", bound=RestoreOptions, covariant=True)
+
+
+class HasRestoreOptions(Protocol[OptionsT]):
+    """What options_for needs of an engine: its name and its restore options model (so each
+    engine gets back its own options type)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def restore_options(self) -> type[OptionsT]: ...
+
+
+def options_for(engine: HasRestoreOptions[OptionsT], given: Mapping[str, Any] | RestoreOptions | None,
+                target: str | None = None) -> OptionsT:
     """`given` as `engine`'s typed restore options: None -> its defaults; an instance of its
     options model as is; a mapping of option name -> value validated into the model.
 

@@ -69,7 +69,7 @@ def _overlay(ctx: BackupContext, link: Manifest, data_dir: Path) -> set[str]:
                 while (member := tar.next()) is not None:
                     tar.extract(member, data_dir, set_attrs=True, filter=data_dir_filter)
                     names.add(member.name.rstrip("/"))
-                    tar.members.clear()
+                    tar.members.clear()  # type: ignore[attr-defined]  # TarFile.members: not in typeshed
         except tarfile.TarError as exc:
             drain(reader)
             verifying.check()

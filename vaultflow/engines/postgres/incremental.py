@@ -154,8 +154,8 @@ def physical_incremental_backup(config: PostgresSettings, ctx: BackupContext, pa
     if major and int(major.group()) * 10000 < MIN_SERVER_VERSION_NUM:
         return filelevel_backup(config, ctx, parent, kind, server_version=server_version, plan=plan)
     validate_parent(config, parent, kind)
-    if (major := tool_major(bin_dir, "pg_basebackup")) < 17:
-        raise ConfigError(f"pg_basebackup in {bin_dir} is version {major}: incremental backups need "
+    if (tools_major := tool_major(bin_dir, "pg_basebackup")) < 17:
+        raise ConfigError(f"pg_basebackup in {bin_dir} is version {tools_major}: incremental backups need "
                           "PostgreSQL 17 or later client tools; set bin_dir")
     system, timeline = _check_server(config)
     check_identity(parent, system, timeline, _where(config))

@@ -39,7 +39,7 @@ def _extract(reader, dest: Path) -> None:
     with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_SIZE, errorlevel=2) as tar:
         while (member := tar.next()) is not None:
             tar.extract(member, dest, set_attrs=True, filter=data_dir_filter)
-            tar.members.clear()
+            tar.members.clear()  # type: ignore[attr-defined]  # TarFile.members: not in typeshed
 
 
 def drain(reader) -> None:
