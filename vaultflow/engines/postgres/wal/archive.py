@@ -114,9 +114,10 @@ def check_continuity(repo: Repository | Store, target: str, start_wal_file: str,
         plan = plan_timeline(repo, target, start_tli, start_segno * segment_size, names=names,
                              requested=timeline, segment_size=segment_size)
     except NotFoundError as exc:
-        if getattr(exc, "history_file", None) is None:
+        history_file = getattr(exc, "history_file", None)
+        if history_file is None:
             raise
-        missing.append(exc.history_file)
+        missing.append(history_file)
         plan = plan_timeline(repo, target, start_tli, start_segno * segment_size, requested=start_tli,
                              names=[n for n in names if not is_segment(n) or parse_segment(n, segment_size)[0] <= start_tli],
                              segment_size=segment_size)

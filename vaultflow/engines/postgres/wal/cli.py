@@ -79,7 +79,7 @@ class _Parser(argparse.ArgumentParser):
 
     error_status = 2
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.print_usage(sys.stderr)
         self.exit(self.error_status, f"{self.prog}: error: {message}\n")
 

@@ -6,7 +6,7 @@ Standard library only: imported by `python -m vaultflow.engines.postgres.wal.cli
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from vaultflow.keys import encode_name  # standard library only, like this module
 
@@ -107,7 +107,7 @@ def record_key(target: str, name: str) -> str:
 
 def store_of(repo: Repository | Store) -> Store:
     """Functions take a Repository; a bare Store is accepted too (the fetch fast path)."""
-    return getattr(repo, "store", repo)
+    return cast("Store", getattr(repo, "store", repo))
 
 
 def archived_names(repo: Repository | Store, target: str) -> list[str]:

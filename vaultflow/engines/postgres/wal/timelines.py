@@ -233,8 +233,7 @@ def check_backup_wal(repo: Repository | Store, target: str, backup_id: str, cons
     try:
         plan = plan_timeline(repo, target, timeline, stop_lsn, names=names, segment_size=segment_size)
     except NotFoundError as exc:
-        missing = (getattr(exc, "history_file", ""),)
-        return BackupWal(backup_id, None, missing, f"backup {backup_id}: {exc}")
+        return BackupWal(backup_id, None, (getattr(exc, "history_file", ""),), f"backup {backup_id}: {exc}")
     missing = wal_gaps(plan, names, start, stop)
     if not missing:
         return BackupWal(backup_id, plan.timeline, (), "")
