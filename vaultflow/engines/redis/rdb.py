@@ -50,18 +50,23 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 def open_fifo_for_writing(path: Path, alive, reader: str, timeout: float = FIFO_OPEN_TIMEOUT) -> int:
     """A blocking write descriptor on the FIFO `path` once `reader` has opened it; ToolError if
     `alive()` turns false or `timeout` seconds pass first (a reader that died never opens it)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    failure = f"{reader} did not open {path.name} for reading"
+
+    def opened() -> tuple[int] | None:  # a tuple: descriptor 0 is a valid answer too
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-            return fd
         except OSError as exc:
-            if exc.errno != errno.ENXIO:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
                 raise
-        if not alive() or time.monotonic() > deadline:
-            raise ToolError(f"{reader} did not open {path.name} for reading")
-        time.sleep(0.01)
+            if not alive():
+                raise ToolError(failure) from None
+            return None
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return (fd,)
+
+    (fd,) = wait_until(opened, timeout=timeout, interval=0.01, what=f"{reader} to open {path.name}",
+                       on_timeout=lambda _: ToolError(failure))
+    return fd
 
 
 class _PipeWriter:
