@@ -1,6 +1,6 @@
 # vaultflow: two commands set everything up on a fresh Debian machine with Python 3.11+.
 #   make demo   back up, drop, restore and compare an embedded PostgreSQL database
-#   make test   install everything and run every test
+#   make test   install everything, run make lint (ruff, mypy, import contracts), then every test
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -28,7 +28,7 @@ system-deps:
 demo: install
 	$(BIN)/vaultflow demo
 
-# ruff (lint, and the format check once the tree is formatted), mypy on the core, import contracts
+# ruff (lint and format check), mypy on the core, import-linter contracts (pyproject.toml)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
