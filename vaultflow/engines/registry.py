@@ -19,9 +19,12 @@ import importlib
 import importlib.util
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from vaultflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vaultflow.engines.settings import RestoreOptions
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def names() -> list[str]:
     return sorted(set(_builtin_names()) | set(_REGISTERED))
 
 
-def restore_options(name: str) -> type | None:
+def restore_options(name: str) -> type[RestoreOptions] | None:
     """The restore options model (a vaultflow.engines.settings.RestoreOptions subclass) of engine
     `name`, without importing the engine and its drivers when it is a built-in one: its package's
     light `settings` module names it as RESTORE_OPTIONS (the CLI builds its restore options from
