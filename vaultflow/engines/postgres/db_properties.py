@@ -40,7 +40,7 @@ def read_properties(conn: psycopg.Connection, database: str) -> DatabaseProperti
                    array(SELECT x FROM pg_db_role_setting s, unnest(s.setconfig) WITH ORDINALITY u(x, n)
                           WHERE s.setdatabase = d.oid AND s.setrole = 0 ORDER BY n),
                    d.oid
-            FROM pg_database d WHERE d.datname = %s"""), (database,)).fetchone()  # type: ignore[arg-type]
+            FROM pg_database d WHERE d.datname = %s"""), (database,)).fetchone()
     if row is None:
         return None
     role_rows = conn.execute("SELECT pg_get_userbyid(setrole), setconfig FROM pg_db_role_setting "
@@ -115,7 +115,7 @@ def setting_clause(item: str) -> sql.Composed:
     name, _, value = item.partition("=")
     ident = sql.SQL(".").join(sql.Identifier(part) for part in name.split("."))
     if name.lower() in LIST_SETTINGS and value:
-        values = sql.SQL(", ").join(sql.Literal(v) for v in _split_list(value))
+        values: sql.Composable = sql.SQL(", ").join(sql.Literal(v) for v in _split_list(value))
     else:
         values = sql.Literal(value)
     return sql.SQL("SET {} = {}").format(ident, values)
@@ -129,7 +129,7 @@ def apply_settings(conn: psycopg.Connection, name: str, props: DatabasePropertie
 
     Raises ConfigError naming the setting (and role) the server refused."""
     db = sql.Identifier(name)
-    statements = [(item, None, sql.SQL("ALTER DATABASE {} {}").format(db, setting_clause(item)))
+    statements: list[tuple[str, str | None, sql.Composed]] = [(item, None, sql.SQL("ALTER DATABASE {} {}").format(db, setting_clause(item)))
                   for item in props.settings]
     if role_settings:
         statements += [(item, role, sql.SQL("ALTER ROLE {} IN DATABASE {} {}").format(

@@ -17,7 +17,7 @@ from pathlib import Path
 from vaultflow.engines.base import (BackupContext, BackupPlan, BackupUnit, RestoreResult, UnitResult,
                                     backup_in_steps, commit_unit_manifest, new_plan, options_for)
 from vaultflow.engines.postgres.settings import PostgresRestoreOptions, PostgresSettings
-from vaultflow.engines.postgres.client import (choose_bin_dir, client_env, connect,
+from vaultflow.engines.postgres.client import (ClientEnv, choose_bin_dir, client_env, connect,
                                          dump_command, globals_command, server_bin_dir)
 from vaultflow.engines.postgres.incremental import physical_incremental_backup
 from vaultflow.engines.postgres.physical import physical_full_backup
@@ -186,7 +186,7 @@ class PostgresEngine:
         ctx.repository.commit(manifest)
         return manifest
 
-    def _dump_database(self, ctx: BackupContext, env: dict, bin_dir, prefix: str, database: str):
+    def _dump_database(self, ctx: BackupContext, env: ClientEnv, bin_dir, prefix: str, database: str):
         """pg_dump of `database` in a snapshot that holds ACCESS SHARE on every table, fingerprinted
         concurrently in that same snapshot (pg_snapshot.py says why, and how lock waits stay bounded
         by lock_timeout_s). Returns (StoredObject, fingerprints, pg_current_snapshot text).

@@ -56,6 +56,7 @@ from vaultflow.pipeline import compress_into_store
 from vaultflow.stores.base import CHUNK_SIZE
 import pwd
 from vaultflow.proc import temporary_directory
+from typing import Any
 
 MAX_SERVER_VERSION_NUM = 170000  # 17+ takes the native path (pg_incremental)
 _END_OF_ARCHIVE = bytes(1024)
@@ -277,7 +278,7 @@ def filelevel_backup(config: PostgresSettings, ctx: BackupContext, parent: Manif
                         ).fetchone()[0]:
             raise ConfigError(f"PostgreSQL at {where} has extra tablespaces: physical backups do not support "
                               "them yet; use mode 'logical' for this target")
-        facts = {"segment_size": int(conn.execute(
+        facts: dict[str, Any] = {"segment_size": int(conn.execute(
             "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])}
         with temporary_directory("vaultflow-files-") as tmp:  # removed even if this process is killed
             parent_state = _parent_state(ctx, parent, Path(tmp))

@@ -162,7 +162,7 @@ def row_hash_sql(method: str, columns: list[Column], classifier: TypeClassifier)
     template = ROW_HASH[method]
     if method != "record+text":
         return sql.SQL(template).format(all=sql.SQL(", ").join(sql.Identifier(c.name) for c in columns))
-    fields = []
+    fields: list[sql.Composable] = []
     for c in columns:
         name = sql.Identifier(c.name)
         if classifier.exact(c.type_oid, c.typmod, c.collation):

@@ -76,7 +76,7 @@ def _read(conn: redis.Redis, keys: list[bytes]) -> list[tuple[bytes, bytes | Non
     return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
 
 
-def logical_value(conn: redis.Redis, key: bytes, kind: bytes):
+def logical_value(conn: redis.Redis, key: bytes, kind: bytes | str):
     """A value as a user sees it, independent of its encoding; None for module types."""
     kind = kind.decode() if isinstance(kind, bytes) else kind
     if kind == "string":

@@ -42,6 +42,7 @@ from vaultflow.errors import IntegrityError, ToolError
 from vaultflow.tools import wait_until
 from vaultflow.pipeline import StderrTail
 from vaultflow.proc import tied_popen
+from typing import Any
 
 FIFO_OPEN_TIMEOUT = 60.0
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
@@ -119,7 +120,7 @@ class RdbTee:
         self.config = config
         self.log = log
         self.scanner = RdbStreamScanner()
-        self._source = None
+        self._source: Any = None  # the stream wrap() is given
         self._done = False
         self._writer: _PipeWriter | None = None
         self._check: subprocess.Popen | None = None
