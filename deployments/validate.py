@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from deployments.project import DEFAULT_PATH, SCHEDULE_KINDS, load_deployments, load_flow, project_root
+from blocks.registry import target_type, target_types
+from flows._fit import STRATEGY_OF_FLOW, how_to_fix, misfit
+from vaultflow.errors import ConfigError
 
 # Keys of a `schedules:` entry that `prefect deploy` understands; anything else (a typo such as
 # `timzone:`) would be dropped silently.
@@ -178,9 +181,6 @@ class SavedBlocks:
 def check_fit(flow: Any, parameters: dict[str, Any], blocks: SavedBlocks) -> tuple[list[str], list[str]]:
     """(problems, notes): does the deployment's target fit its flow's strategy? The rule is the
     one the flows apply (flows/_fit.py, asking the target's settings)."""
-    from blocks.registry import target_type, target_types
-    from flows._fit import STRATEGY_OF_FLOW, how_to_fix, misfit
-    from vaultflow.errors import ConfigError
 
     strategy = STRATEGY_OF_FLOW.get(flow.name)
     ref = parameters.get("target")
