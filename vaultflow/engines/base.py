@@ -120,7 +120,17 @@ def commit_unit_manifest(repository: Repository, plan: BackupPlan, results: list
     return results[0].manifest
 
 
-def backup_in_steps(engine: "Engine", ctx: BackupContext, kind: BackupKind) -> Manifest:
+class BackupSteps(Protocol):
+    """The part of Engine that backup_in_steps drives."""
+
+    def plan_backup(self, ctx: BackupContext, kind: BackupKind) -> BackupPlan: ...
+
+    def dump(self, ctx: BackupContext, plan: BackupPlan, unit: BackupUnit) -> UnitResult: ...
+
+    def finish_backup(self, ctx: BackupContext, plan: BackupPlan, results: list[UnitResult]) -> Manifest: ...
+
+
+def backup_in_steps(engine: BackupSteps, ctx: BackupContext, kind: BackupKind) -> Manifest:
     """plan_backup, dump every unit in order, finish_backup: a whole backup in one call (what
     full_backup/incremental_backup do; the backup flows run the same steps as Prefect tasks).
     A failure before the manifest is committed removes the payload written so far."""

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from vaultflow.errors import ConfigError
 
 if TYPE_CHECKING:
-    from vaultflow.engines.settings import RestoreOptions
+    from pydantic import BaseModel
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def names() -> list[str]:
     return sorted(set(_builtin_names()) | set(_REGISTERED))
 
 
-def restore_options(name: str) -> type[RestoreOptions] | None:
+def restore_options(name: str) -> type[BaseModel] | None:
     """The restore options model (a vaultflow.engines.settings.RestoreOptions subclass) of engine
     `name`, without importing the engine and its drivers when it is a built-in one: its package's
     light `settings` module names it as RESTORE_OPTIONS (the CLI builds its restore options from
