@@ -132,7 +132,7 @@ def consistency_model(engine: str, type_name: Any) -> type[Consistency]:
     """The model of engine `engine` whose `type` is `type_name` (EngineSpec.consistency).
     ValueError naming the engine's types when it has none of that name; ConfigError for an
     unknown engine."""
-    models = registry.spec(engine).consistency
+    models: tuple[type[Consistency], ...] = registry.spec(engine).consistency
     for model in models:
         if model.model_fields["type"].default == type_name:
             return model

@@ -12,14 +12,14 @@ Light on purpose (pydantic only): manifest parsing imports it through the regist
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import Field
 
 from vaultflow.engines.postgres.filestate import METHOD as FILE_LEVEL  # PostgreSQL 15/16 incrementals
 from vaultflow.manifest import BackupMode, Consistency, Manifest, Strict
 
-PG_BASEBACKUP = "pg_basebackup"
+PG_BASEBACKUP: Final = "pg_basebackup"
 
 
 class DatabaseProperties(Strict):

@@ -24,6 +24,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Final
 
 # pg_basebackup's exclusions (basebackup.c, PostgreSQL 15/16): directories whose *contents*
 # are not copied (the directory itself is), at the top of the data directory ...
@@ -35,7 +36,7 @@ EXCLUDED_FILES = frozenset({"postgresql.auto.conf.tmp", "current_logfiles.tmp", 
 # ... and prefixes skipped in any directory (relcache init files, temporary files and dirs).
 EXCLUDED_PREFIXES = ("pg_internal.init", "pgsql_tmp")
 WAL_SUBDIRS = frozenset({"archive_status", "summaries"})  # kept (empty), like pg_basebackup does
-METHOD = "pg_backup_start/stop file-level"  # consistency.method of a file-level backup
+METHOD: Final = "pg_backup_start/stop file-level"  # consistency.method of a file-level backup
 FILES_OBJECT = "files.tar.zst"              # the changed files, backup_label and WAL start..stop
 FILELIST_OBJECT = "filelist.json.zst"       # the file state (dump_state)
 CONTROL_FILE = "global/pg_control"  # copied last, as pg_basebackup does

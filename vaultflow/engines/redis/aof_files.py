@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import redis
 
@@ -187,7 +187,7 @@ class LocalAof:
         return self.manifest.base
 
     @property
-    def base_format(self) -> str:
+    def base_format(self) -> Literal["rdb", "aof"]:
         return "rdb" if os.pread(self.fds[self.base.name], 5, 0) == b"REDIS" else "aof"
 
     @classmethod

@@ -35,6 +35,7 @@ from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableErr
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
 from vaultflow.pipeline import compress_into_store, dump_into_store
 from vaultflow.engines.redis.restore import restore_redis
+from typing import Literal
 
 RDB_OBJECT = "dump.rdb.zst"
 
@@ -110,6 +111,7 @@ class RedisEngine:
         with repo.uncommitted(self.name, config.name, backup_id, ctx.log), RdbTee(config, ctx.log) as tee:
             t0 = time.monotonic()
             progress = (lambda done: ctx.progress(RDB_OBJECT, done, None)) if ctx.progress else None
+            method: Literal["BGSAVE + copy", "replication snapshot (redis-cli --rdb)"]
             if config.local:
                 method, tool = "BGSAVE + copy", {}
                 written = self._copy_local_rdb(ctx, tee, prefix + RDB_OBJECT, progress)
