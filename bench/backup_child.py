@@ -36,8 +36,8 @@ def main() -> None:
     import psutil
 
     from vaultflow.engines.base import BackupContext
-    from vaultflow.engines.postgres.settings import PostgresSettings
     from vaultflow.engines.postgres.engine import PostgresEngine
+    from vaultflow.engines.postgres.settings import PostgresSettings
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 

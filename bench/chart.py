@@ -20,7 +20,7 @@ def _bars(ax, labels, values, colors, title, unit, fmt="{:.1f}"):
     ax.set_xlabel(unit, fontsize=8)
     ax.tick_params(labelsize=8)
     top = max(values) if values else 1
-    for bar, value in zip(bars, values):
+    for bar, value in zip(bars, values, strict=False):
         ax.text(bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2, fmt.format(value),
                 va="center", fontsize=7)
     ax.set_xlim(0, top * 1.18)

@@ -112,7 +112,7 @@ class Generator:
         lengths = self.rng.integers(lo, hi + 1, size=count)
         offsets = self.rng.integers(0, CORPUS_BYTES - hi - 1, size=count)
         view = self.view
-        return [bytes(view[o:o + n]) for o, n in zip(offsets.tolist(), lengths.tolist())]
+        return [bytes(view[o:o + n]) for o, n in zip(offsets.tolist(), lengths.tolist(), strict=False)]
 
     def _string_values(self, ids, stamp: int) -> list[bytes]:
         lo, hi = MIX["string"][2]
@@ -120,7 +120,7 @@ class Generator:
         ages = self.rng.integers(18, 90, size=len(ids)).tolist()
         return [b'{"id":%d,"user":"user%d@example.com","age":%d,"ts":%d,"plan":"%s","bio":"%s"}'
                 % (i, i % 50_000, a, stamp + i, (b"free", b"pro", b"team")[i % 3], body)
-                for i, a, body in zip(ids, ages, bodies)]
+                for i, a, body in zip(ids, ages, bodies, strict=False)]
 
     def populate(self, cli_cmd: list[str], scale: float = 1.0, log=print) -> RedisData:
         t0 = time.monotonic()
@@ -131,7 +131,7 @@ class Generator:
         for start in range(0, n_str, 50_000):
             ids = list(range(start, min(n_str, start + 50_000)))
             values = self._string_values(ids, stamp)
-            for i, v in zip(ids, values):
+            for i, v in zip(ids, values, strict=False):
                 if i % 100 == 99:
                     pipe.add(_bulk([b"SET", b"str:%d" % i, v, b"EX", b"86400"]))
                 else:
@@ -166,7 +166,7 @@ class Generator:
                     words = self._slices(4, 12, per)
                     scores = self.rng.normal(1000, 300, size=per).round(2).tolist()
                     parts = [b"ZADD", key]
-                    for j, (w, s) in enumerate(zip(words, scores)):
+                    for j, (w, s) in enumerate(zip(words, scores, strict=False)):
                         member = b"player:%d:%s" % (j, w)
                         parts += [repr(s).encode(), member]
                         vb += len(member) + 8
@@ -186,11 +186,11 @@ class Generator:
         rng = np.random.default_rng(seed)
         pipe = _Pipe(cli_cmd)
         changed = {}
-        for kind, (count, per, (lo, hi)) in MIX.items():
+        for kind, (count, _per, (lo, hi)) in MIX.items():
             count = int(count * scale)
             picks = rng.choice(count, size=max(1, int(count * fraction)), replace=False).tolist()
             if kind == "string":
-                for i, v in zip(picks, self._string_values(picks, 1_800_000_000)):
+                for i, v in zip(picks, self._string_values(picks, 1_800_000_000), strict=False):
                     pipe.add(_bulk([b"SET", b"str:%d" % i, v]))
             else:
                 for k in picks:

@@ -180,10 +180,10 @@ def _wal_phase(pg, spool: Path, repo, seconds: int, log) -> dict:
 
 def run_physical(args, log) -> dict:
     from vaultflow.engines.base import BackupContext
-    from vaultflow.engines.postgres.settings import PostgresSettings
     from vaultflow.engines.postgres.incremental import physical_incremental_backup
     from vaultflow.engines.postgres.physical import physical_full_backup
     from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
+    from vaultflow.engines.postgres.settings import PostgresSettings
     from vaultflow.manifest import BackupKind
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore

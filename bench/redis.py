@@ -259,8 +259,8 @@ def _aof(server, data_scale: float, gen, work: Path, log) -> dict:
 def run_redis(args, log) -> dict:
     from bench.datagen_redis import Generator
     from vaultflow.engines.redis.engine import RedisEngine
-    from vaultflow.engines.redis.settings import RedisSettings
     from vaultflow.engines.redis.server import find_binary
+    from vaultflow.engines.redis.settings import RedisSettings
     from vaultflow.testing.redis_instance import SOURCE_SETTINGS, running_redis
 
     t_all = time.monotonic()

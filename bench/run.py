@@ -73,8 +73,8 @@ def _flow_figures(doc: dict, flow: dict) -> None:
 
 
 def run_all(pg, s3, work: Path, args) -> dict:
-    from vaultflow.engines.postgres.settings import PostgresSettings
     from vaultflow.engines.postgres.engine import PostgresEngine
+    from vaultflow.engines.postgres.settings import PostgresSettings
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
     from vaultflow.stores.s3 import S3Store

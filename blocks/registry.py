@@ -21,7 +21,7 @@ from prefect.blocks.core import Block
 
 from vaultflow.errors import ConfigError
 
-_TARGET_TYPES: dict[str, type["TargetBlock"]] = {}
+_TARGET_TYPES: dict[str, type[TargetBlock]] = {}
 
 
 class TargetBlock(Block, ABC):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Optional
 
 from prefect.blocks.core import Block
 from prefect_aws.s3 import S3Bucket
@@ -40,17 +39,17 @@ class BackupRepository(Block):
     _logo_url = LOGO_URL
     _documentation_url = "https://github.com/vaultflow/vaultflow/blob/main/docs/repository-format.md"
 
-    local_path: Optional[str] = Field(default=None, description="Directory on the worker's host that "
+    local_path: str | None = Field(default=None, description="Directory on the worker's host that "
                                       "holds the repository (created 0700 if missing).")
-    s3_bucket: Optional[S3Bucket] = Field(default=None, description="A prefect-aws S3Bucket block; its "
+    s3_bucket: S3Bucket | None = Field(default=None, description="A prefect-aws S3Bucket block; its "
                                           "bucket_folder is the repository's prefix inside the bucket.")
     compression_level: int = Field(default=3, ge=1, le=19, description="zstd level: 1 fastest, 19 smallest.")
-    keep_last: Optional[int] = Field(default=7, ge=0, description="Keep the N newest backups.")
-    keep_daily: Optional[int] = Field(default=7, ge=0, description="Keep the newest backup of each of N days.")
-    keep_weekly: Optional[int] = Field(default=4, ge=0, description="Keep the newest backup of each of N ISO weeks.")
-    keep_monthly: Optional[int] = Field(default=12, ge=0, description="Keep the newest backup of each of N months.")
-    keep_yearly: Optional[int] = Field(default=None, ge=0, description="Keep the newest backup of each of N years.")
-    keep_within: Optional[str] = Field(default=None, description="Keep everything newer than this, e.g. '7d', '36h'.")
+    keep_last: int | None = Field(default=7, ge=0, description="Keep the N newest backups.")
+    keep_daily: int | None = Field(default=7, ge=0, description="Keep the newest backup of each of N days.")
+    keep_weekly: int | None = Field(default=4, ge=0, description="Keep the newest backup of each of N ISO weeks.")
+    keep_monthly: int | None = Field(default=12, ge=0, description="Keep the newest backup of each of N months.")
+    keep_yearly: int | None = Field(default=None, ge=0, description="Keep the newest backup of each of N years.")
+    keep_within: str | None = Field(default=None, description="Keep everything newer than this, e.g. '7d', '36h'.")
     orphan_grace: str = Field(default="24h", description="Payload without a manifest (a killed run) older "
                               "than this is deleted by prune.")
     clock_tolerance: str = Field(default="5min", description="How far a backup's recorded time may differ from "

@@ -20,9 +20,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deployments.project import (DEFAULT_PATH, ROOT, SCHEDULE_KINDS, load_deployments, load_flow,  # noqa: F401
-                                 project_root, resolve_path)
+from deployments.project import (  # noqa: F401
+    DEFAULT_PATH,
+    ROOT,
+    SCHEDULE_KINDS,
+    load_deployments,
+    load_flow,
+    project_root,
+    resolve_path,
+)
 from deployments.validate import report, validate
+
 
 def build_schedule(config: dict[str, Any]):
     """A prefect.schedules.Schedule from one `schedules:` entry of prefect.yaml."""

@@ -22,12 +22,13 @@ import inspect
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from deployments.project import DEFAULT_PATH, SCHEDULE_KINDS, load_deployments, load_flow, project_root
 from blocks.registry import target_type, target_types
+from deployments.project import DEFAULT_PATH, SCHEDULE_KINDS, load_deployments, load_flow, project_root
 from flows._fit import STRATEGY_OF_FLOW, how_to_fix, misfit
 from vaultflow.errors import ConfigError
 

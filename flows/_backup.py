@@ -9,8 +9,15 @@ from __future__ import annotations
 from prefect import get_run_logger
 
 from flows._locks import target_lock
-from flows._support import (ProgressReporter, emit_backup_event, fail_fast_on_permanent_errors, lineage,
-                            load_repository, load_target, publish_catalog)
+from flows._support import (
+    ProgressReporter,
+    emit_backup_event,
+    fail_fast_on_permanent_errors,
+    lineage,
+    load_repository,
+    load_target,
+    publish_catalog,
+)
 from tasks.backup import check_target, dump, finish_backup, plan_backup
 from vaultflow.engines.base import BackupContext
 from vaultflow.errors import ChainBrokenError

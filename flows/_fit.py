@@ -11,7 +11,8 @@ module only asks them, for any registered target block type.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from blocks.registry import target_types
 
@@ -22,7 +23,7 @@ STRATEGY_OF_FLOW = {"incremental-backup": "incremental", "differential-backup": 
 _OTHERWISE = {"archive-logs": "pause it"}
 
 
-def misfit(strategy: str, block: Any, spool_dir: Optional[str] = None) -> Optional[str]:
+def misfit(strategy: str, block: Any, spool_dir: str | None = None) -> str | None:
     """Why target `block` cannot do `strategy` ('incremental', 'differential', 'archive-logs'),
     from the block's fields alone (and the flow's spool_dir); None when it can. What only the
     server can tell: see server_misfit."""
@@ -30,7 +31,7 @@ def misfit(strategy: str, block: Any, spool_dir: Optional[str] = None) -> Option
     return block.misfit(strategy, parameters)
 
 
-def server_misfit(strategy: str, block: Any) -> Optional[str]:
+def server_misfit(strategy: str, block: Any) -> str | None:
     """What only the server can tell (a local-mode Redis target with appendonly off). None when
     it fits or when the server cannot be asked (the backup itself then reports that error)."""
     return block.server_misfit(strategy)

@@ -13,8 +13,9 @@ wait in, and the repository lock covers them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -53,7 +54,7 @@ def ensure_limit(name: str, slots: int = 1) -> None:
 
 
 @contextmanager
-def deployment_slot(engine: str, target: str, wait_s: float, enabled: Optional[bool] = None) -> Iterator[None]:
+def deployment_slot(engine: str, target: str, wait_s: float, enabled: bool | None = None) -> Iterator[None]:
     """Hold the target's global concurrency slot while the block runs, when `enabled` (default:
     this is a deployment run). Waits up to `wait_s` seconds for it, then raises LockHeldError
     (retryable). The slot's lease is renewed while held and expires 5 min after a killed run."""
@@ -79,7 +80,7 @@ def deployment_slot(engine: str, target: str, wait_s: float, enabled: Optional[b
 
 @contextmanager
 def target_lock(repo: Repository, engine: str, target: str, purpose: str, exclusive: bool = False,
-                log: Callable[[str], Any] = print, slot: Optional[bool] = None) -> Iterator[HeldLock]:
+                log: Callable[[str], Any] = print, slot: bool | None = None) -> Iterator[HeldLock]:
     """Hold what a `purpose` run on a target needs: the Prefect limit (writers in deployment
     runs; `slot` forces it on or off), then the repository lock, shared or `exclusive`. Yields
     the HeldLock. Raises LockHeldError (retryable) past the repository's lock_wait."""

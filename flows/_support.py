@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Union
+from typing import Any
 
 from prefect import get_client, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -17,16 +18,16 @@ from prefect.runtime import deployment, flow_run
 
 from blocks import BackupRepository
 from blocks.registry import TargetBlock, target_types
-from vaultflow.keys import artifact_slug
 from vaultflow.engines.base import BackupContext
 from vaultflow.errors import ConfigError, NotFoundError, is_transient
+from vaultflow.keys import artifact_slug
 from vaultflow.manifest import Lineage, Manifest
 from vaultflow.repository import Repository
 
 # A target block of any registered kind (blocks.registry), or its name: 'postgres-target/prod', or
 # just 'prod' when one kind alone has a block of that name.
-TargetParam = Union[TargetBlock, str]
-RepositoryParam = Union[BackupRepository, str]
+TargetParam = TargetBlock | str
+RepositoryParam = BackupRepository | str
 
 # Flow-level retries for transient failures (server restarting, network blip). Permanent errors
 # cancel the remaining retries (fail_fast_on_permanent_errors). Tasks back off exponentially.

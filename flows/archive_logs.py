@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from flows._fit import how_to_fix, misfit
-from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fast_on_permanent_errors,
-                            load_repository, load_target, run_name, target_resource)
+from flows._support import (
+    FLOW_RETRIES,
+    RepositoryParam,
+    TargetParam,
+    fail_fast_on_permanent_errors,
+    load_repository,
+    load_target,
+    run_name,
+    target_resource,
+)
 from tasks.logs import archive_logs as ship_logs
 from vaultflow.errors import ConfigError
 from vaultflow.logarchive import open_log_archive, ship_failure
 
 
 @flow(name="archive-logs", flow_run_name=run_name("logs"), log_prints=True, **FLOW_RETRIES)
-def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: Optional[str] = None,
+def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: str | None = None,
                  follow_seconds: float = 0.0) -> dict:
     """Ship the target's log into the repository: every unit compressed, stored, read back and
     checked, its record written last (PostgreSQL: the WAL files `archive_command = 'vaultflow

@@ -7,8 +7,15 @@ from prefect.states import Completed
 
 from flows._backup import run_backup
 from flows._fit import how_to_fix, misfit, server_misfit
-from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, fail_fast_on_permanent_errors, load_repository,
-                            load_target, run_name)
+from flows._support import (
+    FLOW_RETRIES,
+    RepositoryParam,
+    TargetParam,
+    fail_fast_on_permanent_errors,
+    load_repository,
+    load_target,
+    run_name,
+)
 from vaultflow.manifest import BackupKind
 
 

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from datetime import datetime, timezone
-from typing import Optional
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows._locks import target_lock
-from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact_key, emit_backup_event,
-                            fail_fast_on_permanent_errors, load_repository, load_target,
-                            publish_catalog, run_name)
+from flows._support import (
+    FLOW_RETRIES,
+    RepositoryParam,
+    TargetParam,
+    artifact_key,
+    emit_backup_event,
+    fail_fast_on_permanent_errors,
+    load_repository,
+    load_target,
+    publish_catalog,
+    run_name,
+)
 from tasks.prune import delete_backup, delete_objects
 from vaultflow.logarchive import open_log_archive
 from vaultflow.retention import clock_problems, plan
@@ -29,7 +37,7 @@ def prunable_logs(repo, engine: str, target: str, manifests, decisions):
 
 
 @flow(name="prune", flow_run_name=run_name("prune"), log_prints=True, **FLOW_RETRIES)
-def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry_run: bool = False) -> dict:
+def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_run: bool = False) -> dict:
     """Delete what the retention policy does not keep (manifest first, then payload).
 
     Backups whose recorded time cannot be trusted (a worker's wrong clock, judged against this
@@ -51,7 +59,7 @@ def prune(repository: RepositoryParam, target: Optional[TargetParam] = None, dry
     with fail_fast_on_permanent_errors(), ExitStack() as lock_stack:
         block, repo = load_repository(repository)
         policy = block.retention_policy()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if target is not None:
             tblock = load_target(target)
             targets = [(tblock.engine().name, tblock.name)]

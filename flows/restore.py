@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from datetime import datetime
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
 from flows._locks import still_there, target_lock
-from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, emit_backup_event,
-                            fail_fast_on_permanent_errors, open_backup,
-                            run_name)
+from flows._support import (
+    FLOW_RETRIES,
+    RepositoryParam,
+    TargetParam,
+    emit_backup_event,
+    fail_fast_on_permanent_errors,
+    open_backup,
+    run_name,
+)
 from tasks.restore import restore_backup
 from vaultflow.engines.base import options_for
 from vaultflow.errors import ConfigError, IntegrityError
@@ -19,13 +25,13 @@ from vaultflow.errors import ConfigError, IntegrityError
 
 @flow(name="restore", flow_run_name=run_name("restore"), log_prints=True, **FLOW_RETRIES)
 def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "latest",
-            into: Optional[str] = None, overwrite: bool = False,
-            databases: Optional[list[str]] = None, to_time: Optional[datetime] = None,
-            to_lsn: Optional[str] = None, to_name: Optional[str] = None,
-            to_timeline: Optional[Union[int, Literal["latest", "current"]]] = None,
-            key_pattern: Optional[str] = None, into_db: Optional[int] = None,
+            into: str | None = None, overwrite: bool = False,
+            databases: list[str] | None = None, to_time: datetime | None = None,
+            to_lsn: str | None = None, to_name: str | None = None,
+            to_timeline: int | Literal["latest", "current"] | None = None,
+            key_pattern: str | None = None, into_db: int | None = None,
             no_owner: bool = False, no_privileges: bool = False,
-            options: Optional[dict[str, Any]] = None) -> dict:
+            options: dict[str, Any] | None = None) -> dict:
     """Restore `backup_id` into a new database (default) or, with overwrite=True, over `into`.
 
     Nothing existing is touched unless `overwrite` is set; even then the old database is

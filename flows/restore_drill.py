@@ -8,9 +8,18 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows._locks import still_there, target_lock
-from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact_key, emit_backup_event,
-                            fail_fast_on_permanent_errors, open_backup,
-                            publish_catalog, record_check, run_name)
+from flows._support import (
+    FLOW_RETRIES,
+    RepositoryParam,
+    TargetParam,
+    artifact_key,
+    emit_backup_event,
+    fail_fast_on_permanent_errors,
+    open_backup,
+    publish_catalog,
+    record_check,
+    run_name,
+)
 from tasks.restore import drill_backup
 from vaultflow.compare import UNLOGGED_EMPTY
 from vaultflow.errors import RefusedError

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Optional
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows._locks import target_lock
-from flows._support import (FLOW_RETRIES, RepositoryParam, TargetParam, artifact_key, emit_backup_event,
-                            fail_fast_on_permanent_errors, load_repository, load_target,
-                            publish_catalog, record_check, run_name)
+from flows._support import (
+    FLOW_RETRIES,
+    RepositoryParam,
+    TargetParam,
+    artifact_key,
+    emit_backup_event,
+    fail_fast_on_permanent_errors,
+    load_repository,
+    load_target,
+    publish_catalog,
+    record_check,
+    run_name,
+)
 from tasks.verify import verify_backup
 from vaultflow.errors import IntegrityError
 from vaultflow.logarchive import open_log_archive
@@ -41,7 +50,7 @@ def check_log_archive(repo, engine: str, target: str, manifests) -> tuple[list[d
 
 
 @flow(name="verify", flow_run_name=run_name("verify"), log_prints=True, **FLOW_RETRIES)
-def verify(repository: RepositoryParam, target: Optional[TargetParam] = None, deep: bool = True) -> dict:
+def verify(repository: RepositoryParam, target: TargetParam | None = None, deep: bool = True) -> dict:
     """Deep: recompute every object's sha256. Quick: check presence and size only. Where the
     target's engine has a log archive (PostgreSQL WAL), its continuity from every backup that
     reads it is checked too, gaps named.

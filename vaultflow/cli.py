@@ -8,7 +8,7 @@ Targets and repositories are Prefect blocks given by name (`--target prod`); for
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -23,7 +23,7 @@ RepoOpt = typer.Option(None, "--repository", "-r", help="BackupRepository block 
 RepoPathOpt = typer.Option(None, "--repo-path", help="A local directory to use as repository instead of a block.")
 
 
-def _repository(name: Optional[str], path: Optional[str]):
+def _repository(name: str | None, path: str | None):
     if path:
         from blocks import BackupRepository
         return BackupRepository(local_path=path)
@@ -41,7 +41,7 @@ def _one_line_errors():
     except VaultflowError as exc:
         # soft_wrap: one line, whatever the width (a path cut by a hard wrap cannot be copied or grepped)
         console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
 
 
 def _run(flow_fn, **params):
@@ -64,7 +64,7 @@ def demo(workdir: str = typer.Option(".vaultflow-demo", help="Where the demo rep
 
 
 @app.command()
-def backup(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt):
+def backup(target: str = TargetOpt, repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt):
     """Take a full backup of a target."""
     from flows.full_backup import full_backup
     result = _run(full_backup, target=target, repository=_repository(repository, repo_path))
@@ -90,8 +90,8 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _restore(target: str, repository: Optional[str], repo_path: Optional[str], backup_id: str,
-             into: Optional[str], overwrite: bool, database: Optional[list[str]], **engine_options: Any) -> None:
+def _restore(target: str, repository: str | None, repo_path: str | None, backup_id: str,
+             into: str | None, overwrite: bool, database: list[str] | None, **engine_options: Any) -> None:
     """Restore a backup: by default into a new place the target's engine names (a new database,
     a scratch server), or over `--into` with --overwrite. Engine options apply to their engine only."""
     import inspect
@@ -128,18 +128,18 @@ def _restore_command():
 
     generic = [
         inspect.Parameter("target", inspect.Parameter.KEYWORD_ONLY, default=TargetOpt, annotation=str),
-        inspect.Parameter("repository", inspect.Parameter.KEYWORD_ONLY, default=RepoOpt, annotation=Optional[str]),
+        inspect.Parameter("repository", inspect.Parameter.KEYWORD_ONLY, default=RepoOpt, annotation=str | None),
         inspect.Parameter("repo_path", inspect.Parameter.KEYWORD_ONLY, default=RepoPathOpt,
-                          annotation=Optional[str]),
+                          annotation=str | None),
         inspect.Parameter("backup_id", inspect.Parameter.KEYWORD_ONLY,
                           default=typer.Option("latest", "--backup", "-b", help="Backup id, or 'latest'."),
                           annotation=str),
-        inspect.Parameter("into", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=typer.Option(
+        inspect.Parameter("into", inspect.Parameter.KEYWORD_ONLY, annotation=str | None, default=typer.Option(
             None, help="Where to restore, as the target's engine names it (a database name or data directory, "
             "a directory, 'original' for the target server); default: a new place.")),
         inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
             False, "--overwrite", help="Replace `into` if it exists.")),
-        inspect.Parameter("database", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[list[str]],
+        inspect.Parameter("database", inspect.Parameter.KEYWORD_ONLY, annotation=list[str] | None,
                           default=typer.Option(None, "--database", "-d", help="Only these databases of the "
                                                "backup, as its manifest names them.")),
     ]
@@ -148,7 +148,7 @@ def _restore_command():
         is_flag = field.annotation is bool
         help_text = f"{field.description or name} [{', '.join(engines)}]"
         engine.append(inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, annotation=bool if is_flag else Optional[str],
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=bool if is_flag else str | None,
             default=typer.Option(False if is_flag else None, _flag(name), help=help_text)))
 
     def restore(**kwargs: Any) -> None:
@@ -163,7 +163,7 @@ app.command("restore")(_restore_command())
 
 
 @app.command("list")
-def list_backups(repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt):
+def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt):
     """Show the catalog: every complete backup, manifests that could not be read, and backups
     whose recorded time cannot be trusted (a worker's wrong clock). Ids are never cut: on a
     terminal the table folds long cells; in a pipe or CI log it prints plain columns, whatever
@@ -215,12 +215,12 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         return
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
 
 
 @app.command()
-def verify(repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt,
-           target: Optional[str] = typer.Option(None, "--target", "-t"),
+def verify(repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt,
+           target: str | None = typer.Option(None, "--target", "-t"),
            quick: bool = typer.Option(False, "--quick", help="Check sizes only, do not re-hash.")):
     """Re-read every object of every backup and check its checksum."""
     from flows.verify import verify as verify_flow
@@ -229,8 +229,8 @@ def verify(repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoP
 
 
 @app.command()
-def prune(repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt,
-          target: Optional[str] = typer.Option(None, "--target", "-t"),
+def prune(repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt,
+          target: str | None = typer.Option(None, "--target", "-t"),
           dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan, delete nothing.")):
     """Apply the repository's retention policy."""
     from flows.prune import prune as prune_flow
@@ -241,7 +241,7 @@ def prune(repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPa
 
 
 @app.command()
-def drill(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt,
+def drill(target: str = TargetOpt, repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt,
           rto: float = typer.Option(900.0, help="Recovery time objective in seconds.")):
     """Restore the latest backup into scratch databases, compare, time it, drop them."""
     from flows.restore_drill import restore_drill
@@ -250,11 +250,11 @@ def drill(target: str = TargetOpt, repository: Optional[str] = RepoOpt, repo_pat
 
 
 @app.command()
-def upload(repository: Optional[str] = RepoOpt, repo_path: Optional[str] = RepoPathOpt,
-           to: Optional[str] = typer.Option(None, "--to", help="Destination BackupRepository block name."),
-           to_path: Optional[str] = typer.Option(None, "--to-path", help="A local directory as destination."),
-           target: Optional[str] = typer.Option(None, "--target", "-t", help="Only this target's backups."),
-           backup_id: Optional[str] = typer.Option(None, "--backup", "-b", help="Only this backup ('latest' or "
+def upload(repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt,
+           to: str | None = typer.Option(None, "--to", help="Destination BackupRepository block name."),
+           to_path: str | None = typer.Option(None, "--to-path", help="A local directory as destination."),
+           target: str | None = typer.Option(None, "--target", "-t", help="Only this target's backups."),
+           backup_id: str | None = typer.Option(None, "--backup", "-b", help="Only this backup ('latest' or "
                                                    "an id) and the parents it needs.")):
     """Copy backups the destination lacks (objects verified, manifest last; resumes an interrupted copy)."""
     from flows.upload import upload as upload_flow

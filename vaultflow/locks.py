@@ -38,9 +38,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from vaultflow.errors import LockHeldError, LockLostError, NotFoundError
 from vaultflow.stores.base import Store, get_bytes, put_bytes
@@ -138,7 +139,7 @@ def read_locks(store: Store, directory: str) -> list[LockRecord]:
             doc = json.loads(get_bytes(store, info.key))
             moment = datetime.fromisoformat(doc["time"])
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
+                moment = moment.replace(tzinfo=UTC)
             purpose = str(doc.get("purpose") or (named and named["purpose"]) or "unknown")
             # Locks written before shared/exclusive existed were backup locks: shared.
             records.append(LockRecord(info.key, purpose, bool(doc.get("exclusive", False)), doc.get("host"),
@@ -186,7 +187,7 @@ class HeldLock:
         if self.store.stat(self.key) is None:
             self._lose(f"the lock {self.key} was removed by another run (it judged it stale)")
             return
-        self.record = replace(self.record, time=now or datetime.now(timezone.utc))
+        self.record = replace(self.record, time=now or datetime.now(UTC))
         put_bytes(self.store, self.key, json.dumps(self.record.document()).encode())
         self._last_refresh = time.monotonic()
 
@@ -269,7 +270,7 @@ class LockRequest:
 
     def attempt(self, now: datetime | None = None) -> HeldLock | LockRecord:
         """One try: the HeldLock, or the record of a lock that conflicts (ours withdrawn)."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         blocking = self._blocking(now)
         if blocking is not None:
             return blocking

@@ -13,7 +13,7 @@ Version 1 manifests are upgraded on read (vaultflow.manifest_v1).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any, ClassVar, Self
 
@@ -53,7 +53,7 @@ ID_TIME_FORMAT = "%Y%m%dT%H%M%S"
 
 def new_backup_id(kind: BackupKind, now: datetime | None = None) -> str:
     """'20261126T020000.123Z-F': sorts by time (millisecond precision) and names its kind."""
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     return f"{now.strftime(ID_TIME_FORMAT)}.{now.microsecond // 1000:03d}Z-{kind.suffix}"
 
 
@@ -61,7 +61,7 @@ def parse_backup_id(backup_id: str) -> tuple[datetime, BackupKind]:
     try:
         stamp, suffix = backup_id.rsplit("-", 1)
         kind = {"F": BackupKind.FULL, "I": BackupKind.INCREMENTAL, "D": BackupKind.DIFFERENTIAL}[suffix]
-        when = datetime.strptime(stamp, ID_TIME_FORMAT + ".%fZ").replace(tzinfo=timezone.utc)
+        when = datetime.strptime(stamp, ID_TIME_FORMAT + ".%fZ").replace(tzinfo=UTC)
     except (ValueError, KeyError) as exc:
         raise VaultflowError(
             f"{backup_id!r} is not a backup id (expected e.g. 20261126T020000.000Z-F)"

@@ -17,8 +17,9 @@ import os
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Mapping, Sequence, cast
+from typing import BinaryIO, cast
 
 import zstandard
 

@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import contextmanager
 import os
 import socket
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from vaultflow.chain import choose_parent, resolve
 from vaultflow.errors import ChainBrokenError, ConfigError, NotFoundError, RefusedError, note_cleanup_failure
-from vaultflow.retention import DEFAULT_CLOCK_TOLERANCE, BackupRef, clock_problems
 from vaultflow.keys import decode_name, encode_name
 from vaultflow.locks import HeldLock, LockRequest, LockSettings, acquire, holder_alive, release_key
 from vaultflow.manifest import BackupKind, Manifest, ManifestError, parse_manifest
 from vaultflow.pipeline import HashingReader
+from vaultflow.retention import DEFAULT_CLOCK_TOLERANCE, BackupRef, clock_problems
 from vaultflow.stores.base import CHUNK_SIZE, ObjectInfo, Store, get_bytes, put_bytes
 
 MANIFEST = "manifest.json"
@@ -63,7 +64,7 @@ class Catalog:
 
         `now` defaults to this host's clock (UTC); see vaultflow.retention.clock_problems.
         """
-        return clock_problems(self.refs(), now or datetime.now(timezone.utc), tolerance)
+        return clock_problems(self.refs(), now or datetime.now(UTC), tolerance)
 
     def latest(self, kind=None, now: datetime | None = None,
                tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE) -> Manifest | None:
@@ -273,7 +274,7 @@ class Repository:
         for info in self.store.list(prefix):
             by_backup.setdefault(info.key[len(prefix):].split("/")[0], []).append(info)
         orphaned: list[ObjectInfo] = []
-        for backup_id, infos in sorted(by_backup.items()):
+        for _backup_id, infos in sorted(by_backup.items()):
             if any(i.key.endswith("/" + MANIFEST) for i in infos):
                 continue
             if all(now - i.modified > grace for i in infos):
@@ -394,7 +395,7 @@ class Repository:
         holder = uuid.uuid4().hex
         key = f"{self._scratch_dir(engine, target)}{encode_name(database, 'database name')}-{holder}.json"
         doc = {"host": socket.gethostname(), "pid": os.getpid(), "holder": holder, "server": server,
-               "database": database, "time": (now or datetime.now(timezone.utc)).isoformat()}
+               "database": database, "time": (now or datetime.now(UTC)).isoformat()}
         put_bytes(self.store, key, json.dumps(doc).encode())
         return key
 
@@ -403,7 +404,7 @@ class Repository:
         SCRATCH_TTL; the record gains `since` (its time). Records that cannot be read, or whose
         key is not the one put_scratch gives their database and holder, are left out: they name
         nothing that may be dropped."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         dead = []
         for info in self.store.list(self._scratch_dir(engine, target)):
             try:

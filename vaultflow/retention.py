@@ -22,14 +22,15 @@ keeps.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from vaultflow.chain import faults as chain_faults, with_ancestors
+from vaultflow.chain import faults as chain_faults
+from vaultflow.chain import with_ancestors
 from vaultflow.errors import RefusedError, VaultflowError
 from vaultflow.manifest import BackupKind, parse_backup_id
 
@@ -77,7 +78,7 @@ Count = Annotated[int | None, Field(ge=0)]
 _BUCKETS: tuple[tuple[str, str, Callable[[datetime], str]], ...] = (
     ("keep_hourly", "hourly", lambda t: t.strftime("%Y-%m-%dT%H")),
     ("keep_daily", "daily", lambda t: t.strftime("%Y-%m-%d")),
-    ("keep_weekly", "weekly", lambda t: "{0}-W{1:02d}".format(*t.isocalendar())),
+    ("keep_weekly", "weekly", lambda t: "{}-W{:02d}".format(*t.isocalendar()[:2])),
     ("keep_monthly", "monthly", lambda t: t.strftime("%Y-%m")),
     ("keep_yearly", "yearly", lambda t: t.strftime("%Y")),
 )
@@ -169,7 +170,7 @@ def span(td: timedelta) -> str:
 
 
 def _utc(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 _FIX = "fix that worker's clock (NTP)"
@@ -281,7 +282,7 @@ def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime) -
         for r in restorable:
             if left <= 0:
                 break
-            period = period_of(r.finished_at.astimezone(timezone.utc))
+            period = period_of(r.finished_at.astimezone(UTC))
             if period != last_period:  # the first seen in a period is its newest
                 reasons[r.id].append(f"{label} {period}")
                 last_period = period

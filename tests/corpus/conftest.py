@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 

@@ -26,8 +26,8 @@ def main() -> None:
         from vaultflow.engines.redis.settings import RedisSettings
         engine = RedisEngine(RedisSettings(**job["config"]))
     else:
-        from vaultflow.engines.postgres.settings import PostgresSettings
         from vaultflow.engines.postgres.engine import PostgresEngine
+        from vaultflow.engines.postgres.settings import PostgresSettings
         engine = PostgresEngine(PostgresSettings(**job["config"]))
     repo = Repository(build(job["store"]))
     if job.get("min_part_size"):  # S3: multipart uploads from a few MB on

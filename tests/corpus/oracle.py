@@ -60,7 +60,7 @@ def _database_properties(conn: psycopg.Connection, dbname: str) -> dict[str, obj
         raise AssertionError(f"oracle: database {dbname!r} does not exist")
     keys = ["encoding", "collate", "ctype", "locale_provider", "icu_locale", "owner", "acl",
             "connection_limit", "comment", "settings", "role_settings"]
-    return dict(zip(keys, row))
+    return dict(zip(keys, row, strict=False))
 
 
 def _schema(pg, dbname: str) -> list[str]:

@@ -17,7 +17,7 @@ exist; `vaultflow list` and the verify flow report it with how far ahead and wha
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -71,7 +71,7 @@ def test_a_future_dated_backup_is_held_skipped_by_latest_and_reported(pg_server,
     catalog = repo.catalog("postgres", engine.config.name)
     assert [m.id for m in catalog.manifests] == [b1.id, b2.id, skewed.id]
     # Judged by the store's clock, and also when this worker shares the fast clock.
-    for now in (datetime.now(timezone.utc), datetime.now(timezone.utc) + AHEAD):
+    for now in (datetime.now(UTC), datetime.now(UTC) + AHEAD):
         problems = catalog.clock_problems(now)
         assert list(problems) == [skewed.id]
         assert problems[skewed.id].startswith("future-dated") and "3h after the store wrote its manifest" in \
@@ -107,7 +107,7 @@ def test_a_future_dated_backup_is_held_skipped_by_latest_and_reported(pg_server,
 
     # prune with the policy: the skewed backup takes no slot and deletes nothing real.
     policy = dict(keep_last=None, keep_daily=7, keep_weekly=4, keep_monthly=None)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     without = plan([r for r in catalog.refs() if r.id != skewed.id], RetentionPolicy(**policy), now)
     from flows.prune import prune
     pruned = prune(repository=BackupRepository(local_path=repo_dir, **policy))
@@ -160,7 +160,7 @@ def test_the_s3_servers_clock_exposes_a_fast_worker_even_to_a_worker_with_the_sa
     skewed = as_written_by_a_fast_clock(ctx.repository, engine.full_backup(ctx))
     catalog = ctx.repository.catalog("postgres", "skews3")
     assert set(catalog.stored_at) == {real.id, skewed.id}  # LastModified, set by the S3 server
-    fast_now = datetime.now(timezone.utc) + AHEAD  # this worker shares the fast clock
+    fast_now = datetime.now(UTC) + AHEAD  # this worker shares the fast clock
     problems = catalog.clock_problems(fast_now)
     assert list(problems) == [skewed.id] and "3h after the store wrote its manifest" in problems[skewed.id]
     assert catalog.latest(now=fast_now).id == real.id

@@ -15,16 +15,16 @@ import json
 import os
 import random
 import secrets
-import shutil
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
 import pytest
@@ -33,8 +33,8 @@ from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.postgres import MakeDb, quote_ident, traversable_tmp_dir
 from tests.fixtures.processes import answering, descendants, listening, live, read
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.redis.engine import RedisEngine
 from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.repository import Repository
@@ -274,7 +274,7 @@ def check_nothing_left(case: Case, run: Run, tmp: Path, marker: str, temp_files:
 
 def collect_orphans(repo: Repository, engine: str, target: str) -> None:
     """What prune does for a target with orphan_grace 0 (flows/prune.py)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for info in repo.orphans(engine, target, timedelta(0), now):
         repo.store.delete(info.key)
     repo.sweep_partial(engine, target, now)
@@ -314,7 +314,7 @@ def test_killed_backups_leave_nothing_behind(case: Case) -> None:
             runs.append(run)
 
     collect_orphans(case.repo, engine_name, target)
-    assert case.repo.orphans(engine_name, target, timedelta(0), datetime.now(timezone.utc)) == []
+    assert case.repo.orphans(engine_name, target, timedelta(0), datetime.now(UTC)) == []
     assert empty_directories(case.repo) == [] and open_uploads(case.repo) == []
     catalog = case.repo.catalog(engine_name, target)
     listed = {m.id for m in catalog.manifests}

@@ -16,7 +16,7 @@ import secrets
 import socket
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -170,7 +170,7 @@ def test_scratch_records_are_judged_like_locks(tmp_path: Path) -> None:
     mine = repo.put_scratch("postgres", "t", "shop_vf_0123abcd", server)
     dead = forge_record(repo, "t", "shop_vf_89abcdef", server)
     old = repo.put_scratch("postgres", "t", "Shop/ü_vf_00000000", server,
-                           now=datetime.now(timezone.utc) - SCRATCH_TTL - timedelta(seconds=1))
+                           now=datetime.now(UTC) - SCRATCH_TTL - timedelta(seconds=1))
     elsewhere = forge_record(repo, "t", "x_vf_11111111", server, host="another-host")
     moved = forge_record(repo, "t", "y_vf_22222222", server, database="y_vf_33333333")
     found = dict(repo.dead_scratch("postgres", "t"))

@@ -66,7 +66,7 @@ def created_db(server, request, sql: str) -> str:
 
 
 def drop_all(server, prefix: str) -> None:
-    for (name,) in server.execute("SELECT datname FROM pg_database WHERE datname LIKE %s" % repr(prefix + "%")):
+    for (name,) in server.execute(f"SELECT datname FROM pg_database WHERE datname LIKE {prefix + '%'!r}"):
         server.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
 
 

@@ -56,7 +56,7 @@ def _backup_and_restore_each(server, ctx, names: list[str], target: str) -> dict
     assert set(keys) == set(names)
     restored = [f"r{i}_{target}" for i in range(len(names))]
     try:
-        for name, into in zip(names, restored):
+        for name, into in zip(names, restored, strict=False):
             result = engine.restore(ctx, manifest, into=into, databases=[name])
             assert result.restored == {name: into}
             assert result.comparison.ok, result.comparison.summary()

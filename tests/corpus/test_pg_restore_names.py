@@ -13,9 +13,14 @@ import pytest
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.postgres import quote_ident
-from vaultflow.engines.postgres.logical_restore import (MAX_NAME_BYTES, default_restore_name, drill_name, fit_name,
-                                                  scratch_name)
 from vaultflow.engines.postgres.engine import default_restore_name as reexported
+from vaultflow.engines.postgres.logical_restore import (
+    MAX_NAME_BYTES,
+    default_restore_name,
+    drill_name,
+    fit_name,
+    scratch_name,
+)
 
 UMLAUTS = "ü" * 31  # 62 bytes
 FULL = "ü" * 31 + "x"  # 63 bytes, the longest name PostgreSQL keeps

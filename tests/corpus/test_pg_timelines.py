@@ -19,10 +19,11 @@ import pytest
 from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.postgres import system_bin_dir_below
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import start_cluster, stop_cluster
-from vaultflow.engines.postgres.recovery import RecoveryTarget
 from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.postgres.recovery import RecoveryTarget
+from vaultflow.engines.postgres.settings import PostgresSettings
+from vaultflow.engines.postgres.wal import check_backup_wal, delete_wal, read_record, ship_spool
 from vaultflow.errors import NotFoundError
 from vaultflow.ports import free_port
 from vaultflow.repository import Repository
@@ -30,7 +31,6 @@ from vaultflow.stores import LocalStore
 from vaultflow.testing.postgres_server import PostgresInstance, embedded_bin_dir, running_postgres
 from vaultflow.testing.service_python import ServicePython, service_user_python
 from vaultflow.testing.unprivileged import SERVICE_USER, give_to_service_user, running_as_root
-from vaultflow.engines.postgres.wal import check_backup_wal, delete_wal, read_record, ship_spool
 
 RUN_AS = SERVICE_USER if running_as_root() else None
 

@@ -16,10 +16,10 @@ import pytest
 from tests.corpus.oracle import pg_differences, pg_state
 from tests.fixtures.postgres import traversable_tmp_dir
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import start_cluster, stop_cluster
-from vaultflow.engines.postgres.physical import UNLOGGED_EMPTY
 from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.postgres.physical import UNLOGGED_EMPTY
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.ports import free_port
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore

@@ -16,12 +16,10 @@ import tempfile
 from pathlib import Path
 
 from tests.corpus.oracle import redis_differences, redis_state
-from vaultflow.engines.redis.engine import RDB_OBJECT, RedisEngine
-from vaultflow.engines.redis.settings import RedisSettings
-from vaultflow.engines.redis.server import find_binary, start_redis
 from tests.fixtures.redis import crc64_jones
-
-
+from vaultflow.engines.redis.engine import RDB_OBJECT, RedisEngine
+from vaultflow.engines.redis.server import find_binary, start_redis
+from vaultflow.engines.redis.settings import RedisSettings
 
 
 def check_rdb(path: Path) -> tuple[int, int]:

@@ -21,10 +21,10 @@ import pytest
 import redis
 
 from tests.corpus.oracle import RedisState, redis_differences, redis_state
-from vaultflow.engines.redis.engine import RedisEngine
-from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.engines.redis.compare import compare_copies
+from vaultflow.engines.redis.engine import RedisEngine
 from vaultflow.engines.redis.server import RedisProcess, start_redis
+from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 
 HOUR_MS = 3_600_000
 

@@ -34,8 +34,8 @@ from blocks import BackupRepository
 from deployments.serve_all import load_deployments
 from tests.fixtures.processes import descendants, live
 from vaultflow.demo_setup import READY_LINE
-from vaultflow.testing.unprivileged import free_port
 from vaultflow.engines.postgres.wal.names import parse_lsn, segment_name, wal_prefix
+from vaultflow.testing.unprivileged import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -26,9 +26,9 @@ from tests.fixtures.fake_pg import FakePostgres
 from tests.fixtures.postgres import quote_ident, system_bin_dir_below
 from tests.fixtures.processes import descendants, named
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.client import client_env, dbname_conninfo
 from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 

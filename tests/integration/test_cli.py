@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -81,7 +81,7 @@ def test_list_through_a_pipe_prints_whole_ids_and_reports_future_dated_backups(t
     """CI logs and pipes are not terminals: ids must come out whole whatever COLUMNS says."""
     repo = Repository(LocalStore(tmp_path / "repo"))
     target = "a-target-name-longer-than-any-terminal-column"
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def commit(when: datetime, kind: BackupKind, parent: str | None = None) -> Manifest:
         m = Manifest(id=new_backup_id(kind, when), engine="postgres", target=target, kind=kind, parent_id=parent,
@@ -97,7 +97,7 @@ def test_list_through_a_pipe_prints_whole_ids_and_reports_future_dated_backups(t
     ahead = commit(now + timedelta(hours=3), BackupKind.FULL)  # a worker whose clock runs 3 h fast
     env = {**os.environ, "COLUMNS": "20", "LINES": "5"}
     listed = subprocess.run([sys.executable, "-m", "vaultflow.cli", "list", "--repo-path", str(tmp_path / "repo")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True, timeout=300)
+                            capture_output=True, env=env, text=True, timeout=300)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split() == ["target", "backup", "kind", "parent", "finished", "(UTC)", "stored", "MB",

@@ -40,8 +40,12 @@ def test_the_demos_temporary_api_starts_without_the_telemetry_service(monkeypatc
     """The cause, deterministically (the race above is timing-dependent): the server process
     Prefect starts for the demo gets PREFECT_SERVER_ANALYTICS_ENABLED=false, unless the user
     chose otherwise or points at a real server."""
-    from prefect.settings import (PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, get_current_settings,
-                                  temporary_settings)
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        get_current_settings,
+        temporary_settings,
+    )
 
     from vaultflow.demo import ephemeral_api_without_telemetry
 

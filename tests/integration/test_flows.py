@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
-                                            ArtifactFilterType, FlowRunFilter, FlowRunFilterName)
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    ArtifactFilterType,
+    FlowRunFilter,
+    FlowRunFilterName,
+)
 from prefect.client.schemas.sorting import ArtifactSort
 from pydantic import SecretStr
 
@@ -154,15 +161,16 @@ def test_drill_fails_on_missed_rto_and_verify_names_corrupt_object(pg18, fresh_d
 
 
 def test_events_relate_backup_to_target(pg18, fresh_db, tmp_path: Path):
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
-    from datetime import datetime, timedelta, timezone
     import time
+    from datetime import datetime, timedelta
+
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
     db = fresh_db(pg18)
     make_table(pg18, db, rows=5)
     target = target_for(pg18, db, "events")
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
-    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    since = datetime.now(UTC) - timedelta(seconds=5)
     backup = full_backup(target=target, repository=repository)
     verify(repository=repository, target=target)
     wanted = {"vaultflow.backup.completed", "vaultflow.backup.verified"}

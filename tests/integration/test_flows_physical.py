@@ -16,9 +16,9 @@ from flows.full_backup import full_backup
 from flows.restore import restore
 from flows.restore_drill import restore_drill
 from flows.verify import verify
+from vaultflow.engines.postgres.wal import is_segment, object_key, record_key
 from vaultflow.errors import IntegrityError
 from vaultflow.testing.unprivileged import SERVICE_USER, give_to_service_user, running_as_root
-from vaultflow.engines.postgres.wal import is_segment, object_key, record_key
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -74,9 +74,9 @@ def test_physical_backup_archive_verify_drill_and_pitr(archiving, work):
 
 def test_prune_drops_wal_older_than_the_oldest_kept_backup(archiving, work):
     from flows.prune import prune
+    from vaultflow.engines.postgres.wal import archived_names
     from vaultflow.repository import Repository
     from vaultflow.stores import LocalStore
-    from vaultflow.engines.postgres.wal import archived_names
 
     pg = archiving.pg
     target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical",

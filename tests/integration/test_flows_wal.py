@@ -8,10 +8,10 @@ import pytest
 
 from blocks import BackupRepository, PostgresTarget
 from flows.archive_logs import archive_logs
+from vaultflow.engines.postgres.wal import check_continuity, read_record, spooled
 from vaultflow.errors import ConfigError
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
-from vaultflow.engines.postgres.wal import check_continuity, read_record, spooled
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -21,14 +21,14 @@ from tests.fixtures.postgres import restored_instance, system_bin_dir_below, tra
 from tests.fixtures.wal import ArchivingServer
 from tests.integration.test_pg_incremental import Chain as IncrementalChain
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
-from vaultflow.engines.postgres.cluster import stop_cluster
-from vaultflow.engines.postgres.filelevel import FILELIST_OBJECT, FILES_OBJECT, METHOD
 from vaultflow.engines.postgres.chain import restore_chain
+from vaultflow.engines.postgres.cluster import stop_cluster
+from vaultflow.engines.postgres.engine import PostgresEngine, fingerprint_tables
+from vaultflow.engines.postgres.filelevel import FILELIST_OBJECT, FILES_OBJECT, METHOD
 from vaultflow.engines.postgres.incremental import ChainBrokenError, physical_incremental_backup
 from vaultflow.engines.postgres.physical import BASE_OBJECT, UNLOGGED_SQL
 from vaultflow.engines.postgres.recovery import start_restored_cluster
-from vaultflow.engines.postgres.engine import PostgresEngine, fingerprint_tables
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.errors import ConfigError, IntegrityError
 from vaultflow.manifest import BackupKind, Fingerprint
 from vaultflow.repository import MANIFEST, Repository

@@ -17,9 +17,9 @@ import pytest
 
 from tests.fixtures.postgres import restored_instance, traversable_tmp_dir
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
-from vaultflow.engines.postgres.cluster import stop_cluster
 from vaultflow.engines.postgres.chain import restore_chain
+from vaultflow.engines.postgres.cluster import stop_cluster
+from vaultflow.engines.postgres.engine import fingerprint_tables
 from vaultflow.engines.postgres.incremental import ChainBrokenError, physical_incremental_backup
 from vaultflow.engines.postgres.physical import (
     BASE_OBJECT,
@@ -27,9 +27,9 @@ from vaultflow.engines.postgres.physical import (
     physical_full_backup,
 )
 from vaultflow.engines.postgres.recovery import start_restored_cluster
-from vaultflow.engines.postgres.engine import fingerprint_tables
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError
-from vaultflow.manifest import BackupKind, Manifest, Fingerprint
+from vaultflow.manifest import BackupKind, Fingerprint, Manifest
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.postgres_server import (

@@ -17,8 +17,9 @@ from tests.fixtures.postgres import MakeDb, restored_instance, traversable_tmp_d
 from tests.fixtures.secret_watch import SecretWatch
 from tests.integration.test_postgres_engine import SCHEMA, contents, load
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import RunningCluster, stop_cluster
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
+from vaultflow.engines.postgres.engine import fingerprint_tables
 from vaultflow.engines.postgres.physical import (
     BASE_OBJECT,
     MANIFEST_OBJECT,
@@ -26,10 +27,9 @@ from vaultflow.engines.postgres.physical import (
 )
 from vaultflow.engines.postgres.physical_restore import restore_physical
 from vaultflow.engines.postgres.recovery import drill_physical, start_restored_cluster
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.verify import verify_restored
-from vaultflow.engines.postgres.engine import fingerprint_tables
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError, ToolError
-from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import open_verified
 from vaultflow.repository import Repository

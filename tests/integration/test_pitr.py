@@ -18,15 +18,15 @@ import psycopg
 import pytest
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import stop_cluster
-from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
 from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
+from vaultflow.engines.postgres.settings import PostgresSettings
+from vaultflow.engines.postgres.wal import check_continuity, object_key, record_key, ship_spool
 from vaultflow.errors import NotFoundError
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.unprivileged import SERVICE_USER, give_to_service_user, running_as_root
-from vaultflow.engines.postgres.wal import check_continuity, object_key, record_key, ship_spool
 
 RUN_AS = SERVICE_USER if running_as_root() else None
 

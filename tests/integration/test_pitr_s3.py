@@ -19,17 +19,17 @@ import pytest
 
 from tests.fixtures.secret_watch import SecretWatch
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.cluster import stop_cluster
-from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
 from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
+from vaultflow.engines.postgres.settings import PostgresSettings
+from vaultflow.engines.postgres.wal import object_key, record_key, ship_spool, wal_fetch
+from vaultflow.engines.postgres.wal.cli import fetch_command
 from vaultflow.errors import AuthenticationError, ToolError
 from vaultflow.manifest import Manifest
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore, MirrorStore, spec
 from vaultflow.testing.unprivileged import SERVICE_USER, running_as_root
-from vaultflow.engines.postgres.wal import object_key, record_key, ship_spool, wal_fetch
-from vaultflow.engines.postgres.wal.cli import fetch_command
 
 RUN_AS = SERVICE_USER if running_as_root() else None
 

@@ -13,8 +13,8 @@ import pytest
 from tests.fixtures.postgres import MakeDb, quote_ident
 from tests.fixtures.secret_watch import SecretWatch
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine, default_restore_name
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.errors import AuthenticationError, NotFoundError, is_transient
 from vaultflow.pipeline import open_verified
 from vaultflow.repository import Repository

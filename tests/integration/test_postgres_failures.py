@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -18,10 +18,16 @@ import pytest
 from tests.fixtures.postgres import MakeDb, quote_ident
 from tests.fixtures.processes import descendants, named
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine
-from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError,
-                              ServerUnavailableError, is_transient)
+from vaultflow.engines.postgres.settings import PostgresSettings
+from vaultflow.errors import (
+    ConfigError,
+    IntegrityError,
+    NotFoundError,
+    RefusedError,
+    ServerUnavailableError,
+    is_transient,
+)
 from vaultflow.manifest import BackupKind, new_backup_id
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore, put_bytes
@@ -135,7 +141,7 @@ def test_corrupted_payload_refuses_restore(backed_up) -> None:
 
 def test_unreadable_manifests_do_not_hide_good_backups(backed_up, drop_later_db) -> None:
     server, db, engine, repo, manifest = backed_up
-    later = datetime.now(timezone.utc) + timedelta(minutes=1)
+    later = datetime.now(UTC) + timedelta(minutes=1)
     broken_id = new_backup_id(BackupKind.FULL, later)
     future_id = new_backup_id(BackupKind.FULL, later + timedelta(seconds=1))
     prefix = repo.target_prefix("postgres", manifest.target) + "backups/"
@@ -153,7 +159,7 @@ def test_unreadable_manifests_do_not_hide_good_backups(backed_up, drop_later_db)
     with pytest.raises(NotFoundError, match=f"backup {future_id} is unreadable"):
         catalog.get(future_id)
     # Unreadable is not orphaned: nothing may offer to delete them.
-    assert repo.orphans("postgres", manifest.target, timedelta(0), datetime.now(timezone.utc)) == []
+    assert repo.orphans("postgres", manifest.target, timedelta(0), datetime.now(UTC)) == []
 
     result = engine.restore(BackupContext(repo), catalog.resolve("latest"), into=f"{db}_good")
     drop_later_db(server, f"{db}_good")
@@ -222,17 +228,17 @@ def test_backup_killed_mid_stream_leaves_only_orphans(pg_server: PostgresInstanc
         catalog.resolve("latest")
 
     prefix = repo.backup_prefix("postgres", engine.config.name, backup_dir.name)
-    orphans = repo.orphans("postgres", engine.config.name, grace=timedelta(0), now=datetime.now(timezone.utc))
+    orphans = repo.orphans("postgres", engine.config.name, grace=timedelta(0), now=datetime.now(UTC))
     assert orphans and all(o.key.startswith(prefix) for o in orphans)
     assert prefix + "globals.sql.zst" in {o.key for o in orphans}
     # ...but not while they may still belong to a running backup.
     assert repo.orphans("postgres", engine.config.name, grace=timedelta(hours=1),
-                        now=datetime.now(timezone.utc)) == []
+                        now=datetime.now(UTC)) == []
     assert repo.discard_payload("postgres", engine.config.name, backup_dir.name) == len(orphans)
-    assert repo.orphans("postgres", engine.config.name, timedelta(0), datetime.now(timezone.utc)) == []
+    assert repo.orphans("postgres", engine.config.name, timedelta(0), datetime.now(UTC)) == []
     # The object being streamed when the run died is a temp file: prune's sweep removes it.
     assert list(backups.rglob(".tmp-*"))
-    assert repo.sweep_partial("postgres", engine.config.name, datetime.now(timezone.utc) + timedelta(seconds=1)) >= 1
+    assert repo.sweep_partial("postgres", engine.config.name, datetime.now(UTC) + timedelta(seconds=1)) >= 1
     assert not list(backups.rglob(".tmp-*"))
 
 
@@ -244,7 +250,7 @@ def test_sweep_partial_removes_only_old_interrupted_writes(tmp_path: Path) -> No
     old.write_bytes(b"x" * 100)
     fresh.write_bytes(b"y")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    cutoff = datetime.now(timezone.utc) - timedelta(hours=1)
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
     assert repo.sweep_partial("postgres", "t", cutoff) == 1
     assert not old.exists() and fresh.exists()
 

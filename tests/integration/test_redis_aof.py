@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from vaultflow.engines.base import BackupContext
-from vaultflow.engines.redis.aof import (MANIFEST_OBJECT, aof_full_backup, aof_incremental_backup,
-                                         materialize_aof_chain)
 from tests.corpus.oracle import redis_differences, redis_state
-from vaultflow.engines.redis.settings import RedisSettings
+from vaultflow.engines.base import BackupContext
+from vaultflow.engines.redis.aof import MANIFEST_OBJECT, aof_full_backup, aof_incremental_backup, materialize_aof_chain
 from vaultflow.engines.redis.client import fingerprint_server
+from vaultflow.engines.redis.consistency import RedisRdbConsistency
 from vaultflow.engines.redis.rdb import start_replica_scratch
 from vaultflow.engines.redis.server import RedisProcess, start_redis
+from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.errors import AuthenticationError, ChainBrokenError, ConfigError, IntegrityError, RefusedError
-from vaultflow.engines.redis.consistency import RedisRdbConsistency
 from vaultflow.manifest import BackupKind, BackupMode, Manifest
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore

@@ -9,9 +9,9 @@ import pytest
 
 from blocks import RedisTarget
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.redis.engine import RedisEngine
 from vaultflow.engines.redis.client import KEYSPACE, RedisSettings
 from vaultflow.engines.redis.compare import compare_copies
+from vaultflow.engines.redis.engine import RedisEngine
 from vaultflow.errors import IntegrityError
 from vaultflow.manifest import Fingerprint
 from vaultflow.repository import Repository

@@ -15,8 +15,8 @@ from tests.fixtures.redis import SEED_USERS
 from tests.fixtures.secret_watch import SecretWatch
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis.engine import RDB_OBJECT, RedisEngine
-from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.engines.redis.server import RedisProcess, find_binary
+from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.errors import ConfigError, RefusedError
 from vaultflow.ports import free_port
 from vaultflow.repository import MANIFEST, Repository
@@ -76,8 +76,8 @@ def contents(server: RedisProcess | redis.Redis, dbs=range(16), port: int | None
             for key in keys:
                 kind = conn.type(key).decode()
                 value = {"string": conn.get, "hash": conn.hgetall, "set": conn.smembers,
-                         "list": lambda k: conn.lrange(k, 0, -1),
-                         "zset": lambda k: conn.zrange(k, 0, -1, withscores=True)}[kind](key)
+                         "list": lambda k, conn=conn: conn.lrange(k, 0, -1),
+                         "zset": lambda k, conn=conn: conn.zrange(k, 0, -1, withscores=True)}[kind](key)
                 values[key] = (kind, value, conn.pttl(key) > 0)
             result[db] = values
     return result

@@ -20,10 +20,17 @@ import redis
 from tests.fixtures.processes import descendants, named
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis.engine import RDB_OBJECT, RedisEngine
-from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.engines.redis.server import RedisProcess
-from vaultflow.errors import (AuthenticationError, ConfigError, IntegrityError, RefusedError,
-                              ServerUnavailableError, VaultflowError, is_transient)
+from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
+from vaultflow.errors import (
+    AuthenticationError,
+    ConfigError,
+    IntegrityError,
+    RefusedError,
+    ServerUnavailableError,
+    VaultflowError,
+    is_transient,
+)
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.service_python import service_user_python

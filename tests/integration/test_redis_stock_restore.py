@@ -13,8 +13,8 @@ import redis
 from tests.fixtures.redis import SEED_USERS
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis.engine import RedisEngine
-from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.engines.redis.server import RedisProcess
+from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.ports import free_port
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore

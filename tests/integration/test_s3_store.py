@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC
 
 import pytest
 
@@ -167,12 +168,12 @@ def test_unreachable_endpoint(s3_server: S3Instance) -> None:
 
 def test_sweep_partial_aborts_stale_multipart_uploads(store: S3Store, s3_server: S3Instance,
                                                       s3_bucket: str) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     client = s3_server.client()
     client.create_multipart_upload(Bucket=s3_bucket, Key=f"{store.prefix}/a/killed" if store.prefix else "a/killed")
-    assert store.sweep_partial("a/", datetime.now(timezone.utc) - timedelta(hours=1)) == 0
-    assert store.sweep_partial("a/", datetime.now(timezone.utc) + timedelta(minutes=1)) == 1
+    assert store.sweep_partial("a/", datetime.now(UTC) - timedelta(hours=1)) == 0
+    assert store.sweep_partial("a/", datetime.now(UTC) + timedelta(minutes=1)) == 1
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
 
 

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.engine import PostgresEngine
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 

@@ -13,8 +13,8 @@ import pytest
 
 from tests.corpus.conftest import pg_engine
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.engines.redis.engine import RedisEngine
+from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 

@@ -16,19 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultflow.errors import StoreUnavailableError, VaultflowError, is_transient
-from vaultflow.repository import Repository
-from vaultflow.stores import LocalStore, S3Store
-from vaultflow.testing.postgres_server import (
-    embedded_bin_dir,
-    running_postgres,
-)
 from tests.fixtures.wal import ArchivingServer, sha256
-from vaultflow.testing.service_python import ServicePython
-from vaultflow.testing.unprivileged import (
-    free_port,
-    give_to_service_user,
-)
 from vaultflow.engines.postgres.wal import (
     archived_names,
     check_continuity,
@@ -37,6 +25,18 @@ from vaultflow.engines.postgres.wal import (
     spooled,
     wal_fetch,
     wal_order,
+)
+from vaultflow.errors import StoreUnavailableError, VaultflowError, is_transient
+from vaultflow.repository import Repository
+from vaultflow.stores import LocalStore, S3Store
+from vaultflow.testing.postgres_server import (
+    embedded_bin_dir,
+    running_postgres,
+)
+from vaultflow.testing.service_python import ServicePython
+from vaultflow.testing.unprivileged import (
+    free_port,
+    give_to_service_user,
 )
 
 TARGET = "pg18wal"

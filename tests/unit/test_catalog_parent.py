@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vaultflow.errors import ChainBrokenError
 from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
+from vaultflow.errors import ChainBrokenError
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, new_backup_id
 from vaultflow.repository import Catalog
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 F, I, D = BackupKind.FULL, BackupKind.INCREMENTAL, BackupKind.DIFFERENTIAL
 
 

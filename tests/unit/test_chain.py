@@ -3,7 +3,7 @@ loops and kind rules refused, the engine's own rules applied, chains full-first.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,7 +16,7 @@ from vaultflow.repository import Catalog, CatalogProblem
 from vaultflow.retention import BackupRef
 
 F, I, D = BackupKind.FULL, BackupKind.INCREMENTAL, BackupKind.DIFFERENTIAL
-T0 = datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 29, 2, 0, tzinfo=UTC)
 
 
 def physical(at: int, kind: BackupKind = F, parent: Manifest | str | None = None, *, system: str = "7001",

@@ -6,8 +6,9 @@ No Prefect server is needed: entrypoints are imported, schedules parsed, nothing
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -47,7 +47,7 @@ def test_roundtrip_multi_chunk_creates_missing_root(tmp_path: Path) -> None:
         assert hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest()
     info = store.stat("a/b/c.bin")
     assert info is not None and info.size == len(data) and info.key == "a/b/c.bin"
-    assert info.modified.tzinfo is timezone.utc
+    assert info.modified.tzinfo is UTC
 
 
 def test_overwrite_replaces_content(tmp_path: Path) -> None:

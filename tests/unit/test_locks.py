@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ def forge(repo: Repository, purpose: str, exclusive: bool, host: str = "far-away
     key = f"pg/t/locks/{purpose}-{holder}.json"
     put_bytes(repo.store, key, json.dumps({
         "purpose": purpose, "exclusive": exclusive, "host": host, "pid": pid, "holder": holder,
-        "time": (datetime.now(timezone.utc) - age).isoformat()}).encode())
+        "time": (datetime.now(UTC) - age).isoformat()}).encode())
     return key
 
 
@@ -54,7 +54,7 @@ def test_the_lock_object_names_its_holder(tmp_path: Path) -> None:
     assert lock.key == f"pg/t/locks/prune-{doc['holder']}.json" and len(doc["holder"]) == 32
     assert doc["purpose"] == "prune" and doc["exclusive"] is True
     assert doc["host"] == socket.gethostname() and doc["pid"] == os.getpid()
-    assert abs(datetime.fromisoformat(doc["time"]) - datetime.now(timezone.utc)) < timedelta(seconds=5)
+    assert abs(datetime.fromisoformat(doc["time"]) - datetime.now(UTC)) < timedelta(seconds=5)
     repo.release_lock(lock)
     assert keys(repo) == []
 
@@ -187,7 +187,7 @@ def test_old_backup_locks_are_shared_backup_locks(tmp_path: Path) -> None:
     """Locks written before shared/exclusive (no purpose or exclusive field) are backups."""
     repo = repo_at(tmp_path)
     put_bytes(repo.store, f"pg/t/locks/backup-{'1' * 32}.json", json.dumps(
-        {"host": "far-away", "pid": 1, "time": datetime.now(timezone.utc).isoformat(), "holder": "1" * 32}).encode())
+        {"host": "far-away", "pid": 1, "time": datetime.now(UTC).isoformat(), "holder": "1" * 32}).encode())
     repo.release_lock(repo.acquire_lock("pg", "t", "verify"))
     with pytest.raises(LockHeldError, match="a backup, shared lock"):
         repo.acquire_lock("pg", "t", "prune", exclusive=True)

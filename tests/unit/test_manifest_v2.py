@@ -6,18 +6,30 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import pytest
 
 from vaultflow.engines import registry
-from vaultflow.engines.postgres.consistency import (DatabaseProperties, FileLevelCounts, PostgresLogicalConsistency,
-                                                    PostgresPhysicalConsistency)
+from vaultflow.engines.postgres.consistency import (
+    DatabaseProperties,
+    FileLevelCounts,
+    PostgresLogicalConsistency,
+    PostgresPhysicalConsistency,
+)
 from vaultflow.engines.redis.consistency import AofPiece, RedisAofConsistency, RedisRdbConsistency
-from vaultflow.manifest import (SCHEMA_VERSION, BackupKind, BackupMode, Consistency, Fingerprint, Manifest,
-                                ManifestError, parse_manifest)
+from vaultflow.manifest import (
+    SCHEMA_VERSION,
+    BackupKind,
+    BackupMode,
+    Consistency,
+    Fingerprint,
+    Manifest,
+    ManifestError,
+    parse_manifest,
+)
 from vaultflow.manifest_v1 import upgrade_v1
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
@@ -197,7 +209,7 @@ def ledger_engine():
 
 @pytest.mark.usefixtures("ledger_engine")
 def test_an_engine_defined_in_a_test_brings_its_own_consistency_model() -> None:
-    now = datetime(2026, 11, 29, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 29, tzinfo=UTC)
     m = Manifest(id="20261129T000000.000Z-F", engine="ledger", target="books", kind=BackupKind.FULL,
                  mode=BackupMode.LOGICAL, started_at=now, finished_at=now, objects=[],
                  consistency=LedgerConsistency(page=7), fingerprints={"main": {"entries": Fingerprint(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,16 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blocks import PostgresTarget, RedisTarget
-from vaultflow.engines.postgres.recovery import default_fetch_command
+from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency
 from vaultflow.engines.postgres.engine import dump_object_name
+from vaultflow.engines.postgres.recovery import default_fetch_command
+from vaultflow.engines.postgres.wal import object_key as wal_object_key
 from vaultflow.errors import ConfigError
 from vaultflow.keys import MAX_SEGMENT, artifact_slug, decode_name, encode_name
-from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 from vaultflow.stores.base import BytesReader
-from vaultflow.engines.postgres.wal import object_key as wal_object_key
 
 HOSTILE = ["a/b", "..", ".", "ü" * 31 + "x", "Sales", "sales", "50%", "%53ales", "x y=z", "a\\b",
            "a'b", ".hidden", "-x", "日本語", "back\\slash/..", "CON", "nul\x01"]
@@ -82,7 +82,7 @@ def test_segments_that_encode_name_cannot_produce_are_rejected(segment: str) -> 
 
 
 def _manifest(target: str, database: str) -> Manifest:
-    now = datetime(2026, 11, 26, 2, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
     return Manifest(id="20261126T020000.000Z-F", engine="postgres", target=target, kind=BackupKind.FULL,
                     mode=BackupMode.LOGICAL, consistency=PostgresLogicalConsistency(), started_at=now, finished_at=now,
                     objects=[StoredObject(key=dump_object_name(database), role="database-dump", database=database,
@@ -130,5 +130,5 @@ def test_restore_command_passes_the_target_as_one_value(target: str) -> None:
 def test_target_names_with_control_characters_are_refused(block_type) -> None:
     block = block_type(host="db", target_name="prod\nevil")
     with pytest.raises(ConfigError, match="control characters"):
-        block.name
+        _ = block.name
     assert block_type(host="db", target_name="Sales/EU ü").name == "Sales/EU ü"

@@ -7,26 +7,47 @@ import io
 import json
 import os
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
-
 from psycopg.conninfo import conninfo_to_dict
 
-from vaultflow.engines.postgres.settings import PostgresSettings
-
-from vaultflow.engines.postgres.client import (classify_connect_error, client_env, dbname_conninfo,
-                                         dump_command, globals_command, passfile_lines, restore_command)
 from vaultflow.engines.postgres.chain import chain_checksum_algorithm, combinebackup_command
+from vaultflow.engines.postgres.client import (
+    classify_connect_error,
+    client_env,
+    dbname_conninfo,
+    dump_command,
+    globals_command,
+    passfile_lines,
+    restore_command,
+)
+from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency, PostgresPhysicalConsistency
 from vaultflow.engines.postgres.incremental import incremental_command
 from vaultflow.engines.postgres.physical import basebackup_command, manifest_checksum_algorithm
-from vaultflow.errors import (AuthenticationError, ConfigError, NotFoundError,
-                              ServerUnavailableError, VaultflowError, is_transient)
-from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency, PostgresPhysicalConsistency
-from vaultflow.manifest import (SCHEMA_VERSION, BackupKind, BackupMode, Fingerprint, Manifest, ManifestError,
-                                StoredObject, new_backup_id, parse_backup_id, parse_manifest)
+from vaultflow.engines.postgres.settings import PostgresSettings
+from vaultflow.errors import (
+    AuthenticationError,
+    ConfigError,
+    NotFoundError,
+    ServerUnavailableError,
+    VaultflowError,
+    is_transient,
+)
+from vaultflow.manifest import (
+    SCHEMA_VERSION,
+    BackupKind,
+    BackupMode,
+    Fingerprint,
+    Manifest,
+    ManifestError,
+    StoredObject,
+    new_backup_id,
+    parse_backup_id,
+    parse_manifest,
+)
 
 BIN = Path("/opt/pg/bin")
 SECRET = r"s3:cr\et:pa\\ss"
@@ -265,7 +286,7 @@ def test_classify_ssl_refusal_is_a_config_error() -> None:
 
 @pytest.mark.parametrize("kind", list(BackupKind))
 def test_backup_id_round_trip(kind: BackupKind) -> None:
-    now = datetime(2026, 11, 26, 2, 0, 7, 123456, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 26, 2, 0, 7, 123456, tzinfo=UTC)
     backup_id = new_backup_id(kind, now)
     assert backup_id == f"20261126T020007.123Z-{kind.suffix}"
     when, parsed_kind = parse_backup_id(backup_id)
@@ -274,8 +295,8 @@ def test_backup_id_round_trip(kind: BackupKind) -> None:
 
 
 def test_backup_ids_sort_by_time() -> None:
-    a = new_backup_id(BackupKind.FULL, datetime(2026, 1, 2, 3, 4, 5, 1000, tzinfo=timezone.utc))
-    b = new_backup_id(BackupKind.INCREMENTAL, datetime(2026, 1, 2, 3, 4, 5, 2000, tzinfo=timezone.utc))
+    a = new_backup_id(BackupKind.FULL, datetime(2026, 1, 2, 3, 4, 5, 1000, tzinfo=UTC))
+    b = new_backup_id(BackupKind.INCREMENTAL, datetime(2026, 1, 2, 3, 4, 5, 2000, tzinfo=UTC))
     assert a < b
 
 
@@ -287,7 +308,7 @@ def test_parse_backup_id_rejects_garbage(bad: str) -> None:
 
 
 def sample_manifest() -> Manifest:
-    now = datetime(2026, 11, 26, 2, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 26, 2, 0, 0, tzinfo=UTC)
     return Manifest(
         id=new_backup_id(BackupKind.FULL, now), engine="postgres", target="prod", kind=BackupKind.FULL,
         mode=BackupMode.LOGICAL, started_at=now, finished_at=now,
@@ -299,7 +320,7 @@ def sample_manifest() -> Manifest:
 
 
 def physical_manifest(**consistency) -> Manifest:
-    now = datetime(2026, 11, 26, 2, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 26, 2, 0, 0, tzinfo=UTC)
     return Manifest(
         id=new_backup_id(BackupKind.FULL, now), engine="postgres", target="prod", kind=BackupKind.FULL,
         mode=BackupMode.PHYSICAL, started_at=now, finished_at=now, objects=[],

@@ -13,11 +13,26 @@ from pathlib import Path
 
 import pytest
 
+from vaultflow.engines.postgres.filelevel import (
+    _END_OF_ARCHIVE,
+    _ChunkReader,
+    _member,
+    control_system_identifier,
+    data_directory,
+    wal_segment_names,
+)
+from vaultflow.engines.postgres.filestate import (
+    RACY_MARGIN_NS,
+    Entry,
+    FileState,
+    dump_state,
+    excluded,
+    load_state,
+    state_from_backup_manifest,
+    unchanged,
+    walk,
+)
 from vaultflow.engines.postgres.settings import PostgresSettings
-from vaultflow.engines.postgres.filelevel import (_END_OF_ARCHIVE, _ChunkReader, _member, control_system_identifier,
-                                            data_directory, wal_segment_names)
-from vaultflow.engines.postgres.filestate import (RACY_MARGIN_NS, Entry, FileState, dump_state, excluded, load_state,
-                                            state_from_backup_manifest, unchanged, walk)
 from vaultflow.errors import ConfigError
 
 S = 1_000_000_000

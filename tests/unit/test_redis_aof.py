@@ -6,8 +6,7 @@ import os
 
 import pytest
 
-from vaultflow.engines.redis.aof_format import (RespCutter, complete_prefix, find_cut,
-                                                parse_aof_manifest)
+from vaultflow.engines.redis.aof_format import RespCutter, complete_prefix, find_cut, parse_aof_manifest
 from vaultflow.errors import IntegrityError
 
 

@@ -8,11 +8,11 @@ import subprocess
 
 import pytest
 
+from tests.fixtures.redis import crc64_jones
 from vaultflow.engines.redis.rdb import RdbFormatError, parse_header
 from vaultflow.engines.redis.rdb_format import RdbStreamScanner
-from vaultflow.errors import IntegrityError
 from vaultflow.engines.redis.server import RedisProcess, find_binary
-from tests.fixtures.redis import crc64_jones
+from vaultflow.errors import IntegrityError
 
 AUX, SELECTDB, EOF = b"\xfa", b"\xfe", b"\xff"
 

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -64,7 +64,7 @@ def test_sweep_removes_a_killed_runs_temp_files_and_empty_directories(tmp_path: 
     put_bytes(store, "pg/t/backups/other/manifest.json", b"{}")
     killed_run_leftovers(tmp_path, age_s=7200)
     repo = Repository(store)
-    assert repo.sweep_partial("pg", "t", datetime.now(timezone.utc) - timedelta(hours=1)) == 1
+    assert repo.sweep_partial("pg", "t", datetime.now(UTC) - timedelta(hours=1)) == 1
     assert dirs_under(tmp_path) == ["pg", "pg/t", "pg/t/backups", "pg/t/backups/other"]
 
 
@@ -75,8 +75,8 @@ def test_prune_leaves_no_husk_when_it_deleted_orphans_first(tmp_path: Path) -> N
     put_bytes(store, f"pg/t/backups/{BACKUP}/globals.sql.zst", b"roles")
     killed_run_leftovers(tmp_path, age_s=7200)
     repo = Repository(store)
-    cutoff = datetime.now(timezone.utc) - timedelta(hours=1)
-    for info in repo.orphans("pg", "t", timedelta(0), datetime.now(timezone.utc)):
+    cutoff = datetime.now(UTC) - timedelta(hours=1)
+    for info in repo.orphans("pg", "t", timedelta(0), datetime.now(UTC)):
         store.delete(info.key)
     assert repo.sweep_partial("pg", "t", cutoff) == 1
     assert list(tmp_path.iterdir()) == []
@@ -85,10 +85,10 @@ def test_prune_leaves_no_husk_when_it_deleted_orphans_first(tmp_path: Path) -> N
 def test_sweep_keeps_directories_younger_than_the_grace_period(tmp_path: Path) -> None:
     db_dir = killed_run_leftovers(tmp_path, age_s=60)
     repo = Repository(LocalStore(tmp_path))
-    assert repo.sweep_partial("pg", "t", datetime.now(timezone.utc) - timedelta(hours=1)) == 0
+    assert repo.sweep_partial("pg", "t", datetime.now(UTC) - timedelta(hours=1)) == 0
     assert (db_dir / ".tmp-shop.dump.zst-abc").exists() and (db_dir.parent / "empty-sub").is_dir()
     # With no grace left, everything the killed run made goes, up to (not including) the root.
-    assert repo.sweep_partial("pg", "t", datetime.now(timezone.utc) + timedelta(seconds=1)) == 1
+    assert repo.sweep_partial("pg", "t", datetime.now(UTC) + timedelta(seconds=1)) == 1
     assert list(tmp_path.iterdir()) == []
 
 
@@ -140,7 +140,7 @@ class RacingStore(LocalStore):
 
 
 def test_acquire_rechecks_after_writing_and_backs_off(tmp_path: Path) -> None:
-    rival = {"host": "other-host", "pid": 1, "time": datetime.now(timezone.utc).isoformat(), "holder": "b" * 32}
+    rival = {"host": "other-host", "pid": 1, "time": datetime.now(UTC).isoformat(), "holder": "b" * 32}
     repo = Repository(RacingStore(tmp_path, rival), lock_settings=NO_WAIT)
     with pytest.raises(LockHeldError, match="locked by host other-host pid 1"):
         repo.acquire_lock("pg", "t")
@@ -151,7 +151,7 @@ def test_stale_locks_are_removed_and_legacy_locks_honoured(tmp_path: Path) -> No
     repo = Repository(LocalStore(tmp_path), lock_settings=NO_WAIT)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     put_bytes(repo.store, f"pg/t/locks/backup-{'c' * 32}.json", json.dumps(
         {"host": os.uname().nodename, "pid": int(dead), "time": now.isoformat(), "holder": "c" * 32}).encode())
     put_bytes(repo.store, f"pg/t/locks/backup-{'d' * 32}.json", json.dumps(

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from vaultflow.errors import RefusedError
 from vaultflow.engines.redis.consistency import RedisAofConsistency
+from vaultflow.errors import RefusedError
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, new_backup_id
 from vaultflow.retention import (
     DEFAULT_CLOCK_TOLERANCE,
@@ -25,7 +25,7 @@ from vaultflow.retention import (
 )
 
 F, I, D = BackupKind.FULL, BackupKind.INCREMENTAL, BackupKind.DIFFERENTIAL
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 1, 1, 2, 0, tzinfo=UTC)
 
 

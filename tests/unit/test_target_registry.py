@@ -5,7 +5,7 @@ with no edit anywhere else."""
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import pytest
 from pydantic import Field, SecretStr
@@ -20,7 +20,7 @@ from vaultflow.errors import ConfigError, NotFoundError
 
 
 class ToyRestoreOptions(RestoreOptions):
-    speed: Optional[int] = Field(default=None, description="How fast the toy restores.")
+    speed: int | None = Field(default=None, description="How fast the toy restores.")
 
 
 class ToySettings(TargetSettings):
@@ -28,7 +28,7 @@ class ToySettings(TargetSettings):
     strategy_fits: ClassVar[dict[str, str]] = {"incremental": "a toy target"}
 
     path: str = Field(default="/toy", description="Where the toy keeps its data.")
-    token: Optional[SecretStr] = Field(default=None, description="The toy's secret.")
+    token: SecretStr | None = Field(default=None, description="The toy's secret.")
 
     def default_name(self) -> str:
         return "toy"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vaultflow.errors import IntegrityError, NotFoundError, RefusedError
 from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
+from vaultflow.errors import IntegrityError, NotFoundError, RefusedError
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject, new_backup_id
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores.base import put_bytes

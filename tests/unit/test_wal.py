@@ -16,9 +16,6 @@ import pytest
 
 from vaultflow.engines.postgres import wal
 from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
-from vaultflow.errors import IntegrityError, RefusedError, StoreUnavailableError
-from vaultflow.repository import Repository
-from vaultflow.stores import LocalStore
 from vaultflow.engines.postgres.wal import (
     ShipResult,
     archived_names,
@@ -36,6 +33,9 @@ from vaultflow.engines.postgres.wal import (
 )
 from vaultflow.engines.postgres.wal.cli import EXIT_ABORT_RECOVERY
 from vaultflow.engines.postgres.wal.cli import main as wal_cli_main
+from vaultflow.errors import IntegrityError, RefusedError, StoreUnavailableError
+from vaultflow.repository import Repository
+from vaultflow.stores import LocalStore
 
 TARGET = "prod"
 MiB = 1 << 20
@@ -448,8 +448,8 @@ def test_plan_follows_the_newest_living_descendant_not_a_dead_branch(tmp_path: P
 
 
 def test_plan_skips_timelines_that_left_before_the_backup_ended(tmp_path: Path, repo: Repository) -> None:
-    from vaultflow.errors import ConfigError
     from vaultflow.engines.postgres.wal import plan_timeline
+    from vaultflow.errors import ConfigError
 
     archive(tmp_path, repo, [seg(3), seg(4), seg(5), seg(3, tli=2), seg(4, tli=2)],
             {"00000002.history": history((1, "0/3000158"))})
@@ -460,8 +460,8 @@ def test_plan_skips_timelines_that_left_before_the_backup_ended(tmp_path: Path, 
 
 
 def test_plan_refuses_segments_of_a_timeline_without_its_history(tmp_path: Path, repo: Repository) -> None:
-    from vaultflow.errors import NotFoundError
     from vaultflow.engines.postgres.wal import check_backup_wal, plan_timeline
+    from vaultflow.errors import NotFoundError
 
     archive(tmp_path, repo, [seg(1), seg(2), seg(3, tli=2)])
     with pytest.raises(NotFoundError, match=r"timeline history file 00000002\.history is missing .* "

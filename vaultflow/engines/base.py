@@ -7,9 +7,10 @@ they never talk to Prefect.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, ClassVar, Mapping, Protocol, TypeVar
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -90,7 +91,7 @@ class UnitResult:
 def new_plan(engine: str, target: str, kind: BackupKind, units: list[BackupUnit], *,
              parent: Manifest | None = None, **facts: Any) -> BackupPlan:
     """A plan starting now, with a fresh backup id of `kind`."""
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     return BackupPlan(engine=engine, target=target, kind=kind, backup_id=new_backup_id(kind, started),
                       started_at=started, units=tuple(units), parent=parent, facts=facts)
 
@@ -100,7 +101,7 @@ def planned_identity(plan: BackupPlan | None, kind: BackupKind) -> tuple[datetim
     Used by single-unit backup code that is also called on its own (and then commits itself)."""
     if plan is not None:
         return plan.started_at, plan.backup_id
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     return started, new_backup_id(kind, started)
 
 

@@ -12,7 +12,8 @@ that rule when they start and `deployments/validate.py` applies it to saved bloc
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,7 +58,7 @@ class TargetSettings(BaseModel):
     engine_name: ClassVar[str]
     strategy_fits: ClassVar[dict[str, str]] = {}
 
-    target_name: Optional[str] = Field(default=None, description="Name of this target in the repository "
+    target_name: str | None = Field(default=None, description="Name of this target in the repository "
                                        "layout; default: the block's name.")
 
     @property

@@ -14,9 +14,10 @@ import errno
 import os
 import stat as stat_mod
 import tempfile
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from vaultflow.errors import ConfigError, NotFoundError, StoreUnavailableError
 from vaultflow.fsutil import fsync_dir
@@ -187,7 +188,7 @@ class LocalStore:
                 path = os.path.join(dirpath, name)
                 try:
                     if name.startswith(TMP_PREFIX) and \
-                            datetime.fromtimestamp(os.stat(path).st_mtime, timezone.utc) < older_than:
+                            datetime.fromtimestamp(os.stat(path).st_mtime, UTC) < older_than:
                         os.unlink(path)
                         removed += 1
                         emptied.add(Path(dirpath))
@@ -195,7 +196,7 @@ class LocalStore:
                     continue
         for directory, mtime in sorted(directories, key=lambda d: len(d[0].parts), reverse=True):
             if directory == self.root or not (directory in emptied or
-                                              datetime.fromtimestamp(mtime, timezone.utc) < older_than):
+                                              datetime.fromtimestamp(mtime, UTC) < older_than):
                 continue
             try:
                 directory.rmdir()  # only succeeds when empty
@@ -215,4 +216,4 @@ class LocalStore:
 
 
 def _info(key: str, st: os.stat_result) -> ObjectInfo:
-    return ObjectInfo(key=key, size=st.st_size, modified=datetime.fromtimestamp(st.st_mtime, timezone.utc))
+    return ObjectInfo(key=key, size=st.st_size, modified=datetime.fromtimestamp(st.st_mtime, UTC))

@@ -18,8 +18,9 @@ from __future__ import annotations
 import builtins  # `list` is also a method of MirrorStore
 import queue
 import threading
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO
 
 from vaultflow.errors import NotFoundError, StoreUnavailableError, VaultflowError
 from vaultflow.stores.base import CHUNK_SIZE, ObjectInfo, Readable, Store
@@ -36,7 +37,7 @@ class MirrorAborted(Exception):
 class _QueueReader:
     """A Readable fed by the producer; raises MirrorAborted once the put is abandoned."""
 
-    def __init__(self, chunks: "queue.Queue[bytes]", abort: threading.Event):
+    def __init__(self, chunks: queue.Queue[bytes], abort: threading.Event):
         self._chunks, self._abort = chunks, abort
         self._pending = memoryview(b"")
         self._eof = False
@@ -130,7 +131,7 @@ class MirrorStore:
 
     @staticmethod
     def _hand_out(
-        queues: list["queue.Queue[bytes]"], threads: list[threading.Thread], chunk: bytes, abort: threading.Event
+        queues: list[queue.Queue[bytes]], threads: list[threading.Thread], chunk: bytes, abort: threading.Event
     ) -> None:
         for q, consumer in zip(queues, threads, strict=True):
             # A member that returned without reading to EOF would never drain its queue;

@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, IncompleteReadError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    NoCredentialsError,
+    ParamValidationError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.exceptions import NoCredentialsError, ParamValidationError
 
-from vaultflow.errors import AuthenticationError, ConfigError, NotFoundError
-from vaultflow.errors import StoreUnavailableError, VaultflowError
+from vaultflow.errors import AuthenticationError, ConfigError, NotFoundError, StoreUnavailableError, VaultflowError
 from vaultflow.stores.base import ObjectInfo, Readable
 
 MiB = 1 << 20
@@ -190,7 +196,7 @@ class S3Store:
         return spec
 
     @classmethod
-    def from_connection_spec(cls, spec: dict) -> "S3Store":
+    def from_connection_spec(cls, spec: dict) -> S3Store:
         """The store of a connection_spec, with timeouts and few retries: a restore_command must
         fail (and name the bucket) rather than hang on an unreachable endpoint."""
         import boto3

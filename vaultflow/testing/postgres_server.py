@@ -26,6 +26,7 @@ from typing import Any, LiteralString, cast
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from vaultflow.errors import TransientError
 from vaultflow.testing.unprivileged import (
     demote_kwargs,
     ensure_service_user,
@@ -35,7 +36,6 @@ from vaultflow.testing.unprivileged import (
     world_readable_copy,
 )
 from vaultflow.tools import log_tail, parse_version, tool_version, wait_until
-from vaultflow.errors import TransientError
 
 SUPERUSER = "postgres"
 HOST = "127.0.0.1"

@@ -18,16 +18,20 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from vaultflow.errors import TransientError
 from vaultflow.testing.unprivileged import (
-    demote_kwargs, give_to_service_user, readable_by_service_user, world_readable_copy,
+    demote_kwargs,
+    give_to_service_user,
+    readable_by_service_user,
+    world_readable_copy,
 )
 from vaultflow.tools import log_tail, wait_until
-from vaultflow.errors import TransientError
 
 REGION = "us-east-1"
 STARTUP_TIMEOUT = 60.0

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import vaultflow
-from vaultflow.testing.unprivileged import (demote_kwargs, readable_by_service_user, running_as_root,
-                                            world_readable_copy)
+from vaultflow.testing.unprivileged import demote_kwargs, readable_by_service_user, running_as_root, world_readable_copy
 
 # Parts of the standard library an archive_command never needs (tests alone are 120 MB).
 _STDLIB_SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",

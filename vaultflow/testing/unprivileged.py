@@ -37,7 +37,7 @@ def give_to_service_user(path: Path) -> None:
     user = ensure_service_user()
     if user is None:
         return
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         os.chown(root, user.pw_uid, user.pw_gid)
         for name in files:
             os.chown(os.path.join(root, name), user.pw_uid, user.pw_gid)

@@ -25,15 +25,15 @@ from pathlib import Path
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.client import tool_major
 from vaultflow.engines.postgres.cluster import set_auto_conf
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
+from vaultflow.engines.postgres.filelevel_restore import is_filelevel, restore_filelevel_chain
 from vaultflow.engines.postgres.physical import BASE_OBJECT, RESTORED_SETTINGS, manifest_checksum_algorithm
 from vaultflow.engines.postgres.physical_restore import restore_physical
-from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError, ToolError
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.pipeline import StderrTail
 from vaultflow.proc import mkdtemp, remove, tied_popen
 from vaultflow.repository import Catalog
-from vaultflow.engines.postgres.filelevel_restore import is_filelevel, restore_filelevel_chain
 
 
 def combinebackup_command(bin_dir: Path, inputs: list[Path], output: Path, *, link: bool,

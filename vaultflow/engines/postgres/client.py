@@ -17,18 +17,16 @@ import importlib.util
 import os
 import re
 import shutil
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
 from vaultflow.engines.postgres.settings import PostgresSettings
+from vaultflow.errors import AuthenticationError, ConfigError, NotFoundError, ServerUnavailableError, VaultflowError
 from vaultflow.tools import parse_version, tool_version
-from vaultflow.errors import (AuthenticationError, ConfigError, NotFoundError,
-                              ServerUnavailableError, VaultflowError)
-
 
 # Settings every vaultflow session starts with (startup options outrank ALTER DATABASE / ALTER
 # ROLE ... SET, as pg_dump's own SETs do): a database's statement_timeout, idle-in-transaction

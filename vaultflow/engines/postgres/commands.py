@@ -7,8 +7,6 @@ wal-push (archive_command) and wal-fetch (restore_command).
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 
@@ -26,10 +24,10 @@ def add_commands(app: typer.Typer) -> None:
     def wal_fetch(name: str = typer.Argument(..., help="%f: the WAL file name."),
                   dest: str = typer.Argument(..., help="%p: where PostgreSQL wants it."),
                   target: str = typer.Option(..., "--target", "-t", help="Target name in the repository."),
-                  repo_path: Optional[str] = typer.Option(None, "--repo-path", help="The repository directory."),
-                  repo_config: Optional[str] = typer.Option(None, "--repo-config", help="A 0600 JSON file "
+                  repo_path: str | None = typer.Option(None, "--repo-path", help="The repository directory."),
+                  repo_config: str | None = typer.Option(None, "--repo-config", help="A 0600 JSON file "
                                                             "describing the repository's store (local, s3, mirror)."),
-                  spool: Optional[str] = typer.Option(None, help="Also look in this spool first.")):
+                  spool: str | None = typer.Option(None, help="Also look in this spool first.")):
         """restore_command: restore one archived WAL file, sha256-checked (exit 1: not archived)."""
         from vaultflow.engines.postgres.wal.cli import EXIT_ABORT_RECOVERY, fetch_command  # see wal_push
         if bool(repo_path) == bool(repo_config):

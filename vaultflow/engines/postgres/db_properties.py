@@ -13,8 +13,8 @@ import psycopg
 from psycopg import sql
 
 from vaultflow.compare import TableComparison
-from vaultflow.errors import ConfigError
 from vaultflow.engines.postgres.consistency import DatabaseProperties
+from vaultflow.errors import ConfigError
 
 PROVIDERS = {"c": "libc", "i": "icu", "b": "builtin"}
 # Settings whose value is a list of names, split and quoted element by element (as pg_dump's

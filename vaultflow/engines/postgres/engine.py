@@ -10,35 +10,59 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-
-from vaultflow.engines.base import (BackupContext, BackupPlan, BackupUnit, RestoreResult, UnitResult,
-                                    backup_in_steps, commit_unit_manifest, new_plan, options_for)
-from vaultflow.engines.postgres.settings import PostgresRestoreOptions, PostgresSettings
-from vaultflow.engines.postgres.client import (ClientEnv, choose_bin_dir, client_env, connect,
-                                         dump_command, globals_command, server_bin_dir)
-from vaultflow.engines.postgres.incremental import physical_incremental_backup
-from vaultflow.engines.postgres.physical import physical_full_backup
-from vaultflow.errors import ChainBrokenError, ConfigError, NotFoundError, RefusedError, VaultflowError
-from vaultflow.keys import encode_name
-from vaultflow.engines.postgres.db_properties import create_database, read_properties
-from vaultflow.engines.postgres.logical_restore import (default_restore_name, drill_logical, drop_database,  # noqa: F401
-                                                  restore_logical)
+from vaultflow.engines.base import (
+    BackupContext,
+    BackupPlan,
+    BackupUnit,
+    RestoreResult,
+    UnitResult,
+    backup_in_steps,
+    commit_unit_manifest,
+    new_plan,
+    options_for,
+)
+from vaultflow.engines.postgres.client import (
+    ClientEnv,
+    choose_bin_dir,
+    client_env,
+    connect,
+    dump_command,
+    globals_command,
+    server_bin_dir,
+)
 from vaultflow.engines.postgres.consistency import DatabaseProperties, PostgresLogicalConsistency
-from vaultflow.manifest import BackupKind, BackupMode, Fingerprint, Manifest, StoredObject
-from vaultflow.pipeline import dump_into_store
-from vaultflow.tools import tool_version
+from vaultflow.engines.postgres.db_properties import create_database, read_properties
 
 # Fingerprint code lives in pg_fingerprint.py; these names stay importable from here.
-from vaultflow.engines.postgres.fingerprint import (ROW_HASH, TABLES_SQL, fingerprint_table,  # noqa: E402,F401
-                                              fingerprint_tables)
-from vaultflow.engines.postgres.snapshot import LockWatch, catalog_changed, open_snapshot  # noqa: E402
-from vaultflow.errors import TransientError  # noqa: E402
+from vaultflow.engines.postgres.fingerprint import ROW_HASH, TABLES_SQL, fingerprint_table, fingerprint_tables  # noqa: E402,F401
+from vaultflow.engines.postgres.incremental import physical_incremental_backup
+from vaultflow.engines.postgres.logical_restore import (  # noqa: F401
+    default_restore_name,
+    drill_logical,
+    drop_database,
+    restore_logical,
+)
+from vaultflow.engines.postgres.physical import physical_full_backup
 from vaultflow.engines.postgres.recovery import RecoveryTarget, default_fetch_command, recover
+from vaultflow.engines.postgres.settings import PostgresRestoreOptions, PostgresSettings
+from vaultflow.engines.postgres.snapshot import LockWatch, catalog_changed, open_snapshot  # noqa: E402
+from vaultflow.errors import (
+    ChainBrokenError,
+    ConfigError,
+    NotFoundError,
+    RefusedError,
+    TransientError,  # noqa: E402
+    VaultflowError,
+)
+from vaultflow.keys import encode_name
+from vaultflow.manifest import BackupKind, BackupMode, Fingerprint, Manifest, StoredObject
+from vaultflow.pipeline import dump_into_store
 from vaultflow.proc import mkdtemp, remove
 from vaultflow.stores.local import LocalStore
+from vaultflow.tools import tool_version
 
 
 def dump_object_name(database: str) -> str:
@@ -177,7 +201,7 @@ class PostgresEngine:
         timings = {k: v for r in results for k, v in r.timings.items()}
         manifest = Manifest(
             id=plan.backup_id, engine=self.name, target=self.config.name, kind=BackupKind.FULL,
-            mode=BackupMode.LOGICAL, started_at=plan.started_at, finished_at=datetime.now(timezone.utc),
+            mode=BackupMode.LOGICAL, started_at=plan.started_at, finished_at=datetime.now(UTC),
             consistency=PostgresLogicalConsistency(
                 snapshots=snapshots, database_properties={db: p for db, p in properties.items() if p is not None}),
             objects=objects, fingerprints=fingerprints, server_version=plan.facts["server_version"],

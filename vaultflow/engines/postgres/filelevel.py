@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import pwd
 import re
 import stat
 import tarfile
@@ -38,25 +39,34 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from vaultflow.engines.base import BackupContext, BackupPlan, commit_unless_planned, planned_identity
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.client import connect
 from vaultflow.engines.postgres.consistency import FileLevelCounts, PostgresPhysicalConsistency
-from vaultflow.engines.postgres.filestate import (CONTROL_FILE, FILELIST_OBJECT, FILES_OBJECT, METHOD, Entry,
-                                            FileState, dump_state, load_state, state_from_backup_manifest,
-                                            unchanged, walk)
+from vaultflow.engines.postgres.filestate import (
+    CONTROL_FILE,
+    FILELIST_OBJECT,
+    FILES_OBJECT,
+    METHOD,
+    Entry,
+    FileState,
+    dump_state,
+    load_state,
+    state_from_backup_manifest,
+    unchanged,
+    walk,
+)
 from vaultflow.engines.postgres.parent import check_identity, fetch_parent_manifest, validate_parent
 from vaultflow.engines.postgres.physical import ENGINE, MANIFEST_OBJECT, fingerprints_and_unlogged, parse_backup_label
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.errors import ChainBrokenError, ConfigError, RefusedError, ToolError
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
 from vaultflow.pipeline import compress_into_store
-from vaultflow.stores.base import CHUNK_SIZE
-import pwd
 from vaultflow.proc import temporary_directory
-from typing import Any
+from vaultflow.stores.base import CHUNK_SIZE
 
 MAX_SERVER_VERSION_NUM = 170000  # 17+ takes the native path (pg_incremental)
 _END_OF_ARCHIVE = bytes(1024)

@@ -26,12 +26,11 @@ from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.engines.postgres.filestate import FILELIST_OBJECT, FILES_OBJECT, FileState, load_state
 from vaultflow.engines.postgres.physical import RESTORED_SETTINGS
 from vaultflow.engines.postgres.physical_restore import complete_config, data_dir_filter, drain, restore_physical
-from vaultflow.errors import ChainBrokenError
-from vaultflow.errors import IntegrityError, NotFoundError, ToolError
+from vaultflow.errors import ChainBrokenError, IntegrityError, NotFoundError, ToolError
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import open_verified
-from vaultflow.stores.base import CHUNK_SIZE
 from vaultflow.proc import mkdtemp, remove
+from vaultflow.stores.base import CHUNK_SIZE
 
 
 def is_filelevel(manifest: Manifest) -> bool:

@@ -23,7 +23,7 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Final
 
 # pg_basebackup's exclusions (basebackup.c, PostgreSQL 15/16): directories whose *contents*
@@ -166,7 +166,7 @@ def _manifest_path(item: dict) -> str:
 
 def _manifest_time(text: str) -> int:
     """'2026-11-26 02:00:00 GMT' -> ns since the epoch."""
-    when = datetime.strptime(text.removesuffix(" GMT"), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    when = datetime.strptime(text.removesuffix(" GMT"), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     return int(when.timestamp()) * 1_000_000_000
 
 

@@ -183,7 +183,7 @@ class _Settings:
         names = list(PINNED_SETTINGS)
         values = conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
             sql.SQL("current_setting({})").format(sql.Literal(n)) for n in names))).fetchone()
-        self.session = dict(zip(names, values))
+        self.session = dict(zip(names, values, strict=True))
         self.current: dict[str, str] | None = None
 
     def use(self, settings: dict[str, str]) -> None:

@@ -40,16 +40,16 @@ from vaultflow.engines.base import BackupContext, BackupPlan
 from vaultflow.engines.postgres.client import (
     PostgresSettings,
     connect,
+    tool_major,
 )
-
-from vaultflow.engines.postgres.client import tool_major
 from vaultflow.engines.postgres.filelevel import filelevel_backup
 from vaultflow.engines.postgres.parent import check_identity, fetch_parent_manifest, validate_parent
+
 # pg_physical's run_basebackup is the one streaming path for full and incremental backups.
 from vaultflow.engines.postgres.physical import (
     basebackup_command,
-    run_basebackup,
     classify_basebackup_error,
+    run_basebackup,
     server_facts,
 )
 from vaultflow.errors import (
@@ -65,7 +65,6 @@ MIN_SERVER_VERSION_NUM = 170000
 
 # ChainBrokenError lives in vaultflow.errors (every engine's chains raise it); re-exported here.
 from vaultflow.errors import ChainBrokenError  # noqa: E402,F401
-
 
 # -- backup --------------------------------------------------------------------------------
 

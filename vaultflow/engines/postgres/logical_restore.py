@@ -37,10 +37,22 @@ from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.postgres.client import SESSION_SETTINGS, client_env, connect, restore_command
 from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency
-from vaultflow.engines.postgres.db_properties import (apply_identity, apply_settings, compare_properties,
-                                                create_database, read_properties)
-from vaultflow.errors import (ConfigError, IntegrityError, NotFoundError, RefusedError, ToolError,
-                              VaultflowError, note_cleanup_failure)
+from vaultflow.engines.postgres.db_properties import (
+    apply_identity,
+    apply_settings,
+    compare_properties,
+    create_database,
+    read_properties,
+)
+from vaultflow.errors import (
+    ConfigError,
+    IntegrityError,
+    NotFoundError,
+    RefusedError,
+    ToolError,
+    VaultflowError,
+    note_cleanup_failure,
+)
 from vaultflow.manifest import Manifest, StoredObject
 from vaultflow.pipeline import feed_process, open_verified
 from vaultflow.proc import temporary_directory

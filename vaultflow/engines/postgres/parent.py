@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.engines.postgres.physical import ENGINE, MANIFEST_OBJECT
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.errors import ChainBrokenError, IntegrityError, NotFoundError, RefusedError
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.pipeline import open_verified

@@ -25,8 +25,8 @@ import json
 import os
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +44,6 @@ from vaultflow.engines.postgres.client import (
 from vaultflow.engines.postgres.consistency import PG_BASEBACKUP, PostgresPhysicalConsistency
 from vaultflow.engines.postgres.fingerprint import fingerprint_tables
 from vaultflow.engines.postgres.tarstream import TarSniffer
-from vaultflow.tools import tool_version
 from vaultflow.errors import (
     AuthenticationError,
     ConfigError,
@@ -56,15 +55,16 @@ from vaultflow.errors import (
 from vaultflow.manifest import (
     BackupKind,
     BackupMode,
+    Fingerprint,
     Manifest,
     StoredObject,
-    Fingerprint,
 )
 from vaultflow.pipeline import (
     WrittenObject,
     compress_into_store,
     dump_into_store,
 )
+from vaultflow.tools import tool_version
 
 ENGINE = "postgres"
 BASE_OBJECT = "base.tar.zst"
@@ -274,7 +274,7 @@ def physical_full_backup(config: PostgresSettings, ctx: BackupContext, *, bin_di
                           classify=lambda exc: classify_basebackup_error(exc, config), inspect=inspect, plan=plan)
 
 
-def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKind, *, facts: "ServerFacts",
+def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKind, *, facts: ServerFacts,
                    bin_dir: Path, server_version: str, command: Callable[[str], list[str]],
                    classify: Callable[[ToolError], VaultflowError],
                    inspect: Callable[[str, str | None, BackupLabel], dict],

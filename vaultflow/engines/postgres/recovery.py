@@ -24,23 +24,36 @@ from psycopg import sql
 
 from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import BackupContext, RestoreResult
-from vaultflow.engines.postgres.cluster import RunningCluster, set_auto_conf, start_cluster, stop_cluster
 from vaultflow.engines.postgres.chain import restore_chain
+from vaultflow.engines.postgres.cluster import RunningCluster, set_auto_conf, start_cluster, stop_cluster
+from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
+from vaultflow.engines.postgres.fingerprint import fingerprint_tables
 from vaultflow.engines.postgres.physical import RESTORED_SETTINGS, UNLOGGED_SQL, with_unlogged
 from vaultflow.engines.postgres.physical_restore import restore_physical
 from vaultflow.engines.postgres.verify import verify_restored
-from vaultflow.engines.postgres.fingerprint import fingerprint_tables
+from vaultflow.engines.postgres.wal import (
+    DEFAULT_SEGMENT_SIZE,
+    TimelinePlan,
+    archive_file,
+    archived_names,
+    describe_gaps,
+    history_name,
+    object_key,
+    parse_lsn,
+    parse_segment,
+    plan_timeline,
+    record_key,
+    segment_name,
+    wal_gaps,
+)
+from vaultflow.engines.postgres.wal.timelines import archive_end
 from vaultflow.errors import ConfigError, NotFoundError, RefusedError, ToolError, VaultflowError
 from vaultflow.fsutil import empty_directory
-from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.manifest import Manifest
 from vaultflow.ports import free_port
+from vaultflow.proc import mkdtemp, remove
 from vaultflow.stores.base import Store
 from vaultflow.stores.spec import spec_memfd
-from vaultflow.engines.postgres.wal import (DEFAULT_SEGMENT_SIZE, TimelinePlan, archive_file, archived_names, describe_gaps, history_name,
-                           object_key, parse_lsn, parse_segment, plan_timeline, record_key, segment_name, wal_gaps)
-from vaultflow.engines.postgres.wal.timelines import archive_end
-from vaultflow.proc import mkdtemp, remove
 from vaultflow.tools import log_tail, wait_until
 
 

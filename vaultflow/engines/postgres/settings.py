@@ -7,8 +7,9 @@ Kept free of heavy imports (no psycopg): blocks and flows import it to build for
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 
@@ -34,26 +35,26 @@ class PostgresSettings(TargetSettings):
     port: int = Field(default=5432, description="TCP port of the server.")
     user: str = Field(default="postgres", description="Role to log in as; needs to read every table "
                       "(a superuser, or pg_read_all_data for data plus superuser for role globals).")
-    password: Optional[SecretStr] = Field(default=None, description="Password of the role; "
+    password: SecretStr | None = Field(default=None, description="Password of the role; "
                                           "handed to tools through a temporary passfile, never argv.")
     databases: list[str] = Field(default_factory=list, description="Databases to back up; empty means "
                                  "every non-template database that accepts connections.")
     sslmode: SslMode = Field(default="prefer", description="libpq sslmode for every connection.")
     connect_timeout: int = Field(default=10, gt=0, description="Seconds to wait for a connection "
                                  "(libpq connect_timeout) before the attempt fails as retryable.")
-    bin_dir: Optional[str] = Field(default=None, description="Directory holding pg_dump/pg_restore; "
+    bin_dir: str | None = Field(default=None, description="Directory holding pg_dump/pg_restore; "
                                    "default: the client of the server's major version, else the newest found.")
     mode: Literal["logical", "physical"] = Field(default="logical", description="Full backups as "
                                                  "pg_dump per database (logical) or pg_basebackup of the cluster (physical).")
-    wal_spool: Optional[str] = Field(default=None, description="Directory on the database host that "
+    wal_spool: str | None = Field(default=None, description="Directory on the database host that "
                                      "archive_command spools WAL into (`vaultflow wal-push %p --spool DIR`); "
                                      "the archive-logs flow ships it.")
-    server_bin_dir: Optional[str] = Field(default=None, description="Directory holding the `postgres` server "
+    server_bin_dir: str | None = Field(default=None, description="Directory holding the `postgres` server "
                                           "binary used to start restored physical backups; default: found, "
                                           "same major version as the backup.")
-    restore_os_user: Optional[str] = Field(default=None, description="OS user that runs a restored cluster "
+    restore_os_user: str | None = Field(default=None, description="OS user that runs a restored cluster "
                                            "when the worker runs as root; default 'postgres'.")
-    wal_fetch_command: Optional[str] = Field(default=None, description="restore_command without ' %f %p' "
+    wal_fetch_command: str | None = Field(default=None, description="restore_command without ' %f %p' "
                                              "for point-in-time restores; default: this worker's "
                                              "`python -m vaultflow.engines.postgres.wal.cli fetch` on the repository (a local "
                                              "path, or a private spec file for S3 and mirrors).")
@@ -62,7 +63,7 @@ class PostgresSettings(TargetSettings):
         "(physical mode), checked by pg_verifybackup and pg_combinebackup. CRC32C is fast; SHA256 is "
         "computed by the server in one process and made full backups ~1.7x slower. vaultflow's own "
         "SHA-256 of every stored object guards the repository either way.")
-    data_directory: Optional[str] = Field(default=None, description="The server's data directory, readable "
+    data_directory: str | None = Field(default=None, description="The server's data directory, readable "
                                           "by the worker; needed for file-level incremental and differential "
                                           "backups on PostgreSQL 15/16 (the worker then runs on the database "
                                           "host as the postgres OS user or a member of its group).")
@@ -105,7 +106,7 @@ class PostgresSettings(TargetSettings):
         return super().misfit(strategy, parameters)
 
 
-Timeline = Union[int, Literal["latest", "current"]]
+Timeline = int | Literal["latest", "current"]
 
 
 class PostgresRestoreOptions(RestoreOptions):
@@ -114,13 +115,13 @@ class PostgresRestoreOptions(RestoreOptions):
     Point in time (physical backups and the WAL archive): at most one of to_time, to_lsn,
     to_name; to_timeline alone replays that timeline's archived WAL to its end."""
 
-    to_time: Optional[datetime] = Field(default=None, description="PostgreSQL physical: replay archived WAL "
+    to_time: datetime | None = Field(default=None, description="PostgreSQL physical: replay archived WAL "
                                         "up to this time (recovery_target_time), then promote.")
-    to_lsn: Optional[str] = Field(default=None, description="PostgreSQL physical: replay archived WAL up to "
+    to_lsn: str | None = Field(default=None, description="PostgreSQL physical: replay archived WAL up to "
                                   "this WAL location, e.g. '0/3000060' (recovery_target_lsn).")
-    to_name: Optional[str] = Field(default=None, description="PostgreSQL physical: replay archived WAL up to "
+    to_name: str | None = Field(default=None, description="PostgreSQL physical: replay archived WAL up to "
                                    "this restore point made by pg_create_restore_point (recovery_target_name).")
-    to_timeline: Optional[Timeline] = Field(default=None, description="PostgreSQL physical: the timeline "
+    to_timeline: Timeline | None = Field(default=None, description="PostgreSQL physical: the timeline "
                                             "recovery follows: a number, 'latest', or 'current' (the backup's own); "
                                             "alone, replays that timeline's archived WAL to its end.")
     no_owner: bool = Field(default=False, description="PostgreSQL logical: objects and the database belong to "

@@ -35,9 +35,8 @@ from datetime import datetime
 import psycopg
 from psycopg import sql
 
-from vaultflow.engines.postgres.settings import PostgresSettings
-
 from vaultflow.engines.postgres.client import connect
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.errors import TransientError
 
 

@@ -32,34 +32,42 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 import redis
 
 from vaultflow.engines.base import BackupContext, BackupPlan, commit_unless_planned, planned_identity
-from vaultflow.engines.redis.aof_files import (AofState, LocalAof, RangeReader, assemble_scratch_dir, check_base,
-                                               read_aof_state, wait_for_aof_flush, wait_for_rewrite)
+from vaultflow.engines.redis.aof_files import (
+    AofState,
+    LocalAof,
+    RangeReader,
+    assemble_scratch_dir,
+    check_base,
+    read_aof_state,
+    wait_for_aof_flush,
+    wait_for_rewrite,
+)
 from vaultflow.engines.redis.aof_format import find_cut
-from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.engines.redis.client import classify_error, connect, fingerprint_server
-from vaultflow.engines.redis.rdb import start_replica_scratch
-from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, RefusedError
 from vaultflow.engines.redis.consistency import AofPiece, RedisAofConsistency
+from vaultflow.engines.redis.rdb import start_replica_scratch
+from vaultflow.engines.redis.settings import RedisSettings
+from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, RefusedError
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject, new_backup_id
 from vaultflow.pipeline import compress_into_store, write_verified
+from vaultflow.proc import forget, mkdtemp, remove
 from vaultflow.repository import Catalog
 from vaultflow.stores.base import BytesReader
-from vaultflow.proc import forget, mkdtemp, remove
 
 ENGINE = "redis"
 MANIFEST_OBJECT = "aof/manifest.zst"
 TAIL_BYTES = 4096  # the bytes before a cut whose digest the next backup checks (same file, same server)
 FULL_PURPOSE = "AOF-anchored full backups"
 
-UTC = timezone.utc
+UTC = UTC
 
 
 # -- backup ------------------------------------------------------------------------------------

@@ -12,19 +12,20 @@ import hashlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import redis
 
 from vaultflow.engines.redis.aof_format import AofManifest, parse_aof_manifest
-from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.engines.redis.client import require_local
 from vaultflow.engines.redis.server import find_binary
-from vaultflow.tools import tool_version, wait_until
+from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.errors import ConfigError, ToolError, TransientError, VaultflowError
+from vaultflow.tools import tool_version, wait_until
 
 MIN_MAJOR = 7          # multi-part AOF (appendonlydir + manifest) is Redis 7.0+
 HEAD_BYTES = 1 << 20   # how much of the base a backup fingerprints to recognize it later
@@ -192,7 +193,7 @@ class LocalAof:
 
     @classmethod
     @contextmanager
-    def open(cls, state: AofState) -> Iterator["LocalAof"]:
+    def open(cls, state: AofState) -> Iterator[LocalAof]:
         aof = cls._open(state)
         try:
             yield aof
@@ -201,7 +202,7 @@ class LocalAof:
                 os.close(fd)
 
     @classmethod
-    def _open(cls, state: AofState) -> "LocalAof":
+    def _open(cls, state: AofState) -> LocalAof:
         for _attempt in range(SNAPSHOT_ATTEMPTS):
             text, manifest = state.read_manifest()
             if manifest.base is None:

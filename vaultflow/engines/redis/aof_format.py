@@ -68,7 +68,7 @@ def parse_aof_manifest(text: str, where: str = "AOF manifest") -> AofManifest:
             raise IntegrityError(f"{where}, line {number}: cannot parse {line!r} ({exc})") from exc
         if len(words) % 2:
             raise IntegrityError(f"{where}, line {number}: expected key/value pairs, got {line!r}")
-        fields = dict(zip(words[::2], words[1::2]))
+        fields = dict(zip(words[::2], words[1::2], strict=False))
         try:
             entry = AofFile(name=fields["file"], seq=int(fields["seq"]), type=fields["type"], line=line)
         except (KeyError, ValueError) as exc:

@@ -14,8 +14,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from vaultflow.engines.redis.settings import RedisSettings
-from vaultflow.errors import (AuthenticationError, ConfigError, ServerUnavailableError, TransientError,
-                              VaultflowError)
+from vaultflow.errors import AuthenticationError, ConfigError, ServerUnavailableError, TransientError, VaultflowError
 from vaultflow.manifest import Fingerprint
 
 KEYSPACE = "keyspace"  # the fingerprints entry for the whole dataset (DEBUG DIGEST)

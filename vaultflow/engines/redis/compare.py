@@ -18,7 +18,7 @@ Needs Redis 7.0+ on both sides (PEXPIRETIME).
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
@@ -119,7 +119,7 @@ def compare_copies(expected: ClientFactory, actual: ClientFactory, plans: list[t
         wanted = equal = extra = 0
         with expected(source_db) as src, actual(target_db) as dst:
             for keys in scan_batches(src, pattern):
-                for key, (kind, dump, exp_at), (kind2, dump2, exp_at2) in zip(keys, _read(src, keys), _read(dst, keys)):
+                for key, (kind, dump, exp_at), (kind2, dump2, exp_at2) in zip(keys, _read(src, keys), _read(dst, keys), strict=True):
                     if dump is None or _expired(exp_at):
                         continue  # gone or expired meanwhile on the proven side
                     wanted += 1
@@ -143,7 +143,7 @@ def compare_copies(expected: ClientFactory, actual: ClientFactory, plans: list[t
                     pipe = src.pipeline(transaction=False)
                     for key in keys:
                         pipe.exists(key)
-                    for key, present in zip(keys, pipe.execute()):
+                    for key, present in zip(keys, pipe.execute(), strict=True):
                         if not present:
                             extra += 1
                             differ(f"db{target_db} key {key!r} of the copy is not in the backup")

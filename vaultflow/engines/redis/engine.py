@@ -17,25 +17,34 @@ restores and drills compare exactly (redis_compare).
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Literal
 
-from vaultflow.engines.base import (BackupContext, BackupPlan, BackupUnit, RestoreResult, UnitResult,
-                                    backup_in_steps, commit_unit_manifest, commit_unless_planned, new_plan,
-                                    options_for, planned_identity)
+from vaultflow.engines.base import (
+    BackupContext,
+    BackupPlan,
+    BackupUnit,
+    RestoreResult,
+    UnitResult,
+    backup_in_steps,
+    commit_unit_manifest,
+    commit_unless_planned,
+    new_plan,
+    options_for,
+    planned_identity,
+)
 from vaultflow.engines.redis.aof import aof_full_backup, aof_incremental_backup
-from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
-from vaultflow.engines.redis.client import (cli_args, cli_env, cli_stdin, connect,
-                                           require_local)
-from vaultflow.engines.redis.consistency import RedisRdbConsistency
+from vaultflow.engines.redis.client import cli_args, cli_env, cli_stdin, connect, require_local
 from vaultflow.engines.redis.compare import facts_fingerprints
+from vaultflow.engines.redis.consistency import RedisRdbConsistency
 from vaultflow.engines.redis.rdb import RdbTee, bgsave_and_wait
+from vaultflow.engines.redis.restore import restore_redis
 from vaultflow.engines.redis.server import find_binary
-from vaultflow.tools import tool_version
+from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
 from vaultflow.pipeline import compress_into_store, dump_into_store
-from vaultflow.engines.redis.restore import restore_redis
-from typing import Literal
+from vaultflow.tools import tool_version
 
 RDB_OBJECT = "dump.rdb.zst"
 
@@ -139,7 +148,7 @@ class RedisEngine:
                 aof_preamble=facts.get("aof-base"), rdb_crc64=proven.crc64)
             manifest = Manifest(
                 id=backup_id, engine=self.name, target=config.name, kind=BackupKind.FULL, mode=BackupMode.RDB,
-                started_at=started, finished_at=datetime.now(timezone.utc), consistency=consistency,
+                started_at=started, finished_at=datetime.now(UTC), consistency=consistency,
                 objects=[StoredObject(key=RDB_OBJECT, role="rdb", format="rdb", raw_size=written.raw_size,
                                       stored_size=written.stored_size, sha256=written.sha256)],
                 fingerprints=fingerprints, server_version=facts.get("redis-ver") or version,

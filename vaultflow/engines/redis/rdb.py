@@ -31,18 +31,17 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
-from vaultflow.engines.redis.settings import RedisSettings
-from vaultflow.engines.redis.rdb_format import (HEADER_BYTES, RdbFacts, RdbFormatError, RdbStreamScanner,  # noqa: F401
-                                                parse_header)
+from vaultflow.engines.redis.rdb_format import HEADER_BYTES, RdbFacts, RdbFormatError, RdbStreamScanner, parse_header  # noqa: F401
 from vaultflow.engines.redis.server import RedisProcess, ServerAuth, find_binary, scratch_auth, start_redis
+from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.errors import IntegrityError, ToolError
-from vaultflow.tools import wait_until
 from vaultflow.pipeline import StderrTail
 from vaultflow.proc import tied_popen
-from typing import Any
+from vaultflow.tools import wait_until
 
 FIFO_OPEN_TIMEOUT = 60.0
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
@@ -126,7 +125,7 @@ class RdbTee:
         self._check: subprocess.Popen | None = None
         self._output: StderrTail | None = None
 
-    def __enter__(self) -> "RdbTee":
+    def __enter__(self) -> RdbTee:
         try:
             self._start()
         except BaseException:
@@ -168,7 +167,7 @@ class RdbTee:
             self._check.wait(timeout=3600)
         except subprocess.TimeoutExpired:
             self._check.kill()
-            raise ToolError("redis-check-rdb did not finish within an hour")
+            raise ToolError("redis-check-rdb did not finish within an hour") from None
         text = self._output.text().strip()
         if self._check.returncode != 0 or "RDB looks OK" not in text:
             raise IntegrityError(f"redis-check-rdb rejected the RDB from {self.config.where}: "

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vaultflow.compare import Comparison
 from vaultflow.engines.base import BackupContext, RestoreResult
+from vaultflow.engines.redis.aof import materialize_aof_chain
 from vaultflow.engines.redis.client import connect, keyspace_counts
 from vaultflow.engines.redis.compare import check_scratch, compare_copies, scan_batches
 from vaultflow.engines.redis.consistency import RedisRdbConsistency
@@ -37,7 +38,6 @@ from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import write_verified
 from vaultflow.ports import port_is_free
-from vaultflow.engines.redis.aof import materialize_aof_chain
 from vaultflow.proc import forget, mkdtemp, remove, remove_on_death
 
 BATCH = 1000
@@ -266,7 +266,7 @@ def _first_existing(src, dst, pattern: str):
         pipe = dst.pipeline(transaction=False)
         for key in keys:
             pipe.exists(key)
-        for key, exists in zip(keys, pipe.execute()):
+        for key, exists in zip(keys, pipe.execute(), strict=True):
             if exists:
                 return key.decode(errors="replace") if isinstance(key, bytes) else key
     return None
@@ -299,7 +299,7 @@ def _remove_extra(src, dst) -> int:
         pipe = src.pipeline(transaction=False)
         for key in keys:
             pipe.exists(key)
-        extra = [k for k, exists in zip(keys, pipe.execute()) if not exists]
+        extra = [k for k, exists in zip(keys, pipe.execute(), strict=True) if not exists]
         if extra:
             removed += dst.delete(*extra)
     return removed

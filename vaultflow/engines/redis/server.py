@@ -16,11 +16,11 @@ The one server meant to outlive the run, the default restore's, is started untie
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 import secrets
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -6,7 +6,8 @@ Kept free of heavy imports (no redis-py): blocks and flows import it to build fo
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import Field, SecretStr
 
@@ -30,16 +31,16 @@ class RedisSettings(TargetSettings):
 
     host: str = Field(default="localhost", description="Host name or IP address of the server.")
     port: int = Field(default=6379, description="TCP port of the server.")
-    username: Optional[str] = Field(default=None, description="ACL user (Redis 6+); empty for the default "
+    username: str | None = Field(default=None, description="ACL user (Redis 6+); empty for the default "
                                     "user. Needs +@all, or at least sync, bgsave, bgrewriteaof, info, config.")
-    password: Optional[SecretStr] = Field(default=None, description="Password of the user; handed to "
+    password: SecretStr | None = Field(default=None, description="Password of the user; handed to "
                                           "redis-cli on its stdin (--askpass), never argv or environment.")
     tls: bool = Field(default=False, description="Connect with TLS.")
-    data_dir: Optional[str] = Field(default=None, description="The server's `dir`, readable by the worker "
+    data_dir: str | None = Field(default=None, description="The server's `dir`, readable by the worker "
                                     "(worker on the Redis host). Set: local mode — BGSAVE copy, or with "
                                     "appendonly yes AOF-anchored fulls plus incremental/differential backups. "
                                     "Empty: remote mode (redis-cli --rdb), full backups only.")
-    bin_dir: Optional[str] = Field(default=None, description="Directory holding redis-server, redis-cli and "
+    bin_dir: str | None = Field(default=None, description="Directory holding redis-server, redis-cli and "
                                    "redis-check-rdb; default: found on PATH.")
     connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a connection before "
                                    "the attempt fails as retryable.")
@@ -86,11 +87,11 @@ class RedisSettings(TargetSettings):
 class RedisRestoreOptions(RestoreOptions):
     """What a Redis restore takes beyond backup_id, into, overwrite and databases."""
 
-    key_pattern: Optional[str] = Field(default=None, description="Redis: restore only keys matching this "
+    key_pattern: str | None = Field(default=None, description="Redis: restore only keys matching this "
                                        "glob pattern (e.g. 'user:*'), into the target server (into='original').")
-    into_db: Optional[int] = Field(default=None, ge=0, description="Redis: the db number that the keys of a "
+    into_db: int | None = Field(default=None, ge=0, description="Redis: the db number that the keys of a "
                                    "key_pattern restore go into.")
-    port: Optional[int] = Field(default=None, gt=0, lt=65536, description="Redis: port of the scratch "
+    port: int | None = Field(default=None, gt=0, lt=65536, description="Redis: port of the scratch "
                                 "redis-server a default restore starts; default: a free port.")
 
 

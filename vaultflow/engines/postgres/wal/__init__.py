@@ -23,13 +23,42 @@ happen inside the functions that need them (importing `vaultflow.stores` pulls i
 """
 
 from vaultflow.engines.postgres.wal.archive import check_continuity, delete_wal, wal_fetch, wal_not_needed
-from vaultflow.engines.postgres.wal.names import (DEFAULT_SEGMENT_SIZE, ENGINE, archived_names, is_history, is_segment,
-                                                  is_wal_file, next_segment, object_key, parse_history, parse_lsn,
-                                                  parse_segment, record_key, segment_name, wal_order, wal_prefix)
+from vaultflow.engines.postgres.wal.names import (
+                                                  DEFAULT_SEGMENT_SIZE,
+                                                  ENGINE,
+                                                  archived_names,
+                                                  is_history,
+                                                  is_segment,
+                                                  is_wal_file,
+                                                  next_segment,
+                                                  object_key,
+                                                  parse_history,
+                                                  parse_lsn,
+                                                  parse_segment,
+                                                  record_key,
+                                                  segment_name,
+                                                  wal_order,
+                                                  wal_prefix,
+)
 from vaultflow.engines.postgres.wal.push import TMP_PREFIX, WalError, spooled, wal_push
-from vaultflow.engines.postgres.wal.ship import LOCK_NAME, RECORD_FIELDS, ShipResult, archive_file, read_record, ship_spool
-from vaultflow.engines.postgres.wal.timelines import (BackupWal, TimelinePlan, archive_end, check_backup_wal, describe_gaps, history_name,
-                                     plan_timeline, wal_gaps)
+from vaultflow.engines.postgres.wal.ship import (
+                                                  LOCK_NAME,
+                                                  RECORD_FIELDS,
+                                                  ShipResult,
+                                                  archive_file,
+                                                  read_record,
+                                                  ship_spool,
+)
+from vaultflow.engines.postgres.wal.timelines import (
+                                                  BackupWal,
+                                                  TimelinePlan,
+                                                  archive_end,
+                                                  check_backup_wal,
+                                                  describe_gaps,
+                                                  history_name,
+                                                  plan_timeline,
+                                                  wal_gaps,
+)
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE", "ENGINE", "LOCK_NAME", "RECORD_FIELDS", "TMP_PREFIX", "BackupWal", "ShipResult",

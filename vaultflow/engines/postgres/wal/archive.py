@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vaultflow.errors import IntegrityError, NotFoundError
 from vaultflow.engines.postgres.wal.names import (
     DEFAULT_SEGMENT_SIZE,
     archived_names,
@@ -26,6 +25,7 @@ from vaultflow.engines.postgres.wal.names import (
 from vaultflow.engines.postgres.wal.push import TMP_PREFIX, copy_fd
 from vaultflow.engines.postgres.wal.ship import read_record
 from vaultflow.engines.postgres.wal.timelines import plan_timeline, wal_gaps
+from vaultflow.errors import IntegrityError, NotFoundError
 
 if TYPE_CHECKING:
     from vaultflow.repository import Repository

@@ -11,9 +11,9 @@ import hashlib
 import os
 from pathlib import Path
 
+from vaultflow.engines.postgres.wal.names import is_wal_file, wal_order
 from vaultflow.errors import RefusedError, VaultflowError
 from vaultflow.fsutil import fsync_dir
-from vaultflow.engines.postgres.wal.names import is_wal_file, wal_order
 
 TMP_PREFIX = ".tmp-"
 _COPY_CHUNK = 1 << 20

@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vaultflow.errors import IntegrityError, NotFoundError, RefusedError, VaultflowError
-from vaultflow.fsutil import fsync_dir
 from vaultflow.engines.postgres.wal.names import is_segment, object_key, record_key, store_of
 from vaultflow.engines.postgres.wal.push import sha256_file, spooled
+from vaultflow.errors import IntegrityError, NotFoundError, RefusedError, VaultflowError
+from vaultflow.fsutil import fsync_dir
 
 if TYPE_CHECKING:
     from vaultflow.repository import Repository

@@ -28,11 +28,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vaultflow.errors import ConfigError, NotFoundError
-from vaultflow.engines.postgres.wal.names import (DEFAULT_SEGMENT_SIZE, archived_names, is_history, is_segment,
-                                                  object_key, parse_history, parse_lsn, parse_segment, segment_name,
-                                                  store_of)
+from vaultflow.engines.postgres.wal.names import (
+    DEFAULT_SEGMENT_SIZE,
+    archived_names,
+    is_history,
+    is_segment,
+    object_key,
+    parse_history,
+    parse_lsn,
+    parse_segment,
+    segment_name,
+    store_of,
+)
 from vaultflow.engines.postgres.wal.ship import read_record
+from vaultflow.errors import ConfigError, NotFoundError
 
 if TYPE_CHECKING:
     from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
