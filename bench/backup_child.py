@@ -41,20 +41,32 @@ def main() -> None:
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 
-    engine = PostgresEngine(PostgresSettings(target_name="bench-rss", host=args.host, port=args.port, user=args.user,
-                                           databases=[args.database], bin_dir=args.bin_dir))
+    engine = PostgresEngine(
+        PostgresSettings(
+            target_name="bench-rss",
+            host=args.host,
+            port=args.port,
+            user=args.user,
+            databases=[args.database],
+            bin_dir=args.bin_dir,
+        )
+    )
     rss_ready = psutil.Process().memory_info().rss
     t0 = time.monotonic()
-    manifest = engine.full_backup(BackupContext(repository=Repository(LocalStore(args.repo)),
-                                                log=lambda line: None))
+    manifest = engine.full_backup(BackupContext(repository=Repository(LocalStore(args.repo)), log=lambda line: None))
     seconds = time.monotonic() - t0
-    print(json.dumps({
-        "seconds": round(seconds, 3),
-        "stored_size": manifest.stored_size,
-        "raw_size": manifest.raw_size,
-        "rss_after_imports": rss_ready,
-        "vm_hwm": vm_hwm(),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "seconds": round(seconds, 3),
+                "stored_size": manifest.stored_size,
+                "raw_size": manifest.raw_size,
+                "rss_after_imports": rss_ready,
+                "vm_hwm": vm_hwm(),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -21,22 +21,37 @@ def _bars(ax, labels, values, colors, title, unit, fmt="{:.1f}"):
     ax.tick_params(labelsize=8)
     top = max(values) if values else 1
     for bar, value in zip(bars, values, strict=False):
-        ax.text(bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2, fmt.format(value),
-                va="center", fontsize=7)
+        ax.text(
+            bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2, fmt.format(value), va="center", fontsize=7
+        )
     ax.set_xlim(0, top * 1.18)
 
 
 def _physical(ax_t, ax_lag, p: dict) -> None:
     b, r, w = p["backup"], p["restore"], p["wal"]
-    items = [("pg_basebackup | zstd -3 -T0", b["basebackup_zstd"]["seconds"], "floor"),
-             ("vaultflow physical full", b["vaultflow_full"]["seconds"], "vf"),
-             ("vaultflow incremental (1%)", b["vaultflow_incremental"]["seconds"], "vf"),
-             *[(f"{label}, row fingerprints", b[key]["seconds"], "pg") for label, key in
-               (("full", "vaultflow_full_with_fingerprints"), ("incremental", "vaultflow_incremental_with_fingerprints"))
-               if key in b],
-             ("recover(): full, no target", r["full"]["seconds"], "pg"), ("recover(): PITR", r["pitr"]["seconds"], "pg")]
-    _bars(ax_t, [i[0] for i in items], [i[1] for i in items], [COLORS[i[2]] for i in items],
-          f"Physical, cluster {p['database']['cluster_size_mb']:.0f} MiB (wall, best run)", "seconds")
+    items = [
+        ("pg_basebackup | zstd -3 -T0", b["basebackup_zstd"]["seconds"], "floor"),
+        ("vaultflow physical full", b["vaultflow_full"]["seconds"], "vf"),
+        ("vaultflow incremental (1%)", b["vaultflow_incremental"]["seconds"], "vf"),
+        *[
+            (f"{label}, row fingerprints", b[key]["seconds"], "pg")
+            for label, key in (
+                ("full", "vaultflow_full_with_fingerprints"),
+                ("incremental", "vaultflow_incremental_with_fingerprints"),
+            )
+            if key in b
+        ],
+        ("recover(): full, no target", r["full"]["seconds"], "pg"),
+        ("recover(): PITR", r["pitr"]["seconds"], "pg"),
+    ]
+    _bars(
+        ax_t,
+        [i[0] for i in items],
+        [i[1] for i in items],
+        [COLORS[i[2]] for i in items],
+        f"Physical, cluster {p['database']['cluster_size_mb']:.0f} MiB (wall, best run)",
+        "seconds",
+    )
     ax_lag.plot([s[0] for s in w["samples"]], [s[1] for s in w["samples"]], label="segments in spool (not shipped)")
     ax_lag.plot([s[0] for s in w["samples"]], [s[3] for s in w["samples"]], label=".ready (not yet pushed)")
     ax_lag.axhline(3, color="#e53935", linestyle="--", linewidth=1, label="target 3")
@@ -49,36 +64,52 @@ def _physical(ax_t, ax_lag, p: dict) -> None:
 
 def _redis(ax_t, ax_m, d: dict) -> None:
     b, r, t = d["backup"], d["restore"], d["targets"]
-    items = [("redis-cli --rdb - | zstd -3 -T0", b["stock"]["seconds"], "floor"),
-             ("vaultflow full (remote)", b["vaultflow"]["seconds"], "vf"),
-             ("plain redis-server load", r["plain_load"]["seconds"], "floor"),
-             ("vaultflow drill", r["vaultflow_drill"]["seconds"], "vf")]
+    items = [
+        ("redis-cli --rdb - | zstd -3 -T0", b["stock"]["seconds"], "floor"),
+        ("vaultflow full (remote)", b["vaultflow"]["seconds"], "vf"),
+        ("plain redis-server load", r["plain_load"]["seconds"], "floor"),
+        ("vaultflow drill", r["vaultflow_drill"]["seconds"], "vf"),
+    ]
     aof = d.get("aof") or {}
     if "full" in aof:
-        items += [("AOF full (local)", aof["full"]["seconds"], "pg"),
-                  ("AOF incremental (1% keys)", aof["incremental"]["seconds"], "pg")]
+        items += [
+            ("AOF full (local)", aof["full"]["seconds"], "pg"),
+            ("AOF incremental (1% keys)", aof["incremental"]["seconds"], "pg"),
+        ]
 
     def val(name):
         v = t.get(name, {}).get("value")
         return "n/a" if v is None else f"{v:.2f}"
+
     ds = d["dataset"]
-    _bars(ax_t, [i[0] for i in items], [i[1] for i in items], [COLORS[i[2]] for i in items],
-          f"Redis, {ds['keys'] / 1e6:.2f}M keys, {ds['value_bytes'] / 1e6:.0f} MB values (median wall)\n"
-          f"remote full x{val('remote_full_vs_stock')} (<= 1.2), "
-          f"drill x{val('drill_vs_plain_load')} (<= 1.5)", "seconds")
+    _bars(
+        ax_t,
+        [i[0] for i in items],
+        [i[1] for i in items],
+        [COLORS[i[2]] for i in items],
+        f"Redis, {ds['keys'] / 1e6:.2f}M keys, {ds['value_bytes'] / 1e6:.0f} MB values (median wall)\n"
+        f"remote full x{val('remote_full_vs_stock')} (<= 1.2), "
+        f"drill x{val('drill_vs_plain_load')} (<= 1.5)",
+        "seconds",
+    )
     for label, run in d.get("memory", {}).items():
         series = run.get("series_mb") or []
         if series:
             kids = run.get("children_peak_rss_mb", {})
-            ax_m.plot([p[0] for p in series], [p[1] for p in series],
-                      label=f"{label}: {run['dataset']['value_bytes'] / 1e6:.0f} MB values, peak "
-                            f"{run['peak_rss_kernel_mb']:.0f} MB (redis-check-rdb "
-                            f"{kids.get('redis-check-rdb', 0):.0f} MB)")
+            ax_m.plot(
+                [p[0] for p in series],
+                [p[1] for p in series],
+                label=f"{label}: {run['dataset']['value_bytes'] / 1e6:.0f} MB values, peak "
+                f"{run['peak_rss_kernel_mb']:.0f} MB (redis-check-rdb "
+                f"{kids.get('redis-check-rdb', 0):.0f} MB)",
+            )
     ax_m.axhline(300, color="#e53935", linestyle="--", linewidth=1, label="target 300 MB")
     sizes = [f"stock .zst {b['stock']['size'] / 1e6:.0f} MB, vaultflow {b['vaultflow']['size'] / 1e6:.0f} MB"]
     if "full" in aof:
-        sizes.append(f"AOF full {aof['full']['stored_size'] / 1e6:.0f} MB, incremental "
-                     f"{aof['incremental']['stored_size'] / 1e6:.2f} MB (x{t['aof_incremental_size_vs_full']['value']:.4f}, <= 0.05)")
+        sizes.append(
+            f"AOF full {aof['full']['stored_size'] / 1e6:.0f} MB, incremental "
+            f"{aof['incremental']['stored_size'] / 1e6:.2f} MB (x{t['aof_incremental_size_vs_full']['value']:.4f}, <= 0.05)"
+        )
     ax_m.text(0.02, 0.62, "\n".join(sizes), transform=ax_m.transAxes, va="top", fontsize=7)
     ax_m.set_title("Redis: RSS of the backup process (Python only)", fontsize=10)
     ax_m.set_xlabel("seconds", fontsize=8)
@@ -108,8 +139,12 @@ def render(doc: dict, path: Path) -> None:
 
 def _logical(doc: dict, axes) -> None:
     b, r = doc["backup"], doc["restore"]
-    names = [("pg_dump -Fc (gzip)", "pg_dump_fc", "pg"), ("pg_dump -Z0 | zstd -3 -T0", "raw_floor", "floor"),
-             ("vaultflow core -> local", "vaultflow_local", "vf"), ("vaultflow core -> S3", "vaultflow_s3", "vf")]
+    names = [
+        ("pg_dump -Fc (gzip)", "pg_dump_fc", "pg"),
+        ("pg_dump -Z0 | zstd -3 -T0", "raw_floor", "floor"),
+        ("vaultflow core -> local", "vaultflow_local", "vf"),
+        ("vaultflow core -> S3", "vaultflow_s3", "vf"),
+    ]
     labels = [n for n, key, _ in names if key in b]
     values = [b[key]["seconds"] for _, key, _ in names if key in b]
     colors = [COLORS[c] for _, key, c in names if key in b]
@@ -118,29 +153,57 @@ def _logical(doc: dict, axes) -> None:
         labels.append("vaultflow Prefect flow -> local")
         values.append(flow["big_flow_seconds_min"])
         colors.append(COLORS["flow"])
-    _bars(axes[0][0], labels, values, colors, f"Full backup of {doc['database']['size_mb']:.0f} MiB "
-          "(wall, best run; lower is better)", "seconds")
+    _bars(
+        axes[0][0],
+        labels,
+        values,
+        colors,
+        f"Full backup of {doc['database']['size_mb']:.0f} MiB (wall, best run; lower is better)",
+        "seconds",
+    )
 
-    restore_names = [("pg_restore (uncompressed dump)", "pg_restore_uncompressed", "pg"),
-                     ("vaultflow restore (verify + compare)", "vaultflow_restore", "vf"),
-                     ("fingerprint, fresh copy (alone)", "fingerprint_fresh_restore", "floor"),
-                     ("fingerprint, source db (alone)", "fingerprint", "floor")]
-    _bars(axes[0][1], [n for n, k, _ in restore_names if k in r], [r[k]["seconds"] for _, k, _ in restore_names if k in r],
-          [COLORS[c] for _, k, c in restore_names if k in r], "Restore (wall, best run)", "seconds")
+    restore_names = [
+        ("pg_restore (uncompressed dump)", "pg_restore_uncompressed", "pg"),
+        ("vaultflow restore (verify + compare)", "vaultflow_restore", "vf"),
+        ("fingerprint, fresh copy (alone)", "fingerprint_fresh_restore", "floor"),
+        ("fingerprint, source db (alone)", "fingerprint", "floor"),
+    ]
+    _bars(
+        axes[0][1],
+        [n for n, k, _ in restore_names if k in r],
+        [r[k]["seconds"] for _, k, _ in restore_names if k in r],
+        [COLORS[c] for _, k, c in restore_names if k in r],
+        "Restore (wall, best run)",
+        "seconds",
+    )
 
     sizes = doc["sizes"]
-    size_names = [("database (pg_database_size)", "database", "pg"), ("pg_dump -Z0 (raw)", "dump_uncompressed", "pg"),
-                  ("pg_dump -Fc (gzip)", "pg_dump_fc", "pg"), ("raw floor (zstd -3)", "raw_floor", "floor"),
-                  ("vaultflow stored", "vaultflow_stored", "vf")]
-    _bars(axes[1][0], [n for n, k, _ in size_names if k in sizes], [sizes[k] / MB for _, k, _ in size_names if k in sizes],
-          [COLORS[c] for _, k, c in size_names if k in sizes], "Sizes", "MB", fmt="{:.0f}")
+    size_names = [
+        ("database (pg_database_size)", "database", "pg"),
+        ("pg_dump -Z0 (raw)", "dump_uncompressed", "pg"),
+        ("pg_dump -Fc (gzip)", "pg_dump_fc", "pg"),
+        ("raw floor (zstd -3)", "raw_floor", "floor"),
+        ("vaultflow stored", "vaultflow_stored", "vf"),
+    ]
+    _bars(
+        axes[1][0],
+        [n for n, k, _ in size_names if k in sizes],
+        [sizes[k] / MB for _, k, _ in size_names if k in sizes],
+        [COLORS[c] for _, k, c in size_names if k in sizes],
+        "Sizes",
+        "MB",
+        fmt="{:.0f}",
+    )
 
     ax = axes[1][1]
     for label, run in doc.get("memory", {}).items():
         series = run.get("series_mb") or []
         if series:
-            ax.plot([p[0] for p in series], [p[1] for p in series],
-                    label=f"{label}: {run['database_size_mb']:.0f} MiB db, peak {run['peak_rss_kernel_mb']:.0f} MB")
+            ax.plot(
+                [p[0] for p in series],
+                [p[1] for p in series],
+                label=f"{label}: {run['database_size_mb']:.0f} MiB db, peak {run['peak_rss_kernel_mb']:.0f} MB",
+            )
     ax.axhline(300, color="#e53935", linestyle="--", linewidth=1, label="target 300 MB")
     ax.set_title("RSS of the backup process (Python only)", fontsize=10)
     ax.set_xlabel("seconds", fontsize=8)

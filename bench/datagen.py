@@ -24,21 +24,32 @@ from psycopg import sql
 
 MiB = 1 << 20
 
-FIRST = "ARRAY['Alice','Bob','Carol','David','Emma','Farid','Grace','Hiro','Ines','Jonas'," \
-        "'Kofi','Lena','Mateo','Nina','Oscar','Priya','Quinn','Rosa','Sven','Tariq','Uma','Viktor']"
-LAST = "ARRAY['Smith','Garcia','Muller','Rossi','Kowalski','Nguyen','Okafor','Silva','Tanaka'," \
-       "'Novak','Jensen','Dubois','Haddad','Larsen','Moreau','Ivanova','Costa','Fischer']"
-HOBBY = "ARRAY['hiking','chess','baking','cycling','jazz','photography','gardening','climbing'," \
-        "'sailing','pottery','running','astronomy']"
-STREET = "ARRAY['Main St','Oak Avenue','Station Road','Harbour Lane','Mill Street','Park Road'," \
-         "'High Street','Church Lane','Elm Drive','Kings Way']"
+FIRST = (
+    "ARRAY['Alice','Bob','Carol','David','Emma','Farid','Grace','Hiro','Ines','Jonas',"
+    "'Kofi','Lena','Mateo','Nina','Oscar','Priya','Quinn','Rosa','Sven','Tariq','Uma','Viktor']"
+)
+LAST = (
+    "ARRAY['Smith','Garcia','Muller','Rossi','Kowalski','Nguyen','Okafor','Silva','Tanaka',"
+    "'Novak','Jensen','Dubois','Haddad','Larsen','Moreau','Ivanova','Costa','Fischer']"
+)
+HOBBY = (
+    "ARRAY['hiking','chess','baking','cycling','jazz','photography','gardening','climbing',"
+    "'sailing','pottery','running','astronomy']"
+)
+STREET = (
+    "ARRAY['Main St','Oak Avenue','Station Road','Harbour Lane','Mill Street','Park Road',"
+    "'High Street','Church Lane','Elm Drive','Kings Way']"
+)
 CITY = "ARRAY['Lisbon','Berlin','Lyon','Austin','Osaka','Porto','Leeds','Turin','Krakow','Ghent']"
 
 # name -> (share of the data, CREATE TABLE, SELECT producing the rows for ids lo..hi)
 TABLES: dict[str, tuple[float, str, str]] = {
-    "users": (0.10, """
+    "users": (
+        0.10,
+        """
         CREATE TABLE users (id bigint NOT NULL, name text, email text, country char(2),
-            plan text, created_at timestamptz, bio text)""", f"""
+            plan text, created_at timestamptz, bio text)""",
+        f"""
         SELECT g, f || ' ' || l,
                lower(f) || '.' || lower(l) || g || '@' || (ARRAY['example.com','mail.test','corp.example'])[1 + g % 3],
                (ARRAY['PT','DE','FR','US','JP','GB','IT','PL','BE','NL'])[1 + (g * 7) % 10],
@@ -48,10 +59,14 @@ TABLES: dict[str, tuple[float, str, str]] = {
                || '. Member since ' || (2015 + g % 10) || '. Ref ' || left(md5(g::text), 12)
         FROM generate_series(LO_ID::bigint, HI_ID::bigint) g,
              LATERAL (SELECT ({FIRST})[1 + (random() * 21)::int] AS f,
-                             ({LAST})[1 + (random() * 17)::int] AS l) n"""),
-    "orders": (0.30, """
+                             ({LAST})[1 + (random() * 17)::int] AS l) n""",
+    ),
+    "orders": (
+        0.30,
+        """
         CREATE TABLE orders (id bigint NOT NULL, user_id bigint, status text, currency char(3),
-            amount numeric(12,2), quantity int, created_at timestamptz, shipping_address text, note text)""", f"""
+            amount numeric(12,2), quantity int, created_at timestamptz, shipping_address text, note text)""",
+        f"""
         SELECT g, 1 + (random() * 999999)::bigint,
                (ARRAY['pending','paid','shipped','delivered','cancelled','refunded'])[1 + (random() * 5)::int],
                (ARRAY['EUR','USD','GBP','JPY'])[1 + (random() * 3)::int],
@@ -62,10 +77,14 @@ TABLES: dict[str, tuple[float, str, str]] = {
                CASE WHEN random() < 0.3 THEN 'Please leave the parcel at the front desk. Order ' || g
                     WHEN random() < 0.5 THEN 'gift wrap: yes; invoice to company address'
                     ELSE '' END
-        FROM generate_series(LO_ID::bigint, HI_ID::bigint) g"""),
-    "events": (0.35, """
+        FROM generate_series(LO_ID::bigint, HI_ID::bigint) g""",
+    ),
+    "events": (
+        0.35,
+        """
         CREATE TABLE events (id bigint NOT NULL, user_id bigint, kind text, occurred_at timestamptz,
-            payload jsonb)""", """
+            payload jsonb)""",
+        """
         SELECT g, 1 + (random() * 999999)::bigint,
                (ARRAY['page_view','click','add_to_cart','checkout','login','logout','search'])[1 + (random() * 6)::int],
                timestamptz '2024-06-01' + g * interval '250 milliseconds',
@@ -78,9 +97,13 @@ TABLES: dict[str, tuple[float, str, str]] = {
                                 'Mozilla/5.0 (Windows NT 10.0) Chrome/126.0'])[1 + (random() * 2)::int],
                    'duration_ms', (random() * 30000)::int,
                    'ab', jsonb_build_array('exp' || (g % 7), random() < 0.5))
-        FROM generate_series(LO_ID::bigint, HI_ID::bigint) g"""),
-    "blobs": (0.25, """
-        CREATE TABLE blobs (id bigint NOT NULL, owner_id bigint, sha text, content bytea)""", """
+        FROM generate_series(LO_ID::bigint, HI_ID::bigint) g""",
+    ),
+    "blobs": (
+        0.25,
+        """
+        CREATE TABLE blobs (id bigint NOT NULL, owner_id bigint, sha text, content bytea)""",
+        """
         SELECT g, 1 + (random() * 999999)::bigint, md5(random()::text),
                sha256(int8send(g)) || sha256(int8send(g + 1000000000000)) || sha256(int8send(g + 2000000000000))
                || sha256(int8send(g + 3000000000000)) || sha256(int8send(g + 4000000000000))
@@ -88,7 +111,8 @@ TABLES: dict[str, tuple[float, str, str]] = {
                || sha256(int8send(g + 7000000000000)) || sha256(int8send(g - 1000000000000))
                || sha256(int8send(g - 2000000000000)) || sha256(int8send(g - 3000000000000))
                || sha256(int8send(g - 4000000000000))
-        FROM generate_series(LO_ID::bigint, HI_ID::bigint) g"""),
+        FROM generate_series(LO_ID::bigint, HI_ID::bigint) g""",
+    ),
 }
 
 PILOT_ROWS = 20_000
@@ -148,8 +172,10 @@ def bytes_per_row(pg) -> dict[str, float]:
     try:
         _parallel([(pg.conninfo("bench_pilot"), t, PILOT_ROWS) for t in TABLES])
         pg.execute("VACUUM (FREEZE, ANALYZE)", dbname="bench_pilot")
-        return {t: pg.execute(f"SELECT pg_total_relation_size('{t}')", dbname="bench_pilot")[0][0] / PILOT_ROWS
-                for t in TABLES}
+        return {
+            t: pg.execute(f"SELECT pg_total_relation_size('{t}')", dbname="bench_pilot")[0][0] / PILOT_ROWS
+            for t in TABLES
+        }
     finally:
         pg.execute("DROP DATABASE IF EXISTS bench_pilot")
 
@@ -167,8 +193,7 @@ def generate(pg, database: str, size_mb: float, per_row: dict[str, float], log=p
     want = size_mb * MiB * 1.02 - base
     rows = {t: max(1000, int(want * share / per_row[t])) for t, (share, _, _) in TABLES.items()}
     # Biggest loads first so the two workers finish at about the same time.
-    jobs = sorted(((pg.conninfo(database), t, n) for t, n in rows.items()),
-                  key=lambda job: -job[2] * per_row[job[1]])
+    jobs = sorted(((pg.conninfo(database), t, n) for t, n in rows.items()), key=lambda job: -job[2] * per_row[job[1]])
     _parallel(jobs)
     # Hint bits and visibility map set now, so the first contender does not pay for them.
     pg.execute("VACUUM (FREEZE, ANALYZE)", dbname=database)
@@ -178,14 +203,15 @@ def generate(pg, database: str, size_mb: float, per_row: dict[str, float], log=p
         extra_round += 1
         more = int((size_mb * MiB * 1.02 - size) / per_row["events"]) + 1000
         _, _, select = TABLES["events"]
-        pg.execute(f"INSERT INTO events {_ids(select, rows['events'] + 1, rows['events'] + more)}",
-                   dbname=database)
+        pg.execute(f"INSERT INTO events {_ids(select, rows['events'] + 1, rows['events'] + more)}", dbname=database)
         rows["events"] += more
         pg.execute("VACUUM (FREEZE, ANALYZE) events", dbname=database)
         size = database_size(pg, database)
         if extra_round > 5:
             raise RuntimeError(f"could not grow {database} to {size_mb} MiB (at {size / MiB:.0f})")
     seconds = time.monotonic() - started
-    log(f"  {database}: {size / MiB:.0f} MiB in {seconds:.1f} s "
-        f"({', '.join(f'{t} {n:,}' for t, n in rows.items())} rows)")
+    log(
+        f"  {database}: {size / MiB:.0f} MiB in {seconds:.1f} s "
+        f"({', '.join(f'{t} {n:,}' for t, n in rows.items())} rows)"
+    )
     return Generated(database=database, size_bytes=size, seconds=seconds, rows=rows)

@@ -30,7 +30,7 @@ MIX = {
     "string": (950_000, 1, (150, 750)),
     "hash": (20_000, 25, (60, 180)),
     "list": (10_000, 100, (30, 90)),
-    "set": (10_000, 100, (0, 0)),   # members "member:<n>" (~15-20 B)
+    "set": (10_000, 100, (0, 0)),  # members "member:<n>" (~15-20 B)
     "zset": (10_000, 100, (0, 0)),  # members "player:<n>:<word>" + a float score
 }
 
@@ -75,8 +75,9 @@ class _Pipe:
     """RESP into `redis-cli --pipe`, in batches; checks its summary at the end."""
 
     def __init__(self, cli_cmd: list[str]):
-        self.proc = subprocess.Popen([*cli_cmd, "--pipe"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [*cli_cmd, "--pipe"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         self.buf: list[bytes] = []
         self.size = 0
         self.total = 0
@@ -112,15 +113,17 @@ class Generator:
         lengths = self.rng.integers(lo, hi + 1, size=count)
         offsets = self.rng.integers(0, CORPUS_BYTES - hi - 1, size=count)
         view = self.view
-        return [bytes(view[o:o + n]) for o, n in zip(offsets.tolist(), lengths.tolist(), strict=False)]
+        return [bytes(view[o : o + n]) for o, n in zip(offsets.tolist(), lengths.tolist(), strict=False)]
 
     def _string_values(self, ids, stamp: int) -> list[bytes]:
         lo, hi = MIX["string"][2]
         bodies = self._slices(lo - 90, hi - 90, len(ids))
         ages = self.rng.integers(18, 90, size=len(ids)).tolist()
-        return [b'{"id":%d,"user":"user%d@example.com","age":%d,"ts":%d,"plan":"%s","bio":"%s"}'
-                % (i, i % 50_000, a, stamp + i, (b"free", b"pro", b"team")[i % 3], body)
-                for i, a, body in zip(ids, ages, bodies, strict=False)]
+        return [
+            b'{"id":%d,"user":"user%d@example.com","age":%d,"ts":%d,"plan":"%s","bio":"%s"}'
+            % (i, i % 50_000, a, stamp + i, (b"free", b"pro", b"team")[i % 3], body)
+            for i, a, body in zip(ids, ages, bodies, strict=False)
+        ]
 
     def populate(self, cli_cmd: list[str], scale: float = 1.0, log=print) -> RedisData:
         t0 = time.monotonic()
@@ -177,8 +180,10 @@ class Generator:
         pipe.close()
         data.resp_bytes = pipe.total
         data.seconds = time.monotonic() - t0
-        data.description = ("RESP piped into redis-cli --pipe; values are slices of a 64 MiB Zipf pseudo-word "
-                            "corpus (text-like, compressible), strings wrapped in JSON-ish records, 1% with a TTL")
+        data.description = (
+            "RESP piped into redis-cli --pipe; values are slices of a 64 MiB Zipf pseudo-word "
+            "corpus (text-like, compressible), strings wrapped in JSON-ish records, 1% with a TTL"
+        )
         return data
 
     def change(self, cli_cmd: list[str], scale: float, fraction: float = 0.01, seed: int = 11) -> dict:
@@ -196,9 +201,12 @@ class Generator:
                 for k in picks:
                     key = b"%s:%d" % (kind.encode(), k)
                     word = self._slices(lo or 10, hi or 20, 1)[0]
-                    cmd = {"hash": [b"HSET", key, b"field00", word], "list": [b"LPUSH", key, word],
-                           "set": [b"SADD", key, b"member:changed:%d" % k],
-                           "zset": [b"ZADD", key, b"1.5", b"player:changed:%d" % k]}[kind]
+                    cmd = {
+                        "hash": [b"HSET", key, b"field00", word],
+                        "list": [b"LPUSH", key, word],
+                        "set": [b"SADD", key, b"member:changed:%d" % k],
+                        "zset": [b"ZADD", key, b"1.5", b"player:changed:%d" % k],
+                    }[kind]
                     pipe.add(_bulk(cmd))
             changed[kind] = len(picks)
         pipe.close()

@@ -35,6 +35,7 @@ def main() -> None:
     t0 = time.monotonic()
     from blocks import BackupRepository, PostgresTarget
     from flows.full_backup import full_backup
+
     import_seconds = time.monotonic() - t0
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
@@ -43,8 +44,14 @@ def main() -> None:
     from vaultflow.stores.local import LocalStore
 
     def target(db: str) -> PostgresTarget:
-        return PostgresTarget(host=args.host, port=args.port, user=args.user, databases=[db],
-                              target_name=f"flow-{db}", bin_dir=args.bin_dir)
+        return PostgresTarget(
+            host=args.host,
+            port=args.port,
+            user=args.user,
+            databases=[db],
+            target_name=f"flow-{db}",
+            bin_dir=args.bin_dir,
+        )
 
     def timed_flow(db: str) -> float:
         repo = BackupRepository(local_path=str(Path(args.repo) / db))
@@ -59,6 +66,7 @@ def main() -> None:
     settings = temporary_settings(updates={} if heartbeats else {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
     with settings:
         from prefect import get_client
+
         start = time.monotonic()
         with get_client(sync_client=True) as client:  # starts the ephemeral API (+ migrations)
             client.api_healthcheck()
@@ -73,15 +81,20 @@ def main() -> None:
         start = time.monotonic()
         engine.full_backup(BackupContext(repository=repo, log=lambda line: None))
         core_tiny.append(time.monotonic() - start)
-    print(json.dumps({
-        "heartbeats": heartbeats,
-        "import_seconds": round(import_seconds, 3),
-        "api_start_seconds": round(api_start, 3),
-        "tiny_cold_seconds": round(tiny_cold, 3),
-        "tiny_warm_seconds": [round(s, 3) for s in tiny_warm],
-        "tiny_core_seconds": [round(s, 3) for s in core_tiny],
-        "big_flow_seconds": [round(s, 3) for s in big],
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "heartbeats": heartbeats,
+                "import_seconds": round(import_seconds, 3),
+                "api_start_seconds": round(api_start, 3),
+                "tiny_cold_seconds": round(tiny_cold, 3),
+                "tiny_warm_seconds": [round(s, 3) for s in tiny_warm],
+                "tiny_core_seconds": [round(s, 3) for s in core_tiny],
+                "big_flow_seconds": [round(s, 3) for s in big],
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

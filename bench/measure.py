@@ -86,10 +86,17 @@ def measure(fn: Callable[[], tuple[int | None, dict] | None]) -> Run:
     time.sleep(SETTLE_S)
     s1, w1 = _server_cpu(), _server_cpu("s3")
     size, extra = out if out is not None else (None, {})
-    run = Run(seconds=t1 - t0, size=size, cpu_busy_s=b1 - b0,
-              cpu_self_s=(o1.user - o0.user) + (o1.system - o0.system),
-              cpu_children_s=(o1.children_user - o0.children_user) + (o1.children_system - o0.children_system),
-              cpu_servers_s=s1 - s0, cpu_s3_server_s=w1 - w0, load_avg_1m=os.getloadavg()[0], extra=extra)
+    run = Run(
+        seconds=t1 - t0,
+        size=size,
+        cpu_busy_s=b1 - b0,
+        cpu_self_s=(o1.user - o0.user) + (o1.system - o0.system),
+        cpu_children_s=(o1.children_user - o0.children_user) + (o1.children_system - o0.children_system),
+        cpu_servers_s=s1 - s0,
+        cpu_s3_server_s=w1 - w0,
+        load_avg_1m=os.getloadavg()[0],
+        extra=extra,
+    )
     run.cpu_others_s = max(0.0, run.cpu_busy_s - run.cpu_self_s - run.cpu_children_s - run.cpu_servers_s)
     return run
 
@@ -117,8 +124,11 @@ def run_tool(cmd: list[str], env: dict[str, str]) -> None:
 def warm_up(pg, database: str) -> float:
     """One read of every table so all contenders start from the same (warm) cache."""
     t0 = time.monotonic()
-    tables = pg.execute("SELECT quote_ident(relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE relkind = 'r' AND nspname = 'public'", dbname=database)
+    tables = pg.execute(
+        "SELECT quote_ident(relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE relkind = 'r' AND nspname = 'public'",
+        dbname=database,
+    )
     for (table,) in tables:
         pg.execute(f"SELECT count(*) FROM {table}", dbname=database)
     return time.monotonic() - t0
@@ -137,47 +147,63 @@ def dir_size(path: Path) -> int:
 
 # -- backup contenders --------------------------------------------------------------------
 
+
 def pg_dump_fc(pg, database: str, out: Path) -> Callable:
     """The seed's command: custom format with pg_dump's default (gzip) compression."""
+
     def run():
         run_tool([str(pg.client_bin_dir / "pg_dump"), "-Fc", "-f", str(out), database], client_env(pg))
         return out.stat().st_size, {}
+
     return run
 
 
 def raw_floor(pg, database: str, out: Path) -> Callable:
     """Uncompressed custom dump piped through multi-threaded zstd -3, then fsync'd like the others."""
-    pipeline = (f"set -o pipefail; '{pg.client_bin_dir / 'pg_dump'}' -Fc -Z0 '{database}' "
-                f"| zstd -3 -T0 -q -c > '{out}' && sync '{out}'")
+    pipeline = (
+        f"set -o pipefail; '{pg.client_bin_dir / 'pg_dump'}' -Fc -Z0 '{database}' "
+        f"| zstd -3 -T0 -q -c > '{out}' && sync '{out}'"
+    )
 
     def run():
         run_tool(["bash", "-c", pipeline], client_env(pg))
         return out.stat().st_size, {}
+
     return run
 
 
 def pg_dump_uncompressed(pg, database: str, out: Path) -> Callable:
     """pg_dump -Fc -Z0 to a file: the input of the pg_restore contender (also a data point)."""
+
     def run():
         run_tool([str(pg.client_bin_dir / "pg_dump"), "-Fc", "-Z0", "-f", str(out), database], client_env(pg))
         return out.stat().st_size, {}
+
     return run
 
 
 def pg_dump_devnull(pg, database: str) -> Callable:
     """Diagnostic: the dump alone, no compression, no disk: how fast can the server hand it out?"""
+
     def run():
         pipeline = f"set -o pipefail; '{pg.client_bin_dir / 'pg_dump'}' -Fc -Z0 '{database}' | cat > /dev/null"
         run_tool(["bash", "-c", pipeline], client_env(pg))
+
     return run
 
 
 def zstd_file(src: Path, options: str = "-3") -> Callable:
     """Diagnostic: zstd -T0 alone over an uncompressed dump file (in page cache): time and size."""
+
     def run():
-        out = subprocess.run(["bash", "-c", f"set -o pipefail; zstd {options} -T0 -q -c '{src}' | wc -c"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; zstd {options} -T0 -q -c '{src}' | wc -c"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return int(out), {"options": options}
+
     return run
 
 
@@ -187,8 +213,12 @@ def vaultflow_core(engine, repository) -> Callable:
 
     def run():
         manifest = engine.full_backup(BackupContext(repository=repository, log=lambda line: None))
-        return manifest.stored_size, {"manifest": manifest, "raw_size": manifest.raw_size,
-                                      "timings": {k: round(v, 3) for k, v in manifest.timings.items()}}
+        return manifest.stored_size, {
+            "manifest": manifest,
+            "raw_size": manifest.raw_size,
+            "timings": {k: round(v, 3) for k, v in manifest.timings.items()},
+        }
+
     return run
 
 
@@ -205,31 +235,37 @@ def vaultflow_core_without_fingerprints(engine, repository) -> Callable:
             return inner()
         finally:
             pg_engine.fingerprint_tables = original
+
     return run
 
 
 def store_put(store, key: str, src: Path) -> Callable:
     """Diagnostic: the store alone: put an existing file (a stored dump) under `key`."""
+
     def run():
         with open(src, "rb") as fh:
             return store.put(key, fh, size_hint=src.stat().st_size), {}
+
     return run
 
 
 def fingerprint(engine, database: str) -> Callable:
     def run():
         return None, {"tables": len(engine.fingerprint(database))}
+
     return run
 
 
 # -- restore contenders -------------------------------------------------------------------
 
+
 def pg_restore_file(pg, dump: Path, target: str) -> Callable:
     """CREATE DATABASE + single-job pg_restore of an uncompressed custom dump."""
+
     def run():
         pg.execute(f'CREATE DATABASE "{target}" TEMPLATE template0')
-        run_tool([str(pg.client_bin_dir / "pg_restore"), "--exit-on-error", "-d", target, str(dump)],
-                 client_env(pg))
+        run_tool([str(pg.client_bin_dir / "pg_restore"), "--exit-on-error", "-d", target, str(dump)], client_env(pg))
+
     return run
 
 
@@ -239,6 +275,10 @@ def vaultflow_restore(engine, repository, manifest, target: str) -> Callable:
 
     def run():
         result = engine.restore(BackupContext(repository=repository, log=lambda line: None), manifest, into=target)
-        return None, {"engine_seconds": round(result.seconds, 3), "all_match": result.comparison.ok,
-                      "tables_compared": len(result.comparison.tables)}
+        return None, {
+            "engine_seconds": round(result.seconds, 3),
+            "all_match": result.comparison.ok,
+            "tables_compared": len(result.comparison.tables),
+        }
+
     return run

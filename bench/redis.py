@@ -39,12 +39,18 @@ from bench import measure as m
 MiB = 1 << 20
 TARGET = "bench-redis"
 TARGETS = {  # name -> (limit, meaning); all are "value <= limit"
-    "remote_full_vs_stock": (1.2, "RedisEngine.full_backup (remote) wall / redis-cli --rdb - | zstd -3 -T0 > "
-                                  "file wall (medians)"),
-    "drill_vs_plain_load": (1.5, "RedisEngine.drill wall / plain redis-server start + load of the decompressed "
-                                 "dump.rdb until PING (medians)"),
-    "aof_incremental_size_vs_full": (0.05, "AOF incremental stored bytes (1% of keys changed) / AOF-anchored "
-                                           "full stored bytes (local mode)"),
+    "remote_full_vs_stock": (
+        1.2,
+        "RedisEngine.full_backup (remote) wall / redis-cli --rdb - | zstd -3 -T0 > file wall (medians)",
+    ),
+    "drill_vs_plain_load": (
+        1.5,
+        "RedisEngine.drill wall / plain redis-server start + load of the decompressed dump.rdb until PING (medians)",
+    ),
+    "aof_incremental_size_vs_full": (
+        0.05,
+        "AOF incremental stored bytes (1% of keys changed) / AOF-anchored full stored bytes (local mode)",
+    ),
     "peak_rss_big_mb": (300, "peak RSS (MB, VmHWM) of the Python backup process, big dataset"),
     "peak_rss_growth": (1.10, "peak RSS big dataset / small dataset (memory must not grow with size)"),
 }
@@ -54,7 +60,9 @@ def _median_summary(runs: list[m.Run]) -> dict:
     """The median run's figures (by wall time) plus every wall time."""
     ordered = sorted(runs, key=lambda r: r.seconds)
     mid = ordered[(len(ordered) - 1) // 2] if len(ordered) % 2 else None
-    doc = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(mid or ordered[len(ordered) // 2]).items()}
+    doc = {
+        k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(mid or ordered[len(ordered) // 2]).items()
+    }
     doc["seconds"] = round(statistics.median(r.seconds for r in runs), 3)
     doc["all_seconds"] = [round(r.seconds, 3) for r in runs]
     doc["min_seconds"] = round(ordered[0].seconds, 3)
@@ -63,18 +71,23 @@ def _median_summary(runs: list[m.Run]) -> dict:
 
 def _cli(port: int) -> list[str]:
     from vaultflow.engines.redis.server import find_binary
+
     return [str(find_binary("redis-cli")), "-h", "127.0.0.1", "-p", str(port)]
 
 
 def _stock_backup(port: int, out: Path, compress: bool = True):
     """The stock pipeline; compress=False: `redis-cli --rdb - | cat > /dev/null`, the source's floor."""
     cli = " ".join(_cli(port))
-    pipeline = f"set -o pipefail; {cli} --rdb - 2>/dev/null | zstd -3 -T0 -q -c > '{out}' && sync '{out}'" \
-        if compress else f"set -o pipefail; {cli} --rdb - 2>/dev/null | cat > /dev/null"
+    pipeline = (
+        f"set -o pipefail; {cli} --rdb - 2>/dev/null | zstd -3 -T0 -q -c > '{out}' && sync '{out}'"
+        if compress
+        else f"set -o pipefail; {cli} --rdb - 2>/dev/null | cat > /dev/null"
+    )
 
     def run():
         m.run_tool(["bash", "-c", pipeline], None)
         return (out.stat().st_size if compress else None), {}
+
     return run
 
 
@@ -85,8 +98,12 @@ def _vf_backup(engine, repo_dir: Path):
 
     def run():
         manifest = engine.full_backup(BackupContext(repository=Repository(LocalStore(repo_dir)), log=lambda line: None))
-        return manifest.stored_size, {"manifest": manifest, "raw_size": manifest.raw_size,
-                                      "timings": {k: round(v, 3) for k, v in manifest.timings.items()}}
+        return manifest.stored_size, {
+            "manifest": manifest,
+            "raw_size": manifest.raw_size,
+            "timings": {k: round(v, 3) for k, v in manifest.timings.items()},
+        }
+
     return run
 
 
@@ -104,6 +121,7 @@ def _plain_load(directory: Path):
         finally:
             server.stop()
         return None, {"ready_seconds": round(ready, 3), "keys_db0": keys}
+
     return run
 
 
@@ -113,12 +131,17 @@ def _drill(engine, repo_dir: Path, manifest):
     from vaultflow.stores.local import LocalStore
 
     def run():
-        result = engine.drill(BackupContext(repository=Repository(LocalStore(repo_dir)), log=lambda line: None),
-                              manifest)
+        result = engine.drill(
+            BackupContext(repository=Repository(LocalStore(repo_dir)), log=lambda line: None), manifest
+        )
         if not result.comparison.ok:
             raise RuntimeError(f"drill of {manifest.id} did not match: {result.comparison.summary()}")
-        return None, {"engine_seconds": round(result.seconds, 3), "all_match": result.comparison.ok,
-                      "groups_compared": len(result.comparison.tables)}
+        return None, {
+            "engine_seconds": round(result.seconds, 3),
+            "all_match": result.comparison.ok,
+            "groups_compared": len(result.comparison.tables),
+        }
+
     return run
 
 
@@ -126,6 +149,7 @@ def sample_redis_rss(port: int, repo: Path, interval: float = 0.05, points: int 
     """bench.redis_child with RSS sampled every `interval` s: the Python process, and the peak of
     each kind of child (redis-cli, redis-check-rdb)."""
     from bench.subproc import sample_child_rss
+
     cmd = [sys.executable, "-m", "bench.redis_child", "--port", str(port), "--repo", str(repo)]
     sampled = sample_child_rss(cmd, "bench.redis_child", interval, points)
     return {**sampled, "timings": sampled.pop("result")["timings"]}
@@ -182,28 +206,37 @@ def cpu_profile(fn, source_pid: int, interval: float = 0.1) -> dict:
     for label, cpu in [*procs.values(), *(("thread " + n, c) for n, c in threads.values())]:
         if label != "thread cpu-profiler":
             by[label] = by.get(label, 0.0) + cpu
-    return {"wall_seconds": round(wall, 2),
-            "cpu_seconds": {k: round(v, 2) for k, v in sorted(by.items(), key=lambda kv: -kv[1]) if v >= 0.05}}
+    return {
+        "wall_seconds": round(wall, 2),
+        "cpu_seconds": {k: round(v, 2) for k, v in sorted(by.items(), key=lambda kv: -kv[1]) if v >= 0.05},
+    }
 
 
 def _server_facts(server) -> dict:
     with server.client() as conn:
         mem, ks = conn.info("memory"), conn.info("keyspace")
         version = conn.info("server")["redis_version"]
-    return {"used_memory": mem["used_memory"], "used_memory_mb": round(mem["used_memory"] / MiB, 1),
-            "keyspace": {k: v for k, v in ks.items()}, "version": version}
+    return {
+        "used_memory": mem["used_memory"],
+        "used_memory_mb": round(mem["used_memory"] / MiB, 1),
+        "keyspace": {k: v for k, v in ks.items()},
+        "version": version,
+    }
 
 
 def _log_run(log, name: str, run: m.Run) -> None:
     size = f", {run.size / 1e6:.1f} MB" if run.size is not None else ""
     timings = run.extra.get("timings") or run.extra.get("ready_seconds") or ""
-    log(f"  redis {name}: {run.seconds:.2f} s{size} {timings} (cpu-s: machine {run.cpu_busy_s:.1f}, "
+    log(
+        f"  redis {name}: {run.seconds:.2f} s{size} {timings} (cpu-s: machine {run.cpu_busy_s:.1f}, "
         f"bench {run.cpu_self_s:.1f}, children {run.cpu_children_s:.1f}, source server {run.cpu_servers_s:.1f}, "
-        f"others {run.cpu_others_s:.1f})")
+        f"others {run.cpu_others_s:.1f})"
+    )
 
 
 def _rss_small(args, gen, work: Path, log) -> dict:
     from vaultflow.testing.redis_instance import running_redis
+
     with running_redis(name="bench-small") as small:
         data = gen.populate(_cli(small.port), args.redis_small_scale, log=lambda line: None)
         run = sample_redis_rss(small.port, m.fresh_dir(work, "rss-small"))
@@ -221,30 +254,53 @@ def _aof(server, data_scale: float, gen, work: Path, log) -> dict:
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 
-    engine = RedisEngine(RedisSettings(target_name=f"{TARGET}-aof", host="127.0.0.1", port=server.port, data_dir=str(server.directory)))
+    engine = RedisEngine(
+        RedisSettings(target_name=f"{TARGET}-aof", host="127.0.0.1", port=server.port, data_dir=str(server.directory))
+    )
     ctx = BackupContext(repository=Repository(LocalStore(m.fresh_dir(work, "aof-repo"))), log=lambda line: None)
     full = m.measure(lambda: ((man := engine.full_backup(ctx)).stored_size, {"manifest": man}))
     full_man = full.extra.pop("manifest")
-    log(f"  redis AOF full ({full_man.mode}): {full.seconds:.2f} s, {full.size / 1e6:.1f} MB "
-        f"{ {k: round(v, 2) for k, v in full_man.timings.items()} }")
+    log(
+        f"  redis AOF full ({full_man.mode}): {full.seconds:.2f} s, {full.size / 1e6:.1f} MB "
+        f"{ {k: round(v, 2) for k, v in full_man.timings.items()} }"
+    )
     t0 = time.monotonic()
     changed = gen.change(_cli(server.port), data_scale, 0.01)
     change_s = time.monotonic() - t0
     time.sleep(1.2)  # appendfsync everysec: the changes are on disk (they are in the file already)
-    inc = m.measure(lambda: ((man := engine.incremental_backup(ctx, BackupKind.INCREMENTAL)).stored_size,
-                             {"manifest": man}))
+    inc = m.measure(
+        lambda: ((man := engine.incremental_backup(ctx, BackupKind.INCREMENTAL)).stored_size, {"manifest": man})
+    )
     inc_man = inc.extra.pop("manifest")
-    log(f"  redis AOF incremental after {changed['total']} keys changed: {inc.seconds:.2f} s, "
-        f"{inc.size / 1e6:.2f} MB (raw {inc_man.raw_size / 1e6:.2f} MB)")
-    doc = {"mode": full_man.mode, "changed": changed, "change_seconds": round(change_s, 2),
-           "full": {"seconds": round(full.seconds, 3), "stored_size": full.size, "raw_size": full_man.raw_size,
-                    "objects": len(full_man.objects), "timings": {k: round(v, 3) for k, v in full_man.timings.items()},
-                    "cpu": {"self": round(full.cpu_self_s, 2), "children": round(full.cpu_children_s, 2),
-                            "source_server": round(full.cpu_servers_s, 2)}},
-           "incremental": {"seconds": round(inc.seconds, 3), "stored_size": inc.size, "raw_size": inc_man.raw_size,
-                           "objects": len(inc_man.objects),
-                           "timings": {k: round(v, 3) for k, v in inc_man.timings.items()}},
-           "size_ratio": round(inc.size / full.size, 5)}
+    log(
+        f"  redis AOF incremental after {changed['total']} keys changed: {inc.seconds:.2f} s, "
+        f"{inc.size / 1e6:.2f} MB (raw {inc_man.raw_size / 1e6:.2f} MB)"
+    )
+    doc = {
+        "mode": full_man.mode,
+        "changed": changed,
+        "change_seconds": round(change_s, 2),
+        "full": {
+            "seconds": round(full.seconds, 3),
+            "stored_size": full.size,
+            "raw_size": full_man.raw_size,
+            "objects": len(full_man.objects),
+            "timings": {k: round(v, 3) for k, v in full_man.timings.items()},
+            "cpu": {
+                "self": round(full.cpu_self_s, 2),
+                "children": round(full.cpu_children_s, 2),
+                "source_server": round(full.cpu_servers_s, 2),
+            },
+        },
+        "incremental": {
+            "seconds": round(inc.seconds, 3),
+            "stored_size": inc.size,
+            "raw_size": inc_man.raw_size,
+            "objects": len(inc_man.objects),
+            "timings": {k: round(v, 3) for k, v in inc_man.timings.items()},
+        },
+        "size_ratio": round(inc.size / full.size, 5),
+    }
     try:  # the chain restores and matches (not a target; a proof and a time)
         drill = m.measure(lambda: (None, {"ok": engine.drill(ctx, inc_man).comparison.ok}))
         doc["chain_drill"] = {"seconds": round(drill.seconds, 3), "all_match": drill.extra["ok"]}
@@ -272,25 +328,36 @@ def run_redis(args, log) -> dict:
         corpus_s = time.monotonic() - t0
         with running_redis(name="bench") as server:
             m.track_servers(redis=server.proc.pid)
-            log(f"redis: source redis-server on port {server.port} ({server.directory}); generating data "
-                f"(scale {args.redis_scale}; corpus {corpus_s:.1f} s)")
+            log(
+                f"redis: source redis-server on port {server.port} ({server.directory}); generating data "
+                f"(scale {args.redis_scale}; corpus {corpus_s:.1f} s)"
+            )
             data = gen.populate(_cli(server.port), args.redis_scale, log=log)
             facts = _server_facts(server)
-            doc["dataset"] = {**data.as_dict(), **facts, "corpus_seconds": round(corpus_s, 2),
-                              "scale": args.redis_scale, "source_settings": SOURCE_SETTINGS}
-            log(f"  redis data: {data.keys} keys, {data.value_bytes / 1e6:.0f} MB of values, used_memory "
-                f"{facts['used_memory_mb']:.0f} MiB, generated in {data.seconds:.1f} s")
+            doc["dataset"] = {
+                **data.as_dict(),
+                **facts,
+                "corpus_seconds": round(corpus_s, 2),
+                "scale": args.redis_scale,
+                "source_settings": SOURCE_SETTINGS,
+            }
+            log(
+                f"  redis data: {data.keys} keys, {data.value_bytes / 1e6:.0f} MB of values, used_memory "
+                f"{facts['used_memory_mb']:.0f} MiB, generated in {data.seconds:.1f} s"
+            )
 
             out = work / "out"
             engine = RedisEngine(RedisSettings(target_name=TARGET, host="127.0.0.1", port=server.port))
             runs: dict[str, list[m.Run]] = {}
             manifests: dict = {}
-            contenders = [("stock", lambda i: _stock_backup(server.port, m.fresh_dir(out, f"stock{i}") / "dump.rdb.zst")),
-                          ("vaultflow", lambda i: _vf_backup(engine, m.fresh_dir(out, f"vf{i}")))]
+            contenders = [
+                ("stock", lambda i: _stock_backup(server.port, m.fresh_dir(out, f"stock{i}") / "dump.rdb.zst")),
+                ("vaultflow", lambda i: _vf_backup(engine, m.fresh_dir(out, f"vf{i}"))),
+            ]
             last = args.redis_repeat - 1
             for i in range(args.redis_repeat):
                 log(f"redis backup round {i + 1}/{args.redis_repeat}")
-                for name, make in (contenders if i % 2 == 0 else contenders[::-1]):
+                for name, make in contenders if i % 2 == 0 else contenders[::-1]:
                     run = m.measure(make(i))
                     manifest = run.extra.pop("manifest", None)
                     if manifest is not None:
@@ -312,15 +379,25 @@ def run_redis(args, log) -> dict:
 
             log("redis restore input: the stock backup decompressed into a plain server's directory")
             plain_dir = m.fresh_dir(work, "plain")
-            subprocess.run(["zstd", "-d", "-q", "-f", str(out / f"stock{last}" / "dump.rdb.zst"), "-o",
-                            str(plain_dir / "dump.rdb")], check=True)
+            subprocess.run(
+                [
+                    "zstd",
+                    "-d",
+                    "-q",
+                    "-f",
+                    str(out / f"stock{last}" / "dump.rdb.zst"),
+                    "-o",
+                    str(plain_dir / "dump.rdb"),
+                ],
+                check=True,
+            )
             rdb_size = (plain_dir / "dump.rdb").stat().st_size
             restores: dict[str, list[m.Run]] = {}
             vf_repo = out / f"vf{last}"
             order = ["plain", "drill"]
             for i in range(args.redis_repeat):
                 log(f"redis restore round {i + 1}/{args.redis_repeat}")
-                for which in (order if i % 2 == 0 else order[::-1]):
+                for which in order if i % 2 == 0 else order[::-1]:
                     if which == "plain":
                         run = m.measure(_plain_load(plain_dir))
                         name = "plain_load"
@@ -337,8 +414,11 @@ def run_redis(args, log) -> dict:
 
             log("redis memory: the backup in a child process, RSS sampled every 50 ms")
             doc["memory"] = {"big": sample_redis_rss(server.port, m.fresh_dir(work, "rss-big"))}
-            doc["memory"]["big"]["dataset"] = {"keys": data.keys, "value_bytes": data.value_bytes,
-                                               "used_memory_mb": facts["used_memory_mb"]}
+            doc["memory"]["big"]["dataset"] = {
+                "keys": data.keys,
+                "value_bytes": data.value_bytes,
+                "used_memory_mb": facts["used_memory_mb"],
+            }
             shutil.rmtree(work / "rss-big", ignore_errors=True)
             _log_rss(log, "big", doc["memory"]["big"])
 
@@ -356,9 +436,12 @@ def run_redis(args, log) -> dict:
         m.track_servers()
         shutil.rmtree(work, ignore_errors=True)
 
-    doc["machine"] = {"redis_server": subprocess.run([str(find_binary("redis-server")), "--version"],
-                                                     capture_output=True, text=True).stdout.strip(),
-                      "zstd_cli": subprocess.run(["zstd", "--version"], capture_output=True, text=True).stdout.strip()}
+    doc["machine"] = {
+        "redis_server": subprocess.run(
+            [str(find_binary("redis-server")), "--version"], capture_output=True, text=True
+        ).stdout.strip(),
+        "zstd_cli": subprocess.run(["zstd", "--version"], capture_output=True, text=True).stdout.strip(),
+    }
     doc["targets"] = _targets(doc)
     doc["seconds"] = round(time.monotonic() - t_all, 1)
     return doc
@@ -378,12 +461,16 @@ def _diagnostics(repo_dir: Path, manifest, plain_dir: Path, work: Path, log) -> 
     doc = {}
     before = psutil.Process().cpu_times()
     t0 = time.monotonic()
-    subprocess.run([str(find_binary("redis-check-rdb")), str(plain_dir / "dump.rdb")], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [str(find_binary("redis-check-rdb")), str(plain_dir / "dump.rdb")], check=True, stdout=subprocess.DEVNULL
+    )
     after = psutil.Process().cpu_times()
-    doc["check_rdb_alone"] = {"seconds": round(time.monotonic() - t0, 3),
-                              "cpu_seconds": round(after.children_user + after.children_system
-                                                   - before.children_user - before.children_system, 2)}
+    doc["check_rdb_alone"] = {
+        "seconds": round(time.monotonic() - t0, 3),
+        "cpu_seconds": round(
+            after.children_user + after.children_system - before.children_user - before.children_system, 2
+        ),
+    }
     dest = m.fresh_dir(work, "materialize")
     ctx = BackupContext(repository=Repository(LocalStore(repo_dir)), log=lambda line: None)
     run = m.measure(lambda: (materialize(ctx, manifest, dest), None)[1])
@@ -397,16 +484,20 @@ def _diagnostics(repo_dir: Path, manifest, plain_dir: Path, work: Path, log) -> 
             doc["fingerprint_counts_seconds"] = round(time.monotonic() - t0, 3)
     finally:
         server.stop()
-    log(f"  redis parts: redis-check-rdb alone {doc['check_rdb_alone']['seconds']:.2f} s "
+    log(
+        f"  redis parts: redis-check-rdb alone {doc['check_rdb_alone']['seconds']:.2f} s "
         f"({doc['check_rdb_alone']['cpu_seconds']:.2f} cpu-s), materialize {doc['materialize']['seconds']:.2f} s, "
-        f"INFO keyspace {doc['fingerprint_counts_seconds']:.3f} s")
+        f"INFO keyspace {doc['fingerprint_counts_seconds']:.3f} s"
+    )
     return doc
 
 
 def _log_rss(log, label: str, run: dict) -> None:
     kids = ", ".join(f"{k} {v:.0f} MB" for k, v in run["children_peak_rss_mb"].items())
-    log(f"  {label}: peak RSS {run['peak_rss_kernel_mb']} MB (sampled {run['peak_rss_sampled_mb']} MB, after imports "
-        f"{run['rss_after_imports_mb']} MB), backup {run['backup_seconds']} s; children: {kids}")
+    log(
+        f"  {label}: peak RSS {run['peak_rss_kernel_mb']} MB (sampled {run['peak_rss_sampled_mb']} MB, after imports "
+        f"{run['rss_after_imports_mb']} MB), backup {run['backup_seconds']} s; children: {kids}"
+    )
 
 
 def _targets(doc: dict) -> dict:
@@ -421,45 +512,65 @@ def _targets(doc: dict) -> dict:
         "peak_rss_big_mb": big,
         "peak_rss_growth": big / small if big and small else None,
     }
-    return {k: {"value": None if v is None else round(v, 4), "target": f"<= {TARGETS[k][0]}",
-                "pass": v is not None and v <= TARGETS[k][0], "meaning": TARGETS[k][1]} for k, v in values.items()}
+    return {
+        k: {
+            "value": None if v is None else round(v, 4),
+            "target": f"<= {TARGETS[k][0]}",
+            "pass": v is not None and v <= TARGETS[k][0],
+            "meaning": TARGETS[k][1],
+        }
+        for k, v in values.items()
+    }
 
 
 def summary_lines(d: dict) -> list[str]:
     ds = d["dataset"]
-    lines = ["", f"  REDIS  {ds['keys']} keys, {ds['value_bytes'] / 1e6:.0f} MB of values, used_memory "
-                 f"{ds['used_memory_mb']:.0f} MiB (Redis {ds['version']}; generated in {ds['seconds']:.1f} s); "
-                 f"medians of {len(d['backup']['stock']['all_seconds'])} runs"]
-    for label, key in (("redis-cli --rdb - | zstd -3 -T0 > file", "stock"),
-                       ("vaultflow full_backup (remote)", "vaultflow")):
+    lines = [
+        "",
+        f"  REDIS  {ds['keys']} keys, {ds['value_bytes'] / 1e6:.0f} MB of values, used_memory "
+        f"{ds['used_memory_mb']:.0f} MiB (Redis {ds['version']}; generated in {ds['seconds']:.1f} s); "
+        f"medians of {len(d['backup']['stock']['all_seconds'])} runs",
+    ]
+    for label, key in (
+        ("redis-cli --rdb - | zstd -3 -T0 > file", "stock"),
+        ("vaultflow full_backup (remote)", "vaultflow"),
+    ):
         run = d["backup"][key]
         timings = run["extra"].get("timings", "")
-        lines.append(f"  {label:<44}{run['seconds']:8.2f} s  {run['size'] / 1e6:9.1f} MB  runs {run['all_seconds']} "
-                     f"{timings}")
-    for label, key in (("plain redis-server load of dump.rdb", "plain_load"),
-                       ("vaultflow drill", "vaultflow_drill")):
+        lines.append(
+            f"  {label:<44}{run['seconds']:8.2f} s  {run['size'] / 1e6:9.1f} MB  runs {run['all_seconds']} {timings}"
+        )
+    for label, key in (("plain redis-server load of dump.rdb", "plain_load"), ("vaultflow drill", "vaultflow_drill")):
         run = d["restore"][key]
         lines.append(f"  {label:<44}{run['seconds']:8.2f} s  {'':12}  runs {run['all_seconds']}")
     for name, prof in d.get("cpu_profile", {}).items():
         top = ", ".join(f"{k} {v:.1f}" for k, v in list(prof["cpu_seconds"].items())[:7])
-        lines.append(f"  cpu profile {name}: {prof['wall_seconds']:.1f} s wall, "
-                     f"{sum(prof['cpu_seconds'].values()):.1f} cpu-s: {top}")
+        lines.append(
+            f"  cpu profile {name}: {prof['wall_seconds']:.1f} s wall, "
+            f"{sum(prof['cpu_seconds'].values()):.1f} cpu-s: {top}"
+        )
     dg = d.get("diagnostics", {})
     if dg:
-        lines.append(f"  parts alone: redis-check-rdb {dg['check_rdb_alone']['seconds']:.2f} s "
-                     f"({dg['check_rdb_alone']['cpu_seconds']:.2f} cpu-s), materialize {dg['materialize']['seconds']:.2f} s, "
-                     f"INFO keyspace {dg['fingerprint_counts_seconds']:.3f} s")
+        lines.append(
+            f"  parts alone: redis-check-rdb {dg['check_rdb_alone']['seconds']:.2f} s "
+            f"({dg['check_rdb_alone']['cpu_seconds']:.2f} cpu-s), materialize {dg['materialize']['seconds']:.2f} s, "
+            f"INFO keyspace {dg['fingerprint_counts_seconds']:.3f} s"
+        )
     aof = d.get("aof") or {}
     if "full" in aof:
-        lines.append(f"  AOF full {aof['full']['seconds']:.2f} s {aof['full']['stored_size'] / 1e6:.1f} MB; incremental "
-                     f"({aof['changed']['total']} keys changed) {aof['incremental']['seconds']:.2f} s "
-                     f"{aof['incremental']['stored_size'] / 1e6:.2f} MB; chain drill {aof.get('chain_drill')}")
+        lines.append(
+            f"  AOF full {aof['full']['seconds']:.2f} s {aof['full']['stored_size'] / 1e6:.1f} MB; incremental "
+            f"({aof['changed']['total']} keys changed) {aof['incremental']['seconds']:.2f} s "
+            f"{aof['incremental']['stored_size'] / 1e6:.2f} MB; chain drill {aof.get('chain_drill')}"
+        )
     elif aof:
         lines.append(f"  AOF: {aof.get('error')}")
     for label, run in d.get("memory", {}).items():
         kids = ", ".join(f"{k} {v:.0f} MB" for k, v in run["children_peak_rss_mb"].items())
-        lines.append(f"  memory {label}: peak {run['peak_rss_kernel_mb']:.0f} MB (after imports "
-                     f"{run['rss_after_imports_mb']:.0f}); children: {kids}")
+        lines.append(
+            f"  memory {label}: peak {run['peak_rss_kernel_mb']:.0f} MB (after imports "
+            f"{run['rss_after_imports_mb']:.0f}); children: {kids}"
+        )
     for name, t in d["targets"].items():
         value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
         lines.append(f"  {name:<45}{value:>9}  {t['target']:>8}   {'PASS' if t['pass'] else 'FAIL'}")

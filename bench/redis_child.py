@@ -33,9 +33,19 @@ def main() -> None:
     rss_ready = psutil.Process().memory_info().rss
     t0 = time.monotonic()
     manifest = engine.full_backup(BackupContext(repository=Repository(LocalStore(args.repo)), log=lambda line: None))
-    print(json.dumps({"seconds": round(time.monotonic() - t0, 3), "stored_size": manifest.stored_size,
-                      "raw_size": manifest.raw_size, "rss_after_imports": rss_ready, "vm_hwm": vm_hwm(),
-                      "timings": {k: round(v, 3) for k, v in manifest.timings.items()}}), flush=True)
+    print(
+        json.dumps(
+            {
+                "seconds": round(time.monotonic() - t0, 3),
+                "stored_size": manifest.stored_size,
+                "raw_size": manifest.raw_size,
+                "rss_after_imports": rss_ready,
+                "vm_hwm": vm_hwm(),
+                "timings": {k: round(v, 3) for k, v in manifest.timings.items()},
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -6,16 +6,36 @@ MB = 1e6
 
 # name -> (numerator, denominator, target, what it means); numerator/denominator are paths in the doc
 TARGETS = {
-    "backup_time_vs_pg_dump_fc": ("backup.vaultflow_local.seconds", "backup.pg_dump_fc.seconds", 0.5,
-                                  "vaultflow core (local) wall / pg_dump -Fc wall"),
-    "backup_time_vs_raw_floor": ("backup.vaultflow_local.seconds", "backup.raw_floor.seconds", 1.15,
-                                 "vaultflow core (local) wall / pg_dump -Z0 | zstd -3 -T0 wall"),
-    "stored_size_vs_pg_dump_fc": ("sizes.vaultflow_stored", "sizes.pg_dump_fc", 0.75,
-                                  "vaultflow stored bytes / pg_dump -Fc file bytes"),
-    "s3_time_vs_local": ("backup.vaultflow_s3.seconds", "backup.vaultflow_local.seconds", 1.3,
-                         "vaultflow core to S3 wall / to local wall"),
-    "restore_time_vs_pg_restore": ("restore.vaultflow_restore.seconds", "restore.pg_restore_uncompressed.seconds",
-                                   1.15, "vaultflow restore wall / pg_restore (uncompressed dump) wall"),
+    "backup_time_vs_pg_dump_fc": (
+        "backup.vaultflow_local.seconds",
+        "backup.pg_dump_fc.seconds",
+        0.5,
+        "vaultflow core (local) wall / pg_dump -Fc wall",
+    ),
+    "backup_time_vs_raw_floor": (
+        "backup.vaultflow_local.seconds",
+        "backup.raw_floor.seconds",
+        1.15,
+        "vaultflow core (local) wall / pg_dump -Z0 | zstd -3 -T0 wall",
+    ),
+    "stored_size_vs_pg_dump_fc": (
+        "sizes.vaultflow_stored",
+        "sizes.pg_dump_fc",
+        0.75,
+        "vaultflow stored bytes / pg_dump -Fc file bytes",
+    ),
+    "s3_time_vs_local": (
+        "backup.vaultflow_s3.seconds",
+        "backup.vaultflow_local.seconds",
+        1.3,
+        "vaultflow core to S3 wall / to local wall",
+    ),
+    "restore_time_vs_pg_restore": (
+        "restore.vaultflow_restore.seconds",
+        "restore.pg_restore_uncompressed.seconds",
+        1.15,
+        "vaultflow restore wall / pg_restore (uncompressed dump) wall",
+    ),
 }
 RSS_LIMIT_MB = 300
 RSS_FLAT = 1.10  # the big database's peak may exceed the small one's by at most 10%
@@ -34,19 +54,29 @@ def compute_ratios(doc: dict) -> dict:
     for name, (num, den, target, meaning) in TARGETS.items():
         a, b = _get(doc, num), _get(doc, den)
         value = round(a / b, 3) if a is not None and b else None
-        ratios[name] = {"value": value, "target": f"<= {target}", "pass": value is not None and value <= target,
-                        "meaning": meaning}
+        ratios[name] = {
+            "value": value,
+            "target": f"<= {target}",
+            "pass": value is not None and value <= target,
+            "meaning": meaning,
+        }
     memory = doc.get("memory", {})
     for label in ("small", "big"):
         peak = _get(memory, f"{label}.peak_rss_kernel_mb")
         ratios[f"peak_rss_{label}_mb"] = {
-            "value": peak, "target": f"<= {RSS_LIMIT_MB}", "pass": peak is not None and peak <= RSS_LIMIT_MB,
-            "meaning": f"peak RSS (MB) of the Python backup process, {label} database"}
+            "value": peak,
+            "target": f"<= {RSS_LIMIT_MB}",
+            "pass": peak is not None and peak <= RSS_LIMIT_MB,
+            "meaning": f"peak RSS (MB) of the Python backup process, {label} database",
+        }
     small, big = _get(memory, "small.peak_rss_kernel_mb"), _get(memory, "big.peak_rss_kernel_mb")
     growth = round(big / small, 3) if small and big else None
-    ratios["peak_rss_growth"] = {"value": growth, "target": f"<= {RSS_FLAT}",
-                                 "pass": growth is not None and growth <= RSS_FLAT,
-                                 "meaning": "peak RSS big database / small database (memory must not grow with size)"}
+    ratios["peak_rss_growth"] = {
+        "value": growth,
+        "target": f"<= {RSS_FLAT}",
+        "pass": growth is not None and growth <= RSS_FLAT,
+        "meaning": "peak RSS big database / small database (memory must not grow with size)",
+    }
     return ratios
 
 
@@ -65,10 +95,15 @@ def _cpu(run: dict) -> str:
 def summary(doc: dict) -> str:
     from bench.physical import summary_lines
     from bench.redis import summary_lines as redis_lines
+
     tail = [*summary_lines(doc["physical"])] if "physical" in doc else []
     tail += [*redis_lines(doc["redis"])] if "redis" in doc else []
-    tail += ["", f"  total bench time {doc['total_seconds']:.0f} s; all targets pass: {doc.get('all_pass')}; "
-                 f"results in {doc.get('json_path', '?')}", ""]
+    tail += [
+        "",
+        f"  total bench time {doc['total_seconds']:.0f} s; all targets pass: {doc.get('all_pass')}; "
+        f"results in {doc.get('json_path', '?')}",
+        "",
+    ]
     if "backup" not in doc:  # --physical-only
         return "\n".join(tail)
     b, r, d = doc["backup"], doc["restore"], doc.get("diagnostics", {})
@@ -76,42 +111,81 @@ def summary(doc: dict) -> str:
     lines = [
         "",
         f"vaultflow bench  {doc['started_at']}  ({doc['machine']['cpus']} cores, PostgreSQL {doc['machine']['postgres']})",
-        (f"database {db['name']}: {db['size_mb']:.0f} MiB in {len(db['rows'])} tables "
-         f"(generated in {db['generation_seconds']:.1f} s); small: {doc['small_database']['size_mb']:.0f} MiB "
-         f"({doc['small_database']['generation_seconds']:.1f} s)"),
-        (f"load average at start {doc.get('load_avg_at_start')}; 'others' = CPU used by other processes "
-         "during the run (noise)"),
-        "", "  BACKUP (best of runs)                         wall         size   cpu-s: bench / children / servers / others",
+        (
+            f"database {db['name']}: {db['size_mb']:.0f} MiB in {len(db['rows'])} tables "
+            f"(generated in {db['generation_seconds']:.1f} s); small: {doc['small_database']['size_mb']:.0f} MiB "
+            f"({doc['small_database']['generation_seconds']:.1f} s)"
+        ),
+        (
+            f"load average at start {doc.get('load_avg_at_start')}; 'others' = CPU used by other processes "
+            "during the run (noise)"
+        ),
+        "",
+        "  BACKUP (best of runs)                         wall         size   cpu-s: bench / children / servers / others",
     ]
     mb = doc["sizes"]["database"]
-    for label, key in [("pg_dump -Fc (gzip, seed)", "pg_dump_fc"), ("raw floor: pg_dump -Z0 | zstd -3 -T0", "raw_floor"),
-                       ("vaultflow core -> LocalStore", "vaultflow_local"), ("vaultflow core -> S3Store (SeaweedFS)", "vaultflow_s3")]:
+    for label, key in [
+        ("pg_dump -Fc (gzip, seed)", "pg_dump_fc"),
+        ("raw floor: pg_dump -Z0 | zstd -3 -T0", "raw_floor"),
+        ("vaultflow core -> LocalStore", "vaultflow_local"),
+        ("vaultflow core -> S3Store (SeaweedFS)", "vaultflow_s3"),
+    ]:
         if key in b:
             run = b[key]
-            lines.append(_row(label, run["seconds"], run["size"],
-                              f"{_cpu(run)}  ({mb / MB / run['seconds']:.0f} MB/s of db; runs {run['all_seconds']})"))
+            lines.append(
+                _row(
+                    label,
+                    run["seconds"],
+                    run["size"],
+                    f"{_cpu(run)}  ({mb / MB / run['seconds']:.0f} MB/s of db; runs {run['all_seconds']})",
+                )
+            )
     flow = doc.get("flow", {})
     if flow.get("big_flow_seconds_min") is not None:
-        lines.append(_row("vaultflow Prefect flow -> local", flow["big_flow_seconds_min"], None,
-                          f"fixed cost vs core: {flow['fixed_cost_big_s']:+.2f} s"))
-        lines.append(_row("  flow on tiny db (warm) / core on tiny db", flow["tiny_warm_seconds_min"], None,
-                          f"core {flow['tiny_core_seconds_min']:.2f} s -> fixed cost {flow['fixed_cost_tiny_s']:.2f} s"))
-        lines.append(f"  {'':<44}first flow run in a process {flow['tiny_cold_seconds']:.2f} s, after ephemeral API start "
-                     f"{flow['api_start_seconds']:.2f} s and import {flow['import_seconds']:.2f} s")
+        lines.append(
+            _row(
+                "vaultflow Prefect flow -> local",
+                flow["big_flow_seconds_min"],
+                None,
+                f"fixed cost vs core: {flow['fixed_cost_big_s']:+.2f} s",
+            )
+        )
+        lines.append(
+            _row(
+                "  flow on tiny db (warm) / core on tiny db",
+                flow["tiny_warm_seconds_min"],
+                None,
+                f"core {flow['tiny_core_seconds_min']:.2f} s -> fixed cost {flow['fixed_cost_tiny_s']:.2f} s",
+            )
+        )
+        lines.append(
+            f"  {'':<44}first flow run in a process {flow['tiny_cold_seconds']:.2f} s, after ephemeral API start "
+            f"{flow['api_start_seconds']:.2f} s and import {flow['import_seconds']:.2f} s"
+        )
     lines += ["", "  RESTORE (best of runs)"]
-    for label, key in [("pg_dump -Fc -Z0 -f (restore input)", "dump_uncompressed"),
-                       ("CREATE DATABASE + pg_restore (1 job)", "pg_restore_uncompressed"),
-                       ("vaultflow engine.restore", "vaultflow_restore"),
-                       ("fingerprint of source db (alone)", "fingerprint"),
-                       ("fingerprint of freshly restored db", "fingerprint_fresh_restore")]:
+    for label, key in [
+        ("pg_dump -Fc -Z0 -f (restore input)", "dump_uncompressed"),
+        ("CREATE DATABASE + pg_restore (1 job)", "pg_restore_uncompressed"),
+        ("vaultflow engine.restore", "vaultflow_restore"),
+        ("fingerprint of source db (alone)", "fingerprint"),
+        ("fingerprint of freshly restored db", "fingerprint_fresh_restore"),
+    ]:
         if key in r:
-            lines.append(_row(label, r[key]["seconds"], r[key].get("size"), f"{_cpu(r[key])}  (runs {r[key]['all_seconds']})"))
+            lines.append(
+                _row(label, r[key]["seconds"], r[key].get("size"), f"{_cpu(r[key])}  (runs {r[key]['all_seconds']})")
+            )
     if d:
-        lines += ["", "  DIAGNOSTICS (one run each)                                          cpu-s: bench / children / servers / others"]
-        labels = {"pg_dump_devnull": "pg_dump -Z0 | cat > /dev/null", "vaultflow_local_no_fingerprint":
-                  "vaultflow core, fingerprints disabled", "local_put_alone": "LocalStore.put of the stored dump",
-                  "s3_put_alone": "S3Store.put of the stored dump",
-                  "s3_put_alone_no_checksum": "S3Store.put, checksum_algorithm=None"}
+        lines += [
+            "",
+            "  DIAGNOSTICS (one run each)                                          cpu-s: bench / children / servers / others",
+        ]
+        labels = {
+            "pg_dump_devnull": "pg_dump -Z0 | cat > /dev/null",
+            "vaultflow_local_no_fingerprint": "vaultflow core, fingerprints disabled",
+            "local_put_alone": "LocalStore.put of the stored dump",
+            "s3_put_alone": "S3Store.put of the stored dump",
+            "s3_put_alone_no_checksum": "S3Store.put, checksum_algorithm=None",
+        }
         for key, run in d.items():
             label = labels.get(key) or f"{key} -T0 over the -Z0 dump"
             ratio = f"x{run['size'] / doc['sizes']['pg_dump_fc']:.3f} of -Fc" if key.startswith("zstd") else ""
@@ -121,9 +195,11 @@ def summary(doc: dict) -> str:
         lines += ["", "  MEMORY (Python backup process, sampled every 50 ms; kernel high-water mark)"]
         for label, run in memory.items():
             kids = ", ".join(f"{k} {v:.0f} MB" for k, v in run["children_peak_rss_mb"].items())
-            lines.append(f"  {label:<6} {run['database_size_mb']:6.0f} MiB db: peak {run['peak_rss_kernel_mb']:.0f} MB "
-                         f"(sampled {run['peak_rss_sampled_mb']:.0f}, after imports {run['rss_after_imports_mb']:.0f}); "
-                         f"children: {kids or 'n/a'}")
+            lines.append(
+                f"  {label:<6} {run['database_size_mb']:6.0f} MiB db: peak {run['peak_rss_kernel_mb']:.0f} MB "
+                f"(sampled {run['peak_rss_sampled_mb']:.0f}, after imports {run['rss_after_imports_mb']:.0f}); "
+                f"children: {kids or 'n/a'}"
+            )
     lines += ["", "  RATIOS                                           value   target   result"]
     for name, ratio in doc["ratios"].items():
         value = "n/a" if ratio["value"] is None else f"{ratio['value']:.3f}"

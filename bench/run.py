@@ -35,8 +35,13 @@ from bench.subproc import run_flow_child, sample_backup_rss
 MiB = 1 << 20
 # Bench server: the project's test defaults plus a WAL-skipping bulk load and no autovacuum
 # (it would otherwise wake up in the middle of a timed run after the restores).
-PG_SETTINGS = {"wal_level": "minimal", "max_wal_senders": "0", "max_wal_size": "8GB",
-               "autovacuum": "off", "shared_buffers": "128MB"}
+PG_SETTINGS = {
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "max_wal_size": "8GB",
+    "autovacuum": "off",
+    "shared_buffers": "128MB",
+}
 T0 = time.monotonic()
 
 
@@ -51,8 +56,10 @@ def timed(name: str, fn, results: dict, key: str | None = None, keep: dict | Non
         keep[key or name] = manifest
     results.setdefault(key or name, []).append(run)
     size = f", {run.size / 1e6:.1f} MB" if run.size is not None else ""
-    log(f"  {name}: {run.seconds:.2f} s{size} (cpu-s: machine {run.cpu_busy_s:.1f}, bench {run.cpu_self_s:.1f}, "
-        f"children {run.cpu_children_s:.1f}, servers {run.cpu_servers_s:.1f}, others {run.cpu_others_s:.1f})")
+    log(
+        f"  {name}: {run.seconds:.2f} s{size} (cpu-s: machine {run.cpu_busy_s:.1f}, bench {run.cpu_self_s:.1f}, "
+        f"children {run.cpu_children_s:.1f}, servers {run.cpu_servers_s:.1f}, others {run.cpu_others_s:.1f})"
+    )
     return run
 
 
@@ -67,9 +74,11 @@ def _flow_figures(doc: dict, flow: dict) -> None:
     flow["tiny_core_seconds_min"] = min(flow["tiny_core_seconds"])
     flow["fixed_cost_big_s"] = round(flow["big_flow_seconds_min"] - doc["backup"]["vaultflow_local"]["seconds"], 3)
     flow["fixed_cost_tiny_s"] = round(flow["tiny_warm_seconds_min"] - flow["tiny_core_seconds_min"], 3)
-    log(f"  flow big {flow['big_flow_seconds']} s, tiny cold {flow['tiny_cold_seconds']} s, "
+    log(
+        f"  flow big {flow['big_flow_seconds']} s, tiny cold {flow['tiny_cold_seconds']} s, "
         f"warm {flow['tiny_warm_seconds']} s, core tiny {flow['tiny_core_seconds']} s, "
-        f"API start {flow['api_start_seconds']} s")
+        f"API start {flow['api_start_seconds']} s"
+    )
 
 
 def run_all(pg, s3, work: Path, args) -> dict:
@@ -81,24 +90,41 @@ def run_all(pg, s3, work: Path, args) -> dict:
 
     doc: dict = {"load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
     m.track_servers(pg=m.postmaster_pid(pg), s3=getattr(getattr(s3, "_process", None), "pid", None))
-    log(f"PostgreSQL {pg.version} on {pg.host}:{pg.port}; SeaweedFS S3 at {s3.endpoint_url}; "
-        f"load average {doc['load_avg_at_start']}")
+    log(
+        f"PostgreSQL {pg.version} on {pg.host}:{pg.port}; SeaweedFS S3 at {s3.endpoint_url}; "
+        f"load average {doc['load_avg_at_start']}"
+    )
     log("generating data (pilot, then big, small and tiny databases)")
     per_row = datagen.bytes_per_row(pg)
     big = datagen.generate(pg, "bench_big", args.size_mb, per_row, log=log)
     small = datagen.generate(pg, "bench_small", args.small_mb, per_row, log=log)
     pg.execute("CREATE DATABASE bench_tiny")
-    pg.execute("CREATE TABLE employees (id serial PRIMARY KEY, name text, position text, salary numeric); "
-               "INSERT INTO employees (name, position, salary) SELECT 'Employee ' || g, "
-               "(ARRAY['Engineer','Analyst','Designer'])[1 + g % 3], 40000 + g FROM generate_series(1, 1000) g",
-               dbname="bench_tiny")
+    pg.execute(
+        "CREATE TABLE employees (id serial PRIMARY KEY, name text, position text, salary numeric); "
+        "INSERT INTO employees (name, position, salary) SELECT 'Employee ' || g, "
+        "(ARRAY['Engineer','Analyst','Designer'])[1 + g % 3], 40000 + g FROM generate_series(1, 1000) g",
+        dbname="bench_tiny",
+    )
     for key, gen in (("database", big), ("small_database", small)):
-        doc[key] = {"name": gen.database, "size_bytes": gen.size_bytes, "size_mb": round(gen.size_bytes / MiB, 1),
-                    "rows": gen.rows, "generation_seconds": round(gen.seconds, 2)}
+        doc[key] = {
+            "name": gen.database,
+            "size_bytes": gen.size_bytes,
+            "size_mb": round(gen.size_bytes / MiB, 1),
+            "rows": gen.rows,
+            "generation_seconds": round(gen.seconds, 2),
+        }
 
     def engine_for(db: str) -> PostgresEngine:
-        return PostgresEngine(PostgresSettings(target_name=f"bench-{db}", host=pg.host, port=pg.port, user=pg.user,
-                                             databases=[db], bin_dir=str(pg.client_bin_dir)))
+        return PostgresEngine(
+            PostgresSettings(
+                target_name=f"bench-{db}",
+                host=pg.host,
+                port=pg.port,
+                user=pg.user,
+                databases=[db],
+                bin_dir=str(pg.client_bin_dir),
+            )
+        )
 
     engine = engine_for(big.database)
     out = work / "out"
@@ -114,12 +140,14 @@ def run_all(pg, s3, work: Path, args) -> dict:
     ]
     for i in range(args.repeat):
         log(f"backup round {i + 1}/{args.repeat} (warm-up read {m.warm_up(pg, big.database):.2f} s)")
-        for name, make in (contenders if i % 2 == 0 else contenders[::-1]):  # alternate the order
+        for name, make in contenders if i % 2 == 0 else contenders[::-1]:  # alternate the order
             timed(name, make(i), backups, keep=manifests)
             if name == "vaultflow_s3":
                 clear_store(s3_store)
             elif name != "vaultflow_local" or i < args.repeat - 1:
-                shutil.rmtree(out / {"pg_dump_fc": f"fc{i}", "raw_floor": f"floor{i}", "vaultflow_local": f"vf{i}"}[name])
+                shutil.rmtree(
+                    out / {"pg_dump_fc": f"fc{i}", "raw_floor": f"floor{i}", "vaultflow_local": f"vf{i}"}[name]
+                )
     doc["backup"] = {k: m.summarize(v) for k, v in backups.items()}
 
     log("diagnostics and restore input")
@@ -131,12 +159,18 @@ def run_all(pg, s3, work: Path, args) -> dict:
     timed("pg_dump_devnull", m.pg_dump_devnull(pg, big.database), diag)
     for level in args.levels.split(","):
         timed(f"zstd {level.strip()}", m.zstd_file(dump_file, level.strip()), diag, key=f"zstd {level.strip()}")
-    timed("vaultflow_local_no_fingerprint", m.vaultflow_core_without_fingerprints(
-        engine, Repository(LocalStore(m.fresh_dir(out, "nofp")))), diag)
+    timed(
+        "vaultflow_local_no_fingerprint",
+        m.vaultflow_core_without_fingerprints(engine, Repository(LocalStore(m.fresh_dir(out, "nofp")))),
+        diag,
+    )
     shutil.rmtree(out / "nofp")
     stored = next((out / f"vf{args.repeat - 1}").rglob("*.dump.zst"))
-    stores = [("local_put_alone", LocalStore(m.fresh_dir(out, "put"))), ("s3_put_alone", s3_store),
-              ("s3_put_alone_no_checksum", S3Store(s3.client(), "bench", checksum_algorithm=None))]
+    stores = [
+        ("local_put_alone", LocalStore(m.fresh_dir(out, "put"))),
+        ("s3_put_alone", s3_store),
+        ("s3_put_alone_no_checksum", S3Store(s3.client(), "bench", checksum_algorithm=None)),
+    ]
     for name, store in stores:
         timed(name, m.store_put(store, "diag/stored.dump.zst", stored), diag)
         store.delete("diag/stored.dump.zst")
@@ -154,8 +188,11 @@ def run_all(pg, s3, work: Path, args) -> dict:
                 timed("fingerprint_fresh_restore", m.fingerprint(engine, "restored_pg"), restores)
                 engine.drop_database("restored_pg")
             else:
-                run = timed("vaultflow_restore", m.vaultflow_restore(engine, local_repo, manifests["vaultflow_local"],
-                                                                     "restored_vf"), restores)
+                run = timed(
+                    "vaultflow_restore",
+                    m.vaultflow_restore(engine, local_repo, manifests["vaultflow_local"], "restored_vf"),
+                    restores,
+                )
                 if not run.extra.get("all_match"):
                     raise RuntimeError(f"vaultflow restore did not match its fingerprints: {run.extra}")
                 engine.drop_database("restored_vf")
@@ -169,14 +206,17 @@ def run_all(pg, s3, work: Path, args) -> dict:
         run["database_size_mb"] = round(gen.size_bytes / MiB, 1)
         doc["memory"][label] = run
         shutil.rmtree(out / f"rss-{label}")
-        log(f"  {label}: peak RSS {run['peak_rss_kernel_mb']} MB (sampled {run['peak_rss_sampled_mb']} MB), "
-            f"children {run['children_peak_rss_mb']}")
+        log(
+            f"  {label}: peak RSS {run['peak_rss_kernel_mb']} MB (sampled {run['peak_rss_sampled_mb']} MB), "
+            f"children {run['children_peak_rss_mb']}"
+        )
 
     log("Prefect flow: tiny database (cold, then warm) and big database, ephemeral API")
     m.warm_up(pg, big.database)
     try:
-        flow = run_flow_child(pg, "bench_tiny", big.database, m.fresh_dir(out, "flow"), work / "prefect-home",
-                              args.repeat)
+        flow = run_flow_child(
+            pg, "bench_tiny", big.database, m.fresh_dir(out, "flow"), work / "prefect-home", args.repeat
+        )
     except Exception as exc:  # noqa: BLE001 - keep every other figure: report the flow phase as failed
         log(f"  Prefect flow phase FAILED: {exc}")
         flow = None
@@ -186,24 +226,36 @@ def run_all(pg, s3, work: Path, args) -> dict:
         _flow_figures(doc, flow)
 
     b = doc["backup"]
-    doc["sizes"] = {"database": big.size_bytes, "dump_uncompressed": doc["restore"]["dump_uncompressed"]["size"],
-                    "pg_dump_fc": b["pg_dump_fc"]["size"], "raw_floor": b["raw_floor"]["size"],
-                    "vaultflow_stored": b["vaultflow_local"]["size"],
-                    "vaultflow_raw": b["vaultflow_local"]["extra"]["raw_size"]}
-    doc["machine"] = {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                      "python": platform.python_version(), "postgres": pg.execute("SHOW server_version")[0][0],
-                      "pg_dump": subprocess.run([str(pg.client_bin_dir / "pg_dump"), "--version"],
-                                                capture_output=True, text=True, check=False).stdout.strip(),
-                      "zstd_cli": subprocess.run(["zstd", "--version"], capture_output=True, text=True, check=False).stdout.strip(),
-                      "pg_settings": PG_SETTINGS}
+    doc["sizes"] = {
+        "database": big.size_bytes,
+        "dump_uncompressed": doc["restore"]["dump_uncompressed"]["size"],
+        "pg_dump_fc": b["pg_dump_fc"]["size"],
+        "raw_floor": b["raw_floor"]["size"],
+        "vaultflow_stored": b["vaultflow_local"]["size"],
+        "vaultflow_raw": b["vaultflow_local"]["extra"]["raw_size"],
+    }
+    doc["machine"] = {
+        "cpus": psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "postgres": pg.execute("SHOW server_version")[0][0],
+        "pg_dump": subprocess.run(
+            [str(pg.client_bin_dir / "pg_dump"), "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
+        "zstd_cli": subprocess.run(["zstd", "--version"], capture_output=True, text=True, check=False).stdout.strip(),
+        "pg_settings": PG_SETTINGS,
+    }
     return doc
 
 
 def without_machine_paths(text: str) -> str:
     """Results are committed: the checkout, the interpreter and the home directory of this
     machine become <project>, <python> and ~."""
-    for path, name in ((Path(__file__).resolve().parents[1], "<project>"), (Path(sys.base_prefix), "<python>"),
-                       (Path.home(), "~")):
+    for path, name in (
+        (Path(__file__).resolve().parents[1], "<project>"),
+        (Path(sys.base_prefix), "<python>"),
+        (Path.home(), "~"),
+    ):
         text = text.replace(str(path), name)
     return text
 
@@ -213,27 +265,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mb", type=float, default=600, help="big database size, MiB (default 600)")
     parser.add_argument("--small-mb", type=float, default=150, help="small database for the RSS check (default 150)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per contender; the best is kept (default 2)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results directory (default bench/results; /tmp/vaultflow-bench for a partial run)")
-    parser.add_argument("--levels", default="-1,-3,-3 --long=27,-6",
-                        help="zstd CLI options to try on the -Z0 dump (size/time diagnostic), comma separated")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results directory (default bench/results; /tmp/vaultflow-bench for a partial run)",
+    )
+    parser.add_argument(
+        "--levels",
+        default="-1,-3,-3 --long=27,-6",
+        help="zstd CLI options to try on the -Z0 dump (size/time diagnostic), comma separated",
+    )
     parser.add_argument("--tmp", type=Path, default=None, help="where the temp dir goes (default: system temp)")
     parser.add_argument("--physical-only", action="store_true", help="only the physical benchmark (bench/physical.py)")
     parser.add_argument("--physical-mb", type=float, default=500, help="physical bench database, MiB (default 500)")
     parser.add_argument("--pgbench-seconds", type=int, default=60, help="pgbench run for the WAL phase (default 60)")
     parser.add_argument("--pgbench-scale", type=int, default=20, help="pgbench -i -s (default 20)")
-    parser.add_argument("--manifest-checksums", default="CRC32C",
-                        help="physical fulls to time, one per backup_manifest checksum algorithm, comma separated "
-                             "(e.g. CRC32C,SHA256); the first is the one held to the target (default CRC32C)")
+    parser.add_argument(
+        "--manifest-checksums",
+        default="CRC32C",
+        help="physical fulls to time, one per backup_manifest checksum algorithm, comma separated "
+        "(e.g. CRC32C,SHA256); the first is the one held to the target (default CRC32C)",
+    )
     parser.add_argument("--quick", action="store_true", help="pgbench for 15 s instead of --pgbench-seconds")
-    parser.add_argument("--only", default=None,
-                        help="run only these parts: logical, physical, redis (comma separated); "
-                             "results go to /tmp/vaultflow-bench unless --out is given")
-    parser.add_argument("--redis-scale", type=float, default=1.0,
-                        help="Redis dataset scale: 1.0 = ~1M keys, ~600 MB of values (default 1.0)")
-    parser.add_argument("--redis-small-scale", type=float, default=0.25,
-                        help="Redis dataset for the flat-memory check (default 0.25: big enough to fill the "
-                             "backup's bounded buffers, so a growth with size would show)")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="run only these parts: logical, physical, redis (comma separated); "
+        "results go to /tmp/vaultflow-bench unless --out is given",
+    )
+    parser.add_argument(
+        "--redis-scale",
+        type=float,
+        default=1.0,
+        help="Redis dataset scale: 1.0 = ~1M keys, ~600 MB of values (default 1.0)",
+    )
+    parser.add_argument(
+        "--redis-small-scale",
+        type=float,
+        default=0.25,
+        help="Redis dataset for the flat-memory check (default 0.25: big enough to fill the "
+        "backup's bounded buffers, so a growth with size would show)",
+    )
     parser.add_argument("--redis-repeat", type=int, default=3, help="Redis runs per contender; median kept (default 3)")
     parser.add_argument("--redis-skip-aof", action="store_true", help="skip the Redis AOF incremental phase")
     args = parser.parse_args(argv)
@@ -259,30 +332,52 @@ def main(argv: list[str] | None = None) -> int:
     if "logical" in parts:
         work = Path(tempfile.mkdtemp(prefix="vaultflow-bench-", dir=args.tmp))
         try:
-            with running_postgres(embedded_bin_dir(), work / "pg", settings=PG_SETTINGS, name="bench") as pg, \
-                    running_seaweedfs(work / "s3") as s3:
+            with (
+                running_postgres(embedded_bin_dir(), work / "pg", settings=PG_SETTINGS, name="bench") as pg,
+                running_seaweedfs(work / "s3") as s3,
+            ):
                 doc = run_all(pg, s3, work, args)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     if "physical" in parts:
         from bench.physical import run_physical
+
         t_phys = time.monotonic()
         doc["physical"] = run_physical(args, log)
         doc["physical"]["seconds"] = round(time.monotonic() - t_phys, 1)
     if "redis" in parts:
         from bench.redis import run_redis
+
         doc["redis"] = run_redis(args, log)
-    doc = {"schema": 1, "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
-           "args": {"size_mb": args.size_mb, "small_mb": args.small_mb, "repeat": args.repeat, "levels": args.levels,
-                    "physical_only": args.physical_only, "physical_mb": args.physical_mb,
-                    "pgbench_seconds": args.pgbench_seconds, "pgbench_scale": args.pgbench_scale,
-                    "manifest_checksums": args.manifest_checksums, "parts": sorted(parts),
-                    "redis_scale": args.redis_scale, "redis_small_scale": args.redis_small_scale,
-                    "redis_repeat": args.redis_repeat}, **doc}
+    doc = {
+        "schema": 1,
+        "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "args": {
+            "size_mb": args.size_mb,
+            "small_mb": args.small_mb,
+            "repeat": args.repeat,
+            "levels": args.levels,
+            "physical_only": args.physical_only,
+            "physical_mb": args.physical_mb,
+            "pgbench_seconds": args.pgbench_seconds,
+            "pgbench_scale": args.pgbench_scale,
+            "manifest_checksums": args.manifest_checksums,
+            "parts": sorted(parts),
+            "redis_scale": args.redis_scale,
+            "redis_small_scale": args.redis_small_scale,
+            "redis_repeat": args.redis_repeat,
+        },
+        **doc,
+    }
     doc["ratios"] = compute_ratios(doc) if "backup" in doc else {}
-    doc["all_pass"] = all(r["pass"] for r in [*doc["ratios"].values(),
-                                              *doc.get("physical", {}).get("targets", {}).values(),
-                                              *doc.get("redis", {}).get("targets", {}).values()])
+    doc["all_pass"] = all(
+        r["pass"]
+        for r in [
+            *doc["ratios"].values(),
+            *doc.get("physical", {}).get("targets", {}).values(),
+            *doc.get("redis", {}).get("targets", {}).values(),
+        ]
+    )
     doc["total_seconds"] = round(time.monotonic() - T0, 1)
     path = args.out / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     doc["json_path"] = str(path)
@@ -290,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(text)
     (args.out / "latest.json").write_text(text)
     from bench.chart import render
+
     render(doc, args.out / "latest.png")
     print(summary(doc))
     return 0

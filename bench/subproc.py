@@ -33,8 +33,9 @@ def sample_child_rss(cmd: list[str], what: str, interval: float = 0.05, points: 
     """Run a bench child (`cmd`) and sample RSS every `interval` s: the Python process, and
     separately the peak of each kind of child process. The child prints a JSON result line."""
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=_child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=PROJECT_ROOT, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     watched = psutil.Process(proc.pid)
     peak, children, series = 0, {}, []
     while proc.poll() is None:
@@ -75,8 +76,23 @@ def sample_child_rss(cmd: list[str], what: str, interval: float = 0.05, points: 
 
 def sample_backup_rss(pg, database: str, repo: Path, interval: float = 0.05, points: int = 60) -> dict:
     """bench.backup_child (one logical backup) with its memory sampled (sample_child_rss)."""
-    cmd = [sys.executable, "-m", "bench.backup_child", "--host", pg.host, "--port", str(pg.port),
-           "--user", pg.user, "--database", database, "--bin-dir", str(pg.client_bin_dir), "--repo", str(repo)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.backup_child",
+        "--host",
+        pg.host,
+        "--port",
+        str(pg.port),
+        "--user",
+        pg.user,
+        "--database",
+        database,
+        "--bin-dir",
+        str(pg.client_bin_dir),
+        "--repo",
+        str(repo),
+    ]
     sampled = sample_child_rss(cmd, "bench.backup_child", interval, points)
     sampled.pop("result")
     return {"database": database, **sampled}
@@ -85,22 +101,41 @@ def sample_backup_rss(pg, database: str, repo: Path, interval: float = 0.05, poi
 def run_flow_child(pg, tiny_db: str, big_db: str, repo: Path, prefect_home: Path, repeat: int) -> dict:
     """Time the full-backup flow (ephemeral Prefect API, private PREFECT_HOME)."""
     prefect_home.mkdir(parents=True, exist_ok=True)
-    env = _child_env({
-        "PREFECT_HOME": str(prefect_home),
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        "VAULTFLOW_FLOW_RETRIES": "0",  # a failure must fail the bench, not wait 2 x 120 s
-    })
+    env = _child_env(
+        {
+            "PREFECT_HOME": str(prefect_home),
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+            "VAULTFLOW_FLOW_RETRIES": "0",  # a failure must fail the bench, not wait 2 x 120 s
+        }
+    )
     # The brief asked for PREFECT_FLOWS_HEARTBEAT_FREQUENCY="", which Prefect 3.9 rejects at
     # import; flow_child turns heartbeats off through temporary_settings instead.
     for name in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
         env.pop(name, None)
-    cmd = [sys.executable, "-m", "bench.flow_child", "--host", pg.host, "--port", str(pg.port),
-           "--user", pg.user, "--bin-dir", str(pg.client_bin_dir), "--tiny-db", tiny_db,
-           "--big-db", big_db, "--repo", str(repo), "--repeat", str(repeat)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.flow_child",
+        "--host",
+        pg.host,
+        "--port",
+        str(pg.port),
+        "--user",
+        pg.user,
+        "--bin-dir",
+        str(pg.client_bin_dir),
+        "--tiny-db",
+        tiny_db,
+        "--big-db",
+        big_db,
+        "--repo",
+        str(repo),
+        "--repeat",
+        str(repeat),
+    ]
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1800,
-                          check=False)
+    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"bench.flow_child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     result = _last_json_line(proc.stdout, proc.stderr, "bench.flow_child")

@@ -10,5 +10,12 @@ from blocks.redis_target import RedisTarget
 from blocks.registry import TargetBlock, register_target, target_type, target_types
 from blocks.repository import BackupRepository
 
-__all__ = ["PostgresTarget", "RedisTarget", "BackupRepository", "TargetBlock", "register_target",
-           "target_type", "target_types"]
+__all__ = [
+    "PostgresTarget",
+    "RedisTarget",
+    "BackupRepository",
+    "TargetBlock",
+    "register_target",
+    "target_type",
+    "target_types",
+]

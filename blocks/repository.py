@@ -39,10 +39,13 @@ class BackupRepository(Block):
     _logo_url = LOGO_URL
     _documentation_url = "https://github.com/vaultflow/vaultflow/blob/main/docs/repository-format.md"
 
-    local_path: str | None = Field(default=None, description="Directory on the worker's host that "
-                                      "holds the repository (created 0700 if missing).")
-    s3_bucket: S3Bucket | None = Field(default=None, description="A prefect-aws S3Bucket block; its "
-                                          "bucket_folder is the repository's prefix inside the bucket.")
+    local_path: str | None = Field(
+        default=None, description="Directory on the worker's host that holds the repository (created 0700 if missing)."
+    )
+    s3_bucket: S3Bucket | None = Field(
+        default=None,
+        description="A prefect-aws S3Bucket block; its bucket_folder is the repository's prefix inside the bucket.",
+    )
     compression_level: int = Field(default=3, ge=1, le=19, description="zstd level: 1 fastest, 19 smallest.")
     keep_last: int | None = Field(default=7, ge=0, description="Keep the N newest backups.")
     keep_daily: int | None = Field(default=7, ge=0, description="Keep the newest backup of each of N days.")
@@ -50,16 +53,23 @@ class BackupRepository(Block):
     keep_monthly: int | None = Field(default=12, ge=0, description="Keep the newest backup of each of N months.")
     keep_yearly: int | None = Field(default=None, ge=0, description="Keep the newest backup of each of N years.")
     keep_within: str | None = Field(default=None, description="Keep everything newer than this, e.g. '7d', '36h'.")
-    orphan_grace: str = Field(default="24h", description="Payload without a manifest (a killed run) older "
-                              "than this is deleted by prune.")
-    clock_tolerance: str = Field(default="5min", description="How far a backup's recorded time may differ from "
-                                 "the clocks that check it (the worker's, the store's timestamp of its manifest) "
-                                 "before it counts as misdated: held by retention, skipped by 'latest', reported "
-                                 "by list and verify.")
-    lock_wait: str = Field(default="10min", description="How long a run waits for another run's conflicting "
-                           "lock on the same target (a prune waits for running backups, verifies and restores, "
-                           "and they for a prune) before failing with a retryable error, e.g. '10min', '1h', "
-                           "'0s' (no waiting).")
+    orphan_grace: str = Field(
+        default="24h", description="Payload without a manifest (a killed run) older than this is deleted by prune."
+    )
+    clock_tolerance: str = Field(
+        default="5min",
+        description="How far a backup's recorded time may differ from "
+        "the clocks that check it (the worker's, the store's timestamp of its manifest) "
+        "before it counts as misdated: held by retention, skipped by 'latest', reported "
+        "by list and verify.",
+    )
+    lock_wait: str = Field(
+        default="10min",
+        description="How long a run waits for another run's conflicting "
+        "lock on the same target (a prune waits for running backups, verifies and restores, "
+        "and they for a prune) before failing with a retryable error, e.g. '10min', '1h', "
+        "'0s' (no waiting).",
+    )
 
     @field_validator("lock_wait")
     @classmethod
@@ -75,10 +85,16 @@ class BackupRepository(Block):
         return self
 
     def retention_policy(self) -> RetentionPolicy:
-        return RetentionPolicy(keep_last=self.keep_last, keep_daily=self.keep_daily,
-                               keep_weekly=self.keep_weekly, keep_monthly=self.keep_monthly,
-                               keep_yearly=self.keep_yearly, keep_within=self.keep_within,
-                               orphan_grace=self.orphan_grace, clock_tolerance=self.clock_tolerance)
+        return RetentionPolicy(
+            keep_last=self.keep_last,
+            keep_daily=self.keep_daily,
+            keep_weekly=self.keep_weekly,
+            keep_monthly=self.keep_monthly,
+            keep_yearly=self.keep_yearly,
+            keep_within=self.keep_within,
+            orphan_grace=self.orphan_grace,
+            clock_tolerance=self.clock_tolerance,
+        )
 
     def build(self) -> Repository:
         stores = []
@@ -87,10 +103,18 @@ class BackupRepository(Block):
         if self.s3_bucket is not None:
             credentials = self.s3_bucket.credentials
             # the session's credentials travel in connection_spec to a restore_command's wal-fetch
-            stores.append(S3Store(credentials.get_s3_client(), self.s3_bucket.bucket_name,
-                                  self.s3_bucket.bucket_folder,
-                                  credentials=credentials.get_boto3_session().get_credentials(),
-                                  verify=credentials.aws_client_parameters.verify))
+            stores.append(
+                S3Store(
+                    credentials.get_s3_client(),
+                    self.s3_bucket.bucket_name,
+                    self.s3_bucket.bucket_folder,
+                    credentials=credentials.get_boto3_session().get_credentials(),
+                    verify=credentials.aws_client_parameters.verify,
+                )
+            )
         store = stores[0] if len(stores) == 1 else MirrorStore(stores)
-        return Repository(store, compression_level=self.compression_level,
-                          lock_settings=LockSettings(wait=parse_duration(self.lock_wait)))
+        return Repository(
+            store,
+            compression_level=self.compression_level,
+            lock_settings=LockSettings(wait=parse_duration(self.lock_wait)),
+        )

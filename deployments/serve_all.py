@@ -36,8 +36,12 @@ def build_schedule(config: dict[str, Any]):
     """A prefect.schedules.Schedule from one `schedules:` entry of prefect.yaml."""
     from prefect.schedules import Cron, Interval, RRule
 
-    common = {"timezone": config.get("timezone"), "active": config.get("active", True),
-              "parameters": config.get("parameters") or {}, "slug": config.get("slug")}
+    common = {
+        "timezone": config.get("timezone"),
+        "active": config.get("active", True),
+        "parameters": config.get("parameters") or {},
+        "slug": config.get("slug"),
+    }
     kinds = [kind for kind in SCHEDULE_KINDS if config.get(kind) is not None]
     if len(kinds) != 1:
         raise ValueError(f"a schedule needs exactly one of {', '.join(SCHEDULE_KINDS)}: {config}")
@@ -52,6 +56,7 @@ def concurrency(value: Any):
     """`concurrency_limit: 1` or `{limit: 1, collision_strategy: CANCEL_NEW}`."""
     if isinstance(value, dict):
         from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
         return ConcurrencyLimitConfig(**value)
     return value
 
@@ -108,10 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deployments.serve_all", description=__doc__.split("\n")[0])
     parser.add_argument("path", nargs="?", default=DEFAULT_PATH, help="prefect.yaml (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="run at most N flow runs at once")
-    parser.add_argument("--replace", action="store_true",
-                        help="delete deployments of the same names that `prefect deploy` attached to a work pool")
-    parser.add_argument("--skip-validation", action="store_true",
-                        help="serve without checking prefect.yaml first (python -m deployments.validate)")
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="delete deployments of the same names that `prefect deploy` attached to a work pool",
+    )
+    parser.add_argument(
+        "--skip-validation",
+        action="store_true",
+        help="serve without checking prefect.yaml first (python -m deployments.validate)",
+    )
     args = parser.parse_args(argv)
 
     if not args.skip_validation:
@@ -128,16 +139,21 @@ def main(argv: list[str] | None = None) -> int:
     conflicting = worker_deployments(deployments)
     if conflicting and not args.replace:
         names = ", ".join(f"{d.name} (work pool {d.work_pool_name})" for d in conflicting)
-        print(f"these deployments were created by `prefect deploy` for a worker: {names}. Served, they "
-              "would stay attached to that pool and their runs would crash in its worker. Stop the "
-              "worker and rerun with --replace to delete them, or use another server.", file=sys.stderr)
+        print(
+            f"these deployments were created by `prefect deploy` for a worker: {names}. Served, they "
+            "would stay attached to that pool and their runs would crash in its worker. Stop the "
+            "worker and rerun with --replace to delete them, or use another server.",
+            file=sys.stderr,
+        )
         return 1
     if conflicting:
         delete_deployments(conflicting)
-        print(f"deleted {len(conflicting)} worker deployments: "
-              + ", ".join(d.name for d in conflicting), flush=True)
-    print(f"serving {len(deployments)} deployments from {resolve_path(args.path)}: "
-          + ", ".join(f"{d.flow_name}/{d.name}" for d in deployments), flush=True)
+        print(f"deleted {len(conflicting)} worker deployments: " + ", ".join(d.name for d in conflicting), flush=True)
+    print(
+        f"serving {len(deployments)} deployments from {resolve_path(args.path)}: "
+        + ", ".join(f"{d.flow_name}/{d.name}" for d in deployments),
+        flush=True,
+    )
     serve(*deployments, limit=args.limit)
     return 0
 

@@ -34,8 +34,17 @@ from vaultflow.errors import ConfigError
 
 # Keys of a `schedules:` entry that `prefect deploy` understands; anything else (a typo such as
 # `timzone:`) would be dropped silently.
-SCHEDULE_KEYS = {*SCHEDULE_KINDS, "timezone", "day_or", "anchor_date", "active", "parameters",
-                 "slug", "replaces", "max_scheduled_runs"}
+SCHEDULE_KEYS = {
+    *SCHEDULE_KINDS,
+    "timezone",
+    "day_or",
+    "anchor_date",
+    "active",
+    "parameters",
+    "slug",
+    "replaces",
+    "max_scheduled_runs",
+}
 BANNED_NAME_CHARACTERS = "/%&<>"
 
 
@@ -79,8 +88,11 @@ def check_schedule(config: Any, number: int) -> tuple[list[str], str]:
     where = f"schedule {number}"
     if not isinstance(config, dict):
         return [f"{where} is a {type(config).__name__}, not a mapping"], ""
-    problems = [f"{where}: unknown key {key!r} (known: {', '.join(sorted(SCHEDULE_KEYS))})"
-                for key in config if key not in SCHEDULE_KEYS]
+    problems = [
+        f"{where}: unknown key {key!r} (known: {', '.join(sorted(SCHEDULE_KEYS))})"
+        for key in config
+        if key not in SCHEDULE_KEYS
+    ]
     kinds = [kind for kind in SCHEDULE_KINDS if config.get(kind) is not None]
     if len(kinds) != 1:
         return problems + [f"{where} needs exactly one of {', '.join(SCHEDULE_KINDS)}"], ""
@@ -88,8 +100,9 @@ def check_schedule(config: Any, number: int) -> tuple[list[str], str]:
     if kind == "cron":
         where = f"{where} (cron {config['cron']!r})"
     if not timezone:
-        problems.append(f"{where} has no timezone: add an IANA timezone such as Europe/Berlin "
-                        "(without one the server uses UTC)")
+        problems.append(
+            f"{where} has no timezone: add an IANA timezone such as Europe/Berlin (without one the server uses UTC)"
+        )
     try:
         if kind == "cron":
             fields = {"cron": config["cron"], "timezone": timezone or None}
@@ -98,8 +111,10 @@ def check_schedule(config: Any, number: int) -> tuple[list[str], str]:
             schedule = CronSchedule(**fields)
         elif kind == "interval":
             interval = config["interval"]
-            fields = {"interval": interval if not isinstance(interval, (int, float)) else float(interval),
-                      "timezone": timezone or None}
+            fields = {
+                "interval": interval if not isinstance(interval, (int, float)) else float(interval),
+                "timezone": timezone or None,
+            }
             if config.get("anchor_date") is not None:
                 fields["anchor_date"] = config["anchor_date"]
             schedule = IntervalSchedule(**{k: v for k, v in fields.items() if v is not None})
@@ -113,28 +128,35 @@ def check_schedule(config: Any, number: int) -> tuple[list[str], str]:
         return problems + [f"{where} never fires: {_describe(exc)}"], ""
     if not upcoming:
         return problems + [f"{where} never fires"], ""
-    spec = {"cron": lambda: str(config["cron"]), "interval": lambda: f"every {config['interval']}",
-            "rrule": lambda: str(config["rrule"])}[kind]()
+    spec = {
+        "cron": lambda: str(config["cron"]),
+        "interval": lambda: f"every {config['interval']}",
+        "rrule": lambda: str(config["rrule"]),
+    }[kind]()
     return problems, f"{spec} {schedule.timezone or 'UTC'} (next {upcoming[0].isoformat()})"
 
 
-def check_parameters(flow: Any, parameters: dict[str, Any], where: str = "",
-                     check_required: bool = True) -> list[str]:
+def check_parameters(flow: Any, parameters: dict[str, Any], where: str = "", check_required: bool = True) -> list[str]:
     """Names against the flow's signature, then values against the flow's type validation."""
     signature = inspect.signature(flow.fn)
     variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     accepted = [name for name, p in signature.parameters.items() if p.kind not in variadic]
     takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
-    required = [name for name, p in signature.parameters.items()
-                if p.default is p.empty and p.kind not in variadic]
+    required = [name for name, p in signature.parameters.items() if p.default is p.empty and p.kind not in variadic]
     prefix = f"{where}: " if where else ""
     problems = []
     if not takes_kwargs:
-        problems += [f"{prefix}unknown parameter {name!r}: flow {flow.name!r} takes "
-                     f"{', '.join(accepted) or 'no parameters'}" for name in parameters if name not in accepted]
+        problems += [
+            f"{prefix}unknown parameter {name!r}: flow {flow.name!r} takes {', '.join(accepted) or 'no parameters'}"
+            for name in parameters
+            if name not in accepted
+        ]
     if check_required:
-        problems += [f"{prefix}required parameter {name!r} of flow {flow.name!r} is missing"
-                     for name in required if name not in parameters]
+        problems += [
+            f"{prefix}required parameter {name!r} of flow {flow.name!r} is missing"
+            for name in required
+            if name not in parameters
+        ]
     templated = any(isinstance(v, str) and "{{" in v for v in parameters.values())
     if problems or templated:  # templated values are only known when `prefect deploy` renders them
         return problems
@@ -189,8 +211,10 @@ def check_fit(flow: Any, parameters: dict[str, Any], blocks: SavedBlocks) -> tup
         return [], []
     slug = ref.split("/", 1)[0] if "/" in ref else ""
     if not slug:
-        return [], [f"could not check that target {ref!r} fits {strategy}: name it with its block type "
-                    f"({' or '.join(repr(slug + '/NAME') for slug in target_types())})"]
+        return [], [
+            f"could not check that target {ref!r} fits {strategy}: name it with its block type "
+            f"({' or '.join(repr(slug + '/NAME') for slug in target_types())})"
+        ]
     try:
         kind = target_type(slug)
     except ConfigError as exc:
@@ -210,8 +234,9 @@ def check_fit(flow: Any, parameters: dict[str, Any], blocks: SavedBlocks) -> tup
     return [], []
 
 
-def check_deployment(entry: dict[str, Any], root: Path, blocks: SavedBlocks | None = None,
-                     notes: list[str] | None = None) -> tuple[list[str], str]:
+def check_deployment(
+    entry: dict[str, Any], root: Path, blocks: SavedBlocks | None = None, notes: list[str] | None = None
+) -> tuple[list[str], str]:
     """(problems, summary line) of one deployment entry; what could not be checked is appended
     to `notes`."""
     problems: list[str] = []
@@ -235,6 +260,7 @@ def check_deployment(entry: dict[str, Any], root: Path, blocks: SavedBlocks | No
             flow = load_flow(entrypoint, root)
         except Exception as exc:  # noqa: BLE001 - any import failure is the finding
             from prefect.exceptions import MissingFlowError, ScriptError
+
             if isinstance(exc, ScriptError):
                 problems.append(f"entrypoint {entrypoint} does not import: {_describe(exc)}")
             elif isinstance(exc, MissingFlowError):
@@ -268,21 +294,26 @@ def check_deployment(entry: dict[str, Any], root: Path, blocks: SavedBlocks | No
         if isinstance(overrides, dict) and overrides and flow is not None:
             # A scheduled run gets the deployment's parameters updated with the schedule's.
             unknown = check_parameters(flow, overrides, f"schedule {number} parameters", check_required=False)
-            problems += unknown or check_parameters(flow, {**parameters, **overrides},
-                                                    f"schedule {number} parameters", check_required=False)
+            problems += unknown or check_parameters(
+                flow, {**parameters, **overrides}, f"schedule {number} parameters", check_required=False
+            )
 
     limit = entry.get("concurrency_limit")
     if limit is not None and not isinstance(limit, dict) and (not isinstance(limit, int) or limit < 1):
         problems.append(f"concurrency_limit {limit!r} is not a positive integer")
 
     flow_name = flow.name if flow is not None else "?"
-    summary = (f"{f'{flow_name}/{name}':<34} pool={pool_name or '-'}  "
-               + ("; ".join(summaries) if summaries else "no schedule"))
+    summary = f"{f'{flow_name}/{name}':<34} pool={pool_name or '-'}  " + (
+        "; ".join(summaries) if summaries else "no schedule"
+    )
     return problems, summary
 
 
-def check(path: str | os.PathLike[str] = DEFAULT_PATH, root: str | os.PathLike[str] | None = None,
-          notes: list[str] | None = None) -> list[tuple[str, list[str], str]]:
+def check(
+    path: str | os.PathLike[str] = DEFAULT_PATH,
+    root: str | os.PathLike[str] | None = None,
+    notes: list[str] | None = None,
+) -> list[tuple[str, list[str], str]]:
     """(label, problems, summary) per deployment; a file-level problem has label ''. What could
     not be checked goes to `notes` as '<deployment>: <what>'.
 
@@ -299,8 +330,9 @@ def check(path: str | os.PathLike[str] = DEFAULT_PATH, root: str | os.PathLike[s
         name = entry.get("name")
         if isinstance(name, str) and name:
             if name in first_use:
-                problems.append(f"deployment name is already used by deployments[{first_use[name]}]; "
-                                "names must be unique")
+                problems.append(
+                    f"deployment name is already used by deployments[{first_use[name]}]; names must be unique"
+                )
             first_use.setdefault(name, index)
         results.append((_label(entry, index), problems, summary))
         if notes is not None:
@@ -308,14 +340,20 @@ def check(path: str | os.PathLike[str] = DEFAULT_PATH, root: str | os.PathLike[s
     return results
 
 
-def validate(path: str | os.PathLike[str] = DEFAULT_PATH,
-             root: str | os.PathLike[str] | None = None, notes: list[str] | None = None) -> list[str]:
+def validate(
+    path: str | os.PathLike[str] = DEFAULT_PATH,
+    root: str | os.PathLike[str] | None = None,
+    notes: list[str] | None = None,
+) -> list[str]:
     """Every problem of prefect.yaml, each as '<deployment>: <what is wrong>'; [] when fine.
     What could not be checked (no API, a block not saved yet) goes to `notes`.
 
     Entrypoints are relative to `root`, by default the directory holding the file."""
-    return [f"{label}: {problem}" if label else problem
-            for label, problems, _ in check(path, root, notes) for problem in problems]
+    return [
+        f"{label}: {problem}" if label else problem
+        for label, problems, _ in check(path, root, notes)
+        for problem in problems
+    ]
 
 
 def report(path: str | os.PathLike[str], problems: list[str]) -> None:
@@ -325,11 +363,13 @@ def report(path: str | os.PathLike[str], problems: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deployments.validate",
-                                     description="Check the deployments of a prefect.yaml.")
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments.validate", description="Check the deployments of a prefect.yaml."
+    )
     parser.add_argument("path", nargs="?", default=DEFAULT_PATH, help="prefect.yaml (default: %(default)s)")
-    parser.add_argument("--root", default=None,
-                        help="directory the entrypoints are relative to (default: the file's directory)")
+    parser.add_argument(
+        "--root", default=None, help="directory the entrypoints are relative to (default: the file's directory)"
+    )
     args = parser.parse_args(argv)
     notes: list[str] = []
     results = check(args.path, args.root, notes)

@@ -44,8 +44,9 @@ def run_backup(kind: BackupKind, target, repository) -> dict:
         _, repo = load_repository(repository)
         engine = target_block.engine()
         version = check_target(engine)
-        logger.info(f"{kind.value} backup of {engine.name}/{target_block.name} (server {version}) "
-                    f"into {repo.description}")
+        logger.info(
+            f"{kind.value} backup of {engine.name}/{target_block.name} (server {version}) into {repo.description}"
+        )
         progress = ProgressReporter(f"{kind.value} backup of {target_block.name}")
         ctx = BackupContext(repository=repo, lineage=lineage(), log=logger.info, progress=progress)
         with target_lock(repo, engine.name, target_block.name, "backup", log=logger.warning):
@@ -58,12 +59,28 @@ def run_backup(kind: BackupKind, target, repository) -> dict:
                 logger.warning(f"cannot take a {kind.value} backup: {exc}. Taking a full backup instead.")
                 manifest = backup_steps(engine, ctx, repo, BackupKind.FULL, logger.warning)
         progress.close()
-    emit_backup_event("completed", manifest, {"stored_size": manifest.stored_size, "raw_size": manifest.raw_size,
-                                              **({"fell_back_to_full": fell_back} if fell_back else {})})
+    emit_backup_event(
+        "completed",
+        manifest,
+        {
+            "stored_size": manifest.stored_size,
+            "raw_size": manifest.raw_size,
+            **({"fell_back_to_full": fell_back} if fell_back else {}),
+        },
+    )
     publish_catalog(repo, manifest.engine, manifest.target)
     seconds = (manifest.finished_at - manifest.started_at).total_seconds()
-    logger.info(f"backup {manifest.id} ({manifest.kind.value}): {len(manifest.objects)} objects, "
-                f"{manifest.raw_size / 1e6:.1f} MB -> {manifest.stored_size / 1e6:.1f} MB in {seconds:.1f} s")
-    return {"backup_id": manifest.id, "kind": manifest.kind.value, "parent_id": manifest.parent_id,
-            "stored_size": manifest.stored_size, "raw_size": manifest.raw_size, "seconds": seconds,
-            "objects": len(manifest.objects), "fell_back_to_full": fell_back}
+    logger.info(
+        f"backup {manifest.id} ({manifest.kind.value}): {len(manifest.objects)} objects, "
+        f"{manifest.raw_size / 1e6:.1f} MB -> {manifest.stored_size / 1e6:.1f} MB in {seconds:.1f} s"
+    )
+    return {
+        "backup_id": manifest.id,
+        "kind": manifest.kind.value,
+        "parent_id": manifest.parent_id,
+        "stored_size": manifest.stored_size,
+        "raw_size": manifest.raw_size,
+        "seconds": seconds,
+        "objects": len(manifest.objects),
+        "fell_back_to_full": fell_back,
+    }

@@ -17,8 +17,11 @@ from typing import Any
 from blocks.registry import target_types
 
 # flow name -> strategy, for the flows whose targets are restricted
-STRATEGY_OF_FLOW = {"incremental-backup": "incremental", "differential-backup": "differential",
-                    "archive-logs": "archive-logs"}
+STRATEGY_OF_FLOW = {
+    "incremental-backup": "incremental",
+    "differential-backup": "differential",
+    "archive-logs": "archive-logs",
+}
 
 _OTHERWISE = {"archive-logs": "pause it"}
 

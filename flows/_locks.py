@@ -67,26 +67,34 @@ def deployment_slot(engine: str, target: str, wait_s: float, enabled: bool | Non
     ensure_limit(name)
     with ExitStack() as stack:
         try:
-            stack.enter_context(concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True,
-                                            raise_on_lease_renewal_failure=False))
+            stack.enter_context(
+                concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True, raise_on_lease_renewal_failure=False)
+            )
         except TimeoutError as exc:
             raise LockHeldError(
                 f"{engine}/{target}: another deployment run holds the Prefect concurrency limit {name} "
                 f"(one backup or prune of a target at a time); waited {wait_s:.0f} s (the repository's "
                 "lock_wait). The run is retried; see the limit's holders with `prefect gcl inspect "
-                f"{name}`") from exc
+                f"{name}`"
+            ) from exc
         yield
 
 
 @contextmanager
-def target_lock(repo: Repository, engine: str, target: str, purpose: str, exclusive: bool = False,
-                log: Callable[[str], Any] = print, slot: bool | None = None) -> Iterator[HeldLock]:
+def target_lock(
+    repo: Repository,
+    engine: str,
+    target: str,
+    purpose: str,
+    exclusive: bool = False,
+    log: Callable[[str], Any] = print,
+    slot: bool | None = None,
+) -> Iterator[HeldLock]:
     """Hold what a `purpose` run on a target needs: the Prefect limit (writers in deployment
     runs; `slot` forces it on or off), then the repository lock, shared or `exclusive`. Yields
     the HeldLock. Raises LockHeldError (retryable) past the repository's lock_wait."""
     wait_s = repo.lock_settings.wait.total_seconds()
-    with deployment_slot(engine, target, wait_s, slot if slot is not None else (None if purpose in WRITERS
-                                                                                 else False)):
+    with deployment_slot(engine, target, wait_s, slot if slot is not None else (None if purpose in WRITERS else False)):
         with repo.locked(engine, target, purpose, exclusive, log=log) as lock:
             yield lock
 
@@ -95,5 +103,7 @@ def still_there(repo: Repository, manifest: Manifest) -> None:
     """TransientError when `manifest`'s backup was pruned while this run waited for its lock (a
     retry resolves the backup again: 'latest' finds another, a pruned id fails as not found)."""
     if repo.store.stat(repo.object_key(manifest, MANIFEST)) is None:
-        raise TransientError(f"backup {manifest.id} of {manifest.engine}/{manifest.target} was deleted (pruned) "
-                            "while this run waited for the repository lock; run again to pick another backup")
+        raise TransientError(
+            f"backup {manifest.id} of {manifest.engine}/{manifest.target} was deleted (pruned) "
+            "while this run waited for the repository lock; run again to pick another backup"
+        )

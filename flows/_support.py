@@ -32,8 +32,10 @@ RepositoryParam = BackupRepository | str
 # Flow-level retries for transient failures (server restarting, network blip). Permanent errors
 # cancel the remaining retries (fail_fast_on_permanent_errors). Tasks back off exponentially.
 # (Whole seconds: the server stores the flow retry delay as an integer.)
-FLOW_RETRIES = {"retries": int(os.environ.get("VAULTFLOW_FLOW_RETRIES", "2")),
-                "retry_delay_seconds": max(1, round(float(os.environ.get("VAULTFLOW_FLOW_RETRY_DELAY_S", "120"))))}
+FLOW_RETRIES = {
+    "retries": int(os.environ.get("VAULTFLOW_FLOW_RETRIES", "2")),
+    "retry_delay_seconds": max(1, round(float(os.environ.get("VAULTFLOW_FLOW_RETRY_DELAY_S", "120")))),
+}
 
 # The CLI sets this so long transfers also draw a progress bar in the terminal.
 TERMINAL_PROGRESS = {"enabled": False}
@@ -50,8 +52,10 @@ def load_block(ref: Any, default_type: str) -> Block:
         except ValueError as exc:
             if "Unable to find" not in str(exc):
                 raise
-            raise NotFoundError(f"no block named {name!r} on this Prefect API: create it (README, 'Use it') or "
-                                "check the name with `prefect block ls`") from exc
+            raise NotFoundError(
+                f"no block named {name!r} on this Prefect API: create it (README, 'Use it') or "
+                "check the name with `prefect block ls`"
+            ) from exc
     raise TypeError(f"expected a block or a block name, got {type(ref).__name__}")
 
 
@@ -75,17 +79,22 @@ def load_target(ref: TargetParam) -> TargetBlock:
     if isinstance(ref, str) and "/" not in ref:
         found = {slug: block for slug in target_types() if (block := _load_if_saved(f"{slug}/{ref}")) is not None}
         if len(found) > 1:
-            raise ConfigError(f"target {ref!r} is ambiguous: blocks of {len(found)} kinds have that name "
-                              f"({', '.join(f'{slug}/{ref}' for slug in found)}); name the one you mean in full")
+            raise ConfigError(
+                f"target {ref!r} is ambiguous: blocks of {len(found)} kinds have that name "
+                f"({', '.join(f'{slug}/{ref}' for slug in found)}); name the one you mean in full"
+            )
         if not found:
-            raise NotFoundError(f"no target block named {ref!r} (looked for "
-                                f"{', '.join(f'{slug}/{ref}' for slug in target_types())}); create one, or "
-                                "check the name with `prefect block ls`")
+            raise NotFoundError(
+                f"no target block named {ref!r} (looked for "
+                f"{', '.join(f'{slug}/{ref}' for slug in target_types())}); create one, or "
+                "check the name with `prefect block ls`"
+            )
         return next(iter(found.values()))
     block = load_block(ref, "")
     if not isinstance(block, TargetBlock):
-        raise ConfigError(f"{ref!r} is a {type(block).__name__}, not a target block "
-                        f"(target block types: {', '.join(target_types())})")
+        raise ConfigError(
+            f"{ref!r} is a {type(block).__name__}, not a target block (target block types: {', '.join(target_types())})"
+        )
     return block
 
 
@@ -100,7 +109,8 @@ def open_backup(target: TargetParam, repository: RepositoryParam, backup_id: str
     repo_block, repo = load_repository(repository)
     engine = target_block.engine()
     manifest = repo.catalog(engine.name, target_block.name).resolve(
-        backup_id, log=get_run_logger().warning, tolerance=repo_block.retention_policy().clock_tolerance)
+        backup_id, log=get_run_logger().warning, tolerance=repo_block.retention_policy().clock_tolerance
+    )
     ctx = BackupContext(repository=repo, lineage=lineage(), log=get_run_logger().info)
     return target_block, engine, repo, manifest, ctx
 
@@ -116,43 +126,60 @@ def param_name(value: Any) -> str:
 
 def run_name(kind: str):
     """flow_run_name callable: '<kind>-<target>-<UTC time>' so the UI list reads as a catalog."""
+
     def name() -> str:
         params = flow_run.parameters or {}
         subject = params.get("target") or params.get("repository") or "all"
         return f"{kind}-{param_name(subject)}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
     return name
 
 
 def lineage() -> Lineage:
-    return Lineage(flow_run_id=str(flow_run.id) if flow_run.id else None,
-                   flow_run_name=flow_run.name, deployment=deployment.name,
-                   ui_url=flow_run.ui_url)
+    return Lineage(
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+        flow_run_name=flow_run.name,
+        deployment=deployment.name,
+        ui_url=flow_run.ui_url,
+    )
 
 
 # -- events ------------------------------------------------------------------------------
 
+
 def target_resource(engine: str, target: str) -> dict[str, str]:
-    return {"prefect.resource.id": f"vaultflow.target.{engine}.{target}",
-            "prefect.resource.role": "target", "prefect.resource.name": target}
+    return {
+        "prefect.resource.id": f"vaultflow.target.{engine}.{target}",
+        "prefect.resource.role": "target",
+        "prefect.resource.name": target,
+    }
 
 
 def backup_resource(manifest: Manifest) -> dict[str, str]:
-    return {"prefect.resource.id": f"vaultflow.backup.{manifest.engine}.{manifest.target}.{manifest.id}",
-            "prefect.resource.name": manifest.id, "vaultflow.kind": manifest.kind.value}
+    return {
+        "prefect.resource.id": f"vaultflow.backup.{manifest.engine}.{manifest.target}.{manifest.id}",
+        "prefect.resource.name": manifest.id,
+        "vaultflow.kind": manifest.kind.value,
+    }
 
 
 def emit_backup_event(event: str, manifest: Manifest, payload: dict | None = None) -> None:
     """vaultflow.backup.<event> about one backup, related to its target and parent."""
     related = [target_resource(manifest.engine, manifest.target)]
     if manifest.parent_id:
-        related.append({"prefect.resource.id":
-                        f"vaultflow.backup.{manifest.engine}.{manifest.target}.{manifest.parent_id}",
-                        "prefect.resource.role": "parent"})
-    emit_event(event=f"vaultflow.backup.{event}", resource=backup_resource(manifest),
-               related=related, payload=payload or {})
+        related.append(
+            {
+                "prefect.resource.id": f"vaultflow.backup.{manifest.engine}.{manifest.target}.{manifest.parent_id}",
+                "prefect.resource.role": "parent",
+            }
+        )
+    emit_event(
+        event=f"vaultflow.backup.{event}", resource=backup_resource(manifest), related=related, payload=payload or {}
+    )
 
 
 # -- artifacts ----------------------------------------------------------------------------
+
 
 def artifact_key(*parts: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only: each part as its
@@ -168,25 +195,40 @@ def publish_catalog(repository: Repository, engine: str, target: str) -> None:
     rows = []
     for m in reversed(catalog.manifests):
         check = checks.get(m.id, {})
-        rows.append({
-            "backup": m.id, "kind": m.kind.value, "parent": m.parent_id or "",
-            "finished": m.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "stored_MB": round(m.stored_size / 1e6, 2), "objects": len(m.objects),
-            "made_by": m.lineage.ui_url or m.lineage.flow_run_name or "",
-            "last_check": f"{check.get('kind', '')} {check.get('result', '')} {check.get('time', '')}".strip(),
-            "checked_by": check.get("ui_url") or "",
-        })
+        rows.append(
+            {
+                "backup": m.id,
+                "kind": m.kind.value,
+                "parent": m.parent_id or "",
+                "finished": m.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                "stored_MB": round(m.stored_size / 1e6, 2),
+                "objects": len(m.objects),
+                "made_by": m.lineage.ui_url or m.lineage.flow_run_name or "",
+                "last_check": f"{check.get('kind', '')} {check.get('result', '')} {check.get('time', '')}".strip(),
+                "checked_by": check.get("ui_url") or "",
+            }
+        )
     for problem in catalog.problems:
         rows.append({"backup": problem.key, "kind": "UNREADABLE", "parent": problem.message})
-    create_table_artifact(rows, key=artifact_key("catalog", engine, target),
-                          description=f"Catalog of {engine}/{target} in {repository.description}")
+    create_table_artifact(
+        rows,
+        key=artifact_key("catalog", engine, target),
+        description=f"Catalog of {engine}/{target} in {repository.description}",
+    )
 
 
 def record_check(repository: Repository, manifest: Manifest, kind: str, ok: bool, detail: str) -> None:
-    repository.record_check(manifest, {
-        "kind": kind, "result": "ok" if ok else "FAILED", "detail": detail,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "flow_run_id": str(flow_run.id) if flow_run.id else None, "ui_url": flow_run.ui_url})
+    repository.record_check(
+        manifest,
+        {
+            "kind": kind,
+            "result": "ok" if ok else "FAILED",
+            "detail": detail,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "flow_run_id": str(flow_run.id) if flow_run.id else None,
+            "ui_url": flow_run.ui_url,
+        },
+    )
 
 
 class ProgressReporter:
@@ -200,6 +242,7 @@ class ProgressReporter:
         self._bar = None
         if TERMINAL_PROGRESS["enabled"] and sys.stderr.isatty():
             from rich.progress import Progress  # only the CLI pays for rich's import
+
             self._bar = Progress(transient=True)
             self._bar.start()
             self._task = self._bar.add_task(title, total=None)
@@ -210,8 +253,11 @@ class ProgressReporter:
         now = time.monotonic()
         if now - self._last >= self._interval and expected:
             self._last = now
-            update_progress_artifact(self._artifact, min(99.0, 100.0 * done / expected),
-                                     description=f"{self._title}: {name} {done / 1e6:.0f} MB")
+            update_progress_artifact(
+                self._artifact,
+                min(99.0, 100.0 * done / expected),
+                description=f"{self._title}: {name} {done / 1e6:.0f} MB",
+            )
 
     def close(self) -> None:
         update_progress_artifact(self._artifact, 100.0, description=f"{self._title}: done")
@@ -220,6 +266,7 @@ class ProgressReporter:
 
 
 # -- retries -------------------------------------------------------------------------------
+
 
 @contextmanager
 def fail_fast_on_permanent_errors() -> Iterator[None]:
@@ -235,6 +282,8 @@ def fail_fast_on_permanent_errors() -> Iterator[None]:
             get_run_logger().error(f"{type(exc).__name__}: {exc} (not retried)")
             with get_client(sync_client=True) as client:
                 policy = client.read_flow_run(flow_run.id).empirical_policy
-                client.update_flow_run(flow_run.id, empirical_policy=FlowRunPolicy(
-                    **{**policy.model_dump(), "retries": 0, "max_retries": 0}))
+                client.update_flow_run(
+                    flow_run.id,
+                    empirical_policy=FlowRunPolicy(**{**policy.model_dump(), "retries": 0, "max_retries": 0}),
+                )
         raise

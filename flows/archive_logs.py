@@ -22,8 +22,9 @@ from vaultflow.logarchive import open_log_archive, ship_failure
 
 
 @flow(name="archive-logs", flow_run_name=run_name("logs"), log_prints=True, **FLOW_RETRIES)
-def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: str | None = None,
-                 follow_seconds: float = 0.0) -> dict:
+def archive_logs(
+    target: TargetParam, repository: RepositoryParam, spool_dir: str | None = None, follow_seconds: float = 0.0
+) -> dict:
     """Ship the target's log into the repository: every unit compressed, stored, read back and
     checked, its record written last (PostgreSQL: the WAL files `archive_command = 'vaultflow
     wal-push %p --spool DIR'` spooled; `spool_dir` overrides the target's wal_spool).
@@ -55,22 +56,34 @@ def archive_logs(target: TargetParam, repository: RepositoryParam, spool_dir: st
             raise ConfigError(f"{why}. To archive logs, {how_to_fix('archive-logs')}.")
         archive = open_log_archive(engine, repo, target_block.name, target_block, spool_dir=spool_dir)
         if archive is None:  # a target kind that claims archive-logs for an engine without an archive
-            raise ConfigError(f"{target_block.name}: the {engine} engine has no log archive; "
-                              f"{how_to_fix('archive-logs')}")
+            raise ConfigError(
+                f"{target_block.name}: the {engine} engine has no log archive; {how_to_fix('archive-logs')}"
+            )
         resource = target_resource(engine, target_block.name)
         try:
             report = ship_logs(archive, follow_seconds)
         except Exception as exc:  # still report the lag, and which unit is stuck
             unit, partial = ship_failure(exc)
-            lag = {"lag_units": partial.lag_units, "lag_segments": partial.lag_units,
-                   "lag_seconds": partial.lag_seconds} if partial else {}
-            emit_event(event=f"vaultflow.{archive.stream}.ship-failed", resource=resource,
-                       payload={"unit": unit, "segment": unit, "error": str(exc), **lag})
+            lag = (
+                {"lag_units": partial.lag_units, "lag_segments": partial.lag_units, "lag_seconds": partial.lag_seconds}
+                if partial
+                else {}
+            )
+            emit_event(
+                event=f"vaultflow.{archive.stream}.ship-failed",
+                resource=resource,
+                payload={"unit": unit, "segment": unit, "error": str(exc), **lag},
+            )
             raise
         summary = {**report.as_dict(), "lag_segments": report.lag_units, "max_lag_segments": report.max_lag_units}
-        emit_event(event=f"vaultflow.{archive.stream}.shipped", resource=resource,
-                   payload={k: v for k, v in summary.items() if k != "already_stored"})
-        logger.info(f"{archive.title} of {target_block.name}: shipped {len(report.shipped)} files "
-                    f"({report.stored_bytes / 1e6:.1f} MB stored); lag {report.lag_units} units, "
-                    f"{report.lag_seconds:.0f} s")
+        emit_event(
+            event=f"vaultflow.{archive.stream}.shipped",
+            resource=resource,
+            payload={k: v for k, v in summary.items() if k != "already_stored"},
+        )
+        logger.info(
+            f"{archive.title} of {target_block.name}: shipped {len(report.shipped)} files "
+            f"({report.stored_bytes / 1e6:.1f} MB stored); lag {report.lag_units} units, "
+            f"{report.lag_seconds:.0f} s"
+        )
     return summary

@@ -37,8 +37,9 @@ def _backup_or_full(kind: BackupKind, target, repository):
                 return _full_instead(block, repository, first)
     if why is None:
         return run_backup(kind, target, repository)
-    get_run_logger().warning(f"{why}: taking a full backup instead. To get {kind.value} backups, "
-                             f"{how_to_fix(kind.value)}.")
+    get_run_logger().warning(
+        f"{why}: taking a full backup instead. To get {kind.value} backups, {how_to_fix(kind.value)}."
+    )
     return _full_instead(block, repository, why)
 
 

@@ -69,17 +69,24 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
         held: dict[str, str] = {}  # misdated backups (clock problems) -> why
         for engine, name in targets:
             lock_stack.close()  # the previous target's lock; a dry run deletes nothing and shares
-            lock = lock_stack.enter_context(target_lock(repo, engine, name, "prune", exclusive=not dry_run,
-                                                        log=logger.warning))
+            lock = lock_stack.enter_context(
+                target_lock(repo, engine, name, "prune", exclusive=not dry_run, log=logger.warning)
+            )
             catalog = repo.catalog(engine, name)
             # With the store's timestamps: a second clock against a worker whose clock is wrong.
             decisions = plan(catalog.refs(), policy, now)
             misdated = clock_problems(catalog.refs(), now, policy.clock_tolerance)
             for manifest in reversed(catalog.manifests):
                 decision = decisions[manifest.id]
-                rows.append({"target": f"{engine}/{name}", "backup": manifest.id, "kind": manifest.kind.value,
-                             "action": "keep" if decision.keep else ("would delete" if dry_run else "delete"),
-                             "reason": ", ".join(decision.reasons)})
+                rows.append(
+                    {
+                        "target": f"{engine}/{name}",
+                        "backup": manifest.id,
+                        "kind": manifest.kind.value,
+                        "action": "keep" if decision.keep else ("would delete" if dry_run else "delete"),
+                        "reason": ", ".join(decision.reasons),
+                    }
+                )
                 (kept if decision.keep else deleted).append(manifest.id)
                 if manifest.id in misdated:
                     held[manifest.id] = misdated[manifest.id]
@@ -91,15 +98,26 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
                     emit_backup_event("pruned", manifest, {"reasons": list(decision.reasons)})
             stale = repo.orphans(engine, name, policy.orphan_grace, now)
             for info in stale:
-                rows.append({"target": f"{engine}/{name}", "backup": info.key, "kind": "orphan",
-                             "action": "would delete" if dry_run else "delete",
-                             "reason": f"no manifest (failed or killed run), older than {policy.orphan_grace}"})
+                rows.append(
+                    {
+                        "target": f"{engine}/{name}",
+                        "backup": info.key,
+                        "kind": "orphan",
+                        "action": "would delete" if dry_run else "delete",
+                        "reason": f"no manifest (failed or killed run), older than {policy.orphan_grace}",
+                    }
+                )
             archive, log_plan = prunable_logs(repo, engine, name, catalog.manifests, decisions)
             if archive is not None and log_plan.units:
-                rows.append({"target": f"{engine}/{name}",
-                             "backup": f"{archive.title}: {log_plan.units[0]} .. {log_plan.units[-1]}",
-                             "kind": archive.stream, "action": "would delete" if dry_run else "delete",
-                             "reason": log_plan.reason})
+                rows.append(
+                    {
+                        "target": f"{engine}/{name}",
+                        "backup": f"{archive.title}: {log_plan.units[0]} .. {log_plan.units[-1]}",
+                        "kind": archive.stream,
+                        "action": "would delete" if dry_run else "delete",
+                        "reason": log_plan.reason,
+                    }
+                )
                 if not dry_run:
                     lock.check()
                     logs_deleted += archive.delete(log_plan.units)
@@ -111,10 +129,22 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
                 partial += repo.sweep_partial(engine, name, now - policy.orphan_grace)
             if not dry_run:
                 publish_catalog(repo, engine, name)
-        create_table_artifact(rows, key=artifact_key("prune", *(f"{e}-{n}" for e, n in targets)) or "prune",
-                              description=f"Retention plan for {repo.description} ({'dry run' if dry_run else 'applied'})")
-        logger.info(f"prune{' (dry run)' if dry_run else ''}: keep {len(kept)}, delete {len(deleted)}, "
-                    f"orphan objects {orphans}, interrupted writes removed {partial}")
-    return {"kept": kept, "deleted": deleted, "orphan_objects": orphans,
-            "partial_writes_removed": partial, "clock_problems": held,
-            "log_units_deleted": logs_deleted, "wal_deleted": logs_deleted, "dry_run": dry_run}
+        create_table_artifact(
+            rows,
+            key=artifact_key("prune", *(f"{e}-{n}" for e, n in targets)) or "prune",
+            description=f"Retention plan for {repo.description} ({'dry run' if dry_run else 'applied'})",
+        )
+        logger.info(
+            f"prune{' (dry run)' if dry_run else ''}: keep {len(kept)}, delete {len(deleted)}, "
+            f"orphan objects {orphans}, interrupted writes removed {partial}"
+        )
+    return {
+        "kept": kept,
+        "deleted": deleted,
+        "orphan_objects": orphans,
+        "partial_writes_removed": partial,
+        "clock_problems": held,
+        "log_units_deleted": logs_deleted,
+        "wal_deleted": logs_deleted,
+        "dry_run": dry_run,
+    }

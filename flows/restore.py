@@ -24,14 +24,23 @@ from vaultflow.errors import ConfigError, IntegrityError
 
 
 @flow(name="restore", flow_run_name=run_name("restore"), log_prints=True, **FLOW_RETRIES)
-def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "latest",
-            into: str | None = None, overwrite: bool = False,
-            databases: list[str] | None = None, to_time: datetime | None = None,
-            to_lsn: str | None = None, to_name: str | None = None,
-            to_timeline: int | Literal["latest", "current"] | None = None,
-            key_pattern: str | None = None, into_db: int | None = None,
-            no_owner: bool = False, no_privileges: bool = False,
-            options: dict[str, Any] | None = None) -> dict:
+def restore(
+    target: TargetParam,
+    repository: RepositoryParam,
+    backup_id: str = "latest",
+    into: str | None = None,
+    overwrite: bool = False,
+    databases: list[str] | None = None,
+    to_time: datetime | None = None,
+    to_lsn: str | None = None,
+    to_name: str | None = None,
+    to_timeline: int | Literal["latest", "current"] | None = None,
+    key_pattern: str | None = None,
+    into_db: int | None = None,
+    no_owner: bool = False,
+    no_privileges: bool = False,
+    options: dict[str, Any] | None = None,
+) -> dict:
     """Restore `backup_id` into a new database (default) or, with overwrite=True, over `into`.
 
     Nothing existing is touched unless `overwrite` is set; even then the old database is
@@ -78,10 +87,20 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
             no parameter of their own here (e.g. {"port": 6390} for a Redis scratch server).
     """
     logger = get_run_logger()
-    given = {name: value for name, value in {
-        "to_time": to_time, "to_lsn": to_lsn, "to_name": to_name, "to_timeline": to_timeline,
-        "key_pattern": key_pattern, "into_db": into_db, "no_owner": no_owner, "no_privileges": no_privileges,
-    }.items() if value is not None and value is not False}
+    given = {
+        name: value
+        for name, value in {
+            "to_time": to_time,
+            "to_lsn": to_lsn,
+            "to_name": to_name,
+            "to_timeline": to_timeline,
+            "key_pattern": key_pattern,
+            "into_db": into_db,
+            "no_owner": no_owner,
+            "no_privileges": no_privileges,
+        }.items()
+        if value is not None and value is not False
+    }
     with fail_fast_on_permanent_errors(), ExitStack() as lock_stack:
         both = sorted(set(given) & set(options or {}))
         if both:
@@ -92,11 +111,23 @@ def restore(target: TargetParam, repository: RepositoryParam, backup_id: str = "
         engine_options = options_for(engine, {**given, **(options or {})}, target_block.name)
         logger.info(f"restoring {manifest.id} of {engine.name}/{target_block.name} from {repo.description}")
         result = restore_backup(engine, ctx, manifest, into, overwrite, databases, engine_options)
-        emit_backup_event("restored", manifest, {"restored": result.restored, "seconds": result.seconds,
-                                                 "options": engine_options.model_dump(mode="json", exclude_defaults=True),
-                                                 "comparison": result.comparison.summary()})
+        emit_backup_event(
+            "restored",
+            manifest,
+            {
+                "restored": result.restored,
+                "seconds": result.seconds,
+                "options": engine_options.model_dump(mode="json", exclude_defaults=True),
+                "comparison": result.comparison.summary(),
+            },
+        )
         logger.info(f"restored {result.restored} in {result.seconds:.1f} s; {result.comparison.summary()}")
         if not result.comparison.ok:
             raise IntegrityError(f"restored data differs from backup {manifest.id}: {result.comparison.summary()}")
-    return {"backup_id": manifest.id, "restored": result.restored, "seconds": result.seconds,
-            "comparison": result.comparison.rows(), "notes": list(result.notes)}
+    return {
+        "backup_id": manifest.id,
+        "restored": result.restored,
+        "seconds": result.seconds,
+        "comparison": result.comparison.rows(),
+        "notes": list(result.notes),
+    }

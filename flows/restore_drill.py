@@ -26,8 +26,9 @@ from vaultflow.errors import RefusedError
 
 
 @flow(name="restore-drill", flow_run_name=run_name("drill"), log_prints=True, **FLOW_RETRIES)
-def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objective_s: float = 900.0,
-                  backup_id: str = "latest") -> dict:
+def restore_drill(
+    target: TargetParam, repository: RepositoryParam, rto_objective_s: float = 900.0, backup_id: str = "latest"
+) -> dict:
     """Restore into scratch (databases or a server), compare with the manifest, time it, clean up.
 
     The run fails when any table differs or the restore took longer than `rto_objective_s`.
@@ -52,28 +53,58 @@ def restore_drill(target: TargetParam, repository: RepositoryParam, rto_objectiv
         unlogged_empty = [t for t in results if t.status == UNLOGGED_EMPTY]
         rto_met = seconds <= rto_objective_s
         rows = [t.as_row() for t in results]
-        rows.append({"database": "(all)", "table": f"RTO {seconds:.1f} s / objective {rto_objective_s:.0f} s",
-                     "expected_rows": None, "actual_rows": None, "status": "met" if rto_met else "MISSED"})
-        create_table_artifact(rows, key=artifact_key("drill", engine.name, target_block.name),
-                              description=f"Restore drill of {manifest.id}")
+        rows.append(
+            {
+                "database": "(all)",
+                "table": f"RTO {seconds:.1f} s / objective {rto_objective_s:.0f} s",
+                "expected_rows": None,
+                "actual_rows": None,
+                "status": "met" if rto_met else "MISSED",
+            }
+        )
+        create_table_artifact(
+            rows,
+            key=artifact_key("drill", engine.name, target_block.name),
+            description=f"Restore drill of {manifest.id}",
+        )
         ok = rto_met and not mismatched
         detail = f"{result.comparison.summary()}, restore {seconds:.1f} s"
         if unlogged_empty:
-            detail += (f"; {len(unlogged_empty)} unlogged tables came back empty, as PostgreSQL restores them: "
-                       + ", ".join(f"{t.database}.{t.table}" for t in unlogged_empty[:10]))
+            detail += (
+                f"; {len(unlogged_empty)} unlogged tables came back empty, as PostgreSQL restores them: "
+                + ", ".join(f"{t.database}.{t.table}" for t in unlogged_empty[:10])
+            )
         record_check(repo, manifest, "drill", ok, detail)
-        emit_backup_event("drilled", manifest, {"ok": ok, "seconds": seconds, "rto_objective_s": rto_objective_s,
-                                                "mismatched": [f"{t.database}.{t.table}" for t in mismatched]})
+        emit_backup_event(
+            "drilled",
+            manifest,
+            {
+                "ok": ok,
+                "seconds": seconds,
+                "rto_objective_s": rto_objective_s,
+                "mismatched": [f"{t.database}.{t.table}" for t in mismatched],
+            },
+        )
         emit_backup_event("restored", manifest, {"drill": True, "seconds": seconds})
         publish_catalog(repo, engine.name, target_block.name)
         logger.info(f"drill of {manifest.id}: {detail}, RTO objective {rto_objective_s:.0f} s")
         for note in result.notes:  # e.g. subscriptions restored without their slot
             logger.info(note)
         if mismatched:
-            raise RefusedError(f"restore drill of {manifest.id} failed: {len(mismatched)} tables differ "
-                               f"({', '.join(f'{t.database}.{t.table}' for t in mismatched[:5])})")
+            raise RefusedError(
+                f"restore drill of {manifest.id} failed: {len(mismatched)} tables differ "
+                f"({', '.join(f'{t.database}.{t.table}' for t in mismatched[:5])})"
+            )
         if not rto_met:
-            raise RefusedError(f"restore drill of {manifest.id} missed the RTO: restore took {seconds:.1f} s, "
-                               f"objective {rto_objective_s:.0f} s")
-    return {"backup_id": manifest.id, "seconds": seconds, "rto_met": rto_met, "tables": len(results),
-            "restored": result.restored, "notes": list(result.notes)}
+            raise RefusedError(
+                f"restore drill of {manifest.id} missed the RTO: restore took {seconds:.1f} s, "
+                f"objective {rto_objective_s:.0f} s"
+            )
+    return {
+        "backup_id": manifest.id,
+        "seconds": seconds,
+        "rto_met": rto_met,
+        "tables": len(results),
+        "restored": result.restored,
+        "notes": list(result.notes),
+    }

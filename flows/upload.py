@@ -32,8 +32,12 @@ def _run_name() -> str:
 
 
 @flow(name="upload", flow_run_name=_run_name, log_prints=True, **FLOW_RETRIES)
-def upload(source: RepositoryParam, destination: RepositoryParam, target: TargetParam | None = None,
-           backup_id: str | None = None) -> dict:
+def upload(
+    source: RepositoryParam,
+    destination: RepositoryParam,
+    target: TargetParam | None = None,
+    backup_id: str | None = None,
+) -> dict:
     """Copy committed backups from `source` to `destination`, like `restic copy`: every object is
     checked against its manifest's sha256 while it streams, the manifest is written last at the
     destination, and objects already intact there are not sent again (an interrupted upload
@@ -70,8 +74,7 @@ def upload(source: RepositoryParam, destination: RepositoryParam, target: Target
         for engine, name in targets:
             # The source's shared lock keeps its prune from deleting what is being copied; the
             # destination's backup lock keeps other backups and uploads from writing it meanwhile.
-            with src.locked(engine, name, "upload", log=logger.warning), \
-                    dst.locked(engine, name, log=logger.warning):
+            with src.locked(engine, name, "upload", log=logger.warning), dst.locked(engine, name, log=logger.warning):
                 pending = backups_to_copy(src.catalog(engine, name), dst.catalog(engine, name), backup_id)
                 for manifest in pending:
                     result = upload_task(src, dst, manifest, progress)
@@ -79,17 +82,40 @@ def upload(source: RepositoryParam, destination: RepositoryParam, target: Target
                     objects_skipped += len(result.skipped)
                     bytes_sent += result.bytes_copied
                     (present if result.already_there else copied).append(manifest.id)
-                    rows.append({"target": f"{engine}/{name}", "backup": manifest.id, "kind": manifest.kind.value,
-                                 "sent": len(result.copied), "already_there": len(result.skipped),
-                                 "MB_sent": round(result.bytes_copied / 1e6, 2)})
+                    rows.append(
+                        {
+                            "target": f"{engine}/{name}",
+                            "backup": manifest.id,
+                            "kind": manifest.kind.value,
+                            "sent": len(result.copied),
+                            "already_there": len(result.skipped),
+                            "MB_sent": round(result.bytes_copied / 1e6, 2),
+                        }
+                    )
                     if not result.already_there:
-                        emit_backup_event("uploaded", manifest, {"destination": dst.description,
-                                                                 "objects_sent": len(result.copied),
-                                                                 "bytes_sent": result.bytes_copied})
+                        emit_backup_event(
+                            "uploaded",
+                            manifest,
+                            {
+                                "destination": dst.description,
+                                "objects_sent": len(result.copied),
+                                "bytes_sent": result.bytes_copied,
+                            },
+                        )
         progress.close()
-        create_table_artifact(rows, key=artifact_key("upload", *(f"{e}-{n}" for e, n in targets)) or "upload",
-                              description=f"Backups copied from {src.description} to {dst.description}")
-        logger.info(f"upload to {dst.description}: {len(copied)} backups copied ({objects_sent} objects, "
-                    f"{bytes_sent / 1e6:.1f} MB sent, {objects_skipped} already there)")
-    return {"copied": copied, "already_there": present, "objects_sent": objects_sent,
-            "objects_skipped": objects_skipped, "bytes_sent": bytes_sent}
+        create_table_artifact(
+            rows,
+            key=artifact_key("upload", *(f"{e}-{n}" for e, n in targets)) or "upload",
+            description=f"Backups copied from {src.description} to {dst.description}",
+        )
+        logger.info(
+            f"upload to {dst.description}: {len(copied)} backups copied ({objects_sent} objects, "
+            f"{bytes_sent / 1e6:.1f} MB sent, {objects_skipped} already there)"
+        )
+    return {
+        "copied": copied,
+        "already_there": present,
+        "objects_sent": objects_sent,
+        "objects_skipped": objects_skipped,
+        "bytes_sent": bytes_sent,
+    }

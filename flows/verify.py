@@ -41,12 +41,22 @@ def check_log_archive(repo, engine: str, target: str, manifests) -> tuple[list[d
         return [], []
     broken = continuity.broken
     last = continuity.backups[-1]
-    detail = ("; ".join(b.problem for b in broken) if broken else
-              f"continuous for {len(continuity.backups)} backups{f' ({last.note})' if last.note else ''}")
-    row = {"target": f"{engine}/{target}", "backup": archive.title, "objects": continuity.units,
-           "result": "GAPS" if broken else "ok", "detail": detail}
-    return [row], [f"{archive.title} of {target}: missing {len(b.missing)}: {', '.join(b.missing[:5])}; {b.problem}"
-                   for b in broken]
+    detail = (
+        "; ".join(b.problem for b in broken)
+        if broken
+        else f"continuous for {len(continuity.backups)} backups{f' ({last.note})' if last.note else ''}"
+    )
+    row = {
+        "target": f"{engine}/{target}",
+        "backup": archive.title,
+        "objects": continuity.units,
+        "result": "GAPS" if broken else "ok",
+        "detail": detail,
+    }
+    return [row], [
+        f"{archive.title} of {target}: missing {len(b.missing)}: {', '.join(b.missing[:5])}; {b.problem}"
+        for b in broken
+    ]
 
 
 @flow(name="verify", flow_run_name=run_name("verify"), log_prints=True, **FLOW_RETRIES)
@@ -80,33 +90,56 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
             # retention holds them and 'latest' skips them until the clock is fixed.
             misdated = catalog.clock_problems()
             for problem in catalog.problems:
-                rows.append({"target": f"{engine}/{name}", "backup": problem.key, "objects": 0,
-                             "result": "UNREADABLE", "detail": problem.message})
+                rows.append(
+                    {
+                        "target": f"{engine}/{name}",
+                        "backup": problem.key,
+                        "objects": 0,
+                        "result": "UNREADABLE",
+                        "detail": problem.message,
+                    }
+                )
                 failures.append(f"{problem.key}: {problem.message}")
             for manifest in catalog.manifests:
                 checks = verify_backup(repo, manifest, deep)
                 bad = [c for c in checks if not c.ok]
-                detail = "; ".join(f"{c.key}: {c.detail}" for c in bad) or ("sha256 verified" if deep else "sizes match")
+                detail = "; ".join(f"{c.key}: {c.detail}" for c in bad) or (
+                    "sha256 verified" if deep else "sizes match"
+                )
                 chain_problem = catalog.chain_problem(manifest)
                 if chain_problem:
                     bad.append(ObjectCheck(manifest.id, "(chain)", False, chain_problem))
                     detail = f"{detail}; {chain_problem}"
                 if manifest.id in misdated:
                     clocks[manifest.id] = misdated[manifest.id]
-                    logger.warning(f"{engine}/{name} {manifest.id}: {misdated[manifest.id]}; retention holds it "
-                                   "and 'latest' skips it")
-                rows.append({"target": f"{engine}/{name}", "backup": manifest.id, "objects": len(checks),
-                             "result": "ok" if not bad else "CORRUPT", "detail": detail,
-                             "clock": misdated.get(manifest.id, "ok")})
+                    logger.warning(
+                        f"{engine}/{name} {manifest.id}: {misdated[manifest.id]}; retention holds it "
+                        "and 'latest' skips it"
+                    )
+                rows.append(
+                    {
+                        "target": f"{engine}/{name}",
+                        "backup": manifest.id,
+                        "objects": len(checks),
+                        "result": "ok" if not bad else "CORRUPT",
+                        "detail": detail,
+                        "clock": misdated.get(manifest.id, "ok"),
+                    }
+                )
                 failures += [f"{manifest.id}/{c.key}: {c.detail}" for c in bad]
                 record_check(repo, manifest, "verify" if deep else "quick-verify", not bad, detail)
-                emit_backup_event("verified", manifest, {"ok": not bad, "deep": deep, "problems": detail if bad else ""})
+                emit_backup_event(
+                    "verified", manifest, {"ok": not bad, "deep": deep, "problems": detail if bad else ""}
+                )
             log_rows, log_failures = check_log_archive(repo, engine, name, catalog.manifests)
             rows += log_rows
             failures += log_failures
             publish_catalog(repo, engine, name)
-        create_table_artifact(rows, key=artifact_key("verify", *(f"{e}-{n}" for e, n in targets)) or "verify",
-                              description=f"{'Deep' if deep else 'Quick'} verification of {repo.description}")
+        create_table_artifact(
+            rows,
+            key=artifact_key("verify", *(f"{e}-{n}" for e, n in targets)) or "verify",
+            description=f"{'Deep' if deep else 'Quick'} verification of {repo.description}",
+        )
         logger.info(f"verified {len(rows)} backups in {len(targets)} targets: {len(failures)} problems")
         if failures:
             raise IntegrityError(f"{len(failures)} problems in {repo.description}: " + "; ".join(failures[:5]))

@@ -13,5 +13,14 @@ from tasks.restore import restore_and_compare
 from tasks.transfer import upload
 from tasks.verify import verify_checksum
 
-__all__ = ["archive_logs", "check_target", "dump", "finish_backup", "plan_backup", "prune",
-           "restore_and_compare", "upload", "verify_checksum"]
+__all__ = [
+    "archive_logs",
+    "check_target",
+    "dump",
+    "finish_backup",
+    "plan_backup",
+    "prune",
+    "restore_and_compare",
+    "upload",
+    "verify_checksum",
+]

@@ -22,8 +22,7 @@ def retry_only_transient(task, task_run, state) -> bool:
 SIDE_EFFECT_TASK = dict(
     cache_policy=NO_CACHE,
     retries=3,
-    retry_delay_seconds=exponential_backoff(
-        backoff_factor=float(os.environ.get("VAULTFLOW_RETRY_BACKOFF_S", "10"))),
+    retry_delay_seconds=exponential_backoff(backoff_factor=float(os.environ.get("VAULTFLOW_RETRY_BACKOFF_S", "10"))),
     retry_jitter_factor=0.2,
     retry_condition_fn=retry_only_transient,
 )

@@ -10,9 +10,15 @@ from vaultflow.manifest import Manifest
 
 
 @task(name="restore-and-compare", task_run_name="restore-{manifest.id}", **{**SIDE_EFFECT_TASK, "retries": 0})
-def restore_and_compare(engine, ctx: BackupContext, manifest: Manifest, into: str | None = None,
-                        overwrite: bool = False, databases: list[str] | None = None,
-                        options: RestoreOptions | None = None) -> RestoreResult:
+def restore_and_compare(
+    engine,
+    ctx: BackupContext,
+    manifest: Manifest,
+    into: str | None = None,
+    overwrite: bool = False,
+    databases: list[str] | None = None,
+    options: RestoreOptions | None = None,
+) -> RestoreResult:
     """Restore `manifest` (every object's sha256 checked while streaming) and compare the copy with
     the backup's fingerprints: RestoreResult.comparison says match or mismatch per table/key space.
     `options`: the engine's typed restore options (its `restore_options` model; None: defaults)."""

@@ -27,6 +27,8 @@ def prefect_api():
     from prefect.testing.utilities import prefect_test_harness
 
     # Heartbeats off (None; the setting cannot be unset through the environment).
-    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
-            prefect_test_harness(server_startup_timeout=120):
+    with (
+        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        prefect_test_harness(server_startup_timeout=120),
+    ):
         yield

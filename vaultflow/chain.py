@@ -58,7 +58,14 @@ L = TypeVar("L", bound=Link)
 
 # What went wrong at a link (ChainFault.problem).
 NO_PARENT, FULL_WITH_PARENT, LOOP, MISSING, UNREADABLE, WRONG_KIND, RULE = (
-    "no parent", "full with parent", "loop", "missing", "unreadable", "wrong kind", "rule")
+    "no parent",
+    "full with parent",
+    "loop",
+    "missing",
+    "unreadable",
+    "wrong kind",
+    "rule",
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +86,10 @@ class ChainFault:
     detail: str
 
     def error(self) -> ChainBrokenError:
-        return ChainBrokenError(f"cannot restore {self.start}: {self.detail}; restore another backup "
-                                "(a full one, or one whose chain is intact)")
+        return ChainBrokenError(
+            f"cannot restore {self.start}: {self.detail}; restore another backup "
+            "(a full one, or one whose chain is intact)"
+        )
 
     def reason(self) -> str:
         if self.problem == LOOP:
@@ -94,9 +103,13 @@ class ChainFault:
         return f"chain broken: {self.detail}"
 
 
-def walk(start: L, lookup: Callable[[str], L | None], *,
-         check_link: Callable[[L, L], str | None] | None = None,
-         unreadable: Callable[[str], str | None] | None = None) -> tuple[list[L], ChainFault | None]:
+def walk(
+    start: L,
+    lookup: Callable[[str], L | None],
+    *,
+    check_link: Callable[[L, L], str | None] | None = None,
+    unreadable: Callable[[str], str | None] | None = None,
+) -> tuple[list[L], ChainFault | None]:
     """Follow parent links from `start` to its full.
 
     `lookup(id)`: the backup with that id, or None. `unreadable(id)`: why a backup that lookup
@@ -111,8 +124,11 @@ def walk(start: L, lookup: Callable[[str], L | None], *,
     while True:
         if current.kind == BackupKind.FULL:
             if current.parent_id is not None:
-                return fault(current.parent_id, FULL_WITH_PARENT, f"full backup {current.id} names a parent "
-                             f"({current.parent_id}); a full backup has none")
+                return fault(
+                    current.parent_id,
+                    FULL_WITH_PARENT,
+                    f"full backup {current.id} names a parent ({current.parent_id}); a full backup has none",
+                )
             links.reverse()
             return links, None
         parent_id = current.parent_id
@@ -124,13 +140,19 @@ def walk(start: L, lookup: Callable[[str], L | None], *,
         if parent is None:
             why = unreadable(parent_id) if unreadable else None
             if why is not None:
-                return fault(parent_id, UNREADABLE, f"backup {parent_id} (the parent of {current.id}) is "
-                             f"unreadable ({why})")
-            return fault(parent_id, MISSING, f"backup {parent_id} (the parent of {current.id}) is missing "
-                         "from the repository")
+                return fault(
+                    parent_id, UNREADABLE, f"backup {parent_id} (the parent of {current.id}) is unreadable ({why})"
+                )
+            return fault(
+                parent_id, MISSING, f"backup {parent_id} (the parent of {current.id}) is missing from the repository"
+            )
         if current.kind == BackupKind.DIFFERENTIAL and parent.kind != BackupKind.FULL:
-            return fault(parent_id, WRONG_KIND, f"differential backup {current.id} rests on {parent_id}, a "
-                         f"{parent.kind.value} backup; a differential's parent is a full backup")
+            return fault(
+                parent_id,
+                WRONG_KIND,
+                f"differential backup {current.id} rests on {parent_id}, a "
+                f"{parent.kind.value} backup; a differential's parent is a full backup",
+            )
         broken = check_link(parent, current) if check_link else None
         if broken:
             return fault(parent_id, RULE, broken)
@@ -142,8 +164,10 @@ def walk(start: L, lookup: Callable[[str], L | None], *,
 def same_series(parent: Manifest, child: Manifest) -> str | None:
     """The generic rule of manifests: a chain is of one engine, target and mode."""
     if (parent.engine, parent.target, parent.mode) != (child.engine, child.target, child.mode):
-        return (f"parent {parent.id} of {child.id} is a {parent.mode} backup of {parent.engine}/{parent.target}, "
-                f"not a {child.mode} backup of {child.engine}/{child.target}")
+        return (
+            f"parent {parent.id} of {child.id} is a {parent.mode} backup of {parent.engine}/{parent.target}, "
+            f"not a {child.mode} backup of {child.engine}/{child.target}"
+        )
     return None
 
 
@@ -153,11 +177,13 @@ def manifest_rules(engine: str) -> Callable[[Manifest, Manifest], str | None]:
 
     def check(parent: Manifest, child: Manifest) -> str | None:
         return same_series(parent, child) or (rules.check_link(parent, child) if rules is not None else None)
+
     return check
 
 
-def resolve(manifest: Manifest, lookup: Callable[[str], Manifest | None],
-            unreadable: Callable[[str], str | None] | None = None) -> list[Manifest]:
+def resolve(
+    manifest: Manifest, lookup: Callable[[str], Manifest | None], unreadable: Callable[[str], str | None] | None = None
+) -> list[Manifest]:
     """[full, ..., manifest]: the chain a restore of `manifest` needs, every link checked by the
     generic rules and the engine's. ChainBrokenError naming the first broken link and what to do."""
     chain, broken = walk(manifest, lookup, check_link=manifest_rules(manifest.engine), unreadable=unreadable)
@@ -185,8 +211,13 @@ def with_ancestors(ids: Iterable[str], by_id: Mapping[str, L]) -> set[str]:
     return out
 
 
-def choose_parent(manifests: Sequence[Manifest], kind: BackupKind, target: str, misdated: Mapping[str, str],
-                  eligible: Callable[[Manifest], bool] = lambda m: True) -> Manifest:
+def choose_parent(
+    manifests: Sequence[Manifest],
+    kind: BackupKind,
+    target: str,
+    misdated: Mapping[str, str],
+    eligible: Callable[[Manifest], bool] = lambda m: True,
+) -> Manifest:
     """The parent of a new `kind` backup of `target`: the newest eligible backup (incremental)
     or the newest eligible full (differential), `manifests` oldest first.
 
@@ -194,11 +225,10 @@ def choose_parent(manifests: Sequence[Manifest], kind: BackupKind, target: str, 
     after its own child, and its place in time cannot be trusted. ChainBrokenError (the flow then
     takes a full) when nothing is eligible, naming what was skipped."""
     wanted = BackupKind.FULL if kind == BackupKind.DIFFERENTIAL else None
-    candidates = [m for m in manifests if m.id not in misdated and eligible(m)
-                  and (wanted is None or m.kind == wanted)]
+    candidates = [m for m in manifests if m.id not in misdated and eligible(m) and (wanted is None or m.kind == wanted)]
     if not candidates:
-        skipped = f" (skipped {len(misdated)} with a clock problem: {', '.join(sorted(misdated))})" \
-            if misdated else ""
-        raise ChainBrokenError(f"no {'full ' if wanted else ''}backup of {target} to build a "
-                               f"{kind.value} backup on{skipped}")
+        skipped = f" (skipped {len(misdated)} with a clock problem: {', '.join(sorted(misdated))})" if misdated else ""
+        raise ChainBrokenError(
+            f"no {'full ' if wanted else ''}backup of {target} to build a {kind.value} backup on{skipped}"
+        )
     return candidates[-1]

@@ -17,8 +17,13 @@ from rich.table import Table
 app = typer.Typer(help="Database backups as Prefect flows.", no_args_is_help=True, add_completion=False)
 console = Console()
 
-TargetOpt = typer.Option(..., "--target", "-t", help="Target block name: 'KIND-target/NAME' as `prefect block ls` "
-                         "shows it, or just NAME when one target kind alone has a block of that name.")
+TargetOpt = typer.Option(
+    ...,
+    "--target",
+    "-t",
+    help="Target block name: 'KIND-target/NAME' as `prefect block ls` "
+    "shows it, or just NAME when one target kind alone has a block of that name.",
+)
 RepoOpt = typer.Option(None, "--repository", "-r", help="BackupRepository block name.")
 RepoPathOpt = typer.Option(None, "--repo-path", help="A local directory to use as repository instead of a block.")
 
@@ -26,6 +31,7 @@ RepoPathOpt = typer.Option(None, "--repo-path", help="A local directory to use a
 def _repository(name: str | None, path: str | None):
     if path:
         from blocks import BackupRepository
+
         return BackupRepository(local_path=path)
     if name:
         return name
@@ -36,6 +42,7 @@ def _repository(name: str | None, path: str | None):
 def _one_line_errors():
     """A VaultflowError becomes one `error: ...` line and exit status 1, not a traceback."""
     from vaultflow.errors import VaultflowError
+
     try:
         yield
     except VaultflowError as exc:
@@ -47,19 +54,24 @@ def _one_line_errors():
 def _run(flow_fn, **params):
     """Run a flow in-process with a terminal progress bar; exit 1 with its message on failure."""
     from flows._support import TERMINAL_PROGRESS
+
     TERMINAL_PROGRESS["enabled"] = True
     with _one_line_errors():
         return flow_fn(**params)
 
 
 @app.command()
-def demo(workdir: str = typer.Option(".vaultflow-demo", help="Where the demo repository is kept."),
-         rows: int = typer.Option(5000, help="Generated employees besides Alice, Bob and Charlie.")):
+def demo(
+    workdir: str = typer.Option(".vaultflow-demo", help="Where the demo repository is kept."),
+    rows: int = typer.Option(5000, help="Generated employees besides Alice, Bob and Charlie."),
+):
     """Back up, drop, restore and compare an embedded PostgreSQL database and a Redis server."""
     import os
+
     # Prefect's ephemeral API gives up after 20 s by default; a busy 2-core host needs longer.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from vaultflow.demo import run_demo
+
     raise typer.Exit(run_demo(workdir, rows, console))
 
 
@@ -67,9 +79,12 @@ def demo(workdir: str = typer.Option(".vaultflow-demo", help="Where the demo rep
 def backup(target: str = TargetOpt, repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt):
     """Take a full backup of a target."""
     from flows.full_backup import full_backup
+
     result = _run(full_backup, target=target, repository=_repository(repository, repo_path))
-    console.print(f"backup [bold]{result['backup_id']}[/bold]: {result['stored_size'] / 1e6:.1f} MB stored "
-                  f"in {result['seconds']:.1f} s")
+    console.print(
+        f"backup [bold]{result['backup_id']}[/bold]: {result['stored_size'] / 1e6:.1f} MB stored "
+        f"in {result['seconds']:.1f} s"
+    )
 
 
 def _engine_restore_options() -> dict[str, tuple[Any, list[str]]]:
@@ -81,7 +96,7 @@ def _engine_restore_options() -> dict[str, tuple[Any, list[str]]]:
     options: dict[str, tuple[Any, list[str]]] = {}
     for name in registry.names():  # registry.restore_options: no engine (driver) import at CLI start
         model = registry.restore_options(name)
-        for field_name, field in (model.model_fields.items() if model is not None else ()):
+        for field_name, field in model.model_fields.items() if model is not None else ():
             options.setdefault(field_name, (field, []))[1].append(name)
     return options
 
@@ -90,8 +105,16 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _restore(target: str, repository: str | None, repo_path: str | None, backup_id: str,
-             into: str | None, overwrite: bool, database: list[str] | None, **engine_options: Any) -> None:
+def _restore(
+    target: str,
+    repository: str | None,
+    repo_path: str | None,
+    backup_id: str,
+    into: str | None,
+    overwrite: bool,
+    database: list[str] | None,
+    **engine_options: Any,
+) -> None:
     """Restore a backup: by default into a new place the target's engine names (a new database,
     a scratch server), or over `--into` with --overwrite. Engine options apply to their engine only."""
     import inspect
@@ -109,14 +132,23 @@ def _restore(target: str, repository: str | None, repo_path: str | None, backup_
         try:  # a value of the wrong shape is the option's fault, said before anything runs
             given[name] = TypeAdapter(field.annotation).validate_python(value)
         except ValidationError as exc:
-            raise typer.BadParameter(f"{value!r}: " + "; ".join(e['msg'] for e in exc.errors()),
-                                     param_hint=_flag(name)) from None
+            raise typer.BadParameter(
+                f"{value!r}: " + "; ".join(e["msg"] for e in exc.errors()), param_hint=_flag(name)
+            ) from None
     flat = set(inspect.signature(restore_flow.fn).parameters)
     params = {k: v for k, v in given.items() if k in flat}
     extra = {k: v for k, v in given.items() if k not in flat}
-    result = _run(restore_flow, target=target, repository=_repository(repository, repo_path), backup_id=backup_id,
-                  into=into, overwrite=overwrite, databases=database or None, **params,
-                  **({"options": extra} if extra else {}))
+    result = _run(
+        restore_flow,
+        target=target,
+        repository=_repository(repository, repo_path),
+        backup_id=backup_id,
+        into=into,
+        overwrite=overwrite,
+        databases=database or None,
+        **params,
+        **({"options": extra} if extra else {}),
+    )
     console.print(f"restored {result['backup_id']} -> {result['restored']} in {result['seconds']:.1f} s")
     for note in result.get("notes", []):
         console.print(f"note: {note}")
@@ -129,27 +161,50 @@ def _restore_command():
     generic = [
         inspect.Parameter("target", inspect.Parameter.KEYWORD_ONLY, default=TargetOpt, annotation=str),
         inspect.Parameter("repository", inspect.Parameter.KEYWORD_ONLY, default=RepoOpt, annotation=str | None),
-        inspect.Parameter("repo_path", inspect.Parameter.KEYWORD_ONLY, default=RepoPathOpt,
-                          annotation=str | None),
-        inspect.Parameter("backup_id", inspect.Parameter.KEYWORD_ONLY,
-                          default=typer.Option("latest", "--backup", "-b", help="Backup id, or 'latest'."),
-                          annotation=str),
-        inspect.Parameter("into", inspect.Parameter.KEYWORD_ONLY, annotation=str | None, default=typer.Option(
-            None, help="Where to restore, as the target's engine names it (a database name or data directory, "
-            "a directory, 'original' for the target server); default: a new place.")),
-        inspect.Parameter("overwrite", inspect.Parameter.KEYWORD_ONLY, annotation=bool, default=typer.Option(
-            False, "--overwrite", help="Replace `into` if it exists.")),
-        inspect.Parameter("database", inspect.Parameter.KEYWORD_ONLY, annotation=list[str] | None,
-                          default=typer.Option(None, "--database", "-d", help="Only these databases of the "
-                                               "backup, as its manifest names them.")),
+        inspect.Parameter("repo_path", inspect.Parameter.KEYWORD_ONLY, default=RepoPathOpt, annotation=str | None),
+        inspect.Parameter(
+            "backup_id",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option("latest", "--backup", "-b", help="Backup id, or 'latest'."),
+            annotation=str,
+        ),
+        inspect.Parameter(
+            "into",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=str | None,
+            default=typer.Option(
+                None,
+                help="Where to restore, as the target's engine names it (a database name or data directory, "
+                "a directory, 'original' for the target server); default: a new place.",
+            ),
+        ),
+        inspect.Parameter(
+            "overwrite",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=bool,
+            default=typer.Option(False, "--overwrite", help="Replace `into` if it exists."),
+        ),
+        inspect.Parameter(
+            "database",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=list[str] | None,
+            default=typer.Option(
+                None, "--database", "-d", help="Only these databases of the backup, as its manifest names them."
+            ),
+        ),
     ]
     engine = []
     for name, (field, engines) in _engine_restore_options().items():
         is_flag = field.annotation is bool
         help_text = f"{field.description or name} [{', '.join(engines)}]"
-        engine.append(inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, annotation=bool if is_flag else str | None,
-            default=typer.Option(False if is_flag else None, _flag(name), help=help_text)))
+        engine.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=bool if is_flag else str | None,
+                default=typer.Option(False if is_flag else None, _flag(name), help=help_text),
+            )
+        )
 
     def restore(**kwargs: Any) -> None:
         _restore(**kwargs)
@@ -169,6 +224,7 @@ def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoP
     terminal the table folds long cells; in a pipe or CI log it prints plain columns, whatever
     COLUMNS says."""
     from flows._support import load_repository
+
     with _one_line_errors():
         _, repo = load_repository(_repository(repository, repo_path))
         targets = repo.targets()
@@ -180,12 +236,22 @@ def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoP
         misdated = catalog.clock_problems()
         for m in catalog.manifests:
             why = misdated.get(m.id)
-            rows.append((f"{engine}/{target}", m.id, m.kind.value, m.parent_id or "",
-                         m.finished_at.strftime("%Y-%m-%d %H:%M:%S"), f"{m.stored_size / 1e6:.2f}",
-                         str(len(m.objects)), _clock_label(why) if why else "ok"))
+            rows.append(
+                (
+                    f"{engine}/{target}",
+                    m.id,
+                    m.kind.value,
+                    m.parent_id or "",
+                    m.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    f"{m.stored_size / 1e6:.2f}",
+                    str(len(m.objects)),
+                    _clock_label(why) if why else "ok",
+                )
+            )
             if why:
-                notes.append(f"{engine}/{target} {m.id}: {why}; retention holds it (no slot, not deleted) "
-                             "and 'latest' skips it")
+                notes.append(
+                    f"{engine}/{target} {m.id}: {why}; retention holds it (no slot, not deleted) and 'latest' skips it"
+                )
         for p in catalog.problems:
             rows.append((f"{engine}/{target}", p.key, "unreadable", p.message, "", "", "", ""))
     _print_table(header, rows)
@@ -219,51 +285,78 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 @app.command()
-def verify(repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt,
-           target: str | None = typer.Option(None, "--target", "-t"),
-           quick: bool = typer.Option(False, "--quick", help="Check sizes only, do not re-hash.")):
+def verify(
+    repository: str | None = RepoOpt,
+    repo_path: str | None = RepoPathOpt,
+    target: str | None = typer.Option(None, "--target", "-t"),
+    quick: bool = typer.Option(False, "--quick", help="Check sizes only, do not re-hash."),
+):
     """Re-read every object of every backup and check its checksum."""
     from flows.verify import verify as verify_flow
+
     result = _run(verify_flow, repository=_repository(repository, repo_path), target=target, deep=not quick)
     console.print(f"{result['backups']} backups checked, {len(result['problems'])} problems")
 
 
 @app.command()
-def prune(repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt,
-          target: str | None = typer.Option(None, "--target", "-t"),
-          dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan, delete nothing.")):
+def prune(
+    repository: str | None = RepoOpt,
+    repo_path: str | None = RepoPathOpt,
+    target: str | None = typer.Option(None, "--target", "-t"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan, delete nothing."),
+):
     """Apply the repository's retention policy."""
     from flows.prune import prune as prune_flow
+
     result = _run(prune_flow, repository=_repository(repository, repo_path), target=target, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
-    console.print(f"kept {len(result['kept'])}, {verb} {len(result['deleted'])} backups and "
-                  f"{result['orphan_objects']} orphaned objects")
+    console.print(
+        f"kept {len(result['kept'])}, {verb} {len(result['deleted'])} backups and "
+        f"{result['orphan_objects']} orphaned objects"
+    )
 
 
 @app.command()
-def drill(target: str = TargetOpt, repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt,
-          rto: float = typer.Option(900.0, help="Recovery time objective in seconds.")):
+def drill(
+    target: str = TargetOpt,
+    repository: str | None = RepoOpt,
+    repo_path: str | None = RepoPathOpt,
+    rto: float = typer.Option(900.0, help="Recovery time objective in seconds."),
+):
     """Restore the latest backup into scratch databases, compare, time it, drop them."""
     from flows.restore_drill import restore_drill
+
     result = _run(restore_drill, target=target, repository=_repository(repository, repo_path), rto_objective_s=rto)
     console.print(f"drill of {result['backup_id']}: {result['tables']} tables match, {result['seconds']:.1f} s")
 
 
 @app.command()
-def upload(repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt,
-           to: str | None = typer.Option(None, "--to", help="Destination BackupRepository block name."),
-           to_path: str | None = typer.Option(None, "--to-path", help="A local directory as destination."),
-           target: str | None = typer.Option(None, "--target", "-t", help="Only this target's backups."),
-           backup_id: str | None = typer.Option(None, "--backup", "-b", help="Only this backup ('latest' or "
-                                                   "an id) and the parents it needs.")):
+def upload(
+    repository: str | None = RepoOpt,
+    repo_path: str | None = RepoPathOpt,
+    to: str | None = typer.Option(None, "--to", help="Destination BackupRepository block name."),
+    to_path: str | None = typer.Option(None, "--to-path", help="A local directory as destination."),
+    target: str | None = typer.Option(None, "--target", "-t", help="Only this target's backups."),
+    backup_id: str | None = typer.Option(
+        None, "--backup", "-b", help="Only this backup ('latest' or an id) and the parents it needs."
+    ),
+):
     """Copy backups the destination lacks (objects verified, manifest last; resumes an interrupted copy)."""
     from flows.upload import upload as upload_flow
+
     if bool(to) == bool(to_path):
         raise typer.BadParameter("give exactly one of --to NAME and --to-path DIR", param_hint="--to")
-    result = _run(upload_flow, source=_repository(repository, repo_path), destination=_repository(to, to_path),
-                  target=target, backup_id=backup_id)
-    console.print(f"copied {len(result['copied'])} backups ({result['objects_sent']} objects, "
-                  f"{result['bytes_sent'] / 1e6:.1f} MB); {result['objects_skipped']} objects already there")
+    result = _run(
+        upload_flow,
+        source=_repository(repository, repo_path),
+        destination=_repository(to, to_path),
+        target=target,
+        backup_id=backup_id,
+    )
+    console.print(
+        f"copied {len(result['copied'])} backups ({result['objects_sent']} objects, "
+        f"{result['bytes_sent'] / 1e6:.1f} MB); {result['objects_skipped']} objects already there"
+    )
 
 
 def _engine_commands() -> None:

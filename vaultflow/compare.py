@@ -71,8 +71,9 @@ class Comparison:
         return f"{len(self.mismatches)} of {what} differ: {names}{note}"
 
 
-def compare_database(database: str, expected: dict[str, Fingerprint],
-                     actual: dict[str, Fingerprint]) -> list[TableComparison]:
+def compare_database(
+    database: str, expected: dict[str, Fingerprint], actual: dict[str, Fingerprint]
+) -> list[TableComparison]:
     result: list[TableComparison] = []
     for table in sorted(set(expected) | set(actual)):
         exp, act = expected.get(table), actual.get(table)
@@ -82,6 +83,5 @@ def compare_database(database: str, expected: dict[str, Fingerprint],
             status = "missing"
         else:
             status = "match" if exp == act else "mismatch"
-        result.append(TableComparison(database, table, exp.count if exp else None,
-                                      act.count if act else None, status))
+        result.append(TableComparison(database, table, exp.count if exp else None, act.count if act else None, status))
     return result

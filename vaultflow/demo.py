@@ -54,7 +54,9 @@ def create_demo_database(pg, rows: int) -> None:
         f"salary NUMERIC); INSERT INTO employees (name, position, salary) VALUES {SEED_ROWS}; "
         "INSERT INTO employees (name, position, salary) SELECT 'Employee ' || g, "
         "(ARRAY['Engineer','Analyst','Designer','Support','Sales'])[1 + g % 5], 40000 + (g * 37) % 60000 "
-        f"FROM generate_series(1, {int(rows)}) g", dbname="backup_demo")
+        f"FROM generate_series(1, {int(rows)}) g",
+        dbname="backup_demo",
+    )
 
 
 @contextmanager
@@ -90,14 +92,23 @@ def _run_demo(workdir: str, rows: int, console: Console) -> int:
 
     repo_dir = Path(workdir).resolve() / "repository"
     repo_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="vaultflow-demo-") as tmp, \
-            running_postgres(embedded_bin_dir(), Path(tmp)) as pg:
+    with (
+        tempfile.TemporaryDirectory(prefix="vaultflow-demo-") as tmp,
+        running_postgres(embedded_bin_dir(), Path(tmp)) as pg,
+    ):
         console.print(f"embedded PostgreSQL {pg.version} on {pg.host}:{pg.port}")
         create_demo_database(pg, rows)
-        before = pg.execute("SELECT name, position, salary::text FROM employees WHERE id <= 3 ORDER BY id",
-                            dbname="backup_demo")
-        target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, databases=["backup_demo"],
-                                target_name="demo", bin_dir=str(pg.client_bin_dir))
+        before = pg.execute(
+            "SELECT name, position, salary::text FROM employees WHERE id <= 3 ORDER BY id", dbname="backup_demo"
+        )
+        target = PostgresTarget(
+            host=pg.host,
+            port=pg.port,
+            user=pg.user,
+            databases=["backup_demo"],
+            target_name="demo",
+            bin_dir=str(pg.client_bin_dir),
+        )
         repository = BackupRepository(local_path=str(repo_dir))
         backup = full_backup(target=target, repository=repository)
         pg.execute("DROP DATABASE backup_demo")
@@ -105,23 +116,32 @@ def _run_demo(workdir: str, rows: int, console: Console) -> int:
         t0 = time.monotonic()
         restored = restore(target=target, repository=repository, backup_id=backup["backup_id"], into="backup_demo")
         restore_seconds = time.monotonic() - t0
-        after = pg.execute("SELECT name, position, salary::text FROM employees WHERE id <= 3 ORDER BY id",
-                           dbname="backup_demo")
+        after = pg.execute(
+            "SELECT name, position, salary::text FROM employees WHERE id <= 3 ORDER BY id", dbname="backup_demo"
+        )
     same = before == after and all(r["status"] == "match" for r in restored["comparison"])
     redis_ok, redis_rows = run_redis_demo(repository, rows, console)
     report = Table(title="vaultflow demo", show_header=False)
     report.add_row("backup id", backup["backup_id"])
     report.add_row("size", f"{backup['raw_size'] / 1e6:.2f} MB dumped -> {backup['stored_size'] / 1e6:.2f} MB stored")
     report.add_row("backup duration", f"{backup['seconds']:.2f} s")
-    report.add_row("restore time", f"{restore_seconds:.2f} s (flow), {restored['seconds']:.2f} s (pg_restore + compare)")
-    report.add_row("comparison", "; ".join(f"{r['table']}: {r['expected_rows']} rows, {r['status']}"
-                                            for r in restored["comparison"]) + f"; seed rows {'identical' if before == after else 'DIFFER'}")
+    report.add_row(
+        "restore time", f"{restore_seconds:.2f} s (flow), {restored['seconds']:.2f} s (pg_restore + compare)"
+    )
+    report.add_row(
+        "comparison",
+        "; ".join(f"{r['table']}: {r['expected_rows']} rows, {r['status']}" for r in restored["comparison"])
+        + f"; seed rows {'identical' if before == after else 'DIFFER'}",
+    )
     report.add_row("files", str(repo_dir / "postgres" / "demo" / "backups" / backup["backup_id"]))
     for name, value in redis_rows:
         report.add_row(name, value)
     report.add_row("list them", f".venv/bin/vaultflow list --repo-path {repo_dir}")
-    report.add_row("Prefect UI", "run `.venv/bin/prefect server start`, then `PREFECT_API_URL=http://127.0.0.1:4200/api "
-                   "make demo` and open http://127.0.0.1:4200 (runs, events, the catalog artifact)")
+    report.add_row(
+        "Prefect UI",
+        "run `.venv/bin/prefect server start`, then `PREFECT_API_URL=http://127.0.0.1:4200/api "
+        "make demo` and open http://127.0.0.1:4200 (runs, events, the catalog artifact)",
+    )
     console.print(report)
     ok = same and redis_ok
     console.print("[green]demo OK[/green]" if ok else "[red]demo FAILED: restored data differs[/red]")
@@ -140,8 +160,7 @@ def run_redis_demo(repository, rows: int, console: Console) -> tuple[bool, list[
         conn = server.client()
         console.print(f"redis-server {conn.info('server')['redis_version']} on {server.where}")
         fill_redis(conn, max(rows * 10, 1000))
-        target = RedisTarget(host=server.host, port=server.port, data_dir=str(server.directory),
-                             target_name="demo")
+        target = RedisTarget(host=server.host, port=server.port, data_dir=str(server.directory), target_name="demo")
         full = full_backup(target=target, repository=repository)
         conn.set("user:1003", "Dana")
         conn.incrby("counter:logins", 42)
@@ -151,18 +170,29 @@ def run_redis_demo(repository, rows: int, console: Console) -> tuple[bool, list[
         conn.flushall()
         console.print("flushed every key of the demo redis-server")
         t0 = time.monotonic()
-        restored = restore(target=target, repository=repository, backup_id=incremental["backup_id"],
-                           into="original", overwrite=True)
+        restored = restore(
+            target=target, repository=repository, backup_id=incremental["backup_id"], into="original", overwrite=True
+        )
         seconds = time.monotonic() - t0
         actual = {key: conn.get(key) for key in expected}
         keys_after = conn.dbsize()
-    ok = actual == expected and keys_after == keys_before and \
-        all(r["status"] == "match" for r in restored["comparison"])
+    ok = (
+        actual == expected and keys_after == keys_before and all(r["status"] == "match" for r in restored["comparison"])
+    )
     return ok, [
-        ("redis full", f"{full['backup_id']}: {full['raw_size'] / 1e6:.2f} MB -> {full['stored_size'] / 1e6:.2f} MB "
-                       f"in {full['seconds']:.2f} s"),
-        ("redis incremental", f"{incremental['backup_id']}: {incremental['stored_size'] / 1e3:.1f} kB stored "
-                              f"({incremental['kind']}, parent {incremental['parent_id']})"),
-        ("redis restore", f"{keys_after} of {keys_before} keys back in {seconds:.2f} s (flow); seed keys "
-                          f"{'identical' if actual == expected else 'DIFFER'}"),
+        (
+            "redis full",
+            f"{full['backup_id']}: {full['raw_size'] / 1e6:.2f} MB -> {full['stored_size'] / 1e6:.2f} MB "
+            f"in {full['seconds']:.2f} s",
+        ),
+        (
+            "redis incremental",
+            f"{incremental['backup_id']}: {incremental['stored_size'] / 1e3:.1f} kB stored "
+            f"({incremental['kind']}, parent {incremental['parent_id']})",
+        ),
+        (
+            "redis restore",
+            f"{keys_after} of {keys_before} keys back in {seconds:.2f} s (flow); seed keys "
+            f"{'identical' if actual == expected else 'DIFFER'}",
+        ),
     ]

@@ -60,11 +60,17 @@ def running_demo_servers(workdir: Path) -> Iterator[DemoServers]:
     spool_parent = Path(tempfile.mkdtemp(prefix="vaultflow-demo-wal-", dir="/tmp"))
     give_to_service_user(spool_parent)
     spool = spool_parent / "spool"  # wal-push creates it (0700) on the first segment
-    settings = {"archive_mode": "on", "archive_timeout": "300", "summarize_wal": "on",
-                "archive_command": service_user_python().command("push", "%p", "--spool", str(spool))}
+    settings = {
+        "archive_mode": "on",
+        "archive_timeout": "300",
+        "summarize_wal": "on",
+        "archive_command": service_user_python().command("push", "%p", "--spool", str(spool)),
+    }
     try:
-        with running_postgres(embedded_bin_dir(), workdir, settings=settings, name="demo") as pg, \
-                running_redis(name="demo") as redis:
+        with (
+            running_postgres(embedded_bin_dir(), workdir, settings=settings, name="demo") as pg,
+            running_redis(name="demo") as redis,
+        ):
             yield DemoServers(pg, spool, redis)
     finally:
         shutil.rmtree(spool_parent, ignore_errors=True)
@@ -80,8 +86,12 @@ def demo_blocks(servers: DemoServers, repository_path: Path) -> dict[str, Any]:
     return {
         "postgres-target/demo": PostgresTarget(**common, databases=["backup_demo"]),
         "postgres-target/demo-physical": PostgresTarget(
-            **common, mode="physical", wal_spool=str(servers.spool), server_bin_dir=str(pg.bin_dir),
-            restore_os_user=SERVICE_USER if running_as_root() else None),
+            **common,
+            mode="physical",
+            wal_spool=str(servers.spool),
+            server_bin_dir=str(pg.bin_dir),
+            restore_os_user=SERVICE_USER if running_as_root() else None,
+        ),
         "redis-target/demo": RedisTarget(host=redis.host, port=redis.port, data_dir=str(redis.directory)),
         "backup-repository/demo": BackupRepository(local_path=str(repository_path)),
         # demo-daily-upload's destination; in production a repository with an S3 bucket
@@ -100,9 +110,11 @@ def require_api() -> str:
 
     url = PREFECT_API_URL.value()
     if not url:
-        raise ConfigError("python -m vaultflow.demo_setup saves blocks that a worker must find: start a Prefect "
-                          "server (`prefect server start`) and set PREFECT_API_URL (e.g. "
-                          "http://127.0.0.1:4200/api), then run it again")
+        raise ConfigError(
+            "python -m vaultflow.demo_setup saves blocks that a worker must find: start a Prefect "
+            "server (`prefect server start`) and set PREFECT_API_URL (e.g. "
+            "http://127.0.0.1:4200/api), then run it again"
+        )
     return url
 
 
@@ -127,20 +139,34 @@ def main(argv: list[str] | None = None) -> int:
         fill_redis(servers.redis.client(), max(args.rows * 10, 1000))
         blocks = demo_blocks(servers, workdir / "repository")
         save_demo_blocks(blocks)
-        state = {"api": api, "repository": str(workdir / "repository"), "spool": str(servers.spool),
-                 "postgres": {"host": servers.pg.host, "port": servers.pg.port, "user": servers.pg.user,
-                              "version": servers.pg.version},
-                 "redis": {"host": servers.redis.host, "port": servers.redis.port,
-                           "data_dir": str(servers.redis.directory)},
-                 "blocks": sorted(blocks)}
+        state = {
+            "api": api,
+            "repository": str(workdir / "repository"),
+            "spool": str(servers.spool),
+            "postgres": {
+                "host": servers.pg.host,
+                "port": servers.pg.port,
+                "user": servers.pg.user,
+                "version": servers.pg.version,
+            },
+            "redis": {"host": servers.redis.host, "port": servers.redis.port, "data_dir": str(servers.redis.directory)},
+            "blocks": sorted(blocks),
+        }
         state_file = workdir / "demo-servers.json"
         state_file.write_text(json.dumps(state, indent=2) + "\n")
-        print("\n".join([f"saved blocks {', '.join(sorted(blocks))} in {api}",
-                         f"PostgreSQL {servers.pg.version} on {servers.pg.host}:{servers.pg.port} "
-                         f"(WAL spool {servers.spool}), redis-server on {servers.redis.where}",
-                         "next: prefect work-pool create vaultflow --type process; prefect deploy --all; "
-                         "VAULTFLOW_HOME=$PWD prefect worker start --pool vaultflow",
-                         f"{READY_LINE} ({state_file}); Ctrl-C stops the servers"]), flush=True)
+        print(
+            "\n".join(
+                [
+                    f"saved blocks {', '.join(sorted(blocks))} in {api}",
+                    f"PostgreSQL {servers.pg.version} on {servers.pg.host}:{servers.pg.port} "
+                    f"(WAL spool {servers.spool}), redis-server on {servers.redis.where}",
+                    "next: prefect work-pool create vaultflow --type process; prefect deploy --all; "
+                    "VAULTFLOW_HOME=$PWD prefect worker start --pool vaultflow",
+                    f"{READY_LINE} ({state_file}); Ctrl-C stops the servers",
+                ]
+            ),
+            flush=True,
+        )
         try:
             while True:
                 signal.pause()

@@ -42,8 +42,10 @@ def encode_name(name: str, what: str = "name") -> str:
             out.append(f"%{byte:02X}")
     segment = "".join(out)
     if len(segment) > MAX_SEGMENT:
-        raise ConfigError(f"the {what} {name!r} is too long for a repository key ({len(segment)} bytes once "
-                          f"encoded, at most {MAX_SEGMENT}): choose a shorter one")
+        raise ConfigError(
+            f"the {what} {name!r} is too long for a repository key ({len(segment)} bytes once "
+            f"encoded, at most {MAX_SEGMENT}): choose a shorter one"
+        )
     return segment
 
 
@@ -56,7 +58,7 @@ def decode_name(segment: str) -> str:
     i = 0
     while i < len(segment):
         if segment[i] == "%":
-            raw.append(int(segment[i + 1:i + 3], 16))
+            raw.append(int(segment[i + 1 : i + 3], 16))
             i += 3
         else:
             raw.append(ord(segment[i]))

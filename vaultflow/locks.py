@@ -101,8 +101,14 @@ class LockRecord:
 
     def document(self) -> dict[str, Any]:
         """The JSON object stored at `key`."""
-        return {"purpose": self.purpose, "exclusive": self.exclusive, "host": self.host, "pid": self.pid,
-                "holder": self.holder, "time": self.time.isoformat() if self.time else None}
+        return {
+            "purpose": self.purpose,
+            "exclusive": self.exclusive,
+            "host": self.host,
+            "pid": self.pid,
+            "holder": self.holder,
+            "time": self.time.isoformat() if self.time else None,
+        }
 
 
 def holder_alive(record: Mapping[str, Any]) -> bool:
@@ -122,8 +128,7 @@ def holder_alive(record: Mapping[str, Any]) -> bool:
 
 def conflicts(purpose: str, exclusive: bool, other: LockRecord) -> bool:
     """True when a `purpose` lock (exclusive or shared) may not be held beside `other`."""
-    return (exclusive or other.exclusive
-            or (purpose == other.purpose and purpose in ONE_AT_A_TIME))
+    return exclusive or other.exclusive or (purpose == other.purpose and purpose in ONE_AT_A_TIME)
 
 
 def read_locks(store: Store, directory: str) -> list[LockRecord]:
@@ -142,13 +147,22 @@ def read_locks(store: Store, directory: str) -> list[LockRecord]:
                 moment = moment.replace(tzinfo=UTC)
             purpose = str(doc.get("purpose") or (named and named["purpose"]) or "unknown")
             # Locks written before shared/exclusive existed were backup locks: shared.
-            records.append(LockRecord(info.key, purpose, bool(doc.get("exclusive", False)), doc.get("host"),
-                                      doc.get("pid"), doc.get("holder"), moment, info.modified))
+            records.append(
+                LockRecord(
+                    info.key,
+                    purpose,
+                    bool(doc.get("exclusive", False)),
+                    doc.get("host"),
+                    doc.get("pid"),
+                    doc.get("holder"),
+                    moment,
+                    info.modified,
+                )
+            )
         except NotFoundError:
             continue  # released meanwhile
         except (ValueError, KeyError, TypeError, AttributeError):
-            records.append(LockRecord(info.key, named["purpose"] if named else "unknown", True,
-                                      modified=info.modified))
+            records.append(LockRecord(info.key, named["purpose"] if named else "unknown", True, modified=info.modified))
     return records
 
 
@@ -167,8 +181,7 @@ class HeldLock:
     `key` is its store key. `lost` is None while the lock holds, else why it was lost.
     """
 
-    def __init__(self, store: Store, record: LockRecord, settings: LockSettings,
-                 log: Callable[[str], Any] = print):
+    def __init__(self, store: Store, record: LockRecord, settings: LockSettings, log: Callable[[str], Any] = print):
         self.store, self.record, self.settings, self.log = store, record, settings, log
         self.key = record.key
         self.lost: str | None = None
@@ -275,8 +288,15 @@ class LockRequest:
         if blocking is not None:
             return blocking
         holder = uuid.uuid4().hex
-        record = LockRecord(f"{self.directory}{self.purpose}-{holder}.json", self.purpose, self.exclusive,
-                            socket.gethostname(), os.getpid(), holder, now)
+        record = LockRecord(
+            f"{self.directory}{self.purpose}-{holder}.json",
+            self.purpose,
+            self.exclusive,
+            socket.gethostname(),
+            os.getpid(),
+            holder,
+            now,
+        )
         put_bytes(self.store, record.key, json.dumps(record.document()).encode())
         try:
             time.sleep(self.settings.settle.total_seconds())
@@ -298,7 +318,9 @@ class LockRequest:
             f"{self.subject} is locked by {blocking.describe()}, so this "
             f"{self.purpose} ({'exclusive' if self.exclusive else 'shared'}) cannot start; waited {waited:.0f} s "
             f"(the repository's lock_wait). The run is retried. If that run died, its lock goes stale at "
-            f"{until}, or delete {blocking.key} from {self.where}", blocking)
+            f"{until}, or delete {blocking.key} from {self.where}",
+            blocking,
+        )
 
 
 def acquire(request: LockRequest) -> HeldLock:
@@ -320,8 +342,10 @@ def acquire(request: LockRequest) -> HeldLock:
         if remaining <= 0:
             raise request.error(result, time.monotonic() - started)
         if not announced:
-            request.log(f"{request.subject} is locked by {result.describe()}; waiting up to "
-                        f"{settings.wait.total_seconds():.0f} s for it")
+            request.log(
+                f"{request.subject} is locked by {result.describe()}; waiting up to "
+                f"{settings.wait.total_seconds():.0f} s for it"
+            )
             announced = True
         time.sleep(min(pause * random.uniform(1.0, 1.5), remaining))
         pause = min(pause * 2, settings.retry_max.total_seconds())

@@ -91,10 +91,16 @@ class ShipReport:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able: every field above by its name (flow results, event payloads)."""
-        return {"shipped": list(self.shipped), "already_stored": list(self.already_stored),
-                "remaining": self.remaining, "lag_units": self.lag_units, "lag_seconds": self.lag_seconds,
-                "raw_bytes": self.raw_bytes, "stored_bytes": self.stored_bytes,
-                "max_lag_units": self.max_lag_units}
+        return {
+            "shipped": list(self.shipped),
+            "already_stored": list(self.already_stored),
+            "remaining": self.remaining,
+            "lag_units": self.lag_units,
+            "lag_seconds": self.lag_seconds,
+            "raw_bytes": self.raw_bytes,
+            "stored_bytes": self.stored_bytes,
+            "max_lag_units": self.max_lag_units,
+        }
 
 
 @dataclass(frozen=True)
@@ -238,8 +244,9 @@ class LogArchiveFactory(Protocol):
     Whether a target can archive its log at all is its settings' rule (TargetSettings.misfit
     for 'archive-logs', and 'archive-logs' in strategy_fits), like every strategy's."""
 
-    def __call__(self, repository: Any, target: str, settings: Any = None, *,
-                 spool_dir: str | None = None) -> LogArchive:
+    def __call__(
+        self, repository: Any, target: str, settings: Any = None, *, spool_dir: str | None = None
+    ) -> LogArchive:
         """`repository`: a vaultflow Repository; `settings`: the target's settings (its block;
         None: the archive can be read, verified and pruned but not shipped); `spool_dir`
         overrides where the server leaves units for shipping (engines that read the log from
@@ -254,8 +261,9 @@ def log_archive_factory(engine: str) -> LogArchiveFactory | None:
     return cast("LogArchiveFactory | None", registry.spec(engine).log_archive)
 
 
-def open_log_archive(engine: str, repository: Any, target: str, settings: Any = None, *,
-                     spool_dir: str | None = None) -> LogArchive | None:
+def open_log_archive(
+    engine: str, repository: Any, target: str, settings: Any = None, *, spool_dir: str | None = None
+) -> LogArchive | None:
     """The archive of `target` (an `engine` target) in `repository`; None when the engine has
     no continuous log archive (nothing to ship, check or prune: callers skip it)."""
     factory = log_archive_factory(engine)
@@ -276,9 +284,14 @@ def ship_failure(error: BaseException) -> tuple[str | None, ShipReport | None]:
     return getattr(error, "unit", None), getattr(error, "ship_report", None)
 
 
-def ship_following(archive: LogArchive, follow_seconds: float = 0.0, *, poll_seconds: float = 0.5,
-                   clock: Callable[[], float] = time.monotonic,
-                   sleep: Callable[[float], None] = time.sleep) -> ShipReport:
+def ship_following(
+    archive: LogArchive,
+    follow_seconds: float = 0.0,
+    *,
+    poll_seconds: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ShipReport:
     """Ship once, then keep shipping for `follow_seconds` (polling every `poll_seconds` while
     nothing arrives; after shipping something, at once). The report adds up every run's
     shipped units and bytes, ends with the last run's lag, and `max_lag_units` is the largest

@@ -41,11 +41,11 @@ class BackupMode(StrEnum):
     """How a backup copies its data; every engine's modes. A chain (full and its incrementals /
     differentials) has one mode."""
 
-    LOGICAL = "logical"    # PostgreSQL pg_dump per database; MongoDB archive + oplog slices
+    LOGICAL = "logical"  # PostgreSQL pg_dump per database; MongoDB archive + oplog slices
     PHYSICAL = "physical"  # PostgreSQL pg_basebackup (17+ native incrementals, 15/16 file-level)
-    RDB = "rdb"            # Redis RDB snapshot (full only)
-    AOF = "aof"            # Redis AOF-anchored full + AOF increments
-    NATIVE = "native"      # ClickHouse BACKUP ... TO Disk (base_backup for incrementals)
+    RDB = "rdb"  # Redis RDB snapshot (full only)
+    AOF = "aof"  # Redis AOF-anchored full + AOF increments
+    NATIVE = "native"  # ClickHouse BACKUP ... TO Disk (base_backup for incrementals)
 
 
 ID_TIME_FORMAT = "%Y%m%dT%H%M%S"
@@ -63,9 +63,7 @@ def parse_backup_id(backup_id: str) -> tuple[datetime, BackupKind]:
         kind = {"F": BackupKind.FULL, "I": BackupKind.INCREMENTAL, "D": BackupKind.DIFFERENTIAL}[suffix]
         when = datetime.strptime(stamp, ID_TIME_FORMAT + ".%fZ").replace(tzinfo=UTC)
     except (ValueError, KeyError) as exc:
-        raise VaultflowError(
-            f"{backup_id!r} is not a backup id (expected e.g. 20261126T020000.000Z-F)"
-        ) from exc
+        raise VaultflowError(f"{backup_id!r} is not a backup id (expected e.g. 20261126T020000.000Z-F)") from exc
     return when, kind
 
 
@@ -96,8 +94,10 @@ class Fingerprint(Strict):
 
     count: int = Field(description="how many: a table's rows, a Redis db's keys, a collection's documents")
     digest: str = Field(description="order-independent digest of the unit's content (`method` says how)")
-    method: str = Field(description="how count and digest were computed, engine-defined: PostgreSQL 'record', "
-                        "'record+text', 'text'; Redis 'count', 'debug-digest'")
+    method: str = Field(
+        description="how count and digest were computed, engine-defined: PostgreSQL 'record', "
+        "'record+text', 'text'; Redis 'count', 'debug-digest'"
+    )
 
     @property
     def rows(self) -> int:
@@ -123,8 +123,10 @@ class Consistency(Strict):
         """`manifest.consistency` as this model. RefusedError naming the backup when it is
         another one (e.g. a logical backup given to a physical restore)."""
         if not isinstance(manifest.consistency, cls):
-            raise RefusedError(f"backup {manifest.id} is a {manifest.mode} backup ({manifest.consistency.type}), "
-                               f"not {cls.model_fields['type'].default or cls.__name__}")
+            raise RefusedError(
+                f"backup {manifest.id} is a {manifest.mode} backup ({manifest.consistency.type}), "
+                f"not {cls.model_fields['type'].default or cls.__name__}"
+            )
         return manifest.consistency
 
 
@@ -158,11 +160,14 @@ class Manifest(Strict):
     started_at: datetime
     finished_at: datetime
     consistency: SerializeAsAny[Consistency] = Field(
-        description="the engine's consistency point: the model of this engine whose `type` it names")
+        description="the engine's consistency point: the model of this engine whose `type` it names"
+    )
     objects: list[StoredObject]
     fingerprints: dict[str, dict[str, Fingerprint]] = Field(
-        default_factory=dict, description="group (database, Redis db) -> unit (table, 'keys', collection) -> "
-        "fingerprint, at the consistency point")
+        default_factory=dict,
+        description="group (database, Redis db) -> unit (table, 'keys', collection) -> "
+        "fingerprint, at the consistency point",
+    )
     server_version: str | None = None
     tool_versions: dict[str, str] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
@@ -177,8 +182,10 @@ class Manifest(Strict):
             return value  # the engine field failed: its own error is reported
         if isinstance(value, Consistency):  # checked against the engine's models once it is registered
             if engine in registry.names() and type(value) not in registry.spec(engine).consistency:
-                raise ValueError(f"{type(value).__name__} is not a consistency model of engine {engine} "
-                                 "(list it in the engine's EngineSpec.consistency)")
+                raise ValueError(
+                    f"{type(value).__name__} is not a consistency model of engine {engine} "
+                    "(list it in the engine's EngineSpec.consistency)"
+                )
             return value
         if not isinstance(value, dict):
             raise ValueError("consistency must be an object with a 'type'")
@@ -187,8 +194,9 @@ class Manifest(Strict):
     @model_validator(mode="after")
     def _mode_matches(self) -> Manifest:
         if self.consistency.MODE != self.mode:
-            raise ValueError(f"consistency {self.consistency.type} belongs to {self.consistency.MODE} backups, "
-                             f"not {self.mode} ones")
+            raise ValueError(
+                f"consistency {self.consistency.type} belongs to {self.consistency.MODE} backups, not {self.mode} ones"
+            )
         return self
 
     @property

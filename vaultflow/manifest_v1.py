@@ -38,8 +38,10 @@ def upgrade_v1(doc: dict[str, Any]) -> dict[str, Any]:
     engine, mode = new.get("engine"), new.setdefault("mode", "logical")
     kind = V1_CONSISTENCY_TYPES.get((engine, mode))
     if kind is None:
-        raise ValueError(f"version 1 manifests of engine {engine!r} with mode {mode!r} do not exist "
-                         f"(version 1 knew {', '.join('/'.join(k) for k in V1_CONSISTENCY_TYPES)})")
+        raise ValueError(
+            f"version 1 manifests of engine {engine!r} with mode {mode!r} do not exist "
+            f"(version 1 knew {', '.join('/'.join(k) for k in V1_CONSISTENCY_TYPES)})"
+        )
     consistency = dict(new.get("consistency") or {})
     consistency["type"] = kind
     if kind in V1_DEFAULT_METHOD:
@@ -47,15 +49,17 @@ def upgrade_v1(doc: dict[str, Any]) -> dict[str, Any]:
     properties = new.pop("database_properties", None)
     if properties is not None:
         if kind != "postgres-logical":
-            raise ValueError(f"database_properties on a {engine}/{mode} backup (only PostgreSQL logical "
-                             "backups record them)")
+            raise ValueError(
+                f"database_properties on a {engine}/{mode} backup (only PostgreSQL logical backups record them)"
+            )
         consistency["database_properties"] = properties
     new["consistency"] = consistency
     fingerprints = new.get("fingerprints") or {}
     if not isinstance(fingerprints, dict) or not all(isinstance(units, dict) for units in fingerprints.values()):
         raise ValueError("fingerprints must map each database to an object of units")
-    new["fingerprints"] = {group: {unit: _fingerprint(value) for unit, value in units.items()}
-                           for group, units in fingerprints.items()}
+    new["fingerprints"] = {
+        group: {unit: _fingerprint(value) for unit, value in units.items()} for group, units in fingerprints.items()
+    }
     return new
 
 

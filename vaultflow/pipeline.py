@@ -136,17 +136,26 @@ class StderrTail:
 class Producer:
     """A child process whose stdout is a data source; `read` raises ToolError if it failed."""
 
-    def __init__(self, cmd: Sequence[str], env: Mapping[str, str] | None = None,
-                 on_stderr: Callable[[str], None] | None = None, stdin_data: bytes | None = None,
-                 pass_fds: Sequence[int] = ()):
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        on_stderr: Callable[[str], None] | None = None,
+        stdin_data: bytes | None = None,
+        pass_fds: Sequence[int] = (),
+    ):
         """`stdin_data`: written to the child's stdin, then closed (e.g. a password for
         `redis-cli --askpass`: a pipe is neither argv nor environment). `pass_fds`: descriptors
         the child inherits (e.g. the memfd passfile of pg_client.client_env)."""
         self.cmd = list(cmd)
         self.proc = tied_popen(  # dies with the run: a killed backup leaves no dump running
-            self.cmd, stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=dict(env) if env is not None else None, bufsize=0, pass_fds=tuple(pass_fds),
+            self.cmd,
+            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            bufsize=0,
+            pass_fds=tuple(pass_fds),
         )
         self.stderr = StderrTail(self.proc.stderr, on_line=on_stderr)
         if stdin_data is not None:
@@ -165,9 +174,7 @@ class Producer:
     def finish(self) -> None:
         code = self.proc.wait()
         if code != 0:
-            raise ToolError(
-                f"{os.path.basename(self.cmd[0])} exited with status {code}: {self.stderr.text()}"
-            )
+            raise ToolError(f"{os.path.basename(self.cmd[0])} exited with status {code}: {self.stderr.text()}")
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -182,9 +189,16 @@ class WrittenObject:
     sha256: str
 
 
-def compress_into_store(source: Readable, store: Store, key: str, *, level: int = 3,
-                        threads: int = -1, size_hint: int | None = None,
-                        progress: ProgressCallback | None = None) -> WrittenObject:
+def compress_into_store(
+    source: Readable,
+    store: Store,
+    key: str,
+    *,
+    level: int = 3,
+    threads: int = -1,
+    size_hint: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> WrittenObject:
     """Compress `source` with zstd and store it under `key`, hashing the stored bytes."""
     raw = CountingReader(source, progress)
     compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
@@ -195,12 +209,21 @@ def compress_into_store(source: Readable, store: Store, key: str, *, level: int 
     return WrittenObject(raw_size=raw.count, stored_size=stored.count, sha256=stored.sha256)
 
 
-def dump_into_store(cmd: Sequence[str], env: Mapping[str, str] | None, store: Store, key: str,
-                    *, level: int = 3, threads: int = -1, size_hint: int | None = None,
-                    progress: ProgressCallback | None = None,
-                    on_stderr: Callable[[str], None] | None = None,
-                    wrap: Callable[[Readable], Readable] | None = None,
-                    stdin_data: bytes | None = None, pass_fds: Sequence[int] = ()) -> WrittenObject:
+def dump_into_store(
+    cmd: Sequence[str],
+    env: Mapping[str, str] | None,
+    store: Store,
+    key: str,
+    *,
+    level: int = 3,
+    threads: int = -1,
+    size_hint: int | None = None,
+    progress: ProgressCallback | None = None,
+    on_stderr: Callable[[str], None] | None = None,
+    wrap: Callable[[Readable], Readable] | None = None,
+    stdin_data: bytes | None = None,
+    pass_fds: Sequence[int] = (),
+) -> WrittenObject:
     """Run `cmd` and stream its stdout, compressed and hashed, into `store` under `key`.
 
     If the store fails the producer is killed; if the producer fails nothing is committed.
@@ -209,8 +232,9 @@ def dump_into_store(cmd: Sequence[str], env: Mapping[str, str] | None, store: St
     producer = Producer(cmd, env, on_stderr=on_stderr, stdin_data=stdin_data, pass_fds=pass_fds)
     try:
         source = wrap(producer) if wrap else producer
-        return compress_into_store(source, store, key, level=level, threads=threads,
-                                   size_hint=size_hint, progress=progress)
+        return compress_into_store(
+            source, store, key, level=level, threads=threads, size_hint=size_hint, progress=progress
+        )
     except BaseException as exc:
         producer.kill()
         if isinstance(exc, VaultflowError) or not isinstance(exc, Exception):
@@ -247,17 +271,27 @@ def write_verified(store: Store, key: str, sha256: str, stored_size: int, out, n
     return count
 
 
-def feed_process(reader: Readable, cmd: Sequence[str], env: Mapping[str, str] | None = None,
-                 on_stderr: Callable[[str], None] | None = None, pass_fds: Sequence[int] = ()) -> None:
+def feed_process(
+    reader: Readable,
+    cmd: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    on_stderr: Callable[[str], None] | None = None,
+    pass_fds: Sequence[int] = (),
+) -> None:
     """Write everything from `reader` into `cmd`'s stdin; raise ToolError if it fails.
     `pass_fds`: descriptors the child inherits (e.g. client_env's passfile).
 
     If reading fails (e.g. IntegrityError) the consumer is killed before it can finish
     on truncated input, and the reading error propagates.
     """
-    proc = tied_popen(list(cmd), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                      stderr=subprocess.PIPE, env=dict(env) if env is not None else None,
-                      pass_fds=tuple(pass_fds))
+    proc = tied_popen(
+        list(cmd),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(env) if env is not None else None,
+        pass_fds=tuple(pass_fds),
+    )
     tail = StderrTail(proc.stderr, on_line=on_stderr)
     try:
         while True:

@@ -53,6 +53,7 @@ def _die_with(parent_pid: int):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
             os._exit(1)
+
     return preexec
 
 
@@ -124,9 +125,17 @@ _registered: dict[bytes, tuple[int, int]] = {}
 def _start_watcher() -> subprocess.Popen:
     """Untied on purpose: it must outlive us. Only its stdin (the read end of our pipe) is
     open; the write end is close-on-exec, so no other child of ours can hold the EOF back."""
-    return subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHER, WATCHER_ARG, str(os.getpid())],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            close_fds=True, start_new_session=True, cwd="/", env={}, bufsize=0)
+    return subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", _WATCHER, WATCHER_ARG, str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+        start_new_session=True,
+        cwd="/",
+        env={},
+        bufsize=0,
+    )
 
 
 def _send(op: bytes, key: bytes, dev: int, ino: int) -> None:
@@ -150,7 +159,7 @@ def _send(op: bytes, key: bytes, dev: int, ino: int) -> None:
 def _write(data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(_watcher.stdin.fileno(), view):]
+        view = view[os.write(_watcher.stdin.fileno(), view) :]
 
 
 def remove_on_death(path: str | os.PathLike) -> Path:

@@ -58,16 +58,18 @@ class Catalog:
         """What the retention planner needs of each manifest, store timestamps included."""
         return [BackupRef.from_manifest(m, self.stored_at.get(m.id)) for m in self.manifests]
 
-    def clock_problems(self, now: datetime | None = None,
-                       tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE) -> dict[str, str]:
+    def clock_problems(
+        self, now: datetime | None = None, tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE
+    ) -> dict[str, str]:
         """Backup id -> why its recorded time cannot be trusted and what to do ({} if none).
 
         `now` defaults to this host's clock (UTC); see vaultflow.retention.clock_problems.
         """
         return clock_problems(self.refs(), now or datetime.now(UTC), tolerance)
 
-    def latest(self, kind=None, now: datetime | None = None,
-               tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE) -> Manifest | None:
+    def latest(
+        self, kind=None, now: datetime | None = None, tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE
+    ) -> Manifest | None:
         """The newest backup (of `kind`, if given) whose recorded time can be trusted, or None.
 
         A backup with a clock problem (future-dated by a fast worker, ...) is never "latest":
@@ -77,8 +79,9 @@ class Catalog:
         matching = [m for m in self.manifests if (kind is None or m.kind == kind) and m.id not in misdated]
         return matching[-1] if matching else None
 
-    def parent_for(self, kind: BackupKind, target: str,
-                   eligible: Callable[[Manifest], bool] = lambda m: True) -> Manifest:
+    def parent_for(
+        self, kind: BackupKind, target: str, eligible: Callable[[Manifest], bool] = lambda m: True
+    ) -> Manifest:
         """The parent of a new incremental (the newest eligible backup) or differential (the
         newest eligible full) backup of `target`, skipping backups with a clock problem
         (vaultflow.chain.choose_parent). ChainBrokenError (the flow then takes a full) when
@@ -117,8 +120,13 @@ class Catalog:
         known = ", ".join(m.id for m in self.manifests[-5:]) or "none"
         raise NotFoundError(f"backup {backup_id} not found (latest ids: {known}); see `vaultflow list`")
 
-    def resolve(self, backup_id: str, now: datetime | None = None, log: Callable[[str], Any] | None = None,
-                tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE) -> Manifest:
+    def resolve(
+        self,
+        backup_id: str,
+        now: datetime | None = None,
+        log: Callable[[str], Any] | None = None,
+        tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE,
+    ) -> Manifest:
         """'latest' or an id -> manifest.
 
         'latest' is the newest backup whose time can be trusted; backups skipped for a clock
@@ -138,11 +146,13 @@ class Catalog:
             raise RefusedError(
                 f"'latest' is undefined: every backup of {self.manifests[0].engine}/{self.manifests[0].target} "
                 f"has a clock problem ({skipped}). Give the backup id you want instead of 'latest' "
-                "(`--backup ID`), and fix the clock named above")
+                "(`--backup ID`), and fix the clock named above"
+            )
         if misdated:
             (log or logging.getLogger("vaultflow").warning)(
                 f"'latest' is {latest.id}, the newest backup whose time can be trusted; skipped "
-                f"{len(misdated)} with a clock problem ({skipped}). To restore one of those, give its id")
+                f"{len(misdated)} with a clock problem ({skipped}). To restore one of those, give its id"
+            )
         return latest
 
 
@@ -190,8 +200,10 @@ class Repository:
         rename it. Raises NotFoundError when a local repository's directory does not exist."""
         root = getattr(self.store, "root", None)  # a local store: a missing directory is no empty repository
         if root is not None and not os.path.isdir(root):
-            raise NotFoundError(f"repository directory {root} does not exist: check the path (an unmounted "
-                                "volume?); nothing was checked")
+            raise NotFoundError(
+                f"repository directory {root} does not exist: check the path (an unmounted "
+                "volume?); nothing was checked"
+            )
         seen: set[tuple[str, str]] = set()
         for info in self.store.list(""):
             parts = info.key.split("/")
@@ -210,7 +222,7 @@ class Repository:
                 continue
             try:
                 manifest = parse_manifest(get_bytes(self.store, info.key), info.key)
-                expected_id = info.key[len(prefix):].split("/")[0]
+                expected_id = info.key[len(prefix) :].split("/")[0]
                 if manifest.id != expected_id:
                     raise ManifestError(f"{info.key}: manifest id {manifest.id} does not match its directory")
                 catalog.manifests.append(manifest)
@@ -250,9 +262,13 @@ class Repository:
             try:
                 self.discard_payload(engine, target, backup_id)
             except Exception as cleanup:  # the run's error matters more; prune collects later
-                note_cleanup_failure(exc, f"could not remove the partial payload of backup {backup_id} "
-                                           f"from {self.description} ({cleanup}); prune removes it after "
-                                           "the repository's orphan grace period", log)
+                note_cleanup_failure(
+                    exc,
+                    f"could not remove the partial payload of backup {backup_id} "
+                    f"from {self.description} ({cleanup}); prune removes it after "
+                    "the repository's orphan grace period",
+                    log,
+                )
             raise
 
     def delete_backup(self, manifest: Manifest) -> int:
@@ -272,7 +288,7 @@ class Repository:
         prefix = self.target_prefix(engine, target) + "backups/"
         by_backup: dict[str, list[ObjectInfo]] = {}
         for info in self.store.list(prefix):
-            by_backup.setdefault(info.key[len(prefix):].split("/")[0], []).append(info)
+            by_backup.setdefault(info.key[len(prefix) :].split("/")[0], []).append(info)
         orphaned: list[ObjectInfo] = []
         for _backup_id, infos in sorted(by_backup.items()):
             if any(i.key.endswith("/" + MANIFEST) for i in infos):
@@ -327,7 +343,7 @@ class Repository:
         records: dict[str, dict] = {}
         for info in self.store.list(prefix):
             try:
-                records[info.key[len(prefix):].removesuffix(".json")] = json.loads(get_bytes(self.store, info.key))
+                records[info.key[len(prefix) :].removesuffix(".json")] = json.loads(get_bytes(self.store, info.key))
             except (ValueError, NotFoundError):
                 continue  # a check record is advisory; a broken one is simply not shown
         return records
@@ -342,15 +358,32 @@ class Repository:
         """`<engine>/<encoded target>/locks/`."""
         return f"{self.target_prefix(engine, target)}locks/"
 
-    def acquire_lock(self, engine: str, target: str, purpose: str = "backup", exclusive: bool = False,
-                     wait: timedelta | None = None, log: Callable[[str], Any] = print) -> HeldLock:
+    def acquire_lock(
+        self,
+        engine: str,
+        target: str,
+        purpose: str = "backup",
+        exclusive: bool = False,
+        wait: timedelta | None = None,
+        log: Callable[[str], Any] = print,
+    ) -> HeldLock:
         """Take a `purpose` lock of a target, shared or `exclusive`, waiting up to `wait`
         (default self.lock_settings.wait) for conflicting locks to go. Returns the HeldLock
         (refreshed in the background until release_lock). Raises LockHeldError (retryable)
         naming the holder when a conflicting live lock remains (vaultflow.locks)."""
         settings = self.lock_settings if wait is None else replace(self.lock_settings, wait=wait)
-        return acquire(LockRequest(self.store, self.lock_dir(engine, target), purpose, exclusive,
-                                   f"{engine}/{target}", self.description, settings, log))
+        return acquire(
+            LockRequest(
+                self.store,
+                self.lock_dir(engine, target),
+                purpose,
+                exclusive,
+                f"{engine}/{target}",
+                self.description,
+                settings,
+                log,
+            )
+        )
 
     def release_lock(self, lock: HeldLock | str) -> None:
         """Release a HeldLock (stop refreshing, delete its object), or delete the lock object at
@@ -362,8 +395,15 @@ class Repository:
             release_key(self.store, lock)
 
     @contextmanager
-    def locked(self, engine: str, target: str, purpose: str = "backup", exclusive: bool = False,
-               log: Callable[[str], Any] = print, wait: timedelta | None = None) -> Iterator[HeldLock]:
+    def locked(
+        self,
+        engine: str,
+        target: str,
+        purpose: str = "backup",
+        exclusive: bool = False,
+        log: Callable[[str], Any] = print,
+        wait: timedelta | None = None,
+    ) -> Iterator[HeldLock]:
         """Hold a `purpose` lock (see acquire_lock) while the block runs; yields the HeldLock
         (call its check() before deleting). When the block fails and releasing fails too (the
         store is gone), the block's error is raised, with the release failure noted."""
@@ -374,9 +414,13 @@ class Repository:
             try:
                 lock.release()
             except Exception as cleanup:
-                note_cleanup_failure(exc, f"could not release the lock {lock.key} in {self.description} "
-                                           f"({cleanup}); it is stale once this process is gone "
-                                           f"(or after {self.lock_settings.stale_after}), or delete it", log)
+                note_cleanup_failure(
+                    exc,
+                    f"could not release the lock {lock.key} in {self.description} "
+                    f"({cleanup}); it is stale once this process is gone "
+                    f"(or after {self.lock_settings.stale_after}), or delete it",
+                    log,
+                )
             raise
         lock.release()
 
@@ -388,14 +432,19 @@ class Repository:
     def _scratch_dir(self, engine: str, target: str) -> str:
         return f"{self.target_prefix(engine, target)}scratch/"
 
-    def put_scratch(self, engine: str, target: str, database: str, server: str,
-                    now: datetime | None = None) -> str:
+    def put_scratch(self, engine: str, target: str, database: str, server: str, now: datetime | None = None) -> str:
         """Record that this process is about to create `database` on `server` (host:port).
         Returns the record's key for delete_scratch."""
         holder = uuid.uuid4().hex
         key = f"{self._scratch_dir(engine, target)}{encode_name(database, 'database name')}-{holder}.json"
-        doc = {"host": socket.gethostname(), "pid": os.getpid(), "holder": holder, "server": server,
-               "database": database, "time": (now or datetime.now(UTC)).isoformat()}
+        doc = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "holder": holder,
+            "server": server,
+            "database": database,
+            "time": (now or datetime.now(UTC)).isoformat(),
+        }
         put_bytes(self.store, key, json.dumps(doc).encode())
         return key
 

@@ -137,8 +137,9 @@ class BackupRef:
 
     @classmethod
     def from_manifest(cls, m: Any, stored_at: datetime | None = None) -> BackupRef:
-        return cls(id=m.id, kind=BackupKind(m.kind), parent_id=m.parent_id, finished_at=m.finished_at,
-                   stored_at=stored_at)
+        return cls(
+            id=m.id, kind=BackupKind(m.kind), parent_id=m.parent_id, finished_at=m.finished_at, stored_at=stored_at
+        )
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,9 @@ def _dedupe(backups: Sequence[BackupRef]) -> dict[str, BackupRef]:
     by_id: dict[str, BackupRef] = {}
     for ref in backups:
         if ref.finished_at.tzinfo is None or (ref.stored_at is not None and ref.stored_at.tzinfo is None):
-            raise RefusedError(f"backup {ref.id}: finished_at {ref.finished_at} or stored_at {ref.stored_at} "
-                               "has no timezone")
+            raise RefusedError(
+                f"backup {ref.id}: finished_at {ref.finished_at} or stored_at {ref.stored_at} has no timezone"
+            )
         if by_id.setdefault(ref.id, ref) != ref:
             raise RefusedError(f"backup id {ref.id} appears twice with different data; refusing to plan")
     return by_id
@@ -180,27 +182,36 @@ def _own_clock_problem(ref: BackupRef, now: datetime, tol: timedelta) -> str | N
     """What is wrong with one backup's recorded times, judged alone (or None)."""
     fin, stored = ref.finished_at, ref.stored_at
     if stored is not None and fin - stored > tol:
-        return (f"future-dated: it records finishing at {_utc(fin)}, {span(fin - stored)} after the store wrote "
-                f"its manifest ({_utc(stored)}): the worker that took it ran {span(fin - stored)} fast; {_FIX}")
+        return (
+            f"future-dated: it records finishing at {_utc(fin)}, {span(fin - stored)} after the store wrote "
+            f"its manifest ({_utc(stored)}): the worker that took it ran {span(fin - stored)} fast; {_FIX}"
+        )
     if fin - now > tol:
         if stored is not None and stored - now > tol:
-            return (f"dated {span(fin - now)} ahead of this worker's clock ({_utc(now)}), and the store agrees "
-                    f"with the backup: the clock of the worker planning retention is probably "
-                    f"{span(fin - now)} slow; fix it (NTP)")
-        return (f"future-dated: it records finishing at {_utc(fin)}, {span(fin - now)} ahead of this "
-                f"worker's clock ({_utc(now)}): the worker that took it ran fast; {_FIX}")
+            return (
+                f"dated {span(fin - now)} ahead of this worker's clock ({_utc(now)}), and the store agrees "
+                f"with the backup: the clock of the worker planning retention is probably "
+                f"{span(fin - now)} slow; fix it (NTP)"
+            )
+        return (
+            f"future-dated: it records finishing at {_utc(fin)}, {span(fin - now)} ahead of this "
+            f"worker's clock ({_utc(now)}): the worker that took it ran fast; {_FIX}"
+        )
     try:
         started, _ = parse_backup_id(ref.id)
     except VaultflowError:  # an id that is not a timestamp has no time to check
         started = None
     if started is not None and started - fin > tol:
-        return (f"its id says it started at {_utc(started)}, {span(started - fin)} after it finished "
-                f"({_utc(fin)}): the worker's clock jumped during the backup; {_FIX}")
+        return (
+            f"its id says it started at {_utc(started)}, {span(started - fin)} after it finished "
+            f"({_utc(fin)}): the worker's clock jumped during the backup; {_FIX}"
+        )
     return None
 
 
-def clock_problems(backups: Sequence[BackupRef], now: datetime,
-                   tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE) -> dict[str, str]:
+def clock_problems(
+    backups: Sequence[BackupRef], now: datetime, tolerance: timedelta = DEFAULT_CLOCK_TOLERANCE
+) -> dict[str, str]:
     """Backups whose recorded time cannot be trusted -> what is wrong and what to do.
 
     Judged against two clocks, each allowed to disagree by `tolerance`: `now` (the clock of
@@ -214,13 +225,14 @@ def clock_problems(backups: Sequence[BackupRef], now: datetime,
     if now.tzinfo is None:
         raise RefusedError(f"now={now} has no timezone; clocks are compared in UTC")
     by_id = _dedupe(backups)
-    problems = {rid: why for rid, ref in by_id.items()
-                if (why := _own_clock_problem(ref, now, tolerance)) is not None}
+    problems = {rid: why for rid, ref in by_id.items() if (why := _own_clock_problem(ref, now, tolerance)) is not None}
     # A manifest stored long after another one, yet recording an earlier finish, came from a
     # slow clock. A manifest stored long after its own finish alone proves nothing: copying a
     # repository (cp -r, aws s3 sync) gives every object a new timestamp, in key order.
-    believed = sorted(((r.stored_at, r) for r in by_id.values() if r.stored_at is not None and r.id not in problems),
-                      key=lambda pair: (pair[0], pair[1].id))
+    believed = sorted(
+        ((r.stored_at, r) for r in by_id.values() if r.stored_at is not None and r.id not in problems),
+        key=lambda pair: (pair[0], pair[1].id),
+    )
     newest_before: tuple[datetime, BackupRef] | None = None  # latest finish among those stored > tol earlier
     earlier = 0
     for stored_at, ref in believed:
@@ -234,15 +246,18 @@ def clock_problems(backups: Sequence[BackupRef], now: datetime,
                 f"past-dated: it records finishing at {_utc(ref.finished_at)}, "
                 f"{span(witness.finished_at - ref.finished_at)} before {witness.id}, whose manifest the store "
                 f"wrote {span(stored_at - witness_stored)} earlier (at {_utc(witness_stored)}): the worker "
-                f"that took it ran slow; {_FIX}")
+                f"that took it ran slow; {_FIX}"
+            )
     for rid, ref in by_id.items():
         parent = by_id.get(ref.parent_id) if ref.parent_id else None
         if rid in problems or parent is None or parent.id in problems:
             continue
         if parent.finished_at - ref.finished_at > tolerance:
-            problems[rid] = (f"past-dated: it records finishing at {_utc(ref.finished_at)}, "
-                             f"{span(parent.finished_at - ref.finished_at)} before its parent {parent.id} "
-                             f"finished: the worker that took it ran slow; {_FIX}")
+            problems[rid] = (
+                f"past-dated: it records finishing at {_utc(ref.finished_at)}, "
+                f"{span(parent.finished_at - ref.finished_at)} before its parent {parent.id} "
+                f"finished: the worker that took it ran slow; {_FIX}"
+            )
     return problems
 
 
@@ -262,8 +277,9 @@ def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime) -
     faults = {rid: fault.reason() if fault else None for rid, fault in chain_faults(by_id.values()).items()}
     misdated = clock_problems(list(by_id.values()), now, policy.clock_tolerance)
     # Newest first; ids break ties so the result never depends on input order.
-    intact = sorted((r for r in by_id.values() if faults[r.id] is None),
-                    key=lambda r: (r.finished_at, r.id), reverse=True)
+    intact = sorted(
+        (r for r in by_id.values() if faults[r.id] is None), key=lambda r: (r.finished_at, r.id), reverse=True
+    )
     restorable = [r for r in intact if r.id not in misdated]  # the only ones that take slots
     reasons: dict[str, list[str]] = {r.id: [] for r in intact}
 
@@ -314,8 +330,10 @@ def plan(backups: Sequence[BackupRef], policy: RetentionPolicy, now: datetime) -
         elif rid in kept:
             decisions[rid] = Decision(keep=True, reasons=tuple(reasons[rid]))
         elif rid in released:
-            decisions[rid] = Decision(keep=False, reasons=(
-                f"{misdated[rid]}; released: older, by every clock, than every backup retention keeps",))
+            decisions[rid] = Decision(
+                keep=False,
+                reasons=(f"{misdated[rid]}; released: older, by every clock, than every backup retention keeps",),
+            )
         else:
             decisions[rid] = Decision(keep=False, reasons=("no rule keeps it",))
     return decisions

@@ -43,8 +43,9 @@ def tool_version(path: str | Path, timeout: float = TOOL_VERSION_TIMEOUT) -> str
 
     Raises FileNotFoundError / PermissionError when `path` cannot be run at all."""
     try:
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=timeout,
-                             stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         return UNKNOWN
     lines = (out.stdout or out.stderr).strip().splitlines()
@@ -76,9 +77,15 @@ def log_tail(path: str | Path, lines: int = 20, offset: int = 0, missing: str = 
     return "\n".join(text.splitlines()[-lines:])
 
 
-def wait_until(check: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.1,
-               retry_on: tuple[type[BaseException], ...] = (),
-               on_timeout: Callable[[str], BaseException] | None = None) -> T:
+def wait_until(
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    retry_on: tuple[type[BaseException], ...] = (),
+    on_timeout: Callable[[str], BaseException] | None = None,
+) -> T:
     """Call `check()` every `interval` seconds until it returns a truthy value, and return it.
 
     `check` may raise to give up at once (a server that exited); exceptions of the `retry_on`
@@ -86,7 +93,9 @@ def wait_until(check: Callable[[], T | None], *, timeout: float, what: str, inte
     (default TransientError), where the message says "timed out after Ns waiting for <what>"
     and, if the last try raised, what it raised."""
     retrying = Retrying(
-        stop=stop_after_delay(timeout), wait=wait_fixed(interval), reraise=False,
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(interval),
+        reraise=False,
         retry=retry_if_result(lambda value: not value) | retry_if_exception_type(retry_on),
     )
     try:

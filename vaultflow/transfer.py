@@ -63,8 +63,14 @@ class _Counting:
         return data
 
 
-def copy_backup(source: Repository, destination: Repository, manifest: Manifest, *,
-                log: Log = print, progress: Progress | None = None) -> CopyResult:
+def copy_backup(
+    source: Repository,
+    destination: Repository,
+    manifest: Manifest,
+    *,
+    log: Log = print,
+    progress: Progress | None = None,
+) -> CopyResult:
     """Copy the committed backup `manifest` of `source` to `destination`, manifest last.
 
     Objects already at the destination with the manifest's size and sha256 (in every member
@@ -78,14 +84,17 @@ def copy_backup(source: Repository, destination: Repository, manifest: Manifest,
     (StoreUnavailableError, ... retryable) otherwise.
     """
     if source.description == destination.description:
-        raise RefusedError(f"source and destination are the same repository ({source.description}): "
-                           "give another repository to copy to")
+        raise RefusedError(
+            f"source and destination are the same repository ({source.description}): give another repository to copy to"
+        )
     where = f"backup {manifest.id} of {manifest.engine}/{manifest.target}"
     present = _committed_copy(destination, manifest)
     if present is not None:
         if present.model_dump() != manifest.model_dump():
-            raise RefusedError(f"{destination.description} already holds a different {where} (same id, other "
-                               "contents): not overwritten. Compare the two manifest.json files")
+            raise RefusedError(
+                f"{destination.description} already holds a different {where} (same id, other "
+                "contents): not overwritten. Compare the two manifest.json files"
+            )
         return CopyResult(manifest.id, already_there=True)
     copied, skipped, sent = [], [], 0
     for obj in manifest.objects:
@@ -106,12 +115,15 @@ def copy_backup(source: Repository, destination: Repository, manifest: Manifest,
                     f"object {obj.key} of {where} in {source.description} does not match its manifest "
                     f"({exc}); it was not copied and the backup is not committed at "
                     f"{destination.description}. Repair the source (from a mirror, or take a new backup) "
-                    "and copy again") from exc
+                    "and copy again"
+                ) from exc
         copied.append(obj.key)
         sent += obj.stored_size
     destination.commit(manifest)  # checks every object's presence and size, then the manifest
-    log(f"{where} copied to {destination.description}: {len(copied)} objects sent ({sent} bytes), "
-        f"{len(skipped)} already there")
+    log(
+        f"{where} copied to {destination.description}: {len(copied)} objects sent ({sent} bytes), "
+        f"{len(skipped)} already there"
+    )
     return CopyResult(manifest.id, tuple(copied), tuple(skipped), sent)
 
 
@@ -123,8 +135,10 @@ def _committed_copy(destination: Repository, manifest: Manifest) -> Manifest | N
     try:
         return catalog.get(manifest.id)
     except NotFoundError as exc:  # present but unreadable: do not overwrite what we cannot read
-        raise RefusedError(f"{destination.description} holds an unreadable manifest for backup {manifest.id}: "
-                           f"{exc}. Move it away to copy the backup again") from exc
+        raise RefusedError(
+            f"{destination.description} holds an unreadable manifest for backup {manifest.id}: "
+            f"{exc}. Move it away to copy the backup again"
+        ) from exc
 
 
 def backups_to_copy(source: Catalog, destination: Catalog, backup_id: str | None = None) -> list[Manifest]:

@@ -16,8 +16,15 @@ from vaultflow.stores import LocalStore
 def pg_engine(server, databases: list[str] | None = None, name: str | None = None, **kw) -> PostgresEngine:
     """A logical PostgresEngine for the test server `server` (a PostgresInstance); `kw` may
     override any PostgresSettings field (user, password, lock_timeout_s, ...)."""
-    settings = dict(target_name=name or f"corpus{server.version}", host=server.host, port=server.port, user=server.user,
-                    password=server.password, databases=databases or [], bin_dir=str(server.client_bin_dir))
+    settings = dict(
+        target_name=name or f"corpus{server.version}",
+        host=server.host,
+        port=server.port,
+        user=server.user,
+        password=server.password,
+        databases=databases or [],
+        bin_dir=str(server.client_bin_dir),
+    )
     return PostgresEngine(PostgresSettings(**{**settings, **kw}))
 
 

@@ -24,23 +24,29 @@ def main() -> None:
     if job["engine"] == "redis":
         from vaultflow.engines.redis.engine import RedisEngine
         from vaultflow.engines.redis.settings import RedisSettings
+
         engine = RedisEngine(RedisSettings(**job["config"]))
     else:
         from vaultflow.engines.postgres.engine import PostgresEngine
         from vaultflow.engines.postgres.settings import PostgresSettings
+
         engine = PostgresEngine(PostgresSettings(**job["config"]))
     repo = Repository(build(job["store"]))
     if job.get("min_part_size"):  # S3: multipart uploads from a few MB on
         repo.store.min_part_size = job["min_part_size"]
     print("started", flush=True)
     if job.get("action") == "drill":  # a restore drill of the latest backup instead
-        result = engine.drill(BackupContext(repo, log=lambda line: None),
-                              repo.catalog(engine.name, engine.config.name).resolve("latest"))
+        result = engine.drill(
+            BackupContext(repo, log=lambda line: None), repo.catalog(engine.name, engine.config.name).resolve("latest")
+        )
         print("drilled", result.comparison.ok, flush=True)
         return
     if job.get("action") == "restore":  # a restore of the latest backup into job["into"] instead
-        result = engine.restore(BackupContext(repo, log=lambda line: None),
-                                repo.catalog(engine.name, engine.config.name).resolve("latest"), into=job["into"])
+        result = engine.restore(
+            BackupContext(repo, log=lambda line: None),
+            repo.catalog(engine.name, engine.config.name).resolve("latest"),
+            into=job["into"],
+        )
         print("restored", result.comparison.ok, flush=True)
         return
     with repo.locked(engine.name, engine.config.name, log=lambda line: None):

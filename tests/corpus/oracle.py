@@ -55,37 +55,62 @@ def _database_properties(conn: psycopg.Connection, dbname: str) -> dict[str, obj
                      WHERE s.setdatabase = d.oid AND s.setrole = 0),
                    (SELECT array_agg(pg_get_userbyid(s.setrole) || ': ' || x ORDER BY 1)::text
                      FROM pg_db_role_setting s, unnest(s.setconfig) x WHERE s.setdatabase = d.oid AND s.setrole <> 0)
-            FROM pg_database d WHERE d.datname = %s""", (dbname,)).fetchone()
+            FROM pg_database d WHERE d.datname = %s""",
+        (dbname,),
+    ).fetchone()
     if row is None:
         raise AssertionError(f"oracle: database {dbname!r} does not exist")
-    keys = ["encoding", "collate", "ctype", "locale_provider", "icu_locale", "owner", "acl",
-            "connection_limit", "comment", "settings", "role_settings"]
+    keys = [
+        "encoding",
+        "collate",
+        "ctype",
+        "locale_provider",
+        "icu_locale",
+        "owner",
+        "acl",
+        "connection_limit",
+        "comment",
+        "settings",
+        "role_settings",
+    ]
     return dict(zip(keys, row, strict=False))
 
 
 def _schema(pg, dbname: str) -> list[str]:
     # -d takes a conninfo string: a name like `k=v` or `host=... port=...` must stay a name
-    out = subprocess.run([str(pg.client_bin_dir / "pg_dump"), "--schema-only", "--no-password",
-                          "-d", make_conninfo(dbname=dbname)],
-                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **pg.libpq_env()})
+    out = subprocess.run(
+        [str(pg.client_bin_dir / "pg_dump"), "--schema-only", "--no-password", "-d", make_conninfo(dbname=dbname)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **pg.libpq_env()},
+    )
     if out.returncode != 0:
         raise AssertionError(f"oracle: pg_dump --schema-only {dbname!r} failed: {out.stderr}")
-    return [line for line in out.stdout.splitlines()
-            if line.strip() and not line.startswith("--") and not line.startswith("\\restrict")
-            and not line.startswith("\\unrestrict")]
+    return [
+        line
+        for line in out.stdout.splitlines()
+        if line.strip()
+        and not line.startswith("--")
+        and not line.startswith("\\restrict")
+        and not line.startswith("\\unrestrict")
+    ]
 
 
 def pg_state(pg, dbname: str) -> PgState:
     """Read `dbname` on the test server `pg` (a vaultflow.testing PostgresInstance)."""
     rows: dict[str, list[str]] = {}
     # the database's own settings (a short statement_timeout, read-only) must not judge the judge
-    with psycopg.connect(pg.conninfo(dbname), autocommit=True,
-                         options="-c statement_timeout=0 -c default_transaction_read_only=off") as conn:
-        conn.execute("SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; "
-                     "SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'")
+    with psycopg.connect(
+        pg.conninfo(dbname), autocommit=True, options="-c statement_timeout=0 -c default_transaction_read_only=off"
+    ) as conn:
+        conn.execute(
+            "SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; "
+            "SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'"
+        )
         for schema, table in conn.execute(TABLES).fetchall():
             query = sql.SQL("COPY (SELECT * FROM ONLY {}.{}) TO STDOUT").format(
-                sql.Identifier(schema), sql.Identifier(table))
+                sql.Identifier(schema), sql.Identifier(table)
+            )
             lines: list[str] = []
             with conn.cursor().copy(query) as copy:
                 data = b"".join(bytes(chunk) for chunk in copy)
@@ -109,23 +134,27 @@ def pg_differences(source: PgState, restored: PgState, *, ignore_properties: tup
             problems.append(f"table {table} is in the restore only")
         elif source.rows[table] != restored.rows[table]:
             a, b = source.rows[table], restored.rows[table]
-            problems.append(f"rows of {table} differ: {len(a)} vs {len(b)} rows; first differences: "
-                            f"{sorted(set(a) ^ set(b))[:5]}")
+            problems.append(
+                f"rows of {table} differ: {len(a)} vs {len(b)} rows; first differences: {sorted(set(a) ^ set(b))[:5]}"
+            )
     for key, value in source.properties.items():
         if key not in ignore_properties and restored.properties.get(key) != value:
             problems.append(f"database property {key}: source {value!r}, restored {restored.properties.get(key)!r}")
     return problems
 
 
-def assert_pg_restored(source_pg, source_db: str, restored_pg, restored_db: str, *,
-                       ignore_properties: tuple[str, ...] = ()) -> None:
+def assert_pg_restored(
+    source_pg, source_db: str, restored_pg, restored_db: str, *, ignore_properties: tuple[str, ...] = ()
+) -> None:
     """AssertionError listing every difference between the source and the restored database."""
-    problems = pg_differences(pg_state(source_pg, source_db), pg_state(restored_pg, restored_db),
-                              ignore_properties=ignore_properties)
+    problems = pg_differences(
+        pg_state(source_pg, source_db), pg_state(restored_pg, restored_db), ignore_properties=ignore_properties
+    )
     assert not problems, f"oracle: {restored_db!r} is not {source_db!r}:\n" + "\n".join(problems)
 
 
 # -- Redis -------------------------------------------------------------------------------------
+
 
 @dataclass
 class RedisKey:
@@ -167,9 +196,12 @@ def redis_state(server, databases: range = range(16)) -> RedisState:
         for key in client.scan_iter(count=1000):
             kind = client.type(key).decode()
             stream_full = client.execute_command("XINFO", "STREAM", key, "FULL") if kind == "stream" else None
-            state.keys[(db, key)] = RedisKey(type=kind, value=_redis_value(client, key, kind),
-                                             expire_at_ms=client.execute_command("PEXPIRETIME", key),
-                                             stream_full=stream_full)
+            state.keys[(db, key)] = RedisKey(
+                type=kind,
+                value=_redis_value(client, key, kind),
+                expire_at_ms=client.execute_command("PEXPIRETIME", key),
+                stream_full=stream_full,
+            )
     return state
 
 

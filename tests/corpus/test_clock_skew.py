@@ -37,9 +37,13 @@ AHEAD = timedelta(hours=3)
 
 def as_written_by_a_fast_clock(repo: Repository, real: Manifest, ahead: timedelta = AHEAD) -> Manifest:
     """The backup `real` as a worker whose clock runs `ahead` would have stored it."""
-    moved = real.model_copy(update={
-        "id": new_backup_id(real.kind, parse_backup_id(real.id)[0] + ahead),
-        "started_at": real.started_at + ahead, "finished_at": real.finished_at + ahead})
+    moved = real.model_copy(
+        update={
+            "id": new_backup_id(real.kind, parse_backup_id(real.id)[0] + ahead),
+            "started_at": real.started_at + ahead,
+            "finished_at": real.finished_at + ahead,
+        }
+    )
     for obj in real.objects:
         with repo.store.open(repo.object_key(real, obj.key)) as source:
             repo.store.put(repo.object_key(moved, obj.key), source)
@@ -49,12 +53,14 @@ def as_written_by_a_fast_clock(repo: Repository, real: Manifest, ahead: timedelt
 
 
 def add_rows(server, db: str, first: int, count: int) -> None:
-    server.execute(f"INSERT INTO t SELECT g, md5(g::text) FROM generate_series({first}, {first + count - 1}) g",
-                   dbname=db)
+    server.execute(
+        f"INSERT INTO t SELECT g, md5(g::text) FROM generate_series({first}, {first + count - 1}) g", dbname=db
+    )
 
 
-def test_a_future_dated_backup_is_held_skipped_by_latest_and_reported(pg_server, fresh_db, corpus_ctx,
-                                                                     tmp_path: Path, caplog):
+def test_a_future_dated_backup_is_held_skipped_by_latest_and_reported(
+    pg_server, fresh_db, corpus_ctx, tmp_path: Path, caplog
+):
     db = fresh_db(pg_server)
     pg_server.execute("CREATE TABLE t (id int PRIMARY KEY, v text)", dbname=db)
     engine = pg_engine(pg_server, [db], name=f"skew{pg_server.version}")
@@ -74,8 +80,11 @@ def test_a_future_dated_backup_is_held_skipped_by_latest_and_reported(pg_server,
     for now in (datetime.now(UTC), datetime.now(UTC) + AHEAD):
         problems = catalog.clock_problems(now)
         assert list(problems) == [skewed.id]
-        assert problems[skewed.id].startswith("future-dated") and "3h after the store wrote its manifest" in \
-            problems[skewed.id] and "fix that worker's clock" in problems[skewed.id]
+        assert (
+            problems[skewed.id].startswith("future-dated")
+            and "3h after the store wrote its manifest" in problems[skewed.id]
+            and "fix that worker's clock" in problems[skewed.id]
+        )
 
     # latest: the newest real backup, the skipped one named; the oracle checks what comes back.
     said: list[str] = []
@@ -95,6 +104,7 @@ def test_a_future_dated_backup_is_held_skipped_by_latest_and_reported(pg_server,
     # list (through the CLI) and verify (the flow) report it.
     from flows.verify import verify
     from vaultflow.cli import app
+
     repo_dir = str(tmp_path / "repo")
     listing = CliRunner().invoke(app, ["list", "--repo-path", repo_dir])
     assert listing.exit_code == 0, listing.output
@@ -110,6 +120,7 @@ def test_a_future_dated_backup_is_held_skipped_by_latest_and_reported(pg_server,
     now = datetime.now(UTC)
     without = plan([r for r in catalog.refs() if r.id != skewed.id], RetentionPolicy(**policy), now)
     from flows.prune import prune
+
     pruned = prune(repository=BackupRepository(local_path=repo_dir, **policy))
     assert sorted(pruned["kept"]) == sorted([b2.id, skewed.id])
     assert pruned["deleted"] == [b1.id] and not without[b1.id].keep  # b1: same day as b2, as without it
@@ -125,8 +136,7 @@ def test_a_future_dated_backup_is_held_skipped_by_latest_and_reported(pg_server,
     assert slow[b2.id].keep and "the store agrees with the backup" in slow[b2.id].reasons[0]
 
 
-def test_latest_refuses_when_every_backup_is_future_dated_and_the_id_still_restores(pg_server, fresh_db,
-                                                                                     corpus_ctx):
+def test_latest_refuses_when_every_backup_is_future_dated_and_the_id_still_restores(pg_server, fresh_db, corpus_ctx):
     db = fresh_db(pg_server)
     pg_server.execute("CREATE TABLE t (id int PRIMARY KEY, v text)", dbname=db)
     add_rows(pg_server, db, 1, 50)
@@ -148,13 +158,17 @@ def test_latest_refuses_when_every_backup_is_future_dated_and_the_id_still_resto
 
 
 def test_the_s3_servers_clock_exposes_a_fast_worker_even_to_a_worker_with_the_same_clock(
-        pg18, fresh_db, s3_server, s3_bucket):
+    pg18, fresh_db, s3_server, s3_bucket
+):
     from vaultflow.engines.base import BackupContext
     from vaultflow.stores import S3Store
+
     db = fresh_db(pg18)
     pg18.execute("CREATE TABLE t (id int PRIMARY KEY, v text)", dbname=db)
     add_rows(pg18, db, 1, 20)
-    ctx = BackupContext(repository=Repository(S3Store(s3_server.client(), s3_bucket, prefix="skew")), log=lambda _: None)
+    ctx = BackupContext(
+        repository=Repository(S3Store(s3_server.client(), s3_bucket, prefix="skew")), log=lambda _: None
+    )
     engine = pg_engine(pg18, [db], name="skews3")
     real = engine.full_backup(ctx)
     skewed = as_written_by_a_fast_clock(ctx.repository, engine.full_backup(ctx))

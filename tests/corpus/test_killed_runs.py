@@ -49,8 +49,18 @@ GUARD_S = 60.0  # hang guard for anything a trial waits on; never an assertion a
 SCAN_LIMIT = 64 << 20  # larger files under /tmp (other tests' data) are not read for the secret
 S3_PART = 5 << 20  # the smallest part S3 allows
 MARKER = "VAULTFLOW_KILLED_RUN"  # in the child's environment, inherited by what it starts
-PROPERTIES = ("encoding", "collate", "ctype", "locale_provider", "icu_locale", "owner", "acl",
-              "connection_limit", "comment", "settings")  # section 4's business, not this test's
+PROPERTIES = (
+    "encoding",
+    "collate",
+    "ctype",
+    "locale_provider",
+    "icu_locale",
+    "owner",
+    "acl",
+    "connection_limit",
+    "comment",
+    "settings",
+)  # section 4's business, not this test's
 
 
 @dataclass
@@ -77,11 +87,20 @@ def job_for(engine, store) -> dict:
 
 # -- the cases ----------------------------------------------------------------------------------
 
+
 def pg_case(name: str, server, db: str, store, mode: str) -> Case:
-    config = PostgresSettings(target_name=f"killed-{name}-{secrets.token_hex(3)}", host=server.host, port=server.port,
-                            user=server.user, password=server.password, databases=[db], mode=mode,
-                            bin_dir=str(server.client_bin_dir), server_bin_dir=str(server.bin_dir),
-                            restore_os_user=SERVICE_USER if running_as_root() else None)
+    config = PostgresSettings(
+        target_name=f"killed-{name}-{secrets.token_hex(3)}",
+        host=server.host,
+        port=server.port,
+        user=server.user,
+        password=server.password,
+        databases=[db],
+        mode=mode,
+        bin_dir=str(server.client_bin_dir),
+        server_bin_dir=str(server.bin_dir),
+        restore_os_user=SERVICE_USER if running_as_root() else None,
+    )
     engine = PostgresEngine(config)
 
     def restore_check(repo: Repository, manifest) -> None:
@@ -102,16 +121,28 @@ def pg_case(name: str, server, db: str, store, mode: str) -> Case:
 
 
 def redis_case(name: str, server, store) -> Case:
-    config = RedisSettings(target_name=f"killed-{name}-{secrets.token_hex(3)}", host=server.host, port=server.port,
-                         username=server.username, password=server.password)
+    config = RedisSettings(
+        target_name=f"killed-{name}-{secrets.token_hex(3)}",
+        host=server.host,
+        port=server.port,
+        username=server.username,
+        password=server.password,
+    )
     engine = RedisEngine(config)
 
     def restore_check(repo: Repository, manifest) -> None:
         result = engine.drill(BackupContext(repo, log=lambda line: None), manifest)
         assert result.comparison.ok, result.comparison.summary()
 
-    return Case(name, engine, job_for(engine, store), server.password, Repository(store), restore_check,
-                own_files=[server.directory])
+    return Case(
+        name,
+        engine,
+        job_for(engine, store),
+        server.password,
+        Repository(store),
+        restore_check,
+        own_files=[server.directory],
+    )
 
 
 @pytest.fixture(params=["pg-logical", "pg-physical", "redis-remote", "pg-logical-s3"])
@@ -135,20 +166,26 @@ def case(request: pytest.FixtureRequest, tmp_path: Path, fresh_db: MakeDb) -> It
     server = request.getfixturevalue("pg_with_password")
     db = fresh_db(server)
     if name == "pg-logical-s3":  # ~6.5 MB stored in 5 MiB parts: a multipart upload a kill leaves open
-        server.execute("CREATE TABLE t AS SELECT g AS id, decode(md5(g::text) || md5((g * 7)::text), 'hex') AS v "
-                       "FROM generate_series(1, 200000) g", db)
+        server.execute(
+            "CREATE TABLE t AS SELECT g AS id, decode(md5(g::text) || md5((g * 7)::text), 'hex') AS v "
+            "FROM generate_series(1, 200000) g",
+            db,
+        )
         s3_server, bucket = request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
-        case = pg_case(name, server, db, S3Store(s3_server.client(), bucket, prefix="repo",
-                                                 min_part_size=S3_PART), "logical")
+        case = pg_case(
+            name, server, db, S3Store(s3_server.client(), bucket, prefix="repo", min_part_size=S3_PART), "logical"
+        )
         case.job["min_part_size"] = S3_PART
         yield case
         return
-    server.execute("CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v "
-                   "FROM generate_series(1, 40000) g", db)  # ~4 MB
+    server.execute(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 40000) g", db
+    )  # ~4 MB
     yield pg_case(name, server, db, LocalStore(tmp_path / "repo"), "physical" if name == "pg-physical" else "logical")
 
 
 # -- one child run ------------------------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -171,17 +208,30 @@ def mid_upload(case: Case) -> Callable[[subprocess.Popen], bool]:
             return any(True for _ in root.rglob(".tmp-*"))
         except FileNotFoundError:  # a directory went while we looked
             return False
+
     return streaming
 
 
-def run_child(case: Case, tmp: Path, marker: str, *, kill_after: float = 0.0,
-              kill_when: Callable[[subprocess.Popen], bool] | None = None) -> Run:
+def run_child(
+    case: Case,
+    tmp: Path,
+    marker: str,
+    *,
+    kill_after: float = 0.0,
+    kill_when: Callable[[subprocess.Popen], bool] | None = None,
+) -> Run:
     """Run one backup; SIGKILL it once `kill_when(child)` is true, else `kill_after` seconds after it
     started (a backup that ends first must have committed)."""
     env = {**os.environ, "TMPDIR": str(tmp), MARKER: marker}
     since = time.time() - 1  # create_time has a coarse clock
-    proc = subprocess.Popen([sys.executable, str(CHILD)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env=env, cwd=PROJECT)
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=PROJECT,
+    )
     try:
         proc.stdin.write(json.dumps(case.job).encode())
         proc.stdin.close()
@@ -217,6 +267,7 @@ def run_child(case: Case, tmp: Path, marker: str, *, kill_after: float = 0.0,
 
 
 # -- what must not be left ----------------------------------------------------------------------
+
 
 def marked(marker: str, since: float) -> list[str]:
     """Live processes whose environment carries this trial's marker (inherited from the child).
@@ -295,6 +346,7 @@ def backup(case: Case):
 
 # -- the test -------------------------------------------------------------------------------------
 
+
 def test_killed_backups_leave_nothing_behind(case: Case) -> None:
     rng = random.Random(f"killed-runs-{case.name}")
     engine_name, target = case.target
@@ -343,8 +395,9 @@ def test_killed_drill_leaves_no_server_running(pg_with_password, fresh_db: MakeD
         marker = secrets.token_hex(8)
 
         def cluster_up(child: subprocess.Popen) -> bool:
-            return any(info["name"] == "postgres" and listening([proc])
-                       for proc, info in live(descendants(child.pid), "name"))
+            return any(
+                info["name"] == "postgres" and listening([proc]) for proc, info in live(descendants(child.pid), "name")
+            )
 
         run = run_child(case, tmp, marker, kill_when=cluster_up)
         sockets = [Path(a) for a in run.ports if isinstance(a, str)]

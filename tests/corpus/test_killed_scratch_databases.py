@@ -48,6 +48,7 @@ def restoring_into(server, pattern: str):
             return False
         rows = conn.execute("SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL").fetchall()
         return any(re.fullmatch(pattern, row[0]) for row in rows)
+
     check.close = conn.close  # type: ignore[attr-defined]
     return check
 
@@ -100,15 +101,19 @@ def forge_record(repo: Repository, target: str, scratch: str, server: str, **cha
 
 
 def removed_line(name: str, record: dict) -> str:
-    return (f"removed scratch database {name} left by a killed run (pid {record['pid']} on host {record['host']}, "
-            f"started {record['time']})")
+    return (
+        f"removed scratch database {name} left by a killed run (pid {record['pid']} on host {record['host']}, "
+        f"started {record['time']})"
+    )
 
 
 def test_killed_restore_and_drill_leave_no_scratch_database(pg_server, fresh_db: MakeDb, tmp_path: Path) -> None:
     server = pg_server
     db = fresh_db(server)
-    server.execute("CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v "
-                   "FROM generate_series(1, 150000) g", db)  # ~11 MB: pg_restore runs for a moment
+    server.execute(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 150000) g",
+        db,
+    )  # ~11 MB: pg_restore runs for a moment
     server.execute("CREATE INDEX ON t (v)", db)
     case = pg_case("scratch", server, db, LocalStore(tmp_path / "repo"), "logical")
     manifest = backup(case)
@@ -124,8 +129,9 @@ def test_killed_restore_and_drill_leave_no_scratch_database(pg_server, fresh_db:
             server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def check_collected(case: Case, server, manifest, db: str, copy: str, decoys: set[str], ctx: BackupContext,
-                    lines: list[str]) -> None:
+def check_collected(
+    case: Case, server, manifest, db: str, copy: str, decoys: set[str], ctx: BackupContext, lines: list[str]
+) -> None:
     engine, target = case.engine, case.engine.config.name
     # A record from a dead run that names the source database itself (a tampered repository):
     # no scratch name, so it is never acted on.
@@ -150,8 +156,9 @@ def check_collected(case: Case, server, manifest, db: str, copy: str, decoys: se
     result = engine.drill(ctx, manifest)
     assert result.comparison.ok, result.comparison.summary()
     assert removed_line(restore_scratch, record) in lines, lines
-    assert [line for line in lines if line.startswith("removed scratch database")] == \
-        [removed_line(restore_scratch, record)]
+    assert [line for line in lines if line.startswith("removed scratch database")] == [
+        removed_line(restore_scratch, record)
+    ]
 
     # Nothing recorded is left but the forged record, no scratch database of the target remains,
     # and the decoys and the database the forged record names are untouched.
@@ -169,8 +176,9 @@ def test_scratch_records_are_judged_like_locks(tmp_path: Path) -> None:
     server = "db.example.com:5432"
     mine = repo.put_scratch("postgres", "t", "shop_vf_0123abcd", server)
     dead = forge_record(repo, "t", "shop_vf_89abcdef", server)
-    old = repo.put_scratch("postgres", "t", "Shop/ü_vf_00000000", server,
-                           now=datetime.now(UTC) - SCRATCH_TTL - timedelta(seconds=1))
+    old = repo.put_scratch(
+        "postgres", "t", "Shop/ü_vf_00000000", server, now=datetime.now(UTC) - SCRATCH_TTL - timedelta(seconds=1)
+    )
     elsewhere = forge_record(repo, "t", "x_vf_11111111", server, host="another-host")
     moved = forge_record(repo, "t", "y_vf_22222222", server, database="y_vf_33333333")
     found = dict(repo.dead_scratch("postgres", "t"))

@@ -68,8 +68,9 @@ def wait_until(condition, what: str) -> None:
 
 
 def registering_process(paths: list[str]) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", REGISTERING], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            cwd=PROJECT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", REGISTERING], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=PROJECT, text=True
+    )
     proc.stdin.write("".join(repr(p) + "\n" for p in paths) + "END\n")
     proc.stdin.flush()
     ready, _, _ = select.select([proc.stdout], [], [], GUARD_S)
@@ -103,8 +104,9 @@ def test_remove_on_death(scratch: Path, death: str) -> None:
     never = make_tree(scratch / "never-registered")
     removed_by_run = scratch / "removed-by-the-run"
     removed_by_run.mkdir()
-    proc = registering_process([str(doomed), str(doomed_file), str(recreated), str(forgotten), str(removed_by_run),
-                                "-" + str(forgotten)])
+    proc = registering_process(
+        [str(doomed), str(doomed_file), str(recreated), str(forgotten), str(removed_by_run), "-" + str(forgotten)]
+    )
     try:
         found = watchers(proc.pid)
         assert len(found) == 1, f"one watcher per process, lazily started: {found}"
@@ -137,31 +139,36 @@ def test_remove_on_death(scratch: Path, death: str) -> None:
     assert (forgotten / "sub" / "deeper" / "file").exists(), "a forgotten path was removed"
     assert (never / "sub" / "deeper" / "file").exists(), "an unregistered path was touched"
     assert not removed_by_run.exists()
-    assert sorted(p.name for p in scratch.iterdir()) == ["forgotten", "never-registered", "recreated",
-                                                         "recreated-old"]
+    assert sorted(p.name for p in scratch.iterdir()) == ["forgotten", "never-registered", "recreated", "recreated-old"]
 
 
 def test_a_killed_watcher_is_replaced(scratch: Path) -> None:
     """If someone kills the watcher, the next registration starts a new one that knows every path."""
     first, second = make_tree(scratch / "first"), make_tree(scratch / "second")
-    script = ("import os, signal, sys\n"
-              "from vaultflow import proc\n"
-              f"proc.remove_on_death({str(first)!r})\n"
-              "os.kill(proc._watcher.pid, signal.SIGKILL); proc._watcher.wait()\n"
-              f"proc.remove_on_death({str(second)!r})\n"
-              "print(proc._watcher.pid, flush=True)\n"
-              "os.kill(os.getpid(), signal.SIGKILL)\n")
-    out = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True,
-                         timeout=GUARD_S)
+    script = (
+        "import os, signal, sys\n"
+        "from vaultflow import proc\n"
+        f"proc.remove_on_death({str(first)!r})\n"
+        "os.kill(proc._watcher.pid, signal.SIGKILL); proc._watcher.wait()\n"
+        f"proc.remove_on_death({str(second)!r})\n"
+        "print(proc._watcher.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=GUARD_S)
     assert out.returncode == -signal.SIGKILL, out.stderr
     wait_until(lambda: not first.exists() and not second.exists(), "both paths removed by the new watcher")
-    wait_until(lambda: not psutil.pid_exists(int(out.stdout)) or psutil.Process(int(out.stdout)).status()
-               == psutil.STATUS_ZOMBIE, "the new watcher exits")
+    wait_until(
+        lambda: (
+            not psutil.pid_exists(int(out.stdout)) or psutil.Process(int(out.stdout)).status() == psutil.STATUS_ZOMBIE
+        ),
+        "the new watcher exits",
+    )
 
 
 def test_temporary_directory_registers_then_forgets() -> None:
     """What a run removes itself is also taken back from the watcher (its list does not grow)."""
     from vaultflow import proc
+
     with proc.temporary_directory("vfdeath-ctx-") as path:
         key = os.fsencode(path)
         assert path.is_dir() and key in proc._registered
@@ -171,6 +178,7 @@ def test_temporary_directory_registers_then_forgets() -> None:
 
 
 # -- killed drills ------------------------------------------------------------------------------
+
 
 def own_leftovers(tmp: Path, before: set[str]) -> list[str]:
     """Temporary directories of ours in the run's TMPDIR and in /tmp that were not there before."""
@@ -204,10 +212,14 @@ def kill_drill(case, tmp: Path, loaded) -> None:
     assert seen["dirs"], "the drill had made no temporary directory when it was killed"
     assert len(seen["watchers"]) == 1, f"one watcher for the drill's process: {seen['watchers']}"
     watcher = int(seen["watchers"][0])
-    wait_until(lambda: own_leftovers(tmp, before) == [], f"the killed drill's directories are removed: "
-                                                         f"{own_leftovers(tmp, before)} (had {seen['dirs']})")
-    wait_until(lambda: not psutil.pid_exists(watcher) or psutil.Process(watcher).status() == psutil.STATUS_ZOMBIE,
-               "the watcher exits")
+    wait_until(
+        lambda: own_leftovers(tmp, before) == [],
+        f"the killed drill's directories are removed: {own_leftovers(tmp, before)} (had {seen['dirs']})",
+    )
+    wait_until(
+        lambda: not psutil.pid_exists(watcher) or psutil.Process(watcher).status() == psutil.STATUS_ZOMBIE,
+        "the watcher exits",
+    )
     check_nothing_left(case, run, tmp, marker)  # processes, ports, temp files (the colleague's whole check)
 
 
@@ -219,8 +231,9 @@ def test_killed_physical_drill_leaves_no_directories(pg_with_password, fresh_db:
     backup(case)
 
     def cluster_up(child: subprocess.Popen) -> bool:
-        return any(info["name"] == "postgres" and listening([proc])
-                   for proc, info in live(descendants(child.pid), "name"))
+        return any(
+            info["name"] == "postgres" and listening([proc]) for proc, info in live(descendants(child.pid), "name")
+        )
 
     with traversable_tmp_dir("vfkilled-") as tmp:
         kill_drill(case, tmp, cluster_up)

@@ -9,8 +9,9 @@ def test_pg_oracle_sees_rows_schema_and_properties(pg_server, fresh_db):
     source = fresh_db(pg_server)
     copy = fresh_db(pg_server)
     for db in (source, copy):
-        pg_server.execute("CREATE TABLE t (id int PRIMARY KEY, x text); INSERT INTO t VALUES (1, 'a'), (2, 'b')",
-                          dbname=db)
+        pg_server.execute(
+            "CREATE TABLE t (id int PRIMARY KEY, x text); INSERT INTO t VALUES (1, 'a'), (2, 'b')", dbname=db
+        )
     assert pg_differences(pg_state(pg_server, source), pg_state(pg_server, copy)) == []
 
     pg_server.execute("UPDATE t SET x = 'B' WHERE id = 2", dbname=copy)

@@ -48,8 +48,9 @@ def databases(pg_server, request):
 
 
 def drop_with_subscriptions(server, name: str) -> None:
-    subs = server.execute(f"SELECT subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
-                          f"WHERE d.datname = '{name}'")
+    subs = server.execute(
+        f"SELECT subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = '{name}'"
+    )
     if subs:
         options = "-c event_triggers=off" if server.version >= 17 else ""
         with_options = server.conninfo(name) + (f" options='{options}'" if options else "")
@@ -64,22 +65,32 @@ def drop_with_subscriptions(server, name: str) -> None:
 
 
 def subscribe(server, db: str, publisher_db: str, name: str, slot: str | None) -> None:
-    server.execute("CREATE TABLE items (id int PRIMARY KEY, label text); CREATE PUBLICATION pub FOR TABLE items",
-                   dbname=publisher_db)
-    server.execute("CREATE TABLE items (id int PRIMARY KEY, label text); INSERT INTO items VALUES (1, 'x'), (2, 'y')",
-                   dbname=db)
+    server.execute(
+        "CREATE TABLE items (id int PRIMARY KEY, label text); CREATE PUBLICATION pub FOR TABLE items",
+        dbname=publisher_db,
+    )
+    server.execute(
+        "CREATE TABLE items (id int PRIMARY KEY, label text); INSERT INTO items VALUES (1, 'x'), (2, 'y')", dbname=db
+    )
     conninfo = f"host={server.host} port={server.port} user={server.user} dbname={publisher_db}"
     slot_sql = f"'{slot}'" if slot else "NONE"
-    server.execute(f"CREATE SUBSCRIPTION {name} CONNECTION '{conninfo}' PUBLICATION pub "
-                   f"WITH (connect = false, slot_name = {slot_sql})", dbname=db)
+    server.execute(
+        f"CREATE SUBSCRIPTION {name} CONNECTION '{conninfo}' PUBLICATION pub "
+        f"WITH (connect = false, slot_name = {slot_sql})",
+        dbname=db,
+    )
 
 
 def cluster_state(server) -> tuple[list, list, list]:
     """Subscriptions (database, name, enabled, slot), replication slots, drill databases."""
-    return (server.execute("SELECT d.datname, s.subname, s.subenabled, s.subslotname FROM pg_subscription s "
-                           "JOIN pg_database d ON d.oid = s.subdbid ORDER BY 1, 2"),
-            server.execute("SELECT slot_name FROM pg_replication_slots ORDER BY 1"),
-            server.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow\\_drill\\_%'"))
+    return (
+        server.execute(
+            "SELECT d.datname, s.subname, s.subenabled, s.subslotname FROM pg_subscription s "
+            "JOIN pg_database d ON d.oid = s.subdbid ORDER BY 1, 2"
+        ),
+        server.execute("SELECT slot_name FROM pg_replication_slots ORDER BY 1"),
+        server.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow\\_drill\\_%'"),
+    )
 
 
 def test_subscription_never_comes_alive_in_a_copy(pg_server, corpus_ctx, databases):
@@ -96,8 +107,10 @@ def test_subscription_never_comes_alive_in_a_copy(pg_server, corpus_ctx, databas
     assert any("orders_in" in note and "without a replication slot" in note for note in drill.notes)
     copied = engine.restore(corpus_ctx, manifest)
     copy = copied.restored[db]
-    subs = pg_server.execute(f"SELECT subname, subenabled, subslotname FROM pg_subscription s JOIN pg_database d "
-                             f"ON d.oid = s.subdbid WHERE d.datname = '{copy}'")
+    subs = pg_server.execute(
+        f"SELECT subname, subenabled, subslotname FROM pg_subscription s JOIN pg_database d "
+        f"ON d.oid = s.subdbid WHERE d.datname = '{copy}'"
+    )
     assert subs == [("orders_in", False, None)]  # disabled, and no slot to take from the original
     assert [note for note in copied.notes if "orders_in" in note and "without a replication slot" in note]
     assert any("orders_in" in line for line in corpus_ctx.log.lines)
@@ -138,17 +151,23 @@ def test_event_trigger_that_forbids_ddl(pg_server, corpus_ctx, databases):
     assert cluster_state(pg_server) == before
     copy = engine.restore(corpus_ctx, manifest).restored[db]
     assert pg_server.execute("SELECT n FROM mv", dbname=copy) == [(20,)]
-    assert pg_server.execute("SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'ddl_freeze'", dbname=copy) \
-        == [("A",)]
+    assert pg_server.execute("SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'ddl_freeze'", dbname=copy) == [
+        ("A",)
+    ]
     assert_pg_restored(pg_server, db, pg_server, copy)
 
 
 def test_login_trigger_that_refuses_copies(pg18, corpus_ctx, request):
     db = f"login_{secrets.token_hex(5)}"
     pg18.execute(f"CREATE DATABASE {quote_ident(db)}")
-    request.addfinalizer(lambda: [drop_with_subscriptions(pg18, name) for (name,) in pg18.execute(
-        f"SELECT datname FROM pg_database WHERE datname LIKE '{db}%'")])
-    pg18.execute(f"""
+    request.addfinalizer(
+        lambda: [
+            drop_with_subscriptions(pg18, name)
+            for (name,) in pg18.execute(f"SELECT datname FROM pg_database WHERE datname LIKE '{db}%'")
+        ]
+    )
+    pg18.execute(
+        f"""
         CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);
         CREATE FUNCTION only_in_production() RETURNS event_trigger LANGUAGE plpgsql AS $$
         BEGIN
@@ -156,7 +175,9 @@ def test_login_trigger_that_refuses_copies(pg18, corpus_ctx, request):
             RAISE EXCEPTION 'the application may only log in to {db}';
           END IF;
         END $$;
-        CREATE EVENT TRIGGER production_only ON login EXECUTE FUNCTION only_in_production();""", dbname=db)
+        CREATE EVENT TRIGGER production_only ON login EXECUTE FUNCTION only_in_production();""",
+        dbname=db,
+    )
     engine = pg_engine(pg18, [db])
     manifest = engine.full_backup(corpus_ctx)
     drill = engine.drill(corpus_ctx, manifest)
@@ -173,13 +194,16 @@ def test_foreign_server_is_never_contacted(pg_server, corpus_ctx, databases):
     listener.listen(8)
     listener.setblocking(False)
     db = databases("fdw")
-    pg_server.execute(f"""
+    pg_server.execute(
+        f"""
         CREATE EXTENSION postgres_fdw;
         CREATE SERVER billing FOREIGN DATA WRAPPER postgres_fdw
           OPTIONS (host '127.0.0.1', port '{listener.getsockname()[1]}', dbname 'billing');
         CREATE USER MAPPING FOR CURRENT_USER SERVER billing OPTIONS (user 'app', password 'not-vaultflows');
         CREATE FOREIGN TABLE invoices (id int, total numeric) SERVER billing;
-        CREATE TABLE t (id int); INSERT INTO t VALUES (1)""", dbname=db)
+        CREATE TABLE t (id int); INSERT INTO t VALUES (1)""",
+        dbname=db,
+    )
     engine = pg_engine(pg_server, [db])
     manifest = engine.full_backup(corpus_ctx)
     assert engine.drill(corpus_ctx, manifest).comparison.ok
@@ -194,8 +218,12 @@ def test_foreign_server_is_never_contacted(pg_server, corpus_ctx, databases):
 def logical_pg(request, tmp_path_factory):
     """A server of its own with wal_level = logical (the shared ones run replica), on both versions."""
     bin_dir = embedded_bin_dir() if request.param == "pg18" else system_bin_dir_below(18)
-    with running_postgres(bin_dir, tmp_path_factory.mktemp(f"logical-{request.param}"), name=f"lg{request.param}",
-                          settings={"wal_level": "logical", "max_replication_slots": "10"}) as pg:
+    with running_postgres(
+        bin_dir,
+        tmp_path_factory.mktemp(f"logical-{request.param}"),
+        name=f"lg{request.param}",
+        settings={"wal_level": "logical", "max_replication_slots": "10"},
+    ) as pg:
         yield pg
 
 
@@ -212,12 +240,16 @@ def test_live_subscription_resumes_after_overwrite_and_its_publisher_is_protecte
     pg = logical_pg
     pg.execute("CREATE DATABASE pubdb")
     pg.execute("CREATE DATABASE subdb")
-    pg.execute("CREATE TABLE items (id int PRIMARY KEY, label text); CREATE PUBLICATION pub FOR TABLE items",
-               dbname="pubdb")
+    pg.execute(
+        "CREATE TABLE items (id int PRIMARY KEY, label text); CREATE PUBLICATION pub FOR TABLE items", dbname="pubdb"
+    )
     pg.execute("SELECT pg_create_logical_replication_slot('live_slot', 'pgoutput')", dbname="pubdb")
-    pg.execute(f"CREATE TABLE items (id int PRIMARY KEY, label text); CREATE SUBSCRIPTION live CONNECTION "
-               f"'host={pg.host} port={pg.port} user={pg.user} dbname=pubdb' PUBLICATION pub "
-               "WITH (create_slot = false, slot_name = 'live_slot', copy_data = false)", dbname="subdb")
+    pg.execute(
+        f"CREATE TABLE items (id int PRIMARY KEY, label text); CREATE SUBSCRIPTION live CONNECTION "
+        f"'host={pg.host} port={pg.port} user={pg.user} dbname=pubdb' PUBLICATION pub "
+        "WITH (create_slot = false, slot_name = 'live_slot', copy_data = false)",
+        dbname="subdb",
+    )
     pg.execute("INSERT INTO items VALUES (1, 'a')", dbname="pubdb")
     wait_for(pg, "subdb", "SELECT id FROM items", [(1,)])  # replication is live
     engine = pg_engine(pg, ["subdb"], name=f"live{pg.version}")
@@ -225,8 +257,9 @@ def test_live_subscription_resumes_after_overwrite_and_its_publisher_is_protecte
 
     drill = engine.drill(corpus_ctx, manifest)
     assert drill.comparison.ok, drill.comparison.summary()
-    assert pg.execute("SELECT d.datname, s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid") \
-        == [("subdb", "live")]  # the drill's copy is gone with its subscription
+    assert pg.execute("SELECT d.datname, s.subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid") == [
+        ("subdb", "live")
+    ]  # the drill's copy is gone with its subscription
     assert pg.execute("SELECT slot_name FROM pg_replication_slots") == [("live_slot",)]
 
     result = engine.restore(corpus_ctx, manifest, into="subdb", overwrite=True)

@@ -25,9 +25,11 @@ from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.snapshot import LockWaitError, LockWatch
 from vaultflow.errors import ToolError, VaultflowError, is_transient
 
-SCRIPT = ("CREATE TABLE t (id int PRIMARY KEY, v text);"
-          "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g;"
-          "CREATE TABLE ballast AS SELECT g, repeat(md5(g::text), 4) AS h FROM generate_series(1, 20000) g")
+SCRIPT = (
+    "CREATE TABLE t (id int PRIMARY KEY, v text);"
+    "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g;"
+    "CREATE TABLE ballast AS SELECT g, repeat(md5(g::text), 4) AS h FROM generate_series(1, 20000) g"
+)
 HANG_GUARD_S = 120  # a backup that has not returned by then is hung: the test fails instead of waiting forever
 
 
@@ -52,8 +54,16 @@ def test_access_exclusive_holder_fails_the_backup_naming_table_and_session(pg_se
         holder.rollback()
     assert isinstance(outcome, LockWaitError) and is_transient(outcome), outcome
     message = str(outcome)
-    for part in ("public.t", f"pid {pid}", "'nightly-migration'", f"user {pg_server.user!r}",
-                 "'idle in transaction'", "transaction started", repr(db), "lock_timeout_s"):
+    for part in (
+        "public.t",
+        f"pid {pid}",
+        "'nightly-migration'",
+        f"user {pg_server.user!r}",
+        "'idle in transaction'",
+        "transaction started",
+        repr(db),
+        "lock_timeout_s",
+    ):
         assert part in message, (part, message)
     assert corpus_ctx.repository.catalog("postgres", engine.config.name).manifests == []
     # The lock is gone: the same target backs up at once.
@@ -167,10 +177,12 @@ def test_pg_dump_lock_timeout_becomes_a_lock_wait_error():
     """pg_dump's --lock-wait-timeout is a statement_timeout around its LOCK TABLE: that failure is
     retryable and names the tables; any other pg_dump failure stays what it was."""
     watch = LockWatch(PostgresSettings(target_name="t", lock_timeout_s=3), "shop", snapshot_pid=1)
-    timeout = ToolError("pg_dump exited with status 1: pg_dump: error: query failed: ERROR:  canceling statement "
-                        "due to statement timeout\npg_dump: detail: Query was: LOCK TABLE public.t, s.\"Odd\" IN "
-                        "ACCESS SHARE MODE")
+    timeout = ToolError(
+        "pg_dump exited with status 1: pg_dump: error: query failed: ERROR:  canceling statement "
+        'due to statement timeout\npg_dump: detail: Query was: LOCK TABLE public.t, s."Odd" IN '
+        "ACCESS SHARE MODE"
+    )
     explained = watch.explain(timeout)
     assert isinstance(explained, LockWaitError) and is_transient(explained)
-    assert "public.t, s.\"Odd\"" in str(explained) and "'shop'" in str(explained) and "3 s" in str(explained)
+    assert 'public.t, s."Odd"' in str(explained) and "'shop'" in str(explained) and "3 s" in str(explained)
     assert watch.explain(ToolError("pg_dump exited with status 1: permission denied for table t")) is None

@@ -71,24 +71,33 @@ def drop_all(server, prefix: str) -> None:
 
 
 def test_latin1_encoding_and_its_text(pg_server, corpus_ctx, request):
-    db = created_db(pg_server, request, "CREATE DATABASE {db} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
-                                        "TEMPLATE template0")
+    db = created_db(
+        pg_server, request, "CREATE DATABASE {db} ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+    )
     pg_server.execute("CREATE TABLE t (id int, name text); INSERT INTO t VALUES (1, 'café'), (2, 'Ærø')", dbname=db)
     result, restored = back_up_restore_and_drill(pg_server, db, corpus_ctx)
     assert result.comparison.ok, result.comparison.summary()
-    assert pg_server.execute(f"SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = '{restored}'") \
-        == [("LATIN1",)]
+    assert pg_server.execute(f"SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = '{restored}'") == [
+        ("LATIN1",)
+    ]
     assert_pg_restored(pg_server, db, pg_server, restored)
 
 
 def test_collation_provider_and_locale_order_rows(pg_server, corpus_ctx, request):
     if pg_server.version >= 17:  # the embedded 18 has no ICU; its builtin provider has Unicode case rules
-        db = created_db(pg_server, request, "CREATE DATABASE {db} LOCALE_PROVIDER builtin BUILTIN_LOCALE 'C.UTF-8' "
-                                            "LC_COLLATE 'C.utf8' LC_CTYPE 'C.utf8' TEMPLATE template0")
+        db = created_db(
+            pg_server,
+            request,
+            "CREATE DATABASE {db} LOCALE_PROVIDER builtin BUILTIN_LOCALE 'C.UTF-8' "
+            "LC_COLLATE 'C.utf8' LC_CTYPE 'C.utf8' TEMPLATE template0",
+        )
         probe, expected = "SELECT upper('é')", [("É",)]
     else:  # Debian's 15 has ICU: de-DE sorts a < B < c, where C sorts B < a < c
-        db = created_db(pg_server, request, "CREATE DATABASE {db} LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' "
-                                            "LOCALE 'C' TEMPLATE template0")
+        db = created_db(
+            pg_server,
+            request,
+            "CREATE DATABASE {db} LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LOCALE 'C' TEMPLATE template0",
+        )
         probe, expected = "SELECT string_agg(x, '' ORDER BY x) FROM t", [("aBc",)]
     pg_server.execute("CREATE TABLE t (x text); INSERT INTO t VALUES ('c'), ('B'), ('a')", dbname=db)
     assert pg_server.execute(probe, dbname=db) == expected
@@ -135,11 +144,13 @@ def test_comparison_sees_a_lost_property_and_old_manifests_restore(pg_server, co
     # A recorded setting the server cannot hold in that form (it stores 'a, b'): the property
     # comparison reads the copy back and must see the difference.
     props = manifest.consistency.database_properties[db].model_copy(update={"settings": ["search_path=a,b"]})
-    altered = manifest.model_copy(update={"consistency": manifest.consistency.model_copy(
-        update={"database_properties": {db: props}})})
+    altered = manifest.model_copy(
+        update={"consistency": manifest.consistency.model_copy(update={"database_properties": {db: props}})}
+    )
     result = engine.restore(corpus_ctx, altered, into=f"{db}_altered")
-    assert [(t.table, t.status) for t in result.comparison.mismatches] == [("(database properties: settings)",
-                                                                            "mismatch")]
+    assert [(t.table, t.status) for t in result.comparison.mismatches] == [
+        ("(database properties: settings)", "mismatch")
+    ]
 
     # Written before properties were recorded: no such field; still loads and restores.
     doc = manifest.model_dump(mode="json")
@@ -157,12 +168,21 @@ def test_non_superuser_restores_with_no_owner_and_no_privileges(pg_server, reque
     owned by that role."""
     restorer, reader = roles("restorer", "LOGIN CREATEDB"), roles("reader")
     db = created_db(pg_server, request, "CREATE DATABASE {db}")
-    pg_server.execute(f"CREATE TABLE t (id int, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b'); "
-                      f"GRANT SELECT ON t TO {quote_ident(reader)}", dbname=db)
-    pg_server.execute(f"REVOKE CONNECT ON DATABASE {quote_ident(db)} FROM PUBLIC; "
-                      f"COMMENT ON DATABASE {quote_ident(db)} IS 'kept'")
-    common = dict(host=pg_server.host, port=pg_server.port, databases=[db], target_name=f"owners{pg_server.version}",
-                  bin_dir=str(pg_server.client_bin_dir))
+    pg_server.execute(
+        f"CREATE TABLE t (id int, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b'); "
+        f"GRANT SELECT ON t TO {quote_ident(reader)}",
+        dbname=db,
+    )
+    pg_server.execute(
+        f"REVOKE CONNECT ON DATABASE {quote_ident(db)} FROM PUBLIC; COMMENT ON DATABASE {quote_ident(db)} IS 'kept'"
+    )
+    common = dict(
+        host=pg_server.host,
+        port=pg_server.port,
+        databases=[db],
+        target_name=f"owners{pg_server.version}",
+        bin_dir=str(pg_server.client_bin_dir),
+    )
     PostgresTarget(user=pg_server.user, **common).save("corpus-owner-admin", overwrite=True)
     PostgresTarget(user=restorer, **common).save("corpus-owner-restorer", overwrite=True)
     repo, runner = str(tmp_path / "repo"), CliRunner()
@@ -174,14 +194,16 @@ def test_non_superuser_restores_with_no_owner_and_no_privileges(pg_server, reque
     assert "--no-owner" in refused.output and "--no-privileges" in refused.output and db in refused.output
     assert pg_server.execute("SELECT datname FROM pg_database ORDER BY 1") == existing  # nothing was made
 
-    restored = runner.invoke(app, ["restore", "-t", "corpus-owner-restorer", "--repo-path", repo,
-                                   "--no-owner", "--no-privileges"])
+    restored = runner.invoke(
+        app, ["restore", "-t", "corpus-owner-restorer", "--repo-path", repo, "--no-owner", "--no-privileges"]
+    )
     assert restored.exit_code == 0, restored.output
     (copy,) = [n for (n,) in pg_server.execute("SELECT datname FROM pg_database ORDER BY 1") if (n,) not in existing]
     source, result = pg_state(pg_server, db), pg_state(pg_server, copy)
     assert result.rows == source.rows
-    assert {k: v for k, v in result.properties.items() if k not in ("owner", "acl")} == \
-        {k: v for k, v in source.properties.items() if k not in ("owner", "acl")}
+    assert {k: v for k, v in result.properties.items() if k not in ("owner", "acl")} == {
+        k: v for k, v in source.properties.items() if k not in ("owner", "acl")
+    }
     assert result.properties["owner"] == restorer
     assert pg_server.execute("SELECT tableowner FROM pg_tables WHERE tablename = 't'", dbname=copy) == [(restorer,)]
 
@@ -189,8 +211,9 @@ def test_non_superuser_restores_with_no_owner_and_no_privileges(pg_server, reque
 def test_a_locale_the_server_lacks_is_named_before_anything_is_restored(pg15, pg18, corpus_ctx, request):
     """An ICU database backed up on PostgreSQL 15 cannot be recreated by the embedded 18 (no ICU):
     a clear error naming the database and its locale, and no database left behind."""
-    db = created_db(pg15, request, "CREATE DATABASE {db} LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LOCALE 'C' "
-                                   "TEMPLATE template0")
+    db = created_db(
+        pg15, request, "CREATE DATABASE {db} LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LOCALE 'C' TEMPLATE template0"
+    )
     manifest = pg_engine(pg15, [db]).full_backup(corpus_ctx)
     existing = pg18.execute("SELECT datname FROM pg_database ORDER BY 1")
     with pytest.raises(ConfigError, match=rf"{db}.*icu locale 'de-DE'.*install the locale or ICU"):
@@ -198,17 +221,22 @@ def test_a_locale_the_server_lacks_is_named_before_anything_is_restored(pg15, pg
     assert pg18.execute("SELECT datname FROM pg_database ORDER BY 1") == existing
 
 
-@pytest.mark.parametrize("stored, clause", [
-    ("search_path=app, \"My Schema\", public", "SET \"search_path\" = 'app', 'My Schema', 'public'"),
-    ("search_path=\"a\"\"b\"", "SET \"search_path\" = 'a\"b'"),
-    ("search_path=\"\"", "SET \"search_path\" = ''"),
-    ("work_mem=8MB", "SET \"work_mem\" = '8MB'"),
-    ("app.tenant=it's", "SET \"app\".\"tenant\" = 'it''s'"),
-])
+@pytest.mark.parametrize(
+    "stored, clause",
+    [
+        ('search_path=app, "My Schema", public', "SET \"search_path\" = 'app', 'My Schema', 'public'"),
+        ('search_path="a""b"', 'SET "search_path" = \'a"b\''),
+        ('search_path=""', "SET \"search_path\" = ''"),
+        ("work_mem=8MB", "SET \"work_mem\" = '8MB'"),
+        ("app.tenant=it's", "SET \"app\".\"tenant\" = 'it''s'"),
+    ],
+)
 def test_setting_clauses_store_the_same_value_again(pg18, fresh_db, stored, clause):
     db = fresh_db(pg18)
     with psycopg.connect(pg18.conninfo()) as conn:
         assert setting_clause(stored).as_string(conn) == clause
     pg18.execute(f"ALTER DATABASE {quote_ident(db)} {clause}")
-    assert pg18.execute(f"SELECT setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-                        f"WHERE d.datname = '{db}'") == [([stored],)]
+    assert pg18.execute(
+        f"SELECT setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+        f"WHERE d.datname = '{db}'"
+    ) == [([stored],)]

@@ -20,12 +20,17 @@ from tests.fixtures.postgres import quote_ident
 def test_timeouts_set_on_the_database_and_the_role_do_not_stop_backup_or_restore(pg_server, fresh_db, corpus_ctx):
     db = fresh_db(pg_server)
     role = f"bk_{secrets.token_hex(4)}"
-    pg_server.execute("CREATE TABLE t (id int PRIMARY KEY, v text); "
-                      "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 50000) g", dbname=db)
-    pg_server.execute(f"ALTER DATABASE {quote_ident(db)} SET statement_timeout = '1ms'; "
-                      f"ALTER DATABASE {quote_ident(db)} SET idle_in_transaction_session_timeout = '1ms'; "
-                      f"CREATE ROLE {role} LOGIN SUPERUSER; ALTER ROLE {role} SET statement_timeout = '1ms'; "
-                      f"ALTER ROLE {role} SET default_transaction_read_only = on")
+    pg_server.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v text); "
+        "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 50000) g",
+        dbname=db,
+    )
+    pg_server.execute(
+        f"ALTER DATABASE {quote_ident(db)} SET statement_timeout = '1ms'; "
+        f"ALTER DATABASE {quote_ident(db)} SET idle_in_transaction_session_timeout = '1ms'; "
+        f"CREATE ROLE {role} LOGIN SUPERUSER; ALTER ROLE {role} SET statement_timeout = '1ms'; "
+        f"ALTER ROLE {role} SET default_transaction_read_only = on"
+    )
     restored = f"{db}_copy"
     try:
         engine = pg_engine(pg_server, [db], user=role, password=None)

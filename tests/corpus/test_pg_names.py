@@ -37,9 +37,11 @@ def fake_pg():
 def _make(server, name: str, marker: str) -> None:
     """A database `name` whose single table says which database it is."""
     server.execute(f"CREATE DATABASE {quote_ident(name)}")
-    server.execute("CREATE TABLE whoami (name text, marker text); "
-                   f"INSERT INTO whoami SELECT current_database(), '{marker}' FROM generate_series(1, 3)",
-                   dbname=name)
+    server.execute(
+        "CREATE TABLE whoami (name text, marker text); "
+        f"INSERT INTO whoami SELECT current_database(), '{marker}' FROM generate_series(1, 3)",
+        dbname=name,
+    )
 
 
 def _drop(server, names) -> None:
@@ -98,7 +100,7 @@ def test_names_that_clash_or_escape_as_keys_get_their_own_objects(pg_server, cor
     for name, key in keys.items():
         assert key == dump_object_name(name)
         directory, file = key.split("/")
-        assert directory == "db" and decode_name(file[:-len(".dump.zst")]) == name
+        assert directory == "db" and decode_name(file[: -len(".dump.zst")]) == name
     root: Path = corpus_ctx.repository.store.root
     dumps = sorted(p for p in root.rglob("*.dump.zst"))
     assert len(dumps) == len(names) and all(p.parent.name == "db" for p in dumps)
@@ -114,7 +116,11 @@ def test_target_names_are_encoded_and_listed_back(pg18, corpus_ctx, fresh_db):
     for target in ("Sales/EU", "sales/eu", ".."):
         [manifest] = repo.catalog("postgres", target).manifests
         assert manifest.target == target
-    assert sorted(p.name for p in (repo.store.root / "postgres").iterdir()) == ["%2E.", "%53ales%2F%45%55", "sales%2Feu"]
+    assert sorted(p.name for p in (repo.store.root / "postgres").iterdir()) == [
+        "%2E.",
+        "%53ales%2F%45%55",
+        "sales%2Feu",
+    ]
 
 
 def test_case_twin_targets_through_the_flows_keep_their_own_catalog_artifacts(pg18, fresh_db, tmp_path, prefect_api):
@@ -124,15 +130,22 @@ def test_case_twin_targets_through_the_flows_keep_their_own_catalog_artifacts(pg
     for twin in ("Sales", "sales", "Sales/ü"):
         db = fresh_db(pg18)
         pg18.execute(f"CREATE TABLE t (owner text); INSERT INTO t VALUES ('{twin}')", dbname=db)
-        target = PostgresTarget(host=pg18.host, port=pg18.port, user=pg18.user, databases=[db], target_name=twin,
-                                bin_dir=str(pg18.client_bin_dir))
+        target = PostgresTarget(
+            host=pg18.host,
+            port=pg18.port,
+            user=pg18.user,
+            databases=[db],
+            target_name=twin,
+            bin_dir=str(pg18.client_bin_dir),
+        )
         made[twin] = (target, db, full_backup(target=target, repository=repository))
     keys = {twin: f"catalog-postgres-{artifact_slug(twin)}" for twin in made}
     assert len(set(keys.values())) == 3
     with get_client(sync_client=True) as client:
         for twin, key in keys.items():
-            [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                               limit=1)
+            [artifact] = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1
+            )
             rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
             assert [row["backup"] for row in rows] == [made[twin][2]["backup_id"]]
     for twin, (target, db, backup) in made.items():

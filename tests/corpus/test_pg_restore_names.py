@@ -29,8 +29,12 @@ BACKUP_ID = "20261129T101500.123Z-F"
 
 @pytest.mark.parametrize("database", [UMLAUTS, FULL, "a" * 63, "€" * 21, "plain"])
 def test_derived_names_fit_and_keep_whole_characters(database):
-    names = [default_restore_name(database, BACKUP_ID), scratch_name(database), drill_name(database),
-             scratch_name(default_restore_name(database, BACKUP_ID))]
+    names = [
+        default_restore_name(database, BACKUP_ID),
+        scratch_name(database),
+        drill_name(database),
+        scratch_name(default_restore_name(database, BACKUP_ID)),
+    ]
     for name in names:
         assert len(name.encode()) <= MAX_NAME_BYTES, name
         assert name.encode().decode("utf-8") == name  # no character cut in half
@@ -52,8 +56,12 @@ def test_long_unicode_names_back_up_restore_and_drill(pg_server, corpus_ctx, req
         pg_server.execute(f"CREATE DATABASE {quote_ident(name)}")
         pg_server.execute("CREATE TABLE t (id int, v text); INSERT INTO t VALUES (1, 'ä'), (2, 'ß')", dbname=name)
     engine = pg_engine(pg_server, [UMLAUTS, FULL])
-    request.addfinalizer(lambda: [engine.drop_database(n) for (n,) in pg_server.execute(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'üüü%'")])
+    request.addfinalizer(
+        lambda: [
+            engine.drop_database(n)
+            for (n,) in pg_server.execute("SELECT datname FROM pg_database WHERE datname LIKE 'üüü%'")
+        ]
+    )
     manifest = engine.full_backup(corpus_ctx)
 
     drill = engine.drill(corpus_ctx, manifest)

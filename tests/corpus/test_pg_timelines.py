@@ -82,19 +82,29 @@ def site(request, tmp_path_factory) -> Iterator[Site]:
     spool = spool_dir()
     work = Path(tempfile.mkdtemp(prefix="vftl-", dir="/tmp"))
     work.chmod(0o711)
-    settings = {"archive_mode": "on", "archive_timeout": "0",
-                "archive_command": python.command("push", "%p", "--spool", str(spool))}
+    settings = {
+        "archive_mode": "on",
+        "archive_timeout": "0",
+        "archive_command": python.command("push", "%p", "--spool", str(spool)),
+    }
     try:
-        with running_postgres(bin_dir, tmp_path_factory.mktemp(f"tl{request.param}"), settings=settings,
-                              name=f"tl{request.param}") as pg:
+        with running_postgres(
+            bin_dir, tmp_path_factory.mktemp(f"tl{request.param}"), settings=settings, name=f"tl{request.param}"
+        ) as pg:
             pg.execute("CREATE TABLE markers (label text PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
             repo_dir = work / "repo"
             target = f"tl{request.param}"
-            config = PostgresSettings(target_name=target, host=pg.host, port=pg.port, user=pg.user, mode="physical",
-                                    bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir),
-                                    restore_os_user=RUN_AS,
-                                    wal_fetch_command=python.command("fetch", "--repo-path", str(repo_dir),
-                                                                     "--target", target))
+            config = PostgresSettings(
+                target_name=target,
+                host=pg.host,
+                port=pg.port,
+                user=pg.user,
+                mode="physical",
+                bin_dir=str(pg.client_bin_dir),
+                server_bin_dir=str(pg.bin_dir),
+                restore_os_user=RUN_AS,
+                wal_fetch_command=python.command("fetch", "--repo-path", str(repo_dir), "--target", target),
+            )
             yield Site(pg, spool, python, work, Repository(LocalStore(repo_dir)), PostgresEngine(config))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -116,9 +126,18 @@ def labels(pg) -> set[str]:
 def socket_instance(site: Site, cluster, data_dir: Path) -> PostgresInstance:
     """A restored cluster (local trust only) as a PostgresInstance reached through its socket."""
     pg = site.pg
-    return PostgresInstance(bin_dir=pg.bin_dir, client_bin_dir=pg.client_bin_dir, data_dir=data_dir,
-                            socket_dir=cluster.socket_dir, host=str(cluster.socket_dir), port=cluster.port,
-                            user=pg.user, password=None, version=pg.version, log_file=cluster.log_file)
+    return PostgresInstance(
+        bin_dir=pg.bin_dir,
+        client_bin_dir=pg.client_bin_dir,
+        data_dir=data_dir,
+        socket_dir=cluster.socket_dir,
+        host=str(cluster.socket_dir),
+        port=cluster.port,
+        user=pg.user,
+        password=None,
+        version=pg.version,
+        log_file=cluster.log_file,
+    )
 
 
 def start_copy(site: Site, data_dir: Path, **settings: str):
@@ -138,15 +157,21 @@ def test_restore_follows_the_restored_servers_timeline_not_the_old_primarys(site
 
     first = site.engine.recover(ctx, b1, site.work / "r", RecoveryTarget(time=t_good))
     assert (first.restored["recovery_target_timeline"], first.restored["timeline"]) == ("1", "2")
-    assert read_record(site.repo, site.target, "00000002.history") is not None, \
+    assert read_record(site.repo, site.target, "00000002.history") is not None, (
         "the new timeline's history file is in the archive although the copy never archives"
+    )
 
     mark(pg, "old-primary-1")  # the old primary goes on writing on timeline 1, and ships
     site.ship()
 
     spool2 = spool_dir()
-    cluster, restored = start_copy(site, site.work / "r", archive_mode="on", archive_timeout="0",
-                                   archive_command=site.python.command("push", "%p", "--spool", str(spool2)))
+    cluster, restored = start_copy(
+        site,
+        site.work / "r",
+        archive_mode="on",
+        archive_timeout="0",
+        archive_command=site.python.command("push", "%p", "--spool", str(spool2)),
+    )
     try:
         assert labels(restored) == {"p1"}
         mark(restored, "r1")
@@ -199,14 +224,17 @@ def test_archive_that_stopped_fails_verify_and_restore_names_the_first_missing_s
     start = newest.consistency.start_wal_file
     assert start > last_archived
 
-    rows, failures = check_log_archive(site.repo, "postgres", site.target, site.repo.catalog("postgres", site.target).manifests)
+    rows, failures = check_log_archive(
+        site.repo, "postgres", site.target, site.repo.catalog("postgres", site.target).manifests
+    )
     assert rows[0]["result"] == "GAPS" and len(failures) == 1
     assert newest.id in failures[0] and f"{start}" in failures[0] and "(timeline 1)" in failures[0]
 
     into = site.work / "pitr"
     into.mkdir()
-    with pytest.raises(NotFoundError, match=f"WAL segment {start} is missing from the archive of "
-                                            f"{site.target} \\(timeline 1\\)"):
+    with pytest.raises(
+        NotFoundError, match=f"WAL segment {start} is missing from the archive of {site.target} \\(timeline 1\\)"
+    ):
         site.engine.recover(ctx, newest, into, RecoveryTarget(time=past))
     assert into.is_dir() and list(into.iterdir()) == [], "the given directory is left as it was: empty"
     assert sorted(p.name for p in site.work.iterdir()) == ["pitr", "repo"], "no log, spec file or hidden dir left"
@@ -214,5 +242,7 @@ def test_archive_that_stopped_fails_verify_and_restore_names_the_first_missing_s
     pg.execute("ALTER SYSTEM RESET archive_command")  # archiving repaired: later WAL arrives, the hole stays
     pg.execute("SELECT pg_reload_conf()")
     site.ship()
-    rows, failures = check_log_archive(site.repo, "postgres", site.target, site.repo.catalog("postgres", site.target).manifests)
+    rows, failures = check_log_archive(
+        site.repo, "postgres", site.target, site.repo.catalog("postgres", site.target).manifests
+    )
     assert len(failures) == 2, "the older backup's path to the newest WAL now crosses the hole too"

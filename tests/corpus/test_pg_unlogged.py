@@ -30,19 +30,32 @@ RUN_AS = SERVICE_USER if running_as_root() else None
 
 
 def physical_engine(pg, name: str, fingerprints: bool) -> PostgresEngine:
-    return PostgresEngine(PostgresSettings(target_name=name, host=pg.host, port=pg.port, user=pg.user, mode="physical",
-                                         physical_fingerprints=fingerprints, bin_dir=str(pg.client_bin_dir),
-                                         server_bin_dir=str(pg.bin_dir), restore_os_user=RUN_AS))
+    return PostgresEngine(
+        PostgresSettings(
+            target_name=name,
+            host=pg.host,
+            port=pg.port,
+            user=pg.user,
+            mode="physical",
+            physical_fingerprints=fingerprints,
+            bin_dir=str(pg.client_bin_dir),
+            server_bin_dir=str(pg.bin_dir),
+            restore_os_user=RUN_AS,
+        )
+    )
 
 
 @pytest.mark.parametrize("fingerprints", [True, False], ids=["fingerprints", "no-fingerprints"])
 def test_unlogged_tables_come_back_empty_and_say_so(pg_server, fresh_db, fingerprints):
     pg = pg_server
     db = fresh_db(pg)
-    pg.execute("CREATE TABLE kept (id int PRIMARY KEY, v text); INSERT INTO kept SELECT g, 'k' || g "
-               "FROM generate_series(1, 50) g; CREATE SCHEMA s; CREATE UNLOGGED TABLE s.\"Cache.x\" (k text); "
-               "INSERT INTO s.\"Cache.x\" SELECT 'c' || g FROM generate_series(1, 7) g; "
-               "CREATE UNLOGGED TABLE scratch (n int)", db)
+    pg.execute(
+        "CREATE TABLE kept (id int PRIMARY KEY, v text); INSERT INTO kept SELECT g, 'k' || g "
+        'FROM generate_series(1, 50) g; CREATE SCHEMA s; CREATE UNLOGGED TABLE s."Cache.x" (k text); '
+        "INSERT INTO s.\"Cache.x\" SELECT 'c' || g FROM generate_series(1, 7) g; "
+        "CREATE UNLOGGED TABLE scratch (n int)",
+        db,
+    )
     source = pg_state(pg, db)
     with traversable_tmp_dir("vfunlogged-") as work:
         repo = Repository(LocalStore(work / "repo"))
@@ -68,9 +81,18 @@ def test_unlogged_tables_come_back_empty_and_say_so(pg_server, fresh_db, fingerp
         cluster = start_cluster(work / "data", pg.bin_dir, free_port(), socket, RUN_AS, host="")
         cluster.owns_socket_dir = True
         try:
-            copy = PostgresInstance(bin_dir=pg.bin_dir, client_bin_dir=pg.client_bin_dir, data_dir=work / "data",
-                                    socket_dir=socket, host=str(socket), port=cluster.port, user=pg.user,
-                                    password=None, version=pg.version, log_file=cluster.log_file)
+            copy = PostgresInstance(
+                bin_dir=pg.bin_dir,
+                client_bin_dir=pg.client_bin_dir,
+                data_dir=work / "data",
+                socket_dir=socket,
+                host=str(socket),
+                port=cluster.port,
+                user=pg.user,
+                password=None,
+                version=pg.version,
+                log_file=cluster.log_file,
+            )
             restored = pg_state(copy, db)
         finally:
             stop_cluster(cluster)
@@ -80,7 +102,9 @@ def test_unlogged_tables_come_back_empty_and_say_so(pg_server, fresh_db, fingerp
 
         drill = engine.drill(BackupContext(repo), manifest)
         assert drill.comparison.ok
-        assert [t.status for t in drill.comparison.tables if t.database == db and "Cache" in t.table] == [UNLOGGED_EMPTY]
+        assert [t.status for t in drill.comparison.tables if t.database == db and "Cache" in t.table] == [
+            UNLOGGED_EMPTY
+        ]
         assert f"{db}.s.Cache.x" in drill.restored["unlogged_tables_empty"]
 
 
@@ -92,13 +116,24 @@ def test_drill_flow_artifact_and_check_say_unlogged_tables_are_expected_empty(pr
 
     pg = pg_server
     db = fresh_db(pg)
-    pg.execute("CREATE TABLE kept AS SELECT g FROM generate_series(1, 20) g; "
-               "CREATE UNLOGGED TABLE sessions AS SELECT g FROM generate_series(1, 5) g", db)
+    pg.execute(
+        "CREATE TABLE kept AS SELECT g FROM generate_series(1, 20) g; "
+        "CREATE UNLOGGED TABLE sessions AS SELECT g FROM generate_series(1, 5) g",
+        db,
+    )
     name = f"unloggeddrill{pg.version}"
     with traversable_tmp_dir("vfunloggedflow-") as work:
-        target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", target_name=name,
-                                physical_fingerprints=True, bin_dir=str(pg.client_bin_dir),
-                                server_bin_dir=str(pg.bin_dir), restore_os_user=RUN_AS)
+        target = PostgresTarget(
+            host=pg.host,
+            port=pg.port,
+            user=pg.user,
+            mode="physical",
+            target_name=name,
+            physical_fingerprints=True,
+            bin_dir=str(pg.client_bin_dir),
+            server_bin_dir=str(pg.bin_dir),
+            restore_os_user=RUN_AS,
+        )
         repository = BackupRepository(local_path=str(work / "repo"))
         backup = full_backup(target=target, repository=repository)
         result = restore_drill(target=target, repository=repository, rto_objective_s=600)

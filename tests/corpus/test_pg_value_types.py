@@ -19,26 +19,32 @@ from vaultflow.engines.postgres.fingerprint import fingerprint_tables
 ENUM = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');\n"
 
 CASES = {
-    "enum": ENUM + """
+    "enum": ENUM
+    + """
 CREATE TABLE t (id int, x mood);
 INSERT INTO t VALUES (1, 'ok'), (2, 'happy'), (3, NULL)""",
-    "enum_array": ENUM + """
+    "enum_array": ENUM
+    + """
 CREATE TABLE t (id int, x mood[]);
 INSERT INTO t VALUES (1, '{ok,sad}'), (2, '{{happy},{ok}}'), (3, '{}')""",
-    "domain_over_enum": ENUM + """
+    "domain_over_enum": ENUM
+    + """
 CREATE DOMAIN good_mood AS mood CHECK (VALUE <> 'sad');
 CREATE DOMAIN moods AS mood[];
 CREATE TABLE t (id int, x good_mood, y moods);
 INSERT INTO t VALUES (1, 'ok', '{sad}'), (2, 'happy', NULL)""",
-    "composite_with_enum": ENUM + """
+    "composite_with_enum": ENUM
+    + """
 CREATE TYPE feeling AS (m mood, since date, weight int);
 CREATE TABLE t (id int, x feeling, y feeling[]);
 INSERT INTO t VALUES (1, ROW('ok', '2024-01-02', 3), ARRAY[ROW('sad', NULL, 1)::feeling]), (2, NULL, '{}')""",
-    "range_over_enum": ENUM + """
+    "range_over_enum": ENUM
+    + """
 CREATE TYPE mood_range AS RANGE (subtype = mood);
 CREATE TABLE t (id int, r mood_range, m mood_multirange);
 INSERT INTO t VALUES (1, '[sad,happy)', '{[sad,ok), [happy,happy]}'), (2, 'empty', '{}')""",
-    "reg_types": ENUM + """
+    "reg_types": ENUM
+    + """
 CREATE SCHEMA s;
 CREATE TABLE s.target (id int);
 CREATE FUNCTION s.f(int) RETURNS int LANGUAGE sql AS 'SELECT $1';
@@ -58,7 +64,8 @@ CREATE TABLE target (id int);
 CREATE TABLE t (o oid, acl aclitem[]);
 INSERT INTO t SELECT 'target'::regclass::oid,
   ARRAY[makeaclitem(0, (SELECT oid FROM pg_roles WHERE rolname = CURRENT_USER), 'SELECT', false)]""",
-    "session_dependent_text": ENUM + """
+    "session_dependent_text": ENUM
+    + """
 CREATE TABLE t (m mood, at timestamptz, d date, span interval, f float8, r real, cash money, raw bytea,
   n numeric, j jsonb, js json, b bit(3), v varbit, p point, c char(3), bc bpchar, tags text[]);
 INSERT INTO t VALUES
@@ -107,13 +114,17 @@ def test_value_type_restores_and_matches(case, pg_server, backed_up):
 
 def test_text_forms_are_pinned_against_session_settings(pg_server, backed_up):
     engine, manifest, db, copy = backed_up(CASES["session_dependent_text"])
-    pg_server.execute(f"ALTER DATABASE {quote_ident(copy)} SET TimeZone = 'America/New_York'; "
-                      f"ALTER DATABASE {quote_ident(copy)} SET DateStyle = 'SQL, DMY'; "
-                      f"ALTER DATABASE {quote_ident(copy)} SET IntervalStyle = 'sql_standard'; "
-                      f"ALTER DATABASE {quote_ident(copy)} SET extra_float_digits = 0; "
-                      f"ALTER DATABASE {quote_ident(copy)} SET bytea_output = 'escape'")
-    assert pg_server.execute("SELECT at::text, span::text FROM t WHERE m = 'ok'", copy)[0] != \
-        pg_server.execute("SELECT at::text, span::text FROM t WHERE m = 'ok'", db)[0]
+    pg_server.execute(
+        f"ALTER DATABASE {quote_ident(copy)} SET TimeZone = 'America/New_York'; "
+        f"ALTER DATABASE {quote_ident(copy)} SET DateStyle = 'SQL, DMY'; "
+        f"ALTER DATABASE {quote_ident(copy)} SET IntervalStyle = 'sql_standard'; "
+        f"ALTER DATABASE {quote_ident(copy)} SET extra_float_digits = 0; "
+        f"ALTER DATABASE {quote_ident(copy)} SET bytea_output = 'escape'"
+    )
+    assert (
+        pg_server.execute("SELECT at::text, span::text FROM t WHERE m = 'ok'", copy)[0]
+        != pg_server.execute("SELECT at::text, span::text FROM t WHERE m = 'ok'", db)[0]
+    )
     assert engine.fingerprint(copy) == manifest.fingerprints[db]
 
 
@@ -122,7 +133,8 @@ def test_exact_types_keep_the_binary_hash(pg_server, backed_up):
         "CREATE TYPE pair AS (a int, b text);\n"
         "CREATE TABLE t (id int8, name text, at timestamptz, u uuid, c char(2), p pair, r int4range);\n"
         "INSERT INTO t VALUES (1, 'a', now(), gen_random_uuid(), 'x', ROW(1, 'y'), '[1,5)'), (2, NULL, NULL, NULL,"
-        " NULL, NULL, NULL)")
+        " NULL, NULL, NULL)"
+    )
     assert manifest.fingerprints[db]["public.t"].method == "record"
     assert_pg_restored(pg_server, db, pg_server, copy)
 
@@ -160,8 +172,10 @@ def test_fingerprint_sees_changes_the_type_hash_ignores(change, pg_server, fresh
     pg_server.execute(f"CREATE TABLE t ({column}); INSERT INTO t VALUES ({before})", db)
     with psycopg.connect(pg_server.conninfo(db), autocommit=True) as conn:
         kind = column.split(" ", 1)[1]
-        blind = conn.execute(f"SELECT hash_record_extended(ROW({before}::{kind}), 0) = "  # type: ignore[arg-type]
-                             f"hash_record_extended(ROW({after}::{kind}), 0)").fetchone()
+        blind = conn.execute(
+            f"SELECT hash_record_extended(ROW({before}::{kind}), 0) = "  # type: ignore[arg-type]
+            f"hash_record_extended(ROW({after}::{kind}), 0)"
+        ).fetchone()
         assert blind == (True,), f"{kind}'s own hash does see {change}: the case tests nothing"
         first = fingerprint_tables(conn)["public.t"]
         conn.execute(f"UPDATE t SET {name} = {after}")  # type: ignore[arg-type]
@@ -174,10 +188,13 @@ def test_old_manifest_methods_are_still_read(pg_server, fresh_db):
     """Manifests written before this change name "record" (hash_record_extended of the whole
     row) or "text" (the row's text form): a copy is still hashed exactly as they were."""
     db = fresh_db(pg_server)
-    pg_server.execute("CREATE TABLE t (id int, v text, j json); CREATE TABLE dropped (a int, gone int, b text);"
-                      "INSERT INTO t SELECT g, 'v' || g, '{}' FROM generate_series(1, 50) g;"
-                      "INSERT INTO dropped SELECT g, g, 'x' FROM generate_series(1, 5) g;"
-                      "ALTER TABLE dropped DROP COLUMN gone", db)
+    pg_server.execute(
+        "CREATE TABLE t (id int, v text, j json); CREATE TABLE dropped (a int, gone int, b text);"
+        "INSERT INTO t SELECT g, 'v' || g, '{}' FROM generate_series(1, 50) g;"
+        "INSERT INTO dropped SELECT g, g, 'x' FROM generate_series(1, 5) g;"
+        "ALTER TABLE dropped DROP COLUMN gone",
+        db,
+    )
     old = {
         "public.t": ("text", "hashtextextended(t::text, 0)"),
         "public.dropped": ("record", "hash_record_extended(t, 0)"),

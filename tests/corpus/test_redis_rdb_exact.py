@@ -38,11 +38,21 @@ def test_remote_full_stores_exactly_the_rdb(fresh_redis, corpus_ctx, tmp_path: P
         for i in range(300):
             conn.set(f"k:{i}", f"value {i}" * 3)
         conn.hset("h", mapping={"a": 1, "b": 2})
-    engine = RedisEngine(RedisSettings(target_name="exact", host="127.0.0.1", port=source.port, password=source.password))
+    engine = RedisEngine(
+        RedisSettings(target_name="exact", host="127.0.0.1", port=source.port, password=source.password)
+    )
     manifest = engine.full_backup(corpus_ctx)
     stored = tmp_path / "stored.rdb"
-    subprocess.run(["zstd", "-qd", str(tmp_path / "repo" / corpus_ctx.repository.object_key(manifest, RDB_OBJECT)),
-                    "-o", str(stored)], check=True)
+    subprocess.run(
+        [
+            "zstd",
+            "-qd",
+            str(tmp_path / "repo" / corpus_ctx.repository.object_key(manifest, RDB_OBJECT)),
+            "-o",
+            str(stored),
+        ],
+        check=True,
+    )
     data = stored.read_bytes()
 
     # it ends with the EOF opcode and the CRC64 of everything before it, and with nothing else
@@ -55,13 +65,17 @@ def test_remote_full_stores_exactly_the_rdb(fresh_redis, corpus_ctx, tmp_path: P
     # the same snapshot as `redis-cli --rdb FILE` writes it (no writes in between): the header's
     # AUX values (ctime, used-mem, repl-offset) may differ, the databases and the footer's place not
     by_cli = tmp_path / "cli.rdb"
-    cli = subprocess.run([str(find_binary("redis-cli")), "-p", str(source.port), "--no-auth-warning", "--askpass",
-                          "--rdb", str(by_cli)], input=source.password + "\n", capture_output=True, text=True)
+    cli = subprocess.run(
+        [str(find_binary("redis-cli")), "-p", str(source.port), "--no-auth-warning", "--askpass", "--rdb", str(by_cli)],
+        input=source.password + "\n",
+        capture_output=True,
+        text=True,
+    )
     assert cli.returncode == 0, cli.stderr
     cli_data = by_cli.read_bytes()
     cli_end, cli_first_db = check_rdb(by_cli)
     assert cli_end == len(cli_data)
-    assert data[first_db - 2:-8] == cli_data[cli_first_db - 2:-8]
+    assert data[first_db - 2 : -8] == cli_data[cli_first_db - 2 : -8]
     assert len(data) - first_db == len(cli_data) - cli_first_db
 
     # and a plain redis-server loads it: the oracle finds the source

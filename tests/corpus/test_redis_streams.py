@@ -36,11 +36,11 @@ def populate(server: RedisProcess) -> None:
         db0.xadd("orders", {"n": i, "sku": f"s{i % 4}"}, id=f"{1000 + i}-0")
     db0.xgroup_create("orders", "billing", id="0")
     db0.xgroup_create("orders", "audit", id="0")
-    db0.xreadgroup("billing", "worker-1", {"orders": ">"}, count=8)   # 8 pending for worker-1
-    db0.xreadgroup("billing", "worker-2", {"orders": ">"}, count=5)   # 5 pending for worker-2
-    db0.xack("orders", "billing", "1001-0", "1002-0")                 # 6 + 5 pending
-    db0.xreadgroup("audit", "auditor", {"orders": ">"})               # all 20 pending
-    db0.xclaim("orders", "billing", "worker-2", 0, ["1003-0"])        # delivery count 2
+    db0.xreadgroup("billing", "worker-1", {"orders": ">"}, count=8)  # 8 pending for worker-1
+    db0.xreadgroup("billing", "worker-2", {"orders": ">"}, count=5)  # 5 pending for worker-2
+    db0.xack("orders", "billing", "1001-0", "1002-0")  # 6 + 5 pending
+    db0.xreadgroup("audit", "auditor", {"orders": ">"})  # all 20 pending
+    db0.xclaim("orders", "billing", "worker-2", 0, ["1003-0"])  # delivery count 2
     db0.xadd("events", {"kind": "login"}, id="1-1")
     db0.xgroup_create("events", "empty-group", id="$")
     db0.set("orders:last", 20)
@@ -55,21 +55,34 @@ def populate(server: RedisProcess) -> None:
 
 
 def engine_for(server: RedisProcess, name: str) -> RedisEngine:
-    return RedisEngine(RedisSettings(target_name=name, host=server.host, port=server.port, username=server.username,
-                                   password=server.password))
+    return RedisEngine(
+        RedisSettings(
+            target_name=name, host=server.host, port=server.port, username=server.username, password=server.password
+        )
+    )
 
 
 def handed_over(result, like: RedisProcess) -> RedisProcess:
     """The server a default restore left running, with the source's login."""
     host, port = result.restored["server"].rsplit(":", 1)
-    return RedisProcess(directory=Path(result.restored["directory"]), port=int(port), host=host,
-                        log_file=Path(result.restored["directory"]) / "redis.log", username=like.username,
-                        password=like.password)
+    return RedisProcess(
+        directory=Path(result.restored["directory"]),
+        port=int(port),
+        host=host,
+        log_file=Path(result.restored["directory"]) / "redis.log",
+        username=like.username,
+        password=like.password,
+    )
 
 
 def only(state: RedisState, db: int, prefix: bytes, as_db: int | None = None) -> RedisState:
-    return RedisState({(as_db if as_db is not None else d, k): v for (d, k), v in state.keys.items()
-                       if d == db and k.startswith(prefix)})
+    return RedisState(
+        {
+            (as_db if as_db is not None else d, k): v
+            for (d, k), v in state.keys.items()
+            if d == db and k.startswith(prefix)
+        }
+    )
 
 
 def test_comparison_sees_lost_pending_entries_where_debug_digest_does_not(fresh_redis):
@@ -148,8 +161,13 @@ def test_every_restore_mode_keeps_consumer_groups(fresh_redis, corpus_ctx, tmp_p
     assert redis_differences(at_backup, redis_state(source)) == []
 
     # partial: the streams of db 0 into db 7 of the same server; nothing else changes
-    result = engine.restore(corpus_ctx, manifest, into="original", databases=["db0"],
-                            options=RedisRestoreOptions(key_pattern="orders*", into_db=7))
+    result = engine.restore(
+        corpus_ctx,
+        manifest,
+        into="original",
+        databases=["db0"],
+        options=RedisRestoreOptions(key_pattern="orders*", into_db=7),
+    )
     assert result.comparison.ok, result.comparison.summary()
     assert [t.expected_rows for t in result.comparison.tables] == [2]  # orders and orders:last
     after = redis_state(source)

@@ -74,13 +74,20 @@ class PrefectStack:
         return f"--- last lines of {path} ---\n{tail(text, lines)}"
 
     # -- processes ------------------------------------------------------------------------
-    def spawn(self, name: str, args: Sequence[str], *, cwd: Path | None = None,
-              extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    def spawn(
+        self, name: str, args: Sequence[str], *, cwd: Path | None = None, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """A process in its own process group, output to <base>/<name>.log."""
         with open(self.base / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(list(args), cwd=cwd or self.base, env={**self.env, **(extra_env or {})},
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                list(args),
+                cwd=cwd or self.base,
+                env={**self.env, **(extra_env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs[name] = proc
         return proc
 
@@ -94,8 +101,9 @@ class PrefectStack:
             code = None
         output = (self.base / f"{name}.log").read_text(errors="replace")
         if code is None:
-            pytest.fail(f"{name} did not finish within {timeout:.0f} s\n{tail(output)}\n{self.log_tail()}",
-                        pytrace=False)
+            pytest.fail(
+                f"{name} did not finish within {timeout:.0f} s\n{tail(output)}\n{self.log_tail()}", pytrace=False
+            )
         return code, output
 
     def check(self, name: str, timeout: float = CLI_TIMEOUT) -> str:
@@ -104,8 +112,9 @@ class PrefectStack:
             pytest.fail(f"{name} exited with {code}\n{tail(output)}\n{self.log_tail()}", pytrace=False)
         return output
 
-    def prefect(self, name: str, *args: str, cwd: Path | None = None,
-                extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    def prefect(
+        self, name: str, *args: str, cwd: Path | None = None, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         return self.spawn(name, [PREFECT, *args], cwd=cwd, extra_env=extra_env)
 
     def watch_run(self, name: str, deployment: str, timeout: float = WATCH_TIMEOUT) -> tuple[int, str, float, str]:
@@ -125,10 +134,14 @@ class PrefectStack:
 
     def set_block_data(self, block_type: str, name: str, **data) -> None:
         """Change fields of a saved block document (what Block.save(overwrite=True) does)."""
-        document = self.api("GET", f"/block_types/slug/{block_type}/block_documents/name/{name}",
-                            params={"include_secrets": "true"}).json()
-        self.api("PATCH", f"/block_documents/{document['id']}",
-                 json={"data": {**document["data"], **data}, "merge_existing_data": False})
+        document = self.api(
+            "GET", f"/block_types/slug/{block_type}/block_documents/name/{name}", params={"include_secrets": "true"}
+        ).json()
+        self.api(
+            "PATCH",
+            f"/block_documents/{document['id']}",
+            json={"data": {**document["data"], **data}, "merge_existing_data": False},
+        )
 
     def flow_run(self, flow_run_id: str) -> dict:
         return self.api("GET", f"/flow_runs/{flow_run_id}").json()
@@ -177,18 +190,20 @@ def isolated_env(base: Path) -> dict[str, str]:
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY cannot be emptied through the environment (3.9 refuses '')."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VAULTFLOW_"))}
     (base / "home").mkdir()
-    env.update({
-        "PREFECT_HOME": str(base / "home"),
-        "PREFECT_PROFILES_PATH": str(base / "home" / "profiles.toml"),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{base / 'prefect.db'}",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_UI_ENABLED": "false",
-        # The schedules are days away: creating hundreds of future runs only costs time here.
-        "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-        "PREFECT_CLI_PROMPT": "false",
-        "PREFECT_LOGGING_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "PREFECT_HOME": str(base / "home"),
+            "PREFECT_PROFILES_PATH": str(base / "home" / "profiles.toml"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{base / 'prefect.db'}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_ENABLED": "false",
+            # The schedules are days away: creating hundreds of future runs only costs time here.
+            "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+            "PREFECT_CLI_PROMPT": "false",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -211,8 +226,7 @@ def wait_healthy(stack: PrefectStack) -> None:
                 del stack.procs["server"]
                 start_server(stack)
                 continue
-            pytest.fail(f"prefect server exited with {proc.returncode} before it was healthy\n{log}",
-                        pytrace=False)
+            pytest.fail(f"prefect server exited with {proc.returncode} before it was healthy\n{log}", pytrace=False)
         try:
             if httpx.get(f"{stack.api_url}/health", timeout=2).status_code == 200:
                 return
@@ -259,18 +273,28 @@ def wait_spooled(spool: Path, shipped: Path, backup) -> None:
         if (spool / stop).exists() or (shipped / f"{stop}.json").exists():
             return
         time.sleep(0.2)
-    pytest.fail(f"{stop} (the stop segment of {backup.id}) never reached the spool {spool}: "
-                f"{sorted(p.name for p in spool.iterdir()) if spool.is_dir() else 'no spool'}", pytrace=False)
+    pytest.fail(
+        f"{stop} (the stop segment of {backup.id}) never reached the spool {spool}: "
+        f"{sorted(p.name for p in spool.iterdir()) if spool.is_dir() else 'no spool'}",
+        pytrace=False,
+    )
 
 
-def run_phase(stack: PrefectStack, deployments: Sequence[str], names: dict[str, str],
-              *params: str) -> dict[str, str]:
+def run_phase(stack: PrefectStack, deployments: Sequence[str], names: dict[str, str], *params: str) -> dict[str, str]:
     """`prefect deployment run <flow>/<deployment> --watch` for each, side by side; every run must
     end Completed. Returns deployment -> flow run id."""
     started = {name: time.monotonic() for name in deployments}
     for name in deployments:
-        stack.prefect(f"run-{name}", "deployment", "run", f"{names[name]}/{name}", "--watch",
-                      "--watch-timeout", str(WATCH_TIMEOUT), *[a for p in params for a in ("--param", p)])
+        stack.prefect(
+            f"run-{name}",
+            "deployment",
+            "run",
+            f"{names[name]}/{name}",
+            "--watch",
+            "--watch-timeout",
+            str(WATCH_TIMEOUT),
+            *[a for p in params for a in ("--param", p)],
+        )
     run_ids = {}
     for name in deployments:
         code, output = stack.finish(f"run-{name}", WATCH_TIMEOUT + 30)
@@ -280,7 +304,8 @@ def run_phase(stack: PrefectStack, deployments: Sequence[str], names: dict[str, 
         run = stack.flow_run(run_ids[name])
         assert code == 0 and run["state_type"] == "COMPLETED", (
             f"{name} ended {run['state_type']} ({run['state'].get('message')}) after "
-            f"{time.monotonic() - started[name]:.0f} s\n{tail(output)}\n{stack.log_tail('worker', 80)}")
+            f"{time.monotonic() - started[name]:.0f} s\n{tail(output)}\n{stack.log_tail('worker', 80)}"
+        )
     return run_ids
 
 
@@ -293,14 +318,27 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     stack.prefect("block-register", "block", "register", "-m", "blocks", cwd=ROOT)
     stack.check("work-pool")
     stack.check("block-register")
-    stack.spawn("demo-setup", [sys.executable, "-m", "vaultflow.demo_setup", "--workdir", str(workdir),
-                               "--rows", str(DEMO_ROWS)], cwd=ROOT)
+    stack.spawn(
+        "demo-setup",
+        [sys.executable, "-m", "vaultflow.demo_setup", "--workdir", str(workdir), "--rows", str(DEMO_ROWS)],
+        cwd=ROOT,
+    )
     stack.prefect("deploy", "deploy", "--all", cwd=ROOT)
     # Started outside the checkout: the pull step must move the runs to VAULTFLOW_HOME.
-    worker = stack.prefect("worker", "worker", "start", "--pool", "vaultflow", extra_env={
-        "VAULTFLOW_HOME": str(ROOT), "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "VAULTFLOW_FLOW_RETRIES": "2", "VAULTFLOW_FLOW_RETRY_DELAY_S": str(FLOW_RETRY_DELAY_S),
-        "VAULTFLOW_RETRY_BACKOFF_S": "0.2"})
+    worker = stack.prefect(
+        "worker",
+        "worker",
+        "start",
+        "--pool",
+        "vaultflow",
+        extra_env={
+            "VAULTFLOW_HOME": str(ROOT),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "VAULTFLOW_FLOW_RETRIES": "2",
+            "VAULTFLOW_FLOW_RETRY_DELAY_S": str(FLOW_RETRY_DELAY_S),
+            "VAULTFLOW_RETRY_BACKOFF_S": "0.2",
+        },
+    )
     stack.check("deploy")
     state = wait_demo_ready(stack, workdir)
     repo_dir = Path(state["repository"])
@@ -314,11 +352,16 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
         got = deployed[entry["name"]]
         assert got["entrypoint"] == entry["entrypoint"] and got["work_pool_name"] == entry["work_pool"]["name"]
         assert got["parameters"] == entry["parameters"]
-        assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in got["schedules"]] == \
-            [(s["cron"], s["timezone"]) for s in entry["schedules"]]
+        assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in got["schedules"]] == [
+            (s["cron"], s["timezone"]) for s in entry["schedules"]
+        ]
     # Every block a deployment names was saved by the demo setup.
-    referenced = {v for e in expected for k, v in e["parameters"].items()
-                  if k in ("target", "repository", "source", "destination")}
+    referenced = {
+        v
+        for e in expected
+        for k, v in e["parameters"].items()
+        if k in ("target", "repository", "source", "destination")
+    }
     assert referenced == set(state["blocks"]), (referenced, state["blocks"])
     flows = {f["id"]: f["name"] for f in stack.api("POST", "/flows/filter", json={}).json()}
     names = {name: flows[d["flow_id"]] for name, d in deployed.items()}
@@ -329,31 +372,47 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     # prune last.
     runs = run_phase(stack, ["demo-weekly-full", "demo-physical-weekly-full", "redis-demo-weekly-full"], names)
     runs |= run_phase(stack, ["demo-daily-incremental", "redis-demo-daily-incremental", "demo-weekly-drill"], names)
-    runs |= run_phase(stack, ["demo-daily-differential", "redis-demo-daily-differential",
-                              "redis-demo-weekly-drill"], names)
-    wait_spooled(Path(state["spool"]), repo_dir / wal_prefix("demo-physical"),
-                 repository.catalog("postgres", "demo-physical").manifests[-1])
+    runs |= run_phase(
+        stack, ["demo-daily-differential", "redis-demo-daily-differential", "redis-demo-weekly-drill"], names
+    )
+    wait_spooled(
+        Path(state["spool"]),
+        repo_dir / wal_prefix("demo-physical"),
+        repository.catalog("postgres", "demo-physical").manifests[-1],
+    )
     # follow_seconds=0: ship what is spooled and end, instead of following the spool for 50 s (the
     # follow mode has its own test in tests/integration/test_flows_wal.py).
     runs |= run_phase(stack, ["demo-archive-logs"], names, "follow_seconds=0")
     runs |= run_phase(stack, ["demo-daily-verify"], names)
 
     # ... and each did what its name says, with nothing taken as a fallback full.
-    kinds = {f"{engine}/{target}": [(m.kind.value, m.mode, m.parent_id is not None)
-                                     for m in repository.catalog(engine, target).manifests]
-             for engine, target in (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo"))}
+    kinds = {
+        f"{engine}/{target}": [
+            (m.kind.value, m.mode, m.parent_id is not None) for m in repository.catalog(engine, target).manifests
+        ]
+        for engine, target in (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo"))
+    }
     assert [(k, mode) for k, mode, _ in kinds["postgres/demo"]] == [("full", "logical")], kinds
-    assert kinds["postgres/demo-physical"] == [("full", "physical", False), ("incremental", "physical", True),
-                                               ("differential", "physical", True)], kinds
-    assert [(k, parent) for k, _, parent in kinds["redis/demo"]] == \
-        [("full", False), ("incremental", True), ("differential", True)], kinds
+    assert kinds["postgres/demo-physical"] == [
+        ("full", "physical", False),
+        ("incremental", "physical", True),
+        ("differential", "physical", True),
+    ], kinds
+    assert [(k, parent) for k, _, parent in kinds["redis/demo"]] == [
+        ("full", False),
+        ("incremental", True),
+        ("differential", True),
+    ], kinds
     assert list((repo_dir / wal_prefix("demo-physical")).glob("*.json")), "archive-logs shipped no WAL"
     [logical] = repository.catalog("postgres", "demo").manifests
-    checks = [repository.last_checks(engine, target)[m.id] for engine, target in
-              (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo"))
-              for m in repository.catalog(engine, target).manifests]
-    assert len(checks) == 7 and {(c["kind"], c["result"], c["flow_run_id"]) for c in checks} == \
-        {("verify", "ok", runs["demo-daily-verify"])}, checks  # the newest check of each: verify, after the drills
+    checks = [
+        repository.last_checks(engine, target)[m.id]
+        for engine, target in (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo"))
+        for m in repository.catalog(engine, target).manifests
+    ]
+    assert len(checks) == 7 and {(c["kind"], c["result"], c["flow_run_id"]) for c in checks} == {
+        ("verify", "ok", runs["demo-daily-verify"])
+    }, checks  # the newest check of each: verify, after the drills
     assert logical.lineage.flow_run_id == runs["demo-weekly-full"] and logical.lineage.deployment == "demo-weekly-full"
     pg = state["postgres"]
     with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], dbname="postgres") as conn:
@@ -364,8 +423,9 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     runs |= run_phase(stack, ["demo-daily-upload"], names)
     offsite = BackupRepository(local_path=str(repo_dir.parent / "offsite")).build()
     for engine, target in (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo")):
-        assert [m.id for m in offsite.catalog(engine, target).manifests] == \
-            [m.id for m in repository.catalog(engine, target).manifests], (engine, target)
+        assert [m.id for m in offsite.catalog(engine, target).manifests] == [
+            m.id for m in repository.catalog(engine, target).manifests
+        ], (engine, target)
 
     # Prune last: its retention may collect backups the assertions above counted.
     runs |= run_phase(stack, ["demo-daily-prune"], names)
@@ -373,10 +433,12 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     assert worker.poll() is None, stack.log_tail("worker")
 
     # Green means green: no failed (red) task run in any of them, and no run needed a retry.
-    task_runs = stack.api("POST", "/task_runs/filter", json={
-        "flow_runs": {"id": {"any_": list(runs.values())}}}).json()
-    red = [(t["name"], t["state_type"], (t.get("state") or {}).get("message")) for t in task_runs
-           if t["state_type"] != "COMPLETED"]
+    task_runs = stack.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": list(runs.values())}}}).json()
+    red = [
+        (t["name"], t["state_type"], (t.get("state") or {}).get("message"))
+        for t in task_runs
+        if t["state_type"] != "COMPLETED"
+    ]
     assert task_runs and red == [], red
     assert all(stack.flow_run(run_id)["run_count"] == 1 for run_id in runs.values())
 

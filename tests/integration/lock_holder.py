@@ -28,15 +28,19 @@ def main() -> None:
     from vaultflow.stores.spec import build
 
     refresh = job.get("refresh_s", 300)
-    settings = LockSettings(wait=timedelta(seconds=job.get("wait_s", 0)),
-                            stale_after=timedelta(seconds=job.get("stale_s", 1800)),
-                            refresh_every=None if refresh is None else timedelta(seconds=refresh),
-                            retry_start=timedelta(seconds=0.2), retry_max=timedelta(seconds=1))
+    settings = LockSettings(
+        wait=timedelta(seconds=job.get("wait_s", 0)),
+        stale_after=timedelta(seconds=job.get("stale_s", 1800)),
+        refresh_every=None if refresh is None else timedelta(seconds=refresh),
+        retry_start=timedelta(seconds=0.2),
+        retry_max=timedelta(seconds=1),
+    )
     repo = Repository(build(job["store"]), lock_settings=settings)
     engine, target = job["engine"], job["target"]
     try:
-        lock = repo.acquire_lock(engine, target, job["purpose"], job.get("exclusive", False),
-                                 log=lambda line: print("log", line, flush=True))
+        lock = repo.acquire_lock(
+            engine, target, job["purpose"], job.get("exclusive", False), log=lambda line: print("log", line, flush=True)
+        )
     except LockHeldError as exc:
         print("held-error", exc, flush=True)
         return

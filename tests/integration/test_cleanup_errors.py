@@ -28,8 +28,9 @@ def server_gone(repo: Repository, s3_server: S3Instance) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    repo.store.client = s3_server.client(endpoint_url=f"http://127.0.0.1:{port}",
-                                         config=Config(retries={"max_attempts": 1}, connect_timeout=5))
+    repo.store.client = s3_server.client(
+        endpoint_url=f"http://127.0.0.1:{port}", config=Config(retries={"max_attempts": 1}, connect_timeout=5)
+    )
 
 
 def failing_upload(repo: Repository) -> None:
@@ -47,8 +48,7 @@ def test_lock_release_failure_does_not_replace_the_upload_error(repo: Repository
     assert info.value.__notes__ == logged
 
 
-def test_payload_cleanup_failure_does_not_replace_the_upload_error(repo: Repository,
-                                                                   s3_server: S3Instance) -> None:
+def test_payload_cleanup_failure_does_not_replace_the_upload_error(repo: Repository, s3_server: S3Instance) -> None:
     logged: list[str] = []
     with pytest.raises(StoreUnavailableError) as info:
         with repo.uncommitted("pg", "t", BACKUP, log=logged.append):

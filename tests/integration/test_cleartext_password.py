@@ -36,8 +36,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(pg, databases=(), name="cleartext") -> PostgresSettings:
-    return PostgresSettings(target_name=name, host=pg.host, port=pg.port, user=pg.user, password=pg.password,
-                          databases=list(databases), bin_dir=str(pg.client_bin_dir))
+    return PostgresSettings(
+        target_name=name,
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        password=pg.password,
+        databases=list(databases),
+        bin_dir=str(pg.client_bin_dir),
+    )
 
 
 @pytest.fixture
@@ -47,9 +54,22 @@ def fake_pg():
 
 
 def _psql(bin_dir: Path, env, dbname_arg: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(bin_dir / "psql"), "--no-password", "-X", "-At", f"--dbname={dbname_arg}",
-                           "-c", "SELECT current_database()"], env=env, pass_fds=env.pass_fds,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [
+            str(bin_dir / "psql"),
+            "--no-password",
+            "-X",
+            "-At",
+            f"--dbname={dbname_arg}",
+            "-c",
+            "SELECT current_database()",
+        ],
+        env=env,
+        pass_fds=env.pass_fds,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize("client", ["18", "15"])
@@ -86,15 +106,17 @@ def test_the_passfile_alone_keeps_the_password_from_a_name_read_as_options(pg_wi
     assert fake_pg.connections >= 1 and fake_pg.passwords == []
 
 
-def test_a_database_named_like_a_connection_string_is_backed_up_not_phished(pg_with_password, fake_pg,
-                                                                            tmp_path):
+def test_a_database_named_like_a_connection_string_is_backed_up_not_phished(pg_with_password, fake_pg, tmp_path):
     pg = pg_with_password
     name = f"host=127.0.0.1 port={fake_pg.port} dbname=x"
     into = "restored_from_hostile_name"
     pg.execute(f"CREATE DATABASE {quote_ident(name)}")
     try:
-        pg.execute("CREATE TABLE t (id int PRIMARY KEY, v text); "
-                   "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 500) g", dbname=name)
+        pg.execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); "
+            "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 500) g",
+            dbname=name,
+        )
         engine = PostgresEngine(_config(pg, [name]))
         ctx = BackupContext(repository=Repository(LocalStore(tmp_path / "repo")), log=lambda line: None)
         manifest = engine.full_backup(ctx)
@@ -152,13 +174,20 @@ def _files_holding(secret: bytes, roots: list[Path], limit: int = 1 << 20) -> li
 def test_a_backup_killed_mid_dump_leaves_no_file_with_the_password(pg_with_password, fresh_db, tmp_path):
     pg = pg_with_password
     db = fresh_db(pg)
-    pg.execute("CREATE TABLE big (id int, v text); "
-               "INSERT INTO big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 20000) g", dbname=db)
+    pg.execute(
+        "CREATE TABLE big (id int, v text); "
+        "INSERT INTO big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 20000) g",
+        dbname=db,
+    )
     started = time.time()
-    spec = {**json.loads(_config(pg, [db], name="killed").model_dump_json()), "password": pg.password,
-            "repo": str(tmp_path / "repo")}
-    child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=ROOT, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    spec = {
+        **json.loads(_config(pg, [db], name="killed").model_dump_json()),
+        "password": pg.password,
+        "repo": str(tmp_path / "repo"),
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     child.stdin.write((json.dumps(spec) + "\n").encode())
     child.stdin.close()
     line = child.stdout.readline()  # the backup is mid-dump: the store stopped reading
@@ -172,8 +201,9 @@ def test_a_backup_killed_mid_dump_leaves_no_file_with_the_password(pg_with_passw
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     pid = int(dumps[0].split()[0])
-    assert psutil.wait_procs([psutil.Process(pid)] if psutil.pid_exists(pid) else [], timeout=60)[1] == [], \
-        "pg_dump outlived the killed backup"  # tied to the run (a hang guard, not a timing)
+    assert psutil.wait_procs([psutil.Process(pid)] if psutil.pid_exists(pid) else [], timeout=60)[1] == [], (
+        "pg_dump outlived the killed backup"
+    )  # tied to the run (a hang guard, not a timing)
     roots = [Path("/tmp"), Path(os.environ.get("TMPDIR", "/tmp")), Path("/dev/shm"), tmp_path]
     assert _files_holding(pg.password.encode(), roots) == []
     assert [p for p in Path("/tmp").glob("vaultflow-pg-*") if p.stat().st_mtime >= started] == []

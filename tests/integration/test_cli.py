@@ -27,8 +27,9 @@ def test_backup_list_verify_prune_restore(pg18, fresh_db, tmp_path: Path, monkey
     monkeypatch.setattr(cli.console, "width", 200)  # the catalog table must not wrap ids
     db = fresh_db(pg18)
     pg18.execute("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200) g", dbname=db)
-    PostgresTarget(host=pg18.host, port=pg18.port, user=pg18.user, databases=[db],
-                   bin_dir=str(pg18.client_bin_dir)).save("cli-target", overwrite=True)
+    PostgresTarget(
+        host=pg18.host, port=pg18.port, user=pg18.user, databases=[db], bin_dir=str(pg18.client_bin_dir)
+    ).save("cli-target", overwrite=True)
     repo = str(tmp_path / "repo")
 
     backup = runner.invoke(app, ["backup", "-t", "cli-target", "--repo-path", repo])
@@ -84,11 +85,24 @@ def test_list_through_a_pipe_prints_whole_ids_and_reports_future_dated_backups(t
     now = datetime.now(UTC)
 
     def commit(when: datetime, kind: BackupKind, parent: str | None = None) -> Manifest:
-        m = Manifest(id=new_backup_id(kind, when), engine="postgres", target=target, kind=kind, parent_id=parent,
-                     mode=BackupMode.PHYSICAL, started_at=when, finished_at=when, objects=[],
-                     consistency=PostgresPhysicalConsistency(
-                         start_lsn="0/2000028", stop_lsn="0/2000100", timeline=1,
-                         start_wal_file="000000010000000000000002", checkpoint_lsn="0/2000060"))
+        m = Manifest(
+            id=new_backup_id(kind, when),
+            engine="postgres",
+            target=target,
+            kind=kind,
+            parent_id=parent,
+            mode=BackupMode.PHYSICAL,
+            started_at=when,
+            finished_at=when,
+            objects=[],
+            consistency=PostgresPhysicalConsistency(
+                start_lsn="0/2000028",
+                stop_lsn="0/2000100",
+                timeline=1,
+                start_wal_file="000000010000000000000002",
+                checkpoint_lsn="0/2000060",
+            ),
+        )
         repo.commit(m)  # the store stamps the manifest with the real time
         return m
 
@@ -96,12 +110,27 @@ def test_list_through_a_pipe_prints_whole_ids_and_reports_future_dated_backups(t
     child = commit(now - timedelta(hours=1), BackupKind.INCREMENTAL, full.id)
     ahead = commit(now + timedelta(hours=3), BackupKind.FULL)  # a worker whose clock runs 3 h fast
     env = {**os.environ, "COLUMNS": "20", "LINES": "5"}
-    listed = subprocess.run([sys.executable, "-m", "vaultflow.cli", "list", "--repo-path", str(tmp_path / "repo")],
-                            capture_output=True, env=env, text=True, timeout=300)
+    listed = subprocess.run(
+        [sys.executable, "-m", "vaultflow.cli", "list", "--repo-path", str(tmp_path / "repo")],
+        capture_output=True,
+        env=env,
+        text=True,
+        timeout=300,
+    )
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert lines[0].split() == ["target", "backup", "kind", "parent", "finished", "(UTC)", "stored", "MB",
-                                "objects", "clock"]
+    assert lines[0].split() == [
+        "target",
+        "backup",
+        "kind",
+        "parent",
+        "finished",
+        "(UTC)",
+        "stored",
+        "MB",
+        "objects",
+        "clock",
+    ]
     rows = {line.split()[1]: line.split() for line in lines[1:4]}
     assert set(rows) == {full.id, child.id, ahead.id}
     assert rows[child.id][:4] == [f"postgres/{target}", child.id, "incremental", full.id]

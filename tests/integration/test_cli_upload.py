@@ -19,8 +19,9 @@ runner = CliRunner()
 def test_upload_copies_what_the_destination_lacks(pg18, fresh_db, tmp_path: Path):
     db = fresh_db(pg18)
     pg18.execute("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 50) g", dbname=db)
-    PostgresTarget(host=pg18.host, port=pg18.port, user=pg18.user, databases=[db],
-                   bin_dir=str(pg18.client_bin_dir)).save("cli-upload", overwrite=True)
+    PostgresTarget(
+        host=pg18.host, port=pg18.port, user=pg18.user, databases=[db], bin_dir=str(pg18.client_bin_dir)
+    ).save("cli-upload", overwrite=True)
     local, offsite = str(tmp_path / "local"), str(tmp_path / "offsite")
     assert runner.invoke(app, ["backup", "-t", "cli-upload", "--repo-path", local]).exit_code == 0
 
@@ -30,8 +31,9 @@ def test_upload_copies_what_the_destination_lacks(pg18, fresh_db, tmp_path: Path
     [copied] = Repository(LocalStore(Path(offsite))).catalog("postgres", "cli-upload").manifests
     assert copied == Repository(LocalStore(Path(local))).catalog("postgres", "cli-upload").manifests[0]
 
-    again = runner.invoke(app, ["upload", "--repo-path", local, "--to-path", offsite, "-t", "cli-upload",
-                                "--backup", "latest"])
+    again = runner.invoke(
+        app, ["upload", "--repo-path", local, "--to-path", offsite, "-t", "cli-upload", "--backup", "latest"]
+    )
     assert again.exit_code == 0 and "copied 0 backups" in again.output, again.output
 
     both = runner.invoke(app, ["upload", "--repo-path", local])

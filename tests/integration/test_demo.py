@@ -19,12 +19,17 @@ def test_make_demo_first_screen_is_clean(tmp_path: Path):
     home = tmp_path / "prefect-home"  # a new user: no database yet, migrated at first start
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VAULTFLOW_"))}
-    env.update({"PREFECT_HOME": str(home), "PREFECT_PROFILES_PATH": str(home / "profiles.toml"),
-                "COLUMNS": "200"})
+    env.update({"PREFECT_HOME": str(home), "PREFECT_PROFILES_PATH": str(home / "profiles.toml"), "COLUMNS": "200"})
     workdir = tmp_path / "demo"
-    result = subprocess.run([str(VAULTFLOW), "demo", "--workdir", str(workdir), "--rows", "300"],
-                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [str(VAULTFLOW), "demo", "--workdir", str(workdir), "--rows", "300"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     screen = result.stdout + result.stderr
     assert result.returncode == 0, screen[-6000:]
     assert "demo OK" in screen and "seed rows identical" in screen and "seed keys identical" in screen, screen[-4000:]
@@ -69,8 +74,15 @@ def test_demo_setup_refuses_a_temporary_api(tmp_path: Path):
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VAULTFLOW_"))}
     env.update({"PREFECT_HOME": str(home), "PREFECT_PROFILES_PATH": str(home / "profiles.toml")})
-    result = subprocess.run([sys.executable, "-m", "vaultflow.demo_setup", "--workdir", str(tmp_path / "demo")],
-                            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "vaultflow.demo_setup", "--workdir", str(tmp_path / "demo")],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "start a Prefect server (`prefect server start`) and set PREFECT_API_URL" in result.stderr, result.stderr
     assert not (tmp_path / "demo").exists()  # nothing started, nothing written

@@ -37,41 +37,67 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 def task_runs(state) -> dict[str, object]:
     """Task run name -> task run, of the flow run that ended in `state`."""
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
     return {run.name: run for run in runs}
 
 
 def two_databases(pg, fresh_db) -> tuple[str, str]:
     first, second = fresh_db(pg), fresh_db(pg)
     for db, rows in ((first, 300), (second, 40)):
-        pg.execute(f"CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) "
-                   f"FROM generate_series(1, {rows}) g", dbname=db)
+        pg.execute(
+            f"CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) "
+            f"FROM generate_series(1, {rows}) g",
+            dbname=db,
+        )
     return first, second
 
 
 def test_run_graph_of_a_full_backup_shows_a_dump_per_database(pg18, fresh_db, tmp_path: Path):
     first, second = two_databases(pg18, fresh_db)
-    target = PostgresTarget(host=pg18.host, port=pg18.port, user=pg18.user, databases=[first, second],
-                            target_name="graph", bin_dir=str(pg18.client_bin_dir))
-    state = full_backup(target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")),
-                        return_state=True)
+    target = PostgresTarget(
+        host=pg18.host,
+        port=pg18.port,
+        user=pg18.user,
+        databases=[first, second],
+        target_name="graph",
+        bin_dir=str(pg18.client_bin_dir),
+    )
+    state = full_backup(
+        target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")), return_state=True
+    )
     result = state.result()
     runs = task_runs(state)
-    assert sorted(runs) == sorted(["check-target", "plan-full", "dump-globals", f"dump-database-{first}",
-                                   f"dump-database-{second}", f"finish-{result['backup_id']}"])
+    assert sorted(runs) == sorted(
+        [
+            "check-target",
+            "plan-full",
+            "dump-globals",
+            f"dump-database-{first}",
+            f"dump-database-{second}",
+            f"finish-{result['backup_id']}",
+        ]
+    )
     assert all(run.state.is_completed() and run.run_count == 1 for run in runs.values())
     # one after another, in plan order, and the manifest after every dump
     order = sorted(runs.values(), key=lambda run: run.start_time)
-    assert [run.name for run in order] == ["check-target", "plan-full", "dump-globals", f"dump-database-{first}",
-                                          f"dump-database-{second}", f"finish-{result['backup_id']}"]
+    assert [run.name for run in order] == [
+        "check-target",
+        "plan-full",
+        "dump-globals",
+        f"dump-database-{first}",
+        f"dump-database-{second}",
+        f"finish-{result['backup_id']}",
+    ]
 
 
 def test_redis_backup_graph_has_its_one_unit(redis_source, tmp_path: Path):
     redis_source.client().set("k", "v")
     target = RedisTarget(host=redis_source.host, port=redis_source.port, target_name="graph-redis")
-    state = full_backup(target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")),
-                        return_state=True)
+    state = full_backup(
+        target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")), return_state=True
+    )
     runs = task_runs(state)
     assert sorted(runs) == sorted(["check-target", "plan-full", "dump-rdb", f"finish-{state.result()['backup_id']}"])
 
@@ -82,8 +108,15 @@ def test_a_retried_dump_redoes_only_its_database(pg18, fresh_db, tmp_path: Path)
     the lock is gone. The first database's object is written once (same inode at the end)."""
     first, second = two_databases(pg18, fresh_db)
     repo_dir = tmp_path / "repo"
-    target = PostgresTarget(host=pg18.host, port=pg18.port, user=pg18.user, databases=[first, second],
-                            target_name="retry", bin_dir=str(pg18.client_bin_dir), lock_timeout_s=1.0)
+    target = PostgresTarget(
+        host=pg18.host,
+        port=pg18.port,
+        user=pg18.user,
+        databases=[first, second],
+        target_name="retry",
+        bin_dir=str(pg18.client_bin_dir),
+        lock_timeout_s=1.0,
+    )
     blocker = psycopg.connect(pg18.conninfo(second))
     blocker.execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")  # held in the open transaction
     seen: dict[str, object] = {}
@@ -119,8 +152,7 @@ def test_a_retried_dump_redoes_only_its_database(pg18, fresh_db, tmp_path: Path)
 
 
 @flow
-def nightly_offsite(target: PostgresTarget, local: BackupRepository, offsite: BackupRepository,
-                    into: str) -> dict:
+def nightly_offsite(target: PostgresTarget, local: BackupRepository, offsite: BackupRepository, into: str) -> dict:
     """The user's own flow of docs/tasks.md: back up into the local repository one database at a
     time, send the backup to the off-site one, check it there and restore it from there."""
     engine, src, dst = target.engine(), local.build(), offsite.build()
@@ -132,16 +164,30 @@ def nightly_offsite(target: PostgresTarget, local: BackupRepository, offsite: Ba
     sent = upload(src, dst, manifest)
     checks = verify_checksum(dst, manifest)
     restored = restore_and_compare(engine, BackupContext(repository=dst), manifest, into=into)
-    return {"backup_id": manifest.id, "sent": list(sent.copied), "checks_ok": all(c.ok for c in checks),
-            "comparison_ok": restored.comparison.ok, "restored": restored.restored}
+    return {
+        "backup_id": manifest.id,
+        "sent": list(sent.copied),
+        "checks_ok": all(c.ok for c in checks),
+        "comparison_ok": restored.comparison.ok,
+        "restored": restored.restored,
+    }
 
 
 def test_a_users_flow_composed_from_the_tasks(pg18, fresh_db, tmp_path: Path):
     db = fresh_db(pg18)
-    pg18.execute("CREATE TABLE staff (id int PRIMARY KEY, name text); INSERT INTO staff VALUES "
-                 "(1, 'Alice'), (2, 'Bob'), (3, 'Charlie')", dbname=db)
-    target = PostgresTarget(host=pg18.host, port=pg18.port, user=pg18.user, databases=[db],
-                            target_name="own-flow", bin_dir=str(pg18.client_bin_dir))
+    pg18.execute(
+        "CREATE TABLE staff (id int PRIMARY KEY, name text); INSERT INTO staff VALUES "
+        "(1, 'Alice'), (2, 'Bob'), (3, 'Charlie')",
+        dbname=db,
+    )
+    target = PostgresTarget(
+        host=pg18.host,
+        port=pg18.port,
+        user=pg18.user,
+        databases=[db],
+        target_name="own-flow",
+        bin_dir=str(pg18.client_bin_dir),
+    )
     local = BackupRepository(local_path=str(tmp_path / "local"))
     offsite = BackupRepository(local_path=str(tmp_path / "offsite"))
     copy = f"{db}_offsite"
@@ -154,9 +200,18 @@ def test_a_users_flow_composed_from_the_tasks(pg18, fresh_db, tmp_path: Path):
     finally:
         pg18.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
     names = sorted(task_runs(state))
-    assert names == sorted(["check-target", "plan-full", "dump-globals", f"dump-database-{db}",
-                            f"finish-{result['backup_id']}", f"upload-{result['backup_id']}",
-                            f"verify-{result['backup_id']}", f"restore-{result['backup_id']}"])
+    assert names == sorted(
+        [
+            "check-target",
+            "plan-full",
+            "dump-globals",
+            f"dump-database-{db}",
+            f"finish-{result['backup_id']}",
+            f"upload-{result['backup_id']}",
+            f"verify-{result['backup_id']}",
+            f"restore-{result['backup_id']}",
+        ]
+    )
     manifest = offsite.build().catalog("postgres", "own-flow").get(result["backup_id"])
 
     @flow

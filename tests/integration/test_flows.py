@@ -31,20 +31,25 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def make_table(pg, db: str, rows: int = 500) -> None:
-    pg.execute("CREATE TABLE IF NOT EXISTS employees (id serial PRIMARY KEY, name text, position text, "
-               "salary numeric); INSERT INTO employees (name, position, salary) "
-               f"SELECT 'e' || g, 'dev', g * 10 FROM generate_series(1, {rows}) g", dbname=db)
+    pg.execute(
+        "CREATE TABLE IF NOT EXISTS employees (id serial PRIMARY KEY, name text, position text, "
+        "salary numeric); INSERT INTO employees (name, position, salary) "
+        f"SELECT 'e' || g, 'dev', g * 10 FROM generate_series(1, {rows}) g",
+        dbname=db,
+    )
 
 
 def target_for(pg, db: str, name: str, **kw) -> PostgresTarget:
-    return PostgresTarget(host=pg.host, port=pg.port, user=pg.user, databases=[db], target_name=name,
-                          bin_dir=str(pg.client_bin_dir), **kw)
+    return PostgresTarget(
+        host=pg.host, port=pg.port, user=pg.user, databases=[db], target_name=name, bin_dir=str(pg.client_bin_dir), **kw
+    )
 
 
 def read_artifact(key: str) -> list[dict]:
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-                                          sort=ArtifactSort.CREATED_DESC, limit=1)
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC, limit=1
+        )
     assert artifacts, f"no artifact with key {key}"
     data = artifacts[0].data
     return json.loads(data) if isinstance(data, str) else data
@@ -59,8 +64,14 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
     db = fresh_db(pg18)
     make_table(pg18, db)
     target = target_for(pg18, db, "flowtest")
-    repository = BackupRepository(local_path=str(tmp_path / "repo"), keep_last=1, keep_daily=None,
-                                  keep_weekly=None, keep_monthly=None, orphan_grace="0s")
+    repository = BackupRepository(
+        local_path=str(tmp_path / "repo"),
+        keep_last=1,
+        keep_daily=None,
+        keep_weekly=None,
+        keep_monthly=None,
+        orphan_grace="0s",
+    )
 
     first = full_backup(target=target, repository=repository)
     assert first["stored_size"] > 0 and first["objects"] == 2
@@ -73,7 +84,9 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
     try:
         assert result["restored"] == {db: restored_name}
         assert [(r["table"], r["status"]) for r in result["comparison"]] == [
-            ("public.employees", "match"), ("(database properties)", "match")]
+            ("public.employees", "match"),
+            ("(database properties)", "match"),
+        ]
         assert pg18.execute("SELECT count(*) FROM employees", dbname=restored_name) == [(500,)]
     finally:
         pg18.execute(f'DROP DATABASE IF EXISTS "{restored_name}" WITH (FORCE)')
@@ -117,15 +130,23 @@ def test_lineage_in_manifest_and_run_names(pg18, fresh_db, tmp_path: Path):
     runs = flow_runs_named("full-lineage-%")
     assert runs, "the flow run is named after kind and target"
     with get_client(sync_client=True) as client:
-        progress = client.read_artifacts(artifact_filter=ArtifactFilter(
-            type=ArtifactFilterType(any_=["progress"]), flow_run_id=ArtifactFilterFlowRunId(any_=[runs[0].id])))
+        progress = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                type=ArtifactFilterType(any_=["progress"]), flow_run_id=ArtifactFilterFlowRunId(any_=[runs[0].id])
+            )
+        )
     assert [a.data for a in progress] == [100.0], "the backup's progress artifact ends at 100%"
 
 
 def test_wrong_password_fails_at_once_without_retries(pg_with_password, tmp_path: Path):
-    target = PostgresTarget(host=pg_with_password.host, port=pg_with_password.port, user="postgres",
-                            password=SecretStr("not-the-password"), target_name="badpw",
-                            bin_dir=str(pg_with_password.client_bin_dir))
+    target = PostgresTarget(
+        host=pg_with_password.host,
+        port=pg_with_password.port,
+        user="postgres",
+        password=SecretStr("not-the-password"),
+        target_name="badpw",
+        bin_dir=str(pg_with_password.client_bin_dir),
+    )
     assert_backup_fails_once(target, tmp_path)
 
 
@@ -178,8 +199,10 @@ def test_events_relate_backup_to_target(pg18, fresh_db, tmp_path: Path):
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and set(seen) != wanted:
         with get_client(sync_client=True) as client:
-            page = client.read_events(EventFilter(occurred=EventOccurredFilter(since=since),
-                                                  event=EventNameFilter(name=sorted(wanted))), limit=50)
+            page = client.read_events(
+                EventFilter(occurred=EventOccurredFilter(since=since), event=EventNameFilter(name=sorted(wanted))),
+                limit=50,
+            )
         seen = {e.event: e for e in page.events if e.resource.id.endswith(backup["backup_id"])}
         time.sleep(0.5)
     assert set(seen) == wanted, f"events seen: {sorted(seen)}"
@@ -191,8 +214,15 @@ def test_password_never_in_logs_artifacts_or_repository(pg_with_password, tmp_pa
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     pg = pg_with_password
-    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, password=SecretStr(pg.password),
-                            databases=["postgres"], target_name="secret", bin_dir=str(pg.client_bin_dir))
+    target = PostgresTarget(
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        password=SecretStr(pg.password),
+        databases=["postgres"],
+        target_name="secret",
+        bin_dir=str(pg.client_bin_dir),
+    )
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     backup = full_backup(target=target, repository=repository)
     restore_drill(target=target, repository=repository)

@@ -25,9 +25,17 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 def commit_backup(repo: Repository, target: str, log_start: str, age: timedelta) -> Manifest:
     when = datetime.now(UTC) - age
-    manifest = Manifest(id=new_backup_id(BackupKind.FULL, when), engine=ENGINE, target=target, kind=BackupKind.FULL,
-                        mode=BackupMode.LOGICAL, started_at=when, finished_at=when + timedelta(seconds=1),
-                        consistency=ToyLogConsistency(log_start=log_start), objects=[])
+    manifest = Manifest(
+        id=new_backup_id(BackupKind.FULL, when),
+        engine=ENGINE,
+        target=target,
+        kind=BackupKind.FULL,
+        mode=BackupMode.LOGICAL,
+        started_at=when,
+        finished_at=when + timedelta(seconds=1),
+        consistency=ToyLogConsistency(log_start=log_start),
+        objects=[],
+    )
     repo.commit(manifest)
     return manifest
 
@@ -38,8 +46,9 @@ def test_a_log_archive_registered_by_a_test_is_shipped_verified_and_pruned_by_th
     names = [unit_name(i) for i in range(1, 6)]
     for name in names:
         (log_dir / name).write_bytes(name.encode() * 100)
-    repository = BackupRepository(local_path=str(tmp_path / "repo"), keep_last=1, keep_daily=None,
-                                  keep_weekly=None, keep_monthly=None)
+    repository = BackupRepository(
+        local_path=str(tmp_path / "repo"), keep_last=1, keep_daily=None, keep_weekly=None, keep_monthly=None
+    )
     repo = Repository(LocalStore(tmp_path / "repo"))
 
     with toy_engine_registered() as ToyLogTarget:
@@ -64,12 +73,16 @@ def test_a_log_archive_registered_by_a_test_is_shipped_verified_and_pruned_by_th
         assert pruned["deleted"] == [older.id] and pruned["kept"] == [newer.id]
         assert pruned["log_units_deleted"] == pruned["wal_deleted"] == 2, "u1 and u2: before the kept backup's start"
         assert sorted(p.name for p in (tmp_path / "repo" / ENGINE / "toy" / "logs" / "toy").iterdir()) == [
-            f"{n}{ext}" for n in names[3:] for ext in ("", ".json")]
+            f"{n}{ext}" for n in names[3:] for ext in ("", ".json")
+        ]
         assert verify(repository=repository)["problems"] == [], "the hole went with the old backup"
 
-        with pytest.raises(ConfigError, match=r"toy has no log_dir\. To archive logs, point the deployment at a "
-                                              r"physical PostgreSQL target with a wal_spool or a toy target with a "
-                                              r"log_dir, or pause it\."):
+        with pytest.raises(
+            ConfigError,
+            match=r"toy has no log_dir\. To archive logs, point the deployment at a "
+            r"physical PostgreSQL target with a wal_spool or a toy target with a "
+            r"log_dir, or pause it\.",
+        ):
             archive_logs(target=ToyLogTarget(), repository=repository)
 
 
@@ -97,6 +110,9 @@ def test_a_users_own_flow_ships_logs_with_the_archive_logs_task(tmp_path: Path):
 
 def test_archive_logs_on_an_engine_without_a_log_archive_fails_at_once_naming_it(tmp_path: Path):
     target = RedisTarget(host="127.0.0.1", port=1, target_name="cache")  # never contacted
-    with pytest.raises(ConfigError, match=r"cache is a Redis target: .*\. To archive logs, point the deployment at a "
-                                          r"physical PostgreSQL target with a wal_spool, or pause it"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cache is a Redis target: .*\. To archive logs, point the deployment at a "
+        r"physical PostgreSQL target with a wal_spool, or pause it",
+    ):
         archive_logs(target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")))

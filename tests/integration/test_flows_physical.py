@@ -34,16 +34,25 @@ def work():
 def test_physical_backup_archive_verify_drill_and_pitr(archiving, work):
     pg = archiving.pg
     repo_dir = work / "repo"
-    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical",
-                            physical_fingerprints=True, target_name="physflow",
-                            wal_spool=str(archiving.spool), bin_dir=str(pg.client_bin_dir),
-                            server_bin_dir=str(pg.bin_dir), restore_os_user=SERVICE_USER if running_as_root() else None,
-                            wal_fetch_command=archiving.python.command("fetch", "--repo-path", str(repo_dir),
-                                                                       "--target", "physflow"))
+    target = PostgresTarget(
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        mode="physical",
+        physical_fingerprints=True,
+        target_name="physflow",
+        wal_spool=str(archiving.spool),
+        bin_dir=str(pg.client_bin_dir),
+        server_bin_dir=str(pg.bin_dir),
+        restore_os_user=SERVICE_USER if running_as_root() else None,
+        wal_fetch_command=archiving.python.command("fetch", "--repo-path", str(repo_dir), "--target", "physflow"),
+    )
     repository = BackupRepository(local_path=str(repo_dir))
     archive_logs(target=target, repository=repository)  # start from an empty spool
-    pg.execute("CREATE TABLE IF NOT EXISTS flowphys (id int); TRUNCATE flowphys; "
-               "INSERT INTO flowphys SELECT generate_series(1, 1000)")
+    pg.execute(
+        "CREATE TABLE IF NOT EXISTS flowphys (id int); TRUNCATE flowphys; "
+        "INSERT INTO flowphys SELECT generate_series(1, 1000)"
+    )
 
     backup = full_backup(target=target, repository=repository)
     pg.execute("INSERT INTO flowphys SELECT generate_series(1001, 1500)")
@@ -79,11 +88,19 @@ def test_prune_drops_wal_older_than_the_oldest_kept_backup(archiving, work):
     from vaultflow.stores import LocalStore
 
     pg = archiving.pg
-    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical",
-                            physical_fingerprints=True, target_name="physprune",
-                            wal_spool=str(archiving.spool), bin_dir=str(pg.client_bin_dir))
-    repository = BackupRepository(local_path=str(work / "repo"), keep_last=1, keep_daily=None, keep_weekly=None,
-                                  keep_monthly=None)
+    target = PostgresTarget(
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        mode="physical",
+        physical_fingerprints=True,
+        target_name="physprune",
+        wal_spool=str(archiving.spool),
+        bin_dir=str(pg.client_bin_dir),
+    )
+    repository = BackupRepository(
+        local_path=str(work / "repo"), keep_last=1, keep_daily=None, keep_weekly=None, keep_monthly=None
+    )
     archive_logs(target=target, repository=repository)
     first = full_backup(target=target, repository=repository)
     archiving.wait_archived(archiving.make_segments(2)[-1])
@@ -106,13 +123,22 @@ def test_incremental_and_differential_flows_with_fallback_and_chain_checks(archi
     pg = archiving.pg
     pg.execute("ALTER SYSTEM SET summarize_wal = on")
     pg.execute("SELECT pg_reload_conf()")
-    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical",
-                            physical_fingerprints=True, target_name="physinc",
-                            bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir),
-                            restore_os_user=SERVICE_USER if running_as_root() else None)
+    target = PostgresTarget(
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        mode="physical",
+        physical_fingerprints=True,
+        target_name="physinc",
+        bin_dir=str(pg.client_bin_dir),
+        server_bin_dir=str(pg.bin_dir),
+        restore_os_user=SERVICE_USER if running_as_root() else None,
+    )
     repository = BackupRepository(local_path=str(work / "repo"))
-    pg.execute("CREATE TABLE IF NOT EXISTS incflow (id int, v text); TRUNCATE incflow; "
-               "INSERT INTO incflow SELECT g, md5(g::text) FROM generate_series(1, 20000) g; CHECKPOINT")
+    pg.execute(
+        "CREATE TABLE IF NOT EXISTS incflow (id int, v text); TRUNCATE incflow; "
+        "INSERT INTO incflow SELECT g, md5(g::text) FROM generate_series(1, 20000) g; CHECKPOINT"
+    )
 
     first = incremental_backup(target=target, repository=repository)
     assert first["kind"] == "full" and "no physical backup" in first["fell_back_to_full"]

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 def redis_target(server, name: str, **kw) -> RedisTarget:
     password = SecretStr(server.password) if server.password else None
-    return RedisTarget(host=server.host, port=server.port, username=server.username, password=password,
-                       target_name=name, **kw)
+    return RedisTarget(
+        host=server.host, port=server.port, username=server.username, password=password, target_name=name, **kw
+    )
 
 
 def test_full_drill_restore_and_remote_incremental_fallback(redis_with_password, tmp_path: Path):
@@ -51,11 +52,18 @@ def test_full_drill_restore_and_remote_incremental_fallback(redis_with_password,
     conn.delete("user:1001")
     conn.set("user:1000", "Mallory")
     with pytest.raises(Exception, match="already exists"):
-        restore(target=target, repository=repository, backup_id=full["backup_id"], into="original",
-                key_pattern="user:*")
+        restore(
+            target=target, repository=repository, backup_id=full["backup_id"], into="original", key_pattern="user:*"
+        )
     assert conn.get("user:1000") == b"Mallory", "a refused restore changes nothing"
-    result = restore(target=target, repository=repository, backup_id=full["backup_id"], into="original",
-                     key_pattern="user:*", overwrite=True)
+    result = restore(
+        target=target,
+        repository=repository,
+        backup_id=full["backup_id"],
+        into="original",
+        key_pattern="user:*",
+        overwrite=True,
+    )
     assert [r["status"] for r in result["comparison"]] == ["match"]
     assert {k: conn.get(k).decode() for k in SEED_USERS} == SEED_USERS
     assert conn.get("user:1003") == b"Dana", "a partial restore leaves other keys alone"
@@ -66,6 +74,7 @@ def test_full_drill_restore_and_remote_incremental_fallback(redis_with_password,
 
 def test_redis_options_are_refused_for_postgres_targets(pg18, fresh_db, tmp_path: Path):
     from tests.integration.test_flows import make_table, target_for
+
     db = fresh_db(pg18)
     make_table(pg18, db, rows=10)
     target = target_for(pg18, db, "pgnotredis")
@@ -76,8 +85,12 @@ def test_redis_options_are_refused_for_postgres_targets(pg18, fresh_db, tmp_path
 
 
 def test_wrong_redis_password_fails_at_once_without_retries(redis_with_password, tmp_path: Path):
-    target = RedisTarget(host=redis_with_password.host, port=redis_with_password.port,
-                         password=SecretStr("not-the-password"), target_name="redisbadpw")
+    target = RedisTarget(
+        host=redis_with_password.host,
+        port=redis_with_password.port,
+        password=SecretStr("not-the-password"),
+        target_name="redisbadpw",
+    )
     assert_backup_fails_once(target, tmp_path)
 
 

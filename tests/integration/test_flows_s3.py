@@ -19,19 +19,31 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def s3_block(s3, bucket: str, secret: str | None = None, folder: str = "vf") -> S3Bucket:
-    creds = AwsCredentials(aws_access_key_id=s3.access_key,
-                           aws_secret_access_key=SecretStr(secret or s3.secret_key), region_name=s3.region,
-                           aws_client_parameters=AwsClientParameters(endpoint_url=s3.endpoint_url))
+    creds = AwsCredentials(
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=SecretStr(secret or s3.secret_key),
+        region_name=s3.region,
+        aws_client_parameters=AwsClientParameters(endpoint_url=s3.endpoint_url),
+    )
     return S3Bucket(bucket_name=bucket, credentials=creds, bucket_folder=folder)
 
 
 @pytest.fixture
 def target(pg18, fresh_db):
     db = fresh_db(pg18)
-    pg18.execute("CREATE TABLE t (id int PRIMARY KEY, payload text); INSERT INTO t "
-                 "SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, 3000) g", dbname=db)
-    return PostgresTarget(host=pg18.host, port=pg18.port, user=pg18.user, databases=[db],
-                          target_name=f"s3{db[-6:]}", bin_dir=str(pg18.client_bin_dir))
+    pg18.execute(
+        "CREATE TABLE t (id int PRIMARY KEY, payload text); INSERT INTO t "
+        "SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, 3000) g",
+        dbname=db,
+    )
+    return PostgresTarget(
+        host=pg18.host,
+        port=pg18.port,
+        user=pg18.user,
+        databases=[db],
+        target_name=f"s3{db[-6:]}",
+        bin_dir=str(pg18.client_bin_dir),
+    )
 
 
 def test_backup_and_restore_through_s3(target, s3_server, s3_bucket, pg18):
@@ -42,7 +54,10 @@ def test_backup_and_restore_through_s3(target, s3_server, s3_bucket, pg18):
     db = target.databases[0]
     result = restore(target=target, repository=repository, into=f"{db}_from_s3")
     try:
-        assert [r["status"] for r in result["comparison"]] == ["match", "match"]  # the table and the database properties
+        assert [r["status"] for r in result["comparison"]] == [
+            "match",
+            "match",
+        ]  # the table and the database properties
         assert pg18.execute("SELECT count(*) FROM t", dbname=f"{db}_from_s3") == [(3000,)]
     finally:
         pg18.execute(f'DROP DATABASE IF EXISTS "{db}_from_s3" WITH (FORCE)')

@@ -42,12 +42,19 @@ def assert_full_said_once(state, caplog, why: str) -> dict:
     return result
 
 
-def test_logical_target_asked_for_an_incremental_takes_a_full_and_says_so(pg18, fresh_db, tmp_path: Path,
-                                                                          caplog: pytest.LogCaptureFixture):
+def test_logical_target_asked_for_an_incremental_takes_a_full_and_says_so(
+    pg18, fresh_db, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     database = fresh_db(pg18)
     pg18.execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1)", dbname=database)
-    target = PostgresTarget(host=pg18.host, port=pg18.port, user=pg18.user, databases=[database],
-                            bin_dir=str(pg18.client_bin_dir), target_name="fit-logical")
+    target = PostgresTarget(
+        host=pg18.host,
+        port=pg18.port,
+        user=pg18.user,
+        databases=[database],
+        bin_dir=str(pg18.client_bin_dir),
+        target_name="fit-logical",
+    )
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     caplog.set_level(logging.INFO)
     for flow in (incremental_backup, differential_backup):
@@ -58,8 +65,9 @@ def test_logical_target_asked_for_an_incremental_takes_a_full_and_says_so(pg18, 
     assert [m.kind.value for m in repository.build().catalog("postgres", "fit-logical").manifests] == ["full", "full"]
 
 
-def test_redis_targets_without_aof_increments_take_a_full_and_say_so(fresh_redis, tmp_path: Path,
-                                                                     caplog: pytest.LogCaptureFixture):
+def test_redis_targets_without_aof_increments_take_a_full_and_say_so(
+    fresh_redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     caplog.set_level(logging.INFO)
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     server = fresh_redis(name="fit-noaof", settings={"appendonly": "no"})
@@ -67,13 +75,20 @@ def test_redis_targets_without_aof_increments_take_a_full_and_say_so(fresh_redis
 
     remote = RedisTarget(host=server.host, port=server.port, target_name="fit-remote")
     state = differential_backup(target=remote, repository=repository, return_state=True)
-    assert_full_said_once(state, caplog, "fit-remote is backed up remotely (no data_dir), and differential "
-                                         "backups copy the AOF files on the Redis host")
+    assert_full_said_once(
+        state,
+        caplog,
+        "fit-remote is backed up remotely (no data_dir), and differential backups copy the AOF files on the Redis host",
+    )
     caplog.clear()
     local = RedisTarget(host=server.host, port=server.port, data_dir=str(server.directory), target_name="fit-noaof")
     state = incremental_backup(target=local, repository=repository, return_state=True)
-    assert_full_said_once(state, caplog, "fit-noaof has appendonly off, and incremental backups copy AOF increments "
-                                         "(CONFIG SET appendonly yes, and in redis.conf)")
+    assert_full_said_once(
+        state,
+        caplog,
+        "fit-noaof has appendonly off, and incremental backups copy AOF increments "
+        "(CONFIG SET appendonly yes, and in redis.conf)",
+    )
 
 
 def test_a_first_incremental_starts_the_chain_with_a_full_and_no_failed_task(fresh_redis, tmp_path: Path):
@@ -82,8 +97,9 @@ def test_a_first_incremental_starts_the_chain_with_a_full_and_no_failed_task(fre
     target = RedisTarget(host=server.host, port=server.port, data_dir=str(server.directory), target_name="fit-first")
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     state = incremental_backup(target=target, repository=repository, return_state=True)
-    assert state.is_completed() and state.message == ("took a full backup: no backup of fit-first yet, and a "
-                                                      "chain starts with a full backup"), state.message
+    assert state.is_completed() and state.message == (
+        "took a full backup: no backup of fit-first yet, and a chain starts with a full backup"
+    ), state.message
     states = task_states(state.state_details.flow_run_id)
     assert states and all(s == "COMPLETED" for _, s in states), states
     server.client().set("user:1001", "Bob")
@@ -93,7 +109,10 @@ def test_a_first_incremental_starts_the_chain_with_a_full_and_no_failed_task(fre
 
 def test_archive_logs_on_a_logical_target_fails_at_once_saying_what_to_configure(pg18, tmp_path: Path):
     target = PostgresTarget(host=pg18.host, port=pg18.port, target_name="fit-wal", wal_spool=str(tmp_path))
-    with pytest.raises(ConfigError, match=r"fit-wal takes logical backups \(pg_dump\): WAL archiving needs a "
-                                          r"physical target .*point the deployment at a physical PostgreSQL "
-                                          r"target with a wal_spool, or pause it"):
+    with pytest.raises(
+        ConfigError,
+        match=r"fit-wal takes logical backups \(pg_dump\): WAL archiving needs a "
+        r"physical target .*point the deployment at a physical PostgreSQL "
+        r"target with a wal_spool, or pause it",
+    ):
         archive_logs(target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")))

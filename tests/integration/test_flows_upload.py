@@ -29,10 +29,19 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 def target(pg18, fresh_db):
     names = [fresh_db(pg18) for _ in range(3)]
     for i, db in enumerate(names):
-        pg18.execute("CREATE TABLE t (id int PRIMARY KEY, payload text); INSERT INTO t "
-                     f"SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, {1000 * (i + 1)}) g", dbname=db)
-    return PostgresTarget(host=pg18.host, port=pg18.port, user=pg18.user, databases=names,
-                          target_name=f"up{names[0][-6:]}", bin_dir=str(pg18.client_bin_dir))
+        pg18.execute(
+            "CREATE TABLE t (id int PRIMARY KEY, payload text); INSERT INTO t "
+            f"SELECT g, repeat(md5(g::text), 20) FROM generate_series(1, {1000 * (i + 1)}) g",
+            dbname=db,
+        )
+    return PostgresTarget(
+        host=pg18.host,
+        port=pg18.port,
+        user=pg18.user,
+        databases=names,
+        target_name=f"up{names[0][-6:]}",
+        bin_dir=str(pg18.client_bin_dir),
+    )
 
 
 def s3_keys(s3_server, bucket: str) -> dict[str, int]:
@@ -53,16 +62,16 @@ def test_upload_local_to_s3_and_restore_the_copy(target, s3_server, s3_bucket, p
     manifest = s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "manifest.json")["Body"].read()
     assert json.loads(manifest) == json.loads((local_dir / "manifest.json").read_bytes())
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
     assert [r.name for r in runs] == [f"upload-{backup['backup_id']}"]
 
     assert verify(repository=offsite, target=target)["problems"] == []
     db = target.databases[1]
     copy = f"{db}_from_offsite"
     try:
-        restored = restore(target=target, repository=offsite, backup_id=backup["backup_id"], databases=[db],
-                           into=copy)
+        restored = restore(target=target, repository=offsite, backup_id=backup["backup_id"], databases=[db], into=copy)
         assert [r["status"] for r in restored["comparison"]] == ["match", "match"]
         assert_pg_restored(pg18, db, pg18, copy)
     finally:
@@ -108,8 +117,7 @@ def test_interrupted_upload_resumes_and_repairs_bad_copies(target, s3_server, s3
         assert body == (local_dir / name).read_bytes(), name
 
 
-def test_upload_refuses_a_source_object_that_does_not_match_its_manifest(target, s3_server, s3_bucket,
-                                                                         tmp_path: Path):
+def test_upload_refuses_a_source_object_that_does_not_match_its_manifest(target, s3_server, s3_bucket, tmp_path: Path):
     local = BackupRepository(local_path=str(tmp_path / "local"))
     offsite = BackupRepository(s3_bucket=s3_block(s3_server, s3_bucket))
     backup = full_backup(target=target, repository=local)

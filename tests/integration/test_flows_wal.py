@@ -18,8 +18,15 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 def test_archive_logs_ships_the_spool_and_reports_lag(archiving, tmp_path: Path):
     pg = archiving.pg
-    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", physical_fingerprints=True,
-                            wal_spool=str(archiving.spool), target_name="walflow")
+    target = PostgresTarget(
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        mode="physical",
+        physical_fingerprints=True,
+        wal_spool=str(archiving.spool),
+        target_name="walflow",
+    )
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     archive_logs(target=target, repository=repository)  # whatever earlier tests left behind
     names = archiving.make_segments(3)
@@ -44,13 +51,20 @@ def test_follow_mode_keeps_shipping_while_the_server_writes(archiving, tmp_path:
     import threading
 
     pg = archiving.pg
-    target = PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", wal_spool=str(archiving.spool),
-                            target_name="walfollow")
+    target = PostgresTarget(
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        mode="physical",
+        wal_spool=str(archiving.spool),
+        target_name="walfollow",
+    )
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     archive_logs(target=target, repository=repository)
     made: list[str] = []
-    writer = threading.Thread(target=lambda: [made.extend(archiving.make_segments(1)) or __import__("time").sleep(0.5)
-                                              for _ in range(4)])
+    writer = threading.Thread(
+        target=lambda: [made.extend(archiving.make_segments(1)) or __import__("time").sleep(0.5) for _ in range(4)]
+    )
     writer.start()
     result = archive_logs(target=target, repository=repository, follow_seconds=4)
     writer.join()

@@ -40,9 +40,15 @@ class Holder:
 
     def __init__(self, store, **job: Any):
         job = {"engine": "postgres", "target": "t", "purpose": "backup", **job, "store": describe(store)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.integration.lock_holder"], cwd=PROJECT,
-                                     env={**os.environ, "PYTHONPATH": str(PROJECT)}, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.lock_holder"],
+            cwd=PROJECT,
+            env={**os.environ, "PYTHONPATH": str(PROJECT)},
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -90,6 +96,7 @@ def holders():
     def start(store, **job: Any) -> Holder:
         started.append(Holder(store, **job))
         return started[-1]
+
     yield start
     for holder in started:
         holder.stop()
@@ -109,11 +116,16 @@ def lock_keys(store) -> list[str]:
 
 def here(store, **settings: Any) -> Repository:
     """This process's repository over the same store, without waiting by default."""
-    return Repository(store, lock_settings=LockSettings(**{"wait": timedelta(0), "refresh_every": None,
-                                                           "retry_start": timedelta(seconds=0.2), **settings}))
+    return Repository(
+        store,
+        lock_settings=LockSettings(
+            **{"wait": timedelta(0), "refresh_every": None, "retry_start": timedelta(seconds=0.2), **settings}
+        ),
+    )
 
 
 # -- the protocol between processes ----------------------------------------------------------------
+
 
 def test_shared_holders_coexist_and_an_exclusive_one_waits_then_fails_retryably(store, holders) -> None:
     backup = holders(store, purpose="backup")
@@ -122,8 +134,11 @@ def test_shared_holders_coexist_and_an_exclusive_one_waits_then_fails_retryably(
     keys = sorted([backup_key, verify_key])
     assert lock_keys(store) == keys
     started = time.monotonic()
-    with pytest.raises(LockHeldError, match=rf"locked by host \S+ pid ({backup.proc.pid}|{verify.proc.pid}) "
-                                            r"\(a (backup|verify), shared lock\) since .*waited \d+ s") as info:
+    with pytest.raises(
+        LockHeldError,
+        match=rf"locked by host \S+ pid ({backup.proc.pid}|{verify.proc.pid}) "
+        r"\(a (backup|verify), shared lock\) since .*waited \d+ s",
+    ) as info:
         here(store, wait=timedelta(seconds=2)).acquire_lock("postgres", "t", "prune", exclusive=True)
     assert time.monotonic() - started >= 2 and info.value.holder.key in keys
     assert lock_keys(store) == keys  # the prune withdrew its own object
@@ -152,8 +167,9 @@ def test_two_runs_racing_for_exclusive_locks_never_both_hold(store, holders) -> 
     while waiting:
         deadline = time.monotonic() + GUARD_S
         while not [r for r in waiting if r.printed("locked")]:
-            assert time.monotonic() < deadline and not [r for r in waiting if r.printed("held-error")], \
-                "\n".join(map(str, [r.seen for r in racers]))
+            assert time.monotonic() < deadline and not [r for r in waiting if r.printed("held-error")], "\n".join(
+                map(str, [r.seen for r in racers])
+            )
             time.sleep(0.05)
         holding = [r for r in waiting if r.printed("locked")]
         assert len(holding) == 1, "two runs hold the exclusive lock at once"
@@ -195,10 +211,14 @@ def test_refresh_keeps_a_long_holder_alive_past_the_ttl(store, holders) -> None:
 
 # -- the flows ---------------------------------------------------------------------------------------
 
+
 def s3_block(s3, bucket: str) -> S3Bucket:
-    creds = AwsCredentials(aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key,
-                           region_name=s3.region,
-                           aws_client_parameters=AwsClientParameters(endpoint_url=s3.endpoint_url))
+    creds = AwsCredentials(
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        region_name=s3.region,
+        aws_client_parameters=AwsClientParameters(endpoint_url=s3.endpoint_url),
+    )
     return S3Bucket(bucket_name=bucket, credentials=creds, bucket_folder="vf")
 
 
@@ -214,16 +234,24 @@ def repository_settings(request, tmp_path: Path) -> dict:
 
 def two_backups(pg18, fresh_db, repository: BackupRepository, name: str) -> tuple[PostgresTarget, list[str]]:
     from flows.full_backup import full_backup
+
     db = fresh_db(pg18)
     pg18.execute("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g", dbname=db)
-    target = PostgresTarget(host=pg18.host, port=pg18.port, user=pg18.user, databases=[db], target_name=name,
-                            bin_dir=str(pg18.client_bin_dir))
+    target = PostgresTarget(
+        host=pg18.host,
+        port=pg18.port,
+        user=pg18.user,
+        databases=[db],
+        target_name=name,
+        bin_dir=str(pg18.client_bin_dir),
+    )
     return target, [full_backup(target=target, repository=repository)["backup_id"] for _ in range(2)]
 
 
 @pytest.mark.usefixtures("prefect_api")
 def test_a_prune_during_a_long_backup_deletes_nothing(pg18, fresh_db, repository_settings, holders) -> None:
     from flows.prune import prune
+
     repository = BackupRepository(**repository_settings, lock_wait="1s")
     _, ids = two_backups(pg18, fresh_db, repository, "t")
     repo = repository.build()
@@ -270,17 +298,18 @@ class SlowBackupRepository(BackupRepository):
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_a_verify_during_a_prune_reports_no_false_corruption(pg18, fresh_db, repository_settings,
-                                                             holders) -> None:
+def test_a_verify_during_a_prune_reports_no_false_corruption(pg18, fresh_db, repository_settings, holders) -> None:
     """The verify reads the catalog, then each object, slowly; a prune started meanwhile waits
     for the verify's shared lock instead of deleting a backup the verify is reading."""
     from flows.verify import verify
+
     repository = BackupRepository(**repository_settings)
     _, ids = two_backups(pg18, fresh_db, repository, "t")
     repo = repository.build()
     results: list = []
-    verifying = threading.Thread(target=lambda: results.append(
-        verify(repository=SlowBackupRepository(**repository_settings), return_state=True)))
+    verifying = threading.Thread(
+        target=lambda: results.append(verify(repository=SlowBackupRepository(**repository_settings), return_state=True))
+    )
     verifying.start()
     deadline = time.monotonic() + GUARD_S
     while not [k for k in lock_keys(repo.store) if "/verify-" in k]:
@@ -300,6 +329,7 @@ def test_a_verify_during_a_prune_reports_no_false_corruption(pg18, fresh_db, rep
 @pytest.mark.usefixtures("prefect_api")
 def test_a_verify_started_during_a_prune_waits_for_it(pg18, fresh_db, repository_settings, holders) -> None:
     from flows.verify import verify
+
     repository = BackupRepository(**repository_settings, lock_wait="2min")
     _, ids = two_backups(pg18, fresh_db, repository, "t")
     repo = repository.build()
@@ -332,6 +362,7 @@ def test_the_prefect_limit_admits_one_writer_per_target_in_deployment_runs() -> 
         with deployment_slot("postgres", "Slot Test", 30, enabled=True):
             entered.set()
             leave.wait(60)
+
     thread = threading.Thread(target=first_run)
     thread.start()
     try:

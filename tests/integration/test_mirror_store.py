@@ -94,9 +94,7 @@ def test_member_failing_at_start_aborts_the_others(tmp_path: Path) -> None:
     assert good.stat("k") is None and files_under(tmp_path / "good") == []
 
 
-def test_member_failing_mid_stream_aborts_the_others(
-    tmp_path: Path, s3_server: S3Instance, s3_bucket: str
-) -> None:
+def test_member_failing_mid_stream_aborts_the_others(tmp_path: Path, s3_server: S3Instance, s3_bucket: str) -> None:
     # S3 only learns the key is wrong at CreateMultipartUpload, after the first 16 MiB
     # part was read: the local member is mid-way through its temp file by then.
     local = LocalStore(tmp_path / "local")

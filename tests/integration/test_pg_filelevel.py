@@ -43,20 +43,34 @@ STATIC_ROWS = 300_000
 Prints = dict[str, dict[str, Fingerprint]]
 
 
-def config_for(server: PostgresInstance, *, data_directory: Path | None | str = "same",
-               name: str = TARGET) -> PostgresSettings:
+def config_for(
+    server: PostgresInstance, *, data_directory: Path | None | str = "same", name: str = TARGET
+) -> PostgresSettings:
     directory = server.data_dir if data_directory == "same" else data_directory
-    return PostgresSettings(target_name=name, host=server.host, port=server.port, user=server.user, password=server.password,
-                          physical_fingerprints=True,
-                          mode="physical", bin_dir=str(server.client_bin_dir), server_bin_dir=str(server.bin_dir),
-                          restore_os_user=RUN_AS, data_directory=str(directory) if directory else None)
+    return PostgresSettings(
+        target_name=name,
+        host=server.host,
+        port=server.port,
+        user=server.user,
+        password=server.password,
+        physical_fingerprints=True,
+        mode="physical",
+        bin_dir=str(server.client_bin_dir),
+        server_bin_dir=str(server.bin_dir),
+        restore_os_user=RUN_AS,
+        data_directory=str(directory) if directory else None,
+    )
 
 
 def fingerprints(conninfo) -> Prints:
     """Every user table of every database; unlogged ones as empty (a physical copy resets them)."""
     with psycopg.connect(conninfo("postgres"), autocommit=True) as conn:
-        databases = [r[0] for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1").fetchall()]
+        databases = [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
+            ).fetchall()
+        ]
     result = {}
     for database in databases:
         with psycopg.connect(conninfo(database), autocommit=True) as conn:
@@ -100,11 +114,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, service_python: ServicePyth
     spool_parent = Path(tempfile.mkdtemp(prefix="vfwal15-", dir="/tmp"))
     give_to_service_user(spool_parent)
     spool = spool_parent / "spool"
-    settings = {"archive_mode": "on", "archive_command": service_python.command("push", "%p", "--spool", str(spool)),
-                "wal_recycle": "off", "wal_level": "replica"}
+    settings = {
+        "archive_mode": "on",
+        "archive_command": service_python.command("push", "%p", "--spool", str(spool)),
+        "wal_recycle": "off",
+        "wal_level": "replica",
+    }
     try:
-        with running_postgres(system_bin_dir_below(17), tmp_path_factory.mktemp("pg15file"), name="pg15file",
-                              settings=settings) as pg:
+        with running_postgres(
+            system_bin_dir_below(17), tmp_path_factory.mktemp("pg15file"), name="pg15file", settings=settings
+        ) as pg:
             yield ArchivingServer(pg, spool, service_python)
     finally:
         shutil.rmtree(spool_parent, ignore_errors=True)
@@ -119,29 +138,33 @@ def chain(server: ArchivingServer, workdir: Path) -> Chain:
     engine = PostgresEngine(config_for(pg))
     ctx = BackupContext(result.repo, log=lambda line: None)
     pg.execute("CREATE DATABASE shop")
-    run(pg, "shop",
+    run(
+        pg,
+        "shop",
         "CREATE TABLE static (id int PRIMARY KEY, payload text NOT NULL)",
         f"INSERT INTO static SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, {STATIC_ROWS}) g",
         "CREATE TABLE accounts AS SELECT g AS id, g * 10 AS balance FROM generate_series(1, 1000) g",
         "CREATE TABLE doomed AS SELECT g FROM generate_series(1, 500) g",
         "CREATE TABLE emptied AS SELECT g, md5(g::text) AS h FROM generate_series(1, 500) g",
         "CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 100) g",
-        "VACUUM (FREEZE, ANALYZE)", "CHECKPOINT")
+        "VACUUM (FREEZE, ANALYZE)",
+        "CHECKPOINT",
+    )
     # The loaded files must be clearly older than the full's start: files written within a second
     # or two of it (the backup_manifest's whole-second Last-Modified, plus a margin) count as
     # "racy" and travel again in the first incremental.
     time.sleep(2.5)
     changes = [
-        ("incremental", [
-            "UPDATE accounts SET balance = balance + 1 WHERE id % 3 = 0",
-            "INSERT INTO accounts SELECT g, g FROM generate_series(1001, 1200) g",
-            "CREATE TABLE newcomer AS SELECT g, g::text AS t FROM generate_series(1, 3000) g"]),
-        ("incremental", [
-            "DELETE FROM accounts WHERE id % 10 = 0",
-            "DROP TABLE doomed"]),
-        ("differential", [
-            "TRUNCATE emptied",
-            "UPDATE newcomer SET t = 'changed' WHERE g <= 100"]),
+        (
+            "incremental",
+            [
+                "UPDATE accounts SET balance = balance + 1 WHERE id % 3 = 0",
+                "INSERT INTO accounts SELECT g, g FROM generate_series(1001, 1200) g",
+                "CREATE TABLE newcomer AS SELECT g, g::text AS t FROM generate_series(1, 3000) g",
+            ],
+        ),
+        ("incremental", ["DELETE FROM accounts WHERE id % 10 = 0", "DROP TABLE doomed"]),
+        ("differential", ["TRUNCATE emptied", "UPDATE newcomer SET t = 'changed' WHERE g <= 100"]),
     ]
     t0 = time.monotonic()
     result.backups.append(engine.full_backup(ctx))
@@ -149,14 +172,20 @@ def chain(server: ArchivingServer, workdir: Path) -> Chain:
     result.recorded[result.backups[0].id] = fingerprints(pg.conninfo)
     for number, (kind, statements) in enumerate(changes, 1):
         if number == 2:  # dropped before incr2: their files must be gone from its restore
-            result.gone = [relation_path(pg, "shop", "doomed"),
-                           "base/" + str(pg.execute("SELECT oid FROM pg_database WHERE datname = 'annex'")[0][0])]
+            result.gone = [
+                relation_path(pg, "shop", "doomed"),
+                "base/" + str(pg.execute("SELECT oid FROM pg_database WHERE datname = 'annex'")[0][0]),
+            ]
             pg.execute("DROP DATABASE annex")
         run(pg, "shop", *statements)
         if number == 1:  # a database born after the full, dropped again before incr2
             pg.execute("CREATE DATABASE annex")
-            run(pg, "annex", "CREATE TABLE notes AS SELECT g FROM generate_series(1, 2000) g",
-                'CREATE UNLOGGED TABLE "Notes Cache" AS SELECT g FROM generate_series(1, 50) g')
+            run(
+                pg,
+                "annex",
+                "CREATE TABLE notes AS SELECT g FROM generate_series(1, 2000) g",
+                'CREATE UNLOGGED TABLE "Notes Cache" AS SELECT g FROM generate_series(1, 50) g',
+            )
         t0 = time.monotonic()
         backup = engine.incremental_backup(ctx, BackupKind(kind))
         result.seconds[f"{kind} {number}"] = time.monotonic() - t0
@@ -167,8 +196,12 @@ def chain(server: ArchivingServer, workdir: Path) -> Chain:
 
 def test_chain_manifests(chain: Chain) -> None:
     full_backup, incr1, incr2, diff = chain.backups
-    assert [m.kind for m in chain.backups] == [BackupKind.FULL, BackupKind.INCREMENTAL,
-                                               BackupKind.INCREMENTAL, BackupKind.DIFFERENTIAL]
+    assert [m.kind for m in chain.backups] == [
+        BackupKind.FULL,
+        BackupKind.INCREMENTAL,
+        BackupKind.INCREMENTAL,
+        BackupKind.DIFFERENTIAL,
+    ]
     assert [m.parent_id for m in chain.backups] == [None, full_backup.id, incr1.id, full_backup.id]
     assert full_backup.consistency.method == "pg_basebackup"
     system = chain.server.execute("SELECT system_identifier::text FROM pg_control_system()")[0][0]
@@ -203,12 +236,20 @@ def test_chain_manifests(chain: Chain) -> None:
 
 def test_incremental_is_much_smaller(chain: Chain) -> None:
     full_backup, incr1, incr2, diff = chain.backups
-    print(f"\nstored: full {full_backup.stored_size / 2**20:.2f} MiB (raw {full_backup.raw_size / 2**20:.1f}), "
-          + ", ".join(f"{m.kind.value} {m.stored_size / 2**20:.2f} MiB (raw {m.raw_size / 2**20:.1f}, "
-                      f"{m.consistency.files.copied} files copied)" for m in (incr1, incr2, diff))
-          + f"; ratio {incr1.stored_size / full_backup.stored_size:.1%}")
-    print("backup seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in chain.seconds.items())
-          + f"; phases {[m.timings for m in chain.backups]}")
+    print(
+        f"\nstored: full {full_backup.stored_size / 2**20:.2f} MiB (raw {full_backup.raw_size / 2**20:.1f}), "
+        + ", ".join(
+            f"{m.kind.value} {m.stored_size / 2**20:.2f} MiB (raw {m.raw_size / 2**20:.1f}, "
+            f"{m.consistency.files.copied} files copied)"
+            for m in (incr1, incr2, diff)
+        )
+        + f"; ratio {incr1.stored_size / full_backup.stored_size:.1%}"
+    )
+    print(
+        "backup seconds: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in chain.seconds.items())
+        + f"; phases {[m.timings for m in chain.backups]}"
+    )
     for backup in (incr1, incr2, diff):  # the static table (most of the data) never travels again
         assert backup.stored_size < 0.2 * full_backup.stored_size, backup.id
 
@@ -218,8 +259,9 @@ def test_every_backup_of_the_chain_restores(chain: Chain, workdir: Path) -> None
     catalog = repo.catalog("postgres", TARGET)
     for number, backup in enumerate(chain.backups):
         dest = workdir / f"restored-{backup.id}"
-        restore_chain(BackupContext(repo, log=lambda line: None), backup, dest, bin_dir=server.client_bin_dir,
-                      catalog=catalog)
+        restore_chain(
+            BackupContext(repo, log=lambda line: None), backup, dest, bin_dir=server.client_bin_dir, catalog=catalog
+        )
         assert dest.stat().st_mode & 0o777 == 0o700
         assert not any(p.name.startswith(".vfchain-") for p in workdir.iterdir())
         assert "archive_mode = 'off'" in (dest / "postgresql.auto.conf").read_text()
@@ -251,8 +293,10 @@ def test_engine_restore_compares_the_differential(chain: Chain, workdir: Path) -
     try:
         result = engine.restore(BackupContext(chain.repo, log=lambda line: None), diff, into=str(dest))
         assert result.comparison.ok, result.comparison.summary()
-        assert {t.table for t in result.comparison.tables if t.database == "shop"} >= {"public.static",
-                                                                                     "public.newcomer"}
+        assert {t.table for t in result.comparison.tables if t.database == "shop"} >= {
+            "public.static",
+            "public.newcomer",
+        }
     finally:
         shutil.rmtree(dest.parent, ignore_errors=True)
 
@@ -271,8 +315,13 @@ def test_pruned_or_corrupt_parent_refused_leaving_nothing(chain: Chain, workdir:
         path.write_bytes(bytes(data))
         dest = workdir / "broken" / "data"
         with pytest.raises(IntegrityError, match=f"{incr1.id}/{FILES_OBJECT}"):
-            restore_chain(BackupContext(repo, log=lambda line: None), incr2, dest, bin_dir=bin_dir,
-                          catalog=repo.catalog("postgres", TARGET))
+            restore_chain(
+                BackupContext(repo, log=lambda line: None),
+                incr2,
+                dest,
+                bin_dir=bin_dir,
+                catalog=repo.catalog("postgres", TARGET),
+            )
         assert not dest.exists() and list(dest.parent.iterdir()) == []
         path.write_bytes(good)
         # a pruned link: refused before anything is written
@@ -292,13 +341,15 @@ def test_pruned_or_corrupt_parent_refused_leaving_nothing(chain: Chain, workdir:
         repo.delete_backup(diff)
         before = sorted(root.rglob("*.zst"))
         with pytest.raises(ChainBrokenError, match=f"parent backup {diff.id} was deleted"):
-            physical_incremental_backup(config, BackupContext(repo), diff, BackupKind.INCREMENTAL,
-                                        bin_dir=bin_dir, server_version=version)
+            physical_incremental_backup(
+                config, BackupContext(repo), diff, BackupKind.INCREMENTAL, bin_dir=bin_dir, server_version=version
+            )
         listing = root / repo.object_key(incr2, FILELIST_OBJECT)
         listing.write_bytes(listing.read_bytes()[:-9] + b"corrupted")
         with pytest.raises(IntegrityError, match=f"{incr2.id}/{FILELIST_OBJECT}"):
-            physical_incremental_backup(config, BackupContext(repo), incr2, BackupKind.INCREMENTAL,
-                                        bin_dir=bin_dir, server_version=version)
+            physical_incremental_backup(
+                config, BackupContext(repo), incr2, BackupKind.INCREMENTAL, bin_dir=bin_dir, server_version=version
+            )
         assert sorted(root.rglob("*.zst")) == before  # no partial payload of the refused backups
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -314,14 +365,28 @@ def test_parent_from_another_cluster_or_timeline(chain: Chain, pg15: PostgresIns
     config = config_for(chain.server)
     try:
         with pytest.raises(ChainBrokenError, match="system identifier") as broken:
-            physical_incremental_backup(config, BackupContext(repo), other_full, BackupKind.INCREMENTAL,
-                                        bin_dir=chain.server.client_bin_dir, server_version=version)
+            physical_incremental_backup(
+                config,
+                BackupContext(repo),
+                other_full,
+                BackupKind.INCREMENTAL,
+                bin_dir=chain.server.client_bin_dir,
+                server_version=version,
+            )
         assert other_full.consistency.system_identifier in str(broken.value)
         full_backup = chain.backups[0]
-        moved = full_backup.model_copy(update={"consistency": full_backup.consistency.model_copy(update={"timeline": 7})})
+        moved = full_backup.model_copy(
+            update={"consistency": full_backup.consistency.model_copy(update={"timeline": 7})}
+        )
         with pytest.raises(ChainBrokenError, match="timeline switched from 7 to 1"):
-            physical_incremental_backup(config, BackupContext(chain.repo), moved, BackupKind.DIFFERENTIAL,
-                                        bin_dir=chain.server.client_bin_dir, server_version=version)
+            physical_incremental_backup(
+                config,
+                BackupContext(chain.repo),
+                moved,
+                BackupKind.DIFFERENTIAL,
+                bin_dir=chain.server.client_bin_dir,
+                server_version=version,
+            )
         assert repo.catalog("postgres", TARGET).manifests == [other_full]
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -334,9 +399,14 @@ def test_data_directory_problems_are_config_errors(chain: Chain, pg15: PostgresI
     before = sorted(p.relative_to(chain.root) for p in chain.root.rglob("*"))
 
     def attempt(data_directory) -> None:
-        physical_incremental_backup(config_for(server, data_directory=data_directory), BackupContext(repo),
-                                    full_backup, BackupKind.INCREMENTAL, bin_dir=server.client_bin_dir,
-                                    server_version=version)
+        physical_incremental_backup(
+            config_for(server, data_directory=data_directory),
+            BackupContext(repo),
+            full_backup,
+            BackupKind.INCREMENTAL,
+            bin_dir=server.client_bin_dir,
+            server_version=version,
+        )
 
     with pytest.raises(ConfigError, match=f"target {TARGET} has no data_directory.*PostgresTarget"):
         attempt(None)

@@ -28,12 +28,16 @@ def roles(pg_server: PostgresInstance, fresh_db) -> Iterator[dict[str, str]]:
     tag = secrets.token_hex(4)
     names = {"app": f"vf_app_{tag}", "reader": f"vf_reader_{tag}", "plain": f"vf_plain_{tag}"}
     database = fresh_db(pg_server)
-    pg_server.execute(f"CREATE ROLE {names['app']} LOGIN PASSWORD 'app-{tag}'; "
-                      f"CREATE ROLE {names['reader']} LOGIN PASSWORD 'reader-{tag}'; "
-                      f"GRANT pg_read_all_data TO {names['reader']}; "
-                      f"CREATE ROLE {names['plain']} LOGIN PASSWORD 'plain-{tag}'")
-    pg_server.execute(f"CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2); "
-                      f"GRANT SELECT ON t TO {names['plain']}", dbname=database)
+    pg_server.execute(
+        f"CREATE ROLE {names['app']} LOGIN PASSWORD 'app-{tag}'; "
+        f"CREATE ROLE {names['reader']} LOGIN PASSWORD 'reader-{tag}'; "
+        f"GRANT pg_read_all_data TO {names['reader']}; "
+        f"CREATE ROLE {names['plain']} LOGIN PASSWORD 'plain-{tag}'"
+    )
+    pg_server.execute(
+        f"CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2); GRANT SELECT ON t TO {names['plain']}",
+        dbname=database,
+    )
     try:
         yield {**names, "database": database}
     finally:
@@ -44,8 +48,15 @@ def roles(pg_server: PostgresInstance, fresh_db) -> Iterator[dict[str, str]]:
 
 def globals_dump(server: PostgresInstance, user: str, database: str, repo_dir: Path, **fields) -> str:
     """Take a logical full backup as `user`; the text of its globals object."""
-    target = PostgresTarget(host=server.host, port=server.port, user=user, databases=[database],
-                            bin_dir=str(server.client_bin_dir), target_name="globals", **fields)
+    target = PostgresTarget(
+        host=server.host,
+        port=server.port,
+        user=user,
+        databases=[database],
+        bin_dir=str(server.client_bin_dir),
+        target_name="globals",
+        **fields,
+    )
     repository = BackupRepository(local_path=str(repo_dir)).build()
     manifest = target.engine().full_backup(BackupContext(repository=repository))
     [key] = [o.key for o in manifest.objects if o.role == "globals"]

@@ -51,8 +51,14 @@ Prints = dict[str, dict[str, Fingerprint]]
 
 
 def config_for(server: PostgresInstance, name: str = TARGET) -> PostgresSettings:
-    return PostgresSettings(target_name=name, host=server.host, port=server.port, user=server.user, physical_fingerprints=True,
-                          password=server.password)
+    return PostgresSettings(
+        target_name=name,
+        host=server.host,
+        port=server.port,
+        user=server.user,
+        physical_fingerprints=True,
+        password=server.password,
+    )
 
 
 def version_of(server: PostgresInstance) -> str:
@@ -60,22 +66,37 @@ def version_of(server: PostgresInstance) -> str:
 
 
 def full(server: PostgresInstance, repo: Repository, name: str = TARGET) -> Manifest:
-    return physical_full_backup(config_for(server, name), BackupContext(repo, log=lambda line: None),
-                                bin_dir=server.client_bin_dir, server_version=version_of(server))
+    return physical_full_backup(
+        config_for(server, name),
+        BackupContext(repo, log=lambda line: None),
+        bin_dir=server.client_bin_dir,
+        server_version=version_of(server),
+    )
 
 
-def incremental(server: PostgresInstance, repo: Repository, parent: Manifest, kind: BackupKind,
-                name: str = TARGET, logs: list[str] | None = None) -> Manifest:
+def incremental(
+    server: PostgresInstance,
+    repo: Repository,
+    parent: Manifest,
+    kind: BackupKind,
+    name: str = TARGET,
+    logs: list[str] | None = None,
+) -> Manifest:
     ctx = BackupContext(repo, log=logs.append if logs is not None else lambda line: None)
-    return physical_incremental_backup(config_for(server, name), ctx, parent, kind,
-                                       bin_dir=server.client_bin_dir, server_version=version_of(server))
+    return physical_incremental_backup(
+        config_for(server, name), ctx, parent, kind, bin_dir=server.client_bin_dir, server_version=version_of(server)
+    )
 
 
 def fingerprints(conninfo) -> Prints:
     """Every user table of every connectable database (conninfo: dbname -> connection string)."""
     with psycopg.connect(conninfo("postgres"), autocommit=True) as conn:
-        databases = [r[0] for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1").fetchall()]
+        databases = [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
+            ).fetchall()
+        ]
     result = {}
     for database in databases:
         with psycopg.connect(conninfo(database), autocommit=True) as conn:
@@ -114,8 +135,9 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresInstance]:
-    with running_postgres(embedded_bin_dir(), tmp_path_factory.mktemp("pgincr"), name="pgincr",
-                          settings=SETTINGS) as pg:
+    with running_postgres(
+        embedded_bin_dir(), tmp_path_factory.mktemp("pgincr"), name="pgincr", settings=SETTINGS
+    ) as pg:
         yield pg
 
 
@@ -130,28 +152,43 @@ def chain(server: PostgresInstance, workdir: Path) -> Chain:
     # may not set hint bits on rows whose commit record is not flushed yet, and the first scan
     # after the full would set them on every page -- with data checksums (PG 18's default)
     # each such page is WAL-logged and rightly travels in the next incremental.
-    run(server, "shop",
+    run(
+        server,
+        "shop",
         "SET synchronous_commit = on",
         "CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL, n bigint)",
         f"INSERT INTO big SELECT g, md5(g::text) || md5((g * 7)::text), g FROM generate_series(1, {BIG_ROWS}) g",
         "CREATE TABLE accounts AS SELECT g AS id, g * 10 AS balance FROM generate_series(1, 1000) g",
         "CREATE TABLE doomed AS SELECT g FROM generate_series(1, 500) g",
         "CREATE TABLE emptied AS SELECT g, md5(g::text) AS h FROM generate_series(1, 500) g",
-        "VACUUM (FREEZE, ANALYZE)")
+        "VACUUM (FREEZE, ANALYZE)",
+    )
     conninfo = server.conninfo
     changes = [
-        ("incremental", [  # ~1% of the big table's rows, contiguous: ~1% of its pages
-            f"UPDATE big SET payload = md5(payload), n = -n WHERE id <= {BIG_ROWS // 100}",
-            "UPDATE accounts SET balance = balance + 1 WHERE id % 3 = 0"]),
-        ("incremental", [
-            "INSERT INTO big SELECT g, 'late ' || g, g FROM generate_series(1000001, 1002000) g",
-            "DELETE FROM accounts WHERE id % 10 = 0",
-            "CREATE TABLE newcomer AS SELECT g, g::text AS t FROM generate_series(1, 3000) g"]),
-        ("differential", [
-            "DROP TABLE doomed",
-            "TRUNCATE emptied",
-            "UPDATE big SET n = 0 WHERE id BETWEEN 200000 AND 200999",
-            "VACUUM big"]),
+        (
+            "incremental",
+            [  # ~1% of the big table's rows, contiguous: ~1% of its pages
+                f"UPDATE big SET payload = md5(payload), n = -n WHERE id <= {BIG_ROWS // 100}",
+                "UPDATE accounts SET balance = balance + 1 WHERE id % 3 = 0",
+            ],
+        ),
+        (
+            "incremental",
+            [
+                "INSERT INTO big SELECT g, 'late ' || g, g FROM generate_series(1000001, 1002000) g",
+                "DELETE FROM accounts WHERE id % 10 = 0",
+                "CREATE TABLE newcomer AS SELECT g, g::text AS t FROM generate_series(1, 3000) g",
+            ],
+        ),
+        (
+            "differential",
+            [
+                "DROP TABLE doomed",
+                "TRUNCATE emptied",
+                "UPDATE big SET n = 0 WHERE id BETWEEN 200000 AND 200999",
+                "VACUUM big",
+            ],
+        ),
     ]
     t0 = time.monotonic()
     result.backups.append(full(server, result.repo))
@@ -161,8 +198,11 @@ def chain(server: PostgresInstance, workdir: Path) -> Chain:
         run(server, "shop", *statements)
         if number == 2:  # a database born mid-chain travels whole in the incremental
             server.execute("CREATE DATABASE annex")
-            run(server, "annex", "CREATE TABLE notes AS SELECT g, repeat('n', g % 50) AS body "
-                                 "FROM generate_series(1, 2000) g")
+            run(
+                server,
+                "annex",
+                "CREATE TABLE notes AS SELECT g, repeat('n', g % 50) AS body FROM generate_series(1, 2000) g",
+            )
         parent = result.backups[0] if kind == "differential" else result.backups[-1]
         t0 = time.monotonic()
         backup = incremental(server, result.repo, parent, BackupKind(kind))
@@ -174,15 +214,22 @@ def chain(server: PostgresInstance, workdir: Path) -> Chain:
 
 def test_chain_manifests(chain: Chain) -> None:
     full_backup, incr1, incr2, diff = chain.backups
-    assert [m.kind for m in chain.backups] == [BackupKind.FULL, BackupKind.INCREMENTAL,
-                                               BackupKind.INCREMENTAL, BackupKind.DIFFERENTIAL]
+    assert [m.kind for m in chain.backups] == [
+        BackupKind.FULL,
+        BackupKind.INCREMENTAL,
+        BackupKind.INCREMENTAL,
+        BackupKind.DIFFERENTIAL,
+    ]
     assert [m.id[-1] for m in chain.backups] == ["F", "I", "I", "D"]
     assert [m.parent_id for m in chain.backups] == [None, full_backup.id, incr1.id, full_backup.id]
     system = chain.server.execute("SELECT system_identifier::text FROM pg_control_system()")[0][0]
     for parent, backup in ((full_backup, incr1), (incr1, incr2), (full_backup, diff)):
         c = backup.consistency
         assert backup.mode == "physical" and backup.engine == "postgres" and backup.target == TARGET
-        assert [(o.key, o.role) for o in backup.objects] == [(BASE_OBJECT, "base"), (MANIFEST_OBJECT, "backup-manifest")]
+        assert [(o.key, o.role) for o in backup.objects] == [
+            (BASE_OBJECT, "base"),
+            (MANIFEST_OBJECT, "backup-manifest"),
+        ]
         assert c.system_identifier == system and c.timeline == 1
         assert c.incremental_from_lsn == parent.consistency.start_lsn
         assert c.incremental_from_timeline == 1
@@ -204,12 +251,14 @@ def test_chain_manifests(chain: Chain) -> None:
 def test_incremental_is_much_smaller(chain: Chain) -> None:
     full_backup, incr1, incr2, diff = chain.backups
     sizes = {m.id: m.stored_size for m in chain.backups}
-    print(f"\nstored sizes: full {sizes[full_backup.id] / 2**20:.2f} MiB "
-          f"(raw {full_backup.raw_size / 2**20:.1f} MiB), "
-          f"incremental after 1% change {sizes[incr1.id] / 2**20:.2f} MiB "
-          f"(raw {incr1.raw_size / 2**20:.1f} MiB), incremental 2 {sizes[incr2.id] / 2**20:.2f} MiB, "
-          f"differential {sizes[diff.id] / 2**20:.2f} MiB; "
-          f"ratio {sizes[incr1.id] / sizes[full_backup.id]:.1%}")
+    print(
+        f"\nstored sizes: full {sizes[full_backup.id] / 2**20:.2f} MiB "
+        f"(raw {full_backup.raw_size / 2**20:.1f} MiB), "
+        f"incremental after 1% change {sizes[incr1.id] / 2**20:.2f} MiB "
+        f"(raw {incr1.raw_size / 2**20:.1f} MiB), incremental 2 {sizes[incr2.id] / 2**20:.2f} MiB, "
+        f"differential {sizes[diff.id] / 2**20:.2f} MiB; "
+        f"ratio {sizes[incr1.id] / sizes[full_backup.id]:.1%}"
+    )
     print("backup seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in chain.seconds.items()))
     assert sizes[incr1.id] < 0.30 * sizes[full_backup.id]
     assert sizes[diff.id] < sizes[full_backup.id]
@@ -224,15 +273,17 @@ def test_every_backup_of_the_chain_restores(chain: Chain, workdir: Path) -> None
             dest.mkdir()  # an empty directory that exists is fine too
         t0 = time.monotonic()
         logs: list[str] = []
-        restore_chain(BackupContext(chain.repo, log=logs.append), backup, dest,
-                      bin_dir=server.client_bin_dir, catalog=catalog)
+        restore_chain(
+            BackupContext(chain.repo, log=logs.append), backup, dest, bin_dir=server.client_bin_dir, catalog=catalog
+        )
         restore_seconds = time.monotonic() - t0
         assert dest.stat().st_mode & 0o777 == 0o700
         assert not any(p.name.startswith(".vfchain-") for p in workdir.iterdir())  # work dirs removed
         assert "archive_mode = 'off'" in (dest / "postgresql.auto.conf").read_text()
         assert not list(dest.rglob("INCREMENTAL.*"))  # every incremental file was reconstructed
-        verify = subprocess.run([str(server.client_bin_dir / "pg_verifybackup"), str(dest)],
-                                check=False, capture_output=True, text=True)
+        verify = subprocess.run(
+            [str(server.client_bin_dir / "pg_verifybackup"), str(dest)], check=False, capture_output=True, text=True
+        )
         assert verify.returncode == 0, verify.stdout + verify.stderr  # pg_combinebackup's manifest
         t0 = time.monotonic()
         cluster = start_restored_cluster(dest, server.bin_dir, run_as=RUN_AS, env=server._env)
@@ -240,8 +291,9 @@ def test_every_backup_of_the_chain_restores(chain: Chain, workdir: Path) -> None
             start_seconds = time.monotonic() - t0
             copy = restored_instance(server, cluster, dest)
             assert copy.execute("SELECT pg_is_in_recovery()") == [(False,)]
-            assert copy.execute("SELECT system_identifier FROM pg_control_system()") == \
-                server.execute("SELECT system_identifier FROM pg_control_system()")
+            assert copy.execute("SELECT system_identifier FROM pg_control_system()") == server.execute(
+                "SELECT system_identifier FROM pg_control_system()"
+            )
             expected = chain.recorded[backup.id]
             restored = fingerprints(copy.conninfo)
             assert restored.keys() == expected.keys(), backup.id
@@ -250,8 +302,10 @@ def test_every_backup_of_the_chain_restores(chain: Chain, workdir: Path) -> None
             assert restored == backup.fingerprints
         finally:
             stop_cluster(cluster)
-        print(f"\n{backup.kind.value} {backup.id}: restore {restore_seconds:.2f}s, start {start_seconds:.2f}s "
-              f"{[line for line in logs if line.startswith('restored')]}")
+        print(
+            f"\n{backup.kind.value} {backup.id}: restore {restore_seconds:.2f}s, start {start_seconds:.2f}s "
+            f"{[line for line in logs if line.startswith('restored')]}"
+        )
         shutil.rmtree(dest)
 
 
@@ -282,15 +336,25 @@ def test_corrupt_parent_is_an_integrity_error_and_leaves_nothing(chain: Chain, w
         path.write_bytes(bytes(data))
         dest = workdir / "corrupt-parent"
         with pytest.raises(IntegrityError, match=f"{full_backup.id}/{BASE_OBJECT}"):
-            restore_chain(BackupContext(repo, log=lambda line: None), incr1, dest,
-                          bin_dir=chain.server.client_bin_dir, catalog=repo.catalog("postgres", TARGET))
+            restore_chain(
+                BackupContext(repo, log=lambda line: None),
+                incr1,
+                dest,
+                bin_dir=chain.server.client_bin_dir,
+                catalog=repo.catalog("postgres", TARGET),
+            )
         assert not dest.exists()
         assert not any(p.name.startswith(".vfchain-") for p in workdir.iterdir())
         # an empty destination that was there stays, empty
         dest.mkdir()
         with pytest.raises(IntegrityError):
-            restore_chain(BackupContext(repo, log=lambda line: None), incr1, dest,
-                          bin_dir=chain.server.client_bin_dir, catalog=repo.catalog("postgres", TARGET))
+            restore_chain(
+                BackupContext(repo, log=lambda line: None),
+                incr1,
+                dest,
+                bin_dir=chain.server.client_bin_dir,
+                catalog=repo.catalog("postgres", TARGET),
+            )
         assert dest.is_dir() and list(dest.iterdir()) == []
     finally:
         shutil.rmtree(workdir / "repo-corrupt-parent", ignore_errors=True)
@@ -315,8 +379,13 @@ def test_refusals_that_write_nothing(chain: Chain, workdir: Path) -> None:
     occupied.mkdir()
     (occupied / "keep.me").write_text("precious")
     with pytest.raises(RefusedError, match="not an empty directory"):
-        restore_chain(BackupContext(repo), incr1, occupied, bin_dir=server.client_bin_dir,
-                      catalog=repo.catalog("postgres", TARGET))
+        restore_chain(
+            BackupContext(repo),
+            incr1,
+            occupied,
+            bin_dir=server.client_bin_dir,
+            catalog=repo.catalog("postgres", TARGET),
+        )
     assert [p.name for p in occupied.iterdir()] == ["keep.me"]
     shutil.rmtree(occupied)
     assert sorted(p.relative_to(chain.root) for p in chain.root.rglob("*")) == before
@@ -325,8 +394,12 @@ def test_refusals_that_write_nothing(chain: Chain, workdir: Path) -> None:
 @pytest.fixture(scope="module")
 def other_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresInstance]:
     """A second cluster, with summarize_wal off to begin with."""
-    with running_postgres(embedded_bin_dir(), tmp_path_factory.mktemp("pgincr2"), name="pgincr2",
-                          settings={**SETTINGS, "summarize_wal": "off"}) as pg:
+    with running_postgres(
+        embedded_bin_dir(),
+        tmp_path_factory.mktemp("pgincr2"),
+        name="pgincr2",
+        settings={**SETTINGS, "summarize_wal": "off"},
+    ) as pg:
         yield pg
 
 
@@ -377,6 +450,7 @@ def test_parent_backup_manifest_object_problems(chain: Chain, workdir: Path) -> 
     root = workdir / "repo-parent-object"
     repo = chain.copy_repo(root)
     try:
+
         def payload() -> list[Path]:
             return sorted(root.rglob("*.zst"))
 

@@ -46,9 +46,14 @@ RUN_AS = SERVICE_USER if running_as_root() else None
 
 
 def config_for(server: PostgresInstance) -> PostgresSettings:
-    return PostgresSettings(target_name=f"pg{server.version}-physical", host=server.host, port=server.port,
-                          physical_fingerprints=True,
-                          user=server.user, password=server.password)
+    return PostgresSettings(
+        target_name=f"pg{server.version}-physical",
+        host=server.host,
+        port=server.port,
+        physical_fingerprints=True,
+        user=server.user,
+        password=server.password,
+    )
 
 
 def backup(server: PostgresInstance, repo: Repository, logs: list[str] | None = None) -> Manifest:
@@ -86,8 +91,9 @@ def clusters() -> Iterator[list[RunningCluster]]:
         stop_cluster(cluster, "immediate", timeout=10)
 
 
-def test_backup_restore_start_compare(pg_server: PostgresInstance, fresh_db: MakeDb, scratch: Path,
-                                      clusters: list[RunningCluster]) -> None:
+def test_backup_restore_start_compare(
+    pg_server: PostgresInstance, fresh_db: MakeDb, scratch: Path, clusters: list[RunningCluster]
+) -> None:
     db = fresh_db(pg_server)
     load(pg_server, db, SCHEMA)
     pg_server.execute("CREATE UNLOGGED TABLE scribbles AS SELECT g FROM generate_series(1, 100) g", db)
@@ -106,7 +112,9 @@ def test_backup_restore_start_compare(pg_server: PostgresInstance, fresh_db: Mak
     # -- the manifest and the repository
     assert manifest.mode == "physical" and manifest.kind.value == "full"
     assert [(o.key, o.role, o.format) for o in manifest.objects] == [
-        (BASE_OBJECT, "base", "tar"), (MANIFEST_OBJECT, "backup-manifest", "json")]
+        (BASE_OBJECT, "base", "tar"),
+        (MANIFEST_OBJECT, "backup-manifest", "json"),
+    ]
     c = manifest.consistency
     assert c.method == "pg_basebackup" and c.timeline == 1
     assert lsn(c.start_lsn) <= lsn(c.checkpoint_lsn) < lsn(c.stop_lsn)
@@ -128,9 +136,11 @@ def test_backup_restore_start_compare(pg_server: PostgresInstance, fresh_db: Mak
     assert doc["WAL-Ranges"] == [{"Timeline": 1, "Start-LSN": c.start_lsn, "End-LSN": c.stop_lsn}]
     assert {"backup_label", "global/pg_control"} <= {f["Path"] for f in doc["Files"]}
     base = next(o for o in manifest.objects if o.key == BASE_OBJECT)
-    print(f"\nPG {pg_server.version}: backup {seconds:.2f}s, tar {base.raw_size / 2**20:.1f} MiB -> "
-          f"{base.stored_size / 2**20:.1f} MiB stored, backup_manifest {len(server_manifest) / 1024:.0f} KiB, "
-          f"timings {({k: round(v, 2) for k, v in manifest.timings.items()})}")
+    print(
+        f"\nPG {pg_server.version}: backup {seconds:.2f}s, tar {base.raw_size / 2**20:.1f} MiB -> "
+        f"{base.stored_size / 2**20:.1f} MiB stored, backup_manifest {len(server_manifest) / 1024:.0f} KiB, "
+        f"timings { ({k: round(v, 2) for k, v in manifest.timings.items()}) }"
+    )
 
     # -- restore into a new data directory
     dest = scratch / "restored"
@@ -142,8 +152,9 @@ def test_backup_restore_start_compare(pg_server: PostgresInstance, fresh_db: Mak
     assert "vaultflow-" + manifest.id in (dest / "backup_label").read_text()
     assert any((dest / "pg_wal").glob(c.start_wal_file))  # -X fetch: the WAL came along
     assert "archive_mode = 'off'" in (dest / "postgresql.auto.conf").read_text()
-    verify = subprocess.run([str(pg_server.client_bin_dir / "pg_verifybackup"), str(dest)],
-                            check=False, capture_output=True, text=True)
+    verify = subprocess.run(
+        [str(pg_server.client_bin_dir / "pg_verifybackup"), str(dest)], check=False, capture_output=True, text=True
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
     # -- refusals before anything starts
@@ -169,11 +180,16 @@ def test_backup_restore_start_compare(pg_server: PostgresInstance, fresh_db: Mak
     with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=pg_server.user) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the private socket dir works too
     for database, expected in manifest.fingerprints.items():
-        restored_empty = {t: f.model_copy(update={"count": 0, "digest": "0"}) for t, f in expected.items()
-                          if t in c.unlogged_tables.get(database, [])}
+        restored_empty = {
+            t: f.model_copy(update={"count": 0, "digest": "0"})
+            for t, f in expected.items()
+            if t in c.unlogged_tables.get(database, [])
+        }
         with psycopg.connect(copy.conninfo(database)) as conn:
             assert fingerprint_tables(conn, {t: f.method for t, f in expected.items()}) == {
-                **expected, **restored_empty}, database
+                **expected,
+                **restored_empty,
+            }, database
     assert contents(copy, db) == before
     assert copy.execute("SELECT count(*) FROM scribbles", db) == [(0,)]
     assert copy.execute("INSERT INTO people (name) VALUES ('after restore') RETURNING id", db) == [(3004,)]
@@ -235,7 +251,9 @@ def test_extra_tablespace_is_refused(pg18: PostgresInstance, scratch: Path) -> N
 def test_password_never_reaches_argv(pg_with_password: PostgresInstance, scratch: Path) -> None:
     server, password = pg_with_password, pg_with_password.password
     assert password
-    server.execute("CREATE TABLE IF NOT EXISTS ballast AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g")
+    server.execute(
+        "CREATE TABLE IF NOT EXISTS ballast AS SELECT g, md5(g::text) AS h FROM generate_series(1, 200000) g"
+    )
     repo, logs = Repository(LocalStore(scratch / "repo")), []
     with SecretWatch(password) as watch:
         manifest = backup(server, repo, logs)
@@ -251,23 +269,26 @@ def test_password_never_reaches_argv(pg_with_password: PostgresInstance, scratch
 
 
 @pytest.mark.parametrize("server_name", ["pg18", "pg15"])
-def test_missing_replication_privilege_is_a_config_error(server_name: str, request: pytest.FixtureRequest,
-                                                         scratch: Path) -> None:
+def test_missing_replication_privilege_is_a_config_error(
+    server_name: str, request: pytest.FixtureRequest, scratch: Path
+) -> None:
     server: PostgresInstance = request.getfixturevalue(server_name)
     server.execute("CREATE ROLE vf_norepl LOGIN NOREPLICATION IN ROLE pg_read_all_data, pg_monitor")
     try:
         config = config_for(server).model_copy(update={"user": "vf_norepl"})
         repo = Repository(LocalStore(scratch / "repo"))
         with pytest.raises(ConfigError, match="REPLICATION attribute"):
-            physical_full_backup(config, BackupContext(repo, log=lambda line: None),
-                                 bin_dir=server.client_bin_dir, server_version="x")
+            physical_full_backup(
+                config, BackupContext(repo, log=lambda line: None), bin_dir=server.client_bin_dir, server_version="x"
+            )
         assert not any((scratch / "repo").rglob("*.zst"))  # the partial payload was discarded
     finally:
         server.execute("DROP ROLE vf_norepl")
 
 
-def test_drill_compares_a_scratch_cluster_and_removes_it(pg18: PostgresInstance, fresh_db: MakeDb,
-                                                         scratch: Path) -> None:
+def test_drill_compares_a_scratch_cluster_and_removes_it(
+    pg18: PostgresInstance, fresh_db: MakeDb, scratch: Path
+) -> None:
     db = fresh_db(pg18)
     pg18.execute("CREATE TABLE drilled AS SELECT g, md5(g::text) AS h FROM generate_series(1, 5000) g", db)
     repo = Repository(LocalStore(scratch / "repo"))
@@ -276,8 +297,9 @@ def test_drill_compares_a_scratch_cluster_and_removes_it(pg18: PostgresInstance,
     work.mkdir()
     os.chmod(work, 0o711)
 
-    result = drill_physical(BackupContext(repo), manifest, bin_dir=pg18.bin_dir, user=pg18.user,
-                            run_as=RUN_AS, work_dir=work, env=pg18._env)
+    result = drill_physical(
+        BackupContext(repo), manifest, bin_dir=pg18.bin_dir, user=pg18.user, run_as=RUN_AS, work_dir=work, env=pg18._env
+    )
     assert result.comparison.ok, result.comparison.summary()
     assert {t.table for t in result.comparison.tables if t.database == db} == {"public.drilled"}
     [verified] = [t for t in result.comparison.tables if t.database == "(cluster)"]
@@ -288,9 +310,12 @@ def test_drill_compares_a_scratch_cluster_and_removes_it(pg18: PostgresInstance,
     tampered = dict(manifest.fingerprints[db])
     tampered["public.drilled"] = tampered["public.drilled"].model_copy(update={"count": 4999})
     forged = manifest.model_copy(update={"fingerprints": {**manifest.fingerprints, db: tampered}})
-    result = drill_physical(BackupContext(repo), forged, bin_dir=pg18.bin_dir, user=pg18.user,
-                            run_as=RUN_AS, work_dir=work, env=pg18._env)
-    assert [(t.database, t.table, t.status) for t in result.comparison.mismatches] == [(db, "public.drilled", "mismatch")]
+    result = drill_physical(
+        BackupContext(repo), forged, bin_dir=pg18.bin_dir, user=pg18.user, run_as=RUN_AS, work_dir=work, env=pg18._env
+    )
+    assert [(t.database, t.table, t.status) for t in result.comparison.mismatches] == [
+        (db, "public.drilled", "mismatch")
+    ]
     assert list(work.iterdir()) == []
 
 
@@ -316,15 +341,38 @@ def test_restore_refuses_paths_that_escape(scratch: Path, evil: str) -> None:
                 tar.addfile(info, io.BytesIO(data))
     repo = Repository(LocalStore(scratch / "repo"))
     now = datetime.now(UTC)
-    manifest = Manifest(id="20261126T000000.000Z-F", engine="postgres", target="evil", kind=BackupKind.FULL,
-                        mode="physical", started_at=now, finished_at=now, objects=[],
-                        consistency=PostgresPhysicalConsistency(
-                            start_lsn="0/2000028", stop_lsn="0/2000100", timeline=1,
-                            start_wal_file="000000010000000000000002", checkpoint_lsn="0/2000060"))
+    manifest = Manifest(
+        id="20261126T000000.000Z-F",
+        engine="postgres",
+        target="evil",
+        kind=BackupKind.FULL,
+        mode="physical",
+        started_at=now,
+        finished_at=now,
+        objects=[],
+        consistency=PostgresPhysicalConsistency(
+            start_lsn="0/2000028",
+            stop_lsn="0/2000100",
+            timeline=1,
+            start_wal_file="000000010000000000000002",
+            checkpoint_lsn="0/2000060",
+        ),
+    )
     written = compress_into_store(io.BytesIO(out.getvalue()), repo.store, repo.object_key(manifest, BASE_OBJECT))
-    manifest = manifest.model_copy(update={"objects": [StoredObject(
-        key=BASE_OBJECT, role="base", format="tar", raw_size=written.raw_size,
-        stored_size=written.stored_size, sha256=written.sha256)]})
+    manifest = manifest.model_copy(
+        update={
+            "objects": [
+                StoredObject(
+                    key=BASE_OBJECT,
+                    role="base",
+                    format="tar",
+                    raw_size=written.raw_size,
+                    stored_size=written.stored_size,
+                    sha256=written.sha256,
+                )
+            ]
+        }
+    )
     dest = scratch / "victim" / "data"
     if evil.startswith("/"):  # the filter strips the leading slash: it lands inside dest
         restore_physical(BackupContext(repo, log=lambda line: None), manifest, dest)
@@ -337,8 +385,9 @@ def test_restore_refuses_paths_that_escape(scratch: Path, evil: str) -> None:
     assert not Path("/tmp/vf-absolute-escape").exists()
 
 
-def test_restored_files_are_checked_against_the_servers_backup_manifest(pg_server: PostgresInstance,
-                                                                         fresh_db: MakeDb, scratch: Path) -> None:
+def test_restored_files_are_checked_against_the_servers_backup_manifest(
+    pg_server: PostgresInstance, fresh_db: MakeDb, scratch: Path
+) -> None:
     db = fresh_db(pg_server)
     pg_server.execute("CREATE TABLE checked AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g", db)
     relation = pg_server.execute("SELECT pg_relation_filepath('checked')", db)[0][0]
@@ -362,27 +411,31 @@ def test_restored_files_are_checked_against_the_servers_backup_manifest(pg_serve
         verify_restored(damaged, bin_dir, manifest.id)
 
 
-def test_without_row_fingerprints_the_drill_rests_on_pg_verifybackup(pg18: PostgresInstance, fresh_db: MakeDb,
-                                                                     scratch: Path) -> None:
+def test_without_row_fingerprints_the_drill_rests_on_pg_verifybackup(
+    pg18: PostgresInstance, fresh_db: MakeDb, scratch: Path
+) -> None:
     db = fresh_db(pg18)
     pg18.execute("CREATE TABLE quick AS SELECT g FROM generate_series(1, 1000) g", db)
     repo = Repository(LocalStore(scratch / "repo"))
     config = config_for(pg18).model_copy(update={"physical_fingerprints": False})
     ctx = BackupContext(repo, log=lambda line: None)
-    manifest = physical_full_backup(config, ctx, bin_dir=pg18.client_bin_dir,
-                                    server_version=pg18.execute("SHOW server_version")[0][0])
+    manifest = physical_full_backup(
+        config, ctx, bin_dir=pg18.client_bin_dir, server_version=pg18.execute("SHOW server_version")[0][0]
+    )
     assert manifest.fingerprints == {}, "no table scans when the target turns fingerprints off"
     work = scratch / "drills"
     work.mkdir()
     os.chmod(work, 0o711)
-    result = drill_physical(BackupContext(repo), manifest, bin_dir=pg18.bin_dir, user=pg18.user,
-                            run_as=RUN_AS, work_dir=work, env=pg18._env)
+    result = drill_physical(
+        BackupContext(repo), manifest, bin_dir=pg18.bin_dir, user=pg18.user, run_as=RUN_AS, work_dir=work, env=pg18._env
+    )
     assert result.comparison.ok
     assert [t.database for t in result.comparison.tables] == ["(cluster)"]
 
 
-def test_default_drill_of_a_backup_taken_under_writes_passes(pg18: PostgresInstance, fresh_db: MakeDb,
-                                                             scratch: Path) -> None:
+def test_default_drill_of_a_backup_taken_under_writes_passes(
+    pg18: PostgresInstance, fresh_db: MakeDb, scratch: Path
+) -> None:
     """Row fingerprints on a live server cannot describe the end-of-backup point of a table being
     written; the default proof (pg_verifybackup + recovery) holds under writes."""
     import threading
@@ -404,9 +457,12 @@ def test_default_drill_of_a_backup_taken_under_writes_passes(pg18: PostgresInsta
         repo = Repository(LocalStore(scratch / "repo"))
         config = PostgresSettings(target_name="busy", host=pg18.host, port=pg18.port, user=pg18.user)
         assert config.physical_fingerprints is False, "off by default"
-        manifest = physical_full_backup(config, BackupContext(repo, log=lambda line: None),
-                                        bin_dir=pg18.client_bin_dir,
-                                        server_version=pg18.execute("SHOW server_version")[0][0])
+        manifest = physical_full_backup(
+            config,
+            BackupContext(repo, log=lambda line: None),
+            bin_dir=pg18.client_bin_dir,
+            server_version=pg18.execute("SHOW server_version")[0][0],
+        )
     finally:
         stop.set()
         thread.join()
@@ -414,6 +470,7 @@ def test_default_drill_of_a_backup_taken_under_writes_passes(pg18: PostgresInsta
     work = scratch / "drills"
     work.mkdir()
     os.chmod(work, 0o711)
-    result = drill_physical(BackupContext(repo), manifest, bin_dir=pg18.bin_dir, user=pg18.user,
-                            run_as=RUN_AS, work_dir=work, env=pg18._env)
+    result = drill_physical(
+        BackupContext(repo), manifest, bin_dir=pg18.bin_dir, user=pg18.user, run_as=RUN_AS, work_dir=work, env=pg18._env
+    )
     assert result.comparison.ok and [t.database for t in result.comparison.tables] == ["(cluster)"]

@@ -67,13 +67,22 @@ def setup(archiving):
     repo_dir = work / "repo"
     repo = Repository(LocalStore(repo_dir))
     target = f"pitr{int(time.time() * 1000) % 10**6}"
-    pg.execute("DROP TABLE IF EXISTS ticks, markers; CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz); "
-               "CREATE TABLE markers (label text PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
-    config = PostgresSettings(target_name=target, host=pg.host, port=pg.port, user=pg.user, mode="physical",
-                            physical_fingerprints=True,
-                            bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir), restore_os_user=RUN_AS,
-                            wal_fetch_command=archiving.python.command("fetch", "--repo-path", str(repo_dir),
-                                                                        "--target", target))
+    pg.execute(
+        "DROP TABLE IF EXISTS ticks, markers; CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz); "
+        "CREATE TABLE markers (label text PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())"
+    )
+    config = PostgresSettings(
+        target_name=target,
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        mode="physical",
+        physical_fingerprints=True,
+        bin_dir=str(pg.client_bin_dir),
+        server_bin_dir=str(pg.bin_dir),
+        restore_os_user=RUN_AS,
+        wal_fetch_command=archiving.python.command("fetch", "--repo-path", str(repo_dir), "--target", target),
+    )
     yield pg, repo, PostgresEngine(config), work
     shutil.rmtree(work, ignore_errors=True)
 
@@ -87,9 +96,14 @@ def ship(archiving, pg, repo, target) -> None:
 def test_restore_to_t2_under_write_load(archiving, setup):
     pg, repo, engine, work = setup
     manifest = engine.full_backup(BackupContext(repo))
-    pgbench = subprocess.Popen([str(pg.client_bin_dir / "pgbench"), "-n", "-c", "2", "-T", "8", "-f", "/dev/stdin",
-                                "postgres"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, env={**pg.libpq_env()}, text=True)
+    pgbench = subprocess.Popen(
+        [str(pg.client_bin_dir / "pgbench"), "-n", "-c", "2", "-T", "8", "-f", "/dev/stdin", "postgres"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**pg.libpq_env()},
+        text=True,
+    )
     pgbench.stdin.write("INSERT INTO ticks (at) VALUES (clock_timestamp());\n")
     pgbench.stdin.close()
     with Ticker(pg):
@@ -102,19 +116,31 @@ def test_restore_to_t2_under_write_load(archiving, setup):
         time.sleep(1)
     assert pgbench.wait(timeout=60) == 0, pgbench.stderr.read()
     ship(archiving, pg, repo, engine.config.name)
-    source_before_t2 = pg.execute("SELECT count(*) FROM ticks WHERE at <= %s::timestamptz - interval '200 ms'"
-                                  .replace("%s", f"'{t2.isoformat()}'"))[0][0]
+    source_before_t2 = pg.execute(
+        "SELECT count(*) FROM ticks WHERE at <= %s::timestamptz - interval '200 ms'".replace(
+            "%s", f"'{t2.isoformat()}'"
+        )
+    )[0][0]
 
     dest = work / "data"
-    result, cluster = recover(BackupContext(repo), manifest, dest, bin_dir=Path(engine.config.server_bin_dir),
-                              user=pg.user, target=RecoveryTarget(time=t2), run_as=RUN_AS,
-                              fetch_command=engine.config.wal_fetch_command, keep_running=True)
+    result, cluster = recover(
+        BackupContext(repo),
+        manifest,
+        dest,
+        bin_dir=Path(engine.config.server_bin_dir),
+        user=pg.user,
+        target=RecoveryTarget(time=t2),
+        run_as=RUN_AS,
+        fetch_command=engine.config.wal_fetch_command,
+        keep_running=True,
+    )
     try:
         with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=pg.user, dbname="postgres") as c:
             labels = [r[0] for r in c.execute("SELECT label FROM markers ORDER BY at")]
             latest = c.execute("SELECT max(at) FROM ticks").fetchone()[0]
-            early = c.execute(f"SELECT count(*) FROM ticks WHERE at <= '{t2.isoformat()}'::timestamptz "
-                              "- interval '200 ms'").fetchone()[0]
+            early = c.execute(
+                f"SELECT count(*) FROM ticks WHERE at <= '{t2.isoformat()}'::timestamptz - interval '200 ms'"
+            ).fetchone()[0]
     finally:
         stop_cluster(cluster)
     assert labels == ["t1"], "committed before t2: t1 is there; t3 (after t2) is not"
@@ -147,11 +173,16 @@ def test_missing_segment_is_named_and_earlier_points_still_restore(archiving, se
         engine.recover(BackupContext(repo), manifest, work / "beyond", RecoveryTarget(time=t_after))
 
     result = engine.recover(BackupContext(repo), manifest, work / "before", RecoveryTarget(time=t_before))
-    assert result.restored == {"cluster": str(work / "before"), "recovery_target_timeline": "1", "timeline": "2",
-                               "timeline_history": "00000002.history archived"}
+    assert result.restored == {
+        "cluster": str(work / "before"),
+        "recovery_target_timeline": "1",
+        "timeline": "2",
+        "timeline_history": "00000002.history archived",
+    }
     assert not (work / "beyond").exists() and not (work / "beyond.log").exists(), "the failed restore left nothing"
-    assert [t.database for t in result.comparison.tables] == ["(cluster)"], \
+    assert [t.database for t in result.comparison.tables] == ["(cluster)"], (
         "files checked against backup_manifest; no fingerprint comparison away from the backup's own point"
+    )
 
 
 def test_target_past_the_end_of_the_archive_names_the_next_segment(archiving, setup):
@@ -164,9 +195,14 @@ def test_target_past_the_end_of_the_archive_names_the_next_segment(archiving, se
     pg.execute("INSERT INTO markers (label) VALUES ('archived')")
     ship(archiving, pg, repo, engine.config.name)
     newest = max(n for n in archived_names(repo, engine.config.name) if is_segment(n))
-    with pytest.raises(NotFoundError, match=f"WAL segment {next_segment(newest)} \\(timeline 1\\) is not in the "
-                                            f"archive .* through {newest}, its newest segment"):
-        engine.recover(BackupContext(repo), manifest, work / "future", RecoveryTarget(time=server_now(pg) + timedelta(hours=1)))
+    with pytest.raises(
+        NotFoundError,
+        match=f"WAL segment {next_segment(newest)} \\(timeline 1\\) is not in the "
+        f"archive .* through {newest}, its newest segment",
+    ):
+        engine.recover(
+            BackupContext(repo), manifest, work / "future", RecoveryTarget(time=server_now(pg) + timedelta(hours=1))
+        )
     assert not (work / "future").exists() and not (work / "future.log").exists()
 
 
@@ -184,22 +220,44 @@ def test_cli_restore_follows_the_chosen_timeline_to_the_end_of_the_archive(archi
     engine.full_backup(BackupContext(repo))
     pg.execute("INSERT INTO markers (label) VALUES ('after-backup')")  # only the archive has it
     ship(archiving, pg, repo, config.name)
-    PostgresTarget(host=pg.host, port=pg.port, user=pg.user, password=pg.password, mode="physical",
-                   bin_dir=config.bin_dir, server_bin_dir=config.server_bin_dir, restore_os_user=RUN_AS,
-                   wal_fetch_command=config.wal_fetch_command).save(config.name, overwrite=True)
+    PostgresTarget(
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        password=pg.password,
+        mode="physical",
+        bin_dir=config.bin_dir,
+        server_bin_dir=config.server_bin_dir,
+        restore_os_user=RUN_AS,
+        wal_fetch_command=config.wal_fetch_command,
+    ).save(config.name, overwrite=True)
     runner, repo_path = CliRunner(), str(repo.store.root)
 
-    refused = runner.invoke(app, ["restore", "-t", config.name, "--repo-path", repo_path,
-                                  "--into", str(work / "tl7"), "--to-timeline", "7"])
+    refused = runner.invoke(
+        app, ["restore", "-t", config.name, "--repo-path", repo_path, "--into", str(work / "tl7"), "--to-timeline", "7"]
+    )
     assert refused.exit_code == 1 and "00000007.history" in refused.output, refused.output
     assert not (work / "tl7").exists()
-    wrong = runner.invoke(app, ["restore", "-t", config.name, "--repo-path", repo_path,
-                                "--into", str(work / "tlx"), "--to-timeline", "newest"])
+    wrong = runner.invoke(
+        app,
+        [
+            "restore",
+            "-t",
+            config.name,
+            "--repo-path",
+            repo_path,
+            "--into",
+            str(work / "tlx"),
+            "--to-timeline",
+            "newest",
+        ],
+    )
     assert wrong.exit_code != 0 and "--to-timeline" in wrong.output and not (work / "tlx").exists()
 
     dest = work / "data"
-    done = runner.invoke(app, ["restore", "-t", config.name, "--repo-path", repo_path, "--into", str(dest),
-                               "--to-timeline", "current"])
+    done = runner.invoke(
+        app, ["restore", "-t", config.name, "--repo-path", repo_path, "--into", str(dest), "--to-timeline", "current"]
+    )
     assert done.exit_code == 0, done.output
     assert "'recovery_target_timeline': '1'" in done.output and "'timeline': '2'" in done.output
     auto = (dest / "postgresql.auto.conf").read_text()

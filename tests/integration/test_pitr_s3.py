@@ -59,12 +59,23 @@ def s3_pitr(archiving, s3_server):
     work = Path(tempfile.mkdtemp(prefix="vfpitr-s3-", dir="/tmp"))
     work.chmod(0o711)  # the restored cluster runs as the service user
     target = f"pitrs3{int(time.time() * 1000) % 10**6}"
-    pg.execute("DROP TABLE IF EXISTS s3marks; CREATE TABLE s3marks (label text PRIMARY KEY, "
-               "at timestamptz DEFAULT clock_timestamp())")
-    engine = PostgresEngine(PostgresSettings(target_name=target, host=pg.host, port=pg.port, user=pg.user, mode="physical",
-                                           physical_fingerprints=True,
-                                           bin_dir=str(pg.client_bin_dir), server_bin_dir=str(pg.bin_dir),
-                                           restore_os_user=RUN_AS))
+    pg.execute(
+        "DROP TABLE IF EXISTS s3marks; CREATE TABLE s3marks (label text PRIMARY KEY, "
+        "at timestamptz DEFAULT clock_timestamp())"
+    )
+    engine = PostgresEngine(
+        PostgresSettings(
+            target_name=target,
+            host=pg.host,
+            port=pg.port,
+            user=pg.user,
+            mode="physical",
+            physical_fingerprints=True,
+            bin_dir=str(pg.client_bin_dir),
+            server_bin_dir=str(pg.bin_dir),
+            restore_os_user=RUN_AS,
+        )
+    )
     manifest = engine.full_backup(BackupContext(repo))
     pg.execute("INSERT INTO s3marks (label) VALUES ('t1')")
     time.sleep(0.3)
@@ -95,14 +106,23 @@ def files_holding(root: Path, secret: bytes) -> list[str]:
 def test_pitr_to_t2_from_s3_only_repository_keeps_the_secret_private(s3_pitr, archiving):
     dest = s3_pitr.work / "data"
     with SecretWatch(s3_pitr.secret) as watch:
-        result, cluster = recover(BackupContext(s3_pitr.repo), s3_pitr.manifest, dest,
-                                  bin_dir=Path(s3_pitr.engine.config.server_bin_dir), user=archiving.pg.user,
-                                  target=RecoveryTarget(time=s3_pitr.t2), fetch_store=s3_pitr.repo.store,
-                                  wal_cli=archiving.python.command(), run_as=RUN_AS, keep_running=True)
+        result, cluster = recover(
+            BackupContext(s3_pitr.repo),
+            s3_pitr.manifest,
+            dest,
+            bin_dir=Path(s3_pitr.engine.config.server_bin_dir),
+            user=archiving.pg.user,
+            target=RecoveryTarget(time=s3_pitr.t2),
+            fetch_store=s3_pitr.repo.store,
+            wal_cli=archiving.python.command(),
+            run_as=RUN_AS,
+            keep_running=True,
+        )
     try:
         assert not list(s3_pitr.work.glob(".data-wal-fetch-*")), "spec file removed once recovery ended"
-        with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=archiving.pg.user,
-                             dbname="postgres") as conn:
+        with psycopg.connect(
+            host=str(cluster.socket_dir), port=cluster.port, user=archiving.pg.user, dbname="postgres"
+        ) as conn:
             labels = [r[0] for r in conn.execute("SELECT label FROM s3marks ORDER BY at")]
     finally:
         stop_cluster(cluster)
@@ -123,9 +143,18 @@ def test_wrong_secret_in_restore_command_fails_naming_bucket_and_endpoint(s3_pit
     dest = s3_pitr.work / "wrong"
     t0 = time.monotonic()
     with pytest.raises(ToolError) as info:
-        recover(BackupContext(s3_pitr.repo), s3_pitr.manifest, dest, bin_dir=Path(s3_pitr.engine.config.server_bin_dir),
-                user=archiving.pg.user, target=RecoveryTarget(time=s3_pitr.t2), fetch_store=bad_store,
-                wal_cli=archiving.python.command(), run_as=RUN_AS, timeout=120)
+        recover(
+            BackupContext(s3_pitr.repo),
+            s3_pitr.manifest,
+            dest,
+            bin_dir=Path(s3_pitr.engine.config.server_bin_dir),
+            user=archiving.pg.user,
+            target=RecoveryTarget(time=s3_pitr.t2),
+            fetch_store=bad_store,
+            wal_cli=archiving.python.command(),
+            run_as=RUN_AS,
+            timeout=120,
+        )
     assert time.monotonic() - t0 < 90, "failed fast instead of hanging"
     message = str(info.value)
     assert message.startswith("restore_command failed, recovery aborted: vaultflow wal-fetch: error"), message
@@ -138,8 +167,9 @@ def test_wrong_secret_in_restore_command_fails_naming_bucket_and_endpoint(s3_pit
 def test_wrong_secret_in_repository_fails_at_once(s3_pitr, s3_server):
     bad = Repository(s3_server.store(s3_pitr.bucket, prefix="vault", secret_key="not-the-secret"))
     with pytest.raises(AuthenticationError) as info:
-        s3_pitr.engine.recover(BackupContext(bad), s3_pitr.manifest, s3_pitr.work / "never",
-                               RecoveryTarget(time=s3_pitr.t2))
+        s3_pitr.engine.recover(
+            BackupContext(bad), s3_pitr.manifest, s3_pitr.work / "never", RecoveryTarget(time=s3_pitr.t2)
+        )
     assert s3_pitr.bucket in str(info.value) and s3_server.endpoint_url in str(info.value)
 
 

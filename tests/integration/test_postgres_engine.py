@@ -26,9 +26,17 @@ from vaultflow.testing.s3_server import S3Instance
 
 
 def engine_for(server: PostgresInstance, databases: list[str] | None = None, **kw) -> PostgresEngine:
-    return PostgresEngine(PostgresSettings(target_name=f"pg{server.version}", host=server.host, port=server.port,
-                                         user=server.user, password=server.password,
-                                         databases=databases or [], **kw))
+    return PostgresEngine(
+        PostgresSettings(
+            target_name=f"pg{server.version}",
+            host=server.host,
+            port=server.port,
+            user=server.user,
+            password=server.password,
+            databases=databases or [],
+            **kw,
+        )
+    )
 
 
 @pytest.fixture
@@ -117,8 +125,9 @@ def test_full_backup_drop_restore(pg_server: PostgresInstance, fresh_db: MakeDb,
     assert pg_server.execute("INSERT INTO inventory.items (label) VALUES ('n') RETURNING id", shop) == [(501,)]
 
 
-def test_fingerprints_describe_exactly_the_dump(pg_server: PostgresInstance, fresh_db: MakeDb,
-                                                tmp_path: Path, drop_later) -> None:
+def test_fingerprints_describe_exactly_the_dump(
+    pg_server: PostgresInstance, fresh_db: MakeDb, tmp_path: Path, drop_later
+) -> None:
     db = fresh_db(pg_server)
     pg_server.execute("CREATE TABLE events (id bigserial PRIMARY KEY, at timestamptz DEFAULT now(), v text)", db)
     # Ballast so the dump takes a while and the inserts really overlap it.
@@ -126,8 +135,7 @@ def test_fingerprints_describe_exactly_the_dump(pg_server: PostgresInstance, fre
     engine, repo = engine_for(pg_server, [db]), Repository(LocalStore(tmp_path / "repo"))
 
     inserted = 0
-    with psycopg.connect(pg_server.conninfo(db), autocommit=True) as writer, \
-            ThreadPoolExecutor(1) as pool:
+    with psycopg.connect(pg_server.conninfo(db), autocommit=True) as writer, ThreadPoolExecutor(1) as pool:
         for _ in range(50):
             writer.execute("INSERT INTO events (v) VALUES ('before')")
         backup = pool.submit(engine.full_backup, BackupContext(repo))
@@ -153,8 +161,7 @@ def test_fingerprints_describe_exactly_the_dump(pg_server: PostgresInstance, fre
     assert engine.fingerprint(target)["public.ballast"] == manifest.fingerprints[db]["public.ballast"]
 
 
-def test_password_never_leaks(pg_with_password: PostgresInstance, fresh_db: MakeDb, tmp_path: Path,
-                              drop_later) -> None:
+def test_password_never_leaks(pg_with_password: PostgresInstance, fresh_db: MakeDb, tmp_path: Path, drop_later) -> None:
     server, password = pg_with_password, pg_with_password.password
     assert password
     db = fresh_db(server)
@@ -176,8 +183,7 @@ def test_password_never_leaks(pg_with_password: PostgresInstance, fresh_db: Make
     for path in files:
         assert password.encode() not in path.read_bytes(), path
     for obj in manifest.objects:  # nor inside the payload once decompressed (globals included)
-        reader, _, raw = open_verified(repo.store, repo.object_key(manifest, obj.key), obj.sha256,
-                                       obj.stored_size)
+        reader, _, raw = open_verified(repo.store, repo.object_key(manifest, obj.key), obj.sha256, obj.stored_size)
         with raw:
             while chunk := reader.read(CHUNK_SIZE):
                 assert password.encode() not in chunk, obj.key
@@ -185,8 +191,9 @@ def test_password_never_leaks(pg_with_password: PostgresInstance, fresh_db: Make
 
 def test_wrong_password(pg_with_password: PostgresInstance, tmp_path: Path) -> None:
     wrong = "not-" + (pg_with_password.password or "")
-    engine = PostgresEngine(PostgresSettings(target_name="pw", host=pg_with_password.host, port=pg_with_password.port,
-                                           password=wrong))
+    engine = PostgresEngine(
+        PostgresSettings(target_name="pw", host=pg_with_password.host, port=pg_with_password.port, password=wrong)
+    )
     repo = Repository(LocalStore(tmp_path / "repo"))
     with pytest.raises(AuthenticationError) as info:
         engine.full_backup(BackupContext(repo))
@@ -198,8 +205,10 @@ def test_wrong_password(pg_with_password: PostgresInstance, tmp_path: Path) -> N
 
 # -- S3 ------------------------------------------------------------------------------------
 
-def test_backup_and_restore_through_s3(pg_server: PostgresInstance, fresh_db: MakeDb, s3_server: S3Instance,
-                                       s3_bucket: str, drop_later) -> None:
+
+def test_backup_and_restore_through_s3(
+    pg_server: PostgresInstance, fresh_db: MakeDb, s3_server: S3Instance, s3_bucket: str, drop_later
+) -> None:
     db = fresh_db(pg_server)
     pg_server.execute("CREATE TABLE t AS SELECT g AS id, 'ü' || g AS v FROM generate_series(1, 20000) g", db)
     engine = engine_for(pg_server, [db])
@@ -226,8 +235,7 @@ def test_s3_bucket_missing(pg18: PostgresInstance, fresh_db: MakeDb, s3_server: 
         engine_for(pg18, [db]).full_backup(BackupContext(repo))
 
 
-def test_s3_wrong_credentials(pg18: PostgresInstance, fresh_db: MakeDb, s3_server: S3Instance,
-                              s3_bucket: str) -> None:
+def test_s3_wrong_credentials(pg18: PostgresInstance, fresh_db: MakeDb, s3_server: S3Instance, s3_bucket: str) -> None:
     db = fresh_db(pg18)
     bad_secret = "Wr0ngSecret" + "x" * 29
     client = s3_server.client(aws_secret_access_key=bad_secret)

@@ -36,9 +36,16 @@ from vaultflow.testing.unprivileged import free_port
 
 
 def engine_for(server: PostgresInstance, databases: list[str] | None = None) -> PostgresEngine:
-    return PostgresEngine(PostgresSettings(target_name=f"pg{server.version}", host=server.host, port=server.port,
-                                         user=server.user, password=server.password,
-                                         databases=databases or []))
+    return PostgresEngine(
+        PostgresSettings(
+            target_name=f"pg{server.version}",
+            host=server.host,
+            port=server.port,
+            user=server.user,
+            password=server.password,
+            databases=databases or [],
+        )
+    )
 
 
 def databases(server: PostgresInstance) -> set[str]:
@@ -69,8 +76,9 @@ def test_unreachable_host_is_transient(tmp_path: Path) -> None:
     assert repo_files(tmp_path / "repo") == []
 
 
-def test_missing_database_is_named_and_leaves_nothing(pg_server: PostgresInstance, fresh_db: MakeDb,
-                                                      tmp_path: Path) -> None:
+def test_missing_database_is_named_and_leaves_nothing(
+    pg_server: PostgresInstance, fresh_db: MakeDb, tmp_path: Path
+) -> None:
     db = fresh_db(pg_server)
     engine = engine_for(pg_server, [db, "no_such_db_42"])
     with pytest.raises(NotFoundError) as info:
@@ -80,8 +88,7 @@ def test_missing_database_is_named_and_leaves_nothing(pg_server: PostgresInstanc
     assert repo_files(tmp_path / "repo") == []
 
 
-def test_unwritable_repository_is_config_error(pg_server: PostgresInstance, fresh_db: MakeDb,
-                                               tmp_path: Path) -> None:
+def test_unwritable_repository_is_config_error(pg_server: PostgresInstance, fresh_db: MakeDb, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a regular file where the repository's parent should be")
     engine = engine_for(pg_server, [fresh_db(pg_server)])
@@ -188,20 +195,27 @@ print("finished")
 """
 
 
-def test_backup_killed_mid_stream_leaves_only_orphans(pg_server: PostgresInstance, fresh_db: MakeDb,
-                                                      tmp_path: Path) -> None:
+def test_backup_killed_mid_stream_leaves_only_orphans(
+    pg_server: PostgresInstance, fresh_db: MakeDb, tmp_path: Path
+) -> None:
     db = fresh_db(pg_server)
-    pg_server.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v "
-                      "FROM generate_series(1, 500000) g", db)  # ~55 MB: over a second to dump
+    pg_server.execute(
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v FROM generate_series(1, 500000) g",
+        db,
+    )  # ~55 MB: over a second to dump
     engine, root = engine_for(pg_server, [db]), tmp_path / "repo"
     backups = root / "postgres" / engine.config.name / "backups"
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, engine.config.model_dump_json(), str(root)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, engine.config.model_dump_json(), str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            partial = [p for p in backups.glob("*/db/.tmp-*") if p.stat().st_size > 1_000_000] \
-                if backups.exists() else []
+            partial = (
+                [p for p in backups.glob("*/db/.tmp-*") if p.stat().st_size > 1_000_000] if backups.exists() else []
+            )
             if partial:
                 break
             time.sleep(0.02)
@@ -232,8 +246,7 @@ def test_backup_killed_mid_stream_leaves_only_orphans(pg_server: PostgresInstanc
     assert orphans and all(o.key.startswith(prefix) for o in orphans)
     assert prefix + "globals.sql.zst" in {o.key for o in orphans}
     # ...but not while they may still belong to a running backup.
-    assert repo.orphans("postgres", engine.config.name, grace=timedelta(hours=1),
-                        now=datetime.now(UTC)) == []
+    assert repo.orphans("postgres", engine.config.name, grace=timedelta(hours=1), now=datetime.now(UTC)) == []
     assert repo.discard_payload("postgres", engine.config.name, backup_dir.name) == len(orphans)
     assert repo.orphans("postgres", engine.config.name, timedelta(0), datetime.now(UTC)) == []
     # The object being streamed when the run died is a temp file: prune's sweep removes it.
@@ -260,11 +273,13 @@ def test_a_refusal_by_the_server_itself_is_permanent(pg18: PostgresInstance, fre
     the database, not a transient ServerUnavailableError."""
     db = fresh_db(pg18)
     role = f"noconnect_{db[-6:]}"
-    pg18.execute(f"CREATE ROLE {role} LOGIN IN ROLE pg_read_all_data; "
-                 f"REVOKE CONNECT ON DATABASE {quote_ident(db)} FROM PUBLIC")
+    pg18.execute(
+        f"CREATE ROLE {role} LOGIN IN ROLE pg_read_all_data; REVOKE CONNECT ON DATABASE {quote_ident(db)} FROM PUBLIC"
+    )
     try:
-        engine = PostgresEngine(PostgresSettings(target_name="refused", host=pg18.host, port=pg18.port, user=role,
-                                               databases=[db]))
+        engine = PostgresEngine(
+            PostgresSettings(target_name="refused", host=pg18.host, port=pg18.port, user=role, databases=[db])
+        )
         with pytest.raises(ConfigError, match=f"{db}.*CONNECT privilege") as info:
             engine.full_backup(BackupContext(Repository(LocalStore(tmp_path / "repo"))))
         assert not is_transient(info.value)

@@ -43,9 +43,9 @@ def test_version_matches(pg_server: PostgresInstance, request: pytest.FixtureReq
     assert (pg_server.version == 18) is expected_18
     (version,) = pg_server.execute("SELECT version()")[0]
     assert f"PostgreSQL {pg_server.version}." in version
-    settings = dict(pg_server.execute(
-        "SELECT name, setting FROM pg_settings WHERE name IN ('port', 'fsync', 'wal_level')"
-    ))
+    settings = dict(
+        pg_server.execute("SELECT name, setting FROM pg_settings WHERE name IN ('port', 'fsync', 'wal_level')")
+    )
     assert settings == {"port": str(pg_server.port), "fsync": "off", "wal_level": "replica"}
 
 
@@ -54,8 +54,10 @@ def test_server_does_not_run_as_root(pg_server: PostgresInstance) -> None:
     assert main.is_running()
     # Backends may exit between children() and the read: those are skipped; the postmaster
     # itself must be there and readable.
-    owners = [(main, main.uids(), main.username()),
-              *((p, i["uids"], i["username"]) for p, i in live(main.children(), "uids", "username"))]
+    owners = [
+        (main, main.uids(), main.username()),
+        *((p, i["uids"], i["username"]) for p, i in live(main.children(), "uids", "username")),
+    ]
     assert len(owners) > 1  # the postmaster's background processes were checked too
     for proc, uids, username in owners:
         if running_as_root():
@@ -66,8 +68,9 @@ def test_server_does_not_run_as_root(pg_server: PostgresInstance) -> None:
 
 
 def test_unix_socket_is_trusted(pg_server: PostgresInstance) -> None:
-    with psycopg.connect(host=str(pg_server.socket_dir), port=pg_server.port,
-                         user=pg_server.user, dbname="postgres") as conn:
+    with psycopg.connect(
+        host=str(pg_server.socket_dir), port=pg_server.port, user=pg_server.user, dbname="postgres"
+    ) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
@@ -84,7 +87,10 @@ def test_password_auth(pg_with_password: PostgresInstance) -> None:
     # Client programs run as us from the original bin dir, the password in their environment.
     psql = subprocess.run(
         [str(pg.client_bin_dir / "psql"), "-d", "postgres", "-tAc", "SELECT 1"],
-        env={**os.environ, **pg.libpq_env()}, capture_output=True, text=True, check=True,
+        env={**os.environ, **pg.libpq_env()},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert psql.stdout.strip() == "1"
 
@@ -141,8 +147,7 @@ def test_restart_from_copy_keeps_data_and_dodges_taken_port(tmp_path: Path) -> N
 
 def test_startup_failure_shows_command_and_log(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError) as failure:
-        start_postgres(embedded_bin_dir(), tmp_path, name="bad",
-                       settings={"shared_buffers": "lots"})
+        start_postgres(embedded_bin_dir(), tmp_path, name="bad", settings={"shared_buffers": "lots"})
     message = str(failure.value)
     assert "postgres -D" in message
     assert "shared_buffers" in message

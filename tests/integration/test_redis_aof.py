@@ -29,8 +29,14 @@ INCR, DIFF = BackupKind.INCREMENTAL, BackupKind.DIFFERENTIAL
 
 
 def config_for(server: RedisProcess, name: str = "aof", local: bool = True) -> RedisSettings:
-    return RedisSettings(target_name=name, host=server.host, port=server.port, username=server.username,
-                       password=server.password, data_dir=str(server.directory) if local else None)
+    return RedisSettings(
+        target_name=name,
+        host=server.host,
+        port=server.port,
+        username=server.username,
+        password=server.password,
+        data_dir=str(server.directory) if local else None,
+    )
 
 
 @pytest.fixture
@@ -116,7 +122,7 @@ def test_chain_full_incr_incr_diff_each_restores_and_matches(fresh_redis, repo, 
     assert [p.offset for p in diff.consistency.pieces] == [full.consistency.cuts[incr_file]]
     assert diff.consistency.cuts[incr_file] > incr2.consistency.cuts[incr_file]
     # every step changed the data, so every restore is a real test
-    assert all(redis_differences(a, b) for i, a in enumerate(states) for b in states[i + 1:])
+    assert all(redis_differences(a, b) for i, a in enumerate(states) for b in states[i + 1 :])
 
     for manifest in (full, incr1, incr2, diff):
         dest = tmp_path / f"restore-{manifest.id}"
@@ -155,9 +161,11 @@ def test_incremental_after_one_percent_changed_is_small(fresh_redis, repo, tmp_p
             pipe.set(f"key:{i:06d}", os.urandom(60).hex())
         pipe.execute()
     incr = aof_incremental_backup(config, ctx(repo), full, INCR)
-    print(f"\nAOF sizes, {keys} keys, 1% changed: full stored {full.stored_size} B (raw {full.raw_size}), "
-          f"incremental stored {incr.stored_size} B (raw {incr.raw_size}), "
-          f"{100 * incr.stored_size / full.stored_size:.2f}% of the full")
+    print(
+        f"\nAOF sizes, {keys} keys, 1% changed: full stored {full.stored_size} B (raw {full.raw_size}), "
+        f"incremental stored {incr.stored_size} B (raw {incr.raw_size}), "
+        f"{100 * incr.stored_size / full.stored_size:.2f}% of the full"
+    )
     assert full.fingerprints["db0"]["keys"].rows == keys
     assert incr.stored_size <= 0.05 * full.stored_size
     assert incr.raw_size >= keys // 100 * 120  # it really holds the 250 new values
@@ -305,7 +313,9 @@ def test_rdb_parent_breaks_the_chain(fresh_redis, repo):
     config = config_for(server)
     change(server, 0)
     full = aof_full_backup(config, ctx(repo))
-    rdb_like = full.model_copy(update={"mode": BackupMode.RDB, "consistency": RedisRdbConsistency(method="BGSAVE + copy")})
+    rdb_like = full.model_copy(
+        update={"mode": BackupMode.RDB, "consistency": RedisRdbConsistency(method="BGSAVE + copy")}
+    )
     with pytest.raises(ChainBrokenError, match=f"{full.id}.*rdb backup.*taking a full"):
         aof_incremental_backup(config, ctx(repo), rdb_like, INCR)
 

@@ -32,7 +32,7 @@ def copy_all(src_server, dst_server, db: int = 0) -> None:
 def test_encoding_differences_match_real_differences_do_not(fresh_redis):
     a, b = fresh_redis(name="cmp-a"), fresh_redis(name="cmp-b")
     with a.client() as conn:
-        conn.sadd("tags", *[f"t{i}" for i in range(50)])      # hash table: DUMP order is per-server
+        conn.sadd("tags", *[f"t{i}" for i in range(50)])  # hash table: DUMP order is per-server
         conn.hset("wide", mapping={f"f{i}": "v" * 100 for i in range(200)})
         conn.set("ttl", "x", px=3_600_000)
         conn.rpush("list", *range(10))
@@ -52,14 +52,15 @@ def test_encoding_differences_match_real_differences_do_not(fresh_redis):
     assert not comparison.ok
     ttl = [p for p in problems if p.startswith("db0 key b'ttl' (db0 of the copy): expiry ")]
     assert len(ttl) == 1, problems
-    assert sorted(set(problems) - set(ttl)) == sorted([
-        "db0 key b'tags' (db0 of the copy): value differ",
-        "db0 key b'list' (db0 of the copy): missing",
-        "db0 key b'extra' of the copy is not in the backup",
-    ])
+    assert sorted(set(problems) - set(ttl)) == sorted(
+        [
+            "db0 key b'tags' (db0 of the copy): value differ",
+            "db0 key b'list' (db0 of the copy): missing",
+            "db0 key b'extra' of the copy is not in the backup",
+        ]
+    )
     # a partial comparison looks at the pattern only and ignores keys only the copy has
-    comparison, problems = compare_copies(clients(a), clients(b), [(0, 0)], pattern="wide",
-                                          extra_is_difference=False)
+    comparison, problems = compare_copies(clients(a), clients(b), [(0, 0)], pattern="wide", extra_is_difference=False)
     assert comparison.ok and problems == []
 
 
@@ -76,13 +77,25 @@ def test_backups_from_before_issue_8_still_restore_and_check_their_digest(redis_
     manifest = engine.full_backup(ctx)
     assert KEYSPACE not in manifest.fingerprints  # never recorded any more
 
-    old = manifest.model_copy(update={"fingerprints": {
-        **manifest.fingerprints, KEYSPACE: {"all": Fingerprint(count=100, digest=digest, method="debug-digest")}}})
+    old = manifest.model_copy(
+        update={
+            "fingerprints": {
+                **manifest.fingerprints,
+                KEYSPACE: {"all": Fingerprint(count=100, digest=digest, method="debug-digest")},
+            }
+        }
+    )
     drill = engine.drill(ctx, old)
     assert drill.comparison.ok and KEYSPACE in {t.database for t in drill.comparison.tables}
 
-    wrong = old.model_copy(update={"fingerprints": {
-        **manifest.fingerprints, KEYSPACE: {"all": Fingerprint(count=100, digest="0" * 40, method="debug-digest")}}})
+    wrong = old.model_copy(
+        update={
+            "fingerprints": {
+                **manifest.fingerprints,
+                KEYSPACE: {"all": Fingerprint(count=100, digest="0" * 40, method="debug-digest")},
+            }
+        }
+    )
     with pytest.raises(IntegrityError, match="keyspace"):
         engine.drill(ctx, wrong)
 

@@ -25,8 +25,12 @@ def documented_remote_acl() -> list[str]:
     """The rules of the one `user backup ...` line in a code block of docs/redis.md that is not
     the `+@all` one: ['on', '>long-random-password', 'resetchannels', '-@all', ...]."""
     blocks = re.findall(r"^```[^\n]*\n(.*?)^```", DOC.read_text(), flags=re.S | re.M)
-    lines = [line.strip() for block in blocks for line in block.splitlines()
-             if line.strip().startswith("user backup ") and "+@all" not in line]
+    lines = [
+        line.strip()
+        for block in blocks
+        for line in block.splitlines()
+        if line.strip().startswith("user backup ") and "+@all" not in line
+    ]
     assert len(lines) == 1, f"expected one minimum-ACL line in {DOC}, found {lines}"
     rules = lines[0].split()[2:]
     assert PLACEHOLDER in rules, f"the documented ACL has no {PLACEHOLDER} to replace: {lines[0]}"
@@ -46,8 +50,9 @@ def test_documented_remote_acl_takes_a_remote_full_backup(fresh_redis, tmp_path:
     rules = documented_remote_acl()
     assert "-@all" in rules, "the documented minimum must start from no commands, or it proves nothing"
     password = create_user(server, rules)
-    target = RedisTarget(host=server.host, port=server.port, username="backup", password=SecretStr(password),
-                         target_name="docacl")  # no data_dir: remote mode
+    target = RedisTarget(
+        host=server.host, port=server.port, username="backup", password=SecretStr(password), target_name="docacl"
+    )  # no data_dir: remote mode
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     result = full_backup(target=target, repository=repository)
     assert result["kind"] == "full" and result["objects"] >= 1
@@ -61,7 +66,8 @@ def test_the_documented_acl_without_client_setname_is_refused(fresh_redis, tmp_p
     server = fresh_redis(name="docacl-nosetname")
     rules = [rule for rule in documented_remote_acl() if rule != "+client|setname"]
     password = create_user(server, rules)
-    target = RedisTarget(host=server.host, port=server.port, username="backup", password=SecretStr(password),
-                         target_name="docacl")
+    target = RedisTarget(
+        host=server.host, port=server.port, username="backup", password=SecretStr(password), target_name="docacl"
+    )
     with pytest.raises(AuthenticationError, match=r"client\|setname.*docs/redis\.md"):
         full_backup(target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")))

@@ -24,8 +24,9 @@ from vaultflow.stores import LocalStore
 
 
 def config_for(server: RedisProcess, name: str, **kw) -> RedisSettings:
-    return RedisSettings(target_name=name, host=server.host, port=server.port, username=server.username,
-                       password=server.password, **kw)
+    return RedisSettings(
+        target_name=name, host=server.host, port=server.port, username=server.username, password=server.password, **kw
+    )
 
 
 def ctx(repo: Repository, logs: list[str] | None = None) -> BackupContext:
@@ -75,9 +76,13 @@ def contents(server: RedisProcess | redis.Redis, dbs=range(16), port: int | None
             values = {}
             for key in keys:
                 kind = conn.type(key).decode()
-                value = {"string": conn.get, "hash": conn.hgetall, "set": conn.smembers,
-                         "list": lambda k, conn=conn: conn.lrange(k, 0, -1),
-                         "zset": lambda k, conn=conn: conn.zrange(k, 0, -1, withscores=True)}[kind](key)
+                value = {
+                    "string": conn.get,
+                    "hash": conn.hgetall,
+                    "set": conn.smembers,
+                    "list": lambda k, conn=conn: conn.lrange(k, 0, -1),
+                    "zset": lambda k, conn=conn: conn.zrange(k, 0, -1, withscores=True),
+                }[kind](key)
                 values[key] = (kind, value, conn.pttl(key) > 0)
             result[db] = values
     return result
@@ -178,9 +183,25 @@ def test_remote_full_backup_manifest_drill_and_restores(redis_source: RedisProce
     assert result.restored == {"directory": str(out)}
     assert sorted(p.name for p in out.iterdir()) == ["dump.rdb"]
     port = free_port()
-    proc = subprocess.Popen([str(find_binary("redis-server")), "--port", str(port), "--bind", "127.0.0.1",
-                             "--dir", str(out), "--dbfilename", "dump.rdb", "--appendonly", "no", "--save", ""],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(find_binary("redis-server")),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(out),
+            "--dbfilename",
+            "dump.rdb",
+            "--appendonly",
+            "no",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -230,8 +251,9 @@ def test_password_and_acl_user_never_leak(fixture: str, request, tmp_path: Path)
     assert manifest.fingerprints["db0"]["keys"].rows >= 3000
     # redis-server retitles itself "redis-server 127.0.0.1:<port>": scratch servers, not the source
     scratch = {t for t in watch.tools if t.startswith("redis-server ") and not t.endswith(f":{server.port}")}
-    assert {"redis-cli", "redis-check-rdb"} <= watch.tools and scratch, \
+    assert {"redis-cli", "redis-check-rdb"} <= watch.tools and scratch, (
         f"the sampler never saw the tools: {watch.tools}"
+    )
     assert watch.leaks == []
     assert logs and not any(password in line for line in logs)
     assert password not in manifest.to_json().decode()
@@ -346,8 +368,13 @@ def test_restore_into_the_original(fresh_redis, tmp_path: Path):
     # partial: user:* of db0 into db 5; nothing else anywhere changes
     with pytest.raises(ConfigError, match="exactly one source db"):
         engine.restore(ctx(repo), manifest, options=RedisRestoreOptions(key_pattern="user:*", into_db=5))
-    result = engine.restore(ctx(repo), manifest, into="original", databases=["db0"],
-                            options=RedisRestoreOptions(key_pattern="user:*", into_db=5))
+    result = engine.restore(
+        ctx(repo),
+        manifest,
+        into="original",
+        databases=["db0"],
+        options=RedisRestoreOptions(key_pattern="user:*", into_db=5),
+    )
     assert result.comparison.ok
     assert result.restored == {"db0": f"{server.where}/db5"}
     after = contents(server)
@@ -360,8 +387,9 @@ def test_restore_into_the_original(fresh_redis, tmp_path: Path):
         conn.delete("user:1000", "user:1001")
         conn.hset("user:1002", "name", "Chuck")
     with pytest.raises(RefusedError, match="'user:1002' already exists in db 5"):
-        engine.restore(ctx(repo), manifest, databases=["db0"],
-                       options=RedisRestoreOptions(key_pattern="user:*", into_db=5))
+        engine.restore(
+            ctx(repo), manifest, databases=["db0"], options=RedisRestoreOptions(key_pattern="user:*", into_db=5)
+        )
     with server.client(db=5) as conn:  # refused before writing anything: the missing keys stay missing
         assert conn.hget("user:1002", "name") == b"Chuck"
         assert sorted(conn.keys("*")) == [b"user:1002"]

@@ -38,8 +38,9 @@ from vaultflow.testing.unprivileged import ensure_service_user, free_port, runni
 
 
 def config_for(server: RedisProcess, name: str, **kw) -> RedisSettings:
-    return RedisSettings(target_name=name, host=server.host, port=server.port, username=server.username,
-                       password=server.password, **kw)
+    return RedisSettings(
+        target_name=name, host=server.host, port=server.port, username=server.username, password=server.password, **kw
+    )
 
 
 def ctx(repo: Repository, logs: list[str] | None = None) -> BackupContext:
@@ -79,8 +80,9 @@ def backed_up(fresh_redis, tmp_path: Path):
 
 
 def test_wrong_password_fails_at_once(redis_with_password: RedisProcess, tmp_path: Path):
-    config = RedisSettings(target_name="wrongpw", host=redis_with_password.host, port=redis_with_password.port,
-                         password="not-the-password")
+    config = RedisSettings(
+        target_name="wrongpw", host=redis_with_password.host, port=redis_with_password.port, password="not-the-password"
+    )
     with redis_with_password.client() as admin:
         admin.acl_log_reset()
     with pytest.raises(AuthenticationError) as info:
@@ -95,8 +97,9 @@ def test_wrong_password_fails_at_once(redis_with_password: RedisProcess, tmp_pat
 
 
 def test_wrong_acl_user_password_fails_at_once(redis_acl: RedisProcess, tmp_path: Path):
-    config = RedisSettings(target_name="wrongacl", host=redis_acl.host, port=redis_acl.port, username="backup",
-                         password="wrong")
+    config = RedisSettings(
+        target_name="wrongacl", host=redis_acl.host, port=redis_acl.port, username="backup", password="wrong"
+    )
     with pytest.raises(AuthenticationError, match="user 'backup'") as info:
         RedisEngine(config).check()
     assert not is_transient(info.value)
@@ -152,7 +155,8 @@ def test_unreadable_data_dir_is_config_error_naming_it(fresh_redis, tmp_path: Pa
             os.chmod(secret_dir, 0o000)
             try:
                 RedisEngine(config_for(server, "noread", data_dir=str(secret_dir))).full_backup(
-                    ctx(Repository(LocalStore(tmp_path / "repo"))))
+                    ctx(Repository(LocalStore(tmp_path / "repo")))
+                )
                 outcome = {"error": None}
             except VaultflowError as exc:
                 outcome = {"error": type(exc).__name__, "message": str(exc)}

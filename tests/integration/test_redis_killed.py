@@ -73,6 +73,7 @@ def child() -> None:
 @pytest.fixture(scope="module")
 def big_redis():
     from vaultflow.testing.redis_instance import running_redis
+
     with running_redis(name="killed", password=secrets.token_urlsafe(16)) as server:
         with server.client() as conn:
             conn.execute_command("DEBUG", "POPULATE", KEYS, "key", 20)
@@ -81,8 +82,13 @@ def big_redis():
 
 
 def _run_until(moment: str, server, repo: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.test_redis_killed"], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.test_redis_killed"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     config = {"target_name": "killed", "host": "127.0.0.1", "port": server.port, "password": server.password}
     proc.stdin.write(json.dumps({"moment": moment, "config": config, "repo": str(repo)}))
     proc.stdin.close()
@@ -118,8 +124,9 @@ def test_a_killed_backup_leaves_no_process(moment: str, big_redis, tmp_path: Pat
         running = _names(descendants(proc.pid))
         if moment == "transfer":  # proof that the kill lands mid-stream
             assert {"redis-cli", "redis-check-rdb"} <= running, running
-        assert not any(name.startswith("redis-server") for name in running), \
+        assert not any(name.startswith("redis-server") for name in running), (
             f"a backup must not start a scratch server any more: {running}"
+        )
     finally:
         left = _kill_and_wait(proc)
     assert left == [], f"children survived the killed backup: {left}"
@@ -130,7 +137,9 @@ def test_a_killed_backup_leaves_no_process(moment: str, big_redis, tmp_path: Pat
 
 def test_a_killed_drill_leaves_no_scratch_server(big_redis, tmp_path: Path):
     repo = Repository(LocalStore(tmp_path / "repo"))
-    engine = RedisEngine(RedisSettings(target_name="killed", host="127.0.0.1", port=big_redis.port, password=big_redis.password))
+    engine = RedisEngine(
+        RedisSettings(target_name="killed", host="127.0.0.1", port=big_redis.port, password=big_redis.password)
+    )
     engine.full_backup(BackupContext(repo, log=lambda line: None))
 
     proc, where = _run_until("drill", big_redis, tmp_path / "repo")

@@ -21,11 +21,15 @@ from vaultflow.stores import LocalStore
 
 
 def sh(script: str, cwd: Path) -> str:
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, capture_output=True, text=True,
-                          env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+    )
     assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
     return done.stdout
-
 
 
 def wait_until_serving(proc: subprocess.Popen, port: int, timeout: float = 30.0) -> None:
@@ -40,6 +44,7 @@ def wait_until_serving(proc: subprocess.Popen, port: int, timeout: float = 30.0)
             assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
 
+
 def test_rdb_restore_with_sha256sum_zstd_redis_check_rdb_and_redis_server(fresh_redis, tmp_path: Path):
     server: RedisProcess = fresh_redis(name="stock", password="stock-secret-pw-123")
     with server.client() as db0, server.client(db=3) as db3:
@@ -50,7 +55,9 @@ def test_rdb_restore_with_sha256sum_zstd_redis_check_rdb_and_redis_server(fresh_
         db0.zadd("scores", {"alice": 10, "bob": 7.5})
         db0.set("session", "abc", ex=3600)
         db3.sadd("db3:set", *range(50))
-    engine = RedisEngine(RedisSettings(target_name="stock", host=server.host, port=server.port, password=server.password))
+    engine = RedisEngine(
+        RedisSettings(target_name="stock", host=server.host, port=server.port, password=server.password)
+    )
     manifest = engine.full_backup(BackupContext(Repository(LocalStore(tmp_path / "repo")), log=lambda line: None))
     backup_dir = tmp_path / "repo/redis/stock/backups" / manifest.id
     restore_dir = tmp_path / "restore"
@@ -71,10 +78,28 @@ def test_rdb_restore_with_sha256sum_zstd_redis_check_rdb_and_redis_server(fresh_
 
     # 4. a plain redis-server on that directory (appendonly no: it must load dump.rdb)
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(restore_dir),
-                             "--dbfilename", "dump.rdb", "--appendonly", "no", "--save", "",
-                             "--enable-debug-command", "local"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=restore_dir)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(restore_dir),
+            "--dbfilename",
+            "dump.rdb",
+            "--appendonly",
+            "no",
+            "--save",
+            "",
+            "--enable-debug-command",
+            "local",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=restore_dir,
+    )
     try:
         wait_until_serving(proc, port)
         with redis.Redis(port=port) as db0, redis.Redis(port=port, db=3) as db3:
@@ -94,15 +119,15 @@ def test_rdb_restore_with_sha256sum_zstd_redis_check_rdb_and_redis_server(fresh_
         proc.wait()
 
 
-
 def test_aof_chain_restore_by_hand_as_documented(fresh_redis, tmp_path: Path):
     """The AOF chain procedure of docs/redis.md: full + two incrementals, rebuilt with jq, zstd and
     cat-by-append, checked by redis-check-aof, loaded by a plain redis-server."""
     from vaultflow.manifest import BackupKind
 
     server: RedisProcess = fresh_redis(name="stock-aof")  # appendonly yes, Redis 7 multi-part AOF
-    engine = RedisEngine(RedisSettings(target_name="stockaof", host=server.host, port=server.port,
-                                     data_dir=str(server.directory)))
+    engine = RedisEngine(
+        RedisSettings(target_name="stockaof", host=server.host, port=server.port, data_dir=str(server.directory))
+    )
     ctx = BackupContext(Repository(LocalStore(tmp_path / "repo")), log=lambda line: None)
     ids = []
     with server.client() as conn:
@@ -125,7 +150,7 @@ def test_aof_chain_restore_by_hand_as_documented(fresh_redis, tmp_path: Path):
 
     script = f"""
 B={tmp_path}/repo/redis/stockaof/backups
-CHAIN="{' '.join(ids)}"
+CHAIN="{" ".join(ids)}"
 LAST={ids[-1]}
 DIR=$(jq -r .consistency.aof_dir $B/$LAST/manifest.json)
 NAME=$(jq -r .consistency.aof_filename $B/$LAST/manifest.json)
@@ -151,10 +176,30 @@ echo "$DIR $NAME"
     aof_dir, aof_name = out.strip().splitlines()[-1].split()
 
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(restore_dir),
-                             "--appendonly", "yes", "--appenddirname", aof_dir, "--appendfilename", aof_name,
-                             "--save", "", "--enable-debug-command", "local"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=restore_dir)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(restore_dir),
+            "--appendonly",
+            "yes",
+            "--appenddirname",
+            aof_dir,
+            "--appendfilename",
+            aof_name,
+            "--save",
+            "",
+            "--enable-debug-command",
+            "local",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=restore_dir,
+    )
     try:
         wait_until_serving(proc, port)
         with redis.Redis(port=port) as conn:

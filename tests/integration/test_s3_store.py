@@ -49,8 +49,12 @@ def sha256_of(stream_store: Store, key: str) -> str:
 
 def operations(store: S3Store) -> list[Callable[[], object]]:
     """put, open, list, stat: each must map the server's refusal to a vaultflow error."""
-    return [lambda: put_bytes(store, "k", b"x"), lambda: store.open("k"),
-            lambda: list(store.list("")), lambda: store.stat("k")]
+    return [
+        lambda: put_bytes(store, "k", b"x"),
+        lambda: store.open("k"),
+        lambda: list(store.list("")),
+        lambda: store.stat("k"),
+    ]
 
 
 @pytest.fixture
@@ -165,9 +169,7 @@ def test_unreachable_endpoint(s3_server: S3Instance) -> None:
         S3Store(client, "bucket").stat("k")
 
 
-
-def test_sweep_partial_aborts_stale_multipart_uploads(store: S3Store, s3_server: S3Instance,
-                                                      s3_bucket: str) -> None:
+def test_sweep_partial_aborts_stale_multipart_uploads(store: S3Store, s3_server: S3Instance, s3_bucket: str) -> None:
     from datetime import datetime, timedelta
 
     client = s3_server.client()
@@ -185,8 +187,7 @@ def test_connection_spec_carries_the_sessions_credentials(s3_server: S3Instance,
 
     store = s3_server.store(s3_bucket, prefix="spec")
     described = store.connection_spec()
-    assert (described["access_key_id"], described["secret_access_key"]) == (s3_server.access_key,
-                                                                            s3_server.secret_key)
+    assert (described["access_key_id"], described["secret_access_key"]) == (s3_server.access_key, s3_server.secret_key)
     assert described["endpoint"] == s3_server.endpoint_url and described["addressing_style"] == "path"
     put_bytes(store, "probe", b"through the session")
     rebuilt = spec.build(described)

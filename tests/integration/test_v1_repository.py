@@ -37,10 +37,13 @@ def test_v1_logical_full_restores_with_its_properties(pg18, repo: Repository) ->
         result = engine.restore(ctx, manifest, into=into, databases=["shop"])
         assert result.comparison.ok, result.comparison.summary()
         assert {(t.table, t.status) for t in result.comparison.tables} >= {
-            ("public.people", "match"), ("public.empty_one", "match")}
+            ("public.people", "match"),
+            ("public.empty_one", "match"),
+        }
         assert any(t.table.startswith("(database properties") for t in result.comparison.tables)
-        assert pg18.execute(f"SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{into}'") \
-            == [("orders",)]
+        assert pg18.execute(
+            f"SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{into}'"
+        ) == [("orders",)]
         assert pg18.execute("SELECT count(*) FROM people", dbname=into) == [(30,)]
     finally:
         pg18.execute(f'DROP DATABASE IF EXISTS "{into}" WITH (FORCE)')
@@ -56,5 +59,6 @@ def test_v1_redis_backups_restore_and_match(repo: Repository, target: str) -> No
         result = engine.drill(BackupContext(repo, log=lambda line: None), manifest)
         assert result.comparison.ok, result.comparison.summary()
         expected = {g: f["keys"].count for g, f in manifest.fingerprints.items()}
-        assert expected == ({"db0": 2, "db2": 1} if target == "v1-rdb" else
-                            {"db0": 1 if manifest.parent_id is None else 3})
+        assert expected == (
+            {"db0": 2, "db2": 1} if target == "v1-rdb" else {"db0": 1 if manifest.parent_id is None else 3}
+        )

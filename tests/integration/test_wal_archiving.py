@@ -41,15 +41,21 @@ from vaultflow.testing.unprivileged import (
 
 TARGET = "pg18wal"
 SEGMENT = 16 << 20
+
+
 # -- a server whose archive_command spools into a directory ----------------------------------
 def unreachable_s3() -> S3Store:
     import boto3
     from botocore.config import Config
 
     client = boto3.session.Session().client(
-        "s3", endpoint_url=f"http://127.0.0.1:{free_port()}", aws_access_key_id="x",
-        aws_secret_access_key="y", region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=1))
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=1),
+    )
     return S3Store(client, "wal-bucket")
 
 
@@ -85,8 +91,7 @@ def test_archive_ship_and_fetch_real_wal(archiving: ArchivingServer, tmp_path: P
     assert sha256(dest) == archived[names[1]]
 
 
-def test_archiving_goes_on_while_the_repository_is_unreachable(archiving: ArchivingServer,
-                                                                tmp_path: Path) -> None:
+def test_archiving_goes_on_while_the_repository_is_unreachable(archiving: ArchivingServer, tmp_path: Path) -> None:
     ship_spool(archiving.spool, Repository(LocalStore(tmp_path / "earlier")), TARGET)  # start empty
     first = archiving.make_segments(2)
     archiving.wait_archived(first[-1])
@@ -120,8 +125,7 @@ def test_archiving_goes_on_while_the_repository_is_unreachable(archiving: Archiv
         assert read_record(repo, TARGET, name)["raw_sha256"] == digest  # type: ignore[index]
 
 
-def test_wal_push_latency_per_16mb_segment(service_python: ServicePython,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_wal_push_latency_per_16mb_segment(service_python: ServicePython, capsys: pytest.CaptureFixture[str]) -> None:
     """The archive_command as the server runs it: the service user, the same interpreter."""
     work = Path(tempfile.mkdtemp(prefix="vfwal-bench-", dir="/tmp"))
     try:
@@ -143,22 +147,27 @@ def test_wal_push_latency_per_16mb_segment(service_python: ServicePython,
 
         startup = statistics.median(timed("-c", "pass") for _ in range(10))
         imports = statistics.median(timed("-c", "import vaultflow.engines.postgres.wal.cli") for _ in range(10))
-        pushes = [timed("-m", "vaultflow.engines.postgres.wal.cli", "push", str(source_dir / n), "--spool", str(spool))
-                  for n in names]
+        pushes = [
+            timed("-m", "vaultflow.engines.postgres.wal.cli", "push", str(source_dir / n), "--spool", str(spool))
+            for n in names
+        ]
         assert sorted(os.listdir(spool)) == names
         median = statistics.median(pushes)
         with capsys.disabled():  # shown even without -s
-            print(f"\nwal-push of a 16 MiB segment ({service_python.how}): median {median * 1000:.0f} ms, "
-                  f"min {min(pushes) * 1000:.0f} ms, max {max(pushes) * 1000:.0f} ms over {len(pushes)}; "
-                  f"bare interpreter start {startup * 1000:.0f} ms, + import vaultflow.engines.postgres.wal.cli "
-                  f"{(imports - startup) * 1000:.0f} ms")
+            print(
+                f"\nwal-push of a 16 MiB segment ({service_python.how}): median {median * 1000:.0f} ms, "
+                f"min {min(pushes) * 1000:.0f} ms, max {max(pushes) * 1000:.0f} ms over {len(pushes)}; "
+                f"bare interpreter start {startup * 1000:.0f} ms, + import vaultflow.engines.postgres.wal.cli "
+                f"{(imports - startup) * 1000:.0f} ms"
+            )
         assert median < 1.0, f"wal-push takes {median:.2f}s per segment"
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def test_point_in_time_recovery_through_restore_command(archiving: ArchivingServer, service_python: ServicePython,
-                                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_point_in_time_recovery_through_restore_command(
+    archiving: ArchivingServer, service_python: ServicePython, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """pg_basebackup without WAL + restore_command = wal-fetch: the rows written after the
     backup come back from the archive; a corrupt archived segment aborts recovery instead of
     ending it early (which would silently drop those rows)."""
@@ -168,9 +177,12 @@ def test_point_in_time_recovery_through_restore_command(archiving: ArchivingServ
         repo_root, base_backup = work / "repo", work / "base"
         repo = Repository(LocalStore(repo_root))
         ship_spool(archiving.spool, repo, TARGET)
-        subprocess.run([str(pg.client_bin_dir / "pg_basebackup"), "-D", str(base_backup), "-X", "none",
-                        "-c", "fast", "--no-sync"], env={**os.environ, **pg.libpq_env()},
-                       check=True, capture_output=True)  # -X none: waits until its WAL is archived
+        subprocess.run(
+            [str(pg.client_bin_dir / "pg_basebackup"), "-D", str(base_backup), "-X", "none", "-c", "fast", "--no-sync"],
+            env={**os.environ, **pg.libpq_env()},
+            check=True,
+            capture_output=True,
+        )  # -X none: waits until its WAL is archived
         pg.execute("CREATE TABLE after_backup AS SELECT g AS id FROM generate_series(1, 5000) g")
         last = archiving.make_segments(1)[-1]  # more rows in t, then a switch
         expected = pg.execute("SELECT count(*) FROM t")[0][0]
@@ -179,9 +191,11 @@ def test_point_in_time_recovery_through_restore_command(archiving: ArchivingServ
         give_to_service_user(work)
 
         fetch = service_python.command("fetch", "%f", "%p", "--repo-path", str(repo_root), "--target", TARGET)
-        restored = running_postgres(embedded_bin_dir(), tmp_path_factory.mktemp("pgpitr"), name="pgpitr",
-                                    settings={"restore_command": fetch})
+        restored = running_postgres(
+            embedded_bin_dir(), tmp_path_factory.mktemp("pgpitr"), name="pgpitr", settings={"restore_command": fetch}
+        )
         with restored as copy:
+
             def recover_from_base_backup() -> None:
                 copy.stop()
                 shutil.rmtree(copy.data_dir)

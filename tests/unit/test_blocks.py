@@ -70,8 +70,15 @@ def test_repository_needs_a_store():
 
 
 def test_repository_refuses_a_policy_that_keeps_nothing(tmp_path):
-    repo = BackupRepository(local_path=str(tmp_path), keep_last=None, keep_daily=None, keep_weekly=None,
-                            keep_monthly=None, keep_yearly=None, keep_within=None)
+    repo = BackupRepository(
+        local_path=str(tmp_path),
+        keep_last=None,
+        keep_daily=None,
+        keep_weekly=None,
+        keep_monthly=None,
+        keep_yearly=None,
+        keep_within=None,
+    )
     with pytest.raises(ValidationError, match="keeps nothing"):
         repo.retention_policy()
 
@@ -82,6 +89,7 @@ def test_local_repository_builds_a_local_store(tmp_path):
 
 
 # -- one definition per target ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("block, settings", [(PostgresTarget, PostgresSettings), (RedisTarget, RedisSettings)])
 def test_a_target_block_is_its_engine_settings(block, settings):
@@ -126,11 +134,15 @@ def test_every_target_block_type_is_registered():
 
 def test_restore_options_belong_to_their_engine():
     postgres, redis = PostgresTarget(target_name="pg").engine(), RedisTarget(target_name="cache").engine()
-    assert options_for(redis, {"key_pattern": "user:*", "into_db": 3}) == RedisRestoreOptions(key_pattern="user:*",
-                                                                                               into_db=3)
+    assert options_for(redis, {"key_pattern": "user:*", "into_db": 3}) == RedisRestoreOptions(
+        key_pattern="user:*", into_db=3
+    )
     assert options_for(postgres, None) == PostgresRestoreOptions()
-    with pytest.raises(ConfigError, match="restore option key_pattern does not apply to target 'pg', a postgres "
-                                          "target \\(its restore options: to_time, to_lsn"):
+    with pytest.raises(
+        ConfigError,
+        match="restore option key_pattern does not apply to target 'pg', a postgres "
+        "target \\(its restore options: to_time, to_lsn",
+    ):
         options_for(postgres, {"key_pattern": "user:*"}, "pg")
     with pytest.raises(ConfigError, match="PostgresRestoreOptions does not apply to target 'cache', a redis target"):
         options_for(redis, PostgresRestoreOptions(no_owner=True), "cache")
@@ -142,14 +154,21 @@ def test_restore_options_belong_to_their_engine():
 def test_strategy_fit_is_the_settings_rule():
     from flows._fit import how_to_fix, misfit
 
-    assert misfit("incremental", PostgresTarget(target_name="a")) == \
-        "a takes logical backups, which have no incremental form"
+    assert (
+        misfit("incremental", PostgresTarget(target_name="a"))
+        == "a takes logical backups, which have no incremental form"
+    )
     assert misfit("incremental", PostgresTarget(target_name="b", mode="physical")) is None
     assert misfit("archive-logs", PostgresTarget(target_name="c", mode="physical"), spool_dir="/spool") is None
     assert "no wal_spool" in misfit("archive-logs", PostgresTarget(target_name="c", mode="physical"))
     assert "no data_dir" in misfit("differential", RedisTarget(target_name="d"))
     assert misfit("differential", RedisTarget(target_name="d", data_dir="/var/lib/redis")) is None
     assert "archive-logs ships PostgreSQL WAL" in misfit("archive-logs", RedisTarget(target_name="e"))
-    assert how_to_fix("incremental") == ("point the deployment at a physical PostgreSQL target (mode='physical') or "
-                                         "a local-mode Redis target with appendonly yes, or schedule full backups only")
-    assert how_to_fix("archive-logs") == "point the deployment at a physical PostgreSQL target with a wal_spool, or pause it"
+    assert how_to_fix("incremental") == (
+        "point the deployment at a physical PostgreSQL target (mode='physical') or "
+        "a local-mode Redis target with appendonly yes, or schedule full backups only"
+    )
+    assert (
+        how_to_fix("archive-logs")
+        == "point the deployment at a physical PostgreSQL target with a wal_spool, or pause it"
+    )

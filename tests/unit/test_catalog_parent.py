@@ -15,13 +15,27 @@ NOW = datetime.now(UTC)
 F, I, D = BackupKind.FULL, BackupKind.INCREMENTAL, BackupKind.DIFFERENTIAL
 
 
-POINT = PostgresPhysicalConsistency(start_lsn="0/2000028", stop_lsn="0/2000100", timeline=1,
-                                    start_wal_file="000000010000000000000002", checkpoint_lsn="0/2000060")
+POINT = PostgresPhysicalConsistency(
+    start_lsn="0/2000028",
+    stop_lsn="0/2000100",
+    timeline=1,
+    start_wal_file="000000010000000000000002",
+    checkpoint_lsn="0/2000060",
+)
 
 
 def backup(kind: BackupKind, at: datetime, stored_at: datetime, catalog: Catalog) -> Manifest:
-    m = Manifest(id=new_backup_id(kind, at), engine="postgres", target="t", kind=kind, mode=BackupMode.PHYSICAL,
-                 consistency=POINT, started_at=at - timedelta(seconds=5), finished_at=at, objects=[])
+    m = Manifest(
+        id=new_backup_id(kind, at),
+        engine="postgres",
+        target="t",
+        kind=kind,
+        mode=BackupMode.PHYSICAL,
+        consistency=POINT,
+        started_at=at - timedelta(seconds=5),
+        finished_at=at,
+        objects=[],
+    )
     catalog.manifests.append(m)
     catalog.manifests.sort(key=lambda x: x.id)
     catalog.stored_at[m.id] = stored_at

@@ -10,8 +10,9 @@ def row(table: str, status: str = "match", database: str = "shop") -> TableCompa
 def test_summary_counts_tables_and_names_the_other_checks() -> None:
     logical = Comparison([row("public.t"), row("(database properties)", database="shop")])
     assert logical.ok and logical.summary() == "1 tables and database properties match"
-    physical = Comparison([row("public.cache", UNLOGGED_EMPTY), row("public.t"),
-                           row("pg_verifybackup: 812 files", database="(cluster)")])
+    physical = Comparison(
+        [row("public.cache", UNLOGGED_EMPTY), row("public.t"), row("pg_verifybackup: 812 files", database="(cluster)")]
+    )
     assert physical.ok
     assert physical.summary() == "2 tables and pg_verifybackup: 812 files match (1 unlogged: expected empty)"
 

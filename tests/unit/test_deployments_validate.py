@@ -50,8 +50,11 @@ def test_real_prefect_yaml_has_no_problems():
 def test_load_deployments_resolves_anchors_and_merge_keys():
     entries = {d["name"]: d for d in load_deployments(PREFECT_YAML)}
     drill = entries["demo-weekly-drill"]
-    assert drill["parameters"] == {"target": "postgres-target/demo", "repository": "backup-repository/demo",
-                                   "rto_objective_s": 900}
+    assert drill["parameters"] == {
+        "target": "postgres-target/demo",
+        "repository": "backup-repository/demo",
+        "rto_objective_s": 900,
+    }
     assert all(d["work_pool"]["name"] == "vaultflow" for d in entries.values())
 
 
@@ -72,8 +75,9 @@ def test_serve_all_builds_every_deployment_from_prefect_yaml(monkeypatch):
         assert deployment.parameters == entry["parameters"] and deployment.tags == entry["tags"]
         assert deployment.description == entry["description"]
         assert deployment.concurrency_limit == entry["concurrency_limit"]
-        assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == \
-            [(s["cron"], s["timezone"]) for s in entry["schedules"]]
+        assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [
+            (s["cron"], s["timezone"]) for s in entry["schedules"]
+        ]
         assert deployment.work_pool_name is None  # served, not for a worker
 
 
@@ -87,6 +91,7 @@ def test_main_prints_a_line_per_deployment_and_exits_zero(capsys):
 def test_bad_cron(tmp_path, document):
     def change(data):
         deployment(data, "demo-weekly-full")["schedules"][0]["cron"] = "0 25 * * 0"
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1, problems
     assert problems[0].startswith("demo-weekly-full:")
@@ -96,6 +101,7 @@ def test_bad_cron(tmp_path, document):
 def test_cron_that_never_fires(tmp_path, document):
     def change(data):
         deployment(data, "demo-daily-verify")["schedules"][0]["cron"] = "0 4 31 2 *"  # 31 February
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1 and problems[0].startswith("demo-daily-verify:")
     assert "never fires" in problems[0]
@@ -104,6 +110,7 @@ def test_cron_that_never_fires(tmp_path, document):
 def test_bad_timezone(tmp_path, document):
     def change(data):
         deployment(data, "demo-weekly-drill")["schedules"][0]["timezone"] = "Europe/Berln"
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1, problems
     assert problems[0].startswith("demo-weekly-drill:")
@@ -113,6 +120,7 @@ def test_bad_timezone(tmp_path, document):
 def test_missing_timezone(tmp_path, document):
     def change(data):
         del deployment(data, "demo-daily-prune")["schedules"][0]["timezone"]
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1 and problems[0].startswith("demo-daily-prune:")
     assert "no timezone" in problems[0]
@@ -122,6 +130,7 @@ def test_misspelt_schedule_key(tmp_path, document):
     def change(data):
         schedule = deployment(data, "demo-daily-prune")["schedules"][0]
         schedule["timzone"] = schedule.pop("timezone")
+
     problems = problems_of(tmp_path, document, change)
     assert any("unknown key 'timzone'" in p for p in problems), problems
     assert all(p.startswith("demo-daily-prune:") for p in problems)
@@ -131,6 +140,7 @@ def test_unknown_parameter(tmp_path, document):
     def change(data):
         params = deployment(data, "demo-weekly-drill")["parameters"]
         params["rto_objectiv_s"] = params.pop("rto_objective_s")
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1, problems
     assert problems[0].startswith("demo-weekly-drill:")
@@ -142,6 +152,7 @@ def test_missing_required_parameter(tmp_path, document):
         full = deployment(data, "demo-weekly-full")
         full["parameters"] = dict(full["parameters"])  # a YAML alias: other deployments share the dict
         del full["parameters"]["repository"]
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1, problems
     assert problems[0].startswith("demo-weekly-full:")
@@ -151,6 +162,7 @@ def test_missing_required_parameter(tmp_path, document):
 def test_parameter_of_the_wrong_type(tmp_path, document):
     def change(data):
         deployment(data, "demo-weekly-drill")["parameters"]["rto_objective_s"] = "fifteen minutes"
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1 and problems[0].startswith("demo-weekly-drill:")
     assert "rto_objective_s" in problems[0] and "invalid parameter values" in problems[0]
@@ -159,6 +171,7 @@ def test_parameter_of_the_wrong_type(tmp_path, document):
 def test_unknown_schedule_parameter(tmp_path, document):
     def change(data):
         deployment(data, "demo-daily-verify")["schedules"][0]["parameters"] = {"depp": False}
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1 and problems[0].startswith("demo-daily-verify:")
     assert "schedule 1 parameters" in problems[0] and "unknown parameter 'depp'" in problems[0]
@@ -167,6 +180,7 @@ def test_unknown_schedule_parameter(tmp_path, document):
 def test_entrypoint_function_that_does_not_exist(tmp_path, document):
     def change(data):
         deployment(data, "demo-daily-prune")["entrypoint"] = "flows/prune.py:prune_everything"
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1, problems
     assert problems[0].startswith("demo-daily-prune:")
@@ -176,6 +190,7 @@ def test_entrypoint_function_that_does_not_exist(tmp_path, document):
 def test_entrypoint_file_that_does_not_exist(tmp_path, document):
     def change(data):
         deployment(data, "demo-daily-prune")["entrypoint"] = "flows/pruen.py:prune"
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1 and problems[0].startswith("demo-daily-prune:")
     assert "flows/pruen.py" in problems[0] and "no such file" in problems[0]
@@ -184,6 +199,7 @@ def test_entrypoint_file_that_does_not_exist(tmp_path, document):
 def test_entrypoint_that_is_not_a_flow(tmp_path, document):
     def change(data):  # a plain function of the flows package
         deployment(data, "demo-daily-verify")["entrypoint"] = "flows/_support.py:load_target"
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1 and problems[0].startswith("demo-daily-verify:")
     assert "not a flow" in problems[0]
@@ -195,6 +211,7 @@ def test_entrypoint_that_fails_to_import(tmp_path, document):
 
     def change(data):
         deployment(data, "demo-daily-verify")["entrypoint"] = f"{broken}:verify"
+
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1 and problems[0].startswith("demo-daily-verify:")
     assert "does not import" in problems[0] and "vaultflow_no_such_module" in problems[0]
@@ -204,6 +221,7 @@ def test_missing_work_pool_and_duplicate_name(tmp_path, document):
     def change(data):
         del deployment(data, "demo-daily-prune")["work_pool"]
         deployment(data, "demo-daily-verify")["name"] = "demo-weekly-full"
+
     problems = problems_of(tmp_path, document, change)
     assert any(p.startswith("demo-daily-prune:") and "work pool" in p for p in problems), problems
     assert any(p.startswith("demo-weekly-full:") and "unique" in p for p in problems), problems
@@ -216,10 +234,15 @@ def test_every_fault_is_listed_and_main_exits_non_zero(tmp_path, document, capsy
         deployment(data, "demo-weekly-drill")["schedules"][0]["timezone"] = "Mars/Olympus"
         del deployment(data, "demo-daily-verify")["parameters"]["repository"]
         deployment(data, "demo-daily-prune")["entrypoint"] = "flows/prune.py:nope"
+
     path = faulty(tmp_path, document, change)
     problems = validate(path, root=ROOT)
-    assert [p.split(":")[0] for p in problems] == ["demo-weekly-full", "demo-weekly-drill",
-                                                   "demo-daily-verify", "demo-daily-prune"]
+    assert [p.split(":")[0] for p in problems] == [
+        "demo-weekly-full",
+        "demo-weekly-drill",
+        "demo-daily-verify",
+        "demo-daily-prune",
+    ]
     # main() resolves entrypoints next to the file: the copy's are missing, which it reports too.
     assert main([str(path)]) == 1
     captured = capsys.readouterr()
@@ -237,12 +260,15 @@ def test_unreadable_file(tmp_path):
 
 # -- does each deployment's target fit its strategy? ----------------------------------------
 
+
 def test_archive_logs_on_a_redis_target_needs_no_api(tmp_path, document):
     def change(data):
         deployment(data, "demo-archive-logs")["parameters"]["target"] = "redis-target/demo"
+
     problems = problems_of(tmp_path, document, change)
-    assert len(problems) == 1 and problems[0].startswith("demo-archive-logs: target redis-target/demo cannot do "
-                                                         "archive-logs: archive-logs ships PostgreSQL WAL"), problems
+    assert len(problems) == 1 and problems[0].startswith(
+        "demo-archive-logs: target redis-target/demo cannot do archive-logs: archive-logs ships PostgreSQL WAL"
+    ), problems
 
 
 def test_without_an_api_it_says_what_it_could_not_check(tmp_path, document):
@@ -251,8 +277,13 @@ def test_without_an_api_it_says_what_it_could_not_check(tmp_path, document):
     notes: list[str] = []
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert validate(PREFECT_YAML, notes=notes) == []
-    checked = {"demo-archive-logs", "demo-daily-incremental", "demo-daily-differential",
-               "redis-demo-daily-incremental", "redis-demo-daily-differential"}
+    checked = {
+        "demo-archive-logs",
+        "demo-daily-incremental",
+        "demo-daily-differential",
+        "redis-demo-daily-incremental",
+        "redis-demo-daily-differential",
+    }
     assert {n.split(":")[0] for n in notes} == checked, notes
     assert all("could not check" in n and "PREFECT_API_URL" in n for n in notes), notes
 
@@ -279,15 +310,18 @@ def retarget(**targets: str) -> Callable[[dict[str, Any]], None]:
         for name, ref in targets.items():  # a new dict: YAML anchors share one between deployments
             entry = deployment(data, name.replace("_", "-"))
             entry["parameters"] = {**entry["parameters"], "target": ref}
+
     return change
 
 
 def test_saved_blocks_that_cannot_do_their_strategy_are_problems(tmp_path, document, saved_targets):
-    change = retarget(demo_daily_incremental=saved_targets["fit-logical"],
-                      demo_daily_differential=saved_targets["fit-remote"],
-                      demo_archive_logs=saved_targets["fit-physical-nospool"],
-                      redis_demo_daily_incremental=saved_targets["fit-physical"],
-                      redis_demo_daily_differential=saved_targets["fit-local"])
+    change = retarget(
+        demo_daily_incremental=saved_targets["fit-logical"],
+        demo_daily_differential=saved_targets["fit-remote"],
+        demo_archive_logs=saved_targets["fit-physical-nospool"],
+        redis_demo_daily_incremental=saved_targets["fit-physical"],
+        redis_demo_daily_differential=saved_targets["fit-local"],
+    )
     notes: list[str] = []
     problems = validate(faulty(tmp_path, document, change), root=ROOT, notes=notes)
     assert problems == [
@@ -304,8 +338,10 @@ def test_saved_blocks_that_cannot_do_their_strategy_are_problems(tmp_path, docum
         "appendonly yes, or schedule full backups only",
     ], problems
     # A local-mode Redis target fits as far as its block says; the server's appendonly is a note.
-    assert notes == ["redis-demo-daily-differential: target redis-target/fit-local fits differential if its "
-                     "server has appendonly yes (checked at run time)"], notes
+    assert notes == [
+        "redis-demo-daily-differential: target redis-target/fit-local fits differential if its "
+        "server has appendonly yes (checked at run time)"
+    ], notes
 
 
 def test_a_target_not_saved_yet_is_a_note_not_a_problem(tmp_path, document, saved_targets):

@@ -16,8 +16,9 @@ METHODS = ["check", "plan_backup", "dump", "finish_backup", "full_backup", "incr
 
 
 def protocol_methods() -> list[str]:
-    return sorted(name for name, value in vars(Engine).items()
-                  if inspect.isfunction(value) and not name.startswith("_"))
+    return sorted(
+        name for name, value in vars(Engine).items() if inspect.isfunction(value) and not name.startswith("_")
+    )
 
 
 def shape(function) -> list[tuple[str, object, object]]:
@@ -37,22 +38,23 @@ def test_every_registered_engine_satisfies_the_protocol(name: str):
     for method in protocol_methods():
         implemented = getattr(engine_class, method, None)
         assert callable(implemented), f"engine {name} lacks {method}()"
-        assert shape(implemented) == shape(getattr(Engine, method)), \
-            f"engine {name}: {method}{inspect.signature(implemented)} differs from the Protocol's " \
+        assert shape(implemented) == shape(getattr(Engine, method)), (
+            f"engine {name}: {method}{inspect.signature(implemented)} differs from the Protocol's "
             f"{method}{inspect.signature(getattr(Engine, method))}"
+        )
     options = engine_class.restore_options
     assert registry.restore_options(name) is options  # what the CLI reads without importing the engine
     assert issubclass(options, RestoreOptions) and options is not RestoreOptions
     assert options.model_config.get("extra") == "forbid"
     for field_name, field in options.model_fields.items():
         assert field.description, f"engine {name}: restore option {field_name} has no description"
-        assert field.default is None or field.default is False, \
+        assert field.default is None or field.default is False, (
             f"engine {name}: restore option {field_name} must default to 'not given' (None or False)"
+        )
 
 
 def test_a_wrong_signature_is_caught():
     class Drifted:
-        def restore(self, ctx, manifest, *, into=None, overwrite=False, databases=None, recovery_target=None):
-            ...
+        def restore(self, ctx, manifest, *, into=None, overwrite=False, databases=None, recovery_target=None): ...
 
     assert shape(Drifted.restore) != shape(Engine.restore)

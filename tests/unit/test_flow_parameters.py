@@ -26,8 +26,17 @@ def all_flows() -> list[Flow]:
 
 def test_the_flows_are_found():
     names = {f.name for f in all_flows()}
-    assert {"full-backup", "incremental-backup", "differential-backup", "restore", "restore-drill", "verify",
-            "prune", "archive-logs", "upload"} <= names, names
+    assert {
+        "full-backup",
+        "incremental-backup",
+        "differential-backup",
+        "restore",
+        "restore-drill",
+        "verify",
+        "prune",
+        "archive-logs",
+        "upload",
+    } <= names, names
 
 
 @pytest.mark.parametrize("flow", all_flows(), ids=lambda f: f.name)
@@ -35,7 +44,9 @@ def test_every_flow_parameter_has_a_description(flow: Flow):
     schema = parameter_schema(flow.fn).model_dump()
     assert schema["properties"], flow.name
     missing = [name for name, prop in schema["properties"].items() if not (prop.get("description") or "").strip()]
-    assert not missing, f"flow {flow.name!r}: parameters without a description (add them to its docstring's Args:): {missing}"
+    assert not missing, (
+        f"flow {flow.name!r}: parameters without a description (add them to its docstring's Args:): {missing}"
+    )
 
 
 def test_closed_sets_are_choices():

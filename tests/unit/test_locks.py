@@ -33,18 +33,39 @@ def keys(repo: Repository) -> list[str]:
     return sorted(info.key for info in repo.store.list("pg/t/locks/"))
 
 
-def forge(repo: Repository, purpose: str, exclusive: bool, host: str = "far-away", pid: int = 1,
-          age: timedelta = timedelta(0), holder: str = "e" * 32) -> str:
+def forge(
+    repo: Repository,
+    purpose: str,
+    exclusive: bool,
+    host: str = "far-away",
+    pid: int = 1,
+    age: timedelta = timedelta(0),
+    holder: str = "e" * 32,
+) -> str:
     key = f"pg/t/locks/{purpose}-{holder}.json"
-    put_bytes(repo.store, key, json.dumps({
-        "purpose": purpose, "exclusive": exclusive, "host": host, "pid": pid, "holder": holder,
-        "time": (datetime.now(UTC) - age).isoformat()}).encode())
+    put_bytes(
+        repo.store,
+        key,
+        json.dumps(
+            {
+                "purpose": purpose,
+                "exclusive": exclusive,
+                "host": host,
+                "pid": pid,
+                "holder": holder,
+                "time": (datetime.now(UTC) - age).isoformat(),
+            }
+        ).encode(),
+    )
     return key
 
 
 def dead_pid() -> int:
-    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True).stdout)
+    return int(
+        subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 def test_the_lock_object_names_its_holder(tmp_path: Path) -> None:
@@ -59,15 +80,18 @@ def test_the_lock_object_names_its_holder(tmp_path: Path) -> None:
     assert keys(repo) == []
 
 
-@pytest.mark.parametrize("first, second, coexist", [
-    (("verify", False), ("restore", False), True),     # shared beside shared
-    (("backup", False), ("verify", False), True),
-    (("backup", False), ("drill", False), True),
-    (("backup", False), ("backup", False), False),     # one backup per target at a time
-    (("backup", False), ("prune", True), False),       # exclusive waits for shared
-    (("prune", True), ("verify", False), False),       # shared waits for exclusive
-    (("prune", True), ("prune", True), False),
-])
+@pytest.mark.parametrize(
+    "first, second, coexist",
+    [
+        (("verify", False), ("restore", False), True),  # shared beside shared
+        (("backup", False), ("verify", False), True),
+        (("backup", False), ("drill", False), True),
+        (("backup", False), ("backup", False), False),  # one backup per target at a time
+        (("backup", False), ("prune", True), False),  # exclusive waits for shared
+        (("prune", True), ("verify", False), False),  # shared waits for exclusive
+        (("prune", True), ("prune", True), False),
+    ],
+)
 def test_which_locks_coexist(tmp_path: Path, first, second, coexist: bool) -> None:
     repo = repo_at(tmp_path)
     held = repo.acquire_lock("pg", "t", *first)
@@ -186,8 +210,11 @@ def test_locked_yields_the_lock_and_releases_on_error(tmp_path: Path) -> None:
 def test_old_backup_locks_are_shared_backup_locks(tmp_path: Path) -> None:
     """Locks written before shared/exclusive (no purpose or exclusive field) are backups."""
     repo = repo_at(tmp_path)
-    put_bytes(repo.store, f"pg/t/locks/backup-{'1' * 32}.json", json.dumps(
-        {"host": "far-away", "pid": 1, "time": datetime.now(UTC).isoformat(), "holder": "1" * 32}).encode())
+    put_bytes(
+        repo.store,
+        f"pg/t/locks/backup-{'1' * 32}.json",
+        json.dumps({"host": "far-away", "pid": 1, "time": datetime.now(UTC).isoformat(), "holder": "1" * 32}).encode(),
+    )
     repo.release_lock(repo.acquire_lock("pg", "t", "verify"))
     with pytest.raises(LockHeldError, match="a backup, shared lock"):
         repo.acquire_lock("pg", "t", "prune", exclusive=True)

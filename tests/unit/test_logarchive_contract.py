@@ -106,9 +106,17 @@ class Harness:
 
 def manifest(engine: str, seq: int, mode: str, consistency: Consistency) -> Manifest:
     when = T0 + timedelta(hours=seq)
-    return Manifest(id=new_backup_id(BackupKind.FULL, when), engine=engine, target=TARGET, kind=BackupKind.FULL,
-                    mode=mode, started_at=when, finished_at=when + timedelta(minutes=1), consistency=consistency,
-                    objects=[])
+    return Manifest(
+        id=new_backup_id(BackupKind.FULL, when),
+        engine=engine,
+        target=TARGET,
+        kind=BackupKind.FULL,
+        mode=mode,
+        started_at=when,
+        finished_at=when + timedelta(minutes=1),
+        consistency=consistency,
+        objects=[],
+    )
 
 
 def postgres_harness(tmp_path: Path) -> Harness:
@@ -127,13 +135,32 @@ def postgres_harness(tmp_path: Path) -> Harness:
         if start is None:
             return manifest("postgres", seq, "logical", PostgresLogicalConsistency())
         segno = parse_segment(start)[1]
-        return manifest("postgres", seq, "physical", PostgresPhysicalConsistency(
-            method="pg_basebackup", start_wal_file=start, timeline=1, start_lsn=f"0/{segno * (16 << 20) + 0x28:X}",
-            checkpoint_lsn=f"0/{segno * (16 << 20) + 0x60:X}", stop_lsn=f"0/{segno * (16 << 20) + 0x100:X}"))
+        return manifest(
+            "postgres",
+            seq,
+            "physical",
+            PostgresPhysicalConsistency(
+                method="pg_basebackup",
+                start_wal_file=start,
+                timeline=1,
+                start_lsn=f"0/{segno * (16 << 20) + 0x28:X}",
+                checkpoint_lsn=f"0/{segno * (16 << 20) + 0x60:X}",
+                stop_lsn=f"0/{segno * (16 << 20) + 0x100:X}",
+            ),
+        )
 
     settings = PostgresSettings(mode="physical", wal_spool=str(spool), target_name=TARGET)
-    return Harness("postgres", WalArchive, Repository(LocalStore(tmp_path / "repo")), settings, produce_one,
-                   manifest_for, lambda n: object_key(TARGET, n), lambda n: record_key(TARGET, n), {})
+    return Harness(
+        "postgres",
+        WalArchive,
+        Repository(LocalStore(tmp_path / "repo")),
+        settings,
+        produce_one,
+        manifest_for,
+        lambda n: object_key(TARGET, n),
+        lambda n: record_key(TARGET, n),
+        {},
+    )
 
 
 def toy_harness(tmp_path: Path) -> Harness:
@@ -152,8 +179,17 @@ def toy_harness(tmp_path: Path) -> Harness:
 
     prefix = f"toylog/{TARGET}/logs/toy/"
     settings = ToyLogSettings(log_dir=str(log_dir), target_name=TARGET)
-    return Harness("toylog", ToyArchive, Repository(LocalStore(tmp_path / "repo")), settings, produce_one,
-                   manifest_for, lambda n: prefix + n, lambda n: prefix + n + ".json", {})
+    return Harness(
+        "toylog",
+        ToyArchive,
+        Repository(LocalStore(tmp_path / "repo")),
+        settings,
+        produce_one,
+        manifest_for,
+        lambda n: prefix + n,
+        lambda n: prefix + n + ".json",
+        {},
+    )
 
 
 @pytest.fixture(params=["postgres", "toylog"])

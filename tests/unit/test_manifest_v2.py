@@ -67,10 +67,12 @@ def test_every_v1_manifest_reads_with_its_typed_consistency(catalogs) -> None:
     F, I = BackupKind.FULL, BackupKind.INCREMENTAL
     assert kinds == {
         "v1-logical": [(F, BackupMode.LOGICAL, PostgresLogicalConsistency)],
-        "v1-physical": [(F, BackupMode.PHYSICAL, PostgresPhysicalConsistency)] + [(I, BackupMode.PHYSICAL,
-                                                                                  PostgresPhysicalConsistency)],
-        "v1-filelevel": [(F, BackupMode.PHYSICAL, PostgresPhysicalConsistency), (I, BackupMode.PHYSICAL,
-                                                                                 PostgresPhysicalConsistency)],
+        "v1-physical": [(F, BackupMode.PHYSICAL, PostgresPhysicalConsistency)]
+        + [(I, BackupMode.PHYSICAL, PostgresPhysicalConsistency)],
+        "v1-filelevel": [
+            (F, BackupMode.PHYSICAL, PostgresPhysicalConsistency),
+            (I, BackupMode.PHYSICAL, PostgresPhysicalConsistency),
+        ],
         "v1-rdb": [(F, BackupMode.RDB, RedisRdbConsistency)],
         "v1-aof": [(F, BackupMode.AOF, RedisAofConsistency), (I, BackupMode.AOF, RedisAofConsistency)],
     }
@@ -87,7 +89,9 @@ def test_v1_postgres_values_migrated(catalogs) -> None:
     assert c.method == "exported snapshot per database" and set(c.snapshots) == {"shop", "Annex"}
     shop = c.database_properties["shop"]  # moved in from the top level
     assert isinstance(shop, DatabaseProperties) and shop.comment == "orders" and shop.settings == ["work_mem=8MB"]
-    assert c.database_properties == {db: DatabaseProperties(**p) for db, p in docs[LOGICAL]["database_properties"].items()}
+    assert c.database_properties == {
+        db: DatabaseProperties(**p) for db, p in docs[LOGICAL]["database_properties"].items()
+    }
     people = logical.fingerprints["shop"]["public.people"]
     assert people == Fingerprint(count=30, digest="-19243756798677214204", method="record") and people.rows == 30
     assert logical.fingerprints["Annex"]["public.notes"].count == 2
@@ -96,7 +100,11 @@ def test_v1_postgres_values_migrated(catalogs) -> None:
     for m in (full, incr):
         p, raw = PostgresPhysicalConsistency.of(m), docs[m.id]["consistency"]
         assert (p.start_lsn, p.stop_lsn, p.timeline, p.start_wal_file) == (
-            raw["start_lsn"], raw["stop_lsn"], 1, raw["start_wal_file"])
+            raw["start_lsn"],
+            raw["stop_lsn"],
+            1,
+            raw["start_wal_file"],
+        )
         assert p.system_identifier == raw["system_identifier"]
         assert p.unlogged_tables == {"postgres": ["public.scratch"]} and p.manifest_checksums == "CRC32C"
         assert p.method == "pg_basebackup" and not p.file_level and p.files is None
@@ -112,10 +120,15 @@ def test_v1_postgres_values_migrated(catalogs) -> None:
 def test_v1_redis_values_migrated(catalogs) -> None:
     docs = v1_docs()
     rdb = RedisRdbConsistency.of(catalogs["v1-rdb"][RDB])
-    assert rdb.method == "replication snapshot (redis-cli --rdb)" and rdb.rdb_crc64 == docs[RDB]["consistency"]["rdb_crc64"]
+    assert (
+        rdb.method == "replication snapshot (redis-cli --rdb)"
+        and rdb.rdb_crc64 == docs[RDB]["consistency"]["rdb_crc64"]
+    )
     assert rdb.rdb_version == "10" and rdb.repl_offset == 0
     assert {g: f["keys"].count for g, f in catalogs["v1-rdb"][RDB].fingerprints.items()} == {"db0": 2, "db2": 1}
-    assert catalogs["v1-rdb"][RDB].fingerprints["db0"]["keys"] == Fingerprint(count=2, digest="expires=1", method="count")
+    assert catalogs["v1-rdb"][RDB].fingerprints["db0"]["keys"] == Fingerprint(
+        count=2, digest="expires=1", method="count"
+    )
     full, incr = (RedisAofConsistency.of(catalogs["v1-aof"][i]) for i in (AOF_F, AOF_I))
     assert full.base == incr.base == "appendonly.aof.2.base.rdb" and full.base_format == "rdb"
     assert incr.pieces == [AofPiece(**p) for p in docs[AOF_I]["consistency"]["pieces"]]
@@ -124,8 +137,11 @@ def test_v1_redis_values_migrated(catalogs) -> None:
 
 def test_v1_chains_resolve_through_the_one_walk(catalogs) -> None:
     repo = Repository(LocalStore(V1))
-    for target, (full, incr) in {"v1-physical": (PHYS_F, PHYS_I), "v1-filelevel": (FILE_F, FILE_I),
-                                 "v1-aof": (AOF_F, AOF_I)}.items():
+    for target, (full, incr) in {
+        "v1-physical": (PHYS_F, PHYS_I),
+        "v1-filelevel": (FILE_F, FILE_I),
+        "v1-aof": (AOF_F, AOF_I),
+    }.items():
         catalog = repo.catalog("redis" if target == "v1-aof" else "postgres", target)
         assert [m.id for m in catalog.chain(catalog.get(incr))] == [full, incr]
         assert catalog.chain_problem(catalog.get(incr)) is None
@@ -138,14 +154,20 @@ def test_upgrade_is_pure_and_unknown_versions_name_the_key() -> None:
     assert doc == before, "the input is not changed"
     assert upgraded["schema_version"] == 2 and "database_properties" not in upgraded
     assert upgraded["consistency"]["type"] == "postgres-logical"
-    assert upgraded["fingerprints"]["shop"]["public.people"] == {"count": 30, "digest": "-19243756798677214204",
-                                                                "method": "record"}
+    assert upgraded["fingerprints"]["shop"]["public.people"] == {
+        "count": 30,
+        "digest": "-19243756798677214204",
+        "method": "record",
+    }
     where = "postgres/v1-logical/backups/X/manifest.json"
     for version in (3, 0, "2", None, True):
         with pytest.raises(ManifestError) as info:
             parse_manifest(json.dumps({**doc, "schema_version": version}).encode(), where)
-        assert str(info.value).startswith(f"{where}: schema_version {version!r} is not supported") \
-            and "reads 1, 2" in str(info.value) and "upgrade vaultflow" in str(info.value)
+        assert (
+            str(info.value).startswith(f"{where}: schema_version {version!r} is not supported")
+            and "reads 1, 2" in str(info.value)
+            and "upgrade vaultflow" in str(info.value)
+        )
 
 
 def test_v1_oldest_shapes_and_impossible_ones() -> None:
@@ -167,8 +189,10 @@ def test_v2_errors_name_the_key_and_what_is_wrong(catalogs) -> None:
     doc = json.loads(catalogs["v1-rdb"][RDB].to_json())
     where = "redis/v1-rdb/backups/X/manifest.json"
     cases = {
-        "consistency type 'postgres-physical' is not one of engine redis's (redis-rdb, redis-aof)":
-            {**doc, "consistency": {**doc["consistency"], "type": "postgres-physical"}},
+        "consistency type 'postgres-physical' is not one of engine redis's (redis-rdb, redis-aof)": {
+            **doc,
+            "consistency": {**doc["consistency"], "type": "postgres-physical"},
+        },
         "consistency redis-rdb belongs to rdb backups, not aof ones": {**doc, "mode": "aof"},
         "no vaultflow engine named 'nosuch'": {**doc, "engine": "nosuch"},
         "rdb_crc46": {**doc, "consistency": {**doc["consistency"], "rdb_crc46": "typo"}},  # a typo is an error
@@ -185,6 +209,7 @@ def test_a_model_of_another_engine_is_refused_and_of_names_the_backup(catalogs) 
     with pytest.raises(ValueError, match="RedisRdbConsistency is not a consistency model of engine postgres"):
         Manifest(**{**dict(m), "engine": "postgres"})
     from vaultflow.errors import RefusedError
+
     with pytest.raises(RefusedError, match=f"backup {RDB} is a rdb backup \\(redis-rdb\\), not postgres-physical"):
         PostgresPhysicalConsistency.of(m)
 
@@ -201,8 +226,9 @@ class LedgerConsistency(Consistency):
 @pytest.fixture
 def ledger_engine():
     """A test-only engine with its own consistency model; forgotten after the test."""
-    registry.register(registry.EngineSpec(name="ledger", make_engine=lambda settings: None,
-                                          consistency=(LedgerConsistency,)))
+    registry.register(
+        registry.EngineSpec(name="ledger", make_engine=lambda settings: None, consistency=(LedgerConsistency,))
+    )
     yield
     registry.unregister("ledger")
 
@@ -210,10 +236,18 @@ def ledger_engine():
 @pytest.mark.usefixtures("ledger_engine")
 def test_an_engine_defined_in_a_test_brings_its_own_consistency_model() -> None:
     now = datetime(2026, 11, 29, tzinfo=UTC)
-    m = Manifest(id="20261129T000000.000Z-F", engine="ledger", target="books", kind=BackupKind.FULL,
-                 mode=BackupMode.LOGICAL, started_at=now, finished_at=now, objects=[],
-                 consistency=LedgerConsistency(page=7), fingerprints={"main": {"entries": Fingerprint(
-                     count=3, digest="x", method="sum")}})
+    m = Manifest(
+        id="20261129T000000.000Z-F",
+        engine="ledger",
+        target="books",
+        kind=BackupKind.FULL,
+        mode=BackupMode.LOGICAL,
+        started_at=now,
+        finished_at=now,
+        objects=[],
+        consistency=LedgerConsistency(page=7),
+        fingerprints={"main": {"entries": Fingerprint(count=3, digest="x", method="sum")}},
+    )
     doc = json.loads(m.to_json())
     assert doc["consistency"] == {"type": "ledger-logical", "method": "export", "page": 7}  # subclass fields written
     again = parse_manifest(m.to_json(), "k")

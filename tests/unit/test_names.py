@@ -24,8 +24,25 @@ from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 from vaultflow.stores.base import BytesReader
 
-HOSTILE = ["a/b", "..", ".", "ü" * 31 + "x", "Sales", "sales", "50%", "%53ales", "x y=z", "a\\b",
-           "a'b", ".hidden", "-x", "日本語", "back\\slash/..", "CON", "nul\x01"]
+HOSTILE = [
+    "a/b",
+    "..",
+    ".",
+    "ü" * 31 + "x",
+    "Sales",
+    "sales",
+    "50%",
+    "%53ales",
+    "x y=z",
+    "a\\b",
+    "a'b",
+    ".hidden",
+    "-x",
+    "日本語",
+    "back\\slash/..",
+    "CON",
+    "nul\x01",
+]
 SEGMENT = re.compile(r"[a-z0-9_.%A-F-]+")
 
 
@@ -65,7 +82,7 @@ def test_a_63_byte_unicode_database_name_fits_a_file_name() -> None:
     assert len(name.encode()) == 63
     key = dump_object_name(name)
     assert len(key.split("/")[-1].encode()) <= 255
-    assert decode_name(key[len("db/"):-len(".dump.zst")]) == name
+    assert decode_name(key[len("db/") : -len(".dump.zst")]) == name
 
 
 def test_empty_and_overlong_names_are_refused_with_what_to_do() -> None:
@@ -83,10 +100,27 @@ def test_segments_that_encode_name_cannot_produce_are_rejected(segment: str) -> 
 
 def _manifest(target: str, database: str) -> Manifest:
     now = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
-    return Manifest(id="20261126T020000.000Z-F", engine="postgres", target=target, kind=BackupKind.FULL,
-                    mode=BackupMode.LOGICAL, consistency=PostgresLogicalConsistency(), started_at=now, finished_at=now,
-                    objects=[StoredObject(key=dump_object_name(database), role="database-dump", database=database,
-                                          format="pg_dump-custom", raw_size=1, stored_size=1, sha256="ab" * 32)])
+    return Manifest(
+        id="20261126T020000.000Z-F",
+        engine="postgres",
+        target=target,
+        kind=BackupKind.FULL,
+        mode=BackupMode.LOGICAL,
+        consistency=PostgresLogicalConsistency(),
+        started_at=now,
+        finished_at=now,
+        objects=[
+            StoredObject(
+                key=dump_object_name(database),
+                role="database-dump",
+                database=database,
+                format="pg_dump-custom",
+                raw_size=1,
+                stored_size=1,
+                sha256="ab" * 32,
+            )
+        ],
+    )
 
 
 @pytest.mark.parametrize("target", ["../../etc", "a/b", "Sales", ".."])
@@ -96,8 +130,10 @@ def test_keys_of_hostile_targets_and_databases_stay_below_the_target(tmp_path: P
     key = repo.object_key(manifest, manifest.objects[0].key)
     repo.store.put(key, BytesReader(b"x"))
     written = [p for p in (tmp_path / "repo").rglob("*") if p.is_file()]
-    assert len(written) == 1 and written[0].parent == tmp_path / "repo" / "postgres" / encode_name(target) / \
-        "backups" / manifest.id / "db"
+    assert (
+        len(written) == 1
+        and written[0].parent == tmp_path / "repo" / "postgres" / encode_name(target) / "backups" / manifest.id / "db"
+    )
     assert repo.targets() == [("postgres", target)]
     assert wal_object_key(target, "000000010000000000000001").startswith(f"postgres/{encode_name(target)}/logs/wal/")
 

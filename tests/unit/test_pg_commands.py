@@ -54,17 +54,24 @@ SECRET = r"s3:cr\et:pa\\ss"
 
 
 def config(**kw) -> PostgresSettings:
-    defaults = dict(target_name="prod", host="db.example.internal", port=5433, user="backup",
-                    password=SECRET)
+    defaults = dict(target_name="prod", host="db.example.internal", port=5433, user="backup", password=SECRET)
     return PostgresSettings(**{**defaults, **kw})
 
 
 # -- command builders ----------------------------------------------------------------------
 
+
 def test_dump_command_custom_format_uncompressed_in_snapshot() -> None:
     cmd = dump_command(BIN, "shop", "00000003-0000001B-1", lock_timeout_s=2.5)
-    assert cmd == [str(BIN / "pg_dump"), "--format=custom", "--compress=0", "--no-password",
-                   "--lock-wait-timeout=2500", "--dbname=dbname=shop", "--snapshot=00000003-0000001B-1"]
+    assert cmd == [
+        str(BIN / "pg_dump"),
+        "--format=custom",
+        "--compress=0",
+        "--no-password",
+        "--lock-wait-timeout=2500",
+        "--dbname=dbname=shop",
+        "--snapshot=00000003-0000001B-1",
+    ]
 
 
 def test_dump_command_without_snapshot() -> None:
@@ -74,10 +81,13 @@ def test_dump_command_without_snapshot() -> None:
 
 
 def test_globals_and_restore_commands() -> None:
-    assert globals_command(BIN) == [str(BIN / "pg_dumpall"), "--globals-only", "--no-password",
-                                    "--database=postgres"]
+    assert globals_command(BIN) == [str(BIN / "pg_dumpall"), "--globals-only", "--no-password", "--database=postgres"]
     assert restore_command(BIN, "shop_restore") == [
-        str(BIN / "pg_restore"), "--exit-on-error", "--no-password", "--dbname=dbname=shop_restore"]
+        str(BIN / "pg_restore"),
+        "--exit-on-error",
+        "--no-password",
+        "--dbname=dbname=shop_restore",
+    ]
     assert restore_command(BIN, "x", no_owner=True)[-2:] == ["--no-owner", "--no-privileges"]
 
 
@@ -91,9 +101,17 @@ def test_no_command_carries_connection_secrets() -> None:
 
 def test_basebackup_command_defaults_to_crc32c_manifest_checksums() -> None:
     cmd = basebackup_command(BIN, "vaultflow-X")
-    assert cmd == [str(BIN / "pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
-                   "--checkpoint=fast", "--manifest-checksums=CRC32C", "--label=vaultflow-X",
-                   "--no-password", "--verbose"]
+    assert cmd == [
+        str(BIN / "pg_basebackup"),
+        "--pgdata=-",
+        "--format=tar",
+        "--wal-method=fetch",
+        "--checkpoint=fast",
+        "--manifest-checksums=CRC32C",
+        "--label=vaultflow-X",
+        "--no-password",
+        "--verbose",
+    ]
     assert "--manifest-checksums=SHA256" in basebackup_command(BIN, "vaultflow-X", "SHA256")
 
 
@@ -107,8 +125,15 @@ def test_incremental_command_keeps_the_targets_algorithm() -> None:
 def test_combinebackup_command_follows_the_chain_algorithm() -> None:
     inputs = [Path("/w/000-full"), Path("/w/001-incr")]
     assert combinebackup_command(BIN, inputs, Path("/w/out"), link=True, manifest_checksums="SHA256") == [
-        str(BIN / "pg_combinebackup"), "--no-sync", "--manifest-checksums=SHA256", "--link",
-        "/w/000-full", "/w/001-incr", "-o", "/w/out"]
+        str(BIN / "pg_combinebackup"),
+        "--no-sync",
+        "--manifest-checksums=SHA256",
+        "--link",
+        "/w/000-full",
+        "/w/001-incr",
+        "-o",
+        "/w/out",
+    ]
     assert "--manifest-checksums=CRC32C" in combinebackup_command(BIN, inputs, Path("/o"), link=False)
 
 
@@ -116,8 +141,9 @@ def _backup_manifest(algorithm: str | None) -> bytes:
     entry = {"Path": "backup_label", "Size": 227, "Last-Modified": "2026-11-26 02:00:00 GMT"}
     if algorithm:
         entry.update({"Checksum-Algorithm": algorithm, "Checksum": "a1b2c3d4"})
-    return json.dumps({"PostgreSQL-Backup-Manifest-Version": 2, "System-Identifier": 7,
-                       "Files": [entry]}, indent=1).encode()
+    return json.dumps(
+        {"PostgreSQL-Backup-Manifest-Version": 2, "System-Identifier": 7, "Files": [entry]}, indent=1
+    ).encode()
 
 
 def test_manifest_checksum_algorithm_reads_the_first_file_entry() -> None:
@@ -148,8 +174,19 @@ def test_manifest_checksums_setting_is_strict() -> None:
 
 # -- client_env ----------------------------------------------------------------------------
 
-HOSTILE_NAMES = ["k=v", "host=10.9.8.7 port=6543 dbname=x", "a'b", "a\\b", "postgresql://evil/x",
-                 "with space = and", "", "'", "dbname=", "-x", "--help"]
+HOSTILE_NAMES = [
+    "k=v",
+    "host=10.9.8.7 port=6543 dbname=x",
+    "a'b",
+    "a\\b",
+    "postgresql://evil/x",
+    "with space = and",
+    "",
+    "'",
+    "dbname=",
+    "-x",
+    "--help",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
@@ -157,10 +194,10 @@ def test_every_name_reaches_dbname_as_one_quoted_conninfo_value(name: str) -> No
     """libpq parses the --dbname value back to exactly the name, and to nothing else."""
     for cmd in (dump_command(BIN, name, "snap"), restore_command(BIN, name)):
         [arg] = [a for a in cmd if a.startswith("--dbname=")]
-        value = arg[len("--dbname="):]
+        value = arg[len("--dbname=") :]
         assert conninfo_to_dict(value) == {"dbname": name}
         assert cmd.count(arg) == 1 and not any(a == name for a in cmd)
-    assert dbname_conninfo(name) == dump_command(BIN, name, None)[-1][len("--dbname="):]
+    assert dbname_conninfo(name) == dump_command(BIN, name, None)[-1][len("--dbname=") :]
 
 
 def _passfile(env) -> str:
@@ -177,8 +214,10 @@ def test_client_env_passfile_is_anonymous_private_and_exact(monkeypatch) -> None
         assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600 and stat.S_ISREG(os.fstat(fd).st_mode)
         assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:"), "never a file on a filesystem"
         secret = r"s3\:cr\\et\:pa\\\\ss"
-        assert _passfile(env) == (f"db.example.internal:5433:shop:ad\\:min:{secret}\n"
-                                  f"db.example.internal:5433:we\\:ird\\\\db:ad\\:min:{secret}\n")
+        assert _passfile(env) == (
+            f"db.example.internal:5433:shop:ad\\:min:{secret}\n"
+            f"db.example.internal:5433:we\\:ird\\\\db:ad\\:min:{secret}\n"
+        )
         assert "*" not in _passfile(env)
         env.allow("scratch_1")
         assert _passfile(env) == f"db.example.internal:5433:scratch_1:ad\\:min:{secret}\n"
@@ -200,7 +239,10 @@ def test_passfile_lines_for_host_lists_and_socket_directories() -> None:
     lines = passfile_lines(config(host="db1,db2"), ["shop"]).splitlines()
     assert [line.split(":")[:3] for line in lines] == [["db1", "5433", "shop"], ["db2", "5433", "shop"]]
     lines = passfile_lines(config(host="/run/postgresql"), ["shop"]).splitlines()
-    assert [line.split(":")[:3] for line in lines] == [["/run/postgresql", "5433", "shop"], ["localhost", "5433", "shop"]]
+    assert [line.split(":")[:3] for line in lines] == [
+        ["/run/postgresql", "5433", "shop"],
+        ["localhost", "5433", "shop"],
+    ]
 
 
 def test_client_env_without_password_is_an_empty_file() -> None:
@@ -243,11 +285,10 @@ AUTH_MESSAGES = [
 ]
 UNAVAILABLE_MESSAGES = [
     'connection failed: connection to server at "10.1.2.3", port 5433 failed: Connection refused\n'
-    '\tIs the server running on that host and accepting TCP/IP connections?',
-    'connection failed: could not translate host name "db.example.internal" to address: '
-    'Name or service not known',
+    "\tIs the server running on that host and accepting TCP/IP connections?",
+    'connection failed: could not translate host name "db.example.internal" to address: Name or service not known',
     'connection failed: connection to server at "10.1.2.3", port 5433 failed: timeout expired',
-    'connection failed: server closed the connection unexpectedly',
+    "connection failed: server closed the connection unexpectedly",
 ]
 
 
@@ -260,8 +301,10 @@ def test_classify_authentication(message: str) -> None:
 
 
 def test_classify_missing_database() -> None:
-    message = ('connection failed: connection to server at "10.1.2.3", port 5433 failed: '
-               'FATAL:  database "shop" does not exist')
+    message = (
+        'connection failed: connection to server at "10.1.2.3", port 5433 failed: '
+        'FATAL:  database "shop" does not exist'
+    )
     err = classify_connect_error(psycopg.OperationalError(message), config(), "shop")
     assert isinstance(err, NotFoundError) and not is_transient(err)
     assert "'shop'" in str(err) and "db.example.internal:5433" in str(err)
@@ -276,13 +319,15 @@ def test_classify_unavailable_is_transient(message: str) -> None:
 
 
 def test_classify_ssl_refusal_is_a_config_error() -> None:
-    err = classify_connect_error(Exception("server does not support SSL, but SSL was required"),
-                                 config(sslmode="require"), "shop")
+    err = classify_connect_error(
+        Exception("server does not support SSL, but SSL was required"), config(sslmode="require"), "shop"
+    )
     assert isinstance(err, ConfigError) and not is_transient(err)
     assert "sslmode" in str(err)
 
 
 # -- manifest ids and parsing -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", list(BackupKind))
 def test_backup_id_round_trip(kind: BackupKind) -> None:
@@ -300,8 +345,9 @@ def test_backup_ids_sort_by_time() -> None:
     assert a < b
 
 
-@pytest.mark.parametrize("bad", ["", "latest", "20261126T020000Z-F", "20261126T020000.000Z-X",
-                                 "2026-11-26T02:00:00.000Z-F"])
+@pytest.mark.parametrize(
+    "bad", ["", "latest", "20261126T020000Z-F", "20261126T020000.000Z-X", "2026-11-26T02:00:00.000Z-F"]
+)
 def test_parse_backup_id_rejects_garbage(bad: str) -> None:
     with pytest.raises(VaultflowError, match="is not a backup id"):
         parse_backup_id(bad)
@@ -310,11 +356,25 @@ def test_parse_backup_id_rejects_garbage(bad: str) -> None:
 def sample_manifest() -> Manifest:
     now = datetime(2026, 11, 26, 2, 0, 0, tzinfo=UTC)
     return Manifest(
-        id=new_backup_id(BackupKind.FULL, now), engine="postgres", target="prod", kind=BackupKind.FULL,
-        mode=BackupMode.LOGICAL, started_at=now, finished_at=now,
+        id=new_backup_id(BackupKind.FULL, now),
+        engine="postgres",
+        target="prod",
+        kind=BackupKind.FULL,
+        mode=BackupMode.LOGICAL,
+        started_at=now,
+        finished_at=now,
         consistency=PostgresLogicalConsistency(snapshots={"shop": "759:759:"}),
-        objects=[StoredObject(key="db/shop.dump.zst", role="database-dump", database="shop",
-                              format="pg_dump-custom", raw_size=10, stored_size=7, sha256="ab" * 32)],
+        objects=[
+            StoredObject(
+                key="db/shop.dump.zst",
+                role="database-dump",
+                database="shop",
+                format="pg_dump-custom",
+                raw_size=10,
+                stored_size=7,
+                sha256="ab" * 32,
+            )
+        ],
         fingerprints={"shop": {"public.t": Fingerprint(count=3, digest="-42", method="record")}},
     )
 
@@ -322,11 +382,23 @@ def sample_manifest() -> Manifest:
 def physical_manifest(**consistency) -> Manifest:
     now = datetime(2026, 11, 26, 2, 0, 0, tzinfo=UTC)
     return Manifest(
-        id=new_backup_id(BackupKind.FULL, now), engine="postgres", target="prod", kind=BackupKind.FULL,
-        mode=BackupMode.PHYSICAL, started_at=now, finished_at=now, objects=[],
-        consistency=PostgresPhysicalConsistency(start_lsn="0/2000028", stop_lsn="0/2000100", timeline=1,
-                                                start_wal_file="000000010000000000000002",
-                                                checkpoint_lsn="0/2000060", **consistency))
+        id=new_backup_id(BackupKind.FULL, now),
+        engine="postgres",
+        target="prod",
+        kind=BackupKind.FULL,
+        mode=BackupMode.PHYSICAL,
+        started_at=now,
+        finished_at=now,
+        objects=[],
+        consistency=PostgresPhysicalConsistency(
+            start_lsn="0/2000028",
+            stop_lsn="0/2000100",
+            timeline=1,
+            start_wal_file="000000010000000000000002",
+            checkpoint_lsn="0/2000060",
+            **consistency,
+        ),
+    )
 
 
 def test_manifest_json_round_trip() -> None:

@@ -19,9 +19,11 @@ from vaultflow.stores.base import CHUNK_SIZE, BytesReader
 
 # Deterministic, only partly compressible, and larger than a few CHUNK_SIZE reads.
 PAYLOAD_SIZE = 3 * CHUNK_SIZE + 12345
-PAYLOAD_CODE = ("import random; "
-                "table = bytes(b'abcdefghij\\n'[i % 11] for i in range(256)); "
-                f"payload = random.Random(7).randbytes({PAYLOAD_SIZE}).translate(table)")
+PAYLOAD_CODE = (
+    "import random; "
+    "table = bytes(b'abcdefghij\\n'[i % 11] for i in range(256)); "
+    f"payload = random.Random(7).randbytes({PAYLOAD_SIZE}).translate(table)"
+)
 MAKE_PAYLOAD = PAYLOAD_CODE + "; import sys; sys.stdout.buffer.write(payload)"
 
 
@@ -48,8 +50,7 @@ def no_temp_files(root: Path) -> bool:
 def test_dump_roundtrip_through_local_store(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "repo")
     seen: list[int] = []
-    written = dump_into_store([sys.executable, "-c", MAKE_PAYLOAD], None, store, "t/data.zst",
-                              progress=seen.append)
+    written = dump_into_store([sys.executable, "-c", MAKE_PAYLOAD], None, store, "t/data.zst", progress=seen.append)
     stored = (tmp_path / "repo" / "t" / "data.zst").read_bytes()
     assert written.raw_size == PAYLOAD_SIZE
     assert written.stored_size == len(stored) < PAYLOAD_SIZE
@@ -80,8 +81,10 @@ def test_compress_into_store_from_memory_and_empty(tmp_path: Path) -> None:
 
 def test_failing_producer_is_tool_error_and_commits_nothing(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "repo")
-    script = ("for i in $(seq 1 100); do echo \"line $i\" >&2; done; "
-              "head -c 3000000 /dev/zero; echo 'pg_dump: error: disk on fire' >&2; exit 3")
+    script = (
+        'for i in $(seq 1 100); do echo "line $i" >&2; done; '
+        "head -c 3000000 /dev/zero; echo 'pg_dump: error: disk on fire' >&2; exit 3"
+    )
     with pytest.raises(ToolError) as info:
         dump_into_store(["sh", "-c", script], None, store, "b/db.dump.zst")
     message = str(info.value)
@@ -94,8 +97,9 @@ def test_failing_producer_is_tool_error_and_commits_nothing(tmp_path: Path) -> N
 
 def test_producer_stderr_lines_reach_callback(tmp_path: Path) -> None:
     lines: list[str] = []
-    dump_into_store(["sh", "-c", "echo warning: one >&2; printf data"], None, LocalStore(tmp_path), "x.zst",
-                    on_stderr=lines.append)
+    dump_into_store(
+        ["sh", "-c", "echo warning: one >&2; printf data"], None, LocalStore(tmp_path), "x.zst", on_stderr=lines.append
+    )
     assert lines == ["warning: one"]
 
 
@@ -155,7 +159,7 @@ def test_feed_process_delivers_everything(tmp_path: Path) -> None:
 
 def test_feed_process_failing_consumer_is_tool_error(tmp_path: Path) -> None:
     # The consumer gives up after one line: the writer sees a broken pipe, the exit status wins.
-    script = "read first; echo \"pg_restore: error: bad input after $first\" >&2; exit 4"
+    script = 'read first; echo "pg_restore: error: bad input after $first" >&2; exit 4'
     with pytest.raises(ToolError, match="sh exited with status 4: pg_restore: error: bad input after aaa"):
         feed_process(BytesReader(b"aaa\n" + b"b" * (8 * CHUNK_SIZE)), ["sh", "-c", script])
 

@@ -52,18 +52,25 @@ def aux(key: bytes, value: bytes) -> bytes:
 
 
 REPL_ID = "8a1c0d7e0f23b5e4a9d4c1b2a3f4e5d6c7b8a9f0"
-HEADER = (b"REDIS0011"
-          + aux(b"redis-ver", s6("7.2.4"))
-          + aux(b"redis-bits", int8(64))
-          + aux(b"ctime", int32(1_795_713_490))
-          + aux(b"used-mem", int32(-5))
-          + aux(b"aof-base", int8(0))
-          + aux(b"repl-stream-db", int16(-300))
-          + aux(b"repl-id", s6(REPL_ID))
-          + aux(b"repl-offset", int16(12345))
-          + aux(b"long-field", s14(b"L" * 300))
-          + aux(b"huge-field", s32(b"H" * 70_000))
-          + SELECTDB + b"\x00" + b"\x00" + s6("user:1000") + s6("Alice") + EOF)
+HEADER = (
+    b"REDIS0011"
+    + aux(b"redis-ver", s6("7.2.4"))
+    + aux(b"redis-bits", int8(64))
+    + aux(b"ctime", int32(1_795_713_490))
+    + aux(b"used-mem", int32(-5))
+    + aux(b"aof-base", int8(0))
+    + aux(b"repl-stream-db", int16(-300))
+    + aux(b"repl-id", s6(REPL_ID))
+    + aux(b"repl-offset", int16(12345))
+    + aux(b"long-field", s14(b"L" * 300))
+    + aux(b"huge-field", s32(b"H" * 70_000))
+    + SELECTDB
+    + b"\x00"
+    + b"\x00"
+    + s6("user:1000")
+    + s6("Alice")
+    + EOF
+)
 
 
 def test_hand_built_header_every_encoding():
@@ -111,17 +118,20 @@ def test_compressed_aux_value_is_rejected():
         parse_header(data)
 
 
-@pytest.mark.parametrize("data", [
-    b"",
-    b"REDIS",
-    b"REDIS001",                       # too short for a version
-    b"REDIX0010\xfa\x01a\x01b",        # wrong magic
-    b"redis0010",                      # magic is case-sensitive
-    b"REDIS00a0\xff",                  # version not digits
-    b"*1\r\n$4\r\nPING\r\n",           # RESP (an AOF), not an RDB
-    b"\x28\xb5\x2f\xfdREDIS0010",      # a zstd frame: someone forgot to decompress
-    b"-ERR unknown command\r\n",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"REDIS",
+        b"REDIS001",  # too short for a version
+        b"REDIX0010\xfa\x01a\x01b",  # wrong magic
+        b"redis0010",  # magic is case-sensitive
+        b"REDIS00a0\xff",  # version not digits
+        b"*1\r\n$4\r\nPING\r\n",  # RESP (an AOF), not an RDB
+        b"\x28\xb5\x2f\xfdREDIS0010",  # a zstd frame: someone forgot to decompress
+        b"-ERR unknown command\r\n",
+    ],
+)
 def test_non_rdb_input_is_rejected(data: bytes):
     with pytest.raises(RdbFormatError, match="not an RDB file"):
         parse_header(data)
@@ -132,8 +142,12 @@ def test_real_rdb_from_redis_cli(redis_source: RedisProcess, tmp_path):
     conn.set("unit:rdb:user:1000", "Alice")
     info = conn.info("server")
     out = tmp_path / "dump.rdb"
-    done = subprocess.run([str(find_binary("redis-cli")), "-h", redis_source.host, "-p", str(redis_source.port),
-                           "--rdb", str(out)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(find_binary("redis-cli")), "-h", redis_source.host, "-p", str(redis_source.port), "--rdb", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     # after the sync: the first replica of a server without a backlog gets a new replication id
     replication = conn.info("replication")
@@ -148,21 +162,35 @@ def test_real_rdb_from_redis_cli(redis_source: RedisProcess, tmp_path):
     assert abs(int(facts["ctime"]) - int(info["server_time_usec"]) // 1_000_000) < 120
     assert facts["aof-base"] == "0"
     # the same facts from the first bytes only, as the engine keeps them
-    assert parse_header(data[:64 * 1024]) == facts
+    assert parse_header(data[: 64 * 1024]) == facts
 
 
 # -- RdbStreamScanner: counts from RESIZEDB, confirmed by redis-check-rdb; redis-cli's EOF mark --
+
 
 def resizedb(dbid: int, keys: int, expires: int) -> bytes:
     return SELECTDB + bytes([dbid]) + b"\xfb" + bytes([keys]) + bytes([expires])
 
 
-
-
 # db 0 with 2 keys (1 expire), then key bytes holding two SELECTDB+RESIZEDB look-alikes, db 3 with 1 key
-BODY = (b"REDIS0010" + aux(b"redis-ver", s6("7.0.15")) + resizedb(0, 2, 1)
-        + b"\x00" + s6("a") + s6(b"\xfe\x05\xfb\x09\x09") + b"\xfc" + b"\x00" * 8 + b"\x00" + s6("b") + s6("x")
-        + resizedb(3, 1, 0) + b"\x00" + s6("c") + s6(b"\xfe\x07\xfb\x01\x00" * 3) + EOF)
+BODY = (
+    b"REDIS0010"
+    + aux(b"redis-ver", s6("7.0.15"))
+    + resizedb(0, 2, 1)
+    + b"\x00"
+    + s6("a")
+    + s6(b"\xfe\x05\xfb\x09\x09")
+    + b"\xfc"
+    + b"\x00" * 8
+    + b"\x00"
+    + s6("b")
+    + s6("x")
+    + resizedb(3, 1, 0)
+    + b"\x00"
+    + s6("c")
+    + s6(b"\xfe\x07\xfb\x01\x00" * 3)
+    + EOF
+)
 RDB = BODY + crc64_jones(BODY).to_bytes(8, "little")
 SELECT0 = BODY.index(b"\xfe\x00\xfb") + 2  # offsets of the RESIZEDB opcodes, as redis-check-rdb reports them
 SELECT3 = BODY.index(b"\xfe\x03\xfb") + 2
@@ -171,14 +199,19 @@ SELECT3 = BODY.index(b"\xfe\x03\xfb") + 2
 def check_output(length: int = len(RDB), keys: int = 3, expires: int = 1, dbs=((SELECT0, 0), (SELECT3, 3))) -> str:
     lines = ["[offset 0] Checking RDB file check.rdb", "[offset 26] AUX FIELD redis-ver = '7.0.15'"]
     lines += [f"[offset {off}] Selecting DB ID {db}" for off, db in dbs]
-    lines += [f"[offset {length}] Checksum OK", f"[offset {length}] \\o/ RDB looks OK! \\o/",
-              f"[info] {keys} keys read", f"[info] {expires} expires", "[info] 0 already expired"]
+    lines += [
+        f"[offset {length}] Checksum OK",
+        f"[offset {length}] \\o/ RDB looks OK! \\o/",
+        f"[info] {keys} keys read",
+        f"[info] {expires} expires",
+        "[info] 0 already expired",
+    ]
     return "\n".join(lines)
 
 
 def scan(data: bytes, chunk: int) -> tuple[bytes, RdbStreamScanner]:
     scanner = RdbStreamScanner()
-    out = b"".join(scanner.feed(data[i:i + chunk]) for i in range(0, len(data), chunk)) + scanner.end()
+    out = b"".join(scanner.feed(data[i : i + chunk]) for i in range(0, len(data), chunk)) + scanner.end()
     return out, scanner
 
 

@@ -134,8 +134,7 @@ class RacingStore(LocalStore):
     def put(self, key, reader, size_hint=None):
         if "/locks/" in key and not self.raced:
             self.raced = True
-            super().put(f"pg/t/locks/backup-{self.rival['holder']}.json",
-                        BytesReader(json.dumps(self.rival).encode()))
+            super().put(f"pg/t/locks/backup-{self.rival['holder']}.json", BytesReader(json.dumps(self.rival).encode()))
         return super().put(key, reader, size_hint)
 
 
@@ -149,19 +148,36 @@ def test_acquire_rechecks_after_writing_and_backs_off(tmp_path: Path) -> None:
 
 def test_stale_locks_are_removed_and_legacy_locks_honoured(tmp_path: Path) -> None:
     repo = Repository(LocalStore(tmp_path), lock_settings=NO_WAIT)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     now = datetime.now(UTC)
-    put_bytes(repo.store, f"pg/t/locks/backup-{'c' * 32}.json", json.dumps(
-        {"host": os.uname().nodename, "pid": int(dead), "time": now.isoformat(), "holder": "c" * 32}).encode())
-    put_bytes(repo.store, f"pg/t/locks/backup-{'d' * 32}.json", json.dumps(
-        {"host": "far-away", "pid": 1, "time": (now - NO_WAIT.stale_after - timedelta(minutes=1)).isoformat(),
-         "holder": "d" * 32}).encode())
+    put_bytes(
+        repo.store,
+        f"pg/t/locks/backup-{'c' * 32}.json",
+        json.dumps(
+            {"host": os.uname().nodename, "pid": int(dead), "time": now.isoformat(), "holder": "c" * 32}
+        ).encode(),
+    )
+    put_bytes(
+        repo.store,
+        f"pg/t/locks/backup-{'d' * 32}.json",
+        json.dumps(
+            {
+                "host": "far-away",
+                "pid": 1,
+                "time": (now - NO_WAIT.stale_after - timedelta(minutes=1)).isoformat(),
+                "holder": "d" * 32,
+            }
+        ).encode(),
+    )
     key = repo.acquire_lock("pg", "t").key
     assert lock_keys(repo) == [key]
     repo.release_lock(key)
-    put_bytes(repo.store, "pg/t/locks/backup.json", json.dumps(
-        {"host": "far-away", "pid": 1, "time": now.isoformat()}).encode())  # an older vaultflow's lock
+    put_bytes(
+        repo.store,
+        "pg/t/locks/backup.json",
+        json.dumps({"host": "far-away", "pid": 1, "time": now.isoformat()}).encode(),
+    )  # an older vaultflow's lock
     with pytest.raises(LockHeldError, match="far-away"):
         repo.acquire_lock("pg", "t")
-

@@ -62,8 +62,13 @@ def test_plan_refuses_a_keep_nothing_policy_built_without_validation() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"keep_last": -1}, {"keep_daily": -3}, {"keep_last": 1, "keep_within": "-1d"},
-     {"keep_last": 1, "orphan_grace": timedelta(hours=-1)}, {"keep_last": 1, "keep_forever": True}],
+    [
+        {"keep_last": -1},
+        {"keep_daily": -3},
+        {"keep_last": 1, "keep_within": "-1d"},
+        {"keep_last": 1, "orphan_grace": timedelta(hours=-1)},
+        {"keep_last": 1, "keep_forever": True},
+    ],
 )
 def test_invalid_policies_are_rejected(kwargs: dict) -> None:
     with pytest.raises(ValidationError):
@@ -160,7 +165,9 @@ def test_weekly_iso_week_spans_the_new_year() -> None:
     backups = [ref(datetime(2025, 12, d, tzinfo=UTC)) for d in (26, 31)] + [ref(datetime(2026, 1, 1, tzinfo=UTC))]
     decisions = plan(backups, RetentionPolicy(keep_weekly=2), datetime(2026, 1, 2, tzinfo=UTC))
     assert [decisions[b.id].reasons for b in backups] == [
-        ("weekly 2025-W52",), ("no rule keeps it",), ("newest restorable backup", "weekly 2026-W01"),
+        ("weekly 2025-W52",),
+        ("no rule keeps it",),
+        ("newest restorable backup", "weekly 2026-W01"),
     ]
 
 
@@ -200,7 +207,10 @@ def test_combined_rules_list_every_reason() -> None:
     policy = RetentionPolicy(keep_last=2, keep_daily=3, keep_monthly=1)
     decisions = plan(backups, policy, T0 + timedelta(days=5))
     assert decisions[backups[-1].id].reasons == (
-        "newest restorable backup", "last 2", "daily 2026-01-05", "monthly 2026-01",
+        "newest restorable backup",
+        "last 2",
+        "daily 2026-01-05",
+        "monthly 2026-01",
     )
     assert decisions[backups[-2].id].reasons == ("last 2",)
     assert decisions[backups[-3].id].reasons == ("daily 2026-01-04",)
@@ -286,11 +296,27 @@ def test_duplicates_and_naive_datetimes() -> None:
 
 def test_from_manifest() -> None:
     m = Manifest(
-        id=new_backup_id(I, T0), engine="redis", target="demo", kind=I, parent_id="p", mode=BackupMode.AOF,
-        consistency=RedisAofConsistency(aof_dir="appendonlydir", aof_filename="appendonly.aof", base="b.rdb",
-                                        base_format="rdb", base_size=9, base_head_sha256="00", incr_files=[],
-                                        cuts={}, tail_sha256={}, pieces=[]),
-        started_at=T0 - timedelta(minutes=1), finished_at=T0, objects=[],
+        id=new_backup_id(I, T0),
+        engine="redis",
+        target="demo",
+        kind=I,
+        parent_id="p",
+        mode=BackupMode.AOF,
+        consistency=RedisAofConsistency(
+            aof_dir="appendonlydir",
+            aof_filename="appendonly.aof",
+            base="b.rdb",
+            base_format="rdb",
+            base_size=9,
+            base_head_sha256="00",
+            incr_files=[],
+            cuts={},
+            tail_sha256={},
+            pieces=[],
+        ),
+        started_at=T0 - timedelta(minutes=1),
+        finished_at=T0,
+        objects=[],
     )
     assert BackupRef.from_manifest(m) == BackupRef(m.id, I, "p", T0)
 
@@ -325,12 +351,20 @@ def backup_sets(draw: st.DrawFn) -> tuple[list[BackupRef], datetime]:
 
 
 counts = st.none() | st.integers(0, 6)
-policies = st.builds(
-    RetentionPolicy.model_construct,
-    keep_last=counts, keep_hourly=counts, keep_daily=counts, keep_weekly=counts,
-    keep_monthly=counts, keep_yearly=counts,
-    keep_within=st.none() | st.integers(0, 24 * 400).map(lambda h: timedelta(hours=h)),
-).filter(lambda p: p.keeps_something).map(lambda p: RetentionPolicy(**p.model_dump(exclude={"orphan_grace"})))
+policies = (
+    st.builds(
+        RetentionPolicy.model_construct,
+        keep_last=counts,
+        keep_hourly=counts,
+        keep_daily=counts,
+        keep_weekly=counts,
+        keep_monthly=counts,
+        keep_yearly=counts,
+        keep_within=st.none() | st.integers(0, 24 * 400).map(lambda h: timedelta(hours=h)),
+    )
+    .filter(lambda p: p.keeps_something)
+    .map(lambda p: RetentionPolicy(**p.model_dump(exclude={"orphan_grace"})))
+)
 
 
 def restorable_ids(refs: list[BackupRef]) -> set[str]:
@@ -352,7 +386,9 @@ PROPS = settings(max_examples=150, deadline=None)
 
 @PROPS
 @given(backup_sets(), policies)
-def test_every_id_decided_chains_intact_newest_kept(data: tuple[list[BackupRef], datetime], policy: RetentionPolicy) -> None:
+def test_every_id_decided_chains_intact_newest_kept(
+    data: tuple[list[BackupRef], datetime], policy: RetentionPolicy
+) -> None:
     refs, now = data
     decisions = plan(refs, policy, now)
     by_id = {r.id: r for r in refs}
@@ -387,7 +423,9 @@ def test_keep_last_keeps_at_least_n(data: tuple[list[BackupRef], datetime], n: i
 
 @PROPS
 @given(st.data(), backup_sets(), policies)
-def test_input_order_does_not_matter(data: st.DataObject, sets: tuple[list[BackupRef], datetime], policy: RetentionPolicy) -> None:
+def test_input_order_does_not_matter(
+    data: st.DataObject, sets: tuple[list[BackupRef], datetime], policy: RetentionPolicy
+) -> None:
     refs, now = sets
     shuffled = data.draw(st.permutations(refs))
     assert plan(shuffled, policy, now) == plan(refs, policy, now)  # (5)
@@ -404,7 +442,9 @@ def combine(a: RetentionPolicy, b: RetentionPolicy) -> RetentionPolicy:
 
 @PROPS
 @given(backup_sets(), policies, policies)
-def test_adding_rules_never_deletes_more(data: tuple[list[BackupRef], datetime], a: RetentionPolicy, b: RetentionPolicy) -> None:
+def test_adding_rules_never_deletes_more(
+    data: tuple[list[BackupRef], datetime], a: RetentionPolicy, b: RetentionPolicy
+) -> None:
     refs, now = data
     kept_a = set(summarize(plan(refs, a, now))[0])
     kept_ab = set(summarize(plan(refs, combine(a, b), now))[0])
@@ -476,8 +516,10 @@ def test_a_slow_planning_clock_makes_real_backups_look_future_and_they_are_kept(
     for recent in backups[-2:]:
         assert decisions[recent.id].keep
         assert "the store agrees with the backup" in decisions[recent.id].reasons[0]
-        assert "planning retention is probably 2h slow" in decisions[recent.id].reasons[0] or \
-            "planning retention is probably 1h slow" in decisions[recent.id].reasons[0]
+        assert (
+            "planning retention is probably 2h slow" in decisions[recent.id].reasons[0]
+            or "planning retention is probably 1h slow" in decisions[recent.id].reasons[0]
+        )
     assert decisions[backups[-3].id].reasons == ("newest restorable backup", "last 1")
 
 
@@ -531,7 +573,11 @@ def test_held_backups_are_released_once_older_than_everything_kept() -> None:
     decisions = plan([old_skewed, *recent], RetentionPolicy(keep_last=2), TODAY)
     assert not decisions[old_skewed.id].keep
     assert decisions[old_skewed.id].reasons[0].startswith("future-dated")
-    assert decisions[old_skewed.id].reasons[0].endswith("released: older, by every clock, than every backup retention keeps")
+    assert (
+        decisions[old_skewed.id]
+        .reasons[0]
+        .endswith("released: older, by every clock, than every backup retention keeps")
+    )
     # held while anything kept is older than it
     older = stored(ref(TODAY - timedelta(days=40)))
     assert plan([older, old_skewed, *recent], RetentionPolicy(keep_daily=60), TODAY)[old_skewed.id].keep
@@ -575,7 +621,8 @@ SLOT_WORDS = ("newest restorable", "within ", "last ", "hourly ", "daily ", "wee
 @PROPS
 @given(with_future_dated(), policies)
 def test_future_dated_backups_never_cost_a_real_backup_and_never_fill_slots(
-        data: tuple[list[BackupRef], list[BackupRef], datetime, bool], policy: RetentionPolicy) -> None:
+    data: tuple[list[BackupRef], list[BackupRef], datetime, bool], policy: RetentionPolicy
+) -> None:
     real, future, now, _ = data
     # The planning clock: the honest one, or the same fast clock as the skewed workers.
     honest = plan(real, policy, now)
@@ -598,8 +645,9 @@ def test_future_dated_backups_never_cost_a_real_backup_and_never_fill_slots(
 
 @PROPS
 @given(backup_sets(), st.integers(int(DEFAULT_CLOCK_TOLERANCE.total_seconds()), 86400 * 10), policies)
-def test_a_slow_planning_clock_never_deletes_more(data: tuple[list[BackupRef], datetime], behind: int,
-                                                  policy: RetentionPolicy) -> None:
+def test_a_slow_planning_clock_never_deletes_more(
+    data: tuple[list[BackupRef], datetime], behind: int, policy: RetentionPolicy
+) -> None:
     refs, now = data
     refs = [stored(r) for r in refs]
     kept_now = set(kept_ids(plan(refs, policy, now)))
@@ -630,8 +678,9 @@ def with_past_dated(draw: st.DrawFn) -> tuple[list[BackupRef], list[BackupRef], 
 
 @PROPS
 @given(with_past_dated(), policies)
-def test_past_dated_backups_are_held_and_cost_no_real_backup(data: tuple[list[BackupRef], list[BackupRef], datetime],
-                                                             policy: RetentionPolicy) -> None:
+def test_past_dated_backups_are_held_and_cost_no_real_backup(
+    data: tuple[list[BackupRef], list[BackupRef], datetime], policy: RetentionPolicy
+) -> None:
     real, slow, now = data
     honest = plan(real, policy, now)
     decisions = plan(real + slow, policy, now)

@@ -19,18 +19,27 @@ def test_local_spec_round_trip(tmp_path: Path) -> None:
 
 
 def test_mirror_builds_local_first_and_s3_lazily(tmp_path: Path) -> None:
-    mirror = spec.build({"kind": "mirror", "members": [
-        {"kind": "s3", "bucket": "b", "prefix": "vf/", "endpoint": "http://127.0.0.1:9"},
-        {"kind": "local", "path": str(tmp_path)}]})
+    mirror = spec.build(
+        {
+            "kind": "mirror",
+            "members": [
+                {"kind": "s3", "bucket": "b", "prefix": "vf/", "endpoint": "http://127.0.0.1:9"},
+                {"kind": "local", "path": str(tmp_path)},
+            ],
+        }
+    )
     assert isinstance(mirror.stores[0], LocalStore)
     assert mirror.stores[1].description == "s3://b/vf" and mirror.stores[1]._store is None
 
 
-@pytest.mark.parametrize("bad, needle", [
-    ({"kind": "ftp"}, "kind must be one of"),
-    ({"kind": "local"}, "needs 'path'"),
-    ({"kind": "mirror", "members": []}, "non-empty list"),
-])
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ({"kind": "ftp"}, "kind must be one of"),
+        ({"kind": "local"}, "needs 'path'"),
+        ({"kind": "mirror", "members": []}, "non-empty list"),
+    ],
+)
 def test_bad_specs_are_config_errors(bad: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         spec.build(bad, where="repository spec file /x.json")
@@ -55,14 +64,21 @@ def test_spec_memfd_is_read_by_a_child_through_dev_fd_and_is_no_file(tmp_path: P
     import os
     import subprocess
     import sys
+
     store = LocalStore(tmp_path / "repo")
     read = "import sys; from vaultflow.stores import spec; print(spec.read_spec_file(sys.argv[1])['path'])"
     with spec.spec_memfd(store) as fd:
         assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
         assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:")
         for _ in range(2):  # every WAL file's restore_command reads it again, from the start
-            out = subprocess.run([sys.executable, "-c", read, f"/dev/fd/{fd}"], pass_fds=(fd,),
-                                 capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
+            out = subprocess.run(
+                [sys.executable, "-c", read, f"/dev/fd/{fd}"],
+                pass_fds=(fd,),
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=Path(__file__).parents[2],
+            )
             assert out.stdout.strip() == str(tmp_path / "repo")
         held = os.dup(fd)
     try:
@@ -85,9 +101,16 @@ def test_read_spec_file_refuses_readable_or_missing_files(tmp_path: Path) -> Non
 
 
 def test_default_fetch_command_names_the_file_not_the_secret() -> None:
-    cmd = default_fetch_command(None, "prod", repo_config=Path("/r/.d-wal-fetch-x/repository.json"),
-                                wal_cli="/opt/py -m vaultflow.engines.postgres.wal.cli")
-    assert cmd == "/opt/py -m vaultflow.engines.postgres.wal.cli fetch --repo-config /r/.d-wal-fetch-x/repository.json --target=prod"
+    cmd = default_fetch_command(
+        None,
+        "prod",
+        repo_config=Path("/r/.d-wal-fetch-x/repository.json"),
+        wal_cli="/opt/py -m vaultflow.engines.postgres.wal.cli",
+    )
+    assert (
+        cmd
+        == "/opt/py -m vaultflow.engines.postgres.wal.cli fetch --repo-config /r/.d-wal-fetch-x/repository.json --target=prod"
+    )
     assert "--repo-path /srv/backups" in default_fetch_command(Path("/srv/backups"), "prod")
     with pytest.raises(ValueError):
         default_fetch_command(None, "prod")

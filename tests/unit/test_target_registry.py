@@ -65,6 +65,7 @@ def test_a_target_kind_defined_elsewhere_registers_itself(toy):
     engine = toy(target_name="t").engine()
     assert isinstance(engine, ToyEngine) and engine.config.name == "t"
     from flows._fit import how_to_fix, misfit
+
     assert misfit("incremental", toy()) is None
     assert misfit("differential", toy()) == "toy: a toy target has no differential form"
     assert "or a toy target, or schedule" in how_to_fix("incremental")
@@ -79,16 +80,22 @@ def test_saved_blocks_load_by_full_or_short_name(prefect_api, toy):
     saved = load_target("reg-toy-only")
     assert isinstance(saved, toy) and saved.path == "/var/toy" and saved.name == "reg-toy-only"
     assert isinstance(load_target("toy-target/reg-toy-only"), toy)
-    with pytest.raises(NotFoundError, match="no target block named 'reg-nobody' .looked for postgres-target/"
-                                            "reg-nobody, redis-target/reg-nobody, toy-target/reg-nobody"):
+    with pytest.raises(
+        NotFoundError,
+        match="no target block named 'reg-nobody' .looked for postgres-target/"
+        "reg-nobody, redis-target/reg-nobody, toy-target/reg-nobody",
+    ):
         load_target("reg-nobody")
 
 
 def test_a_name_two_kinds_share_is_refused_naming_both(prefect_api):
     PostgresTarget(host="db1").save("reg-shared", overwrite=True)
     RedisTarget(host="cache1").save("reg-shared", overwrite=True)
-    with pytest.raises(ConfigError, match=r"target 'reg-shared' is ambiguous.*\(postgres-target/reg-shared, "
-                                          r"redis-target/reg-shared\); name the one you mean in full"):
+    with pytest.raises(
+        ConfigError,
+        match=r"target 'reg-shared' is ambiguous.*\(postgres-target/reg-shared, "
+        r"redis-target/reg-shared\); name the one you mean in full",
+    ):
         load_target("reg-shared")
     assert isinstance(load_target("redis-target/reg-shared"), RedisTarget)
     assert load_target("postgres-target/reg-shared").host == "db1"
@@ -113,9 +120,14 @@ def test_a_saved_block_with_a_field_no_longer_defined_still_loads(prefect_api):
             client.delete_block_document(client.read_block_document_by_name("reg-old", "redis-target").id)
         except Exception:  # noqa: BLE001 - not there yet
             pass
-        client.create_block_document(BlockDocumentCreate(
-            name="reg-old", data={"host": "cache1", "port": 6380, "fingerprint": "digest", "tls": False},
-            block_schema_id=current._block_schema_id, block_type_id=current._block_type_id))
+        client.create_block_document(
+            BlockDocumentCreate(
+                name="reg-old",
+                data={"host": "cache1", "port": 6380, "fingerprint": "digest", "tls": False},
+                block_schema_id=current._block_schema_id,
+                block_type_id=current._block_type_id,
+            )
+        )
     old = load_target("redis-target/reg-old")
     assert isinstance(old, RedisTarget) and (old.host, old.port, old.name) == ("cache1", 6380, "reg-old")
     assert old.engine().config.where == "cache1:6380"

@@ -33,8 +33,9 @@ class Chunked:
         return self._reader.read(min(size, limit) if size and size > 0 else limit)
 
 
-def make_tar(members: list[tuple[str, bytes | None]], fmt: int = tarfile.PAX_FORMAT,
-             pax: dict[str, dict[str, str]] | None = None) -> bytes:
+def make_tar(
+    members: list[tuple[str, bytes | None]], fmt: int = tarfile.PAX_FORMAT, pax: dict[str, dict[str, str]] | None = None
+) -> bytes:
     """(name, content) pairs; content None makes a directory."""
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
@@ -52,8 +53,9 @@ def make_tar(members: list[tuple[str, bytes | None]], fmt: int = tarfile.PAX_FOR
     return out.getvalue()
 
 
-def sniff(data: bytes, capture, read_size: int | None = CHUNK_SIZE, source_chunk: int | None = None,
-          **kw) -> tuple[TarSniffer, bytes]:
+def sniff(
+    data: bytes, capture, read_size: int | None = CHUNK_SIZE, source_chunk: int | None = None, **kw
+) -> tuple[TarSniffer, bytes]:
     sniffer = TarSniffer(Chunked(data, source_chunk), capture, **kw)
     parts = []
     while chunk := sniffer.read(read_size if read_size else random.randint(1, 9000)):
@@ -66,25 +68,30 @@ LABEL = b"START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART T
 MANIFEST = b'{ "PostgreSQL-Backup-Manifest-Version": 1,\n"Files": [],\n"WAL-Ranges": []}\n'
 
 
-@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT],
-                         ids=["ustar", "gnu", "pax"])
-@pytest.mark.parametrize("read_size,source_chunk", [(1, None), (CHUNK_SIZE, None), (CHUNK_SIZE, 1),
-                                                    (None, None), (CHUNK_SIZE, 513)],
-                         ids=["read1", "read1MiB", "source1", "random", "source513"])
+@pytest.mark.parametrize(
+    "fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT], ids=["ustar", "gnu", "pax"]
+)
+@pytest.mark.parametrize(
+    "read_size,source_chunk",
+    [(1, None), (CHUNK_SIZE, None), (CHUNK_SIZE, 1), (None, None), (CHUNK_SIZE, 513)],
+    ids=["read1", "read1MiB", "source1", "random", "source513"],
+)
 def test_captures_members_and_passes_bytes_through(fmt: int, read_size, source_chunk) -> None:
     tiny_reads = read_size == 1 or source_chunk == 1  # keep those archives small
     deep = "base/deep/f" if fmt == tarfile.USTAR_FORMAT else f"{LONG_DIR}/file_{'x' * 120}"
-    data = make_tar([
-        ("backup_label", LABEL),
-        ("tablespace_map", b""),
-        ("base", None),
-        ("base/1/1259", BIG[:3000] if tiny_reads else BIG),
-        (deep, b"deep"),
-        ("pg_wal/000000010000000000000002", bytes(5000 if tiny_reads else CHUNK_SIZE)),
-        ("backup_manifest", MANIFEST),
-    ], fmt=fmt)
-    sniffer, passed = sniff(data, ["backup_label", "backup_manifest", "tablespace_map"],
-                            read_size, source_chunk)
+    data = make_tar(
+        [
+            ("backup_label", LABEL),
+            ("tablespace_map", b""),
+            ("base", None),
+            ("base/1/1259", BIG[:3000] if tiny_reads else BIG),
+            (deep, b"deep"),
+            ("pg_wal/000000010000000000000002", bytes(5000 if tiny_reads else CHUNK_SIZE)),
+            ("backup_manifest", MANIFEST),
+        ],
+        fmt=fmt,
+    )
+    sniffer, passed = sniff(data, ["backup_label", "backup_manifest", "tablespace_map"], read_size, source_chunk)
     assert passed == data
     assert sniffer.captured_bytes("backup_label") == LABEL
     assert sniffer.captured_bytes("backup_manifest") == MANIFEST
@@ -126,10 +133,10 @@ def test_pax_size_overrides_the_header_field() -> None:
     data = bytearray(make_tar([("big", b"0123456789"), ("backup_label", LABEL)], pax={"big": {"size": "10"}}))
     # The ustar header of "big" follows its pax header block + record block: claim size 0 there.
     header_at = 2 * BLOCK
-    assert data[header_at:header_at + 3] == b"big"
-    data[header_at + 124:header_at + 136] = b"00000000000\0"
-    data[header_at + 148:header_at + 156] = b"        "
-    data[header_at + 148:header_at + 156] = b"%06o\0 " % sum(data[header_at:header_at + BLOCK])
+    assert data[header_at : header_at + 3] == b"big"
+    data[header_at + 124 : header_at + 136] = b"00000000000\0"
+    data[header_at + 148 : header_at + 156] = b"        "
+    data[header_at + 148 : header_at + 156] = b"%06o\0 " % sum(data[header_at : header_at + BLOCK])
     with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:  # tarfile agrees: 10 bytes
         assert tar.extractfile("big").read() == b"0123456789"
     sniffer, _ = sniff(bytes(data), ["big", "backup_label"])
@@ -160,9 +167,11 @@ def test_later_copy_of_a_member_wins() -> None:
     assert sniffer.captured_bytes("backup_label") == b"new"
 
 
-@pytest.mark.parametrize("cut,message", [(100, "mid-header"), (2 * BLOCK + 7, "inside member 'base/1/1259'"),
-                                         (None, "without an end-of-archive block")],
-                         ids=["mid-header", "mid-member", "no-end-block"])
+@pytest.mark.parametrize(
+    "cut,message",
+    [(100, "mid-header"), (2 * BLOCK + 7, "inside member 'base/1/1259'"), (None, "without an end-of-archive block")],
+    ids=["mid-header", "mid-member", "no-end-block"],
+)
 def test_truncated_archive_is_an_error(cut: int | None, message: str) -> None:
     data = make_tar([("base/1/1259", BIG[:50000]), ("backup_label", LABEL)], fmt=tarfile.USTAR_FORMAT)
     complete = 2 * BLOCK + 50000 + (-50000 % BLOCK) + len(LABEL) + (-len(LABEL) % BLOCK)
@@ -207,15 +216,22 @@ def test_numbers_and_pax_records() -> None:
 
 # -- what pg_physical does with the captured members ---------------------------------------
 
+
 def test_parse_backup_label() -> None:
     from vaultflow.engines.postgres.physical import parse_backup_label
 
     label = parse_backup_label(
         "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000080\n"
         "BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-11-26 15:23:47 UTC\n"
-        "LABEL: vaultflow-20261126T152347.000Z-F\nSTART TIMELINE: 3\n")
+        "LABEL: vaultflow-20261126T152347.000Z-F\nSTART TIMELINE: 3\n"
+    )
     assert (label.start_lsn, label.start_wal_file, label.checkpoint_lsn, label.timeline, label.label) == (
-        "0/2000028", "000000010000000000000002", "0/2000080", 3, "vaultflow-20261126T152347.000Z-F")
+        "0/2000028",
+        "000000010000000000000002",
+        "0/2000080",
+        3,
+        "vaultflow-20261126T152347.000Z-F",
+    )
     with pytest.raises(Exception, match="CHECKPOINT|checkpoint_lsn"):
         parse_backup_label("START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n")
 
@@ -227,13 +243,17 @@ def test_read_manifest_facts_reads_head_and_tail(files: int) -> None:
 
     from vaultflow.engines.postgres.physical import MANIFEST_TAIL, read_manifest_facts
 
-    entries = ",\n".join(json.dumps({"Path": f"base/1/{i}", "Size": 8192, "Checksum-Algorithm": "SHA256",
-                                     "Checksum": "ab" * 32}) for i in range(files))
-    text = ('{ "PostgreSQL-Backup-Manifest-Version": 2,\n"System-Identifier": 7712501231184244791,\n'
-            f'"Files": [\n{entries}\n],\n"WAL-Ranges": [\n'
-            '{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000120" },\n'
-            '{ "Timeline": 2, "Start-LSN": "0/2000120", "End-LSN": "0/3000000" }\n],\n'
-            '"Manifest-Checksum": "00"}\n')
+    entries = ",\n".join(
+        json.dumps({"Path": f"base/1/{i}", "Size": 8192, "Checksum-Algorithm": "SHA256", "Checksum": "ab" * 32})
+        for i in range(files)
+    )
+    text = (
+        '{ "PostgreSQL-Backup-Manifest-Version": 2,\n"System-Identifier": 7712501231184244791,\n'
+        f'"Files": [\n{entries}\n],\n"WAL-Ranges": [\n'
+        '{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000120" },\n'
+        '{ "Timeline": 2, "Start-LSN": "0/2000120", "End-LSN": "0/3000000" }\n],\n'
+        '"Manifest-Checksum": "00"}\n'
+    )
     assert (len(text) > MANIFEST_TAIL) == (files > 2)
     with tempfile.TemporaryFile() as handle:
         handle.write(text.encode())

@@ -12,13 +12,16 @@ from vaultflow.errors import ToolError, TransientError
 from vaultflow.tools import UNKNOWN, log_tail, parse_version, tool_version, wait_until
 
 
-@pytest.mark.parametrize("banner, expected", [
-    ("pg_dump (PostgreSQL) 17.2 (Debian 17.2-1.pgdg120+1)", (17, 2)),
-    ("postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)", (15, 20)),
-    ("pg_combinebackup (PostgreSQL) 18devel", (18,)),
-    ("Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1", (7, 0, 15)),
-    ("redis-cli 7.0.15", (7, 0, 15)),
-])
+@pytest.mark.parametrize(
+    "banner, expected",
+    [
+        ("pg_dump (PostgreSQL) 17.2 (Debian 17.2-1.pgdg120+1)", (17, 2)),
+        ("postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)", (15, 20)),
+        ("pg_combinebackup (PostgreSQL) 18devel", (18,)),
+        ("Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1", (7, 0, 15)),
+        ("redis-cli 7.0.15", (7, 0, 15)),
+    ],
+)
 def test_parse_version_reads_the_banner(banner, expected):
     assert parse_version(banner) == expected
 
@@ -66,8 +69,13 @@ def test_wait_until_times_out_with_the_callers_error():
         wait_until(lambda: False, timeout=0.3, interval=0.05, what="the thing")
     assert 0.25 < time.monotonic() - t0 < 5
     with pytest.raises(ToolError, match="timed out after 0s waiting for it: see the log"):
-        wait_until(lambda: None, timeout=0.1, interval=0.02, what="it",
-                   on_timeout=lambda message: ToolError(f"{message}: see the log"))
+        wait_until(
+            lambda: None,
+            timeout=0.1,
+            interval=0.02,
+            what="it",
+            on_timeout=lambda message: ToolError(f"{message}: see the log"),
+        )
 
 
 def test_wait_until_retries_only_the_named_exceptions():

@@ -19,24 +19,54 @@ from vaultflow.stores.mirror import MirrorStore
 from vaultflow.transfer import backups_to_copy, copy_backup
 
 T0 = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)
-POINT = PostgresPhysicalConsistency(start_lsn="0/2000028", stop_lsn="0/2000100", timeline=1,
-                                    start_wal_file="000000010000000000000002", checkpoint_lsn="0/2000060")
+POINT = PostgresPhysicalConsistency(
+    start_lsn="0/2000028",
+    stop_lsn="0/2000100",
+    timeline=1,
+    start_wal_file="000000010000000000000002",
+    checkpoint_lsn="0/2000060",
+)
 
 
-def make_backup(repo: Repository, kind: BackupKind = BackupKind.FULL, parent: str | None = None,
-                at: datetime = T0, objects: dict[str, bytes] | None = None) -> Manifest:
+def make_backup(
+    repo: Repository,
+    kind: BackupKind = BackupKind.FULL,
+    parent: str | None = None,
+    at: datetime = T0,
+    objects: dict[str, bytes] | None = None,
+) -> Manifest:
     """A committed backup whose objects are `objects` (name -> stored bytes)."""
-    objects = objects or {"globals.sql.zst": b"g" * 1000, "db/a.dump.zst": os.urandom(3 << 20),
-                          "db/b.dump.zst": b"b" * 5000}
+    objects = objects or {
+        "globals.sql.zst": b"g" * 1000,
+        "db/a.dump.zst": os.urandom(3 << 20),
+        "db/b.dump.zst": b"b" * 5000,
+    }
     backup_id = new_backup_id(kind, at)
     stored = []
     for name, data in objects.items():
         put_bytes(repo.store, repo.backup_prefix("postgres", "prod", backup_id) + name, data)
-        stored.append(StoredObject(key=name, role="database-dump", format="pg_dump-custom", raw_size=len(data),
-                                   stored_size=len(data), sha256=hashlib.sha256(data).hexdigest()))
-    manifest = Manifest(id=backup_id, engine="postgres", target="prod", kind=kind, parent_id=parent,
-                        mode=BackupMode.PHYSICAL, consistency=POINT,
-                        started_at=at, finished_at=at + timedelta(seconds=5), objects=stored)
+        stored.append(
+            StoredObject(
+                key=name,
+                role="database-dump",
+                format="pg_dump-custom",
+                raw_size=len(data),
+                stored_size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+    manifest = Manifest(
+        id=backup_id,
+        engine="postgres",
+        target="prod",
+        kind=kind,
+        parent_id=parent,
+        mode=BackupMode.PHYSICAL,
+        consistency=POINT,
+        started_at=at,
+        finished_at=at + timedelta(seconds=5),
+        objects=stored,
+    )
     repo.commit(manifest)
     return manifest
 
@@ -158,13 +188,14 @@ def test_backups_to_copy_puts_missing_parents_first(repos):
     incr2 = make_backup(src, BackupKind.INCREMENTAL, incr1.id, at=T0 + timedelta(days=2))
     other = make_backup(src, at=T0 + timedelta(days=3))
     catalog = src.catalog("postgres", "prod")
-    assert [m.id for m in backups_to_copy(catalog, dst.catalog("postgres", "prod"), incr2.id)] == \
-        [full.id, incr1.id, incr2.id]
+    assert [m.id for m in backups_to_copy(catalog, dst.catalog("postgres", "prod"), incr2.id)] == [
+        full.id,
+        incr1.id,
+        incr2.id,
+    ]
     copy_backup(src, dst, full, log=lambda line: None)
-    assert [m.id for m in backups_to_copy(catalog, dst.catalog("postgres", "prod"), incr2.id)] == \
-        [incr1.id, incr2.id]
-    assert [m.id for m in backups_to_copy(catalog, dst.catalog("postgres", "prod"))] == \
-        [incr1.id, incr2.id, other.id]
+    assert [m.id for m in backups_to_copy(catalog, dst.catalog("postgres", "prod"), incr2.id)] == [incr1.id, incr2.id]
+    assert [m.id for m in backups_to_copy(catalog, dst.catalog("postgres", "prod"))] == [incr1.id, incr2.id, other.id]
     assert [m.id for m in backups_to_copy(catalog, dst.catalog("postgres", "prod"), "latest")] == [other.id]
     with pytest.raises(NotFoundError):
         backups_to_copy(catalog, dst.catalog("postgres", "prod"), "20260101T000000.000Z-F")

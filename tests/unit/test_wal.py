@@ -43,8 +43,9 @@ MiB = 1 << 20
 
 def physical(start_wal_file: str, stop_lsn: str, timeline: int = 1) -> PostgresPhysicalConsistency:
     """The consistency record of a physical backup whose WAL starts at `start_wal_file`."""
-    return PostgresPhysicalConsistency(start_lsn=stop_lsn, stop_lsn=stop_lsn, timeline=timeline,
-                                       start_wal_file=start_wal_file, checkpoint_lsn=stop_lsn)
+    return PostgresPhysicalConsistency(
+        start_lsn=stop_lsn, stop_lsn=stop_lsn, timeline=timeline, start_wal_file=start_wal_file, checkpoint_lsn=stop_lsn
+    )
 
 
 def seg(n: int, tli: int = 1) -> str:
@@ -123,8 +124,9 @@ def test_segment_name_arithmetic() -> None:
 def test_lsn_history_and_file_kinds() -> None:
     assert parse_lsn("0/3000158") == 0x3000158
     assert parse_lsn("1A/FF000000") == (0x1A << 32) | 0xFF000000
-    assert parse_history(b"# comment\n1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tbefore x\n".decode()) \
-        == [(1, 0x3000158), (2, 0x5000000)]
+    assert parse_history(
+        b"# comment\n1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tbefore x\n".decode()
+    ) == [(1, 0x3000158), (2, 0x5000000)]
     assert wal.is_wal_file("00000002.history")
     assert wal.is_wal_file("000000010000000000000003.00000028.backup")
     assert wal.is_wal_file("000000010000000000000005.partial")
@@ -132,7 +134,12 @@ def test_lsn_history_and_file_kinds() -> None:
     assert not wal.is_wal_file("RECOVERYXLOG")
     names = [seg(3), "00000002.history", seg(2, tli=2), "000000010000000000000003.00000028.backup", seg(1)]
     assert sorted(names, key=wal.wal_order) == [
-        "00000002.history", seg(1), seg(3), "000000010000000000000003.00000028.backup", seg(2, tli=2)]
+        "00000002.history",
+        seg(1),
+        seg(3),
+        "000000010000000000000003.00000028.backup",
+        seg(2, tli=2),
+    ]
 
 
 # -- push ------------------------------------------------------------------------------------
@@ -188,9 +195,11 @@ def test_cli_push_runs_standalone_and_reports_failures(tmp_path: Path) -> None:
 
 
 def test_wal_cli_imports_nothing_heavy() -> None:
-    code = ("import sys, vaultflow.engines.postgres.wal.cli; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'prefect', 'typer', 'rich', 'pydantic', 'boto3', 'botocore', 'zstandard', 'psycopg'}))")
+    code = (
+        "import sys, vaultflow.engines.postgres.wal.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'prefect', 'typer', 'rich', 'pydantic', 'boto3', 'botocore', 'zstandard', 'psycopg'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -368,11 +377,19 @@ def test_continuity_reports_gaps_across_a_log_id_boundary(tmp_path: Path, repo: 
     spool_files(spool, [seg(n) for n in present])
     ship_spool(spool, repo, TARGET)
     assert check_continuity(repo, TARGET, seg(0xFD)) == [
-        "0000000100000000000000FF", "000000010000000100000000", "000000010000000100000003"]
+        "0000000100000000000000FF",
+        "000000010000000100000000",
+        "000000010000000100000003",
+    ]
     assert check_continuity(repo, TARGET, seg(0x101)) == ["000000010000000100000003"]
-    assert check_continuity(repo, TARGET, seg(0xFA)) == [seg(0xFA), seg(0xFB), seg(0xFC),
-                                                           "0000000100000000000000FF", "000000010000000100000000",
-                                                           "000000010000000100000003"]
+    assert check_continuity(repo, TARGET, seg(0xFA)) == [
+        seg(0xFA),
+        seg(0xFB),
+        seg(0xFC),
+        "0000000100000000000000FF",
+        "000000010000000100000000",
+        "000000010000000100000003",
+    ]
 
 
 def test_continuity_follows_a_timeline_switch(tmp_path: Path, repo: Repository) -> None:
@@ -413,11 +430,20 @@ def test_continuity_with_64_mib_segments(tmp_path: Path, repo: Repository) -> No
 def test_wal_not_needed_keeps_history_and_everything_from_the_oldest_start():
     from vaultflow.engines.postgres.wal import wal_not_needed
 
-    names = ["00000001000000000000000A", "00000001000000000000000B", "00000001000000000000000B.00000028.backup",
-             "00000002.history", "00000002000000000000000C", "0000000200000000000000FF",
-             "000000020000000100000000"]
+    names = [
+        "00000001000000000000000A",
+        "00000001000000000000000B",
+        "00000001000000000000000B.00000028.backup",
+        "00000002.history",
+        "00000002000000000000000C",
+        "0000000200000000000000FF",
+        "000000020000000100000000",
+    ]
     assert wal_not_needed(names, "00000002000000000000000C") == [
-        "00000001000000000000000A", "00000001000000000000000B", "00000001000000000000000B.00000028.backup"]
+        "00000001000000000000000A",
+        "00000001000000000000000B",
+        "00000001000000000000000B.00000028.backup",
+    ]
     assert wal_not_needed(names, "00000001000000000000000A") == []
 
 
@@ -436,9 +462,15 @@ def test_plan_follows_the_newest_living_descendant_not_a_dead_branch(tmp_path: P
 
     # timeline 2 left 1 at 0/3000158 and archived segments; timeline 3 (a restore that never
     # archived) left 2 at 0/4000100: only its history file exists
-    archive(tmp_path, repo, [seg(1), seg(2), seg(3), seg(3, tli=2), seg(4, tli=2), seg(5, tli=2)],
-            {"00000002.history": history((1, "0/3000158")),
-             "00000003.history": history((1, "0/3000158"), (2, "0/4000100"))})
+    archive(
+        tmp_path,
+        repo,
+        [seg(1), seg(2), seg(3), seg(3, tli=2), seg(4, tli=2), seg(5, tli=2)],
+        {
+            "00000002.history": history((1, "0/3000158")),
+            "00000003.history": history((1, "0/3000158"), (2, "0/4000100")),
+        },
+    )
     plan = plan_timeline(repo, TARGET, 1, "0/1000100")
     assert plan.timeline == 2 and plan.begins == ((2, 3), (1, 0))
     assert [plan.name(n) for n in (2, 3)] == [seg(2), seg(3, tli=2)]
@@ -451,8 +483,12 @@ def test_plan_skips_timelines_that_left_before_the_backup_ended(tmp_path: Path, 
     from vaultflow.engines.postgres.wal import plan_timeline
     from vaultflow.errors import ConfigError
 
-    archive(tmp_path, repo, [seg(3), seg(4), seg(5), seg(3, tli=2), seg(4, tli=2)],
-            {"00000002.history": history((1, "0/3000158"))})
+    archive(
+        tmp_path,
+        repo,
+        [seg(3), seg(4), seg(5), seg(3, tli=2), seg(4, tli=2)],
+        {"00000002.history": history((1, "0/3000158"))},
+    )
     # a backup of timeline 1 that ended at 0/4000028, after timeline 2 had branched off
     assert plan_timeline(repo, TARGET, 1, "0/4000028").timeline == 1
     with pytest.raises(ConfigError, match="timeline 2 does not descend from the backup's end point"):
@@ -464,8 +500,11 @@ def test_plan_refuses_segments_of_a_timeline_without_its_history(tmp_path: Path,
     from vaultflow.errors import NotFoundError
 
     archive(tmp_path, repo, [seg(1), seg(2), seg(3, tli=2)])
-    with pytest.raises(NotFoundError, match=r"timeline history file 00000002\.history is missing .* "
-                                            r"segments of timeline 2 are archived \(from 000000020000000000000003"):
+    with pytest.raises(
+        NotFoundError,
+        match=r"timeline history file 00000002\.history is missing .* "
+        r"segments of timeline 2 are archived \(from 000000020000000000000003",
+    ):
         plan_timeline(repo, TARGET, 1, "0/1000100")
     result = check_backup_wal(repo, TARGET, "B", physical(seg(1), "0/1000100"))
     assert not result.ok and result.missing == ("00000002.history",) and "backup B" in result.problem
@@ -483,4 +522,5 @@ def test_backup_after_the_archive_stopped_is_a_named_gap(tmp_path: Path, repo: R
     assert f"missing 2 segment(s): {seg(6)}..{seg(7)} (timeline 1); newest archived: {seg(3)}" in newest.problem
     assert describe_gaps([seg(5), seg(6), seg(9), seg(10, tli=2), "00000002.history"]) == (
         f"{seg(5)}..{seg(6)} (timeline 1), {seg(9)} (timeline 1), {seg(10, tli=2)} (timeline 2), "
-        "00000002.history (history file)")
+        "00000002.history (history file)"
+    )

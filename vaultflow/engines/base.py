@@ -43,6 +43,7 @@ class RestoreResult:
 
 # -- a backup in steps: plan -> dump each unit -> finish (manifest last) ------------------------
 
+
 @dataclass(frozen=True)
 class BackupUnit:
     """One piece of a backup that is dumped (and retried) on its own: a PostgreSQL database or
@@ -88,12 +89,21 @@ class UnitResult:
     manifest: Manifest | None = None
 
 
-def new_plan(engine: str, target: str, kind: BackupKind, units: list[BackupUnit], *,
-             parent: Manifest | None = None, **facts: Any) -> BackupPlan:
+def new_plan(
+    engine: str, target: str, kind: BackupKind, units: list[BackupUnit], *, parent: Manifest | None = None, **facts: Any
+) -> BackupPlan:
     """A plan starting now, with a fresh backup id of `kind`."""
     started = datetime.now(UTC)
-    return BackupPlan(engine=engine, target=target, kind=kind, backup_id=new_backup_id(kind, started),
-                      started_at=started, units=tuple(units), parent=parent, facts=facts)
+    return BackupPlan(
+        engine=engine,
+        target=target,
+        kind=kind,
+        backup_id=new_backup_id(kind, started),
+        started_at=started,
+        units=tuple(units),
+        parent=parent,
+        facts=facts,
+    )
 
 
 def planned_identity(plan: BackupPlan | None, kind: BackupKind) -> tuple[datetime, str]:
@@ -180,9 +190,16 @@ class Engine(Protocol):
         Raises ChainBrokenError when no usable parent exists: the flow then takes a full."""
         ...
 
-    def restore(self, ctx: BackupContext, manifest: Manifest, *, into: str | None = None,
-                overwrite: bool = False, databases: list[str] | None = None,
-                options: RestoreOptions | None = None) -> RestoreResult:
+    def restore(
+        self,
+        ctx: BackupContext,
+        manifest: Manifest,
+        *,
+        into: str | None = None,
+        overwrite: bool = False,
+        databases: list[str] | None = None,
+        options: RestoreOptions | None = None,
+    ) -> RestoreResult:
         """Restore `manifest` (checksums verified while streaming) and compare fingerprints.
 
         into:      where the data goes (a database name, a directory, ...; the engine says);
@@ -214,8 +231,9 @@ class HasRestoreOptions(Protocol[OptionsT]):
     def restore_options(self) -> type[OptionsT]: ...
 
 
-def options_for(engine: HasRestoreOptions[OptionsT], given: Mapping[str, Any] | RestoreOptions | None,
-                target: str | None = None) -> OptionsT:
+def options_for(
+    engine: HasRestoreOptions[OptionsT], given: Mapping[str, Any] | RestoreOptions | None, target: str | None = None
+) -> OptionsT:
     """`given` as `engine`'s typed restore options: None -> its defaults; an instance of its
     options model as is; a mapping of option name -> value validated into the model.
 
@@ -229,13 +247,16 @@ def options_for(engine: HasRestoreOptions[OptionsT], given: Mapping[str, Any] | 
     subject = f"target {target!r}" if target else "this target"
     known = ", ".join(model.model_fields) or "none"
     if isinstance(given, RestoreOptions):
-        raise ConfigError(f"{type(given).__name__} does not apply to {subject}, a {engine.name} target "
-                          f"(its restore options: {known})")
+        raise ConfigError(
+            f"{type(given).__name__} does not apply to {subject}, a {engine.name} target (its restore options: {known})"
+        )
     unknown = [name for name in given if name not in model.model_fields]
     if unknown:
-        raise ConfigError(f"restore option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-                          f"{'do' if len(unknown) > 1 else 'does'} not apply to {subject}, a {engine.name} "
-                          f"target (its restore options: {known})")
+        raise ConfigError(
+            f"restore option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+            f"{'do' if len(unknown) > 1 else 'does'} not apply to {subject}, a {engine.name} "
+            f"target (its restore options: {known})"
+        )
     try:
         return model(**given)
     except ValidationError as exc:

@@ -39,8 +39,10 @@ def check_target_name(name: str) -> str:
     Any text is allowed (the repository percent-encodes it, see docs/repository-format.md)
     except control characters. Raises ConfigError for a name with control characters."""
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise ConfigError(f"target name {name!r} contains control characters (line breaks, tabs...): "
-                          "set a target_name without them on the target block")
+        raise ConfigError(
+            f"target name {name!r} contains control characters (line breaks, tabs...): "
+            "set a target_name without them on the target block"
+        )
     return name
 
 
@@ -58,8 +60,9 @@ class TargetSettings(BaseModel):
     engine_name: ClassVar[str]
     strategy_fits: ClassVar[dict[str, str]] = {}
 
-    target_name: str | None = Field(default=None, description="Name of this target in the repository "
-                                       "layout; default: the block's name.")
+    target_name: str | None = Field(
+        default=None, description="Name of this target in the repository layout; default: the block's name."
+    )
 
     @property
     def name(self) -> str:

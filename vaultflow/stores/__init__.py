@@ -24,8 +24,10 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name == "S3Store":
         from vaultflow.stores.s3 import S3Store
+
         return S3Store
     if name == "MirrorStore":
         from vaultflow.stores.mirror import MirrorStore
+
         return MirrorStore
     raise AttributeError(f"module 'vaultflow.stores' has no attribute {name!r}")

@@ -187,16 +187,14 @@ class LocalStore:
             for name in filenames:
                 path = os.path.join(dirpath, name)
                 try:
-                    if name.startswith(TMP_PREFIX) and \
-                            datetime.fromtimestamp(os.stat(path).st_mtime, UTC) < older_than:
+                    if name.startswith(TMP_PREFIX) and datetime.fromtimestamp(os.stat(path).st_mtime, UTC) < older_than:
                         os.unlink(path)
                         removed += 1
                         emptied.add(Path(dirpath))
                 except FileNotFoundError:  # its writer finished or cleaned up meanwhile
                     continue
         for directory, mtime in sorted(directories, key=lambda d: len(d[0].parts), reverse=True):
-            if directory == self.root or not (directory in emptied or
-                                              datetime.fromtimestamp(mtime, UTC) < older_than):
+            if directory == self.root or not (directory in emptied or datetime.fromtimestamp(mtime, UTC) < older_than):
                 continue
             try:
                 directory.rmdir()  # only succeeds when empty

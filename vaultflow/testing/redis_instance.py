@@ -28,9 +28,14 @@ SOURCE_SETTINGS = {
 }
 
 
-def start_source_redis(*, name: str = "redis", password: str | None = None,
-                       acl_user: tuple[str, str] | None = None, settings: dict[str, str] | None = None,
-                       port: int | None = None) -> RedisProcess:
+def start_source_redis(
+    *,
+    name: str = "redis",
+    password: str | None = None,
+    acl_user: tuple[str, str] | None = None,
+    settings: dict[str, str] | None = None,
+    port: int | None = None,
+) -> RedisProcess:
     """A redis-server holding test data; `acl_user` = (name, password) gets full access and the
     default user is disabled; `password` sets requirepass for the default user."""
     directory = Path(tempfile.mkdtemp(prefix=f"vfredis-{name[:16]}-", dir="/tmp"))
@@ -45,10 +50,17 @@ def start_source_redis(*, name: str = "redis", password: str | None = None,
     give_to_service_user(directory)
     user = ensure_service_user()
     try:
-        return start_redis(directory, port=port, settings={**SOURCE_SETTINGS, **(settings or {})},
-                           secret_lines=secret_lines, binary=find_binary("redis-server"),
-                           popen_kw=demote_kwargs(), username=username, password=password,
-                           chown=(user.pw_uid, user.pw_gid) if user else None)
+        return start_redis(
+            directory,
+            port=port,
+            settings={**SOURCE_SETTINGS, **(settings or {})},
+            secret_lines=secret_lines,
+            binary=find_binary("redis-server"),
+            popen_kw=demote_kwargs(),
+            username=username,
+            password=password,
+            chown=(user.pw_uid, user.pw_gid) if user else None,
+        )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise

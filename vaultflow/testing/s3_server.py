@@ -38,11 +38,18 @@ STARTUP_TIMEOUT = 60.0
 STOP_GRACE = 8.0
 # Ports that must each get their own free loopback port (everything else is disabled).
 _PORT_FLAGS = (
-    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-    "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
     # mini always runs the admin server and its maintenance worker; -admin.ui=false only
     # hides the web pages, so its ports must be chosen too (last: see _free_ports).
-    "admin.port", "admin.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
 )
 
 
@@ -121,8 +128,11 @@ class S3Instance:
         """A boto3 session holding this server's keys (`secret_key` overrides the secret)."""
         import boto3
 
-        return boto3.session.Session(aws_access_key_id=self.access_key,
-                                     aws_secret_access_key=secret_key or self.secret_key, region_name=self.region)
+        return boto3.session.Session(
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=secret_key or self.secret_key,
+            region_name=self.region,
+        )
 
     def store(self, bucket: str, prefix: str = "", *, secret_key: str | None = None, **store_kw: Any) -> Any:
         """An S3Store of `bucket` on this server whose connection_spec carries the keys (a
@@ -132,8 +142,13 @@ class S3Instance:
         from vaultflow.stores.s3 import S3Store
 
         return S3Store.from_session(
-            self.session(secret_key), bucket, prefix, endpoint_url=self.endpoint_url,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}), **store_kw)
+            self.session(secret_key),
+            bucket,
+            prefix,
+            endpoint_url=self.endpoint_url,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+            **store_kw,
+        )
 
     def create_bucket(self, name: str) -> None:
         self.client().create_bucket(Bucket=name)
@@ -194,9 +209,7 @@ def _weed_for_service_user(weed: Path) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def start_seaweedfs(
-    base_dir: Path, *, access_key: str | None = None, secret_key: str | None = None
-) -> S3Instance:
+def start_seaweedfs(base_dir: Path, *, access_key: str | None = None, secret_key: str | None = None) -> S3Instance:
     """Start `weed mini` under `base_dir` and wait until S3 answers an authenticated call."""
     weed = _weed_for_service_user(find_weed())
     root, cleanup = _service_dir(Path(base_dir))
@@ -220,11 +233,20 @@ def start_seaweedfs(
     for _attempt in range(3):  # a free port can be taken between probing and binding
         ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
         args = [
-            str(weed), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            str(weed),
+            "mini",
+            f"-dir={data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
             *(f"-{flag}={port}" for flag, port in ports.items()),
             f"-s3.config={s3_config}",
-            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-s3.iam=false", "-master.telemetry=false", "-volume.preStopSeconds=0",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-s3.iam=false",
+            "-master.telemetry=false",
+            "-volume.preStopSeconds=0",
             # Like AWS: a put into a missing bucket must fail, not quietly create it.
             "-s3.autoCreateBucket=false",
         ]
@@ -236,15 +258,28 @@ def start_seaweedfs(
         log = open(log_file, "ab")
         try:
             proc = subprocess.Popen(
-                args, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True, preexec_fn=_die_with_parent, **demote_kwargs(),
+                args,
+                cwd=root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                **demote_kwargs(),
             )
         finally:
             log.close()
         inst = S3Instance(
-            endpoint_url=f"http://127.0.0.1:{ports['s3.port']}", access_key=access_key,
-            secret_key=secret_key, region=REGION, data_dir=data_dir, log_file=log_file,
-            _process=proc, _cleanup_dir=cleanup, _ports=tuple(ports.values()),
+            endpoint_url=f"http://127.0.0.1:{ports['s3.port']}",
+            access_key=access_key,
+            secret_key=secret_key,
+            region=REGION,
+            data_dir=data_dir,
+            log_file=log_file,
+            _process=proc,
+            _cleanup_dir=cleanup,
+            _ports=tuple(ports.values()),
         )
         try:
             error = _wait_ready(inst, proc)
@@ -272,11 +307,16 @@ def _wait_ready(inst: S3Instance, proc: subprocess.Popen[bytes]) -> str | None:
     that finds out writes are not ready yet."""
     from botocore.config import Config
 
-    client = inst.client(config=Config(
-        s3={"addressing_style": "path"}, retries={"max_attempts": 1},
-        connect_timeout=1, read_timeout=5,
-    ))
+    client = inst.client(
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+            connect_timeout=1,
+            read_timeout=5,
+        )
+    )
     probe = "vaultflow-startup-probe"
+
     def round_trip() -> str:
         if proc.poll() is not None:
             return f"weed exited with status {proc.returncode}"
@@ -287,8 +327,9 @@ def _wait_ready(inst: S3Instance, proc: subprocess.Popen[bytes]) -> str | None:
         return "ready"
 
     try:  # any failure of the round trip just means "not yet"
-        outcome = wait_until(round_trip, timeout=STARTUP_TIMEOUT, interval=0.2, what="an authenticated S3 answer",
-                             retry_on=(Exception,))
+        outcome = wait_until(
+            round_trip, timeout=STARTUP_TIMEOUT, interval=0.2, what="an authenticated S3 answer", retry_on=(Exception,)
+        )
     except TransientError as exc:
         return str(exc)
     return None if outcome == "ready" else outcome

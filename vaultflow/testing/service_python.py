@@ -23,8 +23,17 @@ import vaultflow
 from vaultflow.testing.unprivileged import demote_kwargs, readable_by_service_user, running_as_root, world_readable_copy
 
 # Parts of the standard library an archive_command never needs (tests alone are 120 MB).
-_STDLIB_SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
-                "pydoc_data", "__phello__"}
+_STDLIB_SKIP = {
+    "site-packages",
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "__phello__",
+}
 
 
 @dataclass
@@ -42,8 +51,16 @@ class ServicePython:
 
     def run_as_service_user(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, **self.env}
-        return subprocess.run([self.executable, *args], env=env, capture_output=True, text=True, check=False,
-                              cwd="/", **demote_kwargs(), **kw)
+        return subprocess.run(
+            [self.executable, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd="/",
+            **demote_kwargs(),
+            **kw,
+        )
 
 
 def _copy_interpreter() -> Path:
@@ -66,9 +83,12 @@ def _copy_interpreter() -> Path:
         (tmp / "lib").mkdir()
         for lib in (base / "lib").glob("libpython*.so*"):
             shutil.copy2(lib, tmp / "lib" / lib.name, follow_symlinks=False)
-        shutil.copytree(base / "lib" / version, tmp / "lib" / version, symlinks=True,
-                        ignore=lambda _d, names: [n for n in names
-                                                  if n in _STDLIB_SKIP or n.startswith("config-")])
+        shutil.copytree(
+            base / "lib" / version,
+            tmp / "lib" / version,
+            symlinks=True,
+            ignore=lambda _d, names: [n for n in names if n in _STDLIB_SKIP or n.startswith("config-")],
+        )
         for path in (tmp, tmp / "bin", tmp / "lib"):
             os.chmod(path, 0o755)
         (tmp / ".complete").touch()
@@ -111,8 +131,11 @@ def service_user_python() -> ServicePython:
     env = {"PYTHONPATH": os.pathsep.join(_importable_paths())}
     if sysconfig.get_config_var("Py_ENABLE_SHARED"):
         env["LD_LIBRARY_PATH"] = str(copy.parent.parent / "lib")
-    python = ServicePython(str(copy), env, how=f"a world-readable copy of {sys.base_prefix} in "
-                                               f"{copy.parent.parent}, vaultflow via PYTHONPATH")
+    python = ServicePython(
+        str(copy),
+        env,
+        how=f"a world-readable copy of {sys.base_prefix} in {copy.parent.parent}, vaultflow via PYTHONPATH",
+    )
     result = python.run_as_service_user(*probe)
     if result.returncode != 0:
         raise RuntimeError(f"{python.how} cannot import vaultflow:\n{result.stderr}")

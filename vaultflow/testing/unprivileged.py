@@ -56,9 +56,7 @@ def readable_by_service_user(path: Path) -> bool:
     user = ensure_service_user()
     if user is None:
         return True
-    probe = subprocess.run(
-        ["test", "-x", str(path)], **demote_kwargs(), capture_output=True
-    )
+    probe = subprocess.run(["test", "-x", str(path)], **demote_kwargs(), capture_output=True)
     return probe.returncode == 0
 
 

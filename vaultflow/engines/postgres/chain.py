@@ -36,8 +36,9 @@ from vaultflow.proc import mkdtemp, remove, tied_popen
 from vaultflow.repository import Catalog
 
 
-def combinebackup_command(bin_dir: Path, inputs: list[Path], output: Path, *, link: bool,
-                          manifest_checksums: str = "CRC32C") -> list[str]:
+def combinebackup_command(
+    bin_dir: Path, inputs: list[Path], output: Path, *, link: bool, manifest_checksums: str = "CRC32C"
+) -> list[str]:
     """pg_combinebackup, oldest (the full) first. --no-sync: like an extracted full restore,
     the server syncs the data directory when it starts recovery from backup_label.
     `manifest_checksums`: the chain's own algorithm (chain_checksum_algorithm), so that
@@ -76,8 +77,7 @@ def _run_combine(cmd: list[str], ctx: BackupContext) -> None:
         raise ToolError(f"pg_combinebackup exited with status {code}: {tail.text()}")
 
 
-def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path,
-                  catalog: Catalog) -> None:
+def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path, catalog: Catalog) -> None:
     """Restore a physical backup of any kind into `dest` (new, or an empty directory).
 
     FULL: restore_physical. Otherwise the chain is resolved first (ChainBrokenError naming
@@ -100,19 +100,25 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
             raise IntegrityError(f"backup {link.id} lists no base object ({BASE_OBJECT})")
         info = repo.store.stat(repo.object_key(link, obj.key))
         if info is None or info.size != obj.stored_size:
-            raise IntegrityError(f"object {link.id}/{obj.key} is missing or has the wrong size in "
-                                 f"{repo.description}; cannot restore {manifest.id}")
+            raise IntegrityError(
+                f"object {link.id}/{obj.key} is missing or has the wrong size in "
+                f"{repo.description}; cannot restore {manifest.id}"
+            )
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise RefusedError(f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
-                           "directory; nothing was touched. Pick a new or empty directory")
+        raise RefusedError(
+            f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
+            "directory; nothing was touched. Pick a new or empty directory"
+        )
     if is_filelevel(manifest):  # PostgreSQL 15/16: overlay the file-level tars, no pg_combinebackup
         restore_filelevel_chain(ctx, manifest, chain, dest)
         return
     major = tool_major(bin_dir, "pg_combinebackup")
     if major < 17:
-        raise ConfigError(f"pg_combinebackup in {bin_dir} is version {major}: restoring incremental or "
-                          "differential backups needs PostgreSQL 17 or later client tools; set bin_dir")
+        raise ConfigError(
+            f"pg_combinebackup in {bin_dir} is version {major}: restoring incremental or "
+            "differential backups needs PostgreSQL 17 or later client tools; set bin_dir"
+        )
     link_mode = major >= 18  # --link is new in 18
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = mkdtemp(f".vfchain-{manifest.id}-", dest.parent)  # ours, inside the user's parent: removed if killed
@@ -129,14 +135,17 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
         t0 = time.monotonic()
         combined = work / "combined"
         checksums = chain_checksum_algorithm(manifest, inputs[-1] / "backup_manifest")
-        _run_combine(combinebackup_command(bin_dir, inputs, combined, link=link_mode,
-                                           manifest_checksums=checksums), ctx)
+        _run_combine(
+            combinebackup_command(bin_dir, inputs, combined, link=link_mode, manifest_checksums=checksums), ctx
+        )
         set_auto_conf(combined, RESTORED_SETTINGS)
         os.chmod(combined, 0o700)
         os.replace(combined, dest)  # onto a new or empty directory: dest appears whole
         moved = True
-        ctx.log(f"restored {manifest.id} from a chain of {len(chain)} backups: extract {extract_seconds:.1f}s, "
-                f"pg_combinebackup {time.monotonic() - t0:.1f}s")
+        ctx.log(
+            f"restored {manifest.id} from a chain of {len(chain)} backups: extract {extract_seconds:.1f}s, "
+            f"pg_combinebackup {time.monotonic() - t0:.1f}s"
+        )
     except BaseException:
         if moved:  # before the rename dest was never written to
             shutil.rmtree(dest, ignore_errors=True)

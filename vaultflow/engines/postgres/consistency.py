@@ -33,13 +33,15 @@ class DatabaseProperties(Strict):
     locale: str | None = Field(default=None, description="ICU locale (icu) or builtin locale (builtin)")
     icu_rules: str | None = Field(default=None, description="ICU tailoring rules (PostgreSQL 16+)")
     owner: str = Field(description="role that owns the database")
-    acl: list[str] | None = Field(default=None, description="aclitems in order ('=T/alice', 'bob=c/alice'); "
-                                  "None = the default privileges")
+    acl: list[str] | None = Field(
+        default=None, description="aclitems in order ('=T/alice', 'bob=c/alice'); None = the default privileges"
+    )
     connection_limit: int = -1
     comment: str | None = None
     settings: list[str] = Field(default_factory=list, description="ALTER DATABASE ... SET, as 'name=value'")
     role_settings: dict[str, list[str]] = Field(
-        default_factory=dict, description="ALTER ROLE r IN DATABASE ... SET: role -> ['name=value', ...]")
+        default_factory=dict, description="ALTER ROLE r IN DATABASE ... SET: role -> ['name=value', ...]"
+    )
 
 
 class PostgresLogicalConsistency(Consistency):
@@ -48,11 +50,14 @@ class PostgresLogicalConsistency(Consistency):
     MODE: ClassVar[BackupMode] = BackupMode.LOGICAL
     type: Literal["postgres-logical"] = "postgres-logical"
     method: str = "exported snapshot per database"
-    snapshots: dict[str, str] = Field(default_factory=dict,
-                                      description="database -> pg_current_snapshot() of its dump's transaction")
+    snapshots: dict[str, str] = Field(
+        default_factory=dict, description="database -> pg_current_snapshot() of its dump's transaction"
+    )
     database_properties: dict[str, DatabaseProperties] | None = Field(
-        default=None, description="database -> its properties at backup time; None in manifests written "
-        "before vaultflow recorded them (restores then use the server's defaults)")
+        default=None,
+        description="database -> its properties at backup time; None in manifests written "
+        "before vaultflow recorded them (restores then use the server's defaults)",
+    )
 
 
 class FileLevelCounts(Strict):
@@ -74,18 +79,21 @@ class PostgresPhysicalConsistency(Consistency):
     stop_lsn: str
     timeline: int
     start_wal_file: str = Field(description="first WAL file a restore needs")
-    stop_wal_file: str | None = Field(default=None, description="last WAL file the backup needs (file-level "
-                                      "backups; else derived from stop_lsn)")
+    stop_wal_file: str | None = Field(
+        default=None, description="last WAL file the backup needs (file-level backups; else derived from stop_lsn)"
+    )
     checkpoint_lsn: str
-    wal_ranges: list[dict[str, Any]] = Field(default_factory=list,
-                                             description="backup_manifest's WAL-Ranges, verbatim")
+    wal_ranges: list[dict[str, Any]] = Field(default_factory=list, description="backup_manifest's WAL-Ranges, verbatim")
     label: str | None = None
-    manifest_checksums: str | None = Field(default=None, description="backup_manifest's per-file checksum "
-                                           "algorithm (absent: written before it was recorded, SHA256)")
+    manifest_checksums: str | None = Field(
+        default=None,
+        description="backup_manifest's per-file checksum algorithm (absent: written before it was recorded, SHA256)",
+    )
     system_identifier: str | None = None
     unlogged_tables: dict[str, list[str]] = Field(
-        default_factory=dict, description="database -> unlogged tables ('schema.table'): a restore brings "
-        "them back empty")
+        default_factory=dict,
+        description="database -> unlogged tables ('schema.table'): a restore brings them back empty",
+    )
     incremental_from_lsn: str | None = None
     incremental_from_timeline: int | None = None
     files: FileLevelCounts | None = Field(default=None, description="file-level incrementals: what was copied")
@@ -105,11 +113,15 @@ class PhysicalChainRules:
         if not isinstance(p, PostgresPhysicalConsistency) or not isinstance(c, PostgresPhysicalConsistency):
             return None  # the generic walk already refuses a chain that mixes modes
         if p.system_identifier and c.system_identifier and p.system_identifier != c.system_identifier:
-            return (f"{child.id} is of system identifier {c.system_identifier}, its parent {parent.id} of "
-                    f"{p.system_identifier}: the chain mixes clusters")
+            return (
+                f"{child.id} is of system identifier {c.system_identifier}, its parent {parent.id} of "
+                f"{p.system_identifier}: the chain mixes clusters"
+            )
         if p.timeline != c.timeline:
-            return (f"{child.id} is on timeline {c.timeline}, its parent {parent.id} on timeline {p.timeline}: "
-                    "an incremental never crosses a timeline switch")
+            return (
+                f"{child.id} is on timeline {c.timeline}, its parent {parent.id} on timeline {p.timeline}: "
+                "an incremental never crosses a timeline switch"
+            )
         return None
 
 

@@ -98,8 +98,9 @@ class PostgresEngine:
 
     def list_databases(self) -> list[str]:
         with connect(self.config) as conn:
-            rows = conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate "
-                                "AND datallowconn ORDER BY 1").fetchall()
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY 1"
+            ).fetchall()
         return [r[0] for r in rows]
 
     def database_exists(self, name: str) -> bool:
@@ -111,9 +112,11 @@ class PostgresEngine:
         wanted = list(self.config.databases) or existing
         missing = [d for d in wanted if d not in existing]
         if missing:
-            raise NotFoundError(f"database(s) {', '.join(missing)} do not exist on "
-                                f"{self.config.host}:{self.config.port} (it has: {', '.join(existing)}); "
-                                "fix the PostgresTarget's databases list")
+            raise NotFoundError(
+                f"database(s) {', '.join(missing)} do not exist on "
+                f"{self.config.host}:{self.config.port} (it has: {', '.join(existing)}); "
+                "fix the PostgresTarget's databases list"
+            )
         return wanted
 
     def fingerprint(self, database: str, methods: dict[str, str] | None = None) -> dict[str, Fingerprint]:
@@ -139,22 +142,39 @@ class PostgresEngine:
         version = self.check()
         if kind != BackupKind.FULL:
             if self.config.mode != "physical":
-                raise ChainBrokenError(f"{self.config.name} takes logical backups (pg_dump), which have no "
-                                       "incremental form; set mode='physical' for incremental and differential")
+                raise ChainBrokenError(
+                    f"{self.config.name} takes logical backups (pg_dump), which have no "
+                    "incremental form; set mode='physical' for incremental and differential"
+                )
             catalog = ctx.repository.catalog(self.name, self.config.name)
             parent = catalog.parent_for(kind, f"{self.config.name} (physical)", lambda m: m.mode == "physical")
             catalog.chain(parent)  # never extend an already-broken chain
-            return new_plan(self.name, self.config.name, kind, [BackupUnit("cluster")], parent=parent,
-                            server_version=version, bin_dir=self.bin_dir)
+            return new_plan(
+                self.name,
+                self.config.name,
+                kind,
+                [BackupUnit("cluster")],
+                parent=parent,
+                server_version=version,
+                bin_dir=self.bin_dir,
+            )
         if self.config.mode == "physical":
-            return new_plan(self.name, self.config.name, kind, [BackupUnit("cluster")],
-                            server_version=version, bin_dir=self.bin_dir)
+            return new_plan(
+                self.name, self.config.name, kind, [BackupUnit("cluster")], server_version=version, bin_dir=self.bin_dir
+            )
         databases = self.databases_to_back_up()
         with connect(self.config) as conn:  # recreated by restores under any name (pg_db_properties)
             properties = {db: read_properties(conn, db) for db in databases}
         units = [BackupUnit("globals"), *(BackupUnit("database", db) for db in databases)]
-        return new_plan(self.name, self.config.name, kind, units, server_version=version,
-                        bin_dir=self.bin_dir, properties=properties)
+        return new_plan(
+            self.name,
+            self.config.name,
+            kind,
+            units,
+            server_version=version,
+            bin_dir=self.bin_dir,
+            properties=properties,
+        )
 
     def dump(self, ctx: BackupContext, plan: BackupPlan, unit: BackupUnit) -> UnitResult:
         """globals: pg_dumpall --globals-only; database: pg_dump in its own snapshot, fingerprinted
@@ -165,24 +185,54 @@ class PostgresEngine:
         t0 = time.monotonic()
         if unit.kind == "globals":
             with client_env(self.config, ["postgres"]) as env:  # each tool finds only its own database
-                written = dump_into_store(globals_command(bin_dir, self.config.role_passwords), env, repo.store,
-                                          prefix + "globals.sql.zst",
-                                          level=repo.compression_level, on_stderr=ctx.log, pass_fds=env.pass_fds)
-            obj = StoredObject(key="globals.sql.zst", role="globals", format="sql",
-                               raw_size=written.raw_size, stored_size=written.stored_size, sha256=written.sha256)
+                written = dump_into_store(
+                    globals_command(bin_dir, self.config.role_passwords),
+                    env,
+                    repo.store,
+                    prefix + "globals.sql.zst",
+                    level=repo.compression_level,
+                    on_stderr=ctx.log,
+                    pass_fds=env.pass_fds,
+                )
+            obj = StoredObject(
+                key="globals.sql.zst",
+                role="globals",
+                format="sql",
+                raw_size=written.raw_size,
+                stored_size=written.stored_size,
+                sha256=written.sha256,
+            )
             return UnitResult(unit, objects=(obj,), timings={"globals": time.monotonic() - t0})
         if unit.kind == "database":
             with client_env(self.config, [unit.name]) as env:
                 obj, prints, snapshot = self._dump_database(ctx, env, bin_dir, prefix, unit.name)
-            return UnitResult(unit, objects=(obj,), fingerprints={unit.name: prints}, facts={"snapshot": snapshot},
-                              timings={f"dump:{unit.name}": time.monotonic() - t0})
+            return UnitResult(
+                unit,
+                objects=(obj,),
+                fingerprints={unit.name: prints},
+                facts={"snapshot": snapshot},
+                timings={f"dump:{unit.name}": time.monotonic() - t0},
+            )
         if unit.kind == "cluster" and plan.kind == BackupKind.FULL:
-            return UnitResult(unit, manifest=physical_full_backup(
-                self.config, ctx, bin_dir=bin_dir, server_version=plan.facts["server_version"], plan=plan))
+            return UnitResult(
+                unit,
+                manifest=physical_full_backup(
+                    self.config, ctx, bin_dir=bin_dir, server_version=plan.facts["server_version"], plan=plan
+                ),
+            )
         if unit.kind == "cluster":
-            return UnitResult(unit, manifest=physical_incremental_backup(
-                self.config, ctx, plan.parent, plan.kind, bin_dir=bin_dir,
-                server_version=plan.facts["server_version"], plan=plan))
+            return UnitResult(
+                unit,
+                manifest=physical_incremental_backup(
+                    self.config,
+                    ctx,
+                    plan.parent,
+                    plan.kind,
+                    bin_dir=bin_dir,
+                    server_version=plan.facts["server_version"],
+                    plan=plan,
+                ),
+            )
         raise ValueError(f"PostgreSQL backups have no unit {unit.label!r}")
 
     def finish_backup(self, ctx: BackupContext, plan: BackupPlan, results: list[UnitResult]) -> Manifest:
@@ -200,13 +250,23 @@ class PostgresEngine:
         snapshots = {r.unit.name: r.facts["snapshot"] for r in results if r.unit.kind == "database"}
         timings = {k: v for r in results for k, v in r.timings.items()}
         manifest = Manifest(
-            id=plan.backup_id, engine=self.name, target=self.config.name, kind=BackupKind.FULL,
-            mode=BackupMode.LOGICAL, started_at=plan.started_at, finished_at=datetime.now(UTC),
+            id=plan.backup_id,
+            engine=self.name,
+            target=self.config.name,
+            kind=BackupKind.FULL,
+            mode=BackupMode.LOGICAL,
+            started_at=plan.started_at,
+            finished_at=datetime.now(UTC),
             consistency=PostgresLogicalConsistency(
-                snapshots=snapshots, database_properties={db: p for db, p in properties.items() if p is not None}),
-            objects=objects, fingerprints=fingerprints, server_version=plan.facts["server_version"],
+                snapshots=snapshots, database_properties={db: p for db, p in properties.items() if p is not None}
+            ),
+            objects=objects,
+            fingerprints=fingerprints,
+            server_version=plan.facts["server_version"],
             tool_versions={"pg_dump": tool_version(bin_dir / "pg_dump")},
-            timings=timings, lineage=ctx.lineage)
+            timings=timings,
+            lineage=ctx.lineage,
+        )
         ctx.repository.commit(manifest)
         return manifest
 
@@ -240,10 +300,16 @@ class PostgresEngine:
             worker.start()
             progress = (lambda done: ctx.progress(name, done, expected)) if ctx.progress else None
             try:  # pg_dump runs under the watch's application_name: that is how the watch finds it
-                written = dump_into_store(dump_command(bin_dir, database, snap.id, self.config.lock_timeout_s),
-                                          dict(env, PGAPPNAME=watch.pg_dump_appname), ctx.repository.store,
-                                          prefix + name, level=ctx.repository.compression_level,
-                                          progress=progress, on_stderr=ctx.log, pass_fds=env.pass_fds)
+                written = dump_into_store(
+                    dump_command(bin_dir, database, snap.id, self.config.lock_timeout_s),
+                    dict(env, PGAPPNAME=watch.pg_dump_appname),
+                    ctx.repository.store,
+                    prefix + name,
+                    level=ctx.repository.compression_level,
+                    progress=progress,
+                    on_stderr=ctx.log,
+                    pass_fds=env.pass_fds,
+                )
             except BaseException as exc:
                 watch.stop()
                 watch.end_snapshot_session()  # stop fingerprinting now; release the locks
@@ -261,18 +327,34 @@ class PostgresEngine:
                 raise VaultflowError(f"fingerprinting {database} failed: {failure[0]}") from failure[0]
             changed = catalog_changed(self.config, database, snap)
             if changed:  # cannot happen while the locks hold; never commit a dump its prints disagree with
-                raise TransientError(f"tables {', '.join(changed)} of database {database!r} changed during the "
-                                     "backup; nothing was committed. Retry the backup")
+                raise TransientError(
+                    f"tables {', '.join(changed)} of database {database!r} changed during the "
+                    "backup; nothing was committed. Retry the backup"
+                )
         finally:
             conn.close()
-        obj = StoredObject(key=name, role="database-dump", database=database, format="pg_dump-custom",
-                           raw_size=written.raw_size, stored_size=written.stored_size, sha256=written.sha256)
+        obj = StoredObject(
+            key=name,
+            role="database-dump",
+            database=database,
+            format="pg_dump-custom",
+            raw_size=written.raw_size,
+            stored_size=written.stored_size,
+            sha256=written.sha256,
+        )
         return obj, prints, snap.visible
 
     # -- restore ------------------------------------------------------------------------
-    def restore(self, ctx: BackupContext, manifest: Manifest, *, into: str | None = None,
-                overwrite: bool = False, databases: list[str] | None = None,
-                options: PostgresRestoreOptions | None = None) -> RestoreResult:
+    def restore(
+        self,
+        ctx: BackupContext,
+        manifest: Manifest,
+        *,
+        into: str | None = None,
+        overwrite: bool = False,
+        databases: list[str] | None = None,
+        options: PostgresRestoreOptions | None = None,
+    ) -> RestoreResult:
         """Physical: recover into the directory `into`, to the point the options name (to_time,
         to_lsn, to_name, to_timeline; default: the backup's own consistent point). Logical: see
         logical_restore.restore_logical (`no_owner` / `no_privileges` for a restoring role that
@@ -281,17 +363,31 @@ class PostgresEngine:
         target = RecoveryTarget(time=opts.to_time, lsn=opts.to_lsn, name=opts.to_name, timeline=opts.to_timeline)
         if manifest.mode == "physical":
             if overwrite or databases:
-                raise RefusedError("a physical backup restores a whole cluster into a NEW data directory "
-                                   "(`into`); overwrite and databases apply to logical backups only")
+                raise RefusedError(
+                    "a physical backup restores a whole cluster into a NEW data directory "
+                    "(`into`); overwrite and databases apply to logical backups only"
+                )
             if not into:
-                raise ConfigError("restoring a physical backup needs `into`: an empty directory for the new "
-                                  "data directory, on this worker's host")
+                raise ConfigError(
+                    "restoring a physical backup needs `into`: an empty directory for the new "
+                    "data directory, on this worker's host"
+                )
             return self.recover(ctx, manifest, Path(into), target)
         if not target.immediate:
-            raise ConfigError(f"backup {manifest.id} is a logical dump: point-in-time restore needs a physical "
-                              "backup and the WAL archive (mode='physical' on the target)")
-        return restore_logical(self, ctx, manifest, into=into, overwrite=overwrite, databases=databases,
-                               no_owner=opts.no_owner, no_privileges=opts.no_privileges)
+            raise ConfigError(
+                f"backup {manifest.id} is a logical dump: point-in-time restore needs a physical "
+                "backup and the WAL archive (mode='physical' on the target)"
+            )
+        return restore_logical(
+            self,
+            ctx,
+            manifest,
+            into=into,
+            overwrite=overwrite,
+            databases=databases,
+            no_owner=opts.no_owner,
+            no_privileges=opts.no_privileges,
+        )
 
     # -- physical: start restored clusters ----------------------------------------------------
     def recover(self, ctx: BackupContext, manifest: Manifest, dest: Path, target) -> RestoreResult:
@@ -307,9 +403,17 @@ class PostgresEngine:
                 fetch = default_fetch_command(root, self.config.name)
             else:  # S3 or a mirror: a private spec file read by restore_command, deleted after recovery
                 fetch_store = ctx.repository.store
-        result, _ = recover(ctx, manifest, dest, bin_dir=server_bin_dir(self.config, major), user=self.config.user,
-                            target=target, fetch_command=fetch, fetch_store=fetch_store,
-                            run_as=self._cluster_os_user())
+        result, _ = recover(
+            ctx,
+            manifest,
+            dest,
+            bin_dir=server_bin_dir(self.config, major),
+            user=self.config.user,
+            target=target,
+            fetch_command=fetch,
+            fetch_store=fetch_store,
+            run_as=self._cluster_os_user(),
+        )
         return result
 
     def _cluster_os_user(self) -> str | None:

@@ -74,17 +74,21 @@ _END_OF_ARCHIVE = bytes(1024)
 
 # -- the data directory --------------------------------------------------------------------
 
+
 def data_directory(config: PostgresSettings) -> Path:
     """The target's data_directory, checked to be a readable PostgreSQL data directory."""
     if not config.data_directory:
         raise ConfigError(
             f"target {config.name} has no data_directory: incremental and differential backups of "
             "PostgreSQL 15/16 read the server's data directory. Set data_directory on the PostgresTarget "
-            "(its path on the database host: SHOW data_directory) and run the worker on that host")
+            "(its path on the database host: SHOW data_directory) and run the worker on that host"
+        )
     path = Path(config.data_directory)
     if not path.is_dir():
-        raise ConfigError(f"data_directory {path} of target {config.name} does not exist on this worker's host "
-                          f"({os.uname().nodename}): the worker must run on the database host")
+        raise ConfigError(
+            f"data_directory {path} of target {config.name} does not exist on this worker's host "
+            f"({os.uname().nodename}): the worker must run on the database host"
+        )
     try:
         with open(path / CONTROL_FILE, "rb") as handle:
             handle.read(8)
@@ -93,10 +97,13 @@ def data_directory(config: PostgresSettings) -> Path:
         raise ConfigError(
             f"cannot read data_directory {path} of target {config.name} as OS user {_whoami()}: the worker "
             "must run as the postgres OS user or a member of its group with group read access "
-            "(initdb -g / --allow-group-access, i.e. data_directory_mode 0750)") from None
+            "(initdb -g / --allow-group-access, i.e. data_directory_mode 0750)"
+        ) from None
     except FileNotFoundError:
-        raise ConfigError(f"data_directory {path} of target {config.name} is not a PostgreSQL data directory "
-                          f"(no {CONTROL_FILE}); set it to the server's SHOW data_directory") from None
+        raise ConfigError(
+            f"data_directory {path} of target {config.name} is not a PostgreSQL data directory "
+            f"(no {CONTROL_FILE}); set it to the server's SHOW data_directory"
+        ) from None
     return path
 
 
@@ -114,6 +121,7 @@ def control_system_identifier(data_dir: Path) -> str:
 
 
 # -- backup --------------------------------------------------------------------------------
+
 
 def wal_segment_names(timeline: int, start_file: str, stop_lsn: str, segment_size: int) -> list[str]:
     """Segment files from `start_file` through the one holding the byte before `stop_lsn`."""
@@ -168,13 +176,16 @@ class _Copy:
             except FileNotFoundError:
                 continue  # dropped since the walk listed it
             except PermissionError:
-                raise ConfigError(f"cannot read {self.data_dir / rel}: the worker must run as the postgres OS user "
-                                  "or a member of its group (initdb -g, data_directory_mode 0750)") from None
+                raise ConfigError(
+                    f"cannot read {self.data_dir / rel}: the worker must run as the postgres OS user "
+                    "or a member of its group (initdb -g, data_directory_mode 0750)"
+                ) from None
             digest = hashlib.sha256()
             with handle:
                 yield from _member(rel, handle, info.st_size, info.st_mtime, digest)
-            self.state.files[rel] = Entry(info.st_size, info.st_mtime_ns, "sha256:" + digest.hexdigest(),
-                                        self.backup_id)
+            self.state.files[rel] = Entry(
+                info.st_size, info.st_mtime_ns, "sha256:" + digest.hexdigest(), self.backup_id
+            )
             self.copied += 1
             self.copied_bytes += info.st_size
 
@@ -202,8 +213,10 @@ def _parent_state(ctx: BackupContext, parent: Manifest, tmp: Path) -> FileState:
     keys = {o.key for o in parent.objects}
     key = FILELIST_OBJECT if FILELIST_OBJECT in keys else MANIFEST_OBJECT
     if key == MANIFEST_OBJECT and (parent.kind != BackupKind.FULL or PostgresPhysicalConsistency.of(parent).file_level):
-        raise ChainBrokenError(f"backup {parent.id} has no {FILELIST_OBJECT}: a file-level incremental cannot "
-                               "build on it; take a full backup")
+        raise ChainBrokenError(
+            f"backup {parent.id} has no {FILELIST_OBJECT}: a file-level incremental cannot "
+            "build on it; take a full backup"
+        )
     fetch_parent_manifest(ctx, parent, tmp / "parent", key=key)
     data = (tmp / "parent").read_bytes()
     try:
@@ -220,22 +233,29 @@ def _start(conn: psycopg.Connection, config: PostgresSettings, backup_id: str) -
         conn.execute("SELECT pg_create_physical_replication_slot(%s, true, true)", (slot,))
         conn.execute("SELECT pg_backup_start(%s, true)", (f"vaultflow-{backup_id}",))
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise ConfigError(f"role {config.user} on {config.host}:{config.port} may not take a file-level backup "
-                          f"({exc}): it needs REPLICATION and EXECUTE on pg_backup_start/pg_backup_stop "
-                          "(or superuser)") from None
+        raise ConfigError(
+            f"role {config.user} on {config.host}:{config.port} may not take a file-level backup "
+            f"({exc}): it needs REPLICATION and EXECUTE on pg_backup_start/pg_backup_stop "
+            "(or superuser)"
+        ) from None
     except psycopg.Error as exc:
-        raise ConfigError(f"cannot start a file-level backup on {config.host}:{config.port}: {exc}".strip() +
-                          " (max_replication_slots must be >= 1 and wal_level replica)") from None
+        raise ConfigError(
+            f"cannot start a file-level backup on {config.host}:{config.port}: {exc}".strip()
+            + " (max_replication_slots must be >= 1 and wal_level replica)"
+        ) from None
 
 
 def _stop_and_wal(conn: psycopg.Connection, data_dir: Path, facts: dict) -> Iterator[bytes]:
     """pg_backup_stop, then backup_label and the WAL start..stop as the tar's last members."""
     t0 = time.monotonic()
-    stop_lsn, label_text, map_text = conn.execute("SELECT lsn::text, labelfile, spcmapfile "
-                                                  "FROM pg_backup_stop(false)").fetchone()
+    stop_lsn, label_text, map_text = conn.execute(
+        "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)"
+    ).fetchone()
     if map_text and map_text.strip():
-        raise ConfigError("a tablespace was created during the backup: servers with extra tablespaces are not "
-                          "supported by physical backups yet; use mode 'logical' for this target")
+        raise ConfigError(
+            "a tablespace was created during the backup: servers with extra tablespaces are not "
+            "supported by physical backups yet; use mode 'logical' for this target"
+        )
     label = parse_backup_label(label_text)
     facts.update(label=label, stop_lsn=stop_lsn, label_text=label_text, stop_seconds=time.monotonic() - t0)
     raw = label_text.encode()
@@ -250,15 +270,24 @@ def _stop_and_wal(conn: psycopg.Connection, data_dir: Path, facts: dict) -> Iter
         try:
             handle = open(path, "rb")
         except FileNotFoundError:
-            raise ToolError(f"WAL file {name} that backup needs vanished from {path.parent} before it was read; "
-                            "take the backup again") from None
+            raise ToolError(
+                f"WAL file {name} that backup needs vanished from {path.parent} before it was read; "
+                "take the backup again"
+            ) from None
         with handle:
             size = os.fstat(handle.fileno()).st_size
             yield from _member(f"pg_wal/{name}", handle, size, time.time(), hashlib.sha256())
 
 
-def filelevel_backup(config: PostgresSettings, ctx: BackupContext, parent: Manifest, kind: BackupKind, *,
-                     server_version: str, plan: BackupPlan | None = None) -> Manifest:
+def filelevel_backup(
+    config: PostgresSettings,
+    ctx: BackupContext,
+    parent: Manifest,
+    kind: BackupKind,
+    *,
+    server_version: str,
+    plan: BackupPlan | None = None,
+) -> Manifest:
     """An incremental (parent: the latest backup) or differential (parent: the latest full)
     file-level backup of a PostgreSQL 15/16 cluster, committed to ctx.repository.
 
@@ -281,15 +310,23 @@ def filelevel_backup(config: PostgresSettings, ctx: BackupContext, parent: Manif
         except psycopg.Error:
             system, timeline = on_disk, None
         if system != on_disk:
-            raise ConfigError(f"data_directory {data_dir} holds cluster {on_disk} but {where} is cluster {system}: "
-                              "set data_directory to the server's own (SHOW data_directory)")
+            raise ConfigError(
+                f"data_directory {data_dir} holds cluster {on_disk} but {where} is cluster {system}: "
+                "set data_directory to the server's own (SHOW data_directory)"
+            )
         check_identity(parent, system, timeline, where)
-        if conn.execute("SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')"
-                        ).fetchone()[0]:
-            raise ConfigError(f"PostgreSQL at {where} has extra tablespaces: physical backups do not support "
-                              "them yet; use mode 'logical' for this target")
-        facts: dict[str, Any] = {"segment_size": int(conn.execute(
-            "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])}
+        if conn.execute(
+            "SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')"
+        ).fetchone()[0]:
+            raise ConfigError(
+                f"PostgreSQL at {where} has extra tablespaces: physical backups do not support "
+                "them yet; use mode 'logical' for this target"
+            )
+        facts: dict[str, Any] = {
+            "segment_size": int(
+                conn.execute("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0]
+            )
+        }
         with temporary_directory("vaultflow-files-") as tmp:  # removed even if this process is killed
             parent_state = _parent_state(ctx, parent, Path(tmp))
         started, backup_id = planned_identity(plan, kind)
@@ -305,43 +342,89 @@ def filelevel_backup(config: PostgresSettings, ctx: BackupContext, parent: Manif
                 t0 = time.monotonic()
                 chunks = itertools.chain(copy.chunks(), _stop_and_wal(conn, data_dir, facts), [_END_OF_ARCHIVE])
                 progress = (lambda done: ctx.progress(FILES_OBJECT, done, None)) if ctx.progress else None
-                written = compress_into_store(_ChunkReader(chunks), repo.store, prefix + FILES_OBJECT,
-                                              level=repo.compression_level, progress=progress)
-                timings = {"pg_backup_start": start_seconds, "copy": time.monotonic() - t0,
-                           "pg_backup_stop": facts["stop_seconds"]}
-                listing = compress_into_store(_ChunkReader(iter([dump_state(copy.state, backup_id)])), repo.store,
-                                              prefix + FILELIST_OBJECT, level=repo.compression_level)
+                written = compress_into_store(
+                    _ChunkReader(chunks),
+                    repo.store,
+                    prefix + FILES_OBJECT,
+                    level=repo.compression_level,
+                    progress=progress,
+                )
+                timings = {
+                    "pg_backup_start": start_seconds,
+                    "copy": time.monotonic() - t0,
+                    "pg_backup_stop": facts["stop_seconds"],
+                }
+                listing = compress_into_store(
+                    _ChunkReader(iter([dump_state(copy.state, backup_id)])),
+                    repo.store,
+                    prefix + FILELIST_OBJECT,
+                    level=repo.compression_level,
+                )
                 t0 = time.monotonic()
                 fingerprints, unlogged = fingerprinting.result()
                 timings["fingerprints_wait"] = time.monotonic() - t0
                 label = facts["label"]
                 manifest = Manifest(
-                    id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode=BackupMode.PHYSICAL,
-                    parent_id=parent.id, started_at=started, finished_at=datetime.now(UTC),
+                    id=backup_id,
+                    engine=ENGINE,
+                    target=config.name,
+                    kind=kind,
+                    mode=BackupMode.PHYSICAL,
+                    parent_id=parent.id,
+                    started_at=started,
+                    finished_at=datetime.now(UTC),
                     consistency=PostgresPhysicalConsistency(
-                        method=METHOD, start_lsn=label.start_lsn, stop_lsn=facts["stop_lsn"],
-                        timeline=label.timeline, start_wal_file=label.start_wal_file,
-                        stop_wal_file=facts["wal_files"][-1], checkpoint_lsn=label.checkpoint_lsn,
-                        wal_ranges=[{"Timeline": label.timeline, "Start-LSN": label.start_lsn,
-                                     "End-LSN": facts["stop_lsn"]}],
-                        label=label.label, system_identifier=system,
+                        method=METHOD,
+                        start_lsn=label.start_lsn,
+                        stop_lsn=facts["stop_lsn"],
+                        timeline=label.timeline,
+                        start_wal_file=label.start_wal_file,
+                        stop_wal_file=facts["wal_files"][-1],
+                        checkpoint_lsn=label.checkpoint_lsn,
+                        wal_ranges=[
+                            {"Timeline": label.timeline, "Start-LSN": label.start_lsn, "End-LSN": facts["stop_lsn"]}
+                        ],
+                        label=label.label,
+                        system_identifier=system,
                         unlogged_tables=unlogged,  # like a full's: a restore brings them back empty (and says so)
-                        files=FileLevelCounts(copied=copy.copied, copied_bytes=copy.copied_bytes,
-                                              unchanged=copy.kept, listed=len(copy.state.files))),
-                    objects=[StoredObject(key=FILES_OBJECT, role="base", format="tar", raw_size=written.raw_size,
-                                          stored_size=written.stored_size, sha256=written.sha256),
-                             StoredObject(key=FILELIST_OBJECT, role="file-list", format="json",
-                                          raw_size=listing.raw_size, stored_size=listing.stored_size,
-                                          sha256=listing.sha256)],
-                    fingerprints=fingerprints, server_version=server_version, timings=timings,
-                    lineage=ctx.lineage)
+                        files=FileLevelCounts(
+                            copied=copy.copied,
+                            copied_bytes=copy.copied_bytes,
+                            unchanged=copy.kept,
+                            listed=len(copy.state.files),
+                        ),
+                    ),
+                    objects=[
+                        StoredObject(
+                            key=FILES_OBJECT,
+                            role="base",
+                            format="tar",
+                            raw_size=written.raw_size,
+                            stored_size=written.stored_size,
+                            sha256=written.sha256,
+                        ),
+                        StoredObject(
+                            key=FILELIST_OBJECT,
+                            role="file-list",
+                            format="json",
+                            raw_size=listing.raw_size,
+                            stored_size=listing.stored_size,
+                            sha256=listing.sha256,
+                        ),
+                    ],
+                    fingerprints=fingerprints,
+                    server_version=server_version,
+                    timings=timings,
+                    lineage=ctx.lineage,
+                )
                 commit_unless_planned(repo, manifest, plan)
         finally:
             pool.shutdown(wait=True)
-    ctx.log(f"file-level {kind.value} backup {backup_id}: {copy.copied} files copied "
-            f"({copy.copied_bytes / 2**20:.1f} MiB), {copy.kept} unchanged since {parent.id}")
+    ctx.log(
+        f"file-level {kind.value} backup {backup_id}: {copy.copied} files copied "
+        f"({copy.copied_bytes / 2**20:.1f} MiB), {copy.kept} unchanged since {parent.id}"
+    )
     return manifest
 
 
-__all__ = ["FILELIST_OBJECT", "FILES_OBJECT", "METHOD", "data_directory", "filelevel_backup",
-           "wal_segment_names"]
+__all__ = ["FILELIST_OBJECT", "FILES_OBJECT", "METHOD", "data_directory", "filelevel_backup", "wal_segment_names"]

@@ -43,11 +43,18 @@ def _read_object(ctx: BackupContext, manifest: Manifest, key: str) -> bytes:
     if obj is None:
         raise IntegrityError(f"backup {manifest.id} lists no {key}")
     try:
-        reader, verifying, raw = open_verified(ctx.repository.store, ctx.repository.object_key(manifest, key),
-                                               obj.sha256, obj.stored_size, name=f"{manifest.id}/{key}")
+        reader, verifying, raw = open_verified(
+            ctx.repository.store,
+            ctx.repository.object_key(manifest, key),
+            obj.sha256,
+            obj.stored_size,
+            name=f"{manifest.id}/{key}",
+        )
     except NotFoundError:
-        raise IntegrityError(f"object {manifest.id}/{key} is missing from {ctx.repository.description} although "
-                             "its backup is committed: the repository is damaged") from None
+        raise IntegrityError(
+            f"object {manifest.id}/{key} is missing from {ctx.repository.description} although "
+            "its backup is committed: the repository is damaged"
+        ) from None
     with raw:
         data = reader.read()
         drain(reader)
@@ -60,8 +67,9 @@ def _overlay(ctx: BackupContext, link: Manifest, data_dir: Path) -> set[str]:
     name = f"{link.id}/{FILES_OBJECT}"
     obj = next(o for o in link.objects if o.key == FILES_OBJECT)
     names: set[str] = set()
-    reader, verifying, raw = open_verified(ctx.repository.store, ctx.repository.object_key(link, FILES_OBJECT),
-                                           obj.sha256, obj.stored_size, name=name)
+    reader, verifying, raw = open_verified(
+        ctx.repository.store, ctx.repository.object_key(link, FILES_OBJECT), obj.sha256, obj.stored_size, name=name
+    )
     with raw:
         try:
             with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_SIZE, errorlevel=2) as tar:
@@ -105,8 +113,10 @@ def _prune_and_check(data_dir: Path, state: FileState, newest: set[str], backup_
         except FileNotFoundError:
             size = None
         if size != entry.size:
-            raise IntegrityError(f"restoring {backup_id}: {path} should be {entry.size} bytes from backup "
-                                 f"{entry.source} but the chain gave {'nothing' if size is None else size}")
+            raise IntegrityError(
+                f"restoring {backup_id}: {path} should be {entry.size} bytes from backup "
+                f"{entry.source} but the chain gave {'nothing' if size is None else size}"
+            )
     return removed
 
 
@@ -115,8 +125,10 @@ def restore_filelevel_chain(ctx: BackupContext, manifest: Manifest, chain: list[
     or empty: pg_incremental.restore_chain checked) into `dest`, which appears whole or not at all."""
     odd = [m.id for m in chain[1:] if not is_filelevel(m)]
     if odd:
-        raise ChainBrokenError(f"cannot restore {manifest.id}: its chain mixes file-level and native incremental "
-                               f"backups ({', '.join(odd)})")
+        raise ChainBrokenError(
+            f"cannot restore {manifest.id}: its chain mixes file-level and native incremental "
+            f"backups ({', '.join(odd)})"
+        )
     state = load_state(_read_object(ctx, manifest, FILELIST_OBJECT), f"{manifest.id}/{FILELIST_OBJECT}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = mkdtemp(f".vfchain-{manifest.id}-", dest.parent)  # ours, inside the user's parent: removed if killed
@@ -132,11 +144,12 @@ def restore_filelevel_chain(ctx: BackupContext, manifest: Manifest, chain: list[
         set_auto_conf(data_dir, RESTORED_SETTINGS)
         os.chmod(data_dir, 0o700)
         os.replace(data_dir, dest)  # onto a new or empty directory: dest appears whole
-        ctx.log(f"restored {manifest.id} from a file-level chain of {len(chain)} backups in "
-                f"{time.monotonic() - t0:.1f}s ({removed} files deleted since the full)")
+        ctx.log(
+            f"restored {manifest.id} from a file-level chain of {len(chain)} backups in "
+            f"{time.monotonic() - t0:.1f}s ({removed} files deleted since the full)"
+        )
     finally:
         remove(work)
-
 
 
 __all__ = ["is_filelevel", "restore_filelevel_chain"]

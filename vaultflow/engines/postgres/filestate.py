@@ -28,17 +28,27 @@ from typing import Final
 
 # pg_basebackup's exclusions (basebackup.c, PostgreSQL 15/16): directories whose *contents*
 # are not copied (the directory itself is), at the top of the data directory ...
-EXCLUDED_DIR_CONTENTS = frozenset({"pg_wal", "pg_stat_tmp", "pg_replslot", "pg_dynshmem", "pg_notify",
-                                   "pg_serial", "pg_snapshots", "pg_subtrans"})
+EXCLUDED_DIR_CONTENTS = frozenset(
+    {"pg_wal", "pg_stat_tmp", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_subtrans"}
+)
 # ... file names skipped in any directory ...
-EXCLUDED_FILES = frozenset({"postgresql.auto.conf.tmp", "current_logfiles.tmp", "backup_label", "tablespace_map",
-                            "backup_manifest", "postmaster.pid", "postmaster.opts"})
+EXCLUDED_FILES = frozenset(
+    {
+        "postgresql.auto.conf.tmp",
+        "current_logfiles.tmp",
+        "backup_label",
+        "tablespace_map",
+        "backup_manifest",
+        "postmaster.pid",
+        "postmaster.opts",
+    }
+)
 # ... and prefixes skipped in any directory (relcache init files, temporary files and dirs).
 EXCLUDED_PREFIXES = ("pg_internal.init", "pgsql_tmp")
 WAL_SUBDIRS = frozenset({"archive_status", "summaries"})  # kept (empty), like pg_basebackup does
 METHOD: Final = "pg_backup_start/stop file-level"  # consistency.method of a file-level backup
-FILES_OBJECT = "files.tar.zst"              # the changed files, backup_label and WAL start..stop
-FILELIST_OBJECT = "filelist.json.zst"       # the file state (dump_state)
+FILES_OBJECT = "files.tar.zst"  # the changed files, backup_label and WAL start..stop
+FILELIST_OBJECT = "filelist.json.zst"  # the file state (dump_state)
 CONTROL_FILE = "global/pg_control"  # copied last, as pg_basebackup does
 RACY_MARGIN_NS = 1_000_000_000  # coarse file clocks, second-precision Last-Modified, small skew
 
@@ -54,7 +64,7 @@ class Entry:
     mtime_ns: int
     checksum: str | None = None  # "sha256:<hex>" of the copied bytes (or the full's "crc32c:<hex>")
     source: str | None = None  # id of the backup whose tar holds this content
-    precise: bool = True       # False: mtime from a backup_manifest (whole seconds)
+    precise: bool = True  # False: mtime from a backup_manifest (whole seconds)
 
 
 @dataclass
@@ -141,9 +151,14 @@ FILELIST_FORMAT = "vaultflow-pg-filelist"
 
 def dump_state(state: FileState, backup_id: str) -> bytes:
     """filelist.json: {"files": {path: [size, mtime_ns, checksum, source backup id]}, "dirs": [...]}."""
-    doc = {"format": FILELIST_FORMAT, "version": 1, "backup_id": backup_id, "started_ns": state.started_ns,
-           "dirs": sorted(state.dirs),
-           "files": {p: [e.size, e.mtime_ns, e.checksum, e.source] for p, e in sorted(state.files.items())}}
+    doc = {
+        "format": FILELIST_FORMAT,
+        "version": 1,
+        "backup_id": backup_id,
+        "started_ns": state.started_ns,
+        "dirs": sorted(state.dirs),
+        "files": {p: [e.size, e.mtime_ns, e.checksum, e.source] for p, e in sorted(state.files.items())},
+    }
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
@@ -187,13 +202,26 @@ def state_from_backup_manifest(data: bytes, backup_id: str, started_ns: int) -> 
                 continue
             algorithm = item.get("Checksum-Algorithm")
             checksum = f"{algorithm.lower()}:{item['Checksum']}" if algorithm and item.get("Checksum") else None
-            files[path] = Entry(int(item["Size"]), _manifest_time(item["Last-Modified"]), checksum,
-                                backup_id, precise=False)
+            files[path] = Entry(
+                int(item["Size"]), _manifest_time(item["Last-Modified"]), checksum, backup_id, precise=False
+            )
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"the backup_manifest of {backup_id} is unreadable ({exc})") from None
     dirs = {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
     return FileState(started_ns, files, dirs)
 
 
-__all__ = ["CONTROL_FILE", "FILELIST_OBJECT", "FILES_OBJECT", "METHOD", "Entry", "FileState", "dump_state", "excluded", "load_state",
-           "state_from_backup_manifest", "unchanged", "walk"]
+__all__ = [
+    "CONTROL_FILE",
+    "FILELIST_OBJECT",
+    "FILES_OBJECT",
+    "METHOD",
+    "Entry",
+    "FileState",
+    "dump_state",
+    "excluded",
+    "load_state",
+    "state_from_backup_manifest",
+    "unchanged",
+    "walk",
+]

@@ -67,16 +67,44 @@ ROW_HASH = {
 
 # Session settings every text form depends on; pinned (transaction-local) while hashing.
 PINNED_SETTINGS = {
-    "DateStyle": "ISO, YMD", "TimeZone": "UTC", "IntervalStyle": "postgres", "extra_float_digits": "1",
-    "bytea_output": "hex", "lc_monetary": "C", "search_path": "pg_catalog",
+    "DateStyle": "ISO, YMD",
+    "TimeZone": "UTC",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+    "lc_monetary": "C",
+    "search_path": "pg_catalog",
 }
 
 # Built-in types whose extended hash is exact (equal hash inputs <=> equal text forms) and free
 # of OIDs. bpchar qualifies only with a length: char(n) values are always padded to n.
-EXACT_TYPES = frozenset({
-    "bool", "int2", "int4", "int8", "oid", "xid8", "pg_lsn", "text", "varchar", "name", "char", "bpchar",
-    "bytea", "date", "time", "timetz", "timestamp", "timestamptz", "uuid", "inet", "cidr", "macaddr", "macaddr8",
-})
+EXACT_TYPES = frozenset(
+    {
+        "bool",
+        "int2",
+        "int4",
+        "int8",
+        "oid",
+        "xid8",
+        "pg_lsn",
+        "text",
+        "varchar",
+        "name",
+        "char",
+        "bpchar",
+        "bytea",
+        "date",
+        "time",
+        "timetz",
+        "timestamp",
+        "timestamptz",
+        "uuid",
+        "inet",
+        "cidr",
+        "macaddr",
+        "macaddr8",
+    }
+)
 
 _TYPE_SQL = """
 SELECT t.typname, t.typnamespace = 'pg_catalog'::regnamespace, t.typtype, t.typbasetype, t.typtypmod,
@@ -137,16 +165,18 @@ class TypeClassifier:
 
     def base_name(self, type_oid: int) -> str:
         """The name of `type_oid`, or of the base type of the domain it is (domains of domains too)."""
-        row = self.conn.execute("SELECT typname, typtype, typbasetype FROM pg_type WHERE oid = %s",
-                                (type_oid,)).fetchone()
+        row = self.conn.execute(
+            "SELECT typname, typtype, typbasetype FROM pg_type WHERE oid = %s", (type_oid,)
+        ).fetchone()
         if row is None:
             return ""
         return self.base_name(row[2]) if row[1] == "d" else row[0]
 
     def _deterministic(self, collation: int) -> bool:
         if collation not in self._collations:
-            row = self.conn.execute("SELECT collisdeterministic FROM pg_collation WHERE oid = %s",
-                                    (collation,)).fetchone()
+            row = self.conn.execute(
+                "SELECT collisdeterministic FROM pg_collation WHERE oid = %s", (collation,)
+            ).fetchone()
             self._collations[collation] = bool(row and row[0])
         return self._collations[collation]
 
@@ -181,31 +211,50 @@ class _Settings:
     def __init__(self, conn: psycopg.Connection):
         self.conn = conn
         names = list(PINNED_SETTINGS)
-        values = conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
-            sql.SQL("current_setting({})").format(sql.Literal(n)) for n in names))).fetchone()
+        values = conn.execute(
+            sql.SQL("SELECT {}").format(
+                sql.SQL(", ").join(sql.SQL("current_setting({})").format(sql.Literal(n)) for n in names)
+            )
+        ).fetchone()
         self.session = dict(zip(names, values, strict=True))
         self.current: dict[str, str] | None = None
 
     def use(self, settings: dict[str, str]) -> None:
         if settings is self.current:
             return
-        self.conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
-            sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v)) for k, v in settings.items())))
+        self.conn.execute(
+            sql.SQL("SELECT {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
+                    for k, v in settings.items()
+                )
+            )
+        )
         self.current = settings
 
     def for_method(self, method: str) -> None:
         self.use(self.session if method == "text" else PINNED_SETTINGS)
 
 
-def _fingerprint(conn: psycopg.Connection, classifier: TypeClassifier, settings: _Settings, schema: str,
-                 table: str, columns: list[Column], method: str | None) -> Fingerprint:
+def _fingerprint(
+    conn: psycopg.Connection,
+    classifier: TypeClassifier,
+    settings: _Settings,
+    schema: str,
+    table: str,
+    columns: list[Column],
+    method: str | None,
+) -> Fingerprint:
     method = method or choose_method(classifier, columns)
     if method not in ROW_HASH:
-        raise ValueError(f"unknown fingerprint method {method!r} for table {schema}.{table}: this manifest was "
-                         f"written by a newer vaultflow (known methods: {', '.join(ROW_HASH)})")
+        raise ValueError(
+            f"unknown fingerprint method {method!r} for table {schema}.{table}: this manifest was "
+            f"written by a newer vaultflow (known methods: {', '.join(ROW_HASH)})"
+        )
     settings.for_method(method)
     query = sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text FROM ONLY {}.{}").format(
-        row_hash_sql(method, columns, classifier), sql.Identifier(schema), sql.Identifier(table))
+        row_hash_sql(method, columns, classifier), sql.Identifier(schema), sql.Identifier(table)
+    )
     rows, digest = conn.execute(query).fetchone()
     return Fingerprint(count=rows, digest=digest, method=method)
 

@@ -68,8 +68,10 @@ from vaultflow.errors import ChainBrokenError  # noqa: E402,F401
 
 # -- backup --------------------------------------------------------------------------------
 
-def incremental_command(bin_dir: Path, label: str, parent_manifest: Path,
-                        manifest_checksums: str = "CRC32C") -> list[str]:
+
+def incremental_command(
+    bin_dir: Path, label: str, parent_manifest: Path, manifest_checksums: str = "CRC32C"
+) -> list[str]:
     """The full's command (tar on stdout, WAL fetched, manifest checksums) plus --incremental."""
     return [*basebackup_command(bin_dir, label, manifest_checksums), f"--incremental={parent_manifest}"]
 
@@ -88,12 +90,14 @@ def _check_server(config: PostgresSettings) -> tuple[str | None, int | None]:
             version = conn.execute("SHOW server_version").fetchone()[0]
             raise ConfigError(
                 f"PostgreSQL at {_where(config)} is version {version}: incremental and differential "
-                "physical backups need PostgreSQL 17 or later; take full backups of this target")
+                "physical backups need PostgreSQL 17 or later; take full backups of this target"
+            )
         if conn.execute("SHOW summarize_wal").fetchone()[0] != "on":
             raise ConfigError(
                 f"PostgreSQL at {_where(config)} has summarize_wal = off: incremental and differential "
                 "backups need WAL summaries. Set `summarize_wal = on` in postgresql.conf (or ALTER SYSTEM "
-                "SET summarize_wal = on) and reload, then take a full backup: the chain starts there")
+                "SET summarize_wal = on) and reload, then take a full backup: the chain starts there"
+            )
         system = timeline = None
         try:
             system = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
@@ -105,9 +109,14 @@ def _check_server(config: PostgresSettings) -> tuple[str | None, int | None]:
 
 # pg_basebackup / server messages that mean "this chain cannot continue" (PostgreSQL 17/18).
 _CHAIN_FAILURES = [
-    ("WAL summaries are required", ("the server's WAL summaries no longer cover the parent's WAL range "
-                                    "(summarize_wal was off for a while, or the summaries are older than "
-                                    "wal_summary_keep_time)")),
+    (
+        "WAL summaries are required",
+        (
+            "the server's WAL summaries no longer cover the parent's WAL range "
+            "(summarize_wal was off for a while, or the summaries are older than "
+            "wal_summary_keep_time)"
+        ),
+    ),
     ("system identifier in backup manifest", "the parent was taken from another cluster"),
     ("not in this server's history", "the parent's timeline is not in this server's history"),
     ("manifest requires WAL from", "the parent's WAL range does not fit this server's timeline history"),
@@ -117,15 +126,21 @@ _CHAIN_FAILURES = [
 
 def _classify_incremental(exc: ToolError, config: PostgresSettings, parent: Manifest) -> VaultflowError:
     text = str(exc)
-    detail = next((ln.strip() for ln in text.splitlines() if "ERROR:" in ln or "error:" in ln),
-                  text.strip().splitlines()[-1] if text.strip() else "")
+    detail = next(
+        (ln.strip() for ln in text.splitlines() if "ERROR:" in ln or "error:" in ln),
+        text.strip().splitlines()[-1] if text.strip() else "",
+    )
     for needle, reason in _CHAIN_FAILURES:
         if needle in text:
-            return ChainBrokenError(f"cannot take an incremental backup of {_where(config)} on top of "
-                                    f"{parent.id}: {reason} ({detail}); take a full backup")
+            return ChainBrokenError(
+                f"cannot take an incremental backup of {_where(config)} on top of "
+                f"{parent.id}: {reason} ({detail}); take a full backup"
+            )
     if "cannot be taken unless WAL summarization is enabled" in text:
-        return ConfigError(f"PostgreSQL at {_where(config)} has summarize_wal = off: set `summarize_wal = "
-                           "on` in postgresql.conf and reload, then take a full backup")
+        return ConfigError(
+            f"PostgreSQL at {_where(config)} has summarize_wal = off: set `summarize_wal = "
+            "on` in postgresql.conf and reload, then take a full backup"
+        )
     return classify_basebackup_error(exc, config)
 
 
@@ -135,9 +150,16 @@ _INCREMENTAL_LABEL = {
 }
 
 
-def physical_incremental_backup(config: PostgresSettings, ctx: BackupContext, parent: Manifest,
-                                kind: BackupKind, *, bin_dir: Path, server_version: str,
-                                plan: BackupPlan | None = None) -> Manifest:
+def physical_incremental_backup(
+    config: PostgresSettings,
+    ctx: BackupContext,
+    parent: Manifest,
+    kind: BackupKind,
+    *,
+    bin_dir: Path,
+    server_version: str,
+    plan: BackupPlan | None = None,
+) -> Manifest:
     """An incremental (parent: the latest backup) or differential (parent: the latest full)
     physical backup of the whole cluster, committed to ctx.repository.
 
@@ -154,8 +176,10 @@ def physical_incremental_backup(config: PostgresSettings, ctx: BackupContext, pa
         return filelevel_backup(config, ctx, parent, kind, server_version=server_version, plan=plan)
     validate_parent(config, parent, kind)
     if (tools_major := tool_major(bin_dir, "pg_basebackup")) < 17:
-        raise ConfigError(f"pg_basebackup in {bin_dir} is version {tools_major}: incremental backups need "
-                          "PostgreSQL 17 or later client tools; set bin_dir")
+        raise ConfigError(
+            f"pg_basebackup in {bin_dir} is version {tools_major}: incremental backups need "
+            "PostgreSQL 17 or later client tools; set bin_dir"
+        )
     system, timeline = _check_server(config)
     check_identity(parent, system, timeline, _where(config))
     facts = server_facts(config)
@@ -163,24 +187,38 @@ def physical_incremental_backup(config: PostgresSettings, ctx: BackupContext, pa
     def inspect(label_text: str, manifest_system: str | None, label) -> dict:
         incremental = {key: rx.search(label_text) for key, rx in _INCREMENTAL_LABEL.items()}
         if incremental["incremental_from_lsn"] is None:
-            raise ToolError("pg_basebackup was asked for an incremental backup but its backup_label has "
-                            f"no INCREMENTAL FROM LSN: {label_text[:300]!r}")
+            raise ToolError(
+                "pg_basebackup was asked for an incremental backup but its backup_label has "
+                f"no INCREMENTAL FROM LSN: {label_text[:300]!r}"
+            )
         # The same checks once more, from what the backup itself says (a role that may not
         # read pg_control, or a failover between our query and the backup's start).
         check_identity(parent, manifest_system, label.timeline, _where(config))
         from_timeline = incremental["incremental_from_timeline"]
-        return {"system_identifier": system or manifest_system,
-                "incremental_from_lsn": incremental["incremental_from_lsn"].group(1),
-                "incremental_from_timeline": int(from_timeline.group(1)) if from_timeline else None}
+        return {
+            "system_identifier": system or manifest_system,
+            "incremental_from_lsn": incremental["incremental_from_lsn"].group(1),
+            "incremental_from_timeline": int(from_timeline.group(1)) if from_timeline else None,
+        }
 
     with temporary_directory("vaultflow-incr-") as tmp:  # removed even if this process is killed
         parent_manifest = Path(tmp) / "parent_backup_manifest"
         fetch_parent_manifest(ctx, parent, parent_manifest)
         return run_basebackup(
-            config, ctx, kind, facts=facts, bin_dir=bin_dir, server_version=server_version, parent_id=parent.id,
-            command=lambda backup_id: incremental_command(bin_dir, f"vaultflow-{backup_id}", parent_manifest,
-                                                          config.manifest_checksums),
-            classify=lambda exc: _classify_incremental(exc, config, parent), inspect=inspect, plan=plan)
+            config,
+            ctx,
+            kind,
+            facts=facts,
+            bin_dir=bin_dir,
+            server_version=server_version,
+            parent_id=parent.id,
+            command=lambda backup_id: incremental_command(
+                bin_dir, f"vaultflow-{backup_id}", parent_manifest, config.manifest_checksums
+            ),
+            classify=lambda exc: _classify_incremental(exc, config, parent),
+            inspect=inspect,
+            plan=plan,
+        )
 
 
 __all__ = ["ChainBrokenError", "incremental_command", "physical_incremental_backup"]

@@ -64,14 +64,14 @@ EVENT_TRIGGER_ENTRY = re.compile(r"^\d+; \d+ \d+ (EVENT TRIGGER |[A-Z ]+ - EVENT
 # settings every vaultflow session starts with, and no lock wait limit — a restore into its own
 # scratch database waits for nobody but itself.
 SAFE_SESSION = f"{SESSION_SETTINGS} -c lock_timeout=0"
-NOT_OWNER = ("must be able to SET ROLE", "must be member of role", "must be owner of",
-             "permission denied")
+NOT_OWNER = ("must be able to SET ROLE", "must be member of role", "must be owner of", "permission denied")
 # The names scratch_name() and drill_name() give (their suffix survives fit_name): a scratch
 # record naming anything else is never acted on.
 SCRATCH_NAME = re.compile(r"(?s)(?:.*_vf_[0-9a-f]{8}|vaultflow_drill_.*_[0-9]{14}_[0-9a-f]{6})")
 
 
 # -- names ------------------------------------------------------------------------------------
+
 
 def fit_name(stem: str, suffix: str = "") -> str:
     """`stem + suffix` when it fits PostgreSQL's 63 bytes; else `stem` cut at a character
@@ -99,11 +99,13 @@ def scratch_name(target: str) -> str:
 
 def drill_name(database: str) -> str:
     """vaultflow_drill_<db>_<UTC time>_<random>: recognisable, unique per run, at most 63 bytes."""
-    return fit_name(f"vaultflow_drill_{database}", f"_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}"
-                    f"_{secrets.token_hex(3)}")
+    return fit_name(
+        f"vaultflow_drill_{database}", f"_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}_{secrets.token_hex(3)}"
+    )
 
 
 # -- sessions and objects that act -----------------------------------------------------------
+
 
 def connect_quietly(config, dbname: str) -> psycopg.Connection:
     """A superuser-safe admin session on `dbname`: safe settings (SAFE_SESSION) and, on
@@ -112,12 +114,16 @@ def connect_quietly(config, dbname: str) -> psycopg.Connection:
     with connect(config) as probe:
         superuser = probe.execute("SELECT current_setting('is_superuser') = 'on'").fetchone()[0]
         major = probe.info.server_version // 10000
-    return connect(config, dbname, options=SAFE_SESSION + (" -c event_triggers=off" if superuser and major >= 17 else ""))
+    return connect(
+        config, dbname, options=SAFE_SESSION + (" -c event_triggers=off" if superuser and major >= 17 else "")
+    )
 
 
 def _subscriptions(conn: psycopg.Connection) -> list[tuple[str, bool, str | None]]:
-    return conn.execute("SELECT subname, subenabled, subslotname FROM pg_subscription WHERE subdbid = "
-                        "(SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1").fetchall()
+    return conn.execute(
+        "SELECT subname, subenabled, subslotname FROM pg_subscription WHERE subdbid = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY 1"
+    ).fetchall()
 
 
 def _detach(conn: psycopg.Connection, name: str, enabled: bool, slot: str | None) -> None:
@@ -141,13 +147,17 @@ def quiet_subscriptions(config, dbname: str, *, detach: bool, shown_as: str | No
         for name, enabled, slot in _subscriptions(conn):
             if detach:
                 _detach(conn, name, enabled, slot)
-                notes.append(f"subscription {name!r} in {shown!r}: restored disabled and without a replication slot "
-                             f"(the original uses slot {slot!r}); to use it, give it a slot of its own (ALTER "
-                             "SUBSCRIPTION ... SET (slot_name = ...)), ENABLE it and REFRESH PUBLICATION")
+                notes.append(
+                    f"subscription {name!r} in {shown!r}: restored disabled and without a replication slot "
+                    f"(the original uses slot {slot!r}); to use it, give it a slot of its own (ALTER "
+                    "SUBSCRIPTION ... SET (slot_name = ...)), ENABLE it and REFRESH PUBLICATION"
+                )
             else:
-                notes.append(f"subscription {name!r} in {shown!r}: restored disabled, with its slot {slot!r}; to "
-                             f"resume: ALTER SUBSCRIPTION {name} ENABLE, then ALTER SUBSCRIPTION {name} REFRESH "
-                             "PUBLICATION WITH (copy_data = false) (a restored subscription has no table list)")
+                notes.append(
+                    f"subscription {name!r} in {shown!r}: restored disabled, with its slot {slot!r}; to "
+                    f"resume: ALTER SUBSCRIPTION {name} ENABLE, then ALTER SUBSCRIPTION {name} REFRESH "
+                    "PUBLICATION WITH (copy_data = false) (a restored subscription has no table list)"
+                )
     return notes
 
 
@@ -170,11 +180,13 @@ def drop_database(config, name: str, *, force: bool = True) -> None:
                 _detach(db, sub, enabled, slot)
                 db.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(sub)))
     with connect(config) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}" + (" WITH (FORCE)" if force else "")).format(
-            sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {}" + (" WITH (FORCE)" if force else "")).format(sql.Identifier(name))
+        )
 
 
 # -- scratch databases of killed runs ---------------------------------------------------------
+
 
 def server_of(config) -> str:
     """The server a scratch record names: host:port of the target."""
@@ -211,30 +223,35 @@ def sweep_scratch_databases(engine, ctx: BackupContext) -> list[str]:
             continue  # another server's (the target moved): not ours to judge
         origin = f"pid {held.get('pid')} on host {held.get('host')}, started {held.get('time')}"
         if not SCRATCH_NAME.fullmatch(name):
-            ctx.log(f"warning: scratch record {key} names {name!r}, which is no scratch database name; "
-                    "left alone")
+            ctx.log(f"warning: scratch record {key} names {name!r}, which is no scratch database name; left alone")
             continue
         try:
             with connect(config) as conn:
                 exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-                sessions = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-                                        "AND pid <> pg_backend_pid()", (name,)).fetchone()[0]
+                sessions = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,)
+                ).fetchone()[0]
             if exists is not None:
                 if sessions:
-                    ctx.log(f"warning: scratch database {name} left by a killed run ({origin}) has {sessions} "
-                            "connected session(s); left in place, a later restore or drill retries")
+                    ctx.log(
+                        f"warning: scratch database {name} left by a killed run ({origin}) has {sessions} "
+                        "connected session(s); left in place, a later restore or drill retries"
+                    )
                     continue
                 drop_database(config, name, force=False)
                 ctx.log(f"removed scratch database {name} left by a killed run ({origin})")
                 removed.append(name)
             repo.delete_scratch(key)
         except (psycopg.Error, VaultflowError) as exc:
-            ctx.log(f"warning: could not remove scratch database {name} left by a killed run ({origin}): "
-                    f"{exc}; a later restore or drill retries")
+            ctx.log(
+                f"warning: could not remove scratch database {name} left by a killed run ({origin}): "
+                f"{exc}; a later restore or drill retries"
+            )
     return removed
 
 
 # -- pg_restore -------------------------------------------------------------------------------
+
 
 class _Archive:
     """One stored dump, streamed (sha256-checked) into pg_restore as often as needed."""
@@ -246,9 +263,13 @@ class _Archive:
         """Feed the archive to `cmd`. `whole`: the command reads it to the end, so the checksum is
         checked; a listing or event-trigger pass reads only the table of contents at its start."""
         repo = self.ctx.repository
-        reader, verifying, raw = open_verified(repo.store, repo.object_key(self.manifest, self.obj.key),
-                                               self.obj.sha256, self.obj.stored_size,
-                                               name=f"{self.manifest.id}/{self.obj.key}")
+        reader, verifying, raw = open_verified(
+            repo.store,
+            repo.object_key(self.manifest, self.obj.key),
+            self.obj.sha256,
+            self.obj.stored_size,
+            name=f"{self.manifest.id}/{self.obj.key}",
+        )
         with raw:
             feed_process(reader, cmd, self.env, on_stderr=self.ctx.log, pass_fds=getattr(self.env, "pass_fds", ()))
             if whole:
@@ -283,17 +304,29 @@ def _restore_cmd(engine, dbname: str, listing: Path | None, no_owner: bool, no_p
 def _not_owner_error(exc: ToolError, database: str, user: str) -> ConfigError | ToolError:
     if not any(marker in str(exc) for marker in NOT_OWNER):
         return exc
-    return ConfigError(f"restoring database {database!r} as {user!r} failed: {user!r} is not a superuser and cannot "
-                       "give objects their original owners or privileges. Restore with no_owner=True and "
-                       "no_privileges=True (CLI: --no-owner --no-privileges; objects then belong to "
-                       f"{user!r}), or as a superuser. pg_restore said: {exc}")
+    return ConfigError(
+        f"restoring database {database!r} as {user!r} failed: {user!r} is not a superuser and cannot "
+        "give objects their original owners or privileges. Restore with no_owner=True and "
+        "no_privileges=True (CLI: --no-owner --no-privileges; objects then belong to "
+        f"{user!r}), or as a superuser. pg_restore said: {exc}"
+    )
 
 
 # -- restore and drill ------------------------------------------------------------------------
 
-def restore_logical(engine, ctx: BackupContext, manifest: Manifest, *, into: str | None, overwrite: bool,
-                    databases: list[str] | None, no_owner: bool = False,
-                    no_privileges: bool = False, sweep: bool = True) -> RestoreResult:
+
+def restore_logical(
+    engine,
+    ctx: BackupContext,
+    manifest: Manifest,
+    *,
+    into: str | None,
+    overwrite: bool,
+    databases: list[str] | None,
+    no_owner: bool = False,
+    no_privileges: bool = False,
+    sweep: bool = True,
+) -> RestoreResult:
     """Restore the dumps of `manifest` (all, or `databases`) into `into` (one database) or each
     into default_restore_name(); with `overwrite` an existing database is replaced, but only
     after its restored copy matched every fingerprint and property.
@@ -314,42 +347,62 @@ def restore_logical(engine, ctx: BackupContext, manifest: Manifest, *, into: str
             raise NotFoundError(f"backup {manifest.id} has no database {', '.join(sorted(unknown))}")
         dumps = [o for o in dumps if o.database in databases]
     if into and len(dumps) != 1:
-        raise RefusedError(f"`into` names one database but backup {manifest.id} holds {len(dumps)}; "
-                           "pick one with `databases`")
+        raise RefusedError(
+            f"`into` names one database but backup {manifest.id} holds {len(dumps)}; pick one with `databases`"
+        )
     targets = {o.database: into or default_restore_name(o.database, manifest.id) for o in dumps}
     config = engine.config
     if sweep:
         sweep_scratch_databases(engine, ctx)
     clashes = [t for t in targets.values() if engine.database_exists(t)]
     if clashes and not overwrite:
-        raise RefusedError(f"database(s) {', '.join(clashes)} already exist on {config.host}:{config.port}; "
-                           "nothing was touched. Restore under another name (`into`) or pass overwrite=True "
-                           "to replace it")
+        raise RefusedError(
+            f"database(s) {', '.join(clashes)} already exist on {config.host}:{config.port}; "
+            "nothing was touched. Restore under another name (`into`) or pass overwrite=True "
+            "to replace it"
+        )
     with connect(config) as conn:
         superuser = conn.execute("SELECT current_setting('is_superuser') = 'on'").fetchone()[0]
     if not superuser and not no_owner:
-        raise ConfigError(f"{config.user!r} is not a superuser, so pg_restore cannot give the restored objects of "
-                          f"{', '.join(repr(d) for d in targets)} their original owners. Restore with "
-                          "no_owner=True and no_privileges=True (CLI: --no-owner --no-privileges), or as a superuser")
+        raise ConfigError(
+            f"{config.user!r} is not a superuser, so pg_restore cannot give the restored objects of "
+            f"{', '.join(repr(d) for d in targets)} their original owners. Restore with "
+            "no_owner=True and no_privileges=True (CLI: --no-owner --no-privileges), or as a superuser"
+        )
     start = time.monotonic()
     results, notes = [], []
     with client_env(config, []) as env:  # each database's restore names its scratch database
         for obj in dumps:
-            restore = _DatabaseRestore(engine, ctx, manifest, obj, targets[obj.database], env,
-                                       no_owner=no_owner, no_privileges=no_privileges, superuser=superuser)
+            restore = _DatabaseRestore(
+                engine,
+                ctx,
+                manifest,
+                obj,
+                targets[obj.database],
+                env,
+                no_owner=no_owner,
+                no_privileges=no_privileges,
+                superuser=superuser,
+            )
             results += restore.run()
             notes += restore.notes
     for note in notes:
         ctx.log(note)
-    return RestoreResult(backup_id=manifest.id, restored=targets, seconds=time.monotonic() - start,
-                         comparison=Comparison(results), notes=notes)
+    return RestoreResult(
+        backup_id=manifest.id,
+        restored=targets,
+        seconds=time.monotonic() - start,
+        comparison=Comparison(results),
+        notes=notes,
+    )
 
 
 class _DatabaseRestore:
     """One database: scratch copy, proof, move into place (see the module docstring)."""
 
-    def __init__(self, engine, ctx, manifest, obj, target: str, env, *, no_owner: bool, no_privileges: bool,
-                 superuser: bool):
+    def __init__(
+        self, engine, ctx, manifest, obj, target: str, env, *, no_owner: bool, no_privileges: bool, superuser: bool
+    ):
         self.engine, self.ctx, self.manifest, self.obj, self.target, self.env = engine, ctx, manifest, obj, target, env
         self.no_owner, self.no_privileges, self.superuser = no_owner, no_privileges, superuser
         self.props = (PostgresLogicalConsistency.of(manifest).database_properties or {}).get(obj.database)
@@ -370,23 +423,31 @@ class _DatabaseRestore:
                 table_results = self._restore_into(scratch, Path(work))
             replacing = self.engine.database_exists(self.target)
             if replacing and any(t.status != "match" for t in table_results):
-                raise IntegrityError(f"restored copy of {source!r} does not match backup {self.manifest.id} "
-                                     f"({Comparison(table_results).summary()}); {self.target!r} was left untouched")
+                raise IntegrityError(
+                    f"restored copy of {source!r} does not match backup {self.manifest.id} "
+                    f"({Comparison(table_results).summary()}); {self.target!r} was left untouched"
+                )
             if replacing:
                 # From here the proven copy may be all there is of the target (killed between the
                 # drop and the rename): no record, so no later sweep drops it.
                 forget_scratch(self.ctx, record)
                 self._replace(self.target)
             with connect(config) as conn:
-                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                    sql.Identifier(scratch), sql.Identifier(self.target)))
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(scratch), sql.Identifier(self.target)
+                    )
+                )
         except BaseException as exc:
             try:
                 drop_database(config, scratch)
             except Exception as cleanup:  # the restore's own error is the one to see
-                note_cleanup_failure(exc, f"could not drop the scratch database {scratch!r} ({cleanup}); "
-                                          "the next restore or drill of this target drops it, or drop it by hand",
-                                     self.ctx.log)
+                note_cleanup_failure(
+                    exc,
+                    f"could not drop the scratch database {scratch!r} ({cleanup}); "
+                    "the next restore or drill of this target drops it, or drop it by hand",
+                    self.ctx.log,
+                )
             else:
                 forget_scratch(self.ctx, record)
             raise
@@ -400,8 +461,10 @@ class _DatabaseRestore:
         archive = _Archive(self.engine, self.ctx, self.manifest, self.obj, self.env, work)
         main, deferred, triggers = archive.split_list()
         if deferred and not self.superuser:
-            raise ConfigError(f"database {source!r} has event trigger(s) {', '.join(triggers)}, which only a "
-                              "superuser can create: restore it as a superuser")
+            raise ConfigError(
+                f"database {source!r} has event trigger(s) {', '.join(triggers)}, which only a "
+                "superuser can create: restore it as a superuser"
+            )
         self.env["PGOPTIONS"] = SAFE_SESSION
         try:
             archive.run(_restore_cmd(self.engine, scratch, main, self.no_owner, self.no_privileges), whole=True)
@@ -417,12 +480,13 @@ class _DatabaseRestore:
         results = compare_database(source, expected, actual)
         if deferred:  # last: they must not fire on the restore, the proof or its connections
             archive.run(_restore_cmd(self.engine, scratch, deferred, self.no_owner, self.no_privileges), whole=False)
-            self.notes.append(f"event trigger(s) {', '.join(triggers)} of {source!r} were restored after the data, "
-                              "so they did not fire during the restore")
+            self.notes.append(
+                f"event trigger(s) {', '.join(triggers)} of {source!r} were restored after the data, "
+                "so they did not fire during the restore"
+            )
         if self.props is not None:
             with connect(config) as conn:
-                apply_identity(conn, scratch, self.props, owner=not self.no_owner,
-                               privileges=not self.no_privileges)
+                apply_identity(conn, scratch, self.props, owner=not self.no_owner, privileges=not self.no_privileges)
                 actual_props = read_properties(conn, scratch)
             skip = ({"owner"} if self.no_owner else set()) | ({"acl", "role_settings"} if self.no_privileges else set())
             results.append(compare_properties(source, self.props, actual_props, skip))
@@ -431,12 +495,18 @@ class _DatabaseRestore:
     def _replace(self, target: str) -> None:
         """Drop the database being replaced; refuse when replication slots depend on it."""
         with connect(self.engine.config) as conn:
-            slots = [r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s",
-                                                (target,)).fetchall()]
+            slots = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (target,)
+                ).fetchall()
+            ]
         if slots:
-            raise RefusedError(f"database {target!r} has logical replication slot(s) {', '.join(slots)} (subscribers "
-                               "replicate from it); replacing it would drop them. Drop the slots "
-                               "(pg_drop_replication_slot) or restore under another name; nothing was replaced")
+            raise RefusedError(
+                f"database {target!r} has logical replication slot(s) {', '.join(slots)} (subscribers "
+                "replicate from it); replacing it would drop them. Drop the slots "
+                "(pg_drop_replication_slot) or restore under another name; nothing was replaced"
+            )
         drop_database(self.engine.config, target)
 
 
@@ -449,8 +519,9 @@ def drill_logical(engine, ctx: BackupContext, manifest: Manifest) -> RestoreResu
         scratch = drill_name(database)
         record = record_scratch(engine, ctx, scratch)  # the drill database, from its rename to its drop
         try:
-            result = restore_logical(engine, ctx, manifest, into=scratch, overwrite=False, databases=[database],
-                                     sweep=False)
+            result = restore_logical(
+                engine, ctx, manifest, into=scratch, overwrite=False, databases=[database], sweep=False
+            )
             tables += result.comparison.tables
             notes += result.notes
             seconds += result.seconds
@@ -459,13 +530,17 @@ def drill_logical(engine, ctx: BackupContext, manifest: Manifest) -> RestoreResu
             try:
                 drop_database(engine.config, scratch)
             except Exception as cleanup:  # the drill's own error is the one to see
-                note_cleanup_failure(exc, f"could not drop the drill database {scratch!r} ({cleanup}); "
-                                          "the next restore or drill of this target drops it, or drop it by hand",
-                                     ctx.log)
+                note_cleanup_failure(
+                    exc,
+                    f"could not drop the drill database {scratch!r} ({cleanup}); "
+                    "the next restore or drill of this target drops it, or drop it by hand",
+                    ctx.log,
+                )
             else:
                 forget_scratch(ctx, record)
             raise
         drop_database(engine.config, scratch)
         forget_scratch(ctx, record)
-    return RestoreResult(backup_id=manifest.id, restored=restored, seconds=seconds,
-                         comparison=Comparison(tables), notes=notes)
+    return RestoreResult(
+        backup_id=manifest.id, restored=restored, seconds=seconds, comparison=Comparison(tables), notes=notes
+    )

@@ -100,9 +100,13 @@ def parse_backup_label(text: str) -> BackupLabel:
     if missing:
         raise ToolError(f"pg_basebackup's backup_label lacks {', '.join(missing)}: {text[:300]!r}")
     label = re.search(r"^LABEL: (.*)$", text, re.MULTILINE)
-    return BackupLabel(start_lsn=found["start_lsn"].group(1), start_wal_file=found["start_wal_file"].group(1),
-                       checkpoint_lsn=found["checkpoint_lsn"].group(1), timeline=int(found["timeline"].group(1)),
-                       label=label.group(1) if label else None)
+    return BackupLabel(
+        start_lsn=found["start_lsn"].group(1),
+        start_wal_file=found["start_wal_file"].group(1),
+        checkpoint_lsn=found["checkpoint_lsn"].group(1),
+        timeline=int(found["timeline"].group(1)),
+        label=label.group(1) if label else None,
+    )
 
 
 def read_manifest_facts(handle: BinaryIO) -> tuple[list[dict], str | None]:
@@ -120,9 +124,10 @@ def read_manifest_facts(handle: BinaryIO) -> tuple[list[dict], str | None]:
     if at < 0:
         raise ToolError("pg_basebackup's backup_manifest has no WAL-Ranges")
     try:
-        ranges, _ = json.JSONDecoder().raw_decode(tail[tail.index(b"[", at):].decode())
-        ranges = [{"Timeline": int(r["Timeline"]), "Start-LSN": r["Start-LSN"], "End-LSN": r["End-LSN"]}
-                  for r in ranges]
+        ranges, _ = json.JSONDecoder().raw_decode(tail[tail.index(b"[", at) :].decode())
+        ranges = [
+            {"Timeline": int(r["Timeline"]), "Start-LSN": r["Start-LSN"], "End-LSN": r["End-LSN"]} for r in ranges
+        ]
     except (ValueError, KeyError, TypeError) as exc:
         raise ToolError(f"pg_basebackup's backup_manifest has unreadable WAL-Ranges ({exc})") from None
     if not ranges:
@@ -143,18 +148,28 @@ def manifest_checksum_algorithm(handle: BinaryIO) -> str | None:
 def basebackup_command(bin_dir: Path, label: str, manifest_checksums: str = "CRC32C") -> list[str]:
     """One tar on stdout, WAL included (fetch), backup_manifest with `manifest_checksums`
     per-file checksums (CRC32C by default: see docs/architecture.md "Manifest checksums"), no prompt."""
-    return [str(Path(bin_dir) / "pg_basebackup"), "--pgdata=-", "--format=tar", "--wal-method=fetch",
-            "--checkpoint=fast", f"--manifest-checksums={manifest_checksums}", f"--label={label}",
-            "--no-password", "--verbose"]
+    return [
+        str(Path(bin_dir) / "pg_basebackup"),
+        "--pgdata=-",
+        "--format=tar",
+        "--wal-method=fetch",
+        "--checkpoint=fast",
+        f"--manifest-checksums={manifest_checksums}",
+        f"--label={label}",
+        "--no-password",
+        "--verbose",
+    ]
 
 
 # -- backup --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ServerFacts:
     """What a physical backup needs to know of the server before it starts: its system
     identifier (None when this role may not read pg_control), extra tablespaces as (name,
     location) pairs, and the size of all databases in bytes (None if unknown; a progress hint)."""
+
     system_identifier: str | None
     tablespaces: list[tuple[str, str]]
     size: int | None
@@ -166,7 +181,8 @@ def server_facts(config: PostgresSettings) -> ServerFacts:
     with connect(config) as conn:
         tablespaces = conn.execute(
             "SELECT spcname, pg_tablespace_location(oid) FROM pg_tablespace "
-            "WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1").fetchall()
+            "WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1"
+        ).fetchall()
         system = size = None
         try:  # a role without these privileges still gets System-Identifier from manifest v2 (17+)
             system = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
@@ -183,26 +199,52 @@ def _tablespace_error(config: PostgresSettings, names: str) -> ConfigError:
     return ConfigError(
         f"PostgreSQL at {config.host}:{config.port} has tablespace(s) {names}: physical backups stream "
         "one tar to the repository and pg_basebackup writes only the main tablespace to stdout, so "
-        "servers with extra tablespaces are not supported yet; use mode 'logical' for this target")
+        "servers with extra tablespaces are not supported yet; use mode 'logical' for this target"
+    )
 
 
 _BASEBACKUP_FAILURES = [
-    ("password authentication failed", AuthenticationError,
-     "PostgreSQL at {where} refused the replication login of pg_basebackup: check the user and password"),
-    ("no pg_hba.conf entry for replication", ConfigError,
-     ("pg_hba.conf of {where} does not allow replication connections for this user: add a "
-      "`host replication <user> <client address> scram-sha-256` line and reload")),
-    ("replication role", ConfigError,
-     "the user of {where} needs the REPLICATION attribute (ALTER ROLE ... REPLICATION) for physical backups"),
-    ("REPLICATION attribute", ConfigError,
-     "the user of {where} needs the REPLICATION attribute (ALTER ROLE ... REPLICATION) for physical backups"),
-    ("max_wal_senders (currently 0)", ConfigError,
-     "{where} has max_wal_senders = 0: physical backups need a WAL sender (set it >= 2 and restart)"),
-    ("exceeds max_wal_senders", ServerUnavailableError,
-     "every WAL sender of {where} is busy (max_wal_senders): retry later or raise max_wal_senders"),
-    ("has already been removed", TransientError,
-     ("WAL the backup needs was recycled on {where} before pg_basebackup fetched it: raise "
-      "wal_keep_size above the WAL written during a backup, then retry")),
+    (
+        "password authentication failed",
+        AuthenticationError,
+        "PostgreSQL at {where} refused the replication login of pg_basebackup: check the user and password",
+    ),
+    (
+        "no pg_hba.conf entry for replication",
+        ConfigError,
+        (
+            "pg_hba.conf of {where} does not allow replication connections for this user: add a "
+            "`host replication <user> <client address> scram-sha-256` line and reload"
+        ),
+    ),
+    (
+        "replication role",
+        ConfigError,
+        "the user of {where} needs the REPLICATION attribute (ALTER ROLE ... REPLICATION) for physical backups",
+    ),
+    (
+        "REPLICATION attribute",
+        ConfigError,
+        "the user of {where} needs the REPLICATION attribute (ALTER ROLE ... REPLICATION) for physical backups",
+    ),
+    (
+        "max_wal_senders (currently 0)",
+        ConfigError,
+        "{where} has max_wal_senders = 0: physical backups need a WAL sender (set it >= 2 and restart)",
+    ),
+    (
+        "exceeds max_wal_senders",
+        ServerUnavailableError,
+        "every WAL sender of {where} is busy (max_wal_senders): retry later or raise max_wal_senders",
+    ),
+    (
+        "has already been removed",
+        TransientError,
+        (
+            "WAL the backup needs was recycled on {where} before pg_basebackup fetched it: raise "
+            "wal_keep_size above the WAL written during a backup, then retry"
+        ),
+    ),
     ("could not connect", ServerUnavailableError, "pg_basebackup cannot reach PostgreSQL at {where}"),
     ("connection to server", ServerUnavailableError, "pg_basebackup cannot reach PostgreSQL at {where}"),
 ]
@@ -221,8 +263,9 @@ def classify_basebackup_error(exc: ToolError, config: PostgresSettings) -> Vault
     return exc
 
 
-def _stream_basebackup(cmd: list[str], env: Mapping[str, str], ctx: BackupContext, key: str,
-                       expected: int | None) -> tuple[WrittenObject, TarSniffer]:
+def _stream_basebackup(
+    cmd: list[str], env: Mapping[str, str], ctx: BackupContext, key: str, expected: int | None
+) -> tuple[WrittenObject, TarSniffer]:
     """pg_basebackup's stdout through the tar sniffer into the store, in one pass."""
     repo = ctx.repository
     progress = (lambda done: ctx.progress(BASE_OBJECT, done, expected)) if ctx.progress else None
@@ -235,9 +278,18 @@ def _stream_basebackup(cmd: list[str], env: Mapping[str, str], ctx: BackupContex
     # Databases + WAL fetched at the end: a generous bound for S3's part size (stored <= raw).
     hint = expected + (1 << 30) if expected else None
     try:
-        written = dump_into_store(cmd, env, repo.store, key, level=repo.compression_level, size_hint=hint,
-                                  progress=progress, on_stderr=ctx.log, wrap=sniff,
-                                  pass_fds=getattr(env, "pass_fds", ()))
+        written = dump_into_store(
+            cmd,
+            env,
+            repo.store,
+            key,
+            level=repo.compression_level,
+            size_hint=hint,
+            progress=progress,
+            on_stderr=ctx.log,
+            wrap=sniff,
+            pass_fds=getattr(env, "pass_fds", ()),
+        )
     except BaseException:
         for sniffer in sniffers:
             sniffer.close()
@@ -245,8 +297,9 @@ def _stream_basebackup(cmd: list[str], env: Mapping[str, str], ctx: BackupContex
     return written, sniffers[0]
 
 
-def physical_full_backup(config: PostgresSettings, ctx: BackupContext, *, bin_dir: Path,
-                         server_version: str, plan: BackupPlan | None = None) -> Manifest:
+def physical_full_backup(
+    config: PostgresSettings, ctx: BackupContext, *, bin_dir: Path, server_version: str, plan: BackupPlan | None = None
+) -> Manifest:
     """A full physical backup of the whole cluster, committed to ctx.repository (as the dump
     step of `plan`: under the plan's id, returned uncommitted for finish_backup).
 
@@ -264,21 +317,40 @@ def physical_full_backup(config: PostgresSettings, ctx: BackupContext, *, bin_di
 
     def inspect(label_text: str, manifest_system: str | None, label: BackupLabel) -> dict:
         if facts.system_identifier and manifest_system and manifest_system != facts.system_identifier:
-            raise ToolError(f"pg_basebackup copied system {manifest_system} but {config.where} is system "
-                            f"{facts.system_identifier}: did the server change under us?")
+            raise ToolError(
+                f"pg_basebackup copied system {manifest_system} but {config.where} is system "
+                f"{facts.system_identifier}: did the server change under us?"
+            )
         return {"system_identifier": facts.system_identifier or manifest_system}
 
-    return run_basebackup(config, ctx, BackupKind.FULL, facts=facts, bin_dir=bin_dir, server_version=server_version,
-                          command=lambda backup_id: basebackup_command(bin_dir, f"vaultflow-{backup_id}",
-                                                                     config.manifest_checksums),
-                          classify=lambda exc: classify_basebackup_error(exc, config), inspect=inspect, plan=plan)
+    return run_basebackup(
+        config,
+        ctx,
+        BackupKind.FULL,
+        facts=facts,
+        bin_dir=bin_dir,
+        server_version=server_version,
+        command=lambda backup_id: basebackup_command(bin_dir, f"vaultflow-{backup_id}", config.manifest_checksums),
+        classify=lambda exc: classify_basebackup_error(exc, config),
+        inspect=inspect,
+        plan=plan,
+    )
 
 
-def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKind, *, facts: ServerFacts,
-                   bin_dir: Path, server_version: str, command: Callable[[str], list[str]],
-                   classify: Callable[[ToolError], VaultflowError],
-                   inspect: Callable[[str, str | None, BackupLabel], dict],
-                   parent_id: str | None = None, plan: BackupPlan | None = None) -> Manifest:
+def run_basebackup(
+    config: PostgresSettings,
+    ctx: BackupContext,
+    kind: BackupKind,
+    *,
+    facts: ServerFacts,
+    bin_dir: Path,
+    server_version: str,
+    command: Callable[[str], list[str]],
+    classify: Callable[[ToolError], VaultflowError],
+    inspect: Callable[[str, str | None, BackupLabel], dict],
+    parent_id: str | None = None,
+    plan: BackupPlan | None = None,
+) -> Manifest:
     """What full and incremental backups share: stream pg_basebackup (`command(backup_id)`) into
     base.tar.zst, keep its backup_manifest as backup_manifest.zst, fingerprint, and commit the
     manifest LAST; any failure discards the payload. `inspect(label text, manifest's system
@@ -301,7 +373,9 @@ def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKin
             with client_env(config, ["replication"]) as env:  # pg_basebackup: a replication connection
                 t0 = time.monotonic()
                 try:
-                    written, sniffer = _stream_basebackup(command(backup_id), env, ctx, prefix + BASE_OBJECT, facts.size)
+                    written, sniffer = _stream_basebackup(
+                        command(backup_id), env, ctx, prefix + BASE_OBJECT, facts.size
+                    )
                 except ToolError as exc:
                     raise classify(exc) from exc
                 timings["basebackup"] = time.monotonic() - t0
@@ -311,7 +385,9 @@ def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKin
 
             label_bytes, manifest_file = sniffer.captured_bytes("backup_label"), sniffer.captured.get("backup_manifest")
             if label_bytes is None or manifest_file is None:
-                raise ToolError(f"pg_basebackup's tar has no {'backup_label' if label_bytes is None else 'backup_manifest'}")
+                raise ToolError(
+                    f"pg_basebackup's tar has no {'backup_label' if label_bytes is None else 'backup_manifest'}"
+                )
             if sniffer.captured_bytes("tablespace_map"):
                 raise _tablespace_error(config, "(created during the backup)")
             label_text = label_bytes.decode(errors="replace")
@@ -320,27 +396,57 @@ def run_basebackup(config: PostgresSettings, ctx: BackupContext, kind: BackupKin
             checksums = manifest_checksum_algorithm(manifest_file) or "NONE"
             extra = inspect(label_text, manifest_system, label)
             t0 = time.monotonic()
-            manifest_written = compress_into_store(manifest_file, repo.store, prefix + MANIFEST_OBJECT,
-                                                   level=repo.compression_level)
+            manifest_written = compress_into_store(
+                manifest_file, repo.store, prefix + MANIFEST_OBJECT, level=repo.compression_level
+            )
             timings["backup_manifest"] = time.monotonic() - t0
             objects = [
-                StoredObject(key=BASE_OBJECT, role="base", format="tar", raw_size=written.raw_size,
-                             stored_size=written.stored_size, sha256=written.sha256),
-                StoredObject(key=MANIFEST_OBJECT, role="backup-manifest", format="json",
-                             raw_size=manifest_written.raw_size, stored_size=manifest_written.stored_size,
-                             sha256=manifest_written.sha256),
+                StoredObject(
+                    key=BASE_OBJECT,
+                    role="base",
+                    format="tar",
+                    raw_size=written.raw_size,
+                    stored_size=written.stored_size,
+                    sha256=written.sha256,
+                ),
+                StoredObject(
+                    key=MANIFEST_OBJECT,
+                    role="backup-manifest",
+                    format="json",
+                    raw_size=manifest_written.raw_size,
+                    stored_size=manifest_written.stored_size,
+                    sha256=manifest_written.sha256,
+                ),
             ]
             manifest = Manifest(
-                id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode=BackupMode.PHYSICAL,
-                parent_id=parent_id, started_at=started, finished_at=datetime.now(UTC),
+                id=backup_id,
+                engine=ENGINE,
+                target=config.name,
+                kind=kind,
+                mode=BackupMode.PHYSICAL,
+                parent_id=parent_id,
+                started_at=started,
+                finished_at=datetime.now(UTC),
                 consistency=PostgresPhysicalConsistency(
-                    method=PG_BASEBACKUP, start_lsn=label.start_lsn, stop_lsn=ranges[-1]["End-LSN"],
-                    timeline=label.timeline, start_wal_file=label.start_wal_file,
-                    checkpoint_lsn=label.checkpoint_lsn, wal_ranges=ranges, label=label.label,
-                    manifest_checksums=checksums, unlogged_tables=unlogged, **extra),
-                objects=objects, fingerprints=fingerprints, server_version=server_version,
+                    method=PG_BASEBACKUP,
+                    start_lsn=label.start_lsn,
+                    stop_lsn=ranges[-1]["End-LSN"],
+                    timeline=label.timeline,
+                    start_wal_file=label.start_wal_file,
+                    checkpoint_lsn=label.checkpoint_lsn,
+                    wal_ranges=ranges,
+                    label=label.label,
+                    manifest_checksums=checksums,
+                    unlogged_tables=unlogged,
+                    **extra,
+                ),
+                objects=objects,
+                fingerprints=fingerprints,
+                server_version=server_version,
                 tool_versions={"pg_basebackup": tool_version(bin_dir / "pg_basebackup")},
-                timings=timings, lineage=ctx.lineage)
+                timings=timings,
+                lineage=ctx.lineage,
+            )
             commit_unless_planned(repo, manifest, plan)
     finally:
         pool.shutdown(wait=True)
@@ -362,8 +468,9 @@ def unlogged_tables(conn: psycopg.Connection) -> list[str]:
     return [f"{schema}.{table}" for schema, table in conn.execute(UNLOGGED_SQL).fetchall()]
 
 
-def with_unlogged(tables: list[TableComparison], unlogged: dict[tuple[str, str], int]
-                  ) -> tuple[list[TableComparison], list[str]]:
+def with_unlogged(
+    tables: list[TableComparison], unlogged: dict[tuple[str, str], int]
+) -> tuple[list[TableComparison], list[str]]:
     """Mark the unlogged tables of a restored cluster (`unlogged`: (database, 'schema.table')
     -> rows in the copy) in a comparison: empty ones are UNLOGGED_EMPTY (whatever the backup's
     fingerprint said), ones with rows are a "mismatch"; unlogged tables the comparison lacked
@@ -387,15 +494,20 @@ def _fingerprint_all(config: PostgresSettings) -> dict[str, dict[str, Fingerprin
     return fingerprints_and_unlogged(config)[0]
 
 
-def fingerprints_and_unlogged(config: PostgresSettings
-                              ) -> tuple[dict[str, dict[str, Fingerprint]], dict[str, list[str]]]:
+def fingerprints_and_unlogged(
+    config: PostgresSettings,
+) -> tuple[dict[str, dict[str, Fingerprint]], dict[str, list[str]]]:
     """Every table's fingerprint per database (none when the target turned them off: restores
     then rest on pg_verifybackup against the server's backup_manifest), and the unlogged tables
     per database (always: recorded in the manifest because a restore brings them back empty).
     An unlogged table's fingerprint is its live one; the restore reports it expected empty."""
     with connect(config) as conn:
-        databases = [r[0] for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1").fetchall()]
+        databases = [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
+            ).fetchall()
+        ]
     prints_by_db, unlogged_by_db = {}, {}
     for database in databases:
         with connect(config, database) as conn:
@@ -408,5 +520,17 @@ def fingerprints_and_unlogged(config: PostgresSettings
     return prints_by_db, unlogged_by_db
 
 
-__all__ = ["BASE_OBJECT", "MANIFEST_OBJECT", "UNLOGGED_EMPTY", "BackupLabel", "basebackup_command",
-           "manifest_checksum_algorithm", "parse_backup_label", "fingerprints_and_unlogged", "physical_full_backup", "read_manifest_facts", "unlogged_tables", "with_unlogged"]
+__all__ = [
+    "BASE_OBJECT",
+    "MANIFEST_OBJECT",
+    "UNLOGGED_EMPTY",
+    "BackupLabel",
+    "basebackup_command",
+    "manifest_checksum_algorithm",
+    "parse_backup_label",
+    "fingerprints_and_unlogged",
+    "physical_full_backup",
+    "read_manifest_facts",
+    "unlogged_tables",
+    "with_unlogged",
+]

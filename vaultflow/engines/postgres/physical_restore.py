@@ -65,13 +65,16 @@ def restore_physical(ctx: BackupContext, manifest: Manifest, dest: Path) -> None
     if created:
         dest.mkdir(mode=0o700, parents=True)
     elif not dest.is_dir() or any(dest.iterdir()):
-        raise RefusedError(f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
-                           "directory; nothing was touched. Pick a new or empty directory")
+        raise RefusedError(
+            f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
+            "directory; nothing was touched. Pick a new or empty directory"
+        )
     os.chmod(dest, 0o700)
     name = f"{manifest.id}/{obj.key}"
     try:
-        reader, verifying, raw = open_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key),
-                                               obj.sha256, obj.stored_size, name=name)
+        reader, verifying, raw = open_verified(
+            ctx.repository.store, ctx.repository.object_key(manifest, obj.key), obj.sha256, obj.stored_size, name=name
+        )
         with raw:
             try:
                 _extract(reader, dest)
@@ -97,8 +100,8 @@ def complete_config(dest: Path, ctx: BackupContext) -> None:
     defaults = {
         "postgresql.conf": "# written by vaultflow: the source kept its configuration outside the data directory\n",
         "pg_hba.conf": "# written by vaultflow (the backup had none): local and loopback only\n"
-                       "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n"
-                       "host all all ::1/128 scram-sha-256\n",
+        "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        "host all all ::1/128 scram-sha-256\n",
         "pg_ident.conf": "",
     }
     for file_name, text in defaults.items():

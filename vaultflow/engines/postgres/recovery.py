@@ -57,11 +57,20 @@ from vaultflow.stores.spec import spec_memfd
 from vaultflow.tools import log_tail, wait_until
 
 
-def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None,
-                           settings: Mapping[str, str] | None = None, run_as: str | None = None,
-                           host: str = "127.0.0.1", socket_dir: Path | None = None,
-                           log_file: Path | None = None, env: Mapping[str, str] | None = None,
-                           timeout: float = 300.0, pass_fds: tuple[int, ...] = ()) -> RunningCluster:
+def start_restored_cluster(
+    dest: Path,
+    bin_dir: Path,
+    *,
+    port: int | None = None,
+    settings: Mapping[str, str] | None = None,
+    run_as: str | None = None,
+    host: str = "127.0.0.1",
+    socket_dir: Path | None = None,
+    log_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300.0,
+    pass_fds: tuple[int, ...] = (),
+) -> RunningCluster:
     """Start a restored data directory on host:port (default: a free port) with a private
     socket dir; as `run_as` (default: the directory's owner) when root. Stop it with
     `stop_cluster(cluster)`. archive_mode stays off whatever `settings` say. `pass_fds`: descriptors
@@ -74,8 +83,19 @@ def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None
         for attempt in range(5):
             chosen = port if port else free_port(host)
             try:
-                cluster = start_cluster(dest, bin_dir, chosen, socket_dir, run_as, host=host, settings=merged,
-                                        log_file=log_file, env=env, timeout=timeout, pass_fds=pass_fds)
+                cluster = start_cluster(
+                    dest,
+                    bin_dir,
+                    chosen,
+                    socket_dir,
+                    run_as,
+                    host=host,
+                    settings=merged,
+                    log_file=log_file,
+                    env=env,
+                    timeout=timeout,
+                    pass_fds=pass_fds,
+                )
             except ToolError as exc:  # lost the race for a free port: try another one
                 if port or attempt == 4 or "already in use" not in str(exc):
                     raise
@@ -89,9 +109,16 @@ def start_restored_cluster(dest: Path, bin_dir: Path, *, port: int | None = None
     raise AssertionError("unreachable")
 
 
-def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, user: str,
-                   run_as: str | None = None, work_dir: Path | None = None,
-                   env: Mapping[str, str] | None = None) -> RestoreResult:
+def drill_physical(
+    ctx: BackupContext,
+    manifest: Manifest,
+    *,
+    bin_dir: Path,
+    user: str,
+    run_as: str | None = None,
+    work_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> RestoreResult:
     """Restore drill: extract into a scratch data directory, start it reachable only through a
     private unix socket (no TCP; trust on that socket), compare every database's fingerprints
     with the manifest's, stop it and delete it. `seconds` = extract + start (recovery): the
@@ -105,21 +132,27 @@ def drill_physical(ctx: BackupContext, manifest: Manifest, *, bin_dir: Path, use
         restore_physical(ctx, manifest, data_dir)
         verified = verify_restored(data_dir, bin_dir, manifest.id)
         (data_dir / "pg_hba.conf").write_text("# vaultflow restore drill: private socket only\nlocal all all trust\n")
-        cluster = start_restored_cluster(data_dir, bin_dir, run_as=run_as, host="", log_file=work / "server.log",
-                                         env=env)
+        cluster = start_restored_cluster(
+            data_dir, bin_dir, run_as=run_as, host="", log_file=work / "server.log", env=env
+        )
         seconds = time.monotonic() - t0
         tables = [verified] if verified else []
         for database, expected in manifest.fingerprints.items():
-            with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname=database,
-                                 application_name="vaultflow-drill", autocommit=True) as conn:
+            with psycopg.connect(
+                host=str(cluster.socket_dir),
+                port=cluster.port,
+                user=user,
+                dbname=database,
+                application_name="vaultflow-drill",
+                autocommit=True,
+            ) as conn:
                 actual = fingerprint_tables(conn, {t: f.method for t, f in expected.items()})
             tables += compare_database(database, expected, actual)
         tables, empty = with_unlogged(tables, _unlogged_rows(cluster, user))
         restored = {db: f"scratch cluster (port {cluster.port}, removed)" for db in manifest.fingerprints}
         if empty:
             restored["unlogged_tables_empty"] = ", ".join(empty)
-        return RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables),
-                             restored=restored)
+        return RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables), restored=restored)
     finally:
         if cluster is not None:
             stop_cluster(cluster)
@@ -141,7 +174,11 @@ class RecoveryTarget:
 
     def __post_init__(self) -> None:
         t = self.timeline
-        if t is not None and t not in ("latest", "current") and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
+        if (
+            t is not None
+            and t not in ("latest", "current")
+            and (isinstance(t, bool) or not isinstance(t, int) or t < 1)
+        ):
             raise ConfigError(f"to_timeline must be a timeline number (1 or more), 'latest' or 'current', not {t!r}")
 
     def requested_timeline(self, backup_timeline: int) -> int | None:
@@ -172,15 +209,19 @@ class RecoveryTarget:
         return self.time is None and self.lsn is None and self.name is None and self.timeline is None
 
 
-def default_fetch_command(repo_path: Path | None, target: str, *, repo_config: Path | None = None,
-                          wal_cli: str | None = None) -> str:
+def default_fetch_command(
+    repo_path: Path | None, target: str, *, repo_config: Path | None = None, wal_cli: str | None = None
+) -> str:
     """restore_command (without %f %p), run by the server's OS user: a local repository
     (`repo_path`) or a repository spec file (`repo_config`, see spec_file: S3, mirror).
     `wal_cli`: how to run `python -m vaultflow.engines.postgres.wal.cli` (default: this interpreter)."""
     if (repo_path is None) == (repo_config is None):
         raise ValueError("give repo_path or repo_config")
-    where = f"--repo-path {shlex.quote(str(repo_path))}" if repo_path is not None \
+    where = (
+        f"--repo-path {shlex.quote(str(repo_path))}"
+        if repo_path is not None
         else f"--repo-config {shlex.quote(str(repo_config))}"
+    )
     wal_cli = wal_cli or f"{shlex.quote(sys.executable)} -m vaultflow.engines.postgres.wal.cli"
     # --target=<name> in one word: a name starting with '-' stays a value, not an option
     return f"{wal_cli} fetch {where} {shlex.quote('--target=' + target)}"
@@ -207,16 +248,28 @@ def fetch_spec_file(store: Store, dest: Path, run_as: str | None) -> Iterator[in
 def _wait_promoted(cluster: RunningCluster, user: str, timeout: float) -> None:
     """Until recovery has ended and the server accepts writes; a server that exits (target not
     reached, WAL missing) raises with its log tail."""
+
     def promoted() -> bool:
         if cluster.proc.poll() is not None:
             raise ToolError(f"the restored server stopped during recovery: {_log_tail(cluster.log_file)}")
-        with psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname="postgres",
-                             autocommit=True, connect_timeout=5) as conn:
+        with psycopg.connect(
+            host=str(cluster.socket_dir),
+            port=cluster.port,
+            user=user,
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=5,
+        ) as conn:
             return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
 
-    wait_until(promoted, timeout=timeout, interval=0.2, what="recovery to finish",
-               retry_on=(psycopg.OperationalError,),  # still starting up / replaying
-               on_timeout=lambda message: ToolError(f"{message}: {_log_tail(cluster.log_file)}"))
+    wait_until(
+        promoted,
+        timeout=timeout,
+        interval=0.2,
+        what="recovery to finish",
+        retry_on=(psycopg.OperationalError,),  # still starting up / replaying
+        on_timeout=lambda message: ToolError(f"{message}: {_log_tail(cluster.log_file)}"),
+    )
 
 
 def _fetch_failure(log_file: Path, exc: ToolError) -> ToolError:
@@ -229,7 +282,7 @@ def _fetch_failure(log_file: Path, exc: ToolError) -> ToolError:
     line = next((ln for ln in reversed(text.splitlines()) if "vaultflow wal-fetch: error" in ln), None)
     if line is None:
         return exc
-    message = line[line.index("vaultflow wal-fetch: error"):].strip()
+    message = line[line.index("vaultflow wal-fetch: error") :].strip()
     return ToolError(f"restore_command failed, recovery aborted: {message}. Server said: {exc}")
 
 
@@ -237,11 +290,22 @@ def _log_tail(path: Path, lines: int = 15) -> str:
     return log_tail(path, lines, missing="(no server log)")
 
 
-def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path, user: str,
-            target: RecoveryTarget = RecoveryTarget(), fetch_command: str | None = None,
-            fetch_store: Store | None = None, wal_cli: str | None = None,
-            run_as: str | None = None, env: Mapping[str, str] | None = None,
-            timeout: float = 3600.0, keep_running: bool = False) -> tuple[RestoreResult, RunningCluster | None]:
+def recover(
+    ctx: BackupContext,
+    manifest: Manifest,
+    dest: Path,
+    *,
+    bin_dir: Path,
+    user: str,
+    target: RecoveryTarget = RecoveryTarget(),
+    fetch_command: str | None = None,
+    fetch_store: Store | None = None,
+    wal_cli: str | None = None,
+    run_as: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 3600.0,
+    keep_running: bool = False,
+) -> tuple[RestoreResult, RunningCluster | None]:
     """Restore `manifest` into `dest`, replay archived WAL up to `target`, promote, and (for
     the backup's own point) compare fingerprints. The server is stopped afterwards unless
     `keep_running`; `dest` stays: start it with `pg_ctl -D dest start`.
@@ -266,61 +330,90 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
     empty) and no server log behind.
     """
     if not target.immediate and not fetch_command and fetch_store is None:
-        raise ConfigError("point-in-time recovery needs the WAL archive: give fetch_command (restore_command) "
-                          "or fetch_store")
+        raise ConfigError(
+            "point-in-time recovery needs the WAL archive: give fetch_command (restore_command) or fetch_store"
+        )
     if dest.exists() and any(dest.iterdir()):
         raise RefusedError(f"{dest} is not empty; restore into a new directory")
     archive_recovery = bool(fetch_command) or (fetch_store is not None and not target.immediate)
-    plan = plan_recovery_timeline(ctx.repository, manifest, target.requested_timeline(
-        PostgresPhysicalConsistency.of(manifest).timeline)) if archive_recovery else None
+    plan = (
+        plan_recovery_timeline(
+            ctx.repository, manifest, target.requested_timeline(PostgresPhysicalConsistency.of(manifest).timeline)
+        )
+        if archive_recovery
+        else None
+    )
     t0 = time.monotonic()
     created = not dest.exists()
     log_file = dest.parent / f"{dest.name}.log"
     cluster: RunningCluster | None = None
     try:
-        restore_chain(ctx, manifest, dest, bin_dir=bin_dir,
-                      catalog=ctx.repository.catalog(manifest.engine, manifest.target))
+        restore_chain(
+            ctx, manifest, dest, bin_dir=bin_dir, catalog=ctx.repository.catalog(manifest.engine, manifest.target)
+        )
         verified = verify_restored(dest, bin_dir, manifest.id)
         with ExitStack() as recovery_only:  # the spec file (it may hold a secret) lives until promotion
             spec_fds: tuple[int, ...] = ()
             if fetch_store is not None and not fetch_command and not target.immediate:
                 spec_fd = recovery_only.enter_context(fetch_spec_file(fetch_store, dest, run_as))
                 spec_fds = (spec_fd,)  # inherited by the server, read by restore_command as /dev/fd/N
-                fetch_command = default_fetch_command(None, manifest.target, repo_config=Path(f"/dev/fd/{spec_fd}"),
-                                                      wal_cli=wal_cli)
+                fetch_command = default_fetch_command(
+                    None, manifest.target, repo_config=Path(f"/dev/fd/{spec_fd}"), wal_cli=wal_cli
+                )
             if plan is not None:  # archive recovery: replay archived WAL up to the target, then promote
-                set_auto_conf(dest, {**target.settings(), "recovery_target_action": "promote",
-                                     "recovery_target_timeline": str(plan.timeline),
-                                     "restore_command": f"{fetch_command} %f %p", **RESTORED_SETTINGS})
+                set_auto_conf(
+                    dest,
+                    {
+                        **target.settings(),
+                        "recovery_target_action": "promote",
+                        "recovery_target_timeline": str(plan.timeline),
+                        "restore_command": f"{fetch_command} %f %p",
+                        **RESTORED_SETTINGS,
+                    },
+                )
                 (dest / "recovery.signal").touch()
             # else: no archive; the backup_label's crash recovery replays the WAL inside the backup
             # (-X fetch) to its consistent end point, exactly the backup's own state.
-            (dest / "pg_hba.conf").write_text("# vaultflow restore: private socket only until you change it\n"
-                                              "local all all trust\n")
+            (dest / "pg_hba.conf").write_text(
+                "# vaultflow restore: private socket only until you change it\nlocal all all trust\n"
+            )
             try:
-                cluster = start_restored_cluster(dest, bin_dir, run_as=run_as, host="", log_file=log_file, env=env,
-                                                 timeout=timeout, pass_fds=spec_fds)
+                cluster = start_restored_cluster(
+                    dest,
+                    bin_dir,
+                    run_as=run_as,
+                    host="",
+                    log_file=log_file,
+                    env=env,
+                    timeout=timeout,
+                    pass_fds=spec_fds,
+                )
                 _wait_promoted(cluster, user, timeout)
             except ToolError as exc:
                 raise _fetch_failure(log_file, exc) from exc
         seconds = time.monotonic() - t0
-        restored = {"cluster": str(dest),
-                    "recovery_target_timeline": str(plan.timeline if plan else
-                                                    PostgresPhysicalConsistency.of(manifest).timeline)}
+        restored = {
+            "cluster": str(dest),
+            "recovery_target_timeline": str(
+                plan.timeline if plan else PostgresPhysicalConsistency.of(manifest).timeline
+            ),
+        }
         restored.update(_record_timeline(ctx, manifest, cluster, user, dest, plan))
         tables = [verified] if verified else []
         if target.immediate:
             for database, expected in manifest.fingerprints.items():
                 with _connect(cluster, user, database) as conn:
-                    tables += compare_database(database, expected,
-                                               fingerprint_tables(conn, {t: f.method for t, f in expected.items()}))
+                    tables += compare_database(
+                        database, expected, fingerprint_tables(conn, {t: f.method for t, f in expected.items()})
+                    )
         tables, empty = with_unlogged(tables, _unlogged_rows(cluster, user))
         if empty:
             restored["unlogged_tables_empty"] = ", ".join(empty)
-            ctx.log(f"unlogged tables come back empty after a physical restore (PostgreSQL does not WAL-log "
-                    f"their rows): {', '.join(empty)}")
-        result = RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables),
-                               restored=restored)
+            ctx.log(
+                f"unlogged tables come back empty after a physical restore (PostgreSQL does not WAL-log "
+                f"their rows): {', '.join(empty)}"
+            )
+        result = RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables), restored=restored)
     except BaseException as exc:
         if cluster is not None:
             stop_cluster(cluster)
@@ -335,15 +428,25 @@ def recover(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir: Path
 
 
 def _connect(cluster: RunningCluster, user: str, database: str) -> psycopg.Connection:
-    return psycopg.connect(host=str(cluster.socket_dir), port=cluster.port, user=user, dbname=database,
-                           autocommit=True, application_name="vaultflow-restore")
+    return psycopg.connect(
+        host=str(cluster.socket_dir),
+        port=cluster.port,
+        user=user,
+        dbname=database,
+        autocommit=True,
+        application_name="vaultflow-restore",
+    )
 
 
 def _unlogged_rows(cluster: RunningCluster, user: str) -> dict[tuple[str, str], int]:
     """(database, 'schema.table') -> rows, for every unlogged table of a running restored copy."""
     with _connect(cluster, user, "postgres") as conn:
-        databases = [r[0] for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1").fetchall()]
+        databases = [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1"
+            ).fetchall()
+        ]
     found: dict[tuple[str, str], int] = {}
     for database in databases:
         with _connect(cluster, user, database) as conn:
@@ -362,8 +465,9 @@ def _remove_failed_restore(dest: Path, created: bool, log_file: Path) -> None:
     log_file.unlink(missing_ok=True)
 
 
-def _record_timeline(ctx: BackupContext, manifest: Manifest, cluster: RunningCluster, user: str, dest: Path,
-                     plan: TimelinePlan | None) -> dict[str, str]:
+def _record_timeline(
+    ctx: BackupContext, manifest: Manifest, cluster: RunningCluster, user: str, dest: Path, plan: TimelinePlan | None
+) -> dict[str, str]:
     """The copy's timeline; when promotion started a new one, its history file goes into the
     archive of the backup's target now (the copy itself never archives)."""
     with _connect(cluster, user, "postgres") as conn:
@@ -376,15 +480,19 @@ def _record_timeline(ctx: BackupContext, manifest: Manifest, cluster: RunningClu
         try:
             stored = archive_file(path, ctx.repository, manifest.target)
         except (OSError, VaultflowError) as exc:
-            raise ToolError(f"the restored cluster in {dest} promoted to timeline {timeline}, but its history "
-                            f"file {name} could not be archived into {ctx.repository.description} ({exc}): "
-                            "without it no later recovery can follow that timeline. Check that the "
-                            "repository is writable from this worker, then restore again") from exc
+            raise ToolError(
+                f"the restored cluster in {dest} promoted to timeline {timeline}, but its history "
+                f"file {name} could not be archived into {ctx.repository.description} ({exc}): "
+                "without it no later recovery can follow that timeline. Check that the "
+                "repository is writable from this worker, then restore again"
+            ) from exc
         if stored:
             _owned_like_archive(ctx.repository.store, manifest.target, name)
         facts["timeline_history"] = f"{name} {'archived' if stored else 'already archived'}"
-        ctx.log(f"restored cluster promoted to timeline {timeline} (recovered along timeline {plan.timeline}); "
-                f"{name} {'archived' if stored else 'was already archived'} for target {manifest.target}")
+        ctx.log(
+            f"restored cluster promoted to timeline {timeline} (recovered along timeline {plan.timeline}); "
+            f"{name} {'archived' if stored else 'was already archived'} for target {manifest.target}"
+        )
     return facts
 
 
@@ -423,7 +531,8 @@ def explain_recovery_failure(repo, manifest: Manifest, plan: TimelinePlan, exc: 
             f"WAL segment {gaps[0]} is missing from the archive of {target} (timeline {int(gaps[0][:8], 16)}): "
             f"recovery of backup {manifest.id} along timeline {plan.timeline} cannot replay past it (missing: "
             f"{describe_gaps(gaps[:50])}). Restore to a point before it, or put the segment back into the "
-            f"archive (did archiving stop? check archive_command and the spool). Server said: {_server_said(exc)}")
+            f"archive (did archiving stop? check archive_command and the spool). Server said: {_server_said(exc)}"
+        )
     last = archive_end(plan, names)
     if last is not None:
         following = plan.name(parse_segment(last)[1] + 1)
@@ -431,7 +540,8 @@ def explain_recovery_failure(repo, manifest: Manifest, plan: TimelinePlan, exc: 
             f"WAL segment {following} (timeline {int(following[:8], 16)}) is not in the archive of {target}: "
             f"recovery of backup {manifest.id} replayed the archive along timeline {plan.timeline} through "
             f"{last}, its newest segment, without reaching the recovery target. Ship the spool "
-            f"(archive-logs) and retry, or choose an earlier target. Server said: {_server_said(exc)}")
+            f"(archive-logs) and retry, or choose an earlier target. Server said: {_server_said(exc)}"
+        )
     return exc
 
 
@@ -450,5 +560,12 @@ def _stop_wal_file(manifest: Manifest) -> str | None:
     return segment_name(consistency.timeline, max(parse_lsn(consistency.stop_lsn) - 1, 0) // DEFAULT_SEGMENT_SIZE)
 
 
-__all__ = ["RecoveryTarget", "default_fetch_command", "drill_physical", "fetch_spec_file", "recover",
-           "start_restored_cluster", "stop_cluster"]
+__all__ = [
+    "RecoveryTarget",
+    "default_fetch_command",
+    "drill_physical",
+    "fetch_spec_file",
+    "recover",
+    "start_restored_cluster",
+    "stop_cluster",
+]

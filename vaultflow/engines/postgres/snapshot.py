@@ -78,15 +78,18 @@ GONE = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)  # LOCK
 
 
 def describe_sessions(conn: psycopg.Connection, pids: list[int]) -> str:
-    """"pid 1 (application_name 'x', user 'u', state 'idle in transaction', transaction started
+    """ "pid 1 (application_name 'x', user 'u', state 'idle in transaction', transaction started
     ..., query started ...)" for each live pid; "a session that has ended" when none is left."""
     rows = conn.execute(SESSIONS_SQL, (list(pids),)).fetchall()
 
     def at(moment: datetime | None) -> str:
         return moment.strftime("%Y-%m-%d %H:%M:%S %Z") if moment else "-"
 
-    found = [f"pid {pid} (application_name {app!r}, user {user!r}, state {state!r}, transaction started "
-             f"{at(xact)}, query started {at(query)})" for pid, app, user, state, query, xact in rows]
+    found = [
+        f"pid {pid} (application_name {app!r}, user {user!r}, state {state!r}, transaction started "
+        f"{at(xact)}, query started {at(query)})"
+        for pid, app, user, state, query, xact in rows
+    ]
     return "; ".join(found) or "a session that has ended meanwhile"
 
 
@@ -100,17 +103,20 @@ class Snapshot:
     tables: dict[int, tuple] = field(default_factory=dict)  # oid -> (schema, name, relfilenode, columns)
 
 
-def _lock(conn: psycopg.Connection, other: psycopg.Connection, oid: int, schema: str, table: str,
-          database: str, limit: float) -> None:
+def _lock(
+    conn: psycopg.Connection, other: psycopg.Connection, oid: int, schema: str, table: str, database: str, limit: float
+) -> None:
     try:
-        conn.execute(sql.SQL("LOCK TABLE ONLY {}.{} IN ACCESS SHARE MODE").format(
-            sql.Identifier(schema), sql.Identifier(table)))
+        conn.execute(
+            sql.SQL("LOCK TABLE ONLY {}.{} IN ACCESS SHARE MODE").format(sql.Identifier(schema), sql.Identifier(table))
+        )
     except psycopg.errors.LockNotAvailable:
         in_the_way = [r[0] for r in other.execute(IN_THE_WAY_SQL, (oid, [conn.info.backend_pid])).fetchall()]
         raise LockWaitError(
             f"backup of database {database!r} waited more than {limit:g} s (lock_timeout_s) for a lock on table "
             f"{schema}.{table}, held or requested first by {describe_sessions(other, in_the_way)}; nothing was "
-            "committed. Retry later, or end that session's transaction (pg_terminate_backend)") from None
+            "committed. Retry later, or end that session's transaction (pg_terminate_backend)"
+        ) from None
 
 
 def _tables(conn: psycopg.Connection) -> dict[int, tuple]:
@@ -138,7 +144,8 @@ def open_snapshot(config: PostgresSettings, database: str) -> Snapshot:
                     conn.close()
                     continue
                 snapshot_id, visible = conn.execute(
-                    "SELECT pg_export_snapshot(), pg_current_snapshot()::text").fetchone()
+                    "SELECT pg_export_snapshot(), pg_current_snapshot()::text"
+                ).fetchone()
                 seen = _tables(conn)
                 try:
                     for oid in sorted(set(seen) - set(listed)):  # created since the listing
@@ -153,8 +160,10 @@ def open_snapshot(config: PostgresSettings, database: str) -> Snapshot:
         except BaseException:
             conn.close()
             raise
-    raise TransientError(f"the tables of database {database!r} kept changing while the backup took its snapshot "
-                         f"({ATTEMPTS} attempts); nothing was committed. Retry when the schema changes are done")
+    raise TransientError(
+        f"the tables of database {database!r} kept changing while the backup took its snapshot "
+        f"({ATTEMPTS} attempts); nothing was committed. Retry when the schema changes are done"
+    )
 
 
 def catalog_changed(config: PostgresSettings, database: str, snapshot: Snapshot) -> list[str]:
@@ -194,8 +203,12 @@ class LockWatch(threading.Thread):
             return
 
     def _poll(self, conn: psycopg.Connection) -> None:
-        dumps = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
-                                            (self.pg_dump_appname,)).fetchall()]
+        dumps = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (self.pg_dump_appname,)
+            ).fetchall()
+        ]
         ours = {self.snapshot_pid, *dumps}
         if dumps:  # pg_dump is connected: forget a wait of its that is over
             self.dump_wait = None
@@ -209,18 +222,24 @@ class LockWatch(threading.Thread):
                     self.error = LockWaitError(
                         f"backup of database {self.database!r} waited more than {self.limit:g} s (lock_timeout_s) "
                         f"for a lock on table {name}, held or requested first by {describe_sessions(conn, others)}; "
-                        "nothing was committed. Retry later, or end that session's transaction")
+                        "nothing was committed. Retry later, or end that session's transaction"
+                    )
             elif waited > self.limit and ours & set(blockers):
-                behind = " (pg_dump is queued behind it: a wait the server cannot resolve)" \
-                    if any(d in blockers for d in dumps) or self.dump_wait else ""
+                behind = (
+                    " (pg_dump is queued behind it: a wait the server cannot resolve)"
+                    if any(d in blockers for d in dumps) or self.dump_wait
+                    else ""
+                )
                 self.error = LockWaitError(
                     f"session {describe_sessions(conn, [pid])} waited more than {self.limit:g} s (lock_timeout_s) "
                     f"for table {name}, which the backup of database {self.database!r} holds{behind}; the backup "
                     "gave way so that it never blocks others longer than that, and nothing was committed. Retry "
-                    "when that session's work is done, or give its DDL a lock_timeout")
+                    "when that session's work is done, or give its DDL a lock_timeout"
+                )
             if self.error is not None:  # end the backup's sessions: their locks go at once
-                conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid",
-                             ([*dumps, self.snapshot_pid],))
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", ([*dumps, self.snapshot_pid],)
+                )
                 return
 
     def end_snapshot_session(self) -> None:
@@ -252,4 +271,5 @@ class LockWatch(threading.Thread):
                 who = f"pids {blockers}"
         return LockWaitError(
             f"backup of database {self.database!r}: pg_dump waited more than {self.limit:g} s (lock_timeout_s) for a "
-            f"lock on table {table}, held or requested first by {who}; nothing was committed. Retry later")
+            f"lock on table {table}, held or requested first by {who}; nothing was committed. Retry later"
+        )

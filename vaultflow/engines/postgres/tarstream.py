@@ -68,7 +68,7 @@ def _pax_records(data: bytes) -> dict[str, str]:
     """'%d key=value\\n' records; the length counts the whole record."""
     records: dict[str, str] = {}
     pos = 0
-    while pos < len(data) and data[pos:pos + 1] != b"\0":
+    while pos < len(data) and data[pos : pos + 1] != b"\0":
         space = data.find(b" ", pos)
         if space < 0:
             raise TarFormatError("malformed pax header")
@@ -76,7 +76,7 @@ def _pax_records(data: bytes) -> dict[str, str]:
             length = int(data[pos:space])
         except ValueError:
             raise TarFormatError("malformed pax header length") from None
-        record = data[space + 1:pos + length]
+        record = data[space + 1 : pos + length]
         if length <= 0 or not record.endswith(b"\n") or b"=" not in record:
             raise TarFormatError("malformed pax header record")
         key, value = record[:-1].split(b"=", 1)
@@ -101,13 +101,13 @@ class TarSniffer:
         self.members = 0
         self.data_bytes = 0
         self._header = bytearray()
-        self._data_left = 0       # content bytes of the current entry still to come
-        self._pad_left = 0        # padding up to the next 512-byte boundary
-        self._sink: BinaryIO | None = None   # where the current member's content goes
+        self._data_left = 0  # content bytes of the current entry still to come
+        self._pad_left = 0  # padding up to the next 512-byte boundary
+        self._sink: BinaryIO | None = None  # where the current member's content goes
         self._meta: bytearray | None = None  # content of a GNU 'L' or pax 'x' entry
         self._meta_type = b""
-        self._next_name: str | None = None   # from 'L' or pax path, for the next header
-        self._next_size: int | None = None   # from pax size
+        self._next_name: str | None = None  # from 'L' or pax path, for the next header
+        self._next_size: int | None = None  # from pax size
         self._current = ""
         self._zero_blocks = 0
         self._done = False
@@ -144,9 +144,9 @@ class TarSniffer:
             if self._data_left:
                 take = min(self._data_left, end - pos)
                 if self._sink is not None:
-                    self._sink.write(view[pos:pos + take])
+                    self._sink.write(view[pos : pos + take])
                 elif self._meta is not None:
-                    self._meta += view[pos:pos + take]
+                    self._meta += view[pos : pos + take]
                 self._data_left -= take
                 pos += take
                 if not self._data_left:
@@ -157,7 +157,7 @@ class TarSniffer:
                 pos += take
             else:
                 take = min(BLOCK - len(self._header), end - pos)
-                self._header += view[pos:pos + take]
+                self._header += view[pos : pos + take]
                 pos += take
                 if len(self._header) == BLOCK:
                     block = bytes(self._header)

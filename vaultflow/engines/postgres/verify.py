@@ -39,8 +39,9 @@ def verify_restored(dest: Path, bin_dir: Path, label: str) -> TableComparison | 
     for name in WRITTEN_WHEN_MISSING:
         if name not in listed:
             cmd += ["--ignore", name]
-    proc = tied_popen([*cmd, str(dest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                      stdin=subprocess.DEVNULL)  # dies with the run, like every tool vaultflow starts
+    proc = tied_popen(
+        [*cmd, str(dest)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+    )  # dies with the run, like every tool vaultflow starts
     try:
         stdout, stderr = proc.communicate()
     except BaseException:
@@ -49,6 +50,7 @@ def verify_restored(dest: Path, bin_dir: Path, label: str) -> TableComparison | 
         raise
     if proc.returncode != 0:
         said = " | ".join((stderr or stdout).strip().splitlines()[-5:])
-        raise IntegrityError(f"the restored data directory {dest} does not match the server's backup_manifest "
-                             f"of {label}: {said}")
+        raise IntegrityError(
+            f"the restored data directory {dest} does not match the server's backup_manifest of {label}: {said}"
+        )
     return TableComparison("(cluster)", f"pg_verifybackup: {len(listed)} files", len(listed), len(listed), "match")

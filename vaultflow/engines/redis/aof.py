@@ -72,6 +72,7 @@ UTC = UTC
 
 # -- backup ------------------------------------------------------------------------------------
 
+
 def aof_full_backup(config: RedisSettings, ctx: BackupContext, plan: BackupPlan | None = None) -> Manifest:
     """An AOF-anchored full backup: BGREWRITEAOF, then the new base, the increments up to their
     cut and the AOF manifest, committed to ctx.repository. ConfigError when the server is not
@@ -84,8 +85,9 @@ def aof_full_backup(config: RedisSettings, ctx: BackupContext, plan: BackupPlan 
     return _backup(config, ctx, BackupKind.FULL, None, started, {"rewrite": time.monotonic() - t0}, plan)
 
 
-def aof_incremental_backup(config: RedisSettings, ctx: BackupContext, parent: Manifest,
-                           kind: BackupKind, plan: BackupPlan | None = None) -> Manifest:
+def aof_incremental_backup(
+    config: RedisSettings, ctx: BackupContext, parent: Manifest, kind: BackupKind, plan: BackupPlan | None = None
+) -> Manifest:
     """The AOF bytes written since `parent` (INCREMENTAL: the latest backup; DIFFERENTIAL: the
     latest full). ChainBrokenError (the flow takes a full instead) when the target is not
     local, appendonly is off, the parent is not AOF-anchored, or an AOF rewrite replaced the
@@ -93,14 +95,19 @@ def aof_incremental_backup(config: RedisSettings, ctx: BackupContext, parent: Ma
     if kind == BackupKind.FULL:
         raise RefusedError("aof_incremental_backup takes INCREMENTAL or DIFFERENTIAL; use aof_full_backup")
     if parent.engine != ENGINE or parent.target != config.name:
-        raise RefusedError(f"backup {parent.id} belongs to {parent.engine}/{parent.target}, not "
-                           f"{ENGINE}/{config.name}: it cannot be the parent of this target's backup")
+        raise RefusedError(
+            f"backup {parent.id} belongs to {parent.engine}/{parent.target}, not "
+            f"{ENGINE}/{config.name}: it cannot be the parent of this target's backup"
+        )
     if kind == BackupKind.DIFFERENTIAL and parent.kind != BackupKind.FULL:
-        raise RefusedError(f"the parent of a differential backup must be a full backup; {parent.id} is "
-                           f"{parent.kind.value}")
+        raise RefusedError(
+            f"the parent of a differential backup must be a full backup; {parent.id} is {parent.kind.value}"
+        )
     if not isinstance(parent.consistency, RedisAofConsistency):
-        raise ChainBrokenError(f"backup {parent.id} of {config.where} is a {parent.mode} backup, not an "
-                               "AOF-anchored one: increments can only continue an AOF chain; taking a full")
+        raise ChainBrokenError(
+            f"backup {parent.id} of {config.where} is a {parent.mode} backup, not an "
+            "AOF-anchored one: increments can only continue an AOF chain; taking a full"
+        )
     return _backup(config, ctx, kind, parent, planned_identity(plan, kind)[0], {}, plan)
 
 
@@ -114,15 +121,28 @@ def _server_errors(config: RedisSettings) -> Iterator[None]:
     except OSError as exc:
         if not str(exc.filename or "").startswith(str(config.data_dir)):
             raise
-        raise ConfigError(f"reading the AOF of {config.where} under {config.data_dir} failed: {exc}. Can the "
-                          "worker read the data directory (run it as the redis user or in its group)?") from exc
+        raise ConfigError(
+            f"reading the AOF of {config.where} under {config.data_dir} failed: {exc}. Can the "
+            "worker read the data directory (run it as the redis user or in its group)?"
+        ) from exc
 
 
-def _backup(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent: Manifest | None,
-            started: datetime, timings: dict[str, float], plan: BackupPlan | None = None) -> Manifest:
+def _backup(
+    config: RedisSettings,
+    ctx: BackupContext,
+    kind: BackupKind,
+    parent: Manifest | None,
+    started: datetime,
+    timings: dict[str, float],
+    plan: BackupPlan | None = None,
+) -> Manifest:
     with _server_errors(config), connect(config) as conn:
-        state = read_aof_state(config, conn, purpose=FULL_PURPOSE if parent is None else f"{kind.value} backups",
-                               broken=ConfigError if parent is None else ChainBrokenError)
+        state = read_aof_state(
+            config,
+            conn,
+            purpose=FULL_PURPOSE if parent is None else f"{kind.value} backups",
+            broken=ConfigError if parent is None else ChainBrokenError,
+        )
         # Every write acknowledged before now must be in the files we cut (everysec may hold it back).
         wait_for_aof_flush(config, conn, ctx.log)
         # The open descriptors keep every file readable even if a rewrite unlinks it meanwhile.
@@ -131,16 +151,29 @@ def _backup(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent:
                 _check_continues(config, parent, aof)
             cuts, pieces = _plan(aof, parent)
             replication = conn.info("replication")  # read just after the cut: close to it, not at it
-            manifest = _store(config, ctx, kind, parent, started, state, aof, cuts, pieces, replication, timings,
-                              plan)
-    ctx.log(f"{kind.value} AOF backup {manifest.id} of {config.where}: increments "
-            + ", ".join(f"{n} up to {c}" for n, c in cuts.items()) + f"; {manifest.stored_size} bytes stored")
+            manifest = _store(config, ctx, kind, parent, started, state, aof, cuts, pieces, replication, timings, plan)
+    ctx.log(
+        f"{kind.value} AOF backup {manifest.id} of {config.where}: increments "
+        + ", ".join(f"{n} up to {c}" for n, c in cuts.items())
+        + f"; {manifest.stored_size} bytes stored"
+    )
     return manifest
 
 
-def _store(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent: Manifest | None, started: datetime,
-           state: AofState, aof: LocalAof, cuts: dict[str, int], pieces: list[tuple[str, int, int]],
-           replication: dict, timings: dict[str, float], plan: BackupPlan | None = None) -> Manifest:
+def _store(
+    config: RedisSettings,
+    ctx: BackupContext,
+    kind: BackupKind,
+    parent: Manifest | None,
+    started: datetime,
+    state: AofState,
+    aof: LocalAof,
+    cuts: dict[str, int],
+    pieces: list[tuple[str, int, int]],
+    replication: dict,
+    timings: dict[str, float],
+    plan: BackupPlan | None = None,
+) -> Manifest:
     """Stream the pieces and the AOF manifest, fingerprint the cut, commit the manifest last."""
     repo = ctx.repository
     backup_id = plan.backup_id if plan is not None else new_backup_id(kind, started)
@@ -156,38 +189,83 @@ def _store(config: RedisSettings, ctx: BackupContext, kind: BackupKind, parent: 
         for name, offset, length in pieces:
             is_base = name == aof.base.name
             key = f"aof/{name}.zst" if is_base else f"aof/{name}.from-{offset}.zst"
-            progress = (lambda done, key=key, length=length: ctx.progress(key, done, length)) \
-                if ctx.progress else None
-            written = compress_into_store(RangeReader(aof.fds[name], offset, length), repo.store, prefix + key,
-                                          level=repo.compression_level, size_hint=length, progress=progress)
+            progress = (lambda done, key=key, length=length: ctx.progress(key, done, length)) if ctx.progress else None
+            written = compress_into_store(
+                RangeReader(aof.fds[name], offset, length),
+                repo.store,
+                prefix + key,
+                level=repo.compression_level,
+                size_hint=length,
+                progress=progress,
+            )
             if written.raw_size != length:
-                raise IntegrityError(f"{aof.directory / name} yielded {written.raw_size} bytes from offset "
-                                     f"{offset}, expected {length}: was it truncated? Take a full backup")
-            objects.append(StoredObject(key=key, role="aof-base" if is_base else "aof-incr",
-                                        format=aof.base_format if is_base else "aof", raw_size=written.raw_size,
-                                        stored_size=written.stored_size, sha256=written.sha256))
+                raise IntegrityError(
+                    f"{aof.directory / name} yielded {written.raw_size} bytes from offset "
+                    f"{offset}, expected {length}: was it truncated? Take a full backup"
+                )
+            objects.append(
+                StoredObject(
+                    key=key,
+                    role="aof-base" if is_base else "aof-incr",
+                    format=aof.base_format if is_base else "aof",
+                    raw_size=written.raw_size,
+                    stored_size=written.stored_size,
+                    sha256=written.sha256,
+                )
+            )
             records.append(AofPiece(object=key, file=name, offset=offset, length=length))
-        written = compress_into_store(BytesReader(aof.manifest.live_text().encode()), repo.store,
-                                      prefix + MANIFEST_OBJECT, level=repo.compression_level)
-        objects.append(StoredObject(key=MANIFEST_OBJECT, role="aof-manifest", format="aof-manifest",
-                                    raw_size=written.raw_size, stored_size=written.stored_size,
-                                    sha256=written.sha256))
+        written = compress_into_store(
+            BytesReader(aof.manifest.live_text().encode()),
+            repo.store,
+            prefix + MANIFEST_OBJECT,
+            level=repo.compression_level,
+        )
+        objects.append(
+            StoredObject(
+                key=MANIFEST_OBJECT,
+                role="aof-manifest",
+                format="aof-manifest",
+                raw_size=written.raw_size,
+                stored_size=written.stored_size,
+                sha256=written.sha256,
+            )
+        )
         timings["upload"] = time.monotonic() - t0
         t0 = time.monotonic()
         fingerprints = _fingerprint_at_cut(config, aof, cuts)
         timings["fingerprint"] = time.monotonic() - t0
         base = aof.base.name
         manifest = Manifest(
-            id=backup_id, engine=ENGINE, target=config.name, kind=kind, mode=BackupMode.AOF,
-            parent_id=parent.id if parent else None, started_at=started, finished_at=datetime.now(UTC),
+            id=backup_id,
+            engine=ENGINE,
+            target=config.name,
+            kind=kind,
+            mode=BackupMode.AOF,
+            parent_id=parent.id if parent else None,
+            started_at=started,
+            finished_at=datetime.now(UTC),
             consistency=RedisAofConsistency(
-                aof_dir=state.dirname, aof_filename=state.filename, base=base, base_format=aof.base_format,
-                base_size=aof.sizes[base], base_head_sha256=aof.head_digest(base), incr_files=list(cuts), cuts=cuts,
+                aof_dir=state.dirname,
+                aof_filename=state.filename,
+                base=base,
+                base_format=aof.base_format,
+                base_size=aof.sizes[base],
+                base_head_sha256=aof.head_digest(base),
+                incr_files=list(cuts),
+                cuts=cuts,
                 tail_sha256={name: aof.tail_digest(name, cut, TAIL_BYTES) for name, cut in cuts.items()},
-                pieces=records, repl_id=replication.get("master_replid"),
-                repl_offset=replication.get("master_repl_offset"), redis_version=state.version),
-            objects=objects, fingerprints=fingerprints, server_version=state.version,
-            tool_versions=tools, timings=timings, lineage=ctx.lineage)
+                pieces=records,
+                repl_id=replication.get("master_replid"),
+                repl_offset=replication.get("master_repl_offset"),
+                redis_version=state.version,
+            ),
+            objects=objects,
+            fingerprints=fingerprints,
+            server_version=state.version,
+            tool_versions=tools,
+            timings=timings,
+            lineage=ctx.lineage,
+        )
         commit_unless_planned(repo, manifest, plan)
     return manifest
 
@@ -199,8 +277,9 @@ def _plan(aof: LocalAof, parent: Manifest | None) -> tuple[dict[str, int], list[
     cuts = {}
     for entry in aof.manifest.incrs:
         start = int(parent_cuts.get(entry.name, 0))
-        cuts[entry.name] = find_cut(aof.fds[entry.name], start, aof.sizes[entry.name],
-                                    where=f"{aof.directory / entry.name}")
+        cuts[entry.name] = find_cut(
+            aof.fds[entry.name], start, aof.sizes[entry.name], where=f"{aof.directory / entry.name}"
+        )
         if cuts[entry.name] > start:
             pieces.append((entry.name, start, cuts[entry.name] - start))
     return cuts, pieces
@@ -211,19 +290,26 @@ def _check_continues(config: RedisSettings, parent: Manifest, aof: LocalAof) -> 
     facts = RedisAofConsistency.of(parent)
     how = "; the chain cannot continue; taking a full"
     if facts.base != aof.base.name:
-        raise ChainBrokenError(f"an AOF rewrite replaced base {facts.base} by {aof.base.name} on "
-                               f"{config.where} since backup {parent.id}{how}")
+        raise ChainBrokenError(
+            f"an AOF rewrite replaced base {facts.base} by {aof.base.name} on "
+            f"{config.where} since backup {parent.id}{how}"
+        )
     if facts.base_size != aof.sizes[aof.base.name] or facts.base_head_sha256 != aof.head_digest(aof.base.name):
-        raise ChainBrokenError(f"base {aof.base.name} on {config.where} is not the file backup {parent.id} "
-                               f"stored (size or content differ: a different server or a reset AOF){how}")
+        raise ChainBrokenError(
+            f"base {aof.base.name} on {config.where} is not the file backup {parent.id} "
+            f"stored (size or content differ: a different server or a reset AOF){how}"
+        )
     current = [f.name for f in aof.manifest.incrs]
     for name, cut in facts.cuts.items():
         if name not in current:
-            raise ChainBrokenError(f"increment {name} of backup {parent.id} is no longer in the AOF manifest "
-                                   f"of {config.where}{how}")
+            raise ChainBrokenError(
+                f"increment {name} of backup {parent.id} is no longer in the AOF manifest of {config.where}{how}"
+            )
         if aof.sizes[name] < cut or aof.tail_digest(name, cut, TAIL_BYTES) != facts.tail_sha256.get(name):
-            raise ChainBrokenError(f"increment {name} on {config.where} no longer starts with the "
-                                   f"{cut} bytes backup {parent.id} stored (truncated or rewritten){how}")
+            raise ChainBrokenError(
+                f"increment {name} on {config.where} no longer starts with the "
+                f"{cut} bytes backup {parent.id} stored (truncated or rewritten){how}"
+            )
 
 
 def _fingerprint_at_cut(config: RedisSettings, aof: LocalAof, cuts: dict[str, int]) -> dict:
@@ -246,6 +332,7 @@ def _fingerprint_at_cut(config: RedisSettings, aof: LocalAof, cuts: dict[str, in
 
 # -- restore -----------------------------------------------------------------------------------
 
+
 def _pieces_by_file(chain: list[Manifest], repo) -> dict[str, list[tuple[Manifest, AofPiece]]]:
     """Every stored piece per file, in chain order, checked to be present and contiguous."""
     newest = RedisAofConsistency.of(chain[-1])
@@ -256,35 +343,45 @@ def _pieces_by_file(chain: list[Manifest], repo) -> dict[str, list[tuple[Manifes
         sizes = {o.key: o.stored_size for o in link.objects}
         for piece in RedisAofConsistency.of(link).pieces:
             if piece.file not in result:
-                raise IntegrityError(f"backup {link.id} holds a piece of {piece.file}, which backup "
-                                     f"{chain[-1].id} does not list; the repository is inconsistent")
+                raise IntegrityError(
+                    f"backup {link.id} holds a piece of {piece.file}, which backup "
+                    f"{chain[-1].id} does not list; the repository is inconsistent"
+                )
             info = repo.store.stat(repo.object_key(link, piece.object))
             if piece.object not in sizes or info is None or info.size != sizes[piece.object]:
-                raise IntegrityError(f"object {link.id}/{piece.object} is missing or has the wrong size in "
-                                     f"{repo.description}; cannot restore {chain[-1].id}: restore another "
-                                     "backup or repair the store from a mirror")
+                raise IntegrityError(
+                    f"object {link.id}/{piece.object} is missing or has the wrong size in "
+                    f"{repo.description}; cannot restore {chain[-1].id}: restore another "
+                    "backup or repair the store from a mirror"
+                )
             result[piece.file].append((link, piece))
     for name, pieces in result.items():
         position = 0
         for link, piece in pieces:
             if piece.offset != position:
-                raise ChainBrokenError(f"cannot restore {chain[-1].id}: backup {link.id} continues {name} at "
-                                       f"byte {piece.offset} but its chain holds {position} bytes")
+                raise ChainBrokenError(
+                    f"cannot restore {chain[-1].id}: backup {link.id} continues {name} at "
+                    f"byte {piece.offset} but its chain holds {position} bytes"
+                )
             position += piece.length
         if position != ends[name]:
-            raise ChainBrokenError(f"cannot restore {chain[-1].id}: its chain holds {position} bytes of "
-                                   f"{name}, the backup needs {ends[name]}")
+            raise ChainBrokenError(
+                f"cannot restore {chain[-1].id}: its chain holds {position} bytes of "
+                f"{name}, the backup needs {ends[name]}"
+            )
     return result
 
 
 def _copy_verified(repo, link: Manifest, key: str, out) -> int:
     obj = next(o for o in link.objects if o.key == key)
-    return write_verified(repo.store, repo.object_key(link, key), obj.sha256, obj.stored_size, out,
-                          name=f"{link.id}/{key}")
+    return write_verified(
+        repo.store, repo.object_key(link, key), obj.sha256, obj.stored_size, out, name=f"{link.id}/{key}"
+    )
 
 
-def materialize_aof_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *,
-                          catalog: Catalog | None = None) -> dict[str, str]:
+def materialize_aof_chain(
+    ctx: BackupContext, manifest: Manifest, dest: Path, *, catalog: Catalog | None = None
+) -> dict[str, str]:
     """Write `dest/<appenddirname>/` for an AOF backup of any kind and return the redis.conf
     settings to start a server on `dest` with (appendonly, appenddirname, appendfilename).
 
@@ -300,8 +397,10 @@ def materialize_aof_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *,
     pieces = _pieces_by_file(chain, repo)
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise RefusedError(f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
-                           "directory; nothing was touched. Pick a new or empty directory")
+        raise RefusedError(
+            f"refusing to restore backup {manifest.id} into {dest}: it is not an empty "
+            "directory; nothing was touched. Pick a new or empty directory"
+        )
     facts = RedisAofConsistency.of(manifest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = mkdtemp(f".vfaof-{manifest.id}-", dest.parent)  # ours until renamed into place: removed if killed
@@ -313,16 +412,21 @@ def materialize_aof_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *,
             with open(os.open(aof_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
                 for link, piece in file_pieces:
                     if _copy_verified(repo, link, piece.object, out) != piece.length:
-                        raise IntegrityError(f"object {link.id}/{piece.object} holds a different number of "
-                                             f"bytes than the {piece.length} its manifest records")
-        with open(os.open(aof_dir / f"{facts.aof_filename}.manifest", os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                          0o600), "wb") as out:
+                        raise IntegrityError(
+                            f"object {link.id}/{piece.object} holds a different number of "
+                            f"bytes than the {piece.length} its manifest records"
+                        )
+        with open(
+            os.open(aof_dir / f"{facts.aof_filename}.manifest", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb"
+        ) as out:
             _copy_verified(repo, manifest, MANIFEST_OBJECT, out)
         os.chmod(work, 0o700)
         os.replace(work, dest)  # onto a new or empty directory: dest appears whole
         forget(work)  # gone from its path; `dest` is the caller's
-        ctx.log(f"materialized {manifest.id} from a chain of {len(chain)} backups into {dest} "
-                f"in {time.monotonic() - t0:.1f}s")
+        ctx.log(
+            f"materialized {manifest.id} from a chain of {len(chain)} backups into {dest} "
+            f"in {time.monotonic() - t0:.1f}s"
+        )
     except BaseException:
         remove(work)
         raise

@@ -27,8 +27,8 @@ from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.errors import ConfigError, ToolError, TransientError, VaultflowError
 from vaultflow.tools import tool_version, wait_until
 
-MIN_MAJOR = 7          # multi-part AOF (appendonlydir + manifest) is Redis 7.0+
-HEAD_BYTES = 1 << 20   # how much of the base a backup fingerprints to recognize it later
+MIN_MAJOR = 7  # multi-part AOF (appendonlydir + manifest) is Redis 7.0+
+HEAD_BYTES = 1 << 20  # how much of the base a backup fingerprints to recognize it later
 REWRITE_TIMEOUT = 3600.0
 SNAPSHOT_ATTEMPTS = 10
 # Redis postpones writing its AOF buffer by up to 2 s while a background fsync runs
@@ -60,43 +60,58 @@ class AofState:
         return text, parse_aof_manifest(text, str(self.manifest_path))
 
 
-def read_aof_state(config: RedisSettings, conn: redis.Redis, *, purpose: str,
-                   broken: type[VaultflowError]) -> AofState:
+def read_aof_state(config: RedisSettings, conn: redis.Redis, *, purpose: str, broken: type[VaultflowError]) -> AofState:
     """The server's AOF facts; `broken` (ChainBrokenError for increments: the flow takes a full;
     ConfigError for a full) when it has no multi-part AOF this worker can read."""
     remedy = "; taking a full" if broken is not ConfigError else "; take an RDB full backup instead"
     if not config.data_dir:
-        raise broken(f"{config.name} ({config.where}) has no data_dir: {purpose} copy the server's AOF "
-                     f"files, which needs data_dir on the RedisTarget and the worker on the Redis host{remedy}")
+        raise broken(
+            f"{config.name} ({config.where}) has no data_dir: {purpose} copy the server's AOF "
+            f"files, which needs data_dir on the RedisTarget and the worker on the Redis host{remedy}"
+        )
     data_dir = require_local(config, purpose)
     version = str(conn.info("server").get("redis_version", "0"))
     if int(version.split(".")[0]) < MIN_MAJOR:
-        raise broken(f"Redis at {config.where} is version {version}: {purpose} need Redis {MIN_MAJOR}+ "
-                     f"(multi-part AOF){remedy}")
+        raise broken(
+            f"Redis at {config.where} is version {version}: {purpose} need Redis {MIN_MAJOR}+ (multi-part AOF){remedy}"
+        )
     settings = conn.config_get("append*")
     if settings.get("appendonly") != "yes":
         raise broken(f"appendonly is off on {config.where}: {purpose} need appendonly yes and data_dir{remedy}")
-    state = AofState(config.where, data_dir, settings.get("appenddirname") or "appendonlydir",
-                     settings.get("appendfilename") or "appendonly.aof", version)
+    state = AofState(
+        config.where,
+        data_dir,
+        settings.get("appenddirname") or "appendonlydir",
+        settings.get("appendfilename") or "appendonly.aof",
+        version,
+    )
     if not state.manifest_path.exists():
         server_dir = conn.config_get("dir").get("dir")
-        raise ConfigError(f"{state.manifest_path} does not exist: is data_dir {data_dir} the `dir` of "
-                          f"{config.where} (CONFIG GET dir says {server_dir}) and readable by the worker?")
+        raise ConfigError(
+            f"{state.manifest_path} does not exist: is data_dir {data_dir} the `dir` of "
+            f"{config.where} (CONFIG GET dir says {server_dir}) and readable by the worker?"
+        )
     return state
 
 
 def _busy(info: dict) -> bool:
-    return bool(info.get("rdb_bgsave_in_progress") or info.get("aof_rewrite_in_progress")
-                or info.get("aof_rewrite_scheduled"))
+    return bool(
+        info.get("rdb_bgsave_in_progress") or info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled")
+    )
 
 
-def wait_for_rewrite(config: RedisSettings, conn: redis.Redis, state: AofState, log=print,
-                     timeout: float = REWRITE_TIMEOUT) -> str:
+def wait_for_rewrite(
+    config: RedisSettings, conn: redis.Redis, state: AofState, log=print, timeout: float = REWRITE_TIMEOUT
+) -> str:
     """BGREWRITEAOF once no BGSAVE or rewrite runs; return the new base file's name."""
     if _busy(conn.info("persistence")):
         log(f"a BGSAVE or AOF rewrite is running on {config.where}; waiting for it to finish")
-        wait_until(lambda: not _busy(conn.info("persistence")), timeout=timeout, interval=0.2,
-                 what=f"a running BGSAVE or AOF rewrite on {config.where} to finish")
+        wait_until(
+            lambda: not _busy(conn.info("persistence")),
+            timeout=timeout,
+            interval=0.2,
+            what=f"a running BGSAVE or AOF rewrite on {config.where} to finish",
+        )
     old_base = state.read_manifest()[1].base
     failures = conn.info("persistence").get("aof_rewrites_consecutive_failures", 0)
     try:
@@ -110,16 +125,21 @@ def wait_for_rewrite(config: RedisSettings, conn: redis.Redis, state: AofState, 
         if _busy(info):
             return None
         if info.get("aof_rewrites_consecutive_failures", 0) > failures:
-            raise ToolError(f"BGREWRITEAOF failed on {config.where} (aof_last_bgrewrite_status "
-                            f"{info.get('aof_last_bgrewrite_status')}): see the server's log; is its disk full?")
+            raise ToolError(
+                f"BGREWRITEAOF failed on {config.where} (aof_last_bgrewrite_status "
+                f"{info.get('aof_last_bgrewrite_status')}): see the server's log; is its disk full?"
+            )
         base = state.read_manifest()[1].base
-        if base and (old_base is None or base.name != old_base.name) \
-                and info.get("aof_last_bgrewrite_status") == "ok":
+        if base and (old_base is None or base.name != old_base.name) and info.get("aof_last_bgrewrite_status") == "ok":
             return base.name
         return None
 
-    return wait_until(rewritten, timeout=timeout, interval=0.05,
-                    what=f"BGREWRITEAOF on {config.where} to write a new base into {state.directory}")
+    return wait_until(
+        rewritten,
+        timeout=timeout,
+        interval=0.05,
+        what=f"BGREWRITEAOF on {config.where} to write a new base into {state.directory}",
+    )
 
 
 def aof_flushed(start: dict, now: dict) -> bool:
@@ -134,8 +154,9 @@ def aof_flushed(start: dict, now: dict) -> bool:
         return True
     if start.get("aof_rewrite_in_progress") and not now.get("aof_rewrite_in_progress"):
         return False  # the rewrite finished and recomputed aof_current_size: wait for an empty buffer
-    return int(now.get("aof_current_size", 0)) >= \
-        int(start.get("aof_current_size", 0)) + int(start.get("aof_buffer_length", 0))
+    return int(now.get("aof_current_size", 0)) >= int(start.get("aof_current_size", 0)) + int(
+        start.get("aof_buffer_length", 0)
+    )
 
 
 def wait_for_aof_flush(config: RedisSettings, conn: redis.Redis, log=print, timeout: float = FLUSH_TIMEOUT) -> None:
@@ -150,9 +171,11 @@ def wait_for_aof_flush(config: RedisSettings, conn: redis.Redis, log=print, time
     start = conn.info("persistence")
     if aof_flushed(start, start):
         return
-    log(f"{start.get('aof_buffer_length')} bytes of acknowledged writes are still in the AOF buffer of "
+    log(
+        f"{start.get('aof_buffer_length')} bytes of acknowledged writes are still in the AOF buffer of "
         f"{config.where} (aof_pending_bio_fsync {start.get('aof_pending_bio_fsync')}); waiting for Redis to "
-        "write them")
+        "write them"
+    )
     last = [start]
 
     def flushed() -> bool:
@@ -167,7 +190,8 @@ def wait_for_aof_flush(config: RedisSettings, conn: redis.Redis, log=print, time
             f"Redis at {config.where} kept {now.get('aof_buffer_length')} bytes of acknowledged writes in its "
             f"AOF buffer for {timeout:.0f}s (aof_pending_bio_fsync {now.get('aof_pending_bio_fsync')}, "
             f"aof_delayed_fsync {now.get('aof_delayed_fsync')}): its disk cannot keep up with fsync, and a "
-            "backup cut now would miss them. No backup was taken; retry when the disk is less busy") from None
+            "backup cut now would miss them. No backup was taken; retry when the disk is less busy"
+        ) from None
 
 
 @dataclass
@@ -206,8 +230,10 @@ class LocalAof:
         for _attempt in range(SNAPSHOT_ATTEMPTS):
             text, manifest = state.read_manifest()
             if manifest.base is None:
-                raise ConfigError(f"{state.manifest_path} names no base file: run BGREWRITEAOF on {state.where} "
-                                  "and take a full backup")
+                raise ConfigError(
+                    f"{state.manifest_path} names no base file: run BGREWRITEAOF on {state.where} "
+                    "and take a full backup"
+                )
             aof = cls(state, manifest)
             try:
                 for entry in [manifest.base, *manifest.incrs]:
@@ -221,8 +247,10 @@ class LocalAof:
             for fd in aof.fds.values():
                 os.close(fd)
             time.sleep(0.1)
-        raise TransientError(f"the AOF of {state.where} in {state.directory} kept changing while its files "
-                             "were opened (rewrites in a loop?); retry later")
+        raise TransientError(
+            f"the AOF of {state.where} in {state.directory} kept changing while its files "
+            "were opened (rewrites in a loop?); retry later"
+        )
 
     def head_digest(self, name: str) -> str:
         return hashlib.sha256(os.pread(self.fds[name], HEAD_BYTES, 0)).hexdigest()
@@ -254,12 +282,20 @@ def check_base(config: RedisSettings, aof: LocalAof) -> dict[str, str]:
     binary = find_binary(tool, config.bin_dir)
     fd = aof.fds[aof.base.name]
     # /proc/self/fd/N in the child is the file we hold open, even if a rewrite unlinked it.
-    result = subprocess.run([str(binary), f"/proc/self/fd/{fd}"], pass_fds=(fd,), capture_output=True,
-                            text=True, errors="replace", timeout=REWRITE_TIMEOUT)
+    result = subprocess.run(
+        [str(binary), f"/proc/self/fd/{fd}"],
+        pass_fds=(fd,),
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=REWRITE_TIMEOUT,
+    )
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-8:])
-        raise ToolError(f"{tool} rejects base {aof.directory / aof.base.name} of {config.where}: {tail}\n"
-                        "No backup was committed; run BGREWRITEAOF on the server and take a full backup")
+        raise ToolError(
+            f"{tool} rejects base {aof.directory / aof.base.name} of {config.where}: {tail}\n"
+            "No backup was committed; run BGREWRITEAOF on the server and take a full backup"
+        )
     return {tool: tool_version(binary)}
 
 

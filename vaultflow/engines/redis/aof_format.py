@@ -30,6 +30,7 @@ READ_SIZE = 1 << 20
 
 # -- the AOF manifest --------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class AofFile:
     name: str
@@ -84,6 +85,7 @@ def parse_aof_manifest(text: str, where: str = "AOF manifest") -> AofManifest:
 
 # -- RESP cut ----------------------------------------------------------------------------------
 
+
 class RespCutter:
     """Fed the bytes of an AOF increment from a command boundary on, tracks `boundary`: the
     number of bytes fed up to the end of the last complete command outside MULTI/EXEC.
@@ -93,13 +95,13 @@ class RespCutter:
 
     def __init__(self, where: str = "AOF increment", start: int = 0):
         self.where = where
-        self.offset = start          # absolute offset of the next byte to be fed
-        self.boundary = start        # absolute offset just after the last usable command
-        self._line = bytearray()     # a partial header line
-        self._args_left = 0          # bulk strings still expected in the current command
-        self._skip = 0               # payload + CRLF bytes still to skip
+        self.offset = start  # absolute offset of the next byte to be fed
+        self.boundary = start  # absolute offset just after the last usable command
+        self._line = bytearray()  # a partial header line
+        self._args_left = 0  # bulk strings still expected in the current command
+        self._skip = 0  # payload + CRLF bytes still to skip
         self._name: bytearray | None = None  # the first argument, when it may be MULTI/EXEC
-        self._first = False          # is the bulk being read the command's first argument
+        self._first = False  # is the bulk being read the command's first argument
         self._in_multi = False
         self._command_name = b""
 
@@ -114,7 +116,7 @@ class RespCutter:
             if self._skip:
                 take = min(self._skip, end - pos)
                 if self._name is not None:
-                    self._name += data[pos:pos + take]
+                    self._name += data[pos : pos + take]
                 self._skip -= take
                 pos += take
                 self.offset += take
@@ -123,12 +125,12 @@ class RespCutter:
                 continue
             newline = data.find(b"\n", pos, min(end, pos + MAX_LINE))
             if newline < 0:
-                self._line += data[pos:min(end, pos + MAX_LINE + 1)]
+                self._line += data[pos : min(end, pos + MAX_LINE + 1)]
                 self.offset += end - pos
                 if len(self._line) > MAX_LINE:
                     self._bad("a header line without end")
                 return
-            self._line += data[pos:newline + 1]
+            self._line += data[pos : newline + 1]
             self.offset += newline + 1 - pos
             pos = newline + 1
             line = bytes(self._line)
@@ -143,7 +145,7 @@ class RespCutter:
         while pos < end and data[pos] == 0x2A:  # '*'
             newline = find(b"\r\n", pos, pos + 32)
             try:
-                count = int(data[pos + 1:newline]) if newline > 0 else 0
+                count = int(data[pos + 1 : newline]) if newline > 0 else 0
             except ValueError:
                 return pos
             if count <= 0:
@@ -154,29 +156,31 @@ class RespCutter:
                     return pos
                 newline = find(b"\r\n", cursor, cursor + 32)
                 try:
-                    length = int(data[cursor + 1:newline]) if newline > 0 else -1
+                    length = int(data[cursor + 1 : newline]) if newline > 0 else -1
                 except ValueError:
                     return pos
                 start, cursor = newline + 2, newline + length + 4
-                if length < 0 or cursor > end or data[cursor - 2:cursor] != b"\r\n":
+                if length < 0 or cursor > end or data[cursor - 2 : cursor] != b"\r\n":
                     return pos
                 if number == 0 and length <= 7:
-                    name = data[start:start + length].upper()
+                    name = data[start : start + length].upper()
             self.offset += cursor - pos
             pos = cursor
             self._command_done(name)
         return pos
 
     def _bad(self, what: str) -> None:
-        raise IntegrityError(f"{self.where} is not valid RESP near offset {self.offset}: {what}. Check the "
-                             "file with redis-check-aof; take a full backup once the server's AOF is sound")
+        raise IntegrityError(
+            f"{self.where} is not valid RESP near offset {self.offset}: {what}. Check the "
+            "file with redis-check-aof; take a full backup once the server's AOF is sound"
+        )
 
     def _header(self, line: bytes) -> None:
         if not line.endswith(b"\r\n"):
             self._bad(f"line {line[:40]!r} does not end in CRLF")
         body = line[:-2]
         if self._args_left == 0:
-            if body.startswith(b"#"):     # an annotation (aof-timestamp-enabled): a boundary of its own
+            if body.startswith(b"#"):  # an annotation (aof-timestamp-enabled): a boundary of its own
                 self._command_done(b"")
                 return
             if not body.startswith(b"*"):

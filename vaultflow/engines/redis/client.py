@@ -22,11 +22,18 @@ KEYSPACE = "keyspace"  # the fingerprints entry for the whole dataset (DEBUG DIG
 
 def connect(config: RedisSettings, db: int = 0) -> redis.Redis:
     """A checked connection (PING); errors say what is wrong and whether retrying helps."""
-    conn = redis.Redis(host=config.host, port=config.port, db=db, username=config.username,
-                       password=config.password.get_secret_value() if config.password else None,
-                       ssl=config.tls, socket_connect_timeout=config.connect_timeout,
-                       socket_timeout=max(60.0, config.connect_timeout), client_name="vaultflow",
-                       retry=Retry(NoBackoff(), 0))
+    conn = redis.Redis(
+        host=config.host,
+        port=config.port,
+        db=db,
+        username=config.username,
+        password=config.password.get_secret_value() if config.password else None,
+        ssl=config.tls,
+        socket_connect_timeout=config.connect_timeout,
+        socket_timeout=max(60.0, config.connect_timeout),
+        client_name="vaultflow",
+        retry=Retry(NoBackoff(), 0),
+    )
     try:
         # No retries for the first login: redis-py counts AuthenticationError as a ConnectionError
         # and would retry a wrong password for ~4 s; an unreachable server is retried by the flow.
@@ -40,22 +47,31 @@ def connect(config: RedisSettings, db: int = 0) -> redis.Redis:
 
 def classify_error(exc: Exception, config: RedisSettings) -> VaultflowError:
     text = str(exc)
-    if isinstance(exc, redis.exceptions.AuthenticationError) or "WRONGPASS" in text or "NOAUTH" in text \
-            or "invalid password" in text or "Authentication required" in text \
-            or isinstance(exc, redis.exceptions.AuthenticationWrongNumberOfArgsError):
+    if (
+        isinstance(exc, redis.exceptions.AuthenticationError)
+        or "WRONGPASS" in text
+        or "NOAUTH" in text
+        or "invalid password" in text
+        or "Authentication required" in text
+        or isinstance(exc, redis.exceptions.AuthenticationWrongNumberOfArgsError)
+    ):
         who = f"user {config.username!r}" if config.username else "the default user"
-        return AuthenticationError(f"Redis at {config.where} refused the login of {who}: check the "
-                                   f"RedisTarget's username/password ({text})")
+        return AuthenticationError(
+            f"Redis at {config.where} refused the login of {who}: check the RedisTarget's username/password ({text})"
+        )
     if isinstance(exc, redis.exceptions.BusyLoadingError):
         return TransientError(f"Redis at {config.where} is still loading its data; retry later ({text})")
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-        return ServerUnavailableError(f"cannot reach Redis at {config.where}: {text}. Check host, port, "
-                                      "tls and that the server is running")
+        return ServerUnavailableError(
+            f"cannot reach Redis at {config.where}: {text}. Check host, port, tls and that the server is running"
+        )
     if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in text or "no permissions" in text:
         who = f"user {config.username!r}" if config.username else "the default user"
-        return AuthenticationError(f"Redis at {config.where}: {who} lacks a permission vaultflow needs ({text}); "
-                                   "give it the ACL in docs/redis.md (remote mode: +ping +info +client|setname "
-                                   "+replconf +sync +psync) — retrying will not help")
+        return AuthenticationError(
+            f"Redis at {config.where}: {who} lacks a permission vaultflow needs ({text}); "
+            "give it the ACL in docs/redis.md (remote mode: +ping +info +client|setname "
+            "+replconf +sync +psync) — retrying will not help"
+        )
     return VaultflowError(f"Redis at {config.where}: {text}")
 
 
@@ -115,10 +131,14 @@ def fingerprint_server(conn: redis.Redis, mode: str = "counts") -> dict[str, dic
 
 def require_local(config: RedisSettings, what: str) -> Path:
     if not config.data_dir:
-        raise ConfigError(f"{what} needs the server's data directory on this worker: set data_dir on the "
-                          f"RedisTarget {config.name} (and run the worker on the Redis host)")
+        raise ConfigError(
+            f"{what} needs the server's data directory on this worker: set data_dir on the "
+            f"RedisTarget {config.name} (and run the worker on the Redis host)"
+        )
     path = Path(config.data_dir)
     if not os.access(path, os.R_OK | os.X_OK):
-        raise ConfigError(f"the worker cannot read the Redis data directory {path} of {config.name}: run "
-                          "the worker as the redis user or a member of its group, or grant read access")
+        raise ConfigError(
+            f"the worker cannot read the Redis data directory {path} of {config.name}: run "
+            "the worker as the redis user or a member of its group, or grant read access"
+        )
     return path

@@ -33,9 +33,10 @@ ClientFactory = Callable[[int], redis.Redis]
 
 def facts_fingerprints(databases: dict[int, tuple[int, int]]) -> dict[str, dict[str, Fingerprint]]:
     """The manifest's fingerprints from per-db (keys, expires); db -1 means "total only"."""
-    return {(TOTAL if db < 0 else f"db{db}"): {"keys": Fingerprint(count=keys, digest=f"expires={expires}",
-                                                                     method="count")}
-            for db, (keys, expires) in sorted(databases.items())}
+    return {
+        (TOTAL if db < 0 else f"db{db}"): {"keys": Fingerprint(count=keys, digest=f"expires={expires}", method="count")}
+        for db, (keys, expires) in sorted(databases.items())
+    }
 
 
 def check_scratch(expected: dict[str, dict[str, Fingerprint]], conn: redis.Redis) -> Comparison:
@@ -44,9 +45,15 @@ def check_scratch(expected: dict[str, dict[str, Fingerprint]], conn: redis.Redis
     actual = fingerprint_server(conn, "digest" if KEYSPACE in expected else "counts")
     if TOTAL in expected:
         dbs = [v["keys"] for k, v in actual.items() if k.startswith("db")]
-        actual = {TOTAL: {"keys": Fingerprint(
-            count=sum(f.count for f in dbs), method="count",
-            digest=f"expires={sum(int(f.digest.split('=')[1]) for f in dbs)}")}}
+        actual = {
+            TOTAL: {
+                "keys": Fingerprint(
+                    count=sum(f.count for f in dbs),
+                    method="count",
+                    digest=f"expires={sum(int(f.digest.split('=')[1]) for f in dbs)}",
+                )
+            }
+        }
     tables: list[TableComparison] = []
     for group in sorted(set(expected) | set(actual)):
         tables += compare_database(group, expected.get(group, {}), actual.get(group, {}))
@@ -98,9 +105,15 @@ def _expired(expire_at: int) -> bool:
     return expire_at >= 0 and expire_at <= time.time() * 1000
 
 
-def compare_copies(expected: ClientFactory, actual: ClientFactory, plans: list[tuple[int, int]], *,
-                   pattern: str = "*", extra_is_difference: bool = True,
-                   limit: int = 20) -> tuple[Comparison, list[str]]:
+def compare_copies(
+    expected: ClientFactory,
+    actual: ClientFactory,
+    plans: list[tuple[int, int]],
+    *,
+    pattern: str = "*",
+    extra_is_difference: bool = True,
+    limit: int = 20,
+) -> tuple[Comparison, list[str]]:
     """Every key of `expected` (matching `pattern`, per (expected db, actual db) in `plans`)
     against `actual`; with `extra_is_difference` keys only `actual` holds count too.
 
@@ -119,7 +132,9 @@ def compare_copies(expected: ClientFactory, actual: ClientFactory, plans: list[t
         wanted = equal = extra = 0
         with expected(source_db) as src, actual(target_db) as dst:
             for keys in scan_batches(src, pattern):
-                for key, (kind, dump, exp_at), (kind2, dump2, exp_at2) in zip(keys, _read(src, keys), _read(dst, keys), strict=True):
+                for key, (kind, dump, exp_at), (kind2, dump2, exp_at2) in zip(
+                    keys, _read(src, keys), _read(dst, keys), strict=True
+                ):
                     if dump is None or _expired(exp_at):
                         continue  # gone or expired meanwhile on the proven side
                     wanted += 1
@@ -132,8 +147,10 @@ def compare_copies(expected: ClientFactory, actual: ClientFactory, plans: list[t
                         differ(f"{where}: expiry {exp_at} vs {exp_at2} (ms since epoch, -1 = none)")
                     elif kind != kind2:
                         differ(f"{where}: type {kind!r} vs {kind2!r}")
-                    elif dump != dump2 and (logical_value(src, key, kind) is None
-                                            or logical_value(src, key, kind) != logical_value(dst, key, kind2)):
+                    elif dump != dump2 and (
+                        logical_value(src, key, kind) is None
+                        or logical_value(src, key, kind) != logical_value(dst, key, kind2)
+                    ):
                         what = "entries, consumer groups or pending entries" if kind == b"stream" else "value"
                         differ(f"{where}: {what} differ")
                     else:
@@ -148,6 +165,9 @@ def compare_copies(expected: ClientFactory, actual: ClientFactory, plans: list[t
                             extra += 1
                             differ(f"db{target_db} key {key!r} of the copy is not in the backup")
         label = f"keys {pattern!r} -> db{target_db}" + (f", {extra} extra" if extra else "")
-        tables.append(TableComparison(f"db{source_db}", label, wanted, equal,
-                                      "match" if wanted == equal and not extra else "mismatch"))
+        tables.append(
+            TableComparison(
+                f"db{source_db}", label, wanted, equal, "match" if wanted == equal and not extra else "mismatch"
+            )
+        )
     return Comparison(tables), problems

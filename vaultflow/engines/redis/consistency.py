@@ -28,8 +28,9 @@ class RedisRdbConsistency(Consistency):
     repl_offset: int | None = None
     snapshot_unix_time: int | None = Field(default=None, description="the RDB's ctime (seconds since the epoch)")
     aof_preamble: str | None = Field(default=None, description="the RDB's aof-base aux field")
-    rdb_crc64: str | None = Field(default=None, description="the RDB's CRC64 footer, hex (the stored object is "
-                                  "exactly the RDB)")
+    rdb_crc64: str | None = Field(
+        default=None, description="the RDB's CRC64 footer, hex (the stored object is exactly the RDB)"
+    )
 
 
 class AofPiece(Strict):
@@ -53,8 +54,9 @@ class RedisAofConsistency(Consistency):
     base: str = Field(description="the base file every link of the chain shares")
     base_format: Literal["rdb", "aof"]
     base_size: int
-    base_head_sha256: str = Field(description="sha256 of the base's first bytes: the same file, not one "
-                                  "of the same name")
+    base_head_sha256: str = Field(
+        description="sha256 of the base's first bytes: the same file, not one of the same name"
+    )
     incr_files: list[str]
     cuts: dict[str, int] = Field(description="increment file -> bytes included (a command boundary)")
     tail_sha256: dict[str, str] = Field(description="increment file -> sha256 of the bytes before its cut")

@@ -85,12 +85,15 @@ class RedisEngine:
         version = self.check()
         if kind != BackupKind.FULL:
             if not self.config.local:
-                raise ChainBrokenError(f"{self.config.name} is backed up remotely (no data_dir): incremental and "
-                                       "differential backups copy the AOF files, which needs data_dir and the "
-                                       "worker on the Redis host")
+                raise ChainBrokenError(
+                    f"{self.config.name} is backed up remotely (no data_dir): incremental and "
+                    "differential backups copy the AOF files, which needs data_dir and the "
+                    "worker on the Redis host"
+                )
             parent = ctx.repository.catalog(self.name, self.config.name).parent_for(kind, self.config.name)
-            return new_plan(self.name, self.config.name, kind, [BackupUnit("aof")], parent=parent,
-                            server_version=version)
+            return new_plan(
+                self.name, self.config.name, kind, [BackupUnit("aof")], parent=parent, server_version=version
+            )
         unit = "rdb"
         if self.config.local:
             require_local(self.config, "a local-mode backup")
@@ -128,9 +131,17 @@ class RedisEngine:
                 cli = find_binary("redis-cli", config.bin_dir)
                 method, tool = "replication snapshot (redis-cli --rdb)", {"redis-cli": tool_version(cli)}
                 try:
-                    written = dump_into_store([*cli_args(config, cli), "--rdb", "-"], cli_env(config), repo.store,
-                                              prefix + RDB_OBJECT, level=repo.compression_level, progress=progress,
-                                              on_stderr=None, wrap=tee.wrap, stdin_data=cli_stdin(config))
+                    written = dump_into_store(
+                        [*cli_args(config, cli), "--rdb", "-"],
+                        cli_env(config),
+                        repo.store,
+                        prefix + RDB_OBJECT,
+                        level=repo.compression_level,
+                        progress=progress,
+                        on_stderr=None,
+                        wrap=tee.wrap,
+                        stdin_data=cli_stdin(config),
+                    )
                 except ToolError as exc:
                     raise self._explain_transfer_failure(exc) from exc
             timings["transfer"] = time.monotonic() - t0
@@ -140,20 +151,44 @@ class RedisEngine:
             timings["verify"] = time.monotonic() - t0
             facts, fingerprints = proven.header, facts_fingerprints(proven.databases)
             if written.raw_size != proven.length:
-                raise ToolError(f"stored {written.raw_size} bytes of the RDB from {config.where} but proved "
-                                f"{proven.length}; no backup was recorded")
+                raise ToolError(
+                    f"stored {written.raw_size} bytes of the RDB from {config.where} but proved "
+                    f"{proven.length}; no backup was recorded"
+                )
             consistency = RedisRdbConsistency(
-                method=method, rdb_version=facts.get("rdb-version"), repl_id=facts.get("repl-id"),
-                repl_offset=_int(facts.get("repl-offset")), snapshot_unix_time=_int(facts.get("ctime")),
-                aof_preamble=facts.get("aof-base"), rdb_crc64=proven.crc64)
+                method=method,
+                rdb_version=facts.get("rdb-version"),
+                repl_id=facts.get("repl-id"),
+                repl_offset=_int(facts.get("repl-offset")),
+                snapshot_unix_time=_int(facts.get("ctime")),
+                aof_preamble=facts.get("aof-base"),
+                rdb_crc64=proven.crc64,
+            )
             manifest = Manifest(
-                id=backup_id, engine=self.name, target=config.name, kind=BackupKind.FULL, mode=BackupMode.RDB,
-                started_at=started, finished_at=datetime.now(UTC), consistency=consistency,
-                objects=[StoredObject(key=RDB_OBJECT, role="rdb", format="rdb", raw_size=written.raw_size,
-                                      stored_size=written.stored_size, sha256=written.sha256)],
-                fingerprints=fingerprints, server_version=facts.get("redis-ver") or version,
-                tool_versions={"redis-check-rdb": tool_version(find_binary("redis-check-rdb", config.bin_dir)),
-                               **tool}, timings=timings, lineage=ctx.lineage)
+                id=backup_id,
+                engine=self.name,
+                target=config.name,
+                kind=BackupKind.FULL,
+                mode=BackupMode.RDB,
+                started_at=started,
+                finished_at=datetime.now(UTC),
+                consistency=consistency,
+                objects=[
+                    StoredObject(
+                        key=RDB_OBJECT,
+                        role="rdb",
+                        format="rdb",
+                        raw_size=written.raw_size,
+                        stored_size=written.stored_size,
+                        sha256=written.sha256,
+                    )
+                ],
+                fingerprints=fingerprints,
+                server_version=facts.get("redis-ver") or version,
+                tool_versions={"redis-check-rdb": tool_version(find_binary("redis-check-rdb", config.bin_dir)), **tool},
+                timings=timings,
+                lineage=ctx.lineage,
+            )
             commit_unless_planned(repo, manifest, plan)
         return manifest
 
@@ -163,8 +198,10 @@ class RedisEngine:
         try:
             connect(self.config).close()
         except ServerUnavailableError as gone:
-            return ServerUnavailableError(f"Redis at {self.config.where} went away during the backup ({exc}); "
-                                          f"nothing was recorded, a later attempt can succeed: {gone}")
+            return ServerUnavailableError(
+                f"Redis at {self.config.where} went away during the backup ({exc}); "
+                f"nothing was recorded, a later attempt can succeed: {gone}"
+            )
         except VaultflowError:
             pass
         return exc
@@ -181,28 +218,58 @@ class RedisEngine:
         try:
             handle = open(path, "rb")  # an open handle survives the next BGSAVE's rename
         except OSError as exc:
-            raise ConfigError(f"cannot read {path} (the RDB BGSAVE wrote on {self.config.where}): {exc}. "
-                              "Is data_dir the server's `dir`, and can the worker read it?") from exc
+            raise ConfigError(
+                f"cannot read {path} (the RDB BGSAVE wrote on {self.config.where}): {exc}. "
+                "Is data_dir the server's `dir`, and can the worker read it?"
+            ) from exc
         with handle:
-            return compress_into_store(tee.wrap(handle), ctx.repository.store, key,
-                                       level=ctx.repository.compression_level, progress=progress)
+            return compress_into_store(
+                tee.wrap(handle), ctx.repository.store, key, level=ctx.repository.compression_level, progress=progress
+            )
 
     # -- restore ------------------------------------------------------------------------
-    def restore(self, ctx: BackupContext, manifest: Manifest, *, into: str | None = None,
-                overwrite: bool = False, databases: list[str] | None = None,
-                options: RedisRestoreOptions | None = None) -> RestoreResult:
+    def restore(
+        self,
+        ctx: BackupContext,
+        manifest: Manifest,
+        *,
+        into: str | None = None,
+        overwrite: bool = False,
+        databases: list[str] | None = None,
+        options: RedisRestoreOptions | None = None,
+    ) -> RestoreResult:
         """Default: a scratch server on a free port (or options.port), left running, compared.
         into=DIR: the files (dump.rdb or appendonlydir) in DIR, proven by a scratch start.
         into="original": replay into the target server (needs overwrite=True, or key_pattern
         for a partial restore of matching keys into `into_db`)."""
         opts = options_for(self, options, self.config.name)
-        return restore_redis(self, ctx, manifest, into=into, overwrite=overwrite, databases=databases,
-                             key_pattern=opts.key_pattern, into_db=opts.into_db, port=opts.port, keep_running=True)
+        return restore_redis(
+            self,
+            ctx,
+            manifest,
+            into=into,
+            overwrite=overwrite,
+            databases=databases,
+            key_pattern=opts.key_pattern,
+            into_db=opts.into_db,
+            port=opts.port,
+            keep_running=True,
+        )
 
     def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
         """Restore into a scratch server, compare, stop it and remove its files."""
-        return restore_redis(self, ctx, manifest, into=None, overwrite=False, databases=None,
-                             key_pattern=None, into_db=None, port=None, keep_running=False)
+        return restore_redis(
+            self,
+            ctx,
+            manifest,
+            into=None,
+            overwrite=False,
+            databases=None,
+            key_pattern=None,
+            into_db=None,
+            port=None,
+            keep_running=False,
+        )
 
 
 def _int(value: str | None) -> int | None:

@@ -64,8 +64,13 @@ def open_fifo_for_writing(path: Path, alive, reader: str, timeout: float = FIFO_
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         return (fd,)
 
-    (fd,) = wait_until(opened, timeout=timeout, interval=0.01, what=f"{reader} to open {path.name}",
-                       on_timeout=lambda _: ToolError(failure))
+    (fd,) = wait_until(
+        opened,
+        timeout=timeout,
+        interval=0.01,
+        what=f"{reader} to open {path.name}",
+        on_timeout=lambda _: ToolError(failure),
+    )
     return fd
 
 
@@ -90,7 +95,7 @@ class _PipeWriter:
             while (chunk := self._queue.get()) is not None:
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
         except BaseException as exc:  # reported by finish(); keep draining so the stream goes on
             self.error = exc
             while self._queue.get() is not None:
@@ -137,8 +142,12 @@ class RdbTee:
         self.close()
 
     def _start(self) -> None:
-        self._check = tied_popen([str(find_binary("redis-check-rdb", self.config.bin_dir)), "/dev/stdin"],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._check = tied_popen(
+            [str(find_binary("redis-check-rdb", self.config.bin_dir)), "/dev/stdin"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         self._output = StderrTail(self._check.stdout, keep=100_000)  # drained as it runs: a full pipe would stall it
         self._writer = _PipeWriter(self._check.stdin, "redis-check-rdb")
 
@@ -170,8 +179,10 @@ class RdbTee:
             raise ToolError("redis-check-rdb did not finish within an hour") from None
         text = self._output.text().strip()
         if self._check.returncode != 0 or "RDB looks OK" not in text:
-            raise IntegrityError(f"redis-check-rdb rejected the RDB from {self.config.where}: "
-                                 f"{_last_lines(text)}; no backup was recorded")
+            raise IntegrityError(
+                f"redis-check-rdb rejected the RDB from {self.config.where}: "
+                f"{_last_lines(text)}; no backup was recorded"
+            )
         if self._writer.error is not None:
             raise ToolError(f"feeding the RDB to redis-check-rdb failed: {self._writer.error}")
         facts = self.scanner.facts(text, self.config.where)
@@ -191,9 +202,16 @@ def _last_lines(text: str, count: int = 6) -> str:
     return " | ".join(line for line in text.splitlines()[-count:] if line.strip())
 
 
-def start_replica_scratch(directory: Path, bin_dir: str | None, *, wait: bool = True,
-                          port: int | None = None, settings: dict[str, str] | None = None,
-                          auth: ServerAuth | None = None, tied: bool = True):
+def start_replica_scratch(
+    directory: Path,
+    bin_dir: str | None,
+    *,
+    wait: bool = True,
+    port: int | None = None,
+    settings: dict[str, str] | None = None,
+    auth: ServerAuth | None = None,
+    tied: bool = True,
+):
     """A scratch redis-server that loads `directory`'s data as a replica of a port held bound
     (never listening) by us: it keeps expired keys and cannot be made to sync by anyone.
 
@@ -203,12 +221,25 @@ def start_replica_scratch(directory: Path, bin_dir: str | None, *, wait: bool = 
     blackhole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     blackhole.bind(("127.0.0.1", 0))
     auth = auth or scratch_auth()
-    conf = {"dbfilename": "dump.rdb", "replicaof": f"127.0.0.1 {blackhole.getsockname()[1]}",
-            "replica-read-only": "yes", "repl-diskless-load": "disabled", **(settings or {})}
+    conf = {
+        "dbfilename": "dump.rdb",
+        "replicaof": f"127.0.0.1 {blackhole.getsockname()[1]}",
+        "replica-read-only": "yes",
+        "repl-diskless-load": "disabled",
+        **(settings or {}),
+    }
     try:
-        server = start_redis(directory, port=port, settings=conf, binary=find_binary("redis-server", bin_dir),
-                             wait=wait, secret_lines=list(auth.lines), username=auth.username,
-                             password=auth.password, tied=tied)
+        server = start_redis(
+            directory,
+            port=port,
+            settings=conf,
+            binary=find_binary("redis-server", bin_dir),
+            wait=wait,
+            secret_lines=list(auth.lines),
+            username=auth.username,
+            password=auth.password,
+            tied=tied,
+        )
     except BaseException:
         blackhole.close()
         raise
@@ -226,19 +257,24 @@ def promote(server: RedisProcess, blackhole: socket.socket) -> None:
 
 # -- local mode: BGSAVE ----------------------------------------------------------------------
 
+
 def bgsave_and_wait(conn: redis.Redis, where: str, log=print, timeout: float = 3600.0) -> None:
     """A fresh snapshot: wait out a running BGSAVE, start ours, wait until it is on disk.
 
     Completion is seen by `rdb_saves` growing (LASTSAVE has one-second resolution) and
     rdb_bgsave_in_progress returning to 0; a failed save raises ToolError.
     """
+
     def persistence() -> dict:
         return conn.info("persistence")
 
     if persistence().get("rdb_bgsave_in_progress"):
         log(f"a BGSAVE is already running on {where}; waiting for it to finish")
-        wait_until(lambda: not persistence().get("rdb_bgsave_in_progress"), timeout=timeout,
-                 what=f"the running BGSAVE on {where}")
+        wait_until(
+            lambda: not persistence().get("rdb_bgsave_in_progress"),
+            timeout=timeout,
+            what=f"the running BGSAVE on {where}",
+        )
     saves_before = int(persistence().get("rdb_saves", 0))
     lastsave_before = conn.lastsave()
     while True:
@@ -260,5 +296,7 @@ def bgsave_and_wait(conn: redis.Redis, where: str, log=print, timeout: float = 3
     wait_until(done, timeout=timeout, what=f"BGSAVE on {where}", interval=0.05)
     status = persistence().get("rdb_last_bgsave_status")
     if status != "ok":
-        raise ToolError(f"BGSAVE on {where} failed (rdb_last_bgsave_status={status}); see the server's log "
-                        "(disk full? permissions of its dir?)")
+        raise ToolError(
+            f"BGSAVE on {where} failed (rdb_last_bgsave_status={status}); see the server's log "
+            "(disk full? permissions of its dir?)"
+        )

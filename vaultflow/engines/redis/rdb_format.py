@@ -66,11 +66,11 @@ def read_length(data: bytes, pos: int) -> tuple[int | None, int, int | None]:
         if first == 0x80:
             if pos + 5 > len(data):
                 raise IndexError("length cut off")
-            return struct.unpack(">I", data[pos + 1:pos + 5])[0], pos + 5, None
+            return struct.unpack(">I", data[pos + 1 : pos + 5])[0], pos + 5, None
         if first == 0x81:
             if pos + 9 > len(data):
                 raise IndexError("length cut off")
-            return struct.unpack(">Q", data[pos + 1:pos + 9])[0], pos + 9, None
+            return struct.unpack(">Q", data[pos + 1 : pos + 9])[0], pos + 9, None
         raise RdbFormatError(f"unknown RDB length encoding 0x{first:02x}")
     return None, pos + 1, first & 0x3F
 
@@ -80,13 +80,13 @@ def _string(data: bytes, pos: int) -> tuple[str, int]:
     if special is None:
         if pos + length > len(data):
             raise IndexError("string cut off")  # a slice would silently return part of it
-        return data[pos:pos + length].decode(errors="replace"), pos + length
+        return data[pos : pos + length].decode(errors="replace"), pos + length
     size = {0: 1, 1: 2, 2: 4}.get(special)
     if size is None:
         raise RdbFormatError("compressed aux field in the RDB header")
     if pos + size > len(data):
         raise IndexError("integer cut off")
-    return str(int.from_bytes(data[pos:pos + size], "little", signed=True)), pos + size
+    return str(int.from_bytes(data[pos : pos + size], "little", signed=True)), pos + size
 
 
 def parse_header(data: bytes) -> dict[str, str]:
@@ -125,11 +125,11 @@ class RdbStreamScanner:
 
     def __init__(self) -> None:
         self.header = bytearray()
-        self._held = b""          # the last EOF_MARK_SIZE bytes seen, not yet passed on
-        self._tail = b""          # the last 9 bytes passed on (EOF opcode + CRC64)
-        self._pending = b""       # the last _OVERLAP bytes passed on, not yet scanned as a start
-        self._pending_at = 0      # stream offset of _pending[0]
-        self.length = 0           # bytes passed on
+        self._held = b""  # the last EOF_MARK_SIZE bytes seen, not yet passed on
+        self._tail = b""  # the last 9 bytes passed on (EOF opcode + CRC64)
+        self._pending = b""  # the last _OVERLAP bytes passed on, not yet scanned as a start
+        self._pending_at = 0  # stream offset of _pending[0]
+        self.length = 0  # bytes passed on
         self.candidates: dict[int, tuple[int, int, int]] = {}  # RESIZEDB offset -> (dbid, keys, expires)
         self.overflow = False
         self.eof_mark_dropped = False
@@ -155,7 +155,7 @@ class RdbStreamScanner:
 
     def _pass(self, out: bytes, *, final: bool) -> None:
         if len(self.header) < HEADER_BYTES and out:
-            self.header += out[:HEADER_BYTES - len(self.header)]
+            self.header += out[: HEADER_BYTES - len(self.header)]
         self.length += len(out)
         self._tail = (self._tail + bytes(out[-9:]))[-9:]
         if len(out) <= 2 * _OVERLAP or final:  # small: one buffer
@@ -198,15 +198,18 @@ class RdbStreamScanner:
         header = parse_header(bytes(self.header))
         end = _CHECK_END.search(check_output)
         if end is None or int(end.group(1)) != self.length:
-            raise IntegrityError(f"the RDB from {where} is {self.length} bytes but redis-check-rdb found its end at "
-                                 f"{end.group(1) if end else 'no offset'}; no backup was recorded")
+            raise IntegrityError(
+                f"the RDB from {where} is {self.length} bytes but redis-check-rdb found its end at "
+                f"{end.group(1) if end else 'no offset'}; no backup was recorded"
+            )
         if "Checksum OK" in check_output:
             crc64 = self._tail[1:].hex()
         elif "checksum disabled" in check_output:
             crc64 = "disabled"
         else:
-            raise IntegrityError(f"redis-check-rdb did not confirm the CRC64 of the RDB from {where}; "
-                                 "no backup was recorded")
+            raise IntegrityError(
+                f"redis-check-rdb did not confirm the CRC64 of the RDB from {where}; no backup was recorded"
+            )
         info = {kind: int(n) for n, kind in _CHECK_INFO.findall(check_output)}
         databases: dict[int, tuple[int, int]] = {}
         notes: list[str] = []
@@ -217,15 +220,26 @@ class RdbStreamScanner:
                     notes.append("per-db counts unavailable (too many SELECTDB look-alikes in the data)")
                     databases = {}
                     break
-                raise IntegrityError(f"the RDB from {where}: db {dbid} at offset {offset} (redis-check-rdb) has no "
-                                     "RESIZEDB record in the stream; no backup was recorded")
+                raise IntegrityError(
+                    f"the RDB from {where}: db {dbid} at offset {offset} (redis-check-rdb) has no "
+                    "RESIZEDB record in the stream; no backup was recorded"
+                )
             databases[int(dbid)] = found[1:]
         keys_read, expires = info.get("keys read"), info.get("expires")
-        if databases and (sum(k for k, _ in databases.values()) != keys_read
-                          or sum(e for _, e in databases.values()) != expires):
-            raise IntegrityError(f"the RDB from {where} announces {sum(k for k, _ in databases.values())} keys in "
-                                 f"its RESIZEDB records but redis-check-rdb read {keys_read}; no backup was recorded")
+        if databases and (
+            sum(k for k, _ in databases.values()) != keys_read or sum(e for _, e in databases.values()) != expires
+        ):
+            raise IntegrityError(
+                f"the RDB from {where} announces {sum(k for k, _ in databases.values())} keys in "
+                f"its RESIZEDB records but redis-check-rdb read {keys_read}; no backup was recorded"
+            )
         if not databases and keys_read:
             databases = {-1: (keys_read, expires or 0)}  # totals only, see notes
-        return RdbFacts(header=header, databases=databases, crc64=crc64, length=self.length,
-                        eof_mark_dropped=self.eof_mark_dropped, notes=notes)
+        return RdbFacts(
+            header=header,
+            databases=databases,
+            crc64=crc64,
+            length=self.length,
+            eof_mark_dropped=self.eof_mark_dropped,
+            notes=notes,
+        )

@@ -53,15 +53,23 @@ def materialize(ctx: BackupContext, manifest: Manifest, dest: Path) -> dict[str,
     if obj is None:
         raise NotFoundError(f"backup {manifest.id} holds no RDB object")
     with open(dest / "dump.rdb", "wb+") as out:
-        write_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key), obj.sha256,
-                       obj.stored_size, out, name=f"{manifest.id}/{obj.key}")
+        write_verified(
+            ctx.repository.store,
+            ctx.repository.object_key(manifest, obj.key),
+            obj.sha256,
+            obj.stored_size,
+            out,
+            name=f"{manifest.id}/{obj.key}",
+        )
         crc = RedisRdbConsistency.of(manifest).rdb_crc64
         if crc and crc != "disabled":
             out.seek(-9, 2)
             footer = out.read(9)
             if footer[:1] != b"\xff" or footer[1:].hex() != crc:
-                raise IntegrityError(f"{manifest.id}/{obj.key} does not end with the EOF opcode and the CRC64 "
-                                     f"{crc} recorded at backup time; restore another backup")
+                raise IntegrityError(
+                    f"{manifest.id}/{obj.key} does not end with the EOF opcode and the CRC64 "
+                    f"{crc} recorded at backup time; restore another backup"
+                )
     return {"dbfilename": "dump.rdb", "appendonly": "no"}
 
 
@@ -74,7 +82,7 @@ class _FifoOut:
     def write(self, chunk) -> None:
         view = memoryview(chunk)
         while view:
-            view = view[os.write(self.fd, view):]
+            view = view[os.write(self.fd, view) :]
         self.tail = (self.tail + bytes(chunk[-9:]))[-9:]
 
 
@@ -87,20 +95,29 @@ def _streamed_scratch(ctx: BackupContext, manifest: Manifest, dest: Path, bin_di
     if obj is None:
         raise NotFoundError(f"backup {manifest.id} holds no RDB object")
     os.mkfifo(dest / "dump.rdb", 0o600)
-    server, blackhole = start_replica_scratch(dest, bin_dir, settings={"dbfilename": "dump.rdb", "appendonly": "no"},
-                                              wait=False)
+    server, blackhole = start_replica_scratch(
+        dest, bin_dir, settings={"dbfilename": "dump.rdb", "appendonly": "no"}, wait=False
+    )
     try:
         fd = open_fifo_for_writing(dest / "dump.rdb", lambda: server.proc.poll() is None, "the scratch redis-server")
         out = _FifoOut(fd)
         try:
-            write_verified(ctx.repository.store, ctx.repository.object_key(manifest, obj.key), obj.sha256,
-                           obj.stored_size, out, name=f"{manifest.id}/{obj.key}")
+            write_verified(
+                ctx.repository.store,
+                ctx.repository.object_key(manifest, obj.key),
+                obj.sha256,
+                obj.stored_size,
+                out,
+                name=f"{manifest.id}/{obj.key}",
+            )
         finally:
             os.close(fd)
         crc = RedisRdbConsistency.of(manifest).rdb_crc64
         if crc and crc != "disabled" and (out.tail[:1] != b"\xff" or out.tail[1:].hex() != crc):
-            raise IntegrityError(f"{manifest.id}/{obj.key} does not end with the EOF opcode and the CRC64 {crc} "
-                                 "recorded at backup time; restore another backup")
+            raise IntegrityError(
+                f"{manifest.id}/{obj.key} does not end with the EOF opcode and the CRC64 {crc} "
+                "recorded at backup time; restore another backup"
+            )
         server.wait_ready()
         (dest / "redis.conf").unlink(missing_ok=True)  # it holds the scratch password; read at start only
         return server, blackhole
@@ -118,8 +135,10 @@ def _proven(manifest: Manifest, server, dest: Path, what: str) -> Comparison:
     with server.client() as conn:
         comparison = check_scratch(manifest.fingerprints, conn)
     if not comparison.ok:
-        raise IntegrityError(f"{what} of backup {manifest.id} differs from the facts recorded at backup time: "
-                             f"{comparison.summary()}; its files are kept in {dest} for inspection")
+        raise IntegrityError(
+            f"{what} of backup {manifest.id} differs from the facts recorded at backup time: "
+            f"{comparison.summary()}; its files are kept in {dest} for inspection"
+        )
     return comparison
 
 
@@ -134,9 +153,19 @@ def _prepare_dest(into: str | None, manifest: Manifest) -> tuple[Path, bool]:
     return dest, False
 
 
-def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str | None, overwrite: bool,
-                  databases: list[str] | None, key_pattern: str | None, into_db: int | None,
-                  port: int | None, keep_running: bool) -> RestoreResult:
+def restore_redis(
+    engine,
+    ctx: BackupContext,
+    manifest: Manifest,
+    *,
+    into: str | None,
+    overwrite: bool,
+    databases: list[str] | None,
+    key_pattern: str | None,
+    into_db: int | None,
+    port: int | None,
+    keep_running: bool,
+) -> RestoreResult:
     """See the module doc. Raises RefusedError (port in use, keys exist without overwrite, DIR
     not empty), IntegrityError (corrupt object, copy differs from the facts; files kept),
     ConfigError (contradictory parameters). A landed copy that differs from the scratch copy
@@ -144,12 +173,16 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
     start = time.monotonic()
     replay = into == "original" or key_pattern is not None or into_db is not None
     if replay and into not in (None, "original"):
-        raise ConfigError("key_pattern / into_db restore keys into the target server (into='original'); "
-                          f"they cannot be combined with into={into!r}")
+        raise ConfigError(
+            "key_pattern / into_db restore keys into the target server (into='original'); "
+            f"they cannot be combined with into={into!r}"
+        )
     hand_over = keep_running and not replay and into is None
     if hand_over and port is not None and not port_is_free(port):
-        raise RefusedError(f"port {port} on 127.0.0.1 is already in use: cannot start the restored redis-server "
-                           "there. Choose another port, or leave it empty to use a free one")
+        raise RefusedError(
+            f"port {port} on 127.0.0.1 is already in use: cannot start the restored redis-server "
+            "there. Choose another port, or leave it empty to use a free one"
+        )
     dest, created = _prepare_dest(None if replay else into, manifest)
     server = blackhole = None
     leave_running = keep_files = False
@@ -166,9 +199,16 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
         ctx.log(f"scratch copy of {manifest.id} at {server.where} matches the backup's facts ({comparison.summary()})")
         keep_files = False
         if replay:
-            comparison, restored = replay_into_target(engine.config, server, manifest, overwrite=overwrite,
-                                                      databases=databases, key_pattern=key_pattern,
-                                                      into_db=into_db, log=ctx.log)
+            comparison, restored = replay_into_target(
+                engine.config,
+                server,
+                manifest,
+                overwrite=overwrite,
+                databases=databases,
+                key_pattern=key_pattern,
+                into_db=into_db,
+                log=ctx.log,
+            )
         elif into is not None:
             restored, keep_files = {"directory": str(dest)}, True
         elif hand_over:
@@ -176,22 +216,27 @@ def restore_redis(engine, ctx: BackupContext, manifest: Manifest, *, into: str |
             blackhole.close()
             config = engine.config
             auth = source_auth(config.username, config.password.get_secret_value() if config.password else None)
-            server, blackhole = start_replica_scratch(dest, config.bin_dir, settings=settings, port=port,
-                                                      auth=auth, tied=False)
+            server, blackhole = start_replica_scratch(
+                dest, config.bin_dir, settings=settings, port=port, auth=auth, tied=False
+            )
             keep_files = True
             comparison = _proven(manifest, server, dest, "the restored server")
             promote(server, blackhole)  # its redis.conf, holding the password, was deleted once it started
             leave_running = True
             restored = {"server": server.where, "directory": str(dest)}
-            login = f" --user {config.username} --askpass" if config.username else (
-                " --askpass" if config.password else "")
-            ctx.log(f"restored {manifest.id} into a redis-server at {server.where} (data in {dest}), with "
-                    f"{config.where}'s login; stop it with: redis-cli -p {server.port}{login} shutdown nosave, "
-                    f"then delete {dest} (a full copy of the data)")
+            login = (
+                f" --user {config.username} --askpass" if config.username else (" --askpass" if config.password else "")
+            )
+            ctx.log(
+                f"restored {manifest.id} into a redis-server at {server.where} (data in {dest}), with "
+                f"{config.where}'s login; stop it with: redis-cli -p {server.port}{login} shutdown nosave, "
+                f"then delete {dest} (a full copy of the data)"
+            )
         else:
             restored = {"server": server.where, "directory": str(dest)}
-        return RestoreResult(backup_id=manifest.id, restored=restored, seconds=time.monotonic() - start,
-                             comparison=comparison)
+        return RestoreResult(
+            backup_id=manifest.id, restored=restored, seconds=time.monotonic() - start, comparison=comparison
+        )
     finally:
         if not leave_running:
             if server is not None:
@@ -224,19 +269,24 @@ def _source_dbs(manifest: Manifest, scratch, databases: list[str] | None) -> lis
     wanted = sorted({int(d[2:]) if str(d).startswith("db") else int(d) for d in databases})
     missing = [d for d in wanted if d not in present]
     if missing:
-        raise NotFoundError(f"backup {manifest.id} has no keys in db {', '.join(map(str, missing))} "
-                            f"(it has db {', '.join(map(str, present)) or 'none'})")
+        raise NotFoundError(
+            f"backup {manifest.id} has no keys in db {', '.join(map(str, missing))} "
+            f"(it has db {', '.join(map(str, present)) or 'none'})"
+        )
     return wanted
 
 
-def replay_into_target(config, scratch, manifest: Manifest, *, overwrite: bool, databases, key_pattern,
-                       into_db, log=print) -> tuple[Comparison, dict[str, str]]:
+def replay_into_target(
+    config, scratch, manifest: Manifest, *, overwrite: bool, databases, key_pattern, into_db, log=print
+) -> tuple[Comparison, dict[str, str]]:
     """DUMP keys from the proven scratch copy, RESTORE them on the target, then compare every
     replayed key (and, for a whole-server overwrite, every key) with the scratch copy."""
     sources = _source_dbs(manifest, scratch, databases)
     if into_db is not None and len(sources) != 1:
-        raise ConfigError(f"into_db={into_db} needs exactly one source db; backup {manifest.id} has "
-                          f"{len(sources)} (choose one with databases=['db0'])")
+        raise ConfigError(
+            f"into_db={into_db} needs exactly one source db; backup {manifest.id} has "
+            f"{len(sources)} (choose one with databases=['db0'])"
+        )
     pattern = key_pattern or "*"
     plans = [(db, into_db if into_db is not None else db) for db in sources]
     for source_db, target_db in plans:  # refuse before writing anything
@@ -244,8 +294,10 @@ def replay_into_target(config, scratch, manifest: Manifest, *, overwrite: bool, 
             if not overwrite:
                 clash = _first_existing(src, dst, pattern)
                 if clash is not None:
-                    raise RefusedError(f"key {clash!r} already exists in db {target_db} of {config.where}; nothing "
-                                       "was written. Pass overwrite=True to replace existing keys")
+                    raise RefusedError(
+                        f"key {clash!r} already exists in db {target_db} of {config.where}; nothing "
+                        "was written. Pass overwrite=True to replace existing keys"
+                    )
     restored = {}
     whole = overwrite and key_pattern is None
     for source_db, target_db in plans:
@@ -254,8 +306,13 @@ def replay_into_target(config, scratch, manifest: Manifest, *, overwrite: bool, 
             removed = _remove_extra(src, dst) if whole else 0
         log(f"db{source_db} -> {config.where} db{target_db}: {written} keys restored, {removed} keys removed")
         restored[f"db{source_db}"] = f"{config.where}/db{target_db}"
-    comparison, problems = compare_copies(lambda db: scratch.client(db=db), lambda db: connect(config, db=db),
-                                          plans, pattern=pattern, extra_is_difference=whole)
+    comparison, problems = compare_copies(
+        lambda db: scratch.client(db=db),
+        lambda db: connect(config, db=db),
+        plans,
+        pattern=pattern,
+        extra_is_difference=whole,
+    )
     for problem in problems:
         log(f"{config.where} differs from backup {manifest.id}: {problem}")
     return comparison, restored
@@ -303,4 +360,3 @@ def _remove_extra(src, dst) -> int:
         if extra:
             removed += dst.delete(*extra)
     return removed
-

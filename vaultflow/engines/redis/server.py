@@ -59,8 +59,10 @@ def find_binary(name: str, bin_dir: str | Path | None = None) -> Path:
         return path
     found = shutil.which(name) or (f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else None)
     if not found:
-        raise ConfigError(f"{name} is not installed on this worker: install Debian's redis-server and "
-                          "redis-tools (apt-get install redis-server redis-tools) or set bin_dir")
+        raise ConfigError(
+            f"{name} is not installed on this worker: install Debian's redis-server and "
+            "redis-tools (apt-get install redis-server redis-tools) or set bin_dir"
+        )
     return Path(found)
 
 
@@ -98,8 +100,14 @@ def source_auth(username: str | None, password: str | None) -> ServerAuth:
     """The source's own login: an ACL user (the default user then off), or requirepass, or none
     when the source has none (the server still listens on 127.0.0.1 only)."""
     if username:
-        return ServerAuth(lines=(f"user {conf_quote(username)} on {conf_quote('>' + (password or ''))} ~* &* +@all",
-                                 "user default off"), username=username, password=password)
+        return ServerAuth(
+            lines=(
+                f"user {conf_quote(username)} on {conf_quote('>' + (password or ''))} ~* &* +@all",
+                "user default off",
+            ),
+            username=username,
+            password=password,
+        )
     if password:
         return ServerAuth(lines=(f"requirepass {conf_quote(password)}",), password=password)
     return ServerAuth()
@@ -122,27 +130,41 @@ class RedisProcess:
         return f"{self.host}:{self.port}"
 
     def client(self, db: int = 0, **kw: Any) -> redis.Redis:
-        return redis.Redis(host=self.host, port=self.port, db=db, username=self.username,
-                           password=self.password, socket_timeout=kw.pop("socket_timeout", 600),
-                           socket_connect_timeout=5, **kw)
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            db=db,
+            username=self.username,
+            password=self.password,
+            socket_timeout=kw.pop("socket_timeout", 600),
+            socket_connect_timeout=5,
+            **kw,
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         return log_tail(self.log_file, lines)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Until PING answers (LOADING means: still reading its data); ToolError if it exits."""
+
         def ping() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise ToolError(f"redis-server on port {self.port} exited with code {self.proc.returncode} "
-                                f"while starting in {self.directory}:\n{self.log_tail()}")
+                raise ToolError(
+                    f"redis-server on port {self.port} exited with code {self.proc.returncode} "
+                    f"while starting in {self.directory}:\n{self.log_tail()}"
+                )
             with self.client(socket_timeout=5) as conn:
                 return bool(conn.ping())
 
         # BusyLoadingError (a ConnectionError) is LOADING: still reading its data
-        wait_until(ping, timeout=timeout, interval=0.05, what=f"redis-server on port {self.port} to answer PING",
-                   retry_on=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
-                   on_timeout=lambda message: ToolError(f"{message} (directory {self.directory}):\n"
-                                                        f"{self.log_tail()}"))
+        wait_until(
+            ping,
+            timeout=timeout,
+            interval=0.05,
+            what=f"redis-server on port {self.port} to answer PING",
+            retry_on=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+            on_timeout=lambda message: ToolError(f"{message} (directory {self.directory}):\n{self.log_tail()}"),
+        )
 
     def stop(self) -> None:
         """SHUTDOWN NOSAVE, then SIGKILL if it does not go; idempotent."""
@@ -174,10 +196,20 @@ def write_conf(directory: Path, settings: dict[str, str], secret_lines: Sequence
     return path
 
 
-def start_redis(directory: Path, *, port: int | None = None, settings: dict[str, str] | None = None,
-                secret_lines: Sequence[str] = (), binary: Path | None = None, popen_kw: dict | None = None,
-                username: str | None = None, password: str | None = None, wait: bool = True,
-                chown: tuple[int, int] | None = None, tied: bool = True) -> RedisProcess:
+def start_redis(
+    directory: Path,
+    *,
+    port: int | None = None,
+    settings: dict[str, str] | None = None,
+    secret_lines: Sequence[str] = (),
+    binary: Path | None = None,
+    popen_kw: dict | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    wait: bool = True,
+    chown: tuple[int, int] | None = None,
+    tied: bool = True,
+) -> RedisProcess:
     """Start redis-server with its data and config in `directory`.
 
     `port` given: exactly that port, RefusedError when it is in use (nothing is started).
@@ -190,23 +222,32 @@ def start_redis(directory: Path, *, port: int | None = None, settings: dict[str,
     directory = Path(directory)
     binary = binary or find_binary("redis-server")
     if port is not None and not port_is_free(port):
-        raise RefusedError(f"port {port} on 127.0.0.1 is already in use: cannot start a scratch redis-server "
-                           "there. Choose another port, or leave it empty to use a free one")
+        raise RefusedError(
+            f"port {port} on 127.0.0.1 is already in use: cannot start a scratch redis-server "
+            "there. Choose another port, or leave it empty to use a free one"
+        )
     last_problem = ""
     for _ in range(1 if port is not None else PORT_ATTEMPTS):
         chosen = port if port is not None else free_port()
-        conf = {**SCRATCH_SETTINGS, **(settings or {}), "port": str(chosen), "dir": str(directory),
-                "logfile": '""'}
+        conf = {**SCRATCH_SETTINGS, **(settings or {}), "port": str(chosen), "dir": str(directory), "logfile": '""'}
         conf_path = write_conf(directory, conf, secret_lines)
         if chown:
             os.chown(conf_path, *chown)
         log_file = directory / "redis.log"
         with open(log_file, "ab") as log:
             popen = tied_popen if tied else subprocess.Popen
-            proc = popen([str(binary), str(conf_path)], stdin=subprocess.DEVNULL, stdout=log,
-                         stderr=subprocess.STDOUT, cwd=directory, start_new_session=True, **(popen_kw or {}))
-        server = RedisProcess(directory=directory, port=chosen, log_file=log_file, proc=proc,
-                              username=username, password=password)
+            proc = popen(
+                [str(binary), str(conf_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=directory,
+                start_new_session=True,
+                **(popen_kw or {}),
+            )
+        server = RedisProcess(
+            directory=directory, port=chosen, log_file=log_file, proc=proc, username=username, password=password
+        )
         if not wait:
             return server
         try:

@@ -31,19 +31,30 @@ class RedisSettings(TargetSettings):
 
     host: str = Field(default="localhost", description="Host name or IP address of the server.")
     port: int = Field(default=6379, description="TCP port of the server.")
-    username: str | None = Field(default=None, description="ACL user (Redis 6+); empty for the default "
-                                    "user. Needs +@all, or at least sync, bgsave, bgrewriteaof, info, config.")
-    password: SecretStr | None = Field(default=None, description="Password of the user; handed to "
-                                          "redis-cli on its stdin (--askpass), never argv or environment.")
+    username: str | None = Field(
+        default=None,
+        description="ACL user (Redis 6+); empty for the default "
+        "user. Needs +@all, or at least sync, bgsave, bgrewriteaof, info, config.",
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        description="Password of the user; handed to redis-cli on its stdin (--askpass), never argv or environment.",
+    )
     tls: bool = Field(default=False, description="Connect with TLS.")
-    data_dir: str | None = Field(default=None, description="The server's `dir`, readable by the worker "
-                                    "(worker on the Redis host). Set: local mode — BGSAVE copy, or with "
-                                    "appendonly yes AOF-anchored fulls plus incremental/differential backups. "
-                                    "Empty: remote mode (redis-cli --rdb), full backups only.")
-    bin_dir: str | None = Field(default=None, description="Directory holding redis-server, redis-cli and "
-                                   "redis-check-rdb; default: found on PATH.")
-    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to wait for a connection before "
-                                   "the attempt fails as retryable.")
+    data_dir: str | None = Field(
+        default=None,
+        description="The server's `dir`, readable by the worker "
+        "(worker on the Redis host). Set: local mode — BGSAVE copy, or with "
+        "appendonly yes AOF-anchored fulls plus incremental/differential backups. "
+        "Empty: remote mode (redis-cli --rdb), full backups only.",
+    )
+    bin_dir: str | None = Field(
+        default=None,
+        description="Directory holding redis-server, redis-cli and redis-check-rdb; default: found on PATH.",
+    )
+    connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to wait for a connection before the attempt fails as retryable."
+    )
 
     @property
     def where(self) -> str:
@@ -65,8 +76,10 @@ class RedisSettings(TargetSettings):
         if strategy == ARCHIVE_LOGS:
             return f"{self.name} is a Redis target: {self.kind_misfit(strategy)}"
         if strategy in (INCREMENTAL, DIFFERENTIAL) and not self.data_dir:
-            return (f"{self.name} is backed up remotely (no data_dir), and {strategy} backups copy the AOF files "
-                    "on the Redis host")
+            return (
+                f"{self.name} is backed up remotely (no data_dir), and {strategy} backups copy the AOF files "
+                "on the Redis host"
+            )
         return super().misfit(strategy, parameters)
 
     def server_misfit(self, strategy: str) -> str | None:
@@ -77,8 +90,14 @@ class RedisSettings(TargetSettings):
             enabled = self.engine().aof_enabled()
         except VaultflowError:
             return None
-        return None if enabled else (f"{self.name} has appendonly off, and {strategy} backups copy AOF "
-                                     "increments (CONFIG SET appendonly yes, and in redis.conf)")
+        return (
+            None
+            if enabled
+            else (
+                f"{self.name} has appendonly off, and {strategy} backups copy AOF "
+                "increments (CONFIG SET appendonly yes, and in redis.conf)"
+            )
+        )
 
     def runtime_condition(self, strategy: str) -> str | None:
         return "its server has appendonly yes" if strategy in (INCREMENTAL, DIFFERENTIAL) else None
@@ -87,12 +106,20 @@ class RedisSettings(TargetSettings):
 class RedisRestoreOptions(RestoreOptions):
     """What a Redis restore takes beyond backup_id, into, overwrite and databases."""
 
-    key_pattern: str | None = Field(default=None, description="Redis: restore only keys matching this "
-                                       "glob pattern (e.g. 'user:*'), into the target server (into='original').")
-    into_db: int | None = Field(default=None, ge=0, description="Redis: the db number that the keys of a "
-                                   "key_pattern restore go into.")
-    port: int | None = Field(default=None, gt=0, lt=65536, description="Redis: port of the scratch "
-                                "redis-server a default restore starts; default: a free port.")
+    key_pattern: str | None = Field(
+        default=None,
+        description="Redis: restore only keys matching this "
+        "glob pattern (e.g. 'user:*'), into the target server (into='original').",
+    )
+    into_db: int | None = Field(
+        default=None, ge=0, description="Redis: the db number that the keys of a key_pattern restore go into."
+    )
+    port: int | None = Field(
+        default=None,
+        gt=0,
+        lt=65536,
+        description="Redis: port of the scratch redis-server a default restore starts; default: a free port.",
+    )
 
 
 # What vaultflow.engines.registry.restore_options("redis") answers without importing the engine.

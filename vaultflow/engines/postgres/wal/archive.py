@@ -47,8 +47,7 @@ def _install(dest: Path, write) -> None:
         raise
 
 
-def wal_fetch(name: str, dest: Path, repo: Repository | Store, target: str,
-              spool_dir: Path | None = None) -> bool:
+def wal_fetch(name: str, dest: Path, repo: Repository | Store, target: str, spool_dir: Path | None = None) -> bool:
     """Restore WAL file `name` into `dest`; False when it is not archived (end of archive).
 
     A spooled (not yet shipped) copy in `spool_dir` wins. From the repository, a file exists
@@ -59,9 +58,11 @@ def wal_fetch(name: str, dest: Path, repo: Repository | Store, target: str,
     if spool_dir is not None and is_wal_file(name):
         spooled_copy = Path(spool_dir) / name
         if spooled_copy.is_file():
+
             def copy_spooled(out) -> None:
                 with open(spooled_copy, "rb") as src:
                     copy_fd(src.fileno(), out.fileno())
+
             _install(dest, copy_spooled)
             return True
     record = read_record(repo, target, name)
@@ -97,9 +98,14 @@ def wal_fetch(name: str, dest: Path, repo: Repository | Store, target: str,
 
 
 # -- continuity ----------------------------------------------------------------------------
-def check_continuity(repo: Repository | Store, target: str, start_wal_file: str,
-                     timeline: int | None = None, *,
-                     segment_size: int = DEFAULT_SEGMENT_SIZE) -> list[str]:
+def check_continuity(
+    repo: Repository | Store,
+    target: str,
+    start_wal_file: str,
+    timeline: int | None = None,
+    *,
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+) -> list[str]:
     """Segments missing between `start_wal_file` and the newest archived one (empty: no gap).
 
     The chain follows `timeline` (default: the timeline a restore would follow, see
@@ -111,16 +117,29 @@ def check_continuity(repo: Repository | Store, target: str, start_wal_file: str,
     start_tli, start_segno = parse_segment(start_wal_file, segment_size)
     missing: list[str] = []
     try:
-        plan = plan_timeline(repo, target, start_tli, start_segno * segment_size, names=names,
-                             requested=timeline, segment_size=segment_size)
+        plan = plan_timeline(
+            repo,
+            target,
+            start_tli,
+            start_segno * segment_size,
+            names=names,
+            requested=timeline,
+            segment_size=segment_size,
+        )
     except NotFoundError as exc:
         history_file = getattr(exc, "history_file", None)
         if history_file is None:
             raise
         missing.append(history_file)
-        plan = plan_timeline(repo, target, start_tli, start_segno * segment_size, requested=start_tli,
-                             names=[n for n in names if not is_segment(n) or parse_segment(n, segment_size)[0] <= start_tli],
-                             segment_size=segment_size)
+        plan = plan_timeline(
+            repo,
+            target,
+            start_tli,
+            start_segno * segment_size,
+            requested=start_tli,
+            names=[n for n in names if not is_segment(n) or parse_segment(n, segment_size)[0] <= start_tli],
+            segment_size=segment_size,
+        )
     return missing + wal_gaps(plan, names, start_wal_file)
 
 

@@ -54,15 +54,24 @@ def _open_repository(repo_path: str | None, repo_config: str | None = None):
     """The repository's store: a local directory (--repo-path) or a spec file (--repo-config)."""
     if repo_path:
         from vaultflow.stores.local import LocalStore
+
         return LocalStore(repo_path)
     if repo_config:
         from vaultflow.stores import spec
+
         return spec.build(spec.read_spec_file(repo_config), where=f"repository spec file {repo_config}")
     raise VaultflowError("give --repo-path DIR or --repo-config FILE")
 
 
-def fetch_command(name: str, dest: str | Path, *, target: str, repo_path: str | None = None,
-                  spool: str | Path | None = None, repo_config: str | None = None) -> int:
+def fetch_command(
+    name: str,
+    dest: str | Path,
+    *,
+    target: str,
+    repo_path: str | None = None,
+    spool: str | Path | None = None,
+    repo_config: str | None = None,
+) -> int:
     try:  # imports too: a broken install must not look like the end of the archive
         from vaultflow.engines.postgres.wal import wal_fetch
 
@@ -85,8 +94,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m vaultflow.engines.postgres.wal.cli",
-                     description="WAL archiving for PostgreSQL's archive_command and restore_command.")
+    parser = _Parser(
+        prog="python -m vaultflow.engines.postgres.wal.cli",
+        description="WAL archiving for PostgreSQL's archive_command and restore_command.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     push = commands.add_parser("push", help="archive_command: copy a WAL file into the local spool")
@@ -99,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("dest", help="where to write it (%%p)")
     where = fetch.add_mutually_exclusive_group(required=True)  # --repository BLOCK joins here
     where.add_argument("--repo-path", help="a local directory repository")
-    where.add_argument("--repo-config", help="a 0600 JSON file describing the repository's store "
-                       "(local, s3 or mirror, with its credentials)")
+    where.add_argument(
+        "--repo-config",
+        help="a 0600 JSON file describing the repository's store (local, s3 or mirror, with its credentials)",
+    )
     fetch.add_argument("--target", required=True, help="target name in the repository")
     fetch.add_argument("--spool", help="also look in this spool (files not shipped yet) first")
     fetch.error_status = EXIT_ABORT_RECOVERY
@@ -111,8 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "push":
         return push_command(args.path, args.spool)
-    return fetch_command(args.name, args.dest, target=args.target, repo_path=args.repo_path,
-                         spool=args.spool, repo_config=args.repo_config)
+    return fetch_command(
+        args.name,
+        args.dest,
+        target=args.target,
+        repo_path=args.repo_path,
+        spool=args.spool,
+        repo_config=args.repo_config,
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,10 @@ from vaultflow.logarchive import (
 if TYPE_CHECKING:
     from vaultflow.manifest import Manifest
 
-SPOOL_HOW_TO = ("set it on the PostgresTarget block to the directory archive_command spools into "
-                "(vaultflow wal-push %p --spool DIR), or pass spool_dir")
+SPOOL_HOW_TO = (
+    "set it on the PostgresTarget block to the directory archive_command spools into "
+    "(vaultflow wal-push %p --spool DIR), or pass spool_dir"
+)
 
 
 def backup_wal_start(manifest: Manifest) -> LogStart | None:
@@ -55,10 +57,16 @@ def backup_wal_start(manifest: Manifest) -> LogStart | None:
 
 def ship_report(result: ShipResult) -> ShipReport:
     """A ShipResult (the WAL module's own result) as the contract's ShipReport."""
-    return ShipReport(shipped=list(result.shipped), already_stored=list(result.already_stored),
-                      remaining=result.remaining, lag_units=result.lag_segments, lag_seconds=result.lag_seconds,
-                      raw_bytes=result.raw_bytes, stored_bytes=result.stored_bytes,
-                      max_lag_units=result.lag_segments)
+    return ShipReport(
+        shipped=list(result.shipped),
+        already_stored=list(result.already_stored),
+        remaining=result.remaining,
+        lag_units=result.lag_segments,
+        lag_seconds=result.lag_seconds,
+        raw_bytes=result.raw_bytes,
+        stored_bytes=result.stored_bytes,
+        max_lag_units=result.lag_segments,
+    )
 
 
 class WalArchive:
@@ -72,8 +80,15 @@ class WalArchive:
     stream = "wal"
     title = "WAL archive"
 
-    def __init__(self, repository: Any, target: str, settings: Any = None, *, spool_dir: str | None = None,
-                 segment_size: int = DEFAULT_SEGMENT_SIZE):
+    def __init__(
+        self,
+        repository: Any,
+        target: str,
+        settings: Any = None,
+        *,
+        spool_dir: str | None = None,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+    ):
         self.repository = repository
         self.target = target
         self.settings = settings
@@ -93,8 +108,9 @@ class WalArchive:
         """ship_spool of the target's spool into the repository (see LogArchive.ship)."""
         spool = self._spool()
         try:
-            result = ship_spool(spool, self.repository, self.target,
-                                level=getattr(self.repository, "compression_level", 3))
+            result = ship_spool(
+                spool, self.repository, self.target, level=getattr(self.repository, "compression_level", 3)
+            )
         except VaultflowError as exc:
             partial = getattr(exc, "ship_result", None)
             if partial is not None:
@@ -128,14 +144,27 @@ class WalArchive:
             return Continuity(len(names))
         checked = []
         for manifest, start in starts:
-            result = check_backup_wal(self.repository, self.target, manifest.id,
-                                      PostgresPhysicalConsistency.of(manifest), names=names,
-                                      segment_size=self.segment_size)
-            gaps = tuple(Gap(run[0], run[-1], self._why_missing(run[0])) for run in
-                         gap_runs(list(result.missing), self.segment_size))
-            checked.append(BackupContinuity(start, gaps, result.missing,
-                                            f"timeline {result.timeline}" if result.timeline else "",
-                                            result.problem))
+            result = check_backup_wal(
+                self.repository,
+                self.target,
+                manifest.id,
+                PostgresPhysicalConsistency.of(manifest),
+                names=names,
+                segment_size=self.segment_size,
+            )
+            gaps = tuple(
+                Gap(run[0], run[-1], self._why_missing(run[0]))
+                for run in gap_runs(list(result.missing), self.segment_size)
+            )
+            checked.append(
+                BackupContinuity(
+                    start,
+                    gaps,
+                    result.missing,
+                    f"timeline {result.timeline}" if result.timeline else "",
+                    result.problem,
+                )
+            )
         return Continuity(len(names), tuple(checked))
 
     def _why_missing(self, name: str) -> str:
@@ -152,8 +181,11 @@ class WalArchive:
             return PrunePlan()
         oldest = min(starts, key=lambda s: parse_segment(s.unit, self.segment_size)[1])
         names = wal_not_needed(self.units(), oldest.unit, self.segment_size)
-        return PrunePlan(tuple(names), f"{len(names)} WAL files older than the oldest kept physical backup "
-                                       f"({oldest.backup_id}, which starts at {oldest.unit})")
+        return PrunePlan(
+            tuple(names),
+            f"{len(names)} WAL files older than the oldest kept physical backup "
+            f"({oldest.backup_id}, which starts at {oldest.unit})",
+        )
 
     def delete(self, names: Sequence[str]) -> int:
         return delete_wal(self.repository, self.target, list(names))

@@ -34,8 +34,7 @@ def is_history(name: str) -> bool:
 
 def is_wal_file(name: str) -> bool:
     """Anything PostgreSQL archives: segments, .partial segments, .history and .backup files."""
-    return bool(_SEGMENT.match(name) or _HISTORY.match(name) or _BACKUP_LABEL.match(name)
-                or _PARTIAL.match(name))
+    return bool(_SEGMENT.match(name) or _HISTORY.match(name) or _BACKUP_LABEL.match(name) or _PARTIAL.match(name))
 
 
 def _segments_per_id(segment_size: int) -> int:
@@ -113,7 +112,7 @@ def store_of(repo: Repository | Store) -> Store:
 def archived_names(repo: Repository | Store, target: str) -> list[str]:
     """Names of completely archived WAL files (those with a record), in WAL order."""
     prefix = wal_prefix(target)
-    names = [info.key[len(prefix):-len(".json")] for info in store_of(repo).list(prefix)
-             if info.key.endswith(".json")]
+    names = [
+        info.key[len(prefix) : -len(".json")] for info in store_of(repo).list(prefix) if info.key.endswith(".json")
+    ]
     return sorted((n for n in names if is_wal_file(n)), key=wal_order)
-

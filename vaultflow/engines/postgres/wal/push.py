@@ -63,7 +63,7 @@ def copy_fd(src: int, dst: int) -> None:
     while chunk := os.read(src, _COPY_CHUNK):
         view = memoryview(chunk)
         while view:
-            view = view[os.write(dst, view):]
+            view = view[os.write(dst, view) :]
 
 
 def _same_content(a: Path, b: Path) -> bool:
@@ -99,8 +99,9 @@ def wal_push(source: Path, spool_dir: Path) -> Path:
     source, spool_dir = Path(source), Path(spool_dir)
     name = source.name
     if not is_wal_file(name):
-        raise WalError(f"refusing to spool {source}: {name!r} is not a WAL segment, .partial, "
-                       ".history or .backup file name")
+        raise WalError(
+            f"refusing to spool {source}: {name!r} is not a WAL segment, .partial, .history or .backup file name"
+        )
     _ensure_dir(spool_dir)
     final = spool_dir / name
     if final.exists():

@@ -42,10 +42,15 @@ class ShipResult:
     stored_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"shipped": list(self.shipped), "already_stored": list(self.already_stored),
-                "remaining": self.remaining, "lag_segments": self.lag_segments,
-                "lag_seconds": self.lag_seconds, "raw_bytes": self.raw_bytes,
-                "stored_bytes": self.stored_bytes}
+        return {
+            "shipped": list(self.shipped),
+            "already_stored": list(self.already_stored),
+            "remaining": self.remaining,
+            "lag_segments": self.lag_segments,
+            "lag_seconds": self.lag_seconds,
+            "raw_bytes": self.raw_bytes,
+            "stored_bytes": self.stored_bytes,
+        }
 
 
 def spool_lag(spool_dir: Path, now: float | None = None) -> tuple[int, int, float]:
@@ -148,8 +153,10 @@ def _ship_one(path: Path, store: Store, target: str, level: int, result: ShipRes
 
 def _failure(exc: Exception, name: str, store: Store, result: ShipResult) -> VaultflowError:
     """The same kind of error (transient stays transient), naming the segment at fault."""
-    message = (f"shipping WAL file {name} to {store.description} failed: {exc}; it and every "
-               f"later file stay in the spool ({len(result.shipped)} shipped before it)")
+    message = (
+        f"shipping WAL file {name} to {store.description} failed: {exc}; it and every "
+        f"later file stay in the spool ({len(result.shipped)} shipped before it)"
+    )
     cls = type(exc) if isinstance(exc, VaultflowError) else VaultflowError
     try:
         error = cls(message)

@@ -92,8 +92,13 @@ def read_history(repo: Repository | Store, target: str, timeline: int) -> list[t
     record = read_record(repo, target, name)
     if record is None:
         return None
-    reader, verifying, raw = open_verified(store_of(repo), object_key(target, name), record["sha256"],
-                                           record["stored_size"], f"timeline history file {name}")
+    reader, verifying, raw = open_verified(
+        store_of(repo),
+        object_key(target, name),
+        record["sha256"],
+        record["stored_size"],
+        f"timeline history file {name}",
+    )
     chunks = []
     with raw:
         while chunk := reader.read(1 << 16):
@@ -111,9 +116,16 @@ def _begins(timeline: int, history: list[tuple[int, int]], segment_size: int) ->
     return tuple(reversed(begins))
 
 
-def plan_timeline(repo: Repository | Store, target: str, backup_timeline: int, backup_lsn: str | int, *,
-                  names: list[str] | None = None, requested: int | None = None,
-                  segment_size: int = DEFAULT_SEGMENT_SIZE) -> TimelinePlan:
+def plan_timeline(
+    repo: Repository | Store,
+    target: str,
+    backup_timeline: int,
+    backup_lsn: str | int,
+    *,
+    names: list[str] | None = None,
+    requested: int | None = None,
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+) -> TimelinePlan:
     """Which timeline a recovery of a backup taken on `backup_timeline` at `backup_lsn` (its
     stop LSN, e.g. '0/5000100') follows through the archive of `target` (`names`: its archived
     WAL file names, listed when not given).
@@ -138,7 +150,8 @@ def plan_timeline(repo: Repository | Store, target: str, backup_timeline: int, b
             f"tell where timeline {orphans[0]} branched off, would silently stay on timeline {backup_timeline}, "
             f"and a promotion could reuse timeline number {orphans[0]}. Nothing was restored. Archive that file "
             f"from the pg_wal directory of the server that wrote timeline {orphans[0]} (`vaultflow wal-push "
-            f"<pg_wal>/{history_name(orphans[0])} --spool <spool>`, then run archive-logs), then restore again")
+            f"<pg_wal>/{history_name(orphans[0])} --spool <spool>`, then run archive-logs), then restore again"
+        )
         error.history_file = history_name(orphans[0])  # type: ignore[attr-defined]
         raise error
     candidates: dict[int, tuple[tuple[int, int], ...]] = {backup_timeline: ((backup_timeline, 0),)}
@@ -152,11 +165,15 @@ def plan_timeline(repo: Repository | Store, target: str, backup_timeline: int, b
     if requested is not None:
         if requested not in candidates:
             if requested > backup_timeline and requested not in histories:
-                raise NotFoundError(f"timeline {requested} was asked for, but its history file "
-                                    f"{history_name(requested)} is not in the WAL archive of {target}")
-            raise ConfigError(f"timeline {requested} does not descend from the backup's end point (timeline "
-                              f"{backup_timeline}, LSN {backup_lsn}): choose one of "
-                              f"{', '.join(map(str, sorted(candidates)))}, or another backup")
+                raise NotFoundError(
+                    f"timeline {requested} was asked for, but its history file "
+                    f"{history_name(requested)} is not in the WAL archive of {target}"
+                )
+            raise ConfigError(
+                f"timeline {requested} does not descend from the backup's end point (timeline "
+                f"{backup_timeline}, LSN {backup_lsn}): choose one of "
+                f"{', '.join(map(str, sorted(candidates)))}, or another backup"
+            )
         chosen = requested
     else:
         lived = [t for t in candidates if t == backup_timeline or segments.get(t)]
@@ -179,8 +196,12 @@ def wal_gaps(plan: TimelinePlan, names: list[str], start_wal_file: str, stop_wal
 
 def archive_end(plan: TimelinePlan, names: list[str]) -> str | None:
     """The newest archived segment on the plan's history (None: none archived)."""
-    on_chain = [s for tli, segnos in segments_by_timeline(names, plan.segment_size).items() for s in segnos
-                if plan.owner(s) == tli]
+    on_chain = [
+        s
+        for tli, segnos in segments_by_timeline(names, plan.segment_size).items()
+        for s in segnos
+        if plan.owner(s) == tli
+    ]
     return plan.name(max(on_chain)) if on_chain else None
 
 
@@ -193,8 +214,12 @@ def gap_runs(missing: list[str], segment_size: int = DEFAULT_SEGMENT_SIZE) -> li
             runs.append([name])
             continue
         prev = runs[-1][-1] if runs else None
-        if prev and is_segment(prev) and parse_segment(prev, segment_size)[0] == parse_segment(name, segment_size)[0] \
-                and parse_segment(prev, segment_size)[1] + 1 == parse_segment(name, segment_size)[1]:
+        if (
+            prev
+            and is_segment(prev)
+            and parse_segment(prev, segment_size)[0] == parse_segment(name, segment_size)[0]
+            and parse_segment(prev, segment_size)[1] + 1 == parse_segment(name, segment_size)[1]
+        ):
             runs[-1].append(name)
         else:
             runs.append([name])
@@ -229,16 +254,24 @@ class BackupWal:
         return not self.problem
 
 
-def check_backup_wal(repo: Repository | Store, target: str, backup_id: str, consistency: PostgresPhysicalConsistency,
-                     *, names: list[str] | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE) -> BackupWal:
+def check_backup_wal(
+    repo: Repository | Store,
+    target: str,
+    backup_id: str,
+    consistency: PostgresPhysicalConsistency,
+    *,
+    names: list[str] | None = None,
+    segment_size: int = DEFAULT_SEGMENT_SIZE,
+) -> BackupWal:
     """Check the archive of `target` for one physical backup (`consistency`: its manifest's
     consistency record: start_wal_file, stop_lsn / stop_wal_file and timeline). The problem text names the gaps
     with their timelines (describe_gaps), or the missing history file."""
     if names is None:
         names = archived_names(repo, target)
     start, timeline, stop_lsn = consistency.start_wal_file, consistency.timeline, consistency.stop_lsn
-    stop = consistency.stop_wal_file or segment_name(timeline, max(parse_lsn(stop_lsn) - 1, 0) // segment_size,
-                                                     segment_size)
+    stop = consistency.stop_wal_file or segment_name(
+        timeline, max(parse_lsn(stop_lsn) - 1, 0) // segment_size, segment_size
+    )
     try:
         plan = plan_timeline(repo, target, timeline, stop_lsn, names=names, segment_size=segment_size)
     except NotFoundError as exc:
@@ -247,9 +280,13 @@ def check_backup_wal(repo: Repository | Store, target: str, backup_id: str, cons
     if not missing:
         return BackupWal(backup_id, plan.timeline, (), "")
     end = archive_end(plan, names)
-    return BackupWal(backup_id, plan.timeline, tuple(missing),
-                     f"backup {backup_id} (start {start}, stop {stop}, timeline {timeline}): the archive does not "
-                     f"reach continuously along timeline {plan.timeline}: missing {len(missing)} segment(s): "
-                     f"{describe_gaps(missing[:200], segment_size)}; newest archived: {end or 'none'}. Point-in-time "
-                     "restores from this backup stop at the first gap: check archive_command and the spool "
-                     "(archive-logs), then take a new full backup")
+    return BackupWal(
+        backup_id,
+        plan.timeline,
+        tuple(missing),
+        f"backup {backup_id} (start {start}, stop {stop}, timeline {timeline}): the archive does not "
+        f"reach continuously along timeline {plan.timeline}: missing {len(missing)} segment(s): "
+        f"{describe_gaps(missing[:200], segment_size)}; newest archived: {end or 'none'}. Point-in-time "
+        "restores from this backup stop at the first gap: check archive_command and the spool "
+        "(archive-logs), then take a new full backup",
+    )
