@@ -31,8 +31,7 @@ def _backup_or_full(kind: BackupKind, target, repository):
         if why is None:
             _, repo = load_repository(repository)
             if not repo.catalog(block.engine().name, block.name).manifests:
-                physical = "physical " if getattr(block, "mode", None) == "physical" else ""
-                first = f"no {physical}backup of {block.name} yet, and a chain starts with a full backup"
+                first = f"no backup of {block.name} yet, and a chain starts with a full backup"
                 get_run_logger().info(f"{first}: taking a full backup instead of a {kind.value} one")
                 return _full_instead(block, repository, first)
     if why is None:

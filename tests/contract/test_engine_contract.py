@@ -155,7 +155,7 @@ def test_incremental_without_a_usable_parent_takes_a_full_and_says_why(scenario:
     assert (first["kind"], first["parent_id"]) == ("full", None)
     why = first["fell_back_to_full"] or ""
     assert re.search(
-        f"no (physical )?backup of {re.escape(target.name)} yet" if contract.incremental else contract.no_incremental,
+        f"no backup of {re.escape(target.name)} yet" if contract.incremental else contract.no_incremental,
         why,
     ), why
 

@@ -141,7 +141,7 @@ def test_incremental_and_differential_flows_with_fallback_and_chain_checks(archi
     )
 
     first = incremental_backup(target=target, repository=repository)
-    assert first["kind"] == "full" and "no physical backup" in first["fell_back_to_full"]
+    assert first["kind"] == "full" and "no backup of" in first["fell_back_to_full"]
     pg.execute("UPDATE incflow SET v = 'changed' WHERE id % 100 = 0")
     incr = incremental_backup(target=target, repository=repository)
     assert (incr["kind"], incr["parent_id"], incr["fell_back_to_full"]) == ("incremental", first["backup_id"], None)
