@@ -22,6 +22,7 @@ from flows._support import (
     run_name,
 )
 from tasks.prune import delete_backup, delete_objects
+from vaultflow.engines import registry
 from vaultflow.logarchive import open_log_archive
 from vaultflow.retention import clock_problems, plan
 
@@ -45,7 +46,10 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
     warnings and returned under "clock_problems" (id -> why and what to do). Where the target's
     engine has a log archive (PostgreSQL WAL), units no kept backup can use are deleted too;
     their count is "log_units_deleted" ("wal_deleted": the same count under its older name).
-    With dry_run the plan is published and nothing is deleted.
+    With dry_run the plan is published and nothing is deleted. A backup whose manifest cannot
+    be read is kept (with its payload), warned about and returned under "unreadable" (manifest
+    key -> why); a target written by an engine this worker does not know is left alone and
+    returned under "skipped_targets".
 
     Each target is pruned under its exclusive repository lock: the prune waits (up to the
     repository's lock_wait, then fails retryably) while a backup, verify or restore of it runs.
@@ -67,7 +71,27 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
             targets = repo.targets()
         rows, deleted, kept, orphans, partial, logs_deleted = [], [], [], 0, 0, 0
         held: dict[str, str] = {}  # misdated backups (clock problems) -> why
+        unreadable: dict[str, str] = {}  # manifest key -> why it cannot be read (kept, never deleted)
+        skipped: dict[str, str] = {}  # engine/target -> why this worker left it alone
         for engine, name in targets:
+            if engine not in registry.names():
+                why = (
+                    f"written by engine {engine!r}, which this worker does not know (known: "
+                    f"{', '.join(registry.names())}); nothing of it was touched. Prune it on a worker "
+                    "that has that engine installed"
+                )
+                skipped[f"{engine}/{name}"] = why
+                logger.warning(f"{engine}/{name}: {why}")
+                rows.append(
+                    {
+                        "target": f"{engine}/{name}",
+                        "backup": "(all)",
+                        "kind": "unknown engine",
+                        "action": "skip",
+                        "reason": why,
+                    }
+                )
+                continue
             lock_stack.close()  # the previous target's lock; a dry run deletes nothing and shares
             lock = lock_stack.enter_context(
                 target_lock(repo, engine, name, "prune", exclusive=not dry_run, log=logger.warning)
@@ -76,6 +100,18 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
             # With the store's timestamps: a second clock against a worker whose clock is wrong.
             decisions = plan(catalog.refs(), policy, now)
             misdated = clock_problems(catalog.refs(), now, policy.clock_tolerance)
+            for problem in catalog.problems:  # kept: its payload is not an orphan either
+                unreadable[problem.key] = problem.message
+                logger.warning(f"{problem.key} is unreadable and kept: {problem.message}")
+                rows.append(
+                    {
+                        "target": f"{engine}/{name}",
+                        "backup": problem.key,
+                        "kind": "UNREADABLE",
+                        "action": "keep",
+                        "reason": f"manifest cannot be read: {problem.message}",
+                    }
+                )
             for manifest in reversed(catalog.manifests):
                 decision = decisions[manifest.id]
                 rows.append(
@@ -144,6 +180,8 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
         "orphan_objects": orphans,
         "partial_writes_removed": partial,
         "clock_problems": held,
+        "unreadable": unreadable,
+        "skipped_targets": skipped,
         "log_units_deleted": logs_deleted,
         "wal_deleted": logs_deleted,
         "dry_run": dry_run,

@@ -22,6 +22,7 @@ from flows._support import (
     run_name,
 )
 from tasks.verify import verify_backup
+from vaultflow.engines import registry
 from vaultflow.errors import IntegrityError
 from vaultflow.logarchive import open_log_archive
 from vaultflow.repository import ObjectCheck
@@ -33,6 +34,8 @@ def check_log_archive(repo, engine: str, target: str, manifests) -> tuple[list[d
     follows, gaps named (PostgreSQL: segments and timelines, or a missing timeline history file).
     One row per target, and one failure per broken backup. Nothing to check when the engine has
     no log archive, the archive is empty, or no backup reads it."""
+    if engine not in registry.names():  # its manifests are reported unreadable, naming the engine
+        return [], []
     archive = open_log_archive(engine, repo, target)
     if archive is None:
         return [], []

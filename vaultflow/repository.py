@@ -92,6 +92,16 @@ class Catalog:
         """The readable backup `backup_id`, or None."""
         return next((m for m in self.manifests if m.id == backup_id), None)
 
+    def unreadable_ids(self) -> dict[str, str]:
+        """Backup id -> why its manifest could not be read, for every unreadable manifest (its id
+        is the directory name under backups/)."""
+        found = {}
+        for problem in self.problems:
+            parts = problem.key.split("/")
+            if len(parts) >= 2 and parts[-1] == MANIFEST:
+                found[parts[-2]] = problem.message
+        return found
+
     def unreadable(self, backup_id: str) -> str | None:
         """Why the manifest of `backup_id` could not be read, or None (readable, or absent)."""
         return next((p.message for p in self.problems if f"/{backup_id}/" in p.key), None)
@@ -133,10 +143,22 @@ class Catalog:
         problem are named through `log` (default: the 'vaultflow' logger, warning level).
         Raises NotFoundError when the repository is empty or the id is unknown, and
         RefusedError when every backup has a clock problem (the message names them; pass
-        one's id to restore it anyway).
+        one's id to restore it anyway) or when the manifest of a backup newer than every readable
+        one cannot be read: 'latest' would silently mean an older backup, and a drill of it
+        would pass while the newest backup cannot be restored.
         """
         if backup_id != "latest":
             return self.get(backup_id)
+        unreadable = self.unreadable_ids()
+        newest_readable = self.manifests[-1].id if self.manifests else ""
+        newer_unreadable = sorted(i for i in unreadable if i > newest_readable)
+        if newer_unreadable:
+            newest = newer_unreadable[-1]
+            older = f" (the newest readable one is {newest_readable})" if newest_readable else ""
+            raise RefusedError(
+                f"'latest' is undefined: the newest backup {newest} cannot be read ({unreadable[newest]}). "
+                f"Repair or delete that manifest, or name the backup to use by id{older}"
+            )
         if not self.manifests:
             raise NotFoundError("the repository holds no complete backup for this target yet; run a full backup first")
         misdated = self.clock_problems(now, tolerance)
@@ -225,6 +247,11 @@ class Repository:
                 expected_id = info.key[len(prefix) :].split("/")[0]
                 if manifest.id != expected_id:
                     raise ManifestError(f"{info.key}: manifest id {manifest.id} does not match its directory")
+                if (manifest.engine, manifest.target) != (engine, target):
+                    raise ManifestError(
+                        f"{info.key}: the manifest is of {manifest.engine}/{manifest.target}, not of the "
+                        f"{engine}/{target} it lies under (copied or moved by hand?): move it back or delete it"
+                    )
                 catalog.manifests.append(manifest)
                 catalog.stored_at[manifest.id] = info.modified
             except ManifestError as exc:

@@ -39,7 +39,7 @@ def _check_key(key: str) -> list[str]:
 
 class LocalStore:
     def __init__(self, root: Path | str):
-        self.root = Path(root).absolute()
+        self.root = Path(root).resolve()  # one description per directory, however it is reached (symlinks)
 
     @property
     def description(self) -> str:
