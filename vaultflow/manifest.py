@@ -17,7 +17,16 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from vaultflow.engines import registry
 from vaultflow.errors import RefusedError, VaultflowError
@@ -212,30 +221,60 @@ class Manifest(Strict):
 
 
 class ManifestError(VaultflowError):
-    """A manifest that cannot be read: broken JSON, unknown schema_version, bad fields."""
+    """A manifest that cannot be read: broken JSON, unknown schema_version, bad fields.
+
+    `where`: the manifest's key (or another name of the document); `problem`: what is wrong,
+    without the key (for tables that show the key in a column of its own). str() is
+    '<where>: <problem>', the key named once."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where = where
+        self.problem = problem
+
+
+# What to do about a manifest that is valid JSON of a readable version but whose fields are not.
+INVALID_MANIFEST_ADVICE = (
+    "the manifest was changed by hand or written by a newer vaultflow: restore another backup by "
+    "its id, or fix the manifest file (or put back a copy of it)"
+)
+
+
+def field_problems(exc: ValidationError) -> str:
+    """'field.path: message' for each problem pydantic found, joined with '; ' (no URLs, no
+    pydantic banner): what a person fixing a manifest by hand needs."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(document)"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
 
 
 def parse_manifest(data: bytes, where: str) -> Manifest:
     """Parse and validate one manifest (version 1 is upgraded first, vaultflow.manifest_v1);
-    ManifestError naming `where` (its key) and what is wrong: broken JSON, a schema_version this
-    vaultflow cannot read, an unknown engine or consistency type, invalid fields."""
+    ManifestError naming `where` (its key) once and what is wrong: broken JSON, a schema_version
+    this vaultflow cannot read, an unknown engine or consistency type, invalid fields (each as
+    'field.path: message', followed by what to do)."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{where}: not valid JSON ({exc})") from exc
+        raise ManifestError(where, f"not valid JSON ({exc})") from exc
     if not isinstance(doc, dict):
-        raise ManifestError(f"{where}: expected a JSON object")
+        raise ManifestError(where, "expected a JSON object")
     version = doc.get("schema_version")
     if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ManifestError(
-            f"{where}: schema_version {version!r} is not supported by this vaultflow "
-            f"(reads {', '.join(map(str, READABLE_VERSIONS))}); upgrade vaultflow to read it"
+            where,
+            f"schema_version {version!r} is not supported by this vaultflow "
+            f"(reads {', '.join(map(str, READABLE_VERSIONS))}); upgrade vaultflow to read it",
         )
     try:
         if version == 1:
             doc = upgrade_v1(doc)
         return Manifest.model_validate(doc)
     except VaultflowError as exc:  # an unknown engine (registry.spec)
-        raise ManifestError(f"{where}: {exc}") from exc
-    except ValueError as exc:
-        raise ManifestError(f"{where}: invalid manifest ({exc})") from exc
+        raise ManifestError(where, str(exc)) from exc
+    except ValidationError as exc:
+        raise ManifestError(where, f"invalid manifest: {field_problems(exc)}; {INVALID_MANIFEST_ADVICE}") from exc
+    except ValueError as exc:  # upgrade_v1 on a version 1 document it cannot make sense of
+        raise ManifestError(where, f"invalid manifest: {exc}; {INVALID_MANIFEST_ADVICE}") from exc

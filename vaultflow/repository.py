@@ -37,6 +37,8 @@ SCRATCH_TTL = timedelta(hours=6)
 
 @dataclass(frozen=True)
 class CatalogProblem:
+    """A manifest that could not be read: its key, and what is wrong (without the key)."""
+
     key: str
     message: str
 
@@ -246,16 +248,18 @@ class Repository:
                 manifest = parse_manifest(get_bytes(self.store, info.key), info.key)
                 expected_id = info.key[len(prefix) :].split("/")[0]
                 if manifest.id != expected_id:
-                    raise ManifestError(f"{info.key}: manifest id {manifest.id} does not match its directory")
+                    raise ManifestError(info.key, f"manifest id {manifest.id} does not match its directory")
                 if (manifest.engine, manifest.target) != (engine, target):
                     raise ManifestError(
-                        f"{info.key}: the manifest is of {manifest.engine}/{manifest.target}, not of the "
-                        f"{engine}/{target} it lies under (copied or moved by hand?): move it back or delete it"
+                        info.key,
+                        f"the manifest is of {manifest.engine}/{manifest.target}, not of the "
+                        f"{engine}/{target} it lies under (copied or moved by hand?): move it back or delete it",
                     )
                 catalog.manifests.append(manifest)
                 catalog.stored_at[manifest.id] = info.modified
             except ManifestError as exc:
-                catalog.problems.append(CatalogProblem(info.key, str(exc)))
+                # the key has a field of its own: the message does not repeat it
+                catalog.problems.append(CatalogProblem(info.key, exc.problem))
         catalog.manifests.sort(key=lambda m: m.id)
         return catalog
 

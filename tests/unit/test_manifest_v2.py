@@ -204,6 +204,33 @@ def test_v2_errors_name_the_key_and_what_is_wrong(catalogs) -> None:
         assert str(info.value).startswith(where) and needle in str(info.value), str(info.value)
 
 
+def test_an_invalid_manifest_names_its_key_once_each_field_and_what_to_do(tmp_path, catalogs) -> None:
+    """A hand-edited manifest (a typo in a consistency field, a bad kind): the key once, each
+    field as 'path: message' without pydantic's URLs, and what to do; the catalog's problem
+    leaves the key to its own field, so '<key>: <message>' (verify's row) names it once too."""
+    m = catalogs["v1-rdb"][RDB]
+    doc = json.loads(m.to_json())
+    doc["consistency"]["rdb_crc64e"] = doc["consistency"].pop("rdb_crc64", "x")
+    doc["kind"] = "sideways"
+    repo = Repository(LocalStore(tmp_path))
+    key = repo.object_key(m, MANIFEST)
+    (tmp_path / key).parent.mkdir(parents=True)
+    (tmp_path / key).write_text(json.dumps(doc))
+
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(json.dumps(doc).encode(), key)
+    text = str(info.value)
+    assert text.count(key) == 1 and text.startswith(f"{key}: invalid manifest: "), text
+    assert "kind: Input should be" in text and "rdb_crc64e: Extra inputs are not permitted" in text, text
+    assert "errors.pydantic.dev" not in text and "validation error" not in text, text
+    assert "restore another backup by its id, or fix the manifest file" in text, text
+    assert info.value.where == key and info.value.problem == text[len(key) + 2 :]
+
+    problem = repo.catalog("redis", "v1-rdb").problems
+    assert [p.key for p in problem] == [key] and problem[0].message == info.value.problem
+    assert f"{problem[0].key}: {problem[0].message}".count(key) == 1
+
+
 def test_a_model_of_another_engine_is_refused_and_of_names_the_backup(catalogs) -> None:
     m = catalogs["v1-rdb"][RDB]
     with pytest.raises(ValueError, match="RedisRdbConsistency is not a consistency model of engine postgres"):
