@@ -7,15 +7,37 @@ from pathlib import Path
 
 from prefect.blocks.core import Block
 from prefect_aws.s3 import S3Bucket
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
 from blocks._common import LOGO_URL
+from vaultflow.errors import ConfigError
 from vaultflow.locks import LockSettings
 from vaultflow.repository import Repository
-from vaultflow.retention import RetentionPolicy, parse_duration
+from vaultflow.retention import Duration, RetentionPolicy, parse_duration
 from vaultflow.stores.local import LocalStore
 from vaultflow.stores.mirror import MirrorStore
 from vaultflow.stores.s3 import S3Store
+
+_DURATION = TypeAdapter(Duration)
+DURATION_FORMS = (
+    "e.g. '7d', '36h', '2w', '1y' (s, min, h, d, w, m = 30d, y = 365d), a number of seconds or ISO 8601 'P7D'"
+)
+# The block's rules that keep backups (RetentionPolicy also has keep_hourly; the block does not).
+KEEP_FIELDS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within")
+
+
+def duration_field(field: str, value: str) -> timedelta:
+    """`value` of block field `field` as a timedelta (retention.py's duration forms). Raises
+    ValueError naming the field and the accepted forms when it is not a duration or is negative."""
+    try:
+        td = _DURATION.validate_python(value)
+    except (ValueError, ValidationError):
+        td = None
+    if td is None and not str(value).strip().startswith("-"):
+        raise ValueError(f"{field} {value!r} is not a duration; write {DURATION_FORMS}")
+    if td is None or td < timedelta(0):
+        raise ValueError(f"{field} {value!r} must not be negative; write {DURATION_FORMS}")
+    return td
 
 
 class BackupRepository(Block):
@@ -78,13 +100,43 @@ class BackupRepository(Block):
             raise ValueError(f"lock_wait {value!r} is not a duration; write e.g. '10min', '1h' or '0s'")
         return value
 
+    @field_validator("keep_within", "orphan_grace", "clock_tolerance")
+    @classmethod
+    def _retention_durations(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # checked when the block is created or loaded, not first at prune time
+        if value is not None:
+            duration_field(info.field_name, value)
+        return value
+
     @model_validator(mode="after")
     def _needs_a_store(self):
         if not self.local_path and self.s3_bucket is None:
             raise ValueError("a BackupRepository needs local_path, s3_bucket, or both")
         return self
 
+    @model_validator(mode="after")
+    def _keeps_something(self):
+        # An empty policy would let prune delete every backup but the newest: refuse the block.
+        counts = [self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_yearly]
+        if not any(counts) and not (self.keep_within and duration_field("keep_within", self.keep_within)):
+            raise ValueError(
+                f"this BackupRepository's retention keeps nothing; set at least one of {', '.join(KEEP_FIELDS)} "
+                "(e.g. keep_last=7)"
+            )
+        return self
+
     def retention_policy(self) -> RetentionPolicy:
+        """The block's retention rules as a RetentionPolicy. Raises ConfigError naming the block
+        when they are invalid (only possible for a block built without validation: creating or
+        loading one checks them)."""
+        try:
+            return self._policy()
+        except ValidationError as exc:
+            name = getattr(self, "_block_document_name", None) or "(unsaved)"
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'policy'}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"BackupRepository block {name!r}: invalid retention ({problems})") from exc
+
+    def _policy(self) -> RetentionPolicy:
         return RetentionPolicy(
             keep_last=self.keep_last,
             keep_daily=self.keep_daily,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -70,16 +71,53 @@ def test_repository_needs_a_store():
 
 
 def test_repository_refuses_a_policy_that_keeps_nothing(tmp_path):
-    repo = BackupRepository(
-        local_path=str(tmp_path),
-        keep_last=None,
-        keep_daily=None,
-        keep_weekly=None,
-        keep_monthly=None,
-        keep_yearly=None,
-        keep_within=None,
-    )
+    # refused when the block is created (not first at prune time), naming only the block's own fields
+    with pytest.raises(ValidationError, match="keeps nothing") as info:
+        BackupRepository(
+            local_path=str(tmp_path),
+            keep_last=None,
+            keep_daily=None,
+            keep_weekly=None,
+            keep_monthly=None,
+            keep_yearly=None,
+            keep_within=None,
+        )
+    message = str(info.value)
+    assert "keep_last, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within" in message, message
+    assert "keep_hourly" not in message, message
     with pytest.raises(ValidationError, match="keeps nothing"):
+        BackupRepository(local_path=str(tmp_path), keep_last=0, keep_daily=None, keep_weekly=None,
+                         keep_monthly=None, keep_yearly=None, keep_within="0s")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("keep_within", "banana", "keep_within 'banana' is not a duration"),
+        ("keep_within", "-5d", "keep_within '-5d' must not be negative"),
+        ("orphan_grace", "soon", "orphan_grace 'soon' is not a duration"),
+        ("orphan_grace", "-P1D", "orphan_grace '-P1D' must not be negative"),
+        ("clock_tolerance", "a while", "clock_tolerance 'a while' is not a duration"),
+    ],
+)
+def test_repository_refuses_a_bad_retention_duration_when_created(tmp_path, field, value, says):
+    with pytest.raises(ValidationError) as info:
+        BackupRepository(local_path=str(tmp_path), **{field: value})
+    message = str(info.value)
+    assert says in message and "'7d', '36h'" in message, message
+
+
+def test_repository_retention_durations_in_every_accepted_form(tmp_path):
+    repo = BackupRepository(local_path=str(tmp_path), keep_within="1d12h", orphan_grace="P2D", clock_tolerance="90")
+    policy = repo.retention_policy()
+    assert policy.keep_within == timedelta(hours=36) and policy.orphan_grace == timedelta(days=2)
+    assert policy.clock_tolerance == timedelta(seconds=90)
+
+
+def test_repository_retention_built_without_validation_names_the_block(tmp_path):
+    repo = BackupRepository.model_construct(local_path=str(tmp_path), keep_within="banana")
+    repo._block_document_name = "nightly"
+    with pytest.raises(ConfigError, match="BackupRepository block 'nightly': invalid retention.*keep_within"):
         repo.retention_policy()
 
 
