@@ -92,7 +92,7 @@ def restore_drill(
             logger.info(note)
         if mismatched:
             raise RefusedError(
-                f"restore drill of {manifest.id} failed: {len(mismatched)} tables differ "
+                f"restore drill of {manifest.id} failed: {len(mismatched)} {result.comparison.noun} differ "
                 f"({', '.join(f'{t.database}.{t.table}' for t in mismatched[:5])})"
             )
         if not rto_met:
@@ -104,7 +104,8 @@ def restore_drill(
         "backup_id": manifest.id,
         "seconds": seconds,
         "rto_met": rto_met,
-        "tables": len(results),
+        "tables": len(results),  # compared units, whatever the engine compares (the name is kept for callers)
+        "comparison": result.comparison.summary(),
         "restored": result.restored,
         "notes": list(result.notes),
     }

@@ -327,7 +327,7 @@ def drill(
     from flows.restore_drill import restore_drill
 
     result = _run(restore_drill, target=target, repository=_repository(repository, repo_path), rto_objective_s=rto)
-    console.print(f"drill of {result['backup_id']}: {result['tables']} tables match, {result['seconds']:.1f} s")
+    console.print(f"drill of {result['backup_id']}: {result['comparison']}, {result['seconds']:.1f} s")
 
 
 @app.command()

@@ -39,7 +39,14 @@ class TableComparison:
 
 @dataclass(frozen=True)
 class Comparison:
+    """Rows comparing a restored copy with its backup. `tables`: one row per compared unit
+    (whatever the engine compares: tables, databases, key patterns), plus whole-copy checks
+    (rows whose table or database starts with '('). `noun`: what a unit is called in the
+    summary, the engine's own word (PostgreSQL 'tables', Redis 'databases'); 'units' when
+    the engine does not say."""
+
     tables: list[TableComparison]
+    noun: str = "units"
 
     @property
     def ok(self) -> bool:
@@ -59,10 +66,11 @@ class Comparison:
 
     def summary(self) -> str:
         """'3 tables match', '3 tables and database properties match (1 unlogged: expected
-        empty)', or '1 of 3 tables and pg_verifybackup: 812 files differ: db.public.t (mismatch)'."""
+        empty)', or '1 of 3 tables and pg_verifybackup: 812 files differ: db.public.t (mismatch)'
+        ('tables' is the comparison's noun)."""
         tables = [t for t in self.tables if t.is_table]
         checks = list(dict.fromkeys(t.table.strip("()") for t in self.tables if not t.is_table))
-        what = f"{len(tables)} tables" + "".join(f" and {c}" for c in checks)
+        what = f"{len(tables)} {self.noun}" + "".join(f" and {c}" for c in checks)
         empty = sum(1 for t in tables if t.status == UNLOGGED_EMPTY)
         note = f" ({empty} unlogged: expected empty)" if empty else ""
         if self.ok:

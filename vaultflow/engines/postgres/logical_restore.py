@@ -392,7 +392,7 @@ def restore_logical(
         backup_id=manifest.id,
         restored=targets,
         seconds=time.monotonic() - start,
-        comparison=Comparison(results),
+        comparison=Comparison(results, noun="tables"),
         notes=notes,
     )
 
@@ -425,7 +425,7 @@ class _DatabaseRestore:
             if replacing and any(t.status != "match" for t in table_results):
                 raise IntegrityError(
                     f"restored copy of {source!r} does not match backup {self.manifest.id} "
-                    f"({Comparison(table_results).summary()}); {self.target!r} was left untouched"
+                    f"({Comparison(table_results, noun='tables').summary()}); {self.target!r} was left untouched"
                 )
             if replacing:
                 # From here the proven copy may be all there is of the target (killed between the
@@ -542,5 +542,9 @@ def drill_logical(engine, ctx: BackupContext, manifest: Manifest) -> RestoreResu
         drop_database(engine.config, scratch)
         forget_scratch(ctx, record)
     return RestoreResult(
-        backup_id=manifest.id, restored=restored, seconds=seconds, comparison=Comparison(tables), notes=notes
+        backup_id=manifest.id,
+        restored=restored,
+        seconds=seconds,
+        comparison=Comparison(tables, noun="tables"),
+        notes=notes,
     )

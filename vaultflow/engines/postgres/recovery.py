@@ -152,7 +152,9 @@ def drill_physical(
         restored = {db: f"scratch cluster (port {cluster.port}, removed)" for db in manifest.fingerprints}
         if empty:
             restored["unlogged_tables_empty"] = ", ".join(empty)
-        return RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables), restored=restored)
+        return RestoreResult(
+            backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables, noun="tables"), restored=restored
+        )
     finally:
         if cluster is not None:
             stop_cluster(cluster)
@@ -413,7 +415,9 @@ def recover(
                 f"unlogged tables come back empty after a physical restore (PostgreSQL does not WAL-log "
                 f"their rows): {', '.join(empty)}"
             )
-        result = RestoreResult(backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables), restored=restored)
+        result = RestoreResult(
+            backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables, noun="tables"), restored=restored
+        )
     except BaseException as exc:
         if cluster is not None:
             stop_cluster(cluster)

@@ -57,7 +57,7 @@ def check_scratch(expected: dict[str, dict[str, Fingerprint]], conn: redis.Redis
     tables: list[TableComparison] = []
     for group in sorted(set(expected) | set(actual)):
         tables += compare_database(group, expected.get(group, {}), actual.get(group, {}))
-    return Comparison(tables)
+    return Comparison(tables, noun="databases")
 
 
 def scan_batches(conn: redis.Redis, pattern: str):
@@ -170,4 +170,4 @@ def compare_copies(
                 f"db{source_db}", label, wanted, equal, "match" if wanted == equal and not extra else "mismatch"
             )
         )
-    return Comparison(tables), problems
+    return Comparison(tables, noun="key patterns"), problems
