@@ -11,7 +11,7 @@ directory (`spec_file`), owned by the OS user that runs the restored cluster and
 recovery ends; never argv, postgresql.auto.conf or the environment (docs/architecture.md,
 "Point-in-time restore from S3").
 
-Imported by `wal_cli fetch` once per WAL file: standard library only at import time. boto3 is
+Imported by `vaultflow.engines.postgres.wal.cli fetch` once per WAL file: standard library only at import time. boto3 is
 imported only when an S3 member is first used, so a mirror whose local member has the file
 never pays for it.
 """
