@@ -34,8 +34,11 @@ class EngineSpec:
 
     name:          the engine's name in the repository layout (`<store>/<name>/<target>/`), in
                    manifests (`engine`) and events; lowercase, stable forever.
-    make_engine:   target settings (the target's block, see blocks/) -> an object satisfying
-                   vaultflow.engines.base.Engine.
+    make_engine:   the engine class itself (e.g. PostgresEngine), not a factory function:
+                   called with target settings (the target's block, see blocks/) it returns an
+                   object satisfying vaultflow.engines.base.Engine; its class attributes `name`
+                   and `restore_options` are read without making an engine (registry.
+                   restore_options, tests/unit/test_engine_protocol.py requires a class).
     consistency:   the models of `Manifest.consistency` this engine writes (subclasses of
                    vaultflow.manifest.Consistency, at least one per mode it uses); each has a
                    `type` Literal that names it in the JSON (manifest parsing looks them up here).
@@ -60,7 +63,9 @@ _PACKAGE = "vaultflow.engines"
 
 
 def register(engine_spec: EngineSpec) -> EngineSpec:
-    """Make an engine known (engines outside vaultflow/engines/). Re-registering a name replaces it."""
+    """Make an engine known (engines outside vaultflow/engines/: a test's, a plugin's) in this
+    Python process: a worker knows it only if it imported the module that calls this. Returns
+    `engine_spec`. Re-registering a name replaces it."""
     _REGISTERED[engine_spec.name] = engine_spec
     return engine_spec
 
