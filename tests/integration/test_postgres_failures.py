@@ -168,7 +168,11 @@ def test_unreadable_manifests_do_not_hide_good_backups(backed_up, drop_later_db)
     # Unreadable is not orphaned: nothing may offer to delete them.
     assert repo.orphans("postgres", manifest.target, timedelta(0), datetime.now(UTC)) == []
 
-    result = engine.restore(BackupContext(repo), catalog.resolve("latest"), into=f"{db}_good")
+    # 'latest' would silently mean an older backup than the newest one: refused, naming both; the
+    # good backup restores by its id.
+    with pytest.raises(RefusedError, match=f"(?s)the newest backup {future_id} cannot be read.*{manifest.id}"):
+        catalog.resolve("latest")
+    result = engine.restore(BackupContext(repo), catalog.resolve(manifest.id), into=f"{db}_good")
     drop_later_db(server, f"{db}_good")
     assert result.comparison.ok
     assert server.execute("SELECT count(*) FROM t", f"{db}_good") == [(100,)]
