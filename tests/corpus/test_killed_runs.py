@@ -172,9 +172,7 @@ def case(request: pytest.FixtureRequest, tmp_path: Path, fresh_db: MakeDb) -> It
             db,
         )
         s3_server, bucket = request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
-        case = pg_case(
-            name, server, db, S3Store(s3_server.client(), bucket, prefix="repo", min_part_size=S3_PART), "logical"
-        )
+        case = pg_case(name, server, db, s3_server.store(bucket, prefix="repo", min_part_size=S3_PART), "logical")
         case.job["min_part_size"] = S3_PART
         yield case
         return

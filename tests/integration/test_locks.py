@@ -28,7 +28,6 @@ from vaultflow.locks import LockSettings
 from vaultflow.manifest import BackupKind, new_backup_id
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
-from vaultflow.stores.s3 import S3Store
 from vaultflow.stores.spec import describe
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -107,7 +106,7 @@ def store(request, tmp_path: Path):
     if request.param == "local":
         return LocalStore(tmp_path / "repo")
     s3_server, bucket = request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket")
-    return S3Store(s3_server.client(), bucket, prefix="repo")
+    return s3_server.store(bucket, prefix="repo")  # its connection spec carries the keys (the holders need them)
 
 
 def lock_keys(store) -> list[str]:
