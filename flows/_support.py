@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Union
 
 from prefect import get_client, get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -19,6 +19,8 @@ from prefect.runtime import deployment, flow_run
 from blocks import BackupRepository
 from blocks.registry import TargetBlock, target_types
 from vaultflow.engines.base import BackupContext
+from vaultflow.engines.registry import names as engine_names
+from vaultflow.engines.registry import restore_options as engine_restore_options
 from vaultflow.errors import ConfigError, NotFoundError, is_transient
 from vaultflow.keys import artifact_slug
 from vaultflow.manifest import Lineage, Manifest
@@ -28,6 +30,17 @@ from vaultflow.repository import Repository
 # just 'prod' when one kind alone has a block of that name.
 TargetParam = TargetBlock | str
 RepositoryParam = BackupRepository | str
+
+
+def _restore_options_union() -> Any:
+    """Every registered engine's restore options model (the run form offers one per engine,
+    titled by its engine), then a plain mapping for an engine registered after this module
+    was imported (vaultflow.engines.registry.register)."""
+    models = [model for name in engine_names() if (model := engine_restore_options(name)) is not None]
+    return Union[(*models, dict[str, Any])]  # noqa: UP007 - built from a runtime list
+
+
+RestoreOptionsParam = _restore_options_union()
 
 # Flow-level retries for transient failures (server restarting, network blip). Permanent errors
 # cancel the remaining retries (fail_fast_on_permanent_errors). Tasks back off exponentially.
@@ -186,6 +199,20 @@ def artifact_key(*parts: str) -> str:
     artifact_slug (itself when it fits, else a readable form plus a short hash), so target names
     like `Sales` and `sales`, or non-ASCII ones, get distinct valid keys."""
     return "-".join(artifact_slug(part) for part in parts)[:100].strip("-")
+
+
+def publish_per_target(kind: str, rows: list[dict], targets: list[tuple[str, str]], description: str) -> None:
+    """`rows` (each with "target": "<engine>/<name>") as one table artifact per target, keyed
+    '<kind>-<engine>-<target>': a target's history stays one key however many targets a run
+    covers or a repository gains. A run over no targets publishes one empty table keyed `kind`."""
+    for engine, name in targets:
+        create_table_artifact(
+            [row for row in rows if row["target"] == f"{engine}/{name}"],
+            key=artifact_key(kind, engine, name),
+            description=f"{description}: {engine}/{name}",
+        )
+    if not targets:
+        create_table_artifact([], key=kind, description=description)
 
 
 def publish_catalog(repository: Repository, engine: str, target: str) -> None:

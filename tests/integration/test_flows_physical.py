@@ -67,7 +67,7 @@ def test_physical_backup_archive_verify_drill_and_pitr(archiving, work):
     drill = restore_drill(target=target, repository=repository, rto_objective_s=600)
     assert drill["backup_id"] == backup["backup_id"] and drill["tables"] > 0
 
-    restored = restore(target=target, repository=repository, into=str(work / "pitr"), to_time=t_after)
+    restored = restore(target=target, repository=repository, into=str(work / "pitr"), options={"to_time": t_after})
     assert restored["restored"]["cluster"] == str(work / "pitr")
     assert restored["restored"]["recovery_target_timeline"] == "1"  # the drill's timeline 2 never archived WAL
     assert (work / "pitr" / "PG_VERSION").exists()

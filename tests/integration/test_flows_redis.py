@@ -53,7 +53,11 @@ def test_full_drill_restore_and_remote_incremental_fallback(redis_with_password,
     conn.set("user:1000", "Mallory")
     with pytest.raises(Exception, match="already exists"):
         restore(
-            target=target, repository=repository, backup_id=full["backup_id"], into="original", key_pattern="user:*"
+            target=target,
+            repository=repository,
+            backup_id=full["backup_id"],
+            into="original",
+            options={"key_pattern": "user:*"},
         )
     assert conn.get("user:1000") == b"Mallory", "a refused restore changes nothing"
     result = restore(
@@ -61,7 +65,7 @@ def test_full_drill_restore_and_remote_incremental_fallback(redis_with_password,
         repository=repository,
         backup_id=full["backup_id"],
         into="original",
-        key_pattern="user:*",
+        options={"key_pattern": "user:*"},
         overwrite=True,
     )
     assert [r["status"] for r in result["comparison"]] == ["match"]
@@ -81,7 +85,7 @@ def test_redis_options_are_refused_for_postgres_targets(pg18, fresh_db, tmp_path
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     full_backup(target=target, repository=repository)
     with pytest.raises(ConfigError, match="key_pattern does not apply to target .pgnotredis., a postgres target"):
-        restore(target=target, repository=repository, key_pattern="user:*")
+        restore(target=target, repository=repository, options={"key_pattern": "user:*"})
 
 
 def test_wrong_redis_password_fails_at_once_without_retries(redis_with_password, tmp_path: Path):

@@ -52,7 +52,8 @@ def test_every_flow_parameter_has_a_description(flow: Flow):
 def test_closed_sets_are_choices():
     from flows.restore import restore
 
-    timeline = parameter_schema(restore.fn).model_dump()["properties"]["to_timeline"]
+    schema = parameter_schema(restore.fn).model_dump()
+    timeline = schema["definitions"]["PostgresRestoreOptions"]["properties"]["to_timeline"]
     choices = [option for option in timeline["anyOf"] if "enum" in option]
     assert choices and set(choices[0]["enum"]) == {"latest", "current"}, timeline
 
@@ -65,3 +66,19 @@ def test_a_target_parameter_offers_every_registered_target_block_type():
     [block_ref] = [o["$ref"] for o in schema["properties"]["target"]["anyOf"] if "$ref" in o]
     offered = schema["definitions"][block_ref.rsplit("/", 1)[1]]["anyOf"]
     assert [o["block_type_slug"] for o in offered] == list(target_types())
+
+
+def test_restore_offers_each_engines_options_model_with_every_field_described():
+    from flows.restore import restore
+    from vaultflow.engines.registry import names, restore_options
+
+    schema = parameter_schema(restore.fn).model_dump()
+    offered = [o["$ref"].rsplit("/", 1)[1] for o in schema["properties"]["options"]["anyOf"] if "$ref" in o]
+    models = [model for name in names() if (model := restore_options(name)) is not None]
+    assert offered == [model.__name__ for model in models]
+    for model in models:
+        fields = schema["definitions"][model.__name__]["properties"]
+        assert fields, model
+        missing = [name for name, prop in fields.items() if not (prop.get("description") or "").strip()]
+        assert not missing, f"{model.__name__}: fields without a description: {missing}"
+        assert schema["definitions"][model.__name__]["title"].endswith("restore options")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from vaultflow.engines.settings import ARCHIVE_LOGS, DIFFERENTIAL, INCREMENTAL, RestoreOptions, TargetSettings
 
@@ -158,6 +158,8 @@ class PostgresRestoreOptions(RestoreOptions):
 
     Point in time (physical backups and the WAL archive): at most one of to_time, to_lsn,
     to_name; to_timeline alone replays that timeline's archived WAL to its end."""
+
+    model_config = ConfigDict(title="PostgreSQL restore options")
 
     to_time: datetime | None = Field(
         default=None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from vaultflow.engines.settings import ARCHIVE_LOGS, DIFFERENTIAL, INCREMENTAL, RestoreOptions, TargetSettings
 from vaultflow.errors import VaultflowError
@@ -105,6 +105,8 @@ class RedisSettings(TargetSettings):
 
 class RedisRestoreOptions(RestoreOptions):
     """What a Redis restore takes beyond backup_id, into, overwrite and databases."""
+
+    model_config = ConfigDict(title="Redis restore options")
 
     key_pattern: str | None = Field(
         default=None,
