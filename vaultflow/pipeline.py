@@ -24,6 +24,7 @@ from typing import BinaryIO, cast
 import zstandard
 
 from vaultflow.errors import IntegrityError, ToolError, VaultflowError
+from vaultflow.manifest import StoredObject
 from vaultflow.proc import tied_popen
 from vaultflow.stores.base import CHUNK_SIZE, Readable, Store
 
@@ -184,9 +185,25 @@ class Producer:
 
 @dataclass(frozen=True)
 class WrittenObject:
+    """What compress_into_store wrote: `raw_size` bytes in, `stored_size` bytes stored, and the
+    sha256 (hex) of the stored bytes."""
+
     raw_size: int
     stored_size: int
     sha256: str
+
+    def as_object(self, key: str, role: str, format: str, database: str | None = None) -> StoredObject:
+        """The manifest's record of this object: stored under `key` (inside the backup
+        directory), playing `role` ('base', 'rdb', ...), `format` before compression (zstd)."""
+        return StoredObject(
+            key=key,
+            role=role,
+            database=database,
+            format=format,
+            raw_size=self.raw_size,
+            stored_size=self.stored_size,
+            sha256=self.sha256,
+        )
 
 
 def compress_into_store(

@@ -58,7 +58,7 @@ from vaultflow.errors import (
     VaultflowError,
 )
 from vaultflow.keys import encode_name
-from vaultflow.manifest import BackupKind, BackupMode, Fingerprint, Manifest, StoredObject
+from vaultflow.manifest import BackupKind, BackupMode, Fingerprint, Manifest
 from vaultflow.pipeline import dump_into_store
 from vaultflow.proc import mkdtemp, remove
 from vaultflow.stores.local import LocalStore
@@ -194,14 +194,7 @@ class PostgresEngine:
                     on_stderr=ctx.log,
                     pass_fds=env.pass_fds,
                 )
-            obj = StoredObject(
-                key="globals.sql.zst",
-                role="globals",
-                format="sql",
-                raw_size=written.raw_size,
-                stored_size=written.stored_size,
-                sha256=written.sha256,
-            )
+            obj = written.as_object("globals.sql.zst", "globals", "sql")
             return UnitResult(unit, objects=(obj,), timings={"globals": time.monotonic() - t0})
         if unit.kind == "database":
             with client_env(self.config, [unit.name]) as env:
@@ -333,15 +326,7 @@ class PostgresEngine:
                 )
         finally:
             conn.close()
-        obj = StoredObject(
-            key=name,
-            role="database-dump",
-            database=database,
-            format="pg_dump-custom",
-            raw_size=written.raw_size,
-            stored_size=written.stored_size,
-            sha256=written.sha256,
-        )
+        obj = written.as_object(name, "database-dump", "pg_dump-custom", database=database)
         return obj, prints, snap.visible
 
     # -- restore ------------------------------------------------------------------------

@@ -63,7 +63,7 @@ from vaultflow.engines.postgres.parent import check_identity, fetch_parent_manif
 from vaultflow.engines.postgres.physical import ENGINE, MANIFEST_OBJECT, fingerprints_and_unlogged, parse_backup_label
 from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.errors import ChainBrokenError, ConfigError, RefusedError, ToolError
-from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
+from vaultflow.manifest import BackupKind, BackupMode, Manifest
 from vaultflow.pipeline import compress_into_store
 from vaultflow.proc import temporary_directory
 from vaultflow.stores.base import CHUNK_SIZE
@@ -395,22 +395,8 @@ def filelevel_backup(
                         ),
                     ),
                     objects=[
-                        StoredObject(
-                            key=FILES_OBJECT,
-                            role="base",
-                            format="tar",
-                            raw_size=written.raw_size,
-                            stored_size=written.stored_size,
-                            sha256=written.sha256,
-                        ),
-                        StoredObject(
-                            key=FILELIST_OBJECT,
-                            role="file-list",
-                            format="json",
-                            raw_size=listing.raw_size,
-                            stored_size=listing.stored_size,
-                            sha256=listing.sha256,
-                        ),
+                        written.as_object(FILES_OBJECT, "base", "tar"),
+                        listing.as_object(FILELIST_OBJECT, "file-list", "json"),
                     ],
                     fingerprints=fingerprints,
                     server_version=server_version,

@@ -57,7 +57,6 @@ from vaultflow.manifest import (
     BackupMode,
     Fingerprint,
     Manifest,
-    StoredObject,
 )
 from vaultflow.pipeline import (
     WrittenObject,
@@ -401,22 +400,8 @@ def run_basebackup(
             )
             timings["backup_manifest"] = time.monotonic() - t0
             objects = [
-                StoredObject(
-                    key=BASE_OBJECT,
-                    role="base",
-                    format="tar",
-                    raw_size=written.raw_size,
-                    stored_size=written.stored_size,
-                    sha256=written.sha256,
-                ),
-                StoredObject(
-                    key=MANIFEST_OBJECT,
-                    role="backup-manifest",
-                    format="json",
-                    raw_size=manifest_written.raw_size,
-                    stored_size=manifest_written.stored_size,
-                    sha256=manifest_written.sha256,
-                ),
+                written.as_object(BASE_OBJECT, "base", "tar"),
+                manifest_written.as_object(MANIFEST_OBJECT, "backup-manifest", "json"),
             ]
             manifest = Manifest(
                 id=backup_id,

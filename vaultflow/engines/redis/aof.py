@@ -56,7 +56,7 @@ from vaultflow.engines.redis.consistency import AofPiece, RedisAofConsistency
 from vaultflow.engines.redis.rdb import start_replica_scratch
 from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, RefusedError
-from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject, new_backup_id
+from vaultflow.manifest import BackupKind, BackupMode, Manifest, new_backup_id
 from vaultflow.pipeline import compress_into_store, write_verified
 from vaultflow.proc import forget, mkdtemp, remove
 from vaultflow.repository import Catalog
@@ -204,14 +204,7 @@ def _store(
                     f"{offset}, expected {length}: was it truncated? Take a full backup"
                 )
             objects.append(
-                StoredObject(
-                    key=key,
-                    role="aof-base" if is_base else "aof-incr",
-                    format=aof.base_format if is_base else "aof",
-                    raw_size=written.raw_size,
-                    stored_size=written.stored_size,
-                    sha256=written.sha256,
-                )
+                written.as_object(key, "aof-base" if is_base else "aof-incr", aof.base_format if is_base else "aof")
             )
             records.append(AofPiece(object=key, file=name, offset=offset, length=length))
         written = compress_into_store(
@@ -220,16 +213,7 @@ def _store(
             prefix + MANIFEST_OBJECT,
             level=repo.compression_level,
         )
-        objects.append(
-            StoredObject(
-                key=MANIFEST_OBJECT,
-                role="aof-manifest",
-                format="aof-manifest",
-                raw_size=written.raw_size,
-                stored_size=written.stored_size,
-                sha256=written.sha256,
-            )
-        )
+        objects.append(written.as_object(MANIFEST_OBJECT, "aof-manifest", "aof-manifest"))
         timings["upload"] = time.monotonic() - t0
         t0 = time.monotonic()
         fingerprints = _fingerprint_at_cut(config, aof, cuts)

@@ -42,7 +42,7 @@ from vaultflow.engines.redis.restore import restore_redis
 from vaultflow.engines.redis.server import find_binary
 from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
-from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
+from vaultflow.manifest import BackupKind, BackupMode, Manifest
 from vaultflow.pipeline import compress_into_store, dump_into_store
 from vaultflow.tools import tool_version
 
@@ -173,16 +173,7 @@ class RedisEngine:
                 started_at=started,
                 finished_at=datetime.now(UTC),
                 consistency=consistency,
-                objects=[
-                    StoredObject(
-                        key=RDB_OBJECT,
-                        role="rdb",
-                        format="rdb",
-                        raw_size=written.raw_size,
-                        stored_size=written.stored_size,
-                        sha256=written.sha256,
-                    )
-                ],
+                objects=[written.as_object(RDB_OBJECT, "rdb", "rdb")],
                 fingerprints=fingerprints,
                 server_version=facts.get("redis-ver") or version,
                 tool_versions={"redis-check-rdb": tool_version(find_binary("redis-check-rdb", config.bin_dir)), **tool},
