@@ -6,19 +6,18 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
 
 from flows._locks import target_lock
 from flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
     TargetParam,
-    artifact_key,
     emit_backup_event,
     fail_fast_on_permanent_errors,
     load_repository,
     load_target,
     publish_catalog,
+    publish_per_target,
     run_name,
 )
 from tasks.prune import delete_backup, delete_objects
@@ -165,10 +164,8 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
                 partial += repo.sweep_partial(engine, name, now - policy.orphan_grace)
             if not dry_run:
                 publish_catalog(repo, engine, name)
-        create_table_artifact(
-            rows,
-            key=artifact_key("prune", *(f"{e}-{n}" for e, n in targets)) or "prune",
-            description=f"Retention plan for {repo.description} ({'dry run' if dry_run else 'applied'})",
+        publish_per_target(
+            "prune", rows, targets, f"Retention plan for {repo.description} ({'dry run' if dry_run else 'applied'})"
         )
         logger.info(
             f"prune{' (dry run)' if dry_run else ''}: keep {len(kept)}, delete {len(deleted)}, "

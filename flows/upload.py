@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
 from flows._support import (
@@ -13,12 +12,12 @@ from flows._support import (
     ProgressReporter,
     RepositoryParam,
     TargetParam,
-    artifact_key,
     emit_backup_event,
     fail_fast_on_permanent_errors,
     load_repository,
     load_target,
     param_name,
+    publish_per_target,
 )
 from tasks.transfer import upload as upload_task
 from vaultflow.errors import NotFoundError, RefusedError
@@ -103,11 +102,7 @@ def upload(
                             },
                         )
         progress.close()
-        create_table_artifact(
-            rows,
-            key=artifact_key("upload", *(f"{e}-{n}" for e, n in targets)) or "upload",
-            description=f"Backups copied from {src.description} to {dst.description}",
-        )
+        publish_per_target("upload", rows, targets, f"Backups copied from {src.description} to {dst.description}")
         logger.info(
             f"upload to {dst.description}: {len(copied)} backups copied ({objects_sent} objects, "
             f"{bytes_sent / 1e6:.1f} MB sent, {objects_skipped} already there)"

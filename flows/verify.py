@@ -5,19 +5,18 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
 
 from flows._locks import target_lock
 from flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
     TargetParam,
-    artifact_key,
     emit_backup_event,
     fail_fast_on_permanent_errors,
     load_repository,
     load_target,
     publish_catalog,
+    publish_per_target,
     record_check,
     run_name,
 )
@@ -138,11 +137,7 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
             rows += log_rows
             failures += log_failures
             publish_catalog(repo, engine, name)
-        create_table_artifact(
-            rows,
-            key=artifact_key("verify", *(f"{e}-{n}" for e, n in targets)) or "verify",
-            description=f"{'Deep' if deep else 'Quick'} verification of {repo.description}",
-        )
+        publish_per_target("verify", rows, targets, f"{'Deep' if deep else 'Quick'} verification of {repo.description}")
         logger.info(f"verified {len(rows)} backups in {len(targets)} targets: {len(failures)} problems")
         if failures:
             raise IntegrityError(f"{len(failures)} problems in {repo.description}: " + "; ".join(failures[:5]))

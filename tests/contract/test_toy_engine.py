@@ -121,4 +121,30 @@ def test_its_restore_options_and_refusals_reach_it_through_the_restore_flow(app_
             match=r"key_pattern does not apply to target 'app', a sqlite target "
             r"\(its restore options: integrity_check\)",
         ):
-            restore(target=target, repository=repository, key_pattern="user:*")
+            restore(target=target, repository=repository, options={"key_pattern": "user:*"})
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_verify_prune_and_upload_tables_keep_one_key_per_target(app_db: Path, tmp_path: Path):
+    """A run over a whole repository publishes one table per target, keyed by engine and target:
+    a target's verify history stays one key when another target joins the repository."""
+    from flows.prune import prune
+    from flows.upload import upload
+    from flows.verify import verify
+    from tests.integration.test_flows import read_artifact
+
+    repository = BackupRepository(local_path=str(tmp_path / "repo"))
+    offsite = BackupRepository(local_path=str(tmp_path / "offsite"))
+    with sqlite_engine_registered() as kind:
+        full_backup(target=kind(path=str(app_db), target_name="one"), repository=repository)
+        verify(repository=repository)
+        assert [r["target"] for r in read_artifact("verify-sqlite-one")] == ["sqlite/one"]
+
+        full_backup(target=kind(path=str(app_db), target_name="two"), repository=repository)
+        verify(repository=repository)
+        prune(repository=repository, dry_run=True)
+        upload(source=repository, destination=offsite)
+        for flow in ("verify", "prune", "upload"):
+            for name in ("one", "two"):
+                rows = read_artifact(f"{flow}-sqlite-{name}")
+                assert rows and {r["target"] for r in rows} == {f"sqlite/{name}"}, (flow, name, rows)
