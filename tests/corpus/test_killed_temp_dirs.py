@@ -223,6 +223,7 @@ def kill_drill(case, tmp: Path, loaded) -> None:
     check_nothing_left(case, run, tmp, marker)  # processes, ports, temp files (the colleague's whole check)
 
 
+@pytest.mark.serial  # looks for temporary directories in /tmp: none from other tests may appear
 def test_killed_physical_drill_leaves_no_directories(pg_with_password, fresh_db: MakeDb, tmp_path: Path) -> None:
     server = pg_with_password
     db = fresh_db(server)
@@ -239,6 +240,7 @@ def test_killed_physical_drill_leaves_no_directories(pg_with_password, fresh_db:
         kill_drill(case, tmp, cluster_up)
 
 
+@pytest.mark.serial  # looks for temporary directories in /tmp: none from other tests may appear
 def test_killed_redis_drill_leaves_no_directories(redis_with_password, tmp_path: Path) -> None:
     server = redis_with_password
     prefix = f"killed-dirs:{secrets.token_hex(4)}:"

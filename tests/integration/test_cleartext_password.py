@@ -171,6 +171,7 @@ def _files_holding(secret: bytes, roots: list[Path], limit: int = 1 << 20) -> li
     return found
 
 
+@pytest.mark.serial  # looks for temporary directories in /tmp: none from other tests may appear
 def test_a_backup_killed_mid_dump_leaves_no_file_with_the_password(pg_with_password, fresh_db, tmp_path):
     pg = pg_with_password
     db = fresh_db(pg)

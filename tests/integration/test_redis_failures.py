@@ -244,6 +244,7 @@ def test_rdb_failing_redis_check_rdb_is_integrity_error(fresh_redis, tmp_path: P
     assert good.fingerprints["db0"]["keys"].rows == 2000
 
 
+@pytest.mark.serial  # looks for temporary directories in /tmp: none from other tests may appear
 def test_restore_into_a_port_in_use_is_refused(backed_up, tmp_path: Path):
     server, engine, repo, manifest = backed_up
     before = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -276,6 +277,7 @@ def test_restore_into_a_port_in_use_is_refused(backed_up, tmp_path: Path):
         shutil.rmtree(result.restored["directory"], ignore_errors=True)
 
 
+@pytest.mark.serial  # looks for temporary directories in /tmp: none from other tests may appear
 @pytest.mark.parametrize("into", [None, "dir", "original", "drill"])
 def test_corrupted_stored_object_refuses_restore(backed_up, tmp_path: Path, into: str | None):
     server, engine, repo, manifest = backed_up
