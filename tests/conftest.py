@@ -1,4 +1,4 @@
-"""Shared fixtures: real servers (PostgreSQL, SeaweedFS S3) and one Prefect test harness."""
+"""Shared fixtures: real servers (PostgreSQL, Redis, SecantusDB, SeaweedFS S3) and one Prefect test harness."""
 
 import os
 
@@ -13,6 +13,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 import pytest  # noqa: E402
 
 pytest_plugins = [
+    "tests.fixtures.mongo",
     "tests.fixtures.postgres",
     "tests.fixtures.redis",
     "tests.fixtures.s3",
