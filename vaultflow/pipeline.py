@@ -19,14 +19,16 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import zstandard
 
 from vaultflow.errors import IntegrityError, ToolError, VaultflowError
-from vaultflow.manifest import StoredObject
 from vaultflow.proc import tied_popen
 from vaultflow.stores.base import CHUNK_SIZE, Readable, Store
+
+if TYPE_CHECKING:
+    from vaultflow.manifest import StoredObject
 
 ProgressCallback = Callable[[int], None]  # called with the raw bytes read so far
 
@@ -195,6 +197,10 @@ class WrittenObject:
     def as_object(self, key: str, role: str, format: str, database: str | None = None) -> StoredObject:
         """The manifest's record of this object: stored under `key` (inside the backup
         directory), playing `role` ('base', 'rdb', ...), `format` before compression (zstd)."""
+        # Imported here, not at the top: restore_command runs `wal-fetch` once per WAL segment and
+        # imports this module; vaultflow.manifest (pydantic) would add ~0.2 s to every segment.
+        from vaultflow.manifest import StoredObject
+
         return StoredObject(
             key=key,
             role=role,
