@@ -91,14 +91,24 @@ def _engine_restore_options() -> dict[str, tuple[Any, list[str]]]:
     """Every restore option of every registered engine (vaultflow.engines.registry): option name
     -> (its pydantic field, the engines that take it). The restore command gets one CLI option
     each, described by the field; nothing here names an engine."""
+    from pydantic.fields import FieldInfo
+
     from vaultflow.engines import registry
 
     options: dict[str, tuple[Any, list[str]]] = {}
+    helps: dict[str, list[str]] = {}
     for name in registry.names():  # registry.restore_options: no engine (driver) import at CLI start
         model = registry.restore_options(name)
         for field_name, field in model.model_fields.items() if model is not None else ():
             options.setdefault(field_name, (field, []))[1].append(name)
-    return options
+            helps.setdefault(field_name, [])
+            if field.description and field.description not in helps[field_name]:
+                helps[field_name].append(field.description)
+    # An option several engines take (to_time) is described by each of them.
+    return {
+        name: (FieldInfo.merge_field_infos(field, description=" ".join(helps[name]) or None), engines)
+        for name, (field, engines) in options.items()
+    }
 
 
 def _flag(name: str) -> str:
@@ -129,12 +139,16 @@ def _restore(
         if value is None or value is False:
             continue
         field = known[name][0]
+        adapter = TypeAdapter(field.annotation)
         try:  # a value of the wrong shape is the option's fault, said before anything runs
-            given[name] = TypeAdapter(field.annotation).validate_python(value)
+            given[name] = adapter.validate_python(value)
         except ValidationError as exc:
-            raise typer.BadParameter(
-                f"{value!r}: " + "; ".join(e["msg"] for e in exc.errors()), param_hint=_flag(name)
-            ) from None
+            try:  # lists and mappings are given as JSON: --namespaces '["app.*"]'
+                given[name] = adapter.validate_json(value)
+            except ValidationError:
+                raise typer.BadParameter(
+                    f"{value!r}: " + "; ".join(e["msg"] for e in exc.errors()), param_hint=_flag(name)
+                ) from None
     flat = set(inspect.signature(restore_flow.fn).parameters)
     params = {k: v for k, v in given.items() if k in flat}
     extra = {k: v for k, v in given.items() if k not in flat}
