@@ -5,12 +5,14 @@ blocks.registry (target_types(), target_type(slug)); a target block class made a
 registers itself there by subclassing TargetBlock.
 """
 
+from blocks.mongo_target import MongoTarget
 from blocks.postgres_target import PostgresTarget
 from blocks.redis_target import RedisTarget
 from blocks.registry import TargetBlock, register_target, target_type, target_types
 from blocks.repository import BackupRepository
 
 __all__ = [
+    "MongoTarget",
     "PostgresTarget",
     "RedisTarget",
     "BackupRepository",

@@ -220,3 +220,53 @@ def redis_differences(source: RedisState, restored: RedisState) -> list[str]:
 def assert_redis_restored(source, restored, databases: range = range(16)) -> None:
     problems = redis_differences(redis_state(source, databases), redis_state(restored, databases))
     assert not problems, "oracle: the restored Redis differs:\n" + "\n".join(problems[:50])
+
+
+# -- MongoDB ----------------------------------------------------------------------------------
+# Per collection: every document fetched sorted by _id and written as canonical Extended JSON
+# (types kept: an int32 and an int64 of the same value differ), the collection's type and
+# options, and its indexes by name (key and options, without the server-set 'v'/'ns').
+
+
+def mongo_state(client, database: str) -> dict[str, object]:
+    """{collection: {"type", "options", "indexes", "documents"}} of `database` (system.* left out)."""
+    from bson import json_util
+
+    state: dict[str, object] = {}
+    db = client[database]
+    for info in sorted(db.list_collections(), key=lambda i: i["name"]):
+        name, kind = info["name"], info.get("type", "collection")
+        if name.startswith("system."):
+            continue
+        entry: dict[str, object] = {"type": kind, "options": json_util.dumps(info.get("options") or {}, sort_keys=True)}
+        if kind == "collection":
+            entry["indexes"] = sorted(
+                json_util.dumps({k: v for k, v in index.items() if k not in ("v", "ns")}, sort_keys=True)
+                for index in db[name].list_indexes()
+            )
+            entry["documents"] = [
+                json_util.dumps(doc, json_options=json_util.CANONICAL_JSON_OPTIONS)
+                for doc in db[name].find().sort("_id", 1)
+            ]
+        state[name] = entry
+    return state
+
+
+def mongo_differences(source: dict[str, object], restored: dict[str, object]) -> list[str]:
+    """Every difference between two mongo_state readings, as sentences; [] when equal."""
+    problems = []
+    for name in sorted(set(source) | set(restored)):
+        if name not in restored:
+            problems.append(f"collection {name} missing from the restore")
+        elif name not in source:
+            problems.append(f"collection {name} only in the restore")
+        elif source[name] != restored[name]:
+            for part in ("type", "options", "indexes", "documents"):
+                a, b = source[name].get(part), restored[name].get(part)  # type: ignore[union-attr]
+                if a != b:
+                    detail = ""
+                    if part == "documents":
+                        diff = list(difflib.unified_diff(a or [], b or [], lineterm="", n=0))[2:8]
+                        detail = ": " + " | ".join(diff)
+                    problems.append(f"collection {name}: {part} differ{detail}")
+    return problems

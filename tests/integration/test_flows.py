@@ -25,6 +25,7 @@ from flows.prune import prune
 from flows.restore import restore
 from flows.restore_drill import restore_drill
 from flows.verify import verify
+from tests.fixtures.secret_watch import assert_runs_keep_secret
 from vaultflow.errors import AuthenticationError, IntegrityError, RefusedError
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -211,7 +212,6 @@ def test_events_relate_backup_to_target(pg18, fresh_db, tmp_path: Path):
 
 
 def test_password_never_in_logs_artifacts_or_repository(pg_with_password, tmp_path: Path):
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     pg = pg_with_password
     target = PostgresTarget(
@@ -228,21 +228,6 @@ def test_password_never_in_logs_artifacts_or_repository(pg_with_password, tmp_pa
     restore_drill(target=target, repository=repository)
     verify(repository=repository, target=target)
 
-    from prefect.logging.handlers import APILogHandler
-
-    APILogHandler().flush()  # logs reach the API in background batches
-    secret = pg.password.encode()
-    for path in (tmp_path / "repo").rglob("*"):
-        if path.is_file():
-            assert secret not in path.read_bytes(), f"password found in {path}"
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="%-secret-%")))
-        assert len(runs) == 3
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id for r in runs])))
-        artifacts = client.read_artifacts()
-        run_params = [json.dumps(r.parameters, default=str) for r in runs]
-    assert logs, "the runs wrote logs"
-    assert all(pg.password not in log.message for log in logs)
-    assert all(pg.password not in json.dumps(a.data, default=str) for a in artifacts)
-    assert all(pg.password not in p for p in run_params)
+    runs, artifacts = assert_runs_keep_secret(pg.password, "%-secret-%", tmp_path / "repo")
+    assert len(runs) == 3
     assert backup["backup_id"] in json.dumps([a.data for a in artifacts], default=str)

@@ -10,7 +10,7 @@ from PIL import Image
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
-from blocks import BackupRepository, PostgresTarget, RedisTarget
+from blocks import BackupRepository, MongoTarget, PostgresTarget, RedisTarget
 from blocks._common import LOGO_PATH, LOGO_URL
 from blocks.registry import target_type, target_types
 from vaultflow.engines.base import options_for
@@ -164,10 +164,14 @@ def test_target_name_control_characters_are_refused():
 
 
 def test_every_target_block_type_is_registered():
-    assert target_types() == {"postgres-target": PostgresTarget, "redis-target": RedisTarget}
+    assert target_types() == {
+        "mongo-target": MongoTarget,
+        "postgres-target": PostgresTarget,
+        "redis-target": RedisTarget,
+    }
     assert target_type("redis-target") is RedisTarget
-    with pytest.raises(ConfigError, match="not a target block type.*postgres-target, redis-target"):
-        target_type("mongo-target")
+    with pytest.raises(ConfigError, match="not a target block type.*mongo-target, postgres-target, redis-target"):
+        target_type("clickhouse-target")
 
 
 def test_restore_options_belong_to_their_engine():

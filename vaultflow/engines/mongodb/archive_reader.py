@@ -25,7 +25,7 @@ from vaultflow.engines.mongodb.archive_format import (
 from vaultflow.engines.mongodb.crc64 import Crc64, from_int64
 from vaultflow.errors import IntegrityError
 
-_CRC_BATCH = 1 << 20  # documents are hashed in batches this large (crc64's numpy lanes pay off)
+_CRC_BATCH = 1 << 20  # documents are hashed in batches this large (fewer calls into fastcrc)
 
 
 class ArchiveReader:

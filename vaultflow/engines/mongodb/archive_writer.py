@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterable
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 import bson
 from bson.int64 import Int64
@@ -30,6 +30,12 @@ from vaultflow.engines.mongodb.archive_format import (
     parse_server_version,
 )
 from vaultflow.engines.mongodb.crc64 import Crc64, to_int64
+
+
+class Writable(Protocol):
+    """Where an archive goes: a file, a socket, a buffer (anything with write(bytes))."""
+
+    def write(self, data: bytes | bytearray, /) -> Any: ...
 
 
 def _namespace_header(db: str, collection: str, eof: bool, crc: int) -> bytes:
@@ -78,7 +84,7 @@ class ArchiveWriter:
 
     def __init__(
         self,
-        out: BinaryIO,
+        out: Writable,
         *,
         server_version: str,
         tool_version: str,

@@ -1,0 +1,309 @@
+"""MongoDB: full backups as one mongodump archive per database, every document read at one cluster
+time (dump.py); restores into new databases, compared by count and digest per collection and by
+indexes and options per database (restore.py).
+
+A backup in steps (vaultflow.engines.base.backup_in_steps): plan_backup connects, lists the
+databases and their collections and fixes the cluster time (the newest oplog entry); dump streams
+one database's archive; finish_backup writes the manifest last.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from bson import Timestamp
+
+from vaultflow.compare import Comparison, compare_database
+from vaultflow.engines.base import (
+    BackupContext,
+    BackupPlan,
+    BackupUnit,
+    RestoreResult,
+    UnitResult,
+    backup_in_steps,
+    new_plan,
+    options_for,
+)
+from vaultflow.engines.mongodb.client import (
+    connected,
+    excluded,
+    newest_oplog_ts,
+    server_facts,
+    ts_text,
+    user_databases,
+)
+from vaultflow.engines.mongodb.consistency import MongoDumpConsistency, parse_ts
+from vaultflow.engines.mongodb.dump import (
+    ArchiveChunks,
+    DatabaseDump,
+    changes_since,
+    database_archive,
+    list_collection_specs,
+)
+from vaultflow.engines.mongodb.restore import (
+    ARCHIVE_ROLE,
+    archive_objects,
+    compare_metadata,
+    default_restore_name,
+    drop_quietly,
+    read_fingerprints,
+    restore_archive,
+    scratch_name,
+)
+from vaultflow.engines.mongodb.settings import MongoRestoreOptions, MongoSettings
+from vaultflow.errors import ChainBrokenError, ConfigError, RefusedError, TransientError, note_cleanup_failure
+from vaultflow.manifest import BackupKind, BackupMode, Manifest
+from vaultflow.pipeline import compress_into_store
+
+ARCHIVE_FORMAT = "mongodump-archive"
+
+
+def archive_key(index: int, database: str) -> str:
+    """The object key of a database's archive: numbered, so any database name makes a valid key."""
+    return f"db/{index:04d}.archive.zst"
+
+
+class MongoEngine:
+    """The MongoDB engine (vaultflow.engines.base.Engine) for the deployment `config`
+    (MongoSettings, or the MongoTarget block) names."""
+
+    name = "mongodb"
+    restore_options = MongoRestoreOptions
+
+    def __init__(self, config: MongoSettings):
+        self.config = config
+
+    def check(self) -> str:
+        with connected(self.config) as client:
+            return server_facts(client)["version"]
+
+    # -- backup ---------------------------------------------------------------------------
+    def full_backup(self, ctx: BackupContext) -> Manifest:
+        return backup_in_steps(self, ctx, BackupKind.FULL)
+
+    def incremental_backup(self, ctx: BackupContext, kind: BackupKind) -> Manifest:
+        """Not built yet for MongoDB: ChainBrokenError, so the flows take a full and say why."""
+        raise ChainBrokenError(
+            f"{self.config.name}: MongoDB {kind.value} backups (the oplog since the parent) are not built yet"
+        )
+
+    def plan_backup(self, ctx: BackupContext, kind: BackupKind) -> BackupPlan:
+        """One unit per included database, in name order; the cluster time every unit reads at is
+        the newest oplog entry now. ChainBrokenError for an incremental or differential."""
+        if kind != BackupKind.FULL:
+            self.incremental_backup(ctx, kind)
+        with connected(self.config) as client:
+            facts = server_facts(client)
+            databases = user_databases(client, self.config)
+            cluster_time = newest_oplog_ts(client)
+        units = [BackupUnit("database", name) for name in databases]
+        return new_plan(
+            self.name,
+            self.config.name,
+            kind,
+            units,
+            server_version=facts["version"],
+            set_name=facts["set_name"],
+            cluster_time=ts_text(cluster_time),
+            index={name: i for i, name in enumerate(databases)},
+        )
+
+    def _excluded(self, database: str, collection: str) -> bool:
+        return excluded(self.config, database, collection)
+
+    def dump(self, ctx: BackupContext, plan: BackupPlan, unit: BackupUnit) -> UnitResult:
+        """Stream one database's archive at the plan's cluster time into the repository."""
+        if unit.kind != "database":
+            raise ValueError(f"MongoDB backups have no unit {unit.label!r}")
+        database = unit.name
+        key = archive_key(plan.facts["index"][database], database)
+        prefix = ctx.repository.backup_prefix(self.name, self.config.name, plan.backup_id)
+        seconds, increment = parse_ts(plan.facts["cluster_time"])
+        started = time.monotonic()
+        result = DatabaseDump(database)
+        with connected(self.config) as client:
+            # Collections made after the plan are listed too; at the cluster time they hold nothing.
+            specs = list_collection_specs(client, database, self._excluded)
+            chunks = database_archive(
+                client, database, specs, Timestamp(seconds, increment), plan.facts["server_version"], result
+            )
+            progress = (lambda done: ctx.progress(key, done, None)) if ctx.progress else None
+            written = compress_into_store(
+                ArchiveChunks(chunks),
+                ctx.repository.store,
+                prefix + key,
+                level=ctx.repository.compression_level,
+                progress=progress,
+            )
+            if not result.snapshot:
+                self._require_unchanged(client, database, Timestamp(seconds, increment))
+        return UnitResult(
+            unit,
+            objects=(written.as_object(key, ARCHIVE_ROLE, ARCHIVE_FORMAT, database=database),),
+            fingerprints={database: result.fingerprints},
+            facts={"views": result.views, "snapshot": result.snapshot},
+            timings={f"dump {database}": time.monotonic() - started},
+        )
+
+    def _require_unchanged(self, client, database: str, cluster_time: Timestamp) -> None:
+        """A server that ignored the snapshot read gave the documents as they were while they
+        streamed: they are the state at `cluster_time` only if nothing changed `database` since.
+        TransientError naming the database and the changes otherwise (a later attempt, in a
+        quieter moment, can succeed; replaying the dump's oplog window comes with incrementals)."""
+        changes = changes_since(client, database, cluster_time, newest_oplog_ts(client))
+        if changes:
+            raise TransientError(
+                f"database {database!r} on {self.config.where} changed during its dump ({changes} oplog "
+                f"entries after {ts_text(cluster_time)}), and the server does not read at a past cluster "
+                "time (snapshot reads at atClusterTime): the dump would be no single point in time, so "
+                "nothing was recorded; retry when it is quieter"
+            )
+
+    def finish_backup(self, ctx: BackupContext, plan: BackupPlan, results: list[UnitResult]) -> Manifest:
+        """Build and commit the manifest (every object checked for presence and size first)."""
+        with connected(self.config) as client:
+            end_ts = ts_text(newest_oplog_ts(client))
+        timings: dict[str, float] = {}
+        for result in results:
+            timings.update(result.timings)
+        manifest = Manifest(
+            id=plan.backup_id,
+            engine=self.name,
+            target=self.config.name,
+            kind=plan.kind,
+            mode=BackupMode.LOGICAL,
+            started_at=plan.started_at,
+            finished_at=datetime.now(UTC),
+            consistency=MongoDumpConsistency(
+                method="snapshot" if all(r.facts.get("snapshot", True) for r in results) else "unchanged",
+                cluster_time=plan.facts["cluster_time"],
+                start_ts=plan.facts["cluster_time"],
+                end_ts=end_ts,
+                set_name=plan.facts["set_name"],
+            ),
+            objects=[o for r in results for o in r.objects],
+            fingerprints={db: prints for r in results for db, prints in r.fingerprints.items()},
+            server_version=plan.facts["server_version"],
+            tool_versions={"pymongo": _pymongo_version()},
+            timings=timings,
+            lineage=ctx.lineage,
+        )
+        ctx.repository.commit(manifest)
+        return manifest
+
+    # -- restore --------------------------------------------------------------------------
+    def restore(
+        self,
+        ctx: BackupContext,
+        manifest: Manifest,
+        *,
+        into: str | None = None,
+        overwrite: bool = False,
+        databases: list[str] | None = None,
+        options: MongoRestoreOptions | None = None,
+    ) -> RestoreResult:
+        """Each database of the backup into a new database <db>_restore_<backup time> (or `into`,
+        for a backup or selection of one database), compared; with overwrite an existing
+        `into` is replaced, only after the restored copy matched."""
+        opts = options_for(self, options, self.config.name)
+        if opts.to_time or opts.to_ts or opts.namespaces or opts.rename:
+            given = [name for name in ("to_time", "to_ts", "namespaces", "rename") if getattr(opts, name)]
+            raise ConfigError(
+                f"restore option {', '.join(given)} is not built yet for MongoDB targets; restore whole databases"
+            )
+        objects = archive_objects(manifest, databases)
+        if into is not None and len(objects) != 1:
+            raise ConfigError(
+                f"into={into!r} names one database, but backup {manifest.id} restores {len(objects)}; "
+                "choose one with databases=[...]"
+            )
+        targets = {o.database or "": into or default_restore_name(o.database or "", manifest.id) for o in objects}
+        return self._restore(ctx, manifest, objects, targets, overwrite=overwrite, keep=True)
+
+    def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
+        """Restore every database into scratch databases, compare, drop them."""
+        objects = archive_objects(manifest, None)
+        targets = {o.database or "": scratch_name(f"vaultflow_drill_{o.database}") for o in objects}
+        return self._restore(ctx, manifest, objects, targets, overwrite=False, keep=False)
+
+    def _restore(self, ctx, manifest, objects, targets: dict[str, str], *, overwrite: bool, keep: bool):
+        """Each archive in `objects` into `targets[its database]`, compared. A name that does not
+        exist is restored into directly (recorded as scratch until it compared equal); an
+        existing one (overwrite) only after a scratch copy compared equal: it is dropped and the
+        archive restored into it again, and compared again. (Not renameCollection: across
+        databases MongoDB copies the data anyway, and SecantusDB drops collection options.)
+        keep=False (drills): every copy is dropped after its comparison."""
+        started = time.monotonic()
+        rows: list = []
+        restored_into: dict[str, str] = {}
+        with connected(self.config) as client:
+            self._drop_dead_scratch(ctx, client)
+            present = set(client.list_database_names())
+            taken = [name for name in targets.values() if name in present]
+            if taken and not overwrite:
+                raise RefusedError(
+                    f"database {', '.join(map(repr, taken))} exists on {self.config.where}: restore into a new "
+                    "name (into=...), or pass overwrite=True to replace it after the copy compared equal"
+                )
+            for obj in objects:
+                source, final = obj.database or "", targets[obj.database or ""]
+                if final in present:
+                    copy_rows = self._restore_one(ctx, client, manifest, obj, scratch_name(final), drop=True)
+                    if not _all_match(copy_rows):
+                        rows += copy_rows
+                        continue  # the original stays as it was
+                    client.drop_database(final)
+                table_rows = self._restore_one(ctx, client, manifest, obj, final, drop=not keep)
+                rows += table_rows
+                restored_into[source] = final
+        return RestoreResult(
+            backup_id=manifest.id,
+            restored=restored_into,
+            seconds=time.monotonic() - started,
+            comparison=Comparison(rows, noun="collections"),
+        )
+
+    def _restore_one(self, ctx, client, manifest, obj, into: str, *, drop: bool) -> list:
+        """Restore one archive into `into` (recorded as a scratch database meanwhile), compare it
+        with the backup's fingerprints and metadata; drop it afterwards when `drop`, and on any
+        error. Returns the comparison rows."""
+        repo, source = ctx.repository, obj.database or ""
+        record = repo.put_scratch(self.name, self.config.name, into, self.config.where)
+        try:
+            done = restore_archive(client, ctx, manifest, obj, into)
+            collections = [c for c, m in done.metadata.items() if "viewOn" not in (m.get("options") or {})]
+            done.fingerprints = read_fingerprints(client, into, collections)
+            table_rows = compare_database(source, manifest.fingerprints.get(source, {}), done.fingerprints)
+            table_rows.append(compare_metadata(client, done))
+        except BaseException as exc:
+            try:
+                drop_quietly(client, into, ctx.log)
+                repo.delete_scratch(record)
+            except Exception as cleanup:  # noqa: BLE001 - noted on the original error
+                note_cleanup_failure(exc, f"removing scratch database {into}: {cleanup}", ctx.log)
+            raise
+        if drop:
+            drop_quietly(client, into, ctx.log)
+        repo.delete_scratch(record)
+        return table_rows
+
+    def _drop_dead_scratch(self, ctx: BackupContext, client) -> None:
+        """Drop the databases that killed restores or drills of this target left on its server
+        (their scratch records' holders are gone), and their records."""
+        for key, record in ctx.repository.dead_scratch(self.name, self.config.name):
+            if record.get("server") != self.config.where:
+                continue
+            ctx.log(f"dropping {record['database']!r}, left by a restore that died at {record['since']:%Y-%m-%d %H:%M}")
+            client.drop_database(record["database"])
+            ctx.repository.delete_scratch(key)
+
+
+def _all_match(rows) -> bool:
+    return all(row.status == "match" for row in rows)
+
+
+def _pymongo_version() -> str:
+    import pymongo
+
+    return pymongo.version

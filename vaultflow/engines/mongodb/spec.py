@@ -1,0 +1,7 @@
+"""The MongoDB engine as the registry sees it."""
+
+from vaultflow.engines.mongodb.consistency import CHAIN_RULES, CONSISTENCY_MODELS
+from vaultflow.engines.mongodb.engine import MongoEngine
+from vaultflow.engines.registry import EngineSpec
+
+SPEC = EngineSpec(name="mongodb", make_engine=MongoEngine, consistency=CONSISTENCY_MODELS, chain_rules=CHAIN_RULES)
