@@ -18,6 +18,7 @@ from blocks import MongoTarget
 from tests.corpus.oracle import mongo_differences, mongo_state
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.mongodb.archive import ArchiveReader
+from vaultflow.engines.mongodb.settings import MongoRestoreOptions
 from vaultflow.errors import AuthenticationError, ConfigError, IntegrityError, RefusedError, ServerUnavailableError
 from vaultflow.ports import free_port
 from vaultflow.repository import Repository
@@ -232,3 +233,24 @@ def test_stock_mongorestore_restores_the_archive(mongo_source, mongo_client, fre
         assert mongo_differences(source, mongo_state(mongo_client, copy)) == []
     finally:
         mongo_client.drop_database(copy)
+
+
+def test_a_partial_restore_takes_only_the_chosen_namespaces(mongo_source, mongo_client, fresh_mongo_db, tmp_path):
+    fill(mongo_client, fresh_mongo_db)
+    source = mongo_state(mongo_client, fresh_mongo_db)
+    engine = target_for(mongo_source, [fresh_mongo_db]).engine()
+    ctx = context(tmp_path)
+    manifest = engine.full_backup(ctx)
+
+    options = MongoRestoreOptions(namespaces=[f"{fresh_mongo_db}.users", f"{fresh_mongo_db}.ev*"])
+    result = engine.restore(ctx, manifest, into=f"{fresh_mongo_db}_part", options=options)
+    try:
+        assert result.comparison.ok, result.comparison.summary()
+        assert sorted(r["table"] for r in result.comparison.rows()) == ["(indexes and options)", "events", "users"]
+        copy = mongo_state(mongo_client, f"{fresh_mongo_db}_part")
+        assert sorted(copy) == ["events", "users"]
+        assert mongo_differences({k: source[k] for k in ("events", "users")}, copy) == []
+    finally:
+        mongo_client.drop_database(f"{fresh_mongo_db}_part")
+    with pytest.raises(ConfigError, match="no database of backup .* has a collection matching"):
+        engine.restore(ctx, manifest, options=MongoRestoreOptions(namespaces=["otherdb.*"]))

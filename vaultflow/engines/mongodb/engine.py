@@ -9,6 +9,7 @@ one database's archive; finish_backup writes the manifest last.
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from datetime import UTC, datetime
 
@@ -51,7 +52,7 @@ from vaultflow.engines.mongodb.restore import (
     restore_archive,
     scratch_name,
 )
-from vaultflow.engines.mongodb.settings import MongoRestoreOptions, MongoSettings
+from vaultflow.engines.mongodb.settings import MongoRestoreOptions, MongoSettings, namespace_matches
 from vaultflow.errors import ChainBrokenError, ConfigError, RefusedError, TransientError, note_cleanup_failure
 from vaultflow.manifest import BackupKind, BackupMode, Manifest
 from vaultflow.pipeline import compress_into_store
@@ -207,19 +208,28 @@ class MongoEngine:
         for a backup or selection of one database), compared; with overwrite an existing
         `into` is replaced, only after the restored copy matched."""
         opts = options_for(self, options, self.config.name)
-        if opts.to_time or opts.to_ts or opts.namespaces or opts.rename:
-            given = [name for name in ("to_time", "to_ts", "namespaces", "rename") if getattr(opts, name)]
+        if opts.to_time or opts.to_ts or opts.rename:
+            given = [name for name in ("to_time", "to_ts", "rename") if getattr(opts, name)]
             raise ConfigError(
                 f"restore option {', '.join(given)} is not built yet for MongoDB targets; restore whole databases"
             )
         objects = archive_objects(manifest, databases)
+        if opts.namespaces:
+            objects = [o for o in objects if _may_match(opts.namespaces, o.database or "")]
+            if not objects:
+                raise ConfigError(
+                    f"no database of backup {manifest.id} has a collection matching {opts.namespaces} "
+                    "(namespaces are 'db.collection' globs, e.g. 'app.orders', 'app.*', '*.orders')"
+                )
         if into is not None and len(objects) != 1:
             raise ConfigError(
                 f"into={into!r} names one database, but backup {manifest.id} restores {len(objects)}; "
                 "choose one with databases=[...]"
             )
         targets = {o.database or "": into or default_restore_name(o.database or "", manifest.id) for o in objects}
-        return self._restore(ctx, manifest, objects, targets, overwrite=overwrite, keep=True)
+        return self._restore(
+            ctx, manifest, objects, targets, overwrite=overwrite, keep=True, namespaces=opts.namespaces
+        )
 
     def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
         """Restore every database into scratch databases, compare, drop them."""
@@ -227,7 +237,17 @@ class MongoEngine:
         targets = {o.database or "": scratch_name(f"vaultflow_drill_{o.database}") for o in objects}
         return self._restore(ctx, manifest, objects, targets, overwrite=False, keep=False)
 
-    def _restore(self, ctx, manifest, objects, targets: dict[str, str], *, overwrite: bool, keep: bool):
+    def _restore(
+        self,
+        ctx,
+        manifest,
+        objects,
+        targets: dict[str, str],
+        *,
+        overwrite: bool,
+        keep: bool,
+        namespaces: list[str] | None = None,
+    ):
         """Each archive in `objects` into `targets[its database]`, compared. A name that does not
         exist is restored into directly (recorded as scratch until it compared equal); an
         existing one (overwrite) only after a scratch copy compared equal: it is dropped and the
@@ -249,12 +269,14 @@ class MongoEngine:
             for obj in objects:
                 source, final = obj.database or "", targets[obj.database or ""]
                 if final in present:
-                    copy_rows = self._restore_one(ctx, client, manifest, obj, scratch_name(final), drop=True)
+                    copy_rows = self._restore_one(
+                        ctx, client, manifest, obj, scratch_name(final), drop=True, namespaces=namespaces
+                    )
                     if not _all_match(copy_rows):
                         rows += copy_rows
                         continue  # the original stays as it was
                     client.drop_database(final)
-                table_rows = self._restore_one(ctx, client, manifest, obj, final, drop=not keep)
+                table_rows = self._restore_one(ctx, client, manifest, obj, final, drop=not keep, namespaces=namespaces)
                 rows += table_rows
                 restored_into[source] = final
         return RestoreResult(
@@ -264,17 +286,22 @@ class MongoEngine:
             comparison=Comparison(rows, noun="collections"),
         )
 
-    def _restore_one(self, ctx, client, manifest, obj, into: str, *, drop: bool) -> list:
+    def _restore_one(self, ctx, client, manifest, obj, into: str, *, drop: bool, namespaces=None) -> list:
         """Restore one archive into `into` (recorded as a scratch database meanwhile), compare it
         with the backup's fingerprints and metadata; drop it afterwards when `drop`, and on any
         error. Returns the comparison rows."""
         repo, source = ctx.repository, obj.database or ""
         record = repo.put_scratch(self.name, self.config.name, into, self.config.where)
         try:
-            done = restore_archive(client, ctx, manifest, obj, into)
+            done = restore_archive(client, ctx, manifest, obj, into, namespaces)
             collections = [c for c, m in done.metadata.items() if "viewOn" not in (m.get("options") or {})]
             done.fingerprints = read_fingerprints(client, into, collections)
-            table_rows = compare_database(source, manifest.fingerprints.get(source, {}), done.fingerprints)
+            expected = {
+                name: prints
+                for name, prints in manifest.fingerprints.get(source, {}).items()
+                if namespaces is None or namespace_matches(namespaces, source, name)
+            }
+            table_rows = compare_database(source, expected, done.fingerprints)
             table_rows.append(compare_metadata(client, done))
         except BaseException as exc:
             try:
@@ -297,6 +324,11 @@ class MongoEngine:
             ctx.log(f"dropping {record['database']!r}, left by a restore that died at {record['since']:%Y-%m-%d %H:%M}")
             client.drop_database(record["database"])
             ctx.repository.delete_scratch(key)
+
+
+def _may_match(patterns: list[str], database: str) -> bool:
+    """Whether some 'db.collection' glob of `patterns` can match a collection of `database`."""
+    return any(fnmatch.fnmatchcase(database, pattern.split(".", 1)[0]) for pattern in patterns)
 
 
 def _all_match(rows) -> bool:

@@ -24,6 +24,7 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.engines.mongodb.archive import ArchiveReader
 from vaultflow.engines.mongodb.client import RAW
 from vaultflow.engines.mongodb.dump import DocumentDigest, split_raw_batch
+from vaultflow.engines.mongodb.settings import namespace_matches
 from vaultflow.errors import ConfigError
 from vaultflow.manifest import Fingerprint, Manifest, StoredObject
 from vaultflow.pipeline import open_verified
@@ -78,12 +79,18 @@ def archive_objects(manifest: Manifest, databases: list[str] | None) -> list[Sto
 
 
 def restore_archive(
-    client: MongoClient, ctx: BackupContext, manifest: Manifest, obj: StoredObject, into: str
+    client: MongoClient,
+    ctx: BackupContext,
+    manifest: Manifest,
+    obj: StoredObject,
+    into: str,
+    namespaces: list[str] | None = None,
 ) -> RestoredDatabase:
     """Stream one database archive of `manifest` into database `into` (which must be empty):
-    collections with their options, documents in raw batches, indexes, views. IntegrityError
-    naming the object when its bytes or a namespace's CRC do not match (raised before the last
-    batch is inserted)."""
+    collections with their options, documents in raw batches, indexes, views; only those whose
+    'db.collection' (the source database's name) matches a glob of `namespaces` when given (the
+    whole archive is still read: every checksum is checked). IntegrityError naming the object
+    when its bytes or a namespace's CRC do not match (raised before the last batch is inserted)."""
     restored = RestoredDatabase(source=obj.database or "", into=into)
     key = ctx.repository.backup_prefix(manifest.engine, manifest.target, manifest.id) + obj.key
     reader, verifying, raw = open_verified(ctx.repository.store, key, obj.sha256, obj.stored_size, obj.key)
@@ -91,7 +98,14 @@ def restore_archive(
     views: list[tuple[str, dict[str, Any]]] = []
     with raw:
         archive = ArchiveReader(reader, name=obj.key)
+        wanted = {
+            entry.collection
+            for entry in archive.prelude.collections
+            if namespaces is None or namespace_matches(namespaces, restored.source, entry.collection)
+        }
         for entry in archive.prelude.collections:
+            if entry.collection not in wanted:
+                continue
             metadata = json_util.loads(entry.metadata) if entry.metadata else {}
             options = dict(metadata.get("options") or {})
             if entry.type == "view":
@@ -102,6 +116,8 @@ def restore_archive(
         batch: list[RawBSONDocument] = []
         size, current = 0, ""
         for _db, collection, document in archive:
+            if collection not in wanted:
+                continue
             if batch and (collection != current or size >= INSERT_BATCH_BYTES):
                 target[current].insert_many(batch, ordered=True, bypass_document_validation=True)
                 batch, size = [], 0
