@@ -695,3 +695,56 @@ def test_missing_commands(client: MongoClient, command: dict, expected: tuple[in
 
 def test_fsync_without_lock_works(client: MongoClient) -> None:
     assert client.admin.command("fsync")["ok"] == 1.0
+
+
+# -- 9. update pipelines and view changes (oplog replay builds on them) --------------------------
+
+
+def test_coll_mod_of_a_view_is_ignored(client: MongoClient, db: Database) -> None:
+    """Accepted, changes nothing, logged without the new definition (mongod changes the view and
+    logs an update of <db>.system.views): replay re-creates a changed view instead."""
+    db.command("create", "view", viewOn="docs", pipeline=[{"$match": {"a": 1}}])
+    assert logged(client, lambda: db.command("collMod", "view", viewOn="docs", pipeline=[])) == [
+        {
+            "op": "c",
+            "ns": f"{db.name}.$cmd",
+            "o": {"collMod": "view"},
+            "o2": {
+                "collectionOptions_old": {
+                    "uuid": uuid_of(db, "view"),
+                    "viewOn": "docs",
+                    "viewPipeline": [{"$match": {"a": 1}}],
+                }
+            },
+        }
+    ]
+    (info,) = db.command("listCollections", filter={"name": "view"})["cursor"]["firstBatch"]
+    assert info["options"] == {"viewOn": "docs", "pipeline": [{"$match": {"a": 1}}]}
+
+
+def test_missing_values_in_expressions(db: Database) -> None:
+    """mongod: a missing value has $type "missing" however it is read. SecantusDB differs for
+    three readings; a field path of the document itself ("$x") and the key list ($objectToArray)
+    are exact. And it has no $unsetField (mongod 5.0+ has)."""
+    db.docs.insert_one({"_id": 1, "arr": [1]})
+    get_field = {"$getField": {"field": {"$literal": "nope"}, "input": "$$ROOT"}}
+    projection = {
+        "path": {"$type": "$nope"},
+        "get_field": {"$type": get_field},
+        "variable_path": {"$let": {"vars": {"d": "$$ROOT"}, "in": {"$type": "$$d.nope"}}},
+        "past_the_end": {"$type": {"$arrayElemAt": ["$arr", 5]}},
+        "keys": {"$map": {"input": {"$objectToArray": "$$ROOT"}, "in": "$$this.k"}},
+    }
+    (row,) = db.docs.aggregate([{"$project": projection}])
+    assert row == {
+        "_id": 1,
+        "path": "missing",
+        "get_field": "object",  # mongod: "missing"
+        "variable_path": "null",  # mongod: "missing"
+        "past_the_end": "object",  # mongod: "missing"
+        "keys": ["_id", "arr"],
+    }
+    code, _, message = error_of(
+        lambda: db.docs.update_one({"_id": 1}, [{"$replaceWith": {"$unsetField": {"field": "arr", "input": "$$ROOT"}}}])
+    )
+    assert code == 168 and "$unsetField" in message
