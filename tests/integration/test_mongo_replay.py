@@ -16,8 +16,9 @@ from bson import Binary, Decimal128, Int64, ObjectId, Regex, Timestamp
 from pymongo import IndexModel
 
 from tests.corpus.oracle import mongo_differences, mongo_state
+from vaultflow.engines.mongodb.consistency import ts_text
 from vaultflow.engines.mongodb.replay import ReplayError, apply_entries, until
-from vaultflow.engines.mongodb.replay_units import UnknownCommandError, ts_text
+from vaultflow.engines.mongodb.replay_units import UnknownCommandError
 from vaultflow.testing.mongo_server import running_mongo, scratch_database
 
 START = [

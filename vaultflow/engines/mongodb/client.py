@@ -16,7 +16,6 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 from pymongo import errors as mongo_errors
 
-from vaultflow.engines.mongodb.consistency import format_ts
 from vaultflow.engines.mongodb.settings import SYSTEM_DATABASES, MongoSettings, namespace_matches
 from vaultflow.errors import AuthenticationError, ServerUnavailableError, TransientError, VaultflowError
 
@@ -136,10 +135,6 @@ def oldest_oplog_ts(client: MongoClient) -> Timestamp | None:
     """The oldest entry's ts still in local.oplog.rs (None when it is empty)."""
     entry = client[OPLOG_NS[0]][OPLOG_NS[1]].find_one({}, {"ts": 1}, sort=[("$natural", pymongo.ASCENDING)])
     return None if entry is None else entry["ts"]
-
-
-def ts_text(ts: Timestamp) -> str:
-    return format_ts(ts.time, ts.inc)
 
 
 def user_databases(client: MongoClient, settings: MongoSettings) -> list[str]:

@@ -38,6 +38,11 @@ def format_ts(seconds: int, increment: int) -> str:
     return f"{seconds}:{increment}"
 
 
+def ts_text(ts) -> str:
+    """A bson.Timestamp (anything with .time and .inc) as 'SECONDS:INCREMENT'."""
+    return format_ts(ts.time, ts.inc)
+
+
 class MongoDumpConsistency(Consistency):
     """A full backup: one archive per database, all read at `cluster_time` (method 'snapshot'),
     or read over [start_ts, end_ts] with the oplog of that range in each archive ('oplog')."""

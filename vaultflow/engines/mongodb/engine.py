@@ -31,10 +31,9 @@ from vaultflow.engines.mongodb.client import (
     excluded,
     newest_oplog_ts,
     server_facts,
-    ts_text,
     user_databases,
 )
-from vaultflow.engines.mongodb.consistency import MongoDumpConsistency, parse_ts
+from vaultflow.engines.mongodb.consistency import MongoDumpConsistency, parse_ts, ts_text
 from vaultflow.engines.mongodb.dump import (
     ArchiveChunks,
     DatabaseDump,

@@ -40,6 +40,7 @@ from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
+from vaultflow.engines.mongodb.consistency import ts_text
 from vaultflow.engines.mongodb.replay_commands import APPLIED, FILTERED, run_command, write_view
 from vaultflow.engines.mongodb.replay_units import (
     Entry,
@@ -48,7 +49,6 @@ from vaultflow.engines.mongodb.replay_units import (
     Unit,
     entry_sort_key,
     split_ns,
-    ts_text,
     units,
     until,
 )

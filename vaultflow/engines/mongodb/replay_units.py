@@ -27,6 +27,7 @@ from typing import Any
 
 from bson import Timestamp
 
+from vaultflow.engines.mongodb.consistency import ts_text
 from vaultflow.errors import ConfigError, VaultflowError
 
 Entry = Mapping[str, Any]
@@ -45,10 +46,6 @@ class ReplayError(VaultflowError):
 
 class UnknownCommandError(ReplayError):
     """A command entry (`op: "c"`) this replayer does not know: it is not skipped, it stops."""
-
-
-def ts_text(ts: Timestamp) -> str:
-    return f"{ts.time}:{ts.inc}"
 
 
 def entry_sort_key(entry: Entry) -> tuple[int, int]:
