@@ -79,8 +79,8 @@ def test_a_log_archive_registered_by_a_test_is_shipped_verified_and_pruned_by_th
 
         with pytest.raises(
             ConfigError,
-            match=r"toy has no log_dir\. To archive logs, point the deployment at a "
-            r"physical PostgreSQL target with a wal_spool or a toy target with a "
+            match=r"toy has no log_dir\. To archive logs, point the deployment at a MongoDB target \(oplog "
+            r"slices\) or a physical PostgreSQL target with a wal_spool or a toy target with a "
             r"log_dir, or pause it\.",
         ):
             archive_logs(target=ToyLogTarget(), repository=repository)
@@ -112,7 +112,7 @@ def test_archive_logs_on_an_engine_without_a_log_archive_fails_at_once_naming_it
     target = RedisTarget(host="127.0.0.1", port=1, target_name="cache")  # never contacted
     with pytest.raises(
         ConfigError,
-        match=r"cache is a Redis target: .*\. To archive logs, point the deployment at a "
-        r"physical PostgreSQL target with a wal_spool, or pause it",
+        match=r"cache is a Redis target: .*\. To archive logs, point the deployment at a MongoDB target "
+        r"\(oplog slices\) or a physical PostgreSQL target with a wal_spool, or pause it",
     ):
         archive_logs(target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")))

@@ -112,7 +112,7 @@ def test_archive_logs_on_a_logical_target_fails_at_once_saying_what_to_configure
     with pytest.raises(
         ConfigError,
         match=r"fit-wal takes logical backups \(pg_dump\): WAL archiving needs a "
-        r"physical target .*point the deployment at a physical PostgreSQL "
-        r"target with a wal_spool, or pause it",
+        r"physical target .*point the deployment at a MongoDB target \(oplog slices\) or a physical "
+        r"PostgreSQL target with a wal_spool, or pause it",
     ):
         archive_logs(target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")))

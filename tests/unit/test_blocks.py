@@ -212,5 +212,6 @@ def test_strategy_fit_is_the_settings_rule():
     )
     assert (
         how_to_fix("archive-logs")
-        == "point the deployment at a physical PostgreSQL target with a wal_spool, or pause it"
+        == "point the deployment at a MongoDB target (oplog slices) or a physical PostgreSQL target with a wal_spool, "
+        "or pause it"
     )

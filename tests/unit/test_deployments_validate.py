@@ -328,7 +328,7 @@ def test_saved_blocks_that_cannot_do_their_strategy_are_problems(tmp_path, docum
         "demo-archive-logs: target postgres-target/fit-physical-nospool cannot do archive-logs: "
         "fit-physical-nospool has no wal_spool: set it on the PostgresTarget block to the directory "
         "archive_command spools into (vaultflow wal-push %p --spool DIR), or pass spool_dir; point the "
-        "deployment at a physical PostgreSQL target with a wal_spool, or pause it",
+        "deployment at a MongoDB target (oplog slices) or a physical PostgreSQL target with a wal_spool, or pause it",
         "demo-daily-incremental: target postgres-target/fit-logical cannot do incremental: fit-logical takes "
         "logical backups, which have no incremental form; point the deployment at a physical PostgreSQL target "
         "(mode='physical') or a local-mode Redis target with appendonly yes, or schedule full backups only",

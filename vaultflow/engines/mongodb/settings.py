@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, SecretStr
 
-from vaultflow.engines.settings import RestoreOptions, TargetSettings
+from vaultflow.engines.settings import ARCHIVE_LOGS, RestoreOptions, TargetSettings
 
 ReadPreference = Literal["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"]
 
@@ -36,7 +36,7 @@ class MongoSettings(TargetSettings):
     engine_name = "mongodb"
     # Incremental, differential (oplog ranges) and archive-logs (oplog slices) join this map as
     # they are built; until then flows and deployments/validate.py say a target has no such form.
-    strategy_fits: ClassVar[dict[str, str]] = {}
+    strategy_fits: ClassVar[dict[str, str]] = {ARCHIVE_LOGS: "a MongoDB target (oplog slices)"}
 
     host: str = Field(default="localhost", description="Host name or IP address of a replica set member.")
     port: int = Field(default=27017, description="TCP port of the server.")
