@@ -39,7 +39,8 @@ from pymongo import MongoClient
 from pymongo import errors as mongo_errors
 
 from vaultflow.engines.mongodb.archive import OPLOG, ArchiveReader, ArchiveWriter
-from vaultflow.engines.mongodb.client import OPLOG_NS, RAW, oldest_oplog_ts, ts_text
+from vaultflow.engines.mongodb.client import OPLOG_NS, RAW, oldest_oplog_ts
+from vaultflow.engines.mongodb.consistency import ts_text
 from vaultflow.engines.mongodb.settings import SYSTEM_DATABASES
 from vaultflow.errors import ChainBrokenError, IntegrityError
 from vaultflow.stores.base import Readable
