@@ -205,7 +205,7 @@ def test_strategy_fit_is_the_settings_rule():
     assert "no wal_spool" in misfit("archive-logs", PostgresTarget(target_name="c", mode="physical"))
     assert "no data_dir" in misfit("differential", RedisTarget(target_name="d"))
     assert misfit("differential", RedisTarget(target_name="d", data_dir="/var/lib/redis")) is None
-    assert "archive-logs ships PostgreSQL WAL" in misfit("archive-logs", RedisTarget(target_name="e"))
+    assert "Redis has no continuous log to archive" in misfit("archive-logs", RedisTarget(target_name="e"))
     assert how_to_fix("incremental") == (
         "point the deployment at a physical PostgreSQL target (mode='physical') or "
         "a local-mode Redis target with appendonly yes, or schedule full backups only"

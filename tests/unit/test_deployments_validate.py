@@ -267,7 +267,7 @@ def test_archive_logs_on_a_redis_target_needs_no_api(tmp_path, document):
 
     problems = problems_of(tmp_path, document, change)
     assert len(problems) == 1 and problems[0].startswith(
-        "demo-archive-logs: target redis-target/demo cannot do archive-logs: archive-logs ships PostgreSQL WAL"
+        "demo-archive-logs: target redis-target/demo cannot do archive-logs: Redis has no continuous log to archive"
     ), problems
 
 

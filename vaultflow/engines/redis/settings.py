@@ -67,7 +67,9 @@ class RedisSettings(TargetSettings):
     @classmethod
     def kind_misfit(cls, strategy: str) -> str | None:
         if strategy == ARCHIVE_LOGS:
-            return "archive-logs ships PostgreSQL WAL (Redis changes are kept by incremental-backup, as AOF increments)"
+            return (
+                "Redis has no continuous log to archive (its changes are kept by incremental-backup, as AOF increments)"
+            )
         return super().kind_misfit(strategy)
 
     def misfit(self, strategy: str, parameters: Mapping[str, Any] | None = None) -> str | None:
