@@ -254,3 +254,17 @@ def test_a_partial_restore_takes_only_the_chosen_namespaces(mongo_source, mongo_
         mongo_client.drop_database(f"{fresh_mongo_db}_part")
     with pytest.raises(ConfigError, match="no database of backup .* has a collection matching"):
         engine.restore(ctx, manifest, options=MongoRestoreOptions(namespaces=["otherdb.*"]))
+
+
+def test_a_copy_that_differs_from_the_backup_is_not_left_behind(mongo_source, mongo_client, fresh_mongo_db, tmp_path):
+    fill(mongo_client, fresh_mongo_db)
+    engine = target_for(mongo_source, [fresh_mongo_db]).engine()
+    ctx = context(tmp_path)
+    manifest = engine.full_backup(ctx)
+    prints = dict(manifest.fingerprints[fresh_mongo_db])
+    prints["users"] = prints["users"].model_copy(update={"digest": "0" * 32})
+    wrong = manifest.model_copy(update={"fingerprints": {fresh_mongo_db: prints}})
+    result = engine.restore(ctx, wrong, into=f"{fresh_mongo_db}_differs")
+    assert not result.comparison.ok and [t.table for t in result.comparison.mismatches] == ["users"]
+    assert result.restored == {}, "nothing is named as restored"
+    assert f"{fresh_mongo_db}_differs" not in mongo_client.list_database_names()

@@ -366,8 +366,12 @@ def test_restore_into_the_original(fresh_redis, tmp_path: Path):
         assert 3000 < conn.ttl("session:abc") <= 3600
 
     # partial: user:* of db0 into db 5; nothing else anywhere changes
-    with pytest.raises(ConfigError, match="exactly one source db"):
+    with pytest.raises(ConfigError, match="into the target server: say so with into='original'"):
         engine.restore(ctx(repo), manifest, options=RedisRestoreOptions(key_pattern="user:*", into_db=5))
+    with pytest.raises(ConfigError, match="exactly one source db"):
+        engine.restore(
+            ctx(repo), manifest, into="original", options=RedisRestoreOptions(key_pattern="user:*", into_db=5)
+        )
     result = engine.restore(
         ctx(repo),
         manifest,
@@ -388,7 +392,11 @@ def test_restore_into_the_original(fresh_redis, tmp_path: Path):
         conn.hset("user:1002", "name", "Chuck")
     with pytest.raises(RefusedError, match="'user:1002' already exists in db 5"):
         engine.restore(
-            ctx(repo), manifest, databases=["db0"], options=RedisRestoreOptions(key_pattern="user:*", into_db=5)
+            ctx(repo),
+            manifest,
+            into="original",
+            databases=["db0"],
+            options=RedisRestoreOptions(key_pattern="user:*", into_db=5),
         )
     with server.client(db=5) as conn:  # refused before writing anything: the missing keys stay missing
         assert conn.hget("user:1002", "name") == b"Chuck"

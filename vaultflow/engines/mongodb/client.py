@@ -101,6 +101,8 @@ def classify_error(exc: Exception, settings: MongoSettings) -> VaultflowError:
         )
     if isinstance(exc, mongo_errors.ConfigurationError) and "auth" in text.lower():
         return AuthenticationError(f"MongoDB at {settings.where}: {text}")
+    if isinstance(exc, mongo_errors.ServerSelectionTimeoutError):
+        text = text.split(", Timeout:")[0]  # not the driver's whole topology description
     if isinstance(exc, mongo_errors.ServerSelectionTimeoutError | mongo_errors.AutoReconnect):
         return ServerUnavailableError(
             f"cannot reach MongoDB at {settings.where}: {text}. Check host, port, tls and that the server is running"

@@ -277,7 +277,8 @@ class MongoEngine:
                     client.drop_database(final)
                 table_rows = self._restore_one(ctx, client, manifest, obj, final, drop=not keep, namespaces=namespaces)
                 rows += table_rows
-                restored_into[source] = final
+                if _all_match(table_rows) or not keep:
+                    restored_into[source] = final
         return RestoreResult(
             backup_id=manifest.id,
             restored=restored_into,
@@ -309,7 +310,7 @@ class MongoEngine:
             except Exception as cleanup:  # noqa: BLE001 - noted on the original error
                 note_cleanup_failure(exc, f"removing scratch database {into}: {cleanup}", ctx.log)
             raise
-        if drop:
+        if drop or not _all_match(table_rows):  # a copy that differs is never left to be mistaken for the backup
             drop_quietly(client, into, ctx.log)
         repo.delete_scratch(record)
         return table_rows

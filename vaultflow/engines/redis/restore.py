@@ -172,10 +172,11 @@ def restore_redis(
     is reported in the result's comparison (the restore flow fails on it)."""
     start = time.monotonic()
     replay = into == "original" or key_pattern is not None or into_db is not None
-    if replay and into not in (None, "original"):
+    if replay and into != "original":
+        # Never into the live server by default: every other restore without `into` goes to a new place.
         raise ConfigError(
-            "key_pattern / into_db restore keys into the target server (into='original'); "
-            f"they cannot be combined with into={into!r}"
+            "key_pattern / into_db restore keys into the target server: say so with into='original' "
+            f"(keys that exist there are refused unless overwrite=True){'' if into is None else f', not into={into!r}'}"
         )
     hand_over = keep_running and not replay and into is None
     if hand_over and port is not None and not port_is_free(port):
