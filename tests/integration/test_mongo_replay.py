@@ -377,26 +377,25 @@ def test_dotted_field_names(mongo_client, fresh_mongo_db, copy_db):
     assert mongo_client[copy_db].docs.find_one() == {**padded, "x": {"y": 7}}
 
 
-def test_replay_rate_of_inserts_and_updates():
-    """10,000 inserts then 10,000 updates replayed on a server of their own (the shared server's
-    oplog stays small for the other tests); prints entries/s."""
+def test_many_inserts_and_updates_replay_exactly_across_write_batches():
+    """2,500 inserts then 2,500 updates (more than two write batches each) replayed on a server of
+    their own (the shared server's oplog stays small for the other tests). Replay rates are a
+    benchmark figure, not asserted here."""
+    count = 2_500
     with running_mongo("replay-rate") as server, server.client() as client:
         source = client.rate_source
         start = newest_ts(client)
-        source.docs.insert_many([{"_id": i, "n": i, "pad": "x" * 100} for i in range(10_000)])
+        source.docs.insert_many([{"_id": i, "n": i, "pad": "x" * 100} for i in range(count)])
         middle = newest_ts(client)
-        for i in range(10_000):
+        for i in range(count):
             source.docs.update_one({"_id": i}, {"$inc": {"n": 1}, "$set": {"tag": i % 7}})
         inserts = captured(client, "rate_source", start)
         updates = [e for e in inserts if e["ts"] > middle]
         inserts = [e for e in inserts if e["ts"] <= middle]
-        assert len(inserts) == len(updates) == 10_000
+        assert len(inserts) == len(updates) == count
 
         rename = {"rate_source.*": "rate_copy.*"}
         first = apply_entries(client, inserts, rename=rename)
         second = apply_entries(client, updates, rename=rename)
-        print(
-            f"\nreplay rate on SecantusDB: 10k inserts {first.entries_per_second:.0f} entries/s "
-            f"({first.seconds:.2f} s), 10k updates {second.entries_per_second:.0f} entries/s ({second.seconds:.2f} s)"
-        )
+        assert (first.ops["insert"], second.ops["update"]) == (count, count), (first, second)
         assert not mongo_differences(mongo_state(client, "rate_source"), mongo_state(client, "rate_copy"))
