@@ -216,10 +216,12 @@ def run_child(
     marker: str,
     *,
     kill_after: float = 0.0,
-    kill_when: Callable[[subprocess.Popen], bool] | None = None,
+    kill_when: Callable[[subprocess.Popen], bool | set] | None = None,
 ) -> Run:
     """Run one backup; SIGKILL it once `kill_when(child)` is true, else `kill_after` seconds after it
-    started (a backup that ends first must have committed)."""
+    started (a backup that ends first must have committed). `kill_when` may answer with what it
+    saw (a set of listening addresses): those count as the run's ports even if they close before
+    the kill, so a condition and the sample that proves it are one observation."""
     env = {**os.environ, "TMPDIR": str(tmp), MARKER: marker}
     since = time.time() - 1  # create_time has a coarse clock
     proc = subprocess.Popen(
@@ -237,10 +239,13 @@ def run_child(
         first = proc.stdout.readline().decode() if ready else ""
         assert first == "started\n", f"the child did not start: {first!r} {proc.stdout.read().decode()[-2000:]}"
         start = time.monotonic()
+        seen: set = set()
+        answer: bool | set = False
         if kill_when is not None:
-            while proc.poll() is None and not kill_when(proc):
+            while proc.poll() is None and not (answer := kill_when(proc)):
                 assert time.monotonic() - start < GUARD_S, "the backup hung"
                 time.sleep(0.01)
+            seen = answer if isinstance(answer, set) else set()
             assert proc.poll() is None, f"the backup ended before the moment to kill it: {proc.stdout.read()!r}"
         else:
             try:
@@ -250,7 +255,7 @@ def run_child(
         family, ports, killed = [], set(), proc.poll() is None
         if killed:
             family = descendants(proc.pid)
-            ports = listening(family)
+            ports = listening(family) | seen
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=GUARD_S)
         output = proc.stdout.read().decode()
@@ -392,10 +397,13 @@ def test_killed_drill_leaves_no_server_running(pg_with_password, fresh_db: MakeD
     with traversable_tmp_dir("vfkilled-") as tmp:
         marker = secrets.token_hex(8)
 
-        def cluster_up(child: subprocess.Popen) -> bool:
-            return any(
-                info["name"] == "postgres" and listening([proc]) for proc, info in live(descendants(child.pid), "name")
-            )
+        def cluster_up(child: subprocess.Popen) -> set:
+            """Where the drill's postgres listens (empty: not up yet): the sample is the proof."""
+            found: set = set()
+            for proc, info in live(descendants(child.pid), "name"):
+                if info["name"] == "postgres":
+                    found |= listening([proc])
+            return found
 
         run = run_child(case, tmp, marker, kill_when=cluster_up)
         sockets = [Path(a) for a in run.ports if isinstance(a, str)]
