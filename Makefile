@@ -35,12 +35,12 @@ lint: install
 	$(BIN)/mypy vaultflow
 	$(BIN)/lint-imports
 
-# Three workers (pytest-xdist, one module per worker at a time): most tests wait on servers and
-# child processes, so two cores run three at once. Tests marked serial look at machine-wide
+# Four workers (pytest-xdist, one module per worker at a time): most tests wait on servers and
+# child processes, so two cores run four at once. Tests marked serial look at machine-wide
 # state (temporary directories in /tmp) and run alone afterwards.
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider
 test: install lint
-	$(PYTEST) --durations=25 -n 3 --dist loadfile -m "not serial"
+	$(PYTEST) --durations=25 -n 4 --dist loadfile -m "not serial"
 	$(PYTEST) --durations=5 -m serial
 
 test-fast: install
