@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 import zstandard
 
-from vaultflow.errors import IntegrityError, ToolError, VaultflowError
+from vaultflow.errors import IntegrityError, NotFoundError, ToolError, VaultflowError
 from vaultflow.proc import tied_popen
 from vaultflow.stores.base import CHUNK_SIZE, Readable, Store
 
@@ -335,3 +335,47 @@ def feed_process(
     code = proc.wait()
     if code != 0:
         raise ToolError(f"{os.path.basename(cmd[0])} exited with status {code}: {tail.text()}")
+
+
+def check_stored(store: Store, key: str, stored_size: int, sha256: str, what: str) -> None:
+    """Re-read object `key` right after it was written: IntegrityError naming `what` (e.g. 'WAL
+    segment 0000...01'), the key and the store when it is missing, or its size or sha256 differ."""
+    info = store.stat(key)
+    if info is None or info.size != stored_size:
+        found = "missing" if info is None else f"{info.size} bytes"
+        raise IntegrityError(
+            f"{what}: stored object {key} is {found} right after writing {stored_size} bytes to {store.description}"
+        )
+    with store.open(key) as stream:
+        reader = HashingReader(stream)
+        while reader.read(CHUNK_SIZE):
+            pass
+    if reader.count != stored_size or reader.sha256 != sha256:
+        raise IntegrityError(
+            f"{what}: stored object {key} reads back with sha256 {reader.sha256} "
+            f"({reader.count} bytes), not the {sha256} ({stored_size} bytes) written to {store.description}"
+        )
+
+
+def verified_chunks(
+    store: Store, key: str, *, sha256: str, stored_size: int, raw_sha256: str, raw_size: int, label: str
+):
+    """The decompressed bytes of object `key`, chunk by chunk, checked against both its stored
+    (sha256, stored_size) and plain (raw_sha256, raw_size) checksums: IntegrityError naming
+    `label` after the last chunk at the latest, or at once when the object is missing."""
+    try:
+        reader, verifying, raw = open_verified(store, key, sha256, stored_size, label)
+    except NotFoundError as exc:
+        raise IntegrityError(f"{label} has a record but its object is missing from {store.description}") from exc
+    digest, size = hashlib.sha256(), 0
+    with raw:
+        while chunk := reader.read(CHUNK_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
+            yield chunk
+        verifying.check()
+    if size != raw_size or digest.hexdigest() != raw_sha256:
+        raise IntegrityError(
+            f"{label} decompresses to {size} bytes with sha256 {digest.hexdigest()}, not the "
+            f"archived {raw_size} bytes with sha256 {raw_sha256}"
+        )

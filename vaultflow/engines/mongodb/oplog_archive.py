@@ -26,7 +26,6 @@ is exclusive, waits for it), refused while another archive-logs lock of the targ
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -61,7 +60,6 @@ from vaultflow.engines.mongodb.oplog_slices import (
 )
 from vaultflow.errors import (
     ConfigError,
-    IntegrityError,
     LockHeldError,
     NotFoundError,
     RefusedError,
@@ -76,7 +74,7 @@ from vaultflow.logarchive import (
     ShipReport,
     attach_ship_failure,
 )
-from vaultflow.pipeline import HashingReader, compress_into_store, open_verified
+from vaultflow.pipeline import HashingReader, check_stored, compress_into_store, verified_chunks
 from vaultflow.repository import Repository
 from vaultflow.stores.base import CHUNK_SIZE, get_bytes, put_bytes
 
@@ -340,7 +338,7 @@ class OplogArchive:
             return cut.following()
         level = getattr(self.repository, "compression_level", 3)
         written = compress_into_store(raw, store, key, level=level, size_hint=cut.size)
-        self._check_stored(key, name, written.stored_size, written.sha256)
+        check_stored(self.repository.store, key, written.stored_size, written.sha256, f"oplog slice {name}")
         record = cut.record(
             databases=self._databases(),
             set_name=now.set_name,
@@ -356,26 +354,6 @@ class OplogArchive:
         report.raw_bytes += written.raw_size
         report.stored_bytes += written.stored_size
         return cut.following()
-
-    def _check_stored(self, key: str, name: str, stored_size: int, sha256: str) -> None:
-        """Re-read what was just stored: the right size and sha256, or IntegrityError."""
-        store = self.repository.store
-        info = store.stat(key)
-        if info is None or info.size != stored_size:
-            found = "missing" if info is None else f"{info.size} bytes"
-            raise IntegrityError(
-                f"oplog slice {name}: stored object {key} is {found} right after writing {stored_size} bytes "
-                f"to {store.description}"
-            )
-        with store.open(key) as stream:
-            reader = HashingReader(stream)
-            while reader.read(CHUNK_SIZE):
-                pass
-        if reader.count != stored_size or reader.sha256 != sha256:
-            raise IntegrityError(
-                f"oplog slice {name}: stored object {key} reads back with sha256 {reader.sha256} "
-                f"({reader.count} bytes), not the {sha256} ({stored_size} bytes) written to {store.description}"
-            )
 
     def _failure(self, exc: Exception, cut: SliceCut, client: MongoClient, report: ShipReport) -> BaseException:
         """The same kind of error (transient stays transient) naming the slice at fault, with what
@@ -471,25 +449,16 @@ class OplogArchive:
     def _verified_chunks(self, record: SliceRecord) -> Iterator[bytes]:
         """The slice's archive bytes; IntegrityError (after the last chunk at the latest) when
         the stored or raw sha256 or size differ from the record."""
-        store = self.repository.store
         key = self.object_key(record.name)
-        label = f"oplog slice {record.name} ({key})"
-        try:
-            reader, verifying, raw = open_verified(store, key, record.sha256, record.stored_size, label)
-        except NotFoundError as exc:
-            raise IntegrityError(f"{label} has a record but its object is missing from {store.description}") from exc
-        digest, size = hashlib.sha256(), 0
-        with raw:
-            while chunk := reader.read(CHUNK_SIZE):
-                digest.update(chunk)
-                size += len(chunk)
-                yield chunk
-            verifying.check()
-        if size != record.raw_size or digest.hexdigest() != record.raw_sha256:
-            raise IntegrityError(
-                f"{label} decompresses to {size} bytes with sha256 {digest.hexdigest()}, not the archived "
-                f"{record.raw_size} bytes with sha256 {record.raw_sha256}"
-            )
+        yield from verified_chunks(
+            self.repository.store,
+            key,
+            sha256=record.sha256,
+            stored_size=record.stored_size,
+            raw_sha256=record.raw_sha256,
+            raw_size=record.raw_size,
+            label=f"oplog slice {record.name} ({key})",
+        )
 
     def slice_entries(self, name: str) -> Iterator[bytes]:
         """The raw BSON oplog entries of slice `name`, in order, streamed: IntegrityError when the

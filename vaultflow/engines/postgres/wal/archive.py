@@ -6,7 +6,6 @@ WAL file recovery asks for; store and pipeline imports happen inside the functio
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +24,7 @@ from vaultflow.engines.postgres.wal.names import (
 from vaultflow.engines.postgres.wal.push import TMP_PREFIX, copy_fd
 from vaultflow.engines.postgres.wal.ship import read_record
 from vaultflow.engines.postgres.wal.timelines import plan_timeline, wal_gaps
-from vaultflow.errors import IntegrityError, NotFoundError
+from vaultflow.errors import NotFoundError
 
 if TYPE_CHECKING:
     from vaultflow.repository import Repository
@@ -68,30 +67,23 @@ def wal_fetch(name: str, dest: Path, repo: Repository | Store, target: str, spoo
     record = read_record(repo, target, name)
     if record is None:
         return False
-    from vaultflow.pipeline import open_verified
-    from vaultflow.stores.base import CHUNK_SIZE
+    from vaultflow.pipeline import verified_chunks
 
     store = store_of(repo)
     key = object_key(target, name)
     label = f"WAL file {name} ({key})"
 
     def copy_verified(out) -> None:
-        try:
-            reader, verifying, raw = open_verified(store, key, record["sha256"], record["stored_size"], label)
-        except NotFoundError as exc:
-            raise IntegrityError(f"{label} has a record but its object is missing from {store.description}") from exc
-        digest, size = hashlib.sha256(), 0
-        with raw:
-            while chunk := reader.read(CHUNK_SIZE):
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-            verifying.check()
-        if size != record["raw_size"] or digest.hexdigest() != record["raw_sha256"]:
-            raise IntegrityError(
-                f"{label} decompresses to {size} bytes with sha256 {digest.hexdigest()}, not the "
-                f"archived {record['raw_size']} bytes with sha256 {record['raw_sha256']}"
-            )
+        for chunk in verified_chunks(
+            store,
+            key,
+            sha256=record["sha256"],
+            stored_size=record["stored_size"],
+            raw_sha256=record["raw_sha256"],
+            raw_size=record["raw_size"],
+            label=label,
+        ):
+            out.write(chunk)
 
     _install(dest, copy_verified)
     return True

@@ -93,31 +93,8 @@ def read_record(repo: Repository | Store, target: str, name: str) -> dict | None
     return record
 
 
-def _verify_stored(store: Store, key: str, name: str, stored_size: int, sha256: str) -> None:
-    """Re-read what was just stored: right size and sha256, or IntegrityError."""
-    from vaultflow.pipeline import HashingReader
-    from vaultflow.stores.base import CHUNK_SIZE
-
-    info = store.stat(key)
-    if info is None or info.size != stored_size:
-        raise IntegrityError(
-            f"WAL segment {name}: stored object {key} is "
-            f"{'missing' if info is None else f'{info.size} bytes'} right after writing "
-            f"{stored_size} bytes to {store.description}"
-        )
-    with store.open(key) as stream:
-        reader = HashingReader(stream)
-        while reader.read(CHUNK_SIZE):
-            pass
-    if reader.count != stored_size or reader.sha256 != sha256:
-        raise IntegrityError(
-            f"WAL segment {name}: stored object {key} reads back with sha256 {reader.sha256} "
-            f"({reader.count} bytes), not the {sha256} ({stored_size} bytes) written to {store.description}"
-        )
-
-
 def _ship_one(path: Path, store: Store, target: str, level: int, result: ShipResult) -> None:
-    from vaultflow.pipeline import HashingReader, compress_into_store
+    from vaultflow.pipeline import HashingReader, check_stored, compress_into_store
     from vaultflow.stores.base import put_bytes
 
     name = path.name
@@ -136,7 +113,7 @@ def _ship_one(path: Path, store: Store, target: str, level: int, result: ShipRes
     with open(path, "rb") as handle:
         raw = HashingReader(handle)
         written = compress_into_store(raw, store, key, level=level, size_hint=size)
-    _verify_stored(store, key, name, written.stored_size, written.sha256)
+    check_stored(store, key, written.stored_size, written.sha256, f"WAL segment {name}")
     record = {
         "name": name,
         "raw_size": written.raw_size,
