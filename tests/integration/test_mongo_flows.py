@@ -28,7 +28,6 @@ def test_flows_on_a_password_protected_server_keep_the_password_private(mongo_wi
     db = "vf_secret_app"
     client[db].orders.insert_many([{"_id": i, "total": i * 3, "note": "ünïcode"} for i in range(200)])
     client[db].orders.create_index("total")
-    source = mongo_state(client, db)
     target = MongoTarget(
         host=server.host,
         port=server.port,
@@ -41,13 +40,16 @@ def test_flows_on_a_password_protected_server_keep_the_password_private(mongo_wi
     try:
         with SecretWatch(server.password) as watch:
             backup = full_backup(target=target, repository=repository)
-            fallback = incremental_backup(target=target, repository=repository)
-            restored = restore(target=target, repository=repository, backup_id=backup["backup_id"])
+            client[db].orders.update_many({"_id": {"$lt": 50}}, {"$set": {"note": "changed"}})
+            client[db].refunds.insert_one({"_id": 1, "order": 7})
+            source = mongo_state(client, db)
+            incremental = incremental_backup(target=target, repository=repository)
+            restored = restore(target=target, repository=repository, backup_id=incremental["backup_id"])
             drill = restore_drill(target=target, repository=repository)
             checked = verify(repository=repository, target=target)
         copy = restored["restored"][db]
         assert mongo_differences(source, mongo_state(client, copy)) == []
-        assert "mongodb target has no incremental form" in fallback["fell_back_to_full"]
+        assert incremental["kind"] == "incremental" and not incremental.get("fell_back_to_full")
         assert drill["rto_met"] and checked["problems"] == []
     finally:
         for name in client.list_database_names():

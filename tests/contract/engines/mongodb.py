@@ -1,6 +1,6 @@
 """MongoDB in the contract suite: a target on the session's SecantusDB server (a MongoDB-wire
 server; tests/fixtures/mongo.py), one database of its own holding a collection with indexes, a
-capped collection and a view. Full backups only so far (incrementals from the oplog come next).
+capped collection and a view. Incrementals are the oplog since the parent, replayed on restore.
 Oracle: tests/corpus/oracle.py mongo_state (documents sorted by _id as canonical Extended JSON,
 options, indexes), which shares no code with vaultflow's digest."""
 
@@ -20,8 +20,7 @@ class MongoFull(EngineContract):
     id = "mongodb"
     engine = "mongodb"
     servers = ("mongo_source",)
-    incremental = False
-    no_incremental = "no incremental form"
+    incremental = True
 
     def __init__(self, servers: Mapping[str, Any], work: Path):
         super().__init__(servers, work)

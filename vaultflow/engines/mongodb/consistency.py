@@ -70,6 +70,7 @@ class MongoOplogConsistency(Consistency):
 
     MODE: ClassVar[BackupMode] = BackupMode.LOGICAL
     type: Literal["mongodb-oplog"] = "mongodb-oplog"
+    method: str = Field(default="oplog range", description="how the point was reached: the oplog read since the parent")
     parent_ts: str = Field(description="the parent's consistency point; entries after it are stored")
     end_ts: str = Field(description="the newest entry stored: this backup's consistency point")
     cluster_time: str = Field(description="= end_ts: where a restore of this backup stands")
@@ -93,6 +94,14 @@ class OplogChainRules:
         if p.set_name and c.set_name and p.set_name != c.set_name:
             return f"backup {parent.id} (the parent of {child.id}) is of replica set {p.set_name}, not {c.set_name}"
         return None
+
+
+def consistency_point(manifest: Manifest) -> str | None:
+    """The cluster time ('SECONDS:INCREMENT') a MongoDB backup restores to, None for other backups."""
+    point = manifest.consistency
+    if isinstance(point, MongoDumpConsistency | MongoOplogConsistency):
+        return point.cluster_time
+    return None
 
 
 CONSISTENCY_MODELS = (MongoDumpConsistency, MongoOplogConsistency)

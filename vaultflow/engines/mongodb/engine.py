@@ -33,7 +33,14 @@ from vaultflow.engines.mongodb.client import (
     server_facts,
     user_databases,
 )
-from vaultflow.engines.mongodb.consistency import MongoDumpConsistency, parse_ts, ts_text
+from vaultflow.engines.mongodb.consistency import (
+    MongoDumpConsistency,
+    MongoOplogConsistency,
+    consistency_point,
+    format_ts,
+    parse_ts,
+    ts_text,
+)
 from vaultflow.engines.mongodb.dump import (
     ArchiveChunks,
     DatabaseDump,
@@ -41,19 +48,40 @@ from vaultflow.engines.mongodb.dump import (
     database_archive,
     list_collection_specs,
 )
+from vaultflow.engines.mongodb.incremental import (
+    OPLOG_FORMAT,
+    OPLOG_KEY,
+    OPLOG_ROLE,
+    QUIET_ATTEMPTS,
+    Touched,
+    excluded_entry,
+    expected_fingerprints,
+)
+from vaultflow.engines.mongodb.oplog import check_reaches, oplog_archive_chunks, read_range
+from vaultflow.engines.mongodb.oplog_archive import OplogArchive
+from vaultflow.engines.mongodb.pitr import (
+    RestorePoint,
+    chain_point,
+    point_stamp,
+    replay_into,
+    restore_point,
+    restore_sources,
+)
 from vaultflow.engines.mongodb.restore import (
     ARCHIVE_ROLE,
+    RestoredDatabase,
     archive_objects,
     compare_metadata,
     default_restore_name,
     drop_quietly,
     read_fingerprints,
     restore_archive,
+    restored_collections,
     scratch_name,
 )
-from vaultflow.engines.mongodb.settings import MongoRestoreOptions, MongoSettings, namespace_matches
+from vaultflow.engines.mongodb.settings import SYSTEM_DATABASES, MongoRestoreOptions, MongoSettings, namespace_matches
 from vaultflow.errors import ChainBrokenError, ConfigError, RefusedError, TransientError, note_cleanup_failure
-from vaultflow.manifest import BackupKind, BackupMode, Manifest
+from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
 from vaultflow.pipeline import compress_into_store
 
 ARCHIVE_FORMAT = "mongodump-archive"
@@ -83,16 +111,19 @@ class MongoEngine:
         return backup_in_steps(self, ctx, BackupKind.FULL)
 
     def incremental_backup(self, ctx: BackupContext, kind: BackupKind) -> Manifest:
-        """Not built yet for MongoDB: ChainBrokenError, so the flows take a full and say why."""
-        raise ChainBrokenError(
-            f"{self.config.name}: MongoDB {kind.value} backups (the oplog since the parent) are not built yet"
-        )
+        """The oplog since the latest backup (INCREMENTAL) or full (DIFFERENTIAL): ChainBrokenError
+        (the flows then take a full, saying why) when there is no parent or the oplog no longer
+        reaches back to its point."""
+        return backup_in_steps(self, ctx, kind)
 
     def plan_backup(self, ctx: BackupContext, kind: BackupKind) -> BackupPlan:
-        """One unit per included database, in name order; the cluster time every unit reads at is
-        the newest oplog entry now. ChainBrokenError for an incremental or differential."""
+        """A full: one unit per included database, in name order, all read at one cluster time (the
+        newest oplog entry now). An incremental or differential: one unit, the oplog after the
+        parent's cluster time up to the newest entry now. ChainBrokenError when no backup can be
+        the parent, the replica set is another, a listed database is not in the chain's full, or
+        the oplog rolled past the parent's point (OplogGap)."""
         if kind != BackupKind.FULL:
-            self.incremental_backup(ctx, kind)
+            return self._plan_oplog_range(ctx, kind)
         with connected(self.config) as client:
             facts = server_facts(client)
             databases = user_databases(client, self.config)
@@ -109,11 +140,46 @@ class MongoEngine:
             index={name: i for i, name in enumerate(databases)},
         )
 
+    def _plan_oplog_range(self, ctx: BackupContext, kind: BackupKind) -> BackupPlan:
+        catalog = ctx.repository.catalog(self.name, self.config.name)
+        parent = catalog.parent_for(kind, self.config.name, lambda m: consistency_point(m) is not None)
+        full = catalog.chain(parent)[0]
+        held = {o.database for o in archive_objects(full, None)}
+        missing = [name for name in self.config.databases if name not in held]
+        if missing:
+            raise ChainBrokenError(
+                f"database {', '.join(map(repr, missing))} of {self.config.name} is not in its full backup {full.id}"
+            )
+        after = parse_ts(consistency_point(parent) or "")
+        with connected(self.config) as client:
+            facts = server_facts(client)
+            parent_set = getattr(parent.consistency, "set_name", None)
+            if parent_set and facts["set_name"] and parent_set != facts["set_name"]:
+                raise ChainBrokenError(
+                    f"{self.config.where} is replica set {facts['set_name']!r}, but the parent backup "
+                    f"{parent.id} is of {parent_set!r}: an oplog range cannot continue it"
+                )
+            check_reaches(client, Timestamp(*after))
+            point = newest_oplog_ts(client)
+        return new_plan(
+            self.name,
+            self.config.name,
+            kind,
+            [BackupUnit("oplog")],
+            parent=parent,
+            server_version=facts["version"],
+            set_name=facts["set_name"],
+            parent_ts=format_ts(*after),
+            cluster_time=ts_text(point),
+        )
+
     def _excluded(self, database: str, collection: str) -> bool:
         return excluded(self.config, database, collection)
 
     def dump(self, ctx: BackupContext, plan: BackupPlan, unit: BackupUnit) -> UnitResult:
         """Stream one database's archive at the plan's cluster time into the repository."""
+        if unit.kind == "oplog":
+            return self._dump_oplog(ctx, plan, unit)
         if unit.kind != "database":
             raise ValueError(f"MongoDB backups have no unit {unit.label!r}")
         database = unit.name
@@ -146,6 +212,64 @@ class MongoEngine:
             timings={f"dump {database}": time.monotonic() - started},
         )
 
+    def _dump_oplog(self, ctx: BackupContext, plan: BackupPlan, unit: BackupUnit) -> UnitResult:
+        """Stream the oplog range (parent point, plan point] of the included databases into
+        `oplog.archive.zst`, then take the fingerprints at the range's end: the parent's, with
+        the collections the range touched read again (incremental.expected_fingerprints). A
+        server that ignored the snapshot read, written meanwhile: the range is read again to a
+        newer point (QUIET_ATTEMPTS times), then TransientError (nothing recorded)."""
+        assert plan.parent is not None
+        after, point = Timestamp(*parse_ts(plan.facts["parent_ts"])), Timestamp(*parse_ts(plan.facts["cluster_time"]))
+        key = ctx.repository.backup_prefix(self.name, self.config.name, plan.backup_id) + OPLOG_KEY
+        selection = self.config.databases or None
+        started = time.monotonic()
+        with connected(self.config) as client:
+            included = set(user_databases(client, self.config))
+
+            def collections_of(database: str) -> list[str]:
+                if database not in included and (self.config.databases or database in SYSTEM_DATABASES):
+                    return []
+                specs = list_collection_specs(client, database, self._excluded)
+                return [spec.name for spec in specs if spec.has_documents]
+
+            for _attempt in range(QUIET_ATTEMPTS):
+                touched = Touched()
+                entries = (
+                    raw
+                    for raw in read_range(client, after, point, selection)
+                    if not excluded_entry(raw, self._excluded)
+                )
+                chunks = oplog_archive_chunks(touched.passing(entries), plan.facts["server_version"])
+                written = compress_into_store(
+                    ArchiveChunks(chunks), ctx.repository.store, key, level=ctx.repository.compression_level
+                )
+                prints, exact = expected_fingerprints(client, plan.parent.fingerprints, touched, point, collections_of)
+                if exact:
+                    break
+                newest = newest_oplog_ts(client)
+                changed = sorted(db for db in touched.database_names() if changes_since(client, db, point, newest))
+                if not changed:
+                    break
+                ctx.log(
+                    f"{', '.join(changed)} changed while their fingerprints at {ts_text(point)} were read (the server "
+                    f"keeps no snapshot history): reading the oplog again, up to {ts_text(newest)}"
+                )
+                point = newest
+            else:
+                raise TransientError(
+                    f"{self.config.where} was written to every time the collections this {plan.kind.value} backup "
+                    f"changes were read, and the server does not read at a past cluster time (snapshot reads "
+                    "at atClusterTime): their state at one point could not be read, so nothing was recorded; "
+                    "retry when it is quieter"
+                )
+        return UnitResult(
+            unit,
+            objects=(written.as_object(OPLOG_KEY, OPLOG_ROLE, OPLOG_FORMAT),),
+            fingerprints=prints,
+            facts={"cluster_time": ts_text(point), "entries": touched.entries},
+            timings={"oplog": time.monotonic() - started},
+        )
+
     def _require_unchanged(self, client, database: str, cluster_time: Timestamp) -> None:
         """A server that ignored the snapshot read gave the documents as they were while they
         streamed: they are the state at `cluster_time` only if nothing changed `database` since.
@@ -161,12 +285,32 @@ class MongoEngine:
             )
 
     def finish_backup(self, ctx: BackupContext, plan: BackupPlan, results: list[UnitResult]) -> Manifest:
-        """Build and commit the manifest (every object checked for presence and size first)."""
-        with connected(self.config) as client:
-            end_ts = ts_text(newest_oplog_ts(client))
+        """Build and commit the manifest (every object checked for presence and size first). A
+        full's consistency point is the plan's cluster time; an oplog range's is where its dump
+        ended up (it may have read further, see _dump_oplog)."""
         timings: dict[str, float] = {}
         for result in results:
             timings.update(result.timings)
+        consistency: MongoDumpConsistency | MongoOplogConsistency
+        if plan.kind == BackupKind.FULL:
+            with connected(self.config) as client:
+                end_ts = ts_text(newest_oplog_ts(client))
+            consistency = MongoDumpConsistency(
+                method="snapshot" if all(r.facts.get("snapshot", True) for r in results) else "unchanged",
+                cluster_time=plan.facts["cluster_time"],
+                start_ts=plan.facts["cluster_time"],
+                end_ts=end_ts,
+                set_name=plan.facts["set_name"],
+            )
+        else:
+            (facts,) = (r.facts for r in results)
+            consistency = MongoOplogConsistency(
+                parent_ts=plan.facts["parent_ts"],
+                end_ts=facts["cluster_time"],
+                cluster_time=facts["cluster_time"],
+                oplog_entries=facts["entries"],
+                set_name=plan.facts["set_name"],
+            )
         manifest = Manifest(
             id=plan.backup_id,
             engine=self.name,
@@ -175,13 +319,8 @@ class MongoEngine:
             mode=BackupMode.LOGICAL,
             started_at=plan.started_at,
             finished_at=datetime.now(UTC),
-            consistency=MongoDumpConsistency(
-                method="snapshot" if all(r.facts.get("snapshot", True) for r in results) else "unchanged",
-                cluster_time=plan.facts["cluster_time"],
-                start_ts=plan.facts["cluster_time"],
-                end_ts=end_ts,
-                set_name=plan.facts["set_name"],
-            ),
+            parent_id=plan.parent.id if plan.parent else None,
+            consistency=consistency,
             objects=[o for r in results for o in r.objects],
             fingerprints={db: prints for r in results for db, prints in r.fingerprints.items()},
             server_version=plan.facts["server_version"],
@@ -205,56 +344,67 @@ class MongoEngine:
     ) -> RestoreResult:
         """Each database of the backup into a new database <db>_restore_<backup time> (or `into`,
         for a backup or selection of one database), compared; with overwrite an existing
-        `into` is replaced, only after the restored copy matched."""
+        `into` is replaced, only after the restored copy matched. An incremental or differential
+        restores its full and replays its chain's oplog; to_ts / to_time restore the state at
+        that point (pitr.restore_point: the newest backup at or before it, then archived oplog
+        slices), compared with nothing but every checksum when it lies between backups."""
         opts = options_for(self, options, self.config.name)
-        if opts.to_time or opts.to_ts or opts.rename:
-            given = [name for name in ("to_time", "to_ts", "rename") if getattr(opts, name)]
-            raise ConfigError(
-                f"restore option {', '.join(given)} is not built yet for MongoDB targets; restore whole databases"
-            )
-        objects = archive_objects(manifest, databases)
+        if opts.rename:
+            raise ConfigError("restore option rename is not built yet for MongoDB targets; restore whole databases")
+        point = restore_point(
+            ctx.repository,
+            ctx.repository.catalog(self.name, self.config.name),
+            OplogArchive(ctx.repository, self.config.name, self.config),
+            manifest,
+            to_ts=opts.to_ts,
+            to_time=opts.to_time,
+        )
+        sources = restore_sources(point, databases)
         if opts.namespaces:
-            objects = [o for o in objects if _may_match(opts.namespaces, o.database or "")]
-            if not objects:
+            sources = {db: obj for db, obj in sources.items() if _may_match(opts.namespaces, db)}
+            if not sources:
                 raise ConfigError(
                     f"no database of backup {manifest.id} has a collection matching {opts.namespaces} "
                     "(namespaces are 'db.collection' globs, e.g. 'app.orders', 'app.*', '*.orders')"
                 )
-        if into is not None and len(objects) != 1:
+        if into is not None and len(sources) != 1:
             raise ConfigError(
-                f"into={into!r} names one database, but backup {manifest.id} restores {len(objects)}; "
+                f"into={into!r} names one database, but backup {manifest.id} restores {len(sources)}; "
                 "choose one with databases=[...]"
             )
-        targets = {o.database or "": into or default_restore_name(o.database or "", manifest.id) for o in objects}
-        return self._restore(
-            ctx, manifest, objects, targets, overwrite=overwrite, keep=True, namespaces=opts.namespaces
-        )
+        stamp = point_stamp(point) if point.expected is None else manifest.id
+        targets = {db: into or default_restore_name(db, stamp) for db in sources}
+        return self._restore(ctx, point, sources, targets, overwrite=overwrite, keep=True, namespaces=opts.namespaces)
 
     def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
-        """Restore every database into scratch databases, compare, drop them."""
-        objects = archive_objects(manifest, None)
-        targets = {o.database or "": scratch_name(f"vaultflow_drill_{o.database}") for o in objects}
-        return self._restore(ctx, manifest, objects, targets, overwrite=False, keep=False)
+        """Restore every database (the full, then the chain's oplog) into scratch databases,
+        compare with the backup's fingerprints, drop them."""
+        point = chain_point(ctx.repository, ctx.repository.catalog(self.name, self.config.name), manifest)
+        sources = restore_sources(point, None)
+        targets = {db: scratch_name(f"vaultflow_drill_{db}") for db in sources}
+        return self._restore(ctx, point, sources, targets, overwrite=False, keep=False)
 
     def _restore(
         self,
         ctx,
-        manifest,
-        objects,
+        point: RestorePoint,
+        sources: dict[str, StoredObject | None],
         targets: dict[str, str],
         *,
         overwrite: bool,
         keep: bool,
         namespaces: list[str] | None = None,
     ):
-        """Each archive in `objects` into `targets[its database]`, compared. A name that does not
-        exist is restored into directly (recorded as scratch until it compared equal); an
-        existing one (overwrite) only after a scratch copy compared equal: it is dropped and the
-        archive restored into it again, and compared again. (Not renameCollection: across
-        databases MongoDB copies the data anyway, and SecantusDB drops collection options.)
-        keep=False (drills): every copy is dropped after its comparison."""
+        """Each database of `sources` (its archive in the point's full, None when only the oplog
+        creates it) into `targets[database]`, compared. A name that does not exist is restored
+        into directly (recorded as scratch until it compared equal); an existing one (overwrite)
+        only after a scratch copy compared equal: it is dropped and the restore done into its
+        name again, and compared again. (Not renameCollection: across databases MongoDB copies
+        the data anyway, and SecantusDB drops collection options.) keep=False (drills): every
+        copy is dropped after its comparison."""
         started = time.monotonic()
         rows: list = []
+        notes: list[str] = []
         restored_into: dict[str, str] = {}
         with connected(self.config) as client:
             self._drop_dead_scratch(ctx, client)
@@ -265,44 +415,68 @@ class MongoEngine:
                     f"database {', '.join(map(repr, taken))} exists on {self.config.where}: restore into a new "
                     "name (into=...), or pass overwrite=True to replace it after the copy compared equal"
                 )
-            for obj in objects:
-                source, final = obj.database or "", targets[obj.database or ""]
+            for source, obj in sources.items():
+                final = targets[source]
                 if final in present:
                     copy_rows = self._restore_one(
-                        ctx, client, manifest, obj, scratch_name(final), drop=True, namespaces=namespaces
+                        ctx, client, point, source, obj, scratch_name(final), drop=True, namespaces=namespaces
                     )
                     if not _all_match(copy_rows):
                         rows += copy_rows
                         continue  # the original stays as it was
                     client.drop_database(final)
-                table_rows = self._restore_one(ctx, client, manifest, obj, final, drop=not keep, namespaces=namespaces)
+                table_rows = self._restore_one(
+                    ctx, client, point, source, obj, final, drop=not keep, namespaces=namespaces, notes=notes
+                )
                 rows += table_rows
                 if _all_match(table_rows) or not keep:
                     restored_into[source] = final
+        if point.expected is None:
+            notes.append(
+                "restored to a point between backups: no fingerprints exist for it, so nothing was compared; "
+                f"every object and oplog slice read passed its checksums (replayed up to {point.reach})"
+            )
         return RestoreResult(
-            backup_id=manifest.id,
+            backup_id=(point.expected or point.base).id,
             restored=restored_into,
             seconds=time.monotonic() - started,
             comparison=Comparison(rows, noun="collections"),
+            notes=notes,
         )
 
-    def _restore_one(self, ctx, client, manifest, obj, into: str, *, drop: bool, namespaces=None) -> list:
-        """Restore one archive into `into` (recorded as a scratch database meanwhile), compare it
-        with the backup's fingerprints and metadata; drop it afterwards when `drop`, and on any
-        error. Returns the comparison rows."""
-        repo, source = ctx.repository, obj.database or ""
+    def _restore_one(
+        self, ctx, client, point: RestorePoint, source: str, obj, into: str, *, drop: bool, namespaces=None, notes=None
+    ) -> list:
+        """Restore one database into `into` (recorded as a scratch database meanwhile): its archive,
+        then the point's oplog replayed; compare it with the expected backup's fingerprints (and,
+        without a replay, with the archive's indexes and options); drop it afterwards when `drop`,
+        and on any error. Returns the comparison rows."""
+        repo = ctx.repository
         record = repo.put_scratch(self.name, self.config.name, into, self.config.where)
         try:
-            done = restore_archive(client, ctx, manifest, obj, into, namespaces)
-            collections = [c for c, m in done.metadata.items() if "viewOn" not in (m.get("options") or {})]
+            if obj is not None:
+                done = restore_archive(client, ctx, point.base, obj, into, namespaces)
+            else:
+                done = RestoredDatabase(source=source, into=into)
+            if point.replays:
+                report = replay_into(client, point, source, into, namespaces)
+                ctx.log(f"{source} -> {into}: {report.summary()}")
+                if notes is not None:
+                    notes.append(f"{source}: {report.summary()}")
+                collections = restored_collections(client, into)
+            else:
+                collections = [c for c, m in done.metadata.items() if "viewOn" not in (m.get("options") or {})]
             done.fingerprints = read_fingerprints(client, into, collections)
-            expected = {
-                name: prints
-                for name, prints in manifest.fingerprints.get(source, {}).items()
-                if namespaces is None or namespace_matches(namespaces, source, name)
-            }
-            table_rows = compare_database(source, expected, done.fingerprints)
-            table_rows.append(compare_metadata(client, done))
+            table_rows = []
+            if point.expected is not None:
+                expected = {
+                    name: prints
+                    for name, prints in point.expected.fingerprints.get(source, {}).items()
+                    if namespaces is None or namespace_matches(namespaces, source, name)
+                }
+                table_rows = compare_database(source, expected, done.fingerprints)
+                if not point.replays:
+                    table_rows.append(compare_metadata(client, done))
         except BaseException as exc:
             try:
                 drop_quietly(client, into, ctx.log)

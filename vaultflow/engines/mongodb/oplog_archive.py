@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from bson import Timestamp
 
 from vaultflow.engines.mongodb.client import classify_error, connected
-from vaultflow.engines.mongodb.consistency import MongoDumpConsistency, MongoOplogConsistency
+from vaultflow.engines.mongodb.consistency import consistency_point
 from vaultflow.engines.mongodb.dump import ArchiveChunks
 from vaultflow.engines.mongodb.oplog import (
     OplogEntry,
@@ -94,10 +94,8 @@ TMP_PREFIX = ".vaultflow-tmp-"
 def cluster_time(manifest: Manifest) -> Timestamp | None:
     """The point a MongoDB backup restores to (its consistency's cluster_time), None for other
     backups."""
-    point = manifest.consistency
-    if isinstance(point, MongoDumpConsistency | MongoOplogConsistency):
-        return ts_of(point.cluster_time)
-    return None
+    point = consistency_point(manifest)
+    return None if point is None else ts_of(point)
 
 
 @dataclass(frozen=True)

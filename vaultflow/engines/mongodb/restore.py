@@ -155,6 +155,15 @@ def read_fingerprints(client: MongoClient, database: str, collections: list[str]
     return prints
 
 
+def restored_collections(client: MongoClient, database: str) -> list[str]:
+    """The collections (not views, not system collections) database `database` holds now."""
+    return sorted(
+        info["name"]
+        for info in client[database].list_collections()
+        if info.get("type", "collection") == "collection" and not info["name"].startswith("system.")
+    )
+
+
 def compare_metadata(client: MongoClient, restored: RestoredDatabase) -> TableComparison:
     """One row: the restored database's collections, their options and indexes (name, key,
     options), and its views, against what the archive declared."""

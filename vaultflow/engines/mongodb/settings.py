@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, SecretStr
 
-from vaultflow.engines.settings import ARCHIVE_LOGS, RestoreOptions, TargetSettings
+from vaultflow.engines.settings import ARCHIVE_LOGS, DIFFERENTIAL, INCREMENTAL, RestoreOptions, TargetSettings
 
 ReadPreference = Literal["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"]
 
@@ -34,9 +34,13 @@ class MongoSettings(TargetSettings):
     slices for point-in-time restore."""
 
     engine_name = "mongodb"
-    # Incremental, differential (oplog ranges) and archive-logs (oplog slices) join this map as
-    # they are built; until then flows and deployments/validate.py say a target has no such form.
-    strategy_fits: ClassVar[dict[str, str]] = {ARCHIVE_LOGS: "a MongoDB target (oplog slices)"}
+    # Incrementals and differentials are oplog ranges, archive-logs ships oplog slices: all need
+    # only a server that keeps an oplog, which the run itself checks (runtime_condition).
+    strategy_fits: ClassVar[dict[str, str]] = {
+        INCREMENTAL: "a MongoDB target (the oplog since the last backup)",
+        DIFFERENTIAL: "a MongoDB target (the oplog since the last full)",
+        ARCHIVE_LOGS: "a MongoDB target (oplog slices)",
+    }
 
     host: str = Field(default="localhost", description="Host name or IP address of a replica set member.")
     port: int = Field(default=27017, description="TCP port of the server.")
