@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from bson import Timestamp
 
-from vaultflow.compare import Comparison, compare_database
+from vaultflow.compare import Comparison
 from vaultflow.engines.base import (
     BackupContext,
     BackupPlan,
@@ -41,17 +41,20 @@ from vaultflow.engines.mongodb.dump import (
     database_archive,
     list_collection_specs,
 )
+from vaultflow.engines.mongodb.names import RenameRules
 from vaultflow.engines.mongodb.restore import (
     ARCHIVE_ROLE,
+    AuthToCreate,
     archive_objects,
-    compare_metadata,
     default_restore_name,
     drop_quietly,
-    read_fingerprints,
-    restore_archive,
+    prepare_restore,
+    restore_target,
     scratch_name,
 )
-from vaultflow.engines.mongodb.settings import MongoRestoreOptions, MongoSettings, namespace_matches
+from vaultflow.engines.mongodb.restore_plan import RestorePlan, TargetDatabase, plan_restore
+from vaultflow.engines.mongodb.settings import MongoRestoreOptions, MongoSettings
+from vaultflow.engines.mongodb.users import compare_auth, create_auth, refuse_existing
 from vaultflow.errors import ChainBrokenError, ConfigError, RefusedError, TransientError, note_cleanup_failure
 from vaultflow.manifest import BackupKind, BackupMode, Manifest
 from vaultflow.pipeline import compress_into_store
@@ -205,12 +208,20 @@ class MongoEngine:
     ) -> RestoreResult:
         """Each database of the backup into a new database <db>_restore_<backup time> (or `into`,
         for a backup or selection of one database), compared; with overwrite an existing
-        `into` is replaced, only after the restored copy matched."""
+        target is replaced, only after the restored copy matched. options.namespaces selects
+        collections, options.rename then moves them (restore_plan.py), options.users_and_roles
+        recreates the databases' users and roles on their targets (users.py)."""
         opts = options_for(self, options, self.config.name)
-        if opts.to_time or opts.to_ts or opts.rename:
-            given = [name for name in ("to_time", "to_ts", "rename") if getattr(opts, name)]
+        if opts.to_time or opts.to_ts:
+            given = [name for name in ("to_time", "to_ts") if getattr(opts, name)]
             raise ConfigError(
                 f"restore option {', '.join(given)} is not built yet for MongoDB targets; restore whole databases"
+            )
+        rules = RenameRules.parse(opts.rename)
+        if rules and into is not None:
+            raise ConfigError(
+                f"into={into!r} and rename both say where collections go: use rename alone "
+                "(e.g. {'app.*': 'app_copy.*'}; collections no rule matches go to <db>_restore_<time>)"
             )
         objects = archive_objects(manifest, databases)
         if opts.namespaces:
@@ -225,84 +236,98 @@ class MongoEngine:
                 f"into={into!r} names one database, but backup {manifest.id} restores {len(objects)}; "
                 "choose one with databases=[...]"
             )
-        targets = {o.database or "": into or default_restore_name(o.database or "", manifest.id) for o in objects}
-        return self._restore(
-            ctx, manifest, objects, targets, overwrite=overwrite, keep=True, namespaces=opts.namespaces
+        plan, auth = prepare_restore(
+            ctx,
+            manifest,
+            objects,
+            lambda database: into or default_restore_name(database, manifest.id),
+            rules=rules,
+            namespaces=opts.namespaces,
+            users_and_roles=opts.users_and_roles,
         )
+        return self._restore(ctx, manifest, plan, overwrite=overwrite, keep=True, namespaces=opts.namespaces, auth=auth)
 
     def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
         """Restore every database into scratch databases, compare, drop them."""
         objects = archive_objects(manifest, None)
-        targets = {o.database or "": scratch_name(f"vaultflow_drill_{o.database}") for o in objects}
-        return self._restore(ctx, manifest, objects, targets, overwrite=False, keep=False)
+        plan = plan_restore(objects, lambda database: scratch_name(f"vaultflow_drill_{database}"))
+        return self._restore(ctx, manifest, plan, overwrite=False, keep=False)
 
     def _restore(
         self,
         ctx,
         manifest,
-        objects,
-        targets: dict[str, str],
+        plan: RestorePlan,
         *,
         overwrite: bool,
         keep: bool,
         namespaces: list[str] | None = None,
+        auth: dict[str, AuthToCreate] | None = None,
     ):
-        """Each archive in `objects` into `targets[its database]`, compared. A name that does not
-        exist is restored into directly (recorded as scratch until it compared equal); an
-        existing one (overwrite) only after a scratch copy compared equal: it is dropped and the
-        archive restored into it again, and compared again. (Not renameCollection: across
-        databases MongoDB copies the data anyway, and SecantusDB drops collection options.)
-        keep=False (drills): every copy is dropped after its comparison."""
+        """Each target database of `plan` restored from its parts, compared. A name that does
+        not exist is restored into directly (recorded as scratch until it compared equal); an
+        existing one (overwrite) only after a scratch copy compared equal: it is dropped and
+        restored into again, and compared again. (Not renameCollection: across databases
+        MongoDB copies the data anyway, and SecantusDB drops collection options.) `auth`: users
+        and roles to create on a target once its data compared equal (every one checked absent
+        before anything is written). keep=False (drills): every copy is dropped after its
+        comparison."""
         started = time.monotonic()
         rows: list = []
-        restored_into: dict[str, str] = {}
+        notes: list[str] = []
+        done: set[str] = set()
+        auth = auth or {}
         with connected(self.config) as client:
             self._drop_dead_scratch(ctx, client)
             present = set(client.list_database_names())
-            taken = [name for name in targets.values() if name in present]
+            taken = [target.name for target in plan.targets if target.name in present]
             if taken and not overwrite:
                 raise RefusedError(
                     f"database {', '.join(map(repr, taken))} exists on {self.config.where}: restore into a new "
-                    "name (into=...), or pass overwrite=True to replace it after the copy compared equal"
+                    "name (into=..., rename=...), or pass overwrite=True to replace it after the copy compared equal"
                 )
-            for obj in objects:
-                source, final = obj.database or "", targets[obj.database or ""]
+            for name, wanted in auth.items():
+                refuse_existing(client, name, wanted.users, wanted.roles)
+            for target in plan.targets:
+                final = target.name
                 if final in present:
                     copy_rows = self._restore_one(
-                        ctx, client, manifest, obj, scratch_name(final), drop=True, namespaces=namespaces
+                        ctx, client, manifest, target, scratch_name(final), drop=True, namespaces=namespaces
                     )
                     if not _all_match(copy_rows):
                         rows += copy_rows
                         continue  # the original stays as it was
                     client.drop_database(final)
-                table_rows = self._restore_one(ctx, client, manifest, obj, final, drop=not keep, namespaces=namespaces)
+                table_rows = self._restore_one(
+                    ctx, client, manifest, target, final, drop=not keep, namespaces=namespaces
+                )
                 rows += table_rows
+                if _all_match(table_rows) and final in auth:
+                    wanted = auth[final]
+                    notes += create_auth(client, final, wanted.users, wanted.roles)
+                    rows.append(compare_auth(client, target.label, final, wanted.users, wanted.roles))
                 if _all_match(table_rows) or not keep:
-                    restored_into[source] = final
+                    done.add(final)
+        notes += [note for wanted in auth.values() for note in wanted.notes]
         return RestoreResult(
             backup_id=manifest.id,
-            restored=restored_into,
+            restored=plan.restored_into(done),
             seconds=time.monotonic() - started,
             comparison=Comparison(rows, noun="collections"),
+            notes=notes,
         )
 
-    def _restore_one(self, ctx, client, manifest, obj, into: str, *, drop: bool, namespaces=None) -> list:
-        """Restore one archive into `into` (recorded as a scratch database meanwhile), compare it
-        with the backup's fingerprints and metadata; drop it afterwards when `drop`, and on any
-        error. Returns the comparison rows."""
-        repo, source = ctx.repository, obj.database or ""
+    def _restore_one(
+        self, ctx, client, manifest, target: TargetDatabase, into: str, *, drop: bool, namespaces=None
+    ) -> list:
+        """Restore `target`'s parts into `into` (recorded as a scratch database meanwhile),
+        compare each collection with its source collection's fingerprint in the backup, and the
+        database's indexes, options and views; drop it afterwards when `drop`, and on any error.
+        Returns the comparison rows."""
+        repo = ctx.repository
         record = repo.put_scratch(self.name, self.config.name, into, self.config.where)
         try:
-            done = restore_archive(client, ctx, manifest, obj, into, namespaces)
-            collections = [c for c, m in done.metadata.items() if "viewOn" not in (m.get("options") or {})]
-            done.fingerprints = read_fingerprints(client, into, collections)
-            expected = {
-                name: prints
-                for name, prints in manifest.fingerprints.get(source, {}).items()
-                if namespaces is None or namespace_matches(namespaces, source, name)
-            }
-            table_rows = compare_database(source, expected, done.fingerprints)
-            table_rows.append(compare_metadata(client, done))
+            table_rows = restore_target(client, ctx, manifest, target, into, namespaces)
         except BaseException as exc:
             try:
                 drop_quietly(client, into, ctx.log)
