@@ -56,7 +56,13 @@ def test_the_replay_uses_the_same_rules():
 
 def archive(db: str) -> StoredObject:
     return StoredObject(
-        key=f"db/{db}.archive.zst", role="database-archive", database=db, format="x", raw_size=1, stored_size=1, sha256="0"
+        key=f"db/{db}.archive.zst",
+        role="database-archive",
+        database=db,
+        format="x",
+        raw_size=1,
+        stored_size=1,
+        sha256="0",
     )
 
 
