@@ -59,7 +59,9 @@ def test_full_backup_restores_every_collection_view_and_index(mongo_source, mong
     assert [o.database for o in manifest.objects] == [fresh_mongo_db]
     assert manifest.consistency.type == "mongodb-dump" and manifest.consistency.method in ("snapshot", "unchanged")
     assert manifest.fingerprints[fresh_mongo_db]["users"].count == 500
-    assert set(manifest.fingerprints[fresh_mongo_db]) == {"users", "events", "strict", "empty"}
+    prints = manifest.fingerprints[fresh_mongo_db]
+    assert set(prints) == {"users", "events", "strict", "empty", "$admin.system.users", "$admin.system.roles"}
+    assert prints["$admin.system.users"].count == prints["$admin.system.roles"].count == 0  # read: none
 
     result = engine.restore(ctx, manifest)
     copy = result.restored[fresh_mongo_db]

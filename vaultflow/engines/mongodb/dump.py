@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
 from bson import SON, Timestamp
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
@@ -26,6 +27,7 @@ from pymongo.client_session import ClientSession
 
 from vaultflow.engines.mongodb.archive import ArchiveWriter, metadata_json
 from vaultflow.engines.mongodb.client import RAW
+from vaultflow.engines.mongodb.users import read_auth
 from vaultflow.errors import VaultflowError
 from vaultflow.manifest import Fingerprint
 
@@ -223,6 +225,18 @@ def changes_since(client: MongoClient, database: str, after: Timestamp, until: T
     return client["local"]["oplog.rs"].count_documents({"ts": {"$gt": after, "$lte": until}, "ns": namespace})
 
 
+def _write_auth(writer: ArchiveWriter, database: str, namespace: str, documents: list) -> Fingerprint:
+    """Write users or roles (users.py) as namespace `namespace` of `database`; their fingerprint."""
+    digest = DocumentDigest()
+    encoded = [bson.encode(document) for document in documents]
+    for raw in encoded:
+        digest.add(raw)
+    if encoded:
+        writer.write_documents(database, namespace, encoded)
+        writer.end_collection(database, namespace)
+    return digest.fingerprint()
+
+
 def database_archive(
     client: MongoClient,
     database: str,
@@ -232,12 +246,19 @@ def database_archive(
     result: DatabaseDump,
 ) -> Iterator[bytes]:
     """The mongodump archive of `database` (its collections `specs`) at `cluster_time`, as byte
-    chunks; fills `result` with each collection's fingerprint as its documents pass."""
+    chunks; fills `result` with each collection's fingerprint as its documents pass. The
+    database's users and roles go first (users.py), as they are when the dump starts."""
     sink = _Sink()
     writer = ArchiveWriter(sink, server_version=server_version, tool_version=TOOL_VERSION, concurrent_collections=1)
+    auth = read_auth(client, database)
+    for namespace, documents in auth.items():
+        if documents:
+            writer.add_collection(database, namespace, "", type="")
     for spec in specs:
         writer.add_collection(database, spec.name, spec.metadata(), type=spec.type)
     writer.begin()
+    for namespace, documents in auth.items():
+        result.fingerprints[namespace] = _write_auth(writer, database, namespace, documents)
     yield sink.take()
     with client.start_session(causal_consistency=False) as session:
         for spec in specs:

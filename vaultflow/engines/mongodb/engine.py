@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from bson import Timestamp
 
-from vaultflow.compare import Comparison, compare_database
+from vaultflow.compare import Comparison
 from vaultflow.engines.base import (
     BackupContext,
     BackupPlan,
@@ -57,31 +57,33 @@ from vaultflow.engines.mongodb.incremental import (
     excluded_entry,
     expected_fingerprints,
 )
+from vaultflow.engines.mongodb.names import RenameRules
 from vaultflow.engines.mongodb.oplog import check_reaches, oplog_archive_chunks, read_range
 from vaultflow.engines.mongodb.oplog_archive import OplogArchive
 from vaultflow.engines.mongodb.pitr import (
     RestorePoint,
+    add_replay_only,
     chain_point,
     point_stamp,
-    replay_into,
     restore_point,
+    restore_replayed,
     restore_sources,
 )
 from vaultflow.engines.mongodb.restore import (
     ARCHIVE_ROLE,
-    RestoredDatabase,
+    AuthToCreate,
     archive_objects,
-    compare_metadata,
     default_restore_name,
     drop_quietly,
-    read_fingerprints,
-    restore_archive,
-    restored_collections,
+    prepare_restore,
+    restore_target,
     scratch_name,
 )
-from vaultflow.engines.mongodb.settings import SYSTEM_DATABASES, MongoRestoreOptions, MongoSettings, namespace_matches
+from vaultflow.engines.mongodb.restore_plan import RestorePlan, TargetDatabase, plan_restore
+from vaultflow.engines.mongodb.settings import SYSTEM_DATABASES, MongoRestoreOptions, MongoSettings
+from vaultflow.engines.mongodb.users import compare_auth, create_auth, refuse_existing
 from vaultflow.errors import ChainBrokenError, ConfigError, RefusedError, TransientError, note_cleanup_failure
-from vaultflow.manifest import BackupKind, BackupMode, Manifest, StoredObject
+from vaultflow.manifest import BackupKind, BackupMode, Manifest
 from vaultflow.pipeline import compress_into_store
 
 ARCHIVE_FORMAT = "mongodump-archive"
@@ -344,13 +346,16 @@ class MongoEngine:
     ) -> RestoreResult:
         """Each database of the backup into a new database <db>_restore_<backup time> (or `into`,
         for a backup or selection of one database), compared; with overwrite an existing
-        `into` is replaced, only after the restored copy matched. An incremental or differential
-        restores its full and replays its chain's oplog; to_ts / to_time restore the state at
-        that point (pitr.restore_point: the newest backup at or before it, then archived oplog
-        slices), compared with nothing but every checksum when it lies between backups."""
+        target is replaced, only after the restored copy matched. options.namespaces selects
+        collections, options.rename then moves them (restore_plan.py), options.users_and_roles
+        recreates the databases' users and roles on their targets (users.py)."""
         opts = options_for(self, options, self.config.name)
-        if opts.rename:
-            raise ConfigError("restore option rename is not built yet for MongoDB targets; restore whole databases")
+        rules = RenameRules.parse(opts.rename)
+        if rules and into is not None:
+            raise ConfigError(
+                f"into={into!r} and rename both say where collections go: use rename alone "
+                "(e.g. {'app.*': 'app_copy.*'}; collections no rule matches go to <db>_restore_<time>)"
+            )
         point = restore_point(
             ctx.repository,
             ctx.repository.catalog(self.name, self.config.name),
@@ -359,6 +364,12 @@ class MongoEngine:
             to_ts=opts.to_ts,
             to_time=opts.to_time,
         )
+        if rules and point.replays:
+            raise ConfigError(
+                f"rename is built for restores of a full backup; restoring {manifest.id}"
+                f"{' to ' + (opts.to_ts or str(opts.to_time)) if point.expected is None else ''} replays the "
+                "oplog: restore without rename (into new databases), or restore a full backup with rename"
+            )
         sources = restore_sources(point, databases)
         if opts.namespaces:
             sources = {db: obj for db, obj in sources.items() if _may_match(opts.namespaces, db)}
@@ -373,64 +384,85 @@ class MongoEngine:
                 "choose one with databases=[...]"
             )
         stamp = point_stamp(point) if point.expected is None else manifest.id
-        targets = {db: into or default_restore_name(db, stamp) for db in sources}
-        return self._restore(ctx, point, sources, targets, overwrite=overwrite, keep=True, namespaces=opts.namespaces)
+        plan, auth = prepare_restore(
+            ctx,
+            point.base,
+            [obj for obj in sources.values() if obj is not None],
+            lambda database: into or default_restore_name(database, stamp),
+            rules=rules,
+            namespaces=opts.namespaces,
+            users_and_roles=opts.users_and_roles,
+            allow_empty=None in sources.values(),
+        )
+        add_replay_only(plan, sources, lambda database: into or default_restore_name(database, stamp))
+        return self._restore(ctx, point, plan, overwrite=overwrite, keep=True, namespaces=opts.namespaces, auth=auth)
 
     def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
-        """Restore every database (the full, then the chain's oplog) into scratch databases,
-        compare with the backup's fingerprints, drop them."""
+        """Restore every database (the full, then the chain's oplog replayed) into scratch
+        databases, compare with the backup's fingerprints, drop them."""
         point = chain_point(ctx.repository, ctx.repository.catalog(self.name, self.config.name), manifest)
         sources = restore_sources(point, None)
-        targets = {db: scratch_name(f"vaultflow_drill_{db}") for db in sources}
-        return self._restore(ctx, point, sources, targets, overwrite=False, keep=False)
+        name = lambda database: scratch_name(f"vaultflow_drill_{database}")  # noqa: E731
+        plan = plan_restore([obj for obj in sources.values() if obj is not None], name)
+        add_replay_only(plan, sources, name)
+        return self._restore(ctx, point, plan, overwrite=False, keep=False)
 
     def _restore(
         self,
         ctx,
         point: RestorePoint,
-        sources: dict[str, StoredObject | None],
-        targets: dict[str, str],
+        plan: RestorePlan,
         *,
         overwrite: bool,
         keep: bool,
         namespaces: list[str] | None = None,
+        auth: dict[str, AuthToCreate] | None = None,
     ):
-        """Each database of `sources` (its archive in the point's full, None when only the oplog
-        creates it) into `targets[database]`, compared. A name that does not exist is restored
-        into directly (recorded as scratch until it compared equal); an existing one (overwrite)
-        only after a scratch copy compared equal: it is dropped and the restore done into its
-        name again, and compared again. (Not renameCollection: across databases MongoDB copies
-        the data anyway, and SecantusDB drops collection options.) keep=False (drills): every
-        copy is dropped after its comparison."""
+        """Each target database of `plan` restored from its parts, compared. A name that does
+        not exist is restored into directly (recorded as scratch until it compared equal); an
+        existing one (overwrite) only after a scratch copy compared equal: it is dropped and
+        restored into again, and compared again. (Not renameCollection: across databases
+        MongoDB copies the data anyway, and SecantusDB drops collection options.) `auth`: users
+        and roles to create on a target once its data compared equal (every one checked absent
+        before anything is written). keep=False (drills): every copy is dropped after its
+        comparison."""
         started = time.monotonic()
         rows: list = []
         notes: list[str] = []
-        restored_into: dict[str, str] = {}
+        done: set[str] = set()
+        auth = auth or {}
         with connected(self.config) as client:
             self._drop_dead_scratch(ctx, client)
             present = set(client.list_database_names())
-            taken = [name for name in targets.values() if name in present]
+            taken = [target.name for target in plan.targets if target.name in present]
             if taken and not overwrite:
                 raise RefusedError(
                     f"database {', '.join(map(repr, taken))} exists on {self.config.where}: restore into a new "
-                    "name (into=...), or pass overwrite=True to replace it after the copy compared equal"
+                    "name (into=..., rename=...), or pass overwrite=True to replace it after the copy compared equal"
                 )
-            for source, obj in sources.items():
-                final = targets[source]
+            for name, wanted in auth.items():
+                refuse_existing(client, name, wanted.users, wanted.roles)
+            for target in plan.targets:
+                final = target.name
                 if final in present:
                     copy_rows = self._restore_one(
-                        ctx, client, point, source, obj, scratch_name(final), drop=True, namespaces=namespaces
+                        ctx, client, point, target, scratch_name(final), drop=True, namespaces=namespaces
                     )
                     if not _all_match(copy_rows):
                         rows += copy_rows
                         continue  # the original stays as it was
                     client.drop_database(final)
                 table_rows = self._restore_one(
-                    ctx, client, point, source, obj, final, drop=not keep, namespaces=namespaces, notes=notes
+                    ctx, client, point, target, final, drop=not keep, namespaces=namespaces, notes=notes
                 )
                 rows += table_rows
+                if _all_match(table_rows) and final in auth:
+                    wanted = auth[final]
+                    notes += create_auth(client, final, wanted.users, wanted.roles)
+                    rows.append(compare_auth(client, target.label, final, wanted.users, wanted.roles))
                 if _all_match(table_rows) or not keep:
-                    restored_into[source] = final
+                    done.add(final)
+        notes += [note for wanted in auth.values() for note in wanted.notes]
         if point.expected is None:
             notes.append(
                 "restored to a point between backups: no fingerprints exist for it, so nothing was compared; "
@@ -438,45 +470,39 @@ class MongoEngine:
             )
         return RestoreResult(
             backup_id=(point.expected or point.base).id,
-            restored=restored_into,
+            restored=plan.restored_into(done),
             seconds=time.monotonic() - started,
             comparison=Comparison(rows, noun="collections"),
             notes=notes,
         )
 
     def _restore_one(
-        self, ctx, client, point: RestorePoint, source: str, obj, into: str, *, drop: bool, namespaces=None, notes=None
+        self,
+        ctx,
+        client,
+        point: RestorePoint,
+        target: TargetDatabase,
+        into: str,
+        *,
+        drop: bool,
+        namespaces=None,
+        notes: list[str] | None = None,
     ) -> list:
-        """Restore one database into `into` (recorded as a scratch database meanwhile): its archive,
-        then the point's oplog replayed; compare it with the expected backup's fingerprints (and,
-        without a replay, with the archive's indexes and options); drop it afterwards when `drop`,
-        and on any error. Returns the comparison rows."""
+        """Restore `target`'s parts into `into` (recorded as a scratch database meanwhile): the
+        full's archives, then, for a chain or a point in time, the oplog replayed
+        (pitr.restore_replayed); compare each collection with its source collection's
+        fingerprint in the expected backup, and, without a replay, the database's indexes,
+        options and views; drop it afterwards when `drop`, and on any error. Returns the
+        comparison rows."""
         repo = ctx.repository
         record = repo.put_scratch(self.name, self.config.name, into, self.config.where)
         try:
-            if obj is not None:
-                done = restore_archive(client, ctx, point.base, obj, into, namespaces)
-            else:
-                done = RestoredDatabase(source=source, into=into)
             if point.replays:
-                report = replay_into(client, point, source, into, namespaces)
-                ctx.log(f"{source} -> {into}: {report.summary()}")
-                if notes is not None:
-                    notes.append(f"{source}: {report.summary()}")
-                collections = restored_collections(client, into)
+                table_rows = restore_replayed(
+                    client, ctx, point, target, into, namespaces, [] if notes is None else notes
+                )
             else:
-                collections = [c for c, m in done.metadata.items() if "viewOn" not in (m.get("options") or {})]
-            done.fingerprints = read_fingerprints(client, into, collections)
-            table_rows = []
-            if point.expected is not None:
-                expected = {
-                    name: prints
-                    for name, prints in point.expected.fingerprints.get(source, {}).items()
-                    if namespaces is None or namespace_matches(namespaces, source, name)
-                }
-                table_rows = compare_database(source, expected, done.fingerprints)
-                if not point.replays:
-                    table_rows.append(compare_metadata(client, done))
+                table_rows = restore_target(client, ctx, point.base, target, into, namespaces)
         except BaseException as exc:
             try:
                 drop_quietly(client, into, ctx.log)

@@ -27,12 +27,21 @@ import bson
 from bson import Timestamp
 from pymongo import MongoClient
 
+from vaultflow.compare import TableComparison, compare_database
 from vaultflow.engines.mongodb.consistency import consistency_point, parse_ts, ts_text
 from vaultflow.engines.mongodb.incremental import OPLOG_ROLE
 from vaultflow.engines.mongodb.oplog import entry_facts, read_oplog_archive
 from vaultflow.engines.mongodb.oplog_slices import break_before, first_after, head_gap
 from vaultflow.engines.mongodb.replay import ReplayReport, apply_entries, until
-from vaultflow.engines.mongodb.restore import archive_objects
+from vaultflow.engines.mongodb.restore import (
+    archive_objects,
+    read_fingerprints,
+    restore_archive,
+    restored_collections,
+)
+from vaultflow.engines.mongodb.restore_plan import Part, RestorePlan, TargetDatabase
+from vaultflow.engines.mongodb.settings import namespace_matches
+from vaultflow.engines.mongodb.users import AUTH_NAMESPACES
 from vaultflow.errors import ConfigError, NotFoundError
 from vaultflow.manifest import Manifest, StoredObject
 from vaultflow.pipeline import open_verified
@@ -240,3 +249,47 @@ def replay_into(
                 patterns.append(f"{_glob_escape(source)}.{collection_pattern}")
     entries = until((bson.decode(raw) for raw in point.entries()), until_ts=point.until_ts, until_time=point.until_time)
     return apply_entries(client, entries, rename={f"{source}.*": f"{into}.*"}, namespaces=patterns)
+
+
+def restore_replayed(
+    client: MongoClient,
+    ctx,
+    point: RestorePoint,
+    target: TargetDatabase,
+    into: str,
+    namespaces: list[str] | None,
+    notes: list[str],
+) -> list[TableComparison]:
+    """Restore `target` (one part per source database, no renaming) into `into` from the point:
+    the full's archive, then the oplog replayed (pitr.replay_into; its summary goes to `notes`);
+    compare every collection with the expected backup's fingerprints, none when the point lies
+    between backups. Indexes and options are compared only without a replay (the archive's are
+    the full's, not the point's). Returns the rows."""
+    rows: list[TableComparison] = []
+    for part in target.parts:
+        source = part.source
+        if part.obj is not None:
+            restore_archive(client, ctx, point.base, part.obj, into, namespaces)
+        report = replay_into(client, point, source, into, namespaces)
+        ctx.log(f"{source} -> {into}: {report.summary()}")
+        notes.append(f"{source}: {report.summary()}")
+        if point.expected is None:
+            continue
+        actual = read_fingerprints(client, into, restored_collections(client, into))
+        expected = {
+            name: prints
+            for name, prints in point.expected.fingerprints.get(source, {}).items()
+            if name not in AUTH_NAMESPACES and (namespaces is None or namespace_matches(namespaces, source, name))
+        }
+        rows += compare_database(source, expected, actual)
+    return rows
+
+
+def add_replay_only(plan: RestorePlan, sources: dict[str, StoredObject | None], name: Callable[[str], str]) -> None:
+    """Add to `plan` a target for each database of `sources` without an archive (created after
+    the full: only the oplog replay fills it), named `name(database)`."""
+    for database, obj in sources.items():
+        if obj is None:
+            target = TargetDatabase(name(database), [Part(None, database=database)])
+            plan.targets.append(target)
+            plan.restored[database] = target.name

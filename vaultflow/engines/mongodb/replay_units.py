@@ -28,7 +28,8 @@ from typing import Any
 from bson import Timestamp
 
 from vaultflow.engines.mongodb.consistency import ts_text
-from vaultflow.errors import ConfigError, VaultflowError
+from vaultflow.engines.mongodb.names import RenameRule, RenameRules, split_ns
+from vaultflow.errors import VaultflowError
 
 Entry = Mapping[str, Any]
 
@@ -81,38 +82,26 @@ def until(
 # -- namespaces ---------------------------------------------------------------------------------
 
 
-def split_ns(ns: str) -> tuple[str, str]:
-    """'db.coll' -> ('db', 'coll'); database names have no '.', collection names may."""
-    database, _, collection = ns.partition(".")
-    return database, collection
-
-
 @dataclass(frozen=True)
 class Namespaces:
     """Which source namespaces a replay applies (`patterns`: globs, all when None) and where they
     land (`rename`: {source pattern: target pattern}, each with at most one '*', the part it
-    matches carried over: {"app.*": "app_copy.*"}; the first matching pattern wins)."""
+    matches carried over: {"app.*": "app_copy.*"}; the first matching pattern wins: names.py,
+    the rules restores of full backups use too)."""
 
     rename: Mapping[str, str] = field(default_factory=dict)
     patterns: Sequence[str] | None = None
+    rules: RenameRules = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for source, target in self.rename.items():
-            if source.count("*") > 1 or source.count("*") != target.count("*"):
-                raise ConfigError(
-                    f"rename {source!r} -> {target!r}: use at most one '*', on both sides (e.g. 'app.*': 'app_copy.*')"
-                )
+        object.__setattr__(self, "rules", RenameRules.parse(self.rename))  # ConfigError for a malformed rule
 
     def included(self, ns: str) -> bool:
         return self.patterns is None or any(fnmatch.fnmatchcase(ns, p) for p in self.patterns)
 
     def target(self, ns: str) -> str:
         """Where source namespace `ns` lands (itself when no pattern matches)."""
-        for source, target in self.rename.items():
-            landed = _renamed(source, target, ns)
-            if landed is not None:
-                return landed
-        return ns
+        return self.rules.target(ns) or ns
 
     def target_database(self, database: str) -> str | None:
         """Where a whole database lands, or None when its collections would not all land in one
@@ -122,21 +111,11 @@ class Namespaces:
         if len(names) != 1 or {coll for _, coll in landed} != {"vfprobe_a", "vf.probe_b"}:
             return None
         into = names.pop()
-        for source, target in self.rename.items():  # patterns for some of its collections only
-            sample = _sample(source, database)
-            if sample is not None and _renamed(source, target, sample) != f"{into}.{split_ns(sample)[1]}":
+        for rule in self.rules.rules:  # patterns for some of its collections only
+            sample = _sample(rule.source, database)
+            if sample is not None and rule.apply(sample) != f"{into}.{split_ns(sample)[1]}":
                 return None
         return into
-
-
-def _renamed(source: str, target: str, ns: str) -> str | None:
-    """`ns` renamed by one pattern pair, or None when `source` does not match it."""
-    if "*" not in source:
-        return target if ns == source else None
-    head, tail = source.split("*")
-    if ns.startswith(head) and ns.endswith(tail) and len(ns) >= len(head) + len(tail):
-        return target.replace("*", ns[len(head) : len(ns) - len(tail)])
-    return None
 
 
 def _sample(source: str, database: str) -> str | None:
@@ -146,7 +125,7 @@ def _sample(source: str, database: str) -> str | None:
     head, tail = source.split("*")
     prefix = f"{database}."
     candidate = head + "vfprobe" + tail if head.startswith(prefix) else prefix + "vfprobe" + tail
-    if split_ns(candidate)[0] != database or _renamed(source, source, candidate) is None:
+    if split_ns(candidate)[0] != database or RenameRule(source, source).apply(candidate) is None:
         return None
     return candidate
 

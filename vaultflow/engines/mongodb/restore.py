@@ -12,19 +12,25 @@ restore or drill of the target.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
 from bson import json_util
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
-from vaultflow.compare import TableComparison
+from vaultflow.compare import TableComparison, compare_database
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.mongodb.archive import ArchiveReader
+from vaultflow.engines.mongodb.archive_format import is_special_namespace
 from vaultflow.engines.mongodb.client import RAW
 from vaultflow.engines.mongodb.dump import DocumentDigest, split_raw_batch
+from vaultflow.engines.mongodb.names import RenameRules
+from vaultflow.engines.mongodb.restore_plan import ArchivedCollection, RestorePlan, TargetDatabase, plan_restore
 from vaultflow.engines.mongodb.settings import namespace_matches
+from vaultflow.engines.mongodb.users import AUTH_NAMESPACES, ROLES, USERS, AuthRenamer
 from vaultflow.errors import ConfigError
 from vaultflow.manifest import Fingerprint, Manifest, StoredObject
 from vaultflow.pipeline import open_verified
@@ -54,13 +60,16 @@ def scratch_name(database: str) -> str:
 
 @dataclass
 class RestoredDatabase:
-    """One database's restore: the archive's collections (name -> metadata) and views, where it
-    went, and its fingerprints read back."""
+    """One database's restore: the archive's collections and views (name in `into` ->
+    metadata), where it went, its fingerprints read back, and the users and roles the archive
+    holds (namespace -> documents)."""
 
     source: str
     into: str
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # name in `into` -> source collection
+    auth: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # users, roles (users.py)
 
 
 def archive_objects(manifest: Manifest, databases: list[str] | None) -> list[StoredObject]:
@@ -85,43 +94,56 @@ def restore_archive(
     obj: StoredObject,
     into: str,
     namespaces: list[str] | None = None,
+    *,
+    renamed: Mapping[str, str] | None = None,
+    view_on: Mapping[str, str] | None = None,
 ) -> RestoredDatabase:
-    """Stream one database archive of `manifest` into database `into` (which must be empty):
-    collections with their options, documents in raw batches, indexes, views; only those whose
-    'db.collection' (the source database's name) matches a glob of `namespaces` when given (the
-    whole archive is still read: every checksum is checked). IntegrityError naming the object
-    when its bytes or a namespace's CRC do not match (raised before the last batch is inserted)."""
+    """Stream one database archive of `manifest` into database `into`: collections with their
+    options, documents in raw batches, indexes, views; only those whose 'db.collection' (the
+    source database's name) matches a glob of `namespaces` when given, or, with `renamed`
+    (source collection -> name in `into`, restore_plan.Part), only those, under their new names,
+    views reading `view_on[view]` (the whole archive is still read: every checksum is checked).
+    The archive's users and roles ('$admin.system.users'/'roles') are kept in the result, not
+    written. IntegrityError naming the object when its bytes or a namespace's CRC do not match
+    (raised before the last batch is inserted)."""
     restored = RestoredDatabase(source=obj.database or "", into=into)
-    key = ctx.repository.backup_prefix(manifest.engine, manifest.target, manifest.id) + obj.key
-    reader, verifying, raw = open_verified(ctx.repository.store, key, obj.sha256, obj.stored_size, obj.key)
+    reader, verifying, raw = _open_archive(ctx, manifest, obj)
     target = client.get_database(into, codec_options=RAW)
     views: list[tuple[str, dict[str, Any]]] = []
     with raw:
         archive = ArchiveReader(reader, name=obj.key)
-        wanted = {
-            entry.collection
-            for entry in archive.prelude.collections
-            if namespaces is None or namespace_matches(namespaces, restored.source, entry.collection)
-        }
+        if renamed is None:
+            renamed = {
+                entry.collection: entry.collection
+                for entry in archive.prelude.collections
+                if not is_special_namespace(entry.db, entry.collection)
+                and (namespaces is None or namespace_matches(namespaces, restored.source, entry.collection))
+            }
         for entry in archive.prelude.collections:
-            if entry.collection not in wanted:
+            if entry.collection not in renamed:
                 continue
             metadata = json_util.loads(entry.metadata) if entry.metadata else {}
             options = dict(metadata.get("options") or {})
+            name = renamed[entry.collection]
+            restored.names[name] = entry.collection
             if entry.type == "view":
-                views.append((entry.collection, options))
+                options["viewOn"] = (view_on or {}).get(entry.collection, options.get("viewOn"))
+                views.append((name, options))
             else:
-                restored.metadata[entry.collection] = metadata
-                target.create_collection(entry.collection, **options)
+                restored.metadata[name] = metadata
+                target.create_collection(name, **options)
         batch: list[RawBSONDocument] = []
         size, current = 0, ""
         for _db, collection, document in archive:
-            if collection not in wanted:
+            if collection in AUTH_NAMESPACES:
+                restored.auth.setdefault(collection, []).append(bson.decode(document))
                 continue
-            if batch and (collection != current or size >= INSERT_BATCH_BYTES):
+            if collection not in renamed:
+                continue
+            if batch and (renamed[collection] != current or size >= INSERT_BATCH_BYTES):
                 target[current].insert_many(batch, ordered=True, bypass_document_validation=True)
                 batch, size = [], 0
-            current = collection
+            current = renamed[collection]
             batch.append(RawBSONDocument(document))
             size += len(document)
         verifying.check()  # every byte read: a corrupt object never gets its last batch in
@@ -135,6 +157,41 @@ def restore_archive(
         target.command({"create": name, "viewOn": options["viewOn"], "pipeline": options.get("pipeline", [])})
         restored.metadata[name] = {"options": options, "indexes": []}
     return restored
+
+
+def _open_archive(ctx: BackupContext, manifest: Manifest, obj: StoredObject):
+    """(reader, verifying, raw) over `obj`'s plain archive bytes (pipeline.open_verified)."""
+    key = ctx.repository.backup_prefix(manifest.engine, manifest.target, manifest.id) + obj.key
+    return open_verified(ctx.repository.store, key, obj.sha256, obj.stored_size, obj.key)
+
+
+@dataclass
+class ArchiveHead:
+    """The start of a database archive: its collections and views (name, type, options) and the
+    users and roles it holds (decoded documents; None when it records none)."""
+
+    collections: list[ArchivedCollection]
+    auth: dict[str, list[dict[str, Any]]]
+
+
+def read_archive_head(ctx: BackupContext, manifest: Manifest, obj: StoredObject) -> ArchiveHead:
+    """Read an archive's prelude and its users and roles (which come before every collection's
+    data; their CRCs are checked), and stop there: the restore reads the rest (and checks the
+    object's sha256) later. IntegrityError naming the object when what is read is damaged."""
+    reader, _verifying, raw = _open_archive(ctx, manifest, obj)
+    with raw:
+        archive = ArchiveReader(reader, name=obj.key)
+        collections = []
+        for entry in archive.prelude.collections:
+            metadata = json_util.loads(entry.metadata) if entry.metadata else {}
+            collections.append(ArchivedCollection(entry.collection, entry.type, dict(metadata.get("options") or {})))
+        auth: dict[str, list[dict[str, Any]]] = {}
+        if any(entry.collection in AUTH_NAMESPACES for entry in archive.prelude.collections):
+            for _db, collection, document in archive:
+                if collection not in AUTH_NAMESPACES:
+                    break
+                auth.setdefault(collection, []).append(bson.decode(document))
+    return ArchiveHead(collections, auth)
 
 
 def _index_spec(index: dict[str, Any]) -> dict[str, Any]:
@@ -191,3 +248,98 @@ def drop_quietly(client: MongoClient, database: str, log) -> None:
         client.drop_database(database)
     except Exception as exc:  # noqa: BLE001 - reported, the restore's own outcome stands
         log(f"could not drop scratch database {database}: {exc}")
+
+
+@dataclass
+class AuthToCreate:
+    """Users and roles to create on one target database (renamed: users.AuthRenamer), and notes
+    for the restore's result."""
+
+    users: list[dict[str, Any]] = field(default_factory=list)
+    roles: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare_restore(
+    ctx: BackupContext,
+    manifest: Manifest,
+    objects: list[StoredObject],
+    default_target: Callable[[str], str],
+    *,
+    rules: RenameRules,
+    namespaces: list[str] | None,
+    users_and_roles: bool,
+    allow_empty: bool = False,
+) -> tuple[RestorePlan, dict[str, AuthToCreate]]:
+    """The restore's plan (restore_plan.plan_restore) and the users and roles to create per
+    target database (empty unless `users_and_roles`). Reads the start of each archive when
+    renaming or restoring users (its prelude, users and roles). ConfigError when the selection
+    takes nothing, or when users must go with a database whose collections land in several."""
+    heads = {o.database or "": read_archive_head(ctx, manifest, o) for o in objects} if rules or users_and_roles else {}
+    archived = {database: head.collections for database, head in heads.items()}
+    plan = plan_restore(objects, default_target, rules=rules, namespaces=namespaces, archived=archived or None)
+    if not plan.targets and not allow_empty:  # allow_empty: databases only an oplog replay creates follow
+        raise ConfigError(
+            f"no collection of backup {manifest.id} matches {namespaces}: nothing to restore "
+            "(namespaces are 'db.collection' globs, e.g. 'app.orders', 'app.*')"
+        )
+    auth: dict[str, AuthToCreate] = {}
+    if not users_and_roles:
+        return plan, auth
+    split = {db: into for db, into in plan.users_into.items() if into is None and heads[db].auth}
+    if split:
+        raise ConfigError(
+            f"the collections of database {', '.join(map(repr, split))} land in several databases, so its users "
+            "and roles have no one database to go to: rename whole databases ('app.*': 'app_copy.*'), or restore "
+            "without users_and_roles"
+        )
+    renamer = AuthRenamer({db: into for db, into in plan.users_into.items() if into}, plan.landed)
+    for database, head in heads.items():
+        into = plan.users_into.get(database)
+        if into is None:
+            continue
+        wanted = auth.setdefault(into, AuthToCreate())
+        if USERS not in manifest.fingerprints.get(database, {}):
+            wanted.notes.append(
+                f"backup {manifest.id} recorded no users or roles of {database} (the backing-up user could not "
+                "read them, or the backup predates their recording)"
+            )
+        wanted.users += [renamer.user(u) for u in head.auth.get(USERS, [])]
+        wanted.roles += [renamer.role(r) for r in head.auth.get(ROLES, [])]
+    return plan, {into: wanted for into, wanted in auth.items() if wanted.users or wanted.roles or wanted.notes}
+
+
+def restore_target(
+    client: MongoClient,
+    ctx: BackupContext,
+    manifest: Manifest,
+    target: TargetDatabase,
+    into: str,
+    namespaces: list[str] | None = None,
+) -> list[TableComparison]:
+    """Restore every part of `target` into database `into` (restore_archive) and compare: each
+    collection with its source collection's fingerprint in the backup (rows named by the source
+    database and collection), then the database's collections, options, indexes and views (one
+    row). Returns the rows; IntegrityError as restore_archive raises it."""
+    rows: list[TableComparison] = []
+    combined = RestoredDatabase(source=target.label, into=into)
+    for part in target.parts:
+        if part.obj is None:
+            raise ValueError(f"restore_target: {part.source} has no archive; only an oplog replay restores it")
+        done = restore_archive(
+            client, ctx, manifest, part.obj, into, namespaces, renamed=part.names, view_on=part.view_on
+        )
+        collections = [c for c, m in done.metadata.items() if "viewOn" not in (m.get("options") or {})]
+        actual = {done.names[name]: prints for name, prints in read_fingerprints(client, into, collections).items()}
+        selected = set(done.names.values()) if part.names is not None else None
+        expected = {
+            name: prints
+            for name, prints in manifest.fingerprints.get(part.source, {}).items()
+            if name not in AUTH_NAMESPACES
+            and (selected is None or name in selected)
+            and (selected is not None or namespaces is None or namespace_matches(namespaces, part.source, name))
+        }
+        rows += compare_database(part.source, expected, actual)
+        combined.metadata.update(done.metadata)
+    rows.append(compare_metadata(client, combined))
+    return rows

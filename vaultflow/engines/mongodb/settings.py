@@ -120,7 +120,13 @@ class MongoRestoreOptions(RestoreOptions):
     rename: dict[str, str] | None = Field(
         default=None,
         description="MongoDB: restore namespaces under new names, pattern -> replacement with one '*' each "
-        "(e.g. {'app.*': 'app_copy.*'}), as mongorestore --nsFrom/--nsTo.",
+        "(e.g. {'app.*': 'app_copy.*'}) or none ('app.orders': 'archive.orders'), as mongorestore "
+        "--nsFrom/--nsTo; the first matching rule wins, collections no rule matches go to <db>_restore_<time>.",
+    )
+    users_and_roles: bool = Field(
+        default=False,
+        description="MongoDB: also create each restored database's users and roles (from the backup) on the "
+        "database it was restored into, their role references rewritten; an existing one is an error.",
     )
 
 
