@@ -155,3 +155,28 @@ def test_an_oplog_rolled_past_the_parent_breaks_the_chain_naming_the_lost_range(
         with pytest.raises(OplogGap, match=f"no longer reaches back to {full.consistency.cluster_time}"):
             engine.incremental_backup(ctx, BackupKind.INCREMENTAL)
         assert [m.id for m in ctx.repository.catalog("mongodb", "mongo").manifests] == [full.id], "nothing recorded"
+
+
+def test_a_database_created_after_the_full_is_restored_from_the_oplog_alone(tmp_path: Path):
+    """A target of every user database: a database made after the full exists only in the
+    incremental's oplog, and its restore and drill still come back whole."""
+    with running_mongo("incr-newdb") as server, server.client() as client:
+        client.first.t.insert_many([{"_id": i} for i in range(10)])
+        engine = target_for(server, []).engine()
+        ctx = context(tmp_path)
+        full = engine.full_backup(ctx)
+        client.later.fresh.insert_many([{"_id": i, "v": i * i} for i in range(25)])
+        client.later.fresh.create_index("v")
+        client.first.t.delete_one({"_id": 3})
+        expected = {name: mongo_state(client, name) for name in ("first", "later")}
+        incremental = engine.incremental_backup(ctx, BackupKind.INCREMENTAL)
+        assert [o.database for o in full.objects] == ["first"]
+        assert incremental.fingerprints["later"]["fresh"].count == 25
+
+        result = engine.restore(ctx, incremental)
+        assert set(result.restored) == {"first", "later"}, result.restored
+        assert result.comparison.ok, result.comparison.summary()
+        for source, copy in result.restored.items():
+            assert mongo_differences(expected[source], mongo_state(client, copy)) == [], source
+        drilled = engine.drill(ctx, incremental)
+        assert drilled.comparison.ok and len(drilled.comparison.tables) >= 2
