@@ -53,6 +53,8 @@ from vaultflow.engines.mongodb.incremental import (
     OPLOG_KEY,
     OPLOG_ROLE,
     QUIET_ATTEMPTS,
+    QUIET_WAIT_SECONDS,
+    StoredRange,
     Touched,
     excluded_entry,
     expected_fingerprints,
@@ -83,7 +85,7 @@ from vaultflow.engines.mongodb.restore_plan import RestorePlan, TargetDatabase, 
 from vaultflow.engines.mongodb.settings import SYSTEM_DATABASES, MongoRestoreOptions, MongoSettings
 from vaultflow.engines.mongodb.users import compare_auth, create_auth, refuse_existing
 from vaultflow.errors import ChainBrokenError, ConfigError, RefusedError, TransientError, note_cleanup_failure
-from vaultflow.manifest import BackupKind, BackupMode, Manifest
+from vaultflow.manifest import BackupKind, BackupMode, Fingerprint, Manifest
 from vaultflow.pipeline import compress_into_store
 
 ARCHIVE_FORMAT = "mongodump-archive"
@@ -204,8 +206,6 @@ class MongoEngine:
                 level=ctx.repository.compression_level,
                 progress=progress,
             )
-            if not result.snapshot:
-                self._require_unchanged(client, database, Timestamp(seconds, increment))
         return UnitResult(
             unit,
             objects=(written.as_object(key, ARCHIVE_ROLE, ARCHIVE_FORMAT, database=database),),
@@ -215,95 +215,99 @@ class MongoEngine:
         )
 
     def _dump_oplog(self, ctx: BackupContext, plan: BackupPlan, unit: BackupUnit) -> UnitResult:
-        """Stream the oplog range (parent point, plan point] of the included databases into
-        `oplog.archive.zst`, then take the fingerprints at the range's end: the parent's, with
-        the collections the range touched read again (incremental.expected_fingerprints). A
-        server that ignored the snapshot read, written meanwhile: the range is read again to a
-        newer point (QUIET_ATTEMPTS times), then TransientError (nothing recorded)."""
+        """An incremental's or differential's one unit: the oplog range (parent point, plan point]
+        and the fingerprints at its end (_store_oplog_range)."""
         assert plan.parent is not None
-        after, point = Timestamp(*parse_ts(plan.facts["parent_ts"])), Timestamp(*parse_ts(plan.facts["cluster_time"]))
-        key = ctx.repository.backup_prefix(self.name, self.config.name, plan.backup_id) + OPLOG_KEY
-        selection = self.config.databases or None
         started = time.monotonic()
+        key = ctx.repository.backup_prefix(self.name, self.config.name, plan.backup_id) + OPLOG_KEY
         with connected(self.config) as client:
-            included = set(user_databases(client, self.config))
-
-            def collections_of(database: str) -> list[str]:
-                if database not in included and (self.config.databases or database in SYSTEM_DATABASES):
-                    return []
-                specs = list_collection_specs(client, database, self._excluded)
-                return [spec.name for spec in specs if spec.has_documents]
-
-            for _attempt in range(QUIET_ATTEMPTS):
-                touched = Touched()
-                entries = (
-                    raw
-                    for raw in read_range(client, after, point, selection)
-                    if not excluded_entry(raw, self._excluded)
-                )
-                chunks = oplog_archive_chunks(touched.passing(entries), plan.facts["server_version"])
-                written = compress_into_store(
-                    ArchiveChunks(chunks), ctx.repository.store, key, level=ctx.repository.compression_level
-                )
-                prints, exact = expected_fingerprints(client, plan.parent.fingerprints, touched, point, collections_of)
-                if exact:
-                    break
-                newest = newest_oplog_ts(client)
-                changed = sorted(db for db in touched.database_names() if changes_since(client, db, point, newest))
-                if not changed:
-                    break
-                ctx.log(
-                    f"{', '.join(changed)} changed while their fingerprints at {ts_text(point)} were read (the server "
-                    f"keeps no snapshot history): reading the oplog again, up to {ts_text(newest)}"
-                )
-                point = newest
-            else:
-                raise TransientError(
-                    f"{self.config.where} was written to every time the collections this {plan.kind.value} backup "
-                    f"changes were read, and the server does not read at a past cluster time (snapshot reads "
-                    "at atClusterTime): their state at one point could not be read, so nothing was recorded; "
-                    "retry when it is quieter"
-                )
+            stored = self._store_oplog_range(
+                ctx,
+                client,
+                key,
+                Timestamp(*parse_ts(plan.facts["parent_ts"])),
+                Timestamp(*parse_ts(plan.facts["cluster_time"])),
+                plan.parent.fingerprints,
+                plan.facts["server_version"],
+            )
         return UnitResult(
             unit,
-            objects=(written.as_object(OPLOG_KEY, OPLOG_ROLE, OPLOG_FORMAT),),
-            fingerprints=prints,
-            facts={"cluster_time": ts_text(point), "entries": touched.entries},
+            objects=(stored.written.as_object(OPLOG_KEY, OPLOG_ROLE, OPLOG_FORMAT),),
+            fingerprints=stored.fingerprints,
+            facts={"cluster_time": ts_text(stored.point), "entries": stored.entries},
             timings={"oplog": time.monotonic() - started},
         )
 
-    def _require_unchanged(self, client, database: str, cluster_time: Timestamp) -> None:
-        """A server that ignored the snapshot read gave the documents as they were while they
-        streamed: they are the state at `cluster_time` only if nothing changed `database` since.
-        TransientError naming the database and the changes otherwise (a later attempt, in a
-        quieter moment, can succeed; replaying the dump's oplog window comes with incrementals)."""
-        changes = changes_since(client, database, cluster_time, newest_oplog_ts(client))
-        if changes:
-            raise TransientError(
-                f"database {database!r} on {self.config.where} changed during its dump ({changes} oplog "
-                f"entries after {ts_text(cluster_time)}), and the server does not read at a past cluster "
-                "time (snapshot reads at atClusterTime): the dump would be no single point in time, so "
-                "nothing was recorded; retry when it is quieter"
+    def _store_oplog_range(
+        self,
+        ctx: BackupContext,
+        client,
+        key: str,
+        after: Timestamp,
+        point: Timestamp,
+        before: dict[str, dict[str, Fingerprint]],
+        server_version: str,
+    ) -> StoredRange:
+        """Stream the oplog entries of the included databases with after < ts <= point into object
+        `key` (an oplog-only mongodump archive), then take the fingerprints at `point`: `before`
+        (valid at `after`), with the collections the range touched read again
+        (incremental.expected_fingerprints). A server that ignored the snapshot read and was
+        written meanwhile: the range is read again up to a newer point (QUIET_ATTEMPTS times, after
+        waits of 0.5, 1, 2, 4 s: a burst of writes may pass), then TransientError (nothing recorded). OplogGap when the oplog no longer reaches `after`."""
+        selection = self.config.databases or None
+        included = set(user_databases(client, self.config))
+
+        def collections_of(database: str) -> list[str]:
+            if database not in included and (self.config.databases or database in SYSTEM_DATABASES):
+                return []
+            specs = list_collection_specs(client, database, self._excluded)
+            return [spec.name for spec in specs if spec.has_documents]
+
+        for attempt in range(QUIET_ATTEMPTS):
+            if attempt:
+                time.sleep(QUIET_WAIT_SECONDS * 2 ** (attempt - 1))  # a burst of writes may pass
+            touched = Touched()
+            entries = (
+                raw for raw in read_range(client, after, point, selection) if not excluded_entry(raw, self._excluded)
             )
+            chunks = oplog_archive_chunks(touched.passing(entries), server_version)
+            written = compress_into_store(
+                ArchiveChunks(chunks), ctx.repository.store, key, level=ctx.repository.compression_level
+            )
+            prints, exact = expected_fingerprints(client, before, touched, point, collections_of)
+            if exact:
+                return StoredRange(written, prints, point, touched.entries)
+            newest = newest_oplog_ts(client)
+            changed = sorted(db for db in touched.database_names() if changes_since(client, db, point, newest))
+            if not changed:
+                return StoredRange(written, prints, point, touched.entries)
+            ctx.log(
+                f"{', '.join(changed)} changed while their fingerprints at {ts_text(point)} were read (the server "
+                f"keeps no snapshot history): reading the oplog again, up to {ts_text(newest)}"
+            )
+            point = newest
+        raise TransientError(
+            f"{self.config.where} was written to every time the collections the oplog after {ts_text(after)} "
+            "changes were read, and the server does not read at a past cluster time (snapshot reads at "
+            "atClusterTime): their state at one point could not be read, so nothing was recorded; retry when "
+            "it is quieter"
+        )
 
     def finish_backup(self, ctx: BackupContext, plan: BackupPlan, results: list[UnitResult]) -> Manifest:
         """Build and commit the manifest (every object checked for presence and size first). A
-        full's consistency point is the plan's cluster time; an oplog range's is where its dump
-        ended up (it may have read further, see _dump_oplog)."""
+        full's consistency point is the plan's cluster time when every database was read there
+        (snapshot reads), or when the oplog shows none of them changed while they were read
+        ('unchanged'); otherwise ('oplog', mongodump --oplog semantics) the oplog from the plan's
+        cluster time to now is stored with it (`oplog.archive.zst`), replayed on restore, and the
+        point is its end. An oplog range's point is where its dump ended up (_dump_oplog)."""
         timings: dict[str, float] = {}
         for result in results:
             timings.update(result.timings)
+        objects = [o for r in results for o in r.objects]
+        fingerprints = {db: prints for r in results for db, prints in r.fingerprints.items()}
         consistency: MongoDumpConsistency | MongoOplogConsistency
         if plan.kind == BackupKind.FULL:
-            with connected(self.config) as client:
-                end_ts = ts_text(newest_oplog_ts(client))
-            consistency = MongoDumpConsistency(
-                method="snapshot" if all(r.facts.get("snapshot", True) for r in results) else "unchanged",
-                cluster_time=plan.facts["cluster_time"],
-                start_ts=plan.facts["cluster_time"],
-                end_ts=end_ts,
-                set_name=plan.facts["set_name"],
-            )
+            consistency = self._full_consistency(ctx, plan, results, objects, fingerprints)
         else:
             (facts,) = (r.facts for r in results)
             consistency = MongoOplogConsistency(
@@ -323,8 +327,8 @@ class MongoEngine:
             finished_at=datetime.now(UTC),
             parent_id=plan.parent.id if plan.parent else None,
             consistency=consistency,
-            objects=[o for r in results for o in r.objects],
-            fingerprints={db: prints for r in results for db, prints in r.fingerprints.items()},
+            objects=objects,
+            fingerprints=fingerprints,
             server_version=plan.facts["server_version"],
             tool_versions={"pymongo": _pymongo_version()},
             timings=timings,
@@ -332,6 +336,40 @@ class MongoEngine:
         )
         ctx.repository.commit(manifest)
         return manifest
+
+    def _full_consistency(self, ctx, plan: BackupPlan, results, objects: list, fingerprints: dict):
+        """The consistency of a full (see finish_backup); for the 'oplog' method, stores the oplog
+        object (appended to `objects`) and replaces `fingerprints` with those at its end."""
+        start = Timestamp(*parse_ts(plan.facts["cluster_time"]))
+        with connected(self.config) as client:
+            end = newest_oplog_ts(client)
+            snapshot = all(r.facts.get("snapshot", True) for r in results)
+            changed = [] if snapshot else [db for db in fingerprints if changes_since(client, db, start, end)]
+            if not changed:
+                return MongoDumpConsistency(
+                    method="snapshot" if snapshot else "unchanged",
+                    cluster_time=ts_text(start),
+                    start_ts=ts_text(start),
+                    end_ts=ts_text(end),
+                    set_name=plan.facts["set_name"],
+                )
+            ctx.log(
+                f"{', '.join(changed)} changed while being dumped, and the server does not read at a past cluster "
+                f"time: storing the oplog from {ts_text(start)} on, to be replayed on restore (mongodump --oplog)"
+            )
+            key = ctx.repository.backup_prefix(self.name, self.config.name, plan.backup_id) + OPLOG_KEY
+            stored = self._store_oplog_range(ctx, client, key, start, end, fingerprints, plan.facts["server_version"])
+        objects.append(stored.written.as_object(OPLOG_KEY, OPLOG_ROLE, OPLOG_FORMAT))
+        fingerprints.clear()
+        fingerprints.update(stored.fingerprints)
+        return MongoDumpConsistency(
+            method="oplog",
+            cluster_time=ts_text(stored.point),
+            start_ts=ts_text(start),
+            end_ts=ts_text(stored.point),
+            oplog_entries=stored.entries,
+            set_name=plan.facts["set_name"],
+        )
 
     # -- restore --------------------------------------------------------------------------
     def restore(

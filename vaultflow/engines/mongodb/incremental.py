@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import bson
 from bson import Timestamp
@@ -137,7 +138,8 @@ def expected_fingerprints(
 
 
 # -- one oplog range into the repository -------------------------------------------------------
-QUIET_ATTEMPTS = 3  # reads of the touched collections before a server without snapshots gives up
+QUIET_ATTEMPTS = 5  # reads of the touched collections before a server without snapshots gives up
+QUIET_WAIT_SECONDS = 0.5  # the first wait between them; doubled each time (7.5 s in all)
 
 
 def excluded_entry(raw: bytes, excluded: Callable[[str, str], bool]) -> bool:
@@ -155,3 +157,14 @@ def excluded_entry(raw: bytes, excluded: Callable[[str, str], bool]) -> bool:
             name = first.partition(".")[2] if first.startswith(db + ".") else first
             return excluded(db, name)
     return False
+
+
+@dataclass(frozen=True)
+class StoredRange:
+    """An oplog range stored in the repository: the object written (pipeline.WrittenObject), the
+    fingerprints at its end, that end (`point`), and how many entries it holds."""
+
+    written: Any
+    fingerprints: dict[str, dict[str, Fingerprint]]
+    point: Timestamp
+    entries: int

@@ -28,7 +28,7 @@ from bson import Timestamp
 from pymongo import MongoClient
 
 from vaultflow.compare import TableComparison, compare_database
-from vaultflow.engines.mongodb.consistency import consistency_point, parse_ts, ts_text
+from vaultflow.engines.mongodb.consistency import MongoDumpConsistency, consistency_point, parse_ts, ts_text
 from vaultflow.engines.mongodb.incremental import OPLOG_ROLE
 from vaultflow.engines.mongodb.oplog import entry_facts, read_oplog_archive
 from vaultflow.engines.mongodb.oplog_slices import break_before, first_after, head_gap
@@ -100,10 +100,15 @@ def backup_oplog(repository, manifest: Manifest, obj: StoredObject) -> Callable[
 
 def chain_point(repository, catalog, manifest: Manifest) -> RestorePoint:
     """The whole chain of `manifest` (ChainBrokenError naming a missing or wrong link): its full,
-    then every later link's oplog range from `repository`."""
+    then every oplog range from `repository` in order: the full's own (method 'oplog': the
+    entries written while it was dumped, replayed from its start_ts) and every later link's."""
     chain = catalog.chain(manifest)
-    point = RestorePoint(base=chain[0], after=point_of(chain[0]), expected=manifest)
-    for link in chain[1:]:
+    full = chain[0]
+    after = point_of(full)
+    if isinstance(full.consistency, MongoDumpConsistency) and full.consistency.method == "oplog":
+        after = Timestamp(*parse_ts(full.consistency.start_ts))
+    point = RestorePoint(base=full, after=after, expected=manifest)
+    for link in chain:
         for obj in link.objects:
             if obj.role == OPLOG_ROLE:
                 point.sources.append((f"backup {link.id}", backup_oplog(repository, link, obj)))
