@@ -13,7 +13,11 @@ from blocks import BackupRepository, MongoTarget
 from flows.archive_logs import archive_logs
 from flows.full_backup import full_backup
 from flows.prune import prune
+from flows.restore import restore
 from flows.verify import verify
+from tests.corpus.oracle import mongo_differences, mongo_state
+from vaultflow.engines.mongodb.client import newest_oplog_ts
+from vaultflow.engines.mongodb.consistency import ts_text
 from vaultflow.engines.mongodb.oplog_archive import OplogArchive
 from vaultflow.errors import IntegrityError
 from vaultflow.repository import Repository
@@ -48,12 +52,18 @@ def test_archive_logs_verify_and_prune_a_mongodb_targets_oplog(server: MongoProc
         client[db].orders.insert_many([{"_id": i, "total": i} for i in range(100)])
         first = full_backup(target=target, repository=repository)
         client[db].orders.update_many({"_id": {"$lt": 50}}, {"$inc": {"total": 1000}})
+        updated = (ts_text(newest_oplog_ts(client)), mongo_state(client, db))
         client[db].orders.insert_many([{"_id": i, "total": i, "pad": "x" * 200} for i in range(100, 300)])
         time.sleep(1.1)  # the last slice's second is over
         shipped = archive_logs(target=target, repository=repository)
         assert shipped["shipped"] == archive.units() and len(shipped["shipped"]) >= 3
         assert (shipped["lag_units"], shipped["lag_seconds"]) == (0, 0.0)
         assert shipped["raw_bytes"] > shipped["stored_bytes"] > 0
+
+        at_point = restore(target=target, repository=repository, options={"to_ts": updated[0]})
+        copy = at_point["restored"][db]
+        assert mongo_differences(updated[1], mongo_state(client, copy)) == [], "the restore flow's point in time"
+        client.drop_database(copy)
 
         checked = verify(repository=repository, target=target)
         assert checked["problems"] == [] and checked["backups"] == 2, "the backup and the archive's row"
