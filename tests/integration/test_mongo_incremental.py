@@ -5,6 +5,8 @@ continue."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,39 @@ def test_a_database_created_after_the_full_is_restored_from_the_oplog_alone(tmp_
             assert mongo_differences(expected[source], mongo_state(client, copy)) == [], source
         drilled = engine.drill(ctx, incremental)
         assert drilled.comparison.ok and len(drilled.comparison.tables) >= 2
+
+
+def test_a_collection_dropped_and_documents_expired_during_the_full_restore_as_at_its_point(tmp_path: Path):
+    """While the full dumps 12 collections, one is dropped and another loses documents the way a
+    TTL index deletes them: whenever that lands (before the listing, during the dump or after),
+    the backup restores to the source as it is once the writes stopped (they are its point or
+    before it)."""
+    with running_mongo("full-drop") as server, server.client() as client:
+        d = client.app
+        for n in range(12):
+            d[f"c{n:02d}"].insert_many([{"_id": i, "at": i, "pad": "y" * 100} for i in range(3000)])
+        d.c11.create_index("at", expireAfterSeconds=3600)
+        engine = target_for(server, ["app"]).engine()
+        ctx = context(tmp_path)
+        started = threading.Event()
+
+        def interfere() -> None:
+            started.wait(30)
+            time.sleep(0.2)
+            d.c09.drop()
+            d.c11.delete_many({"at": {"$lt": 500}})  # what the TTL monitor does to expired documents
+
+        thread = threading.Thread(target=interfere)
+        thread.start()
+        started.set()
+        try:
+            manifest = engine.full_backup(ctx)
+        finally:
+            thread.join()
+        expected = mongo_state(client, "app")
+        result = engine.restore(ctx, manifest)
+        copy = result.restored["app"]
+        assert result.comparison.ok, result.comparison.summary()
+        assert mongo_differences(expected, mongo_state(client, copy)) == [], manifest.consistency.method
+        assert "c09" not in manifest.fingerprints["app"]
+        assert manifest.fingerprints["app"]["c11"].count == 2500
