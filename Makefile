@@ -37,7 +37,8 @@ lint: install
 
 # Four workers (pytest-xdist, one module per worker at a time): most tests wait on servers and
 # child processes, so two cores run four at once. Tests marked serial look at machine-wide
-# state (temporary directories in /tmp) and run alone afterwards.
+# state (temporary directories in /tmp) and run alone afterwards. Modules marked long start
+# first (tests/conftest.py orders them, pyproject's addopts keeps xdist from reordering).
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider
 test: install lint
 	$(PYTEST) --durations=25 -n 4 --dist loadfile -m "not serial"

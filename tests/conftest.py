@@ -21,6 +21,28 @@ pytest_plugins = [
 ]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest first: modules with a test marked `long` (minutes each) go to the front, in
+    collection order, so `--dist loadfile` starts them at once and the rest runs beside them
+    instead of after them. The other modules follow by number of tests, most first (what
+    pytest-xdist itself does for loadfile unless `--no-loadscope-reorder`, which pyproject's
+    addopts sets so that this order is kept: xdist hands out modules in collection order, the
+    same on every worker since it depends only on the items).
+
+    Sorts `items` in place, stably: tests keep their order inside a module. A run without xdist
+    gets the same order."""
+    sizes: dict[str, int] = {}
+    long: set[str] = set()
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        sizes[module] = sizes.get(module, 0) + 1
+        if item.get_closest_marker("long") is not None:
+            long.add(module)
+    first, rest = [m for m in sizes if m in long], sorted((m for m in sizes if m not in long), key=lambda m: -sizes[m])
+    rank = {module: n for n, module in enumerate(first + rest)}
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
     """One Prefect test harness (a temporary API + database) for the whole session."""

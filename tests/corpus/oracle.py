@@ -34,6 +34,14 @@ WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_s
 ORDER BY 1, 2
 """
 
+# Every oracle session overrides what a hostile database or role may set for its sessions
+# (`ALTER DATABASE/ROLE ... SET statement_timeout = '1ms'`, read-only by default): the source's
+# settings must not judge the judge. As libpq `options` (psycopg) and PGOPTIONS (pg_dump).
+SESSION_OPTIONS = (
+    "-c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
+    " -c default_transaction_read_only=off"
+)
+
 
 @dataclass
 class PgState:
@@ -82,7 +90,7 @@ def _schema(pg, dbname: str) -> list[str]:
         [str(pg.client_bin_dir / "pg_dump"), "--schema-only", "--no-password", "-d", make_conninfo(dbname=dbname)],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", **pg.libpq_env()},
+        env={"PATH": "/usr/bin:/bin", **pg.libpq_env(), "PGOPTIONS": SESSION_OPTIONS},
     )
     if out.returncode != 0:
         raise AssertionError(f"oracle: pg_dump --schema-only {dbname!r} failed: {out.stderr}")
@@ -99,10 +107,7 @@ def _schema(pg, dbname: str) -> list[str]:
 def pg_state(pg, dbname: str) -> PgState:
     """Read `dbname` on the test server `pg` (a vaultflow.testing PostgresInstance)."""
     rows: dict[str, list[str]] = {}
-    # the database's own settings (a short statement_timeout, read-only) must not judge the judge
-    with psycopg.connect(
-        pg.conninfo(dbname), autocommit=True, options="-c statement_timeout=0 -c default_transaction_read_only=off"
-    ) as conn:
+    with psycopg.connect(pg.conninfo(dbname), autocommit=True, options=SESSION_OPTIONS) as conn:
         conn.execute(
             "SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; "
             "SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'"
@@ -116,7 +121,7 @@ def pg_state(pg, dbname: str) -> PgState:
                 data = b"".join(bytes(chunk) for chunk in copy)
             lines = data.decode("utf-8", "surrogateescape").splitlines()
             rows[f"{schema}.{table}"] = sorted(lines)
-    with psycopg.connect(pg.conninfo("postgres"), autocommit=True) as conn:
+    with psycopg.connect(pg.conninfo("postgres"), autocommit=True, options=SESSION_OPTIONS) as conn:
         properties = _database_properties(conn, dbname)
     return PgState(schema=_schema(pg, dbname), rows=rows, properties=properties)
 

@@ -37,7 +37,7 @@ from vaultflow.demo_setup import READY_LINE
 from vaultflow.engines.postgres.wal.names import parse_lsn, segment_name, wal_prefix
 from vaultflow.testing.unprivileged import free_port
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.long]  # about 3 minutes: started first
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -11,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 VAULTFLOW = Path(sys.executable).parent / "vaultflow"
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.long  # about a minute: its module is started first
 def test_make_demo_first_screen_is_clean(tmp_path: Path):
     home = tmp_path / "prefect-home"  # a new user: no database yet, migrated at first start
     home.mkdir()

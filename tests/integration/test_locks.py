@@ -198,10 +198,12 @@ def test_refresh_keeps_a_long_holder_alive_past_the_ttl(store, holders) -> None:
         here(store, stale_after=timedelta(seconds=3)).acquire_lock("postgres", "t", "prune", exclusive=True)
     refreshed.release()
 
-    silent = holders(store, purpose="backup", refresh_s=None)  # a holder that stopped refreshing
+    # A holder that stopped refreshing: stale once its last write is older than the TTL (here 1 s;
+    # it wrote before it printed "locked", so 1.5 s later it is past it however slow the machine).
+    silent = holders(store, purpose="backup", refresh_s=None)
     key = silent.expect("locked")
-    time.sleep(4.5)
-    lock = here(store, stale_after=timedelta(seconds=3)).acquire_lock("postgres", "t", "prune", exclusive=True)
+    time.sleep(1.5)
+    lock = here(store, stale_after=timedelta(seconds=1)).acquire_lock("postgres", "t", "prune", exclusive=True)
     assert key not in lock_keys(store)  # removed as stale
     silent.release()  # finds its object gone and deletes nothing else
     assert lock_keys(store) == [lock.key]

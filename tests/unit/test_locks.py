@@ -186,12 +186,19 @@ def test_refresh_rewrites_the_time_and_notices_a_removed_lock(tmp_path: Path) ->
     logged: list[str] = []
     lock = repo.acquire_lock("pg", "t", "backup", log=logged.append)
     first = json.loads(get_bytes(repo.store, lock.key))["time"]
-    time.sleep(0.7)
+    # Waited for, not timed: on a loaded machine the 0.2 s refresh thread may run late.
+    deadline = time.monotonic() + 60  # hang guard only
+    while json.loads(get_bytes(repo.store, lock.key))["time"] == first:
+        assert time.monotonic() < deadline, "the refresh never rewrote the lock's time"
+        time.sleep(0.05)
     assert json.loads(get_bytes(repo.store, lock.key))["time"] > first
     lock.check()
     repo.store.delete(lock.key)  # another run judged it stale and removed it
-    time.sleep(0.7)
-    assert lock.lost and "removed by another run" in lock.lost and keys(repo) == []  # not written again
+    while not lock.lost:
+        assert time.monotonic() < deadline, "the refresh never noticed its lock was removed"
+        time.sleep(0.05)
+    time.sleep(0.5)  # a few more refresh periods: a lost lock is not written again
+    assert "removed by another run" in lock.lost and keys(repo) == []
     with pytest.raises(LockLostError, match="retry the run"):
         lock.check()
     assert any("this run should stop" in line for line in logged)
