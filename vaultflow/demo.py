@@ -298,6 +298,8 @@ def run_mongo_demo(repository, rows: int, console: Console) -> tuple[bool, list[
             f"created ({entries} oplog entries since the full backup)"
         )
         incremental = incremental_backup(target=target, repository=repository)
+        taken = _kind_taken(incremental)
+        console.print(f"incremental backup {incremental['backup_id']}: {taken}")
         before = id_census(client)
         seed = list(client[MONGO_DB].employees.find({"_id": {"$in": [1, 2, 3, rows + 4]}}).sort("_id"))
         client.drop_database(MONGO_DB)
@@ -313,11 +315,13 @@ def run_mongo_demo(repository, rows: int, console: Console) -> tuple[bool, list[
         for name, (count, ids) in before.items()
     )
     census_ok = before == after and seed == seed_after
+    console.print(
+        f"count/_id check of the restored {MONGO_DB} against the data before the drop: {census}; "
+        f"seed employees {'identical' if seed == seed_after else 'DIFFER'}"
+    )
     if incremental["kind"] == "full":
-        taken = f"a full backup, not an incremental: {incremental['fell_back_to_full']}"
         how = f"{incremental['backup_id']} (a full backup)"
     else:
-        taken = f"{incremental['kind']}, parent {incremental['parent_id']}"
         how = f"{incremental['backup_id']}: its full {incremental['parent_id']}, then its oplog replayed"
     return vaultflow_ok and census_ok, [
         (
@@ -332,8 +336,15 @@ def run_mongo_demo(repository, rows: int, console: Console) -> tuple[bool, list[
         ("mongo restore", f"{how} into {MONGO_DB} in {seconds:.2f} s (flow)"),
         (
             "mongo comparison",
-            "vaultflow: "
-            + "; ".join(_row_text(r, "documents") for r in restored["comparison"])
-            + f"; count/_id check: {census}; seed employees {'identical' if seed == seed_after else 'DIFFER'}",
+            "; ".join(_row_text(r, "documents") for r in restored["comparison"])
+            + f"; count/_id check: {'identical' if census_ok else 'DIFFERS'}",
         ),
     ]
+
+
+def _kind_taken(result: dict) -> str:
+    """What an incremental-backup run took, as it was: 'incremental, parent <id>', or 'a full
+    backup, not an incremental: <why>'."""
+    if result["kind"] == "full":
+        return f"a full backup, not an incremental: {result['fell_back_to_full']}"
+    return f"{result['kind']}, parent {result['parent_id']}"
