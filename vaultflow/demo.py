@@ -8,6 +8,14 @@ Then Redis: a redis-server (Debian's, started here in a temp dir) holding the se
 (user:1000 Alice, user:1001 Bob, user:1002 Charlie) plus generated strings, hashes, lists,
 sets and zsets; a full backup (AOF-anchored: local mode, appendonly yes), changes, an
 incremental backup, the keys lost, a restore into the server, and the seed keys compared.
+
+Then MongoDB, on the seed's steps: a SecantusDB server (MongoDB's wire protocol; a one-node
+replica set, so its oplog is on) holding backup_demo (the seed's employees plus generated ones);
+a full backup, writes (an insert, an update, a delete, a new collection), an incremental backup
+(the oplog since the full; a full backup when the engine cannot take one, and the report says
+so), the database dropped, the incremental restored into it (its full, then its oplog
+replayed), and the copy compared twice: by vaultflow (count and digest per collection, indexes,
+options) and by a count and _id check of every collection against the data before the drop.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-SEED_ROWS = "('Alice', 'Manager', 90000), ('Bob', 'Developer', 80000), ('Charlie', 'Analyst', 70000)"
+SEED_EMPLOYEES = (("Alice", "Manager", 90000), ("Bob", "Developer", 80000), ("Charlie", "Analyst", 70000))
+SEED_ROWS = ", ".join(f"('{name}', '{position}', {salary})" for name, position, salary in SEED_EMPLOYEES)
 SEED_KEYS = {"user:1000": "Alice", "user:1001": "Bob", "user:1002": "Charlie"}
 
 
@@ -121,6 +130,7 @@ def _run_demo(workdir: str, rows: int, console: Console) -> int:
         )
     same = before == after and all(r["status"] == "match" for r in restored["comparison"])
     redis_ok, redis_rows = run_redis_demo(repository, rows, console)
+    mongo_ok, mongo_rows = run_mongo_demo(repository, rows, console)
     report = Table(title="vaultflow demo", show_header=False)
     report.add_row("backup id", backup["backup_id"])
     report.add_row("size", f"{backup['raw_size'] / 1e6:.2f} MB dumped -> {backup['stored_size'] / 1e6:.2f} MB stored")
@@ -130,11 +140,11 @@ def _run_demo(workdir: str, rows: int, console: Console) -> int:
     )
     report.add_row(
         "comparison",
-        "; ".join(f"{r['table']}: {r['expected_rows']} rows, {r['status']}" for r in restored["comparison"])
+        "; ".join(_row_text(r, "rows") for r in restored["comparison"])
         + f"; seed rows {'identical' if before == after else 'DIFFER'}",
     )
     report.add_row("files", str(repo_dir / "postgres" / "demo" / "backups" / backup["backup_id"]))
-    for name, value in redis_rows:
+    for name, value in redis_rows + mongo_rows:
         report.add_row(name, value)
     report.add_row("list them", f".venv/bin/vaultflow list --repo-path {repo_dir}")
     report.add_row(
@@ -143,9 +153,16 @@ def _run_demo(workdir: str, rows: int, console: Console) -> int:
         "make demo` and open http://127.0.0.1:4200 (runs, events, the catalog artifact)",
     )
     console.print(report)
-    ok = same and redis_ok
+    ok = same and redis_ok and mongo_ok
     console.print("[green]demo OK[/green]" if ok else "[red]demo FAILED: restored data differs[/red]")
     return 0 if ok else 1
+
+
+def _row_text(row: dict, noun: str) -> str:
+    """'public.employees: 5003 rows, match'; a whole-copy check without a count: '(indexes and options): match'."""
+    whole_copy = row["table"].startswith("(") or row["database"].startswith("(")
+    count = "" if whole_copy or row["actual_rows"] is None else f"{row['actual_rows']} {noun}, "
+    return f"{row['table']}: {count}{row['status']}"
 
 
 def run_redis_demo(repository, rows: int, console: Console) -> tuple[bool, list[tuple[str, str]]]:
@@ -196,3 +213,138 @@ def run_redis_demo(repository, rows: int, console: Console) -> tuple[bool, list[
             f"{'identical' if actual == expected else 'DIFFER'}",
         ),
     ]
+
+
+MONGO_DB = "backup_demo"
+POSITIONS = ("Engineer", "Analyst", "Designer", "Support", "Sales")
+
+
+def fill_mongo(client, rows: int) -> None:
+    """Database backup_demo on a MongoDB server: `employees` holds the seed's Alice, Bob and
+    Charlie (_id 1-3) and `rows` generated employees (_id 4...), indexed by position;
+    `departments` one document per position."""
+    db = client[MONGO_DB]
+    seed = [{"_id": i, "name": n, "position": p, "salary": s} for i, (n, p, s) in enumerate(SEED_EMPLOYEES, 1)]
+    generated = [
+        {"_id": i, "name": f"Employee {i}", "position": POSITIONS[i % 5], "salary": 40000 + (i * 37) % 60000}
+        for i in range(4, rows + 4)
+    ]
+    db.employees.insert_many(seed + generated)
+    db.employees.create_index("position")
+    db.departments.insert_many([{"_id": p, "head": f"Employee {i + 4}"} for i, p in enumerate(POSITIONS)])
+
+
+def change_mongo(client, rows: int) -> int:
+    """The writes between the full and the incremental backup: an insert (Dana), an update (Bob's
+    raise), a delete (the last generated employee) and a new collection. Returns how many oplog
+    entries of backup_demo they made (what an incremental backup carries)."""
+    from vaultflow.engines.mongodb.client import newest_oplog_ts
+
+    since = newest_oplog_ts(client)
+    db = client[MONGO_DB]
+    db.employees.insert_one({"_id": rows + 4, "name": "Dana", "position": "Engineer", "salary": 85000})
+    db.employees.update_one({"name": "Bob"}, {"$inc": {"salary": 5000}})
+    db.employees.delete_one({"_id": rows + 3})
+    db.reviews.insert_many([{"employee": i, "score": 3 + i % 3} for i in (1, 2, 3)])
+    oplog = client.local["oplog.rs"]
+    return oplog.count_documents({"ts": {"$gt": since}, "ns": {"$regex": f"^{MONGO_DB}\\."}})
+
+
+def oplog_status(client, where: str) -> str:
+    """One line: the server, its replica set and whether it keeps an oplog (local.oplog.rs), which
+    the incrementals and archive-logs read. Raises ConfigError when it keeps none."""
+    from importlib.metadata import version
+
+    from vaultflow.engines.mongodb.client import server_facts
+    from vaultflow.errors import ConfigError
+
+    facts = server_facts(client)
+    if not facts["set_name"] or "oplog.rs" not in client.local.list_collection_names():
+        raise ConfigError(f"the MongoDB server at {where} keeps no oplog: start it as a replica set member")
+    return (
+        f"SecantusDB {version('secantusdb')} (MongoDB {facts['version']} wire protocol) on {where}: oplog on "
+        f"(local.oplog.rs; a one-node replica set {facts['set_name']!r}; a mongod needs --replSet and "
+        "rs.initiate() once)"
+    )
+
+
+def id_census(client) -> dict[str, tuple[int, frozenset]]:
+    """Per collection of backup_demo: (count_documents, the set of _id values): an independent
+    check of a restore, not vaultflow's digest."""
+    db = client[MONGO_DB]
+    return {
+        name: (db[name].count_documents({}), frozenset(d["_id"] for d in db[name].find({}, {"_id": 1})))
+        for name in sorted(db.list_collection_names())
+        if not name.startswith("system.")
+    }
+
+
+def run_mongo_demo(repository, rows: int, console: Console) -> tuple[bool, list[tuple[str, str]]]:
+    """The seed's MongoDB steps: oplog on, full, writes, incremental, drop, restore, compare."""
+    from blocks import MongoTarget
+    from flows.full_backup import full_backup
+    from flows.incremental_backup import incremental_backup
+    from flows.restore import restore
+    from vaultflow.testing.mongo_server import running_mongo
+
+    with running_mongo("demo") as server, server.client() as client:
+        console.print(oplog_status(client, f"{server.host}:{server.port}"))
+        fill_mongo(client, rows)
+        target = MongoTarget(host=server.host, port=server.port, databases=[MONGO_DB], target_name="demo")
+        full = full_backup(target=target, repository=repository)
+        entries = change_mongo(client, rows)
+        console.print(
+            f"wrote to {MONGO_DB}: Dana added, Bob's salary raised, an employee deleted, collection reviews "
+            f"created ({entries} oplog entries since the full backup)"
+        )
+        incremental = incremental_backup(target=target, repository=repository)
+        taken = _kind_taken(incremental)
+        console.print(f"incremental backup {incremental['backup_id']}: {taken}")
+        before = id_census(client)
+        seed = list(client[MONGO_DB].employees.find({"_id": {"$in": [1, 2, 3, rows + 4]}}).sort("_id"))
+        client.drop_database(MONGO_DB)
+        console.print(f"dropped database {MONGO_DB}")
+        t0 = time.monotonic()
+        restored = restore(target=target, repository=repository, backup_id=incremental["backup_id"], into=MONGO_DB)
+        seconds = time.monotonic() - t0
+        after = id_census(client)
+        seed_after = list(client[MONGO_DB].employees.find({"_id": {"$in": [1, 2, 3, rows + 4]}}).sort("_id"))
+    vaultflow_ok = all(r["status"] == "match" for r in restored["comparison"])
+    census = "; ".join(
+        f"{name}: {count} documents, _ids {'identical' if after.get(name) == (count, ids) else 'DIFFER'}"
+        for name, (count, ids) in before.items()
+    )
+    census_ok = before == after and seed == seed_after
+    console.print(
+        f"count/_id check of the restored {MONGO_DB} against the data before the drop: {census}; "
+        f"seed employees {'identical' if seed == seed_after else 'DIFFER'}"
+    )
+    if incremental["kind"] == "full":
+        how = f"{incremental['backup_id']} (a full backup)"
+    else:
+        how = f"{incremental['backup_id']}: its full {incremental['parent_id']}, then its oplog replayed"
+    return vaultflow_ok and census_ok, [
+        (
+            "mongo full",
+            f"{full['backup_id']}: {full['raw_size'] / 1e6:.2f} MB -> {full['stored_size'] / 1e6:.2f} MB "
+            f"in {full['seconds']:.2f} s",
+        ),
+        (
+            "mongo incremental",
+            f"{incremental['backup_id']}: {incremental['stored_size'] / 1e3:.1f} kB stored ({taken})",
+        ),
+        ("mongo restore", f"{how} into {MONGO_DB} in {seconds:.2f} s (flow)"),
+        (
+            "mongo comparison",
+            "; ".join(_row_text(r, "documents") for r in restored["comparison"])
+            + f"; count/_id check: {'identical' if census_ok else 'DIFFERS'}",
+        ),
+    ]
+
+
+def _kind_taken(result: dict) -> str:
+    """What an incremental-backup run took, as it was: 'incremental, parent <id>', or 'a full
+    backup, not an incremental: <why>'."""
+    if result["kind"] == "full":
+        return f"a full backup, not an incremental: {result['fell_back_to_full']}"
+    return f"{result['kind']}, parent {result['parent_id']}"

@@ -8,12 +8,15 @@ Starts, and keeps running until Ctrl-C or SIGTERM:
   (`archive_command = vaultflow wal-push %p --spool DIR`) and `summarize_wal = on` (PostgreSQL
   17+ incrementals need WAL summaries);
 - a redis-server with `appendonly yes` in a directory the worker reads (local mode);
+- a SecantusDB server (MongoDB's wire protocol; a one-node replica set, so it keeps an oplog)
+  holding `backup_demo` (the seed's employees plus generated ones, and departments);
 and saves the blocks every deployment in prefect.yaml names:
 
     postgres-target/demo           logical (pg_dump): demo-weekly-full, demo-weekly-drill
     postgres-target/demo-physical  the same server, physical: demo-physical-weekly-full,
                                    demo-daily-incremental, demo-daily-differential, demo-archive-logs
     redis-target/demo              local mode + AOF: every redis-demo-* deployment
+    mongo-target/demo              backup_demo on the SecantusDB server: every mongo-demo-* deployment
     backup-repository/demo         <workdir>/repository: all of them, verify and prune
     backup-repository/demo-offsite <workdir>/offsite: demo-daily-upload copies backups there
 
@@ -46,12 +49,15 @@ class DemoServers:
     pg: Any  # vaultflow.testing.postgres_server.PostgresInstance
     spool: Path
     redis: Any  # vaultflow.engines.redis.server.RedisProcess
+    mongo: Any  # vaultflow.testing.mongo_server.MongoProcess
 
 
 @contextmanager
 def running_demo_servers(workdir: Path) -> Iterator[DemoServers]:
-    """PostgreSQL 18 (archiving into a spool, WAL summaries on) and redis-server (AOF), stopped
-    and their data deleted on exit. The spool lives under /tmp: the server's OS user writes it."""
+    """PostgreSQL 18 (archiving into a spool, WAL summaries on), redis-server (AOF) and SecantusDB
+    (its oplog kept 7 days), stopped and their data deleted on exit. The spool lives under /tmp:
+    the server's OS user writes it."""
+    from vaultflow.testing.mongo_server import running_mongo
     from vaultflow.testing.postgres_server import embedded_bin_dir, running_postgres
     from vaultflow.testing.redis_instance import running_redis
     from vaultflow.testing.service_python import service_user_python
@@ -70,15 +76,17 @@ def running_demo_servers(workdir: Path) -> Iterator[DemoServers]:
         with (
             running_postgres(embedded_bin_dir(), workdir, settings=settings, name="demo") as pg,
             running_redis(name="demo") as redis,
+            running_mongo("demo") as mongo,
         ):
-            yield DemoServers(pg, spool, redis)
+            yield DemoServers(pg, spool, redis, mongo)
     finally:
         shutil.rmtree(spool_parent, ignore_errors=True)
 
 
 def demo_blocks(servers: DemoServers, repository_path: Path) -> dict[str, Any]:
     """The blocks prefect.yaml names, as '<block type slug>/<name>' -> unsaved block."""
-    from blocks import BackupRepository, PostgresTarget, RedisTarget
+    from blocks import BackupRepository, MongoTarget, PostgresTarget, RedisTarget
+    from vaultflow.demo import MONGO_DB
     from vaultflow.testing.unprivileged import SERVICE_USER, running_as_root
 
     pg, redis = servers.pg, servers.redis
@@ -93,6 +101,7 @@ def demo_blocks(servers: DemoServers, repository_path: Path) -> dict[str, Any]:
             restore_os_user=SERVICE_USER if running_as_root() else None,
         ),
         "redis-target/demo": RedisTarget(host=redis.host, port=redis.port, data_dir=str(redis.directory)),
+        "mongo-target/demo": MongoTarget(host=servers.mongo.host, port=servers.mongo.port, databases=[MONGO_DB]),
         "backup-repository/demo": BackupRepository(local_path=str(repository_path)),
         # demo-daily-upload's destination; in production a repository with an S3 bucket
         "backup-repository/demo-offsite": BackupRepository(local_path=str(repository_path.parent / "offsite")),
@@ -119,11 +128,13 @@ def require_api() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vaultflow.demo import create_demo_database, fill_redis
+    from vaultflow.demo import MONGO_DB, create_demo_database, fill_mongo, fill_redis
 
     parser = argparse.ArgumentParser(prog="python -m vaultflow.demo_setup", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=".vaultflow-demo", help="repository and server logs (%(default)s)")
-    parser.add_argument("--rows", type=int, default=5000, help="generated employees / Redis keys x10")
+    parser.add_argument(
+        "--rows", type=int, default=5000, help="generated employees (PostgreSQL and MongoDB) / Redis keys x10"
+    )
     args = parser.parse_args(argv)
     try:
         api = require_api()
@@ -137,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     with running_demo_servers(workdir) as servers:
         create_demo_database(servers.pg, args.rows)
         fill_redis(servers.redis.client(), max(args.rows * 10, 1000))
+        with servers.mongo.client() as client:
+            fill_mongo(client, args.rows)
         blocks = demo_blocks(servers, workdir / "repository")
         save_demo_blocks(blocks)
         state = {
@@ -150,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 "version": servers.pg.version,
             },
             "redis": {"host": servers.redis.host, "port": servers.redis.port, "data_dir": str(servers.redis.directory)},
+            "mongo": {"host": servers.mongo.host, "port": servers.mongo.port, "database": MONGO_DB},
             "blocks": sorted(blocks),
         }
         state_file = workdir / "demo-servers.json"
@@ -159,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     f"saved blocks {', '.join(sorted(blocks))} in {api}",
                     f"PostgreSQL {servers.pg.version} on {servers.pg.host}:{servers.pg.port} "
-                    f"(WAL spool {servers.spool}), redis-server on {servers.redis.where}",
+                    f"(WAL spool {servers.spool}), redis-server on {servers.redis.where}, SecantusDB "
+                    f"(MongoDB wire protocol, oplog on) on {servers.mongo.host}:{servers.mongo.port}",
                     "next: prefect work-pool create vaultflow --type process; prefect deploy --all; "
                     "VAULTFLOW_HOME=$PWD prefect worker start --pool vaultflow",
                     f"{READY_LINE} ({state_file}); Ctrl-C stops the servers",

@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import psutil
 import psycopg
+import pymongo
 import pytest
 
 from blocks import BackupRepository
@@ -49,6 +50,7 @@ DEMO_ROWS = 200
 WAL_SEGMENT_SIZE = 16 << 20  # the demo server's (initdb's default)
 FLOW_RETRY_DELAY_S = 120  # production default: a retried run could not finish quickly
 UUID_RE = re.compile(r"UUID: ([0-9a-f-]{36})")
+TARGETS = (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo"), ("mongodb", "demo"))
 
 
 def tail(text: str, lines: int = 40) -> str:
@@ -370,10 +372,26 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     # incrementals and differentials, backups for the drills), then the WAL those backups wrote is
     # shipped (verify checks that the archive reaches through every physical backup), verify and
     # prune last.
-    runs = run_phase(stack, ["demo-weekly-full", "demo-physical-weekly-full", "redis-demo-weekly-full"], names)
-    runs |= run_phase(stack, ["demo-daily-incremental", "redis-demo-daily-incremental", "demo-weekly-drill"], names)
+    runs = run_phase(
+        stack,
+        ["demo-weekly-full", "demo-physical-weekly-full", "redis-demo-weekly-full", "mongo-demo-weekly-full"],
+        names,
+    )
     runs |= run_phase(
-        stack, ["demo-daily-differential", "redis-demo-daily-differential", "redis-demo-weekly-drill"], names
+        stack,
+        ["demo-daily-incremental", "redis-demo-daily-incremental", "mongo-demo-daily-incremental", "demo-weekly-drill"],
+        names,
+    )
+    runs |= run_phase(
+        stack,
+        [
+            "demo-daily-differential",
+            "redis-demo-daily-differential",
+            "mongo-demo-daily-differential",
+            "redis-demo-weekly-drill",
+            "mongo-demo-weekly-drill",
+        ],
+        names,
     )
     wait_spooled(
         Path(state["spool"]),
@@ -381,8 +399,10 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
         repository.catalog("postgres", "demo-physical").manifests[-1],
     )
     # follow_seconds=0: ship what is spooled and end, instead of following the spool for 50 s (the
-    # follow mode has its own test in tests/integration/test_flows_wal.py).
-    runs |= run_phase(stack, ["demo-archive-logs"], names, "follow_seconds=0")
+    # follow mode has its own test in tests/integration/test_flows_wal.py). The MongoDB oplog is cut
+    # into 2 s slices here (600 s in the demo block), so that this run has slices to ship.
+    stack.set_block_data("mongo-target", "demo", oplog_slice_seconds=2)
+    runs |= run_phase(stack, ["demo-archive-logs", "mongo-demo-archive-logs"], names, "follow_seconds=0")
     runs |= run_phase(stack, ["demo-daily-verify"], names)
 
     # ... and each did what its name says, with nothing taken as a fallback full.
@@ -390,7 +410,7 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
         f"{engine}/{target}": [
             (m.kind.value, m.mode, m.parent_id is not None) for m in repository.catalog(engine, target).manifests
         ]
-        for engine, target in (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo"))
+        for engine, target in TARGETS
     }
     assert [(k, mode) for k, mode, _ in kinds["postgres/demo"]] == [("full", "logical")], kinds
     assert kinds["postgres/demo-physical"] == [
@@ -403,14 +423,20 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
         ("incremental", True),
         ("differential", True),
     ], kinds
+    assert [(k, parent) for k, _, parent in kinds["mongodb/demo"]] == [
+        ("full", False),
+        ("incremental", True),
+        ("differential", True),
+    ], kinds
     assert list((repo_dir / wal_prefix("demo-physical")).glob("*.json")), "archive-logs shipped no WAL"
+    assert list((repo_dir / "mongodb" / "demo" / "logs" / "oplog").glob("*.json")), "archive-logs shipped no oplog"
     [logical] = repository.catalog("postgres", "demo").manifests
     checks = [
         repository.last_checks(engine, target)[m.id]
-        for engine, target in (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo"))
+        for engine, target in TARGETS
         for m in repository.catalog(engine, target).manifests
     ]
-    assert len(checks) == 7 and {(c["kind"], c["result"], c["flow_run_id"]) for c in checks} == {
+    assert len(checks) == 10 and {(c["kind"], c["result"], c["flow_run_id"]) for c in checks} == {
         ("verify", "ok", runs["demo-daily-verify"])
     }, checks  # the newest check of each: verify, after the drills
     assert logical.lineage.flow_run_id == runs["demo-weekly-full"] and logical.lineage.deployment == "demo-weekly-full"
@@ -418,11 +444,15 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], dbname="postgres") as conn:
         leftovers = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow_drill_%'").fetchall()
     assert leftovers == [], f"the drill left scratch databases behind: {leftovers}"
+    mongo = state["mongo"]
+    with pymongo.MongoClient(mongo["host"], mongo["port"], directConnection=True) as client:
+        databases = set(client.list_database_names()) - {"admin", "config", "local"}
+    assert databases == {mongo["database"]}, f"the MongoDB drill left scratch databases behind: {databases}"
 
     # The hybrid strategy: every backup copied to the off-site repository, restorable there.
     runs |= run_phase(stack, ["demo-daily-upload"], names)
     offsite = BackupRepository(local_path=str(repo_dir.parent / "offsite")).build()
-    for engine, target in (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo")):
+    for engine, target in TARGETS:
         assert [m.id for m in offsite.catalog(engine, target).manifests] == [
             m.id for m in repository.catalog(engine, target).manifests
         ], (engine, target)

@@ -1,11 +1,12 @@
 """`make demo` as a new user runs it: `vaultflow demo` in a fresh PREFECT_HOME, through Prefect's
-temporary API (no PREFECT_API_URL), both halves (PostgreSQL and Redis), and a clean screen.
+temporary API (no PREFECT_API_URL), every part (PostgreSQL, Redis, MongoDB), and a clean screen.
 
 A subprocess, not run_demo() in-process: the session's settings (the test harness's API,
 PREFECT_SERVER_ANALYTICS_ENABLED=false from conftest) would hide what a first run prints."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,12 +37,24 @@ def test_make_demo_first_screen_is_clean(tmp_path: Path):
     screen = result.stdout + result.stderr
     assert result.returncode == 0, screen[-6000:]
     assert "demo OK" in screen and "seed rows identical" in screen and "seed keys identical" in screen, screen[-4000:]
+    # MongoDB: the oplog on, both comparisons, and the incremental's kind said as it was taken.
+    words = " ".join(screen.split())  # the console wraps long lines
+    assert "oplog on" in words and "seed employees identical" in words and "DIFFER" not in words, screen[-4000:]
+    # 300 generated + Alice, Bob, Charlie + Dana - 1 deleted
+    assert "employees: 303 documents, _ids identical" in words, screen[-4000:]
     assert "Traceback" not in screen, screen
     assert "ERROR" not in screen, screen
     assert "database is locked" not in screen, screen
     repository = workdir / "repository"
     manifests = sorted(p.relative_to(repository).parts[0] for p in repository.rglob("manifest.json"))
-    assert manifests == ["postgres", "redis", "redis"], "one PostgreSQL full, a Redis full and incremental"
+    assert manifests == ["mongodb", "mongodb", "postgres", "redis", "redis"], (
+        "a MongoDB full and incremental, one PostgreSQL full, a Redis full and incremental"
+    )
+    mongo = sorted((repository / "mongodb" / "demo" / "backups").iterdir())
+    incremental = json.loads((mongo[1] / "manifest.json").read_text())
+    said = f"incremental backup {mongo[1].name}: "
+    assert incremental["kind"] == "incremental", incremental
+    assert said + f"incremental, parent {mongo[0].name}" in words, screen[-4000:]
 
 
 def test_the_demos_temporary_api_starts_without_the_telemetry_service(monkeypatch):

@@ -5,6 +5,7 @@ Real PostgreSQL 18 and Redis, the Prefect test harness; task runs are read back 
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.manifest import BackupKind
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def task_runs(state) -> dict[str, object]:
@@ -163,7 +165,7 @@ def nightly_offsite(target: PostgresTarget, local: BackupRepository, offsite: Ba
     manifest = finish_backup(engine, ctx, plan, results)
     sent = upload(src, dst, manifest)
     checks = verify_checksum(dst, manifest)
-    restored = restore_and_compare(engine, BackupContext(repository=dst), manifest, into=into)
+    restored = restore_and_compare(engine, BackupContext(repository=dst), manifest, into=into, overwrite=True)
     return {
         "backup_id": manifest.id,
         "sent": list(sent.copied),
@@ -192,9 +194,15 @@ def test_a_users_flow_composed_from_the_tasks(pg18, fresh_db, tmp_path: Path):
     offsite = BackupRepository(local_path=str(tmp_path / "offsite"))
     copy = f"{db}_offsite"
     try:
+        first = nightly_offsite(target, local, offsite, copy)
+        assert first["comparison_ok"] and first["restored"] == {db: copy}
+        assert_pg_restored(pg18, db, pg18, copy)
+        # The next night: the same check copy is replaced by the new backup's (rerunnable).
+        pg18.execute("INSERT INTO staff VALUES (4, 'Dana')", dbname=db)
         state = nightly_offsite(target, local, offsite, copy, return_state=True)
         result = state.result()
         assert result["checks_ok"] and result["comparison_ok"] and result["restored"] == {db: copy}
+        assert result["backup_id"] != first["backup_id"]
         assert result["sent"] == ["globals.sql.zst", f"db/{db}.dump.zst"]
         assert_pg_restored(pg18, db, pg18, copy)
     finally:
@@ -219,4 +227,12 @@ def test_a_users_flow_composed_from_the_tasks(pg18, fresh_db, tmp_path: Path):
         return prune(repository.build(), manifest)
 
     assert forget(offsite) == 3  # globals, the dump, the manifest
-    assert offsite.build().catalog("postgres", "own-flow").manifests == []
+    assert [m.id for m in offsite.build().catalog("postgres", "own-flow").manifests] == [first["backup_id"]]
+
+
+def test_the_docs_flow_restores_as_the_tested_one():
+    """The flow above is docs/tasks.md's example: its restore call, the one that makes it
+    rerunnable (the check copy is overwritten), is the same in both."""
+    call = "restore_and_compare(engine, BackupContext(repository=dst), manifest, into=into, overwrite=True)"
+    assert call in (ROOT / "docs" / "tasks.md").read_text()
+    assert call in inspect.getsource(nightly_offsite)
