@@ -130,6 +130,7 @@ def _redis(ax_t, ax_m, d: dict) -> None:
 def _mongo(ax_t, ax_m, d: dict) -> None:
     b, t = d["backup"], d["targets"]
     p, a = d.get("point_in_time") or {}, d.get("archive") or {}
+    p, a = ({} if "error" in p else p), ({} if "error" in a else a)
     items = [
         ("pymongo raw batches | zstd -3 -T0", b["floor"]["seconds"], "floor"),
         ("vaultflow full (MongoEngine)", b["vaultflow"]["seconds"], "vf"),
@@ -151,6 +152,7 @@ def _mongo(ax_t, ax_m, d: dict) -> None:
     curves = [
         (f"{label}: {run['bson_mb']:.0f} MB, peak {run['peak_rss_kernel_mb']:.0f} MB", run.get("series_mb") or [])
         for label, run in d.get("memory", {}).items()
+        if label != "error"
     ]
     notes = []
     if a:

@@ -9,8 +9,8 @@ part, supplier, nation, region) and `tpch_b` (the same but nation and region, wh
 part 1 only). The memory check backs up one database (half the data) and both (all of it).
 
 Documents keep TPC-H's column names; `_id` is the primary key (`o_orderkey`, ...), a subdocument
-for the composite keys of lineitem ({o, l}) and partsupp ({p, s}). The size that counts is the
-BSON bytes of the documents (what dbStats calls dataSize). Loading: raw BSON (RawBSONDocument)
+for the composite keys of lineitem ({o, l}) and partsupp ({p, n}: the part's nth supplier row).
+The size that counts is the BSON bytes of the documents (what dbStats calls dataSize). Loading: raw BSON (RawBSONDocument)
 through unordered insert_many of LOAD_BATCH documents, one thread and connection per collection,
 LOAD_THREADS at once (measured on SecantusDB: two connections on different collections load
 ~25% faster than one; two on the same collection ~half as fast).
@@ -110,11 +110,14 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
     "nation": [("n_nationkey", "i"), ("n_name", "s"), ("n_regionkey", "i"), ("n_comment", "s")],
     "region": [("r_regionkey", "i"), ("r_name", "s"), ("r_comment", "s")],
 }
-# _id of each collection: one column, or a composite {short name: column}
+# _id of each collection: one column, or a composite {short name: column}; ORDINAL: the row's
+# number among the consecutive rows with the same first key (at small scale factors TPC-H's
+# supplier formula repeats a (partkey, suppkey) pair, so partsupp is keyed by the part's nth row)
+ORDINAL = "#"
 KEYS: dict[str, str | dict[str, str]] = {
     "lineitem": {"o": "l_orderkey", "l": "l_linenumber"},
     "orders": "o_orderkey",
-    "partsupp": {"p": "ps_partkey", "s": "ps_suppkey"},
+    "partsupp": {"p": "ps_partkey", "n": ORDINAL},
     "customer": "c_custkey",
     "part": "p_partkey",
     "supplier": "s_suppkey",
@@ -134,11 +137,19 @@ def documents(table: str, path: Path) -> Iterator[RawBSONDocument]:
     """The rows of a TPC-H .tbl file (`|`-separated, trailing `|`) as raw BSON documents."""
     columns = [(name, CONVERT[kind]) for name, kind in COLUMNS[table]]
     key = KEYS[table]
+    previous, ordinal = None, 0
     with open(path, encoding="utf-8") as rows:
         for line in rows:
             values = line.rstrip("\n").split("|")
             doc = {name: convert(value) for (name, convert), value in zip(columns, values, strict=False)}
-            doc = {"_id": doc[key] if isinstance(key, str) else {k: doc[c] for k, c in key.items()}, **doc}
+            if isinstance(key, str):
+                doc = {"_id": doc[key], **doc}
+            else:
+                ident = {k: doc[c] for k, c in key.items() if c != ORDINAL}
+                first = next(iter(ident.values()))
+                ordinal = ordinal + 1 if first == previous else 0
+                previous = first
+                doc = {"_id": {**ident, **{k: ordinal for k, c in key.items() if c == ORDINAL}}, **doc}
             yield RawBSONDocument(bson.encode(doc))
 
 
@@ -237,7 +248,7 @@ def load_tpch(server, work: Path, total_mb: float, log: Callable[[str], None]) -
     lock = threading.Lock()
 
     def worker() -> None:
-        with server.client() as client:
+        with server.client(connectTimeoutMS=120_000, serverSelectionTimeoutMS=120_000) as client:
             while not errors:
                 try:
                     db, table, path = jobs.get_nowait()

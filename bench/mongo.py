@@ -40,6 +40,17 @@ from bench.report import judged, target_lines
 MiB = 1 << 20
 TARGET = "bench-mongo"
 LOAD_OPLOG_ENTRIES = 50_000_000  # no roll while loading
+# SecantusDB answers a find by decoding the whole collection first: for a 200 MB collection the
+# server is busy long enough that a heartbeat with pymongo's 5-10 s socket timeout goes
+# unanswered, the server is marked unknown and the running read is cancelled. Every client of the
+# bench (and the engine's MongoSettings.connect_timeout) waits this long instead.
+CONNECT_TIMEOUT_S = 120
+
+
+def patient_client(server):
+    """A pymongo client of `server` with CONNECT_TIMEOUT_S."""
+    ms = CONNECT_TIMEOUT_S * 1000
+    return server.client(connectTimeoutMS=ms, serverSelectionTimeoutMS=ms, socketTimeoutMS=None)
 
 
 def targets_for(slice_seconds: float) -> dict[str, tuple[float, str]]:
@@ -65,7 +76,7 @@ def _floor(server, databases: list[str], out: Path):
 
     def run():
         count = 0
-        with server.client() as client, open(out, "wb") as sink:
+        with patient_client(server) as client, open(out, "wb") as sink:
             zstd = subprocess.Popen(["zstd", "-3", "-T0", "-q", "-c"], stdin=subprocess.PIPE, stdout=sink)
             assert zstd.stdin is not None
             try:
@@ -88,6 +99,7 @@ def _rss(server, databases: list[str], repo: Path) -> dict:
     from bench.subproc import sample_child_rss
 
     cmd = [sys.executable, "-m", "bench.mongo_child", "--port", str(server.port), "--repo", str(repo)]
+    cmd += ["--connect-timeout", str(CONNECT_TIMEOUT_S)]
     for db in databases:
         cmd += ["--database", db]
     sampled = sample_child_rss(cmd, "bench.mongo_child")
@@ -106,7 +118,7 @@ def _resize_oplog(server, entries: int, prune: bool, log) -> dict:
     pruned, prune_s = None, None
     if prune:
         t0 = time.monotonic()
-        with server.client() as client:
+        with patient_client(server) as client:
             pruned = client.admin.command("secantusAdmin.pruneOplog").get("pruned")
         prune_s = round(time.monotonic() - t0, 2)
     m.track_servers(mongo=server.pid)
@@ -114,10 +126,38 @@ def _resize_oplog(server, entries: int, prune: bool, log) -> dict:
     return {"max_entries": entries, "restart_seconds": round(restart_s, 2), "pruned": pruned, "prune_seconds": prune_s}
 
 
+def _guarded(doc: dict, key: str, phase, log) -> dict:
+    """doc[key] = phase(); a failure is logged and recorded as {"error": ...} so that every other
+    figure of the run is kept (its targets then fail as missing)."""
+    try:
+        doc[key] = phase()
+    except Exception as exc:  # noqa: BLE001 - reported in the results, not raised
+        log(f"  mongo {key} phase FAILED: {type(exc).__name__}: {exc}")
+        doc[key] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+    return doc[key]
+
+
+def _memory(server, data, databases: list[str], work: Path, log) -> dict:
+    """The full backup of one database, then of both, in a child with its RSS sampled."""
+    log("mongo memory: the full backup in a child process, RSS sampled every 50 ms")
+    memory = {}
+    for label, dbs in (("small", databases[:1]), ("big", databases)):
+        run = _rss(server, dbs, m.fresh_dir(work, f"rss-{label}"))
+        run["bson_mb"] = round(sum(data.database_bytes(db) for db in dbs) / 1e6, 1)
+        memory[label] = run
+        shutil.rmtree(work / f"rss-{label}", ignore_errors=True)
+        log(
+            f"  {label} ({run['bson_mb']} MB): peak RSS {run['peak_rss_kernel_mb']} MB (sampled "
+            f"{run['peak_rss_sampled_mb']}, after imports {run['rss_after_imports_mb']}), "
+            f"backup {run['backup_seconds']} s"
+        )
+    return memory
+
+
 def _oplog_query(server) -> float:
     from vaultflow.engines.mongodb.client import newest_oplog_ts
 
-    with server.client() as client:
+    with patient_client(server) as client:
         t0 = time.monotonic()
         newest_oplog_ts(client)
         return round(time.monotonic() - t0, 2)
@@ -178,43 +218,33 @@ def run_mongo(args, log) -> dict:
             doc["oplog"]["query_seconds_backup_phase"] = _oplog_query(server)
 
             engine = MongoEngine(
-                MongoSettings(target_name=TARGET, host=server.host, port=server.port, databases=databases)
+                MongoSettings(
+                    target_name=TARGET,
+                    host=server.host,
+                    port=server.port,
+                    databases=databases,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                )
             )
             out = work / "out"
             doc["backup"], manifest, vf_repo = _backups(server, engine, databases, out, args.mongo_repeat, log)
 
-            log("mongo memory: the full backup in a child process, RSS sampled every 50 ms")
-            doc["memory"] = {}
-            for label, dbs in (("small", databases[:1]), ("big", databases)):
-                run = _rss(server, dbs, m.fresh_dir(work, f"rss-{label}"))
-                run["bson_mb"] = round(sum(data.database_bytes(db) for db in dbs) / 1e6, 1)
-                doc["memory"][label] = run
-                shutil.rmtree(work / f"rss-{label}", ignore_errors=True)
-                log(
-                    f"  {label} ({run['bson_mb']} MB): peak RSS {run['peak_rss_kernel_mb']} MB (sampled "
-                    f"{run['peak_rss_sampled_mb']}, after imports {run['rss_after_imports_mb']}), "
-                    f"backup {run['backup_seconds']} s"
-                )
-
-            log(
-                f"mongo oplog archive: slices of {args.mongo_slice_seconds} s while a writer runs "
-                f"{args.mongo_write_seconds} s at {args.mongo_write_rate} entries/s"
-            )
+            _guarded(doc, "memory", lambda: _memory(server, data, databases, work, log), log)
             doc["oplog"]["write_phase"] = _resize_oplog(server, args.mongo_oplog_entries, False, log)
-            settings = MongoSettings(
-                target_name=TARGET,
-                host=server.host,
-                port=server.port,
-                databases=databases,
-                oplog_slice_seconds=args.mongo_slice_seconds,
+            settings = engine.config.model_copy(update={"oplog_slice_seconds": args.mongo_slice_seconds})
+            lag = _guarded(
+                doc, "archive", lambda: archive_under_load(server, settings, vf_repo, databases[0], args, log), log
             )
-            lag = archive_under_load(server, settings, vf_repo, databases[0], args, log)
-            archive = lag.pop("_archive")
-            doc["archive"] = lag
             doc["oplog"]["query_seconds_after_writes"] = _oplog_query(server)
-
-            log("mongo restore of the full backup, then the archived oplog replayed onto it")
-            doc["point_in_time"] = point_in_time(engine, vf_repo, manifest, archive, databases, server, log)
+            if "_archive" in lag:
+                archive = lag.pop("_archive")
+                log("mongo restore of the full backup, then the archived oplog replayed onto it")
+                _guarded(
+                    doc,
+                    "point_in_time",
+                    lambda: point_in_time(engine, vf_repo, manifest, archive, databases, server, log),
+                    log,
+                )
     finally:
         m.track_servers()
         shutil.rmtree(work, ignore_errors=True)
@@ -233,6 +263,7 @@ def run_mongo(args, log) -> dict:
 
 def _targets(doc: dict, slice_seconds: float) -> dict:
     b, mem = doc["backup"], doc.get("memory", {})
+    mem = {} if "error" in mem else mem
     big, small = (mem.get("big") or {}).get("peak_rss_kernel_mb"), (mem.get("small") or {}).get("peak_rss_kernel_mb")
     values = {
         "full_backup_vs_floor": b["vaultflow"]["seconds"] / b["floor"]["seconds"],
@@ -264,12 +295,17 @@ def summary_lines(d: dict) -> list[str]:
             f"{run['extra'].get('timings', '')}"
         )
     for label, run in d.get("memory", {}).items():
+        if label == "error":
+            lines.append(f"  memory: FAILED {run}")
+            continue
         lines.append(
             f"  memory {label} ({run['bson_mb']:.0f} MB): peak {run['peak_rss_kernel_mb']:.0f} MB "
             f"(after imports {run['rss_after_imports_mb']:.0f}), backup {run['backup_seconds']} s"
         )
     a = d.get("archive") or {}
-    if a:
+    if "error" in a:
+        lines.append(f"  archive under load: FAILED {a['error']}")
+    elif a:
         w = a["writer"]
         lines.append(
             f"  archive under load: writer {w['entries']} ops in {w['seconds']} s ({w['entries_per_second']}/s); "
@@ -278,7 +314,9 @@ def summary_lines(d: dict) -> list[str]:
             f"{a['backlog']['entries']} entries in {a['backlog']['seconds']} s"
         )
     p = d.get("point_in_time") or {}
-    if p:
+    if "error" in p:
+        lines.append(f"  point in time: FAILED {p['error']}")
+    elif p:
         lines.append(
             f"  restore of the full backup {p['restore_seconds']:.1f} s; replay of {p['entries']} oplog entries "
             f"{p['replay_seconds']:.1f} s = {p['entries_per_second']} entries/s (read {p['read_seconds']:.1f} s; "

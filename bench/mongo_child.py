@@ -17,13 +17,20 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database", action="append", required=True, help="a database to back up (repeatable)")
     parser.add_argument("--repo", required=True)
+    parser.add_argument("--connect-timeout", type=float, default=10.0)
     args = parser.parse_args()
 
     from vaultflow.engines.mongodb.engine import MongoEngine
     from vaultflow.engines.mongodb.settings import MongoSettings
 
     engine = MongoEngine(
-        MongoSettings(target_name="bench-mongo-rss", host=args.host, port=args.port, databases=args.database)
+        MongoSettings(
+            target_name="bench-mongo-rss",
+            host=args.host,
+            port=args.port,
+            databases=args.database,
+            connect_timeout=args.connect_timeout,
+        )
     )
     backup_and_print(engine, args.repo)
 

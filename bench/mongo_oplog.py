@@ -193,7 +193,9 @@ def point_in_time(engine, repo_dir: Path, manifest, archive, databases: list[str
     entries = archived_entries(archive, point)
     read_s = time.monotonic() - t0
     rename = {f"{db}.*": f"{result.restored[db]}.*" for db in databases}
-    with source.client() as client:
+    from bench.mongo import patient_client
+
+    with patient_client(source) as client:
         cpu0, server0 = os.times(), m.server_cpu()
         report = apply_entries(client, entries, rename=rename)
         cpu1, server1 = os.times(), m.server_cpu()

@@ -33,7 +33,9 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = random.Random(10)
-    client: MongoClient = MongoClient(args.host, args.port, directConnection=True)
+    client: MongoClient = MongoClient(
+        args.host, args.port, directConnection=True, connectTimeoutMS=120_000, serverSelectionTimeoutMS=120_000
+    )
     db = client[args.database]
     # Existing keys to update (TPC-H order keys are sparse: an update of a missing one writes nothing).
     customers = [doc["_id"] for doc in db.customer.find({}, {"_id": 1}).limit(SAMPLE)]

@@ -271,10 +271,10 @@ def _mongo_options(parser: argparse.ArgumentParser) -> None:
         "--mongo-slice-seconds", type=int, default=20, help="oplog slice period for the lag phase (default 20)"
     )
     parser.add_argument(
-        "--mongo-write-seconds", type=float, default=120, help="write load during the lag phase (default 120 s)"
+        "--mongo-write-seconds", type=float, default=150, help="write load during the lag phase (default 150 s)"
     )
     parser.add_argument(
-        "--mongo-write-rate", type=float, default=2000, help="write load, oplog entries per second (default 2000)"
+        "--mongo-write-rate", type=float, default=1500, help="write load, oplog entries per second (default 1500)"
     )
     parser.add_argument(
         "--mongo-backup-oplog-entries",
@@ -285,9 +285,9 @@ def _mongo_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mongo-oplog-entries",
         type=int,
-        default=120_000,
+        default=80_000,
         help="oplog cap during the write load: above the entries written in a lag's worth of time, low "
-        "enough that SecantusDB's whole-oplog scan per ship stays short (default 120000)",
+        "enough that SecantusDB's whole-oplog scan per ship stays short (default 80000)",
     )
 
 
