@@ -162,7 +162,7 @@ def _mongo(ax_t, ax_m, d: dict) -> None:
         )
     if p:
         notes.append(f"replay {p['entries_per_second']} entries/s; restore {p['restore_seconds']:.0f} s")
-    _rss_panel(ax_m, "MongoDB: RSS of the backup process (Python only)", curves, notes)
+    _rss_panel(ax_m, "\n".join(["MongoDB: RSS of the backup process (Python only)", *notes]), curves, [])
 
 
 def render(doc: dict, path: Path) -> None:
