@@ -23,6 +23,38 @@ def vm_hwm() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def print_result(manifest, seconds: float, rss_ready: int) -> None:
+    """The child's one JSON line: backup wall seconds, stored and raw bytes, RSS after imports,
+    VmHWM (bytes) and the manifest's phase timings (seconds)."""
+    print(
+        json.dumps(
+            {
+                "seconds": round(seconds, 3),
+                "stored_size": manifest.stored_size,
+                "raw_size": manifest.raw_size,
+                "rss_after_imports": rss_ready,
+                "vm_hwm": vm_hwm(),
+                "timings": {k: round(v, 3) for k, v in manifest.timings.items()},
+            }
+        ),
+        flush=True,
+    )
+
+
+def backup_and_print(engine, repo: str) -> None:
+    """`engine.full_backup` into a LocalStore repository at `repo`, then print_result."""
+    import psutil
+
+    from vaultflow.engines.base import BackupContext
+    from vaultflow.repository import Repository
+    from vaultflow.stores.local import LocalStore
+
+    rss_ready = psutil.Process().memory_info().rss
+    t0 = time.monotonic()
+    manifest = engine.full_backup(BackupContext(repository=Repository(LocalStore(repo)), log=lambda line: None))
+    print_result(manifest, time.monotonic() - t0, rss_ready)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", required=True)
@@ -33,13 +65,8 @@ def main() -> None:
     parser.add_argument("--repo", required=True)
     args = parser.parse_args()
 
-    import psutil
-
-    from vaultflow.engines.base import BackupContext
     from vaultflow.engines.postgres.engine import PostgresEngine
     from vaultflow.engines.postgres.settings import PostgresSettings
-    from vaultflow.repository import Repository
-    from vaultflow.stores.local import LocalStore
 
     engine = PostgresEngine(
         PostgresSettings(
@@ -51,22 +78,7 @@ def main() -> None:
             bin_dir=args.bin_dir,
         )
     )
-    rss_ready = psutil.Process().memory_info().rss
-    t0 = time.monotonic()
-    manifest = engine.full_backup(BackupContext(repository=Repository(LocalStore(args.repo)), log=lambda line: None))
-    seconds = time.monotonic() - t0
-    print(
-        json.dumps(
-            {
-                "seconds": round(seconds, 3),
-                "stored_size": manifest.stored_size,
-                "raw_size": manifest.raw_size,
-                "rss_after_imports": rss_ready,
-                "vm_hwm": vm_hwm(),
-            }
-        ),
-        flush=True,
-    )
+    backup_and_print(engine, args.repo)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,31 @@ def _bars(ax, labels, values, colors, title, unit, fmt="{:.1f}"):
     ax.set_xlim(0, top * 1.18)
 
 
+def _item_bars(ax, items: list[tuple[str, float, str]], title: str) -> None:
+    """_bars of (label, seconds, color key) items."""
+    _bars(ax, [i[0] for i in items], [i[1] for i in items], [COLORS[i[2]] for i in items], title, "seconds")
+
+
+def _value(targets: dict, name: str) -> str:
+    v = targets.get(name, {}).get("value")
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _rss_panel(ax, title: str, curves: list[tuple[str, list]], notes: list[str]) -> None:
+    """RSS curves (label, [[seconds, MB], ...]) against the 300 MB target, with notes as text."""
+    for label, series in curves:
+        if series:
+            ax.plot([q[0] for q in series], [q[1] for q in series], label=label)
+    ax.axhline(300, color="#e53935", linestyle="--", linewidth=1, label="target 300 MB")
+    ax.text(0.02, 0.62, "\n".join(notes), transform=ax.transAxes, va="top", fontsize=7)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("seconds", fontsize=8)
+    ax.set_ylabel("MB", fontsize=8)
+    ax.set_ylim(0, 420)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7, loc="upper right")
+
+
 def _physical(ax_t, ax_lag, p: dict) -> None:
     b, r, w = p["backup"], p["restore"], p["wal"]
     items = [
@@ -77,51 +102,72 @@ def _redis(ax_t, ax_m, d: dict) -> None:
             ("AOF incremental (1% keys)", aof["incremental"]["seconds"], "pg"),
         ]
 
-    def val(name):
-        v = t.get(name, {}).get("value")
-        return "n/a" if v is None else f"{v:.2f}"
-
     ds = d["dataset"]
-    _bars(
+    _item_bars(
         ax_t,
-        [i[0] for i in items],
-        [i[1] for i in items],
-        [COLORS[i[2]] for i in items],
+        items,
         f"Redis, {ds['keys'] / 1e6:.2f}M keys, {ds['value_bytes'] / 1e6:.0f} MB values (median wall)\n"
-        f"remote full x{val('remote_full_vs_stock')} (<= 1.2), "
-        f"drill x{val('drill_vs_plain_load')} (<= 1.5)",
-        "seconds",
+        f"remote full x{_value(t, 'remote_full_vs_stock')} (<= 1.2), "
+        f"drill x{_value(t, 'drill_vs_plain_load')} (<= 1.5)",
     )
-    for label, run in d.get("memory", {}).items():
-        series = run.get("series_mb") or []
-        if series:
-            kids = run.get("children_peak_rss_mb", {})
-            ax_m.plot(
-                [p[0] for p in series],
-                [p[1] for p in series],
-                label=f"{label}: {run['dataset']['value_bytes'] / 1e6:.0f} MB values, peak "
-                f"{run['peak_rss_kernel_mb']:.0f} MB (redis-check-rdb "
-                f"{kids.get('redis-check-rdb', 0):.0f} MB)",
-            )
-    ax_m.axhline(300, color="#e53935", linestyle="--", linewidth=1, label="target 300 MB")
+    curves = [
+        (
+            f"{label}: {run['dataset']['value_bytes'] / 1e6:.0f} MB values, peak {run['peak_rss_kernel_mb']:.0f} MB "
+            f"(redis-check-rdb {run.get('children_peak_rss_mb', {}).get('redis-check-rdb', 0):.0f} MB)",
+            run.get("series_mb") or [],
+        )
+        for label, run in d.get("memory", {}).items()
+    ]
     sizes = [f"stock .zst {b['stock']['size'] / 1e6:.0f} MB, vaultflow {b['vaultflow']['size'] / 1e6:.0f} MB"]
     if "full" in aof:
         sizes.append(
             f"AOF full {aof['full']['stored_size'] / 1e6:.0f} MB, incremental "
             f"{aof['incremental']['stored_size'] / 1e6:.2f} MB (x{t['aof_incremental_size_vs_full']['value']:.4f}, <= 0.05)"
         )
-    ax_m.text(0.02, 0.62, "\n".join(sizes), transform=ax_m.transAxes, va="top", fontsize=7)
-    ax_m.set_title("Redis: RSS of the backup process (Python only)", fontsize=10)
-    ax_m.set_xlabel("seconds", fontsize=8)
-    ax_m.set_ylabel("MB", fontsize=8)
-    ax_m.set_ylim(0, 420)
-    ax_m.tick_params(labelsize=8)
-    ax_m.legend(fontsize=7, loc="upper right")
+    _rss_panel(ax_m, "Redis: RSS of the backup process (Python only)", curves, sizes)
+
+
+def _mongo(ax_t, ax_m, d: dict) -> None:
+    b, t = d["backup"], d["targets"]
+    p, a = d.get("point_in_time") or {}, d.get("archive") or {}
+    p, a = ({} if "error" in p else p), ({} if "error" in a else a)
+    items = [
+        ("pymongo raw batches | zstd -3 -T0", b["floor"]["seconds"], "floor"),
+        ("vaultflow full (MongoEngine)", b["vaultflow"]["seconds"], "vf"),
+    ]
+    if p:
+        items += [
+            ("restore of the full (verify + compare)", p["restore_seconds"], "pg"),
+            (f"replay {p['entries']} oplog entries", p["replay_seconds"], "pg"),
+        ]
+
+    ds = d["dataset"]
+    _item_bars(
+        ax_t,
+        items,
+        f"MongoDB (SecantusDB), {ds['bson_mb']:.0f} MB BSON, {ds['documents'] / 1e6:.2f}M docs (wall, best)\n"
+        f"full x{_value(t, 'full_backup_vs_floor')} of floor (<= 1.3); archive lag "
+        f"{_value(t, 'archive_lag_seconds')} s ({t['archive_lag_seconds']['target']})",
+    )
+    curves = [
+        (f"{label}: {run['bson_mb']:.0f} MB, peak {run['peak_rss_kernel_mb']:.0f} MB", run.get("series_mb") or [])
+        for label, run in d.get("memory", {}).items()
+        if label != "error"
+    ]
+    notes = []
+    if a:
+        notes.append(
+            f"writer {a['writer']['entries_per_second']:.0f} ops/s for {a['writer']['seconds']:.0f} s; "
+            f"{a['slices']} slices of {a['slice_seconds']} s; max lag {a['max_lag_seconds']} s"
+        )
+    if p:
+        notes.append(f"replay {p['entries_per_second']} entries/s; restore {p['restore_seconds']:.0f} s")
+    _rss_panel(ax_m, "\n".join(["MongoDB: RSS of the backup process (Python only)", *notes]), curves, [])
 
 
 def render(doc: dict, path: Path) -> None:
-    logical, has_phys, has_redis = "backup" in doc, "physical" in doc, "redis" in doc
-    rows = 2 * logical + has_phys + has_redis
+    logical, has_phys, has_redis, has_mongo = "backup" in doc, "physical" in doc, "redis" in doc, "mongo" in doc
+    rows = 2 * logical + has_phys + has_redis + has_mongo
     fig, axes = plt.subplots(rows, 2, figsize=(12, 3.5 * rows), dpi=72, squeeze=False)
     row = 2 * logical
     if has_phys:
@@ -129,6 +175,9 @@ def render(doc: dict, path: Path) -> None:
         row += 1
     if has_redis:
         _redis(axes[row][0], axes[row][1], doc["redis"])
+        row += 1
+    if has_mongo:
+        _mongo(axes[row][0], axes[row][1], doc["mongo"])
     if logical:
         _logical(doc, axes)
     fig.suptitle(f"vaultflow bench {doc['started_at']}  ({doc['machine']['cpus']} cores)", fontsize=11)

@@ -36,7 +36,7 @@ def postmaster_pid(pg) -> int | None:
         return None
 
 
-def _server_cpu(only: str | None = None) -> float:
+def server_cpu(only: str | None = None) -> float:
     """CPU of the tracked servers: their own, their live children's, and their reaped children's."""
     total = 0.0
     for name, proc in _SERVERS.items():
@@ -78,13 +78,13 @@ def _busy() -> float:
 
 def measure(fn: Callable[[], tuple[int | None, dict] | None]) -> Run:
     """Run fn once; fn returns (size, extra) or None."""
-    w0, s0, t0, b0, o0 = _server_cpu("s3"), _server_cpu(), time.monotonic(), _busy(), os.times()
+    w0, s0, t0, b0, o0 = server_cpu("s3"), server_cpu(), time.monotonic(), _busy(), os.times()
     out = fn()
     t1, b1, o1 = time.monotonic(), _busy(), os.times()
     # Backends exit and get reaped by the postmaster a moment after their client is done;
     # only then does their CPU show up in its children's times. Not part of the wall time.
     time.sleep(SETTLE_S)
-    s1, w1 = _server_cpu(), _server_cpu("s3")
+    s1, w1 = server_cpu(), server_cpu("s3")
     size, extra = out if out is not None else (None, {})
     run = Run(
         seconds=t1 - t0,

@@ -35,6 +35,7 @@ from pathlib import Path
 import psutil
 
 from bench import measure as m
+from bench.report import judged, target_lines
 
 MiB = 1 << 20
 TARGET = "bench-redis"
@@ -512,15 +513,7 @@ def _targets(doc: dict) -> dict:
         "peak_rss_big_mb": big,
         "peak_rss_growth": big / small if big and small else None,
     }
-    return {
-        k: {
-            "value": None if v is None else round(v, 4),
-            "target": f"<= {TARGETS[k][0]}",
-            "pass": v is not None and v <= TARGETS[k][0],
-            "meaning": TARGETS[k][1],
-        }
-        for k, v in values.items()
-    }
+    return judged(values, TARGETS)
 
 
 def summary_lines(d: dict) -> list[str]:
@@ -571,7 +564,4 @@ def summary_lines(d: dict) -> list[str]:
             f"  memory {label}: peak {run['peak_rss_kernel_mb']:.0f} MB (after imports "
             f"{run['rss_after_imports_mb']:.0f}); children: {kids}"
         )
-    for name, t in d["targets"].items():
-        value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
-        lines.append(f"  {name:<45}{value:>9}  {t['target']:>8}   {'PASS' if t['pass'] else 'FAIL'}")
-    return lines
+    return lines + target_lines(d["targets"])

@@ -41,6 +41,29 @@ RSS_LIMIT_MB = 300
 RSS_FLAT = 1.10  # the big database's peak may exceed the small one's by at most 10%
 
 
+def judged(values: dict, limits: dict[str, tuple[float, str]]) -> dict:
+    """{name: {value, target, pass, meaning}} for `values` against `limits` (name -> (limit,
+    meaning)); every target is value <= limit, and a missing value (None) fails."""
+    return {
+        k: {
+            "value": None if v is None else round(v, 4),
+            "target": f"<= {limits[k][0]:g}",
+            "pass": v is not None and v <= limits[k][0],
+            "meaning": limits[k][1],
+        }
+        for k, v in values.items()
+    }
+
+
+def target_lines(targets: dict) -> list[str]:
+    """One summary line per judged target: name, value, target, PASS or FAIL."""
+    lines = []
+    for name, t in targets.items():
+        value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
+        lines.append(f"  {name:<45}{value:>9}  {t['target']:>8}   {'PASS' if t['pass'] else 'FAIL'}")
+    return lines
+
+
 def _get(doc: dict, path: str):
     for part in path.split("."):
         if not isinstance(doc, dict) or part not in doc:
@@ -93,11 +116,13 @@ def _cpu(run: dict) -> str:
 
 
 def summary(doc: dict) -> str:
+    from bench.mongo import summary_lines as mongo_lines
     from bench.physical import summary_lines
     from bench.redis import summary_lines as redis_lines
 
     tail = [*summary_lines(doc["physical"])] if "physical" in doc else []
     tail += [*redis_lines(doc["redis"])] if "redis" in doc else []
+    tail += [*mongo_lines(doc["mongo"])] if "mongo" in doc else []
     tail += [
         "",
         f"  total bench time {doc['total_seconds']:.0f} s; all targets pass: {doc.get('all_pass')}; "

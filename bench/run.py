@@ -1,10 +1,12 @@
 """`make bench`: vaultflow vs pg_dump on an embedded PostgreSQL 18, and vs stock Redis tools, one command.
 
     .venv/bin/python -m bench.run [--size-mb 600] [--small-mb 150] [--repeat 2] [--out bench/results]
-    .venv/bin/python -m bench.run --only redis      # one part (logical, physical, redis; comma separated)
+    .venv/bin/python -m bench.run --only redis      # one part (logical, physical, redis, mongo; comma separated)
+    .venv/bin/python -m bench.run --mongo-only      # = --only mongo
 
-A partial run (--only, --physical-only) writes to /tmp/vaultflow-bench unless --out is given, so
-it never replaces bench/results/latest.json. The Redis part is bench/redis.py.
+A partial run (--only, --physical-only, --mongo-only) writes to /tmp/vaultflow-bench unless --out is
+given, so it never replaces bench/results/latest.json. The Redis part is bench/redis.py, the
+MongoDB part bench/mongo.py.
 
 Starts a throwaway PostgreSQL 18 (free port, temp dir) and SeaweedFS (S3 on loopback),
 generates the databases, times every contender, writes bench-<UTC>.json, latest.json and
@@ -43,6 +45,7 @@ PG_SETTINGS = {
     "shared_buffers": "128MB",
 }
 T0 = time.monotonic()
+ALL_PARTS = ("logical", "physical", "redis", "mongo")
 
 
 def log(message: str) -> None:
@@ -260,6 +263,34 @@ def without_machine_paths(text: str) -> str:
     return text
 
 
+def _mongo_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mongo-only", action="store_true", help="only the MongoDB benchmark (bench/mongo.py)")
+    parser.add_argument("--mongo-mb", type=float, default=500, help="MongoDB dataset, MB of BSON (default 500)")
+    parser.add_argument("--mongo-repeat", type=int, default=2, help="MongoDB backup runs per contender, best kept")
+    parser.add_argument(
+        "--mongo-slice-seconds", type=int, default=20, help="oplog slice period for the lag phase (default 20)"
+    )
+    parser.add_argument(
+        "--mongo-write-seconds", type=float, default=150, help="write load during the lag phase (default 150 s)"
+    )
+    parser.add_argument(
+        "--mongo-write-rate", type=float, default=1500, help="write load, oplog entries per second (default 1500)"
+    )
+    parser.add_argument(
+        "--mongo-backup-oplog-entries",
+        type=int,
+        default=1000,
+        help="oplog cap after the load, for the backups (SecantusDB scans the whole oplog per query; default 1000)",
+    )
+    parser.add_argument(
+        "--mongo-oplog-entries",
+        type=int,
+        default=80_000,
+        help="oplog cap during the write load: above the entries written in a lag's worth of time, low "
+        "enough that SecantusDB's whole-oplog scan per ship stays short (default 80000)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=float, default=600, help="big database size, MiB (default 600)")
@@ -291,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help="run only these parts: logical, physical, redis (comma separated); "
+        help="run only these parts: logical, physical, redis, mongo (comma separated); "
         "results go to /tmp/vaultflow-bench unless --out is given",
     )
     parser.add_argument(
@@ -309,19 +340,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--redis-repeat", type=int, default=3, help="Redis runs per contender; median kept (default 3)")
     parser.add_argument("--redis-skip-aof", action="store_true", help="skip the Redis AOF incremental phase")
+    _mongo_options(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.pgbench_seconds = min(args.pgbench_seconds, 15)
-    parts = {"logical", "physical", "redis"}
+    parts = set(ALL_PARTS)
     if args.physical_only:
         args.only = "physical"
+    if args.mongo_only:
+        args.only = "mongo"
     if args.only:
         wanted = {p.strip() for p in args.only.split(",") if p.strip()}
         if not wanted or wanted - parts:
             parser.error(f"--only takes {', '.join(sorted(parts))} (comma separated), not {args.only!r}")
         parts = wanted
     if args.out is None:
-        args.out = Path("/tmp/vaultflow-bench") if parts != {"logical", "physical", "redis"} else Path("bench/results")
+        args.out = Path("/tmp/vaultflow-bench") if parts != set(ALL_PARTS) else Path("bench/results")
 
     from vaultflow.testing.postgres_server import embedded_bin_dir, running_postgres
     from vaultflow.testing.s3_server import running_seaweedfs
@@ -349,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.redis import run_redis
 
         doc["redis"] = run_redis(args, log)
+    if "mongo" in parts:
+        from bench.mongo import run_mongo
+
+        doc["mongo"] = run_mongo(args, log)
     doc = {
         "schema": 1,
         "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -366,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             "redis_scale": args.redis_scale,
             "redis_small_scale": args.redis_small_scale,
             "redis_repeat": args.redis_repeat,
+            **{k: v for k, v in vars(args).items() if k.startswith("mongo_")},
         },
         **doc,
     }
@@ -376,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             *doc["ratios"].values(),
             *doc.get("physical", {}).get("targets", {}).values(),
             *doc.get("redis", {}).get("targets", {}).values(),
+            *doc.get("mongo", {}).get("targets", {}).values(),
         ]
     )
     doc["total_seconds"] = round(time.monotonic() - T0, 1)
