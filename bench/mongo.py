@@ -318,9 +318,9 @@ def summary_lines(d: dict) -> list[str]:
         lines.append(f"  point in time: FAILED {p['error']}")
     elif p:
         lines.append(
-            f"  restore of the full backup {p['restore_seconds']:.1f} s; replay of {p['entries']} oplog entries "
-            f"{p['replay_seconds']:.1f} s = {p['entries_per_second']} entries/s (read {p['read_seconds']:.1f} s; "
-            f"cpu-s bench {p['replay_cpu_bench_s']}, server {p['replay_cpu_server_s']}); "
+            f"  point-in-time restore (the full, then the archived oplog) {p['restore_seconds']:.1f} s; replay of "
+            f"{p['entries']} oplog entries {p['replay_seconds']:.1f} s = {p['entries_per_second']} entries/s "
+            f"(cpu-s bench {p['restore_cpu_bench_s']}, server {p['restore_cpu_server_s']}); "
             f"copy matches source {p['matches_source']}"
         )
     return lines + target_lines(d["targets"])

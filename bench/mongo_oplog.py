@@ -15,13 +15,12 @@ oldest entry still waiting when the writer stopped counts too.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-
-import bson
 
 from bench import measure as m
 from bench.subproc import PROJECT_ROOT, _child_env, _last_json_line
@@ -151,55 +150,38 @@ def _ship_once(archive) -> dict:
     }
 
 
-def archived_entries(archive, after) -> list[dict]:
-    """Every archived oplog entry with ts > `after` (a bson Timestamp), decoded, in order; each
-    slice verified (its sha256 and CRC) as it is read."""
-    entries = []
-    for name in archive.units():
-        record = archive.record(name)
-        if record is None or not record.count or (record.last_ts is not None and record.last_ts <= after):
-            continue
-        entries += [doc for doc in (bson.decode(raw) for raw in archive.slice_entries(name)) if doc["ts"] > after]
-    return entries
+# what pitr.restore_replayed notes per database (ReplayReport.summary)
+REPLAYED = re.compile(r"replayed (\d+) oplog entries.*?; ([\d.]+) s,")
 
 
 def point_in_time(engine, repo_dir: Path, manifest, archive, databases: list[str], source, log) -> dict:
-    """Restore the full backup `manifest` into new databases (engine.restore: stream, verify,
-    insert, compare), then replay onto them every archived oplog entry after its cluster time
-    (apply_entries, renamed into the restored names), then compare the collections the writer
-    touched with the source's. Returns restore seconds, read/replay seconds and entries/s.
-
-    PITR swap: once MongoEngine.restore takes options=MongoRestoreOptions(to_ts=...), replace the
-    restore + archived_entries + apply_entries block below by one
-        result = engine.restore(ctx, manifest, options=MongoRestoreOptions(to_ts=last_ts))
-    and take restore/replay seconds and entries from its result (the comparison stays)."""
+    """A point-in-time restore through the engine (MongoEngine.restore with to_ts = the newest
+    archived entry): the full backup `manifest` restored into new databases, then every archived
+    oplog entry after its cluster time replayed; then the collections the writer touched are
+    compared with the source's. Returns the whole restore's seconds, the replay's seconds and
+    entries (from the restore's notes, one per database) and entries/s."""
     from vaultflow.engines.base import BackupContext
-    from vaultflow.engines.mongodb.consistency import ts_text
-    from vaultflow.engines.mongodb.oplog_archive import cluster_time
-    from vaultflow.engines.mongodb.replay import apply_entries
     from vaultflow.engines.mongodb.restore import read_fingerprints
+    from vaultflow.engines.mongodb.settings import MongoRestoreOptions
     from vaultflow.repository import Repository
     from vaultflow.stores.local import LocalStore
 
     ctx = BackupContext(repository=Repository(LocalStore(repo_dir)), log=lambda line: None)
-    t0 = time.monotonic()
-    result = engine.restore(ctx, manifest)
-    restore_s = time.monotonic() - t0
-    if not result.comparison.ok:
-        raise RuntimeError(f"the restore of {manifest.id} did not compare equal: {result.comparison.summary()}")
-    log(f"  mongo restore of the full backup: {restore_s:.1f} s into {result.restored}")
-    t0 = time.monotonic()
-    point = cluster_time(manifest)
-    entries = archived_entries(archive, point)
-    read_s = time.monotonic() - t0
-    rename = {f"{db}.*": f"{result.restored[db]}.*" for db in databases}
+    records = [r for r in archive.records() if r.last_ts is not None]
+    last_ts = records[-1].last_ts if records else None
+    to_ts = None if last_ts is None else f"{last_ts.time}:{last_ts.inc}"
     from bench.mongo import patient_client
 
+    cpu0, server0 = os.times(), m.server_cpu()
+    t0 = time.monotonic()
+    result = engine.restore(ctx, manifest, options=MongoRestoreOptions(to_ts=to_ts) if to_ts else None)
+    restore_s = time.monotonic() - t0
+    cpu1, server1 = os.times(), m.server_cpu()
+    replays = [REPLAYED.search(note) for note in result.notes]
+    entries = sum(int(found.group(1)) for found in replays if found)
+    replay_s = sum(float(found.group(2)) for found in replays if found)
+    log(f"  mongo point-in-time restore to {to_ts}: {restore_s:.1f} s into {result.restored}")
     with patient_client(source) as client:
-        cpu0, server0 = os.times(), m.server_cpu()
-        report = apply_entries(client, entries, rename=rename)
-        cpu1, server1 = os.times(), m.server_cpu()
-        last_ts = entries[-1]["ts"] if entries else None
         touched = ["orders", "customer"]
         check = {
             db: read_fingerprints(client, db, touched) == read_fingerprints(client, result.restored[db], touched)
@@ -210,20 +192,17 @@ def point_in_time(engine, repo_dir: Path, manifest, archive, databases: list[str
     doc = {
         "restore_seconds": round(restore_s, 2),
         "restore_engine_seconds": round(result.seconds, 2),
-        "read_seconds": round(read_s, 2),
-        "replay_seconds": round(report.seconds, 2),
-        "entries": report.entries,
-        "ops": dict(report.ops),
-        "replay_cpu_bench_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
-        "replay_cpu_server_s": round(server1 - server0, 2),
-        "entries_per_second": round(report.entries_per_second),
-        "entries_per_second_incl_read": round(report.entries / (read_s + report.seconds)) if report.entries else None,
-        "to_ts": None if last_ts is None else ts_text(last_ts),
+        "replay_seconds": round(replay_s, 2),
+        "entries": entries,
+        "restore_cpu_bench_s": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
+        "restore_cpu_server_s": round(server1 - server0, 2),
+        "entries_per_second": round(entries / replay_s) if replay_s else None,
+        "to_ts": to_ts,
         "matches_source": check,
-        "path": "restore + apply_entries (PITR through MongoEngine.restore(to_ts) not built yet)",
+        "path": "MongoEngine.restore(options=MongoRestoreOptions(to_ts=...)): the full, then archived slices",
     }
     log(
-        f"  mongo replay: {report.entries} entries read in {read_s:.1f} s, applied in {report.seconds:.1f} s "
-        f"({doc['entries_per_second']} entries/s); copy matches source: {check}"
+        f"  mongo replay: {entries} entries applied in {replay_s:.1f} s ({doc['entries_per_second']} entries/s); "
+        f"copy matches source: {check}"
     )
     return doc
