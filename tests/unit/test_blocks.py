@@ -207,9 +207,8 @@ def test_strategy_fit_is_the_settings_rule():
     assert misfit("differential", RedisTarget(target_name="d", data_dir="/var/lib/redis")) is None
     assert "Redis has no continuous log to archive" in misfit("archive-logs", RedisTarget(target_name="e"))
     assert how_to_fix("incremental") == (
-        "point the deployment at a MongoDB target (the oplog since the last backup) or "
-        "a physical PostgreSQL target (mode='physical') or "
-        "a local-mode Redis target with appendonly yes, or schedule full backups only"
+        "point the deployment at a MongoDB target (oplog ranges) or a physical PostgreSQL target (mode='physical') "
+        "or a local-mode Redis target with appendonly yes, or schedule full backups only"
     )
     assert (
         how_to_fix("archive-logs")

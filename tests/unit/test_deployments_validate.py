@@ -283,6 +283,9 @@ def test_without_an_api_it_says_what_it_could_not_check(tmp_path, document):
         "demo-daily-differential",
         "redis-demo-daily-incremental",
         "redis-demo-daily-differential",
+        "mongo-demo-daily-incremental",
+        "mongo-demo-daily-differential",
+        "mongo-demo-archive-logs",
     }
     assert {n.split(":")[0] for n in notes} == checked, notes
     assert all("could not check" in n and "PREFECT_API_URL" in n for n in notes), notes
@@ -291,9 +294,10 @@ def test_without_an_api_it_says_what_it_could_not_check(tmp_path, document):
 @pytest.fixture
 def saved_targets(prefect_api) -> dict[str, str]:
     """Blocks in the session's Prefect API, one per kind of fit and misfit."""
-    from blocks import PostgresTarget, RedisTarget
+    from blocks import MongoTarget, PostgresTarget, RedisTarget
 
     blocks = {
+        "mongo-target/fit-mongo": MongoTarget(),
         "postgres-target/fit-logical": PostgresTarget(),
         "postgres-target/fit-physical-nospool": PostgresTarget(mode="physical"),
         "postgres-target/fit-physical": PostgresTarget(mode="physical", wal_spool="/var/spool/wal"),
@@ -321,6 +325,9 @@ def test_saved_blocks_that_cannot_do_their_strategy_are_problems(tmp_path, docum
         demo_archive_logs=saved_targets["fit-physical-nospool"],
         redis_demo_daily_incremental=saved_targets["fit-physical"],
         redis_demo_daily_differential=saved_targets["fit-local"],
+        mongo_demo_daily_incremental=saved_targets["fit-mongo"],
+        mongo_demo_daily_differential=saved_targets["fit-mongo"],
+        mongo_demo_archive_logs=saved_targets["fit-mongo"],
     )
     notes: list[str] = []
     problems = validate(faulty(tmp_path, document, change), root=ROOT, notes=notes)
@@ -330,18 +337,28 @@ def test_saved_blocks_that_cannot_do_their_strategy_are_problems(tmp_path, docum
         "archive_command spools into (vaultflow wal-push %p --spool DIR), or pass spool_dir; point the "
         "deployment at a MongoDB target (oplog slices) or a physical PostgreSQL target with a wal_spool, or pause it",
         "demo-daily-incremental: target postgres-target/fit-logical cannot do incremental: fit-logical takes "
-        "logical backups, which have no incremental form; point the deployment at a MongoDB target (the oplog "
-        "since the last backup) or a physical PostgreSQL target "
-        "(mode='physical') or a local-mode Redis target with appendonly yes, or schedule full backups only",
+        "logical backups, which have no incremental form; point the deployment at a MongoDB target (oplog ranges) "
+        "or a physical PostgreSQL target (mode='physical') or a local-mode Redis target with appendonly yes, or "
+        "schedule full backups only",
         "demo-daily-differential: target redis-target/fit-remote cannot do differential: fit-remote is backed up "
         "remotely (no data_dir), and differential backups copy the AOF files on the Redis host; point the "
-        "deployment at a MongoDB target (the oplog since the last full) or a physical PostgreSQL target "
-        "(mode='physical') or a local-mode Redis target with appendonly yes, or schedule full backups only",
+        "deployment at a MongoDB target (oplog ranges) or a physical PostgreSQL target (mode='physical') or a "
+        "local-mode Redis target with appendonly yes, or schedule full backups only",
     ], problems
     # A local-mode Redis target fits as far as its block says; the server's appendonly is a note.
+    # Every MongoDB target fits every strategy; that its server keeps an oplog is a note.
     assert notes == [
         "redis-demo-daily-differential: target redis-target/fit-local fits differential if its "
-        "server has appendonly yes (checked at run time)"
+        "server has appendonly yes (checked at run time)",
+        *[
+            f"mongo-demo-{name}: target mongo-target/fit-mongo fits {strategy} if its server keeps an oplog "
+            "(a replica set member) (checked at run time)"
+            for name, strategy in (
+                ("daily-incremental", "incremental"),
+                ("daily-differential", "differential"),
+                ("archive-logs", "archive-logs"),
+            )
+        ],
     ], notes
 
 
@@ -367,7 +384,7 @@ def test_an_api_that_does_not_answer_is_a_note_found_at_once(free_tcp_port_url):
     notes: list[str] = []
     with temporary_settings(updates={PREFECT_API_URL: free_tcp_port_url}):
         assert validate(PREFECT_YAML, notes=notes) == []
-    assert len(notes) == 5 and all(f"the Prefect API at {free_tcp_port_url} did not answer" in n for n in notes), notes
+    assert len(notes) == 8 and all(f"the Prefect API at {free_tcp_port_url} did not answer" in n for n in notes), notes
 
 
 @pytest.fixture

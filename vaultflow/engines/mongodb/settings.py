@@ -37,8 +37,8 @@ class MongoSettings(TargetSettings):
     # Incrementals and differentials are oplog ranges, archive-logs ships oplog slices: all need
     # only a server that keeps an oplog, which the run itself checks (runtime_condition).
     strategy_fits: ClassVar[dict[str, str]] = {
-        INCREMENTAL: "a MongoDB target (the oplog since the last backup)",
-        DIFFERENTIAL: "a MongoDB target (the oplog since the last full)",
+        INCREMENTAL: "a MongoDB target (oplog ranges)",
+        DIFFERENTIAL: "a MongoDB target (oplog ranges)",
         ARCHIVE_LOGS: "a MongoDB target (oplog slices)",
     }
 
