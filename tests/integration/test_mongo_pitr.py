@@ -4,7 +4,10 @@ that point; a slice missing or corrupted past the start fails naming it, earlier
 
 from __future__ import annotations
 
+import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,10 +27,19 @@ from vaultflow.manifest import BackupKind
 WINDOW = 1  # seconds an oplog slice spans at most
 
 
-@pytest.fixture
-def timeline(mongo_source, mongo_client, fresh_mongo_db, tmp_path: Path):
+@pytest.fixture(scope="module")
+def pitr_db(mongo_client) -> Iterator[str]:
+    name = f"pitr_{secrets.token_hex(4)}"
+    yield name
+    mongo_client.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def timeline(mongo_source, mongo_client, pitr_db, tmp_path_factory):
     """A full backup, then two rounds of changes (A, B) with the oplog archived in small slices:
-    (engine, ctx, archive, full, {label: (ts text, wall time, oracle state)})."""
+    (engine, ctx, archive, full, {label: (ts text, wall time, oracle state)}). Built once for the
+    module: tests that damage the repository put back what they damaged."""
+    fresh_mongo_db, tmp_path = pitr_db, tmp_path_factory.mktemp("pitr")
     fill(mongo_client, fresh_mongo_db)
     engine = target_for(mongo_source, [fresh_mongo_db], oplog_slice_seconds=WINDOW, oplog_slice_bytes=4096).engine()
     ctx = context(tmp_path)
@@ -46,6 +58,18 @@ def timeline(mongo_source, mongo_client, fresh_mongo_db, tmp_path: Path):
     return engine, ctx, archive, full, points
 
 
+@contextmanager
+def put_back(*paths: Path) -> Iterator[None]:
+    """Whatever a test does to these repository files, they are as they were afterwards."""
+    saved = {path: path.read_bytes() for path in paths}
+    try:
+        yield
+    finally:
+        for path, data in saved.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+
 def restore_to(engine, ctx, full, client, database: str, **point):
     result = engine.restore(ctx, full, options=MongoRestoreOptions(**point))
     copy = result.restored[database]
@@ -55,7 +79,8 @@ def restore_to(engine, ctx, full, client, database: str, **point):
         client.drop_database(copy)
 
 
-def test_restores_to_a_timestamp_and_to_a_time_between_backups(timeline, mongo_client, fresh_mongo_db):
+def test_restores_to_a_timestamp_and_to_a_time_between_backups(timeline, mongo_client, pitr_db):
+    fresh_mongo_db = pitr_db
     engine, ctx, archive, full, points = timeline
     assert len(archive.units()) > 2, "the changes span several slices"
     for label in ("A", "B"):
@@ -70,7 +95,8 @@ def test_restores_to_a_timestamp_and_to_a_time_between_backups(timeline, mongo_c
     assert result.comparison.ok and result.comparison.tables, "exactly a backup's point: its fingerprints compared"
 
 
-def test_the_newest_backup_before_the_point_is_the_start(timeline, mongo_client, fresh_mongo_db):
+def test_the_newest_backup_before_the_point_is_the_start(timeline, mongo_client, pitr_db):
+    fresh_mongo_db = pitr_db
     engine, ctx, archive, full, points = timeline
     incremental = engine.incremental_backup(ctx, BackupKind.INCREMENTAL)  # stands after B
     ts, _wall, state = points["B"]
@@ -81,38 +107,42 @@ def test_the_newest_backup_before_the_point_is_the_start(timeline, mongo_client,
         engine.restore(ctx, full, options=MongoRestoreOptions(to_ts="1000:1"))
 
 
-def test_a_missing_slice_fails_points_past_it_and_earlier_points_restore(timeline, mongo_client, fresh_mongo_db):
+def test_a_missing_slice_fails_points_past_it_and_earlier_points_restore(timeline, mongo_client, pitr_db):
+    fresh_mongo_db = pitr_db
     engine, ctx, archive, full, points = timeline
     ts_a, _, state_a = points["A"]
     ts_b, _, _ = points["B"]
     point_a = Timestamp(*parse_ts(ts_a))
     later = [r for r in archive.records() if r.count and r.first_ts > point_a]
     assert later, "some slice holds entries after A"
-    archive.delete([later[0].name])
-    with pytest.raises(NotFoundError, match="lacks the oplog after") as caught:
-        engine.restore(ctx, full, options=MongoRestoreOptions(to_ts=ts_b))
-    assert "points before" in str(caught.value)
-    _result, copy = restore_to(engine, ctx, full, mongo_client, fresh_mongo_db, to_ts=ts_a)
-    assert mongo_differences(state_a, copy) == []
-    assert not [n for n in mongo_client.list_database_names() if "_restore_" in n]
+    root = Path(ctx.repository.store.root)
+    with put_back(root / archive.record_key(later[0].name), root / archive.object_key(later[0].name)):
+        archive.delete([later[0].name])
+        with pytest.raises(NotFoundError, match="lacks the oplog after") as caught:
+            engine.restore(ctx, full, options=MongoRestoreOptions(to_ts=ts_b))
+        assert "points before" in str(caught.value)
+        _result, copy = restore_to(engine, ctx, full, mongo_client, fresh_mongo_db, to_ts=ts_a)
+        assert mongo_differences(state_a, copy) == []
+        assert not [n for n in mongo_client.list_database_names() if "_restore_" in n]
 
 
-def test_a_corrupted_or_lost_slice_object_is_named_and_leaves_no_database(timeline, mongo_client, fresh_mongo_db):
+def test_a_corrupted_or_lost_slice_object_is_named_and_leaves_no_database(timeline, mongo_client, pitr_db):
     engine, ctx, archive, full, points = timeline
     store = ctx.repository.store
     point_b = Timestamp(*parse_ts(points["B"][0]))
     record = [r for r in archive.records() if r.count and r.first_ts <= point_b][-1]  # needed to reach B
     path = Path(store.root) / archive.object_key(record.name)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    before = set(mongo_client.list_database_names())
-    with pytest.raises(IntegrityError, match=record.name):
-        engine.restore(ctx, full, options=MongoRestoreOptions(to_ts=points["B"][0]))
-    path.unlink()
-    with pytest.raises(IntegrityError, match=f"{record.name}.*missing"):
-        engine.restore(ctx, full, options=MongoRestoreOptions(to_ts=points["B"][0]))
-    assert set(mongo_client.list_database_names()) == before, "the half-restored copy was dropped"
+    with put_back(path):
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        before = set(mongo_client.list_database_names())
+        with pytest.raises(IntegrityError, match=record.name):
+            engine.restore(ctx, full, options=MongoRestoreOptions(to_ts=points["B"][0]))
+        path.unlink()
+        with pytest.raises(IntegrityError, match=f"{record.name}.*missing"):
+            engine.restore(ctx, full, options=MongoRestoreOptions(to_ts=points["B"][0]))
+        assert set(mongo_client.list_database_names()) == before, "the half-restored copy was dropped"
 
 
 def test_a_point_past_the_archive_names_how_far_it_reaches(timeline):
