@@ -12,7 +12,8 @@ restore or drill of the target.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from vaultflow.engines.mongodb.names import RenameRules
 from vaultflow.engines.mongodb.restore_plan import ArchivedCollection, RestorePlan, TargetDatabase, plan_restore
 from vaultflow.engines.mongodb.settings import namespace_matches
 from vaultflow.engines.mongodb.users import AUTH_NAMESPACES, ROLES, USERS, AuthRenamer
-from vaultflow.errors import ConfigError
+from vaultflow.errors import ConfigError, IntegrityError
 from vaultflow.manifest import Fingerprint, Manifest, StoredObject
 from vaultflow.pipeline import open_verified
 
@@ -110,7 +111,7 @@ def restore_archive(
     reader, verifying, raw = _open_archive(ctx, manifest, obj)
     target = client.get_database(into, codec_options=RAW)
     views: list[tuple[str, dict[str, Any]]] = []
-    with raw:
+    with raw, damaged_archive(manifest, obj):
         archive = ArchiveReader(reader, name=obj.key)
         if renamed is None:
             renamed = {
@@ -159,6 +160,24 @@ def restore_archive(
     return restored
 
 
+@contextmanager
+def damaged_archive(manifest: Manifest, obj: StoredObject) -> Iterator[None]:
+    """Parse errors while an archive streams (a damaged byte reaches the BSON or JSON decoder
+    before the object's sha256 is compared at its end) as IntegrityError naming the object and
+    the backup."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if manifest.id in str(exc):
+            raise
+        raise IntegrityError(f"backup {manifest.id}: {exc}") from exc
+    except (ValueError, bson.errors.BSONError, IndexError) as exc:
+        raise IntegrityError(
+            f"{obj.key} of backup {manifest.id} is damaged: it does not parse as a mongodump archive "
+            f"({type(exc).__name__}: {exc}); use another backup, or repair the store from a mirror"
+        ) from exc
+
+
 def _open_archive(ctx: BackupContext, manifest: Manifest, obj: StoredObject):
     """(reader, verifying, raw) over `obj`'s plain archive bytes (pipeline.open_verified)."""
     key = ctx.repository.backup_prefix(manifest.engine, manifest.target, manifest.id) + obj.key
@@ -179,7 +198,7 @@ def read_archive_head(ctx: BackupContext, manifest: Manifest, obj: StoredObject)
     data; their CRCs are checked), and stop there: the restore reads the rest (and checks the
     object's sha256) later. IntegrityError naming the object when what is read is damaged."""
     reader, _verifying, raw = _open_archive(ctx, manifest, obj)
-    with raw:
+    with raw, damaged_archive(manifest, obj):
         archive = ArchiveReader(reader, name=obj.key)
         collections = []
         for entry in archive.prelude.collections:
