@@ -179,6 +179,9 @@ def test_missing_database_wrong_password_and_unreachable_server_fail_clearly(mon
     with pytest.raises(AuthenticationError, match="refused the login of user 'vaultflow-admin'"):
         wrong.engine().check()
     assert time.monotonic() - started < 30, "a wrong password is one attempt, not a retry loop"
+    anonymous = target_for(mongo_with_password, [])
+    with pytest.raises(AuthenticationError, match="requires authentication .*: set username and password"):
+        anonymous.engine().full_backup(ctx)
     closed = MongoTarget(host="127.0.0.1", port=free_port(), target_name="gone", connect_timeout=1)
     with pytest.raises(ServerUnavailableError, match="cannot reach MongoDB at 127.0.0.1"):
         closed.engine().check()

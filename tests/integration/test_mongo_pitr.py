@@ -88,6 +88,7 @@ def test_restores_to_a_timestamp_and_to_a_time_between_backups(timeline, mongo_c
         result, copy = restore_to(engine, ctx, full, mongo_client, fresh_mongo_db, to_ts=ts)
         assert mongo_differences(state, copy) == [], f"to_ts at {label}"
         assert result.comparison.tables == [] and any("nothing was compared" in n for n in result.notes)
+        assert any(f"restored to oplog timestamp {ts}" in n for n in result.notes), result.notes
         assert any("replayed" in n for n in result.notes)
         result, copy = restore_to(engine, ctx, full, mongo_client, fresh_mongo_db, to_time=wall)
         assert mongo_differences(state, copy) == [], f"to_time at {label}"

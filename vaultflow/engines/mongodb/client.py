@@ -94,6 +94,11 @@ def classify_error(exc: Exception, settings: MongoSettings) -> VaultflowError:
             f"MongoDB at {settings.where} refused the login of {who}: check the MongoTarget's "
             f"username/password/auth_source ({text})"
         )
+    if isinstance(exc, mongo_errors.OperationFailure) and code == 13 and not settings.username:
+        return AuthenticationError(
+            f"MongoDB at {settings.where} requires authentication ({text}): set username and password on "
+            "the MongoTarget (a user with the built-in 'backup' role; restores: 'restore'), see docs/mongodb.md"
+        )
     if isinstance(exc, mongo_errors.OperationFailure) and code == 13:
         return AuthenticationError(
             f"MongoDB at {settings.where}: {who} is not allowed to do this ({text}); give it the "

@@ -504,7 +504,8 @@ class MongoEngine:
         if point.expected is None:
             notes.append(
                 "restored to a point between backups: no fingerprints exist for it, so nothing was compared; "
-                f"every object and oplog slice read passed its checksums (replayed up to {point.reach})"
+                f"every object and oplog slice read passed its checksums (restored to {point.describe()}; "
+                "each database's replay is noted with the first and last entry it applied)"
             )
         return RestoreResult(
             backup_id=(point.expected or point.base).id,

@@ -70,6 +70,14 @@ class RestorePoint:
     expected: Manifest | None = None
     reach: str = ""
 
+    def describe(self) -> str:
+        """The point a restore goes to, for people: 'oplog timestamp S:I' or 'wall time ...'."""
+        if self.until_ts is not None:
+            return f"oplog timestamp {ts_text(self.until_ts)}"
+        if self.until_time is not None:
+            return f"wall time {self.until_time.isoformat()}"
+        return f"backup {(self.expected or self.base).id}"
+
     @property
     def replays(self) -> bool:
         return bool(self.sources)
