@@ -56,7 +56,8 @@ def run_backup(kind: BackupKind, target, repository) -> dict:
                 if kind == BackupKind.FULL:
                     raise
                 fell_back = str(exc)
-                logger.warning(f"cannot take a {kind.value} backup: {exc}. Taking a full backup instead.")
+                article = "an" if kind.value[0] in "aeiou" else "a"
+                logger.warning(f"cannot take {article} {kind.value} backup: {exc}. Taking a full backup instead.")
                 manifest = backup_steps(engine, ctx, repo, BackupKind.FULL, logger.warning)
         progress.close()
     emit_backup_event(

@@ -115,6 +115,34 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _option_value(adapter, value: Any) -> Any:
+    """An engine option's command-line text as its type: the text itself, else JSON, else a Python
+    literal ({'app.*': 'copy.*'}, as the help's examples are written), else for lists 'a,b' and
+    for mappings 'from=to,from2=to2'. Raises the first ValidationError when no reading fits."""
+    import ast
+
+    from pydantic import ValidationError
+
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as first:
+        readings: list[Any] = []
+        if isinstance(value, str):
+            for read in (adapter.validate_json, lambda v: adapter.validate_python(ast.literal_eval(v))):
+                readings.append(read)
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if parts and all("=" in part for part in parts):
+                pairs = dict(part.split("=", 1) for part in parts)
+                readings.append(lambda v: adapter.validate_python(pairs))
+            readings.append(lambda v: adapter.validate_python(parts))
+        for read in readings:
+            try:
+                return read(value)
+            except (ValidationError, ValueError, SyntaxError):
+                continue
+        raise first
+
+
 def _restore(
     target: str,
     repository: str | None,
@@ -141,14 +169,13 @@ def _restore(
         field = known[name][0]
         adapter = TypeAdapter(field.annotation)
         try:  # a value of the wrong shape is the option's fault, said before anything runs
-            given[name] = adapter.validate_python(value)
+            given[name] = _option_value(adapter, value)
         except ValidationError as exc:
-            try:  # lists and mappings are given as JSON: --namespaces '["app.*"]'
-                given[name] = adapter.validate_json(value)
-            except ValidationError:
-                raise typer.BadParameter(
-                    f"{value!r}: " + "; ".join(e["msg"] for e in exc.errors()), param_hint=_flag(name)
-                ) from None
+            raise typer.BadParameter(
+                f"{value!r}: " + "; ".join(e["msg"] for e in exc.errors()) + " (lists: a,b or JSON "
+                '\'["a", "b"]\'; mappings: from=to,from2=to2 or JSON \'{"from": "to"}\')',
+                param_hint=_flag(name),
+            ) from None
     flat = set(inspect.signature(restore_flow.fn).parameters)
     params = {k: v for k, v in given.items() if k in flat}
     extra = {k: v for k, v in given.items() if k not in flat}

@@ -75,7 +75,7 @@ def gap_message(where: str, after: Timestamp, oldest: Timestamp | None) -> str:
         )
     return (
         f"{lost}. Keep more oplog (replSetResizeOplog, storage.oplogMinRetentionHours) or read it more "
-        "often (archive-logs with a shorter schedule), and take a full backup: nothing restores across the gap"
+        "often (archive-logs with a shorter schedule), and take a full backup: nothing restores across the gap."
     )
 
 
