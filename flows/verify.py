@@ -24,15 +24,18 @@ from tasks.verify import verify_backup
 from vaultflow.engines import registry
 from vaultflow.errors import IntegrityError
 from vaultflow.logarchive import open_log_archive
+from vaultflow.proc import mkdtemp, remove
 from vaultflow.repository import ObjectCheck
 
 
-def check_log_archive(repo, engine: str, target: str, manifests) -> tuple[list[dict], list[str]]:
-    """Continuity of the target's log archive (vaultflow.logarchive; PostgreSQL: WAL) for each
-    backup that reads it: from the backup's log start to the newest archived unit a restore of it
-    follows, gaps named (PostgreSQL: segments and timelines, or a missing timeline history file).
-    One row per target, and one failure per broken backup. Nothing to check when the engine has
-    no log archive, the archive is empty, or no backup reads it."""
+def check_log_archive(repo, engine: str, target: str, manifests, deep: bool = False) -> tuple[list[dict], list[str]]:
+    """Continuity of the target's log archive (vaultflow.logarchive; PostgreSQL: WAL, MongoDB:
+    oplog slices) for each backup that reads it: from the backup's log start to the newest
+    archived unit a restore of it follows, gaps named (PostgreSQL: segments and timelines, or a
+    missing timeline history file). `deep`: every archived unit is also read back through
+    LogArchive.fetch (into a private temporary directory, removed), its checksums checked. One
+    row per target, one failure per broken backup and per damaged unit. Nothing to check when the
+    engine has no log archive, the archive is empty, or no backup reads it."""
     if engine not in registry.names():  # its manifests are reported unreadable, naming the engine
         return [], []
     archive = open_log_archive(engine, repo, target)
@@ -42,23 +45,43 @@ def check_log_archive(repo, engine: str, target: str, manifests) -> tuple[list[d
     if not continuity.units or not continuity.backups:
         return [], []
     broken = continuity.broken
+    damaged = read_back_units(archive) if deep else {}
     last = continuity.backups[-1]
     detail = (
-        "; ".join(b.problem for b in broken)
-        if broken
+        "; ".join([b.problem for b in broken] + [f"{name}: {why}" for name, why in damaged.items()])
+        if broken or damaged
         else f"continuous for {len(continuity.backups)} backups{f' ({last.note})' if last.note else ''}"
     )
     row = {
         "target": f"{engine}/{target}",
         "backup": archive.title,
         "objects": continuity.units,
-        "result": "GAPS" if broken else "ok",
+        "result": "CORRUPT" if damaged else "GAPS" if broken else "ok",
         "detail": detail,
     }
     return [row], [
         f"{archive.title} of {target}: missing {len(b.missing)}: {', '.join(b.missing[:5])}; {b.problem}"
         for b in broken
-    ]
+    ] + [f"{archive.title} of {target}: {name} is damaged: {why}" for name, why in damaged.items()]
+
+
+def read_back_units(archive) -> dict[str, str]:
+    """Unit name -> why it failed its checksums, for every archived unit of `archive` read back
+    (LogArchive.fetch into a private temporary directory, each file removed once checked)."""
+    damaged: dict[str, str] = {}
+    work = mkdtemp("vfverify-")
+    try:
+        for name in archive.units():
+            dest = work / "unit"
+            try:
+                archive.fetch(name, dest)
+            except IntegrityError as exc:
+                damaged[name] = str(exc)
+            finally:
+                dest.unlink(missing_ok=True)
+    finally:
+        remove(work)
+    return damaged
 
 
 @flow(name="verify", flow_run_name=run_name("verify"), log_prints=True, **FLOW_RETRIES)
@@ -133,7 +156,7 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
                 emit_backup_event(
                     "verified", manifest, {"ok": not bad, "deep": deep, "problems": detail if bad else ""}
                 )
-            log_rows, log_failures = check_log_archive(repo, engine, name, catalog.manifests)
+            log_rows, log_failures = check_log_archive(repo, engine, name, catalog.manifests, deep=deep)
             rows += log_rows
             failures += log_failures
             publish_catalog(repo, engine, name)

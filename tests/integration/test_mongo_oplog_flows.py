@@ -67,6 +67,13 @@ def test_archive_logs_verify_and_prune_a_mongodb_targets_oplog(server: MongoProc
 
         checked = verify(repository=repository, target=target)
         assert checked["problems"] == [] and checked["backups"] == 2, "the backup and the archive's row"
+        damaged = archive.units()[1]
+        path = tmp_path / "repo" / archive.object_key(damaged)
+        original = path.read_bytes()
+        path.write_bytes(original[:100] + bytes([original[100] ^ 1]) + original[101:])
+        with pytest.raises(IntegrityError, match=f"oplog archive of oplogflow: {damaged} is damaged"):
+            verify(repository=repository, target=target)
+        path.write_bytes(original)
         assert archive.log_start(archive_manifest(tmp_path, first["backup_id"])).unit in archive.units()
 
         second = full_backup(target=target, repository=repository)
