@@ -44,7 +44,8 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
     worker's clock and the store's timestamps) are held: kept, in no retention slot, logged as
     warnings and returned under "clock_problems" (id -> why and what to do). Where the target's
     engine has a log archive (PostgreSQL WAL), units no kept backup can use are deleted too;
-    their count is "log_units_deleted" ("wal_deleted": the same count under its older name).
+    their count is "log_units_deleted" (in a dry run: those it would delete; "wal_deleted": the
+    same count under its older name).
     With dry_run the plan is published and nothing is deleted. A backup whose manifest cannot
     be read is kept (with its payload), warned about and returned under "unreadable" (manifest
     key -> why); a target written by an engine this worker does not know is left alone and
@@ -153,7 +154,9 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
                         "reason": log_plan.reason,
                     }
                 )
-                if not dry_run:
+                if dry_run:
+                    logs_deleted += len(log_plan.units)  # what would be deleted, as "deleted" is
+                else:
                     lock.check()
                     logs_deleted += archive.delete(log_plan.units)
             orphans += len(stale)
@@ -169,7 +172,7 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
         )
         logger.info(
             f"prune{' (dry run)' if dry_run else ''}: keep {len(kept)}, delete {len(deleted)}, "
-            f"orphan objects {orphans}, interrupted writes removed {partial}"
+            f"orphan objects {orphans}, archived log units {logs_deleted}, interrupted writes removed {partial}"
         )
     return {
         "kept": kept,

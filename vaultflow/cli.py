@@ -352,8 +352,9 @@ def prune(
     result = _run(prune_flow, repository=_repository(repository, repo_path), target=target, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     console.print(
-        f"kept {len(result['kept'])}, {verb} {len(result['deleted'])} backups and "
-        f"{result['orphan_objects']} orphaned objects"
+        f"kept {len(result['kept'])}, {verb} {len(result['deleted'])} backups, "
+        f"{result['orphan_objects']} orphaned objects and {result['log_units_deleted']} archived log units "
+        "(WAL segments, oplog slices)"
     )
 
 

@@ -69,6 +69,9 @@ def test_a_log_archive_registered_by_a_test_is_shipped_verified_and_pruned_by_th
         with pytest.raises(IntegrityError, match=f"toy log archive of toy: missing 1: {names[2]}; backup {older.id}"):
             verify(repository=repository)  # every target of the repository, engines found by name
 
+        planned = prune(repository=repository, target=target, dry_run=True)
+        assert planned["log_units_deleted"] == 2, "a dry run counts the log units it would delete"
+        assert len(list((tmp_path / "repo" / ENGINE / "toy" / "logs" / "toy").iterdir())) == 2 * 4, "and keeps them"
         pruned = prune(repository=repository, target=target)
         assert pruned["deleted"] == [older.id] and pruned["kept"] == [newer.id]
         assert pruned["log_units_deleted"] == pruned["wal_deleted"] == 2, "u1 and u2: before the kept backup's start"
