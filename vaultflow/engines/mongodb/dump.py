@@ -178,7 +178,7 @@ class _Sink:
 class DatabaseDump:
     """What dumping one database produced, filled in while its archive streams. `snapshot`:
     False once the server answered a snapshot read at another time than asked (it read current
-    data; see dump_window_changes)."""
+    data; finish_backup then checks the oplog: MongoEngine._full_consistency)."""
 
     database: str
     fingerprints: dict[str, Fingerprint] = field(default_factory=dict)

@@ -13,8 +13,9 @@ command touched (create, drop, rename, collMod, ...) is read whole, its collecti
 
 A server without snapshot history (SecantusDB) answers with current data: the read is the state
 at the point only if the oplog shows no change to the touched databases from the point to the end
-of the read. `quiet_read` says whether that held; the engine then moves its point forward and
-tries again, and gives up with a retryable error (docs/mongodb.md, consistency).
+of the read. `expected_fingerprints` says when a read was of current data; the engine then checks
+the oplog, moves its point forward and tries again, and gives up with a retryable error
+(MongoEngine._store_oplog_range; docs/mongodb.md, consistency).
 """
 
 from __future__ import annotations
@@ -42,18 +43,16 @@ OPLOG_FORMAT = "mongodump-archive-oplog"
 class Touched:
     """What a stretch of oplog changes: `collections` (database -> collection names written by
     inserts, updates and deletes) and `databases` whose commands (DDL) ran, read whole again.
-    `entries`: how many entries were seen; `last_ts`: the newest."""
+    `entries`: how many entries were seen."""
 
     collections: dict[str, set[str]] = field(default_factory=dict)
     databases: set[str] = field(default_factory=set)
     entries: int = 0
-    last_ts: Timestamp | None = None
 
     def add(self, raw: bytes) -> None:
         """Note one raw oplog entry."""
         facts = entry_facts(raw)
         self.entries += 1
-        self.last_ts = facts.ts
         db, _, rest = facts.ns.partition(".")
         if db == "admin" and rest == "$cmd":
             for op in (bson.decode(raw).get("o") or {}).get("applyOps") or []:

@@ -68,7 +68,6 @@ class RestorePoint:
     until_ts: Timestamp | None = None
     until_time: datetime | None = None
     expected: Manifest | None = None
-    reach: str = ""
 
     def describe(self) -> str:
         """The point a restore goes to, for people: 'oplog timestamp S:I' or 'wall time ...'."""
@@ -135,8 +134,9 @@ def restore_point(
     """Plan the restore of `manifest` (to_ts and to_time None), or of the target's state at
     `to_ts` ('SECONDS:INCREMENT') or `to_time` (entries with wall time at or before it).
 
-    `repository`: the Repository; `catalog`: the target's Catalog; `archive`: its OplogArchive. ConfigError when both points are given, or no backup stands at or before the
-    point; NotFoundError naming the lost range when the oplog archive has a hole between the
+    `repository`: the Repository; `catalog`: the target's Catalog; `archive`: its OplogArchive.
+    ConfigError when both points are given, or no backup stands at or before the point;
+    NotFoundError naming the lost range when the oplog archive has a hole between the
     start backup and the point, or does not reach the point yet."""
     if to_ts is None and to_time is None:
         return chain_point(repository, catalog, manifest)
@@ -189,7 +189,6 @@ def restore_point(
             )
         point.sources.append((f"oplog slice {record.name}", _slice_reader(archive, record.name)))
         if _reaches(record, until_ts, until_time):
-            point.reach = ts_text(record.end.ts)
             return point
     raise NotFoundError(
         f"point {wanted} is past the end of the oplog archive of {manifest.target}: its newest slice "
