@@ -6,9 +6,13 @@ and a partial restore reads, and each archive alone is what `mongorestore --arch
 database restores without reading the others' bytes). The cluster time is shared, so the
 archives together are one consistent point.
 
-The stream is pulled, in one thread: the repository's store reads the compressor, which reads
-`ArchiveChunks`, which asks the server for the next batch only when it needs more bytes. Memory:
-one server batch (at most 16 MiB) and one archive segment (at most 16 MiB) at a time.
+The stream is pulled: the repository's store reads the compressor, which reads `ArchiveChunks`,
+which takes the next MiB of archive from `database_archive`. The server's batches come from a
+thread of their own one batch ahead (vaultflow.prefetch), so the server reads the next batch
+while this process digests, frames and compresses the last one: a dump takes about as long as
+the slower of the two, not their sum. Memory: getMore asks for about BATCH_BYTES (4 MiB) a
+batch, at most three batches are held (queued, arriving, being written), and the writer and
+the store see the documents 1 MiB at a time.
 """
 
 from __future__ import annotations
@@ -30,11 +34,15 @@ from vaultflow.engines.mongodb.client import RAW
 from vaultflow.engines.mongodb.users import read_auth
 from vaultflow.errors import VaultflowError
 from vaultflow.manifest import Fingerprint
+from vaultflow.prefetch import prefetched
 
 DIGEST_METHOD = "bson-blake2b128-sum"  # Fingerprint.method of every MongoDB collection
 DIGEST_MODULUS = 1 << 128
 SKIPPED_SYSTEM = ("system.profile", "system.views", "system.indexes", "system.namespaces")
 TOOL_VERSION = "vaultflow"
+FIRST_BATCH_DOCUMENTS = 1000
+BATCH_BYTES = 4 << 20  # what a getMore asks for: a few MiB, not the server's 16 MiB
+WRITE_BYTES = 1 << 20  # documents handed to the archive writer (and on to the store) at a time
 
 
 @dataclass(frozen=True)
@@ -103,28 +111,55 @@ def snapshot_batches(
     """Every document of `database.collection` as the server held it at `cluster_time`, in raw
     batches (find + getMore with readConcern {level: snapshot, atClusterTime}, MongoDB 5.0+).
     Raises pymongo's OperationFailure SnapshotTooOld (code 239) when the server no longer keeps
-    that point's history."""
+    that point's history, SnapshotIgnored when it answers at another time."""
+    read_concern = {"level": "snapshot", "atClusterTime": cluster_time}
+    return _find_batches(client, session, database, collection, read_concern, expect_time=cluster_time)
+
+
+def current_batches(
+    client: MongoClient, session: ClientSession, database: str, collection: str
+) -> Iterator[list[RawBSONDocument]]:
+    """Every document of `database.collection` as it is now, in raw batches."""
+    return _find_batches(client, session, database, collection, None, expect_time=None)
+
+
+def _find_batches(
+    client: MongoClient,
+    session: ClientSession,
+    database: str,
+    collection: str,
+    read_concern: dict[str, Any] | None,
+    *,
+    expect_time: Timestamp | None,
+) -> Iterator[list[RawBSONDocument]]:
+    """find + getMore, each getMore asking for about BATCH_BYTES (its batchSize from the mean
+    document size so far), so a batch holds a few MiB whatever the documents' size: the server's
+    default is 16 MiB, held several times over while it passes through a dump."""
     db = client.get_database(database, codec_options=RAW)
-    command = SON(
-        [
-            ("find", collection),
-            ("readConcern", {"level": "snapshot", "atClusterTime": cluster_time}),
-            ("batchSize", 1000),
-        ]
-    )
+    command = SON([("find", collection), ("batchSize", FIRST_BATCH_DOCUMENTS)])
+    if read_concern is not None:
+        command["readConcern"] = read_concern
     reply = db.command(command, session=session, codec_options=RAW)
     cursor = reply["cursor"]
     answered = cursor.get("atClusterTime")
-    if answered is not None and answered != cluster_time:
+    if expect_time is not None and answered is not None and answered != expect_time:
         raise SnapshotIgnored(answered)
-    yield list(cursor["firstBatch"])
+    batch = list(cursor["firstBatch"])
+    documents, size = len(batch), sum(len(document.raw) for document in batch)
+    yield batch
     cursor_id = cursor["id"]
     while cursor_id:
+        batch_size = max(1, BATCH_BYTES * documents // size) if size else FIRST_BATCH_DOCUMENTS
         reply = db.command(
-            SON([("getMore", cursor_id), ("collection", collection)]), session=session, codec_options=RAW
+            SON([("getMore", cursor_id), ("collection", collection), ("batchSize", batch_size)]),
+            session=session,
+            codec_options=RAW,
         )
         cursor = reply["cursor"]
-        yield list(cursor["nextBatch"])
+        batch = list(cursor["nextBatch"])
+        documents += len(batch)
+        size += sum(len(document.raw) for document in batch)
+        yield batch
         cursor_id = cursor["id"]
 
 
@@ -203,9 +238,7 @@ def collection_batches(
             return
         except SnapshotIgnored:
             result.snapshot = False
-    db = client.get_database(database, codec_options=RAW)
-    for raw in db[collection].find_raw_batches(session=session):
-        yield [RawBSONDocument(bytes(doc)) for doc in split_raw_batch(raw)]
+    yield from current_batches(client, session, database, collection)
 
 
 def split_raw_batch(batch: bytes) -> Iterator[memoryview]:
@@ -264,11 +297,22 @@ def database_archive(
         for spec in specs:
             if spec.has_documents:
                 digest = DocumentDigest()
-                for batch in collection_batches(client, session, database, spec.name, cluster_time, result):
+                batches = collection_batches(client, session, database, spec.name, cluster_time, result)
+                for batch in prefetched(batches, name=f"dump {database}.{spec.name}"):
+                    pending: list[bytes] = []
+                    pending_bytes = 0
                     for document in batch:
-                        digest.add(document.raw)
-                    writer.write_documents(database, spec.name, batch)
-                    if len(sink.buffer) >= 1 << 20:
+                        raw = document.raw
+                        digest.add(raw)
+                        pending.append(raw)
+                        pending_bytes += len(raw)
+                        if pending_bytes >= WRITE_BYTES:
+                            writer.write_documents(database, spec.name, pending)
+                            pending, pending_bytes = [], 0
+                            yield sink.take()
+                    if pending:
+                        writer.write_documents(database, spec.name, pending)
+                    if len(sink.buffer) >= WRITE_BYTES:
                         yield sink.take()
                 result.fingerprints[spec.name] = digest.fingerprint()
                 result.collections.append(spec.name)
