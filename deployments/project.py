@@ -68,4 +68,14 @@ def load_flow(entrypoint: str, root: Path):
         raise FileNotFoundError(f"no such file: {script}")
     if str(root) not in sys.path:  # the flows import their siblings: `from flows._support import ...`
         sys.path.insert(0, str(root))
-    return load_flow_from_entrypoint(f"{script}:{func}", use_placeholder_flow=False)
+    stat = script.stat()
+    key = (str(script.resolve()), func, stat.st_mtime_ns, stat.st_size)
+    if key not in _LOADED:
+        _LOADED[key] = load_flow_from_entrypoint(f"{script}:{func}", use_placeholder_flow=False)
+    return _LOADED[key]
+
+
+# Flows loaded so far, by (file, function, the file's mtime and size): Prefect runs the file
+# again on every load and builds each flow's parameter schema (about 0.3 s a flow), and
+# prefect.yaml names the same few entrypoints in many deployments. A changed file loads anew.
+_LOADED: dict[tuple[str, str, int, int], Any] = {}
