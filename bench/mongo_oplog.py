@@ -150,7 +150,7 @@ def _ship_once(archive) -> dict:
     }
 
 
-# what pitr.restore_replayed notes per database (ReplayReport.summary)
+# what replayed_restore.restore_replayed notes per replay pass (ReplayReport.summary)
 REPLAYED = re.compile(r"replayed (\d+) oplog entries.*?; ([\d.]+) s,")
 
 

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 
 from bson import Timestamp
 
-from vaultflow.compare import Comparison
 from vaultflow.engines.base import (
     BackupContext,
     BackupPlan,
@@ -62,29 +61,20 @@ from vaultflow.engines.mongodb.incremental import (
 from vaultflow.engines.mongodb.names import RenameRules
 from vaultflow.engines.mongodb.oplog import check_reaches, oplog_archive_chunks, read_range
 from vaultflow.engines.mongodb.oplog_archive import OplogArchive
-from vaultflow.engines.mongodb.pitr import (
-    RestorePoint,
-    add_replay_only,
-    chain_point,
-    point_stamp,
-    restore_point,
-    restore_replayed,
-    restore_sources,
-)
+from vaultflow.engines.mongodb.oplog_scan import scan_entries
+from vaultflow.engines.mongodb.pitr import chain_point, point_stamp, restore_point, restore_sources
+from vaultflow.engines.mongodb.replayed_restore import add_scanned_databases, plan_replay
 from vaultflow.engines.mongodb.restore import (
     ARCHIVE_ROLE,
-    AuthToCreate,
     archive_objects,
     default_restore_name,
-    drop_quietly,
     prepare_restore,
-    restore_target,
     scratch_name,
 )
-from vaultflow.engines.mongodb.restore_plan import RestorePlan, TargetDatabase, plan_restore
+from vaultflow.engines.mongodb.restore_plan import plan_restore
+from vaultflow.engines.mongodb.restore_run import RestoreRun
 from vaultflow.engines.mongodb.settings import SYSTEM_DATABASES, MongoRestoreOptions, MongoSettings
-from vaultflow.engines.mongodb.users import compare_auth, create_auth, refuse_existing
-from vaultflow.errors import ChainBrokenError, ConfigError, RefusedError, TransientError, note_cleanup_failure
+from vaultflow.errors import ChainBrokenError, ConfigError, TransientError
 from vaultflow.manifest import BackupKind, BackupMode, Fingerprint, Manifest
 from vaultflow.pipeline import compress_into_store
 
@@ -385,8 +375,10 @@ class MongoEngine:
         """Each database of the backup into a new database <db>_restore_<backup time> (or `into`,
         for a backup or selection of one database), compared; with overwrite an existing
         target is replaced, only after the restored copy matched. options.namespaces selects
-        collections, options.rename then moves them (restore_plan.py), options.users_and_roles
-        recreates the databases' users and roles on their targets (users.py)."""
+        collections, options.rename then moves them (restore_plan.py; with an oplog replay the
+        oplog's namespaces too, replay_landing.py), options.users_and_roles recreates the
+        databases' users and roles on their targets (users.py). ConfigError for what cannot land,
+        before anything is written."""
         opts = options_for(self, options, self.config.name)
         rules = RenameRules.parse(opts.rename)
         if rules and into is not None:
@@ -402,13 +394,11 @@ class MongoEngine:
             to_ts=opts.to_ts,
             to_time=opts.to_time,
         )
-        if rules and point.replays:
-            raise ConfigError(
-                f"rename is built for restores of a full backup; restoring {manifest.id}"
-                f"{' to ' + (opts.to_ts or str(opts.to_time)) if point.expected is None else ''} replays the "
-                "oplog: restore without rename (into new databases), or restore a full backup with rename"
-            )
         sources = restore_sources(point, databases)
+        # The oplog is read once before anything is written: what it names must land somewhere.
+        scan = scan_entries(point.decoded()) if point.replays else None
+        if scan is not None and point.expected is None and (into is None or databases):
+            add_scanned_databases(sources, scan, databases or self.config.databases)  # made after the full
         if opts.namespaces:
             sources = {db: obj for db, obj in sources.items() if _may_match(opts.namespaces, db)}
             if not sources:
@@ -422,156 +412,45 @@ class MongoEngine:
                 "choose one with databases=[...]"
             )
         stamp = point_stamp(point) if point.expected is None else manifest.id
+        default = lambda database: into or default_restore_name(database, stamp)  # noqa: E731
         plan, auth = prepare_restore(
             ctx,
             point.base,
             [obj for obj in sources.values() if obj is not None],
-            lambda database: into or default_restore_name(database, stamp),
+            default,
             rules=rules,
             namespaces=opts.namespaces,
             users_and_roles=opts.users_and_roles,
-            allow_empty=None in sources.values(),
+            allow_empty=None in sources.values() or scan is not None,
         )
-        add_replay_only(plan, sources, lambda database: into or default_restore_name(database, stamp))
-        return self._restore(ctx, point, plan, overwrite=overwrite, keep=True, namespaces=opts.namespaces, auth=auth)
+        landing = None
+        if scan is not None:
+            landing = plan_replay(point, plan, sources, rules, default, opts.namespaces, scan)
+        if not plan.targets:
+            raise ConfigError(
+                f"nothing of backup {manifest.id} matches {opts.namespaces}: nothing to restore "
+                "(namespaces are 'db.collection' globs, e.g. 'app.orders', 'app.*')"
+            )
+        run = RestoreRun(self.config, ctx, point, plan, opts.namespaces, landing)
+        return run.run(overwrite=overwrite, keep=True, auth=auth)
 
     def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
         """Restore every database (the full, then the chain's oplog replayed) into scratch
         databases, compare with the backup's fingerprints, drop them."""
         point = chain_point(ctx.repository, ctx.repository.catalog(self.name, self.config.name), manifest)
         sources = restore_sources(point, None)
-        name = lambda database: scratch_name(f"vaultflow_drill_{database}")  # noqa: E731
+        names: dict[str, str] = {}
+        name = lambda database: names.setdefault(database, scratch_name(f"vaultflow_drill_{database}"))  # noqa: E731
         plan = plan_restore([obj for obj in sources.values() if obj is not None], name)
-        add_replay_only(plan, sources, name)
-        return self._restore(ctx, point, plan, overwrite=False, keep=False)
-
-    def _restore(
-        self,
-        ctx,
-        point: RestorePoint,
-        plan: RestorePlan,
-        *,
-        overwrite: bool,
-        keep: bool,
-        namespaces: list[str] | None = None,
-        auth: dict[str, AuthToCreate] | None = None,
-    ):
-        """Each target database of `plan` restored from its parts, compared. A name that does
-        not exist is restored into directly (recorded as scratch until it compared equal); an
-        existing one (overwrite) only after a scratch copy compared equal: it is dropped and
-        restored into again, and compared again. (Not renameCollection: across databases
-        MongoDB copies the data anyway, and SecantusDB drops collection options.) `auth`: users
-        and roles to create on a target once its data compared equal (every one checked absent
-        before anything is written). keep=False (drills): every copy is dropped after its
-        comparison."""
-        started = time.monotonic()
-        rows: list = []
-        notes: list[str] = []
-        done: set[str] = set()
-        auth = auth or {}
-        with connected(self.config) as client:
-            self._drop_dead_scratch(ctx, client)
-            present = set(client.list_database_names())
-            taken = [target.name for target in plan.targets if target.name in present]
-            if taken and not overwrite:
-                raise RefusedError(
-                    f"database {', '.join(map(repr, taken))} exists on {self.config.where}: restore into a new "
-                    "name (into=..., rename=...), or pass overwrite=True to replace it after the copy compared equal"
-                )
-            for name, wanted in auth.items():
-                refuse_existing(client, name, wanted.users, wanted.roles)
-            for target in plan.targets:
-                final = target.name
-                if final in present:
-                    copy_rows = self._restore_one(
-                        ctx, client, point, target, scratch_name(final), drop=True, namespaces=namespaces
-                    )
-                    if not _all_match(copy_rows):
-                        rows += copy_rows
-                        continue  # the original stays as it was
-                    client.drop_database(final)
-                table_rows = self._restore_one(
-                    ctx, client, point, target, final, drop=not keep, namespaces=namespaces, notes=notes
-                )
-                rows += table_rows
-                if _all_match(table_rows) and final in auth:
-                    wanted = auth[final]
-                    notes += create_auth(client, final, wanted.users, wanted.roles)
-                    rows.append(compare_auth(client, target.label, final, wanted.users, wanted.roles))
-                if _all_match(table_rows) or not keep:
-                    done.add(final)
-        notes += [note for wanted in auth.values() for note in wanted.notes]
-        if point.expected is None:
-            notes.append(
-                "restored to a point between backups: no fingerprints exist for it, so nothing was compared; "
-                f"every object and oplog slice read passed its checksums (restored to {point.describe()}; "
-                "each database's replay is noted with the first and last entry it applied)"
-            )
-        return RestoreResult(
-            backup_id=(point.expected or point.base).id,
-            restored=plan.restored_into(done),
-            seconds=time.monotonic() - started,
-            comparison=Comparison(rows, noun="collections"),
-            notes=notes,
-        )
-
-    def _restore_one(
-        self,
-        ctx,
-        client,
-        point: RestorePoint,
-        target: TargetDatabase,
-        into: str,
-        *,
-        drop: bool,
-        namespaces=None,
-        notes: list[str] | None = None,
-    ) -> list:
-        """Restore `target`'s parts into `into` (recorded as a scratch database meanwhile): the
-        full's archives, then, for a chain or a point in time, the oplog replayed
-        (pitr.restore_replayed); compare each collection with its source collection's
-        fingerprint in the expected backup, and, without a replay, the database's indexes,
-        options and views; drop it afterwards when `drop`, and on any error. Returns the
-        comparison rows."""
-        repo = ctx.repository
-        record = repo.put_scratch(self.name, self.config.name, into, self.config.where)
-        try:
-            if point.replays:
-                table_rows = restore_replayed(
-                    client, ctx, point, target, into, namespaces, [] if notes is None else notes
-                )
-            else:
-                table_rows = restore_target(client, ctx, point.base, target, into, namespaces)
-        except BaseException as exc:
-            try:
-                drop_quietly(client, into, ctx.log)
-                repo.delete_scratch(record)
-            except Exception as cleanup:  # noqa: BLE001 - noted on the original error
-                note_cleanup_failure(exc, f"removing scratch database {into}: {cleanup}", ctx.log)
-            raise
-        if drop or not _all_match(table_rows):  # a copy that differs is never left to be mistaken for the backup
-            drop_quietly(client, into, ctx.log)
-        repo.delete_scratch(record)
-        return table_rows
-
-    def _drop_dead_scratch(self, ctx: BackupContext, client) -> None:
-        """Drop the databases that killed restores or drills of this target left on its server
-        (their scratch records' holders are gone), and their records."""
-        for key, record in ctx.repository.dead_scratch(self.name, self.config.name):
-            if record.get("server") != self.config.where:
-                continue
-            ctx.log(f"dropping {record['database']!r}, left by a restore that died at {record['since']:%Y-%m-%d %H:%M}")
-            client.drop_database(record["database"])
-            ctx.repository.delete_scratch(key)
+        landing = None
+        if point.replays:
+            landing = plan_replay(point, plan, sources, RenameRules(), name, None, scan_entries(point.decoded()))
+        return RestoreRun(self.config, ctx, point, plan, landing=landing).run(overwrite=False, keep=False)
 
 
 def _may_match(patterns: list[str], database: str) -> bool:
     """Whether some 'db.collection' glob of `patterns` can match a collection of `database`."""
     return any(fnmatch.fnmatchcase(database, pattern.split(".", 1)[0]) for pattern in patterns)
-
-
-def _all_match(rows) -> bool:
-    return all(row.status == "match" for row in rows)
 
 
 def _pymongo_version() -> str:

@@ -5,6 +5,7 @@ oplog slices up to the point.
     point = restore_point(catalog, archive, manifest, to_ts=..., to_time=...)
     point.base          the full whose database archives are restored first
     point.entries()     the raw oplog entries to replay after it, in order, each checked
+    point.decoded()     the same decoded, up to the point (what a replay applies)
     point.expected      the backup whose fingerprints the result must equal (None: a point
                         between backups, where no fingerprint was taken)
 
@@ -18,30 +19,20 @@ before it still restore.
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import bson
 from bson import Timestamp
-from pymongo import MongoClient
 
-from vaultflow.compare import TableComparison, compare_database
 from vaultflow.engines.mongodb.consistency import MongoDumpConsistency, consistency_point, parse_ts, ts_text
 from vaultflow.engines.mongodb.incremental import OPLOG_ROLE
 from vaultflow.engines.mongodb.oplog import entry_facts, read_oplog_archive
 from vaultflow.engines.mongodb.oplog_slices import break_before, first_after, head_gap
-from vaultflow.engines.mongodb.replay import ReplayReport, apply_entries, until
-from vaultflow.engines.mongodb.restore import (
-    archive_objects,
-    read_fingerprints,
-    restore_archive,
-    restored_collections,
-)
-from vaultflow.engines.mongodb.restore_plan import Part, RestorePlan, TargetDatabase
-from vaultflow.engines.mongodb.settings import namespace_matches
-from vaultflow.engines.mongodb.users import AUTH_NAMESPACES
+from vaultflow.engines.mongodb.replay import until
+from vaultflow.engines.mongodb.restore import archive_objects
 from vaultflow.errors import ConfigError, NotFoundError
 from vaultflow.manifest import Manifest, StoredObject
 from vaultflow.pipeline import open_verified
@@ -80,6 +71,11 @@ class RestorePoint:
     @property
     def replays(self) -> bool:
         return bool(self.sources)
+
+    def decoded(self) -> Iterator[Mapping[str, Any]]:
+        """The entries to replay, decoded, up to the point's limit (replay_units.until)."""
+        entries = (bson.decode(raw) for raw in self.entries())
+        return until(entries, until_ts=self.until_ts, until_time=self.until_time)
 
     def entries(self) -> Iterator[bytes]:
         """Raw entries after `after`, in oplog order, across every source (each source's checksums
@@ -238,70 +234,3 @@ def point_stamp(point: RestorePoint) -> str:
         assert point.until_time is not None
         moment = point.until_time.astimezone(UTC)
     return f"{moment:%Y%m%dT%H%M%S}"
-
-
-def _glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
-
-
-def replay_into(
-    client: MongoClient, point: RestorePoint, source: str, into: str, namespaces: list[str] | None
-) -> ReplayReport:
-    """Replay the point's oplog entries of database `source` (only the collections matching
-    `namespaces` globs when given) into database `into`, up to the point's limit. ReplayError
-    naming the entry that cannot be applied; IntegrityError naming the source whose checksums
-    fail."""
-    if namespaces is None:
-        patterns = [f"{_glob_escape(source)}.*"]
-    else:
-        patterns = []
-        for pattern in namespaces:
-            db_pattern, _, collection_pattern = pattern.partition(".")
-            if fnmatch.fnmatchcase(source, db_pattern):
-                patterns.append(f"{_glob_escape(source)}.{collection_pattern}")
-    entries = until((bson.decode(raw) for raw in point.entries()), until_ts=point.until_ts, until_time=point.until_time)
-    return apply_entries(client, entries, rename={f"{source}.*": f"{into}.*"}, namespaces=patterns)
-
-
-def restore_replayed(
-    client: MongoClient,
-    ctx,
-    point: RestorePoint,
-    target: TargetDatabase,
-    into: str,
-    namespaces: list[str] | None,
-    notes: list[str],
-) -> list[TableComparison]:
-    """Restore `target` (one part per source database, no renaming) into `into` from the point:
-    the full's archive, then the oplog replayed (pitr.replay_into; its summary goes to `notes`);
-    compare every collection with the expected backup's fingerprints, none when the point lies
-    between backups. Indexes and options are compared only without a replay (the archive's are
-    the full's, not the point's). Returns the rows."""
-    rows: list[TableComparison] = []
-    for part in target.parts:
-        source = part.source
-        if part.obj is not None:
-            restore_archive(client, ctx, point.base, part.obj, into, namespaces)
-        report = replay_into(client, point, source, into, namespaces)
-        ctx.log(f"{source} -> {into}: {report.summary()}")
-        notes.append(f"{source}: {report.summary()}")
-        if point.expected is None:
-            continue
-        actual = read_fingerprints(client, into, restored_collections(client, into))
-        expected = {
-            name: prints
-            for name, prints in point.expected.fingerprints.get(source, {}).items()
-            if name not in AUTH_NAMESPACES and (namespaces is None or namespace_matches(namespaces, source, name))
-        }
-        rows += compare_database(source, expected, actual)
-    return rows
-
-
-def add_replay_only(plan: RestorePlan, sources: dict[str, StoredObject | None], name: Callable[[str], str]) -> None:
-    """Add to `plan` a target for each database of `sources` without an archive (created after
-    the full: only the oplog replay fills it), named `name(database)`."""
-    for database, obj in sources.items():
-        if obj is None:
-            target = TargetDatabase(name(database), [Part(None, database=database)])
-            plan.targets.append(target)
-            plan.restored[database] = target.name

@@ -44,6 +44,7 @@ from vaultflow.engines.mongodb.consistency import ts_text
 from vaultflow.engines.mongodb.replay_commands import APPLIED, FILTERED, run_command, write_view
 from vaultflow.engines.mongodb.replay_units import (
     Entry,
+    NamespaceMap,
     Namespaces,
     ReplayError,
     Unit,
@@ -107,16 +108,22 @@ def apply_entries(
     *,
     rename: Mapping[str, str] | None = None,
     namespaces: Sequence[str] | None = None,
+    names: NamespaceMap | None = None,
 ) -> ReplayReport:
     """Apply decoded oplog `entries` (in ts order) to the server `client` talks to. `rename`:
     {source pattern: target pattern} with one '*' each ({"app.*": "app_copy.*"}); `namespaces`:
-    glob patterns of source namespaces to apply (all when None). Returns a ReplayReport.
+    glob patterns of source namespaces to apply (all when None); or, instead of both, `names`:
+    any NamespaceMap (a restore's planned landing, replay_landing.ReplayNames). Returns a
+    ReplayReport.
 
     Raises ReplayError (UnknownCommandError for an unknown command) naming the entry's ts and
     namespace when an entry cannot be applied exactly or the server refuses it; the writes before
     it stay applied. ConfigError for malformed rename patterns. Driver errors that are not about
     one entry (connection lost) propagate as pymongo raises them."""
-    names = Namespaces(dict(rename or {}), list(namespaces) if namespaces is not None else None)
+    if names is None:
+        names = Namespaces(dict(rename or {}), list(namespaces) if namespaces is not None else None)
+    elif rename or namespaces is not None:
+        raise ValueError("apply_entries takes rename and namespaces, or names, not both")
     report = ReplayReport()
     replayer = Replayer(client, names, report)
     started = time.monotonic()
@@ -149,7 +156,7 @@ class _Write:
 class Replayer:
     """Applies units (replay_units.Unit) to one server; queues document writes per collection."""
 
-    def __init__(self, client: MongoClient, names: Namespaces, report: ReplayReport):
+    def __init__(self, client: MongoClient, names: NamespaceMap, report: ReplayReport):
         self.client = client
         self.names = names
         self.report = report

@@ -8,7 +8,7 @@ that made them, renamed and filtered like the documents.
 | mongod `{createIndexes: c, v, key, name, ...}` (one index); SecantusDB `{createIndexes, indexes: [spec + entryFormat]}`; mongod 4.4+ `{commitIndexBuild, indexes}` | `createIndexes` |
 | `{dropIndexes | deleteIndexes | dropIndex | deleteIndex: c, index}` | `dropIndexes` (absent: nothing) |
 | `{renameCollection: "db.a", to: "db.b", dropTarget}` | `renameCollection` (dropTarget true when it is a UUID) |
-| `{dropDatabase: 1}` | `dropDatabase` of the renamed database (only the filtered collections when `namespaces` is given) |
+| `{dropDatabase: 1}` | the names' `drop_database`: the renamed database dropped (only the filtered collections when `namespaces` is given); in a restore, every collection of that source database wherever it landed |
 | `{collMod, ...}` (validator, validationLevel/Action, index TTL/hidden, viewOn/pipeline, ...) | `collMod` with the same options |
 | `{convertToCapped, size}`, `{emptycapped}` | the same / delete every document |
 | `startIndexBuild`, `abortIndexBuild`, `setMultikeyMetadata`, `dbCheck` | nothing (mongo-tools skips them too) |
@@ -29,7 +29,7 @@ from pymongo.client_session import ClientSession
 from pymongo.errors import OperationFailure
 
 from vaultflow.engines.mongodb.replay_delta import DocDiff, UntranslatableUpdate, parse_diff
-from vaultflow.engines.mongodb.replay_units import Namespaces, ReplayError, UnknownCommandError, split_ns
+from vaultflow.engines.mongodb.replay_units import NamespaceMap, ReplayError, UnknownCommandError, split_ns
 
 SKIPPED_COMMANDS = {"startIndexBuild", "abortIndexBuild", "setMultikeyMetadata", "dbCheck"}
 DROPPED_OPTIONS = {"idIndex", "recordIdsReplicated", "noPadding", "usePowerOf2Sizes"}  # server-internal
@@ -39,7 +39,7 @@ NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND, INDEX_NOT_FOUND = 48, 26, 27
 APPLIED, FILTERED, SKIPPED = "applied", "filtered", "skipped"
 
 
-def run_command(client: MongoClient, names: Namespaces, op: Mapping[str, Any], session: ClientSession | None) -> str:
+def run_command(client: MongoClient, names: NamespaceMap, op: Mapping[str, Any], session: ClientSession | None) -> str:
     """Run command entry `op`; returns APPLIED, FILTERED (outside `names`) or SKIPPED (no effect
     on data). Raises UnknownCommandError for a command not in the table above, ReplayError when the
     server refuses one."""
@@ -64,7 +64,7 @@ def run_command(client: MongoClient, names: Namespaces, op: Mapping[str, Any], s
         raise ReplayError(f"command {name} cannot be applied: {exc!r}", ts, ns) from exc
 
 
-def _collection(names: Namespaces, database: str, collection: Any) -> tuple[str, str] | None:
+def _collection(names: NamespaceMap, database: str, collection: Any) -> tuple[str, str] | None:
     source = f"{database}.{collection}"
     return split_ns(names.target(source)) if names.included(source) else None
 
@@ -90,7 +90,7 @@ def _create_as(client, target: tuple[str, str], options: dict[str, Any], session
     return APPLIED
 
 
-def view_source(names: Namespaces, database: str, view_on: str, target_database: str) -> str:
+def view_source(names: NamespaceMap, database: str, view_on: str, target_database: str) -> str:
     """The renamed collection a view reads; it must land in the view's own database."""
     landed_db, landed = split_ns(names.target(f"{database}.{view_on}"))
     if landed_db != target_database:
@@ -168,19 +168,7 @@ def _rename(client, names, database, o, session) -> str:
 
 
 def _drop_database(client, names, database, o, session) -> str:
-    target = names.target_database(database)
-    if target is None:
-        raise UntranslatableUpdate(
-            f"dropDatabase of {database}: the rename patterns send its collections to different "
-            "databases or names; rename whole databases ('db.*': 'other.*')"
-        )
-    if names.patterns is None:
-        client.drop_database(target, session=session)
-        return APPLIED
-    dropped = [c for c in client[target].list_collection_names(session=session) if names.included(f"{database}.{c}")]
-    for collection in dropped:
-        client[target].drop_collection(collection, session=session)
-    return APPLIED if dropped else FILTERED
+    return APPLIED if names.drop_database(client, database, session) else FILTERED
 
 
 def _convert_to_capped(client, names, database, o, session) -> str:
@@ -213,7 +201,7 @@ HANDLERS = {
 }
 
 
-def write_view(client: MongoClient, names: Namespaces, op: Mapping[str, Any], session: ClientSession | None) -> str:
+def write_view(client: MongoClient, names: NamespaceMap, op: Mapping[str, Any], session: ClientSession | None) -> str:
     """A mongod `i`/`u`/`d` entry on `<db>.system.views` as create/collMod/drop of the view.
     An update is taken as a replacement or as a diff of whole top-level fields (viewOn, pipeline,
     collation); anything finer raises ReplayError."""
@@ -230,7 +218,7 @@ def write_view(client: MongoClient, names: Namespaces, op: Mapping[str, Any], se
         if kind == "d":
             client[target[0]].drop_collection(target[1], session=session)
             return APPLIED
-        definition = _view_definition(op["o"]) if kind == "u" else dict(op["o"])
+        definition = view_definition(op["o"]) if kind == "u" else dict(op["o"])
         options = {k: v for k, v in definition.items() if k in VIEW_OPTIONS}
         if "viewOn" in options:
             options["viewOn"] = view_source(names, database, options["viewOn"], target[0])
@@ -246,7 +234,9 @@ def write_view(client: MongoClient, names: Namespaces, op: Mapping[str, Any], se
         raise ReplayError(f"view {view_name}: {exc}", ts, ns) from exc
 
 
-def _view_definition(o: Mapping[str, Any]) -> dict[str, Any]:
+def view_definition(o: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields a `system.views` update entry `o` sets (a replacement, a `$set` of whole
+    fields, or a diff of top-level fields); UntranslatableUpdate for anything finer."""
     if not any(str(k).startswith("$") for k in o) and "diff" not in o:
         return dict(o)
     if set(o) <= {"$v", "$set"} and "$set" in o and all("." not in k for k in o["$set"]):

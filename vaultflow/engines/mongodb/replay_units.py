@@ -23,12 +23,13 @@ import fnmatch
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from bson import Timestamp
 
 from vaultflow.engines.mongodb.consistency import ts_text
 from vaultflow.engines.mongodb.names import RenameRule, RenameRules, split_ns
+from vaultflow.engines.mongodb.replay_delta import UntranslatableUpdate
 from vaultflow.errors import VaultflowError
 
 Entry = Mapping[str, Any]
@@ -82,6 +83,18 @@ def until(
 # -- namespaces ---------------------------------------------------------------------------------
 
 
+class NamespaceMap(Protocol):
+    """What the replayer asks about source namespaces: whether to apply an entry on `ns`, where
+    it lands ('db.collection'), and how a source database's dropDatabase lands. Namespaces below
+    (rename patterns and globs), and replay_landing.ReplayNames (a restore's planned landing)."""
+
+    def included(self, ns: str) -> bool: ...
+
+    def target(self, ns: str) -> str: ...
+
+    def drop_database(self, client: Any, database: str, session: Any) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Namespaces:
     """Which source namespaces a replay applies (`patterns`: globs, all when None) and where they
@@ -116,6 +129,25 @@ class Namespaces:
             if sample is not None and rule.apply(sample) != f"{into}.{split_ns(sample)[1]}":
                 return None
         return into
+
+    def drop_database(self, client: Any, database: str, session: Any) -> bool:
+        """Apply dropDatabase of source `database` through `client` (a MongoClient): the renamed
+        database dropped, or, with `patterns`, only its collections that match. Returns whether
+        anything was dropped. UntranslatableUpdate when the patterns split the database."""
+        target = self.target_database(database)
+        if target is None:
+            raise UntranslatableUpdate(
+                f"dropDatabase of {database}: the rename patterns send its collections to different "
+                "databases or names; rename whole databases ('db.*': 'other.*')"
+            )
+        if self.patterns is None:
+            client.drop_database(target, session=session)
+            return True
+        names = client[target].list_collection_names(session=session)
+        dropped = [c for c in names if self.included(f"{database}.{c}")]
+        for collection in dropped:
+            client[target].drop_collection(collection, session=session)
+        return bool(dropped)
 
 
 def _sample(source: str, database: str) -> str | None:

@@ -296,7 +296,9 @@ def prepare_restore(
     takes nothing, or when users must go with a database whose collections land in several."""
     heads = {o.database or "": read_archive_head(ctx, manifest, o) for o in objects} if rules or users_and_roles else {}
     archived = {database: head.collections for database, head in heads.items()}
-    plan = plan_restore(objects, default_target, rules=rules, namespaces=namespaces, archived=archived or None)
+    plan = plan_restore(
+        objects, default_target, rules=rules, namespaces=namespaces, archived=archived if rules else None
+    )
     if not plan.targets and not allow_empty:  # allow_empty: databases only an oplog replay creates follow
         raise ConfigError(
             f"no collection of backup {manifest.id} matches {namespaces}: nothing to restore "
