@@ -77,6 +77,7 @@ from vaultflow.engines.mongodb.restore import (
     archive_objects,
     default_restore_name,
     drop_quietly,
+    name_taken,
     prepare_restore,
     restore_target,
     scratch_name,
@@ -402,6 +403,7 @@ class MongoEngine:
             to_ts=opts.to_ts,
             to_time=opts.to_time,
         )
+        point.excluded = self._excluded if self.config.exclude_collections else None
         if rules and point.replays:
             raise ConfigError(
                 f"rename is built for restores of a full backup; restoring {manifest.id}"
@@ -474,10 +476,7 @@ class MongoEngine:
             present = set(client.list_database_names())
             taken = [target.name for target in plan.targets if target.name in present]
             if taken and not overwrite:
-                raise RefusedError(
-                    f"database {', '.join(map(repr, taken))} exists on {self.config.where}: restore into a new "
-                    "name (into=..., rename=...), or pass overwrite=True to replace it after the copy compared equal"
-                )
+                raise RefusedError(name_taken(taken, self.config.where))
             for name, wanted in auth.items():
                 refuse_existing(client, name, wanted.users, wanted.roles)
             for target in plan.targets:

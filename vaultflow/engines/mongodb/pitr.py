@@ -29,7 +29,7 @@ from pymongo import MongoClient
 
 from vaultflow.compare import TableComparison, compare_database
 from vaultflow.engines.mongodb.consistency import MongoDumpConsistency, consistency_point, parse_ts, ts_text
-from vaultflow.engines.mongodb.incremental import OPLOG_ROLE
+from vaultflow.engines.mongodb.incremental import OPLOG_ROLE, excluded_entry
 from vaultflow.engines.mongodb.oplog import entry_facts, read_oplog_archive
 from vaultflow.engines.mongodb.oplog_slices import break_before, first_after, head_gap
 from vaultflow.engines.mongodb.replay import ReplayReport, apply_entries, until
@@ -68,6 +68,7 @@ class RestorePoint:
     until_ts: Timestamp | None = None
     until_time: datetime | None = None
     expected: Manifest | None = None
+    excluded: Callable[[str, str], bool] | None = None
 
     def describe(self) -> str:
         """The point a restore goes to, for people: 'oplog timestamp S:I' or 'wall time ...'."""
@@ -81,12 +82,18 @@ class RestorePoint:
     def replays(self) -> bool:
         return bool(self.sources)
 
+    @property
+    def settled(self) -> Timestamp:
+        """The point the base's archives stand at: they hold no entry after it (before it, a
+        full's dump window may be in them already)."""
+        return point_of(self.base)
+
     def entries(self) -> Iterator[bytes]:
         """Raw entries after `after`, in oplog order, across every source (each source's checksums
-        are checked as it is read: IntegrityError naming it)."""
+        are checked as it is read: IntegrityError naming it), excluded collections' left out."""
         for _label, read in self.sources:
             for raw in read():
-                if entry_facts(raw).ts > self.after:
+                if entry_facts(raw).ts > self.after and not (self.excluded and excluded_entry(raw, self.excluded)):
                     yield raw
 
 
@@ -260,7 +267,9 @@ def replay_into(
             if fnmatch.fnmatchcase(source, db_pattern):
                 patterns.append(f"{_glob_escape(source)}.{collection_pattern}")
     entries = until((bson.decode(raw) for raw in point.entries()), until_ts=point.until_ts, until_time=point.until_time)
-    return apply_entries(client, entries, rename={f"{source}.*": f"{into}.*"}, namespaces=patterns)
+    return apply_entries(
+        client, entries, rename={f"{source}.*": f"{into}.*"}, namespaces=patterns, settled=point.settled
+    )
 
 
 def restore_replayed(
