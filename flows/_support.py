@@ -300,7 +300,9 @@ def fail_fast_on_permanent_errors() -> Iterator[None]:
     """Deployments retry failed flow runs; a wrong password or a corrupt object must not be.
 
     On a permanent error we set this run's remaining retries to zero before re-raising, so
-    the server's retry rule lets the run fail at once.
+    the server's retry rule lets the run fail at once. A transient error is logged with what
+    happens next: the flow run tries again (in how long, which retry of how many) or has no
+    retries left.
     """
     try:
         yield
@@ -313,4 +315,17 @@ def fail_fast_on_permanent_errors() -> Iterator[None]:
                     flow_run.id,
                     empirical_policy=FlowRunPolicy(**{**policy.model_dump(), "retries": 0, "max_retries": 0}),
                 )
+        elif flow_run.id:
+            get_run_logger().warning(f"{type(exc).__name__}: {exc} ({_flow_retry_note()})")
         raise
+
+
+def _flow_retry_note() -> str:
+    """What the server's retry rule does with this failing run: retried while its run count is
+    at most its retries (prefect's RetryFailedFlows)."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run.id)
+    retries, delay = run.empirical_policy.retries or 0, run.empirical_policy.retry_delay or 0
+    if run.run_count <= retries:
+        return f"transient: the flow run tries again in {delay} s, retry {run.run_count} of {retries}"
+    return f"transient, but the flow run has no retries left (it allows {retries})"

@@ -87,8 +87,11 @@ def read_back_units(archive) -> dict[str, str]:
 @flow(name="verify", flow_run_name=run_name("verify"), log_prints=True, **FLOW_RETRIES)
 def verify(repository: RepositoryParam, target: TargetParam | None = None, deep: bool = True) -> dict:
     """Deep: recompute every object's sha256. Quick: check presence and size only. Where the
-    target's engine has a log archive (PostgreSQL WAL), its continuity from every backup that
-    reads it is checked too, gaps named.
+    target's engine has a log archive (PostgreSQL WAL, MongoDB oplog slices), its continuity from
+    every backup that reads it is checked too, gaps named (deep: every unit read back).
+
+    Returns {"backups": manifests checked, "unreadable": manifests that could not be read,
+    "log_units": archived log units checked, "problems": [...], "clock_problems": {id: why}}.
 
     Unreadable manifests are reported too. The run fails if anything is wrong, after
     checking everything (one bad backup does not hide the state of the others).
@@ -107,6 +110,7 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
         else:
             targets = repo.targets()
         rows, failures, clocks = [], [], {}
+        counts = {"backups": 0, "unreadable": 0, "log_units": 0}  # rows are of all three kinds: count each
         for engine, name in targets:
             lock_stack.close()  # the previous target's lock: a prune waits only for the target being read
             lock_stack.enter_context(target_lock(repo, engine, name, "verify", log=logger.warning))
@@ -125,8 +129,10 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
                     }
                 )
                 failures.append(f"{problem.key}: {problem.message}")
+                counts["unreadable"] += 1
             for manifest in catalog.manifests:
                 checks = verify_backup(repo, manifest, deep)
+                counts["backups"] += 1
                 bad = [c for c in checks if not c.ok]
                 detail = "; ".join(f"{c.key}: {c.detail}" for c in bad) or (
                     "sha256 verified" if deep else "sizes match"
@@ -158,10 +164,22 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
                 )
             log_rows, log_failures = check_log_archive(repo, engine, name, catalog.manifests, deep=deep)
             rows += log_rows
+            counts["log_units"] += sum(row["objects"] for row in log_rows)
             failures += log_failures
             publish_catalog(repo, engine, name)
         publish_per_target("verify", rows, targets, f"{'Deep' if deep else 'Quick'} verification of {repo.description}")
-        logger.info(f"verified {len(rows)} backups in {len(targets)} targets: {len(failures)} problems")
+        verb = "verified" if deep else "checked"
+        logger.info(f"{verb} {summary(counts)} in {len(targets)} targets: {len(failures)} problems")
         if failures:
             raise IntegrityError(f"{len(failures)} problems in {repo.description}: " + "; ".join(failures[:5]))
-    return {"backups": len(rows), "problems": failures, "clock_problems": clocks}
+    return {**counts, "problems": failures, "clock_problems": clocks}
+
+
+def summary(counts: dict[str, int]) -> str:
+    """'3 backups, 2 unreadable manifests and 12 archived log units (WAL segments, oplog slices)'
+    from verify's counts: backups checked, manifests that could not be read, log units checked."""
+    parts = [f"{counts['backups']} backups"]
+    if counts["unreadable"]:
+        parts.append(f"{counts['unreadable']} unreadable manifests")
+    parts.append(f"{counts['log_units']} archived log units (WAL segments, oplog slices)")
+    return ", ".join(parts[:-1]) + " and " + parts[-1]

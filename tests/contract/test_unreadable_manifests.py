@@ -7,6 +7,7 @@ would do: the behaviour is generic)."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sqlite3
 from contextlib import closing
@@ -73,7 +74,9 @@ def test_latest_is_refused_when_the_newest_manifest_is_unreadable(tmp_path: Path
 
 
 @pytest.mark.usefixtures("prefect_api")
-def test_prune_keeps_and_reports_unreadable_backups_and_skips_unknown_engines(tmp_path: Path):
+def test_prune_keeps_and_reports_unreadable_backups_and_skips_unknown_engines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     db, repo = tmp_path / "app.db", tmp_path / "repo"
     with sqlite_engine_registered() as kind:
         target = kind(path=str(db))
@@ -99,6 +102,12 @@ def test_prune_keeps_and_reports_unreadable_backups_and_skips_unknown_engines(tm
         assert "does not know" in result["skipped_targets"]["nosuchengine/app"]
         assert len(list((repo / "nosuchengine" / "app" / "backups").iterdir())) == 3, "nothing of it touched"
 
+        caplog.set_level(logging.INFO)
         with pytest.raises(IntegrityError) as failed:
             verify(repository=BackupRepository(local_path=str(repo)))
         assert oldest_key in str(failed.value) and "no vaultflow engine named 'nosuchengine'" in str(failed.value)
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("verified ")]
+        assert said == [
+            "verified 1 backups, 4 unreadable manifests and 0 archived log units (WAL segments, oplog slices) "
+            "in 2 targets: 4 problems"
+        ], "an unreadable manifest is not counted as a backup verified"

@@ -20,6 +20,7 @@ expiry in ms, so time passing does not matter), and for streams `XINFO STREAM ke
 from __future__ import annotations
 
 import difflib
+import itertools
 import subprocess
 from dataclasses import dataclass, field
 
@@ -249,12 +250,27 @@ def mongo_state(client, database: str) -> dict[str, object]:
                 json_util.dumps({k: v for k, v in index.items() if k not in ("v", "ns")}, sort_keys=True)
                 for index in db[name].list_indexes()
             )
-            entry["documents"] = [
-                json_util.dumps(doc, json_options=json_util.CANONICAL_JSON_OPTIONS)
-                for doc in db[name].find().sort("_id", 1)
-            ]
+            entry["documents"] = _documents_by_id(db[name])
         state[name] = entry
     return state
+
+
+def _documents_by_id(collection) -> list[str]:
+    """Every document as canonical Extended JSON, sorted by _id; documents sharing an _id (legal
+    in a timeseries collection) sorted among themselves by that text, so their order on the
+    server does not count."""
+    from bson import json_util
+
+    rows = [
+        (
+            json_util.dumps({"_id": doc.get("_id")}, json_options=json_util.CANONICAL_JSON_OPTIONS),
+            json_util.dumps(doc, json_options=json_util.CANONICAL_JSON_OPTIONS),
+        )
+        for doc in collection.find().sort("_id", 1)
+    ]
+    return [
+        text for _, group in itertools.groupby(rows, key=lambda row: row[0]) for text in sorted(t for _, t in group)
+    ]
 
 
 def mongo_differences(source: dict[str, object], restored: dict[str, object]) -> list[str]:

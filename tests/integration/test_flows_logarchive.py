@@ -62,7 +62,8 @@ def test_a_log_archive_registered_by_a_test_is_shipped_verified_and_pruned_by_th
         older = commit_backup(repo, "toy", names[1], timedelta(minutes=2))
         newer = commit_backup(repo, "toy", names[3], timedelta(minutes=1))
         checked = verify(repository=repository, target=target)
-        assert checked["problems"] == [] and checked["backups"] == 3, "two backups and the archive's row"
+        assert checked["problems"] == [] and checked["backups"] == 2, "two backups: the archive is not one"
+        assert checked["log_units"] == 5, "and its five units, counted apart"
 
         for key in (f"{ENGINE}/toy/logs/toy/{names[2]}.json", f"{ENGINE}/toy/logs/toy/{names[2]}"):
             repo.store.delete(key)  # a unit lost from the archive

@@ -122,6 +122,34 @@ def test_overwrite_replaces_a_database_only_after_the_copy_compared(
     assert not [n for n in mongo_client.list_database_names() if "_vf_" in n]
 
 
+def test_restoring_one_backup_twice_says_to_drop_the_earlier_copy_rename_or_overwrite(
+    mongo_source, mongo_client, fresh_mongo_db, tmp_path
+):
+    """As PostgreSQL does: the default name <db>_restore_<backup time> is refused once taken,
+    nothing written; the message names the earlier copy and the three ways on."""
+    fill(mongo_client, fresh_mongo_db)
+    engine = target_for(mongo_source, [fresh_mongo_db]).engine()
+    ctx = context(tmp_path)
+    manifest = engine.full_backup(ctx)
+    copy = engine.restore(ctx, manifest).restored[fresh_mongo_db]
+    try:
+        mongo_client[copy].users.delete_many({"_id": {"$lt": 10}})
+        before = mongo_state(mongo_client, copy)
+        with pytest.raises(RefusedError) as refused:
+            engine.restore(ctx, manifest)
+        message = str(refused.value)
+        assert f"database '{copy}' already exists on {mongo_source.host}:{mongo_source.port}" in message
+        assert "the name a restore gives its copy of this backup" in message
+        assert f"db.getSiblingDB('{copy}').dropDatabase()" in message and "into='<name>'" in message
+        assert "overwrite=True" in message
+        assert mongo_differences(before, mongo_state(mongo_client, copy)) == [], "nothing was written"
+        again = engine.restore(ctx, manifest, overwrite=True)
+        assert again.restored == {fresh_mongo_db: copy} and again.comparison.ok
+        assert mongo_client[copy].users.count_documents({}) == 500
+    finally:
+        mongo_client.drop_database(copy)
+
+
 def test_a_corrupt_archive_is_named_and_nothing_moves_into_place(mongo_source, mongo_client, fresh_mongo_db, tmp_path):
     fill(mongo_client, fresh_mongo_db)
     engine = target_for(mongo_source, [fresh_mongo_db]).engine()
@@ -182,8 +210,11 @@ def test_missing_database_wrong_password_and_unreachable_server_fail_clearly(mon
     anonymous = target_for(mongo_with_password, [])
     with pytest.raises(AuthenticationError, match="requires authentication .*: set username and password"):
         anonymous.engine().full_backup(ctx)
-    closed = MongoTarget(host="127.0.0.1", port=free_port(), target_name="gone", connect_timeout=1)
-    with pytest.raises(ServerUnavailableError, match="cannot reach MongoDB at 127.0.0.1"):
+    port = free_port()
+    closed = MongoTarget(host="127.0.0.1", port=port, target_name="gone", connect_timeout=1)
+    with pytest.raises(
+        ServerUnavailableError, match=f"cannot reach MongoDB at 127.0.0.1:{port} within connect_timeout=1 s"
+    ):
         closed.engine().check()
 
 

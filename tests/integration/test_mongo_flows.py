@@ -5,19 +5,23 @@ parameters, the repository's files)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from blocks import BackupRepository, MongoTarget
+from flows._support import FLOW_RETRIES
 from flows.full_backup import full_backup
 from flows.incremental_backup import incremental_backup
 from flows.restore import restore
 from flows.restore_drill import restore_drill
 from flows.verify import verify
+from tasks.common import SIDE_EFFECT_TASK
 from tests.corpus.oracle import mongo_differences, mongo_state
 from tests.fixtures.secret_watch import SecretWatch, assert_runs_keep_secret
+from vaultflow.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -61,3 +65,36 @@ def test_flows_on_a_password_protected_server_keep_the_password_private(mongo_wi
     runs, artifacts = assert_runs_keep_secret(server.password, "%mongopriv%", tmp_path / "repo")
     assert len(runs) >= 5
     assert backup["backup_id"] in json.dumps([a.data for a in artifacts], default=str)
+
+
+def test_an_unreachable_server_is_retried_and_each_attempt_says_where_why_and_what_next(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """Every attempt of the check-target task logs the server (host:port), the setting that
+    bounded the wait (connect_timeout) and whether and when it is retried; so does every
+    attempt of the flow. (tests/conftest.py shortens the delays; the policy is the default:
+    docs/tasks.md, Retries.)"""
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    target = MongoTarget(host="127.0.0.1", port=port, target_name="gone", connect_timeout=0.3)
+    state = full_backup(
+        target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")), return_state=True
+    )
+    assert state.is_failed()
+    where = f"cannot reach MongoDB at 127.0.0.1:{port} within connect_timeout=0.3 s"
+    lines = [record.getMessage() for record in caplog.records if where in record.getMessage()]
+    task_attempts, flow_attempts = 1 + SIDE_EFFECT_TASK["retries"], 1 + FLOW_RETRIES["retries"]
+    retried = [line for line in lines if "Retry " in line and " will start " in line]
+    exhausted = [line for line in lines if "Retries are exhausted" in line]
+    assert (len(retried), len(exhausted)) == ((task_attempts - 1) * flow_attempts, flow_attempts), lines
+    assert all("transient: a Prefect run retries it" in line for line in retried + exhausted)
+    flow_notes = [line for line in lines if line.startswith("ServerUnavailableError: ")]
+    expected = [
+        *(
+            f"(transient: the flow run tries again in {FLOW_RETRIES['retry_delay_seconds']} s, retry {n} of "
+            f"{FLOW_RETRIES['retries']})"
+            for n in range(1, flow_attempts)
+        ),
+        f"(transient, but the flow run has no retries left (it allows {FLOW_RETRIES['retries']}))",
+    ]
+    assert len(flow_notes) == len(expected) and all(map(str.endswith, flow_notes, expected)), flow_notes

@@ -66,7 +66,8 @@ def test_archive_logs_verify_and_prune_a_mongodb_targets_oplog(server: MongoProc
         client.drop_database(copy)
 
         checked = verify(repository=repository, target=target)
-        assert checked["problems"] == [] and checked["backups"] == 2, "the backup and the archive's row"
+        assert checked["problems"] == [] and checked["backups"] == 1, "one backup: the archive is not one"
+        assert checked["log_units"] == len(archive.units()) and checked["unreadable"] == 0
         damaged = archive.units()[1]
         path = tmp_path / "repo" / archive.object_key(damaged)
         original = path.read_bytes()

@@ -114,7 +114,7 @@ def test_rename_with_namespaces_and_two_databases_into_one(mongo_source, mongo_c
         engine.restore(
             ctx, manifest, into="x", databases=["vf_rn_a"], options=MongoRestoreOptions(rename={"a.*": "b.*"})
         )
-    with pytest.raises(RefusedError, match="'vf_rn_all' exists"):
+    with pytest.raises(RefusedError, match="'vf_rn_all' already exists"):
         restore(engine, ctx, manifest, namespaces=["*.people"], rename={"*.people": "vf_rn_all.people_*"})
 
 

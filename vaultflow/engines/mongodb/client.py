@@ -110,7 +110,9 @@ def classify_error(exc: Exception, settings: MongoSettings) -> VaultflowError:
         text = text.split(", Timeout:")[0]  # not the driver's whole topology description
     if isinstance(exc, mongo_errors.ServerSelectionTimeoutError | mongo_errors.AutoReconnect):
         return ServerUnavailableError(
-            f"cannot reach MongoDB at {settings.where}: {text}. Check host, port, tls and that the server is running"
+            f"cannot reach MongoDB at {settings.where} within connect_timeout={settings.connect_timeout:g} s "
+            f"({text}): check the MongoTarget's host, port and tls, and that the server is running. This is "
+            "transient: a Prefect run retries it (docs/tasks.md, Retries)"
         )
     if isinstance(exc, mongo_errors.OperationFailure) and code in TRANSIENT_CODES:
         return TransientError(f"MongoDB at {settings.where}: {TRANSIENT_CODES[code]} ({text}); retry later")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +30,10 @@ from pymongo import MongoClient
 from pymongo.client_session import ClientSession
 
 from vaultflow.engines.mongodb.archive import ArchiveWriter, metadata_json
+from vaultflow.engines.mongodb.archive_format import TIMESERIES_BUCKETS
 from vaultflow.engines.mongodb.client import RAW
 from vaultflow.engines.mongodb.users import read_auth
-from vaultflow.errors import VaultflowError
+from vaultflow.errors import ConfigError
 from vaultflow.manifest import Fingerprint
 from vaultflow.prefetch import prefetched
 
@@ -86,23 +87,45 @@ class DocumentDigest:
 
 
 def list_collection_specs(client: MongoClient, database: str, excluded) -> list[CollectionSpec]:
-    """The collections and views of `database` a backup includes, by name: system collections
-    the server maintains (profile, views, ...) and those `excluded(database, name)` left out.
-    Timeseries collections are refused (VaultflowError naming them): their buckets need a
-    restore path not built yet."""
+    """The collections and views of `database` a backup includes (select_collections), each with
+    its indexes, collections before views. ConfigError as select_collections raises it."""
     specs = []
-    for info in client[database].list_collections():
+    for info in select_collections(database, client[database].list_collections(), excluded):
         name, kind = info["name"], info.get("type", "collection")
-        if name in SKIPPED_SYSTEM or name.startswith("system.buckets.") or excluded(database, name):
-            continue
-        if kind == "timeseries":
-            raise VaultflowError(
-                f"collection {database}.{name} is a timeseries collection, which vaultflow cannot back up yet; "
-                f"leave it out with exclude_collections=['{database}.{name}']"
-            )
         indexes = list(client[database][name].list_indexes()) if kind == "collection" else []
         specs.append(CollectionSpec(name=name, type=kind, info=dict(info), indexes=[dict(i) for i in indexes]))
     return sorted(specs, key=lambda s: (s.type != "collection", s.name))  # views after what they read
+
+
+def select_collections(database: str, infos: Iterable[Mapping[str, Any]], excluded) -> list[Mapping[str, Any]]:
+    """The listCollections documents `infos` of `database` a backup includes: not the system
+    collections the server maintains (profile, views, timeseries buckets, ...), not those
+    `excluded(database, name)` leaves out. ConfigError (timeseries_refusal) for a collection the
+    server reports as type "timeseries" (mongod's bucketed timeseries): not built yet. A
+    timeseries collection a server keeps as a plain collection (type "collection" with options
+    {timeseries}, as SecantusDB does) is included like any other."""
+    selected = []
+    for info in infos:
+        name, kind = info["name"], info.get("type", "collection")
+        if name in SKIPPED_SYSTEM or name.startswith(TIMESERIES_BUCKETS) or excluded(database, name):
+            continue
+        if kind == "timeseries":
+            raise timeseries_refusal(database, name)
+        selected.append(info)
+    return selected
+
+
+def timeseries_refusal(database: str, collection: str) -> ConfigError:
+    """The error for a collection the server reports as type "timeseries": mongod keeps its
+    measurements in buckets ('<db>.system.buckets.<name>' before 8.3, raw data from 8.3 on),
+    which vaultflow does not dump or restore yet (docs/mongodb.md, "Timeseries collections")."""
+    return ConfigError(
+        f"collection {database}.{collection} is a timeseries collection, whose measurements the server keeps in "
+        f"buckets ({database}.{TIMESERIES_BUCKETS}{collection} before MongoDB 8.3): vaultflow does not back up "
+        f"bucketed timeseries collections yet. Leave it out with the MongoTarget's "
+        f"exclude_collections=['{database}.{collection}'] (its buckets and their oplog entries go with it), and "
+        "back it up another way meanwhile (mongodump)"
+    )
 
 
 def snapshot_batches(

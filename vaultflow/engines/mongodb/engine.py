@@ -394,6 +394,7 @@ class MongoEngine:
             to_ts=opts.to_ts,
             to_time=opts.to_time,
         )
+        point.excluded = self._excluded if self.config.exclude_collections else None
         sources = restore_sources(point, databases)
         # The oplog is read once before anything is written: what it names must land somewhere.
         scan = scan_entries(point.decoded()) if point.replays else None

@@ -28,6 +28,7 @@ import bson
 from bson import Timestamp
 from pymongo import MongoClient
 
+from vaultflow.engines.mongodb.archive_format import TIMESERIES_BUCKETS
 from vaultflow.engines.mongodb.dump import DocumentDigest, SnapshotIgnored, snapshot_batches
 from vaultflow.engines.mongodb.oplog import entry_facts
 from vaultflow.engines.mongodb.restore import read_fingerprints
@@ -144,18 +145,30 @@ QUIET_WAIT_SECONDS = 0.5  # the first wait between them; doubled each time (7.5 
 def excluded_entry(raw: bytes, excluded: Callable[[str, str], bool]) -> bool:
     """Whether an oplog entry writes to or runs a command on a collection `excluded(db, name)`
     leaves out of backups (inserts, updates, deletes, and commands naming the collection first:
-    create, drop, collMod, createIndexes, ...). Transactions' applyOps are kept whole."""
+    create, drop, collMod, createIndexes, ...). A timeseries collection's buckets count as the
+    collection ('<db>.system.buckets.<name>' is <name>), and a mongod view write (an entry on
+    '<db>.system.views', whose _id is 'db.view') as the view. Transactions' applyOps are kept whole."""
     facts = entry_facts(raw)
     db, _, collection = facts.ns.partition(".")
+    if facts.op in ("i", "u", "d") and collection == "system.views":
+        entry = bson.decode(raw)
+        view = ((entry.get("o2") if facts.op == "u" else entry.get("o")) or {}).get("_id")
+        return isinstance(view, str) and view.startswith(db + ".") and excluded(db, view[len(db) + 1 :])
     if facts.op in ("i", "u", "d"):
-        return excluded(db, collection)
+        return excluded(db, logical_name(collection))
     if facts.op == "c" and collection == "$cmd":
         command = bson.decode(raw).get("o") or {}
         first = next(iter(command.values()), None)
         if isinstance(first, str):
             name = first.partition(".")[2] if first.startswith(db + ".") else first
-            return excluded(db, name)
+            return excluded(db, logical_name(name))
     return False
+
+
+def logical_name(collection: str) -> str:
+    """The collection a name stands for: a timeseries collection for its buckets
+    ('system.buckets.<name>' -> '<name>', as mongorestore trims them), else the name itself."""
+    return collection.removeprefix(TIMESERIES_BUCKETS)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import bson
 from bson import Timestamp
 
 from vaultflow.engines.mongodb.consistency import MongoDumpConsistency, consistency_point, parse_ts, ts_text
-from vaultflow.engines.mongodb.incremental import OPLOG_ROLE
+from vaultflow.engines.mongodb.incremental import OPLOG_ROLE, excluded_entry
 from vaultflow.engines.mongodb.oplog import entry_facts, read_oplog_archive
 from vaultflow.engines.mongodb.oplog_slices import break_before, first_after, head_gap
 from vaultflow.engines.mongodb.replay import until
@@ -59,6 +59,7 @@ class RestorePoint:
     until_ts: Timestamp | None = None
     until_time: datetime | None = None
     expected: Manifest | None = None
+    excluded: Callable[[str, str], bool] | None = None
 
     def describe(self) -> str:
         """The point a restore goes to, for people: 'oplog timestamp S:I' or 'wall time ...'."""
@@ -77,12 +78,18 @@ class RestorePoint:
         entries = (bson.decode(raw) for raw in self.entries())
         return until(entries, until_ts=self.until_ts, until_time=self.until_time)
 
+    @property
+    def settled(self) -> Timestamp:
+        """The point the base's archives stand at: they hold no entry after it (before it, a
+        full's dump window may be in them already)."""
+        return point_of(self.base)
+
     def entries(self) -> Iterator[bytes]:
         """Raw entries after `after`, in oplog order, across every source (each source's checksums
-        are checked as it is read: IntegrityError naming it)."""
+        are checked as it is read: IntegrityError naming it), excluded collections' left out."""
         for _label, read in self.sources:
             for raw in read():
-                if entry_facts(raw).ts > self.after:
+                if entry_facts(raw).ts > self.after and not (self.excluded and excluded_entry(raw, self.excluded)):
                     yield raw
 
 

@@ -7,7 +7,8 @@ and commands, for point-in-time restores and oplog incrementals.
 What each entry becomes (docs/mongodb-oplog-replay.md has the whole table):
 
 - `i` insert: `replace_one({_id}, o, upsert=True)`: replaying an insert twice leaves one copy (the
-  idempotency `mongorestore --oplogReplay` relies on);
+  idempotency `mongorestore --oplogReplay` relies on); into a timeseries collection (SecantusDB's),
+  a plain insert or a whole-document upsert (replay_timeseries.py);
 - `u` update: replacement, `$set`/`$unset`, or an update pipeline (replay_updates.py), matched
   on `o2._id`, without upsert except for replacements;
 - `d` delete: `delete_one({_id})`; `n`: nothing;
@@ -42,6 +43,7 @@ from pymongo.errors import BulkWriteError
 
 from vaultflow.engines.mongodb.consistency import ts_text
 from vaultflow.engines.mongodb.replay_commands import APPLIED, FILTERED, run_command, write_view
+from vaultflow.engines.mongodb.replay_timeseries import TimeseriesTargets, insert_measurement
 from vaultflow.engines.mongodb.replay_units import (
     Entry,
     NamespaceMap,
@@ -109,12 +111,15 @@ def apply_entries(
     rename: Mapping[str, str] | None = None,
     namespaces: Sequence[str] | None = None,
     names: NamespaceMap | None = None,
+    settled: Timestamp | None = None,
 ) -> ReplayReport:
     """Apply decoded oplog `entries` (in ts order) to the server `client` talks to. `rename`:
     {source pattern: target pattern} with one '*' each ({"app.*": "app_copy.*"}); `namespaces`:
     glob patterns of source namespaces to apply (all when None); or, instead of both, `names`:
-    any NamespaceMap (a restore's planned landing, replay_landing.ReplayNames). Returns a
-    ReplayReport.
+    any NamespaceMap (a restore's planned landing, replay_landing.ReplayNames). `settled`: the
+    point the target's data stands at, none of the entries after it applied yet (None: any
+    entry may already be; it decides how inserts into timeseries collections are written,
+    replay_timeseries.py). Returns a ReplayReport.
 
     Raises ReplayError (UnknownCommandError for an unknown command) naming the entry's ts and
     namespace when an entry cannot be applied exactly or the server refuses it; the writes before
@@ -125,7 +130,7 @@ def apply_entries(
     elif rename or namespaces is not None:
         raise ValueError("apply_entries takes rename and namespaces, or names, not both")
     report = ReplayReport()
-    replayer = Replayer(client, names, report)
+    replayer = Replayer(client, names, report, settled)
     started = time.monotonic()
     try:
         for unit in units(_counted(entries, report)):
@@ -156,10 +161,14 @@ class _Write:
 class Replayer:
     """Applies units (replay_units.Unit) to one server; queues document writes per collection."""
 
-    def __init__(self, client: MongoClient, names: NamespaceMap, report: ReplayReport):
+    def __init__(
+        self, client: MongoClient, names: NamespaceMap, report: ReplayReport, settled: Timestamp | None = None
+    ):
         self.client = client
         self.names = names
         self.report = report
+        self.settled = settled
+        self.timeseries = TimeseriesTargets(client)
         self.queue: list[_Write] = []
         self.queue_target: tuple[str, str] | None = None
         self._transactions: bool | None = None
@@ -200,6 +209,7 @@ class Replayer:
             return
         if kind == "c" or _is_view_ns(ns):
             self.flush(session)
+            self.timeseries.forget()  # the command may have made, dropped or renamed one
             status = (
                 run_command(self.client, self.names, op, session)
                 if kind == "c"
@@ -223,7 +233,7 @@ class Replayer:
         if target != self.queue_target or len(self.queue) >= BATCH_OPS:
             self.flush(session)
             self.queue_target = target
-        self.queue.extend(self._writes(op))
+        self.queue.extend(self._writes(op, target))
         self.report.ops[OP_NAMES[kind]] += 1
         self.report.applied(ts)
 
@@ -238,9 +248,11 @@ class Replayer:
         else:
             self.report.skipped_internal += 1
 
-    def _writes(self, op: Mapping[str, Any]) -> list[_Write]:
+    def _writes(self, op: Mapping[str, Any], target: tuple[str, str]) -> list[_Write]:
         kind, o, ts, ns = op["op"], op.get("o"), op["ts"], op["ns"]
         try:
+            if kind == "i" and target in self.timeseries:
+                return [_Write(insert_measurement(o, ts, self.settled), ts, ns, o["_id"])]
             if kind in ("i", "d"):
                 doc_id = o["_id"]
                 model = ReplaceOne({"_id": doc_id}, o, upsert=True) if kind == "i" else DeleteOne({"_id": doc_id})

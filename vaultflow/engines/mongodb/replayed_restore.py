@@ -118,7 +118,7 @@ def restore_replayed(
                     client, ctx, point.base, part.obj, into, namespaces, renamed=part.names, view_on=part.view_on
                 )
     names = ReplayNames(landing, {target.name: into for target, into in targets})
-    report = apply_entries(client, point.decoded(), names=names)
+    report = apply_entries(client, point.decoded(), names=names, settled=point.settled)
     written = ", ".join(name if name == into else f"{name} (copy {into})" for name, into in names.into.items())
     ctx.log(f"oplog into {written}: {report.summary()}")
     notes.append(f"{written}: {report.summary()}")

@@ -11,6 +11,7 @@ restore or drill of the target.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ ARCHIVE_ROLE = "database-archive"
 INSERT_BATCH_BYTES = 8 << 20  # raw bytes per insert_many: well under the 48 MB message limit
 MAX_NAME_BYTES = 63  # MongoDB's database name limit (bytes)
 PROPERTIES = "(indexes and options)"  # the comparison row of a database's metadata
+DEFAULT_NAME = re.compile(r"_restore_\d{8}t\d{6}$")  # what default_restore_name appends
 
 
 def fit_name(stem: str, suffix: str) -> str:
@@ -52,6 +54,24 @@ def fit_name(stem: str, suffix: str) -> str:
 def default_restore_name(database: str, backup_id: str) -> str:
     """<db>_restore_<backup time>: a new database that says where it came from."""
     return fit_name(database, f"_restore_{backup_id[:15].lower()}")
+
+
+def name_taken(taken: list[str], where: str) -> str:
+    """The refusal when restore targets `taken` already exist on the server at `where`, saying
+    what to do: restore under another name or overwrite; for a default name (<db>_restore_<time>,
+    an earlier restore's copy of the same backup or point) also: drop that copy."""
+    names = ", ".join(map(repr, taken))
+    exists = f"database {names} already exists" if len(taken) == 1 else f"databases {names} already exist"
+    earlier = [name for name in taken if DEFAULT_NAME.search(name)]
+    why, steps = "", []
+    if earlier:
+        why = f" ({', '.join(map(repr, earlier))}: the name a restore gives its copy of this backup or point)"
+        steps.append(
+            f"drop the earlier copy if it is no longer needed (mongosh: db.getSiblingDB({earlier[0]!r}).dropDatabase())"
+        )
+    steps.append("restore under another name (into='<name>' with one database, CLI --into; or rename)")
+    steps.append("pass overwrite=True (CLI --overwrite) to replace it once the new copy compared equal")
+    return f"{exists} on {where}{why}; nothing was written. Either {', or '.join(steps)}"
 
 
 def scratch_name(database: str) -> str:

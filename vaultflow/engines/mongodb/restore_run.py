@@ -22,7 +22,14 @@ from vaultflow.engines.mongodb.client import connected
 from vaultflow.engines.mongodb.pitr import RestorePoint
 from vaultflow.engines.mongodb.replay_landing import Landing
 from vaultflow.engines.mongodb.replayed_restore import restore_replayed
-from vaultflow.engines.mongodb.restore import ENGINE, AuthToCreate, drop_quietly, restore_target, scratch_name
+from vaultflow.engines.mongodb.restore import (
+    ENGINE,
+    AuthToCreate,
+    drop_quietly,
+    name_taken,
+    restore_target,
+    scratch_name,
+)
 from vaultflow.engines.mongodb.restore_plan import RestorePlan, TargetDatabase
 from vaultflow.engines.mongodb.settings import MongoSettings
 from vaultflow.engines.mongodb.users import compare_auth, create_auth, refuse_existing
@@ -58,10 +65,7 @@ class RestoreRun:
             present = set(client.list_database_names())
             taken = [target.name for target in self.plan.targets if target.name in present]
             if taken and not overwrite:
-                raise RefusedError(
-                    f"database {', '.join(map(repr, taken))} exists on {self.config.where}: restore into a new "
-                    "name (into=..., rename=...), or pass overwrite=True to replace it after the copy compared equal"
-                )
+                raise RefusedError(name_taken(taken, self.config.where))
             for name, wanted in auth.items():
                 refuse_existing(client, name, wanted.users, wanted.roles)
             first = {t.name: scratch_name(t.name) if t.name in present else t.name for t in self.plan.targets}
