@@ -137,3 +137,35 @@ def test_root_under_a_regular_file_is_config_error(tmp_path: Path) -> None:
         put_bytes(LocalStore(root), "k", b"data")
     assert str(blocker) in str(err.value)
     assert "permission" in str(err.value)
+
+
+def test_puts_survive_deletes_pruning_their_fresh_directories(tmp_path: Path) -> None:
+    """Lock files come and go under one directory from many processes: a delete prunes the
+    directory chain the moment it is empty, possibly between a put's mkdirs. Every put lands."""
+    import threading
+
+    store = LocalStore(tmp_path)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def churn(name: str) -> None:
+        n = 0
+        try:
+            while not stop.is_set():
+                key = f"postgres/t/locks/{name}-{n}.json"
+                put_bytes(store, key, b"{}")
+                assert get_bytes(store, key) == b"{}"
+                store.delete(key)  # the directory chain goes with the last file
+                n += 1
+        except BaseException as exc:  # reported below: the assertion names it
+            failures.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    threading.Event().wait(3.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert list(tmp_path.iterdir()) == []

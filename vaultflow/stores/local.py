@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import stat as stat_mod
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +36,9 @@ def _check_key(key: str) -> list[str]:
     if any(p.startswith(TMP_PREFIX) for p in parts):
         raise ValueError(f"invalid store key {key!r}: {TMP_PREFIX!r} names are reserved")
     return parts
+
+
+PRUNED_RETRIES = 10  # attempts to create a file whose fresh directories a concurrent delete pruned
 
 
 class LocalStore:
@@ -66,29 +70,42 @@ class LocalStore:
             missing.append(probe)
             probe = probe.parent
         if not probe.is_dir():
-            raise self._not_writable(probe, OSError(errno.ENOTDIR, "not a directory"))
+            raise self._not_a_directory(probe)
         for path in reversed(missing):
             try:
                 os.mkdir(path, 0o700)
             except FileExistsError:
                 if not path.is_dir():
-                    raise self._not_writable(path, OSError(errno.ENOTDIR, "not a directory")) from None
+                    raise self._not_a_directory(path) from None
+            except FileNotFoundError:
+                raise  # a parent made above was pruned meanwhile by a concurrent delete: the caller retries
             except OSError as exc:
                 raise self._not_writable(path, exc) from exc
-        # Root bypasses mode bits, so access() only catches the non-root case; the mkstemp
-        # below still turns a real refusal (read-only mount...) into the same ConfigError.
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise self._not_writable(directory)
+        # Whether it is writable is mkstemp's to say (EACCES, EROFS: the same ConfigError); a
+        # check here would race with a concurrent delete pruning the directory.
+
+    def _not_a_directory(self, path: Path) -> Exception:
+        """The error for `path`, found not to be a directory: FileNotFoundError (retried) when it is
+        gone, or a directory again, at a second look (a concurrent delete pruned it, another put
+        made it again), else the ConfigError."""
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            return FileNotFoundError(errno.ENOENT, "pruned by a concurrent delete", str(path))
+        if stat.S_ISDIR(mode):  # pruned and made again between the two looks
+            return FileNotFoundError(errno.ENOENT, "pruned and made again by concurrent writers", str(path))
+        return self._not_writable(path, OSError(errno.ENOTDIR, "not a directory"))
 
     def _create_temp(self, final: Path) -> tuple[int, str]:
-        # A concurrent delete may prune the directory we just created: retry a few times.
-        for attempt in range(3):
-            self._make_dirs(final.parent)
+        # A concurrent delete may prune the directories we just created (any of them, between
+        # two mkdirs or before mkstemp): make them again, a few times.
+        for attempt in range(PRUNED_RETRIES):
             try:
+                self._make_dirs(final.parent)
                 return tempfile.mkstemp(prefix=f"{TMP_PREFIX}{final.name}-", dir=final.parent)
-            except FileNotFoundError:
-                if attempt == 2:
-                    raise
+            except FileNotFoundError as exc:
+                if attempt == PRUNED_RETRIES - 1:
+                    raise self._not_writable(final.parent, exc) from exc
             except OSError as exc:
                 if exc.errno in _CONFIG_ERRNOS:
                     raise self._not_writable(final.parent, exc) from exc

@@ -86,11 +86,22 @@ class RestorePoint:
 
     def entries(self) -> Iterator[bytes]:
         """Raw entries after `after`, in oplog order, across every source (each source's checksums
-        are checked as it is read: IntegrityError naming it), excluded collections' left out."""
+        are checked as it is read: IntegrityError naming it), excluded collections' left out.
+
+        Sources overlap where a slice begins before the backup range or slice it follows ends
+        (slices are cut by time, backups happen any time): each source yields only what lies
+        after the newest entry of those before it, so no entry is applied twice. (Twice is not
+        harmless: a timeseries insert is a plain insert, replay_timeseries.py.) Entries sharing
+        a timestamp (one transaction) are never split between two sources."""
+        floor = self.after
         for _label, read in self.sources:
+            newest = floor
             for raw in read():
-                if entry_facts(raw).ts > self.after and not (self.excluded and excluded_entry(raw, self.excluded)):
+                ts = entry_facts(raw).ts
+                if ts > floor and not (self.excluded and excluded_entry(raw, self.excluded)):
                     yield raw
+                newest = max(newest, ts)
+            floor = newest
 
 
 def backup_oplog(repository, manifest: Manifest, obj: StoredObject) -> Callable[[], Iterator[bytes]]:
