@@ -1,7 +1,9 @@
 """End to end, the way an operator runs vaultflow: a real Prefect server, the demo setup
 (`python -m vaultflow.demo_setup`: demo servers and every block prefect.yaml names),
-`prefect deploy --all`, a process worker, and every deployment run once with
-`prefect deployment run --watch`: all of them green, without a single failed task run.
+`prefect deploy --all`, a process worker, and every deployment run once: the fulls with
+`prefect deployment run --watch` as CI starts them, the rest through the API as the UI's run
+button does (a `prefect` process per run would cost 1.5 CPU-s of imports each); all of them
+green, without a single failed task run. A failing run through `--watch` exits non-zero.
 
 Separate from the session's prefect_test_harness: its own `prefect server start` subprocess
 with its own PREFECT_HOME and SQLite database, and every CLI call gets that server's
@@ -283,8 +285,9 @@ def wait_spooled(spool: Path, shipped: Path, backup) -> None:
 
 
 def run_phase(stack: PrefectStack, deployments: Sequence[str], names: dict[str, str], *params: str) -> dict[str, str]:
-    """`prefect deployment run <flow>/<deployment> --watch` for each, side by side; every run must
-    end Completed. Returns deployment -> flow run id."""
+    """`prefect deployment run <flow>/<deployment> --watch` for each, side by side, as CI runs
+    them; every run must end Completed and every command exit 0. Returns deployment -> flow
+    run id."""
     started = {name: time.monotonic() for name in deployments}
     for name in deployments:
         stack.prefect(
@@ -308,6 +311,38 @@ def run_phase(stack: PrefectStack, deployments: Sequence[str], names: dict[str, 
             f"{name} ended {run['state_type']} ({run['state'].get('message')}) after "
             f"{time.monotonic() - started[name]:.0f} s\n{tail(output)}\n{stack.log_tail('worker', 80)}"
         )
+    return run_ids
+
+
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def api_phase(stack: PrefectStack, deployments: Sequence[str], ids: dict[str, str], **parameters) -> dict[str, str]:
+    """The same as run_phase through the API, as the UI's run button does (POST
+    /deployments/{id}/create_flow_run), polled until each run ends: it spares a `prefect` process
+    (1.5 CPU-s of imports) per run on a 2-core machine. Returns deployment -> flow run id."""
+    started = time.monotonic()
+    run_ids = {
+        name: stack.api("POST", f"/deployments/{ids[name]}/create_flow_run", json={"parameters": parameters}).json()[
+            "id"
+        ]
+        for name in deployments
+    }
+    pending = dict(run_ids)
+    while pending:
+        for name, run_id in list(pending.items()):
+            run = stack.flow_run(run_id)
+            if run["state_type"] in TERMINAL:
+                assert run["state_type"] == "COMPLETED", (
+                    f"{name} ended {run['state_type']} ({run['state'].get('message')}) after "
+                    f"{time.monotonic() - started:.0f} s\n{stack.log_tail('worker', 80)}"
+                )
+                del pending[name]
+        if pending:
+            assert time.monotonic() - started < WATCH_TIMEOUT, (
+                f"still running after {WATCH_TIMEOUT} s: {sorted(pending)}\n{stack.log_tail('worker', 80)}"
+            )
+            time.sleep(1)
     return run_ids
 
 
@@ -377,12 +412,13 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
         ["demo-weekly-full", "demo-physical-weekly-full", "redis-demo-weekly-full", "mongo-demo-weekly-full"],
         names,
     )
-    runs |= run_phase(
+    ids = {name: d["id"] for name, d in deployed.items()}
+    runs |= api_phase(
         stack,
         ["demo-daily-incremental", "redis-demo-daily-incremental", "mongo-demo-daily-incremental", "demo-weekly-drill"],
-        names,
+        ids,
     )
-    runs |= run_phase(
+    runs |= api_phase(
         stack,
         [
             "demo-daily-differential",
@@ -391,7 +427,7 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
             "redis-demo-weekly-drill",
             "mongo-demo-weekly-drill",
         ],
-        names,
+        ids,
     )
     wait_spooled(
         Path(state["spool"]),
@@ -402,8 +438,8 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     # follow mode has its own test in tests/integration/test_flows_wal.py). The MongoDB oplog is cut
     # into 2 s slices here (600 s in the demo block), so that this run has slices to ship.
     stack.set_block_data("mongo-target", "demo", oplog_slice_seconds=2)
-    runs |= run_phase(stack, ["demo-archive-logs", "mongo-demo-archive-logs"], names, "follow_seconds=0")
-    runs |= run_phase(stack, ["demo-daily-verify"], names)
+    runs |= api_phase(stack, ["demo-archive-logs", "mongo-demo-archive-logs"], ids, follow_seconds=0)
+    runs |= api_phase(stack, ["demo-daily-verify"], ids)
 
     # ... and each did what its name says, with nothing taken as a fallback full.
     kinds = {
@@ -450,7 +486,7 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     assert databases == {mongo["database"]}, f"the MongoDB drill left scratch databases behind: {databases}"
 
     # The hybrid strategy: every backup copied to the off-site repository, restorable there.
-    runs |= run_phase(stack, ["demo-daily-upload"], names)
+    runs |= api_phase(stack, ["demo-daily-upload"], ids)
     offsite = BackupRepository(local_path=str(repo_dir.parent / "offsite")).build()
     for engine, target in TARGETS:
         assert [m.id for m in offsite.catalog(engine, target).manifests] == [
@@ -458,7 +494,7 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
         ], (engine, target)
 
     # Prune last: its retention may collect backups the assertions above counted.
-    runs |= run_phase(stack, ["demo-daily-prune"], names)
+    runs |= api_phase(stack, ["demo-daily-prune"], ids)
     assert sorted(runs) == sorted(deployed), "every deployment ran once"
     assert worker.poll() is None, stack.log_tail("worker")
 
