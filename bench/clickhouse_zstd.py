@@ -4,8 +4,9 @@ in docs/clickhouse.md.
     .venv/bin/python -m bench.clickhouse_zstd [--scale 0.1] [--levels 1,3]
 
 Generates TPC-H `lineitem` and `orders` (tpchgen-cli, Parquet) in a temp dir, loads them into
-MergeTree tables of a throwaway chDB instance (this process), takes a native BACKUP, and compresses
-every file of it with zstd at each level (as vaultflow's pipeline does: multi-threaded, one frame
+MergeTree tables of a throwaway chDB instance (this process), takes a native BACKUP and RESTORE, a
+vaultflow full backup and restore (local repository, the repository's default zstd level 3), and
+compresses every file of the native backup with zstd at each level (as vaultflow's pipeline does: multi-threaded, one frame
 per file). Prints one JSON document: bytes of the backup, bytes after zstd, CPU and wall seconds
 per level, and the same for the uncompressed source (what zstd does to data that was not already
 compressed, for scale).
@@ -26,6 +27,10 @@ from pathlib import Path
 
 import zstandard
 
+from vaultflow.engines.base import BackupContext
+from vaultflow.engines.clickhouse.settings import ClickHouseSettings
+from vaultflow.repository import Repository
+from vaultflow.stores import LocalStore
 from vaultflow.testing.chdb_instance import chdb_instance
 
 SCHEMAS = {
@@ -84,12 +89,33 @@ def main(argv: list[str] | None = None) -> int:
         parquet = [tpch / f"{t}.parquet" for t in SCHEMAS]
         plain = work / "plain.tsv"
         client.command(f"INSERT INTO FUNCTION file('{plain}', TabSeparated) SELECT * FROM tpch.lineitem")
+        t0 = time.monotonic()
+        client.command("RESTORE DATABASE tpch AS tpch_native FROM Disk('backups', 'zstd-bench')")
+        native_restore_s = time.monotonic() - t0
+        client.command("DROP DATABASE tpch_native SYNC")
+        engine = ClickHouseSettings(**instance.target_fields(), databases=["tpch"], target_name="bench").engine()
+        context = BackupContext(repository=Repository(LocalStore(work / "repo")), log=lambda line: None)
+        t0, cpu = time.monotonic(), cpu_seconds()
+        manifest = engine.full_backup(context)
+        vaultflow_backup = {"wall_s": round(time.monotonic() - t0, 3), "cpu_s": round(cpu_seconds() - cpu, 3)}
+        t0 = time.monotonic()
+        restored = engine.restore(context, manifest)
+        vaultflow_restore_s = time.monotonic() - t0
+        client.command(f"DROP DATABASE {restored.restored['tpch']} SYNC")
         client.close()
         levels = [int(level) for level in args.levels.split(",")]
         report = {
             "scale": args.scale,
             "backup_seconds": round(backup_s, 3),
             "backup_files": len(files),
+            "native_restore_seconds": round(native_restore_s, 3),
+            "vaultflow_full_backup": {
+                **vaultflow_backup,
+                "raw_bytes": manifest.raw_size,
+                "stored_bytes": manifest.stored_size,
+                "timings": manifest.timings,
+            },
+            "vaultflow_restore_seconds": round(vaultflow_restore_s, 3),
             "native_backup": [measure(files, level) for level in levels],
             "parquet_source": [measure(parquet, level) for level in levels],
             "lineitem_as_text": [measure([plain], level) for level in levels],

@@ -6,6 +6,7 @@ part file in the repository or in the staging directory, an existing target with
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ def test_full_backup_stores_every_file_checked_and_restores_what_the_oracle_saw(
     assert stored == set(listing.data_files()) and any(p.endswith("data.bin") or ".bin" in p for p in stored)
     assert set(manifest.fingerprints[db]) == {"events", "flags"}
     assert manifest.fingerprints[db]["events"].count == 200
-    assert list(clickhouse_source.backup_dir.rglob("*")) == [], "the staging copy is removed after the commit"
+    assert not (clickhouse_source.backup_dir / "vaultflow" / f"ch-{db}").exists(), (
+        "the staging copy is removed after the commit"
+    )
 
     clickhouse_client.command(f"INSERT INTO {db}.flags VALUES ('z', true)")
     result = engine.restore(ctx(repo), manifest)
@@ -77,7 +80,7 @@ def test_full_backup_stores_every_file_checked_and_restores_what_the_oracle_saw(
     assert result.comparison.ok and len(result.comparison.tables) == 2
     assert clickhouse_differences(at_backup, clickhouse_state(clickhouse_client, restored)) == []
     assert clickhouse_differences(at_backup, clickhouse_state(clickhouse_client, db)), "the source moved on"
-    assert list(clickhouse_source.backup_dir.rglob("*.bin")) == [], "materialised files are removed"
+    assert list((clickhouse_source.backup_dir / "vaultflow").rglob("*.bin")) == [], "materialised files are removed"
 
     drill = engine.drill(ctx(repo), manifest)
     assert drill.comparison.ok and drill.restored == {db: "scratch database (dropped)"}
@@ -143,7 +146,7 @@ def test_a_corrupt_part_file_in_the_repository_is_named_before_restore_runs(
         engine.restore(ctx(repo), manifest)
     copies = clickhouse_client.query(f"SELECT name FROM system.databases WHERE startsWith(name, '{db}_')")
     assert copies.result_rows == [], "RESTORE never ran"
-    assert list(clickhouse_source.backup_dir.rglob("*.bin")) == [], "materialised files are removed"
+    assert list((clickhouse_source.backup_dir / "vaultflow").rglob("*.bin")) == [], "materialised files are removed"
 
 
 def test_a_file_changed_on_the_backup_disk_is_caught_against_dot_backup(
@@ -156,15 +159,18 @@ def test_a_file_changed_on_the_backup_disk_is_caught_against_dot_backup(
     name = f"manual/{db}"
     clickhouse_client.command(f"BACKUP DATABASE {db} TO Disk('backups', '{name}')")
     directory = clickhouse_source.backup_dir / name
-    listing, objects = ingest(ctx(repo), "clean/", db, directory)
-    assert len(objects) == len(listing.data_files()) + 1
+    try:
+        listing, objects = ingest(ctx(repo), "clean/", db, directory)
+        assert len(objects) == len(listing.data_files()) + 1
 
-    victim = next(p for p in sorted(directory.rglob("*.bin")))
-    data = bytearray(victim.read_bytes())
-    data[-1] ^= 0x01
-    victim.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match=re.escape(victim.name) + ".*ClickHouse checksum"):
-        ingest(ctx(repo), "dirty/", db, directory)
+        victim = next(p for p in sorted(directory.rglob("*.bin")))
+        data = bytearray(victim.read_bytes())
+        data[-1] ^= 0x01
+        victim.write_bytes(bytes(data))
+        with pytest.raises(IntegrityError, match=re.escape(victim.name) + ".*ClickHouse checksum"):
+            ingest(ctx(repo), "dirty/", db, directory)
+    finally:
+        shutil.rmtree(clickhouse_source.backup_dir / "manual", ignore_errors=True)
 
 
 def test_a_disk_the_server_does_not_allow_names_the_setting(

@@ -44,7 +44,7 @@ def test_incremental_and_differential_store_new_parts_and_restore_through_the_ch
         result = engine.restore(ctx(repo), manifest)
         assert result.comparison.ok
         assert clickhouse_differences(expected, clickhouse_state(clickhouse_client, result.restored[db])) == []
-    assert list(clickhouse_source.backup_dir.rglob("*.bin")) == [], "the chain written back is removed"
+    assert list((clickhouse_source.backup_dir / "vaultflow").rglob("*.bin")) == [], "the chain written back is removed"
 
 
 def test_a_damaged_parent_is_named_and_refused(
@@ -63,4 +63,4 @@ def test_a_damaged_parent_is_named_and_refused(
     with pytest.raises(ChainBrokenError, match=f"parent chain of {re.escape(full.id)}.*{re.escape(victim.key)}"):
         engine.incremental_backup(ctx(repo), BackupKind.INCREMENTAL)
     assert [m.id for m in repo.catalog("clickhouse", engine.config.name).manifests] == [full.id]
-    assert list(clickhouse_source.backup_dir.rglob("*.bin")) == []
+    assert list((clickhouse_source.backup_dir / "vaultflow").rglob("*.bin")) == []
