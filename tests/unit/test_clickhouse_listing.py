@@ -87,3 +87,16 @@ def test_errors_name_the_setting_or_the_database():
     missing = translate(Exception("Code: 81. DB::Exception: Database nope does not exist"), config, "nope")
     assert isinstance(missing, NotFoundError) and "database 'nope'" in str(missing)
     assert "s3cret-pw" not in str(disk) + str(missing) + repr(config)
+
+
+def test_a_missing_base_backup_and_chdbs_disk_refusal_are_named():
+    from vaultflow.errors import ToolError
+
+    config = ClickHouseSettings(target_name="t", backup_disk="bk")
+    base = translate(Exception("Code: 599. DB::Exception: Backup Disk('bk', 'p'): Entry x not found"), config)
+    assert isinstance(base, ToolError) and "base backup is missing or incomplete (error 599)" in str(base)
+    chdb = translate(
+        Exception("Code: 36. DB::Exception: Disk 'bk' is not allowed for backups, see the 'backups.allowed_disk' "),
+        config,
+    )
+    assert isinstance(chdb, ConfigError) and "<allowed_disk>bk</allowed_disk>" in str(chdb)
