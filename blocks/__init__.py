@@ -5,6 +5,7 @@ blocks.registry (target_types(), target_type(slug)); a target block class made a
 registers itself there by subclassing TargetBlock.
 """
 
+from blocks.clickhouse_target import ClickHouseTarget
 from blocks.mongo_target import MongoTarget
 from blocks.postgres_target import PostgresTarget
 from blocks.redis_target import RedisTarget
@@ -12,6 +13,7 @@ from blocks.registry import TargetBlock, register_target, target_type, target_ty
 from blocks.repository import BackupRepository
 
 __all__ = [
+    "ClickHouseTarget",
     "MongoTarget",
     "PostgresTarget",
     "RedisTarget",

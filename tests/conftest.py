@@ -13,6 +13,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 import pytest  # noqa: E402
 
 pytest_plugins = [
+    "tests.fixtures.clickhouse",
     "tests.fixtures.mongo",
     "tests.fixtures.postgres",
     "tests.fixtures.redis",

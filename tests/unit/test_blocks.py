@@ -10,7 +10,7 @@ from PIL import Image
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
-from blocks import BackupRepository, MongoTarget, PostgresTarget, RedisTarget
+from blocks import BackupRepository, ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
 from blocks._common import LOGO_PATH, LOGO_URL
 from blocks.registry import target_type, target_types
 from vaultflow.engines.base import options_for
@@ -165,13 +165,16 @@ def test_target_name_control_characters_are_refused():
 
 def test_every_target_block_type_is_registered():
     assert target_types() == {
+        "clickhouse-target": ClickHouseTarget,
         "mongo-target": MongoTarget,
         "postgres-target": PostgresTarget,
         "redis-target": RedisTarget,
     }
     assert target_type("redis-target") is RedisTarget
-    with pytest.raises(ConfigError, match="not a target block type.*mongo-target, postgres-target, redis-target"):
-        target_type("clickhouse-target")
+    with pytest.raises(
+        ConfigError, match="not a target block type.*clickhouse-target, mongo-target, postgres-target, redis-target"
+    ):
+        target_type("cassandra-target")
 
 
 def test_restore_options_belong_to_their_engine():
@@ -207,7 +210,8 @@ def test_strategy_fit_is_the_settings_rule():
     assert misfit("differential", RedisTarget(target_name="d", data_dir="/var/lib/redis")) is None
     assert "Redis has no continuous log to archive" in misfit("archive-logs", RedisTarget(target_name="e"))
     assert how_to_fix("incremental") == (
-        "point the deployment at a MongoDB target (oplog ranges) or a physical PostgreSQL target (mode='physical') "
+        "point the deployment at a ClickHouse target (BACKUP with base_backup) or a MongoDB target (oplog ranges) "
+        "or a physical PostgreSQL target (mode='physical') "
         "or a local-mode Redis target with appendonly yes, or schedule full backups only"
     )
     assert (

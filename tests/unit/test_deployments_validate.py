@@ -337,12 +337,13 @@ def test_saved_blocks_that_cannot_do_their_strategy_are_problems(tmp_path, docum
         "archive_command spools into (vaultflow wal-push %p --spool DIR), or pass spool_dir; point the "
         "deployment at a MongoDB target (oplog slices) or a physical PostgreSQL target with a wal_spool, or pause it",
         "demo-daily-incremental: target postgres-target/fit-logical cannot do incremental: fit-logical takes "
-        "logical backups, which have no incremental form; point the deployment at a MongoDB target (oplog ranges) "
-        "or a physical PostgreSQL target (mode='physical') or a local-mode Redis target with appendonly yes, or "
+        "logical backups, which have no incremental form; point the deployment at a ClickHouse target (BACKUP "
+        "with base_backup) or a MongoDB target (oplog ranges) or a physical PostgreSQL target (mode='physical') or a local-mode Redis target with appendonly yes, or "
         "schedule full backups only",
         "demo-daily-differential: target redis-target/fit-remote cannot do differential: fit-remote is backed up "
         "remotely (no data_dir), and differential backups copy the AOF files on the Redis host; point the "
-        "deployment at a MongoDB target (oplog ranges) or a physical PostgreSQL target (mode='physical') or a "
+        "deployment at a ClickHouse target (BACKUP with base_backup) or a MongoDB target (oplog ranges) or a "
+        "physical PostgreSQL target (mode='physical') or a "
         "local-mode Redis target with appendonly yes, or schedule full backups only",
     ], problems
     # A local-mode Redis target fits as far as its block says; the server's appendonly is a note.

@@ -61,7 +61,13 @@ def toy():
 
 def test_a_target_kind_defined_elsewhere_registers_itself(toy):
     assert target_type("toy-target") is toy
-    assert list(target_types()) == ["mongo-target", "postgres-target", "redis-target", "toy-target"]
+    assert list(target_types()) == [
+        "clickhouse-target",
+        "mongo-target",
+        "postgres-target",
+        "redis-target",
+        "toy-target",
+    ]
     engine = toy(target_name="t").engine()
     assert isinstance(engine, ToyEngine) and engine.config.name == "t"
     from flows._fit import how_to_fix, misfit
@@ -82,7 +88,8 @@ def test_saved_blocks_load_by_full_or_short_name(prefect_api, toy):
     assert isinstance(load_target("toy-target/reg-toy-only"), toy)
     with pytest.raises(
         NotFoundError,
-        match="no target block named 'reg-nobody' .looked for mongo-target/reg-nobody, postgres-target/"
+        match="no target block named 'reg-nobody' .looked for clickhouse-target/reg-nobody, mongo-target/reg-nobody, "
+        "postgres-target/"
         "reg-nobody, redis-target/reg-nobody, toy-target/reg-nobody",
     ):
         load_target("reg-nobody")

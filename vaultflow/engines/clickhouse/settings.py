@@ -1,0 +1,119 @@
+"""ClickHouseSettings: every field of a ClickHouse target, defined once (the ClickHouseTarget block
+subclasses it), and ClickHouseRestoreOptions.
+
+Kept free of heavy imports (no clickhouse_connect): blocks and flows import it to build forms.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import ConfigDict, Field, SecretStr
+
+from vaultflow.engines.settings import DIFFERENTIAL, INCREMENTAL, RestoreOptions, TargetSettings
+from vaultflow.errors import ConfigError
+
+# Databases no backup includes: the server's own.
+SYSTEM_DATABASES = ("system", "information_schema", "INFORMATION_SCHEMA")
+
+
+class ClickHouseSettings(TargetSettings):
+    """A ClickHouse server (HTTP or HTTPS through clickhouse-connect) or an embedded chDB data path,
+    backed up with ClickHouse's own `BACKUP DATABASE ... TO Disk(backup_disk, ...)`. The worker
+    reads what BACKUP wrote from `backup_dir`: it runs where that disk is mounted."""
+
+    engine_name = "clickhouse"
+    # Incrementals and differentials are BACKUPs with base_backup = the parent's backup.
+    strategy_fits: ClassVar[dict[str, str]] = {
+        INCREMENTAL: "a ClickHouse target (BACKUP with base_backup)",
+        DIFFERENTIAL: "a ClickHouse target (BACKUP with base_backup)",
+    }
+
+    interface: Literal["http", "https", "chdb"] = Field(
+        default="http",
+        description="How to reach ClickHouse: 'http' or 'https' (a server), or 'chdb' (the embedded "
+        "engine in the worker's own process, on chdb_path).",
+    )
+    host: str = Field(default="localhost", description="Host name or IP address of the server (http/https).")
+    port: int | None = Field(default=None, description="HTTP(S) port; default 8123 for http, 8443 for https.")
+    username: str = Field(default="default", description="User to log in as (http/https).")
+    password: SecretStr | None = Field(
+        default=None,
+        description="Password of the user; handed to the client in memory, never argv, environment or logs.",
+    )
+    databases: list[str] = Field(
+        default_factory=list,
+        description="Databases to back up; empty means every user database (not system, information_schema).",
+    )
+    chdb_path: str | None = Field(
+        default=None,
+        description="interface='chdb': the embedded engine's data directory (one per worker process).",
+    )
+    chdb_config_file: str | None = Field(
+        default=None,
+        description="interface='chdb': a ClickHouse configuration file for the embedded engine; default: "
+        "one vaultflow writes beside chdb_path that declares backup_disk at backup_dir and allows it.",
+    )
+    backup_disk: str = Field(
+        default="backups",
+        description="The server's disk that BACKUP writes to (storage_configuration.disks, listed in "
+        "backups.allowed_disk).",
+    )
+    backup_dir: str | None = Field(
+        default=None,
+        description="Where backup_disk's path is on the worker's filesystem: the worker reads the files "
+        "BACKUP wrote there and writes restores' files there (docs/clickhouse.md).",
+    )
+    connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect before failing as retryable.")
+
+    @property
+    def where(self) -> str:
+        """Where the target is, for messages: 'host:port', or 'chdb:<path>'."""
+        if self.interface == "chdb":
+            return f"chdb:{self.chdb_path}"
+        return f"{self.host}:{self.effective_port}"
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8443 if self.interface == "https" else 8123)
+
+    def default_name(self) -> str:
+        if self.interface == "chdb":
+            raise ConfigError("a clickhouse target with interface='chdb' needs a target_name")
+        return f"{self.host}-{self.effective_port}"
+
+    def staging_root(self) -> Path:
+        """backup_dir as a Path. ConfigError when it is not set or not a directory."""
+        if not self.backup_dir:
+            raise ConfigError(
+                f"{self.name}: set backup_dir to where the disk {self.backup_disk!r} is on the worker's "
+                "filesystem (the worker reads the files BACKUP writes there)"
+            )
+        root = Path(self.backup_dir)
+        if not root.is_dir():
+            raise ConfigError(
+                f"{self.name}: backup_dir {root} is not a directory on this worker; mount the disk "
+                f"{self.backup_disk!r} there or fix backup_dir"
+            )
+        return root
+
+
+class ClickHouseRestoreOptions(RestoreOptions):
+    """What a ClickHouse restore takes beyond backup_id, into, overwrite and databases."""
+
+    model_config = ConfigDict(title="ClickHouse restore options")
+
+    tables: list[str] | None = Field(
+        default=None,
+        description="ClickHouse: restore only these tables of each restored database (names, not globs).",
+    )
+    structure_only: bool = Field(
+        default=False,
+        description="ClickHouse: restore the databases and tables without their rows (RESTORE ... "
+        "SETTINGS structure_only = 1); each table's schema is compared, not its rows.",
+    )
+
+
+# What vaultflow.engines.registry.restore_options("clickhouse") answers without importing the engine.
+RESTORE_OPTIONS = ClickHouseRestoreOptions
