@@ -57,7 +57,9 @@ def run_backup(kind: BackupKind, target, repository) -> dict:
                     raise
                 fell_back = str(exc)
                 article = "an" if kind.value[0] in "aeiou" else "a"
-                logger.warning(f"cannot take {article} {kind.value} backup: {exc}. Taking a full backup instead.")
+                logger.warning(
+                    f"cannot take {article} {kind.value} backup: {str(exc).rstrip('.')}. Taking a full backup instead."
+                )
                 manifest = backup_steps(engine, ctx, repo, BackupKind.FULL, logger.warning)
         progress.close()
     emit_backup_event(

@@ -56,7 +56,7 @@ def restore_drill(
         rows.append(
             {
                 "database": "(all)",
-                "table": f"RTO {seconds:.1f} s / objective {rto_objective_s:.0f} s",
+                "table": f"RTO {seconds:.1f} s / objective {rto_objective_s:g} s",
                 "expected_rows": None,
                 "actual_rows": None,
                 "status": "met" if rto_met else "MISSED",
@@ -87,7 +87,7 @@ def restore_drill(
         )
         emit_backup_event("restored", manifest, {"drill": True, "seconds": seconds})
         publish_catalog(repo, engine.name, target_block.name)
-        logger.info(f"drill of {manifest.id}: {detail}, RTO objective {rto_objective_s:.0f} s")
+        logger.info(f"drill of {manifest.id}: {detail}, RTO objective {rto_objective_s:g} s")
         for note in result.notes:  # e.g. subscriptions restored without their slot
             logger.info(note)
         if mismatched:
@@ -98,7 +98,7 @@ def restore_drill(
         if not rto_met:
             raise RefusedError(
                 f"restore drill of {manifest.id} missed the RTO: restore took {seconds:.1f} s, "
-                f"objective {rto_objective_s:.0f} s"
+                f"objective {rto_objective_s:g} s"
             )
     return {
         "backup_id": manifest.id,

@@ -336,7 +336,10 @@ def verify(
     from flows.verify import verify as verify_flow
 
     result = _run(verify_flow, repository=_repository(repository, repo_path), target=target, deep=not quick)
-    console.print(f"{result['backups']} backups checked, {len(result['problems'])} problems")
+    backups, problems = result["backups"], len(result["problems"])
+    console.print(
+        f"{backups} backup{'' if backups == 1 else 's'} checked, {problems} problem{'' if problems == 1 else 's'}"
+    )
 
 
 @app.command()

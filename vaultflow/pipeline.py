@@ -366,7 +366,10 @@ def verified_chunks(
     try:
         reader, verifying, raw = open_verified(store, key, sha256, stored_size, label)
     except NotFoundError as exc:
-        raise IntegrityError(f"{label} has a record but its object is missing from {store.description}") from exc
+        raise IntegrityError(
+            f"{label} has a record but its object is missing from {store.description}: copy it back from a "
+            "mirror, or choose a point (or backup) the archive reaches without it"
+        ) from exc
     digest, size = hashlib.sha256(), 0
     with raw:
         while chunk := reader.read(CHUNK_SIZE):

@@ -51,6 +51,8 @@ WATCH_TIMEOUT = 300  # runs go in parallel phases on 2 cores
 DEMO_ROWS = 200
 WAL_SEGMENT_SIZE = 16 << 20  # the demo server's (initdb's default)
 FLOW_RETRY_DELAY_S = 120  # production default: a retried run could not finish quickly
+API_RETRY_S = 60.0
+RETRY_STATUS = {429, 502, 503}
 UUID_RE = re.compile(r"UUID: ([0-9a-f-]{36})")
 TARGETS = (("postgres", "demo"), ("postgres", "demo-physical"), ("redis", "demo"), ("mongodb", "demo"))
 
@@ -132,9 +134,15 @@ class PrefectStack:
 
     # -- API ------------------------------------------------------------------------------
     def api(self, method: str, path: str, **kwargs) -> httpx.Response:
-        response = httpx.request(method, self.api_url + path, timeout=30, **kwargs)
-        response.raise_for_status()
-        return response
+        """One API call, retried as Prefect's own client retries it: a busy server (its SQLite
+        database locked by the worker's writes on 2 loaded cores) answers 503, 502 or 429."""
+        deadline = time.monotonic() + API_RETRY_S
+        while True:
+            response = httpx.request(method, self.api_url + path, timeout=30, **kwargs)
+            if response.status_code not in RETRY_STATUS or time.monotonic() > deadline:
+                response.raise_for_status()
+                return response
+            time.sleep(1)
 
     def set_block_data(self, block_type: str, name: str, **data) -> None:
         """Change fields of a saved block document (what Block.save(overwrite=True) does)."""

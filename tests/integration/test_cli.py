@@ -41,7 +41,7 @@ def test_backup_list_verify_prune_restore(pg18, fresh_db, tmp_path: Path, monkey
     assert "postgres/cli-target" in listing.output and "full" in listing.output
 
     checked = runner.invoke(app, ["verify", "--repo-path", repo])
-    assert checked.exit_code == 0 and "1 backups checked, 0 problems" in checked.output
+    assert checked.exit_code == 0 and "1 backup checked, 0 problems" in checked.output
 
     plan = runner.invoke(app, ["prune", "--repo-path", repo, "--dry-run"])
     assert plan.exit_code == 0 and "kept 1, would delete 0" in plan.output

@@ -169,6 +169,7 @@ def test_a_corrupt_archive_is_named_and_nothing_moves_into_place(mongo_source, m
             with pytest.raises(IntegrityError) as caught:
                 attempt()
             assert obj.key in str(caught.value) and manifest.id in str(caught.value), (offset, caught.value)
+            assert "use another backup" in str(caught.value), (offset, caught.value)  # and what to do
         assert set(mongo_client.list_database_names()) == before, f"the scratch database is dropped ({offset})"
 
 

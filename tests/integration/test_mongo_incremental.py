@@ -16,7 +16,7 @@ from tests.corpus.oracle import mongo_differences, mongo_state
 from tests.integration.test_mongo_engine import context, fill, target_for
 from vaultflow.engines.mongodb.incremental import OPLOG_KEY, OPLOG_ROLE
 from vaultflow.engines.mongodb.oplog import OplogGap
-from vaultflow.errors import ChainBrokenError
+from vaultflow.errors import ChainBrokenError, ConfigError
 from vaultflow.manifest import BackupKind
 from vaultflow.testing.mongo_server import running_mongo
 
@@ -182,6 +182,15 @@ def test_a_database_created_after_the_full_is_restored_from_the_oplog_alone(tmp_
             assert mongo_differences(expected[source], mongo_state(client, copy)) == [], source
         drilled = engine.drill(ctx, incremental)
         assert drilled.comparison.ok and len(drilled.comparison.tables) >= 2
+
+        # chosen alone: the incremental holds it, though its full does not
+        for copy in result.restored.values():
+            client.drop_database(copy)
+        alone = engine.restore(ctx, incremental, databases=["later"])
+        assert list(alone.restored) == ["later"] and alone.comparison.ok, alone.comparison.summary()
+        assert mongo_differences(expected["later"], mongo_state(client, alone.restored["later"])) == []
+        with pytest.raises(ConfigError, match=f"backup {incremental.id} holds no database 'nope'"):
+            engine.restore(ctx, incremental, databases=["nope"])  # the backup asked for, not its full
 
 
 def test_a_collection_dropped_and_documents_expired_during_the_full_restore_as_at_its_point(tmp_path: Path):

@@ -121,7 +121,7 @@ def test_a_missing_slice_fails_points_past_it_and_earlier_points_restore(timelin
         archive.delete([later[0].name])
         with pytest.raises(NotFoundError, match="lacks the oplog after") as caught:
             engine.restore(ctx, full, options=MongoRestoreOptions(to_ts=ts_b))
-        assert "points before" in str(caught.value)
+        assert "points at or before" in str(caught.value)
         _result, copy = restore_to(engine, ctx, full, mongo_client, fresh_mongo_db, to_ts=ts_a)
         assert mongo_differences(state_a, copy) == []
         assert not [n for n in mongo_client.list_database_names() if "_restore_" in n]

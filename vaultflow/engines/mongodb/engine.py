@@ -400,6 +400,13 @@ class MongoEngine:
         scan = scan_entries(point.decoded()) if point.replays else None
         if scan is not None and point.expected is None and (into is None or databases):
             add_scanned_databases(sources, scan, databases or self.config.databases)  # made after the full
+        missing = [name for name in databases or () if name not in sources]
+        if missing:
+            where = f"backup {manifest.id}" + (f" at {point.describe()}" if point.expected is None else "")
+            raise ConfigError(
+                f"{where} holds no database {', '.join(map(repr, missing))} "
+                f"(it holds: {', '.join(sorted(set(restore_sources(point, None)) | set(sources))) or 'none'})"
+            )
         if opts.namespaces:
             sources = {db: obj for db, obj in sources.items() if _may_match(opts.namespaces, db)}
             if not sources:

@@ -14,7 +14,7 @@ backup of the target that does (incrementals count: less oplog to replay). Its c
 ranges come from the repository; what lies between its point and the target point comes from
 the oplog archive (archive-logs), whose slices must continue each other without a hole up to
 the point: a hole or a missing slice past the start fails the restore naming it, and points
-before it still restore.
+at or before it still restore.
 """
 
 from __future__ import annotations
@@ -199,7 +199,9 @@ def restore_point(
         if gap is not None:
             raise NotFoundError(
                 f"point {wanted} cannot be reached from backup {start.id}: the oplog archive lacks the oplog after "
-                f"{gap.first} up to {gap.last} ({gap.reason}); points before {gap.first} still restore"
+                f"{gap.first} up to {gap.last} ({gap.reason}); points at or before {gap.first} still restore; points "
+                "after it restore from a backup taken after the gap (the newest backup before the point is the "
+                "default start)"
             )
         point.sources.append((f"oplog slice {record.name}", _slice_reader(archive, record.name)))
         if _reaches(record, until_ts, until_time):
@@ -235,8 +237,11 @@ def _oldest_point(catalog) -> str:
 def restore_sources(point: RestorePoint, databases: list[str] | None) -> dict[str, StoredObject | None]:
     """Database -> its archive in the point's full, in manifest order, only `databases` when
     given; plus (None) the databases the expected backup holds that the full does not (created
-    since: the oplog replay makes them). ConfigError naming a requested database the full lacks."""
-    sources: dict[str, StoredObject | None] = {o.database or "": o for o in archive_objects(point.base, databases)}
+    since: the oplog replay makes them). A requested database found in neither is left out: the
+    caller decides, once the oplog was scanned too (MongoEngine.restore)."""
+    sources: dict[str, StoredObject | None] = {
+        o.database or "": o for o in archive_objects(point.base, None) if not databases or o.database in databases
+    }
     if point.expected is not None:
         for database in point.expected.fingerprints:
             if database not in sources and (not databases or database in databases):

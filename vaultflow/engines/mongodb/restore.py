@@ -41,7 +41,8 @@ ENGINE = "mongodb"
 ARCHIVE_ROLE = "database-archive"
 INSERT_BATCH_BYTES = 8 << 20  # raw bytes per insert_many: well under the 48 MB message limit
 MAX_NAME_BYTES = 63  # MongoDB's database name limit (bytes)
-PROPERTIES = "(indexes and options)"  # the comparison row of a database's metadata
+PROPERTIES = "(indexes and options)"
+ADVICE_DAMAGED = "restore refused: use another backup, or repair the store from a mirror"  # the comparison row of a database's metadata
 DEFAULT_NAME = re.compile(r"_restore_\d{8}t\d{6}$")  # what default_restore_name appends
 
 
@@ -188,13 +189,15 @@ def damaged_archive(manifest: Manifest, obj: StoredObject) -> Iterator[None]:
     try:
         yield
     except IntegrityError as exc:
-        if manifest.id in str(exc):
+        if manifest.id in str(exc) and ADVICE_DAMAGED in str(exc):
             raise
-        raise IntegrityError(f"backup {manifest.id}: {exc}") from exc
+        where = "" if manifest.id in str(exc) else f"backup {manifest.id}: "
+        advice = "" if ADVICE_DAMAGED in str(exc) else f"; {ADVICE_DAMAGED}"
+        raise IntegrityError(f"{where}{exc}{advice}") from exc
     except (ValueError, bson.errors.BSONError, IndexError) as exc:
         raise IntegrityError(
             f"{obj.key} of backup {manifest.id} is damaged: it does not parse as a mongodump archive "
-            f"({type(exc).__name__}: {exc}); use another backup, or repair the store from a mirror"
+            f"({type(exc).__name__}: {exc}); {ADVICE_DAMAGED}"
         ) from exc
 
 
