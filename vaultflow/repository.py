@@ -504,3 +504,16 @@ class Repository:
     def delete_scratch(self, key: str) -> None:
         """Delete the scratch record `key` (no error when it is gone)."""
         self.store.delete(key)
+
+    def drop_dead_scratch(
+        self, engine: str, target: str, server: str, drop: Callable[[str], None], log: Callable[[str], None]
+    ) -> None:
+        """For each dead scratch record of the target (dead_scratch) that names `server`: log a
+        line, `drop(database)`, then delete the record (kept when drop raises, for the next
+        run). For engines whose scratch databases need no further checks before dropping."""
+        for key, record in self.dead_scratch(engine, target):
+            if record.get("server") != server:
+                continue  # another server's (the target moved): not ours to judge
+            log(f"dropping {record['database']!r}, left by a restore that died at {record['since']:%Y-%m-%d %H:%M}")
+            drop(record["database"])
+            self.delete_scratch(key)

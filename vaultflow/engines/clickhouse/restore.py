@@ -45,12 +45,9 @@ def drop(engine: RestoringEngine, client: Any, database: str) -> None:
 
 def drop_dead_scratch(engine: RestoringEngine, ctx: BackupContext, client: Any) -> None:
     """Drop the databases killed restores or drills of the target left on its server, and their records."""
-    for key, record in ctx.repository.dead_scratch(engine.name, engine.config.name):
-        if record.get("server") != engine.config.where:
-            continue
-        ctx.log(f"dropping {record['database']!r}, left by a restore that died at {record['since']:%Y-%m-%d %H:%M}")
-        drop(engine, client, record["database"])
-        ctx.repository.delete_scratch(key)
+    ctx.repository.drop_dead_scratch(
+        engine.name, engine.config.name, engine.config.where, lambda database: drop(engine, client, database), ctx.log
+    )
 
 
 def restore_database(

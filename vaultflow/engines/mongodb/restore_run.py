@@ -148,12 +148,7 @@ class RestoreRun:
 def drop_dead_scratch(config: MongoSettings, ctx: BackupContext, client) -> None:
     """Drop the databases that killed restores or drills of the target `config` names left on its
     server (their scratch records' holders are gone), and their records."""
-    for key, record in ctx.repository.dead_scratch(ENGINE, config.name):
-        if record.get("server") != config.where:
-            continue
-        ctx.log(f"dropping {record['database']!r}, left by a restore that died at {record['since']:%Y-%m-%d %H:%M}")
-        client.drop_database(record["database"])
-        ctx.repository.delete_scratch(key)
+    ctx.repository.drop_dead_scratch(ENGINE, config.name, config.where, client.drop_database, ctx.log)
 
 
 def all_match(rows: list[TableComparison]) -> bool:
