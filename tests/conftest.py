@@ -10,6 +10,8 @@ os.environ.setdefault("VAULTFLOW_RETRY_BACKOFF_S", "0.2")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
 pytest_plugins = [
@@ -45,14 +47,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def prefect_api():
-    """One Prefect test harness (a temporary API + database) for the whole session."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """One Prefect test harness (a temporary API + database) for the whole session, its database
+    a copy of the run's migrated one (tests/fixtures/prefect_db.py)."""
+    import tempfile
+    import warnings
+
+    import prefect.testing.utilities as harness
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+
+    from tests.fixtures.prefect_db import copy_template
+
+    def premigrated_dir() -> str:
+        # prefect_test_harness puts its database at <mkdtemp()>/prefect-test.db
+        directory = tempfile.mkdtemp()
+        copy_template(tmp_path_factory, Path(directory) / "prefect-test.db")
+        return directory
 
     # Heartbeats off (None; the setting cannot be unset through the environment).
     with (
+        pytest.MonkeyPatch.context() as patch,
         temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
-        prefect_test_harness(server_startup_timeout=120),
     ):
-        yield
+        patch.setattr(harness, "mkdtemp", premigrated_dir)
+        with harness.prefect_test_harness(server_startup_timeout=120):
+            if not str(PREFECT_SERVER_DATABASE_CONNECTION_URL.value()).endswith("/prefect-test.db"):
+                warnings.warn(
+                    "prefect_test_harness no longer uses <mkdtemp>/prefect-test.db: it migrates a fresh database",
+                    stacklevel=1,
+                )
+            yield

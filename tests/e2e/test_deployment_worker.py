@@ -35,6 +35,7 @@ import pytest
 
 from blocks import BackupRepository
 from deployments.serve_all import load_deployments
+from tests.fixtures.prefect_db import copy_template
 from tests.fixtures.processes import descendants, live
 from vaultflow.demo_setup import READY_LINE
 from vaultflow.engines.postgres.wal.names import parse_lsn, segment_name, wal_prefix
@@ -255,6 +256,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectStack]:
     """A Prefect server starting up (not yet healthy: see wait_healthy); stopped at the end."""
     base = tmp_path_factory.mktemp("prefect-e2e")
     stack = PrefectStack(base=base, port=0, env=isolated_env(base))
+    copy_template(tmp_path_factory, base / "prefect.db")  # migrated once per run
     start_server(stack)
     try:
         yield stack
