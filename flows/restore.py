@@ -53,6 +53,9 @@ def restore(
       (default, left running; `port` chooses it), into a directory (`into`=DIR), or with
       into="original" (and overwrite=True) back into the target server; `key_pattern`
       (e.g. "user:*") and `into_db` restore only matching keys.
+    - ClickHouse (`ClickHouseRestoreOptions`): `tables` restores only those tables, `partitions`
+      only those partitions of those tables (table -> partition ids, each compared with its own
+      fingerprint), `structure_only` the tables without rows.
 
     `options` may be a model or a mapping of option name -> value; either is validated against
     the target's engine's model, and an option its engine does not take is a ConfigError

@@ -10,20 +10,30 @@ from __future__ import annotations
 from typing import Any
 
 
-def clickhouse_state(client: Any, database: str) -> dict[str, Any]:
-    """table -> {'engine', 'columns', 'rows'} of `database`."""
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def clickhouse_state(client: Any, database: str, partitions: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """table -> {'engine', 'columns', 'rows'} of `database`; with `partitions` (table -> partition
+    ids), only those tables, each with the rows of those partitions (`_partition_id`)."""
     state: dict[str, Any] = {}
-    literal = "'" + database.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    literal = _literal(database)
     tables = client.query(
         f"SELECT name, engine, engine_full, sorting_key FROM system.tables WHERE database = {literal} ORDER BY name"
     ).result_rows
     for name, engine, engine_full, sorting_key in tables:
+        if partitions is not None and name not in partitions:
+            continue
         qualified = f"`{database}`.`{name}`"
+        where = f" WHERE _partition_id IN ({', '.join(map(_literal, partitions[name]))})" if partitions else ""
         columns = [tuple(r[:2]) for r in client.query(f"DESCRIBE TABLE {qualified}").result_rows]
         entry: dict[str, Any] = {"engine": engine_full or engine, "columns": columns}
         if engine not in ("View", "MaterializedView"):
             order = sorting_key or "ALL"
-            entry["rows"] = [tuple(r) for r in client.query(f"SELECT * FROM {qualified} ORDER BY {order}").result_rows]
+            entry["rows"] = [
+                tuple(r) for r in client.query(f"SELECT * FROM {qualified}{where} ORDER BY {order}").result_rows
+            ]
         state[name] = entry
     return state
 

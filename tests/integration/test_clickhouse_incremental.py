@@ -10,22 +10,18 @@ from pathlib import Path
 import pytest
 
 from tests.corpus.clickhouse_oracle import clickhouse_differences, clickhouse_state
-from tests.integration.test_clickhouse_engine import ctx, fill, target
+from tests.integration.test_clickhouse_engine import backed_up, ctx
 from vaultflow.engines.clickhouse.staging import ROLE_FILE
 from vaultflow.errors import ChainBrokenError
 from vaultflow.manifest import BackupKind
-from vaultflow.repository import Repository
-from vaultflow.stores import LocalStore
 from vaultflow.testing.chdb_instance import ChdbInstance
 
 
 def test_incremental_and_differential_store_new_parts_and_restore_through_the_chain(
     clickhouse_source: ChdbInstance, clickhouse_client, fresh_clickhouse_db: str, tmp_path: Path
 ):
-    db, repo = fresh_clickhouse_db, Repository(LocalStore(tmp_path / "repo"))
-    fill(clickhouse_client, db, rows=3000)
-    engine = target(clickhouse_source, db).engine()
-    full = engine.full_backup(ctx(repo))
+    db = fresh_clickhouse_db
+    repo, engine, full = backed_up(clickhouse_source, clickhouse_client, db, tmp_path, rows=3000)
     clickhouse_client.command(f"INSERT INTO {db}.events SELECT number + 10000, 'd', 1, map() FROM numbers(30)")
     incr = engine.incremental_backup(ctx(repo), BackupKind.INCREMENTAL)
     at_incr = clickhouse_state(clickhouse_client, db)
@@ -50,10 +46,8 @@ def test_incremental_and_differential_store_new_parts_and_restore_through_the_ch
 def test_a_damaged_parent_is_named_and_refused(
     clickhouse_source: ChdbInstance, clickhouse_client, fresh_clickhouse_db: str, tmp_path: Path
 ):
-    db, repo = fresh_clickhouse_db, Repository(LocalStore(tmp_path / "repo"))
-    fill(clickhouse_client, db, rows=100)
-    engine = target(clickhouse_source, db).engine()
-    full = engine.full_backup(ctx(repo))
+    db = fresh_clickhouse_db
+    repo, engine, full = backed_up(clickhouse_source, clickhouse_client, db, tmp_path, rows=100)
     victim = next(o for o in full.objects if o.role == ROLE_FILE and ".bin" in o.key)
     path = tmp_path / "repo" / repo.object_key(full, victim.key)
     data = bytearray(path.read_bytes())

@@ -33,7 +33,7 @@ INVALID_CONFIG_PARAMETER = 318  # a disk or path not allowed for backups (chDB 2
 # "Disk 'x' is not allowed for backups, see the 'backups.allowed_disk' configuration parameter")
 UNKNOWN_DISK = 479
 AUTHENTICATION_FAILED = 516
-BACKUP_ENTRY_NOT_FOUND = 599  # RESTORE/incremental whose base backup is missing
+BACKUP_NOT_FOUND = 599  # a backup (an incremental's base) without its .backup on the disk
 DATABASE_ALREADY_EXISTS = 82
 
 
@@ -143,7 +143,7 @@ def translate(exc: BaseException, config: ClickHouseSettings, database: str | No
         return AuthenticationError(
             f"{where}: login as {config.username!r} was refused; check the target's username and password"
         )
-    if code == BACKUP_ENTRY_NOT_FOUND:
+    if code == BACKUP_NOT_FOUND:
         return ToolError(f"{where}: a base backup is missing or incomplete (error 599); ClickHouse said: {text}")
     if code is None and _is_connection_error(exc):
         return ServerUnavailableError(f"{where}: cannot reach ClickHouse ({text}); a later attempt can succeed")

@@ -12,8 +12,9 @@ new database, compared with the backup's fingerprints before anything else happe
            RESTORE DATABASE db AS <db>_restore_<time>, compared; into an existing name only with
            overwrite, and only after the copy compared equal (DROP, then RENAME DATABASE).
   chains   incrementals/differentials: the parent's chain is written back on the disk under the
-           names it was taken under (vaultflow.engines.clickhouse.chain), then BACKUP ... SETTINGS
-           base_backup = the parent; restores write the whole chain back before RESTORE.
+           names it was taken under (vaultflow.engines.clickhouse.chain, shared by concurrent users
+           of the chain on one host), then BACKUP ... SETTINGS base_backup = the parent; restores
+           write the whole chain back before RESTORE.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 from vaultflow.compare import Comparison, TableComparison
@@ -37,9 +39,9 @@ from vaultflow.engines.base import (
     new_plan,
     options_for,
 )
-from vaultflow.engines.clickhouse.chain import materialise_chain, native_name
+from vaultflow.engines.clickhouse.chain import chain_on_disk, discard_staging, native_name, target_staging
 from vaultflow.engines.clickhouse.client import (
-    BACKUP_ENTRY_NOT_FOUND,
+    BACKUP_NOT_FOUND,
     connected,
     error_code,
     quote_name,
@@ -50,8 +52,8 @@ from vaultflow.engines.clickhouse.client import (
     user_databases,
 )
 from vaultflow.engines.clickhouse.consistency import ClickHouseBackupConsistency, NativeBackup
-from vaultflow.engines.clickhouse.fingerprint import fingerprint_database
-from vaultflow.engines.clickhouse.restore import chosen_databases, drop_dead_scratch, restore_database
+from vaultflow.engines.clickhouse.fingerprint import fingerprint_database, table_units
+from vaultflow.engines.clickhouse.restore import check_partitions, chosen_databases, drop_dead_scratch, restore_database
 from vaultflow.engines.clickhouse.settings import ClickHouseRestoreOptions, ClickHouseSettings
 from vaultflow.engines.clickhouse.staging import ingest, remove_staging
 from vaultflow.errors import (
@@ -85,11 +87,16 @@ class ClickHouseEngine:
 
     def __init__(self, config: ClickHouseSettings):
         self.config = config
+        # Called with (statement, database, where to) right before each BACKUP ('BACKUP', after the
+        # first fingerprints, the base chain on the disk; to its name on the disk) and RESTORE
+        # ('RESTORE', the chain on the disk; to the new database): where a test changes a table,
+        # removes a base or takes a name at exactly that moment. None in runs.
+        self.before_statement: Callable[[str, str, str], None] | None = None
 
     # -- names on the backup disk ---------------------------------------------------------
     def _staging(self, backup_id: str, database: str | None = None) -> str:
         """'vaultflow/<target>/<backup id>[/<database>]': where a backup is written on the disk."""
-        base = f"vaultflow/{encode_name(self.config.name, 'target name')}/{backup_id}"
+        base = f"{target_staging(self.config.name)}/{backup_id}"
         return f"{base}/{encode_name(database, 'database name')}" if database else base
 
     def disk(self, name: str) -> str:
@@ -140,39 +147,41 @@ class ClickHouseEngine:
             raise ValueError(f"ClickHouse backups have no unit {unit.label!r}")
         config, database = self.config, unit.name
         name = self._staging(plan.backup_id, database)
-        directory = config.staging_root() / name
+        root = config.staging_root()
+        directory = root / name
         shutil.rmtree(directory, ignore_errors=True)  # a retried unit starts again
         timings: dict[str, float] = {}
-        made: list[Path] = []
         try:
-            base = self._base_on_disk(ctx, plan, database, made)
-            with connected(config) as client:
+            with ExitStack() as base_held, connected(config) as client:
+                base = self._base_on_disk(ctx, plan, database, base_held)
                 before = fingerprint_database(client, config, database)
+                if self.before_statement:
+                    self.before_statement("BACKUP", database, name)
                 t0 = time.monotonic()
                 self._backup(client, database, name, base)
                 timings[f"backup:{database}"] = time.monotonic() - t0
                 after = fingerprint_database(client, config, database)
-        finally:
-            for link in made:
-                remove_staging(link, config.staging_root())
-        changed = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
-        if changed:
-            remove_staging(directory, config.staging_root())
-            raise TransientError(
-                f"{config.name}: tables {', '.join(changed)} of database {database} were written, altered or "
-                "dropped while BACKUP ran, so the backup cannot be checked against one fingerprint; nothing was "
-                "recorded. Retry when writes pause (ClickHouse's BACKUP is consistent per table, not across "
-                "tables written meanwhile: docs/clickhouse.md)"
-            )
-        if not directory.is_dir():
-            raise ConfigError(
-                f"{config.name}: BACKUP wrote {name} on disk {config.backup_disk!r}, but the worker does not "
-                f"see it at {directory}: set backup_dir to where that disk's path is on the worker"
-            )
-        t0 = time.monotonic()
-        prefix = ctx.repository.backup_prefix(self.name, plan.target, plan.backup_id)
-        listing, objects = ingest(ctx, prefix, database, directory)
-        timings[f"ingest:{database}"] = time.monotonic() - t0
+            fingerprints, before, after = after, table_units(before), table_units(after)
+            changed = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
+            if changed:
+                raise TransientError(
+                    f"{config.name}: tables {', '.join(changed)} of database {database} were written, altered or "
+                    "dropped while BACKUP ran, so the backup cannot be checked against one fingerprint; nothing "
+                    "was recorded. Retry when writes pause (ClickHouse's BACKUP is consistent per table, not "
+                    "across tables written meanwhile: docs/clickhouse.md)"
+                )
+            if not directory.is_dir():
+                raise ConfigError(
+                    f"{config.name}: BACKUP wrote {name} on disk {config.backup_disk!r}, but the worker does not "
+                    f"see it at {directory}: set backup_dir to where that disk's path is on the worker"
+                )
+            t0 = time.monotonic()
+            prefix = ctx.repository.backup_prefix(self.name, plan.target, plan.backup_id)
+            listing, objects = ingest(ctx, prefix, database, directory)
+            timings[f"ingest:{database}"] = time.monotonic() - t0
+        except BaseException:
+            remove_staging(directory, root)  # what a failed BACKUP wrote; finish_backup removes the rest
+            raise
         native = NativeBackup(
             name=name,
             uuid=listing.uuid,
@@ -182,17 +191,21 @@ class ClickHouseEngine:
         )
         ctx.log(f"{config.name}: database {database}: {len(objects)} files of BACKUP {listing.uuid} stored and checked")
         return UnitResult(
-            unit, objects=tuple(objects), fingerprints={database: after}, facts={"native": native}, timings=timings
+            unit,
+            objects=tuple(objects),
+            fingerprints={database: fingerprints},
+            facts={"native": native},
+            timings=timings,
         )
 
-    def _base_on_disk(self, ctx: BackupContext, plan: BackupPlan, database: str, made: list[Path]) -> str | None:
-        """For an incremental/differential: the parent's chain of `database` written back on the backup
-        disk (checked), and the parent's name there; None for a full. ChainBrokenError when a link's
-        object is damaged (the flows take a full then)."""
+    def _base_on_disk(self, ctx: BackupContext, plan: BackupPlan, database: str, held: ExitStack) -> str | None:
+        """For an incremental/differential: the parent's chain of `database` on the backup disk
+        (checked; given up when `held` closes), and the parent's name there; None for a full.
+        ChainBrokenError when a link's object is damaged (the flows take a full then)."""
         if plan.parent is None:
             return None
         try:
-            materialise_chain(ctx, plan.facts["chain"], database, self.config.staging_root(), made)
+            held.enter_context(chain_on_disk(ctx, plan.facts["chain"], database, self.config.staging_root()))
         except IntegrityError as exc:
             raise ChainBrokenError(f"the parent chain of {plan.parent.id} cannot be used: {exc}") from exc
         return native_name(plan.parent, database)
@@ -202,8 +215,10 @@ class ClickHouseEngine:
         try:
             run(client, f"BACKUP DATABASE {quote_name(database)} TO {self.disk(name)}{settings}", self.config, database)
         except ToolError as exc:
-            if base and error_code(exc.__cause__) == BACKUP_ENTRY_NOT_FOUND:
-                raise ChainBrokenError(f"the base backup {base} is incomplete on the disk (error 599): {exc}") from exc
+            if base and error_code(exc.__cause__) == BACKUP_NOT_FOUND:
+                raise ChainBrokenError(
+                    f"the base backup {base} is missing or incomplete on the disk (error 599): {exc}"
+                ) from exc
             raise
 
     def finish_backup(self, ctx: BackupContext, plan: BackupPlan, results: list[UnitResult]) -> Manifest:
@@ -231,7 +246,7 @@ class ClickHouseEngine:
         )
         ctx.repository.commit(manifest)
         root = self.config.staging_root()
-        remove_staging(root / self._staging(plan.backup_id), root)
+        discard_staging(root, plan.target, [root / self._staging(plan.backup_id, r.unit.name) for r in results])
         return manifest
 
     # -- restore ---------------------------------------------------------------------------
@@ -254,6 +269,8 @@ class ClickHouseEngine:
         chosen = chosen_databases(manifest, databases)
         if into and len(chosen) != 1:
             raise ConfigError(f"into={into!r} names one database, but the restore has {len(chosen)}: {chosen}")
+        for db in chosen:
+            check_partitions(manifest, db, opts.partitions)
         stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S_%f")[:-3]
         places = {db: into or f"{db}_restore_{stamp}" for db in chosen}
         started = time.monotonic()
@@ -262,10 +279,11 @@ class ClickHouseEngine:
         with connected(self.config) as client:
             existing = {r[0] for r in rows(client, "SELECT name FROM system.databases", self.config)}
             for place in places.values():
-                if place in existing and opts.tables:
+                if place in existing and opts.restored_tables():
                     raise ConfigError(
-                        f"{self.config.name}: database {place!r} exists, and a restore of chosen tables replaces "
-                        "whole databases only: restore them into a new database, then move them (EXCHANGE TABLES)"
+                        f"{self.config.name}: database {place!r} exists, and a restore of chosen tables or partitions "
+                        "replaces whole databases only: restore them into a new database, then move them "
+                        "(EXCHANGE TABLES, or ALTER TABLE ... REPLACE PARTITION ... FROM)"
                     )
                 if place in existing and not overwrite:
                     raise RefusedError(
@@ -273,20 +291,24 @@ class ClickHouseEngine:
                         "pass overwrite=True to replace it once the restored copy compared equal; nothing was touched"
                     )
             drop_dead_scratch(self, ctx, client)
+            restored: dict[str, str] = {}
             for db, place in places.items():
                 scratch = place if place not in existing else f"{place}_vaultflow_{secrets.token_hex(3)}"
-                compared += restore_database(
-                    self, ctx, client, manifest, db, scratch, opts.tables, keep=True, structure_only=opts.structure_only
+                scratch, rows_compared = restore_database(
+                    self, ctx, client, manifest, db, scratch, opts, keep=True, chosen_name=scratch == into
                 )
-                if scratch != place:
+                compared += rows_compared
+                # the name it got: `<db>_restore_<time>_2`, ... when a concurrent restore took it first
+                restored[db] = scratch if place not in existing else place
+                if place in existing:
                     run(client, f"DROP DATABASE {quote_name(place)} SYNC", self.config, place)
                     run(client, f"RENAME DATABASE {quote_name(scratch)} TO {quote_name(place)}", self.config, place)
                     notes.append(f"database {place} replaced by the restored copy (overwrite), after it compared equal")
         return RestoreResult(
             backup_id=manifest.id,
-            restored=places,
+            restored=restored,
             seconds=time.monotonic() - started,
-            comparison=Comparison(compared, noun="tables"),
+            comparison=Comparison(compared, noun="tables and partitions" if opts.partitions else "tables"),
             notes=notes,
         )
 
@@ -299,7 +321,9 @@ class ClickHouseEngine:
         with connected(self.config) as client:
             drop_dead_scratch(self, ctx, client)
             for db in held:
-                compared += restore_database(self, ctx, client, manifest, db, f"{db}_drill_{stamp}", None, keep=False)
+                compared += restore_database(
+                    self, ctx, client, manifest, db, f"{db}_drill_{stamp}", ClickHouseRestoreOptions(), keep=False
+                )[1]
         return RestoreResult(
             backup_id=manifest.id,
             restored=dict.fromkeys(held, "scratch database (dropped)"),

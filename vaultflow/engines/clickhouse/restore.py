@@ -6,18 +6,17 @@ is made, so what a killed restore leaves is dropped by the next restore or drill
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from vaultflow.compare import Comparison, TableComparison, compare_database
 from vaultflow.engines.base import BackupContext
-from vaultflow.engines.clickhouse.chain import materialise_chain, native_name
-from vaultflow.engines.clickhouse.client import quote_name, run
+from vaultflow.engines.clickhouse.chain import chain_on_disk, native_name
+from vaultflow.engines.clickhouse.client import DATABASE_ALREADY_EXISTS, error_code, quote_name, quote_text, run
 from vaultflow.engines.clickhouse.consistency import ClickHouseBackupConsistency
-from vaultflow.engines.clickhouse.fingerprint import fingerprint_database
-from vaultflow.engines.clickhouse.settings import ClickHouseSettings
-from vaultflow.engines.clickhouse.staging import remove_staging
-from vaultflow.errors import ConfigError, IntegrityError, note_cleanup_failure
+from vaultflow.engines.clickhouse.fingerprint import fingerprint_database, partition_unit, partitions_of, table_units
+from vaultflow.engines.clickhouse.settings import ClickHouseRestoreOptions, ClickHouseSettings
+from vaultflow.errors import ConfigError, IntegrityError, RefusedError, ToolError, note_cleanup_failure
 from vaultflow.manifest import Fingerprint, Manifest
 
 
@@ -26,6 +25,7 @@ class RestoringEngine(Protocol):
 
     name: str
     config: ClickHouseSettings
+    before_statement: Callable[[str, str, str], None] | None
 
     def disk(self, name: str) -> str: ...
 
@@ -50,6 +50,32 @@ def drop_dead_scratch(engine: RestoringEngine, ctx: BackupContext, client: Any) 
     )
 
 
+def check_partitions(manifest: Manifest, db: str, partitions: dict[str, list[str]] | None) -> None:
+    """ConfigError naming a table or partition of `partitions` that `db` of the backup does not hold,
+    with the partitions it does hold (the restore then starts nothing)."""
+    held = manifest.fingerprints.get(db, {})
+    for table, chosen in (partitions or {}).items():
+        if table not in table_units(held):
+            raise ConfigError(f"backup {manifest.id} holds no table {table!r} in database {db!r}")
+        there = partitions_of(held, table)
+        if not there:
+            raise ConfigError(
+                f"backup {manifest.id} recorded no partitions of {db}.{table} (the table has no partition key, or "
+                "the backup was taken before vaultflow recorded partitions): restore the whole table"
+            )
+        missing = [p for p in chosen if p not in there]
+        if missing:
+            raise ConfigError(
+                f"backup {manifest.id} holds no partition {missing[0]!r} of {db}.{table}; it holds partitions "
+                f"{', '.join(sorted(there))} (partition ids, as system.parts.partition_id names them)"
+            )
+
+
+class NameTaken(RefusedError):
+    """The new database's name was taken meanwhile (error 82, by a concurrent restore or a user):
+    that database is not ours, so nothing drops it."""
+
+
 def restore_database(
     engine: RestoringEngine,
     ctx: BackupContext,
@@ -57,29 +83,79 @@ def restore_database(
     manifest: Manifest,
     db: str,
     scratch: str,
-    tables: list[str] | None,
+    opts: ClickHouseRestoreOptions,
     *,
     keep: bool,
-    structure_only: bool = False,
-) -> list[TableComparison]:
-    """Restore `db` of `manifest` as the new database `scratch` and compare it with the backup; keep
-    it (keep=True) or drop it (a drill). IntegrityError naming the object for a damaged file (before
-    RESTORE runs) or when the copy differs (then dropped). The copy is dropped on any error."""
+    chosen_name: bool = False,
+) -> tuple[str, list[TableComparison]]:
+    """Restore `db` of `manifest` (the tables and partitions `opts` chooses, or its structure only)
+    as the new database `scratch` and compare it with the backup; keep it (keep=True) or drop it (a
+    drill). Returns the name it got and the comparison: `scratch`, or `scratch_2`, `scratch_3`, ...
+    when a concurrent restore created that name first (RefusedError instead when the user chose
+    it: `chosen_name`). IntegrityError naming the object for a damaged file (before RESTORE runs)
+    or when the copy differs (then dropped). The copy is dropped on any error."""
     repo = ctx.repository
-    record = repo.put_scratch(engine.name, engine.config.name, scratch, engine.config.where)
-    try:
-        result = _restore_and_compare(engine, ctx, client, manifest, db, scratch, tables, structure_only)
-        if not keep:
-            drop(engine, client, scratch)
-    except BaseException as exc:
+    for attempt in range(1, 101):
+        name = scratch if attempt == 1 else f"{scratch}_{attempt}"
+        record = repo.put_scratch(engine.name, engine.config.name, name, engine.config.where)
         try:
-            drop(engine, client, scratch)
-        except Exception as cleanup:  # noqa: BLE001 - noted on the original error
-            note_cleanup_failure(exc, f"dropping scratch database {scratch}: {cleanup}", ctx.log)
-        raise
-    finally:
-        repo.delete_scratch(record)
-    return result
+            result = _restore_and_compare(engine, ctx, client, manifest, db, name, opts)
+            if not keep:
+                drop(engine, client, name)
+            return name, result
+        except NameTaken as exc:  # not ours: nothing to drop
+            if chosen_name:
+                raise RefusedError(f"{engine.config.name}: {exc}; nothing was touched") from None
+        except BaseException as exc:
+            try:
+                drop(engine, client, name)
+            except Exception as cleanup:  # noqa: BLE001 - noted on the original error
+                note_cleanup_failure(exc, f"dropping scratch database {name}: {cleanup}", ctx.log)
+            raise
+        finally:
+            repo.delete_scratch(record)
+    raise RefusedError(f"{engine.config.name}: databases {scratch} to {scratch}_100 all exist; drop the old copies")
+
+
+def restore_statement(
+    engine: RestoringEngine, manifest: Manifest, db: str, scratch: str, opts: ClickHouseRestoreOptions
+) -> str:
+    """RESTORE of `db` of `manifest` as `scratch`: the whole database, or the chosen tables, each
+    limited to its chosen partitions (`PARTITIONS ID '...'`)."""
+    tables, partitions = opts.restored_tables(), opts.partitions or {}
+    if tables:
+        what = ", ".join(
+            f"TABLE {quote_name(db)}.{quote_name(t)} AS {quote_name(scratch)}.{quote_name(t)}"
+            + (f" PARTITIONS {', '.join(f'ID {quote_text(p)}' for p in partitions[t])}" if t in partitions else "")
+            for t in tables
+        )
+    else:
+        what = f"DATABASE {quote_name(db)} AS {quote_name(scratch)}"
+    # 'create': RESTORE fails (error 82) rather than restore into a database that exists
+    settings = ["structure_only = 1"] if opts.structure_only else []
+    settings += [] if tables else ["create_database = 'create'"]
+    clause = f" SETTINGS {', '.join(settings)}" if settings else ""
+    return f"RESTORE {what} FROM {engine.disk(native_name(manifest, db))}{clause}"
+
+
+def chosen_units(
+    fingerprints: dict[str, Fingerprint], opts: ClickHouseRestoreOptions, *, every_partition: bool = False
+) -> dict[str, Fingerprint]:
+    """The units a restore with `opts` compares: each restored table's own unit, or for a table
+    restored by partitions its chosen partitions' units (every_partition: all it has, for the copy,
+    so a partition that should not be there shows as unexpected)."""
+    tables, partitions = opts.restored_tables(), opts.partitions or {}
+    chosen: dict[str, Fingerprint] = {}
+    for table, fp in table_units(fingerprints).items():
+        if tables is not None and table not in tables:
+            continue
+        if table not in partitions:
+            chosen[table] = fp
+            continue
+        for partition, part in partitions_of(fingerprints, table).items():
+            if every_partition or partition in partitions[table]:
+                chosen[partition_unit(table, partition)] = part
+    return chosen
 
 
 def _restore_and_compare(
@@ -89,29 +165,22 @@ def _restore_and_compare(
     manifest: Manifest,
     db: str,
     scratch: str,
-    tables: list[str] | None,
-    structure_only: bool,
+    opts: ClickHouseRestoreOptions,
 ) -> list[TableComparison]:
     config, root = engine.config, engine.config.staging_root()
     chain = ctx.repository.catalog(engine.name, manifest.target).chain(manifest)
-    made: list[Path] = []
-    try:
-        materialise_chain(ctx, chain, db, root, made)
-        if tables:
-            run(client, f"CREATE DATABASE {quote_name(scratch)}", config, scratch)
-            what = ", ".join(
-                f"TABLE {quote_name(db)}.{quote_name(t)} AS {quote_name(scratch)}.{quote_name(t)}" for t in tables
-            )
-        else:
-            what = f"DATABASE {quote_name(db)} AS {quote_name(scratch)}"
-        settings = " SETTINGS structure_only = 1" if structure_only else ""
-        run(client, f"RESTORE {what} FROM {engine.disk(native_name(manifest, db))}{settings}", config, db)
-    finally:
-        for link in made:
-            remove_staging(link, root)
-    actual = fingerprint_database(client, config, scratch)
-    expected = {t: fp for t, fp in manifest.fingerprints.get(db, {}).items() if tables is None or t in tables}
-    result = compare_structure(db, expected, actual) if structure_only else compare_database(db, expected, actual)
+    with chain_on_disk(ctx, chain, db, root):
+        if opts.restored_tables():
+            _create(client, config, f"CREATE DATABASE {quote_name(scratch)}", scratch)
+        if engine.before_statement:
+            engine.before_statement("RESTORE", db, scratch)
+        _create(client, config, restore_statement(engine, manifest, db, scratch, opts), scratch)
+    expected = chosen_units(manifest.fingerprints.get(db, {}), opts)
+    actual = chosen_units(fingerprint_database(client, config, scratch), opts, every_partition=True)
+    if opts.structure_only:
+        result = compare_structure(db, expected, actual)
+    else:
+        result = compare_database(db, expected, actual)
     comparison = Comparison(result, noun="tables")
     if not comparison.ok:
         raise IntegrityError(
@@ -120,6 +189,16 @@ def _restore_and_compare(
         )
     ctx.log(f"restored {db} of {manifest.id} as {scratch}: {comparison.summary()}")
     return result
+
+
+def _create(client: Any, config: ClickHouseSettings, sql: str, scratch: str) -> None:
+    """Run a statement that creates database `scratch`; NameTaken when it exists already."""
+    try:
+        run(client, sql, config, scratch)
+    except ToolError as exc:
+        if error_code(exc.__cause__) == DATABASE_ALREADY_EXISTS:
+            raise NameTaken(f"database {scratch!r} was created by someone else meanwhile") from exc
+        raise
 
 
 def compare_structure(

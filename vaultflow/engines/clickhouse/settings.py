@@ -7,9 +7,9 @@ Kept free of heavy imports (no clickhouse_connect): blocks and flows import it t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, SecretStr
+from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 from vaultflow.engines.settings import DIFFERENTIAL, INCREMENTAL, RestoreOptions, TargetSettings
 from vaultflow.errors import ConfigError
@@ -99,6 +99,12 @@ class ClickHouseSettings(TargetSettings):
         return root
 
 
+def _as_list(value: Any) -> Any:
+    """Partition ids given as one text (the command line's `table=id id2`): split at spaces (an id
+    is letters, digits, '_' and '-')."""
+    return value.split() if isinstance(value, str) else value
+
+
 class ClickHouseRestoreOptions(RestoreOptions):
     """What a ClickHouse restore takes beyond backup_id, into, overwrite and databases."""
 
@@ -113,6 +119,34 @@ class ClickHouseRestoreOptions(RestoreOptions):
         description="ClickHouse: restore the databases and tables without their rows (RESTORE ... "
         "SETTINGS structure_only = 1); each table's schema is compared, not its rows.",
     )
+    partitions: dict[str, Annotated[list[str], BeforeValidator(_as_list)]] | None = Field(
+        default=None,
+        description="ClickHouse: restore only these partitions of these tables, table -> partition ids "
+        "(system.parts.partition_id; e.g. {'events': ['202401', '202402']}, on the command line also "
+        "'events=202401 202402'); each partition is compared with its own fingerprint. Without `tables`, "
+        "only the tables named here are restored.",
+    )
+
+    @model_validator(mode="after")
+    def _partitions_fit(self) -> ClickHouseRestoreOptions:
+        if self.partitions is not None:
+            if self.structure_only:
+                raise ValueError("partitions and structure_only exclude each other (structure_only restores no rows)")
+            empty = [t for t, ids in self.partitions.items() if not ids]
+            if empty or not self.partitions:
+                raise ValueError(
+                    f"partitions names no partition of {empty or 'any table'}; leave it out to restore whole tables"
+                )
+            outside = [t for t in self.partitions if self.tables is not None and t not in self.tables]
+            if outside:
+                raise ValueError(f"partitions names table {outside[0]!r}, which tables={self.tables} leaves out")
+        return self
+
+    def restored_tables(self) -> list[str] | None:
+        """The tables to restore: `tables`, else the tables `partitions` names, else None (all)."""
+        if self.tables is not None:
+            return list(self.tables)
+        return list(self.partitions) if self.partitions else None
 
 
 # What vaultflow.engines.registry.restore_options("clickhouse") answers without importing the engine.
