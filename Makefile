@@ -1,5 +1,5 @@
 # vaultflow: two commands set everything up on a fresh Debian machine with Python 3.11+.
-#   make demo   back up, drop, restore and compare demo PostgreSQL, Redis and MongoDB servers
+#   make demo   back up, drop, restore and compare demo PostgreSQL, Redis, MongoDB and ClickHouse databases
 #   make test   install everything, run make lint (ruff, mypy, import contracts), then every test
 PYTHON ?= python3
 VENV   := .venv

@@ -65,7 +65,7 @@ def demo(
     workdir: str = typer.Option(".vaultflow-demo", help="Where the demo repository is kept."),
     rows: int = typer.Option(5000, help="Generated employees besides Alice, Bob and Charlie."),
 ):
-    """Back up, drop, restore and compare an embedded PostgreSQL database, a Redis and a MongoDB server."""
+    """Back up, drop, restore and compare PostgreSQL, Redis, MongoDB (SecantusDB) and ClickHouse (chDB) demo databases."""
     import os
 
     # Prefect's ephemeral API gives up after 20 s by default; a busy 2-core host needs longer.

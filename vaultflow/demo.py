@@ -16,6 +16,11 @@ a full backup, writes (an insert, an update, a delete, a new collection), an inc
 so), the database dropped, the incremental restored into it (its full, then its oplog
 replayed), and the copy compared twice: by vaultflow (count and digest per collection, indexes,
 options) and by a count and _id check of every collection against the data before the drop.
+
+Then ClickHouse, on the seed's steps: chDB (the ClickHouse engine in-process) holding
+backup_demo with two MergeTree tables (vaultflow.demo_clickhouse); a full backup (BACKUP ... TO
+Disk, every file checked), `DROP DATABASE`, a restore under its own name, and the copy compared
+by vaultflow and by a count() and sum(cityHash64) of every table against the data before the drop.
 """
 
 from __future__ import annotations
@@ -30,9 +35,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-SEED_EMPLOYEES = (("Alice", "Manager", 90000), ("Bob", "Developer", 80000), ("Charlie", "Analyst", 70000))
-SEED_ROWS = ", ".join(f"('{name}', '{position}', {salary})" for name, position, salary in SEED_EMPLOYEES)
-SEED_KEYS = {"user:1000": "Alice", "user:1001": "Bob", "user:1002": "Charlie"}
+from vaultflow.demo_seed import POSITIONS, SEED_EMPLOYEES, SEED_KEYS, SEED_ROWS
 
 
 def fill_redis(conn, keys: int) -> None:
@@ -131,6 +134,8 @@ def _run_demo(workdir: str, rows: int, console: Console) -> int:
     same = before == after and all(r["status"] == "match" for r in restored["comparison"])
     redis_ok, redis_rows = run_redis_demo(repository, rows, console)
     mongo_ok, mongo_rows = run_mongo_demo(repository, rows, console)
+    with tempfile.TemporaryDirectory(prefix="vaultflow-demo-clickhouse-") as tmp:
+        clickhouse_ok, clickhouse_rows = run_clickhouse_demo(Path(tmp), repository, rows, console)
     report = Table(title="vaultflow demo", show_header=False)
     report.add_row("backup id", backup["backup_id"])
     report.add_row("size", f"{backup['raw_size'] / 1e6:.2f} MB dumped -> {backup['stored_size'] / 1e6:.2f} MB stored")
@@ -144,7 +149,7 @@ def _run_demo(workdir: str, rows: int, console: Console) -> int:
         + f"; seed rows {'identical' if before == after else 'DIFFER'}",
     )
     report.add_row("files", str(repo_dir / "postgres" / "demo" / "backups" / backup["backup_id"]))
-    for name, value in redis_rows + mongo_rows:
+    for name, value in redis_rows + mongo_rows + clickhouse_rows:
         report.add_row(name, value)
     report.add_row("list them", f".venv/bin/vaultflow list --repo-path {repo_dir}")
     report.add_row(
@@ -153,7 +158,7 @@ def _run_demo(workdir: str, rows: int, console: Console) -> int:
         "make demo` and open http://127.0.0.1:4200 (runs, events, the catalog artifact)",
     )
     console.print(report)
-    ok = same and redis_ok and mongo_ok
+    ok = same and redis_ok and mongo_ok and clickhouse_ok
     console.print("[green]demo OK[/green]" if ok else "[red]demo FAILED: restored data differs[/red]")
     return 0 if ok else 1
 
@@ -216,7 +221,6 @@ def run_redis_demo(repository, rows: int, console: Console) -> tuple[bool, list[
 
 
 MONGO_DB = "backup_demo"
-POSITIONS = ("Engineer", "Analyst", "Designer", "Support", "Sales")
 
 
 def fill_mongo(client, rows: int) -> None:
@@ -338,6 +342,61 @@ def run_mongo_demo(repository, rows: int, console: Console) -> tuple[bool, list[
             "mongo comparison",
             "; ".join(_row_text(r, "documents") for r in restored["comparison"])
             + f"; count/_id check: {'identical' if census_ok else 'DIFFERS'}",
+        ),
+    ]
+
+
+def run_clickhouse_demo(root: Path, repository, rows: int, console: Console) -> tuple[bool, list[tuple[str, str]]]:
+    """The seed's ClickHouse steps in a chDB data directory under `root`: backup_demo with two
+    MergeTree tables, a full backup (flow), DROP DATABASE, a restore under its own name (flow),
+    and the copy compared twice: by vaultflow (the restore's comparison) and by a count() and
+    sum(cityHash64) of every table against the data before the drop."""
+    from importlib.metadata import version
+
+    from blocks import ClickHouseTarget
+    from flows.full_backup import full_backup
+    from flows.restore import restore
+    from vaultflow.demo_clickhouse import CLICKHOUSE_DB, clickhouse_census, clickhouse_fields, fill_clickhouse
+    from vaultflow.engines.clickhouse.client import connected
+
+    target = ClickHouseTarget(**clickhouse_fields(root), target_name="demo")
+    # One client open throughout: the flows' own clients share its engine (one per process)
+    # instead of starting it again for every step.
+    with connected(target) as client:
+        engine_version = client.query("SELECT version()").result_rows[0][0]
+        console.print(
+            f"chDB {version('chdb-core')} (ClickHouse {engine_version}, embedded) on {target.chdb_path}; "
+            f"BACKUP writes to the disk {target.backup_disk!r} at {target.backup_dir}"
+        )
+        fill_clickhouse(client, rows)
+        before = clickhouse_census(client)
+        full = full_backup(target=target, repository=repository)
+        client.command(f"DROP DATABASE {CLICKHOUSE_DB} SYNC")
+        console.print(f"dropped ClickHouse database {CLICKHOUSE_DB}")
+        t0 = time.monotonic()
+        restored = restore(target=target, repository=repository, backup_id=full["backup_id"], into=CLICKHOUSE_DB)
+        seconds = time.monotonic() - t0
+        after = clickhouse_census(client)
+    vaultflow_ok = all(r["status"] == "match" for r in restored["comparison"])
+    census_ok = before == after
+    census = "; ".join(
+        f"{name}: {count} rows, sum(cityHash64) {'identical' if after.get(name) == (count, digest) else 'DIFFERS'}"
+        for name, (count, digest) in before.items()
+    )
+    console.print(
+        f"count()/sum(cityHash64) check of the restored {CLICKHOUSE_DB} against the data before the drop: {census}"
+    )
+    return vaultflow_ok and census_ok, [
+        (
+            "clickhouse full",
+            f"{full['backup_id']}: {full['objects']} objects (every file checked against .backup), "
+            f"{full['raw_size'] / 1e6:.2f} MB -> {full['stored_size'] / 1e6:.2f} MB in {full['seconds']:.2f} s",
+        ),
+        ("clickhouse restore", f"{full['backup_id']} into {CLICKHOUSE_DB} (dropped before) in {seconds:.2f} s (flow)"),
+        (
+            "clickhouse comparison",
+            "; ".join(_row_text(r, "rows") for r in restored["comparison"])
+            + f"; count()/cityHash64 check: {'identical' if census_ok else 'DIFFERS'}",
         ),
     ]
 

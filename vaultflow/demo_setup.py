@@ -10,6 +10,10 @@ Starts, and keeps running until Ctrl-C or SIGTERM:
 - a redis-server with `appendonly yes` in a directory the worker reads (local mode);
 - a SecantusDB server (MongoDB's wire protocol; a one-node replica set, so it keeps an oplog)
   holding `backup_demo` (the seed's employees plus generated ones, and departments);
+- a chDB data directory (ClickHouse in-process: no server runs) in <workdir>/clickhouse holding
+  `backup_demo` (employees and attendance, MergeTree), with its backup disk beside it; filled by
+  a child process that exits, because chDB locks its data directory against other processes
+  while one has it open, and the worker's flow runs (processes of their own) must open it;
 and saves the blocks every deployment in prefect.yaml names:
 
     postgres-target/demo           logical (pg_dump): demo-weekly-full, demo-weekly-drill
@@ -17,6 +21,9 @@ and saves the blocks every deployment in prefect.yaml names:
                                    demo-daily-incremental, demo-daily-differential, demo-archive-logs
     redis-target/demo              local mode + AOF: every redis-demo-* deployment
     mongo-target/demo              backup_demo on the SecantusDB server: every mongo-demo-* deployment
+    clickhouse-target/demo         backup_demo in the chDB data directory: every clickhouse-demo-*
+                                   deployment (the worker must run on this host: it opens the
+                                   data directory and reads the backup disk)
     backup-repository/demo         <workdir>/repository: all of them, verify and prune
     backup-repository/demo-offsite <workdir>/offsite: demo-daily-upload copies backups there
 
@@ -50,13 +57,15 @@ class DemoServers:
     spool: Path
     redis: Any  # vaultflow.engines.redis.server.RedisProcess
     mongo: Any  # vaultflow.testing.mongo_server.MongoProcess
+    clickhouse: Path  # chDB's data directory and backup disk (vaultflow.demo_clickhouse.clickhouse_fields)
 
 
 @contextmanager
 def running_demo_servers(workdir: Path) -> Iterator[DemoServers]:
-    """PostgreSQL 18 (archiving into a spool, WAL summaries on), redis-server (AOF) and SecantusDB
-    (its oplog kept 7 days), stopped and their data deleted on exit. The spool lives under /tmp:
-    the server's OS user writes it."""
+    """PostgreSQL 18 (archiving into a spool, WAL summaries on), redis-server (AOF), SecantusDB
+    (its oplog kept 7 days) and the place of chDB's data (<workdir>/clickhouse, nothing running),
+    stopped and their data deleted on exit. The spool lives under /tmp: the server's OS user
+    writes it."""
     from vaultflow.testing.mongo_server import running_mongo
     from vaultflow.testing.postgres_server import embedded_bin_dir, running_postgres
     from vaultflow.testing.redis_instance import running_redis
@@ -66,6 +75,7 @@ def running_demo_servers(workdir: Path) -> Iterator[DemoServers]:
     spool_parent = Path(tempfile.mkdtemp(prefix="vaultflow-demo-wal-", dir="/tmp"))
     give_to_service_user(spool_parent)
     spool = spool_parent / "spool"  # wal-push creates it (0700) on the first segment
+    clickhouse = workdir / "clickhouse"
     settings = {
         "archive_mode": "on",
         "archive_timeout": "300",
@@ -78,15 +88,17 @@ def running_demo_servers(workdir: Path) -> Iterator[DemoServers]:
             running_redis(name="demo") as redis,
             running_mongo("demo") as mongo,
         ):
-            yield DemoServers(pg, spool, redis, mongo)
+            yield DemoServers(pg, spool, redis, mongo, clickhouse)
     finally:
         shutil.rmtree(spool_parent, ignore_errors=True)
+        shutil.rmtree(clickhouse, ignore_errors=True)
 
 
 def demo_blocks(servers: DemoServers, repository_path: Path) -> dict[str, Any]:
     """The blocks prefect.yaml names, as '<block type slug>/<name>' -> unsaved block."""
-    from blocks import BackupRepository, MongoTarget, PostgresTarget, RedisTarget
+    from blocks import BackupRepository, ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
     from vaultflow.demo import MONGO_DB
+    from vaultflow.demo_clickhouse import clickhouse_fields
     from vaultflow.testing.unprivileged import SERVICE_USER, running_as_root
 
     pg, redis = servers.pg, servers.redis
@@ -102,6 +114,7 @@ def demo_blocks(servers: DemoServers, repository_path: Path) -> dict[str, Any]:
         ),
         "redis-target/demo": RedisTarget(host=redis.host, port=redis.port, data_dir=str(redis.directory)),
         "mongo-target/demo": MongoTarget(host=servers.mongo.host, port=servers.mongo.port, databases=[MONGO_DB]),
+        "clickhouse-target/demo": ClickHouseTarget(**clickhouse_fields(servers.clickhouse)),
         "backup-repository/demo": BackupRepository(local_path=str(repository_path)),
         # demo-daily-upload's destination; in production a repository with an S3 bucket
         "backup-repository/demo-offsite": BackupRepository(local_path=str(repository_path.parent / "offsite")),
@@ -129,11 +142,15 @@ def require_api() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from vaultflow.demo import MONGO_DB, create_demo_database, fill_mongo, fill_redis
+    from vaultflow.demo_clickhouse import CLICKHOUSE_DB, clickhouse_fields, fill_in_child
 
     parser = argparse.ArgumentParser(prog="python -m vaultflow.demo_setup", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=".vaultflow-demo", help="repository and server logs (%(default)s)")
     parser.add_argument(
-        "--rows", type=int, default=5000, help="generated employees (PostgreSQL and MongoDB) / Redis keys x10"
+        "--rows",
+        type=int,
+        default=5000,
+        help="generated employees (PostgreSQL, MongoDB, ClickHouse) / Redis keys x10",
     )
     args = parser.parse_args(argv)
     try:
@@ -150,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         fill_redis(servers.redis.client(), max(args.rows * 10, 1000))
         with servers.mongo.client() as client:
             fill_mongo(client, args.rows)
+        # In a child process: this one must not hold chDB's data directory while flows run.
+        clickhouse_tables = fill_in_child(servers.clickhouse, args.rows)
         blocks = demo_blocks(servers, workdir / "repository")
         save_demo_blocks(blocks)
         state = {
@@ -164,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
             },
             "redis": {"host": servers.redis.host, "port": servers.redis.port, "data_dir": str(servers.redis.directory)},
             "mongo": {"host": servers.mongo.host, "port": servers.mongo.port, "database": MONGO_DB},
+            "clickhouse": {
+                **clickhouse_fields(servers.clickhouse),
+                "database": CLICKHOUSE_DB,
+                "tables": {name: count for name, (count, _) in clickhouse_tables.items()},
+            },
             "blocks": sorted(blocks),
         }
         state_file = workdir / "demo-servers.json"
@@ -174,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"saved blocks {', '.join(sorted(blocks))} in {api}",
                     f"PostgreSQL {servers.pg.version} on {servers.pg.host}:{servers.pg.port} "
                     f"(WAL spool {servers.spool}), redis-server on {servers.redis.where}, SecantusDB "
-                    f"(MongoDB wire protocol, oplog on) on {servers.mongo.host}:{servers.mongo.port}",
+                    f"(MongoDB wire protocol, oplog on) on {servers.mongo.host}:{servers.mongo.port}, "
+                    f"chDB (ClickHouse in-process) data in {servers.clickhouse / 'data'} ("
+                    + ", ".join(f"{CLICKHOUSE_DB}.{t}: {n} rows" for t, (n, _) in clickhouse_tables.items())
+                    + ")",
                     "next: prefect work-pool create vaultflow --type process; prefect deploy --all; "
                     "VAULTFLOW_HOME=$PWD prefect worker start --pool vaultflow",
                     f"{READY_LINE} ({state_file}); Ctrl-C stops the servers",

@@ -1,5 +1,6 @@
 """`make demo` as a new user runs it: `vaultflow demo` in a fresh PREFECT_HOME, through Prefect's
-temporary API (no PREFECT_API_URL), every part (PostgreSQL, Redis, MongoDB), and a clean screen.
+temporary API (no PREFECT_API_URL), every part (PostgreSQL, Redis, MongoDB, ClickHouse), and a
+clean screen.
 
 A subprocess, not run_demo() in-process: the session's settings (the test harness's API,
 PREFECT_SERVER_ANALYTICS_ENABLED=false from conftest) would hide what a first run prints."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,14 +44,30 @@ def test_make_demo_first_screen_is_clean(tmp_path: Path):
     assert "oplog on" in words and "seed employees identical" in words and "DIFFER" not in words, screen[-4000:]
     # 300 generated + Alice, Bob, Charlie + Dana - 1 deleted
     assert "employees: 303 documents, _ids identical" in words, screen[-4000:]
+    # ClickHouse: the database dropped, restored under its name, and the demo's own count() and
+    # sum(cityHash64) of each table after the restore equal to those before the drop.
+    assert "dropped ClickHouse database backup_demo" in words, screen[-4000:]
+    assert (
+        "count()/sum(cityHash64) check of the restored backup_demo against the data before the drop: "
+        "attendance: 3030 rows, sum(cityHash64) identical; employees: 303 rows, sum(cityHash64) identical"
+    ) in words, screen[-4000:]
     assert "Traceback" not in screen, screen
     assert "ERROR" not in screen, screen
     assert "database is locked" not in screen, screen
     repository = workdir / "repository"
     manifests = sorted(p.relative_to(repository).parts[0] for p in repository.rglob("manifest.json"))
-    assert manifests == ["mongodb", "mongodb", "postgres", "redis", "redis"], (
-        "a MongoDB full and incremental, one PostgreSQL full, a Redis full and incremental"
+    assert manifests == ["clickhouse", "mongodb", "mongodb", "postgres", "redis", "redis"], (
+        "a ClickHouse full, a MongoDB full and incremental, one PostgreSQL full, a Redis full and incremental"
     )
+    [clickhouse] = (repository / "clickhouse" / "demo" / "backups").iterdir()
+    full = json.loads((clickhouse / "manifest.json").read_text())
+    assert full["kind"] == "full" and full["consistency"]["databases"].keys() == {"backup_demo"}, full
+    assert {t: fp["count"] for t, fp in full["fingerprints"]["backup_demo"].items()} == {
+        "attendance": 3030,
+        "employees": 303,
+    }, full["fingerprints"]
+    # vaultflow's comparison of the restored copy, in the report (each table matched)
+    assert re.search(r"attendance: 3030 rows, match; [│ ]*employees: 303 rows, match", words), screen[-4000:]
     mongo = sorted((repository / "mongodb" / "demo" / "backups").iterdir())
     incremental = json.loads((mongo[1] / "manifest.json").read_text())
     said = f"incremental backup {mongo[1].name}: "

@@ -286,6 +286,8 @@ def test_without_an_api_it_says_what_it_could_not_check(tmp_path, document):
         "mongo-demo-daily-incremental",
         "mongo-demo-daily-differential",
         "mongo-demo-archive-logs",
+        "clickhouse-demo-daily-incremental",
+        "clickhouse-demo-daily-differential",
     }
     assert {n.split(":")[0] for n in notes} == checked, notes
     assert all("could not check" in n and "PREFECT_API_URL" in n for n in notes), notes
@@ -294,9 +296,10 @@ def test_without_an_api_it_says_what_it_could_not_check(tmp_path, document):
 @pytest.fixture
 def saved_targets(prefect_api) -> dict[str, str]:
     """Blocks in the session's Prefect API, one per kind of fit and misfit."""
-    from blocks import MongoTarget, PostgresTarget, RedisTarget
+    from blocks import ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
 
     blocks = {
+        "clickhouse-target/fit-clickhouse": ClickHouseTarget(),
         "mongo-target/fit-mongo": MongoTarget(),
         "postgres-target/fit-logical": PostgresTarget(),
         "postgres-target/fit-physical-nospool": PostgresTarget(mode="physical"),
@@ -328,6 +331,8 @@ def test_saved_blocks_that_cannot_do_their_strategy_are_problems(tmp_path, docum
         mongo_demo_daily_incremental=saved_targets["fit-mongo"],
         mongo_demo_daily_differential=saved_targets["fit-mongo"],
         mongo_demo_archive_logs=saved_targets["fit-mongo"],
+        clickhouse_demo_daily_incremental=saved_targets["fit-clickhouse"],
+        clickhouse_demo_daily_differential=saved_targets["fit-clickhouse"],
     )
     notes: list[str] = []
     problems = validate(faulty(tmp_path, document, change), root=ROOT, notes=notes)
@@ -347,7 +352,8 @@ def test_saved_blocks_that_cannot_do_their_strategy_are_problems(tmp_path, docum
         "local-mode Redis target with appendonly yes, or schedule full backups only",
     ], problems
     # A local-mode Redis target fits as far as its block says; the server's appendonly is a note.
-    # Every MongoDB target fits every strategy; that its server keeps an oplog is a note.
+    # Every MongoDB target fits every strategy; that its server keeps an oplog is a note. Every
+    # ClickHouse target fits incremental and differential (BACKUP with base_backup): no note.
     assert notes == [
         "redis-demo-daily-differential: target redis-target/fit-local fits differential if its "
         "server has appendonly yes (checked at run time)",
@@ -385,7 +391,7 @@ def test_an_api_that_does_not_answer_is_a_note_found_at_once(free_tcp_port_url):
     notes: list[str] = []
     with temporary_settings(updates={PREFECT_API_URL: free_tcp_port_url}):
         assert validate(PREFECT_YAML, notes=notes) == []
-    assert len(notes) == 8 and all(f"the Prefect API at {free_tcp_port_url} did not answer" in n for n in notes), notes
+    assert len(notes) == 10 and all(f"the Prefect API at {free_tcp_port_url} did not answer" in n for n in notes), notes
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from vaultflow.errors import (
     NotFoundError,
     ServerUnavailableError,
     ToolError,
+    TransientError,
     VaultflowError,
 )
 
@@ -75,7 +76,8 @@ def chdb_config_file(config: ClickHouseSettings) -> str:
 def open_client(config: ClickHouseSettings) -> Any:
     """A clickhouse-connect client of the target (close it after use). ServerUnavailableError when
     the server cannot be reached (retryable), AuthenticationError for a refused login, ConfigError
-    for an embedded engine that cannot open its path."""
+    for an embedded engine that cannot open its path, TransientError when another process has the
+    embedded engine's data directory open (chdb_holder)."""
     import clickhouse_connect
 
     try:
@@ -96,7 +98,34 @@ def open_client(config: ClickHouseSettings) -> Any:
     except VaultflowError:
         raise
     except Exception as exc:
+        holder = chdb_holder(config.chdb_path) if config.interface == "chdb" and config.chdb_path else None
+        if holder is not None:
+            raise TransientError(
+                f"{config.name} ({config.where}): another process ({holder}) has chDB's data directory open; "
+                "chDB locks its data directory for one process at a time, so runs on one interface='chdb' "
+                "target cannot overlap (docs/clickhouse.md). A later attempt can succeed once it ends"
+            ) from exc
         raise translate(exc, config) from exc
+
+
+def chdb_holder(path: str) -> str | None:
+    """Who holds chDB's lock on the data directory `path` (the flock on `<path>/status` that every
+    process with the engine open holds, as clickhouse-server does): 'PID n' as the status file
+    says, or 'PID unknown'; None when no process holds it (or there is no status file)."""
+    import fcntl
+
+    status = Path(path) / "status"
+    try:
+        with open(status, "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                found = re.search(rb"PID: (\d+)", handle.read(200))
+                return f"PID {found.group(1).decode()}" if found else "PID unknown"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return None
+    except OSError:
+        return None
 
 
 @contextmanager
