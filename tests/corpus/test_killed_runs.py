@@ -32,6 +32,7 @@ import pytest
 from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.postgres import MakeDb, quote_ident, traversable_tmp_dir
 from tests.fixtures.processes import answering, descendants, listening, live, read
+from tests.fixtures.secret_watch import files_holding
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.settings import PostgresSettings
@@ -46,7 +47,6 @@ CHILD = Path(__file__).with_name("killed_backup_child.py")
 PROJECT = Path(__file__).resolve().parents[2]
 KILLS = 2  # at random moments, after one in the middle of an upload
 GUARD_S = 60.0  # hang guard for anything a trial waits on; never an assertion about speed
-SCAN_LIMIT = 64 << 20  # larger files under /tmp (other tests' data) are not read for the secret
 S3_PART = 5 << 20  # the smallest part S3 allows
 MARKER = "VAULTFLOW_KILLED_RUN"  # in the child's environment, inherited by what it starts
 PROPERTIES = (
@@ -285,21 +285,6 @@ def marked(marker: str, since: float) -> list[str]:
             raise
         if info is not None and (info["environ"] or {}).get(MARKER) == marker:
             found.append(f"{proc.pid} {' '.join(info['cmdline'])}")
-    return found
-
-
-def files_holding(secret: str, roots: list[Path], skip: list[Path] = ()) -> list[str]:
-    needle, found = secret.encode(), []
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = [d for d in dirnames if Path(dirpath, d) not in skip]
-            for name in filenames:
-                path = Path(dirpath, name)
-                try:
-                    if path.is_file() and path.stat().st_size <= SCAN_LIMIT and needle in path.read_bytes():
-                        found.append(str(path))
-                except OSError:  # vanished or unreadable meanwhile (other tests' files)
-                    continue
     return found
 
 

@@ -25,6 +25,7 @@ from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.fake_pg import FakePostgres
 from tests.fixtures.postgres import quote_ident, system_bin_dir_below
 from tests.fixtures.processes import descendants, named
+from tests.fixtures.secret_watch import files_holding
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.client import client_env, dbname_conninfo
 from vaultflow.engines.postgres.engine import PostgresEngine
@@ -155,22 +156,6 @@ PostgresEngine(PostgresSettings(**spec)).full_backup(ctx)
 """
 
 
-def _files_holding(secret: bytes, roots: list[Path], limit: int = 1 << 20) -> list[str]:
-    found = []
-    for root in roots:
-        for directory, _, files in os.walk(root, onerror=lambda err: None):
-            for file in files:
-                path = os.path.join(directory, file)
-                try:
-                    if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) <= limit:
-                        with open(path, "rb") as handle:
-                            if secret in handle.read():
-                                found.append(path)
-                except OSError:
-                    continue  # vanished meanwhile (other tests) or a socket/fifo
-    return found
-
-
 @pytest.mark.serial  # looks for temporary directories in /tmp: none from other tests may appear
 def test_a_backup_killed_mid_dump_leaves_no_file_with_the_password(pg_with_password, fresh_db, tmp_path):
     pg = pg_with_password
@@ -206,5 +191,5 @@ def test_a_backup_killed_mid_dump_leaves_no_file_with_the_password(pg_with_passw
         "pg_dump outlived the killed backup"
     )  # tied to the run (a hang guard, not a timing)
     roots = [Path("/tmp"), Path(os.environ.get("TMPDIR", "/tmp")), Path("/dev/shm"), tmp_path]
-    assert _files_holding(pg.password.encode(), roots) == []
+    assert files_holding(pg.password, roots) == []
     assert [p for p in Path("/tmp").glob("vaultflow-pg-*") if p.stat().st_mtime >= started] == []
