@@ -47,7 +47,8 @@ def _rss_panel(ax, title: str, curves: list[tuple[str, list]], notes: list[str])
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("seconds", fontsize=8)
     ax.set_ylabel("MB", fontsize=8)
-    ax.set_ylim(0, 420)
+    top = max((q[1] for _, series in curves for q in series), default=0)
+    ax.set_ylim(0, max(420, top * 1.15))
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=7, loc="upper right")
 
@@ -165,9 +166,49 @@ def _mongo(ax_t, ax_m, d: dict) -> None:
     _rss_panel(ax_m, "\n".join(["MongoDB: RSS of the backup process (Python only)", *notes]), curves, [])
 
 
+def _clickhouse(ax_t, ax_m, d: dict) -> None:
+    b, r, t, inc = d["backup"], d["restore"], d["targets"], d["incremental"]
+    items = [
+        ("native BACKUP ... TO Disk", b["native"]["seconds"], "pg"),
+        ("BACKUP + tar | zstd -3 -T0 (floor)", b["floor"]["seconds"], "floor"),
+        ("vaultflow full", b["vaultflow"]["seconds"], "vf"),
+        ("vaultflow incremental (+1% rows)", inc["seconds"], "vf"),
+        ("native RESTORE", r["native"]["seconds"], "pg"),
+        ("zstd -d | tar -x + RESTORE (floor)", r["floor"]["seconds"], "floor"),
+        ("vaultflow restore (checked, compared)", r["vaultflow"]["seconds"], "vf"),
+    ]
+    ds = d["dataset"]
+    _item_bars(
+        ax_t,
+        items,
+        f"ClickHouse (chDB), TPC-H SF {ds['scale']}, {ds['bytes_on_disk'] / 1e6:.0f} MB on disk (wall, best)\n"
+        f"full x{_value(t, 'full_backup_vs_native')} of native (<= 1.3), "
+        f"x{d['floor_ratios']['full_backup_vs_floor']:.2f} of floor; restore x{_value(t, 'restore_vs_native')} "
+        f"(<= 1.3), x{d['floor_ratios']['restore_vs_floor']:.2f} of floor",
+    )
+    mem = d["memory"]
+    notes = [
+        f"{name}: peak {p['peak_rss_mb']} MB (anonymous {p['peak_rss_anon_mb']}, file-backed "
+        f"{p['peak_rss_file_mb']}), chDB tracked {p['chdb_memory_tracking_mb']} MB"
+        for name, p in mem["phases"].items()
+    ]
+    notes.append(
+        f"full {b['vaultflow']['size'] / 1e6:.0f} MB stored, incremental {inc['stored_size'] / 1e6:.2f} MB "
+        f"(x{t['incremental_size_vs_full']['value']:.4f}, <= 0.05)"
+    )
+    curves = [(f"worker (chDB inside), peak {mem['peak_rss_kernel_mb']:.0f} MB", mem.get("series_mb") or [])]
+    alone = d.get("memory_without_chdb") or {}
+    if alone:
+        curves.append(
+            (f"same file work without chDB, peak {alone['peak_rss_kernel_mb']:.0f} MB", alone.get("series_mb") or [])
+        )
+    _rss_panel(ax_m, "ClickHouse: RSS of the worker process (backup, then restore)", curves, notes)
+
+
 def render(doc: dict, path: Path) -> None:
     logical, has_phys, has_redis, has_mongo = "backup" in doc, "physical" in doc, "redis" in doc, "mongo" in doc
-    rows = 2 * logical + has_phys + has_redis + has_mongo
+    has_ch = "clickhouse" in doc
+    rows = 2 * logical + has_phys + has_redis + has_mongo + has_ch
     fig, axes = plt.subplots(rows, 2, figsize=(12, 3.5 * rows), dpi=72, squeeze=False)
     row = 2 * logical
     if has_phys:
@@ -178,6 +219,9 @@ def render(doc: dict, path: Path) -> None:
         row += 1
     if has_mongo:
         _mongo(axes[row][0], axes[row][1], doc["mongo"])
+        row += 1
+    if has_ch:
+        _clickhouse(axes[row][0], axes[row][1], doc["clickhouse"])
     if logical:
         _logical(doc, axes)
     fig.suptitle(f"vaultflow bench {doc['started_at']}  ({doc['machine']['cpus']} cores)", fontsize=11)

@@ -116,6 +116,7 @@ def _cpu(run: dict) -> str:
 
 
 def summary(doc: dict) -> str:
+    from bench.clickhouse_report import summary_lines as clickhouse_lines
     from bench.mongo import summary_lines as mongo_lines
     from bench.physical import summary_lines
     from bench.redis import summary_lines as redis_lines
@@ -123,6 +124,7 @@ def summary(doc: dict) -> str:
     tail = [*summary_lines(doc["physical"])] if "physical" in doc else []
     tail += [*redis_lines(doc["redis"])] if "redis" in doc else []
     tail += [*mongo_lines(doc["mongo"])] if "mongo" in doc else []
+    tail += [*clickhouse_lines(doc["clickhouse"])] if "clickhouse" in doc else []
     tail += [
         "",
         f"  total bench time {doc['total_seconds']:.0f} s; all targets pass: {doc.get('all_pass')}; "

@@ -3,10 +3,12 @@
     .venv/bin/python -m bench.run [--size-mb 600] [--small-mb 150] [--repeat 2] [--out bench/results]
     .venv/bin/python -m bench.run --only redis      # one part (logical, physical, redis, mongo; comma separated)
     .venv/bin/python -m bench.run --mongo-only      # = --only mongo
+    .venv/bin/python -m bench.run --clickhouse-only # = --only clickhouse
 
-A partial run (--only, --physical-only, --mongo-only) writes to /tmp/vaultflow-bench unless --out is
-given, so it never replaces bench/results/latest.json. The Redis part is bench/redis.py, the
-MongoDB part bench/mongo.py.
+A partial run (--only, --physical-only, --mongo-only, --clickhouse-only) writes to /tmp/vaultflow-bench
+unless --out is given, so it never replaces bench/results/latest.json; a run of one part other than
+logical names its files after the part (clickhouse-latest.json, clickhouse-latest.png). The Redis
+part is bench/redis.py, the MongoDB part bench/mongo.py, the ClickHouse part bench/clickhouse.py.
 
 Starts a throwaway PostgreSQL 18 (free port, temp dir) and SeaweedFS (S3 on loopback),
 generates the databases, times every contender, writes bench-<UTC>.json, latest.json and
@@ -45,7 +47,7 @@ PG_SETTINGS = {
     "shared_buffers": "128MB",
 }
 T0 = time.monotonic()
-ALL_PARTS = ("logical", "physical", "redis", "mongo")
+ALL_PARTS = ("logical", "physical", "redis", "mongo", "clickhouse")
 
 
 def log(message: str) -> None:
@@ -291,6 +293,18 @@ def _mongo_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _clickhouse_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--clickhouse-only", action="store_true", help="only the ClickHouse benchmark (bench/clickhouse.py)"
+    )
+    parser.add_argument(
+        "--clickhouse-scale", default="1", help="TPC-H scale factor of lineitem and orders (default 1; 0.1 to try)"
+    )
+    parser.add_argument(
+        "--clickhouse-repeat", type=int, default=3, help="ClickHouse runs per contender, best kept (default 3)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mb", type=float, default=600, help="big database size, MiB (default 600)")
@@ -322,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help="run only these parts: logical, physical, redis, mongo (comma separated); "
+        help="run only these parts: logical, physical, redis, mongo, clickhouse (comma separated); "
         "results go to /tmp/vaultflow-bench unless --out is given",
     )
     parser.add_argument(
@@ -341,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-repeat", type=int, default=3, help="Redis runs per contender; median kept (default 3)")
     parser.add_argument("--redis-skip-aof", action="store_true", help="skip the Redis AOF incremental phase")
     _mongo_options(parser)
+    _clickhouse_options(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.pgbench_seconds = min(args.pgbench_seconds, 15)
@@ -349,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         args.only = "physical"
     if args.mongo_only:
         args.only = "mongo"
+    if args.clickhouse_only:
+        args.only = "clickhouse"
     if args.only:
         wanted = {p.strip() for p in args.only.split(",") if p.strip()}
         if not wanted or wanted - parts:
@@ -387,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.mongo import run_mongo
 
         doc["mongo"] = run_mongo(args, log)
+    if "clickhouse" in parts:
+        from bench.clickhouse import run_clickhouse
+
+        doc["clickhouse"] = run_clickhouse(args, log)
     doc = {
         "schema": 1,
         "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -404,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             "redis_scale": args.redis_scale,
             "redis_small_scale": args.redis_small_scale,
             "redis_repeat": args.redis_repeat,
-            **{k: v for k, v in vars(args).items() if k.startswith("mongo_")},
+            **{k: v for k, v in vars(args).items() if k.startswith(("mongo_", "clickhouse_"))},
         },
         **doc,
     }
@@ -416,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             *doc.get("physical", {}).get("targets", {}).values(),
             *doc.get("redis", {}).get("targets", {}).values(),
             *doc.get("mongo", {}).get("targets", {}).values(),
+            *doc.get("clickhouse", {}).get("targets", {}).values(),
         ]
     )
     doc["total_seconds"] = round(time.monotonic() - T0, 1)
@@ -423,10 +445,11 @@ def main(argv: list[str] | None = None) -> int:
     doc["json_path"] = str(path)
     text = without_machine_paths(json.dumps(doc, indent=1, default=str)) + "\n"
     path.write_text(text)
-    (args.out / "latest.json").write_text(text)
+    latest = f"{next(iter(parts))}-latest" if len(parts) == 1 and parts != {"logical"} else "latest"
+    (args.out / f"{latest}.json").write_text(text)
     from bench.chart import render
 
-    render(doc, args.out / "latest.png")
+    render(doc, args.out / f"{latest}.png")
     print(summary(doc))
     return 0
 

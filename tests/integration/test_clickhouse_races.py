@@ -48,7 +48,7 @@ def test_a_table_changed_during_backup_fails_it_retryably_and_a_retry_restores_e
 
     engine.before_statement = change
     with pytest.raises(
-        TransientError, match=rf"tables {table} of database {db} were written, altered or dropped"
+        TransientError, match=rf"tables {table} of database {db} were written, altered, merged or dropped"
     ) as caught:
         engine.full_backup(ctx(repo))
     assert is_transient(caught.value), "the flows retry it"

@@ -2,11 +2,14 @@
 streamed into the repository; restores copy the files back (checked again) and RESTORE into a
 new database, compared with the backup's fingerprints before anything else happens.
 
-  backup   one unit per database: fingerprints, BACKUP DATABASE db TO Disk(backup_disk,
-           'vaultflow/<target>/<backup id>/<db>'), fingerprints again (a table that changed in
-           between fails the unit, retryable), then every file of the backup directory streamed
-           into the repository, each checked against the size and checksum its `.backup`
-           metadata lists; the manifest is committed last and the staging directory removed then.
+  backup   one unit per database: the tables' state (system tables only: uuid, schema, active
+           parts), BACKUP DATABASE db TO Disk(backup_disk, 'vaultflow/<target>/<backup id>/<db>'),
+           the state again, then every file of the backup directory streamed into the repository
+           (several at once), each checked against the size and checksum its `.backup` metadata
+           lists, while another thread digests every table's rows (the fingerprints); then the
+           state a third time. A table that changed anywhere in between fails the unit, retryable
+           (fingerprint.py says why equal states mean equal rows). The manifest is committed last
+           and the staging directory removed then.
   restore  the database's files materialised from the repository into the backup disk (every
            file checked first: sha256 of the stored object and ClickHouse's checksum), then
            RESTORE DATABASE db AS <db>_restore_<time>, compared; into an existing name only with
@@ -23,10 +26,11 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, TypeVar
 
 from vaultflow.compare import Comparison, TableComparison
 from vaultflow.engines.base import (
@@ -52,7 +56,7 @@ from vaultflow.engines.clickhouse.client import (
     user_databases,
 )
 from vaultflow.engines.clickhouse.consistency import ClickHouseBackupConsistency, NativeBackup
-from vaultflow.engines.clickhouse.fingerprint import fingerprint_database, table_units
+from vaultflow.engines.clickhouse.fingerprint import changed_tables, fingerprint_database, table_states
 from vaultflow.engines.clickhouse.restore import check_partitions, chosen_databases, drop_dead_scratch, restore_database
 from vaultflow.engines.clickhouse.settings import ClickHouseRestoreOptions, ClickHouseSettings
 from vaultflow.engines.clickhouse.staging import ingest, remove_staging
@@ -69,6 +73,13 @@ from vaultflow.keys import encode_name
 from vaultflow.manifest import BackupKind, BackupMode, Manifest
 
 UNIT = "database"
+R = TypeVar("R")
+
+
+def _timed(fn: Callable[..., R], *args: Any) -> tuple[R, float]:
+    """fn(*args) and the seconds it took."""
+    t0 = time.monotonic()
+    return fn(*args), time.monotonic() - t0
 
 
 def _package_version(name: str) -> str | None:
@@ -142,7 +153,9 @@ class ClickHouseEngine:
         return new_plan(self.name, config.name, kind, units, parent=parent, server_version=found, chain=chain)
 
     def dump(self, ctx: BackupContext, plan: BackupPlan, unit: BackupUnit) -> UnitResult:
-        """BACKUP one database to the backup disk, then stream its files into the repository."""
+        """BACKUP one database to the backup disk, then stream its files into the repository while its
+        tables' rows are digested; TransientError when a table changed between the state taken
+        before BACKUP and the one after the digest (the fingerprints would not be the backup's)."""
         if unit.kind != UNIT:
             raise ValueError(f"ClickHouse backups have no unit {unit.label!r}")
         config, database = self.config, unit.name
@@ -152,33 +165,36 @@ class ClickHouseEngine:
         shutil.rmtree(directory, ignore_errors=True)  # a retried unit starts again
         timings: dict[str, float] = {}
         try:
-            with ExitStack() as base_held, connected(config) as client:
-                base = self._base_on_disk(ctx, plan, database, base_held)
-                before = fingerprint_database(client, config, database)
-                if self.before_statement:
-                    self.before_statement("BACKUP", database, name)
-                t0 = time.monotonic()
-                self._backup(client, database, name, base)
-                timings[f"backup:{database}"] = time.monotonic() - t0
-                after = fingerprint_database(client, config, database)
-            fingerprints, before, after = after, table_units(before), table_units(after)
-            changed = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
-            if changed:
-                raise TransientError(
-                    f"{config.name}: tables {', '.join(changed)} of database {database} were written, altered or "
-                    "dropped while BACKUP ran, so the backup cannot be checked against one fingerprint; nothing "
-                    "was recorded. Retry when writes pause (ClickHouse's BACKUP is consistent per table, not "
-                    "across tables written meanwhile: docs/clickhouse.md)"
-                )
-            if not directory.is_dir():
-                raise ConfigError(
-                    f"{config.name}: BACKUP wrote {name} on disk {config.backup_disk!r}, but the worker does not "
-                    f"see it at {directory}: set backup_dir to where that disk's path is on the worker"
-                )
-            t0 = time.monotonic()
-            prefix = ctx.repository.backup_prefix(self.name, plan.target, plan.backup_id)
-            listing, objects = ingest(ctx, prefix, database, directory)
-            timings[f"ingest:{database}"] = time.monotonic() - t0
+            with connected(config) as client:
+                with ExitStack() as base_held:
+                    base = self._base_on_disk(ctx, plan, database, base_held)
+                    before = table_states(client, config, database)
+                    # Tables without parts (Log, Memory, ...) have no cheap state: their rows are
+                    # digested before BACKUP too, and compared with the digest after it.
+                    unpinned = [t for t, state in before.items() if not state.pinned]
+                    early = fingerprint_database(client, config, database, only=unpinned) if unpinned else {}
+                    if self.before_statement:
+                        self.before_statement("BACKUP", database, name)
+                    t0 = time.monotonic()
+                    self._backup(client, database, name, base)
+                    timings[f"backup:{database}"] = time.monotonic() - t0
+                self._unchanged(database, changed_tables(before, table_states(client, config, database)))
+                if not directory.is_dir():
+                    raise ConfigError(
+                        f"{config.name}: BACKUP wrote {name} on disk {config.backup_disk!r}, but the worker does not "
+                        f"see it at {directory}: set backup_dir to where that disk's path is on the worker"
+                    )
+                prefix = ctx.repository.backup_prefix(self.name, plan.target, plan.backup_id)
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vaultflow-clickhouse-digest") as side:
+                    digest = side.submit(_timed, fingerprint_database, client, config, database)
+                    t0 = time.monotonic()
+                    listing, objects = ingest(ctx, prefix, database, directory)
+                    timings[f"ingest:{database}"] = time.monotonic() - t0
+                    prints, timings[f"fingerprint:{database}"] = digest.result()
+                after = table_states(client, config, database)
+            self._unchanged(
+                database, changed_tables(before, after) + [t for t in unpinned if early.get(t) != prints.get(t)]
+            )
         except BaseException:
             remove_staging(directory, root)  # what a failed BACKUP wrote; finish_backup removes the rest
             raise
@@ -191,11 +207,18 @@ class ClickHouseEngine:
         )
         ctx.log(f"{config.name}: database {database}: {len(objects)} files of BACKUP {listing.uuid} stored and checked")
         return UnitResult(
-            unit,
-            objects=tuple(objects),
-            fingerprints={database: fingerprints},
-            facts={"native": native},
-            timings=timings,
+            unit, objects=tuple(objects), fingerprints={database: prints}, facts={"native": native}, timings=timings
+        )
+
+    def _unchanged(self, database: str, changed: list[str]) -> None:
+        """TransientError naming the `changed` tables, if any (the caller removes the staging directory)."""
+        if not changed:
+            return
+        raise TransientError(
+            f"{self.config.name}: tables {', '.join(sorted(set(changed)))} of database {database} were written, "
+            "altered, merged or dropped while BACKUP ran or while their rows were digested after it, so the backup "
+            "cannot be checked against one fingerprint; nothing was recorded. Retry when writes pause "
+            "(ClickHouse's BACKUP is consistent per table, not across tables written meanwhile: docs/clickhouse.md)"
         )
 
     def _base_on_disk(self, ctx: BackupContext, plan: BackupPlan, database: str, held: ExitStack) -> str | None:

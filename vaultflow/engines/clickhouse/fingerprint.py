@@ -1,5 +1,6 @@
-"""Per-table (and per-partition) fingerprints of a ClickHouse database: what a restored copy must
-give again.
+"""Per-table (and per-partition) fingerprints of a ClickHouse database (what a restored copy must
+give again), and the cheap state of its tables that tells whether any of them changed between two
+moments.
 
     count   count() of the table
     digest  '<sum>:<schema>': the sum of cityHash64 over every row's columns, modulo 2^64 (order
@@ -7,6 +8,13 @@ give again.
             of the table's schema: its engine clause (engine_full: ORDER BY, PARTITION BY, TTL,
             settings) and each column's name, type, default and codec in order. The schema
             leaves the database name out, so a copy restored under another name compares equal.
+    state   the table's uuid, engine, schema digest and, for a *MergeTree table, its active parts
+            (name and hash_of_all_files): system tables only, no row is read. MergeTree parts are
+            immutable and every write (INSERT, mutation, lightweight DELETE/UPDATE, TRUNCATE,
+            ATTACH) makes parts of new names, so equal states mean equal rows. A merge makes new
+            parts of the same rows: it counts as a change (on the safe side). Tables of other
+            engines (Log, Memory, ...) have no parts to compare (`parts` is None): their rows
+            are digested instead.
 
 A table with a partition key also gets one unit per partition, keyed
 `<table> PARTITION ID '<partition id>'` (partition_unit) with method PARTITION_METHOD: the same
@@ -21,6 +29,7 @@ name when restored (both are restored, neither is compared).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from vaultflow.engines.clickhouse.client import quote_name, quote_text, rows
@@ -55,50 +64,89 @@ def partitions_of(fingerprints: dict[str, Fingerprint], table: str) -> dict[str,
     return found
 
 
-def tables(client: Any, config: ClickHouseSettings, database: str) -> dict[str, bool]:
-    """The database's tables that hold rows (views, dictionaries and inner tables left out), sorted:
-    table -> whether it has a partition key."""
+@dataclass(frozen=True)
+class TableState:
+    """What system tables say about one table: equal states at two moments mean equal rows."""
+
+    uuid: str
+    engine: str
+    schema: str  # schema digest (16 hex digits)
+    parts: tuple[tuple[str, str], ...] | None  # (part name, hash_of_all_files); None: not a MergeTree
+
+    @property
+    def pinned(self) -> bool:
+        """True when the parts pin the rows (a *MergeTree table): no digest is needed to see a change."""
+        return self.parts is not None
+
+
+def _holds_rows(name: str, engine: str) -> bool:
+    return engine not in NO_DATA_ENGINES and not name.startswith(".inner")
+
+
+def _tables_info(client: Any, config: ClickHouseSettings, database: str) -> dict[str, tuple[str, str, str, bool]]:
+    """table -> (engine, uuid, engine_full, has a partition key) of the database's tables that hold rows."""
     found = rows(
         client,
-        f"SELECT name, engine, partition_key FROM system.tables WHERE database = {quote_text(database)} "
-        "AND NOT is_temporary ORDER BY name",
+        f"SELECT name, engine, toString(uuid), engine_full, partition_key FROM system.tables "
+        f"WHERE database = {quote_text(database)} AND NOT is_temporary",
         config,
         database,
     )
     return {
-        name: bool(key)
-        for name, engine, key in found
-        if engine not in NO_DATA_ENGINES and not name.startswith(".inner")
+        name: (engine, uuid, full, bool(key)) for name, engine, uuid, full, key in found if _holds_rows(name, engine)
     }
 
 
-def schema_digest(client: Any, config: ClickHouseSettings, database: str, table: str) -> str:
-    """First 16 hex digits of the sha256 of the table's engine clause and column definitions."""
-    where = f"database = {quote_text(database)} AND table = {quote_text(table)}"
-    columns = rows(
+def _schema_digests(
+    client: Any, config: ClickHouseSettings, database: str, info: dict[str, tuple[str, str, str, bool]]
+) -> dict[str, str]:
+    """table -> first 16 hex digits of the sha256 of its engine clause and column definitions (one
+    query on system.columns for the whole database)."""
+    columns: dict[str, list[tuple]] = {name: [] for name in info}
+    for table, *column in rows(
         client,
-        f"SELECT name, type, default_kind, default_expression, compression_codec FROM system.columns "
-        f"WHERE {where} ORDER BY position",
+        f"SELECT table, name, type, default_kind, default_expression, compression_codec FROM system.columns "
+        f"WHERE database = {quote_text(database)} ORDER BY table, position",
         config,
         database,
-    )
-    engine = rows(
+    ):
+        if table in columns:
+            columns[table].append(tuple(column))
+    return {table: hashlib.sha256(repr((info[table][2], columns[table])).encode()).hexdigest()[:16] for table in info}
+
+
+def table_states(client: Any, config: ClickHouseSettings, database: str) -> dict[str, TableState]:
+    """table -> TableState for every table of `database` that holds rows: three queries on system
+    tables (tables, columns, parts), whatever the size of the data."""
+    info = _tables_info(client, config, database)
+    schemas = _schema_digests(client, config, database, info)
+    parts: dict[str, list[tuple[str, str]]] = {t: [] for t, (engine, *_) in info.items() if "MergeTree" in engine}
+    for table, name, digest in rows(
         client,
-        f"SELECT engine_full FROM system.tables WHERE database = {quote_text(database)} AND name = {quote_text(table)}",
+        f"SELECT table, name, toString(hash_of_all_files) FROM system.parts "
+        f"WHERE database = {quote_text(database)} AND active ORDER BY table, name",
         config,
         database,
-    )
-    text = repr((engine[0][0] if engine else "", columns))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    ):
+        if table in parts:
+            parts[table].append((name, digest))
+    return {
+        t: TableState(uuid, engine, schemas[t], tuple(parts[t]) if t in parts else None)
+        for t, (engine, uuid, *_) in info.items()
+    }
 
 
-def fingerprint_table(
-    client: Any, config: ClickHouseSettings, database: str, table: str, partitioned: bool = False
+def changed_tables(before: dict[str, TableState], after: dict[str, TableState]) -> list[str]:
+    """The tables whose state differs between two table_states (made, dropped or changed), sorted."""
+    return sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
+
+
+def _fingerprint_table(
+    client: Any, config: ClickHouseSettings, database: str, table: str, schema: str, partitioned: bool
 ) -> dict[str, Fingerprint]:
     """unit -> Fingerprint of one table: the table's own unit, and with `partitioned` one unit per
     partition (partition_unit) from the same query."""
     qualified = f"{quote_name(database)}.{quote_name(table)}"
-    schema = schema_digest(client, config, database, table)
     if not partitioned:
         count, total = rows(client, f"SELECT count(), sum(cityHash64(*)) FROM {qualified}", config, database)[0]
         return {table: Fingerprint(count=int(count), digest=f"{int(total or 0):016x}:{schema}", method=METHOD)}
@@ -123,9 +171,14 @@ def fingerprint_database(
     client: Any, config: ClickHouseSettings, database: str, only: list[str] | None = None
 ) -> dict[str, Fingerprint]:
     """unit -> Fingerprint for every table of `database` that holds rows (or only those in `only`),
-    and each partition of the partitioned ones."""
-    found: dict[str, Fingerprint] = {}
-    for table, partitioned in tables(client, config, database).items():
-        if only is None or table in only:
-            found.update(fingerprint_table(client, config, database, table, partitioned))
-    return found
+    and each partition of the partitioned ones: one query per table for the rows (count and
+    digest), one for all the schemas."""
+    info = _tables_info(client, config, database)
+    names = sorted(t for t in info if only is None or t in only)
+    if not names:
+        return {}
+    schemas = _schema_digests(client, config, database, {t: info[t] for t in names})
+    prints: dict[str, Fingerprint] = {}
+    for table in names:
+        prints.update(_fingerprint_table(client, config, database, table, schemas[table], info[table][3]))
+    return prints
