@@ -7,22 +7,26 @@ otherwise), finish-backup (the manifest, written last)."""
 from __future__ import annotations
 
 from prefect import get_run_logger
+from prefect.states import State
 
 from flows._locks import target_lock
 from flows._support import (
     ProgressReporter,
     emit_backup_event,
     fail_fast_on_permanent_errors,
+    finish_run,
     lineage,
     load_repository,
     load_target,
     publish_catalog,
+    summary_key,
 )
 from tasks.backup import check_target, dump, finish_backup, plan_backup
 from vaultflow.engines.base import BackupContext
 from vaultflow.errors import ChainBrokenError
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.repository import Repository
+from vaultflow.summary import backup_summary
 
 
 def backup_steps(engine, ctx: BackupContext, repo: Repository, kind: BackupKind, log) -> Manifest:
@@ -34,11 +38,19 @@ def backup_steps(engine, ctx: BackupContext, repo: Repository, kind: BackupKind,
         return finish_backup(engine, ctx, plan, results)
 
 
-def run_backup(kind: BackupKind, target, repository) -> dict:
+def run_backup(
+    kind: BackupKind, target, repository, asked: BackupKind | None = None, why_full: str | None = None
+) -> State:
     """Take a `kind` backup; an incremental/differential without a usable parent (none yet,
-    pruned, corrupt, server re-initialized, timeline switch) says why and takes a full."""
+    pruned, corrupt, server re-initialized, timeline switch) says why and takes a full.
+
+    `asked` and `why_full`: the kind the run was asked for and why it takes a full instead,
+    when the caller decided that before (flows/incremental_backup.py). Returns the run's
+    Completed state, its message the summary line (vaultflow.summary.backup_summary), its data
+    the result: backup_id, kind, parent_id, stored_size and raw_size (bytes), seconds,
+    objects, fell_back_to_full (why a full was taken instead, or None)."""
     logger = get_run_logger()
-    fell_back = None
+    fell_back = why_full
     with fail_fast_on_permanent_errors():
         target_block = load_target(target)
         _, repo = load_repository(repository)
@@ -73,11 +85,7 @@ def run_backup(kind: BackupKind, target, repository) -> dict:
     )
     publish_catalog(repo, manifest.engine, manifest.target)
     seconds = (manifest.finished_at - manifest.started_at).total_seconds()
-    logger.info(
-        f"backup {manifest.id} ({manifest.kind.value}): {len(manifest.objects)} objects, "
-        f"{manifest.raw_size / 1e6:.1f} MB -> {manifest.stored_size / 1e6:.1f} MB in {seconds:.1f} s"
-    )
-    return {
+    result = {
         "backup_id": manifest.id,
         "kind": manifest.kind.value,
         "parent_id": manifest.parent_id,
@@ -87,3 +95,6 @@ def run_backup(kind: BackupKind, target, repository) -> dict:
         "objects": len(manifest.objects),
         "fell_back_to_full": fell_back,
     }
+    summary = backup_summary(result, f"{manifest.engine}/{manifest.target}", (asked or kind).value)
+    logger.info(f"{summary.line}, {len(manifest.objects)} objects")
+    return finish_run(summary_key(f"{(asked or kind).value}-backup", manifest.engine, manifest.target), summary, result)

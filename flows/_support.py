@@ -10,11 +10,17 @@ from contextlib import contextmanager
 from typing import Any, Union
 
 from prefect import get_client, get_run_logger
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.blocks.core import Block
 from prefect.client.schemas.objects import FlowRunPolicy
 from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
+from prefect.states import Completed, State
 
 from blocks import BackupRepository
 from blocks.registry import TargetBlock, target_types
@@ -25,6 +31,7 @@ from vaultflow.errors import ConfigError, NotFoundError, is_transient
 from vaultflow.keys import artifact_slug
 from vaultflow.manifest import Lineage, Manifest
 from vaultflow.repository import Repository
+from vaultflow.summary import RunSummary, human_size
 
 # A target block of any registered kind (blocks.registry), or its name: 'postgres-target/prod', or
 # just 'prod' when one kind alone has a block of that name.
@@ -215,6 +222,29 @@ def publish_per_target(kind: str, rows: list[dict], targets: list[tuple[str, str
         create_table_artifact([], key=kind, description=description)
 
 
+def summary_key(flow: str, engine: str | None = None, target: str | None = None) -> str:
+    """The summary artifact's key: '<flow>-summary-<engine>-<target>' for a run about one
+    target (its history stays one key), '<flow>-summary-all-targets' for a verify, prune or
+    upload over a whole repository."""
+    if engine is None or target is None:
+        return artifact_key(flow, "summary", "all-targets")
+    return artifact_key(flow, "summary", engine, target)
+
+
+def finish_run(key: str, summary: RunSummary, result: Any) -> State:
+    """Publish `summary` as the run's markdown artifact (keyed `key`: summary_key) and return
+    the run's final state: Completed, its message the summary's one line, its data `result`
+    (so a caller of the flow still gets `result`)."""
+    publish_summary(key, summary)
+    return Completed(message=summary.line, data=result)
+
+
+def publish_summary(key: str, summary: RunSummary) -> None:
+    """`summary` as a markdown artifact keyed `key` (listed on the Artifacts page, its history
+    one key). A failing run publishes its summary too before it raises (a failed drill)."""
+    create_markdown_artifact(summary.markdown(), key=key, description=summary.line[:500])
+
+
 def publish_catalog(repository: Repository, engine: str, target: str) -> None:
     """The keyed table artifact that shows a target's catalog, with links to runs."""
     catalog = repository.catalog(engine, target)
@@ -228,7 +258,7 @@ def publish_catalog(repository: Repository, engine: str, target: str) -> None:
                 "kind": m.kind.value,
                 "parent": m.parent_id or "",
                 "finished": m.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                "stored_MB": round(m.stored_size / 1e6, 2),
+                "stored": human_size(m.stored_size),
                 "objects": len(m.objects),
                 "made_by": m.lineage.ui_url or m.lineage.flow_run_name or "",
                 "last_check": f"{check.get('kind', '')} {check.get('result', '')} {check.get('time', '')}".strip(),
@@ -283,7 +313,7 @@ class ProgressReporter:
             update_progress_artifact(
                 self._artifact,
                 min(99.0, 100.0 * done / expected),
-                description=f"{self._title}: {name} {done / 1e6:.0f} MB",
+                description=f"{self._title}: {name} {human_size(done)}",
             )
 
     def close(self) -> None:

@@ -11,14 +11,17 @@ from flows._support import (
     RepositoryParam,
     TargetParam,
     fail_fast_on_permanent_errors,
+    finish_run,
     load_repository,
     load_target,
     run_name,
+    summary_key,
     target_resource,
 )
 from tasks.logs import archive_logs as ship_logs
 from vaultflow.errors import ConfigError
 from vaultflow.logarchive import open_log_archive, ship_failure
+from vaultflow.summary import archive_summary
 
 
 @flow(name="archive-logs", flow_run_name=run_name("logs"), log_prints=True, **FLOW_RETRIES)
@@ -81,9 +84,6 @@ def archive_logs(
             resource=resource,
             payload={k: v for k, v in summary.items() if k != "already_stored"},
         )
-        logger.info(
-            f"{archive.title} of {target_block.name}: shipped {len(report.shipped)} files "
-            f"({report.stored_bytes / 1e6:.1f} MB stored); lag {report.lag_units} units, "
-            f"{report.lag_seconds:.0f} s"
-        )
-    return summary
+        run_summary = archive_summary(summary, f"{engine}/{target_block.name}", archive.title)
+        logger.info(f"{archive.title} of {target_block.name}: {run_summary.line}")
+    return finish_run(summary_key("archive-logs", engine, target_block.name), run_summary, summary)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.states import Completed
 
 from flows._backup import run_backup
 from flows._fit import how_to_fix, misfit, server_misfit
@@ -33,19 +32,13 @@ def _backup_or_full(kind: BackupKind, target, repository):
             if not repo.catalog(block.engine().name, block.name).manifests:
                 first = f"no backup of {block.name} yet, and a chain starts with a full backup"
                 get_run_logger().info(f"{first}: taking a full backup instead of a {kind.value} one")
-                return _full_instead(block, repository, first)
+                return run_backup(BackupKind.FULL, block, repository, asked=kind, why_full=first)
     if why is None:
         return run_backup(kind, target, repository)
     get_run_logger().warning(
         f"{why}: taking a full backup instead. To get {kind.value} backups, {how_to_fix(kind.value)}."
     )
-    return _full_instead(block, repository, why)
-
-
-def _full_instead(block, repository, why: str):
-    result = run_backup(BackupKind.FULL, block, repository)
-    result["fell_back_to_full"] = why
-    return Completed(message=f"took a full backup: {why}", data=result)
+    return run_backup(BackupKind.FULL, block, repository, asked=kind, why_full=why)
 
 
 @flow(name="incremental-backup", flow_run_name=run_name("incremental"), log_prints=True, **FLOW_RETRIES)

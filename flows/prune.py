@@ -14,16 +14,19 @@ from flows._support import (
     TargetParam,
     emit_backup_event,
     fail_fast_on_permanent_errors,
+    finish_run,
     load_repository,
     load_target,
     publish_catalog,
     publish_per_target,
     run_name,
+    summary_key,
 )
 from tasks.prune import delete_backup, delete_objects
 from vaultflow.engines import registry
 from vaultflow.logarchive import open_log_archive
 from vaultflow.retention import clock_problems, plan
+from vaultflow.summary import prune_summary
 
 
 def prunable_logs(repo, engine: str, target: str, manifests, decisions):
@@ -174,7 +177,7 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
             f"prune{' (dry run)' if dry_run else ''}: keep {len(kept)}, delete {len(deleted)}, "
             f"orphan objects {orphans}, archived log units {logs_deleted}, interrupted writes removed {partial}"
         )
-    return {
+    result = {
         "kept": kept,
         "deleted": deleted,
         "orphan_objects": orphans,
@@ -186,3 +189,5 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
         "wal_deleted": logs_deleted,
         "dry_run": dry_run,
     }
+    key = summary_key("prune", *targets[0]) if target is not None else summary_key("prune")
+    return finish_run(key, prune_summary(result, [f"{e}/{n}" for e, n in targets], repo.description), result)

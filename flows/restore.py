@@ -15,13 +15,17 @@ from flows._support import (
     TargetParam,
     emit_backup_event,
     fail_fast_on_permanent_errors,
+    finish_run,
     open_backup,
+    publish_summary,
     run_name,
+    summary_key,
 )
 from tasks.restore import restore_backup
 from vaultflow.engines.base import options_for
 from vaultflow.engines.settings import RestoreOptions
 from vaultflow.errors import IntegrityError
+from vaultflow.summary import human_duration, recovery_point, restore_summary
 
 
 @flow(name="restore", flow_run_name=run_name("restore"), log_prints=True, **FLOW_RETRIES)
@@ -92,16 +96,28 @@ def restore(
                 "comparison": result.comparison.summary(),
             },
         )
-        logger.info(f"restored {result.restored} in {result.seconds:.1f} s; {result.comparison.summary()}")
+        logger.info(f"restored {result.restored} in {human_duration(result.seconds)}; {result.comparison.summary()}")
+        outcome = {
+            "backup_id": manifest.id,
+            "restored": result.restored,
+            "seconds": result.seconds,
+            "comparison": result.comparison.rows(),
+            "notes": list(result.notes),
+        }
+        set_options = engine_options.model_dump(mode="json", exclude_defaults=True)
+        summary = restore_summary(
+            outcome,
+            f"{engine.name}/{target_block.name}",
+            result.comparison.summary(),
+            recovery_point(set_options, manifest.finished_at),
+            set_options,
+            ok=result.comparison.ok,
+        )
+        key = summary_key("restore", engine.name, target_block.name)
         if not result.comparison.ok:
+            publish_summary(key, summary)
             raise IntegrityError(f"restored data differs from backup {manifest.id}: {result.comparison.summary()}")
-    return {
-        "backup_id": manifest.id,
-        "restored": result.restored,
-        "seconds": result.seconds,
-        "comparison": result.comparison.rows(),
-        "notes": list(result.notes),
-    }
+    return finish_run(key, summary, outcome)
 
 
 def as_given(options: RestoreOptions | dict[str, Any] | None) -> RestoreOptions | dict[str, Any] | None:

@@ -15,14 +15,18 @@ from flows._support import (
     artifact_key,
     emit_backup_event,
     fail_fast_on_permanent_errors,
+    finish_run,
     open_backup,
     publish_catalog,
+    publish_summary,
     record_check,
     run_name,
+    summary_key,
 )
 from tasks.restore import drill_backup
 from vaultflow.compare import UNLOGGED_EMPTY
 from vaultflow.errors import RefusedError
+from vaultflow.summary import drill_summary, human_duration
 
 
 @flow(name="restore-drill", flow_run_name=run_name("drill"), log_prints=True, **FLOW_RETRIES)
@@ -56,7 +60,7 @@ def restore_drill(
         rows.append(
             {
                 "database": "(all)",
-                "table": f"RTO {seconds:.1f} s / objective {rto_objective_s:g} s",
+                "table": f"RTO {human_duration(seconds)} / objective {human_duration(rto_objective_s)}",
                 "expected_rows": None,
                 "actual_rows": None,
                 "status": "met" if rto_met else "MISSED",
@@ -90,6 +94,19 @@ def restore_drill(
         logger.info(f"drill of {manifest.id}: {detail}, RTO objective {rto_objective_s:g} s")
         for note in result.notes:  # e.g. subscriptions restored without their slot
             logger.info(note)
+        summary = drill_summary(
+            manifest.id,
+            f"{engine.name}/{target_block.name}",
+            seconds,
+            rto_objective_s,
+            result.comparison.summary(),
+            [f"{t.database}.{t.table} ({t.status})" for t in mismatched],
+        )
+        summary.details += [f"unlogged, came back empty as expected: {t.database}.{t.table}" for t in unlogged_empty]
+        summary.details += list(result.notes)
+        key = summary_key("drill", engine.name, target_block.name)
+        if not ok:
+            publish_summary(key, summary)
         if mismatched:
             raise RefusedError(
                 f"restore drill of {manifest.id} failed: {len(mismatched)} {result.comparison.noun} differ "
@@ -100,7 +117,7 @@ def restore_drill(
                 f"restore drill of {manifest.id} missed the RTO: restore took {seconds:.1f} s, "
                 f"objective {rto_objective_s:g} s"
             )
-    return {
+    outcome = {
         "backup_id": manifest.id,
         "seconds": seconds,
         "rto_met": rto_met,
@@ -109,3 +126,4 @@ def restore_drill(
         "restored": result.restored,
         "notes": list(result.notes),
     }
+    return finish_run(key, summary, outcome)

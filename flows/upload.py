@@ -14,13 +14,16 @@ from flows._support import (
     TargetParam,
     emit_backup_event,
     fail_fast_on_permanent_errors,
+    finish_run,
     load_repository,
     load_target,
     param_name,
     publish_per_target,
+    summary_key,
 )
 from tasks.transfer import upload as upload_task
 from vaultflow.errors import NotFoundError, RefusedError
+from vaultflow.summary import human_size, upload_summary
 from vaultflow.transfer import backups_to_copy
 
 
@@ -88,7 +91,7 @@ def upload(
                             "kind": manifest.kind.value,
                             "sent": len(result.copied),
                             "already_there": len(result.skipped),
-                            "MB_sent": round(result.bytes_copied / 1e6, 2),
+                            "bytes_sent": human_size(result.bytes_copied),
                         }
                     )
                     if not result.already_there:
@@ -103,14 +106,14 @@ def upload(
                         )
         progress.close()
         publish_per_target("upload", rows, targets, f"Backups copied from {src.description} to {dst.description}")
-        logger.info(
-            f"upload to {dst.description}: {len(copied)} backups copied ({objects_sent} objects, "
-            f"{bytes_sent / 1e6:.1f} MB sent, {objects_skipped} already there)"
-        )
-    return {
+    result = {
         "copied": copied,
         "already_there": present,
         "objects_sent": objects_sent,
         "objects_skipped": objects_skipped,
         "bytes_sent": bytes_sent,
     }
+    run_summary = upload_summary(result, src.description, dst.description)
+    logger.info(run_summary.line)
+    key = summary_key("upload", *targets[0]) if target is not None else summary_key("upload")
+    return finish_run(key, run_summary, result)

@@ -13,12 +13,15 @@ from flows._support import (
     TargetParam,
     emit_backup_event,
     fail_fast_on_permanent_errors,
+    finish_run,
     load_repository,
     load_target,
     publish_catalog,
     publish_per_target,
+    publish_summary,
     record_check,
     run_name,
+    summary_key,
 )
 from tasks.verify import verify_backup
 from vaultflow.engines import registry
@@ -26,6 +29,7 @@ from vaultflow.errors import IntegrityError
 from vaultflow.logarchive import open_log_archive
 from vaultflow.proc import mkdtemp, remove
 from vaultflow.repository import ObjectCheck
+from vaultflow.summary import verify_summary
 
 
 def check_log_archive(repo, engine: str, target: str, manifests, deep: bool = False) -> tuple[list[dict], list[str]]:
@@ -168,18 +172,11 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
             failures += log_failures
             publish_catalog(repo, engine, name)
         publish_per_target("verify", rows, targets, f"{'Deep' if deep else 'Quick'} verification of {repo.description}")
-        verb = "verified" if deep else "checked"
-        logger.info(f"{verb} {summary(counts)} in {len(targets)} targets: {len(failures)} problems")
+        run_summary = verify_summary(counts, [f"{e}/{n}" for e, n in targets], failures, deep, repo.description)
+        logger.info(run_summary.line)
+        run_summary.details += [f"misdated (held, not failed): {k}: {v}" for k, v in clocks.items()]
+        key = summary_key("verify", *targets[0]) if target is not None else summary_key("verify")
         if failures:
+            publish_summary(key, run_summary)
             raise IntegrityError(f"{len(failures)} problems in {repo.description}: " + "; ".join(failures[:5]))
-    return {**counts, "problems": failures, "clock_problems": clocks}
-
-
-def summary(counts: dict[str, int]) -> str:
-    """'3 backups, 2 unreadable manifests and 12 archived log units (WAL segments, oplog slices)'
-    from verify's counts: backups checked, manifests that could not be read, log units checked."""
-    parts = [f"{counts['backups']} backups"]
-    if counts["unreadable"]:
-        parts.append(f"{counts['unreadable']} unreadable manifests")
-    parts.append(f"{counts['log_units']} archived log units (WAL segments, oplog slices)")
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
+    return finish_run(key, run_summary, {**counts, "problems": failures, "clock_problems": clocks})

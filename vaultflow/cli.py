@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from vaultflow.summary import human_duration, human_size
+
 app = typer.Typer(help="Database backups as Prefect flows.", no_args_is_help=True, add_completion=False)
 console = Console()
 
@@ -82,8 +84,8 @@ def backup(target: str = TargetOpt, repository: str | None = RepoOpt, repo_path:
 
     result = _run(full_backup, target=target, repository=_repository(repository, repo_path))
     console.print(
-        f"backup [bold]{result['backup_id']}[/bold]: {result['stored_size'] / 1e6:.1f} MB stored "
-        f"in {result['seconds']:.1f} s"
+        f"backup [bold]{result['backup_id']}[/bold]: {human_size(result['stored_size'])} stored "
+        f"in {human_duration(result['seconds'])}"
     )
 
 
@@ -400,7 +402,7 @@ def upload(
     )
     console.print(
         f"copied {len(result['copied'])} backups ({result['objects_sent']} objects, "
-        f"{result['bytes_sent'] / 1e6:.1f} MB); {result['objects_skipped']} objects already there"
+        f"{human_size(result['bytes_sent'])}); {result['objects_skipped']} objects already there"
     )
 
 

@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vaultflow.demo_seed import POSITIONS, SEED_EMPLOYEES, SEED_KEYS, SEED_ROWS
+from vaultflow.summary import human_duration, human_size, sizes_and_time
 
 
 def fill_redis(conn, keys: int) -> None:
@@ -138,8 +139,8 @@ def _run_demo(workdir: str, rows: int, console: Console) -> int:
         clickhouse_ok, clickhouse_rows = run_clickhouse_demo(Path(tmp), repository, rows, console)
     report = Table(title="vaultflow demo", show_header=False)
     report.add_row("backup id", backup["backup_id"])
-    report.add_row("size", f"{backup['raw_size'] / 1e6:.2f} MB dumped -> {backup['stored_size'] / 1e6:.2f} MB stored")
-    report.add_row("backup duration", f"{backup['seconds']:.2f} s")
+    report.add_row("size", f"{human_size(backup['raw_size'])} dumped -> {human_size(backup['stored_size'])} stored")
+    report.add_row("backup duration", human_duration(backup["seconds"]))
     report.add_row(
         "restore time", f"{restore_seconds:.2f} s (flow), {restored['seconds']:.2f} s (pg_restore + compare)"
     )
@@ -204,8 +205,7 @@ def run_redis_demo(repository, rows: int, console: Console) -> tuple[bool, list[
     return ok, [
         (
             "redis full",
-            f"{full['backup_id']}: {full['raw_size'] / 1e6:.2f} MB -> {full['stored_size'] / 1e6:.2f} MB "
-            f"in {full['seconds']:.2f} s",
+            f"{full['backup_id']}: {sizes_and_time(full)}",
         ),
         (
             "redis incremental",
@@ -330,8 +330,7 @@ def run_mongo_demo(repository, rows: int, console: Console) -> tuple[bool, list[
     return vaultflow_ok and census_ok, [
         (
             "mongo full",
-            f"{full['backup_id']}: {full['raw_size'] / 1e6:.2f} MB -> {full['stored_size'] / 1e6:.2f} MB "
-            f"in {full['seconds']:.2f} s",
+            f"{full['backup_id']}: {sizes_and_time(full)}",
         ),
         (
             "mongo incremental",
@@ -390,7 +389,7 @@ def run_clickhouse_demo(root: Path, repository, rows: int, console: Console) -> 
         (
             "clickhouse full",
             f"{full['backup_id']}: {full['objects']} objects (every file checked against .backup), "
-            f"{full['raw_size'] / 1e6:.2f} MB -> {full['stored_size'] / 1e6:.2f} MB in {full['seconds']:.2f} s",
+            + sizes_and_time(full),
         ),
         ("clickhouse restore", f"{full['backup_id']} into {CLICKHOUSE_DB} (dropped before) in {seconds:.2f} s (flow)"),
         (

@@ -107,7 +107,6 @@ def test_prune_keeps_and_reports_unreadable_backups_and_skips_unknown_engines(
             verify(repository=BackupRepository(local_path=str(repo)))
         assert oldest_key in str(failed.value) and "no vaultflow engine named 'nosuchengine'" in str(failed.value)
         said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("verified ")]
-        assert said == [
-            "verified 1 backups, 4 unreadable manifests and 0 archived log units (WAL segments, oplog slices) "
-            "in 2 targets: 4 problems"
-        ], "an unreadable manifest is not counted as a backup verified"
+        assert len(said) == 1 and said[0].startswith("verified 1 backups, 4 unreadable manifests of "), said
+        assert said[0].endswith(": 4 PROBLEMS") and "nosuchengine/app" in said[0], said
+        # "an unreadable manifest is not counted as a backup verified": 1 backup, 4 unreadable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ def test_backup_list_verify_prune_restore(pg18, fresh_db, tmp_path: Path, monkey
 
     backup = runner.invoke(app, ["backup", "-t", "cli-target", "--repo-path", repo])
     assert backup.exit_code == 0, backup.output
-    assert "backup " in backup.output and "MB stored" in backup.output
+    assert re.search(r"backup \S+: [\d.]+ (B|kB|MB|GB) stored in [\d.]+ s", backup.output), backup.output
 
     listing = runner.invoke(app, ["list", "--repo-path", repo])
     assert listing.exit_code == 0, listing.output

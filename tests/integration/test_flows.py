@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC
 from pathlib import Path
 
@@ -56,6 +57,23 @@ def read_artifact(key: str) -> list[dict]:
     return json.loads(data) if isinstance(data, str) else data
 
 
+def read_markdown(key: str) -> str:
+    """The newest markdown artifact keyed `key` (a run summary)."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC, limit=1
+        )
+    assert artifacts and artifacts[0].type == "markdown", f"no markdown artifact with key {key}"
+    return str(artifacts[0].data)
+
+
+def last_run_message(prefix: str) -> tuple[str, str]:
+    """(state type, state message) of the newest flow run whose name starts with `prefix`."""
+    runs = sorted(flow_runs_named(f"{prefix}%"), key=lambda run: run.created)
+    assert runs, f"no flow run named {prefix}..."
+    return runs[-1].state.type.value, runs[-1].state.message or ""
+
+
 def flow_runs_named(prefix: str):
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=prefix)))
@@ -79,6 +97,13 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
     pg18.execute("INSERT INTO employees (name) VALUES ('late')", dbname=db)
     second = full_backup(target=target, repository=repository)
     assert second["backup_id"] > first["backup_id"]
+    # Each run says what it did: the final state's message and a keyed markdown artifact.
+    state, message = last_run_message("full-flowtest-")
+    assert state == "COMPLETED" and message.startswith(f"backup {second['backup_id']} (full): "), message
+    assert re.search(r"\d+(\.\d)? (B|kB|MB) read, \d+(\.\d)? (B|kB|MB) stored in [\d.]+ s \(.+/s\)$", message), message
+    page = read_markdown("full-backup-summary-postgres-flowtest")
+    assert message in page and f"| backup | {second['backup_id']} |" in page and "| throughput |" in page
+    assert "0.0 MB" not in page
 
     restored_name = f"{db}_copy"
     result = restore(target=target, repository=repository, backup_id=first["backup_id"], into=restored_name)
@@ -89,6 +114,12 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
             ("(database properties)", "match"),
         ]
         assert pg18.execute("SELECT count(*) FROM employees", dbname=restored_name) == [(500,)]
+        state, message = last_run_message("restore-flowtest-")
+        assert state == "COMPLETED" and message.startswith(
+            f"restored {first['backup_id']} into {db} -> {restored_name} in "
+        ), message
+        assert "recovery point: the backup's consistent point (" in message and "match" in message, message
+        assert "matches the backup" in read_markdown("restore-summary-postgres-flowtest")
     finally:
         pg18.execute(f'DROP DATABASE IF EXISTS "{restored_name}" WITH (FORCE)')
 
@@ -99,9 +130,16 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
     assert {r["table"] for r in drill_rows} >= {"public.employees", "(database properties)"}
     leftovers = pg18.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow_drill_%'")
     assert leftovers == []
+    state, message = last_run_message("drill-flowtest-")
+    assert state == "COMPLETED" and message.startswith(f"drill of {second['backup_id']} PASSED: restore "), message
+    assert "against an RTO of 10 min 00 s (met)" in message, message
+    assert "| result | PASSED |" in read_markdown("drill-summary-postgres-flowtest")
 
     checked = verify(repository=repository, target=target)
     assert checked["problems"] == []
+    state, message = last_run_message("verify-flowtest-")
+    assert (state, message) == ("COMPLETED", "verified 2 backups of postgres/flowtest: all intact")
+    assert "sha256 of every object re-read" in read_markdown("verify-summary-postgres-flowtest")
 
     catalog = read_artifact("catalog-postgres-flowtest")
     assert [r["backup"] for r in catalog] == [second["backup_id"], first["backup_id"]]
@@ -116,6 +154,9 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
     assert not (tmp_path / "repo/postgres/flowtest/backups" / first["backup_id"]).exists()
     prune_rows = read_artifact("prune-postgres-flowtest")
     assert any(r["action"] == "keep" and "newest" in r["reason"] for r in prune_rows)
+    state, message = last_run_message("prune-flowtest-")
+    assert state == "COMPLETED" and message.startswith(f"kept 1 backups, deleted 1 ({first['backup_id']}), "), message
+    assert f"| deleted | {first['backup_id']} |" in read_markdown("prune-summary-postgres-flowtest")
 
 
 def test_lineage_in_manifest_and_run_names(pg18, fresh_db, tmp_path: Path):
@@ -169,6 +210,9 @@ def test_drill_fails_on_missed_rto_and_verify_names_corrupt_object(pg18, fresh_d
     backup = full_backup(target=target, repository=repository)
     with pytest.raises(RefusedError, match="missed the RTO"):
         restore_drill(target=target, repository=repository, rto_objective_s=0.000001)
+    state, message = last_run_message("drill-strict-")
+    assert state == "FAILED" and "missed the RTO: restore took" in message, "a failed run's message says why"
+    assert "| result | FAILED |" in read_markdown("drill-summary-postgres-strict"), "a failed drill publishes too"
     assert pg18.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow_drill_%'") == []
 
     dump = tmp_path / "repo/postgres/strict/backups" / backup["backup_id"] / "db" / f"{db}.dump.zst"

@@ -31,7 +31,7 @@ def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
 
 def assert_full_said_once(state, caplog, why: str) -> dict:
     assert state.is_completed(), state
-    assert state.message == f"took a full backup: {why}", state.message
+    assert state.message.startswith(f"took a full backup: {why}; backup {state.result()['backup_id']} ("), state.message
     result = state.result()
     assert result["kind"] == "full" and result["fell_back_to_full"] == why
     assert len(warnings_about(caplog, why)) == 1, [r.getMessage() for r in caplog.records]
@@ -97,8 +97,8 @@ def test_a_first_incremental_starts_the_chain_with_a_full_and_no_failed_task(fre
     target = RedisTarget(host=server.host, port=server.port, data_dir=str(server.directory), target_name="fit-first")
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     state = incremental_backup(target=target, repository=repository, return_state=True)
-    assert state.is_completed() and state.message == (
-        "took a full backup: no backup of fit-first yet, and a chain starts with a full backup"
+    assert state.is_completed() and state.message.startswith(
+        "took a full backup: no backup of fit-first yet, and a chain starts with a full backup; backup "
     ), state.message
     states = task_states(state.state_details.flow_run_id)
     assert states and all(s == "COMPLETED" for _, s in states), states
