@@ -206,7 +206,7 @@ def verify_summary(counts: dict, targets: list[str], failures: list[str], deep: 
     line = f"{'verified' if deep else 'checked'} {checked} of {listed(targets) or 'no targets'}: {verdict}"
     facts = [("repository", repository), ("targets", listed(targets, 20) or "none"), ("checked", checked)]
     facts += [("how", how), ("result", verdict)]
-    return RunSummary(f"{'deep' if deep else 'quick'} verify of {repository}", line, facts, failures)
+    return RunSummary(f"{'deep' if deep else 'quick'} verify of {repository}", line, facts, list(failures))
 
 
 def prune_summary(result: dict, targets: list[str], repository: str) -> RunSummary:

@@ -460,7 +460,10 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
         ],
         ids,
     )
-    runs |= api_phase(stack, ["demo-daily-incremental", "redis-demo-daily-differential", "demo-weekly-drill"], ids)
+    runs |= api_phase(stack, ["demo-daily-incremental", "redis-demo-daily-differential"], ids)
+    # The drill after the physical incremental of the same server: its scratch databases would be
+    # in that backup's cluster (a database dropped while a physical backup lists them retries).
+    runs |= api_phase(stack, ["demo-weekly-drill"], ids)
     wait_spooled(
         Path(state["spool"]),
         repo_dir / wal_prefix("demo-physical"),

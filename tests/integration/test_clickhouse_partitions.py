@@ -12,7 +12,7 @@ import pytest
 
 from tests.corpus.clickhouse_oracle import clickhouse_differences, clickhouse_state
 from tests.integration.test_clickhouse_engine import backed_up, ctx
-from vaultflow.engines.clickhouse.fingerprint import PARTITION_METHOD, partition_unit
+from vaultflow.engines.clickhouse.fingerprint import PARTITION_METHODS, partition_unit
 from vaultflow.engines.clickhouse.settings import ClickHouseRestoreOptions
 from vaultflow.errors import ConfigError
 from vaultflow.testing.chdb_instance import ChdbInstance
@@ -46,7 +46,7 @@ def test_chosen_partitions_restore_alone_each_compared_and_equal_to_the_oracle(
         "flags": clickhouse_state(clickhouse_client, db)["flags"],
     }
 
-    recorded = {u: fp for u, fp in manifest.fingerprints[db].items() if fp.method == PARTITION_METHOD}
+    recorded = {u: fp for u, fp in manifest.fingerprints[db].items() if fp.method in PARTITION_METHODS}
     assert recorded.keys() == {partition_unit("events", pid) for pid in ids.values()}
     assert [fp.count for fp in recorded.values()] == [20, 20, 20]
     assert manifest.fingerprints[db]["events"].count == 60 and "flags" in manifest.fingerprints[db]

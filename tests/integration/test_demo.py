@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultflow.engines.clickhouse.fingerprint import PARTITION_METHOD
+from vaultflow.engines.clickhouse.fingerprint import PARTITION_METHODS
 
 VAULTFLOW = Path(sys.executable).parent / "vaultflow"
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ def test_make_demo_first_screen_is_clean(tmp_path: Path):
     [clickhouse] = (repository / "clickhouse" / "demo" / "backups").iterdir()
     full = json.loads((clickhouse / "manifest.json").read_text())
     assert full["kind"] == "full" and full["consistency"]["databases"].keys() == {"backup_demo"}, full
-    tables = {t: fp for t, fp in full["fingerprints"]["backup_demo"].items() if fp["method"] != PARTITION_METHOD}
+    tables = {t: fp for t, fp in full["fingerprints"]["backup_demo"].items() if fp["method"] not in PARTITION_METHODS}
     assert {t: fp["count"] for t, fp in tables.items()} == {
         "attendance": 3030,
         "employees": 303,

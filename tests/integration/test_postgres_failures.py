@@ -26,6 +26,7 @@ from vaultflow.errors import (
     NotFoundError,
     RefusedError,
     ServerUnavailableError,
+    TransientError,
     is_transient,
 )
 from vaultflow.manifest import BackupKind, new_backup_id
@@ -289,3 +290,16 @@ def test_a_refusal_by_the_server_itself_is_permanent(pg18: PostgresInstance, fre
         assert not is_transient(info.value)
     finally:
         pg18.execute(f"DROP ROLE {role}")
+
+
+def test_a_database_dropped_while_a_physical_backup_lists_the_cluster_is_retryable(pg_server: PostgresInstance) -> None:
+    """A database in pg_database that is gone when the physical backup connects to fingerprint it
+    (a drill's scratch database, a user's DROP) retries the step instead of failing it for good."""
+    from vaultflow.engines.postgres.physical import _listed_database
+
+    config = PostgresSettings(target_name="listed", host=pg_server.host, port=pg_server.port, user=pg_server.user)
+    with pytest.raises(TransientError, match="database 'vf_dropped_meanwhile' on .* was dropped while"):
+        with _listed_database(config, "vf_dropped_meanwhile"):
+            pass
+    with _listed_database(config, "postgres") as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("postgres",)

@@ -157,7 +157,8 @@ def translate(exc: BaseException, config: ClickHouseSettings, database: str | No
         return ConfigError(
             f"{where}: ClickHouse does not allow BACKUP/RESTORE to the disk {config.backup_disk!r}: add "
             f"<backups><allowed_disk>{config.backup_disk}</allowed_disk></backups> to the server's "
-            f"configuration (e.g. config.d/backup_disk.xml, docs/clickhouse.md); ClickHouse said: {text}"
+            f"configuration (e.g. config.d/backup_disk.xml, docs/clickhouse.md), and declare that disk under "
+            f"<storage_configuration><disks> if the server does not have it yet; ClickHouse said: {text}"
         )
     if code == UNKNOWN_DISK:
         return ConfigError(

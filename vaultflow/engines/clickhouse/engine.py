@@ -324,8 +324,7 @@ class ClickHouseEngine:
                 # the name it got: `<db>_restore_<time>_2`, ... when a concurrent restore took it first
                 restored[db] = scratch if place not in existing else place
                 if place in existing:
-                    run(client, f"DROP DATABASE {quote_name(place)} SYNC", self.config, place)
-                    run(client, f"RENAME DATABASE {quote_name(scratch)} TO {quote_name(place)}", self.config, place)
+                    self._put_in_place(client, scratch, place)
                     notes.append(f"database {place} replaced by the restored copy (overwrite), after it compared equal")
         return RestoreResult(
             backup_id=manifest.id,
@@ -334,6 +333,30 @@ class ClickHouseEngine:
             comparison=Comparison(compared, noun="tables and partitions" if opts.partitions else "tables"),
             notes=notes,
         )
+
+    def _put_in_place(self, client: Any, copy: str, place: str) -> None:
+        """Replace database `place` by the compared `copy`: the old one renamed aside first, the copy
+        renamed into its name, then the old one dropped, so `place` is never missing while a copy
+        exists. ToolError naming every database where a step fails (and putting the old one back
+        when the copy could not take its name)."""
+        aside = f"{place}_vaultflow_old_{secrets.token_hex(3)}"
+        config = self.config
+        run(client, f"RENAME DATABASE {quote_name(place)} TO {quote_name(aside)}", config, place)
+        try:
+            run(client, f"RENAME DATABASE {quote_name(copy)} TO {quote_name(place)}", config, place)
+        except ToolError as exc:
+            run(client, f"RENAME DATABASE {quote_name(aside)} TO {quote_name(place)}", config, place)
+            raise ToolError(
+                f"{config.name}: the restored copy {copy!r} could not take the name {place!r} ({exc}); {place!r} "
+                f"is as it was, and the compared copy stays as {copy!r}: rename it yourself, or drop it"
+            ) from exc
+        try:
+            run(client, f"DROP DATABASE {quote_name(aside)} SYNC", config, aside)
+        except ToolError as exc:
+            raise ToolError(
+                f"{config.name}: {place!r} now holds the restored copy, but the old database, renamed to "
+                f"{aside!r}, could not be dropped ({exc}): drop it yourself once you no longer need it"
+            ) from exc
 
     def drill(self, ctx: BackupContext, manifest: Manifest) -> RestoreResult:
         """Restore every database into a scratch database, compare, drop the scratch databases."""

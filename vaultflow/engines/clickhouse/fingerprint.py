@@ -3,8 +3,12 @@ give again), and the cheap state of its tables that tells whether any of them ch
 moments.
 
     count   count() of the table
-    digest  '<sum>:<schema>': the sum of cityHash64 over every row's columns, modulo 2^64 (order
-            independent; ClickHouse's UInt64 sum wraps), and the first 16 hex digits of the sha256
+    digest  '<sum>:<schema>': the sum of cityHash64(tuple(*)) over every row, modulo 2^64 (order
+            independent; ClickHouse's UInt64 sum wraps). The row is hashed as one tuple because
+            cityHash64(*) of a row holding a NULL is NULL, and sum() skips it: such rows counted
+            but were not digested (LEGACY_METHOD, backups taken before Nov 30 2026, compared
+            the way they were taken). The tuple's hash tells NULL from '' and from 0, and equals
+            cityHash64(*) for rows without NULLs. Then the first 16 hex digits of the sha256
             of the table's schema: its engine clause (engine_full: ORDER BY, PARTITION BY, TTL,
             settings) and each column's name, type, default and codec in order. The schema
             leaves the database name out, so a copy restored under another name compares equal.
@@ -36,8 +40,12 @@ from vaultflow.engines.clickhouse.client import quote_name, quote_text, rows
 from vaultflow.engines.clickhouse.settings import ClickHouseSettings
 from vaultflow.manifest import Fingerprint
 
-METHOD = "count+sum(cityHash64)+schema"
-PARTITION_METHOD = "count+sum(cityHash64)+schema of one partition"
+METHOD = "count+sum(cityHash64(tuple))+schema"
+PARTITION_METHOD = f"{METHOD} of one partition"
+# Backups taken before Nov 30 2026 hashed cityHash64(*): rows holding a NULL left out of the sum.
+LEGACY_METHOD = "count+sum(cityHash64)+schema"
+LEGACY_PARTITION_METHOD = f"{LEGACY_METHOD} of one partition"
+PARTITION_METHODS = frozenset({PARTITION_METHOD, LEGACY_PARTITION_METHOD})
 NO_DATA_ENGINES = ("View", "MaterializedView", "LiveView", "WindowView", "Dictionary")
 WRAP = 1 << 64
 
@@ -49,7 +57,13 @@ def partition_unit(table: str, partition_id: str) -> str:
 
 def table_units(fingerprints: dict[str, Fingerprint]) -> dict[str, Fingerprint]:
     """The whole-table units of one database's fingerprints (partition units left out)."""
-    return {unit: fp for unit, fp in fingerprints.items() if fp.method != PARTITION_METHOD}
+    return {unit: fp for unit, fp in fingerprints.items() if fp.method not in PARTITION_METHODS}
+
+
+def is_legacy(fingerprints: dict[str, Fingerprint]) -> bool:
+    """Whether one database's fingerprints were taken with LEGACY_METHOD (a copy is then digested
+    the same way to be compared with them)."""
+    return any(fp.method in (LEGACY_METHOD, LEGACY_PARTITION_METHOD) for fp in fingerprints.values())
 
 
 def partitions_of(fingerprints: dict[str, Fingerprint], table: str) -> dict[str, Fingerprint]:
@@ -57,7 +71,7 @@ def partitions_of(fingerprints: dict[str, Fingerprint], table: str) -> dict[str,
     prefix = f"{table} PARTITION ID "
     found = {}
     for unit, fp in fingerprints.items():
-        if fp.method == PARTITION_METHOD and unit.startswith(prefix):
+        if fp.method in PARTITION_METHODS and unit.startswith(prefix):
             partition_id = unit[len(prefix) + 1 : -1]
             if unit == partition_unit(table, partition_id):  # not a longer table name's unit
                 found[partition_id] = fp
@@ -142,33 +156,41 @@ def changed_tables(before: dict[str, TableState], after: dict[str, TableState]) 
 
 
 def _fingerprint_table(
-    client: Any, config: ClickHouseSettings, database: str, table: str, schema: str, partitioned: bool
+    client: Any,
+    config: ClickHouseSettings,
+    database: str,
+    table: str,
+    schema: str,
+    partitioned: bool,
+    legacy: bool = False,
 ) -> dict[str, Fingerprint]:
     """unit -> Fingerprint of one table: the table's own unit, and with `partitioned` one unit per
-    partition (partition_unit) from the same query."""
+    partition (partition_unit) from the same query. `legacy`: digested as LEGACY_METHOD."""
     qualified = f"{quote_name(database)}.{quote_name(table)}"
+    digest = "sum(cityHash64(*))" if legacy else "sum(cityHash64(tuple(*)))"
+    method, partition_method = (LEGACY_METHOD, LEGACY_PARTITION_METHOD) if legacy else (METHOD, PARTITION_METHOD)
     if not partitioned:
-        count, total = rows(client, f"SELECT count(), sum(cityHash64(*)) FROM {qualified}", config, database)[0]
-        return {table: Fingerprint(count=int(count), digest=f"{int(total or 0):016x}:{schema}", method=METHOD)}
+        count, total = rows(client, f"SELECT count(), {digest} FROM {qualified}", config, database)[0]
+        return {table: Fingerprint(count=int(count), digest=f"{int(total or 0):016x}:{schema}", method=method)}
     parts = rows(
         client,
-        f"SELECT _partition_id, count(), sum(cityHash64(*)) FROM {qualified} GROUP BY _partition_id",
+        f"SELECT _partition_id, count(), {digest} FROM {qualified} GROUP BY _partition_id",
         config,
         database,
     )
     units = {
         partition_unit(table, str(pid)): Fingerprint(
-            count=int(count), digest=f"{int(total) % WRAP:016x}:{schema}", method=PARTITION_METHOD
+            count=int(count), digest=f"{int(total or 0) % WRAP:016x}:{schema}", method=partition_method
         )
         for pid, count, total in parts
     }
-    total = sum(int(t) for _, _, t in parts) % WRAP
-    units[table] = Fingerprint(count=sum(int(c) for _, c, _ in parts), digest=f"{total:016x}:{schema}", method=METHOD)
+    total = sum(int(t or 0) for _, _, t in parts) % WRAP
+    units[table] = Fingerprint(count=sum(int(c) for _, c, _ in parts), digest=f"{total:016x}:{schema}", method=method)
     return units
 
 
 def fingerprint_database(
-    client: Any, config: ClickHouseSettings, database: str, only: list[str] | None = None
+    client: Any, config: ClickHouseSettings, database: str, only: list[str] | None = None, legacy: bool = False
 ) -> dict[str, Fingerprint]:
     """unit -> Fingerprint for every table of `database` that holds rows (or only those in `only`),
     and each partition of the partitioned ones: one query per table for the rows (count and
@@ -180,5 +202,5 @@ def fingerprint_database(
     schemas = _schema_digests(client, config, database, {t: info[t] for t in names})
     prints: dict[str, Fingerprint] = {}
     for table in names:
-        prints.update(_fingerprint_table(client, config, database, table, schemas[table], info[table][3]))
+        prints.update(_fingerprint_table(client, config, database, table, schemas[table], info[table][3], legacy))
     return prints

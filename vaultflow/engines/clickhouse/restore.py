@@ -14,7 +14,13 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.engines.clickhouse.chain import chain_on_disk, native_name
 from vaultflow.engines.clickhouse.client import DATABASE_ALREADY_EXISTS, error_code, quote_name, quote_text, run
 from vaultflow.engines.clickhouse.consistency import ClickHouseBackupConsistency
-from vaultflow.engines.clickhouse.fingerprint import fingerprint_database, partition_unit, partitions_of, table_units
+from vaultflow.engines.clickhouse.fingerprint import (
+    fingerprint_database,
+    is_legacy,
+    partition_unit,
+    partitions_of,
+    table_units,
+)
 from vaultflow.engines.clickhouse.settings import ClickHouseRestoreOptions, ClickHouseSettings
 from vaultflow.errors import ConfigError, IntegrityError, RefusedError, ToolError, note_cleanup_failure
 from vaultflow.manifest import Fingerprint, Manifest
@@ -176,7 +182,8 @@ def _restore_and_compare(
             engine.before_statement("RESTORE", db, scratch)
         _create(client, config, restore_statement(engine, manifest, db, scratch, opts), scratch)
     expected = chosen_units(manifest.fingerprints.get(db, {}), opts)
-    actual = chosen_units(fingerprint_database(client, config, scratch), opts, every_partition=True)
+    legacy = is_legacy(manifest.fingerprints.get(db, {}))  # digested as the backup was
+    actual = chosen_units(fingerprint_database(client, config, scratch, legacy=legacy), opts, every_partition=True)
     if opts.structure_only:
         result = compare_structure(db, expected, actual)
     else:

@@ -25,8 +25,9 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,7 @@ from vaultflow.engines.postgres.tarstream import TarSniffer
 from vaultflow.errors import (
     AuthenticationError,
     ConfigError,
+    NotFoundError,
     ServerUnavailableError,
     ToolError,
     TransientError,
@@ -479,6 +481,22 @@ def _fingerprint_all(config: PostgresSettings) -> dict[str, dict[str, Fingerprin
     return fingerprints_and_unlogged(config)[0]
 
 
+@contextmanager
+def _listed_database(config: PostgresSettings, database: str) -> Iterator[psycopg.Connection]:
+    """A connection to a database just listed in pg_database. TransientError when it was dropped
+    meanwhile (a drill's scratch database, a user's DROP): the cluster changed under the backup,
+    so the step is retried instead of failing for good on a database nobody asked for."""
+    try:
+        conn = connect(config, database)
+    except NotFoundError as exc:
+        raise TransientError(
+            f"database {database!r} on {config.where} was dropped while the physical backup listed the "
+            f"cluster's databases: retrying ({exc})"
+        ) from exc
+    with conn:
+        yield conn
+
+
 def fingerprints_and_unlogged(
     config: PostgresSettings,
 ) -> tuple[dict[str, dict[str, Fingerprint]], dict[str, list[str]]]:
@@ -495,7 +513,7 @@ def fingerprints_and_unlogged(
         ]
     prints_by_db, unlogged_by_db = {}, {}
     for database in databases:
-        with connect(config, database) as conn:
+        with _listed_database(config, database) as conn:
             unlogged = unlogged_tables(conn)
             if unlogged:
                 unlogged_by_db[database] = unlogged
