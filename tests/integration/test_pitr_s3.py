@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.fixtures.secret_watch import SecretWatch
+from tests.fixtures.secret_watch import SecretWatch, files_holding
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.cluster import stop_cluster
 from vaultflow.engines.postgres.engine import PostgresEngine
@@ -91,18 +91,6 @@ def s3_pitr(archiving, s3_server):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def files_holding(root: Path, secret: bytes) -> list[str]:
-    hits = []
-    for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            try:
-                if secret in path.read_bytes():
-                    hits.append(str(path))
-            except OSError:
-                pass
-    return hits
-
-
 def test_pitr_to_t2_from_s3_only_repository_keeps_the_secret_private(s3_pitr, archiving):
     dest = s3_pitr.work / "data"
     with SecretWatch(s3_pitr.secret) as watch:
@@ -134,7 +122,7 @@ def test_pitr_to_t2_from_s3_only_repository_keeps_the_secret_private(s3_pitr, ar
     auto_conf = (dest / "postgresql.auto.conf").read_text()
     assert "--repo-config" in auto_conf
     assert s3_pitr.secret not in auto_conf and s3_pitr.secret not in (dest / "postgresql.conf").read_text()
-    assert files_holding(s3_pitr.work, s3_pitr.secret.encode()) == []
+    assert files_holding(s3_pitr.secret, [s3_pitr.work], limit=None) == []
 
 
 def test_wrong_secret_in_restore_command_fails_naming_bucket_and_endpoint(s3_pitr, archiving, s3_server):
@@ -161,7 +149,7 @@ def test_wrong_secret_in_restore_command_fails_naming_bucket_and_endpoint(s3_pit
     assert f"s3://{s3_pitr.bucket}/vault" in message and s3_server.endpoint_url in message
     assert "refused the credentials" in message and wrong not in message
     assert not list(s3_pitr.work.glob(".wrong-wal-fetch-*")), "spec file removed after the failure too"
-    assert files_holding(s3_pitr.work, wrong.encode()) == []
+    assert files_holding(wrong, [s3_pitr.work], limit=None) == []
 
 
 def test_wrong_secret_in_repository_fails_at_once(s3_pitr, s3_server):
