@@ -234,6 +234,7 @@ def start_seaweedfs(base_dir: Path, *, access_key: str | None = None, secret_key
         ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
         args = [
             str(weed),
+            f"-logdir={root}",  # glog's files (weed.INFO, ...) would otherwise go to /tmp
             "mini",
             f"-dir={data_dir}",
             "-ip=127.0.0.1",
