@@ -63,6 +63,14 @@ class TargetSettings(BaseModel):
     target_name: str | None = Field(
         default=None, description="Name of this target in the repository layout; default: the block's name."
     )
+    rpo_hours: float = Field(
+        default=26.0,
+        gt=0,
+        description=(
+            "Recovery point objective in hours: the newest restorable point (backup, or archived WAL "
+            "segment / oplog slice) may be at most this old. Default 26: a daily backup plus slack."
+        ),
+    )
 
     @property
     def name(self) -> str:
