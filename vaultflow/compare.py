@@ -70,13 +70,23 @@ class Comparison:
         ('tables' is the comparison's noun)."""
         tables = [t for t in self.tables if t.is_table]
         checks = list(dict.fromkeys(t.table.strip("()") for t in self.tables if not t.is_table))
-        what = f"{len(tables)} {self.noun}" + "".join(f" and {c}" for c in checks)
+        noun = singular(self.noun) if len(tables) == 1 else self.noun  # '1 table match'
+        what = f"{len(tables)} {noun}" + "".join(f" and {c}" for c in checks)
         empty = sum(1 for t in tables if t.status == UNLOGGED_EMPTY)
         note = f" ({empty} unlogged: expected empty)" if empty else ""
         if self.ok:
             return f"{what} match{note}"
         names = ", ".join(f"{t.database}.{t.table} ({t.status})" for t in self.mismatches[:5])
         return f"{len(self.mismatches)} of {what} differ: {names}{note}"
+
+
+def singular(noun: str) -> str:
+    """'tables' -> 'table', 'key patterns' -> 'key pattern', 'tables and partitions' -> 'table and
+    partitions': the plural nouns comparisons use, for a count of one."""
+    head, sep, rest = noun.partition(" and ")
+    words = head.split(" ")
+    words[-1] = words[-1].removesuffix("s")
+    return " ".join(words) + sep + rest
 
 
 def compare_database(

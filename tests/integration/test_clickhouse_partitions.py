@@ -87,4 +87,6 @@ def test_a_partition_or_table_the_backup_does_not_hold_is_named_before_anything_
         engine.restore(ctx(repo), manifest, options={"partitions": {"gone": ["x"]}})
     with pytest.raises(ConfigError, match="partitions names table 'events', which tables=\\['flags'\\] leaves out"):
         engine.restore(ctx(repo), manifest, options={"tables": ["flags"], "partitions": {"events": [ids["a"]]}})
-    assert databases_like(clickhouse_client, db) == [], "no restore started"
+    with pytest.raises(ConfigError, match=rf"holds no table {db}\.nope .*its tables with rows: events, flags"):
+        engine.restore(ctx(repo), manifest, options=ClickHouseRestoreOptions(tables=["flags", "nope"]))
+    assert databases_like(clickhouse_client, db) == [], "no restore started, or its copy was dropped"

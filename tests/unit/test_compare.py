@@ -1,7 +1,7 @@
 """Comparison summaries say what was compared, in the engine's own word: units (tables,
 databases) apart from other checks."""
 
-from vaultflow.compare import UNLOGGED_EMPTY, Comparison, TableComparison
+from vaultflow.compare import UNLOGGED_EMPTY, Comparison, TableComparison, singular
 
 
 def row(table: str, status: str = "match", database: str = "shop") -> TableComparison:
@@ -10,7 +10,7 @@ def row(table: str, status: str = "match", database: str = "shop") -> TableCompa
 
 def test_summary_counts_tables_and_names_the_other_checks() -> None:
     logical = Comparison([row("public.t"), row("(database properties)", database="shop")], noun="tables")
-    assert logical.ok and logical.summary() == "1 tables and database properties match"
+    assert logical.ok and logical.summary() == "1 table and database properties match"
     physical = Comparison(
         [row("public.cache", UNLOGGED_EMPTY), row("public.t"), row("pg_verifybackup: 812 files", database="(cluster)")],
         noun="tables",
@@ -22,7 +22,7 @@ def test_summary_counts_tables_and_names_the_other_checks() -> None:
 def test_a_difference_is_named_and_not_ok() -> None:
     bad = Comparison([row("public.t", "mismatch"), row("(database properties: owner)", "mismatch")], noun="tables")
     assert not bad.ok and [t.table for t in bad.mismatches] == ["public.t", "(database properties: owner)"]
-    assert bad.summary().startswith("2 of 1 tables and database properties: owner differ: shop.public.t (mismatch)")
+    assert bad.summary().startswith("2 of 1 table and database properties: owner differ: shop.public.t (mismatch)")
 
 
 def test_the_noun_is_the_engines_own_or_generic() -> None:
@@ -31,5 +31,14 @@ def test_the_noun_is_the_engines_own_or_generic() -> None:
     redis = Comparison([row("keys", database="db0"), row("keys", database="db1")], noun="databases")
     assert redis.summary() == "2 databases match"
     generic = Comparison([row("ledger", "missing")])
-    assert generic.summary() == "1 of 1 units differ: shop.ledger (missing)"
+    assert generic.summary() == "1 of 1 unit differ: shop.ledger (missing)"
     assert "tables" not in generic.summary()
+
+
+def test_a_count_of_one_takes_the_singular_noun():
+    assert [singular(n) for n in ("tables", "key patterns", "tables and partitions", "collections")] == [
+        "table",
+        "key pattern",
+        "table and partitions",
+        "collection",
+    ]

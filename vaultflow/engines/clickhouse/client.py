@@ -35,6 +35,7 @@ INVALID_CONFIG_PARAMETER = 318  # a disk or path not allowed for backups (chDB 2
 UNKNOWN_DISK = 479
 AUTHENTICATION_FAILED = 516
 BACKUP_NOT_FOUND = 599  # a backup (an incremental's base) without its .backup on the disk
+BACKUP_ENTRY_NOT_FOUND = 605  # RESTORE TABLE of a table the backup does not hold
 DATABASE_ALREADY_EXISTS = 82
 
 

@@ -6,13 +6,21 @@ is made, so what a killed restore leaves is dropped by the next restore or drill
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from vaultflow.compare import Comparison, TableComparison, compare_database
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.clickhouse.chain import chain_on_disk, native_name
-from vaultflow.engines.clickhouse.client import DATABASE_ALREADY_EXISTS, error_code, quote_name, quote_text, run
+from vaultflow.engines.clickhouse.client import (
+    BACKUP_ENTRY_NOT_FOUND,
+    DATABASE_ALREADY_EXISTS,
+    error_code,
+    quote_name,
+    quote_text,
+    run,
+)
 from vaultflow.engines.clickhouse.consistency import ClickHouseBackupConsistency
 from vaultflow.engines.clickhouse.fingerprint import (
     fingerprint_database,
@@ -180,7 +188,12 @@ def _restore_and_compare(
             _create(client, config, f"CREATE DATABASE {quote_name(scratch)}", scratch)
         if engine.before_statement:
             engine.before_statement("RESTORE", db, scratch)
-        _create(client, config, restore_statement(engine, manifest, db, scratch, opts), scratch)
+        try:
+            _create(client, config, restore_statement(engine, manifest, db, scratch, opts), scratch)
+        except ToolError as exc:
+            if error_code(exc.__cause__) == BACKUP_ENTRY_NOT_FOUND:
+                raise ConfigError(_not_in_backup(manifest, db, opts, str(exc.__cause__))) from exc
+            raise
     expected = chosen_units(manifest.fingerprints.get(db, {}), opts)
     legacy = is_legacy(manifest.fingerprints.get(db, {}))  # digested as the backup was
     actual = chosen_units(fingerprint_database(client, config, scratch, legacy=legacy), opts, every_partition=True)
@@ -196,6 +209,18 @@ def _restore_and_compare(
         )
     ctx.log(f"restored {db} of {manifest.id} as {scratch}: {comparison.summary()}")
     return result
+
+
+def _not_in_backup(manifest: Manifest, db: str, opts: ClickHouseRestoreOptions, said: str) -> str:
+    """The message for RESTORE's error 605: which chosen table the backup lacks and what it holds.
+    (Checked by RESTORE, not up front: views and dictionaries have no fingerprint to look up.)"""
+    found = re.search(r"Table (\S+) not found in backup", said)
+    missing = found.group(1) if found else f"one of {opts.restored_tables()}"
+    held = ", ".join(sorted(table_units(manifest.fingerprints.get(db, {})))) or "none"
+    return (
+        f"backup {manifest.id} holds no table {missing} (the restore chose tables {opts.restored_tables()} of "
+        f"database {db!r}); its tables with rows: {held}, plus any views and dictionaries; nothing was restored"
+    )
 
 
 def _create(client: Any, config: ClickHouseSettings, sql: str, scratch: str) -> None:
