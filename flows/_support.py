@@ -24,6 +24,7 @@ from prefect.states import Completed, State
 
 from blocks import BackupRepository
 from blocks.registry import TargetBlock, target_types
+from vaultflow.catalog_view import catalog_view
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.registry import names as engine_names
 from vaultflow.engines.registry import restore_options as engine_restore_options
@@ -246,35 +247,23 @@ def publish_summary(key: str, summary: RunSummary) -> None:
 
 
 def publish_catalog(repository: Repository, engine: str, target: str) -> None:
-    """The keyed table artifact that shows a target's catalog, with links to runs."""
-    catalog = repository.catalog(engine, target)
-    checks = repository.last_checks(engine, target)
-    rows = []
-    for m in reversed(catalog.manifests):
-        check = checks.get(m.id, {})
-        rows.append(
-            {
-                "backup": m.id,
-                "kind": m.kind.value,
-                "parent": m.parent_id or "",
-                "finished": m.finished_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                "stored": human_size(m.stored_size),
-                "objects": len(m.objects),
-                "made_by": m.lineage.ui_url or m.lineage.flow_run_name or "",
-                "last_check": f"{check.get('kind', '')} {check.get('result', '')} {check.get('time', '')}".strip(),
-                "checked_by": check.get("ui_url") or "",
-            }
-        )
-    for problem in catalog.problems:
-        rows.append({"backup": problem.key, "kind": "UNREADABLE", "parent": problem.message})
+    """The keyed table artifact `catalog-<engine>-<target>` that shows a target's catalog
+    (vaultflow.catalog_view): per backup its age, whether its chain restores, its last verify and
+    last drill side by side with short run links; the newest restorable backup in its
+    description. A table, not a markdown page: Prefect's UI renders string cells as markdown
+    (docs/architecture.md, "The catalog artifact")."""
+    view = catalog_view(repository.catalog(engine, target), repository.last_checks(engine, target))
     create_table_artifact(
-        rows,
+        view.rows,
         key=artifact_key("catalog", engine, target),
-        description=f"Catalog of {engine}/{target} in {repository.description}",
+        description=f"Catalog of {engine}/{target} in {repository.description}. {view.headline}",
     )
 
 
-def record_check(repository: Repository, manifest: Manifest, kind: str, ok: bool, detail: str) -> None:
+def record_check(repository: Repository, manifest: Manifest, kind: str, ok: bool, detail: str, **extra: float) -> None:
+    """Keep this run's check of `manifest` (Repository.record_check): `kind` "verify",
+    "quick-verify" or "drill", its result, `detail`, the time (ISO UTC) and this run's id and UI
+    link; `extra` adds fields (a drill: seconds, rto_objective_s)."""
     repository.record_check(
         manifest,
         {
@@ -284,6 +273,7 @@ def record_check(repository: Repository, manifest: Manifest, kind: str, ok: bool
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "flow_run_id": str(flow_run.id) if flow_run.id else None,
             "ui_url": flow_run.ui_url,
+            **extra,
         },
     )
 

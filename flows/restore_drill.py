@@ -78,7 +78,9 @@ def restore_drill(
                 f"; {len(unlogged_empty)} unlogged tables came back empty, as PostgreSQL restores them: "
                 + ", ".join(f"{t.database}.{t.table}" for t in unlogged_empty[:10])
             )
-        record_check(repo, manifest, "drill", ok, detail)
+        record_check(
+            repo, manifest, "drill", ok, detail, seconds=float(seconds), rto_objective_s=float(rto_objective_s)
+        )
         emit_backup_event(
             "drilled",
             manifest,

@@ -4,6 +4,7 @@
     <engine>/<target>/backups/<backup-id>/<object>.zst    payload, immutable
     <engine>/<target>/locks/<purpose>-<holder>.json       one per holder (vaultflow.locks)
     <engine>/<target>/scratch/<database>-<holder>.json    a scratch database a restore/drill made
+    <engine>/<target>/checks/<backup-id>/<kind>.json      the last verify / quick-verify / drill of a backup
 
 The catalog is derived by listing manifests; there is no second index to corrupt.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vaultflow.chain import choose_parent, resolve
+from vaultflow.chain import ChainFault, choose_parent, manifest_rules, resolve, walk
 from vaultflow.errors import ChainBrokenError, ConfigError, NotFoundError, RefusedError, note_cleanup_failure
 from vaultflow.keys import decode_name, encode_name
 from vaultflow.locks import HeldLock, LockRequest, LockSettings, acquire, holder_alive, release_key
@@ -33,6 +35,8 @@ from vaultflow.stores.base import CHUNK_SIZE, ObjectInfo, Store, get_bytes, put_
 MANIFEST = "manifest.json"
 # A scratch record is written once (not refreshed): its holder counts as dead after this long.
 SCRATCH_TTL = timedelta(hours=6)
+# A check kind is a key segment: checks/<backup-id>/<kind>.json (verify, quick-verify, drill).
+CHECK_KIND = re.compile(r"[a-z][a-z0-9-]*")
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,11 @@ class Catalog:
         (vaultflow.chain.resolve: generic rules and the engine's). ChainBrokenError naming the
         first missing, unreadable or wrong link and what to do."""
         return resolve(manifest, self.find, self.unreadable)
+
+    def chain_fault(self, manifest: Manifest) -> ChainFault | None:
+        """The first missing, unreadable or wrong link of `manifest`'s chain (the same walk and
+        rules as `chain`), or None when it restores; its `detail` names the link in a few words."""
+        return walk(manifest, self.find, check_link=manifest_rules(manifest.engine), unreadable=self.unreadable)[1]
 
     def chain_problem(self, manifest: Manifest) -> str | None:
         """'chain broken: <why>' when `manifest` cannot be restored for its chain, else None."""
@@ -364,23 +373,58 @@ class Repository:
         return [self.verify_object(manifest, o.key, deep) for o in manifest.objects]
 
     # -- verification records -------------------------------------------------------------
-    def record_check(self, manifest: Manifest, record: dict) -> None:
-        """The last verify/drill of a backup (time, result, run link); not part of the backup."""
-        key = f"{self.target_prefix(manifest.engine, manifest.target)}checks/{manifest.id}.json"
-        put_bytes(self.store, key, json.dumps(record, default=str).encode())
+    # checks/<backup-id>/<kind>.json: one object per backup and check kind, so a verify and a
+    # drill of the same backup never overwrite each other (nor race: each writes its own key).
+    # checks/<backup-id>.json is the older layout (one object per backup, its kind inside): still
+    # read, superseded by a per-kind object of its kind (which deletes it), forgotten with the backup.
+    def _checks_dir(self, engine: str, target: str) -> str:
+        return f"{self.target_prefix(engine, target)}checks/"
 
-    def last_checks(self, engine: str, target: str) -> dict[str, dict]:
-        prefix = f"{self.target_prefix(engine, target)}checks/"
-        records: dict[str, dict] = {}
+    def record_check(self, manifest: Manifest, record: dict) -> None:
+        """Keep `record` as the last check of its kind of backup `manifest` (advisory, not part of
+        the backup) at `checks/<backup-id>/<kind>.json`. `record`: {"kind": "verify" |
+        "quick-verify" | "drill", "result": "ok" | "FAILED", "detail": str, "time": ISO UTC,
+        "flow_run_id", "ui_url", and for a drill "seconds" and "rto_objective_s" (floats, s)}.
+        ValueError when the kind is no lowercase word (it becomes a key segment)."""
+        kind = str(record.get("kind", ""))
+        if not CHECK_KIND.fullmatch(kind):
+            raise ValueError(f"check kind {kind!r} of {manifest.id}: expected a lowercase word such as 'verify'")
+        checks = self._checks_dir(manifest.engine, manifest.target)
+        put_bytes(self.store, f"{checks}{manifest.id}/{kind}.json", json.dumps(record, default=str).encode())
+        legacy_key = f"{checks}{manifest.id}.json"
+        legacy = _read_check(self.store, legacy_key) if self.store.stat(legacy_key) is not None else None
+        if legacy is not None and legacy.get("kind") == kind:
+            self.store.delete(legacy_key)  # superseded by the record just written
+
+    def last_checks(self, engine: str, target: str) -> dict[str, dict[str, dict]]:
+        """Backup id -> {check kind -> its last record (record_check)} for every backup of
+        `engine`/`target` checked at least once (pruned backups' records are forgotten). A record
+        of the older layout counts as its own kind unless a per-kind record of that kind exists.
+        An unreadable record is left out (records are advisory)."""
+        prefix = self._checks_dir(engine, target)
+        legacy: dict[str, dict] = {}
+        records: dict[str, dict[str, dict]] = {}
         for info in self.store.list(prefix):
-            try:
-                records[info.key[len(prefix) :].removesuffix(".json")] = json.loads(get_bytes(self.store, info.key))
-            except (ValueError, NotFoundError):
-                continue  # a check record is advisory; a broken one is simply not shown
+            name = info.key[len(prefix) :]
+            record = _read_check(self.store, info.key) if name.endswith(".json") else None
+            if record is None:
+                continue
+            if "/" in name:
+                backup_id, kind = name.removesuffix(".json").split("/", 1)
+                records.setdefault(backup_id, {})[kind] = {**record, "kind": kind}
+            elif isinstance(record.get("kind"), str):
+                legacy[name.removesuffix(".json")] = record
+        for backup_id, record in legacy.items():
+            records.setdefault(backup_id, {}).setdefault(record["kind"], record)
         return records
 
     def forget_check(self, manifest: Manifest) -> None:
-        self.store.delete(f"{self.target_prefix(manifest.engine, manifest.target)}checks/{manifest.id}.json")
+        """Delete every check record of backup `manifest` (each kind's, and one of the older
+        layout); prune calls it after deleting the backup."""
+        checks = self._checks_dir(manifest.engine, manifest.target)
+        for info in list(self.store.list(f"{checks}{manifest.id}/")):
+            self.store.delete(info.key)
+        self.store.delete(f"{checks}{manifest.id}.json")
 
     # -- locks --------------------------------------------------------------------------
     # vaultflow.locks: one object per holder under locks/, written then re-checked; shared for
@@ -517,3 +561,13 @@ class Repository:
             log(f"dropping {record['database']!r}, left by a restore that died at {record['since']:%Y-%m-%d %H:%M}")
             drop(record["database"])
             self.delete_scratch(key)
+
+
+def _read_check(store: Store, key: str) -> dict | None:
+    """The check record at `key`, or None when it is absent or not a JSON object (a check record
+    is advisory: a broken one is simply not shown)."""
+    try:
+        record = json.loads(get_bytes(store, key))
+    except (ValueError, NotFoundError):
+        return None
+    return record if isinstance(record, dict) else None

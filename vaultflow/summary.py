@@ -43,6 +43,21 @@ def human_duration(seconds: float) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
+def human_age(seconds: float) -> str:
+    """How long ago something happened, in whole units a person reads: '45 s', '12 min',
+    '3 h 05 min', '2 d 04 h'. A negative age (a clock that ran ahead) is 'in the future'."""
+    if seconds < 0:
+        return "in the future"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min"
+    if whole < 86400:
+        return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+    return f"{whole // 86400} d {whole % 86400 // 3600:02d} h"
+
+
 def human_rate(num_bytes: float, seconds: float) -> str:
     """Throughput of `num_bytes` moved in `seconds`, e.g. '12.5 MB/s'; 'n/a' when no time was
     measured (0 s: a rate would be infinite)."""

@@ -143,6 +143,6 @@ def test_drill_flow_artifact_and_check_say_unlogged_tables_are_expected_empty(pr
         assert rows[(db, "public.sessions")]["status"] == UNLOGGED_EMPTY
         assert (rows[(db, "public.sessions")]["expected_rows"], rows[(db, "public.sessions")]["actual_rows"]) == (5, 0)
         assert rows[(db, "public.kept")]["status"] == "match"
-        check = Repository(LocalStore(work / "repo")).last_checks("postgres", name)[backup["backup_id"]]
+        check = Repository(LocalStore(work / "repo")).last_checks("postgres", name)[backup["backup_id"]]["drill"]
         assert check["result"] == "ok" and "unlogged tables came back empty" in check["detail"]
         assert f"{db}.public.sessions" in check["detail"]

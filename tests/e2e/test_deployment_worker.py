@@ -495,14 +495,19 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     assert list((repo_dir / wal_prefix("demo-physical")).glob("*.json")), "archive-logs shipped no WAL"
     assert list((repo_dir / "mongodb" / "demo" / "logs" / "oplog").glob("*.json")), "archive-logs shipped no oplog"
     [logical] = repository.catalog("postgres", "demo").manifests
-    checks = [
-        repository.last_checks(engine, target)[m.id]
+    checks = {
+        m.id: repository.last_checks(engine, target)[m.id]
         for engine, target in TARGETS
         for m in repository.catalog(engine, target).manifests
-    ]
-    assert len(checks) == 7 and {(c["kind"], c["result"], c["flow_run_id"]) for c in checks} == {
-        ("verify", "ok", runs["demo-daily-verify"])
-    }, checks  # the newest check of each: verify, after the drills
+    }
+    assert len(checks) == 7 and {(c["verify"]["result"], c["verify"]["flow_run_id"]) for c in checks.values()} == {
+        ("ok", runs["demo-daily-verify"])
+    }, checks
+    # The verify after the drill keeps the drill's record beside its own (one object per kind).
+    drilled = {backup_id: c["drill"] for backup_id, c in checks.items() if "drill" in c}
+    assert list(drilled) == [logical.id], checks
+    assert (drilled[logical.id]["result"], drilled[logical.id]["flow_run_id"]) == ("ok", runs["demo-weekly-drill"])
+    assert drilled[logical.id]["seconds"] <= drilled[logical.id]["rto_objective_s"], drilled
     assert logical.lineage.flow_run_id == runs["demo-weekly-full"] and logical.lineage.deployment == "demo-weekly-full"
     pg = state["postgres"]
     with psycopg.connect(host=pg["host"], port=pg["port"], user=pg["user"], dbname="postgres") as conn:
