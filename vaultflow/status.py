@@ -14,7 +14,8 @@ The newest restorable point is the newer of
   least that new: conservative for an RPO), and
 - where the engine has a continuous log archive (vaultflow.logarchive: PostgreSQL WAL, MongoDB
   oplog slices), the newest archived unit, dated by LogArchive.unit_time, when the archive runs
-  without a gap from a restorable backup that reads it (LogArchive.continuity). A backup whose
+  without a gap from a restorable backup that reads it (LogArchive.continuity); from the newest
+  backup itself, at least that backup's start (oplog times have whole seconds). A backup whose
   archive has a gap is still restorable by itself; its log does not move the point.
 
 Check records (Repository.last_checks) are read through `checks_by_kind`, which accepts both the
@@ -274,7 +275,11 @@ def newest_restorable(
     newest = max(good, key=lambda m: m.started_at)
     point = RestorePoint(newest.started_at, newest.id)
     reach = log_reach(repo, engine, target, good)
-    if reach is not None and reach.time > point.time:
+    if reach is not None and reach.backup_id == newest.id:
+        # The archive runs on from the newest backup itself: its reach is at least that backup's
+        # point (an oplog time has whole seconds only, and may read a little before it).
+        point = RestorePoint(max(reach.time, newest.started_at), newest.id, reach.log_unit, reach.log_title)
+    elif reach is not None and reach.time > point.time:
         point = reach
     return point, notes
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,19 +14,22 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from typer.testing import CliRunner
 
-from blocks import BackupRepository, PostgresTarget
+from blocks import BackupRepository, MongoTarget, PostgresTarget
 from flows.full_backup import full_backup
 from flows.status import saved_objectives, status
 from flows.verify import verify
 from vaultflow import cli
 from vaultflow.cli import app
 from vaultflow.engines.base import BackupContext
+from vaultflow.engines.mongodb.client import newest_oplog_ts
+from vaultflow.engines.mongodb.oplog_archive import OplogArchive
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.wal import read_record, ship_spool
 from vaultflow.manifest import BackupKind, new_backup_id
 from vaultflow.repository import Repository
 from vaultflow.status import Objective, checks_by_kind, last_check, target_status
 from vaultflow.stores import LocalStore
+from vaultflow.tools import wait_until
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 runner = CliRunner()
@@ -181,3 +184,43 @@ def test_flow_publishes_the_table_artifact(backed_up):
     [row] = rows
     assert row["target"] == f"postgres/{name}" and row["last full"] == manifest.id
     assert row["RPO"].startswith("MISSED (2 h") and row["age"] == "3 h 00 min"
+
+
+def test_oplog_slices_newer_than_the_backup_move_the_restorable_point(
+    mongo_source, mongo_client, fresh_mongo_db, tmp_path
+):
+    # Small slices cut by size: full slices are archived at once, no slice window to wait for.
+    engine = MongoTarget(
+        host=mongo_source.host,
+        port=mongo_source.port,
+        databases=[fresh_mongo_db],
+        target_name="statusoplog",
+        oplog_slice_bytes=4096,
+    ).engine()
+    repo = Repository(LocalStore(tmp_path / "repo"))
+    mongo_client[fresh_mongo_db].docs.insert_many([{"_id": i, "pad": "x" * 100} for i in range(20)])
+    full = engine.full_backup(BackupContext(repo))
+    # Oplog times have whole seconds: write until the server's clock is past the backup's second,
+    # so that the archive reaches a moment the backup alone does not.
+    written = iter(range(1000, 10**6))
+    wait_until(
+        lambda: (
+            mongo_client[fresh_mongo_db].docs.insert_one({"_id": next(written)}) is not None
+            and newest_oplog_ts(mongo_client).time > full.started_at.timestamp()
+        ),
+        timeout=10,
+        interval=0.05,
+        what="the server's oplog time to pass the backup's start",
+    )
+    mongo_client[fresh_mongo_db].docs.insert_many([{"_id": -i, "pad": "y" * 100} for i in range(1, 300)])
+    archive = OplogArchive(repo, "statusoplog", engine.config)
+    archive.ship()
+    newest = archive.units()[-1]
+    reaches = datetime.fromtimestamp(archive.record(newest).end.ts.time, UTC)  # the oracle: the slice's record
+
+    result = target_status(repo, "mongodb", "statusoplog", Objective(1.0), reaches + timedelta(minutes=30))
+    assert result.restorable is not None
+    assert (result.restorable.backup_id, result.restorable.log_unit) == (full.id, newest)
+    assert reaches > full.started_at  # the oracle says the archive reaches past the backup
+    assert result.restorable.time == reaches and result.age_s == 1800.0 and result.rpo_met
+    assert "oplog archive to " + newest in result.row()["restorable point"]
