@@ -13,6 +13,7 @@ flows, their tasks) works through this contract only; an engine provides it thro
     archive.continuity(catalog.manifests)      # Continuity: gaps per backup, named
     archive.prunable(kept_manifests)           # PrunePlan: units no kept backup can use
     archive.delete(plan.units)
+    unit_time(archive, name)                   # when a unit's log ends (optional: None if unknown)
 
 What a unit and a position are belongs to the engine (PostgreSQL: a WAL file name; MongoDB: an
 oplog slice and a timestamp); generic code only orders, counts, shows and hands them back.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
@@ -237,6 +239,11 @@ class LogArchive(Protocol):
         Returns how many were deleted."""
         ...
 
+    # Optional (read through unit_time() below, so archives without it still satisfy the
+    # contract): `unit_time(name) -> datetime | None`, the newest moment archived unit `name`
+    # holds, UTC; None for units that carry no log time (PostgreSQL history files) or are not
+    # archived. vaultflow status dates the newest restorable point with it.
+
 
 class LogArchiveFactory(Protocol):
     """What `EngineSpec.log_archive` holds: opens one target's archive.
@@ -270,6 +277,14 @@ def open_log_archive(
     if factory is None:
         return None
     return factory(repository, target, settings, spool_dir=spool_dir)
+
+
+def unit_time(archive: LogArchive, name: str) -> datetime | None:
+    """The newest moment archived unit `name` of `archive` holds (UTC), from the archive's
+    optional `unit_time` method; None when the archive cannot date it (no such method, a unit
+    without log time, not archived)."""
+    method = getattr(archive, "unit_time", None)
+    return method(name) if method is not None else None
 
 
 def attach_ship_failure(error: BaseException, unit: str, report: ShipReport) -> BaseException:

@@ -475,6 +475,16 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     stack.set_block_data("mongo-target", "demo", oplog_slice_seconds=2)
     runs |= api_phase(stack, ["demo-archive-logs", "mongo-demo-archive-logs"], ids, follow_seconds=0)
     runs |= api_phase(stack, ["demo-daily-verify"], ids)
+    # The status flow after verify: one table artifact for the repository, a row per target, each
+    # with the verify just run (its RPO verdicts depend on the demo's clock: not asserted here).
+    runs |= api_phase(stack, ["demo-hourly-status"], ids)
+    [status_artifact] = stack.api(
+        "POST", "/artifacts/filter", json={"artifacts": {"key": {"any_": ["status-demo"]}}, "limit": 1}
+    ).json()
+    status_rows = status_artifact["data"]
+    status_rows = json.loads(status_rows) if isinstance(status_rows, str) else status_rows
+    assert sorted(row["target"] for row in status_rows) == sorted(f"{e}/{t}" for e, t in TARGETS), status_rows
+    assert all(row["last verify"].startswith("ok ") for row in status_rows), status_rows
 
     # ... and each did what its name says, with nothing taken as a fallback full.
     kinds = {

@@ -36,6 +36,7 @@ def test_the_flows_are_found():
         "prune",
         "archive-logs",
         "upload",
+        "status",
     } <= names, names
 
 

@@ -468,6 +468,12 @@ class OplogArchive:
         yield from read_oplog_archive(ArchiveChunks(self._verified_chunks(record)), name=f"oplog slice {name}")
 
     # -- backups and the archive -----------------------------------------------------------------
+    def unit_time(self, name: str) -> datetime | None:
+        """The oplog time slice `name` reaches (its record's end position, UTC): a restore
+        replaying the archive through it reaches that moment. None when it is not archived."""
+        record = self.record(name)
+        return None if record is None else datetime.fromtimestamp(record.end.ts.time, UTC)
+
     def log_start(self, manifest: Manifest) -> LogStart | None:
         """The slice holding the first entry after the backup's cluster time; unit '' when no
         archived slice reaches past it yet. None for backups that are not MongoDB's."""

@@ -11,6 +11,7 @@ restore_command fast paths (wal.cli) do not go through this module.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from vaultflow.engines.postgres.wal.names import (
     parse_segment,
     wal_prefix,
 )
-from vaultflow.engines.postgres.wal.ship import ShipResult, ship_spool, spool_lag
+from vaultflow.engines.postgres.wal.ship import ShipResult, read_record, ship_spool, spool_lag
 from vaultflow.engines.postgres.wal.timelines import check_backup_wal, gap_runs
 from vaultflow.errors import ConfigError, VaultflowError
 from vaultflow.logarchive import (
@@ -133,6 +134,18 @@ class WalArchive:
 
     def log_start(self, manifest: Manifest) -> LogStart | None:
         return backup_wal_start(manifest)
+
+    def unit_time(self, name: str) -> datetime | None:
+        """When WAL segment `name` reached the repository (its record's archived_at, UTC): no
+        commit in it is newer, though it may be later than the last one by the time the segment
+        waited to fill (archive_timeout) and in the spool. None for history, backup-label and
+        .partial files, and for a segment that is not archived."""
+        if not is_segment(name):
+            return None
+        record = read_record(self.repository, self.target, name)
+        if record is None:
+            return None
+        return datetime.fromisoformat(record["archived_at"])
 
     def continuity(self, backups: Sequence[Manifest]) -> Continuity:
         """check_backup_wal for each physical backup: start segment through stop segment, then

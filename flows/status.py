@@ -1,0 +1,93 @@
+"""status: every target of a repository against its RPO, as one table artifact per repository."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import flow, get_client, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_URL
+from prefect.states import Completed, State
+
+from blocks.registry import target_types
+from flows._support import RepositoryParam, artifact_key, load_repository, run_name
+from vaultflow.status import Objective, all_met, fleet_line, fleet_status
+
+PAGE = 200
+
+
+def saved_objectives(only_configured_api: bool = False) -> dict[tuple[str, str], Objective]:
+    """(engine, target name) -> Objective from every saved target block on the Prefect API: its
+    rpo_hours (the default when the block was saved before the field existed), source 'block
+    <slug>/<name>'. Two blocks naming one target: the stricter objective wins, both named. Read
+    without secrets; a target block type the server does not know has no blocks.
+
+    `only_configured_api`: {} when no Prefect API is configured (PREFECT_API_URL), rather than
+    asking a temporary one that holds no blocks (the CLI with --repo-path)."""
+    found: dict[tuple[str, str], Objective] = {}
+    if only_configured_api and not PREFECT_API_URL.value():
+        return found
+    with get_client(sync_client=True) as client:
+        for slug, block_class in target_types().items():
+            documents, offset = [], 0
+            while True:
+                try:
+                    page = client.read_block_documents_by_type(slug, offset=offset, limit=PAGE, include_secrets=False)
+                except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+                    if isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code != 404:
+                        raise
+                    page = []  # the block type is not registered on this server: no blocks
+                documents += page
+                offset += PAGE
+                if len(page) < PAGE:
+                    break
+            for doc in documents:
+                data = doc.data or {}
+                name = data.get("target_name") or doc.name
+                if not name:  # an anonymous block (one saved inside a flow's parameters)
+                    continue
+                rpo = data.get("rpo_hours")
+                objective = Objective(
+                    float(rpo) if isinstance(rpo, int | float) else Objective().rpo_hours,
+                    f"block {slug}/{doc.name}" + ("" if isinstance(rpo, int | float) else " (no rpo_hours: default)"),
+                )
+                key = (block_class.engine_name, name)
+                if key in found and found[key].rpo_hours <= objective.rpo_hours:
+                    objective = found[key]
+                elif key in found:
+                    objective = Objective(objective.rpo_hours, f"{objective.source}, stricter than {found[key].source}")
+                found[key] = objective
+    return found
+
+
+def status_key(block, repo) -> str:
+    """The artifact key of a repository's status table: 'status-<block name>' (the description of
+    an unsaved repository), stable however many targets it holds."""
+    return artifact_key("status", getattr(block, "_block_document_name", None) or repo.description)
+
+
+@flow(name="status", flow_run_name=run_name("status"), log_prints=True)
+def status(repository: RepositoryParam, as_of: datetime | None = None) -> State:
+    """Every target of the repository: last full and incremental backup, the newest restorable
+    point (the newest backup with a complete chain, or the newest archived WAL segment / oplog
+    slice a restore reaches from one) and its age against the target's RPO (its block's
+    rpo_hours), last verify, last drill and its RTO. Publishes the table as an artifact keyed
+    'status-<repository>'; the run's message says how many targets meet their RPO and names the
+    others. The run completes either way (it failed only if it could not look).
+
+    Returns {"all_met": bool, "targets": [row, ...]} (rows as in the artifact).
+
+    Args:
+        repository: The BackupRepository block, or its name ('backup-repository/main').
+        as_of: Judge the RPO at this moment (UTC) instead of now: what the table will say then.
+    """
+    logger = get_run_logger()
+    block, repo = load_repository(repository)
+    statuses = fleet_status(repo, saved_objectives(), as_of or datetime.now(UTC))
+    rows = [s.row() for s in statuses]
+    line = fleet_line(statuses)
+    for s in statuses:
+        (logger.info if s.rpo_met else logger.warning)(s.line())
+    create_table_artifact(rows, key=status_key(block, repo), description=f"{line} ({repo.description})"[:500])
+    return Completed(message=line, data={"all_met": all_met(statuses), "targets": rows})
