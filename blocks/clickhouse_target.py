@@ -5,7 +5,6 @@ the block and the engine alike."""
 
 from __future__ import annotations
 
-from blocks._common import LOGO_URL
 from blocks.registry import TargetBlock
 from vaultflow.engines.clickhouse.settings import ClickHouseSettings
 
@@ -28,5 +27,4 @@ class ClickHouseTarget(ClickHouseSettings, TargetBlock):
     _description = (
         "A ClickHouse server backed up by vaultflow: where it is, how to log in, which databases, its backup disk."
     )
-    _logo_url = LOGO_URL
     _documentation_url = "https://github.com/vaultflow/vaultflow/blob/main/docs/clickhouse.md"

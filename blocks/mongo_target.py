@@ -5,7 +5,6 @@ block and the engine alike."""
 
 from __future__ import annotations
 
-from blocks._common import LOGO_URL
 from blocks.registry import TargetBlock
 from vaultflow.engines.mongodb.settings import MongoSettings
 
@@ -26,5 +25,4 @@ class MongoTarget(MongoSettings, TargetBlock):
     _block_type_name = "Mongo Target"
     _block_type_slug = "mongo-target"
     _description = "A MongoDB deployment backed up by vaultflow: where it is, how to log in, which databases."
-    _logo_url = LOGO_URL
     _documentation_url = "https://github.com/vaultflow/vaultflow/blob/main/docs/mongodb.md"

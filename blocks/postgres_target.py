@@ -5,7 +5,6 @@ the block and the engine alike."""
 
 from __future__ import annotations
 
-from blocks._common import LOGO_URL
 from blocks.registry import TargetBlock
 from vaultflow.engines.postgres.settings import PostgresSettings
 
@@ -25,5 +24,4 @@ class PostgresTarget(PostgresSettings, TargetBlock):
     _block_type_name = "Postgres Target"
     _block_type_slug = "postgres-target"
     _description = "A PostgreSQL server backed up by vaultflow: where it is, how to log in, which databases."
-    _logo_url = LOGO_URL
     _documentation_url = "https://github.com/vaultflow/vaultflow/blob/main/docs/postgres.md"

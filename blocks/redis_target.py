@@ -5,7 +5,6 @@ block and the engine alike."""
 
 from __future__ import annotations
 
-from blocks._common import LOGO_URL
 from blocks.registry import TargetBlock
 from vaultflow.engines.redis.settings import RedisSettings
 
@@ -26,5 +25,4 @@ class RedisTarget(RedisSettings, TargetBlock):
     _block_type_name = "Redis Target"
     _block_type_slug = "redis-target"
     _description = "A Redis server backed up by vaultflow: where it is, how to log in, local or remote."
-    _logo_url = LOGO_URL
     _documentation_url = "https://github.com/vaultflow/vaultflow/blob/main/docs/redis.md"

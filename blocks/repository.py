@@ -9,7 +9,6 @@ from prefect.blocks.core import Block
 from prefect_aws.s3 import S3Bucket
 from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
-from blocks._common import LOGO_URL
 from vaultflow.errors import ConfigError
 from vaultflow.locks import LockSettings
 from vaultflow.repository import Repository
@@ -58,7 +57,6 @@ class BackupRepository(Block):
     _block_type_name = "Backup Repository"
     _block_type_slug = "backup-repository"
     _description = "Where vaultflow keeps backups (local directory, S3, or both), compression and retention."
-    _logo_url = LOGO_URL
     _documentation_url = "https://github.com/vaultflow/vaultflow/blob/main/docs/repository-format.md"
 
     local_path: str | None = Field(

@@ -10,6 +10,7 @@ from prefect import get_run_logger
 from prefect.states import State
 
 from flows._locks import target_lock
+from flows._names import run_started
 from flows._support import (
     ProgressReporter,
     emit_backup_event,
@@ -60,7 +61,9 @@ def run_backup(
             f"{kind.value} backup of {engine.name}/{target_block.name} (server {version}) into {repo.description}"
         )
         progress = ProgressReporter(f"{kind.value} backup of {target_block.name}")
-        ctx = BackupContext(repository=repo, lineage=lineage(), log=logger.info, progress=progress)
+        ctx = BackupContext(
+            repository=repo, lineage=lineage(), log=logger.info, progress=progress, run_started=run_started()
+        )
         with target_lock(repo, engine.name, target_block.name, "backup", log=logger.warning):
             try:
                 manifest = backup_steps(engine, ctx, repo, kind, logger.warning)

@@ -28,9 +28,9 @@ from vaultflow.catalog_view import catalog_view
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.registry import names as engine_names
 from vaultflow.engines.registry import restore_options as engine_restore_options
-from vaultflow.errors import ConfigError, NotFoundError, is_transient
+from vaultflow.errors import ConfigError, NotFoundError, VaultflowError, is_transient
 from vaultflow.keys import artifact_slug
-from vaultflow.manifest import Lineage, Manifest
+from vaultflow.manifest import Lineage, Manifest, parse_backup_id
 from vaultflow.repository import Repository
 from vaultflow.summary import RunSummary, human_size
 
@@ -136,26 +136,6 @@ def open_backup(target: TargetParam, repository: RepositoryParam, backup_id: str
     return target_block, engine, repo, manifest, ctx
 
 
-def param_name(value: Any) -> str:
-    """A short name for a flow parameter that is a block or a block reference (run names)."""
-    if isinstance(value, str):
-        return value.split("/")[-1]
-    if isinstance(value, dict):  # parameters as the runtime sees them before validation
-        return str(value.get("target_name") or value.get("host") or "target")
-    return getattr(value, "name", None) or type(value).__name__
-
-
-def run_name(kind: str):
-    """flow_run_name callable: '<kind>-<target>-<UTC time>' so the UI list reads as a catalog."""
-
-    def name() -> str:
-        params = flow_run.parameters or {}
-        subject = params.get("target") or params.get("repository") or "all"
-        return f"{kind}-{param_name(subject)}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-
-    return name
-
-
 def lineage() -> Lineage:
     return Lineage(
         flow_run_id=str(flow_run.id) if flow_run.id else None,
@@ -169,33 +149,56 @@ def lineage() -> Lineage:
 
 
 def target_resource(engine: str, target: str) -> dict[str, str]:
+    """A target as an event resource: role 'target', named '<engine>/<target>' (a PostgreSQL and
+    a Redis target may share a name), with its engine as a label."""
     return {
         "prefect.resource.id": f"vaultflow.target.{engine}.{target}",
         "prefect.resource.role": "target",
-        "prefect.resource.name": target,
+        "prefect.resource.name": f"{engine}/{target}",
+        "vaultflow.engine": engine,
     }
 
 
 def backup_resource(manifest: Manifest) -> dict[str, str]:
-    return {
-        "prefect.resource.id": f"vaultflow.backup.{manifest.engine}.{manifest.target}.{manifest.id}",
-        "prefect.resource.name": manifest.id,
-        "vaultflow.kind": manifest.kind.value,
+    """The backup an event is about (its primary resource), named for a person:
+    'full backup 20261126T020000.123Z-F of postgres/prod'."""
+    return backup_reference(manifest.engine, manifest.target, manifest.id)
+
+
+def backup_reference(engine: str, target: str, backup_id: str, role: str | None = None) -> dict[str, str]:
+    """A backup as an event resource: its id, a readable name ('<kind> backup <id> of
+    <engine>/<target>'), its kind as a label, and `role` when it is a related resource
+    ('parent'). An id that is not a backup id's shape names the kind 'unknown'."""
+    try:
+        kind = parse_backup_id(backup_id)[1].value
+    except VaultflowError:
+        kind = "unknown"
+    resource = {
+        "prefect.resource.id": f"vaultflow.backup.{engine}.{target}.{backup_id}",
+        "prefect.resource.name": f"{kind} backup {backup_id} of {engine}/{target}",
+        "vaultflow.kind": kind,
     }
+    if role:
+        resource["prefect.resource.role"] = role
+    return resource
+
+
+def backup_event_related(manifest: Manifest) -> list[dict[str, str]]:
+    """The related resources of an event about `manifest`: its target (role 'target') and its
+    parent backup (role 'parent') when it has one, each with a readable name."""
+    related = [target_resource(manifest.engine, manifest.target)]
+    if manifest.parent_id:
+        related.append(backup_reference(manifest.engine, manifest.target, manifest.parent_id, role="parent"))
+    return related
 
 
 def emit_backup_event(event: str, manifest: Manifest, payload: dict | None = None) -> None:
     """vaultflow.backup.<event> about one backup, related to its target and parent."""
-    related = [target_resource(manifest.engine, manifest.target)]
-    if manifest.parent_id:
-        related.append(
-            {
-                "prefect.resource.id": f"vaultflow.backup.{manifest.engine}.{manifest.target}.{manifest.parent_id}",
-                "prefect.resource.role": "parent",
-            }
-        )
     emit_event(
-        event=f"vaultflow.backup.{event}", resource=backup_resource(manifest), related=related, payload=payload or {}
+        event=f"vaultflow.backup.{event}",
+        resource=backup_resource(manifest),
+        related=backup_event_related(manifest),
+        payload=payload or {},
     )
 
 

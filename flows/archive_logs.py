@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from flows._fit import how_to_fix, misfit
+from flows._names import run_name
 from flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
@@ -14,7 +15,6 @@ from flows._support import (
     finish_run,
     load_repository,
     load_target,
-    run_name,
     summary_key,
     target_resource,
 )

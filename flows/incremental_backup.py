@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger
 
 from flows._backup import run_backup
 from flows._fit import how_to_fix, misfit, server_misfit
+from flows._names import run_name
 from flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
@@ -13,7 +14,6 @@ from flows._support import (
     fail_fast_on_permanent_errors,
     load_repository,
     load_target,
-    run_name,
 )
 from vaultflow.manifest import BackupKind
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger
 
 from flows._locks import target_lock
+from flows._names import run_name
 from flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
@@ -19,7 +20,6 @@ from flows._support import (
     load_target,
     publish_catalog,
     publish_per_target,
-    run_name,
     summary_key,
 )
 from tasks.prune import delete_backup, delete_objects

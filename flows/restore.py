@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows._locks import still_there, target_lock
+from flows._names import run_name
 from flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
@@ -18,7 +19,6 @@ from flows._support import (
     finish_run,
     open_backup,
     publish_summary,
-    run_name,
     summary_key,
 )
 from tasks.restore import restore_backup

@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from flows._locks import still_there, target_lock
+from flows._names import run_name
 from flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
@@ -20,7 +21,6 @@ from flows._support import (
     publish_catalog,
     publish_summary,
     record_check,
-    run_name,
     summary_key,
 )
 from tasks.restore import drill_backup

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 
+from flows._names import run_name
 from flows._support import (
     FLOW_RETRIES,
     ProgressReporter,
@@ -17,7 +15,6 @@ from flows._support import (
     finish_run,
     load_repository,
     load_target,
-    param_name,
     publish_per_target,
     summary_key,
 )
@@ -27,13 +24,7 @@ from vaultflow.summary import human_size, upload_summary
 from vaultflow.transfer import backups_to_copy
 
 
-def _run_name() -> str:
-    params = flow_run.parameters or {}
-    subject = params.get("target") or params.get("source") or "all"
-    return f"upload-{param_name(subject)}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-
-
-@flow(name="upload", flow_run_name=_run_name, log_prints=True, **FLOW_RETRIES)
+@flow(name="upload", flow_run_name=run_name("upload", "source"), log_prints=True, **FLOW_RETRIES)
 def upload(
     source: RepositoryParam,
     destination: RepositoryParam,

@@ -7,6 +7,7 @@ from contextlib import ExitStack
 from prefect import flow, get_run_logger
 
 from flows._locks import target_lock
+from flows._names import run_name
 from flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
@@ -20,7 +21,6 @@ from flows._support import (
     publish_per_target,
     publish_summary,
     record_check,
-    run_name,
     summary_key,
 )
 from tasks.verify import verify_backup

@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect import task
 
 from tasks.common import SIDE_EFFECT_TASK
-from vaultflow.engines.base import BackupContext, BackupPlan, BackupUnit, UnitResult
+from vaultflow.engines.base import BackupContext, BackupPlan, BackupUnit, UnitResult, dated_by_run
 from vaultflow.manifest import BackupKind, Manifest
 
 
@@ -24,8 +24,9 @@ def check_target(engine) -> str:
 
 @task(name="plan-backup", task_run_name="plan-{kind.value}", **SIDE_EFFECT_TASK)
 def plan_backup(engine, ctx: BackupContext, kind: BackupKind) -> BackupPlan:
-    """The backup's id, units and parent (Engine.plan_backup); writes nothing."""
-    return engine.plan_backup(ctx, kind)
+    """The backup's id (dated when the run started: dated_by_run), units and parent
+    (Engine.plan_backup); writes nothing."""
+    return dated_by_run(engine.plan_backup(ctx, kind), ctx)
 
 
 @task(name="dump", task_run_name="dump-{unit.label}", **SIDE_EFFECT_TASK)

@@ -60,10 +60,16 @@ class BackupMode(StrEnum):
 ID_TIME_FORMAT = "%Y%m%dT%H%M%S"
 
 
+def id_time(when: datetime) -> str:
+    """The time part of a backup id, '20261126T020000.123Z' (UTC, milliseconds); a flow run's
+    name ends with the same text for the instant its backup id takes."""
+    when = when.astimezone(UTC)
+    return f"{when.strftime(ID_TIME_FORMAT)}.{when.microsecond // 1000:03d}Z"
+
+
 def new_backup_id(kind: BackupKind, now: datetime | None = None) -> str:
     """'20261126T020000.123Z-F': sorts by time (millisecond precision) and names its kind."""
-    now = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{now.strftime(ID_TIME_FORMAT)}.{now.microsecond // 1000:03d}Z-{kind.suffix}"
+    return f"{id_time(now or datetime.now(UTC))}-{kind.suffix}"
 
 
 def parse_backup_id(backup_id: str) -> tuple[datetime, BackupKind]:

@@ -225,6 +225,12 @@ class Repository:
         """The store key of object `name` (a manifest's object key) of backup `manifest`."""
         return self.backup_prefix(manifest.engine, manifest.target, manifest.id) + name
 
+    def backup_ids(self, engine: str, target: str) -> set[str]:
+        """The name of every backup directory of a target, committed or not (payload a run left
+        without a manifest too): listed, no manifest read."""
+        prefix = self.target_prefix(engine, target) + "backups/"
+        return {info.key[len(prefix) :].split("/")[0] for info in self.store.list(prefix)}
+
     # -- catalog ------------------------------------------------------------------------
     def targets(self) -> list[tuple[str, str]]:
         """(engine, target name) pairs that hold at least one object under backups/; target

@@ -98,7 +98,7 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
     second = full_backup(target=target, repository=repository)
     assert second["backup_id"] > first["backup_id"]
     # Each run says what it did: the final state's message and a keyed markdown artifact.
-    state, message = last_run_message("full-flowtest-")
+    state, message = last_run_message("full-postgres-flowtest-")
     assert state == "COMPLETED" and message.startswith(f"backup {second['backup_id']} (full): "), message
     assert re.search(r"\d+(\.\d)? (B|kB|MB) read, \d+(\.\d)? (B|kB|MB) stored in [\d.]+ s \(.+/s\)$", message), message
     page = read_markdown("full-backup-summary-postgres-flowtest")
@@ -114,7 +114,7 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
             ("(database properties)", "match"),
         ]
         assert pg18.execute("SELECT count(*) FROM employees", dbname=restored_name) == [(500,)]
-        state, message = last_run_message("restore-flowtest-")
+        state, message = last_run_message("restore-postgres-flowtest-")
         assert state == "COMPLETED" and message.startswith(
             f"restored {first['backup_id']} into {db} -> {restored_name} in "
         ), message
@@ -130,14 +130,14 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
     assert {r["table"] for r in drill_rows} >= {"public.employees", "(database properties)"}
     leftovers = pg18.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow_drill_%'")
     assert leftovers == []
-    state, message = last_run_message("drill-flowtest-")
+    state, message = last_run_message("drill-postgres-flowtest-")
     assert state == "COMPLETED" and message.startswith(f"drill of {second['backup_id']} PASSED: restore "), message
     assert "against an RTO of 10 min 00 s (met)" in message, message
     assert "| result | PASSED |" in read_markdown("drill-summary-postgres-flowtest")
 
     checked = verify(repository=repository, target=target)
     assert checked["problems"] == []
-    state, message = last_run_message("verify-flowtest-")
+    state, message = last_run_message("verify-postgres-flowtest-")
     assert (state, message) == ("COMPLETED", "verified 2 backups of postgres/flowtest: all intact")
     assert "sha256 of every object re-read" in read_markdown("verify-summary-postgres-flowtest")
 
@@ -154,7 +154,7 @@ def test_backup_restore_drill_verify_prune(pg18, fresh_db, tmp_path: Path):
     assert not (tmp_path / "repo/postgres/flowtest/backups" / first["backup_id"]).exists()
     prune_rows = read_artifact("prune-postgres-flowtest")
     assert any(r["action"] == "keep" and "newest" in r["reason"] for r in prune_rows)
-    state, message = last_run_message("prune-flowtest-")
+    state, message = last_run_message("prune-postgres-flowtest-")
     assert state == "COMPLETED" and message.startswith(f"kept 1 backups, deleted 1 ({first['backup_id']}), "), message
     assert f"| deleted | {first['backup_id']} |" in read_markdown("prune-summary-postgres-flowtest")
 
@@ -168,9 +168,10 @@ def test_lineage_in_manifest_and_run_names(pg18, fresh_db, tmp_path: Path):
     manifest_path = tmp_path / "repo/postgres/lineage/backups" / result["backup_id"] / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     assert manifest["lineage"]["flow_run_id"]
-    assert manifest["lineage"]["flow_run_name"].startswith("full-lineage-")
-    runs = flow_runs_named("full-lineage-%")
-    assert runs, "the flow run is named after kind and target"
+    # named after kind, engine, target and the backup id's time
+    assert manifest["lineage"]["flow_run_name"] == f"full-postgres-lineage-{result['backup_id'].rsplit('-', 1)[0]}"
+    runs = flow_runs_named(manifest["lineage"]["flow_run_name"])
+    assert len(runs) == 1, "the flow run is named after kind, engine, target and the backup id's time"
     with get_client(sync_client=True) as client:
         progress = client.read_artifacts(
             artifact_filter=ArtifactFilter(
@@ -197,7 +198,7 @@ def assert_backup_fails_once(target, tmp_path: Path) -> None:
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     with pytest.raises(AuthenticationError, match="refused the login"):
         full_backup.with_options(retries=2, retry_delay_seconds=30)(target=target, repository=repository)
-    runs = flow_runs_named(f"full-{target.name}-%")
+    runs = flow_runs_named(f"full-{target.engine_name}-{target.name}-%")
     assert len(runs) == 1 and runs[0].run_count == 1, "a permanent error is not retried"
     assert not list((tmp_path / "repo").rglob("manifest.json"))
 
@@ -210,7 +211,7 @@ def test_drill_fails_on_missed_rto_and_verify_names_corrupt_object(pg18, fresh_d
     backup = full_backup(target=target, repository=repository)
     with pytest.raises(RefusedError, match="missed the RTO"):
         restore_drill(target=target, repository=repository, rto_objective_s=0.000001)
-    state, message = last_run_message("drill-strict-")
+    state, message = last_run_message("drill-postgres-strict-")
     assert state == "FAILED" and "missed the RTO: restore took" in message, "a failed run's message says why"
     assert "| result | FAILED |" in read_markdown("drill-summary-postgres-strict"), "a failed drill publishes too"
     assert pg18.execute("SELECT datname FROM pg_database WHERE datname LIKE 'vaultflow_drill_%'") == []
@@ -251,8 +252,12 @@ def test_events_relate_backup_to_target(pg18, fresh_db, tmp_path: Path):
         seen = {e.event: e for e in page.events if e.resource.id.endswith(backup["backup_id"])}
         time.sleep(0.5)
     assert set(seen) == wanted, f"events seen: {sorted(seen)}"
-    related = {r.role: r.id for r in seen["vaultflow.backup.completed"].related}
-    assert related.get("target") == "vaultflow.target.postgres.events"
+    completed = seen["vaultflow.backup.completed"]
+    assert completed.resource.name == f"full backup {backup['backup_id']} of postgres/events"
+    related = {r.role: r for r in completed.related}
+    assert related["target"].id == "vaultflow.target.postgres.events"
+    assert related["target"].name == "postgres/events", "related resources carry readable names"
+    assert related["flow-run"].name, "Prefect relates the run that emitted it, by name"
 
 
 def test_password_never_in_logs_artifacts_or_repository(pg_with_password, tmp_path: Path):

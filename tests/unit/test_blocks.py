@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from PIL import Image
+from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
 from blocks import BackupRepository, ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
-from blocks._common import LOGO_PATH, LOGO_URL
 from blocks.registry import target_type, target_types
 from vaultflow.engines.base import options_for
 from vaultflow.engines.postgres.settings import PostgresRestoreOptions, PostgresSettings
@@ -19,17 +18,11 @@ from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.errors import ConfigError
 from vaultflow.stores.local import LocalStore
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 class _StandardSuite(BlockStandardTestSuite):
     def test_has_a_valid_image(self, block) -> None:
-        # The suite downloads the logo; this machine has no internet, so check the file the
-        # URL serves: it is committed in this repository.
-        assert block._logo_url == LOGO_URL and LOGO_URL.endswith(LOGO_PATH)
-        img = Image.open(ROOT / LOGO_PATH)
-        assert img.width == img.height, "Logo should be a square image"
-        assert 1000 > img.width > 45
+        # The suite downloads a logo; vaultflow's blocks have none (test_logo_loads_or_there_is_none).
+        assert block._logo_url is None
 
 
 class TestPostgresTargetStandards(_StandardSuite):
@@ -59,6 +52,59 @@ def test_password_is_a_secret_everywhere():
     assert "hunter2-secret" not in repr(engine.config)
     assert engine.config.password.get_secret_value() == "hunter2-secret"
     assert engine.config.name == "prod"
+
+
+def all_blocks() -> list[type[Block]]:
+    """Every block type vaultflow registers: the repository and each registered target kind."""
+    return [BackupRepository, *target_types().values()]
+
+
+def _password_boxes_under_unions(node, inside_union: bool = False) -> list[dict]:
+    """Every `format: password` schema nested in an anyOf/oneOf (a box Prefect's forms show in clear)."""
+    found = []
+    if isinstance(node, dict):
+        if inside_union and node.get("format") == "password":
+            found.append(node)
+        for key, value in node.items():
+            found += _password_boxes_under_unions(value, inside_union or key in ("anyOf", "oneOf"))
+    elif isinstance(node, list):
+        for value in node:
+            found += _password_boxes_under_unions(value, inside_union)
+    return found
+
+
+@pytest.mark.parametrize("block", all_blocks(), ids=lambda block: block.__name__)
+def test_every_secret_is_masked_while_typed(block):
+    """A secret field's schema is one masked string box: `format: password` and `writeOnly` on
+    the property itself, not on one branch of an anyOf (which the block form shows unmasked)."""
+    schema = block.model_json_schema()
+    declared = [name for name, field in block.model_fields.items() if "SecretStr" in str(field.annotation)]
+    assert set(declared) <= set(schema["secret_fields"]), schema["secret_fields"]
+    for name in declared:
+        prop = schema["properties"][name]
+        assert prop.get("format") == "password" and prop.get("writeOnly") is True, (name, prop)
+        assert "anyOf" not in prop and "oneOf" not in prop, (name, prop)
+    # Its own fields and models; a nested block (prefect-aws's AwsCredentials) is picked by
+    # name in this form and edited in its own block form, which that package's schema draws.
+    own = [schema["properties"]] + [
+        model for model in schema.get("definitions", {}).values() if "block_type_slug" not in model
+    ]
+    assert not _password_boxes_under_unions(own)
+
+
+def test_an_optional_secret_stays_optional_and_secret():
+    assert PostgresTarget().password is None
+    target = PostgresTarget(password="typed-in-the-form")
+    assert target.password.get_secret_value() == "typed-in-the-form" and "typed" not in repr(target)
+
+
+@pytest.mark.parametrize("block", all_blocks(), ids=lambda block: block.__name__)
+def test_logo_loads_or_there_is_none(block):
+    """No logo (Prefect shows its default block icon) or an https URL that Prefect accepts when
+    it registers the block type (a data: URI is refused there: the client's HttpUrl)."""
+    url = block._logo_url
+    assert url is None or urlsplit(str(url)).scheme == "https", url
+    assert block._to_block_type().logo_url == url
 
 
 def test_target_name_defaults_to_host_and_port():

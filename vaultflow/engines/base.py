@@ -8,7 +8,7 @@ they never talk to Prefect.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -16,8 +16,16 @@ from pydantic import ValidationError
 
 from vaultflow.compare import Comparison
 from vaultflow.engines.settings import RestoreOptions
-from vaultflow.errors import ConfigError
-from vaultflow.manifest import BackupKind, Fingerprint, Lineage, Manifest, StoredObject, new_backup_id
+from vaultflow.errors import ConfigError, VaultflowError
+from vaultflow.manifest import (
+    BackupKind,
+    Fingerprint,
+    Lineage,
+    Manifest,
+    StoredObject,
+    new_backup_id,
+    parse_backup_id,
+)
 from vaultflow.repository import Repository
 
 Log = Callable[[str], None]
@@ -26,10 +34,15 @@ Progress = Callable[[str, int, int | None], None]  # (object name, bytes done, b
 
 @dataclass
 class BackupContext:
+    """What a backup or restore is given besides its target: the repository, the run's lineage,
+    where to log and report progress, and `run_started`, the instant the run that takes the
+    backup started (its flow run's name carries it; the backup id takes it: dated_by_run)."""
+
     repository: Repository
     lineage: Lineage = field(default_factory=Lineage)
     log: Log = print
     progress: Progress | None = None
+    run_started: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,30 @@ def new_plan(
         parent=parent,
         facts=facts,
     )
+
+
+def dated_by_run(plan: BackupPlan, ctx: BackupContext) -> BackupPlan:
+    """`plan` with its backup id dated at `ctx.run_started`, so a run's name and its backup id
+    carry one time. `plan` unchanged when there is no such instant, or when a backup directory
+    of the target (committed or not) is dated at or after it: ids stay unique and sort in the
+    order backups were taken, a parent before its children (another run, or an earlier try of
+    this one, took a backup since this run started). Only the id moves: `started_at` stays when
+    the backup really started."""
+    at = ctx.run_started
+    if at is None:
+        return plan
+    taken = [when for name in ctx.repository.backup_ids(plan.engine, plan.target) if (when := id_instant(name))]
+    if any(when >= at.replace(microsecond=at.microsecond // 1000 * 1000) for when in taken):
+        return plan
+    return replace(plan, backup_id=new_backup_id(plan.kind, at))
+
+
+def id_instant(backup_id: str) -> datetime | None:
+    """The time a backup id names, or None for a name that is not a backup id."""
+    try:
+        return parse_backup_id(backup_id)[0]
+    except VaultflowError:
+        return None
 
 
 def planned_identity(plan: BackupPlan | None, kind: BackupKind) -> tuple[datetime, str]:

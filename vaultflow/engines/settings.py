@@ -13,12 +13,20 @@ that rule when they start and `deployments/validate.py` applies it to saved bloc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, WithJsonSchema
 
 from vaultflow.engines import registry
 from vaultflow.errors import ConfigError
+
+# An optional secret (a password) as a block form must show it: one masked text box. Pydantic
+# writes `SecretStr | None` as anyOf [password string, null], which Prefect's block form shows as a
+# choice of types whose text box is not masked while typed; this schema is the one masked string
+# box (leaving it empty keeps None). Prefect still lists the field in the block's secret_fields.
+OptionalSecret = Annotated[
+    SecretStr | None, WithJsonSchema({"type": "string", "format": "password", "writeOnly": True})
+]
 
 # Strategies whose targets are restricted, as the flows name them.
 INCREMENTAL, DIFFERENTIAL, ARCHIVE_LOGS = "incremental", "differential", "archive-logs"

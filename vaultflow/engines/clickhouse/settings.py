@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
-from vaultflow.engines.settings import DIFFERENTIAL, INCREMENTAL, RestoreOptions, TargetSettings
+from vaultflow.engines.settings import DIFFERENTIAL, INCREMENTAL, OptionalSecret, RestoreOptions, TargetSettings
 from vaultflow.errors import ConfigError
 
 # Databases no backup includes: the server's own.
@@ -38,7 +38,7 @@ class ClickHouseSettings(TargetSettings):
     host: str = Field(default="localhost", description="Host name or IP address of the server (http/https).")
     port: int | None = Field(default=None, description="HTTP(S) port; default 8123 for http, 8443 for https.")
     username: str = Field(default="default", description="User to log in as (http/https).")
-    password: SecretStr | None = Field(
+    password: OptionalSecret = Field(
         default=None,
         description="Password of the user; handed to the client in memory, never argv, environment or logs.",
     )

@@ -11,9 +11,16 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field
 
-from vaultflow.engines.settings import ARCHIVE_LOGS, DIFFERENTIAL, INCREMENTAL, RestoreOptions, TargetSettings
+from vaultflow.engines.settings import (
+    ARCHIVE_LOGS,
+    DIFFERENTIAL,
+    INCREMENTAL,
+    OptionalSecret,
+    RestoreOptions,
+    TargetSettings,
+)
 
 ReadPreference = Literal["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"]
 
@@ -49,7 +56,7 @@ class MongoSettings(TargetSettings):
         description="User to authenticate as (SCRAM); empty: no authentication. "
         "Backups need the built-in 'backup' role, restores 'restore' (docs/mongodb.md).",
     )
-    password: SecretStr | None = Field(
+    password: OptionalSecret = Field(
         default=None, description="Password of the user; handed to the driver in memory, never argv or environment."
     )
     auth_source: str = Field(default="admin", description="Database the user is defined in.")

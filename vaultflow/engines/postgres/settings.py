@@ -11,9 +11,16 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field
 
-from vaultflow.engines.settings import ARCHIVE_LOGS, DIFFERENTIAL, INCREMENTAL, RestoreOptions, TargetSettings
+from vaultflow.engines.settings import (
+    ARCHIVE_LOGS,
+    DIFFERENTIAL,
+    INCREMENTAL,
+    OptionalSecret,
+    RestoreOptions,
+    TargetSettings,
+)
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -38,7 +45,7 @@ class PostgresSettings(TargetSettings):
         description="Role to log in as; needs to read every table "
         "(a superuser, or pg_read_all_data for data plus superuser for role globals).",
     )
-    password: SecretStr | None = Field(
+    password: OptionalSecret = Field(
         default=None, description="Password of the role; handed to tools through a temporary passfile, never argv."
     )
     databases: list[str] = Field(

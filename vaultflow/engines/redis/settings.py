@@ -9,9 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field
 
-from vaultflow.engines.settings import ARCHIVE_LOGS, DIFFERENTIAL, INCREMENTAL, RestoreOptions, TargetSettings
+from vaultflow.engines.settings import (
+    ARCHIVE_LOGS,
+    DIFFERENTIAL,
+    INCREMENTAL,
+    OptionalSecret,
+    RestoreOptions,
+    TargetSettings,
+)
 from vaultflow.errors import VaultflowError
 
 
@@ -36,7 +43,7 @@ class RedisSettings(TargetSettings):
         description="ACL user (Redis 6+); empty for the default "
         "user. Needs +@all, or at least sync, bgsave, bgrewriteaof, info, config.",
     )
-    password: SecretStr | None = Field(
+    password: OptionalSecret = Field(
         default=None,
         description="Password of the user; handed to redis-cli on its stdin (--askpass), never argv or environment.",
     )

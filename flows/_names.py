@@ -1,0 +1,146 @@
+"""Flow run names a person reads: '<kind>-<engine>-<target>-<time>', or the name the user gave.
+
+A run is named when it starts (Prefect calls the flow's `flow_run_name`): 'full-postgres-prod-
+20261126T020000.123Z'. The time is the instant the run started, in the backup id's own form
+(vaultflow.manifest.id_time), and a backup run's id takes the same instant
+(vaultflow.engines.base.dated_by_run), so the runs list and the catalog are searched by one time.
+
+A run that already has a name somebody chose keeps it: typed in the UI's Custom run form, given
+to `prefect deployment run --flow-run-name`, or to `flow.with_options(flow_run_name=...)`. A name
+Prefect made up is replaced; Prefect makes up names in three places, each from its own words:
+the API and the Python client (prefect.utilities.names.generate_slug(2): coolname's adjective and
+animal, 'fuzzy-corgi'), the Custom run form of the default UI (ui-v2: one of 17 product
+adjectives and an animal of at most 6 letters, 'Rustic-Falcon'), and the same form of the
+legacy UI (a Greek letter, digits, a constellation and maybe a noun, 'tau4-andromedae-nebula').
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import coolname
+import httpx
+from coolname import loader
+from prefect import get_client
+from prefect.runtime import flow_run
+
+from blocks.registry import target_types
+from vaultflow.manifest import id_time
+
+# ui-v2 (Prefect 3.9's default UI), deployment run form: `${adjective}-${animal of <= 6 chars}`.
+_UI_ADJECTIVES = (
+    "Awesome|Rustic|Small|Gorgeous|Fantastic|Sleek|Intelligent|Unbranded|Refined|Licensed|Generic|"
+    "Practical|Ergonomic|Handcrafted|Tasty|Handmade|Incredible"
+)
+_UI_NAME = re.compile(rf"(?:{_UI_ADJECTIVES})-[A-Z][a-zñ]{{1,5}}")
+# The legacy UI (ui v1), same form: '<greek letter><digits>-<constellation or star>[-<noun>]'.
+_GREEK = (
+    "alpha|beta|gamma|delta|epsilon|zeta|eta|theta|iota|kappa|lambda|mu|nu|xi|omicron|pi|rho|sigma|"
+    "tau|upsilon|phi|chi|psi|omega"
+)
+_LEGACY_UI_NAME = re.compile(rf"(?:{_GREEK})\d*(?:-[a-z]+)+")
+
+# Run starts this process named, by flow run id: the backup id of the run takes the instant.
+_RUN_STARTS: dict[str, datetime] = {}
+
+
+@cache
+def _coolname_pairs() -> list[tuple[frozenset[str], frozenset[str]]]:
+    """The (first words, second words) of every two-word slug coolname makes (its config's '2')."""
+    config = loader.load_config(os.path.join(os.path.dirname(coolname.__file__), "data"))
+
+    def words(name: str) -> frozenset[str]:
+        entry = config[name]
+        if entry["type"] == "words":
+            return frozenset(entry["words"])
+        if entry["type"] == "nested":
+            return frozenset().union(*(words(child) for child in entry["lists"]))
+        return frozenset()  # phrases and constants make no word of a two-word slug
+
+    pairs = []
+    for child in config["2"]["lists"]:
+        if config[child]["type"] == "cartesian" and len(config[child]["lists"]) == 2:
+            first, second = config[child]["lists"]
+            pairs.append((words(first), words(second)))
+    return pairs
+
+
+def is_generated_name(name: str) -> bool:
+    """True when `name` is one Prefect makes up for a run nobody named (the API's and client's
+    coolname slug, or a Custom run form's default in either UI); False for a name a person chose."""
+    if _UI_NAME.fullmatch(name) or _LEGACY_UI_NAME.fullmatch(name):
+        return True
+    parts = name.split("-")
+    return len(parts) == 2 and any(parts[0] in first and parts[1] in second for first, second in _coolname_pairs())
+
+
+def param_name(value: Any) -> str:
+    """A short name for a flow parameter that is a block or a block reference (run names)."""
+    if isinstance(value, str):
+        return value.split("/")[-1]
+    if isinstance(value, dict):  # parameters as the runtime sees them before validation
+        return str(value.get("target_name") or value.get("host") or "target")
+    return getattr(value, "name", None) or type(value).__name__
+
+
+def target_engine(value: Any) -> str | None:
+    """The engine of a target parameter, cheaply: a target block's own; a name with its block
+    type ('redis-target/cache') by that type; a bare name ('prod') by one API query for target
+    blocks of that name, secrets not read. None when that does not tell one engine (no such
+    block, blocks of several kinds, the API unreachable): the run itself then says why."""
+    engine = getattr(value, "engine_name", None)
+    if engine or not isinstance(value, str):
+        return engine
+    types = target_types()
+    if "/" in value:
+        slug = value.split("/", 1)[0]
+        return types[slug].engine_name if slug in types else None
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.request(
+                "POST",
+                "/block_documents/filter",
+                json={
+                    "block_documents": {"name": {"any_": [value]}, "is_anonymous": {"eq_": False}},
+                    "block_types": {"slug": {"any_": list(types)}},
+                    "include_secrets": False,
+                    "limit": 2,
+                },
+            ).json()
+    except httpx.HTTPError:
+        return None
+    slugs = {doc["block_type"]["slug"] for doc in found if doc.get("block_type")}
+    return types[slugs.pop()].engine_name if len(slugs) == 1 and len(found) == 1 else None
+
+
+def run_name(kind: str, subject_param: str = "repository"):
+    """flow_run_name callable: '<kind>-<engine>-<target>-<time>' ('full-postgres-prod-
+    20261126T020000.123Z'); a run over a repository rather than one target is
+    '<kind>-<repository>-<time>' (`subject_param` names that parameter). The time is when the
+    run started, in the backup id's form; a backup run's id takes it (run_started). A name the
+    run already has that nobody made up (is_generated_name) is kept as it is."""
+
+    def name() -> str:
+        current = flow_run.name
+        if current and not is_generated_name(current):
+            return current
+        params = flow_run.parameters or {}
+        target = params.get("target")
+        started = datetime.now(UTC)
+        if flow_run.id:
+            _RUN_STARTS[str(flow_run.id)] = started
+        subject = target or params.get(subject_param) or "all"
+        parts = (kind, target_engine(target) if target else None, param_name(subject), id_time(started))
+        return "-".join(part for part in parts if part)
+
+    return name
+
+
+def run_started() -> datetime | None:
+    """The instant this flow run's name carries (run_name), for its backup id; None for a run
+    this process did not name (it kept a name a person gave it, or runs outside a flow)."""
+    return _RUN_STARTS.get(str(flow_run.id)) if flow_run.id else None
