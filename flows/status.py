@@ -11,7 +11,8 @@ from prefect.settings import PREFECT_API_URL
 from prefect.states import Completed, State
 
 from blocks.registry import target_types
-from flows._support import RepositoryParam, artifact_key, load_repository, run_name
+from flows._names import run_name
+from flows._support import RepositoryParam, artifact_key, load_repository
 from vaultflow.status import Objective, all_met, fleet_line, fleet_status
 
 PAGE = 200
