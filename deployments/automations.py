@@ -46,7 +46,8 @@ def alert_target(block: TargetBlock) -> AlertTarget:
 
 
 def saved_targets() -> list[AlertTarget]:
-    """Every target block saved on the Prefect API, of every registered target kind."""
+    """Every target block saved on the Prefect API, of every registered target kind. Raises
+    ConfigError naming a saved target block that cannot be loaded."""
     found = []
     with get_client(sync_client=True) as client:
         for slug, block_class in target_types().items():
@@ -56,8 +57,14 @@ def saved_targets() -> list[AlertTarget]:
                 if exc.response.status_code != 404:
                     raise
                 continue  # this kind's block type was never registered on this API: no blocks
-            names = [doc.name for doc in documents if doc.name and not doc.is_anonymous]
-            found += [alert_target(block_class.load(name)) for name in names]
+            for name in [doc.name for doc in documents if doc.name and not doc.is_anonymous]:
+                try:
+                    block = block_class.load(name)
+                except (ValueError, TypeError) as exc:  # a block saved by an older, incompatible schema
+                    raise ConfigError(
+                        f"target block {slug}/{name} cannot be loaded ({exc}): fix or delete it, then apply again"
+                    ) from exc
+                found.append(alert_target(block))
     return found
 
 
@@ -149,7 +156,9 @@ def managed() -> list[tuple[str, str]]:
 def apply(notify: str, repository: Any | None = None) -> ApplyReport:
     """Make the managed automations exactly the rules of the targets to watch (targets_to_watch),
     each notifying through block `notify`: update by name, create what is missing, delete managed
-    automations of targets that are gone. Idempotent: a second apply updates, never duplicates."""
+    automations of targets that are gone. Idempotent: a second apply updates, never duplicates.
+    Raises ConfigError/NotFoundError for a `notify` that is no notification block (nothing is
+    changed then) or a saved target block that cannot be loaded."""
     block_id = notification_block_id(notify)
     rules = [rule for target in targets_to_watch(repository) for rule in rules_for(target)]
     plan = plan_apply(rules, managed())

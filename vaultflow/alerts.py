@@ -39,6 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from vaultflow.errors import ConfigError
+
 BACKUP_COMPLETED = "vaultflow.backup.completed"
 DRILL_FAILED = "vaultflow.drill.failed"
 VERIFY_FAILED = "vaultflow.verify.failed"
@@ -115,9 +117,9 @@ def _reactive(kind: str, target: AlertTarget, event: str, subject: str, body: st
 
 def rules_for(target: AlertTarget) -> list[AlertRule]:
     """The alert rules of one target: backup-overdue, drill-failed, verify-failed, and
-    archive-lagging when the target ships a continuous log. Raises ValueError for rpo_hours <= 0."""
+    archive-lagging when the target ships a continuous log. Raises ConfigError for rpo_hours <= 0."""
     if target.rpo_hours <= 0:
-        raise ValueError(f"{target.label}: rpo_hours must be > 0, got {target.rpo_hours}")
+        raise ConfigError(f"{target.label}: rpo_hours must be > 0, got {target.rpo_hours}")
     label, rpo = target.label, _hours(target.rpo_hours)
     details = "{{ event.payload | tojson }}"  # the event's whole payload, whatever its fields
     rules = [
@@ -188,11 +190,11 @@ def plan_apply(rules: list[AlertRule], existing: list[tuple[str, str]]) -> Apply
     """Diff the wanted `rules` against the managed automations that exist, as (id, name) pairs:
     one automation per rule name, updated in place when it exists (the first of several copies
     kept, the rest deleted); managed automations whose name no rule has are deleted.
-    Raises ValueError when two rules share a name (two targets of one engine and name)."""
+    Raises ConfigError when two rules share a name (two targets of one engine and name)."""
     wanted = {}
     for rule in rules:
         if rule.name in wanted:
-            raise ValueError(f"two alert rules are named {rule.name!r}: give the targets distinct target_name")
+            raise ConfigError(f"two alert rules are named {rule.name!r}: give the targets distinct target_name")
         wanted[rule.name] = rule
     kept: dict[str, str] = {}
     delete: list[tuple[str, str]] = []

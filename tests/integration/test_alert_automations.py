@@ -10,6 +10,7 @@ pointed at an HTTP server in this test that records what it receives.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,16 +18,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from prefect import get_client
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from pydantic import SecretStr
 
 from blocks import BackupRepository, PostgresTarget, RedisTarget
 from deployments.automations import apply, managed, remove_all
-from flows.archive_logs import alert_on_lag
+from flows.archive_logs import alert_on_lag, archive_logs
 from flows.full_backup import full_backup
 from flows.restore_drill import restore_drill
 from flows.verify import verify
 from tests.fixtures.redis import SEED_USERS
+from tests.fixtures.toy_logarchive import toy_engine_registered, unit_name
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -82,7 +85,12 @@ def webhook() -> Iterator[tuple[Recorder, str]]:
     )
     block.save("alerts-test-hook", overwrite=True)
     yield recorder, "custom-webhook/alerts-test-hook"
-    remove_all()  # no automation of this module outlives it (the harness is shared by the session)
+    # Neither automations nor blocks of this module outlive it (the harness is shared by the session).
+    remove_all()
+    with get_client(sync_client=True) as client:
+        for document in client.read_block_documents():
+            if document.name and document.name.startswith("alerts-") and document.id:
+                client.delete_block_document(document.id)
     recorder.server.shutdown()
 
 
@@ -124,6 +132,11 @@ def test_each_automation_fires_and_notifies(webhook, redis_with_password, tmp_pa
     drill = recorder.wait_for("restore drill of redis/alerts-redis failed")
     assert len(drill) == 1 and "missed the RTO" in drill[0][1]["body"] and full["backup_id"] in drill[0][1]["body"]
 
+    # drill-failed, too, when there is nothing to restore (the drill fails before it knows a backup).
+    with pytest.raises(Exception, match="no complete backup"):
+        restore_drill(target="postgres-target/alerts-pg", repository=BackupRepository(local_path=str(tmp_path / "e")))
+    assert "no complete backup" in recorder.wait_for("restore drill of postgres/alerts-pg failed")[0][1]["body"]
+
     # verify-failed: a real verify over a corrupted payload object.
     objects = [p for p in (tmp_path / "repo").rglob("*.zst") if "/backups/" in str(p)]
     assert objects, "the backup wrote payload objects"
@@ -148,6 +161,28 @@ def test_each_automation_fires_and_notifies(webhook, redis_with_password, tmp_pa
     # Exactly one per event for the reactive ones: the below-threshold lag emitted nothing.
     assert len(recorder.about("log archiving of postgres/alerts-pg is behind")) == 1
     assert len(recorder.about("restore drill of redis/alerts-redis failed")) == 1
+
+
+def test_archive_lagging_fires_on_a_real_archive_logs_run_that_leaves_old_units(webhook, tmp_path: Path):
+    recorder, notify = webhook
+    log_dir = tmp_path / "server-log"
+    log_dir.mkdir()
+    (log_dir / unit_name(1)).write_bytes(b"shipped")
+    (log_dir / unit_name(2)).mkdir()  # a unit that cannot be read: shipping stops there
+    (log_dir / unit_name(3)).write_bytes(b"waits")
+    two_hours_ago = time.time() - 7200
+    for path in log_dir.iterdir():
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    with toy_engine_registered() as ToyLogTarget:
+        ToyLogTarget(log_dir=str(log_dir), archive_lag_alert_minutes=60.0).save("alerts-toy", overwrite=True)
+        assert "vaultflow toylog/alerts-toy: archive-lagging" in apply(notify).created
+        with pytest.raises(IsADirectoryError):
+            archive_logs(
+                target="toy-log-target/alerts-toy", repository=BackupRepository(local_path=str(tmp_path / "r"))
+            )
+    lagging = recorder.wait_for("log archiving of toylog/alerts-toy is behind")
+    body = lagging[0][1]["body"]
+    assert "2 units waiting" in body and "alert above 3600 s" in body and "Is a directory" in body, body
 
 
 def test_apply_is_idempotent_and_forgets_removed_targets(webhook):

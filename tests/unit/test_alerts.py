@@ -13,6 +13,7 @@ from vaultflow.alerts import (
     rules_for,
     target_resource_id,
 )
+from vaultflow.errors import ConfigError
 
 
 def test_rules_per_target():
@@ -25,7 +26,7 @@ def test_rules_per_target():
     assert rules["archive-lagging"].event == ARCHIVE_LAGGING and rules["archive-lagging"].resource_role == ""
     assert all(MANAGED_TAG in r.tags and r.name.startswith("vaultflow postgres/prod: ") for r in rules.values())
     assert "archive-lagging" not in {r.kind for r in rules_for(AlertTarget("redis", "cache", 26.0))}
-    with pytest.raises(ValueError, match="rpo_hours must be > 0"):
+    with pytest.raises(ConfigError, match="rpo_hours must be > 0"):
         rules_for(AlertTarget("redis", "cache", 0))
 
 
@@ -42,5 +43,5 @@ def test_plan_updates_by_name_deletes_the_rest_and_extra_copies():
 
 def test_two_targets_with_one_name_are_refused():
     rules = rules_for(AlertTarget("redis", "a", 1.0)) * 2
-    with pytest.raises(ValueError, match="distinct target_name"):
+    with pytest.raises(ConfigError, match="distinct target_name"):
         plan_apply(rules, [])
