@@ -25,6 +25,7 @@ from prefect.states import Completed, State
 from blocks import BackupRepository
 from blocks.registry import TargetBlock, target_types
 from vaultflow.catalog_view import catalog_view
+from vaultflow.alerts import DRILL_FAILED, target_resource_id
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.registry import names as engine_names
 from vaultflow.engines.registry import restore_options as engine_restore_options
@@ -152,7 +153,7 @@ def target_resource(engine: str, target: str) -> dict[str, str]:
     """A target as an event resource: role 'target', named '<engine>/<target>' (a PostgreSQL and
     a Redis target may share a name), with its engine as a label."""
     return {
-        "prefect.resource.id": f"vaultflow.target.{engine}.{target}",
+        "prefect.resource.id": target_resource_id(engine, target),
         "prefect.resource.role": "target",
         "prefect.resource.name": f"{engine}/{target}",
         "vaultflow.engine": engine,
@@ -200,6 +201,49 @@ def emit_backup_event(event: str, manifest: Manifest, payload: dict | None = Non
         related=backup_event_related(manifest),
         payload=payload or {},
     )
+
+
+def emit_target_event(event: str, engine: str, target: str, payload: dict, manifest: Manifest | None = None) -> None:
+    """`event` (one of vaultflow.alerts' names, e.g. vaultflow.drill.failed) about a target: the
+    target is the event's resource (what the alert automations match on), the backup concerned
+    a related resource when there is one. Payloads are documented in vaultflow.alerts."""
+    related = [{**backup_resource(manifest), "prefect.resource.role": "backup"}] if manifest else []
+    resource = {k: v for k, v in target_resource(engine, target).items() if k != "prefect.resource.role"}
+    emit_event(event=event, resource=resource, related=related, payload=payload)
+
+
+class DrillFailureAlert:
+    """Emits vaultflow.drill.failed when the drill it wraps raises: `about()` names the target and
+    backup once known, `details` adds payload fields (seconds, rto_objective_s, mismatched).
+    A drill that fails before its target is known loads the target from `target` to name it;
+    when even that fails (no such block) there is no target to alert on and the run's own
+    failure is all there is."""
+
+    def __init__(self, target: Any):
+        self._target_ref = target
+        self._subject: tuple[str, str, Manifest | None] | None = None
+        self.details: dict[str, Any] = {}
+
+    def about(self, engine: str, target: str, manifest: Manifest | None) -> None:
+        self._subject = (engine, target, manifest)
+
+    def __enter__(self) -> DrillFailureAlert:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None or not isinstance(exc, Exception):
+            return
+        subject = self._subject
+        if subject is None:
+            try:
+                block = load_target(self._target_ref)
+            except Exception as load_exc:  # the run fails with `exc` anyway; say why no alert
+                get_run_logger().warning(f"no {DRILL_FAILED} event: the target is unknown ({load_exc})")
+                return
+            subject = (block.engine_name, block.name, None)
+        engine, target, manifest = subject
+        payload = {"backup_id": manifest.id if manifest else None, "reason": str(exc), **self.details}
+        emit_target_event(DRILL_FAILED, engine, target, payload, manifest)
 
 
 # -- artifacts ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
     TargetParam,
+    emit_target_event,
     fail_fast_on_permanent_errors,
     finish_run,
     load_repository,
@@ -19,9 +20,21 @@ from flows._support import (
     target_resource,
 )
 from tasks.logs import archive_logs as ship_logs
+from vaultflow.alerts import ARCHIVE_LAGGING
 from vaultflow.errors import ConfigError
 from vaultflow.logarchive import open_log_archive, ship_failure
 from vaultflow.summary import archive_summary
+
+
+def alert_on_lag(target_block, stream: str, lag_units: int, lag_seconds: float, error: str | None = None) -> None:
+    """Emit vaultflow.archive.lagging when the oldest unit still waiting is older than the
+    target's archive_lag_alert_minutes (the archive-lagging alert; payload in vaultflow.alerts)."""
+    threshold = target_block.archive_lag_alert_minutes * 60
+    if lag_seconds > threshold:
+        payload = {"stream": stream, "lag_units": lag_units, "lag_seconds": lag_seconds, "threshold_seconds": threshold}
+        if error:
+            payload["error"] = error
+        emit_target_event(ARCHIVE_LAGGING, target_block.engine_name, target_block.name, payload)
 
 
 @flow(name="archive-logs", flow_run_name=run_name("logs"), log_prints=True, **FLOW_RETRIES)
@@ -77,6 +90,8 @@ def archive_logs(
                 resource=resource,
                 payload={"unit": unit, "segment": unit, "error": str(exc), **lag},
             )
+            if partial:
+                alert_on_lag(target_block, archive.stream, partial.lag_units, partial.lag_seconds, str(exc))
             raise
         summary = {**report.as_dict(), "lag_segments": report.lag_units, "max_lag_segments": report.max_lag_units}
         emit_event(
@@ -84,6 +99,7 @@ def archive_logs(
             resource=resource,
             payload={k: v for k, v in summary.items() if k != "already_stored"},
         )
+        alert_on_lag(target_block, archive.stream, report.lag_units, report.lag_seconds)
         run_summary = archive_summary(summary, f"{engine}/{target_block.name}", archive.title)
         logger.info(f"{archive.title} of {target_block.name}: {run_summary.line}")
     return finish_run(summary_key("archive-logs", engine, target_block.name), run_summary, summary)

@@ -11,6 +11,7 @@ from flows._locks import still_there, target_lock
 from flows._names import run_name
 from flows._support import (
     FLOW_RETRIES,
+    DrillFailureAlert,
     RepositoryParam,
     TargetParam,
     artifact_key,
@@ -45,8 +46,9 @@ def restore_drill(
         backup_id: The backup to drill: an id from the catalog, or 'latest'.
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors(), ExitStack() as lock_stack:
+    with fail_fast_on_permanent_errors(), ExitStack() as lock_stack, DrillFailureAlert(target) as alert:
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
+        alert.about(engine.name, target_block.name, manifest)
         lock_stack.enter_context(target_lock(repo, engine.name, target_block.name, "drill", log=logger.warning))
         still_there(repo, manifest)  # not pruned while this run waited for the lock
         result = drill_backup(engine, ctx, manifest)
@@ -72,6 +74,9 @@ def restore_drill(
             description=f"Restore drill of {manifest.id}",
         )
         ok = rto_met and not mismatched
+        alert.details.update(
+            seconds=seconds, rto_objective_s=rto_objective_s, mismatched=[f"{t.database}.{t.table}" for t in mismatched]
+        )
         detail = f"{result.comparison.summary()}, restore {seconds:.1f} s"
         if unlogged_empty:
             detail += (

@@ -13,6 +13,7 @@ from flows._support import (
     RepositoryParam,
     TargetParam,
     emit_backup_event,
+    emit_target_event,
     fail_fast_on_permanent_errors,
     finish_run,
     load_repository,
@@ -24,6 +25,7 @@ from flows._support import (
     summary_key,
 )
 from tasks.verify import verify_backup
+from vaultflow.alerts import VERIFY_FAILED
 from vaultflow.engines import registry
 from vaultflow.errors import IntegrityError
 from vaultflow.logarchive import open_log_archive
@@ -116,6 +118,7 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
         rows, failures, clocks = [], [], {}
         counts = {"backups": 0, "unreadable": 0, "log_units": 0}  # rows are of all three kinds: count each
         for engine, name in targets:
+            first_failure = len(failures)
             lock_stack.close()  # the previous target's lock: a prune waits only for the target being read
             lock_stack.enter_context(target_lock(repo, engine, name, "verify", log=logger.warning))
             catalog = repo.catalog(engine, name)
@@ -170,6 +173,11 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
             rows += log_rows
             counts["log_units"] += sum(row["objects"] for row in log_rows)
             failures += log_failures
+            if failures[first_failure:]:
+                problems = failures[first_failure:]
+                emit_target_event(
+                    VERIFY_FAILED, engine, name, {"problems": problems[:20], "count": len(problems), "deep": deep}
+                )
             publish_catalog(repo, engine, name)
         publish_per_target("verify", rows, targets, f"{'Deep' if deep else 'Quick'} verification of {repo.description}")
         run_summary = verify_summary(counts, [f"{e}/{n}" for e, n in targets], failures, deep, repo.description)

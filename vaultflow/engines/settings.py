@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, WithJsonSchema
 
+from vaultflow.alerts import DEFAULT_ARCHIVE_LAG_MINUTES
 from vaultflow.engines import registry
 from vaultflow.errors import ConfigError
 
@@ -77,6 +78,14 @@ class TargetSettings(BaseModel):
         description=(
             "Recovery point objective in hours: the newest restorable point (backup, or archived WAL "
             "segment / oplog slice) may be at most this old. Default 26: a daily backup plus slack."
+        ),
+    )
+    archive_lag_alert_minutes: float = Field(
+        default=DEFAULT_ARCHIVE_LAG_MINUTES,
+        gt=0,
+        description=(
+            "Targets that archive their log (WAL, oplog): an archive-logs run that leaves a unit waiting "
+            "longer than this many minutes emits vaultflow.archive.lagging (the archive-lagging alert)."
         ),
     )
 

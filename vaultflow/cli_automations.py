@@ -1,0 +1,67 @@
+"""`vaultflow automations apply|list|remove`: the alert automations (vaultflow.alerts) on the
+Prefect API, applied with one command. The Prefect calls live in deployments/automations.py
+(imported inside the commands: the core stays Prefect-free)."""
+
+from __future__ import annotations
+
+import typer
+
+from vaultflow.cli import RepoOpt, RepoPathOpt, _one_line_errors, app, console
+
+automations_app = typer.Typer(
+    help="Alert automations on the Prefect API: backup overdue (RPO), drill failed, verify failed, archive lag.",
+    no_args_is_help=True,
+)
+app.add_typer(automations_app, name="automations")
+
+
+@automations_app.command("apply")
+def apply_automations(
+    notify: str = typer.Option(
+        ...,
+        "--notify",
+        "-n",
+        help="Notification block as TYPE/NAME, e.g. slack-webhook/oncall, custom-webhook/pager, sendgrid-email/dba.",
+    ),
+    repository: str | None = RepoOpt,
+    repo_path: str | None = RepoPathOpt,
+) -> None:
+    """Create or update the alert automations of every saved target block (and, with a
+    repository, every target that has backups there); delete those of targets that are gone.
+    Safe to re-run: it updates, never duplicates."""
+    from deployments.automations import apply
+
+    with _one_line_errors():
+        repo = None
+        if repository or repo_path:
+            from flows._support import load_repository
+            from vaultflow.cli import _repository
+
+            _, repo = load_repository(_repository(repository, repo_path))
+        report = apply(notify, repo)
+    for verb, names in (("created", report.created), ("updated", report.updated), ("deleted", report.deleted)):
+        for name in names:
+            console.print(f"{verb:8} {name}", highlight=False, soft_wrap=True)
+    console.print(
+        f"{len(report.created)} created, {len(report.updated)} updated, {len(report.deleted)} deleted; "
+        f"notifications go to {notify}",
+        highlight=False,
+    )
+
+
+@automations_app.command("list")
+def list_automations() -> None:
+    """The alert automations vaultflow made on this Prefect API."""
+    from deployments.automations import managed
+
+    for _, name in managed():
+        console.print(name, highlight=False, soft_wrap=True)
+
+
+@automations_app.command("remove")
+def remove_automations() -> None:
+    """Delete every alert automation vaultflow made on this Prefect API."""
+    from deployments.automations import remove_all
+
+    gone = remove_all()
+    console.print(f"{len(gone)} automations deleted", highlight=False)
