@@ -24,8 +24,8 @@ from prefect.states import Completed, State
 
 from blocks import BackupRepository
 from blocks.registry import TargetBlock, target_types
-from vaultflow.catalog_view import catalog_view
 from vaultflow.alerts import DRILL_FAILED, target_resource_id
+from vaultflow.catalog_view import catalog_view
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.registry import names as engine_names
 from vaultflow.engines.registry import restore_options as engine_restore_options
