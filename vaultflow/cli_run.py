@@ -51,7 +51,11 @@ TargetOpt = typer.Option(
     "--target",
     "-t",
     help="Target block name: 'KIND-target/NAME' as `prefect block ls` "
-    "shows it, or just NAME when one target kind alone has a block of that name.",
+    "shows it, or just NAME when one target kind alone has a block of that name. Or, for a one-off run, a "
+    "connection URL without password: postgresql://USER@HOST:PORT/DB1,DB2, redis://HOST:PORT, "
+    "mongodb://USER@HOST:PORT/DB, clickhouse://USER@HOST:PORT/DB; query parameters are the target's settings "
+    "(?mode=physical, ?target_name=prod); the password from VAULTFLOW_PASSWORD, the engine's variable "
+    "(PGPASSWORD, REDISCLI_AUTH, CLICKHOUSE_PASSWORD) or ~/.pgpass.",
 )
 RepoOpt = typer.Option(None, "--repository", "-r", help="BackupRepository block name.")
 RepoPathOpt = typer.Option(None, "--repo-path", help="A local directory to use as repository instead of a block.")
@@ -182,6 +186,45 @@ def check_api() -> None:
         )
 
 
+def url_target(url: str) -> Any:
+    """A one-off target block (not saved) from a connection URL: postgresql://, redis://,
+    mongodb://, clickhouse:// (each target kind's settings say which schemes are theirs, and how
+    a URL reads: TargetSettings.url_fields). The password comes from VAULTFLOW_PASSWORD, else
+    the engine's own variable (PGPASSWORD, REDISCLI_AUTH, CLICKHOUSE_PASSWORD), else the
+    engine's usual password file (PostgreSQL: PGPASSFILE or ~/.pgpass); never from the URL,
+    which argv shows to every user of the host. Those variables are removed from this process's
+    environment, so no tool the run starts inherits them. The target's name in the repository is
+    `<host>-<port>` unless the URL sets ?target_name=. Raises UsageError (exit 2) for an unknown
+    scheme, a password in the URL or a setting the kind does not have."""
+    import os
+
+    from pydantic import SecretStr, ValidationError
+
+    from blocks.registry import target_types
+
+    scheme = url.split("://", 1)[0].lower()
+    kinds: dict[str, Any] = {name: cls for cls in target_types().values() for name in getattr(cls, "url_schemes", ())}
+    if scheme not in kinds:
+        raise UsageError(
+            f"{scheme}:// is no target URL vaultflow knows ({', '.join(f'{s}://' for s in sorted(kinds))}); "
+            "or give a target block's name"
+        )
+    kind = kinds[scheme]
+    try:
+        fields = kind.url_fields(url)
+        given = [os.environ.pop(name) for name in ("VAULTFLOW_PASSWORD", *kind.password_env) if name in os.environ]
+        # popped: the tools this run starts get the password through the engine's own channel
+        # (a memfd passfile, stdin), never by inheriting this process's environment
+        password = next((value for value in given if value), None) or kind.passfile_password(fields)
+        return kind(**fields, **({"password": SecretStr(password)} if password else {}))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except ValidationError as exc:
+        raise UsageError(
+            f"{scheme}:// URL: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from None
+
+
 def check_blocks(params: dict[str, Any]) -> None:
     """Look up every block a flow's parameters name before its run starts: an unknown or
     ambiguous name is a UsageError naming the block type and name and how to list them."""
@@ -223,6 +266,9 @@ def run_flow(flow: Any, **params: Any) -> Any:
         module, name = flow.split(":")
         flow = getattr(importlib.import_module(module), name)
     TERMINAL_PROGRESS["enabled"] = True
+    for name in TARGET_PARAMS:
+        if isinstance(params.get(name), str) and "://" in params[name]:
+            params[name] = url_target(params[name])
     with prefect_session():
         check_blocks(params)
         state = flow.with_options(retries=0)(**params, return_state=True)
