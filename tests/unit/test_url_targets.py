@@ -6,7 +6,8 @@ import pytest
 
 from vaultflow.engines.clickhouse.settings import ClickHouseSettings
 from vaultflow.engines.mongodb.settings import MongoSettings
-from vaultflow.engines.postgres.settings import PostgresSettings, pgpass_fields
+from vaultflow.engines.postgres.passfile import pgpass_fields
+from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.redis.settings import RedisSettings
 from vaultflow.errors import ConfigError
 

@@ -7,35 +7,13 @@ Kept free of heavy imports (no psycopg): blocks and flows import it to build for
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, SecretStr
 
 from vaultflow.engines.settings import ARCHIVE_LOGS, DIFFERENTIAL, INCREMENTAL, RestoreOptions, TargetSettings
-from vaultflow.errors import ConfigError
-
-
-def pgpass_fields(line: str) -> list[str]:
-    """A passfile line's fields as libpq reads them: split at the first four unescaped colons,
-    a backslash escaping the next character ('\\:' a colon, '\\\\' a backslash)."""
-    fields: list[str] = []
-    current: list[str] = []
-    chars = iter(line)
-    for char in chars:
-        if char == "\\":
-            current.append(next(chars, ""))
-        elif char == ":" and len(fields) < 4:
-            fields.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    fields.append("".join(current))
-    return fields
-
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -59,28 +37,15 @@ class PostgresSettings(TargetSettings):
     @classmethod
     def passfile_password(cls, fields: Mapping[str, Any]) -> str | None:
         """The password libpq's passfile (PGPASSFILE, else ~/.pgpass) holds for these fields' host,
-        port, first database (else 'postgres') and user: the first matching
-        `host:port:database:user:password` line, `*` matching anything, a backslash escaping the
-        next character. None when there is no file or no line matches. Raises ConfigError when the
-        file is readable by group or others (libpq ignores such a file; vaultflow says so)."""
-        path = Path(os.environ.get("PGPASSFILE") or Path.home() / ".pgpass")
-        if not path.is_file():
-            return None
-        if path.stat().st_mode & 0o077:
-            raise ConfigError(f"{path} is readable by group or others: chmod 0600 {path} (libpq ignores it too)")
-        wanted = [
+        port, first database (else 'postgres') and user (vaultflow.engines.postgres.passfile)."""
+        from vaultflow.engines.postgres.passfile import passfile_password
+
+        return passfile_password(
             str(fields.get("host", "localhost")),
-            str(fields.get("port", 5432)),
+            int(fields.get("port", 5432)),
             (fields.get("databases") or ["postgres"])[0],
             str(fields.get("user", "postgres")),
-        ]
-        for line in path.read_text().splitlines():
-            if not line.strip() or line.startswith("#"):
-                continue
-            parts = pgpass_fields(line)
-            if len(parts) == 5 and all(have in ("*", want) for have, want in zip(parts[:4], wanted, strict=True)):
-                return parts[4]
-        return None
+        )
 
     host: str = Field(default="localhost", description="Host name or IP address of the server.")
     port: int = Field(default=5432, description="TCP port of the server.")
