@@ -38,9 +38,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# The names commands added in other modules used before cli_run.py (errors are now one line
-# whatever a command raises: OneLineErrors).
-_repository, _run, _one_line_errors = repository_param, run_flow, contextlib.nullcontext
+# The names commands added in other modules used before cli_run.py, as they behaved then (a
+# missing --repo-path directory is their command's NotFoundError, exit 1); errors are one line
+# whatever a command raises (OneLineErrors).
+_run, _one_line_errors = run_flow, contextlib.nullcontext
+
+
+def _repository(name: str | None, path: str | None):
+    return repository_param(name, path, must_exist=False)
 
 
 @app.callback()

@@ -132,7 +132,7 @@ def test_a_failed_flow_run_ends_with_its_state_message_as_the_line(tmp_path: Pat
     [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
     assert done.stderr.splitlines()[-1] == line
     assert f"127.0.0.1:{port}" in line
-    [run] = flow_runs_named("full-cli-down%")
+    [run] = flow_runs_named("%cli-down%")  # the run names carry the target (issue 12, section 4)
     assert run.state.is_failed()
     reason = run.state.message.removeprefix("Flow run encountered an exception:").strip()
     assert line == "error: " + " ".join(reason.split(": ", 1)[1].split()), (line, run.state.message)
