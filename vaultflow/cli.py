@@ -2,64 +2,60 @@
 a deployment would run, in-process (imports of flows/ are lazy: the core stays Prefect-free).
 
 Targets and repositories are Prefect blocks given by name (`--target prod`); for ad-hoc use
-`--repo-path DIR` stands in for a saved BackupRepository.
+`--repo-path DIR` stands in for a saved BackupRepository. How commands run flows and fail (one
+`error:` line, exit status 1 or 2): vaultflow/cli_run.py; the restore command's options:
+vaultflow/cli_restore.py.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any
+import contextlib
+from enum import Enum
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from vaultflow.cli_restore import restore_command
+from vaultflow.cli_run import (
+    EXIT_CODES_HELP,
+    SETTINGS,
+    OneLineErrors,
+    RepoOpt,
+    RepoPathOpt,
+    TargetOpt,
+    check_blocks,
+    prefect_session,
+    repository_param,
+    run_flow,
+)
+from vaultflow.cli_run import out as console
 from vaultflow.summary import human_duration, human_size
 
-app = typer.Typer(help="Database backups as Prefect flows.", no_args_is_help=True, add_completion=False)
-console = Console()
-
-TargetOpt = typer.Option(
-    ...,
-    "--target",
-    "-t",
-    help="Target block name: 'KIND-target/NAME' as `prefect block ls` "
-    "shows it, or just NAME when one target kind alone has a block of that name.",
+app = typer.Typer(
+    cls=OneLineErrors,
+    help=f"Database backups as Prefect flows. {EXIT_CODES_HELP}",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
-RepoOpt = typer.Option(None, "--repository", "-r", help="BackupRepository block name.")
-RepoPathOpt = typer.Option(None, "--repo-path", help="A local directory to use as repository instead of a block.")
+# The names commands added in other modules used before cli_run.py, as they behaved then (a
+# missing --repo-path directory is their command's NotFoundError, exit 1); errors are one line
+# whatever a command raises (OneLineErrors).
+_run, _one_line_errors = run_flow, contextlib.nullcontext
 
 
 def _repository(name: str | None, path: str | None):
-    if path:
-        from blocks import BackupRepository
-
-        return BackupRepository(local_path=path)
-    if name:
-        return name
-    raise typer.BadParameter("give --repository NAME (a BackupRepository block) or --repo-path DIR")
+    return repository_param(name, path, must_exist=False)
 
 
-@contextmanager
-def _one_line_errors():
-    """A VaultflowError becomes one `error: ...` line and exit status 1, not a traceback."""
-    from vaultflow.errors import VaultflowError
-
-    try:
-        yield
-    except VaultflowError as exc:
-        # soft_wrap: one line, whatever the width (a path cut by a hard wrap cannot be copied or grepped)
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-
-
-def _run(flow_fn, **params):
-    """Run a flow in-process with a terminal progress bar; exit 1 with its message on failure."""
-    from flows._support import TERMINAL_PROGRESS
-
-    TERMINAL_PROGRESS["enabled"] = True
-    with _one_line_errors():
-        return flow_fn(**params)
+@app.callback()
+def main(
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Print every log line of the flow runs (default: their warnings only)."
+    ),
+) -> None:
+    """Database backups as Prefect flows."""
+    SETTINGS["verbose"] = verbose
 
 
 @app.command()
@@ -77,200 +73,90 @@ def demo(
     raise typer.Exit(run_demo(workdir, rows, console))
 
 
-@app.command()
-def backup(target: str = TargetOpt, repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt):
-    """Take a full backup of a target."""
-    from flows.full_backup import full_backup
+class Kind(str, Enum):
+    """The backup kinds, each its own flow (flows/full_backup.py, flows/incremental_backup.py)."""
 
-    result = _run(full_backup, target=target, repository=_repository(repository, repo_path))
+    full = "full"
+    incremental = "incremental"
+    differential = "differential"
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def backup(
+    target: str = TargetOpt,
+    repository: str | None = RepoOpt,
+    repo_path: str | None = RepoPathOpt,
+    kind: Kind = typer.Option(
+        Kind.full,
+        "--kind",
+        "-k",
+        help="full (the full-backup flow); incremental: changes since the latest backup; differential: changes "
+        "since the latest full (the incremental-backup / differential-backup flows). A target with no such form, "
+        "or no usable parent, takes a full backup and says why.",
+    ),
+):
+    """Back up a target (the full-backup, incremental-backup or differential-backup flow)."""
+    flow = "flows.full_backup:full_backup" if kind == Kind.full else f"flows.incremental_backup:{kind.value}_backup"
+    result = run_flow(flow, target=target, repository=repository_param(repository, repo_path, must_exist=False))
+    parent = f", parent {result['parent_id']}" if result.get("parent_id") else ""
     console.print(
         f"backup [bold]{result['backup_id']}[/bold]: {human_size(result['stored_size'])} stored "
-        f"in {human_duration(result['seconds'])}"
+        f"in {human_duration(result['seconds'])} ({result['kind']}{parent})"
     )
+    if result.get("fell_back_to_full"):
+        console.print(f"note: a full backup instead of {kind.value}: {result['fell_back_to_full']}", markup=False)
 
 
-def _engine_restore_options() -> dict[str, tuple[Any, list[str]]]:
-    """Every restore option of every registered engine (vaultflow.engines.registry): option name
-    -> (its pydantic field, the engines that take it). The restore command gets one CLI option
-    each, described by the field; nothing here names an engine."""
-    from pydantic.fields import FieldInfo
-
-    from vaultflow.engines import registry
-
-    options: dict[str, tuple[Any, list[str]]] = {}
-    helps: dict[str, list[str]] = {}
-    for name in registry.names():  # registry.restore_options: no engine (driver) import at CLI start
-        model = registry.restore_options(name)
-        for field_name, field in model.model_fields.items() if model is not None else ():
-            options.setdefault(field_name, (field, []))[1].append(name)
-            helps.setdefault(field_name, [])
-            if field.description and field.description not in helps[field_name]:
-                helps[field_name].append(field.description)
-    # An option several engines take (to_time) is described by each of them.
-    return {
-        name: (FieldInfo.merge_field_infos(field, description=" ".join(helps[name]) or None), engines)
-        for name, (field, engines) in options.items()
-    }
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _option_value(adapter, value: Any) -> Any:
-    """An engine option's command-line text as its type: the text itself, else JSON, else a Python
-    literal ({'app.*': 'copy.*'}, as the help's examples are written), else for lists 'a,b' and
-    for mappings 'from=to,from2=to2'. Raises the first ValidationError when no reading fits."""
-    import ast
-
-    from pydantic import ValidationError
-
-    try:
-        return adapter.validate_python(value)
-    except ValidationError as first:
-        readings: list[Any] = []
-        if isinstance(value, str):
-            for read in (adapter.validate_json, lambda v: adapter.validate_python(ast.literal_eval(v))):
-                readings.append(read)
-            parts = [part.strip() for part in value.split(",") if part.strip()]
-            if parts and all("=" in part for part in parts):
-                pairs = dict(part.split("=", 1) for part in parts)
-                readings.append(lambda v: adapter.validate_python(pairs))
-            readings.append(lambda v: adapter.validate_python(parts))
-        for read in readings:
-            try:
-                return read(value)
-            except (ValidationError, ValueError, SyntaxError):
-                continue
-        raise first
-
-
-def _restore(
-    target: str,
-    repository: str | None,
-    repo_path: str | None,
-    backup_id: str,
-    into: str | None,
-    overwrite: bool,
-    database: list[str] | None,
-    **engine_options: Any,
-) -> None:
-    """Restore a backup: by default into a new place the target's engine names (a new database,
-    a scratch server), or over `--into` with --overwrite. Engine options apply to their engine only."""
-    import inspect
-
-    from pydantic import TypeAdapter, ValidationError
-
-    from flows.restore import restore as restore_flow
-
-    known = _engine_restore_options()
-    given: dict[str, Any] = {}
-    for name, value in engine_options.items():
-        if value is None or value is False:
-            continue
-        field = known[name][0]
-        adapter = TypeAdapter(field.annotation)
-        try:  # a value of the wrong shape is the option's fault, said before anything runs
-            given[name] = _option_value(adapter, value)
-        except ValidationError as exc:
-            raise typer.BadParameter(
-                f"{value!r}: " + "; ".join(e["msg"] for e in exc.errors()) + " (lists: a,b or JSON "
-                '\'["a", "b"]\'; mappings: from=to,from2=to2 or JSON \'{"from": "to"}\')',
-                param_hint=_flag(name),
-            ) from None
-    flat = set(inspect.signature(restore_flow.fn).parameters)
-    params = {k: v for k, v in given.items() if k in flat}
-    extra = {k: v for k, v in given.items() if k not in flat}
-    result = _run(
-        restore_flow,
+@app.command("archive-logs", epilog=EXIT_CODES_HELP)
+def archive_logs(
+    target: str = TargetOpt,
+    repository: str | None = RepoOpt,
+    repo_path: str | None = RepoPathOpt,
+    spool: str | None = typer.Option(
+        None,
+        "--spool",
+        help="The spool directory archive_command (`vaultflow wal-push %p --spool DIR`) fills; default: the "
+        "target's wal_spool (engines whose log is read from the server ignore it).",
+    ),
+    follow: float = typer.Option(
+        0.0, "--follow", min=0.0, help="Keep shipping for this many seconds (0: ship what is waiting, then stop)."
+    ),
+):
+    """Ship the target's continuous log into the repository (the archive-logs flow: PostgreSQL WAL,
+    MongoDB oplog slices), every unit checked after it is stored."""
+    result = run_flow(
+        "flows.archive_logs:archive_logs",
         target=target,
-        repository=_repository(repository, repo_path),
-        backup_id=backup_id,
-        into=into,
-        overwrite=overwrite,
-        databases=database or None,
-        **params,
-        **({"options": extra} if extra else {}),
+        repository=repository_param(repository, repo_path, must_exist=False),
+        spool_dir=spool,
+        follow_seconds=follow,
     )
-    console.print(f"restored {result['backup_id']} -> {result['restored']} in {result['seconds']:.1f} s")
-    for note in result.get("notes", []):
-        console.print(f"note: {note}")
+    console.print(
+        f"shipped {len(result['shipped'])} ({human_size(result['raw_bytes'])} -> {human_size(result['stored_bytes'])} "
+        f"stored), {len(result['already_stored'])} already stored; lag {result['lag_units']} waiting, "
+        f"{result['lag_seconds']:.0f} s"
+    )
 
 
-def _restore_command():
-    """The restore command: generic options, then one option per engine restore option."""
-    import inspect
-
-    generic = [
-        inspect.Parameter("target", inspect.Parameter.KEYWORD_ONLY, default=TargetOpt, annotation=str),
-        inspect.Parameter("repository", inspect.Parameter.KEYWORD_ONLY, default=RepoOpt, annotation=str | None),
-        inspect.Parameter("repo_path", inspect.Parameter.KEYWORD_ONLY, default=RepoPathOpt, annotation=str | None),
-        inspect.Parameter(
-            "backup_id",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option("latest", "--backup", "-b", help="Backup id, or 'latest'."),
-            annotation=str,
-        ),
-        inspect.Parameter(
-            "into",
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=str | None,
-            default=typer.Option(
-                None,
-                help="Where to restore, as the target's engine names it (a database name or data directory, "
-                "a directory, 'original' for the target server); default: a new place.",
-            ),
-        ),
-        inspect.Parameter(
-            "overwrite",
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=bool,
-            default=typer.Option(False, "--overwrite", help="Replace `into` if it exists."),
-        ),
-        inspect.Parameter(
-            "database",
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=list[str] | None,
-            default=typer.Option(
-                None, "--database", "-d", help="Only these databases of the backup, as its manifest names them."
-            ),
-        ),
-    ]
-    engine = []
-    for name, (field, engines) in _engine_restore_options().items():
-        is_flag = field.annotation is bool
-        help_text = f"{field.description or name} [{', '.join(engines)}]"
-        engine.append(
-            inspect.Parameter(
-                name,
-                inspect.Parameter.KEYWORD_ONLY,
-                annotation=bool if is_flag else str | None,
-                default=typer.Option(False if is_flag else None, _flag(name), help=help_text),
-            )
-        )
-
-    def restore(**kwargs: Any) -> None:
-        _restore(**kwargs)
-
-    restore.__doc__ = _restore.__doc__
-    restore.__signature__ = inspect.Signature(generic + engine)
-    return restore
+app.command("restore", epilog=EXIT_CODES_HELP)(restore_command())
 
 
-app.command("restore")(_restore_command())
-
-
-@app.command("list")
+@app.command("list", epilog=EXIT_CODES_HELP)
 def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt):
     """Show the catalog: every complete backup, manifests that could not be read, and backups
     whose recorded time cannot be trusted (a worker's wrong clock). Ids are never cut: on a
     terminal the table folds long cells; in a pipe or CI log it prints plain columns, whatever
     COLUMNS says."""
+    ref = repository_param(repository, repo_path)
     from flows._support import load_repository
 
-    with _one_line_errors():
-        _, repo = load_repository(_repository(repository, repo_path))
-        targets = repo.targets()
+    if isinstance(ref, str):
+        with prefect_session():
+            check_blocks({"repository": ref})
+            _, repo = load_repository(ref)
+    else:
+        _, repo = load_repository(ref)
+    targets = repo.targets()
     header = ("target", "backup", "kind", "parent", "finished (UTC)", "stored MB", "objects", "clock")
     rows: list[tuple[str, ...]] = []
     notes: list[str] = []
@@ -327,34 +213,40 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
 
 
-@app.command()
+OnlyTargetOpt = typer.Option(
+    None, "--target", "-t", help="Only this target (its block name, or its name in the repository)."
+)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
 def verify(
     repository: str | None = RepoOpt,
     repo_path: str | None = RepoPathOpt,
-    target: str | None = typer.Option(None, "--target", "-t"),
-    quick: bool = typer.Option(False, "--quick", help="Check sizes only, do not re-hash."),
+    target: str | None = OnlyTargetOpt,
+    quick: bool = typer.Option(False, "--quick", help="Check presence and sizes only, do not re-hash."),
 ):
-    """Re-read every object of every backup and check its checksum."""
-    from flows.verify import verify as verify_flow
-
-    result = _run(verify_flow, repository=_repository(repository, repo_path), target=target, deep=not quick)
+    """Re-read every object of every backup and check its checksum, and the continuity of archived
+    logs (the verify flow). Exit status 1 when anything is wrong, after checking everything."""
+    result = run_flow(
+        "flows.verify:verify", repository=repository_param(repository, repo_path), target=target, deep=not quick
+    )
     backups, problems = result["backups"], len(result["problems"])
     console.print(
         f"{backups} backup{'' if backups == 1 else 's'} checked, {problems} problem{'' if problems == 1 else 's'}"
     )
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_HELP)
 def prune(
     repository: str | None = RepoOpt,
     repo_path: str | None = RepoPathOpt,
-    target: str | None = typer.Option(None, "--target", "-t"),
+    target: str | None = OnlyTargetOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan, delete nothing."),
 ):
-    """Apply the repository's retention policy."""
-    from flows.prune import prune as prune_flow
-
-    result = _run(prune_flow, repository=_repository(repository, repo_path), target=target, dry_run=dry_run)
+    """Apply the repository's retention policy (the prune flow)."""
+    result = run_flow(
+        "flows.prune:prune", repository=repository_param(repository, repo_path), target=target, dry_run=dry_run
+    )
     verb = "would delete" if dry_run else "deleted"
     console.print(
         f"kept {len(result['kept'])}, {verb} {len(result['deleted'])} backups, "
@@ -363,21 +255,26 @@ def prune(
     )
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_HELP)
 def drill(
     target: str = TargetOpt,
     repository: str | None = RepoOpt,
     repo_path: str | None = RepoPathOpt,
-    rto: float = typer.Option(900.0, help="Recovery time objective in seconds."),
+    rto: float = typer.Option(900.0, help="Recovery time objective in seconds: a slower restore fails the drill."),
+    backup_id: str = typer.Option("latest", "--backup", "-b", help="The backup to drill: an id, or 'latest'."),
 ):
-    """Restore the latest backup into scratch databases, compare, time it, drop them."""
-    from flows.restore_drill import restore_drill
-
-    result = _run(restore_drill, target=target, repository=_repository(repository, repo_path), rto_objective_s=rto)
+    """Restore a backup into scratch databases, compare, time it, drop them (the restore-drill flow)."""
+    result = run_flow(
+        "flows.restore_drill:restore_drill",
+        target=target,
+        repository=repository_param(repository, repo_path),
+        rto_objective_s=rto,
+        backup_id=backup_id,
+    )
     console.print(f"drill of {result['backup_id']}: {result['comparison']}, {result['seconds']:.1f} s")
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES_HELP)
 def upload(
     repository: str | None = RepoOpt,
     repo_path: str | None = RepoPathOpt,
@@ -388,15 +285,14 @@ def upload(
         None, "--backup", "-b", help="Only this backup ('latest' or an id) and the parents it needs."
     ),
 ):
-    """Copy backups the destination lacks (objects verified, manifest last; resumes an interrupted copy)."""
-    from flows.upload import upload as upload_flow
-
+    """Copy backups the destination lacks (the upload flow: objects verified, manifest last;
+    resumes an interrupted copy)."""
     if bool(to) == bool(to_path):
         raise typer.BadParameter("give exactly one of --to NAME and --to-path DIR", param_hint="--to")
-    result = _run(
-        upload_flow,
-        source=_repository(repository, repo_path),
-        destination=_repository(to, to_path),
+    result = run_flow(
+        "flows.upload:upload",
+        source=repository_param(repository, repo_path),
+        destination=repository_param(to, to_path, must_exist=False),
         target=target,
         backup_id=backup_id,
     )

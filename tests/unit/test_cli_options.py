@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from vaultflow.cli import _option_value
+from vaultflow.cli_restore import _option_value
 
 LIST = TypeAdapter(list[str] | None)
 MAPPING = TypeAdapter(dict[str, str] | None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from vaultflow.cli import _option_value
+from vaultflow.cli_restore import _option_value
 from vaultflow.engines.clickhouse.fingerprint import (
     METHOD,
     PARTITION_METHOD,

@@ -68,6 +68,11 @@ class TargetSettings(BaseModel):
 
     engine_name: ClassVar[str]
     strategy_fits: ClassVar[dict[str, str]] = {}
+    # Connection URLs for one-off targets (from_url): their schemes, the field the URL's user
+    # goes to, and the environment variables the engine's own tools read a password from.
+    url_schemes: ClassVar[tuple[str, ...]] = ()
+    url_user_field: ClassVar[str] = "username"
+    password_env: ClassVar[tuple[str, ...]] = ()
 
     target_name: str | None = Field(
         default=None, description="Name of this target in the repository layout; default: the block's name."
@@ -113,6 +118,52 @@ class TargetSettings(BaseModel):
         """This target's engine (an object satisfying vaultflow.engines.base.Engine), made by its
         engine's registry entry. Raises ConfigError when the engine is not known."""
         return registry.spec(self.engine_name).make_engine(self)
+
+    @classmethod
+    def url_fields(cls, url: str) -> dict[str, Any]:
+        """The settings a connection URL of this kind gives ('postgresql://backup@db1:5432/shop,crm?mode=physical'):
+        host, port, the user (url_user_field), the path's comma-separated databases (for kinds
+        with a `databases` field), each query parameter as the field of its name (camelCase read
+        as snake_case: authSource -> auth_source). Raises ConfigError for a password in the URL
+        (the message does not repeat it), a path on a kind without databases, or an unknown
+        query parameter (naming the fields there are)."""
+        import re
+        from urllib.parse import parse_qsl, unquote, urlsplit
+
+        parts = urlsplit(url)
+        if parts.password is not None:
+            raise ConfigError(
+                f"the {parts.scheme}:// URL carries a password: on a command line it is visible to every "
+                "user of this host (ps, /proc/<pid>/cmdline) and stays in shell history; give the URL "
+                f"without it and the password in {' or '.join((*cls.password_env, 'VAULTFLOW_PASSWORD'))}"
+            )
+        fields: dict[str, Any] = {"host": parts.hostname or "localhost"}
+        if parts.port is not None:
+            fields["port"] = parts.port
+        if parts.username:
+            fields[cls.url_user_field] = unquote(parts.username)
+        path = unquote(parts.path.strip("/"))
+        if path:
+            if "databases" not in cls.model_fields:
+                raise ConfigError(
+                    f"a {parts.scheme}:// target names no database ({path!r}): a {cls.engine_name} backup holds every one"
+                )
+            fields["databases"] = [name for name in path.split(",") if name]
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+            if name not in cls.model_fields or name == "password":
+                raise ConfigError(
+                    f"{key!r} in the {parts.scheme}:// URL is no setting of a {cls.engine_name} target "
+                    f"(settings: {', '.join(n for n in cls.model_fields if n != 'password')})"
+                )
+            fields[name] = value
+        return fields
+
+    @classmethod
+    def passfile_password(cls, fields: Mapping[str, Any]) -> str | None:
+        """The password the engine's usual password file holds for a target of these `fields`
+        (url_fields' result), or None: no such file for this kind (the default), or no entry."""
+        return None
 
     @classmethod
     def kind_misfit(cls, strategy: str) -> str | None:

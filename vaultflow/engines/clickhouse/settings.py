@@ -24,6 +24,8 @@ class ClickHouseSettings(TargetSettings):
     reads what BACKUP wrote from `backup_dir`: it runs where that disk is mounted."""
 
     engine_name = "clickhouse"
+    url_schemes = ("clickhouse",)
+    password_env = ("CLICKHOUSE_PASSWORD",)
     # Incrementals and differentials are BACKUPs with base_backup = the parent's backup.
     strategy_fits: ClassVar[dict[str, str]] = {
         INCREMENTAL: "a ClickHouse target (BACKUP with base_backup)",

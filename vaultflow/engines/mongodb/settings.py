@@ -41,6 +41,7 @@ class MongoSettings(TargetSettings):
     slices for point-in-time restore."""
 
     engine_name = "mongodb"
+    url_schemes = ("mongodb",)
     # Incrementals and differentials are oplog ranges, archive-logs ships oplog slices: all need
     # only a server that keeps an oplog, which the run itself checks (runtime_condition).
     strategy_fits: ClassVar[dict[str, str]] = {

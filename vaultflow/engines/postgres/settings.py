@@ -32,11 +32,27 @@ class PostgresSettings(TargetSettings):
     blocks and docs show), `sslmode` one of libpq's six values."""
 
     engine_name = "postgres"
+    url_schemes = ("postgresql", "postgres")
+    url_user_field = "user"
+    password_env = ("PGPASSWORD",)
     strategy_fits = {
         INCREMENTAL: "a physical PostgreSQL target (mode='physical')",
         DIFFERENTIAL: "a physical PostgreSQL target (mode='physical')",
         ARCHIVE_LOGS: "a physical PostgreSQL target with a wal_spool",
     }
+
+    @classmethod
+    def passfile_password(cls, fields: Mapping[str, Any]) -> str | None:
+        """The password libpq's passfile (PGPASSFILE, else ~/.pgpass) holds for these fields' host,
+        port, first database (else 'postgres') and user (vaultflow.engines.postgres.passfile)."""
+        from vaultflow.engines.postgres.passfile import passfile_password
+
+        return passfile_password(
+            str(fields.get("host", "localhost")),
+            int(fields.get("port", 5432)),
+            (fields.get("databases") or ["postgres"])[0],
+            str(fields.get("user", "postgres")),
+        )
 
     host: str = Field(default="localhost", description="Host name or IP address of the server.")
     port: int = Field(default=5432, description="TCP port of the server.")

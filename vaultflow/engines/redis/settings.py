@@ -31,6 +31,8 @@ class RedisSettings(TargetSettings):
     definition; saved blocks that still carry it load (blocks accept and ignore unknown fields)."""
 
     engine_name = "redis"
+    url_schemes = ("redis",)
+    password_env = ("REDISCLI_AUTH",)
     strategy_fits = {
         INCREMENTAL: "a local-mode Redis target with appendonly yes",
         DIFFERENTIAL: "a local-mode Redis target with appendonly yes",

@@ -1,0 +1,146 @@
+"""`vaultflow` errors: one `error:` line on stderr, exit status 1 (the operation failed) or 2 (a
+usage error), never a traceback, and an unknown block name found before any flow run starts."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+from prefect.settings import PREFECT_API_URL
+from typer.testing import CliRunner
+
+from blocks import PostgresTarget
+from vaultflow.cli import app
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+runner = CliRunner()
+
+
+def error_line(result) -> str:
+    """The one line the command wrote on stderr; fails when it wrote more, or a traceback."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def flow_runs_named(like: str) -> list:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=like)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The installed command's code in a child process, as a shell runs it."""
+    return subprocess.run(
+        [sys.executable, "-c", "from vaultflow.entry import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), **(env or {})},
+    )
+
+
+def test_unknown_blocks_are_usage_errors_found_before_any_run(tmp_path: Path):
+    started = time.monotonic()
+    result = runner.invoke(app, ["backup", "-t", "nosuch-cli", "--repo-path", str(tmp_path / "repo")])
+    assert result.exit_code == 2
+    line = error_line(result)
+    assert "no target block named 'nosuch-cli'" in line and "postgres-target/nosuch-cli" in line
+    assert "`prefect block ls`" in line
+    assert time.monotonic() - started < 10, "an unknown name must fail at once"
+    assert flow_runs_named("%nosuch-cli%") == [], "no flow run may start for an unknown block"
+    assert not (tmp_path / "repo").exists()
+
+    PostgresTarget(host="127.0.0.1", port=free_port(), databases=["x"]).save("cli-known", overwrite=True)
+    result = runner.invoke(app, ["verify", "-r", "no-such-repo"])
+    assert result.exit_code == 2
+    assert "no block named 'backup-repository/no-such-repo'" in error_line(result)
+    result = runner.invoke(app, ["restore", "-t", "cli-known", "-r", "no-such-repo"])
+    assert result.exit_code == 2 and "backup-repository/no-such-repo" in error_line(result)
+    result = runner.invoke(app, ["list", "-r", "no-such-repo"])
+    assert result.exit_code == 2 and "backup-repository/no-such-repo" in error_line(result)
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["backup", "-t", "x", "--bogus"], "No such option: --bogus"),
+        (["backup", "-t", "x", "--repo-path", "r", "--kind", "weekly"], "'weekly' is not one of"),
+        (["archive-logs", "-t", "x", "--repo-path", "r", "--follow", "-1"], "--follow"),
+        (["list"], "give --repository NAME"),
+        (["upload", "--repo-path", "."], "give exactly one of --to NAME and --to-path DIR"),
+        (["restore", "-t", "x", "--repo-path", ".", "--to-time", "not a time"], "--to-time"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args: list[str], says: str):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = error_line(result)
+    assert says in line and "--help` lists the options" in line
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["list"],
+        ["verify"],
+        ["prune", "--dry-run"],
+        ["restore", "-t", "x"],
+        ["drill", "-t", "x"],
+        ["upload", "--to-path", "y"],
+    ],
+)
+def test_a_missing_repo_path_directory_is_a_usage_error(command: list[str], tmp_path: Path):
+    """An unmounted backup volume must not look like a healthy empty repository."""
+    gone = tmp_path / "unmounted"
+    result = runner.invoke(app, [*command, "--repo-path", str(gone)])
+    assert result.exit_code == 2, result.output
+    assert f"repository directory {gone} does not exist" in error_line(result)
+    assert not gone.exists()
+
+
+def test_an_unreachable_prefect_api_is_one_line_naming_it():
+    url = f"http://127.0.0.1:{free_port()}/api"
+    started = time.monotonic()
+    done = cli("backup", "-t", "prod", "-r", "prod", env={"PREFECT_API_URL": url})
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith(f"error: the Prefect API at {url} does not answer")
+    assert "prefect server start" in done.stderr and "PREFECT_API_URL" in done.stderr
+    assert time.monotonic() - started < 60  # imports; the API is asked once, 5 s at most
+
+
+def test_a_failed_flow_run_ends_with_its_state_message_as_the_line(tmp_path: Path):
+    port = free_port()  # nothing listens there
+    PostgresTarget(host="127.0.0.1", port=port, user="u", databases=["shop"]).save("cli-down", overwrite=True)
+    done = cli("backup", "-t", "cli-down", "--repo-path", str(tmp_path / "repo"))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    [line] = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+    assert done.stderr.splitlines()[-1] == line
+    assert f"127.0.0.1:{port}" in line
+    [run] = flow_runs_named("%cli-down%")  # the run names carry the target (issue 12, section 4)
+    assert run.state.is_failed()
+    reason = run.state.message.removeprefix("Flow run encountered an exception:").strip()
+    assert line == "error: " + " ".join(reason.split(": ", 1)[1].split()), (line, run.state.message)
+    assert run.run_count == 1, "the CLI runs a flow once: no flow-level retries"
+
+
+def test_help_documents_the_exit_statuses():
+    for command in ([], ["backup"], ["restore"], ["archive-logs"], ["verify"]):
+        shown = runner.invoke(app, [*command, "--help"], terminal_width=400)
+        assert shown.exit_code == 0
+        assert "1 the operation failed" in shown.output and "2 a usage error" in shown.output, command

@@ -1,0 +1,114 @@
+"""Every flow from the command line, on real servers: backup kinds, archive-logs, drill of a
+chosen backup, verify and prune of one target; no secret in argv, output, logs or repository."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prefect.settings import PREFECT_API_URL
+from pydantic import SecretStr
+from typer.testing import CliRunner
+
+from blocks import PostgresTarget
+from tests.fixtures.secret_watch import SecretWatch, assert_runs_keep_secret
+from vaultflow.cli import app
+from vaultflow.engines.postgres.wal import read_record
+from vaultflow.repository import Repository
+from vaultflow.stores import LocalStore
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+runner = CliRunner()
+
+
+def backup_id(output: str) -> str:
+    found = re.search(r"^backup (\S+): [\d.]+ (B|kB|MB|GB) stored in [\d.]+ s", output, re.M)
+    assert found, output
+    return found.group(1)
+
+
+def test_backup_kinds_drill_of_a_chosen_backup_and_one_target_checks(pg_with_password, fresh_db, tmp_path: Path):
+    """A logical PostgreSQL target has no incremental form: the incremental-backup flow takes a
+    full and the command says why. The password is in the block, never in argv or any output."""
+    pg, password = pg_with_password, pg_with_password.password
+    db = fresh_db(pg)
+    pg.execute("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 300) g", dbname=db)
+    PostgresTarget(
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        password=SecretStr(password),
+        databases=[db],
+        bin_dir=str(pg.client_bin_dir),
+    ).save("cli-kinds", overwrite=True)
+    repo = tmp_path / "repo"
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    argv = [sys.executable, "-c", "from vaultflow.entry import main; main()", "-v", "backup", "-t", "cli-kinds"]
+    with SecretWatch(password) as watch:
+        full = subprocess.run(
+            [*argv, "--repo-path", str(repo)], capture_output=True, text=True, timeout=300, env=env, check=False
+        )
+        incremental = subprocess.run(
+            [*argv, "--repo-path", str(repo), "--kind", "incremental"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            check=False,
+        )
+    assert full.returncode == 0 and incremental.returncode == 0, full.stderr + incremental.stderr
+    assert watch.leaks == [] and any("pg_dump" in " ".join(argv) for argv in watch.seen)
+    for done in (full, incremental):
+        assert password not in done.stdout + done.stderr
+        assert "INFO" in done.stderr  # -v: every log line of the run
+    first, second = backup_id(full.stdout), backup_id(incremental.stdout)
+    assert "(full)" in full.stdout and "(full)" in incremental.stdout
+    assert re.search(r"^note: a full backup instead of incremental: .+", incremental.stdout, re.M), incremental.stdout
+    assert_runs_keep_secret(password, "%cli-kinds%", repo)
+
+    differential = runner.invoke(app, ["backup", "-t", "cli-kinds", "--repo-path", str(repo), "-k", "differential"])
+    assert differential.exit_code == 0, differential.output
+    assert "note: a full backup instead of differential" in differential.stdout
+    assert differential.stderr == ""  # without -v the run's info lines stay on the API
+
+    drilled = runner.invoke(app, ["drill", "-t", "cli-kinds", "--repo-path", str(repo), "--backup", first])
+    assert drilled.exit_code == 0, drilled.output
+    assert drilled.stdout.startswith(f"drill of {first}: ")
+    checked = runner.invoke(app, ["verify", "--repo-path", str(repo), "-t", "cli-kinds", "--quick"])
+    assert checked.exit_code == 0 and "3 backups checked, 0 problems" in checked.stdout, checked.output
+    plan = runner.invoke(app, ["prune", "--repo-path", str(repo), "-t", "cli-kinds", "--dry-run"])
+    assert plan.exit_code == 0 and plan.stdout.startswith("kept 3, would delete 0 backups"), plan.output
+    restored = runner.invoke(
+        app, ["restore", "-t", "cli-kinds", "--repo-path", str(repo), "-b", second, "--into", f"{db}_cli"]
+    )
+    assert restored.exit_code == 0, restored.output
+    assert pg.execute("SELECT count(*), sum(length(v)) FROM t", dbname=f"{db}_cli") == [(300, 300 * 32)]
+    pg.execute(f'DROP DATABASE "{db}_cli" WITH (FORCE)')
+
+
+def test_archive_logs_from_the_command_line(archiving, tmp_path: Path):
+    pg = archiving.pg
+    PostgresTarget(host=pg.host, port=pg.port, user=pg.user, mode="physical", physical_fingerprints=True).save(
+        "cli-wal", overwrite=True
+    )
+    repo = tmp_path / "repo"
+    args = ["archive-logs", "-t", "cli-wal", "--repo-path", str(repo)]
+
+    unset = runner.invoke(app, args)  # the block has no wal_spool and none was given
+    assert unset.exit_code == 1
+    [line] = unset.stderr.splitlines()
+    assert line.startswith("error: ") and "spool" in line and "Traceback" not in unset.output
+
+    assert runner.invoke(app, [*args, "--spool", str(archiving.spool)]).exit_code == 0  # earlier tests' segments
+    names = archiving.make_segments(2)
+    archiving.wait_archived(names[-1])
+    shipped = runner.invoke(app, [*args, "--spool", str(archiving.spool), "--follow", "1"])
+    assert shipped.exit_code == 0, shipped.output
+    found = re.match(r"shipped (\d+) \(.+ stored\), \d+ already stored; lag 0 waiting, 0 s$", shipped.stdout.strip())
+    assert found and int(found.group(1)) >= 2, shipped.stdout
+    stored = Repository(LocalStore(repo))
+    assert all(read_record(stored, "cli-wal", name) is not None for name in names)

@@ -1,0 +1,181 @@
+"""`vaultflow restore`: the generic restore options, then one option per restore option of every
+registered engine (point-in-time recovery: --to-time, --to-lsn, --to-name, --to-timeline for
+PostgreSQL, --to-ts for MongoDB; key patterns for Redis; tables and partitions for ClickHouse),
+each described by its engine's field; nothing here names an engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from vaultflow.cli_run import RepoOpt, RepoPathOpt, TargetOpt, out, repository_param, run_flow
+
+
+def _engine_restore_options() -> dict[str, tuple[Any, list[str]]]:
+    """Every restore option of every registered engine (vaultflow.engines.registry): option name
+    -> (its pydantic field, the engines that take it). The restore command gets one CLI option
+    each, described by the field; nothing here names an engine."""
+    from pydantic.fields import FieldInfo
+
+    from vaultflow.engines import registry
+
+    options: dict[str, tuple[Any, list[str]]] = {}
+    helps: dict[str, list[str]] = {}
+    for name in registry.names():  # registry.restore_options: no engine (driver) import at CLI start
+        model = registry.restore_options(name)
+        for field_name, field in model.model_fields.items() if model is not None else ():
+            options.setdefault(field_name, (field, []))[1].append(name)
+            helps.setdefault(field_name, [])
+            if field.description and field.description not in helps[field_name]:
+                helps[field_name].append(field.description)
+    # An option several engines take (to_time) is described by each of them.
+    return {
+        name: (FieldInfo.merge_field_infos(field, description=" ".join(helps[name]) or None), engines)
+        for name, (field, engines) in options.items()
+    }
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _option_value(adapter, value: Any) -> Any:
+    """An engine option's command-line text as its type: the text itself, else JSON, else a Python
+    literal ({'app.*': 'copy.*'}, as the help's examples are written), else for lists 'a,b' and
+    for mappings 'from=to,from2=to2'. Raises the first ValidationError when no reading fits."""
+    import ast
+
+    from pydantic import ValidationError
+
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as first:
+        readings: list[Any] = []
+        if isinstance(value, str):
+            for read in (adapter.validate_json, lambda v: adapter.validate_python(ast.literal_eval(v))):
+                readings.append(read)
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if parts and all("=" in part for part in parts):
+                pairs = dict(part.split("=", 1) for part in parts)
+                readings.append(lambda v: adapter.validate_python(pairs))
+            readings.append(lambda v: adapter.validate_python(parts))
+        for read in readings:
+            try:
+                return read(value)
+            except (ValidationError, ValueError, SyntaxError):
+                continue
+        raise first
+
+
+def _restore(
+    target: str,
+    repository: str | None,
+    repo_path: str | None,
+    backup_id: str,
+    into: str | None,
+    overwrite: bool,
+    database: list[str] | None,
+    **engine_options: Any,
+) -> None:
+    """Restore a backup: by default into a new place the target's engine names (a new database,
+    a scratch server), or over `--into` with --overwrite. Engine options apply to their engine only."""
+    import inspect
+
+    from pydantic import TypeAdapter, ValidationError
+
+    known = _engine_restore_options()
+    given: dict[str, Any] = {}
+    for name, value in engine_options.items():
+        if value is None or value is False:
+            continue
+        field = known[name][0]
+        adapter = TypeAdapter(field.annotation)
+        try:  # a value of the wrong shape is the option's fault, said before anything runs
+            given[name] = _option_value(adapter, value)
+        except ValidationError as exc:
+            raise typer.BadParameter(
+                f"{value!r}: " + "; ".join(e["msg"] for e in exc.errors()) + " (lists: a,b or JSON "
+                '\'["a", "b"]\'; mappings: from=to,from2=to2 or JSON \'{"from": "to"}\')',
+                param_hint=_flag(name),
+            ) from None
+    repo = repository_param(repository, repo_path)  # a missing directory is said before the flow's import
+    from flows.restore import restore as restore_flow
+
+    flat = set(inspect.signature(restore_flow.fn).parameters)
+    params = {k: v for k, v in given.items() if k in flat}
+    extra = {k: v for k, v in given.items() if k not in flat}
+    result = run_flow(
+        "flows.restore:restore",
+        target=target,
+        repository=repo,
+        backup_id=backup_id,
+        into=into,
+        overwrite=overwrite,
+        databases=database or None,
+        **params,
+        **({"options": extra} if extra else {}),
+    )
+    out.print(f"restored {result['backup_id']} -> {result['restored']} in {result['seconds']:.1f} s")
+    for note in result.get("notes", []):
+        out.print(f"note: {note}")
+
+
+def restore_command():
+    """The restore command: generic options, then one option per engine restore option."""
+    import inspect
+
+    generic = [
+        inspect.Parameter("target", inspect.Parameter.KEYWORD_ONLY, default=TargetOpt, annotation=str),
+        inspect.Parameter("repository", inspect.Parameter.KEYWORD_ONLY, default=RepoOpt, annotation=str | None),
+        inspect.Parameter("repo_path", inspect.Parameter.KEYWORD_ONLY, default=RepoPathOpt, annotation=str | None),
+        inspect.Parameter(
+            "backup_id",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=typer.Option("latest", "--backup", "-b", help="Backup id, or 'latest'."),
+            annotation=str,
+        ),
+        inspect.Parameter(
+            "into",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=str | None,
+            default=typer.Option(
+                None,
+                help="Where to restore, as the target's engine names it (a database name or data directory, "
+                "a directory, 'original' for the target server); default: a new place.",
+            ),
+        ),
+        inspect.Parameter(
+            "overwrite",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=bool,
+            default=typer.Option(False, "--overwrite", help="Replace `into` if it exists."),
+        ),
+        inspect.Parameter(
+            "database",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=list[str] | None,
+            default=typer.Option(
+                None, "--database", "-d", help="Only these databases of the backup, as its manifest names them."
+            ),
+        ),
+    ]
+    engine = []
+    for name, (field, engines) in _engine_restore_options().items():
+        is_flag = field.annotation is bool
+        help_text = f"{field.description or name} [{', '.join(engines)}]"
+        engine.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=bool if is_flag else str | None,
+                default=typer.Option(False if is_flag else None, _flag(name), help=help_text),
+            )
+        )
+
+    def restore(**kwargs: Any) -> None:
+        _restore(**kwargs)
+
+    restore.__doc__ = _restore.__doc__
+    restore.__signature__ = inspect.Signature(generic + engine)
+    return restore
