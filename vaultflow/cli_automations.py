@@ -35,9 +35,9 @@ def apply_automations(
         repo = None
         if repository or repo_path:
             from flows._support import load_repository
-            from vaultflow.cli import _repository
+            from vaultflow.cli_run import repository_param
 
-            _, repo = load_repository(_repository(repository, repo_path))
+            _, repo = load_repository(repository_param(repository, repo_path))
         report = apply(notify, repo)
     for verb, names in (("created", report.created), ("updated", report.updated), ("deleted", report.deleted)):
         for name in names:

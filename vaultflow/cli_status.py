@@ -11,7 +11,8 @@ from datetime import datetime
 
 import typer
 
-from vaultflow.cli import RepoOpt, RepoPathOpt, _one_line_errors, _print_table, _repository, app, console
+from vaultflow.cli import RepoOpt, RepoPathOpt, _one_line_errors, _print_table, app, console
+from vaultflow.cli_run import repository_param
 
 COLUMNS = (
     "target",
@@ -36,13 +37,14 @@ def status(
 ):
     """Every target of the repository: last full and incremental backup, the newest restorable
     point and its age against the target's RPO (rpo_hours on its block, else the default),
-    last verify, last drill and its RTO. Exit 0 when every target meets its RPO, else 1."""
+    last verify, last drill and its RTO. Exit 0 when every target meets its RPO, else 1;
+    2 for a usage error (no repository given, a --repo-path that does not exist)."""
     from flows._support import load_repository
     from flows.status import saved_objectives
     from vaultflow.status import all_met, fleet_line, fleet_status
 
     with _one_line_errors():
-        _, repo = load_repository(_repository(repository, repo_path))
+        _, repo = load_repository(repository_param(repository, repo_path))
         # A repository block is read from the Prefect API, so its target blocks can be too; with
         # --repo-path alone only a configured API is asked (never a temporary one without blocks).
         objectives = saved_objectives(only_configured_api=repository is None)

@@ -166,7 +166,7 @@ def test_cli_prints_the_table_and_exits_by_the_rpo(backed_up, monkeypatch):
     assert "MISSED" in missed.output and f"RPO met for 0 of 1 targets; missed by postgres/{name}" in missed.output
 
     gone = runner.invoke(app, ["status", "--repo-path", str(repo_dir / "nowhere")])
-    assert gone.exit_code == 1 and "does not exist" in gone.output and "Traceback" not in gone.output
+    assert gone.exit_code == 2 and "does not exist" in gone.output and "Traceback" not in gone.output
 
 
 def test_flow_publishes_the_table_artifact(backed_up):
