@@ -21,6 +21,7 @@ from uuid import UUID
 from prefect import get_client
 from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotification
 from prefect.events.filters import AutomationFilter, AutomationFilterTags
+from prefect.events.schemas.automations import Automation
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
 from blocks.registry import TargetBlock, target_types
@@ -31,10 +32,12 @@ from vaultflow.errors import ConfigError, NotFoundError
 
 @dataclass(frozen=True)
 class ApplyReport:
-    """Automation names created, updated and deleted by one apply."""
+    """Automation names created, updated, left unchanged (their definition already as wanted:
+    not touched, so a proactive alert's clock keeps running) and deleted by one apply."""
 
     created: list[str]
     updated: list[str]
+    unchanged: list[str]
     deleted: list[str]
 
 
@@ -139,39 +142,61 @@ def automation_for(rule: AlertRule, block_document_id: UUID) -> AutomationCore:
 PAGE = 200  # automations read per request (the API's default limit)
 
 
-def managed() -> list[tuple[str, str]]:
-    """(id, name) of every automation vaultflow made (tagged MANAGED_TAG), by name, read page by
-    page (a fleet has several per target)."""
+def _managed_automations() -> list[Automation]:
+    """Every automation vaultflow made (tagged MANAGED_TAG), by name, read page by page (a fleet
+    has several per target)."""
     tagged = AutomationFilter(tags=AutomationFilterTags(all_=[MANAGED_TAG]))
-    found: list[tuple[str, str]] = []
+    found: list[Automation] = []
     with get_client(sync_client=True) as client:
         while True:
             page = client.read_automations(automations=tagged, limit=PAGE, offset=len(found))
-            found += [(str(a.id), a.name) for a in page]
+            found += page
             if len(page) < PAGE:
                 break
-    return sorted(found, key=lambda pair: pair[1])
+    return sorted(found, key=lambda automation: automation.name)
+
+
+def managed() -> list[tuple[str, str]]:
+    """(id, name) of every automation vaultflow made (tagged MANAGED_TAG), by name."""
+    return [(str(a.id), a.name) for a in _managed_automations()]
+
+
+def definition(automation: AutomationCore) -> dict[str, Any]:
+    """What an automation does, as JSON data without what the server sets (its id, created and
+    updated times; the client's models drop the trigger's server-made id): equal for the
+    automation apply wants and the one the API holds when nothing changed."""
+    return automation.model_dump(mode="json", include=set(AutomationCore.model_fields))
 
 
 def apply(notify: str, repository: Any | None = None) -> ApplyReport:
     """Make the managed automations exactly the rules of the targets to watch (targets_to_watch),
     each notifying through block `notify`: update by name, create what is missing, delete managed
-    automations of targets that are gone. Idempotent: a second apply updates, never duplicates.
-    Raises ConfigError/NotFoundError for a `notify` that is no notification block (nothing is
+    automations of targets that are gone. An automation whose definition is already as wanted is
+    left untouched (listed unchanged): updating it would restart a proactive alert's window, so a
+    re-apply after each deploy would postpone backup-overdue forever. Idempotent: a second apply
+    with nothing changed changes nothing. Raises ConfigError/NotFoundError for a `notify` that is no notification block (nothing is
     changed then) or a saved target block that cannot be loaded."""
     block_id = notification_block_id(notify)
     rules = [rule for target in targets_to_watch(repository) for rule in rules_for(target)]
-    plan = plan_apply(rules, managed())
+    existing = {str(a.id): a for a in _managed_automations()}
+    plan = plan_apply(rules, [(automation_id, a.name) for automation_id, a in existing.items()])
+    updated, unchanged = [], []
     with get_client(sync_client=True) as client:
         for rule in plan.create:
             client.create_automation(automation_for(rule, block_id))
         for rule, automation_id in plan.update:
-            client.update_automation(UUID(automation_id), automation_for(rule, block_id))
+            wanted = automation_for(rule, block_id)
+            if definition(wanted) == definition(existing[automation_id]):
+                unchanged.append(rule.name)
+                continue
+            client.update_automation(UUID(automation_id), wanted)
+            updated.append(rule.name)
         for automation_id, _ in plan.delete:
             client.delete_automation(UUID(automation_id))
     return ApplyReport(
         created=[r.name for r in plan.create],
-        updated=[r.name for r, _ in plan.update],
+        updated=updated,
+        unchanged=unchanged,
         deleted=[name for _, name in plan.delete],
     )
 

@@ -28,7 +28,8 @@ def apply_automations(
 ) -> None:
     """Create or update the alert automations of every saved target block (and, with a
     repository, every target that has backups there); delete those of targets that are gone.
-    Safe to re-run: it updates, never duplicates."""
+    Safe to re-run: it updates only what changed (an unchanged alert keeps its clock), never
+    duplicates."""
     from deployments.automations import apply
 
     with _one_line_errors():
@@ -43,7 +44,8 @@ def apply_automations(
         for name in names:
             console.print(f"{verb:8} {name}", highlight=False, soft_wrap=True)
     console.print(
-        f"{len(report.created)} created, {len(report.updated)} updated, {len(report.deleted)} deleted; "
+        f"{len(report.created)} created, {len(report.updated)} updated, {len(report.unchanged)} unchanged, "
+        f"{len(report.deleted)} deleted; "
         f"notifications go to {notify}",
         highlight=False,
     )

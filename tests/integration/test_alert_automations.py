@@ -185,26 +185,42 @@ def test_archive_lagging_fires_on_a_real_archive_logs_run_that_leaves_old_units(
     assert "2 units waiting" in body and "alert above 3600 s" in body and "Is a directory" in body, body
 
 
-def test_apply_is_idempotent_and_forgets_removed_targets(webhook):
+def _updated_times() -> dict[str, str]:
+    """Each managed automation's name -> its server-set `updated` time (not in the client's model)."""
+    with get_client(sync_client=True) as client:
+        return {
+            name: client.request("GET", "/automations/{id}", path_params={"id": automation_id}).json()["updated"]
+            for automation_id, name in managed()
+        }
+
+
+def test_apply_leaves_unchanged_automations_alone_and_forgets_removed_targets(webhook):
     _, notify = webhook
     RedisTarget(host="127.0.0.1", port=1).save("alerts-gone", overwrite=True)
+    RedisTarget(host="127.0.0.1", port=2, rpo_hours=26.0).save("alerts-kept", overwrite=True)
     apply(notify)
-    before = managed()
+    before, updated_before = managed(), _updated_times()
     again = apply(notify)
-    assert again.created == [] and again.deleted == []
-    assert managed() == before, "a second apply updates in place: same ids, no duplicates"
-    assert {n for n in again.updated if "alerts-gone" in n} == {
-        "vaultflow redis/alerts-gone: backup-overdue",
-        "vaultflow redis/alerts-gone: drill-failed",
-        "vaultflow redis/alerts-gone: verify-failed",
-    }
+    assert again.created == [] and again.deleted == [] and again.updated == []
+    assert set(again.unchanged) == {name for _, name in before}
+    assert managed() == before, "a second apply keeps every automation: same ids, no duplicates"
+    assert _updated_times() == updated_before, "an unchanged automation is not written (its clock keeps running)"
+
+    # A changed rpo_hours updates exactly that target's backup-overdue automation.
+    RedisTarget(host="127.0.0.1", port=2, rpo_hours=12.0).save("alerts-kept", overwrite=True)
+    changed = apply(notify)
+    assert changed.updated == ["vaultflow redis/alerts-kept: backup-overdue"] and changed.created == []
+    assert managed() == before
+    now = _updated_times()
+    assert [n for n in now if now[n] != updated_before[n]] == ["vaultflow redis/alerts-kept: backup-overdue"]
 
     RedisTarget.delete("alerts-gone")
+    RedisTarget.delete("alerts-kept")
     after = apply(notify)
     assert sorted(n for n in after.deleted if "alerts-gone" in n) == sorted(
-        n for n in again.updated if "alerts-gone" in n
+        n for n in again.unchanged if "alerts-gone" in n
     )
-    assert not [name for _, name in managed() if "alerts-gone" in name]
+    assert not [name for _, name in managed() if "alerts-gone" in name or "alerts-kept" in name]
 
 
 def test_cli_apply_list_remove_and_one_line_errors(webhook, tmp_path: Path):
