@@ -23,6 +23,7 @@ from prefect.automations import AutomationCore, EventTrigger, Posture, SendNotif
 from prefect.events.filters import AutomationFilter, AutomationFilterTags
 from prefect.events.schemas.automations import Automation
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from pydantic import ValidationError
 
 from blocks.registry import TargetBlock, target_types
 from vaultflow.alerts import MANAGED_TAG, AlertRule, AlertTarget, plan_apply, rules_for
@@ -63,12 +64,22 @@ def saved_targets() -> list[AlertTarget]:
             for name in [doc.name for doc in documents if doc.name and not doc.is_anonymous]:
                 try:
                     block = block_class.load(name)
-                except (ValueError, TypeError) as exc:  # a block saved by an older, incompatible schema
+                except (ValueError, TypeError, RuntimeError) as exc:  # invalid data, or an older schema
                     raise ConfigError(
-                        f"target block {slug}/{name} cannot be loaded ({exc}): fix or delete it, then apply again"
+                        f"target block {slug}/{name} cannot be loaded ({_why(exc)}): fix or delete it"
                     ) from exc
                 found.append(alert_target(block))
     return found
+
+
+def _why(exc: BaseException) -> str:
+    """Why a block did not load, in one line: each invalid field and the reason
+    ('rpo_hours: Input should be greater than 0'), from the pydantic error Prefect wraps in a
+    RuntimeError; else the error's own first line."""
+    cause = exc if isinstance(exc, ValidationError) else exc.__cause__
+    if isinstance(cause, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'block'}: {e['msg']}" for e in cause.errors())
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def targets_to_watch(repository: Any | None = None) -> list[AlertTarget]:

@@ -223,6 +223,28 @@ def test_apply_leaves_unchanged_automations_alone_and_forgets_removed_targets(we
     assert not [name for _, name in managed() if "alerts-gone" in name or "alerts-kept" in name]
 
 
+def test_cli_apply_names_a_saved_target_block_with_invalid_data(webhook):
+    from typer.testing import CliRunner
+
+    from vaultflow.cli import app
+
+    _, notify = webhook
+    RedisTarget(host="127.0.0.1", port=1).save("alerts-invalid", overwrite=True)
+    with get_client(sync_client=True) as client:  # as a user could, through the API: rpo_hours 0
+        document = client.read_block_document_by_name("alerts-invalid", "redis-target")
+        client.request(
+            "PATCH", "/block_documents/{id}", path_params={"id": document.id}, json={"data": {"rpo_hours": 0}}
+        ).raise_for_status()
+    try:
+        result = CliRunner().invoke(app, ["automations", "apply", "--notify", notify])
+    finally:
+        RedisTarget.delete("alerts-invalid")
+    assert result.exit_code == 1, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "target block redis-target/alerts-invalid cannot be loaded (rpo_hours: " in result.output
+    assert "greater than 0): fix or delete it" in result.output, result.output
+
+
 def test_cli_apply_list_remove_and_one_line_errors(webhook, tmp_path: Path):
     from typer.testing import CliRunner
 
