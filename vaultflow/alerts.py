@@ -56,8 +56,12 @@ DEFAULT_ARCHIVE_LAG_MINUTES = 30.0
 
 
 def target_resource_id(engine: str, target: str) -> str:
-    """The Prefect resource id naming a target in every vaultflow event: 'vaultflow.target.<engine>.<name>'."""
-    return f"vaultflow.target.{engine}.{target}"
+    """The Prefect resource id naming a target in every vaultflow event and automation matcher:
+    'vaultflow.target.<engine>.<name>', with '%' written '%25' and '*' written '%2A' in the name.
+    A trailing '*' in a resource filter is Prefect's wildcard: target 'sal*' must not match the
+    events of 'sales'. Encoding '%' too keeps the id reversible ('a%2A' and 'a*' stay distinct)."""
+    name = target.replace("%", "%25").replace("*", "%2A")
+    return f"vaultflow.target.{engine}.{name}"
 
 
 @dataclass(frozen=True)

@@ -45,3 +45,33 @@ def test_two_targets_with_one_name_are_refused():
     rules = rules_for(AlertTarget("redis", "a", 1.0)) * 2
     with pytest.raises(ConfigError, match="distinct target_name"):
         plan_apply(rules, [])
+
+
+def test_a_star_in_a_target_name_is_no_wildcard():
+    """Target 'sal*' must not catch the events of 'sales': '*' (and '%') are encoded in the id,
+    and Prefect's own trigger matching (as the server evaluates it) agrees."""
+    from uuid import uuid4
+
+    from prefect.server.events.schemas.automations import EventTrigger as ServerTrigger
+    from prefect.server.events.schemas.events import RelatedResource, Resource
+
+    from deployments.automations import automation_for
+
+    assert target_resource_id("postgres", "sal*") == "vaultflow.target.postgres.sal%2A"
+    assert target_resource_id("postgres", "sal%2A") == "vaultflow.target.postgres.sal%252A"
+    assert target_resource_id("postgres", "sales") == "vaultflow.target.postgres.sales"
+
+    def fires(rule_target: str, event_target: str, kind: str) -> bool:
+        rule = next(r for r in rules_for(AlertTarget("postgres", rule_target, 1.0)) if r.kind == kind)
+        trigger = ServerTrigger.model_validate(automation_for(rule, uuid4()).trigger.model_dump(mode="json"))
+        target = {"prefect.resource.id": target_resource_id("postgres", event_target)}
+        related = [RelatedResource.model_validate({**target, "prefect.resource.role": "target"})]
+        if kind == "backup-overdue":  # the target is the backup event's related resource
+            resource = Resource.model_validate({"prefect.resource.id": "vaultflow.backup.postgres.x.1"})
+            return trigger.covers_resources(resource, related)
+        return trigger.covers_resources(Resource.model_validate(target), [])
+
+    for kind in ("verify-failed", "drill-failed", "backup-overdue"):
+        assert fires("sales", "sales", kind) and fires("sal*", "sal*", kind), kind
+        assert not fires("sal*", "sales", kind), f"{kind} of sal* fired on an event of sales"
+        assert not fires("sales", "sal*", kind), kind
