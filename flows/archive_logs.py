@@ -20,7 +20,7 @@ from flows._support import (
     target_resource,
 )
 from tasks.logs import archive_logs as ship_logs
-from vaultflow.alerts import ARCHIVE_LAGGING
+from vaultflow.alerts import ARCHIVE_LAGGING, lag_payload
 from vaultflow.errors import ConfigError
 from vaultflow.logarchive import open_log_archive, ship_failure
 from vaultflow.summary import archive_summary
@@ -31,9 +31,7 @@ def alert_on_lag(target_block, stream: str, lag_units: int, lag_seconds: float, 
     target's archive_lag_alert_minutes (the archive-lagging alert; payload in vaultflow.alerts)."""
     threshold = target_block.archive_lag_alert_minutes * 60
     if lag_seconds > threshold:
-        payload = {"stream": stream, "lag_units": lag_units, "lag_seconds": lag_seconds, "threshold_seconds": threshold}
-        if error:
-            payload["error"] = error
+        payload = lag_payload(stream, lag_units, lag_seconds, threshold, error)
         emit_target_event(ARCHIVE_LAGGING, target_block.engine_name, target_block.name, payload)
 
 

@@ -19,7 +19,8 @@ event's primary resource or a related resource in the role "target"):
     vaultflow.archive.lagging    after an archive-logs run, the oldest log unit still waiting is
                                  older than the target's archive_lag_alert_minutes. resource: the
                                  target. payload: stream (wal, oplog...), lag_units, lag_seconds,
-                                 threshold_seconds, error (when the run failed).
+                                 threshold_seconds, lag_age and threshold (the same two in
+                                 words: '2 h 00 min'), error (when the run failed).
 
 The automations, per target (AlertRule.kind):
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vaultflow.errors import ConfigError
+from vaultflow.summary import human_age
 
 BACKUP_COMPLETED = "vaultflow.backup.completed"
 DRILL_FAILED = "vaultflow.drill.failed"
@@ -62,6 +64,24 @@ def target_resource_id(engine: str, target: str) -> str:
     events of 'sales'. Encoding '%' too keeps the id reversible ('a%2A' and 'a*' stay distinct)."""
     name = target.replace("%", "%25").replace("*", "%2A")
     return f"vaultflow.target.{engine}.{name}"
+
+
+def lag_payload(
+    stream: str, lag_units: int, lag_seconds: float, threshold_seconds: float, error: str | None = None
+) -> dict:
+    """The payload of vaultflow.archive.lagging: the figures (seconds) and, for the notification,
+    the same ages in words (lag_age, threshold: '2 h 00 min'); `error` when the run failed."""
+    payload = {
+        "stream": stream,
+        "lag_units": lag_units,
+        "lag_seconds": lag_seconds,
+        "threshold_seconds": threshold_seconds,
+        "lag_age": human_age(lag_seconds),
+        "threshold": human_age(threshold_seconds),
+    }
+    if error:
+        payload["error"] = error
+    return payload
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,11 @@ class AlertRule:
     @property
     def resource_id(self) -> str:
         return target_resource_id(self.target.engine, self.target.name)
+
+
+def _counted(count: str, noun: str) -> str:
+    """Jinja for '<count> <noun>', singular for one: `count` is a Jinja expression ('1 unit', '2 units')."""
+    return f"{{{{ {count} }}}} {noun}{{{{ '' if {count} == 1 else 's' }}}}"
 
 
 def _hours(hours: float) -> str:
@@ -157,7 +182,7 @@ def rules_for(target: AlertTarget) -> list[AlertRule]:
             target,
             VERIFY_FAILED,
             f"vaultflow: verify found problems in the backups of {label}",
-            f"verify found {{{{ event.payload.count }}}} problems in the backups of {label}: "
+            f"verify found {_counted('event.payload.count', 'problem')} in the backups of {label}: "
             "{{ event.payload.problems | join('; ') }} (docs/operations.md, Alerts: verify-failed).",
             f"verify found corrupt, missing or unreadable backups (or log gaps) of {label}.",
         ),
@@ -170,9 +195,8 @@ def rules_for(target: AlertTarget) -> list[AlertRule]:
                 ARCHIVE_LAGGING,
                 f"vaultflow: log archiving of {label} is behind",
                 f"The {{{{ event.payload.stream }}}} archive of {label} lags: "
-                "{{ event.payload.lag_units }} units waiting, the oldest "
-                "{{ event.payload.lag_seconds | int }} s old (alert above "
-                "{{ event.payload.threshold_seconds | int }} s). "
+                f"{_counted('event.payload.lag_units', 'unit')} waiting, the oldest "
+                "{{ event.payload.lag_age }} old (alert above {{ event.payload.threshold }}). "
                 "(docs/operations.md, Alerts: archive-lagging). Event: " + details,
                 f"Archive lag of {label} above its archive_lag_alert_minutes.",
             )

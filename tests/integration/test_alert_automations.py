@@ -150,7 +150,7 @@ def test_each_automation_fires_and_notifies(webhook, redis_with_password, tmp_pa
     alert_on_lag(PostgresTarget.load("alerts-pg"), "wal", lag_units=2, lag_seconds=30.0)
     alert_on_lag(PostgresTarget.load("alerts-pg"), "wal", lag_units=7, lag_seconds=4000.0)
     lagging = recorder.wait_for("log archiving of postgres/alerts-pg is behind")
-    assert "7 units waiting" in lagging[0][1]["body"] and "4000 s old" in lagging[0][1]["body"]
+    assert "7 units waiting, the oldest 1 h 06 min old (alert above 1 min)" in lagging[0][1]["body"]
 
     overdue = recorder.wait_for("no backup of redis/alerts-redis", timeout=WINDOW_S + PROACTIVE_SLACK_S + 10)
     first = overdue[0][0]
@@ -182,7 +182,7 @@ def test_archive_lagging_fires_on_a_real_archive_logs_run_that_leaves_old_units(
             )
     lagging = recorder.wait_for("log archiving of toylog/alerts-toy is behind")
     body = lagging[0][1]["body"]
-    assert "2 units waiting" in body and "alert above 3600 s" in body and "Is a directory" in body, body
+    assert "2 units waiting" in body and "alert above 1 h 00 min" in body and "Is a directory" in body, body
 
 
 def _updated_times() -> dict[str, str]:

@@ -9,6 +9,7 @@ from vaultflow.alerts import (
     BACKUP_COMPLETED,
     MANAGED_TAG,
     AlertTarget,
+    lag_payload,
     plan_apply,
     rules_for,
     target_resource_id,
@@ -75,3 +76,21 @@ def test_a_star_in_a_target_name_is_no_wildcard():
         assert fires("sales", "sales", kind) and fires("sal*", "sal*", kind), kind
         assert not fires("sal*", "sales", kind), f"{kind} of sal* fired on an event of sales"
         assert not fires("sales", "sal*", kind), kind
+
+
+def test_alert_wording_singular_and_human_units():
+    """The notification text as Prefect renders it: '1 unit', '1 problem', ages in words."""
+    from prefect.server.utilities.user_templates import _sync_template_environment  # what the server renders with
+
+    rules = {r.kind: r for r in rules_for(AlertTarget("postgres", "prod", 26.0, archives_logs=True))}
+
+    def body(kind: str, payload: dict) -> str:
+        return _sync_template_environment.from_string(rules[kind].body).render(event={"payload": payload})
+
+    lag = lag_payload("wal", lag_units=1, lag_seconds=7214.0, threshold_seconds=0.0)
+    text = body("archive-lagging", lag)
+    assert "1 unit waiting, the oldest 2 h 00 min old (alert above 0 s)" in text, text
+    assert "3 units waiting" in body("archive-lagging", {**lag, "lag_units": 3})
+    problem = {"problems": ["x"], "count": 1, "deep": True}
+    assert "verify found 1 problem in" in body("verify-failed", problem)
+    assert "verify found 2 problems in" in body("verify-failed", {**problem, "count": 2})
