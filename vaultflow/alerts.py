@@ -26,13 +26,15 @@ The automations, per target (AlertRule.kind):
 
     backup-overdue   proactive: no vaultflow.backup.completed for the target within rpo_hours
                      of the last one (or of `apply`, for a target never backed up since);
-                     repeats every rpo_hours until a backup completes.
+                     repeats at most about once per rpo_hours (as Prefect evaluates it)
+                     until a backup completes.
     drill-failed     reactive: a vaultflow.drill.failed event for the target.
     verify-failed    reactive: a vaultflow.verify.failed event for the target.
     archive-lagging  reactive: a vaultflow.archive.lagging event for the target.
 
 Automations vaultflow made carry the tag MANAGED_TAG and a name starting "vaultflow "; apply
-keeps exactly the set it computes (updates by name, creates what is missing, deletes the rest).
+keeps exactly the set it computes (by name: creates what is missing, updates what changed, leaves
+unchanged ones untouched so their proactive windows keep running, deletes the rest).
 """
 
 from __future__ import annotations
