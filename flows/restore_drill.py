@@ -27,7 +27,7 @@ from flows._support import (
 from tasks.restore import drill_backup
 from vaultflow.compare import UNLOGGED_EMPTY
 from vaultflow.errors import RefusedError
-from vaultflow.summary import drill_summary, human_duration
+from vaultflow.summary import drill_summary, human_duration, objective_duration
 
 
 @flow(name="restore-drill", flow_run_name=run_name("drill"), log_prints=True, **FLOW_RETRIES)
@@ -62,7 +62,7 @@ def restore_drill(
         rows.append(
             {
                 "database": "(all)",
-                "table": f"RTO {human_duration(seconds)} / objective {human_duration(rto_objective_s)}",
+                "table": f"RTO {human_duration(seconds)} / objective {objective_duration(rto_objective_s)}",
                 "expected_rows": None,
                 "actual_rows": None,
                 "status": "met" if rto_met else "MISSED",
@@ -78,6 +78,8 @@ def restore_drill(
             seconds=seconds, rto_objective_s=rto_objective_s, mismatched=[f"{t.database}.{t.table}" for t in mismatched]
         )
         detail = f"{result.comparison.summary()}, restore {seconds:.1f} s"
+        if not rto_met:
+            detail += f": RTO missed (objective {objective_duration(rto_objective_s)})"
         if unlogged_empty:
             detail += (
                 f"; {len(unlogged_empty)} unlogged tables came back empty, as PostgreSQL restores them: "

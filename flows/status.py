@@ -87,7 +87,7 @@ def status(repository: RepositoryParam, as_of: datetime | None = None) -> State:
     block, repo = load_repository(repository)
     statuses = fleet_status(repo, saved_objectives(), as_of or datetime.now(UTC))
     rows = [s.row() for s in statuses]
-    line = fleet_line(statuses)
+    line = fleet_line(statuses, f"repository {repo.description}")
     for s in statuses:
         (logger.info if s.rpo_met else logger.warning)(s.line())
     create_table_artifact(rows, key=status_key(block, repo), description=f"{line} ({repo.description})"[:500])

@@ -1,6 +1,7 @@
 """The catalog as a person reads it: per backup its age, whether it restores (its chain is
-complete), and its last verify and last drill side by side; above them the target's newest
-restorable backup.
+complete and it did not fail its verify: vaultflow.status.verify_failures, the one rule `vaultflow
+status` uses too), and its last verify and last drill side by side; above them the target's
+newest restorable backup.
 
 Prefect-free: flows._support.publish_catalog publishes a CatalogView as the target's table
 artifact. Cells are markdown (Prefect's UI renders a table artifact's string cells as markdown),
@@ -16,9 +17,9 @@ from datetime import UTC, datetime
 
 from vaultflow.manifest import Manifest
 from vaultflow.repository import Catalog
-from vaultflow.summary import human_age, human_duration, human_size, when
+from vaultflow.status import VERIFY_KINDS, verify_failures
+from vaultflow.summary import human_age, human_duration, human_size, objective_duration, when
 
-VERIFY_KINDS = ("verify", "quick-verify")
 DRILL_KINDS = ("drill",)
 # A failed check's detail is cut to this many characters in its cell (the run has all of it).
 DETAIL_CHARS = 120
@@ -29,8 +30,8 @@ _MARKDOWN = re.compile(r"([\\`*_\[\]<>|#~])")
 class CatalogView:
     """`rows`: one dict per backup, newest first, then one per unreadable manifest (columns:
     backup, kind, age, restorable, last_verify, last_drill, finished, parent, stored, made_by);
-    `newest_restorable`: the newest backup whose chain is complete and whose time can be trusted,
-    or None; `headline`: one markdown line saying which (the artifact's description)."""
+    `newest_restorable`: the newest backup whose chain is complete, did not fail its verify and
+    whose time can be trusted, or None; `headline`: one markdown line saying which (the artifact's description)."""
 
     rows: list[dict] = field(default_factory=list)
     newest_restorable: Manifest | None = None
@@ -56,8 +57,9 @@ def last_of(checks: Mapping[str, dict], kinds: Iterable[str]) -> dict | None:
 
 def check_cell(record: dict | None) -> str:
     """One check as a cell: 'ok · 2026-11-30 06:35 UTC · [run](url)'; a quick verify says
-    '(quick)', a drill its restore time against its RTO objective, a failure its detail
-    (cut to DETAIL_CHARS). 'never' when there is no record."""
+    '(quick)', a drill its restore time against its RTO objective (a sub-second one in ms, never
+    rounded to zero) and 'RTO missed' when it took longer, a failure its detail (cut to
+    DETAIL_CHARS). 'never' when there is no record."""
     if record is None:
         return "never"
     parts = [str(record.get("result", "?"))]
@@ -67,7 +69,10 @@ def check_cell(record: dict | None) -> str:
     if record.get("seconds") is not None:
         rto = f"restore {human_duration(float(record['seconds']))}"
         if record.get("rto_objective_s") is not None:
-            rto += f" of {human_duration(float(record['rto_objective_s']))} RTO"
+            objective = float(record["rto_objective_s"])
+            rto += f" of {objective_duration(objective)} RTO"
+            if float(record["seconds"]) > objective:
+                rto += ": RTO missed"
         parts.append(rto)
     if record.get("result") != "ok" and record.get("detail"):
         detail = str(record["detail"])
@@ -92,22 +97,30 @@ def catalog_view(
 ) -> CatalogView:
     """The view of `catalog` with `checks` (Repository.last_checks: backup id -> {kind ->
     record}) at `now` (default: this host's clock, UTC). Restorable means the chain walk
-    (Catalog.chain_fault) finds every ancestor present and readable; the newest restorable
-    backup also skips backups with a clock problem (as Catalog.latest does)."""
+    (Catalog.chain_fault) finds every ancestor present and readable and neither the backup nor
+    one its chain includes failed its newest verify (vaultflow.status.verify_failures: 'NO: verify
+    FAILED at ...'); the newest restorable backup also skips backups with a clock problem (as
+    Catalog.latest does)."""
     now = now or datetime.now(UTC)
     misdated = catalog.clock_problems(now)
+    unverified = verify_failures(catalog, checks)
     view = CatalogView()
     for manifest in reversed(catalog.manifests):
         fault = catalog.chain_fault(manifest)
-        if fault is None and view.newest_restorable is None and manifest.id not in misdated:
+        failed = unverified.get(manifest.id)
+        if fault is None and failed is None and view.newest_restorable is None and manifest.id not in misdated:
             view.newest_restorable = manifest
+        if fault is not None:
+            restorable = f"NO: chain broken: {plain(fault.detail)}"
+        else:
+            restorable = f"NO: {plain(failed)}" if failed else "yes"
         checked = checks.get(manifest.id, {})
         view.rows.append(
             {
                 "backup": manifest.id,
                 "kind": manifest.kind.value,
                 "age": human_age((now - manifest.finished_at).total_seconds()),
-                "restorable": "yes" if fault is None else f"NO: chain broken: {plain(fault.detail)}",
+                "restorable": restorable,
                 "last_verify": check_cell(last_of(checked, VERIFY_KINDS)),
                 "last_drill": check_cell(last_of(checked, DRILL_KINDS)),
                 "finished": when(manifest.finished_at),
@@ -129,6 +142,6 @@ def catalog_view(
         f"Newest restorable backup: **{newest.id}** ({newest.kind.value}, finished {when(newest.finished_at)}, "
         f"{human_age((now - newest.finished_at).total_seconds())} ago)"
         if newest is not None
-        else "**No restorable backup**: every backup's chain is broken or there is none yet"
+        else "**No restorable backup**: every backup's chain is broken or failed its verify, or there is none yet"
     )
     return view

@@ -67,9 +67,16 @@ class UsageError(VaultflowError):
 
 def repository_param(name: str | None, path: str | None, must_exist: bool = True) -> Any:
     """The repository a flow gets: a block name, or for --repo-path a BackupRepository on that
-    directory. Raises typer.BadParameter (exit 2) when neither is given, or when the directory
-    does not exist and `must_exist` (commands that read backups; a backup creates it, 0700)."""
+    directory. Raises typer.BadParameter (exit 2) when neither or both are given (one would be
+    ignored without a word), or when the directory does not exist and `must_exist` (commands
+    that read backups; a backup creates it, 0700)."""
     import os
+
+    if name and path:
+        raise typer.BadParameter(
+            f"give either --repository {name} or --repo-path {path}, not both: which one did you mean?",
+            param_hint="--repository / --repo-path",
+        )
 
     if path:
         if must_exist and not os.path.isdir(path):

@@ -37,8 +37,10 @@ def status(
 ):
     """Every target of the repository: last full and incremental backup, the newest restorable
     point and its age against the target's RPO (rpo_hours on its block, else the default),
-    last verify, last drill and its RTO. Exit 0 when every target meets its RPO, else 1;
-    2 for a usage error (no repository given, a --repo-path that does not exist)."""
+    last verify, last drill and its RTO; a target saved as a block with no backup here is a row
+    'never backed up'. Exit 0 when every target meets its RPO, else 1 (also when the repository
+    holds no backups at all); 2 for a usage error (no repository given, both --repository and
+    --repo-path, a --repo-path that does not exist)."""
     from flows._support import load_repository
     from flows.status import saved_objectives
     from vaultflow.status import all_met, fleet_line, fleet_status
@@ -54,5 +56,5 @@ def status(
     for s in statuses:
         for note in s.notes:
             console.print(f"note: {s.engine}/{s.target}: {note}", markup=False, highlight=False, soft_wrap=True)
-    console.print(fleet_line(statuses), markup=False, highlight=False, soft_wrap=True)
+    console.print(fleet_line(statuses, f"repository {repo.description}"), markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(0 if all_met(statuses) else 1)

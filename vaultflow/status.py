@@ -7,16 +7,23 @@ and publish the same rows.
     status.age_s           # seconds from that point to `now`; None when nothing is restorable
     status.rpo_met         # age <= rpo_hours
     fleet_status(repo, objectives, now) -> [TargetStatus, ...] for every target of the repository
+                           # and every saved one it holds no backup of ("never backed up")
 
 The newest restorable point is the newer of
 - the newest backup whose chain is complete (vaultflow.chain, through Catalog.chain_problem) and
-  whose recorded time can be trusted (no clock problem), dated by its *start* (its data is at
-  least that new: conservative for an RPO), and
+  whose recorded time can be trusted (no clock problem, judged by this host's real clock), that
+  did not fail its verify (vaultflow.status.verify_failures: the newest of its verify and
+  quick-verify records is FAILED, or that of a backup its chain includes), dated by its *start*
+  (its data is at least that new: conservative for an RPO), and
 - where the engine has a continuous log archive (vaultflow.logarchive: PostgreSQL WAL, MongoDB
   oplog slices), the newest archived unit, dated by LogArchive.unit_time, when the archive runs
   without a gap from a restorable backup that reads it (LogArchive.continuity); from the newest
   backup itself, at least that backup's start (oplog times have whole seconds). A backup whose
   archive has a gap is still restorable by itself; its log does not move the point.
+
+Judged at a moment `now` other than the clock's (`--as-of`): backups finished after it, log
+units and check records dated after it are left out, as if not yet made; clock problems are
+still judged by this host's real clock.
 
 Check records (Repository.last_checks) are read through `checks_by_kind`, which accepts both the
 older shape {backup id -> record with "kind"} and {backup id -> {kind -> record}}.
@@ -31,14 +38,16 @@ from typing import Any
 
 from vaultflow.engines import registry
 from vaultflow.engines.settings import TargetSettings
+from vaultflow.errors import ChainBrokenError
 from vaultflow.logarchive import open_log_archive, unit_time
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.repository import Catalog, Repository
-from vaultflow.summary import human_duration
+from vaultflow.summary import human_duration, objective_duration
 
 DEFAULT_RPO_HOURS: float = TargetSettings.model_fields["rpo_hours"].default
 VERIFY_KINDS = ("verify", "quick-verify")
 DRILL = "drill"
+NEVER = "never backed up"
 
 
 @dataclass(frozen=True)
@@ -104,7 +113,9 @@ class TargetStatus:
     backup (any, restorable or not); restorable: the newest restorable point (None: nothing is
     restorable); age_s: seconds from it to `now`; rpo_met: age_s <= objective.rpo_hours * 3600
     (False when nothing is restorable); last_verify / last_drill: the newest records of those
-    kinds; notes: what was skipped and why (broken chains, clock problems, unreadable manifests).
+    kinds; notes: what was skipped and why (broken chains, failed verifies, clock problems,
+    unreadable manifests); in_repository: False for a target known only from its saved block
+    (never backed up into this repository).
     """
 
     engine: str
@@ -117,6 +128,7 @@ class TargetStatus:
     last_verify: Check | None = None
     last_drill: Check | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    in_repository: bool = True
 
     @property
     def age_s(self) -> float | None:
@@ -143,8 +155,8 @@ class TargetStatus:
         drill = self.last_drill
         rto = ""
         if drill is not None and drill.seconds is not None:
-            objective = f" / {human_duration(drill.rto_objective_s)}" if drill.rto_objective_s is not None else ""
-            met = "" if drill.rto_met is None else (" met" if drill.rto_met else " MISSED")
+            objective = f" / {objective_duration(drill.rto_objective_s)}" if drill.rto_objective_s is not None else ""
+            met = "" if drill.rto_met is None else (" met" if drill.rto_met else ": RTO missed")
             rto = f"{human_duration(drill.seconds)}{objective}{met}"
         age = self.age_s
         return {
@@ -152,7 +164,9 @@ class TargetStatus:
             "last full": _backup_cell(self.last_full),
             "last incremental": _backup_cell(self.last_incremental),
             "restorable point": (
-                f"{self.restorable.time:%Y-%m-%d %H:%M} ({self.restorable.describe()})" if self.restorable else "none"
+                f"{self.restorable.time:%Y-%m-%d %H:%M} ({self.restorable.describe()})"
+                if self.restorable
+                else ("none" if self.in_repository else NEVER)
             ),
             "age": human_duration(max(0.0, age)) if age is not None else "",
             "RPO": f"{'met' if self.rpo_met else 'MISSED'} ({self.objective.rpo_hours:g} h, {self.objective.source})",
@@ -198,9 +212,10 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def last_check(records: Mapping[str, Any], kinds: Iterable[str]) -> Check | None:
+def last_check(records: Mapping[str, Any], kinds: Iterable[str], until: datetime | None = None) -> Check | None:
     """The newest check of any of `kinds` over every backup of `records` (either shape of
-    Repository.last_checks); records without a readable time come last. None when there is none."""
+    Repository.last_checks); records without a readable time come last; records dated after
+    `until` (UTC) are left out (not yet made then). None when there is none."""
     wanted = set(kinds)
     found = [
         Check(
@@ -217,36 +232,80 @@ def last_check(records: Mapping[str, Any], kinds: Iterable[str]) -> Check | None
         for kind, rec in by_kind.items()
         if kind in wanted
     ]
+    found = [c for c in found if until is None or c.time is None or c.time <= until]
     if not found:
         return None
     return max(found, key=lambda c: (c.time is not None, c.time or datetime.min.replace(tzinfo=UTC), c.backup_id))
 
 
 # -- restorable point ------------------------------------------------------------------------
-def restorable_backups(catalog: Catalog, now: datetime) -> tuple[list[Manifest], list[str]]:
-    """(backups a restore can start from, oldest first; notes on the ones left out): a backup
-    counts when its chain is complete (Catalog.chain_problem, the one chain walk) and its
-    recorded time can be trusted (Catalog.clock_problems at `now`)."""
-    misdated = catalog.clock_problems(now)
-    good, notes = [], []
+def verify_failures(catalog: Catalog, records: Mapping[str, Any], until: datetime | None = None) -> dict[str, str]:
+    """Backup id -> why it does not restore by its checks: 'verify FAILED at 2026-11-30 06:00
+    UTC' when the newest of its verify and quick-verify records (either shape of
+    Repository.last_checks; none dated after `until`) is FAILED, '<id> in its chain: verify FAILED
+    at ...' when a backup its chain includes failed so. A drill's failure (data or RTO) alone
+    does not count; a chain that cannot be walked counts its own backup only ({} if none)."""
+    failed = {}
+    for backup_id, by_kind in checks_by_kind(records).items():
+        newest = last_check({backup_id: by_kind}, VERIFY_KINDS, until)
+        if newest is not None and not newest.ok:
+            at = f"{newest.time:%Y-%m-%d %H:%M} UTC" if newest.time else "an unknown time"
+            failed[backup_id] = f"{newest.kind} FAILED at {at}"
+    if not failed:
+        return {}
+    out = {}
+    for manifest in catalog.manifests:
+        try:
+            chain = catalog.chain(manifest)
+        except ChainBrokenError:
+            chain = [manifest]
+        for link in reversed(chain):
+            if link.id in failed:
+                out[manifest.id] = failed[link.id] if link is manifest else f"{link.id} in its chain: {failed[link.id]}"
+                break
+    return out
+
+
+def restorable_backups(
+    catalog: Catalog,
+    now: datetime,
+    records: Mapping[str, Any] | None = None,
+    clock: datetime | None = None,
+) -> tuple[list[Manifest], list[str]]:
+    """(backups a restore can start from at `now`, oldest first; notes on the ones left out): a
+    backup counts when it finished by `now`, its chain is complete (Catalog.chain_problem, the one
+    chain walk), it did not fail its verify (verify_failures over `records`, those dated by
+    `now`) and its recorded time can be trusted (Catalog.clock_problems at `clock`, this host's
+    real clock by default: never the what-if moment `now`)."""
+    misdated = catalog.clock_problems(clock or datetime.now(UTC))
+    unverified = verify_failures(catalog, records or {}, now)
+    good, notes, later = [], [], 0
     for manifest in catalog.manifests:
         if manifest.id in misdated:
             notes.append(f"{manifest.id} not counted: {misdated[manifest.id]}")
             continue
-        problem = catalog.chain_problem(manifest)
+        if manifest.finished_at > now:
+            later += 1
+            continue
+        problem = catalog.chain_problem(manifest) or unverified.get(manifest.id)
         if problem:
             notes.append(f"{manifest.id} not restorable: {problem}")
             continue
         good.append(manifest)
+    if later:
+        notes.append(f"{later} backup(s) finished after {now:%Y-%m-%d %H:%M} UTC left out (not yet made then)")
     notes += [f"unreadable: {p.key}: {p.message}" for p in catalog.problems]
     return good, notes
 
 
-def log_reach(repo: Repository, engine: str, target: str, restorable: list[Manifest]) -> RestorePoint | None:
+def log_reach(
+    repo: Repository, engine: str, target: str, restorable: list[Manifest], until: datetime | None = None
+) -> RestorePoint | None:
     """How far the target's log archive carries a restore: the newest archived unit (dated by
     LogArchive.unit_time) when the archive is continuous from a restorable backup that reads it,
     as a RestorePoint from the newest such backup. None when the engine has no log archive, it is
-    empty, no restorable backup reads it, every one meets a gap, or no unit can be dated."""
+    empty, no restorable backup reads it, every one meets a gap, or no unit can be dated (units
+    dated after `until` are left out)."""
     archive = open_log_archive(engine, repo, target)
     if archive is None:
         return None
@@ -260,21 +319,29 @@ def log_reach(repo: Repository, engine: str, target: str, restorable: list[Manif
         return None
     for name in reversed(units):
         when = unit_time(archive, name)
-        if when is not None:
+        if when is not None and (until is None or when <= until):
             return RestorePoint(when, base.id, name, archive.title)
     return None
 
 
 def newest_restorable(
-    repo: Repository, engine: str, target: str, catalog: Catalog, now: datetime
+    repo: Repository,
+    engine: str,
+    target: str,
+    catalog: Catalog,
+    now: datetime,
+    records: Mapping[str, Any] | None = None,
+    clock: datetime | None = None,
 ) -> tuple[RestorePoint | None, list[str]]:
-    """(the newest restorable point, or None; notes on backups left out). See the module doc."""
-    good, notes = restorable_backups(catalog, now)
+    """(the newest restorable point at `now`, or None; notes on backups left out), with the check
+    `records` (Repository.last_checks) and clock problems judged at `clock` (default: this host's
+    clock). See the module doc."""
+    good, notes = restorable_backups(catalog, now, records, clock)
     if not good:
         return None, notes
     newest = max(good, key=lambda m: m.started_at)
     point = RestorePoint(newest.started_at, newest.id)
-    reach = log_reach(repo, engine, target, good)
+    reach = log_reach(repo, engine, target, good, now)
     if reach is not None and reach.backup_id == newest.id:
         # The archive runs on from the newest backup itself: its reach is at least that backup's
         # point (an oplog time has whole seconds only, and may read a little before it).
@@ -295,8 +362,8 @@ def _utc(now: datetime | None) -> datetime:
 def target_status(
     repo: Repository, engine: str, target: str, objective: Objective | None = None, now: datetime | None = None
 ) -> TargetStatus:
-    """The status of `engine`/`target` in `repo` at `now` (default: this host's clock; naive: UTC)
-    against `objective` (default: the default RPO). An engine this host does not know gives a
+    """The status of `engine`/`target` in `repo` at `now` (default: this host's clock; naive: UTC;
+    another moment is a what-if: see the module doc) against `objective` (default: the default RPO). An engine this host does not know gives a
     status with nothing restorable and a note saying so (its chains cannot be judged here)."""
     now = _utc(now)
     objective = objective or Objective()
@@ -305,10 +372,11 @@ def target_status(
             engine, target, objective, now, notes=(f"engine {engine!r} is not known here: install its package",)
         )
     catalog = repo.catalog(engine, target)
-    point, notes = newest_restorable(repo, engine, target, catalog, now)
     checks = repo.last_checks(engine, target)
-    fulls = [m for m in catalog.manifests if m.kind == BackupKind.FULL]
-    increments = [m for m in catalog.manifests if m.kind != BackupKind.FULL]
+    point, notes = newest_restorable(repo, engine, target, catalog, now, checks)
+    made = [m for m in catalog.manifests if m.finished_at <= now]
+    fulls = [m for m in made if m.kind == BackupKind.FULL]
+    increments = [m for m in made if m.kind != BackupKind.FULL]
     return TargetStatus(
         engine,
         target,
@@ -317,8 +385,8 @@ def target_status(
         last_full=fulls[-1] if fulls else None,
         last_incremental=increments[-1] if increments else None,
         restorable=point,
-        last_verify=last_check(checks, VERIFY_KINDS),
-        last_drill=last_check(checks, (DRILL,)),
+        last_verify=last_check(checks, VERIFY_KINDS, now),
+        last_drill=last_check(checks, (DRILL,), now),
         notes=tuple(notes),
     )
 
@@ -326,23 +394,48 @@ def target_status(
 def fleet_status(
     repo: Repository, objectives: Mapping[tuple[str, str], Objective] | None = None, now: datetime | None = None
 ) -> list[TargetStatus]:
-    """target_status of every target the repository holds backups of (Repository.targets), in
-    (engine, target) order, each against its objective in `objectives` ((engine, target) ->
-    Objective; a target missing there gets the default). NotFoundError for a local repository
-    whose directory does not exist."""
+    """target_status of every target the repository holds backups of (Repository.targets) and
+    of every target in `objectives` ((engine, target) -> Objective, from saved target blocks; a
+    target missing there gets the default) that it holds none of (a row 'never backed up', RPO
+    missed), in (engine, target) order. NotFoundError for a local repository whose directory
+    does not exist."""
     now = _utc(now)
     objectives = objectives or {}
-    return [target_status(repo, e, t, objectives.get((e, t)), now) for e, t in repo.targets()]
+    held = set(repo.targets())
+    return [
+        target_status(repo, e, t, objectives.get((e, t)), now)
+        if (e, t) in held
+        else TargetStatus(
+            e,
+            t,
+            objectives[(e, t)],
+            now,
+            notes=(f"{NEVER}: this repository holds no backup of it",),
+            in_repository=False,
+        )
+        for e, t in sorted(held | set(objectives))
+    ]
+
+
+def holds_backups(statuses: Iterable[TargetStatus]) -> bool:
+    """Whether any target of `statuses` has backups in the repository (False for none)."""
+    return any(s.in_repository for s in statuses)
 
 
 def all_met(statuses: Iterable[TargetStatus]) -> bool:
-    """Whether every target meets its RPO (True for no targets)."""
-    return all(s.rpo_met for s in statuses)
+    """Whether every target meets its RPO; False when the repository holds no backups at all (a
+    wrong path or an unmounted volume is no green check)."""
+    statuses = list(statuses)
+    return holds_backups(statuses) and all(s.rpo_met for s in statuses)
 
 
-def fleet_line(statuses: list[TargetStatus]) -> str:
-    """One line for a whole fleet: 'RPO met for 3 of 3 targets' or '... missed by pg/x, ...'."""
+def fleet_line(statuses: list[TargetStatus], repository: str = "the repository") -> str:
+    """One line for a whole fleet: 'RPO met for 3 of 3 targets' or '... missed by pg/x, ...';
+    led by '<repository> holds no backups: ...' when no target has a backup in it."""
     missed = [f"{s.engine}/{s.target}" for s in statuses if not s.rpo_met]
     met = len(statuses) - len(missed)
-    line = f"RPO met for {met} of {len(statuses)} targets"
-    return f"{line}; missed by {', '.join(missed)}" if missed else line
+    line = f"RPO met for {met} of {len(statuses)} targets" if statuses else "no target to judge"
+    line = f"{line}; missed by {', '.join(missed)}" if missed else line
+    if not holds_backups(statuses):
+        line = f"{repository} holds no backups: check the path (--repo-path) or the repository block; {line}"
+    return line

@@ -43,6 +43,15 @@ def human_duration(seconds: float) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
+def objective_duration(seconds: float) -> str:
+    """An objective in seconds as human_duration says it, but one below a second never rounded to
+    zero: 0.001 -> '1 ms', 0.000001 -> '0.001 ms', 0.25 -> '250 ms'."""
+    seconds = max(0.0, float(seconds))
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
+    return human_duration(seconds)
+
+
 def human_age(seconds: float) -> str:
     """How long ago something happened, in whole units a person reads: '45 s', '12 min',
     '3 h 05 min', '2 d 04 h'. A negative age (a clock that ran ahead) is 'in the future'."""
@@ -195,14 +204,14 @@ def drill_summary(
     `mismatched`: each differing unit with why ('db.table (rows differ)')."""
     rto_met = seconds <= rto_objective_s
     verdict = "PASSED" if rto_met and not mismatched else "FAILED"
-    rto = f"restore {human_duration(seconds)} against an RTO of {human_duration(rto_objective_s)}"
+    rto = f"restore {human_duration(seconds)} against an RTO of {objective_duration(rto_objective_s)}"
     rto += " (met)" if rto_met else " (MISSED)"
     line = f"drill of {backup_id} {verdict}: {rto}; {comparison}"
     facts = [
         ("result", verdict),
         ("backup", backup_id),
         ("restore time (RTO)", human_duration(seconds)),
-        ("objective", human_duration(rto_objective_s)),
+        ("objective", objective_duration(rto_objective_s)),
         ("comparison", comparison),
     ]
     return RunSummary(f"restore drill of {subject}", line, facts, [f"differs: {m}" for m in mismatched])

@@ -1,6 +1,7 @@
 """The catalog keeps every check: through Prefect (test harness) on real redis-servers, a failed
 drill and a later passing verify both stay in the repository and in the catalog artifact; a
-broken chain shows as not restorable; prune forgets every check of a backup it deletes."""
+broken chain or a failed verify shows as not restorable; prune forgets every check of a backup
+it deletes."""
 
 from __future__ import annotations
 
@@ -68,12 +69,16 @@ def test_a_failed_drill_then_a_passing_verify_both_stay_visible(fresh_redis, tmp
     }
     drill, verified = checks[incr]["drill"], checks[incr]["verify"]
     assert drill["result"] == "FAILED" and drill["rto_objective_s"] == 0.000001 and drill["seconds"] > 0.000001
+    assert drill["detail"].endswith(": RTO missed (objective 0.001 ms)"), drill["detail"]
     assert verified["result"] == "ok" and verified["flow_run_id"] != drill["flow_run_id"]
     assert (tmp_path / "repo/redis/cat/checks" / incr / "drill.json").is_file()
 
     rows, description = read_catalog("redis", "cat")
     assert list(rows) == [incr, full]
-    assert rows[incr]["last_drill"].startswith("FAILED · ") and "RTO" in rows[incr]["last_drill"]
+    assert (
+        rows[incr]["last_drill"].startswith("FAILED · ")
+        and " of 0.001 ms RTO: RTO missed · " in rows[incr]["last_drill"]
+    )
     assert rows[incr]["last_drill"].endswith(run_link(drill)), rows[incr]
     assert rows[incr]["last_verify"].startswith("ok · ") and rows[incr]["last_verify"].endswith(run_link(verified))
     assert rows[full]["last_drill"] == "never" and rows[full]["last_verify"].startswith("ok · ")
@@ -93,6 +98,28 @@ def test_a_failed_drill_then_a_passing_verify_both_stay_visible(fresh_redis, tmp
     [unreadable] = [row for key, row in rows.items() if key not in (full, incr)]
     assert unreadable["kind"] == "UNREADABLE" and unreadable["restorable"].startswith("NO: ")
     assert "**No restorable backup**" in description, description
+
+
+def test_a_backup_that_failed_its_verify_is_not_restorable_in_the_catalog(redis_source, tmp_path: Path):
+    redis_source.client().set("user:1000", "Alice")
+    target = RedisTarget(host=redis_source.host, port=redis_source.port, target_name="cat-verify")
+    repository = BackupRepository(local_path=str(tmp_path / "repo"))
+    older = full_backup(target=target, repository=repository)["backup_id"]
+    newer = full_backup(target=target, repository=repository)["backup_id"]
+    objects = [p for p in (tmp_path / "repo/redis/cat-verify/backups" / newer).rglob("*.zst")]
+    assert objects, "the backup wrote payload objects"
+    for path in objects:
+        path.write_bytes(b"not what the manifest says")  # a corrupted object, as a bad disk leaves it
+    with pytest.raises(IntegrityError, match="problems in"):
+        verify(repository=repository, target=target)
+
+    record = Repository(LocalStore(tmp_path / "repo")).last_checks("redis", "cat-verify")[newer]["verify"]
+    assert record["result"] == "FAILED"
+    rows, description = read_catalog("redis", "cat-verify")
+    failed_at = record["time"][:16].replace("T", " ")
+    assert rows[newer]["restorable"] == f"NO: verify FAILED at {failed_at} UTC", rows[newer]
+    assert rows[older]["restorable"] == "yes"
+    assert f"Newest restorable backup: **{older}** (full, " in description, description
 
 
 def test_prune_forgets_every_check_of_a_backup_it_deletes(redis_source, tmp_path: Path):

@@ -1,6 +1,8 @@
 """Fleet status (vaultflow.status, `vaultflow status`, the status flow) on real backups: RPO met
-and missed (judged at a `now` passed in, never by sleeping), a broken chain not counted, WAL
-newer than the last backup moving the restorable point, the CLI's exit codes, the artifact."""
+and missed (judged at a `now` passed in, never by sleeping), a broken chain or a failed verify
+not counted, saved targets never backed up and an empty repository missed, a what-if in the
+past judged without clock notes, WAL newer than the last backup moving the restorable point,
+the CLI's exit codes, the artifact."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
 from blocks import BackupRepository, MongoTarget, PostgresTarget
@@ -27,7 +30,15 @@ from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.wal import read_record, ship_spool
 from vaultflow.manifest import BackupKind, new_backup_id
 from vaultflow.repository import Repository
-from vaultflow.status import Objective, checks_by_kind, last_check, target_status
+from vaultflow.status import (
+    Objective,
+    all_met,
+    checks_by_kind,
+    fleet_status,
+    holds_backups,
+    last_check,
+    target_status,
+)
 from vaultflow.stores import LocalStore
 from vaultflow.tools import wait_until
 
@@ -155,15 +166,19 @@ def test_cli_prints_the_table_and_exits_by_the_rpo(backed_up, monkeypatch):
     soon = (manifest.started_at + HOUR).strftime("%Y-%m-%dT%H:%M:%S")
     late = (manifest.started_at + 3 * HOUR).strftime("%Y-%m-%dT%H:%M:%S")
 
-    met = runner.invoke(app, ["status", "--repo-path", str(repo_dir), "--as-of", soon])
+    # Every target block saved in this test session is a row (never backed up here): the green
+    # exit is judged with no Prefect API configured, where --repo-path reads no saved blocks.
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        met = runner.invoke(app, ["status", "--repo-path", str(repo_dir), "--as-of", soon])
     assert met.exit_code == 0, met.output
     assert "restorable point" in met.output and f"postgres/{name}" in met.output
-    assert f"met (2 h, block postgres-target/{name})" in met.output
+    assert "met (26 h, default (no saved target block))" in met.output
     assert "RPO met for 1 of 1 targets" in met.output
 
     missed = runner.invoke(app, ["status", "--repo-path", str(repo_dir), "--as-of", late])
     assert missed.exit_code == 1, missed.output
-    assert "MISSED" in missed.output and f"RPO met for 0 of 1 targets; missed by postgres/{name}" in missed.output
+    assert f"MISSED (2 h, block postgres-target/{name})" in missed.output
+    assert "RPO met for " in missed.output and f"postgres/{name}" in missed.output.split("missed by")[-1]
 
     gone = runner.invoke(app, ["status", "--repo-path", str(repo_dir / "nowhere")])
     assert gone.exit_code == 2 and "does not exist" in gone.output and "Traceback" not in gone.output
@@ -173,7 +188,7 @@ def test_flow_publishes_the_table_artifact(backed_up):
     name, repo_dir, _, manifest = backed_up
     BackupRepository(local_path=str(repo_dir)).save(name, overwrite=True)
     state = status(repository=f"backup-repository/{name}", as_of=manifest.started_at + 3 * HOUR, return_state=True)
-    assert state.is_completed() and state.message == f"RPO met for 0 of 1 targets; missed by postgres/{name}"
+    assert state.is_completed() and f"postgres/{name}" in (state.message or "").split("missed by")[-1]
     assert state.result()["all_met"] is False
 
     key = f"status-{name}"  # stable per repository: its block's name
@@ -181,7 +196,7 @@ def test_flow_publishes_the_table_artifact(backed_up):
         [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), limit=1)
     assert artifact.type == "table"
     rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
-    [row] = rows
+    [row] = [r for r in rows if r["target"] == f"postgres/{name}"]  # other saved blocks: never backed up
     assert row["target"] == f"postgres/{name}" and row["last full"] == manifest.id
     assert row["RPO"].startswith("MISSED (2 h") and row["age"] == "3 h 00 min"
 
@@ -224,3 +239,126 @@ def test_oplog_slices_newer_than_the_backup_move_the_restorable_point(
     assert reaches > full.started_at  # the oracle says the archive reaches past the backup
     assert result.restorable.time == reaches and result.age_s == 1800.0 and result.rpo_met
     assert "oplog archive to " + newest in result.row()["restorable point"]
+
+
+def corrupt_payload(repo_dir: Path, manifest) -> None:
+    """Overwrite every payload object of `manifest` in a local repository (as a bad disk would)."""
+    objects = [p for p in (repo_dir / "postgres" / manifest.target / "backups" / manifest.id).rglob("*") if p.is_file()]
+    payload = [p for p in objects if p.name != "manifest.json"]
+    assert payload, f"backup {manifest.id} wrote payload objects: {objects}"
+    for path in payload:
+        path.write_bytes(b"not what the manifest says")
+
+
+def test_a_backup_that_failed_its_verify_is_not_restorable(backed_up, monkeypatch):
+    monkeypatch.setattr(cli.console, "width", 400)
+    name, repo_dir, repo, first = backed_up
+    repository = BackupRepository(local_path=str(repo_dir))
+    second = full_backup(target=f"postgres-target/{name}", repository=repository)["backup_id"]
+    corrupt_payload(repo_dir, repo.catalog("postgres", name).get(second))
+    with pytest.raises(Exception, match="problems in"):
+        verify(repository=repository, target=f"postgres-target/{name}")
+    records = repo.last_checks("postgres", name)
+    assert records[second]["verify"]["result"] == "FAILED" and records[first.id]["verify"]["result"] == "ok"
+    failed_at = datetime.fromisoformat(records[second]["verify"]["time"]).strftime("%Y-%m-%d %H:%M UTC")
+
+    # The restorable point falls back to the older good backup, and the notes say why.
+    now = first.started_at + HOUR
+    fallback = target_status(repo, "postgres", name, Objective(2.0), now)
+    assert fallback.restorable is not None and fallback.restorable.backup_id == first.id
+    assert f"{second} not restorable: verify FAILED at {failed_at}" in fallback.notes, fallback.notes
+    assert fallback.last_full is not None and fallback.last_full.id == second  # still the last full made
+
+    # Both corrupted and verified: nothing restorable, RPO missed, exit 1 and the reason printed.
+    corrupt_payload(repo_dir, first)
+    with pytest.raises(Exception, match="problems in"):
+        verify(repository=repository, target=f"postgres-target/{name}")
+    result = runner.invoke(app, ["status", "--repo-path", str(repo_dir), "--as-of", f"{now:%Y-%m-%dT%H:%M:%S}"])
+    assert result.exit_code == 1, result.output
+    [row] = [line for line in result.output.splitlines() if f"postgres/{name} " in line and "MISSED" in line]
+    assert "none" in row, row
+    assert f"note: postgres/{name}: {first.id} not restorable: verify FAILED at " in result.output, result.output
+    assert f"note: postgres/{name}: {second} not restorable: verify FAILED at {failed_at}" in result.output
+
+
+def test_saved_targets_never_backed_up_and_an_empty_repository_are_missed(backed_up, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli.console, "width", 400)
+    name, repo_dir, repo, manifest = backed_up
+    fresh = f"{name}-new"
+    PostgresTarget(host="db.invalid", user="backup", databases=["app"], rpo_hours=4).save(fresh, overwrite=True)
+    try:
+        objectives = saved_objectives()
+        statuses = {(s.engine, s.target): s for s in fleet_status(repo, objectives, manifest.started_at + HOUR)}
+        never = statuses[("postgres", fresh)]
+        assert not never.in_repository and not never.rpo_met and never.restorable is None
+        assert never.row()["restorable point"] == "never backed up" and never.row()["RPO"].startswith("MISSED (4 h")
+        assert statuses[("postgres", name)].rpo_met
+
+        soon = (manifest.started_at + HOUR).strftime("%Y-%m-%dT%H:%M:%S")
+        result = runner.invoke(app, ["status", "--repo-path", str(repo_dir), "--as-of", soon])
+        assert result.exit_code == 1, result.output
+        [row] = [line for line in result.output.splitlines() if f"postgres/{fresh} " in line]
+        assert "never backed up" in row and "MISSED (4 h" in row, row
+        assert f"postgres/{fresh}" in result.output.split("missed by")[-1]
+
+        # An empty repository (a wrong path, an unmounted volume): exit 1, and it says so.
+        (tmp_path / "empty").mkdir()
+        empty = runner.invoke(app, ["status", "--repo-path", str(tmp_path / "empty")])
+        assert empty.exit_code == 1, empty.output
+        assert f"repository local:{tmp_path / 'empty'} holds no backups: check the path" in empty.output, empty.output
+    finally:
+        _delete_block("postgres-target", fresh)
+    # With no saved blocks at all, no rows: still exit 1, not 'RPO met for 0 of 0 targets'.
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        bare = runner.invoke(app, ["status", "--repo-path", str(tmp_path / "empty")])
+    assert bare.exit_code == 1 and "holds no backups" in bare.output and "0 of 0" not in bare.output, bare.output
+    assert not all_met([]) and not holds_backups([])
+
+
+def _delete_block(slug: str, name: str) -> None:
+    with get_client(sync_client=True) as client:
+        client.delete_block_document(client.read_block_document_by_name(name, slug).id)
+
+
+@pytest.mark.parametrize("command", ["status", "list"])
+def test_both_repository_and_repo_path_is_a_usage_error(command, tmp_path):
+    result = runner.invoke(app, [command, "-r", "demo", "--repo-path", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "--repository" in result.output and "--repo-path" in result.output and "not both" in result.output
+
+
+def test_a_what_if_in_the_past_has_no_clock_notes_and_leaves_later_backups_and_checks_out(backed_up, monkeypatch):
+    monkeypatch.setattr(cli.console, "width", 400)
+    name, repo_dir, repo, manifest = backed_up
+    verify(repository=BackupRepository(local_path=str(repo_dir)), deep=False)
+    assert repo.last_checks("postgres", name)  # a check made after the moment below
+
+    before = manifest.started_at - 30 * 24 * HOUR
+    past = target_status(repo, "postgres", name, Objective(2.0), before)
+    assert past.restorable is None and past.last_full is None and past.last_verify is None
+    assert not any("ahead" in n or "NTP" in n for n in past.notes), past.notes
+    assert any("left out (not yet made then)" in n for n in past.notes), past.notes
+
+    result = runner.invoke(app, ["status", "--repo-path", str(repo_dir), "--as-of", f"{before:%Y-%m-%dT%H:%M:%S}"])
+    assert result.exit_code == 1, result.output
+    assert "NTP" not in result.output and "ahead of this worker" not in result.output, result.output
+
+    # At a moment after the backup, the same backup counts and its check shows.
+    later = target_status(repo, "postgres", name, Objective(2.0), manifest.started_at + HOUR)
+    assert later.restorable is not None and later.last_verify is not None and later.rpo_met
+
+
+def test_a_drill_that_missed_a_sub_second_rto_says_so(backed_up):
+    name, _, repo, manifest = backed_up
+    drill = {
+        "kind": "drill",
+        "result": "FAILED",
+        "time": (manifest.finished_at + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "seconds": 0.24,
+        "rto_objective_s": 0.001,
+        "detail": "every table matches, restore 0.2 s: RTO missed (objective 1 ms)",
+    }
+    repo.record_check(manifest, drill)
+    status_now = target_status(repo, "postgres", name, Objective(2.0), manifest.started_at + HOUR)
+    assert status_now.row()["RTO"] == "0.24 s / 1 ms: RTO missed"
+    assert status_now.restorable is not None, "a drill's failure alone leaves the backup restorable"

@@ -13,8 +13,9 @@ from tests.unit.test_chain import T0, physical
 from vaultflow.catalog_view import catalog_view, check_cell
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.repository import Catalog, CatalogProblem, Repository
+from vaultflow.status import verify_failures
 from vaultflow.stores.local import LocalStore
-from vaultflow.summary import human_age
+from vaultflow.summary import human_age, objective_duration
 
 NOW = T0 + timedelta(hours=34)  # 2026-11-30 12:00 UTC
 
@@ -98,7 +99,7 @@ def test_the_view_shows_checks_side_by_side_and_a_broken_chain_as_not_restorable
         "ok (quick) · 2026-11-30 08:00 UTC · [run](http://ui/runs/flow-run/run-quick-verify)"
     )
     assert rows[full.id]["last_drill"] == (
-        "FAILED · 2026-11-30 06:00 UTC · restore 1 min 15 s of 1 min 00 s RTO · drill said FAILED · "
+        "FAILED · 2026-11-30 06:00 UTC · restore 1 min 15 s of 1 min 00 s RTO: RTO missed · drill said FAILED · "
         "[run](http://ui/runs/flow-run/run-drill)"
     )
     assert view.newest_restorable is full
@@ -112,6 +113,60 @@ def test_the_view_shows_checks_side_by_side_and_a_broken_chain_as_not_restorable
         f"NO: chain broken: backup {incr.id} (the parent of {orphan.id}) is missing from the repository",
         "NO: broken JSON",
     ]
+
+
+def test_a_failed_verify_makes_a_backup_and_what_builds_on_it_not_restorable() -> None:
+    older = manifest(-10)
+    full = manifest(20)
+    incr = manifest(29, BackupKind.INCREMENTAL, full)
+    catalog = Catalog(manifests=[older, full, incr])
+    checks = {
+        # A drill that missed its RTO alone leaves `older` restorable.
+        older.id: {"drill": check("drill", "FAILED", "2026-11-30T05:00:00Z", seconds=2.0, rto_objective_s=1.0)},
+        full.id: {
+            "quick-verify": check("quick-verify", "ok", "2026-11-30T06:00:00Z"),
+            "verify": check("verify", "FAILED", "2026-11-30T07:00:00Z"),
+        },
+        incr.id: {"verify": check("verify", "ok", "2026-11-30T07:00:00Z")},
+    }
+    view = catalog_view(catalog, checks, NOW)
+    rows = {row["backup"]: row for row in view.rows}
+    assert rows[full.id]["restorable"] == "NO: verify FAILED at 2026-11-30 07:00 UTC"
+    assert rows[incr.id]["restorable"] == f"NO: {full.id} in its chain: verify FAILED at 2026-11-30 07:00 UTC"
+    assert rows[older.id]["restorable"] == "yes"
+    assert view.newest_restorable is older
+    assert view.headline.startswith(f"Newest restorable backup: **{older.id}** (full, ")
+
+    # The newest verify decides: a later passing one makes the chain restorable again; a check
+    # made after the moment judged does not count yet.
+    checks[full.id]["quick-verify"] = check("quick-verify", "ok", "2026-11-30T08:00:00Z")
+    assert verify_failures(catalog, checks) == {}
+    assert catalog_view(catalog, checks, NOW).newest_restorable is incr
+    before = verify_failures(catalog, checks, until=T0 + timedelta(hours=29.5))  # 2026-11-30 07:30
+    assert before == {full.id: "verify FAILED at 2026-11-30 07:00 UTC", incr.id: before[incr.id]}
+    assert before[incr.id].startswith(f"{full.id} in its chain")
+
+    catalog.manifests.remove(older)
+    checks[full.id].pop("quick-verify")
+    view = catalog_view(catalog, checks, NOW)
+    assert view.newest_restorable is None and view.headline.startswith("**No restorable backup**")
+
+
+def test_a_drill_that_missed_a_sub_second_rto_says_so_without_rounding_it_to_zero() -> None:
+    record = check("drill", "FAILED", "2026-11-30T06:00:00Z", seconds=0.24, rto_objective_s=0.001, ui_url=None)
+    assert check_cell(record) == (
+        "FAILED · 2026-11-30 06:00 UTC · restore 0.24 s of 1 ms RTO: RTO missed · drill said FAILED"
+    )
+    met = check("drill", "ok", "2026-11-30T06:00:00Z", seconds=0.24, rto_objective_s=0.5, ui_url=None)
+    assert check_cell(met) == "ok · 2026-11-30 06:00 UTC · restore 0.24 s of 500 ms RTO"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.001, "1 ms"), (0.000001, "0.001 ms"), (0.25, "250 ms"), (0, "0.00 s"), (1.0, "1.0 s"), (900, "15 min 00 s")],
+)
+def test_objective_duration(seconds: float, text: str) -> None:
+    assert objective_duration(seconds) == text
 
 
 def test_a_check_cell_escapes_markdown_and_cuts_long_details() -> None:
