@@ -79,12 +79,37 @@ def is_generated_name(name: str) -> bool:
 
 
 def param_name(value: Any) -> str:
-    """A short name for a flow parameter that is a block or a block reference (run names)."""
+    """A short name for a flow parameter that is a block or a block reference (run names): a
+    repository reference's block name; a target's name (target_name_of)."""
     if isinstance(value, str):
         return value.split("/")[-1]
     if isinstance(value, dict):  # parameters as the runtime sees them before validation
         return str(value.get("target_name") or value.get("host") or "target")
     return getattr(value, "name", None) or type(value).__name__
+
+
+def _target_documents(ref: str) -> list[dict] | None:
+    """The saved target block documents (at most 2) a reference names, secrets not read:
+    'postgres-target/prod' by its type and name, a bare 'prod' among every target type. None when
+    the API cannot be asked (unreachable) or the type prefix is no target type."""
+    types = target_types()
+    slug, _, name = ref.rpartition("/")
+    if slug and slug not in types:
+        return None
+    try:
+        with get_client(sync_client=True) as client:
+            return client.request(
+                "POST",
+                "/block_documents/filter",
+                json={
+                    "block_documents": {"name": {"any_": [name]}, "is_anonymous": {"eq_": False}},
+                    "block_types": {"slug": {"any_": [slug] if slug else list(types)}},
+                    "include_secrets": False,
+                    "limit": 2,
+                },
+            ).json()
+    except httpx.HTTPError:
+        return None
 
 
 def target_engine(value: Any) -> str | None:
@@ -95,31 +120,38 @@ def target_engine(value: Any) -> str | None:
     engine = getattr(value, "engine_name", None)
     if engine or not isinstance(value, str):
         return engine
-    types = target_types()
     if "/" in value:
         slug = value.split("/", 1)[0]
+        types = target_types()
         return types[slug].engine_name if slug in types else None
-    try:
-        with get_client(sync_client=True) as client:
-            found = client.request(
-                "POST",
-                "/block_documents/filter",
-                json={
-                    "block_documents": {"name": {"any_": [value]}, "is_anonymous": {"eq_": False}},
-                    "block_types": {"slug": {"any_": list(types)}},
-                    "include_secrets": False,
-                    "limit": 2,
-                },
-            ).json()
-    except httpx.HTTPError:
-        return None
-    slugs = {doc["block_type"]["slug"] for doc in found if doc.get("block_type")}
-    return types[slugs.pop()].engine_name if len(slugs) == 1 and len(found) == 1 else None
+    return _target_identity(value)[0]
+
+
+def _target_identity(value: Any) -> tuple[str | None, str]:
+    """(engine or None, target name) of a target parameter, with at most one API query and no
+    secrets: a block's own engine and `.name`; a block reference's saved document gives its
+    engine (by block type) and its name (target_name when set, else the block's name). A
+    reference the API cannot resolve to one document keeps its block name (and a type prefix's
+    engine)."""
+    if not isinstance(value, str):
+        return getattr(value, "engine_name", None), param_name(value)
+    types = target_types()
+    slug, _, block_name = value.rpartition("/")
+    engine = types[slug].engine_name if slug in types else None
+    if slug and engine is None:
+        return None, block_name
+    found = _target_documents(value)
+    if not found or len(found) != 1 or not found[0].get("block_type"):
+        return engine, block_name
+    doc = found[0]
+    engine = types[doc["block_type"]["slug"]].engine_name if doc["block_type"]["slug"] in types else engine
+    return engine, str((doc.get("data") or {}).get("target_name") or block_name)
 
 
 def run_name(kind: str, subject_param: str = "repository"):
     """flow_run_name callable: '<kind>-<engine>-<target>-<time>' ('full-postgres-prod-
-    20261126T020000.123Z'); a run over a repository rather than one target is
+    20261126T020000.123Z'), <target> the target's name as the repository, catalog and events
+    read it (target_name when set, else the block's name); a run over a repository rather than one target is
     '<kind>-<repository>-<time>' (`subject_param` names that parameter). The time is when the
     run started, in the backup id's form; a backup run's id takes it (run_started). A name the
     run already has that nobody made up (is_generated_name) is kept as it is."""
@@ -133,8 +165,11 @@ def run_name(kind: str, subject_param: str = "repository"):
         started = datetime.now(UTC)
         if flow_run.id:
             _RUN_STARTS[str(flow_run.id)] = started
-        subject = target or params.get(subject_param) or "all"
-        parts = (kind, target_engine(target) if target else None, param_name(subject), id_time(started))
+        if target:
+            engine, subject = _target_identity(target)
+        else:
+            engine, subject = None, param_name(params.get(subject_param) or "all")
+        parts = (kind, engine, subject, id_time(started))
         return "-".join(part for part in parts if part)
 
     return name
