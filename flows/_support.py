@@ -20,6 +20,7 @@ from prefect.blocks.core import Block
 from prefect.client.schemas.objects import FlowRunPolicy
 from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
+from prefect.settings import PREFECT_UI_URL
 from prefect.states import Completed, State
 
 from blocks import BackupRepository
@@ -137,12 +138,21 @@ def open_backup(target: TargetParam, repository: RepositoryParam, backup_id: str
     return target_block, engine, repo, manifest, ctx
 
 
+def run_ui_url() -> str | None:
+    """This flow run's page in the Prefect UI; None outside a run or when no UI URL is known
+    (PREFECT_UI_URL unset, e.g. a temporary server), where Prefect's own flow_run.ui_url would be
+    'None/flow-runs/flow-run/<id>'. The same path as Prefect's link otherwise."""
+    ui = PREFECT_UI_URL.value()
+    return f"{ui}/flow-runs/flow-run/{flow_run.id}" if flow_run.id and ui else None
+
+
 def lineage() -> Lineage:
+    """This flow run as a manifest records it: id, name, deployment, UI link (run_ui_url)."""
     return Lineage(
         flow_run_id=str(flow_run.id) if flow_run.id else None,
         flow_run_name=flow_run.name,
         deployment=deployment.name,
-        ui_url=flow_run.ui_url,
+        ui_url=run_ui_url(),
     )
 
 
@@ -319,7 +329,7 @@ def record_check(repository: Repository, manifest: Manifest, kind: str, ok: bool
             "detail": detail,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "flow_run_id": str(flow_run.id) if flow_run.id else None,
-            "ui_url": flow_run.ui_url,
+            "ui_url": run_ui_url(),
             **extra,
         },
     )

@@ -164,3 +164,31 @@ def test_every_related_resource_has_a_name_and_a_role():
 def test_same_named_targets_of_two_engines_read_apart():
     names = {target_resource(engine, "demo")["prefect.resource.name"] for engine in ("postgres", "redis")}
     assert names == {"postgres/demo", "redis/demo"}
+
+
+# -- links to a run's page -----------------------------------------------------------------------
+
+
+def test_without_a_ui_url_a_run_has_no_link(monkeypatch):
+    """No Prefect UI (a temporary server, `make demo`): Prefect's flow_run.ui_url is
+    'None/flow-runs/flow-run/<id>'; the manifest's lineage keeps no link instead."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from flows._support import lineage, run_ui_url
+
+    monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__ID", "0b5e1d1e-0000-4000-8000-000000000001")
+    monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__NAME", "full-postgres-prod-20261126T020000.123Z")
+    with temporary_settings(restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}):
+        assert PREFECT_UI_URL.value() is None
+        assert lineage().ui_url is None
+        assert run_ui_url() is None
+    with temporary_settings(updates={PREFECT_UI_URL: "http://prefect.example:4200"}):
+        assert lineage().ui_url == "http://prefect.example:4200/flow-runs/flow-run/0b5e1d1e-0000-4000-8000-000000000001"
+
+
+def test_the_catalog_links_no_run_without_a_ui_url():
+    from vaultflow.catalog_view import run_link
+
+    assert run_link(None, "full-postgres-prod-x") == run_link("None/flow-runs/flow-run/1", "full-postgres-prod-x")
+    assert "None/" not in run_link("None/flow-runs/flow-run/1", "full-postgres-prod-x")
+    assert run_link("http://ui:4200/flow-runs/flow-run/1") == "[run](http://ui:4200/flow-runs/flow-run/1)"
