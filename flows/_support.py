@@ -34,7 +34,7 @@ from vaultflow.errors import ConfigError, NotFoundError, VaultflowError, is_tran
 from vaultflow.keys import artifact_slug
 from vaultflow.manifest import Lineage, Manifest, parse_backup_id
 from vaultflow.repository import Repository
-from vaultflow.summary import RunSummary, human_size
+from vaultflow.summary import RunSummary, drill_failed_summary, human_size
 
 # A target block of any registered kind (blocks.registry), or its name: 'postgres-target/prod', or
 # just 'prod' when one kind alone has a block of that name.
@@ -223,16 +223,20 @@ def emit_target_event(event: str, engine: str, target: str, payload: dict, manif
 
 
 class DrillFailureAlert:
-    """Emits vaultflow.drill.failed when the drill it wraps raises: `about()` names the target and
-    backup once known, `details` adds payload fields (seconds, rto_objective_s, mismatched).
-    A drill that fails before its target is known loads the target from `target` to name it;
-    when even that fails (no such block) there is no target to alert on and the run's own
+    """Emits vaultflow.drill.failed when the drill it wraps raises, and publishes the drill's
+    summary artifact (summary_key "drill-summary-<engine>-<target>"): `summary` when the drill
+    set it (a comparison that differs, a missed RTO), else a FAILED summary saying why (nothing
+    to restore, the server unreachable...). `about()` names the target and backup once known,
+    `details` adds payload fields (seconds, rto_objective_s, mismatched). A drill that fails
+    before its target is known loads the target from `target` to name it; when even that fails
+    (no such block) there is no target to alert on or key a summary by, and the run's own
     failure is all there is."""
 
     def __init__(self, target: Any):
         self._target_ref = target
         self._subject: tuple[str, str, Manifest | None] | None = None
         self.details: dict[str, Any] = {}
+        self.summary: RunSummary | None = None
 
     def about(self, engine: str, target: str, manifest: Manifest | None) -> None:
         self._subject = (engine, target, manifest)
@@ -252,6 +256,10 @@ class DrillFailureAlert:
                 return
             subject = (block.engine_name, block.name, None)
         engine, target, manifest = subject
+        summary = self.summary or drill_failed_summary(
+            f"{engine}/{target}", manifest.id if manifest else None, str(exc)
+        )
+        publish_summary(summary_key("drill", engine, target), summary)
         payload = {"backup_id": manifest.id if manifest else None, "reason": str(exc), **self.details}
         emit_target_event(DRILL_FAILED, engine, target, payload, manifest)
 
