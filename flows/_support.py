@@ -22,6 +22,7 @@ from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.states import Completed, State
+from pydantic import ValidationError
 
 from blocks import BackupRepository
 from blocks.registry import TargetBlock, target_types
@@ -30,7 +31,7 @@ from vaultflow.catalog_view import catalog_view
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.registry import names as engine_names
 from vaultflow.engines.registry import restore_options as engine_restore_options
-from vaultflow.errors import ConfigError, NotFoundError, VaultflowError, is_transient
+from vaultflow.errors import ConfigError, InvalidBlockError, NotFoundError, VaultflowError, is_transient
 from vaultflow.keys import artifact_slug
 from vaultflow.manifest import Lineage, Manifest, parse_backup_id
 from vaultflow.repository import Repository
@@ -65,31 +66,42 @@ TERMINAL_PROGRESS = {"enabled": False}
 
 
 def load_block(ref: Any, default_type: str) -> Block:
-    """A block instance, or its name: 'postgres-target/prod', or just 'prod' for `default_type`."""
+    """A block instance, or its name: 'postgres-target/prod', or just 'prod' for `default_type`.
+    Raises NotFoundError when no block has that name, InvalidBlockError when its saved data
+    fails validation (_load_if_saved)."""
     if isinstance(ref, Block):
         return ref
     if isinstance(ref, str):
         name = ref if "/" in ref else f"{default_type}/{ref}"
-        try:
-            return Block.load(name)
-        except ValueError as exc:
-            if "Unable to find" not in str(exc):
-                raise
+        block = _load_if_saved(name)
+        if block is None:
             raise NotFoundError(
                 f"no block named {name!r} on this Prefect API: create it (README, 'Use it') or "
                 "check the name with `prefect block ls`"
-            ) from exc
+            )
+        return block
     raise TypeError(f"expected a block or a block name, got {type(ref).__name__}")
 
 
 def _load_if_saved(name: str) -> Block | None:
-    """The block saved as `name` ('slug/block'), or None when there is none of that name."""
+    """The block saved as `name` ('slug/block'), or None when there is none of that name.
+
+    Raises InvalidBlockError, naming the block and each field and why, when the saved data fails
+    the block's validation (rpo_hours 0 set through the API): Prefect's own error says only
+    "block type 'block' ... failed validation"."""
     try:
         return Block.load(name)
     except ValueError as exc:
         if "Unable to find" not in str(exc):
             raise
         return None
+    except RuntimeError as exc:
+        invalid = exc.__cause__
+        if not isinstance(invalid, ValidationError):
+            raise
+        kind = "target block" if name.split("/", 1)[0] in target_types() else "block"
+        why = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in invalid.errors())
+        raise InvalidBlockError(f"{kind} {name} cannot be loaded: {why}; fix or delete it") from None
 
 
 def load_target(ref: TargetParam) -> TargetBlock:
