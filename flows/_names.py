@@ -12,10 +12,14 @@ the API and the Python client (prefect.utilities.names.generate_slug(2): coolnam
 animal, 'fuzzy-corgi'), the Custom run form of the default UI (ui-v2: one of 17 product
 adjectives and an animal of at most 6 letters, 'Rustic-Falcon'), and the same form of the
 legacy UI (a Greek letter, digits, a constellation and maybe a noun, 'tau4-andromedae-nebula').
+Each is recognised by its generator's own words (coolname's data; _ui_run_names.json for the
+UIs), so 'beta-test' or 'Small-Fix' typed by a person is kept; 'red-fox' cannot be told from
+coolname's and is replaced (docs/operations.md, "Reading runs and events").
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import UTC, datetime
@@ -31,18 +35,41 @@ from prefect.runtime import flow_run
 from blocks.registry import target_types
 from vaultflow.manifest import id_time
 
-# ui-v2 (Prefect 3.9's default UI), deployment run form: `${adjective}-${animal of <= 6 chars}`.
-_UI_ADJECTIVES = (
-    "Awesome|Rustic|Small|Gorgeous|Fantastic|Sleek|Intelligent|Unbranded|Refined|Licensed|Generic|"
-    "Practical|Ergonomic|Handcrafted|Tasty|Handmade|Incredible"
-)
-_UI_NAME = re.compile(rf"(?:{_UI_ADJECTIVES})-[A-Z][a-zñ]{{1,5}}")
-# The legacy UI (ui v1), same form: '<greek letter><digits>-<constellation or star>[-<noun>]'.
-_GREEK = (
-    "alpha|beta|gamma|delta|epsilon|zeta|eta|theta|iota|kappa|lambda|mu|nu|xi|omicron|pi|rho|sigma|"
-    "tau|upsilon|phi|chi|psi|omega"
-)
-_LEGACY_UI_NAME = re.compile(rf"(?:{_GREEK})\d*(?:-[a-z]+)+")
+# The words the two UIs' Custom run forms make default names from, taken from the UIs Prefect
+# 3.9.1 ships (prefect/server/ui-v2 and prefect/server/ui assets): ui-v2 (the default UI) makes
+# `${adjective}-${animal of <= 6 chars}` ('Rustic-Falcon'); the legacy UI makes
+# '<greek letter>[<digits>]-<place>[-<noun>]' ('tau4-andromedae-nebula'), a place possibly
+# empty ('alpha--nebula') or hyphenated ('canis-majoris').
+_UI_WORDS_FILE = os.path.join(os.path.dirname(__file__), "_ui_run_names.json")
+
+
+@cache
+def _ui_words() -> dict[str, frozenset[str]]:
+    """The UI generators' word lists (_UI_WORDS_FILE), each a set."""
+    with open(_UI_WORDS_FILE, encoding="utf-8") as f:
+        return {key: frozenset(value) for key, value in json.load(f).items() if isinstance(value, list)}
+
+
+def _is_ui_v2_name(name: str) -> bool:
+    adjective, _, animal = name.partition("-")
+    words = _ui_words()
+    return adjective in words["ui_v2_adjectives"] and animal in words["ui_v2_animals"]
+
+
+_LEGACY_GREEK = re.compile(r"([a-z]+)\d*")
+
+
+def _is_legacy_ui_name(name: str) -> bool:
+    letter, _, rest = name.partition("-")
+    words = _ui_words()
+    greek = _LEGACY_GREEK.fullmatch(letter)
+    if not greek or greek.group(1) not in words["legacy_greek_letters"] or not rest:
+        return False
+    if rest in words["legacy_places"]:
+        return True
+    place, _, noun = rest.rpartition("-")
+    return place in words["legacy_places"] and noun in words["legacy_nouns"]
+
 
 # Run starts this process named, by flow run id: the backup id of the run takes the instant.
 _RUN_STARTS: dict[str, datetime] = {}
@@ -71,8 +98,11 @@ def _coolname_pairs() -> list[tuple[frozenset[str], frozenset[str]]]:
 
 def is_generated_name(name: str) -> bool:
     """True when `name` is one Prefect makes up for a run nobody named (the API's and client's
-    coolname slug, or a Custom run form's default in either UI); False for a name a person chose."""
-    if _UI_NAME.fullmatch(name) or _LEGACY_UI_NAME.fullmatch(name):
+    coolname slug, or a Custom run form's default in either UI), judged by the generators' own
+    words; False for a name a person chose. The limit: a name a person types that the
+    generators could also make ('red-fox' is a coolname slug) reads as made up and is replaced;
+    a third word or a digit keeps it (docs/operations.md, "Reading runs and events")."""
+    if _is_ui_v2_name(name) or _is_legacy_ui_name(name):
         return True
     parts = name.split("-")
     return len(parts) == 2 and any(parts[0] in first and parts[1] in second for first, second in _coolname_pairs())

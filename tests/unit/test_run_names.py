@@ -54,10 +54,22 @@ def test_names_the_run_forms_generate_are_recognised(name):
         "Nightly-Backup-Check",
         "quarterly-audit",
         "big-restore",
+        "beta-test",  # a Greek letter, but 'test' is none of the legacy UI's places
+        "alpha-release",
+        "Small-Fix",  # a ui-v2 adjective, but 'Fix' is none of its animals
+        "Rustic-Elephant",  # an animal longer than the form's 6 letters
+        "manual-backup",
+        "red-fox2",  # a digit keeps a name the generators' words would make
     ],
 )
 def test_names_a_person_types_are_kept(name):
     assert not is_generated_name(name)
+
+
+@pytest.mark.parametrize("name", ["red-fox", "alpha--nebula", "beta3-canis-majoris", "Small-Fox"])
+def test_the_limit_a_name_in_a_generators_pattern_and_words_reads_as_made_up(name):
+    """docs/operations.md, "Reading runs and events": such a name is replaced by ours."""
+    assert is_generated_name(name)
 
 
 # -- which engine a target parameter names -------------------------------------------------
