@@ -7,11 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 from prefect.utilities.names import generate_slug
 
 from blocks import ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
 from flows._names import is_generated_name, target_engine
-from flows._support import backup_event_related, backup_resource, target_resource
+from flows._support import backup_event_related, backup_resource, lineage, run_ui_url, target_resource
+from vaultflow.catalog_view import run_link
 from vaultflow.engines.base import BackupContext, BackupUnit, dated_by_run, new_plan
 from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, id_time, new_backup_id
@@ -184,10 +186,6 @@ def test_same_named_targets_of_two_engines_read_apart():
 def test_without_a_ui_url_a_run_has_no_link(monkeypatch):
     """No Prefect UI (a temporary server, `make demo`): Prefect's flow_run.ui_url is
     'None/flow-runs/flow-run/<id>'; the manifest's lineage keeps no link instead."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
-
-    from flows._support import lineage, run_ui_url
-
     monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__ID", "0b5e1d1e-0000-4000-8000-000000000001")
     monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__NAME", "full-postgres-prod-20261126T020000.123Z")
     with temporary_settings(restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}):
@@ -199,8 +197,6 @@ def test_without_a_ui_url_a_run_has_no_link(monkeypatch):
 
 
 def test_the_catalog_links_no_run_without_a_ui_url():
-    from vaultflow.catalog_view import run_link
-
     assert run_link(None, "full-postgres-prod-x") == run_link("None/flow-runs/flow-run/1", "full-postgres-prod-x")
     assert "None/" not in run_link("None/flow-runs/flow-run/1", "full-postgres-prod-x")
     assert run_link("http://ui:4200/flow-runs/flow-run/1") == "[run](http://ui:4200/flow-runs/flow-run/1)"
