@@ -162,12 +162,14 @@ def test_a_saved_block_with_invalid_data_is_one_line_naming_the_field(tmp_path: 
         document = client.read_block_document(block_id)
         data = {**document.data, "rpo_hours": 0}
         client.request("PATCH", "/block_documents/{id}", path_params={"id": block_id}, json={"data": data})
-    for ref in ("postgres-target/cli-cafe", "cli-cafe"):
-        result = runner.invoke(app, ["backup", "-t", ref, "--repo-path", str(tmp_path / "repo")])
-        assert result.exit_code == 1, result.output
-        line = error_line(result)
-        assert line.startswith("error: target block postgres-target/cli-cafe cannot be loaded: rpo_hours: "), line
-        assert line.endswith("; fix or delete it"), line
-        assert "greater than 0" in line
+    done = cli("backup", "-t", "postgres-target/cli-cafe", "-r", "demo")  # as a shell runs it
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: target block postgres-target/cli-cafe cannot be loaded: rpo_hours: Input should be greater "
+        "than 0; fix or delete it"
+    ], done.stderr
+    result = runner.invoke(app, ["backup", "-t", "cli-cafe", "--repo-path", str(tmp_path / "repo")])  # a bare name
+    assert result.exit_code == 1, result.output
+    assert error_line(result) == done.stderr.strip()
     assert flow_runs_named("%cli-cafe%") == [], "no flow run may start for a broken block"
     assert not (tmp_path / "repo").exists()
