@@ -12,10 +12,14 @@ the API and the Python client (prefect.utilities.names.generate_slug(2): coolnam
 animal, 'fuzzy-corgi'), the Custom run form of the default UI (ui-v2: one of 17 product
 adjectives and an animal of at most 6 letters, 'Rustic-Falcon'), and the same form of the
 legacy UI (a Greek letter, digits, a constellation and maybe a noun, 'tau4-andromedae-nebula').
+Each is recognised by its generator's own words (coolname's data; _ui_run_names.json for the
+UIs), so 'beta-test' or 'Small-Fix' typed by a person is kept; 'red-fox' cannot be told from
+coolname's and is replaced (docs/operations.md, "Reading runs and events").
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import UTC, datetime
@@ -31,18 +35,41 @@ from prefect.runtime import flow_run
 from blocks.registry import target_types
 from vaultflow.manifest import id_time
 
-# ui-v2 (Prefect 3.9's default UI), deployment run form: `${adjective}-${animal of <= 6 chars}`.
-_UI_ADJECTIVES = (
-    "Awesome|Rustic|Small|Gorgeous|Fantastic|Sleek|Intelligent|Unbranded|Refined|Licensed|Generic|"
-    "Practical|Ergonomic|Handcrafted|Tasty|Handmade|Incredible"
-)
-_UI_NAME = re.compile(rf"(?:{_UI_ADJECTIVES})-[A-Z][a-zñ]{{1,5}}")
-# The legacy UI (ui v1), same form: '<greek letter><digits>-<constellation or star>[-<noun>]'.
-_GREEK = (
-    "alpha|beta|gamma|delta|epsilon|zeta|eta|theta|iota|kappa|lambda|mu|nu|xi|omicron|pi|rho|sigma|"
-    "tau|upsilon|phi|chi|psi|omega"
-)
-_LEGACY_UI_NAME = re.compile(rf"(?:{_GREEK})\d*(?:-[a-z]+)+")
+# The words the two UIs' Custom run forms make default names from, taken from the UIs Prefect
+# 3.9.1 ships (prefect/server/ui-v2 and prefect/server/ui assets): ui-v2 (the default UI) makes
+# `${adjective}-${animal of <= 6 chars}` ('Rustic-Falcon'); the legacy UI makes
+# '<greek letter>[<digits>]-<place>[-<noun>]' ('tau4-andromedae-nebula'), a place possibly
+# empty ('alpha--nebula') or hyphenated ('canis-majoris').
+_UI_WORDS_FILE = os.path.join(os.path.dirname(__file__), "_ui_run_names.json")
+
+
+@cache
+def _ui_words() -> dict[str, frozenset[str]]:
+    """The UI generators' word lists (_UI_WORDS_FILE), each a set."""
+    with open(_UI_WORDS_FILE, encoding="utf-8") as f:
+        return {key: frozenset(value) for key, value in json.load(f).items() if isinstance(value, list)}
+
+
+def _is_ui_v2_name(name: str) -> bool:
+    adjective, _, animal = name.partition("-")
+    words = _ui_words()
+    return adjective in words["ui_v2_adjectives"] and animal in words["ui_v2_animals"]
+
+
+_LEGACY_GREEK = re.compile(r"([a-z]+)\d*")
+
+
+def _is_legacy_ui_name(name: str) -> bool:
+    letter, _, rest = name.partition("-")
+    words = _ui_words()
+    greek = _LEGACY_GREEK.fullmatch(letter)
+    if not greek or greek.group(1) not in words["legacy_greek_letters"] or not rest:
+        return False
+    if rest in words["legacy_places"]:
+        return True
+    place, _, noun = rest.rpartition("-")
+    return place in words["legacy_places"] and noun in words["legacy_nouns"]
+
 
 # Run starts this process named, by flow run id: the backup id of the run takes the instant.
 _RUN_STARTS: dict[str, datetime] = {}
@@ -71,20 +98,48 @@ def _coolname_pairs() -> list[tuple[frozenset[str], frozenset[str]]]:
 
 def is_generated_name(name: str) -> bool:
     """True when `name` is one Prefect makes up for a run nobody named (the API's and client's
-    coolname slug, or a Custom run form's default in either UI); False for a name a person chose."""
-    if _UI_NAME.fullmatch(name) or _LEGACY_UI_NAME.fullmatch(name):
+    coolname slug, or a Custom run form's default in either UI), judged by the generators' own
+    words; False for a name a person chose. The limit: a name a person types that the
+    generators could also make ('red-fox' is a coolname slug) reads as made up and is replaced;
+    a third word or a digit keeps it (docs/operations.md, "Reading runs and events")."""
+    if _is_ui_v2_name(name) or _is_legacy_ui_name(name):
         return True
     parts = name.split("-")
     return len(parts) == 2 and any(parts[0] in first and parts[1] in second for first, second in _coolname_pairs())
 
 
 def param_name(value: Any) -> str:
-    """A short name for a flow parameter that is a block or a block reference (run names)."""
+    """A short name for a flow parameter that is a block or a block reference (run names): a
+    repository reference's block name; a target's name (target_name_of)."""
     if isinstance(value, str):
         return value.split("/")[-1]
     if isinstance(value, dict):  # parameters as the runtime sees them before validation
         return str(value.get("target_name") or value.get("host") or "target")
     return getattr(value, "name", None) or type(value).__name__
+
+
+def _target_documents(ref: str) -> list[dict] | None:
+    """The saved target block documents (at most 2) a reference names, secrets not read:
+    'postgres-target/prod' by its type and name, a bare 'prod' among every target type. None when
+    the API cannot be asked (unreachable) or the type prefix is no target type."""
+    types = target_types()
+    slug, _, name = ref.rpartition("/")
+    if slug and slug not in types:
+        return None
+    try:
+        with get_client(sync_client=True) as client:
+            return client.request(
+                "POST",
+                "/block_documents/filter",
+                json={
+                    "block_documents": {"name": {"any_": [name]}, "is_anonymous": {"eq_": False}},
+                    "block_types": {"slug": {"any_": [slug] if slug else list(types)}},
+                    "include_secrets": False,
+                    "limit": 2,
+                },
+            ).json()
+    except httpx.HTTPError:
+        return None
 
 
 def target_engine(value: Any) -> str | None:
@@ -95,31 +150,38 @@ def target_engine(value: Any) -> str | None:
     engine = getattr(value, "engine_name", None)
     if engine or not isinstance(value, str):
         return engine
-    types = target_types()
     if "/" in value:
         slug = value.split("/", 1)[0]
+        types = target_types()
         return types[slug].engine_name if slug in types else None
-    try:
-        with get_client(sync_client=True) as client:
-            found = client.request(
-                "POST",
-                "/block_documents/filter",
-                json={
-                    "block_documents": {"name": {"any_": [value]}, "is_anonymous": {"eq_": False}},
-                    "block_types": {"slug": {"any_": list(types)}},
-                    "include_secrets": False,
-                    "limit": 2,
-                },
-            ).json()
-    except httpx.HTTPError:
-        return None
-    slugs = {doc["block_type"]["slug"] for doc in found if doc.get("block_type")}
-    return types[slugs.pop()].engine_name if len(slugs) == 1 and len(found) == 1 else None
+    return _target_identity(value)[0]
+
+
+def _target_identity(value: Any) -> tuple[str | None, str]:
+    """(engine or None, target name) of a target parameter, with at most one API query and no
+    secrets: a block's own engine and `.name`; a block reference's saved document gives its
+    engine (by block type) and its name (target_name when set, else the block's name). A
+    reference the API cannot resolve to one document keeps its block name (and a type prefix's
+    engine)."""
+    if not isinstance(value, str):
+        return getattr(value, "engine_name", None), param_name(value)
+    types = target_types()
+    slug, _, block_name = value.rpartition("/")
+    engine = types[slug].engine_name if slug in types else None
+    if slug and engine is None:
+        return None, block_name
+    found = _target_documents(value)
+    if not found or len(found) != 1 or not found[0].get("block_type"):
+        return engine, block_name
+    doc = found[0]
+    engine = types[doc["block_type"]["slug"]].engine_name if doc["block_type"]["slug"] in types else engine
+    return engine, str((doc.get("data") or {}).get("target_name") or block_name)
 
 
 def run_name(kind: str, subject_param: str = "repository"):
     """flow_run_name callable: '<kind>-<engine>-<target>-<time>' ('full-postgres-prod-
-    20261126T020000.123Z'); a run over a repository rather than one target is
+    20261126T020000.123Z'), <target> the target's name as the repository, catalog and events
+    read it (target_name when set, else the block's name); a run over a repository rather than one target is
     '<kind>-<repository>-<time>' (`subject_param` names that parameter). The time is when the
     run started, in the backup id's form; a backup run's id takes it (run_started). A name the
     run already has that nobody made up (is_generated_name) is kept as it is."""
@@ -133,8 +195,11 @@ def run_name(kind: str, subject_param: str = "repository"):
         started = datetime.now(UTC)
         if flow_run.id:
             _RUN_STARTS[str(flow_run.id)] = started
-        subject = target or params.get(subject_param) or "all"
-        parts = (kind, target_engine(target) if target else None, param_name(subject), id_time(started))
+        if target:
+            engine, subject = _target_identity(target)
+        else:
+            engine, subject = None, param_name(params.get(subject_param) or "all")
+        parts = (kind, engine, subject, id_time(started))
         return "-".join(part for part in parts if part)
 
     return name

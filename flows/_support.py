@@ -20,7 +20,9 @@ from prefect.blocks.core import Block
 from prefect.client.schemas.objects import FlowRunPolicy
 from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
+from prefect.settings import PREFECT_UI_URL
 from prefect.states import Completed, State
+from pydantic import ValidationError
 
 from blocks import BackupRepository
 from blocks.registry import TargetBlock, target_types
@@ -29,11 +31,11 @@ from vaultflow.catalog_view import catalog_view
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.registry import names as engine_names
 from vaultflow.engines.registry import restore_options as engine_restore_options
-from vaultflow.errors import ConfigError, NotFoundError, VaultflowError, is_transient
+from vaultflow.errors import ConfigError, InvalidBlockError, NotFoundError, VaultflowError, is_transient
 from vaultflow.keys import artifact_slug
 from vaultflow.manifest import Lineage, Manifest, parse_backup_id
 from vaultflow.repository import Repository
-from vaultflow.summary import RunSummary, human_size
+from vaultflow.summary import RunSummary, drill_failed_summary, human_size
 
 # A target block of any registered kind (blocks.registry), or its name: 'postgres-target/prod', or
 # just 'prod' when one kind alone has a block of that name.
@@ -64,31 +66,42 @@ TERMINAL_PROGRESS = {"enabled": False}
 
 
 def load_block(ref: Any, default_type: str) -> Block:
-    """A block instance, or its name: 'postgres-target/prod', or just 'prod' for `default_type`."""
+    """A block instance, or its name: 'postgres-target/prod', or just 'prod' for `default_type`.
+    Raises NotFoundError when no block has that name, InvalidBlockError when its saved data
+    fails validation (_load_if_saved)."""
     if isinstance(ref, Block):
         return ref
     if isinstance(ref, str):
         name = ref if "/" in ref else f"{default_type}/{ref}"
-        try:
-            return Block.load(name)
-        except ValueError as exc:
-            if "Unable to find" not in str(exc):
-                raise
+        block = _load_if_saved(name)
+        if block is None:
             raise NotFoundError(
                 f"no block named {name!r} on this Prefect API: create it (README, 'Use it') or "
                 "check the name with `prefect block ls`"
-            ) from exc
+            )
+        return block
     raise TypeError(f"expected a block or a block name, got {type(ref).__name__}")
 
 
 def _load_if_saved(name: str) -> Block | None:
-    """The block saved as `name` ('slug/block'), or None when there is none of that name."""
+    """The block saved as `name` ('slug/block'), or None when there is none of that name.
+
+    Raises InvalidBlockError, naming the block and each field and why, when the saved data fails
+    the block's validation (rpo_hours 0 set through the API): Prefect's own error says only
+    "block type 'block' ... failed validation"."""
     try:
         return Block.load(name)
     except ValueError as exc:
         if "Unable to find" not in str(exc):
             raise
         return None
+    except RuntimeError as exc:
+        invalid = exc.__cause__
+        if not isinstance(invalid, ValidationError):
+            raise
+        kind = "target block" if name.split("/", 1)[0] in target_types() else "block"
+        why = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in invalid.errors())
+        raise InvalidBlockError(f"{kind} {name} cannot be loaded: {why}; fix or delete it") from None
 
 
 def load_target(ref: TargetParam) -> TargetBlock:
@@ -137,12 +150,21 @@ def open_backup(target: TargetParam, repository: RepositoryParam, backup_id: str
     return target_block, engine, repo, manifest, ctx
 
 
+def run_ui_url() -> str | None:
+    """This flow run's page in the Prefect UI; None outside a run or when no UI URL is known
+    (PREFECT_UI_URL unset, e.g. a temporary server), where Prefect's own flow_run.ui_url would be
+    'None/flow-runs/flow-run/<id>'. The same path as Prefect's link otherwise."""
+    ui = PREFECT_UI_URL.value()
+    return f"{ui}/flow-runs/flow-run/{flow_run.id}" if flow_run.id and ui else None
+
+
 def lineage() -> Lineage:
+    """This flow run as a manifest records it: id, name, deployment, UI link (run_ui_url)."""
     return Lineage(
         flow_run_id=str(flow_run.id) if flow_run.id else None,
         flow_run_name=flow_run.name,
         deployment=deployment.name,
-        ui_url=flow_run.ui_url,
+        ui_url=run_ui_url(),
     )
 
 
@@ -213,16 +235,20 @@ def emit_target_event(event: str, engine: str, target: str, payload: dict, manif
 
 
 class DrillFailureAlert:
-    """Emits vaultflow.drill.failed when the drill it wraps raises: `about()` names the target and
-    backup once known, `details` adds payload fields (seconds, rto_objective_s, mismatched).
-    A drill that fails before its target is known loads the target from `target` to name it;
-    when even that fails (no such block) there is no target to alert on and the run's own
+    """Emits vaultflow.drill.failed when the drill it wraps raises, and publishes the drill's
+    summary artifact (summary_key "drill-summary-<engine>-<target>"): `summary` when the drill
+    set it (a comparison that differs, a missed RTO), else a FAILED summary saying why (nothing
+    to restore, the server unreachable...). `about()` names the target and backup once known,
+    `details` adds payload fields (seconds, rto_objective_s, mismatched). A drill that fails
+    before its target is known loads the target from `target` to name it; when even that fails
+    (no such block) there is no target to alert on or key a summary by, and the run's own
     failure is all there is."""
 
     def __init__(self, target: Any):
         self._target_ref = target
         self._subject: tuple[str, str, Manifest | None] | None = None
         self.details: dict[str, Any] = {}
+        self.summary: RunSummary | None = None
 
     def about(self, engine: str, target: str, manifest: Manifest | None) -> None:
         self._subject = (engine, target, manifest)
@@ -242,6 +268,10 @@ class DrillFailureAlert:
                 return
             subject = (block.engine_name, block.name, None)
         engine, target, manifest = subject
+        summary = self.summary or drill_failed_summary(
+            f"{engine}/{target}", manifest.id if manifest else None, str(exc)
+        )
+        publish_summary(summary_key("drill", engine, target), summary)
         payload = {"backup_id": manifest.id if manifest else None, "reason": str(exc), **self.details}
         emit_target_event(DRILL_FAILED, engine, target, payload, manifest)
 
@@ -319,7 +349,7 @@ def record_check(repository: Repository, manifest: Manifest, kind: str, ok: bool
             "detail": detail,
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "flow_run_id": str(flow_run.id) if flow_run.id else None,
-            "ui_url": flow_run.ui_url,
+            "ui_url": run_ui_url(),
             **extra,
         },
     )

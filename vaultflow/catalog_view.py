@@ -44,8 +44,9 @@ def plain(text: str) -> str:
 
 
 def run_link(url: str | None, fallback: str | None = None) -> str:
-    """'[run](url)', or the escaped `fallback` (a run's name) when there is no UI link."""
-    return f"[run]({url})" if url else plain(fallback or "")
+    """'[run](url)', or the escaped `fallback` (a run's name) when there is no UI link (None, or
+    'None/...' that runs without a Prefect UI URL recorded before lineage dropped it)."""
+    return f"[run]({url})" if url and not url.startswith("None/") else plain(fallback or "")
 
 
 def last_of(checks: Mapping[str, dict], kinds: Iterable[str]) -> dict | None:

@@ -1,7 +1,7 @@
 """How a `vaultflow` command runs a flow and how it fails.
 
 Exit statuses: 0 done; 1 the operation failed (a flow run failed, the Prefect API or a
-server did not answer); 2 a usage error (an unknown option or block name, a bad option value,
+server did not answer, a saved block's data is invalid); 2 a usage error (an unknown option or block name, a bad option value,
 a --repo-path directory that does not exist). Every error is one line on stderr,
 `error: <what, and what to do>`, never a traceback; the run's full log, tracebacks included,
 stays on the Prefect API (the run's page in the UI).
@@ -29,7 +29,7 @@ from typer._click.exceptions import ClickException  # typer vendors click
 from typer._click.exceptions import UsageError as ClickUsageError
 from typer.core import TyperGroup
 
-from vaultflow.errors import ConfigError, NotFoundError, VaultflowError
+from vaultflow.errors import ConfigError, InvalidBlockError, NotFoundError, VaultflowError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -234,7 +234,9 @@ def url_target(url: str) -> Any:
 
 def check_blocks(params: dict[str, Any]) -> None:
     """Look up every block a flow's parameters name before its run starts: an unknown or
-    ambiguous name is a UsageError naming the block type and name and how to list them."""
+    ambiguous name is a UsageError naming the block type and name and how to list them; a saved
+    block whose data fails validation is InvalidBlockError (exit 1: the command line is right,
+    the block is not), naming the block and the field."""
     from flows._support import load_block, load_target
 
     try:
@@ -244,6 +246,8 @@ def check_blocks(params: dict[str, Any]) -> None:
         for name in REPOSITORY_PARAMS:
             if isinstance(params.get(name), str):
                 load_block(params[name], "backup-repository")
+    except InvalidBlockError:
+        raise
     except (NotFoundError, ConfigError) as exc:
         raise UsageError(str(exc)) from None
 

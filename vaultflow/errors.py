@@ -13,6 +13,11 @@ class ConfigError(VaultflowError):
     """A setting is missing or invalid; the message names the setting."""
 
 
+class InvalidBlockError(ConfigError):
+    """A saved block's data fails its own validation (a field set through the API or the UI's
+    block form to a value the block refuses); the message names the block and each field."""
+
+
 class AuthenticationError(VaultflowError):
     """The server refused the credentials. Retrying will not help."""
 

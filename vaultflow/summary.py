@@ -217,6 +217,15 @@ def drill_summary(
     return RunSummary(f"restore drill of {subject}", line, facts, [f"differs: {m}" for m in mismatched])
 
 
+def drill_failed_summary(subject: str, backup_id: str | None, reason: str) -> RunSummary:
+    """A restore drill that failed before it could compare anything (nothing to restore, the
+    server unreachable, ...): FAILED, with `reason` (the error's message). `backup_id`: the
+    backup it was drilling, None when none was found."""
+    line = f"drill of {backup_id or subject} FAILED: {reason}"
+    facts = [("result", "FAILED"), ("backup", backup_id or "none found"), ("reason", reason)]
+    return RunSummary(f"restore drill of {subject}", line, facts)
+
+
 def verify_summary(counts: dict, targets: list[str], failures: list[str], deep: bool, repository: str) -> RunSummary:
     """verify's summary: how many backups, unreadable manifests and log units were checked, in
     which targets, how (deep: sha256 re-read; quick: presence and size) and each problem."""

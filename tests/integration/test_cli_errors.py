@@ -144,3 +144,32 @@ def test_help_documents_the_exit_statuses():
         shown = runner.invoke(app, [*command, "--help"], terminal_width=400)
         assert shown.exit_code == 0
         assert "1 the operation failed" in shown.output and "2 a usage error" in shown.output, command
+
+
+def test_an_unknown_type_prefixed_target_is_found_before_any_run():
+    done = cli("backup", "-t", "postgres-target/nosuch-typed", "-r", "demo")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert "no block named 'postgres-target/nosuch-typed'" in done.stderr
+    assert flow_runs_named("%nosuch-typed%") == [], "no flow run may start for an unknown block"
+
+
+def test_a_saved_block_with_invalid_data_is_one_line_naming_the_field(tmp_path: Path):
+    """rpo_hours 0 set through the API (the block form or PATCH /block_documents/<id>) is not
+    a block vaultflow can use: one line naming the block and the field, no flow run."""
+    block_id = PostgresTarget(host="127.0.0.1", port=free_port(), databases=["x"]).save("cli-cafe", overwrite=True)
+    with get_client(sync_client=True) as client:
+        document = client.read_block_document(block_id)
+        data = {**document.data, "rpo_hours": 0}
+        client.request("PATCH", "/block_documents/{id}", path_params={"id": block_id}, json={"data": data})
+    done = cli("backup", "-t", "postgres-target/cli-cafe", "-r", "demo")  # as a shell runs it
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: target block postgres-target/cli-cafe cannot be loaded: rpo_hours: Input should be greater "
+        "than 0; fix or delete it"
+    ], done.stderr
+    result = runner.invoke(app, ["backup", "-t", "cli-cafe", "--repo-path", str(tmp_path / "repo")])  # a bare name
+    assert result.exit_code == 1, result.output
+    assert error_line(result) == done.stderr.strip()
+    assert flow_runs_named("%cli-cafe%") == [], "no flow run may start for a broken block"
+    assert not (tmp_path / "repo").exists()

@@ -78,3 +78,20 @@ def test_a_verify_over_a_repository_is_named_after_it(saved_blocks):
         final = client.read_flow_run(flow_run.id).name
     assert final.startswith("verify-names-demo-")
     parse_backup_id(final.removeprefix("verify-names-demo-") + "-F")  # the time in the backup id's form
+
+
+def test_a_run_is_named_after_the_targets_name_not_its_blocks(saved_blocks, pg18):
+    """Block 'sales-upper' with target_name 'Sales': the run is '...-postgres-Sales-...', as the
+    repository, catalog and events call it (the block document's data holds target_name)."""
+    block = PostgresTarget.load("names-demo")
+    block.target_name = "Sales"
+    block.save("sales-upper", overwrite=True)
+    for ref in ("sales-upper", "postgres-target/sales-upper"):
+        params = {"target": ref, "repository": "backup-repository/names-demo"}
+        with get_client(sync_client=True) as client:
+            created = client.create_flow_run(full_backup, parameters=params)
+            result = run_flow(full_backup, flow_run=created, parameters=params)
+            final = client.read_flow_run(created.id).name
+        assert final == f"full-postgres-Sales-{result['backup_id'].rsplit('-', 1)[0]}", ref
+        (manifest,) = saved_blocks.glob(f"postgres/*/backups/{result['backup_id']}/manifest.json")
+        assert json.loads(manifest.read_text())["target"] == "Sales"

@@ -7,11 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 from prefect.utilities.names import generate_slug
 
 from blocks import ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
 from flows._names import is_generated_name, target_engine
-from flows._support import backup_event_related, backup_resource, target_resource
+from flows._support import backup_event_related, backup_resource, lineage, run_ui_url, target_resource
+from vaultflow.catalog_view import run_link
 from vaultflow.engines.base import BackupContext, BackupUnit, dated_by_run, new_plan
 from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, id_time, new_backup_id
@@ -54,10 +56,22 @@ def test_names_the_run_forms_generate_are_recognised(name):
         "Nightly-Backup-Check",
         "quarterly-audit",
         "big-restore",
+        "beta-test",  # a Greek letter, but 'test' is none of the legacy UI's places
+        "alpha-release",
+        "Small-Fix",  # a ui-v2 adjective, but 'Fix' is none of its animals
+        "Rustic-Elephant",  # an animal longer than the form's 6 letters
+        "manual-backup",
+        "red-fox2",  # a digit keeps a name the generators' words would make
     ],
 )
 def test_names_a_person_types_are_kept(name):
     assert not is_generated_name(name)
+
+
+@pytest.mark.parametrize("name", ["red-fox", "alpha--nebula", "beta3-canis-majoris", "Small-Fox"])
+def test_the_limit_a_name_in_a_generators_pattern_and_words_reads_as_made_up(name):
+    """docs/operations.md, "Reading runs and events": such a name is replaced by ours."""
+    assert is_generated_name(name)
 
 
 # -- which engine a target parameter names -------------------------------------------------
@@ -164,3 +178,25 @@ def test_every_related_resource_has_a_name_and_a_role():
 def test_same_named_targets_of_two_engines_read_apart():
     names = {target_resource(engine, "demo")["prefect.resource.name"] for engine in ("postgres", "redis")}
     assert names == {"postgres/demo", "redis/demo"}
+
+
+# -- links to a run's page -----------------------------------------------------------------------
+
+
+def test_without_a_ui_url_a_run_has_no_link(monkeypatch):
+    """No Prefect UI (a temporary server, `make demo`): Prefect's flow_run.ui_url is
+    'None/flow-runs/flow-run/<id>'; the manifest's lineage keeps no link instead."""
+    monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__ID", "0b5e1d1e-0000-4000-8000-000000000001")
+    monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__NAME", "full-postgres-prod-20261126T020000.123Z")
+    with temporary_settings(restore_defaults={PREFECT_API_URL, PREFECT_UI_URL}):
+        assert PREFECT_UI_URL.value() is None
+        assert lineage().ui_url is None
+        assert run_ui_url() is None
+    with temporary_settings(updates={PREFECT_UI_URL: "http://prefect.example:4200"}):
+        assert lineage().ui_url == "http://prefect.example:4200/flow-runs/flow-run/0b5e1d1e-0000-4000-8000-000000000001"
+
+
+def test_the_catalog_links_no_run_without_a_ui_url():
+    assert run_link(None, "full-postgres-prod-x") == run_link("None/flow-runs/flow-run/1", "full-postgres-prod-x")
+    assert "None/" not in run_link("None/flow-runs/flow-run/1", "full-postgres-prod-x")
+    assert run_link("http://ui:4200/flow-runs/flow-run/1") == "[run](http://ui:4200/flow-runs/flow-run/1)"
