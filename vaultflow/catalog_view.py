@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from vaultflow.manifest import Manifest
 from vaultflow.repository import Catalog
-from vaultflow.status import VERIFY_KINDS, verify_failures
+from vaultflow.status import VERIFY_KINDS, restorable_backups, verify_failures
 from vaultflow.summary import human_age, human_duration, human_size, objective_duration, when
 
 DRILL_KINDS = ("drill",)
@@ -100,17 +100,15 @@ def catalog_view(
     record}) at `now` (default: this host's clock, UTC). Restorable means the chain walk
     (Catalog.chain_fault) finds every ancestor present and readable and neither the backup nor
     one its chain includes failed its newest verify (vaultflow.status.verify_failures: 'NO: verify
-    FAILED at ...'); the newest restorable backup also skips backups with a clock problem (as
-    Catalog.latest does)."""
+    FAILED at ...'); the newest restorable backup is vaultflow.status.restorable_backups' newest
+    at `now` (the rule `vaultflow status` uses: it also skips backups with a clock problem)."""
     now = now or datetime.now(UTC)
-    misdated = catalog.clock_problems(now)
     unverified = verify_failures(catalog, checks)
-    view = CatalogView()
+    restorable_now, _ = restorable_backups(catalog, now, checks, clock=now)
+    view = CatalogView(newest_restorable=restorable_now[-1] if restorable_now else None)
     for manifest in reversed(catalog.manifests):
         fault = catalog.chain_fault(manifest)
         failed = unverified.get(manifest.id)
-        if fault is None and failed is None and view.newest_restorable is None and manifest.id not in misdated:
-            view.newest_restorable = manifest
         if fault is not None:
             restorable = f"NO: chain broken: {plain(fault.detail)}"
         else:

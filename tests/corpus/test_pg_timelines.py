@@ -18,11 +18,11 @@ import pytest
 
 from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.postgres import system_bin_dir_below
+from tests.fixtures.wal import physical_settings
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.cluster import start_cluster, stop_cluster
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.recovery import RecoveryTarget
-from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.wal import check_backup_wal, delete_wal, read_record, ship_spool
 from vaultflow.errors import NotFoundError
 from vaultflow.ports import free_port
@@ -94,14 +94,9 @@ def site(request, tmp_path_factory) -> Iterator[Site]:
             pg.execute("CREATE TABLE markers (label text PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
             repo_dir = work / "repo"
             target = f"tl{request.param}"
-            config = PostgresSettings(
-                target_name=target,
-                host=pg.host,
-                port=pg.port,
-                user=pg.user,
-                mode="physical",
-                bin_dir=str(pg.client_bin_dir),
-                server_bin_dir=str(pg.bin_dir),
+            config = physical_settings(
+                pg,
+                target,
                 restore_os_user=RUN_AS,
                 wal_fetch_command=python.command("fetch", "--repo-path", str(repo_dir), "--target", target),
             )
