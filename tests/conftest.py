@@ -47,9 +47,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     """One Prefect test harness (a temporary API + database) for the whole session, its database
-    a copy of the run's migrated one (tests/fixtures/prefect_db.py)."""
+    a copy of the run's migrated one (tests/fixtures/prefect_db.py). Tests use `prefect_api`,
+    which also cleans up after each; module fixtures that need the API use this one."""
     import tempfile
     import warnings
 
@@ -81,3 +82,34 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
                     stacklevel=1,
                 )
             yield
+
+
+@pytest.fixture
+def prefect_api(prefect_server):
+    """The session's Prefect API, left as this test found it: the named blocks and automations
+    the test saved are deleted afterwards, so no test sees another's (an invalid block saved on
+    purpose once broke every later `automations apply` on the same worker)."""
+    from prefect import get_client
+
+    def every(read) -> set:  # noqa: ANN001 - a client's paged read
+        found: list = []
+        while True:
+            page = read(offset=len(found), limit=200)
+            found += page
+            if len(page) < 200:
+                break
+        return {item.id for item in found if not getattr(item, "is_anonymous", False)}
+
+    def saved() -> tuple[set, set]:
+        with get_client(sync_client=True) as client:
+            blocks = every(lambda **page: client.read_block_documents(include_secrets=False, **page))
+            return blocks, every(client.read_automations)
+
+    blocks, automations = saved()
+    yield
+    new_blocks, new_automations = (now - before for now, before in zip(saved(), (blocks, automations), strict=True))
+    with get_client(sync_client=True) as client:
+        for block_id in new_blocks:
+            client.delete_block_document(block_id)
+        for automation_id in new_automations:
+            client.delete_automation(automation_id)

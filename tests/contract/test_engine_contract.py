@@ -86,7 +86,7 @@ class Scenario:
 
 
 @pytest.fixture(scope="module")
-def scenario(contract: EngineContract, prefect_api, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+def scenario(contract: EngineContract, prefect_server, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     repo_dir = tmp_path_factory.mktemp(f"contract-{contract.id}") / "repo"
     target = contract.target()
     repository = BackupRepository(local_path=str(repo_dir))

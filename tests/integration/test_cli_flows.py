@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -47,8 +46,8 @@ def test_backup_kinds_drill_of_a_chosen_backup_and_one_target_checks(pg_with_pas
     ).save("cli-kinds", overwrite=True)
     repo = tmp_path / "repo"
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
-    argv = [sys.executable, "-c", "from vaultflow.entry import main; main()", "-v", "backup", "-t", "cli-kinds"]
     with SecretWatch(password) as watch:
+        argv = [*watch.python_argv("from vaultflow.entry import main; main()"), "-v", "backup", "-t", "cli-kinds"]
         full = subprocess.run(
             [*argv, "--repo-path", str(repo)], capture_output=True, text=True, timeout=300, env=env, check=False
         )
@@ -61,7 +60,7 @@ def test_backup_kinds_drill_of_a_chosen_backup_and_one_target_checks(pg_with_pas
             check=False,
         )
     assert full.returncode == 0 and incremental.returncode == 0, full.stderr + incremental.stderr
-    assert watch.leaks == [] and any("pg_dump" in " ".join(argv) for argv in watch.seen)
+    assert watch.leaks == [] and any("pg_dump" in " ".join(argv) for argv in watch.spawned)
     for done in (full, incremental):
         assert password not in done.stdout + done.stderr
         assert "INFO" in done.stderr  # -v: every log line of the run
