@@ -18,7 +18,7 @@ $(BIN)/python:
 # Python never writes .pyc files itself, and every process - each flow run, CLI call and test
 # server - would compile Prefect and its dependencies from source again (1.3 of the 2.7 CPU
 # seconds `import prefect` costs).
-$(VENV)/.synced: requirements.lock pyproject.toml | $(BIN)/python
+$(VENV)/.synced: requirements.lock pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/uv pip sync --python $(BIN)/python --quiet --compile-bytecode requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
 	touch $@
@@ -41,7 +41,7 @@ lint-checks:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy vaultflow
-	$(BIN)/lint-imports
+	bash scripts/lint-imports.sh
 
 # Four workers (pytest-xdist, one module per worker at a time): most tests wait on servers and
 # child processes, so two cores run four at once. Tests marked serial look at machine-wide

@@ -33,8 +33,8 @@ def main() -> None:
     args = parser.parse_args()
 
     t0 = time.monotonic()
-    from blocks import BackupRepository, PostgresTarget
-    from flows.full_backup import full_backup
+    from vaultflow.blocks import BackupRepository, PostgresTarget
+    from vaultflow.flows.full_backup import full_backup
 
     import_seconds = time.monotonic() - t0
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings

@@ -5,7 +5,7 @@ the block and the engine alike."""
 
 from __future__ import annotations
 
-from blocks.registry import TargetBlock
+from vaultflow.blocks.registry import TargetBlock
 from vaultflow.engines.clickhouse.settings import ClickHouseSettings
 
 
@@ -15,7 +15,7 @@ class ClickHouseTarget(ClickHouseSettings, TargetBlock):
 
     Example:
         ```python
-        from blocks import ClickHouseTarget
+        from vaultflow.blocks import ClickHouseTarget
 
         target = ClickHouseTarget.load("BLOCK_NAME")
         print(target.engine().check())

@@ -5,7 +5,7 @@ block and the engine alike."""
 
 from __future__ import annotations
 
-from blocks.registry import TargetBlock
+from vaultflow.blocks.registry import TargetBlock
 from vaultflow.engines.mongodb.settings import MongoSettings
 
 
@@ -15,7 +15,7 @@ class MongoTarget(MongoSettings, TargetBlock):
 
     Example:
         ```python
-        from blocks import MongoTarget
+        from vaultflow.blocks import MongoTarget
 
         target = MongoTarget.load("BLOCK_NAME")
         print(target.engine().check())

@@ -5,7 +5,7 @@ the block and the engine alike."""
 
 from __future__ import annotations
 
-from blocks.registry import TargetBlock
+from vaultflow.blocks.registry import TargetBlock
 from vaultflow.engines.postgres.settings import PostgresSettings
 
 
@@ -14,7 +14,7 @@ class PostgresTarget(PostgresSettings, TargetBlock):
 
     Example:
         ```python
-        from blocks import PostgresTarget
+        from vaultflow.blocks import PostgresTarget
 
         target = PostgresTarget.load("BLOCK_NAME")
         print(target.engine().check())

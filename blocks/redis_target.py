@@ -5,7 +5,7 @@ block and the engine alike."""
 
 from __future__ import annotations
 
-from blocks.registry import TargetBlock
+from vaultflow.blocks.registry import TargetBlock
 from vaultflow.engines.redis.settings import RedisSettings
 
 
@@ -15,7 +15,7 @@ class RedisTarget(RedisSettings, TargetBlock):
 
     Example:
         ```python
-        from blocks import RedisTarget
+        from vaultflow.blocks import RedisTarget
 
         target = RedisTarget.load("BLOCK_NAME")
         print(target.engine().check())

@@ -47,7 +47,7 @@ class BackupRepository(Block):
 
     Example:
         ```python
-        from blocks import BackupRepository
+        from vaultflow.blocks import BackupRepository
 
         repo = BackupRepository.load("BLOCK_NAME")
         print(repo.build().description)

@@ -25,8 +25,8 @@ from prefect.events.schemas.automations import Automation
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from pydantic import ValidationError
 
-from blocks.registry import TargetBlock, target_types
 from vaultflow.alerts import MANAGED_TAG, AlertRule, AlertTarget, plan_apply, rules_for
+from vaultflow.blocks.registry import TargetBlock, target_types
 from vaultflow.engines.settings import ARCHIVE_LOGS, TargetSettings
 from vaultflow.errors import ConfigError, NotFoundError
 

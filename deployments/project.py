@@ -4,6 +4,7 @@ and the flow an entrypoint names. Shared by serve_all (serves them) and validate
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -52,21 +53,32 @@ def project_root(path: str | os.PathLike[str] = DEFAULT_PATH) -> Path:
 
 
 def load_flow(entrypoint: str, root: Path):
-    """The Flow an entrypoint ('flows/full_backup.py:full_backup') names, relative to `root`.
+    """The Flow an entrypoint names: a file relative to `root` ('flows/full_backup.py:full_backup',
+    as in a checkout) or a module ('vaultflow.flows.full_backup:full_backup', as from an installed
+    vaultflow, which Prefect's workers load the same way).
 
     Raises ValueError for a malformed entrypoint, FileNotFoundError for a missing file,
-    prefect.exceptions.ScriptError when the file fails to import and MissingFlowError when
-    the name is absent or not a flow.
+    ModuleNotFoundError for a missing module, prefect.exceptions.ScriptError when the file fails
+    to import and MissingFlowError when the name is absent or not a flow.
     """
     from prefect.flows import load_flow_from_entrypoint
 
     if not isinstance(entrypoint, str) or ":" not in entrypoint:
-        raise ValueError(f"entrypoint {entrypoint!r} is not of the form path/to/file.py:flow_function")
+        raise ValueError(
+            f"entrypoint {entrypoint!r} is not of the form path/to/file.py:flow_function or package.module:flow_function"
+        )
     file, func = entrypoint.rsplit(":", 1)
+    if not file.endswith(".py") and "/" not in file:  # a module path
+        if importlib.util.find_spec(file) is None:
+            raise ModuleNotFoundError(f"no module named {file!r}", name=file)
+        key: tuple = (file, func)
+        if key not in _LOADED:
+            _LOADED[key] = load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False)
+        return _LOADED[key]
     script = Path(file) if Path(file).is_absolute() else root / file
     if not script.is_file():
         raise FileNotFoundError(f"no such file: {script}")
-    if str(root) not in sys.path:  # the flows import their siblings: `from flows._support import ...`
+    if str(root) not in sys.path:  # a project's flows may import their siblings: `from flows.common import ...`
         sys.path.insert(0, str(root))
     stat = script.stat()
     key = (str(script.resolve()), func, stat.st_mtime_ns, stat.st_size)
@@ -75,7 +87,7 @@ def load_flow(entrypoint: str, root: Path):
     return _LOADED[key]
 
 
-# Flows loaded so far, by (file, function, the file's mtime and size): Prefect runs the file
+# Flows loaded so far, by (file, function, the file's mtime and size) or (module, function): Prefect runs the file
 # again on every load and builds each flow's parameter schema (about 0.3 s a flow), and
 # prefect.yaml names the same few entrypoints in many deployments. A changed file loads anew.
-_LOADED: dict[tuple[str, str, int, int], Any] = {}
+_LOADED: dict[tuple, Any] = {}

@@ -1,6 +1,6 @@
 """Serve every deployment of prefect.yaml from one process: no work pool, no worker.
 
-    python -m deployments.serve_all [prefect.yaml] [--limit N]
+    python -m vaultflow.deployments.serve_all [prefect.yaml] [--limit N]
 
 Names, entrypoints, parameters, tags, descriptions, concurrency limits and schedules all come
 from prefect.yaml (schedules live nowhere else). The work_pool section is ignored: a served
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deployments.project import (  # noqa: F401
+from vaultflow.deployments.project import (  # noqa: F401
     DEFAULT_PATH,
     ROOT,
     SCHEDULE_KINDS,
@@ -29,7 +29,7 @@ from deployments.project import (  # noqa: F401
     project_root,
     resolve_path,
 )
-from deployments.validate import report, validate
+from vaultflow.deployments.validate import report, validate
 
 
 def build_schedule(config: dict[str, Any]):
@@ -110,7 +110,9 @@ def delete_deployments(existing: list[Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deployments.serve_all", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vaultflow.deployments.serve_all", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("path", nargs="?", default=DEFAULT_PATH, help="prefect.yaml (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="run at most N flow runs at once")
     parser.add_argument(
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-validation",
         action="store_true",
-        help="serve without checking prefect.yaml first (python -m deployments.validate)",
+        help="serve without checking prefect.yaml first (python -m vaultflow.deployments.validate)",
     )
     args = parser.parse_args(argv)
 

@@ -1,6 +1,6 @@
 """Check prefect.yaml before `prefect deploy --all` (or serve_all) finds out the hard way.
 
-    python -m deployments.validate [prefect.yaml] [--root DIR]
+    python -m vaultflow.deployments.validate [prefect.yaml] [--root DIR]
 
 For every deployment: its entrypoint imports and names a Prefect flow; every schedule parses
 with the Prefect server's own schedule model (cron syntax, IANA timezone; every schedule must
@@ -27,10 +27,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from blocks.registry import target_type, target_types
-from deployments.project import DEFAULT_PATH, SCHEDULE_KINDS, load_deployments, load_flow, project_root
-from flows._fit import STRATEGY_OF_FLOW, how_to_fix, misfit
+from vaultflow.blocks.registry import target_type, target_types
+from vaultflow.deployments.project import DEFAULT_PATH, SCHEDULE_KINDS, load_deployments, load_flow, project_root
 from vaultflow.errors import ConfigError
+from vaultflow.flows._fit import STRATEGY_OF_FLOW, how_to_fix, misfit
 
 # Keys of a `schedules:` entry that `prefect deploy` understands; anything else (a typo such as
 # `timzone:`) would be dropped silently.
@@ -364,7 +364,7 @@ def report(path: str | os.PathLike[str], problems: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m deployments.validate", description="Check the deployments of a prefect.yaml."
+        prog="python -m vaultflow.deployments.validate", description="Check the deployments of a prefect.yaml."
     )
     parser.add_argument("path", nargs="?", default=DEFAULT_PATH, help="prefect.yaml (default: %(default)s)")
     parser.add_argument(

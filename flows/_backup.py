@@ -9,9 +9,11 @@ from __future__ import annotations
 from prefect import get_run_logger
 from prefect.states import State
 
-from flows._locks import target_lock
-from flows._names import run_started
-from flows._support import (
+from vaultflow.engines.base import BackupContext
+from vaultflow.errors import ChainBrokenError
+from vaultflow.flows._locks import target_lock
+from vaultflow.flows._names import run_started
+from vaultflow.flows._support import (
     ProgressReporter,
     emit_backup_event,
     fail_fast_on_permanent_errors,
@@ -22,12 +24,10 @@ from flows._support import (
     publish_catalog,
     summary_key,
 )
-from tasks.backup import check_target, dump, finish_backup, plan_backup
-from vaultflow.engines.base import BackupContext
-from vaultflow.errors import ChainBrokenError
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.repository import Repository
 from vaultflow.summary import backup_summary
+from vaultflow.tasks.backup import check_target, dump, finish_backup, plan_backup
 
 
 def backup_steps(engine, ctx: BackupContext, repo: Repository, kind: BackupKind, log) -> Manifest:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from blocks.registry import target_types
+from vaultflow.blocks.registry import target_types
 
 # flow name -> strategy, for the flows whose targets are restricted
 STRATEGY_OF_FLOW = {

@@ -32,7 +32,7 @@ from coolname import loader
 from prefect import get_client
 from prefect.runtime import flow_run
 
-from blocks.registry import target_types
+from vaultflow.blocks.registry import target_types
 from vaultflow.manifest import id_time
 
 # The words the two UIs' Custom run forms make default names from, taken from the UIs Prefect

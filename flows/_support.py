@@ -24,9 +24,9 @@ from prefect.settings import PREFECT_UI_URL
 from prefect.states import Completed, State
 from pydantic import ValidationError
 
-from blocks import BackupRepository
-from blocks.registry import TargetBlock, target_types
 from vaultflow.alerts import DRILL_FAILED, target_resource_id
+from vaultflow.blocks import BackupRepository
+from vaultflow.blocks.registry import TargetBlock, target_types
 from vaultflow.catalog_view import catalog_view
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.registry import names as engine_names

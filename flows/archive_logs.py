@@ -5,9 +5,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
-from flows._fit import how_to_fix, misfit
-from flows._names import run_name
-from flows._support import (
+from vaultflow.alerts import ARCHIVE_LAGGING, lag_payload
+from vaultflow.errors import ConfigError
+from vaultflow.flows._fit import how_to_fix, misfit
+from vaultflow.flows._names import run_name
+from vaultflow.flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
     TargetParam,
@@ -19,11 +21,9 @@ from flows._support import (
     summary_key,
     target_resource,
 )
-from tasks.logs import archive_logs as ship_logs
-from vaultflow.alerts import ARCHIVE_LAGGING, lag_payload
-from vaultflow.errors import ConfigError
 from vaultflow.logarchive import open_log_archive, ship_failure
 from vaultflow.summary import archive_summary
+from vaultflow.tasks.logs import archive_logs as ship_logs
 
 
 def alert_on_lag(target_block, stream: str, lag_units: int, lag_seconds: float, error: str | None = None) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows._backup import run_backup
-from flows._names import run_name
-from flows._support import FLOW_RETRIES, RepositoryParam, TargetParam
+from vaultflow.flows._backup import run_backup
+from vaultflow.flows._names import run_name
+from vaultflow.flows._support import FLOW_RETRIES, RepositoryParam, TargetParam
 from vaultflow.manifest import BackupKind
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows._backup import run_backup
-from flows._fit import how_to_fix, misfit, server_misfit
-from flows._names import run_name
-from flows._support import (
+from vaultflow.flows._backup import run_backup
+from vaultflow.flows._fit import how_to_fix, misfit, server_misfit
+from vaultflow.flows._names import run_name
+from vaultflow.flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
     TargetParam,

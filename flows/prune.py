@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 
-from flows._locks import target_lock
-from flows._names import run_name
-from flows._support import (
+from vaultflow.engines import registry
+from vaultflow.flows._locks import target_lock
+from vaultflow.flows._names import run_name
+from vaultflow.flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
     TargetParam,
@@ -22,11 +23,10 @@ from flows._support import (
     publish_per_target,
     summary_key,
 )
-from tasks.prune import delete_backup, delete_objects
-from vaultflow.engines import registry
 from vaultflow.logarchive import open_log_archive
 from vaultflow.retention import clock_problems, plan
 from vaultflow.summary import prune_summary
+from vaultflow.tasks.prune import delete_backup, delete_objects
 
 
 def prunable_logs(repo, engine: str, target: str, manifests, decisions):

@@ -7,9 +7,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows._locks import still_there, target_lock
-from flows._names import run_name
-from flows._support import (
+from vaultflow.engines.base import options_for
+from vaultflow.engines.settings import RestoreOptions
+from vaultflow.errors import IntegrityError
+from vaultflow.flows._locks import still_there, target_lock
+from vaultflow.flows._names import run_name
+from vaultflow.flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
     RestoreOptionsParam,
@@ -21,11 +24,8 @@ from flows._support import (
     publish_summary,
     summary_key,
 )
-from tasks.restore import restore_backup
-from vaultflow.engines.base import options_for
-from vaultflow.engines.settings import RestoreOptions
-from vaultflow.errors import IntegrityError
 from vaultflow.summary import human_duration, recovery_point, restore_summary
+from vaultflow.tasks.restore import restore_backup
 
 
 @flow(name="restore", flow_run_name=run_name("restore"), log_prints=True, **FLOW_RETRIES)

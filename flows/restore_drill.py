@@ -7,9 +7,11 @@ from contextlib import ExitStack
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows._locks import still_there, target_lock
-from flows._names import run_name
-from flows._support import (
+from vaultflow.compare import UNLOGGED_EMPTY
+from vaultflow.errors import RefusedError
+from vaultflow.flows._locks import still_there, target_lock
+from vaultflow.flows._names import run_name
+from vaultflow.flows._support import (
     FLOW_RETRIES,
     DrillFailureAlert,
     RepositoryParam,
@@ -23,10 +25,8 @@ from flows._support import (
     record_check,
     summary_key,
 )
-from tasks.restore import drill_backup
-from vaultflow.compare import UNLOGGED_EMPTY
-from vaultflow.errors import RefusedError
 from vaultflow.summary import drill_summary, human_duration, objective_duration
+from vaultflow.tasks.restore import drill_backup
 
 
 @flow(name="restore-drill", flow_run_name=run_name("drill"), log_prints=True, **FLOW_RETRIES)

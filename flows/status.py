@@ -10,9 +10,9 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 from prefect.states import Completed, State
 
-from blocks.registry import target_types
-from flows._names import run_name
-from flows._support import RepositoryParam, artifact_key, load_repository
+from vaultflow.blocks.registry import target_types
+from vaultflow.flows._names import run_name
+from vaultflow.flows._support import RepositoryParam, artifact_key, load_repository
 from vaultflow.status import Objective, all_met, fleet_line, fleet_status
 
 PAGE = 200

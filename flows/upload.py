@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows._names import run_name
-from flows._support import (
+from vaultflow.errors import NotFoundError, RefusedError
+from vaultflow.flows._names import run_name
+from vaultflow.flows._support import (
     FLOW_RETRIES,
     ProgressReporter,
     RepositoryParam,
@@ -18,9 +19,8 @@ from flows._support import (
     publish_per_target,
     summary_key,
 )
-from tasks.transfer import upload as upload_task
-from vaultflow.errors import NotFoundError, RefusedError
 from vaultflow.summary import human_size, upload_summary
+from vaultflow.tasks.transfer import upload as upload_task
 from vaultflow.transfer import backups_to_copy
 
 

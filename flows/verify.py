@@ -6,9 +6,12 @@ from contextlib import ExitStack
 
 from prefect import flow, get_run_logger
 
-from flows._locks import target_lock
-from flows._names import run_name
-from flows._support import (
+from vaultflow.alerts import VERIFY_FAILED
+from vaultflow.engines import registry
+from vaultflow.errors import IntegrityError
+from vaultflow.flows._locks import target_lock
+from vaultflow.flows._names import run_name
+from vaultflow.flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
     TargetParam,
@@ -24,14 +27,11 @@ from flows._support import (
     record_check,
     summary_key,
 )
-from tasks.verify import verify_backup
-from vaultflow.alerts import VERIFY_FAILED
-from vaultflow.engines import registry
-from vaultflow.errors import IntegrityError
 from vaultflow.logarchive import open_log_archive
 from vaultflow.proc import mkdtemp, remove
 from vaultflow.repository import ObjectCheck
 from vaultflow.summary import verify_summary
+from vaultflow.tasks.verify import verify_backup
 
 
 def check_log_archive(repo, engine: str, target: str, manifests, deep: bool = False) -> tuple[list[dict], list[str]]:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from prefect import task
 
-from tasks.common import SIDE_EFFECT_TASK
 from vaultflow.engines.base import BackupContext, BackupPlan, BackupUnit, UnitResult, dated_by_run
 from vaultflow.manifest import BackupKind, Manifest
+from vaultflow.tasks.common import SIDE_EFFECT_TASK
 
 
 @task(name="check-target", task_run_name="check-target", **SIDE_EFFECT_TASK)

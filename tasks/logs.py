@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import task
 
-from tasks.common import SIDE_EFFECT_TASK
 from vaultflow.logarchive import LogArchive, ShipReport, ship_following
+from vaultflow.tasks.common import SIDE_EFFECT_TASK
 
 
 @task(name="archive-logs", **SIDE_EFFECT_TASK)

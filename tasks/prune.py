@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import task
 
-from tasks.common import SIDE_EFFECT_TASK
 from vaultflow.manifest import Manifest
 from vaultflow.repository import Repository
+from vaultflow.tasks.common import SIDE_EFFECT_TASK
 
 
 @task(name="prune", task_run_name="prune-{manifest.id}", **SIDE_EFFECT_TASK)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import task
 
-from tasks.common import SIDE_EFFECT_TASK
 from vaultflow.engines.base import BackupContext, RestoreOptions, RestoreResult
 from vaultflow.manifest import Manifest
+from vaultflow.tasks.common import SIDE_EFFECT_TASK
 
 
 @task(name="restore-and-compare", task_run_name="restore-{manifest.id}", **{**SIDE_EFFECT_TASK, "retries": 0})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from tasks.common import SIDE_EFFECT_TASK
 from vaultflow.manifest import Manifest
 from vaultflow.repository import Repository
+from vaultflow.tasks.common import SIDE_EFFECT_TASK
 from vaultflow.transfer import CopyResult, Progress, copy_backup
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prefect import task
 
-from tasks.common import SIDE_EFFECT_TASK
 from vaultflow.manifest import Manifest
 from vaultflow.repository import ObjectCheck, Repository
+from vaultflow.tasks.common import SIDE_EFFECT_TASK
 
 
 @task(name="verify-checksum", task_run_name="verify-{manifest.id}", **SIDE_EFFECT_TASK)

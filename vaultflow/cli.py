@@ -96,7 +96,11 @@ def backup(
     ),
 ):
     """Back up a target (the full-backup, incremental-backup or differential-backup flow)."""
-    flow = "flows.full_backup:full_backup" if kind == Kind.full else f"flows.incremental_backup:{kind.value}_backup"
+    flow = (
+        "vaultflow.flows.full_backup:full_backup"
+        if kind == Kind.full
+        else f"vaultflow.flows.incremental_backup:{kind.value}_backup"
+    )
     result = run_flow(flow, target=target, repository=repository_param(repository, repo_path, must_exist=False))
     parent = f", parent {result['parent_id']}" if result.get("parent_id") else ""
     console.print(
@@ -125,7 +129,7 @@ def archive_logs(
     """Ship the target's continuous log into the repository (the archive-logs flow: PostgreSQL WAL,
     MongoDB oplog slices), every unit checked after it is stored."""
     result = run_flow(
-        "flows.archive_logs:archive_logs",
+        "vaultflow.flows.archive_logs:archive_logs",
         target=target,
         repository=repository_param(repository, repo_path, must_exist=False),
         spool_dir=spool,
@@ -148,7 +152,7 @@ def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoP
     terminal the table folds long cells; in a pipe or CI log it prints plain columns, whatever
     COLUMNS says."""
     ref = repository_param(repository, repo_path)
-    from flows._support import load_repository
+    from vaultflow.flows._support import load_repository
 
     if isinstance(ref, str):
         with prefect_session():
@@ -228,7 +232,10 @@ def verify(
     """Re-read every object of every backup and check its checksum, and the continuity of archived
     logs (the verify flow). Exit status 1 when anything is wrong, after checking everything."""
     result = run_flow(
-        "flows.verify:verify", repository=repository_param(repository, repo_path), target=target, deep=not quick
+        "vaultflow.flows.verify:verify",
+        repository=repository_param(repository, repo_path),
+        target=target,
+        deep=not quick,
     )
     backups, problems = result["backups"], len(result["problems"])
     console.print(
@@ -245,7 +252,10 @@ def prune(
 ):
     """Apply the repository's retention policy (the prune flow)."""
     result = run_flow(
-        "flows.prune:prune", repository=repository_param(repository, repo_path), target=target, dry_run=dry_run
+        "vaultflow.flows.prune:prune",
+        repository=repository_param(repository, repo_path),
+        target=target,
+        dry_run=dry_run,
     )
     verb = "would delete" if dry_run else "deleted"
     console.print(
@@ -265,7 +275,7 @@ def drill(
 ):
     """Restore a backup into scratch databases, compare, time it, drop them (the restore-drill flow)."""
     result = run_flow(
-        "flows.restore_drill:restore_drill",
+        "vaultflow.flows.restore_drill:restore_drill",
         target=target,
         repository=repository_param(repository, repo_path),
         rto_objective_s=rto,
@@ -290,7 +300,7 @@ def upload(
     if bool(to) == bool(to_path):
         raise typer.BadParameter("give exactly one of --to NAME and --to-path DIR", param_hint="--to")
     result = run_flow(
-        "flows.upload:upload",
+        "vaultflow.flows.upload:upload",
         source=repository_param(repository, repo_path),
         destination=repository_param(to, to_path, must_exist=False),
         target=target,

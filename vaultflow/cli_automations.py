@@ -30,13 +30,13 @@ def apply_automations(
     repository, every target that has backups there); delete those of targets that are gone.
     Safe to re-run: it updates only what changed (an unchanged alert keeps its clock), never
     duplicates."""
-    from deployments.automations import apply
+    from vaultflow.deployments.automations import apply
 
     with _one_line_errors():
         repo = None
         if repository or repo_path:
-            from flows._support import load_repository
             from vaultflow.cli_run import repository_param
+            from vaultflow.flows._support import load_repository
 
             _, repo = load_repository(repository_param(repository, repo_path))
         report = apply(notify, repo)
@@ -54,7 +54,7 @@ def apply_automations(
 @automations_app.command("list")
 def list_automations() -> None:
     """The alert automations vaultflow made on this Prefect API."""
-    from deployments.automations import managed
+    from vaultflow.deployments.automations import managed
 
     for _, name in managed():
         console.print(name, highlight=False, soft_wrap=True)
@@ -63,7 +63,7 @@ def list_automations() -> None:
 @automations_app.command("remove")
 def remove_automations() -> None:
     """Delete every alert automation vaultflow made on this Prefect API."""
-    from deployments.automations import remove_all
+    from vaultflow.deployments.automations import remove_all
 
     gone = remove_all()
     console.print(f"{len(gone)} automations deleted", highlight=False)

@@ -100,13 +100,13 @@ def _restore(
                 param_hint=_flag(name),
             ) from None
     repo = repository_param(repository, repo_path)  # a missing directory is said before the flow's import
-    from flows.restore import restore as restore_flow
+    from vaultflow.flows.restore import restore as restore_flow
 
     flat = set(inspect.signature(restore_flow.fn).parameters)
     params = {k: v for k, v in given.items() if k in flat}
     extra = {k: v for k, v in given.items() if k not in flat}
     result = run_flow(
-        "flows.restore:restore",
+        "vaultflow.flows.restore:restore",
         target=target,
         repository=repo,
         backup_id=backup_id,

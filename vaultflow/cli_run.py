@@ -84,7 +84,7 @@ def repository_param(name: str | None, path: str | None, must_exist: bool = True
                 f"repository directory {path} does not exist: check the path (an unmounted volume?); nothing was read",
                 param_hint="--repo-path",
             )
-        from blocks import BackupRepository
+        from vaultflow.blocks import BackupRepository
 
         return BackupRepository(local_path=path)
     if name:
@@ -207,7 +207,7 @@ def url_target(url: str) -> Any:
 
     from pydantic import SecretStr, ValidationError
 
-    from blocks.registry import target_types
+    from vaultflow.blocks.registry import target_types
 
     scheme = url.split("://", 1)[0].lower()
     kinds: dict[str, Any] = {name: cls for cls in target_types().values() for name in getattr(cls, "url_schemes", ())}
@@ -237,7 +237,7 @@ def check_blocks(params: dict[str, Any]) -> None:
     ambiguous name is a UsageError naming the block type and name and how to list them; a saved
     block whose data fails validation is InvalidBlockError (exit 1: the command line is right,
     the block is not), naming the block and the field."""
-    from flows._support import load_block, load_target
+    from vaultflow.flows._support import load_block, load_target
 
     try:
         for name in TARGET_PARAMS:
@@ -265,13 +265,13 @@ def prefect_session() -> Iterator[None]:
 
 
 def run_flow(flow: Any, **params: Any) -> Any:
-    """Run `flow` (a flow, or its 'module:name', 'flows.verify:verify', imported here after the
+    """Run `flow` (a flow, or its 'module:name', 'vaultflow.flows.verify:verify', imported here after the
     command's own checks) in-process once (no flow-level retries), after checking the API and the blocks `params`
     name; returns the run's result. Raises UsageError for an unknown block and VaultflowError
     carrying the failed run's state message (Prefect's own prefix removed)."""
     import importlib
 
-    from flows._support import TERMINAL_PROGRESS
+    from vaultflow.flows._support import TERMINAL_PROGRESS
 
     if isinstance(flow, str):
         module, name = flow.split(":")

@@ -41,8 +41,8 @@ def status(
     'never backed up'. Exit 0 when every target meets its RPO, else 1 (also when the repository
     holds no backups at all); 2 for a usage error (no repository given, both --repository and
     --repo-path, a --repo-path that does not exist)."""
-    from flows._support import load_repository
-    from flows.status import saved_objectives
+    from vaultflow.flows._support import load_repository
+    from vaultflow.flows.status import saved_objectives
     from vaultflow.status import all_met, fleet_line, fleet_status
 
     with _one_line_errors():

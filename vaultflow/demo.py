@@ -98,9 +98,9 @@ def run_demo(workdir: str, rows: int, console: Console) -> int:
 
 
 def _run_demo(workdir: str, rows: int, console: Console) -> int:
-    from blocks import BackupRepository, PostgresTarget
-    from flows.full_backup import full_backup
-    from flows.restore import restore
+    from vaultflow.blocks import BackupRepository, PostgresTarget
+    from vaultflow.flows.full_backup import full_backup
+    from vaultflow.flows.restore import restore
     from vaultflow.testing.postgres_server import embedded_bin_dir, running_postgres
 
     repo_dir = Path(workdir).resolve() / "repository"
@@ -173,10 +173,10 @@ def _row_text(row: dict, noun: str) -> str:
 
 def run_redis_demo(repository, rows: int, console: Console) -> tuple[bool, list[tuple[str, str]]]:
     """Full, incremental, loss, restore into the server, compare: the Redis half of the demo."""
-    from blocks import RedisTarget
-    from flows.full_backup import full_backup
-    from flows.incremental_backup import incremental_backup
-    from flows.restore import restore
+    from vaultflow.blocks import RedisTarget
+    from vaultflow.flows.full_backup import full_backup
+    from vaultflow.flows.incremental_backup import incremental_backup
+    from vaultflow.flows.restore import restore
     from vaultflow.testing.redis_instance import running_redis
 
     with running_redis(name="demo") as server:
@@ -285,10 +285,10 @@ def id_census(client) -> dict[str, tuple[int, frozenset]]:
 
 def run_mongo_demo(repository, rows: int, console: Console) -> tuple[bool, list[tuple[str, str]]]:
     """The seed's MongoDB steps: oplog on, full, writes, incremental, drop, restore, compare."""
-    from blocks import MongoTarget
-    from flows.full_backup import full_backup
-    from flows.incremental_backup import incremental_backup
-    from flows.restore import restore
+    from vaultflow.blocks import MongoTarget
+    from vaultflow.flows.full_backup import full_backup
+    from vaultflow.flows.incremental_backup import incremental_backup
+    from vaultflow.flows.restore import restore
     from vaultflow.testing.mongo_server import running_mongo
 
     with running_mongo("demo") as server, server.client() as client:
@@ -352,11 +352,11 @@ def run_clickhouse_demo(root: Path, repository, rows: int, console: Console) -> 
     sum(cityHash64) of every table against the data before the drop."""
     from importlib.metadata import version
 
-    from blocks import ClickHouseTarget
-    from flows.full_backup import full_backup
-    from flows.restore import restore
+    from vaultflow.blocks import ClickHouseTarget
     from vaultflow.demo_clickhouse import CLICKHOUSE_DB, clickhouse_census, clickhouse_fields, fill_clickhouse
     from vaultflow.engines.clickhouse.client import connected
+    from vaultflow.flows.full_backup import full_backup
+    from vaultflow.flows.restore import restore
 
     target = ClickHouseTarget(**clickhouse_fields(root), target_name="demo")
     # One client open throughout: the flows' own clients share its engine (one per process)

@@ -96,7 +96,7 @@ def running_demo_servers(workdir: Path) -> Iterator[DemoServers]:
 
 def demo_blocks(servers: DemoServers, repository_path: Path) -> dict[str, Any]:
     """The blocks prefect.yaml names, as '<block type slug>/<name>' -> unsaved block."""
-    from blocks import BackupRepository, ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
+    from vaultflow.blocks import BackupRepository, ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
     from vaultflow.demo import MONGO_DB
     from vaultflow.demo_clickhouse import clickhouse_fields
     from vaultflow.testing.unprivileged import SERVICE_USER, running_as_root

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from blocks.registry import TargetBlock
+from vaultflow.blocks.registry import TargetBlock
 
 
 class EngineContract(ABC):

@@ -38,20 +38,20 @@ from typing import Any
 
 import pytest
 
-from blocks import BackupRepository
-from blocks.registry import TargetBlock
-from flows.full_backup import full_backup
-from flows.incremental_backup import incremental_backup
-from flows.prune import prune
-from flows.restore import restore
-from flows.restore_drill import restore_drill
-from flows.verify import verify
 from tests.contract.harness import EngineContract, all_contracts
 from tests.integration.test_flows import read_artifact
+from vaultflow.blocks import BackupRepository
+from vaultflow.blocks.registry import TargetBlock
 from vaultflow.compare import CORRECT
 from vaultflow.engines import registry
 from vaultflow.engines.base import BackupContext
 from vaultflow.errors import ChainBrokenError, IntegrityError
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.incremental_backup import incremental_backup
+from vaultflow.flows.prune import prune
+from vaultflow.flows.restore import restore
+from vaultflow.flows.restore_drill import restore_drill
+from vaultflow.flows.verify import verify
 from vaultflow.manifest import BackupKind, Manifest, new_backup_id
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from blocks import BackupRepository
-from blocks.registry import target_type, target_types
-from flows.full_backup import full_backup
-from flows.restore import restore
 from tests.contract import toy_engine
 from tests.contract.toy_engine import ENGINE, SqliteTarget, sqlite_engine_registered
 from tests.unit import test_engine_protocol  # a module, so pytest does not collect its tests here again
+from vaultflow.blocks import BackupRepository
+from vaultflow.blocks.registry import target_type, target_types
 from vaultflow.engines import registry
 from vaultflow.errors import ConfigError, NotFoundError, RefusedError
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.restore import restore
 from vaultflow.manifest import BackupMode
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
@@ -128,10 +128,10 @@ def test_its_restore_options_and_refusals_reach_it_through_the_restore_flow(app_
 def test_verify_prune_and_upload_tables_keep_one_key_per_target(app_db: Path, tmp_path: Path):
     """A run over a whole repository publishes one table per target, keyed by engine and target:
     a target's verify history stays one key when another target joins the repository."""
-    from flows.prune import prune
-    from flows.upload import upload
-    from flows.verify import verify
     from tests.integration.test_flows import read_artifact
+    from vaultflow.flows.prune import prune
+    from vaultflow.flows.upload import upload
+    from vaultflow.flows.verify import verify
 
     repository = BackupRepository(local_path=str(tmp_path / "repo"))
     offsite = BackupRepository(local_path=str(tmp_path / "offsite"))

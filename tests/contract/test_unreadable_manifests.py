@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from blocks import BackupRepository
-from flows.full_backup import full_backup
-from flows.prune import prune
-from flows.restore import restore
-from flows.restore_drill import restore_drill
-from flows.verify import verify
 from tests.contract.toy_engine import ENGINE, sqlite_engine_registered
+from vaultflow.blocks import BackupRepository
 from vaultflow.errors import IntegrityError, RefusedError
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.prune import prune
+from vaultflow.flows.restore import restore
+from vaultflow.flows.restore_drill import restore_drill
+from vaultflow.flows.verify import verify
 
 
 def write_value(path: Path, value: str) -> None:

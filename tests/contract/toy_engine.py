@@ -36,8 +36,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from blocks.registry import TargetBlock
 from tests.fixtures.engine_registration import defined_unregistered, registered
+from vaultflow.blocks.registry import TargetBlock
 from vaultflow.compare import Comparison, compare_database
 from vaultflow.engines.base import (
     BackupContext,

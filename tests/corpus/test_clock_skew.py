@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from blocks import BackupRepository
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import pg_differences, pg_state
+from vaultflow.blocks import BackupRepository
 from vaultflow.errors import RefusedError
 from vaultflow.manifest import Manifest, new_backup_id, parse_backup_id
 from vaultflow.repository import Repository
@@ -102,8 +102,8 @@ def test_a_future_dated_backup_is_held_skipped_by_latest_and_reported(
         pg_server.execute(f'DROP DATABASE IF EXISTS "{db}_latest" WITH (FORCE)')
 
     # list (through the CLI) and verify (the flow) report it.
-    from flows.verify import verify
     from vaultflow.cli import app
+    from vaultflow.flows.verify import verify
 
     repo_dir = str(tmp_path / "repo")
     listing = CliRunner().invoke(app, ["list", "--repo-path", repo_dir])
@@ -119,7 +119,7 @@ def test_a_future_dated_backup_is_held_skipped_by_latest_and_reported(
     policy = dict(keep_last=None, keep_daily=7, keep_weekly=4, keep_monthly=None)
     now = datetime.now(UTC)
     without = plan([r for r in catalog.refs() if r.id != skewed.id], RetentionPolicy(**policy), now)
-    from flows.prune import prune
+    from vaultflow.flows.prune import prune
 
     pruned = prune(repository=BackupRepository(local_path=repo_dir, **policy))
     assert sorted(pruned["kept"]) == sorted([b2.id, skewed.id])

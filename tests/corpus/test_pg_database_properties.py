@@ -16,10 +16,10 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from blocks import PostgresTarget
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import assert_pg_restored, pg_state
 from tests.fixtures.postgres import quote_ident
+from vaultflow.blocks import PostgresTarget
 from vaultflow.cli import app
 from vaultflow.engines.postgres.db_properties import PROPERTIES_ROW, setting_clause
 from vaultflow.errors import ConfigError

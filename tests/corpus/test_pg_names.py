@@ -17,14 +17,14 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from blocks import BackupRepository, PostgresTarget
-from flows.full_backup import full_backup
-from flows.restore import restore
 from tests.corpus.conftest import pg_engine
 from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.fake_pg import FakePostgres
 from tests.fixtures.postgres import quote_ident
+from vaultflow.blocks import BackupRepository, PostgresTarget
 from vaultflow.engines.postgres.engine import dump_object_name
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.restore import restore
 from vaultflow.keys import artifact_slug, decode_name
 
 

@@ -199,7 +199,7 @@ def test_restore_follows_the_restored_servers_timeline_not_the_old_primarys(site
 
 
 def test_archive_that_stopped_fails_verify_and_restore_names_the_first_missing_segment(site: Site):
-    from flows.verify import check_log_archive
+    from vaultflow.flows.verify import check_log_archive
 
     pg, ctx = site.pg, BackupContext(site.repo)
     site.engine.full_backup(ctx)

@@ -109,10 +109,10 @@ def test_unlogged_tables_come_back_empty_and_say_so(pg_server, fresh_db, fingerp
 
 
 def test_drill_flow_artifact_and_check_say_unlogged_tables_are_expected_empty(prefect_api, pg_server, fresh_db):
-    from blocks import BackupRepository, PostgresTarget
-    from flows.full_backup import full_backup
-    from flows.restore_drill import restore_drill
     from tests.integration.test_flows import read_artifact
+    from vaultflow.blocks import BackupRepository, PostgresTarget
+    from vaultflow.flows.full_backup import full_backup
+    from vaultflow.flows.restore_drill import restore_drill
 
     pg = pg_server
     db = fresh_db(pg)

@@ -41,11 +41,11 @@ import psutil
 import psycopg
 import pytest
 
-from blocks import BackupRepository
-from deployments.serve_all import load_deployments
 from tests.fixtures.prefect_db import copy_template
 from tests.fixtures.processes import descendants, live
+from vaultflow.blocks import BackupRepository
 from vaultflow.demo_setup import READY_LINE
+from vaultflow.deployments.serve_all import load_deployments
 from vaultflow.engines.clickhouse.client import chdb_holder
 from vaultflow.engines.clickhouse.fingerprint import table_units
 from vaultflow.engines.postgres.wal.names import parse_lsn, segment_name, wal_prefix
@@ -551,14 +551,13 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
 
     # A permanent error (the database is gone): fails at once, not retried 120 s later.
     stack.set_block_data("postgres-target", "demo", databases=["e2e_no_such_db"])
-    code, output, seconds, run_id = stack.watch_run("run-missing-db", "full-backup/demo-weekly-full")
+    code, output, _, run_id = stack.watch_run("run-missing-db", "full-backup/demo-weekly-full")
     run = stack.flow_run(run_id)
     assert code != 0, f"a run against a missing database succeeded?\n{tail(output)}"
     assert run["state_type"] == "FAILED", run["state"]
     assert "NotFoundError" in run["state"]["message"] and "e2e_no_such_db" in run["state"]["message"]
     assert run["run_count"] == 1, f"retried: run_count {run['run_count']}"
     assert run["empirical_policy"]["retries"] == 0  # fail_fast_on_permanent_errors cancelled them
-    assert seconds < FLOW_RETRY_DELAY_S / 2, f"took {seconds:.0f} s: was it retried?"
     assert len(repository.catalog("postgres", "demo").manifests) == 1
 
     # Teardown: the server, the worker, the demo servers and anything they started end with

@@ -22,14 +22,14 @@ from prefect import get_client
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from pydantic import SecretStr
 
-from blocks import BackupRepository, PostgresTarget, RedisTarget
-from deployments.automations import apply, managed, remove_all
-from flows.archive_logs import alert_on_lag, archive_logs
-from flows.full_backup import full_backup
-from flows.restore_drill import restore_drill
-from flows.verify import verify
 from tests.fixtures.redis import SEED_USERS
 from tests.fixtures.toy_logarchive import toy_engine_registered, unit_name
+from vaultflow.blocks import BackupRepository, PostgresTarget, RedisTarget
+from vaultflow.deployments.automations import apply, managed, remove_all
+from vaultflow.flows.archive_logs import alert_on_lag, archive_logs
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.restore_drill import restore_drill
+from vaultflow.flows.verify import verify
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

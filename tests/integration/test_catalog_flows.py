@@ -14,13 +14,13 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
 
-from blocks import BackupRepository, RedisTarget
-from flows.full_backup import full_backup
-from flows.incremental_backup import incremental_backup
-from flows.prune import prune
-from flows.restore_drill import restore_drill
-from flows.verify import verify
+from vaultflow.blocks import BackupRepository, RedisTarget
 from vaultflow.errors import IntegrityError, RefusedError
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.incremental_backup import incremental_backup
+from vaultflow.flows.prune import prune
+from vaultflow.flows.restore_drill import restore_drill
+from vaultflow.flows.verify import verify
 from vaultflow.repository import Repository
 from vaultflow.stores.local import LocalStore
 

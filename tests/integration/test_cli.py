@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from blocks import PostgresTarget
 from vaultflow import cli
+from vaultflow.blocks import PostgresTarget
 from vaultflow.cli import app
 from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, new_backup_id

@@ -16,7 +16,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.settings import PREFECT_API_URL
 from typer.testing import CliRunner
 
-from blocks import PostgresTarget
+from vaultflow.blocks import PostgresTarget
 from vaultflow.cli import app
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

@@ -13,8 +13,8 @@ from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from blocks import PostgresTarget
 from tests.fixtures.secret_watch import SecretWatch, assert_runs_keep_secret
+from vaultflow.blocks import PostgresTarget
 from vaultflow.cli import app
 from vaultflow.engines.postgres.wal import read_record
 from vaultflow.repository import Repository

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from blocks import PostgresTarget
+from vaultflow.blocks import PostgresTarget
 from vaultflow.cli import app
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore

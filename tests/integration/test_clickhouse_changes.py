@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import vaultflow.engines.clickhouse.engine as engine_module
-from blocks import ClickHouseTarget
 from tests.corpus.clickhouse_oracle import clickhouse_differences, clickhouse_state
+from vaultflow.blocks import ClickHouseTarget
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.clickhouse.fingerprint import changed_tables, table_states
 from vaultflow.errors import TransientError, is_transient

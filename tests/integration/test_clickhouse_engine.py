@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from blocks import ClickHouseTarget
 from tests.corpus.clickhouse_oracle import clickhouse_differences, clickhouse_state
+from vaultflow.blocks import ClickHouseTarget
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.clickhouse.fingerprint import table_units
 from vaultflow.engines.clickhouse.listing import METADATA, parse_listing

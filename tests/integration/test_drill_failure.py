@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from blocks import BackupRepository, PostgresTarget
-from flows.restore_drill import restore_drill
 from tests.integration.test_flows import last_run_message, read_markdown
+from vaultflow.blocks import BackupRepository, PostgresTarget
 from vaultflow.errors import NotFoundError
+from vaultflow.flows.restore_drill import restore_drill
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

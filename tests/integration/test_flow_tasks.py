@@ -15,10 +15,13 @@ import pytest
 from prefect import flow, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from blocks import BackupRepository, PostgresTarget, RedisTarget
-from flows.full_backup import full_backup
-from flows.restore_drill import restore_drill
-from tasks import (
+from tests.corpus.oracle import assert_pg_restored
+from vaultflow.blocks import BackupRepository, PostgresTarget, RedisTarget
+from vaultflow.engines.base import BackupContext
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.restore_drill import restore_drill
+from vaultflow.manifest import BackupKind
+from vaultflow.tasks import (
     check_target,
     dump,
     finish_backup,
@@ -28,9 +31,6 @@ from tasks import (
     upload,
     verify_checksum,
 )
-from tests.corpus.oracle import assert_pg_restored
-from vaultflow.engines.base import BackupContext
-from vaultflow.manifest import BackupKind
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 ROOT = Path(__file__).resolve().parents[2]

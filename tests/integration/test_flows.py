@@ -20,14 +20,14 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.sorting import ArtifactSort
 from pydantic import SecretStr
 
-from blocks import BackupRepository, PostgresTarget
-from flows.full_backup import full_backup
-from flows.prune import prune
-from flows.restore import restore
-from flows.restore_drill import restore_drill
-from flows.verify import verify
 from tests.fixtures.secret_watch import assert_runs_keep_secret
+from vaultflow.blocks import BackupRepository, PostgresTarget
 from vaultflow.errors import AuthenticationError, IntegrityError, RefusedError
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.prune import prune
+from vaultflow.flows.restore import restore
+from vaultflow.flows.restore_drill import restore_drill
+from vaultflow.flows.verify import verify
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

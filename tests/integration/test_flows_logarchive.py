@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from blocks import BackupRepository, RedisTarget
-from flows.archive_logs import archive_logs
-from flows.prune import prune
-from flows.verify import verify
 from tests.fixtures.toy_logarchive import ENGINE, ToyLogConsistency, toy_engine_registered, unit_name
+from vaultflow.blocks import BackupRepository, RedisTarget
 from vaultflow.errors import ConfigError, IntegrityError
+from vaultflow.flows.archive_logs import archive_logs
+from vaultflow.flows.prune import prune
+from vaultflow.flows.verify import verify
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, new_backup_id
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
@@ -93,8 +93,8 @@ def test_a_log_archive_registered_by_a_test_is_shipped_verified_and_pruned_by_th
 def test_a_users_own_flow_ships_logs_with_the_archive_logs_task(tmp_path: Path):
     from prefect import flow
 
-    from tasks.logs import archive_logs as archive_logs_task
     from vaultflow.logarchive import open_log_archive
+    from vaultflow.tasks.logs import archive_logs as archive_logs_task
 
     log_dir = tmp_path / "server-log"
     log_dir.mkdir()

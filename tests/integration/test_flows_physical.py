@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from blocks import BackupRepository, PostgresTarget
-from flows.archive_logs import archive_logs
-from flows.full_backup import full_backup
-from flows.restore import restore
-from flows.restore_drill import restore_drill
-from flows.verify import verify
+from vaultflow.blocks import BackupRepository, PostgresTarget
 from vaultflow.engines.postgres.wal import is_segment, object_key, record_key
 from vaultflow.errors import IntegrityError
+from vaultflow.flows.archive_logs import archive_logs
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.restore import restore
+from vaultflow.flows.restore_drill import restore_drill
+from vaultflow.flows.verify import verify
 from vaultflow.testing.unprivileged import SERVICE_USER, give_to_service_user, running_as_root
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -82,8 +82,8 @@ def test_physical_backup_archive_verify_drill_and_pitr(archiving, work):
 
 
 def test_prune_drops_wal_older_than_the_oldest_kept_backup(archiving, work):
-    from flows.prune import prune
     from vaultflow.engines.postgres.wal import archived_names
+    from vaultflow.flows.prune import prune
     from vaultflow.repository import Repository
     from vaultflow.stores import LocalStore
 
@@ -118,7 +118,7 @@ def test_prune_drops_wal_older_than_the_oldest_kept_backup(archiving, work):
 
 
 def test_incremental_and_differential_flows_with_fallback_and_chain_checks(archiving, work):
-    from flows.incremental_backup import differential_backup, incremental_backup
+    from vaultflow.flows.incremental_backup import differential_backup, incremental_backup
 
     pg = archiving.pg
     pg.execute("ALTER SYSTEM SET summarize_wal = on")

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from blocks import BackupRepository, RedisTarget
-from flows.full_backup import full_backup
-from flows.incremental_backup import differential_backup, incremental_backup
-from flows.restore import restore
-from flows.restore_drill import restore_drill
-from flows.verify import verify
 from tests.fixtures.redis import SEED_USERS
 from tests.integration.test_flows import assert_backup_fails_once, read_artifact
+from vaultflow.blocks import BackupRepository, RedisTarget
 from vaultflow.errors import ConfigError
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.incremental_backup import differential_backup, incremental_backup
+from vaultflow.flows.restore import restore
+from vaultflow.flows.restore_drill import restore_drill
+from vaultflow.flows.verify import verify
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

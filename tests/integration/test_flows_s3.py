@@ -9,11 +9,11 @@ from prefect_aws import AwsClientParameters, AwsCredentials
 from prefect_aws.s3 import S3Bucket
 from pydantic import SecretStr
 
-from blocks import BackupRepository, PostgresTarget
-from flows.full_backup import full_backup
-from flows.restore import restore
-from flows.verify import verify
+from vaultflow.blocks import BackupRepository, PostgresTarget
 from vaultflow.errors import AuthenticationError, IntegrityError, NotFoundError
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.restore import restore
+from vaultflow.flows.verify import verify
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -11,10 +11,10 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from blocks import BackupRepository, PostgresTarget, RedisTarget
-from flows.archive_logs import archive_logs
-from flows.incremental_backup import differential_backup, incremental_backup
+from vaultflow.blocks import BackupRepository, PostgresTarget, RedisTarget
 from vaultflow.errors import ConfigError
+from vaultflow.flows.archive_logs import archive_logs
+from vaultflow.flows.incremental_backup import differential_backup, incremental_backup
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -13,14 +13,14 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from blocks import BackupRepository, PostgresTarget
-from flows.full_backup import full_backup
-from flows.restore import restore
-from flows.upload import upload
-from flows.verify import verify
 from tests.corpus.oracle import assert_pg_restored
 from tests.integration.test_flows_s3 import s3_block
+from vaultflow.blocks import BackupRepository, PostgresTarget
 from vaultflow.errors import IntegrityError, NotFoundError
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.restore import restore
+from vaultflow.flows.upload import upload
+from vaultflow.flows.verify import verify
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from blocks import BackupRepository, PostgresTarget
-from flows.archive_logs import archive_logs
+from vaultflow.blocks import BackupRepository, PostgresTarget
 from vaultflow.engines.postgres.wal import check_continuity, read_record, spooled
 from vaultflow.errors import ConfigError
+from vaultflow.flows.archive_logs import archive_logs
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 

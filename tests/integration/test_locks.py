@@ -22,7 +22,7 @@ import pytest
 from prefect_aws import AwsClientParameters, AwsCredentials
 from prefect_aws.s3 import S3Bucket
 
-from blocks import BackupRepository, PostgresTarget
+from vaultflow.blocks import BackupRepository, PostgresTarget
 from vaultflow.errors import LockHeldError
 from vaultflow.locks import LockSettings
 from vaultflow.manifest import BackupKind, new_backup_id
@@ -234,7 +234,7 @@ def repository_settings(request, tmp_path: Path) -> dict:
 
 
 def two_backups(pg18, fresh_db, repository: BackupRepository, name: str) -> tuple[PostgresTarget, list[str]]:
-    from flows.full_backup import full_backup
+    from vaultflow.flows.full_backup import full_backup
 
     db = fresh_db(pg18)
     pg18.execute("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 2000) g", dbname=db)
@@ -251,7 +251,7 @@ def two_backups(pg18, fresh_db, repository: BackupRepository, name: str) -> tupl
 
 @pytest.mark.usefixtures("prefect_api")
 def test_a_prune_during_a_long_backup_deletes_nothing(pg18, fresh_db, repository_settings, holders) -> None:
-    from flows.prune import prune
+    from vaultflow.flows.prune import prune
 
     repository = BackupRepository(**repository_settings, lock_wait="1s")
     _, ids = two_backups(pg18, fresh_db, repository, "t")
@@ -302,7 +302,7 @@ class SlowBackupRepository(BackupRepository):
 def test_a_verify_during_a_prune_reports_no_false_corruption(pg18, fresh_db, repository_settings, holders) -> None:
     """The verify reads the catalog, then each object, slowly; a prune started meanwhile waits
     for the verify's shared lock instead of deleting a backup the verify is reading."""
-    from flows.verify import verify
+    from vaultflow.flows.verify import verify
 
     repository = BackupRepository(**repository_settings)
     _, ids = two_backups(pg18, fresh_db, repository, "t")
@@ -329,7 +329,7 @@ def test_a_verify_during_a_prune_reports_no_false_corruption(pg18, fresh_db, rep
 
 @pytest.mark.usefixtures("prefect_api")
 def test_a_verify_started_during_a_prune_waits_for_it(pg18, fresh_db, repository_settings, holders) -> None:
-    from flows.verify import verify
+    from vaultflow.flows.verify import verify
 
     repository = BackupRepository(**repository_settings, lock_wait="2min")
     _, ids = two_backups(pg18, fresh_db, repository, "t")
@@ -348,7 +348,7 @@ def test_the_prefect_limit_admits_one_writer_per_target_in_deployment_runs() -> 
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
 
-    from flows._locks import deployment_slot, limit_name
+    from vaultflow.flows._locks import deployment_slot, limit_name
 
     name = limit_name("postgres", "Slot Test")
     assert name.startswith("vaultflow-postgres-slot-test-")

@@ -15,8 +15,8 @@ import pytest
 import zstandard
 from bson import Timestamp
 
-from blocks import MongoTarget
 from tests.corpus.oracle import mongo_differences, mongo_state
+from vaultflow.blocks import MongoTarget
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.mongodb.archive import ArchiveReader
 from vaultflow.engines.mongodb.consistency import parse_ts

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from blocks import BackupRepository, MongoTarget
-from flows._support import FLOW_RETRIES
-from flows.full_backup import full_backup
-from flows.incremental_backup import incremental_backup
-from flows.restore import restore
-from flows.restore_drill import restore_drill
-from flows.verify import verify
-from tasks.common import SIDE_EFFECT_TASK
 from tests.corpus.oracle import mongo_differences, mongo_state
 from tests.fixtures.secret_watch import SecretWatch, assert_runs_keep_secret
+from vaultflow.blocks import BackupRepository, MongoTarget
+from vaultflow.flows._support import FLOW_RETRIES
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.incremental_backup import incremental_backup
+from vaultflow.flows.restore import restore
+from vaultflow.flows.restore_drill import restore_drill
+from vaultflow.flows.verify import verify
 from vaultflow.ports import free_port
+from vaultflow.tasks.common import SIDE_EFFECT_TASK
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

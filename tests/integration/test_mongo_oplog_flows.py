@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from blocks import BackupRepository, MongoTarget
-from flows.archive_logs import archive_logs
-from flows.full_backup import full_backup
-from flows.prune import prune
-from flows.restore import restore
-from flows.verify import verify
 from tests.corpus.oracle import mongo_differences, mongo_state
+from vaultflow.blocks import BackupRepository, MongoTarget
 from vaultflow.engines.mongodb.client import newest_oplog_ts
 from vaultflow.engines.mongodb.consistency import ts_text
 from vaultflow.engines.mongodb.oplog_archive import OplogArchive
 from vaultflow.errors import IntegrityError
+from vaultflow.flows.archive_logs import archive_logs
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.prune import prune
+from vaultflow.flows.restore import restore
+from vaultflow.flows.verify import verify
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.mongo_server import MongoProcess, running_mongo

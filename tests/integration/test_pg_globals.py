@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from blocks import BackupRepository, PostgresTarget
+from vaultflow.blocks import BackupRepository, PostgresTarget
 from vaultflow.engines.base import BackupContext
 from vaultflow.testing.postgres_server import PostgresInstance
 

@@ -211,7 +211,7 @@ def test_cli_restore_follows_the_chosen_timeline_to_the_end_of_the_archive(archi
     is written; 'current' replays the backup's own timeline to the end of the archived WAL."""
     from typer.testing import CliRunner
 
-    from blocks import PostgresTarget
+    from vaultflow.blocks import PostgresTarget
     from vaultflow.cli import app
     from vaultflow.engines.postgres.recovery import start_restored_cluster
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from blocks import RedisTarget
+from vaultflow.blocks import RedisTarget
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.redis.client import KEYSPACE, RedisSettings
 from vaultflow.engines.redis.compare import compare_copies

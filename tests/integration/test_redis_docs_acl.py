@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from blocks import BackupRepository, RedisTarget
-from flows.full_backup import full_backup
+from vaultflow.blocks import BackupRepository, RedisTarget
 from vaultflow.errors import AuthenticationError
+from vaultflow.flows.full_backup import full_backup
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

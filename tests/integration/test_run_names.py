@@ -11,10 +11,10 @@ import pytest
 from prefect import get_client
 from prefect.flow_engine import run_flow
 
-from blocks import BackupRepository, PostgresTarget
-from flows._names import is_generated_name
-from flows.full_backup import full_backup
-from flows.verify import verify
+from vaultflow.blocks import BackupRepository, PostgresTarget
+from vaultflow.flows._names import is_generated_name
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.verify import verify
 from vaultflow.manifest import parse_backup_id
 
 pytestmark = pytest.mark.usefixtures("prefect_api")

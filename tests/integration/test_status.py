@@ -17,17 +17,17 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
-from blocks import BackupRepository, MongoTarget, PostgresTarget
-from flows.full_backup import full_backup
-from flows.status import saved_objectives, status
-from flows.verify import verify
 from vaultflow import cli
+from vaultflow.blocks import BackupRepository, MongoTarget, PostgresTarget
 from vaultflow.cli import app
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.mongodb.client import newest_oplog_ts
 from vaultflow.engines.mongodb.oplog_archive import OplogArchive
 from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.wal import read_record, ship_spool
+from vaultflow.flows.full_backup import full_backup
+from vaultflow.flows.status import saved_objectives, status
+from vaultflow.flows.verify import verify
 from vaultflow.manifest import BackupKind, new_backup_id
 from vaultflow.repository import Repository
 from vaultflow.status import (

@@ -56,7 +56,7 @@ def test_a_star_in_a_target_name_is_no_wildcard():
     from prefect.server.events.schemas.automations import EventTrigger as ServerTrigger
     from prefect.server.events.schemas.events import RelatedResource, Resource
 
-    from deployments.automations import automation_for
+    from vaultflow.deployments.automations import automation_for
 
     assert target_resource_id("postgres", "sal*") == "vaultflow.target.postgres.sal%2A"
     assert target_resource_id("postgres", "sal%2A") == "vaultflow.target.postgres.sal%252A"

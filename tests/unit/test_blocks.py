@@ -10,8 +10,8 @@ from prefect.blocks.core import Block
 from prefect.testing.standard_test_suites import BlockStandardTestSuite
 from pydantic import SecretStr, ValidationError
 
-from blocks import BackupRepository, ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
-from blocks.registry import target_type, target_types
+from vaultflow.blocks import BackupRepository, ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
+from vaultflow.blocks.registry import target_type, target_types
 from vaultflow.engines.base import options_for
 from vaultflow.engines.postgres.settings import PostgresRestoreOptions, PostgresSettings
 from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
@@ -243,7 +243,7 @@ def test_restore_options_belong_to_their_engine():
 
 
 def test_strategy_fit_is_the_settings_rule():
-    from flows._fit import how_to_fix, misfit
+    from vaultflow.flows._fit import how_to_fix, misfit
 
     assert (
         misfit("incremental", PostgresTarget(target_name="a"))

@@ -1,4 +1,4 @@
-"""deployments.validate: the real prefect.yaml is clean; each kind of fault is named.
+"""vaultflow.deployments.validate: the real prefect.yaml is clean; each kind of fault is named.
 
 No Prefect server is needed: entrypoints are imported, schedules parsed, nothing is sent.
 """
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from deployments.serve_all import build_deployments, build_schedule, load_deployments
-from deployments.validate import main, validate
+from vaultflow.deployments.serve_all import build_deployments, build_schedule, load_deployments
+from vaultflow.deployments.validate import main, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_YAML = ROOT / "prefect.yaml"
@@ -296,7 +296,7 @@ def test_without_an_api_it_says_what_it_could_not_check(tmp_path, document):
 @pytest.fixture
 def saved_targets(prefect_api) -> dict[str, str]:
     """Blocks in the session's Prefect API, one per kind of fit and misfit."""
-    from blocks import ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
+    from vaultflow.blocks import ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
 
     blocks = {
         "clickhouse-target/fit-clickhouse": ClickHouseTarget(),

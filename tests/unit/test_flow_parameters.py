@@ -10,7 +10,7 @@ import pytest
 from prefect import Flow
 from prefect.utilities.callables import parameter_schema
 
-import flows
+from vaultflow import flows
 
 
 def all_flows() -> list[Flow]:
@@ -51,7 +51,7 @@ def test_every_flow_parameter_has_a_description(flow: Flow):
 
 
 def test_closed_sets_are_choices():
-    from flows.restore import restore
+    from vaultflow.flows.restore import restore
 
     schema = parameter_schema(restore.fn).model_dump()
     timeline = schema["definitions"]["PostgresRestoreOptions"]["properties"]["to_timeline"]
@@ -60,8 +60,8 @@ def test_closed_sets_are_choices():
 
 
 def test_a_target_parameter_offers_every_registered_target_block_type():
-    from blocks.registry import target_types
-    from flows.full_backup import full_backup
+    from vaultflow.blocks.registry import target_types
+    from vaultflow.flows.full_backup import full_backup
 
     schema = parameter_schema(full_backup.fn).model_dump()
     [block_ref] = [o["$ref"] for o in schema["properties"]["target"]["anyOf"] if "$ref" in o]
@@ -70,8 +70,8 @@ def test_a_target_parameter_offers_every_registered_target_block_type():
 
 
 def test_restore_offers_each_engines_options_model_with_every_field_described():
-    from flows.restore import restore
     from vaultflow.engines.registry import names, restore_options
+    from vaultflow.flows.restore import restore
 
     schema = parameter_schema(restore.fn).model_dump()
     offered = [o["$ref"].rsplit("/", 1)[1] for o in schema["properties"]["options"]["anyOf"] if "$ref" in o]

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from blocks.registry import target_types
 from tests.fixtures.toy_logarchive import (
     ToyArchive,
     ToyLogConsistency,
@@ -27,6 +26,7 @@ from tests.fixtures.toy_logarchive import (
     unit_name,
 )
 from vaultflow import logarchive
+from vaultflow.blocks.registry import target_types
 from vaultflow.engines import registry
 from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency, PostgresPhysicalConsistency
 from vaultflow.engines.postgres.settings import PostgresSettings

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blocks import PostgresTarget, RedisTarget
+from vaultflow.blocks import PostgresTarget, RedisTarget
 from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency
 from vaultflow.engines.postgres.engine import dump_object_name
 from vaultflow.engines.postgres.recovery import default_fetch_command

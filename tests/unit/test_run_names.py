@@ -10,12 +10,12 @@ import pytest
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 from prefect.utilities.names import generate_slug
 
-from blocks import ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
-from flows._names import is_generated_name, target_engine
-from flows._support import backup_event_related, backup_resource, lineage, run_ui_url, target_resource
+from vaultflow.blocks import ClickHouseTarget, MongoTarget, PostgresTarget, RedisTarget
 from vaultflow.catalog_view import run_link
 from vaultflow.engines.base import BackupContext, BackupUnit, dated_by_run, new_plan
 from vaultflow.engines.postgres.consistency import PostgresLogicalConsistency
+from vaultflow.flows._names import is_generated_name, target_engine
+from vaultflow.flows._support import backup_event_related, backup_resource, lineage, run_ui_url, target_resource
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, id_time, new_backup_id
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore

@@ -10,13 +10,13 @@ from typing import ClassVar
 import pytest
 from pydantic import Field, SecretStr
 
-import blocks
-from blocks import PostgresTarget, RedisTarget
-from blocks.registry import TargetBlock, target_type, target_types, unregister_target
-from flows._support import load_target
+from vaultflow import blocks
+from vaultflow.blocks import PostgresTarget, RedisTarget
+from vaultflow.blocks.registry import TargetBlock, target_type, target_types, unregister_target
 from vaultflow.engines import registry
 from vaultflow.engines.settings import RestoreOptions, TargetSettings
 from vaultflow.errors import ConfigError, NotFoundError
+from vaultflow.flows._support import load_target
 
 
 class ToyRestoreOptions(RestoreOptions):
@@ -70,7 +70,7 @@ def test_a_target_kind_defined_elsewhere_registers_itself(toy):
     ]
     engine = toy(target_name="t").engine()
     assert isinstance(engine, ToyEngine) and engine.config.name == "t"
-    from flows._fit import how_to_fix, misfit
+    from vaultflow.flows._fit import how_to_fix, misfit
 
     assert misfit("incremental", toy()) is None
     assert misfit("differential", toy()) == "toy: a toy target has no differential form"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_tasks_import_with_the_cards_names():
-    from tasks import (
+    from vaultflow.tasks import (
         archive_logs,
         dump,
         prune,
@@ -19,11 +19,11 @@ def test_tasks_import_with_the_cards_names():
 
 def test_flows_use_the_same_task_objects():
     """The flows import the tasks under their older names: the same task objects."""
-    from tasks import drill_backup, prune, restore_and_compare, verify_checksum
-    from tasks import restore as restore_tasks
-    from tasks.prune import delete_backup
-    from tasks.restore import restore_backup
-    from tasks.verify import verify_backup
+    from vaultflow.tasks import drill_backup, prune, restore_and_compare, verify_checksum
+    from vaultflow.tasks import restore as restore_tasks
+    from vaultflow.tasks.prune import delete_backup
+    from vaultflow.tasks.restore import restore_backup
+    from vaultflow.tasks.verify import verify_backup
 
     assert verify_backup is verify_checksum and restore_backup is restore_and_compare and delete_backup is prune
     # the drill's step (run name drill-<id>) is importable from tasks like the others

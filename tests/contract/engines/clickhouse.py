@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from blocks import ClickHouseTarget
 from tests.contract.harness import EngineContract
 from tests.corpus.clickhouse_oracle import clickhouse_differences, clickhouse_state
+from vaultflow.blocks import ClickHouseTarget
 
 
 class ClickHouseNative(EngineContract):

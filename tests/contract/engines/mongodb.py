@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from blocks import MongoTarget
 from tests.contract.harness import EngineContract
 from tests.corpus.oracle import mongo_differences, mongo_state
+from vaultflow.blocks import MongoTarget
 
 
 class MongoFull(EngineContract):

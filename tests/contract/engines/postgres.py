@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from blocks import PostgresTarget
 from tests.contract.harness import EngineContract
 from tests.corpus.oracle import pg_differences, pg_state
 from tests.fixtures.postgres import quote_ident
+from vaultflow.blocks import PostgresTarget
 from vaultflow.engines.postgres.cluster import stop_cluster
 from vaultflow.engines.postgres.recovery import start_restored_cluster
 from vaultflow.testing.postgres_server import PostgresInstance

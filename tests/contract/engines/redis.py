@@ -12,9 +12,9 @@ from typing import Any
 
 import redis
 
-from blocks import RedisTarget
 from tests.contract.harness import EngineContract
 from tests.corpus.oracle import redis_differences, redis_state
+from vaultflow.blocks import RedisTarget
 from vaultflow.testing.redis_instance import start_source_redis
 
 DATABASES = range(4)
