@@ -4,7 +4,7 @@ the picture inline: Prefect's UI draws data: images in markdown)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from prefect import flow, get_client, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -19,7 +19,7 @@ from flows._support import RepositoryParam, artifact_key, load_repository
 from vaultflow.chart import INSTALL_HINT, ChartUnavailableError, chart_markdown
 from vaultflow.history import TargetHistory, fleet_history
 from vaultflow.repository import Repository
-from vaultflow.status import Objective, all_met, fleet_line, fleet_status
+from vaultflow.status import Objective, all_met, fleet_line, fleet_status, utc_moment
 
 PAGE = 200
 
@@ -85,12 +85,19 @@ def chart_history(
     """(vaultflow.history.fleet_history of `repo` from `since` (None: all of it) to `now`,
     notes): with the failed backup runs Prefect's flow runs record for the repository block
     named `name` (flows._failed_runs). A repository without a saved name gets none (a run's
-    parameters name its repository by block name), and a note says so."""
+    parameters name its repository by block name), and a note says so; each target's own notes
+    (unreadable manifests, undated check records) follow, led by its name."""
     if name is None:
         runs, notes = {}, ["failed backup runs are not drawn: they are found by the repository block's name"]
     else:
         runs, notes = failed_backup_runs(name, since, now)
-    return fleet_history(repo, now, since, runs), notes
+    history = fleet_history(repo, now, since, runs)
+    return history, notes + [f"{h.name}: {note}" for h in history for note in h.notes]
+
+
+def chart_since(now: datetime, days: float | None) -> datetime | None:
+    """Where a chart of the last `days` before `now` starts; None (every backup) without days."""
+    return now - timedelta(days=days) if days else None
 
 
 def chart_title(repo: Repository, now: datetime, days: float | None) -> str:
@@ -102,7 +109,7 @@ def chart_title(repo: Repository, now: datetime, days: float | None) -> str:
 def publish_chart(block, repo: Repository, now: datetime, days: float | None) -> str:
     """The chart (vaultflow.chart.chart_markdown) as the markdown artifact 'status-chart-<name>';
     without matplotlib a page saying how to install it. Returns the artifact's description."""
-    since = now - timedelta(days=days) if days else None
+    since = chart_since(now, days)
     history, notes = chart_history(repo, repository_name(block), now, since)
     title = chart_title(repo, now, days)
     try:
@@ -145,7 +152,7 @@ def status(
     """
     logger = get_run_logger()
     block, repo = load_repository(repository)
-    now = as_of or datetime.now(UTC)
+    now = utc_moment(as_of)
     statuses = fleet_status(repo, saved_objectives(), now)
     rows = [s.row() for s in statuses]
     line = fleet_line(statuses, f"repository {repo.description}")

@@ -1,7 +1,7 @@
 """The status chart: per target, stored size and duration of every backup over time, with its
 drills and failures marked (vaultflow.history gives the series). Drawn with matplotlib (the
 `chart` extra, imported here only when a chart is drawn: `vaultflow status` without --chart
-never loads it), Agg backend, PNG or SVG.
+never loads it) on a Figure of its own (Agg for PNG, no pyplot), PNG or SVG.
 
     pages = render(fleet_history(repo, now), "repository local:/backups", now=now)  # [PNG bytes, ...]
     write_chart(histories, "status.png", title, now)   # status.png, status-2.png, ... one per page
@@ -125,7 +125,7 @@ def _value_axis(ax: Any, values: Sequence[float], what: str) -> tuple[float, boo
         ax.yaxis.set_minor_locator(ticker.NullLocator())  # decades only: minor ticks cost most of the drawing
         return 1.0, True
     divisor, unit = axis_unit(values, what)
-    ax.set_ylim(bottom=0, top=max(max(values, default=0) / divisor * 1.2, 1e-9) if values else 1)
+    ax.set_ylim(bottom=0, top=max(values, default=0.0) / divisor * 1.2 or 1.0)  # all 0 (or none): 0 to 1
     ax.set_ylabel(f"{what}, {unit}", fontsize=7)
     return divisor, False
 

@@ -9,7 +9,7 @@ and failures over time (vaultflow.chart; matplotlib, the `chart` extra, loaded o
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import typer
@@ -43,7 +43,7 @@ def status(
         "--chart",
         help="Also draw every target's backups (stored size, duration), drills and failures over time "
         "into this PNG file (SVG when it ends in .svg); more than 24 targets go on further pages, "
-        "FILE-2.png, ... Needs matplotlib: pip install 'vaultflow[chart]'.",
+        "FILE-2.png, ... Needs matplotlib: pip install 'vaultflow\\[chart]'.",
     ),
     chart_days: float | None = typer.Option(
         None, "--chart-days", min=0.001, help="Draw only the last this many days (default: every backup kept)."
@@ -102,10 +102,10 @@ def check_chart_file(path: Path) -> None:
 def draw_chart(path: Path, block, repo, now: datetime, days: float | None) -> None:
     """Draw the chart of `repo` at `now` into `path` (and further pages) and say where; failed
     backup runs are read from the Prefect API only for a saved repository block."""
-    from flows.status import chart_history, chart_title, repository_name
+    from flows.status import chart_history, chart_since, chart_title, repository_name
     from vaultflow.chart import write_chart
 
-    since = now - timedelta(days=days) if days else None
+    since = chart_since(now, days)
     with _one_line_errors():
         history, notes = chart_history(repo, repository_name(block), now, since)
         written = write_chart(history, path, chart_title(repo, now, days), now, since)
