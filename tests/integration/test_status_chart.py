@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import uuid
@@ -98,6 +99,7 @@ def charted(prefect_server, tmp_path_factory):
         }
     finally:
         server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
         with get_client(sync_client=True) as client:
             for slug in ("redis-target", "backup-repository"):
                 try:
