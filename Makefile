@@ -68,7 +68,7 @@ bench: install
 	$(BIN)/python -m bench.run
 
 lock: | $(BIN)/python
-	$(BIN)/uv pip compile pyproject.toml --extra test --extra bench --extra embedded --extra chdb --extra dev \
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra bench --extra chart --extra embedded --extra chdb --extra dev \
 		--python-version 3.11 -o requirements.lock
 
 clean:

@@ -352,7 +352,7 @@ def newest_restorable(
 
 
 # -- one target, every target ----------------------------------------------------------------
-def _utc(now: datetime | None) -> datetime:
+def utc_moment(now: datetime | None) -> datetime:
     """`now` as an aware UTC time (a naive one is taken as UTC); this host's clock when None."""
     if now is None:
         return datetime.now(UTC)
@@ -365,7 +365,7 @@ def target_status(
     """The status of `engine`/`target` in `repo` at `now` (default: this host's clock; naive: UTC;
     another moment is a what-if: see the module doc) against `objective` (default: the default RPO). An engine this host does not know gives a
     status with nothing restorable and a note saying so (its chains cannot be judged here)."""
-    now = _utc(now)
+    now = utc_moment(now)
     objective = objective or Objective()
     if engine not in registry.names():
         return TargetStatus(
@@ -399,7 +399,7 @@ def fleet_status(
     target missing there gets the default) that it holds none of (a row 'never backed up', RPO
     missed), in (engine, target) order. NotFoundError for a local repository whose directory
     does not exist."""
-    now = _utc(now)
+    now = utc_moment(now)
     objectives = objectives or {}
     held = set(repo.targets())
     return [
