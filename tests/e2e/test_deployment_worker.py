@@ -390,7 +390,7 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
 
     # The setup steps of prefect.yaml's header, independent ones side by side.
     stack.prefect("work-pool", "work-pool", "create", "vaultflow", "--type", "process")
-    stack.prefect("block-register", "block", "register", "-m", "blocks", cwd=ROOT)
+    stack.prefect("block-register", "block", "register", "-m", "vaultflow.blocks", cwd=ROOT)
     stack.check("work-pool")
     stack.check("block-register")
     stack.spawn(

@@ -24,6 +24,7 @@ from vaultflow.errors import AuthenticationError, ChainBrokenError, ConfigError,
 from vaultflow.manifest import BackupKind, BackupMode, Manifest
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
+from vaultflow.tools import wait_until
 
 INCR, DIFF = BackupKind.INCREMENTAL, BackupKind.DIFFERENTIAL
 
@@ -341,16 +342,19 @@ def test_keys_expiring_after_the_cut_keep_the_fingerprint(fresh_redis, repo, tmp
     server = fresh_redis(name="aof-ttl")
     config = config_for(server)
     change(server, 0)
+    # TTLs long enough for both backups to cut before them on a loaded machine; the test then
+    # waits for the keys to expire on the source instead of sleeping a guessed time.
     with server.client() as conn:
-        conn.set("soon:1", "gone", px=1500)
+        before = conn.dbsize()
+        conn.set("soon:1", "gone", px=8000)
         full = aof_full_backup(config, ctx(repo))
-        conn.set("soon:2", "gone", px=1500)
+        conn.set("soon:2", "gone", px=8000)
         incr = aof_incremental_backup(config, ctx(repo), full, INCR)
-        keys_at_incr = conn.dbsize()
-    time.sleep(2)
-    with server.client() as conn:
-        assert conn.dbsize() == keys_at_incr - 2  # expired on the source meanwhile
-    assert incr.fingerprints["db0"]["keys"].rows == keys_at_incr
+        assert conn.exists("soon:1", "soon:2") == 2, "a key expired before the backups: raise the TTL"
+        wait_until(lambda: conn.exists("soon:1", "soon:2") == 0, timeout=30, what="the keys to expire")
+        assert conn.dbsize() == before  # expired on the source meanwhile
+    assert full.fingerprints["db0"]["keys"].rows == before + 1
+    assert incr.fingerprints["db0"]["keys"].rows == before + 2
     for manifest in (full, incr):
         dest = tmp_path / f"ttl-{manifest.id}"
         settings = materialize_aof_chain(ctx(repo), manifest, dest)
