@@ -13,16 +13,15 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.errors import ChainBrokenError
 from vaultflow.flows._locks import target_lock
 from vaultflow.flows._names import run_started
+from vaultflow.flows._report import RunReport
 from vaultflow.flows._support import (
     ProgressReporter,
     emit_backup_event,
     fail_fast_on_permanent_errors,
-    finish_run,
     lineage,
     load_repository,
     load_target,
     publish_catalog,
-    summary_key,
 )
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.repository import Repository
@@ -39,32 +38,47 @@ def backup_steps(engine, ctx: BackupContext, repo: Repository, kind: BackupKind,
         return finish_backup(engine, ctx, plan, results)
 
 
+def backup_report(kind: BackupKind, target) -> RunReport:
+    """The RunReport of a backup flow asked for `kind`: its summary keyed
+    '<kind>-backup-summary-<engine>-<target>' (the kind asked for, whatever was taken)."""
+    return RunReport(f"{kind.value}-backup", f"{kind.value} backup", target)
+
+
 def run_backup(
-    kind: BackupKind, target, repository, asked: BackupKind | None = None, why_full: str | None = None
+    kind: BackupKind,
+    target,
+    repository,
+    report: RunReport,
+    asked: BackupKind | None = None,
+    why_full: str | None = None,
 ) -> State:
     """Take a `kind` backup; an incremental/differential without a usable parent (none yet,
     pruned, corrupt, server re-initialized, timeline switch) says why and takes a full.
 
-    `asked` and `why_full`: the kind the run was asked for and why it takes a full instead,
-    when the caller decided that before (flows/incremental_backup.py). Returns the run's
-    Completed state, its message the summary line (vaultflow.summary.backup_summary), its data
-    the result: backup_id, kind, parent_id, stored_size and raw_size (bytes), seconds,
-    objects, fell_back_to_full (why a full was taken instead, or None)."""
+    `report`: the flow's RunReport (backup_report), told the target once loaded. `asked` and
+    `why_full`: the kind the run was asked for and why it takes a full instead, when the caller
+    decided that before (flows/incremental_backup.py). Returns the run's Completed state, its
+    message the summary line (vaultflow.summary.backup_summary), its data the result:
+    backup_id, kind, parent_id, stored_size and raw_size (bytes), seconds, objects,
+    fell_back_to_full (why a full was taken instead, or None)."""
     logger = get_run_logger()
     fell_back = why_full
     with fail_fast_on_permanent_errors():
         target_block = load_target(target)
         _, repo = load_repository(repository)
         engine = target_block.engine()
+        report.about(engine.name, target_block.name)
         version = check_target(engine)
         logger.info(
             f"{kind.value} backup of {engine.name}/{target_block.name} (server {version}) into {repo.description}"
         )
-        progress = ProgressReporter(f"{kind.value} backup of {target_block.name}")
-        ctx = BackupContext(
-            repository=repo, lineage=lineage(), log=logger.info, progress=progress, run_started=run_started()
-        )
-        with target_lock(repo, engine.name, target_block.name, "backup", log=logger.warning):
+        with (
+            ProgressReporter(f"{kind.value} backup of {target_block.name}") as progress,
+            target_lock(repo, engine.name, target_block.name, "backup", log=logger.warning),
+        ):
+            ctx = BackupContext(
+                repository=repo, lineage=lineage(), log=logger.info, progress=progress, run_started=run_started()
+            )
             try:
                 manifest = backup_steps(engine, ctx, repo, kind, logger.warning)
             except ChainBrokenError as exc:
@@ -76,7 +90,6 @@ def run_backup(
                     f"cannot take {article} {kind.value} backup: {str(exc).rstrip('.')}. Taking a full backup instead."
                 )
                 manifest = backup_steps(engine, ctx, repo, BackupKind.FULL, logger.warning)
-        progress.close()
     emit_backup_event(
         "completed",
         manifest,
@@ -100,4 +113,4 @@ def run_backup(
     }
     summary = backup_summary(result, f"{manifest.engine}/{manifest.target}", (asked or kind).value)
     logger.info(f"{summary.line}, {len(manifest.objects)} objects")
-    return finish_run(summary_key(f"{(asked or kind).value}-backup", manifest.engine, manifest.target), summary, result)
+    return report.finish(summary, result)

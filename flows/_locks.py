@@ -28,6 +28,7 @@ from vaultflow.keys import artifact_slug
 from vaultflow.locks import HeldLock
 from vaultflow.manifest import Manifest
 from vaultflow.repository import MANIFEST, Repository
+from vaultflow.summary import human_duration
 
 WRITERS = frozenset({"backup", "prune"})  # purposes that take the Prefect limit too
 
@@ -73,7 +74,7 @@ def deployment_slot(engine: str, target: str, wait_s: float, enabled: bool | Non
         except TimeoutError as exc:
             raise LockHeldError(
                 f"{engine}/{target}: another deployment run holds the Prefect concurrency limit {name} "
-                f"(one backup or prune of a target at a time); waited {wait_s:.0f} s (the repository's "
+                f"(one backup or prune of a target at a time); waited {human_duration(wait_s)} (the repository's "
                 "lock_wait). The run is retried; see the limit's holders with `prefect gcl inspect "
                 f"{name}`"
             ) from exc

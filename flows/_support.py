@@ -11,7 +11,6 @@ from typing import Any, Union
 
 from prefect import get_client, get_run_logger
 from prefect.artifacts import (
-    create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
@@ -21,10 +20,9 @@ from prefect.client.schemas.objects import FlowRunPolicy
 from prefect.events import emit_event
 from prefect.runtime import deployment, flow_run
 from prefect.settings import PREFECT_UI_URL
-from prefect.states import Completed, State
 from pydantic import ValidationError
 
-from vaultflow.alerts import DRILL_FAILED, target_resource_id
+from vaultflow.alerts import target_resource_id
 from vaultflow.blocks import BackupRepository
 from vaultflow.blocks.registry import TargetBlock, target_types
 from vaultflow.catalog_view import catalog_view
@@ -35,7 +33,7 @@ from vaultflow.errors import ConfigError, InvalidBlockError, NotFoundError, Vaul
 from vaultflow.keys import artifact_slug
 from vaultflow.manifest import Lineage, Manifest, parse_backup_id
 from vaultflow.repository import Repository
-from vaultflow.summary import RunSummary, drill_failed_summary, human_size
+from vaultflow.summary import human_duration, human_size, one_line
 
 # A target block of any registered kind (blocks.registry), or its name: 'postgres-target/prod', or
 # just 'prod' when one kind alone has a block of that name.
@@ -234,48 +232,6 @@ def emit_target_event(event: str, engine: str, target: str, payload: dict, manif
     emit_event(event=event, resource=resource, related=related, payload=payload)
 
 
-class DrillFailureAlert:
-    """Emits vaultflow.drill.failed when the drill it wraps raises, and publishes the drill's
-    summary artifact (summary_key "drill-summary-<engine>-<target>"): `summary` when the drill
-    set it (a comparison that differs, a missed RTO), else a FAILED summary saying why (nothing
-    to restore, the server unreachable...). `about()` names the target and backup once known,
-    `details` adds payload fields (seconds, rto_objective_s, mismatched). A drill that fails
-    before its target is known loads the target from `target` to name it; when even that fails
-    (no such block) there is no target to alert on or key a summary by, and the run's own
-    failure is all there is."""
-
-    def __init__(self, target: Any):
-        self._target_ref = target
-        self._subject: tuple[str, str, Manifest | None] | None = None
-        self.details: dict[str, Any] = {}
-        self.summary: RunSummary | None = None
-
-    def about(self, engine: str, target: str, manifest: Manifest | None) -> None:
-        self._subject = (engine, target, manifest)
-
-    def __enter__(self) -> DrillFailureAlert:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None or not isinstance(exc, Exception):
-            return
-        subject = self._subject
-        if subject is None:
-            try:
-                block = load_target(self._target_ref)
-            except Exception as load_exc:  # the run fails with `exc` anyway; say why no alert
-                get_run_logger().warning(f"no {DRILL_FAILED} event: the target is unknown ({load_exc})")
-                return
-            subject = (block.engine_name, block.name, None)
-        engine, target, manifest = subject
-        summary = self.summary or drill_failed_summary(
-            f"{engine}/{target}", manifest.id if manifest else None, str(exc)
-        )
-        publish_summary(summary_key("drill", engine, target), summary)
-        payload = {"backup_id": manifest.id if manifest else None, "reason": str(exc), **self.details}
-        emit_target_event(DRILL_FAILED, engine, target, payload, manifest)
-
-
 # -- artifacts ----------------------------------------------------------------------------
 
 
@@ -298,29 +254,6 @@ def publish_per_target(kind: str, rows: list[dict], targets: list[tuple[str, str
         )
     if not targets:
         create_table_artifact([], key=kind, description=description)
-
-
-def summary_key(flow: str, engine: str | None = None, target: str | None = None) -> str:
-    """The summary artifact's key: '<flow>-summary-<engine>-<target>' for a run about one
-    target (its history stays one key), '<flow>-summary-all-targets' for a verify, prune or
-    upload over a whole repository."""
-    if engine is None or target is None:
-        return artifact_key(flow, "summary", "all-targets")
-    return artifact_key(flow, "summary", engine, target)
-
-
-def finish_run(key: str, summary: RunSummary, result: Any) -> State:
-    """Publish `summary` as the run's markdown artifact (keyed `key`: summary_key) and return
-    the run's final state: Completed, its message the summary's one line, its data `result`
-    (so a caller of the flow still gets `result`)."""
-    publish_summary(key, summary)
-    return Completed(message=summary.line, data=result)
-
-
-def publish_summary(key: str, summary: RunSummary) -> None:
-    """`summary` as a markdown artifact keyed `key` (listed on the Artifacts page, its history
-    one key). A failing run publishes its summary too before it raises (a failed drill)."""
-    create_markdown_artifact(summary.markdown(), key=key, description=summary.line[:500])
 
 
 def publish_catalog(repository: Repository, engine: str, target: str) -> None:
@@ -356,13 +289,26 @@ def record_check(repository: Repository, manifest: Manifest, kind: str, ok: bool
 
 
 class ProgressReporter:
-    """Engine progress callback -> a Prefect progress artifact (and a terminal bar for the CLI)."""
+    """Live progress of a run's transfers: the engine's progress callback (object name, bytes
+    done, bytes expected) -> a Prefect progress artifact on the run's page (and a terminal bar
+    for the CLI).
+
+    Use it as `with ProgressReporter(title) as progress:`. Leaving the block says how it ended:
+    100% and '<title>: done, 12.3 MB in 4.2 s' when it completed; when it raised, the percentage
+    stays where it was and the description says '<title>: FAILED at <object> (<bytes>): <reason>',
+    so a failed run's progress never claims done. Unkeyed on purpose: it is the run's live view
+    (its Artifacts tab); what stays on the Artifacts page is the run's keyed summary
+    (flows._report; docs/architecture.md, "Run summaries")."""
 
     def __init__(self, title: str, min_interval: float = 2.0):
         self._title = title
         self._artifact = create_progress_artifact(0.0, description=title)
         self._last = 0.0
         self._interval = min_interval
+        self._started = time.monotonic()
+        self._percent = 0.0
+        self._current: tuple[str, int] | None = None  # the object moving now, bytes of it done
+        self._done: dict[str, int] = {}  # object -> bytes done
         self._bar = None
         if TERMINAL_PROGRESS["enabled"] and sys.stderr.isatty():
             from rich.progress import Progress  # only the CLI pays for rich's import
@@ -371,22 +317,36 @@ class ProgressReporter:
             self._bar.start()
             self._task = self._bar.add_task(title, total=None)
 
+    def __enter__(self) -> ProgressReporter:
+        return self
+
     def __call__(self, name: str, done: int, expected: int | None) -> None:
         if self._bar is not None:
             self._bar.update(self._task, completed=done, total=expected, description=name)
+        self._current, self._done[name] = (name, done), done
         now = time.monotonic()
         if now - self._last >= self._interval and expected:
             self._last = now
+            self._percent = min(99.0, 100.0 * done / expected)
             update_progress_artifact(
-                self._artifact,
-                min(99.0, 100.0 * done / expected),
-                description=f"{self._title}: {name} {human_size(done)}",
+                self._artifact, self._percent, description=f"{self._title}: {name} {human_size(done)}"
             )
 
-    def close(self) -> None:
-        update_progress_artifact(self._artifact, 100.0, description=f"{self._title}: done")
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if self._bar is not None:
             self._bar.stop()
+        if exc is None:
+            moved = f"{human_size(sum(self._done.values()))} in {human_duration(time.monotonic() - self._started)}"
+            update_progress_artifact(self._artifact, 100.0, description=f"{self._title}: done, {moved}")
+            return
+        where = f" at {self._current[0]} ({human_size(self._current[1])})" if self._current else ""
+        reason = one_line(f"{type(exc).__name__}: {exc}")[:300]
+        try:
+            update_progress_artifact(
+                self._artifact, self._percent, description=f"{self._title}: FAILED{where}: {reason}"
+            )
+        except Exception as report_exc:  # noqa: BLE001 - the run's own error comes first
+            get_run_logger().warning(f"could not mark the progress artifact failed: {report_exc}")
 
 
 # -- retries -------------------------------------------------------------------------------

@@ -9,20 +9,19 @@ from vaultflow.alerts import ARCHIVE_LAGGING, lag_payload
 from vaultflow.errors import ConfigError
 from vaultflow.flows._fit import how_to_fix, misfit
 from vaultflow.flows._names import run_name
+from vaultflow.flows._report import RunReport
 from vaultflow.flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
     TargetParam,
     emit_target_event,
     fail_fast_on_permanent_errors,
-    finish_run,
     load_repository,
     load_target,
-    summary_key,
     target_resource,
 )
 from vaultflow.logarchive import open_log_archive, ship_failure
-from vaultflow.summary import archive_summary
+from vaultflow.summary import archive_summary, human_duration
 from vaultflow.tasks.logs import archive_logs as ship_logs
 
 
@@ -61,8 +60,9 @@ def archive_logs(
         follow_seconds: Keep shipping for this many seconds (0: ship what is waiting, then stop).
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors():
+    with fail_fast_on_permanent_errors(), RunReport("archive-logs", "log archiving", target) as run_report:
         target_block = load_target(target)
+        run_report.about(target_block.engine_name, target_block.name)
         _, repo = load_repository(repository)
         engine = target_block.engine_name
         why = misfit("archive-logs", target_block, spool_dir)
@@ -78,6 +78,10 @@ def archive_logs(
             report = ship_logs(archive, follow_seconds)
         except Exception as exc:  # still report the lag, and which unit is stuck
             unit, partial = ship_failure(exc)
+            if unit:
+                run_report.facts["stuck at"] = unit
+            if partial:
+                run_report.facts["waiting (lag)"] = f"{partial.lag_units} units, {human_duration(partial.lag_seconds)}"
             lag = (
                 {"lag_units": partial.lag_units, "lag_segments": partial.lag_units, "lag_seconds": partial.lag_seconds}
                 if partial
@@ -100,4 +104,4 @@ def archive_logs(
         alert_on_lag(target_block, archive.stream, report.lag_units, report.lag_seconds)
         run_summary = archive_summary(summary, f"{engine}/{target_block.name}", archive.title)
         logger.info(f"{archive.title} of {target_block.name}: {run_summary.line}")
-    return finish_run(summary_key("archive-logs", engine, target_block.name), run_summary, summary)
+    return run_report.finish(run_summary, summary)

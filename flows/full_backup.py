@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from vaultflow.flows._backup import run_backup
+from vaultflow.flows._backup import backup_report, run_backup
 from vaultflow.flows._names import run_name
 from vaultflow.flows._support import FLOW_RETRIES, RepositoryParam, TargetParam
 from vaultflow.manifest import BackupKind
@@ -20,4 +20,5 @@ def full_backup(target: TargetParam, repository: RepositoryParam) -> dict:
             'prod' when one kind alone has a block of that name).
         repository: The BackupRepository block, or its name ('backup-repository/main').
     """
-    return run_backup(BackupKind.FULL, target, repository)
+    with backup_report(BackupKind.FULL, target) as report:
+        return run_backup(BackupKind.FULL, target, repository, report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from vaultflow.flows._backup import run_backup
+from vaultflow.flows._backup import backup_report, run_backup
 from vaultflow.flows._fit import how_to_fix, misfit, server_misfit
 from vaultflow.flows._names import run_name
 from vaultflow.flows._support import (
@@ -24,21 +24,22 @@ def _backup_or_full(kind: BackupKind, target, repository):
     message, no failed task. So does a target with no backup yet (a deployment's first run before
     its weekly full). A parent that exists but cannot be used (pruned, corrupt, another timeline)
     is found by the engine, and run_backup falls back to a full, saying why."""
-    with fail_fast_on_permanent_errors():
-        block = load_target(target)
-        why = misfit(kind.value, block) or server_misfit(kind.value, block)
+    with backup_report(kind, target) as report:
+        with fail_fast_on_permanent_errors():
+            block = load_target(target)
+            why = misfit(kind.value, block) or server_misfit(kind.value, block)
+            if why is None:
+                _, repo = load_repository(repository)
+                if not repo.catalog(block.engine().name, block.name).manifests:
+                    first = f"no backup of {block.name} yet, and a chain starts with a full backup"
+                    get_run_logger().info(f"{first}: taking a full backup instead of a {kind.value} one")
+                    return run_backup(BackupKind.FULL, block, repository, report, asked=kind, why_full=first)
         if why is None:
-            _, repo = load_repository(repository)
-            if not repo.catalog(block.engine().name, block.name).manifests:
-                first = f"no backup of {block.name} yet, and a chain starts with a full backup"
-                get_run_logger().info(f"{first}: taking a full backup instead of a {kind.value} one")
-                return run_backup(BackupKind.FULL, block, repository, asked=kind, why_full=first)
-    if why is None:
-        return run_backup(kind, target, repository)
-    get_run_logger().warning(
-        f"{why}: taking a full backup instead. To get {kind.value} backups, {how_to_fix(kind.value)}."
-    )
-    return run_backup(BackupKind.FULL, block, repository, asked=kind, why_full=why)
+            return run_backup(kind, target, repository, report)
+        get_run_logger().warning(
+            f"{why}: taking a full backup instead. To get {kind.value} backups, {how_to_fix(kind.value)}."
+        )
+        return run_backup(BackupKind.FULL, block, repository, report, asked=kind, why_full=why)
 
 
 @flow(name="incremental-backup", flow_run_name=run_name("incremental"), log_prints=True, **FLOW_RETRIES)

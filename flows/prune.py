@@ -10,18 +10,17 @@ from prefect import flow, get_run_logger
 from vaultflow.engines import registry
 from vaultflow.flows._locks import target_lock
 from vaultflow.flows._names import run_name
+from vaultflow.flows._report import RunReport
 from vaultflow.flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
     TargetParam,
     emit_backup_event,
     fail_fast_on_permanent_errors,
-    finish_run,
     load_repository,
     load_target,
     publish_catalog,
     publish_per_target,
-    summary_key,
 )
 from vaultflow.logarchive import open_log_archive
 from vaultflow.retention import clock_problems, plan
@@ -63,13 +62,19 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
         dry_run: Publish the plan and delete nothing.
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors(), ExitStack() as lock_stack:
+    with (
+        fail_fast_on_permanent_errors(),
+        RunReport("prune", "prune (dry run)" if dry_run else "prune", target, whole_repository=True) as report,
+        ExitStack() as lock_stack,
+    ):
         block, repo = load_repository(repository)
+        report.subject = repo.description  # a target given makes it the subject below
         policy = block.retention_policy()
         now = datetime.now(UTC)
         if target is not None:
             tblock = load_target(target)
             targets = [(tblock.engine().name, tblock.name)]
+            report.about(*targets[0])
         else:
             targets = repo.targets()
         rows, deleted, kept, orphans, partial, logs_deleted = [], [], [], 0, 0, 0
@@ -189,5 +194,4 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
         "wal_deleted": logs_deleted,
         "dry_run": dry_run,
     }
-    key = summary_key("prune", *targets[0]) if target is not None else summary_key("prune")
-    return finish_run(key, prune_summary(result, [f"{e}/{n}" for e, n in targets], repo.description), result)
+    return report.finish(prune_summary(result, [f"{e}/{n}" for e, n in targets], repo.description), result)

@@ -12,6 +12,7 @@ from vaultflow.engines.settings import RestoreOptions
 from vaultflow.errors import IntegrityError
 from vaultflow.flows._locks import still_there, target_lock
 from vaultflow.flows._names import run_name
+from vaultflow.flows._report import RunReport
 from vaultflow.flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
@@ -19,12 +20,9 @@ from vaultflow.flows._support import (
     TargetParam,
     emit_backup_event,
     fail_fast_on_permanent_errors,
-    finish_run,
     open_backup,
-    publish_summary,
-    summary_key,
 )
-from vaultflow.summary import human_duration, recovery_point, restore_summary
+from vaultflow.summary import recovery_point, restore_summary
 from vaultflow.tasks.restore import restore_backup
 
 
@@ -65,6 +63,12 @@ def restore(
     the target's engine's model, and an option its engine does not take is a ConfigError
     naming it and the ones it does.
 
+    Returns {"backup_id", "restored": source -> where it went, "recovery_point": where the
+    restored data stands (what the restore reached, e.g. an LSN or an oplog time, with the
+    point-in-time options as "(asked: ...)"), "timeline": the timeline a physical PostgreSQL
+    restore ended on and how (None for other restores), "seconds", "comparison": one row per
+    table or unit, "notes"}; the run's state message and summary artifact say the same.
+
     Args:
         target: The target block, or its name ('postgres-target/prod', 'redis-target/cache', or
             'prod' when one kind alone has a block of that name).
@@ -79,45 +83,49 @@ def restore(
             in what applies; empty: that engine's defaults.
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors(), ExitStack() as lock_stack:
+    with fail_fast_on_permanent_errors(), RunReport("restore", "restore", target) as report, ExitStack() as lock_stack:
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
+        report.about(engine.name, target_block.name, manifest)
         engine_options = options_for(engine, as_given(options), target_block.name)
         lock_stack.enter_context(target_lock(repo, engine.name, target_block.name, "restore", log=logger.warning))
         still_there(repo, manifest)  # not pruned while this run waited for the lock
         logger.info(f"restoring {manifest.id} of {engine.name}/{target_block.name} from {repo.description}")
         result = restore_backup(engine, ctx, manifest, into, overwrite, databases, engine_options)
+        set_options = engine_options.model_dump(mode="json", exclude_defaults=True)
+        outcome = {
+            "backup_id": manifest.id,
+            "restored": result.restored,
+            "recovery_point": recovery_point(set_options, manifest.finished_at, result.reached),
+            "timeline": result.timeline,
+            "seconds": result.seconds,
+            "comparison": result.comparison.rows(),
+            "notes": list(result.notes),
+        }
         emit_backup_event(
             "restored",
             manifest,
             {
                 "restored": result.restored,
+                "recovery_point": outcome["recovery_point"],
+                "timeline": result.timeline,
                 "seconds": result.seconds,
-                "options": engine_options.model_dump(mode="json", exclude_defaults=True),
+                "options": set_options,
                 "comparison": result.comparison.summary(),
             },
         )
-        logger.info(f"restored {result.restored} in {human_duration(result.seconds)}; {result.comparison.summary()}")
-        outcome = {
-            "backup_id": manifest.id,
-            "restored": result.restored,
-            "seconds": result.seconds,
-            "comparison": result.comparison.rows(),
-            "notes": list(result.notes),
-        }
-        set_options = engine_options.model_dump(mode="json", exclude_defaults=True)
         summary = restore_summary(
             outcome,
             f"{engine.name}/{target_block.name}",
             result.comparison.summary(),
-            recovery_point(set_options, manifest.finished_at),
+            outcome["recovery_point"],
             set_options,
             ok=result.comparison.ok,
         )
-        key = summary_key("restore", engine.name, target_block.name)
+        logger.info(summary.line)
         if not result.comparison.ok:
-            publish_summary(key, summary)
+            report.summary = summary  # published by the report as the run fails
             raise IntegrityError(f"restored data differs from backup {manifest.id}: {result.comparison.summary()}")
-    return finish_run(key, summary, outcome)
+    return report.finish(summary, outcome)
 
 
 def as_given(options: RestoreOptions | dict[str, Any] | None) -> RestoreOptions | dict[str, Any] | None:

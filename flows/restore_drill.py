@@ -11,19 +11,17 @@ from vaultflow.compare import UNLOGGED_EMPTY
 from vaultflow.errors import RefusedError
 from vaultflow.flows._locks import still_there, target_lock
 from vaultflow.flows._names import run_name
+from vaultflow.flows._report import DrillFailureAlert, RunReport
 from vaultflow.flows._support import (
     FLOW_RETRIES,
-    DrillFailureAlert,
     RepositoryParam,
     TargetParam,
     artifact_key,
     emit_backup_event,
     fail_fast_on_permanent_errors,
-    finish_run,
     open_backup,
     publish_catalog,
     record_check,
-    summary_key,
 )
 from vaultflow.summary import drill_summary, human_duration, objective_duration
 from vaultflow.tasks.restore import drill_backup
@@ -45,9 +43,14 @@ def restore_drill(
         backup_id: The backup to drill: an id from the catalog, or 'latest'.
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors(), ExitStack() as lock_stack, DrillFailureAlert(target) as alert:
+    with (
+        fail_fast_on_permanent_errors(),
+        RunReport("drill", "restore drill", target) as report,
+        ExitStack() as lock_stack,
+        DrillFailureAlert(report) as alert,
+    ):
         target_block, engine, repo, manifest, ctx = open_backup(target, repository, backup_id)
-        alert.about(engine.name, target_block.name, manifest)
+        report.about(engine.name, target_block.name, manifest)
         lock_stack.enter_context(target_lock(repo, engine.name, target_block.name, "drill", log=logger.warning))
         still_there(repo, manifest)  # not pruned while this run waited for the lock
         result = drill_backup(engine, ctx, manifest)
@@ -76,7 +79,7 @@ def restore_drill(
         alert.details.update(
             seconds=seconds, rto_objective_s=rto_objective_s, mismatched=[f"{t.database}.{t.table}" for t in mismatched]
         )
-        detail = f"{result.comparison.summary()}, restore {seconds:.1f} s"
+        detail = f"{result.comparison.summary()}, restore {human_duration(seconds)}"
         if not rto_met:
             detail += f": RTO missed (objective {objective_duration(rto_objective_s)})"
         if unlogged_empty:
@@ -99,7 +102,7 @@ def restore_drill(
         )
         emit_backup_event("restored", manifest, {"drill": True, "seconds": seconds})
         publish_catalog(repo, engine.name, target_block.name)
-        logger.info(f"drill of {manifest.id}: {detail}, RTO objective {rto_objective_s:g} s")
+        logger.info(f"drill of {manifest.id}: {detail}, RTO objective {objective_duration(rto_objective_s)}")
         for note in result.notes:  # e.g. subscriptions restored without their slot
             logger.info(note)
         summary = drill_summary(
@@ -112,8 +115,7 @@ def restore_drill(
         )
         summary.details += [f"unlogged, came back empty as expected: {t.database}.{t.table}" for t in unlogged_empty]
         summary.details += list(result.notes)
-        key = summary_key("drill", engine.name, target_block.name)
-        alert.summary = summary  # published by the alert when the drill fails below
+        report.summary = summary  # published by the report when the drill fails below
         if mismatched:
             raise RefusedError(
                 f"restore drill of {manifest.id} failed: {len(mismatched)} {result.comparison.noun} differ "
@@ -121,8 +123,8 @@ def restore_drill(
             )
         if not rto_met:
             raise RefusedError(
-                f"restore drill of {manifest.id} missed the RTO: restore took {seconds:.1f} s, "
-                f"objective {rto_objective_s:g} s"
+                f"restore drill of {manifest.id} missed the RTO: restore took {human_duration(seconds)}, "
+                f"objective {objective_duration(rto_objective_s)}"
             )
     outcome = {
         "backup_id": manifest.id,
@@ -133,4 +135,4 @@ def restore_drill(
         "restored": result.restored,
         "notes": list(result.notes),
     }
-    return finish_run(key, summary, outcome)
+    return report.finish(summary, outcome)

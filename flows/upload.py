@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger
 
 from vaultflow.errors import NotFoundError, RefusedError
 from vaultflow.flows._names import run_name
+from vaultflow.flows._report import RunReport
 from vaultflow.flows._support import (
     FLOW_RETRIES,
     ProgressReporter,
@@ -13,11 +14,9 @@ from vaultflow.flows._support import (
     TargetParam,
     emit_backup_event,
     fail_fast_on_permanent_errors,
-    finish_run,
     load_repository,
     load_target,
     publish_per_target,
-    summary_key,
 )
 from vaultflow.summary import human_size, upload_summary
 from vaultflow.tasks.transfer import upload as upload_task
@@ -47,64 +46,68 @@ def upload(
             default: every backup the destination does not hold yet.
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors():
+    with (
+        fail_fast_on_permanent_errors(),
+        RunReport("upload", "upload", target, whole_repository=True) as report,
+    ):
         _, src = load_repository(source)
         _, dst = load_repository(destination)
+        report.title = f"upload to {dst.description}"
         if src.description == dst.description:
             raise RefusedError(f"source and destination are the same repository ({src.description})")
         if target is not None:
             block = load_target(target)
             targets = [(block.engine().name, block.name)]
+            report.about(*targets[0])
         else:
             targets = src.targets()
         if backup_id not in (None, "latest") and target is None:
             targets = [t for t in targets if any(m.id == backup_id for m in src.catalog(*t).manifests)]
             if not targets:
                 raise NotFoundError(f"backup {backup_id} is in no target of {src.description}; see `vaultflow list`")
-        rows, copied, present = [], [], []
-        objects_sent = objects_skipped = bytes_sent = 0
-        progress = ProgressReporter(f"upload to {dst.description}")
-        for engine, name in targets:
-            # The source's shared lock keeps its prune from deleting what is being copied; the
-            # destination's backup lock keeps other backups and uploads from writing it meanwhile.
-            with src.locked(engine, name, "upload", log=logger.warning), dst.locked(engine, name, log=logger.warning):
-                pending = backups_to_copy(src.catalog(engine, name), dst.catalog(engine, name), backup_id)
-                for manifest in pending:
-                    result = upload_task(src, dst, manifest, progress)
-                    objects_sent += len(result.copied)
-                    objects_skipped += len(result.skipped)
-                    bytes_sent += result.bytes_copied
-                    (present if result.already_there else copied).append(manifest.id)
-                    rows.append(
-                        {
-                            "target": f"{engine}/{name}",
-                            "backup": manifest.id,
-                            "kind": manifest.kind.value,
-                            "sent": len(result.copied),
-                            "already_there": len(result.skipped),
-                            "bytes_sent": human_size(result.bytes_copied),
-                        }
-                    )
-                    if not result.already_there:
-                        emit_backup_event(
-                            "uploaded",
-                            manifest,
-                            {
-                                "destination": dst.description,
-                                "objects_sent": len(result.copied),
-                                "bytes_sent": result.bytes_copied,
-                            },
-                        )
-        progress.close()
+        copies = []
+        with ProgressReporter(f"upload to {dst.description}") as progress:
+            for engine, name in targets:
+                copies += copy_target(src, dst, engine, name, backup_id, progress, logger.warning)
+        rows = [
+            {
+                "target": f"{m.engine}/{m.target}",
+                "backup": m.id,
+                "kind": m.kind.value,
+                "sent": len(r.copied),
+                "already_there": len(r.skipped),
+                "bytes_sent": human_size(r.bytes_copied),
+            }
+            for m, r in copies
+        ]
         publish_per_target("upload", rows, targets, f"Backups copied from {src.description} to {dst.description}")
     result = {
-        "copied": copied,
-        "already_there": present,
-        "objects_sent": objects_sent,
-        "objects_skipped": objects_skipped,
-        "bytes_sent": bytes_sent,
+        "copied": [m.id for m, r in copies if not r.already_there],
+        "already_there": [m.id for m, r in copies if r.already_there],
+        "objects_sent": sum(len(r.copied) for _, r in copies),
+        "objects_skipped": sum(len(r.skipped) for _, r in copies),
+        "bytes_sent": sum(r.bytes_copied for _, r in copies),
     }
     run_summary = upload_summary(result, src.description, dst.description)
     logger.info(run_summary.line)
-    key = summary_key("upload", *targets[0]) if target is not None else summary_key("upload")
-    return finish_run(key, run_summary, result)
+    return report.finish(run_summary, result)
+
+
+def copy_target(src, dst, engine: str, name: str, backup_id: str | None, progress, warn) -> list:
+    """Copy what `dst` lacks of target engine/name (backups_to_copy), one upload task per backup;
+    [(manifest, UploadResult), ...] in order, a vaultflow.backup.uploaded event for each one sent.
+    The source's shared lock keeps its prune from deleting what is being copied; the
+    destination's backup lock keeps other backups and uploads from writing it meanwhile."""
+    copies = []
+    with src.locked(engine, name, "upload", log=warn), dst.locked(engine, name, log=warn):
+        for manifest in backups_to_copy(src.catalog(engine, name), dst.catalog(engine, name), backup_id):
+            result = upload_task(src, dst, manifest, progress)
+            copies.append((manifest, result))
+            if not result.already_there:
+                payload = {
+                    "destination": dst.description,
+                    "objects_sent": len(result.copied),
+                    "bytes_sent": result.bytes_copied,
+                }
+                emit_backup_event("uploaded", manifest, payload)
+    return copies

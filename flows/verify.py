@@ -11,6 +11,7 @@ from vaultflow.engines import registry
 from vaultflow.errors import IntegrityError
 from vaultflow.flows._locks import target_lock
 from vaultflow.flows._names import run_name
+from vaultflow.flows._report import RunReport
 from vaultflow.flows._support import (
     FLOW_RETRIES,
     RepositoryParam,
@@ -18,14 +19,11 @@ from vaultflow.flows._support import (
     emit_backup_event,
     emit_target_event,
     fail_fast_on_permanent_errors,
-    finish_run,
     load_repository,
     load_target,
     publish_catalog,
     publish_per_target,
-    publish_summary,
     record_check,
-    summary_key,
 )
 from vaultflow.logarchive import open_log_archive
 from vaultflow.proc import mkdtemp, remove
@@ -108,11 +106,17 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
         deep: Re-read every object and recompute its sha256 (False: check presence and size only).
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors(), ExitStack() as lock_stack:
+    with (
+        fail_fast_on_permanent_errors(),
+        RunReport("verify", f"{'deep' if deep else 'quick'} verify", target, whole_repository=True) as report,
+        ExitStack() as lock_stack,
+    ):
         _, repo = load_repository(repository)
+        report.subject = repo.description  # a target given makes it the subject below
         if target is not None:
             block = load_target(target)
             targets = [(block.engine().name, block.name)]
+            report.about(*targets[0])
         else:
             targets = repo.targets()
         rows, failures, clocks = [], [], {}
@@ -183,8 +187,7 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
         run_summary = verify_summary(counts, [f"{e}/{n}" for e, n in targets], failures, deep, repo.description)
         logger.info(run_summary.line)
         run_summary.details += [f"misdated (held, not failed): {k}: {v}" for k, v in clocks.items()]
-        key = summary_key("verify", *targets[0]) if target is not None else summary_key("verify")
         if failures:
-            publish_summary(key, run_summary)
+            report.summary = run_summary  # published by the report as the run fails
             raise IntegrityError(f"{len(failures)} problems in {repo.description}: " + "; ".join(failures[:5]))
-    return finish_run(key, run_summary, {**counts, "problems": failures, "clock_problems": clocks})
+    return report.finish(run_summary, {**counts, "problems": failures, "clock_problems": clocks})

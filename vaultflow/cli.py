@@ -138,7 +138,7 @@ def archive_logs(
     console.print(
         f"shipped {len(result['shipped'])} ({human_size(result['raw_bytes'])} -> {human_size(result['stored_bytes'])} "
         f"stored), {len(result['already_stored'])} already stored; lag {result['lag_units']} waiting, "
-        f"{result['lag_seconds']:.0f} s"
+        f"{human_duration(result['lag_seconds'])}"
     )
 
 
@@ -161,7 +161,7 @@ def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoP
     else:
         _, repo = load_repository(ref)
     targets = repo.targets()
-    header = ("target", "backup", "kind", "parent", "finished (UTC)", "stored MB", "objects", "clock")
+    header = ("target", "backup", "kind", "parent", "finished (UTC)", "stored", "objects", "clock")
     rows: list[tuple[str, ...]] = []
     notes: list[str] = []
     for engine, target in targets:
@@ -176,7 +176,7 @@ def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoP
                     m.kind.value,
                     m.parent_id or "",
                     m.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    f"{m.stored_size / 1e6:.2f}",
+                    human_size(m.stored_size),
                     str(len(m.objects)),
                     _clock_label(why) if why else "ok",
                 )
@@ -281,7 +281,9 @@ def drill(
         rto_objective_s=rto,
         backup_id=backup_id,
     )
-    console.print(f"drill of {result['backup_id']}: {result['comparison']}, {result['seconds']:.1f} s")
+    console.print(
+        f"drill of {result['backup_id']}: {result['comparison']}, restore {human_duration(result['seconds'])}"
+    )
 
 
 @app.command(epilog=EXIT_CODES_HELP)

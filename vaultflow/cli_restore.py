@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from vaultflow.cli_run import RepoOpt, RepoPathOpt, TargetOpt, out, repository_param, run_flow
+from vaultflow.summary import human_duration
 
 
 def _engine_restore_options() -> dict[str, tuple[Any, list[str]]]:
@@ -116,7 +117,13 @@ def _restore(
         **params,
         **({"options": extra} if extra else {}),
     )
-    out.print(f"restored {result['backup_id']} -> {result['restored']} in {result['seconds']:.1f} s")
+    where = ", ".join(f"{src} -> {dest}" if src != dest else dest for src, dest in result["restored"].items())
+    lines = [f"restored {result['backup_id']} into {where} in {human_duration(result['seconds'])}"]
+    lines.append(f"recovery point: {result['recovery_point']}")
+    if result.get("timeline"):
+        lines.append(f"timeline: {result['timeline']}")
+    for line in lines:  # paths and ids whole, never folded to the terminal's width
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
     for note in result.get("notes", []):
         out.print(f"note: {note}")
 

@@ -142,7 +142,8 @@ def _run_demo(workdir: str, rows: int, console: Console) -> int:
     report.add_row("size", f"{human_size(backup['raw_size'])} dumped -> {human_size(backup['stored_size'])} stored")
     report.add_row("backup duration", human_duration(backup["seconds"]))
     report.add_row(
-        "restore time", f"{restore_seconds:.2f} s (flow), {restored['seconds']:.2f} s (pg_restore + compare)"
+        "restore time",
+        f"{human_duration(restore_seconds)} (flow), {human_duration(restored['seconds'])} (pg_restore + compare)",
     )
     report.add_row(
         "comparison",
@@ -209,12 +210,12 @@ def run_redis_demo(repository, rows: int, console: Console) -> tuple[bool, list[
         ),
         (
             "redis incremental",
-            f"{incremental['backup_id']}: {incremental['stored_size'] / 1e3:.1f} kB stored "
+            f"{incremental['backup_id']}: {human_size(incremental['stored_size'])} stored "
             f"({incremental['kind']}, parent {incremental['parent_id']})",
         ),
         (
             "redis restore",
-            f"{keys_after} of {keys_before} keys back in {seconds:.2f} s (flow); seed keys "
+            f"{keys_after} of {keys_before} keys back in {human_duration(seconds)} (flow); seed keys "
             f"{'identical' if actual == expected else 'DIFFER'}",
         ),
     ]
@@ -334,9 +335,9 @@ def run_mongo_demo(repository, rows: int, console: Console) -> tuple[bool, list[
         ),
         (
             "mongo incremental",
-            f"{incremental['backup_id']}: {incremental['stored_size'] / 1e3:.1f} kB stored ({taken})",
+            f"{incremental['backup_id']}: {human_size(incremental['stored_size'])} stored ({taken})",
         ),
-        ("mongo restore", f"{how} into {MONGO_DB} in {seconds:.2f} s (flow)"),
+        ("mongo restore", f"{how} into {MONGO_DB} in {human_duration(seconds)} (flow)"),
         (
             "mongo comparison",
             "; ".join(_row_text(r, "documents") for r in restored["comparison"])
@@ -391,7 +392,10 @@ def run_clickhouse_demo(root: Path, repository, rows: int, console: Console) -> 
             f"{full['backup_id']}: {full['objects']} objects (every file checked against .backup), "
             + sizes_and_time(full),
         ),
-        ("clickhouse restore", f"{full['backup_id']} into {CLICKHOUSE_DB} (dropped before) in {seconds:.2f} s (flow)"),
+        (
+            "clickhouse restore",
+            f"{full['backup_id']} into {CLICKHOUSE_DB} (dropped before) in {human_duration(seconds)} (flow)",
+        ),
         (
             "clickhouse comparison",
             "; ".join(_row_text(r, "rows") for r in restored["comparison"])

@@ -45,6 +45,7 @@ from typing import Any
 
 from vaultflow.errors import LockHeldError, LockLostError, NotFoundError
 from vaultflow.stores.base import Store, get_bytes, put_bytes
+from vaultflow.summary import human_duration
 
 ONE_AT_A_TIME = frozenset({"backup"})  # purposes of which a target has at most one holder
 _LEAF = re.compile(r"(?P<purpose>[a-z][a-z0-9_-]*?)(?:-(?P<holder>[0-9a-f]{32}))?\.json")
@@ -316,7 +317,7 @@ class LockRequest:
         until = f"{blocking.since + self.settings.stale_after:%Y-%m-%d %H:%M} UTC" if blocking.since else "later"
         return LockHeldError(
             f"{self.subject} is locked by {blocking.describe()}, so this "
-            f"{self.purpose} ({'exclusive' if self.exclusive else 'shared'}) cannot start; waited {waited:.0f} s "
+            f"{self.purpose} ({'exclusive' if self.exclusive else 'shared'}) cannot start; waited {human_duration(waited)} "
             f"(the repository's lock_wait). The run is retried. If that run died, its lock goes stale at "
             f"{until}, or delete {blocking.key} from {self.where}",
             blocking,
@@ -344,7 +345,7 @@ def acquire(request: LockRequest) -> HeldLock:
         if not announced:
             request.log(
                 f"{request.subject} is locked by {result.describe()}; waiting up to "
-                f"{settings.wait.total_seconds():.0f} s for it"
+                f"{human_duration(settings.wait.total_seconds())} for it"
             )
             announced = True
         time.sleep(min(pause * random.uniform(1.0, 1.5), remaining))

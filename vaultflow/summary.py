@@ -126,6 +126,12 @@ class RunSummary:
         return "\n".join(parts)
 
 
+def one_line(text: str) -> str:
+    """`text` on one line: its non-blank lines, stripped, joined with ' | ' (an error that carries
+    a server's log tail or a tool's stderr becomes one line for a run's state message)."""
+    return " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def listed(items: Iterable[str], limit: int = 5) -> str:
     """'a, b, c' of at most `limit` items, then '(+N more)'."""
     items = list(items)
@@ -164,31 +170,37 @@ def backup_summary(result: dict, subject: str, asked: str) -> RunSummary:
     return RunSummary(f"{kind} backup of {subject}", line, facts)
 
 
-def recovery_point(options: dict, finished_at: datetime) -> str:
-    """Where a restore stopped: the point-in-time options it was given (to_time, to_lsn,
-    to_name, to_timeline, ...), else the backup's own consistent point (its finish time)."""
+def recovery_point(options: dict, finished_at: datetime, reached: str | None = None) -> str:
+    """Where a restore stopped: what the engine reports it `reached` (an LSN, an oplog time),
+    with the point-in-time options it was given (to_time, to_lsn, to_name, to_timeline, ...) as
+    '(asked: ...)'; without a `reached`, those options; with neither, the backup's own consistent
+    point (its finish time)."""
     chosen = {k: v for k, v in options.items() if k.startswith("to_") and v not in (None, "")}
-    if chosen:
-        return ", ".join(f"{k}={v}" for k, v in chosen.items())
-    return f"the backup's consistent point ({when(finished_at)})"
+    asked = ", ".join(f"{k}={v}" for k, v in chosen.items())
+    if reached:
+        return f"{reached} (asked: {asked})" if asked else reached
+    return asked or f"the backup's consistent point ({when(finished_at)})"
 
 
 def restore_summary(
     result: dict, subject: str, comparison: str, point: str, options: dict, ok: bool = True
 ) -> RunSummary:
     """A restore run's summary from restore's result (backup_id, restored: source -> where it
-    went, seconds, notes). `comparison`: Comparison.summary(); `point`: recovery_point();
+    went, seconds, notes, and `timeline` when the engine reports one: the timeline a PostgreSQL
+    physical restore ended on). `comparison`: Comparison.summary(); `point`: recovery_point();
     `options`: the engine options that were set."""
     where = listed(f"{src} -> {dest}" if src != dest else dest for src, dest in result["restored"].items()) or "-"
     verdict = "matches the backup" if ok else "DIFFERS from the backup"
+    timeline = result.get("timeline")
     line = (
         f"restored {result['backup_id']} into {where} in {human_duration(result['seconds'])}; "
-        f"recovery point: {point}; {comparison}"
+        f"recovery point: {point}; {f'timeline {timeline}; ' if timeline else ''}{comparison}"
     )
     facts = [
         ("backup", result["backup_id"]),
         ("restored into", where),
         ("recovery point", point),
+        *([("timeline", timeline)] if timeline else []),
         ("duration", human_duration(result["seconds"])),
         ("comparison", f"{verdict}: {comparison}"),
     ]
@@ -217,13 +229,10 @@ def drill_summary(
     return RunSummary(f"restore drill of {subject}", line, facts, [f"differs: {m}" for m in mismatched])
 
 
-def drill_failed_summary(subject: str, backup_id: str | None, reason: str) -> RunSummary:
-    """A restore drill that failed before it could compare anything (nothing to restore, the
-    server unreachable, ...): FAILED, with `reason` (the error's message). `backup_id`: the
-    backup it was drilling, None when none was found."""
-    line = f"drill of {backup_id or subject} FAILED: {reason}"
-    facts = [("result", "FAILED"), ("backup", backup_id or "none found"), ("reason", reason)]
-    return RunSummary(f"restore drill of {subject}", line, facts)
+def failed_summary(title: str, reason: str, facts: Iterable[tuple[str, str]] = ()) -> RunSummary:
+    """The summary of a run that failed: '<title> FAILED: <reason>' (`reason`: the error, one
+    line), with the `facts` known before it failed (the backup it was reading, ...)."""
+    return RunSummary(title, f"{title} FAILED: {reason}", [("result", "FAILED"), *facts, ("reason", reason)])
 
 
 def verify_summary(counts: dict, targets: list[str], failures: list[str], deep: bool, repository: str) -> RunSummary:
@@ -269,7 +278,8 @@ def prune_summary(result: dict, targets: list[str], repository: str) -> RunSumma
 
 def archive_summary(report: dict, subject: str, title: str) -> RunSummary:
     """archive-logs' summary from ShipReport.as_dict(): units shipped, sizes, lag left.
-    `title`: what the log is called ('WAL', 'oplog')."""
+    `title`: the log archive's title ('WAL archive', 'oplog archive'; LogArchive.title)."""
+    title = title.removesuffix(" archive")
     shipped = report["shipped"]
     sizes = f"{human_size(report['raw_bytes'])} read, {human_size(report['stored_bytes'])} stored"
     lag = f"lag {report['lag_units']} units, {human_duration(report['lag_seconds'])}"

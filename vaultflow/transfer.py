@@ -30,6 +30,7 @@ from vaultflow.errors import IntegrityError, NotFoundError, RefusedError
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import VerifyingReader
 from vaultflow.repository import MANIFEST, Catalog, Repository
+from vaultflow.summary import human_size
 
 Log = Callable[[str], None]
 Progress = Callable[[str, int, int | None], None]  # (object name, bytes done, bytes expected)
@@ -121,7 +122,7 @@ def copy_backup(
         sent += obj.stored_size
     destination.commit(manifest)  # checks every object's presence and size, then the manifest
     log(
-        f"{where} copied to {destination.description}: {len(copied)} objects sent ({sent} bytes), "
+        f"{where} copied to {destination.description}: {len(copied)} objects sent ({human_size(sent)}), "
         f"{len(skipped)} already there"
     )
     return CopyResult(manifest.id, tuple(copied), tuple(skipped), sent)

@@ -151,7 +151,7 @@ def test_restore_follows_the_restored_servers_timeline_not_the_old_primarys(site
     site.ship()
 
     first = site.engine.recover(ctx, b1, site.work / "r", RecoveryTarget(time=t_good))
-    assert (first.restored["recovery_target_timeline"], first.restored["timeline"]) == ("1", "2")
+    assert first.timeline.startswith("2 (replayed along timeline 1; promotion started timeline 2"), first.timeline
     assert read_record(site.repo, site.target, "00000002.history") is not None, (
         "the new timeline's history file is in the archive although the copy never archives"
     )
@@ -177,8 +177,7 @@ def test_restore_follows_the_restored_servers_timeline_not_the_old_primarys(site
         site.ship()
 
         second = site.engine.recover(ctx, b1, site.work / "r2", RecoveryTarget(time=t1))
-        assert second.restored["recovery_target_timeline"] == "2"
-        assert second.restored["timeline"] == "3"
+        assert second.timeline.startswith("3 (replayed along timeline 2; promotion started timeline 3"), second.timeline
         again, copy2 = start_copy(site, site.work / "r2")
         try:
             assert labels(copy2) == {"p1", "r1"}, "r1 from timeline 2; neither 'bad' nor the old primary's rows"

@@ -179,6 +179,7 @@ def test_lineage_in_manifest_and_run_names(pg18, fresh_db, tmp_path: Path):
             )
         )
     assert [a.data for a in progress] == [100.0], "the backup's progress artifact ends at 100%"
+    assert re.fullmatch(r"full backup of lineage: done, [\d.]+ (B|kB|MB) in [\d.]+ s", progress[0].description or "")
 
 
 def test_wrong_password_fails_at_once_without_retries(pg_with_password, tmp_path: Path):

@@ -4,12 +4,14 @@ restore-drill (the recovery path) and a point-in-time restore, on a real Postgre
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.integration.test_flows import last_run_message, read_markdown
 from vaultflow.blocks import BackupRepository, PostgresTarget
 from vaultflow.engines.postgres.wal import is_segment, object_key, record_key
 from vaultflow.errors import IntegrityError
@@ -61,6 +63,12 @@ def test_physical_backup_archive_verify_drill_and_pitr(archiving, work):
     archiving.wait_archived(archiving.make_segments(2)[-1])
     shipped = archive_logs(target=target, repository=repository)
     assert shipped["lag_segments"] == 0 and shipped["shipped"]
+    state, message = last_run_message("logs-postgres-physflow-")
+    assert state == "COMPLETED" and message.startswith(f"shipped {len(shipped['shipped'])} WAL files ("), message
+    assert re.search(r"\d+(\.\d)? (kB|MB) read, \d+(\.\d)? (B|kB|MB) stored\); lag 0 units, ", message), message
+    assert f"| shipped | {len(shipped['shipped'])} ({shipped['shipped'][0]} .. " in read_markdown(
+        "archive-logs-summary-postgres-physflow"
+    )
     give_to_service_user(repo_dir)
 
     assert verify(repository=repository, target=target)["problems"] == []
@@ -68,8 +76,20 @@ def test_physical_backup_archive_verify_drill_and_pitr(archiving, work):
     assert drill["backup_id"] == backup["backup_id"] and drill["tables"] > 0
 
     restored = restore(target=target, repository=repository, into=str(work / "pitr"), options={"to_time": t_after})
-    assert restored["restored"]["cluster"] == str(work / "pitr")
-    assert restored["restored"]["recovery_target_timeline"] == "1"  # the drill's timeline 2 never archived WAL
+    assert restored["restored"] == {"cluster": str(work / "pitr")}
+    # Replayed along timeline 1 (the drill's timeline 2 archived a history file but no WAL); the
+    # promotion then took the next number no archived history file names.
+    assert re.match(r"(\d+) \(replayed along timeline 1; promotion started timeline \1, ", restored["timeline"])
+    assert re.match(
+        r"LSN [0-9A-F]+/[0-9A-F]+, last transaction replayed .* UTC \(asked: to_time=", restored["recovery_point"]
+    )
+    state, message = last_run_message("restore-postgres-physflow-")
+    assert state == "COMPLETED", message
+    assert f"recovery point: {restored['recovery_point']}; timeline {restored['timeline']}; " in message, message
+    page = read_markdown("restore-summary-postgres-physflow")
+    assert (
+        f"| timeline | {restored['timeline']} |" in page and f"| restored into | cluster -> {work / 'pitr'} |" in page
+    )
     assert (work / "pitr" / "PG_VERSION").exists()
 
     manifest = json.loads((repo_dir / "postgres/physflow/backups" / backup["backup_id"] / "manifest.json").read_text())

@@ -136,7 +136,7 @@ def test_shared_holders_coexist_and_an_exclusive_one_waits_then_fails_retryably(
     with pytest.raises(
         LockHeldError,
         match=rf"locked by host \S+ pid ({backup.proc.pid}|{verify.proc.pid}) "
-        r"\(a (backup|verify), shared lock\) since .*waited \d+ s",
+        r"\(a (backup|verify), shared lock\) since .*waited [\d.]+ s",
     ) as info:
         here(store, wait=timedelta(seconds=2)).acquire_lock("postgres", "t", "prune", exclusive=True)
     assert time.monotonic() - started >= 2 and info.value.holder.key in keys

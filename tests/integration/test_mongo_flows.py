@@ -53,6 +53,10 @@ def test_flows_on_a_password_protected_server_keep_the_password_private(mongo_wi
             checked = verify(repository=repository, target=target)
         copy = restored["restored"][db]
         assert mongo_differences(source, mongo_state(client, copy)) == []
+        point = restored["recovery_point"]  # the incremental's own point, what the comparison checked
+        assert point.startswith("oplog time ") and point.endswith(
+            f"; backup {incremental['backup_id']}'s consistent point)"
+        )
         assert incremental["kind"] == "incremental" and not incremental.get("fell_back_to_full")
         assert drill["rto_met"] and checked["problems"] == []
     finally:

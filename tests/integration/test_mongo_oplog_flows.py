@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.corpus.oracle import mongo_differences, mongo_state
+from tests.integration.test_flows import last_run_message
 from vaultflow.blocks import BackupRepository, MongoTarget
 from vaultflow.engines.mongodb.client import newest_oplog_ts
 from vaultflow.engines.mongodb.consistency import ts_text
@@ -62,6 +63,15 @@ def test_archive_logs_verify_and_prune_a_mongodb_targets_oplog(server: MongoProc
 
         at_point = restore(target=target, repository=repository, options={"to_ts": updated[0]})
         copy = at_point["restored"][db]
+        reached = f"oplog time {updated[0]} ("  # the newest entry at or before the point: the point itself
+        assert at_point["recovery_point"].startswith(reached), at_point["recovery_point"]
+        assert at_point["recovery_point"].endswith(
+            f"UTC; the newest oplog entry replayed up to the point) (asked: to_ts={updated[0]})"
+        )
+        assert at_point["timeline"] is None, "MongoDB has no timelines"
+        state, message = last_run_message("restore-mongodb-oplogflow-")
+        assert state == "COMPLETED" and f"; recovery point: {at_point['recovery_point']}; " in message, message
+        assert "timeline" not in message and "n/a" not in message
         assert mongo_differences(updated[1], mongo_state(client, copy)) == [], "the restore flow's point in time"
         client.drop_database(copy)
 

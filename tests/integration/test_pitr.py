@@ -173,12 +173,11 @@ def test_missing_segment_is_named_and_earlier_points_still_restore(archiving, se
         engine.recover(BackupContext(repo), manifest, work / "beyond", RecoveryTarget(time=t_after))
 
     result = engine.recover(BackupContext(repo), manifest, work / "before", RecoveryTarget(time=t_before))
-    assert result.restored == {
-        "cluster": str(work / "before"),
-        "recovery_target_timeline": "1",
-        "timeline": "2",
-        "timeline_history": "00000002.history archived",
-    }
+    assert result.restored == {"cluster": str(work / "before")}
+    assert result.timeline == (
+        "2 (replayed along timeline 1; promotion started timeline 2, its history file 00000002.history archived)"
+    )
+    assert result.reached.startswith("LSN ") and ", last transaction replayed " in result.reached, result.reached
     assert not (work / "beyond").exists() and not (work / "beyond.log").exists(), "the failed restore left nothing"
     assert [t.database for t in result.comparison.tables] == ["(cluster)"], (
         "files checked against backup_manifest; no fingerprint comparison away from the backup's own point"
@@ -259,7 +258,8 @@ def test_cli_restore_follows_the_chosen_timeline_to_the_end_of_the_archive(archi
         app, ["restore", "-t", config.name, "--repo-path", repo_path, "--into", str(dest), "--to-timeline", "current"]
     )
     assert done.exit_code == 0, done.output
-    assert "'recovery_target_timeline': '1'" in done.output and "'timeline': '2'" in done.output
+    assert f"into cluster -> {dest} in " in done.output, done.output
+    assert "\ntimeline: 2 (replayed along timeline 1; promotion started timeline 2, " in done.output, done.output
     auto = (dest / "postgresql.auto.conf").read_text()
     assert "recovery_target_timeline = '1'" in auto and "recovery_target = " not in auto
     cluster = start_restored_cluster(dest, Path(config.server_bin_dir), run_as=RUN_AS)

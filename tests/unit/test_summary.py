@@ -8,11 +8,14 @@ import pytest
 
 from vaultflow.summary import (
     RunSummary,
+    archive_summary,
     backup_summary,
     drill_summary,
+    failed_summary,
     human_duration,
     human_rate,
     human_size,
+    one_line,
     prune_summary,
     recovery_point,
     restore_summary,
@@ -121,6 +124,40 @@ def test_restore_line_says_where_point_and_comparison():
     assert "- slot not restored" in summary.markdown()
 
 
+def test_restore_says_the_point_reached_what_was_asked_and_the_timeline():
+    finished = datetime(2026, 11, 30, 6, 0, 0, tzinfo=UTC)
+    reached = "LSN 0/3000148, last transaction replayed 2026-11-30 05:59:58 UTC"
+    point = recovery_point({"to_time": "2026-11-30T06:00:00Z"}, finished, reached)
+    assert point == f"{reached} (asked: to_time=2026-11-30T06:00:00Z)"
+    assert recovery_point({}, finished, "oplog time 1764400000:3") == "oplog time 1764400000:3"
+    timeline = "3 (replayed along timeline 2; promotion started timeline 3, its history file 00000003.history archived)"
+    result = {"backup_id": "B1", "restored": {"cluster": "/srv/pg"}, "seconds": 4, "timeline": timeline}
+    summary = restore_summary(result, "postgres/prod", "1 table match", point, {"to_time": "2026-11-30T06:00:00Z"})
+    assert summary.line == (
+        f"restored B1 into cluster -> /srv/pg in 4.0 s; recovery point: {point}; timeline {timeline}; 1 table match"
+    )
+    assert ("timeline", timeline) in summary.facts and ("recovery point", point) in summary.facts
+    logical = restore_summary({**result, "timeline": None}, "postgres/prod", "1 table match", point, {})
+    assert "timeline" not in logical.line and all(label != "timeline" for label, _ in logical.facts), (
+        "an engine without timelines shows none, not 'n/a'"
+    )
+
+
+def test_a_failed_run_says_failed_why_and_what_was_known():
+    summary = failed_summary("full backup of postgres/prod", "AuthenticationError: refused", [("backup", "B1")])
+    assert summary.line == "full backup of postgres/prod FAILED: AuthenticationError: refused"
+    assert summary.facts == [("result", "FAILED"), ("backup", "B1"), ("reason", "AuthenticationError: refused")]
+
+
+def test_one_line_keeps_every_word_of_a_log_tail():
+    tail = "the restored server stopped:\n2026 LOG:  starting\n\n  2026 FATAL:  recovery ended before target\n"
+    assert (
+        one_line(tail)
+        == "the restored server stopped: | 2026 LOG:  starting | 2026 FATAL:  recovery ended before target"
+    )
+    assert one_line("already one line") == "already one line"
+
+
 def test_drill_pass_and_fail():
     passed = drill_summary("B1", "redis/cache", 2.5, 900, "4 units match", [])
     assert passed.line == "drill of B1 PASSED: restore 2.5 s against an RTO of 15 min 00 s (met); 4 units match"
@@ -155,3 +192,17 @@ def test_markdown_cells_cannot_break_the_table():
     page = RunSummary("t", "one line", [("a|b", "x\ny")], [f"d{i}" for i in range(25)]).markdown()
     assert "| a\\|b | x y |" in page
     assert "- d19" in page and "- d20" not in page and "- ... and 5 more" in page
+
+
+def test_archive_line_names_the_log_and_the_lag():
+    shipped = {
+        "shipped": ["000000010000000000000003", "000000010000000000000004"],
+        "already_stored": [],
+        "raw_bytes": 33_554_432,
+        "stored_bytes": 61_000,
+        "lag_units": 1,
+        "lag_seconds": 75,
+    }
+    summary = archive_summary(shipped, "postgres/prod", "WAL archive")
+    assert summary.line == "shipped 2 WAL files (33.6 MB read, 61.0 kB stored); lag 1 units, 1 min 15 s"
+    assert summary.title == "WAL archiving of postgres/prod"

@@ -47,11 +47,22 @@ class BackupContext:
 
 @dataclass(frozen=True)
 class RestoreResult:
+    """What a restore (or drill) did: `restored` source database -> where it went (a physical
+    PostgreSQL restore: "cluster" -> its data directory); `seconds` wall time; `comparison` with
+    the backup's fingerprints; `notes` what the restore changed on purpose, and why. `reached`:
+    the recovery point the restored data stands at, in words ('LSN 0/3000148, last commit
+    2026-11-30 05:59:58 UTC', 'oplog time 1764400000:3 (2025-11-29 07:06:40 UTC)'); None: the
+    backup's own consistent point, nothing more precise known. `timeline`: the timeline the
+    restored server ended on and how it got there (PostgreSQL physical restores only; None where
+    an engine has no timelines)."""
+
     backup_id: str
-    restored: dict[str, str]  # source database -> database it was restored into
+    restored: dict[str, str]
     seconds: float
     comparison: Comparison
-    notes: list[str] = field(default_factory=list)  # what the restore changed on purpose, and why
+    notes: list[str] = field(default_factory=list)
+    reached: str | None = None
+    timeline: str | None = None
 
 
 # -- a backup in steps: plan -> dump each unit -> finish (manifest last) ------------------------

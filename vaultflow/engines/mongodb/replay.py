@@ -56,6 +56,7 @@ from vaultflow.engines.mongodb.replay_units import (
     until,
 )
 from vaultflow.engines.mongodb.replay_updates import UntranslatableUpdate, dotted_name_conflict, translate_update
+from vaultflow.summary import human_duration
 
 __all__ = ["ReplayReport", "ReplayError", "apply_entries", "entry_sort_key", "until", "units"]
 
@@ -73,7 +74,8 @@ class ReplayReport:
     by command name; `transactions`: applied as units, `transactions_dropped`: aborted or not
     committed within the entries; `skipped_filtered`: operations outside `namespaces`;
     `skipped_internal`: operations without effect on user data (local/config databases, index
-    build markers); `first_ts`/`last_ts`: first and last applied; `seconds`: wall time."""
+    build markers); `first_ts`/`last_ts`: first and last applied; `last_read`: the newest entry
+    read, applied or not (how far the replay reached); `seconds`: wall time."""
 
     entries: int = 0
     ops: Counter[str] = field(default_factory=Counter)
@@ -84,6 +86,7 @@ class ReplayReport:
     skipped_internal: int = 0
     first_ts: Timestamp | None = None
     last_ts: Timestamp | None = None
+    last_read: Timestamp | None = None
     seconds: float = 0.0
 
     @property
@@ -100,7 +103,7 @@ class ReplayReport:
         span = f" ({ts_text(self.first_ts)} .. {ts_text(self.last_ts)})" if self.first_ts and self.last_ts else ""
         return (
             f"replayed {self.entries} oplog entries{span}: {ops}; {self.skipped_filtered} outside the namespaces, "
-            f"{self.skipped_internal} internal; {self.seconds:.2f} s, {self.entries_per_second:.0f} entries/s"
+            f"{self.skipped_internal} internal; {human_duration(self.seconds)}, {self.entries_per_second:.0f} entries/s"
         )
 
 
@@ -144,6 +147,7 @@ def apply_entries(
 def _counted(entries: Iterable[Entry], report: ReplayReport) -> Iterator[Entry]:
     for entry in entries:
         report.entries += 1
+        report.last_read = entry.get("ts", report.last_read)
         yield entry
 
 

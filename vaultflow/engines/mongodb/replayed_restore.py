@@ -7,6 +7,7 @@ compared with its source collection's fingerprint in the expected backup.
     replayed = restore_replayed(client, ctx, point, landing, [(target, into), ...], namespaces, notes)
     replayed.rows      target database -> comparison rows (none for a point between backups)
     replayed.landed    source namespace -> 'db.collection' it landed in (collections and views)
+    replayed.last_read the newest oplog entry read: how far the restore reached
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from bson import Timestamp
 from pymongo import MongoClient
 
 from vaultflow.compare import TableComparison, compare_database
@@ -90,10 +92,12 @@ def add_replay_only(plan: RestorePlan, sources: dict[str, StoredObject | None], 
 class Replayed:
     """What one pass of a replaying restore made: comparison rows per target database (none
     when the point lies between backups: no fingerprints exist for it) and where each source
-    namespace landed (source -> 'target db.collection', collections and views present)."""
+    namespace landed (source -> 'target db.collection', collections and views present);
+    `last_read`: the newest oplog entry the replay read (None: it read none)."""
 
     rows: dict[str, list[TableComparison]] = field(default_factory=dict)
     landed: dict[str, str] = field(default_factory=dict)
+    last_read: Timestamp | None = None
 
 
 def restore_replayed(
@@ -122,7 +126,7 @@ def restore_replayed(
     written = ", ".join(name if name == into else f"{name} (copy {into})" for name, into in names.into.items())
     ctx.log(f"oplog into {written}: {report.summary()}")
     notes.append(f"{written}: {report.summary()}")
-    replayed = Replayed()
+    replayed = Replayed(last_read=report.last_read)
     for target, into in targets:
         for name in client[into].list_collection_names():
             source = None if name.startswith("system.") else landing.source_of(target.name, name)

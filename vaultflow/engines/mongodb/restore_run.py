@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from bson import Timestamp
 
 from vaultflow.compare import Comparison, TableComparison
 from vaultflow.engines.base import BackupContext, RestoreResult
 from vaultflow.engines.mongodb.client import connected
-from vaultflow.engines.mongodb.pitr import RestorePoint
+from vaultflow.engines.mongodb.consistency import ts_text
+from vaultflow.engines.mongodb.pitr import RestorePoint, point_of
 from vaultflow.engines.mongodb.replay_landing import Landing
 from vaultflow.engines.mongodb.replayed_restore import restore_replayed
 from vaultflow.engines.mongodb.restore import (
@@ -34,13 +38,14 @@ from vaultflow.engines.mongodb.restore_plan import RestorePlan, TargetDatabase
 from vaultflow.engines.mongodb.settings import MongoSettings
 from vaultflow.engines.mongodb.users import compare_auth, create_auth, refuse_existing
 from vaultflow.errors import RefusedError, note_cleanup_failure
+from vaultflow.summary import when
 
 
 @dataclass
 class RestoreRun:
     """One restore of `plan` from `point` on the server `config` names: `namespaces` the
     selection, `landing` where a replay's namespaces land (None without a replay); `notes` gather
-    what the result will say."""
+    what the result will say; `last_read` the newest oplog entry a replay read."""
 
     config: MongoSettings
     ctx: BackupContext
@@ -49,6 +54,7 @@ class RestoreRun:
     namespaces: list[str] | None = None
     landing: Landing | None = None
     notes: list[str] = field(default_factory=list)
+    last_read: Timestamp | None = None
 
     def run(self, *, overwrite: bool, keep: bool, auth: dict[str, AuthToCreate] | None = None) -> RestoreResult:
         """Restore and compare every target database (the module docstring says in which order).
@@ -100,7 +106,21 @@ class RestoreRun:
             seconds=time.monotonic() - started,
             comparison=Comparison(rows, noun="collections"),
             notes=self.notes,
+            reached=self.reached(),
         )
+
+    def reached(self) -> str:
+        """The oplog time the restored data stands at, for people: the expected backup's own
+        point (its fingerprints are what the comparison checked), else, for a point between
+        backups, the newest oplog entry the replay read (none read: the full's own point)."""
+        point = self.point
+        if point.expected is not None:
+            ts = point_of(point.expected)
+            how = f"backup {point.expected.id}'s consistent point"
+        else:
+            ts = max(point.settled, self.last_read) if self.last_read is not None else point.settled
+            how = "the newest oplog entry replayed up to the point"
+        return f"oplog time {ts_text(ts)} ({when(datetime.fromtimestamp(ts.time, UTC))}; {how})"
 
     def restore_into(
         self, client, targets: list[TargetDatabase], into: dict[str, str], dropped: set[str]
@@ -122,6 +142,7 @@ class RestoreRun:
                 assert self.landing is not None, "a replaying restore is planned with a landing"
                 pairs = [(target, into[target.name]) for target in targets]
                 replayed = restore_replayed(client, self.ctx, point, self.landing, pairs, self.namespaces, self.notes)
+                self.last_read = replayed.last_read
                 outcome = replayed.rows
                 if self.plan.renamed:
                     self.plan.restored.update(replayed.landed)

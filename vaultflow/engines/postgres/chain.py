@@ -34,6 +34,7 @@ from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.pipeline import StderrTail
 from vaultflow.proc import mkdtemp, remove, tied_popen
 from vaultflow.repository import Catalog
+from vaultflow.summary import human_duration
 
 
 def combinebackup_command(
@@ -143,8 +144,8 @@ def restore_chain(ctx: BackupContext, manifest: Manifest, dest: Path, *, bin_dir
         os.replace(combined, dest)  # onto a new or empty directory: dest appears whole
         moved = True
         ctx.log(
-            f"restored {manifest.id} from a chain of {len(chain)} backups: extract {extract_seconds:.1f}s, "
-            f"pg_combinebackup {time.monotonic() - t0:.1f}s"
+            f"restored {manifest.id} from a chain of {len(chain)} backups: extract {human_duration(extract_seconds)}, "
+            f"pg_combinebackup {human_duration(time.monotonic() - t0)}"
         )
     except BaseException:
         if moved:  # before the rename dest was never written to

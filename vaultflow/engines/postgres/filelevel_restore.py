@@ -31,6 +31,7 @@ from vaultflow.manifest import Manifest
 from vaultflow.pipeline import open_verified
 from vaultflow.proc import mkdtemp, remove
 from vaultflow.stores.base import CHUNK_SIZE
+from vaultflow.summary import human_duration
 
 
 def is_filelevel(manifest: Manifest) -> bool:
@@ -146,7 +147,7 @@ def restore_filelevel_chain(ctx: BackupContext, manifest: Manifest, chain: list[
         os.replace(data_dir, dest)  # onto a new or empty directory: dest appears whole
         ctx.log(
             f"restored {manifest.id} from a file-level chain of {len(chain)} backups in "
-            f"{time.monotonic() - t0:.1f}s ({removed} files deleted since the full)"
+            f"{human_duration(time.monotonic() - t0)} ({removed} files deleted since the full)"
         )
     finally:
         remove(work)

@@ -54,6 +54,7 @@ from vaultflow.ports import free_port
 from vaultflow.proc import mkdtemp, remove
 from vaultflow.stores.base import Store
 from vaultflow.stores.spec import spec_memfd
+from vaultflow.summary import when
 from vaultflow.tools import log_tail, wait_until
 
 
@@ -148,12 +149,12 @@ def drill_physical(
             ) as conn:
                 actual = fingerprint_tables(conn, {t: f.method for t, f in expected.items()})
             tables += compare_database(database, expected, actual)
-        tables, empty = with_unlogged(tables, _unlogged_rows(cluster, user))
-        restored = {db: f"scratch cluster (port {cluster.port}, removed)" for db in manifest.fingerprints}
-        if empty:
-            restored["unlogged_tables_empty"] = ", ".join(empty)
+        tables, _ = with_unlogged(tables, _unlogged_rows(cluster, user))  # the drill's flow names them
         return RestoreResult(
-            backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables, noun="tables"), restored=restored
+            backup_id=manifest.id,
+            seconds=seconds,
+            comparison=Comparison(tables, noun="tables"),
+            restored={db: f"scratch cluster (port {cluster.port}, removed)" for db in manifest.fingerprints},
         )
     finally:
         if cluster is not None:
@@ -394,13 +395,7 @@ def recover(
             except ToolError as exc:
                 raise _fetch_failure(log_file, exc) from exc
         seconds = time.monotonic() - t0
-        restored = {
-            "cluster": str(dest),
-            "recovery_target_timeline": str(
-                plan.timeline if plan else PostgresPhysicalConsistency.of(manifest).timeline
-            ),
-        }
-        restored.update(_record_timeline(ctx, manifest, cluster, user, dest, plan))
+        timeline, reached = _where_recovery_ended(ctx, manifest, cluster, user, dest, plan, target.immediate)
         tables = [verified] if verified else []
         if target.immediate:
             for database, expected in manifest.fingerprints.items():
@@ -409,14 +404,17 @@ def recover(
                         database, expected, fingerprint_tables(conn, {t: f.method for t, f in expected.items()})
                     )
         tables, empty = with_unlogged(tables, _unlogged_rows(cluster, user))
-        if empty:
-            restored["unlogged_tables_empty"] = ", ".join(empty)
-            ctx.log(
-                f"unlogged tables come back empty after a physical restore (PostgreSQL does not WAL-log "
-                f"their rows): {', '.join(empty)}"
-            )
+        notes = unlogged_notes(empty)
+        for note in notes:
+            ctx.log(note)
         result = RestoreResult(
-            backup_id=manifest.id, seconds=seconds, comparison=Comparison(tables, noun="tables"), restored=restored
+            backup_id=manifest.id,
+            seconds=seconds,
+            comparison=Comparison(tables, noun="tables"),
+            restored={"cluster": str(dest)},
+            notes=notes,
+            reached=reached,
+            timeline=timeline,
         )
     except BaseException as exc:
         if cluster is not None:
@@ -469,35 +467,73 @@ def _remove_failed_restore(dest: Path, created: bool, log_file: Path) -> None:
     log_file.unlink(missing_ok=True)
 
 
-def _record_timeline(
-    ctx: BackupContext, manifest: Manifest, cluster: RunningCluster, user: str, dest: Path, plan: TimelinePlan | None
-) -> dict[str, str]:
-    """The copy's timeline; when promotion started a new one, its history file goes into the
-    archive of the backup's target now (the copy itself never archives)."""
+def unlogged_notes(empty: list[str]) -> list[str]:
+    """The note a restore's result carries when unlogged tables came back empty (none: [])."""
+    if not empty:
+        return []
+    return [
+        "unlogged tables come back empty after a physical restore (PostgreSQL does not WAL-log their rows): "
+        + ", ".join(empty)
+    ]
+
+
+def _where_recovery_ended(
+    ctx: BackupContext,
+    manifest: Manifest,
+    cluster: RunningCluster,
+    user: str,
+    dest: Path,
+    plan: TimelinePlan | None,
+    immediate: bool,
+) -> tuple[str, str]:
+    """(timeline, recovery point) of a promoted copy, for people: the timeline it ended on and
+    how it got there ('2 (replayed along timeline 1; promotion started timeline 2, its history
+    file 00000002.history archived)'), and where its WAL replay stopped ('LSN 0/3000148, last
+    transaction replayed 2026-11-30 05:59:58 UTC'; the backup's own point when `immediate`).
+    When promotion started a new timeline, its history file goes into the archive of the
+    backup's target now (the copy itself never archives)."""
     with _connect(cluster, user, "postgres") as conn:
-        walfile = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+        walfile, lsn, last_xact = conn.execute(
+            "SELECT pg_walfile_name(pg_current_wal_lsn()), pg_last_wal_replay_lsn(), pg_last_xact_replay_timestamp()"
+        ).fetchone()
     timeline = int(walfile[:8], 16)
-    facts = {"timeline": str(timeline)}
-    if plan is not None and timeline != plan.timeline:
-        name = history_name(timeline)
-        path = dest / "pg_wal" / name
-        try:
-            stored = archive_file(path, ctx.repository, manifest.target)
-        except (OSError, VaultflowError) as exc:
-            raise ToolError(
-                f"the restored cluster in {dest} promoted to timeline {timeline}, but its history "
-                f"file {name} could not be archived into {ctx.repository.description} ({exc}): "
-                "without it no later recovery can follow that timeline. Check that the "
-                "repository is writable from this worker, then restore again"
-            ) from exc
-        if stored:
-            _owned_like_archive(ctx.repository.store, manifest.target, name)
-        facts["timeline_history"] = f"{name} {'archived' if stored else 'already archived'}"
-        ctx.log(
-            f"restored cluster promoted to timeline {timeline} (recovered along timeline {plan.timeline}); "
-            f"{name} {'archived' if stored else 'was already archived'} for target {manifest.target}"
-        )
-    return facts
+    consistency = PostgresPhysicalConsistency.of(manifest)
+    if immediate:
+        reached = f"the backup's consistent point, LSN {lsn or consistency.stop_lsn}"
+    else:
+        reached = f"LSN {lsn}" + (f", last transaction replayed {when(last_xact)}" if last_xact else "")
+    if plan is None:
+        return f"{timeline} (the backup's own; no archived WAL replayed)", reached
+    if timeline == plan.timeline:
+        return f"{timeline} (replayed along it)", reached
+    history = _archive_history(ctx, manifest, dest, plan, timeline)
+    return (
+        f"{timeline} (replayed along timeline {plan.timeline}; promotion started timeline {timeline}, "
+        f"its history file {history})"
+    ), reached
+
+
+def _archive_history(ctx: BackupContext, manifest: Manifest, dest: Path, plan: TimelinePlan, timeline: int) -> str:
+    """Archive the history file of the new `timeline` promotion started into the archive of the
+    backup's target; returns what became of it ('00000002.history archived' / 'already archived')."""
+    name = history_name(timeline)
+    path = dest / "pg_wal" / name
+    try:
+        stored = archive_file(path, ctx.repository, manifest.target)
+    except (OSError, VaultflowError) as exc:
+        raise ToolError(
+            f"the restored cluster in {dest} promoted to timeline {timeline}, but its history "
+            f"file {name} could not be archived into {ctx.repository.description} ({exc}): "
+            "without it no later recovery can follow that timeline. Check that the "
+            "repository is writable from this worker, then restore again"
+        ) from exc
+    if stored:
+        _owned_like_archive(ctx.repository.store, manifest.target, name)
+    ctx.log(
+        f"restored cluster promoted to timeline {timeline} (recovered along timeline {plan.timeline}); "
+        f"{name} {'archived' if stored else 'was already archived'} for target {manifest.target}"
+    )
+    return f"{name} {'archived' if stored else 'already archived'}"
 
 
 def _owned_like_archive(store: Store, target: str, name: str) -> None:

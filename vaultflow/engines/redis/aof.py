@@ -61,6 +61,7 @@ from vaultflow.pipeline import compress_into_store, write_verified
 from vaultflow.proc import forget, mkdtemp, remove
 from vaultflow.repository import Catalog
 from vaultflow.stores.base import BytesReader
+from vaultflow.summary import human_duration, human_size
 
 ENGINE = "redis"
 MANIFEST_OBJECT = "aof/manifest.zst"
@@ -155,7 +156,7 @@ def _backup(
     ctx.log(
         f"{kind.value} AOF backup {manifest.id} of {config.where}: increments "
         + ", ".join(f"{n} up to {c}" for n, c in cuts.items())
-        + f"; {manifest.stored_size} bytes stored"
+        + f"; {human_size(manifest.stored_size)} stored"
     )
     return manifest
 
@@ -409,7 +410,7 @@ def materialize_aof_chain(
         forget(work)  # gone from its path; `dest` is the caller's
         ctx.log(
             f"materialized {manifest.id} from a chain of {len(chain)} backups into {dest} "
-            f"in {time.monotonic() - t0:.1f}s"
+            f"in {human_duration(time.monotonic() - t0)}"
         )
     except BaseException:
         remove(work)

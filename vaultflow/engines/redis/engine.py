@@ -44,6 +44,7 @@ from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
 from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
 from vaultflow.manifest import BackupKind, BackupMode, Manifest
 from vaultflow.pipeline import compress_into_store, dump_into_store
+from vaultflow.summary import human_size
 from vaultflow.tools import tool_version
 
 RDB_OBJECT = "dump.rdb.zst"
@@ -145,7 +146,7 @@ class RedisEngine:
                 except ToolError as exc:
                     raise self._explain_transfer_failure(exc) from exc
             timings["transfer"] = time.monotonic() - t0
-            ctx.log(f"{config.where}: {written.raw_size} bytes of RDB stored; waiting for redis-check-rdb")
+            ctx.log(f"{config.where}: {human_size(written.raw_size)} of RDB stored; waiting for redis-check-rdb")
             t0 = time.monotonic()
             proven = tee.finish()
             timings["verify"] = time.monotonic() - t0
