@@ -177,6 +177,18 @@ def _series(values: Sequence[float], divisor: float, log: bool, floor: float) ->
     return [max(v, floor) for v in values] if log else [v / divisor for v in values]
 
 
+def time_locator() -> Any:
+    """matplotlib's AutoDateLocator with 3 to 6 ticks, and each unit's intervals reaching the next
+    unit (60 s, 60 min, 24 h, 12 months): with only its stock intervals a span such as 170 s or
+    2.8 h fits none of them at 6 ticks and matplotlib warns on every chart."""
+    from matplotlib import dates
+
+    locator = dates.AutoDateLocator(minticks=3, maxticks=6)
+    for unit, whole in ((dates.SECONDLY, 60), (dates.MINUTELY, 60), (dates.HOURLY, 24), (dates.MONTHLY, 12)):
+        locator.intervald[unit] = [*locator.intervald[unit], whole]
+    return locator
+
+
 def _draw_target(fig: Any, spec: Any, history: TargetHistory, span: tuple[datetime, datetime], wrap: int) -> None:
     from matplotlib import dates
     from matplotlib.transforms import blended_transform_factory
@@ -258,8 +270,7 @@ def _draw_target(fig: Any, spec: Any, history: TargetHistory, span: tuple[dateti
             )
 
     ax_size.set_xlim(*span)
-    locator = dates.AutoDateLocator(minticks=3, maxticks=6)
-    ax_time.xaxis.set_major_locator(locator)
+    ax_time.xaxis.set_major_locator(locator := time_locator())
     ax_time.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, show_offset=True))
     ax_size.tick_params(labelbottom=False, labelsize=7)
     ax_time.tick_params(labelsize=7)
