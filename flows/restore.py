@@ -91,6 +91,8 @@ def restore(
         still_there(repo, manifest)  # not pruned while this run waited for the lock
         logger.info(f"restoring {manifest.id} of {engine.name}/{target_block.name} from {repo.description}")
         result = restore_backup(engine, ctx, manifest, into, overwrite, databases, engine_options)
+        if result.backup_id != manifest.id:  # a point in time before `manifest`: an older backup started it
+            manifest = repo.catalog(engine.name, target_block.name).get(result.backup_id)
         set_options = engine_options.model_dump(mode="json", exclude_defaults=True)
         outcome = {
             "backup_id": manifest.id,

@@ -269,3 +269,49 @@ def test_cli_restore_follows_the_chosen_timeline_to_the_end_of_the_archive(archi
     finally:
         stop_cluster(cluster)
     assert "after-backup" in labels, "replayed past the backup's end point, to the end of the archive"
+
+
+def test_a_point_before_the_latest_backup_starts_from_the_newest_backup_before_it(archiving, setup):
+    """Restoring 'latest' to a time before the latest backup ended: that backup's files already
+    hold changes made after the point, and PostgreSQL, with no commit to stop before, would
+    silently end there. The restore starts from the newest backup that ended before the point
+    instead, says so, and the data is the point's (read from the restored server); a point
+    before every backup is refused, naming the oldest."""
+    from vaultflow.engines.postgres.cluster import start_cluster
+    from vaultflow.engines.postgres.settings import PostgresRestoreOptions
+    from vaultflow.errors import ConfigError
+    from vaultflow.ports import free_port
+
+    pg, repo, engine, work = setup
+    too_early = server_now(pg)
+    time.sleep(0.05)
+    pg.execute("INSERT INTO markers (label) VALUES ('before')")
+    first = engine.full_backup(BackupContext(repo))
+    time.sleep(0.3)
+    point = server_now(pg)  # the server and the worker share this host's clock
+    assert point > first.finished_at
+    time.sleep(0.3)
+    pg.execute("DELETE FROM markers; INSERT INTO markers (label) VALUES ('after')")
+    latest = engine.full_backup(BackupContext(repo))
+    ship(archiving, pg, repo, engine.config.name)
+
+    dest = work / "data"
+    result = engine.restore(BackupContext(repo), latest, into=str(dest), options=PostgresRestoreOptions(to_time=point))
+    assert result.backup_id == first.id
+    assert result.notes[0].startswith(f"started from backup {first.id}") and latest.id in result.notes[0]
+    socket_dir = work / "socket"
+    socket_dir.mkdir()
+    give_to_service_user(socket_dir)
+    cluster = start_cluster(dest, Path(engine.config.server_bin_dir), free_port(), socket_dir, run_as=RUN_AS)
+    try:
+        with psycopg.connect(host=str(socket_dir), port=cluster.port, user=pg.user, dbname="postgres") as c:
+            labels = [r[0] for r in c.execute("SELECT label FROM markers ORDER BY label")]
+    finally:
+        stop_cluster(cluster)
+    assert labels == ["before"], "the data as at the point: the row deleted after it is there, the later one not"
+
+    with pytest.raises(ConfigError, match=f"no physical backup of .* at or before .*the oldest, {first.id}"):
+        engine.restore(
+            BackupContext(repo), latest, into=str(work / "early"), options=PostgresRestoreOptions(to_time=too_early)
+        )
+    assert not (work / "early").exists() or not any((work / "early").iterdir())

@@ -46,7 +46,7 @@ from vaultflow.engines.postgres.logical_restore import (  # noqa: F401
     restore_logical,
 )
 from vaultflow.engines.postgres.physical import physical_full_backup
-from vaultflow.engines.postgres.recovery import RecoveryTarget, default_fetch_command, recover
+from vaultflow.engines.postgres.recovery import RecoveryTarget, base_for_point, default_fetch_command, recover
 from vaultflow.engines.postgres.settings import PostgresRestoreOptions, PostgresSettings
 from vaultflow.engines.postgres.snapshot import LockWatch, catalog_changed, open_snapshot  # noqa: E402
 from vaultflow.errors import (
@@ -341,7 +341,9 @@ class PostgresEngine:
         options: PostgresRestoreOptions | None = None,
     ) -> RestoreResult:
         """Physical: recover into the directory `into`, to the point the options name (to_time,
-        to_lsn, to_name, to_timeline; default: the backup's own consistent point). Logical: see
+        to_lsn, to_name, to_timeline; default: the backup's own consistent point), from `manifest`
+        or, when it ended after the point, the newest backup that did not
+        (recovery.base_for_point; the result's backup_id and first note say which). Logical: see
         logical_restore.restore_logical (`no_owner` / `no_privileges` for a restoring role that
         is not a superuser). Raises ConfigError for options the backup's mode cannot honour."""
         opts = options_for(self, options, self.config.name)
@@ -357,7 +359,12 @@ class PostgresEngine:
                     "restoring a physical backup needs `into`: an empty directory for the new "
                     "data directory, on this worker's host"
                 )
-            return self.recover(ctx, manifest, Path(into), target)
+            catalog = ctx.repository.catalog(self.name, self.config.name)
+            base, note = base_for_point(catalog, manifest, target)
+            result = self.recover(ctx, base, Path(into), target)
+            if note:
+                result.notes.insert(0, note)
+            return result
         if not target.immediate:
             raise ConfigError(
                 f"backup {manifest.id} is a logical dump: point-in-time restore needs a physical "

@@ -16,8 +16,9 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -210,6 +211,68 @@ class RecoveryTarget:
     @property
     def immediate(self) -> bool:
         return self.time is None and self.lsn is None and self.name is None and self.timeline is None
+
+
+def base_for_point(catalog, manifest: Manifest, target: RecoveryTarget) -> tuple[Manifest, str | None]:
+    """The physical backup a point-in-time recovery to `target` starts from, and a note when it
+    is not `manifest`: `manifest` itself when its consistent point is at or before the point,
+    else the newest physical backup of `catalog` (the target's Catalog; incrementals count, less
+    WAL to replay) whose point is. A backup's point is its stop LSN (to_lsn), or the time it
+    finished (to_time: at or after its stop, so a backup that ended after the point is never
+    taken: its files already hold changes made after it, and recovery could not go back).
+
+    A to_name or timeline-only target has no point to compare: `manifest`, unchanged.
+    Raises ConfigError naming the point and the oldest backup's when no backup is at or before it."""
+    if target.time is None and target.lsn is None:
+        return manifest, None
+    if target.time is not None:
+        when = target.time if target.time.tzinfo else target.time.replace(tzinfo=UTC)
+        wanted = f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+        def point(m: Manifest) -> Any:
+            return m.finished_at
+
+        def fits(m: Manifest) -> bool:
+            return m.finished_at <= when
+
+        def shown(m: Manifest) -> str:
+            return f"finished {m.finished_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    else:
+        assert target.lsn is not None
+        try:
+            limit, wanted = parse_lsn(target.lsn), f"LSN {target.lsn}"
+        except ValueError:
+            raise ConfigError(f"to_lsn {target.lsn!r} is not an LSN (two hexadecimal numbers: 0/3000158)") from None
+
+        def stop_lsn(m: Manifest) -> str:
+            assert isinstance(m.consistency, PostgresPhysicalConsistency), m.id
+            return m.consistency.stop_lsn
+
+        def point(m: Manifest) -> Any:
+            return parse_lsn(stop_lsn(m))
+
+        def fits(m: Manifest) -> bool:
+            return parse_lsn(stop_lsn(m)) <= limit
+
+        def shown(m: Manifest) -> str:
+            return f"consistent at LSN {stop_lsn(m)}"
+
+    if fits(manifest):
+        return manifest, None
+    physical = [m for m in catalog.manifests if isinstance(m.consistency, PostgresPhysicalConsistency)]
+    candidates = [m for m in physical if fits(m)]
+    if not candidates:
+        oldest = min(physical, key=point, default=manifest)
+        raise ConfigError(
+            f"no physical backup of {manifest.target} is consistent at or before {wanted}: the oldest, "
+            f"{oldest.id}, {shown(oldest)}; a restore cannot go back before its backup (its files already "
+            "hold later changes): choose a later point"
+        )
+    start = max(candidates, key=point)
+    return start, (
+        f"started from backup {start.id} ({shown(start)}), the newest at or before {wanted}: "
+        f"backup {manifest.id} {shown(manifest)}, after the point"
+    )
 
 
 def default_fetch_command(
