@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.8
 
-.PHONY: demo test test-fast lint lint-checks collect bench lock system-deps install clean
+.PHONY: demo test test-fast lint lint-checks collect bench bench-fleet lock system-deps install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m bench.run
+
+# Not part of `make bench` or `make test`: 50 small targets on one worker (issue 12, fleets).
+bench-fleet: install
+	$(BIN)/python -m bench.fleet
 
 lock: | $(BIN)/python
 	$(BIN)/uv pip compile pyproject.toml --extra test --extra bench --extra chart --extra embedded --extra chdb --extra dev \

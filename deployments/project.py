@@ -25,6 +25,28 @@ def resolve_path(path: str | os.PathLike[str] = DEFAULT_PATH) -> Path:
     return candidate.resolve()
 
 
+def _document(file: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{file} is not valid YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ValueError(f"{file} must be a mapping with a `deployments` list")
+    return document
+
+
+def load_pull_steps(path: str | os.PathLike[str] = DEFAULT_PATH) -> list[dict[str, Any]]:
+    """The `pull` steps of a prefect.yaml, templates left as written (vaultflow's: set the
+    working directory to `{{ $VAULTFLOW_HOME }}`, which the worker resolves when a run starts).
+    Raises OSError when the file cannot be read, ValueError when it is not YAML or its `pull` is
+    not a list."""
+    file = resolve_path(path)
+    steps = _document(file).get("pull") or []
+    if not isinstance(steps, list):
+        raise ValueError(f"{file}: pull is not a list of steps")
+    return steps
+
+
 def load_deployments(path: str | os.PathLike[str] = DEFAULT_PATH) -> list[dict[str, Any]]:
     """The `deployments` list of a prefect.yaml, YAML anchors and merge keys (<<:) resolved.
 
@@ -32,12 +54,7 @@ def load_deployments(path: str | os.PathLike[str] = DEFAULT_PATH) -> list[dict[s
     no list of deployment mappings.
     """
     file = resolve_path(path)
-    try:
-        document = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{file} is not valid YAML: {exc}") from exc
-    if not isinstance(document, dict):
-        raise ValueError(f"{file} must be a mapping with a `deployments` list")
+    document = _document(file)
     deployments = document.get("deployments")
     if not isinstance(deployments, list) or not deployments:
         raise ValueError(f"{file} has no `deployments` list")

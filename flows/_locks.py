@@ -13,14 +13,17 @@ wait in, and the repository lock covers them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+import httpx
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 from prefect.runtime import deployment
 
 from vaultflow.errors import LockHeldError, TransientError
@@ -54,6 +57,43 @@ def ensure_limit(name: str, slots: int = 1) -> None:
             pass  # another run created it meanwhile
 
 
+# Pauses before asking a busy Prefect API again for a slot (its client has retried already): a
+# SQLite-backed server under a fleet's scheduled burst answered 503 for a while (bench/fleet.py).
+BUSY_PAUSES_S = (5.0, 15.0)
+
+
+def _busy(exc: BaseException) -> bool:
+    """An API that did not answer the slot request (refused, timed out, 429 or 5xx), as opposed
+    to one that answered no."""
+    if isinstance(exc, PrefectHTTPStatusError):
+        return exc.response.status_code == 429 or exc.response.status_code >= 500
+    return isinstance(exc, (ConcurrencySlotAcquisitionError, httpx.TransportError))
+
+
+def take_slot(stack: ExitStack, name: str, wait_s: float) -> None:
+    """Create the global concurrency limit `name` if missing (1 slot) and take its slot into
+    `stack`, waiting up to `wait_s` seconds for it (TimeoutError after that). An API too busy to
+    answer is asked again after each of BUSY_PAUSES_S, then the run fails with TransientError
+    (the flow run is retried) instead of a permanent error."""
+    for pause in (*BUSY_PAUSES_S, None):
+        try:
+            ensure_limit(name)
+            stack.enter_context(
+                concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True, raise_on_lease_renewal_failure=False)
+            )
+            return
+        except TimeoutError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted by _busy: the rest is re-raised as it is
+            if not _busy(exc):
+                raise
+            if pause is None:
+                raise TransientError(
+                    f"the Prefect API did not grant a slot of the concurrency limit {name} ({exc}); the run is retried"
+                ) from exc
+            time.sleep(pause)
+
+
 @contextmanager
 def deployment_slot(engine: str, target: str, wait_s: float, enabled: bool | None = None) -> Iterator[None]:
     """Hold the target's global concurrency slot while the block runs, when `enabled` (default:
@@ -65,12 +105,9 @@ def deployment_slot(engine: str, target: str, wait_s: float, enabled: bool | Non
         yield
         return
     name = limit_name(engine, target)
-    ensure_limit(name)
     with ExitStack() as stack:
         try:
-            stack.enter_context(
-                concurrency(name, occupy=1, timeout_seconds=wait_s, strict=True, raise_on_lease_renewal_failure=False)
-            )
+            take_slot(stack, name, wait_s)
         except TimeoutError as exc:
             raise LockHeldError(
                 f"{engine}/{target}: another deployment run holds the Prefect concurrency limit {name} "
@@ -79,6 +116,32 @@ def deployment_slot(engine: str, target: str, wait_s: float, enabled: bool | Non
                 f"{name}`"
             ) from exc
         yield
+
+
+SHIP_WAIT_S = 5.0  # how long an archive-logs run waits for another's shipping slot
+
+
+@contextmanager
+def shipping_slot(engine: str, target: str, enabled: bool | None = None) -> Iterator[bool]:
+    """Hold `vaultflow-<engine>-<target>-archive-logs` (1 slot) while a deployment run of
+    archive-logs ships the target's log (default: when this is a deployment run), so that two
+    runs never ship one log at once: a fleet's archive-logs deployment serves many targets and
+    has no deployment concurrency limit of 1. Yields True while held; False after SHIP_WAIT_S
+    seconds when another run holds it (that run ships what is waiting: this one has nothing to
+    do). Runs outside a deployment yield True and take no slot."""
+    if enabled is None:
+        enabled = deployment.id is not None
+    if not enabled:
+        yield True
+        return
+    name = f"{limit_name(engine, target)}-archive-logs"
+    with ExitStack() as stack:
+        try:
+            take_slot(stack, name, SHIP_WAIT_S)
+        except TimeoutError:
+            yield False
+            return
+        yield True
 
 
 @contextmanager

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from vaultflow.alerts import ARCHIVE_LAGGING, lag_payload
 from vaultflow.errors import ConfigError
 from vaultflow.flows._fit import how_to_fix, misfit
+from vaultflow.flows._locks import shipping_slot
 from vaultflow.flows._names import run_name
 from vaultflow.flows._report import RunReport
 from vaultflow.flows._support import (
@@ -21,7 +24,7 @@ from vaultflow.flows._support import (
     target_resource,
 )
 from vaultflow.logarchive import open_log_archive, ship_failure
-from vaultflow.summary import archive_summary, human_duration
+from vaultflow.summary import RunSummary, archive_summary, human_duration
 from vaultflow.tasks.logs import archive_logs as ship_logs
 
 
@@ -49,7 +52,10 @@ def archive_logs(
     `max_lag_segments` are the same figures under their names from before other engines had log
     archives. With `follow_seconds` the run keeps shipping (polling every 0.5 s when idle) for
     that long, so a deployment every minute with follow_seconds=50 keeps the lag to seconds
-    under heavy write load; `max_lag_units` is then the largest backlog seen.
+    under heavy write load; `max_lag_units` is then the largest backlog seen. Deployment runs
+    ship one target's log one at a time (the Prefect concurrency limit
+    `vaultflow-<engine>-<target>-archive-logs`, flows/_locks.shipping_slot): a run that finds
+    another still shipping ends at once, Completed, saying so.
 
     Args:
         target: The target block, or its name ('postgres-target/prod', 'redis-target/cache', or
@@ -60,7 +66,11 @@ def archive_logs(
         follow_seconds: Keep shipping for this many seconds (0: ship what is waiting, then stop).
     """
     logger = get_run_logger()
-    with fail_fast_on_permanent_errors(), RunReport("archive-logs", "log archiving", target) as run_report:
+    with (
+        fail_fast_on_permanent_errors(),
+        RunReport("archive-logs", "log archiving", target) as run_report,
+        ExitStack() as slot,
+    ):
         target_block = load_target(target)
         run_report.about(target_block.engine_name, target_block.name)
         _, repo = load_repository(repository)
@@ -74,6 +84,10 @@ def archive_logs(
                 f"{target_block.name}: the {engine} engine has no log archive; {how_to_fix('archive-logs')}"
             )
         resource = target_resource(engine, target_block.name)
+        if not slot.enter_context(shipping_slot(engine, target_block.name)):
+            line = f"another archive-logs run of {engine}/{target_block.name} is shipping its {archive.title}: nothing to do"
+            logger.info(line)
+            return run_report.finish(RunSummary(f"{archive.title} archiving of {engine}/{target_block.name}", line), {})
         try:
             report = ship_logs(archive, follow_seconds)
         except Exception as exc:  # still report the lag, and which unit is stuck

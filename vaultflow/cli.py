@@ -327,6 +327,7 @@ def _engine_commands() -> None:
 _engine_commands()
 
 import vaultflow.cli_automations  # noqa: E402, F401 - registers `vaultflow automations` on `app`
+import vaultflow.cli_fleet  # noqa: E402, F401 - registers `vaultflow fleet` on app (issue 12)
 import vaultflow.cli_status  # noqa: E402, F401 - registers `vaultflow status` on app (issue 12)
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ OptionalSecret = Annotated[
 
 # Strategies whose targets are restricted, as the flows name them.
 INCREMENTAL, DIFFERENTIAL, ARCHIVE_LOGS = "incremental", "differential", "archive-logs"
+# The other strategies that work on a target's server (verify and prune read the repository only).
+FULL, DRILL, RESTORE = "full", "drill", "restore"
 
 
 class RestoreOptions(BaseModel):
@@ -186,4 +188,14 @@ class TargetSettings(BaseModel):
     def runtime_condition(self, strategy: str) -> str | None:
         """What server_misfit will still check at run time for a target whose fields fit, as a
         clause for notes ("its server has appendonly yes"); None when nothing is left to check."""
+        return None
+
+    def local_access(self, strategy: str, parameters: Mapping[str, Any] | None = None) -> str | None:
+        """What `strategy` on this target reads or writes on the database host's own filesystem,
+        as a phrase for messages ("the WAL spool /var/spool/pg"): its runs belong on a worker on
+        that host (a fleet puts them on the host's work queue, deployments/fleet.py). None when
+        any worker that reaches the server over the network can run it (the default).
+
+        `strategy` is one of full, incremental, differential, archive-logs, drill, restore,
+        verify, prune; `parameters` are the flow's other parameters (e.g. spool_dir)."""
         return None

@@ -6,12 +6,22 @@ Kept free of heavy imports (no clickhouse_connect): blocks and flows import it t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
-from vaultflow.engines.settings import DIFFERENTIAL, INCREMENTAL, OptionalSecret, RestoreOptions, TargetSettings
+from vaultflow.engines.settings import (
+    DIFFERENTIAL,
+    DRILL,
+    FULL,
+    INCREMENTAL,
+    RESTORE,
+    OptionalSecret,
+    RestoreOptions,
+    TargetSettings,
+)
 from vaultflow.errors import ConfigError
 
 # Databases no backup includes: the server's own.
@@ -84,6 +94,16 @@ class ClickHouseSettings(TargetSettings):
         if self.interface == "chdb":
             raise ConfigError("a clickhouse target with interface='chdb' needs a target_name")
         return f"{self.host}-{self.effective_port}"
+
+    def local_access(self, strategy: str, parameters: Mapping[str, Any] | None = None) -> str | None:
+        """Backups read the files BACKUP wrote on backup_disk, restores and drills write there (at
+        backup_dir); with interface='chdb' ClickHouse itself runs in the worker's process on
+        chdb_path."""
+        if strategy not in (FULL, INCREMENTAL, DIFFERENTIAL, DRILL, RESTORE):
+            return None
+        if self.interface == "chdb":
+            return f"the chDB data directory {self.chdb_path} (ClickHouse runs in the worker's process)"
+        return f"the backup disk {self.backup_disk!r} at {self.backup_dir or '(backup_dir not set)'}"
 
     def staging_root(self) -> Path:
         """backup_dir as a Path. ConfigError when it is not set or not a directory."""

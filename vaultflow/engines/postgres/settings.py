@@ -172,6 +172,17 @@ class PostgresSettings(TargetSettings):
             return f"{self.name} takes logical backups, which have no {strategy} form"
         return super().misfit(strategy, parameters)
 
+    def local_access(self, strategy: str, parameters: Mapping[str, Any] | None = None) -> str | None:
+        """archive-logs reads the WAL spool archive_command fills; physical incrementals and
+        differentials with a data_directory read it (file-level, PostgreSQL 15/16). pg_dump and
+        pg_basebackup (fulls, 17+ incrementals) work over the network."""
+        if strategy == ARCHIVE_LOGS:
+            spool = (parameters or {}).get("spool_dir") or self.wal_spool
+            return f"the WAL spool {spool}" if spool else None
+        if strategy in (INCREMENTAL, DIFFERENTIAL) and self.mode == "physical" and self.data_directory:
+            return f"the data directory {self.data_directory}"
+        return None
+
 
 Timeline = int | Literal["latest", "current"]
 

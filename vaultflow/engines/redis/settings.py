@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field
 from vaultflow.engines.settings import (
     ARCHIVE_LOGS,
     DIFFERENTIAL,
+    FULL,
     INCREMENTAL,
     OptionalSecret,
     RestoreOptions,
@@ -112,6 +113,13 @@ class RedisSettings(TargetSettings):
 
     def runtime_condition(self, strategy: str) -> str | None:
         return "its server has appendonly yes" if strategy in (INCREMENTAL, DIFFERENTIAL) else None
+
+    def local_access(self, strategy: str, parameters: Mapping[str, Any] | None = None) -> str | None:
+        """Local mode (data_dir set): every backup copies files from the server's dir (the RDB
+        BGSAVE wrote, the AOF). Remote mode and restores work over the network."""
+        if strategy in (FULL, INCREMENTAL, DIFFERENTIAL) and self.data_dir:
+            return f"the Redis dir {self.data_dir} (local mode)"
+        return None
 
 
 class RedisRestoreOptions(RestoreOptions):
