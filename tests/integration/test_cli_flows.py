@@ -102,6 +102,20 @@ def test_archive_logs_from_the_command_line(archiving, tmp_path: Path):
     [line] = unset.stderr.splitlines()
     assert line.startswith("error: ") and "spool" in line and "Traceback" not in unset.output
 
+    # A mistyped or unmounted spool is no empty one: shipping nothing with no lag would hide
+    # archiving that has stopped.
+    missing = tmp_path / "missing-spool"
+    mistyped = runner.invoke(app, [*args, "--spool", str(missing)])
+    assert mistyped.exit_code == 1, mistyped.output
+    [line] = mistyped.stderr.splitlines()
+    assert f"WAL spool {missing} of cli-wal (its spool_dir (--spool)) does not exist" in line, line
+    assert "mounted" in line and mistyped.stdout == "" and not missing.exists()
+    PostgresTarget(
+        host=pg.host, port=pg.port, user=pg.user, mode="physical", physical_fingerprints=True, wal_spool=str(missing)
+    ).save("cli-wal-missing", overwrite=True)
+    configured = runner.invoke(app, ["archive-logs", "-t", "cli-wal-missing", "--repo-path", str(repo)])
+    assert configured.exit_code == 1 and "(its wal_spool) does not exist" in configured.stderr, configured.output
+
     assert runner.invoke(app, [*args, "--spool", str(archiving.spool)]).exit_code == 0  # earlier tests' segments
     names = archiving.make_segments(2)
     archiving.wait_archived(names[-1])
