@@ -158,7 +158,7 @@ def _restore(
     for line in lines:  # paths and ids whole, never folded to the terminal's width
         out.print(line, markup=False, highlight=False, soft_wrap=True)
     for note in result.get("notes", []):
-        out.print(f"note: {note}")
+        out.print(f"note: {note}", markup=False, highlight=False)
 
 
 def restore_command():

@@ -43,8 +43,10 @@ API_TIMEOUT_S = 5.0
 TARGET_PARAMS = ("target",)
 REPOSITORY_PARAMS = ("repository", "source", "destination")
 
-out = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a result, note or error line is one physical line whatever the width (a file, a
+# pipe, a narrow COLUMNS): rich would otherwise fold it at 80 columns where stdout is no terminal.
+out = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 SETTINGS = {"verbose": False}
 
 TargetOpt = typer.Option(
