@@ -189,7 +189,7 @@ def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoP
             rows.append((f"{engine}/{target}", p.key, "unreadable", p.message, "", "", "", ""))
     _print_table(header, rows)
     for note in notes:
-        console.print(f"warning: {note}", markup=False, highlight=False, soft_wrap=not console.is_terminal)
+        console.print(f"warning: {note}", markup=False, highlight=False)
 
 
 def _clock_label(reason: str) -> str:
@@ -210,7 +210,7 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
                 column.min_width = max(len(r[i]) for r in [header, *rows])
         for row in rows:
             table.add_row(*row, style="red" if row[2] == "unreadable" else None)
-        console.print(table)
+        console.print(table, soft_wrap=False)  # the table folds its own cells to the terminal
         return
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:

@@ -9,7 +9,16 @@ from typing import Any
 
 import typer
 
-from vaultflow.cli_run import RepoOpt, RepoPathOpt, TargetOpt, out, repository_param, run_flow
+from vaultflow.cli_run import (
+    MOMENT_FORMS,
+    RepoOpt,
+    RepoPathOpt,
+    TargetOpt,
+    out,
+    read_moment,
+    repository_param,
+    run_flow,
+)
 from vaultflow.summary import human_duration
 
 
@@ -41,10 +50,34 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _shape_hint(annotation: Any) -> str:
+    """How to write a value of `annotation` on the command line, for an error: the forms of the
+    list, mapping and date-and-time parts it has ('' when it has none of them)."""
+    import typing
+    from datetime import datetime
+
+    forms: dict[str, str] = {}
+
+    def walk(tp: Any) -> None:
+        origin = typing.get_origin(tp)
+        if tp is datetime:
+            forms["time"] = f"a time: {MOMENT_FORMS}"
+        elif origin is list:
+            forms["list"] = 'lists: a,b or JSON \'["a", "b"]\''
+        elif origin is dict:
+            forms["dict"] = 'mappings: from=to,from2=to2 or JSON \'{"from": "to"}\''
+        for arg in typing.get_args(tp):
+            walk(arg)
+
+    walk(annotation)
+    return f" ({'; '.join(forms.values())})" if forms else ""
+
+
 def _option_value(adapter, value: Any) -> Any:
-    """An engine option's command-line text as its type: the text itself, else JSON, else a Python
-    literal ({'app.*': 'copy.*'}, as the help's examples are written), else for lists 'a,b' and
-    for mappings 'from=to,from2=to2'. Raises the first ValidationError when no reading fits."""
+    """An engine option's command-line text as its type: the text itself, else a date and time as
+    datetime.fromisoformat reads it ('2026-01-05 14:30:00+00'), else JSON, else a Python literal
+    ({'app.*': 'copy.*'}, as the help's examples are written), else for lists 'a,b' and for
+    mappings 'from=to,from2=to2'. Raises the first ValidationError when no reading fits."""
     import ast
 
     from pydantic import ValidationError
@@ -54,8 +87,9 @@ def _option_value(adapter, value: Any) -> Any:
     except ValidationError as first:
         readings: list[Any] = []
         if isinstance(value, str):
-            for read in (adapter.validate_json, lambda v: adapter.validate_python(ast.literal_eval(v))):
-                readings.append(read)
+            readings.append(lambda v: adapter.validate_python(read_moment(v)))
+            readings.append(adapter.validate_json)
+            readings.append(lambda v: adapter.validate_python(ast.literal_eval(v)))
             parts = [part.strip() for part in value.split(",") if part.strip()]
             if parts and all("=" in part for part in parts):
                 pairs = dict(part.split("=", 1) for part in parts)
@@ -96,8 +130,7 @@ def _restore(
             given[name] = _option_value(adapter, value)
         except ValidationError as exc:
             raise typer.BadParameter(
-                f"{value!r}: " + "; ".join(e["msg"] for e in exc.errors()) + " (lists: a,b or JSON "
-                '\'["a", "b"]\'; mappings: from=to,from2=to2 or JSON \'{"from": "to"}\')',
+                f"{value!r}: " + "; ".join(e["msg"] for e in exc.errors()) + _shape_hint(field.annotation),
                 param_hint=_flag(name),
             ) from None
     repo = repository_param(repository, repo_path)  # a missing directory is said before the flow's import
@@ -125,7 +158,7 @@ def _restore(
     for line in lines:  # paths and ids whole, never folded to the terminal's width
         out.print(line, markup=False, highlight=False, soft_wrap=True)
     for note in result.get("notes", []):
-        out.print(f"note: {note}")
+        out.print(f"note: {note}", markup=False, highlight=False)
 
 
 def restore_command():

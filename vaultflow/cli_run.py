@@ -21,6 +21,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import typer
@@ -42,8 +43,10 @@ API_TIMEOUT_S = 5.0
 TARGET_PARAMS = ("target",)
 REPOSITORY_PARAMS = ("repository", "source", "destination")
 
-out = Console()
-err_console = Console(stderr=True)
+# soft_wrap: a result, note or error line is one physical line whatever the width (a file, a
+# pipe, a narrow COLUMNS): rich would otherwise fold it at 80 columns where stdout is no terminal.
+out = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 SETTINGS = {"verbose": False}
 
 TargetOpt = typer.Option(
@@ -90,6 +93,30 @@ def repository_param(name: str | None, path: str | None, must_exist: bool = True
     if name:
         return name
     raise typer.BadParameter("give --repository NAME (a BackupRepository block) or --repo-path DIR")
+
+
+MOMENT_FORMS = "ISO 8601, e.g. '2026-01-05 14:30:00+00', 2026-01-05T14:30:00Z or 2026-01-05T14:30:00+01:00"
+
+
+def read_moment(text: str) -> datetime:
+    """A date and time as a person types it: whatever Python 3.11's datetime.fromisoformat reads
+    ('2026-01-05 14:30:00+00', '2026-01-05T14:30:00Z', '2026-01-05'); naive when no zone is
+    given. Raises ValueError naming the accepted forms (MOMENT_FORMS)."""
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date and time: give {MOMENT_FORMS}") from None
+
+
+def moment_option(text: str | None, flag: str) -> datetime | None:
+    """The value of a date-and-time CLI option `flag` (read_moment), None when not given; a text
+    that is not one is typer.BadParameter (exit 2) naming the flag and the accepted forms."""
+    if text is None:
+        return None
+    try:
+        return read_moment(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=flag) from None
 
 
 def one_line(text: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from vaultflow.cli import RepoOpt, RepoPathOpt, _one_line_errors, _print_table, app, console
-from vaultflow.cli_run import UsageError, repository_param
+from vaultflow.cli_run import UsageError, moment_option, repository_param
 from vaultflow.errors import ConfigError
 
 COLUMNS = (
@@ -35,8 +35,11 @@ COLUMNS = (
 def status(
     repository: str | None = RepoOpt,
     repo_path: str | None = RepoPathOpt,
-    as_of: datetime | None = typer.Option(
-        None, "--as-of", help="Judge the RPO at this moment (UTC, e.g. 2026-11-30T06:00:00) instead of now."
+    as_of: str | None = typer.Option(
+        None,
+        "--as-of",
+        help="Judge the RPO at this moment instead of now: ISO 8601, e.g. 2026-11-30T06:00:00 (no zone: UTC) "
+        "or '2026-11-30 06:00:00+01'.",
     ),
     chart: Path | None = typer.Option(
         None,
@@ -60,7 +63,7 @@ def status(
     from vaultflow.flows.status import saved_objectives
     from vaultflow.status import all_met, fleet_line, fleet_status, utc_moment
 
-    now = utc_moment(as_of)
+    now = utc_moment(moment_option(as_of, "--as-of"))
     if chart is not None:
         check_chart_file(chart)
     with _one_line_errors():

@@ -5,6 +5,13 @@ permanent failure that retrying cannot fix (wrong password, missing database, co
 """
 
 
+def clause(text: object) -> str:
+    """`text` (an exception, a server's or tool's message) ready to be followed by '. Next
+    sentence': surrounding blanks and trailing periods removed, so that a message that already
+    ends with '.' (redis-py's "Connection refused.") does not read "refused.. Check"."""
+    return str(text).strip().rstrip(".").rstrip()
+
+
 class VaultflowError(Exception):
     """Base of every error vaultflow raises on purpose."""
 

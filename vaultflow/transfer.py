@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vaultflow.chain import walk
-from vaultflow.errors import IntegrityError, NotFoundError, RefusedError
+from vaultflow.errors import IntegrityError, NotFoundError, RefusedError, clause
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import VerifyingReader
 from vaultflow.repository import MANIFEST, Catalog, Repository
@@ -138,7 +138,7 @@ def _committed_copy(destination: Repository, manifest: Manifest) -> Manifest | N
     except NotFoundError as exc:  # present but unreadable: do not overwrite what we cannot read
         raise RefusedError(
             f"{destination.description} holds an unreadable manifest for backup {manifest.id}: "
-            f"{exc}. Move it away to copy the backup again"
+            f"{clause(exc)}. Move it away to copy the backup again"
         ) from exc
 
 

@@ -45,7 +45,8 @@ def test_backup_kinds_drill_of_a_chosen_backup_and_one_target_checks(pg_with_pas
         bin_dir=str(pg.client_bin_dir),
     ).save("cli-kinds", overwrite=True)
     repo = tmp_path / "repo"
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    # A narrow width and stdout a pipe: every result and note line stays one physical line.
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "30"}
     with SecretWatch(password) as watch:
         argv = [*watch.python_argv("from vaultflow.entry import main; main()"), "-v", "backup", "-t", "cli-kinds"]
         full = subprocess.run(
@@ -67,20 +68,27 @@ def test_backup_kinds_drill_of_a_chosen_backup_and_one_target_checks(pg_with_pas
     first, second = backup_id(full.stdout), backup_id(incremental.stdout)
     assert "(full)" in full.stdout and "(full)" in incremental.stdout
     assert re.search(r"^note: a full backup instead of incremental: .+", incremental.stdout, re.M), incremental.stdout
+    for done in (full, incremental):
+        assert all(line.startswith(("backup ", "note: ")) for line in done.stdout.splitlines()), done.stdout
     assert_runs_keep_secret(password, "%cli-kinds%", repo)
 
-    differential = runner.invoke(app, ["backup", "-t", "cli-kinds", "--repo-path", str(repo), "-k", "differential"])
+    narrow = {"COLUMNS": "30"}
+    differential = runner.invoke(
+        app, ["backup", "-t", "cli-kinds", "--repo-path", str(repo), "-k", "differential"], env=narrow
+    )
     assert differential.exit_code == 0, differential.output
+    assert [line.split(" ", 1)[0] for line in differential.stdout.splitlines()] == ["backup", "note:"]
     assert "note: a full backup instead of differential" in differential.stdout
     assert differential.stderr == ""  # without -v the run's info lines stay on the API
 
-    drilled = runner.invoke(app, ["drill", "-t", "cli-kinds", "--repo-path", str(repo), "--backup", first])
+    drilled = runner.invoke(app, ["drill", "-t", "cli-kinds", "--repo-path", str(repo), "--backup", first], env=narrow)
     assert drilled.exit_code == 0, drilled.output
-    assert drilled.stdout.startswith(f"drill of {first}: ")
+    assert re.fullmatch(rf"drill of {first}: .+, restore [\d.]+ (ms|s)\n", drilled.stdout), drilled.stdout
     checked = runner.invoke(app, ["verify", "--repo-path", str(repo), "-t", "cli-kinds", "--quick"])
     assert checked.exit_code == 0 and "3 backups checked, 0 problems" in checked.stdout, checked.output
-    plan = runner.invoke(app, ["prune", "--repo-path", str(repo), "-t", "cli-kinds", "--dry-run"])
+    plan = runner.invoke(app, ["prune", "--repo-path", str(repo), "-t", "cli-kinds", "--dry-run"], env=narrow)
     assert plan.exit_code == 0 and plan.stdout.startswith("kept 3, would delete 0 backups"), plan.output
+    assert plan.stdout.count("\n") == 1 and plan.stdout.rstrip().endswith("oplog slices)"), plan.stdout
     restored = runner.invoke(
         app, ["restore", "-t", "cli-kinds", "--repo-path", str(repo), "-b", second, "--into", f"{db}_cli"]
     )
@@ -101,6 +109,20 @@ def test_archive_logs_from_the_command_line(archiving, tmp_path: Path):
     assert unset.exit_code == 1
     [line] = unset.stderr.splitlines()
     assert line.startswith("error: ") and "spool" in line and "Traceback" not in unset.output
+
+    # A mistyped or unmounted spool is no empty one: shipping nothing with no lag would hide
+    # archiving that has stopped.
+    missing = tmp_path / "missing-spool"
+    mistyped = runner.invoke(app, [*args, "--spool", str(missing)])
+    assert mistyped.exit_code == 1, mistyped.output
+    [line] = mistyped.stderr.splitlines()
+    assert f"WAL spool {missing} of cli-wal (its spool_dir (--spool)) does not exist" in line, line
+    assert "mounted" in line and mistyped.stdout == "" and not missing.exists()
+    PostgresTarget(
+        host=pg.host, port=pg.port, user=pg.user, mode="physical", physical_fingerprints=True, wal_spool=str(missing)
+    ).save("cli-wal-missing", overwrite=True)
+    configured = runner.invoke(app, ["archive-logs", "-t", "cli-wal-missing", "--repo-path", str(repo)])
+    assert configured.exit_code == 1 and "(its wal_spool) does not exist" in configured.stderr, configured.output
 
     assert runner.invoke(app, [*args, "--spool", str(archiving.spool)]).exit_code == 0  # earlier tests' segments
     names = archiving.make_segments(2)

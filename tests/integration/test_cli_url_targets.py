@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from tests.fixtures.secret_watch import SecretWatch, assert_runs_keep_secret
 from vaultflow.cli import app
+from vaultflow.errors import AuthenticationError, ConfigError
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 
@@ -124,3 +125,26 @@ def test_redis_and_mongodb_urls(redis_with_password, mongo_with_password, tmp_pa
 )
 def test_url_mistakes_are_usage_errors(url: str, says: str):
     assert says in one_error(runner.invoke(app, ["backup", "-t", url, "--repo-path", "r"]), 2)
+
+
+def test_a_user_without_a_password_is_one_clear_error(mongo_with_password, redis_acl, tmp_path: Path):
+    """A username and no password: MongoDB (SCRAM) says which password to set, from a URL and
+    from a block (pymongo used to fail with 'IndexError: string index out of range'); a Redis ACL
+    user may be `nopass`, so the server's refusal is the error, naming the user."""
+    from vaultflow.blocks import MongoTarget, RedisTarget
+
+    mongo, redis = mongo_with_password, redis_acl
+    url = f"mongodb://{mongo.username}@{mongo.host}:{mongo.port}/db"
+    line = one_error(runner.invoke(app, ["backup", "-t", url, "--repo-path", str(tmp_path / "m")], env=NO_PASSWORDS), 1)
+    assert f"no password for MongoDB user {mongo.username!r}" in line and "VAULTFLOW_PASSWORD" in line, line
+    assert "IndexError" not in line
+    block = MongoTarget(host=mongo.host, port=mongo.port, username=mongo.username)
+    with pytest.raises(ConfigError, match="no password for MongoDB user .*the MongoTarget's password"):
+        block.engine().check()
+
+    url = f"redis://{redis.username}@{redis.host}:{redis.port}"
+    line = one_error(runner.invoke(app, ["backup", "-t", url, "--repo-path", str(tmp_path / "r")], env=NO_PASSWORDS), 1)
+    assert redis.username in line and "username/password" in line, line
+    assert "IndexError" not in line and "Traceback" not in line
+    with pytest.raises(AuthenticationError, match=redis.username):
+        RedisTarget(host=redis.host, port=redis.port, username=redis.username).engine().check()

@@ -319,22 +319,39 @@ def test_drill_compares_a_scratch_cluster_and_removes_it(
     assert list(work.iterdir()) == []
 
 
-@pytest.mark.parametrize("evil", ["../escaped", "/tmp/vf-absolute-escape", "link-out"])
-def test_restore_refuses_paths_that_escape(scratch: Path, evil: str) -> None:
-    """A hostile (or broken) tar cannot write outside the destination: tarfile's data filter."""
+@pytest.mark.parametrize("has_data_filter", [True, False], ids=["tarfile-filter", "own-checks"])
+@pytest.mark.parametrize(
+    "evil", ["../escaped", "pg_wal/../../escaped", "/tmp/vf-absolute-escape", "link-out", "hardlink-out", "device"]
+)
+def test_restore_refuses_paths_that_escape(
+    scratch: Path, evil: str, has_data_filter: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile (or broken) tar cannot write outside the destination: tarfile's data filter, or
+    on Python 3.11.0-3.11.3 (no tarfile.data_filter, no extract(filter=)) the same checks of
+    safe_extract, forced here by its feature probe."""
     import io
     import tarfile
     from datetime import UTC, datetime
 
+    from vaultflow.engines.postgres import safe_extract
     from vaultflow.manifest import BackupKind, StoredObject
     from vaultflow.pipeline import compress_into_store
 
+    if not has_data_filter:
+        monkeypatch.setattr(safe_extract, "HAS_DATA_FILTER", False)
+        monkeypatch.delattr(tarfile, "data_filter")  # as on 3.11.2: the fallback must not need it
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         for name, data in (("PG_VERSION", b"18\n"), (evil, b"owned")):
             info = tarfile.TarInfo(name)
             if name == "link-out":
                 info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            elif name == "hardlink-out":
+                info.type, info.linkname = tarfile.LNKTYPE, "../../../etc/passwd"
+                tar.addfile(info)
+            elif name == "device":
+                info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3  # /dev/null's numbers
                 tar.addfile(info)
             else:
                 info.size = len(data)

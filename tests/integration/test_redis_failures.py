@@ -114,6 +114,7 @@ def test_unreachable_server_is_transient(tmp_path: Path):
     assert time.monotonic() - started < 60, "a hang, not a refusal"  # the flow retries, not the engine
     assert is_transient(info.value)
     assert f"127.0.0.1:{port}" in str(info.value)
+    assert "refused. Check host" in str(info.value) and ".." not in str(info.value)  # redis-py's text ends in '.'
     assert repo_files(tmp_path / "repo") == []
 
 
@@ -167,6 +168,21 @@ def test_unreadable_data_dir_is_config_error_naming_it(fresh_redis, tmp_path: Pa
     assert outcome["error"] == ConfigError.__name__, outcome
     assert str(secret_dir) in outcome["message"]
     assert "redis user" in outcome["message"]
+    with server.client() as conn:  # refused before asking the server to save anything
+        assert conn.info("persistence")["rdb_saves"] == 0
+
+
+def test_missing_data_dir_is_config_error_naming_it_and_the_setting(fresh_redis, tmp_path: Path):
+    """A mistyped data_dir, or a volume not mounted, is said as that: not 'cannot read'."""
+    server = fresh_redis(name="nodir", settings={"appendonly": "no"})
+    missing = tmp_path / "not-mounted"
+    with pytest.raises(ConfigError) as info:
+        RedisEngine(config_for(server, "nodir", data_dir=str(missing))).full_backup(
+            ctx(Repository(LocalStore(tmp_path / "repo")))
+        )
+    message = str(info.value)
+    assert f"{missing} of nodir (its data_dir) does not exist" in message and "mounted" in message, message
+    assert repo_files(tmp_path / "repo") == []
     with server.client() as conn:  # refused before asking the server to save anything
         assert conn.info("persistence")["rdb_saves"] == 0
 

@@ -17,7 +17,7 @@ from pymongo import MongoClient
 from pymongo import errors as mongo_errors
 
 from vaultflow.engines.mongodb.settings import SYSTEM_DATABASES, MongoSettings, namespace_matches
-from vaultflow.errors import AuthenticationError, ServerUnavailableError, TransientError, VaultflowError
+from vaultflow.errors import AuthenticationError, ConfigError, ServerUnavailableError, TransientError, VaultflowError
 
 RAW = CodecOptions(document_class=RawBSONDocument)  # documents as the server sent them, undecoded
 OPLOG_NS = ("local", "oplog.rs")
@@ -39,7 +39,15 @@ AUTH_CODES = {18: "AuthenticationFailed", 13: "Unauthorized"}
 
 def client_for(settings: MongoSettings, *, codec_options: CodecOptions | None = None) -> MongoClient:
     """A MongoClient for the target, not yet connected (pymongo connects lazily). `directConnection`
-    for one host so a single member answers even when its replica set names other hosts."""
+    for one host so a single member answers even when its replica set names other hosts. Raises
+    ConfigError for a username without a password (SCRAM needs one; pymongo would fail later
+    with an IndexError)."""
+    if settings.username and not settings.password:
+        raise ConfigError(
+            f"no password for MongoDB user {settings.username!r} at {settings.where}: set VAULTFLOW_PASSWORD "
+            "(a mongodb:// URL target) or the MongoTarget's password; a server without authentication "
+            "needs no username"
+        )
     kwargs: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from vaultflow.compare import TableComparison
 from vaultflow.engines.postgres.consistency import DatabaseProperties
-from vaultflow.errors import ConfigError
+from vaultflow.errors import ConfigError, clause
 
 PROVIDERS = {"c": "libc", "i": "icu", "b": "builtin"}
 # Settings whose value is a list of names, split and quoted element by element (as pg_dump's
@@ -111,7 +111,7 @@ def create_database(conn: psycopg.Connection, name: str, props: DatabaseProperti
         )
         raise ConfigError(
             f"cannot create database {name!r} for the restore of {source!r} with {what}: "
-            f"{str(exc).strip()}. The server needs the same locale support as the one backed up "
+            f"{clause(exc)}. The server needs the same locale support as the one backed up "
             "(install the locale or ICU there), or restore into a server that has it"
         ) from exc
 
@@ -179,7 +179,7 @@ def apply_settings(conn: psycopg.Connection, name: str, props: DatabasePropertie
             whose = f" of role {role!r}" if role else ""
             raise ConfigError(
                 f"cannot apply setting {item!r}{whose} to restored database {name!r}: "
-                f"{str(exc).strip()}. Restore as a superuser (or with no_privileges, which "
+                f"{clause(exc)}. Restore as a superuser (or with no_privileges, which "
                 "leaves out role-specific settings)"
             ) from exc
 
@@ -202,7 +202,7 @@ def apply_identity(
     except psycopg.Error as exc:
         raise ConfigError(
             f"cannot give restored database {name!r} the owner {props.owner!r} or privileges "
-            f"{props.acl} it had: {str(exc).strip()}. Create the roles first (the backup's "
+            f"{props.acl} it had: {clause(exc)}. Create the roles first (the backup's "
             "globals.sql), or restore with no_owner / no_privileges"
         ) from exc
 

@@ -25,7 +25,8 @@ from vaultflow.engines.postgres.cluster import AUTO_CONF, set_auto_conf
 from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.engines.postgres.filestate import FILELIST_OBJECT, FILES_OBJECT, FileState, load_state
 from vaultflow.engines.postgres.physical import RESTORED_SETTINGS
-from vaultflow.engines.postgres.physical_restore import complete_config, data_dir_filter, drain, restore_physical
+from vaultflow.engines.postgres.physical_restore import complete_config, drain, restore_physical
+from vaultflow.engines.postgres.safe_extract import extract_member
 from vaultflow.errors import ChainBrokenError, IntegrityError, NotFoundError, ToolError
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import open_verified
@@ -75,7 +76,7 @@ def _overlay(ctx: BackupContext, link: Manifest, data_dir: Path) -> set[str]:
         try:
             with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_SIZE, errorlevel=2) as tar:
                 while (member := tar.next()) is not None:
-                    tar.extract(member, data_dir, set_attrs=True, filter=data_dir_filter)
+                    extract_member(tar, member, data_dir)
                     names.add(member.name.rstrip("/"))
                     tar.members.clear()  # type: ignore[attr-defined]  # TarFile.members: not in typeshed
         except tarfile.TarError as exc:

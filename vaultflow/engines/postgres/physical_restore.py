@@ -1,7 +1,7 @@
 """Restoring a physical backup's tar into a new data directory.
 
 base.tar.zst -> sha256 check -> zstd -> streaming tar extraction (tarfile "r|" with a
-data-dir filter: no absolute paths, no `..`, no links out, no devices) into an empty
+data-dir filter, safe_extract: no absolute paths, no `..`, no links out, no devices) into an empty
 directory, then postgresql.auto.conf gets archive_mode=off so that a restored copy can never
 archive into the production WAL archive. Starting it replays the fetched WAL up to the end
 of the backup (backup_label is in the tar); see pg_recovery.start_restored_cluster.
@@ -17,6 +17,7 @@ from pathlib import Path
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.cluster import set_auto_conf
 from vaultflow.engines.postgres.physical import BASE_OBJECT, RESTORED_SETTINGS
+from vaultflow.engines.postgres.safe_extract import extract_member
 from vaultflow.errors import IntegrityError, RefusedError, ToolError
 from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
@@ -24,21 +25,11 @@ from vaultflow.pipeline import open_verified
 from vaultflow.stores.base import CHUNK_SIZE
 
 
-def data_dir_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    """tarfile's "data" filter (no absolute paths, `..`, links out, devices), then private modes."""
-    member = tarfile.data_filter(member, dest)
-    if member.isdir():
-        return member.replace(mode=0o700, deep=False)
-    if member.isreg():
-        return member.replace(mode=0o600, deep=False)
-    return member
-
-
 def _extract(reader, dest: Path) -> None:
     """Member by member from a stream; the member list is dropped as we go (bounded memory)."""
     with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_SIZE, errorlevel=2) as tar:
         while (member := tar.next()) is not None:
-            tar.extract(member, dest, set_attrs=True, filter=data_dir_filter)
+            extract_member(tar, member, dest)
             tar.members.clear()  # type: ignore[attr-defined]  # TarFile.members: not in typeshed
 
 

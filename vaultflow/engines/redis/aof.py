@@ -55,7 +55,7 @@ from vaultflow.engines.redis.client import classify_error, connect, fingerprint_
 from vaultflow.engines.redis.consistency import AofPiece, RedisAofConsistency
 from vaultflow.engines.redis.rdb import start_replica_scratch
 from vaultflow.engines.redis.settings import RedisSettings
-from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, RefusedError
+from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, RefusedError, clause
 from vaultflow.manifest import BackupKind, BackupMode, Manifest, new_backup_id
 from vaultflow.pipeline import compress_into_store, write_verified
 from vaultflow.proc import forget, mkdtemp, remove
@@ -123,7 +123,7 @@ def _server_errors(config: RedisSettings) -> Iterator[None]:
         if not str(exc.filename or "").startswith(str(config.data_dir)):
             raise
         raise ConfigError(
-            f"reading the AOF of {config.where} under {config.data_dir} failed: {exc}. Can the "
+            f"reading the AOF of {config.where} under {config.data_dir} failed: {clause(exc)}. Can the "
             "worker read the data directory (run it as the redis user or in its group)?"
         ) from exc
 

@@ -14,7 +14,14 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from vaultflow.engines.redis.settings import RedisSettings
-from vaultflow.errors import AuthenticationError, ConfigError, ServerUnavailableError, TransientError, VaultflowError
+from vaultflow.errors import (
+    AuthenticationError,
+    ConfigError,
+    ServerUnavailableError,
+    TransientError,
+    VaultflowError,
+    clause,
+)
 from vaultflow.manifest import Fingerprint
 
 KEYSPACE = "keyspace"  # the fingerprints entry for the whole dataset (DEBUG DIGEST)
@@ -63,7 +70,7 @@ def classify_error(exc: Exception, config: RedisSettings) -> VaultflowError:
         return TransientError(f"Redis at {config.where} is still loading its data; retry later ({text})")
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
         return ServerUnavailableError(
-            f"cannot reach Redis at {config.where}: {text}. Check host, port, tls and that the server is running"
+            f"cannot reach Redis at {config.where}: {clause(text)}. Check host, port, tls and that the server is running"
         )
     if isinstance(exc, redis.exceptions.NoPermissionError) or "NOPERM" in text or "no permissions" in text:
         who = f"user {config.username!r}" if config.username else "the default user"
@@ -136,6 +143,12 @@ def require_local(config: RedisSettings, what: str) -> Path:
             f"RedisTarget {config.name} (and run the worker on the Redis host)"
         )
     path = Path(config.data_dir)
+    if not path.is_dir():
+        raise ConfigError(
+            f"the Redis data directory {path} of {config.name} (its data_dir) does not exist or is not a "
+            "directory on this worker: set data_dir to the server's `dir` (CONFIG GET dir), check that its "
+            "volume is mounted, and run the worker on the Redis host"
+        )
     if not os.access(path, os.R_OK | os.X_OK):
         raise ConfigError(
             f"the worker cannot read the Redis data directory {path} of {config.name}: run "

@@ -41,7 +41,7 @@ from vaultflow.engines.redis.rdb import RdbTee, bgsave_and_wait
 from vaultflow.engines.redis.restore import restore_redis
 from vaultflow.engines.redis.server import find_binary
 from vaultflow.engines.redis.settings import RedisRestoreOptions, RedisSettings
-from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError
+from vaultflow.errors import ChainBrokenError, ConfigError, ServerUnavailableError, ToolError, VaultflowError, clause
 from vaultflow.manifest import BackupKind, BackupMode, Manifest
 from vaultflow.pipeline import compress_into_store, dump_into_store
 from vaultflow.summary import human_size
@@ -211,7 +211,7 @@ class RedisEngine:
             handle = open(path, "rb")  # an open handle survives the next BGSAVE's rename
         except OSError as exc:
             raise ConfigError(
-                f"cannot read {path} (the RDB BGSAVE wrote on {self.config.where}): {exc}. "
+                f"cannot read {path} (the RDB BGSAVE wrote on {self.config.where}): {clause(exc)}. "
                 "Is data_dir the server's `dir`, and can the worker read it?"
             ) from exc
         with handle:

@@ -10,6 +10,7 @@ restore_command fast paths (wal.cli) do not go through this module.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -94,15 +95,32 @@ class WalArchive:
         self.target = target
         self.settings = settings
         self.spool_dir = spool_dir or getattr(settings, "wal_spool", None)
+        self._spool_given = bool(spool_dir)
         self.segment_size = segment_size
 
     def __repr__(self) -> str:
         return f"WalArchive({wal_prefix(self.target)!r}, spool={self.spool_dir!r})"
 
     def _spool(self) -> Path:
+        """The spool directory; ConfigError when none is set, or when it is missing, not a
+        directory or not readable here: an empty-looking spool would report nothing to ship and
+        no lag while a mistyped path or an unmounted volume hides archiving that has stopped."""
         if not self.spool_dir:
             raise ConfigError(f"{self.target} has no wal_spool: {SPOOL_HOW_TO}")
-        return Path(self.spool_dir)
+        path = Path(self.spool_dir)
+        setting = "spool_dir (--spool)" if self._spool_given else "wal_spool"
+        if not path.is_dir():
+            raise ConfigError(
+                f"WAL spool {path} of {self.target} (its {setting}) does not exist or is not a directory: check the "
+                "path and that its volume is mounted; it must be the --spool of archive_command "
+                "(vaultflow wal-push %p --spool DIR), which creates it on its first WAL file"
+            )
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ConfigError(
+                f"WAL spool {path} of {self.target} (its {setting}) cannot be read by this process (uid "
+                f"{os.geteuid()}): run archive-logs as the user archive_command runs as, or give it read access"
+            )
+        return path
 
     # -- shipping ------------------------------------------------------------------------------
     def ship(self) -> ShipReport:
