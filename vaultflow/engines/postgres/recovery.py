@@ -48,7 +48,7 @@ from vaultflow.engines.postgres.wal import (
     wal_gaps,
 )
 from vaultflow.engines.postgres.wal.timelines import archive_end
-from vaultflow.errors import ConfigError, NotFoundError, RefusedError, ToolError, VaultflowError
+from vaultflow.errors import ConfigError, NotFoundError, RefusedError, ToolError, VaultflowError, clause
 from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
 from vaultflow.ports import free_port
@@ -349,7 +349,7 @@ def _fetch_failure(log_file: Path, exc: ToolError) -> ToolError:
     if line is None:
         return exc
     message = line[line.index("vaultflow wal-fetch: error") :].strip()
-    return ToolError(f"restore_command failed, recovery aborted: {message}. Server said: {exc}")
+    return ToolError(f"restore_command failed, recovery aborted: {clause(message)}. Server said: {exc}")
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
