@@ -74,7 +74,9 @@ def running_demo_servers(workdir: Path) -> Iterator[DemoServers]:
 
     spool_parent = Path(tempfile.mkdtemp(prefix="vaultflow-demo-wal-", dir="/tmp"))
     give_to_service_user(spool_parent)
-    spool = spool_parent / "spool"  # wal-push creates it (0700) on the first segment
+    spool = spool_parent / "spool"  # made now, as wal-push would (0700): archive-logs refuses a missing spool
+    spool.mkdir(mode=0o700)
+    give_to_service_user(spool)
     clickhouse = workdir / "clickhouse"
     settings = {
         "archive_mode": "on",
