@@ -46,6 +46,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
 
 
+EVENTS_DRAIN_S = 120.0  # seconds the harness's exit waits for queued events
+
+
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     """One Prefect test harness (a temporary API + database) for the whole session, its database
@@ -55,6 +58,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     import warnings
 
     import prefect.testing.utilities as harness
+    from prefect.events.worker import EventsWorker
     from prefect.settings import (
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
         PREFECT_SERVER_DATABASE_CONNECTION_URL,
@@ -75,6 +79,17 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
     ):
         patch.setattr(harness, "mkdtemp", premigrated_dir)
+        # The harness drains the events worker at exit with no time limit: on a machine so loaded
+        # that the events socket keeps failing, a worker's teardown waited past pytest's timeout.
+        # Events still queued after EVENTS_DRAIN_S are dropped with the temporary server.
+        drain_all = EventsWorker.drain_all
+        patch.setattr(
+            EventsWorker,
+            "drain_all",
+            lambda timeout=None, at_exit=True: drain_all(
+                timeout=EVENTS_DRAIN_S if timeout is None else timeout, at_exit=at_exit
+            ),
+        )
         with harness.prefect_test_harness(server_startup_timeout=120):
             if not str(PREFECT_SERVER_DATABASE_CONNECTION_URL.value()).endswith("/prefect-test.db"):
                 warnings.warn(
