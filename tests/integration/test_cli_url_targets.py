@@ -47,18 +47,23 @@ def test_postgres_url_with_password_from_the_environment_or_pgpass(pg_with_passw
             app, ["backup", "-t", url, "--repo-path", str(repo)], env={**no_pgpass, "PGPASSWORD": password}
         )
         assert done.exit_code == 0, done.output
+        # The passfile holds the session server's password on purpose: removed at once, so the
+        # secret scans of other tests on this worker (files written during the run) do not find it.
         pgpass = tmp_path / "pgpass"
         pgpass.write_text(f"# comment\nother:1:*:*:wrong\n{pg.host}:{pg.port}:*:{pg.user}:{password}\n")
-        pgpass.chmod(0o644)
-        loose = runner.invoke(
-            app, ["backup", "-t", url, "--repo-path", str(repo)], env={**NO_PASSWORDS, "PGPASSFILE": str(pgpass)}
-        )
-        assert "readable by group or others: chmod 0600" in one_error(loose, 2)
-        pgpass.chmod(0o600)
-        again = runner.invoke(
-            app, ["backup", "-t", url, "--repo-path", str(repo)], env={**NO_PASSWORDS, "PGPASSFILE": str(pgpass)}
-        )
-        assert again.exit_code == 0, again.output
+        try:
+            pgpass.chmod(0o644)
+            loose = runner.invoke(
+                app, ["backup", "-t", url, "--repo-path", str(repo)], env={**NO_PASSWORDS, "PGPASSFILE": str(pgpass)}
+            )
+            assert "readable by group or others: chmod 0600" in one_error(loose, 2)
+            pgpass.chmod(0o600)
+            again = runner.invoke(
+                app, ["backup", "-t", url, "--repo-path", str(repo)], env={**NO_PASSWORDS, "PGPASSFILE": str(pgpass)}
+            )
+            assert again.exit_code == 0, again.output
+        finally:
+            pgpass.unlink()
         restored = runner.invoke(
             app,
             ["restore", "-t", url, "--repo-path", str(repo), "--into", f"{db}_url"],
