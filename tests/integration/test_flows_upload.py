@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.events.worker import EventsWorker
 
 from tests.corpus.oracle import assert_pg_restored
 from tests.integration.test_flows_s3 import s3_block
@@ -61,6 +62,7 @@ def test_upload_local_to_s3_and_restore_the_copy(target, s3_server, s3_bucket, p
     local_dir = tmp_path / "local/postgres" / target.name / "backups" / backup["backup_id"]
     manifest = s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "manifest.json")["Body"].read()
     assert json.loads(manifest) == json.loads((local_dir / "manifest.json").read_bytes())
+    EventsWorker.drain_all(timeout=120)  # task runs reach the API as events, in the background
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
