@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from vaultflow.engines.base import (
@@ -359,7 +360,7 @@ class PostgresEngine:
                     "restoring a physical backup needs `into`: an empty directory for the new "
                     "data directory, on this worker's host"
                 )
-            catalog = ctx.repository.catalog(self.name, self.config.name)
+            catalog = partial(ctx.repository.catalog, self.name, self.config.name)
             base, note = base_for_point(catalog, manifest, target)
             result = self.recover(ctx, base, Path(into), target)
             if note:

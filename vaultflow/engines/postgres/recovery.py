@@ -13,7 +13,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -213,11 +213,13 @@ class RecoveryTarget:
         return self.time is None and self.lsn is None and self.name is None and self.timeline is None
 
 
-def base_for_point(catalog, manifest: Manifest, target: RecoveryTarget) -> tuple[Manifest, str | None]:
+def base_for_point(
+    load_catalog: Callable[[], Any], manifest: Manifest, target: RecoveryTarget
+) -> tuple[Manifest, str | None]:
     """The physical backup a point-in-time recovery to `target` starts from, and a note when it
     is not `manifest`: `manifest` itself when its consistent point is at or before the point,
-    else the newest physical backup of `catalog` (the target's Catalog; incrementals count, less
-    WAL to replay) whose point is. A backup's point is its stop LSN (to_lsn), or the time it
+    else the newest physical backup of the target's Catalog (`load_catalog()`, read only then:
+    it reads every manifest of the target; incrementals count, less WAL to replay) whose point is. A backup's point is its stop LSN (to_lsn), or the time it
     finished (to_time: at or after its stop, so a backup that ended after the point is never
     taken: its files already hold changes made after it, and recovery could not go back).
 
@@ -259,7 +261,7 @@ def base_for_point(catalog, manifest: Manifest, target: RecoveryTarget) -> tuple
 
     if fits(manifest):
         return manifest, None
-    physical = [m for m in catalog.manifests if isinstance(m.consistency, PostgresPhysicalConsistency)]
+    physical = [m for m in load_catalog().manifests if isinstance(m.consistency, PostgresPhysicalConsistency)]
     candidates = [m for m in physical if fits(m)]
     if not candidates:
         oldest = min(physical, key=point, default=manifest)
