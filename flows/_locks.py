@@ -18,12 +18,11 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-import httpx
 from prefect import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.runtime import deployment
 
 from vaultflow.errors import LockHeldError, TransientError
@@ -32,6 +31,7 @@ from vaultflow.locks import HeldLock
 from vaultflow.manifest import Manifest
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.summary import human_duration
+from vaultflow.tasks.common import api_unavailable
 
 WRITERS = frozenset({"backup", "prune"})  # purposes that take the Prefect limit too
 
@@ -63,11 +63,9 @@ BUSY_PAUSES_S = (5.0, 15.0)
 
 
 def _busy(exc: BaseException) -> bool:
-    """An API that did not answer the slot request (refused, timed out, 429 or 5xx), as opposed
-    to one that answered no."""
-    if isinstance(exc, PrefectHTTPStatusError):
-        return exc.response.status_code == 429 or exc.response.status_code >= 500
-    return isinstance(exc, (ConcurrencySlotAcquisitionError, httpx.TransportError))
+    """An API that did not answer the slot request (refused, timed out, 429 or 5xx:
+    api_unavailable, or a slot acquisition that gave up on it), as opposed to one that answered no."""
+    return isinstance(exc, ConcurrencySlotAcquisitionError) or api_unavailable(exc)
 
 
 def take_slot(stack: ExitStack, name: str, wait_s: float) -> None:

@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
 from vaultflow.alerts import DRILL_FAILED
-from vaultflow.flows._support import artifact_key, emit_target_event, load_target
+from vaultflow.flows._support import artifact_key, emit_target_event, load_target, unless_api_down
 from vaultflow.manifest import Manifest
 from vaultflow.summary import RunSummary, failed_summary, one_line
 
@@ -34,8 +34,16 @@ def summary_key(flow: str, engine: str | None = None, target: str | None = None)
 
 def publish_summary(key: str, summary: RunSummary) -> None:
     """`summary` as a markdown artifact keyed `key` (listed on the Artifacts page, its history
-    one key); its description is the summary's line, cut at Prefect's 500 characters."""
-    create_markdown_artifact(summary.markdown(), key=key, description=summary.line[:500])
+    one key); its description is the summary's line, cut at Prefect's 500 characters. A Prefect
+    API that does not answer costs a warning, not the run (unless_api_down): the run still ends
+    with the summary's line as its state message."""
+    unless_api_down(
+        f"summary artifact {key} not published",
+        create_markdown_artifact,
+        summary.markdown(),
+        key=key,
+        description=summary.line[:500],
+    )
 
 
 def finish_run(key: str, summary: RunSummary, result: Any) -> State:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Union
 
@@ -34,6 +34,7 @@ from vaultflow.keys import artifact_slug
 from vaultflow.manifest import Lineage, Manifest, parse_backup_id
 from vaultflow.repository import Repository
 from vaultflow.summary import human_duration, human_size, one_line
+from vaultflow.tasks.common import api_unavailable
 
 # A target block of any registered kind (blocks.registry), or its name: 'postgres-target/prod', or
 # just 'prod' when one kind alone has a block of that name.
@@ -234,6 +235,29 @@ def emit_target_event(event: str, engine: str, target: str, payload: dict, manif
 
 # -- artifacts ----------------------------------------------------------------------------
 
+# What unless_api_down returns when the Prefect API did not answer the call.
+NOT_ANSWERED: Any = object()
+
+
+def _why(exc: BaseException) -> str:
+    """`exc` as '<Error>: <message>' on one line, at most 300 characters (a warning's reason)."""
+    return one_line(f"{type(exc).__name__}: {exc}")[:300]
+
+
+def unless_api_down(what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`call(*args, **kwargs)` (an artifact's creation or update: the run's reporting) and its
+    result; when the Prefect API did not answer it (api_unavailable: timeout, refused, 429 or
+    5xx), one warning '<what>: the Prefect API did not answer (<error>)' and NOT_ANSWERED
+    instead, so that reporting never fails (and a deployment retry never repeats) work that is
+    done. Any other error, a 4xx answer among them, is raised."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as exc:
+        if not api_unavailable(exc):
+            raise
+        get_run_logger().warning(f"{what}: the Prefect API did not answer ({_why(exc)})")
+        return NOT_ANSWERED
+
 
 def artifact_key(*parts: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only: each part as its
@@ -245,15 +269,21 @@ def artifact_key(*parts: str) -> str:
 def publish_per_target(kind: str, rows: list[dict], targets: list[tuple[str, str]], description: str) -> None:
     """`rows` (each with "target": "<engine>/<name>") as one table artifact per target, keyed
     '<kind>-<engine>-<target>': a target's history stays one key however many targets a run
-    covers or a repository gains. A run over no targets publishes one empty table keyed `kind`."""
+    covers or a repository gains. A run over no targets publishes one empty table keyed `kind`.
+    An API that does not answer costs a warning per table, not the run (unless_api_down)."""
     for engine, name in targets:
-        create_table_artifact(
+        key = artifact_key(kind, engine, name)
+        unless_api_down(
+            f"table artifact {key} not published",
+            create_table_artifact,
             [row for row in rows if row["target"] == f"{engine}/{name}"],
-            key=artifact_key(kind, engine, name),
+            key=key,
             description=f"{description}: {engine}/{name}",
         )
     if not targets:
-        create_table_artifact([], key=kind, description=description)
+        unless_api_down(
+            f"table artifact {kind} not published", create_table_artifact, [], key=kind, description=description
+        )
 
 
 def publish_catalog(repository: Repository, engine: str, target: str) -> None:
@@ -261,11 +291,15 @@ def publish_catalog(repository: Repository, engine: str, target: str) -> None:
     (vaultflow.catalog_view): per backup its age, whether its chain restores, its last verify and
     last drill side by side with short run links; the newest restorable backup in its
     description. A table, not a markdown page: Prefect's UI renders string cells as markdown
-    (docs/architecture.md, "The catalog artifact")."""
+    (docs/architecture.md, "The catalog artifact"). An API that does not answer costs a
+    warning, not the run (unless_api_down)."""
     view = catalog_view(repository.catalog(engine, target), repository.last_checks(engine, target))
-    create_table_artifact(
+    key = artifact_key("catalog", engine, target)
+    unless_api_down(
+        f"catalog artifact {key} not published",
+        create_table_artifact,
         view.rows,
-        key=artifact_key("catalog", engine, target),
+        key=key,
         description=f"Catalog of {engine}/{target} in {repository.description}. {view.headline}",
     )
 
@@ -288,6 +322,9 @@ def record_check(repository: Repository, manifest: Manifest, kind: str, ok: bool
     )
 
 
+PROGRESS_NOT_UPDATED = "progress artifact not updated"
+
+
 class ProgressReporter:
     """Live progress of a run's transfers: the engine's progress callback (object name, bytes
     done, bytes expected) -> a Prefect progress artifact on the run's page (and a terminal bar
@@ -298,11 +335,15 @@ class ProgressReporter:
     stays where it was and the description says '<title>: FAILED at <object> (<bytes>): <reason>',
     so a failed run's progress never claims done. Unkeyed on purpose: it is the run's live view
     (its Artifacts tab); what stays on the Artifacts page is the run's keyed summary
-    (flows._report; docs/architecture.md, "Run summaries")."""
+    (flows._report; docs/architecture.md, "Run summaries").
+
+    A Prefect API that does not answer (api_unavailable) costs the run its progress artifact, not
+    its transfer: one warning, and the artifact is left alone for the rest of the run."""
 
     def __init__(self, title: str, min_interval: float = 2.0):
         self._title = title
-        self._artifact = create_progress_artifact(0.0, description=title)
+        created = unless_api_down(PROGRESS_NOT_UPDATED, create_progress_artifact, 0.0, description=title)
+        self._artifact = None if created is NOT_ANSWERED else created  # None: left alone from now on
         self._last = 0.0
         self._interval = min_interval
         self._started = time.monotonic()
@@ -328,25 +369,32 @@ class ProgressReporter:
         if now - self._last >= self._interval and expected:
             self._last = now
             self._percent = min(99.0, 100.0 * done / expected)
-            update_progress_artifact(
-                self._artifact, self._percent, description=f"{self._title}: {name} {human_size(done)}"
-            )
+            self._update(self._percent, f"{self._title}: {name} {human_size(done)}")
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if self._bar is not None:
             self._bar.stop()
         if exc is None:
             moved = f"{human_size(sum(self._done.values()))} in {human_duration(time.monotonic() - self._started)}"
-            update_progress_artifact(self._artifact, 100.0, description=f"{self._title}: done, {moved}")
+            self._update(100.0, f"{self._title}: done, {moved}")
             return
         where = f" at {self._current[0]} ({human_size(self._current[1])})" if self._current else ""
         reason = one_line(f"{type(exc).__name__}: {exc}")[:300]
         try:
-            update_progress_artifact(
-                self._artifact, self._percent, description=f"{self._title}: FAILED{where}: {reason}"
-            )
+            self._update(self._percent, f"{self._title}: FAILED{where}: {reason}")
         except Exception as report_exc:  # noqa: BLE001 - the run's own error comes first
             get_run_logger().warning(f"could not mark the progress artifact failed: {report_exc}")
+
+    def _update(self, percent: float, description: str) -> None:
+        """Set the artifact, unless the API did not answer once already: a slow API is waited
+        for once a run, and warned about once."""
+        if self._artifact is None:
+            return
+        sent = unless_api_down(
+            PROGRESS_NOT_UPDATED, update_progress_artifact, self._artifact, percent, description=description
+        )
+        if sent is NOT_ANSWERED:
+            self._artifact = None
 
 
 # -- retries -------------------------------------------------------------------------------
@@ -357,24 +405,46 @@ def fail_fast_on_permanent_errors() -> Iterator[None]:
     """Deployments retry failed flow runs; a wrong password or a corrupt object must not be.
 
     On a permanent error we set this run's remaining retries to zero before re-raising, so
-    the server's retry rule lets the run fail at once. A transient error is logged with what
-    happens next: the flow run tries again (in how long, which retry of how many) or has no
-    retries left.
+    the server's retry rule lets the run fail at once. A transient error (is_transient, or a
+    Prefect API that did not answer: api_unavailable) is logged with what happens next: the flow
+    run tries again (in how long, which retry of how many) or has no retries left.
+
+    Both ask the Prefect API, which may not answer either: then one warning says so and the run
+    fails with its own exception all the same, never with the API's.
     """
     try:
         yield
     except Exception as exc:
-        if not is_transient(exc) and flow_run.id:
-            get_run_logger().error(f"{type(exc).__name__}: {exc} (not retried)")
-            with get_client(sync_client=True) as client:
-                policy = client.read_flow_run(flow_run.id).empirical_policy
-                client.update_flow_run(
-                    flow_run.id,
-                    empirical_policy=FlowRunPolicy(**{**policy.model_dump(), "retries": 0, "max_retries": 0}),
-                )
-        elif flow_run.id:
-            get_run_logger().warning(f"{type(exc).__name__}: {exc} ({_flow_retry_note()})")
+        if flow_run.id:
+            _say_what_happens_next(exc)
         raise
+
+
+def _say_what_happens_next(exc: Exception) -> None:
+    """Log the run's error with what the server does next (fail_fast_on_permanent_errors);
+    cancel the run's retries when `exc` is permanent. Raises nothing."""
+    logger = get_run_logger()
+    error = f"{type(exc).__name__}: {exc}"
+    if is_transient(exc) or api_unavailable(exc):
+        try:
+            note = _flow_retry_note()
+        except Exception as api_exc:  # noqa: BLE001 - the run fails with its own error, not this one
+            note = f"transient; the Prefect API did not say whether the flow run is retried: {_why(api_exc)}"
+        logger.warning(f"{error} ({note})")
+        return
+    logger.error(f"{error} (not retried)")
+    try:
+        with get_client(sync_client=True) as client:
+            policy = client.read_flow_run(flow_run.id).empirical_policy
+            client.update_flow_run(
+                flow_run.id,
+                empirical_policy=FlowRunPolicy(**{**policy.model_dump(), "retries": 0, "max_retries": 0}),
+            )
+    except Exception as api_exc:  # noqa: BLE001 - the run fails with its own error, not this one
+        logger.warning(
+            f"the flow run's remaining retries were not cancelled ({_why(api_exc)}): a deployment may retry "
+            f"this run although {type(exc).__name__} is permanent"
+        )
 
 
 def _flow_retry_note() -> str:

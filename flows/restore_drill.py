@@ -22,6 +22,7 @@ from vaultflow.flows._support import (
     open_backup,
     publish_catalog,
     record_check,
+    unless_api_down,
 )
 from vaultflow.summary import drill_summary, human_duration, objective_duration
 from vaultflow.tasks.restore import drill_backup
@@ -70,9 +71,12 @@ def restore_drill(
                 "status": "met" if rto_met else "MISSED",
             }
         )
-        create_table_artifact(
+        table_key = artifact_key("drill", engine.name, target_block.name)
+        unless_api_down(
+            f"table artifact {table_key} not published",
+            create_table_artifact,
             rows,
-            key=artifact_key("drill", engine.name, target_block.name),
+            key=table_key,
             description=f"Restore drill of {manifest.id}",
         )
         ok = rto_met and not mismatched

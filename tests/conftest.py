@@ -15,6 +15,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 pytest_plugins = [
+    "tests.fixtures.api_faults",
     "tests.fixtures.clickhouse",
     "tests.fixtures.mongo",
     "tests.fixtures.postgres",
