@@ -16,6 +16,20 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def directory_problem(path: Path) -> str | None:
+    """Why this process cannot list `path` as a directory, for an error message: 'does not
+    exist', 'is not a directory' or 'cannot be read by this process (uid N)'; None when it can.
+    Callers wrap it in their own ConfigError naming the setting (a mistyped path or an unmounted
+    volume must not read as an empty directory)."""
+    if not path.exists():
+        return "does not exist"
+    if not path.is_dir():
+        return "is not a directory"
+    if not os.access(path, os.R_OK | os.X_OK):
+        return f"cannot be read by this process (uid {os.geteuid()})"
+    return None
+
+
 def empty_directory(path: Path) -> None:
     """Delete everything inside `path` (not following symlinks), keep `path` itself: a restore
     that failed in a directory the user gave us leaves it as empty as it was."""

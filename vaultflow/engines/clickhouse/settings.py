@@ -23,6 +23,7 @@ from vaultflow.engines.settings import (
     TargetSettings,
 )
 from vaultflow.errors import ConfigError
+from vaultflow.fsutil import directory_problem
 
 # Databases no backup includes: the server's own.
 SYSTEM_DATABASES = ("system", "information_schema", "INFORMATION_SCHEMA")
@@ -113,10 +114,11 @@ class ClickHouseSettings(TargetSettings):
                 "filesystem (the worker reads the files BACKUP writes there)"
             )
         root = Path(self.backup_dir)
-        if not root.is_dir():
+        problem = directory_problem(root)
+        if problem:
             raise ConfigError(
-                f"{self.name}: backup_dir {root} is not a directory on this worker; mount the disk "
-                f"{self.backup_disk!r} there or fix backup_dir"
+                f"{self.name}: backup_dir {root} {problem} on this worker; mount the disk "
+                f"{self.backup_disk!r} there (readable by the worker) or fix backup_dir"
             )
         return root
 

@@ -63,6 +63,7 @@ from vaultflow.engines.postgres.parent import check_identity, fetch_parent_manif
 from vaultflow.engines.postgres.physical import ENGINE, MANIFEST_OBJECT, fingerprints_and_unlogged, parse_backup_label
 from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.errors import ChainBrokenError, ConfigError, RefusedError, ToolError
+from vaultflow.fsutil import directory_problem
 from vaultflow.manifest import BackupKind, BackupMode, Manifest
 from vaultflow.pipeline import compress_into_store
 from vaultflow.proc import temporary_directory
@@ -84,10 +85,11 @@ def data_directory(config: PostgresSettings) -> Path:
             "(its path on the database host: SHOW data_directory) and run the worker on that host"
         )
     path = Path(config.data_directory)
-    if not path.is_dir():
+    problem = directory_problem(path)
+    if problem:
         raise ConfigError(
-            f"data_directory {path} of target {config.name} does not exist on this worker's host "
-            f"({os.uname().nodename}): the worker must run on the database host"
+            f"data_directory {path} of target {config.name} {problem} on this worker's host "
+            f"({os.uname().nodename}): the worker must run on the database host, as its postgres user"
         )
     try:
         with open(path / CONTROL_FILE, "rb") as handle:

@@ -22,6 +22,7 @@ from vaultflow.errors import (
     VaultflowError,
     clause,
 )
+from vaultflow.fsutil import directory_problem
 from vaultflow.manifest import Fingerprint
 
 KEYSPACE = "keyspace"  # the fingerprints entry for the whole dataset (DEBUG DIGEST)
@@ -143,15 +144,11 @@ def require_local(config: RedisSettings, what: str) -> Path:
             f"RedisTarget {config.name} (and run the worker on the Redis host)"
         )
     path = Path(config.data_dir)
-    if not path.is_dir():
+    problem = directory_problem(path)
+    if problem:
         raise ConfigError(
-            f"the Redis data directory {path} of {config.name} (its data_dir) does not exist or is not a "
-            "directory on this worker: set data_dir to the server's `dir` (CONFIG GET dir), check that its "
-            "volume is mounted, and run the worker on the Redis host"
-        )
-    if not os.access(path, os.R_OK | os.X_OK):
-        raise ConfigError(
-            f"the worker cannot read the Redis data directory {path} of {config.name}: run "
-            "the worker as the redis user or a member of its group, or grant read access"
+            f"the Redis data directory {path} of {config.name} (its data_dir) {problem} on this worker: set "
+            "data_dir to the server's `dir` (CONFIG GET dir), check that its volume is mounted, and run the "
+            "worker on the Redis host as the redis user or a member of its group"
         )
     return path

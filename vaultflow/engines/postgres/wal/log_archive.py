@@ -10,7 +10,6 @@ restore_command fast paths (wal.cli) do not go through this module.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from vaultflow.engines.postgres.wal.names import (
 from vaultflow.engines.postgres.wal.ship import ShipResult, read_record, ship_spool, spool_lag
 from vaultflow.engines.postgres.wal.timelines import check_backup_wal, gap_runs
 from vaultflow.errors import ConfigError, VaultflowError
+from vaultflow.fsutil import directory_problem
 from vaultflow.logarchive import (
     BackupContinuity,
     Continuity,
@@ -109,16 +109,13 @@ class WalArchive:
             raise ConfigError(f"{self.target} has no wal_spool: {SPOOL_HOW_TO}")
         path = Path(self.spool_dir)
         setting = "spool_dir (--spool)" if self._spool_given else "wal_spool"
-        if not path.is_dir():
+        problem = directory_problem(path)
+        if problem:
             raise ConfigError(
-                f"WAL spool {path} of {self.target} (its {setting}) does not exist or is not a directory: check the "
-                "path and that its volume is mounted; it must be the --spool of archive_command "
-                "(vaultflow wal-push %p --spool DIR), which creates it on its first WAL file"
-            )
-        if not os.access(path, os.R_OK | os.X_OK):
-            raise ConfigError(
-                f"WAL spool {path} of {self.target} (its {setting}) cannot be read by this process (uid "
-                f"{os.geteuid()}): run archive-logs as the user archive_command runs as, or give it read access"
+                f"WAL spool {path} of {self.target} (its {setting}) {problem}: check the path and that its "
+                "volume is mounted; it must be the --spool of archive_command (vaultflow wal-push %p --spool "
+                "DIR), which creates it on its first WAL file; run archive-logs as the user archive_command "
+                "runs as"
             )
         return path
 
