@@ -10,6 +10,7 @@ os.environ.setdefault("VAULTFLOW_RETRY_BACKOFF_S", "0.2")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -129,3 +130,26 @@ def prefect_api(prefect_server):
             client.delete_block_document(block_id)
         for automation_id in new_automations:
             client.delete_automation(automation_id)
+
+
+@pytest.fixture(autouse=True)
+def _events_follow_the_api():
+    """After each test, stop an events worker bound to another Prefect API than the one
+    configured now. Prefect keeps one events worker per process whatever the API URL: a test
+    that pointed this process at its own server (an e2e stack, an ephemeral API) left the worker
+    sending every later event of the session to that server, stopped by then. On one xdist
+    worker 1,285 events queued up, each failing in 1.5 s, and task runs never reached the
+    session's API. The stopped worker finishes its few queued events in the background; the
+    next event starts a worker bound to the API configured then."""
+    yield
+    if "prefect.events.worker" not in sys.modules:
+        return
+    from prefect.events.clients import PrefectEventsClient
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL
+
+    now = PREFECT_API_URL.value()
+    for worker in list(EventsWorker._instances.values()):
+        client = getattr(worker, "_client", None)
+        if isinstance(client, PrefectEventsClient) and client._api_url != now:
+            worker._drain()  # removes it from the instances at once; its queue drains meanwhile

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from prefect import flow, get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.events.worker import EventsWorker
+from prefect import flow
 
 from tests.corpus.oracle import assert_pg_restored
+from tests.fixtures.prefect_runs import task_runs_of
 from vaultflow.blocks import BackupRepository, PostgresTarget, RedisTarget
 from vaultflow.engines.base import BackupContext
 from vaultflow.flows.full_backup import full_backup
@@ -39,11 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def task_runs(state) -> dict[str, object]:
     """Task run name -> task run, of the flow run that ended in `state`."""
-    EventsWorker.drain_all(timeout=120)  # task runs reach the API as events, in the background
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
+    runs = task_runs_of(state.state_details.flow_run_id)
     return {run.name: run for run in runs}
 
 

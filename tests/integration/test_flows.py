@@ -233,7 +233,8 @@ def test_events_relate_backup_to_target(pg18, fresh_db, tmp_path: Path):
     from datetime import datetime, timedelta
 
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
-    from prefect.events.worker import EventsWorker
+
+    from tests.fixtures.prefect_runs import send_queued_events
 
     db = fresh_db(pg18)
     make_table(pg18, db, rows=5)
@@ -246,7 +247,7 @@ def test_events_relate_backup_to_target(pg18, fresh_db, tmp_path: Path):
     seen: dict[str, object] = {}
     # Events reach the API in the background: send what is queued first (a loaded machine once
     # left them queued past the wait), then give the server time to store them.
-    EventsWorker.drain_all(timeout=120)
+    send_queued_events()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and set(seen) != wanted:
         with get_client(sync_client=True) as client:

@@ -8,10 +8,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.events.worker import EventsWorker
 
+from tests.fixtures.prefect_runs import task_runs_of
 from vaultflow.blocks import BackupRepository, PostgresTarget, RedisTarget
 from vaultflow.errors import ConfigError
 from vaultflow.flows.archive_logs import archive_logs
@@ -21,9 +19,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 def task_states(flow_run_id) -> list[tuple[str, str]]:
-    EventsWorker.drain_all(timeout=120)  # task runs reach the API as events, in the background
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    runs = task_runs_of(flow_run_id)
     return sorted((run.name, run.state.type.value) for run in runs)
 
 

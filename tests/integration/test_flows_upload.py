@@ -10,11 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-from prefect import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.events.worker import EventsWorker
 
 from tests.corpus.oracle import assert_pg_restored
+from tests.fixtures.prefect_runs import task_runs_of
 from tests.integration.test_flows_s3 import s3_block
 from vaultflow.blocks import BackupRepository, PostgresTarget
 from vaultflow.errors import IntegrityError, NotFoundError
@@ -62,11 +60,7 @@ def test_upload_local_to_s3_and_restore_the_copy(target, s3_server, s3_bucket, p
     local_dir = tmp_path / "local/postgres" / target.name / "backups" / backup["backup_id"]
     manifest = s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "manifest.json")["Body"].read()
     assert json.loads(manifest) == json.loads((local_dir / "manifest.json").read_bytes())
-    EventsWorker.drain_all(timeout=120)  # task runs reach the API as events, in the background
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
+    runs = task_runs_of(state.state_details.flow_run_id)
     assert [r.name for r in runs] == [f"upload-{backup['backup_id']}"]
 
     assert verify(repository=offsite, target=target)["problems"] == []
