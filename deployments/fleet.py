@@ -95,13 +95,14 @@ def place(fleet: Fleet, blocks: Any | None = None) -> tuple[list[Placement], lis
     deployments.validate.check_fit), the plan's parameters must suit the flow. Problems and
     notes are one line each, '<file>:<line>: <target>: ...'."""
     from vaultflow.blocks.registry import target_type
-    from vaultflow.deployments.validate import SavedBlocks, check_fit, check_parameters
+    from vaultflow.deployments.validate import SavedBlocks, check_fit, check_parameters, shared_target_names
     from vaultflow.errors import ConfigError
 
     blocks = blocks or SavedBlocks()
     placements: list[Placement] = []
     problems: list[str] = []
     notes: list[str] = []
+    loaded: list[tuple[str, str, Any]] = []  # two blocks, one engine + target_name: a problem
     for target in fleet.targets:
         where = f"{fleet.where(target.line)}: {target.ref}"
         try:
@@ -113,6 +114,7 @@ def place(fleet: Fleet, blocks: Any | None = None) -> tuple[list[Placement], lis
         if block is None:
             problems.append(f"{where}: {why_not}; save the block first (Prefect UI, or Block.save)")
             continue
+        loaded.append((fleet.where(target.line), target.ref, block))
         for step in fleet.plans[target.plan]:
             flow = load_flow(STRATEGIES[step.strategy], ROOT)
             parameters = {"target": target.ref, "repository": target.repository, **step.parameters}
@@ -136,6 +138,7 @@ def place(fleet: Fleet, blocks: Any | None = None) -> tuple[list[Placement], lis
                     continue
                 queue = host_queue(str(host))
             placements.append(Placement(target, step, flow, queue, local))
+    problems += shared_target_names(loaded)
     return placements, problems, notes
 
 

@@ -234,6 +234,48 @@ def check_fit(flow: Any, parameters: dict[str, Any], blocks: SavedBlocks) -> tup
     return [], []
 
 
+class TargetNames:
+    """The block that first used each engine + target name (TargetSettings.name), in file order:
+    two different blocks with one would back up into one catalog, and a restore or status of
+    one would read the other's backups."""
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def clash(self, where: str, ref: str, block: Any) -> str | None:
+        """The problem of `block` (ref `ref`, used at `where`) when an earlier, different block
+        resolves to its engine and target name, naming both refs and the earlier place (the
+        caller names `where`); else None."""
+        try:
+            key = (block.engine_name, block.name)
+        except ConfigError:  # an invalid name: running the block reports it
+            return None
+        seen_where, seen_ref = self.first.setdefault(key, (where, ref))
+        if seen_ref == ref:
+            return None
+        return (
+            f"{ref} and {seen_ref} ({seen_where}) both resolve to target {key[0]}/{key[1]}: "
+            "their backups would mix in one catalog and a restore could bring back the other's data; "
+            "give one of the blocks its own target_name"
+        )
+
+
+def shared_target_names(uses: list[tuple[str, str, Any]]) -> list[str]:
+    """'<where>: <clash>' for each (where, block ref, loaded block) of `uses` that clashes with an
+    earlier one (TargetNames), in order."""
+    names = TargetNames()
+    return [f"{use[0]}: {problem}" for use in uses if (problem := names.clash(*use))]
+
+
+def target_ref(parameters: Any) -> str | None:
+    """The block ref ('postgres-target/shop') a deployment's `target` parameter names, or None
+    (no target, a template, a name without its block type)."""
+    ref = parameters.get("target") if isinstance(parameters, dict) else None
+    if not isinstance(ref, str) or "{{" in ref or "/" not in ref:
+        return None
+    return ref
+
+
 def check_deployment(
     entry: dict[str, Any], root: Path, blocks: SavedBlocks | None = None, notes: list[str] | None = None
 ) -> tuple[list[str], str]:
@@ -324,6 +366,7 @@ def check(
         return [("", [str(exc)], "")]
     root = Path(root).resolve() if root is not None else project_root(path)
     results, first_use, blocks = [], {}, SavedBlocks()
+    names = TargetNames()
     for index, entry in enumerate(entries):
         found: list[str] = []
         problems, summary = check_deployment(entry, root, blocks, found)
@@ -334,6 +377,11 @@ def check(
                     f"deployment name is already used by deployments[{first_use[name]}]; names must be unique"
                 )
             first_use.setdefault(name, index)
+        ref = target_ref(entry.get("parameters"))
+        block = blocks.load(ref)[0] if ref else None
+        clash = names.clash(_label(entry, index), ref, block) if ref and hasattr(block, "engine_name") else None
+        if clash:
+            problems.append(clash)
         results.append((_label(entry, index), problems, summary))
         if notes is not None:
             notes += [f"{_label(entry, index)}: {note}" for note in found]

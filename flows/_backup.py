@@ -51,13 +51,16 @@ def run_backup(
     report: RunReport,
     asked: BackupKind | None = None,
     why_full: str | None = None,
+    accept_new_source: bool = False,
 ) -> State:
     """Take a `kind` backup; an incremental/differential without a usable parent (none yet,
     pruned, corrupt, server re-initialized, timeline switch) says why and takes a full.
 
     `report`: the flow's RunReport (backup_report), told the target once loaded. `asked` and
     `why_full`: the kind the run was asked for and why it takes a full instead, when the caller
-    decided that before (flows/incremental_backup.py). Returns the run's Completed state, its
+    decided that before (flows/incremental_backup.py). `accept_new_source`: the backup may come
+    from another source than the target's newest one (vaultflow.engines.base.with_source; without
+    it that is a ConfigError, failing at once). Returns the run's Completed state, its
     message the summary line (vaultflow.summary.backup_summary), its data the result:
     backup_id, kind, parent_id, stored_size and raw_size (bytes), seconds, objects,
     fell_back_to_full (why a full was taken instead, or None)."""
@@ -77,7 +80,12 @@ def run_backup(
             target_lock(repo, engine.name, target_block.name, "backup", log=logger.warning),
         ):
             ctx = BackupContext(
-                repository=repo, lineage=lineage(), log=logger.info, progress=progress, run_started=run_started()
+                repository=repo,
+                lineage=lineage(),
+                log=logger.info,
+                progress=progress,
+                run_started=run_started(),
+                accept_new_source=accept_new_source,
             )
             try:
                 manifest = backup_steps(engine, ctx, repo, kind, logger.warning)

@@ -22,6 +22,7 @@ from vaultflow.flows._support import (
     fail_fast_on_permanent_errors,
     open_backup,
 )
+from vaultflow.source import check_restore_selection
 from vaultflow.summary import recovery_point, restore_summary
 from vaultflow.tasks.restore import restore_backup
 
@@ -78,6 +79,7 @@ def restore(
             physical a new data directory; Redis a directory, or 'original' for the target server.
         overwrite: Replace `into` if it exists, only after the restored copy matched the backup.
         databases: Only these databases of the backup (Redis: 'db0', 'db3', ...); default: all.
+            Without it, a backup holding none of the target block's `databases` is refused.
         options: The target's engine's restore options (point-in-time recovery for PostgreSQL,
             key patterns for Redis, ...): choose the model of the target's engine and fill
             in what applies; empty: that engine's defaults.
@@ -89,6 +91,8 @@ def restore(
         engine_options = options_for(engine, as_given(options), target_block.name)
         lock_stack.enter_context(target_lock(repo, engine.name, target_block.name, "restore", log=logger.warning))
         still_there(repo, manifest)  # not pruned while this run waited for the lock
+        if not databases:  # another source's backup in this target's catalog: never under this name
+            check_restore_selection(manifest, target_block.listed_databases(), f"{engine.name}/{target_block.name}")
         logger.info(f"restoring {manifest.id} of {engine.name}/{target_block.name} from {repo.description}")
         result = restore_backup(engine, ctx, manifest, into, overwrite, databases, engine_options)
         if result.backup_id != manifest.id:  # a point in time before `manifest`: an older backup started it

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from vaultflow.engines.base import BackupContext, BackupPlan, BackupUnit, UnitResult, dated_by_run
+from vaultflow.engines.base import BackupContext, BackupPlan, BackupUnit, UnitResult, dated_by_run, with_source
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.tasks.common import SIDE_EFFECT_TASK
 
@@ -25,8 +25,9 @@ def check_target(engine) -> str:
 @task(name="plan-backup", task_run_name="plan-{kind.value}", **SIDE_EFFECT_TASK)
 def plan_backup(engine, ctx: BackupContext, kind: BackupKind) -> BackupPlan:
     """The backup's id (dated when the run started: dated_by_run), units and parent
-    (Engine.plan_backup); writes nothing."""
-    return dated_by_run(engine.plan_backup(ctx, kind), ctx)
+    (Engine.plan_backup), and its source, checked against the target's catalog (with_source:
+    ConfigError for another source's target); writes nothing."""
+    return with_source(engine, ctx, dated_by_run(engine.plan_backup(ctx, kind), ctx))
 
 
 @task(name="dump", task_run_name="dump-{unit.label}", **SIDE_EFFECT_TASK)

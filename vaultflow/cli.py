@@ -94,6 +94,12 @@ def backup(
         "since the latest full (the incremental-backup / differential-backup flows). A target with no such form, "
         "or no usable parent, takes a full backup and says why.",
     ),
+    accept_new_source: bool = typer.Option(
+        False,
+        "--accept-new-source",
+        help="The target's server really moved: accept a source (server, database set) other than its newest "
+        "backup's, once. Without it such a backup is refused (two blocks sharing one target_name).",
+    ),
 ):
     """Back up a target (the full-backup, incremental-backup or differential-backup flow)."""
     flow = (
@@ -101,7 +107,12 @@ def backup(
         if kind == Kind.full
         else f"vaultflow.flows.incremental_backup:{kind.value}_backup"
     )
-    result = run_flow(flow, target=target, repository=repository_param(repository, repo_path, must_exist=False))
+    result = run_flow(
+        flow,
+        target=target,
+        repository=repository_param(repository, repo_path, must_exist=False),
+        **({"accept_new_source": True} if accept_new_source else {}),
+    )
     parent = f", parent {result['parent_id']}" if result.get("parent_id") else ""
     console.print(
         f"backup [bold]{result['backup_id']}[/bold]: {human_size(result['stored_size'])} stored "

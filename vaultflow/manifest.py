@@ -169,6 +169,11 @@ class Manifest(Strict):
     id: str
     engine: str
     target: str
+    source: str | None = Field(
+        default=None,
+        description="the engine's identity of the server (and database set) the backup was taken from, "
+        "e.g. 'db1:5432, databases shop' or 'cluster 7412345678901234567'; None in older manifests",
+    )
     kind: BackupKind
     mode: BackupMode
     parent_id: str | None = None

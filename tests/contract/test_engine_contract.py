@@ -30,6 +30,7 @@ that damage a repository work on a copy of it.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from vaultflow.blocks.registry import TargetBlock
 from vaultflow.compare import CORRECT
 from vaultflow.engines import registry
 from vaultflow.engines.base import BackupContext
-from vaultflow.errors import ChainBrokenError, IntegrityError
+from vaultflow.errors import ChainBrokenError, ConfigError, IntegrityError, RefusedError
 from vaultflow.flows.full_backup import full_backup
 from vaultflow.flows.incremental_backup import incremental_backup
 from vaultflow.flows.prune import prune
@@ -54,6 +55,7 @@ from vaultflow.flows.restore_drill import restore_drill
 from vaultflow.flows.verify import verify
 from vaultflow.manifest import BackupKind, Manifest, new_backup_id
 from vaultflow.repository import Repository
+from vaultflow.source import held_databases
 from vaultflow.stores import LocalStore
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -241,3 +243,63 @@ def test_prune_deletes_what_the_policy_says_and_keeps_chains(scenario: Scenario,
     assert sorted(pruned["deleted"]) == ([full_id, second_id] if chained else [second_id])
     assert [m.id for m in scenario.catalog(repo_dir)] == [third["backup_id"]]
     assert verify(repository=repository, target=target)["problems"] == []
+
+
+def claim_for_another_source(repo_dir: Path, manifest: Manifest, source: str) -> None:
+    """Rewrite `manifest`'s recorded source in the repository at `repo_dir`: as if another server
+    (or database set) behind the same target name had taken it."""
+    path = repo_dir / Repository(LocalStore(repo_dir)).object_key(manifest, "manifest.json")
+    doc = json.loads(path.read_text())
+    doc["source"] = source
+    path.write_text(json.dumps(doc))
+
+
+def test_a_backup_from_another_source_is_refused_unless_the_run_accepts_it(scenario: Scenario, tmp_path: Path):
+    contract, target = scenario.contract, scenario.target
+    taken = scenario.catalog()
+    own = {m.source for m in taken}
+    assert len(own) == 1 and None not in own, f"every backup records one source: {own}"
+    repo_dir = scenario.copy(tmp_path)
+    repository = scenario.repository(repo_dir)
+    newest, elsewhere = taken[-1], "elsewhere.example:1, databases other"
+    claim_for_another_source(repo_dir, newest, elsewhere)
+
+    (source,) = own
+    for flow in (full_backup, incremental_backup):
+        with pytest.raises(ConfigError) as refused:
+            flow(target=target, repository=repository)
+        message = str(refused.value)
+        assert "\n" not in message
+        for part in (f"{contract.engine}/{target.name}", repr(elsewhere), repr(source), newest.id, "target_name"):
+            assert part in message, (part, message)
+        assert "accept_new_source" in message and "--accept-new-source" in message
+    assert [m.id for m in scenario.catalog(repo_dir)] == [m.id for m in taken], "a refused backup writes nothing"
+
+    # The escape hatch: the server moved. An incremental still never chains onto the other source.
+    moved = incremental_backup(target=target, repository=repository, accept_new_source=True)
+    assert (moved["kind"], moved["parent_id"]) == ("full", None)
+    if contract.incremental:
+        assert f"taken from {elsewhere!r}" in (moved["fell_back_to_full"] or ""), moved["fell_back_to_full"]
+    after = scenario.catalog(repo_dir)
+    assert after[-1].id == moved["backup_id"] and after[-1].source == source
+    again = incremental_backup(target=target, repository=repository)  # the target's source from now on
+    assert again["kind"] == ("incremental" if contract.incremental else "full")
+    if contract.incremental:
+        assert again["parent_id"] == moved["backup_id"]
+
+
+def test_a_restore_with_a_block_listing_none_of_the_backups_databases_is_refused(scenario: Scenario):
+    target = scenario.target
+    if "databases" not in type(target).model_fields:
+        pytest.skip(f"{type(target).__name__} has no databases list to disagree with a backup")
+    held = sorted(held_databases(scenario.catalog()[0]))
+    other = target.model_copy(update={"databases": ["vf_not_in_this_backup"]})
+    with pytest.raises(RefusedError) as refused:
+        restore(
+            target=other,
+            repository=scenario.repository(),
+            backup_id=scenario.full["backup_id"],
+            **scenario.contract.restore_parameters("refused"),
+        )
+    message = str(refused.value)
+    assert "vf_not_in_this_backup" in message and ", ".join(held) in message and "nothing was restored" in message

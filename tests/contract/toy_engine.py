@@ -154,6 +154,10 @@ class SqliteEngine:
             raise ConfigError(f"{self.config.name}: {path} is not a SQLite database ({exc})") from exc
         return sqlite3.sqlite_version
 
+    def source_identity(self) -> str:
+        """The database file's absolute path."""
+        return str(Path(self.config.path).resolve())
+
     def plan_backup(self, ctx: BackupContext, kind: BackupKind) -> BackupPlan:
         """One unit, the database. ChainBrokenError for an incremental or differential: SQLite files
         have no incremental form here (the flows take a full instead)."""
@@ -212,6 +216,7 @@ class SqliteEngine:
             id=plan.backup_id,
             engine=self.name,
             target=plan.target,
+            source=plan.source,
             kind=plan.kind,
             mode=BackupMode.PHYSICAL,
             started_at=plan.started_at,

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags
@@ -23,7 +24,8 @@ from vaultflow.blocks import BackupRepository, PostgresTarget, RedisTarget
 from vaultflow.cli import app
 from vaultflow.deployments.fleet import deploy, fleet_tag
 from vaultflow.deployments.fleet_file import FleetError
-from vaultflow.deployments.project import load_pull_steps
+from vaultflow.deployments.project import ROOT, load_pull_steps
+from vaultflow.deployments.validate import validate
 from vaultflow.flows._locks import shipping_slot
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -378,3 +380,51 @@ def test_the_example_fleet_fits_the_demo_blocks(prefect_api, tmp_path: Path, pg1
         "restore-drill/demo-host-127.0.0.1": ["clickhouse-target/demo"],
     }
     assert {spec.queue for spec in specs} == {"default", "host-127.0.0.1"}
+
+
+def test_two_lines_whose_blocks_share_one_target_name_are_a_problem_naming_both(fleet: Fleet, pg18):
+    """A second block with the shop block's target_name (another database): its backups would
+    land in the shop target's catalog. The check names both lines; nothing is deployed."""
+    PostgresTarget(
+        host=pg18.host, port=pg18.port, user=pg18.user, databases=["hr"], target_name=f"{fleet.name}-shop"
+    ).save(f"{fleet.name}-shop2")
+    crm = f"  postgres-target/{fleet.name}-crm: logical\n"
+    fleet.edit(crm, crm + f"  postgres-target/{fleet.name}-shop2: logical\n")
+    lines = fleet.path.read_text().splitlines()
+    shop_line = lines.index(f"  postgres-target/{fleet.name}-shop: logical") + 1
+    shop2_line = lines.index(f"  postgres-target/{fleet.name}-shop2: logical") + 1
+    result = runner.invoke(app, ["fleet", "check", str(fleet.path)], terminal_width=400)
+    assert result.exit_code != 0
+    problems = [line for line in result.output.splitlines() if "both resolve to target" in line]
+    assert problems == [
+        f"error: fleet.yaml:{shop2_line}: postgres-target/{fleet.name}-shop2 and postgres-target/{fleet.name}-shop "
+        f"(fleet.yaml:{shop_line}) both resolve to target postgres/{fleet.name}-shop: their backups would mix "
+        "in one catalog and a restore could bring back the other's data; give one of the blocks its own target_name"
+    ], result.output
+    with pytest.raises(FleetError):
+        deploy(fleet.path)
+    assert fleet.deployments() == {}
+
+
+def test_prefect_yaml_deployments_whose_blocks_share_one_target_name_are_a_problem(fleet: Fleet, pg18, tmp_path: Path):
+    PostgresTarget(
+        host=pg18.host, port=pg18.port, user=pg18.user, databases=["hr"], target_name=f"{fleet.name}-shop"
+    ).save(f"{fleet.name}-shop2")
+    deployments = [
+        {
+            "name": f"{block}-full",
+            "entrypoint": "flows/full_backup.py:full_backup",
+            "work_pool": {"name": fleet.pool},
+            "parameters": {"target": f"postgres-target/{fleet.name}-{block}", "repository": "backup-repository/x"},
+            "schedules": [{"cron": "0 2 * * *", "timezone": "UTC"}],
+        }
+        for block in ("shop", "crm", "shop2")
+    ]
+    path = tmp_path / "prefect.yaml"
+    path.write_text(yaml.safe_dump({"deployments": deployments}))
+    problems = validate(path, root=ROOT)
+    assert problems == [
+        f"shop2-full: postgres-target/{fleet.name}-shop2 and postgres-target/{fleet.name}-shop (shop-full) both "
+        f"resolve to target postgres/{fleet.name}-shop: their backups would mix in one catalog and a restore could "
+        "bring back the other's data; give one of the blocks its own target_name"
+    ]

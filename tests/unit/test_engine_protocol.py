@@ -12,7 +12,17 @@ from vaultflow.engines import registry
 from vaultflow.engines.base import Engine
 from vaultflow.engines.settings import RestoreOptions
 
-METHODS = ["check", "plan_backup", "dump", "finish_backup", "full_backup", "incremental_backup", "restore", "drill"]
+METHODS = [
+    "check",
+    "source_identity",
+    "plan_backup",
+    "dump",
+    "finish_backup",
+    "full_backup",
+    "incremental_backup",
+    "restore",
+    "drill",
+]
 
 
 def protocol_methods() -> list[str]:

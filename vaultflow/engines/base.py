@@ -27,6 +27,7 @@ from vaultflow.manifest import (
     parse_backup_id,
 )
 from vaultflow.repository import Repository
+from vaultflow.source import check_parent_source, check_same_source
 
 Log = Callable[[str], None]
 Progress = Callable[[str, int, int | None], None]  # (object name, bytes done, bytes expected)
@@ -36,13 +37,16 @@ Progress = Callable[[str, int, int | None], None]  # (object name, bytes done, b
 class BackupContext:
     """What a backup or restore is given besides its target: the repository, the run's lineage,
     where to log and report progress, and `run_started`, the instant the run that takes the
-    backup started (its flow run's name carries it; the backup id takes it: dated_by_run)."""
+    backup started (its flow run's name carries it; the backup id takes it: dated_by_run).
+    `accept_new_source`: this backup may come from another source than the target's newest
+    backup (the server really moved; with_source)."""
 
     repository: Repository
     lineage: Lineage = field(default_factory=Lineage)
     log: Log = print
     progress: Progress | None = None
     run_started: datetime | None = None
+    accept_new_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,9 @@ class BackupUnit:
 class BackupPlan:
     """What a backup will write, decided before the first byte: its id and start time, its
     units in dump order, its parent (incremental/differential), and `facts` the engine gathered
-    for its own later steps (server version, tool directory, database properties, ...)."""
+    for its own later steps (server version, tool directory, database properties, ...).
+    `source`: the engine's source identity, checked against the catalog (with_source) and
+    recorded in the manifest."""
 
     engine: str
     target: str
@@ -96,6 +102,7 @@ class BackupPlan:
     units: tuple[BackupUnit, ...]
     parent: Manifest | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,11 +182,30 @@ def commit_unit_manifest(repository: Repository, plan: BackupPlan, results: list
     when `results` is not the one unit's result with a manifest of this plan."""
     if len(results) != 1 or results[0].manifest is None or results[0].manifest.id != plan.backup_id:
         raise ValueError(f"backup {plan.backup_id}: finish_backup needs the manifest its one unit built")
-    repository.commit(results[0].manifest)
-    return results[0].manifest
+    manifest = results[0].manifest.model_copy(update={"source": plan.source})
+    repository.commit(manifest)
+    return manifest
 
 
-class BackupSteps(Protocol):
+class HasSource(Protocol):
+    """What with_source needs of an engine."""
+
+    def source_identity(self) -> str: ...
+
+
+def with_source(engine: HasSource, ctx: BackupContext, plan: BackupPlan) -> BackupPlan:
+    """`plan` with the engine's source identity, after checking it against the target's catalog:
+    ConfigError when the newest backup that recorded a source names another one (unless
+    ctx.accept_new_source), ChainBrokenError when the plan's parent was taken from another source
+    (vaultflow.source). Every backup passes here before its first byte is written."""
+    source = engine.source_identity()
+    manifests = ctx.repository.catalog(plan.engine, plan.target).manifests
+    check_same_source(manifests, f"{plan.engine}/{plan.target}", source, accept=ctx.accept_new_source)
+    check_parent_source(plan.parent, source)
+    return replace(plan, source=source)
+
+
+class BackupSteps(HasSource, Protocol):
     """The part of Engine that backup_in_steps drives."""
 
     def plan_backup(self, ctx: BackupContext, kind: BackupKind) -> BackupPlan: ...
@@ -193,7 +219,7 @@ def backup_in_steps(engine: BackupSteps, ctx: BackupContext, kind: BackupKind) -
     """plan_backup, dump every unit in order, finish_backup: a whole backup in one call (what
     full_backup/incremental_backup do; the backup flows run the same steps as Prefect tasks).
     A failure before the manifest is committed removes the payload written so far."""
-    plan = engine.plan_backup(ctx, kind)
+    plan = with_source(engine, ctx, engine.plan_backup(ctx, kind))
     with ctx.repository.uncommitted(plan.engine, plan.target, plan.backup_id, ctx.log):
         results = [engine.dump(ctx, plan, unit) for unit in plan.units]
         return engine.finish_backup(ctx, plan, results)
@@ -212,6 +238,13 @@ class Engine(Protocol):
 
     def check(self) -> str:
         """Connect and authenticate; return the server version. Raises a VaultflowError."""
+        ...
+
+    def source_identity(self) -> str:
+        """Which server (and database set) this target's backups come from: a short, non-secret
+        text recorded in each manifest (Manifest.source) and compared before every backup with
+        the target's newest one (with_source), e.g. 'db1:5432, databases shop'. Must stay the
+        same from run to run for one source. Raises a VaultflowError when the server cannot say."""
         ...
 
     def plan_backup(self, ctx: BackupContext, kind: BackupKind) -> BackupPlan:

@@ -116,6 +116,11 @@ class TargetSettings(BaseModel):
             raise ConfigError(f"a {self.engine_name} target needs a target_name")
         return f"{host}-{port}" if port is not None else str(host)
 
+    def listed_databases(self) -> tuple[str, ...]:
+        """The databases these settings name (a `databases` field: PostgreSQL, MongoDB,
+        ClickHouse); () for kinds without one, or when the list is empty (every database)."""
+        return tuple(getattr(self, "databases", None) or ())
+
     def engine(self) -> Any:
         """This target's engine (an object satisfying vaultflow.engines.base.Engine), made by its
         engine's registry entry. Raises ConfigError when the engine is not known."""

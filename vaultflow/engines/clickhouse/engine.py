@@ -71,6 +71,7 @@ from vaultflow.errors import (
 )
 from vaultflow.keys import encode_name
 from vaultflow.manifest import BackupKind, BackupMode, Manifest
+from vaultflow.source import source_text
 
 UNIT = "database"
 R = TypeVar("R")
@@ -118,6 +119,11 @@ class ClickHouseEngine:
     def check(self) -> str:
         with connected(self.config) as client:
             return server_version(client, self.config)
+
+    def source_identity(self) -> str:
+        """'host:port' or 'chdb:<path>' and the databases listed ('..., databases sales' or
+        '..., every database')."""
+        return source_text(self.config.where, self.config.databases)
 
     def full_backup(self, ctx: BackupContext) -> Manifest:
         return backup_in_steps(self, ctx, BackupKind.FULL)
@@ -252,6 +258,7 @@ class ClickHouseEngine:
             id=plan.backup_id,
             engine=self.name,
             target=plan.target,
+            source=plan.source,
             kind=plan.kind,
             mode=BackupMode.NATIVE,
             parent_id=plan.parent.id if plan.parent else None,

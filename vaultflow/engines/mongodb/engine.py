@@ -77,6 +77,7 @@ from vaultflow.engines.mongodb.settings import SYSTEM_DATABASES, MongoRestoreOpt
 from vaultflow.errors import ChainBrokenError, ConfigError, TransientError
 from vaultflow.manifest import BackupKind, BackupMode, Fingerprint, Manifest
 from vaultflow.pipeline import compress_into_store
+from vaultflow.source import source_text
 
 ARCHIVE_FORMAT = "mongodump-archive"
 
@@ -99,6 +100,14 @@ class MongoEngine:
     def check(self) -> str:
         with connected(self.config) as client:
             return server_facts(client)["version"]
+
+    def source_identity(self) -> str:
+        """'replica set <name>' (host:port when the server names none) and the databases listed:
+        'replica set rs0, databases app' or 'replica set rs0, every database'."""
+        with connected(self.config) as client:
+            set_name = server_facts(client)["set_name"]
+        where = f"replica set {set_name}" if set_name else f"{self.config.host}:{self.config.port}"
+        return source_text(where, self.config.databases)
 
     # -- backup ---------------------------------------------------------------------------
     def full_backup(self, ctx: BackupContext) -> Manifest:
@@ -311,6 +320,7 @@ class MongoEngine:
             id=plan.backup_id,
             engine=self.name,
             target=self.config.name,
+            source=plan.source,
             kind=plan.kind,
             mode=BackupMode.LOGICAL,
             started_at=plan.started_at,

@@ -62,6 +62,7 @@ from vaultflow.keys import encode_name
 from vaultflow.manifest import BackupKind, BackupMode, Fingerprint, Manifest
 from vaultflow.pipeline import dump_into_store
 from vaultflow.proc import mkdtemp, remove
+from vaultflow.source import source_text
 from vaultflow.stores.local import LocalStore
 from vaultflow.tools import tool_version
 
@@ -90,6 +91,15 @@ class PostgresEngine:
             version = conn.execute("SHOW server_version").fetchone()[0]
             self._server_major = conn.info.server_version // 10000
         return version
+
+    def source_identity(self) -> str:
+        """Logical: 'host:port, databases a, b' (or ', every database'); physical: 'cluster
+        <system identifier>' (the same cluster wherever it moved, another one after initdb)."""
+        if self.config.mode == "physical":
+            with connect(self.config) as conn:
+                system = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+            return f"cluster {system}"
+        return source_text(f"{self.config.host}:{self.config.port}", self.config.databases)
 
     @property
     def bin_dir(self):
@@ -247,6 +257,7 @@ class PostgresEngine:
             id=plan.backup_id,
             engine=self.name,
             target=self.config.name,
+            source=plan.source,
             kind=BackupKind.FULL,
             mode=BackupMode.LOGICAL,
             started_at=plan.started_at,

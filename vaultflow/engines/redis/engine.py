@@ -67,6 +67,11 @@ class RedisEngine:
             self._info = conn.info("server")
         return str(self._info.get("redis_version"))
 
+    def source_identity(self) -> str:
+        """'host:port' (remote mode), 'host:port, dir <data_dir>' (local mode: the files copied)."""
+        where = f"{self.config.host}:{self.config.port}"
+        return f"{where}, dir {self.config.data_dir}" if self.config.local else where
+
     def aof_enabled(self) -> bool:
         with connect(self.config) as conn:
             return bool(conn.info("persistence").get("aof_enabled"))
