@@ -35,12 +35,34 @@ def newest_with_source(manifests: Iterable[Manifest]) -> Manifest | None:
     return max(recorded, key=lambda m: m.id) if recorded else None
 
 
+def _parts(source: str) -> tuple[str, frozenset[str] | None]:
+    """A source_text's place and database set (None: every database, or a source that names no
+    databases, such as a cluster's system identifier)."""
+    where, sep, listed = source.partition(", databases ")
+    if sep:
+        return where, frozenset(listed.split(", "))
+    return source.removesuffix(", every database"), None
+
+
+def same_source(recorded: str | None, source: str) -> bool:
+    """True when `source` is the source `recorded` names: the same text, or the same place with
+    database sets that overlap (a database added to or dropped from a block's list is the same
+    server's data; a disjoint set is another source's). A missing record is not judged."""
+    if not recorded or recorded == source:
+        return True
+    (old_where, old_dbs), (new_where, new_dbs) = _parts(recorded), _parts(source)
+    if old_where != new_where:
+        return False
+    return old_dbs is None or new_dbs is None or bool(old_dbs & new_dbs)
+
+
 def check_same_source(manifests: Iterable[Manifest], where: str, source: str, *, accept: bool = False) -> None:
     """ConfigError (one line, permanent) when the newest backup of the target `where`
-    ('postgres/shop') that recorded a source names another one than `source`; nothing when
+    ('postgres/shop') that recorded a source names another one than `source` (same_source: a
+    changed but overlapping database list of the same place is the same source); nothing when
     `accept` (the server really moved: from now on `source` is the target's source)."""
     newest = newest_with_source(manifests)
-    if newest is None or newest.source == source or accept:
+    if newest is None or accept or same_source(newest.source, source):
         return
     raise ConfigError(
         f"target {where} is backed up from {newest.source!r} (newest backup {newest.id}), but this "
