@@ -9,6 +9,9 @@ os.environ.setdefault("VAULTFLOW_FLOW_RETRY_DELAY_S", "1")
 os.environ.setdefault("VAULTFLOW_RETRY_BACKOFF_S", "0.2")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Run logs stay local (caplog reads them) unless a test is marked logs_to_api: sending every run's
+# logs to the session's API cost its server CPU on a CPU-bound 2-core run.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -153,3 +156,17 @@ def _events_follow_the_api():
         client = getattr(worker, "_client", None)
         if isinstance(client, PrefectEventsClient) and client._api_url != now:
             worker._drain()  # removes it from the instances at once; its queue drains meanwhile
+
+
+@pytest.fixture(autouse=True)
+def _logs_to_api(request, monkeypatch):
+    """Tests marked logs_to_api send run logs to the Prefect API (in this process and in the
+    processes they start), as production does; the rest keep them local."""
+    if request.node.get_closest_marker("logs_to_api") is None:
+        yield
+        return
+    from prefect.settings import PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    monkeypatch.setenv("PREFECT_LOGGING_TO_API_ENABLED", "true")
+    with temporary_settings(updates={PREFECT_LOGGING_TO_API_ENABLED: True}):
+        yield

@@ -32,7 +32,7 @@ from vaultflow.flows._support import fail_fast_on_permanent_errors
 from vaultflow.flows.full_backup import full_backup
 from vaultflow.flows.restore import restore
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.logs_to_api]
 
 # The hanging case: each artifact request waits out the client's timeout once and once more on
 # its retry; the run's other requests pass through the proxy at once.

@@ -30,6 +30,7 @@ def backup_id(output: str) -> str:
     return found.group(1)
 
 
+@pytest.mark.logs_to_api
 def test_backup_kinds_drill_of_a_chosen_backup_and_one_target_checks(pg_with_password, fresh_db, tmp_path: Path):
     """A logical PostgreSQL target has no incremental form: the incremental-backup flow takes a
     full and the command says why. The password is in the block, never in argv or any output."""

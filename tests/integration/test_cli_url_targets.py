@@ -28,6 +28,7 @@ def one_error(result, code: int) -> str:
     return line
 
 
+@pytest.mark.logs_to_api
 def test_postgres_url_with_password_from_the_environment_or_pgpass(pg_with_password, fresh_db, tmp_path: Path):
     pg, password = pg_with_password, pg_with_password.password
     db = fresh_db(pg)

@@ -266,6 +266,7 @@ def test_events_relate_backup_to_target(pg18, fresh_db, tmp_path: Path):
     assert related["flow-run"].name, "Prefect relates the run that emitted it, by name"
 
 
+@pytest.mark.logs_to_api
 def test_password_never_in_logs_artifacts_or_repository(pg_with_password, tmp_path: Path):
 
     pg = pg_with_password

@@ -26,6 +26,7 @@ from vaultflow.tasks.common import SIDE_EFFECT_TASK
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
+@pytest.mark.logs_to_api
 def test_flows_on_a_password_protected_server_keep_the_password_private(mongo_with_password, tmp_path: Path):
     server = mongo_with_password
     client = server.client()
