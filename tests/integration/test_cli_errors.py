@@ -83,6 +83,10 @@ def test_unknown_blocks_are_usage_errors_found_before_any_run(tmp_path: Path):
         (["list"], "give --repository NAME"),
         (["upload", "--repo-path", "."], "give exactly one of --to NAME and --to-path DIR"),
         (["restore", "-t", "x", "--repo-path", ".", "--to-time", "not a time"], "--to-time"),
+        *(
+            (["drill", "-t", "x", "--repo-path", ".", "--rto", rto], "is not a recovery time objective")
+            for rto in ("-5", "0", "nan", "inf", "1e400")
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: list[str], says: str):
