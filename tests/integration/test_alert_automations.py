@@ -265,11 +265,11 @@ def test_cli_apply_list_remove_and_one_line_errors(webhook, tmp_path: Path):
     assert "vaultflow redis/adhoc: verify-failed" in listed.output
 
     missing = runner.invoke(app, ["automations", "apply", "--notify", "custom-webhook/nosuch"])
-    assert missing.exit_code == 1 and "no block 'custom-webhook/nosuch'" in missing.output
+    assert missing.exit_code == 2 and "no block 'custom-webhook/nosuch'" in missing.output
     assert len(missing.output.strip().splitlines()) == 1, missing.output
     RedisTarget(host="127.0.0.1", port=1).save("alerts-not-a-notifier", overwrite=True)
     wrong = runner.invoke(app, ["automations", "apply", "--notify", "redis-target/alerts-not-a-notifier"])
-    assert wrong.exit_code == 1 and "cannot send notifications" in wrong.output
+    assert wrong.exit_code == 2 and "cannot send notifications" in wrong.output
     RedisTarget.delete("alerts-not-a-notifier")
 
     removed = runner.invoke(app, ["automations", "remove"])
