@@ -126,9 +126,9 @@ def test_each_automation_fires_and_notifies(webhook, redis_with_password, tmp_pa
     full = full_backup(target="redis-target/alerts-redis", repository=repository)
     backed_up = time.time()
 
-    # drill-failed: a real drill that misses its RTO (objective 0 s).
+    # drill-failed: a real drill that misses its RTO (objective 1 µs; 0 is no objective: refused).
     with pytest.raises(Exception, match="missed the RTO"):
-        restore_drill(target="redis-target/alerts-redis", repository=repository, rto_objective_s=0.0)
+        restore_drill(target="redis-target/alerts-redis", repository=repository, rto_objective_s=0.000001)
     drill = recorder.wait_for("restore drill of redis/alerts-redis failed")
     assert len(drill) == 1 and "missed the RTO" in drill[0][1]["body"] and full["backup_id"] in drill[0][1]["body"]
 
