@@ -4,6 +4,7 @@ whose schedules each carry one target's parameters.
     python -m vaultflow.deployments.fleet check FILE     # each line against its saved block: fit, queue
     python -m vaultflow.deployments.fleet deploy FILE    # check, then make the API's deployments match
     vaultflow fleet check|deploy FILE          # the same (vaultflow/cli_fleet.py)
+    vaultflow fleet remove NAME                # delete every deployment of fleet NAME
 
 A strategy that reads or writes files on the database host (the target block says which:
 TargetSettings.local_access, e.g. a WAL spool, a Redis dir, a ClickHouse backup disk) goes to the
@@ -12,7 +13,8 @@ fleet's shared queue, which any worker may serve. The deployments are tagged
 `vaultflow-fleet:<name>`; deploy creates what is missing, changes only what differs (schedules
 one by one, by their slug: the target's block name), removes the schedules of targets dropped
 from the file and deletes the fleet's deployments left without one. A second deploy of an
-unchanged file changes nothing. Why this shape: docs/architecture.md, "Issue 12: fleets".
+unchanged file changes nothing; it warns of another fleet's deployments that schedule the same
+targets (a renamed fleet's: `vaultflow fleet remove OLD` deletes them). Why this shape: docs/architecture.md, "Issue 12: fleets".
 """
 
 from __future__ import annotations
@@ -25,8 +27,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vaultflow.deployments.fleet_file import STRATEGIES, Fleet, FleetError, FleetTarget, Step, read_fleet
+from vaultflow.deployments.fleet_file import (
+    STRATEGIES,
+    Fleet,
+    FleetError,
+    FleetTarget,
+    Step,
+    problem_line,
+    read_fleet_all,
+)
 from vaultflow.deployments.project import ROOT, load_flow, load_pull_steps
+from vaultflow.errors import VaultflowError
+from vaultflow.summary import counted
 
 HOST_QUEUE_PREFIX = "host-"
 FLEET_TAG_PREFIX = "vaultflow-fleet:"
@@ -70,13 +82,23 @@ class DeploymentSpec:
 class FleetReport:
     """What one deploy did: (verb, what) per change, in order; verbs created, added, changed,
     removed, deleted, unchanged. `queues` maps each work queue used to the host it needs ('' for
-    the shared queue)."""
+    the shared queue). `outcome` maps each deployment to what happened to it as a whole (created,
+    changed: its settings or any of its schedules, unchanged, deleted); `schedules` counts the
+    schedule changes (added, changed, removed) of deployments that already existed. `warnings`:
+    one line each, e.g. another fleet's deployments that schedule the same targets."""
 
     actions: list[tuple[str, str]] = field(default_factory=list)
     queues: dict[str, str] = field(default_factory=dict)
+    outcome: dict[str, str] = field(default_factory=dict)
+    schedules: dict[str, int] = field(default_factory=lambda: {"added": 0, "changed": 0, "removed": 0})
+    warnings: list[str] = field(default_factory=list)
 
     def count(self, verb: str) -> int:
         return sum(1 for v, _ in self.actions if v == verb)
+
+    def deployments(self, outcome: str) -> int:
+        """How many deployments ended `outcome` (created, changed, unchanged, deleted)."""
+        return sum(1 for done in self.outcome.values() if done == outcome)
 
 
 def fleet_tag(name: str) -> str:
@@ -293,6 +315,7 @@ def apply(fleet: Fleet, specs: list[DeploymentSpec], pull_steps: list[dict[str, 
                     **fields,
                 )
                 report.actions.append(("created", f"{spec.full_name}: {', '.join(spec.schedules)}"))
+                report.outcome[spec.full_name] = "created"
                 continue
             changed = {
                 key: value
@@ -310,11 +333,13 @@ def apply(fleet: Fleet, specs: list[DeploymentSpec], pull_steps: list[dict[str, 
                 report.actions.append(("changed", f"{spec.full_name}: {', '.join(settings)}"))
             before = len(report.actions)
             _apply_schedules(client, spec, deployment, report)
-            if not changed and len(report.actions) == before:
-                report.actions.append(("unchanged", f"{spec.full_name}: {len(spec.schedules)} schedules"))
+            report.outcome[spec.full_name] = "changed" if changed or len(report.actions) > before else "unchanged"
+            if report.outcome[spec.full_name] == "unchanged":
+                report.actions.append(("unchanged", f"{spec.full_name}: {counted(len(spec.schedules), 'schedule')}"))
         for full_name, deployment in sorted(existing.items()):
             client.delete_deployment(deployment.id)
             report.actions.append(("deleted", f"{full_name}: no target of the fleet runs it any more"))
+            report.outcome[full_name] = "deleted"
     return report
 
 
@@ -329,31 +354,132 @@ def _apply_schedules(client: Any, spec: DeploymentSpec, deployment: Any, report:
         if schedule is None:
             client.create_deployment_schedules(deployment.id, [wanted])
             report.actions.append(("added", f"{slug} to {spec.full_name} ({_describe(placement)})"))
+            report.schedules["added"] += 1
         elif not _same_schedule(schedule, wanted, placement.step.schedule):
             client.update_deployment_schedule(
                 deployment.id, schedule.id, schedule=wanted.schedule, parameters=wanted.parameters
             )
             report.actions.append(("changed", f"{slug} in {spec.full_name} ({_describe(placement)})"))
+            report.schedules["changed"] += 1
     for slug, schedule in [*have.items(), *(("a schedule without slug", s) for s in unnamed)]:
         client.delete_deployment_schedule(deployment.id, schedule.id)  # a target dropped from the file
         report.actions.append(("removed", f"{slug} from {spec.full_name}"))
+        report.schedules["removed"] += 1
 
 
 def check(path: str | os.PathLike[str], blocks: Any | None = None) -> tuple[Fleet, list[DeploymentSpec], list[str]]:
     """(fleet, the deployments it makes, notes) of the fleet file at `path`. Raises FleetError
-    listing every problem, one line each."""
-    fleet = read_fleet(path)
-    placements, problems, notes = place(fleet, blocks)
+    listing every problem the file and its saved blocks have, one line each, in line order (all
+    in one pass: the file's shape, the target and repository blocks, the fit); VaultflowError
+    (one line naming the URL) when PREFECT_API_URL names an API that does not answer."""
+    from vaultflow.deployments.validate import SavedBlocks
+
+    fleet, problems = read_fleet_all(path)
+    if fleet is None:
+        raise FleetError(problems)
+    if blocks is None:
+        require_api()
+        blocks = SavedBlocks()
+    placements, found, notes = place(fleet, blocks)
+    problems = sorted([*problems, *found, *repository_problems(fleet, blocks)], key=problem_line)
     if problems:
         raise FleetError(problems)
     return fleet, plan_deployments(fleet, placements), notes
 
 
+def require_api() -> None:
+    """VaultflowError, one line naming the URL and what to do, when PREFECT_API_URL is set and
+    its API does not answer (the same line as the other commands': vaultflow.cli_run.check_api);
+    without it every target would be 'not saved'."""
+    from vaultflow.cli_run import check_api
+
+    check_api()
+
+
+def repository_problems(fleet: Fleet, blocks: Any) -> list[str]:
+    """One problem per repository a fleet's lines name that is not a saved BackupRepository
+    block: '<file>:<line>: <ref>: ...' at the line that names it (the top-level `repository:`,
+    or a target's own). Without it every scheduled run of those targets would fail."""
+    from vaultflow.blocks import BackupRepository
+
+    problems: dict[tuple[str, int], str] = {}
+    for target in fleet.targets:
+        key = (target.repository, target.repository_line)
+        if key in problems:
+            continue
+        block, why_not = blocks.load(target.repository)
+        where = f"{fleet.where(target.repository_line)}: {target.repository}"
+        if block is None:
+            problems[key] = f"{where}: {why_not}; save the block first (Prefect UI, or BackupRepository(...).save)"
+        elif not isinstance(block, BackupRepository):
+            problems[key] = (
+                f"{where}: is a {type(block).__name__}, not a BackupRepository: name a backup-repository block"
+            )
+    return list(problems.values())
+
+
 def deploy(path: str | os.PathLike[str]) -> tuple[Fleet, FleetReport, list[str]]:
     """Check the fleet file at `path`, then apply it: (fleet, report, notes). Raises FleetError
-    (one line per problem) and changes nothing when any line does not check."""
+    (one line per problem) and changes nothing when any line does not check. The report warns
+    of other fleets' deployments that schedule the same targets (a renamed fleet's)."""
     fleet, specs, notes = check(path)
-    return fleet, apply(fleet, specs), notes
+    report = apply(fleet, specs)
+    report.warnings += other_fleets_overlap(fleet, specs)
+    return fleet, report, notes
+
+
+def _vaultflow_fleets(client: Any) -> dict[str, list[tuple[str, Any]]]:
+    """Fleet name -> [(full name, deployment)] of every fleet deployment on the API (tagged
+    'vaultflow' and 'vaultflow-fleet:<name>')."""
+    fleets: dict[str, list[tuple[str, Any]]] = {}
+    flows: dict[Any, str] = {}
+    for deployment in _fleet_deployments(client, "vaultflow"):
+        for tag in deployment.tags:
+            if tag.startswith(FLEET_TAG_PREFIX):
+                if deployment.flow_id not in flows:
+                    flows[deployment.flow_id] = client.read_flow(deployment.flow_id).name
+                full_name = f"{flows[deployment.flow_id]}/{deployment.name}"
+                fleets.setdefault(tag.removeprefix(FLEET_TAG_PREFIX), []).append((full_name, deployment))
+    return fleets
+
+
+def other_fleets_overlap(fleet: Fleet, specs: list[DeploymentSpec]) -> list[str]:
+    """One warning per deployment of another fleet that schedules any of this fleet's targets:
+    a renamed fleet (`name: prod` -> `prod2`) leaves the old one's deployments in place, and
+    every such target is then backed up twice."""
+    from prefect import get_client
+
+    ours = {slug for spec in specs for slug in spec.schedules}
+    warnings = []
+    with get_client(sync_client=True) as client:
+        for name, deployments in sorted(_vaultflow_fleets(client).items()):
+            if name == fleet.name:
+                continue
+            for full_name, deployment in sorted(deployments, key=lambda item: item[0]):
+                shared = sorted({s.slug for s in client.read_deployment_schedules(deployment.id)} & ours)
+                if shared:
+                    warnings.append(
+                        f"deployment {full_name} of fleet {name} also schedules {', '.join(shared)}: they run "
+                        f"twice; if fleet {name} is this one renamed, remove it: vaultflow fleet remove {name}"
+                    )
+    return warnings
+
+
+def remove(name: str) -> list[str]:
+    """Delete every deployment of fleet `name` (tagged 'vaultflow-fleet:<name>', as deploy made
+    them); returns their full names, sorted. Raises FleetError naming the fleets that exist when
+    `name` has no deployment (a typo must not look like success)."""
+    from prefect import get_client
+
+    require_api()
+    with get_client(sync_client=True) as client:
+        fleets = _vaultflow_fleets(client)
+        if name not in fleets:
+            known = ", ".join(sorted(fleets)) or "none"
+            raise FleetError([f"fleet {name!r} has no deployments on this Prefect API (fleets there: {known})"])
+        for _, deployment in fleets[name]:
+            client.delete_deployment(deployment.id)
+    return sorted(full_name for full_name, _ in fleets[name])
 
 
 def worker_argv(pool: str, queues: Iterable[str], limit: int | None = None) -> list[str]:
@@ -384,12 +510,17 @@ def print_placement(fleet: Fleet, specs: list[DeploymentSpec], out=print) -> Non
 
 
 def print_report(fleet: Fleet, report: FleetReport, out=print) -> None:
+    """A line per change, the counts (deployments by outcome; schedule changes of deployments
+    that existed), the worker each queue needs, then one `warning:` line per warning."""
     for verb, what in report.actions:
         out(f"{verb:9} {what}")
-    counts = ", ".join(f"{report.count(v)} {v}" for v in ("created", "changed", "unchanged", "deleted"))
-    out(f"fleet {fleet.name}: {counts}; schedules {report.count('added')} added, {report.count('removed')} removed")
+    counts = ", ".join(f"{report.deployments(v)} {v}" for v in ("created", "changed", "unchanged", "deleted"))
+    schedules = ", ".join(f"{n} {verb}" for verb, n in report.schedules.items())
+    out(f"fleet {fleet.name}: {counts}; schedules {schedules}")
     for line in worker_commands(fleet.work_pool, report.queues):
         out(f"  {line}")
+    for warning in report.warnings:
+        out(f"warning: {warning}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     except FleetError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return 1
+    except VaultflowError as exc:  # the Prefect API does not answer
+        print(exc, file=sys.stderr)
         return 1
     for note in notes:
         print(f"note: {note}")

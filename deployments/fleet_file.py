@@ -73,13 +73,15 @@ class Step:
 @dataclass(frozen=True)
 class FleetTarget:
     """One target line: the block (`postgres-target/shop`), its plan and repository, the host
-    its host-bound strategies run on when not the block's own `host`, and the line number."""
+    its host-bound strategies run on when not the block's own `host`, the line number and the
+    line that names its repository (its own, or the top-level `repository:`)."""
 
     ref: str
     plan: str
     repository: str
     host: str | None
     line: int
+    repository_line: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,13 @@ class _Mapping(dict):
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML whose mappings keep their keys' lines and refuse a key given twice (PyYAML
-    would keep the last silently: a target listed twice would lose one of its lines)."""
+    """Safe YAML whose mappings keep their keys' lines and note a key given twice (PyYAML would
+    keep the last silently: a target listed twice would lose one of its lines). The first
+    keeps its place, so the rest of the file is still checked; `duplicates` holds (line, why)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, str]] = []
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
@@ -117,9 +124,8 @@ def _mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         if key in first:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"{key!r} is given twice (first on line {first[key]})", key_node.start_mark
-            )
+            loader.duplicates.append((line, f"{key!r} is given twice (first on line {first[key]}): keep one"))
+            continue
         first[key] = line
         result[key] = loader.construct_object(value_node, deep=True)
         result.lines[key] = line
@@ -150,6 +156,23 @@ def _schedule(value: Any, timezone: str | None) -> tuple[dict[str, Any], dict[st
     return config, dict(parameters)
 
 
+def _timezone(document: _Mapping, fleet_where, problems: list[str]) -> str | None:
+    """The top-level `timezone:` every schedule takes unless it names one, checked on its own
+    line. One the schedule model refuses is a problem there, and the plans are checked with UTC
+    instead (their own faults still found, the timezone's not blamed on each of them)."""
+    from vaultflow.deployments.validate import check_schedule
+
+    timezone = document.get("timezone")
+    if timezone is None:
+        return None
+    faults, _ = check_schedule({"cron": "0 0 * * *", "timezone": timezone}, 1)
+    if not faults:
+        return timezone
+    why = faults[0].split("): ", 1)[-1]
+    problems.append(f"{fleet_where(_line(document, 'timezone'))}: timezone {timezone!r}: {why}")
+    return "UTC"
+
+
 def _plans(document: _Mapping, fleet_where, problems: list[str]) -> dict[str, list[Step]]:
     from vaultflow.deployments.validate import check_schedule
 
@@ -159,7 +182,7 @@ def _plans(document: _Mapping, fleet_where, problems: list[str]) -> dict[str, li
             f"{fleet_where(_line(document, 'plans'))}: plans: give at least one plan (name: strategy -> schedule)"
         )
         return {}
-    timezone = document.get("timezone")
+    timezone = _timezone(document, fleet_where, problems)
     found: dict[str, list[Step]] = {}
     for plan, steps in plans.items():
         where = fleet_where(_line(plans, plan))
@@ -212,43 +235,68 @@ def _targets(document: _Mapping, plans: dict[str, list[Step]], fleet_where, prob
         if not isinstance(options, dict):
             problems.append(f"{where}: give its plan (a name from plans:) or a mapping with plan:")
             continue
-        unknown = [key for key in options if key not in LINE_KEYS]
-        if unknown:
-            problems.append(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(LINE_KEYS)})")
-            continue
+        # every fault of the line; a line whose plan, repository and host are usable is kept (a
+        # typo'd key is reported, and its block still checked: fleet.check reports all at once)
+        faults = [f"unknown key {key!r} (known: {', '.join(LINE_KEYS)})" for key in options if key not in LINE_KEYS]
         plan, repository, host = options.get("plan"), options.get("repository", default_repository), options.get("host")
-        if plan not in plans:
-            known = ", ".join(plans) or "none"
-            problems.append(f"{where}: plan {plan!r} is not defined under plans: (defined: {known})")
-            continue
+        usable = plan in plans
+        if not usable:
+            faults.append(f"plan {plan!r} is not defined under plans: (defined: {', '.join(plans) or 'none'})")
         if not isinstance(repository, str) or "/" not in repository:
-            problems.append(
-                f"{where}: no repository: set `repository: backup-repository/NAME` at the top or on this line"
-            )
-            continue
+            usable = False
+            faults.append("no repository: set `repository: backup-repository/NAME` at the top or on this line")
         if host is not None and (not isinstance(host, str) or not NAME.match(host)):
-            problems.append(f"{where}: host {host!r} is not a host name (letters, digits, '.', '-', '_')")
+            usable = False
+            faults.append(f"host {host!r} is not a host name (letters, digits, '.', '-', '_')")
+        problems += [f"{where}: {fault}" for fault in faults]
+        if not usable:
             continue
-        found.append(FleetTarget(ref, plan, repository, host, line))
+        repository_line = (
+            _line(options, "repository", line) if "repository" in options else _line(document, "repository")
+        )
+        found.append(FleetTarget(ref, plan, repository, host, line, repository_line))
     return found
 
 
 def read_fleet(path: str | os.PathLike[str]) -> Fleet:
     """The fleet file at `path`, shape-checked. Raises FleetError listing every fault, each as
     '<file>:<line>: <what is wrong and what to do>' (a file that cannot be read or parsed: one)."""
+    fleet, problems = read_fleet_all(path)
+    if problems or fleet is None:
+        raise FleetError(problems)
+    return fleet
+
+
+def problem_line(problem: str) -> int:
+    """The line number a problem '<file>:<line>: ...' names (0 for one of the whole file): the
+    sort key that lists a fleet's problems in file order."""
+    where = problem.split(":", 2)
+    return int(where[1]) if len(where) > 2 and where[1].isdigit() else 0
+
+
+def read_fleet_all(path: str | os.PathLike[str]) -> tuple[Fleet | None, list[str]]:
+    """(fleet, every fault of its shape, in line order): the fleet as far as it reads (lines
+    with a fault left out, a duplicate key's first value kept), so that what the Prefect API
+    says about the rest can be reported in the same pass (fleet.check). The fleet is None when
+    the file cannot be read, parsed or is not a mapping (then there is one problem)."""
     file = Path(path)
     where = lambda line: f"{file.name}:{line}"  # noqa: E731 - one-line helper
     try:
-        document = yaml.load(file.read_text(), Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        loader = _Loader(file.read_text())
     except OSError as exc:
-        raise FleetError([f"{file}: cannot read the fleet file ({exc.strerror or exc})"]) from exc
+        return None, [f"{file}: cannot read the fleet file ({exc.strerror or exc})"]
+    try:
+        document = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise FleetError([f"{where(mark.line + 1 if mark else 1)}: not valid YAML: {problem}"]) from exc
+        return None, [f"{where(mark.line + 1 if mark else 1)}: not valid YAML: {problem}"]
+    finally:
+        loader.dispose()
     if not isinstance(document, dict):
-        raise FleetError([f"{where(1)}: a fleet file is a mapping with name:, plans: and targets:"])
-    problems = [
+        return None, [f"{where(1)}: a fleet file is a mapping with name:, plans: and targets:"]
+    problems = [f"{where(line)}: {why}" for line, why in loader.duplicates]
+    problems += [
         f"{where(_line(document, key))}: unknown key {key!r} (known: {', '.join(TOP_KEYS)})"
         for key in document
         if key not in TOP_KEYS
@@ -259,6 +307,7 @@ def read_fleet(path: str | os.PathLike[str]) -> Fleet:
             f"{where(_line(document, 'name'))}: name: give the fleet a name (letters, digits, '.', '-', '_'): "
             "it names the fleet's deployments, and re-applying the file finds them by it"
         )
+        name = ""
     names = {}
     for key, default in (("work_pool", DEFAULT_POOL), ("shared_queue", DEFAULT_QUEUE)):
         names[key] = document.get(key, default)
@@ -266,6 +315,5 @@ def read_fleet(path: str | os.PathLike[str]) -> Fleet:
             problems.append(f"{where(_line(document, key))}: {key} {names[key]!r} is not a name")
     plans = _plans(document, where, problems)
     targets = _targets(document, plans, where, problems)
-    if problems:
-        raise FleetError(problems)
-    return Fleet(file, name, names["work_pool"], names["shared_queue"], plans, targets)
+    problems.sort(key=problem_line)
+    return Fleet(file, name, names["work_pool"], names["shared_queue"], plans, targets), problems

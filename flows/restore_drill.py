@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from pydantic import Field
 
 from vaultflow.compare import UNLOGGED_EMPTY
 from vaultflow.errors import RefusedError
@@ -27,10 +29,15 @@ from vaultflow.flows._support import (
 from vaultflow.summary import drill_summary, human_duration, objective_duration
 from vaultflow.tasks.restore import drill_backup
 
+# A recovery time objective: seconds, finite and above 0 (-5, nan or inf would record a drill that
+# could never pass, or always pass, and page on-call). Refused by the flow's parameter validation
+# (the run form, a deployment's schedule, `fleet check`) before anything runs.
+RtoSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
 
 @flow(name="restore-drill", flow_run_name=run_name("drill"), log_prints=True, **FLOW_RETRIES)
 def restore_drill(
-    target: TargetParam, repository: RepositoryParam, rto_objective_s: float = 900.0, backup_id: str = "latest"
+    target: TargetParam, repository: RepositoryParam, rto_objective_s: RtoSeconds = 900.0, backup_id: str = "latest"
 ) -> dict:
     """Restore into scratch (databases or a server), compare with the manifest, time it, clean up.
 
@@ -40,7 +47,7 @@ def restore_drill(
         target: The target block, or its name ('postgres-target/prod', 'redis-target/cache', or
             'prod' when one kind alone has a block of that name).
         repository: The BackupRepository block, or its name ('backup-repository/main').
-        rto_objective_s: The recovery time objective in seconds: a slower restore fails the drill.
+        rto_objective_s: The recovery time objective in seconds, above 0 and finite: a slower restore fails the drill.
         backup_id: The backup to drill: an id from the catalog, or 'latest'.
     """
     logger = get_run_logger()

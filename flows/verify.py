@@ -28,7 +28,7 @@ from vaultflow.flows._support import (
 from vaultflow.logarchive import open_log_archive
 from vaultflow.proc import mkdtemp, remove
 from vaultflow.repository import ObjectCheck
-from vaultflow.summary import verify_summary
+from vaultflow.summary import counted, verify_summary
 from vaultflow.tasks.verify import verify_backup
 
 
@@ -189,5 +189,7 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
         run_summary.details += [f"misdated (held, not failed): {k}: {v}" for k, v in clocks.items()]
         if failures:
             report.summary = run_summary  # published by the report as the run fails
-            raise IntegrityError(f"{len(failures)} problems in {repo.description}: " + "; ".join(failures[:5]))
+            raise IntegrityError(
+                f"{counted(len(failures), 'problem')} in {repo.description}: " + "; ".join(failures[:5])
+            )
     return report.finish(run_summary, {**counts, "problems": failures, "clock_problems": clocks})

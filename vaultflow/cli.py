@@ -276,12 +276,26 @@ def prune(
     )
 
 
+def rto_seconds(value: float) -> float:
+    """A --rto value: seconds, finite and above 0; typer.BadParameter (exit 2) otherwise, before
+    anything runs (the flow refuses it too: flows/restore_drill.py, RtoSeconds)."""
+    import math
+
+    if not math.isfinite(value) or value <= 0:
+        raise typer.BadParameter(f"{value!r} is not a recovery time objective: give seconds above 0, e.g. 900")
+    return value
+
+
 @app.command(epilog=EXIT_CODES_HELP)
 def drill(
     target: str = TargetOpt,
     repository: str | None = RepoOpt,
     repo_path: str | None = RepoPathOpt,
-    rto: float = typer.Option(900.0, help="Recovery time objective in seconds: a slower restore fails the drill."),
+    rto: float = typer.Option(
+        900.0,
+        callback=lambda value: rto_seconds(value),
+        help="Recovery time objective in seconds, above 0: a slower restore fails the drill.",
+    ),
     backup_id: str = typer.Option("latest", "--backup", "-b", help="The backup to drill: an id, or 'latest'."),
 ):
     """Restore a backup into scratch databases, compare, time it, drop them (the restore-drill flow)."""

@@ -30,8 +30,11 @@ def apply_automations(
     repository, every target that has backups there); delete those of targets that are gone.
     Safe to re-run: it updates only what changed (an unchanged alert keeps its clock), never
     duplicates."""
+    from vaultflow.cli_run import check_api
     from vaultflow.deployments.automations import apply
 
+    check_api()
+    _notification_block(notify)
     with _one_line_errors():
         repo = None
         if repository or repo_path:
@@ -54,8 +57,10 @@ def apply_automations(
 @automations_app.command("list")
 def list_automations() -> None:
     """The alert automations vaultflow made on this Prefect API."""
+    from vaultflow.cli_run import check_api
     from vaultflow.deployments.automations import managed
 
+    check_api()
     for _, name in managed():
         console.print(name, highlight=False, soft_wrap=True)
 
@@ -63,7 +68,22 @@ def list_automations() -> None:
 @automations_app.command("remove")
 def remove_automations() -> None:
     """Delete every alert automation vaultflow made on this Prefect API."""
+    from vaultflow.cli_run import check_api
     from vaultflow.deployments.automations import remove_all
 
+    check_api()
     gone = remove_all()
     console.print(f"{len(gone)} automations deleted", highlight=False)
+
+
+def _notification_block(ref: str) -> None:
+    """--notify's block, looked up before anything is changed: a malformed name, no such block,
+    or one that cannot notify is a usage error (exit 2), like any unknown block name."""
+    from vaultflow.cli_run import UsageError
+    from vaultflow.deployments.automations import notification_block_id
+    from vaultflow.errors import ConfigError, NotFoundError
+
+    try:
+        notification_block_id(ref)
+    except (ConfigError, NotFoundError) as exc:
+        raise UsageError(str(exc)) from None

@@ -1,10 +1,11 @@
-"""`vaultflow fleet check|deploy FILE`: a fleet of targets, one line each in a fleet file, as
+"""`vaultflow fleet check|deploy FILE`, `vaultflow fleet remove NAME`: a fleet of targets, one line each in a fleet file, as
 Prefect deployments (one per strategy and work queue, a schedule per target). The Prefect side
 lives in deployments/fleet.py (imported inside the commands: the core stays Prefect-free)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,9 +25,10 @@ def _out(line: str) -> None:
     console.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
-def _run(action, path: Path) -> tuple:  # noqa: ANN001 - deployments.fleet's check or deploy
+def _run(action, path: Path | str) -> Any:  # noqa: ANN001 - deployments.fleet's check, deploy or remove
     """`action(path)`; a FleetError becomes one `error:` line per problem and exit status 2 (the
-    file is wrong, nothing was changed)."""
+    file is wrong, nothing was changed). A Prefect API that does not answer is vaultflow's one
+    line naming it, exit status 1 (OneLineErrors)."""
     from vaultflow.deployments.fleet_file import FleetError
 
     try:
@@ -62,3 +64,17 @@ def deploy_fleet(path: Path = FileArg) -> None:
     print_report(fleet, report, _out)
     for note in notes:
         _out(f"note: {note}")
+
+
+@fleet_app.command("remove")
+def remove_fleet(name: str = typer.Argument(..., help="The fleet's name: the `name:` of its fleet file.")) -> None:
+    """Delete every deployment of the fleet NAME (those `fleet deploy` made: tagged
+    vaultflow-fleet:NAME), e.g. after renaming a fleet, whose old deployments would otherwise keep
+    backing up every target a second time. Exit 2 when the fleet has no deployment (its name is
+    wrong: the error lists the fleets there are)."""
+    from vaultflow.deployments.fleet import remove
+
+    gone = _run(remove, name)
+    for full_name in gone:
+        _out(f"deleted   {full_name}")
+    _out(f"fleet {name}: {len(gone)} deleted")

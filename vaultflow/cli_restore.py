@@ -5,6 +5,7 @@ each described by its engine's field; nothing here names an engine."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import typer
@@ -14,11 +15,13 @@ from vaultflow.cli_run import (
     RepoOpt,
     RepoPathOpt,
     TargetOpt,
+    UsageError,
     out,
     read_moment,
     repository_param,
     run_flow,
 )
+from vaultflow.errors import VaultflowError
 from vaultflow.summary import human_duration
 
 
@@ -103,6 +106,35 @@ def _option_value(adapter, value: Any) -> Any:
         raise first
 
 
+def cli_wording(message: str, option_names: list[str]) -> str:
+    """A restore's error line as the command line says it: a refusal from the flow names its
+    parameters (`overwrite=True`, `into='original'`, `key_pattern`, as a deployment's run form
+    has them); from the CLI the same line names the flags (`--overwrite`, `--into original`,
+    `--key-pattern`). `option_names`: the engines' restore options (snake_case)."""
+    message = re.sub(r"\boverwrite=True\b", "--overwrite", message)
+    message = re.sub(r"\binto=(['\"])([^'\"\s]+)\1", r"--into \2", message)
+    message = message.replace("`into`", "--into").replace("`databases`", "--database")
+    for name in (n for n in option_names if "_" in n):  # an identifier: never a word of the text
+        message = re.sub(rf"\b{name}\b", _flag(name), message)
+    return message
+
+
+def _options_fit_engine(target: Any, given: list[str], known: dict[str, tuple[Any, list[str]]]) -> None:
+    """UsageError (exit 2) when an engine option given is not one of the target's engine (--to-time
+    on a Redis target): said before the run starts, naming the flag and the engines that take it.
+    `target`: the block or its name (looked up already); `known`: _engine_restore_options()."""
+    from vaultflow.flows._support import load_target
+
+    engine = load_target(target).engine_name
+    for name in given:
+        engines = known[name][1]
+        if engine not in engines:
+            raise UsageError(
+                f"{_flag(name)} is a restore option of {' and '.join(engines)} targets, not of {engine} targets "
+                f"like {getattr(target, 'name', target)}: drop it (`vaultflow restore --help` lists each option's engines)"
+            )
+
+
 def _restore(
     target: str,
     repository: str | None,
@@ -133,23 +165,33 @@ def _restore(
                 f"{value!r}: " + "; ".join(e["msg"] for e in exc.errors()) + _shape_hint(field.annotation),
                 param_hint=_flag(name),
             ) from None
+    if overwrite and into is None:  # it would be ignored without a word: every default place is new
+        raise typer.BadParameter(
+            "--overwrite replaces what --into names; without --into the restore goes to a new place: add --into NAME",
+            param_hint="--overwrite",
+        )
     repo = repository_param(repository, repo_path)  # a missing directory is said before the flow's import
     from vaultflow.flows.restore import restore as restore_flow
 
     flat = set(inspect.signature(restore_flow.fn).parameters)
     params = {k: v for k, v in given.items() if k in flat}
     extra = {k: v for k, v in given.items() if k not in flat}
-    result = run_flow(
-        "vaultflow.flows.restore:restore",
-        target=target,
-        repository=repo,
-        backup_id=backup_id,
-        into=into,
-        overwrite=overwrite,
-        databases=database or None,
-        **params,
-        **({"options": extra} if extra else {}),
-    )
+    try:
+        result = run_flow(
+            "vaultflow.flows.restore:restore",
+            before_run=lambda params: _options_fit_engine(params["target"], sorted(given), known),
+            target=target,
+            repository=repo,
+            backup_id=backup_id,
+            into=into,
+            overwrite=overwrite,
+            databases=database or None,
+            **params,
+            **({"options": extra} if extra else {}),
+        )
+    except VaultflowError as exc:  # one line, naming flags (its class kept: it decides the exit status)
+        exc.args = (cli_wording(str(exc), list(known)),)
+        raise
     where = ", ".join(f"{src} -> {dest}" if src != dest else dest for src, dest in result["restored"].items())
     lines = [f"restored {result['backup_id']} into {where} in {human_duration(result['seconds'])}"]
     lines.append(f"recovery point: {result['recovery_point']}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -197,27 +197,37 @@ def _quiet_console() -> None:
 
 def check_api() -> None:
     """Fail at once, naming the URL, when PREFECT_API_URL is set and its API does not answer
-    within API_TIMEOUT_S (the client would otherwise retry for a minute, then print a traceback).
-    With no PREFECT_API_URL, Prefect starts a temporary API server for this command."""
+    within API_TIMEOUT_S (the client would otherwise retry for a minute, then print a traceback):
+    VaultflowError with api_problem's line. With no PREFECT_API_URL, Prefect starts a temporary
+    API server for this command."""
+    problem = api_problem()
+    if problem:
+        raise VaultflowError(problem)
+
+
+def api_problem() -> str | None:
+    """None when PREFECT_API_URL is unset or its API answers /health within API_TIMEOUT_S; else
+    one line naming the URL and what to do ('the Prefect API at <url> does not answer ...')."""
     import httpx
     from prefect.settings import PREFECT_API_KEY, PREFECT_API_URL
 
     url = PREFECT_API_URL.value()
     if not url:
-        return
+        return None
     headers = {"Authorization": f"Bearer {key}"} if (key := PREFECT_API_KEY.value()) else {}
     try:
         response = httpx.get(url.rstrip("/") + "/health", headers=headers, timeout=API_TIMEOUT_S)
     except httpx.HTTPError as exc:
-        raise VaultflowError(
+        return (
             f"the Prefect API at {url} does not answer ({type(exc).__name__}: {exc or 'no reply'}): start it "
             "(`prefect server start`) or point PREFECT_API_URL at a running one (`prefect config view` shows it)"
-        ) from None
+        )
     if response.status_code >= 400:
-        raise VaultflowError(
+        return (
             f"the Prefect API at {url} answered HTTP {response.status_code} to /health: check PREFECT_API_URL "
             "and PREFECT_API_KEY (`prefect config view`)"
         )
+    return None
 
 
 def url_target(url: str) -> Any:
@@ -291,10 +301,11 @@ def prefect_session() -> Iterator[None]:
         yield
 
 
-def run_flow(flow: Any, **params: Any) -> Any:
+def run_flow(flow: Any, *, before_run: Callable[[dict[str, Any]], None] | None = None, **params: Any) -> Any:
     """Run `flow` (a flow, or its 'module:name', 'vaultflow.flows.verify:verify', imported here after the
     command's own checks) in-process once (no flow-level retries), after checking the API and the blocks `params`
-    name; returns the run's result. Raises UsageError for an unknown block and VaultflowError
+    name, and calling `before_run(params)` (a command's own check that needs the blocks: it raises
+    UsageError); returns the run's result. Raises UsageError for an unknown block and VaultflowError
     carrying the failed run's state message (Prefect's own prefix removed)."""
     import importlib
 
@@ -309,6 +320,8 @@ def run_flow(flow: Any, **params: Any) -> Any:
             params[name] = url_target(params[name])
     with prefect_session():
         check_blocks(params)
+        if before_run is not None:
+            before_run(params)
         state = flow.with_options(retries=0)(**params, return_state=True)
     if state.is_completed():
         return state.result()

@@ -15,8 +15,8 @@ from pathlib import Path
 import typer
 
 from vaultflow.cli import RepoOpt, RepoPathOpt, _one_line_errors, _print_table, app, console
-from vaultflow.cli_run import UsageError, moment_option, repository_param
-from vaultflow.errors import ConfigError
+from vaultflow.cli_run import UsageError, api_problem, moment_option, repository_param
+from vaultflow.errors import ConfigError, VaultflowError
 
 COLUMNS = (
     "target",
@@ -55,7 +55,9 @@ def status(
     """Every target of the repository: last full and incremental backup, the newest restorable
     point and its age against the target's RPO (rpo_hours on its block, else the default),
     last verify, last drill and its RTO; a target saved as a block with no backup here is a row
-    'never backed up'. Exit 0 when every target meets its RPO, else 1 (also when the repository
+    'never backed up'. A Prefect API (PREFECT_API_URL) that does not answer is one error line
+    naming it with --repository (exit 1); with --repo-path the table comes from the repository
+    alone, and a note says so. Exit 0 when every target meets its RPO, else 1 (also when the repository
     holds no backups at all); 2 for a usage error (no repository given, both --repository and
     --repo-path, a --repo-path that does not exist, a --chart file that cannot be written or
     drawn here)."""
@@ -66,17 +68,30 @@ def status(
     now = utc_moment(moment_option(as_of, "--as-of"))
     if chart is not None:
         check_chart_file(chart)
+    ref = repository_param(repository, repo_path)
+    api_down = api_problem()
+    if api_down and repository is not None:
+        raise VaultflowError(api_down)  # the repository block itself is on the API
     with _one_line_errors():
-        block, repo = load_repository(repository_param(repository, repo_path))
+        block, repo = load_repository(ref)
         # A repository block is read from the Prefect API, so its target blocks can be too; with
-        # --repo-path alone only a configured API is asked (never a temporary one without blocks).
-        objectives = saved_objectives(only_configured_api=repository is None)
+        # --repo-path alone only a configured API is asked (never a temporary one without blocks),
+        # and one that does not answer leaves the table to the repository alone, with a note.
+        objectives = {} if api_down else saved_objectives(only_configured_api=repository is None)
         statuses = fleet_status(repo, objectives, now)
     rows = [s.row() for s in statuses]
     _print_table(COLUMNS, [tuple(row[c] for c in COLUMNS) for row in rows])
     for s in statuses:
         for note in s.notes:
             console.print(f"note: {s.engine}/{s.target}: {note}", markup=False, highlight=False, soft_wrap=True)
+    if api_down:
+        console.print(
+            f"note: {api_down}; this table is from the repository alone: the target blocks' RPO objectives "
+            "(rpo_hours) could not be read, so the default RPO applies",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if chart is not None:
         draw_chart(chart, block, repo, now, chart_days)
     console.print(fleet_line(statuses, f"repository {repo.description}"), markup=False, highlight=False, soft_wrap=True)

@@ -29,6 +29,11 @@ def human_size(num_bytes: float) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def counted(number: int, noun: str) -> str:
+    """'1 problem', '2 problems', '0 schedules': `number` and `noun`, plural unless it is one."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def human_duration(seconds: float) -> str:
     """`seconds` as a person reads it: '0.04 s', '12.3 s', '4 min 05 s', '2 h 03 min'.
     Below one second two decimals (a quick run is not '0.0 s'); below a minute one decimal."""

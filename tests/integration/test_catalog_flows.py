@@ -110,7 +110,8 @@ def test_a_backup_that_failed_its_verify_is_not_restorable_in_the_catalog(redis_
     assert objects, "the backup wrote payload objects"
     for path in objects:
         path.write_bytes(b"not what the manifest says")  # a corrupted object, as a bad disk leaves it
-    with pytest.raises(IntegrityError, match="problems in"):
+    one_each = f"{len(objects)} problem{'' if len(objects) == 1 else 's'} in "  # '1 problem', never '1 problems'
+    with pytest.raises(IntegrityError, match=f"^{one_each}"):
         verify(repository=repository, target=target)
 
     record = Repository(LocalStore(tmp_path / "repo")).last_checks("redis", "cat-verify")[newer]["verify"]

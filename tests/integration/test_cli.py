@@ -57,6 +57,8 @@ def test_backup_list_verify_prune_restore(pg18, fresh_db, tmp_path: Path, monkey
     refused = runner.invoke(app, ["restore", "-t", "cli-target", "--repo-path", repo, "--into", f"{db}_cli"])
     assert refused.exit_code == 1
     assert "already exist" in refused.output and "nothing was touched" in refused.output
+    # the CLI's line names its flags; the flow's (a deployment's run) names the parameters
+    assert "(--into) or pass --overwrite to replace it" in refused.output and "=True" not in refused.output
     pg18.execute(f'DROP DATABASE "{db}_cli" WITH (FORCE)')
 
 

@@ -83,6 +83,11 @@ def test_unknown_blocks_are_usage_errors_found_before_any_run(tmp_path: Path):
         (["list"], "give --repository NAME"),
         (["upload", "--repo-path", "."], "give exactly one of --to NAME and --to-path DIR"),
         (["restore", "-t", "x", "--repo-path", ".", "--to-time", "not a time"], "--to-time"),
+        (["restore", "-t", "x", "--repo-path", ".", "--overwrite"], "--overwrite replaces what --into names"),
+        *(
+            (["drill", "-t", "x", "--repo-path", ".", "--rto", rto], "is not a recovery time objective")
+            for rto in ("-5", "0", "nan", "inf", "1e400")
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: list[str], says: str):
@@ -90,6 +95,31 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], says: str):
     assert result.exit_code == 2, result.output
     line = error_line(result)
     assert says in line and "--help` lists the options" in line
+
+
+def test_a_restore_option_of_another_engine_is_a_usage_error_found_before_any_run(tmp_path: Path):
+    """--to-time on a Redis target: not a failed run (exit 1) but a usage error naming the flag
+    and the engines that take it."""
+    from vaultflow.blocks import RedisTarget
+
+    RedisTarget(host="127.0.0.1", port=free_port()).save("cli-redis-opt", overwrite=True)
+    (tmp_path / "repo").mkdir()
+    result = runner.invoke(
+        app,
+        [
+            "restore",
+            "-t",
+            "redis-target/cli-redis-opt",
+            "--repo-path",
+            str(tmp_path / "repo"),
+            "--to-time",
+            "2026-01-05",
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    line = error_line(result)
+    assert "--to-time is a restore option of mongodb and postgres targets, not of redis targets" in line, line
+    assert flow_runs_named("%cli-redis-opt%") == [], "no flow run may start for an option the target does not take"
 
 
 @pytest.mark.parametrize(

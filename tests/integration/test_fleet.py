@@ -204,8 +204,8 @@ def test_reapplying_changes_nothing_and_each_edit_changes_only_its_schedules(fle
             ("changed", f"{shop} in full-backup/{n}-default (cron 15 2 * * * Europe/Berlin)"),
             ("deleted", f"full-backup/{n}-host-cache1: no target of the fleet runs it any more"),
             ("deleted", f"differential-backup/{n}-host-cache1: no target of the fleet runs it any more"),
-            ("unchanged", f"incremental-backup/{n}-default: 1 schedules"),
-            ("unchanged", f"archive-logs/{n}-host-127.0.0.1: 1 schedules"),
+            ("unchanged", f"incremental-backup/{n}-default: 1 schedule"),
+            ("unchanged", f"archive-logs/{n}-host-127.0.0.1: 1 schedule"),
         ]
     )
     now = fleet.deployments()
@@ -245,6 +245,16 @@ def test_reapplying_changes_nothing_and_each_edit_changes_only_its_schedules(fle
             "fleet.yaml:8: plan 'logical', drill: unknown parameter 'rto_objective': flow 'restore-drill' takes ",
         ),
         (
+            "repository: backup-repository/{name}-repo",
+            "repository: backup-repository/nosuchrepo",  # every scheduled run would fail
+            "fleet.yaml:3: backup-repository/nosuchrepo: block backup-repository/nosuchrepo is not saved in ",
+        ),
+        (
+            "{{plan: redis-local, host: cache1}}",
+            "{{plan: redis-local, host: cache1, repository: postgres-target/{name}-shop}}",
+            "fleet.yaml:20: postgres-target/{name}-shop: is a PostgresTarget, not a BackupRepository",
+        ),
+        (
             "{{plan: redis-local, host: cache1}}",
             "redis-local",  # placed anyway: the block's host
             None,
@@ -263,6 +273,78 @@ def test_a_line_that_does_not_fit_is_one_line_and_nothing_is_deployed(fleet: Fle
     assert first.startswith(expected.format(name=fleet.name)), first
     assert all(p.startswith(first.split(": ")[0] + ": ") for p in more), more
     assert fleet.deployments() == {}
+
+
+def test_every_fault_of_the_file_and_its_blocks_is_reported_in_one_pass(fleet: Fleet):
+    """A duplicate key, a typo'd key, an unknown plan, a missing repository and a missing target
+    block: one FleetError listing each by its line, not one round per kind of fault."""
+    n = fleet.name
+    fleet.edit(f"repository: backup-repository/{n}-repo", "repository: backup-repository/nosuchrepo")
+    fleet.edit(f"  postgres-target/{n}-crm: logical\n", f"  postgres-target/{n}-nosuch: logical\n")
+    fleet.edit(f"  postgres-target/{n}-ledger: physical\n", f"  postgres-target/{n}-ledger: nightly\n")
+    fleet.edit("{plan: redis-local, host: cache1}", "{plan: redis-local, hots: cache1}")
+    fleet.write(fleet.path.read_text() + f"  postgres-target/{n}-shop: physical\n")
+    with pytest.raises(FleetError) as caught:
+        deploy(fleet.path)
+    found = caught.value.problems
+    assert [p.split(":")[1] for p in found] == ["3", "18", "19", "20", "21"], found
+    assert "block backup-repository/nosuchrepo is not saved" in found[0]
+    assert f"block postgres-target/{n}-nosuch is not saved" in found[1]
+    assert "plan 'nightly' is not defined" in found[2] and "unknown key 'hots'" in found[3]
+    assert f"'postgres-target/{n}-shop' is given twice (first on line 17)" in found[4]
+    assert fleet.deployments() == {}
+
+
+def test_an_api_that_does_not_answer_is_one_line_naming_it_exit_1(fleet: Fleet):
+    """Not 'block ... did not answer; save the block first' per target, exit 2 (the file is not
+    wrong): the line every command gives for an API that is down."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from vaultflow.testing.unprivileged import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}/api"
+    with temporary_settings(updates={PREFECT_API_URL: closed}):
+        result = runner.invoke(app, ["fleet", "check", str(fleet.path)], terminal_width=400)
+    assert result.exit_code == 1, result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: the Prefect API at {closed} does not answer"), line
+    assert "prefect server start" in line and "save the block" not in line
+
+
+def test_a_renamed_fleet_warns_of_the_old_deployments_and_fleet_remove_deletes_them(fleet: Fleet):
+    n = fleet.name
+    _, first, _ = deploy(fleet.path)
+    assert first.warnings == []
+    fleet.edit(f"name: {n}", f"name: {n}-b")  # the same targets under a new name
+    try:
+        _, report, _ = deploy(fleet.path)
+        old = sorted(fleet.deployments())
+        assert len(report.warnings) == len(old) == 6, report.warnings
+        for name, warning in zip(old, report.warnings, strict=True):
+            assert warning.startswith(f"deployment {name} of fleet {n} also schedules "), warning
+            assert warning.endswith(f"if fleet {n} is this one renamed, remove it: vaultflow fleet remove {n}")
+        [full] = [w for w in report.warnings if w.startswith(f"deployment full-backup/{n}-default ")]
+        targets = ", ".join(f"postgres-target/{n}-{t}" for t in ("crm", "ledger", "shop"))
+        assert f"also schedules {targets}: they run twice; " in full, full
+
+        result = runner.invoke(app, ["fleet", "remove", n], terminal_width=400)
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines() == [*(f"deleted   {name}" for name in old), f"fleet {n}: 6 deleted"]
+        assert fleet.deployments() == {}
+        _, again, _ = deploy(fleet.path)
+        assert again.warnings == [] and {v for v, _ in again.actions} == {"unchanged"}
+
+        result = runner.invoke(app, ["fleet", "remove", n], terminal_width=400)  # gone: a typo must not pass
+        assert result.exit_code == 2
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"error: fleet '{n}' has no deployments on this Prefect API (fleets there: ")
+        assert f"{n}-b" in line
+    finally:
+        with get_client(sync_client=True) as client:
+            for d in client.read_deployments(
+                deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[fleet_tag(f"{n}-b")]))
+            ):
+                client.delete_deployment(d.id)
 
 
 def test_a_missing_work_pool_or_a_taken_name_changes_nothing(fleet: Fleet):
@@ -305,11 +387,22 @@ def test_vaultflow_fleet_deploy_says_what_it_did_and_which_worker_each_queue_nee
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert f"created   incremental-backup/{fleet.name}-default: postgres-target/{fleet.name}-ledger" in lines
-    assert f"fleet {fleet.name}: 6 created, 0 changed, 0 unchanged, 0 deleted; schedules 0 added, 0 removed" in lines
+    assert (
+        f"fleet {fleet.name}: 6 created, 0 changed, 0 unchanged, 0 deleted; schedules 0 added, 0 changed, 0 removed"
+        in lines
+    )
     assert (
         f"  host-cache1: a worker on cache1: VAULTFLOW_HOME=<checkout> prefect worker start --pool {fleet.pool} "
         "--work-queue host-cache1"
     ) in lines
+
+    fleet.edit('full: "0 2 * * *"', 'full: "15 2 * * *"')  # two schedules of one deployment change
+    result = runner.invoke(app, ["fleet", "deploy", str(fleet.path)], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert (
+        f"fleet {fleet.name}: 0 created, 1 changed, 5 unchanged, 0 deleted; schedules 0 added, 2 changed, 0 removed"
+    ) in result.output.splitlines(), result.output
+    assert f"unchanged incremental-backup/{fleet.name}-default: 1 schedule" in result.output.splitlines()
 
     fleet.edit("physical\n  redis", "nightly\n  redis")
     result = runner.invoke(app, ["fleet", "deploy", str(fleet.path)], terminal_width=400)

@@ -83,7 +83,7 @@ def charted(prefect_server, tmp_path_factory):
         for path in (repo_dir / "redis" / name / "backups" / diff["backup_id"]).rglob("*"):
             if path.is_file() and path.name != "manifest.json":
                 path.write_bytes(b"not what the manifest says")
-        with pytest.raises(Exception, match="problems in"):
+        with pytest.raises(Exception, match=r"problems? in"):
             verify(repository=repository, target=target_ref)
         target.model_copy(update={"password": SecretStr("not-the-password")}).save(name, overwrite=True)
         failed = full_backup.with_options(retries=0)(target=target_ref, repository=repository, return_state=True)

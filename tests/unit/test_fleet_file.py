@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vaultflow.deployments.fleet import host_queue
-from vaultflow.deployments.fleet_file import STRATEGIES, FleetError, read_fleet
+from vaultflow.deployments.fleet_file import STRATEGIES, FleetError, read_fleet, read_fleet_all
 from vaultflow.deployments.project import ROOT, load_flow
 from vaultflow.engines.clickhouse.settings import ClickHouseSettings
 from vaultflow.engines.mongodb.settings import MongoSettings
@@ -109,7 +109,7 @@ def test_an_empty_targets_list_is_an_empty_fleet(tmp_path: Path):
         (("timezone:", "timezon:"), "fleet.yaml:3: unknown key 'timezon' (known: name, repository, timezone"),
         (
             ("  postgres-target/ledger", "  postgres-target/shop: physical\n  postgres-target/ledger"),
-            "fleet.yaml:13: not valid YAML: 'postgres-target/shop' is given twice (first on line 12)",
+            "fleet.yaml:13: 'postgres-target/shop' is given twice (first on line 12): keep one",
         ),
         (
             ('    full: "0 2 * * *"', "    full: [0, 2]"),
@@ -130,6 +130,27 @@ def test_every_fault_is_listed_not_only_the_first(tmp_path: Path):
     text = GOOD.replace("  postgres-target/shop: logical", "  postgres-target/shop: nightly").replace("drill:", "dril:")
     found = problems(tmp_path, text)
     assert [p.split(":")[1] for p in found] == ["7", "12"], found
+
+
+def test_a_duplicate_key_a_typo_and_an_unknown_plan_are_reported_in_one_pass(tmp_path: Path):
+    """A user fixing faults one round at a time (the duplicate alone, then the rest) wants them
+    all at once; a line with a typo'd key is still read, so its block is checked too."""
+    text = GOOD.replace("  postgres-target/ledger", "  postgres-target/shop: physical\n  postgres-target/ledger")
+    text = text.replace("host: db7,", "hots: db7,").replace("drill:", "dril:")
+    text += "  postgres-target/crm: nightly\n"
+    fleet, found = read_fleet_all(fleet_file(tmp_path, text))
+    assert [p.split(":")[1] for p in found] == ["7", "13", "14", "15"], found
+    assert "'postgres-target/shop' is given twice" in found[1] and "unknown key 'hots'" in found[2], found
+    assert "plan 'nightly' is not defined" in found[3], found
+    assert fleet is not None and [t.ref for t in fleet.targets] == ["postgres-target/shop", "postgres-target/ledger"]
+
+
+def test_a_bad_top_level_timezone_is_blamed_on_its_own_line(tmp_path: Path):
+    found = problems(tmp_path, GOOD.replace("timezone: Europe/Berlin", "timezone: Mars/Olympus"))
+    assert found == [
+        "fleet.yaml:3: timezone 'Mars/Olympus': Invalid timezone: \"Mars/Olympus\" (specify in IANA tzdata format, "
+        "for example, America/New_York)"
+    ]
 
 
 def test_a_missing_or_broken_file_is_one_line(tmp_path: Path):

@@ -83,3 +83,19 @@ def test_restore_offers_each_engines_options_model_with_every_field_described():
         missing = [name for name, prop in fields.items() if not (prop.get("description") or "").strip()]
         assert not missing, f"{model.__name__}: fields without a description: {missing}"
         assert schema["definitions"][model.__name__]["title"].endswith("restore options")
+
+
+@pytest.mark.parametrize("rto", [-5, 0, float("nan"), float("inf"), "1e400"])
+def test_a_drill_refuses_an_rto_objective_that_is_not_positive_and_finite(rto):
+    """-5, nan or inf would record a drill that can never pass (or always passes) and page
+    on-call; 1e400 is inf. The run form and a deployment's schedule are checked against the
+    schema, a run's parameters by the flow's validation, before anything runs."""
+    from prefect.exceptions import ParameterTypeError
+
+    from vaultflow.flows.restore_drill import restore_drill
+
+    with pytest.raises(ParameterTypeError, match="rto_objective_s: Input should be (greater than 0|a finite number)"):
+        restore_drill.validate_parameters({"target": "x", "repository": "y", "rto_objective_s": rto})
+    assert restore_drill.validate_parameters({"target": "x", "repository": "y", "rto_objective_s": 0.5})
+    schema = parameter_schema(restore_drill.fn).model_dump()
+    assert schema["properties"]["rto_objective_s"]["exclusiveMinimum"] == 0

@@ -133,7 +133,7 @@ def test_a_second_restore_of_one_backup_is_told_what_to_do():
     assert message.startswith(f"database '{copy}' already exists on db1:27017 (")
     assert "the name a restore gives its copy of this backup or point" in message
     assert f"db.getSiblingDB('{copy}').dropDatabase()" in message
-    assert "into='<name>'" in message and "overwrite=True (CLI --overwrite)" in message
+    assert "into='<name>'" in message and "pass overwrite=True to replace" in message
     other = name_taken(["app", "crm"], "db1:27017")
     assert other.startswith("databases 'app', 'crm' already exist on db1:27017; nothing was written. Either restore")
     assert "dropDatabase" not in other, "a database a restore did not name is never suggested for dropping"

@@ -70,8 +70,8 @@ def name_taken(taken: list[str], where: str) -> str:
         steps.append(
             f"drop the earlier copy if it is no longer needed (mongosh: db.getSiblingDB({earlier[0]!r}).dropDatabase())"
         )
-    steps.append("restore under another name (into='<name>' with one database, CLI --into; or rename)")
-    steps.append("pass overwrite=True (CLI --overwrite) to replace it once the new copy compared equal")
+    steps.append("restore under another name (into='<name>' with one database; or rename)")
+    steps.append("pass overwrite=True to replace it once the new copy compared equal")
     return f"{exists} on {where}{why}; nothing was written. Either {', or '.join(steps)}"
 
 
