@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from enum import Enum
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -107,11 +108,9 @@ def backup(
         if kind == Kind.full
         else f"vaultflow.flows.incremental_backup:{kind.value}_backup"
     )
+    extra: dict[str, Any] = {"accept_new_source": True} if accept_new_source else {}
     result = run_flow(
-        flow,
-        target=target,
-        repository=repository_param(repository, repo_path, must_exist=False),
-        **({"accept_new_source": True} if accept_new_source else {}),
+        flow, target=target, repository=repository_param(repository, repo_path, must_exist=False), **extra
     )
     parent = f", parent {result['parent_id']}" if result.get("parent_id") else ""
     console.print(
