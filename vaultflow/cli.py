@@ -16,6 +16,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from vaultflow.catalog_view import last_of
 from vaultflow.cli_restore import restore_command
 from vaultflow.cli_run import (
     EXIT_CODES_HELP,
@@ -157,7 +158,8 @@ app.command("restore", epilog=EXIT_CODES_HELP)(restore_command())
 
 @app.command("list", epilog=EXIT_CODES_HELP)
 def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoPathOpt):
-    """Show the catalog: every complete backup, manifests that could not be read, and backups
+    """Show the catalog: every complete backup with its last check (verify or drill, a failed one
+    also said below the table), manifests that could not be read, and backups
     whose recorded time cannot be trusted (a worker's wrong clock). Ids are never cut: on a
     terminal the table folds long cells; in a pipe or CI log it prints plain columns, whatever
     COLUMNS says."""
@@ -171,14 +173,21 @@ def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoP
     else:
         _, repo = load_repository(ref)
     targets = repo.targets()
-    header = ("target", "backup", "kind", "parent", "finished (UTC)", "stored", "objects", "clock")
+    header = ("target", "backup", "kind", "parent", "finished (UTC)", "stored", "objects", "last check", "clock")
     rows: list[tuple[str, ...]] = []
     notes: list[str] = []
     for engine, target in targets:
         catalog = repo.catalog(engine, target)
         misdated = catalog.clock_problems()
+        checks = repo.last_checks(engine, target)
         for m in catalog.manifests:
             why = misdated.get(m.id)
+            check = last_of(checks.get(m.id, {}), CHECK_KINDS)
+            if check is not None and check.get("result") != "ok":
+                notes.append(
+                    f"{engine}/{target} {m.id}: its last {check.get('kind')} FAILED at {check.get('time')}: "
+                    f"{check.get('detail')}; `vaultflow verify` checks it again"
+                )
             rows.append(
                 (
                     f"{engine}/{target}",
@@ -188,6 +197,7 @@ def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoP
                     m.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
                     human_size(m.stored_size),
                     str(len(m.objects)),
+                    f"{check.get('kind')} {check.get('result')}" if check else "never",
                     _clock_label(why) if why else "ok",
                 )
             )
@@ -196,10 +206,13 @@ def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoP
                     f"{engine}/{target} {m.id}: {why}; retention holds it (no slot, not deleted) and 'latest' skips it"
                 )
         for p in catalog.problems:
-            rows.append((f"{engine}/{target}", p.key, "unreadable", p.message, "", "", "", ""))
+            rows.append((f"{engine}/{target}", p.key, "unreadable", p.message, "", "", "", "", ""))
     _print_table(header, rows)
     for note in notes:
         console.print(f"warning: {note}", markup=False, highlight=False)
+
+
+CHECK_KINDS = ("verify", "quick-verify", "drill")  # the checks Repository.record_check keeps
 
 
 def _clock_label(reason: str) -> str:

@@ -61,6 +61,19 @@ def test_backup_list_verify_prune_restore(pg18, fresh_db, tmp_path: Path, monkey
     assert "(--into) or pass --overwrite to replace it" in refused.output and "=True" not in refused.output
     pg18.execute(f'DROP DATABASE "{db}_cli" WITH (FORCE)')
 
+    # The catalog shows each backup's last check: the verify above, then a failed one.
+    backup_id = re.search(r"backup (\S+):", backup.output).group(1)
+    assert "verify ok" in runner.invoke(app, ["list", "--repo-path", repo]).output
+    [dump] = [p for p in Path(repo).rglob("*.dump.zst") if backup_id in str(p)]
+    dump.write_bytes(dump.read_bytes()[:-8] + b"corrupt!")
+    failed = runner.invoke(app, ["verify", "--repo-path", repo])
+    assert failed.exit_code == 1, failed.output
+    listed = runner.invoke(app, ["list", "--repo-path", repo])
+    assert listed.exit_code == 0 and "verify FAILED" in listed.output, listed.output
+    [warning] = [line for line in listed.output.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: postgres/cli-target {backup_id}: its last verify FAILED at "), warning
+    assert dump.name in warning and "`vaultflow verify` checks it again" in warning, warning
+
 
 def test_list_through_a_pipe_prints_whole_ids_and_reports_future_dated_backups(tmp_path: Path):
     """CI logs and pipes are not terminals: ids must come out whole whatever COLUMNS says."""
@@ -112,13 +125,16 @@ def test_list_through_a_pipe_prints_whole_ids_and_reports_future_dated_backups(t
         "(UTC)",
         "stored",
         "objects",
+        "last",
+        "check",
         "clock",
     ]
     rows = {line.split()[1]: line.split() for line in lines[1:4]}
     assert set(rows) == {full.id, child.id, ahead.id}
     assert rows[child.id][:4] == [f"postgres/{target}", child.id, "incremental", full.id]
     assert rows[full.id][-1] == rows[child.id][-1] == "ok"
-    assert rows[full.id][-4:-2] == ["0", "B"], "sizes in units a person reads: no '0.00' MB"
+    assert rows[full.id][-5:-3] == ["0", "B"], "sizes in units a person reads: no '0.00' MB"
+    assert rows[full.id][-2] == "never", "no verify or drill has checked it yet"
     assert rows[ahead.id][-1] == "future-dated"
     [warning] = [line for line in lines if line.startswith("warning:")]
     assert warning.startswith(f"warning: postgres/{target} {ahead.id}: future-dated")
