@@ -379,9 +379,8 @@ class ProgressReporter:
             self._update(100.0, f"{self._title}: done, {moved}")
             return
         where = f" at {self._current[0]} ({human_size(self._current[1])})" if self._current else ""
-        reason = one_line(f"{type(exc).__name__}: {exc}")[:300]
         try:
-            self._update(self._percent, f"{self._title}: FAILED{where}: {reason}")
+            self._update(self._percent, f"{self._title}: FAILED{where}: {_why(exc)}")
         except Exception as report_exc:  # noqa: BLE001 - the run's own error comes first
             get_run_logger().warning(f"could not mark the progress artifact failed: {report_exc}")
 

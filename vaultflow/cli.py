@@ -31,7 +31,7 @@ from vaultflow.cli_run import (
     run_flow,
 )
 from vaultflow.cli_run import out as console
-from vaultflow.summary import human_duration, human_size
+from vaultflow.summary import counted, human_duration, human_size
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -261,9 +261,7 @@ def verify(
         deep=not quick,
     )
     backups, problems = result["backups"], len(result["problems"])
-    console.print(
-        f"{backups} backup{'' if backups == 1 else 's'} checked, {problems} problem{'' if problems == 1 else 's'}"
-    )
+    console.print(f"{counted(backups, 'backup')} checked, {counted(problems, 'problem')}")
 
 
 @app.command(epilog=EXIT_CODES_HELP)

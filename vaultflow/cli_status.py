@@ -122,12 +122,13 @@ def draw_chart(path: Path, block, repo, now: datetime, days: float | None) -> No
     backup runs are read from the Prefect API only for a saved repository block."""
     from vaultflow.chart import write_chart
     from vaultflow.flows.status import chart_history, chart_since, chart_title, repository_name
+    from vaultflow.summary import counted
 
     since = chart_since(now, days)
     with _one_line_errors():
         history, notes = chart_history(repo, repository_name(block), now, since)
         written = write_chart(history, path, chart_title(repo, now, days), now, since)
-    shown = f"{len(history)} target{'' if len(history) == 1 else 's'}"
+    shown = counted(len(history), "target")
     pages = f" on {len(written)} pages: {', '.join(str(p) for p in written)}" if len(written) > 1 else f": {written[0]}"
     console.print(f"chart of {shown}{pages}", markup=False, highlight=False, soft_wrap=True)
     for note in notes:

@@ -260,16 +260,7 @@ class Repository:
             if not info.key.endswith("/" + MANIFEST):
                 continue
             try:
-                manifest = parse_manifest(get_bytes(self.store, info.key), info.key)
-                expected_id = info.key[len(prefix) :].split("/")[0]
-                if manifest.id != expected_id:
-                    raise ManifestError(info.key, f"manifest id {manifest.id} does not match its directory")
-                if (manifest.engine, manifest.target) != (engine, target):
-                    raise ManifestError(
-                        info.key,
-                        f"the manifest is of {manifest.engine}/{manifest.target}, not of the "
-                        f"{engine}/{target} it lies under (copied or moved by hand?): move it back or delete it",
-                    )
+                manifest = self._read_manifest(info.key, prefix, engine, target)
                 catalog.manifests.append(manifest)
                 catalog.stored_at[manifest.id] = info.modified
             except ManifestError as exc:
@@ -277,6 +268,34 @@ class Repository:
                 catalog.problems.append(CatalogProblem(info.key, exc.problem))
         catalog.manifests.sort(key=lambda m: m.id)
         return catalog
+
+    def newest_manifests(self, engine: str, target: str) -> Iterator[Manifest]:
+        """The readable manifests of `engine`/`target`, newest first (by id: ids sort by time),
+        each read only when the iteration reaches it: one listing, then one read per manifest
+        taken (where catalog() reads them all). Unreadable ones are passed over (catalog()
+        reports them)."""
+        prefix = self.target_prefix(engine, target) + "backups/"
+        keys = sorted((info.key for info in self.store.list(prefix) if info.key.endswith("/" + MANIFEST)), reverse=True)
+        for key in keys:
+            try:
+                yield self._read_manifest(key, prefix, engine, target)
+            except ManifestError:
+                continue
+
+    def _read_manifest(self, key: str, prefix: str, engine: str, target: str) -> Manifest:
+        """The manifest at `key` (under `prefix`, the target's backups/). ManifestError when it
+        cannot be read or parsed, names another id than its directory, or another target."""
+        manifest = parse_manifest(get_bytes(self.store, key), key)
+        expected_id = key[len(prefix) :].split("/")[0]
+        if manifest.id != expected_id:
+            raise ManifestError(key, f"manifest id {manifest.id} does not match its directory")
+        if (manifest.engine, manifest.target) != (engine, target):
+            raise ManifestError(
+                key,
+                f"the manifest is of {manifest.engine}/{manifest.target}, not of the "
+                f"{engine}/{target} it lies under (copied or moved by hand?): move it back or delete it",
+            )
+        return manifest
 
     # -- writing ------------------------------------------------------------------------
     def commit(self, manifest: Manifest) -> None:

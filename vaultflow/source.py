@@ -29,10 +29,10 @@ def source_text(where: str, databases: Iterable[str] = ()) -> str:
     return f"{where}, databases {', '.join(listed)}" if listed else f"{where}, every database"
 
 
-def newest_with_source(manifests: Iterable[Manifest]) -> Manifest | None:
-    """The newest backup (by id: ids sort by time) that recorded its source; None when none did."""
-    recorded = [m for m in manifests if m.source]
-    return max(recorded, key=lambda m: m.id) if recorded else None
+def newest_with_source(newest_first: Iterable[Manifest]) -> Manifest | None:
+    """The first backup of `newest_first` (a target's manifests, newest first:
+    Repository.newest_manifests) that recorded its source, reading no further; None when none did."""
+    return next((m for m in newest_first if m.source), None)
 
 
 def _parts(source: str) -> tuple[str, frozenset[str] | None]:
@@ -56,13 +56,16 @@ def same_source(recorded: str | None, source: str) -> bool:
     return old_dbs is None or new_dbs is None or bool(old_dbs & new_dbs)
 
 
-def check_same_source(manifests: Iterable[Manifest], where: str, source: str, *, accept: bool = False) -> None:
-    """ConfigError (one line, permanent) when the newest backup of the target `where`
-    ('postgres/shop') that recorded a source names another one than `source` (same_source: a
-    changed but overlapping database list of the same place is the same source); nothing when
-    `accept` (the server really moved: from now on `source` is the target's source)."""
-    newest = newest_with_source(manifests)
-    if newest is None or accept or same_source(newest.source, source):
+def check_same_source(newest_first: Iterable[Manifest], where: str, source: str, *, accept: bool = False) -> None:
+    """ConfigError (one line, permanent) when the newest backup of `newest_first` (the target
+    `where`'s manifests, newest first) that recorded a source names another one than `source`
+    (same_source: a changed but overlapping database list of the same place is the same
+    source); nothing, and nothing read, when `accept` (the server really moved: from now on
+    `source` is the target's source)."""
+    if accept:
+        return
+    newest = newest_with_source(newest_first)
+    if newest is None or same_source(newest.source, source):
         return
     raise ConfigError(
         f"target {where} is backed up from {newest.source!r} (newest backup {newest.id}), but this "

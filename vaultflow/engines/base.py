@@ -199,8 +199,9 @@ def with_source(engine: HasSource, ctx: BackupContext, plan: BackupPlan) -> Back
     ctx.accept_new_source), ChainBrokenError when the plan's parent was taken from another source
     (vaultflow.source). Every backup passes here before its first byte is written."""
     source = engine.source_identity()
-    manifests = ctx.repository.catalog(plan.engine, plan.target).manifests
-    check_same_source(manifests, f"{plan.engine}/{plan.target}", source, accept=ctx.accept_new_source)
+    # newest first, read only as far as the newest backup that recorded a source
+    newest_first = ctx.repository.newest_manifests(plan.engine, plan.target)
+    check_same_source(newest_first, f"{plan.engine}/{plan.target}", source, accept=ctx.accept_new_source)
     check_parent_source(plan.parent, source)
     return replace(plan, source=source)
 
