@@ -23,9 +23,9 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-from prefect.runtime import deployment
 
 from vaultflow.errors import LockHeldError, TransientError
+from vaultflow.flows._names import deployment_id
 from vaultflow.keys import artifact_slug
 from vaultflow.locks import HeldLock
 from vaultflow.manifest import Manifest
@@ -98,7 +98,7 @@ def deployment_slot(engine: str, target: str, wait_s: float, enabled: bool | Non
     this is a deployment run). Waits up to `wait_s` seconds for it, then raises LockHeldError
     (retryable). The slot's lease is renewed while held and expires 5 min after a killed run."""
     if enabled is None:
-        enabled = deployment.id is not None
+        enabled = deployment_id() is not None
     if not enabled:
         yield
         return
@@ -128,7 +128,7 @@ def shipping_slot(engine: str, target: str, enabled: bool | None = None) -> Iter
     seconds when another run holds it (that run ships what is waiting: this one has nothing to
     do). Runs outside a deployment yield True and take no slot."""
     if enabled is None:
-        enabled = deployment.id is not None
+        enabled = deployment_id() is not None
     if not enabled:
         yield True
         return

@@ -30,7 +30,8 @@ import coolname
 import httpx
 from coolname import loader
 from prefect import get_client
-from prefect.runtime import flow_run
+from prefect.context import FlowRunContext
+from prefect.runtime import deployment, flow_run
 
 from vaultflow.blocks.registry import target_types
 from vaultflow.manifest import id_time
@@ -176,6 +177,24 @@ def _target_identity(value: Any) -> tuple[str | None, str]:
     doc = found[0]
     engine = types[doc["block_type"]["slug"]].engine_name if doc["block_type"]["slug"] in types else engine
     return engine, str((doc.get("data") or {}).get("target_name") or block_name)
+
+
+def deployment_id() -> str | None:
+    """The id of the deployment this flow run belongs to; None for a run started outside a
+    deployment (the CLI, tests, a user's own flow) or outside any run. Read from the run's context
+    with no API call: Prefect 3.9's `prefect.runtime.deployment.id` looks for `deployment_id` on
+    the context rather than on its flow run, and so reads the flow run from the API (a new client
+    and a request) every time it is asked."""
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None:
+        return str(context.flow_run.deployment_id) if context.flow_run.deployment_id else None
+    return deployment.id
+
+
+def deployment_name() -> str | None:
+    """The name of this run's deployment (one API read); None, with no API call, for a run
+    outside a deployment (deployment_id)."""
+    return deployment.name if deployment_id() is not None else None
 
 
 def run_name(kind: str, subject_param: str = "repository"):

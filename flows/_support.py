@@ -18,7 +18,7 @@ from prefect.artifacts import (
 from prefect.blocks.core import Block
 from prefect.client.schemas.objects import FlowRunPolicy
 from prefect.events import emit_event
-from prefect.runtime import deployment, flow_run
+from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 from pydantic import ValidationError
 
@@ -30,6 +30,7 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.engines.registry import names as engine_names
 from vaultflow.engines.registry import restore_options as engine_restore_options
 from vaultflow.errors import ConfigError, InvalidBlockError, NotFoundError, VaultflowError, is_transient
+from vaultflow.flows._names import deployment_name
 from vaultflow.keys import artifact_slug
 from vaultflow.manifest import Lineage, Manifest, parse_backup_id
 from vaultflow.repository import Repository
@@ -162,7 +163,7 @@ def lineage() -> Lineage:
     return Lineage(
         flow_run_id=str(flow_run.id) if flow_run.id else None,
         flow_run_name=flow_run.name,
-        deployment=deployment.name,
+        deployment=deployment_name(),
         ui_url=run_ui_url(),
     )
 

@@ -71,6 +71,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
     )
 
     from tests.fixtures.prefect_db import copy_template
+    from tests.fixtures.prefect_runs import one_ca_context_per_process
 
     def premigrated_dir() -> str:
         # prefect_test_harness puts its database at <mkdtemp()>/prefect-test.db
@@ -84,6 +85,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory):
         temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
     ):
         patch.setattr(harness, "mkdtemp", premigrated_dir)
+        one_ca_context_per_process(patch)
         # The harness drains the events worker at exit with no time limit: on a machine so loaded
         # that the events socket keeps failing, a worker's teardown waited past pytest's timeout.
         # Events still queued after EVENTS_DRAIN_S are dropped with the temporary server.
