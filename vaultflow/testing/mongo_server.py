@@ -178,6 +178,7 @@ class MongoProcess:
         with open(self.log_file, "ab") as log:
             self._proc = proc.tied_popen(
                 cmd,
+                lasting=True,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

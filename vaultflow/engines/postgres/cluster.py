@@ -137,6 +137,7 @@ def start_cluster(
             # A cluster kept running (recover(keep_running=True)) lives as long as its caller.
             proc = tied_popen(
                 [str(bin_dir / "postgres"), "-D", str(data_dir)],
+                lasting=True,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -22,6 +22,7 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,7 @@ def start_redis(
             os.chown(conf_path, *chown)
         log_file = directory / "redis.log"
         with open(log_file, "ab") as log:
-            popen = tied_popen if tied else subprocess.Popen
+            popen = partial(tied_popen, lasting=True) if tied else subprocess.Popen
             proc = popen(
                 [str(binary), str(conf_path)],
                 stdin=subprocess.DEVNULL,
