@@ -36,7 +36,7 @@ from vaultflow.deployments.fleet_file import (
     problem_line,
     read_fleet_all,
 )
-from vaultflow.deployments.project import ROOT, load_flow, load_pull_steps
+from vaultflow.deployments.project import ROOT, load_flow, load_pull_steps, parameter_schema_of
 from vaultflow.errors import VaultflowError
 from vaultflow.summary import counted
 
@@ -166,8 +166,6 @@ def place(fleet: Fleet, blocks: Any | None = None) -> tuple[list[Placement], lis
 
 def plan_deployments(fleet: Fleet, placements: list[Placement]) -> list[DeploymentSpec]:
     """The deployments the placements make: one per (strategy, queue), in strategy order."""
-    from prefect.utilities.callables import parameter_schema
-
     groups: dict[tuple[str, str], dict[str, Placement]] = {}
     for placement in placements:
         groups.setdefault((placement.step.strategy, placement.queue), {})[placement.target.ref] = placement
@@ -183,7 +181,7 @@ def plan_deployments(fleet: Fleet, placements: list[Placement]) -> list[Deployme
                 strategy=strategy,
                 queue=queue,
                 schedules=schedules,
-                schema=parameter_schema(flow).model_dump(exclude_unset=True),
+                schema=parameter_schema_of(flow),
             )
         )
     return specs
