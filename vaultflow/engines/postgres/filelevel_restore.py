@@ -26,12 +26,11 @@ from vaultflow.engines.postgres.consistency import PostgresPhysicalConsistency
 from vaultflow.engines.postgres.filestate import FILELIST_OBJECT, FILES_OBJECT, FileState, load_state
 from vaultflow.engines.postgres.physical import RESTORED_SETTINGS
 from vaultflow.engines.postgres.physical_restore import complete_config, drain, restore_physical
-from vaultflow.engines.postgres.safe_extract import extract_member
+from vaultflow.engines.postgres.safe_extract import extract_stream
 from vaultflow.errors import ChainBrokenError, IntegrityError, NotFoundError, ToolError
 from vaultflow.manifest import Manifest
 from vaultflow.pipeline import open_verified
 from vaultflow.proc import mkdtemp, remove
-from vaultflow.stores.base import CHUNK_SIZE
 from vaultflow.summary import human_duration
 
 
@@ -74,11 +73,8 @@ def _overlay(ctx: BackupContext, link: Manifest, data_dir: Path) -> set[str]:
     )
     with raw:
         try:
-            with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_SIZE, errorlevel=2) as tar:
-                while (member := tar.next()) is not None:
-                    extract_member(tar, member, data_dir)
-                    names.add(member.name.rstrip("/"))
-                    tar.members.clear()  # type: ignore[attr-defined]  # TarFile.members: not in typeshed
+            for member in extract_stream(reader, data_dir):
+                names.add(member.name.rstrip("/"))
         except tarfile.TarError as exc:
             drain(reader)
             verifying.check()

