@@ -5,6 +5,7 @@ and the flow an entrypoint names. Shared by serve_all (serves them) and validate
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import os
 import sys
@@ -113,15 +114,13 @@ _LOADED: dict[tuple, Any] = {}
 
 def parameter_schema_of(flow: Any) -> dict[str, Any]:
     """The flow's parameter schema as a deployment carries it (Prefect's parameter_schema, unset
-    fields left out), built once per flow object: about 0.3 s each, and a fleet has a deployment
-    per strategy and queue of the same few flows."""
+    fields left out), built once per flow object (_schema): about 0.3 s each, and a fleet has a
+    deployment per strategy and queue of the same few flows. The caller gets its own copy."""
+    return copy.deepcopy(_schema(flow))
+
+
+@functools.cache  # by the flow object itself: a Flow hashes by identity, and the cache keeps it
+def _schema(flow: Any) -> dict[str, Any]:
     from prefect.utilities.callables import parameter_schema
 
-    entry = _SCHEMAS.get(id(flow))
-    if entry is None or entry[0] is not flow:
-        entry = _SCHEMAS[id(flow)] = (flow, parameter_schema(flow).model_dump(exclude_unset=True))
-    return copy.deepcopy(entry[1])  # the caller's own: a change to it never reaches the cache
-
-
-# id(flow) -> (the flow, its schema): the flow is kept, so its id is never another flow's.
-_SCHEMAS: dict[int, tuple[Any, dict[str, Any]]] = {}
+    return parameter_schema(flow).model_dump(exclude_unset=True)

@@ -192,9 +192,14 @@ def deployment_id() -> str | None:
 
 
 def deployment_name() -> str | None:
-    """The name of this run's deployment (one API read); None, with no API call, for a run
-    outside a deployment (deployment_id)."""
-    return deployment.name if deployment_id() is not None else None
+    """The name of this run's deployment (one API read, by deployment_id's id: Prefect's
+    `deployment.name` would read the flow run first to find it); None, with no API call, for a
+    run outside a deployment."""
+    found = deployment_id()
+    if found is None:
+        return None
+    with get_client(sync_client=True) as client:
+        return client.read_deployment(found).name
 
 
 def run_name(kind: str, subject_param: str = "repository"):

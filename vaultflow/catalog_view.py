@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 
 from vaultflow.manifest import Manifest
 from vaultflow.repository import Catalog
-from vaultflow.status import VERIFY_KINDS, restorable_backups, verify_failures
+from vaultflow.status import DRILL, VERIFY_KINDS, restorable_backups, verify_failures
 from vaultflow.summary import human_age, human_duration, human_size, objective_duration, when
 
-DRILL_KINDS = ("drill",)
+DRILL_KINDS = (DRILL,)
 # A failed check's detail is cut to this many characters in its cell (the run has all of it).
 DETAIL_CHARS = 120
 _MARKDOWN = re.compile(r"([\\`*_\[\]<>|#~])")

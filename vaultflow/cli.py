@@ -31,6 +31,7 @@ from vaultflow.cli_run import (
     run_flow,
 )
 from vaultflow.cli_run import out as console
+from vaultflow.status import CHECK_KINDS
 from vaultflow.summary import counted, human_duration, human_size
 
 app = typer.Typer(
@@ -210,9 +211,6 @@ def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoP
     _print_table(header, rows)
     for note in notes:
         console.print(f"warning: {note}", markup=False, highlight=False)
-
-
-CHECK_KINDS = ("verify", "quick-verify", "drill")  # the checks Repository.record_check keeps
 
 
 def _clock_label(reason: str) -> str:

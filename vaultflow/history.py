@@ -22,7 +22,7 @@ from datetime import datetime
 
 from vaultflow.manifest import BackupKind
 from vaultflow.repository import Repository
-from vaultflow.status import DRILL, VERIFY_KINDS, Check, last_check, utc_moment
+from vaultflow.status import CHECK_KINDS, DRILL, Check, last_check, utc_moment
 
 BACKUP_RUN = "backup run"
 
@@ -111,7 +111,7 @@ def target_history(
     )
     checks, undated = [], 0
     for backup_id, by_kind in repo.last_checks(engine, target).items():
-        for kind in (DRILL, *VERIFY_KINDS):
+        for kind in CHECK_KINDS:
             check = last_check({backup_id: by_kind}, (kind,)) if kind in by_kind else None
             if check is None:
                 continue

@@ -47,6 +47,7 @@ from vaultflow.summary import human_duration, objective_duration
 DEFAULT_RPO_HOURS: float = TargetSettings.model_fields["rpo_hours"].default
 VERIFY_KINDS = ("verify", "quick-verify")
 DRILL = "drill"
+CHECK_KINDS = (DRILL, *VERIFY_KINDS)  # every kind of check Repository.record_check keeps
 NEVER = "never backed up"
 
 

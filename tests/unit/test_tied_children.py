@@ -43,9 +43,9 @@ def program(pid: int) -> str | None:
         return None
 
 
-def start_and_kill_the_starter(how: str, path: str) -> tuple[int, str]:
-    """Start a Python that ties a `sleep` to itself, SIGKILL that Python; the sleep's pid and
-    the argv Popen was given. Fails when the sleep outlives its starter by 10 s."""
+def start_and_kill_the_starter(how: str, path: str) -> str:
+    """Start a Python that ties a `sleep` to itself, SIGKILL that Python; the argv Popen was
+    given. Fails when the sleep outlives its starter by 10 s."""
     env = {**os.environ, "PATH": path, "PYTHONPATH": str(ROOT)}
     starter = subprocess.Popen([sys.executable, "-c", STARTER, how], stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -64,21 +64,21 @@ def start_and_kill_the_starter(how: str, path: str) -> tuple[int, str]:
     if alive(pid):
         os.kill(pid, signal.SIGKILL)
         pytest.fail(f"{argv} (pid {pid}) outlived the process that started it")
-    return pid, argv
+    return argv
 
 
 def test_a_tool_goes_through_setpriv_and_dies_with_its_starter():
     wrapper = pdeathsig_wrapper()
     assert wrapper is not None, "this machine's util-linux has no setpriv --pdeathsig (2.33+): the fast way is untested"
-    _, argv = start_and_kill_the_starter("tool", os.environ["PATH"])
+    argv = start_and_kill_the_starter("tool", os.environ["PATH"])
     assert argv == " ".join([*wrapper, "/bin/sleep", "60"])
 
 
 def test_a_lasting_child_is_tied_the_exact_way_and_dies_with_its_starter():
-    _, argv = start_and_kill_the_starter("lasting", os.environ["PATH"])
+    argv = start_and_kill_the_starter("lasting", os.environ["PATH"])
     assert argv == "/bin/sleep 60"
 
 
 def test_without_setpriv_a_tool_is_tied_the_exact_way_and_dies_with_its_starter():
-    _, argv = start_and_kill_the_starter("tool", "/nonexistent")
+    argv = start_and_kill_the_starter("tool", "/nonexistent")
     assert argv == "/bin/sleep 60"
