@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from pydantic import Field
 
 from vaultflow.compare import UNLOGGED_EMPTY
 from vaultflow.errors import RefusedError
@@ -26,13 +24,8 @@ from vaultflow.flows._support import (
     record_check,
     unless_api_down,
 )
-from vaultflow.summary import drill_summary, human_duration, objective_duration
+from vaultflow.summary import RtoSeconds, drill_summary, human_duration, objective_duration
 from vaultflow.tasks.restore import drill_backup
-
-# A recovery time objective: seconds, finite and above 0 (-5, nan or inf would record a drill that
-# could never pass, or always pass, and page on-call). Refused by the flow's parameter validation
-# (the run form, a deployment's schedule, `fleet check`) before anything runs.
-RtoSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 @flow(name="restore-drill", flow_run_name=run_name("drill"), log_prints=True, **FLOW_RETRIES)

@@ -32,7 +32,7 @@ from vaultflow.cli_run import (
 )
 from vaultflow.cli_run import out as console
 from vaultflow.status import CHECK_KINDS
-from vaultflow.summary import counted, human_duration, human_size
+from vaultflow.summary import counted, human_duration, human_size, rto_seconds
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -284,14 +284,13 @@ def prune(
     )
 
 
-def rto_seconds(value: float) -> float:
-    """A --rto value: seconds, finite and above 0; typer.BadParameter (exit 2) otherwise, before
-    anything runs (the flow refuses it too: flows/restore_drill.py, RtoSeconds)."""
-    import math
-
-    if not math.isfinite(value) or value <= 0:
-        raise typer.BadParameter(f"{value!r} is not a recovery time objective: give seconds above 0, e.g. 900")
-    return value
+def rto_option(value: float) -> float:
+    """A --rto value checked by the flow's rule (summary.rto_seconds); typer.BadParameter (exit 2)
+    otherwise, before anything runs."""
+    try:
+        return rto_seconds(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -301,7 +300,7 @@ def drill(
     repo_path: str | None = RepoPathOpt,
     rto: float = typer.Option(
         900.0,
-        callback=lambda value: rto_seconds(value),
+        callback=lambda value: rto_option(value),
         help="Recovery time objective in seconds, above 0: a slower restore fails the drill.",
     ),
     backup_id: str = typer.Option("latest", "--backup", "-b", help="The backup to drill: an id, or 'latest'."),

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 _SIZE_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
 
@@ -46,6 +49,23 @@ def human_duration(seconds: float) -> str:
     if whole < 3600:
         return f"{whole // 60} min {whole % 60:02d} s"
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+# A recovery time objective: seconds, finite and above 0 (-5, nan or inf would record a drill that
+# could never pass, or always pass, and page on-call). The restore-drill flow's parameter type, so
+# the run form, a deployment's schedule and `fleet check` refuse it before anything runs; the CLI's
+# --rto goes through rto_seconds.
+RtoSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_RTO = TypeAdapter(RtoSeconds)
+
+
+def rto_seconds(value: float) -> float:
+    """`value` as a recovery time objective in seconds (the RtoSeconds rule). Raises ValueError
+    saying what to give when it is not finite or not above 0."""
+    try:
+        return _RTO.validate_python(value)
+    except ValidationError:
+        raise ValueError(f"{value!r} is not a recovery time objective: give seconds above 0, e.g. 900") from None
 
 
 def objective_duration(seconds: float) -> str:

@@ -99,3 +99,26 @@ def test_a_drill_refuses_an_rto_objective_that_is_not_positive_and_finite(rto):
     assert restore_drill.validate_parameters({"target": "x", "repository": "y", "rto_objective_s": 0.5})
     schema = parameter_schema(restore_drill.fn).model_dump()
     assert schema["properties"]["rto_objective_s"]["exclusiveMinimum"] == 0
+
+
+@pytest.mark.parametrize("rto", [-5, 0, -0.0, float("nan"), float("inf"), float("-inf"), 1e-9, 0.5, 900, 1e300])
+def test_the_cli_and_the_drill_flow_accept_the_same_rto_objectives(rto):
+    """`vaultflow drill --rto` (summary.rto_seconds) and the flow's parameter follow one rule:
+    a value one accepts the other accepts, and one it refuses the other refuses."""
+    from prefect.exceptions import ParameterTypeError
+
+    from vaultflow.flows.restore_drill import restore_drill
+    from vaultflow.summary import rto_seconds
+
+    try:
+        restore_drill.validate_parameters({"target": "x", "repository": "y", "rto_objective_s": rto})
+        flow_accepts = True
+    except ParameterTypeError:
+        flow_accepts = False
+    try:
+        cli_accepts = rto_seconds(rto) == rto
+    except ValueError as exc:
+        assert "is not a recovery time objective: give seconds above 0" in str(exc)
+        cli_accepts = False
+    assert cli_accepts == flow_accepts
+    assert flow_accepts == (rto > 0 and rto != float("inf"))
