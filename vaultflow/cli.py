@@ -67,11 +67,7 @@ def demo(
     rows: int = typer.Option(5000, help="Generated employees besides Alice, Bob and Charlie."),
 ):
     """Back up, drop, restore and compare PostgreSQL, Redis, MongoDB (SecantusDB) and ClickHouse (chDB) demo databases."""
-    import os
-
-    # Prefect's ephemeral API gives up after 20 s by default; a busy 2-core host needs longer.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    from vaultflow.demo import run_demo
+    from vaultflow.demo import run_demo  # the temporary API's settings: vaultflow.demo.ephemeral_api_settings
 
     raise typer.Exit(run_demo(workdir, rows, console))
 

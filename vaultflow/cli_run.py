@@ -198,11 +198,44 @@ def _quiet_console() -> None:
 def check_api() -> None:
     """Fail at once, naming the URL, when PREFECT_API_URL is set and its API does not answer
     within API_TIMEOUT_S (the client would otherwise retry for a minute, then print a traceback):
-    VaultflowError with api_problem's line. With no PREFECT_API_URL, Prefect starts a temporary
-    API server for this command."""
-    problem = api_problem()
+    VaultflowError with api_problem's line. With no PREFECT_API_URL, Prefect's temporary API
+    server starts here for this command (VaultflowError with ephemeral_api_problem's line when
+    it does not)."""
+    problem = api_problem() or ephemeral_api_problem()
     if problem:
         raise VaultflowError(problem)
+
+
+def ephemeral_api_problem() -> str | None:
+    """None when PREFECT_API_URL is set, or when Prefect's temporary API (the one its client would
+    start on first use) starts under vaultflow.demo.ephemeral_api_settings; else one line saying
+    what to do. Prefect's own failure was "RuntimeError: Timed out while attempting to connect to
+    ephemeral Prefect API server", or a ValueError when PREFECT_SERVER_EPHEMERAL_ENABLED is off."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+    )
+
+    from vaultflow.demo import ephemeral_api_settings
+
+    if PREFECT_API_URL.value():
+        return None
+    start = "start a Prefect server (`prefect server start`) and point PREFECT_API_URL at it (`prefect config set`)"
+    if not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return f"PREFECT_API_URL is not set and PREFECT_SERVER_EPHEMERAL_ENABLED is off: {start}"
+    from prefect.server.api.server import SubprocessASGIServer
+
+    with ephemeral_api_settings():
+        timeout = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        try:
+            SubprocessASGIServer().start()  # the client's own temporary server: it reuses this one
+        except RuntimeError:
+            return (
+                f"Prefect's temporary API (started because PREFECT_API_URL is not set) did not answer within "
+                f"{timeout} s: {start}, or allow it longer with PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+            )
+    return None
 
 
 def api_problem() -> str | None:
@@ -292,10 +325,10 @@ def check_blocks(params: dict[str, Any]) -> None:
 @contextmanager
 def prefect_session() -> Iterator[None]:
     """Around every command that talks to Prefect: a quiet console, the temporary API (when no
-    PREFECT_API_URL is set) without its telemetry service (vaultflow.demo), the API checked."""
-    from vaultflow.demo import ephemeral_api_without_telemetry
+    PREFECT_API_URL is set) with vaultflow.demo's settings, the API checked."""
+    from vaultflow.demo import ephemeral_api_settings
 
-    with ephemeral_api_without_telemetry():
+    with ephemeral_api_settings():
         _quiet_console()
         check_api()
         yield

@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from vaultflow.cli import RepoOpt, RepoPathOpt, _one_line_errors, _print_table, app, console
-from vaultflow.cli_run import UsageError, api_problem, moment_option, repository_param
+from vaultflow.cli_run import UsageError, api_problem, ephemeral_api_problem, moment_option, repository_param
 from vaultflow.errors import ConfigError, VaultflowError
 
 COLUMNS = (
@@ -70,8 +70,10 @@ def status(
         check_chart_file(chart)
     ref = repository_param(repository, repo_path)
     api_down = api_problem()
-    if api_down and repository is not None:
-        raise VaultflowError(api_down)  # the repository block itself is on the API
+    if repository is not None:  # the repository block itself is on the API (a temporary one starts here)
+        api_down = api_down or ephemeral_api_problem()
+        if api_down:
+            raise VaultflowError(api_down)
     with _one_line_errors():
         block, repo = load_repository(ref)
         # A repository block is read from the Prefect API, so its target blocks can be too; with

@@ -72,28 +72,45 @@ def create_demo_database(pg, rows: int) -> None:
     )
 
 
+EPHEMERAL_STARTUP_S = 120  # seconds Prefect's temporary API may take to start (Prefect's default: 20)
+
+
 @contextmanager
-def ephemeral_api_without_telemetry() -> Iterator[None]:
-    """Prefect's temporary API (no PREFECT_API_URL) without the server's telemetry service.
+def ephemeral_api_settings() -> Iterator[None]:
+    """Settings for Prefect's temporary API (started when no PREFECT_API_URL is set), for as long
+    as the context lasts; a user who set either variable, or runs against a real server, keeps
+    their choice.
 
-    That service (on by default, `send_telemetry_heartbeat`) creates its session row on a fresh
-    database in a read-then-write DEFERRED transaction. SQLite in WAL mode cannot upgrade a read
-    snapshot that another connection has written past (the demo's first flow run, at the same
-    moment), so it fails at once with "database is locked" -- busy_timeout cannot help -- and
-    docket logs a 60-line ERROR traceback on a new user's first screen. A demo's throwaway API
-    has nothing to report; a user who set PREFECT_SERVER_ANALYTICS_ENABLED, or runs against a
-    real server, keeps their choice."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+    - Its startup may take EPHEMERAL_STARTUP_S: Prefect gives up after 20 s, and the first start on
+      a busy 2-core host migrates a new database for longer than that, so a new user's first
+      command failed with "Timed out while attempting to connect to ephemeral Prefect API server"
+      (seen with a fresh PREFECT_HOME).
+    - Without the server's telemetry service. That service (on by default,
+      `send_telemetry_heartbeat`) creates its session row on a fresh database in a
+      read-then-write DEFERRED transaction. SQLite in WAL mode cannot upgrade a read snapshot
+      that another connection has written past (the demo's first flow run, at the same moment),
+      so it fails at once with "database is locked" -- busy_timeout cannot help -- and docket
+      logs a 60-line ERROR traceback on a new user's first screen. A throwaway API has nothing
+      to report."""
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
 
-    if PREFECT_API_URL.value() or "PREFECT_SERVER_ANALYTICS_ENABLED" in os.environ:
-        yield
-        return
-    with temporary_settings(updates={PREFECT_SERVER_ANALYTICS_ENABLED: False}):
+    updates: dict = {}
+    if not PREFECT_API_URL.value():
+        if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:
+            updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
+        if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
+            updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = EPHEMERAL_STARTUP_S
+    with temporary_settings(updates=updates):
         yield
 
 
 def run_demo(workdir: str, rows: int, console: Console) -> int:
-    with ephemeral_api_without_telemetry():
+    with ephemeral_api_settings():
         return _run_demo(workdir, rows, console)
 
 

@@ -78,30 +78,75 @@ def test_make_demo_first_screen_is_clean(tmp_path: Path):
     assert said + f"incremental, parent {mongo[0].name}" in words, screen[-4000:]
 
 
-def test_the_demos_temporary_api_starts_without_the_telemetry_service(monkeypatch):
+def test_the_temporary_api_starts_without_the_telemetry_service_and_with_time_to_migrate(monkeypatch):
     """The cause, deterministically (the race above is timing-dependent): the server process
-    Prefect starts for the demo gets PREFECT_SERVER_ANALYTICS_ENABLED=false, unless the user
-    chose otherwise or points at a real server."""
+    Prefect starts for a command gets PREFECT_SERVER_ANALYTICS_ENABLED=false, and may take
+    EPHEMERAL_STARTUP_S to start (Prefect's 20 s were too short for a new database's migrations
+    on a busy host), unless the user chose otherwise or points at a real server."""
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         get_current_settings,
         temporary_settings,
     )
 
-    from vaultflow.demo import ephemeral_api_without_telemetry
+    from vaultflow.demo import EPHEMERAL_STARTUP_S, ephemeral_api_settings
 
-    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
-    with temporary_settings(restore_defaults={PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED}):
+    chosen = ("PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    for name in chosen:
+        monkeypatch.delenv(name, raising=False)
+    defaults = {PREFECT_API_URL, PREFECT_SERVER_ANALYTICS_ENABLED, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS}
+    with temporary_settings(restore_defaults=defaults):
         assert PREFECT_SERVER_ANALYTICS_ENABLED.value() is True  # Prefect's default: the service runs
-        with ephemeral_api_without_telemetry():
+        assert PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() < EPHEMERAL_STARTUP_S
+        with ephemeral_api_settings():
             # What SubprocessASGIServer passes to the `prefect server start` it spawns.
             env = get_current_settings().to_environment_variables(exclude_unset=True)
             assert env.get("PREFECT_SERVER_ANALYTICS_ENABLED") == "False", env
+            assert PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() == EPHEMERAL_STARTUP_S
         assert PREFECT_SERVER_ANALYTICS_ENABLED.value() is True
-        monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")  # the user's choice wins
-        with ephemeral_api_without_telemetry():
+        monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")  # the user's choices win
+        monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "7")
+        with ephemeral_api_settings():
             assert PREFECT_SERVER_ANALYTICS_ENABLED.value() is True
+            assert PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() != EPHEMERAL_STARTUP_S
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:1/api"}):  # a real server: untouched
+        monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+        before = PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+        with ephemeral_api_settings():
+            assert PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() == before
+
+
+def test_a_temporary_api_that_does_not_start_is_one_line_saying_what_to_do(tmp_path: Path):
+    """No PREFECT_API_URL and a temporary API that cannot answer in time (here: 1 s, far less
+    than a new database's migrations): `vaultflow list` says so in one line and exits 1, instead
+    of Prefect's "RuntimeError: Timed out while attempting to connect to ephemeral Prefect API
+    server" (a new user's first command on a busy host, seen)."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VAULTFLOW_"))}
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_PROFILES_PATH": str(home / "profiles.toml"),
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1",
+        }
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "from vaultflow.entry import main; main()", "list", "-r", "nosuch"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output and "RuntimeError" not in output, output
+    assert "Prefect's temporary API (started because PREFECT_API_URL is not set) did not answer within 1 s" in output
+    assert "`prefect server start`" in output and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in output
 
 
 def test_demo_setup_refuses_a_temporary_api(tmp_path: Path):
