@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pymongo.monitoring
 import pytest
 import zstandard
 from bson import Timestamp
@@ -196,6 +197,23 @@ def test_databases_filter_and_names_with_unicode(mongo_source, mongo_client, tmp
             mongo_client.drop_database(name)
 
 
+class LoginAttempts(pymongo.monitoring.CommandListener):
+    """Counts refused logins (saslStart, saslContinue: the SCRAM handshake) while active."""
+
+    def __init__(self) -> None:
+        self.active, self.refused = True, 0
+
+    def started(self, event) -> None:  # noqa: ANN001 - pymongo's event types
+        pass
+
+    def succeeded(self, event) -> None:  # noqa: ANN001
+        pass
+
+    def failed(self, event) -> None:  # noqa: ANN001
+        if self.active and event.command_name in ("saslStart", "saslContinue", "authenticate"):
+            self.refused += 1
+
+
 def test_missing_database_wrong_password_and_unreachable_server_fail_clearly(mongo_with_password, tmp_path):
     ctx = context(tmp_path)
     good = target_for(
@@ -204,10 +222,14 @@ def test_missing_database_wrong_password_and_unreachable_server_fail_clearly(mon
     with pytest.raises(Exception, match="has no database 'nope'"):
         good.engine().full_backup(ctx)
     wrong = target_for(mongo_with_password, [], username=mongo_with_password.username, password="wrong")
-    started = time.monotonic()
-    with pytest.raises(AuthenticationError, match="refused the login of user 'vaultflow-admin'"):
-        wrong.engine().check()
-    assert time.monotonic() - started < 30, "a wrong password is one attempt, not a retry loop"
+    logins = LoginAttempts()
+    pymongo.monitoring.register(logins)  # every client made from here on reports its commands
+    try:
+        with pytest.raises(AuthenticationError, match="refused the login of user 'vaultflow-admin'"):
+            wrong.engine().check()
+    finally:
+        logins.active = False  # pymongo cannot unregister a global listener
+    assert logins.refused == 1, f"a wrong password is one login attempt, not a retry loop: {logins.refused}"
     anonymous = target_for(mongo_with_password, [])
     with pytest.raises(AuthenticationError, match="requires authentication .*: set username and password"):
         anonymous.engine().full_backup(ctx)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -107,10 +106,8 @@ def test_store_failure_kills_producer(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     store = LocalStore(blocker / "repo")
-    start = time.monotonic()
-    with pytest.raises(ConfigError, match=str(blocker)):
-        dump_into_store(["sleep", "30"], None, store, "k/x.zst")
-    assert time.monotonic() - start < 10
+    with pytest.raises(ConfigError, match=str(blocker)):  # a producer waited for: the suite's timeout
+        dump_into_store(["sleep", "3600"], None, store, "k/x.zst")
     assert named(descendants(psutil.Process()), "sleep") == []
 
 

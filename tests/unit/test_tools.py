@@ -41,10 +41,9 @@ def _script(tmp_path: Path, body: str) -> Path:
 def test_tool_version_first_line_or_unknown(tmp_path):
     assert tool_version(_script(tmp_path, "print('tool (X) 1.2.3'); print('second line')")) == "tool (X) 1.2.3"
     assert tool_version(_script(tmp_path, "import sys; print('usage', file=sys.stderr); sys.exit(1)")) == UNKNOWN
-    slow = _script(tmp_path, "import time; time.sleep(30)")
-    t0 = time.monotonic()
+    # It would answer after an hour: UNKNOWN means it was given up on at the timeout.
+    slow = _script(tmp_path, "import time; time.sleep(3600); print('tool 9.9')")
     assert tool_version(slow, timeout=0.5) == UNKNOWN
-    assert time.monotonic() - t0 < 10
     with pytest.raises(FileNotFoundError):
         tool_version(tmp_path / "missing")
 
@@ -67,7 +66,7 @@ def test_wait_until_times_out_with_the_callers_error():
     t0 = time.monotonic()
     with pytest.raises(TransientError, match=r"timed out after 0s waiting for the thing"):
         wait_until(lambda: False, timeout=0.3, interval=0.05, what="the thing")
-    assert 0.25 < time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 > 0.25  # it waited its timeout (one without: the suite's timeout)
     with pytest.raises(ToolError, match="timed out after 0s waiting for it: see the log"):
         wait_until(
             lambda: None,
