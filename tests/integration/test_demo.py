@@ -22,21 +22,23 @@ VAULTFLOW = Path(sys.executable).parent / "vaultflow"
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def as_a_new_user(tmp_path: Path, args: list[str], timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """`args` run from the project as a new user would: a new PREFECT_HOME (no database yet,
+    migrated at first start), no PREFECT_ or VAULTFLOW_ setting of ours, plus `env`."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VAULTFLOW_"))}
+    clean.update({"PREFECT_HOME": str(home), "PREFECT_PROFILES_PATH": str(home / "profiles.toml"), **env})
+    return subprocess.run(
+        args, cwd=ROOT, env=clean, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+    )
+
+
 @pytest.mark.long  # about a minute: its module is started first
 def test_make_demo_first_screen_is_clean(tmp_path: Path):
-    home = tmp_path / "prefect-home"  # a new user: no database yet, migrated at first start
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VAULTFLOW_"))}
-    env.update({"PREFECT_HOME": str(home), "PREFECT_PROFILES_PATH": str(home / "profiles.toml"), "COLUMNS": "200"})
     workdir = tmp_path / "demo"
-    result = subprocess.run(
-        [str(VAULTFLOW), "demo", "--workdir", str(workdir), "--rows", "300"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = as_a_new_user(
+        tmp_path, [str(VAULTFLOW), "demo", "--workdir", str(workdir), "--rows", "300"], timeout=600, COLUMNS="200"
     )
     screen = result.stdout + result.stderr
     assert result.returncode == 0, screen[-6000:]
@@ -123,24 +125,10 @@ def test_a_temporary_api_that_does_not_start_is_one_line_saying_what_to_do(tmp_p
     than a new database's migrations): `vaultflow list` says so in one line and exits 1, instead
     of Prefect's "RuntimeError: Timed out while attempting to connect to ephemeral Prefect API
     server" (a new user's first command on a busy host, seen)."""
-    home = tmp_path / "prefect-home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VAULTFLOW_"))}
-    env.update(
-        {
-            "PREFECT_HOME": str(home),
-            "PREFECT_PROFILES_PATH": str(home / "profiles.toml"),
-            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1",
-        }
-    )
-    result = subprocess.run(
+    result = as_a_new_user(
+        tmp_path,
         [sys.executable, "-c", "from vaultflow.entry import main; main()", "list", "-r", "nosuch"],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1",
     )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
@@ -152,18 +140,8 @@ def test_a_temporary_api_that_does_not_start_is_one_line_saying_what_to_do(tmp_p
 def test_demo_setup_refuses_a_temporary_api(tmp_path: Path):
     """Blocks saved into Prefect's temporary API would vanish with the process: the demo setup
     (the servers and blocks prefect.yaml's deployments use) asks for a real server first."""
-    home = tmp_path / "prefect-home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VAULTFLOW_"))}
-    env.update({"PREFECT_HOME": str(home), "PREFECT_PROFILES_PATH": str(home / "profiles.toml")})
-    result = subprocess.run(
-        [sys.executable, "-m", "vaultflow.demo_setup", "--workdir", str(tmp_path / "demo")],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = as_a_new_user(
+        tmp_path, [sys.executable, "-m", "vaultflow.demo_setup", "--workdir", str(tmp_path / "demo")]
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "start a Prefect server (`prefect server start`) and set PREFECT_API_URL" in result.stderr, result.stderr
