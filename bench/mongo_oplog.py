@@ -151,7 +151,8 @@ def _ship_once(archive) -> dict:
 
 
 # what replayed_restore.restore_replayed notes per replay pass (ReplayReport.summary)
-REPLAYED = re.compile(r"replayed (\d+) oplog entries.*?; ([\d.]+) s,")
+# The replay's note (vaultflow/engines/mongodb/replay.py, ReplayStats.summary): entries and rate.
+REPLAYED = re.compile(r"replayed (\d+) oplog entries.*?([\d.]+) entries/s")
 
 
 def point_in_time(engine, repo_dir: Path, manifest, archive, databases: list[str], source, log) -> dict:
@@ -177,9 +178,11 @@ def point_in_time(engine, repo_dir: Path, manifest, archive, databases: list[str
     result = engine.restore(ctx, manifest, options=MongoRestoreOptions(to_ts=to_ts) if to_ts else None)
     restore_s = time.monotonic() - t0
     cpu1, server1 = os.times(), m.server_cpu()
-    replays = [REPLAYED.search(note) for note in result.notes]
-    entries = sum(int(found.group(1)) for found in replays if found)
-    replay_s = sum(float(found.group(2)) for found in replays if found)
+    replays = [found for note in result.notes if (found := REPLAYED.search(note))]
+    if records and not replays:  # a reworded note read as "0 entries" once: say so instead
+        raise RuntimeError(f"no replay note matches {REPLAYED.pattern!r} in the restore's notes: {result.notes}")
+    entries = sum(int(found.group(1)) for found in replays)
+    replay_s = sum(int(found.group(1)) / float(found.group(2)) for found in replays if float(found.group(2)))
     log(f"  mongo point-in-time restore to {to_ts}: {restore_s:.1f} s into {result.restored}")
     with patient_client(source) as client:
         touched = ["orders", "customer"]
