@@ -150,8 +150,8 @@ def _ship_once(archive) -> dict:
     }
 
 
-# what replayed_restore.restore_replayed notes per replay pass (ReplayReport.summary)
-# The replay's note (vaultflow/engines/mongodb/replay.py, ReplayStats.summary): entries and rate.
+# What replayed_restore.restore_replayed notes per replay pass (replay.ReplayReport.summary):
+# its entries and its rate (the rate, not the seconds, which it says as a human duration).
 REPLAYED = re.compile(r"replayed (\d+) oplog entries.*?([\d.]+) entries/s")
 
 
