@@ -19,12 +19,13 @@ from typing import Any
 
 from prefect.blocks.core import Block
 
+from vaultflow.blocks.schema import SchemaOnce
 from vaultflow.errors import ConfigError
 
 _TARGET_TYPES: dict[str, type[TargetBlock]] = {}
 
 
-class TargetBlock(Block, ABC):
+class TargetBlock(SchemaOnce, Block, ABC):
     """Base of every target block: a block interface (not registered with Prefect itself, like
     prefect's own CredentialsBlock). Put the engine's settings class first in the bases, then
     TargetBlock: the settings hold the fields and rules, Block's model config (unknown fields of

@@ -9,6 +9,7 @@ from prefect.blocks.core import Block
 from prefect_aws.s3 import S3Bucket
 from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
+from vaultflow.blocks.schema import SchemaOnce
 from vaultflow.errors import ConfigError
 from vaultflow.locks import LockSettings
 from vaultflow.repository import Repository
@@ -39,7 +40,7 @@ def duration_field(field: str, value: str) -> timedelta:
     return td
 
 
-class BackupRepository(Block):
+class BackupRepository(SchemaOnce, Block):
     """One or more stores that hold backups, plus compression and a retention policy.
 
     With both a local path and an S3 bucket, every object is written to both in one pass

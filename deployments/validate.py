@@ -179,6 +179,7 @@ class SavedBlocks:
 
         self.api = PREFECT_API_URL.value()
         self._cache: dict[str, tuple[Any, str]] = {}
+        self._no_retries: Any = None  # the current settings with client retries off, made once
 
     def load(self, ref: str) -> tuple[Any, str]:
         """(block, '') or (None, why it could not be read)."""
@@ -190,10 +191,14 @@ class SavedBlocks:
 
     def _load(self, ref: str) -> tuple[Any, str]:
         from prefect.blocks.core import Block
-        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+        from prefect.context import SettingsContext, get_settings_context
+        from prefect.settings import PREFECT_CLIENT_MAX_RETRIES
 
+        current = get_settings_context()
+        if self._no_retries is None:  # a settings copy costs about 25 ms of CPU: one per SavedBlocks
+            self._no_retries = current.settings.copy_with_update(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
         try:  # an API that is down is a note, found at once rather than after minutes of retries
-            with _quiet("prefect"), temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+            with _quiet("prefect"), SettingsContext(profile=current.profile, settings=self._no_retries):
                 return Block.load(ref), ""
         except ValueError as exc:  # no such block document (or block type) on this server
             return None, f"block {ref} is not saved in {self.api} ({_describe(exc)})"

@@ -213,3 +213,29 @@ def test_connection_spec_carries_the_sessions_credentials(s3_server: S3Instance,
     bare = S3Store(s3_server.client(), s3_bucket, prefix="spec").connection_spec()
     assert bare["access_key_id"] is None and bare["secret_access_key"] is None and "verify" not in bare
     assert S3Store(s3_server.client(), s3_bucket, verify=False).connection_spec()["verify"] is False
+
+
+def test_sessions_share_botocores_parsed_models_not_their_keys(
+    s3_server: S3Instance, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """boto3_session: botocore's JSON (endpoint rules, the S3 model) is read once per process,
+    not once per session; each session keeps its own keys (a wrong secret still fails while the
+    right one works beside it)."""
+    import botocore.loaders
+
+    from vaultflow.stores import spec
+    from vaultflow.stores.s3 import boto3_session
+
+    boto3_session().client("s3", region_name=s3_server.region, endpoint_url=s3_server.endpoint_url)  # warm
+    reads: list[str] = []
+    load_file = botocore.loaders.JSONFileLoader.load_file
+    monkeypatch.setattr(
+        botocore.loaders.JSONFileLoader, "load_file", lambda self, path: reads.append(path) or load_file(self, path)
+    )
+    good = spec.build(s3_server.store(s3_bucket, prefix="shared").connection_spec())
+    bad = spec.build(s3_server.store(s3_bucket, prefix="shared", secret_key="not-the-secret").connection_spec())
+    put_bytes(good, "probe", b"one loader")
+    assert get_bytes(good, "probe") == b"one loader"
+    with pytest.raises(AuthenticationError):
+        get_bytes(bad, "probe")
+    assert reads == [], f"botocore read its JSON again: {reads}"

@@ -44,10 +44,11 @@ SEGMENT = 16 << 20
 
 # -- a server whose archive_command spools into a directory ----------------------------------
 def unreachable_s3() -> S3Store:
-    import boto3
     from botocore.config import Config
 
-    client = boto3.session.Session().client(
+    from vaultflow.stores.s3 import boto3_session
+
+    client = boto3_session().client(
         "s3",
         endpoint_url=f"http://127.0.0.1:{free_port()}",
         aws_access_key_id="x",

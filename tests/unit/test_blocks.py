@@ -265,3 +265,74 @@ def test_strategy_fit_is_the_settings_rule():
         == "point the deployment at a MongoDB target (oplog slices) or a physical PostgreSQL target with a wal_spool, "
         "or pause it"
     )
+
+
+@pytest.mark.parametrize("block", [PostgresTarget, RedisTarget, MongoTarget, ClickHouseTarget, BackupRepository])
+def test_the_schema_built_once_is_prefects_and_each_caller_gets_its_own_copy(block):
+    """blocks/schema.py keeps a class's JSON schema (a save asked for it once per field): the kept
+    one is Block's own, and a caller that changes its copy changes nobody else's."""
+    assert block.model_json_schema() == Block.model_json_schema.__func__(block)
+    assert block.model_json_schema(mode="serialization") == Block.model_json_schema.__func__(
+        block, mode="serialization"
+    )
+    first = block.model_json_schema()
+    first["properties"].clear()
+    first["secret_fields"].append("changed")
+    assert block.model_json_schema() == Block.model_json_schema.__func__(block)
+
+
+def test_a_saved_repository_document_is_the_one_prefect_builds(monkeypatch):
+    """The block document a save sends is the same with the kept schema as with Prefect's own,
+    and the schema still names the S3 secret key inside the nested credentials as a secret (the
+    server masks what secret_fields lists)."""
+    from prefect_aws import AwsCredentials
+    from prefect_aws.s3 import S3Bucket
+
+    repo = BackupRepository(
+        s3_bucket=S3Bucket(
+            bucket_name="b", credentials=AwsCredentials(aws_access_key_id="key", aws_secret_access_key="s3cr3t")
+        )
+    )
+
+    def document() -> tuple:
+        doc = repo._to_block_document(
+            name="x",
+            block_schema_id="00000000-0000-0000-0000-000000000001",
+            block_type_id="00000000-0000-0000-0000-000000000002",
+        )
+        return without_ids(doc.model_dump(context={"include_secrets": True}))  # ids are random
+
+    def without_ids(value):
+        if isinstance(value, dict):
+            return {k: without_ids(v) for k, v in value.items() if k != "id"}
+        return value
+
+    kept = document()
+    assert kept["data"]["s3_bucket"]["credentials"]["aws_secret_access_key"] == "s3cr3t"
+    assert "s3_bucket.credentials.aws_secret_access_key" in BackupRepository.model_json_schema()["secret_fields"]
+    monkeypatch.setattr(
+        BackupRepository,
+        "model_json_schema",
+        classmethod(lambda cls, *a, **k: Block.model_json_schema.__func__(cls, *a, **k)),
+    )
+    assert document() == kept
+
+
+def test_the_target_interfaces_schema_follows_the_kinds_registered():
+    """TargetBlock's schema lists the target kinds registered so far: blocks/schema.py keeps no
+    copy of it, so a kind registered later shows."""
+    from vaultflow.blocks.registry import TargetBlock, unregister_target
+
+    def kinds() -> set[str]:
+        return {choice["block_type_slug"] for choice in TargetBlock.model_json_schema()["anyOf"]}
+
+    assert "late-target" not in kinds()
+
+    class LateTarget(PostgresSettings, TargetBlock):
+        _block_type_slug = "late-target"
+
+    try:
+        assert target_type("late-target") is LateTarget and "late-target" in kinds()
+    finally:
+        unregister_target("late-target")
+    assert "late-target" not in kinds()

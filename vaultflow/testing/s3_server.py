@@ -107,11 +107,13 @@ class S3Instance:
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _cleanup_dir: Path | None = field(default=None, repr=False)
     _ports: tuple[int, ...] = field(default=(), repr=False)
+    _admin: Any = field(default=None, repr=False)  # one client for creating and deleting buckets
 
     def client(self, **overrides: Any) -> Any:
         """A boto3 S3 client for this server; keyword arguments override the defaults."""
-        import boto3
         from botocore.config import Config
+
+        from vaultflow.stores.s3 import boto3_session
 
         kwargs: dict[str, Any] = {
             "endpoint_url": self.endpoint_url,
@@ -122,13 +124,13 @@ class S3Instance:
             "config": Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
         }
         kwargs.update(overrides)
-        return boto3.session.Session().client("s3", **kwargs)
+        return boto3_session().client("s3", **kwargs)
 
     def session(self, secret_key: str | None = None) -> Any:
         """A boto3 session holding this server's keys (`secret_key` overrides the secret)."""
-        import boto3
+        from vaultflow.stores.s3 import boto3_session
 
-        return boto3.session.Session(
+        return boto3_session(
             aws_access_key_id=self.access_key,
             aws_secret_access_key=secret_key or self.secret_key,
             region_name=self.region,
@@ -151,7 +153,16 @@ class S3Instance:
         )
 
     def create_bucket(self, name: str) -> None:
-        self.client().create_bucket(Bucket=name)
+        self._admin_client().create_bucket(Bucket=name)
+
+    def delete_bucket(self, name: str) -> None:
+        """Delete bucket `name`, objects and all (SeaweedFS runs with s3.allowDeleteBucketNotEmpty)."""
+        self._admin_client().delete_bucket(Bucket=name)
+
+    def _admin_client(self) -> Any:
+        if self._admin is None:
+            self._admin = self.client()
+        return self._admin
 
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_file, lines)
