@@ -7,6 +7,7 @@ s3transfer (AbortMultipartUpload), so a failed put leaves neither object nor par
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Iterator
@@ -132,7 +133,12 @@ class _Body(io.RawIOBase):
         super().close()
 
 
-_DATA_LOADER: Any = None
+@functools.cache
+def _data_loader() -> Any:
+    """The process's one botocore data loader (it caches every JSON file it parses)."""
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
 
 
 def boto3_session(**kwargs: Any) -> Any:
@@ -141,15 +147,11 @@ def boto3_session(**kwargs: Any) -> Any:
     process. botocore parses its endpoint rules and the S3 service model (JSON files, about
     120 ms of CPU) once per loader, so a new session per store or per test no longer pays for
     them again. Uses botocore's public Session.register_component and loaders.create_loader."""
-    global _DATA_LOADER
     import boto3
-    import botocore.loaders
     import botocore.session
 
-    if _DATA_LOADER is None:
-        _DATA_LOADER = botocore.loaders.create_loader()
     core = botocore.session.get_session()
-    core.register_component("data_loader", _DATA_LOADER)
+    core.register_component("data_loader", _data_loader())
     return boto3.session.Session(botocore_session=core, **kwargs)
 
 
