@@ -14,7 +14,44 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+SCRATCH_TMPFS = Path("/dev/shm")
+SCRATCH_MIN_FREE = 8 << 30  # bytes the tmpfs must have free; the suite's scratch peaks well below
+
+
+def tmpfs_scratch_root(tmpfs: Path = SCRATCH_TMPFS, min_free: int = SCRATCH_MIN_FREE) -> Path | None:
+    """`<tmpfs>/vaultflow-tests` (mode 1777, like /tmp: the servers' service user makes its own
+    directories in it), or None when `tmpfs` is not a tmpfs mount or has less than `min_free`
+    bytes free.
+
+    Why: on our ext4 machines a file created soon after many were deleted costs a scan of the
+    inode table (ext4's find_inode_bit/recently_deleted: 29% of the busy CPU samples in a PostgreSQL
+    test module); the suite creates and deletes hundreds of thousands of files (initdb, CREATE
+    DATABASE, base backups, repositories). On tmpfs that module took 21.7 instead of 33.6
+    CPU-seconds (system time 6.2 instead of 19.1). Nothing else changes: the same code writes
+    the same files."""
+    mounts = Path("/proc/self/mounts").read_text().splitlines() if Path("/proc/self/mounts").exists() else []
+    if not any(fields[1:3] == [str(tmpfs), "tmpfs"] for fields in (line.split() for line in mounts)):
+        return None
+    stats = os.statvfs(tmpfs)
+    if stats.f_bavail * stats.f_frsize < min_free:
+        return None
+    root = tmpfs / "vaultflow-tests"
+    root.mkdir(exist_ok=True)
+    if root.is_symlink() or root.stat().st_uid != os.geteuid():
+        return None  # not ours: another user's, or planted
+    root.chmod(0o1777)
+    return root
+
+
+# The run's scratch (TMPDIR: pytest's tmp_path, the servers' data, repositories, spools) goes to
+# tmpfs unless the caller chose a TMPDIR. Set before pytest makes its basetemp; xdist's workers
+# and every process a test starts inherit it.
+if "TMPDIR" not in os.environ and (_scratch := tmpfs_scratch_root()) is not None:
+    os.environ["TMPDIR"] = str(_scratch)
+    tempfile.tempdir = None  # gettempdir() looks again
 
 import pytest  # noqa: E402
 

@@ -72,7 +72,7 @@ def running_demo_servers(workdir: Path) -> Iterator[DemoServers]:
     from vaultflow.testing.service_python import service_user_python
     from vaultflow.testing.unprivileged import give_to_service_user
 
-    spool_parent = Path(tempfile.mkdtemp(prefix="vaultflow-demo-wal-", dir="/tmp"))
+    spool_parent = Path(tempfile.mkdtemp(prefix="vaultflow-demo-wal-"))
     give_to_service_user(spool_parent)
     spool = spool_parent / "spool"  # made now, as wal-push would (0700): archive-logs refuses a missing spool
     spool.mkdir(mode=0o700)

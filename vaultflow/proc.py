@@ -235,6 +235,18 @@ def remove(path: str | os.PathLike) -> None:
         forget(path)
 
 
+SHORT_ROOT_MAX = 40  # bytes: room left for a mkdtemp name, "/s/" and ".s.PGSQL.<port>.lock" in sun_path
+
+
+def short_temp_root() -> str:
+    """Where private scratch directories that a server's socket, or its service user, must
+    reach go: the temporary directory (TMPDIR, `tempfile.gettempdir()`) when its path is at
+    most SHORT_ROOT_MAX bytes, else /tmp. A unix socket's whole path must fit in sun_path
+    (108 bytes on Linux, unix(7)); a long TMPDIR is usually a private one (pytest's tmp_path)."""
+    root = tempfile.gettempdir()
+    return root if len(os.fsencode(root)) <= SHORT_ROOT_MAX else "/tmp"
+
+
 def mkdtemp(prefix: str, dir: str | os.PathLike | None = None) -> Path:
     """`tempfile.mkdtemp` (0700), registered with remove_on_death."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))

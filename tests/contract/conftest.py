@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.contract.harness import EngineContract, all_contracts
+from vaultflow.proc import short_temp_root
 from vaultflow.testing.postgres_server import PostgresInstance, embedded_bin_dir, running_postgres
 
 CONTRACTS = all_contracts()
@@ -33,7 +34,7 @@ def contract(request: pytest.FixtureRequest) -> Iterator[EngineContract]:
     contract_class: type[EngineContract] = request.param
     servers = {name: request.getfixturevalue(name) for name in contract_class.servers}
     # under /tmp, traversable: restored PostgreSQL clusters run as the test service user
-    work = Path(tempfile.mkdtemp(prefix=f"vfcontract-{contract_class.id}-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix=f"vfcontract-{contract_class.id}-", dir=short_temp_root()))
     os.chmod(work, 0o711)
     instance = contract_class(servers, work)
     try:

@@ -5,7 +5,7 @@ path it creates with one watcher process (vaultflow.proc.remove_on_death) that r
 the registering process is gone. Here: the mechanism itself, in a process killed with SIGKILL
 and in one that exits normally; then a physical drill on PostgreSQL 18 killed while its scratch
 cluster runs and a Redis drill killed while its scratch server has loaded the backup: neither
-leaves its `vfdrill-*` data directory, its `/tmp/vfpg-*` socket directory or its
+leaves its `vfdrill-*` data directory, its `vfpg-*` socket directory (in /tmp or the temporary directory) or its
 `vaultflow-redis-*` directory, and no watcher stays behind.
 """
 
@@ -186,14 +186,16 @@ def test_temporary_directory_registers_then_forgets() -> None:
 def own_leftovers(tmp: Path, before: set[str]) -> list[str]:
     """Temporary directories of ours in the run's TMPDIR and in /tmp that were not there before."""
     names = [str(p) for p in tmp.iterdir()]
-    names += [str(p) for p in Path("/tmp").glob("vfpg-*") if str(p) not in before]
-    names += [str(p) for p in Path("/tmp").glob("vaultflow-redis-*") if str(p) not in before]
-    names += [str(p) for p in Path("/tmp").glob("vfdrill-*") if str(p) not in before]
+    names += [name for name in snapshot_tmp() if name not in before]
     return sorted(names)
 
 
 def snapshot_tmp() -> set[str]:
-    return {str(p) for pattern in ("vfpg-*", "vaultflow-redis-*", "vfdrill-*") for p in Path("/tmp").glob(pattern)}
+    """Our temporary directories in /tmp and in this run's temporary directory (the suite's
+    scratch root on tmpfs, tests/conftest.py)."""
+    roots = {Path("/tmp"), Path(tempfile.gettempdir())}
+    patterns = ("vfpg-*", "vaultflow-redis-*", "vfdrill-*")
+    return {str(p) for root in roots for pattern in patterns for p in root.glob(pattern)}
 
 
 def kill_drill(case, tmp: Path, loaded) -> None:

@@ -26,6 +26,7 @@ from vaultflow.engines.postgres.recovery import RecoveryTarget
 from vaultflow.engines.postgres.wal import check_backup_wal, delete_wal, read_record, ship_spool
 from vaultflow.errors import NotFoundError
 from vaultflow.ports import free_port
+from vaultflow.proc import short_temp_root
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.postgres_server import PostgresInstance, embedded_bin_dir, running_postgres
@@ -70,7 +71,7 @@ def wait_archived(pg, name: str, spool: Path, repo: Repository, target: str) -> 
 
 
 def spool_dir() -> Path:
-    parent = Path(tempfile.mkdtemp(prefix="vfspool-", dir="/tmp"))
+    parent = Path(tempfile.mkdtemp(prefix="vfspool-", dir=short_temp_root()))
     give_to_service_user(parent)
     return parent / "spool"  # wal-push creates it 0700
 
@@ -80,7 +81,7 @@ def site(request, tmp_path_factory) -> Iterator[Site]:
     bin_dir = embedded_bin_dir() if request.param == "pg18" else system_bin_dir_below(18)
     python = service_user_python()
     spool = spool_dir()
-    work = Path(tempfile.mkdtemp(prefix="vftl-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="vftl-", dir=short_temp_root()))
     work.chmod(0o711)
     settings = {
         "archive_mode": "on",
@@ -136,7 +137,7 @@ def socket_instance(site: Site, cluster, data_dir: Path) -> PostgresInstance:
 
 
 def start_copy(site: Site, data_dir: Path, **settings: str):
-    socket = Path(tempfile.mkdtemp(prefix="vfs-", dir="/tmp"))
+    socket = Path(tempfile.mkdtemp(prefix="vfs-", dir=short_temp_root()))
     cluster = start_cluster(data_dir, site.pg.bin_dir, free_port(), socket, RUN_AS, host="", settings=settings)
     cluster.owns_socket_dir = True
     return cluster, socket_instance(site, cluster, data_dir)

@@ -21,6 +21,7 @@ from vaultflow.engines.postgres.engine import PostgresEngine
 from vaultflow.engines.postgres.physical import UNLOGGED_EMPTY
 from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.ports import free_port
+from vaultflow.proc import short_temp_root
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.postgres_server import PostgresInstance
@@ -78,7 +79,7 @@ def test_unlogged_tables_come_back_empty_and_say_so(pg_server, fresh_db, fingerp
         assert "unlogged: expected empty" in result.comparison.summary()
         assert any("unlogged tables come back empty" in line and f"{db}.s.Cache.x" in line for line in lines)
 
-        socket = Path(tempfile.mkdtemp(prefix="vfs-", dir="/tmp"))
+        socket = Path(tempfile.mkdtemp(prefix="vfs-", dir=short_temp_root()))
         cluster = start_cluster(work / "data", pg.bin_dir, free_port(), socket, RUN_AS, host="")
         cluster.owns_socket_dir = True
         try:

@@ -20,6 +20,7 @@ from vaultflow.flows.full_backup import full_backup
 from vaultflow.flows.restore import restore
 from vaultflow.flows.restore_drill import restore_drill
 from vaultflow.flows.verify import verify
+from vaultflow.proc import short_temp_root
 from vaultflow.testing.unprivileged import SERVICE_USER, give_to_service_user, running_as_root
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 
 @pytest.fixture
 def work():
-    path = Path(tempfile.mkdtemp(prefix="vfflowphys-", dir="/tmp"))  # reachable by the service user
+    path = Path(tempfile.mkdtemp(prefix="vfflowphys-", dir=short_temp_root()))  # reachable by the service user
     path.chmod(0o711)
     yield path
     shutil.rmtree(path, ignore_errors=True)

@@ -31,6 +31,7 @@ from vaultflow.engines.postgres.recovery import start_restored_cluster
 from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.errors import ConfigError, IntegrityError
 from vaultflow.manifest import BackupKind, Fingerprint
+from vaultflow.proc import short_temp_root
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.postgres_server import PostgresInstance, running_postgres
@@ -111,7 +112,7 @@ def workdir() -> Iterator[Path]:
 def server(tmp_path_factory: pytest.TempPathFactory, service_python: ServicePython) -> Iterator[ArchivingServer]:
     """PostgreSQL 15 with archive_mode on and wal-push into a spool: pg_backup_stop(true) waits
     for the archiver, as in production."""
-    spool_parent = Path(tempfile.mkdtemp(prefix="vfwal15-", dir="/tmp"))
+    spool_parent = Path(tempfile.mkdtemp(prefix="vfwal15-", dir=short_temp_root()))
     give_to_service_user(spool_parent)
     spool = spool_parent / "spool"
     settings = {

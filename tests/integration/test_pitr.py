@@ -24,6 +24,7 @@ from vaultflow.engines.postgres.recovery import RecoveryTarget, recover
 from vaultflow.engines.postgres.settings import PostgresSettings
 from vaultflow.engines.postgres.wal import check_continuity, object_key, record_key, ship_spool
 from vaultflow.errors import NotFoundError
+from vaultflow.proc import short_temp_root
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.unprivileged import SERVICE_USER, give_to_service_user, running_as_root
@@ -62,7 +63,7 @@ def setup(archiving):
     pg = archiving.pg
     # Not under pytest's 0700 tmp dir: the restored cluster and its restore_command run as
     # the service user, who must reach the data directory and read the repository.
-    work = Path(tempfile.mkdtemp(prefix="vfpitr-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="vfpitr-", dir=short_temp_root()))
     work.chmod(0o711)
     repo_dir = work / "repo"
     repo = Repository(LocalStore(repo_dir))

@@ -27,6 +27,7 @@ from vaultflow.engines.postgres.wal import object_key, record_key, ship_spool, w
 from vaultflow.engines.postgres.wal.cli import fetch_command
 from vaultflow.errors import AuthenticationError, ToolError
 from vaultflow.manifest import Manifest
+from vaultflow.proc import short_temp_root
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore, MirrorStore, spec
 from vaultflow.testing.unprivileged import SERVICE_USER, running_as_root
@@ -56,7 +57,7 @@ def s3_pitr(archiving, s3_server):
     bucket = f"vf-pitr-{int(time.time() * 1000) % 10**9}"
     s3_server.create_bucket(bucket)
     repo = Repository(s3_server.store(bucket, prefix="vault"))
-    work = Path(tempfile.mkdtemp(prefix="vfpitr-s3-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="vfpitr-s3-", dir=short_temp_root()))
     work.chmod(0o711)  # the restored cluster runs as the service user
     target = f"pitrs3{int(time.time() * 1000) % 10**6}"
     pg.execute(

@@ -31,6 +31,7 @@ from vaultflow.errors import (
     VaultflowError,
     is_transient,
 )
+from vaultflow.proc import short_temp_root
 from vaultflow.repository import MANIFEST, Repository
 from vaultflow.stores import LocalStore
 from vaultflow.testing.service_python import service_user_python
@@ -120,14 +121,14 @@ def test_unreachable_server_is_transient(tmp_path: Path):
 
 def test_unreadable_data_dir_is_config_error_naming_it(fresh_redis, tmp_path: Path):
     server = fresh_redis(name="noread", settings={"appendonly": "no"})
-    secret_dir = Path(tempfile.mkdtemp(prefix="vf-redis-noread-", dir="/tmp"))
+    secret_dir = Path(tempfile.mkdtemp(prefix="vf-redis-noread-", dir=short_temp_root()))
     try:
         os.chmod(secret_dir, 0o700)
         if running_as_root():
             # root reads anything: run the backup as the unprivileged user against a 0700 root dir
             user = ensure_service_user()
             assert secret_dir.stat().st_uid == 0 and secret_dir.stat().st_uid != user.pw_uid
-            repo_dir = Path(tempfile.mkdtemp(prefix="vf-redis-noread-repo-", dir="/tmp"))
+            repo_dir = Path(tempfile.mkdtemp(prefix="vf-redis-noread-repo-", dir=short_temp_root()))
             os.chown(repo_dir, user.pw_uid, user.pw_gid)
             snippet = textwrap.dedent(f"""
                 import json

@@ -26,6 +26,7 @@ from vaultflow.engines.postgres.wal import (
     wal_order,
 )
 from vaultflow.errors import StoreUnavailableError, VaultflowError, is_transient
+from vaultflow.proc import short_temp_root
 from vaultflow.repository import Repository
 from vaultflow.stores import LocalStore, S3Store
 from vaultflow.testing.postgres_server import (
@@ -129,7 +130,7 @@ def test_wal_push_as_the_service_user_spools_every_segment(service_python: Servi
     """The archive_command as the server runs it: the service user, the same interpreter, 20
     segments of 16 MiB, each in the spool with its bytes. (Its latency is measured by `make
     bench`, bench/physical.py, beside the stock tools: a test asserts no timings.)"""
-    work = Path(tempfile.mkdtemp(prefix="vfwal-push-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="vfwal-push-", dir=short_temp_root()))
     try:
         source_dir, spool = work / "pg_wal", work / "spool"
         source_dir.mkdir()
@@ -157,7 +158,7 @@ def test_point_in_time_recovery_through_restore_command(
     backup come back from the archive; a corrupt archived segment aborts recovery instead of
     ending it early (which would silently drop those rows)."""
     pg = archiving.pg
-    work = Path(tempfile.mkdtemp(prefix="vfpitr-", dir="/tmp"))  # the service user reads the repository
+    work = Path(tempfile.mkdtemp(prefix="vfpitr-", dir=short_temp_root()))  # the service user reads the repository
     try:
         repo_root, base_backup = work / "repo", work / "base"
         repo = Repository(LocalStore(repo_root))

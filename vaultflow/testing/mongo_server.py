@@ -259,7 +259,7 @@ def start_mongo(
     """
     if port is not None and not _port_free(port):
         raise RefusedError(f"port {port} on {HOST} is already in use: cannot start SecantusDB {name!r} there")
-    directory = proc.mkdtemp(prefix=f"vfmongo-{name[:16]}-", dir="/tmp")
+    directory = proc.mkdtemp(prefix=f"vfmongo-{name[:16]}-", dir=proc.short_temp_root())
     config = directory / "secantusd.toml"
     config.write_text("# empty: --config stops secantusd from reading any other secantusd.toml\n")
     config.chmod(0o600)

@@ -2,9 +2,9 @@
 
 PostgreSQL refuses to run as root, so when we are root the server-side programs (initdb,
 postgres, pg_ctl) run as the unprivileged service user from `unprivileged.py`. Data and
-socket live in a short private directory under /tmp (owned by that user), because pytest's
-tmp dirs sit under a 0700 /tmp/pytest-of-root and unix socket paths are limited to ~107
-bytes. Only the server log goes to `base_dir`: we open it and hand the descriptor over.
+socket live in a short private directory (owned by that user) under the temporary directory,
+or /tmp when its path is long (`proc.short_temp_root`), because pytest's tmp dirs sit under a
+0700 pytest-of-root and unix socket paths are limited to ~107 bytes. Only the server log goes to `base_dir`: we open it and hand the descriptor over.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from vaultflow.errors import TransientError
+from vaultflow.proc import short_temp_root
 from vaultflow.testing.unprivileged import (
     demote_kwargs,
     ensure_service_user,
@@ -325,7 +326,7 @@ def start_postgres(
     base_dir.mkdir(parents=True, exist_ok=True)
     server_bin, env = _server_binaries(bin_dir, force_copy=force_copy)
     # Short and in /tmp: the socket path must fit in sun_path.
-    runtime_dir = Path(tempfile.mkdtemp(prefix=f"vfpg-{name[:16]}-", dir="/tmp"))
+    runtime_dir = Path(tempfile.mkdtemp(prefix=f"vfpg-{name[:16]}-", dir=short_temp_root()))
     (runtime_dir / "s").mkdir()
     give_to_service_user(runtime_dir)
     instance = PostgresInstance(

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from vaultflow.engines.redis.server import RedisProcess, find_binary, start_redis
+from vaultflow.proc import short_temp_root
 from vaultflow.testing.unprivileged import demote_kwargs, ensure_service_user, give_to_service_user
 
 SOURCE_SETTINGS = {
@@ -38,7 +39,7 @@ def start_source_redis(
 ) -> RedisProcess:
     """A redis-server holding test data; `acl_user` = (name, password) gets full access and the
     default user is disabled; `password` sets requirepass for the default user."""
-    directory = Path(tempfile.mkdtemp(prefix=f"vfredis-{name[:16]}-", dir="/tmp"))
+    directory = Path(tempfile.mkdtemp(prefix=f"vfredis-{name[:16]}-", dir=short_temp_root()))
     secret_lines = []
     username = None
     if password:

@@ -205,7 +205,7 @@ def _service_dir(base_dir: Path) -> tuple[Path, Path | None]:
     base_dir.mkdir(parents=True, exist_ok=True)
     if readable_by_service_user(base_dir):
         return base_dir, None
-    fallback = Path(tempfile.mkdtemp(prefix="vaultflow-s3-", dir="/var/tmp"))
+    fallback = Path(tempfile.mkdtemp(prefix="vaultflow-s3-"))
     return fallback, fallback
 
 

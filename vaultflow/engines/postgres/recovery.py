@@ -52,7 +52,7 @@ from vaultflow.errors import ConfigError, NotFoundError, RefusedError, ToolError
 from vaultflow.fsutil import empty_directory
 from vaultflow.manifest import Manifest
 from vaultflow.ports import free_port
-from vaultflow.proc import mkdtemp, remove
+from vaultflow.proc import mkdtemp, remove, short_temp_root
 from vaultflow.stores.base import Store
 from vaultflow.stores.spec import spec_memfd
 from vaultflow.summary import when
@@ -79,7 +79,7 @@ def start_restored_cluster(
     the server (and so its restore_command) inherits: the repository spec of fetch_spec_file."""
     owns_socket_dir = socket_dir is None
     if socket_dir is None:  # short (unix socket paths are limited to ~107 bytes) and private;
-        socket_dir = mkdtemp("vfpg-", "/tmp")  # removed even if this process is killed
+        socket_dir = mkdtemp("vfpg-", short_temp_root())  # removed even if this process is killed
     merged = {**(settings or {}), **RESTORED_SETTINGS}
     try:
         for attempt in range(5):
