@@ -51,6 +51,7 @@ def tmpfs_scratch_root(tmpfs: Path = SCRATCH_TMPFS, min_free: int = SCRATCH_MIN_
 # and every process a test starts inherit it.
 if "TMPDIR" not in os.environ and (_scratch := tmpfs_scratch_root()) is not None:
     os.environ["TMPDIR"] = str(_scratch)
+    os.environ["VAULTFLOW_TEST_SCRATCH"] = str(_scratch)  # chosen here, not by the caller
     tempfile.tempdir = None  # gettempdir() looks again
 
 import pytest  # noqa: E402

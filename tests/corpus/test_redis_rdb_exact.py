@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from tests.corpus.oracle import redis_differences, redis_state
-from tests.fixtures.redis import crc64_jones
+from tests.fixtures.redis import crc64_jones, wait_rehashed
 from vaultflow.engines.redis.engine import RDB_OBJECT, RedisEngine
 from vaultflow.engines.redis.server import find_binary, start_redis
 from vaultflow.engines.redis.settings import RedisSettings
@@ -38,6 +38,7 @@ def test_remote_full_stores_exactly_the_rdb(fresh_redis, corpus_ctx, tmp_path: P
         for i in range(300):
             conn.set(f"k:{i}", f"value {i}" * 3)
         conn.hset("h", mapping={"a": 1, "b": 2})
+        wait_rehashed(conn)  # else the two snapshots below may list the keys in different orders
     engine = RedisEngine(
         RedisSettings(target_name="exact", host="127.0.0.1", port=source.port, password=source.password)
     )
