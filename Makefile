@@ -45,7 +45,7 @@ lint-checks:
 
 # Four workers (pytest-xdist, one module per worker at a time): most tests wait on servers and
 # child processes, so two cores run four at once. Tests marked serial look at machine-wide
-# state (temporary directories in /tmp) and run alone afterwards. Modules marked long start
+# state (temporary directories in /tmp and TMPDIR) and run alone afterwards. Modules marked long start
 # first (tests/conftest.py orders them, pyproject's addopts keeps xdist from reordering).
 # Before the tests, lint runs beside one collection of every test that may write bytecode
 # (lint is single-threaded; the second core is free): pytest caches each test module's

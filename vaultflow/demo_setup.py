@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultflow.errors import ConfigError
+from vaultflow.proc import short_temp_root
 
 READY_LINE = "vaultflow demo setup ready"
 
@@ -64,15 +65,15 @@ class DemoServers:
 def running_demo_servers(workdir: Path) -> Iterator[DemoServers]:
     """PostgreSQL 18 (archiving into a spool, WAL summaries on), redis-server (AOF), SecantusDB
     (its oplog kept 7 days) and the place of chDB's data (<workdir>/clickhouse, nothing running),
-    stopped and their data deleted on exit. The spool lives under /tmp: the server's OS user
-    writes it."""
+    stopped and their data deleted on exit. The spool lives under `proc.short_temp_root()` (the
+    temporary directory when others can enter it, else /tmp): the server's OS user writes it."""
     from vaultflow.testing.mongo_server import running_mongo
     from vaultflow.testing.postgres_server import embedded_bin_dir, running_postgres
     from vaultflow.testing.redis_instance import running_redis
     from vaultflow.testing.service_python import service_user_python
     from vaultflow.testing.unprivileged import give_to_service_user
 
-    spool_parent = Path(tempfile.mkdtemp(prefix="vaultflow-demo-wal-"))
+    spool_parent = Path(tempfile.mkdtemp(prefix="vaultflow-demo-wal-", dir=short_temp_root()))
     give_to_service_user(spool_parent)
     spool = spool_parent / "spool"  # made now, as wal-push would (0700): archive-logs refuses a missing spool
     spool.mkdir(mode=0o700)

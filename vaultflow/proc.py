@@ -43,6 +43,7 @@ import functools
 import os
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -241,10 +242,20 @@ SHORT_ROOT_MAX = 40  # bytes: room left for a mkdtemp name, "/s/" and ".s.PGSQL.
 def short_temp_root() -> str:
     """Where private scratch directories that a server's socket, or its service user, must
     reach go: the temporary directory (TMPDIR, `tempfile.gettempdir()`) when its path is at
-    most SHORT_ROOT_MAX bytes, else /tmp. A unix socket's whole path must fit in sun_path
-    (108 bytes on Linux, unix(7)); a long TMPDIR is usually a private one (pytest's tmp_path)."""
+    most SHORT_ROOT_MAX bytes and every directory on it lets others in (o+x, as /tmp and a
+    1777 scratch root do), else /tmp. A unix socket's whole path must fit in sun_path (108 bytes
+    on Linux, unix(7)); a long or private TMPDIR is usually a user's own (pytest's tmp_path,
+    /root/tmp)."""
     root = tempfile.gettempdir()
-    return root if len(os.fsencode(root)) <= SHORT_ROOT_MAX else "/tmp"
+    if len(os.fsencode(root)) > SHORT_ROOT_MAX:
+        return "/tmp"
+    try:
+        resolved = Path(root).resolve()
+        if all(os.stat(part).st_mode & stat.S_IXOTH for part in (resolved, *resolved.parents)):
+            return root
+    except OSError:
+        pass
+    return "/tmp"
 
 
 def mkdtemp(prefix: str, dir: str | os.PathLike | None = None) -> Path:

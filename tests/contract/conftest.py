@@ -33,7 +33,7 @@ def contract(request: pytest.FixtureRequest) -> Iterator[EngineContract]:
     """One kind of target, with its servers, for a module of tests (then closed)."""
     contract_class: type[EngineContract] = request.param
     servers = {name: request.getfixturevalue(name) for name in contract_class.servers}
-    # under /tmp, traversable: restored PostgreSQL clusters run as the test service user
+    # under the short temporary root, traversable: restored PostgreSQL clusters run as the test service user
     work = Path(tempfile.mkdtemp(prefix=f"vfcontract-{contract_class.id}-", dir=short_temp_root()))
     os.chmod(work, 0o711)
     instance = contract_class(servers, work)

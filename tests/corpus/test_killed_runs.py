@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import pytest
 from tests.corpus.oracle import assert_pg_restored
 from tests.fixtures.postgres import MakeDb, quote_ident, traversable_tmp_dir
 from tests.fixtures.processes import answering, descendants, listening, live, read
+from tests.fixtures.scratch import temp_roots
 from tests.fixtures.secret_watch import files_holding
 from vaultflow.engines.base import BackupContext
 from vaultflow.engines.postgres.engine import PostgresEngine
@@ -363,7 +363,7 @@ def test_killed_backups_leave_nothing_behind(case: Case) -> None:
     assert catalog.problems == [] and case.committed <= listed
     for manifest in catalog.manifests:
         assert all(check.ok for check in case.repo.verify_backup(manifest)), manifest.id
-    assert files_holding(case.password, [Path("/tmp"), Path(tempfile.gettempdir())], skip=case.own_files) == []
+    assert files_holding(case.password, temp_roots(), skip=case.own_files) == []
 
     # The next backup runs past the dead runs' locks, restores, and leaves no lock behind.
     case.restore_check(case.repo, backup(case))

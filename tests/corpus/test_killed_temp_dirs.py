@@ -28,6 +28,7 @@ import pytest
 from tests.corpus.test_killed_runs import backup, check_nothing_left, pg_case, redis_case, run_child
 from tests.fixtures.postgres import MakeDb, traversable_tmp_dir
 from tests.fixtures.processes import descendants, listening, live, read
+from tests.fixtures.scratch import in_temp_roots
 from vaultflow.proc import WATCHER_ARG
 from vaultflow.stores import LocalStore
 
@@ -193,9 +194,7 @@ def own_leftovers(tmp: Path, before: set[str]) -> list[str]:
 def snapshot_tmp() -> set[str]:
     """Our temporary directories in /tmp and in this run's temporary directory (the suite's
     scratch root on tmpfs, tests/conftest.py)."""
-    roots = {Path("/tmp"), Path(tempfile.gettempdir())}
-    patterns = ("vfpg-*", "vaultflow-redis-*", "vfdrill-*")
-    return {str(p) for root in roots for pattern in patterns for p in root.glob(pattern)}
+    return {str(p) for pattern in ("vfpg-*", "vaultflow-redis-*", "vfdrill-*") for p in in_temp_roots(pattern)}
 
 
 def kill_drill(case, tmp: Path, loaded) -> None:

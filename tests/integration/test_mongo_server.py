@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-from pathlib import Path
 
 import psutil
 import pytest
@@ -13,6 +12,7 @@ from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
 from tests.fixtures.processes import is_gone
+from tests.fixtures.scratch import in_temp_roots
 from vaultflow.errors import RefusedError, ToolError
 from vaultflow.testing import mongo_server
 from vaultflow.testing.mongo_server import (
@@ -123,13 +123,13 @@ def test_directory_and_process_are_gone_after_exit() -> None:
 
 
 def test_server_that_cannot_start_fails_with_its_log() -> None:
-    before = set(Path("/tmp").glob("vfmongo-broken-*"))
+    before = in_temp_roots("vfmongo-broken-*")
     with pytest.raises(ToolError) as failed:
         start_mongo("broken", extra_args=("--cache-size", "lots"))
     message = str(failed.value)
     assert "exited with code 1" in message
     assert "Invalid value for key 'cache_size'" in message  # WiredTiger's own words, from the log
-    assert set(Path("/tmp").glob("vfmongo-broken-*")) == before  # its directory was removed
+    assert in_temp_roots("vfmongo-broken-*") == before  # its directory was removed
 
 
 def test_a_port_in_use_is_refused() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from tests.fixtures.postgres import MakeDb
 from tests.fixtures.processes import descendants, live
+from tests.fixtures.scratch import in_temp_roots
 from vaultflow.testing.postgres_server import (
     PostgresInstance,
     embedded_bin_dir,
@@ -151,4 +152,4 @@ def test_startup_failure_shows_command_and_log(tmp_path: Path) -> None:
     message = str(failure.value)
     assert "postgres -D" in message
     assert "shared_buffers" in message
-    assert not list(Path("/tmp").glob("vfpg-bad-*"))  # cleaned up after the failure
+    assert not in_temp_roots("vfpg-bad-*")  # cleaned up after the failure

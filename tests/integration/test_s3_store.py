@@ -6,10 +6,10 @@ import hashlib
 import os
 from collections.abc import Callable
 from datetime import UTC
-from pathlib import Path
 
 import pytest
 
+from tests.fixtures.scratch import in_temp_roots
 from tests.fixtures.secret_watch import RUN_STARTED
 from vaultflow.errors import AuthenticationError, NotFoundError, StoreUnavailableError
 from vaultflow.stores import S3Store, Store, get_bytes, put_bytes
@@ -70,12 +70,13 @@ def test_is_a_store(store: S3Store, s3_bucket: str) -> None:
 
 
 def test_the_server_keeps_its_log_files_in_its_own_directory(s3_server: S3Instance) -> None:
-    """SeaweedFS's glog writes weed.<host>.<user>.log.* and weed.INFO links into /tmp unless
-    told otherwise: a test server must leave nothing there. The server is up (this test's fixture
+    """SeaweedFS's glog writes weed.<host>.<user>.log.* and weed.INFO links into the temporary
+    directory (Go's os.TempDir: TMPDIR, else /tmp) unless told otherwise: a test server must
+    leave nothing in either. The server is up (this test's fixture
     started it or an earlier test did) and has logged its start-up."""
-    started = RUN_STARTED - 1.0  # any weed log in /tmp written since this test run began
+    started = RUN_STARTED - 1.0  # any weed log written there since this test run began
     assert s3_server.client().list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200
-    stray = [str(p) for p in Path("/tmp").glob("weed*") if p.lstat().st_mtime >= started]
+    stray = [str(p) for p in in_temp_roots("weed*") if p.lstat().st_mtime >= started]
     assert stray == [], stray
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tmpfs_scratch_root
+from tests.conftest import claim_scratch_dir, tmpfs_scratch_root
 from vaultflow.proc import SHORT_ROOT_MAX, short_temp_root
 
 
@@ -18,15 +18,33 @@ def test_the_scratch_root_is_only_taken_on_a_tmpfs_with_room(tmp_path: Path) -> 
     # A directory that is not a tmpfs mount point (pytest's tmp_path) is never taken.
     assert tmpfs_scratch_root(tmp_path) is None
     shm = Path("/dev/shm")
-    mounts = Path("/proc/self/mounts").read_text().split("\n")
-    if not any(line.split()[1:3] == ["/dev/shm", "tmpfs"] for line in mounts if line):
-        pytest.fail("this machine has no tmpfs on /dev/shm: the suite's scratch stays on disk", pytrace=False)
-    # More free space asked for than the tmpfs has: not taken.
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    if not any(fields[1:3] == ["/dev/shm", "tmpfs"] and "noexec" not in fields[3] for fields in mounts):
+        assert tmpfs_scratch_root(shm, min_free=0) is None  # no usable tmpfs: the default TMPDIR
+        return
+    # More free space asked for than the tmpfs (or the memory behind it) has: not taken.
     free = os.statvfs(shm).f_bavail * os.statvfs(shm).f_frsize
     assert tmpfs_scratch_root(shm, min_free=free + (1 << 40)) is None
-    root = tmpfs_scratch_root(shm, min_free=0)
-    assert root == shm / "vaultflow-tests"
+    root = shm / "vaultflow-tests"
+    if root.exists() and root.lstat().st_uid != os.geteuid():
+        assert tmpfs_scratch_root(shm, min_free=0) is None  # another user's: left alone
+        return
+    assert tmpfs_scratch_root(shm, min_free=0) == root
     assert stat.S_IMODE(root.stat().st_mode) == 0o1777  # the service user makes its own dirs there
+
+
+def test_a_link_or_a_file_in_the_scratch_roots_place_is_not_claimed(tmp_path: Path) -> None:
+    """Only a directory of ours: a symlink there (to a directory of ours) is neither followed nor
+    made 1777, and a file there is no root."""
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(target)
+    assert claim_scratch_dir(tmp_path / "link") is False
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    (tmp_path / "file").write_text("")
+    assert claim_scratch_dir(tmp_path / "file") is False
+    assert claim_scratch_dir(tmp_path / "new") is True  # made, and shared like /tmp
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o1777
 
 
 def test_the_suite_runs_in_its_scratch_root(tmp_path: Path) -> None:
@@ -41,14 +59,28 @@ def test_the_suite_runs_in_its_scratch_root(tmp_path: Path) -> None:
         assert "TMPDIR" in os.environ or tmpfs_scratch_root() is None
 
 
-def test_a_long_temporary_directory_leaves_sockets_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    short = tmp_path.parent.parent  # pytest-of-<user>: short enough
-    long = tmp_path / ("x" * SHORT_ROOT_MAX)
-    long.mkdir()
+def test_a_long_or_private_temporary_directory_leaves_sockets_in_tmp(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    long = Path("/dev/shm") / ("x" * SHORT_ROOT_MAX)  # others may enter, but too long
     monkeypatch.setattr(tempfile, "tempdir", str(long))
     assert short_temp_root() == "/tmp"
-    monkeypatch.setattr(tempfile, "tempdir", str(short))
-    assert short_temp_root() == (str(short) if len(str(short)) <= SHORT_ROOT_MAX else "/tmp")
-    # A PostgreSQL socket in a mkdtemp dir there fits in sun_path (108 bytes with its NUL).
-    socket_path = Path(short_temp_root(), "vfpg-pg18wal-abcdefgh", "s", ".s.PGSQL.65535.lock")
-    assert len(os.fsencode(str(socket_path))) < 108
+    private = tmp_path / "p"  # short enough? not the point: pytest's tmp dirs are 0700
+    private.mkdir(mode=0o700)
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    assert short_temp_root() == "/tmp"
+    shared = Path(tempfile.mkdtemp(dir="/dev/shm"))  # a short one others may enter: taken
+    try:
+        shared.chmod(0o1777)
+        monkeypatch.setattr(tempfile, "tempdir", str(shared))
+        assert short_temp_root() == str(shared)
+    finally:
+        shared.rmdir()
+
+
+def test_a_socket_fits_in_sun_path_under_the_longest_short_root() -> None:
+    """The worst case: a root of SHORT_ROOT_MAX bytes, the longest mkdtemp name a test server
+    gives its directory (vfpg- and 16 bytes of name, 8 random), PostgreSQL's lock file name."""
+    root = "/" + "r" * (SHORT_ROOT_MAX - 1)
+    longest = f"{root}/vfpg-{'n' * 16}-abcdefgh/s/.s.PGSQL.65535.lock"
+    assert len(longest.encode()) < 108  # sun_path, NUL included (unix(7))

@@ -4,7 +4,7 @@ SecantusDB (PyPI `secantusdb`, module `secantus`) speaks MongoDB's wire protocol
 and advertises itself as the primary of a one-node replica set named "secantus", so it keeps
 `local.oplog.rs`. What it does and does not do like mongod is in docs/mongodb-secantus.md.
 
-Each server gets a private 0700 directory under /tmp (data in `data/`, its output in
+Each server gets a private 0700 directory under `proc.short_temp_root()` (data in `data/`, its output in
 `secantus.log`, an empty `secantusd.toml` passed with --config so no secantusd.toml from the
 working directory, ~ or /etc is read). When we are root it runs as the service user of
 `unprivileged.py`, through `service_python.service_user_python()` (the venv's interpreter sits

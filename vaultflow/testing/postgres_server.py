@@ -138,7 +138,7 @@ class PostgresInstance:
 
     @property
     def runtime_dir(self) -> Path:
-        """The private /tmp dir holding data_dir and socket_dir (removed by destroy())."""
+        """The private dir (under `short_temp_root()`) holding data_dir and socket_dir (removed by destroy())."""
         return self.data_dir.parent
 
     def conninfo(self, dbname: str = "postgres") -> str:
@@ -325,7 +325,7 @@ def start_postgres(
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     server_bin, env = _server_binaries(bin_dir, force_copy=force_copy)
-    # Short and in /tmp: the socket path must fit in sun_path.
+    # Short (the socket path must fit in sun_path) and reachable by the service user.
     runtime_dir = Path(tempfile.mkdtemp(prefix=f"vfpg-{name[:16]}-", dir=short_temp_root()))
     (runtime_dir / "s").mkdir()
     give_to_service_user(runtime_dir)

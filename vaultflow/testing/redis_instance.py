@@ -1,6 +1,6 @@
 """Real redis-server sources for the tests and the benchmark, run as the service user when root.
 
-Each instance gets a private directory under /tmp, AOF on (multi-part, Redis 7+), RDB
+Each instance gets a private directory under `proc.short_temp_root()`, AOF on (multi-part, Redis 7+), RDB
 snapshots off unless asked, and a password or an ACL user written into its 0600 redis.conf.
 """
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultflow.errors import TransientError
+from vaultflow.proc import short_temp_root
 from vaultflow.testing.unprivileged import (
     demote_kwargs,
     give_to_service_user,
@@ -200,12 +201,12 @@ def _die_with_parent() -> None:
 
 
 def _service_dir(base_dir: Path) -> tuple[Path, Path | None]:
-    """A directory the server user can write: `base_dir`, or a /var/tmp dir when it can't
-    reach it (pytest's tmp dirs under /tmp/pytest-of-root are 0700)."""
+    """A directory the server user can write: `base_dir`, or one under `short_temp_root()` when
+    it can't reach it (pytest's tmp dirs under pytest-of-root are 0700)."""
     base_dir.mkdir(parents=True, exist_ok=True)
     if readable_by_service_user(base_dir):
         return base_dir, None
-    fallback = Path(tempfile.mkdtemp(prefix="vaultflow-s3-"))
+    fallback = Path(tempfile.mkdtemp(prefix="vaultflow-s3-", dir=short_temp_root()))
     return fallback, fallback
 
 
