@@ -28,7 +28,7 @@ import pytest
 from tests.corpus.test_killed_runs import backup, check_nothing_left, pg_case, redis_case, run_child
 from tests.fixtures.postgres import MakeDb, traversable_tmp_dir
 from tests.fixtures.processes import descendants, listening, live, read
-from tests.fixtures.scratch import in_temp_roots
+from tests.fixtures.scratch import in_temp_roots, temp_roots
 from vaultflow.proc import WATCHER_ARG
 from vaultflow.stores import LocalStore
 
@@ -114,9 +114,13 @@ def test_remove_on_death(scratch: Path, death: str) -> None:
         watcher = found[0]
         assert watcher.ppid() == proc.pid and watcher.uids().real == os.getuid()
         assert os.getsid(watcher.pid) != os.getsid(proc.pid), "the watcher must not share the run's session"
-        # Python's own library files it may be reading while it starts are not ours (nor a leak)
-        interpreter = (sys.base_prefix, sys.prefix)
-        held = [f.path for f in watcher.open_files() if not f.path.startswith(interpreter)]
+        # Files of ours: under this test's scratch or the temporary roots. Not the libraries
+        # Python and the dynamic loader open while it starts (its own, and libz: seen).
+        held = [
+            f.path
+            for f in watcher.open_files()
+            if any(Path(f.path).is_relative_to(r) for r in [scratch, *temp_roots()])
+        ]
         assert held == [], "the watcher holds no file of ours"
         # Someone else makes a new directory at a registered path (the old one moved away: a new inode).
         recreated.rename(scratch / "recreated-old")
