@@ -382,9 +382,12 @@ def test_a_following_ship_reads_only_new_entries_unless_another_run_shipped_mean
     server: MongoProcess, client: MongoClient, tmp_path: Path
 ):
     db = "arc_follow"
-    settings = settings_for(server, db, seconds=4)  # room for a slow machine
+    # The slice window must outlast two ships and an insert: 4 s did not, once, on a loaded
+    # 2-core machine (the window closed between the ships and the second found no lag).
+    window = 8
+    settings = settings_for(server, db, seconds=window)
     following = OplogArchive(Repository(LocalStore(tmp_path / "repo")), TARGET, settings)
-    settle(following, client, db, 4)
+    settle(following, client, db, window)
     client[db].docs.insert_many([{"_id": f"a{i}", "pad": PAD} for i in range(5)])
     assert following.ship().lag_units == 5
     client[db].docs.insert_many([{"_id": f"b{i}", "pad": PAD} for i in range(5)])
@@ -393,13 +396,13 @@ def test_a_following_ship_reads_only_new_entries_unless_another_run_shipped_mean
     assert pending is not None and len(pending.cut.entries) == 10
     assert pending.read.ts == oplog_of(client, db)[-1]["ts"], "the next ship reads from here, not from the archive"
 
-    time.sleep(4.1)
+    time.sleep(window + 0.1)
     other = OplogArchive(Repository(LocalStore(tmp_path / "repo")), TARGET, settings)
     shipped = other.ship().shipped  # another run ships the same window first
     assert [r.count for r in other.records() if r.count] == [1, 10]
     client[db].docs.insert_many([{"_id": f"c{i}", "pad": PAD} for i in range(5)])
     assert following.ship().shipped == [], "its unfinished slice is dropped: it starts again from the archive"
-    time.sleep(4.1)
+    time.sleep(window + 0.1)
     more = following.ship().shipped
     records = following.records()
     assert [r.name for r in records][-len(more) - len(shipped) :] == shipped + more
