@@ -36,9 +36,8 @@ def tmpfs_scratch_root(tmpfs: Path = SCRATCH_TMPFS, min_free: int = SCRATCH_MIN_
     CPU-seconds (system time 4.9 instead of 19.1). Nothing else changes: the same code writes
     the same files."""
     try:
-        mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
-        options = [fields[3].split(",") for fields in mounts if fields[1:3] == [str(tmpfs), "tmpfs"]]
-        if not options or "noexec" in options[-1]:  # the last mount there is the one in use
+        options = tmpfs_mount_options(tmpfs)
+        if options is None or "noexec" in options:
             return None
         stats = os.statvfs(tmpfs)
         available = int(re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)[1]) << 10
@@ -48,6 +47,14 @@ def tmpfs_scratch_root(tmpfs: Path = SCRATCH_TMPFS, min_free: int = SCRATCH_MIN_
         return None  # no /proc: the default TMPDIR
     root = tmpfs / "vaultflow-tests"
     return root if claim_scratch_dir(root) else None
+
+
+def tmpfs_mount_options(path: Path) -> list[str] | None:
+    """The mount options of the tmpfs mounted at `path` (the last mount there, the one in use),
+    from /proc/self/mounts; None when no tmpfs is mounted there. OSError without /proc."""
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    options = [fields[3].split(",") for fields in mounts if fields[1:3] == [str(path), "tmpfs"]]
+    return options[-1] if options else None
 
 
 def claim_scratch_dir(root: Path) -> bool:

@@ -115,7 +115,12 @@ class DecodingReader:
 
 
 class StderrTail:
-    """Drains a process's stderr in a thread, keeping only the last lines (bounded memory)."""
+    """Drains a process's stderr in a thread, keeping only the last lines (bounded memory).
+
+    `on_line` is called in the drain thread for every line. After the process has exited,
+    call `join()` (or `text()`) before returning: the thread may still be delivering the last
+    lines, which a caller that returns at once would drop or log after its run has ended.
+    """
 
     def __init__(self, stream, keep: int = 40, on_line: Callable[[str], None] | None = None):
         self._lines: deque[str] = deque(maxlen=keep)
@@ -131,8 +136,14 @@ class StderrTail:
                 self._on_line(line)
         stream.close()
 
+    def join(self, timeout: float = 5) -> None:
+        """Wait (at most `timeout` seconds: a grandchild may hold the pipe open) until every line
+        the process wrote has been read and passed to `on_line`."""
+        self._thread.join(timeout=timeout)
+
     def text(self) -> str:
-        self._thread.join(timeout=5)
+        """The last lines, after `join()`."""
+        self.join()
         return "\n".join(self._lines)
 
 
@@ -176,6 +187,7 @@ class Producer:
 
     def finish(self) -> None:
         code = self.proc.wait()
+        self.stderr.join()
         if code != 0:
             raise ToolError(f"{os.path.basename(self.cmd[0])} exited with status {code}: {self.stderr.text()}")
 
@@ -333,6 +345,7 @@ def feed_process(
     except BrokenPipeError:
         pass
     code = proc.wait()
+    tail.join()
     if code != 0:
         raise ToolError(f"{os.path.basename(cmd[0])} exited with status {code}: {tail.text()}")
 

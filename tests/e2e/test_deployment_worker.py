@@ -327,7 +327,7 @@ def test_demo_setup_deploy_all_and_every_deployment_runs_green(stack: PrefectSta
     assert worker.poll() is None, stack.log_tail("worker")
 
     # Green means green: no failed (red) task run in any of them, and no run needed a retry.
-    task_runs = stack.api("POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": list(runs.values())}}}).json()
+    task_runs = stack.task_runs(list(runs.values()))
     red = [
         (t["name"], t["state_type"], (t.get("state") or {}).get("message"))
         for t in task_runs

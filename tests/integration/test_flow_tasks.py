@@ -36,9 +36,10 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def task_runs(state) -> dict[str, object]:
-    """Task run name -> task run, of the flow run that ended in `state`."""
-    runs = task_runs_of(state.state_details.flow_run_id)
+def task_runs(state, count: int | None = None) -> dict[str, object]:
+    """Task run name -> task run, of the flow run that ended in `state` (at least `count` of
+    them once the API has recorded them, when given)."""
+    runs = task_runs_of(state.state_details.flow_run_id, count)
     return {run.name: run for run in runs}
 
 
@@ -67,7 +68,7 @@ def test_run_graph_of_a_full_backup_shows_a_dump_per_database(pg18, fresh_db, tm
         target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")), return_state=True
     )
     result = state.result()
-    runs = task_runs(state)
+    runs = task_runs(state, 6)
     assert sorted(runs) == sorted(
         [
             "check-target",
@@ -97,7 +98,7 @@ def test_redis_backup_graph_has_its_one_unit(redis_source, tmp_path: Path):
     state = full_backup(
         target=target, repository=BackupRepository(local_path=str(tmp_path / "repo")), return_state=True
     )
-    runs = task_runs(state)
+    runs = task_runs(state, 4)
     assert sorted(runs) == sorted(["check-target", "plan-full", "dump-rdb", f"finish-{state.result()['backup_id']}"])
 
 
@@ -139,7 +140,7 @@ def test_a_retried_dump_redoes_only_its_database(pg18, fresh_db, tmp_path: Path)
         watcher.join()
         blocker.close()
     assert state.is_completed(), state
-    runs = task_runs(state)
+    runs = task_runs(state, 6)
     assert runs[f"dump-database-{second}"].run_count == 2, "the locked database's dump ran again"
     assert runs[f"dump-database-{first}"].run_count == 1 and runs["dump-globals"].run_count == 1
     assert runs["plan-full"].run_count == 1
@@ -204,7 +205,7 @@ def test_a_users_flow_composed_from_the_tasks(pg18, fresh_db, tmp_path: Path):
         assert_pg_restored(pg18, db, pg18, copy)
     finally:
         pg18.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
-    names = sorted(task_runs(state))
+    names = sorted(task_runs(state, 8))
     assert names == sorted(
         [
             "check-target",

@@ -60,7 +60,7 @@ def test_upload_local_to_s3_and_restore_the_copy(target, s3_server, s3_bucket, p
     local_dir = tmp_path / "local/postgres" / target.name / "backups" / backup["backup_id"]
     manifest = s3_server.client().get_object(Bucket=s3_bucket, Key=prefix + "manifest.json")["Body"].read()
     assert json.loads(manifest) == json.loads((local_dir / "manifest.json").read_bytes())
-    runs = task_runs_of(state.state_details.flow_run_id)
+    runs = task_runs_of(state.state_details.flow_run_id, 1)
     assert [r.name for r in runs] == [f"upload-{backup['backup_id']}"]
 
     assert verify(repository=offsite, target=target)["problems"] == []

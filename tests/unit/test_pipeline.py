@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -100,6 +101,32 @@ def test_producer_stderr_lines_reach_callback(tmp_path: Path) -> None:
         ["sh", "-c", "echo warning: one >&2; printf data"], None, LocalStore(tmp_path), "x.zst", on_stderr=lines.append
     )
     assert lines == ["warning: one"]
+
+
+class SlowLog:
+    """An on_stderr callback that takes its time, as a logger writing to a busy API does: a
+    caller that returns without waiting for the drain thread loses the later lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        time.sleep(0.2)
+        self.lines.append(line)
+
+
+def test_every_stderr_line_is_delivered_before_dump_returns(tmp_path: Path) -> None:
+    log = SlowLog()
+    dump_into_store(
+        ["sh", "-c", "printf 'a\\nb\\nc\\n' >&2; printf data"], None, LocalStore(tmp_path), "x.zst", on_stderr=log
+    )
+    assert log.lines == ["a", "b", "c"]
+
+
+def test_every_stderr_line_is_delivered_before_feed_returns(tmp_path: Path) -> None:
+    log = SlowLog()
+    feed_process(BytesReader(b"x"), ["sh", "-c", "cat >/dev/null; printf 'a\\nb\\nc\\n' >&2"], on_stderr=log)
+    assert log.lines == ["a", "b", "c"]
 
 
 def test_store_failure_kills_producer(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import claim_scratch_dir, tmpfs_scratch_root
+from tests.conftest import claim_scratch_dir, tmpfs_mount_options, tmpfs_scratch_root
 from vaultflow.proc import SHORT_ROOT_MAX, short_temp_root
 
 
@@ -18,8 +18,8 @@ def test_the_scratch_root_is_only_taken_on_a_tmpfs_with_room(tmp_path: Path) -> 
     # A directory that is not a tmpfs mount point (pytest's tmp_path) is never taken.
     assert tmpfs_scratch_root(tmp_path) is None
     shm = Path("/dev/shm")
-    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
-    if not any(fields[1:3] == ["/dev/shm", "tmpfs"] and "noexec" not in fields[3] for fields in mounts):
+    options = tmpfs_mount_options(shm)
+    if options is None or "noexec" in options:
         assert tmpfs_scratch_root(shm, min_free=0) is None  # no usable tmpfs: the default TMPDIR
         return
     # More free space asked for than the tmpfs (or the memory behind it) has: not taken.

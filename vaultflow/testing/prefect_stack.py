@@ -36,6 +36,7 @@ CLI_TIMEOUT = 180.0
 WATCH_TIMEOUT = 300  # runs go in parallel phases on 2 cores
 API_RETRY_S = 60.0
 RETRY_STATUS = {429, 502, 503}
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}  # Prefect's StateType.is_final()
 UUID_RE = re.compile(r"UUID: ([0-9a-f-]{36})")
 
 
@@ -141,6 +142,20 @@ class PrefectStack:
 
     def flow_run(self, flow_run_id: str) -> dict:
         return self.api("GET", f"/flow_runs/{flow_run_id}").json()
+
+    def task_runs(self, flow_run_ids: Sequence[str], timeout: float = API_RETRY_S) -> list[dict]:
+        """The task runs (API dicts) of the finished flow runs `flow_run_ids`, once every one is
+        in a final state, or as they are after `timeout` seconds. The server records task runs
+        from their events in batches, after the flow run itself has ended: read at once, the
+        last ones may still show as running."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.api(
+                "POST", "/task_runs/filter", json={"flow_runs": {"id": {"any_": list(flow_run_ids)}}}
+            ).json()
+            if all(run["state_type"] in FINAL_STATES for run in runs) or time.monotonic() > deadline:
+                return runs
+            time.sleep(0.5)
 
     def stop_all(self) -> None:
         """Newest first: the worker (and its runs) before the server it reports to."""

@@ -74,6 +74,7 @@ def _run_combine(cmd: list[str], ctx: BackupContext) -> None:
         proc.kill()
         proc.wait()
         raise
+    tail.join()
     if code != 0:
         raise ToolError(f"pg_combinebackup exited with status {code}: {tail.text()}")
 
