@@ -19,12 +19,11 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
     FlowFilter,
     FlowFilterName,
-    LogFilter,
-    LogFilterFlowRunId,
 )
 from prefect.runtime import flow_run
 
 from tests.corpus.oracle import assert_pg_restored
+from tests.fixtures.prefect_runs import logs_of
 from tests.integration.test_flows import flow_runs_named, make_table, target_for
 from vaultflow.blocks import BackupRepository
 from vaultflow.errors import ConfigError, TransientError
@@ -53,9 +52,7 @@ def run_of_flow(flow_name: str):
 
 
 def warnings_of(run) -> list[str]:
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-    return [log.message for log in logs if log.level == 30]
+    return [log.message for log in logs_of([run.id]) if log.level == 30]
 
 
 def artifacts_keyed(key: str) -> list:
