@@ -22,6 +22,7 @@ from prefect import get_client
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from pydantic import SecretStr
 
+from tests.fixtures.prefect_runs import send_queued_events
 from tests.fixtures.redis import SEED_USERS
 from tests.fixtures.toy_logarchive import toy_engine_registered, unit_name
 from vaultflow.blocks import BackupRepository, PostgresTarget, RedisTarget
@@ -65,6 +66,10 @@ class Recorder:
             return [(t, m) for t, m in self.received if subject_part in m["subject"]]
 
     def wait_for(self, subject_part: str, count: int = 1, timeout: float = 30.0) -> list[tuple[float, dict]]:
+        """The notifications whose subject holds `subject_part`, once `count` have come; the
+        `timeout` (seconds) starts after the events this process holds are sent: automations
+        fire on events, which Prefect sends in the background."""
+        send_queued_events()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.about(subject_part)
