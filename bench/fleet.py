@@ -41,7 +41,6 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 RUNS_TIMEOUT_S = 3600.0
 
 
@@ -118,7 +117,7 @@ def summary(values: list[float]) -> dict:
 def run(args: argparse.Namespace) -> dict:
     from vaultflow.deployments.fleet import worker_argv
     from vaultflow.testing.postgres_server import embedded_bin_dir, running_postgres
-    from vaultflow.testing.prefect_stack import BIN, running_stack, wait_healthy
+    from vaultflow.testing.prefect_stack import BIN, FINAL_STATES, running_stack, wait_healthy
     from vaultflow.testing.redis_instance import running_redis
 
     pg_targets = args.targets - args.redis
@@ -181,7 +180,7 @@ def run(args: argparse.Namespace) -> dict:
         deadline = time.monotonic() + RUNS_TIMEOUT_S
         while True:
             runs = prefect.api("POST", "/flow_runs/filter", json=query).json()
-            ended = [r for r in runs if r["state_type"] in TERMINAL]
+            ended = [r for r in runs if r["state_type"] in FINAL_STATES]
             if len(runs) == args.targets and len(ended) == args.targets:
                 break
             if time.monotonic() > deadline:

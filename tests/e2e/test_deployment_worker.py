@@ -43,7 +43,15 @@ from vaultflow.deployments.serve_all import load_deployments
 from vaultflow.engines.clickhouse.client import chdb_holder
 from vaultflow.engines.clickhouse.fingerprint import table_units
 from vaultflow.engines.postgres.wal.names import parse_lsn, segment_name, wal_prefix
-from vaultflow.testing.prefect_stack import CLI_TIMEOUT, UUID_RE, WATCH_TIMEOUT, PrefectStack, tail, wait_healthy
+from vaultflow.testing.prefect_stack import (
+    CLI_TIMEOUT,
+    FINAL_STATES,
+    UUID_RE,
+    WATCH_TIMEOUT,
+    PrefectStack,
+    tail,
+    wait_healthy,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long]  # about 3 minutes: started first
 
@@ -139,9 +147,6 @@ def run_phase(stack: PrefectStack, deployments: Sequence[str], names: dict[str, 
     return run_ids
 
 
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
 def api_phase(stack: PrefectStack, deployments: Sequence[str], ids: dict[str, str], **parameters) -> dict[str, str]:
     """The same as run_phase through the API, as the UI's run button does (POST
     /deployments/{id}/create_flow_run), polled until each run ends: it spares a `prefect` process
@@ -157,7 +162,7 @@ def api_phase(stack: PrefectStack, deployments: Sequence[str], ids: dict[str, st
     while pending:
         for name, run_id in list(pending.items()):
             run = stack.flow_run(run_id)
-            if run["state_type"] in TERMINAL:
+            if run["state_type"] in FINAL_STATES:
                 assert run["state_type"] == "COMPLETED", (
                     f"{name} ended {run['state_type']} ({run['state'].get('message')}) after "
                     f"{time.monotonic() - started:.0f} s\n{stack.log_tail('worker', 80)}"

@@ -24,14 +24,13 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from tests.fixtures.prefect_db import e2e_stack
 from vaultflow.blocks import BackupRepository, PostgresTarget, RedisTarget
 from vaultflow.deployments.fleet import check, deploy, worker_argv
-from vaultflow.testing.prefect_stack import BIN, PrefectStack, wait_healthy
+from vaultflow.testing.prefect_stack import BIN, FINAL_STATES, PrefectStack, wait_healthy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long]  # about a minute
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 300.0  # three runs side by side on 2 loaded cores
 LEAD_S = 10  # how far ahead the runs are scheduled once the fleet is applied
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 FLEET = """\
 name: e2e
 repository: backup-repository/e2e-repo
@@ -121,7 +120,7 @@ def test_a_fleet_deployed_with_one_command_runs_every_target_on_the_queue_it_nee
     while True:  # until every run that is due has ended, each target's at least
         runs = [run for run in fleet_runs(stack, [d["id"] for d in deployments.values()]) if due(run)]
         if {run["parameters"]["target"] for run in runs} == targets and all(
-            run["state_type"] in TERMINAL for run in runs
+            run["state_type"] in FINAL_STATES for run in runs
         ):
             break
         assert time.monotonic() - started < RUN_TIMEOUT, (
