@@ -110,7 +110,7 @@ def deployment_slot(engine: str, target: str, wait_s: float, enabled: bool | Non
             raise LockHeldError(
                 f"{engine}/{target}: another deployment run holds the Prefect concurrency limit {name} "
                 f"(one backup or prune of a target at a time); waited {human_duration(wait_s)} (the repository's "
-                "lock_wait). The run is retried; see the limit's holders with `prefect gcl inspect "
+                "lock_wait). This is transient: the deployment's flow retries run it again; see the limit's holders with `prefect gcl inspect "
                 f"{name}`"
             ) from exc
         yield

@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
 from vaultflow.alerts import DRILL_FAILED
-from vaultflow.flows._support import artifact_key, emit_target_event, load_target, unless_api_down
+from vaultflow.flows._support import artifact_key, emit_target_event, engine_form, load_target, unless_api_down
 from vaultflow.manifest import Manifest
 from vaultflow.summary import RunSummary, failed_summary, one_line
 
@@ -121,6 +121,9 @@ class RunReport:
         try:
             block = load_target(self._target_ref)
         except Exception as exc:  # the run fails with its own error anyway; say why no summary
+            if isinstance(self._target_ref, str) and (pair := engine_form(self._target_ref)) is not None:
+                self.about(*pair)  # a target named as the repository names it (repository_targets)
+                return True
             self._unknown = True
             get_run_logger().warning(
                 f"no {self.flow} summary artifact or event: the target is unknown ({one_line(str(exc))})"

@@ -111,6 +111,8 @@ def load_target(ref: TargetParam) -> TargetBlock:
     Raises NotFoundError when no target block has that name, ConfigError when blocks of more
     than one kind do (the message names each full name to use instead) or for a block that is
     not a target."""
+    if isinstance(ref, str) and (pair := engine_form(ref)) is not None:
+        ref = _target_slug(*pair)
     if isinstance(ref, str) and "/" not in ref:
         found = {slug: block for slug in target_types() if (block := _load_if_saved(f"{slug}/{ref}")) is not None}
         if len(found) > 1:
@@ -131,6 +133,42 @@ def load_target(ref: TargetParam) -> TargetBlock:
             f"{ref!r} is a {type(block).__name__}, not a target block (target block types: {', '.join(target_types())})"
         )
     return block
+
+
+def engine_form(ref: str) -> tuple[str, str] | None:
+    """('postgres', 'prod') for 'postgres/prod', a target named as `vaultflow list` and `status`
+    print it (engine/name); None when the part before the first '/' is no registered engine
+    (e.g. a block type slug: 'postgres-target/prod')."""
+    engine, sep, name = ref.partition("/")
+    return (engine, name) if sep and name and engine in engine_names() else None
+
+
+def _target_slug(engine: str, name: str) -> str:
+    """'<block type slug>/<name>' of the target block kind of `engine` ('postgres-target/prod');
+    the ref unchanged when no registered block kind, or more than one, is that engine's."""
+    slugs = [slug for slug, cls in target_types().items() if cls.engine_name == engine]
+    return f"{slugs[0]}/{name}" if len(slugs) == 1 else f"{engine}/{name}"
+
+
+def repository_targets(repo: Repository, ref: TargetParam | None) -> list[tuple[str, str]]:
+    """The (engine, target name) pairs a repository-wide flow (verify, prune, upload) works on:
+    every target of `repo` when `ref` is None; the target of `repo` that 'engine/name' names (how
+    `vaultflow list` and `status` print it: no block needed, e.g. for a URL target's backups);
+    else the target block `ref` names (load_target, whose errors it raises)."""
+    if ref is None:
+        return repo.targets()
+    pair = engine_form(ref) if isinstance(ref, str) else None
+    if pair is not None and pair in repo.targets():
+        return [pair]
+    try:
+        block = load_target(ref)
+    except NotFoundError as exc:
+        if pair is None:
+            raise
+        raise NotFoundError(
+            f"{repo.description} holds no target {ref} (`vaultflow list` shows the targets it holds), and {exc}"
+        ) from None
+    return [(block.engine().name, block.name)]
 
 
 def load_repository(ref: RepositoryParam) -> tuple[BackupRepository, Repository]:

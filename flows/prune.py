@@ -18,9 +18,9 @@ from vaultflow.flows._support import (
     emit_backup_event,
     fail_fast_on_permanent_errors,
     load_repository,
-    load_target,
     publish_catalog,
     publish_per_target,
+    repository_targets,
 )
 from vaultflow.logarchive import open_log_archive
 from vaultflow.retention import clock_problems, plan
@@ -58,7 +58,7 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
 
     Args:
         repository: The BackupRepository block, or its name ('backup-repository/main').
-        target: Only this target (a block or its name); default: every target in the repository.
+        target: Only this target (a block or its name, or engine/name as `vaultflow list` prints it); default: every target in the repository.
         dry_run: Publish the plan and delete nothing.
     """
     logger = get_run_logger()
@@ -71,12 +71,9 @@ def prune(repository: RepositoryParam, target: TargetParam | None = None, dry_ru
         report.subject = repo.description  # a target given makes it the subject below
         policy = block.retention_policy()
         now = datetime.now(UTC)
+        targets = repository_targets(repo, target)
         if target is not None:
-            tblock = load_target(target)
-            targets = [(tblock.engine().name, tblock.name)]
             report.about(*targets[0])
-        else:
-            targets = repo.targets()
         rows, deleted, kept, orphans, partial, logs_deleted = [], [], [], 0, 0, 0
         held: dict[str, str] = {}  # misdated backups (clock problems) -> why
         unreadable: dict[str, str] = {}  # manifest key -> why it cannot be read (kept, never deleted)

@@ -15,8 +15,8 @@ from vaultflow.flows._support import (
     emit_backup_event,
     fail_fast_on_permanent_errors,
     load_repository,
-    load_target,
     publish_per_target,
+    repository_targets,
 )
 from vaultflow.summary import human_size, upload_summary
 from vaultflow.tasks.transfer import upload as upload_task
@@ -40,7 +40,7 @@ def upload(
             ('backup-repository/local').
         destination: The repository to copy to (e.g. one with an S3 bucket): a BackupRepository
             block or its name. Must not be the source.
-        target: Only this target's backups (a target block or its name); default: every target
+        target: Only this target's backups (a target block or its name, or engine/name as `vaultflow list` prints it); default: every target
             of the source repository.
         backup_id: Only this backup ('latest' or an id) and the parents it needs to restore;
             default: every backup the destination does not hold yet.
@@ -55,12 +55,9 @@ def upload(
         report.title = f"upload to {dst.description}"
         if src.description == dst.description:
             raise RefusedError(f"source and destination are the same repository ({src.description})")
+        targets = repository_targets(src, target)
         if target is not None:
-            block = load_target(target)
-            targets = [(block.engine().name, block.name)]
             report.about(*targets[0])
-        else:
-            targets = src.targets()
         if backup_id not in (None, "latest") and target is None:
             targets = [t for t in targets if any(m.id == backup_id for m in src.catalog(*t).manifests)]
             if not targets:

@@ -20,16 +20,18 @@ from vaultflow.flows._support import (
     emit_target_event,
     fail_fast_on_permanent_errors,
     load_repository,
-    load_target,
     publish_catalog,
     publish_per_target,
     record_check,
+    repository_targets,
 )
 from vaultflow.logarchive import open_log_archive
 from vaultflow.proc import mkdtemp, remove
 from vaultflow.repository import ObjectCheck
 from vaultflow.summary import counted, verify_summary
 from vaultflow.tasks.verify import verify_backup
+
+LOGGED_PROBLEMS = 200  # problems logged one per line; the summary artifact lists every one
 
 
 def check_log_archive(repo, engine: str, target: str, manifests, deep: bool = False) -> tuple[list[dict], list[str]]:
@@ -102,7 +104,7 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
 
     Args:
         repository: The BackupRepository block, or its name ('backup-repository/main').
-        target: Only this target (a block or its name); default: every target in the repository.
+        target: Only this target (a block or its name, or engine/name as `vaultflow list` prints it); default: every target in the repository.
         deep: Re-read every object and recompute its sha256 (False: check presence and size only).
     """
     logger = get_run_logger()
@@ -113,12 +115,9 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
     ):
         _, repo = load_repository(repository)
         report.subject = repo.description  # a target given makes it the subject below
+        targets = repository_targets(repo, target)
         if target is not None:
-            block = load_target(target)
-            targets = [(block.engine().name, block.name)]
             report.about(*targets[0])
-        else:
-            targets = repo.targets()
         rows, failures, clocks = [], [], {}
         counts = {"backups": 0, "unreadable": 0, "log_units": 0}  # rows are of all three kinds: count each
         for engine, name in targets:
@@ -189,7 +188,12 @@ def verify(repository: RepositoryParam, target: TargetParam | None = None, deep:
         run_summary.details += [f"misdated (held, not failed): {k}: {v}" for k, v in clocks.items()]
         if failures:
             report.summary = run_summary  # published by the report as the run fails
+            for problem in failures[:LOGGED_PROBLEMS]:  # each one where the user looks: the run's log
+                logger.warning(problem)
+            if len(failures) > LOGGED_PROBLEMS:
+                logger.warning(f"... and {len(failures) - LOGGED_PROBLEMS} more: see the run's verify summary artifact")
+            more = f"; and {len(failures) - 5} more (each in the run's log)" if len(failures) > 5 else ""
             raise IntegrityError(
-                f"{counted(len(failures), 'problem')} in {repo.description}: " + "; ".join(failures[:5])
+                f"{counted(len(failures), 'problem')} in {repo.description}: " + "; ".join(failures[:5]) + more
             )
     return report.finish(run_summary, {**counts, "problems": failures, "clock_problems": clocks})

@@ -204,6 +204,9 @@ def list_backups(repository: str | None = RepoOpt, repo_path: str | None = RepoP
                 )
         for p in catalog.problems:
             rows.append((f"{engine}/{target}", p.key, "unreadable", p.message, "", "", "", "", ""))
+    if not rows:
+        console.print(f"no backups in {repo.description}", markup=False, highlight=False)
+        return
     _print_table(header, rows)
     for note in notes:
         console.print(f"warning: {note}", markup=False, highlight=False)
@@ -235,7 +238,10 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
 
 
 OnlyTargetOpt = typer.Option(
-    None, "--target", "-t", help="Only this target (its block name, or its name in the repository)."
+    None,
+    "--target",
+    "-t",
+    help="Only this target: its block name, or engine/name as `vaultflow list` prints it (no block needed).",
 )
 
 
@@ -250,6 +256,7 @@ def verify(
     logs (the verify flow). Exit status 1 when anything is wrong, after checking everything."""
     result = run_flow(
         "vaultflow.flows.verify:verify",
+        target_in="repository",
         repository=repository_param(repository, repo_path),
         target=target,
         deep=not quick,
@@ -268,6 +275,7 @@ def prune(
     """Apply the repository's retention policy (the prune flow)."""
     result = run_flow(
         "vaultflow.flows.prune:prune",
+        target_in="repository",
         repository=repository_param(repository, repo_path),
         target=target,
         dry_run=dry_run,
@@ -320,7 +328,7 @@ def upload(
     repo_path: str | None = RepoPathOpt,
     to: str | None = typer.Option(None, "--to", help="Destination BackupRepository block name."),
     to_path: str | None = typer.Option(None, "--to-path", help="A local directory as destination."),
-    target: str | None = typer.Option(None, "--target", "-t", help="Only this target's backups."),
+    target: str | None = OnlyTargetOpt,
     backup_id: str | None = typer.Option(
         None, "--backup", "-b", help="Only this backup ('latest' or an id) and the parents it needs."
     ),
@@ -331,6 +339,7 @@ def upload(
         raise typer.BadParameter("give exactly one of --to NAME and --to-path DIR", param_hint="--to")
     result = run_flow(
         "vaultflow.flows.upload:upload",
+        target_in="source",
         source=repository_param(repository, repo_path),
         destination=repository_param(to, to_path, must_exist=False),
         target=target,

@@ -187,7 +187,7 @@ def _restore(
             overwrite=overwrite,
             databases=database or None,
             **params,
-            **({"options": extra} if extra else {}),
+            **({"options": extra} if extra else {}),  # type: ignore[arg-type]  # flow parameters, not run_flow's own
         )
     except VaultflowError as exc:  # one line, naming flags (its class kept: it decides the exit status)
         exc.args = (cli_wording(str(exc), list(known)),)

@@ -168,6 +168,12 @@ class OneLineErrors(TyperGroup):
         return result if isinstance(result, int) else 0
 
 
+# Prefect's background services log "Still processing items: N items remaining..." while the
+# process exits and they send what is queued (the events of the blocks a command loaded): after a
+# command's one error line, a second line about Prefect's own housekeeping.
+_EXIT_DRAIN_LOGGERS = {"EventsWorker", "APILogWorker"}
+
+
 class _ConsoleFilter(logging.Filter):
     """On the terminal: Prefect's warnings only (every line with --verbose), never a traceback.
     The API handler is left alone: the run's log on the server keeps everything."""
@@ -175,6 +181,12 @@ class _ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not SETTINGS["verbose"] and record.levelno != logging.WARNING:
             return False  # errors end the command with their one line; info is --verbose
+        if (
+            not SETTINGS["verbose"]
+            and record.name in _EXIT_DRAIN_LOGGERS
+            and record.getMessage().startswith("Still processing items")
+        ):
+            return False  # Prefect sending this command's last events at exit: --verbose shows it
         record.exc_info, record.exc_text, record.stack_info = None, None, None
         return True
 
@@ -293,7 +305,9 @@ def url_target(url: str) -> Any:
         # popped: the tools this run starts get the password through the engine's own channel
         # (a memfd passfile, stdin), never by inheriting this process's environment
         password = next((value for value in given if value), None) or kind.passfile_password(fields)
-        return kind(**fields, **({"password": SecretStr(password)} if password else {}))
+        target = kind(**fields, **({"password": SecretStr(password)} if password else {}))
+        target._from_url = True  # its errors say where a URL target's login comes from (login_hint)
+        return target
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     except ValidationError as exc:
@@ -302,20 +316,28 @@ def url_target(url: str) -> Any:
         ) from None
 
 
-def check_blocks(params: dict[str, Any]) -> None:
+def check_blocks(params: dict[str, Any], target_in: str | None = None) -> None:
     """Look up every block a flow's parameters name before its run starts: an unknown or
     ambiguous name is a UsageError naming the block type and name and how to list them; a saved
     block whose data fails validation is InvalidBlockError (exit 1: the command line is right,
-    the block is not), naming the block and the field."""
-    from vaultflow.flows._support import load_block, load_target
+    the block is not), naming the block and the field. `target_in` names the parameter holding
+    the repository of a repository-wide command (verify, prune, upload), whose target may also be
+    given as `vaultflow list` prints it, engine/name, with no block (repository_targets)."""
+    from vaultflow.flows._support import engine_form, load_block, load_target, repository_targets
+
+    def repository(ref: Any) -> Any:
+        return load_block(ref, "backup-repository") if isinstance(ref, str) else ref
 
     try:
         for name in TARGET_PARAMS:
-            if isinstance(params.get(name), str):
-                load_target(params[name])
+            ref = params.get(name)
+            if isinstance(ref, str) and target_in is not None and engine_form(ref) is not None:
+                repository_targets(repository(params[target_in]).build(), ref)
+            elif isinstance(ref, str):
+                load_target(ref)
         for name in REPOSITORY_PARAMS:
             if isinstance(params.get(name), str):
-                load_block(params[name], "backup-repository")
+                repository(params[name])
     except InvalidBlockError:
         raise
     except (NotFoundError, ConfigError) as exc:
@@ -334,10 +356,16 @@ def prefect_session() -> Iterator[None]:
         yield
 
 
-def run_flow(flow: Any, *, before_run: Callable[[dict[str, Any]], None] | None = None, **params: Any) -> Any:
+def run_flow(
+    flow: Any,
+    *,
+    before_run: Callable[[dict[str, Any]], None] | None = None,
+    target_in: str | None = None,
+    **params: Any,
+) -> Any:
     """Run `flow` (a flow, or its 'module:name', 'vaultflow.flows.verify:verify', imported here after the
     command's own checks) in-process once (no flow-level retries), after checking the API and the blocks `params`
-    name, and calling `before_run(params)` (a command's own check that needs the blocks: it raises
+    name (check_blocks, with `target_in`), and calling `before_run(params)` (a command's own check that needs the blocks: it raises
     UsageError); returns the run's result. Raises UsageError for an unknown block and VaultflowError
     carrying the failed run's state message (Prefect's own prefix removed)."""
     import importlib
@@ -352,7 +380,7 @@ def run_flow(flow: Any, *, before_run: Callable[[dict[str, Any]], None] | None =
         if isinstance(params.get(name), str) and "://" in params[name]:
             params[name] = url_target(params[name])
     with prefect_session():
-        check_blocks(params)
+        check_blocks(params, target_in)
         if before_run is not None:
             before_run(params)
         state = flow.with_options(retries=0)(**params, return_state=True)

@@ -318,7 +318,8 @@ class LockRequest:
         return LockHeldError(
             f"{self.subject} is locked by {blocking.describe()}, so this "
             f"{self.purpose} ({'exclusive' if self.exclusive else 'shared'}) cannot start; waited {human_duration(waited)} "
-            f"(the repository's lock_wait). The run is retried. If that run died, its lock goes stale at "
+            f"(the repository's lock_wait). This is transient: run it again later (a deployment's flow retries "
+            f"do). If that run died, its lock goes stale at "
             f"{until}, or delete {blocking.key} from {self.where}",
             blocking,
         )

@@ -69,8 +69,9 @@ def check_same_source(newest_first: Iterable[Manifest], where: str, source: str,
         return
     raise ConfigError(
         f"target {where} is backed up from {newest.source!r} (newest backup {newest.id}), but this "
-        f"block's source is {source!r}: two sources must not share one target's backups. Give this "
-        f"block its own target_name, or, when the server really moved, run once with {ACCEPT_HINT}"
+        f"target's source is {source!r}: two sources must not share one target's backups. Give this "
+        f"target its own target_name (a block's field; a URL's ?target_name=), or, when the server "
+        f"really moved, run once with {ACCEPT_HINT}"
     )
 
 
@@ -79,7 +80,7 @@ def check_parent_source(parent: Manifest | None, source: str) -> None:
     than `source`: an incremental never chains onto another server's backup."""
     if parent is not None and parent.source and parent.source != source:
         raise ChainBrokenError(
-            f"parent backup {parent.id} was taken from {parent.source!r}, not from this block's source "
+            f"parent backup {parent.id} was taken from {parent.source!r}, not from this target's source "
             f"{source!r}; take a full backup"
         )
 

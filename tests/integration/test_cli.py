@@ -61,6 +61,16 @@ def test_backup_list_verify_prune_restore(pg18, fresh_db, tmp_path: Path, monkey
     assert "(--into) or pass --overwrite to replace it" in refused.output and "=True" not in refused.output
     pg18.execute(f'DROP DATABASE "{db}_cli" WITH (FORCE)')
 
+    # Restored twice under the default name (the backup's time): the second says whose copy is there.
+    first = runner.invoke(app, ["restore", "-t", "cli-target", "--repo-path", repo])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["restore", "-t", "cli-target", "--repo-path", repo])
+    assert again.exit_code == 1 and "nothing was touched" in again.output, again.output
+    assert "an earlier restore of it made that copy; drop it if it is no longer needed" in again.output
+    [copy] = [r[0] for r in pg18.execute(f"SELECT datname FROM pg_database WHERE datname LIKE '{db}_restore_%'")]
+    assert copy in again.output
+    pg18.execute(f'DROP DATABASE "{copy}" WITH (FORCE)')
+
     # The catalog shows each backup's last check: the verify above, then a failed one.
     backup_id = re.search(r"backup (\S+):", backup.output).group(1)
     assert "verify ok" in runner.invoke(app, ["list", "--repo-path", repo]).output

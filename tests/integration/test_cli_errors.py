@@ -71,6 +71,22 @@ def test_unknown_blocks_are_usage_errors_found_before_any_run(tmp_path: Path):
     assert result.exit_code == 2 and "backup-repository/no-such-repo" in error_line(result)
 
 
+def test_an_ambiguous_target_name_is_one_line_in_the_installed_command(tmp_path: Path):
+    """Blocks of two kinds named alike: exit 2 and the one error line, also from the command a
+    shell runs (where Prefect, sending the loaded blocks' events at exit, printed a second line:
+    "EventsWorker - Still processing items")."""
+    from vaultflow.blocks import RedisTarget
+
+    PostgresTarget(host="127.0.0.1", port=free_port(), databases=["x"]).save("cli-twice", overwrite=True)
+    RedisTarget(host="127.0.0.1", port=free_port()).save("cli-twice", overwrite=True)
+    result = cli("backup", "-t", "cli-twice", "--repo-path", str(tmp_path / "repo"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [line := result.stderr.strip()], result.stderr
+    assert line.startswith("error: ") and "Traceback" not in result.stdout
+    assert "target 'cli-twice' is ambiguous" in line and "postgres-target/cli-twice, redis-target/cli-twice" in line
+    assert not (tmp_path / "repo").exists()
+
+
 @pytest.mark.parametrize(
     "args, says",
     [
@@ -137,6 +153,15 @@ def test_a_missing_repo_path_directory_is_a_usage_error(command: list[str], tmp_
     assert result.exit_code == 2, result.output
     assert f"repository directory {gone} does not exist" in error_line(result)
     assert not gone.exists()
+
+
+def test_an_empty_repository_lists_as_no_backups(tmp_path: Path):
+    """An existing directory with no backup yet: one line saying so, not a header alone."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["list", "--repo-path", str(empty)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"no backups in local:{empty}", result.stdout
 
 
 def test_an_unreachable_prefect_api_is_one_line_naming_it():

@@ -21,6 +21,7 @@ from vaultflow.engines.base import BackupContext
 from vaultflow.flows.full_backup import full_backup
 from vaultflow.flows.restore_drill import restore_drill
 from vaultflow.manifest import BackupKind
+from vaultflow.source import held_databases
 from vaultflow.tasks import (
     check_target,
     dump,
@@ -152,9 +153,9 @@ def test_a_retried_dump_redoes_only_its_database(pg18, fresh_db, tmp_path: Path)
 
 
 @flow
-def nightly_offsite(target: PostgresTarget, local: BackupRepository, offsite: BackupRepository, into: str) -> dict:
+def nightly_offsite(target: PostgresTarget, local: BackupRepository, offsite: BackupRepository, suffix: str) -> dict:
     """The user's own flow of docs/tasks.md: back up into the local repository one database at a
-    time, send the backup to the off-site one, check it there and restore it from there."""
+    time, send the backup to the off-site one, check it there and restore each database from there."""
     engine, src, dst = target.engine(), local.build(), offsite.build()
     ctx = BackupContext(repository=src)
     check_target(engine)
@@ -163,74 +164,94 @@ def nightly_offsite(target: PostgresTarget, local: BackupRepository, offsite: Ba
     manifest = finish_backup(engine, ctx, plan, results)
     sent = upload(src, dst, manifest)
     checks = verify_checksum(dst, manifest)
-    restored = restore_and_compare(engine, BackupContext(repository=dst), manifest, into=into, overwrite=True)
+    restored = [
+        restore_and_compare(
+            engine, BackupContext(repository=dst), manifest, databases=[db], into=f"{db}{suffix}", overwrite=True
+        )
+        for db in sorted(held_databases(manifest))
+    ]
     return {
         "backup_id": manifest.id,
         "sent": list(sent.copied),
         "checks_ok": all(c.ok for c in checks),
-        "comparison_ok": restored.comparison.ok,
-        "restored": restored.restored,
+        "comparison_ok": all(r.comparison.ok for r in restored),
+        "restored": {k: v for r in restored for k, v in r.restored.items()},
     }
 
 
 def test_a_users_flow_composed_from_the_tasks(pg18, fresh_db, tmp_path: Path):
-    db = fresh_db(pg18)
-    pg18.execute(
-        "CREATE TABLE staff (id int PRIMARY KEY, name text); INSERT INTO staff VALUES "
-        "(1, 'Alice'), (2, 'Bob'), (3, 'Charlie')",
-        dbname=db,
-    )
+    """Two databases: each restores into its own check copy (`into` names one database; the docs'
+    flow once restored a whole multi-database backup into one name and failed at its last step)."""
+    dbs = sorted([fresh_db(pg18), fresh_db(pg18)])
+    for n, db in enumerate(dbs):
+        pg18.execute(
+            f"CREATE TABLE staff (id int PRIMARY KEY, name text); INSERT INTO staff VALUES "
+            f"(1, 'Alice'), (2, 'Bob'), (3, 'Charlie {n}')",
+            dbname=db,
+        )
     target = PostgresTarget(
         host=pg18.host,
         port=pg18.port,
         user=pg18.user,
-        databases=[db],
+        databases=dbs,
         target_name="own-flow",
         bin_dir=str(pg18.client_bin_dir),
     )
     local = BackupRepository(local_path=str(tmp_path / "local"))
     offsite = BackupRepository(local_path=str(tmp_path / "offsite"))
-    copy = f"{db}_offsite"
+    suffix = "_offsite"
+    copies = {db: f"{db}{suffix}" for db in dbs}
     try:
-        first = nightly_offsite(target, local, offsite, copy)
-        assert first["comparison_ok"] and first["restored"] == {db: copy}
-        assert_pg_restored(pg18, db, pg18, copy)
-        # The next night: the same check copy is replaced by the new backup's (rerunnable).
-        pg18.execute("INSERT INTO staff VALUES (4, 'Dana')", dbname=db)
-        state = nightly_offsite(target, local, offsite, copy, return_state=True)
+        first = nightly_offsite(target, local, offsite, suffix)
+        assert first["comparison_ok"] and first["restored"] == copies
+        for db, copy in copies.items():
+            assert_pg_restored(pg18, db, pg18, copy)
+        # The next night: the same check copies are replaced by the new backup's (rerunnable).
+        pg18.execute("INSERT INTO staff VALUES (4, 'Dana')", dbname=dbs[0])
+        state = nightly_offsite(target, local, offsite, suffix, return_state=True)
         result = state.result()
-        assert result["checks_ok"] and result["comparison_ok"] and result["restored"] == {db: copy}
+        assert result["checks_ok"] and result["comparison_ok"] and result["restored"] == copies
         assert result["backup_id"] != first["backup_id"]
-        assert result["sent"] == ["globals.sql.zst", f"db/{db}.dump.zst"]
-        assert_pg_restored(pg18, db, pg18, copy)
+        assert result["sent"] == ["globals.sql.zst", *(f"db/{db}.dump.zst" for db in dbs)]
+        for db, copy in copies.items():
+            assert_pg_restored(pg18, db, pg18, copy)
     finally:
-        pg18.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
-    names = sorted(task_runs(state, 8))
+        for copy in copies.values():
+            pg18.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+    names = sorted(run.name for run in task_runs_of(state.state_details.flow_run_id, 10))  # two restore-<id>
+    backup_id = result["backup_id"]
     assert names == sorted(
         [
             "check-target",
             "plan-full",
             "dump-globals",
-            f"dump-database-{db}",
-            f"finish-{result['backup_id']}",
-            f"upload-{result['backup_id']}",
-            f"verify-{result['backup_id']}",
-            f"restore-{result['backup_id']}",
+            *(f"dump-database-{db}" for db in dbs),
+            f"finish-{backup_id}",
+            f"upload-{backup_id}",
+            f"verify-{backup_id}",
+            f"restore-{backup_id}",
+            f"restore-{backup_id}",
         ]
     )
-    manifest = offsite.build().catalog("postgres", "own-flow").get(result["backup_id"])
+    manifest = offsite.build().catalog("postgres", "own-flow").get(backup_id)
 
     @flow
     def forget(repository: BackupRepository) -> int:
         return prune(repository.build(), manifest)
 
-    assert forget(offsite) == 3  # globals, the dump, the manifest
+    assert forget(offsite) == 4  # globals, the two dumps, the manifest
     assert [m.id for m in offsite.build().catalog("postgres", "own-flow").manifests] == [first["backup_id"]]
 
 
 def test_the_docs_flow_restores_as_the_tested_one():
     """The flow above is docs/tasks.md's example: its restore call, the one that makes it
     rerunnable (the check copy is overwritten), is the same in both."""
-    call = "restore_and_compare(engine, BackupContext(repository=dst), manifest, into=into, overwrite=True)"
+    call = (
+        "restore_and_compare(\n"
+        "            engine, BackupContext(repository=dst), manifest, databases=[db], "
+        'into=f"{db}{suffix}", overwrite=True\n'
+        "        )"
+    )
     assert call in (ROOT / "docs" / "tasks.md").read_text()
     assert call in inspect.getsource(nightly_offsite)
+    assert "for db in sorted(held_databases(manifest))" in (ROOT / "docs" / "tasks.md").read_text()

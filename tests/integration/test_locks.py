@@ -263,7 +263,9 @@ def test_a_prune_during_a_long_backup_deletes_nothing(pg18, fresh_db, repository
     before = sorted(info.key for info in repo.store.list("postgres/t/backups/"))
     assert any(key.startswith(payload) for key in before)
 
-    with pytest.raises(LockHeldError, match=rf"pid {backup.proc.pid} \(a backup, shared lock\).*retried"):
+    with pytest.raises(
+        LockHeldError, match=rf"pid {backup.proc.pid} \(a backup, shared lock\).*transient: run it again later"
+    ):
         prune(repository=repository)
     assert sorted(info.key for info in repo.store.list("postgres/t/backups/")) == before  # nothing deleted
     assert [m.id for m in repo.catalog("postgres", "t").manifests] == ids

@@ -172,6 +172,8 @@ def test_remote_full_backup_manifest_drill_and_restores(redis_source: RedisProce
             assert conn.get("counter") == b"42"
             assert conn.set("writable", "yes"), "the restored server is still a read-only replica"
         assert any(f"redis-cli -p {port} shutdown nosave" in line for line in logs)
+        # ... and in the result's notes, which `vaultflow restore` prints (its log lines are --verbose)
+        assert [note for note in result.notes if f"redis-cli -p {port} shutdown nosave" in note], result.notes
     finally:
         shutdown(port)
     assert Path(result.restored["directory"]).is_dir()  # the user's to remove

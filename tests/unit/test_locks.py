@@ -123,7 +123,9 @@ def test_held_error_names_holder_kind_time_and_what_to_do(tmp_path: Path) -> Non
         repo.acquire_lock("pg", "t", "prune", exclusive=True)
     text = str(info.value)
     assert "pg/t is locked by host db-worker-7 pid 4242 (a backup, shared lock) since " in text
-    assert "retried" in text and f"delete {key}" in text and "stale at" in text
+    # transient, without promising a retry: a command line's run has none (a deployment's may)
+    assert "transient: run it again later" in text and "is retried" not in text
+    assert f"delete {key}" in text and "stale at" in text
 
 
 def test_waiting_is_bounded_and_a_freed_lock_is_taken(tmp_path: Path) -> None:

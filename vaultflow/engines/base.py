@@ -53,7 +53,8 @@ class BackupContext:
 class RestoreResult:
     """What a restore (or drill) did: `restored` source database -> where it went (a physical
     PostgreSQL restore: "cluster" -> its data directory); `seconds` wall time; `comparison` with
-    the backup's fingerprints; `notes` what the restore changed on purpose, and why. `reached`:
+    the backup's fingerprints; `notes` what the restore changed on purpose and why, or what the
+    user must do next (stop a server it left running). `reached`:
     the recovery point the restored data stands at, in words ('LSN 0/3000148, last commit
     2026-11-30 05:59:58 UTC', 'oplog time 1764400000:3 (2025-11-29 07:06:40 UTC)'); None: the
     backup's own consistent point, nothing more precise known. `timeline`: the timeline the

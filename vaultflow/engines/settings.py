@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, WithJsonSchema
 
 from vaultflow.alerts import DEFAULT_ARCHIVE_LAG_MINUTES
 from vaultflow.engines import registry
@@ -75,6 +75,9 @@ class TargetSettings(BaseModel):
     url_schemes: ClassVar[tuple[str, ...]] = ()
     url_user_field: ClassVar[str] = "username"
     password_env: ClassVar[tuple[str, ...]] = ()
+    passfile_hint: ClassVar[str] = ""  # the engine's usual password file, for login_hint
+    # Made from a connection URL (vaultflow.cli_run.url_target), not a block: login_hint says so.
+    _from_url: bool = PrivateAttr(default=False)
 
     target_name: str | None = Field(
         default=None, description="Name of this target in the repository layout; default: the block's name."
@@ -103,6 +106,19 @@ class TargetSettings(BaseModel):
 
         Raises ConfigError for a name with control characters."""
         return check_target_name(self.target_name or self.saved_name() or self.default_name())
+
+    def login_hint(self, *fields: str) -> str:
+        """What to check when the server refuses this target's login, in words for how the
+        target was given: a URL's user (and `fields`, query parameters) and where its password
+        comes from (VAULTFLOW_PASSWORD, the engine's variables, its password file); else the
+        user, password and `fields` of the target block (named when saved)."""
+        if self._from_url:
+            where = " or ".join(("VAULTFLOW_PASSWORD", *self.password_env))
+            where += f", or {self.passfile_hint}" if self.passfile_hint else ""
+            return f"check the user{''.join(f'/{f}' for f in fields)} in the URL and the password in {where}"
+        saved = self.saved_name()
+        kind = type(self).__name__ + (f" block {saved!r}" if saved else "")
+        return f"check the {'/'.join((self.url_user_field, 'password', *fields))} of the {kind}"
 
     def saved_name(self) -> str | None:
         """The name a wrapper saved these settings under; None for plain settings (a target block

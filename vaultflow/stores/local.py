@@ -57,6 +57,11 @@ class LocalStore:
 
     def _not_writable(self, path: Path, exc: OSError | None = None) -> ConfigError:
         why = f" ({exc.strerror})" if exc is not None and exc.strerror else ""
+        if exc is not None and exc.errno == errno.ENOTDIR:  # no permission makes a file a directory
+            return ConfigError(
+                f"local store directory {path} cannot be made{why}: {path} or a parent of it is a file, not a "
+                f"directory; point the store at a directory (store root {self.root})"
+            )
         return ConfigError(
             f"local store directory {path} is not writable{why}; fix its permissions or "
             f"ownership, or point the store at a writable directory (store root {self.root})"

@@ -171,9 +171,7 @@ def translate(exc: BaseException, config: ClickHouseSettings, database: str | No
         name = f"database {database!r}" if database else "a database"
         return NotFoundError(f"{where}: {name} does not exist; fix the target's databases; ClickHouse said: {text}")
     if code in (AUTHENTICATION_FAILED, UNKNOWN_USER):
-        return AuthenticationError(
-            f"{where}: login as {config.username!r} was refused; check the target's username and password"
-        )
+        return AuthenticationError(f"{where}: login as {config.username!r} was refused; {config.login_hint()}")
     if code == BACKUP_NOT_FOUND:
         return ToolError(f"{where}: a base backup is missing or incomplete (error 599); ClickHouse said: {text}")
     if code is None and _is_connection_error(exc):

@@ -99,13 +99,12 @@ def classify_error(exc: Exception, settings: MongoSettings) -> VaultflowError:
     code = getattr(exc, "code", None)
     if isinstance(exc, mongo_errors.OperationFailure) and code == 18:
         return AuthenticationError(
-            f"MongoDB at {settings.where} refused the login of {who}: check the MongoTarget's "
-            f"username/password/auth_source ({text})"
+            f"MongoDB at {settings.where} refused the login of {who}: {settings.login_hint('auth_source')} ({text})"
         )
     if isinstance(exc, mongo_errors.OperationFailure) and code == 13 and not settings.username:
         return AuthenticationError(
-            f"MongoDB at {settings.where} requires authentication ({text}): set username and password on "
-            "the MongoTarget (a user with the built-in 'backup' role; restores: 'restore'), see docs/mongodb.md"
+            f"MongoDB at {settings.where} requires authentication ({text}): give a user with the built-in "
+            f"'backup' role (restores: 'restore') and its password ({settings.login_hint()}), see docs/mongodb.md"
         )
     if isinstance(exc, mongo_errors.OperationFailure) and code == 13:
         return AuthenticationError(

@@ -222,7 +222,7 @@ class OplogArchive:
             if others:
                 raise LockHeldError(
                     f"{ENGINE}/{self.target}: another archive-logs run ships its oplog ({others[0].describe()}); "
-                    "one at a time. The run is retried",
+                    "one at a time; this is transient: run it again later (a deployment's flow retries do)",
                     others[0],
                 )
             yield

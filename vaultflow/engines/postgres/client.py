@@ -148,8 +148,8 @@ def classify_connect_error(exc: Exception, config: PostgresSettings, dbname: str
         or "authentication failed" in text
     ):
         return AuthenticationError(
-            f"PostgreSQL at {config.where} refused the login for database {dbname!r}: check the "
-            "user and password of the PostgresTarget block (retrying will not help)"
+            f"PostgreSQL at {config.where} refused the login for database {dbname!r}: "
+            f"{config.login_hint()} (retrying will not help)"
         )
     if re.search(r"database \".*\" does not exist", text):
         return NotFoundError(

@@ -356,8 +356,14 @@ def restore_logical(
         sweep_scratch_databases(engine, ctx)
     clashes = [t for t in targets.values() if engine.database_exists(t)]
     if clashes and not overwrite:
+        why = (  # a default name (no `into`): an earlier restore of this backup made it
+            f" (the name a restore gives its copy of backup {manifest.id}: an earlier restore of it made "
+            "that copy; drop it if it is no longer needed)"
+            if not into
+            else ""
+        )
         raise RefusedError(
-            f"database(s) {', '.join(clashes)} already exist on {config.host}:{config.port}; "
+            f"database(s) {', '.join(clashes)} already exist on {config.host}:{config.port}{why}; "
             "nothing was touched. Restore under another name (`into`) or pass overwrite=True "
             "to replace it"
         )

@@ -35,6 +35,7 @@ class PostgresSettings(TargetSettings):
     url_schemes = ("postgresql", "postgres")
     url_user_field = "user"
     password_env = ("PGPASSWORD",)
+    passfile_hint = "the password file (PGPASSFILE, else ~/.pgpass)"
     strategy_fits = {
         INCREMENTAL: "a physical PostgreSQL target (mode='physical')",
         DIFFERENTIAL: "a physical PostgreSQL target (mode='physical')",

@@ -65,7 +65,7 @@ def classify_error(exc: Exception, config: RedisSettings) -> VaultflowError:
     ):
         who = f"user {config.username!r}" if config.username else "the default user"
         return AuthenticationError(
-            f"Redis at {config.where} refused the login of {who}: check the RedisTarget's username/password ({text})"
+            f"Redis at {config.where} refused the login of {who}: {config.login_hint()} ({text})"
         )
     if isinstance(exc, redis.exceptions.BusyLoadingError):
         return TransientError(f"Redis at {config.where} is still loading its data; retry later ({text})")

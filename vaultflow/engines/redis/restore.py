@@ -187,6 +187,7 @@ def restore_redis(
     dest, created = _prepare_dest(None if replay else into, manifest)
     server = blackhole = None
     leave_running = keep_files = False
+    notes: list[str] = []  # what the user must know of the result (a server left running)
     try:
         if not keep_running and not replay and into is None and manifest.mode == "rdb":
             server, blackhole = _streamed_scratch(ctx, manifest, dest, engine.config.bin_dir)  # a drill
@@ -228,15 +229,20 @@ def restore_redis(
             login = (
                 f" --user {config.username} --askpass" if config.username else (" --askpass" if config.password else "")
             )
-            ctx.log(
-                f"restored {manifest.id} into a redis-server at {server.where} (data in {dest}), with "
+            notes.append(  # in the run's log and on the command line: the server outlives both
+                f"a redis-server at {server.where} serves the restored data (in {dest}), with "
                 f"{config.where}'s login; stop it with: redis-cli -p {server.port}{login} shutdown nosave, "
                 f"then delete {dest} (a full copy of the data)"
             )
+            ctx.log(f"restored {manifest.id}: {notes[-1]}")
         else:
             restored = {"server": server.where, "directory": str(dest)}
         return RestoreResult(
-            backup_id=manifest.id, restored=restored, seconds=time.monotonic() - start, comparison=comparison
+            backup_id=manifest.id,
+            restored=restored,
+            seconds=time.monotonic() - start,
+            comparison=comparison,
+            notes=notes,
         )
     finally:
         if not leave_running:
