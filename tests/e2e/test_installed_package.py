@@ -164,7 +164,7 @@ def test_blocks_register_and_the_docs_flow_runs_from_the_installed_package(
             "python",
             "-c",
             "from flows.offsite import nightly_offsite\n"
-            f"print('backup', nightly_offsite(target='pkg-prod', local='pkg-local', offsite='pkg-offsite', into={copy!r}))",
+            "print('backup', nightly_offsite(target='pkg-prod', local='pkg-local', offsite='pkg-offsite', suffix='_offsite'))",
         )
         backup_id = re.search(r"^backup (\S+)$", done.stdout, re.M)
         assert backup_id, done.stdout

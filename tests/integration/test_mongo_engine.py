@@ -231,7 +231,10 @@ def test_missing_database_wrong_password_and_unreachable_server_fail_clearly(mon
         logins.active = False  # pymongo cannot unregister a global listener
     assert logins.refused == 1, f"a wrong password is one login attempt, not a retry loop: {logins.refused}"
     anonymous = target_for(mongo_with_password, [])
-    with pytest.raises(AuthenticationError, match="requires authentication .*: set username and password"):
+    with pytest.raises(
+        AuthenticationError,
+        match="requires authentication .*: give a user with the built-in 'backup' role .*and its password",
+    ):
         anonymous.engine().full_backup(ctx)
     port = free_port()
     closed = MongoTarget(host="127.0.0.1", port=port, target_name="gone", connect_timeout=1)

@@ -95,7 +95,7 @@ def test_unwritable_repository_is_config_error(pg_server: PostgresInstance, fres
     engine = engine_for(pg_server, [fresh_db(pg_server)])
     with pytest.raises(ConfigError) as info:
         engine.full_backup(BackupContext(Repository(LocalStore(blocker / "repo"))))
-    assert str(blocker) in str(info.value) and "not writable" in str(info.value)
+    assert str(blocker) in str(info.value) and "is a file, not a directory" in str(info.value)
     assert named(descendants(psutil.Process()), "pg_dump") == []
 
 
