@@ -83,6 +83,15 @@ def repository_param(name: str | None, path: str | None, must_exist: bool = True
 
     if path:
         if must_exist and not os.path.isdir(path):
+            from pathlib import Path
+
+            blocker = next((p for p in (path, *map(str, Path(path).parents)) if os.path.lexists(p)), None)
+            if blocker is not None and not os.path.isdir(blocker):
+                raise typer.BadParameter(
+                    f"repository directory {path}: {blocker} is a file, not a directory; give the repository's "
+                    "directory; nothing was read",
+                    param_hint="--repo-path",
+                )
             raise typer.BadParameter(
                 f"repository directory {path} does not exist: check the path (an unmounted volume?); nothing was read",
                 param_hint="--repo-path",
@@ -314,6 +323,8 @@ def url_target(url: str) -> Any:
         raise UsageError(
             f"{scheme}:// URL: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         ) from None
+    except ValueError as exc:  # urllib's own parse errors: "Port out of range 0-65535", a bad IPv6 address
+        raise UsageError(f"{scheme}:// URL {url!r}: {exc}; fix the URL") from None
 
 
 def check_blocks(params: dict[str, Any], target_in: str | None = None) -> None:

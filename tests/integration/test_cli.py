@@ -58,7 +58,11 @@ def test_backup_list_verify_prune_restore(pg18, fresh_db, tmp_path: Path, monkey
     assert refused.exit_code == 1
     assert "already exist" in refused.output and "nothing was touched" in refused.output
     # the CLI's line names its flags; the flow's (a deployment's run) names the parameters
-    assert "(--into) or pass --overwrite to replace it" in refused.output and "=True" not in refused.output
+    assert (
+        "(--into), or replace it: --into naming it and --overwrite (several databases: one at a time, chosen with --database)"
+        in refused.output
+    )
+    assert "=True" not in refused.output
     pg18.execute(f'DROP DATABASE "{db}_cli" WITH (FORCE)')
 
     # Restored twice under the default name (the backup's time): the second says whose copy is there.
@@ -69,6 +73,8 @@ def test_backup_list_verify_prune_restore(pg18, fresh_db, tmp_path: Path, monkey
     assert "an earlier restore of it made that copy; drop it if it is no longer needed" in again.output
     [copy] = [r[0] for r in pg18.execute(f"SELECT datname FROM pg_database WHERE datname LIKE '{db}_restore_%'")]
     assert copy in again.output
+    replaced = runner.invoke(app, ["restore", "-t", "cli-target", "--repo-path", repo, "--into", copy, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
     pg18.execute(f'DROP DATABASE "{copy}" WITH (FORCE)')
 
     # The catalog shows each backup's last check: the verify above, then a failed one.

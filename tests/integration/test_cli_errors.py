@@ -155,6 +155,22 @@ def test_a_missing_repo_path_directory_is_a_usage_error(command: list[str], tmp_
     assert not gone.exists()
 
 
+def test_a_repo_path_through_a_file_says_so(tmp_path: Path):
+    """A file where the repository's directory (or a parent) should be: not "does not exist"."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a directory")
+    for path in (blocker, blocker / "repo"):
+        line = error_line(runner.invoke(app, ["list", "--repo-path", str(path)]))
+        assert f"{blocker} is a file, not a directory" in line and "does not exist" not in line, line
+
+
+def test_a_url_with_a_bad_port_is_a_usage_error_naming_it():
+    result = runner.invoke(app, ["backup", "-t", "postgresql://u@127.0.0.1:99999/shop", "--repo-path", "r"])
+    assert result.exit_code == 2, result.output
+    line = error_line(result)
+    assert "postgresql:// URL 'postgresql://u@127.0.0.1:99999/shop': Port out of range" in line, line
+
+
 def test_an_empty_repository_lists_as_no_backups(tmp_path: Path):
     """An existing directory with no backup yet: one line saying so, not a header alone."""
     empty = tmp_path / "empty"

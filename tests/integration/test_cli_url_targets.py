@@ -84,6 +84,13 @@ def test_postgres_url_with_password_from_the_environment_or_pgpass(pg_with_passw
     line = one_error(nothing, 1)  # the server refused: the run failed, saying where a URL's password comes from
     assert "in the URL" in line and "VAULTFLOW_PASSWORD or PGPASSWORD" in line and "block" not in line, line
 
+    missing = url.replace(f"/{db}?", "/vf_no_such_db?")
+    gone = runner.invoke(
+        app, ["backup", "-t", missing, "--repo-path", str(tmp_path / "gone")], env={**no_pgpass, "PGPASSWORD": password}
+    )
+    line = one_error(gone, 1)
+    assert "vf_no_such_db" in line and "fix the database list in the URL's path" in line and "Target" not in line, line
+
     # verify, prune and upload take the target as `vaultflow list` prints it: no block needed.
     listed = runner.invoke(app, ["list", "--repo-path", str(repo)])
     assert listed.exit_code == 0 and f"postgres/{name}" in listed.stdout, listed.output

@@ -120,6 +120,15 @@ class TargetSettings(BaseModel):
         kind = type(self).__name__ + (f" block {saved!r}" if saved else "")
         return f"check the {'/'.join((self.url_user_field, 'password', *fields))} of the {kind}"
 
+    def setting_hint(self, field: str) -> str:
+        """Where the user sets `field` of this target, in words for how the target was given:
+        "the database list in the URL's path" / "the URL's ?bin_dir=" for a URL target, else
+        "the PostgresTarget block 'prod''s databases" (the block named when saved)."""
+        if self._from_url:
+            return "the database list in the URL's path" if field == "databases" else f"the URL's ?{field}="
+        saved = self.saved_name()
+        return f"the {type(self).__name__}{f' block {saved!r}' if saved else ''}'s {field}"
+
     def saved_name(self) -> str | None:
         """The name a wrapper saved these settings under; None for plain settings (a target block
         answers with its block document's name)."""

@@ -163,7 +163,7 @@ def user_databases(client: MongoClient, settings: MongoSettings) -> list[str]:
             raise VaultflowError(
                 f"MongoDB at {settings.where} has no database {', '.join(map(repr, missing))} "
                 f"(it has: {', '.join(n for n in present if n not in SYSTEM_DATABASES) or 'none'}); "
-                "fix the MongoTarget's databases"
+                f"fix {settings.setting_hint('databases')}"
             )
         return sorted(settings.databases)
     return [name for name in present if name not in SYSTEM_DATABASES]

@@ -253,7 +253,7 @@ def choose_bin_dir(config: PostgresSettings, server_major: int) -> Path:
     if config.bin_dir:
         chosen = Path(config.bin_dir)
         if not (chosen / "pg_dump").exists():
-            raise ConfigError(f"bin_dir {chosen} has no pg_dump; fix the PostgresTarget's bin_dir")
+            raise ConfigError(f"bin_dir {chosen} has no pg_dump; fix {config.setting_hint('bin_dir')}")
         candidates = [chosen]
     else:
         candidates = sorted(candidate_bin_dirs(), key=tool_major_version, reverse=True)

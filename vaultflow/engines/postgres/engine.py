@@ -126,7 +126,7 @@ class PostgresEngine:
             raise NotFoundError(
                 f"database(s) {', '.join(missing)} do not exist on "
                 f"{self.config.host}:{self.config.port} (it has: {', '.join(existing)}); "
-                "fix the PostgresTarget's databases list"
+                f"fix {self.config.setting_hint('databases')}"
             )
         return wanted
 

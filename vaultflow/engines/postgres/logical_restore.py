@@ -364,8 +364,8 @@ def restore_logical(
         )
         raise RefusedError(
             f"database(s) {', '.join(clashes)} already exist on {config.host}:{config.port}{why}; "
-            "nothing was touched. Restore under another name (`into`) or pass overwrite=True "
-            "to replace it"
+            "nothing was touched. Restore under another name (`into`), or replace it: `into` naming it and "
+            "overwrite=True (several databases: one at a time, chosen with `databases`)"
         )
     with connect(config) as conn:
         superuser = conn.execute("SELECT current_setting('is_superuser') = 'on'").fetchone()[0]
