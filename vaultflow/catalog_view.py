@@ -53,7 +53,18 @@ def last_of(checks: Mapping[str, dict], kinds: Iterable[str]) -> dict | None:
     """The newest (by its "time", ISO UTC) of the records in `checks` (kind -> record) whose kind
     is one of `kinds`, or None."""
     found = [record for kind, record in checks.items() if kind in kinds]
-    return max(found, key=lambda record: str(record.get("time", "")), default=None)
+    return max(found, key=lambda record: check_moment(record), default=None)
+
+
+def check_moment(record: Mapping[str, object]) -> datetime:
+    """A check record's "time" as an aware datetime (records before Dec 1 2026 have whole
+    seconds, later ones milliseconds: compared as times, not as strings, where
+    '...:56.120Z' < '...:56Z'); the earliest time when missing or unreadable."""
+    try:
+        moment = datetime.fromisoformat(str(record.get("time")))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def check_cell(record: dict | None) -> str:

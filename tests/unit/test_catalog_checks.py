@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_chain import T0, physical
-from vaultflow.catalog_view import catalog_view, check_cell
+from vaultflow.catalog_view import catalog_view, check_cell, last_of
 from vaultflow.manifest import BackupKind, Manifest
 from vaultflow.repository import Catalog, CatalogProblem, Repository
 from vaultflow.status import verify_failures
@@ -193,3 +193,17 @@ def test_a_check_cell_escapes_markdown_and_cuts_long_details() -> None:
 )
 def test_human_age(seconds: float, text: str) -> None:
     assert human_age(seconds) == text
+
+
+def test_the_last_check_is_the_newest_by_time_whatever_its_precision():
+    """Check records had whole seconds, now milliseconds: as strings '...:00.500Z' sorts before
+    '...:00Z', and two checks of one second tied (a chart once drew two drills in swapped order)."""
+    whole = {"kind": "verify", "result": "ok", "time": "2026-11-30T07:00:00Z"}
+    later = {"kind": "drill", "result": "FAILED", "time": "2026-11-30T07:00:00.500Z"}
+    earlier = {"kind": "quick-verify", "result": "ok", "time": "2026-11-30T06:59:59.999Z"}
+    assert (
+        last_of({"verify": whole, "drill": later, "quick-verify": earlier}, ("verify", "drill", "quick-verify"))
+        is later
+    )
+    assert last_of({"verify": whole, "quick-verify": earlier}, ("verify", "quick-verify")) is whole
+    assert last_of({"verify": {"kind": "verify", "time": "garbled"}, "drill": earlier}, ("verify", "drill")) is earlier
