@@ -52,6 +52,9 @@ DEFAULT_SETTINGS = {
     "max_connections": "50",
     "wal_level": "replica",
     "max_wal_senders": "5",
+    # Dynamic shared memory in the data directory (pg_dynshmem/), not /dev/shm: a server the
+    # tests SIGKILL cannot remove its segments, and they outlived the run in /dev/shm (RAM).
+    "dynamic_shared_memory_type": "mmap",
 }
 
 
