@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from vaultflow.manifest import Manifest
 from vaultflow.repository import Catalog
-from vaultflow.status import DRILL, VERIFY_KINDS, restorable_backups, verify_failures
+from vaultflow.status import DRILL, VERIFY_KINDS, check_time, restorable_backups, verify_failures
 from vaultflow.summary import human_age, human_duration, human_size, objective_duration, when
 
 DRILL_KINDS = (DRILL,)
@@ -57,14 +57,10 @@ def last_of(checks: Mapping[str, dict], kinds: Iterable[str]) -> dict | None:
 
 
 def check_moment(record: Mapping[str, object]) -> datetime:
-    """A check record's "time" as an aware datetime (records before Dec 1 2026 have whole
-    seconds, later ones milliseconds: compared as times, not as strings, where
-    '...:56.120Z' < '...:56Z'); the earliest time when missing or unreadable."""
-    try:
-        moment = datetime.fromisoformat(str(record.get("time")))
-    except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    """A check record's "time" (status.check_time) for ordering: records before Dec 1 2026 have
+    whole seconds, later ones milliseconds, so they compare as times, not as strings, where
+    '...:56.120Z' < '...:56Z'; the earliest time when missing or unreadable."""
+    return check_time(record.get("time")) or datetime.min.replace(tzinfo=UTC)
 
 
 def check_cell(record: dict | None) -> str:
@@ -97,11 +93,8 @@ def check_cell(record: dict | None) -> str:
 
 def _check_time(value: object) -> str:
     """A record's ISO time as '2026-11-30 06:35 UTC' (as written when it cannot be parsed)."""
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return plain(str(value or ""))
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).strftime("%Y-%m-%d %H:%M UTC")
+    moment = check_time(value)
+    return plain(str(value or "")) if moment is None else moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def catalog_view(

@@ -336,19 +336,24 @@ def check_blocks(params: dict[str, Any], target_in: str | None = None) -> None:
     given as `vaultflow list` prints it, engine/name, with no block (repository_targets)."""
     from vaultflow.flows._support import engine_form, load_block, load_target, repository_targets
 
-    def repository(ref: Any) -> Any:
-        return load_block(ref, "backup-repository") if isinstance(ref, str) else ref
+    loaded: dict[str, Any] = {}  # parameter -> its repository block, loaded once
+
+    def repository(param: str) -> Any:
+        ref = params[param]
+        if param not in loaded:
+            loaded[param] = load_block(ref, "backup-repository") if isinstance(ref, str) else ref
+        return loaded[param]
 
     try:
         for name in TARGET_PARAMS:
             ref = params.get(name)
             if isinstance(ref, str) and target_in is not None and engine_form(ref) is not None:
-                repository_targets(repository(params[target_in]).build(), ref)
+                repository_targets(repository(target_in).build(), ref)
             elif isinstance(ref, str):
                 load_target(ref)
         for name in REPOSITORY_PARAMS:
             if isinstance(params.get(name), str):
-                repository(params[name])
+                repository(name)
     except InvalidBlockError:
         raise
     except (NotFoundError, ConfigError) as exc:

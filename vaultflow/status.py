@@ -199,7 +199,9 @@ def checks_by_kind(records: Mapping[str, Any]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def _time(text: Any) -> datetime | None:
+def check_time(text: Any) -> datetime | None:
+    """A check record's ISO 8601 "time" as an aware datetime (UTC when it names no zone; whole
+    seconds in older records, milliseconds now); None when it is missing or unreadable."""
     if not isinstance(text, str):
         return None
     try:
@@ -223,7 +225,7 @@ def last_check(records: Mapping[str, Any], kinds: Iterable[str], until: datetime
             backup_id,
             kind,
             rec.get("result") == "ok",
-            _time(rec.get("time")),
+            check_time(rec.get("time")),
             str(rec.get("detail") or ""),
             _number(rec.get("seconds")),
             _number(rec.get("rto_objective_s")),

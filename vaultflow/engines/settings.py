@@ -116,9 +116,7 @@ class TargetSettings(BaseModel):
             where = " or ".join(("VAULTFLOW_PASSWORD", *self.password_env))
             where += f", or {self.passfile_hint}" if self.passfile_hint else ""
             return f"check the user{''.join(f'/{f}' for f in fields)} in the URL and the password in {where}"
-        saved = self.saved_name()
-        kind = type(self).__name__ + (f" block {saved!r}" if saved else "")
-        return f"check the {'/'.join((self.url_user_field, 'password', *fields))} of the {kind}"
+        return f"check the {'/'.join((self.url_user_field, 'password', *fields))} of the {self._kind_label()}"
 
     def setting_hint(self, field: str) -> str:
         """Where the user sets `field` of this target, in words for how the target was given:
@@ -126,8 +124,12 @@ class TargetSettings(BaseModel):
         "the PostgresTarget block 'prod''s databases" (the block named when saved)."""
         if self._from_url:
             return "the database list in the URL's path" if field == "databases" else f"the URL's ?{field}="
+        return f"the {self._kind_label()}'s {field}"
+
+    def _kind_label(self) -> str:
+        """'PostgresTarget block 'prod'' (a saved block), else the class name: how hints name it."""
         saved = self.saved_name()
-        return f"the {type(self).__name__}{f' block {saved!r}' if saved else ''}'s {field}"
+        return type(self).__name__ + (f" block {saved!r}" if saved else "")
 
     def saved_name(self) -> str | None:
         """The name a wrapper saved these settings under; None for plain settings (a target block
